@@ -1,0 +1,109 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "casevault",
+    products: [
+        .executable(name: "casevaultd", targets: ["casevaultd"]),
+        .library(name: "CaseVaultStore", targets: ["CaseVaultStore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Layer 1: libsodium and the only Swift code that calls it.
+        .systemLibrary(
+            name: "CSodium",
+            pkgConfig: "libsodium",
+            providers: [.apt(["libsodium-dev"])]
+        ),
+        .target(
+            name: "CaseVaultCrypto",
+            dependencies: ["CSodium"],
+            swiftSettings: swiftSettings
+        ),
+        // Layer 2: record types, validation, typed errors. No I/O.
+        .target(
+            name: "CaseVaultCore",
+            swiftSettings: swiftSettings
+        ),
+        // Layer 3: the sealing barrier, key slots, sealed blobs, the SQLite index, shredding, recovery.
+        .target(name: "CCaseVaultShims"),
+        .target(
+            name: "CaseVaultStore",
+            dependencies: [
+                "CaseVaultCrypto",
+                "CaseVaultCore",
+                "CCaseVaultShims",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Executables are thin shims over the libraries.
+        .executableTarget(
+            name: "casevaultd",
+            dependencies: [
+                "CaseVaultStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Test helper: a writer process that tests kill with SIGKILL.
+        .executableTarget(
+            name: "casevault-torture",
+            dependencies: [
+                "CaseVaultStore",
+                "CaseVaultCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // `make bench`: prints figures; never run as a test.
+        .executableTarget(
+            name: "casevault-bench",
+            dependencies: [
+                "CaseVaultStore",
+                "CaseVaultCore",
+                "CCaseVaultShims",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CaseVaultCryptoTests",
+            dependencies: ["CaseVaultCrypto"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CaseVaultCoreTests",
+            dependencies: ["CaseVaultCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CaseVaultStoreTests",
+            dependencies: [
+                "CaseVaultStore",
+                "CaseVaultCore",
+                "CaseVaultCrypto",
+                "casevault-torture",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,79 @@
+/// The one error type CaseVault's layers report to their callers.
+///
+/// Shaped after swift-nio's `FileSystemError`: a stable `code` that callers switch on (and that becomes the
+/// problem+json `type` and the CLI exit code), a `message` that says what went wrong and how to fix it, the
+/// offending `field` where there is one, an underlying `cause`, and the place it was raised.
+///
+/// No message ever carries record content, participant names or a disclosure category: messages are
+/// built from schema field names and fixed text only, never from values the client sent.
+public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
+    /// Stable error codes. Their raw values are part of the API: never rename one.
+    public enum Code: String, Sendable, CaseIterable {
+        /// The content is not a JSON object.
+        case malformedContent = "malformed-content"
+        /// A required field is absent.
+        case missingField = "missing-field"
+        /// A field has the wrong type or a value outside what it allows.
+        case invalidField = "invalid-field"
+        /// The record type is not one CaseVault keeps.
+        case unknownRecordType = "unknown-record-type"
+        /// The policy forbids this record type (recordings, transcripts).
+        case forbiddenRecordType = "forbidden-record-type"
+        /// The content is larger than the configured limit.
+        case contentTooLarge = "content-too-large"
+        /// An identifier is not of the expected form.
+        case invalidIdentifier = "invalid-identifier"
+        /// No record or case with that id exists.
+        case notFound = "not-found"
+        /// The record was shredded: it is gone for good.
+        case shredded = "shredded"
+        /// Stored data failed authentication: it was altered, truncated or moved from another record.
+        case integrityFailure = "integrity-failure"
+        /// A file or directory is readable or writable by others than the daemon's user.
+        case insecurePermissions = "insecure-permissions"
+        /// The key source could not supply the root key.
+        case keyUnavailable = "key-unavailable"
+        /// The filesystem or the index failed (disk full, I/O error, corrupt index).
+        case storageFailure = "storage-failure"
+    }
+
+    /// Where an error was raised, for operators reading logs.
+    public struct Location: Sendable, CustomStringConvertible {
+        public var file: String
+        public var line: Int
+
+        public var description: String { "\(self.file):\(self.line)" }
+    }
+
+    public var code: Code
+    /// What went wrong and what to do about it. Never contains content.
+    public var message: String
+    /// The schema path of the offending field (`acknowledgements.devices_off`), when there is one.
+    public var field: String?
+    /// The underlying error, if any (an errno, a SQLite error, a crypto failure).
+    public var cause: (any Error & Sendable)?
+    public var location: Location
+
+    public init(
+        _ code: Code,
+        _ message: String,
+        field: String? = nil,
+        cause: (any Error & Sendable)? = nil,
+        file: String = #fileID,
+        line: Int = #line
+    ) {
+        self.code = code
+        self.message = message
+        self.field = field
+        self.cause = cause
+        self.location = Location(file: file, line: line)
+    }
+
+    public var description: String {
+        var text = "\(self.code.rawValue): \(self.message)"
+        if let cause = self.cause {
+            text += " (cause: \(cause))"
+        }
+        return text
+    }
+}

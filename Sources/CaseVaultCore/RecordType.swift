@@ -1,0 +1,30 @@
+/// The kinds of record CaseVault keeps (DESIGN §7). There is deliberately no type for recordings or
+/// transcripts: the program never records a session.
+public enum RecordType: String, Sendable, CaseIterable, Codable {
+    case intakeForm = "intake_form"
+    case agreementToMediate = "agreement_to_mediate"
+    case sessionNote = "session_note"
+    case finalAgreement = "final_agreement"
+    case evaluation = "evaluation"
+    case disclosure = "disclosure"
+
+    /// Names the policy forbids outright, refused with `forbidden-record-type` rather than
+    /// `unknown-record-type` so that the caller learns why.
+    public static let forbiddenNames: Set<String> = ["recording", "transcript"]
+
+    /// The type named `name`, or a typed error that does not echo the name back.
+    public static func parse(_ name: String) throws(CaseVaultError) -> RecordType {
+        if let type = RecordType(rawValue: name) {
+            return type
+        }
+        let allowed = RecordType.allCases.map(\.rawValue).joined(separator: ", ")
+        if Self.forbiddenNames.contains(name.lowercased()) {
+            throw CaseVaultError(
+                .forbiddenRecordType,
+                "sessions are never recorded and no transcript is kept; the record types are: \(allowed)",
+                field: "type"
+            )
+        }
+        throw CaseVaultError(.unknownRecordType, "the record type must be one of: \(allowed)", field: "type")
+    }
+}

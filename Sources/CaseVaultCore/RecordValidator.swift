@@ -1,0 +1,204 @@
+public import struct Foundation.Data
+internal import class Foundation.JSONDecoder
+internal import class Foundation.ISO8601DateFormatter
+
+/// Checks that a record's content holds what its type requires (DESIGN §7). Unknown extra fields are
+/// kept: forms grow. Errors name the field by its schema path and never repeat a value.
+public struct RecordValidator: Sendable {
+    /// Outcomes a final agreement may state.
+    public static let finalOutcomes: Set<String> = ["resolved", "partially_resolved"]
+    /// The exception categories that a disclosure may carry.
+    public static let disclosureCategories: Set<String> = [
+        "sexual_harassment", "discrimination", "intent_to_harm", "mediator_defense",
+    ]
+    static let signingMethods: Set<String> = ["written", "verbal"]
+    static let requiredAcknowledgements = [
+        "confidentiality", "no_recording", "will_not_compel_mediator", "will_not_discuss_outside",
+    ]
+    static let onlineAcknowledgements = ["devices_off", "nobody_else_present"]
+
+    /// The largest content accepted, in bytes.
+    public var maxContentBytes: Int
+
+    public init(maxContentBytes: Int) {
+        self.maxContentBytes = maxContentBytes
+    }
+
+    /// Parses and validates `content` for `type`. `participants`, when given, are the case's participant
+    /// ids: then participant references must name one of them, and a non-confidential outcome needs
+    /// every one's consent.
+    @discardableResult
+    public func validate(
+        type: RecordType,
+        content: [UInt8],
+        participants: Set<String>? = nil
+    ) throws(CaseVaultError) -> JSONValue {
+        guard content.count <= self.maxContentBytes else {
+            throw CaseVaultError(
+                .contentTooLarge,
+                "the content is larger than the configured limit of \(self.maxContentBytes) bytes; "
+                    + "put large documents in an attachment"
+            )
+        }
+        let document: JSONValue
+        do {
+            document = try JSONDecoder().decode(JSONValue.self, from: Data(content))
+        } catch {
+            throw CaseVaultError(.malformedContent, "the content must be a JSON object")
+        }
+        guard case .object = document else {
+            throw CaseVaultError(.malformedContent, "the content must be a JSON object")
+        }
+        try Self.check(type: type, document, participants: participants)
+        return document
+    }
+
+    static func check(type: RecordType, _ document: JSONValue, participants: Set<String>?) throws(CaseVaultError) {
+        switch type {
+        case .intakeForm:
+            _ = try document.requireText("dispute_category")
+        case .agreementToMediate:
+            let participant = try document.requireParticipant("participant", among: participants)
+            _ = participant
+            _ = try document.requireTimestamp("signed_at")
+            _ = try document.requireChoice("method", in: Self.signingMethods)
+            let online = try document.requireBool("online")
+            let acknowledgements = try document.requireObject("acknowledgements")
+            let needed = Self.requiredAcknowledgements + (online ? Self.onlineAcknowledgements : [])
+            for name in needed {
+                let path = "acknowledgements.\(name)"
+                guard let value = acknowledgements[name] else {
+                    throw CaseVaultError(.missingField, "\(path) is required and must be true", field: path)
+                }
+                guard value == .bool(true) else {
+                    throw CaseVaultError(
+                        .invalidField,
+                        "\(path) must be true: every acknowledgement is required before mediation",
+                        field: path
+                    )
+                }
+            }
+        case .sessionNote:
+            _ = try document.requireText("text")
+        case .finalAgreement:
+            _ = try document.requireText("terms")
+            _ = try document.requireChoice("outcome", in: Self.finalOutcomes)
+            let confidential = try document.requireBool("outcome_confidential")
+            let consents = try document.requireParticipantList("consents", among: participants)
+            if !confidential, let participants, !participants.isSubset(of: consents) {
+                throw CaseVaultError(
+                    .invalidField,
+                    "consents must list every participant of the case when outcome_confidential is false",
+                    field: "consents"
+                )
+            }
+        case .evaluation:
+            let satisfaction = try document.requireInteger("satisfaction")
+            guard (1...5).contains(satisfaction) else {
+                throw CaseVaultError(.invalidField, "satisfaction must be a whole number from 1 to 5", field: "satisfaction")
+            }
+            _ = try document.requireBool("would_recommend")
+        case .disclosure:
+            _ = try document.requireChoice("category", in: Self.disclosureCategories)
+            _ = try document.requireText("summary")
+        }
+    }
+}
+
+extension JSONValue {
+    fileprivate func require(_ field: String, _ expectation: String) throws(CaseVaultError) -> JSONValue {
+        guard let value = self[field], value != .null else {
+            throw CaseVaultError(.missingField, "\(field) is required (\(expectation))", field: field)
+        }
+        return value
+    }
+
+    fileprivate func mistyped(_ field: String, _ expectation: String) -> CaseVaultError {
+        CaseVaultError(.invalidField, "\(field) must be \(expectation)", field: field)
+    }
+
+    fileprivate func requireText(_ field: String) throws(CaseVaultError) -> String {
+        let expectation = "a non-empty string"
+        guard case .string(let text) = try self.require(field, expectation),
+            !text.allSatisfy(\.isWhitespace)
+        else { throw self.mistyped(field, expectation) }
+        return text
+    }
+
+    fileprivate func requireBool(_ field: String) throws(CaseVaultError) -> Bool {
+        guard case .bool(let value) = try self.require(field, "true or false") else {
+            throw self.mistyped(field, "true or false")
+        }
+        return value
+    }
+
+    fileprivate func requireInteger(_ field: String) throws(CaseVaultError) -> Int64 {
+        guard case .integer(let value) = try self.require(field, "a whole number") else {
+            throw self.mistyped(field, "a whole number")
+        }
+        return value
+    }
+
+    fileprivate func requireObject(_ field: String) throws(CaseVaultError) -> JSONValue {
+        let value = try self.require(field, "an object")
+        guard case .object = value else { throw self.mistyped(field, "an object") }
+        return value
+    }
+
+    fileprivate func requireChoice(_ field: String, in choices: Set<String>) throws(CaseVaultError) -> String {
+        let expectation = "one of: \(choices.sorted().joined(separator: ", "))"
+        guard case .string(let value) = try self.require(field, expectation), choices.contains(value) else {
+            throw self.mistyped(field, expectation)
+        }
+        return value
+    }
+
+    fileprivate func requireTimestamp(_ field: String) throws(CaseVaultError) -> String {
+        let expectation = "an RFC 3339 date-time such as 2026-03-01T14:00:00Z"
+        guard case .string(let value) = try self.require(field, expectation), Self.isTimestamp(value) else {
+            throw self.mistyped(field, expectation)
+        }
+        return value
+    }
+
+    fileprivate func requireParticipant(_ field: String, among participants: Set<String>?) throws(CaseVaultError) -> String {
+        let expectation = "a participant id of the case, such as p1"
+        guard case .string(let value) = try self.require(field, expectation), Self.isParticipantID(value),
+            participants?.contains(value) ?? true
+        else { throw self.mistyped(field, expectation) }
+        return value
+    }
+
+    fileprivate func requireParticipantList(
+        _ field: String,
+        among participants: Set<String>?
+    ) throws(CaseVaultError) -> Set<String> {
+        let expectation = "a list of distinct participant ids of the case, such as [\"p1\", \"p2\"]"
+        guard case .array(let items) = try self.require(field, expectation) else {
+            throw self.mistyped(field, expectation)
+        }
+        var result = Set<String>()
+        for item in items {
+            guard case .string(let value) = item, Self.isParticipantID(value), participants?.contains(value) ?? true,
+                result.insert(value).inserted
+            else { throw self.mistyped(field, expectation) }
+        }
+        return result
+    }
+
+    /// `p1`, `p2`, …: opaque participant ids; names live only inside the sealed case header.
+    public static func isParticipantID(_ value: String) -> Bool {
+        let utf8 = Array(value.utf8)
+        guard utf8.count >= 2, utf8.count <= 6, utf8[0] == UInt8(ascii: "p"), utf8[1] != UInt8(ascii: "0") else {
+            return false
+        }
+        return utf8.dropFirst().allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+    }
+
+    static func isTimestamp(_ value: String) -> Bool {
+        let plain = ISO8601DateFormatter()
+        let fractional = ISO8601DateFormatter()
+        fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return plain.date(from: value) != nil || fractional.date(from: value) != nil
+    }
+}
