@@ -1,0 +1,120 @@
+internal import CaseVaultCore
+internal import CaseVaultCrypto
+internal import Synchronization
+
+/// The single point of encryption and decryption (after HashiCorp Vault's barrier): the only part of the
+/// store that holds keys or sees plaintext. Everything else moves ciphertext and opaque ids.
+///
+/// Key hierarchy: root key → (crypto_kdf, one per epoch) key-encryption key → wraps one random data key per
+/// record → seals the record's content. Associated data binds each ciphertext to its place:
+/// - a wrapped key to its slot number, record id and epoch;
+/// - sealed content to its record id, case id, type and format version.
+/// So a blob or slot copied onto another record fails to authenticate instead of opening as wrong content.
+final class Barrier: Sendable {
+    static let formatVersion: UInt8 = 1
+    static let blobMagic: [UInt8] = Array("CVB1".utf8)
+    static let blobHeaderSize = 8
+    private static let kekContext: StaticString = "cv-kek01"
+
+    private let rootKey: SecureBytes
+    private let keyEncryptionKeys = Mutex<[UInt32: SecureBytes]>([:])
+
+    init(rootKey: SecureBytes) {
+        self.rootKey = rootKey
+    }
+
+    private func keyEncryptionKey(epoch: UInt32) throws(CaseVaultError) -> SecureBytes {
+        if let key = self.keyEncryptionKeys.withLock({ $0[epoch] }) {
+            return key
+        }
+        let key: SecureBytes
+        do {
+            key = try KeyDerivation.deriveKey(from: self.rootKey, context: Self.kekContext, id: UInt64(epoch))
+        } catch {
+            throw CaseVaultError(.keyUnavailable, "the epoch key could not be derived", cause: error)
+        }
+        self.keyEncryptionKeys.withLock { $0[epoch] = key }
+        return key
+    }
+
+    func newDataKey() -> SecureBytes {
+        SecureBytes.random(count: AEAD.keyByteCount)
+    }
+
+    // MARK: Key slots
+
+    func wrap(dataKey: SecureBytes, recordID: RecordID, slot: Int64, epoch: UInt32) throws(CaseVaultError) -> [UInt8] {
+        let kek = try self.keyEncryptionKey(epoch: epoch)
+        let sealed = dataKey.withUnsafeBytes { keyBytes in
+            AEAD.seal(keyBytes, key: kek, associatedData: Self.slotAssociatedData(recordID: recordID, slot: slot, epoch: epoch))
+        }
+        return KeySlot.encode(epoch: epoch, recordID: recordID, sealedKey: sealed)
+    }
+
+    func unwrap(slotBytes: [UInt8], recordID: RecordID, slot: Int64) throws(CaseVaultError) -> SecureBytes {
+        guard let decoded = KeySlot.decode(slotBytes), Memory.constantTimeEquals(decoded.recordID, recordID.bytes) else {
+            throw Self.integrityFailure("key slot")
+        }
+        let kek = try self.keyEncryptionKey(epoch: decoded.epoch)
+        var key: [UInt8]
+        do {
+            key = try AEAD.open(
+                decoded.sealedKey, key: kek,
+                associatedData: Self.slotAssociatedData(recordID: recordID, slot: slot, epoch: decoded.epoch)
+            )
+        } catch {
+            throw Self.integrityFailure("key slot")
+        }
+        defer { Memory.zero(&key) }
+        do {
+            return try SecureBytes(copying: key)
+        } catch {
+            throw CaseVaultError(.keyUnavailable, "secure memory for a data key could not be allocated", cause: error)
+        }
+    }
+
+    // MARK: Content
+
+    func seal(content: [UInt8], dataKey: SecureBytes, record: RecordMetadata) -> [UInt8] {
+        let header = Self.blobMagic + [Self.formatVersion, 0, 0, 0]
+        return header + AEAD.seal(content, key: dataKey, associatedData: Self.contentAssociatedData(record, version: Self.formatVersion))
+    }
+
+    func open(blob: [UInt8], dataKey: SecureBytes, record: RecordMetadata) throws(CaseVaultError) -> [UInt8] {
+        guard blob.count >= Self.blobHeaderSize + AEAD.overhead, Array(blob[0..<4]) == Self.blobMagic else {
+            throw Self.integrityFailure("sealed content")
+        }
+        let version = blob[4]
+        guard version == Self.formatVersion else { throw Self.integrityFailure("sealed content") }
+        do {
+            return try AEAD.open(
+                blob[Self.blobHeaderSize...], key: dataKey,
+                associatedData: Self.contentAssociatedData(record, version: version)
+            )
+        } catch {
+            throw Self.integrityFailure("sealed content")
+        }
+    }
+
+    static func sealedSize(contentSize: Int) -> Int {
+        Self.blobHeaderSize + AEAD.overhead + contentSize
+    }
+
+    private static func slotAssociatedData(recordID: RecordID, slot: Int64, epoch: UInt32) -> [UInt8] {
+        Array("casevault.slot.v1".utf8) + UInt64(slot).littleEndianBytes + recordID.bytes + epoch.littleEndianBytes
+    }
+
+    private static func contentAssociatedData(_ record: RecordMetadata, version: UInt8) -> [UInt8] {
+        let type = Array(record.type.rawValue.utf8)
+        return Array("casevault.record".utf8) + [version] + record.id.bytes + record.caseID.bytes
+            + [UInt8(type.count)] + type
+    }
+
+    private static func integrityFailure(_ what: String) -> CaseVaultError {
+        CaseVaultError(
+            .integrityFailure,
+            "the record's \(what) failed authentication: it was altered, truncated or copied from another record; "
+                + "restore the data directory from a backup"
+        )
+    }
+}

@@ -1,0 +1,96 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
+internal import CaseVaultCore
+
+/// The data directory's layout and its permission rules: the directory is 0700 and every file 0600,
+/// owned by the daemon's user; anything that group or others can read or write is refused.
+struct DataDirectory: Sendable {
+    let path: String
+
+    var indexPath: String { self.path + "/index.sqlite" }
+    var slotsPath: String { self.path + "/keyslots" }
+    var blobsPath: String { self.path + "/blobs" }
+    var cleanShutdownMarker: String { self.path + "/clean-shutdown" }
+
+    /// The sealed blob of a record: fanned out over 256 directories by the id's first byte.
+    func blobPath(_ id: RecordID) -> String {
+        let prefix = id.rawValue.prefix(2)
+        return "\(self.blobsPath)/\(prefix)/\(id.rawValue)"
+    }
+
+    func blobDirectory(_ id: RecordID) -> String {
+        "\(self.blobsPath)/\(id.rawValue.prefix(2))"
+    }
+
+    /// Creates the directory (0700) if it is missing, then checks ownership and mode.
+    static func prepare(path: String) throws(CaseVaultError) -> DataDirectory {
+        let directory = DataDirectory(path: path)
+        try Self.makeDirectory(path, createParents: true)
+        try Self.makeDirectory(directory.blobsPath, createParents: false)
+        return directory
+    }
+
+    static func makeDirectory(_ path: String, createParents: Bool) throws(CaseVaultError) {
+        var info = stat()
+        if lstat(path, &info) != 0 {
+            guard errno == ENOENT else { throw POSIXFailure.error("stat", path: path) }
+            if createParents {
+                let parent = Self.parent(of: path)
+                if !parent.isEmpty, parent != path, lstat(parent, &info) != 0 {
+                    try Self.makeDirectory(parent, createParents: true)
+                }
+            }
+            guard mkdir(path, 0o700) == 0 || errno == EEXIST else { throw POSIXFailure.error("mkdir", path: path) }
+            guard lstat(path, &info) == 0 else { throw POSIXFailure.error("stat", path: path) }
+        }
+        try Self.checkPrivate(info, path: path, isDirectory: true)
+    }
+
+    /// Refuses a file or directory that is not ours, or that group or others may read or write.
+    static func checkPrivate(_ info: stat, path: String, isDirectory: Bool) throws(CaseVaultError) {
+        let kind = info.st_mode & S_IFMT
+        guard kind == (isDirectory ? S_IFDIR : S_IFREG) else {
+            throw CaseVaultError(
+                .insecurePermissions,
+                "\(path) must be a \(isDirectory ? "directory" : "regular file") (not a link or device)"
+            )
+        }
+        guard info.st_uid == geteuid() else {
+            throw CaseVaultError(
+                .insecurePermissions,
+                "\(path) belongs to uid \(info.st_uid), not to this daemon's uid \(geteuid()); chown it to the daemon's user"
+            )
+        }
+        guard info.st_mode & 0o077 == 0 else {
+            let wanted = isDirectory ? "0700" : "0600"
+            throw CaseVaultError(
+                .insecurePermissions,
+                "\(path) is readable or writable by group or others (mode \(String(info.st_mode & 0o777, radix: 8))); "
+                    + "run chmod \(wanted) on it"
+            )
+        }
+    }
+
+    static func checkPrivateFile(_ path: String) throws(CaseVaultError) {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { throw POSIXFailure.error("stat", path: path) }
+        try Self.checkPrivate(info, path: path, isDirectory: false)
+    }
+
+    static func parent(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "" }
+        return String(path[..<slash])
+    }
+
+    /// Makes a directory entry change (create, rename, unlink) durable.
+    static func flushDirectory(_ path: String) throws(CaseVaultError) {
+        let handle = try FileHandle(path: path, flags: O_RDONLY | O_DIRECTORY)
+        try handle.flush()
+    }
+
+    static func exists(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0
+    }
+}

@@ -1,0 +1,105 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
+internal import CCaseVaultShims
+internal import CaseVaultCore
+
+/// A POSIX file descriptor with the few calls the store needs, each turning errno into a `CaseVaultError`.
+/// Hand-written rather than swift-system's `FileDescriptor` to keep `syncfs`, `O_EXCL|O_NOFOLLOW` and
+/// exact errno handling in one small file.
+struct FileHandle: ~Copyable {
+    let descriptor: Int32
+
+    init(path: String, flags: Int32, mode: mode_t = 0o600) throws(CaseVaultError) {
+        let fd = open(path, flags | O_CLOEXEC | O_NOFOLLOW, mode)
+        guard fd >= 0 else { throw POSIXFailure.error("open", path: path) }
+        self.descriptor = fd
+    }
+
+    deinit {
+        close(self.descriptor)
+    }
+
+    func write(_ bytes: [UInt8], at offset: Int64) throws(CaseVaultError) {
+        var written = 0
+        while written < bytes.count {
+            let result = bytes.withUnsafeBytes { buffer in
+                pwrite(self.descriptor, buffer.baseAddress! + written, buffer.count - written, off_t(offset) + off_t(written))
+            }
+            if result < 0 {
+                if errno == EINTR { continue }
+                throw POSIXFailure.error("pwrite")
+            }
+            written += result
+        }
+    }
+
+    func read(count: Int, at offset: Int64) throws(CaseVaultError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var total = 0
+        while total < count {
+            let result = bytes.withUnsafeMutableBytes { buffer in
+                pread(self.descriptor, buffer.baseAddress! + total, count - total, off_t(offset) + off_t(total))
+            }
+            if result < 0 {
+                if errno == EINTR { continue }
+                throw POSIXFailure.error("pread")
+            }
+            if result == 0 { break }
+            total += result
+        }
+        bytes.removeLast(count - total)
+        return bytes
+    }
+
+    func size() throws(CaseVaultError) -> Int64 {
+        var info = stat()
+        guard fstat(self.descriptor, &info) == 0 else { throw POSIXFailure.error("fstat") }
+        return Int64(info.st_size)
+    }
+
+    func status() throws(CaseVaultError) -> stat {
+        var info = stat()
+        guard fstat(self.descriptor, &info) == 0 else { throw POSIXFailure.error("fstat") }
+        return info
+    }
+
+    func flushData() throws(CaseVaultError) {
+        guard fdatasync(self.descriptor) == 0 else { throw POSIXFailure.error("fdatasync") }
+    }
+
+    func flush() throws(CaseVaultError) {
+        guard fsync(self.descriptor) == 0 else { throw POSIXFailure.error("fsync") }
+    }
+
+    /// Flushes the whole filesystem this file lives on: one flush for every file a batch wrote.
+    func flushFilesystem() throws(CaseVaultError) {
+        guard casevault_syncfs(self.descriptor) == 0 else { throw POSIXFailure.error("syncfs") }
+    }
+
+    func readAll() throws(CaseVaultError) -> [UInt8] {
+        let length = try self.size()
+        return try self.read(count: Int(length), at: 0)
+    }
+}
+
+/// errno → `CaseVaultError`, with the path only when it is one of the store's own (never content).
+enum POSIXFailure {
+    static func error(_ call: String, path: String? = nil, code: Int32 = errno) -> CaseVaultError {
+        let reason = String(cString: strerror(code))
+        let place = path.map { " on \($0)" } ?? ""
+        let kind: CaseVaultError.Code = code == EACCES || code == EPERM ? .insecurePermissions : .storageFailure
+        return CaseVaultError(
+            kind,
+            "\(call) failed\(place): \(reason); check the disk, free space and the data directory's ownership",
+            cause: POSIXErrorCode(code)
+        )
+    }
+}
+
+/// errno as an error value that is Sendable.
+struct POSIXErrorCode: Error, Sendable, CustomStringConvertible {
+    let code: Int32
+    init(_ code: Int32) { self.code = code }
+    var description: String { "errno \(self.code)" }
+}

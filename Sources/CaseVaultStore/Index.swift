@@ -1,0 +1,168 @@
+internal import CaseVaultCore
+internal import GRDB
+
+/// The SQLite index: record metadata, slot numbers, the free-slot list, epochs and the shred ledger.
+/// It never holds content, wrapped keys, names or disclosure categories.
+///
+/// WAL mode (GRDB's `DatabasePool`: one writer, concurrent readers) with `synchronous=FULL`, so a commit
+/// is on disk when it returns; `secure_delete` so deleted rows are zeroed rather than left in free pages.
+struct Index: Sendable {
+    let pool: DatabasePool
+
+    enum State: String {
+        case live
+        case shredding
+    }
+
+    struct Row {
+        var metadata: RecordMetadata
+        var state: State
+        var slot: Int64
+    }
+
+    static func open(path: String) throws(CaseVaultError) -> Index {
+        var configuration = Configuration()
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;")
+        }
+        configuration.busyMode = .timeout(10)
+        do {
+            let pool = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(pool)
+            return Index(pool: pool)
+        } catch let error as CaseVaultError {
+            throw error
+        } catch {
+            throw Self.failure(error)
+        }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE epochs (
+                        epoch INTEGER PRIMARY KEY,
+                        created_at INTEGER NOT NULL,
+                        retired_at INTEGER
+                    );
+                    INSERT INTO epochs (epoch, created_at) VALUES (1, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+                    CREATE TABLE records (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        case_id TEXT NOT NULL,
+                        type TEXT NOT NULL,
+                        state TEXT NOT NULL CHECK (state IN ('live', 'shredding')),
+                        created_at INTEGER NOT NULL,
+                        author TEXT,
+                        supersedes TEXT,
+                        sealed_size INTEGER NOT NULL,
+                        slot INTEGER NOT NULL UNIQUE
+                    ) WITHOUT ROWID;
+                    CREATE INDEX records_by_case ON records (case_id, created_at);
+                    CREATE INDEX records_shredding ON records (state) WHERE state = 'shredding';
+                    CREATE TABLE free_slots (slot INTEGER PRIMARY KEY);
+                    CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
+                    INSERT INTO meta (key, value) VALUES ('slot_high_water', 0);
+                    CREATE TABLE shred_ledger (
+                        record_id TEXT PRIMARY KEY NOT NULL,
+                        case_id TEXT NOT NULL,
+                        type TEXT NOT NULL,
+                        shredded_at INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    """
+            )
+        }
+        return migrator
+    }
+
+    static func failure(_ error: any Error) -> CaseVaultError {
+        // GRDB's DatabaseError describes the SQL and the SQLite code; it never contains content
+        // because the index holds none.
+        CaseVaultError(
+            .storageFailure,
+            "the index failed: \(error); check free space and the data directory",
+            cause: error as? (any Error & Sendable)
+        )
+    }
+
+    func read<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
+        do {
+            return try self.pool.read(body)
+        } catch let error as CaseVaultError {
+            throw error
+        } catch {
+            throw Self.failure(error)
+        }
+    }
+
+    func write<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
+        do {
+            return try self.pool.write(body)
+        } catch let error as CaseVaultError {
+            throw error
+        } catch {
+            throw Self.failure(error)
+        }
+    }
+
+    // MARK: Queries
+
+    static func row(_ db: Database, id: RecordID) throws -> Row? {
+        guard
+            let row = try GRDB.Row.fetchOne(
+                db,
+                sql: """
+                    SELECT id, case_id, type, state, created_at, author, supersedes, sealed_size, slot
+                    FROM records WHERE id = ?
+                    """,
+                arguments: [id.rawValue]
+            )
+        else { return nil }
+        return try Self.decode(row)
+    }
+
+    static func rows(_ db: Database, caseID: CaseID) throws -> [Row] {
+        try GRDB.Row.fetchAll(
+            db,
+            sql: """
+                SELECT id, case_id, type, state, created_at, author, supersedes, sealed_size, slot
+                FROM records WHERE case_id = ? ORDER BY created_at, id
+                """,
+            arguments: [caseID.rawValue]
+        ).map(Self.decode)
+    }
+
+    static func isShredded(_ db: Database, id: RecordID) throws -> Bool {
+        try Bool.fetchOne(db, sql: "SELECT 1 FROM shred_ledger WHERE record_id = ?", arguments: [id.rawValue]) ?? false
+    }
+
+    static func decode(_ row: GRDB.Row) throws -> Row {
+        do {
+            let supersedes: String? = row["supersedes"]
+            let metadata = RecordMetadata(
+                id: try RecordID(row["id"]),
+                caseID: try CaseID(row["case_id"]),
+                type: try RecordType.parse(row["type"]),
+                createdAt: row["created_at"],
+                author: row["author"],
+                supersedes: try supersedes.map { text throws(CaseVaultError) in try RecordID(text) },
+                sealedSize: row["sealed_size"]
+            )
+            guard let state = State(rawValue: row["state"]) else {
+                throw CaseVaultError(.storageFailure, "the index holds a record in an unknown state")
+            }
+            return Row(metadata: metadata, state: state, slot: row["slot"])
+        } catch {
+            throw CaseVaultError(
+                .storageFailure,
+                "the index holds a malformed record row; restore the data directory from a backup",
+                cause: error
+            )
+        }
+    }
+
+    static func currentEpoch(_ db: Database) throws -> UInt32 {
+        UInt32(try Int64.fetchOne(db, sql: "SELECT max(epoch) FROM epochs WHERE retired_at IS NULL") ?? 1)
+    }
+}

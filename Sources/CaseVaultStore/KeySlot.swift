@@ -1,0 +1,78 @@
+internal import CaseVaultCore
+internal import CaseVaultCrypto
+
+/// The fixed 128-byte layout of one key slot in `keyslots`:
+///
+/// | bytes   | field                                                   |
+/// |---------|---------------------------------------------------------|
+/// | 0..<4   | magic `CVS1`                                            |
+/// | 4..<8   | epoch of the key-encryption key, little-endian          |
+/// | 8..<24  | record id                                               |
+/// | 24..<48 | nonce                                                   |
+/// | 48..<96 | the data key sealed with XChaCha20-Poly1305 (32 + tag)  |
+/// | 96..<112| zero                                                    |
+/// | 112..<128| BLAKE2b-128 checksum of bytes 0..<112                  |
+///
+/// The checksum tells a torn or scrubbed slot from a live one without any key; the AEAD (whose associated
+/// data binds slot number, record id and epoch) tells a moved or forged slot from a genuine one.
+enum KeySlot {
+    static let size = 128
+    static let magic: [UInt8] = Array("CVS1".utf8)
+    static let checksumOffset = 112
+
+    static func encode(epoch: UInt32, recordID: RecordID, sealedKey: [UInt8]) -> [UInt8] {
+        precondition(sealedKey.count == AEAD.overhead + 32, "a sealed data key is nonce + 32 + tag")
+        var slot = Self.magic
+        slot += epoch.littleEndianBytes
+        slot += recordID.bytes
+        slot += sealedKey
+        slot += [UInt8](repeating: 0, count: Self.checksumOffset - slot.count)
+        slot += Hash.blake2b(slot, length: 16)
+        return slot
+    }
+
+    struct Decoded {
+        var epoch: UInt32
+        var recordID: [UInt8]
+        var sealedKey: [UInt8]
+    }
+
+    /// Parses a slot; `nil` when its magic or checksum is wrong (scrubbed, torn or never written).
+    static func decode(_ slot: [UInt8]) -> Decoded? {
+        guard slot.count == Self.size, Array(slot[0..<4]) == Self.magic else { return nil }
+        let checksum = Hash.blake2b(slot[0..<Self.checksumOffset], length: 16)
+        guard Memory.constantTimeEquals(checksum, slot[Self.checksumOffset...]) else { return nil }
+        let epoch = UInt32(littleEndianBytes: slot[4..<8])
+        return Decoded(epoch: epoch, recordID: Array(slot[8..<24]), sealedKey: Array(slot[24..<96]))
+    }
+
+    /// Whether a slot still carries a wrapped key (its magic is intact), whatever its checksum says.
+    static func mayHoldKey(_ slot: [UInt8]) -> Bool {
+        slot.count == Self.size && Array(slot[0..<4]) == Self.magic
+    }
+
+    /// Random bytes whose first byte can never begin the magic: what a shredded slot holds.
+    static func scrubbed() -> [UInt8] {
+        var bytes = Random.bytes(count: Self.size)
+        bytes[0] = 0
+        return bytes
+    }
+}
+
+extension UInt32 {
+    var littleEndianBytes: [UInt8] {
+        withUnsafeBytes(of: self.littleEndian) { Array($0) }
+    }
+
+    init(littleEndianBytes bytes: ArraySlice<UInt8>) {
+        var value: UInt32 = 0
+        for (shift, byte) in bytes.enumerated() { value |= UInt32(byte) << (8 * UInt32(shift)) }
+        self = value
+    }
+}
+
+extension UInt64 {
+    var littleEndianBytes: [UInt8] {
+        withUnsafeBytes(of: self.littleEndian) { Array($0) }
+    }
+}

@@ -1,0 +1,66 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
+internal import CaseVaultCore
+internal import CaseVaultCrypto
+
+/// The `file` key source: 32 random bytes in a 0600 file outside the data directory, created on first use.
+enum RootKeyFile {
+    static let byteCount = 32
+
+    /// Reads the root key, creating the file first if it does not exist.
+    static func loadOrCreate(path: String, dataDirectory: String) throws(CaseVaultError) -> SecureBytes {
+        let resolvedData = Self.resolved(dataDirectory)
+        let resolvedKeyDirectory = Self.resolved(DataDirectory.parent(of: path))
+        guard resolvedKeyDirectory != resolvedData, !resolvedKeyDirectory.hasPrefix(resolvedData + "/") else {
+            throw CaseVaultError(
+                .keyUnavailable,
+                "the root key file must live outside the data directory, so that a copy of the data never carries it"
+            )
+        }
+        if !DataDirectory.exists(path) {
+            try Self.create(path: path)
+        }
+        try DataDirectory.checkPrivateFile(path)
+        let handle = try FileHandle(path: path, flags: O_RDONLY)
+        var bytes = try handle.readAll()
+        defer { Memory.zero(&bytes) }
+        guard bytes.count == Self.byteCount else {
+            throw CaseVaultError(
+                .keyUnavailable,
+                "the root key file \(path) must hold exactly \(Self.byteCount) bytes; restore it from your key backup"
+            )
+        }
+        do {
+            return try SecureBytes(copying: bytes)
+        } catch {
+            throw CaseVaultError(.keyUnavailable, "secure memory for the root key could not be allocated", cause: error)
+        }
+    }
+
+    /// Writes a new key through a temporary file, flushed and renamed into place, so a crash never
+    /// leaves a short key file.
+    private static func create(path: String) throws(CaseVaultError) {
+        let directory = DataDirectory.parent(of: path)
+        if !directory.isEmpty {
+            try DataDirectory.makeDirectory(directory, createParents: true)
+        }
+        let temporary = path + ".new"
+        unlink(temporary)
+        do {
+            let handle = try FileHandle(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+            var key = Random.bytes(count: Self.byteCount)
+            defer { Memory.zero(&key) }
+            try handle.write(key, at: 0)
+            try handle.flush()
+        }
+        guard rename(temporary, path) == 0 else { throw POSIXFailure.error("rename", path: path) }
+        try DataDirectory.flushDirectory(directory.isEmpty ? "." : directory)
+    }
+
+    private static func resolved(_ path: String) -> String {
+        guard let real = realpath(path.isEmpty ? "." : path, nil) else { return path }
+        defer { free(real) }
+        return String(cString: real)
+    }
+}

@@ -1,0 +1,23 @@
+/// The steps of a shred (DESIGN §6), in order. Each step is durable before the next starts, and each is
+/// safe to repeat, so recovery simply runs the remaining steps again.
+enum ShredStep: Int, CaseIterable, Comparable {
+    /// Mark the records `shredding` in the index (committed).
+    case mark
+    /// Overwrite each key slot in place with random bytes, and flush. From here the content is unreadable.
+    case overwriteKeySlots
+    /// Overwrite each sealed blob in place with random bytes, flush, and unlink it.
+    case destroyCiphertext
+    /// Delete the rows, free the slots and append to the shred ledger (committed).
+    case removeFromIndex
+
+    /// Where to resume for a record found in `state` when the store opens: a `shredding` row has been
+    /// marked, and the rest is repeated from the slot overwrite on.
+    static func resumePoint(forShreddingRow: Void = ()) -> ShredStep { .overwriteKeySlots }
+
+    static func < (lhs: ShredStep, rhs: ShredStep) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    /// The steps that remain from `start` on.
+    static func steps(from start: ShredStep) -> [ShredStep] {
+        Self.allCases.filter { $0 >= start }
+    }
+}
