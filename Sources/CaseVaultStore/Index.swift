@@ -47,7 +47,7 @@ struct Index: Sendable {
                         created_at INTEGER NOT NULL,
                         retired_at INTEGER
                     );
-                    INSERT INTO epochs (epoch, created_at) VALUES (1, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+                    INSERT INTO epochs (epoch, created_at) VALUES (1, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
                     CREATE TABLE records (
                         id TEXT PRIMARY KEY NOT NULL,
                         case_id TEXT NOT NULL,

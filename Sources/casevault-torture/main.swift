@@ -1,1 +1,99 @@
-// placeholder
+// A writer process for crash tests: the tests start it, kill it with SIGKILL, and check what survived.
+// Not installed; built only because the store's tests depend on it.
+import ArgumentParser
+import CaseVaultCore
+import CaseVaultStore
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Torture: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "casevault-torture",
+        abstract: "Crash-test helper for the CaseVault store (used by make test).",
+        subcommands: [PutLoop.self, Shred.self]
+    )
+}
+
+struct StoreOptions: ParsableArguments {
+    @Option(help: "The data directory.") var data: String
+    @Option(help: "The root key file.") var key: String
+
+    func open(crashAt: CrashPoint? = nil) throws -> RecordStore {
+        var configuration = StoreConfiguration(
+            dataDirectory: URL(fileURLWithPath: self.data),
+            rootKeyFile: URL(fileURLWithPath: self.key)
+        )
+        if let crashAt {
+            configuration.crashPointObserver = { point in
+                if point == crashAt { kill(getpid(), SIGKILL) }
+            }
+        }
+        return try RecordStore.open(configuration, logger: Logger(label: "casevault-torture"))
+    }
+}
+
+/// Writes one line with a single write(2), so lines from several threads never interleave in the pipe.
+func emit(_ line: String) {
+    var bytes = Array((line + "\n").utf8)
+    _ = bytes.withUnsafeMutableBytes { write(1, $0.baseAddress, $0.count) }
+}
+
+extension Torture {
+    struct PutLoop: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "put-loop",
+            abstract: "Put records from several threads until killed; print each id once its put returned."
+        )
+        @OptionGroup var store: StoreOptions
+        @Option(help: "The case id to file under.") var caseID: String
+        @Option(help: "Concurrent writer threads.") var writers: Int = 4
+        @Option(help: "Stop after this many puts per writer.") var count: Int = 1_000_000
+
+        func run() throws {
+            let store = try self.store.open()
+            let caseID = try CaseID(self.caseID)
+            emit("ready")
+            let count = self.count
+            let threads = (0..<self.writers).map { writer in
+                Thread {
+                    for n in 0..<count {
+                        let text = "torture-\(writer)-\(n)"
+                        let content = Array(#"{"text":"\#(text)"}"#.utf8)
+                        do {
+                            let stored = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
+                            emit("\(stored.id) \(text)")
+                        } catch {
+                            emit("error \(error)")
+                            Glibc.exit(3)
+                        }
+                    }
+                }
+            }
+            threads.forEach { $0.start() }
+            while true { sleep(60) }
+        }
+    }
+
+    struct Shred: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Shred records, dying by SIGKILL at a crash point.")
+        @OptionGroup var store: StoreOptions
+        @Option(help: "The crash point to die at.") var crashAt: String?
+        @Argument(help: "Record ids.") var ids: [String]
+
+        func run() throws {
+            let point = try self.crashAt.map { name in
+                guard let point = CrashPoint(rawValue: name) else { throw ValidationError("unknown crash point") }
+                return point
+            }
+            let store = try self.store.open(crashAt: point)
+            try store.shred(self.ids.map { try RecordID($0) })
+            emit("shredded")
+        }
+    }
+}
+
+Torture.main()

@@ -1,0 +1,293 @@
+import CaseVaultCore
+import CaseVaultStore
+import Foundation
+import Logging
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Sealed record store")
+struct RecordStoreTests {
+    @Test("every record type round-trips through a store closed and reopened from disk")
+    func everyTypeRoundTripsAcrossReopen() throws {
+        let vault = TestVault()
+        let caseID = Samples.caseID()
+        var filed: [(RecordMetadata, [UInt8])] = []
+        do {
+            let store = try vault.open()
+            for type in RecordType.allCases {
+                let content = Samples.content(type, marker: "round-trip-\(type.rawValue)")
+                filed.append((try store.put(NewRecord(caseID: caseID, type: type, content: content, author: "mediator1")), content))
+            }
+            store.close()
+        }
+        let reopened = try vault.open()
+        defer { reopened.close() }
+        for (metadata, content) in filed {
+            let record = try reopened.get(metadata.id)
+            #expect(record.content == content)
+            #expect(record.metadata == metadata)
+        }
+        #expect(try reopened.records(caseID: caseID).map(\.id) == filed.map(\.0.id))
+    }
+
+    @Test("a store reopened after being dropped without close still reads everything")
+    func reopenWithoutCleanShutdown() throws {
+        let vault = TestVault()
+        let caseID = Samples.caseID()
+        let content = Samples.content(.sessionNote, marker: "unclean")
+        let id = try vault.open().put(NewRecord(caseID: caseID, type: .sessionNote, content: content)).id
+        let store = try vault.open()
+        defer { store.close() }
+        #expect(try store.get(id).content == content)
+    }
+
+    @Test("a sealed blob copied onto another record fails with an integrity error")
+    func blobCopiedOntoAnotherRecordFails() throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        let caseID = Samples.caseID()
+        let a = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "AAAA")))
+        let b = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "BBBB")))
+        let blobA = vault.data + "/blobs/" + a.id.rawValue.prefix(2) + "/" + a.id.rawValue
+        let blobB = vault.data + "/blobs/" + b.id.rawValue.prefix(2) + "/" + b.id.rawValue
+        try FileManager.default.removeItem(atPath: blobB)
+        try FileManager.default.copyItem(atPath: blobA, toPath: blobB)
+        chmod(blobB, 0o600)
+        let error = #expect(throws: CaseVaultError.self) { try store.get(b.id) }
+        #expect(error?.code == .integrityFailure)
+        #expect(try store.get(a.id).content == Samples.content(.sessionNote, marker: "AAAA"))
+        store.close()
+    }
+
+    @Test("a key slot copied onto another record's slot fails with an integrity error")
+    func slotCopiedOntoAnotherRecordFails() throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        let caseID = Samples.caseID()
+        let a = try store.put(NewRecord(caseID: caseID, type: .evaluation, content: Samples.content(.evaluation, marker: "x")))
+        let b = try store.put(NewRecord(caseID: caseID, type: .evaluation, content: Samples.content(.evaluation, marker: "y")))
+        var slots = try #require(vault.files()["keyslots"])
+        let slotA = try #require(SlotFinder.slot(of: a.id, in: slots))
+        let slotB = try #require(SlotFinder.slot(of: b.id, in: slots))
+        slots.replaceSubrange(slotB * 128..<(slotB + 1) * 128, with: slots[slotA * 128..<(slotA + 1) * 128])
+        try Data(slots).write(to: URL(fileURLWithPath: vault.data + "/keyslots"))
+        let error = #expect(throws: CaseVaultError.self) { try store.get(b.id) }
+        #expect(error?.code == .integrityFailure)
+        store.close()
+    }
+
+    @Test("a truncated blob or a flipped bit in a slot or blob is an integrity error, and changes nothing")
+    func corruptedDataIsRefused() throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        let caseID = Samples.caseID()
+        let content = Samples.content(.disclosure, marker: "corrupt")
+        let a = try store.put(NewRecord(caseID: caseID, type: .disclosure, content: content))
+        let blob = vault.data + "/blobs/" + a.id.rawValue.prefix(2) + "/" + a.id.rawValue
+        let original = try Data(contentsOf: URL(fileURLWithPath: blob))
+
+        try original.prefix(original.count - 5).write(to: URL(fileURLWithPath: blob))
+        #expect(throws: CaseVaultError.self) { try store.get(a.id) }
+        for position in [0, 4, 10, original.count / 2, original.count - 1] {
+            var flipped = original
+            flipped[position] ^= 0x01
+            try flipped.write(to: URL(fileURLWithPath: blob))
+            let error = #expect(throws: CaseVaultError.self) { try store.get(a.id) }
+            #expect(error?.code == .integrityFailure)
+        }
+        try original.write(to: URL(fileURLWithPath: blob))
+        #expect(try store.get(a.id).content == content)
+
+        let slotsPath = vault.data + "/keyslots"
+        let slots = try #require(vault.files()["keyslots"])
+        let slot = try #require(SlotFinder.slot(of: a.id, in: slots))
+        for offset in [5, 30, 60, 100, 127] {
+            var flipped = slots
+            flipped[slot * 128 + offset] ^= 0x80
+            try Data(flipped).write(to: URL(fileURLWithPath: slotsPath))
+            let error = #expect(throws: CaseVaultError.self) { try store.get(a.id) }
+            #expect(error?.code == .integrityFailure)
+        }
+        try Data(slots).write(to: URL(fileURLWithPath: slotsPath))
+        #expect(try store.get(a.id).content == content)
+        store.close()
+    }
+
+    @Test("bad content is refused with a typed error naming the field, and nothing is stored")
+    func badInputChangesNothing() throws {
+        let vault = TestVault()
+        let store = try vault.open(maxContentBytes: 4096)
+        let caseID = Samples.caseID()
+        let before = vault.files()
+        let cases: [(RecordType, String, CaseVaultError.Code, String?)] = [
+            (.sessionNote, #"{"txt":"BADMARKER"}"#, .missingField, "text"),
+            (.evaluation, #"{"satisfaction":"BADMARKER","would_recommend":true}"#, .invalidField, "satisfaction"),
+            (.evaluation, #"{"satisfaction":9,"would_recommend":true}"#, .invalidField, "satisfaction"),
+            (.disclosure, #"{"category":"BADMARKER","summary":"s"}"#, .invalidField, "category"),
+            (.intakeForm, #"["BADMARKER"]"#, .malformedContent, nil),
+            (.intakeForm, #"{"dispute_category": BADMARKER"#, .malformedContent, nil),
+            (.sessionNote, #"{"text":""# + String(repeating: "B", count: 5000) + #""}"#, .contentTooLarge, nil),
+        ]
+        for (type, json, code, field) in cases {
+            let error = #expect(throws: CaseVaultError.self) {
+                try store.put(NewRecord(caseID: caseID, type: type, content: Array(json.utf8)))
+            }
+            #expect(error?.code == code)
+            #expect(error?.field == field)
+            #expect(!(error?.message.contains("BADMARKER") ?? true))
+        }
+        #expect(try store.records(caseID: caseID).isEmpty)
+        #expect(Set(vault.files().keys) == Set(before.keys))
+        #expect(vault.files()["keyslots"] == before["keyslots"])
+        store.close()
+    }
+
+    @Test("unknown and missing ids get not-found; a shredded id gets shredded")
+    func lookupErrors() throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        defer { store.close() }
+        let unknown = RecordID(bytes: [UInt8](repeating: 7, count: 16))
+        #expect(throws: CaseVaultError.self) { try store.get(unknown) }
+        #expect((try? store.get(unknown)) == nil)
+        do {
+            _ = try store.get(unknown)
+        } catch {
+            #expect(error.code == .notFound)
+        }
+        let id = try store.put(NewRecord(caseID: Samples.caseID(), type: .sessionNote, content: Samples.content(.sessionNote, marker: "m"))).id
+        try store.shred(id)
+        do {
+            _ = try store.get(id)
+            Issue.record("a shredded record was read")
+        } catch {
+            #expect(error.code == .shredded)
+        }
+        do {
+            try store.shred(id)
+            Issue.record("a shredded record was shredded twice")
+        } catch {
+            #expect(error.code == .shredded)
+        }
+    }
+
+    @Test("a data directory or key file that others can read is refused; a key inside the data directory is refused")
+    func insecurePermissionsAreRefused() throws {
+        let vault = TestVault()
+        try vault.open().close()
+        chmod(vault.data, 0o750)
+        do {
+            _ = try vault.open()
+            Issue.record("opened a group-readable data directory")
+        } catch {
+            #expect(error.code == .insecurePermissions)
+        }
+        chmod(vault.data, 0o700)
+        chmod(vault.key, 0o644)
+        do {
+            _ = try vault.open()
+            Issue.record("opened with a world-readable key file")
+        } catch {
+            #expect(error.code == .insecurePermissions)
+        }
+        chmod(vault.key, 0o600)
+        try vault.open().close()
+
+        var inside = vault.configuration()
+        inside.rootKeyFile = URL(fileURLWithPath: vault.data + "/root.key")
+        do {
+            _ = try RecordStore.open(inside, logger: .init(label: "test"))
+            Issue.record("accepted a key file inside the data directory")
+        } catch {
+            #expect(error.code == .keyUnavailable)
+        }
+    }
+
+    @Test("the files the store creates are 0600 and its directories 0700")
+    func filesArePrivate() throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        _ = try store.put(NewRecord(caseID: Samples.caseID(), type: .sessionNote, content: Samples.content(.sessionNote, marker: "p")))
+        store.close()
+        let enumerator = FileManager.default.enumerator(atPath: vault.data)
+        var checked = 0
+        while let relative = enumerator?.nextObject() as? String {
+            var info = stat()
+            #expect(lstat(vault.data + "/" + relative, &info) == 0)
+            #expect(info.st_mode & 0o077 == 0, "\(relative) is mode \(String(info.st_mode & 0o777, radix: 8))")
+            checked += 1
+        }
+        #expect(checked >= 4)
+        var info = stat()
+        #expect(lstat(vault.key, &info) == 0 && info.st_mode & 0o777 == 0o600)
+    }
+
+    @Test("sixteen threads putting at once all get durable, readable records")
+    func concurrentPutsAreAllStored() throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        let caseID = Samples.caseID()
+        let results = ResultBox()
+        let threads = (0..<16).map { writer in
+            Thread {
+                for n in 0..<25 {
+                    let content = Samples.content(.sessionNote, marker: "w\(writer)-\(n)")
+                    if let stored = try? store.put(NewRecord(caseID: caseID, type: .sessionNote, content: content)) {
+                        results.append(stored.id, content)
+                    }
+                }
+            }
+        }
+        threads.forEach { $0.start() }
+        while results.count < 400 && threads.contains(where: { !$0.isFinished }) {
+            usleep(10_000)
+        }
+        while threads.contains(where: { !$0.isFinished }) { usleep(1000) }
+        store.close()
+        let reopened = try vault.open()
+        defer { reopened.close() }
+        let all = results.all
+        #expect(all.count == 400)
+        #expect(Set(all.map(\.0)).count == 400)
+        for (id, content) in all {
+            #expect(try reopened.get(id).content == content)
+        }
+    }
+}
+
+final class ResultBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [(RecordID, [UInt8])] = []
+
+    func append(_ id: RecordID, _ content: [UInt8]) {
+        self.lock.lock()
+        self.items.append((id, content))
+        self.lock.unlock()
+    }
+
+    var count: Int {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        return self.items.count
+    }
+
+    var all: [(RecordID, [UInt8])] {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        return self.items
+    }
+}
+
+/// Finds a record's slot in the raw key-slot file by the record id each slot carries at bytes 8..<24.
+enum SlotFinder {
+    static func slot(of id: RecordID, in slots: [UInt8]) -> Int? {
+        let needle = id.bytes
+        for slot in 0..<(slots.count / 128) where Array(slots[(slot * 128 + 8)..<(slot * 128 + 24)]) == needle {
+            return slot
+        }
+        return nil
+    }
+}

@@ -1,0 +1,134 @@
+import CaseVaultCore
+import CaseVaultStore
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a shred must leave behind (DESIGN §6), checked on the real files of the data directory.
+struct ShredEvidence {
+    let id: RecordID
+    let wrappedKey: [UInt8]
+    let sealed: [UInt8]
+
+    /// Captures the record's wrapped key and sealed blob from disk while it is still live.
+    init(vault: TestVault, id: RecordID) throws {
+        let files = vault.files()
+        let slots = try #require(files["keyslots"])
+        let slot = try #require(SlotFinder.slot(of: id, in: slots))
+        self.id = id
+        self.wrappedKey = Array(slots[(slot * 128 + 24)..<(slot * 128 + 96)])
+        self.sealed = try #require(files["blobs/\(id.rawValue.prefix(2))/\(id.rawValue)"])
+    }
+
+    /// Asserts that no file under the data directory holds the wrapped key or any 16-byte window of the
+    /// sealed content.
+    func expectGone(from vault: TestVault, sourceLocation: SourceLocation = #_sourceLocation) {
+        let files = vault.files()
+        for (name, bytes) in files {
+            #expect(!bytes.contains(subsequence: self.wrappedKey), "\(name) still holds the wrapped key", sourceLocation: sourceLocation)
+        }
+        var windows = Set<[UInt8]>()
+        for start in stride(from: 0, through: self.sealed.count - 16, by: 1) {
+            windows.insert(Array(self.sealed[start..<(start + 16)]))
+        }
+        for (name, bytes) in files where bytes.count >= 16 {
+            var found = false
+            var start = 0
+            while start <= bytes.count - 16 && !found {
+                found = windows.contains(Array(bytes[start..<(start + 16)]))
+                start += 1
+            }
+            #expect(!found, "\(name) holds a 16-byte window of the sealed content", sourceLocation: sourceLocation)
+        }
+    }
+}
+
+@Suite("Shredding")
+struct ShredTests {
+    @Test("after a shred: reads say shredded, and no file holds the wrapped key or any 16-byte window of the ciphertext")
+    func shredLeavesNothingBehind() throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        let caseID = Samples.caseID()
+        let marker = "PLAINTEXT-MARKER-7f3a9c"
+        let keep = try store.put(NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: marker)))
+        var notes: [RecordID] = []
+        for n in 0..<5 {
+            notes.append(try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: marker + "\(n)"))).id)
+            #expect(vault.filesContaining(Array(marker.utf8)).isEmpty)
+        }
+        let evidence = try notes.map { try ShredEvidence(vault: vault, id: $0) }
+        try store.shred(notes[0])
+        try store.shred(Array(notes[1...]))
+        #expect(vault.filesContaining(Array(marker.utf8)).isEmpty)
+        for item in evidence {
+            #expect(throws: CaseVaultError.self) { try store.get(item.id) }
+            item.expectGone(from: vault)
+        }
+        #expect(try store.records(caseID: caseID).map(\.id) == [keep.id])
+        store.close()
+
+        let reopened = try vault.open()
+        for item in evidence {
+            do {
+                _ = try reopened.get(item.id)
+                Issue.record("a shredded record came back after reopen")
+            } catch {
+                #expect(error.code == .shredded)
+            }
+            item.expectGone(from: vault)
+        }
+        #expect(try reopened.get(keep.id).content == Samples.content(.intakeForm, marker: marker))
+        reopened.close()
+        #expect(vault.filesContaining(Array(marker.utf8)).isEmpty)
+    }
+
+    @Test("a slot freed by a shred is reused without confusing the old record with the new one")
+    func freedSlotIsReused() throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        defer { store.close() }
+        let caseID = Samples.caseID()
+        let old = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "old")))
+        try store.shred(old.id)
+        let new = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "new")))
+        #expect(try store.get(new.id).content == Samples.content(.sessionNote, marker: "new"))
+        #expect(vault.files()["keyslots"]?.count == 128)
+        do {
+            _ = try store.get(old.id)
+            Issue.record("the old record opened")
+        } catch {
+            #expect(error.code == .shredded)
+        }
+    }
+
+    @Test("a process killed between any two steps of a shred comes back with the record fully shredded",
+          arguments: CrashPoint.allCases.filter { $0.rawValue.hasPrefix("shred.") })
+    func shredKilledAtEveryStepIsFinishedOnOpen(point: CrashPoint) throws {
+        let vault = TestVault()
+        let caseID = Samples.caseID()
+        let store = try vault.open()
+        let victim = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "victim")))
+        let survivor = try store.put(NewRecord(caseID: caseID, type: .finalAgreement, content: Samples.content(.finalAgreement, marker: "keep")))
+        store.close()
+        let evidence = try ShredEvidence(vault: vault, id: victim.id)
+
+        let run = try Helper.run(["shred", "--data", vault.data, "--key", vault.key, "--crash-at", point.rawValue, victim.id.rawValue])
+        #expect(run.status == SIGKILL, "the helper should have died at \(point.rawValue)")
+
+        let reopened = try vault.open()
+        defer { reopened.close() }
+        do {
+            _ = try reopened.get(victim.id)
+            Issue.record("the record survived a shred killed at \(point.rawValue)")
+        } catch {
+            #expect(error.code == .shredded)
+        }
+        #expect(try reopened.isShredded(victim.id))
+        evidence.expectGone(from: vault)
+        #expect(try reopened.get(survivor.id).content == Samples.content(.finalAgreement, marker: "keep"))
+    }
+}

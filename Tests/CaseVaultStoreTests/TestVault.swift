@@ -1,0 +1,126 @@
+import CaseVaultCore
+import CaseVaultStore
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A fresh data directory and key file under a private temporary folder, removed at deinit.
+final class TestVault {
+    let root: String
+    var data: String { self.root + "/data" }
+    var key: String { self.root + "/keys/root.key" }
+
+    init() {
+        var template = Array((NSTemporaryDirectory() + "/casevault-test-XXXXXX").utf8CString)
+        let path = template.withUnsafeMutableBufferPointer { buffer in mkdtemp(buffer.baseAddress!) }
+        precondition(path != nil, "mkdtemp failed")
+        self.root = String(cString: path!)
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: self.root)
+    }
+
+    func configuration(maxContentBytes: Int = 1 << 20) -> StoreConfiguration {
+        StoreConfiguration(
+            dataDirectory: URL(fileURLWithPath: self.data),
+            rootKeyFile: URL(fileURLWithPath: self.key),
+            maxContentBytes: maxContentBytes
+        )
+    }
+
+    func open(maxContentBytes: Int = 1 << 20) throws(CaseVaultError) -> RecordStore {
+        try RecordStore.open(self.configuration(maxContentBytes: maxContentBytes), logger: Logger(label: "test"))
+    }
+
+    /// Every regular file under the data directory, with its bytes.
+    func files() -> [String: [UInt8]] {
+        var result: [String: [UInt8]] = [:]
+        let enumerator = FileManager.default.enumerator(atPath: self.data)
+        while let relative = enumerator?.nextObject() as? String {
+            let path = self.data + "/" + relative
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue,
+                let bytes = FileManager.default.contents(atPath: path)
+            {
+                result[relative] = Array(bytes)
+            }
+        }
+        return result
+    }
+
+    /// Names of files under the data directory that contain `needle` anywhere.
+    func filesContaining(_ needle: [UInt8]) -> [String] {
+        self.files().filter { $0.value.contains(subsequence: needle) }.map(\.key).sorted()
+    }
+}
+
+extension Array where Element == UInt8 {
+    func contains(subsequence needle: [UInt8]) -> Bool {
+        guard !needle.isEmpty, needle.count <= self.count else { return needle.isEmpty }
+        let first = needle[0]
+        var index = 0
+        while index <= self.count - needle.count {
+            if self[index] == first && Array(self[index..<(index + needle.count)]) == needle {
+                return true
+            }
+            index += 1
+        }
+        return false
+    }
+}
+
+/// Sample content for each record type, carrying `marker` so tests can look for it on disk and in logs.
+enum Samples {
+    static func content(_ type: RecordType, marker: String) -> [UInt8] {
+        let json: String
+        switch type {
+        case .intakeForm:
+            json = #"{"dispute_category":"roommate","screening_notes":"\#(marker)"}"#
+        case .agreementToMediate:
+            json = #"""
+                {"participant":"p1","signed_at":"2026-03-01T14:00:00Z","method":"written","online":true,
+                 "note":"\#(marker)",
+                 "acknowledgements":{"confidentiality":true,"no_recording":true,"will_not_compel_mediator":true,
+                 "will_not_discuss_outside":true,"devices_off":true,"nobody_else_present":true}}
+                """#
+        case .sessionNote:
+            json = #"{"text":"\#(marker)"}"#
+        case .finalAgreement:
+            json = #"{"terms":"\#(marker)","outcome":"resolved","outcome_confidential":true,"consents":["p1","p2"]}"#
+        case .evaluation:
+            json = #"{"satisfaction":4,"would_recommend":true,"comment":"\#(marker)"}"#
+        case .disclosure:
+            json = #"{"category":"discrimination","summary":"\#(marker)"}"#
+        }
+        return Array(json.utf8)
+    }
+
+    static func caseID() -> CaseID {
+        CaseID(bytes: (0..<16).map { _ in UInt8.random(in: 0...255) })
+    }
+}
+
+/// The crash-test helper built beside the test bundle.
+enum Helper {
+    static var path: String {
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        return executable.deletingLastPathComponent().appendingPathComponent("casevault-torture").path
+    }
+
+    static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.path)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+    }
+}
