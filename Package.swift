@@ -53,6 +53,8 @@ let package = Package(
             name: "casevaultd",
             dependencies: [
                 "CaseVaultStore",
+                "CaseVaultCore",
+                "CCaseVaultShims",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

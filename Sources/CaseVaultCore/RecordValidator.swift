@@ -1,6 +1,4 @@
-public import struct Foundation.Data
-internal import class Foundation.JSONDecoder
-internal import class Foundation.ISO8601DateFormatter
+internal import Foundation
 
 /// Checks that a record's content holds what its type requires (DESIGN §7). Unknown extra fields are
 /// kept: forms grow. Errors name the field by its schema path and never repeat a value.

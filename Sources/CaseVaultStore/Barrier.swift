@@ -38,7 +38,7 @@ final class Barrier: Sendable {
     }
 
     func newDataKey() -> SecureBytes {
-        SecureBytes.random(count: AEAD.keyByteCount)
+        SecureBytes.random(count: AEAD.keyByteCount, ephemeral: true)
     }
 
     // MARK: Key slots
@@ -67,7 +67,7 @@ final class Barrier: Sendable {
         }
         defer { Memory.zero(&key) }
         do {
-            return try SecureBytes(copying: key)
+            return try SecureBytes(copying: key, ephemeral: true)
         } catch {
             throw CaseVaultError(.keyUnavailable, "secure memory for a data key could not be allocated", cause: error)
         }

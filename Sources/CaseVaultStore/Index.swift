@@ -82,7 +82,7 @@ struct Index: Sendable {
         CaseVaultError(
             .storageFailure,
             "the index failed: \(error); check free space and the data directory",
-            cause: error as? (any Error & Sendable)
+            cause: error
         )
     }
 
@@ -111,11 +111,12 @@ struct Index: Sendable {
     static func row(_ db: Database, id: RecordID) throws -> Row? {
         guard
             let row = try GRDB.Row.fetchOne(
-                db,
-                sql: """
-                    SELECT id, case_id, type, state, created_at, author, supersedes, sealed_size, slot
-                    FROM records WHERE id = ?
-                    """,
+                db.cachedStatement(
+                    sql: """
+                        SELECT id, case_id, type, state, created_at, author, supersedes, sealed_size, slot
+                        FROM records WHERE id = ?
+                        """
+                ),
                 arguments: [id.rawValue]
             )
         else { return nil }
@@ -134,7 +135,10 @@ struct Index: Sendable {
     }
 
     static func isShredded(_ db: Database, id: RecordID) throws -> Bool {
-        try Bool.fetchOne(db, sql: "SELECT 1 FROM shred_ledger WHERE record_id = ?", arguments: [id.rawValue]) ?? false
+        try Bool.fetchOne(
+            db.cachedStatement(sql: "SELECT 1 FROM shred_ledger WHERE record_id = ?"),
+            arguments: [id.rawValue]
+        ) ?? false
     }
 
     static func decode(_ row: GRDB.Row) throws -> Row {

@@ -38,7 +38,8 @@ extension RecordStore {
             case .mark:
                 try self.index.write { db in
                     for id in ids {
-                        try db.execute(sql: "UPDATE records SET state = 'shredding' WHERE id = ?", arguments: [id])
+                        try db.cachedStatement(sql: "UPDATE records SET state = 'shredding' WHERE id = ?").execute(
+                    arguments: [id])
                     }
                 }
                 self.observe(.shredAfterMark)
@@ -62,14 +63,15 @@ extension RecordStore {
                 try self.index.write { db in
                     for row in rows {
                         let record = row.metadata
-                        try db.execute(sql: "DELETE FROM records WHERE id = ?", arguments: [record.id.rawValue])
-                        try db.execute(sql: "INSERT OR IGNORE INTO free_slots (slot) VALUES (?)", arguments: [row.slot])
-                        try db.execute(
-                            sql: """
+                        try db.cachedStatement(sql: "DELETE FROM records WHERE id = ?").execute(
+                    arguments: [record.id.rawValue])
+                        try db.cachedStatement(sql: "INSERT OR IGNORE INTO free_slots (slot) VALUES (?)").execute(
+                    arguments: [row.slot])
+                        try db.cachedStatement(sql: """
                                 INSERT OR IGNORE INTO shred_ledger (record_id, case_id, type, shredded_at)
                                 VALUES (?, ?, ?, ?)
-                                """,
-                            arguments: [record.id.rawValue, record.caseID.rawValue, record.type.rawValue, shreddedAt]
+                                """).execute(
+                    arguments: [record.id.rawValue, record.caseID.rawValue, record.type.rawValue, shreddedAt]
                         )
                     }
                 }

@@ -154,21 +154,22 @@ public final class RecordStore: Sendable {
             try self.index.write { db in
                 for (put, slot) in zip(batch, assigned) {
                     let record = put.metadata
-                    try db.execute(
-                        sql: """
+                    try db.cachedStatement(sql: """
                             INSERT INTO records (id, case_id, type, state, created_at, author, supersedes, sealed_size, slot)
                             VALUES (?, ?, ?, 'live', ?, ?, ?, ?, ?)
-                            """,
-                        arguments: [
+                            """).execute(
+                    arguments: [
                             record.id.rawValue, record.caseID.rawValue, record.type.rawValue, record.createdAt,
                             record.author, record.supersedes?.rawValue, record.sealedSize, slot,
                         ]
                     )
                     if slot < previous {
-                        try db.execute(sql: "DELETE FROM free_slots WHERE slot = ?", arguments: [slot])
+                        try db.cachedStatement(sql: "DELETE FROM free_slots WHERE slot = ?").execute(
+                    arguments: [slot])
                     }
                 }
-                try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'slot_high_water'", arguments: [highWater])
+                try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = 'slot_high_water'").execute(
+                    arguments: [highWater])
             }
             self.observe(.putAfterCommit)
             return batch.map { .success($0.metadata) }
@@ -228,7 +229,10 @@ public final class RecordStore: Sendable {
     }
 
     func liveRow(_ id: RecordID) throws(CaseVaultError) -> Index.Row {
-        let (row, shredded) = try self.index.read { db in (try Index.row(db, id: id), try Index.isShredded(db, id: id)) }
+        let (row, shredded) = try self.index.read { db in
+            let row = try Index.row(db, id: id)
+            return (row, row == nil ? try Index.isShredded(db, id: id) : false)
+        }
         guard let row else {
             if shredded { throw Self.shreddedError() }
             throw CaseVaultError(.notFound, "no record has this id; check the id")

@@ -1,1 +1,161 @@
-// placeholder
+// `make bench`: durable put, get and shred throughput of the sealed store against the machine's ceiling
+// (plain SQLite, synchronous=FULL, 100 rows a transaction, no encryption). Prints figures; asserts nothing.
+import ArgumentParser
+import CaseVaultCore
+import CaseVaultStore
+import Foundation
+import GRDB
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "casevault-bench",
+        abstract: "Throughput of the CaseVault store, 4 KiB records, against plain SQLite's durable ceiling."
+    )
+
+    @Option(help: "Seconds each measurement runs.") var seconds: Double = 3
+    @Option(help: "Record content size in bytes.") var size: Int = 4096
+    @Option(help: "Directory for the temporary vaults (same filesystem as production data, ideally).")
+    var directory: String = NSTemporaryDirectory()
+
+    func run() throws {
+        let root = try self.makeRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        print("CaseVault store benchmark: \(self.size)-byte records, \(self.seconds) s per figure, in \(root)")
+
+        let ceiling = try self.sqliteCeiling(path: root + "/ceiling.sqlite")
+        print(String(format: "ceiling  plain SQLite, synchronous=FULL, 100 rows/txn   %10.0f rows/s", ceiling))
+
+        let store = try RecordStore.open(
+            StoreConfiguration(
+                dataDirectory: URL(fileURLWithPath: root + "/data"),
+                rootKeyFile: URL(fileURLWithPath: root + "/keys/root.key")
+            ),
+            logger: Logger(label: "bench")
+        )
+        let caseID = CaseID(bytes: Array(repeating: 1, count: 16))
+        let text = String(repeating: "x", count: self.size - 11)
+        let content = Array(#"{"text":"\#(text)"}"#.utf8)
+        let ids = Collected()
+
+        for writers in [1, 16] {
+            let rate = self.measure(threads: writers) { _ in
+                let stored = try! store.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
+                ids.append(stored.id)
+            }
+            print(String(format: "put      durable, %2d concurrent writer(s)              %10.0f records/s  (%.0f%% of ceiling)",
+                         writers, rate, 100 * rate / ceiling))
+        }
+
+        let all = ids.all
+        for readers in [1, 2] {
+            let rate = self.measure(threads: readers) { n in
+                _ = try! store.get(all[n % all.count])
+            }
+            print(String(format: "get      in process, %d thread(s)                     %10.0f records/s", readers, rate))
+        }
+
+        let half = all.count / 2
+        let single = self.measure(threads: 1, limit: half) { n in
+            try! store.shred(all[n])
+        }
+        print(String(format: "shred    one record per call                          %10.0f records/s", single))
+        let remaining = Array(all[half...])
+        let batched = self.measure(threads: 1, limit: remaining.count / 100) { n in
+            try! store.shred(Array(remaining[(n * 100)..<((n + 1) * 100)]))
+        } * 100
+        print(String(format: "shred    100 records per call                         %10.0f records/s", batched))
+        store.close()
+    }
+
+    /// Runs `body` on `threads` threads for `seconds` (or `limit` calls in all); returns calls per second.
+    func measure(threads: Int, limit: Int = .max, _ body: @escaping @Sendable (Int) -> Void) -> Double {
+        let counter = Collected.Counter()
+        let deadline = Date().addingTimeInterval(self.seconds)
+        let start = Date()
+        let workers = (0..<threads).map { _ in
+            Thread {
+                while Date() < deadline {
+                    let n = counter.next()
+                    guard n < limit else { break }
+                    body(n)
+                }
+            }
+        }
+        workers.forEach { $0.start() }
+        while workers.contains(where: { !$0.isFinished }) { usleep(1000) }
+        return Double(min(counter.value, limit)) / Date().timeIntervalSince(start)
+    }
+
+    func sqliteCeiling(path: String) throws -> Double {
+        var configuration = Configuration()
+        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        let queue = try DatabaseQueue(path: path, configuration: configuration)
+        try queue.writeWithoutTransaction { db in
+            _ = try String.fetchOne(db, sql: "PRAGMA journal_mode = WAL")
+            try db.execute(sql: "CREATE TABLE rows (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+        }
+        let body = Data(repeating: 7, count: self.size)
+        let deadline = Date().addingTimeInterval(self.seconds)
+        let start = Date()
+        var rows = 0
+        while Date() < deadline {
+            try queue.write { db in
+                for _ in 0..<100 {
+                    try db.execute(sql: "INSERT INTO rows (body) VALUES (?)", arguments: [body])
+                }
+            }
+            rows += 100
+        }
+        return Double(rows) / Date().timeIntervalSince(start)
+    }
+
+    func makeRoot() throws -> String {
+        var template = Array((self.directory + "/casevault-bench-XXXXXX").utf8CString)
+        guard let path = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw ValidationError("cannot create a temporary directory in \(self.directory)")
+        }
+        return String(cString: path)
+    }
+}
+
+final class Collected: @unchecked Sendable {
+    private let lock = NSLock()
+    private var ids: [RecordID] = []
+
+    func append(_ id: RecordID) {
+        self.lock.lock()
+        self.ids.append(id)
+        self.lock.unlock()
+    }
+
+    var all: [RecordID] {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        return self.ids
+    }
+
+    final class Counter: @unchecked Sendable {
+        private let lock = NSLock()
+        private var count = 0
+
+        func next() -> Int {
+            self.lock.lock()
+            defer { self.lock.unlock() }
+            self.count += 1
+            return self.count - 1
+        }
+
+        var value: Int {
+            self.lock.lock()
+            defer { self.lock.unlock() }
+            return self.count
+        }
+    }
+}
+
+Bench.main()

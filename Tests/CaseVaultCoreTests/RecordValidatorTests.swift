@@ -1,0 +1,137 @@
+import CaseVaultCore
+import Foundation
+import Testing
+
+@Suite("Record types and required content")
+struct RecordValidatorTests {
+    let validator = RecordValidator(maxContentBytes: 64 << 10)
+
+    static let valid: [RecordType: String] = [
+        .intakeForm: #"{"dispute_category":"housing","screening":{"safe":true}}"#,
+        .agreementToMediate: #"""
+            {"participant":"p2","signed_at":"2026-03-01T14:00:00Z","method":"verbal","online":false,
+             "acknowledgements":{"confidentiality":true,"no_recording":true,"will_not_compel_mediator":true,
+             "will_not_discuss_outside":true}}
+            """#,
+        .sessionNote: #"{"text":"notes"}"#,
+        .finalAgreement: #"{"terms":"t","outcome":"partially_resolved","outcome_confidential":false,"consents":["p1","p2"]}"#,
+        .evaluation: #"{"satisfaction":5,"would_recommend":false}"#,
+        .disclosure: #"{"category":"intent_to_harm","summary":"s"}"#,
+    ]
+
+    func failure(_ type: RecordType, _ json: String, participants: Set<String>? = nil) -> CaseVaultError? {
+        do {
+            try self.validator.validate(type: type, content: Array(json.utf8), participants: participants)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test("a minimal valid document of every type is accepted", arguments: RecordType.allCases)
+    func validDocumentsPass(type: RecordType) {
+        #expect(self.failure(type, Self.valid[type]!, participants: ["p1", "p2"]) == nil)
+    }
+
+    @Test("recordings and transcripts are refused by policy; other names are unknown types")
+    func forbiddenAndUnknownTypes() {
+        for name in ["recording", "transcript", "Recording"] {
+            #expect(throws: CaseVaultError.self) { try RecordType.parse(name) }
+            do { _ = try RecordType.parse(name) } catch { #expect(error.code == .forbiddenRecordType) }
+        }
+        for name in ["audio", "", "session_notes", "../etc"] {
+            do {
+                _ = try RecordType.parse(name)
+                Issue.record("accepted \(name)")
+            } catch {
+                #expect(error.code == .unknownRecordType)
+                #expect(!error.message.contains("../etc") || name.isEmpty)
+            }
+        }
+    }
+
+    @Test("every required field, when removed, is reported by name", arguments: [
+        (RecordType.intakeForm, "dispute_category"),
+        (.agreementToMediate, "participant"), (.agreementToMediate, "signed_at"), (.agreementToMediate, "method"),
+        (.agreementToMediate, "online"), (.agreementToMediate, "acknowledgements"),
+        (.sessionNote, "text"), (.finalAgreement, "terms"), (.finalAgreement, "outcome"),
+        (.finalAgreement, "outcome_confidential"), (.finalAgreement, "consents"),
+        (.evaluation, "satisfaction"), (.evaluation, "would_recommend"),
+        (.disclosure, "category"), (.disclosure, "summary"),
+    ])
+    func missingFieldIsNamed(type: RecordType, field: String) throws {
+        var document = try #require(Self.object(Self.valid[type]!))
+        document.removeValue(forKey: field)
+        let error = self.failure(type, Self.encode(document))
+        #expect(error?.code == .missingField)
+        #expect(error?.field == field)
+    }
+
+    @Test("every acknowledgement must be true; online sessions also need devices off and nobody else present")
+    func acknowledgements() {
+        let offline = Self.valid[.agreementToMediate]!
+        #expect(self.failure(.agreementToMediate, offline.replacingOccurrences(of: #""no_recording":true"#, with: #""no_recording":false"#))?.field == "acknowledgements.no_recording")
+        let online = offline.replacingOccurrences(of: #""online":false"#, with: #""online":true"#)
+        let error = self.failure(.agreementToMediate, online)
+        #expect(error?.code == .missingField)
+        #expect(error?.field == "acknowledgements.devices_off")
+        let complete = online.replacingOccurrences(
+            of: #""will_not_discuss_outside":true"#,
+            with: #""will_not_discuss_outside":true,"devices_off":true,"nobody_else_present":"yes""#
+        )
+        #expect(self.failure(.agreementToMediate, complete)?.field == "acknowledgements.nobody_else_present")
+    }
+
+    @Test("a non-confidential outcome needs every participant's consent")
+    func consentRule() {
+        let json = #"{"terms":"t","outcome":"resolved","outcome_confidential":false,"consents":["p1"]}"#
+        #expect(self.failure(.finalAgreement, json, participants: ["p1", "p2"])?.field == "consents")
+        let confidential = json.replacingOccurrences(of: "false", with: "true")
+        #expect(self.failure(.finalAgreement, confidential, participants: ["p1", "p2"]) == nil)
+        #expect(self.failure(.finalAgreement, confidential, participants: ["p3"])?.field == "consents")
+    }
+
+    @Test("mistyped values are refused without echoing them", arguments: [
+        (RecordType.evaluation, #"{"satisfaction":6,"would_recommend":true}"#, "satisfaction"),
+        (.evaluation, #"{"satisfaction":4.5,"would_recommend":true}"#, "satisfaction"),
+        (.evaluation, #"{"satisfaction":4,"would_recommend":"SECRETVALUE"}"#, "would_recommend"),
+        (.disclosure, #"{"category":"SECRETVALUE","summary":"s"}"#, "category"),
+        (.sessionNote, #"{"text":"   "}"#, "text"),
+        (.agreementToMediate, #"{"participant":"SECRETVALUE"}"#, "participant"),
+        (.finalAgreement, #"{"terms":"t","outcome":"won","outcome_confidential":true,"consents":[]}"#, "outcome"),
+        (.finalAgreement, #"{"terms":"t","outcome":"resolved","outcome_confidential":true,"consents":["p1","p1"]}"#, "consents"),
+    ])
+    func mistypedValues(type: RecordType, json: String, field: String) {
+        let error = self.failure(type, json)
+        #expect(error?.code == .invalidField)
+        #expect(error?.field == field)
+        #expect(!(error?.description.contains("SECRETVALUE") ?? true))
+    }
+
+    @Test("content that is not a JSON object, or too large, is refused")
+    func malformedAndOversized() {
+        #expect(self.failure(.sessionNote, "[1,2]")?.code == .malformedContent)
+        #expect(self.failure(.sessionNote, "{\"text\":")?.code == .malformedContent)
+        #expect(self.failure(.sessionNote, "")?.code == .malformedContent)
+        let big = #"{"text":""# + String(repeating: "x", count: 70_000) + #""}"#
+        #expect(self.failure(.sessionNote, big)?.code == .contentTooLarge)
+    }
+
+    @Test("identifiers are 32 lowercase hex characters and nothing else")
+    func identifiers() throws {
+        let id = try RecordID("00112233445566778899aabbccddeeff")
+        #expect(RecordID(bytes: id.bytes) == id)
+        for bad in ["", "../../etc/passwd", "00112233445566778899AABBCCDDEEFF", "00112233445566778899aabbccddee\u{0}f",
+                    "00112233445566778899aabbccddeeff0"] {
+            #expect(throws: CaseVaultError.self) { try RecordID(bad) }
+        }
+    }
+
+    static func object(_ json: String) -> [String: Any]? {
+        try? JSONSerializationShim.object(json)
+    }
+
+    static func encode(_ object: [String: Any]) -> String {
+        JSONSerializationShim.string(object)
+    }
+}
