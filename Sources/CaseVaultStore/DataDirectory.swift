@@ -10,24 +10,12 @@ struct DataDirectory: Sendable {
 
     var indexPath: String { self.path + "/index.sqlite" }
     var slotsPath: String { self.path + "/keyslots" }
-    var blobsPath: String { self.path + "/blobs" }
-    var cleanShutdownMarker: String { self.path + "/clean-shutdown" }
-
-    /// The sealed blob of a record: fanned out over 256 directories by the id's first byte.
-    func blobPath(_ id: RecordID) -> String {
-        let prefix = id.rawValue.prefix(2)
-        return "\(self.blobsPath)/\(prefix)/\(id.rawValue)"
-    }
-
-    func blobDirectory(_ id: RecordID) -> String {
-        "\(self.blobsPath)/\(id.rawValue.prefix(2))"
-    }
+    var segmentsPath: String { self.path + "/segments" }
 
     /// Creates the directory (0700) if it is missing, then checks ownership and mode.
     static func prepare(path: String) throws(CaseVaultError) -> DataDirectory {
         let directory = DataDirectory(path: path)
         try Self.makeDirectory(path, createParents: true)
-        try Self.makeDirectory(directory.blobsPath, createParents: false)
         return directory
     }
 
@@ -85,7 +73,7 @@ struct DataDirectory: Sendable {
 
     /// Makes a directory entry change (create, rename, unlink) durable.
     static func flushDirectory(_ path: String) throws(CaseVaultError) {
-        let handle = try FileHandle(path: path, flags: O_RDONLY | O_DIRECTORY)
+        let handle = try PosixFile(path: path, flags: O_RDONLY | O_DIRECTORY)
         try handle.flush()
     }
 

@@ -18,7 +18,12 @@ struct Index: Sendable {
         var metadata: RecordMetadata
         var state: State
         var slot: Int64
+        var location: Segments.Location
     }
+
+    /// The columns `decode` reads, in its order.
+    static let columns = "id, case_id, type, state, created_at, author, supersedes, sealed_size, slot, segment, offset"
+
 
     static func open(path: String) throws(CaseVaultError) -> Index {
         var configuration = Configuration()
@@ -57,13 +62,15 @@ struct Index: Sendable {
                         author TEXT,
                         supersedes TEXT,
                         sealed_size INTEGER NOT NULL,
-                        slot INTEGER NOT NULL UNIQUE
+                        slot INTEGER NOT NULL UNIQUE,
+                        segment INTEGER NOT NULL,
+                        offset INTEGER NOT NULL
                     ) WITHOUT ROWID;
                     CREATE INDEX records_by_case ON records (case_id, created_at);
                     CREATE INDEX records_shredding ON records (state) WHERE state = 'shredding';
                     CREATE TABLE free_slots (slot INTEGER PRIMARY KEY);
                     CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
-                    INSERT INTO meta (key, value) VALUES ('slot_high_water', 0);
+                    INSERT INTO meta (key, value) VALUES ('slot_high_water', 0), ('segment_current', 0), ('segment_end', 0);
                     CREATE TABLE shred_ledger (
                         record_id TEXT PRIMARY KEY NOT NULL,
                         case_id TEXT NOT NULL,
@@ -96,6 +103,18 @@ struct Index: Sendable {
         }
     }
 
+    /// A read without a transaction, for a single point lookup: one statement is atomic on its own, and
+    /// skipping BEGIN/COMMIT halves the cost of a get.
+    func lookup<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
+        do {
+            return try self.pool.unsafeRead(body)
+        } catch let error as CaseVaultError {
+            throw error
+        } catch {
+            throw Self.failure(error)
+        }
+    }
+
     func write<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
         do {
             return try self.pool.write(body)
@@ -111,12 +130,7 @@ struct Index: Sendable {
     static func row(_ db: Database, id: RecordID) throws -> Row? {
         guard
             let row = try GRDB.Row.fetchOne(
-                db.cachedStatement(
-                    sql: """
-                        SELECT id, case_id, type, state, created_at, author, supersedes, sealed_size, slot
-                        FROM records WHERE id = ?
-                        """
-                ),
+                db.cachedStatement(sql: "SELECT \(Self.columns) FROM records WHERE id = ?"),
                 arguments: [id.rawValue]
             )
         else { return nil }
@@ -126,10 +140,7 @@ struct Index: Sendable {
     static func rows(_ db: Database, caseID: CaseID) throws -> [Row] {
         try GRDB.Row.fetchAll(
             db,
-            sql: """
-                SELECT id, case_id, type, state, created_at, author, supersedes, sealed_size, slot
-                FROM records WHERE case_id = ? ORDER BY created_at, id
-                """,
+            sql: "SELECT \(Self.columns) FROM records WHERE case_id = ? ORDER BY created_at, id",
             arguments: [caseID.rawValue]
         ).map(Self.decode)
     }
@@ -143,20 +154,23 @@ struct Index: Sendable {
 
     static func decode(_ row: GRDB.Row) throws -> Row {
         do {
-            let supersedes: String? = row["supersedes"]
+            // By position: name lookups are case-insensitive and cost a lowercased string per column.
+            let supersedes: String? = row[6]
+            let sealedSize: Int = row[7]
             let metadata = RecordMetadata(
-                id: try RecordID(row["id"]),
-                caseID: try CaseID(row["case_id"]),
-                type: try RecordType.parse(row["type"]),
-                createdAt: row["created_at"],
-                author: row["author"],
+                id: try RecordID(row[0]),
+                caseID: try CaseID(row[1]),
+                type: try RecordType.parse(row[2]),
+                createdAt: row[4],
+                author: row[5],
                 supersedes: try supersedes.map { text throws(CaseVaultError) in try RecordID(text) },
-                sealedSize: row["sealed_size"]
+                sealedSize: sealedSize
             )
-            guard let state = State(rawValue: row["state"]) else {
+            guard let state = State(rawValue: row[3]) else {
                 throw CaseVaultError(.storageFailure, "the index holds a record in an unknown state")
             }
-            return Row(metadata: metadata, state: state, slot: row["slot"])
+            let location = Segments.Location(segment: row[9], offset: row[10], length: sealedSize)
+            return Row(metadata: metadata, state: state, slot: row[8], location: location)
         } catch {
             throw CaseVaultError(
                 .storageFailure,
@@ -164,6 +178,14 @@ struct Index: Sendable {
                 cause: error
             )
         }
+    }
+
+    static func meta(_ db: Database, _ key: String) throws -> Int64 {
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT value FROM meta WHERE key = ?"), arguments: [key]) ?? 0
+    }
+
+    static func setMeta(_ db: Database, _ key: String, _ value: Int64) throws {
+        try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = ?").execute(arguments: [value, key])
     }
 
     static func currentEpoch(_ db: Database) throws -> UInt32 {

@@ -5,10 +5,10 @@ internal import CaseVaultCore
 
 /// `keyslots`: a file of fixed-size slots, each a wrapped data key. Shredding overwrites a slot in place.
 final class KeySlotFile: Sendable {
-    private let handle: FileHandle
+    private let handle: PosixFile
 
     init(path: String) throws(CaseVaultError) {
-        self.handle = try FileHandle(path: path, flags: O_RDWR | O_CREAT, mode: 0o600)
+        self.handle = try PosixFile(path: path, flags: O_RDWR | O_CREAT, mode: 0o600)
         try DataDirectory.checkPrivate(try self.handle.status(), path: path, isDirectory: false)
     }
 
@@ -36,7 +36,7 @@ final class KeySlotFile: Sendable {
         try self.handle.flushData()
     }
 
-    /// Makes every write on the data directory's filesystem durable: slots, blobs and directory entries.
+    /// Makes every write on the data directory's filesystem durable: slots, segments and directory entries.
     func flushFilesystem() throws(CaseVaultError) {
         try self.handle.flushFilesystem()
     }
@@ -55,12 +55,5 @@ struct SlotAllocator {
         }
         defer { self.highWater += 1 }
         return self.highWater
-    }
-
-    mutating func giveBack(_ slots: [Int64], previousHighWater: Int64) {
-        for slot in slots where slot < previousHighWater {
-            self.free.append(slot)
-        }
-        self.highWater = previousHighWater
     }
 }

@@ -51,13 +51,10 @@ extension RecordStore {
                 self.observe(.shredAfterSlotOverwrite)
             case .destroyCiphertext:
                 for row in rows {
-                    try self.blobs.overwrite(row.metadata.id)
+                    try self.segments.overwrite(row.location)
                 }
                 try self.slots.flushFilesystem()
                 self.observe(.shredAfterCiphertextOverwrite)
-                for row in rows {
-                    try self.blobs.remove(row.metadata.id)
-                }
             case .removeFromIndex:
                 let shreddedAt = Self.now()
                 try self.index.write { db in
@@ -75,8 +72,8 @@ extension RecordStore {
                         )
                     }
                 }
-                self.allocator.withLock { allocator in
-                    allocator.free.append(contentsOf: rows.map(\.slot))
+                self.writer.withLock { state in
+                    state.slots.free.append(contentsOf: rows.map(\.slot))
                 }
                 self.observe(.shredAfterIndexRemoval)
             }

@@ -19,39 +19,54 @@ public final class RecordStore: Sendable {
     let directory: DataDirectory
     let index: Index
     let slots: KeySlotFile
-    let blobs: SealedBlobs
+    let segments: Segments
     let barrier: Barrier
     let validator: RecordValidator
-    let allocator: Mutex<SlotAllocator>
+    let writer: Mutex<WriterState>
     let epoch: UInt32
     let writes: WriteQueue<PendingPut, Result<RecordMetadata, CaseVaultError>>
     let logger: Logger
     private let closed = Atomic<Bool>(false)
 
+    /// What the single writer changes as it commits: which slot and which segment region come next.
+    /// Only the holder of the write queue touches it; it is persisted in the index by the same commit.
+    struct WriterState {
+        var slots: SlotAllocator
+        var cursor: Segments.Cursor
+    }
+
     /// Opens (creating on first use) the store in `configuration.dataDirectory`, then finishes any shred a
-    /// crash interrupted and scrubs key slots and blobs that no record owns.
+    /// crash interrupted and scrubs what uncommitted puts left in key slots and segments.
     public static func open(_ configuration: StoreConfiguration, logger: Logger) throws(CaseVaultError) -> RecordStore {
         let directory = try DataDirectory.prepare(path: configuration.dataDirectory.path)
         let rootKey = try RootKeyFile.loadOrCreate(path: configuration.rootKeyFile.path, dataDirectory: directory.path)
         if !DataDirectory.exists(directory.indexPath) {
             // Created here with 0600 so that SQLite's -wal and -shm files inherit the same mode.
-            _ = try FileHandle(path: directory.indexPath, flags: O_WRONLY | O_CREAT, mode: 0o600)
+            _ = try PosixFile(path: directory.indexPath, flags: O_WRONLY | O_CREAT, mode: 0o600)
         }
         try DataDirectory.checkPrivateFile(directory.indexPath)
         let index = try Index.open(path: directory.indexPath)
         let slots = try KeySlotFile(path: directory.slotsPath)
-        let (allocator, epoch) = try index.read { db in
+        let segments = try Segments(path: directory.segmentsPath, maxBytes: configuration.maxSegmentBytes)
+        let (state, epoch) = try index.read { db in
             let free = try Int64.fetchAll(db, sql: "SELECT slot FROM free_slots ORDER BY slot DESC")
-            let highWater = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'slot_high_water'") ?? 0
-            return (SlotAllocator(free: free, highWater: highWater), try Index.currentEpoch(db))
+            let state = WriterState(
+                slots: SlotAllocator(free: free, highWater: try Index.meta(db, "slot_high_water")),
+                cursor: Segments.Cursor(
+                    segment: UInt32(try Index.meta(db, "segment_current")),
+                    end: try Index.meta(db, "segment_end")
+                )
+            )
+            return (state, try Index.currentEpoch(db))
         }
         let store = RecordStore(
             configuration: configuration,
             directory: directory,
             index: index,
             slots: slots,
+            segments: segments,
             barrier: Barrier(rootKey: rootKey),
-            allocator: allocator,
+            state: state,
             epoch: epoch,
             logger: logger
         )
@@ -64,8 +79,9 @@ public final class RecordStore: Sendable {
         directory: DataDirectory,
         index: Index,
         slots: KeySlotFile,
+        segments: Segments,
         barrier: Barrier,
-        allocator: SlotAllocator,
+        state: WriterState,
         epoch: UInt32,
         logger: Logger
     ) {
@@ -73,22 +89,20 @@ public final class RecordStore: Sendable {
         self.directory = directory
         self.index = index
         self.slots = slots
-        self.blobs = SealedBlobs(directory: directory)
+        self.segments = segments
         self.barrier = barrier
         self.validator = RecordValidator(maxContentBytes: configuration.maxContentBytes)
-        self.allocator = Mutex(allocator)
+        self.writer = Mutex(state)
         self.epoch = epoch
         self.writes = WriteQueue(maxBatch: configuration.maxBatch)
         self.logger = logger
     }
 
-    /// Marks a clean shutdown, so the next open can skip the scan for orphaned blobs.
+    /// Flushes and closes the index. Further calls fail.
     public func close() {
         guard !self.closed.exchange(true, ordering: .relaxed) else { return }
         try? self.writes.exclusive { () throws(CaseVaultError) in
             try self.slots.flushFilesystem()
-            _ = try FileHandle(path: self.directory.cleanShutdownMarker, flags: O_WRONLY | O_CREAT, mode: 0o600)
-            try DataDirectory.flushDirectory(self.directory.path)
         }
         try? self.index.pool.close()
     }
@@ -108,10 +122,12 @@ public final class RecordStore: Sendable {
     final class PendingPut {
         let metadata: RecordMetadata
         let dataKey: SecureBytes
+        let sealed: [UInt8]
 
-        init(metadata: RecordMetadata, dataKey: SecureBytes) {
+        init(metadata: RecordMetadata, dataKey: SecureBytes, sealed: [UInt8]) {
             self.metadata = metadata
             self.dataKey = dataKey
+            self.sealed = sealed
         }
     }
 
@@ -128,61 +144,71 @@ public final class RecordStore: Sendable {
             sealedSize: Barrier.sealedSize(contentSize: record.content.count)
         )
         let dataKey = self.barrier.newDataKey()
-        // Sealing and writing the blob happen on the caller's thread, in parallel with other callers;
-        // only slot assignment, the flush and the index commit are batched.
-        try self.blobs.create(metadata.id, self.barrier.seal(content: record.content, dataKey: dataKey, record: metadata))
-        self.observe(.putAfterBlobWrite)
-        let result = self.writes.submit(PendingPut(metadata: metadata, dataKey: dataKey), perform: self.commit)
+        // Validation and sealing run on the caller's thread, in parallel with other callers; only placing
+        // the blob and the slot, the flush and the index commit are batched.
+        let sealed = self.barrier.seal(content: record.content, dataKey: dataKey, record: metadata)
+        let result = self.writes.submit(PendingPut(metadata: metadata, dataKey: dataKey, sealed: sealed), perform: self.commit)
         let stored = try result.get()
         self.logger.debug("record filed", metadata: ["record.id": "\(stored.id)", "case.id": "\(stored.caseID)"])
         return stored
     }
 
-    /// The leader's half of a put batch: wrap each data key into a slot, one filesystem flush for slots and
-    /// blobs, one index commit.
+    /// The leader's half of a put batch: one slot and one segment region per record, one filesystem
+    /// flush for all of them, one index commit.
     private func commit(_ batch: [PendingPut]) -> [Result<RecordMetadata, CaseVaultError>] {
-        let previous = self.allocator.withLock { $0.highWater }
-        let assigned = self.allocator.withLock { allocator in batch.map { _ in allocator.take() } }
-        do {
-            for (put, slot) in zip(batch, assigned) {
-                let bytes = try self.barrier.wrap(dataKey: put.dataKey, recordID: put.metadata.id, slot: slot, epoch: self.epoch)
-                try self.slots.write(slot, bytes)
+        let before = self.writer.withLock { $0 }
+        let placed = self.writer.withLock { state in
+            batch.map { put in
+                (slot: state.slots.take(), location: state.cursor.reserve(put.sealed.count, maxBytes: self.segments.maxBytes))
+            }
+        }
+        let after = self.writer.withLock { $0 }
+        do throws(CaseVaultError) {
+            for (put, place) in zip(batch, placed) {
+                try self.segments.write(put.sealed, at: place.location)
+                self.observe(.putAfterBlobWrite)
+                let wrapped = try self.barrier.wrap(
+                    dataKey: put.dataKey, recordID: put.metadata.id, slot: place.slot, epoch: self.epoch
+                )
+                try self.slots.write(place.slot, wrapped)
             }
             try self.slots.flushFilesystem()
             self.observe(.putAfterSlotFlush)
-            let highWater = self.allocator.withLock { $0.highWater }
             try self.index.write { db in
-                for (put, slot) in zip(batch, assigned) {
+                for (put, place) in zip(batch, placed) {
                     let record = put.metadata
-                    try db.cachedStatement(sql: """
-                            INSERT INTO records (id, case_id, type, state, created_at, author, supersedes, sealed_size, slot)
-                            VALUES (?, ?, ?, 'live', ?, ?, ?, ?, ?)
-                            """).execute(
-                    arguments: [
-                            record.id.rawValue, record.caseID.rawValue, record.type.rawValue, record.createdAt,
-                            record.author, record.supersedes?.rawValue, record.sealedSize, slot,
-                        ]
-                    )
-                    if slot < previous {
-                        try db.cachedStatement(sql: "DELETE FROM free_slots WHERE slot = ?").execute(
-                    arguments: [slot])
+                    try db.cachedStatement(
+                        sql: """
+                            INSERT INTO records (\(Index.columns))
+                            VALUES (?, ?, ?, 'live', ?, ?, ?, ?, ?, ?, ?)
+                            """
+                    ).execute(arguments: [
+                        record.id.rawValue, record.caseID.rawValue, record.type.rawValue, record.createdAt,
+                        record.author, record.supersedes?.rawValue, record.sealedSize, place.slot,
+                        place.location.segment, place.location.offset,
+                    ])
+                    if place.slot < before.slots.highWater {
+                        try db.cachedStatement(sql: "DELETE FROM free_slots WHERE slot = ?").execute(arguments: [place.slot])
                     }
                 }
-                try db.cachedStatement(sql: "UPDATE meta SET value = ? WHERE key = 'slot_high_water'").execute(
-                    arguments: [highWater])
+                try Index.setMeta(db, "slot_high_water", after.slots.highWater)
+                try Index.setMeta(db, "segment_current", Int64(after.cursor.segment))
+                try Index.setMeta(db, "segment_end", after.cursor.end)
             }
             self.observe(.putAfterCommit)
             return batch.map { .success($0.metadata) }
         } catch {
-            // Nothing was acknowledged: undo what reached the disk so no orphan key or blob remains.
-            for (put, slot) in zip(batch, assigned) {
-                try? self.slots.scrub(slot)
-                try? self.blobs.overwrite(put.metadata.id)
-                try? self.blobs.remove(put.metadata.id)
+            // Nothing was acknowledged: undo what reached the disk so no orphan key or ciphertext remains.
+            for place in placed {
+                try? self.slots.scrub(place.slot)
+                try? self.segments.overwrite(place.location)
             }
             try? self.slots.flushFilesystem()
-            self.allocator.withLock { $0.giveBack(assigned, previousHighWater: previous) }
-            self.logger.error("a batch of puts failed", metadata: ["batch.size": "\(batch.count)", "error.code": "\(error.code.rawValue)"])
+            self.writer.withLock { $0 = before }
+            self.logger.error(
+                "a batch of puts failed",
+                metadata: ["batch.size": "\(batch.count)", "error.code": "\(error.code.rawValue)"]
+            )
             return batch.map { _ in .failure(error) }
         }
     }
@@ -196,12 +222,7 @@ public final class RecordStore: Sendable {
         do throws(CaseVaultError) {
             let slotBytes = try self.slots.read(row.slot)
             let dataKey = try self.barrier.unwrap(slotBytes: slotBytes, recordID: id, slot: row.slot)
-            guard let sealed = try self.blobs.read(id) else {
-                throw CaseVaultError(
-                    .integrityFailure,
-                    "the record's sealed content is missing from the data directory; restore it from a backup"
-                )
-            }
+            let sealed = try self.segments.read(row.location)
             let content = try self.barrier.open(blob: sealed, dataKey: dataKey, record: row.metadata)
             return CaseVaultCore.Record(metadata: row.metadata, content: content)
         } catch {
@@ -229,7 +250,9 @@ public final class RecordStore: Sendable {
     }
 
     func liveRow(_ id: RecordID) throws(CaseVaultError) -> Index.Row {
-        let (row, shredded) = try self.index.read { db in
+        // Row first, ledger second: a shred deletes the row and writes the ledger in one transaction, so a
+        // reader that misses the row finds the ledger entry.
+        let (row, shredded) = try self.index.lookup { db in
             let row = try Index.row(db, id: id)
             return (row, row == nil ? try Index.isShredded(db, id: id) : false)
         }

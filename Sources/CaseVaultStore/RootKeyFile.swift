@@ -22,7 +22,7 @@ enum RootKeyFile {
             try Self.create(path: path)
         }
         try DataDirectory.checkPrivateFile(path)
-        let handle = try FileHandle(path: path, flags: O_RDONLY)
+        let handle = try PosixFile(path: path, flags: O_RDONLY)
         var bytes = try handle.readAll()
         defer { Memory.zero(&bytes) }
         guard bytes.count == Self.byteCount else {
@@ -48,7 +48,7 @@ enum RootKeyFile {
         let temporary = path + ".new"
         unlink(temporary)
         do {
-            let handle = try FileHandle(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+            let handle = try PosixFile(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
             var key = Random.bytes(count: Self.byteCount)
             defer { Memory.zero(&key) }
             try handle.write(key, at: 0)

@@ -5,7 +5,7 @@ enum ShredStep: Int, CaseIterable, Comparable {
     case mark
     /// Overwrite each key slot in place with random bytes, and flush. From here the content is unreadable.
     case overwriteKeySlots
-    /// Overwrite each sealed blob in place with random bytes, flush, and unlink it.
+    /// Overwrite each sealed blob's region in place with random bytes, and flush.
     case destroyCiphertext
     /// Delete the rows, free the slots and append to the shred ledger (committed).
     case removeFromIndex

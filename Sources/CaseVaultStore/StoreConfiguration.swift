@@ -2,7 +2,7 @@ public import struct Foundation.URL
 
 /// Where a store keeps its files and the limits it enforces.
 public struct StoreConfiguration: Sendable {
-    /// The data directory: index, key slots, sealed blobs. Must be 0700 and owned by this process's user.
+    /// The data directory: index, key slots, segments of sealed content. Must be 0700 and owned by this process's user.
     public var dataDirectory: URL
     /// The root key file, outside the data directory so that a copy of the directory never carries it.
     /// Created (32 random bytes, 0600) on first open.
@@ -11,6 +11,8 @@ public struct StoreConfiguration: Sendable {
     public var maxContentBytes: Int
     /// The most puts one flush may carry (group commit).
     public var maxBatch: Int
+    /// The size at which a segment file of sealed content is closed and the next one started.
+    public var maxSegmentBytes: Int64
     /// Test-only: called as the store passes each crash point, so a test helper can kill the process there.
     public var crashPointObserver: (@Sendable (CrashPoint) -> Void)?
 
@@ -18,12 +20,14 @@ public struct StoreConfiguration: Sendable {
         dataDirectory: URL,
         rootKeyFile: URL,
         maxContentBytes: Int = 1 << 20,
-        maxBatch: Int = 256
+        maxBatch: Int = 256,
+        maxSegmentBytes: Int64 = 64 << 20
     ) {
         self.dataDirectory = dataDirectory
         self.rootKeyFile = rootKeyFile
         self.maxContentBytes = maxContentBytes
         self.maxBatch = maxBatch
+        self.maxSegmentBytes = maxSegmentBytes
         self.crashPointObserver = nil
     }
 }

@@ -14,7 +14,7 @@ struct Torture: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "casevault-torture",
         abstract: "Crash-test helper for the CaseVault store (used by make test).",
-        subcommands: [PutLoop.self, Shred.self]
+        subcommands: [PutLoop.self, PutOne.self, Shred.self]
     )
 }
 
@@ -75,6 +75,24 @@ extension Torture {
             }
             threads.forEach { $0.start() }
             while true { sleep(60) }
+        }
+    }
+
+    struct PutOne: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "put-one",
+            abstract: "Put one record, dying by SIGKILL at a crash point."
+        )
+        @OptionGroup var store: StoreOptions
+        @Option(help: "The case id to file under.") var caseID: String
+        @Option(help: "The crash point to die at.") var crashAt: String
+
+        func run() throws {
+            guard let point = CrashPoint(rawValue: self.crashAt) else { throw ValidationError("unknown crash point") }
+            let store = try self.store.open(crashAt: point)
+            let content = Array(#"{"text":"uncommitted"}"#.utf8)
+            let stored = try store.put(NewRecord(caseID: try CaseID(self.caseID), type: .sessionNote, content: content))
+            emit("\(stored.id)")
         }
     }
 

@@ -51,11 +51,9 @@ struct RecordStoreTests {
         let caseID = Samples.caseID()
         let a = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "AAAA")))
         let b = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "BBBB")))
-        let blobA = vault.data + "/blobs/" + a.id.rawValue.prefix(2) + "/" + a.id.rawValue
-        let blobB = vault.data + "/blobs/" + b.id.rawValue.prefix(2) + "/" + b.id.rawValue
-        try FileManager.default.removeItem(atPath: blobB)
-        try FileManager.default.copyItem(atPath: blobA, toPath: blobB)
-        chmod(blobB, 0o600)
+        let regionA = try BlobRegion(vault: vault, id: a.id)
+        let regionB = try BlobRegion(vault: vault, id: b.id)
+        try regionB.write(try regionA.read())
         let error = #expect(throws: CaseVaultError.self) { try store.get(b.id) }
         #expect(error?.code == .integrityFailure)
         #expect(try store.get(a.id).content == Samples.content(.sessionNote, marker: "AAAA"))
@@ -86,19 +84,23 @@ struct RecordStoreTests {
         let caseID = Samples.caseID()
         let content = Samples.content(.disclosure, marker: "corrupt")
         let a = try store.put(NewRecord(caseID: caseID, type: .disclosure, content: content))
-        let blob = vault.data + "/blobs/" + a.id.rawValue.prefix(2) + "/" + a.id.rawValue
-        let original = try Data(contentsOf: URL(fileURLWithPath: blob))
+        let region = try BlobRegion(vault: vault, id: a.id)
+        let original = try region.read()
+        let segment = try Data(contentsOf: URL(fileURLWithPath: region.path))
 
-        try original.prefix(original.count - 5).write(to: URL(fileURLWithPath: blob))
-        #expect(throws: CaseVaultError.self) { try store.get(a.id) }
+        // Cut the segment file short inside the record's region.
+        try segment.prefix(region.offset + region.length - 5).write(to: URL(fileURLWithPath: region.path))
+        let truncated = #expect(throws: CaseVaultError.self) { try store.get(a.id) }
+        #expect(truncated?.code == .integrityFailure)
+        try segment.write(to: URL(fileURLWithPath: region.path))
         for position in [0, 4, 10, original.count / 2, original.count - 1] {
             var flipped = original
             flipped[position] ^= 0x01
-            try flipped.write(to: URL(fileURLWithPath: blob))
+            try region.write(flipped)
             let error = #expect(throws: CaseVaultError.self) { try store.get(a.id) }
             #expect(error?.code == .integrityFailure)
         }
-        try original.write(to: URL(fileURLWithPath: blob))
+        try region.write(original)
         #expect(try store.get(a.id).content == content)
 
         let slotsPath = vault.data + "/keyslots"

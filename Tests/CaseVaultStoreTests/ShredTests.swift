@@ -20,7 +20,7 @@ struct ShredEvidence {
         let slot = try #require(SlotFinder.slot(of: id, in: slots))
         self.id = id
         self.wrappedKey = Array(slots[(slot * 128 + 24)..<(slot * 128 + 96)])
-        self.sealed = try #require(files["blobs/\(id.rawValue.prefix(2))/\(id.rawValue)"])
+        self.sealed = try BlobRegion(vault: vault, id: id).read()
     }
 
     /// Asserts that no file under the data directory holds the wrapped key or any 16-byte window of the

@@ -1,6 +1,7 @@
 import CaseVaultCore
 import CaseVaultStore
 import Foundation
+import GRDB
 import Logging
 
 #if canImport(Glibc)
@@ -122,5 +123,41 @@ enum Helper {
         let output = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+    }
+}
+
+/// Where a record's sealed blob lies, read from the real index file.
+struct BlobRegion {
+    let path: String
+    let offset: Int
+    let length: Int
+
+    init(vault: TestVault, id: RecordID) throws {
+        var configuration = GRDB.Configuration()
+        configuration.readonly = true
+        let index = try DatabaseQueue(path: vault.data + "/index.sqlite", configuration: configuration)
+        let row = try index.read { db in
+            try Row.fetchOne(db, sql: "SELECT segment, offset, sealed_size FROM records WHERE id = ?", arguments: [id.rawValue])
+        }
+        try index.close()
+        guard let row else { throw CaseVaultError(.notFound, "no such record in the index") }
+        let segment: Int = row[0]
+        self.path = vault.data + "/segments/" + String(format: "%08d", segment)
+        self.offset = row[1]
+        self.length = row[2]
+    }
+
+    func read() throws -> [UInt8] {
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: self.path))
+        return Array(bytes[self.offset..<(self.offset + self.length)])
+    }
+
+    /// Replaces the region's bytes in place (same length) through the real file.
+    func write(_ bytes: [UInt8]) throws {
+        precondition(bytes.count == self.length)
+        let handle = try Foundation.FileHandle(forUpdating: URL(fileURLWithPath: self.path))
+        try handle.seek(toOffset: UInt64(self.offset))
+        try handle.write(contentsOf: bytes)
+        try handle.close()
     }
 }

@@ -7,7 +7,7 @@ internal import CaseVaultCore
 /// A POSIX file descriptor with the few calls the store needs, each turning errno into a `CaseVaultError`.
 /// Hand-written rather than swift-system's `FileDescriptor` to keep `syncfs`, `O_EXCL|O_NOFOLLOW` and
 /// exact errno handling in one small file.
-struct FileHandle: ~Copyable {
+final class PosixFile: Sendable {
     let descriptor: Int32
 
     init(path: String, flags: Int32, mode: mode_t = 0o600) throws(CaseVaultError) {
@@ -102,4 +102,10 @@ struct POSIXErrorCode: Error, Sendable, CustomStringConvertible {
     let code: Int32
     init(_ code: Int32) { self.code = code }
     var description: String { "errno \(self.code)" }
+}
+
+extension PosixFile {
+    func truncate(to length: Int64) throws(CaseVaultError) {
+        guard ftruncate(self.descriptor, off_t(length)) == 0 else { throw POSIXFailure.error("ftruncate") }
+    }
 }
