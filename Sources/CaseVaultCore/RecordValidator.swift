@@ -38,13 +38,7 @@ public struct RecordValidator: Sendable {
                     + "put large documents in an attachment"
             )
         }
-        let document: JSONValue
-        do {
-            document = try JSONDecoder().decode(JSONValue.self, from: Data(content))
-        } catch {
-            throw CaseVaultError(.malformedContent, "the content must be a JSON object")
-        }
-        guard case .object = document else {
+        guard let document = JSONValue.parse(content), case .object = document else {
             throw CaseVaultError(.malformedContent, "the content must be a JSON object")
         }
         try Self.check(type: type, document, participants: participants)
