@@ -94,30 +94,22 @@ struct Index: Sendable {
     }
 
     func read<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
-        do {
-            return try self.pool.read(body)
-        } catch let error as CaseVaultError {
-            throw error
-        } catch {
-            throw Self.failure(error)
-        }
+        try Self.mappingErrors { try self.pool.read(body) }
     }
 
     /// A read without a transaction, for a single point lookup: one statement is atomic on its own, and
-    /// skipping BEGIN/COMMIT halves the cost of a get.
+    /// skipping BEGIN/COMMIT makes a get cheaper.
     func lookup<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
-        do {
-            return try self.pool.unsafeRead(body)
-        } catch let error as CaseVaultError {
-            throw error
-        } catch {
-            throw Self.failure(error)
-        }
+        try Self.mappingErrors { try self.pool.unsafeRead(body) }
     }
 
     func write<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
+        try Self.mappingErrors { try self.pool.write(body) }
+    }
+
+    private static func mappingErrors<T>(_ body: () throws -> T) throws(CaseVaultError) -> T {
         do {
-            return try self.pool.write(body)
+            return try body()
         } catch let error as CaseVaultError {
             throw error
         } catch {

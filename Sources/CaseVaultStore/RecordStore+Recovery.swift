@@ -18,7 +18,7 @@ extension RecordStore {
             }
             if !interrupted.isEmpty {
                 self.logger.notice("finishing interrupted shreds", metadata: ["records.count": "\(interrupted.count)"])
-                try self.runShred(interrupted, from: ShredStep.resumePoint())
+                try self.runShred(interrupted, from: ShredStep.resumePoint)
             }
 
             let state = self.writer.withLock { $0 }

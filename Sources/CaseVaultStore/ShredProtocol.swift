@@ -10,9 +10,9 @@ enum ShredStep: Int, CaseIterable, Comparable {
     /// Delete the rows, free the slots and append to the shred ledger (committed).
     case removeFromIndex
 
-    /// Where to resume for a record found in `state` when the store opens: a `shredding` row has been
-    /// marked, and the rest is repeated from the slot overwrite on.
-    static func resumePoint(forShreddingRow: Void = ()) -> ShredStep { .overwriteKeySlots }
+    /// Where to resume for a row found `shredding` when the store opens: it was marked, so the rest is
+    /// repeated from the slot overwrite on.
+    static let resumePoint = ShredStep.overwriteKeySlots
 
     static func < (lhs: ShredStep, rhs: ShredStep) -> Bool { lhs.rawValue < rhs.rawValue }
 
