@@ -1,65 +1,99 @@
 internal import CaseVaultCore
+internal import Dispatch
 internal import Foundation
 
-/// Group commit: concurrent puts queue up, and whichever caller finds no flush under way becomes the
-/// leader, takes every queued put (up to `maxBatch`) and makes them durable with one filesystem flush and
-/// one index commit; the others sleep until their result is in. Shreds and recovery take the writer role
-/// exclusively. Leader/follower rather than a dedicated thread, so an idle store runs no thread at all.
+/// Group commit: concurrent puts queue up, and one caller at a time leads: it takes every queued put (up
+/// to `maxBatch`) and makes them durable with one filesystem flush and one index commit, then wakes just
+/// the callers in its batch and hands the lead to the next queued caller. Shreds and recovery take the
+/// lead exclusively, and get it before queued puts. Leader/follower rather than a dedicated thread, so an
+/// idle store runs no thread at all; one semaphore per caller rather than a shared condition, so a batch
+/// wakes its own callers and not every waiting thread.
 final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
-    // @unchecked: every mutable field is guarded by `condition`.
-    private let condition = NSCondition()
-    private var pending: [Job] = []
-    private var outcomes: [ObjectIdentifier: Outcome] = [:]
+    // @unchecked: `pending`, `exclusive` and `busy` are guarded by `lock`; a waiter's `outcome` is written
+    // before its semaphore is signalled and read after its wait returns.
+    private final class Waiter {
+        let job: Job
+        var outcome: Outcome?
+        let wakeup = DispatchSemaphore(value: 0)
+
+        init(job: Job) {
+            self.job = job
+        }
+    }
+
+    private let lock = NSLock()
+    private var pending: [Waiter] = []
+    private var exclusive: [DispatchSemaphore] = []
     private var busy = false
     private let maxBatch: Int
 
     init(maxBatch: Int) {
-        self.maxBatch = maxBatch
+        self.maxBatch = max(1, maxBatch)
     }
 
     /// Queues `job` and returns its outcome once a leader (perhaps this caller) has flushed it.
     func submit(_ job: Job, perform: ([Job]) -> [Outcome]) -> Outcome {
-        let key = ObjectIdentifier(job)
-        self.condition.lock()
-        self.pending.append(job)
-        while true {
-            if let outcome = self.outcomes.removeValue(forKey: key) {
-                self.condition.unlock()
+        let me = Waiter(job: job)
+        self.lock.lock()
+        self.pending.append(me)
+        if self.busy {
+            self.lock.unlock()
+            me.wakeup.wait()
+            if let outcome = me.outcome {
                 return outcome
             }
-            if !self.busy {
-                self.busy = true
-                let count = min(self.pending.count, self.maxBatch)
-                let batch = Array(self.pending.prefix(count))
-                self.pending.removeFirst(count)
-                self.condition.unlock()
-                let results = perform(batch)
-                self.condition.lock()
-                for (job, outcome) in zip(batch, results) {
-                    self.outcomes[ObjectIdentifier(job)] = outcome
-                }
-                self.busy = false
-                self.condition.broadcast()
-            } else {
-                self.condition.wait()
-            }
+            // Woken without an outcome: the lead was handed to this caller.
+            self.lock.lock()
+        } else {
+            self.busy = true
         }
+        self.pending.removeAll { $0 === me }
+        let others = Array(self.pending.prefix(self.maxBatch - 1))
+        self.pending.removeFirst(others.count)
+        self.lock.unlock()
+
+        let batch = [me] + others
+        for (waiter, outcome) in zip(batch, perform(batch.map(\.job))) {
+            waiter.outcome = outcome
+        }
+        self.lock.lock()
+        self.passLead()
+        self.lock.unlock()
+        for waiter in others {
+            waiter.wakeup.signal()
+        }
+        return me.outcome!
     }
 
     /// Runs `body` as the only writer.
     func exclusive<Result>(_ body: () throws(CaseVaultError) -> Result) throws(CaseVaultError) -> Result {
-        self.condition.lock()
-        while self.busy {
-            self.condition.wait()
+        self.lock.lock()
+        if self.busy {
+            let turn = DispatchSemaphore(value: 0)
+            self.exclusive.append(turn)
+            self.lock.unlock()
+            turn.wait()
+        } else {
+            self.busy = true
+            self.lock.unlock()
         }
-        self.busy = true
-        self.condition.unlock()
         defer {
-            self.condition.lock()
-            self.busy = false
-            self.condition.broadcast()
-            self.condition.unlock()
+            self.lock.lock()
+            self.passLead()
+            self.lock.unlock()
         }
         return try body()
+    }
+
+    /// Hands the lead on: to a waiting exclusive writer first, else to the oldest queued put. Called with
+    /// `lock` held.
+    private func passLead() {
+        if !self.exclusive.isEmpty {
+            self.exclusive.removeFirst().signal()
+        } else if let next = self.pending.first {
+            next.wakeup.signal()
+        } else {
+            self.busy = false
+        }
     }
 }
