@@ -1,10 +1,4 @@
-#define _GNU_SOURCE
-#include <unistd.h>
 #include "CCaseVaultShims.h"
-
-int casevault_syncfs(int fd) {
-    return syncfs(fd);
-}
 
 #include <sys/prctl.h>
 #include <sys/resource.h>

@@ -2,14 +2,20 @@
 internal import Glibc
 #endif
 internal import CaseVaultCore
+internal import Synchronization
 
 /// `keyslots`: a file of fixed-size slots, each a wrapped data key. Shredding overwrites a slot in place.
+/// The file grows by `growth` zeroed slots at a time, ahead of use, so that writing a new slot overwrites a
+/// block that exists and its flush changes no file size (see `Segments.growth`).
 final class KeySlotFile: Sendable {
+    static let growth: Int64 = 8192
     private let handle: PosixFile
+    private let capacity: Mutex<Int64>
 
     init(path: String) throws(CaseVaultError) {
         self.handle = try PosixFile(path: path, flags: O_RDWR | O_CREAT, mode: 0o600)
         try DataDirectory.checkPrivate(try self.handle.status(), path: path, isDirectory: false)
+        self.capacity = Mutex(try self.handle.size() / Int64(KeySlot.size))
     }
 
     /// Slots that exist in the file, written or not.
@@ -23,6 +29,15 @@ final class KeySlotFile: Sendable {
 
     func write(_ slot: Int64, _ bytes: [UInt8]) throws(CaseVaultError) {
         precondition(bytes.count == KeySlot.size, "a key slot is \(KeySlot.size) bytes")
+        let capacity = self.capacity.withLock { $0 }
+        if slot >= capacity {
+            let target = slot + Self.growth
+            try Segments.fill(
+                self.handle, from: capacity * Int64(KeySlot.size), count: (target - capacity) * Int64(KeySlot.size),
+                random: false
+            )
+            self.capacity.withLock { $0 = max($0, target) }
+        }
         try self.handle.write(bytes, at: slot * Int64(KeySlot.size))
     }
 
@@ -36,10 +51,6 @@ final class KeySlotFile: Sendable {
         try self.handle.flushData()
     }
 
-    /// Makes every write on the data directory's filesystem durable: slots, segments and directory entries.
-    func flushFilesystem() throws(CaseVaultError) {
-        try self.handle.flushFilesystem()
-    }
 }
 
 /// Which slot each new record gets: the lowest freed slot first, else one past the high-water mark.

@@ -1,11 +1,10 @@
 #if canImport(Glibc)
 internal import Glibc
 #endif
-internal import CCaseVaultShims
 internal import CaseVaultCore
 
 /// A POSIX file descriptor with the few calls the store needs, each turning errno into a `CaseVaultError`.
-/// Hand-written rather than swift-system's `FileDescriptor` to keep `syncfs`, `O_EXCL|O_NOFOLLOW` and
+/// Hand-written rather than swift-system's `FileDescriptor` to keep `O_EXCL|O_NOFOLLOW`, `fdatasync` and
 /// exact errno handling in one small file.
 final class PosixFile: Sendable {
     let descriptor: Int32
@@ -70,11 +69,6 @@ final class PosixFile: Sendable {
 
     func flush() throws(CaseVaultError) {
         guard fsync(self.descriptor) == 0 else { throw POSIXFailure.error("fsync") }
-    }
-
-    /// Flushes the whole filesystem this file lives on: one flush for every file a batch wrote.
-    func flushFilesystem() throws(CaseVaultError) {
-        guard casevault_syncfs(self.descriptor) == 0 else { throw POSIXFailure.error("syncfs") }
     }
 
     func readAll() throws(CaseVaultError) -> [UInt8] {

@@ -31,7 +31,7 @@ extension RecordStore {
                 }
             }
             let scrubbedBytes = try self.segments.scrubUncommitted(after: state.cursor)
-            try self.slots.flushFilesystem()
+            try self.slots.flush()
             if scrubbedSlots > 0 || scrubbedBytes > 0 {
                 self.logger.notice(
                     "scrubbed what an interrupted put left behind",

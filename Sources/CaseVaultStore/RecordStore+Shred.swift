@@ -53,7 +53,7 @@ extension RecordStore {
                 for row in rows {
                     try self.segments.overwrite(row.location)
                 }
-                try self.slots.flushFilesystem()
+                try self.segments.flush(Set(rows.map(\.location.segment)))
                 self.observe(.shredAfterCiphertextOverwrite)
             case .removeFromIndex:
                 let shreddedAt = Self.now()

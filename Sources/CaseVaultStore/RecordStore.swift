@@ -101,10 +101,8 @@ public final class RecordStore: Sendable {
     /// Flushes and closes the index. Further calls fail.
     public func close() {
         guard !self.closed.exchange(true, ordering: .relaxed) else { return }
-        try? self.writes.exclusive { () throws(CaseVaultError) in
-            try self.slots.flushFilesystem()
-        }
-        try? self.index.pool.close()
+        // Waits for the writer in flight, if any; every write was flushed before it returned.
+        self.writes.exclusive { try? self.index.pool.close() }
     }
 
     func observe(_ point: CrashPoint) {
@@ -172,7 +170,8 @@ public final class RecordStore: Sendable {
                 )
                 try self.slots.write(place.slot, wrapped)
             }
-            try self.slots.flushFilesystem()
+            try self.segments.flush(Set(placed.map(\.location.segment)))
+            try self.slots.flush()
             self.observe(.putAfterSlotFlush)
             try self.index.write { db in
                 for (put, place) in zip(batch, placed) {
@@ -203,7 +202,8 @@ public final class RecordStore: Sendable {
                 try? self.slots.scrub(place.slot)
                 try? self.segments.overwrite(place.location)
             }
-            try? self.slots.flushFilesystem()
+            try? self.segments.flush(Set(placed.map(\.location.segment)))
+            try? self.slots.flush()
             self.writer.withLock { $0 = before }
             self.logger.error(
                 "a batch of puts failed",

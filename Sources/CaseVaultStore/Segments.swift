@@ -38,9 +38,16 @@ final class Segments: Sendable {
         }
     }
 
+    /// Segments grow by this many zero bytes at a time, ahead of the blobs written into them: a put then
+    /// overwrites blocks that already exist, so flushing it changes no file size or extent (no journal
+    /// commit), and `fdatasync` costs one device flush.
+    static let growth: Int64 = 4 << 20
+
     let path: String
     let maxBytes: Int64
     private let open = Mutex<[UInt32: PosixFile]>([:])
+    /// Bytes on disk per segment (committed, uncommitted or zero), so growth needs no fstat per write.
+    private let sizes = Mutex<[UInt32: Int64]>([:])
 
     init(path: String, maxBytes: Int64) throws(CaseVaultError) {
         try DataDirectory.makeDirectory(path, createParents: false)
@@ -73,44 +80,67 @@ final class Segments: Sendable {
 
     func write(_ bytes: [UInt8], at location: Location) throws(CaseVaultError) {
         precondition(bytes.count == location.length, "a blob must fill its region")
-        try self.file(location.segment).write(bytes, at: location.offset)
+        let file = try self.file(location.segment)
+        let end = location.offset + Int64(location.length)
+        var size = try self.sizes.withLock { sizes throws(CaseVaultError) in
+            if let size = sizes[location.segment] { return size }
+            let size = try file.size()
+            sizes[location.segment] = size
+            return size
+        }
+        if end > size {
+            let target = end + Self.growth
+            try Self.fill(file, from: size, count: target - size, random: false)
+            size = target
+            self.sizes.withLock { $0[location.segment] = target }
+        }
+        try file.write(bytes, at: location.offset)
+    }
+
+    /// Makes the writes to `segments` durable.
+    func flush(_ segments: Set<UInt32>) throws(CaseVaultError) {
+        for segment in segments.sorted() {
+            try self.file(segment).flushData()
+        }
     }
 
     /// Overwrites a region in place with random bytes (not yet flushed).
     func overwrite(_ location: Location) throws(CaseVaultError) {
-        try Self.overwrite(try self.file(location.segment), from: location.offset, count: Int64(location.length))
+        try Self.fill(try self.file(location.segment), from: location.offset, count: Int64(location.length), random: true)
     }
 
-    static func overwrite(_ file: PosixFile, from offset: Int64, count: Int64) throws(CaseVaultError) {
+    static func fill(_ file: PosixFile, from offset: Int64, count: Int64, random: Bool) throws(CaseVaultError) {
+        let zeros = [UInt8](repeating: 0, count: Int(min(64 << 10, count)))
         var done: Int64 = 0
         while done < count {
             let chunk = Int(min(64 << 10, count - done))
-            try file.write(Random.bytes(count: chunk), at: offset + done)
+            try file.write(random ? Random.bytes(count: chunk) : Array(zeros.prefix(chunk)), at: offset + done)
             done += Int64(chunk)
         }
     }
 
-    /// After a crash: bytes past the committed end belong to puts that never committed. Overwrite them,
-    /// cut the segment back to its committed end, and remove segments past the current one.
-    /// Returns how many bytes were scrubbed.
+    /// After a crash: bytes past the committed end are zeros or the blobs of puts that never committed.
+    /// Zero them all (keeping the space allocated), and remove segments past the current one, overwritten
+    /// first. Returns how many bytes were overwritten.
     func scrubUncommitted(after cursor: Cursor) throws(CaseVaultError) -> Int64 {
         var scrubbed: Int64 = 0
         let current = try self.file(cursor.segment)
         let size = try current.size()
         if size > cursor.end {
-            try Self.overwrite(current, from: cursor.end, count: size - cursor.end)
+            try Self.fill(current, from: cursor.end, count: size - cursor.end, random: false)
             try current.flushData()
-            try current.truncate(to: cursor.end)
             scrubbed += size - cursor.end
         }
         var next = cursor.segment + 1
         while DataDirectory.exists(self.filePath(next)) {
             let file = try self.file(next)
             let length = try file.size()
-            try Self.overwrite(file, from: 0, count: length)
+            try Self.fill(file, from: 0, count: length, random: true)
             try file.flushData()
             self.open.withLock { _ = $0.removeValue(forKey: next) }
+            self.sizes.withLock { _ = $0.removeValue(forKey: next) }
             guard unlink(self.filePath(next)) == 0 else { throw POSIXFailure.error("unlink", path: self.filePath(next)) }
+            try DataDirectory.flushDirectory(self.path)
             scrubbed += length
             next += 1
         }

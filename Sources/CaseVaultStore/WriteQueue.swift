@@ -66,7 +66,7 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
     }
 
     /// Runs `body` as the only writer.
-    func exclusive<Result>(_ body: () throws(CaseVaultError) -> Result) throws(CaseVaultError) -> Result {
+    func exclusive<Result, Failure: Error>(_ body: () throws(Failure) -> Result) throws(Failure) -> Result {
         self.lock.lock()
         if self.busy {
             let turn = DispatchSemaphore(value: 0)

@@ -98,8 +98,11 @@ struct PutRecoveryTests {
 
         let run = try Helper.run(["put-one", "--data", vault.data, "--key", vault.key, "--case-id", caseID.rawValue, "--crash-at", point.rawValue])
         #expect(run.status == SIGKILL)
+        let committedEnd = keptRegion.offset + keptRegion.length
         let before = try #require(vault.files()["keyslots"])
         let liveSlotsBefore = (0..<(before.count / 128)).filter { Array(before[($0 * 128)..<($0 * 128 + 4)]) == Array("CVS1".utf8) }
+        let tailBefore = try #require(vault.files()["segments/00000000"]).dropFirst(committedEnd)
+        #expect(tailBefore.contains { $0 != 0 }, "the crashed put should have left its ciphertext on disk")
         if point == .putAfterSlotFlush {
             #expect(liveSlotsBefore.count == 2, "the crashed put should have left its wrapped key on disk")
         }
@@ -110,7 +113,7 @@ struct PutRecoveryTests {
         let live = (0..<(slots.count / 128)).filter { Array(slots[($0 * 128)..<($0 * 128 + 4)]) == Array("CVS1".utf8) }
         #expect(live == [SlotFinder.slot(of: kept.id, in: slots)!])
         let segment = try #require(vault.files()["segments/00000000"])
-        #expect(segment.count == keptRegion.offset + keptRegion.length, "uncommitted ciphertext was left in the segment")
+        #expect(segment.dropFirst(committedEnd).allSatisfy { $0 == 0 }, "uncommitted ciphertext was left in the segment")
         #expect(try reopened.records(caseID: caseID).map(\.id) == [kept.id])
         #expect(try reopened.get(kept.id).content == Samples.content(.sessionNote, marker: "kept"))
     }
