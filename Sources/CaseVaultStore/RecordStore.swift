@@ -105,6 +105,12 @@ public final class RecordStore: Sendable {
         self.writes.exclusive { try? self.index.pool.close() }
     }
 
+    /// How well group commit is batching: puts committed and the flushes (batches) they took.
+    public var groupCommitCounts: (puts: Int, batches: Int) {
+        let counts = self.writes.counts
+        return (counts.jobs, counts.batches)
+    }
+
     func observe(_ point: CrashPoint) {
         self.configuration.crashPointObserver?(point)
     }

@@ -26,6 +26,9 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
     private var exclusive: [DispatchSemaphore] = []
     private var busy = false
     private let maxBatch: Int
+    /// Batches committed and jobs in them, for `make bench` and status.
+    private var batches = 0
+    private var jobs = 0
 
     init(maxBatch: Int) {
         self.maxBatch = max(1, maxBatch)
@@ -50,6 +53,8 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
         self.pending.removeAll { $0 === me }
         let others = Array(self.pending.prefix(self.maxBatch - 1))
         self.pending.removeFirst(others.count)
+        self.batches += 1
+        self.jobs += others.count + 1
         self.lock.unlock()
 
         let batch = [me] + others
@@ -63,6 +68,13 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
             waiter.wakeup.signal()
         }
         return me.outcome!
+    }
+
+    /// Batches committed so far, and the jobs they carried.
+    var counts: (batches: Int, jobs: Int) {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        return (self.batches, self.jobs)
     }
 
     /// Runs `body` as the only writer.

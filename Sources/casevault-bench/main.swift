@@ -43,12 +43,15 @@ struct Bench: ParsableCommand {
         let ids = Collected()
 
         for writers in [1, 16] {
+            let before = store.groupCommitCounts
             let rate = self.measure(threads: writers) { _ in
                 let stored = try! store.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
                 ids.append(stored.id)
             }
-            print(String(format: "put      durable, %2d concurrent writer(s)              %10.0f records/s  (%.0f%% of ceiling)",
-                         writers, rate, 100 * rate / ceiling))
+            let after = store.groupCommitCounts
+            let perBatch = Double(after.puts - before.puts) / Double(max(1, after.batches - before.batches))
+            print(String(format: "put      durable, %2d concurrent writer(s)              %10.0f records/s  (%.0f%% of ceiling, %.1f puts/flush)",
+                         writers, rate, 100 * rate / ceiling, perBatch))
         }
 
         let all = ids.all
