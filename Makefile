@@ -18,7 +18,7 @@ build: deps
 
 ## run: start casevaultd in the foreground on the embedded default under .casevault/
 run: build
-	$(SWIFT) run casevaultd
+	$(SWIFT) run casevaultd --config Config/casevault.toml
 
 ## test: every test, against real files, real libsodium and real processes killed with SIGKILL
 test: deps

@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // Layer 1: libsodium and the only Swift code that calls it.
@@ -35,26 +36,37 @@ let package = Package(
             name: "CaseVaultCore",
             swiftSettings: swiftSettings
         ),
-        // Layer 3: the sealing barrier, key slots, sealed blobs, the SQLite index, shredding, recovery.
-        .target(name: "CCaseVaultShims"),
+        // Layer 3: the sealing barrier, key slots, segments of sealed content, the SQLite index, shredding,
+        // recovery.
         .target(
             name: "CaseVaultStore",
             dependencies: [
                 "CaseVaultCrypto",
                 "CaseVaultCore",
-                "CCaseVaultShims",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
-        // Executables are thin shims over the libraries.
-        .executableTarget(
-            name: "casevaultd",
+        // Layer 5: the daemon as a library (configuration, key hygiene, lifecycle), and its thin executable.
+        // The C shim holds the process calls Swift cannot make.
+        .target(name: "CCaseVaultShims"),
+        .target(
+            name: "CaseVaultDaemon",
             dependencies: [
                 "CaseVaultStore",
                 "CaseVaultCore",
                 "CCaseVaultShims",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "casevaultd",
+            dependencies: [
+                "CaseVaultDaemon",
+                "CaseVaultCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -77,7 +89,6 @@ let package = Package(
             dependencies: [
                 "CaseVaultStore",
                 "CaseVaultCore",
-                "CCaseVaultShims",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -92,6 +103,11 @@ let package = Package(
         .testTarget(
             name: "CaseVaultCoreTests",
             dependencies: ["CaseVaultCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CaseVaultDaemonTests",
+            dependencies: ["CaseVaultDaemon", "CaseVaultCore", "CaseVaultStore"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

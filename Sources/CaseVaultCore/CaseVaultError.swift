@@ -35,6 +35,8 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         case keyUnavailable = "key-unavailable"
         /// The filesystem or the index failed (disk full, I/O error, corrupt index).
         case storageFailure = "storage-failure"
+        /// The configuration file is missing, malformed, or holds an unknown key or a bad value.
+        case invalidConfiguration = "invalid-configuration"
     }
 
     /// Where an error was raised, for operators reading logs.

@@ -1,68 +1,43 @@
-// casevaultd: opens the sealed store, recovers from any crash, and holds it open until SIGTERM or SIGINT.
-// The Unix-socket API arrives with the server layer; this entry point stays a thin shim over the libraries.
+// casevaultd: a thin shim over CaseVaultDaemon.
 import ArgumentParser
-import CCaseVaultShims
 import CaseVaultCore
-import CaseVaultStore
+import CaseVaultDaemon
 import Foundation
 import Logging
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
-struct Daemon: ParsableCommand {
+struct CaseVaultD: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "casevaultd",
-        abstract: "The CaseVault daemon: keeps a mediation service's records sealed."
+        abstract: "The CaseVault daemon: keeps a mediation service's records sealed.",
+        discussion: """
+            Without --config it runs on the embedded default: data and key under .casevault/ in the current \
+            directory. Exit codes: 0 stopped by SIGTERM or SIGINT; 2 bad configuration; 3 the store could not be opened.
+            """
     )
 
-    @Option(help: "The data directory (0700). Default: the embedded default inside the checkout.")
-    var dataDirectory: String = ".casevault/data"
-
-    @Option(help: "The root key file, outside the data directory; created (0600) on first start.")
-    var keyFile: String = ".casevault/keys/root.key"
-
-    @Option(help: "The largest record content accepted, in bytes.")
-    var maxContentBytes: Int = 1 << 20
+    @Option(help: "The configuration file (TOML; see Config/casevault.toml).")
+    var config: String?
 
     func run() throws {
         var logger = Logger(label: "casevaultd")
         logger.logLevel = .info
-        guard casevault_disable_core_dumps() == 0 else {
-            throw ValidationError("could not disable core dumps; refusing to hold keys in a dumpable process")
-        }
-        // Block the stop signals before any thread starts, then wait for them synchronously.
-        var stopSignals = sigset_t()
-        sigemptyset(&stopSignals)
-        sigaddset(&stopSignals, SIGTERM)
-        sigaddset(&stopSignals, SIGINT)
-        pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
-
-        let store: RecordStore
+        let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
+        let configuration: DaemonConfiguration
         do {
-            store = try RecordStore.open(
-                StoreConfiguration(
-                    dataDirectory: URL(fileURLWithPath: self.dataDirectory),
-                    rootKeyFile: URL(fileURLWithPath: self.keyFile),
-                    maxContentBytes: self.maxContentBytes
-                ),
-                logger: logger
-            )
+            configuration = try self.config.map { path throws(CaseVaultError) in try DaemonConfiguration.load(path: path) }
+                ?? .embeddedDefault
         } catch {
-            logger.critical("cannot open the store", metadata: ["error.code": "\(error.code.rawValue)"])
             FileHandle.standardError.write(Data("casevaultd: \(error.message)\n".utf8))
-            throw ExitCode(Int32(2))
+            throw ExitCode(2)
         }
-        logger.info(
-            "store open; waiting for SIGTERM",
-            metadata: ["store.data_directory": "\(self.dataDirectory)", "store.key_file": "\(self.keyFile)"]
-        )
-        var received: Int32 = 0
-        sigwait(&stopSignals, &received)
-        logger.info("stopping", metadata: ["signal": "\(received)"])
-        store.close()
+        do {
+            try Daemon.run(configuration: configuration, base: cwd, logger: logger)
+        } catch {
+            logger.critical("cannot start", metadata: ["error.code": "\(error.code.rawValue)"])
+            FileHandle.standardError.write(Data("casevaultd: \(error.message)\n".utf8))
+            throw ExitCode(3)
+        }
     }
 }
 
-Daemon.main()
+CaseVaultD.main()

@@ -1,0 +1,106 @@
+public import CaseVaultCore
+public import CaseVaultStore
+public import struct Foundation.URL
+internal import Foundation
+internal import TOMLKit
+
+/// `casevault.toml`, decoded strictly: an unknown key is an error, so a typo never silently falls back to
+/// a default. Every key is documented in `Config/casevault.toml`.
+public struct DaemonConfiguration: Sendable, Equatable {
+    public struct Store: Sendable, Equatable, Decodable {
+        public var dataDirectory: String
+        public var rootKeyFile: String
+        public var maxContentBytes: Int
+
+        enum CodingKeys: String, CodingKey {
+            case dataDirectory = "data_directory"
+            case rootKeyFile = "root_key_file"
+            case maxContentBytes = "max_content_bytes"
+        }
+    }
+
+    public var store: Store
+
+    /// The embedded default of `make run`: everything under `.casevault/` in the working directory.
+    public static let embeddedDefault = DaemonConfiguration(
+        store: Store(
+            dataDirectory: ".casevault/data",
+            rootKeyFile: ".casevault/keys/root.key",
+            maxContentBytes: 1 << 20
+        )
+    )
+
+    /// Parses TOML text. Errors name the key at fault; the text itself is never repeated.
+    public static func parse(_ text: String) throws(CaseVaultError) -> DaemonConfiguration {
+        let decoded: Document
+        do {
+            decoded = try TOMLDecoder(strictDecoding: true).decode(Document.self, from: text)
+        } catch let error as UnexpectedKeysError {
+            let keys = error.keys.keys.sorted().joined(separator: ", ")
+            throw CaseVaultError(.invalidConfiguration, "unknown configuration key(s): \(keys); see Config/casevault.toml")
+        } catch let error as TOMLParseError {
+            throw CaseVaultError(
+                .invalidConfiguration,
+                "the configuration is not valid TOML (line \(error.source.begin.line), column \(error.source.begin.column))"
+            )
+        } catch let error as DecodingError {
+            throw CaseVaultError(.invalidConfiguration, Self.describe(error))
+        } catch {
+            throw CaseVaultError(.invalidConfiguration, "the configuration could not be read: \(error)")
+        }
+        let configuration = DaemonConfiguration(store: decoded.store)
+        try configuration.validate()
+        return configuration
+    }
+
+    /// Reads and parses the file at `path`.
+    public static func load(path: String) throws(CaseVaultError) -> DaemonConfiguration {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CaseVaultError(.invalidConfiguration, "cannot read the configuration file \(path)")
+        }
+        return try Self.parse(String(decoding: data, as: UTF8.self))
+    }
+
+    func validate() throws(CaseVaultError) {
+        guard !self.store.dataDirectory.isEmpty else {
+            throw CaseVaultError(.invalidConfiguration, "store.data_directory must not be empty", field: "store.data_directory")
+        }
+        guard !self.store.rootKeyFile.isEmpty else {
+            throw CaseVaultError(.invalidConfiguration, "store.root_key_file must not be empty", field: "store.root_key_file")
+        }
+        guard (1...(64 << 20)).contains(self.store.maxContentBytes) else {
+            throw CaseVaultError(
+                .invalidConfiguration,
+                "store.max_content_bytes must be from 1 to 67108864",
+                field: "store.max_content_bytes"
+            )
+        }
+    }
+
+    /// The store's settings, with relative paths resolved against `base`.
+    public func storeConfiguration(relativeTo base: URL) -> StoreConfiguration {
+        StoreConfiguration(
+            dataDirectory: URL(fileURLWithPath: self.store.dataDirectory, relativeTo: base).standardizedFileURL,
+            rootKeyFile: URL(fileURLWithPath: self.store.rootKeyFile, relativeTo: base).standardizedFileURL,
+            maxContentBytes: self.store.maxContentBytes
+        )
+    }
+
+    private struct Document: Decodable {
+        var store: Store
+    }
+
+    private static func describe(_ error: DecodingError) -> String {
+        func path(_ context: DecodingError.Context, _ key: (any CodingKey)? = nil) -> String {
+            (context.codingPath + (key.map { [$0] } ?? [])).map(\.stringValue).joined(separator: ".")
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            return "the configuration lacks \(path(context, key)); see Config/casevault.toml"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+            return "\(path(context)) has the wrong type; see Config/casevault.toml"
+        @unknown default:
+            return "the configuration could not be decoded"
+        }
+    }
+}

@@ -1,0 +1,49 @@
+import CaseVaultCore
+import CaseVaultDaemon
+import CaseVaultStore
+import Foundation
+import Testing
+
+@Suite("Daemon configuration")
+struct DaemonConfigurationTests {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    @Test("the shipped Config/casevault.toml parses and equals the embedded default")
+    func shippedConfigurationIsTheEmbeddedDefault() throws {
+        let configuration = try DaemonConfiguration.load(path: Self.repository.appendingPathComponent("Config/casevault.toml").path)
+        #expect(configuration == .embeddedDefault)
+    }
+
+    @Test("unknown keys, missing keys, wrong types and bad values are refused with a message naming the key")
+    func badConfigurationsAreRefused() {
+        let cases: [(String, String)] = [
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\ndata_directroy = \"x\"", "data_directroy"),
+            ("[store]\ndata_directory = \"d\"\nmax_content_bytes = 10", "root_key_file"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = \"big\"", "max_content_bytes"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 0", "max_content_bytes"),
+            ("[store]\ndata_directory = \"\"\nroot_key_file = \"k\"\nmax_content_bytes = 10", "data_directory"),
+            ("[store\ndata_directory = 1", "line"),
+        ]
+        for (text, mentioned) in cases {
+            do {
+                _ = try DaemonConfiguration.parse(text)
+                Issue.record("accepted: \(text)")
+            } catch {
+                #expect(error.code == .invalidConfiguration)
+                #expect(error.message.contains(mentioned), "\(error.message) should mention \(mentioned)")
+            }
+        }
+    }
+
+    @Test("relative paths resolve against the start directory")
+    func relativePaths() throws {
+        let configuration = try DaemonConfiguration.parse(
+            "[store]\ndata_directory = \"state/data\"\nroot_key_file = \"/etc/casevault/root.key\"\nmax_content_bytes = 100"
+        )
+        let store = configuration.storeConfiguration(relativeTo: URL(fileURLWithPath: "/srv/vault/", isDirectory: true))
+        #expect(store.dataDirectory.path == "/srv/vault/state/data")
+        #expect(store.rootKeyFile.path == "/etc/casevault/root.key")
+        #expect(store.maxContentBytes == 100)
+    }
+}
