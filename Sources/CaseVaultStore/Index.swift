@@ -54,7 +54,8 @@ struct Index: Sendable {
                     );
                     INSERT INTO epochs (epoch, created_at) VALUES (1, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
                     CREATE TABLE records (
-                        id TEXT PRIMARY KEY NOT NULL,
+                        seq INTEGER PRIMARY KEY,
+                        id TEXT NOT NULL UNIQUE,
                         case_id TEXT NOT NULL,
                         type TEXT NOT NULL,
                         state TEXT NOT NULL CHECK (state IN ('live', 'shredding')),
@@ -65,8 +66,8 @@ struct Index: Sendable {
                         slot INTEGER NOT NULL UNIQUE,
                         segment INTEGER NOT NULL,
                         offset INTEGER NOT NULL
-                    ) WITHOUT ROWID;
-                    CREATE INDEX records_by_case ON records (case_id, created_at);
+                    );
+                    CREATE INDEX records_by_case ON records (case_id, seq);
                     CREATE INDEX records_shredding ON records (state) WHERE state = 'shredding';
                     CREATE TABLE free_slots (slot INTEGER PRIMARY KEY);
                     CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -132,7 +133,7 @@ struct Index: Sendable {
     static func rows(_ db: Database, caseID: CaseID) throws -> [Row] {
         try GRDB.Row.fetchAll(
             db,
-            sql: "SELECT \(Self.columns) FROM records WHERE case_id = ? ORDER BY created_at, id",
+            sql: "SELECT \(Self.columns) FROM records WHERE case_id = ? ORDER BY seq",
             arguments: [caseID.rawValue]
         ).map(Self.decode)
     }

@@ -47,6 +47,8 @@ public final class RecordStore: Sendable {
         try DataDirectory.checkPrivateFile(directory.indexPath)
         let index = try Index.open(path: directory.indexPath)
         let slots = try KeySlotFile(path: directory.slotsPath)
+        // Make the names of files created above durable (SQLite syncs its own journal's directory entry).
+        try DataDirectory.flushDirectory(directory.path)
         let segments = try Segments(path: directory.segmentsPath, maxBytes: configuration.maxSegmentBytes)
         let (state, epoch) = try index.read { db in
             let free = try Int64.fetchAll(db, sql: "SELECT slot FROM free_slots ORDER BY slot DESC")
@@ -138,6 +140,16 @@ public final class RecordStore: Sendable {
     /// Validates, seals and durably files a record. When this returns, the record survives a crash.
     public func put(_ record: NewRecord) throws(CaseVaultError) -> RecordMetadata {
         try self.validator.validate(type: record.type, content: record.content)
+        if let supersedes = record.supersedes {
+            let previous = try self.liveRow(supersedes).metadata
+            guard previous.caseID == record.caseID, previous.type == record.type else {
+                throw CaseVaultError(
+                    .invalidField,
+                    "supersedes must name a record of the same case and type; an amendment replaces its own record",
+                    field: "supersedes"
+                )
+            }
+        }
         let metadata = RecordMetadata(
             id: RecordID(bytes: Random.bytes(count: RecordID.byteCount)),
             caseID: record.caseID,
@@ -245,7 +257,7 @@ public final class RecordStore: Sendable {
         try self.liveRow(id).metadata
     }
 
-    /// Metadata of every live record of a case, oldest first.
+    /// Metadata of every live record of a case, in the order they were filed.
     public func records(caseID: CaseID) throws(CaseVaultError) -> [RecordMetadata] {
         try self.index.read { db in try Index.rows(db, caseID: caseID) }.filter { $0.state == .live }.map(\.metadata)
     }

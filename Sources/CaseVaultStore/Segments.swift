@@ -65,8 +65,14 @@ final class Segments: Sendable {
             return file
         }
         let path = self.filePath(segment)
+        let created = !DataDirectory.exists(path)
         let file = try PosixFile(path: path, flags: O_RDWR | O_CREAT, mode: 0o600)
         try DataDirectory.checkPrivate(try file.status(), path: path, isDirectory: false)
+        if created {
+            // A new segment's name must be durable before the index names it; fdatasync alone does not
+            // persist a directory entry.
+            try DataDirectory.flushDirectory(self.path)
+        }
         return self.open.withLock { files in
             if let existing = files[segment] { return existing }
             files[segment] = file
@@ -120,16 +126,25 @@ final class Segments: Sendable {
     }
 
     /// After a crash: bytes past the committed end are zeros or the blobs of puts that never committed.
-    /// Zero them all (keeping the space allocated), and remove segments past the current one, overwritten
+    /// Zero the latter (keeping the space allocated), and remove segments past the current one, overwritten
     /// first. Returns how many bytes were overwritten.
     func scrubUncommitted(after cursor: Cursor) throws(CaseVaultError) -> Int64 {
         var scrubbed: Int64 = 0
         let current = try self.file(cursor.segment)
         let size = try current.size()
-        if size > cursor.end {
-            try Self.fill(current, from: cursor.end, count: size - cursor.end, random: false)
+        // Read the tail in chunks and rewrite only those that hold anything but zeros: after a clean stop
+        // that is nothing, so opening costs a read of at most one growth step.
+        var offset = cursor.end
+        while offset < size {
+            let count = Int(min(64 << 10, size - offset))
+            if try current.read(count: count, at: offset).contains(where: { $0 != 0 }) {
+                try Self.fill(current, from: offset, count: Int64(count), random: false)
+                scrubbed += Int64(count)
+            }
+            offset += Int64(count)
+        }
+        if scrubbed > 0 {
             try current.flushData()
-            scrubbed += size - cursor.end
         }
         var next = cursor.segment + 1
         while DataDirectory.exists(self.filePath(next)) {

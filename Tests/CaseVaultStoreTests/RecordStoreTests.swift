@@ -293,3 +293,47 @@ enum SlotFinder {
         return nil
     }
 }
+
+@Suite("Amendments")
+struct AmendmentTests {
+    @Test("an amendment names the record it supersedes; both stay readable")
+    func amendmentKeepsBoth() throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        defer { store.close() }
+        let caseID = Samples.caseID()
+        let first = try store.put(NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "v1")))
+        let second = try store.put(
+            NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "v2"), supersedes: first.id)
+        )
+        #expect(second.supersedes == first.id)
+        #expect(try store.get(first.id).content == Samples.content(.intakeForm, marker: "v1"))
+        #expect(try store.get(second.id).metadata.supersedes == first.id)
+    }
+
+    @Test("superseding an unknown record, or one of another case or type, is refused and stores nothing")
+    func badAmendmentsAreRefused() throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        defer { store.close() }
+        let caseID = Samples.caseID()
+        let first = try store.put(NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "v1")))
+        let attempts: [(NewRecord, CaseVaultError.Code)] = [
+            (NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "x"),
+                       supersedes: RecordID(bytes: [UInt8](repeating: 9, count: 16))), .notFound),
+            (NewRecord(caseID: Samples.caseID(), type: .intakeForm, content: Samples.content(.intakeForm, marker: "x"),
+                       supersedes: first.id), .invalidField),
+            (NewRecord(caseID: caseID, type: .evaluation, content: Samples.content(.evaluation, marker: "x"),
+                       supersedes: first.id), .invalidField),
+        ]
+        for (record, code) in attempts {
+            do {
+                _ = try store.put(record)
+                Issue.record("accepted a bad amendment")
+            } catch {
+                #expect(error.code == code)
+            }
+        }
+        #expect(try store.records(caseID: caseID).map(\.id) == [first.id])
+    }
+}
