@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: ["FullFoundation"]),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // Layer 1: libsodium and the only Swift code that calls it.
@@ -48,15 +50,30 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // Layer 5: the daemon as a library (configuration, key hygiene, lifecycle), and its thin executable.
-        // The C shim holds the process calls Swift cannot make.
+        // C declarations Swift's Glibc module lacks (prctl is variadic; ucred needs _GNU_SOURCE).
         .target(name: "CCaseVaultShims"),
+        // Layer 4: HTTP/1.1 + JSON on the Unix socket: peer credentials, roles, routes, problem+json.
         .target(
-            name: "CaseVaultDaemon",
+            name: "CaseVaultServer",
             dependencies: [
                 "CaseVaultStore",
                 "CaseVaultCore",
                 "CCaseVaultShims",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Layer 5: the daemon as a library (configuration, key hygiene, lifecycle), and its thin executable.
+        .target(
+            name: "CaseVaultDaemon",
+            dependencies: [
+                "CaseVaultServer",
+                "CaseVaultStore",
+                "CaseVaultCore",
+                "CCaseVaultShims",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
@@ -107,7 +124,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CaseVaultDaemonTests",
-            dependencies: ["CaseVaultDaemon", "CaseVaultCore", "CaseVaultStore"],
+            dependencies: ["CaseVaultDaemon", "CaseVaultCore", "CaseVaultStore", "CaseVaultServer"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

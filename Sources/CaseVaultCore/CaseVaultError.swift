@@ -37,6 +37,14 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         case storageFailure = "storage-failure"
         /// The configuration file is missing, malformed, or holds an unknown key or a bad value.
         case invalidConfiguration = "invalid-configuration"
+        /// The caller's roles do not allow the action (or the caller has no role).
+        case forbidden = "forbidden"
+        /// No route has this path.
+        case routeNotFound = "route-not-found"
+        /// The route exists but not with this method.
+        case methodNotAllowed = "method-not-allowed"
+        /// The socket path is taken by another user's file or by a daemon that is running.
+        case socketUnavailable = "socket-unavailable"
     }
 
     /// Where an error was raised, for operators reading logs.

@@ -1,40 +1,48 @@
 internal import CCaseVaultShims
 public import CaseVaultCore
+internal import CaseVaultServer
 internal import CaseVaultStore
 public import Foundation
 public import Logging
+internal import ServiceLifecycle
+internal import UnixSignals
 
 #if canImport(Glibc)
 internal import Glibc
 #endif
 
-/// The daemon's lifecycle: refuse to run dumpable, open the store (which recovers from any crash), hold it
-/// until SIGTERM or SIGINT, close it. The Unix-socket API joins here as a service of its own.
+/// The daemon's lifecycle: refuse to run dumpable, open the store (which recovers from any crash), serve
+/// the socket until SIGTERM or SIGINT (graceful: requests in flight finish), then close the store and
+/// remove the socket.
 public enum Daemon {
-    /// Runs until a stop signal. Throws if the store cannot be opened.
-    public static func run(configuration: DaemonConfiguration, base: URL, logger: Logger) throws(CaseVaultError) {
+    public static func run(configuration: DaemonConfiguration, base: URL, logger: Logger) async throws(CaseVaultError) {
+        umask(0o077)
         guard casevault_disable_core_dumps() == 0 else {
             throw CaseVaultError(.keyUnavailable, "core dumps could not be disabled; refusing to hold keys in a dumpable process")
         }
-        // Block the stop signals before any thread starts, then wait for them synchronously.
-        var stopSignals = sigset_t()
-        sigemptyset(&stopSignals)
-        sigaddset(&stopSignals, SIGTERM)
-        sigaddset(&stopSignals, SIGINT)
-        pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
-
+        let roleMap = try configuration.roleMap()
         let storeConfiguration = configuration.storeConfiguration(relativeTo: base)
+        let serverConfiguration = configuration.serverConfiguration(relativeTo: base)
         let store = try RecordStore.open(storeConfiguration, logger: logger)
-        logger.info(
-            "store open; waiting for SIGTERM",
-            metadata: [
-                "store.data_directory": "\(storeConfiguration.dataDirectory.path)",
-                "store.root_key_file": "\(storeConfiguration.rootKeyFile.path)",
-            ]
+        defer {
+            store.close()
+            unlink(serverConfiguration.socketPath)
+        }
+        let application = try buildApplication(
+            configuration: serverConfiguration, store: store, roleMap: roleMap, logger: logger
         )
-        var received: Int32 = 0
-        sigwait(&stopSignals, &received)
-        logger.info("stopping", metadata: ["signal": "\(received)"])
-        store.close()
+        let services = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: application)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        do {
+            try await services.run()
+        } catch {
+            throw CaseVaultError(.socketUnavailable, "the server stopped with an error: \(error)")
+        }
+        logger.info("stopped")
     }
 }

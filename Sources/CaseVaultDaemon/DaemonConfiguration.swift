@@ -1,7 +1,7 @@
 public import CaseVaultCore
 public import CaseVaultStore
-public import struct Foundation.URL
-internal import Foundation
+public import CaseVaultServer
+public import Foundation
 internal import TOMLKit
 
 /// `casevault.toml`, decoded strictly: an unknown key is an error, so a typo never silently falls back to
@@ -19,7 +19,20 @@ public struct DaemonConfiguration: Sendable, Equatable {
         }
     }
 
+    public struct Server: Sendable, Equatable, Decodable {
+        public var socketPath: String
+        public var maxBodyBytes: Int
+
+        enum CodingKeys: String, CodingKey {
+            case socketPath = "socket_path"
+            case maxBodyBytes = "max_body_bytes"
+        }
+    }
+
     public var store: Store
+    public var server: Server
+    /// Role name → principals, as written; `roleMap()` resolves them.
+    public var roles: [String: [String]]
 
     /// The embedded default of `make run`: everything under `.casevault/` in the working directory.
     public static let embeddedDefault = DaemonConfiguration(
@@ -27,7 +40,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
             dataDirectory: ".casevault/data",
             rootKeyFile: ".casevault/keys/root.key",
             maxContentBytes: 1 << 20
-        )
+        ),
+        server: Server(socketPath: ".casevault/run/casevault.sock", maxBodyBytes: 2 << 20),
+        roles: ["director": ["self"], "mediator": ["self"], "operator": ["self"]]
     )
 
     /// Parses TOML text. Errors name the key at fault; the text itself is never repeated.
@@ -48,8 +63,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
         } catch {
             throw CaseVaultError(.invalidConfiguration, "the configuration could not be read: \(error)")
         }
-        let configuration = DaemonConfiguration(store: decoded.store)
+        let configuration = DaemonConfiguration(store: decoded.store, server: decoded.server, roles: decoded.roles ?? [:])
         try configuration.validate()
+        _ = try configuration.roleMap()
         return configuration
     }
 
@@ -67,6 +83,16 @@ public struct DaemonConfiguration: Sendable, Equatable {
         }
         guard !self.store.rootKeyFile.isEmpty else {
             throw CaseVaultError(.invalidConfiguration, "store.root_key_file must not be empty", field: "store.root_key_file")
+        }
+        guard !self.server.socketPath.isEmpty else {
+            throw CaseVaultError(.invalidConfiguration, "server.socket_path must not be empty", field: "server.socket_path")
+        }
+        guard (1...(64 << 20)).contains(self.server.maxBodyBytes) else {
+            throw CaseVaultError(
+                .invalidConfiguration,
+                "server.max_body_bytes must be from 1 to 67108864",
+                field: "server.max_body_bytes"
+            )
         }
         guard (1...(64 << 20)).contains(self.store.maxContentBytes) else {
             throw CaseVaultError(
@@ -88,6 +114,21 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
     private struct Document: Decodable {
         var store: Store
+        var server: Server
+        var roles: [String: [String]]?
+    }
+
+    /// The `[roles]` table with every principal resolved to a uid or gid.
+    public func roleMap() throws(CaseVaultError) -> RoleMap {
+        try Principals.roleMap(self.roles)
+    }
+
+    /// The server's settings, with a relative socket path resolved against `base`.
+    public func serverConfiguration(relativeTo base: URL) -> ServerConfiguration {
+        ServerConfiguration(
+            socketPath: URL(fileURLWithPath: self.server.socketPath, relativeTo: base).standardizedFileURL.path,
+            maxBodyBytes: self.server.maxBodyBytes
+        )
     }
 
     private static func describe(_ error: DecodingError) -> String {

@@ -1,5 +1,6 @@
 import CaseVaultCore
 import CaseVaultDaemon
+import CaseVaultServer
 import CaseVaultStore
 import Foundation
 import Testing
@@ -17,6 +18,7 @@ struct DaemonConfigurationTests {
 
     @Test("unknown keys, missing keys, wrong types and bad values are refused with a message naming the key")
     func badConfigurationsAreRefused() {
+        let server = "\n[server]\nsocket_path = \"s.sock\"\nmax_body_bytes = 1000\n"
         let cases: [(String, String)] = [
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\ndata_directroy = \"x\"", "data_directroy"),
             ("[store]\ndata_directory = \"d\"\nmax_content_bytes = 10", "root_key_file"),
@@ -24,8 +26,13 @@ struct DaemonConfigurationTests {
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 0", "max_content_bytes"),
             ("[store]\ndata_directory = \"\"\nroot_key_file = \"k\"\nmax_content_bytes = 10", "data_directory"),
             ("[store\ndata_directory = 1", "line"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10", "server"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[roles]\nkingpin = [\"self\"]", "roles.kingpin"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[roles]\ndirector = [\"uid:x\"]", "roles.director"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[roles]\ndirector = [\"user:no-such-user-here\"]", "roles.director"),
         ]
         for (text, mentioned) in cases {
+            let text = text.hasPrefix("[store\n") || text.contains("[server]") || mentioned == "server" ? text : text + server
             do {
                 _ = try DaemonConfiguration.parse(text)
                 Issue.record("accepted: \(text)")
@@ -40,7 +47,13 @@ struct DaemonConfigurationTests {
     func relativePaths() throws {
         let configuration = try DaemonConfiguration.parse(
             "[store]\ndata_directory = \"state/data\"\nroot_key_file = \"/etc/casevault/root.key\"\nmax_content_bytes = 100"
+                + "\n[server]\nsocket_path = \"run/s.sock\"\nmax_body_bytes = 1000\n[roles]\ndirector = [\"uid:1000\", \"group:root\"]"
         )
+        #expect(configuration.serverConfiguration(relativeTo: URL(fileURLWithPath: "/srv/vault/", isDirectory: true)).socketPath
+            == "/srv/vault/run/s.sock")
+        let roles = try configuration.roleMap()
+        #expect(roles.byUID[1000] == [.director])
+        #expect(roles.byGID[0] == [.director])
         let store = configuration.storeConfiguration(relativeTo: URL(fileURLWithPath: "/srv/vault/", isDirectory: true))
         #expect(store.dataDirectory.path == "/srv/vault/state/data")
         #expect(store.rootKeyFile.path == "/etc/casevault/root.key")

@@ -6,3 +6,20 @@
 /// Keeps keys out of core files: RLIMIT_CORE 0 and PR_SET_DUMPABLE 0 (prctl is variadic, which Swift
 /// cannot call). Returns 0 on success, -1 with errno set.
 int casevault_disable_core_dumps(void);
+
+#include <stdint.h>
+
+/// The layout of Linux's `struct ucred` (SO_PEERCRED), which Glibc declares only under _GNU_SOURCE.
+typedef struct {
+    int32_t pid;
+    uint32_t uid;
+    uint32_t gid;
+} casevault_ucred;
+
+/// A buffer for SO_PEERGROUPS: the peer's supplementary groups, sorted ascending by the kernel.
+typedef struct {
+    uint32_t groups[256];
+} casevault_peer_groups;
+
+#define CASEVAULT_SO_PEERCRED 17
+#define CASEVAULT_SO_PEERGROUPS 59

@@ -5,20 +5,21 @@ import CaseVaultDaemon
 import Foundation
 import Logging
 
-struct CaseVaultD: ParsableCommand {
+@main
+struct CaseVaultD: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "casevaultd",
         abstract: "The CaseVault daemon: keeps a mediation service's records sealed.",
         discussion: """
             Without --config it runs on the embedded default: data and key under .casevault/ in the current \
-            directory. Exit codes: 0 stopped by SIGTERM or SIGINT; 2 bad configuration; 3 the store could not be opened.
+            directory. Exit codes: 0 stopped by SIGTERM or SIGINT; 2 bad configuration; 3 the store or socket could not be opened.
             """
     )
 
     @Option(help: "The configuration file (TOML; see Config/casevault.toml).")
     var config: String?
 
-    func run() throws {
+    func run() async throws {
         var logger = Logger(label: "casevaultd")
         logger.logLevel = .info
         let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
@@ -31,7 +32,7 @@ struct CaseVaultD: ParsableCommand {
             throw ExitCode(2)
         }
         do {
-            try Daemon.run(configuration: configuration, base: cwd, logger: logger)
+            try await Daemon.run(configuration: configuration, base: cwd, logger: logger)
         } catch {
             logger.critical("cannot start", metadata: ["error.code": "\(error.code.rawValue)"])
             FileHandle.standardError.write(Data("casevaultd: \(error.message)\n".utf8))
@@ -40,4 +41,3 @@ struct CaseVaultD: ParsableCommand {
     }
 }
 
-CaseVaultD.main()

@@ -1,0 +1,67 @@
+public import CaseVaultCore
+public import CaseVaultServer
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
+/// The `[roles]` table: each role names the principals that hold it. Principals are `uid:N`, `gid:N`,
+/// `user:NAME`, `group:NAME` (resolved through the system's user database when the configuration loads),
+/// or `self`, the user the daemon runs as (the embedded default maps it so a newcomer can try every route).
+enum Principals {
+    static func roleMap(_ table: [String: [String]]) throws(CaseVaultError) -> RoleMap {
+        var map = RoleMap()
+        for (roleName, principals) in table.sorted(by: { $0.key < $1.key }) {
+            guard let role = Role(name: roleName) else {
+                throw CaseVaultError(
+                    .invalidConfiguration,
+                    "roles.\(roleName) is not a role; the roles are director, mediator, intake, submitter, "
+                        + "statistician, operator and office:NAME",
+                    field: "roles.\(roleName)"
+                )
+            }
+            for principal in principals {
+                switch try Self.resolve(principal, role: roleName) {
+                case .uid(let uid): map.byUID[uid, default: []].insert(role)
+                case .gid(let gid): map.byGID[gid, default: []].insert(role)
+                }
+            }
+        }
+        return map
+    }
+
+    enum Resolved: Equatable {
+        case uid(UInt32)
+        case gid(UInt32)
+    }
+
+    static func resolve(_ principal: String, role: String) throws(CaseVaultError) -> Resolved {
+        let invalid = CaseVaultError(
+            .invalidConfiguration,
+            "roles.\(role) has a principal that is not self, uid:N, gid:N, user:NAME or group:NAME, "
+                + "or names a user or group this system does not know",
+            field: "roles.\(role)"
+        )
+        if principal == "self" {
+            return .uid(geteuid())
+        }
+        let parts = principal.split(separator: ":", maxSplits: 1).map(String.init)
+        guard parts.count == 2, !parts[1].isEmpty else { throw invalid }
+        switch parts[0] {
+        case "uid":
+            guard let uid = UInt32(parts[1]) else { throw invalid }
+            return .uid(uid)
+        case "gid":
+            guard let gid = UInt32(parts[1]) else { throw invalid }
+            return .gid(gid)
+        case "user":
+            guard let entry = getpwnam(parts[1]) else { throw invalid }
+            return .uid(entry.pointee.pw_uid)
+        case "group":
+            guard let entry = getgrnam(parts[1]) else { throw invalid }
+            return .gid(entry.pointee.gr_gid)
+        default:
+            throw invalid
+        }
+    }
+}

@@ -1,0 +1,111 @@
+internal import CaseVaultCore
+internal import Foundation
+internal import Hummingbird
+internal import Logging
+
+/// RFC 9457 problem details: every error the socket returns, in one shape and one place.
+struct Problem: Encodable {
+    var type: String
+    var title: String
+    var status: Int
+    var detail: String
+    var field: String?
+
+    init(_ error: CaseVaultError) {
+        let status = Self.status(error.code)
+        self.type = "urn:casevault:problem:\(error.code.rawValue)"
+        self.title = status.reasonPhrase
+        self.status = status.code
+        self.detail = error.message
+        self.field = error.field
+    }
+
+    /// The HTTP status of each stable error code.
+    static func status(_ code: CaseVaultError.Code) -> HTTPResponse.Status {
+        switch code {
+        case .malformedContent, .missingField, .invalidField, .unknownRecordType, .invalidIdentifier:
+            return .badRequest
+        case .forbiddenRecordType:
+            return .unprocessableContent
+        case .contentTooLarge:
+            return .contentTooLarge
+        case .notFound, .routeNotFound:
+            return .notFound
+        case .shredded:
+            return .gone
+        case .forbidden:
+            return .forbidden
+        case .methodNotAllowed:
+            return .methodNotAllowed
+        case .integrityFailure, .storageFailure, .insecurePermissions, .invalidConfiguration, .socketUnavailable:
+            return .internalServerError
+        case .keyUnavailable:
+            return .serviceUnavailable
+        }
+    }
+
+    func response() -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let body = (try? encoder.encode(self)) ?? Data(#"{"status":500}"#.utf8)
+        var headers = HTTPFields()
+        headers[.contentType] = "application/problem+json"
+        return Response(
+            status: HTTPResponse.Status(code: self.status),
+            headers: headers,
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: body))
+        )
+    }
+}
+
+/// Turns every error a route or Hummingbird throws into problem+json; nothing else leaves the socket.
+/// Unknown errors become a generic 500 whose detail says nothing about the request.
+struct ProblemMiddleware: RouterMiddleware {
+    typealias Context = CaseVaultContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as CaseVaultError {
+            return Problem(error).response()
+        } catch let error as any HTTPResponseError {
+            return Problem(Self.translate(error.status)).response()
+        } catch {
+            context.logger.error("request failed", metadata: ["error.type": "\(type(of: error))"])
+            return Problem(CaseVaultError(.storageFailure, "the daemon failed to handle the request; see its log")).response()
+        }
+    }
+
+    static func translate(_ status: HTTPResponse.Status) -> CaseVaultError {
+        switch status {
+        case .notFound:
+            return CaseVaultError(.routeNotFound, "no route has this path; see docs/openapi.yaml")
+        case .methodNotAllowed:
+            return CaseVaultError(.methodNotAllowed, "this route does not take this method; see docs/openapi.yaml")
+        case .contentTooLarge:
+            return CaseVaultError(.contentTooLarge, "the request body is larger than the configured limit")
+        default:
+            return CaseVaultError(.malformedContent, "the request could not be understood (HTTP \(status.code))")
+        }
+    }
+}
+
+/// Reads the peer's identity from the socket and resolves its roles, for every request.
+struct IdentityMiddleware: RouterMiddleware {
+    typealias Context = CaseVaultContext
+    let roleMap: RoleMap
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        do {
+            let identity = try await PeerIdentity.read(from: context.channel)
+            context.identity = identity
+            context.roles = self.roleMap.roles(for: identity)
+        } catch {
+            // Fail closed: with no identity, only open actions (health) are served.
+            context.identity = nil
+            context.roles = []
+        }
+        return try await next(request, context)
+    }
+}

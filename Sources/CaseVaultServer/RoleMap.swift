@@ -1,0 +1,25 @@
+public import CaseVaultCore
+
+/// Which roles a peer holds, from the configuration's mapping of uids and gids (names are resolved to ids
+/// when the configuration loads). Root is an operator and nothing else unless the configuration maps
+/// uid 0 itself; root's groups never add roles.
+public struct RoleMap: Sendable, Equatable {
+    public var byUID: [UInt32: Set<Role>]
+    public var byGID: [UInt32: Set<Role>]
+
+    public init(byUID: [UInt32: Set<Role>] = [:], byGID: [UInt32: Set<Role>] = [:]) {
+        self.byUID = byUID
+        self.byGID = byGID
+    }
+
+    public func roles(for peer: PeerIdentity) -> Set<Role> {
+        if peer.uid == 0 {
+            return self.byUID[0] ?? [.operator]
+        }
+        var roles = self.byUID[peer.uid] ?? []
+        for gid in Set([peer.gid] + peer.groups) {
+            roles.formUnion(self.byGID[gid] ?? [])
+        }
+        return roles
+    }
+}
