@@ -128,6 +128,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "CaseVaultServerTests",
+            dependencies: ["casevaultd", "CaseVaultCore", "CaseVaultServer"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "CaseVaultStoreTests",
             dependencies: [
                 "CaseVaultStore",

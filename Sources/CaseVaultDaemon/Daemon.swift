@@ -22,7 +22,7 @@ public enum Daemon {
         }
         let roleMap = try configuration.roleMap()
         let storeConfiguration = configuration.storeConfiguration(relativeTo: base)
-        let serverConfiguration = configuration.serverConfiguration(relativeTo: base)
+        let serverConfiguration = try configuration.serverConfiguration(relativeTo: base)
         let store = try RecordStore.open(storeConfiguration, logger: logger)
         defer {
             store.close()

@@ -22,10 +22,13 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public struct Server: Sendable, Equatable, Decodable {
         public var socketPath: String
         public var maxBodyBytes: Int
+        /// `gid:N` or `group:NAME`: the clients' group, given the socket and its directory.
+        public var socketGroup: String?
 
         enum CodingKeys: String, CodingKey {
             case socketPath = "socket_path"
             case maxBodyBytes = "max_body_bytes"
+            case socketGroup = "socket_group"
         }
     }
 
@@ -41,7 +44,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             rootKeyFile: ".casevault/keys/root.key",
             maxContentBytes: 1 << 20
         ),
-        server: Server(socketPath: ".casevault/run/casevault.sock", maxBodyBytes: 2 << 20),
+        server: Server(socketPath: ".casevault/run/casevault.sock", maxBodyBytes: 2 << 20, socketGroup: nil),
         roles: ["director": ["self"], "mediator": ["self"], "operator": ["self"]]
     )
 
@@ -66,6 +69,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         let configuration = DaemonConfiguration(store: decoded.store, server: decoded.server, roles: decoded.roles ?? [:])
         try configuration.validate()
         _ = try configuration.roleMap()
+        _ = try configuration.serverConfiguration(relativeTo: URL(fileURLWithPath: "/"))
         return configuration
     }
 
@@ -123,11 +127,22 @@ public struct DaemonConfiguration: Sendable, Equatable {
         try Principals.roleMap(self.roles)
     }
 
-    /// The server's settings, with a relative socket path resolved against `base`.
-    public func serverConfiguration(relativeTo base: URL) -> ServerConfiguration {
-        ServerConfiguration(
+    /// The server's settings, with a relative socket path resolved against `base` and the socket group
+    /// resolved to a gid.
+    public func serverConfiguration(relativeTo base: URL) throws(CaseVaultError) -> ServerConfiguration {
+        var group: UInt32?
+        if let name = self.server.socketGroup {
+            guard case .gid(let gid) = try Principals.resolve(name, role: "server.socket_group") else {
+                throw CaseVaultError(
+                    .invalidConfiguration, "server.socket_group must be gid:N or group:NAME", field: "server.socket_group"
+                )
+            }
+            group = gid
+        }
+        return ServerConfiguration(
             socketPath: URL(fileURLWithPath: self.server.socketPath, relativeTo: base).standardizedFileURL.path,
-            maxBodyBytes: self.server.maxBodyBytes
+            maxBodyBytes: self.server.maxBodyBytes,
+            socketGroup: group
         )
     }
 

@@ -36,11 +36,12 @@ enum Principals {
     }
 
     static func resolve(_ principal: String, role: String) throws(CaseVaultError) -> Resolved {
+        let place = role.hasPrefix("server.") ? role : "roles.\(role)"
         let invalid = CaseVaultError(
             .invalidConfiguration,
-            "roles.\(role) has a principal that is not self, uid:N, gid:N, user:NAME or group:NAME, "
+            "\(place) has a principal that is not self, uid:N, gid:N, user:NAME or group:NAME, "
                 + "or names a user or group this system does not know",
-            field: "roles.\(role)"
+            field: place
         )
         if principal == "self" {
             return .uid(geteuid())

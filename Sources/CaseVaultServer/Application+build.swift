@@ -11,9 +11,10 @@ public func buildApplication(
     roleMap: RoleMap,
     logger: Logger
 ) throws(CaseVaultError) -> some ApplicationProtocol {
-    try SocketPath.prepare(configuration.socketPath)
+    try SocketPath.prepare(configuration.socketPath, group: configuration.socketGroup)
     let router = buildRouter(store: store, roleMap: roleMap)
     let socketPath = configuration.socketPath
+    let socketGroup = configuration.socketGroup
     return Application(
         router: router,
         configuration: ApplicationConfiguration(
@@ -24,7 +25,7 @@ public func buildApplication(
             // The daemon's umask (0077) creates the socket 0600; widening it to its clients' group is the
             // one step left. If it fails the socket stays owner-only: closed, not open.
             do throws(CaseVaultError) {
-                try SocketPath.restrict(socketPath)
+                try SocketPath.restrict(socketPath, group: socketGroup)
                 logger.info("serving", metadata: ["socket.path": "\(socketPath)"])
             } catch {
                 logger.error("the socket stays owner-only", metadata: ["error.code": "\(error.code.rawValue)"])

@@ -9,7 +9,7 @@ public enum SocketPath {
     /// Creates the socket's directory (0750) if missing and refuses one that others can write; replaces a
     /// stale socket this user left behind (nothing answers on it); refuses a path that belongs to another
     /// user, that is not a socket, or on which a daemon is still serving.
-    public static func prepare(_ path: String) throws(CaseVaultError) {
+    public static func prepare(_ path: String, group: UInt32? = nil) throws(CaseVaultError) {
         guard path.utf8.count < 108 else {
             throw CaseVaultError(.socketUnavailable, "the socket path must be shorter than 108 bytes")
         }
@@ -30,6 +30,11 @@ public enum SocketPath {
                 "the socket directory \(directory) must be a directory owned by this user and not writable by others (0750)"
             )
         }
+        if let group, info.st_gid != group {
+            guard chown(directory, uid_t.max, group) == 0 else {
+                throw CaseVaultError(.socketUnavailable, "cannot give the socket directory \(directory) to group \(group)")
+            }
+        }
         guard lstat(path, &info) == 0 else { return }
         guard info.st_mode & S_IFMT == S_IFSOCK, info.st_uid == geteuid() else {
             throw CaseVaultError(
@@ -46,7 +51,12 @@ public enum SocketPath {
     }
 
     /// Makes the socket 0660: its users are the daemon's user and its clients' group.
-    public static func restrict(_ path: String) throws(CaseVaultError) {
+    public static func restrict(_ path: String, group: UInt32? = nil) throws(CaseVaultError) {
+        if let group {
+            guard chown(path, uid_t.max, group) == 0 else {
+                throw CaseVaultError(.socketUnavailable, "cannot give \(path) to group \(group)")
+            }
+        }
         guard chmod(path, 0o660) == 0 else {
             throw CaseVaultError(.socketUnavailable, "cannot set the mode of \(path) to 0660")
         }
