@@ -45,6 +45,10 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         case methodNotAllowed = "method-not-allowed"
         /// The socket path is taken by another user's file or by a daemon that is running.
         case socketUnavailable = "socket-unavailable"
+        /// The case is closed: nothing but evaluations and disclosures can be filed.
+        case caseClosed = "case-closed"
+        /// Not every participant's agreement to mediate is on file yet.
+        case agreementsMissing = "agreements-missing"
     }
 
     /// Where an error was raised, for operators reading logs.

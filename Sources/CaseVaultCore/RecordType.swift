@@ -7,6 +7,14 @@ public enum RecordType: String, Sendable, CaseIterable, Codable {
     case finalAgreement = "final_agreement"
     case evaluation = "evaluation"
     case disclosure = "disclosure"
+    /// The case header: participants' names and contacts, sealed like any record. Filed only by opening a
+    /// case, never through the records route.
+    case caseHeader = "case_header"
+
+    /// The types a client may file.
+    public static let fileable: [RecordType] = [
+        .intakeForm, .agreementToMediate, .sessionNote, .finalAgreement, .evaluation, .disclosure,
+    ]
 
     /// Names the policy forbids outright, refused with `forbidden-record-type` rather than
     /// `unknown-record-type` so that the caller learns why.
@@ -14,10 +22,10 @@ public enum RecordType: String, Sendable, CaseIterable, Codable {
 
     /// The type named `name`, or a typed error that does not echo the name back.
     public static func parse(_ name: String) throws(CaseVaultError) -> RecordType {
-        if let type = RecordType(rawValue: name) {
+        if let type = RecordType(rawValue: name), Self.fileable.contains(type) {
             return type
         }
-        let allowed = RecordType.allCases.map(\.rawValue).joined(separator: ", ")
+        let allowed = Self.fileable.map(\.rawValue).joined(separator: ", ")
         if Self.forbiddenNames.contains(name.lowercased()) {
             throw CaseVaultError(
                 .forbiddenRecordType,

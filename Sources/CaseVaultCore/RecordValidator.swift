@@ -93,6 +93,15 @@ public struct RecordValidator: Sendable {
         case .disclosure:
             _ = try document.requireChoice("category", in: Self.disclosureCategories)
             _ = try document.requireText("summary")
+        case .caseHeader:
+            let expectation = "a list of 2 to 20 participants, each an object with a non-empty name"
+            guard case .array(let people) = try document.require("participants", expectation), (2...20).contains(people.count)
+            else { throw document.mistyped("participants", expectation) }
+            for person in people {
+                guard case .string(let name) = person["name"] ?? .null, !name.allSatisfy(\.isWhitespace) else {
+                    throw document.mistyped("participants", expectation)
+                }
+            }
         }
     }
 }

@@ -37,6 +37,8 @@ struct Problem: Encodable {
             return .forbidden
         case .methodNotAllowed:
             return .methodNotAllowed
+        case .caseClosed, .agreementsMissing:
+            return .conflict
         case .integrityFailure, .storageFailure, .insecurePermissions, .invalidConfiguration, .socketUnavailable:
             return .internalServerError
         case .keyUnavailable:

@@ -96,6 +96,8 @@ enum Samples {
             json = #"{"satisfaction":4,"would_recommend":true,"comment":"\#(marker)"}"#
         case .disclosure:
             json = #"{"category":"discrimination","summary":"\#(marker)"}"#
+        case .caseHeader:
+            json = #"{"participants":[{"name":"\#(marker)"},{"name":"B"}]}"#
         }
         return Array(json.utf8)
     }
