@@ -81,7 +81,48 @@ struct Index: Sendable {
                     """
             )
         }
+        migrator.registerMigration("v2-cases") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE cases (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        state TEXT NOT NULL CHECK (state IN ('intake', 'agreement', 'session', 'closed')),
+                        participant_count INTEGER NOT NULL,
+                        header TEXT NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        closed_at INTEGER,
+                        closing_outcome TEXT
+                    ) WITHOUT ROWID;
+                    CREATE TABLE case_mediators (
+                        case_id TEXT NOT NULL,
+                        uid INTEGER NOT NULL,
+                        PRIMARY KEY (case_id, uid)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE roster (uid INTEGER PRIMARY KEY NOT NULL, added_at INTEGER NOT NULL);
+                    """
+            )
+        }
         return migrator
+    }
+
+    static func caseSummary(_ db: Database, id: CaseID) throws -> CaseSummary? {
+        guard
+            let row = try GRDB.Row.fetchOne(
+                db.cachedStatement(sql: "SELECT state, participant_count, created_at, closed_at FROM cases WHERE id = ?"),
+                arguments: [id.rawValue]
+            )
+        else { return nil }
+        let mediators = try Int64.fetchAll(
+            db.cachedStatement(sql: "SELECT uid FROM case_mediators WHERE case_id = ? ORDER BY uid"),
+            arguments: [id.rawValue]
+        )
+        guard let state = CaseState(rawValue: row[0]) else {
+            throw CaseVaultError(.storageFailure, "the index holds a case in an unknown state")
+        }
+        return CaseSummary(
+            id: id, state: state, participantCount: row[1], mediators: mediators.map { UInt32($0) },
+            createdAt: row[2], closedAt: row[3]
+        )
     }
 
     static func failure(_ error: any Error) -> CaseVaultError {
@@ -150,10 +191,13 @@ struct Index: Sendable {
             // By position: name lookups are case-insensitive and cost a lowercased string per column.
             let supersedes: String? = row[6]
             let sealedSize: Int = row[7]
+            guard let type = RecordType(rawValue: row[2]) else {
+                throw CaseVaultError(.storageFailure, "the index holds a record of an unknown type")
+            }
             let metadata = RecordMetadata(
                 id: try RecordID(row[0]),
                 caseID: try CaseID(row[1]),
-                type: try RecordType.parse(row[2]),
+                type: type,
                 createdAt: row[4],
                 author: row[5],
                 supersedes: try supersedes.map { text throws(CaseVaultError) in try RecordID(text) },

@@ -25,6 +25,7 @@ public final class RecordStore: Sendable {
     let writer: Mutex<WriterState>
     let epoch: UInt32
     let writes: WriteQueue<PendingPut, Result<RecordMetadata, CaseVaultError>>
+    let caseLocks = CaseLocks()
     let logger: Logger
     private let closed = Atomic<Bool>(false)
 
@@ -125,21 +126,40 @@ public final class RecordStore: Sendable {
 
     // MARK: Put
 
+    /// What a put changes besides adding its record, in the same index transaction: so that a crash leaves
+    /// either all of it or none of it.
+    struct CommitEffects {
+        /// A case to create (opening a case files its sealed header).
+        var newCase: (summary: CaseSummary, header: RecordID)?
+        /// The case's state afterwards.
+        var caseState: (id: CaseID, state: CaseState, closedAt: Int64?, outcome: String?)?
+        /// Records to mark `shredding` (a final agreement's session notes); their shred finishes right after
+        /// the commit, or on the next open after a crash.
+        var markShredding: [RecordID] = []
+    }
+
     final class PendingPut {
         let metadata: RecordMetadata
         let dataKey: SecureBytes
         let sealed: [UInt8]
+        let effects: CommitEffects
 
-        init(metadata: RecordMetadata, dataKey: SecureBytes, sealed: [UInt8]) {
+        init(metadata: RecordMetadata, dataKey: SecureBytes, sealed: [UInt8], effects: CommitEffects) {
             self.metadata = metadata
             self.dataKey = dataKey
             self.sealed = sealed
+            self.effects = effects
         }
     }
 
-    /// Validates, seals and durably files a record. When this returns, the record survives a crash.
+    /// Validates, seals and durably files a record, with no lifecycle rule: the low-level primitive under
+    /// `file(_:)`, which the server uses. When this returns, the record survives a crash.
     public func put(_ record: NewRecord) throws(CaseVaultError) -> RecordMetadata {
         try self.validator.validate(type: record.type, content: record.content)
+        return try self.put(validated: record, effects: CommitEffects())
+    }
+
+    func put(validated record: NewRecord, effects: CommitEffects, id: RecordID? = nil) throws(CaseVaultError) -> RecordMetadata {
         if let supersedes = record.supersedes {
             let previous = try self.liveRow(supersedes).metadata
             guard previous.caseID == record.caseID, previous.type == record.type else {
@@ -151,7 +171,7 @@ public final class RecordStore: Sendable {
             }
         }
         let metadata = RecordMetadata(
-            id: RecordID(bytes: Random.bytes(count: RecordID.byteCount)),
+            id: id ?? RecordID(bytes: Random.bytes(count: RecordID.byteCount)),
             caseID: record.caseID,
             type: record.type,
             createdAt: Self.now(),
@@ -163,7 +183,8 @@ public final class RecordStore: Sendable {
         // Validation and sealing run on the caller's thread, in parallel with other callers; only placing
         // the blob and the slot, the flush and the index commit are batched.
         let sealed = self.barrier.seal(content: record.content, dataKey: dataKey, record: metadata)
-        let result = self.writes.submit(PendingPut(metadata: metadata, dataKey: dataKey, sealed: sealed), perform: self.commit)
+        let pending = PendingPut(metadata: metadata, dataKey: dataKey, sealed: sealed, effects: effects)
+        let result = self.writes.submit(pending, perform: self.commit)
         let stored = try result.get()
         self.logger.debug("record filed", metadata: ["record.id": "\(stored.id)", "case.id": "\(stored.caseID)"])
         return stored
@@ -207,6 +228,7 @@ public final class RecordStore: Sendable {
                     if place.slot < before.slots.highWater {
                         try db.cachedStatement(sql: "DELETE FROM free_slots WHERE slot = ?").execute(arguments: [place.slot])
                     }
+                    try Self.apply(put.effects, db)
                 }
                 try Index.setMeta(db, "slot_high_water", after.slots.highWater)
                 try Index.setMeta(db, "segment_current", Int64(after.cursor.segment))

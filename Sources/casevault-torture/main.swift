@@ -14,7 +14,7 @@ struct Torture: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "casevault-torture",
         abstract: "Crash-test helper for the CaseVault store (used by make test).",
-        subcommands: [PutLoop.self, PutOne.self, Shred.self]
+        subcommands: [PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self]
     )
 }
 
@@ -93,6 +93,35 @@ extension Torture {
             let content = Array(#"{"text":"uncommitted"}"#.utf8)
             let stored = try store.put(NewRecord(caseID: try CaseID(self.caseID), type: .sessionNote, content: content))
             emit("\(stored.id)")
+        }
+    }
+
+    struct FinalAgreement: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "final-agreement",
+            abstract: "File a final agreement into a case in session, dying at a crash point or after a delay."
+        )
+        @OptionGroup var store: StoreOptions
+        @Option(help: "The case id.") var caseID: String
+        @Option(help: "The crash point to die at.") var crashAt: String?
+        @Option(help: "Die by SIGKILL this many microseconds after the store opened.") var dieAfterMicroseconds: Int?
+
+        func run() throws {
+            let point = try self.crashAt.map { name in
+                guard let point = CrashPoint(rawValue: name) else { throw ValidationError("unknown crash point") }
+                return point
+            }
+            let store = try self.store.open(crashAt: point)
+            if let delay = self.dieAfterMicroseconds {
+                Thread {
+                    usleep(UInt32(delay))
+                    kill(getpid(), SIGKILL)
+                }.start()
+            }
+            let content = Array(#"{"terms":"t","outcome":"resolved","outcome_confidential":true,"consents":["p1","p2"]}"#.utf8)
+            let filed = try store.file(NewRecord(caseID: try CaseID(self.caseID), type: .finalAgreement, content: content))
+            emit("filed \(filed.record.id)")
+            usleep(1_000_000)
         }
     }
 

@@ -1,0 +1,194 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
+public import CaseVaultCore
+internal import CaseVaultCrypto
+internal import GRDB
+internal import Logging
+
+extension RecordStore {
+    /// Opens a case: its sealed header (participants' names and contacts) and its row, in one commit.
+    /// `header` is JSON: `{"participants": [{"name": …, "contact": …}, …]}`.
+    public func openCase(header: [UInt8], mediators: [UInt32], author: String?) throws(CaseVaultError) -> CaseSummary {
+        let document = try self.validator.validate(type: .caseHeader, content: header)
+        guard case .array(let people) = document["participants"] ?? .null else {
+            throw CaseVaultError(.missingField, "participants is required", field: "participants")
+        }
+        let id = CaseID(bytes: Random.bytes(count: CaseID.byteCount))
+        let summary = CaseSummary(
+            id: id, state: .intake, participantCount: people.count, mediators: Array(Set(mediators)).sorted(),
+            createdAt: Self.now(), closedAt: nil
+        )
+        let headerID = RecordID(bytes: Random.bytes(count: RecordID.byteCount))
+        var effects = CommitEffects()
+        effects.newCase = (summary, headerID)
+        _ = try self.put(
+            validated: NewRecord(caseID: id, type: .caseHeader, content: header, author: author),
+            effects: effects,
+            id: headerID
+        )
+        self.logger.info("case opened", metadata: ["case.id": "\(id)"])
+        return summary
+    }
+
+    /// The case's state, participant count and mediators; `not-found` for an unknown id.
+    public func caseSummary(_ id: CaseID) throws(CaseVaultError) -> CaseSummary {
+        guard let summary = try self.index.lookup({ db in try Index.caseSummary(db, id: id) }) else {
+            throw CaseVaultError(.notFound, "no case has this id; check the id")
+        }
+        return summary
+    }
+
+    /// Files a record under the lifecycle rules: the case must exist, the content must name its own
+    /// participants, notes need every participant's agreement, a final agreement shreds every note of the
+    /// case in the same operation and closes it. Returns the record and the notes it shredded.
+    public func file(_ record: NewRecord) throws(CaseVaultError) -> (record: RecordMetadata, shredded: [RecordID]) {
+        guard RecordType.fileable.contains(record.type) else {
+            throw CaseVaultError(.unknownRecordType, "the case header is written only when the case is opened", field: "type")
+        }
+        return try self.caseLocks.withLock(record.caseID) { () throws(CaseVaultError) in
+            let summary = try self.caseSummary(record.caseID)
+            let document = try self.validator.validate(
+                type: record.type, content: record.content, participants: Set(summary.participants)
+            )
+            let onFile = try self.records(caseID: record.caseID)
+            let notes = onFile.filter { $0.type == .sessionNote }.map(\.id)
+            var agreed = Set<String>()
+            if record.type == .sessionNote || record.type == .finalAgreement {
+                for agreement in onFile where agreement.type == .agreementToMediate {
+                    if let participant = try self.participant(of: agreement.id) {
+                        agreed.insert(participant)
+                    }
+                }
+            }
+            var participant: String?
+            if case .string(let value) = document["participant"] ?? .null {
+                participant = value
+            }
+            let effect = try CasePolicy.filing(
+                record.type, into: summary, agreedParticipants: agreed, notes: notes, participant: participant
+            )
+            var effects = CommitEffects()
+            if effect.state != summary.state {
+                effects.caseState = (summary.id, effect.state, effect.state == .closed ? Self.now() : nil, nil)
+            }
+            effects.markShredding = effect.shredNotes
+            let stored = try self.put(validated: record, effects: effects)
+            try self.finishMarkedShreds(effect.shredNotes)
+            return (stored, effect.shredNotes)
+        }
+    }
+
+    /// Closes a case without a final agreement: every session note is shredded in the same operation.
+    public func closeCase(_ id: CaseID, outcome: ClosingOutcome) throws(CaseVaultError) -> [RecordID] {
+        try self.caseLocks.withLock(id) { () throws(CaseVaultError) in
+            let summary = try self.caseSummary(id)
+            let notes = try self.records(caseID: id).filter { $0.type == .sessionNote }.map(\.id)
+            let effect = try CasePolicy.closing(summary, notes: notes)
+            try self.writes.exclusive { () throws(CaseVaultError) in
+                try self.index.write { db in
+                    var effects = CommitEffects()
+                    effects.caseState = (id, effect.state, Self.now(), outcome.rawValue)
+                    effects.markShredding = effect.shredNotes
+                    try Self.apply(effects, db)
+                }
+            }
+            try self.finishMarkedShreds(effect.shredNotes)
+            self.logger.info("case closed", metadata: ["case.id": "\(id)", "records.shredded": "\(notes.count)"])
+            return effect.shredNotes
+        }
+    }
+
+    /// Replaces the case's mediators.
+    public func assignMediators(_ id: CaseID, _ uids: [UInt32]) throws(CaseVaultError) {
+        try self.caseLocks.withLock(id) { () throws(CaseVaultError) in
+            _ = try self.caseSummary(id)
+            try self.index.write { db in
+                try db.execute(sql: "DELETE FROM case_mediators WHERE case_id = ?", arguments: [id.rawValue])
+                for uid in Set(uids) {
+                    try db.execute(sql: "INSERT INTO case_mediators (case_id, uid) VALUES (?, ?)", arguments: [id.rawValue, uid])
+                }
+            }
+        }
+    }
+
+    // MARK: Roster
+
+    /// The uids on the mediator roster.
+    public func roster() throws(CaseVaultError) -> [UInt32] {
+        try self.index.read { db in try Int64.fetchAll(db, sql: "SELECT uid FROM roster ORDER BY uid") }.map { UInt32($0) }
+    }
+
+    public func isOnRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool {
+        try self.index.lookup { db in
+            try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM roster WHERE uid = ?"), arguments: [uid]) ?? false
+        }
+    }
+
+    /// Adds a mediator to the roster; returns whether it was new.
+    @discardableResult
+    public func addToRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool {
+        try self.index.write { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO roster (uid, added_at) VALUES (?, ?)", arguments: [uid, Self.now()])
+            return db.changesCount > 0
+        }
+    }
+
+    /// Removes a mediator from the roster, which ends their access at their next request; returns whether
+    /// they were on it.
+    @discardableResult
+    public func removeFromRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool {
+        try self.index.write { db in
+            try db.execute(sql: "DELETE FROM roster WHERE uid = ?", arguments: [uid])
+            return db.changesCount > 0
+        }
+    }
+
+    // MARK: Internals
+
+    /// Applies a put's or a close's effects inside the index transaction.
+    static func apply(_ effects: CommitEffects, _ db: Database) throws {
+        if let (summary, header) = effects.newCase {
+            try db.execute(
+                sql: "INSERT INTO cases (id, state, participant_count, header, created_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [summary.id.rawValue, summary.state.rawValue, summary.participantCount, header.rawValue, summary.createdAt]
+            )
+            for uid in summary.mediators {
+                try db.execute(
+                    sql: "INSERT INTO case_mediators (case_id, uid) VALUES (?, ?)", arguments: [summary.id.rawValue, uid]
+                )
+            }
+        }
+        if let (id, state, closedAt, outcome) = effects.caseState {
+            try db.execute(
+                sql: "UPDATE cases SET state = ?, closed_at = coalesce(?, closed_at), closing_outcome = coalesce(?, closing_outcome) WHERE id = ?",
+                arguments: [state.rawValue, closedAt, outcome, id.rawValue]
+            )
+        }
+        for id in effects.markShredding {
+            try db.cachedStatement(sql: "UPDATE records SET state = 'shredding' WHERE id = ?").execute(arguments: [id.rawValue])
+        }
+    }
+
+    /// Runs the rest of the shred protocol for records a commit marked `shredding`.
+    func finishMarkedShreds(_ ids: [RecordID]) throws(CaseVaultError) {
+        guard !ids.isEmpty else { return }
+        try self.writes.exclusive { () throws(CaseVaultError) in
+            let rows = try self.index.read { db in
+                try ids.compactMap { id in try Index.row(db, id: id) }.filter { $0.state == .shredding }
+            }
+            try self.runShred(rows, from: ShredStep.resumePoint)
+            self.logger.info("records shredded", metadata: ["records.count": "\(rows.count)"])
+        }
+    }
+
+    /// The participant an agreement to mediate is for, read through the barrier.
+    private func participant(of id: RecordID) throws(CaseVaultError) -> String? {
+        var content = try self.get(id).content
+        defer { Memory.zero(&content) }
+        if case .string(let participant) = JSONValue.parse(content)?["participant"] ?? .null {
+            return participant
+        }
+        return nil
+    }
+}
