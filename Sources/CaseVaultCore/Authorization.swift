@@ -1,35 +1,115 @@
 /// Everything a caller can ask the daemon to do. Every route names exactly one action, and the
-/// authorization table below is the only place that decides whether a role may perform it.
+/// authorization table below is the only place that decides whether a caller may perform it.
 public enum Action: String, Sendable, CaseIterable {
     case health
     case whoami
     case status
-}
+    case openCase
+    case readCase
+    case closeCase
+    case assignMediators
+    case manageRoster
+    case fileIntakeForm
+    case fileAgreement
+    case fileSessionNote
+    case fileFinalAgreement
+    case fileEvaluation
+    case fileDisclosure
+    case readRecord
+    case readSessionNote
+    case readDisclosure
+    case shredRecord
+    case shredSessionNote
 
-/// The one authorization table (DESIGN §8), after OpenSSH's monitor: each action lists the roles that may
-/// perform it; anything not listed is refused. Finer checks that depend on the case (a mediator's own
-/// cases, an office's own disclosures) come after this table allows the action, never instead of it.
-public enum Authorization {
-    /// Actions any peer may perform, with or without a role.
-    static let open: Set<Action> = [.health]
-
-    static func allowedRoles(_ action: Action) -> (Role) -> Bool {
-        switch action {
-        case .health:
-            return { _ in true }
-        case .whoami:
-            // Any caller that holds a role may see which roles it holds.
-            return { _ in true }
-        case .status:
-            return { $0 == .operator }
+    /// The action that files a record of `type`.
+    public static func filing(_ type: RecordType) -> Action {
+        switch type {
+        case .intakeForm: return .fileIntakeForm
+        case .agreementToMediate: return .fileAgreement
+        case .sessionNote: return .fileSessionNote
+        case .finalAgreement: return .fileFinalAgreement
+        case .evaluation: return .fileEvaluation
+        case .disclosure: return .fileDisclosure
+        case .caseHeader: return .openCase
         }
     }
 
-    /// Whether a caller holding `roles` may perform `action`. A caller with no role may perform only
-    /// the open actions.
-    public static func permits(_ roles: Set<Role>, _ action: Action) -> Bool {
-        if Self.open.contains(action) { return true }
-        let allowed = Self.allowedRoles(action)
-        return roles.contains(where: allowed)
+    /// The action that reads a record of `type`.
+    public static func reading(_ type: RecordType) -> Action {
+        switch type {
+        case .sessionNote: return .readSessionNote
+        case .disclosure: return .readDisclosure
+        default: return .readRecord
+        }
+    }
+}
+
+/// What the caller is to the case an action touches; the server works it out before asking.
+public struct AccessScope: Sendable, Equatable {
+    /// The caller is a mediator on the roster and assigned to the case.
+    public var assignedMediator: Bool
+    /// The office a disclosure is routed to, when the action reads one.
+    public var routedOffice: String?
+
+    public init(assignedMediator: Bool = false, routedOffice: String? = nil) {
+        self.assignedMediator = assignedMediator
+        self.routedOffice = routedOffice
+    }
+
+    public static let none = AccessScope()
+}
+
+/// The one authorization table (DESIGN §8), after OpenSSH's monitor: each action lists who may perform it;
+/// anything not listed is refused. A caller with several roles may do what any of them may.
+public enum Authorization {
+    /// Who may perform an action.
+    enum Grant {
+        /// Anyone, even a peer with no role.
+        case anyone
+        /// Any peer that holds at least one role.
+        case anyRole
+        /// A peer that holds this role.
+        case role(Role)
+        /// A mediator on the roster assigned to the case.
+        case assignedMediator
+        /// The office the disclosure is routed to.
+        case routedOffice
+    }
+
+    static func grants(_ action: Action) -> [Grant] {
+        switch action {
+        case .health: return [.anyone]
+        case .whoami: return [.anyRole]
+        case .status: return [.role(.operator)]
+        case .openCase: return [.role(.director), .role(.intake)]
+        case .readCase: return [.role(.director), .assignedMediator]
+        case .closeCase: return [.role(.director), .assignedMediator]
+        case .assignMediators, .manageRoster: return [.role(.director)]
+        case .fileIntakeForm: return [.role(.director), .role(.intake), .assignedMediator]
+        case .fileAgreement, .fileFinalAgreement, .fileDisclosure: return [.role(.director), .assignedMediator]
+        // Session notes are the mediator's own: only the case's mediators write or read them.
+        case .fileSessionNote, .readSessionNote: return [.assignedMediator]
+        case .fileEvaluation: return [.role(.director), .role(.submitter), .assignedMediator]
+        case .readRecord: return [.role(.director), .assignedMediator]
+        // Disclosures: the director and the office they are routed to; nobody else, mediators included.
+        case .readDisclosure: return [.role(.director), .routedOffice]
+        case .shredRecord: return [.role(.director)]
+        case .shredSessionNote: return [.role(.director), .assignedMediator]
+        }
+    }
+
+    /// Whether a caller holding `roles` may perform `action` in `scope`.
+    public static func permits(_ roles: Set<Role>, _ action: Action, scope: AccessScope = .none) -> Bool {
+        Self.grants(action).contains { grant in
+            switch grant {
+            case .anyone: return true
+            case .anyRole: return !roles.isEmpty
+            case .role(let role): return roles.contains(role)
+            case .assignedMediator: return roles.contains(.mediator) && scope.assignedMediator
+            case .routedOffice:
+                guard let office = scope.routedOffice else { return false }
+                return roles.contains(.office(office))
+            }
+        }
     }
 }
