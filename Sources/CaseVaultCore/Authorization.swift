@@ -112,4 +112,29 @@ public enum Authorization {
             }
         }
     }
+
+    /// Whether `action` could be allowed to a caller holding `roles` in some scope: the check made before
+    /// the case or record is looked up, so that a caller who may never do this learns nothing about ids.
+    public static func mightPermit(_ roles: Set<Role>, _ action: Action) -> Bool {
+        Self.grants(action).contains { grant in
+            switch grant {
+            case .assignedMediator: return roles.contains(.mediator)
+            case .routedOffice:
+                return roles.contains { role in
+                    if case .office = role { return true }
+                    return false
+                }
+            default: return Self.permitsWithoutScope(grant, roles)
+            }
+        }
+    }
+
+    private static func permitsWithoutScope(_ grant: Grant, _ roles: Set<Role>) -> Bool {
+        switch grant {
+        case .anyone: return true
+        case .anyRole: return !roles.isEmpty
+        case .role(let role): return roles.contains(role)
+        case .assignedMediator, .routedOffice: return false
+        }
+    }
 }

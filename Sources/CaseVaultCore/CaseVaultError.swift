@@ -49,6 +49,16 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         case caseClosed = "case-closed"
         /// Not every participant's agreement to mediate is on file yet.
         case agreementsMissing = "agreements-missing"
+        /// The request body is not `application/json`.
+        case unsupportedMediaType = "unsupported-media-type"
+        /// The request body nests arrays and objects deeper than the configured limit.
+        case nestingTooDeep = "nesting-too-deep"
+        /// A mediator named in the request is not on the mediator roster.
+        case notOnRoster = "not-on-roster"
+        /// The request was not received in the configured time.
+        case requestTimeout = "request-timeout"
+        /// The daemon is at its configured number of connections.
+        case overloaded = "overloaded"
     }
 
     /// Where an error was raised, for operators reading logs.

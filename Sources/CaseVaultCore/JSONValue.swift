@@ -73,3 +73,61 @@ extension JSONValue {
         }
     }
 }
+
+extension JSONValue {
+    /// The document as compact JSON with sorted keys, for storing a member of a request as record content.
+    public func encoded() -> [UInt8] {
+        let object = self.foundationObject
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .fragmentsAllowed]) else {
+            return Array("null".utf8)
+        }
+        return [UInt8](data)
+    }
+
+    private var foundationObject: Any {
+        switch self {
+        case .null: return NSNull()
+        case .bool(let value): return value
+        case .integer(let value): return Int(value)
+        case .number(let value): return value
+        case .string(let value): return value
+        case .array(let values): return values.map(\.foundationObject)
+        case .object(let members): return members.mapValues(\.foundationObject)
+        }
+    }
+
+    /// Whether the document nests arrays and objects deeper than `limit`, checked on the bytes before any
+    /// parser recurses into them. Brackets inside strings (escapes included) do not count.
+    public static func nestsDeeper(than limit: Int, _ bytes: some Sequence<UInt8>) -> Bool {
+        var depth = 0
+        var inString = false
+        var escaped = false
+        for byte in bytes {
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                depth += 1
+                if depth > limit { return true }
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            default: break
+            }
+        }
+        return false
+    }
+
+    /// The member `key` as a string, or `nil`.
+    public func string(_ key: String) -> String? {
+        if case .string(let value) = self[key] ?? .null { return value }
+        return nil
+    }
+}

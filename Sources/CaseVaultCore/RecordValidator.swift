@@ -107,18 +107,18 @@ public struct RecordValidator: Sendable {
 }
 
 extension JSONValue {
-    fileprivate func require(_ field: String, _ expectation: String) throws(CaseVaultError) -> JSONValue {
+    public func require(_ field: String, _ expectation: String) throws(CaseVaultError) -> JSONValue {
         guard let value = self[field], value != .null else {
             throw CaseVaultError(.missingField, "\(field) is required (\(expectation))", field: field)
         }
         return value
     }
 
-    fileprivate func mistyped(_ field: String, _ expectation: String) -> CaseVaultError {
+    public func mistyped(_ field: String, _ expectation: String) -> CaseVaultError {
         CaseVaultError(.invalidField, "\(field) must be \(expectation)", field: field)
     }
 
-    fileprivate func requireText(_ field: String) throws(CaseVaultError) -> String {
+    public func requireText(_ field: String) throws(CaseVaultError) -> String {
         let expectation = "a non-empty string"
         guard case .string(let text) = try self.require(field, expectation),
             !text.allSatisfy(\.isWhitespace)
@@ -140,13 +140,13 @@ extension JSONValue {
         return value
     }
 
-    fileprivate func requireObject(_ field: String) throws(CaseVaultError) -> JSONValue {
+    public func requireObject(_ field: String) throws(CaseVaultError) -> JSONValue {
         let value = try self.require(field, "an object")
         guard case .object = value else { throw self.mistyped(field, "an object") }
         return value
     }
 
-    fileprivate func requireChoice(_ field: String, in choices: Set<String>) throws(CaseVaultError) -> String {
+    public func requireChoice(_ field: String, in choices: Set<String>) throws(CaseVaultError) -> String {
         let expectation = "one of: \(choices.sorted().joined(separator: ", "))"
         guard case .string(let value) = try self.require(field, expectation), choices.contains(value) else {
             throw self.mistyped(field, expectation)

@@ -24,11 +24,35 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var maxBodyBytes: Int
         /// `gid:N` or `group:NAME`: the clients' group, given the socket and its directory.
         public var socketGroup: String?
+        public var maxAttachmentBytes: Int64?
+        public var maxJSONDepth: Int?
+        public var maxHeaderBytes: Int?
+        public var readTimeoutSeconds: Int?
+        public var maxConnections: Int?
+
+        public init(
+            socketPath: String, maxBodyBytes: Int, socketGroup: String? = nil, maxAttachmentBytes: Int64? = nil,
+            maxJSONDepth: Int? = nil, maxHeaderBytes: Int? = nil, readTimeoutSeconds: Int? = nil, maxConnections: Int? = nil
+        ) {
+            self.socketPath = socketPath
+            self.maxBodyBytes = maxBodyBytes
+            self.socketGroup = socketGroup
+            self.maxAttachmentBytes = maxAttachmentBytes
+            self.maxJSONDepth = maxJSONDepth
+            self.maxHeaderBytes = maxHeaderBytes
+            self.readTimeoutSeconds = readTimeoutSeconds
+            self.maxConnections = maxConnections
+        }
 
         enum CodingKeys: String, CodingKey {
             case socketPath = "socket_path"
             case maxBodyBytes = "max_body_bytes"
             case socketGroup = "socket_group"
+            case maxAttachmentBytes = "max_attachment_bytes"
+            case maxJSONDepth = "max_json_depth"
+            case maxHeaderBytes = "max_header_bytes"
+            case readTimeoutSeconds = "read_timeout_seconds"
+            case maxConnections = "max_connections"
         }
     }
 
@@ -36,6 +60,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var server: Server
     /// Role name → principals, as written; `roleMap()` resolves them.
     public var roles: [String: [String]]
+    /// Disclosure category → the office (`office:NAME` role) it is routed to.
+    public var offices: [String: String] = [:]
 
     /// The embedded default of `make run`: everything under `.casevault/` in the working directory.
     public static let embeddedDefault = DaemonConfiguration(
@@ -45,7 +71,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
             maxContentBytes: 1 << 20
         ),
         server: Server(socketPath: ".casevault/run/casevault.sock", maxBodyBytes: 2 << 20, socketGroup: nil),
-        roles: ["director": ["self"], "mediator": ["self"], "operator": ["self"]]
+        roles: ["director": ["self"], "mediator": ["self"], "operator": ["self"]],
+        offices: [
+            "sexual_harassment": "title-ix", "discrimination": "equity", "intent_to_harm": "campus-safety",
+            "mediator_defense": "general-counsel",
+        ]
     )
 
     /// Parses TOML text. Errors name the key at fault; the text itself is never repeated.
@@ -66,7 +96,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
         } catch {
             throw CaseVaultError(.invalidConfiguration, "the configuration could not be read: \(error)")
         }
-        let configuration = DaemonConfiguration(store: decoded.store, server: decoded.server, roles: decoded.roles ?? [:])
+        let configuration = DaemonConfiguration(
+            store: decoded.store, server: decoded.server, roles: decoded.roles ?? [:], offices: decoded.offices ?? [:]
+        )
         try configuration.validate()
         _ = try configuration.roleMap()
         _ = try configuration.serverConfiguration(relativeTo: URL(fileURLWithPath: "/"))
@@ -98,11 +130,41 @@ public struct DaemonConfiguration: Sendable, Equatable {
                 field: "server.max_body_bytes"
             )
         }
+        try Self.check(self.server.maxAttachmentBytes, in: 1...(1 << 40), "server.max_attachment_bytes")
+        try Self.check(self.server.maxJSONDepth.map(Int64.init), in: 2...256, "server.max_json_depth")
+        try Self.check(self.server.maxHeaderBytes.map(Int64.init), in: 1024...(1 << 20), "server.max_header_bytes")
+        try Self.check(self.server.readTimeoutSeconds.map(Int64.init), in: 1...3600, "server.read_timeout_seconds")
+        try Self.check(self.server.maxConnections.map(Int64.init), in: 1...65536, "server.max_connections")
+        for (category, office) in self.offices.sorted(by: { $0.key < $1.key }) {
+            guard RecordValidator.disclosureCategories.contains(category) else {
+                throw CaseVaultError(
+                    .invalidConfiguration,
+                    "offices has a key that is not a disclosure category; the categories are "
+                        + RecordValidator.disclosureCategories.sorted().joined(separator: ", "),
+                    field: "offices"
+                )
+            }
+            guard Role.isOfficeName(office) else {
+                throw CaseVaultError(
+                    .invalidConfiguration, "offices.\(category) must be an office name: lowercase letters, digits, - and _",
+                    field: "offices.\(category)"
+                )
+            }
+        }
         guard (1...(64 << 20)).contains(self.store.maxContentBytes) else {
             throw CaseVaultError(
                 .invalidConfiguration,
                 "store.max_content_bytes must be from 1 to 67108864",
                 field: "store.max_content_bytes"
+            )
+        }
+    }
+
+    private static func check(_ value: Int64?, in range: ClosedRange<Int64>, _ key: String) throws(CaseVaultError) {
+        guard let value else { return }
+        guard range.contains(value) else {
+            throw CaseVaultError(
+                .invalidConfiguration, "\(key) must be from \(range.lowerBound) to \(range.upperBound)", field: key
             )
         }
     }
@@ -120,6 +182,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         var store: Store
         var server: Server
         var roles: [String: [String]]?
+        var offices: [String: String]?
     }
 
     /// The `[roles]` table with every principal resolved to a uid or gid.
@@ -139,9 +202,16 @@ public struct DaemonConfiguration: Sendable, Equatable {
             }
             group = gid
         }
+        let defaults = ServerConfiguration(socketPath: "")
         return ServerConfiguration(
             socketPath: URL(fileURLWithPath: self.server.socketPath, relativeTo: base).standardizedFileURL.path,
             maxBodyBytes: self.server.maxBodyBytes,
+            maxAttachmentBytes: self.server.maxAttachmentBytes ?? defaults.maxAttachmentBytes,
+            maxJSONDepth: self.server.maxJSONDepth ?? defaults.maxJSONDepth,
+            maxHeaderBytes: self.server.maxHeaderBytes ?? defaults.maxHeaderBytes,
+            readTimeoutSeconds: self.server.readTimeoutSeconds ?? defaults.readTimeoutSeconds,
+            maxConnections: self.server.maxConnections ?? defaults.maxConnections,
+            offices: self.offices,
             socketGroup: group
         )
     }

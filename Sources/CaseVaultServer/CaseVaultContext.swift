@@ -15,15 +15,33 @@ public struct CaseVaultContext: RequestContext {
         self.channel = source.channel
     }
 
-    /// Throws `forbidden` unless the authorization table lets the caller's roles perform `action`.
-    public func authorize(_ action: Action) throws(CaseVaultError) {
-        guard self.identity != nil, Authorization.permits(self.roles, action) else {
-            throw CaseVaultError(
-                .forbidden,
-                self.roles.isEmpty
-                    ? "this user holds no CaseVault role; ask the administrator to map it in the configuration"
-                    : "the caller's roles do not allow this action"
-            )
+    /// Throws `forbidden` unless the authorization table lets the caller perform `action` in `scope`.
+    public func authorize(_ action: Action, scope: AccessScope = .none) throws(CaseVaultError) {
+        guard self.identity != nil, Authorization.permits(self.roles, action, scope: scope) else {
+            throw self.refusal
         }
     }
+
+    /// Throws `forbidden` unless one of `actions` could be allowed to the caller on some case: asked before
+    /// any id is looked up, so that a caller who may never act learns nothing about which ids exist.
+    public func authorizeSomewhere(_ actions: Action...) throws(CaseVaultError) {
+        guard self.identity != nil, actions.contains(where: { Authorization.mightPermit(self.roles, $0) }) else {
+            throw self.refusal
+        }
+    }
+
+    var refusal: CaseVaultError {
+        CaseVaultError(
+            .forbidden,
+            self.roles.isEmpty
+                ? "this user holds no CaseVault role; ask the administrator to map it in the configuration"
+                : "the caller's roles do not allow this action"
+        )
+    }
+
+    /// The caller's uid; only called after `authorize`, which refuses a caller without identity.
+    var uid: UInt32 { self.identity?.uid ?? UInt32.max }
+
+    /// How the caller is recorded as a record's author: its uid, never a name it chose.
+    var author: String { "uid:\(self.uid)" }
 }

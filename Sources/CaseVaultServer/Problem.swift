@@ -23,8 +23,14 @@ struct Problem: Encodable {
     /// The HTTP status of each stable error code.
     static func status(_ code: CaseVaultError.Code) -> HTTPResponse.Status {
         switch code {
-        case .malformedContent, .missingField, .invalidField, .unknownRecordType, .invalidIdentifier:
+        case .malformedContent, .missingField, .invalidField, .unknownRecordType, .invalidIdentifier, .nestingTooDeep:
             return .badRequest
+        case .unsupportedMediaType:
+            return .unsupportedMediaType
+        case .requestTimeout:
+            return .requestTimeout
+        case .overloaded:
+            return .serviceUnavailable
         case .forbiddenRecordType:
             return .unprocessableContent
         case .contentTooLarge:
@@ -37,7 +43,7 @@ struct Problem: Encodable {
             return .forbidden
         case .methodNotAllowed:
             return .methodNotAllowed
-        case .caseClosed, .agreementsMissing:
+        case .caseClosed, .agreementsMissing, .notOnRoster:
             return .conflict
         case .integrityFailure, .storageFailure, .insecurePermissions, .invalidConfiguration, .socketUnavailable:
             return .internalServerError
@@ -48,7 +54,7 @@ struct Problem: Encodable {
 
     func response() -> Response {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let body = (try? encoder.encode(self)) ?? Data(#"{"status":500}"#.utf8)
         var headers = HTTPFields()
         headers[.contentType] = "application/problem+json"
@@ -70,6 +76,12 @@ struct ProblemMiddleware: RouterMiddleware {
             return try await next(request, context)
         } catch let error as CaseVaultError {
             return Problem(error).response()
+        } catch let error as MethodNotAllowed {
+            var response = Problem(
+                CaseVaultError(.methodNotAllowed, "this route takes \(error.allow); see docs/openapi.yaml")
+            ).response()
+            response.headers[.allow] = error.allow
+            return response
         } catch let error as any HTTPResponseError {
             return Problem(Self.translate(error.status)).response()
         } catch {
@@ -90,6 +102,11 @@ struct ProblemMiddleware: RouterMiddleware {
             return CaseVaultError(.malformedContent, "the request could not be understood (HTTP \(status.code))")
         }
     }
+}
+
+/// Thrown by the catch-all handlers of a path for the methods it does not take.
+struct MethodNotAllowed: Error {
+    var allow: String
 }
 
 /// Reads the peer's identity from the socket and resolves its roles, for every request.

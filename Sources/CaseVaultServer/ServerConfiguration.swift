@@ -1,16 +1,49 @@
-/// The socket and the limits the server enforces.
+/// The socket, the limits the server enforces, and where disclosures are routed.
 public struct ServerConfiguration: Sendable, Equatable {
     /// The Unix socket. Its directory is created 0750 if missing; the socket is made 0660.
     public var socketPath: String
-    /// The largest request body accepted, in bytes.
+    /// The largest JSON request body accepted, in bytes.
     public var maxBodyBytes: Int
+    /// The largest attachment accepted, in bytes.
+    public var maxAttachmentBytes: Int64
+    /// How deep arrays and objects may nest in a JSON body.
+    public var maxJSONDepth: Int
+    /// The largest request head (request line and header fields), in bytes.
+    public var maxHeaderBytes: Int
+    /// Seconds a connection may stay silent (waiting for a request, or in the middle of one) before it is closed.
+    public var readTimeoutSeconds: Int
+    /// How many connections are served at once; the next one gets a 503 `overloaded` problem and is closed.
+    public var maxConnections: Int
+    /// Threads for the store's blocking work (file I/O and flushes), so that the event loops never block
+    /// and concurrent writers can share one flush.
+    public var blockingThreads: Int
+    /// Disclosure category → the office it is routed to (the `office:NAME` role that may read it).
+    public var offices: [String: String]
     /// The clients' group: the socket's directory and the socket get this group, so that its members (and
     /// only they, besides the daemon's user) can connect. `nil` keeps the daemon's own group.
     public var socketGroup: UInt32?
 
-    public init(socketPath: String, maxBodyBytes: Int = 1 << 20, socketGroup: UInt32? = nil) {
+    public init(
+        socketPath: String,
+        maxBodyBytes: Int = 1 << 20,
+        maxAttachmentBytes: Int64 = 1 << 31,
+        maxJSONDepth: Int = 32,
+        maxHeaderBytes: Int = 16 << 10,
+        readTimeoutSeconds: Int = 30,
+        maxConnections: Int = 256,
+        blockingThreads: Int = 32,
+        offices: [String: String] = [:],
+        socketGroup: UInt32? = nil
+    ) {
         self.socketPath = socketPath
         self.maxBodyBytes = maxBodyBytes
+        self.maxAttachmentBytes = maxAttachmentBytes
+        self.maxJSONDepth = maxJSONDepth
+        self.maxHeaderBytes = maxHeaderBytes
+        self.readTimeoutSeconds = readTimeoutSeconds
+        self.maxConnections = maxConnections
+        self.blockingThreads = blockingThreads
+        self.offices = offices
         self.socketGroup = socketGroup
     }
 }

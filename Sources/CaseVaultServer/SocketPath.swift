@@ -1,4 +1,5 @@
 public import CaseVaultCore
+internal import Dispatch
 
 #if canImport(Glibc)
 internal import Glibc

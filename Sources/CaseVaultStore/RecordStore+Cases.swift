@@ -192,3 +192,16 @@ extension RecordStore {
         return nil
     }
 }
+
+extension RecordStore {
+    /// The case's sealed header (participants' names and contacts), opened; `not-found` for an unknown case.
+    public func caseHeader(_ id: CaseID) throws(CaseVaultError) -> [UInt8] {
+        let header = try self.index.lookup { db in
+            try String.fetchOne(db, sql: "SELECT header FROM cases WHERE id = ?", arguments: [id.rawValue])
+        }
+        guard let header else {
+            throw CaseVaultError(.notFound, "no case has this id; check the id")
+        }
+        return try self.get(try RecordID(header)).content
+    }
+}

@@ -1,0 +1,65 @@
+public import CaseVaultCore
+public import CaseVaultStore
+public import Hummingbird
+
+/// Every route of the API in one table: the router is built from it, and a test holds it against
+/// `docs/openapi.yaml`. Each handler names its action and asks the authorization table before it acts.
+public enum API {
+    public struct Route: Hashable, Sendable, CustomStringConvertible {
+        public var method: HTTPRequest.Method
+        /// The path with `{parameter}` placeholders, as in the OpenAPI document.
+        public var path: String
+
+        public var description: String { "\(self.method.rawValue) \(self.path)" }
+    }
+
+    typealias Handler = @Sendable (Request, CaseVaultContext) async throws -> Response
+
+    /// The routes and the handler of each.
+    static let table: [(route: Route, handler: @Sendable (Routes) -> Handler)] = [
+        (Route(method: .get, path: "/v1/health"), { routes in routes.health }),
+        (Route(method: .get, path: "/v1/whoami"), { routes in routes.whoami }),
+        (Route(method: .get, path: "/v1/admin/status"), { routes in routes.status }),
+        (Route(method: .post, path: "/v1/cases"), { routes in routes.openCase }),
+        (Route(method: .get, path: "/v1/cases/{case_id}"), { routes in routes.readCase }),
+        (Route(method: .get, path: "/v1/cases/{case_id}/participants"), { routes in routes.readParticipants }),
+        (Route(method: .post, path: "/v1/cases/{case_id}/records"), { routes in routes.fileRecord }),
+        (Route(method: .post, path: "/v1/cases/{case_id}/close"), { routes in routes.closeCase }),
+        (Route(method: .put, path: "/v1/cases/{case_id}/mediators"), { routes in routes.assignMediators }),
+        (Route(method: .get, path: "/v1/records/{record_id}"), { routes in routes.readRecord }),
+        (Route(method: .delete, path: "/v1/records/{record_id}"), { routes in routes.shredRecord }),
+        (Route(method: .get, path: "/v1/roster/mediators"), { routes in routes.listRoster }),
+        (Route(method: .get, path: "/v1/roster/mediators/{user}"), { routes in routes.readRosterEntry }),
+        (Route(method: .put, path: "/v1/roster/mediators/{user}"), { routes in routes.addToRoster }),
+        (Route(method: .delete, path: "/v1/roster/mediators/{user}"), { routes in routes.removeFromRoster }),
+    ]
+
+    /// The routes the server answers.
+    public static var routes: [Route] { Self.table.map(\.route) }
+
+    /// The methods a path that exists but does not take them answers with 405.
+    static let methods: [HTTPRequest.Method] = [.get, .head, .put, .post, .delete, .patch, .options]
+}
+
+/// The routes, behind the problem and identity middlewares. A method a path does not take gets 405 with
+/// an `Allow` header; a path no route has gets 404; both as problems.
+func buildRouter(store: RecordStore, roleMap: RoleMap, configuration: ServerConfiguration, pool: BlockingPool) -> Router<CaseVaultContext> {
+    let router = Router(context: CaseVaultContext.self)
+    router.add(middleware: ProblemMiddleware())
+    router.add(middleware: IdentityMiddleware(roleMap: roleMap))
+    let routes = Routes(store: store, configuration: configuration, pool: pool)
+    var methodsByPath: [String: [HTTPRequest.Method]] = [:]
+    for (route, handler) in API.table {
+        router.on(RouterPath(route.path), method: route.method, use: handler(routes))
+        methodsByPath[route.path, default: []].append(route.method)
+    }
+    for (path, allowed) in methodsByPath {
+        let allow = allowed.map(\.rawValue).joined(separator: ", ")
+        for method in API.methods where !allowed.contains(method) {
+            router.on(RouterPath(path), method: method) { _, _ -> Response in
+                throw MethodNotAllowed(allow: allow)
+            }
+        }
+    }
+    return router
+}

@@ -1,0 +1,80 @@
+public import CaseVaultCore
+internal import Foundation
+public import Hummingbird
+internal import NIOCore
+
+extension Request {
+    /// The body as a JSON object, within the configured limits: `application/json` only, no larger than
+    /// `maxBodyBytes` (refused from its Content-Length before anything is read), no deeper than
+    /// `maxJSONDepth`. The received bytes are zeroed once parsed.
+    func jsonObject(_ limits: ServerConfiguration) async throws -> JSONValue {
+        guard let type = self.headers[.contentType], Self.isJSON(type) else {
+            throw CaseVaultError(
+                .unsupportedMediaType, "send the body as JSON with the header Content-Type: application/json"
+            )
+        }
+        if let length = self.headers[.contentLength].flatMap(Int.init), length > limits.maxBodyBytes {
+            throw Self.tooLarge(limits)
+        }
+        var buffer: ByteBuffer
+        do {
+            buffer = try await self.body.collect(upTo: limits.maxBodyBytes)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw Self.tooLarge(limits)
+        }
+        defer {
+            buffer.withUnsafeMutableReadableBytes { bytes in
+                if let base = bytes.baseAddress { memset(base, 0, bytes.count) }
+            }
+        }
+        guard !JSONValue.nestsDeeper(than: limits.maxJSONDepth, buffer.readableBytesView) else {
+            throw CaseVaultError(
+                .nestingTooDeep, "the body nests arrays and objects deeper than the limit of \(limits.maxJSONDepth)"
+            )
+        }
+        var bytes = Array(buffer.readableBytesView)
+        defer { bytes.withUnsafeMutableBytes { if let base = $0.baseAddress { memset(base, 0, $0.count) } } }
+        guard let document = JSONValue.parse(bytes), case .object = document else {
+            throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
+        }
+        return document
+    }
+
+    static func tooLarge(_ limits: ServerConfiguration) -> CaseVaultError {
+        CaseVaultError(
+            .contentTooLarge,
+            "the request body is larger than the limit of \(limits.maxBodyBytes) bytes; put large documents in an attachment"
+        )
+    }
+
+    /// `application/json`, with or without parameters such as `charset=utf-8`.
+    static func isJSON(_ value: String) -> Bool {
+        let media = value.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        return media.lowercased() == "application/json"
+    }
+}
+
+extension JSONValue {
+    /// Refuses members other than `allowed`, without repeating the name the client sent.
+    func onlyFields(_ allowed: Set<String>) throws(CaseVaultError) {
+        guard case .object(let members) = self else { return }
+        for key in members.keys where !allowed.contains(key) {
+            throw CaseVaultError(
+                .invalidField, "the body has a field this route does not take; it takes \(allowed.sorted().joined(separator: ", "))"
+            )
+        }
+    }
+
+    /// The optional member `field` as an identifier.
+    func optionalIdentifier<Tag>(_ field: String, as: Identifier<Tag>.Type) throws(CaseVaultError) -> Identifier<Tag>? {
+        guard let value = self[field], value != .null else { return nil }
+        guard case .string(let text) = value else {
+            throw self.mistyped(field, "an id of 32 lowercase hexadecimal characters")
+        }
+        do {
+            return try Identifier<Tag>(text)
+        } catch {
+            throw CaseVaultError(.invalidIdentifier, "\(field) must be an id of 32 lowercase hexadecimal characters", field: field)
+        }
+    }
+}

@@ -1,0 +1,185 @@
+internal import CaseVaultCore
+internal import CaseVaultStore
+internal import Foundation
+internal import Hummingbird
+internal import NIOCore
+
+/// Cases: open, read, its participants (the sealed header), file records, close, assign mediators.
+extension Routes {
+    struct CaseView: Encodable {
+        var caseID: String
+        var state: String
+        var participants: [String]
+        var mediators: [String]
+        var createdAt: String
+        var closedAt: String?
+        var records: [RecordSummary]?
+
+        init(_ summary: CaseSummary, records: [RecordMetadata]? = nil) {
+            self.caseID = summary.id.rawValue
+            self.state = summary.state.rawValue
+            self.participants = summary.participants
+            self.mediators = summary.mediators.map(Users.name)
+            self.createdAt = JSONResponse.time(summary.createdAt)
+            self.closedAt = summary.closedAt.map(JSONResponse.time)
+            self.records = records?.map(RecordSummary.init)
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case caseID = "case_id", state, participants, mediators, createdAt = "created_at", closedAt = "closed_at", records
+        }
+    }
+
+    struct RecordSummary: Encodable {
+        var recordID: String
+        var type: String
+        var createdAt: String
+        var supersedes: String?
+
+        init(_ metadata: RecordMetadata) {
+            self.recordID = metadata.id.rawValue
+            self.type = metadata.type.rawValue
+            self.createdAt = JSONResponse.time(metadata.createdAt)
+            self.supersedes = metadata.supersedes?.rawValue
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case recordID = "record_id", type, createdAt = "created_at", supersedes
+        }
+    }
+
+    /// `POST /v1/cases`: `{"participants": [{"name", "contact"?}, …], "mediators": [user, …]}`. Names and
+    /// contacts go into the sealed case header; the case gets participant ids `p1`, `p2`, ….
+    func openCase(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.openCase)
+        let body = try await request.jsonObject(self.configuration)
+        try body.onlyFields(["participants", "mediators"])
+        let mediators = body["mediators"] == nil ? [] : try Users.uids(body, field: "mediators")
+        let participants = try body.require("participants", "a list of 2 to 20 participants, each an object with a non-empty name")
+        let header = JSONValue.object(["participants": participants]).encoded()
+        let author = context.author
+        let summary = try await self.run { store throws(CaseVaultError) in
+            try Self.requireOnRoster(mediators, store)
+            return try store.openCase(header: header, mediators: mediators, author: author)
+        }
+        return try JSONResponse.make(CaseView(summary), status: .created)
+    }
+
+    /// `GET /v1/cases/{case_id}`: state, participant ids, mediators and the live records' metadata.
+    func readCase(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorizeSomewhere(.readCase)
+        let id = try self.caseID(context)
+        let summary = try await self.run { store throws(CaseVaultError) in try store.caseSummary(id) }
+        try context.authorize(.readCase, scope: try await self.scope(summary, context))
+        let records = try await self.run { store throws(CaseVaultError) in try store.records(caseID: id) }
+        return try JSONResponse.make(CaseView(summary, records: records.filter { $0.type != .caseHeader }))
+    }
+
+    /// `GET /v1/cases/{case_id}/participants`: the sealed case header, opened.
+    func readParticipants(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorizeSomewhere(.readCase)
+        let id = try self.caseID(context)
+        let summary = try await self.run { store throws(CaseVaultError) in try store.caseSummary(id) }
+        try context.authorize(.readCase, scope: try await self.scope(summary, context))
+        var header = try await self.run { store throws(CaseVaultError) in try store.caseHeader(id) }
+        defer { header.withUnsafeMutableBytes { if let base = $0.baseAddress { memset(base, 0, $0.count) } } }
+        var body = ByteBuffer()
+        body.writeString(#"{"case_id":"\#(id.rawValue)","header":"#)
+        body.writeBytes(header)
+        body.writeString("}")
+        return JSONResponse.raw(body)
+    }
+
+    struct Filed: Encodable {
+        var recordID: String
+        var caseID: String
+        var type: String
+        var createdAt: String
+        var supersedes: String?
+        var shredded: [String]
+
+        enum CodingKeys: String, CodingKey {
+            case recordID = "record_id", caseID = "case_id", type, createdAt = "created_at", supersedes, shredded
+        }
+    }
+
+    /// `POST /v1/cases/{case_id}/records`: `{"type", "content", "supersedes"?}` under the lifecycle rules. A
+    /// final agreement's response lists the session notes it shredded.
+    func fileRecord(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorizeSomewhere(
+            .fileIntakeForm, .fileAgreement, .fileSessionNote, .fileFinalAgreement, .fileEvaluation, .fileDisclosure
+        )
+        let caseID = try self.caseID(context)
+        let body = try await request.jsonObject(self.configuration)
+        try body.onlyFields(["type", "content", "supersedes"])
+        let type = try RecordType.parse(try body.requireText("type"))
+        guard RecordType.fileable.contains(type) else {
+            throw CaseVaultError(.unknownRecordType, "this type is not one a client files", field: "type")
+        }
+        let content = try body.requireObject("content").encoded()
+        let supersedes = try body.optionalIdentifier("supersedes", as: RecordID.self)
+        let summary = try await self.run { store throws(CaseVaultError) in try store.caseSummary(caseID) }
+        try context.authorize(.filing(type), scope: try await self.scope(summary, context))
+        let record = NewRecord(caseID: caseID, type: type, content: content, author: context.author, supersedes: supersedes)
+        let (stored, shredded) = try await self.run { store throws(CaseVaultError) in try store.file(record) }
+        return try JSONResponse.make(
+            Filed(
+                recordID: stored.id.rawValue, caseID: caseID.rawValue, type: type.rawValue,
+                createdAt: JSONResponse.time(stored.createdAt), supersedes: stored.supersedes?.rawValue,
+                shredded: shredded.map(\.rawValue)
+            ),
+            status: .created
+        )
+    }
+
+    struct Closed: Encodable {
+        var caseID: String
+        var state: String
+        var outcome: String
+        var shredded: [String]
+
+        enum CodingKeys: String, CodingKey {
+            case caseID = "case_id", state, outcome, shredded
+        }
+    }
+
+    /// `POST /v1/cases/{case_id}/close`: `{"outcome": "no_agreement" | "withdrawn"}`; shreds every note.
+    func closeCase(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorizeSomewhere(.closeCase)
+        let id = try self.caseID(context)
+        let body = try await request.jsonObject(self.configuration)
+        try body.onlyFields(["outcome"])
+        let outcomeName = try body.requireChoice("outcome", in: Set(ClosingOutcome.allCases.map(\.rawValue)))
+        let outcome = ClosingOutcome(rawValue: outcomeName)!
+        let summary = try await self.run { store throws(CaseVaultError) in try store.caseSummary(id) }
+        try context.authorize(.closeCase, scope: try await self.scope(summary, context))
+        let shredded = try await self.run { store throws(CaseVaultError) in try store.closeCase(id, outcome: outcome) }
+        return try JSONResponse.make(
+            Closed(caseID: id.rawValue, state: CaseState.closed.rawValue, outcome: outcomeName, shredded: shredded.map(\.rawValue))
+        )
+    }
+
+    /// `PUT /v1/cases/{case_id}/mediators`: `{"mediators": [user, …]}`, each on the roster.
+    func assignMediators(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.assignMediators)
+        let id = try self.caseID(context)
+        let body = try await request.jsonObject(self.configuration)
+        try body.onlyFields(["mediators"])
+        let mediators = try Users.uids(body, field: "mediators")
+        let summary = try await self.run { store throws(CaseVaultError) in
+            try Self.requireOnRoster(mediators, store)
+            try store.assignMediators(id, mediators)
+            return try store.caseSummary(id)
+        }
+        return try JSONResponse.make(CaseView(summary))
+    }
+
+    static func requireOnRoster(_ uids: [UInt32], _ store: RecordStore) throws(CaseVaultError) {
+        for uid in uids where try !store.isOnRoster(uid) {
+            throw CaseVaultError(
+                .notOnRoster, "\(Users.name(uid)) is not on the mediator roster; the director adds mediators with PUT /v1/roster/mediators/{user}",
+                field: "mediators"
+            )
+        }
+    }
+}

@@ -1,0 +1,85 @@
+internal import CaseVaultCore
+internal import CaseVaultStore
+internal import Foundation
+internal import Hummingbird
+internal import Logging
+internal import NIOCore
+
+/// Records: read one with its content, shred one now.
+extension Routes {
+    /// Why a record is shredded on request: a fixed vocabulary, so that no free text (which could carry
+    /// content) reaches a log line or, later, a destruction certificate.
+    static let shredReasons: Set<String> = ["filed_in_error", "participant_request", "policy"]
+
+    /// `GET /v1/records/{record_id}`: the record and its decrypted content; 410 once shredded. A
+    /// disclosure's office is named by the category inside its sealed content, so a disclosure is opened
+    /// before the routed office is known, and its content is released only if the table allows it.
+    func readRecord(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorizeSomewhere(.readRecord, .readSessionNote, .readDisclosure)
+        let id = try self.recordID(context)
+        let metadata = try await self.run { store throws(CaseVaultError) in try store.metadata(id) }
+        guard metadata.type != .caseHeader else {
+            throw CaseVaultError(.notFound, "no record has this id; a case's participants are at /v1/cases/{case_id}/participants")
+        }
+        let summary = try await self.run { store throws(CaseVaultError) in try store.caseSummary(metadata.caseID) }
+        var scope = try await self.scope(summary, context)
+        let action = Action.reading(metadata.type)
+        if metadata.type != .disclosure {
+            try context.authorize(action, scope: scope)
+        } else {
+            try context.authorizeSomewhere(action)
+        }
+        var record = try await self.run { store throws(CaseVaultError) in try store.get(id) }
+        defer { record.content.withUnsafeMutableBytes { if let base = $0.baseAddress { memset(base, 0, $0.count) } } }
+        if metadata.type == .disclosure {
+            let category = JSONValue.parse(record.content)?.string("category")
+            scope.routedOffice = category.flatMap { self.configuration.offices[$0] }
+            try context.authorize(action, scope: scope)
+        }
+        return JSONResponse.raw(Self.recordBody(record))
+    }
+
+    /// The record's metadata with its content spliced in as it was stored (already a JSON object).
+    static func recordBody(_ record: CaseVaultCore.Record) -> ByteBuffer {
+        let metadata = record.metadata
+        var body = ByteBuffer()
+        body.reserveCapacity(record.content.count + 256)
+        body.writeString(#"{"record_id":"\#(metadata.id.rawValue)","case_id":"\#(metadata.caseID.rawValue)","#)
+        body.writeString(#""type":"\#(metadata.type.rawValue)","created_at":"\#(JSONResponse.time(metadata.createdAt))","#)
+        if let supersedes = metadata.supersedes {
+            body.writeString(#""supersedes":"\#(supersedes.rawValue)","#)
+        }
+        body.writeString(#""content":"#)
+        body.writeBytes(record.content)
+        body.writeString("}")
+        return body
+    }
+
+    struct Shredded: Encodable {
+        var recordID: String
+        var shredded: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case recordID = "record_id", shredded
+        }
+    }
+
+    /// `DELETE /v1/records/{record_id}` with `{"reason": …}`: shreds the record now (DESIGN §6).
+    func shredRecord(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorizeSomewhere(.shredRecord, .shredSessionNote)
+        let id = try self.recordID(context)
+        let body = try await request.jsonObject(self.configuration)
+        try body.onlyFields(["reason"])
+        let reason = try body.requireChoice("reason", in: Self.shredReasons)
+        let metadata = try await self.run { store throws(CaseVaultError) in try store.metadata(id) }
+        guard metadata.type != .caseHeader else {
+            throw CaseVaultError(.notFound, "no record has this id; check the id")
+        }
+        let summary = try await self.run { store throws(CaseVaultError) in try store.caseSummary(metadata.caseID) }
+        let action: Action = metadata.type == .sessionNote ? .shredSessionNote : .shredRecord
+        try context.authorize(action, scope: try await self.scope(summary, context))
+        try await self.run { store throws(CaseVaultError) in try store.shred(id) }
+        context.logger.info("record shredded on request", metadata: ["record.id": "\(id)", "shred.reason": "\(reason)"])
+        return try JSONResponse.make(Shredded(recordID: id.rawValue, shredded: true))
+    }
+}

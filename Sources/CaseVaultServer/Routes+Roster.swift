@@ -1,0 +1,60 @@
+internal import CaseVaultCore
+internal import CaseVaultStore
+internal import Hummingbird
+
+/// The mediator roster, kept by the director at run time. Removing a mediator ends their access to every
+/// case at their next request: the scope of each request asks the roster.
+extension Routes {
+    struct RosterEntry: Encodable {
+        var user: String
+        var uid: UInt32
+
+        init(_ uid: UInt32) {
+            self.user = Users.name(uid)
+            self.uid = uid
+        }
+    }
+
+    struct Roster: Encodable {
+        var mediators: [RosterEntry]
+    }
+
+    func user(_ context: CaseVaultContext) throws(CaseVaultError) -> UInt32 {
+        try Users.uid(context.parameters.get("user") ?? "")
+    }
+
+    /// `GET /v1/roster/mediators`.
+    func listRoster(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.manageRoster)
+        let uids = try await self.run { store throws(CaseVaultError) in try store.roster() }
+        return try JSONResponse.make(Roster(mediators: uids.map(RosterEntry.init)))
+    }
+
+    /// `GET /v1/roster/mediators/{user}`: 404 when the user is not on the roster.
+    func readRosterEntry(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.manageRoster)
+        let uid = try self.user(context)
+        guard try await self.run({ store throws(CaseVaultError) in try store.isOnRoster(uid) }) else {
+            throw CaseVaultError(.notFound, "this user is not on the mediator roster")
+        }
+        return try JSONResponse.make(RosterEntry(uid))
+    }
+
+    /// `PUT /v1/roster/mediators/{user}`: 201 when added, 200 when already there.
+    func addToRoster(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.manageRoster)
+        let uid = try self.user(context)
+        let added = try await self.run { store throws(CaseVaultError) in try store.addToRoster(uid) }
+        return try JSONResponse.make(RosterEntry(uid), status: added ? .created : .ok)
+    }
+
+    /// `DELETE /v1/roster/mediators/{user}`: 204; 404 when the user was not on the roster.
+    func removeFromRoster(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.manageRoster)
+        let uid = try self.user(context)
+        guard try await self.run({ store throws(CaseVaultError) in try store.removeFromRoster(uid) }) else {
+            throw CaseVaultError(.notFound, "this user is not on the mediator roster")
+        }
+        return Response(status: .noContent)
+    }
+}

@@ -1,0 +1,106 @@
+public import CaseVaultCore
+internal import CaseVaultStore
+internal import Foundation
+public import Hummingbird
+internal import NIOCore
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
+/// The route handlers. Each names its action and asks the authorization table before it touches a case
+/// or a record; store calls run on the blocking pool.
+struct Routes: Sendable {
+    let store: RecordStore
+    let configuration: ServerConfiguration
+    let pool: BlockingPool
+
+    /// Runs a store call on the blocking pool.
+    func run<T: Sendable>(_ body: @escaping @Sendable (RecordStore) throws(CaseVaultError) -> T) async throws -> T {
+        let store = self.store
+        return try await self.pool.run { try body(store) }
+    }
+
+    /// What the caller is to `summary`'s case: an assigned mediator only while on the roster, so that
+    /// removing a mediator from the roster ends their access at their next request.
+    func scope(_ summary: CaseSummary, _ context: CaseVaultContext) async throws -> AccessScope {
+        guard context.roles.contains(.mediator), summary.mediators.contains(context.uid) else { return .none }
+        let uid = context.uid
+        return AccessScope(assignedMediator: try await self.run { store throws(CaseVaultError) in try store.isOnRoster(uid) })
+    }
+
+    /// The case named by the `case_id` path parameter.
+    func caseID(_ context: CaseVaultContext) throws(CaseVaultError) -> CaseID {
+        try CaseID(context.parameters.get("case_id") ?? "")
+    }
+
+    /// The record named by the `record_id` path parameter.
+    func recordID(_ context: CaseVaultContext) throws(CaseVaultError) -> RecordID {
+        try RecordID(context.parameters.get("record_id") ?? "")
+    }
+
+    // MARK: Open routes
+
+    struct Health: Encodable {
+        var status: String
+        var sealed: Bool
+    }
+
+    func health(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.health)
+        return try JSONResponse.make(Health(status: "ok", sealed: false))
+    }
+
+    struct WhoAmI: Encodable {
+        var uid: UInt32
+        var gid: UInt32
+        var groups: [UInt32]
+        var roles: [String]
+    }
+
+    func whoami(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.whoami)
+        let identity = context.identity!
+        return try JSONResponse.make(
+            WhoAmI(uid: identity.uid, gid: identity.gid, groups: identity.groups, roles: context.roles.sorted().map(\.description))
+        )
+    }
+
+    struct Status: Encodable {
+        var state: String
+        var sealed: Bool
+    }
+
+    func status(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.status)
+        return try JSONResponse.make(Status(state: "serving", sealed: false))
+    }
+}
+
+/// JSON responses with sorted keys and RFC 3339 times.
+enum JSONResponse {
+    static func make(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Self.raw(ByteBuffer(bytes: try encoder.encode(value)), status: status)
+    }
+
+    static func raw(_ body: ByteBuffer, status: HTTPResponse.Status = .ok) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: body))
+    }
+
+    /// Milliseconds since the epoch as `2026-11-22T10:00:00.000Z`.
+    static func time(_ milliseconds: Int64) -> String {
+        var seconds = time_t(milliseconds / 1000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(milliseconds % 1000), 3))Z"
+    }
+}
