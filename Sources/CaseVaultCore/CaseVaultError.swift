@@ -59,6 +59,10 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         case requestTimeout = "request-timeout"
         /// The daemon is at its configured number of connections.
         case overloaded = "overloaded"
+        /// The request line and header fields are larger than the configured limit.
+        case headerTooLarge = "header-too-large"
+        /// The request is not valid HTTP/1.1.
+        case malformedRequest = "malformed-request"
     }
 
     /// Where an error was raised, for operators reading logs.

@@ -1,6 +1,7 @@
 internal import CaseVaultCore
 internal import HTTPTypes
 internal import NIOCore
+internal import NIOHTTP1
 internal import NIOHTTPTypes
 internal import Synchronization
 
@@ -28,7 +29,9 @@ final class ConnectionLimiter: Sendable {
 }
 
 /// Admits a connection while the limiter has room. A connection over the limit has its first request
-/// answered at once with a 503 `overloaded` problem and is then closed; nothing reaches the routes.
+/// answered at once with a 503 `overloaded` problem and is then closed; nothing reaches the routes. A
+/// request the HTTP parser refuses (a head over `max_header_bytes`, broken syntax) is answered here too,
+/// as a problem, before the connection closes.
 final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -59,16 +62,44 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
             context.fireChannelRead(data)
             return
         }
-        guard case .head = self.unwrapInboundIn(data), !self.refused else { return }
+        guard case .head = self.unwrapInboundIn(data) else { return }
+        self.refuse(
+            context, status: .serviceUnavailable, code: "overloaded",
+            detail: "the daemon is serving its configured maximum of connections; retry shortly", retryAfter: true
+        )
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parserError = error as? HTTPParserError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        if case .headerOverflow = parserError {
+            self.refuse(
+                context, status: .requestHeaderFieldsTooLarge, code: "header-too-large",
+                detail: "the request line and header fields are larger than the configured limit"
+            )
+        } else {
+            self.refuse(context, status: .badRequest, code: "malformed-request", detail: "the request is not valid HTTP/1.1")
+        }
+    }
+
+    /// Answers with a problem and closes the connection; once per connection.
+    private func refuse(
+        _ context: ChannelHandlerContext, status: HTTPResponse.Status, code: String, detail: String, retryAfter: Bool = false
+    ) {
+        guard !self.refused else { return }
         self.refused = true
         let body = ByteBuffer(
-            string: #"{"detail":"the daemon is serving its configured maximum of connections; retry shortly","status":503,"title":"Service Unavailable","type":"urn:casevault:problem:overloaded"}"#
+            string: #"{"detail":"\#(detail)","status":\#(status.code),"title":"\#(status.reasonPhrase)","type":"urn:casevault:problem:\#(code)"}"#
         )
-        var head = HTTPResponse(status: .serviceUnavailable)
+        var head = HTTPResponse(status: status)
         head.headerFields[.contentType] = "application/problem+json"
         head.headerFields[.contentLength] = String(body.readableBytes)
         head.headerFields[.connection] = "close"
-        head.headerFields[.retryAfter] = "1"
+        if retryAfter {
+            head.headerFields[.retryAfter] = "1"
+        }
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
         context.write(self.wrapOutboundOut(.body(body)), promise: nil)
         context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in

@@ -31,6 +31,10 @@ struct Problem: Encodable {
             return .requestTimeout
         case .overloaded:
             return .serviceUnavailable
+        case .headerTooLarge:
+            return .requestHeaderFieldsTooLarge
+        case .malformedRequest:
+            return .badRequest
         case .forbiddenRecordType:
             return .unprocessableContent
         case .contentTooLarge:

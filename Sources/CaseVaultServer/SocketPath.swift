@@ -1,5 +1,5 @@
 public import CaseVaultCore
-internal import Dispatch
+internal import CDispatch  // declares `struct stat` in this build graph (MemberImportVisibility)
 
 #if canImport(Glibc)
 internal import Glibc

@@ -19,9 +19,18 @@ struct CaseVaultD: AsyncParsableCommand {
     @Option(help: "The configuration file (TOML; see Config/casevault.toml).")
     var config: String?
 
+    @Option(help: "The least severe log level written: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        guard Logger.Level(rawValue: self.logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+    }
+
     func run() async throws {
         var logger = Logger(label: "casevaultd")
-        logger.logLevel = .info
+        logger.logLevel = Logger.Level(rawValue: self.logLevel) ?? .info
         let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
         let configuration: DaemonConfiguration
         do {

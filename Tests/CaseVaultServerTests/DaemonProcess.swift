@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -9,15 +10,25 @@ final class DaemonProcess {
     static let clientsGroup: UInt32 = 3000
     let root: String
     let process = Process()
+    let ownsRoot: Bool
     var socket: String { self.root + "/run/casevault.sock" }
     var logPath: String { self.root + "/daemon.log" }
 
     /// Writes a configuration with `roles` (TOML lines) and starts the daemon; waits until the socket answers.
-    init(roles: String, socketGroup: UInt32? = DaemonProcess.clientsGroup, prepare: (String) throws -> Void = { _ in }) throws {
-        var template = Array((NSTemporaryDirectory() + "/casevault-daemon-XXXXXX").utf8CString)
-        let path = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        self.root = String(cString: path!)
-        chmod(self.root, 0o755)
+    init(
+        roles: String,
+        extra: String = "",
+        socketGroup: UInt32? = DaemonProcess.clientsGroup,
+        root existing: String? = nil,
+        prepare: (String) throws -> Void = { _ in }
+    ) throws {
+        if let existing {
+            self.root = existing
+            self.ownsRoot = false
+        } else {
+            self.root = Self.temporaryRoot()
+            self.ownsRoot = true
+        }
         let group = socketGroup.map { "socket_group = \"gid:\($0)\"" } ?? ""
         let configuration = """
             [store]
@@ -30,13 +41,18 @@ final class DaemonProcess {
             \(group)
             [roles]
             \(roles)
+            \(extra)
             """
         try configuration.write(toFile: self.root + "/casevault.toml", atomically: true, encoding: .utf8)
         try prepare(self.root)
         self.process.executableURL = URL(fileURLWithPath: Self.binary("casevaultd"))
-        self.process.arguments = ["--config", self.root + "/casevault.toml"]
-        FileManager.default.createFile(atPath: self.logPath, contents: nil)
+        // Trace level: the log-leak check then reads everything the daemon can say.
+        self.process.arguments = ["--config", self.root + "/casevault.toml", "--log-level", "trace"]
+        if !FileManager.default.fileExists(atPath: self.logPath) {
+            FileManager.default.createFile(atPath: self.logPath, contents: nil)
+        }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: self.logPath))
+        log.seekToEndOfFile()
         self.process.standardOutput = log
         self.process.standardError = log
         try self.process.run()
@@ -65,12 +81,30 @@ final class DaemonProcess {
         (try? String(contentsOfFile: self.logPath, encoding: .utf8)) ?? ""
     }
 
-    deinit {
+    /// A new directory for a daemon's files, world-traversable so that other uids reach the socket.
+    static func temporaryRoot() -> String {
+        var template = Array((NSTemporaryDirectory() + "/casevault-daemon-XXXXXX").utf8CString)
+        let path = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        let root = String(cString: path!)
+        chmod(root, 0o755)
+        return root
+    }
+
+    /// SIGKILL, as a crash would.
+    func crash() {
         if self.process.isRunning {
             kill(self.process.processIdentifier, SIGKILL)
-            self.process.waitUntilExit()
         }
-        try? FileManager.default.removeItem(atPath: self.root)
+        self.process.waitUntilExit()
+    }
+
+    deinit {
+        self.crash()
+        // Every test that starts a daemon sends the marker in its content and names; none may be logged.
+        LeakCheck.record(log: self.log)
+        if self.ownsRoot {
+            try? FileManager.default.removeItem(atPath: self.root)
+        }
     }
 
     static func binary(_ name: String) -> String {
@@ -108,9 +142,20 @@ enum Client {
         body: String? = nil,
         contentType: String = "application/json"
     ) throws -> Reply {
-        var arguments = ["-s", "-o", "-", "-w", "\n%{http_code} %{content_type}", "--unix-socket", daemon.socket, "-X", method]
+        var arguments = ["-s", "--path-as-is", "-o", "-", "-w", "\n%{http_code} %{content_type}", "--unix-socket", daemon.socket, "-X", method]
+        var bodyFile: String?
+        defer { bodyFile.map { _ = unlink($0) } }
         if let body {
-            arguments += ["-H", "Content-Type: \(contentType)", "--data-binary", body]
+            if body.utf8.count > 32_768 {
+                // Too long for an argument: hand it to curl in a file the peer can read.
+                let path = NSTemporaryDirectory() + "/casevault-body-\(UUID().uuidString)"
+                try body.write(toFile: path, atomically: false, encoding: .utf8)
+                chmod(path, 0o644)
+                bodyFile = path
+                arguments += ["-H", "Content-Type: \(contentType)", "--data-binary", "@" + path]
+            } else {
+                arguments += ["-H", "Content-Type: \(contentType)", "--data-binary", body]
+            }
         }
         arguments.append("http://casevault" + path)
         let process = Process()
@@ -137,5 +182,71 @@ enum Client {
             contentType: trailer.count > 1 ? String(trailer[1]) : "",
             body: Data(output[..<newline])
         )
+    }
+}
+
+/// The marker the tests put in every record's content and every participant's name and contact: the daemon's
+/// log must never contain it. Each daemon's log is searched when the daemon is dropped.
+enum LeakCheck {
+    static let marker = "QX7MARKERZK"
+
+    static func record(log: String) {
+        if log.contains(Self.marker) {
+            Issue.record("the daemon's log contains content or a participant's name:\n\(log)")
+        }
+    }
+}
+
+/// A raw connection to the socket, as the root test process: for what curl cannot do (hold a connection
+/// open, send a request by hand).
+final class UnixConnection {
+    let fd: Int32
+
+    init(path: String) throws {
+        self.fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
+        }
+        let connected = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(self.fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else {
+            close(self.fd)
+            throw CocoaError(.fileReadNoPermission)
+        }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(self.fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Sends `request` and reads until the peer closes, 5 s pass, or a whole response with a body arrived.
+    func exchange(_ request: String) throws -> String {
+        _ = Array(request.utf8).withUnsafeBytes { send(self.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var received = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = recv(self.fd, &buffer, buffer.count, 0)
+            if count <= 0 { break }
+            received += buffer[..<count]
+            let text = String(decoding: received, as: UTF8.self)
+            if let end = text.range(of: "\r\n\r\n"), let length = Self.contentLength(text[..<end.lowerBound]),
+                received.count >= text.utf8.distance(from: text.startIndex, to: end.upperBound) + length
+            {
+                break
+            }
+        }
+        return String(decoding: received, as: UTF8.self)
+    }
+
+    static func contentLength(_ head: Substring) -> Int? {
+        for line in head.split(separator: "\r\n") where line.lowercased().hasPrefix("content-length:") {
+            return Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces))
+        }
+        return nil
+    }
+
+    deinit {
+        close(self.fd)
     }
 }

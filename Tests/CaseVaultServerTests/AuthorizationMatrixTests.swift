@@ -1,0 +1,230 @@
+import Foundation
+import Testing
+
+/// Every route against every kind of caller (DESIGN §8): the expectations below are written from the design's
+/// role table, independently of the daemon's authorization table, and every refusal must be a 403 problem.
+@Suite("The authorization matrix", .enabled(if: isRoot, "acting as other uids needs root"), .serialized)
+struct AuthorizationMatrixTests {
+    enum Who: String, CaseIterable {
+        case director, mediator, otherCaseMediator, removedMediator, intake, submitter
+        case titleIX, equity, statistician, `operator`, nobody, root
+    }
+
+    static let peers: [Who: Peer] = [
+        .director: Peer(uid: 4001),
+        .mediator: Peer(uid: 4002),
+        .otherCaseMediator: Peer(uid: 4003),
+        .removedMediator: Peer(uid: 4004),
+        .intake: Peer(uid: 4005),
+        .submitter: Peer(uid: 4006),
+        .titleIX: Peer(uid: 4007, groups: [5002]),
+        .equity: Peer(uid: 4010, groups: [5003]),
+        .statistician: Peer(uid: 4008),
+        .operator: Peer(uid: 4009),
+        .nobody: Peer(uid: 4999),
+        .root: .root,
+    ]
+
+    static let roles = """
+        director = ["uid:4001"]
+        mediator = ["uid:4002", "uid:4003", "uid:4004"]
+        intake = ["uid:4005"]
+        submitter = ["uid:4006"]
+        "office:title-ix" = ["gid:5002"]
+        "office:equity" = ["gid:5003"]
+        statistician = ["uid:4008"]
+        operator = ["uid:4009"]
+        """
+
+    static let offices = """
+        [offices]
+        sexual_harassment = "title-ix"
+        discrimination = "equity"
+        """
+
+    /// Case A (mediators 4002 and 4004, 4004 then taken off the roster) with both agreements, a note, an
+    /// intake form and two disclosures; case B (mediator 4003).
+    struct Fixture {
+        var caseA: String
+        var caseB: String
+        var intake: String
+        var note: String
+        var harassment: String
+        var discrimination: String
+    }
+
+    static func fixture(_ daemon: DaemonProcess) throws -> Fixture {
+        let director = Self.peers[.director]!
+        for uid in [4002, 4003, 4004] {
+            try daemon.call("PUT", "/v1/roster/mediators/uid:\(uid)", as: director)
+        }
+        let caseA = try daemon.openCase(by: director, mediators: [4002, 4004])
+        let caseB = try daemon.openCase(by: director, mediators: [4003])
+        let mediator = Self.peers[.mediator]!
+        let intake = try daemon.file(caseA, Bodies.intake, as: director).string("record_id")
+        try daemon.file(caseA, Bodies.agreement("p1"), as: mediator)
+        try daemon.file(caseA, Bodies.agreement("p2", online: true), as: mediator)
+        let note = try daemon.file(caseA, Bodies.note, as: mediator).string("record_id")
+        let harassment = try daemon.file(caseA, Bodies.disclosure("sexual_harassment"), as: mediator).string("record_id")
+        let discrimination = try daemon.file(caseA, Bodies.disclosure("discrimination"), as: mediator).string("record_id")
+        try daemon.call("DELETE", "/v1/roster/mediators/uid:4004", as: director, expect: 204)
+        return Fixture(caseA: caseA, caseB: caseB, intake: intake, note: note, harassment: harassment, discrimination: discrimination)
+    }
+
+    struct Operation: Sendable {
+        var name: String
+        var method: String
+        var path: @Sendable (Fixture) -> String
+        var body: String?
+        /// Who DESIGN §8 lets do it.
+        var allowed: Set<Who>
+        /// Whether it changes state, so that an allowed call needs a fixture of its own.
+        var mutates: Bool
+    }
+
+    static let everyoneWithARole = Set(Who.allCases).subtracting([.nobody])
+
+    static let operations: [Operation] = [
+        Operation(name: "health", method: "GET", path: { _ in "/v1/health" }, allowed: Set(Who.allCases), mutates: false),
+        Operation(name: "whoami", method: "GET", path: { _ in "/v1/whoami" }, allowed: everyoneWithARole, mutates: false),
+        Operation(name: "status", method: "GET", path: { _ in "/v1/admin/status" }, allowed: [.operator, .root], mutates: false),
+        Operation(
+            name: "open a case", method: "POST", path: { _ in "/v1/cases" }, body: Bodies.openCase(mediators: [4002]),
+            allowed: [.director, .intake], mutates: true
+        ),
+        Operation(name: "read a case", method: "GET", path: { "/v1/cases/\($0.caseA)" }, allowed: [.director, .mediator], mutates: false),
+        Operation(
+            name: "read its participants", method: "GET", path: { "/v1/cases/\($0.caseA)/participants" },
+            allowed: [.director, .mediator], mutates: false
+        ),
+        Operation(
+            name: "file an intake form", method: "POST", path: { "/v1/cases/\($0.caseA)/records" }, body: Bodies.intake,
+            allowed: [.director, .intake, .mediator], mutates: true
+        ),
+        Operation(
+            name: "file an agreement", method: "POST", path: { "/v1/cases/\($0.caseA)/records" }, body: Bodies.agreement("p1"),
+            allowed: [.director, .mediator], mutates: true
+        ),
+        Operation(
+            name: "file a session note", method: "POST", path: { "/v1/cases/\($0.caseA)/records" }, body: Bodies.note,
+            allowed: [.mediator], mutates: true
+        ),
+        Operation(
+            name: "file a final agreement", method: "POST", path: { "/v1/cases/\($0.caseA)/records" }, body: Bodies.finalAgreement(),
+            allowed: [.director, .mediator], mutates: true
+        ),
+        Operation(
+            name: "file an evaluation", method: "POST", path: { "/v1/cases/\($0.caseA)/records" }, body: Bodies.evaluation,
+            allowed: [.director, .submitter, .mediator], mutates: true
+        ),
+        Operation(
+            name: "file a disclosure", method: "POST", path: { "/v1/cases/\($0.caseA)/records" },
+            body: Bodies.disclosure("intent_to_harm"), allowed: [.director, .mediator], mutates: true
+        ),
+        Operation(
+            name: "read an intake form", method: "GET", path: { "/v1/records/\($0.intake)" }, allowed: [.director, .mediator],
+            mutates: false
+        ),
+        Operation(name: "read a session note", method: "GET", path: { "/v1/records/\($0.note)" }, allowed: [.mediator], mutates: false),
+        Operation(
+            name: "read a harassment disclosure", method: "GET", path: { "/v1/records/\($0.harassment)" },
+            allowed: [.director, .titleIX], mutates: false
+        ),
+        Operation(
+            name: "read a discrimination disclosure", method: "GET", path: { "/v1/records/\($0.discrimination)" },
+            allowed: [.director, .equity], mutates: false
+        ),
+        Operation(
+            name: "shred an intake form", method: "DELETE", path: { "/v1/records/\($0.intake)" }, body: #"{"reason": "filed_in_error"}"#,
+            allowed: [.director], mutates: true
+        ),
+        Operation(
+            name: "shred a session note", method: "DELETE", path: { "/v1/records/\($0.note)" }, body: #"{"reason": "policy"}"#,
+            allowed: [.director, .mediator], mutates: true
+        ),
+        Operation(
+            name: "close a case", method: "POST", path: { "/v1/cases/\($0.caseA)/close" }, body: #"{"outcome": "withdrawn"}"#,
+            allowed: [.director, .mediator], mutates: true
+        ),
+        Operation(
+            name: "assign mediators", method: "PUT", path: { "/v1/cases/\($0.caseA)/mediators" }, body: #"{"mediators": ["uid:4003"]}"#,
+            allowed: [.director], mutates: true
+        ),
+        Operation(name: "list the roster", method: "GET", path: { _ in "/v1/roster/mediators" }, allowed: [.director], mutates: false),
+        Operation(
+            name: "read a roster entry", method: "GET", path: { _ in "/v1/roster/mediators/uid:4002" }, allowed: [.director],
+            mutates: false
+        ),
+        Operation(
+            name: "add to the roster", method: "PUT", path: { _ in "/v1/roster/mediators/uid:4100" }, allowed: [.director],
+            mutates: true
+        ),
+        Operation(
+            name: "remove from the roster", method: "DELETE", path: { _ in "/v1/roster/mediators/uid:4002" }, allowed: [.director],
+            mutates: true
+        ),
+    ]
+
+    @Test("every route against every caller: allowed exactly as DESIGN §8 says, every refusal a 403 problem")
+    func matrix() throws {
+        let daemon = try DaemonProcess(roles: Self.roles, extra: Self.offices)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let shared = try Self.fixture(daemon)
+        var allowedCount = 0
+        for operation in Self.operations {
+            for who in Who.allCases {
+                let expected = operation.allowed.contains(who)
+                // An allowed change gets a fixture of its own, so that later checks see the shared one intact.
+                let fixture = expected && operation.mutates ? try Self.fixture(daemon) : shared
+                let reply = try Client.request(daemon, operation.method, operation.path(fixture), as: Self.peers[who]!, body: operation.body)
+                let text = String(decoding: reply.body, as: UTF8.self)
+                if expected {
+                    allowedCount += 1
+                    #expect((200..<300).contains(reply.status), "\(who.rawValue) should be allowed to \(operation.name): \(reply.status) \(text)")
+                } else {
+                    #expect(reply.status == 403, "\(who.rawValue) must not \(operation.name): got \(reply.status) \(text)")
+                    #expect(reply.isProblem && reply.problemType == "forbidden", "\(who.rawValue) / \(operation.name): \(text)")
+                }
+            }
+        }
+        #expect(allowedCount == Self.operations.map(\.allowed.count).reduce(0, +))
+        // The routes under test are every route the server has (attachments aside, which have their own tests).
+        let tested = Set(Self.operations.map { "\($0.method) \(Self.template($0.path(shared), shared))" })
+        #expect(tested == Set(DocumentedRoutes.server.map(\.description)), "a route is missing from the matrix")
+        #expect(daemon.stop() == 0)
+    }
+
+    /// The route template of a concrete path.
+    static func template(_ path: String, _ fixture: Fixture) -> String {
+        var path = path
+        for id in [fixture.caseA, fixture.caseB] { path = path.replacingOccurrences(of: id, with: "{case_id}") }
+        for id in [fixture.intake, fixture.note, fixture.harassment, fixture.discrimination] {
+            path = path.replacingOccurrences(of: id, with: "{record_id}")
+        }
+        return path.replacingOccurrences(of: "uid:4002", with: "{user}").replacingOccurrences(of: "uid:4100", with: "{user}")
+    }
+
+    @Test("removing a mediator from the roster ends their access at their next request")
+    func rosterRemovalEndsAccess() throws {
+        let daemon = try DaemonProcess(roles: Self.roles, extra: Self.offices)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let director = Self.peers[.director]!
+        let mediator = Self.peers[.mediator]!
+        try daemon.call("PUT", "/v1/roster/mediators/uid:4002", as: director, expect: 201)
+        let caseID = try daemon.openCase(by: director, mediators: [4002])
+        try daemon.call("GET", "/v1/cases/\(caseID)", as: mediator, expect: 200)
+        try daemon.call("DELETE", "/v1/roster/mediators/uid:4002", as: director, expect: 204)
+        let refused = try daemon.call("GET", "/v1/cases/\(caseID)", as: mediator, expect: 403)
+        #expect(refused.problemType == "forbidden")
+        try daemon.file(caseID, Bodies.intake, as: mediator, expect: 403)
+        // Back on the roster: access returns, since the case still names them.
+        try daemon.call("PUT", "/v1/roster/mediators/uid:4002", as: director, expect: 201)
+        try daemon.call("GET", "/v1/cases/\(caseID)", as: mediator, expect: 200)
+        // Assigning someone who is not on the roster is refused.
+        let notOnRoster = try daemon.call(
+            "PUT", "/v1/cases/\(caseID)/mediators", as: director, body: #"{"mediators": ["uid:4003"]}"#, expect: 409
+        )
+        #expect(notOnRoster.problemType == "not-on-roster")
+        #expect(daemon.stop() == 0)
+    }
+}

@@ -1,0 +1,105 @@
+import Foundation
+import Testing
+
+/// Bad requests get a 4xx problem and change nothing: the data directory is byte for byte the same after
+/// all of them (SQLite's shared-memory index aside, which readers write by design).
+@Suite("Bad requests", .enabled(if: isRoot, "acting as other uids needs root"), .serialized)
+struct BadRequestTests {
+    static let director = Peer(uid: 4001)
+    static let mediator = Peer(uid: 4002)
+
+    static func snapshot(_ directory: String) -> [String: Data] {
+        var files: [String: Data] = [:]
+        let enumerator = FileManager.default.enumerator(atPath: directory)
+        while let name = enumerator?.nextObject() as? String {
+            let path = directory + "/" + name
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue,
+                !name.hasSuffix("-shm")
+            else { continue }
+            files[name] = FileManager.default.contents(atPath: path)
+        }
+        return files
+    }
+
+    @Test("malformed, mistyped, oversized, too deep, bad ids, unknown routes, wrong methods: 4xx problems, nothing changed")
+    func badRequestsChangeNothing() throws {
+        let daemon = try DaemonProcess(roles: LifecycleOverSocketTests.roles)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let caseID = try LifecycleOverSocketTests.agreedCase(daemon)
+        let note = try daemon.file(caseID, Bodies.note, as: Self.mediator).string("record_id")
+        let records = "/v1/cases/\(caseID)/records"
+        let before = Self.snapshot(daemon.root + "/data")
+        #expect(!before.isEmpty)
+
+        let deep = String(repeating: "[", count: 40) + String(repeating: "]", count: 40)
+        let big = #"{"type": "session_note", "content": {"text": ""# + String(repeating: "a", count: 200_000) + #""}}"#
+        let cases: [(String, String, String, String?, String, Int, String)] = [
+            ("malformed JSON", "POST", records, #"{"type": "session_note", "content": "#, "application/json", 400, "malformed-content"),
+            ("not an object", "POST", records, "[1, 2]", "application/json", 400, "malformed-content"),
+            ("wrong content type", "POST", records, Bodies.note, "text/plain", 415, "unsupported-media-type"),
+            ("form content type", "POST", "/v1/cases", Bodies.openCase(mediators: []), "application/x-www-form-urlencoded", 415, "unsupported-media-type"),
+            ("unknown record type", "POST", records, #"{"type": "memo", "content": {"text": "x"}}"#, "application/json", 400, "unknown-record-type"),
+            ("recording", "POST", records, #"{"type": "recording", "content": {"text": "x"}}"#, "application/json", 422, "forbidden-record-type"),
+            ("missing type", "POST", records, #"{"content": {"text": "x"}}"#, "application/json", 400, "missing-field"),
+            ("missing content", "POST", records, #"{"type": "session_note"}"#, "application/json", 400, "missing-field"),
+            ("missing content field", "POST", records, #"{"type": "session_note", "content": {}}"#, "application/json", 400, "missing-field"),
+            ("unknown body field", "POST", records, #"{"type": "session_note", "content": {"text": "x"}, "extra": 1}"#, "application/json", 400, "invalid-field"),
+            ("missing participants", "POST", "/v1/cases", #"{"mediators": []}"#, "application/json", 400, "missing-field"),
+            ("one participant", "POST", "/v1/cases", Bodies.openCase(participants: 1, mediators: []), "application/json", 400, "invalid-field"),
+            ("oversized body", "POST", records, big, "application/json", 413, "content-too-large"),
+            ("deep nesting", "POST", records, #"{"type": "session_note", "content": {"text": \#(deep)}}"#, "application/json", 400, "nesting-too-deep"),
+            ("dot-dot id", "GET", "/v1/records/..%2F..%2Fetc%2Fpasswd", nil, "", 400, "invalid-identifier"),
+            ("dot-dot path", "GET", "/v1/records/../../etc/passwd", nil, "", 404, "route-not-found"),
+            ("NUL in id", "GET", "/v1/records/\(note.prefix(16))%00\(note.prefix(15))", nil, "", 400, "invalid-identifier"),
+            ("dot-dot case id", "POST", "/v1/cases/..%2F\(caseID.prefix(29))/records", Bodies.note, "application/json", 400, "invalid-identifier"),
+            ("dot-dot supersedes", "POST", records, #"{"type": "session_note", "supersedes": "../../x", "content": {"text": "x"}}"#, "application/json", 400, "invalid-identifier"),
+            ("unknown case", "POST", "/v1/cases/\(String(repeating: "0", count: 32))/records", Bodies.note, "application/json", 404, "not-found"),
+            ("unknown record", "GET", "/v1/records/\(String(repeating: "a", count: 32))", nil, "", 404, "not-found"),
+            ("unknown route", "GET", "/v1/nothing/here", nil, "", 404, "route-not-found"),
+            ("wrong method", "PATCH", records, Bodies.note, "application/json", 405, "method-not-allowed"),
+            ("wrong method on a record", "PUT", "/v1/records/\(note)", Bodies.note, "application/json", 405, "method-not-allowed"),
+            ("bad shred reason", "DELETE", "/v1/records/\(note)", #"{"reason": "because"}"#, "application/json", 400, "invalid-field"),
+            ("unknown user", "PUT", "/v1/roster/mediators/no-such-user-here", nil, "", 400, "invalid-identifier"),
+        ]
+        for (name, method, path, body, type, status, problem) in cases {
+            let peer = path.contains("roster") || path == "/v1/cases" ? Self.director : Self.mediator
+            let reply = try Client.request(daemon, method, path, as: peer, body: body, contentType: type)
+            let text = String(decoding: reply.body, as: UTF8.self)
+            #expect(reply.status == status, "\(name): \(reply.status) \(text)")
+            #expect(reply.isProblem && reply.problemType == problem, "\(name): \(text)")
+            #expect(!text.contains(LeakCheck.marker), "\(name): the problem repeats content")
+        }
+        #expect(Self.snapshot(daemon.root + "/data") == before, "a bad request changed the data directory")
+        #expect(try daemon.records(caseID, type: "session_note", as: Self.mediator) == [note])
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("a request head over the limit is refused; the connection limit answers 503 overloaded at once")
+    func limits() throws {
+        let daemon = try DaemonProcess(
+            roles: LifecycleOverSocketTests.roles, extra: "", prepare: { root in
+                var text = try String(contentsOfFile: root + "/casevault.toml", encoding: .utf8)
+                text = text.replacingOccurrences(of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\nmax_connections = 2\nmax_header_bytes = 2048")
+                try text.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
+            }
+        )
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        // A head over max_header_bytes: 431, as a problem.
+        let big = try UnixConnection(path: daemon.socket)
+        let refused = try big.exchange("GET /v1/health HTTP/1.1\r\nHost: casevault\r\nX-Big: \(String(repeating: "a", count: 4000))\r\n\r\n")
+        #expect(refused.hasPrefix("HTTP/1.1 431"), "\(refused)")
+        #expect(refused.contains("urn:casevault:problem:header-too-large"))
+        // Two kept-alive connections take both places; the third is answered 503 at once.
+        let holders = try (0..<2).map { _ in try UnixConnection(path: daemon.socket) }
+        for holder in holders {
+            #expect(try holder.exchange("GET /v1/health HTTP/1.1\r\nHost: casevault\r\n\r\n").hasPrefix("HTTP/1.1 200"))
+        }
+        let third = try UnixConnection(path: daemon.socket)
+        let reply = try third.exchange("GET /v1/health HTTP/1.1\r\nHost: casevault\r\n\r\n")
+        #expect(reply.hasPrefix("HTTP/1.1 503"), "\(reply)")
+        #expect(reply.contains("urn:casevault:problem:overloaded"))
+        _ = holders
+        #expect(daemon.stop() == 0)
+    }
+}
