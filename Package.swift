@@ -11,6 +11,7 @@ let package = Package(
     name: "casevault",
     products: [
         .executable(name: "casevaultd", targets: ["casevaultd"]),
+        .executable(name: "casevaultctl", targets: ["casevaultctl"]),
         .library(name: "CaseVaultStore", targets: ["CaseVaultStore"]),
     ],
     dependencies: [
@@ -22,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // Layer 1: libsodium and the only Swift code that calls it.
@@ -97,6 +99,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The operator's CLI: talks to the daemon over the same socket as every client.
+        .executableTarget(
+            name: "casevaultctl",
+            dependencies: [
+                "CaseVaultDaemon",
+                "CaseVaultServer",
+                "CaseVaultCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Test helper: a writer process that tests kill with SIGKILL.
         .executableTarget(
             name: "casevault-torture",
@@ -137,7 +154,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CaseVaultServerTests",
-            dependencies: ["casevaultd", "CaseVaultCore", "CaseVaultServer"],
+            dependencies: ["casevaultd", "casevaultctl", "CaseVaultCore", "CaseVaultServer"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

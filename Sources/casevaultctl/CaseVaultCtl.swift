@@ -1,0 +1,132 @@
+// casevaultctl: the operator's client for casevaultd.
+import ArgumentParser
+import CaseVaultCore
+import CaseVaultDaemon
+import CaseVaultServer
+import Foundation
+
+@main
+struct CaseVaultCtl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "casevaultctl",
+        abstract: "Talk to casevaultd over its Unix socket.",
+        discussion: """
+            The daemon knows you by your Unix user and groups (SO_PEERCRED); there is nothing to log in to.
+
+            Exit codes:
+              0   done
+              1   the daemon answered with an error (its problem code and detail are printed)
+              64  bad command line
+              69  the daemon cannot be reached on the socket
+              77  the daemon refused: your user holds no role that allows this
+              78  the configuration file cannot be read
+            """,
+        subcommands: [Status.self, WhoAmI.self]
+    )
+}
+
+/// Options every command takes.
+struct Connection: ParsableArguments {
+    @Option(help: "The daemon's socket. Default: server.socket_path of --config.")
+    var socket: String?
+
+    @Option(help: "The configuration that names the socket.")
+    var config: String = "Config/casevault.toml"
+
+    @Flag(help: "Print one JSON document instead of a table.")
+    var json = false
+
+    func client() throws(CLIError) -> DaemonClient {
+        if let socket {
+            return DaemonClient(socketPath: socket)
+        }
+        do {
+            let configuration = try DaemonConfiguration.load(path: self.config)
+            let base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
+            return DaemonClient(socketPath: try configuration.serverConfiguration(relativeTo: base).socketPath)
+        } catch {
+            throw CLIError.configuration("\(error.message) (or name the socket with --socket)")
+        }
+    }
+}
+
+/// Runs a command body, turning its errors into a message on stderr and the documented exit code.
+func runReporting(_ body: () async throws(CLIError) -> Void) async throws {
+    do {
+        try await body()
+    } catch {
+        FileHandle.standardError.write(Data("casevaultctl: \(error.message)\n".utf8))
+        throw ExitCode(error.exitCode)
+    }
+}
+
+/// Prints `rows` as aligned `key  value` lines, or `document` as JSON.
+func output(json: Bool, document: [String: Any], rows: [(String, String)]) {
+    if json {
+        let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])) ?? Data("{}".utf8)
+        print(String(decoding: data, as: UTF8.self))
+        return
+    }
+    let width = rows.map(\.0.count).max() ?? 0
+    for (key, value) in rows {
+        print(key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value)
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The daemon's health and state (the state needs the operator role)."
+    )
+
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        try await runReporting { () throws(CLIError) in
+            let client = try self.connection.client()
+            let health = try await client.get("/v1/health")
+            guard health.status == 200 else { throw CLIError.from(health) }
+            let status = try await client.get("/v1/admin/status")
+            guard status.status == 200 else { throw CLIError.from(status) }
+            let sealed = (status.json["sealed"] as? Bool) ?? true
+            output(
+                json: self.connection.json,
+                document: ["socket": client.socketPath, "health": health.json["status"] ?? "", "state": status.json["state"] ?? "", "sealed": sealed],
+                rows: [
+                    ("socket", client.socketPath),
+                    ("health", health.json["status"] as? String ?? "?"),
+                    ("state", status.json["state"] as? String ?? "?"),
+                    ("sealed", sealed ? "yes" : "no"),
+                ]
+            )
+        }
+    }
+}
+
+struct WhoAmI: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "whoami",
+        abstract: "Who the daemon sees on your end of the socket: uid, groups and roles."
+    )
+
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        try await runReporting { () throws(CLIError) in
+            let client = try self.connection.client()
+            let reply = try await client.get("/v1/whoami")
+            guard reply.status == 200 else { throw CLIError.from(reply) }
+            let roles = reply.json["roles"] as? [String] ?? []
+            let groups = (reply.json["groups"] as? [Int] ?? []).map(String.init)
+            output(
+                json: self.connection.json,
+                document: reply.json,
+                rows: [
+                    ("uid", "\(reply.json["uid"] as? Int ?? -1)"),
+                    ("gid", "\(reply.json["gid"] as? Int ?? -1)"),
+                    ("groups", groups.isEmpty ? "-" : groups.joined(separator: ", ")),
+                    ("roles", roles.isEmpty ? "none" : roles.joined(separator: ", ")),
+                ]
+            )
+        }
+    }
+}

@@ -1,0 +1,88 @@
+internal import AsyncHTTPClient
+internal import Foundation
+#if canImport(Glibc)
+internal import Glibc
+#endif
+internal import NIOCore
+internal import NIOHTTP1
+internal import NIOFoundationCompat
+
+/// One request to the daemon over its Unix socket, through AsyncHTTPClient's `http+unix` URLs.
+struct DaemonClient {
+    let socketPath: String
+
+    struct Reply {
+        var status: Int
+        var body: Data
+
+        var json: [String: Any] {
+            (try? JSONSerialization.jsonObject(with: self.body)) as? [String: Any] ?? [:]
+        }
+
+        /// The problem's stable code, for a problem+json reply.
+        var problemCode: String? {
+            (self.json["type"] as? String).map { $0.replacingOccurrences(of: "urn:casevault:problem:", with: "") }
+        }
+    }
+
+    func get(_ path: String) async throws(CLIError) -> Reply {
+        // AsyncHTTPClient retries a failed connect until the request's deadline; a missing or forbidden
+        // socket is told at once instead.
+        var info = stat()
+        guard stat(self.socketPath, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK else {
+            throw CLIError.unreachable("no casevaultd socket at \(self.socketPath): is the daemon running?")
+        }
+        guard access(self.socketPath, W_OK) == 0 else {
+            throw CLIError.unreachable("this user may not open \(self.socketPath); it must be in the socket's group")
+        }
+        guard let url = URL(httpURLWithSocketPath: self.socketPath, uri: path) else {
+            throw CLIError.unreachable("the socket path \(self.socketPath) cannot be used in a URL")
+        }
+        do {
+            let request = HTTPClientRequest(url: url.absoluteString)
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+            let body = try await response.body.collect(upTo: 16 << 20)
+            return Reply(status: Int(response.status.code), body: Data(buffer: body))
+        } catch {
+            throw CLIError.unreachable(
+                "cannot reach casevaultd on \(self.socketPath): is it running, and may this user open the socket? (\(error))"
+            )
+        }
+    }
+}
+
+/// What can go wrong, each with its exit code (sysexits(3), as OpenSSH's tools use them).
+enum CLIError: Error {
+    /// The socket could not be reached (EX_UNAVAILABLE).
+    case unreachable(String)
+    /// The daemon refused the caller (EX_NOPERM).
+    case forbidden(String)
+    /// The daemon answered with another problem (1).
+    case problem(String)
+    /// The configuration could not be read (EX_CONFIG).
+    case configuration(String)
+
+    var exitCode: Int32 {
+        switch self {
+        case .unreachable: return 69
+        case .forbidden: return 77
+        case .problem: return 1
+        case .configuration: return 78
+        }
+    }
+
+    var message: String {
+        switch self {
+        case .unreachable(let text), .forbidden(let text), .problem(let text), .configuration(let text): return text
+        }
+    }
+
+    /// The error a problem reply stands for.
+    static func from(_ reply: DaemonClient.Reply) -> CLIError {
+        let detail = reply.json["detail"] as? String ?? "HTTP \(reply.status)"
+        if reply.status == 403 {
+            return .forbidden("refused: \(detail)")
+        }
+        return .problem("\(reply.problemCode ?? "error"): \(detail)")
+    }
+}

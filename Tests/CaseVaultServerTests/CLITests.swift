@@ -1,0 +1,44 @@
+import Foundation
+import Testing
+
+/// `casevaultctl` against a real daemon, as different users: output and exit codes.
+@Suite("casevaultctl", .enabled(if: isRoot, "acting as other uids needs root"), .serialized)
+struct CLITests {
+    /// Runs casevaultctl as `peer`; returns its exit code and standard output.
+    static func ctl(_ arguments: [String], as peer: Peer) throws -> (Int32, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        let groups = peer.groups.isEmpty ? ["--clear-groups"] : ["--groups", peer.groups.map(String.init).joined(separator: ",")]
+        process.arguments = ["--reuid", "\(peer.uid)", "--regid", "\(peer.gid)"] + groups + [DaemonProcess.binary("casevaultctl")] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+    }
+
+    @Test("whoami and status: a table or JSON; exit 77 when refused, 69 when the socket cannot be reached")
+    func whoamiAndStatus() throws {
+        let daemon = try DaemonProcess(roles: #"director = ["uid:4001"]"#)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let socket = ["--socket", daemon.socket]
+
+        let (code, text) = try Self.ctl(["whoami", "--json"] + socket, as: Peer(uid: 4001))
+        #expect(code == 0)
+        let document = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
+        #expect(document?["uid"] as? Int == 4001 && document?["roles"] as? [String] == ["director"], "\(text)")
+
+        let (tableCode, table) = try Self.ctl(["whoami"] + socket, as: Peer(uid: 4001))
+        #expect(tableCode == 0 && table.contains("roles") && table.contains("director"), "\(table)")
+
+        #expect(try Self.ctl(["whoami"] + socket, as: Peer(uid: 4999)).0 == 77, "no role: refused")
+        #expect(try Self.ctl(["status"] + socket, as: Peer(uid: 4001)).0 == 77, "a director is not an operator")
+        let (statusCode, status) = try Self.ctl(["status", "--json"] + socket, as: Peer(uid: 0, gid: 0, groups: [0]))
+        #expect(statusCode == 0 && status.contains(#""state":"serving""#), "\(status)")
+        #expect(try Self.ctl(["status", "--socket", daemon.root + "/missing.sock"], as: Peer(uid: 4001)).0 == 69)
+        #expect(try Self.ctl(["status", "--config", daemon.root + "/missing.toml"], as: Peer(uid: 4001)).0 == 78)
+        #expect(daemon.stop() == 0)
+    }
+}
