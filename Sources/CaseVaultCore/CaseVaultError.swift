@@ -63,6 +63,8 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         case headerTooLarge = "header-too-large"
         /// The request is not valid HTTP/1.1.
         case malformedRequest = "malformed-request"
+        /// The record already has its attachment; records and their attachments are immutable.
+        case attachmentExists = "attachment-exists"
     }
 
     /// Where an error was raised, for operators reading logs.

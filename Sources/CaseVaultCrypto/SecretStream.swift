@@ -47,8 +47,8 @@ public enum SecretStream {
             self.header = header
         }
 
-        /// Encrypts one chunk; the result is `chunk.count + chunkOverhead` bytes.
-        public func push(_ chunk: some CryptoBytes, isFinal: Bool) -> [UInt8] {
+        /// Encrypts one chunk, bound to `associatedData`; the result is `chunk.count + chunkOverhead` bytes.
+        public func push(_ chunk: some CryptoBytes, associatedData: [UInt8] = [], isFinal: Bool) -> [UInt8] {
             precondition(!self.finished, "secretstream: push after the final chunk")
             self.finished = isFinal
             let tag = UInt8(
@@ -59,7 +59,7 @@ public enum SecretStream {
                 var output = [UInt8](repeating: 0, count: message.count + SecretStream.chunkOverhead)
                 _ = crypto_secretstream_xchacha20poly1305_push(
                     state.pointer, &output, nil,
-                    message.u8, UInt64(message.count), nil, 0, tag
+                    message.u8, UInt64(message.count), associatedData, UInt64(associatedData.count), tag
                 )
                 return output
             }
@@ -90,8 +90,9 @@ public enum SecretStream {
             guard status == 0 else { throw .authenticationFailed }
         }
 
-        /// Decrypts the next chunk. A chunk after the final one, or one that does not authenticate, throws.
-        public func pull(_ chunk: some CryptoBytes) throws(CryptoError) -> [UInt8] {
+        /// Decrypts the next chunk, which must have been pushed with the same `associatedData`. A chunk after
+        /// the final one, or one that does not authenticate, throws.
+        public func pull(_ chunk: some CryptoBytes, associatedData: [UInt8] = []) throws(CryptoError) -> [UInt8] {
             guard !self.isFinished else { throw .authenticationFailed }
             let state = self.state
             var tag: UInt8 = 0
@@ -100,7 +101,7 @@ public enum SecretStream {
                 var output = [UInt8](repeating: 0, count: sealed.count - SecretStream.chunkOverhead)
                 let status = crypto_secretstream_xchacha20poly1305_pull(
                     state.pointer, &output, nil, &tag,
-                    sealed.u8, UInt64(sealed.count), nil, 0
+                    sealed.u8, UInt64(sealed.count), associatedData, UInt64(associatedData.count)
                 )
                 return status == 0 ? output : nil
             }

@@ -28,6 +28,8 @@ public enum API {
         (Route(method: .put, path: "/v1/cases/{case_id}/mediators"), { routes in routes.assignMediators }),
         (Route(method: .get, path: "/v1/records/{record_id}"), { routes in routes.readRecord }),
         (Route(method: .delete, path: "/v1/records/{record_id}"), { routes in routes.shredRecord }),
+        (Route(method: .put, path: "/v1/records/{record_id}/attachment"), { routes in routes.putAttachment }),
+        (Route(method: .get, path: "/v1/records/{record_id}/attachment"), { routes in routes.getAttachment }),
         (Route(method: .get, path: "/v1/roster/mediators"), { routes in routes.listRoster }),
         (Route(method: .get, path: "/v1/roster/mediators/{user}"), { routes in routes.readRosterEntry }),
         (Route(method: .put, path: "/v1/roster/mediators/{user}"), { routes in routes.addToRoster }),

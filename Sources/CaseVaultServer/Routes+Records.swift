@@ -15,8 +15,16 @@ extension Routes {
     /// disclosure's office is named by the category inside its sealed content, so a disclosure is opened
     /// before the routed office is known, and its content is released only if the table allows it.
     func readRecord(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorizeSomewhere(.readRecord, .readSessionNote, .readDisclosure)
         let id = try self.recordID(context)
+        var record = try await self.authorizeReading(id, context)
+        defer { record.content.withUnsafeMutableBytes { if let base = $0.baseAddress { memset(base, 0, $0.count) } } }
+        return JSONResponse.raw(Self.recordBody(record))
+    }
+
+    /// Checks that the caller may read record `id` and returns it, opened. Used by the record and its
+    /// attachment alike.
+    func authorizeReading(_ id: RecordID, _ context: CaseVaultContext) async throws -> CaseVaultCore.Record {
+        try context.authorizeSomewhere(.readRecord, .readSessionNote, .readDisclosure)
         let metadata = try await self.run { store throws(CaseVaultError) in try store.metadata(id) }
         guard metadata.type != .caseHeader else {
             throw CaseVaultError(.notFound, "no record has this id; a case's participants are at /v1/cases/{case_id}/participants")
@@ -24,19 +32,21 @@ extension Routes {
         let summary = try await self.run { store throws(CaseVaultError) in try store.caseSummary(metadata.caseID) }
         var scope = try await self.scope(summary, context)
         let action = Action.reading(metadata.type)
-        if metadata.type != .disclosure {
+        guard metadata.type == .disclosure else {
             try context.authorize(action, scope: scope)
-        } else {
-            try context.authorizeSomewhere(action)
+            return try await self.run { store throws(CaseVaultError) in try store.get(id) }
         }
+        try context.authorizeSomewhere(action)
         var record = try await self.run { store throws(CaseVaultError) in try store.get(id) }
-        defer { record.content.withUnsafeMutableBytes { if let base = $0.baseAddress { memset(base, 0, $0.count) } } }
-        if metadata.type == .disclosure {
-            let category = JSONValue.parse(record.content)?.string("category")
-            scope.routedOffice = category.flatMap { self.configuration.offices[$0] }
+        let category = JSONValue.parse(record.content)?.string("category")
+        scope.routedOffice = category.flatMap { self.configuration.offices[$0] }
+        do {
             try context.authorize(action, scope: scope)
+        } catch {
+            record.content.withUnsafeMutableBytes { if let base = $0.baseAddress { memset(base, 0, $0.count) } }
+            throw error
         }
-        return JSONResponse.raw(Self.recordBody(record))
+        return record
     }
 
     /// The record's metadata with its content spliced in as it was stored (already a JSON object).

@@ -11,6 +11,7 @@ struct DataDirectory: Sendable {
     var indexPath: String { self.path + "/index.sqlite" }
     var slotsPath: String { self.path + "/keyslots" }
     var segmentsPath: String { self.path + "/segments" }
+    var attachmentsPath: String { self.path + "/attachments" }
 
     /// Creates the directory (0700) if it is missing, then checks ownership and mode.
     static func prepare(path: String) throws(CaseVaultError) -> DataDirectory {

@@ -54,6 +54,7 @@ extension RecordStore {
                     try self.segments.overwrite(row.location)
                 }
                 try self.segments.flush(Set(rows.map(\.location.segment)))
+                try self.removeAttachments(rows.map(\.metadata.id))
                 self.observe(.shredAfterCiphertextOverwrite)
             case .removeFromIndex:
                 let shreddedAt = Self.now()

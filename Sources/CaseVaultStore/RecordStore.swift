@@ -51,6 +51,8 @@ public final class RecordStore: Sendable {
         // Make the names of files created above durable (SQLite syncs its own journal's directory entry).
         try DataDirectory.flushDirectory(directory.path)
         let segments = try Segments(path: directory.segmentsPath, maxBytes: configuration.maxSegmentBytes)
+        try DataDirectory.makeDirectory(directory.attachmentsPath, createParents: false)
+        try DataDirectory.flushDirectory(directory.path)
         let (state, epoch) = try index.read { db in
             let free = try Int64.fetchAll(db, sql: "SELECT slot FROM free_slots ORDER BY slot DESC")
             let state = WriterState(

@@ -48,6 +48,8 @@ struct AuthorizationMatrixTests {
         var caseA: String
         var caseB: String
         var intake: String
+        /// A second intake form, without an attachment.
+        var bare: String
         var note: String
         var harassment: String
         var discrimination: String
@@ -62,13 +64,15 @@ struct AuthorizationMatrixTests {
         let caseB = try daemon.openCase(by: director, mediators: [4003])
         let mediator = Self.peers[.mediator]!
         let intake = try daemon.file(caseA, Bodies.intake, as: director).string("record_id")
+        try daemon.call("PUT", "/v1/records/\(intake)/attachment", as: director, body: #"{"scan": "\#(LeakCheck.marker)"}"#, expect: 201)
+        let bare = try daemon.file(caseA, Bodies.intake, as: director).string("record_id")
         try daemon.file(caseA, Bodies.agreement("p1"), as: mediator)
         try daemon.file(caseA, Bodies.agreement("p2", online: true), as: mediator)
         let note = try daemon.file(caseA, Bodies.note, as: mediator).string("record_id")
         let harassment = try daemon.file(caseA, Bodies.disclosure("sexual_harassment"), as: mediator).string("record_id")
         let discrimination = try daemon.file(caseA, Bodies.disclosure("discrimination"), as: mediator).string("record_id")
         try daemon.call("DELETE", "/v1/roster/mediators/uid:4004", as: director, expect: 204)
-        return Fixture(caseA: caseA, caseB: caseB, intake: intake, note: note, harassment: harassment, discrimination: discrimination)
+        return Fixture(caseA: caseA, caseB: caseB, intake: intake, bare: bare, note: note, harassment: harassment, discrimination: discrimination)
     }
 
     struct Operation: Sendable {
@@ -124,6 +128,14 @@ struct AuthorizationMatrixTests {
         Operation(
             name: "read an intake form", method: "GET", path: { "/v1/records/\($0.intake)" }, allowed: [.director, .mediator],
             mutates: false
+        ),
+        Operation(
+            name: "attach to an intake form", method: "PUT", path: { "/v1/records/\($0.bare)/attachment" }, body: #"{"scan": 1}"#,
+            allowed: [.director, .intake, .mediator], mutates: true
+        ),
+        Operation(
+            name: "read an intake form's attachment", method: "GET", path: { "/v1/records/\($0.intake)/attachment" },
+            allowed: [.director, .mediator], mutates: false
         ),
         Operation(name: "read a session note", method: "GET", path: { "/v1/records/\($0.note)" }, allowed: [.mediator], mutates: false),
         Operation(
@@ -188,7 +200,7 @@ struct AuthorizationMatrixTests {
             }
         }
         #expect(allowedCount == Self.operations.map(\.allowed.count).reduce(0, +))
-        // The routes under test are every route the server has (attachments aside, which have their own tests).
+        // The routes under test are every route the server has.
         let tested = Set(Self.operations.map { "\($0.method) \(Self.template($0.path(shared), shared))" })
         #expect(tested == Set(DocumentedRoutes.server.map(\.description)), "a route is missing from the matrix")
         #expect(daemon.stop() == 0)
@@ -198,7 +210,7 @@ struct AuthorizationMatrixTests {
     static func template(_ path: String, _ fixture: Fixture) -> String {
         var path = path
         for id in [fixture.caseA, fixture.caseB] { path = path.replacingOccurrences(of: id, with: "{case_id}") }
-        for id in [fixture.intake, fixture.note, fixture.harassment, fixture.discrimination] {
+        for id in [fixture.intake, fixture.bare, fixture.note, fixture.harassment, fixture.discrimination] {
             path = path.replacingOccurrences(of: id, with: "{record_id}")
         }
         return path.replacingOccurrences(of: "uid:4002", with: "{user}").replacingOccurrences(of: "uid:4100", with: "{user}")

@@ -1,0 +1,105 @@
+internal import CaseVaultCore
+internal import CaseVaultStore
+internal import Foundation
+internal import Hummingbird
+internal import Logging
+internal import NIOCore
+
+/// Attachments: streamed in and out through secretstream, one chunk in memory at a time.
+extension Routes {
+    struct Attached: Encodable {
+        var recordID: String
+        var mediaType: String
+        var size: Int64
+
+        enum CodingKeys: String, CodingKey {
+            case recordID = "record_id", mediaType = "media_type", size
+        }
+    }
+
+    /// `PUT /v1/records/{record_id}/attachment`: the body is the attachment, its Content-Type its media
+    /// type. Whoever may file the record may attach to it; once, since records are immutable.
+    func putAttachment(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorizeSomewhere(
+            .fileIntakeForm, .fileAgreement, .fileSessionNote, .fileFinalAgreement, .fileEvaluation, .fileDisclosure
+        )
+        let id = try self.recordID(context)
+        guard let mediaType = request.headers[.contentType], Self.isMediaType(mediaType) else {
+            throw CaseVaultError(
+                .unsupportedMediaType, "send the attachment's media type as its Content-Type, such as application/pdf"
+            )
+        }
+        let limit = self.configuration.maxAttachmentBytes
+        if let length = request.headers[.contentLength].flatMap(Int64.init), length > limit {
+            throw CaseVaultError(.contentTooLarge, "the attachment is larger than the configured limit of \(limit) bytes")
+        }
+        let metadata = try await self.run { store throws(CaseVaultError) in try store.metadata(id) }
+        guard metadata.type != .caseHeader else { throw CaseVaultError(.notFound, "no record has this id; check the id") }
+        let summary = try await self.run { store throws(CaseVaultError) in try store.caseSummary(metadata.caseID) }
+        try context.authorize(.filing(metadata.type), scope: try await self.scope(summary, context))
+        let upload = try await self.run { store throws(CaseVaultError) in
+            try store.beginAttachment(id, mediaType: mediaType, maxBytes: limit)
+        }
+        // Gather a few request buffers per hop to the blocking pool; the body arrives with backpressure, so
+        // memory stays at about one batch.
+        var batch = ByteBuffer()
+        for try await buffer in request.body {
+            var buffer = buffer
+            batch.writeBuffer(&buffer)
+            if batch.readableBytes >= 256 << 10 {
+                let full = batch
+                batch = ByteBuffer()
+                try await self.pool.run { try full.withUnsafeReadableBytes { bytes throws(CaseVaultError) in try upload.append(bytes) } }
+            }
+        }
+        let last = batch
+        try await self.pool.run {
+            try last.withUnsafeReadableBytes { bytes throws(CaseVaultError) in try upload.append(bytes) }
+            try upload.finish()
+        }
+        context.logger.info("attachment stored", metadata: ["record.id": "\(id)", "attachment.bytes": "\(upload.size)"])
+        return try JSONResponse.make(Attached(recordID: id.rawValue, mediaType: mediaType, size: upload.size), status: .created)
+    }
+
+    /// `GET /v1/records/{record_id}/attachment`: whoever may read the record. The first chunk is opened
+    /// before the status is sent, so a damaged attachment gets its problem; a chunk damaged further on cuts
+    /// the connection before any unauthenticated byte is sent.
+    func getAttachment(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        let id = try self.recordID(context)
+        var record = try await self.authorizeReading(id, context)
+        record.content.withUnsafeMutableBytes { if let base = $0.baseAddress { memset(base, 0, $0.count) } }
+        let download = try await self.run { store throws(CaseVaultError) in try store.openAttachment(id) }
+        let first = try await self.pool.run { try download.next() }
+        var headers = HTTPFields()
+        headers[.contentType] = download.mediaType
+        headers[.contentLength] = String(download.size)
+        let pool = self.pool
+        let logger = context.logger
+        return Response(
+            status: .ok,
+            headers: headers,
+            body: ResponseBody(contentLength: Int(download.size)) { writer in
+                var chunk = first
+                while let plaintext = chunk {
+                    try await writer.write(ByteBuffer(bytes: plaintext))
+                    do {
+                        chunk = try await pool.run { try download.next() }
+                    } catch let error as CaseVaultError {
+                        logger.error("attachment download cut off", metadata: ["record.id": "\(id)", "error.code": "\(error.code.rawValue)"])
+                        throw error
+                    }
+                }
+                try await writer.finish(nil)
+            }
+        )
+    }
+
+    /// `type/subtype` with optional parameters, printable ASCII, at most 200 bytes.
+    static func isMediaType(_ value: String) -> Bool {
+        let utf8 = value.utf8
+        guard utf8.count <= 200, utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7f }) else { return false }
+        let media = value.split(separator: ";", maxSplits: 1).first ?? ""
+        let parts = media.trimmingCharacters(in: .whitespaces).split(separator: "/")
+        return parts.count == 2 && parts.allSatisfy { !$0.isEmpty && !$0.contains(" ") }
+    }
+}

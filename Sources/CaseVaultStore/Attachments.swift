@@ -1,0 +1,268 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
+public import CaseVaultCore
+internal import CaseVaultCrypto
+internal import GRDB
+internal import Logging
+
+/// Attachments (a signed PDF scan): one per record, streamed in and out in chunks through libsodium's
+/// secretstream, so memory stays at one chunk whatever the size.
+///
+/// File `attachments/<record id>`: magic `CVATT001`, the 24-byte stream header, a 256-byte sealed message
+/// holding the media type, then 64 KiB chunks, the last one tagged final. The stream key is derived from
+/// the record's data key (crypto_kdf, context `cvattach`), so shredding the record's key slot erases the
+/// attachment too; every chunk is bound to the record and its case by associated data. An upload is
+/// written to `<record id>.partial`, flushed, then linked into place (never replacing an existing one).
+enum AttachmentFormat {
+    static let magic = Array("CVATT001".utf8)
+    static let chunkBytes = 64 << 10
+    static let mediaTypeBytes = 256
+    static var sealedChunkBytes: Int { Self.chunkBytes + SecretStream.chunkOverhead }
+    static var firstChunkOffset: Int64 {
+        Int64(Self.magic.count + SecretStream.headerByteCount + Self.mediaTypeBytes + SecretStream.chunkOverhead)
+    }
+
+    static func associatedData(_ record: RecordMetadata) -> [UInt8] {
+        Array("casevault-attachment-v1".utf8) + Array(record.id.rawValue.utf8) + Array(record.caseID.rawValue.utf8)
+    }
+
+    /// The plaintext size of a file of `fileSize` bytes.
+    static func plaintextSize(fileSize: Int64) -> Int64? {
+        let rest = fileSize - Self.firstChunkOffset
+        guard rest >= Int64(SecretStream.chunkOverhead) else { return nil }
+        let chunks = (rest + Int64(Self.sealedChunkBytes) - 1) / Int64(Self.sealedChunkBytes)
+        return rest - chunks * Int64(SecretStream.chunkOverhead)
+    }
+}
+
+/// An attachment being uploaded. Used by one task at a time; `finish()` makes it visible, anything else
+/// (an error, a dropped connection) leaves nothing behind.
+public final class AttachmentUpload: @unchecked Sendable {
+    private let file: PosixFile
+    private let partialPath: String
+    private let finalPath: String
+    private let directory: String
+    private let encryptor: SecretStream.Encryptor
+    private let associatedData: [UInt8]
+    private let maxBytes: Int64
+    private var pending: [UInt8] = []
+    private var offset: Int64
+    public private(set) var size: Int64 = 0
+    private var done = false
+
+    init(record: RecordMetadata, dataKey: SecureBytes, mediaType: String, directory: String, maxBytes: Int64) throws(CaseVaultError) {
+        self.directory = directory
+        self.finalPath = directory + "/" + record.id.rawValue
+        self.partialPath = self.finalPath + ".partial"
+        self.maxBytes = maxBytes
+        self.associatedData = AttachmentFormat.associatedData(record)
+        if DataDirectory.exists(self.finalPath) {
+            throw Self.exists()
+        }
+        do {
+            self.file = try PosixFile(path: self.partialPath, flags: O_WRONLY | O_CREAT | O_EXCL)
+        } catch {
+            // Another upload of the same record is under way.
+            throw Self.exists()
+        }
+        do {
+            let key = try KeyDerivation.deriveKey(from: dataKey, context: "cvattach", id: 1)
+            self.encryptor = try SecretStream.Encryptor(key: key)
+        } catch {
+            unlink(self.partialPath)
+            throw CaseVaultError(.storageFailure, "the attachment key could not be derived", cause: error)
+        }
+        var media = Array(mediaType.utf8.prefix(AttachmentFormat.mediaTypeBytes))
+        media += [UInt8](repeating: 0, count: AttachmentFormat.mediaTypeBytes - media.count)
+        let head = AttachmentFormat.magic + self.encryptor.header
+            + self.encryptor.push(media, associatedData: self.associatedData, isFinal: false)
+        try self.file.write(head, at: 0)
+        self.offset = Int64(head.count)
+        self.pending.reserveCapacity(AttachmentFormat.chunkBytes)
+    }
+
+    static func exists() -> CaseVaultError {
+        CaseVaultError(.attachmentExists, "this record already has an attachment (or one is being uploaded); records are immutable")
+    }
+
+    /// Seals and writes every whole chunk of `bytes`; keeps the rest for the next call.
+    public func append(_ bytes: UnsafeRawBufferPointer) throws(CaseVaultError) {
+        self.size += Int64(bytes.count)
+        guard self.size <= self.maxBytes else {
+            throw CaseVaultError(.contentTooLarge, "the attachment is larger than the configured limit of \(self.maxBytes) bytes")
+        }
+        var rest = bytes[...]
+        while !rest.isEmpty {
+            let take = min(rest.count, AttachmentFormat.chunkBytes - self.pending.count)
+            self.pending.append(contentsOf: rest.prefix(take))
+            rest = rest.dropFirst(take)
+            if self.pending.count == AttachmentFormat.chunkBytes {
+                try self.writePending(isFinal: false)
+            }
+        }
+    }
+
+    private func writePending(isFinal: Bool) throws(CaseVaultError) {
+        let sealed = self.encryptor.push(self.pending, associatedData: self.associatedData, isFinal: isFinal)
+        Memory.zero(&self.pending)
+        self.pending.removeAll(keepingCapacity: true)
+        try self.file.write(sealed, at: self.offset)
+        self.offset += Int64(sealed.count)
+    }
+
+    /// Seals the last chunk, flushes, and links the attachment into place.
+    public func finish() throws(CaseVaultError) {
+        try self.writePending(isFinal: true)
+        try self.file.flushData()
+        guard link(self.partialPath, self.finalPath) == 0 else {
+            let code = errno
+            unlink(self.partialPath)
+            self.done = true
+            if code == EEXIST { throw Self.exists() }
+            throw POSIXFailure.error("link", path: self.finalPath, code: code)
+        }
+        unlink(self.partialPath)
+        self.done = true
+        try DataDirectory.flushDirectory(self.directory)
+    }
+
+    deinit {
+        if !self.done {
+            unlink(self.partialPath)
+        }
+        Memory.zero(&self.pending)
+    }
+}
+
+/// An attachment being read, chunk by chunk.
+public final class AttachmentDownload: @unchecked Sendable {
+    private let file: PosixFile
+    private let decryptor: SecretStream.Decryptor
+    private let associatedData: [UInt8]
+    private let fileSize: Int64
+    private var offset: Int64
+    /// The media type given when it was uploaded.
+    public let mediaType: String
+    /// The attachment's size in bytes.
+    public let size: Int64
+
+    init(record: RecordMetadata, dataKey: SecureBytes, path: String) throws(CaseVaultError) {
+        do {
+            self.file = try PosixFile(path: path, flags: O_RDONLY)
+        } catch {
+            throw CaseVaultError(.notFound, "this record has no attachment")
+        }
+        self.associatedData = AttachmentFormat.associatedData(record)
+        self.fileSize = try self.file.size()
+        let head = try self.file.read(
+            count: AttachmentFormat.magic.count + SecretStream.headerByteCount + AttachmentFormat.mediaTypeBytes
+                + SecretStream.chunkOverhead,
+            at: 0
+        )
+        guard head.count == Int(AttachmentFormat.firstChunkOffset), Array(head.prefix(AttachmentFormat.magic.count)) == AttachmentFormat.magic,
+            let size = AttachmentFormat.plaintextSize(fileSize: self.fileSize)
+        else {
+            throw Self.integrityFailure()
+        }
+        let headerEnd = AttachmentFormat.magic.count + SecretStream.headerByteCount
+        do {
+            let key = try KeyDerivation.deriveKey(from: dataKey, context: "cvattach", id: 1)
+            self.decryptor = try SecretStream.Decryptor(key: key, header: Array(head[AttachmentFormat.magic.count..<headerEnd]))
+            let media = try self.decryptor.pull(Array(head[headerEnd...]), associatedData: self.associatedData)
+            self.mediaType = String(decoding: media.prefix { $0 != 0 }, as: UTF8.self)
+        } catch {
+            throw Self.integrityFailure()
+        }
+        self.size = size
+        self.offset = AttachmentFormat.firstChunkOffset
+    }
+
+    static func integrityFailure() -> CaseVaultError {
+        CaseVaultError(.integrityFailure, "the attachment failed authentication: it was altered, truncated or moved from another record")
+    }
+
+    /// The next plaintext chunk; `nil` after the last. Throws `integrity-failure` for a chunk that does not
+    /// authenticate and for a file that ends before its final chunk.
+    public func next() throws(CaseVaultError) -> [UInt8]? {
+        if self.decryptor.isFinished {
+            guard self.offset == self.fileSize else { throw Self.integrityFailure() }
+            return nil
+        }
+        let count = Int(min(Int64(AttachmentFormat.sealedChunkBytes), self.fileSize - self.offset))
+        guard count >= SecretStream.chunkOverhead else { throw Self.integrityFailure() }
+        let sealed = try self.file.read(count: count, at: self.offset)
+        self.offset += Int64(sealed.count)
+        do {
+            return try self.decryptor.pull(sealed, associatedData: self.associatedData)
+        } catch {
+            throw Self.integrityFailure()
+        }
+    }
+}
+
+extension RecordStore {
+    /// Starts the upload of `id`'s attachment. `attachment-exists` if it has one; `not-found`/`shredded`
+    /// for an unknown or shredded record.
+    public func beginAttachment(_ id: RecordID, mediaType: String, maxBytes: Int64) throws(CaseVaultError) -> AttachmentUpload {
+        let row = try self.liveRow(id)
+        let dataKey = try self.barrier.unwrap(slotBytes: try self.slots.read(row.slot), recordID: id, slot: row.slot)
+        return try AttachmentUpload(
+            record: row.metadata, dataKey: dataKey, mediaType: mediaType, directory: self.directory.attachmentsPath, maxBytes: maxBytes
+        )
+    }
+
+    /// Opens `id`'s attachment for reading; `not-found` when it has none.
+    public func openAttachment(_ id: RecordID) throws(CaseVaultError) -> AttachmentDownload {
+        let row = try self.liveRow(id)
+        let dataKey = try self.barrier.unwrap(slotBytes: try self.slots.read(row.slot), recordID: id, slot: row.slot)
+        return try AttachmentDownload(record: row.metadata, dataKey: dataKey, path: self.directory.attachmentsPath + "/" + id.rawValue)
+    }
+
+    /// Removes the attachments of shredded records (their keys are already gone with the key slots).
+    func removeAttachments(_ ids: [RecordID]) throws(CaseVaultError) {
+        var removed = false
+        for id in ids {
+            let path = self.directory.attachmentsPath + "/" + id.rawValue
+            if unlink(path) == 0 {
+                removed = true
+            } else if errno != ENOENT {
+                throw POSIXFailure.error("unlink", path: path)
+            }
+        }
+        if removed {
+            try DataDirectory.flushDirectory(self.directory.attachmentsPath)
+        }
+    }
+
+    /// After a crash: removes unfinished uploads, and attachments whose record is gone.
+    func recoverAttachments() throws(CaseVaultError) {
+        guard let handle = opendir(self.directory.attachmentsPath) else { return }
+        var names: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != ".", name != ".." { names.append(name) }
+        }
+        closedir(handle)
+        var orphans: [String] = []
+        for name in names {
+            if name.hasSuffix(".partial") {
+                orphans.append(name)
+            } else if let id = try? RecordID(name) {
+                let live = try self.index.read { db in try Index.row(db, id: id)?.state == .live }
+                if !live { orphans.append(name) }
+            } else {
+                orphans.append(name)
+            }
+        }
+        for name in orphans {
+            unlink(self.directory.attachmentsPath + "/" + name)
+        }
+        if !orphans.isEmpty {
+            try DataDirectory.flushDirectory(self.directory.attachmentsPath)
+            self.logger.notice("removed unfinished or orphaned attachments", metadata: ["files.count": "\(orphans.count)"])
+        }
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Attachments through a real daemon: streamed through secretstream, byte-identical, memory flat, gone with
+/// their record, refused when damaged, and nothing left by an upload cut short by SIGKILL.
+@Suite("Attachments", .enabled(if: isRoot, "acting as other uids needs root"), .serialized)
+struct AttachmentTests {
+    static let director = Peer(uid: 4001)
+    static let mediator = Peer(uid: 4002)
+
+    /// curl as the director, with a file body or output; returns (HTTP status, curl's exit code).
+    static func curl(_ daemon: DaemonProcess, _ arguments: [String]) throws -> (Int, Int32) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        process.arguments = ["--reuid", "4001", "--regid", "\(DaemonProcess.clientsGroup)", "--clear-groups", "/usr/bin/curl"]
+            + ["-s", "-w", "%{http_code}", "--unix-socket", daemon.socket] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let text = String(decoding: output, as: UTF8.self)
+        return (Int(text.suffix(3)) ?? 0, process.terminationStatus)
+    }
+
+    static func peakResidentKiB(_ pid: Int32) -> Int {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") } ?? ""
+        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+    }
+
+    static func randomFile(_ path: String, megabytes: Int) throws {
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        let random = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/dev/urandom"))
+        for _ in 0..<megabytes {
+            handle.write(try random.read(upToCount: 1 << 20) ?? Data())
+        }
+        try handle.close()
+        try random.close()
+        chmod(path, 0o644)
+    }
+
+    @Test("a 256 MiB attachment goes in and out byte for byte while the daemon's peak memory grows by less than 48 MiB")
+    func roundTripKeepsMemoryFlat() throws {
+        let daemon = try DaemonProcess(roles: LifecycleOverSocketTests.roles)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let caseID = try LifecycleOverSocketTests.agreedCase(daemon)
+        let record = try daemon.file(caseID, Bodies.intake, as: Self.director).string("record_id")
+        let input = daemon.root + "/in.bin"
+        let output = daemon.root + "/out.bin"
+        try Self.randomFile(input, megabytes: 256)
+        FileManager.default.createFile(atPath: output, contents: nil)
+        chmod(output, 0o666)
+        let before = Self.peakResidentKiB(daemon.process.processIdentifier)
+        let url = "http://casevault/v1/records/\(record)/attachment"
+        #expect(try Self.curl(daemon, ["-o", "/dev/null", "-X", "PUT", "-H", "Content-Type: application/pdf", "--data-binary", "@" + input, url]).0 == 201)
+        #expect(try Self.curl(daemon, ["-o", output, url]) == (200, 0))
+        let after = Self.peakResidentKiB(daemon.process.processIdentifier)
+        #expect(FileManager.default.contentsEqual(atPath: input, andPath: output), "the attachment came back different")
+        print("attachment 256 MiB in and out: daemon peak RSS \(before / 1024) MiB -> \(after / 1024) MiB")
+        #expect(after - before < 48 * 1024, "peak RSS grew from \(before) KiB to \(after) KiB")
+        // Stored sealed: no 16-byte window of the plaintext is in the file.
+        let sealed = try Data(contentsOf: URL(fileURLWithPath: daemon.root + "/data/attachments/\(record)"))
+        let plain = try Data(contentsOf: URL(fileURLWithPath: input))
+        #expect(sealed.range(of: plain.subdata(in: 1_000_000..<1_000_016)) == nil)
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("one attachment per record; a media type is required; the size limit answers 413 at once; shredding removes it")
+    func rulesAndShred() throws {
+        let daemon = try DaemonProcess(roles: LifecycleOverSocketTests.roles) { root in
+            var text = try String(contentsOfFile: root + "/casevault.toml", encoding: .utf8)
+            text = text.replacingOccurrences(of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\nmax_attachment_bytes = 100000")
+            try text.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
+        }
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let caseID = try LifecycleOverSocketTests.agreedCase(daemon)
+        let record = try daemon.file(caseID, Bodies.intake, as: Self.director).string("record_id")
+        let path = "/v1/records/\(record)/attachment"
+        #expect(try daemon.call("GET", path, as: Self.director, expect: 404).problemType == "not-found")
+        let oversized = String(repeating: "x", count: 100_001)
+        #expect(try Client.request(daemon, "PUT", path, as: Self.director, body: oversized, contentType: "application/pdf").problemType == "content-too-large")
+        #expect(try Client.request(daemon, "PUT", path, as: Self.director, body: "x", contentType: "nonsense").problemType == "unsupported-media-type")
+        #expect(try Client.request(daemon, "PUT", path, as: Self.director, body: "scan \(LeakCheck.marker)", contentType: "application/pdf").status == 201)
+        #expect(try Client.request(daemon, "PUT", path, as: Self.director, body: "again", contentType: "application/pdf").problemType == "attachment-exists")
+        let read = try Client.request(daemon, "GET", path, as: Self.director)
+        #expect(read.status == 200 && read.contentType == "application/pdf" && String(decoding: read.body, as: UTF8.self) == "scan \(LeakCheck.marker)")
+        try daemon.call("DELETE", "/v1/records/\(record)", as: Self.director, body: #"{"reason": "filed_in_error"}"#, expect: 200)
+        #expect(try daemon.call("GET", path, as: Self.director, expect: 410).problemType == "shredded")
+        #expect(!FileManager.default.fileExists(atPath: daemon.root + "/data/attachments/\(record)"))
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("a damaged attachment is refused: a bad head gets a problem, a bad chunk cuts the download short")
+    func tamperIsDetected() throws {
+        let daemon = try DaemonProcess(roles: LifecycleOverSocketTests.roles)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let caseID = try LifecycleOverSocketTests.agreedCase(daemon)
+        let first = try daemon.file(caseID, Bodies.intake, as: Self.director).string("record_id")
+        let second = try daemon.file(caseID, Bodies.intake, as: Self.director).string("record_id")
+        let input = daemon.root + "/in.bin"
+        try Self.randomFile(input, megabytes: 1)
+        for record in [first, second] {
+            #expect(try Self.curl(daemon, ["-o", "/dev/null", "-X", "PUT", "-H", "Content-Type: image/png", "--data-binary", "@" + input,
+                "http://casevault/v1/records/\(record)/attachment"]).0 == 201)
+        }
+        func flip(_ record: String, at offset: UInt64) throws {
+            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: daemon.root + "/data/attachments/\(record)"))
+            try handle.seek(toOffset: offset)
+            let byte = try handle.read(upToCount: 1)![0]
+            try handle.seek(toOffset: offset)
+            handle.write(Data([byte ^ 0x01]))
+            try handle.close()
+        }
+        try flip(first, at: 40)
+        let refused = try daemon.call("GET", "/v1/records/\(first)/attachment", as: Self.director, expect: 500)
+        #expect(refused.problemType == "integrity-failure")
+        try flip(second, at: 600_000)
+        let (status, exit) = try Self.curl(daemon, ["-o", "/dev/null", "http://casevault/v1/records/\(second)/attachment"])
+        #expect(status == 200 && exit != 0, "curl must see the download cut short (exit \(exit))")
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("SIGKILL during an upload leaves no partial file; the upload can be made again")
+    func killedUploadLeavesNothing() throws {
+        let root = DaemonProcess.temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var daemon = try DaemonProcess(roles: LifecycleOverSocketTests.roles, root: root)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let caseID = try LifecycleOverSocketTests.agreedCase(daemon)
+        let record = try daemon.file(caseID, Bodies.intake, as: Self.director).string("record_id")
+        let input = root + "/in.bin"
+        try Self.randomFile(input, megabytes: 64)
+        let upload = Process()
+        upload.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        upload.arguments = ["--reuid", "4001", "--regid", "\(DaemonProcess.clientsGroup)", "--clear-groups", "/usr/bin/curl", "-s", "-o", "/dev/null", "--limit-rate", "8M", "--unix-socket", daemon.socket, "-X", "PUT", "-H", "Content-Type: application/pdf",
+            "--data-binary", "@" + input, "http://casevault/v1/records/\(record)/attachment"]
+        try upload.run()
+        var partial = false
+        for _ in 0..<100 where !partial {
+            usleep(50_000)
+            partial = FileManager.default.fileExists(atPath: root + "/data/attachments/\(record).partial")
+        }
+        #expect(partial, "the upload should be under way")
+        daemon.crash()
+        upload.waitUntilExit()
+        daemon = try DaemonProcess(roles: LifecycleOverSocketTests.roles, root: root)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: root + "/data/attachments")) == [])
+        #expect(try Client.request(daemon, "GET", "/v1/records/\(record)/attachment", as: Self.director).status == 404)
+        #expect(try Client.request(daemon, "PUT", "/v1/records/\(record)/attachment", as: Self.director, body: "again", contentType: "application/pdf").status == 201)
+        #expect(daemon.stop() == 0)
+    }
+}
