@@ -114,6 +114,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Bench helper: an HTTP/1.1 load generator for Unix sockets, run against casevaultd and nginx alike.
+        .executableTarget(
+            name: "casevault-load",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings
+        ),
         // Test helper: a writer process that tests kill with SIGKILL.
         .executableTarget(
             name: "casevault-torture",

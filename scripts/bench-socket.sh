@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Over the socket (issue 3): gets and durable puts of 4 KiB records against a release casevaultd, at 1 and
+# 16 connections, and in the same run nginx serving a 4 KiB static file on a Unix socket to the same load
+# generator (casevault-load). Prints figures; asserts nothing. Needs root for apt (nginx) when it is missing.
+#   scripts/bench-socket.sh [SECONDS]       (default 5 per figure)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS="${1:-5}"
+BIN=.build/release
+for tool in casevaultd casevault-load; do
+    [[ -x "$BIN/$tool" ]] || { echo "build first: swift build -c release" >&2; exit 1; }
+done
+if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+    echo "installing nginx (for the comparison figure)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null 2>&1 \
+        || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+work=$(mktemp -d /tmp/casevault-socket-bench-XXXXXX)
+chmod 755 "$work"
+cleanup() {
+    [[ -f "$work/nginx/nginx.pid" ]] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
+    [[ -n "${daemon:-}" ]] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# nginx: two workers (one per core here), a 4 KiB file, no access log.
+mkdir -p "$work/nginx/www"
+head -c 4096 /dev/urandom > "$work/nginx/www/record.bin"
+chmod -R a+rX "$work/nginx"
+cat > "$work/nginx/nginx.conf" <<CONF
+worker_processes 2;
+error_log $work/nginx/error.log;
+pid $work/nginx/nginx.pid;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    server { listen unix:$work/nginx/nginx.sock; root $work/nginx/www; }
+}
+CONF
+"$NGINX" -c "$work/nginx/nginx.conf" -p "$work/nginx"
+
+# casevaultd: release build, its own data directory, this user as director.
+mkdir -p "$work/vault"
+cat > "$work/vault/casevault.toml" <<CONF
+[store]
+data_directory = "$work/vault/data"
+root_key_file = "$work/vault/keys/root.key"
+max_content_bytes = 1048576
+[server]
+socket_path = "$work/vault/run/casevault.sock"
+max_body_bytes = 2097152
+[roles]
+director = ["self"]
+CONF
+"$BIN/casevaultd" --config "$work/vault/casevault.toml" --log-level warning > "$work/vault/daemon.log" 2>&1 &
+daemon=$!
+sock="$work/vault/run/casevault.sock"
+for _ in $(seq 100); do curl -sf --unix-socket "$sock" http://casevault/v1/health >/dev/null 2>&1 && break; sleep 0.1; done
+
+# 200 cases, one 4 KiB intake form each to read; puts go round the cases (a case holds tens of records).
+filler=$(head -c 3000 /dev/urandom | base64 -w0 | head -c 4000)
+printf '{"type": "intake_form", "content": {"dispute_category": "roommate", "screening": "%s"}}' "$filler" > "$work/put.json"
+: > "$work/gets.txt"; : > "$work/puts.txt"
+for _ in $(seq 200); do
+    case_id=$(curl -s --unix-socket "$sock" -H 'Content-Type: application/json' \
+        -d '{"participants": [{"name": "a"}, {"name": "b"}]}' http://casevault/v1/cases | sed 's/.*"case_id":"\([0-9a-f]*\)".*/\1/')
+    record=$(curl -s --unix-socket "$sock" -H 'Content-Type: application/json' --data-binary @"$work/put.json" \
+        "http://casevault/v1/cases/$case_id/records" | sed 's/.*"record_id":"\([0-9a-f]*\)".*/\1/')
+    echo "/v1/records/$record" >> "$work/gets.txt"
+    echo "/v1/cases/$case_id/records" >> "$work/puts.txt"
+done
+
+echo "Over the Unix socket, 4 KiB bodies, $SECS s per figure, $(nproc) cores (load generator on the same machine)"
+for conn in 1 16; do
+    "$BIN/casevault-load" --label "nginx static GET     " --socket "$work/nginx/nginx.sock" --path /record.bin --connections $conn --seconds "$SECS"
+    "$BIN/casevault-load" --label "casevaultd GET record" --socket "$sock" --paths-file "$work/gets.txt" --connections $conn --seconds "$SECS"
+    "$BIN/casevault-load" --label "casevaultd durable PUT" --socket "$sock" --method POST --paths-file "$work/puts.txt" \
+        --body-file "$work/put.json" --connections $conn --seconds "$SECS"
+done
