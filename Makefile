@@ -25,10 +25,11 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
 
-## bench: release build, prints throughput figures (no pass/fail)
+## bench: release build, prints throughput figures (no pass/fail): the store, then over the socket vs nginx
 bench: deps
-	$(SWIFT) build -c release --product casevault-bench
+	$(SWIFT) build -c release
 	.build/release/casevault-bench
+	scripts/bench-socket.sh
 
 ## soak: the SIGKILL crash test with many more cycles than make test runs
 soak: deps

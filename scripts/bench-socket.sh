@@ -37,6 +37,7 @@ pid $work/nginx/nginx.pid;
 events { worker_connections 1024; }
 http {
     access_log off;
+    keepalive_requests 100000000;
     sendfile on;
     server { listen unix:$work/nginx/nginx.sock; root $work/nginx/www; }
 }

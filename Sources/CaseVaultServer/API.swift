@@ -45,10 +45,12 @@ public enum API {
 
 /// The routes, behind the problem and identity middlewares. A method a path does not take gets 405 with
 /// an `Allow` header; a path no route has gets 404; both as problems.
-func buildRouter(store: RecordStore, roleMap: RoleMap, configuration: ServerConfiguration, pool: BlockingPool) -> Router<CaseVaultContext> {
+func buildRouter(
+    store: RecordStore, roleMap: RoleMap, configuration: ServerConfiguration, pool: BlockingPool, identities: ConnectionIdentities
+) -> Router<CaseVaultContext> {
     let router = Router(context: CaseVaultContext.self)
     router.add(middleware: ProblemMiddleware())
-    router.add(middleware: IdentityMiddleware(roleMap: roleMap))
+    router.add(middleware: IdentityMiddleware(roleMap: roleMap, identities: identities))
     let routes = Routes(store: store, configuration: configuration, pool: pool)
     var methodsByPath: [String: [HTTPRequest.Method]] = [:]
     for (route, handler) in API.table {

@@ -15,7 +15,8 @@ public func buildApplication(
 ) throws(CaseVaultError) -> some ApplicationProtocol {
     try SocketPath.prepare(configuration.socketPath, group: configuration.socketGroup)
     let pool = BlockingPool(threads: configuration.blockingThreads)
-    let router = buildRouter(store: store, roleMap: roleMap, configuration: configuration, pool: pool)
+    let identities = ConnectionIdentities()
+    let router = buildRouter(store: store, roleMap: roleMap, configuration: configuration, pool: pool, identities: identities)
     let socketPath = configuration.socketPath
     let socketGroup = configuration.socketGroup
     let limiter = ConnectionLimiter(limit: configuration.maxConnections)
@@ -23,8 +24,14 @@ public func buildApplication(
         router: router,
         server: .http1(
             configuration: HTTP1Channel.Configuration(
-                additionalChannelHandlers: [ConnectionLimitHandler(limiter: limiter)],
-                idleTimeout: .seconds(Int64(configuration.readTimeoutSeconds)),
+                additionalChannelHandlers: [
+                    IdleStateHandler(readTimeout: .seconds(Int64(configuration.readTimeoutSeconds))),
+                    ConnectionLimitHandler(limiter: limiter, identities: identities),
+                ],
+                // Idle connections and stalled requests are timed by the IdleStateHandler above and
+                // answered by ConnectionLimitHandler (408 mid-request); Hummingbird's own idle timer would
+                // close a stalled request without a word.
+                idleTimeout: nil,
                 httpDecoderConfiguration: .init(
                     maxHeaderFieldSize: configuration.maxHeaderBytes,
                     maxHeaderListSize: configuration.maxHeaderBytes,

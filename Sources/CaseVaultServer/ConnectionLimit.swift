@@ -31,7 +31,9 @@ final class ConnectionLimiter: Sendable {
 /// Admits a connection while the limiter has room. A connection over the limit has its first request
 /// answered at once with a 503 `overloaded` problem and is then closed; nothing reaches the routes. A
 /// request the HTTP parser refuses (a head over `max_header_bytes`, broken syntax) is answered here too,
-/// as a problem, before the connection closes.
+/// as a problem, before the connection closes. So is a request whose head or body stops arriving for
+/// `read_timeout_seconds` (an `IdleStateHandler` ahead of this one reports the silence): 408
+/// `request-timeout`.
 final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -39,18 +41,28 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     typealias OutboundOut = HTTPResponsePart
 
     let limiter: ConnectionLimiter
+    let identities: ConnectionIdentities
     private var admitted = false
     private var refused = false
+    /// Between a request's head and its end: silence here is a slow client, not an idle connection.
+    private var inRequest = false
+    /// Between a request's head and its response's end: the daemon is working, the client may be silent.
+    private var awaitingResponse = false
 
-    init(limiter: ConnectionLimiter) {
+    init(limiter: ConnectionLimiter, identities: ConnectionIdentities) {
         self.limiter = limiter
+        self.identities = identities
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.admitted = self.limiter.acquire()
+        if self.admitted {
+            self.identities.remember(context.channel)
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.identities.forget(context.channel)
         if self.admitted {
             self.admitted = false
             self.limiter.release()
@@ -58,7 +70,15 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.refused else { return }
         if self.admitted {
+            switch self.unwrapInboundIn(data) {
+            case .head:
+                self.inRequest = true
+                self.awaitingResponse = true
+            case .end: self.inRequest = false
+            case .body: break
+            }
             context.fireChannelRead(data)
             return
         }
@@ -67,6 +87,35 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
             context, status: .serviceUnavailable, code: "overloaded",
             detail: "the daemon is serving its configured maximum of connections; retry shortly", retryAfter: true
         )
+    }
+
+    /// Silence for `read_timeout_seconds`: in the middle of a request, 408; on a kept-alive connection
+    /// between requests, close it; while the daemon works on a request, nothing.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        if self.inRequest {
+            self.refuse(
+                context, status: .requestTimeout, code: "request-timeout",
+                detail: "the request did not arrive within the configured read time; send it without pauses"
+            )
+        } else if !self.awaitingResponse {
+            context.close(promise: nil)
+        }
+    }
+
+    /// Once this handler has answered, nothing the routes write goes out.
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard !self.refused else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        if case .end = self.unwrapOutboundIn(data) {
+            self.awaitingResponse = false
+        }
+        context.write(data, promise: promise)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -89,7 +138,6 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
         _ context: ChannelHandlerContext, status: HTTPResponse.Status, code: String, detail: String, retryAfter: Bool = false
     ) {
         guard !self.refused else { return }
-        self.refused = true
         let body = ByteBuffer(
             string: #"{"detail":"\#(detail)","status":\#(status.code),"title":"\#(status.reasonPhrase)","type":"urn:casevault:problem:\#(code)"}"#
         )
@@ -102,6 +150,7 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
         context.write(self.wrapOutboundOut(.body(body)), promise: nil)
+        self.refused = true
         context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in
             context.close(promise: nil)
         }

@@ -8,6 +8,14 @@ extension Request {
     /// `maxBodyBytes` (refused from its Content-Length before anything is read), no deeper than
     /// `maxJSONDepth`. The received bytes are zeroed once parsed.
     func jsonObject(_ limits: ServerConfiguration) async throws -> JSONValue {
+        var raw: [UInt8] = []
+        let document = try await self.jsonObject(limits, raw: &raw)
+        wipe(&raw)
+        return document
+    }
+
+    /// The same, and the body's bytes in `raw` (the caller wipes them).
+    func jsonObject(_ limits: ServerConfiguration, raw: inout [UInt8]) async throws -> JSONValue {
         guard let type = self.headers[.contentType], Self.isJSON(type) else {
             throw CaseVaultError(
                 .unsupportedMediaType, "send the body as JSON with the header Content-Type: application/json"
@@ -27,14 +35,14 @@ extension Request {
                 if let base = bytes.baseAddress { memset(base, 0, bytes.count) }
             }
         }
-        guard !JSONValue.nestsDeeper(than: limits.maxJSONDepth, buffer.readableBytesView) else {
+        guard !buffer.withUnsafeReadableBytes({ JSONValue.nestsDeeper(than: limits.maxJSONDepth, $0) }) else {
             throw CaseVaultError(
                 .nestingTooDeep, "the body nests arrays and objects deeper than the limit of \(limits.maxJSONDepth)"
             )
         }
-        var bytes = Array(buffer.readableBytesView)
-        defer { bytes.withUnsafeMutableBytes { if let base = $0.baseAddress { memset(base, 0, $0.count) } } }
-        guard let document = JSONValue.parse(bytes), case .object = document else {
+        raw = Array(buffer.readableBytesView)
+        guard let document = JSONValue.parse(raw), case .object = document else {
+            wipe(&raw)
             throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
         }
         return document
@@ -52,6 +60,11 @@ extension Request {
         let media = value.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
         return media.lowercased() == "application/json"
     }
+}
+
+/// Overwrites bytes that held a request's content.
+func wipe(_ bytes: inout [UInt8]) {
+    bytes.withUnsafeMutableBytes { if let base = $0.baseAddress { memset(base, 0, $0.count) } }
 }
 
 extension JSONValue {

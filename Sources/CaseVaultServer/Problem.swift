@@ -117,11 +117,12 @@ struct MethodNotAllowed: Error {
 struct IdentityMiddleware: RouterMiddleware {
     typealias Context = CaseVaultContext
     let roleMap: RoleMap
+    let identities: ConnectionIdentities
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         do {
-            let identity = try await PeerIdentity.read(from: context.channel)
+            let identity = try await self.identities.identity(of: context.channel)
             context.identity = identity
             context.roles = self.roleMap.roles(for: identity)
         } catch {

@@ -33,12 +33,11 @@ extension Routes {
         if let length = request.headers[.contentLength].flatMap(Int64.init), length > limit {
             throw CaseVaultError(.contentTooLarge, "the attachment is larger than the configured limit of \(limit) bytes")
         }
-        let metadata = try await self.run { store throws(CaseVaultError) in try store.metadata(id) }
-        guard metadata.type != .caseHeader else { throw CaseVaultError(.notFound, "no record has this id; check the id") }
-        let summary = try await self.run { store throws(CaseVaultError) in try store.caseSummary(metadata.caseID) }
-        try context.authorize(.filing(metadata.type), scope: try await self.scope(summary, context))
         let upload = try await self.run { store throws(CaseVaultError) in
-            try store.beginAttachment(id, mediaType: mediaType, maxBytes: limit)
+            let metadata = try store.metadata(id)
+            guard metadata.type != .caseHeader else { throw CaseVaultError(.notFound, "no record has this id; check the id") }
+            _ = try Self.authorize(.filing(metadata.type), case: metadata.caseID, context, store)
+            return try store.beginAttachment(id, mediaType: mediaType, maxBytes: limit)
         }
         // Gather a few request buffers per hop to the blocking pool; the body arrives with backpressure, so
         // memory stays at about one batch.
@@ -67,7 +66,7 @@ extension Routes {
     func getAttachment(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let id = try self.recordID(context)
         var record = try await self.authorizeReading(id, context)
-        record.content.withUnsafeMutableBytes { if let base = $0.baseAddress { memset(base, 0, $0.count) } }
+        wipe(&record.content)
         let download = try await self.run { store throws(CaseVaultError) in try store.openAttachment(id) }
         let first = try await self.pool.run { try download.next() }
         var headers = HTTPFields()

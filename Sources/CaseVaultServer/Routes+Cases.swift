@@ -69,9 +69,9 @@ extension Routes {
     func readCase(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorizeSomewhere(.readCase)
         let id = try self.caseID(context)
-        let summary = try await self.run { store throws(CaseVaultError) in try store.caseSummary(id) }
-        try context.authorize(.readCase, scope: try await self.scope(summary, context))
-        let records = try await self.run { store throws(CaseVaultError) in try store.records(caseID: id) }
+        let (summary, records) = try await self.run { store throws(CaseVaultError) in
+            (try Self.authorize(.readCase, case: id, context, store), try store.records(caseID: id))
+        }
         return try JSONResponse.make(CaseView(summary, records: records.filter { $0.type != .caseHeader }))
     }
 
@@ -79,10 +79,11 @@ extension Routes {
     func readParticipants(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorizeSomewhere(.readCase)
         let id = try self.caseID(context)
-        let summary = try await self.run { store throws(CaseVaultError) in try store.caseSummary(id) }
-        try context.authorize(.readCase, scope: try await self.scope(summary, context))
-        var header = try await self.run { store throws(CaseVaultError) in try store.caseHeader(id) }
-        defer { header.withUnsafeMutableBytes { if let base = $0.baseAddress { memset(base, 0, $0.count) } } }
+        var header = try await self.run { store throws(CaseVaultError) in
+            _ = try Self.authorize(.readCase, case: id, context, store)
+            return try store.caseHeader(id)
+        }
+        defer { wipe(&header) }
         var body = ByteBuffer()
         body.writeString(#"{"case_id":"\#(id.rawValue)","header":"#)
         body.writeBytes(header)
@@ -110,18 +111,23 @@ extension Routes {
             .fileIntakeForm, .fileAgreement, .fileSessionNote, .fileFinalAgreement, .fileEvaluation, .fileDisclosure
         )
         let caseID = try self.caseID(context)
-        let body = try await request.jsonObject(self.configuration)
+        var raw: [UInt8] = []
+        let body = try await request.jsonObject(self.configuration, raw: &raw)
+        defer { wipe(&raw) }
         try body.onlyFields(["type", "content", "supersedes"])
         let type = try RecordType.parse(try body.requireText("type"))
         guard RecordType.fileable.contains(type) else {
             throw CaseVaultError(.unknownRecordType, "this type is not one a client files", field: "type")
         }
-        let content = try body.requireObject("content").encoded()
+        // The content is stored as the client sent it; only a key written with escapes makes us re-encode.
+        let object = try body.requireObject("content")
+        let content = JSONValue.rawMember("content", of: raw).map(Array.init) ?? object.encoded()
         let supersedes = try body.optionalIdentifier("supersedes", as: RecordID.self)
-        let summary = try await self.run { store throws(CaseVaultError) in try store.caseSummary(caseID) }
-        try context.authorize(.filing(type), scope: try await self.scope(summary, context))
         let record = NewRecord(caseID: caseID, type: type, content: content, author: context.author, supersedes: supersedes)
-        let (stored, shredded) = try await self.run { store throws(CaseVaultError) in try store.file(record) }
+        let (stored, shredded) = try await self.run { store throws(CaseVaultError) in
+            _ = try Self.authorize(.filing(type), case: caseID, context, store)
+            return try store.file(record)
+        }
         return try JSONResponse.make(
             Filed(
                 recordID: stored.id.rawValue, caseID: caseID.rawValue, type: type.rawValue,
@@ -151,9 +157,10 @@ extension Routes {
         try body.onlyFields(["outcome"])
         let outcomeName = try body.requireChoice("outcome", in: Set(ClosingOutcome.allCases.map(\.rawValue)))
         let outcome = ClosingOutcome(rawValue: outcomeName)!
-        let summary = try await self.run { store throws(CaseVaultError) in try store.caseSummary(id) }
-        try context.authorize(.closeCase, scope: try await self.scope(summary, context))
-        let shredded = try await self.run { store throws(CaseVaultError) in try store.closeCase(id, outcome: outcome) }
+        let shredded = try await self.run { store throws(CaseVaultError) in
+            _ = try Self.authorize(.closeCase, case: id, context, store)
+            return try store.closeCase(id, outcome: outcome)
+        }
         return try JSONResponse.make(
             Closed(caseID: id.rawValue, state: CaseState.closed.rawValue, outcome: outcomeName, shredded: shredded.map(\.rawValue))
         )

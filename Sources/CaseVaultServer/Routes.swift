@@ -22,11 +22,18 @@ struct Routes: Sendable {
     }
 
     /// What the caller is to `summary`'s case: an assigned mediator only while on the roster, so that
-    /// removing a mediator from the roster ends their access at their next request.
-    func scope(_ summary: CaseSummary, _ context: CaseVaultContext) async throws -> AccessScope {
+    /// removing a mediator from the roster ends their access at their next request. Called inside `run`,
+    /// so that the lookups and the decision take one trip to the blocking pool.
+    static func scope(_ summary: CaseSummary, _ context: CaseVaultContext, _ store: RecordStore) throws(CaseVaultError) -> AccessScope {
         guard context.roles.contains(.mediator), summary.mediators.contains(context.uid) else { return .none }
-        let uid = context.uid
-        return AccessScope(assignedMediator: try await self.run { store throws(CaseVaultError) in try store.isOnRoster(uid) })
+        return AccessScope(assignedMediator: try store.isOnRoster(context.uid))
+    }
+
+    /// Looks up case `id` and asks the table whether the caller may perform `action` on it.
+    static func authorize(_ action: Action, case id: CaseID, _ context: CaseVaultContext, _ store: RecordStore) throws(CaseVaultError) -> CaseSummary {
+        let summary = try store.caseSummary(id)
+        try context.authorize(action, scope: try Self.scope(summary, context, store))
+        return summary
     }
 
     /// The case named by the `case_id` path parameter.

@@ -51,12 +51,12 @@ extension RecordStore {
             let document = try self.validator.validate(
                 type: record.type, content: record.content, participants: Set(summary.participants)
             )
-            let onFile = try self.records(caseID: record.caseID)
-            let notes = onFile.filter { $0.type == .sessionNote }.map(\.id)
+            // Only what the rule for this type needs is looked up: most filings need nothing on file.
+            let notes = record.type == .finalAgreement ? try self.liveIDs(record.caseID, .sessionNote) : []
             var agreed = Set<String>()
             if record.type == .sessionNote || record.type == .finalAgreement {
-                for agreement in onFile where agreement.type == .agreementToMediate {
-                    if let participant = try self.participant(of: agreement.id) {
+                for agreement in try self.liveIDs(record.caseID, .agreementToMediate) {
+                    if let participant = try self.participant(of: agreement) {
                         agreed.insert(participant)
                     }
                 }
@@ -83,7 +83,7 @@ extension RecordStore {
     public func closeCase(_ id: CaseID, outcome: ClosingOutcome) throws(CaseVaultError) -> [RecordID] {
         try self.caseLocks.withLock(id) { () throws(CaseVaultError) in
             let summary = try self.caseSummary(id)
-            let notes = try self.records(caseID: id).filter { $0.type == .sessionNote }.map(\.id)
+            let notes = try self.liveIDs(id, .sessionNote)
             let effect = try CasePolicy.closing(summary, notes: notes)
             try self.writes.exclusive { () throws(CaseVaultError) in
                 try self.index.write { db in
@@ -180,6 +180,16 @@ extension RecordStore {
             try self.runShred(rows, from: ShredStep.resumePoint)
             self.logger.info("records shredded", metadata: ["records.count": "\(rows.count)"])
         }
+    }
+
+    /// The live records of one type in a case, in filing order.
+    func liveIDs(_ caseID: CaseID, _ type: RecordType) throws(CaseVaultError) -> [RecordID] {
+        try self.index.lookup { db in
+            try String.fetchAll(
+                db.cachedStatement(sql: "SELECT id FROM records WHERE case_id = ? AND type = ? AND state = 'live' ORDER BY seq"),
+                arguments: [caseID.rawValue, type.rawValue]
+            )
+        }.map { text throws(CaseVaultError) in try RecordID(text) }
     }
 
     /// The participant an agreement to mediate is for, read through the barrier.

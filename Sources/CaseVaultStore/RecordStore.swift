@@ -260,7 +260,42 @@ public final class RecordStore: Sendable {
     /// The record with its decrypted content. Throws `shredded` for a shredded record, `not-found` for an
     /// unknown id, `integrity-failure` when its slot or blob does not authenticate.
     public func get(_ id: RecordID) throws(CaseVaultError) -> CaseVaultCore.Record {
-        let row = try self.liveRow(id)
+        try self.open(try self.liveRow(id))
+    }
+
+    /// Opens a record only once `decide` approves it. One trip to the index (point lookups without a
+    /// transaction, each atomic, as `get` does) gives the record's metadata, its case and whether
+    /// `rosterUID` is on the mediator roster; `decide` sees those, never content, and throws to refuse.
+    /// Throws `not-found` or `shredded` as `get` does.
+    public func read(
+        _ id: RecordID,
+        rosterUID: UInt32?,
+        decide: (RecordMetadata, CaseSummary, Bool) throws(CaseVaultError) -> Void
+    ) throws(CaseVaultError) -> CaseVaultCore.Record {
+        let (row, shredded, summary, onRoster) = try self.index.lookup { db in
+            let row = try Index.row(db, id: id)
+            let shredded = row == nil ? try Index.isShredded(db, id: id) : false
+            let summary = try row.flatMap { row in try Index.caseSummary(db, id: row.metadata.caseID) }
+            let onRoster = try rosterUID.map { uid in
+                try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM roster WHERE uid = ?"), arguments: [uid]) ?? false
+            } ?? false
+            return (row, shredded, summary, onRoster)
+        }
+        guard let row else {
+            if shredded { throw Self.shreddedError() }
+            throw CaseVaultError(.notFound, "no record has this id; check the id")
+        }
+        guard row.state == .live else { throw Self.shreddedError() }
+        guard let summary else {
+            throw CaseVaultError(.storageFailure, "the index holds a record whose case is missing")
+        }
+        try decide(row.metadata, summary, onRoster)
+        return try self.open(row)
+    }
+
+    /// Decrypts a row's content through the barrier.
+    private func open(_ row: Index.Row) throws(CaseVaultError) -> CaseVaultCore.Record {
+        let id = row.metadata.id
         do throws(CaseVaultError) {
             let slotBytes = try self.slots.read(row.slot)
             let dataKey = try self.barrier.unwrap(slotBytes: slotBytes, recordID: id, slot: row.slot)

@@ -33,7 +33,7 @@ struct Load: ParsableCommand {
             let thread = Thread { [socket, method] in
                 var latencies: [UInt64] = []
                 var failures = 0
-                guard let connection = Connection(path: socket) else {
+                guard var connection = Connection(path: socket) else {
                     results.add([], failures: 1)
                     return
                 }
@@ -48,8 +48,11 @@ struct Load: ParsableCommand {
                     let bytes = Array((request + "\r\n").utf8) + body
                     let start = Self.now()
                     guard let status = connection.exchange(bytes) else {
+                        // The server closed the connection (a keep-alive limit): count it and reconnect.
                         failures += 1
-                        break
+                        guard let fresh = Connection(path: socket) else { break }
+                        connection = fresh
+                        continue
                     }
                     latencies.append(Self.now() - start)
                     if status >= 400 { failures += 1 }

@@ -30,6 +30,11 @@ struct DaemonConfigurationTests {
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[roles]\nkingpin = [\"self\"]", "roles.kingpin"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[roles]\ndirector = [\"uid:x\"]", "roles.director"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[roles]\ndirector = [\"user:no-such-user-here\"]", "roles.director"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[offices]\ngossip = \"title-ix\"", "disclosure category"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[offices]\ndiscrimination = \"Equity Office\"", "offices.discrimination"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[server]\nsocket_path = \"s\"\nmax_body_bytes = 10\nmax_json_depth = 1", "server.max_json_depth"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[server]\nsocket_path = \"s\"\nmax_body_bytes = 10\nmax_connections = 0", "server.max_connections"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[server]\nsocket_path = \"s\"\nmax_body_bytes = 10\nread_timeout_seconds = 0", "server.read_timeout_seconds"),
         ]
         for (text, mentioned) in cases {
             let text = text.hasPrefix("[store\n") || text.contains("[server]") || mentioned == "server" ? text : text + server

@@ -14,17 +14,8 @@ struct AttachmentTests {
 
     /// curl as the director, with a file body or output; returns (HTTP status, curl's exit code).
     static func curl(_ daemon: DaemonProcess, _ arguments: [String]) throws -> (Int, Int32) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-        process.arguments = ["--reuid", "4001", "--regid", "\(DaemonProcess.clientsGroup)", "--clear-groups", "/usr/bin/curl"]
-            + ["-s", "-w", "%{http_code}", "--unix-socket", daemon.socket] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let text = String(decoding: output, as: UTF8.self)
-        return (Int(text.suffix(3)) ?? 0, process.terminationStatus)
+        let (exit, output) = try Self.director.run("/usr/bin/curl", ["-s", "-w", "%{http_code}", "--unix-socket", daemon.socket] + arguments)
+        return (Int(String(decoding: output, as: UTF8.self).suffix(3)) ?? 0, exit)
     }
 
     static func peakResidentKiB(_ pid: Int32) -> Int {
@@ -136,10 +127,8 @@ struct AttachmentTests {
         let record = try daemon.file(caseID, Bodies.intake, as: Self.director).string("record_id")
         let input = root + "/in.bin"
         try Self.randomFile(input, megabytes: 64)
-        let upload = Process()
-        upload.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-        upload.arguments = ["--reuid", "4001", "--regid", "\(DaemonProcess.clientsGroup)", "--clear-groups", "/usr/bin/curl", "-s", "-o", "/dev/null", "--limit-rate", "8M", "--unix-socket", daemon.socket, "-X", "PUT", "-H", "Content-Type: application/pdf",
-            "--data-binary", "@" + input, "http://casevault/v1/records/\(record)/attachment"]
+        let upload = Self.director.process("/usr/bin/curl", ["-s", "-o", "/dev/null", "--limit-rate", "8M", "--unix-socket", daemon.socket, "-X", "PUT", "-H", "Content-Type: application/pdf",
+            "--data-binary", "@" + input, "http://casevault/v1/records/\(record)/attachment"])
         try upload.run()
         var partial = false
         for _ in 0..<100 where !partial {

@@ -75,12 +75,12 @@ struct BadRequestTests {
         #expect(daemon.stop() == 0)
     }
 
-    @Test("a request head over the limit is refused; the connection limit answers 503 overloaded at once")
+    @Test("limits: a head over max_header_bytes gets 431, a stalled body 408, a connection past max_connections 503")
     func limits() throws {
         let daemon = try DaemonProcess(
-            roles: LifecycleOverSocketTests.roles, extra: "", prepare: { root in
+            roles: #"director = ["uid:0"]"#, extra: "", prepare: { root in
                 var text = try String(contentsOfFile: root + "/casevault.toml", encoding: .utf8)
-                text = text.replacingOccurrences(of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\nmax_connections = 2\nmax_header_bytes = 2048")
+                text = text.replacingOccurrences(of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\nmax_connections = 2\nmax_header_bytes = 2048\nread_timeout_seconds = 1")
                 try text.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
             }
         )
@@ -90,6 +90,13 @@ struct BadRequestTests {
         let refused = try big.exchange("GET /v1/health HTTP/1.1\r\nHost: casevault\r\nX-Big: \(String(repeating: "a", count: 4000))\r\n\r\n")
         #expect(refused.hasPrefix("HTTP/1.1 431"), "\(refused)")
         #expect(refused.contains("urn:casevault:problem:header-too-large"))
+        // A body that stops arriving: 408 once the read time has passed.
+        let slow = try UnixConnection(path: daemon.socket)
+        let timedOut = try slow.exchange(
+            "POST /v1/cases HTTP/1.1\r\nHost: casevault\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"partic"
+        )
+        #expect(timedOut.hasPrefix("HTTP/1.1 408"), "\(timedOut)")
+        #expect(timedOut.contains("urn:casevault:problem:request-timeout"))
         // Two kept-alive connections take both places; the third is answered 503 at once.
         let holders = try (0..<2).map { _ in try UnixConnection(path: daemon.socket) }
         for holder in holders {

@@ -6,17 +6,8 @@ import Testing
 struct CLITests {
     /// Runs casevaultctl as `peer`; returns its exit code and standard output.
     static func ctl(_ arguments: [String], as peer: Peer) throws -> (Int32, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-        let groups = peer.groups.isEmpty ? ["--clear-groups"] : ["--groups", peer.groups.map(String.init).joined(separator: ",")]
-        process.arguments = ["--reuid", "\(peer.uid)", "--regid", "\(peer.gid)"] + groups + [DaemonProcess.binary("casevaultctl")] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+        let (status, output) = try peer.run(DaemonProcess.binary("casevaultctl"), arguments)
+        return (status, String(decoding: output, as: UTF8.self))
     }
 
     @Test("whoami and status: a table or JSON; exit 77 when refused, 69 when the socket cannot be reached")

@@ -120,6 +120,32 @@ struct Peer {
     var groups: [UInt32] = []
 
     static let root = Peer(uid: 0, gid: 0)
+
+    /// The process that runs `executable` as this peer (through setpriv unless the peer is plain root).
+    func process(_ executable: String, _ arguments: [String]) -> Process {
+        let process = Process()
+        if self.uid == 0 && self.gid == 0 && self.groups.isEmpty {
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            let groups = self.groups.isEmpty ? ["--clear-groups"] : ["--groups", self.groups.map(String.init).joined(separator: ",")]
+            process.arguments = ["--reuid", "\(self.uid)", "--regid", "\(self.gid)"] + groups + [executable] + arguments
+        }
+        return process
+    }
+
+    /// Runs `executable` as this peer; its exit status and standard output.
+    func run(_ executable: String, _ arguments: [String]) throws -> (Int32, Data) {
+        let process = self.process(executable, arguments)
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, output)
+    }
 }
 
 /// curl over the Unix socket, run as a given peer: the same client an operator uses.
@@ -158,21 +184,7 @@ enum Client {
             }
         }
         arguments.append("http://casevault" + path)
-        let process = Process()
-        if peer.uid == 0 && peer.gid == 0 && peer.groups.isEmpty {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-            process.arguments = arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            let groups = peer.groups.isEmpty ? ["--clear-groups"] : ["--groups", peer.groups.map(String.init).joined(separator: ",")]
-            process.arguments = ["--reuid", "\(peer.uid)", "--regid", "\(peer.gid)"] + groups + ["/usr/bin/curl"] + arguments
-        }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        let (_, output) = try peer.run("/usr/bin/curl", arguments)
         guard let newline = output.lastIndex(of: UInt8(ascii: "\n")) else {
             return Reply(status: 0, contentType: "", body: Data())
         }

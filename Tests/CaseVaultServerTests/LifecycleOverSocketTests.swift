@@ -162,13 +162,10 @@ struct LifecycleOverSocketTests {
             let caseID = try Self.agreedCase(daemon)
             let notes = try (0..<3).map { _ in try daemon.file(caseID, Bodies.note, as: Self.mediator).string("record_id") }
             // File the agreement from a background curl and kill the daemon at a random moment of it.
-            let filing = Process()
-            filing.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            filing.arguments = [
-                "--reuid", "4002", "--regid", "\(DaemonProcess.clientsGroup)", "--clear-groups", "/usr/bin/curl", "-s", "-o", "/dev/null",
-                "--unix-socket", daemon.socket, "-H", "Content-Type: application/json", "--data-binary", Bodies.finalAgreement(),
-                "http://casevault/v1/cases/\(caseID)/records",
-            ]
+            let filing = Self.mediator.process("/usr/bin/curl", [
+                "-s", "-o", "/dev/null", "--unix-socket", daemon.socket, "-H", "Content-Type: application/json",
+                "--data-binary", Bodies.finalAgreement(), "http://casevault/v1/cases/\(caseID)/records",
+            ])
             try filing.run()
             usleep(UInt32.random(in: 0...(cycle.isMultiple(of: 2) ? 40_000 : 12_000)))
             daemon.crash()

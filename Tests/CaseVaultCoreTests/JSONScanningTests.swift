@@ -1,0 +1,62 @@
+import CaseVaultCore
+import Foundation
+import Testing
+
+/// The byte-level JSON helpers the server uses before and instead of a full parse.
+@Suite("JSON scanning")
+struct JSONScanningTests {
+    @Test("rawMember finds a top-level member's value exactly as written, wherever it stands")
+    func rawMemberSpans() throws {
+        let cases: [(String, String?)] = [
+            (#"{"type":"x","content":{"a":[1,{"b":"}"}]}}"#, #"{"a":[1,{"b":"}"}]}"#),
+            (#"{ "content" : {"text": "a \" quote, and } brace"} , "type": "t" }"#, #"{"text": "a \" quote, and } brace"}"#),
+            (#"{"nested":{"content":1},"content":[1, 2]}"#, "[1, 2]"),
+            (#"{"content":"plain"}"#, #""plain""#),
+            (#"{"content":12.5e3 }"#, "12.5e3"),
+            (#"{"type":"x"}"#, nil),
+            (#"{"con\u0074ent":{}}"#, nil),
+        ]
+        for (document, expected) in cases {
+            let raw = JSONValue.rawMember("content", of: Array(document.utf8)).map { String(decoding: $0, as: UTF8.self) }
+            #expect(raw == expected, "\(document)")
+        }
+    }
+
+    @Test("rawMember agrees with a full parse on random documents")
+    func rawMemberAgreesWithParse() throws {
+        var generator = SystemRandomNumberGenerator()
+        func value(_ depth: Int) -> Any {
+            switch Int.random(in: 0..<(depth > 3 ? 4 : 6), using: &generator) {
+            case 0: return Int.random(in: -1000...1000, using: &generator)
+            case 1: return ["a", "{\"}", "[,]", "\\", "ü"].randomElement(using: &generator)!
+            case 2: return Bool.random(using: &generator)
+            case 3: return NSNull()
+            case 4: return (0..<Int.random(in: 0...3, using: &generator)).map { _ in value(depth + 1) }
+            default:
+                var object: [String: Any] = [:]
+                for key in ["content", "x", "type"].shuffled(using: &generator).prefix(Int.random(in: 0...3, using: &generator)) {
+                    object[key] = value(depth + 1)
+                }
+                return object
+            }
+        }
+        for _ in 0..<500 {
+            var top = value(0) as? [String: Any] ?? [:]
+            top["content"] = value(1)
+            let data = try JSONSerialization.data(withJSONObject: top, options: [.fragmentsAllowed])
+            let bytes = [UInt8](data)
+            let raw = try #require(JSONValue.rawMember("content", of: bytes))
+            #expect(JSONValue.parse(Array(raw)) == JSONValue.parse(bytes)?["content"], "\(String(decoding: bytes, as: UTF8.self))")
+        }
+    }
+
+    @Test("nesting depth counts brackets outside strings only")
+    func nesting() {
+        func deeper(_ text: String, _ limit: Int) -> Bool {
+            Array(text.utf8).withUnsafeBytes { JSONValue.nestsDeeper(than: limit, $0) }
+        }
+        #expect(deeper("[[[]]]", 2))
+        #expect(!deeper("[[[]]]", 3))
+        #expect(!deeper(#"{"a":"[[[[[[\"[["}"#, 1))
+    }
+}
