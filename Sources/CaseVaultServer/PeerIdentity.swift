@@ -75,6 +75,9 @@ final class ConnectionIdentities: Sendable {
             level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(CASEVAULT_SO_PEERGROUPS)
         )
         credentials.and(groups).whenSuccess { credentials, buffer in
+            // Runs on the channel's event loop, as `forget` does: a channel already closed (and so
+            // forgotten, or about to be) is never entered.
+            guard channel.isActive else { return }
             let identity = PeerIdentity(credentials: credentials, groups: buffer)
             self.identities.withLock { $0[key] = identity }
         }
