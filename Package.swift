@@ -40,6 +40,7 @@ let package = Package(
         // Layer 2: record types, validation, typed errors. No I/O.
         .target(
             name: "CaseVaultCore",
+            dependencies: ["CaseVaultCrypto"],
             swiftSettings: swiftSettings
         ),
         // Layer 3: the sealing barrier, key slots, segments of sealed content, the SQLite index, shredding,
@@ -150,7 +151,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CaseVaultCoreTests",
-            dependencies: ["CaseVaultCore"],
+            dependencies: ["CaseVaultCore", "CaseVaultCrypto"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

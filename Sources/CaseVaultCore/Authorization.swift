@@ -20,6 +20,8 @@ public enum Action: String, Sendable, CaseIterable {
     case readDisclosure
     case shredRecord
     case shredSessionNote
+    case readCertificates
+    case readCertificateKey
 
     /// The action that files a record of `type`.
     public static func filing(_ type: RecordType) -> Action {
@@ -95,6 +97,9 @@ public enum Authorization {
         case .readDisclosure: return [.role(.director), .routedOffice]
         case .shredRecord: return [.role(.director)]
         case .shredSessionNote: return [.role(.director), .assignedMediator]
+        case .readCertificates: return [.role(.director)]
+        // The public key is not secret; those who verify certificates need it.
+        case .readCertificateKey: return [.role(.director), .role(.operator)]
         }
     }
 
@@ -111,6 +116,24 @@ public enum Authorization {
                 return roles.contains(.office(office))
             }
         }
+    }
+
+    /// The role under which `action` is allowed in `scope` (what a destruction certificate names), or
+    /// `nil` when it is not allowed.
+    public static func grantingRole(_ roles: Set<Role>, _ action: Action, scope: AccessScope = .none) -> Role? {
+        for grant in Self.grants(action) {
+            switch grant {
+            case .anyone, .anyRole:
+                if let role = roles.sorted().first { return role }
+            case .role(let role):
+                if roles.contains(role) { return role }
+            case .assignedMediator:
+                if roles.contains(.mediator) && scope.assignedMediator { return .mediator }
+            case .routedOffice:
+                if let office = scope.routedOffice, roles.contains(.office(office)) { return .office(office) }
+            }
+        }
+        return nil
     }
 
     /// Whether `action` could be allowed to a caller holding `roles` in some scope: the check made before

@@ -22,6 +22,13 @@ public struct CaseVaultContext: RequestContext {
         }
     }
 
+    /// Authorizes `action` and says who allowed it: the caller's uid and the role that granted it.
+    public func authority(_ action: Action, scope: AccessScope = .none) throws(CaseVaultError) -> Authority {
+        try self.authorize(action, scope: scope)
+        let role = Authorization.grantingRole(self.roles, action, scope: scope)
+        return Authority(uid: self.uid, role: role?.description ?? "unknown")
+    }
+
     /// Throws `forbidden` unless one of `actions` could be allowed to the caller on some case: asked before
     /// any id is looked up, so that a caller who may never act learns nothing about which ids exist.
     public func authorizeSomewhere(_ actions: Action...) throws(CaseVaultError) {

@@ -36,7 +36,7 @@ extension Routes {
         let upload = try await self.run { store throws(CaseVaultError) in
             let metadata = try store.metadata(id)
             guard metadata.type != .caseHeader else { throw CaseVaultError(.notFound, "no record has this id; check the id") }
-            _ = try Self.authorize(.filing(metadata.type), case: metadata.caseID, context, store)
+            try Self.authorize(.filing(metadata.type), case: metadata.caseID, context, store)
             return try store.beginAttachment(id, mediaType: mediaType, maxBytes: limit)
         }
         // Gather a few request buffers per hop to the blocking pool; the body arrives with backpressure, so

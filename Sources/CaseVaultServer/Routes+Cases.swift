@@ -70,7 +70,8 @@ extension Routes {
         try context.authorizeSomewhere(.readCase)
         let id = try self.caseID(context)
         let (summary, records) = try await self.run { store throws(CaseVaultError) in
-            (try Self.authorize(.readCase, case: id, context, store), try store.records(caseID: id))
+            try Self.authorize(.readCase, case: id, context, store)
+            return (try store.caseSummary(id), try store.records(caseID: id))
         }
         return try JSONResponse.make(CaseView(summary, records: records.filter { $0.type != .caseHeader }))
     }
@@ -80,7 +81,7 @@ extension Routes {
         try context.authorizeSomewhere(.readCase)
         let id = try self.caseID(context)
         var header = try await self.run { store throws(CaseVaultError) in
-            _ = try Self.authorize(.readCase, case: id, context, store)
+            try Self.authorize(.readCase, case: id, context, store)
             return try store.caseHeader(id)
         }
         defer { wipe(&header) }
@@ -125,8 +126,8 @@ extension Routes {
         let supersedes = try body.optionalIdentifier("supersedes", as: RecordID.self)
         let record = NewRecord(caseID: caseID, type: type, content: content, author: context.author, supersedes: supersedes)
         let (stored, shredded) = try await self.run { store throws(CaseVaultError) in
-            _ = try Self.authorize(.filing(type), case: caseID, context, store)
-            return try store.file(record)
+            let authority = try Self.authorize(.filing(type), case: caseID, context, store)
+            return try store.file(record, authority: authority)
         }
         return try JSONResponse.make(
             Filed(
@@ -158,8 +159,8 @@ extension Routes {
         let outcomeName = try body.requireChoice("outcome", in: Set(ClosingOutcome.allCases.map(\.rawValue)))
         let outcome = ClosingOutcome(rawValue: outcomeName)!
         let shredded = try await self.run { store throws(CaseVaultError) in
-            _ = try Self.authorize(.closeCase, case: id, context, store)
-            return try store.closeCase(id, outcome: outcome)
+            let authority = try Self.authorize(.closeCase, case: id, context, store)
+            return try store.closeCase(id, outcome: outcome, authority: authority)
         }
         return try JSONResponse.make(
             Closed(caseID: id.rawValue, state: CaseState.closed.rawValue, outcome: outcomeName, shredded: shredded.map(\.rawValue))

@@ -91,8 +91,8 @@ extension Routes {
                 throw CaseVaultError(.notFound, "no record has this id; check the id")
             }
             let action: Action = metadata.type == .sessionNote ? .shredSessionNote : .shredRecord
-            _ = try Self.authorize(action, case: metadata.caseID, context, store)
-            try store.shred(id)
+            let authority = try Self.authorize(action, case: metadata.caseID, context, store)
+            try store.shred(id, order: ShredOrder(method: .request, authority: authority, reason: reason))
         }
         context.logger.info("record shredded on request", metadata: ["record.id": "\(id)", "shred.reason": "\(reason)"])
         return try JSONResponse.make(Shredded(recordID: id.rawValue, shredded: true))

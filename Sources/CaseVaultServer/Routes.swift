@@ -29,11 +29,12 @@ struct Routes: Sendable {
         return AccessScope(assignedMediator: try store.isOnRoster(context.uid))
     }
 
-    /// Looks up case `id` and asks the table whether the caller may perform `action` on it.
-    static func authorize(_ action: Action, case id: CaseID, _ context: CaseVaultContext, _ store: RecordStore) throws(CaseVaultError) -> CaseSummary {
+    /// Looks up case `id`, asks the table whether the caller may perform `action` on it, and returns who
+    /// allowed it (for destruction certificates).
+    @discardableResult
+    static func authorize(_ action: Action, case id: CaseID, _ context: CaseVaultContext, _ store: RecordStore) throws(CaseVaultError) -> Authority {
         let summary = try store.caseSummary(id)
-        try context.authorize(action, scope: try Self.scope(summary, context, store))
-        return summary
+        return try context.authority(action, scope: try Self.scope(summary, context, store))
     }
 
     /// The case named by the `case_id` path parameter.

@@ -16,11 +16,28 @@ final class Barrier: Sendable {
     static let blobHeaderSize = 8
     private static let kekContext: StaticString = "cv-kek01"
 
+    private static let certificateContext: StaticString = "cv-cert1"
+
     private let rootKey: SecureBytes
     private let keyEncryptionKeys = Mutex<[UInt32: SecureBytes]>([:])
+    /// Signs destruction certificates: Ed25519 from a seed derived from the root key (crypto_kdf).
+    private let certificateKey: SigningKey
 
-    init(rootKey: SecureBytes) {
+    init(rootKey: SecureBytes) throws(CaseVaultError) {
         self.rootKey = rootKey
+        do {
+            let seed = try KeyDerivation.deriveKey(from: rootKey, context: Self.certificateContext, id: 1)
+            self.certificateKey = try SigningKey(seed: seed)
+        } catch {
+            throw CaseVaultError(.keyUnavailable, "the certificate signing key could not be derived", cause: error)
+        }
+    }
+
+    /// The public half of the certificate key: what `casevaultctl certificate verify` checks against.
+    var certificatePublicKey: [UInt8] { self.certificateKey.publicKey }
+
+    func signCertificate(_ body: [UInt8]) -> [UInt8] {
+        self.certificateKey.signature(for: body)
     }
 
     private func keyEncryptionKey(epoch: UInt32) throws(CaseVaultError) -> SecureBytes {

@@ -102,6 +102,27 @@ struct Index: Sendable {
                     """
             )
         }
+        migrator.registerMigration("v3-certificates") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE shred_orders (
+                        record_id TEXT PRIMARY KEY NOT NULL,
+                        method TEXT NOT NULL,
+                        uid INTEGER,
+                        role TEXT NOT NULL,
+                        reason TEXT
+                    ) WITHOUT ROWID;
+                    CREATE TABLE certificates (
+                        seq INTEGER PRIMARY KEY,
+                        id TEXT NOT NULL UNIQUE,
+                        case_id TEXT NOT NULL,
+                        issued_at INTEGER NOT NULL,
+                        document BLOB NOT NULL
+                    );
+                    CREATE INDEX certificates_by_case ON certificates (case_id, seq);
+                    """
+            )
+        }
         return migrator
     }
 

@@ -42,7 +42,10 @@ extension RecordStore {
     /// Files a record under the lifecycle rules: the case must exist, the content must name its own
     /// participants, notes need every participant's agreement, a final agreement shreds every note of the
     /// case in the same operation and closes it. Returns the record and the notes it shredded.
-    public func file(_ record: NewRecord) throws(CaseVaultError) -> (record: RecordMetadata, shredded: [RecordID]) {
+    public func file(
+        _ record: NewRecord,
+        authority: Authority = .daemon
+    ) throws(CaseVaultError) -> (record: RecordMetadata, shredded: [RecordID]) {
         guard RecordType.fileable.contains(record.type) else {
             throw CaseVaultError(.unknownRecordType, "the case header is written only when the case is opened", field: "type")
         }
@@ -73,6 +76,7 @@ extension RecordStore {
                 effects.caseState = (summary.id, effect.state, effect.state == .closed ? Self.now() : nil, nil)
             }
             effects.markShredding = effect.shredNotes
+            effects.shredOrder = ShredOrder(method: .finalAgreement, authority: authority)
             let stored = try self.put(validated: record, effects: effects)
             try self.finishMarkedShreds(effect.shredNotes)
             return (stored, effect.shredNotes)
@@ -80,7 +84,7 @@ extension RecordStore {
     }
 
     /// Closes a case without a final agreement: every session note is shredded in the same operation.
-    public func closeCase(_ id: CaseID, outcome: ClosingOutcome) throws(CaseVaultError) -> [RecordID] {
+    public func closeCase(_ id: CaseID, outcome: ClosingOutcome, authority: Authority = .daemon) throws(CaseVaultError) -> [RecordID] {
         try self.caseLocks.withLock(id) { () throws(CaseVaultError) in
             let summary = try self.caseSummary(id)
             let notes = try self.liveIDs(id, .sessionNote)
@@ -90,6 +94,7 @@ extension RecordStore {
                     var effects = CommitEffects()
                     effects.caseState = (id, effect.state, Self.now(), outcome.rawValue)
                     effects.markShredding = effect.shredNotes
+                    effects.shredOrder = ShredOrder(method: .caseClosed, authority: authority, reason: outcome.rawValue)
                     try Self.apply(effects, db)
                 }
             }
@@ -167,6 +172,9 @@ extension RecordStore {
         }
         for id in effects.markShredding {
             try db.cachedStatement(sql: "UPDATE records SET state = 'shredding' WHERE id = ?").execute(arguments: [id.rawValue])
+        }
+        if let order = effects.shredOrder {
+            try Self.recordOrder(order, for: effects.markShredding, db)
         }
     }
 

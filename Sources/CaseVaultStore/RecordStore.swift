@@ -70,7 +70,7 @@ public final class RecordStore: Sendable {
             index: index,
             slots: slots,
             segments: segments,
-            barrier: Barrier(rootKey: rootKey),
+            barrier: try Barrier(rootKey: rootKey),
             state: state,
             epoch: epoch,
             logger: logger
@@ -138,6 +138,8 @@ public final class RecordStore: Sendable {
         /// Records to mark `shredding` (a final agreement's session notes); their shred finishes right after
         /// the commit, or on the next open after a crash.
         var markShredding: [RecordID] = []
+        /// Who ordered those shreds, kept with them until their certificate is issued.
+        var shredOrder: ShredOrder?
     }
 
     final class PendingPut {

@@ -53,6 +53,8 @@ struct AuthorizationMatrixTests {
         var note: String
         var harassment: String
         var discrimination: String
+        /// The destruction certificate of a record shredded in the fixture.
+        var certificate: String
     }
 
     static func fixture(_ daemon: DaemonProcess) throws -> Fixture {
@@ -72,7 +74,15 @@ struct AuthorizationMatrixTests {
         let harassment = try daemon.file(caseA, Bodies.disclosure("sexual_harassment"), as: mediator).string("record_id")
         let discrimination = try daemon.file(caseA, Bodies.disclosure("discrimination"), as: mediator).string("record_id")
         try daemon.call("DELETE", "/v1/roster/mediators/uid:4004", as: director, expect: 204)
-        return Fixture(caseA: caseA, caseB: caseB, intake: intake, bare: bare, note: note, harassment: harassment, discrimination: discrimination)
+        let doomed = try daemon.file(caseA, Bodies.intake, as: director).string("record_id")
+        try daemon.call("DELETE", "/v1/records/\(doomed)", as: director, body: #"{"reason": "filed_in_error"}"#, expect: 200)
+        let certificates = try daemon.call("GET", "/v1/certificates?case_id=\(caseA)", as: director, expect: 200)
+        let last = (certificates.json["certificates"] as? [[String: Any]])?.last?["certificate"] as? [String: Any]
+        let certificate = last?["certificate_id"] as? String ?? ""
+        return Fixture(
+            caseA: caseA, caseB: caseB, intake: intake, bare: bare, note: note, harassment: harassment,
+            discrimination: discrimination, certificate: certificate
+        )
     }
 
     struct Operation: Sendable {
@@ -162,6 +172,15 @@ struct AuthorizationMatrixTests {
             name: "assign mediators", method: "PUT", path: { "/v1/cases/\($0.caseA)/mediators" }, body: #"{"mediators": ["uid:4003"]}"#,
             allowed: [.director], mutates: true
         ),
+        Operation(name: "list certificates", method: "GET", path: { _ in "/v1/certificates" }, allowed: [.director], mutates: false),
+        Operation(
+            name: "read a certificate", method: "GET", path: { "/v1/certificates/\($0.certificate)" }, allowed: [.director],
+            mutates: false
+        ),
+        Operation(
+            name: "read the certificate key", method: "GET", path: { _ in "/v1/certificates/public-key" },
+            allowed: [.director, .operator, .root], mutates: false
+        ),
         Operation(name: "list the roster", method: "GET", path: { _ in "/v1/roster/mediators" }, allowed: [.director], mutates: false),
         Operation(
             name: "read a roster entry", method: "GET", path: { _ in "/v1/roster/mediators/uid:4002" }, allowed: [.director],
@@ -213,6 +232,7 @@ struct AuthorizationMatrixTests {
         for id in [fixture.intake, fixture.bare, fixture.note, fixture.harassment, fixture.discrimination] {
             path = path.replacingOccurrences(of: id, with: "{record_id}")
         }
+        path = path.replacingOccurrences(of: fixture.certificate, with: "{certificate_id}")
         return path.replacingOccurrences(of: "uid:4002", with: "{user}").replacingOccurrences(of: "uid:4100", with: "{user}")
     }
 

@@ -152,12 +152,16 @@ struct LifecycleTests {
             for note in notes {
                 #expect(try reopened.get(note).content.isEmpty == false, "a note vanished without a final agreement")
             }
+            #expect(try Certified.methods(reopened).isEmpty)
         } else {
             #expect(agreements.count == 1)
             #expect(try reopened.caseSummary(summary.id).state == .closed)
             for note in notes {
                 #expect(try reopened.isShredded(note), "a note survived its final agreement")
             }
+            let certified = try Certified.methods(reopened)
+            #expect(Set(certified.keys) == Set(notes.map(\.rawValue)), "every shredded note has its certificate, after any crash")
+            #expect(Set(certified.values) == ["final_agreement"])
         }
     }
 }

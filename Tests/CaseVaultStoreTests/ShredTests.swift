@@ -138,7 +138,23 @@ struct ShredTests {
             #expect(error.code == .shredded)
         }
         #expect(try reopened.isShredded(victim.id))
+        #expect(try Certified.methods(reopened)[victim.id.rawValue] == "shred_request", "recovery must issue the certificate")
         evidence.expectGone(from: vault)
         #expect(try reopened.get(survivor.id).content == Samples.content(.finalAgreement, marker: "keep"))
+    }
+}
+
+/// What the vault's certificates say was destroyed: record id → method, from certificates that verify.
+enum Certified {
+    static func methods(_ store: RecordStore) throws -> [String: String] {
+        var methods: [String: String] = [:]
+        for document in try store.certificates() {
+            let certificate = try #require(DestructionCertificate.verify(document: document, publicKey: store.certificatePublicKey))
+            for record in certificate.records {
+                #expect(methods[record.recordID] == nil, "a record is certified twice")
+                methods[record.recordID] = certificate.method
+            }
+        }
+        return methods
     }
 }

@@ -1,0 +1,143 @@
+internal import CaseVaultCrypto
+internal import Foundation
+
+/// How records came to be destroyed.
+public enum ShredMethod: String, Sendable, Codable, CaseIterable {
+    /// `DELETE /v1/records/{id}`.
+    case request = "shred_request"
+    /// Filing the case's final agreement, which shreds its session notes.
+    case finalAgreement = "final_agreement"
+    /// Closing the case without an agreement, which shreds its session notes.
+    case caseClosed = "case_closed"
+    /// The retention sweep.
+    case retentionSweep = "retention_sweep"
+    /// Finished by crash recovery for records marked before orders were kept.
+    case recovery = "recovery"
+}
+
+/// Who authorised an action: the peer's uid and the role the action was allowed under.
+public struct Authority: Sendable, Equatable {
+    /// `nil` for the daemon itself (a tool or a timer acting without a peer).
+    public var uid: UInt32?
+    public var role: String
+
+    public init(uid: UInt32?, role: String) {
+        self.uid = uid
+        self.role = role
+    }
+
+    /// The daemon acting on its own (tests, tools).
+    public static let daemon = Authority(uid: nil, role: "daemon")
+}
+
+/// Who ordered a shred and how: kept with the records from the moment they are marked, so that the
+/// certificate names the right authority even when crash recovery finishes the shred.
+public struct ShredOrder: Sendable, Equatable {
+    public var method: ShredMethod
+    public var authority: Authority
+    /// A reason from a fixed vocabulary, never free text.
+    public var reason: String?
+
+    public init(method: ShredMethod, authority: Authority, reason: String? = nil) {
+        self.method = method
+        self.authority = authority
+        self.reason = reason
+    }
+}
+
+/// A destruction certificate: which records of which case were destroyed, when, how and on whose
+/// authority, signed with the vault's Ed25519 key. Never content.
+///
+/// On the wire and on disk it is one JSON document, `{"certificate":{…},"signature":"<hex>"}`; the
+/// signature covers the exact bytes of the `certificate` member, so it verifies offline with nothing but
+/// the document and the vault's public key.
+public struct DestructionCertificate: Sendable, Codable, Equatable {
+    public struct Destroyed: Sendable, Codable, Equatable {
+        public var recordID: String
+        public var type: String
+
+        enum CodingKeys: String, CodingKey {
+            case recordID = "record_id", type
+        }
+    }
+
+    public struct AuthorisedBy: Sendable, Codable, Equatable {
+        public var uid: UInt32?
+        public var role: String
+    }
+
+    public var version: Int
+    public var certificateID: String
+    public var caseID: String
+    public var issuedAt: String
+    public var method: String
+    public var reason: String?
+    public var authorisedBy: AuthorisedBy
+    public var records: [Destroyed]
+
+    enum CodingKeys: String, CodingKey {
+        case version, certificateID = "certificate_id", caseID = "case_id", issuedAt = "issued_at", method, reason
+        case authorisedBy = "authorised_by", records
+    }
+
+    public init(id: String, caseID: CaseID, issuedAt: String, order: ShredOrder, records: [(RecordID, RecordType)]) {
+        self.version = 1
+        self.certificateID = id
+        self.caseID = caseID.rawValue
+        self.issuedAt = issuedAt
+        self.method = order.method.rawValue
+        self.reason = order.reason
+        self.authorisedBy = AuthorisedBy(uid: order.authority.uid, role: order.authority.role)
+        self.records = records.map { Destroyed(recordID: $0.0.rawValue, type: $0.1.rawValue) }.sorted { $0.recordID < $1.recordID }
+    }
+
+    /// The signed document: the certificate's canonical bytes (sorted keys, no spaces) and the signature.
+    public func document(signedWith sign: ([UInt8]) -> [UInt8]) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let body = [UInt8]((try? encoder.encode(self)) ?? Data())
+        return Self.frame(body, signatureHex: Self.hex(sign(body)))
+    }
+
+    static func frame(_ body: [UInt8], signatureHex: String) -> [UInt8] {
+        Array(#"{"certificate":"#.utf8) + body + Array(#","signature":""#.utf8) + Array(signatureHex.utf8) + Array(#""}"#.utf8)
+    }
+
+    /// Verifies a document offline: it must be exactly `{"certificate":{…},"signature":"<hex>"}` and the
+    /// signature must be the vault's over the certificate's bytes. Returns the certificate, or `nil` when
+    /// anything about it is wrong.
+    public static func verify(document: [UInt8], publicKey: [UInt8]) -> DestructionCertificate? {
+        guard case .object(let members) = JSONValue.parse(document) ?? .null, Set(members.keys) == ["certificate", "signature"],
+            case .string(let signatureHex) = members["signature"] ?? .null, let signature = Self.bytes(hex: signatureHex),
+            let body = JSONValue.rawMember("certificate", of: document),
+            // Exactly the shape the daemon writes: nothing added, nothing reordered.
+            document == Self.frame(Array(body), signatureHex: signatureHex),
+            SigningKey.isValidSignature(signature, for: Array(body), publicKey: publicKey)
+        else { return nil }
+        return try? JSONDecoder().decode(DestructionCertificate.self, from: Data(body))
+    }
+
+    public static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        return String(decoding: bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0f)]] }, as: UTF8.self)
+    }
+
+    public static func bytes(hex: String) -> [UInt8]? {
+        let utf8 = Array(hex.utf8)
+        guard utf8.count.isMultiple(of: 2) else { return nil }
+        func value(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+            default: return nil
+            }
+        }
+        var result: [UInt8] = []
+        result.reserveCapacity(utf8.count / 2)
+        for index in stride(from: 0, to: utf8.count, by: 2) {
+            guard let high = value(utf8[index]), let low = value(utf8[index + 1]) else { return nil }
+            result.append(high << 4 | low)
+        }
+        return result
+    }
+}
