@@ -1,3 +1,4 @@
+internal import CDispatch  // declares `struct stat` in this build graph (MemberImportVisibility)
 #if canImport(Glibc)
 internal import Glibc
 #endif

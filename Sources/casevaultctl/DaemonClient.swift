@@ -1,3 +1,4 @@
+internal import CDispatch  // declares `struct stat` in this build graph (MemberImportVisibility)
 internal import AsyncHTTPClient
 internal import Foundation
 #if canImport(Glibc)

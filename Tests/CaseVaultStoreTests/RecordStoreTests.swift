@@ -1,3 +1,4 @@
+import CDispatch  // declares `struct stat` in this build graph (MemberImportVisibility)
 import CaseVaultCore
 import CaseVaultStore
 import Foundation
