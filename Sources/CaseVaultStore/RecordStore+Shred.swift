@@ -126,7 +126,7 @@ extension RecordStore {
         for (_, group) in groups.sorted(by: { $0.key < $1.key }) {
             let id = CaseID(bytes: Random.bytes(count: CaseID.byteCount)).rawValue
             let certificate = DestructionCertificate(
-                id: id, caseID: group.caseID, issuedAt: Self.rfc3339(time), order: group.order, records: group.records
+                id: id, caseID: group.caseID, issuedAt: Timestamp.rfc3339(time), order: group.order, records: group.records
             )
             let document = certificate.document(signedWith: self.barrier.signCertificate)
             try db.cachedStatement(
@@ -161,18 +161,5 @@ extension RecordStore {
             throw CaseVaultError(.notFound, "no certificate has this id; list them with GET /v1/certificates")
         }
         return [UInt8](document)
-    }
-
-    /// Milliseconds since the epoch as RFC 3339 UTC with milliseconds.
-    static func rfc3339(_ milliseconds: Int64) -> String {
-        var seconds = time_t(milliseconds / 1000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func pad(_ value: Int32, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
-        }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(milliseconds % 1000), 3))Z"
     }
 }
