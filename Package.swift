@@ -1,9 +1,11 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+// MemberImportVisibility is left off on purpose: on Linux, Glibc's structs (`stat`, `timespec`) are also
+// reachable through Dispatch's C module, and which module a clean build credits them to varies, so the
+// feature failed clean builds at random (seen in CI clones) while incremental builds passed.
 let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
-    .enableUpcomingFeature("MemberImportVisibility"),
     .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 

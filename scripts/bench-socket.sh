@@ -82,3 +82,18 @@ for conn in 1 16; do
     "$BIN/casevault-load" --label "casevaultd durable PUT" --socket "$sock" --method POST --paths-file "$work/puts.txt" \
         --body-file "$work/put.json" --connections $conn --seconds "$SECS"
 done
+
+# A 1 GiB attachment in and out: time, and the daemon's peak resident memory before and after.
+peak() { awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$daemon/status"; }
+record=$(sed -n '1s|/v1/records/||p' "$work/gets.txt")
+head -c $((1 << 30)) /dev/urandom > "$work/attachment.bin"
+before=$(peak)
+start=$(date +%s.%N)
+curl -s -o /dev/null --unix-socket "$sock" -H 'Content-Type: application/pdf' \
+    -T "$work/attachment.bin" "http://casevault/v1/records/$record/attachment"
+middle=$(date +%s.%N)
+curl -s -o "$work/attachment.out" --unix-socket "$sock" "http://casevault/v1/records/$record/attachment"
+end=$(date +%s.%N)
+cmp -s "$work/attachment.bin" "$work/attachment.out" && same=identical || same=DIFFERENT
+printf 'attachment 1 GiB: upload %.1f s, download %.1f s, %s; daemon peak RSS %d MiB before, %d MiB after\n' \
+    "$(awk "BEGIN {print $middle - $start}")" "$(awk "BEGIN {print $end - $middle}")" "$same" "$before" "$(peak)"

@@ -96,7 +96,7 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let body = [UInt8]((try? encoder.encode(self)) ?? Data())
-        return Self.frame(body, signatureHex: Self.hex(sign(body)))
+        return Self.frame(body, signatureHex: Hex.encode(sign(body)))
     }
 
     static func frame(_ body: [UInt8], signatureHex: String) -> [UInt8] {
@@ -108,36 +108,12 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
     /// anything about it is wrong.
     public static func verify(document: [UInt8], publicKey: [UInt8]) -> DestructionCertificate? {
         guard case .object(let members) = JSONValue.parse(document) ?? .null, Set(members.keys) == ["certificate", "signature"],
-            case .string(let signatureHex) = members["signature"] ?? .null, let signature = Self.bytes(hex: signatureHex),
+            case .string(let signatureHex) = members["signature"] ?? .null, let signature = Hex.decode(signatureHex),
             let body = JSONValue.rawMember("certificate", of: document),
             // Exactly the shape the daemon writes: nothing added, nothing reordered.
             document == Self.frame(Array(body), signatureHex: signatureHex),
             SigningKey.isValidSignature(signature, for: Array(body), publicKey: publicKey)
         else { return nil }
         return try? JSONDecoder().decode(DestructionCertificate.self, from: Data(body))
-    }
-
-    public static func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        return String(decoding: bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0f)]] }, as: UTF8.self)
-    }
-
-    public static func bytes(hex: String) -> [UInt8]? {
-        let utf8 = Array(hex.utf8)
-        guard utf8.count.isMultiple(of: 2) else { return nil }
-        func value(_ c: UInt8) -> UInt8? {
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-            default: return nil
-            }
-        }
-        var result: [UInt8] = []
-        result.reserveCapacity(utf8.count / 2)
-        for index in stride(from: 0, to: utf8.count, by: 2) {
-            guard let high = value(utf8[index]), let low = value(utf8[index + 1]) else { return nil }
-            result.append(high << 4 | low)
-        }
-        return result
     }
 }

@@ -20,30 +20,12 @@ public struct Identifier<Tag>: Hashable, Sendable, CustomStringConvertible, Comp
     /// The identifier whose raw bytes are `bytes` (16 bytes).
     public init(bytes: [UInt8]) {
         precondition(bytes.count == Self.byteCount, "an identifier is 16 bytes")
-        let digits = Array("0123456789abcdef".utf8)
-        var text = [UInt8]()
-        text.reserveCapacity(2 * Self.byteCount)
-        for byte in bytes {
-            text.append(digits[Int(byte >> 4)])
-            text.append(digits[Int(byte & 0x0f)])
-        }
-        self.rawValue = String(decoding: text, as: UTF8.self)
+        self.rawValue = Hex.encode(bytes)
     }
 
     /// The 16 raw bytes.
     public var bytes: [UInt8] {
-        var result = [UInt8]()
-        result.reserveCapacity(Self.byteCount)
-        var high: UInt8 = 0
-        for (index, character) in self.rawValue.utf8.enumerated() {
-            let nibble = character <= UInt8(ascii: "9") ? character - UInt8(ascii: "0") : character - UInt8(ascii: "a") + 10
-            if index % 2 == 0 {
-                high = nibble << 4
-            } else {
-                result.append(high | nibble)
-            }
-        }
-        return result
+        Hex.decode(self.rawValue) ?? []
     }
 
     public var description: String { self.rawValue }

@@ -70,8 +70,7 @@ extension Routes {
         try context.authorizeSomewhere(.readCase)
         let id = try self.caseID(context)
         let (summary, records) = try await self.run { store throws(CaseVaultError) in
-            try Self.authorize(.readCase, case: id, context, store)
-            return (try store.caseSummary(id), try store.records(caseID: id))
+            (try Self.authorize(.readCase, case: id, context, store).summary, try store.records(caseID: id))
         }
         return try JSONResponse.make(CaseView(summary, records: records.filter { $0.type != .caseHeader }))
     }
@@ -126,7 +125,7 @@ extension Routes {
         let supersedes = try body.optionalIdentifier("supersedes", as: RecordID.self)
         let record = NewRecord(caseID: caseID, type: type, content: content, author: context.author, supersedes: supersedes)
         let (stored, shredded) = try await self.run { store throws(CaseVaultError) in
-            let authority = try Self.authorize(.filing(type), case: caseID, context, store)
+            let authority = try Self.authorize(.filing(type), case: caseID, context, store).authority
             return try store.file(record, authority: authority)
         }
         return try JSONResponse.make(
@@ -159,7 +158,7 @@ extension Routes {
         let outcomeName = try body.requireChoice("outcome", in: Set(ClosingOutcome.allCases.map(\.rawValue)))
         let outcome = ClosingOutcome(rawValue: outcomeName)!
         let shredded = try await self.run { store throws(CaseVaultError) in
-            let authority = try Self.authorize(.closeCase, case: id, context, store)
+            let authority = try Self.authorize(.closeCase, case: id, context, store).authority
             return try store.closeCase(id, outcome: outcome, authority: authority)
         }
         return try JSONResponse.make(

@@ -34,7 +34,7 @@ extension Routes {
             guard metadata.type != .caseHeader else {
                 throw CaseVaultError(.notFound, "no record has this id; a case's participants are at /v1/cases/{case_id}/participants")
             }
-            let scope = AccessScope(assignedMediator: onRoster && summary.mediators.contains(context.uid))
+            let scope = AccessScope(assignedMediator: onRoster && Self.namesMediator(summary, context))
             if metadata.type == .disclosure {
                 try context.authorizeSomewhere(.readDisclosure)
             } else {
@@ -91,7 +91,7 @@ extension Routes {
                 throw CaseVaultError(.notFound, "no record has this id; check the id")
             }
             let action: Action = metadata.type == .sessionNote ? .shredSessionNote : .shredRecord
-            let authority = try Self.authorize(action, case: metadata.caseID, context, store)
+            let authority = try Self.authorize(action, case: metadata.caseID, context, store).authority
             try store.shred(id, order: ShredOrder(method: .request, authority: authority, reason: reason))
         }
         context.logger.info("record shredded on request", metadata: ["record.id": "\(id)", "shred.reason": "\(reason)"])

@@ -4,10 +4,6 @@ internal import Foundation
 public import Hummingbird
 internal import NIOCore
 
-#if canImport(Glibc)
-internal import Glibc
-#endif
-
 /// The route handlers. Each names its action and asks the authorization table before it touches a case
 /// or a record; store calls run on the blocking pool.
 struct Routes: Sendable {
@@ -25,16 +21,23 @@ struct Routes: Sendable {
     /// removing a mediator from the roster ends their access at their next request. Called inside `run`,
     /// so that the lookups and the decision take one trip to the blocking pool.
     static func scope(_ summary: CaseSummary, _ context: CaseVaultContext, _ store: RecordStore) throws(CaseVaultError) -> AccessScope {
-        guard context.roles.contains(.mediator), summary.mediators.contains(context.uid) else { return .none }
+        guard Self.namesMediator(summary, context) else { return .none }
         return AccessScope(assignedMediator: try store.isOnRoster(context.uid))
     }
 
-    /// Looks up case `id`, asks the table whether the caller may perform `action` on it, and returns who
-    /// allowed it (for destruction certificates).
+    /// Whether the caller holds the mediator role and the case names them (the roster is asked apart).
+    static func namesMediator(_ summary: CaseSummary, _ context: CaseVaultContext) -> Bool {
+        context.roles.contains(.mediator) && summary.mediators.contains(context.uid)
+    }
+
+    /// Looks up case `id`, asks the table whether the caller may perform `action` on it, and returns the
+    /// case and who allowed it (for destruction certificates).
     @discardableResult
-    static func authorize(_ action: Action, case id: CaseID, _ context: CaseVaultContext, _ store: RecordStore) throws(CaseVaultError) -> Authority {
+    static func authorize(
+        _ action: Action, case id: CaseID, _ context: CaseVaultContext, _ store: RecordStore
+    ) throws(CaseVaultError) -> (summary: CaseSummary, authority: Authority) {
         let summary = try store.caseSummary(id)
-        return try context.authority(action, scope: try Self.scope(summary, context, store))
+        return (summary, try context.authority(action, scope: try Self.scope(summary, context, store)))
     }
 
     /// The case named by the `case_id` path parameter.

@@ -1,5 +1,4 @@
 public import CaseVaultCore
-internal import CDispatch  // declares `struct stat` in this build graph (MemberImportVisibility)
 
 #if canImport(Glibc)
 internal import Glibc

@@ -1,4 +1,3 @@
-internal import CDispatch  // declares `struct stat` in this build graph (MemberImportVisibility)
 #if canImport(Glibc)
 internal import Glibc
 #endif

@@ -33,7 +33,7 @@ struct Certificate: AsyncParsableCommand {
         @Flag(help: "Print the verified certificate as JSON.") var json = false
 
         func run() throws {
-            guard let key = DestructionCertificate.bytes(hex: self.pubkey.lowercased()), key.count == 32 else {
+            guard let key = Hex.decode(self.pubkey.lowercased()), key.count == 32 else {
                 FileHandle.standardError.write(Data("casevaultctl: --pubkey must be 64 hexadecimal characters\n".utf8))
                 throw ExitCode(64)
             }

@@ -1,4 +1,3 @@
-internal import CDispatch  // declares `struct stat` in this build graph (MemberImportVisibility)
 internal import AsyncHTTPClient
 internal import Foundation
 #if canImport(Glibc)

@@ -1,4 +1,3 @@
-import CDispatch  // declares `struct stat` in this build graph (MemberImportVisibility)
 import CaseVaultCore
 import CaseVaultStore
 import Foundation
