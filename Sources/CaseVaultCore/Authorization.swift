@@ -22,6 +22,9 @@ public enum Action: String, Sendable, CaseIterable {
     case shredSessionNote
     case readCertificates
     case readCertificateKey
+    case manageHolds
+    case sweep
+    case readStatistics
 
     /// The action that files a record of `type`.
     public static func filing(_ type: RecordType) -> Action {
@@ -100,6 +103,10 @@ public enum Authorization {
         case .readCertificates: return [.role(.director)]
         // The public key is not secret; those who verify certificates need it.
         case .readCertificateKey: return [.role(.director), .role(.operator)]
+        case .manageHolds: return [.role(.director)]
+        case .sweep: return [.role(.operator)]
+        // Aggregates only: no route gives the statistician anything per case.
+        case .readStatistics: return [.role(.director), .role(.statistician)]
         }
     }
 

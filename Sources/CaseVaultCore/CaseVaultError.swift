@@ -65,6 +65,8 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         case malformedRequest = "malformed-request"
         /// The record already has its attachment; records and their attachments are immutable.
         case attachmentExists = "attachment-exists"
+        /// The record's case is under a legal hold: it cannot be destroyed until the hold is released.
+        case held = "held"
     }
 
     /// Where an error was raised, for operators reading logs.

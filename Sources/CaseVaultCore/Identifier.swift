@@ -38,3 +38,5 @@ public enum CaseTag {}
 
 public typealias RecordID = Identifier<RecordTag>
 public typealias CaseID = Identifier<CaseTag>
+public enum HoldTag {}
+public typealias HoldID = Identifier<HoldTag>

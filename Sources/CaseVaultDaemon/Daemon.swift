@@ -21,8 +21,11 @@ public enum Daemon {
             throw CaseVaultError(.keyUnavailable, "core dumps could not be disabled; refusing to hold keys in a dumpable process")
         }
         let roleMap = try configuration.roleMap()
-        let storeConfiguration = configuration.storeConfiguration(relativeTo: base)
+        let storeConfiguration = try configuration.storeConfiguration(relativeTo: base)
         let serverConfiguration = try configuration.serverConfiguration(relativeTo: base)
+        if configuration.testing.clockFile != nil {
+            logger.warning("testing.clock_file is set: the daemon's clock reads a file; never set it on a real host")
+        }
         let store = try RecordStore.open(storeConfiguration, logger: logger)
         defer {
             store.close()

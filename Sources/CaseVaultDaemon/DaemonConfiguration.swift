@@ -56,8 +56,57 @@ public struct DaemonConfiguration: Sendable, Equatable {
         }
     }
 
+    /// `[retention]`: a rule per record type (`"3 years after filed"`) over the standard schedule.
+    public struct Retention: Sendable, Equatable, Decodable {
+        public var intakeForm: String?
+        public var agreementToMediate: String?
+        public var sessionNote: String?
+        public var finalAgreement: String?
+        public var evaluation: String?
+        public var disclosure: String?
+        public var caseHeader: String?
+        public var holdsKeepSessionNotes: Bool?
+        public var sweepBatch: Int?
+
+        public init() {}
+
+        var overrides: [String: String] {
+            let rules: [(RecordType, String?)] = [
+                (.intakeForm, self.intakeForm), (.agreementToMediate, self.agreementToMediate), (.sessionNote, self.sessionNote),
+                (.finalAgreement, self.finalAgreement), (.evaluation, self.evaluation), (.disclosure, self.disclosure),
+                (.caseHeader, self.caseHeader),
+            ]
+            return Dictionary(uniqueKeysWithValues: rules.compactMap { type, text in text.map { (type.rawValue, $0) } })
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case intakeForm = "intake_form", agreementToMediate = "agreement_to_mediate", sessionNote = "session_note"
+            case finalAgreement = "final_agreement", evaluation, disclosure, caseHeader = "case_header"
+            case holdsKeepSessionNotes = "holds_keep_session_notes", sweepBatch = "sweep_batch"
+        }
+    }
+
+    /// `[statistics]`.
+    public struct StatisticsSettings: Sendable, Equatable, Decodable {
+        /// Cells counting fewer cases than this are suppressed.
+        public var k: Int?
+    }
+
+    /// `[testing]`: settings for the test suite only.
+    public struct Testing: Sendable, Equatable, Decodable {
+        /// A file holding the time (milliseconds since the Unix epoch) the daemon's clock reads.
+        public var clockFile: String?
+
+        enum CodingKeys: String, CodingKey {
+            case clockFile = "clock_file"
+        }
+    }
+
     public var store: Store
     public var server: Server
+    public var retention = Retention()
+    public var statistics = StatisticsSettings()
+    public var testing = Testing()
     /// Role name → principals, as written; `roleMap()` resolves them.
     public var roles: [String: [String]]
     /// Disclosure category → the office (`office:NAME` role) it is routed to.
@@ -96,11 +145,15 @@ public struct DaemonConfiguration: Sendable, Equatable {
         } catch {
             throw CaseVaultError(.invalidConfiguration, "the configuration could not be read: \(error)")
         }
-        let configuration = DaemonConfiguration(
+        var configuration = DaemonConfiguration(
             store: decoded.store, server: decoded.server, roles: decoded.roles ?? [:], offices: decoded.offices ?? [:]
         )
+        configuration.retention = decoded.retention ?? Retention()
+        configuration.statistics = decoded.statistics ?? StatisticsSettings()
+        configuration.testing = decoded.testing ?? Testing()
         try configuration.validate()
         _ = try configuration.roleMap()
+        _ = try configuration.retentionSchedule()
         _ = try configuration.serverConfiguration(relativeTo: URL(fileURLWithPath: "/"))
         return configuration
     }
@@ -135,6 +188,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
         try Self.check(self.server.maxHeaderBytes.map(Int64.init), in: 1024...(1 << 20), "server.max_header_bytes")
         try Self.check(self.server.readTimeoutSeconds.map(Int64.init), in: 1...3600, "server.read_timeout_seconds")
         try Self.check(self.server.maxConnections.map(Int64.init), in: 1...65536, "server.max_connections")
+        try Self.check(self.retention.sweepBatch.map(Int64.init), in: 1...100_000, "retention.sweep_batch")
+        try Self.check(self.statistics.k.map(Int64.init), in: 2...1000, "statistics.k")
         for (category, office) in self.offices.sorted(by: { $0.key < $1.key }) {
             guard RecordValidator.disclosureCategories.contains(category) else {
                 throw CaseVaultError(
@@ -170,12 +225,32 @@ public struct DaemonConfiguration: Sendable, Equatable {
     }
 
     /// The store's settings, with relative paths resolved against `base`.
-    public func storeConfiguration(relativeTo base: URL) -> StoreConfiguration {
-        StoreConfiguration(
+    public func storeConfiguration(relativeTo base: URL) throws(CaseVaultError) -> StoreConfiguration {
+        var configuration = StoreConfiguration(
             dataDirectory: URL(fileURLWithPath: self.store.dataDirectory, relativeTo: base).standardizedFileURL,
             rootKeyFile: URL(fileURLWithPath: self.store.rootKeyFile, relativeTo: base).standardizedFileURL,
             maxContentBytes: self.store.maxContentBytes
         )
+        configuration.retention = try self.retentionSchedule()
+        configuration.sweepBatch = self.retention.sweepBatch ?? configuration.sweepBatch
+        if let file = self.testing.clockFile {
+            configuration.clock = Self.fileClock(URL(fileURLWithPath: file, relativeTo: base).standardizedFileURL.path)
+        }
+        return configuration
+    }
+
+    /// Test-only: a clock that reads the time from a file (milliseconds since the Unix epoch), so that the
+    /// tests of a running daemon move its time without sleeping. It stops the daemon rather than guess when
+    /// the file is missing or malformed: a wrong time would dispose records early.
+    static func fileClock(_ path: String) -> @Sendable () -> Int64 {
+        { () -> Int64 in
+            guard let data = FileManager.default.contents(atPath: path),
+                let time = Int64(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+            else {
+                fatalError("testing.clock_file \(path) must hold milliseconds since the Unix epoch")
+            }
+            return time
+        }
     }
 
     private struct Document: Decodable {
@@ -183,6 +258,16 @@ public struct DaemonConfiguration: Sendable, Equatable {
         var server: Server
         var roles: [String: [String]]?
         var offices: [String: String]?
+        var retention: Retention?
+        var statistics: StatisticsSettings?
+        var testing: Testing?
+    }
+
+    /// The retention schedule: the standard one with `[retention]`'s rules over it.
+    public func retentionSchedule() throws(CaseVaultError) -> RetentionSchedule {
+        try RetentionSchedule.standard(
+            overriddenBy: self.retention.overrides, holdsKeepSessionNotes: self.retention.holdsKeepSessionNotes ?? false
+        )
     }
 
     /// The `[roles]` table with every principal resolved to a uid or gid.
@@ -212,7 +297,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
             readTimeoutSeconds: self.server.readTimeoutSeconds ?? defaults.readTimeoutSeconds,
             maxConnections: self.server.maxConnections ?? defaults.maxConnections,
             offices: self.offices,
-            socketGroup: group
+            socketGroup: group,
+            statisticsK: self.statistics.k ?? defaults.statisticsK
         )
     }
 

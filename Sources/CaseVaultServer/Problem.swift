@@ -47,7 +47,7 @@ struct Problem: Encodable {
             return .forbidden
         case .methodNotAllowed:
             return .methodNotAllowed
-        case .caseClosed, .agreementsMissing, .notOnRoster, .attachmentExists:
+        case .caseClosed, .agreementsMissing, .notOnRoster, .attachmentExists, .held:
             return .conflict
         case .integrityFailure, .storageFailure, .insecurePermissions, .invalidConfiguration, .socketUnavailable:
             return .internalServerError

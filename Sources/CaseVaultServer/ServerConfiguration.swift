@@ -22,6 +22,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// The clients' group: the socket's directory and the socket get this group, so that its members (and
     /// only they, besides the daemon's user) can connect. `nil` keeps the daemon's own group.
     public var socketGroup: UInt32?
+    /// Statistics: a cell counting fewer than this many cases is suppressed (DESIGN §11).
+    public var statisticsK: Int
 
     public init(
         socketPath: String,
@@ -33,7 +35,8 @@ public struct ServerConfiguration: Sendable, Equatable {
         maxConnections: Int = 256,
         blockingThreads: Int = 32,
         offices: [String: String] = [:],
-        socketGroup: UInt32? = nil
+        socketGroup: UInt32? = nil,
+        statisticsK: Int = 11
     ) {
         self.socketPath = socketPath
         self.maxBodyBytes = maxBodyBytes
@@ -45,5 +48,6 @@ public struct ServerConfiguration: Sendable, Equatable {
         self.blockingThreads = blockingThreads
         self.offices = offices
         self.socketGroup = socketGroup
+        self.statisticsK = statisticsK
     }
 }

@@ -17,17 +17,21 @@ final class Barrier: Sendable {
     private static let kekContext: StaticString = "cv-kek01"
 
     private static let certificateContext: StaticString = "cv-cert1"
+    private static let holdContext: StaticString = "cv-hold1"
 
     private let rootKey: SecureBytes
     private let keyEncryptionKeys = Mutex<[UInt32: SecureBytes]>([:])
     /// Signs destruction certificates: Ed25519 from a seed derived from the root key (crypto_kdf).
     private let certificateKey: SigningKey
+    /// Seals legal holds' reasons, which may name people or matters (crypto_kdf from the root key).
+    private let holdKey: SecureBytes
 
     init(rootKey: SecureBytes) throws(CaseVaultError) {
         self.rootKey = rootKey
         do {
             let seed = try KeyDerivation.deriveKey(from: rootKey, context: Self.certificateContext, id: 1)
             self.certificateKey = try SigningKey(seed: seed)
+            self.holdKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.holdContext, id: 1)
         } catch {
             throw CaseVaultError(.keyUnavailable, "the certificate signing key could not be derived", cause: error)
         }
@@ -38,6 +42,24 @@ final class Barrier: Sendable {
 
     func signCertificate(_ body: [UInt8]) -> [UInt8] {
         self.certificateKey.signature(for: body)
+    }
+
+    // MARK: Hold reasons
+
+    func sealHoldReason(_ reason: [UInt8], holdID: String, caseID: CaseID) -> [UInt8] {
+        AEAD.seal(reason, key: self.holdKey, associatedData: Self.holdAssociatedData(holdID: holdID, caseID: caseID))
+    }
+
+    func openHoldReason(_ sealed: [UInt8], holdID: String, caseID: CaseID) throws(CaseVaultError) -> [UInt8] {
+        do {
+            return try AEAD.open(sealed, key: self.holdKey, associatedData: Self.holdAssociatedData(holdID: holdID, caseID: caseID))
+        } catch {
+            throw Self.integrityFailure("legal hold")
+        }
+    }
+
+    private static func holdAssociatedData(holdID: String, caseID: CaseID) -> [UInt8] {
+        Array("casevault.hold.v1".utf8) + Array(holdID.utf8) + caseID.bytes
     }
 
     private func keyEncryptionKey(epoch: UInt32) throws(CaseVaultError) -> SecureBytes {

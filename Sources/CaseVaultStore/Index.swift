@@ -123,6 +123,25 @@ struct Index: Sendable {
                     """
             )
         }
+        migrator.registerMigration("v4-retention") { db in
+            // The sweep selects due records by one index range per type (filed) or per closing time
+            // (case_closed). A hold's reason is sealed: it may name people or matters.
+            try db.execute(
+                sql: """
+                    CREATE INDEX records_by_type_time ON records (type, created_at);
+                    CREATE INDEX cases_by_closing ON cases (closed_at) WHERE closed_at IS NOT NULL;
+                    CREATE TABLE holds (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        case_id TEXT NOT NULL,
+                        placed_at INTEGER NOT NULL,
+                        uid INTEGER,
+                        role TEXT NOT NULL,
+                        reason BLOB NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE INDEX holds_by_case ON holds (case_id);
+                    """
+            )
+        }
         return migrator
     }
 

@@ -17,7 +17,7 @@ extension RecordStore {
         let id = CaseID(bytes: Random.bytes(count: CaseID.byteCount))
         let summary = CaseSummary(
             id: id, state: .intake, participantCount: people.count, mediators: Array(Set(mediators)).sorted(),
-            createdAt: Self.now(), closedAt: nil
+            createdAt: self.now(), closedAt: nil
         )
         let headerID = RecordID(bytes: Random.bytes(count: RecordID.byteCount))
         var effects = CommitEffects()
@@ -55,7 +55,7 @@ extension RecordStore {
                 type: record.type, content: record.content, participants: Set(summary.participants)
             )
             // Only what the rule for this type needs is looked up: most filings need nothing on file.
-            let notes = record.type == .finalAgreement ? try self.liveIDs(record.caseID, .sessionNote) : []
+            let notes = record.type == .finalAgreement ? try self.notesToDestroy(record.caseID) : []
             var agreed = Set<String>()
             if record.type == .sessionNote || record.type == .finalAgreement {
                 for agreement in try self.liveIDs(record.caseID, .agreementToMediate) {
@@ -73,7 +73,7 @@ extension RecordStore {
             )
             var effects = CommitEffects()
             if effect.state != summary.state {
-                effects.caseState = (summary.id, effect.state, effect.state == .closed ? Self.now() : nil, nil)
+                effects.caseState = (summary.id, effect.state, effect.state == .closed ? self.now() : nil, nil)
             }
             effects.markShredding = effect.shredNotes
             effects.shredOrder = ShredOrder(method: .finalAgreement, authority: authority)
@@ -87,12 +87,12 @@ extension RecordStore {
     public func closeCase(_ id: CaseID, outcome: ClosingOutcome, authority: Authority = .daemon) throws(CaseVaultError) -> [RecordID] {
         try self.caseLocks.withLock(id) { () throws(CaseVaultError) in
             let summary = try self.caseSummary(id)
-            let notes = try self.liveIDs(id, .sessionNote)
+            let notes = try self.notesToDestroy(id)
             let effect = try CasePolicy.closing(summary, notes: notes)
             try self.writes.exclusive { () throws(CaseVaultError) in
                 try self.index.write { db in
                     var effects = CommitEffects()
-                    effects.caseState = (id, effect.state, Self.now(), outcome.rawValue)
+                    effects.caseState = (id, effect.state, self.now(), outcome.rawValue)
                     effects.markShredding = effect.shredNotes
                     effects.shredOrder = ShredOrder(method: .caseClosed, authority: authority, reason: outcome.rawValue)
                     try Self.apply(effects, db)
@@ -134,7 +134,7 @@ extension RecordStore {
     @discardableResult
     public func addToRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool {
         try self.index.write { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO roster (uid, added_at) VALUES (?, ?)", arguments: [uid, Self.now()])
+            try db.execute(sql: "INSERT OR IGNORE INTO roster (uid, added_at) VALUES (?, ?)", arguments: [uid, self.now()])
             return db.changesCount > 0
         }
     }
@@ -188,6 +188,15 @@ extension RecordStore {
             try self.runShred(rows, from: ShredStep.resumePoint)
             self.logger.info("records shredded", metadata: ["records.count": "\(rows.count)"])
         }
+    }
+
+    /// The session notes a final agreement or a closing destroys: every live note, unless the configuration
+    /// lets a legal hold keep notes and one stands on the case (the sweep disposes them once it is released).
+    func notesToDestroy(_ caseID: CaseID) throws(CaseVaultError) -> [RecordID] {
+        if self.configuration.retention.holdsKeepSessionNotes, try self.isHeld(caseID) {
+            return []
+        }
+        return try self.liveIDs(caseID, .sessionNote)
     }
 
     /// The live records of one type in a case, in filing order.

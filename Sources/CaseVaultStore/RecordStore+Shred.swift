@@ -16,8 +16,8 @@ extension RecordStore {
         _ = try self.shred([id], order: order)
     }
 
-    /// Shreds several records with one flush per step. Unknown or already shredded ids throw before
-    /// anything changes. Returns the metadata of the records shredded.
+    /// Shreds several records with one flush per step. Unknown or already shredded ids, and records a
+    /// legal hold covers (`held`), throw before anything changes. Returns the metadata of the records shredded.
     @discardableResult
     public func shred(
         _ ids: [RecordID],
@@ -28,6 +28,7 @@ extension RecordStore {
             for id in Set(ids).sorted() {
                 rows.append(try self.liveRow(id))
             }
+            try self.index.read { db in try self.refuseHeld(rows, db) }
             try self.runShred(rows, from: .mark, order: order)
             self.logger.info("records shredded", metadata: ["records.count": "\(rows.count)"])
             return rows.map(\.metadata)
@@ -35,9 +36,11 @@ extension RecordStore {
     }
 
     /// Runs the shred protocol from `start` on. The caller holds the writer role.
-    /// `order` is recorded with the mark; a resumed shred finds it there.
-    func runShred(_ rows: [Index.Row], from start: ShredStep, order: ShredOrder? = nil) throws(CaseVaultError) {
-        guard !rows.isEmpty else { return }
+    /// `order` is recorded with the mark; a resumed shred finds it there. Returns the certificates issued.
+    @discardableResult
+    func runShred(_ rows: [Index.Row], from start: ShredStep, order: ShredOrder? = nil) throws(CaseVaultError) -> Int {
+        guard !rows.isEmpty else { return 0 }
+        var certificates = 0
         let ids = rows.map(\.metadata.id.rawValue)
         for step in ShredStep.steps(from: start) {
             switch step {
@@ -66,9 +69,9 @@ extension RecordStore {
                 try self.removeAttachments(rows.map(\.metadata.id))
                 self.observe(.shredAfterCiphertextOverwrite)
             case .removeFromIndex:
-                let shreddedAt = Self.now()
+                let shreddedAt = self.now()
                 try self.index.write { db in
-                    try self.issueCertificates(for: rows.map(\.metadata), at: shreddedAt, db)
+                    certificates = try self.issueCertificates(for: rows.map(\.metadata), at: shreddedAt, db)
                     for row in rows {
                         let record = row.metadata
                         try db.cachedStatement(sql: "DELETE FROM records WHERE id = ?").execute(
@@ -89,6 +92,7 @@ extension RecordStore {
                 self.observe(.shredAfterIndexRemoval)
             }
         }
+        return certificates
     }
 }
 
@@ -106,7 +110,7 @@ extension RecordStore {
 
     /// Issues one signed certificate per case and order for `records`, in the transaction that removes
     /// them from the index: no record leaves the index without its certificate.
-    func issueCertificates(for records: [RecordMetadata], at time: Int64, _ db: Database) throws {
+    func issueCertificates(for records: [RecordMetadata], at time: Int64, _ db: Database) throws -> Int {
         var groups: [String: (order: ShredOrder, caseID: CaseID, records: [(RecordID, RecordType)])] = [:]
         for record in records {
             let row = try GRDB.Row.fetchOne(
@@ -136,6 +140,7 @@ extension RecordStore {
         for record in records {
             try db.cachedStatement(sql: "DELETE FROM shred_orders WHERE record_id = ?").execute(arguments: [record.id.rawValue])
         }
+        return groups.count
     }
 
     /// The vault's certificate public key (Ed25519, 32 bytes).

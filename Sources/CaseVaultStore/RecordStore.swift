@@ -120,10 +120,9 @@ public final class RecordStore: Sendable {
         self.configuration.crashPointObserver?(point)
     }
 
-    static func now() -> Int64 {
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
+    /// The store's clock (`StoreConfiguration.clock`), milliseconds since the Unix epoch.
+    func now() -> Int64 {
+        self.configuration.clock()
     }
 
     // MARK: Put
@@ -178,7 +177,7 @@ public final class RecordStore: Sendable {
             id: id ?? RecordID(bytes: Random.bytes(count: RecordID.byteCount)),
             caseID: record.caseID,
             type: record.type,
-            createdAt: Self.now(),
+            createdAt: self.now(),
             author: record.author,
             supersedes: record.supersedes,
             sealedSize: Barrier.sealedSize(contentSize: record.content.count)
@@ -296,7 +295,7 @@ public final class RecordStore: Sendable {
     }
 
     /// Decrypts a row's content through the barrier.
-    private func open(_ row: Index.Row) throws(CaseVaultError) -> CaseVaultCore.Record {
+    func open(_ row: Index.Row) throws(CaseVaultError) -> CaseVaultCore.Record {
         let id = row.metadata.id
         do throws(CaseVaultError) {
             let slotBytes = try self.slots.read(row.slot)

@@ -1,4 +1,8 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
 public import struct Foundation.URL
+public import CaseVaultCore
 
 /// Where a store keeps its files and the limits it enforces.
 public struct StoreConfiguration: Sendable {
@@ -15,6 +19,13 @@ public struct StoreConfiguration: Sendable {
     public var maxSegmentBytes: Int64
     /// Test-only: called as the store passes each crash point, so a test helper can kill the process there.
     public var crashPointObserver: (@Sendable (CrashPoint) -> Void)?
+    /// How long each record type is kept (the retention sweep) and what a legal hold keeps.
+    public var retention: RetentionSchedule
+    /// Records a sweep disposes per shred (one flush per protocol step each).
+    public var sweepBatch: Int
+    /// The store's clock, milliseconds since the Unix epoch: filing, closing and shred times, and what a
+    /// retention sweep judges due. The system's real-time clock unless a test injects another.
+    public var clock: @Sendable () -> Int64
 
     public init(
         dataDirectory: URL,
@@ -29,6 +40,16 @@ public struct StoreConfiguration: Sendable {
         self.maxBatch = maxBatch
         self.maxSegmentBytes = maxSegmentBytes
         self.crashPointObserver = nil
+        self.clock = Self.systemClock
+        self.retention = .standard
+        self.sweepBatch = 1000
+    }
+
+    /// CLOCK_REALTIME in milliseconds.
+    public static let systemClock: @Sendable () -> Int64 = {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
     }
 }
 
@@ -41,4 +62,5 @@ public enum CrashPoint: String, Sendable, CaseIterable {
     case shredAfterSlotOverwrite = "shred.after-slot-overwrite"
     case shredAfterCiphertextOverwrite = "shred.after-ciphertext-overwrite"
     case shredAfterIndexRemoval = "shred.after-index-removal"
+    case sweepAfterBatch = "sweep.after-batch"
 }

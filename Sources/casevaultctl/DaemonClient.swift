@@ -26,6 +26,11 @@ struct DaemonClient {
     }
 
     func get(_ path: String) async throws(CLIError) -> Reply {
+        try await self.request(.GET, path)
+    }
+
+    /// Sends `method path`, with `json` as the body when given; the reply whatever its status.
+    func request(_ method: HTTPMethod, _ path: String, json: [String: Any]? = nil) async throws(CLIError) -> Reply {
         // AsyncHTTPClient retries a failed connect until the request's deadline; a missing or forbidden
         // socket is told at once instead.
         var info = stat()
@@ -39,8 +44,15 @@ struct DaemonClient {
             throw CLIError.unreachable("the socket path \(self.socketPath) cannot be used in a URL")
         }
         do {
-            let request = HTTPClientRequest(url: url.absoluteString)
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+            var request = HTTPClientRequest(url: url.absoluteString)
+            request.method = method
+            if let json {
+                let body = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
+                request.headers.add(name: "Content-Type", value: "application/json")
+                request.body = .bytes(ByteBuffer(bytes: body))
+            }
+            // A sweep of a large vault runs for a while: the deadline is generous.
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(3600))
             let body = try await response.body.collect(upTo: 16 << 20)
             return Reply(status: Int(response.status.code), body: Data(buffer: body))
         } catch {

@@ -59,7 +59,7 @@ struct DaemonConfigurationTests {
         let roles = try configuration.roleMap()
         #expect(roles.byUID[1000] == [.director])
         #expect(roles.byGID[0] == [.director])
-        let store = configuration.storeConfiguration(relativeTo: URL(fileURLWithPath: "/srv/vault/", isDirectory: true))
+        let store = try configuration.storeConfiguration(relativeTo: URL(fileURLWithPath: "/srv/vault/", isDirectory: true))
         #expect(store.dataDirectory.path == "/srv/vault/state/data")
         #expect(store.rootKeyFile.path == "/etc/casevault/root.key")
         #expect(store.maxContentBytes == 100)

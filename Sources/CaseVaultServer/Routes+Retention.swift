@@ -1,0 +1,229 @@
+internal import CaseVaultCore
+internal import CaseVaultStore
+internal import Hummingbird
+
+/// Retention (the sweep), legal holds and aggregate statistics (DESIGN §7, §11).
+extension Routes {
+    // MARK: Legal holds
+
+    struct HoldBody: Encodable {
+        var holdID: String
+        var caseID: String
+        var placedAt: String
+        var placedBy: PlacedBy
+        var reason: String
+
+        init(_ hold: LegalHold) {
+            self.holdID = hold.id.rawValue
+            self.caseID = hold.caseID.rawValue
+            self.placedAt = JSONResponse.time(hold.placedAt)
+            self.placedBy = PlacedBy(uid: hold.placedBy.uid, role: hold.placedBy.role)
+            self.reason = hold.reason
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case holdID = "hold_id", caseID = "case_id", placedAt = "placed_at", placedBy = "placed_by", reason
+        }
+    }
+
+    struct PlacedBy: Encodable {
+        var uid: UInt32?
+        var role: String
+    }
+
+    struct Holds: Encodable {
+        var holds: [HoldBody]
+    }
+
+    struct Released: Encodable {
+        var holdID: String
+        var caseID: String
+        var released: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case holdID = "hold_id", caseID = "case_id", released
+        }
+    }
+
+    static let maxHoldReasonCharacters = 1000
+
+    /// `POST /v1/holds` `{"case_id", "reason"}` → 201 with the hold. Director.
+    func placeHold(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        let authority = try context.authority(.manageHolds)
+        let body = try await request.jsonObject(self.configuration)
+        try body.onlyFields(["case_id", "reason"])
+        guard let caseID = try body.optionalIdentifier("case_id", as: CaseID.self) else {
+            throw CaseVaultError(.missingField, "case_id is required (the case to hold)", field: "case_id")
+        }
+        let reason = try body.requireText("reason")
+        guard reason.count <= Self.maxHoldReasonCharacters else {
+            throw body.mistyped("reason", "at most \(Self.maxHoldReasonCharacters) characters")
+        }
+        let hold = try await self.run { store throws(CaseVaultError) in
+            try store.placeHold(on: caseID, reason: reason, authority: authority)
+        }
+        return try JSONResponse.make(HoldBody(hold), status: .created)
+    }
+
+    /// `GET /v1/holds`: the standing holds, oldest first. Director.
+    func listHolds(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.manageHolds)
+        let holds = try await self.run { store throws(CaseVaultError) in try store.holds() }
+        return try JSONResponse.make(Holds(holds: holds.map(HoldBody.init)))
+    }
+
+    /// `DELETE /v1/holds/{hold_id}`: releases a hold; 404 for an unknown or already released one. Director.
+    func releaseHold(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.manageHolds)
+        let id = try HoldID(context.parameters.get("hold_id") ?? "")
+        let caseID = try await self.run { store throws(CaseVaultError) in try store.releaseHold(id) }
+        return try JSONResponse.make(Released(holdID: id.rawValue, caseID: caseID.rawValue, released: true))
+    }
+
+    // MARK: The sweep
+
+    struct SweepBody: Encodable {
+        struct Counts: Encodable {
+            var disposed: Int
+            var heldBack: Int
+            var alreadyGone: Int
+
+            init(_ counts: SweepReport.Counts) {
+                self.disposed = counts.disposed
+                self.heldBack = counts.heldBack
+                self.alreadyGone = counts.alreadyGone
+            }
+
+            enum CodingKeys: String, CodingKey {
+                case disposed, heldBack = "held_back", alreadyGone = "already_gone"
+            }
+        }
+
+        var dryRun: Bool
+        var asOf: String
+        var complete: Bool
+        var certificates: Int
+        var byType: [String: Counts]
+        var totals: Counts
+
+        init(_ report: SweepReport) {
+            self.dryRun = report.dryRun
+            self.asOf = JSONResponse.time(report.asOf)
+            self.complete = report.complete
+            self.certificates = report.certificates
+            self.byType = Dictionary(
+                uniqueKeysWithValues: RecordType.allCases.map { ($0.rawValue, Counts(report.byType[$0] ?? .init())) }
+            )
+            var totals = SweepReport.Counts()
+            totals.disposed = report.disposed
+            totals.heldBack = report.heldBack
+            totals.alreadyGone = report.alreadyGone
+            self.totals = Counts(totals)
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case dryRun = "dry_run", asOf = "as_of", complete, certificates, byType = "by_type", totals
+        }
+    }
+
+    /// `POST /v1/admin/sweep` `{"dry_run"?, "limit"?}` (an empty body is `{}`): disposes every record
+    /// whose retention has run out and that no hold covers, and reports counts by type. Operator.
+    func sweep(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        let authority = try context.authority(.sweep)
+        let body: JSONValue
+        if request.headers[.contentType] == nil, (request.headers[.contentLength].flatMap(Int.init) ?? 0) == 0 {
+            body = .object([:])
+        } else {
+            body = try await request.jsonObject(self.configuration)
+        }
+        try body.onlyFields(["dry_run", "limit"])
+        var dryRun = false
+        if let value = body["dry_run"], value != .null {
+            guard case .bool(let flag) = value else { throw body.mistyped("dry_run", "true or false") }
+            dryRun = flag
+        }
+        var limit: Int?
+        if let value = body["limit"], value != .null {
+            guard case .integer(let number) = value, number > 0, number <= Int64(Int32.max) else {
+                throw body.mistyped("limit", "a whole number of records from 1 up")
+            }
+            limit = Int(number)
+        }
+        let (dry, most) = (dryRun, limit)
+        let report = try await self.run { store throws(CaseVaultError) in
+            try store.sweep(dryRun: dry, limit: most, authority: authority)
+        }
+        return try JSONResponse.make(SweepBody(report))
+    }
+
+    // MARK: Statistics
+
+    struct StatisticsBody: Encodable {
+        struct Row: Encodable {
+            var period: String
+            var counts: [Int?]
+            var total: Int?
+            var satisfactionMean: Double?
+
+            func encode(to encoder: any Encoder) throws {
+                var container = encoder.container(keyedBy: CodingKeys.self)
+                try container.encode(self.period, forKey: .period)
+                try container.encode(self.counts, forKey: .counts)
+                try container.encode(self.total, forKey: .total)
+                try container.encode(self.satisfactionMean, forKey: .satisfactionMean)
+            }
+
+            enum CodingKeys: String, CodingKey {
+                case period, counts, total, satisfactionMean = "satisfaction_mean"
+            }
+        }
+
+        var table: Statistics.Table
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(self.table.period.rawValue, forKey: .period)
+            try container.encode(self.table.dimension.rawValue, forKey: .by)
+            try container.encode(self.table.k, forKey: .k)
+            try container.encode(self.table.columns, forKey: .columns)
+            let rows = self.table.rows.indices.map { index in
+                Row(
+                    period: self.table.rows[index], counts: self.table.cells[index], total: self.table.rowTotals[index],
+                    satisfactionMean: self.table.rowSatisfaction[index]
+                )
+            }
+            try container.encode(rows, forKey: .rows)
+            try container.encode(self.table.columnTotals, forKey: .columnTotals)
+            try container.encode(self.table.grandTotal, forKey: .total)
+            try container.encode(self.table.satisfaction, forKey: .satisfactionMean)
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case period, by, k, columns, rows, columnTotals = "column_totals", total, satisfactionMean = "satisfaction_mean"
+        }
+    }
+
+    /// `GET /v1/stats?period=month|quarter|year&by=dispute_category|outcome`: counts of cases by period
+    /// opened and category or outcome, with totals and mean satisfaction; small cells suppressed (`null`).
+    /// Statistician and director.
+    func statistics(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.readStatistics)
+        let query = request.uri.queryParameters
+        for (name, _) in query where name != "period" && name != "by" {
+            throw CaseVaultError(.invalidField, "the statistics take only the query parameters period and by")
+        }
+        let periodText = query.get("period") ?? Statistics.Period.year.rawValue
+        guard let period = Statistics.Period(rawValue: periodText) else {
+            throw CaseVaultError(.invalidField, "period must be one of: month, quarter, year", field: "period")
+        }
+        let byText = query.get("by") ?? Statistics.Dimension.category.rawValue
+        guard let dimension = Statistics.Dimension(rawValue: byText) else {
+            throw CaseVaultError(.invalidField, "by must be one of: dispute_category, outcome", field: "by")
+        }
+        let k = self.configuration.statisticsK
+        let table = try await self.run { store throws(CaseVaultError) in
+            Statistics.table(try store.statisticsFacts(), period: period, by: dimension, k: k)
+        }
+        return try JSONResponse.make(StatisticsBody(table: table))
+    }
+}
