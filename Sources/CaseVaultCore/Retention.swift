@@ -55,20 +55,17 @@ public struct RetentionRule: Sendable, Equatable, CustomStringConvertible {
         CivilTime.adding(years: self.years, months: self.months, days: self.days, to: eventTime)
     }
 
-    /// The latest event time whose record is due at `now`: a record is due exactly when its event time is
-    /// at or before this. Found by bisection, since `due(after:)` never decreases but is flat where month
-    /// ends are clamped; the sweep then selects by one index range instead of computing per record.
-    public func latestDueEvent(at now: Int64) -> Int64 {
-        // due(after: t) >= t, so every t > now is not due; and due(after: t) - t is under 1001 years + 1 day.
-        var low = now - (Int64(self.years + 1) * 366 + Int64(self.months / 12 + 1) * 366 + Int64(self.days) + 2) * 86_400_000
-        var high = now
-        if self.due(after: high) <= now { return high }
-        // Invariant: due(after: low) <= now < due(after: high).
-        while high - low > 1 {
-            let middle = low + (high - low) / 2
-            if self.due(after: middle) <= now { low = middle } else { high = middle }
-        }
-        return low
+    /// Whether a record whose event happened at `eventTime` is due at `now`.
+    public func isDue(eventTime: Int64, at now: Int64) -> Bool {
+        self.due(after: eventTime) <= now
+    }
+
+    /// An event time after which no record can be due at `now`: the sweep selects candidates by this one
+    /// index range, then asks `isDue` of each. (Due-ness is not monotonic in the event time: 29, 30 and 31
+    /// January plus one month all land on 28 February, so a record filed on the 31st at 08:00 is due before
+    /// one filed on the 29th at 09:00. But n months always span at least 28·n days, so this bound holds.)
+    public func latestPossibleEvent(at now: Int64) -> Int64 {
+        now - (Int64(self.years * 12 + self.months) * 28 + Int64(self.days)) * CivilTime.millisecondsPerDay
     }
 }
 

@@ -198,34 +198,35 @@ extension RecordStore {
         return report
     }
 
-    /// Every record due at `now`, by index ranges: per type, the records filed at or before the latest
-    /// filing time that is due (`filed` rules), or those of cases closed at or before the latest closing
-    /// time that is due (`case_closed` rules). Records already `shredding` come back with `live == false`.
+    /// Every record due at `now`: per type, the candidates by one index range (records filed, or cases
+    /// closed, before the latest time any could be due), each then judged exactly by its rule. Records
+    /// already `shredding` come back with `live == false`.
     func dueRecords(at now: Int64, _ db: Database) throws -> [Due] {
         var due: [Due] = []
         for type in RecordType.allCases {
             guard let rule = self.configuration.retention.rules[type] else { continue }
-            let latest = rule.latestDueEvent(at: now)
-            let rows: [GRDB.Row]
+            let cutoff = rule.latestPossibleEvent(at: now)
+            let rows: RowCursor
             switch rule.event {
             case .filed:
-                rows = try GRDB.Row.fetchAll(
+                rows = try GRDB.Row.fetchCursor(
                     db,
-                    sql: "SELECT id, case_id, state FROM records WHERE type = ? AND created_at <= ? ORDER BY created_at, seq",
-                    arguments: [type.rawValue, latest]
+                    sql: "SELECT id, case_id, state, created_at FROM records WHERE type = ? AND created_at <= ? ORDER BY created_at, seq",
+                    arguments: [type.rawValue, cutoff]
                 )
             case .caseClosed:
-                rows = try GRDB.Row.fetchAll(
+                rows = try GRDB.Row.fetchCursor(
                     db,
                     sql: """
-                        SELECT r.id, r.case_id, r.state FROM cases c JOIN records r ON r.case_id = c.id
+                        SELECT r.id, r.case_id, r.state, c.closed_at FROM cases c JOIN records r ON r.case_id = c.id
                         WHERE c.closed_at IS NOT NULL AND c.closed_at <= ? AND r.type = ?
                         ORDER BY c.closed_at, r.seq
                         """,
-                    arguments: [latest, type.rawValue]
+                    arguments: [cutoff, type.rawValue]
                 )
             }
-            for row in rows {
+            while let row = try rows.next() {
+                guard rule.isDue(eventTime: row[3], at: now) else { continue }
                 due.append(Due(id: row[0], caseID: row[1], type: type, live: (row[2] as String) == Index.State.live.rawValue))
             }
         }

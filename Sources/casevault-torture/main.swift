@@ -5,6 +5,7 @@ import CaseVaultCore
 import CaseVaultStore
 import Foundation
 import Logging
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -14,7 +15,7 @@ struct Torture: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "casevault-torture",
         abstract: "Crash-test helper for the CaseVault store (used by make test).",
-        subcommands: [PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self]
+        subcommands: [PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self]
     )
 }
 
@@ -22,14 +23,17 @@ struct StoreOptions: ParsableArguments {
     @Option(help: "The data directory.") var data: String
     @Option(help: "The root key file.") var key: String
 
-    func open(crashAt: CrashPoint? = nil) throws -> RecordStore {
+    func open(crashAt: CrashPoint? = nil, after passes: Int = 0, configure: (inout StoreConfiguration) -> Void = { _ in }) throws -> RecordStore {
         var configuration = StoreConfiguration(
             dataDirectory: URL(fileURLWithPath: self.data),
             rootKeyFile: URL(fileURLWithPath: self.key)
         )
+        configure(&configuration)
         if let crashAt {
+            let seen = Mutex(0)
             configuration.crashPointObserver = { point in
-                if point == crashAt { kill(getpid(), SIGKILL) }
+                guard point == crashAt else { return }
+                if seen.withLock({ count in count += 1; return count }) > passes { kill(getpid(), SIGKILL) }
             }
         }
         return try RecordStore.open(configuration, logger: Logger(label: "casevault-torture"))
@@ -139,6 +143,42 @@ extension Torture {
             let store = try self.store.open(crashAt: point)
             try store.shred(self.ids.map { try RecordID($0) })
             emit("shredded")
+        }
+    }
+}
+
+extension Torture {
+    struct Sweep: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a retention sweep at a given time, dying by SIGKILL at a crash point or after a delay."
+        )
+        @OptionGroup var store: StoreOptions
+        @Option(help: "The store's clock: milliseconds since the Unix epoch.") var now: Int64
+        @Option(help: "Records per batch.") var batch: Int = 1000
+        @Option(help: "The crash point to die at.") var crashAt: String?
+        @Option(help: "Pass the crash point this many times before dying.") var crashAfterPasses: Int = 0
+        @Option(help: "Die by SIGKILL this many microseconds after the store opened.") var dieAfterMicroseconds: Int?
+
+        func run() throws {
+            let point = try self.crashAt.map { name in
+                guard let point = CrashPoint(rawValue: name) else { throw ValidationError("unknown crash point") }
+                return point
+            }
+            let now = self.now
+            let batch = self.batch
+            let store = try self.store.open(crashAt: point, after: self.crashAfterPasses) { configuration in
+                configuration.clock = { now }
+                configuration.sweepBatch = batch
+            }
+            if let delay = self.dieAfterMicroseconds {
+                Thread {
+                    usleep(UInt32(delay))
+                    kill(getpid(), SIGKILL)
+                }.start()
+            }
+            let report = try store.sweep()
+            emit("swept \(report.disposed)")
+            if self.dieAfterMicroseconds != nil { usleep(1_000_000) }
         }
     }
 }

@@ -3,6 +3,7 @@ import CaseVaultStore
 import Foundation
 import GRDB
 import Logging
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -37,6 +38,14 @@ final class TestVault {
         try RecordStore.open(self.configuration(maxContentBytes: maxContentBytes), logger: Logger(label: "test"))
     }
 
+    /// Opens the store on `clock`, with `configure` applied to its configuration.
+    func open(clock: TestClock, configure: (inout StoreConfiguration) -> Void = { _ in }) throws(CaseVaultError) -> RecordStore {
+        var configuration = self.configuration()
+        configuration.clock = clock.reading
+        configure(&configuration)
+        return try RecordStore.open(configuration, logger: Logger(label: "test"))
+    }
+
     /// Every regular file under the data directory, with its bytes.
     func files() -> [String: [UInt8]] {
         var result: [String: [UInt8]] = [:]
@@ -56,6 +65,34 @@ final class TestVault {
     /// Names of files under the data directory that contain `needle` anywhere.
     func filesContaining(_ needle: [UInt8]) -> [String] {
         self.files().filter { $0.value.contains(subsequence: needle) }.map(\.key).sorted()
+    }
+}
+
+/// A clock the test sets: the store reads it wherever it would read the system's.
+final class TestClock: Sendable {
+    private let milliseconds: Mutex<Int64>
+
+    init(_ start: Int64) {
+        self.milliseconds = Mutex(start)
+    }
+
+    init(_ rfc3339: String) {
+        self.milliseconds = Mutex(TestClock.parse(rfc3339))
+    }
+
+    var now: Int64 {
+        get { self.milliseconds.withLock { $0 } }
+        set { self.milliseconds.withLock { $0 = newValue } }
+    }
+
+    var reading: @Sendable () -> Int64 { { self.now } }
+
+    /// An RFC 3339 time in milliseconds, read by Foundation (not by the code under test).
+    static func parse(_ text: String) -> Int64 {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        guard let date = formatter.date(from: text) else { preconditionFailure("bad time in a test: \(text)") }
+        return Int64((date.timeIntervalSince1970 * 1000).rounded())
     }
 }
 
