@@ -55,6 +55,8 @@ struct AuthorizationMatrixTests {
         var discrimination: String
         /// The destruction certificate of a record shredded in the fixture.
         var certificate: String
+        /// A legal hold on case B.
+        var hold: String
     }
 
     static func fixture(_ daemon: DaemonProcess) throws -> Fixture {
@@ -79,9 +81,10 @@ struct AuthorizationMatrixTests {
         let certificates = try daemon.call("GET", "/v1/certificates?case_id=\(caseA)", as: director, expect: 200)
         let last = (certificates.json["certificates"] as? [[String: Any]])?.last?["certificate"] as? [String: Any]
         let certificate = last?["certificate_id"] as? String ?? ""
+        let hold = try daemon.call("POST", "/v1/holds", as: director, body: #"{"case_id": "\#(caseB)", "reason": "audit"}"#, expect: 201)
         return Fixture(
             caseA: caseA, caseB: caseB, intake: intake, bare: bare, note: note, harassment: harassment,
-            discrimination: discrimination, certificate: certificate
+            discrimination: discrimination, certificate: certificate, hold: try hold.string("hold_id")
         )
     }
 
@@ -90,6 +93,8 @@ struct AuthorizationMatrixTests {
         var method: String
         var path: @Sendable (Fixture) -> String
         var body: String?
+        /// A body that names the fixture's ids, when the static one cannot.
+        var fixtureBody: (@Sendable (Fixture) -> String)? = nil
         /// Who DESIGN §8 lets do it.
         var allowed: Set<Who>
         /// Whether it changes state, so that an allowed call needs a fixture of its own.
@@ -181,6 +186,22 @@ struct AuthorizationMatrixTests {
             name: "read the certificate key", method: "GET", path: { _ in "/v1/certificates/public-key" },
             allowed: [.director, .operator, .root], mutates: false
         ),
+        Operation(
+            name: "place a hold", method: "POST", path: { _ in "/v1/holds" },
+            fixtureBody: { #"{"case_id": "\#($0.caseA)", "reason": "subpoena"}"# }, allowed: [.director], mutates: true
+        ),
+        Operation(name: "list holds", method: "GET", path: { _ in "/v1/holds" }, allowed: [.director], mutates: false),
+        Operation(
+            name: "release a hold", method: "DELETE", path: { "/v1/holds/\($0.hold)" }, allowed: [.director], mutates: true
+        ),
+        Operation(
+            name: "sweep", method: "POST", path: { _ in "/v1/admin/sweep" }, body: #"{"dry_run": false}"#,
+            allowed: [.operator, .root], mutates: true
+        ),
+        Operation(
+            name: "read statistics", method: "GET", path: { _ in "/v1/stats?period=quarter&by=outcome" },
+            allowed: [.director, .statistician], mutates: false
+        ),
         Operation(name: "list the roster", method: "GET", path: { _ in "/v1/roster/mediators" }, allowed: [.director], mutates: false),
         Operation(
             name: "read a roster entry", method: "GET", path: { _ in "/v1/roster/mediators/uid:4002" }, allowed: [.director],
@@ -207,7 +228,8 @@ struct AuthorizationMatrixTests {
                 let expected = operation.allowed.contains(who)
                 // An allowed change gets a fixture of its own, so that later checks see the shared one intact.
                 let fixture = expected && operation.mutates ? try Self.fixture(daemon) : shared
-                let reply = try Client.request(daemon, operation.method, operation.path(fixture), as: Self.peers[who]!, body: operation.body)
+                let body = operation.fixtureBody?(fixture) ?? operation.body
+                let reply = try Client.request(daemon, operation.method, operation.path(fixture), as: Self.peers[who]!, body: body)
                 let text = String(decoding: reply.body, as: UTF8.self)
                 if expected {
                     if (200..<300).contains(reply.status) { allowedCount += 1 }
@@ -234,6 +256,8 @@ struct AuthorizationMatrixTests {
             path = path.replacingOccurrences(of: id, with: "{record_id}")
         }
         path = path.replacingOccurrences(of: fixture.certificate, with: "{certificate_id}")
+        path = path.replacingOccurrences(of: fixture.hold, with: "{hold_id}")
+        path = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
         return path.replacingOccurrences(of: "uid:4002", with: "{user}").replacingOccurrences(of: "uid:4100", with: "{user}")
     }
 

@@ -14,7 +14,8 @@ final class DaemonProcess {
     var socket: String { self.root + "/run/casevault.sock" }
     var logPath: String { self.root + "/daemon.log" }
 
-    /// Writes a configuration with `roles` (TOML lines) and starts the daemon; waits until the socket answers.
+    /// Writes a configuration with `roles` (TOML lines) and `extra` (more TOML, in which `$ROOT` stands for
+    /// the daemon's directory) and starts the daemon.
     init(
         roles: String,
         extra: String = "",
@@ -41,7 +42,7 @@ final class DaemonProcess {
             \(group)
             [roles]
             \(roles)
-            \(extra)
+            \(extra.replacingOccurrences(of: "$ROOT", with: self.root))
             """
         try configuration.write(toFile: self.root + "/casevault.toml", atomically: true, encoding: .utf8)
         try prepare(self.root)
