@@ -29,6 +29,11 @@ struct Index: Sendable {
         var configuration = Configuration()
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;")
+            if !db.configuration.readonly {
+                // The writer's page cache: SQLite's default of 2 MiB makes a sweep's batch of deletes re-read
+                // the index's pages from the kernel for every row once the vault has a few thousand records.
+                try db.execute(sql: "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 8192")
+            }
         }
         configuration.busyMode = .timeout(10)
         do {
@@ -142,6 +147,30 @@ struct Index: Sendable {
                     """
             )
         }
+        migrator.registerMigration("v5-orders") { db in
+            // One row per order rather than per record: a sweep's batch of thousands of records shares one, and
+            // the mark that names it is the same UPDATE that marks the record.
+            try db.execute(
+                sql: """
+                    CREATE TABLE shred_order_list (
+                        id INTEGER PRIMARY KEY,
+                        method TEXT NOT NULL,
+                        uid INTEGER,
+                        role TEXT NOT NULL,
+                        reason TEXT
+                    );
+                    ALTER TABLE records ADD COLUMN shred_order INTEGER;
+                    INSERT INTO shred_order_list (method, uid, role, reason)
+                        SELECT DISTINCT method, uid, role, reason FROM shred_orders;
+                    UPDATE records SET shred_order = (
+                        SELECT o.id FROM shred_orders s JOIN shred_order_list o
+                        ON o.method = s.method AND o.uid IS s.uid AND o.role = s.role AND o.reason IS s.reason
+                        WHERE s.record_id = records.id
+                    ) WHERE id IN (SELECT record_id FROM shred_orders);
+                    DROP TABLE shred_orders;
+                    """
+            )
+        }
         return migrator
     }
 
@@ -217,6 +246,29 @@ struct Index: Sendable {
             sql: "SELECT \(Self.columns) FROM records WHERE case_id = ? ORDER BY seq",
             arguments: [caseID.rawValue]
         ).map(Self.decode)
+    }
+
+    /// Runs `body` once per chunk of at most 500 ids, with the chunk's `?, ?, …` placeholders: set-based
+    /// statements cost far less per row than one statement per id.
+    static func inChunks(_ ids: [String], _ body: (String, StatementArguments) throws -> Void) throws {
+        var start = 0
+        while start < ids.count {
+            let chunk = Array(ids[start..<min(start + 500, ids.count)])
+            start += chunk.count
+            try body(Array(repeating: "?", count: chunk.count).joined(separator: ","), StatementArguments(chunk))
+        }
+    }
+
+    /// The rows of `ids` that exist, by id.
+    static func rows(_ db: Database, ids: [String]) throws -> [String: Row] {
+        var rows: [String: Row] = [:]
+        try Self.inChunks(ids) { placeholders, arguments in
+            for row in try GRDB.Row.fetchAll(db, sql: "SELECT \(Self.columns) FROM records WHERE id IN (\(placeholders))", arguments: arguments) {
+                let decoded = try Self.decode(row)
+                rows[decoded.metadata.id.rawValue] = decoded
+            }
+        }
+        return rows
     }
 
     static func isShredded(_ db: Database, id: RecordID) throws -> Bool {

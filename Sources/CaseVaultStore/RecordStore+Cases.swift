@@ -170,12 +170,7 @@ extension RecordStore {
                 arguments: [state.rawValue, closedAt, outcome, id.rawValue]
             )
         }
-        for id in effects.markShredding {
-            try db.cachedStatement(sql: "UPDATE records SET state = 'shredding' WHERE id = ?").execute(arguments: [id.rawValue])
-        }
-        if let order = effects.shredOrder {
-            try Self.recordOrder(order, for: effects.markShredding, db)
-        }
+        try Self.markShredding(effects.markShredding, order: effects.shredOrder, db)
     }
 
     /// Runs the rest of the shred protocol for records a commit marked `shredding`.

@@ -151,6 +151,9 @@ extension RecordStore {
             }
             return report
         }
+        // A case's records together, so that each case gets one certificate per sweep rather than one per batch
+        // it is spread over.
+        disposable.sort { ($0.caseID, $0.type.rawValue, $0.id) < ($1.caseID, $1.type.rawValue, $1.id) }
         let batchSize = max(1, self.configuration.sweepBatch)
         let order = ShredOrder(method: .retentionSweep, authority: authority, reason: "retention_expired")
         var start = 0
@@ -164,9 +167,9 @@ extension RecordStore {
             try self.writes.exclusive { () throws(CaseVaultError) in
                 // Looked at again under the writer role: a shred or a hold may have come since the listing.
                 let (rows, heldNow) = try self.index.read { db in
-                    let rows = try batch.map { record in try Index.row(db, id: try RecordID(record.id)) }
+                    let found = try Index.rows(db, ids: batch.map(\.id))
                     let held = Set(try String.fetchAll(db, sql: "SELECT DISTINCT case_id FROM holds"))
-                    return (rows, held)
+                    return (batch.map { found[$0.id] }, held)
                 }
                 var shred: [Index.Row] = []
                 for (record, row) in zip(batch, rows) {

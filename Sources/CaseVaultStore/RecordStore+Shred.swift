@@ -41,29 +41,24 @@ extension RecordStore {
     func runShred(_ rows: [Index.Row], from start: ShredStep, order: ShredOrder? = nil) throws(CaseVaultError) -> Int {
         guard !rows.isEmpty else { return 0 }
         var certificates = 0
-        let ids = rows.map(\.metadata.id.rawValue)
         for step in ShredStep.steps(from: start) {
             switch step {
             case .mark:
                 try self.index.write { db in
-                    for id in ids {
-                        try db.cachedStatement(sql: "UPDATE records SET state = 'shredding' WHERE id = ?").execute(
-                    arguments: [id])
-                    }
-                    if let order {
-                        try Self.recordOrder(order, for: rows.map(\.metadata.id), db)
-                    }
+                    try Self.markShredding(rows.map(\.metadata.id), order: order, db)
                 }
                 self.observe(.shredAfterMark)
             case .overwriteKeySlots:
-                for row in rows {
-                    try self.slots.scrub(row.slot)
+                // In file order, so that the flush writes runs of blocks rather than scattered ones.
+                for slot in rows.map(\.slot).sorted() {
+                    try self.slots.scrub(slot)
                 }
                 try self.slots.flush()
                 self.observe(.shredAfterSlotOverwrite)
             case .destroyCiphertext:
-                for row in rows {
-                    try self.segments.overwrite(row.location)
+                let stream = OverwriteStream()
+                for location in rows.map(\.location).sorted(by: { ($0.segment, $0.offset) < ($1.segment, $1.offset) }) {
+                    try self.segments.overwrite(location, from: stream)
                 }
                 try self.segments.flush(Set(rows.map(\.location.segment)))
                 try self.removeAttachments(rows.map(\.metadata.id))
@@ -72,19 +67,28 @@ extension RecordStore {
                 let shreddedAt = self.now()
                 try self.index.write { db in
                     certificates = try self.issueCertificates(for: rows.map(\.metadata), at: shreddedAt, db)
-                    for row in rows {
-                        let record = row.metadata
-                        try db.cachedStatement(sql: "DELETE FROM records WHERE id = ?").execute(
-                    arguments: [record.id.rawValue])
-                        try db.cachedStatement(sql: "INSERT OR IGNORE INTO free_slots (slot) VALUES (?)").execute(
-                    arguments: [row.slot])
-                        try db.cachedStatement(sql: """
-                                INSERT OR IGNORE INTO shred_ledger (record_id, case_id, type, shredded_at)
-                                VALUES (?, ?, ?, ?)
-                                """).execute(
-                    arguments: [record.id.rawValue, record.caseID.rawValue, record.type.rawValue, shreddedAt]
+                    try Index.inChunks(rows.map(\.metadata.id.rawValue)) { placeholders, arguments in
+                        try db.execute(
+                            sql: "INSERT OR IGNORE INTO free_slots (slot) SELECT slot FROM records WHERE id IN (\(placeholders))",
+                            arguments: arguments
                         )
+                        try db.execute(
+                            sql: """
+                                INSERT OR IGNORE INTO shred_ledger (record_id, case_id, type, shredded_at)
+                                SELECT id, case_id, type, ? FROM records WHERE id IN (\(placeholders))
+                                """,
+                            arguments: [shreddedAt] + arguments
+                        )
+                        try db.execute(sql: "DELETE FROM records WHERE id IN (\(placeholders))", arguments: arguments)
                     }
+                    // Orders no record still waits on.
+                    try db.execute(
+                        sql: """
+                            DELETE FROM shred_order_list WHERE NOT EXISTS (
+                                SELECT 1 FROM records WHERE state = 'shredding' AND shred_order = shred_order_list.id
+                            )
+                            """
+                    )
                 }
                 self.writer.withLock { state in
                     state.slots.free.append(contentsOf: rows.map(\.slot))
@@ -99,32 +103,53 @@ extension RecordStore {
 // MARK: Destruction certificates
 
 extension RecordStore {
-    /// Keeps who ordered the shred of `ids`, in the transaction that marks them.
-    static func recordOrder(_ order: ShredOrder, for ids: [RecordID], _ db: Database) throws {
-        for id in ids {
-            try db.cachedStatement(
-                sql: "INSERT OR REPLACE INTO shred_orders (record_id, method, uid, role, reason) VALUES (?, ?, ?, ?, ?)"
-            ).execute(arguments: [id.rawValue, order.method.rawValue, order.authority.uid.map { Int64($0) }, order.authority.role, order.reason])
+    /// Marks `ids` `shredding`, with who ordered it: one order row, named by each record in the same UPDATE
+    /// that marks it, so that recovery certifies the shred as ordered.
+    static func markShredding(_ ids: [RecordID], order: ShredOrder?, _ db: Database) throws {
+        guard !ids.isEmpty else { return }
+        var orderID: Int64?
+        if let order {
+            try db.cachedStatement(sql: "INSERT INTO shred_order_list (method, uid, role, reason) VALUES (?, ?, ?, ?)")
+                .execute(arguments: [order.method.rawValue, order.authority.uid.map { Int64($0) }, order.authority.role, order.reason])
+            orderID = db.lastInsertedRowID
+        }
+        try Index.inChunks(ids.map(\.rawValue)) { placeholders, arguments in
+            try db.execute(
+                sql: "UPDATE records SET state = 'shredding', shred_order = coalesce(?, shred_order) WHERE id IN (\(placeholders))",
+                arguments: [orderID] + arguments
+            )
         }
     }
 
     /// Issues one signed certificate per case and order for `records`, in the transaction that removes
     /// them from the index: no record leaves the index without its certificate.
     func issueCertificates(for records: [RecordMetadata], at time: Int64, _ db: Database) throws -> Int {
+        var orders: [Int64: ShredOrder] = [:]
         var groups: [String: (order: ShredOrder, caseID: CaseID, records: [(RecordID, RecordType)])] = [:]
+        var orderOf: [String: Int64] = [:]
+        try Index.inChunks(records.map(\.id.rawValue)) { placeholders, arguments in
+            for row in try GRDB.Row.fetchAll(
+                db, sql: "SELECT id, shred_order FROM records WHERE shred_order IS NOT NULL AND id IN (\(placeholders))", arguments: arguments
+            ) {
+                orderOf[row[0]] = row[1]
+            }
+        }
         for record in records {
-            let row = try GRDB.Row.fetchOne(
-                db.cachedStatement(sql: "SELECT method, uid, role, reason FROM shred_orders WHERE record_id = ?"),
-                arguments: [record.id.rawValue]
-            )
-            let order = row.map { row in
-                ShredOrder(
-                    method: ShredMethod(rawValue: row[0]) ?? .recovery,
-                    authority: Authority(uid: (row[1] as Int64?).map { UInt32($0) }, role: row[2]),
-                    reason: row[3]
-                )
-            } ?? ShredOrder(method: .recovery, authority: .daemon)
-            let key = "\(record.caseID.rawValue)|\(order.method.rawValue)|\(order.authority.uid.map(String.init) ?? "-")|\(order.authority.role)|\(order.reason ?? "")"
+            let orderID = orderOf[record.id.rawValue]
+            var order = ShredOrder(method: .recovery, authority: .daemon)
+            if let orderID {
+                if orders[orderID] == nil, let row = try GRDB.Row.fetchOne(
+                    db, sql: "SELECT method, uid, role, reason FROM shred_order_list WHERE id = ?", arguments: [orderID]
+                ) {
+                    orders[orderID] = ShredOrder(
+                        method: ShredMethod(rawValue: row[0]) ?? .recovery,
+                        authority: Authority(uid: (row[1] as Int64?).map { UInt32($0) }, role: row[2]),
+                        reason: row[3]
+                    )
+                }
+                order = orders[orderID] ?? order
+            }
+            let key = "\(record.caseID.rawValue)|\(orderID.map(String.init) ?? "-")"
             groups[key, default: (order, record.caseID, [])].records.append((record.id, record.type))
         }
         for (_, group) in groups.sorted(by: { $0.key < $1.key }) {
@@ -136,9 +161,6 @@ extension RecordStore {
             try db.cachedStatement(
                 sql: "INSERT INTO certificates (id, case_id, issued_at, document) VALUES (?, ?, ?, ?)"
             ).execute(arguments: [id, group.caseID.rawValue, time, Data(document)])
-        }
-        for record in records {
-            try db.cachedStatement(sql: "DELETE FROM shred_orders WHERE record_id = ?").execute(arguments: [record.id.rawValue])
         }
         return groups.count
     }
@@ -168,3 +190,4 @@ extension RecordStore {
         return [UInt8](document)
     }
 }
+

@@ -115,6 +115,13 @@ final class Segments: Sendable {
         try Self.fill(try self.file(location.segment), from: location.offset, count: Int64(location.length), random: true)
     }
 
+    /// Overwrites a region in place with `stream`'s keystream (not yet flushed): for many regions at once.
+    func overwrite(_ location: Location, from stream: OverwriteStream) throws(CaseVaultError) {
+        var pattern = [UInt8](repeating: 0, count: location.length)
+        pattern.withUnsafeMutableBytes { stream.fill($0) }
+        try self.file(location.segment).write(pattern, at: location.offset)
+    }
+
     static func fill(_ file: PosixFile, from offset: Int64, count: Int64, random: Bool) throws(CaseVaultError) {
         let zeros = [UInt8](repeating: 0, count: Int(min(64 << 10, count)))
         var done: Int64 = 0

@@ -21,11 +21,21 @@ struct Bench: ParsableCommand {
     @Option(help: "Record content size in bytes.") var size: Int = 4096
     @Option(help: "Directory for the temporary vaults (same filesystem as production data, ideally).")
     var directory: String = NSTemporaryDirectory()
+    @Option(help: "Expired records the disposal sweep benchmark removes.") var sweepRecords = 100_000
+    @Option(help: "Records in the vault where the sweep finds nothing to do.") var idleRecords = 1_000_000
+    @Option(help: "Records a sweep disposes per batch (retention.sweep_batch).") var sweepBatch = StoreConfiguration(
+        dataDirectory: URL(fileURLWithPath: "/"), rootKeyFile: URL(fileURLWithPath: "/")
+    ).sweepBatch
+    @Flag(help: "Only the sweep figures.") var sweepOnly = false
 
     func run() throws {
         let root = try self.makeRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
         print("CaseVault store benchmark: \(self.size)-byte records, \(self.seconds) s per figure, in \(root)")
+        if self.sweepOnly {
+            try self.sweepFigures(root: root)
+            return
+        }
 
         let ceiling = try self.sqliteCeiling(path: root + "/ceiling.sqlite")
         print(String(format: "ceiling  plain SQLite, synchronous=FULL, 100 rows/txn   %10.0f rows/s", ceiling))
@@ -73,6 +83,7 @@ struct Bench: ParsableCommand {
         } * 100
         print(String(format: "shred    100 records per call                         %10.0f records/s", batched))
         store.close()
+        try self.sweepFigures(root: root)
     }
 
     /// Runs `body` on `threads` threads for `seconds` (or `limit` calls in all); returns calls per second.
