@@ -70,6 +70,20 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
         public init() {}
 
+        /// Every rule of `schedule` written out, as `Config/casevault.toml` does.
+        public static func written(_ schedule: RetentionSchedule) -> Retention {
+            var retention = Retention()
+            let text = { (type: RecordType) in schedule.rules[type]?.description }
+            retention.intakeForm = text(.intakeForm)
+            retention.agreementToMediate = text(.agreementToMediate)
+            retention.sessionNote = text(.sessionNote)
+            retention.finalAgreement = text(.finalAgreement)
+            retention.evaluation = text(.evaluation)
+            retention.disclosure = text(.disclosure)
+            retention.caseHeader = text(.caseHeader)
+            return retention
+        }
+
         var overrides: [String: String] {
             let rules: [(RecordType, String?)] = [
                 (.intakeForm, self.intakeForm), (.agreementToMediate, self.agreementToMediate), (.sessionNote, self.sessionNote),
@@ -120,6 +134,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             maxContentBytes: 1 << 20
         ),
         server: Server(socketPath: ".casevault/run/casevault.sock", maxBodyBytes: 2 << 20, socketGroup: nil),
+        retention: .written(RetentionSchedule.standard),
         roles: ["director": ["self"], "mediator": ["self"], "operator": ["self"]],
         offices: [
             "sexual_harassment": "title-ix", "discrimination": "equity", "intent_to_harm": "campus-safety",

@@ -35,6 +35,11 @@ struct DaemonConfigurationTests {
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[server]\nsocket_path = \"s\"\nmax_body_bytes = 10\nmax_json_depth = 1", "server.max_json_depth"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[server]\nsocket_path = \"s\"\nmax_body_bytes = 10\nmax_connections = 0", "server.max_connections"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[server]\nsocket_path = \"s\"\nmax_body_bytes = 10\nread_timeout_seconds = 0", "server.read_timeout_seconds"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[retention]\nintake_form = \"3 yrs after filed\"", "retention] intake_form"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[retention]\nrecording = \"1 day after filed\"", "recording"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[retention]\nsession_note = \"1 year after case_closed\"", "session_note"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[retention]\nsweep_batch = 0", "retention.sweep_batch"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[statistics]\nk = 1", "statistics.k"),
         ]
         for (text, mentioned) in cases {
             let text = text.hasPrefix("[store\n") || text.contains("[server]") || mentioned == "server" ? text : text + server
