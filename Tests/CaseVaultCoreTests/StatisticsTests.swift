@@ -85,19 +85,11 @@ struct StatisticsTests {
         }
     }
 
+    /// The true table with its totals, as the oracle: each row with its sum, then the row of column sums.
     static func withTotals(_ counts: [[Int]]) -> [[Int]] {
-        let rows = counts.count
-        let columns = counts[0].count
-        var table = Array(repeating: Array(repeating: 0, count: columns + 1), count: rows + 1)
-        for i in 0..<rows {
-            for j in 0..<columns {
-                table[i][j] = counts[i][j]
-                table[i][columns] += counts[i][j]
-                table[rows][j] += counts[i][j]
-                table[rows][columns] += counts[i][j]
-            }
-        }
-        return table
+        let rows = counts.map { $0 + [$0.reduce(0, +)] }
+        let totals = rows[0].indices.map { column in rows.reduce(0) { $0 + $1[column] } }
+        return rows + [totals]
     }
 
     @Test("a table with no small cell publishes everything; a lone small cell takes three others with it")
