@@ -64,6 +64,11 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
     public struct AuthorisedBy: Sendable, Codable, Equatable {
         public var uid: UInt32?
         public var role: String
+
+        public init(_ authority: Authority) {
+            self.uid = authority.uid
+            self.role = authority.role
+        }
     }
 
     public var version: Int
@@ -87,7 +92,7 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
         self.issuedAt = issuedAt
         self.method = order.method.rawValue
         self.reason = order.reason
-        self.authorisedBy = AuthorisedBy(uid: order.authority.uid, role: order.authority.role)
+        self.authorisedBy = AuthorisedBy(order.authority)
         self.records = records.map { Destroyed(recordID: $0.0.rawValue, type: $0.1.rawValue) }.sorted { $0.recordID < $1.recordID }
     }
 

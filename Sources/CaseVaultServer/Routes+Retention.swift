@@ -10,25 +10,20 @@ extension Routes {
         var holdID: String
         var caseID: String
         var placedAt: String
-        var placedBy: PlacedBy
+        var placedBy: DestructionCertificate.AuthorisedBy
         var reason: String
 
         init(_ hold: LegalHold) {
             self.holdID = hold.id.rawValue
             self.caseID = hold.caseID.rawValue
             self.placedAt = JSONResponse.time(hold.placedAt)
-            self.placedBy = PlacedBy(uid: hold.placedBy.uid, role: hold.placedBy.role)
+            self.placedBy = DestructionCertificate.AuthorisedBy(hold.placedBy)
             self.reason = hold.reason
         }
 
         enum CodingKeys: String, CodingKey {
             case holdID = "hold_id", caseID = "case_id", placedAt = "placed_at", placedBy = "placed_by", reason
         }
-    }
-
-    struct PlacedBy: Encodable {
-        var uid: UInt32?
-        var role: String
     }
 
     struct Holds: Encodable {
