@@ -1,6 +1,6 @@
 # CaseVault: `make run` and `make test` set up what is missing (as root on Debian), then build.
 SWIFT ?= swift
-APT_PACKAGES := libsodium-dev libsqlite3-dev pkg-config
+APT_PACKAGES := libsodium-dev libsqlite3-dev pkg-config systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps build run test bench soak clean

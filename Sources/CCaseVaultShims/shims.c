@@ -10,3 +10,39 @@ int casevault_disable_core_dumps(void) {
     }
     return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
+
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int casevault_sd_notify(const char *socket_path, const char *message) {
+    size_t path_length = strlen(socket_path);
+    struct sockaddr_un address;
+    if (path_length == 0 || path_length >= sizeof(address.sun_path)) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (socket_path[0] != '/' && socket_path[0] != '@') {
+        errno = EAFNOSUPPORT;
+        return -1;
+    }
+    memset(&address, 0, sizeof(address));
+    address.sun_family = AF_UNIX;
+    memcpy(address.sun_path, socket_path, path_length);
+    if (address.sun_path[0] == '@') {
+        address.sun_path[0] = '\0'; /* the abstract namespace */
+    }
+    socklen_t length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + path_length);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    ssize_t sent = sendto(fd, message, strlen(message), MSG_NOSIGNAL, (struct sockaddr *)&address, length);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return sent < 0 ? -1 : 0;
+}

@@ -31,8 +31,12 @@ public enum Daemon {
             store.close()
             unlink(serverConfiguration.socketPath)
         }
+        let notifier = SystemdNotifier()
+        let socketPath = serverConfiguration.socketPath
         let application = try buildApplication(
-            configuration: serverConfiguration, store: store, roleMap: roleMap, logger: logger
+            configuration: serverConfiguration, store: store, roleMap: roleMap, logger: logger,
+            services: [SystemdWatchdog(notifier: notifier, store: store, logger: logger)],
+            onReady: { notifier.send("READY=1", "STATUS=serving on \(socketPath)", logger: logger) }
         )
         let services = ServiceGroup(
             configuration: .init(

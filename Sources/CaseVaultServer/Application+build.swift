@@ -4,6 +4,7 @@ internal import Foundation
 public import Hummingbird
 internal import HummingbirdCore
 public import Logging
+public import ServiceLifecycle
 internal import NIOCore
 
 /// Builds the HTTP application over the Unix socket: the one builder that `casevaultd` uses.
@@ -11,7 +12,9 @@ public func buildApplication(
     configuration: ServerConfiguration,
     store: RecordStore,
     roleMap: RoleMap,
-    logger: Logger
+    logger: Logger,
+    services: [any Service] = [],
+    onReady: @escaping @Sendable () -> Void = {}
 ) throws(CaseVaultError) -> some ApplicationProtocol {
     try SocketPath.prepare(configuration.socketPath, group: configuration.socketGroup)
     let pool = BlockingPool(threads: configuration.blockingThreads)
@@ -43,13 +46,14 @@ public func buildApplication(
             address: .unixDomainSocket(path: configuration.socketPath),
             serverName: nil
         ),
-        services: [pool],
+        services: [pool] + services,
         onServerRunning: { _ in
             // The daemon's umask (0077) creates the socket 0600; widening it to its clients' group is the
             // one step left. If it fails the socket stays owner-only: closed, not open.
             do throws(CaseVaultError) {
                 try SocketPath.restrict(socketPath, group: socketGroup)
                 logger.info("serving", metadata: ["socket.path": "\(socketPath)"])
+                onReady()
             } catch {
                 logger.error("the socket stays owner-only", metadata: ["error.code": "\(error.code.rawValue)"])
             }

@@ -110,6 +110,11 @@ public final class RecordStore: Sendable {
         self.writes.exclusive { try? self.index.pool.close() }
     }
 
+    /// Whether the index answers a trivial query: what the service manager's watchdog asks before each ping.
+    public func isResponsive() -> Bool {
+        (try? self.index.lookup { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1
+    }
+
     /// How well group commit is batching: puts committed and the flushes (batches) they took.
     public var groupCommitCounts: (puts: Int, batches: Int) {
         let counts = self.writes.counts

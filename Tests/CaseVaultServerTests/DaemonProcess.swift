@@ -21,6 +21,7 @@ final class DaemonProcess {
         extra: String = "",
         socketGroup: UInt32? = DaemonProcess.clientsGroup,
         root existing: String? = nil,
+        environment: [String: String] = [:],
         prepare: (String) throws -> Void = { _ in }
     ) throws {
         if let existing {
@@ -49,6 +50,7 @@ final class DaemonProcess {
         self.process.executableURL = URL(fileURLWithPath: Self.binary("casevaultd"))
         // Trace level: the log-leak check then reads everything the daemon can say.
         self.process.arguments = ["--config", self.root + "/casevault.toml", "--log-level", "trace"]
+        self.process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         if !FileManager.default.fileExists(atPath: self.logPath) {
             FileManager.default.createFile(atPath: self.logPath, contents: nil)
         }

@@ -21,5 +21,9 @@ typedef struct {
     uint32_t groups[256];
 } casevault_peer_groups;
 
+/// sd_notify(3) without libsystemd: sends `message` as one datagram to NOTIFY_SOCKET's `socket_path`
+/// (a path, or `@name` in the abstract namespace). Returns 0 on success, -1 with errno set.
+int casevault_sd_notify(const char *socket_path, const char *message);
+
 #define CASEVAULT_SO_PEERCRED 17
 #define CASEVAULT_SO_PEERGROUPS 59
