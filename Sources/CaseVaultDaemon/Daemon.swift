@@ -26,16 +26,19 @@ public enum Daemon {
         if configuration.testing.clockFile != nil {
             logger.warning("testing.clock_file is set: the daemon's clock reads a file; never set it on a real host")
         }
+        // Socket activation: systemd bound the socket and owns its path; otherwise the daemon binds its own.
+        let inherited = try SystemdSocket.take(socketPath: serverConfiguration.socketPath)
         let store = try RecordStore.open(storeConfiguration, logger: logger)
         defer {
             store.close()
-            unlink(serverConfiguration.socketPath)
+            if inherited == nil { unlink(serverConfiguration.socketPath) }
         }
         let notifier = SystemdNotifier()
         let socketPath = serverConfiguration.socketPath
         let application = try buildApplication(
             configuration: serverConfiguration, store: store, roleMap: roleMap, logger: logger,
             services: [SystemdWatchdog(notifier: notifier, store: store, logger: logger)],
+            listeningSocket: inherited,
             onReady: { notifier.send("READY=1", "STATUS=serving on \(socketPath)", logger: logger) }
         )
         let services = ServiceGroup(

@@ -1,4 +1,5 @@
 internal import CCaseVaultShims
+internal import CaseVaultCore
 internal import CaseVaultStore
 internal import Foundation
 internal import Logging
@@ -66,5 +67,65 @@ struct SystemdWatchdog: Service {
             try? await gracefulShutdown()
         }
         self.notifier.send("STOPPING=1", "STATUS=stopping: finishing the requests in flight", logger: self.logger)
+    }
+}
+
+/// Socket activation (sd_listen_fds(3)), by hand: the listening socket systemd passes as fd 3 when
+/// LISTEN_PID names this process. Exactly one is expected (casevault.socket), a listening Unix stream
+/// socket bound to the configured socket_path, which others cannot reach.
+enum SystemdSocket {
+    static let first: CInt = 3
+
+    static func take(socketPath: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(CaseVaultError) -> CInt? {
+        guard let pid = environment["LISTEN_PID"], let count = environment["LISTEN_FDS"], pid == String(getpid()) else {
+            return nil
+        }
+        // Not for any process this one might start.
+        for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] { unsetenv(name) }
+        guard count == "1" else {
+            throw CaseVaultError(.socketUnavailable, "systemd passed \(count) sockets; casevault.socket must pass exactly one")
+        }
+        let fd = Self.first
+        guard Self.option(fd, SO_TYPE) == CInt(SOCK_STREAM.rawValue), Self.option(fd, SO_ACCEPTCONN) == 1,
+            Self.option(fd, SO_DOMAIN) == AF_UNIX
+        else {
+            throw CaseVaultError(.socketUnavailable, "the socket systemd passed is not a listening Unix stream socket (ListenStream=)")
+        }
+        var bound = stat()
+        var configured = stat()
+        guard let path = Self.path(of: fd), stat(path, &bound) == 0, stat(socketPath, &configured) == 0,
+            bound.st_dev == configured.st_dev, bound.st_ino == configured.st_ino
+        else {
+            throw CaseVaultError(
+                .socketUnavailable, "the socket systemd passed is not bound to server.socket_path \(socketPath); make ListenStream= name it"
+            )
+        }
+        guard bound.st_mode & 0o007 == 0 else {
+            throw CaseVaultError(
+                .socketUnavailable, "the socket systemd passed is reachable by others; give it SocketMode=0660 and a SocketGroup="
+            )
+        }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        return fd
+    }
+
+    private static func option(_ fd: CInt, _ name: CInt) -> CInt? {
+        var value: CInt = 0
+        var length = socklen_t(MemoryLayout<CInt>.size)
+        return getsockopt(fd, SOL_SOCKET, name, &value, &length) == 0 ? value : nil
+    }
+
+    /// The path a Unix socket is bound to.
+    private static func path(of fd: CInt) -> String? {
+        var address = sockaddr_un()
+        var length = socklen_t(MemoryLayout<sockaddr_un>.size)
+        let named = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard named == 0, address.sun_family == sa_family_t(AF_UNIX) else { return nil }
+        return withUnsafeBytes(of: &address.sun_path) { bytes in
+            let used = bytes.prefix(while: { $0 != 0 })
+            return used.isEmpty ? nil : String(decoding: used, as: UTF8.self)
+        }
     }
 }

@@ -7,41 +7,53 @@ public import Logging
 public import ServiceLifecycle
 internal import NIOCore
 
-/// Builds the HTTP application over the Unix socket: the one builder that `casevaultd` uses.
+/// Builds the HTTP application over the Unix socket: the one builder that `casevaultd` uses. With
+/// `listeningSocket` (socket activation) it serves the socket systemd bound and leaves its path and mode
+/// to systemd; otherwise it binds `configuration.socketPath` itself and makes the socket 0660.
 public func buildApplication(
     configuration: ServerConfiguration,
     store: RecordStore,
     roleMap: RoleMap,
     logger: Logger,
     services: [any Service] = [],
+    listeningSocket: CInt? = nil,
     onReady: @escaping @Sendable () -> Void = {}
-) throws(CaseVaultError) -> some ApplicationProtocol {
-    try SocketPath.prepare(configuration.socketPath, group: configuration.socketGroup)
+) throws(CaseVaultError) -> any Service {
     let pool = BlockingPool(threads: configuration.blockingThreads)
     let identities = ConnectionIdentities()
     let router = buildRouter(store: store, roleMap: roleMap, configuration: configuration, pool: pool, identities: identities)
     let socketPath = configuration.socketPath
     let socketGroup = configuration.socketGroup
     let limiter = ConnectionLimiter(limit: configuration.maxConnections)
+    let http = HTTP1Channel.Configuration(
+        additionalChannelHandlers: [
+            IdleStateHandler(readTimeout: .seconds(Int64(configuration.readTimeoutSeconds))),
+            ConnectionLimitHandler(limiter: limiter, identities: identities),
+        ],
+        // Idle connections and stalled requests are timed by the IdleStateHandler above and answered by
+        // ConnectionLimitHandler (408 mid-request); Hummingbird's own idle timer would close a stalled
+        // request without a word.
+        idleTimeout: nil,
+        httpDecoderConfiguration: .init(
+            maxHeaderFieldSize: configuration.maxHeaderBytes,
+            maxHeaderListSize: configuration.maxHeaderBytes,
+            maxHeaderFieldCount: 100
+        )
+    )
+    if let listeningSocket {
+        return InheritedSocketApplication(
+            responder: router.buildResponder(), http: http, socket: listeningSocket, services: [pool] + services,
+            onServerRunning: { _ in
+                logger.info("serving on the socket systemd passed", metadata: ["socket.path": "\(socketPath)"])
+                onReady()
+            },
+            logger: logger
+        )
+    }
+    try SocketPath.prepare(configuration.socketPath, group: configuration.socketGroup)
     return Application(
         router: router,
-        server: .http1(
-            configuration: HTTP1Channel.Configuration(
-                additionalChannelHandlers: [
-                    IdleStateHandler(readTimeout: .seconds(Int64(configuration.readTimeoutSeconds))),
-                    ConnectionLimitHandler(limiter: limiter, identities: identities),
-                ],
-                // Idle connections and stalled requests are timed by the IdleStateHandler above and
-                // answered by ConnectionLimitHandler (408 mid-request); Hummingbird's own idle timer would
-                // close a stalled request without a word.
-                idleTimeout: nil,
-                httpDecoderConfiguration: .init(
-                    maxHeaderFieldSize: configuration.maxHeaderBytes,
-                    maxHeaderListSize: configuration.maxHeaderBytes,
-                    maxHeaderFieldCount: 100
-                )
-            )
-        ),
+        server: .http1(configuration: http),
         configuration: ApplicationConfiguration(
             address: .unixDomainSocket(path: configuration.socketPath),
             serverName: nil

@@ -171,7 +171,21 @@ enum Client {
         body: String? = nil,
         contentType: String = "application/json"
     ) throws -> Reply {
-        var arguments = ["-s", "--path-as-is", "-o", "-", "-w", "\n%{http_code} %{content_type}", "--unix-socket", daemon.socket, "-X", method]
+        try Self.request(socket: daemon.socket, method, path, as: peer, body: body, contentType: contentType)
+    }
+
+    static func request(
+        socket: String,
+        _ method: String,
+        _ path: String,
+        as peer: Peer = .root,
+        body: String? = nil,
+        contentType: String = "application/json"
+    ) throws -> Reply {
+        // A bound time: a socket that listens but is never served (a daemon that died) must fail the test, not hang it.
+        var arguments = [
+            "-s", "--max-time", "120", "--path-as-is", "-o", "-", "-w", "\n%{http_code} %{content_type}", "--unix-socket", socket, "-X", method,
+        ]
         var bodyFile: String?
         defer { bodyFile.map { _ = unlink($0) } }
         if let body {

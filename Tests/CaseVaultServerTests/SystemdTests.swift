@@ -88,3 +88,126 @@ struct SystemdTests {
         #expect(daemon.stop() == 0)
     }
 }
+
+/// A daemon started the way systemd starts a socket-activated service: a listening socket the test made,
+/// passed as fd 3, with LISTEN_FDS and LISTEN_PID (set by `sh` to its own pid just before it execs the
+/// daemon, as systemd sets it after fork).
+final class ActivatedDaemon {
+    let root: String
+    var socket: String { self.root + "/run/casevault.sock" }
+    var logPath: String { self.root + "/daemon.log" }
+    private(set) var pid: pid_t = 0
+    let listener: Int32
+
+    /// Makes the socket (mode `mode`), writes a configuration naming it, and spawns the daemon.
+    init(mode: mode_t = 0o660, fds: String = "1") throws {
+        self.root = DaemonProcess.temporaryRoot()
+        mkdir(self.root + "/run", 0o750)
+        self.listener = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in (self.root + "/run/casevault.sock").utf8.enumerated() { buffer[index] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(self.listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0, chmod(self.socket, mode) == 0, listen(self.listener, 64) == 0 else { throw POSIXError(.EADDRINUSE) }
+        let configuration = """
+            [store]
+            data_directory = "\(self.root)/data"
+            root_key_file = "\(self.root)/keys/root.key"
+            max_content_bytes = 65536
+            [server]
+            socket_path = "\(self.socket)"
+            max_body_bytes = 131072
+            [roles]
+            operator = ["self"]
+            """
+        try configuration.write(toFile: self.root + "/casevault.toml", atomically: true, encoding: .utf8)
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, self.listener, 3)
+        posix_spawn_file_actions_addopen(&actions, 1, self.logPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let arguments = [
+            "/bin/sh", "-c", #"LISTEN_PID=$$ LISTEN_FDS=\#(fds) LISTEN_FDNAMES=casevault exec "$0" "$@""#,
+            DaemonProcess.binary("casevaultd"), "--config", self.root + "/casevault.toml", "--log-level", "trace",
+        ]
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let spawned = posix_spawn(&self.pid, "/bin/sh", &actions, nil, &argv, environ)
+        guard spawned == 0 else { throw POSIXError(.ECHILD) }
+    }
+
+    var log: String { (try? String(contentsOfFile: self.logPath, encoding: .utf8)) ?? "" }
+
+    /// Waits for the daemon to exit by itself; its exit status, or nil if it still runs after `seconds`.
+    func exitStatus(within seconds: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(seconds)
+        var status: Int32 = 0
+        while Date() < deadline {
+            if waitpid(self.pid, &status, WNOHANG) == self.pid {
+                self.pid = 0
+                return (status >> 8) & 0xff
+            }
+            usleep(20_000)
+        }
+        return nil
+    }
+
+    func stop() -> Int32? {
+        guard self.pid > 0 else { return nil }
+        kill(self.pid, SIGTERM)
+        return self.exitStatus(within: 30)
+    }
+
+    deinit {
+        if self.pid > 0 {
+            kill(self.pid, SIGKILL)
+            var status: Int32 = 0
+            waitpid(self.pid, &status, 0)
+        }
+        close(self.listener)
+        LeakCheck.record(log: self.log)
+        try? FileManager.default.removeItem(atPath: self.root)
+    }
+}
+
+@Suite("Socket activation", .serialized)
+struct SocketActivationTests {
+    static func inode(_ path: String) -> ino_t? {
+        var info = stat()
+        return stat(path, &info) == 0 ? info.st_ino : nil
+    }
+
+    @Test("casevaultd serves the listening socket it is given (LISTEN_FDS=1, LISTEN_PID), and leaves its path alone")
+    func servesInheritedSocket() throws {
+        let daemon = try ActivatedDaemon()
+        let inode = Self.inode(daemon.socket)
+        #expect(daemon.exitStatus(within: 0.5) == nil, "the daemon refused the socket: \(daemon.log)")
+        // The socket already listens: this request waits in the backlog until the daemon accepts it.
+        let health = try Client.request(socket: daemon.socket, "GET", "/v1/health")
+        #expect(health.status == 200, "\(daemon.log)")
+        let whoami = try Client.request(socket: daemon.socket, "GET", "/v1/whoami")
+        #expect(whoami.status == 200 && whoami.json["roles"] as? [String] == ["operator"])
+        let missing = try Client.request(socket: daemon.socket, "GET", "/v1/nothing")
+        #expect(missing.status == 404 && missing.isProblem)
+        #expect(Self.inode(daemon.socket) == inode, "the daemon bound a socket of its own")
+        #expect(daemon.log.contains("serving on the socket systemd passed"))
+        #expect(daemon.stop() == 0)
+        #expect(Self.inode(daemon.socket) == inode, "the socket belongs to systemd: the daemon must not remove it")
+    }
+
+    @Test("an inherited socket others can reach, or more than one socket, is refused: exit 3, nothing served")
+    func refusesUnsafeSockets() throws {
+        let open = try ActivatedDaemon(mode: 0o666)
+        #expect(open.exitStatus(within: 30) == 3)
+        #expect(open.log.contains("reachable by others"), "\(open.log)")
+        let two = try ActivatedDaemon(fds: "2")
+        #expect(two.exitStatus(within: 30) == 3)
+        #expect(two.log.contains("exactly one"), "\(two.log)")
+    }
+}
