@@ -29,7 +29,11 @@ struct CaseVaultD: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var logger = Logger(label: "casevaultd")
+        // Under systemd, entries the journal understands; on a terminal or in a file, swift-log's lines.
+        let journal = JournalLogHandler.standardErrorIsJournal()
+        var logger = Logger(label: "casevaultd") { label -> any LogHandler in
+            journal ? JournalLogHandler() : StreamLogHandler.standardError(label: label)
+        }
         logger.logLevel = Logger.Level(rawValue: self.logLevel) ?? .info
         let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
         let configuration: DaemonConfiguration

@@ -80,6 +80,25 @@ struct SystemdTests {
         #expect(daemon.stop() == 0)
     }
 
+    @Test("when standard error is the journal (JOURNAL_STREAM), each line is one entry with a syslog priority and no timestamp")
+    func journalLines() throws {
+        let root = DaemonProcess.temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        FileManager.default.createFile(atPath: root + "/daemon.log", contents: nil)
+        var info = stat()
+        #expect(stat(root + "/daemon.log", &info) == 0)
+        let daemon = try DaemonProcess(
+            roles: #"operator = ["self"]"#, socketGroup: nil, root: root,
+            environment: ["JOURNAL_STREAM": "\(info.st_dev):\(info.st_ino)"]
+        )
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        #expect(daemon.stop() == 0)
+        let lines = daemon.log.split(separator: "\n")
+        #expect(lines.contains { $0.hasPrefix("<6>serving socket.path=") }, "\(daemon.log)")
+        #expect(lines.allSatisfy { $0.range(of: #"^<[2-7]>"#, options: .regularExpression) != nil }, "\(daemon.log)")
+        #expect(!daemon.log.contains("T0") && !daemon.log.contains(" info "), "no timestamps or level words: journald adds its own")
+    }
+
     @Test("without NOTIFY_SOCKET the daemon sends nothing and serves as usual")
     func noNotifySocket() throws {
         let daemon = try DaemonProcess(roles: #"operator = ["self"]"#, socketGroup: nil, environment: ["NOTIFY_SOCKET": ""])
