@@ -52,12 +52,14 @@ let package = Package(
             dependencies: [
                 "CaseVaultCrypto",
                 "CaseVaultCore",
+                "CCaseVaultShims",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
-        // C declarations Swift's Glibc module lacks (prctl is variadic; ucred needs _GNU_SOURCE).
+        // C declarations Swift's Glibc module lacks (prctl and ioctl are variadic; ucred needs _GNU_SOURCE;
+        // sd_notify's abstract socket addresses).
         .target(name: "CCaseVaultShims"),
         // Layer 4: HTTP/1.1 + JSON on the Unix socket: peer credentials, roles, routes, problem+json.
         .target(

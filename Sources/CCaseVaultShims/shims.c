@@ -46,3 +46,33 @@ int casevault_sd_notify(const char *socket_path, const char *message) {
     errno = saved;
     return sent < 0 ? -1 : 0;
 }
+
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+
+int casevault_inode_flags(int fd, int *flags) {
+    return ioctl(fd, FS_IOC_GETFLAGS, flags);
+}
+
+int casevault_set_nocow(int fd) {
+    int flags = 0;
+    if (ioctl(fd, FS_IOC_GETFLAGS, &flags) != 0) {
+        return -1;
+    }
+    if (flags & FS_NOCOW_FL) {
+        return 0;
+    }
+    flags |= FS_NOCOW_FL;
+    return ioctl(fd, FS_IOC_SETFLAGS, &flags);
+}
+
+#include <sys/vfs.h>
+
+int casevault_filesystem_type(const char *path, unsigned long *type) {
+    struct statfs info;
+    if (statfs(path, &info) != 0) {
+        return -1;
+    }
+    *type = (unsigned long)info.f_type;
+    return 0;
+}

@@ -1,3 +1,4 @@
+internal import CCaseVaultShims
 #if canImport(Glibc)
 internal import Glibc
 #endif
@@ -15,6 +16,11 @@ final class KeySlotFile: Sendable {
     init(path: String) throws(CaseVaultError) {
         self.handle = try PosixFile(path: path, flags: O_RDWR | O_CREAT, mode: 0o600)
         try DataDirectory.checkPrivate(try self.handle.status(), path: path, isDirectory: false)
+        // On btrfs a slot overwrite must land on the same blocks: no copy-on-write for this file. The flag
+        // takes only while the file is empty, so it is set at creation; elsewhere the call fails harmlessly.
+        if try self.handle.size() == 0 {
+            _ = casevault_set_nocow(self.handle.descriptor)
+        }
         self.capacity = Mutex(try self.handle.size() / Int64(KeySlot.size))
     }
 

@@ -20,11 +20,12 @@ struct CaseVaultCtl: AsyncParsableCommand {
               69  the daemon cannot be reached on the socket
               77  the daemon refused: your user holds no role that allows this
               78  the configuration file cannot be read
-            `sweep` exits 2 when nothing was due.
+            `sweep` exits 2 when nothing was due. `doctor` reads the configuration, not the socket, and exits 1
+            when a check fails.
             `certificate verify` runs offline and exits 0 when the certificate verifies, 1 when it does not,
             66 when the file cannot be read, 64 when the key is not 64 hexadecimal characters.
             """,
-        subcommands: [Status.self, WhoAmI.self, Sweep.self, Hold.self, Stats.self, Pubkey.self, Certificate.self]
+        subcommands: [Status.self, WhoAmI.self, Sweep.self, Hold.self, Stats.self, Pubkey.self, Certificate.self, DoctorCommand.self]
     )
 }
 

@@ -25,5 +25,18 @@ typedef struct {
 /// (a path, or `@name` in the abstract namespace). Returns 0 on success, -1 with errno set.
 int casevault_sd_notify(const char *socket_path, const char *message);
 
+/// The inode's attribute flags (FS_IOC_GETFLAGS; ioctl is variadic). Returns 0, or -1 with errno set.
+int casevault_inode_flags(int fd, int *flags);
+
+/// Marks a file no-copy-on-write (FS_NOCOW_FL), so that btrfs overwrites its blocks in place. Effective
+/// only while the file is empty; fails with ENOTTY or EOPNOTSUPP on filesystems without the flag.
+int casevault_set_nocow(int fd);
+
+/// The magic number of the filesystem `path` is on (statfs's f_type). Returns 0, or -1 with errno set.
+int casevault_filesystem_type(const char *path, unsigned long *type);
+
+/// FS_NOCOW_FL, for reading the flags back.
+#define CASEVAULT_FS_NOCOW_FL 0x00800000
+
 #define CASEVAULT_SO_PEERCRED 17
 #define CASEVAULT_SO_PEERGROUPS 59
