@@ -3,7 +3,7 @@ SWIFT ?= swift
 APT_PACKAGES := libsodium-dev libsqlite3-dev pkg-config systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build run test bench soak clean
+.PHONY: deps build run test bench soak install clean
 
 ## deps: install the apt packages the build needs, only if one is missing
 deps:
@@ -34,6 +34,45 @@ bench: deps
 ## soak: the SIGKILL crash test with many more cycles than make test runs
 soak: deps
 	scripts/crash-soak.sh
+
+## install: release binaries, systemd units, sysusers/tmpfiles entries, shell completions, the docs, and
+## the host configuration (only if none is there). PREFIX and DESTDIR as usual; BUILT names an existing
+## build to install instead of building one (the tests use .build/debug).
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+BUILT ?= .build/release
+BINDIR = $(PREFIX)/bin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+DOCDIR = $(PREFIX)/share/doc/casevault
+install:
+	@if [ "$(BUILT)" = ".build/release" ]; then $(MAKE) deps && $(SWIFT) build -c release; fi
+	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
+		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/casevault \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	install -m 0755 $(BUILT)/casevaultd $(BUILT)/casevaultctl $(DESTDIR)$(BINDIR)/
+	for unit in casevault.service casevault.socket casevault-sweep.service casevault-sweep.timer; do \
+		sed -e 's#/usr/local/bin/#$(BINDIR)/#g' -e 's#/etc/casevault/#$(SYSCONFDIR)/casevault/#g' \
+			-e 's#/usr/local/share/doc/casevault/#$(DOCDIR)/#g' systemd/$$unit > $(DESTDIR)$(UNITDIR)/$$unit; \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$unit; \
+	done
+	install -m 0644 systemd/casevault.sysusers $(DESTDIR)$(SYSUSERSDIR)/casevault.conf
+	install -m 0644 systemd/casevault.tmpfiles $(DESTDIR)$(TMPFILESDIR)/casevault.conf
+	install -m 0644 README.md docs/openapi.yaml Config/casevault.toml Config/casevault-sweep.cron $(DESTDIR)$(DOCDIR)/
+	@# An edited configuration is the operator's: never overwritten.
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/casevault/casevault.toml ]; then \
+		echo "keeping $(DESTDIR)$(SYSCONFDIR)/casevault/casevault.toml"; \
+	else \
+		install -m 0644 Config/casevault.host.toml $(DESTDIR)$(SYSCONFDIR)/casevault/casevault.toml; \
+	fi
+	$(BUILT)/casevaultctl --generate-completion-script bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/casevaultctl
+	$(BUILT)/casevaultctl --generate-completion-script zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_casevaultctl
+	$(BUILT)/casevaultctl --generate-completion-script fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/casevaultctl.fish
+	$(BUILT)/casevaultd --generate-completion-script bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/casevaultd
+	$(BUILT)/casevaultd --generate-completion-script zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_casevaultd
+	$(BUILT)/casevaultd --generate-completion-script fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/casevaultd.fish
 
 clean:
 	rm -rf .build .casevault
