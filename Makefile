@@ -35,7 +35,7 @@ bench: deps
 soak: deps
 	scripts/crash-soak.sh
 
-## install: release binaries, systemd units, sysusers/tmpfiles entries, shell completions, the docs, and
+## install: release binaries, systemd units, sysusers/tmpfiles entries, shell completions, man pages, the docs, and
 ## the host configuration (only if none is there). PREFIX and DESTDIR as usual; BUILT names an existing
 ## build to install instead of building one (the tests use .build/debug).
 PREFIX ?= /usr/local
@@ -51,7 +51,8 @@ install:
 	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
 		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/casevault \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions \
-		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d \
+		$(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man8
 	install -m 0755 $(BUILT)/casevaultd $(BUILT)/casevaultctl $(DESTDIR)$(BINDIR)/
 	for unit in casevault.service casevault.socket casevault-sweep.service casevault-sweep.timer; do \
 		sed -e 's#/usr/local/bin/#$(BINDIR)/#g' -e 's#/etc/casevault/#$(SYSCONFDIR)/casevault/#g' \
@@ -73,6 +74,9 @@ install:
 	$(BUILT)/casevaultd --generate-completion-script bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/casevaultd
 	$(BUILT)/casevaultd --generate-completion-script zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_casevaultd
 	$(BUILT)/casevaultd --generate-completion-script fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/casevaultd.fish
+	$(BUILT)/casevaultctl --experimental-dump-help | $(BUILT)/casevault-manual --section 1 > $(DESTDIR)$(PREFIX)/share/man/man1/casevaultctl.1
+	$(BUILT)/casevaultd --experimental-dump-help | $(BUILT)/casevault-manual --section 8 > $(DESTDIR)$(PREFIX)/share/man/man8/casevaultd.8
+	chmod 0644 $(DESTDIR)$(PREFIX)/share/man/man1/casevaultctl.1 $(DESTDIR)$(PREFIX)/share/man/man8/casevaultd.8
 
 clean:
 	rm -rf .build .casevault

@@ -95,6 +95,11 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Renders man pages from the commands' argument definitions (make install).
+        .executableTarget(
+            name: "casevault-manual",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "casevaultd",
             dependencies: [

@@ -34,7 +34,7 @@ struct InstallTests {
         return files
     }
 
-    @Test("make install DESTDIR=… lays out binaries, units, sysusers/tmpfiles, completions, docs and the configuration; a second install keeps an edited configuration")
+    @Test("make install DESTDIR=… lays out binaries, units, sysusers/tmpfiles, completions, man pages, docs and the configuration; a second install keeps an edited configuration")
     func layout() throws {
         let destination = NSTemporaryDirectory() + "casevault-install-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: destination) }
@@ -51,6 +51,7 @@ struct InstallTests {
             "\(p)/share/fish/vendor_completions.d/casevaultctl.fish": 0o644, "\(p)/share/fish/vendor_completions.d/casevaultd.fish": 0o644,
             "\(p)/share/doc/casevault/README.md": 0o644, "\(p)/share/doc/casevault/openapi.yaml": 0o644,
             "\(p)/share/doc/casevault/casevault.toml": 0o644, "\(p)/share/doc/casevault/casevault-sweep.cron": 0o644,
+            "\(p)/share/man/man1/casevaultctl.1": 0o644, "\(p)/share/man/man8/casevaultd.8": 0o644,
             "/etc/casevault/casevault.toml": 0o644,
         ]
         let tree = Self.tree(destination)
@@ -63,6 +64,10 @@ struct InstallTests {
         #expect(service.contains("ExecStart=\(p)/bin/casevaultd --config /etc/casevault/casevault.toml"))
         let completion = try String(contentsOfFile: destination + "\(p)/share/bash-completion/completions/casevaultctl", encoding: .utf8)
         #expect(completion.contains("sweep") && completion.contains("doctor"))
+        let manual = try String(contentsOfFile: destination + "\(p)/share/man/man1/casevaultctl.1", encoding: .utf8)
+        #expect(manual.hasPrefix(".TH CASEVAULTCTL 1") && manual.contains(".SS \"casevaultctl sweep\"") && manual.contains("\\-\\-dry\\-run"))
+        let daemonManual = try String(contentsOfFile: destination + "\(p)/share/man/man8/casevaultd.8", encoding: .utf8)
+        #expect(daemonManual.contains("\\-\\-config") && daemonManual.contains("\\-\\-log\\-level"))
         let configuration = destination + "/etc/casevault/casevault.toml"
         #expect(try String(contentsOfFile: configuration, encoding: .utf8)
             == String(contentsOf: DaemonConfigurationTests.repository.appendingPathComponent("Config/casevault.host.toml"), encoding: .utf8))
