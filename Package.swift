@@ -137,6 +137,7 @@ let package = Package(
             dependencies: [
                 "CaseVaultStore",
                 "CaseVaultCore",
+                "CCaseVaultShims",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

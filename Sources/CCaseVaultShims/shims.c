@@ -76,3 +76,15 @@ int casevault_filesystem_type(const char *path, unsigned long *type) {
     *type = (unsigned long)info.f_type;
     return 0;
 }
+
+/* PR_SET_MDWE (Linux 6.3): what systemd's MemoryDenyWriteExecute= asks of a process. */
+#ifndef PR_SET_MDWE
+#define PR_SET_MDWE 65
+#endif
+#ifndef PR_MDWE_REFUSE_EXEC_GAIN
+#define PR_MDWE_REFUSE_EXEC_GAIN 1
+#endif
+
+int casevault_refuse_exec_gain(void) {
+    return prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0);
+}

@@ -1,6 +1,7 @@
 // A writer process for crash tests: the tests start it, kill it with SIGKILL, and check what survived.
 // Not installed; built only because the store's tests depend on it.
 import ArgumentParser
+import CCaseVaultShims
 import CaseVaultCore
 import CaseVaultStore
 import Foundation
@@ -15,7 +16,7 @@ struct Torture: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "casevault-torture",
         abstract: "Crash-test helper for the CaseVault store (used by make test).",
-        subcommands: [PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self]
+        subcommands: [PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self, RefuseExecGain.self]
     )
 }
 
@@ -179,6 +180,30 @@ extension Torture {
             let report = try store.sweep()
             emit("swept \(report.disposed)")
             if self.dieAfterMicroseconds != nil { usleep(1_000_000) }
+        }
+    }
+}
+
+extension Torture {
+    /// Runs a command under PR_SET_MDWE, the kernel's side of systemd's MemoryDenyWriteExecute=, so that a
+    /// test shows the daemon runs with it (no systemd as PID 1 is needed).
+    struct RefuseExecGain: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "refuse-exec-gain",
+            abstract: "Exec a command that may never map memory writable and executable (PR_SET_MDWE)."
+        )
+        @Argument(parsing: .captureForPassthrough, help: "The command and its arguments.") var command: [String]
+
+        func run() throws {
+            guard let path = self.command.first else { throw ValidationError("name a command") }
+            guard casevault_refuse_exec_gain() == 0 else {
+                FileHandle.standardError.write(Data("PR_SET_MDWE failed: errno \(errno)\n".utf8))
+                Glibc.exit(5)
+            }
+            var argv: [UnsafeMutablePointer<CChar>?] = self.command.map { strdup($0) } + [nil]
+            execv(path, &argv)
+            FileHandle.standardError.write(Data("exec failed: errno \(errno)\n".utf8))
+            Glibc.exit(6)
         }
     }
 }

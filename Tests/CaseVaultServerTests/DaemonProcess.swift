@@ -22,6 +22,7 @@ final class DaemonProcess {
         socketGroup: UInt32? = DaemonProcess.clientsGroup,
         root existing: String? = nil,
         environment: [String: String] = [:],
+        wrapper: [String] = [],
         prepare: (String) throws -> Void = { _ in }
     ) throws {
         if let existing {
@@ -47,9 +48,11 @@ final class DaemonProcess {
             """
         try configuration.write(toFile: self.root + "/casevault.toml", atomically: true, encoding: .utf8)
         try prepare(self.root)
-        self.process.executableURL = URL(fileURLWithPath: Self.binary("casevaultd"))
         // Trace level: the log-leak check then reads everything the daemon can say.
-        self.process.arguments = ["--config", self.root + "/casevault.toml", "--log-level", "trace"]
+        let command = [Self.binary("casevaultd"), "--config", self.root + "/casevault.toml", "--log-level", "trace"]
+        let invocation = wrapper + command
+        self.process.executableURL = URL(fileURLWithPath: invocation[0])
+        self.process.arguments = Array(invocation.dropFirst())
         self.process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         if !FileManager.default.fileExists(atPath: self.logPath) {
             FileManager.default.createFile(atPath: self.logPath, contents: nil)

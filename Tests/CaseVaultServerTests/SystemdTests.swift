@@ -99,6 +99,25 @@ struct SystemdTests {
         #expect(!daemon.log.contains("T0") && !daemon.log.contains(" info "), "no timestamps or level words: journald adds its own")
     }
 
+    @Test("the daemon runs and files, reads and shreds under PR_SET_MDWE, which MemoryDenyWriteExecute= applies")
+    func noWritableExecutableMemory() throws {
+        let daemon = try DaemonProcess(
+            roles: #"director = ["self"]"#, socketGroup: nil,
+            wrapper: [DaemonProcess.binary("casevault-torture"), "refuse-exec-gain"]
+        )
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let status = try String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/status", encoding: .utf8)
+        // The kernel reports the flag since 6.3; where it does not, the check is the daemon serving at all.
+        if status.contains("MemoryDenyWriteExecute:") {
+            #expect(status.contains("MemoryDenyWriteExecute:\t1"), "\(status)")
+        }
+        let caseID = try daemon.openCase(by: .root, mediators: [])
+        let intake = try daemon.file(caseID, Bodies.intake, as: .root).string("record_id")
+        try daemon.call("GET", "/v1/records/\(intake)", expect: 200)
+        try daemon.call("DELETE", "/v1/records/\(intake)", body: #"{"reason": "policy"}"#, expect: 200)
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("without NOTIFY_SOCKET the daemon sends nothing and serves as usual")
     func noNotifySocket() throws {
         let daemon = try DaemonProcess(roles: #"operator = ["self"]"#, socketGroup: nil, environment: ["NOTIFY_SOCKET": ""])
