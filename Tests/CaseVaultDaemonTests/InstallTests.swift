@@ -6,19 +6,10 @@ import Testing
 @Suite("make install")
 struct InstallTests {
     static func install(_ destination: String, prefix: String) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/make")
-        process.arguments = [
+        try Command.run("/usr/bin/make", [
             "-C", DaemonConfigurationTests.repository.path, "install", "DESTDIR=\(destination)", "PREFIX=\(prefix)",
             "BUILT=\(SystemdUnitTests.binaries)",
-        ]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+        ])
     }
 
     /// Every regular file under `root`, relative, with its mode.

@@ -32,21 +32,7 @@ final class DaemonProcess {
             self.root = Self.temporaryRoot()
             self.ownsRoot = true
         }
-        let group = socketGroup.map { "socket_group = \"gid:\($0)\"" } ?? ""
-        let configuration = """
-            [store]
-            data_directory = "\(self.root)/data"
-            root_key_file = "\(self.root)/keys/root.key"
-            max_content_bytes = 65536
-            [server]
-            socket_path = "\(self.socket)"
-            max_body_bytes = 131072
-            \(group)
-            [roles]
-            \(roles)
-            \(extra.replacingOccurrences(of: "$ROOT", with: self.root))
-            """
-        try configuration.write(toFile: self.root + "/casevault.toml", atomically: true, encoding: .utf8)
+        try Self.writeConfiguration(root: self.root, socket: self.socket, socketGroup: socketGroup, roles: roles, extra: extra)
         try prepare(self.root)
         // Trace level: the log-leak check then reads everything the daemon can say.
         let command = [Self.binary("casevaultd"), "--config", self.root + "/casevault.toml", "--log-level", "trace"]
@@ -62,6 +48,26 @@ final class DaemonProcess {
         self.process.standardOutput = log
         self.process.standardError = log
         try self.process.run()
+    }
+
+    /// Writes `root/casevault.toml`: data and key under `root`, the socket at `socket`, `roles` (TOML lines)
+    /// and `extra` (more TOML, in which `$ROOT` stands for `root`).
+    static func writeConfiguration(root: String, socket: String, socketGroup: UInt32?, roles: String, extra: String = "") throws {
+        let group = socketGroup.map { "socket_group = \"gid:\($0)\"" } ?? ""
+        let configuration = """
+            [store]
+            data_directory = "\(root)/data"
+            root_key_file = "\(root)/keys/root.key"
+            max_content_bytes = 65536
+            [server]
+            socket_path = "\(socket)"
+            max_body_bytes = 131072
+            \(group)
+            [roles]
+            \(roles)
+            \(extra.replacingOccurrences(of: "$ROOT", with: root))
+            """
+        try configuration.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
     }
 
     /// Waits until the socket accepts connections; false if the daemon exited or 30 s passed.

@@ -5,6 +5,20 @@ import Testing
 import Glibc
 #endif
 
+enum UnixAddress {
+    /// bind(2) to a Unix socket path; 0 or -1.
+    static func bind(_ fd: Int32, to path: String) -> Int32 {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
+        }
+        return withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+    }
+}
+
 /// The service manager's side of sd_notify(3): a datagram socket the test binds, handed to a real daemon
 /// as NOTIFY_SOCKET.
 final class NotifySocket {
@@ -15,14 +29,7 @@ final class NotifySocket {
         self.path = path
         self.fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard self.fd >= 0 else { throw POSIXError(.EIO) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
-        }
-        let bound = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(self.fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
+        let bound = UnixAddress.bind(self.fd, to: path)
         guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
         var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
         setsockopt(self.fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -142,27 +149,9 @@ final class ActivatedDaemon {
         self.root = DaemonProcess.temporaryRoot()
         mkdir(self.root + "/run", 0o750)
         self.listener = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            for (index, byte) in (self.root + "/run/casevault.sock").utf8.enumerated() { buffer[index] = byte }
-        }
-        let bound = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(self.listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
+        let bound = UnixAddress.bind(self.listener, to: self.socket)
         guard bound == 0, chmod(self.socket, mode) == 0, listen(self.listener, 64) == 0 else { throw POSIXError(.EADDRINUSE) }
-        let configuration = """
-            [store]
-            data_directory = "\(self.root)/data"
-            root_key_file = "\(self.root)/keys/root.key"
-            max_content_bytes = 65536
-            [server]
-            socket_path = "\(self.socket)"
-            max_body_bytes = 131072
-            [roles]
-            operator = ["self"]
-            """
-        try configuration.write(toFile: self.root + "/casevault.toml", atomically: true, encoding: .utf8)
+        try DaemonProcess.writeConfiguration(root: self.root, socket: self.socket, socketGroup: nil, roles: #"operator = ["self"]"#)
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
