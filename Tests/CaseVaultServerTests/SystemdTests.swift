@@ -255,16 +255,7 @@ struct DoctorTests {
     func dataDirectoryMode() throws {
         let root = DaemonProcess.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let configuration = """
-            [store]
-            data_directory = "\(root)/data"
-            root_key_file = "\(root)/keys/root.key"
-            max_content_bytes = 65536
-            [server]
-            socket_path = "\(root)/run/casevault.sock"
-            max_body_bytes = 131072
-            """
-        try configuration.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
+        try DaemonProcess.writeConfiguration(root: root, socket: root + "/run/casevault.sock", socketGroup: nil, roles: "")
         mkdir(root + "/data", 0o755)
         chmod(root + "/data", 0o755)
         let open = try Self.doctor(root)
