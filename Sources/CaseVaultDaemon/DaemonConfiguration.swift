@@ -106,6 +106,19 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var k: Int?
     }
 
+    /// `[keys]`: where the root key comes from.
+    public struct Keys: Sendable, Equatable, Decodable {
+        /// `file` (the default: store.root_key_file) or `systemd-credential`.
+        public var source: String?
+        /// The credential's name under $CREDENTIALS_DIRECTORY (default `casevault-root-key`).
+        public var credential: String?
+
+        public init() {}
+
+        static let sources: Set<String> = ["file", "systemd-credential"]
+        static let defaultCredential = "casevault-root-key"
+    }
+
     /// `[testing]`: settings for the test suite only.
     public struct Testing: Sendable, Equatable, Decodable {
         /// A file holding the time (milliseconds since the Unix epoch) the daemon's clock reads.
@@ -119,6 +132,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var store: Store
     public var server: Server
     public var retention = Retention()
+    public var keys = Keys()
     public var statistics = StatisticsSettings()
     public var testing = Testing()
     /// Role name → principals, as written; `roleMap()` resolves them.
@@ -164,6 +178,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             store: decoded.store, server: decoded.server, roles: decoded.roles ?? [:], offices: decoded.offices ?? [:]
         )
         configuration.retention = decoded.retention ?? Retention()
+        configuration.keys = decoded.keys ?? Keys()
         configuration.statistics = decoded.statistics ?? StatisticsSettings()
         configuration.testing = decoded.testing ?? Testing()
         try configuration.validate()
@@ -205,6 +220,12 @@ public struct DaemonConfiguration: Sendable, Equatable {
         try Self.check(self.server.maxConnections.map(Int64.init), in: 1...65536, "server.max_connections")
         try Self.check(self.retention.sweepBatch.map(Int64.init), in: 1...100_000, "retention.sweep_batch")
         try Self.check(self.statistics.k.map(Int64.init), in: 2...1000, "statistics.k")
+        if let source = self.keys.source, !Keys.sources.contains(source) {
+            throw CaseVaultError(.invalidConfiguration, "keys.source must be file or systemd-credential", field: "keys.source")
+        }
+        if let name = self.keys.credential, name.isEmpty || name.contains("/") || name.hasPrefix(".") {
+            throw CaseVaultError(.invalidConfiguration, "keys.credential must be a plain file name", field: "keys.credential")
+        }
         for (category, office) in self.offices.sorted(by: { $0.key < $1.key }) {
             guard RecordValidator.disclosureCategories.contains(category) else {
                 throw CaseVaultError(
@@ -247,6 +268,12 @@ public struct DaemonConfiguration: Sendable, Equatable {
             maxContentBytes: self.store.maxContentBytes
         )
         configuration.retention = try self.retentionSchedule()
+        if self.keys.source == "systemd-credential" {
+            configuration.keySource = .systemdCredential(
+                name: self.keys.credential ?? Keys.defaultCredential,
+                directory: ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"]
+            )
+        }
         configuration.sweepBatch = self.retention.sweepBatch ?? configuration.sweepBatch
         if let file = self.testing.clockFile {
             configuration.clock = Self.fileClock(URL(fileURLWithPath: file, relativeTo: base).standardizedFileURL.path)
@@ -274,6 +301,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         var roles: [String: [String]]?
         var offices: [String: String]?
         var retention: Retention?
+        var keys: Keys?
         var statistics: StatisticsSettings?
         var testing: Testing?
     }

@@ -36,7 +36,12 @@ public enum Doctor {
             Self.privateDirectory("data directory", data, groupMayRead: false),
             Self.filesystem(data),
             Self.privateDirectory("socket directory", socketDirectory, groupMayRead: true),
-            Self.keyFile(store.rootKeyFile.path, dataDirectory: data),
+            store.keySource == .file
+                ? Self.keyFile(store.rootKeyFile.path, dataDirectory: data)
+                : Check(
+                    name: "key source", status: .pass,
+                    detail: "systemd credential \(configuration.keys.credential ?? "casevault-root-key"), read from $CREDENTIALS_DIRECTORY at start (LoadCredentialEncrypted= binds it to this host's TPM)"
+                ),
             Self.swap(),
             Self.coreDumps(),
         ]

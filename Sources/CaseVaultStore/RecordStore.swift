@@ -40,7 +40,13 @@ public final class RecordStore: Sendable {
     /// crash interrupted and scrubs what uncommitted puts left in key slots and segments.
     public static func open(_ configuration: StoreConfiguration, logger: Logger) throws(CaseVaultError) -> RecordStore {
         let directory = try DataDirectory.prepare(path: configuration.dataDirectory.path)
-        let rootKey = try RootKeyFile.loadOrCreate(path: configuration.rootKeyFile.path, dataDirectory: directory.path)
+        let rootKey: SecureBytes
+        switch configuration.keySource {
+        case .file:
+            rootKey = try RootKeyFile.loadOrCreate(path: configuration.rootKeyFile.path, dataDirectory: directory.path)
+        case .systemdCredential(let name, let credentials):
+            rootKey = try RootKeyFile.loadCredential(name: name, directory: credentials)
+        }
         if !DataDirectory.exists(directory.indexPath) {
             // Created here with 0600 so that SQLite's -wal and -shm files inherit the same mode.
             _ = try PosixFile(path: directory.indexPath, flags: O_WRONLY | O_CREAT, mode: 0o600)

@@ -4,7 +4,8 @@ internal import Glibc
 internal import CaseVaultCore
 internal import CaseVaultCrypto
 
-/// The `file` key source: 32 random bytes in a 0600 file outside the data directory, created on first use.
+/// The root key's sources: the `file` source (32 random bytes in a 0600 file outside the data directory,
+/// created on first use) and the `systemd-credential` source.
 enum RootKeyFile {
     static let byteCount = 32
 
@@ -30,6 +31,35 @@ enum RootKeyFile {
                 .keyUnavailable,
                 "the root key file \(path) must hold exactly \(Self.byteCount) bytes; restore it from your key backup"
             )
+        }
+        do {
+            return try SecureBytes(copying: bytes)
+        } catch {
+            throw CaseVaultError(.keyUnavailable, "secure memory for the root key could not be allocated", cause: error)
+        }
+    }
+
+    /// Reads the root key from a systemd credential: `directory/name`, exactly 32 bytes, readable by no one
+    /// else. systemd puts it there (LoadCredential= or LoadCredentialEncrypted=); it is never created here.
+    static func loadCredential(name: String, directory: String?) throws(CaseVaultError) -> SecureBytes {
+        guard let directory, !directory.isEmpty else {
+            throw CaseVaultError(
+                .keyUnavailable,
+                "the systemd-credential key source needs $CREDENTIALS_DIRECTORY: start the daemon from a unit with LoadCredentialEncrypted= (or LoadCredential=)"
+            )
+        }
+        guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else {
+            throw CaseVaultError(.keyUnavailable, "the credential name must be a plain file name")
+        }
+        let path = directory + "/" + name
+        guard DataDirectory.exists(path) else {
+            throw CaseVaultError(.keyUnavailable, "no credential \(name) in $CREDENTIALS_DIRECTORY; check the unit's LoadCredentialEncrypted= line")
+        }
+        try DataDirectory.checkPrivateFile(path)
+        var bytes = try PosixFile(path: path, flags: O_RDONLY).readAll()
+        defer { Memory.zero(&bytes) }
+        guard bytes.count == Self.byteCount else {
+            throw CaseVaultError(.keyUnavailable, "the credential \(name) must hold exactly \(Self.byteCount) bytes")
         }
         do {
             return try SecureBytes(copying: bytes)

@@ -11,6 +11,8 @@ public struct StoreConfiguration: Sendable {
     /// The root key file, outside the data directory so that a copy of the directory never carries it.
     /// Created (32 random bytes, 0600) on first open.
     public var rootKeyFile: URL
+    /// Where the root key comes from: `rootKeyFile` (created on first open), or a systemd credential.
+    public var keySource: KeySource
     /// The largest record content accepted, in bytes.
     public var maxContentBytes: Int
     /// The most puts one flush may carry (group commit).
@@ -41,6 +43,7 @@ public struct StoreConfiguration: Sendable {
         self.maxBatch = maxBatch
         self.maxSegmentBytes = maxSegmentBytes
         self.crashPointObserver = nil
+        self.keySource = .file
         self.clock = Self.systemClock
         self.retention = .standard
         self.sweepBatch = 5000
@@ -52,6 +55,15 @@ public struct StoreConfiguration: Sendable {
         clock_gettime(CLOCK_REALTIME, &time)
         return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
     }
+}
+
+/// The root key's source (DESIGN §4).
+public enum KeySource: Sendable, Equatable {
+    /// `rootKeyFile`: 32 random bytes in a 0600 file outside the data directory, created on first open.
+    case file
+    /// A systemd credential: the file `name` in `directory` ($CREDENTIALS_DIRECTORY), put there by
+    /// `LoadCredential=` or, bound to the host's TPM, `LoadCredentialEncrypted=`. Never created.
+    case systemdCredential(name: String, directory: String?)
 }
 
 /// The points between durable steps where a crash is most interesting. Tests kill a writer at each.

@@ -40,6 +40,8 @@ struct DaemonConfigurationTests {
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[retention]\nsession_note = \"1 year after case_closed\"", "session_note"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[retention]\nsweep_batch = 0", "retention.sweep_batch"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[statistics]\nk = 1", "statistics.k"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nsource = \"tpm\"", "keys.source"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\ncredential = \"../key\"", "keys.credential"),
         ]
         for (text, mentioned) in cases {
             let text = text.hasPrefix("[store\n") || text.contains("[server]") || mentioned == "server" ? text : text + server

@@ -125,6 +125,49 @@ struct SystemdTests {
         #expect(daemon.stop() == 0)
     }
 
+    @Test("the systemd-credential key source reads the root key from $CREDENTIALS_DIRECTORY, and refuses without it")
+    func credentialKeySource() throws {
+        let root = DaemonProcess.temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        mkdir(root + "/credentials", 0o700)
+        let key = root + "/credentials/casevault-root-key"
+        FileManager.default.createFile(atPath: key, contents: Data((0..<32).map { _ in UInt8.random(in: 0...255) }), attributes: [.posixPermissions: 0o400])
+        let extra = "[keys]\nsource = \"systemd-credential\"\n"
+        var recordID = ""
+        do {
+            let daemon = try DaemonProcess(
+                roles: #"director = ["self"]"#, extra: extra, socketGroup: nil, root: root,
+                environment: ["CREDENTIALS_DIRECTORY": root + "/credentials"]
+            )
+            #expect(daemon.waitUntilServing(), "\(daemon.log)")
+            let caseID = try daemon.openCase(by: .root, mediators: [])
+            recordID = try daemon.file(caseID, Bodies.intake, as: .root).string("record_id")
+            #expect(daemon.stop() == 0)
+        }
+        #expect(!FileManager.default.fileExists(atPath: root + "/keys/root.key"), "no key file is made when the key is a credential")
+        do {
+            // The same credential opens the same records.
+            let daemon = try DaemonProcess(
+                roles: #"director = ["self"]"#, extra: extra, socketGroup: nil, root: root,
+                environment: ["CREDENTIALS_DIRECTORY": root + "/credentials"]
+            )
+            #expect(daemon.waitUntilServing(), "\(daemon.log)")
+            try daemon.call("GET", "/v1/records/\(recordID)", expect: 200)
+            #expect(daemon.stop() == 0)
+        }
+        // Without $CREDENTIALS_DIRECTORY, or with a key of the wrong length, the daemon does not start.
+        let unset = try DaemonProcess(roles: #"director = ["self"]"#, extra: extra, socketGroup: nil, environment: ["CREDENTIALS_DIRECTORY": ""])
+        unset.process.waitUntilExit()
+        #expect(unset.process.terminationStatus == 3 && unset.log.contains("CREDENTIALS_DIRECTORY"), "\(unset.log)")
+        chmod(key, 0o600)
+        try Data(repeating: 7, count: 16).write(to: URL(fileURLWithPath: key))
+        let short = try DaemonProcess(
+            roles: #"director = ["self"]"#, extra: extra, socketGroup: nil, environment: ["CREDENTIALS_DIRECTORY": root + "/credentials"]
+        )
+        short.process.waitUntilExit()
+        #expect(short.process.terminationStatus == 3 && short.log.contains("exactly 32 bytes"), "\(short.log)")
+    }
+
     @Test("without NOTIFY_SOCKET the daemon sends nothing and serves as usual")
     func noNotifySocket() throws {
         let daemon = try DaemonProcess(roles: #"operator = ["self"]"#, socketGroup: nil, environment: ["NOTIFY_SOCKET": ""])
