@@ -85,6 +85,19 @@ int casevault_filesystem_type(const char *path, unsigned long *type) {
 #define PR_MDWE_REFUSE_EXEC_GAIN 1
 #endif
 
+#ifndef PR_GET_MDWE
+#define PR_GET_MDWE 66
+#endif
+
 int casevault_refuse_exec_gain(void) {
-    return prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0);
+    if (prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0) {
+        return -1;
+    }
+    /* Read it back: the caller relies on the flag being in force, not on the call having returned. */
+    int flags = prctl(PR_GET_MDWE, 0, 0, 0, 0);
+    if (flags < 0 || !(flags & PR_MDWE_REFUSE_EXEC_GAIN)) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return 0;
 }

@@ -156,9 +156,16 @@ public struct SweepReport: Sendable, Equatable {
         self.asOf = asOf
     }
 
-    public var disposed: Int { self.byType.values.reduce(0) { $0 + $1.disposed } }
-    public var heldBack: Int { self.byType.values.reduce(0) { $0 + $1.heldBack } }
-    public var alreadyGone: Int { self.byType.values.reduce(0) { $0 + $1.alreadyGone } }
+    /// The counts over every type.
+    public var totals: Counts {
+        self.byType.values.reduce(into: Counts()) { totals, counts in
+            totals.disposed += counts.disposed
+            totals.heldBack += counts.heldBack
+            totals.alreadyGone += counts.alreadyGone
+        }
+    }
+
+    public var disposed: Int { self.totals.disposed }
 }
 
 /// Proleptic Gregorian calendar arithmetic in UTC on milliseconds since the Unix epoch, after Howard

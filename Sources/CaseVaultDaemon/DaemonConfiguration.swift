@@ -70,27 +70,27 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
         public init() {}
 
+        /// Each record type's key in `[retention]`.
+        static var fields: [(RecordType, WritableKeyPath<Retention, String?>)] {
+            [
+                (.intakeForm, \.intakeForm), (.agreementToMediate, \.agreementToMediate), (.sessionNote, \.sessionNote),
+                (.finalAgreement, \.finalAgreement), (.evaluation, \.evaluation), (.disclosure, \.disclosure),
+                (.caseHeader, \.caseHeader),
+            ]
+        }
+
         /// Every rule of `schedule` written out, as `Config/casevault.toml` does.
         public static func written(_ schedule: RetentionSchedule) -> Retention {
             var retention = Retention()
-            let text = { (type: RecordType) in schedule.rules[type]?.description }
-            retention.intakeForm = text(.intakeForm)
-            retention.agreementToMediate = text(.agreementToMediate)
-            retention.sessionNote = text(.sessionNote)
-            retention.finalAgreement = text(.finalAgreement)
-            retention.evaluation = text(.evaluation)
-            retention.disclosure = text(.disclosure)
-            retention.caseHeader = text(.caseHeader)
+            for (type, field) in Self.fields {
+                retention[keyPath: field] = schedule.rules[type]?.description
+            }
             return retention
         }
 
+        /// The rules written here, by type name.
         var overrides: [String: String] {
-            let rules: [(RecordType, String?)] = [
-                (.intakeForm, self.intakeForm), (.agreementToMediate, self.agreementToMediate), (.sessionNote, self.sessionNote),
-                (.finalAgreement, self.finalAgreement), (.evaluation, self.evaluation), (.disclosure, self.disclosure),
-                (.caseHeader, self.caseHeader),
-            ]
-            return Dictionary(uniqueKeysWithValues: rules.compactMap { type, text in text.map { (type.rawValue, $0) } })
+            Dictionary(uniqueKeysWithValues: Self.fields.compactMap { type, field in self[keyPath: field].map { (type.rawValue, $0) } })
         }
 
         enum CodingKeys: String, CodingKey {

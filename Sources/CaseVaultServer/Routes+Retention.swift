@@ -109,11 +109,7 @@ extension Routes {
             self.byType = Dictionary(
                 uniqueKeysWithValues: RecordType.allCases.map { ($0.rawValue, Counts(report.byType[$0] ?? .init())) }
             )
-            var totals = SweepReport.Counts()
-            totals.disposed = report.disposed
-            totals.heldBack = report.heldBack
-            totals.alreadyGone = report.alreadyGone
-            self.totals = Counts(totals)
+            self.totals = Counts(report.totals)
         }
 
         enum CodingKeys: String, CodingKey {

@@ -38,10 +38,7 @@ final class KeySlotFile: Sendable {
         let capacity = self.capacity.withLock { $0 }
         if slot >= capacity {
             let target = slot + Self.growth
-            try Segments.fill(
-                self.handle, from: capacity * Int64(KeySlot.size), count: (target - capacity) * Int64(KeySlot.size),
-                random: false
-            )
+            try Segments.fill(self.handle, from: capacity * Int64(KeySlot.size), count: (target - capacity) * Int64(KeySlot.size))
             self.capacity.withLock { $0 = max($0, target) }
         }
         try self.handle.write(bytes, at: slot * Int64(KeySlot.size))

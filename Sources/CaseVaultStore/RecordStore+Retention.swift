@@ -91,6 +91,11 @@ extension RecordStore {
         try self.index.lookup { db in try Self.isHeld(db, caseID.rawValue) }
     }
 
+    /// The cases at least one hold stands on.
+    static func heldCases(_ db: Database) throws -> Set<String> {
+        Set(try String.fetchAll(db, sql: "SELECT DISTINCT case_id FROM holds"))
+    }
+
     static func isHeld(_ db: Database, _ caseID: String) throws -> Bool {
         try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM holds WHERE case_id = ? LIMIT 1"), arguments: [caseID]) ?? false
     }
@@ -133,8 +138,7 @@ extension RecordStore {
     ) throws(CaseVaultError) -> SweepReport {
         let now = self.now()
         var report = SweepReport(dryRun: dryRun, asOf: now)
-        let due = try self.index.read { db in try self.dueRecords(at: now, db) }
-        let held = try self.index.read { db in Set(try String.fetchAll(db, sql: "SELECT DISTINCT case_id FROM holds")) }
+        let (due, held) = try self.index.read { db in (try self.dueRecords(at: now, db), try Self.heldCases(db)) }
         var disposable: [Due] = []
         for record in due {
             if !record.live {
@@ -168,8 +172,7 @@ extension RecordStore {
                 // Looked at again under the writer role: a shred or a hold may have come since the listing.
                 let (rows, heldNow) = try self.index.read { db in
                     let found = try Index.rows(db, ids: batch.map(\.id))
-                    let held = Set(try String.fetchAll(db, sql: "SELECT DISTINCT case_id FROM holds"))
-                    return (batch.map { found[$0.id] }, held)
+                    return (batch.map { found[$0.id] }, try Self.heldCases(db))
                 }
                 var shred: [Index.Row] = []
                 for (record, row) in zip(batch, rows) {
@@ -191,11 +194,12 @@ extension RecordStore {
             self.observe(.sweepAfterBatch)
             progress(report)
         }
+        let totals = report.totals
         self.logger.info(
             "retention sweep",
             metadata: [
-                "records.disposed": "\(report.disposed)", "records.held_back": "\(report.heldBack)",
-                "records.already_gone": "\(report.alreadyGone)", "sweep.complete": "\(report.complete)",
+                "records.disposed": "\(totals.disposed)", "records.held_back": "\(totals.heldBack)",
+                "records.already_gone": "\(totals.alreadyGone)", "sweep.complete": "\(report.complete)",
             ]
         )
         return report

@@ -252,9 +252,10 @@ public final class RecordStore: Sendable {
             return batch.map { .success($0.metadata) }
         } catch {
             // Nothing was acknowledged: undo what reached the disk so no orphan key or ciphertext remains.
+            let stream = OverwriteStream()
             for place in placed {
                 try? self.slots.scrub(place.slot)
-                try? self.segments.overwrite(place.location)
+                try? self.segments.overwrite(place.location, from: stream)
             }
             try? self.segments.flush(Set(placed.map(\.location.segment)))
             try? self.slots.flush()

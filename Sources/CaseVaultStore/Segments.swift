@@ -96,7 +96,7 @@ final class Segments: Sendable {
         }
         if end > size {
             let target = end + Self.growth
-            try Self.fill(file, from: size, count: target - size, random: false)
+            try Self.fill(file, from: size, count: target - size)
             size = target
             self.sizes.withLock { $0[location.segment] = target }
         }
@@ -110,25 +110,23 @@ final class Segments: Sendable {
         }
     }
 
-    /// Overwrites a region in place with random bytes (not yet flushed).
-    func overwrite(_ location: Location) throws(CaseVaultError) {
-        try Self.fill(try self.file(location.segment), from: location.offset, count: Int64(location.length), random: true)
-    }
-
-    /// Overwrites a region in place with `stream`'s keystream (not yet flushed): for many regions at once.
+    /// Overwrites a region in place with `stream`'s keystream (not yet flushed); one stream serves many
+    /// regions.
     func overwrite(_ location: Location, from stream: OverwriteStream) throws(CaseVaultError) {
-        var pattern = [UInt8](repeating: 0, count: location.length)
-        pattern.withUnsafeMutableBytes { stream.fill($0) }
-        try self.file(location.segment).write(pattern, at: location.offset)
+        try Self.fill(try self.file(location.segment), from: location.offset, count: Int64(location.length), with: stream)
     }
 
-    static func fill(_ file: PosixFile, from offset: Int64, count: Int64, random: Bool) throws(CaseVaultError) {
-        let zeros = [UInt8](repeating: 0, count: Int(min(64 << 10, count)))
+    /// Writes `count` bytes from `offset` on, in 64 KiB chunks: `stream`'s keystream, or zeros without one.
+    static func fill(_ file: PosixFile, from offset: Int64, count: Int64, with stream: OverwriteStream? = nil) throws(CaseVaultError) {
+        var chunk = [UInt8](repeating: 0, count: Int(min(64 << 10, count)))
         var done: Int64 = 0
         while done < count {
-            let chunk = Int(min(64 << 10, count - done))
-            try file.write(random ? Random.bytes(count: chunk) : Array(zeros.prefix(chunk)), at: offset + done)
-            done += Int64(chunk)
+            let length = Int(min(Int64(chunk.count), count - done))
+            if let stream {
+                chunk.withUnsafeMutableBytes { stream.fill(UnsafeMutableRawBufferPointer(rebasing: $0[..<length])) }
+            }
+            try file.write(length == chunk.count ? chunk : Array(chunk[..<length]), at: offset + done)
+            done += Int64(length)
         }
     }
 
@@ -145,7 +143,7 @@ final class Segments: Sendable {
         while offset < size {
             let count = Int(min(64 << 10, size - offset))
             if try current.read(count: count, at: offset).contains(where: { $0 != 0 }) {
-                try Self.fill(current, from: offset, count: Int64(count), random: false)
+                try Self.fill(current, from: offset, count: Int64(count))
                 scrubbed += Int64(count)
             }
             offset += Int64(count)
@@ -157,7 +155,7 @@ final class Segments: Sendable {
         while DataDirectory.exists(self.filePath(next)) {
             let file = try self.file(next)
             let length = try file.size()
-            try Self.fill(file, from: 0, count: length, random: true)
+            try Self.fill(file, from: 0, count: length, with: OverwriteStream())
             try file.flushData()
             self.open.withLock { _ = $0.removeValue(forKey: next) }
             self.sizes.withLock { _ = $0.removeValue(forKey: next) }

@@ -46,8 +46,11 @@ public struct StoreConfiguration: Sendable {
         self.keySource = .file
         self.clock = Self.systemClock
         self.retention = .standard
-        self.sweepBatch = 5000
+        self.sweepBatch = Self.defaultSweepBatch
     }
+
+    /// Records a sweep disposes of per batch unless configured otherwise.
+    public static let defaultSweepBatch = 5000
 
     /// CLOCK_REALTIME in milliseconds.
     public static let systemClock: @Sendable () -> Int64 = {

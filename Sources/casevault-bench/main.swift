@@ -23,9 +23,7 @@ struct Bench: ParsableCommand {
     var directory: String = NSTemporaryDirectory()
     @Option(help: "Expired records the disposal sweep benchmark removes.") var sweepRecords = 100_000
     @Option(help: "Records in the vault where the sweep finds nothing to do.") var idleRecords = 1_000_000
-    @Option(help: "Records a sweep disposes per batch (retention.sweep_batch).") var sweepBatch = StoreConfiguration(
-        dataDirectory: URL(fileURLWithPath: "/"), rootKeyFile: URL(fileURLWithPath: "/")
-    ).sweepBatch
+    @Option(help: "Records a sweep disposes per batch (retention.sweep_batch).") var sweepBatch = StoreConfiguration.defaultSweepBatch
     @Flag(help: "Only the sweep figures.") var sweepOnly = false
 
     func run() throws {

@@ -112,12 +112,9 @@ struct SystemdTests {
             roles: #"director = ["self"]"#, socketGroup: nil,
             wrapper: [DaemonProcess.binary("casevault-torture"), "refuse-exec-gain"]
         )
+        // The wrapper execs the daemon only once it has read the flag back (exit 5 otherwise), so a daemon that
+        // serves is one running under it.
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
-        let status = try String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/status", encoding: .utf8)
-        // The kernel reports the flag since 6.3; where it does not, the check is the daemon serving at all.
-        if status.contains("MemoryDenyWriteExecute:") {
-            #expect(status.contains("MemoryDenyWriteExecute:\t1"), "\(status)")
-        }
         let caseID = try daemon.openCase(by: .root, mediators: [])
         let intake = try daemon.file(caseID, Bodies.intake, as: .root).string("record_id")
         try daemon.call("GET", "/v1/records/\(intake)", expect: 200)

@@ -33,7 +33,8 @@ int casevault_inode_flags(int fd, int *flags);
 int casevault_set_nocow(int fd);
 
 /// Forbids this process and what it execs from ever mapping memory writable and executable
-/// (PR_SET_MDWE, as MemoryDenyWriteExecute= does). For tests. Returns 0, or -1 with errno set.
+/// (PR_SET_MDWE, as MemoryDenyWriteExecute= does), and reads the flag back. For tests. Returns 0 when the
+/// flag is in force, or -1 with errno set.
 int casevault_refuse_exec_gain(void);
 
 /// The magic number of the filesystem `path` is on (statfs's f_type). Returns 0, or -1 with errno set.
