@@ -58,6 +58,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Layer 3, beside the store: the hash-chained audit log, its signed checkpoints and its verifier.
+        .target(
+            name: "CaseVaultAudit",
+            dependencies: ["CaseVaultStore", "CaseVaultCore", "CaseVaultCrypto"],
+            swiftSettings: swiftSettings
+        ),
         // C declarations Swift's Glibc module lacks (prctl and ioctl are variadic; ucred needs _GNU_SOURCE;
         // sd_notify's abstract socket addresses).
         .target(name: "CCaseVaultShims"),
@@ -66,6 +72,7 @@ let package = Package(
             name: "CaseVaultServer",
             dependencies: [
                 "CaseVaultStore",
+                "CaseVaultAudit",
                 "CaseVaultCore",
                 "CCaseVaultShims",
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -85,6 +92,7 @@ let package = Package(
             name: "CaseVaultDaemon",
             dependencies: [
                 "CaseVaultServer",
+                "CaseVaultAudit",
                 "CaseVaultStore",
                 "CaseVaultCore",
                 "CCaseVaultShims",
@@ -115,6 +123,7 @@ let package = Package(
             name: "casevaultctl",
             dependencies: [
                 "CaseVaultDaemon",
+                "CaseVaultAudit",
                 "CaseVaultServer",
                 "CaseVaultCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -148,8 +157,10 @@ let package = Package(
             name: "casevault-bench",
             dependencies: [
                 "CaseVaultStore",
+                "CaseVaultAudit",
                 "CaseVaultCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -179,6 +190,7 @@ let package = Package(
             name: "CaseVaultStoreTests",
             dependencies: [
                 "CaseVaultStore",
+                "CaseVaultAudit",
                 "CaseVaultCore",
                 "CaseVaultCrypto",
                 "casevault-torture",

@@ -25,6 +25,7 @@ public enum Action: String, Sendable, CaseIterable {
     case manageHolds
     case sweep
     case readStatistics
+    case verifyAudit
 
     /// The action that files a record of `type`.
     public static func filing(_ type: RecordType) -> Action {
@@ -107,6 +108,8 @@ public enum Authorization {
         case .sweep: return [.role(.operator)]
         // Aggregates only: no route gives the statistician anything per case.
         case .readStatistics: return [.role(.director), .role(.statistician)]
+        // The audit report holds counts and the first bad entry's number, no entry's contents.
+        case .verifyAudit: return [.role(.director), .role(.operator)]
         }
     }
 

@@ -67,6 +67,8 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         case attachmentExists = "attachment-exists"
         /// The record's case is under a legal hold: it cannot be destroyed until the hold is released.
         case held = "held"
+        /// The audit log cannot be written, so the daemon refuses to act (fail closed).
+        case auditUnavailable = "audit-unavailable"
     }
 
     /// Where an error was raised, for operators reading logs.

@@ -1,5 +1,6 @@
 internal import CCaseVaultShims
 public import CaseVaultCore
+internal import CaseVaultAudit
 internal import CaseVaultServer
 internal import CaseVaultStore
 public import Foundation
@@ -33,10 +34,21 @@ public enum Daemon {
             store.close()
             if inherited == nil { unlink(serverConfiguration.socketPath) }
         }
+        let (audit, recovery) = try AuditLog.open(
+            directory: store.auditDirectory,
+            checkpointInterval: configuration.audit.checkpointEvery ?? AuditLog.defaultCheckpointInterval,
+            clock: storeConfiguration.clock
+        )
+        if recovery.discardedBytes > 0 {
+            logger.warning("cut a torn last entry from the audit log", metadata: ["audit.bytes": "\(recovery.discardedBytes)"])
+        }
+        try audit.attach(store.auditSigner)
+        // The last checkpoint is signed after the server has stopped taking requests.
+        defer { audit.close() }
         let notifier = SystemdNotifier()
         let socketPath = serverConfiguration.socketPath
         let application = try buildApplication(
-            configuration: serverConfiguration, store: store, roleMap: roleMap, logger: logger,
+            configuration: serverConfiguration, store: store, audit: audit, roleMap: roleMap, logger: logger,
             services: [SystemdWatchdog(notifier: notifier, store: store, logger: logger)],
             listeningSocket: inherited,
             onReady: { notifier.send("READY=1", "STATUS=serving on \(socketPath)", logger: logger) }

@@ -106,6 +106,18 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var k: Int?
     }
 
+    /// `[audit]`: the audit log.
+    public struct AuditSettings: Sendable, Equatable, Decodable {
+        /// Entries between two signed checkpoints (default 1000); one is also taken at shutdown.
+        public var checkpointEvery: Int?
+
+        public init() {}
+
+        enum CodingKeys: String, CodingKey {
+            case checkpointEvery = "checkpoint_every"
+        }
+    }
+
     /// `[keys]`: where the root key comes from.
     public struct Keys: Sendable, Equatable, Decodable {
         /// `file` (the default: store.root_key_file) or `systemd-credential`.
@@ -134,6 +146,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var retention = Retention()
     public var keys = Keys()
     public var statistics = StatisticsSettings()
+    public var audit = AuditSettings()
     public var testing = Testing()
     /// Role name → principals, as written; `roleMap()` resolves them.
     public var roles: [String: [String]]
@@ -180,6 +193,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         configuration.retention = decoded.retention ?? Retention()
         configuration.keys = decoded.keys ?? Keys()
         configuration.statistics = decoded.statistics ?? StatisticsSettings()
+        configuration.audit = decoded.audit ?? AuditSettings()
         configuration.testing = decoded.testing ?? Testing()
         try configuration.validate()
         _ = try configuration.roleMap()
@@ -220,6 +234,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         try Self.check(self.server.maxConnections.map(Int64.init), in: 1...65536, "server.max_connections")
         try Self.check(self.retention.sweepBatch.map(Int64.init), in: 1...100_000, "retention.sweep_batch")
         try Self.check(self.statistics.k.map(Int64.init), in: 2...1000, "statistics.k")
+        try Self.check(self.audit.checkpointEvery.map(Int64.init), in: 1...1_000_000, "audit.checkpoint_every")
         if let source = self.keys.source, !Keys.sources.contains(source) {
             throw CaseVaultError(.invalidConfiguration, "keys.source must be file or systemd-credential", field: "keys.source")
         }
@@ -303,6 +318,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         var retention: Retention?
         var keys: Keys?
         var statistics: StatisticsSettings?
+        var audit: AuditSettings?
         var testing: Testing?
     }
 

@@ -42,6 +42,7 @@ public enum Doctor {
                     name: "key source", status: .pass,
                     detail: "systemd credential \(configuration.keys.credential ?? "casevault-root-key"), read from $CREDENTIALS_DIRECTORY at start (LoadCredentialEncrypted= binds it to this host's TPM)"
                 ),
+            Self.auditLog(data + "/audit/log"),
             Self.swap(),
             Self.coreDumps(),
         ]
@@ -116,6 +117,37 @@ public enum Doctor {
             return Check(name: name, status: .fail, detail: "file \(path): mode \(String(mode, radix: 8)); it must be a regular file with mode 0600")
         }
         return Check(name: name, status: .pass, detail: "file \(path): \(Self.userName(info.st_uid)), mode \(String(mode, radix: 8)); back it up apart from the data")
+    }
+
+    /// The audit log: casevaultd refuses every request it cannot record, so the log must stay writable: a
+    /// private regular file, not immutable or append-only (chattr), on a filesystem with room to grow.
+    static func auditLog(_ path: String) -> Check {
+        let name = "audit log writable"
+        var info = stat()
+        guard lstat(path, &info) == 0 else {
+            return Check(name: name, status: .warn, detail: "\(path) does not exist yet (casevaultd creates it on first start)")
+        }
+        let mode = info.st_mode & 0o7777
+        guard info.st_mode & S_IFMT == S_IFREG, mode & 0o077 == 0 else {
+            return Check(name: name, status: .fail, detail: "\(path): mode \(String(mode, radix: 8)); it must be a regular file with mode 0600 (casevaultd refuses to start)")
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        defer { if fd >= 0 { close(fd) } }
+        var flags: CInt = 0
+        if fd >= 0, casevault_inode_flags(fd, &flags) == 0 {
+            // FS_IMMUTABLE_FL and FS_APPEND_FL (linux/fs.h): either stops the daemon's writes.
+            if flags & 0x10 != 0 || flags & 0x20 != 0 {
+                return Check(name: name, status: .fail, detail: "\(path) is marked \(flags & 0x10 != 0 ? "immutable" : "append-only") (lsattr); casevaultd would refuse every request; chattr -i -a it")
+            }
+        }
+        var space = statvfs()
+        if statvfs(path, &space) == 0 {
+            let free = UInt64(space.f_bavail) * UInt64(space.f_frsize)
+            if free < 64 << 20 {
+                return Check(name: name, status: .warn, detail: "\(free >> 20) MiB free under \(path): when it fills, casevaultd refuses every request")
+            }
+        }
+        return Check(name: name, status: .pass, detail: "\(path): \(Self.userName(info.st_uid)), mode \(String(mode, radix: 8)), \(info.st_size) bytes")
     }
 
     /// Swap: none, in memory (zram) or encrypted (dm-crypt); anything else may carry plaintext to disk.

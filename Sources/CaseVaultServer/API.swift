@@ -1,5 +1,6 @@
 public import CaseVaultCore
 public import CaseVaultStore
+internal import CaseVaultAudit
 public import Hummingbird
 
 /// Every route of the API in one table: the router is built from it, and a test holds it against
@@ -38,6 +39,7 @@ public enum API {
         (Route(method: .delete, path: "/v1/holds/{hold_id}"), { routes in routes.releaseHold }),
         (Route(method: .post, path: "/v1/admin/sweep"), { routes in routes.sweep }),
         (Route(method: .get, path: "/v1/stats"), { routes in routes.statistics }),
+        (Route(method: .get, path: "/v1/audit/verify"), { routes in routes.verifyAudit }),
         (Route(method: .get, path: "/v1/roster/mediators"), { routes in routes.listRoster }),
         (Route(method: .get, path: "/v1/roster/mediators/{user}"), { routes in routes.readRosterEntry }),
         (Route(method: .put, path: "/v1/roster/mediators/{user}"), { routes in routes.addToRoster }),
@@ -54,15 +56,22 @@ public enum API {
 /// The routes, behind the problem and identity middlewares. A method a path does not take gets 405 with
 /// an `Allow` header; a path no route has gets 404; both as problems.
 func buildRouter(
-    store: RecordStore, roleMap: RoleMap, configuration: ServerConfiguration, pool: BlockingPool, identities: ConnectionIdentities
+    store: RecordStore, audit: AuditLog, roleMap: RoleMap, configuration: ServerConfiguration, pool: BlockingPool,
+    identities: ConnectionIdentities
 ) -> Router<CaseVaultContext> {
     let router = Router(context: CaseVaultContext.self)
     router.add(middleware: ProblemMiddleware())
     router.add(middleware: IdentityMiddleware(roleMap: roleMap, identities: identities))
-    let routes = Routes(store: store, configuration: configuration, pool: pool)
+    router.add(middleware: AuditMiddleware(audit: audit))
+    let routes = Routes(store: store, audit: audit, configuration: configuration, pool: pool)
     var methodsByPath: [String: [HTTPRequest.Method]] = [:]
     for (route, handler) in API.table {
-        router.on(RouterPath(route.path), method: route.method, use: handler(routes))
+        let handle = handler(routes)
+        router.on(RouterPath(route.path), method: route.method) { request, context in
+            // The request entry is on disk before the route acts, or the route does not act.
+            try await Audited.before(route, context, audit)
+            return try await handle(request, context)
+        }
         methodsByPath[route.path, default: []].append(route.method)
     }
     for (path, allowed) in methodsByPath {

@@ -1,5 +1,6 @@
 public import CaseVaultCore
 public import CaseVaultStore
+public import CaseVaultAudit
 internal import Foundation
 public import Hummingbird
 internal import HummingbirdCore
@@ -13,6 +14,7 @@ internal import NIOCore
 public func buildApplication(
     configuration: ServerConfiguration,
     store: RecordStore,
+    audit: AuditLog,
     roleMap: RoleMap,
     logger: Logger,
     services: [any Service] = [],
@@ -21,7 +23,7 @@ public func buildApplication(
 ) throws(CaseVaultError) -> any Service {
     let pool = BlockingPool(threads: configuration.blockingThreads)
     let identities = ConnectionIdentities()
-    let router = buildRouter(store: store, roleMap: roleMap, configuration: configuration, pool: pool, identities: identities)
+    let router = buildRouter(store: store, audit: audit, roleMap: roleMap, configuration: configuration, pool: pool, identities: identities)
     let socketPath = configuration.socketPath
     let socketGroup = configuration.socketGroup
     let limiter = ConnectionLimiter(limit: configuration.maxConnections)

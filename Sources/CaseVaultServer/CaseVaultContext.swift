@@ -9,6 +9,8 @@ public struct CaseVaultContext: RequestContext {
     let channel: any Channel
     public var identity: PeerIdentity?
     public var roles: Set<Role> = []
+    /// The request's audit ticket, set by the audit middleware.
+    var audit: AuditTicket?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

@@ -51,7 +51,7 @@ struct Problem: Encodable {
             return .conflict
         case .integrityFailure, .storageFailure, .insecurePermissions, .invalidConfiguration, .socketUnavailable:
             return .internalServerError
-        case .keyUnavailable:
+        case .keyUnavailable, .auditUnavailable:
             return .serviceUnavailable
         }
     }

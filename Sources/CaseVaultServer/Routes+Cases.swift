@@ -62,6 +62,7 @@ extension Routes {
             try Self.requireOnRoster(mediators, store)
             return try store.openCase(header: header, mediators: mediators, author: author)
         }
+        context.audit?.created("case_id", summary.id.rawValue)
         return try JSONResponse.make(CaseView(summary), status: .created)
     }
 
@@ -128,6 +129,7 @@ extension Routes {
             let authority = try Self.authorize(.filing(type), case: caseID, context, store).authority
             return try store.file(record, authority: authority)
         }
+        context.audit?.created("record_id", stored.id.rawValue)
         return try JSONResponse.make(
             Filed(
                 recordID: stored.id.rawValue, caseID: caseID.rawValue, type: type.rawValue,

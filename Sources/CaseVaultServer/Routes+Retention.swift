@@ -57,6 +57,7 @@ extension Routes {
         let hold = try await self.run { store throws(CaseVaultError) in
             try store.placeHold(on: caseID, reason: reason, authority: authority)
         }
+        context.audit?.created("hold_id", hold.id.rawValue)
         return try JSONResponse.make(HoldBody(hold), status: .created)
     }
 

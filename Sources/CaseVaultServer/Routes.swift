@@ -1,5 +1,6 @@
 public import CaseVaultCore
 internal import CaseVaultStore
+internal import CaseVaultAudit
 internal import Foundation
 public import Hummingbird
 internal import NIOCore
@@ -8,6 +9,7 @@ internal import NIOCore
 /// or a record; store calls run on the blocking pool.
 struct Routes: Sendable {
     let store: RecordStore
+    let audit: AuditLog
     let configuration: ServerConfiguration
     let pool: BlockingPool
 
@@ -55,11 +57,25 @@ struct Routes: Sendable {
     struct Health: Encodable {
         var status: String
         var sealed: Bool
+        /// Why the daemon cannot serve, when it cannot.
+        var reason: String?
     }
 
+    /// 200 while the daemon can serve; 503 with the reason while it refuses everything (the audit log
+    /// cannot be written).
     func health(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorize(.health)
+        if let failure = self.audit.failure {
+            return try JSONResponse.make(
+                Health(status: "audit-unavailable", sealed: false, reason: Self.auditReason(failure)),
+                status: .serviceUnavailable
+            )
+        }
         return try JSONResponse.make(Health(status: "ok", sealed: false))
+    }
+
+    static func auditReason(_ failure: String) -> String {
+        "the audit log cannot be written (\(failure)); every other request is refused until it can"
     }
 
     struct WhoAmI: Encodable {
@@ -80,11 +96,26 @@ struct Routes: Sendable {
     struct Status: Encodable {
         var state: String
         var sealed: Bool
+        var reason: String?
+        var audit: AuditStatus
+    }
+
+    struct AuditStatus: Encodable {
+        var entries: UInt64
+        var writable: Bool
     }
 
     func status(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorize(.status)
-        return try JSONResponse.make(Status(state: "serving", sealed: false))
+        let failure = self.audit.failure
+        return try JSONResponse.make(
+            Status(
+                state: failure == nil ? "serving" : "audit-unavailable",
+                sealed: false,
+                reason: failure.map(Self.auditReason),
+                audit: AuditStatus(entries: self.audit.entries, writable: failure == nil)
+            )
+        )
     }
 }
 

@@ -18,6 +18,7 @@ final class Barrier: Sendable {
 
     private static let certificateContext: StaticString = "cv-cert1"
     private static let holdContext: StaticString = "cv-hold1"
+    private static let auditContext: StaticString = "cv-audit"
 
     private let rootKey: SecureBytes
     private let keyEncryptionKeys = Mutex<[UInt32: SecureBytes]>([:])
@@ -25,6 +26,8 @@ final class Barrier: Sendable {
     private let certificateKey: SigningKey
     /// Seals legal holds' reasons, which may name people or matters (crypto_kdf from the root key).
     private let holdKey: SecureBytes
+    /// Signs the audit log's checkpoints: Ed25519 from its own seed (crypto_kdf), apart from the certificates'.
+    private let auditKey: SigningKey
 
     init(rootKey: SecureBytes) throws(CaseVaultError) {
         self.rootKey = rootKey
@@ -32,6 +35,7 @@ final class Barrier: Sendable {
             let seed = try KeyDerivation.deriveKey(from: rootKey, context: Self.certificateContext, id: 1)
             self.certificateKey = try SigningKey(seed: seed)
             self.holdKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.holdContext, id: 1)
+            self.auditKey = try SigningKey(seed: try KeyDerivation.deriveKey(from: rootKey, context: Self.auditContext, id: 1))
         } catch {
             throw CaseVaultError(.keyUnavailable, "the certificate signing key could not be derived", cause: error)
         }
@@ -42,6 +46,12 @@ final class Barrier: Sendable {
 
     func signCertificate(_ body: [UInt8]) -> [UInt8] {
         self.certificateKey.signature(for: body)
+    }
+
+    /// Signs audit checkpoints with the audit subkey; the key itself never leaves the barrier.
+    var auditSigner: AuditSigner {
+        let key = self.auditKey
+        return AuditSigner(publicKey: key.publicKey, sign: { message in key.signature(for: message) })
     }
 
     // MARK: Hold reasons

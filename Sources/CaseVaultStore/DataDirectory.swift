@@ -1,16 +1,17 @@
 #if canImport(Glibc)
-internal import Glibc
+package import Glibc
 #endif
-internal import CaseVaultCore
+package import CaseVaultCore
 
 /// The data directory's layout and its permission rules: the directory is 0700 and every file 0600,
 /// owned by the daemon's user; anything that group or others can read or write is refused.
-struct DataDirectory: Sendable {
-    let path: String
+package struct DataDirectory: Sendable {
+    package let path: String
 
     var indexPath: String { self.path + "/index.sqlite" }
     var slotsPath: String { self.path + "/keyslots" }
     var segmentsPath: String { self.path + "/segments" }
+    var auditPath: String { self.path + "/audit" }
     var attachmentsPath: String { self.path + "/attachments" }
 
     /// Creates the directory (0700) if it is missing, then checks ownership and mode.
@@ -20,7 +21,7 @@ struct DataDirectory: Sendable {
         return directory
     }
 
-    static func makeDirectory(_ path: String, createParents: Bool) throws(CaseVaultError) {
+    package static func makeDirectory(_ path: String, createParents: Bool) throws(CaseVaultError) {
         var info = stat()
         if lstat(path, &info) != 0 {
             guard errno == ENOENT else { throw POSIXFailure.error("stat", path: path) }
@@ -37,7 +38,7 @@ struct DataDirectory: Sendable {
     }
 
     /// Refuses a file or directory that is not ours, or that group or others may read or write.
-    static func checkPrivate(_ info: stat, path: String, isDirectory: Bool) throws(CaseVaultError) {
+    package static func checkPrivate(_ info: stat, path: String, isDirectory: Bool) throws(CaseVaultError) {
         let kind = info.st_mode & S_IFMT
         guard kind == (isDirectory ? S_IFDIR : S_IFREG) else {
             throw CaseVaultError(
@@ -61,24 +62,24 @@ struct DataDirectory: Sendable {
         }
     }
 
-    static func checkPrivateFile(_ path: String) throws(CaseVaultError) {
+    package static func checkPrivateFile(_ path: String) throws(CaseVaultError) {
         var info = stat()
         guard lstat(path, &info) == 0 else { throw POSIXFailure.error("stat", path: path) }
         try Self.checkPrivate(info, path: path, isDirectory: false)
     }
 
-    static func parent(of path: String) -> String {
+    package static func parent(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "" }
         return String(path[..<slash])
     }
 
     /// Makes a directory entry change (create, rename, unlink) durable.
-    static func flushDirectory(_ path: String) throws(CaseVaultError) {
+    package static func flushDirectory(_ path: String) throws(CaseVaultError) {
         let handle = try PosixFile(path: path, flags: O_RDONLY | O_DIRECTORY)
         try handle.flush()
     }
 
-    static func exists(_ path: String) -> Bool {
+    package static func exists(_ path: String) -> Bool {
         var info = stat()
         return lstat(path, &info) == 0
     }

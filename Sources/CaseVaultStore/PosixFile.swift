@@ -1,15 +1,15 @@
 #if canImport(Glibc)
-internal import Glibc
+package import Glibc
 #endif
-internal import CaseVaultCore
+package import CaseVaultCore
 
 /// A POSIX file descriptor with the few calls the store needs, each turning errno into a `CaseVaultError`.
 /// Hand-written rather than swift-system's `FileDescriptor` to keep `O_EXCL|O_NOFOLLOW`, `fdatasync` and
 /// exact errno handling in one small file.
-final class PosixFile: Sendable {
-    let descriptor: Int32
+package final class PosixFile: Sendable {
+    package let descriptor: Int32
 
-    init(path: String, flags: Int32, mode: mode_t = 0o600) throws(CaseVaultError) {
+    package init(path: String, flags: Int32, mode: mode_t = 0o600) throws(CaseVaultError) {
         let fd = open(path, flags | O_CLOEXEC | O_NOFOLLOW, mode)
         guard fd >= 0 else { throw POSIXFailure.error("open", path: path) }
         self.descriptor = fd
@@ -19,7 +19,7 @@ final class PosixFile: Sendable {
         close(self.descriptor)
     }
 
-    func write(_ bytes: [UInt8], at offset: Int64) throws(CaseVaultError) {
+    package func write(_ bytes: [UInt8], at offset: Int64) throws(CaseVaultError) {
         var written = 0
         while written < bytes.count {
             let result = bytes.withUnsafeBytes { buffer in
@@ -33,7 +33,7 @@ final class PosixFile: Sendable {
         }
     }
 
-    func read(count: Int, at offset: Int64) throws(CaseVaultError) -> [UInt8] {
+    package func read(count: Int, at offset: Int64) throws(CaseVaultError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         var total = 0
         while total < count {
@@ -51,35 +51,35 @@ final class PosixFile: Sendable {
         return bytes
     }
 
-    func size() throws(CaseVaultError) -> Int64 {
+    package func size() throws(CaseVaultError) -> Int64 {
         var info = stat()
         guard fstat(self.descriptor, &info) == 0 else { throw POSIXFailure.error("fstat") }
         return Int64(info.st_size)
     }
 
-    func status() throws(CaseVaultError) -> stat {
+    package func status() throws(CaseVaultError) -> stat {
         var info = stat()
         guard fstat(self.descriptor, &info) == 0 else { throw POSIXFailure.error("fstat") }
         return info
     }
 
-    func flushData() throws(CaseVaultError) {
+    package func flushData() throws(CaseVaultError) {
         guard fdatasync(self.descriptor) == 0 else { throw POSIXFailure.error("fdatasync") }
     }
 
-    func flush() throws(CaseVaultError) {
+    package func flush() throws(CaseVaultError) {
         guard fsync(self.descriptor) == 0 else { throw POSIXFailure.error("fsync") }
     }
 
-    func readAll() throws(CaseVaultError) -> [UInt8] {
+    package func readAll() throws(CaseVaultError) -> [UInt8] {
         let length = try self.size()
         return try self.read(count: Int(length), at: 0)
     }
 }
 
 /// errno → `CaseVaultError`, with the path only when it is one of the store's own (never content).
-enum POSIXFailure {
-    static func error(_ call: String, path: String? = nil, code: Int32 = errno) -> CaseVaultError {
+package enum POSIXFailure {
+    package static func error(_ call: String, path: String? = nil, code: Int32 = errno) -> CaseVaultError {
         let reason = String(cString: strerror(code))
         let place = path.map { " on \($0)" } ?? ""
         let kind: CaseVaultError.Code = code == EACCES || code == EPERM ? .insecurePermissions : .storageFailure
@@ -99,7 +99,7 @@ struct POSIXErrorCode: Error, Sendable, CustomStringConvertible {
 }
 
 extension PosixFile {
-    func truncate(to length: Int64) throws(CaseVaultError) {
+    package func truncate(to length: Int64) throws(CaseVaultError) {
         guard ftruncate(self.descriptor, off_t(length)) == 0 else { throw POSIXFailure.error("ftruncate") }
     }
 }

@@ -168,6 +168,12 @@ extension RecordStore {
     /// The vault's certificate public key (Ed25519, 32 bytes).
     public var certificatePublicKey: [UInt8] { self.barrier.certificatePublicKey }
 
+    /// Signs the audit log's checkpoints under the audit subkey (derived from the root key).
+    public var auditSigner: AuditSigner { self.barrier.auditSigner }
+
+    /// The data directory's audit folder (`audit/`), created 0700 with the store.
+    public var auditDirectory: String { self.directory.auditPath }
+
     /// Certificate documents, oldest first; of one case when `caseID` is given.
     public func certificates(caseID: CaseID? = nil) throws(CaseVaultError) -> [[UInt8]] {
         try self.index.read { db in

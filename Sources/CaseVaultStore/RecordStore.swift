@@ -58,6 +58,7 @@ public final class RecordStore: Sendable {
         try DataDirectory.flushDirectory(directory.path)
         let segments = try Segments(path: directory.segmentsPath, maxBytes: configuration.maxSegmentBytes)
         try DataDirectory.makeDirectory(directory.attachmentsPath, createParents: false)
+        try DataDirectory.makeDirectory(directory.auditPath, createParents: false)
         try DataDirectory.flushDirectory(directory.path)
         let (state, epoch) = try index.read { db in
             let free = try Int64.fetchAll(db, sql: "SELECT slot FROM free_slots ORDER BY slot DESC")

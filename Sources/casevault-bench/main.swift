@@ -25,6 +25,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Records in the vault where the sweep finds nothing to do.") var idleRecords = 1_000_000
     @Option(help: "Records a sweep disposes per batch (retention.sweep_batch).") var sweepBatch = StoreConfiguration.defaultSweepBatch
     @Flag(help: "Only the sweep figures.") var sweepOnly = false
+    @Flag(help: "Only the audit log figures.") var auditOnly = false
 
     func run() throws {
         let root = try self.makeRoot()
@@ -32,6 +33,10 @@ struct Bench: ParsableCommand {
         print("CaseVault store benchmark: \(self.size)-byte records, \(self.seconds) s per figure, in \(root)")
         if self.sweepOnly {
             try self.sweepFigures(root: root)
+            return
+        }
+        if self.auditOnly {
+            try self.auditFigures(root: root)
             return
         }
 
@@ -81,6 +86,7 @@ struct Bench: ParsableCommand {
         } * 100
         print(String(format: "shred    100 records per call                         %10.0f records/s", batched))
         store.close()
+        try self.auditFigures(root: root)
         try self.sweepFigures(root: root)
     }
 

@@ -24,8 +24,10 @@ struct CaseVaultCtl: AsyncParsableCommand {
             when a check fails.
             `certificate verify` runs offline and exits 0 when the certificate verifies, 1 when it does not,
             66 when the file cannot be read, 64 when the key is not 64 hexadecimal characters.
+            `audit verify` exits 0 when the log is intact, 1 when an entry is bad (it names the first one),
+            66 when --offline cannot read the log.
             """,
-        subcommands: [Status.self, WhoAmI.self, Sweep.self, Hold.self, Stats.self, Pubkey.self, Certificate.self, DoctorCommand.self]
+        subcommands: [Status.self, WhoAmI.self, Sweep.self, Hold.self, Stats.self, Pubkey.self, Certificate.self, Audit.self, DoctorCommand.self]
     )
 }
 

@@ -73,6 +73,8 @@ enum CLIError: Error {
     case problem(String)
     /// The configuration could not be read (EX_CONFIG).
     case configuration(String)
+    /// An input file could not be read (EX_NOINPUT).
+    case unreadable(String)
 
     var exitCode: Int32 {
         switch self {
@@ -80,12 +82,14 @@ enum CLIError: Error {
         case .forbidden: return 77
         case .problem: return 1
         case .configuration: return 78
+        case .unreadable: return 66
         }
     }
 
     var message: String {
         switch self {
-        case .unreachable(let text), .forbidden(let text), .problem(let text), .configuration(let text): return text
+        case .unreachable(let text), .forbidden(let text), .problem(let text), .configuration(let text), .unreadable(let text):
+            return text
         }
     }
 

@@ -202,6 +202,10 @@ struct AuthorizationMatrixTests {
             name: "read statistics", method: "GET", path: { _ in "/v1/stats?period=quarter&by=outcome" },
             allowed: [.director, .statistician], mutates: false
         ),
+        Operation(
+            name: "verify the audit log", method: "GET", path: { _ in "/v1/audit/verify" },
+            allowed: [.director, .operator, .root], mutates: false
+        ),
         Operation(name: "list the roster", method: "GET", path: { _ in "/v1/roster/mediators" }, allowed: [.director], mutates: false),
         Operation(
             name: "read a roster entry", method: "GET", path: { _ in "/v1/roster/mediators/uid:4002" }, allowed: [.director],

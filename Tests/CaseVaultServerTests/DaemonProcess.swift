@@ -114,6 +114,10 @@ final class DaemonProcess {
         self.crash()
         // Every test that starts a daemon sends the marker in its content and names; none may be logged.
         LeakCheck.record(log: self.log)
+        // Nor may the audit log, which records every request.
+        if let audit = try? String(contentsOfFile: self.root + "/data/audit/log", encoding: .utf8), audit.contains(LeakCheck.marker) {
+            Issue.record("the audit log contains content or a participant's name")
+        }
         if self.ownsRoot {
             try? FileManager.default.removeItem(atPath: self.root)
         }

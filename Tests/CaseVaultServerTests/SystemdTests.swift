@@ -311,4 +311,24 @@ struct DoctorTests {
         let missing = try Peer.root.run(DaemonProcess.binary("casevaultctl"), ["doctor", "--config", root + "/nothing.toml"])
         #expect(missing.0 == 78)
     }
+
+    @Test("the audit log: missing is a warning, immutable a failure (exit 1), writable a pass", .enabled(if: isRoot, "chattr needs root"))
+    func auditLogWritable() throws {
+        let root = DaemonProcess.temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try DaemonProcess.writeConfiguration(root: root, socket: root + "/run/casevault.sock", socketGroup: nil, roles: "")
+        #expect(try Self.doctor(root).checks["audit log writable"] == "warn")
+        let log = root + "/data/audit/log"
+        mkdir(root + "/data", 0o700)
+        mkdir(root + "/data/audit", 0o700)
+        FileManager.default.createFile(atPath: log, contents: nil, attributes: [.posixPermissions: 0o600])
+        #expect(try Self.doctor(root).checks["audit log writable"] == "pass")
+        guard try AuditOverSocketTests.chattr("+i", log) else {
+            Issue.record("this filesystem does not take the immutable flag")
+            return
+        }
+        defer { _ = try? AuditOverSocketTests.chattr("-i", log) }
+        let immutable = try Self.doctor(root)
+        #expect(immutable.checks["audit log writable"] == "fail" && immutable.status == 1, "\(immutable.checks)")
+    }
 }

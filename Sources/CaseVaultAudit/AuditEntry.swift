@@ -1,0 +1,112 @@
+public import CaseVaultCore
+internal import CaseVaultCrypto
+internal import Foundation
+
+/// One entry of the audit log (DESIGN §10): who asked for what and what came of it. Never content, never a
+/// name a client typed: ids, uids, roles, the route and the result.
+///
+/// On disk each entry is one line, `<hash> <json>\n`, where `hash` is 64 lowercase hex digits of
+/// BLAKE2b-256(previous entry's hash ‖ the JSON bytes exactly as written); the first entry's previous hash
+/// is 32 zero bytes. Changing, removing or reordering any entry breaks every hash after it, and the
+/// Ed25519-signed checkpoints stop anyone without the audit key from recomputing the chain.
+public struct AuditEntry: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable {
+        /// The audit key: the public key later checkpoints are signed with. Written each time the daemon
+        /// has its keys (at start, or at unseal).
+        case key
+        /// A request that reached its route, written before the route acts: if it cannot be written, the
+        /// route does not run.
+        case request
+        /// What came of a `request` entry (`request` names it).
+        case result
+        /// A request refused before any route ran (no such path or method), with its result.
+        case refused
+        /// A signed checkpoint over the chain so far.
+        case checkpoint
+    }
+
+    public var seq: UInt64
+    public var kind: Kind
+    /// Milliseconds since the Unix epoch.
+    public var time: Int64
+    /// The number of the request within this run of the daemon: ties a `result` to its `request`.
+    public var request: UInt64?
+    public var uid: UInt32?
+    public var roles: [String]?
+    /// The route: method and path template (`POST /v1/cases/{case_id}/records`).
+    public var action: String?
+    /// Path parameters that are ids (`case_id`, `record_id`, …), and the id a request created.
+    public var ids: [String: String]?
+    /// The HTTP status of a `result` or `refused` entry.
+    public var status: Int?
+    /// The problem code when the request failed.
+    public var problem: String?
+    /// `key`: the Ed25519 public key, hex.
+    public var publicKey: String?
+    /// `checkpoint`: the signature over the sequence number and the previous entry's hash, hex.
+    public var signature: String?
+    /// `checkpoint`: why it was taken (`interval`, `shutdown`, `seal`).
+    public var reason: String?
+
+    enum CodingKeys: String, CodingKey {
+        case seq, kind, time, request, uid, roles, action, ids, status, problem
+        case publicKey = "public_key"
+        case signature, reason
+    }
+
+    public init(seq: UInt64 = 0, kind: Kind, time: Int64) {
+        self.seq = seq
+        self.kind = kind
+        self.time = time
+    }
+}
+
+/// The chain's arithmetic, shared by the writer and the verifier.
+public enum AuditChain {
+    public static let hashByteCount = 32
+    public static let genesis = [UInt8](repeating: 0, count: hashByteCount)
+    static let checkpointDomain = Array("casevault.audit.checkpoint.v1".utf8)
+    static let headDomain = Array("casevault.audit.head.v1".utf8)
+
+    /// The hash of an entry whose JSON is `json`, following the entry whose hash is `previous`.
+    public static func hash(previous: [UInt8], json: some Collection<UInt8>) -> [UInt8] {
+        Hash.blake2b(previous + Array(json), length: hashByteCount)
+    }
+
+    /// What a checkpoint at `seq` signs: the sequence number and the hash of the entry before it.
+    static func checkpointMessage(seq: UInt64, previous: [UInt8]) -> [UInt8] {
+        checkpointDomain + bigEndian(seq) + previous
+    }
+
+    /// What the head file signs: the last checkpoint's sequence number and its own hash.
+    static func headMessage(seq: UInt64, hash: [UInt8]) -> [UInt8] {
+        headDomain + bigEndian(seq) + hash
+    }
+
+    static func bigEndian(_ value: UInt64) -> [UInt8] {
+        (0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * $0)) }
+    }
+
+    /// The entry's JSON as written: sorted keys, no whitespace, no escaped slashes.
+    static func encode(_ entry: AuditEntry) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // The entry holds only integers, fixed words and hex: encoding cannot fail.
+        return Array((try? encoder.encode(entry)) ?? Data("{}".utf8))
+    }
+
+    /// The line for `json` after the entry whose hash is `previous`, and the new hash.
+    static func line(previous: [UInt8], json: [UInt8]) -> (line: [UInt8], hash: [UInt8]) {
+        let hash = Self.hash(previous: previous, json: json)
+        return (Array(Hex.encode(hash).utf8) + [UInt8(ascii: " ")] + json + [UInt8(ascii: "\n")], hash)
+    }
+}
+
+/// The head file (`audit/head`): the last checkpoint's sequence number and hash, signed. It lives beside
+/// the log and is replaced atomically at each checkpoint, so that cutting the log short before its last
+/// checkpoint is noticed.
+public struct AuditHead: Codable, Sendable, Equatable {
+    public var seq: UInt64
+    public var hash: String
+    public var signature: String
+}

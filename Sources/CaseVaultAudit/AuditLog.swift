@@ -1,0 +1,550 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
+public import CaseVaultCore
+public import CaseVaultStore
+internal import Dispatch
+internal import Foundation
+internal import Synchronization
+
+/// The audit log (DESIGN §10): `audit/log` in the data directory, one hash-chained line per entry, and
+/// `audit/head`, the last signed checkpoint.
+///
+/// Two serial queues do the work. The writer takes everything queued, chains it and writes it with one
+/// `pwrite`; the syncer makes what was written durable with one `fdatasync` and then replaces the head.
+/// A route waits only for its `request` entry to be *written* (at most `writeDeadline`): a full disk, an
+/// immutable file or an I/O error is known then, before the route acts, and the route is refused. The
+/// entry's flush then runs while the route works, and the answer waits for it (`awaitDurable`), so that no
+/// answer leaves before its entry is on disk while the audit flush and the store's flushes overlap.
+/// Results are queued without waiting and reach the disk with the next flush, at the latest at shutdown.
+///
+/// After a failed write the log remembers why (`failure`, shown by health and status) and tries again with
+/// the next entry, first cutting away whatever part of the failed batch reached the file.
+public final class AuditLog: Sendable {
+    /// How long a request waits for its entry before it is refused with 503, and at most for its flush.
+    static let writeDeadline: DispatchTimeInterval = .milliseconds(800)
+    public static let defaultCheckpointInterval = 1000
+
+    public let logPath: String
+    public let headPath: String
+    let directory: String
+    let file: PosixFile
+    let checkpointInterval: UInt64
+    public let clock: @Sendable () -> Int64
+    private let writer = DispatchQueue(label: "casevault.audit.writer")
+    private let syncer = DispatchQueue(label: "casevault.audit.syncer")
+    private let shared: Mutex<Shared>
+    /// Touched only on `writer`.
+    private let chain: Mutex<Chain>
+
+    struct Shared {
+        var pending: [Pending] = []
+        var draining = false
+        var signer: AuditSigner?
+        var writeFailure: String?
+        var syncFailure: String?
+        var nextRequest: UInt64 = 1
+        var closed = false
+        /// Batches written, and the last of them known durable.
+        var written: UInt64 = 0
+        var synced: UInt64 = 0
+        /// Waiting for a batch to be durable.
+        var durableWaiters: [(batch: UInt64, waiter: Waiter)] = []
+        /// The newest checkpoint written, for the head once it is durable.
+        var unsyncedCheckpoint: (seq: UInt64, hash: [UInt8], signer: AuditSigner)?
+    }
+
+    struct Chain {
+        var seq: UInt64
+        var hash: [UInt8]
+        /// Where the next line goes: the end of the last batch that was written whole.
+        var end: Int64
+        /// The file's size: zero-filled from `end` on.
+        var allocated: Int64
+        var lastCheckpoint: UInt64
+        /// A batch failed part-way: up to this many bytes past `end` may be on disk, and are zeroed by the
+        /// next write.
+        var dirtyBytes: Int
+    }
+
+    enum Pending {
+        /// An entry; its waiter (if any) is told once the entry is written, with the batch's number.
+        case entry(AuditEntry, Waiter?)
+        /// Flush everything written so far, after a signed checkpoint when `checkpoint` gives its reason
+        /// (and a signer is attached); the waiter is told once it is durable.
+        case flush(checkpoint: String?, Waiter)
+    }
+
+    /// Someone waiting: told once, by the writer or syncer or by the deadline, whichever comes first.
+    final class Waiter: Sendable {
+        private let onComplete: Mutex<(@Sendable (Result<UInt64, CaseVaultError>) -> Void)?>
+
+        init(_ onComplete: @escaping @Sendable (Result<UInt64, CaseVaultError>) -> Void) {
+            self.onComplete = Mutex(onComplete)
+        }
+
+        func complete(_ result: Result<UInt64, CaseVaultError>) {
+            let body = self.onComplete.withLock { body in
+                defer { body = nil }
+                return body
+            }
+            body?(result)
+        }
+    }
+
+    /// A written entry: which batch carried it, for `awaitDurable`.
+    public struct Receipt: Sendable {
+        let batch: UInt64
+    }
+
+    /// What opening found at the end of the log.
+    public struct Recovery: Sendable {
+        /// Bytes of an entry a crash left half-written, cut away (it was never acknowledged).
+        public var discardedBytes: Int
+        public var entries: UInt64
+    }
+
+    private init(directory: String, file: PosixFile, chain: Chain, checkpointInterval: Int, clock: @escaping @Sendable () -> Int64) {
+        self.directory = directory
+        self.logPath = directory + "/log"
+        self.headPath = directory + "/head"
+        self.file = file
+        self.checkpointInterval = UInt64(max(1, checkpointInterval))
+        self.clock = clock
+        self.shared = Mutex(Shared())
+        self.chain = Mutex(chain)
+    }
+
+    /// Opens (creating on first use) the log in `directory`: cuts a torn last line and checks that the last
+    /// entry follows from the one before it. A log whose end does not check out is refused: the daemon
+    /// does not append to a log that has been tampered with.
+    public static func open(
+        directory: String,
+        checkpointInterval: Int = AuditLog.defaultCheckpointInterval,
+        clock: @escaping @Sendable () -> Int64
+    ) throws(CaseVaultError) -> (AuditLog, Recovery) {
+        try DataDirectory.makeDirectory(directory, createParents: false)
+        let path = directory + "/log"
+        if !DataDirectory.exists(path) {
+            _ = try PosixFile(path: path, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+            try DataDirectory.flushDirectory(directory)
+        }
+        try DataDirectory.checkPrivateFile(path)
+        let file = try PosixFile(path: path, flags: O_RDWR)
+        let size = try file.size()
+        let (tail, end, contentEnd) = try Self.readTail(file, size: size)
+        let discarded = Int(contentEnd - end)
+        if discarded > 0 {
+            // A torn entry is zeroed, as the unused space after it is.
+            try file.write([UInt8](repeating: 0, count: discarded), at: end)
+            try file.flushData()
+        }
+        let chain = Chain(
+            seq: tail.seq, hash: tail.hash, end: end, allocated: size, lastCheckpoint: tail.seq, dirtyBytes: 0
+        )
+        let log = AuditLog(directory: directory, file: file, chain: chain, checkpointInterval: checkpointInterval, clock: clock)
+        return (log, Recovery(discardedBytes: discarded, entries: tail.seq))
+    }
+
+    /// The log's end: the last whole entry's number and hash, where the next entry goes, and where the
+    /// written bytes end (past a torn entry). The file is zero-filled past its entries (`growthStep`).
+    private static func readTail(_ file: PosixFile, size: Int64) throws(CaseVaultError) -> (AuditLine.Tail, end: Int64, contentEnd: Int64) {
+        let empty = (AuditLine.Tail(seq: 0, hash: AuditChain.genesis), Int64(0), Int64(0))
+        guard size > 0 else { return empty }
+        var window: Int64 = 64 << 10
+        while true {
+            let start = max(0, size - window)
+            let bytes = try file.read(count: Int(size - start), at: start)
+            guard let lastWritten = bytes.lastIndex(where: { $0 != 0 }) else {
+                if start == 0 { return empty }
+                window *= 4
+                continue
+            }
+            let written = bytes[...lastWritten]
+            let lastNewline = written.lastIndex(of: UInt8(ascii: "\n"))
+            let whole = bytes[..<(lastNewline.map { $0 + 1 } ?? 0)]
+            let lines = whole.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).dropLast()
+            // Two whole lines (or the file's first) are needed to check the last one's hash.
+            if lines.count >= 3 || start == 0 {
+                let end = start + Int64(lastNewline.map { $0 + 1 } ?? 0)
+                let contentEnd = start + Int64(lastWritten + 1)
+                if lines.isEmpty { return (AuditLine.Tail(seq: 0, hash: AuditChain.genesis), end, contentEnd) }
+                let last = lines[lines.index(before: lines.endIndex)]
+                let previous: AuditLine.Tail
+                if lines.count >= 2 {
+                    let before = lines[lines.index(lines.endIndex, offsetBy: -2)]
+                    guard let parsed = AuditLine.parse(before) else { throw Self.damaged() }
+                    previous = AuditLine.Tail(seq: parsed.entry.seq, hash: parsed.hash)
+                } else {
+                    previous = AuditLine.Tail(seq: 0, hash: AuditChain.genesis)
+                }
+                guard let parsed = AuditLine.parse(last), parsed.entry.seq == previous.seq + 1,
+                    AuditChain.hash(previous: previous.hash, json: parsed.json) == parsed.hash
+                else { throw Self.damaged() }
+                return (AuditLine.Tail(seq: parsed.entry.seq, hash: parsed.hash), end, contentEnd)
+            }
+            window *= 4
+        }
+    }
+
+    /// The log grows in zero-filled steps ahead of its entries, as the store's segments do: a flush then
+    /// overwrites blocks the file already has and costs a device flush, not a journal commit.
+    static let growthStep: Int64 = 4 << 20
+
+    private static func damaged() -> CaseVaultError {
+        CaseVaultError(
+            .integrityFailure,
+            "the audit log's last entries do not check out, so the daemon will not append to it; "
+                + "run casevaultctl audit verify --offline to find the first bad entry"
+        )
+    }
+
+    // MARK: Writing
+
+    /// Starts signing checkpoints with `signer` and writes its public key into the log. Waits until the
+    /// entry is durable.
+    public func attach(_ signer: AuditSigner) throws(CaseVaultError) {
+        self.shared.withLock { $0.signer = signer }
+        var entry = AuditEntry(kind: .key, time: self.clock())
+        entry.publicKey = Hex.encode(signer.publicKey)
+        self.record(entry)
+        try self.flush(checkpoint: nil)
+    }
+
+    /// Stops signing: after a last checkpoint, the log forgets the signer (the daemon is being sealed).
+    public func detach(reason: String) throws(CaseVaultError) {
+        defer { self.shared.withLock { $0.signer = nil } }
+        try self.flush(checkpoint: reason)
+    }
+
+    /// A new number for a request, to tie its `result` entry to its `request` entry.
+    public func nextRequestNumber() -> UInt64 {
+        self.shared.withLock { state in
+            defer { state.nextRequest += 1 }
+            return state.nextRequest
+        }
+    }
+
+    /// Appends `entry` and returns once it is written (not yet flushed: see `awaitDurable`). Throws
+    /// `audit-unavailable` when it could not be written within `writeDeadline`: the caller must then not act.
+    public func append(_ entry: AuditEntry) async throws(CaseVaultError) -> Receipt {
+        if let written = self.writeInline(entry) {
+            return Receipt(batch: try written.get())
+        }
+        let result: Result<UInt64, CaseVaultError> = await withCheckedContinuation { continuation in
+            let waiter = Waiter { result in continuation.resume(returning: result) }
+            self.enqueue(.entry(entry, waiter))
+            DispatchQueue.global().asyncAfter(deadline: .now() + Self.writeDeadline) {
+                waiter.complete(.failure(Self.unavailable("its entry was not written within \(Self.deadlineText)")))
+            }
+        }
+        return Receipt(batch: try result.get())
+    }
+
+    /// The fast path: when the writer is idle, the caller writes its entry itself (one `pwrite`), saving
+    /// two thread hops. `nil` when the writer is busy: the caller then queues, with the deadline. A caller
+    /// stuck here in a `pwrite` (a hung disk) holds the lead, so the others queue and are refused in time.
+    private func writeInline(_ entry: AuditEntry) -> Result<UInt64, CaseVaultError>? {
+        let lead = self.shared.withLock { state -> AuditSigner?? in
+            guard !state.closed, !state.draining, state.pending.isEmpty else { return .none }
+            state.draining = true
+            return .some(state.signer)
+        }
+        guard case .some(let signer) = lead else { return nil }
+        let outcome = Mutex<Result<UInt64, CaseVaultError>?>(nil)
+        self.write([.entry(entry, Waiter { result in outcome.withLock { $0 = result } })], signer: signer)
+        let more = self.shared.withLock { state -> Bool in
+            if state.pending.isEmpty {
+                state.draining = false
+                return false
+            }
+            return true
+        }
+        if more {
+            self.writer.async { self.drain() }
+        }
+        return outcome.withLock { $0 } ?? .failure(Self.unavailable("the entry was not written"))
+    }
+
+    /// Waits until the entry behind `receipt` is on disk (at most `writeDeadline`).
+    public func awaitDurable(_ receipt: Receipt) async throws(CaseVaultError) {
+        let result: Result<UInt64, CaseVaultError> = await withCheckedContinuation { continuation in
+            let waiter = Waiter { result in continuation.resume(returning: result) }
+            let done = self.shared.withLock { state -> Bool in
+                if state.synced >= receipt.batch { return true }
+                state.durableWaiters.append((receipt.batch, waiter))
+                return false
+            }
+            if done {
+                waiter.complete(.success(receipt.batch))
+                return
+            }
+            self.startSync()
+            DispatchQueue.global().asyncAfter(deadline: .now() + Self.writeDeadline) {
+                waiter.complete(.failure(Self.unavailable("its entry was not on disk within \(Self.deadlineText)")))
+            }
+        }
+        _ = try result.get()
+    }
+
+    /// Queues `entry` without waiting: for results, which follow their action. It reaches the disk with the
+    /// next flush, at the latest at shutdown.
+    public func record(_ entry: AuditEntry) {
+        self.enqueue(.entry(entry, nil))
+    }
+
+    /// Writes a last checkpoint and flushes; later entries are refused.
+    public func close() {
+        try? self.flush(checkpoint: "shutdown")
+        self.shared.withLock { $0.closed = true }
+    }
+
+    /// Why entries cannot be written or flushed right now, or `nil` when the last write and flush succeeded.
+    public var failure: String? {
+        self.shared.withLock { $0.writeFailure ?? $0.syncFailure }
+    }
+
+    /// The number of the last entry written.
+    public var entries: UInt64 {
+        self.chain.withLock { $0.seq }
+    }
+
+    static var deadlineText: String { "0.8 s" }
+
+    static func unavailable(_ why: String) -> CaseVaultError {
+        CaseVaultError(
+            .auditUnavailable,
+            "the audit log cannot be written (\(why)), so the daemon refuses to act; casevaultctl status says why"
+        )
+    }
+
+    /// Flushes everything queued so far (after a checkpoint, when `checkpoint` names one), blocking until
+    /// it is durable.
+    private func flush(checkpoint: String?) throws(CaseVaultError) {
+        let done = DispatchSemaphore(value: 0)
+        let outcome = Mutex<Result<UInt64, CaseVaultError>>(.success(0))
+        let waiter = Waiter { result in
+            outcome.withLock { $0 = result }
+            done.signal()
+        }
+        self.enqueue(.flush(checkpoint: checkpoint, waiter))
+        done.wait()
+        _ = try outcome.withLock { $0 }.get()
+    }
+
+    private func enqueue(_ pending: Pending) {
+        let (start, refused) = self.shared.withLock { state -> (Bool, Bool) in
+            if state.closed { return (false, true) }
+            state.pending.append(pending)
+            if state.draining { return (false, false) }
+            state.draining = true
+            return (true, false)
+        }
+        if refused {
+            let stopping = Self.unavailable("the daemon is stopping")
+            switch pending {
+            case .entry(_, let waiter): waiter?.complete(.failure(stopping))
+            case .flush(_, let waiter): waiter.complete(.failure(stopping))
+            }
+        }
+        if start {
+            self.writer.async { self.drain() }
+        }
+    }
+
+    /// The writer: takes everything queued, writes it as one batch, and repeats until the queue is empty.
+    private func drain() {
+        while true {
+            let next = self.shared.withLock { state -> ([Pending], AuditSigner?)? in
+                if state.pending.isEmpty {
+                    state.draining = false
+                    return nil
+                }
+                defer { state.pending.removeAll(keepingCapacity: true) }
+                return (state.pending, state.signer)
+            }
+            guard let (batch, signer) = next else { return }
+            self.write(batch, signer: signer)
+        }
+    }
+
+    private func write(_ batch: [Pending], signer: AuditSigner?) {
+        var entryWaiters: [Waiter] = []
+        var flushWaiters: [Waiter] = []
+        let result = self.chain.withLock { chain -> Result<(seq: UInt64, hash: [UInt8])?, CaseVaultError> in
+            var seq = chain.seq
+            var hash = chain.hash
+            var bytes: [UInt8] = []
+            var checkpoint: (seq: UInt64, hash: [UInt8])?
+            func add(_ entry: AuditEntry) {
+                var entry = entry
+                seq += 1
+                entry.seq = seq
+                let (line, next) = AuditChain.line(previous: hash, json: AuditChain.encode(entry))
+                bytes += line
+                hash = next
+            }
+            func addCheckpoint(_ reason: String, signer: AuditSigner) {
+                var entry = AuditEntry(kind: .checkpoint, time: self.clock())
+                entry.reason = reason
+                entry.signature = Hex.encode(signer.signature(for: AuditChain.checkpointMessage(seq: seq + 1, previous: hash)))
+                add(entry)
+                checkpoint = (seq, hash)
+            }
+            for pending in batch {
+                switch pending {
+                case .entry(let entry, let waiter):
+                    add(entry)
+                    if let waiter { entryWaiters.append(waiter) }
+                    // No more than `checkpointInterval` entries go unsigned, however large the batch.
+                    if let signer, seq >= (checkpoint?.seq ?? chain.lastCheckpoint) + self.checkpointInterval {
+                        addCheckpoint("interval", signer: signer)
+                    }
+                case .flush(let reason, let waiter):
+                    flushWaiters.append(waiter)
+                    if let signer, let reason { addCheckpoint(reason, signer: signer) }
+                }
+            }
+            // What a failed batch may have left past the end is zeroed by this one.
+            var output = bytes
+            if chain.dirtyBytes > output.count {
+                output += [UInt8](repeating: 0, count: chain.dirtyBytes - output.count)
+            }
+            do throws(CaseVaultError) {
+                let needed = chain.end + Int64(output.count)
+                if needed > chain.allocated {
+                    let grown = (needed / Self.growthStep + 1) * Self.growthStep
+                    try self.file.write([UInt8](repeating: 0, count: Int(grown - chain.allocated)), at: chain.allocated)
+                    chain.allocated = grown
+                }
+                if !output.isEmpty {
+                    try self.file.write(output, at: chain.end)
+                }
+            } catch {
+                chain.dirtyBytes = max(chain.dirtyBytes, bytes.count)
+                return .failure(error)
+            }
+            chain.dirtyBytes = 0
+            chain.seq = seq
+            chain.hash = hash
+            chain.end += Int64(bytes.count)
+            if let checkpoint { chain.lastCheckpoint = checkpoint.seq }
+            return .success(checkpoint)
+        }
+        switch result {
+        case .failure(let error):
+            self.shared.withLock { $0.writeFailure = error.message }
+            let refusal = Self.unavailable(error.message)
+            for waiter in entryWaiters + flushWaiters {
+                waiter.complete(.failure(refusal))
+            }
+        case .success(let checkpoint):
+            let number = self.shared.withLock { state -> UInt64 in
+                state.writeFailure = nil
+                state.written += 1
+                if let checkpoint, let signer {
+                    state.unsyncedCheckpoint = (checkpoint.seq, checkpoint.hash, signer)
+                }
+                for waiter in flushWaiters {
+                    state.durableWaiters.append((state.written, waiter))
+                }
+                return state.written
+            }
+            for waiter in entryWaiters {
+                waiter.complete(.success(number))
+            }
+            // Results alone wait for the next flush; a request entry's flush starts now, while its route works.
+            // Results alone wait for the next flush; a request entry's flush starts now, while its route works.
+            if !entryWaiters.isEmpty || !flushWaiters.isEmpty || checkpoint != nil {
+                self.startSync()
+            }
+        }
+    }
+
+    /// Asks the syncer to flush now. Extra requests are harmless: a flush with nothing new to flush is none.
+    private func startSync() {
+        self.syncer.async { self.sync() }
+    }
+
+
+    /// The syncer: flushes everything written so far, replaces the head after a checkpoint, tells the
+    /// waiters, and repeats while more was written meanwhile.
+    private func sync() {
+        while true {
+            let next = self.shared.withLock { state -> (UInt64, (seq: UInt64, hash: [UInt8], signer: AuditSigner)?)? in
+                if state.written <= state.synced { return nil }
+                defer { state.unsyncedCheckpoint = nil }
+                return (state.written, state.unsyncedCheckpoint)
+            }
+            guard let (target, checkpoint) = next else { return }
+            var failure: CaseVaultError?
+            do throws(CaseVaultError) {
+                try self.file.flushData()
+                if let checkpoint {
+                    try self.writeHead(seq: checkpoint.seq, hash: checkpoint.hash, signer: checkpoint.signer)
+                }
+            } catch {
+                failure = error
+            }
+            let ready = self.shared.withLock { state -> [Waiter] in
+                if let failure {
+                    state.syncFailure = failure.message
+                    // The head stays behind; the next flush tries it again.
+                    if state.unsyncedCheckpoint == nil { state.unsyncedCheckpoint = checkpoint }
+                } else {
+                    state.syncFailure = nil
+                    state.synced = target
+                }
+                let ready = state.durableWaiters.filter { $0.batch <= target }.map(\.waiter)
+                state.durableWaiters.removeAll { $0.batch <= target }
+                return ready
+            }
+            let outcome: Result<UInt64, CaseVaultError> = failure.map { .failure(Self.unavailable($0.message)) } ?? .success(target)
+            for waiter in ready {
+                waiter.complete(outcome)
+            }
+            if failure != nil { return }
+        }
+    }
+
+    /// Replaces `audit/head` atomically (write aside, flush, rename, flush the directory).
+    private func writeHead(seq: UInt64, hash: [UInt8], signer: AuditSigner) throws(CaseVaultError) {
+        let head = AuditHead(
+            seq: seq,
+            hash: Hex.encode(hash),
+            signature: Hex.encode(signer.signature(for: AuditChain.headMessage(seq: seq, hash: hash)))
+        )
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let bytes = Array((try? encoder.encode(head)) ?? Data()) + [UInt8(ascii: "\n")]
+        let aside = self.headPath + ".new"
+        let file = try PosixFile(path: aside, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
+        try file.write(bytes, at: 0)
+        try file.flushData()
+        guard rename(aside, self.headPath) == 0 else { throw POSIXFailure.error("rename", path: self.headPath) }
+        try DataDirectory.flushDirectory(self.directory)
+    }
+
+    // MARK: Reading
+
+    /// The log and head as they stand between two batches, for verifying while the daemon serves.
+    public func snapshot() throws(CaseVaultError) -> (log: [UInt8], head: [UInt8]?) {
+        let result: Result<([UInt8], [UInt8]?), CaseVaultError> = self.writer.sync {
+            self.chain.withLock { chain in
+                do throws(CaseVaultError) {
+                    let log = try self.file.read(count: Int(chain.end), at: 0)
+                    return .success((log, try Self.readHead(self.headPath)))
+                } catch {
+                    return .failure(error)
+                }
+            }
+        }
+        return try result.get()
+    }
+
+    /// The head file's bytes, or `nil` when there is none.
+    public static func readHead(_ path: String) throws(CaseVaultError) -> [UInt8]? {
+        guard DataDirectory.exists(path) else { return nil }
+        return try PosixFile(path: path, flags: O_RDONLY).readAll()
+    }
+}

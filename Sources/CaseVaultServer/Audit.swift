@@ -1,0 +1,155 @@
+internal import CaseVaultAudit
+internal import CaseVaultCore
+internal import Foundation
+internal import Hummingbird
+internal import Synchronization
+
+/// What the audit records of one request, shared between the middleware (which writes the result) and the
+/// route (which writes the request entry before it acts, and names what it created).
+final class AuditTicket: Sendable {
+    private struct State {
+        var number: UInt64?
+        var receipt: AuditLog.Receipt?
+        var created: [String: String] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    /// The request's number, and the receipt for its `request` entry, once the entry is written.
+    var written: (number: UInt64, receipt: AuditLog.Receipt)? {
+        get { self.state.withLock { state in state.number.flatMap { number in state.receipt.map { (number, $0) } } } }
+        set { self.state.withLock { state in (state.number, state.receipt) = (newValue?.number, newValue?.receipt) } }
+    }
+
+    /// Records an id the request created (`case_id`, `record_id`, `hold_id`), for the result entry.
+    func created(_ name: String, _ id: String) {
+        self.state.withLock { $0.created[name] = id }
+    }
+
+    var createdIDs: [String: String] {
+        self.state.withLock { $0.created }
+    }
+}
+
+/// Audits every request (DESIGN §10). Routes write their `request` entry through `Audited.before` before
+/// they act; this middleware writes the `result` entry after, or one `refused` entry for a request that
+/// no route took (no such path or method, or refused before its route ran).
+struct AuditMiddleware: RouterMiddleware {
+    typealias Context = CaseVaultContext
+    let audit: AuditLog
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        let ticket = AuditTicket()
+        context.audit = ticket
+        let outcome: Result<Response, any Error>
+        do {
+            let response = try await next(request, context)
+            self.finish(ticket, context, status: response.status.code, problem: nil)
+            outcome = .success(response)
+        } catch {
+            let failure = Self.classify(error)
+            self.finish(ticket, context, status: failure.status, problem: failure.problem)
+            outcome = .failure(error)
+        }
+        // No answer leaves before its request entry is on disk. The flush ran while the route worked; if
+        // it failed, the route has acted all the same, so the answer says what happened, and the failure
+        // shows in health and status and refuses the next requests.
+        if let receipt = ticket.written?.receipt {
+            try? await self.audit.awaitDurable(receipt)
+        }
+        return try outcome.get()
+    }
+
+    private func finish(_ ticket: AuditTicket, _ context: Context, status: Int, problem: String?) {
+        var entry: AuditEntry
+        if let number = ticket.written?.number {
+            entry = AuditEntry(kind: .result, time: self.audit.clock())
+            entry.request = number
+            let created = ticket.createdIDs
+            entry.ids = created.isEmpty ? nil : created
+        } else {
+            entry = Audited.caller(AuditEntry(kind: .refused, time: self.audit.clock()), context)
+            entry.action = "unrouted"
+        }
+        entry.status = status
+        entry.problem = problem
+        self.audit.record(entry)
+    }
+
+    /// The status and problem code the problem middleware will answer with.
+    static func classify(_ error: any Error) -> (status: Int, problem: String) {
+        switch error {
+        case let error as CaseVaultError:
+            return (Problem.status(error.code).code, error.code.rawValue)
+        case is MethodNotAllowed:
+            return (405, CaseVaultError.Code.methodNotAllowed.rawValue)
+        case let error as any HTTPResponseError:
+            let translated = ProblemMiddleware.translate(error.status)
+            return (Problem.status(translated.code).code, translated.code.rawValue)
+        default:
+            return (500, CaseVaultError.Code.storageFailure.rawValue)
+        }
+    }
+}
+
+/// The `request` entry, written before a route acts.
+enum Audited {
+    /// Routes that answer even when the audit log cannot be written, so that they can say why.
+    static let answerWithoutAudit: Set<API.Route> = [
+        API.Route(method: .get, path: "/v1/health"),
+        API.Route(method: .get, path: "/v1/admin/status"),
+    ]
+
+    /// Writes the request entry for `route` and waits until it is written; throws `audit-unavailable`
+    /// (503) when it is not, so the route never acts unaudited. (Its flush overlaps the route's work; the
+    /// middleware waits for it before answering.)
+    static func before(_ route: API.Route, _ context: CaseVaultContext, _ audit: AuditLog) async throws {
+        let number = audit.nextRequestNumber()
+        var entry = Self.caller(AuditEntry(kind: .request, time: audit.clock()), context)
+        entry.request = number
+        entry.action = route.description
+        entry.ids = Self.ids(context)
+        do {
+            let receipt = try await audit.append(entry)
+            context.audit?.written = (number, receipt)
+        } catch {
+            if !Self.answerWithoutAudit.contains(route) { throw error }
+        }
+    }
+
+    static func caller(_ entry: AuditEntry, _ context: CaseVaultContext) -> AuditEntry {
+        var entry = entry
+        entry.uid = context.identity?.uid
+        entry.roles = context.roles.sorted().map(\.description)
+        return entry
+    }
+
+    /// The path parameters that are ids. A roster user given by name is left out: the audit names people
+    /// by uid only.
+    static func ids(_ context: CaseVaultContext) -> [String: String]? {
+        var ids: [String: String] = [:]
+        for (name, value) in context.parameters {
+            let key = String(name)
+            let uid = value.hasPrefix("uid:") ? value.dropFirst(4) : value[...]
+            if key.hasSuffix("_id") || (key == "user" && !uid.isEmpty && uid.allSatisfy(\.isNumber)) {
+                ids[key] = String(value.prefix(64))
+            }
+        }
+        return ids.isEmpty ? nil : ids
+    }
+}
+
+extension Routes {
+    /// Recomputes the audit chain and checks its signatures against the daemon's own audit key: the
+    /// report names the first bad entry.
+    func verifyAudit(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.verifyAudit)
+        let audit = self.audit
+        let report = try await self.run { store throws(CaseVaultError) in
+            let (log, head) = try audit.snapshot()
+            return AuditVerifier.verify(log: log, head: head, expectedKey: store.auditSigner.publicKey)
+        }
+        return try JSONResponse.make(report)
+    }
+}

@@ -1,0 +1,102 @@
+import CaseVaultAudit
+import CaseVaultCore
+import CaseVaultStore
+import Dispatch
+import Foundation
+import Logging
+import NIOPosix
+import Synchronization
+
+extension Bench {
+    /// Durable puts with and without the audit log, as the server makes them: with the log, each put waits
+    /// for its `request` entry to be written, queues its `result` entry after, and waits for the request
+    /// entry's flush before it counts (issue 5's goal: at least 80% of the rate without it).
+    func auditFigures(root: String) throws {
+        let store = try RecordStore.open(
+            StoreConfiguration(
+                dataDirectory: URL(fileURLWithPath: root + "/audited"),
+                rootKeyFile: URL(fileURLWithPath: root + "/keys/audited.key")
+            ),
+            logger: Logger(label: "bench")
+        )
+        defer { store.close() }
+        let (audit, _) = try AuditLog.open(directory: store.auditDirectory, clock: StoreConfiguration.systemClock)
+        try audit.attach(store.auditSigner)
+        defer { audit.close() }
+        let caseID = CaseID(bytes: Array(repeating: 2, count: 16))
+        let text = String(repeating: "x", count: self.size - 11)
+        let content = Array(#"{"text":"\#(text)"}"#.utf8)
+        // The server's blocking pool: NIOThreadPool with ServerConfiguration's default 32 threads.
+        let blocking = NIOThreadPool(numberOfThreads: 32)
+        blocking.start()
+        defer { try? blocking.syncShutdownGracefully() }
+        let put: @Sendable () -> Void = {
+            _ = try! store.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
+        }
+        // As the server runs them: each request a task; the put on a thread that may block (the server's
+        // blocking pool); with the log, the request entry written before the put and its flush awaited
+        // before the answer.
+        let request: @Sendable (Bool, Bool) async -> Void = { withAudit, withPut in
+            var receipt: AuditLog.Receipt?
+            var number: UInt64 = 0
+            if withAudit {
+                number = audit.nextRequestNumber()
+                var entry = AuditEntry(kind: .request, time: StoreConfiguration.systemClock())
+                entry.request = number
+                entry.uid = 1000
+                entry.roles = ["mediator"]
+                entry.action = "POST /v1/cases/{case_id}/records"
+                entry.ids = ["case_id": caseID.rawValue]
+                receipt = try? await audit.append(entry)
+            }
+            if withPut {
+                try? await blocking.runIfActive { put() }
+            }
+            if withAudit {
+                var result = AuditEntry(kind: .result, time: StoreConfiguration.systemClock())
+                result.request = number
+                result.status = 201
+                audit.record(result)
+                if let receipt { try? await audit.awaitDurable(receipt) }
+            }
+        }
+        for writers in [1, 16] {
+            let plain = self.measureTasks(writers) { await request(false, true) }
+            let alone = self.measureTasks(writers) { await request(true, false) }
+            let both = self.measureTasks(writers) { await request(true, true) }
+            print(String(format: "audit    %2d client(s): durable puts %6.0f/s; audited requests alone %6.0f/s; audited puts %6.0f/s (%.0f%% of puts; goal >= 80%%)",
+                         writers, plain, alone, both, 100 * both / plain))
+        }
+    }
+
+    /// Runs `clients` tasks, each calling `body` in a loop for `seconds`; returns calls per second.
+    func measureTasks(_ clients: Int, _ body: @escaping @Sendable () async -> Void) -> Double {
+        let seconds = self.seconds
+        let count = Collected.Counter()
+        let start = ContinuousClock.now
+        Self.wait {
+            await withTaskGroup(of: Void.self) { group in
+                for _ in 0..<clients {
+                    group.addTask {
+                        while ContinuousClock.now - start < .seconds(seconds) {
+                            await body()
+                            _ = count.next()
+                        }
+                    }
+                }
+            }
+        }
+        let elapsed = ContinuousClock.now - start
+        return Double(count.value) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    }
+
+    /// Runs `body` from a plain thread and waits for it.
+    static func wait(_ body: @escaping @Sendable () async throws -> Void) {
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            try? await body()
+            done.signal()
+        }
+        done.wait()
+    }
+}

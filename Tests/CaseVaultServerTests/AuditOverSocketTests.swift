@@ -1,0 +1,158 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The audit log of a real daemon: what it records, how it fails closed, and `casevaultctl audit verify`
+/// online and offline.
+@Suite("Audit over the socket", .enabled(if: isRoot, "acting as other uids needs root"), .serialized)
+struct AuditOverSocketTests {
+    static let director = LifecycleOverSocketTests.director
+    static let mediator = LifecycleOverSocketTests.mediator
+    static let roles = """
+        director = ["uid:4001"]
+        mediator = ["uid:4002"]
+        operator = ["uid:0"]
+        """
+
+    static func entries(_ daemon: DaemonProcess) -> [[String: Any]] {
+        let text = (try? String(contentsOfFile: daemon.root + "/data/audit/log", encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line in
+            guard let space = line.firstIndex(of: " ") else { return nil }
+            return (try? JSONSerialization.jsonObject(with: Data(line[line.index(after: space)...].utf8))) as? [String: Any]
+        }
+    }
+
+    static func chattr(_ flag: String, _ path: String) throws -> Bool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/chattr")
+        process.arguments = [flag, path]
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus == 0
+    }
+
+    @Test("allowed and refused requests are recorded with uid, roles, route, ids and result, never content")
+    func entriesSayWhoDidWhat() throws {
+        let daemon = try DaemonProcess(roles: Self.roles)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let caseID = try LifecycleOverSocketTests.agreedCase(daemon)
+        let note = try daemon.file(caseID, Bodies.note, as: Self.mediator).string("record_id")
+        try daemon.call("GET", "/v1/records/\(note)", as: Self.director, expect: 403)
+        try daemon.call("GET", "/v1/no-such-route", as: Self.director, expect: 404)
+        _ = daemon.stop()
+
+        let entries = Self.entries(daemon)
+        let requests = entries.filter { $0["kind"] as? String == "request" }
+        let results = Dictionary(
+            entries.filter { $0["kind"] as? String == "result" }.map { ($0["request"] as? Int ?? -1, $0) },
+            uniquingKeysWith: { first, _ in first }
+        )
+        // The note's filing: who, what, where, and the id it created.
+        let filing = try #require(
+            requests.last { ($0["action"] as? String) == "POST /v1/cases/{case_id}/records" }
+        )
+        #expect(filing["uid"] as? Int == 4002 && filing["roles"] as? [String] == ["mediator"])
+        #expect((filing["ids"] as? [String: String])?["case_id"] == caseID)
+        let filed = try #require(results[filing["request"] as? Int ?? -2])
+        #expect(filed["status"] as? Int == 201)
+        #expect((filed["ids"] as? [String: String])?["record_id"] == note)
+        // The director may not read a session note: refused, and recorded as refused.
+        let read = try #require(requests.last { ($0["action"] as? String) == "GET /v1/records/{record_id}" })
+        #expect(read["uid"] as? Int == 4001 && (read["ids"] as? [String: String])?["record_id"] == note)
+        let refusal = try #require(results[read["request"] as? Int ?? -2])
+        #expect(refusal["status"] as? Int == 403 && refusal["problem"] as? String == "forbidden")
+        // No route: one entry, without the path the client typed.
+        let unrouted = try #require(entries.last { $0["kind"] as? String == "refused" })
+        #expect(unrouted["status"] as? Int == 404 && unrouted["action"] as? String == "unrouted")
+        // Every request has its result, the shutdown was signed, and nothing of the content is there.
+        #expect(requests.allSatisfy { results[$0["request"] as? Int ?? -1] != nil })
+        #expect(entries.last?["kind"] as? String == "checkpoint" && entries.last?["reason"] as? String == "shutdown")
+        let raw = try String(contentsOfFile: daemon.root + "/data/audit/log", encoding: .utf8)
+        #expect(!raw.contains(LeakCheck.marker) && !raw.contains("no-such-route"))
+    }
+
+    @Test("an unwritable audit log: writes fail with 503 in under a second and change nothing; health and status say why")
+    func unwritableLogFailsClosed() throws {
+        let daemon = try DaemonProcess(roles: Self.roles)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let caseID = try LifecycleOverSocketTests.agreedCase(daemon)
+        let path = daemon.root + "/data/audit/log"
+        guard try Self.chattr("+i", path) else {
+            Issue.record("this filesystem does not take the immutable flag; the test cannot make the audit log unwritable")
+            return
+        }
+        defer { _ = try? Self.chattr("-i", path) }
+
+        let start = ContinuousClock.now
+        let refused = try daemon.file(caseID, Bodies.note, as: Self.mediator, expect: 503)
+        let elapsed = ContinuousClock.now - start
+        #expect(refused.problemType == "audit-unavailable", "\(String(decoding: refused.body, as: UTF8.self))")
+        #expect(elapsed < .seconds(1), "the refusal took \(elapsed)")
+        try daemon.call("POST", "/v1/cases", as: Self.director, body: Bodies.openCase(mediators: [4002]), expect: 503)
+
+        let health = try daemon.call("GET", "/v1/health", expect: 503)
+        #expect(health.json["status"] as? String == "audit-unavailable")
+        #expect((health.json["reason"] as? String)?.contains("audit log cannot be written") == true, "\(health.json)")
+        let status = try daemon.call("GET", "/v1/admin/status", expect: 200)
+        #expect(status.json["state"] as? String == "audit-unavailable")
+        #expect((status.json["audit"] as? [String: Any])?["writable"] as? Bool == false)
+
+        // Writable again: the note was never filed, and the daemon serves and audits as before.
+        #expect(try Self.chattr("-i", path))
+        try daemon.call("GET", "/v1/health", expect: 200)
+        #expect(try daemon.records(caseID, type: "session_note", as: Self.mediator).isEmpty, "the refused note exists")
+        try daemon.file(caseID, Bodies.note, as: Self.mediator)
+        let (code, text) = try CLITests.ctl(["audit", "verify", "--socket", daemon.socket], as: .root)
+        #expect(code == 0 && text.contains("intact"), "\(text)")
+    }
+
+    @Test("audit verify offline on a copy: intact after a restart and a SIGKILL; a changed byte is named; the key is pinned")
+    func verifyOffline() throws {
+        let root = DaemonProcess.temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var publicKey = ""
+        do {
+            let daemon = try DaemonProcess(roles: Self.roles, root: root)
+            #expect(daemon.waitUntilServing(), "\(daemon.log)")
+            _ = try LifecycleOverSocketTests.agreedCase(daemon)
+            let (code, text) = try CLITests.ctl(["audit", "verify", "--json", "--socket", daemon.socket], as: .root)
+            #expect(code == 0, "\(text)")
+            let report = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
+            publicKey = report?["public_key"] as? String ?? ""
+            #expect(publicKey.count == 64)
+            #expect(try CLITests.ctl(["audit", "verify", "--socket", daemon.socket], as: Self.mediator).0 == 77)
+            _ = daemon.stop()
+        }
+        do {
+            // A crash: no shutdown checkpoint; the restarted daemon carries the chain on.
+            let daemon = try DaemonProcess(roles: Self.roles, root: root)
+            #expect(daemon.waitUntilServing(), "\(daemon.log)")
+            _ = try daemon.openCase(by: Self.director, mediators: [])
+            daemon.crash()
+        }
+        let data = root + "/data"
+        let (code, text) = try CLITests.ctl(["audit", "verify", "--offline", "--data-dir", data, "--pubkey", publicKey], as: .root)
+        #expect(code == 0 && text.contains("intact"), "\(text)")
+
+        let copy = root + "/copy"
+        try FileManager.default.createDirectory(atPath: copy + "/audit", withIntermediateDirectories: true)
+        var log = try [UInt8](Data(contentsOf: URL(fileURLWithPath: data + "/audit/log")))
+        try FileManager.default.copyItem(atPath: data + "/audit/head", toPath: copy + "/audit/head")
+        // Change one byte in the fifth entry: it is the first bad one.
+        let lineStarts = [0] + log.indices.filter { log[$0] == UInt8(ascii: "\n") }.map { $0 + 1 }
+        log[lineStarts[4] + 80] ^= 0x20
+        try Data(log).write(to: URL(fileURLWithPath: copy + "/audit/log"))
+        let (badCode, badText) = try CLITests.ctl(["audit", "verify", "--offline", "--data-dir", copy], as: .root)
+        #expect(badCode == 1 && badText.contains("BROKEN") && badText.contains("first bad entry  5 (line 5"), "\(badText)")
+
+        // The intact log against another key: refused.
+        let otherKey = String(repeating: "ab", count: 32)
+        #expect(try CLITests.ctl(["audit", "verify", "--offline", "--data-dir", data, "--pubkey", otherKey], as: .root).0 == 1)
+        #expect(try CLITests.ctl(["audit", "verify", "--offline", "--data-dir", root + "/nowhere"], as: .root).0 == 66)
+        #expect(try CLITests.ctl(["audit", "verify", "--pubkey", "zz"], as: .root).0 == 64)
+    }
+}
