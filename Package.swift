@@ -93,6 +93,7 @@ let package = Package(
             dependencies: [
                 "CaseVaultServer",
                 "CaseVaultAudit",
+                "CaseVaultCrypto",
                 "CaseVaultStore",
                 "CaseVaultCore",
                 "CCaseVaultShims",
@@ -159,6 +160,7 @@ let package = Package(
                 "CaseVaultStore",
                 "CaseVaultAudit",
                 "CaseVaultCore",
+                "CaseVaultCrypto",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -26,6 +26,9 @@ public enum Action: String, Sendable, CaseIterable {
     case sweep
     case readStatistics
     case verifyAudit
+    case initialise
+    case unseal
+    case seal
 
     /// The action that files a record of `type`.
     public static func filing(_ type: RecordType) -> Action {
@@ -110,6 +113,8 @@ public enum Authorization {
         case .readStatistics: return [.role(.director), .role(.statistician)]
         // The audit report holds counts and the first bad entry's number, no entry's contents.
         case .verifyAudit: return [.role(.director), .role(.operator)]
+        // Key custody is the operator's: it opens the vault, and says nothing about any record.
+        case .initialise, .unseal, .seal: return [.role(.operator)]
         }
     }
 

@@ -69,6 +69,16 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         case held = "held"
         /// The audit log cannot be written, so the daemon refuses to act (fail closed).
         case auditUnavailable = "audit-unavailable"
+        /// The vault is sealed: only health, status, init and unseal are served until an operator unseals it.
+        case sealed = "sealed"
+        /// The passphrase or the recovery shares do not open the root key (nothing more is said).
+        case unsealRefused = "unseal-refused"
+        /// Too soon after a refused unseal attempt: wait the time the answer names.
+        case unsealThrottled = "unseal-throttled"
+        /// The vault is already initialised (a wrapped root key exists).
+        case alreadyInitialised = "already-initialised"
+        /// init, unseal and seal need the passphrase key source, or the vault is not initialised yet.
+        case wrongKeySource = "wrong-key-source"
     }
 
     /// Where an error was raised, for operators reading logs.

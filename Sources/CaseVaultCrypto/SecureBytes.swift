@@ -92,6 +92,19 @@ public final class SecureBytes: @unchecked Sendable {
         try body(UnsafeRawBufferPointer(start: self.pointer, count: self.count))
     }
 
+    /// Zeroes the bytes now, before release: for keys that must be gone at once (sealing the vault) while
+    /// something may still hold a reference. Later reads see zeros, so whatever used the key fails to
+    /// authenticate instead of crashing.
+    public func wipe() {
+        if self.arenaCell != nil {
+            sodium_memzero(self.pointer, self.count)
+            return
+        }
+        sodium_mprotect_readwrite(self.pointer)
+        sodium_memzero(self.pointer, self.count)
+        sodium_mprotect_readonly(self.pointer)
+    }
+
     /// Constant-time comparison of two secrets.
     public func constantTimeEquals(_ other: SecureBytes) -> Bool {
         guard self.count == other.count else { return false }

@@ -31,6 +31,11 @@ public final class SigningKey: Sendable {
         self.publicKey = publicKey
     }
 
+    /// Zeroes the secret half now (sealing); later signatures are worthless.
+    public func wipe() {
+        self.secretKey.wipe()
+    }
+
     /// A detached 64-byte signature of `message`.
     public func signature(for message: some CryptoBytes) -> [UInt8] {
         message.withUnsafeBytes { messageBytes in

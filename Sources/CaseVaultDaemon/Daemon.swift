@@ -29,27 +29,41 @@ public enum Daemon {
         }
         // Socket activation: systemd bound the socket and owns its path; otherwise the daemon binds its own.
         let inherited = try SystemdSocket.take(socketPath: serverConfiguration.socketPath)
-        let store = try RecordStore.open(storeConfiguration, logger: logger)
+        // The passphrase source starts sealed: no key, no store, until an operator's init or unseal.
+        let keeper: VaultKeeper
+        if storeConfiguration.keySource == .passphrase {
+            keeper = VaultKeeper(sealed: storeConfiguration, limits: try configuration.passphraseLimits(), logger: logger)
+        } else {
+            keeper = VaultKeeper(unsealed: try RecordStore.open(storeConfiguration, logger: logger), logger: logger)
+        }
         defer {
-            store.close()
+            // Closed and its keys zeroed at exit, as at seal.
+            if let store = try? keeper.store() {
+                store.close()
+                store.wipeKeys()
+            }
             if inherited == nil { unlink(serverConfiguration.socketPath) }
         }
         let (audit, recovery) = try AuditLog.open(
-            directory: store.auditDirectory,
+            directory: try RecordStore.prepareDirectories(storeConfiguration),
             checkpointInterval: configuration.audit.checkpointEvery ?? AuditLog.defaultCheckpointInterval,
             clock: storeConfiguration.clock
         )
         if recovery.discardedBytes > 0 {
             logger.warning("cut a torn last entry from the audit log", metadata: ["audit.bytes": "\(recovery.discardedBytes)"])
         }
-        try audit.attach(store.auditSigner)
+        if let store = try? keeper.store() {
+            try audit.attach(store.auditSigner)
+        } else {
+            logger.notice(keeper.isInitialised ? "sealed: waiting for casevaultctl unseal" : "not initialised: waiting for casevaultctl init")
+        }
         // The last checkpoint is signed after the server has stopped taking requests.
         defer { audit.close() }
         let notifier = SystemdNotifier()
         let socketPath = serverConfiguration.socketPath
         let application = try buildApplication(
-            configuration: serverConfiguration, store: store, audit: audit, roleMap: roleMap, logger: logger,
-            services: [SystemdWatchdog(notifier: notifier, store: store, logger: logger)],
+            configuration: serverConfiguration, keeper: keeper, audit: audit, roleMap: roleMap, logger: logger,
+            services: [SystemdWatchdog(notifier: notifier, keeper: keeper, logger: logger)],
             listeningSocket: inherited,
             onReady: { notifier.send("READY=1", "STATUS=serving on \(socketPath)", logger: logger) }
         )

@@ -1,4 +1,5 @@
 public import CaseVaultCore
+public import CaseVaultCrypto
 public import CaseVaultStore
 public import CaseVaultServer
 public import Foundation
@@ -120,15 +121,26 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
     /// `[keys]`: where the root key comes from.
     public struct Keys: Sendable, Equatable, Decodable {
-        /// `file` (the default: store.root_key_file) or `systemd-credential`.
+        /// `file` (the default: store.root_key_file), `systemd-credential` or `passphrase`
+        /// (store.root_key_file then holds the root key wrapped under the passphrase).
         public var source: String?
         /// The credential's name under $CREDENTIALS_DIRECTORY (default `casevault-root-key`).
         public var credential: String?
+        /// Argon2id's cost for the passphrase source, chosen at init and kept in the wrapped key file:
+        /// passes (default 3) and memory in MiB (default 256), libsodium's "moderate".
+        public var argon2Operations: Int?
+        public var argon2MemoryMiB: Int?
 
         public init() {}
 
-        static let sources: Set<String> = ["file", "systemd-credential"]
+        static let sources: Set<String> = ["file", "systemd-credential", "passphrase"]
         static let defaultCredential = "casevault-root-key"
+
+        enum CodingKeys: String, CodingKey {
+            case source, credential
+            case argon2Operations = "argon2_operations"
+            case argon2MemoryMiB = "argon2_memory_mib"
+        }
     }
 
     /// `[testing]`: settings for the test suite only.
@@ -236,8 +248,10 @@ public struct DaemonConfiguration: Sendable, Equatable {
         try Self.check(self.statistics.k.map(Int64.init), in: 2...1000, "statistics.k")
         try Self.check(self.audit.checkpointEvery.map(Int64.init), in: 1...1_000_000, "audit.checkpoint_every")
         if let source = self.keys.source, !Keys.sources.contains(source) {
-            throw CaseVaultError(.invalidConfiguration, "keys.source must be file or systemd-credential", field: "keys.source")
+            throw CaseVaultError(.invalidConfiguration, "keys.source must be file, systemd-credential or passphrase", field: "keys.source")
         }
+        try Self.check(self.keys.argon2Operations.map(Int64.init), in: 1...20, "keys.argon2_operations")
+        try Self.check(self.keys.argon2MemoryMiB.map(Int64.init), in: 8...4096, "keys.argon2_memory_mib")
         if let name = self.keys.credential, name.isEmpty || name.contains("/") || name.hasPrefix(".") {
             throw CaseVaultError(.invalidConfiguration, "keys.credential must be a plain file name", field: "keys.credential")
         }
@@ -289,6 +303,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
                 directory: ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"]
             )
         }
+        if self.keys.source == "passphrase" {
+            configuration.keySource = .passphrase
+        }
         configuration.sweepBatch = self.retention.sweepBatch ?? configuration.sweepBatch
         if let file = self.testing.clockFile {
             configuration.clock = Self.fileClock(URL(fileURLWithPath: file, relativeTo: base).standardizedFileURL.path)
@@ -320,6 +337,14 @@ public struct DaemonConfiguration: Sendable, Equatable {
         var statistics: StatisticsSettings?
         var audit: AuditSettings?
         var testing: Testing?
+    }
+
+    /// Argon2id's cost for a new wrapped root key (`[keys]`), libsodium's "moderate" by default.
+    public func passphraseLimits() throws(CaseVaultError) -> PasswordHash.Limits {
+        PasswordHash.Limits(
+            operations: UInt64(self.keys.argon2Operations ?? Int(PasswordHash.Limits.moderate.operations)),
+            memoryBytes: (self.keys.argon2MemoryMiB ?? (PasswordHash.Limits.moderate.memoryBytes >> 20)) << 20
+        )
     }
 
     /// The retention schedule: the standard one with `[retention]`'s rules over it.

@@ -37,12 +37,12 @@ struct SystemdNotifier: Sendable {
 struct SystemdWatchdog: Service {
     let notifier: SystemdNotifier
     let interval: Duration?
-    let store: RecordStore
+    let keeper: VaultKeeper
     let logger: Logger
 
-    init(notifier: SystemdNotifier, store: RecordStore, logger: Logger, environment: [String: String] = ProcessInfo.processInfo.environment) {
+    init(notifier: SystemdNotifier, keeper: VaultKeeper, logger: Logger, environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.notifier = notifier
-        self.store = store
+        self.keeper = keeper
         self.logger = logger
         // WATCHDOG_PID, when set, names the process meant; another process (a child) must not answer.
         let forUs = environment["WATCHDOG_PID"].map { $0 == String(getpid()) } ?? true
@@ -57,7 +57,8 @@ struct SystemdWatchdog: Service {
         if let interval = self.interval, self.notifier.isActive {
             await cancelWhenGracefulShutdown {
                 while !Task.isCancelled {
-                    if self.store.isResponsive() {
+                    // A sealed daemon has no store to ask; it answers health all the same.
+                    if (try? self.keeper.store())?.isResponsive() ?? true {
                         self.notifier.send("WATCHDOG=1", logger: self.logger)
                     }
                     try? await Task.sleep(for: interval)

@@ -21,6 +21,9 @@ public enum API {
         (Route(method: .get, path: "/v1/health"), { routes in routes.health }),
         (Route(method: .get, path: "/v1/whoami"), { routes in routes.whoami }),
         (Route(method: .get, path: "/v1/admin/status"), { routes in routes.status }),
+        (Route(method: .post, path: "/v1/admin/init"), { routes in routes.initialise }),
+        (Route(method: .post, path: "/v1/admin/unseal"), { routes in routes.unseal }),
+        (Route(method: .post, path: "/v1/admin/seal"), { routes in routes.seal }),
         (Route(method: .post, path: "/v1/cases"), { routes in routes.openCase }),
         (Route(method: .get, path: "/v1/cases/{case_id}"), { routes in routes.readCase }),
         (Route(method: .get, path: "/v1/cases/{case_id}/participants"), { routes in routes.readParticipants }),
@@ -46,6 +49,15 @@ public enum API {
         (Route(method: .delete, path: "/v1/roster/mediators/{user}"), { routes in routes.removeFromRoster }),
     ]
 
+    /// What a sealed daemon answers; every other route gets 503 `sealed`.
+    static let servedWhileSealed: Set<Route> = [
+        Route(method: .get, path: "/v1/health"),
+        Route(method: .get, path: "/v1/admin/status"),
+        Route(method: .post, path: "/v1/admin/init"),
+        Route(method: .post, path: "/v1/admin/unseal"),
+        Route(method: .post, path: "/v1/admin/seal"),
+    ]
+
     /// The routes the server answers.
     public static var routes: [Route] { Self.table.map(\.route) }
 
@@ -56,20 +68,23 @@ public enum API {
 /// The routes, behind the problem and identity middlewares. A method a path does not take gets 405 with
 /// an `Allow` header; a path no route has gets 404; both as problems.
 func buildRouter(
-    store: RecordStore, audit: AuditLog, roleMap: RoleMap, configuration: ServerConfiguration, pool: BlockingPool,
+    keeper: VaultKeeper, audit: AuditLog, roleMap: RoleMap, configuration: ServerConfiguration, pool: BlockingPool,
     identities: ConnectionIdentities
 ) -> Router<CaseVaultContext> {
     let router = Router(context: CaseVaultContext.self)
     router.add(middleware: ProblemMiddleware())
     router.add(middleware: IdentityMiddleware(roleMap: roleMap, identities: identities))
     router.add(middleware: AuditMiddleware(audit: audit))
-    let routes = Routes(store: store, audit: audit, configuration: configuration, pool: pool)
+    let routes = Routes(keeper: keeper, audit: audit, configuration: configuration, pool: pool)
     var methodsByPath: [String: [HTTPRequest.Method]] = [:]
     for (route, handler) in API.table {
         let handle = handler(routes)
         router.on(RouterPath(route.path), method: route.method) { request, context in
             // The request entry is on disk before the route acts, or the route does not act.
             try await Audited.before(route, context, audit)
+            if !API.servedWhileSealed.contains(route), keeper.isSealed {
+                throw CaseVaultError(.sealed, "the vault is sealed: an operator must unseal it first (casevaultctl unseal)")
+            }
             return try await handle(request, context)
         }
         methodsByPath[route.path, default: []].append(route.method)

@@ -13,7 +13,7 @@ internal import NIOCore
 /// to systemd; otherwise it binds `configuration.socketPath` itself and makes the socket 0660.
 public func buildApplication(
     configuration: ServerConfiguration,
-    store: RecordStore,
+    keeper: VaultKeeper,
     audit: AuditLog,
     roleMap: RoleMap,
     logger: Logger,
@@ -23,7 +23,7 @@ public func buildApplication(
 ) throws(CaseVaultError) -> any Service {
     let pool = BlockingPool(threads: configuration.blockingThreads)
     let identities = ConnectionIdentities()
-    let router = buildRouter(store: store, audit: audit, roleMap: roleMap, configuration: configuration, pool: pool, identities: identities)
+    let router = buildRouter(keeper: keeper, audit: audit, roleMap: roleMap, configuration: configuration, pool: pool, identities: identities)
     let socketPath = configuration.socketPath
     let socketGroup = configuration.socketGroup
     let limiter = ConnectionLimiter(limit: configuration.maxConnections)

@@ -51,8 +51,14 @@ struct Problem: Encodable {
             return .conflict
         case .integrityFailure, .storageFailure, .insecurePermissions, .invalidConfiguration, .socketUnavailable:
             return .internalServerError
-        case .keyUnavailable, .auditUnavailable:
+        case .keyUnavailable, .auditUnavailable, .sealed:
             return .serviceUnavailable
+        case .unsealRefused:
+            return .forbidden
+        case .unsealThrottled:
+            return .tooManyRequests
+        case .alreadyInitialised, .wrongKeySource:
+            return .conflict
         }
     }
 

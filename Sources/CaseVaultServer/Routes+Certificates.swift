@@ -19,7 +19,7 @@ extension Routes {
     func certificateKey(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorize(.readCertificateKey)
         return try JSONResponse.make(
-            PublicKey(algorithm: "ed25519", publicKey: Hex.encode(self.store.certificatePublicKey))
+            PublicKey(algorithm: "ed25519", publicKey: Hex.encode(try self.store.certificatePublicKey))
         )
     }
 

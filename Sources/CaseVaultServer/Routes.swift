@@ -8,15 +8,20 @@ internal import NIOCore
 /// The route handlers. Each names its action and asks the authorization table before it touches a case
 /// or a record; store calls run on the blocking pool.
 struct Routes: Sendable {
-    let store: RecordStore
+    let keeper: VaultKeeper
     let audit: AuditLog
     let configuration: ServerConfiguration
     let pool: BlockingPool
 
     /// Runs a store call on the blocking pool.
     func run<T: Sendable>(_ body: @escaping @Sendable (RecordStore) throws(CaseVaultError) -> T) async throws -> T {
-        let store = self.store
+        let store = try self.store
         return try await self.pool.run { try body(store) }
+    }
+
+    /// The open store; `sealed` (503) while the vault is sealed.
+    var store: RecordStore {
+        get throws(CaseVaultError) { try self.keeper.store() }
     }
 
     /// What the caller is to `summary`'s case: an assigned mediator only while on the roster, so that
@@ -61,17 +66,18 @@ struct Routes: Sendable {
         var reason: String?
     }
 
-    /// 200 while the daemon can serve; 503 with the reason while it refuses everything (the audit log
-    /// cannot be written).
+    /// 200 while the daemon can serve, sealed or not (`sealed` says which); 503 with the reason while it
+    /// refuses everything (the audit log cannot be written).
     func health(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorize(.health)
+        let sealed = self.keeper.isSealed
         if let failure = self.audit.failure {
             return try JSONResponse.make(
-                Health(status: "audit-unavailable", sealed: false, reason: Self.auditReason(failure)),
+                Health(status: "audit-unavailable", sealed: sealed, reason: Self.auditReason(failure)),
                 status: .serviceUnavailable
             )
         }
-        return try JSONResponse.make(Health(status: "ok", sealed: false))
+        return try JSONResponse.make(Health(status: "ok", sealed: sealed))
     }
 
     static func auditReason(_ failure: String) -> String {
@@ -98,6 +104,7 @@ struct Routes: Sendable {
         var sealed: Bool
         var reason: String?
         var audit: AuditStatus
+        var keys: KeyStatus
     }
 
     struct AuditStatus: Encodable {
@@ -105,15 +112,33 @@ struct Routes: Sendable {
         var writable: Bool
     }
 
+    struct KeyStatus: Encodable {
+        /// `fixed` (file or credential) or `passphrase`.
+        var source: String
+        var initialised: Bool
+        /// While an unseal by shares is under way.
+        var shares: Int?
+        var threshold: Int?
+    }
+
     func status(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorize(.status)
         let failure = self.audit.failure
+        let sealed = self.keeper.isSealed
+        let progress = self.keeper.shareProgress
+        let source: String
+        switch self.keeper.source {
+        case .fixed: source = "fixed"
+        case .passphrase: source = "passphrase"
+        }
+        let state = failure != nil ? "audit-unavailable" : sealed ? (self.keeper.isInitialised ? "sealed" : "uninitialised") : "serving"
         return try JSONResponse.make(
             Status(
-                state: failure == nil ? "serving" : "audit-unavailable",
-                sealed: false,
+                state: state,
+                sealed: sealed,
                 reason: failure.map(Self.auditReason),
-                audit: AuditStatus(entries: self.audit.entries, writable: failure == nil)
+                audit: AuditStatus(entries: self.audit.entries, writable: failure == nil),
+                keys: KeyStatus(source: source, initialised: self.keeper.isInitialised, shares: progress?.received, threshold: progress?.threshold)
             )
         )
     }

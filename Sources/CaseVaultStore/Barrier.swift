@@ -48,6 +48,26 @@ final class Barrier: Sendable {
         self.certificateKey.signature(for: body)
     }
 
+    /// A 63-bit value that tells which root key made a data directory (keyed BLAKE2b of a fixed label): it
+    /// reveals nothing about the key.
+    var rootKeyCheck: Int64 {
+        let digest = Hash.blake2b(Array("casevault.root-key-check.v1".utf8), key: self.rootKey, length: 16)
+        let value = digest.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return Int64(bitPattern: value >> 1) | 1
+    }
+
+    /// Zeroes the root key and every key derived from it (sealing). Later use fails to authenticate.
+    func wipe() {
+        self.rootKey.wipe()
+        self.holdKey.wipe()
+        self.certificateKey.wipe()
+        self.auditKey.wipe()
+        self.keyEncryptionKeys.withLock { keys in
+            for key in keys.values { key.wipe() }
+            keys.removeAll()
+        }
+    }
+
     /// Signs audit checkpoints with the audit subkey; the key itself never leaves the barrier.
     var auditSigner: AuditSigner {
         let key = self.auditKey

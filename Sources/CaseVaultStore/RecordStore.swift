@@ -39,14 +39,32 @@ public final class RecordStore: Sendable {
     /// Opens (creating on first use) the store in `configuration.dataDirectory`, then finishes any shred a
     /// crash interrupted and scrubs what uncommitted puts left in key slots and segments.
     public static func open(_ configuration: StoreConfiguration, logger: Logger) throws(CaseVaultError) -> RecordStore {
-        let directory = try DataDirectory.prepare(path: configuration.dataDirectory.path)
         let rootKey: SecureBytes
         switch configuration.keySource {
         case .file:
+            let directory = try DataDirectory.prepare(path: configuration.dataDirectory.path)
             rootKey = try RootKeyFile.loadOrCreate(path: configuration.rootKeyFile.path, dataDirectory: directory.path)
         case .systemdCredential(let name, let credentials):
             rootKey = try RootKeyFile.loadCredential(name: name, directory: credentials)
+        case .passphrase:
+            throw CaseVaultError(.sealed, "the passphrase key source opens the store only at unseal")
         }
+        return try Self.open(configuration, rootKey: rootKey, logger: logger)
+    }
+
+    /// Creates the data directory and its audit folder, without opening the store: what a sealed daemon
+    /// needs to audit requests before anyone unseals it. Returns the audit folder.
+    public static func prepareDirectories(_ configuration: StoreConfiguration) throws(CaseVaultError) -> String {
+        let directory = try DataDirectory.prepare(path: configuration.dataDirectory.path)
+        try DataDirectory.makeDirectory(directory.auditPath, createParents: false)
+        return directory.auditPath
+    }
+
+    /// Opens the store with `rootKey` (from whichever source). Refuses a key that is not the one the data
+    /// directory was made with (a keyed check value in the index), so that another vault's key or shares
+    /// are told apart from damage.
+    static func open(_ configuration: StoreConfiguration, rootKey: SecureBytes, logger: Logger) throws(CaseVaultError) -> RecordStore {
+        let directory = try DataDirectory.prepare(path: configuration.dataDirectory.path)
         if !DataDirectory.exists(directory.indexPath) {
             // Created here with 0600 so that SQLite's -wal and -shm files inherit the same mode.
             _ = try PosixFile(path: directory.indexPath, flags: O_WRONLY | O_CREAT, mode: 0o600)
@@ -71,19 +89,42 @@ public final class RecordStore: Sendable {
             )
             return (state, try Index.currentEpoch(db))
         }
+        let barrier = try Barrier(rootKey: rootKey)
+        try Self.checkRootKey(barrier, index)
         let store = RecordStore(
             configuration: configuration,
             directory: directory,
             index: index,
             slots: slots,
             segments: segments,
-            barrier: try Barrier(rootKey: rootKey),
+            barrier: barrier,
             state: state,
             epoch: epoch,
             logger: logger
         )
         try store.recover()
         return store
+    }
+
+    /// The first open records the root key's check value; every later open compares it.
+    private static func checkRootKey(_ barrier: Barrier, _ index: Index) throws(CaseVaultError) {
+        let check = barrier.rootKeyCheck
+        let stored = try index.read { db in try Index.meta(db, "root_key_check") }
+        if stored == 0 {
+            try index.write { db in
+                try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('root_key_check', ?)", arguments: [check])
+            }
+        } else if stored != check {
+            throw CaseVaultError(
+                .unsealRefused,
+                "this root key does not open this data directory: it belongs to another vault, or the key file or shares are not this vault's"
+            )
+        }
+    }
+
+    /// Zeroes every key the store holds, now: for sealing. Call `close()` first.
+    public func wipeKeys() {
+        self.barrier.wipe()
     }
 
     private init(

@@ -71,6 +71,13 @@ enum RootKeyFile {
     /// Writes a new key through a temporary file, flushed and renamed into place, so a crash never
     /// leaves a short key file.
     private static func create(path: String) throws(CaseVaultError) {
+        var key = Random.bytes(count: Self.byteCount)
+        defer { Memory.zero(&key) }
+        try Self.writeNew(path: path, bytes: key)
+    }
+
+    /// Writes `bytes` (0600) to `path` through a temporary file, flushed and renamed into place.
+    static func writeNew(path: String, bytes: [UInt8]) throws(CaseVaultError) {
         let directory = DataDirectory.parent(of: path)
         if !directory.isEmpty {
             try DataDirectory.makeDirectory(directory, createParents: true)
@@ -79,9 +86,7 @@ enum RootKeyFile {
         unlink(temporary)
         do {
             let handle = try PosixFile(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
-            var key = Random.bytes(count: Self.byteCount)
-            defer { Memory.zero(&key) }
-            try handle.write(key, at: 0)
+            try handle.write(bytes, at: 0)
             try handle.flush()
         }
         guard rename(temporary, path) == 0 else { throw POSIXFailure.error("rename", path: path) }

@@ -67,6 +67,9 @@ public enum KeySource: Sendable, Equatable {
     /// A systemd credential: the file `name` in `directory` ($CREDENTIALS_DIRECTORY), put there by
     /// `LoadCredential=` or, bound to the host's TPM, `LoadCredentialEncrypted=`. Never created.
     case systemdCredential(name: String, directory: String?)
+    /// `rootKeyFile` holds the root key wrapped under a passphrase (Argon2id): the store is opened with the
+    /// key an operator's unseal recovers (`VaultKeeper`), never from the file alone.
+    case passphrase
 }
 
 /// The points between durable steps where a crash is most interesting. Tests kill a writer at each.

@@ -26,6 +26,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Records a sweep disposes per batch (retention.sweep_batch).") var sweepBatch = StoreConfiguration.defaultSweepBatch
     @Flag(help: "Only the sweep figures.") var sweepOnly = false
     @Flag(help: "Only the audit log figures.") var auditOnly = false
+    @Flag(help: "Only the key figures (unseal time).") var keysOnly = false
 
     func run() throws {
         let root = try self.makeRoot()
@@ -37,6 +38,10 @@ struct Bench: ParsableCommand {
         }
         if self.auditOnly {
             try self.auditFigures(root: root)
+            return
+        }
+        if self.keysOnly {
+            try self.keyFigures(root: root)
             return
         }
 
@@ -87,6 +92,7 @@ struct Bench: ParsableCommand {
         print(String(format: "shred    100 records per call                         %10.0f records/s", batched))
         store.close()
         try self.auditFigures(root: root)
+        try self.keyFigures(root: root)
         try self.sweepFigures(root: root)
     }
 

@@ -75,6 +75,8 @@ enum CLIError: Error {
     case configuration(String)
     /// An input file could not be read (EX_NOINPUT).
     case unreadable(String)
+    /// The command line or its input cannot be used (EX_USAGE).
+    case usage(String)
 
     var exitCode: Int32 {
         switch self {
@@ -83,12 +85,14 @@ enum CLIError: Error {
         case .problem: return 1
         case .configuration: return 78
         case .unreadable: return 66
+        case .usage: return 64
         }
     }
 
     var message: String {
         switch self {
-        case .unreachable(let text), .forbidden(let text), .problem(let text), .configuration(let text), .unreadable(let text):
+        case .unreachable(let text), .forbidden(let text), .problem(let text), .configuration(let text), .unreadable(let text),
+            .usage(let text):
             return text
         }
     }
@@ -96,7 +100,7 @@ enum CLIError: Error {
     /// The error a problem reply stands for.
     static func from(_ reply: DaemonClient.Reply) -> CLIError {
         let detail = reply.json["detail"] as? String ?? "HTTP \(reply.status)"
-        if reply.status == 403 {
+        if reply.status == 403, reply.problemCode == "forbidden" {
             return .forbidden("refused: \(detail)")
         }
         return .problem("\(reply.problemCode ?? "error"): \(detail)")

@@ -32,6 +32,15 @@ struct Status: AsyncParsableCommand {
                 ("sealed", sealed ? "yes" : "no"),
                 ("audit log", "\(audit["entries"] as? Int ?? 0) entries, " + ((audit["writable"] as? Bool ?? false) ? "writable" : "NOT writable")),
             ]
+            if let keys = status.json["keys"] as? [String: Any] {
+                document["keys"] = keys
+                var text = keys["source"] as? String == "passphrase" ? "passphrase" : "file or credential"
+                if keys["initialised"] as? Bool == false { text += ", not initialised (casevaultctl init)" }
+                if let shares = keys["shares"] as? Int, let threshold = keys["threshold"] as? Int {
+                    text += ", \(shares) of \(threshold) recovery shares given"
+                }
+                rows.append(("key source", text))
+            }
             if let reason { rows.append(("reason", reason)) }
             output(json: self.connection.json, document: document, rows: rows)
         }

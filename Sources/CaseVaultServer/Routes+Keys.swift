@@ -1,0 +1,110 @@
+internal import CaseVaultAudit
+internal import CaseVaultCore
+internal import CaseVaultStore
+internal import Foundation
+internal import Hummingbird
+
+/// Key custody over the socket (operator): init, unseal (passphrase or one recovery share at a time) and
+/// seal. The passphrase reaches the store's `VaultKeeper` and goes no further; the request's bytes are
+/// overwritten once it has been used (Swift's own copies of the string cannot be, and are freed).
+extension Routes {
+    static let minimumPassphraseCharacters = 12
+
+    struct Initialised: Encodable {
+        var sealed: Bool
+        /// The recovery shares: shown once, kept nowhere.
+        var shares: [String]
+        var threshold: Int?
+    }
+
+    func initialise(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.initialise)
+        var raw: [UInt8] = []
+        let body = try await request.jsonObject(self.configuration, raw: &raw)
+        defer { wipe(&raw) }
+        try body.onlyFields(["passphrase", "shares", "threshold"])
+        var passphrase = try Self.passphrase(body)
+        defer { wipe(&passphrase) }
+        let shares = try Self.count(body, "shares", default: 0)
+        let threshold = try Self.count(body, "threshold", default: shares == 0 ? 0 : min(shares, 3))
+        let keeper = self.keeper
+        let secret = passphrase
+        let (store, encoded) = try await self.pool.run {
+            try keeper.initialise(passphrase: secret, shares: shares, threshold: threshold)
+        }
+        try self.audit.attach(store.auditSigner)
+        return try JSONResponse.make(
+            Initialised(sealed: false, shares: encoded, threshold: shares == 0 ? nil : threshold), status: .created
+        )
+    }
+
+    struct Unsealed: Encodable {
+        var sealed: Bool
+        /// While collecting shares: how many are in and how many are needed.
+        var shares: Int?
+        var threshold: Int?
+    }
+
+    func unseal(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.unseal)
+        var raw: [UInt8] = []
+        let body = try await request.jsonObject(self.configuration, raw: &raw)
+        defer { wipe(&raw) }
+        try body.onlyFields(["passphrase", "share"])
+        let keeper = self.keeper
+        let progress: VaultKeeper.Progress
+        switch (body["passphrase"], body["share"]) {
+        case (.some, nil):
+            var passphrase = try Self.passphrase(body)
+            defer { wipe(&passphrase) }
+            let secret = passphrase
+            progress = .unsealed(try await self.pool.run { try keeper.unseal(passphrase: secret) })
+        case (nil, .some(.string(let share))):
+            progress = try await self.pool.run { try keeper.unseal(share: share) }
+        case (nil, .some):
+            throw body.mistyped("share", "a recovery share as casevaultctl init printed it (cvshare1-…)")
+        default:
+            throw CaseVaultError(.missingField, "give either passphrase or share", field: "passphrase")
+        }
+        switch progress {
+        case .unsealed(let store):
+            try self.audit.attach(store.auditSigner)
+            return try JSONResponse.make(Unsealed(sealed: false))
+        case .collecting(let received, let threshold):
+            return try JSONResponse.make(Unsealed(sealed: true, shares: received, threshold: threshold))
+        }
+    }
+
+    func seal(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.seal)
+        let keeper = self.keeper
+        let audit = self.audit
+        try await self.pool.run {
+            // The last checkpoint is signed while the audit key still exists.
+            if !keeper.isSealed { try audit.detach(reason: "seal") }
+            try keeper.seal()
+        }
+        return try JSONResponse.make(Unsealed(sealed: true))
+    }
+
+    /// The passphrase member: a string of at least `minimumPassphraseCharacters` characters.
+    static func passphrase(_ body: JSONValue) throws(CaseVaultError) -> [UInt8] {
+        guard case .string(let text) = body["passphrase"] else {
+            throw CaseVaultError(.missingField, "passphrase is required (a string)", field: "passphrase")
+        }
+        guard text.count >= Self.minimumPassphraseCharacters, text.utf8.count <= 1024 else {
+            throw CaseVaultError(
+                .invalidField, "the passphrase must have \(Self.minimumPassphraseCharacters) to 1024 characters", field: "passphrase"
+            )
+        }
+        return Array(text.utf8)
+    }
+
+    static func count(_ body: JSONValue, _ field: String, default value: Int) throws(CaseVaultError) -> Int {
+        guard let member = body[field], member != .null else { return value }
+        guard case .integer(let number) = member, (0...255).contains(number) else {
+            throw body.mistyped(field, "a whole number from 0 to 255")
+        }
+        return Int(number)
+    }
+}

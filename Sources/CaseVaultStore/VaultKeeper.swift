@@ -1,0 +1,258 @@
+public import CaseVaultCore
+public import CaseVaultCrypto
+internal import Foundation
+public import Logging
+#if canImport(Glibc)
+internal import Glibc
+#endif
+internal import Synchronization
+
+/// Custody of the root key (DESIGN §4): whether the store is open (unsealed) or not, and the only way
+/// from a passphrase or recovery shares to an open store. With the `file` or `systemd-credential` source
+/// the store is opened at start and stays open; with `passphrase` the daemon starts sealed and an
+/// operator's `init` or `unseal` opens it, and `seal` closes it and zeroes its keys.
+///
+/// Refused attempts are slowed: after the n-th refusal in a row, the next attempt is accepted only
+/// 2^(n−1) seconds later (at most `maximumDelay`), on top of Argon2id's own cost. One attempt runs at a
+/// time.
+public final class VaultKeeper: Sendable {
+    public static let maximumDelay: Double = 300
+
+    private struct State {
+        var store: RecordStore?
+        /// Shares given so far towards an unseal (their values stay in this process's memory only).
+        var shares: [SecretSharing.Share] = []
+        var refusals = 0
+        var nextAttempt: ContinuousClock.Instant?
+        var attempting = false
+    }
+
+    public enum Source: Sendable, Equatable {
+        /// The key came from a file or credential at start; the store cannot be sealed.
+        case fixed
+        /// The root key is wrapped under a passphrase at this path.
+        case passphrase(wrappedKey: String, limits: PasswordHash.Limits)
+    }
+
+    /// What an unseal step achieved.
+    public enum Progress: Sendable {
+        case unsealed(RecordStore)
+        /// Shares received and the number needed.
+        case collecting(received: Int, threshold: Int)
+    }
+
+    public let source: Source
+    private let configuration: StoreConfiguration
+    private let logger: Logger
+    private let state: Mutex<State>
+
+    /// A keeper for a store opened at start (file or credential source).
+    public init(unsealed store: RecordStore, logger: Logger) {
+        self.source = .fixed
+        self.configuration = store.configuration
+        self.logger = logger
+        self.state = Mutex(State(store: store))
+    }
+
+    /// A sealed keeper for the passphrase source: `configuration.rootKeyFile` holds (or will hold) the
+    /// wrapped root key; `limits` is the Argon2id cost `initialise` uses.
+    public init(sealed configuration: StoreConfiguration, limits: PasswordHash.Limits, logger: Logger) {
+        self.source = .passphrase(wrappedKey: configuration.rootKeyFile.path, limits: limits)
+        self.configuration = configuration
+        self.logger = logger
+        self.state = Mutex(State())
+    }
+
+    /// The open store; `sealed` (503) while sealed.
+    public func store() throws(CaseVaultError) -> RecordStore {
+        guard let store = self.state.withLock({ $0.store }) else {
+            throw CaseVaultError(.sealed, "the vault is sealed: an operator must unseal it first (casevaultctl unseal)")
+        }
+        return store
+    }
+
+    public var isSealed: Bool {
+        self.state.withLock { $0.store == nil }
+    }
+
+    /// Whether a wrapped root key exists (always true for a fixed source).
+    public var isInitialised: Bool {
+        guard case .passphrase(let path, _) = self.source else { return true }
+        return WrappedRootKey.exists(path: path)
+    }
+
+    /// Shares received towards an unseal, and how many are needed; `nil` when none were given.
+    public var shareProgress: (received: Int, threshold: Int)? {
+        self.state.withLock { state in
+            state.shares.first.map { (state.shares.count, Int($0.threshold)) }
+        }
+    }
+
+    // MARK: Init, unseal, seal
+
+    /// Makes the root key, wraps it under `passphrase`, splits it into `shares` recovery shares of which
+    /// `threshold` recover it (none when `shares` is 0), and opens the store. The shares are returned once
+    /// and kept nowhere.
+    public func initialise(passphrase: [UInt8], shares: Int, threshold: Int) throws(CaseVaultError) -> (RecordStore, [String]) {
+        guard case .passphrase(let path, let limits) = self.source else {
+            throw CaseVaultError(.wrongKeySource, "init needs keys.source = \"passphrase\"; this daemon's root key comes from a file or credential")
+        }
+        if shares != 0 {
+            guard (2...255).contains(shares), (2...shares).contains(threshold) else {
+                throw CaseVaultError(.invalidField, "shares must be 2 to 255 and threshold 2 to shares (or shares 0 for none)", field: "threshold")
+            }
+        }
+        try self.beginAttempt()
+        defer { self.endAttempt() }
+        guard self.isSealed else {
+            throw CaseVaultError(.alreadyInitialised, "the vault is already initialised and unsealed")
+        }
+        let root = try WrappedRootKey.create(path: path, passphrase: passphrase, limits: limits)
+        var encoded: [String] = []
+        if shares > 0 {
+            do {
+                encoded = try SecretSharing.split(root, count: shares, threshold: threshold).map(\.encoded)
+            } catch {
+                throw CaseVaultError(.keyUnavailable, "the recovery shares could not be made: \(error)")
+            }
+        }
+        let store: RecordStore
+        do {
+            store = try RecordStore.open(self.configuration, rootKey: root, logger: self.logger)
+        } catch {
+            // A data directory made under another key (or any failure to open): leave no wrapped key behind,
+            // so the vault stays uninitialised rather than bound to a key that cannot open it.
+            unlink(path)
+            throw error
+        }
+        self.state.withLock { $0.store = store }
+        return (store, encoded)
+    }
+
+    /// Opens the store with the passphrase. Refused (`unseal-refused`, after Argon2id) when it does not
+    /// open the wrapped key; throttled after refusals.
+    public func unseal(passphrase: [UInt8]) throws(CaseVaultError) -> RecordStore {
+        let path = try self.wrappedKeyPath()
+        try self.beginAttempt()
+        defer { self.endAttempt() }
+        if let store = self.state.withLock({ $0.store }) { return store }
+        let root: SecureBytes
+        do {
+            root = try WrappedRootKey.open(path: path, passphrase: passphrase)
+        } catch {
+            if error.code == .unsealRefused { self.refused() }
+            throw error
+        }
+        return try self.open(root)
+    }
+
+    /// Takes one recovery share. Once `threshold` shares are in, combines them and opens the store; shares
+    /// that do not combine, or whose key is not this vault's, are all dropped and the attempt counts as
+    /// refused. A malformed share is refused as bad input and changes nothing.
+    public func unseal(share text: String) throws(CaseVaultError) -> Progress {
+        _ = try self.wrappedKeyPath()
+        let share: SecretSharing.Share
+        do {
+            share = try SecretSharing.Share(encoded: text)
+        } catch {
+            throw CaseVaultError(.invalidField, "the share is damaged or mistyped (\(error)); check it against the copy you were given", field: "share")
+        }
+        try self.beginAttempt()
+        defer { self.endAttempt() }
+        if let store = self.state.withLock({ $0.store }) { return .unsealed(store) }
+        let collected = try self.state.withLock { state throws(CaseVaultError) -> [SecretSharing.Share] in
+            if let first = state.shares.first, first.threshold != share.threshold || first.commitment != share.commitment {
+                throw CaseVaultError(.invalidField, "this share belongs to another split than the shares given so far", field: "share")
+            }
+            if !state.shares.contains(where: { $0.index == share.index }) {
+                state.shares.append(share)
+            }
+            return state.shares
+        }
+        guard collected.count >= Int(share.threshold) else {
+            return .collecting(received: collected.count, threshold: Int(share.threshold))
+        }
+        self.state.withLock { $0.shares = [] }
+        let root: SecureBytes
+        do {
+            root = try SecretSharing.combine(collected)
+        } catch {
+            self.refused()
+            throw CaseVaultError(.unsealRefused, "the shares do not recover a root key; start again with the shares you were given")
+        }
+        return .unsealed(try self.open(root))
+    }
+
+    /// Closes the store and zeroes its keys; requests after this get `sealed`. Returns the store that was
+    /// open (the caller signs the audit log's last checkpoint before calling this), or `nil`.
+    @discardableResult
+    public func seal() throws(CaseVaultError) -> RecordStore? {
+        _ = try self.wrappedKeyPath()
+        let store = self.state.withLock { state in
+            defer { state.store = nil; state.shares = [] }
+            return state.store
+        }
+        guard let store else { return nil }
+        store.close()
+        store.wipeKeys()
+        self.logger.notice("sealed: the store is closed and its keys zeroed")
+        return store
+    }
+
+    // MARK: Helpers
+
+    private func open(_ root: SecureBytes) throws(CaseVaultError) -> RecordStore {
+        let store: RecordStore
+        do {
+            store = try RecordStore.open(self.configuration, rootKey: root, logger: self.logger)
+        } catch {
+            if error.code == .unsealRefused { self.refused() }
+            throw error
+        }
+        self.state.withLock { state in
+            state.store = store
+            state.refusals = 0
+            state.nextAttempt = nil
+        }
+        self.logger.notice("unsealed")
+        return store
+    }
+
+    private func wrappedKeyPath() throws(CaseVaultError) -> String {
+        guard case .passphrase(let path, _) = self.source else {
+            throw CaseVaultError(.wrongKeySource, "unseal and seal need keys.source = \"passphrase\"; this daemon's root key comes from a file or credential")
+        }
+        guard WrappedRootKey.exists(path: path) else {
+            throw CaseVaultError(.wrongKeySource, "the vault is not initialised yet: run casevaultctl init")
+        }
+        return path
+    }
+
+    /// One attempt at a time, and none before the delay after the last refusal has passed.
+    private func beginAttempt() throws(CaseVaultError) {
+        try self.state.withLock { state throws(CaseVaultError) in
+            if state.attempting {
+                throw CaseVaultError(.unsealThrottled, "another unseal attempt is running; try again in a moment")
+            }
+            if let next = state.nextAttempt, next > .now {
+                let wait = next - .now
+                let seconds = Int((Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18).rounded(.up))
+                throw CaseVaultError(.unsealThrottled, "too many refused attempts: wait \(max(1, seconds)) s before the next")
+            }
+            state.attempting = true
+        }
+    }
+
+    private func endAttempt() {
+        self.state.withLock { $0.attempting = false }
+    }
+
+    private func refused() {
+        self.state.withLock { state in
+            state.refusals += 1
+            let delay = min(Self.maximumDelay, pow(2, Double(state.refusals - 1)))
+            state.nextAttempt = .now + .milliseconds(Int(delay * 1000))
+        }
+        self.logger.warning("an unseal attempt was refused")
+    }
+}

@@ -1,0 +1,95 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
+public import CaseVaultCore
+public import CaseVaultCrypto
+
+/// The `passphrase` key source (DESIGN §4): the root key sealed with XChaCha20-Poly1305 under a key that
+/// Argon2id derives from the passphrase. The file holds no secret in clear:
+///
+///     "CVWK1\n" | operations (8, big-endian) | memory bytes (8) | salt (16) | nonce ‖ sealed key ‖ tag
+///
+/// and its header is the associated data, so changing the cost or the salt fails as a wrong passphrase
+/// does. The cost is chosen when the file is made and read back from it.
+public enum WrappedRootKey {
+    static let magic = Array("CVWK1\n".utf8)
+    static let headerSize = 6 + 8 + 8 + PasswordHash.saltByteCount
+    static let fileSize = headerSize + AEAD.overhead + RootKeyFile.byteCount
+
+    /// Whether a wrapped root key exists at `path` (the vault has been initialised).
+    public static func exists(path: String) -> Bool {
+        DataDirectory.exists(path)
+    }
+
+    /// Makes a new random root key, writes it wrapped under `passphrase` at `path` (never over an existing
+    /// file) and returns it.
+    public static func create(path: String, passphrase: [UInt8], limits: PasswordHash.Limits) throws(CaseVaultError) -> SecureBytes {
+        guard !Self.exists(path: path) else {
+            throw CaseVaultError(.alreadyInitialised, "the vault is already initialised: a wrapped root key exists; unseal it instead")
+        }
+        let root = SecureBytes.random(count: RootKeyFile.byteCount)
+        let salt = Random.bytes(count: PasswordHash.saltByteCount)
+        let header = Self.magic + Self.bigEndian(limits.operations) + Self.bigEndian(UInt64(limits.memoryBytes)) + salt
+        let wrapping = try Self.derive(passphrase: passphrase, salt: salt, limits: limits)
+        let sealed = root.withUnsafeBytes { key in AEAD.seal(key, key: wrapping, associatedData: header) }
+        try RootKeyFile.writeNew(path: path, bytes: header + sealed)
+        return root
+    }
+
+    /// The root key in `path`, opened with `passphrase`. A wrong passphrase (or a changed file) throws
+    /// `unseal-refused`, saying nothing more.
+    public static func open(path: String, passphrase: [UInt8]) throws(CaseVaultError) -> SecureBytes {
+        try DataDirectory.checkPrivateFile(path)
+        let bytes = try PosixFile(path: path, flags: O_RDONLY).readAll()
+        guard bytes.count == Self.fileSize, Array(bytes[0..<6]) == Self.magic else {
+            throw CaseVaultError(.keyUnavailable, "the wrapped root key file \(path) is not one CaseVault wrote; restore it from your backup")
+        }
+        let header = Array(bytes[0..<Self.headerSize])
+        let limits = PasswordHash.Limits(
+            operations: Self.integer(header[6..<14]),
+            memoryBytes: Int(clamping: Self.integer(header[14..<22]))
+        )
+        let wrapping = try Self.derive(passphrase: passphrase, salt: Array(header[22..<Self.headerSize]), limits: limits)
+        var key: [UInt8]
+        do {
+            key = try AEAD.open(bytes[Self.headerSize...], key: wrapping, associatedData: header)
+        } catch {
+            throw Self.refused()
+        }
+        defer { Memory.zero(&key) }
+        do {
+            return try SecureBytes(copying: key)
+        } catch {
+            throw CaseVaultError(.keyUnavailable, "secure memory for the root key could not be allocated", cause: error)
+        }
+    }
+
+    /// The cost the file at `path` was made with.
+    public static func limits(path: String) throws(CaseVaultError) -> PasswordHash.Limits {
+        let bytes = try PosixFile(path: path, flags: O_RDONLY).read(count: Self.headerSize, at: 0)
+        guard bytes.count == Self.headerSize else {
+            throw CaseVaultError(.keyUnavailable, "the wrapped root key file \(path) is not one CaseVault wrote")
+        }
+        return PasswordHash.Limits(operations: Self.integer(bytes[6..<14]), memoryBytes: Int(clamping: Self.integer(bytes[14..<22])))
+    }
+
+    static func refused() -> CaseVaultError {
+        CaseVaultError(.unsealRefused, "the passphrase does not open the root key")
+    }
+
+    private static func derive(passphrase: [UInt8], salt: [UInt8], limits: PasswordHash.Limits) throws(CaseVaultError) -> SecureBytes {
+        do {
+            return try PasswordHash.deriveKey(passphrase: passphrase, salt: salt, limits: limits)
+        } catch {
+            throw CaseVaultError(.keyUnavailable, "Argon2id could not run with the configured cost (out of memory?)", cause: error)
+        }
+    }
+
+    private static func bigEndian(_ value: UInt64) -> [UInt8] {
+        (0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * $0)) }
+    }
+
+    private static func integer(_ bytes: ArraySlice<UInt8>) -> UInt64 {
+        bytes.reduce(0) { $0 << 8 | UInt64($1) }
+    }
+}

@@ -1,0 +1,174 @@
+import CaseVaultServer
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The passphrase key source through a real daemon and `casevaultctl`: sealed start, init with recovery
+/// shares, seal, refused and throttled unseals, and unseal by shares after a SIGKILL.
+@Suite("Key custody: sealed start, init, unseal, seal", .enabled(if: isRoot, "acting as other uids needs root"), .serialized)
+struct KeyCustodyTests {
+    static let director = LifecycleOverSocketTests.director
+    static let mediator = LifecycleOverSocketTests.mediator
+    static let roles = """
+        director = ["uid:4001"]
+        mediator = ["uid:4002"]
+        operator = ["uid:0"]
+        """
+    /// Argon2id at its cheapest, so the suite stays quick; `make bench` times the shipped cost.
+    static let passphraseSource = """
+        [keys]
+        source = "passphrase"
+        argon2_operations = 1
+        argon2_memory_mib = 8
+        """
+    static let passphrase = "correct horse battery staple"
+
+    static func ctl(_ arguments: [String], _ daemon: DaemonProcess, input: String? = nil) throws -> (Int32, String, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: DaemonProcess.binary("casevaultctl"))
+        process.arguments = arguments + ["--socket", daemon.socket]
+        let output = Pipe()
+        let errors = Pipe()
+        let stdin = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        process.standardInput = stdin
+        try process.run()
+        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+        try stdin.fileHandleForWriting.close()
+        let out = output.fileHandleForReading.readDataToEndOfFile()
+        let err = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+    }
+
+    /// Every route a sealed daemon must refuse, with made-up ids.
+    static func guardedRoutes() -> [(String, String)] {
+        let id = String(repeating: "ab", count: 16)
+        let open: Set<String> = ["GET /v1/health", "GET /v1/admin/status", "POST /v1/admin/init", "POST /v1/admin/unseal", "POST /v1/admin/seal"]
+        return API.routes.filter { !open.contains($0.description) }.map { route in
+            let path = route.path
+                .replacingOccurrences(of: "{case_id}", with: id).replacingOccurrences(of: "{record_id}", with: id)
+                .replacingOccurrences(of: "{hold_id}", with: id).replacingOccurrences(of: "{certificate_id}", with: id)
+                .replacingOccurrences(of: "{user}", with: "uid:4002")
+            return (route.method.rawValue, path)
+        }
+    }
+
+    static func expectSealed(_ daemon: DaemonProcess, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        for (method, path) in Self.guardedRoutes() {
+            let reply = try Client.request(daemon, method, path, as: Self.director, body: method == "GET" || method == "DELETE" ? nil : "{}")
+            #expect(reply.status == 503 && reply.problemType == "sealed", "\(method) \(path): \(reply.status)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test("sealed until init; seal, a refused and throttled passphrase, the right one; after SIGKILL, unseal by shares")
+    func sealedLifecycle() throws {
+        let root = DaemonProcess.temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var shares: [String] = []
+        var caseID = ""
+        var note = ""
+        do {
+            let daemon = try DaemonProcess(roles: Self.roles, extra: Self.passphraseSource, root: root)
+            #expect(daemon.waitUntilServing(), "\(daemon.log)")
+            let health = try daemon.call("GET", "/v1/health", expect: 200)
+            #expect(health.json["sealed"] as? Bool == true)
+            #expect(try daemon.call("GET", "/v1/admin/status", expect: 200).json["state"] as? String == "uninitialised")
+            try Self.expectSealed(daemon)
+            // Nothing to unseal yet; a passphrase too short; too few shares.
+            #expect(try daemon.call("POST", "/v1/admin/unseal", body: #"{"passphrase": "\#(Self.passphrase)"}"#, expect: 409).problemType == "wrong-key-source")
+            #expect(try daemon.call("POST", "/v1/admin/init", body: #"{"passphrase": "short"}"#, expect: 400).problemType == "invalid-field")
+            #expect(try daemon.call("POST", "/v1/admin/init", body: #"{"passphrase": "\#(Self.passphrase)", "shares": 1}"#, expect: 400).problemType == "invalid-field")
+            #expect(try daemon.call("POST", "/v1/admin/init", as: Self.director, body: #"{"passphrase": "\#(Self.passphrase)"}"#, expect: 403).problemType == "forbidden")
+            #expect(!FileManager.default.fileExists(atPath: root + "/keys/root.key"), "a refused init made a key")
+
+            let (code, output, errors) = try Self.ctl(["init", "--stdin", "--shares", "5", "--threshold", "3"], daemon, input: Self.passphrase + "\n")
+            #expect(code == 0, "\(errors)")
+            shares = output.split(separator: "\n").map(String.init).filter { $0.hasPrefix("cvshare1-") }
+            #expect(shares.count == 5, "\(output)")
+            #expect(try daemon.call("POST", "/v1/admin/init", body: #"{"passphrase": "\#(Self.passphrase)"}"#, expect: 409).problemType == "already-initialised")
+            // The wrapped key holds no root key in clear, and is no 32-byte key file.
+            let wrapped = try Data(contentsOf: URL(fileURLWithPath: root + "/keys/root.key"))
+            #expect(wrapped.count > 32 && wrapped.prefix(6) == Data("CVWK1\n".utf8))
+
+            caseID = try LifecycleOverSocketTests.agreedCase(daemon)
+            note = try daemon.file(caseID, Bodies.note, as: Self.mediator).string("record_id")
+            let before = try daemon.call("GET", "/v1/records/\(note)", as: Self.mediator, expect: 200).body
+
+            #expect(try Self.ctl(["seal"], daemon).0 == 0)
+            try Self.expectSealed(daemon)
+            #expect(try daemon.call("GET", "/v1/health", expect: 200).json["sealed"] as? Bool == true)
+
+            // A wrong passphrase: refused after Argon2id, saying nothing else; at once again: throttled.
+            let wrong = try Self.ctl(["unseal", "--stdin"], daemon, input: "not the passphrase at all\n")
+            #expect(wrong.0 == 1 && wrong.2.contains("does not open the root key"), "\(wrong)")
+            let hurried = try Self.ctl(["unseal", "--stdin"], daemon, input: Self.passphrase + "\n")
+            #expect(hurried.0 == 1 && hurried.2.contains("unseal-throttled"), "\(hurried)")
+            let again = try daemon.call("POST", "/v1/admin/unseal", body: #"{"passphrase": "not the passphrase either"}"#, expect: 429)
+            #expect(again.problemType == "unseal-throttled")
+            usleep(1_200_000)
+            let right = try Self.ctl(["unseal", "--stdin"], daemon, input: Self.passphrase + "\n")
+            #expect(right.0 == 0, "\(right)")
+            #expect(try daemon.call("GET", "/v1/records/\(note)", as: Self.mediator, expect: 200).body == before)
+            #expect(try Self.ctl(["unseal", "--stdin"], daemon, input: "whatever it is now\n").0 == 0, "unsealing an unsealed vault is a no-op")
+            daemon.crash()
+        }
+        // After a crash: sealed again; shares one at a time, a damaged one refused without losing count.
+        let daemon = try DaemonProcess(roles: Self.roles, extra: Self.passphraseSource, root: root)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        try Self.expectSealed(daemon)
+        let two = try Self.ctl(["unseal", "--share", "--stdin"], daemon, input: shares[4] + "\n" + shares[1] + "\n")
+        #expect(two.0 == 2 && two.1.contains("2 of 3") && two.1.contains("still sealed"), "\(two)")
+        #expect((try daemon.call("GET", "/v1/admin/status", expect: 200).json["keys"] as? [String: Any])?["shares"] as? Int == 2)
+        var damaged = Array(shares[2].utf8)
+        damaged[20] = damaged[20] == UInt8(ascii: "a") ? UInt8(ascii: "b") : UInt8(ascii: "a")
+        let bad = try Self.ctl(["unseal", "--share", "--stdin"], daemon, input: String(decoding: damaged, as: UTF8.self) + "\n")
+        #expect(bad.0 == 1 && bad.2.contains("damaged"), "\(bad)")
+        try Self.expectSealed(daemon)
+        let third = try Self.ctl(["unseal", "--share", "--stdin"], daemon, input: shares[2] + "\n")
+        #expect(third.0 == 0 && third.1.contains("unsealed"), "\(third)")
+        try daemon.call("GET", "/v1/records/\(note)", as: Self.mediator, expect: 200)
+        try daemon.file(caseID, Bodies.note, as: Self.mediator)
+        let verify = try CLITests.ctl(["audit", "verify", "--socket", daemon.socket], as: .root)
+        #expect(verify.0 == 0 && verify.1.contains("intact"), "\(verify.1)")
+    }
+
+    @Test("shares of another vault do not open this one, and count as a refusal")
+    func foreignShares() throws {
+        let other = try DaemonProcess(roles: Self.roles, extra: Self.passphraseSource)
+        #expect(other.waitUntilServing(), "\(other.log)")
+        let made = try Self.ctl(["init", "--stdin", "--shares", "2", "--threshold", "2"], other, input: Self.passphrase + "\n")
+        let foreign = made.1.split(separator: "\n").map(String.init).filter { $0.hasPrefix("cvshare1-") }
+        #expect(foreign.count == 2)
+
+        let daemon = try DaemonProcess(roles: Self.roles, extra: Self.passphraseSource)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        #expect(try Self.ctl(["init", "--stdin"], daemon, input: Self.passphrase + "\n").0 == 0)
+        #expect(try Self.ctl(["seal"], daemon).0 == 0)
+        let refused = try Self.ctl(["unseal", "--share", "--stdin"], daemon, input: foreign.joined(separator: "\n") + "\n")
+        #expect(refused.0 == 1 && refused.2.contains("does not open this data directory"), "\(refused)")
+        #expect(try daemon.call("POST", "/v1/admin/unseal", body: #"{"passphrase": "\#(Self.passphrase)"}"#, expect: 429).problemType == "unseal-throttled")
+        try Self.expectSealed(daemon)
+    }
+
+    @Test("unsealed keys sit in locked memory; a fixed key source cannot be sealed")
+    func lockedMemoryAndFixedSource() throws {
+        let daemon = try DaemonProcess(roles: Self.roles, extra: Self.passphraseSource)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        #expect(try Self.ctl(["init", "--stdin"], daemon, input: Self.passphrase + "\n").0 == 0)
+        let status = try String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/status", encoding: .utf8)
+        let locked = status.split(separator: "\n").first { $0.hasPrefix("VmLck:") }.flatMap { line in
+            line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) }
+        }
+        #expect((locked ?? 0) > 0, "the daemon locks no memory: \(String(describing: locked))")
+
+        let fixed = try DaemonProcess(roles: Self.roles)
+        #expect(fixed.waitUntilServing(), "\(fixed.log)")
+        #expect(try fixed.call("POST", "/v1/admin/seal", expect: 409).problemType == "wrong-key-source")
+        #expect(try fixed.call("GET", "/v1/health", expect: 200).json["sealed"] as? Bool == false)
+    }
+}
