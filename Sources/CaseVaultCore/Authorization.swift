@@ -29,6 +29,7 @@ public enum Action: String, Sendable, CaseIterable {
     case initialise
     case unseal
     case seal
+    case rotate
 
     /// The action that files a record of `type`.
     public static func filing(_ type: RecordType) -> Action {
@@ -114,7 +115,7 @@ public enum Authorization {
         // The audit report holds counts and the first bad entry's number, no entry's contents.
         case .verifyAudit: return [.role(.director), .role(.operator)]
         // Key custody is the operator's: it opens the vault, and says nothing about any record.
-        case .initialise, .unseal, .seal: return [.role(.operator)]
+        case .initialise, .unseal, .seal, .rotate: return [.role(.operator)]
         }
     }
 

@@ -87,6 +87,43 @@ extension Routes {
         return try JSONResponse.make(Unsealed(sealed: true))
     }
 
+    struct Rotated: Encodable {
+        var epoch: UInt32
+        var opened: Bool
+        var rewrapped: Int
+        var remaining: Int
+        var complete: Bool
+        var retired: [UInt32]
+    }
+
+    /// Rotates the key-encryption key (`RecordStore.rotate`): `limit` bounds the slots this call rewraps,
+    /// so that a client can show progress; the next call carries on.
+    func rotate(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.rotate)
+        let body: JSONValue
+        if request.headers[.contentType] == nil, (request.headers[.contentLength].flatMap(Int.init) ?? 0) == 0 {
+            body = .object([:])
+        } else {
+            body = try await request.jsonObject(self.configuration)
+        }
+        try body.onlyFields(["limit"])
+        var limit: Int?
+        if let value = body["limit"], value != .null {
+            guard case .integer(let number) = value, number > 0, number <= Int64(Int32.max) else {
+                throw body.mistyped("limit", "a whole number of key slots from 1 up")
+            }
+            limit = Int(number)
+        }
+        let most = limit
+        let report = try await self.run { store throws(CaseVaultError) in try store.rotate(limit: most) }
+        return try JSONResponse.make(
+            Rotated(
+                epoch: report.epoch, opened: report.opened, rewrapped: report.rewrapped, remaining: report.remaining,
+                complete: report.complete, retired: report.retired
+            )
+        )
+    }
+
     /// The passphrase member: a string of at least `minimumPassphraseCharacters` characters.
     static func passphrase(_ body: JSONValue) throws(CaseVaultError) -> [UInt8] {
         guard case .string(let text) = body["passphrase"] else {

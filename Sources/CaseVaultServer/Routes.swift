@@ -119,6 +119,15 @@ struct Routes: Sendable {
         /// While an unseal by shares is under way.
         var shares: Int?
         var threshold: Int?
+        /// While unsealed: the epoch new keys are wrapped under, and every epoch not yet retired (more
+        /// than one while a rotation is under way).
+        var epoch: UInt32?
+        var activeEpochs: [UInt32]?
+
+        enum CodingKeys: String, CodingKey {
+            case source, initialised, shares, threshold, epoch
+            case activeEpochs = "active_epochs"
+        }
     }
 
     func status(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
@@ -132,13 +141,17 @@ struct Routes: Sendable {
         case .passphrase: source = "passphrase"
         }
         let state = failure != nil ? "audit-unavailable" : sealed ? (self.keeper.isInitialised ? "sealed" : "uninitialised") : "serving"
+        let epochs = sealed ? nil : try? await self.run { store throws(CaseVaultError) in (store.currentEpoch, try store.activeEpochs()) }
         return try JSONResponse.make(
             Status(
                 state: state,
                 sealed: sealed,
                 reason: failure.map(Self.auditReason),
                 audit: AuditStatus(entries: self.audit.entries, writable: failure == nil),
-                keys: KeyStatus(source: source, initialised: self.keeper.isInitialised, shares: progress?.received, threshold: progress?.threshold)
+                keys: KeyStatus(
+                    source: source, initialised: self.keeper.isInitialised, shares: progress?.received, threshold: progress?.threshold,
+                    epoch: epochs?.0, activeEpochs: epochs?.1
+                )
             )
         )
     }

@@ -22,6 +22,8 @@ final class Barrier: Sendable {
 
     private let rootKey: SecureBytes
     private let keyEncryptionKeys = Mutex<[UInt32: SecureBytes]>([:])
+    /// Epochs no slot may use any more: their keys are never derived again.
+    private let retiredEpochs = Mutex<Set<UInt32>>([])
     /// Signs destruction certificates: Ed25519 from a seed derived from the root key (crypto_kdf).
     private let certificateKey: SigningKey
     /// Seals legal holds' reasons, which may name people or matters (crypto_kdf from the root key).
@@ -92,7 +94,20 @@ final class Barrier: Sendable {
         Array("casevault.hold.v1".utf8) + Array(holdID.utf8) + caseID.bytes
     }
 
+    /// Retires `epochs`: their keys are dropped (zeroed) and a slot under one of them no longer opens.
+    func retire(_ epochs: [UInt32]) {
+        self.retiredEpochs.withLock { $0.formUnion(epochs) }
+        self.keyEncryptionKeys.withLock { keys in
+            for epoch in epochs {
+                keys.removeValue(forKey: epoch)?.wipe()
+            }
+        }
+    }
+
     private func keyEncryptionKey(epoch: UInt32) throws(CaseVaultError) -> SecureBytes {
+        guard !self.retiredEpochs.withLock({ $0.contains(epoch) }) else {
+            throw Self.integrityFailure("key slot")
+        }
         if let key = self.keyEncryptionKeys.withLock({ $0[epoch] }) {
             return key
         }

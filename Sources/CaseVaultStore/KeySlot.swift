@@ -38,6 +38,13 @@ enum KeySlot {
     }
 
     /// Parses a slot; `nil` when its magic or checksum is wrong (scrubbed, torn or never written).
+    /// The epoch a slot's key is wrapped under, without decoding the rest; 0 for a slot holding no key.
+    static func epoch(of slot: ArraySlice<UInt8>) -> UInt32 {
+        guard slot.count == Self.size, slot.prefix(4).elementsEqual(Self.magic) else { return 0 }
+        let start = slot.startIndex + 4
+        return UInt32(littleEndianBytes: Array(slot[start..<(start + 4)])[...])
+    }
+
     static func decode(_ slot: [UInt8]) -> Decoded? {
         guard slot.count == Self.size, Array(slot[0..<4]) == Self.magic else { return nil }
         let checksum = Hash.blake2b(slot[0..<Self.checksumOffset], length: 16)

@@ -33,6 +33,15 @@ final class KeySlotFile: Sendable {
         try self.handle.read(count: KeySlot.size, at: slot * Int64(KeySlot.size))
     }
 
+    /// `count` slots from `first` in one read (short at the end of the file).
+    func readRange(_ first: Int64, count: Int64) throws(CaseVaultError) -> [UInt8] {
+        var bytes = try self.handle.read(count: Int(count) * KeySlot.size, at: first * Int64(KeySlot.size))
+        if bytes.count < Int(count) * KeySlot.size {
+            bytes += [UInt8](repeating: 0, count: Int(count) * KeySlot.size - bytes.count)
+        }
+        return bytes
+    }
+
     func write(_ slot: Int64, _ bytes: [UInt8]) throws(CaseVaultError) {
         precondition(bytes.count == KeySlot.size, "a key slot is \(KeySlot.size) bytes")
         let capacity = self.capacity.withLock { $0 }

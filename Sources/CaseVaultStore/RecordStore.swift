@@ -23,7 +23,8 @@ public final class RecordStore: Sendable {
     let barrier: Barrier
     let validator: RecordValidator
     let writer: Mutex<WriterState>
-    let epoch: UInt32
+    /// The epoch new keys are wrapped under; rotation moves it on.
+    let epochs: Mutex<EpochState>
     let writes: WriteQueue<PendingPut, Result<RecordMetadata, CaseVaultError>>
     let caseLocks = CaseLocks()
     let logger: Logger
@@ -31,6 +32,10 @@ public final class RecordStore: Sendable {
 
     /// What the single writer changes as it commits: which slot and which segment region come next.
     /// Only the holder of the write queue touches it; it is persisted in the index by the same commit.
+    struct EpochState {
+        var current: UInt32
+    }
+
     struct WriterState {
         var slots: SlotAllocator
         var cursor: Segments.Cursor
@@ -91,6 +96,9 @@ public final class RecordStore: Sendable {
         }
         let barrier = try Barrier(rootKey: rootKey)
         try Self.checkRootKey(barrier, index)
+        barrier.retire(try index.read { db in
+            try Int64.fetchAll(db, sql: "SELECT epoch FROM epochs WHERE retired_at IS NOT NULL").map { UInt32($0) }
+        })
         let store = RecordStore(
             configuration: configuration,
             directory: directory,
@@ -146,7 +154,7 @@ public final class RecordStore: Sendable {
         self.barrier = barrier
         self.validator = RecordValidator(maxContentBytes: configuration.maxContentBytes)
         self.writer = Mutex(state)
-        self.epoch = epoch
+        self.epochs = Mutex(EpochState(current: epoch))
         self.writes = WriteQueue(maxBatch: configuration.maxBatch)
         self.logger = logger
     }
@@ -261,7 +269,7 @@ public final class RecordStore: Sendable {
                 try self.segments.write(put.sealed, at: place.location)
                 self.observe(.putAfterBlobWrite)
                 let wrapped = try self.barrier.wrap(
-                    dataKey: put.dataKey, recordID: put.metadata.id, slot: place.slot, epoch: self.epoch
+                    dataKey: put.dataKey, recordID: put.metadata.id, slot: place.slot, epoch: self.currentEpoch
                 )
                 try self.slots.write(place.slot, wrapped)
             }

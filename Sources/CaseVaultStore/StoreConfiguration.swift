@@ -82,4 +82,7 @@ public enum CrashPoint: String, Sendable, CaseIterable {
     case shredAfterCiphertextOverwrite = "shred.after-ciphertext-overwrite"
     case shredAfterIndexRemoval = "shred.after-index-removal"
     case sweepAfterBatch = "sweep.after-batch"
+    case rotateAfterEpoch = "rotate.after-epoch"
+    case rotateAfterBatch = "rotate.after-batch"
+    case rotateAfterSlotWrite = "rotate.after-slot-write"
 }

@@ -26,7 +26,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Records a sweep disposes per batch (retention.sweep_batch).") var sweepBatch = StoreConfiguration.defaultSweepBatch
     @Flag(help: "Only the sweep figures.") var sweepOnly = false
     @Flag(help: "Only the audit log figures.") var auditOnly = false
-    @Flag(help: "Only the key figures (unseal time).") var keysOnly = false
+    @Flag(help: "Only the key figures (unseal time, rotation).") var keysOnly = false
+    @Option(help: "Key slots the rotation benchmark rewraps.") var rotationSlots = 100_000
 
     func run() throws {
         let root = try self.makeRoot()
@@ -42,6 +43,7 @@ struct Bench: ParsableCommand {
         }
         if self.keysOnly {
             try self.keyFigures(root: root)
+            try self.rotationFigure(root: root)
             return
         }
 
@@ -93,6 +95,7 @@ struct Bench: ParsableCommand {
         store.close()
         try self.auditFigures(root: root)
         try self.keyFigures(root: root)
+        try self.rotationFigure(root: root)
         try self.sweepFigures(root: root)
     }
 

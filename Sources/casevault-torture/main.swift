@@ -16,7 +16,7 @@ struct Torture: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "casevault-torture",
         abstract: "Crash-test helper for the CaseVault store (used by make test).",
-        subcommands: [PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self, RefuseExecGain.self]
+        subcommands: [PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self, Rotate.self, RefuseExecGain.self]
     )
 }
 
@@ -179,6 +179,36 @@ extension Torture {
             }
             let report = try store.sweep()
             emit("swept \(report.disposed)")
+            if self.dieAfterMicroseconds != nil { usleep(1_000_000) }
+        }
+    }
+}
+
+extension Torture {
+    struct Rotate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Rotate the key-encryption key, dying by SIGKILL at a crash point or after a delay."
+        )
+        @OptionGroup var store: StoreOptions
+        @Option(help: "Slots per batch.") var batch: Int = 1000
+        @Option(help: "The crash point to die at.") var crashAt: String?
+        @Option(help: "Pass the crash point this many times before dying.") var crashAfterPasses: Int = 0
+        @Option(help: "Die by SIGKILL this many microseconds after the store opened.") var dieAfterMicroseconds: Int?
+
+        func run() throws {
+            let point = try self.crashAt.map { name in
+                guard let point = CrashPoint(rawValue: name) else { throw ValidationError("unknown crash point") }
+                return point
+            }
+            let store = try self.store.open(crashAt: point, after: self.crashAfterPasses)
+            if let delay = self.dieAfterMicroseconds {
+                Thread {
+                    usleep(UInt32(delay))
+                    kill(getpid(), SIGKILL)
+                }.start()
+            }
+            let report = try store.rotate(batch: self.batch)
+            emit("rotated \(report.epoch) \(report.rewrapped) \(report.remaining)")
             if self.dieAfterMicroseconds != nil { usleep(1_000_000) }
         }
     }

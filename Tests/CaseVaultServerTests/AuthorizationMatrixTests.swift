@@ -218,6 +218,10 @@ struct AuthorizationMatrixTests {
             allowed: [.operator, .root], mutates: false, allowedStatus: 409
         ),
         Operation(name: "seal", method: "POST", path: { _ in "/v1/admin/seal" }, allowed: [.operator, .root], mutates: false, allowedStatus: 409),
+        Operation(
+            name: "rotate the keys", method: "POST", path: { _ in "/v1/admin/rotate" }, body: #"{"limit": 1}"#, allowed: [.operator, .root],
+            mutates: false
+        ),
         Operation(name: "list the roster", method: "GET", path: { _ in "/v1/roster/mediators" }, allowed: [.director], mutates: false),
         Operation(
             name: "read a roster entry", method: "GET", path: { _ in "/v1/roster/mediators/uid:4002" }, allowed: [.director],

@@ -171,4 +171,26 @@ struct KeyCustodyTests {
         #expect(try fixed.call("POST", "/v1/admin/seal", expect: 409).problemType == "wrong-key-source")
         #expect(try fixed.call("GET", "/v1/health", expect: 200).json["sealed"] as? Bool == false)
     }
+
+    @Test("casevaultctl rotate: every slot under a new epoch in steps, the old one retired, records intact; refused to others")
+    func rotateOverTheSocket() throws {
+        let daemon = try DaemonProcess(roles: Self.roles)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let caseID = try LifecycleOverSocketTests.agreedCase(daemon)
+        let notes = try (0..<5).map { _ in try daemon.file(caseID, Bodies.note, as: Self.mediator).string("record_id") }
+        let before = try notes.map { try daemon.call("GET", "/v1/records/\($0)", as: Self.mediator, expect: 200).body }
+        let first = try Self.ctl(["rotate"], daemon)
+        #expect(first.0 == 0 && first.1.contains("epoch      2") && first.1.contains("retired    1"), "\(first)")
+        let (code, output, errors) = try Self.ctl(["rotate", "--json", "--step", "3"], daemon)
+        #expect(code == 0, "\(errors)")
+        let report = (try? JSONSerialization.jsonObject(with: Data(output.utf8))) as? [String: Any]
+        #expect(report?["epoch"] as? Int == 3 && report?["retired"] as? [Int] == [2], "\(output)")
+        let status = try daemon.call("GET", "/v1/admin/status", expect: 200).json["keys"] as? [String: Any]
+        #expect(status?["epoch"] as? Int == 3 && status?["active_epochs"] as? [Int] == [3], "\(String(describing: status))")
+        for (note, body) in zip(notes, before) {
+            #expect(try daemon.call("GET", "/v1/records/\(note)", as: Self.mediator, expect: 200).body == body)
+        }
+        #expect(try daemon.call("POST", "/v1/admin/rotate", as: Self.director, body: "{}", expect: 403).problemType == "forbidden")
+        #expect(try daemon.call("POST", "/v1/admin/rotate", body: #"{"limit": 0}"#, expect: 400).problemType == "invalid-field")
+    }
 }

@@ -1,0 +1,130 @@
+public import CaseVaultCore
+internal import GRDB
+
+/// What a rotation call did (DESIGN §4: rotation opens a new epoch and rewraps slots; an epoch is retired
+/// once no slot uses it).
+public struct RotationReport: Sendable, Equatable {
+    /// The epoch every slot is being moved to.
+    public var epoch: UInt32
+    /// Whether this call opened that epoch (otherwise it carried on a rotation already under way).
+    public var opened: Bool
+    /// Slots rewrapped by this call.
+    public var rewrapped: Int
+    /// Live slots still under an older epoch.
+    public var remaining: Int
+    /// Epochs this call retired.
+    public var retired: [UInt32]
+
+    public var complete: Bool { self.remaining == 0 }
+}
+
+extension RecordStore {
+    /// The epoch new keys are wrapped under.
+    public var currentEpoch: UInt32 {
+        self.epochs.withLock { $0.current }
+    }
+
+    /// Epochs not yet retired, oldest first.
+    public func activeEpochs() throws(CaseVaultError) -> [UInt32] {
+        try self.index.read { db in
+            try Int64.fetchAll(db, sql: "SELECT epoch FROM epochs WHERE retired_at IS NULL ORDER BY epoch").map { UInt32($0) }
+        }
+    }
+
+    /// Rotates the key-encryption key: opens a new epoch unless a rotation is under way (more than one
+    /// active epoch: a rotation a crash or a `limit` interrupted), then rewraps live slots under it in
+    /// batches of `batch`, at most `limit` of them, and retires every older epoch once no live slot uses
+    /// one.
+    ///
+    /// Each batch runs as the only writer: every slot is read, unwrapped with its own epoch's key, wrapped
+    /// under the new one for the same slot and record, and written back in place (a 128-byte slot lies
+    /// within one disk sector, so a crash leaves it old or new, and both open); then one flush. New puts
+    /// use the new epoch from the moment it is committed. Shreds and puts wait while a batch runs.
+    public func rotate(limit: Int? = nil, batch: Int = 5000, progress: (RotationReport) -> Void = { _ in }) throws(CaseVaultError) -> RotationReport {
+        let batch = max(1, batch)
+        let (target, opened) = try self.writes.exclusive { () throws(CaseVaultError) -> (UInt32, Bool) in
+            let active = try self.activeEpochs()
+            if active.count > 1, let newest = active.last {
+                return (newest, false)
+            }
+            let next = (active.last ?? 1) + 1
+            let now = self.now()
+            try self.index.write { db in
+                try db.execute(sql: "INSERT INTO epochs (epoch, created_at) VALUES (?, ?)", arguments: [next, now])
+            }
+            self.epochs.withLock { $0.current = next }
+            self.observe(.rotateAfterEpoch)
+            return (next, true)
+        }
+        var report = RotationReport(epoch: target, opened: opened, rewrapped: 0, remaining: 0, retired: [])
+        var pending = try self.slotsToRewrap(target: target)
+        while !pending.isEmpty, report.rewrapped < (limit ?? Int.max) {
+            let take = min(batch, pending.count, (limit ?? Int.max) - report.rewrapped)
+            let chunk = Array(pending.prefix(take))
+            pending.removeFirst(take)
+            report.rewrapped += try self.writes.exclusive { () throws(CaseVaultError) -> Int in
+                try self.rewrap(chunk, target: target)
+            }
+            self.observe(.rotateAfterBatch)
+            report.remaining = pending.count
+            progress(report)
+        }
+        report.remaining = try self.slotsToRewrap(target: target).count
+        if report.remaining == 0 {
+            report.retired = try self.writes.exclusive { () throws(CaseVaultError) -> [UInt32] in
+                // Checked again as the only writer: no put or shred can slip an old slot in meanwhile.
+                guard try self.slotsToRewrap(target: target).isEmpty else { return [] }
+                let now = self.now()
+                let retired = try self.index.write { db in
+                    let older = try Int64.fetchAll(
+                        db, sql: "SELECT epoch FROM epochs WHERE retired_at IS NULL AND epoch <> ? ORDER BY epoch", arguments: [target]
+                    )
+                    try db.execute(sql: "UPDATE epochs SET retired_at = ? WHERE retired_at IS NULL AND epoch <> ?", arguments: [now, target])
+                    return older.map { UInt32($0) }
+                }
+                self.barrier.retire(retired)
+                return retired
+            }
+        }
+        self.logger.notice(
+            "key rotation",
+            metadata: ["epoch": "\(target)", "slots.rewrapped": "\(report.rewrapped)", "slots.remaining": "\(report.remaining)"]
+        )
+        return report
+    }
+
+    /// Live records whose slot is under another epoch than `target`: one read of the slot file.
+    func slotsToRewrap(target: UInt32) throws(CaseVaultError) -> [(id: RecordID, slot: Int64)] {
+        let live = try self.index.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, slot FROM records WHERE state = 'live' ORDER BY slot").map { row -> (RecordID, Int64) in
+                (try RecordID(row["id"] as String), row["slot"])
+            }
+        }
+        guard let last = live.last?.1 else { return [] }
+        let file = try self.slots.readRange(0, count: last + 1)
+        return live.filter { _, slot in
+            let offset = Int(slot) * KeySlot.size
+            return KeySlot.epoch(of: file[offset..<(offset + KeySlot.size)]) != target
+        }
+    }
+
+    /// Rewraps `slots` under `target` and flushes them: called as the only writer. A record shredded or
+    /// rewrapped since the list was made is skipped.
+    private func rewrap(_ slots: [(id: RecordID, slot: Int64)], target: UInt32) throws(CaseVaultError) -> Int {
+        guard let first = slots.first?.slot, let last = slots.last?.slot else { return 0 }
+        let stillLive = try self.index.read { db in
+            try Set(Int64.fetchAll(db, sql: "SELECT slot FROM records WHERE state = 'live' AND slot BETWEEN ? AND ?", arguments: [first, last]))
+        }
+        var count = 0
+        for (id, slot) in slots where stillLive.contains(slot) {
+            let bytes = try self.slots.read(slot)
+            guard KeySlot.epoch(of: bytes[...]) != target else { continue }
+            let dataKey = try self.barrier.unwrap(slotBytes: bytes, recordID: id, slot: slot)
+            try self.slots.write(slot, try self.barrier.wrap(dataKey: dataKey, recordID: id, slot: slot, epoch: target))
+            self.observe(.rotateAfterSlotWrite)
+            count += 1
+        }
+        try self.slots.flush()
+        return count
+    }
+}
