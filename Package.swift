@@ -125,6 +125,8 @@ let package = Package(
             dependencies: [
                 "CaseVaultDaemon",
                 "CaseVaultAudit",
+                "CaseVaultStore",
+                .product(name: "Logging", package: "swift-log"),
                 "CaseVaultServer",
                 "CaseVaultCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

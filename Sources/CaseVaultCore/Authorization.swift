@@ -30,6 +30,7 @@ public enum Action: String, Sendable, CaseIterable {
     case unseal
     case seal
     case rotate
+    case backup
 
     /// The action that files a record of `type`.
     public static func filing(_ type: RecordType) -> Action {
@@ -115,7 +116,8 @@ public enum Authorization {
         // The audit report holds counts and the first bad entry's number, no entry's contents.
         case .verifyAudit: return [.role(.director), .role(.operator)]
         // Key custody is the operator's: it opens the vault, and says nothing about any record.
-        case .initialise, .unseal, .seal, .rotate: return [.role(.operator)]
+        // Backups and the shred ledger: sealed bytes and record ids, never content in clear.
+        case .initialise, .unseal, .seal, .rotate, .backup: return [.role(.operator)]
         }
     }
 

@@ -13,6 +13,8 @@ public enum ShredMethod: String, Sendable, Codable, CaseIterable {
     case retentionSweep = "retention_sweep"
     /// Finished by crash recovery for records marked before orders were kept.
     case recovery = "recovery"
+    /// A restore re-applying the live vault's shred ledger: a record shredded there stays shredded.
+    case restoreLedger = "restore_ledger"
 }
 
 /// Who authorised an action: the peer's uid and the role the action was allowed under.

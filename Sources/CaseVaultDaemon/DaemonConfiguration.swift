@@ -119,6 +119,21 @@ public struct DaemonConfiguration: Sendable, Equatable {
         }
     }
 
+    /// `[backup]`: backup keys and how long they live.
+    public struct Backup: Sendable, Equatable, Decodable {
+        /// Where each backup's key is kept, sealed (default: `backup.keys` beside store.root_key_file).
+        public var keyFile: String?
+        /// Days a backup key is kept; older ones are destroyed at the next backup (default 35).
+        public var retentionDays: Int?
+
+        public init() {}
+
+        enum CodingKeys: String, CodingKey {
+            case keyFile = "key_file"
+            case retentionDays = "retention_days"
+        }
+    }
+
     /// `[keys]`: where the root key comes from.
     public struct Keys: Sendable, Equatable, Decodable {
         /// `file` (the default: store.root_key_file), `systemd-credential` or `passphrase`
@@ -159,6 +174,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var keys = Keys()
     public var statistics = StatisticsSettings()
     public var audit = AuditSettings()
+    public var backup = Backup()
     public var testing = Testing()
     /// Role name → principals, as written; `roleMap()` resolves them.
     public var roles: [String: [String]]
@@ -206,6 +222,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         configuration.keys = decoded.keys ?? Keys()
         configuration.statistics = decoded.statistics ?? StatisticsSettings()
         configuration.audit = decoded.audit ?? AuditSettings()
+        configuration.backup = decoded.backup ?? Backup()
         configuration.testing = decoded.testing ?? Testing()
         try configuration.validate()
         _ = try configuration.roleMap()
@@ -247,6 +264,10 @@ public struct DaemonConfiguration: Sendable, Equatable {
         try Self.check(self.retention.sweepBatch.map(Int64.init), in: 1...100_000, "retention.sweep_batch")
         try Self.check(self.statistics.k.map(Int64.init), in: 2...1000, "statistics.k")
         try Self.check(self.audit.checkpointEvery.map(Int64.init), in: 1...1_000_000, "audit.checkpoint_every")
+        try Self.check(self.backup.retentionDays.map(Int64.init), in: 1...3650, "backup.retention_days")
+        if let file = self.backup.keyFile, file.isEmpty {
+            throw CaseVaultError(.invalidConfiguration, "backup.key_file must not be empty", field: "backup.key_file")
+        }
         if let source = self.keys.source, !Keys.sources.contains(source) {
             throw CaseVaultError(.invalidConfiguration, "keys.source must be file, systemd-credential or passphrase", field: "keys.source")
         }
@@ -336,7 +357,17 @@ public struct DaemonConfiguration: Sendable, Equatable {
         var keys: Keys?
         var statistics: StatisticsSettings?
         var audit: AuditSettings?
+        var backup: Backup?
         var testing: Testing?
+    }
+
+    /// The backup key file: `[backup] key_file`, or `backup.keys` beside the root key file.
+    public func backupKeyFile(relativeTo base: URL) -> String {
+        let rootKey = URL(fileURLWithPath: self.store.rootKeyFile, relativeTo: base).standardizedFileURL
+        if let file = self.backup.keyFile {
+            return URL(fileURLWithPath: file, relativeTo: base).standardizedFileURL.path
+        }
+        return rootKey.deletingLastPathComponent().appendingPathComponent("backup.keys").path
     }
 
     /// Argon2id's cost for a new wrapped root key (`[keys]`), libsodium's "moderate" by default.
@@ -382,7 +413,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
             maxConnections: self.server.maxConnections ?? defaults.maxConnections,
             offices: self.offices,
             socketGroup: group,
-            statisticsK: self.statistics.k ?? defaults.statisticsK
+            statisticsK: self.statistics.k ?? defaults.statisticsK,
+            backupKeyFile: self.backupKeyFile(relativeTo: base),
+            backupRetentionDays: self.backup.retentionDays ?? 35
         )
     }
 

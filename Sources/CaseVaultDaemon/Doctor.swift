@@ -43,6 +43,7 @@ public enum Doctor {
                     detail: "systemd credential \(configuration.keys.credential ?? "casevault-root-key"), read from $CREDENTIALS_DIRECTORY at start (LoadCredentialEncrypted= binds it to this host's TPM)"
                 ),
             Self.auditLog(data + "/audit/log"),
+            Self.backupKeys(configuration.backupKeyFile(relativeTo: base), dataDirectory: data),
             Self.swap(),
             Self.coreDumps(),
         ]
@@ -148,6 +149,23 @@ public enum Doctor {
             }
         }
         return Check(name: name, status: .pass, detail: "\(path): \(Self.userName(info.st_uid)), mode \(String(mode, radix: 8)), \(info.st_size) bytes")
+    }
+
+    /// The backup key file: private, outside the data directory (a copy of the data must not carry it).
+    static func backupKeys(_ path: String, dataDirectory: String) -> Check {
+        let name = "backup keys"
+        if path.hasPrefix(dataDirectory + "/") {
+            return Check(name: name, status: .fail, detail: "\(path) is inside the data directory: a copy of the data would carry the backups' keys")
+        }
+        var info = stat()
+        guard lstat(path, &info) == 0 else {
+            return Check(name: name, status: .pass, detail: "\(path) does not exist yet (the first backup creates it)")
+        }
+        let mode = info.st_mode & 0o7777
+        guard info.st_mode & S_IFMT == S_IFREG, mode & 0o077 == 0 else {
+            return Check(name: name, status: .fail, detail: "\(path): mode \(String(mode, radix: 8)); it must be a regular file with mode 0600")
+        }
+        return Check(name: name, status: .pass, detail: "\(path): \(Self.userName(info.st_uid)), mode \(String(mode, radix: 8)); keep it apart from the backups")
     }
 
     /// Swap: none, in memory (zram) or encrypted (dm-crypt); anything else may carry plaintext to disk.

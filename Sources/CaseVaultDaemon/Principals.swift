@@ -1,5 +1,5 @@
-public import CaseVaultCore
-public import CaseVaultServer
+internal import CaseVaultCore
+internal import CaseVaultServer
 
 #if canImport(Glibc)
 internal import Glibc

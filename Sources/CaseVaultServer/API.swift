@@ -25,6 +25,8 @@ public enum API {
         (Route(method: .post, path: "/v1/admin/unseal"), { routes in routes.unseal }),
         (Route(method: .post, path: "/v1/admin/seal"), { routes in routes.seal }),
         (Route(method: .post, path: "/v1/admin/rotate"), { routes in routes.rotate }),
+        (Route(method: .post, path: "/v1/admin/backup"), { routes in routes.backup }),
+        (Route(method: .get, path: "/v1/admin/ledger"), { routes in routes.ledger }),
         (Route(method: .post, path: "/v1/cases"), { routes in routes.openCase }),
         (Route(method: .get, path: "/v1/cases/{case_id}"), { routes in routes.readCase }),
         (Route(method: .get, path: "/v1/cases/{case_id}/participants"), { routes in routes.readParticipants }),

@@ -101,8 +101,10 @@ extension Routes {
         var certificates: Int
         var byType: [String: Counts]
         var totals: Counts
+        var backupKeysDestroyed: Int
 
-        init(_ report: SweepReport) {
+        init(_ report: SweepReport, backupKeysDestroyed: Int) {
+            self.backupKeysDestroyed = backupKeysDestroyed
             self.dryRun = report.dryRun
             self.asOf = JSONResponse.time(report.asOf)
             self.complete = report.complete
@@ -115,11 +117,13 @@ extension Routes {
 
         enum CodingKeys: String, CodingKey {
             case dryRun = "dry_run", asOf = "as_of", complete, certificates, byType = "by_type", totals
+            case backupKeysDestroyed = "backup_keys_destroyed"
         }
     }
 
     /// `POST /v1/admin/sweep` `{"dry_run"?, "limit"?}` (an empty body is `{}`): disposes every record
-    /// whose retention has run out and that no hold covers, and reports counts by type. Operator.
+    /// whose retention has run out and that no hold covers, and reports counts by type; then destroys the
+    /// backup keys older than `[backup] retention_days`. Operator.
     func sweep(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let authority = try context.authority(.sweep)
         let body: JSONValue
@@ -142,10 +146,16 @@ extension Routes {
             limit = Int(number)
         }
         let (dry, most) = (dryRun, limit)
-        let report = try await self.run { store throws(CaseVaultError) in
-            try store.sweep(dryRun: dry, limit: most, authority: authority)
+        let keys = self.configuration.backupKeyFile.map(BackupKeyFile.init(path:))
+        let days = self.configuration.backupRetentionDays
+        let (report, destroyed) = try await self.run { store throws(CaseVaultError) in
+            let report = try store.sweep(dryRun: dry, limit: most, authority: authority)
+            let destroyed = try keys.map { keys throws(CaseVaultError) in
+                try store.destroyExpiredBackupKeys(keys, retentionDays: days, dryRun: dry)
+            } ?? 0
+            return (report, destroyed)
         }
-        return try JSONResponse.make(SweepBody(report))
+        return try JSONResponse.make(SweepBody(report, backupKeysDestroyed: destroyed))
     }
 
     // MARK: Statistics

@@ -24,6 +24,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var socketGroup: UInt32?
     /// Statistics: a cell counting fewer than this many cases is suppressed (DESIGN §11).
     public var statisticsK: Int
+    /// The backup key file (outside the data directory), and how many days a backup key is kept before
+    /// it is destroyed, making its backup unreadable.
+    public var backupKeyFile: String?
+    public var backupRetentionDays: Int = 35
 
     public init(
         socketPath: String,
@@ -36,8 +40,12 @@ public struct ServerConfiguration: Sendable, Equatable {
         blockingThreads: Int = 32,
         offices: [String: String] = [:],
         socketGroup: UInt32? = nil,
-        statisticsK: Int = 11
+        statisticsK: Int = 11,
+        backupKeyFile: String? = nil,
+        backupRetentionDays: Int = 35
     ) {
+        self.backupKeyFile = backupKeyFile
+        self.backupRetentionDays = backupRetentionDays
         self.socketPath = socketPath
         self.maxBodyBytes = maxBodyBytes
         self.maxAttachmentBytes = maxAttachmentBytes

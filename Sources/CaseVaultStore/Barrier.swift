@@ -19,6 +19,7 @@ final class Barrier: Sendable {
     private static let certificateContext: StaticString = "cv-cert1"
     private static let holdContext: StaticString = "cv-hold1"
     private static let auditContext: StaticString = "cv-audit"
+    private static let backupContext: StaticString = "cv-bkup1"
 
     private let rootKey: SecureBytes
     private let keyEncryptionKeys = Mutex<[UInt32: SecureBytes]>([:])
@@ -30,6 +31,8 @@ final class Barrier: Sendable {
     private let holdKey: SecureBytes
     /// Signs the audit log's checkpoints: Ed25519 from its own seed (crypto_kdf), apart from the certificates'.
     private let auditKey: SigningKey
+    /// Seals each backup's own key in the backup key file (crypto_kdf from the root key).
+    private let backupWrappingKey: SecureBytes
 
     init(rootKey: SecureBytes) throws(CaseVaultError) {
         self.rootKey = rootKey
@@ -38,6 +41,7 @@ final class Barrier: Sendable {
             self.certificateKey = try SigningKey(seed: seed)
             self.holdKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.holdContext, id: 1)
             self.auditKey = try SigningKey(seed: try KeyDerivation.deriveKey(from: rootKey, context: Self.auditContext, id: 1))
+            self.backupWrappingKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.backupContext, id: 1)
         } catch {
             throw CaseVaultError(.keyUnavailable, "the certificate signing key could not be derived", cause: error)
         }
@@ -64,6 +68,7 @@ final class Barrier: Sendable {
         self.holdKey.wipe()
         self.certificateKey.wipe()
         self.auditKey.wipe()
+        self.backupWrappingKey.wipe()
         self.keyEncryptionKeys.withLock { keys in
             for key in keys.values { key.wipe() }
             keys.removeAll()
@@ -74,6 +79,29 @@ final class Barrier: Sendable {
     var auditSigner: AuditSigner {
         let key = self.auditKey
         return AuditSigner(publicKey: key.publicKey, sign: { message in key.signature(for: message) })
+    }
+
+    // MARK: Backup keys
+
+    func sealBackupKey(_ key: SecureBytes, id: [UInt8], created: [UInt8]) -> [UInt8] {
+        key.withUnsafeBytes { bytes in
+            AEAD.seal(bytes, key: self.backupWrappingKey, associatedData: Array("casevault.backup-key.v1".utf8) + id + created)
+        }
+    }
+
+    func openBackupKey(_ sealed: [UInt8], id: [UInt8], created: [UInt8]) throws(CaseVaultError) -> SecureBytes {
+        var key: [UInt8]
+        do {
+            key = try AEAD.open(sealed, key: self.backupWrappingKey, associatedData: Array("casevault.backup-key.v1".utf8) + id + created)
+        } catch {
+            throw Self.integrityFailure("backup key")
+        }
+        defer { Memory.zero(&key) }
+        do {
+            return try SecureBytes(copying: key)
+        } catch {
+            throw CaseVaultError(.keyUnavailable, "secure memory for a backup key could not be allocated", cause: error)
+        }
     }
 
     // MARK: Hold reasons

@@ -11,9 +11,7 @@ enum RootKeyFile {
 
     /// Reads the root key, creating the file first if it does not exist.
     static func loadOrCreate(path: String, dataDirectory: String) throws(CaseVaultError) -> SecureBytes {
-        let resolvedData = Self.resolved(dataDirectory)
-        let resolvedKeyDirectory = Self.resolved(DataDirectory.parent(of: path))
-        guard resolvedKeyDirectory != resolvedData, !resolvedKeyDirectory.hasPrefix(resolvedData + "/") else {
+        guard Self.isOutside(path, dataDirectory: dataDirectory) else {
             throw CaseVaultError(
                 .keyUnavailable,
                 "the root key file must live outside the data directory, so that a copy of the data never carries it"
@@ -91,6 +89,13 @@ enum RootKeyFile {
         }
         guard rename(temporary, path) == 0 else { throw POSIXFailure.error("rename", path: path) }
         try DataDirectory.flushDirectory(directory.isEmpty ? "." : directory)
+    }
+
+    /// Whether the file at `path` lies outside `dataDirectory` (both resolved through symbolic links).
+    static func isOutside(_ path: String, dataDirectory: String) -> Bool {
+        let resolvedData = Self.resolved(dataDirectory)
+        let resolvedDirectory = Self.resolved(DataDirectory.parent(of: path))
+        return resolvedDirectory != resolvedData && !resolvedDirectory.hasPrefix(resolvedData + "/")
     }
 
     private static func resolved(_ path: String) -> String {

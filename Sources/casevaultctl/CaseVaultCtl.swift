@@ -25,10 +25,11 @@ struct CaseVaultCtl: AsyncParsableCommand {
             `certificate verify` runs offline and exits 0 when the certificate verifies, 1 when it does not,
             66 when the file cannot be read, 64 when the key is not 64 hexadecimal characters.
             `unseal` exits 1 when refused or throttled, 2 when --share --stdin ran out of shares first.
+            `restore` runs without the daemon: exit 1 when it refuses the backup, 66 when a file cannot be read.
             `audit verify` exits 0 when the log is intact, 1 when an entry is bad (it names the first one),
             66 when --offline cannot read the log.
             """,
-        subcommands: [Status.self, WhoAmI.self, Init.self, Unseal.self, Seal.self, Rotate.self, Sweep.self, Hold.self, Stats.self, Pubkey.self, Certificate.self, Audit.self, DoctorCommand.self]
+        subcommands: [Status.self, WhoAmI.self, Init.self, Unseal.self, Seal.self, Rotate.self, Backup.self, Ledger.self, Restore.self, Sweep.self, Hold.self, Stats.self, Pubkey.self, Certificate.self, Audit.self, DoctorCommand.self]
     )
 }
 

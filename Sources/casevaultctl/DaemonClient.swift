@@ -25,6 +25,31 @@ struct DaemonClient {
         }
     }
 
+    /// GETs `path` and hands each piece of the body to `sink` as it arrives; returns the status, and the
+    /// body only when it is not 200 (a problem).
+    func stream(_ method: HTTPMethod, _ path: String, into sink: (ByteBuffer) throws -> Void) async throws(CLIError) -> Reply {
+        guard let url = URL(httpURLWithSocketPath: self.socketPath, uri: path) else {
+            throw CLIError.unreachable("the socket path \(self.socketPath) cannot be used in a URL")
+        }
+        do {
+            var request = HTTPClientRequest(url: url.absoluteString)
+            request.method = method
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(24 * 3600))
+            guard response.status == .ok else {
+                let body = try await response.body.collect(upTo: 1 << 20)
+                return Reply(status: Int(response.status.code), body: Data(buffer: body))
+            }
+            for try await piece in response.body {
+                try sink(piece)
+            }
+            return Reply(status: 200, body: Data())
+        } catch let error as CLIError {
+            throw error
+        } catch {
+            throw CLIError.problem("the transfer failed: \(error)")
+        }
+    }
+
     func get(_ path: String) async throws(CLIError) -> Reply {
         try await self.request(.GET, path)
     }

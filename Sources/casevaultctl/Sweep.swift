@@ -58,6 +58,7 @@ struct Sweep: AsyncParsableCommand {
         let due = (plan["totals"] as? [String: Any])?["disposed"] as? Int ?? 0
         var byType: [String: [String: Int]] = [:]
         var certificates = 0
+        var destroyedKeys = 0
         var last: [String: Any] = plan
         var done = 0
         while true {
@@ -71,6 +72,7 @@ struct Sweep: AsyncParsableCommand {
                 byType[type] = sum
             }
             certificates += last["certificates"] as? Int ?? 0
+            destroyedKeys += last["backup_keys_destroyed"] as? Int ?? 0
             done = byType.values.reduce(0) { $0 + ($1["disposed"] ?? 0) }
             FileHandle.standardError.write(Data("\rdisposed \(done) of \(max(due, done))".utf8))
             if last["complete"] as? Bool ?? true { break }
@@ -81,7 +83,7 @@ struct Sweep: AsyncParsableCommand {
         }
         return [
             "dry_run": false, "as_of": last["as_of"] ?? "", "complete": true, "certificates": certificates,
-            "by_type": byType, "totals": totals,
+            "by_type": byType, "totals": totals, "backup_keys_destroyed": destroyedKeys,
         ]
     }
 
@@ -100,6 +102,10 @@ struct Sweep: AsyncParsableCommand {
         line("total", report["totals"] as? [String: Int] ?? [:])
         if !dryRun {
             print("certificates issued: \(report["certificates"] as? Int ?? 0)")
+        }
+        let keys = report["backup_keys_destroyed"] as? Int ?? 0
+        if keys > 0 {
+            print("\(dryRun ? "backup keys past retention" : "backup keys destroyed"): \(keys)")
         }
     }
 }

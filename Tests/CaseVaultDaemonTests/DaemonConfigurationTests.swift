@@ -45,6 +45,7 @@ struct DaemonConfigurationTests {
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nsource = \"passphrase\"\nargon2_operations = 0", "keys.argon2_operations"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nargon2_memory_mib = 4", "keys.argon2_memory_mib"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[audit]\ncheckpoint_every = 0", "audit.checkpoint_every"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[backup]\nretention_days = 0", "backup.retention_days"),
         ]
         for (text, mentioned) in cases {
             let text = text.hasPrefix("[store\n") || text.contains("[server]") || mentioned == "server" ? text : text + server

@@ -222,6 +222,8 @@ struct AuthorizationMatrixTests {
             name: "rotate the keys", method: "POST", path: { _ in "/v1/admin/rotate" }, body: #"{"limit": 1}"#, allowed: [.operator, .root],
             mutates: false
         ),
+        Operation(name: "back up the vault", method: "POST", path: { _ in "/v1/admin/backup" }, allowed: [.operator, .root], mutates: false),
+        Operation(name: "export the shred ledger", method: "GET", path: { _ in "/v1/admin/ledger" }, allowed: [.operator, .root], mutates: false),
         Operation(name: "list the roster", method: "GET", path: { _ in "/v1/roster/mediators" }, allowed: [.director], mutates: false),
         Operation(
             name: "read a roster entry", method: "GET", path: { _ in "/v1/roster/mediators/uid:4002" }, allowed: [.director],

@@ -23,6 +23,7 @@ final class DaemonProcess {
         root existing: String? = nil,
         environment: [String: String] = [:],
         wrapper: [String] = [],
+        configurationFile: String? = nil,
         prepare: (String) throws -> Void = { _ in }
     ) throws {
         if let existing {
@@ -32,10 +33,12 @@ final class DaemonProcess {
             self.root = Self.temporaryRoot()
             self.ownsRoot = true
         }
-        try Self.writeConfiguration(root: self.root, socket: self.socket, socketGroup: socketGroup, roles: roles, extra: extra)
+        if configurationFile == nil {
+            try Self.writeConfiguration(root: self.root, socket: self.socket, socketGroup: socketGroup, roles: roles, extra: extra)
+        }
         try prepare(self.root)
         // Trace level: the log-leak check then reads everything the daemon can say.
-        let command = [Self.binary("casevaultd"), "--config", self.root + "/casevault.toml", "--log-level", "trace"]
+        let command = [Self.binary("casevaultd"), "--config", configurationFile ?? self.root + "/casevault.toml", "--log-level", "trace"]
         let invocation = wrapper + command
         self.process.executableURL = URL(fileURLWithPath: invocation[0])
         self.process.arguments = Array(invocation.dropFirst())

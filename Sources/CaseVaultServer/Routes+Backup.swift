@@ -1,0 +1,117 @@
+internal import CaseVaultCore
+internal import CaseVaultStore
+internal import Dispatch
+internal import Foundation
+internal import Hummingbird
+internal import NIOCore
+internal import Synchronization
+
+/// Hands the backup's pieces from the store (on a blocking thread) to the response body, at most
+/// `depth` pieces ahead, so that memory stays flat however large the vault. A client that stops reading
+/// for `patience` seconds ends the backup.
+final class ChunkPipe: Sendable {
+    static let depth = 16
+    static let patience: Double = 60
+    let stream: AsyncThrowingStream<ByteBuffer, any Error>
+    private let continuation: AsyncThrowingStream<ByteBuffer, any Error>.Continuation
+    private let space = DispatchSemaphore(value: ChunkPipe.depth)
+    private let gone = Atomic<Bool>(false)
+
+    init() {
+        (self.stream, self.continuation) = AsyncThrowingStream.makeStream()
+    }
+
+    func send(_ bytes: [UInt8]) throws(CaseVaultError) {
+        guard !self.gone.load(ordering: .relaxed), self.space.wait(timeout: .now() + Self.patience) == .success else {
+            throw CaseVaultError(.storageFailure, "the backup's client stopped reading")
+        }
+        self.continuation.yield(ByteBuffer(bytes: bytes))
+    }
+
+    func consumed() {
+        self.space.signal()
+    }
+
+    func finish(_ error: (any Error)? = nil) {
+        self.continuation.finish(throwing: error)
+    }
+
+    /// The client went away: wake the producer so that it stops.
+    func abandon() {
+        self.gone.store(true, ordering: .relaxed)
+        for _ in 0..<ChunkPipe.depth { self.space.signal() }
+    }
+}
+
+extension Routes {
+    /// Streams a backup (`RecordStore.backup`): sealed bytes only; the CLI writes them to a file.
+    func backup(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.backup)
+        guard let keyFile = self.configuration.backupKeyFile else {
+            throw CaseVaultError(.invalidConfiguration, "no backup key file is configured ([backup] key_file)")
+        }
+        let store = try self.store
+        let id = RecordStore.newBackupID()
+        context.audit?.created("backup_id", id)
+        let keys = BackupKeyFile(path: keyFile)
+        let retention = self.configuration.backupRetentionDays
+        let pipe = ChunkPipe()
+        let pool = self.pool
+        let logger = context.logger
+        Task {
+            do {
+                _ = try await pool.run {
+                    try store.backup(id: id, keys: keys, retentionDays: retention) { bytes throws(CaseVaultError) in try pipe.send(bytes) }
+                }
+                pipe.finish()
+            } catch {
+                // Codes and fixed text only: an error here never carries content.
+                let code = (error as? CaseVaultError)?.code.rawValue ?? "storage-failure"
+                let detail = (error as? CaseVaultError)?.message ?? "\(type(of: error))"
+                logger.error("backup failed", metadata: ["backup.id": "\(id)", "error.code": "\(code)", "error.detail": "\(detail)"])
+                pipe.finish(error)
+            }
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = "application/octet-stream"
+        return Response(
+            status: .ok,
+            headers: headers,
+            body: ResponseBody { writer in
+                do {
+                    for try await buffer in pipe.stream {
+                        try await writer.write(buffer)
+                        pipe.consumed()
+                    }
+                    try await writer.finish(nil)
+                } catch {
+                    pipe.abandon()
+                    throw error
+                }
+            }
+        )
+    }
+
+    struct Ledger: Encodable {
+        struct Entry: Encodable {
+            var recordID: String
+            var shreddedAt: String
+
+            enum CodingKeys: String, CodingKey {
+                case recordID = "record_id"
+                case shreddedAt = "shredded_at"
+            }
+        }
+
+        var records: [Entry]
+    }
+
+    /// The shred ledger (ids and times only), for `casevaultctl restore --ledger`.
+    func ledger(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.backup)
+        let entries = try await self.run { store throws(CaseVaultError) in try store.shredLedger() }
+        return try JSONResponse.make(
+            Ledger(records: entries.map { Ledger.Entry(recordID: $0.id.rawValue, shreddedAt: JSONResponse.time($0.shreddedAt)) })
+        )
+    }
+}

@@ -1,0 +1,84 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
+public import CaseVaultCore
+internal import CaseVaultCrypto
+
+/// The backup keys (`[backup] key_file`, beside the root key and outside the data directory): one random
+/// key per backup, sealed under a subkey of the root key, in fixed 128-byte slots
+///
+///     "CVBK" | backup id (16) | created, ms (8, big-endian) | nonce ‖ sealed key ‖ tag (72) | zeros
+///
+/// Destroying a key overwrites its slot in place with random bytes and flushes, as a shred overwrites a key
+/// slot: a backup whose key is gone can never be read again, by anyone.
+public struct BackupKeyFile: Sendable {
+    static let slotSize = 128
+    static let magic = Array("CVBK".utf8)
+    public let path: String
+
+    public init(path: String) {
+        self.path = path
+    }
+
+    struct Entry {
+        var slot: Int
+        var id: [UInt8]
+        var createdAt: Int64
+        var sealed: [UInt8]
+    }
+
+    func entries() throws(CaseVaultError) -> [Entry] {
+        guard DataDirectory.exists(self.path) else { return [] }
+        try DataDirectory.checkPrivateFile(self.path)
+        let bytes = try PosixFile(path: self.path, flags: O_RDONLY).readAll()
+        return stride(from: 0, to: bytes.count - Self.slotSize + 1, by: Self.slotSize).compactMap { start in
+            let slot = Array(bytes[start..<(start + Self.slotSize)])
+            guard Array(slot[0..<4]) == Self.magic else { return nil }
+            let created = slot[20..<28].reduce(Int64(0)) { $0 << 8 | Int64($1) }
+            return Entry(slot: start / Self.slotSize, id: Array(slot[4..<20]), createdAt: created, sealed: Array(slot[28..<100]))
+        }
+    }
+
+    /// Seals `key` for backup `id` into a free slot and flushes.
+    func add(id: [UInt8], createdAt: Int64, key: SecureBytes, barrier: Barrier) throws(CaseVaultError) {
+        let directory = DataDirectory.parent(of: self.path)
+        if !directory.isEmpty { try DataDirectory.makeDirectory(directory, createParents: true) }
+        let existed = DataDirectory.exists(self.path)
+        let file = try PosixFile(path: self.path, flags: O_RDWR | O_CREAT, mode: 0o600)
+        if !existed { try DataDirectory.flushDirectory(directory.isEmpty ? "." : directory) }
+        try DataDirectory.checkPrivateFile(self.path)
+        let bytes = try file.readAll()
+        var free = bytes.count / Self.slotSize
+        for start in stride(from: 0, to: bytes.count - Self.slotSize + 1, by: Self.slotSize)
+        where Array(bytes[start..<(start + 4)]) != Self.magic {
+            free = start / Self.slotSize
+            break
+        }
+        let created = (0..<8).map { UInt8(truncatingIfNeeded: UInt64(bitPattern: createdAt) >> (56 - 8 * $0)) }
+        let sealed = barrier.sealBackupKey(key, id: id, created: created)
+        var slot = Self.magic + id + created + sealed
+        slot += [UInt8](repeating: 0, count: Self.slotSize - slot.count)
+        try file.write(slot, at: Int64(free * Self.slotSize))
+        try file.flushData()
+    }
+
+    /// The key of backup `id`, or `nil` when there is none (destroyed, or another vault's backup).
+    func key(id: [UInt8], barrier: Barrier) throws(CaseVaultError) -> SecureBytes? {
+        guard let entry = try self.entries().first(where: { $0.id == id }) else { return nil }
+        let created = (0..<8).map { UInt8(truncatingIfNeeded: UInt64(bitPattern: entry.createdAt) >> (56 - 8 * $0)) }
+        return try barrier.openBackupKey(entry.sealed, id: id, created: created)
+    }
+
+    /// Overwrites, with random bytes, every key made before `cutoff` (ms); returns how many. With
+    /// `dryRun`, only counts them.
+    func destroy(createdBefore cutoff: Int64, dryRun: Bool = false) throws(CaseVaultError) -> Int {
+        let doomed = try self.entries().filter { $0.createdAt < cutoff }
+        guard !doomed.isEmpty, !dryRun else { return doomed.count }
+        let file = try PosixFile(path: self.path, flags: O_RDWR)
+        for entry in doomed {
+            try file.write(Random.bytes(count: Self.slotSize), at: Int64(entry.slot * Self.slotSize))
+        }
+        try file.flushData()
+        return doomed.count
+    }
+}

@@ -1,0 +1,417 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
+public import CaseVaultCore
+public import CaseVaultCrypto
+internal import Foundation
+internal import GRDB
+public import Logging
+
+/// Backups (DESIGN §12): one file, sealed as one secretstream under a key of its own.
+///
+///     "CVBK1\n" | backup id (16) | created, ms (8) | vault check (8) | secretstream header (24)
+///     then frames: length (4, big-endian) ‖ one secretstream message; a zero length ends the file
+///
+/// The first message is bound to the clear header (associated data), the last is tagged final, so a
+/// changed, reordered, cut or foreign file fails to open. Inside, each message is one item: each kept
+/// record's key slot and sealed blob as they lie on disk, then its attachment, and last the index (a
+/// consistent SQLite snapshot, `VACUUM INTO`, with session notes, records being destroyed and records
+/// shredded while the backup ran taken out). Session
+/// notes are never in a backup: neither their rows, nor their key slots, nor their ciphertext.
+///
+/// The backup's key is sealed in the backup key file; destroying it there (after `[backup]
+/// retention_days`) makes the file unreadable for good.
+public struct BackupSummary: Sendable, Equatable {
+    public var backupID: String
+    public var createdAt: Int64
+    public var records: Int
+    public var attachments: Int
+    /// Backup keys destroyed because they were older than the retention.
+    public var destroyedKeys: Int
+}
+
+public struct RestoreSummary: Sendable, Equatable {
+    public var backupID: String
+    public var createdAt: Int64
+    public var records: Int
+    public var attachments: Int
+    /// Records the backup held that the ledger says were shredded since: shredded again here.
+    public var reshredded: Int
+}
+
+enum BackupFormat {
+    static let magic = Array("CVBK1\n".utf8)
+    static let headerSize = 6 + 16 + 8 + 8
+    static let chunk = 64 << 10
+
+    enum Item: UInt8 {
+        case index = 1, slot = 3, blob = 4, attachmentStart = 5, attachmentChunk = 6, attachmentEnd = 7, end = 9
+    }
+
+    static func bigEndian(_ value: UInt64, _ width: Int = 8) -> [UInt8] {
+        (0..<width).map { UInt8(truncatingIfNeeded: value >> UInt64(8 * (width - 1 - $0))) }
+    }
+
+    static func integer(_ bytes: ArraySlice<UInt8>) -> UInt64 {
+        bytes.reduce(0) { $0 << 8 | UInt64($1) }
+    }
+}
+
+extension RecordStore {
+    /// A new backup id (16 random bytes, hex): the caller names it before the stream starts.
+    public static func newBackupID() -> String {
+        Hex.encode(Random.bytes(count: 16))
+    }
+
+    /// Writes a backup through `write` (called with each piece of the file, in order), while the store
+    /// serves. First destroys the backup keys older than `retentionDays`, then makes and keeps this
+    /// backup's key.
+    public func backup(
+        id: String, keys: BackupKeyFile, retentionDays: Int, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void
+    ) throws(CaseVaultError) -> BackupSummary {
+        guard let idBytes = Hex.decode(id), idBytes.count == 16 else {
+            throw CaseVaultError(.invalidIdentifier, "a backup id is 32 lowercase hexadecimal characters")
+        }
+        guard RootKeyFile.isOutside(keys.path, dataDirectory: self.directory.path) else {
+            throw CaseVaultError(
+                .invalidConfiguration,
+                "the backup key file must live outside the data directory, so that a copy of the data never carries it",
+                field: "backup.key_file"
+            )
+        }
+        let now = self.now()
+        let destroyed = try self.destroyExpiredBackupKeys(keys, retentionDays: retentionDays)
+        let key = SecureBytes.random(count: AEAD.keyByteCount)
+        try keys.add(id: idBytes, createdAt: now, key: key, barrier: self.barrier)
+        let header = BackupFormat.magic + idBytes + BackupFormat.bigEndian(UInt64(now))
+            + BackupFormat.bigEndian(UInt64(bitPattern: self.barrier.rootKeyCheck))
+        let stream: SecretStream.Encryptor
+        do {
+            stream = try SecretStream.Encryptor(key: key)
+        } catch {
+            throw CaseVaultError(.keyUnavailable, "the backup stream could not be started", cause: error)
+        }
+        try write(header + stream.header)
+        var first = true
+        func push(_ item: BackupFormat.Item, _ body: [UInt8], final: Bool = false) throws(CaseVaultError) {
+            let sealed = stream.push([item.rawValue] + body, associatedData: first ? header : [], isFinal: final)
+            first = false
+            try write(BackupFormat.bigEndian(UInt64(sealed.count), 4) + sealed)
+        }
+
+        // The index as of one instant, without what a backup must not hold.
+        let snapshot = self.directory.path + "/backup-\(id).sqlite"
+        unlink(snapshot)
+        defer { unlink(snapshot) }
+        let copy: DatabaseQueue
+        let kept: [(id: RecordID, slot: Int64, location: Segments.Location)]
+        do {
+            try self.index.pool.unsafeRead { db in try db.execute(sql: "VACUUM INTO ?", arguments: [snapshot]) }
+            copy = try DatabaseQueue(path: snapshot)
+            kept = try copy.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA secure_delete = ON")
+                try db.execute(
+                    sql: """
+                        DELETE FROM records WHERE state <> 'live' OR type = 'session_note';
+                        DELETE FROM shred_order_list;
+                        """
+                )
+                return try Row.fetchAll(db, sql: "SELECT id, slot, segment, offset, sealed_size FROM records ORDER BY segment, offset")
+                    .map { row in
+                        (
+                            try RecordID(row["id"] as String), row["slot"] as Int64,
+                            Segments.Location(segment: UInt32(row["segment"] as Int64), offset: row["offset"], length: row["sealed_size"])
+                        )
+                    }
+            }
+        } catch let error as CaseVaultError {
+            throw error
+        } catch {
+            throw CaseVaultError(.storageFailure, "the index snapshot for the backup failed: \(error)")
+        }
+
+        // Each record's key slot and blob as they lie on disk. A shred marks its record before it
+        // overwrites anything, and a slot is reused only after the row is gone: a record still live, at
+        // the same slot and place, after its bytes were read was read whole. One that is not was shredded
+        // since the snapshot; it is left out, of the index too.
+        var taken: [RecordID] = []
+        var attachments = 0
+        for record in kept {
+            let slot = try self.slots.read(record.slot)
+            let blob = try self.segments.read(record.location)
+            let path = self.directory.attachmentsPath + "/" + record.id.rawValue
+            let attachment = DataDirectory.exists(path) ? try? PosixFile(path: path, flags: O_RDONLY) : nil
+            let current = try self.index.lookup { db in try Index.row(db, id: record.id) }
+            guard let current, current.state == .live, current.slot == record.slot, current.location == record.location else {
+                taken.append(record.id)
+                continue
+            }
+            try push(.slot, BackupFormat.bigEndian(UInt64(record.slot)) + slot)
+            try push(
+                .blob,
+                BackupFormat.bigEndian(UInt64(record.location.segment), 4) + BackupFormat.bigEndian(UInt64(record.location.offset)) + blob
+            )
+            if let attachment {
+                attachments += 1
+                try push(.attachmentStart, Array(record.id.rawValue.utf8))
+                var at: Int64 = 0
+                while true {
+                    let piece = try attachment.read(count: BackupFormat.chunk, at: at)
+                    if piece.isEmpty { break }
+                    try push(.attachmentChunk, piece)
+                    at += Int64(piece.count)
+                }
+                try push(.attachmentEnd, [])
+            }
+        }
+        do {
+            try copy.writeWithoutTransaction { db in
+                for id in taken {
+                    try db.execute(sql: "DELETE FROM records WHERE id = ?", arguments: [id.rawValue])
+                }
+                try db.execute(sql: "VACUUM")
+            }
+            try copy.close()
+        } catch {
+            throw CaseVaultError(.storageFailure, "the index snapshot for the backup failed: \(error)")
+        }
+        let index = try PosixFile(path: snapshot, flags: O_RDONLY)
+        let size = try index.size()
+        var offset: Int64 = 0
+        while offset < size {
+            let piece = try index.read(count: BackupFormat.chunk, at: offset)
+            try push(.index, piece)
+            offset += Int64(piece.count)
+        }
+        let records = kept.count - taken.count
+        try push(.end, BackupFormat.bigEndian(UInt64(records)), final: true)
+        try write([0, 0, 0, 0])
+        self.logger.notice(
+            "backup written",
+            metadata: ["backup.id": "\(id)", "records.count": "\(records)", "backup_keys.destroyed": "\(destroyed)"]
+        )
+        return BackupSummary(backupID: id, createdAt: now, records: records, attachments: attachments, destroyedKeys: destroyed)
+    }
+
+    /// Restores the backup that `read` yields (up to n bytes per call; empty at the end) into
+    /// `configuration.dataDirectory`, which must be missing or empty, with the vault's root key (from
+    /// `configuration`'s key source, or `passphrase`) and its backup key file. Then shreds again every
+    /// record in `ledger` (the live vault's shred ledger) that the backup still held. A damaged,
+    /// truncated or foreign file, or one whose key was destroyed, is refused and leaves nothing behind.
+    public static func restore(
+        read: (Int) throws(CaseVaultError) -> [UInt8],
+        into configuration: StoreConfiguration,
+        passphrase: [UInt8]?,
+        keys: BackupKeyFile,
+        ledger: [RecordID],
+        logger: Logger
+    ) throws(CaseVaultError) -> RestoreSummary {
+        let target = configuration.dataDirectory.path
+        if DataDirectory.exists(target) {
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: target)) ?? ["?"]
+            guard entries.isEmpty else {
+                throw CaseVaultError(.invalidField, "restore needs an empty data directory; \(target) is not empty", field: "data-dir")
+            }
+        }
+        let rootKey = try Self.rootKey(configuration, passphrase: passphrase)
+        let barrier = try Barrier(rootKey: rootKey)
+
+        func exactly(_ count: Int) throws(CaseVaultError) -> [UInt8] {
+            var bytes: [UInt8] = []
+            while bytes.count < count {
+                let piece = try read(count - bytes.count)
+                if piece.isEmpty { throw Self.damagedBackup("it ends too soon") }
+                bytes += piece
+            }
+            return bytes
+        }
+        let header = try exactly(BackupFormat.headerSize)
+        guard Array(header[0..<6]) == BackupFormat.magic else {
+            throw CaseVaultError(.integrityFailure, "this is not a CaseVault backup file")
+        }
+        let idBytes = Array(header[6..<22])
+        let createdAt = Int64(bitPattern: BackupFormat.integer(header[22..<30]))
+        guard Int64(bitPattern: BackupFormat.integer(header[30..<38])) == barrier.rootKeyCheck else {
+            throw CaseVaultError(.unsealRefused, "this backup belongs to another vault: its root key is not this configuration's")
+        }
+        guard let key = try keys.key(id: idBytes, barrier: barrier) else {
+            throw CaseVaultError(
+                .keyUnavailable,
+                "the key of backup \(Hex.encode(idBytes)) is not in \(keys.path): it was destroyed by the backup retention, so this backup can no longer be read"
+            )
+        }
+        let stream: SecretStream.Decryptor
+        do {
+            stream = try SecretStream.Decryptor(key: key, header: try exactly(SecretStream.headerByteCount))
+        } catch let error as CaseVaultError {
+            throw error
+        } catch {
+            throw Self.damagedBackup("its stream header is damaged")
+        }
+
+        var made = false
+        do {
+            try DataDirectory.makeDirectory(target, createParents: true)
+            made = true
+            let directory = DataDirectory(path: target)
+            try DataDirectory.makeDirectory(directory.attachmentsPath, createParents: false)
+            let indexFile = try PosixFile(path: directory.indexPath, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+            var indexEnd: Int64 = 0
+            let slots = try KeySlotFile(path: directory.slotsPath)
+            let segments = try Segments(path: directory.segmentsPath, maxBytes: configuration.maxSegmentBytes)
+            var usedSegments = Set<UInt32>()
+            var attachment: (id: String, file: PosixFile, end: Int64)?
+            var attachments = 0
+            var records = 0
+            var first = true
+            var ended = false
+            while !ended {
+                let length = Int(BackupFormat.integer(try exactly(4)[...]))
+                guard length > 0, length <= 64 << 20 else { throw Self.damagedBackup("a frame has an impossible length") }
+                let sealed = try exactly(length)
+                let message: [UInt8]
+                do {
+                    message = try stream.pull(sealed, associatedData: first ? header : [])
+                } catch {
+                    throw Self.damagedBackup("a part of it does not authenticate")
+                }
+                first = false
+                guard let kind = message.first.flatMap(BackupFormat.Item.init(rawValue:)) else { throw Self.damagedBackup("an item is unknown") }
+                let body = message[1...]
+                switch kind {
+                case .index:
+                    try indexFile.write(Array(body), at: indexEnd)
+                    indexEnd += Int64(body.count)
+                case .slot:
+                    guard body.count == 8 + KeySlot.size else { throw Self.damagedBackup("a key slot is malformed") }
+                    try slots.write(Int64(BackupFormat.integer(body.prefix(8))), Array(body.dropFirst(8)))
+                    records += 1
+                case .blob:
+                    guard body.count > 12 else { throw Self.damagedBackup("a blob is malformed") }
+                    let segment = UInt32(BackupFormat.integer(body.prefix(4)))
+                    let bytes = Array(body.dropFirst(12))
+                    let location = Segments.Location(
+                        segment: segment, offset: Int64(BackupFormat.integer(body.dropFirst(4).prefix(8))), length: bytes.count
+                    )
+                    try segments.write(bytes, at: location)
+                    usedSegments.insert(segment)
+                case .attachmentStart:
+                    let id = try RecordID(String(decoding: body, as: UTF8.self)).rawValue
+                    attachment = (id, try PosixFile(path: directory.attachmentsPath + "/" + id, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600), 0)
+                case .attachmentChunk:
+                    guard let open = attachment else { throw Self.damagedBackup("an attachment is malformed") }
+                    try open.file.write(Array(body), at: open.end)
+                    attachment?.end += Int64(body.count)
+                case .attachmentEnd:
+                    guard let open = attachment else { throw Self.damagedBackup("an attachment is malformed") }
+                    try open.file.flushData()
+                    attachment = nil
+                    attachments += 1
+                case .end:
+                    guard Int(BackupFormat.integer(body)) == records, stream.isFinished else {
+                        throw Self.damagedBackup("its end does not match its contents")
+                    }
+                    ended = true
+                }
+            }
+            do {
+                try stream.finish()
+            } catch {
+                throw Self.damagedBackup("it was cut short")
+            }
+            guard try exactly(4) == [0, 0, 0, 0], try read(1).isEmpty else {
+                throw Self.damagedBackup("something follows its end")
+            }
+            try indexFile.flushData()
+            try slots.flush()
+            try segments.flush(usedSegments)
+            try DataDirectory.flushDirectory(directory.attachmentsPath)
+            try DataDirectory.flushDirectory(target)
+
+            // Open it as the daemon would (recovery scrubs anything unreferenced), then re-apply the ledger.
+            var restored = configuration
+            restored.keySource = .file
+            let store = try RecordStore.open(restored, rootKey: rootKey, logger: logger)
+            defer { store.close() }
+            let present = try store.index.read { db in
+                try ledger.filter { id in try Index.row(db, id: id)?.state == .live }
+            }
+            if !present.isEmpty {
+                try store.writes.exclusive { () throws(CaseVaultError) in
+                    let rows = try present.map { id throws(CaseVaultError) in try store.liveRow(id) }
+                    // A record shredded in the live vault is destroyed here too, whatever hold the backup knew.
+                    try store.runShred(rows, from: .mark, order: ShredOrder(method: .restoreLedger, authority: .daemon))
+                }
+            }
+            logger.notice("backup restored", metadata: ["records.count": "\(records)", "records.reshredded": "\(present.count)"])
+            return RestoreSummary(
+                backupID: Hex.encode(idBytes), createdAt: createdAt, records: records, attachments: attachments, reshredded: present.count
+            )
+        } catch let error as CaseVaultError {
+            // Nothing of a refused restore stays behind.
+            if made { try? FileManager.default.removeItem(atPath: target) }
+            throw error
+        } catch {
+            if made { try? FileManager.default.removeItem(atPath: target) }
+            throw CaseVaultError(.storageFailure, "the restore failed: \(error)")
+        }
+    }
+
+    /// Destroys the backup keys older than `retentionDays` (by the store's clock), which makes their
+    /// backups unreadable; returns how many (with `dryRun`, how many would be). Each backup does this
+    /// first, and so does each retention sweep, so a key outlives its retention by at most the time
+    /// to the next sweep even when no backup is taken.
+    public func destroyExpiredBackupKeys(_ keys: BackupKeyFile, retentionDays: Int, dryRun: Bool = false) throws(CaseVaultError) -> Int {
+        try keys.destroy(createdBefore: self.now() - Int64(retentionDays) * 86_400_000, dryRun: dryRun)
+    }
+
+    /// The root key from `configuration`'s source, never created: a restore needs the vault's own key.
+    static func rootKey(_ configuration: StoreConfiguration, passphrase: [UInt8]?) throws(CaseVaultError) -> SecureBytes {
+        switch configuration.keySource {
+        case .file:
+            guard DataDirectory.exists(configuration.rootKeyFile.path) else {
+                throw CaseVaultError(.keyUnavailable, "no root key at \(configuration.rootKeyFile.path): a restore needs the vault's own key")
+            }
+            return try RootKeyFile.loadOrCreate(path: configuration.rootKeyFile.path, dataDirectory: configuration.dataDirectory.path)
+        case .systemdCredential(let name, let directory):
+            return try RootKeyFile.loadCredential(name: name, directory: directory)
+        case .passphrase:
+            guard let passphrase else { throw CaseVaultError(.keyUnavailable, "the passphrase key source needs the passphrase to restore") }
+            return try WrappedRootKey.open(path: configuration.rootKeyFile.path, passphrase: passphrase)
+        }
+    }
+
+    static func damagedBackup(_ why: String) -> CaseVaultError {
+        CaseVaultError(.integrityFailure, "the backup is damaged or was tampered with (\(why)); nothing was restored")
+    }
+
+    /// The live vault's shred ledger: every shredded record's id, oldest first.
+    public func shredLedger() throws(CaseVaultError) -> [(id: RecordID, shreddedAt: Int64)] {
+        try self.index.read { db in
+            try Row.fetchAll(db, sql: "SELECT record_id, shredded_at FROM shred_ledger ORDER BY shredded_at, record_id").map { row in
+                (try RecordID(row["record_id"] as String), row["shredded_at"] as Int64)
+            }
+        }
+    }
+
+    /// The shred ledger of the vault in `dataDirectory`, read without opening the store (read-only): what
+    /// `casevaultctl restore --live-data` re-applies.
+    public static func shredLedger(ofDataDirectory dataDirectory: String) throws(CaseVaultError) -> [RecordID] {
+        let path = dataDirectory + "/index.sqlite"
+        guard DataDirectory.exists(path) else {
+            throw CaseVaultError(.notFound, "no vault index at \(path)")
+        }
+        do {
+            var configuration = GRDB.Configuration()
+            configuration.readonly = true
+            let index = try DatabaseQueue(path: path, configuration: configuration)
+            return try index.read { db in
+                try String.fetchAll(db, sql: "SELECT record_id FROM shred_ledger ORDER BY record_id").map { try RecordID($0) }
+            }
+        } catch let error as CaseVaultError {
+            throw error
+        } catch {
+            throw CaseVaultError(.storageFailure, "the live vault's shred ledger could not be read: \(error)")
+        }
+    }
+}

@@ -1,0 +1,196 @@
+import ArgumentParser
+import CaseVaultCore
+import CaseVaultDaemon
+import CaseVaultStore
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Backup: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a backup of the vault to a file (operator), while the daemon serves.",
+        discussion: """
+            The file is sealed under a key of its own, kept (sealed) in the backup key file; it holds no
+            session notes. Keys older than [backup] retention_days are destroyed at each backup, which makes
+            their backups unreadable for good. The file is written as FILE.partial and renamed when complete.
+            """
+    )
+
+    @Option(help: "The backup file to write (must not exist).") var out: String
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        try await runReporting { () throws(CLIError) in
+            guard !FileManager.default.fileExists(atPath: self.out) else {
+                throw CLIError.usage("\(self.out) exists; name a new file")
+            }
+            let partial = self.out + ".partial"
+            unlink(partial)
+            let fd = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw CLIError.unreadable("cannot create \(partial): \(String(cString: strerror(errno)))") }
+            let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+            var size = 0
+            var tail: [UInt8] = []
+            let reply = try await self.connection.client().stream(.POST, "/v1/admin/backup") { piece in
+                let bytes = Array(piece.readableBytesView)
+                handle.write(Data(bytes))
+                size += bytes.count
+                tail = Array((tail + bytes).suffix(4))
+            }
+            guard reply.status == 200 else {
+                unlink(partial)
+                throw CLIError.from(reply)
+            }
+            // A complete backup ends with an empty frame; a daemon that failed midway never writes one.
+            guard size > 38, tail == [0, 0, 0, 0], fsync(fd) == 0 else {
+                unlink(partial)
+                throw CLIError.problem("the backup was cut off before its end; nothing was kept (see the daemon's log)")
+            }
+            guard rename(partial, self.out) == 0 else {
+                throw CLIError.unreadable("cannot rename \(partial) to \(self.out): \(String(cString: strerror(errno)))")
+            }
+            let header = FileManager.default.contents(atPath: self.out).map { Array($0.prefix(22)) } ?? []
+            let id = header.count == 22 ? Hex.encode(header[6..<22]) : "?"
+            output(
+                json: self.connection.json, document: ["backup_id": id, "file": self.out, "bytes": size],
+                rows: [("backup", id), ("file", self.out), ("bytes", "\(size)")]
+            )
+        }
+    }
+}
+
+struct Ledger: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Export the shred ledger (operator): the ids of every shredded record, for restore --ledger."
+    )
+
+    @Option(help: "The file to write.") var out: String
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        try await runReporting { () throws(CLIError) in
+            let reply = try await self.connection.client().get("/v1/admin/ledger")
+            guard reply.status == 200 else { throw CLIError.from(reply) }
+            guard FileManager.default.createFile(atPath: self.out, contents: reply.body, attributes: [.posixPermissions: 0o600]) else {
+                throw CLIError.unreadable("cannot write \(self.out)")
+            }
+            let count = (reply.json["records"] as? [Any])?.count ?? 0
+            output(json: self.connection.json, document: ["records": count, "file": self.out], rows: [("shredded records", "\(count)"), ("file", self.out)])
+        }
+    }
+}
+
+struct Restore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Restore a backup into an empty data directory, without the daemon, re-applying the shred ledger.",
+        discussion: """
+            Reads the vault's root key (by --config's key source: the key file, $CREDENTIALS_DIRECTORY, or the
+            passphrase, asked without echo or read with --stdin) and its backup key file. Refuses a damaged or
+            altered file, another vault's backup, and a backup whose key was destroyed, leaving nothing behind.
+            Every record the live vault has shredded since the backup is shredded again: give the live vault's
+            data directory (--live-data, read only) or an exported ledger (--ledger, from casevaultctl ledger).
+            Exit 0 restored, 1 refused, 64 bad usage, 66 the backup or ledger cannot be read, 78 bad configuration.
+            """
+    )
+
+    @Option(name: .customLong("in"), help: "The backup file.") var input: String
+    @Option(help: "The empty (or missing) data directory to restore into.") var dataDir: String
+    @Option(help: "An exported shred ledger (casevaultctl ledger --out).") var ledger: String?
+    @Option(help: "The live vault's data directory, whose shred ledger is read.") var liveData: String?
+    @Flag(help: "Restore without re-applying any ledger (records shredded since the backup come back).") var withoutLedger = false
+    @Flag(help: "Read the passphrase from standard input.") var stdin = false
+    @Option(help: "The daemon's configuration (key source, key files).") var config: String = "Config/casevault.toml"
+    @Flag(help: "Print one JSON document.") var json = false
+
+    func validate() throws {
+        let sources = [self.ledger != nil, self.liveData != nil, self.withoutLedger].filter { $0 }.count
+        guard sources == 1 else {
+            throw ValidationError("give exactly one of --ledger FILE, --live-data DIR or --without-ledger: a restore must not bring shredded records back")
+        }
+    }
+
+    func run() throws {
+        do {
+            try self.restore()
+        } catch {
+            FileHandle.standardError.write(Data("casevaultctl: \(error.message)\n".utf8))
+            throw ExitCode(error.exitCode)
+        }
+    }
+
+    private func restore() throws(CLIError) {
+        let base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
+        let configuration: DaemonConfiguration
+        var store: StoreConfiguration
+        do {
+            configuration = try DaemonConfiguration.load(path: self.config)
+            store = try configuration.storeConfiguration(relativeTo: base)
+        } catch {
+            throw CLIError.configuration(error.message)
+        }
+        store.dataDirectory = URL(fileURLWithPath: self.dataDir, relativeTo: base).standardizedFileURL
+        var ledger: [RecordID] = []
+        if let file = self.ledger {
+            guard let data = FileManager.default.contents(atPath: file),
+                let document = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+                let records = document["records"] as? [[String: Any]]
+            else { throw CLIError.unreadable("cannot read the ledger \(file) (casevaultctl ledger --out writes one)") }
+            for record in records {
+                guard let text = record["record_id"] as? String, let id = try? RecordID(text) else {
+                    throw CLIError.unreadable("the ledger \(file) holds an entry that is not a record id")
+                }
+                ledger.append(id)
+            }
+        } else if let live = self.liveData {
+            do {
+                ledger = try RecordStore.shredLedger(ofDataDirectory: live)
+            } catch {
+                throw CLIError.unreadable(error.message)
+            }
+        }
+        var passphrase: [UInt8]?
+        if store.keySource == .passphrase {
+            let text = self.stdin ? (Secret.fromStandardInput() ?? "") : try Secret.fromTerminal(prompt: "Passphrase: ")
+            passphrase = Array(text.utf8)
+        }
+        guard let handle = FileHandle(forReadingAtPath: self.input) else {
+            throw CLIError.unreadable("cannot read \(self.input)")
+        }
+        var logger = Logger(label: "casevaultctl")
+        logger.logLevel = .warning
+        let summary: RestoreSummary
+        do {
+            summary = try RecordStore.restore(
+                read: { count throws(CaseVaultError) in
+                    do {
+                        return [UInt8](try handle.read(upToCount: count) ?? Data())
+                    } catch {
+                        throw CaseVaultError(.storageFailure, "cannot read the backup file: \(error)")
+                    }
+                },
+                into: store,
+                passphrase: passphrase,
+                keys: BackupKeyFile(path: configuration.backupKeyFile(relativeTo: base)),
+                ledger: ledger,
+                logger: logger
+            )
+        } catch {
+            throw CLIError.problem("\(error.code.rawValue): \(error.message)")
+        }
+        output(
+            json: self.json,
+            document: [
+                "backup_id": summary.backupID, "records": summary.records, "attachments": summary.attachments,
+                "reshredded": summary.reshredded, "data_directory": store.dataDirectory.path,
+            ],
+            rows: [
+                ("backup", summary.backupID), ("taken", Timestamp.rfc3339(summary.createdAt)), ("records", "\(summary.records)"),
+                ("attachments", "\(summary.attachments)"), ("shredded again", "\(summary.reshredded) (from the ledger)"),
+                ("restored into", store.dataDirectory.path),
+            ]
+        )
+    }
+}

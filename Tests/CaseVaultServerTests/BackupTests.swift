@@ -1,0 +1,116 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Backup and restore through a real daemon and `casevaultctl`: a backup while serving, a shred, a restore
+/// that re-applies the ledger; a tampered file and a destroyed key refused, leaving nothing behind.
+@Suite("Backup and restore", .enabled(if: isRoot, "acting as other uids needs root"), .serialized)
+struct BackupTests {
+    static let director = LifecycleOverSocketTests.director
+    static let mediator = LifecycleOverSocketTests.mediator
+    static let roles = AuditOverSocketTests.roles
+    static let start: Int64 = 1_768_435_200_000
+    static let day: Int64 = 86_400_000
+
+    static func restore(_ root: String, _ arguments: [String]) throws -> (Int32, String, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: DaemonProcess.binary("casevaultctl"))
+        process.arguments = ["restore", "--config", root + "/casevault.toml"] + arguments
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let out = output.fileHandleForReading.readDataToEndOfFile()
+        let err = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+    }
+
+    @Test("backup while serving, shred, restore with the ledger: the shredded record stays gone, notes are never in it")
+    func backupShredRestore() throws {
+        let daemon = try DaemonProcess(
+            roles: Self.roles,
+            extra: "[backup]\nretention_days = 2\n[testing]\nclock_file = \"$ROOT/clock\"\n",
+            prepare: { root in try "\(Self.start)".write(toFile: root + "/clock", atomically: true, encoding: .utf8) }
+        )
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let caseID = try LifecycleOverSocketTests.agreedCase(daemon)
+        let intake = try daemon.file(caseID, Bodies.intake, as: Self.director).string("record_id")
+        let doomed = try daemon.file(caseID, Bodies.intake, as: Self.director).string("record_id")
+        let note = try daemon.file(caseID, Bodies.note, as: Self.mediator).string("record_id")
+        let attachment = "scan \(LeakCheck.marker)"
+        #expect(try Client.request(daemon, "PUT", "/v1/records/\(intake)/attachment", as: Self.director, body: attachment, contentType: "application/pdf").status == 201)
+        let intakeBody = try daemon.call("GET", "/v1/records/\(intake)", as: Self.director, expect: 200).body
+
+        let first = daemon.root + "/first.cvbackup"
+        let (code, text) = try CLITests.ctl(["backup", "--out", first, "--socket", daemon.socket], as: .root)
+        #expect(code == 0 && text.contains("backup"), "\(text)")
+        let sealed = try Data(contentsOf: URL(fileURLWithPath: first))
+        #expect(sealed.range(of: Data(LeakCheck.marker.utf8)) == nil, "the backup holds content in clear")
+        #expect(try CLITests.ctl(["backup", "--out", first, "--socket", daemon.socket], as: .root).0 == 64, "an existing file is never overwritten")
+        let elsewhere = NSTemporaryDirectory() + "/casevault-refused-\(UUID().uuidString)"
+        #expect(try CLITests.ctl(["backup", "--out", elsewhere, "--socket", daemon.socket], as: Self.director).0 == 77)
+        #expect(!FileManager.default.fileExists(atPath: elsewhere) && !FileManager.default.fileExists(atPath: elsewhere + ".partial"))
+
+        try daemon.call("DELETE", "/v1/records/\(doomed)", as: Self.director, body: #"{"reason": "filed_in_error"}"#, expect: 200)
+        let ledger = daemon.root + "/ledger.json"
+        #expect(try CLITests.ctl(["ledger", "--out", ledger, "--socket", daemon.socket], as: .root).0 == 0)
+
+        // A restore must say which ledger it re-applies.
+        #expect(try Self.restore(daemon.root, ["--in", first, "--data-dir", daemon.root + "/none"]).0 == 64)
+        let restoredData = daemon.root + "/restored/data"
+        let restored = try Self.restore(daemon.root, ["--in", first, "--data-dir", restoredData, "--ledger", ledger])
+        #expect(restored.0 == 0 && restored.1.contains("shredded again  1"), "\(restored)")
+        // Into a directory that is not empty: refused.
+        #expect(try Self.restore(daemon.root, ["--in", first, "--data-dir", restoredData, "--live-data", daemon.root + "/data"]).0 == 1)
+
+        // A second daemon on the restored data, with the same keys.
+        let second = DaemonProcess.temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: second) }
+        let configuration = try String(contentsOfFile: daemon.root + "/casevault.toml", encoding: .utf8)
+            .replacingOccurrences(of: "data_directory = \"\(daemon.root)/data\"", with: "data_directory = \"\(restoredData)\"")
+            .replacingOccurrences(of: "socket_path = \"\(daemon.socket)\"", with: "socket_path = \"\(second)/run/casevault.sock\"")
+            .replacingOccurrences(of: "clock_file = \"\(daemon.root)/clock\"", with: "clock_file = \"\(daemon.root)/clock\"")
+        try configuration.write(toFile: second + "/casevault.toml", atomically: true, encoding: .utf8)
+        let copy = try DaemonProcess(roles: Self.roles, root: second, configurationFile: second + "/casevault.toml")
+        #expect(copy.waitUntilServing(), "\(copy.log)")
+        #expect(try copy.call("GET", "/v1/records/\(intake)", as: Self.director, expect: 200).body == intakeBody)
+        let read = try Client.request(copy, "GET", "/v1/records/\(intake)/attachment", as: Self.director)
+        #expect(read.status == 200 && String(decoding: read.body, as: UTF8.self) == attachment)
+        #expect(try copy.call("GET", "/v1/records/\(doomed)", as: Self.director, expect: 410).problemType == "shredded")
+        #expect(try copy.call("GET", "/v1/records/\(note)", as: Self.mediator, expect: 404).problemType == "not-found", "a session note came back")
+        _ = copy.stop()
+
+        // A tampered backup: refused, nothing left behind.
+        var tampered = [UInt8](sealed)
+        tampered[tampered.count / 2] ^= 0x01
+        let bad = daemon.root + "/tampered.cvbackup"
+        try Data(tampered).write(to: URL(fileURLWithPath: bad))
+        let refused = try Self.restore(daemon.root, ["--in", bad, "--data-dir", daemon.root + "/bad", "--ledger", ledger])
+        #expect(refused.0 == 1 && refused.2.contains("tampered"), "\(refused)")
+        #expect(!FileManager.default.fileExists(atPath: daemon.root + "/bad"))
+        let cut = daemon.root + "/cut.cvbackup"
+        try sealed.prefix(sealed.count - 200).write(to: URL(fileURLWithPath: cut))
+        #expect(try Self.restore(daemon.root, ["--in", cut, "--data-dir", daemon.root + "/cut", "--ledger", ledger]).0 == 1)
+        #expect(!FileManager.default.fileExists(atPath: daemon.root + "/cut"))
+
+        // Three days on, the retention sweep destroys the first backup's key (a dry run only counts it):
+        // the first backup can never be read, though no backup was taken since.
+        try "\(Self.start + 3 * Self.day)".write(toFile: daemon.root + "/clock", atomically: true, encoding: .utf8)
+        let dry = try daemon.call("POST", "/v1/admin/sweep", as: .root, body: #"{"dry_run": true}"#, expect: 200)
+        #expect(dry.json["backup_keys_destroyed"] as? Int == 1)
+        #expect(try Self.restore(daemon.root, ["--in", first, "--data-dir", daemon.root + "/kept", "--ledger", ledger]).0 == 0)
+        let swept = try daemon.call("POST", "/v1/admin/sweep", as: .root, body: "{}", expect: 200)
+        #expect(swept.json["backup_keys_destroyed"] as? Int == 1, "\(swept.json)")
+        let later = daemon.root + "/later.cvbackup"
+        #expect(try CLITests.ctl(["backup", "--out", later, "--socket", daemon.socket], as: .root).0 == 0)
+        let gone = try Self.restore(daemon.root, ["--in", first, "--data-dir", daemon.root + "/gone", "--ledger", ledger])
+        #expect(gone.0 == 1 && gone.2.contains("destroyed by the backup retention"), "\(gone)")
+        #expect(!FileManager.default.fileExists(atPath: daemon.root + "/gone"))
+        #expect(try Self.restore(daemon.root, ["--in", later, "--data-dir", daemon.root + "/later", "--live-data", daemon.root + "/data"]).0 == 0)
+    }
+}

@@ -1,0 +1,120 @@
+import CaseVaultCore
+import CaseVaultStore
+import Foundation
+import Logging
+import Testing
+
+/// Backups (DESIGN §12) through the real files: the store writes a backup while a shred runs beside it,
+/// and a restore refuses every changed byte of the file.
+@Suite("Backup files", .serialized)
+struct BackupStoreTests {
+    let vault = TestVault()
+    var keys: BackupKeyFile { BackupKeyFile(path: self.vault.root + "/keys/backup.keys") }
+
+    func intakes(_ store: RecordStore, count: Int) throws -> [RecordID: [UInt8]] {
+        var records: [RecordID: [UInt8]] = [:]
+        let caseID = Samples.caseID()
+        for n in 0..<count {
+            let content = Samples.content(.intakeForm, marker: "backup \(n)")
+            records[try store.put(NewRecord(caseID: caseID, type: .intakeForm, content: content)).id] = content
+        }
+        return records
+    }
+
+    func backup(_ store: RecordStore, during: (Int) throws -> Void = { _ in }) throws -> [UInt8] {
+        var file: [UInt8] = []
+        var pieces = 0
+        _ = try store.backup(id: RecordStore.newBackupID(), keys: self.keys, retentionDays: 35) { bytes throws(CaseVaultError) in
+            file += bytes
+            pieces += 1
+            do { try during(pieces) } catch { Issue.record(error) }
+        }
+        return file
+    }
+
+    /// Restores `file` into `target` with no ledger, returning the opened store.
+    func restore(_ file: [UInt8], into target: String) throws(CaseVaultError) -> RestoreSummary {
+        var configuration = self.vault.configuration()
+        configuration.dataDirectory = URL(fileURLWithPath: target)
+        var at = 0
+        return try RecordStore.restore(
+            read: { count in
+                let piece = Array(file[at..<min(file.count, at + count)])
+                at += piece.count
+                return piece
+            },
+            into: configuration, passphrase: nil, keys: self.keys, ledger: [], logger: Logger(label: "test")
+        )
+    }
+
+    func reopen(_ target: String) throws(CaseVaultError) -> RecordStore {
+        var configuration = self.vault.configuration()
+        configuration.dataDirectory = URL(fileURLWithPath: target)
+        return try RecordStore.open(configuration, logger: Logger(label: "test"))
+    }
+
+    @Test("a record shredded while the backup runs is not in it, even restored without a ledger; every other record is")
+    func shredDuringBackup() throws {
+        let store = try self.vault.open()
+        var records = try self.intakes(store, count: 12)
+        // The backup reads records in the order they lie in the segments: shred the last one once the
+        // backup has begun streaming records (its second piece is the first record's slot).
+        let order = records.keys.sorted { try! BlobRegion(vault: self.vault, id: $0).offset < BlobRegion(vault: self.vault, id: $1).offset }
+        let doomed = order.last!
+        let file = try self.backup(store) { piece in
+            if piece == 2 { try store.shred(doomed) }
+        }
+        records[doomed] = nil
+        store.close()
+
+        let target = self.vault.root + "/restored"
+        let summary = try self.restore(file, into: target)
+        #expect(summary.records == records.count && summary.reshredded == 0)
+        let restored = try self.reopen(target)
+        defer { restored.close() }
+        for (id, content) in records { #expect(try restored.get(id).content == content) }
+        #expect(throws: CaseVaultError.self) { try restored.get(doomed) }
+        #expect(try restored.metadata(records.keys.first!).type == .intakeForm)
+    }
+
+    @Test("a changed byte anywhere in a backup file is refused and nothing is restored")
+    func everyFlipRefused() throws {
+        let store = try self.vault.open()
+        _ = try self.intakes(store, count: 3)
+        let file = try self.backup(store)
+        store.close()
+        #expect(try self.restore(file, into: self.vault.root + "/whole").records == 3, "the untouched file restores")
+
+        // Every byte of the clear header and stream header, then a stride through the frames, and the end.
+        let positions = Array(0..<80) + Array(stride(from: 80, to: file.count, by: max(1, file.count / 400))) + Array((file.count - 40)..<file.count)
+        for position in positions {
+            var changed = file
+            changed[position] ^= 0x40
+            let target = self.vault.root + "/flip-\(position)"
+            #expect(throws: CaseVaultError.self, "a flip at byte \(position) of \(file.count) was restored") {
+                _ = try self.restore(changed, into: target)
+            }
+            #expect(!FileManager.default.fileExists(atPath: target), "a refused restore left \(target) behind")
+        }
+        // Cut anywhere: refused too.
+        for length in stride(from: 0, to: file.count, by: max(1, file.count / 50)) {
+            #expect(throws: CaseVaultError.self, "a file cut to \(length) bytes was restored") {
+                _ = try self.restore(Array(file.prefix(length)), into: self.vault.root + "/cut-\(length)")
+            }
+        }
+    }
+
+    @Test("a backup key file inside the data directory is refused before anything is written")
+    func keyFileInsideData() throws {
+        let store = try self.vault.open()
+        defer { store.close() }
+        var written = 0
+        let inside = BackupKeyFile(path: self.vault.data + "/backup.keys")
+        #expect(throws: CaseVaultError.self) {
+            _ = try store.backup(id: RecordStore.newBackupID(), keys: inside, retentionDays: 35) { bytes throws(CaseVaultError) in
+                written += bytes.count
+            }
+        }
+        #expect(written == 0 && !FileManager.default.fileExists(atPath: inside.path))
+    }
+}
