@@ -1,3 +1,5 @@
+// sync_file_range is declared only under _GNU_SOURCE, which must come before the first include.
+#define _GNU_SOURCE
 #include "CCaseVaultShims.h"
 
 #include <sys/prctl.h>
@@ -100,4 +102,12 @@ int casevault_refuse_exec_gain(void) {
         return -1;
     }
     return 0;
+}
+
+#include <fcntl.h>
+
+int casevault_write_back(int fd, int wait) {
+    unsigned int flags = wait ? (SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)
+                              : SYNC_FILE_RANGE_WRITE;
+    return sync_file_range(fd, 0, 0, flags);
 }

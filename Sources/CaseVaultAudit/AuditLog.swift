@@ -15,12 +15,15 @@ internal import Synchronization
 /// A route waits only for its `request` entry to be *written* (at most `writeDeadline`): a full disk, an
 /// immutable file or an I/O error is known then, before the route acts, and the route is refused. The
 /// entry's flush then runs while the route works, and the answer waits for it (`awaitDurable`), so that no
-/// answer leaves before its entry is on disk while the audit flush and the store's flushes overlap.
+/// answer leaves before its entry is on disk. When the log rides on the store's flushes (`attach(to:)`,
+/// `FlushRider`: ext4 or xfs, one device), the entry's flush is not started at once: a put batch's
+/// flush carries every entry written before it, and only a route that flushed nothing (a read) has the
+/// syncer flush after it. Otherwise the flush starts at once and overlaps the route.
 /// Results are queued without waiting and reach the disk with the next flush, at the latest at shutdown.
 ///
 /// After a failed write the log remembers why (`failure`, shown by health and status) and tries again with
 /// the next entry, first cutting away whatever part of the failed batch reached the file.
-public final class AuditLog: Sendable {
+public final class AuditLog: FlushRider {
     /// How long a request waits for its entry before it is refused with 503, and at most for its flush.
     static let writeDeadline: DispatchTimeInterval = .milliseconds(800)
     public static let defaultCheckpointInterval = 1000
@@ -52,6 +55,16 @@ public final class AuditLog: Sendable {
         var durableWaiters: [(batch: UInt64, waiter: Waiter)] = []
         /// The newest checkpoint written, for the head once it is durable.
         var unsyncedCheckpoint: (seq: UInt64, hash: [UInt8], signer: AuditSigner)?
+        /// Whether entries ride on the store's flushes (`attach(to:)`).
+        var riding = false
+        /// The last batch that grew the file: until a flush of the log's own has made it durable (with
+        /// the new size), nothing rides.
+        var grewIn: UInt64 = 0
+        /// The last batch made durable by a flush of the log's own.
+        var ownSynced: UInt64 = 0
+        /// Flushes of the log's own, and store flushes it rode on.
+        var ownFlushes = 0
+        var rides = 0
     }
 
     struct Chain {
@@ -211,10 +224,33 @@ public final class AuditLog: Sendable {
         try self.flush(checkpoint: nil)
     }
 
-    /// Stops signing: after a last checkpoint, the log forgets the signer (the daemon is being sealed).
+    /// `attach(store.auditSigner)`, and from then on entries ride on `store`'s flushes where they can.
+    public func attach(to store: RecordStore) throws(CaseVaultError) {
+        try self.attach(store.auditSigner)
+        let riding = store.letRide(self)
+        self.shared.withLock { $0.riding = riding }
+    }
+
+    /// Stops signing: after a last checkpoint, the log forgets the signer (the daemon is being sealed),
+    /// and stops riding on the store's flushes.
     public func detach(reason: String) throws(CaseVaultError) {
-        defer { self.shared.withLock { $0.signer = nil } }
+        defer {
+            self.shared.withLock { state in
+                state.signer = nil
+                state.riding = false
+            }
+        }
         try self.flush(checkpoint: reason)
+    }
+
+    /// Whether entries ride on the store's flushes.
+    public var isRiding: Bool {
+        self.shared.withLock { $0.riding }
+    }
+
+    /// How entries reached the disk so far: flushes of the log's own, and store flushes that carried them.
+    public var flushCounts: (own: Int, rides: Int) {
+        self.shared.withLock { ($0.ownFlushes, $0.rides) }
     }
 
     /// A new number for a request, to tie its `result` entry to its `request` entry.
@@ -244,7 +280,7 @@ public final class AuditLog: Sendable {
     /// The fast path: when the writer is idle, the caller writes its entry itself (one `pwrite`), saving
     /// two thread hops. `nil` when the writer is busy: the caller then queues, with the deadline. A caller
     /// stuck here in a `pwrite` (a hung disk) holds the lead, so the others queue and are refused in time.
-    private func writeInline(_ entry: AuditEntry) -> Result<UInt64, CaseVaultError>? {
+    private func writeInline(_ entry: AuditEntry, waiting: Bool = true) -> Result<UInt64, CaseVaultError>? {
         let lead = self.shared.withLock { state -> AuditSigner?? in
             guard !state.closed, !state.draining, state.pending.isEmpty else { return .none }
             state.draining = true
@@ -252,7 +288,7 @@ public final class AuditLog: Sendable {
         }
         guard case .some(let signer) = lead else { return nil }
         let outcome = Mutex<Result<UInt64, CaseVaultError>?>(nil)
-        self.write([.entry(entry, Waiter { result in outcome.withLock { $0 = result } })], signer: signer)
+        self.write([.entry(entry, waiting ? Waiter { result in outcome.withLock { $0 = result } } : nil)], signer: signer)
         let more = self.shared.withLock { state -> Bool in
             if state.pending.isEmpty {
                 state.draining = false
@@ -263,6 +299,7 @@ public final class AuditLog: Sendable {
         if more {
             self.writer.async { self.drain() }
         }
+        guard waiting else { return .success(0) }
         return outcome.withLock { $0 } ?? .failure(Self.unavailable("the entry was not written"))
     }
 
@@ -290,7 +327,9 @@ public final class AuditLog: Sendable {
     /// Queues `entry` without waiting: for results, which follow their action. It reaches the disk with the
     /// next flush, at the latest at shutdown.
     public func record(_ entry: AuditEntry) {
-        self.enqueue(.entry(entry, nil))
+        if self.writeInline(entry, waiting: false) == nil {
+            self.enqueue(.entry(entry, nil))
+        }
     }
 
     /// Writes a last checkpoint and flushes; later entries are refused.
@@ -371,6 +410,7 @@ public final class AuditLog: Sendable {
     private func write(_ batch: [Pending], signer: AuditSigner?) {
         var entryWaiters: [Waiter] = []
         var flushWaiters: [Waiter] = []
+        var grew = false
         let result = self.chain.withLock { chain -> Result<(seq: UInt64, hash: [UInt8])?, CaseVaultError> in
             var seq = chain.seq
             var hash = chain.hash
@@ -416,6 +456,7 @@ public final class AuditLog: Sendable {
                     let grown = (needed / Self.growthStep + 1) * Self.growthStep
                     try self.file.write([UInt8](repeating: 0, count: Int(grown - chain.allocated)), at: chain.allocated)
                     chain.allocated = grown
+                    grew = true
                 }
                 if !output.isEmpty {
                     try self.file.write(output, at: chain.end)
@@ -439,23 +480,25 @@ public final class AuditLog: Sendable {
                 waiter.complete(.failure(refusal))
             }
         case .success(let checkpoint):
-            let number = self.shared.withLock { state -> UInt64 in
+            let (number, eager) = self.shared.withLock { state -> (UInt64, Bool) in
                 state.writeFailure = nil
                 state.written += 1
+                if grew { state.grewIn = state.written }
                 if let checkpoint, let signer {
                     state.unsyncedCheckpoint = (checkpoint.seq, checkpoint.hash, signer)
                 }
                 for waiter in flushWaiters {
                     state.durableWaiters.append((state.written, waiter))
                 }
-                return state.written
+                return (state.written, !state.riding)
             }
             for waiter in entryWaiters {
                 waiter.complete(.success(number))
             }
-            // Results alone wait for the next flush; a request entry's flush starts now, while its route works.
-            // Results alone wait for the next flush; a request entry's flush starts now, while its route works.
-            if !entryWaiters.isEmpty || !flushWaiters.isEmpty || checkpoint != nil {
+            // Results alone wait for the next flush. A request entry's flush starts now, while its route
+            // works, unless it rides on the store's flush (then `awaitDurable` starts it if still needed).
+            // A checkpoint, an explicit flush and a grown file need a flush of the log's own.
+            if (eager && !entryWaiters.isEmpty) || !flushWaiters.isEmpty || checkpoint != nil || grew {
                 self.startSync()
             }
         }
@@ -472,7 +515,10 @@ public final class AuditLog: Sendable {
     private func sync() {
         while true {
             let next = self.shared.withLock { state -> (UInt64, (seq: UInt64, hash: [UInt8], signer: AuditSigner)?)? in
-                if state.written <= state.synced { return nil }
+                // Nothing new, unless a ride made the checkpoint's batch durable before its head was written.
+                if state.written <= state.synced && state.unsyncedCheckpoint == nil && state.grewIn <= state.ownSynced {
+                    return nil
+                }
                 defer { state.unsyncedCheckpoint = nil }
                 return (state.written, state.unsyncedCheckpoint)
             }
@@ -493,7 +539,9 @@ public final class AuditLog: Sendable {
                     if state.unsyncedCheckpoint == nil { state.unsyncedCheckpoint = checkpoint }
                 } else {
                     state.syncFailure = nil
-                    state.synced = target
+                    state.synced = max(state.synced, target)
+                    state.ownSynced = max(state.ownSynced, target)
+                    state.ownFlushes += 1
                 }
                 let ready = state.durableWaiters.filter { $0.batch <= target }.map(\.waiter)
                 state.durableWaiters.removeAll { $0.batch <= target }
@@ -524,6 +572,41 @@ public final class AuditLog: Sendable {
         guard rename(aside, self.headPath) == 0 else { throw POSIXFailure.error("rename", path: self.headPath) }
         try DataDirectory.flushDirectory(self.directory)
     }
+
+    // MARK: Riding on the store's flushes
+
+    /// Ready to ride when something was written since the last flush, no checkpoint's head is waiting,
+    /// and every growth of the file has been flushed by the log itself.
+    public func prepareRide() -> UInt64? {
+        let target = self.shared.withLock { state -> UInt64? in
+            guard state.riding, state.written > state.synced, state.unsyncedCheckpoint == nil, state.grewIn <= state.ownSynced else {
+                return nil
+            }
+            return state.written
+        }
+        guard let target, (try? self.file.writeBack(wait: false)) != nil else { return nil }
+        return target
+    }
+
+    public func board(_ token: UInt64) -> Bool {
+        (try? self.file.writeBack(wait: true)) != nil
+    }
+
+    public func rode(_ token: UInt64) {
+        let ready = self.shared.withLock { state -> [Waiter] in
+            guard token > state.synced else { return [] }
+            state.synced = token
+            state.rides += 1
+            let ready = state.durableWaiters.filter { $0.batch <= token }.map(\.waiter)
+            state.durableWaiters.removeAll { $0.batch <= token }
+            return ready
+        }
+        for waiter in ready {
+            waiter.complete(.success(token))
+        }
+    }
+
+    public var ridingPath: String { self.logPath }
 
     // MARK: Reading
 

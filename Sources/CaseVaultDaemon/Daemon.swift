@@ -53,7 +53,7 @@ public enum Daemon {
             logger.warning("cut a torn last entry from the audit log", metadata: ["audit.bytes": "\(recovery.discardedBytes)"])
         }
         if let store = try? keeper.store() {
-            try audit.attach(store.auditSigner)
+            try audit.attach(to: store)
         } else {
             logger.notice(keeper.isInitialised ? "sealed: waiting for casevaultctl unseal" : "not initialised: waiting for casevaultctl init")
         }

@@ -32,7 +32,7 @@ extension Routes {
         let (store, encoded) = try await self.pool.run {
             try keeper.initialise(passphrase: secret, shares: shares, threshold: threshold)
         }
-        try self.audit.attach(store.auditSigner)
+        try self.audit.attach(to: store)
         return try JSONResponse.make(
             Initialised(sealed: false, shares: encoded, threshold: shares == 0 ? nil : threshold), status: .created
         )
@@ -68,7 +68,7 @@ extension Routes {
         }
         switch progress {
         case .unsealed(let store):
-            try self.audit.attach(store.auditSigner)
+            try self.audit.attach(to: store)
             return try JSONResponse.make(Unsealed(sealed: false))
         case .collecting(let received, let threshold):
             return try JSONResponse.make(Unsealed(sealed: true, shares: received, threshold: threshold))

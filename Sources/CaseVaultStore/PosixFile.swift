@@ -2,6 +2,7 @@
 package import Glibc
 #endif
 package import CaseVaultCore
+internal import CCaseVaultShims
 
 /// A POSIX file descriptor with the few calls the store needs, each turning errno into a `CaseVaultError`.
 /// Hand-written rather than swift-system's `FileDescriptor` to keep `O_EXCL|O_NOFOLLOW`, `fdatasync` and
@@ -65,6 +66,12 @@ package final class PosixFile: Sendable {
 
     package func flushData() throws(CaseVaultError) {
         guard fdatasync(self.descriptor) == 0 else { throw POSIXFailure.error("fdatasync") }
+    }
+
+    /// Starts writing back the file's dirty pages; with `wait`, waits until every one is written. No
+    /// device flush (`FlushRider`).
+    package func writeBack(wait: Bool) throws(CaseVaultError) {
+        guard casevault_write_back(self.descriptor, wait ? 1 : 0) == 0 else { throw POSIXFailure.error("sync_file_range") }
     }
 
     package func flush() throws(CaseVaultError) {

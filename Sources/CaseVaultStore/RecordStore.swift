@@ -28,6 +28,8 @@ public final class RecordStore: Sendable {
     let writes: WriteQueue<PendingPut, Result<RecordMetadata, CaseVaultError>>
     let caseLocks = CaseLocks()
     let logger: Logger
+    /// The audit log, when its entries ride on the flushes of put batches (`letRide`).
+    let rider = Mutex<(any FlushRider)?>(nil)
     private let closed = Atomic<Bool>(false)
 
     /// What the single writer changes as it commits: which slot and which segment region come next.
@@ -273,8 +275,14 @@ public final class RecordStore: Sendable {
                 )
                 try self.slots.write(place.slot, wrapped)
             }
+            // What the audit log wrote before this point (the batch's request entries among it) is written
+            // back beside the segment and made durable by the key slots' device flush.
+            let rider = self.rider.withLock { $0 }
+            let ride = rider?.prepareRide()
             try self.segments.flush(Set(placed.map(\.location.segment)))
+            let boarded = ride.map { rider?.board($0) ?? false } ?? false
             try self.slots.flush()
+            if let rider, let ride, boarded { rider.rode(ride) }
             self.observe(.putAfterSlotFlush)
             try self.index.write { db in
                 for (put, place) in zip(batch, placed) {

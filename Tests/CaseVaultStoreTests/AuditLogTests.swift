@@ -165,6 +165,62 @@ struct AuditLogTests {
         store.close()
     }
 
+    /// The filesystem type (statfs's f_type) of `path`, as coreutils' `stat -f` reads it.
+    static func filesystemType(_ path: String) -> Int {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/stat")
+        process.arguments = ["-f", "-c", "%t", path]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        guard (try? process.run()) != nil else { return -1 }
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Int(String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines), radix: 16) ?? -1
+    }
+
+    /// Audited puts as the server makes them, one after another: the request entry written, the put, the
+    /// result queued, the answer held until the request entry is durable. Returns how the log flushed.
+    static func auditedPuts(_ vault: TestVault, count: Int) async throws -> (riding: Bool, own: Int, rides: Int) {
+        let store = try vault.open()
+        defer { store.close() }
+        let (log, _) = try AuditLog.open(directory: store.auditDirectory, clock: { 1_700_000_000_000 })
+        try log.attach(to: store)
+        let before = log.flushCounts
+        let caseID = Samples.caseID()
+        for number in UInt64(1)...UInt64(count) {
+            let receipt = try await log.append(Self.request(number))
+            _ = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "ride \(number)")))
+            log.record(Self.result(number, status: 201))
+            try await log.awaitDurable(receipt)
+        }
+        let after = log.flushCounts
+        let riding = log.isRiding
+        log.close()
+        let (bytes, head) = Self.read(vault)
+        let report = AuditVerifier.verify(log: bytes, head: head, expectedKey: store.auditSigner.publicKey)
+        #expect(report.ok && report.entries >= UInt64(2 * count), "\(report)")
+        return (riding, after.own - before.own, after.rides - before.rides)
+    }
+
+    @Test("on ext4 or xfs a put's flush carries its audit entry; elsewhere (tmpfs) the log flushes on its own")
+    func entriesRideOnPutFlushes() async throws {
+        let vault = TestVault()
+        let inPlace = [0xEF53, 0x5846_5342].contains(Self.filesystemType(vault.root))
+        let onDisk = try await Self.auditedPuts(vault, count: 40)
+        #expect(onDisk.riding == inPlace)
+        if inPlace {
+            #expect(onDisk.rides == 40 && onDisk.own == 0, "every put carried its entry: \(onDisk)")
+        } else {
+            #expect(onDisk.rides == 0 && onDisk.own >= 40, "\(onDisk)")
+        }
+
+        // tmpfs overwrites in place but has no disk: never ridden, the log flushes for every request.
+        guard Self.filesystemType("/dev/shm") == 0x0102_1994 else { return }
+        let shm = TestVault(under: "/dev/shm")
+        let inMemory = try await Self.auditedPuts(shm, count: 10)
+        #expect(!inMemory.riding && inMemory.rides == 0 && inMemory.own >= 10, "\(inMemory)")
+    }
+
     @Test("concurrent requests share flushes and every one lands, in one unbroken chain")
     func concurrentAppends() async throws {
         let vault = TestVault()

@@ -15,8 +15,9 @@ final class TestVault {
     var data: String { self.root + "/data" }
     var key: String { self.root + "/keys/root.key" }
 
-    init() {
-        var template = Array((NSTemporaryDirectory() + "/casevault-test-XXXXXX").utf8CString)
+    /// A vault in a new private folder under `parent` (default: the temporary directory).
+    init(under parent: String = NSTemporaryDirectory()) {
+        var template = Array((parent + "/casevault-test-XXXXXX").utf8CString)
         let path = template.withUnsafeMutableBufferPointer { buffer in mkdtemp(buffer.baseAddress!) }
         precondition(path != nil, "mkdtemp failed")
         self.root = String(cString: path!)

@@ -40,6 +40,11 @@ int casevault_refuse_exec_gain(void);
 /// The magic number of the filesystem `path` is on (statfs's f_type). Returns 0, or -1 with errno set.
 int casevault_filesystem_type(const char *path, unsigned long *type);
 
+/// Starts writing back every dirty page of `fd` (sync_file_range over the whole file, which Glibc
+/// declares only under _GNU_SOURCE); with `wait`, also waits for every write under way and started to
+/// complete. No metadata and no device cache flush. Returns 0, or -1 with errno set.
+int casevault_write_back(int fd, int wait);
+
 /// FS_NOCOW_FL, for reading the flags back.
 #define CASEVAULT_FS_NOCOW_FL 0x00800000
 

@@ -1,0 +1,54 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
+internal import CCaseVaultShims
+internal import Synchronization
+
+/// Another file whose written bytes may ride on the store's next flush: the audit log. One device flush
+/// then makes a batch of puts and the audit entries written before it durable together, instead of two
+/// flushes that the disk serves one after the other.
+///
+/// The store calls `prepareRide` just before it flushes a batch's segment, which starts writing the
+/// rider's dirty pages back (`sync_file_range`, no device flush) while the segment's are written;
+/// `board` after that flush, which waits until the rider's pages are written; and `rode` once the next
+/// flush (the key slots') has returned: its `fdatasync` ends with a flush of the device's cache, which
+/// carries the rider's blocks too. That is durable only when the rider's bytes overwrite blocks the file already has
+/// (no size or extent change to commit) on a filesystem that writes in place, on the same device: the
+/// store lets a file ride only on ext4 and xfs and only on its own device, and the rider answers `nil`
+/// whenever it needs a flush of its own (after growing, or to write a head).
+public protocol FlushRider: AnyObject, Sendable {
+    /// The file that rides (its device and filesystem are checked).
+    var ridingPath: String { get }
+    /// Starts writing back what was written so far and returns a token for `board` and `rode`, or `nil`
+    /// when nothing needs to ride or it cannot.
+    func prepareRide() -> UInt64?
+    /// Waits until the writeback `prepareRide` started is complete; `false` when it failed (no ride).
+    func board(_ token: UInt64) -> Bool
+    /// A device flush that began after `board(token)` returned `true` has completed.
+    func rode(_ token: UInt64)
+}
+
+extension RecordStore {
+    /// Filesystems whose `fdatasync` ends with a device flush and that overwrite a file's existing blocks
+    /// in place (not btrfs or ZFS, which write anew and must commit their trees).
+    static let inPlaceFilesystems: Set<UInt> = [0xEF53 /* ext2/3/4 */, 0x5846_5342 /* xfs */]
+
+    /// Lets `rider` ride on this store's flushes when it lies on the same device and an in-place
+    /// filesystem; returns whether it may. Otherwise the rider flushes on its own, as before.
+    @discardableResult
+    public func letRide(_ rider: any FlushRider) -> Bool {
+        var ours = stat()
+        var theirs = stat()
+        var type: UInt = 0
+        guard stat(self.directory.segmentsPath, &ours) == 0, stat(rider.ridingPath, &theirs) == 0,
+            ours.st_dev == theirs.st_dev,
+            casevault_filesystem_type(self.directory.segmentsPath, &type) == 0,
+            Self.inPlaceFilesystems.contains(type)
+        else {
+            self.rider.withLock { $0 = nil }
+            return false
+        }
+        self.rider.withLock { $0 = rider }
+        return true
+    }
+}
