@@ -15,15 +15,19 @@ struct BackupTests {
     static let start: Int64 = 1_768_435_200_000
     static let day: Int64 = 86_400_000
 
-    static func restore(_ root: String, _ arguments: [String]) throws -> (Int32, String, String) {
+    static func restore(_ root: String, _ arguments: [String], input: String? = nil) throws -> (Int32, String, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: DaemonProcess.binary("casevaultctl"))
         process.arguments = ["restore", "--config", root + "/casevault.toml"] + arguments
         let output = Pipe()
         let errors = Pipe()
+        let stdin = Pipe()
         process.standardOutput = output
         process.standardError = errors
+        process.standardInput = stdin
         try process.run()
+        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+        try stdin.fileHandleForWriting.close()
         let out = output.fileHandleForReading.readDataToEndOfFile()
         let err = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
@@ -112,5 +116,42 @@ struct BackupTests {
         #expect(gone.0 == 1 && gone.2.contains("destroyed by the backup retention"), "\(gone)")
         #expect(!FileManager.default.fileExists(atPath: daemon.root + "/gone"))
         #expect(try Self.restore(daemon.root, ["--in", later, "--data-dir", daemon.root + "/later", "--live-data", daemon.root + "/data"]).0 == 0)
+    }
+
+    @Test("a passphrase vault restores with its passphrase (a wrong one is refused) and unseals on the restored data")
+    func passphraseVault() throws {
+        let passphrase = KeyCustodyTests.passphrase
+        let daemon = try DaemonProcess(roles: Self.roles, extra: KeyCustodyTests.passphraseSource)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        #expect(try KeyCustodyTests.ctl(["init", "--stdin"], daemon, input: passphrase + "\n").0 == 0)
+        let caseID = try LifecycleOverSocketTests.agreedCase(daemon)
+        let intake = try daemon.file(caseID, Bodies.intake, as: Self.director).string("record_id")
+        let body = try daemon.call("GET", "/v1/records/\(intake)", as: Self.director, expect: 200).body
+        let file = daemon.root + "/vault.cvbackup"
+        #expect(try CLITests.ctl(["backup", "--out", file, "--socket", daemon.socket], as: .root).0 == 0)
+
+        let wrong = try Self.restore(daemon.root, ["--in", file, "--data-dir", daemon.root + "/wrong", "--without-ledger", "--stdin"], input: "not it\n")
+        #expect(wrong.0 == 1, "\(wrong)")
+        #expect(!FileManager.default.fileExists(atPath: daemon.root + "/wrong"))
+        let restoredData = daemon.root + "/restored/data"
+        let restored = try Self.restore(
+            daemon.root, ["--in", file, "--data-dir", restoredData, "--live-data", daemon.root + "/data", "--stdin"], input: passphrase + "\n"
+        )
+        #expect(restored.0 == 0, "\(restored)")
+        _ = daemon.stop()
+
+        // The restored data under a daemon of its own: sealed at start, unsealed by the same passphrase.
+        let second = DaemonProcess.temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: second) }
+        let configuration = try String(contentsOfFile: daemon.root + "/casevault.toml", encoding: .utf8)
+            .replacingOccurrences(of: "data_directory = \"\(daemon.root)/data\"", with: "data_directory = \"\(restoredData)\"")
+            .replacingOccurrences(of: "socket_path = \"\(daemon.socket)\"", with: "socket_path = \"\(second)/run/casevault.sock\"")
+        try configuration.write(toFile: second + "/casevault.toml", atomically: true, encoding: .utf8)
+        let copy = try DaemonProcess(roles: Self.roles, root: second, configurationFile: second + "/casevault.toml")
+        #expect(copy.waitUntilServing(), "\(copy.log)")
+        #expect(try copy.call("GET", "/v1/records/\(intake)", as: Self.director, expect: 503).problemType == "sealed")
+        #expect(try KeyCustodyTests.ctl(["unseal", "--stdin"], copy, input: passphrase + "\n").0 == 0)
+        #expect(try copy.call("GET", "/v1/records/\(intake)", as: Self.director, expect: 200).body == body)
+        _ = copy.stop()
     }
 }

@@ -155,7 +155,7 @@ struct KeyCustodyTests {
         try Self.expectSealed(daemon)
     }
 
-    @Test("unsealed keys sit in locked memory; a fixed key source cannot be sealed")
+    @Test("unsealed keys sit in locked memory in a process that cannot dump core; a fixed key source cannot be sealed")
     func lockedMemoryAndFixedSource() throws {
         let daemon = try DaemonProcess(roles: Self.roles, extra: Self.passphraseSource)
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
@@ -165,6 +165,12 @@ struct KeyCustodyTests {
             line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) }
         }
         #expect((locked ?? 0) > 0, "the daemon locks no memory: \(String(describing: locked))")
+        // No core file can carry them: the core size limit is 0, soft and hard.
+        let limits = try String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/limits", encoding: .utf8)
+        let core = limits.split(separator: "\n").first { $0.hasPrefix("Max core file size") }.map {
+            $0.dropFirst("Max core file size".count).split(separator: " ", omittingEmptySubsequences: true).prefix(2).map(String.init)
+        }
+        #expect(core == ["0", "0"], "the daemon may dump core: \(String(describing: core))")
 
         let fixed = try DaemonProcess(roles: Self.roles)
         #expect(fixed.waitUntilServing(), "\(fixed.log)")
