@@ -96,6 +96,8 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
     public var field: String?
     /// The underlying error, if any (an errno, a SQLite error, a crypto failure).
     public var cause: (any Error & Sendable)?
+    /// Seconds after which the same request may succeed (a throttled unseal), sent as `Retry-After`.
+    public var retryAfter: Int?
     public var location: Location
 
     public init(
@@ -103,6 +105,7 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         _ message: String,
         field: String? = nil,
         cause: (any Error & Sendable)? = nil,
+        retryAfter: Int? = nil,
         file: String = #fileID,
         line: Int = #line
     ) {
@@ -110,6 +113,7 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         self.message = message
         self.field = field
         self.cause = cause
+        self.retryAfter = retryAfter
         self.location = Location(file: file, line: line)
     }
 

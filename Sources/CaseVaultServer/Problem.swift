@@ -10,6 +10,12 @@ struct Problem: Encodable {
     var status: Int
     var detail: String
     var field: String?
+    /// Sent as the `Retry-After` header, not in the body.
+    var retryAfter: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case type, title, status, detail, field
+    }
 
     init(_ error: CaseVaultError) {
         let status = Self.status(error.code)
@@ -18,6 +24,8 @@ struct Problem: Encodable {
         self.status = status.code
         self.detail = error.message
         self.field = error.field
+        // A log that cannot be written is retried at once by the daemon: a client may try again shortly.
+        self.retryAfter = error.retryAfter ?? (error.code == .auditUnavailable ? 1 : nil)
     }
 
     /// The HTTP status of each stable error code.
@@ -68,6 +76,9 @@ struct Problem: Encodable {
         let body = (try? encoder.encode(self)) ?? Data(#"{"status":500}"#.utf8)
         var headers = HTTPFields()
         headers[.contentType] = "application/problem+json"
+        if let seconds = self.retryAfter {
+            headers[.retryAfter] = "\(seconds)"
+        }
         return Response(
             status: HTTPResponse.Status(code: self.status),
             headers: headers,

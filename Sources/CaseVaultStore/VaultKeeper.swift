@@ -232,12 +232,14 @@ public final class VaultKeeper: Sendable {
     private func beginAttempt() throws(CaseVaultError) {
         try self.state.withLock { state throws(CaseVaultError) in
             if state.attempting {
-                throw CaseVaultError(.unsealThrottled, "another unseal attempt is running; try again in a moment")
+                throw CaseVaultError(.unsealThrottled, "another unseal attempt is running; try again in a moment", retryAfter: 1)
             }
             if let next = state.nextAttempt, next > .now {
                 let wait = next - .now
                 let seconds = Int((Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18).rounded(.up))
-                throw CaseVaultError(.unsealThrottled, "too many refused attempts: wait \(max(1, seconds)) s before the next")
+                throw CaseVaultError(
+                    .unsealThrottled, "too many refused attempts: wait \(max(1, seconds)) s before the next", retryAfter: max(1, seconds)
+                )
             }
             state.attempting = true
         }

@@ -92,6 +92,7 @@ struct AuditOverSocketTests {
         let elapsed = ContinuousClock.now - start
         #expect(refused.problemType == "audit-unavailable", "\(String(decoding: refused.body, as: UTF8.self))")
         #expect(elapsed < .seconds(1), "the refusal took \(elapsed)")
+        #expect(refused.retryAfter == "1", "a client may try again shortly")
         try daemon.call("POST", "/v1/cases", as: Self.director, body: Bodies.openCase(mediators: [4002]), expect: 503)
 
         let health = try daemon.call("GET", "/v1/health", expect: 503)

@@ -173,6 +173,8 @@ enum Client {
         var status: Int
         var contentType: String
         var body: Data
+        /// The Retry-After header, when there was one.
+        var retryAfter: String? = nil
 
         var json: [String: Any] {
             (try? JSONSerialization.jsonObject(with: self.body)) as? [String: Any] ?? [:]
@@ -200,7 +202,7 @@ enum Client {
     ) throws -> Reply {
         // A bound time: a socket that listens but is never served (a daemon that died) must fail the test, not hang it.
         var arguments = [
-            "-s", "--max-time", "120", "--path-as-is", "-o", "-", "-w", "\n%{http_code} %{content_type}", "--unix-socket", socket, "-X", method,
+            "-s", "--max-time", "120", "--path-as-is", "-o", "-", "-w", "\n%{http_code}\t%header{retry-after}\t%{content_type}", "--unix-socket", socket, "-X", method,
         ]
         var bodyFile: String?
         defer { bodyFile.map { _ = unlink($0) } }
@@ -221,11 +223,12 @@ enum Client {
         guard let newline = output.lastIndex(of: UInt8(ascii: "\n")) else {
             return Reply(status: 0, contentType: "", body: Data())
         }
-        let trailer = String(decoding: output[(newline + 1)...], as: UTF8.self).split(separator: " ", maxSplits: 1)
+        let trailer = String(decoding: output[(newline + 1)...], as: UTF8.self).split(separator: "\t", omittingEmptySubsequences: false)
         return Reply(
             status: Int(trailer.first ?? "") ?? 0,
-            contentType: trailer.count > 1 ? String(trailer[1]) : "",
-            body: Data(output[..<newline])
+            contentType: trailer.count > 2 ? String(trailer[2]) : "",
+            body: Data(output[..<newline]),
+            retryAfter: trailer.count > 1 && !trailer[1].isEmpty ? String(trailer[1]) : nil
         )
     }
 }

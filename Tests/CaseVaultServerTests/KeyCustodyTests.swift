@@ -110,6 +110,7 @@ struct KeyCustodyTests {
             #expect(hurried.0 == 1 && hurried.2.contains("unseal-throttled"), "\(hurried)")
             let again = try daemon.call("POST", "/v1/admin/unseal", body: #"{"passphrase": "not the passphrase either"}"#, expect: 429)
             #expect(again.problemType == "unseal-throttled")
+            #expect(again.retryAfter.flatMap(Int.init).map { (1...2).contains($0) } == true, "Retry-After: \(String(describing: again.retryAfter))")
             usleep(1_200_000)
             let right = try Self.ctl(["unseal", "--stdin"], daemon, input: Self.passphrase + "\n")
             #expect(right.0 == 0, "\(right)")
