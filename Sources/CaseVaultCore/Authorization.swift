@@ -26,6 +26,7 @@ public enum Action: String, Sendable, CaseIterable {
     case sweep
     case readStatistics
     case verifyAudit
+    case readAudit
     case initialise
     case unseal
     case seal
@@ -114,7 +115,7 @@ public enum Authorization {
         // Aggregates only: no route gives the statistician anything per case.
         case .readStatistics: return [.role(.director), .role(.statistician)]
         // The audit report holds counts and the first bad entry's number, no entry's contents.
-        case .verifyAudit: return [.role(.director), .role(.operator)]
+        case .verifyAudit, .readAudit: return [.role(.director), .role(.operator)]
         // Key custody is the operator's: it opens the vault, and says nothing about any record.
         // Backups and the shred ledger: sealed bytes and record ids, never content in clear.
         case .initialise, .unseal, .seal, .rotate, .backup: return [.role(.operator)]

@@ -46,6 +46,7 @@ public enum API {
         (Route(method: .post, path: "/v1/admin/sweep"), { routes in routes.sweep }),
         (Route(method: .get, path: "/v1/stats"), { routes in routes.statistics }),
         (Route(method: .get, path: "/v1/audit/verify"), { routes in routes.verifyAudit }),
+        (Route(method: .get, path: "/v1/audit/entries"), { routes in routes.auditEntries }),
         (Route(method: .get, path: "/v1/roster/mediators"), { routes in routes.listRoster }),
         (Route(method: .get, path: "/v1/roster/mediators/{user}"), { routes in routes.readRosterEntry }),
         (Route(method: .put, path: "/v1/roster/mediators/{user}"), { routes in routes.addToRoster }),

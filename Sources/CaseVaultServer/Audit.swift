@@ -152,4 +152,28 @@ extension Routes {
         }
         return try JSONResponse.make(report)
     }
+
+    struct EntriesBody: Encodable {
+        var entries: [AuditEntry]
+    }
+
+    /// `GET /v1/audit/entries?last=N` (1 to 1000, default 20): the newest entries, oldest first (uids,
+    /// roles, routes, ids and results; never content). Director and operator.
+    func auditEntries(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try context.authorize(.readAudit)
+        let query = request.uri.queryParameters
+        for (name, _) in query where name != "last" {
+            throw CaseVaultError(.invalidField, "the audit entries take only the query parameter last")
+        }
+        var count = AuditTail.defaultCount
+        if let text = query.get("last") {
+            guard let number = Int(text), (1...AuditTail.maxCount).contains(number) else {
+                throw CaseVaultError(.invalidField, "last must be a whole number from 1 to \(AuditTail.maxCount)", field: "last")
+            }
+            count = number
+        }
+        let (path, last) = (self.audit.logPath, count)
+        let entries = try await self.pool.run { try AuditTail.read(logAt: path, count: last) }
+        return try JSONResponse.make(EntriesBody(entries: entries))
+    }
 }

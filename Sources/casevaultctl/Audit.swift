@@ -6,9 +6,106 @@ import Foundation
 
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The audit log: check its hash chain and signed checkpoints.",
-        subcommands: [Verify.self]
+        abstract: "The audit log: check its hash chain and signed checkpoints, or show its newest entries.",
+        subcommands: [Verify.self, Tail.self]
     )
+
+    /// The data directory for --offline: --data-dir, or store.data_directory of --config.
+    static func dataDirectory(_ dataDir: String?, config: String) throws(CLIError) -> String {
+        if let dataDir { return dataDir }
+        do {
+            let configuration = try DaemonConfiguration.load(path: config)
+            let base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
+            return try configuration.storeConfiguration(relativeTo: base).dataDirectory.path
+        } catch {
+            throw CLIError.configuration("\(error.message) (or name the data directory with --data-dir)")
+        }
+    }
+
+    struct Tail: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show the newest audit entries, oldest first (operator or director): never content.",
+            discussion: """
+                Each entry: its number, time, kind, the peer's uid and roles, and the route with the ids in its
+                path (a request), or the status and problem code (a result, naming its request's number).
+                With --offline, reads the log from the data directory of --config or from --data-dir, without
+                the daemon. A view, not a check: casevaultctl audit verify checks the chain.
+                """
+        )
+
+        @OptionGroup var connection: Connection
+        @Option(name: .short, help: "How many entries, 1 to \(AuditTail.maxCount).") var n: Int = AuditTail.defaultCount
+        @Flag(help: "Read the log from the data directory instead of asking the daemon.") var offline = false
+        @Option(help: "With --offline: the data directory (default: store.data_directory of --config).") var dataDir: String?
+
+        struct Body: Codable {
+            var entries: [AuditEntry]
+        }
+
+        func validate() throws {
+            guard (1...AuditTail.maxCount).contains(self.n) else {
+                throw ValidationError("-n must be from 1 to \(AuditTail.maxCount)")
+            }
+            if !self.offline, self.dataDir != nil {
+                throw ValidationError("--data-dir goes with --offline")
+            }
+        }
+
+        func run() async throws {
+            try await runReporting { () throws(CLIError) in
+                let entries: [AuditEntry]
+                if self.offline {
+                    let directory = try Audit.dataDirectory(self.dataDir, config: self.connection.config)
+                    do throws(CaseVaultError) {
+                        entries = try AuditTail.read(logAt: directory + "/audit/log", count: self.n)
+                    } catch {
+                        throw error.code == .integrityFailure ? CLIError.problem(error.message) : CLIError.unreadable(error.message)
+                    }
+                } else {
+                    let reply = try await self.connection.client().get("/v1/audit/entries?last=\(self.n)")
+                    guard reply.status == 200 else { throw CLIError.from(reply) }
+                    guard let body = try? JSONDecoder().decode(Body.self, from: Data(reply.body)) else {
+                        throw CLIError.problem("the daemon's audit entries could not be read")
+                    }
+                    entries = body.entries
+                }
+                Self.print(entries, json: self.connection.json)
+            }
+        }
+
+        static func print(_ entries: [AuditEntry], json: Bool) {
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                Swift.print(String(decoding: (try? encoder.encode(Body(entries: entries))) ?? Data(), as: UTF8.self))
+                return
+            }
+            for entry in entries {
+                var what: String
+                switch entry.kind {
+                case .request:
+                    what = "#\(entry.request ?? 0) \(entry.action ?? "")"
+                case .result, .refused:
+                    what = (entry.kind == .result ? "#\(entry.request ?? 0) → " : "\(entry.action ?? "no route") → ")
+                        + "\(entry.status ?? 0)" + (entry.problem.map { " \($0)" } ?? "")
+                case .key:
+                    what = "audit key \(entry.publicKey ?? "")"
+                case .checkpoint:
+                    what = "signed (\(entry.reason ?? ""))"
+                }
+                if let ids = entry.ids, !ids.isEmpty {
+                    what += " " + ids.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+                }
+                let who = entry.uid.map { "uid \($0)" + ((entry.roles ?? []).isEmpty ? "" : " (" + (entry.roles ?? []).joined(separator: ",") + ")") } ?? "-"
+                let columns = [
+                    String(entry.seq).padding(toLength: 8, withPad: " ", startingAt: 0),
+                    Timestamp.rfc3339(entry.time), entry.kind.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0),
+                    who.padding(toLength: 24, withPad: " ", startingAt: 0), what,
+                ]
+                Swift.print(columns.joined(separator: " "))
+            }
+        }
+    }
 
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -56,18 +153,7 @@ struct Audit: AsyncParsableCommand {
         }
 
         func verifyOffline() throws(CLIError) -> AuditReport {
-            let directory: String
-            if let dataDir {
-                directory = dataDir
-            } else {
-                do {
-                    let configuration = try DaemonConfiguration.load(path: self.connection.config)
-                    let base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
-                    directory = try configuration.storeConfiguration(relativeTo: base).dataDirectory.path
-                } catch {
-                    throw CLIError.configuration("\(error.message) (or name the data directory with --data-dir)")
-                }
-            }
+            let directory = try Audit.dataDirectory(self.dataDir, config: self.connection.config)
             guard let log = FileManager.default.contents(atPath: directory + "/audit/log") else {
                 throw CLIError.unreadable("cannot read \(directory)/audit/log")
             }

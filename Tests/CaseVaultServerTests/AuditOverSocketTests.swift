@@ -156,4 +156,36 @@ struct AuditOverSocketTests {
         #expect(try CLITests.ctl(["audit", "verify", "--offline", "--data-dir", root + "/nowhere"], as: .root).0 == 66)
         #expect(try CLITests.ctl(["audit", "verify", "--pubkey", "zz"], as: .root).0 == 64)
     }
+
+    @Test("audit tail: the newest entries, oldest first, online and offline; never content; bad counts refused")
+    func tail() throws {
+        let daemon = try DaemonProcess(roles: Self.roles)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let caseID = try daemon.openCase(by: Self.director, mediators: [])
+        let reply = try daemon.call("GET", "/v1/audit/entries?last=4", as: Self.director, expect: 200)
+        let entries = reply.json["entries"] as? [[String: Any]] ?? []
+        #expect(entries.count == 4, "\(reply.json)")
+        let seqs = entries.compactMap { $0["seq"] as? Int }
+        #expect(seqs == Array(seqs.sorted()) && Set(seqs).count == 4, "oldest first: \(seqs)")
+        // The newest is this very request, written before its route ran; the case it follows was opened.
+        #expect(entries.last?["kind"] as? String == "request" && entries.last?["action"] as? String == "GET /v1/audit/entries")
+        #expect(entries.contains { ($0["ids"] as? [String: String])?["case_id"] == caseID && $0["kind"] as? String == "result" })
+        #expect(!String(decoding: reply.body, as: UTF8.self).contains(LeakCheck.marker), "an audit entry holds content")
+
+        let (code, text) = try CLITests.ctl(["audit", "tail", "-n", "3", "--socket", daemon.socket], as: .root)
+        #expect(code == 0 && text.split(separator: "\n").count == 3 && text.contains("GET /v1/audit/entries"), "\(text)")
+        #expect(try CLITests.ctl(["audit", "tail", "--socket", daemon.socket], as: Self.mediator).0 == 77)
+        #expect(try CLITests.ctl(["audit", "tail", "-n", "0", "--socket", daemon.socket], as: .root).0 == 64)
+        for query in ["last=0", "last=1001", "last=ten", "first=3"] {
+            #expect(try daemon.call("GET", "/v1/audit/entries?\(query)", as: Self.director, expect: 400).problemType == "invalid-field")
+        }
+        _ = daemon.stop()
+
+        // Offline, after the daemon stopped: its last entry is the shutdown checkpoint.
+        let (offlineCode, offline) = try CLITests.ctl(["audit", "tail", "--offline", "--json", "-n", "2", "--data-dir", daemon.root + "/data"], as: .root)
+        let document = (try? JSONSerialization.jsonObject(with: Data(offline.utf8))) as? [String: Any]
+        let last = (document?["entries"] as? [[String: Any]])?.last
+        #expect(offlineCode == 0 && last?["kind"] as? String == "checkpoint" && last?["reason"] as? String == "shutdown", "\(offline)")
+        #expect(try CLITests.ctl(["audit", "tail", "--offline", "--data-dir", daemon.root + "/nowhere"], as: .root).0 == 66)
+    }
 }

@@ -210,6 +210,10 @@ struct AuthorizationMatrixTests {
             allowed: [.director, .operator, .root], mutates: false
         ),
         Operation(
+            name: "read the newest audit entries", method: "GET", path: { _ in "/v1/audit/entries?last=5" },
+            allowed: [.director, .operator, .root], mutates: false
+        ),
+        Operation(
             name: "initialise the vault", method: "POST", path: { _ in "/v1/admin/init" }, body: #"{"passphrase": "a long enough passphrase"}"#,
             allowed: [.operator, .root], mutates: false, allowedStatus: 409
         ),

@@ -221,6 +221,27 @@ struct AuditLogTests {
         #expect(!inMemory.riding && inMemory.rides == 0 && inMemory.own >= 10, "\(inMemory)")
     }
 
+    @Test("the tail reads the newest entries, oldest first, however far back they reach")
+    func tailAcrossWindows() async throws {
+        let vault = TestVault()
+        let (store, log) = try Self.openLog(vault, interval: 100)
+        defer { store.close() }
+        #expect(try AuditTail.read(logAt: log.logPath, count: 5).map(\.kind) == [.key], "only the key entry so far")
+        for number in UInt64(1)...1500 {
+            _ = try await log.append(Self.request(number, action: "POST /v1/cases/{case_id}/records #\(number)"))
+        }
+        let total = log.entries
+        // 1,000 entries span more than the first 64 KiB window.
+        let tail = try AuditTail.read(logAt: log.logPath, count: 1000)
+        #expect(tail.count == 1000 && tail.last?.seq == total && tail.first?.seq == total - 999)
+        #expect(zip(tail, tail.dropFirst()).allSatisfy { $0.seq + 1 == $1.seq }, "no gap and no entry twice")
+        #expect(tail.last?.action == "POST /v1/cases/{case_id}/records #1500")
+        #expect(try AuditTail.read(logAt: log.logPath, count: 3).map(\.seq) == [total - 2, total - 1, total])
+        log.close()
+        let all = try AuditTail.read(logAt: log.logPath, count: 100_000)
+        #expect(all.count == Int(total) + 1 && all.first?.seq == 1 && all.last?.kind == .checkpoint)
+    }
+
     @Test("concurrent requests share flushes and every one lands, in one unbroken chain")
     func concurrentAppends() async throws {
         let vault = TestVault()

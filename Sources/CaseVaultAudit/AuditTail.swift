@@ -1,0 +1,42 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
+public import CaseVaultCore
+internal import CaseVaultStore
+
+/// The last entries of an audit log, oldest first, for `casevaultctl audit tail`: read backwards from the
+/// end of the written bytes (the file is zero-filled after them), whole lines only, so a batch being
+/// written is left out until it is whole. A view of the log, not a check of it: `audit verify` checks
+/// the chain and the signatures.
+public enum AuditTail {
+    public static let defaultCount = 20
+    public static let maxCount = 1000
+
+    public static func read(logAt path: String, count: Int) throws(CaseVaultError) -> [AuditEntry] {
+        guard DataDirectory.exists(path) else {
+            throw CaseVaultError(.notFound, "no audit log at \(path)")
+        }
+        let file = try PosixFile(path: path, flags: O_RDONLY)
+        let size = try file.size()
+        var window: Int64 = 64 << 10
+        while true {
+            let start = max(0, size - window)
+            let bytes = try file.read(count: Int(size - start), at: start)
+            let end = bytes.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? bytes.startIndex
+            var lines = bytes[..<end].split(separator: UInt8(ascii: "\n")).filter { $0.first != 0 }
+            // The window's first line may begin before it.
+            if start > 0, !lines.isEmpty { lines.removeFirst() }
+            if lines.count >= count || start == 0 {
+                return try lines.suffix(count).map { line throws(CaseVaultError) in
+                    guard let parsed = AuditLine.parse(line) else {
+                        throw CaseVaultError(
+                            .integrityFailure, "an entry near the end of the audit log cannot be read; run casevaultctl audit verify"
+                        )
+                    }
+                    return parsed.entry
+                }
+            }
+            window *= 4
+        }
+    }
+}
