@@ -509,16 +509,16 @@ public final class AuditLog: FlushRider {
         self.syncer.async { self.sync() }
     }
 
-
     /// The syncer: flushes everything written so far, replaces the head after a checkpoint, tells the
-    /// waiters, and repeats while more was written meanwhile.
+    /// waiters, and repeats while more was written meanwhile (riding: while someone waits for it).
     private func sync() {
         while true {
             let next = self.shared.withLock { state -> (UInt64, (seq: UInt64, hash: [UInt8], signer: AuditSigner)?)? in
                 // Nothing new, unless a ride made the checkpoint's batch durable before its head was written.
-                if state.written <= state.synced && state.unsyncedCheckpoint == nil && state.grewIn <= state.ownSynced {
-                    return nil
-                }
+                let ownNeeded = state.unsyncedCheckpoint != nil || state.grewIn > state.ownSynced
+                if state.written <= state.synced && !ownNeeded { return nil }
+                // Riding, what nobody waits for is left to the next put's flush.
+                if state.riding && state.durableWaiters.isEmpty && !ownNeeded { return nil }
                 defer { state.unsyncedCheckpoint = nil }
                 return (state.written, state.unsyncedCheckpoint)
             }

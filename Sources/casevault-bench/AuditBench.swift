@@ -61,12 +61,20 @@ extension Bench {
                 if let receipt { try? await audit.awaitDurable(receipt) }
             }
         }
+        // The disk's speed drifts over a run: plain and audited puts are measured in turn, three times
+        // each, and the medians compared.
+        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
         for writers in [1, 16] {
-            let plain = self.measureTasks(writers) { await request(false, true) }
             let alone = self.measureTasks(writers) { await request(true, false) }
+            var plains: [Double] = []
+            var boths: [Double] = []
             let before = audit.flushCounts
-            let both = self.measureTasks(writers) { await request(true, true) }
+            for _ in 0..<3 {
+                plains.append(self.measureTasks(writers) { await request(false, true) })
+                boths.append(self.measureTasks(writers) { await request(true, true) })
+            }
             let after = audit.flushCounts
+            let (plain, both) = (median(plains), median(boths))
             print(String(format: "audit    %2d client(s): durable puts %6.0f/s; audited requests alone %6.0f/s; audited puts %6.0f/s (%.0f%% of puts; goal >= 80%%); log flushes: %d own, %d rides",
                          writers, plain, alone, both, 100 * both / plain, after.own - before.own, after.rides - before.rides))
         }

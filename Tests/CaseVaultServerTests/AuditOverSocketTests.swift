@@ -26,13 +26,7 @@ struct AuditOverSocketTests {
     }
 
     static func chattr(_ flag: String, _ path: String) throws -> Bool {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/chattr")
-        process.arguments = [flag, path]
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        return process.terminationStatus == 0
+        try Peer.root.run("/usr/bin/chattr", [flag, path]).0 == 0
     }
 
     @Test("allowed and refused requests are recorded with uid, roles, route, ids and result, never content")

@@ -16,22 +16,7 @@ struct BackupTests {
     static let day: Int64 = 86_400_000
 
     static func restore(_ root: String, _ arguments: [String], input: String? = nil) throws -> (Int32, String, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: DaemonProcess.binary("casevaultctl"))
-        process.arguments = ["restore", "--config", root + "/casevault.toml"] + arguments
-        let output = Pipe()
-        let errors = Pipe()
-        let stdin = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        process.standardInput = stdin
-        try process.run()
-        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
-        try stdin.fileHandleForWriting.close()
-        let out = output.fileHandleForReading.readDataToEndOfFile()
-        let err = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        try Peer.root.run(DaemonProcess.binary("casevaultctl"), ["restore", "--config", root + "/casevault.toml"] + arguments, input: input)
     }
 
     @Test("backup while serving, shred, restore with the ledger: the shredded record stays gone, notes are never in it")

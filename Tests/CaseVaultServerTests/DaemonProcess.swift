@@ -44,7 +44,7 @@ final class DaemonProcess {
         self.process.arguments = Array(invocation.dropFirst())
         self.process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         if !FileManager.default.fileExists(atPath: self.logPath) {
-            FileManager.default.createFile(atPath: self.logPath, contents: nil)
+            _ = FileManager.default.createFile(atPath: self.logPath, contents: nil)
         }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: self.logPath))
         log.seekToEndOfFile()
@@ -164,6 +164,29 @@ struct Peer {
         let output = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return (process.terminationStatus, output)
+    }
+
+    /// Runs `executable` as this peer with `input` (if any) on standard input; its exit status, standard
+    /// output and standard error (gathered in a file, so that neither pipe can fill while the other is read).
+    func run(_ executable: String, _ arguments: [String], input: String?) throws -> (Int32, String, String) {
+        let process = self.process(executable, arguments)
+        let output = Pipe()
+        let stdin = Pipe()
+        let errorsPath = NSTemporaryDirectory() + "/casevault-stderr-\(UUID().uuidString)"
+        _ = FileManager.default.createFile(atPath: errorsPath, contents: nil)
+        defer { unlink(errorsPath) }
+        let errors = try FileHandle(forWritingTo: URL(fileURLWithPath: errorsPath))
+        process.standardOutput = output
+        process.standardError = errors
+        process.standardInput = stdin
+        try process.run()
+        try errors.close()
+        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+        try stdin.fileHandleForWriting.close()
+        let out = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let err = FileManager.default.contents(atPath: errorsPath) ?? Data()
+        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
     }
 }
 

@@ -27,22 +27,7 @@ struct KeyCustodyTests {
     static let passphrase = "correct horse battery staple"
 
     static func ctl(_ arguments: [String], _ daemon: DaemonProcess, input: String? = nil) throws -> (Int32, String, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: DaemonProcess.binary("casevaultctl"))
-        process.arguments = arguments + ["--socket", daemon.socket]
-        let output = Pipe()
-        let errors = Pipe()
-        let stdin = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        process.standardInput = stdin
-        try process.run()
-        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
-        try stdin.fileHandleForWriting.close()
-        let out = output.fileHandleForReading.readDataToEndOfFile()
-        let err = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        try Peer.root.run(DaemonProcess.binary("casevaultctl"), arguments + ["--socket", daemon.socket], input: input)
     }
 
     /// Every route a sealed daemon must refuse, with made-up ids.

@@ -167,15 +167,8 @@ struct AuditLogTests {
 
     /// The filesystem type (statfs's f_type) of `path`, as coreutils' `stat -f` reads it.
     static func filesystemType(_ path: String) -> Int {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/stat")
-        process.arguments = ["-f", "-c", "%t", path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        guard (try? process.run()) != nil else { return -1 }
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Int(String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines), radix: 16) ?? -1
+        let output = (try? Command.run("/usr/bin/stat", ["-f", "-c", "%t", path]).output) ?? ""
+        return Int(output.trimmingCharacters(in: .whitespacesAndNewlines), radix: 16) ?? -1
     }
 
     /// Audited puts as the server makes them, one after another: the request entry written, the put, the
@@ -302,12 +295,6 @@ struct AuditLogTests {
 
     /// Runs chattr; false when the filesystem does not support the flag.
     static func chattr(_ flag: String, _ path: String) throws -> Bool {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/chattr")
-        process.arguments = [flag, path]
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        return process.terminationStatus == 0
+        try Command.run("/usr/bin/chattr", [flag, path]).status == 0
     }
 }

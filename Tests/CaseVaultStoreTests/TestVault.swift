@@ -153,8 +153,15 @@ enum Helper {
     }
 
     static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        try Command.run(Self.path, arguments)
+    }
+}
+
+/// A program run to its end: its exit status and standard output (standard error is dropped).
+enum Command {
+    static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.path)
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         let pipe = Pipe()
         process.standardOutput = pipe
