@@ -43,6 +43,7 @@ enum BackupFormat {
     static let magic = Array("CVBK1\n".utf8)
     static let headerSize = 6 + 16 + 8 + 8
     static let chunk = 64 << 10
+    static let snapshotPrefix = "backup-"
 
     enum Item: UInt8 {
         case index = 1, slot = 3, blob = 4, attachmentStart = 5, attachmentChunk = 6, attachmentEnd = 7, end = 9
@@ -100,9 +101,12 @@ extension RecordStore {
         }
 
         // The index as of one instant, without what a backup must not hold.
-        let snapshot = self.directory.path + "/backup-\(id).sqlite"
+        let snapshot = self.backupSnapshotPath(id)
         unlink(snapshot)
-        defer { unlink(snapshot) }
+        defer {
+            unlink(snapshot)
+            unlink(snapshot + "-journal")
+        }
         let copy: DatabaseQueue
         let kept: [(id: RecordID, slot: Int64, location: Segments.Location)]
         do {
@@ -354,6 +358,27 @@ extension RecordStore {
         } catch {
             if made { try? FileManager.default.removeItem(atPath: target) }
             throw CaseVaultError(.storageFailure, "the restore failed: \(error)")
+        }
+    }
+
+    /// The index snapshot a backup takes (`backup-ID.sqlite` in the data directory), removed when the
+    /// backup ends and, after a crash, by the next open (`removeBackupSnapshots`).
+    func backupSnapshotPath(_ id: String) -> String {
+        self.directory.path + "/" + BackupFormat.snapshotPrefix + id + ".sqlite"
+    }
+
+    /// Removes index snapshots (and their journals) that a backup cut short by a crash left behind.
+    func removeBackupSnapshots() throws(CaseVaultError) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: self.directory.path)) ?? []
+        let stray = names.filter { $0.hasPrefix(BackupFormat.snapshotPrefix) && $0.contains(".sqlite") }
+        for name in stray {
+            guard unlink(self.directory.path + "/" + name) == 0 || errno == ENOENT else {
+                throw POSIXFailure.error("unlink", path: self.directory.path + "/" + name)
+            }
+        }
+        if !stray.isEmpty {
+            try DataDirectory.flushDirectory(self.directory.path)
+            self.logger.notice("removed what an interrupted backup left behind", metadata: ["files.count": "\(stray.count)"])
         }
     }
 

@@ -32,6 +32,7 @@ extension RecordStore {
             }
             let scrubbedBytes = try self.segments.scrubUncommitted(after: state.cursor)
             try self.recoverAttachments()
+            try self.removeBackupSnapshots()
             try self.slots.flush()
             if scrubbedSlots > 0 || scrubbedBytes > 0 {
                 self.logger.notice(

@@ -117,4 +117,29 @@ struct BackupStoreTests {
         }
         #expect(written == 0 && !FileManager.default.fileExists(atPath: inside.path))
     }
+
+    @Test("an index snapshot that a crash left mid-backup is removed by the next open; a failed backup leaves none")
+    func strayedSnapshotRemoved() throws {
+        var store = try self.vault.open()
+        _ = try self.intakes(store, count: 2)
+        // A client that goes away mid-backup: the backup stops, and its snapshot goes with it.
+        var pieces = 0
+        #expect(throws: CaseVaultError.self) {
+            _ = try store.backup(id: RecordStore.newBackupID(), keys: self.keys, retentionDays: 35) { _ throws(CaseVaultError) in
+                pieces += 1
+                if pieces == 3 { throw CaseVaultError(.storageFailure, "the client went away") }
+            }
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: self.vault.data).filter { $0.hasPrefix("backup-") }.isEmpty)
+        store.close()
+
+        // A SIGKILL cannot run that cleanup: the snapshot and its journal stay until the next open.
+        let stray = self.vault.data + "/backup-" + RecordStore.newBackupID() + ".sqlite"
+        try FileManager.default.copyItem(atPath: self.vault.data + "/index.sqlite", toPath: stray)
+        FileManager.default.createFile(atPath: stray + "-journal", contents: Data([1, 2, 3]))
+        store = try self.vault.open()
+        defer { store.close() }
+        #expect(!FileManager.default.fileExists(atPath: stray) && !FileManager.default.fileExists(atPath: stray + "-journal"))
+        #expect(FileManager.default.fileExists(atPath: self.vault.data + "/index.sqlite"))
+    }
 }
