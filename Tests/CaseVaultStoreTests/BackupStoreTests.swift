@@ -96,6 +96,11 @@ struct BackupStoreTests {
             }
             #expect(!FileManager.default.fileExists(atPath: target), "a refused restore left \(target) behind")
         }
+        // Anything after its end: refused.
+        #expect(throws: CaseVaultError.self, "a file with bytes after its end was restored") {
+            _ = try self.restore(file + [0], into: self.vault.root + "/longer")
+        }
+        #expect(!FileManager.default.fileExists(atPath: self.vault.root + "/longer"))
         // Cut anywhere: refused too.
         for length in stride(from: 0, to: file.count, by: max(1, file.count / 50)) {
             #expect(throws: CaseVaultError.self, "a file cut to \(length) bytes was restored") {
