@@ -103,34 +103,55 @@ public enum Doctor {
         }
     }
 
+    /// What `lstat` finds at a file that must be private: nothing, something else than a regular file
+    /// with mode 0600 (its mode), or the file (its status).
+    enum PrivateFile {
+        case missing
+        case exposed(mode: String)
+        case found(stat, mode: String)
+
+        var mode: String {
+            switch self {
+            case .missing: return "-"
+            case .exposed(let mode), .found(_, let mode): return mode
+            }
+        }
+    }
+
+    static func privateFile(_ path: String) -> PrivateFile {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return .missing }
+        let mode = String(info.st_mode & 0o7777, radix: 8)
+        guard info.st_mode & S_IFMT == S_IFREG, info.st_mode & 0o077 == 0 else { return .exposed(mode: mode) }
+        return .found(info, mode: mode)
+    }
+
     /// The root key file: 0600, its owner only, outside the data directory.
     static func keyFile(_ path: String, dataDirectory: String) -> Check {
         let name = "key source"
-        var info = stat()
-        guard lstat(path, &info) == 0 else {
+        let file = Self.privateFile(path)
+        if case .missing = file {
             return Check(name: name, status: .warn, detail: "file \(path) does not exist yet (casevaultd creates it on first start)")
         }
         if path.hasPrefix(dataDirectory + "/") {
             return Check(name: name, status: .fail, detail: "file \(path) is inside the data directory: a copy of the data would carry the key")
         }
-        let mode = info.st_mode & 0o7777
-        guard info.st_mode & S_IFMT == S_IFREG, mode & 0o077 == 0 else {
-            return Check(name: name, status: .fail, detail: "file \(path): mode \(String(mode, radix: 8)); it must be a regular file with mode 0600")
+        guard case .found(let info, let mode) = file else {
+            return Check(name: name, status: .fail, detail: "file \(path): mode \(file.mode); it must be a regular file with mode 0600")
         }
-        return Check(name: name, status: .pass, detail: "file \(path): \(Self.userName(info.st_uid)), mode \(String(mode, radix: 8)); back it up apart from the data")
+        return Check(name: name, status: .pass, detail: "file \(path): \(Self.userName(info.st_uid)), mode \(mode); back it up apart from the data")
     }
 
     /// The audit log: casevaultd refuses every request it cannot record, so the log must stay writable: a
     /// private regular file, not immutable or append-only (chattr), on a filesystem with room to grow.
     static func auditLog(_ path: String) -> Check {
         let name = "audit log writable"
-        var info = stat()
-        guard lstat(path, &info) == 0 else {
+        let file = Self.privateFile(path)
+        if case .missing = file {
             return Check(name: name, status: .warn, detail: "\(path) does not exist yet (casevaultd creates it on first start)")
         }
-        let mode = info.st_mode & 0o7777
-        guard info.st_mode & S_IFMT == S_IFREG, mode & 0o077 == 0 else {
-            return Check(name: name, status: .fail, detail: "\(path): mode \(String(mode, radix: 8)); it must be a regular file with mode 0600 (casevaultd refuses to start)")
+        guard case .found(let info, let mode) = file else {
+            return Check(name: name, status: .fail, detail: "\(path): mode \(file.mode); it must be a regular file with mode 0600 (casevaultd refuses to start)")
         }
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         defer { if fd >= 0 { close(fd) } }
@@ -148,7 +169,7 @@ public enum Doctor {
                 return Check(name: name, status: .warn, detail: "\(free >> 20) MiB free under \(path): when it fills, casevaultd refuses every request")
             }
         }
-        return Check(name: name, status: .pass, detail: "\(path): \(Self.userName(info.st_uid)), mode \(String(mode, radix: 8)), \(info.st_size) bytes")
+        return Check(name: name, status: .pass, detail: "\(path): \(Self.userName(info.st_uid)), mode \(mode), \(info.st_size) bytes")
     }
 
     /// The backup key file: private, outside the data directory (a copy of the data must not carry it).
@@ -157,15 +178,14 @@ public enum Doctor {
         if path.hasPrefix(dataDirectory + "/") {
             return Check(name: name, status: .fail, detail: "\(path) is inside the data directory: a copy of the data would carry the backups' keys")
         }
-        var info = stat()
-        guard lstat(path, &info) == 0 else {
+        switch Self.privateFile(path) {
+        case .missing:
             return Check(name: name, status: .pass, detail: "\(path) does not exist yet (the first backup creates it)")
+        case .exposed(let mode):
+            return Check(name: name, status: .fail, detail: "\(path): mode \(mode); it must be a regular file with mode 0600")
+        case .found(let info, let mode):
+            return Check(name: name, status: .pass, detail: "\(path): \(Self.userName(info.st_uid)), mode \(mode); keep it apart from the backups")
         }
-        let mode = info.st_mode & 0o7777
-        guard info.st_mode & S_IFMT == S_IFREG, mode & 0o077 == 0 else {
-            return Check(name: name, status: .fail, detail: "\(path): mode \(String(mode, radix: 8)); it must be a regular file with mode 0600")
-        }
-        return Check(name: name, status: .pass, detail: "\(path): \(Self.userName(info.st_uid)), mode \(String(mode, radix: 8)); keep it apart from the backups")
     }
 
     /// Swap: none, in memory (zram) or encrypted (dm-crypt); anything else may carry plaintext to disk.
