@@ -41,6 +41,34 @@ struct StoreOptions: ParsableArguments {
     }
 }
 
+/// How a command dies: at a crash point (after passing it `crashAfterPasses` times), or by SIGKILL a
+/// given time after the store opened.
+struct CrashOptions: ParsableArguments {
+    @Option(help: "The crash point to die at.") var crashAt: String?
+    @Option(help: "Pass the crash point this many times before dying.") var crashAfterPasses: Int = 0
+    @Option(help: "Die by SIGKILL this many microseconds after the store opened.") var dieAfterMicroseconds: Int?
+
+    func validate() throws {
+        if let crashAt, CrashPoint(rawValue: crashAt) == nil { throw ValidationError("unknown crash point") }
+    }
+}
+
+extension StoreOptions {
+    /// Opens the store to die as `crash` says.
+    func open(_ crash: CrashOptions, configure: (inout StoreConfiguration) -> Void = { _ in }) throws -> RecordStore {
+        let store = try self.open(
+            crashAt: crash.crashAt.flatMap(CrashPoint.init(rawValue:)), after: crash.crashAfterPasses, configure: configure
+        )
+        if let delay = crash.dieAfterMicroseconds {
+            Thread {
+                usleep(UInt32(delay))
+                kill(getpid(), SIGKILL)
+            }.start()
+        }
+        return store
+    }
+}
+
 /// Writes one line with a single write(2), so lines from several threads never interleave in the pipe.
 func emit(_ line: String) {
     var bytes = Array((line + "\n").utf8)
@@ -108,21 +136,10 @@ extension Torture {
         )
         @OptionGroup var store: StoreOptions
         @Option(help: "The case id.") var caseID: String
-        @Option(help: "The crash point to die at.") var crashAt: String?
-        @Option(help: "Die by SIGKILL this many microseconds after the store opened.") var dieAfterMicroseconds: Int?
+        @OptionGroup var crash: CrashOptions
 
         func run() throws {
-            let point = try self.crashAt.map { name in
-                guard let point = CrashPoint(rawValue: name) else { throw ValidationError("unknown crash point") }
-                return point
-            }
-            let store = try self.store.open(crashAt: point)
-            if let delay = self.dieAfterMicroseconds {
-                Thread {
-                    usleep(UInt32(delay))
-                    kill(getpid(), SIGKILL)
-                }.start()
-            }
+            let store = try self.store.open(self.crash)
             let content = Array(#"{"terms":"t","outcome":"resolved","outcome_confidential":true,"consents":["p1","p2"]}"#.utf8)
             let filed = try store.file(NewRecord(caseID: try CaseID(self.caseID), type: .finalAgreement, content: content))
             emit("filed \(filed.record.id)")
@@ -133,15 +150,11 @@ extension Torture {
     struct Shred: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Shred records, dying by SIGKILL at a crash point.")
         @OptionGroup var store: StoreOptions
-        @Option(help: "The crash point to die at.") var crashAt: String?
+        @OptionGroup var crash: CrashOptions
         @Argument(help: "Record ids.") var ids: [String]
 
         func run() throws {
-            let point = try self.crashAt.map { name in
-                guard let point = CrashPoint(rawValue: name) else { throw ValidationError("unknown crash point") }
-                return point
-            }
-            let store = try self.store.open(crashAt: point)
+            let store = try self.store.open(self.crash)
             try store.shred(self.ids.map { try RecordID($0) })
             emit("shredded")
         }
@@ -156,30 +169,18 @@ extension Torture {
         @OptionGroup var store: StoreOptions
         @Option(help: "The store's clock: milliseconds since the Unix epoch.") var now: Int64
         @Option(help: "Records per batch.") var batch: Int = 1000
-        @Option(help: "The crash point to die at.") var crashAt: String?
-        @Option(help: "Pass the crash point this many times before dying.") var crashAfterPasses: Int = 0
-        @Option(help: "Die by SIGKILL this many microseconds after the store opened.") var dieAfterMicroseconds: Int?
+        @OptionGroup var crash: CrashOptions
 
         func run() throws {
-            let point = try self.crashAt.map { name in
-                guard let point = CrashPoint(rawValue: name) else { throw ValidationError("unknown crash point") }
-                return point
-            }
             let now = self.now
             let batch = self.batch
-            let store = try self.store.open(crashAt: point, after: self.crashAfterPasses) { configuration in
+            let store = try self.store.open(self.crash) { configuration in
                 configuration.clock = { now }
                 configuration.sweepBatch = batch
             }
-            if let delay = self.dieAfterMicroseconds {
-                Thread {
-                    usleep(UInt32(delay))
-                    kill(getpid(), SIGKILL)
-                }.start()
-            }
             let report = try store.sweep()
             emit("swept \(report.disposed)")
-            if self.dieAfterMicroseconds != nil { usleep(1_000_000) }
+            if self.crash.dieAfterMicroseconds != nil { usleep(1_000_000) }
         }
     }
 }
@@ -191,25 +192,13 @@ extension Torture {
         )
         @OptionGroup var store: StoreOptions
         @Option(help: "Slots per batch.") var batch: Int = 1000
-        @Option(help: "The crash point to die at.") var crashAt: String?
-        @Option(help: "Pass the crash point this many times before dying.") var crashAfterPasses: Int = 0
-        @Option(help: "Die by SIGKILL this many microseconds after the store opened.") var dieAfterMicroseconds: Int?
+        @OptionGroup var crash: CrashOptions
 
         func run() throws {
-            let point = try self.crashAt.map { name in
-                guard let point = CrashPoint(rawValue: name) else { throw ValidationError("unknown crash point") }
-                return point
-            }
-            let store = try self.store.open(crashAt: point, after: self.crashAfterPasses)
-            if let delay = self.dieAfterMicroseconds {
-                Thread {
-                    usleep(UInt32(delay))
-                    kill(getpid(), SIGKILL)
-                }.start()
-            }
+            let store = try self.store.open(self.crash)
             let report = try store.rotate(batch: self.batch)
             emit("rotated \(report.epoch) \(report.rewrapped) \(report.remaining)")
-            if self.dieAfterMicroseconds != nil { usleep(1_000_000) }
+            if self.crash.dieAfterMicroseconds != nil { usleep(1_000_000) }
         }
     }
 }
