@@ -75,16 +75,12 @@ public enum AuditChain {
 
     /// What a checkpoint at `seq` signs: the sequence number and the hash of the entry before it.
     static func checkpointMessage(seq: UInt64, previous: [UInt8]) -> [UInt8] {
-        checkpointDomain + bigEndian(seq) + previous
+        checkpointDomain + seq.bigEndianBytes + previous
     }
 
     /// What the head file signs: the last checkpoint's sequence number and its own hash.
     static func headMessage(seq: UInt64, hash: [UInt8]) -> [UInt8] {
-        headDomain + bigEndian(seq) + hash
-    }
-
-    static func bigEndian(_ value: UInt64) -> [UInt8] {
-        (0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * $0)) }
+        headDomain + seq.bigEndianBytes + hash
     }
 
     /// The entry's JSON as written: sorted keys, no whitespace, no escaped slashes.

@@ -48,6 +48,15 @@ extension Request {
         return document
     }
 
+    /// The body as a JSON object, where no body at all (no Content-Type, no length) counts as `{}`: for
+    /// routes whose members are all optional.
+    func optionalJSONObject(_ limits: ServerConfiguration) async throws -> JSONValue {
+        if self.headers[.contentType] == nil, (self.headers[.contentLength].flatMap(Int.init) ?? 0) == 0 {
+            return .object([:])
+        }
+        return try await self.jsonObject(limits)
+    }
+
     static func tooLarge(_ limits: ServerConfiguration) -> CaseVaultError {
         CaseVaultError(
             .contentTooLarge,
@@ -76,6 +85,15 @@ extension JSONValue {
                 .invalidField, "the body has a field this route does not take; it takes \(allowed.sorted().joined(separator: ", "))"
             )
         }
+    }
+
+    /// The optional member `field` as a whole number from 1 to 2^31 − 1, `what` naming its unit.
+    func optionalCount(_ field: String, of what: String) throws(CaseVaultError) -> Int? {
+        guard let value = self[field], value != .null else { return nil }
+        guard case .integer(let number) = value, number > 0, number <= Int64(Int32.max) else {
+            throw self.mistyped(field, "a whole number of \(what) from 1 up")
+        }
+        return Int(number)
     }
 
     /// The optional member `field` as an identifier.

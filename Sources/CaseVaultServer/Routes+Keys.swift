@@ -100,21 +100,9 @@ extension Routes {
     /// so that a client can show progress; the next call carries on.
     func rotate(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorize(.rotate)
-        let body: JSONValue
-        if request.headers[.contentType] == nil, (request.headers[.contentLength].flatMap(Int.init) ?? 0) == 0 {
-            body = .object([:])
-        } else {
-            body = try await request.jsonObject(self.configuration)
-        }
+        let body = try await request.optionalJSONObject(self.configuration)
         try body.onlyFields(["limit"])
-        var limit: Int?
-        if let value = body["limit"], value != .null {
-            guard case .integer(let number) = value, number > 0, number <= Int64(Int32.max) else {
-                throw body.mistyped("limit", "a whole number of key slots from 1 up")
-            }
-            limit = Int(number)
-        }
-        let most = limit
+        let most = try body.optionalCount("limit", of: "key slots")
         let report = try await self.run { store throws(CaseVaultError) in try store.rotate(limit: most) }
         return try JSONResponse.make(
             Rotated(

@@ -126,26 +126,14 @@ extension Routes {
     /// backup keys older than `[backup] retention_days`. Operator.
     func sweep(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let authority = try context.authority(.sweep)
-        let body: JSONValue
-        if request.headers[.contentType] == nil, (request.headers[.contentLength].flatMap(Int.init) ?? 0) == 0 {
-            body = .object([:])
-        } else {
-            body = try await request.jsonObject(self.configuration)
-        }
+        let body = try await request.optionalJSONObject(self.configuration)
         try body.onlyFields(["dry_run", "limit"])
         var dryRun = false
         if let value = body["dry_run"], value != .null {
             guard case .bool(let flag) = value else { throw body.mistyped("dry_run", "true or false") }
             dryRun = flag
         }
-        var limit: Int?
-        if let value = body["limit"], value != .null {
-            guard case .integer(let number) = value, number > 0, number <= Int64(Int32.max) else {
-                throw body.mistyped("limit", "a whole number of records from 1 up")
-            }
-            limit = Int(number)
-        }
-        let (dry, most) = (dryRun, limit)
+        let (dry, most) = (dryRun, try body.optionalCount("limit", of: "records"))
         let keys = self.configuration.backupKeyFile.map(BackupKeyFile.init(path:))
         let days = self.configuration.backupRetentionDays
         let (report, destroyed) = try await self.run { store throws(CaseVaultError) in

@@ -23,8 +23,11 @@ public struct BackupKeyFile: Sendable {
     struct Entry {
         var slot: Int
         var id: [UInt8]
-        var createdAt: Int64
+        /// Big-endian milliseconds, as written (and bound to the sealed key).
+        var created: [UInt8]
         var sealed: [UInt8]
+
+        var createdAt: Int64 { Int64(bigEndianBytes: self.created) }
     }
 
     func entries() throws(CaseVaultError) -> [Entry] {
@@ -34,8 +37,7 @@ public struct BackupKeyFile: Sendable {
         return stride(from: 0, to: bytes.count - Self.slotSize + 1, by: Self.slotSize).compactMap { start in
             let slot = Array(bytes[start..<(start + Self.slotSize)])
             guard Array(slot[0..<4]) == Self.magic else { return nil }
-            let created = slot[20..<28].reduce(Int64(0)) { $0 << 8 | Int64($1) }
-            return Entry(slot: start / Self.slotSize, id: Array(slot[4..<20]), createdAt: created, sealed: Array(slot[28..<100]))
+            return Entry(slot: start / Self.slotSize, id: Array(slot[4..<20]), created: Array(slot[20..<28]), sealed: Array(slot[28..<100]))
         }
     }
 
@@ -54,7 +56,7 @@ public struct BackupKeyFile: Sendable {
             free = start / Self.slotSize
             break
         }
-        let created = (0..<8).map { UInt8(truncatingIfNeeded: UInt64(bitPattern: createdAt) >> (56 - 8 * $0)) }
+        let created = createdAt.bigEndianBytes
         let sealed = barrier.sealBackupKey(key, id: id, created: created)
         var slot = Self.magic + id + created + sealed
         slot += [UInt8](repeating: 0, count: Self.slotSize - slot.count)
@@ -65,8 +67,7 @@ public struct BackupKeyFile: Sendable {
     /// The key of backup `id`, or `nil` when there is none (destroyed, or another vault's backup).
     func key(id: [UInt8], barrier: Barrier) throws(CaseVaultError) -> SecureBytes? {
         guard let entry = try self.entries().first(where: { $0.id == id }) else { return nil }
-        let created = (0..<8).map { UInt8(truncatingIfNeeded: UInt64(bitPattern: entry.createdAt) >> (56 - 8 * $0)) }
-        return try barrier.openBackupKey(entry.sealed, id: id, created: created)
+        return try barrier.openBackupKey(entry.sealed, id: id, created: entry.created)
     }
 
     /// Overwrites, with random bytes, every key made before `cutoff` (ms); returns how many. With

@@ -43,7 +43,7 @@ final class Barrier: Sendable {
             self.auditKey = try SigningKey(seed: try KeyDerivation.deriveKey(from: rootKey, context: Self.auditContext, id: 1))
             self.backupWrappingKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.backupContext, id: 1)
         } catch {
-            throw CaseVaultError(.keyUnavailable, "the certificate signing key could not be derived", cause: error)
+            throw CaseVaultError(.keyUnavailable, "the root key's subkeys (certificates, holds, audit, backups) could not be derived", cause: error)
         }
     }
 
@@ -58,8 +58,7 @@ final class Barrier: Sendable {
     /// reveals nothing about the key.
     var rootKeyCheck: Int64 {
         let digest = Hash.blake2b(Array("casevault.root-key-check.v1".utf8), key: self.rootKey, length: 16)
-        let value = digest.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        return Int64(bitPattern: value >> 1) | 1
+        return Int64(bitPattern: UInt64(bigEndianBytes: digest.prefix(8)) >> 1) | 1
     }
 
     /// Zeroes the root key and every key derived from it (sealing). Later use fails to authenticate.
@@ -85,14 +84,14 @@ final class Barrier: Sendable {
 
     func sealBackupKey(_ key: SecureBytes, id: [UInt8], created: [UInt8]) -> [UInt8] {
         key.withUnsafeBytes { bytes in
-            AEAD.seal(bytes, key: self.backupWrappingKey, associatedData: Array("casevault.backup-key.v1".utf8) + id + created)
+            AEAD.seal(bytes, key: self.backupWrappingKey, associatedData: Self.backupKeyAssociatedData(id: id, created: created))
         }
     }
 
     func openBackupKey(_ sealed: [UInt8], id: [UInt8], created: [UInt8]) throws(CaseVaultError) -> SecureBytes {
         var key: [UInt8]
         do {
-            key = try AEAD.open(sealed, key: self.backupWrappingKey, associatedData: Array("casevault.backup-key.v1".utf8) + id + created)
+            key = try AEAD.open(sealed, key: self.backupWrappingKey, associatedData: Self.backupKeyAssociatedData(id: id, created: created))
         } catch {
             throw Self.integrityFailure("backup key")
         }
@@ -102,6 +101,11 @@ final class Barrier: Sendable {
         } catch {
             throw CaseVaultError(.keyUnavailable, "secure memory for a backup key could not be allocated", cause: error)
         }
+    }
+
+    /// Binds a sealed backup key to its backup's id and time.
+    private static func backupKeyAssociatedData(id: [UInt8], created: [UInt8]) -> [UInt8] {
+        Array("casevault.backup-key.v1".utf8) + id + created
     }
 
     // MARK: Hold reasons

@@ -37,13 +37,14 @@ enum KeySlot {
         var sealedKey: [UInt8]
     }
 
-    /// Parses a slot; `nil` when its magic or checksum is wrong (scrubbed, torn or never written).
     /// The epoch a slot's key is wrapped under, without decoding the rest; 0 for a slot holding no key.
     static func epoch(of slot: ArraySlice<UInt8>) -> UInt32 {
         guard slot.count == Self.size, slot.prefix(4).elementsEqual(Self.magic) else { return 0 }
         let start = slot.startIndex + 4
-        return UInt32(littleEndianBytes: Array(slot[start..<(start + 4)])[...])
+        return UInt32(littleEndianBytes: slot[start..<(start + 4)])
     }
+
+    /// Parses a slot; `nil` when its magic or checksum is wrong (scrubbed, torn or never written).
 
     static func decode(_ slot: [UInt8]) -> Decoded? {
         guard slot.count == Self.size, Array(slot[0..<4]) == Self.magic else { return nil }
@@ -63,23 +64,5 @@ enum KeySlot {
         var bytes = Random.bytes(count: Self.size)
         bytes[0] = 0
         return bytes
-    }
-}
-
-extension UInt32 {
-    var littleEndianBytes: [UInt8] {
-        withUnsafeBytes(of: self.littleEndian) { Array($0) }
-    }
-
-    init(littleEndianBytes bytes: ArraySlice<UInt8>) {
-        var value: UInt32 = 0
-        for (shift, byte) in bytes.enumerated() { value |= UInt32(byte) << (8 * UInt32(shift)) }
-        self = value
-    }
-}
-
-extension UInt64 {
-    var littleEndianBytes: [UInt8] {
-        withUnsafeBytes(of: self.littleEndian) { Array($0) }
     }
 }

@@ -48,14 +48,6 @@ enum BackupFormat {
     enum Item: UInt8 {
         case index = 1, slot = 3, blob = 4, attachmentStart = 5, attachmentChunk = 6, attachmentEnd = 7, end = 9
     }
-
-    static func bigEndian(_ value: UInt64, _ width: Int = 8) -> [UInt8] {
-        (0..<width).map { UInt8(truncatingIfNeeded: value >> UInt64(8 * (width - 1 - $0))) }
-    }
-
-    static func integer(_ bytes: ArraySlice<UInt8>) -> UInt64 {
-        bytes.reduce(0) { $0 << 8 | UInt64($1) }
-    }
 }
 
 extension RecordStore {
@@ -84,8 +76,8 @@ extension RecordStore {
         let destroyed = try self.destroyExpiredBackupKeys(keys, retentionDays: retentionDays)
         let key = SecureBytes.random(count: AEAD.keyByteCount)
         try keys.add(id: idBytes, createdAt: now, key: key, barrier: self.barrier)
-        let header = BackupFormat.magic + idBytes + BackupFormat.bigEndian(UInt64(now))
-            + BackupFormat.bigEndian(UInt64(bitPattern: self.barrier.rootKeyCheck))
+        let header = BackupFormat.magic + idBytes + UInt64(now).bigEndianBytes
+            + self.barrier.rootKeyCheck.bigEndianBytes
         let stream: SecretStream.Encryptor
         do {
             stream = try SecretStream.Encryptor(key: key)
@@ -97,7 +89,7 @@ extension RecordStore {
         func push(_ item: BackupFormat.Item, _ body: [UInt8], final: Bool = false) throws(CaseVaultError) {
             let sealed = stream.push([item.rawValue] + body, associatedData: first ? header : [], isFinal: final)
             first = false
-            try write(BackupFormat.bigEndian(UInt64(sealed.count), 4) + sealed)
+            try write(UInt32(sealed.count).bigEndianBytes + sealed)
         }
 
         // The index as of one instant, without what a backup must not hold.
@@ -150,10 +142,10 @@ extension RecordStore {
                 taken.append(record.id)
                 continue
             }
-            try push(.slot, BackupFormat.bigEndian(UInt64(record.slot)) + slot)
+            try push(.slot, record.slot.bigEndianBytes + slot)
             try push(
                 .blob,
-                BackupFormat.bigEndian(UInt64(record.location.segment), 4) + BackupFormat.bigEndian(UInt64(record.location.offset)) + blob
+                record.location.segment.bigEndianBytes + record.location.offset.bigEndianBytes + blob
             )
             if let attachment {
                 attachments += 1
@@ -188,7 +180,7 @@ extension RecordStore {
             offset += Int64(piece.count)
         }
         let records = kept.count - taken.count
-        try push(.end, BackupFormat.bigEndian(UInt64(records)), final: true)
+        try push(.end, UInt64(records).bigEndianBytes, final: true)
         try write([0, 0, 0, 0])
         self.logger.notice(
             "backup written",
@@ -234,8 +226,8 @@ extension RecordStore {
             throw CaseVaultError(.integrityFailure, "this is not a CaseVault backup file")
         }
         let idBytes = Array(header[6..<22])
-        let createdAt = Int64(bitPattern: BackupFormat.integer(header[22..<30]))
-        guard Int64(bitPattern: BackupFormat.integer(header[30..<38])) == barrier.rootKeyCheck else {
+        let createdAt = Int64(bigEndianBytes: header[22..<30])
+        guard Int64(bigEndianBytes: header[30..<38]) == barrier.rootKeyCheck else {
             throw CaseVaultError(.unsealRefused, "this backup belongs to another vault: its root key is not this configuration's")
         }
         guard let key = try keys.key(id: idBytes, barrier: barrier) else {
@@ -270,7 +262,7 @@ extension RecordStore {
             var first = true
             var ended = false
             while !ended {
-                let length = Int(BackupFormat.integer(try exactly(4)[...]))
+                let length = Int(UInt32(bigEndianBytes: try exactly(4)))
                 guard length > 0, length <= 64 << 20 else { throw Self.damagedBackup("a frame has an impossible length") }
                 let sealed = try exactly(length)
                 let message: [UInt8]
@@ -288,14 +280,14 @@ extension RecordStore {
                     indexEnd += Int64(body.count)
                 case .slot:
                     guard body.count == 8 + KeySlot.size else { throw Self.damagedBackup("a key slot is malformed") }
-                    try slots.write(Int64(BackupFormat.integer(body.prefix(8))), Array(body.dropFirst(8)))
+                    try slots.write(Int64(bigEndianBytes: body.prefix(8)), Array(body.dropFirst(8)))
                     records += 1
                 case .blob:
                     guard body.count > 12 else { throw Self.damagedBackup("a blob is malformed") }
-                    let segment = UInt32(BackupFormat.integer(body.prefix(4)))
+                    let segment = UInt32(bigEndianBytes: body.prefix(4))
                     let bytes = Array(body.dropFirst(12))
                     let location = Segments.Location(
-                        segment: segment, offset: Int64(BackupFormat.integer(body.dropFirst(4).prefix(8))), length: bytes.count
+                        segment: segment, offset: Int64(bigEndianBytes: body.dropFirst(4).prefix(8)), length: bytes.count
                     )
                     try segments.write(bytes, at: location)
                     usedSegments.insert(segment)
@@ -312,7 +304,7 @@ extension RecordStore {
                     attachment = nil
                     attachments += 1
                 case .end:
-                    guard Int(BackupFormat.integer(body)) == records, stream.isFinished else {
+                    guard Int64(bigEndianBytes: body) == Int64(records), stream.isFinished else {
                         throw Self.damagedBackup("its end does not match its contents")
                     }
                     ended = true

@@ -69,11 +69,12 @@ extension RecordStore {
             report.remaining = pending.count
             progress(report)
         }
-        report.remaining = try self.slotsToRewrap(target: target).count
-        if report.remaining == 0 {
+        report.remaining = pending.count
+        if pending.isEmpty {
             report.retired = try self.writes.exclusive { () throws(CaseVaultError) -> [UInt32] in
                 // Checked again as the only writer: no put or shred can slip an old slot in meanwhile.
-                guard try self.slotsToRewrap(target: target).isEmpty else { return [] }
+                report.remaining = try self.slotsToRewrap(target: target).count
+                guard report.remaining == 0 else { return [] }
                 let now = self.now()
                 let retired = try self.index.write { db in
                     let older = try Int64.fetchAll(

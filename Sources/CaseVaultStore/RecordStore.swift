@@ -32,12 +32,13 @@ public final class RecordStore: Sendable {
     let rider = Mutex<(any FlushRider)?>(nil)
     private let closed = Atomic<Bool>(false)
 
-    /// What the single writer changes as it commits: which slot and which segment region come next.
-    /// Only the holder of the write queue touches it; it is persisted in the index by the same commit.
+    /// The epoch new keys are wrapped under: changed by a rotation as the only writer.
     struct EpochState {
         var current: UInt32
     }
 
+    /// What the single writer changes as it commits: which slot and which segment region come next.
+    /// Only the holder of the write queue touches it; it is persisted in the index by the same commit.
     struct WriterState {
         var slots: SlotAllocator
         var cursor: Segments.Cursor
@@ -266,12 +267,14 @@ public final class RecordStore: Sendable {
             }
         }
         let after = self.writer.withLock { $0 }
+        // A rotation changes the epoch only as the only writer, so it holds for the whole batch.
+        let epoch = self.currentEpoch
         do throws(CaseVaultError) {
             for (put, place) in zip(batch, placed) {
                 try self.segments.write(put.sealed, at: place.location)
                 self.observe(.putAfterBlobWrite)
                 let wrapped = try self.barrier.wrap(
-                    dataKey: put.dataKey, recordID: put.metadata.id, slot: place.slot, epoch: self.currentEpoch
+                    dataKey: put.dataKey, recordID: put.metadata.id, slot: place.slot, epoch: epoch
                 )
                 try self.slots.write(place.slot, wrapped)
             }

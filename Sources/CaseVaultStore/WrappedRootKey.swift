@@ -29,7 +29,7 @@ public enum WrappedRootKey {
         }
         let root = SecureBytes.random(count: RootKeyFile.byteCount)
         let salt = Random.bytes(count: PasswordHash.saltByteCount)
-        let header = Self.magic + Self.bigEndian(limits.operations) + Self.bigEndian(UInt64(limits.memoryBytes)) + salt
+        let header = Self.magic + limits.operations.bigEndianBytes + UInt64(limits.memoryBytes).bigEndianBytes + salt
         let wrapping = try Self.derive(passphrase: passphrase, salt: salt, limits: limits)
         let sealed = root.withUnsafeBytes { key in AEAD.seal(key, key: wrapping, associatedData: header) }
         try RootKeyFile.writeNew(path: path, bytes: header + sealed)
@@ -46,8 +46,8 @@ public enum WrappedRootKey {
         }
         let header = Array(bytes[0..<Self.headerSize])
         let limits = PasswordHash.Limits(
-            operations: Self.integer(header[6..<14]),
-            memoryBytes: Int(clamping: Self.integer(header[14..<22]))
+            operations: UInt64(bigEndianBytes: header[6..<14]),
+            memoryBytes: Int(clamping: UInt64(bigEndianBytes: header[14..<22]))
         )
         let wrapping = try Self.derive(passphrase: passphrase, salt: Array(header[22..<Self.headerSize]), limits: limits)
         var key: [UInt8]
@@ -64,15 +64,6 @@ public enum WrappedRootKey {
         }
     }
 
-    /// The cost the file at `path` was made with.
-    public static func limits(path: String) throws(CaseVaultError) -> PasswordHash.Limits {
-        let bytes = try PosixFile(path: path, flags: O_RDONLY).read(count: Self.headerSize, at: 0)
-        guard bytes.count == Self.headerSize else {
-            throw CaseVaultError(.keyUnavailable, "the wrapped root key file \(path) is not one CaseVault wrote")
-        }
-        return PasswordHash.Limits(operations: Self.integer(bytes[6..<14]), memoryBytes: Int(clamping: Self.integer(bytes[14..<22])))
-    }
-
     static func refused() -> CaseVaultError {
         CaseVaultError(.unsealRefused, "the passphrase does not open the root key")
     }
@@ -83,13 +74,5 @@ public enum WrappedRootKey {
         } catch {
             throw CaseVaultError(.keyUnavailable, "Argon2id could not run with the configured cost (out of memory?)", cause: error)
         }
-    }
-
-    private static func bigEndian(_ value: UInt64) -> [UInt8] {
-        (0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * $0)) }
-    }
-
-    private static func integer(_ bytes: ArraySlice<UInt8>) -> UInt64 {
-        bytes.reduce(0) { $0 << 8 | UInt64($1) }
     }
 }

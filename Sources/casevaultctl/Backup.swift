@@ -32,28 +32,30 @@ struct Backup: AsyncParsableCommand {
             let fd = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw CLIError.unreadable("cannot create \(partial): \(String(cString: strerror(errno)))") }
             let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+            // Whatever stops the backup short (an unreachable daemon, a problem, a cut) leaves no file.
+            var kept = false
+            defer { if !kept { unlink(partial) } }
             var size = 0
+            var head: [UInt8] = []
             var tail: [UInt8] = []
             let reply = try await self.connection.client().stream(.POST, "/v1/admin/backup") { piece in
                 let bytes = Array(piece.readableBytesView)
                 handle.write(Data(bytes))
                 size += bytes.count
+                if head.count < 22 { head += bytes.prefix(22 - head.count) }
                 tail = Array((tail + bytes).suffix(4))
             }
-            guard reply.status == 200 else {
-                unlink(partial)
-                throw CLIError.from(reply)
-            }
+            guard reply.status == 200 else { throw CLIError.from(reply) }
             // A complete backup ends with an empty frame; a daemon that failed midway never writes one.
             guard size > 38, tail == [0, 0, 0, 0], fsync(fd) == 0 else {
-                unlink(partial)
                 throw CLIError.problem("the backup was cut off before its end; nothing was kept (see the daemon's log)")
             }
             guard rename(partial, self.out) == 0 else {
                 throw CLIError.unreadable("cannot rename \(partial) to \(self.out): \(String(cString: strerror(errno)))")
             }
-            let header = FileManager.default.contents(atPath: self.out).map { Array($0.prefix(22)) } ?? []
-            let id = header.count == 22 ? Hex.encode(header[6..<22]) : "?"
+            kept = true
+            // The clear header names the backup: magic (6 bytes), then its id (16).
+            let id = head.count == 22 ? Hex.encode(head[6..<22]) : "?"
             output(
                 json: self.connection.json, document: ["backup_id": id, "file": self.out, "bytes": size],
                 rows: [("backup", id), ("file", self.out), ("bytes", "\(size)")]
@@ -153,8 +155,7 @@ struct Restore: ParsableCommand {
         }
         var passphrase: [UInt8]?
         if store.keySource == .passphrase {
-            let text = self.stdin ? (Secret.fromStandardInput() ?? "") : try Secret.fromTerminal(prompt: "Passphrase: ")
-            passphrase = Array(text.utf8)
+            passphrase = Array(try Secret.passphrase(stdin: self.stdin).utf8)
         }
         guard let handle = FileHandle(forReadingAtPath: self.input) else {
             throw CLIError.unreadable("cannot read \(self.input)")

@@ -25,12 +25,10 @@ struct DaemonClient {
         }
     }
 
-    /// GETs `path` and hands each piece of the body to `sink` as it arrives; returns the status, and the
-    /// body only when it is not 200 (a problem).
+    /// Sends `method path` and hands each piece of the body to `sink` as it arrives; returns the status,
+    /// and the body only when it is not 200 (a problem).
     func stream(_ method: HTTPMethod, _ path: String, into sink: (ByteBuffer) throws -> Void) async throws(CLIError) -> Reply {
-        guard let url = URL(httpURLWithSocketPath: self.socketPath, uri: path) else {
-            throw CLIError.unreachable("the socket path \(self.socketPath) cannot be used in a URL")
-        }
+        let url = try self.url(path)
         do {
             var request = HTTPClientRequest(url: url.absoluteString)
             request.method = method
@@ -50,14 +48,9 @@ struct DaemonClient {
         }
     }
 
-    func get(_ path: String) async throws(CLIError) -> Reply {
-        try await self.request(.GET, path)
-    }
-
-    /// Sends `method path`, with `json` as the body when given; the reply whatever its status.
-    func request(_ method: HTTPMethod, _ path: String, json: [String: Any]? = nil) async throws(CLIError) -> Reply {
-        // AsyncHTTPClient retries a failed connect until the request's deadline; a missing or forbidden
-        // socket is told at once instead.
+    /// The `http+unix` URL of `path`. AsyncHTTPClient retries a failed connect until the request's
+    /// deadline; a missing or forbidden socket is told at once instead.
+    private func url(_ path: String) throws(CLIError) -> URL {
         var info = stat()
         guard stat(self.socketPath, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK else {
             throw CLIError.unreachable("no casevaultd socket at \(self.socketPath): is the daemon running?")
@@ -68,6 +61,16 @@ struct DaemonClient {
         guard let url = URL(httpURLWithSocketPath: self.socketPath, uri: path) else {
             throw CLIError.unreachable("the socket path \(self.socketPath) cannot be used in a URL")
         }
+        return url
+    }
+
+    func get(_ path: String) async throws(CLIError) -> Reply {
+        try await self.request(.GET, path)
+    }
+
+    /// Sends `method path`, with `json` as the body when given; the reply whatever its status.
+    func request(_ method: HTTPMethod, _ path: String, json: [String: Any]? = nil) async throws(CLIError) -> Reply {
+        let url = try self.url(path)
         do {
             var request = HTTPClientRequest(url: url.absoluteString)
             request.method = method

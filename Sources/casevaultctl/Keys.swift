@@ -39,6 +39,13 @@ enum Secret {
     static func fromStandardInput() -> String? {
         readLine(strippingNewline: true)
     }
+
+    /// The passphrase: the next line of standard input with `stdin`, else from the terminal without echo.
+    static func passphrase(stdin: Bool, prompt: String = "Passphrase: ") throws(CLIError) -> String {
+        guard stdin else { return try Self.fromTerminal(prompt: prompt) }
+        guard let line = Self.fromStandardInput() else { throw CLIError.usage("no passphrase on standard input") }
+        return line
+    }
 }
 
 struct Init: AsyncParsableCommand {
@@ -69,15 +76,9 @@ struct Init: AsyncParsableCommand {
 
     func run() async throws {
         try await runReporting { () throws(CLIError) in
-            let passphrase: String
-            if self.stdin {
-                guard let line = Secret.fromStandardInput() else { throw CLIError.usage("no passphrase on standard input") }
-                passphrase = line
-            } else {
-                passphrase = try Secret.fromTerminal(prompt: "New passphrase: ")
-                guard try Secret.fromTerminal(prompt: "Again: ") == passphrase else {
-                    throw CLIError.usage("the two passphrases differ; nothing was changed")
-                }
+            let passphrase = try Secret.passphrase(stdin: self.stdin, prompt: "New passphrase: ")
+            if !self.stdin, try Secret.fromTerminal(prompt: "Again: ") != passphrase {
+                throw CLIError.usage("the two passphrases differ; nothing was changed")
             }
             var body: [String: Any] = ["passphrase": passphrase, "shares": self.shares]
             if self.shares > 0 { body["threshold"] = self.threshold ?? min(3, self.shares) }
@@ -118,13 +119,7 @@ struct Unseal: AsyncParsableCommand {
         try await runReporting { () throws(CLIError) in
             let client = try self.connection.client()
             guard self.share else {
-                let passphrase: String
-                if self.stdin {
-                    guard let line = Secret.fromStandardInput() else { throw CLIError.usage("no passphrase on standard input") }
-                    passphrase = line
-                } else {
-                    passphrase = try Secret.fromTerminal(prompt: "Passphrase: ")
-                }
+                let passphrase = try Secret.passphrase(stdin: self.stdin)
                 let reply = try await client.request(.POST, "/v1/admin/unseal", json: ["passphrase": passphrase])
                 guard reply.status == 200 else { throw CLIError.from(reply) }
                 print("unsealed")

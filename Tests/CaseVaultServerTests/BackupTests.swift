@@ -44,6 +44,9 @@ struct BackupTests {
         let elsewhere = NSTemporaryDirectory() + "/casevault-refused-\(UUID().uuidString)"
         #expect(try CLITests.ctl(["backup", "--out", elsewhere, "--socket", daemon.socket], as: Self.director).0 == 77)
         #expect(!FileManager.default.fileExists(atPath: elsewhere) && !FileManager.default.fileExists(atPath: elsewhere + ".partial"))
+        // No daemon behind the socket: told at once (not retried until a deadline), and no file is left.
+        #expect(try CLITests.ctl(["backup", "--out", elsewhere, "--socket", daemon.root + "/missing.sock"], as: .root).0 == 69)
+        #expect(!FileManager.default.fileExists(atPath: elsewhere) && !FileManager.default.fileExists(atPath: elsewhere + ".partial"))
 
         try daemon.call("DELETE", "/v1/records/\(doomed)", as: Self.director, body: #"{"reason": "filed_in_error"}"#, expect: 200)
         let ledger = daemon.root + "/ledger.json"
