@@ -1,16 +1,24 @@
 # CaseVault: `make run` and `make test` set up what is missing (as root on Debian), then build.
 SWIFT ?= swift
 APT_PACKAGES := libsodium-dev libsqlite3-dev pkg-config systemd
+# What the real-systemd test needs besides: systemd-nspawn, and the tools it drives the container with.
+TEST_APT_PACKAGES := systemd-container curl bc procps util-linux passwd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build run test bench soak install clean
+.PHONY: deps test-deps apt-install build run test test-systemd bench soak install clean
 
 ## deps: install the apt packages the build needs, only if one is missing
 deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(APT_PACKAGES)"
+
+test-deps: deps
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(TEST_APT_PACKAGES)"
+
+apt-install:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 build: deps
@@ -20,10 +28,17 @@ build: deps
 run: build
 	$(SWIFT) run casevaultd --config Config/casevault.toml
 
-## test: every test, against real files, real libsodium and real processes killed with SIGKILL
-test: deps
+## test: every test, against real files, real libsodium, real processes killed with SIGKILL, and a real
+## systemd booted in a throw-away container (Tests/system/real-systemd.sh)
+test: test-deps
 	$(SWIFT) build --build-tests
+	Tests/system/real-systemd.sh .build/debug
 	$(SWIFT) test
+
+## test-systemd: only the real-systemd test, on the debug build
+test-systemd: test-deps
+	$(SWIFT) build
+	Tests/system/real-systemd.sh .build/debug
 
 ## bench: release build, prints throughput figures (no pass/fail): the store, then over the socket vs nginx
 bench: deps

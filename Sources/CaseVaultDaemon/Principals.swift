@@ -39,8 +39,7 @@ enum Principals {
         let place = role.hasPrefix("server.") ? role : "roles.\(role)"
         let invalid = CaseVaultError(
             .invalidConfiguration,
-            "\(place) has a principal that is not self, uid:N, gid:N, user:NAME or group:NAME, "
-                + "or names a user or group this system does not know",
+            "\(place) has a principal that is not self, uid:N, gid:N, user:NAME or group:NAME",
             field: place
         )
         if principal == "self" {
@@ -56,13 +55,27 @@ enum Principals {
             guard let gid = UInt32(parts[1]) else { throw invalid }
             return .gid(gid)
         case "user":
-            guard let entry = getpwnam(parts[1]) else { throw invalid }
+            guard let entry = getpwnam(parts[1]) else { throw Self.unknown("user", parts[1], place: place) }
             return .uid(entry.pointee.pw_uid)
         case "group":
-            guard let entry = getgrnam(parts[1]) else { throw invalid }
+            guard let entry = getgrnam(parts[1]) else { throw Self.unknown("group", parts[1], place: place) }
             return .gid(entry.pointee.gr_gid)
         default:
             throw invalid
         }
+    }
+
+    /// A user or group name the host does not have: which, where, and how to make it (the host
+    /// configuration's groups come from the sysusers.d entry). Names of principals are configuration,
+    /// not case content.
+    static func unknown(_ kind: String, _ name: String, place: String) -> CaseVaultError {
+        let (tool, line) = kind == "user" ? ("useradd --system", "u") : ("groupadd --system", "g")
+        return CaseVaultError(
+            .invalidConfiguration,
+            "\(place) names the \(kind) \(name), which this host does not have; create it (\(tool) \(name), or "
+                + "a line '\(line) \(name) -' in /etc/sysusers.d/casevault-local.conf, then systemd-sysusers) "
+                + "or take it out of the configuration",
+            field: place
+        )
     }
 }

@@ -50,11 +50,17 @@ public enum SocketPath {
         }
     }
 
-    /// Makes the socket 0660: its users are the daemon's user and its clients' group.
+    /// Makes the socket 0660: its users are the daemon's user and its clients' group. In a set-group-ID
+    /// directory of that group (as tmpfiles.d makes /run/casevault) the socket is born in the group and
+    /// needs no chown, which systemd's `@privileged` filter would refuse.
     public static func restrict(_ path: String, group: UInt32? = nil) throws(CaseVaultError) {
-        if let group {
+        var info = stat()
+        if let group, lstat(path, &info) != 0 || info.st_gid != group {
             guard chown(path, uid_t.max, group) == 0 else {
-                throw CaseVaultError(.socketUnavailable, "cannot give \(path) to group \(group)")
+                throw CaseVaultError(
+                    .socketUnavailable,
+                    "cannot give \(path) to group \(group); make its directory set-group-ID and of that group (chmod 2750)"
+                )
             }
         }
         guard chmod(path, 0o660) == 0 else {

@@ -12,7 +12,8 @@ struct CaseVaultD: AsyncParsableCommand {
         abstract: "The CaseVault daemon: keeps a mediation service's records sealed.",
         discussion: """
             Without --config it runs on the embedded default: data and key under .casevault/ in the current \
-            directory. Exit codes: 0 stopped by SIGTERM or SIGINT; 2 bad configuration; 3 the store or socket could not be opened.
+            directory. Exit codes: 0 stopped by SIGTERM or SIGINT; 2 bad configuration (an unknown key or value, a user or \
+            group this host does not have: casevault.service does not restart on it); 3 the store or socket could not be opened.
             """
     )
 

@@ -59,6 +59,29 @@ struct DaemonConfigurationTests {
         }
     }
 
+    @Test("a user or group the host does not have is refused by name, with how to create it")
+    func unknownPrincipalsAreNamed() {
+        let base = "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n"
+            + "[server]\nsocket_path = \"s.sock\"\nmax_body_bytes = 1000\n"
+        let cases: [(String, [String])] = [
+            ("[roles]\nmediator = [\"group:casevault-no-such-group\"]",
+             ["roles.mediator", "group casevault-no-such-group", "groupadd --system casevault-no-such-group", "'g casevault-no-such-group -'"]),
+            ("[roles]\nsubmitter = [\"user:casevault-no-such-user\"]",
+             ["roles.submitter", "user casevault-no-such-user", "useradd --system casevault-no-such-user", "'u casevault-no-such-user -'"]),
+        ]
+        for (roles, mentioned) in cases {
+            do {
+                _ = try DaemonConfiguration.parse(base + roles)
+                Issue.record("accepted: \(roles)")
+            } catch {
+                #expect(error.code == .invalidConfiguration)
+                for phrase in mentioned {
+                    #expect(error.message.contains(phrase), "\(error.message) should say \(phrase)")
+                }
+            }
+        }
+    }
+
     @Test("relative paths resolve against the start directory")
     func relativePaths() throws {
         let configuration = try DaemonConfiguration.parse(

@@ -38,7 +38,7 @@ struct SystemdUnitTests {
         }
     }
 
-    @Test("casevault.service's exposure score is at most 1.5")
+    @Test("casevault.service's exposure score is at most 1.0")
     func exposure() throws {
         let (directory, _) = try Self.staged()
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -46,7 +46,7 @@ struct SystemdUnitTests {
         #expect(status == 0, "\(output)")
         let line = output.split(separator: "\n").first { $0.contains("Overall exposure level") } ?? ""
         let score = line.split(separator: ":").last?.split(separator: " ").first.flatMap { Double($0) }
-        #expect(score != nil && score! <= 1.5, "\(line)")
+        #expect(score != nil && score! <= 1.0, "\(line)")
     }
 }
 
