@@ -1,4 +1,4 @@
-public import CaseVaultCore
+internal import CaseVaultCore
 internal import CaseVaultCrypto
 internal import Foundation
 

@@ -16,6 +16,13 @@ public enum PasswordHash {
 
         public static let interactive = Limits(operations: 2, memoryBytes: 64 << 20)
         public static let moderate = Limits(operations: 3, memoryBytes: 256 << 20)
+        /// The least cost a root key is wrapped under: libsodium's interactive limits.
+        public static let floor = interactive
+
+        /// Whether both costs reach `floor`.
+        public var meetsFloor: Bool {
+            self.operations >= Self.floor.operations && self.memoryBytes >= Self.floor.memoryBytes
+        }
     }
 
     /// Derives a `length`-byte key from `passphrase` and `salt` with Argon2id.

@@ -70,7 +70,7 @@ public enum SecretSharing {
         static func hex(_ bytes: [UInt8]) -> String {
             var text = [CChar](repeating: 0, count: bytes.count * 2 + 1)
             _ = sodium_bin2hex(&text, text.count, bytes, bytes.count)
-            return String(cString: text)
+            return String(decoding: text.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
         }
 
         /// Bytes from hex (either case), by libsodium; nil for anything else.

@@ -271,8 +271,10 @@ public struct DaemonConfiguration: Sendable, Equatable {
         if let source = self.keys.source, !Keys.sources.contains(source) {
             throw CaseVaultError(.invalidConfiguration, "keys.source must be file, systemd-credential or passphrase", field: "keys.source")
         }
-        try Self.check(self.keys.argon2Operations.map(Int64.init), in: 1...20, "keys.argon2_operations")
-        try Self.check(self.keys.argon2MemoryMiB.map(Int64.init), in: 8...4096, "keys.argon2_memory_mib")
+        // The floor is libsodium's interactive cost: below it a stolen key file yields to guessing.
+        let floor = PasswordHash.Limits.floor
+        try Self.check(self.keys.argon2Operations.map(Int64.init), in: Int64(floor.operations)...20, "keys.argon2_operations")
+        try Self.check(self.keys.argon2MemoryMiB.map(Int64.init), in: Int64(floor.memoryBytes >> 20)...4096, "keys.argon2_memory_mib")
         if let name = self.keys.credential, name.isEmpty || name.contains("/") || name.hasPrefix(".") {
             throw CaseVaultError(.invalidConfiguration, "keys.credential must be a plain file name", field: "keys.credential")
         }

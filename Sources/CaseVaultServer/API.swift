@@ -1,5 +1,5 @@
-public import CaseVaultCore
-public import CaseVaultStore
+internal import CaseVaultCore
+internal import CaseVaultStore
 internal import CaseVaultAudit
 public import Hummingbird
 

@@ -2,7 +2,7 @@ public import CaseVaultCore
 public import CaseVaultStore
 public import CaseVaultAudit
 internal import Foundation
-public import Hummingbird
+internal import Hummingbird
 internal import HummingbirdCore
 public import Logging
 public import ServiceLifecycle

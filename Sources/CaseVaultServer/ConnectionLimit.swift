@@ -151,7 +151,7 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
         context.write(self.wrapOutboundOut(.body(body)), promise: nil)
         self.refused = true
-        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }
     }

@@ -1,6 +1,6 @@
-public import CaseVaultCore
+internal import CaseVaultCore
 internal import Foundation
-public import Hummingbird
+internal import Hummingbird
 internal import NIOCore
 
 extension Request {
@@ -55,6 +55,14 @@ extension Request {
             return .object([:])
         }
         return try await self.jsonObject(limits)
+    }
+
+    /// Refuses a body on a route that takes none, so that nothing a client sends is silently dropped.
+    func requireNoBody() throws(CaseVaultError) {
+        let length = self.headers[.contentLength].flatMap(Int.init) ?? 0
+        guard length == 0, self.headers[.transferEncoding] == nil else {
+            throw CaseVaultError(.invalidField, "this route takes no request body; send none")
+        }
     }
 
     static func tooLarge(_ limits: ServerConfiguration) -> CaseVaultError {

@@ -47,6 +47,7 @@ extension Routes {
     /// Streams a backup (`RecordStore.backup`): sealed bytes only; the CLI writes them to a file.
     func backup(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorize(.backup)
+        try request.requireNoBody()
         guard let keyFile = self.configuration.backupKeyFile else {
             throw CaseVaultError(.invalidConfiguration, "no backup key file is configured ([backup] key_file)")
         }

@@ -80,6 +80,8 @@ extension Routes {
         let keeper = self.keeper
         let audit = self.audit
         try await self.pool.run {
+            // Refused before anything changes: a vault that cannot be sealed keeps its audit signer.
+            try keeper.checkSealable()
             // The last checkpoint is signed while the audit key still exists.
             if !keeper.isSealed { try audit.detach(reason: "seal") }
             try keeper.seal()

@@ -1,8 +1,8 @@
-public import CaseVaultCore
+internal import CaseVaultCore
 internal import CaseVaultStore
 internal import CaseVaultAudit
 internal import Foundation
-public import Hummingbird
+internal import Hummingbird
 internal import NIOCore
 
 /// The route handlers. Each names its action and asks the authorization table before it touches a case

@@ -6,7 +6,7 @@ internal import Glibc
 
 /// Readies the socket's place before binding, and fixes its mode after.
 public enum SocketPath {
-    /// Creates the socket's directory (0750) if missing and refuses one that others can write; replaces a
+    /// Creates the socket's directory (0750) if missing and refuses one that its group or others can write; replaces a
     /// stale socket this user left behind (nothing answers on it); refuses a path that belongs to another
     /// user, that is not a socket, or on which a daemon is still serving.
     public static func prepare(_ path: String, group: UInt32? = nil) throws(CaseVaultError) {
@@ -24,10 +24,12 @@ public enum SocketPath {
                 throw CaseVaultError(.socketUnavailable, "cannot read the socket directory \(directory)")
             }
         }
-        guard info.st_mode & S_IFMT == S_IFDIR, info.st_uid == geteuid(), info.st_mode & 0o002 == 0 else {
+        // Its group may not write it either: a member could put a socket of their own in its place and
+        // catch what clients send.
+        guard info.st_mode & S_IFMT == S_IFDIR, info.st_uid == geteuid(), info.st_mode & 0o022 == 0 else {
             throw CaseVaultError(
                 .socketUnavailable,
-                "the socket directory \(directory) must be a directory owned by this user and not writable by others (0750)"
+                "the socket directory \(directory) must be a directory owned by this user and not writable by its group or others (0750)"
             )
         }
         if let group, info.st_gid != group {

@@ -1,4 +1,4 @@
-public import CaseVaultCore
+internal import CaseVaultCore
 
 #if canImport(Glibc)
 internal import Glibc

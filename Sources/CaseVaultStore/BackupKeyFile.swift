@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 internal import Glibc
 #endif
-public import CaseVaultCore
+internal import CaseVaultCore
 internal import CaseVaultCrypto
 
 /// The backup keys (`[backup] key_file`, beside the root key and outside the data directory): one random
@@ -33,8 +33,14 @@ public struct BackupKeyFile: Sendable {
     func entries() throws(CaseVaultError) -> [Entry] {
         guard DataDirectory.exists(self.path) else { return [] }
         try DataDirectory.checkPrivateFile(self.path)
-        let bytes = try PosixFile(path: self.path, flags: O_RDONLY).readAll()
-        return stride(from: 0, to: bytes.count - Self.slotSize + 1, by: Self.slotSize).compactMap { start in
+        let file = try PosixFile(path: self.path, flags: O_RDONLY)
+        try Self.lock(file, LOCK_SH)
+        return Self.entries(in: try file.readAll())
+    }
+
+    /// Every key slot's entry in the file's bytes.
+    private static func entries(in bytes: [UInt8]) -> [Entry] {
+        stride(from: 0, to: bytes.count - Self.slotSize + 1, by: Self.slotSize).compactMap { start in
             let slot = Array(bytes[start..<(start + Self.slotSize)])
             guard Array(slot[0..<4]) == Self.magic else { return nil }
             return Entry(slot: start / Self.slotSize, id: Array(slot[4..<20]), created: Array(slot[20..<28]), sealed: Array(slot[28..<100]))
@@ -49,6 +55,9 @@ public struct BackupKeyFile: Sendable {
         let file = try PosixFile(path: self.path, flags: O_RDWR | O_CREAT, mode: 0o600)
         if !existed { try DataDirectory.flushDirectory(directory.isEmpty ? "." : directory) }
         try DataDirectory.checkPrivateFile(self.path)
+        // Another backup (a thread here, or `casevaultctl`) may be choosing a slot at the same time: the
+        // file is read and written under an exclusive lock, so that no two keys take the same slot.
+        try Self.lock(file, LOCK_EX)
         let bytes = try file.readAll()
         var free = bytes.count / Self.slotSize
         for start in stride(from: 0, to: bytes.count - Self.slotSize + 1, by: Self.slotSize)
@@ -73,13 +82,23 @@ public struct BackupKeyFile: Sendable {
     /// Overwrites, with random bytes, every key made before `cutoff` (ms); returns how many. With
     /// `dryRun`, only counts them.
     func destroy(createdBefore cutoff: Int64, dryRun: Bool = false) throws(CaseVaultError) -> Int {
-        let doomed = try self.entries().filter { $0.createdAt < cutoff }
+        guard DataDirectory.exists(self.path) else { return 0 }
+        try DataDirectory.checkPrivateFile(self.path)
+        let file = try PosixFile(path: self.path, flags: dryRun ? O_RDONLY : O_RDWR)
+        try Self.lock(file, dryRun ? LOCK_SH : LOCK_EX)
+        let doomed = Self.entries(in: try file.readAll()).filter { $0.createdAt < cutoff }
         guard !doomed.isEmpty, !dryRun else { return doomed.count }
-        let file = try PosixFile(path: self.path, flags: O_RDWR)
         for entry in doomed {
             try file.write(Random.bytes(count: Self.slotSize), at: Int64(entry.slot * Self.slotSize))
         }
         try file.flushData()
         return doomed.count
+    }
+
+    /// An advisory lock on the whole file (flock), held until `file` is closed.
+    private static func lock(_ file: PosixFile, _ operation: Int32) throws(CaseVaultError) {
+        while flock(file.descriptor, operation) != 0 {
+            guard errno == EINTR else { throw POSIXFailure.error("flock") }
+        }
     }
 }

@@ -39,7 +39,10 @@ struct Index: Sendable {
         do {
             let pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(pool)
-            return Index(pool: pool)
+            let index = Index(pool: pool)
+            // A WAL that a crash left behind may hold page images of rows shredded before it.
+            try index.truncateWAL()
+            return index
         } catch let error as CaseVaultError {
             throw error
         } catch {
@@ -216,6 +219,16 @@ struct Index: Sendable {
 
     func write<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
         try Self.mappingErrors { try self.pool.write(body) }
+    }
+
+    /// Copies the WAL into the database and truncates it to zero bytes, so that no page image of a
+    /// shredded row lives on in it (`secure_delete` zeroes the database's own pages, not the WAL's
+    /// frames). Readers that began before it are waited for (the busy timeout); readers after it read the
+    /// database file alone.
+    func truncateWAL() throws(CaseVaultError) {
+        try Self.mappingErrors {
+            _ = try self.pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+        }
     }
 
     private static func mappingErrors<T>(_ body: () throws -> T) throws(CaseVaultError) -> T {

@@ -2,7 +2,7 @@
 internal import Glibc
 #endif
 public import CaseVaultCore
-public import CaseVaultCrypto
+internal import CaseVaultCrypto
 internal import Foundation
 internal import GRDB
 public import Logging

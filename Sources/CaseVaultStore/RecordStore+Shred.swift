@@ -93,6 +93,13 @@ extension RecordStore {
                 self.writer.withLock { state in
                     state.slots.free.append(contentsOf: rows.map(\.slot))
                 }
+                // The rows are gone from the database's pages; their images in the WAL go too. The shred is
+                // done either way: a WAL left behind is truncated by the next shred, close or open.
+                do {
+                    try self.index.truncateWAL()
+                } catch {
+                    self.logger.warning("the index's WAL could not be truncated after a shred", metadata: ["error.code": "\(error.code.rawValue)"])
+                }
                 self.observe(.shredAfterIndexRemoval)
             }
         }

@@ -162,11 +162,31 @@ public final class RecordStore: Sendable {
         self.logger = logger
     }
 
-    /// Flushes and closes the index. Further calls fail.
-    public func close() {
-        guard !self.closed.exchange(true, ordering: .relaxed) else { return }
+    /// Truncates the index's WAL and closes the index. Further calls fail. A failure is logged as an
+    /// error and returned: the WAL may then still hold page images of shredded rows, until the next open
+    /// checkpoints it.
+    @discardableResult
+    public func close() -> CaseVaultError? {
+        guard !self.closed.exchange(true, ordering: .relaxed) else { return nil }
         // Waits for the writer in flight, if any; every write was flushed before it returned.
-        self.writes.exclusive { try? self.index.pool.close() }
+        let failure: CaseVaultError? = self.writes.exclusive {
+            do {
+                try self.index.truncateWAL()
+                try self.index.pool.close()
+                return nil
+            } catch let error as CaseVaultError {
+                return error
+            } catch {
+                return Index.failure(error)
+            }
+        }
+        if let failure {
+            self.logger.error(
+                "the index did not close cleanly; its WAL is checkpointed at the next open",
+                metadata: ["error.code": "\(failure.code.rawValue)"]
+            )
+        }
+        return failure
     }
 
     /// Whether the index answers a trivial query: what the service manager's watchdog asks before each ping.

@@ -183,11 +183,17 @@ public final class VaultKeeper: Sendable {
         return .unsealed(try self.open(root))
     }
 
+    /// Refuses (`wrongKeySource`) unless this vault can be sealed: a passphrase source, initialised. The
+    /// caller asks before it detaches anything that sealing would take away (the audit signer).
+    public func checkSealable() throws(CaseVaultError) {
+        _ = try self.wrappedKeyPath()
+    }
+
     /// Closes the store and zeroes its keys; requests after this get `sealed`. Returns the store that was
     /// open (the caller signs the audit log's last checkpoint before calling this), or `nil`.
     @discardableResult
     public func seal() throws(CaseVaultError) -> RecordStore? {
-        _ = try self.wrappedKeyPath()
+        try self.checkSealable()
         let store = self.state.withLock { state in
             defer { state.store = nil; state.shares = [] }
             return state.store

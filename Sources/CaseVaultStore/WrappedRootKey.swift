@@ -27,6 +27,13 @@ public enum WrappedRootKey {
         guard !Self.exists(path: path) else {
             throw CaseVaultError(.alreadyInitialised, "the vault is already initialised: a wrapped root key exists; unseal it instead")
         }
+        guard limits.meetsFloor else {
+            throw CaseVaultError(
+                .invalidConfiguration,
+                "Argon2id's cost is below the floor (\(PasswordHash.Limits.floor.operations) passes, "
+                    + "\(PasswordHash.Limits.floor.memoryBytes >> 20) MiB); raise keys.argon2_operations or keys.argon2_memory_mib"
+            )
+        }
         let root = SecureBytes.random(count: RootKeyFile.byteCount)
         let salt = Random.bytes(count: PasswordHash.saltByteCount)
         let header = Self.magic + limits.operations.bigEndianBytes + UInt64(limits.memoryBytes).bigEndianBytes + salt

@@ -44,6 +44,9 @@ struct DaemonConfigurationTests {
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\ncredential = \"../key\"", "keys.credential"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nsource = \"passphrase\"\nargon2_operations = 0", "keys.argon2_operations"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nargon2_memory_mib = 4", "keys.argon2_memory_mib"),
+            // Below libsodium's interactive cost (2 passes, 64 MiB) is refused.
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nsource = \"passphrase\"\nargon2_operations = 1", "keys.argon2_operations"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nargon2_memory_mib = 63", "keys.argon2_memory_mib"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[audit]\ncheckpoint_every = 0", "audit.checkpoint_every"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[backup]\nretention_days = 0", "backup.retention_days"),
         ]

@@ -25,7 +25,7 @@ struct AttachmentTests {
     }
 
     static func randomFile(_ path: String, megabytes: Int) throws {
-        FileManager.default.createFile(atPath: path, contents: nil)
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         let random = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/dev/urandom"))
         for _ in 0..<megabytes {
@@ -45,7 +45,7 @@ struct AttachmentTests {
         let input = daemon.root + "/in.bin"
         let output = daemon.root + "/out.bin"
         try Self.randomFile(input, megabytes: 256)
-        FileManager.default.createFile(atPath: output, contents: nil)
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
         chmod(output, 0o666)
         let before = Self.peakResidentKiB(daemon.process.processIdentifier)
         let url = "http://casevault/v1/records/\(record)/attachment"

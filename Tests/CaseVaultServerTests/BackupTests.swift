@@ -47,6 +47,8 @@ struct BackupTests {
         // No daemon behind the socket: told at once (not retried until a deadline), and no file is left.
         #expect(try CLITests.ctl(["backup", "--out", elsewhere, "--socket", daemon.root + "/missing.sock"], as: .root).0 == 69)
         #expect(!FileManager.default.fileExists(atPath: elsewhere) && !FileManager.default.fileExists(atPath: elsewhere + ".partial"))
+        // The route takes no body: one is refused, not ignored, and starts no backup.
+        #expect(try daemon.call("POST", "/v1/admin/backup", body: #"{"only": "intake_form"}"#, expect: 400).problemType == "invalid-field")
 
         try daemon.call("DELETE", "/v1/records/\(doomed)", as: Self.director, body: #"{"reason": "filed_in_error"}"#, expect: 200)
         let ledger = daemon.root + "/ledger.json"

@@ -21,8 +21,8 @@ struct KeyCustodyTests {
     static let passphraseSource = """
         [keys]
         source = "passphrase"
-        argon2_operations = 1
-        argon2_memory_mib = 8
+        argon2_operations = 2
+        argon2_memory_mib = 64
         """
     static let passphrase = "correct horse battery staple"
 
@@ -162,6 +162,14 @@ struct KeyCustodyTests {
         #expect(fixed.waitUntilServing(), "\(fixed.log)")
         #expect(try fixed.call("POST", "/v1/admin/seal", expect: 409).problemType == "wrong-key-source")
         #expect(try fixed.call("GET", "/v1/health", expect: 200).json["sealed"] as? Bool == false)
+        // The refused seal took nothing away: the audit signer stays, and the shutdown is signed.
+        _ = fixed.stop()
+        let entries = AuditOverSocketTests.entries(fixed)
+        let refusal = entries.lastIndex { $0["kind"] as? String == "result" && $0["status"] as? Int == 409 }
+        #expect(refusal != nil)
+        #expect(!entries.contains { $0["kind"] as? String == "checkpoint" && $0["reason"] as? String == "seal" },
+                "a refused seal signed a last checkpoint and dropped the signer")
+        #expect(entries.last?["kind"] as? String == "checkpoint" && entries.last?["reason"] as? String == "shutdown")
     }
 
     @Test("casevaultctl rotate: every slot under a new epoch in steps, the old one retired, records intact; refused to others")

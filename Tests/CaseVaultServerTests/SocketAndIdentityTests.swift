@@ -91,11 +91,28 @@ struct SocketAndIdentityTests {
         let foreign = try DaemonProcess(roles: Self.roles) { root in
             try FileManager.default.createDirectory(atPath: root + "/run", withIntermediateDirectories: false)
             chmod(root + "/run", 0o750)
-            FileManager.default.createFile(atPath: root + "/run/casevault.sock", contents: Data("not a socket".utf8))
+            _ = FileManager.default.createFile(atPath: root + "/run/casevault.sock", contents: Data("not a socket".utf8))
         }
         foreign.process.waitUntilExit()
         #expect(foreign.process.terminationStatus == 3)
         #expect(foreign.log.contains("is not a socket of this user"))
+
+        // A directory its group may write: a member could replace the socket with their own and catch
+        // what clients send (a passphrase). Refused, as a directory others may write is.
+        for mode: mode_t in [0o770, 0o2770, 0o757] {
+            let open = try DaemonProcess(roles: Self.roles) { root in
+                try FileManager.default.createDirectory(atPath: root + "/run", withIntermediateDirectories: false)
+                chmod(root + "/run", mode)
+            }
+            if open.waitUntilServing() {
+                Issue.record("the daemon serves in a socket directory of mode \(String(mode, radix: 8))")
+                _ = open.stop()
+                continue
+            }
+            open.process.waitUntilExit()
+            #expect(open.process.terminationStatus == 3, "mode \(String(mode, radix: 8))")
+            #expect(open.log.contains("not writable by its group or others"), "\(open.log)")
+        }
     }
 }
 

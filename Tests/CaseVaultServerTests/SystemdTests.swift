@@ -91,7 +91,7 @@ struct SystemdTests {
     func journalLines() throws {
         let root = DaemonProcess.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
-        FileManager.default.createFile(atPath: root + "/daemon.log", contents: nil)
+        _ = FileManager.default.createFile(atPath: root + "/daemon.log", contents: nil)
         var info = stat()
         #expect(stat(root + "/daemon.log", &info) == 0)
         let daemon = try DaemonProcess(
@@ -128,7 +128,7 @@ struct SystemdTests {
         defer { try? FileManager.default.removeItem(atPath: root) }
         mkdir(root + "/credentials", 0o700)
         let key = root + "/credentials/casevault-root-key"
-        FileManager.default.createFile(atPath: key, contents: Data((0..<32).map { _ in UInt8.random(in: 0...255) }), attributes: [.posixPermissions: 0o400])
+        _ = FileManager.default.createFile(atPath: key, contents: Data((0..<32).map { _ in UInt8.random(in: 0...255) }), attributes: [.posixPermissions: 0o400])
         let extra = "[keys]\nsource = \"systemd-credential\"\n"
         var recordID = ""
         do {
@@ -321,7 +321,7 @@ struct DoctorTests {
         let log = root + "/data/audit/log"
         mkdir(root + "/data", 0o700)
         mkdir(root + "/data/audit", 0o700)
-        FileManager.default.createFile(atPath: log, contents: nil, attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: log, contents: nil, attributes: [.posixPermissions: 0o600])
         #expect(try Self.doctor(root).checks["audit log writable"] == "pass")
         guard try AuditOverSocketTests.chattr("+i", log) else {
             Issue.record("this filesystem does not take the immutable flag")

@@ -158,7 +158,7 @@ struct AuditLogTests {
         // Alter the last entry: the daemon must not append to a log it cannot trust.
         var altered = bytes
         altered[Self.contentEnd(bytes) - 10] ^= 0x04
-        FileManager.default.createFile(atPath: path, contents: Data(altered), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: path, contents: Data(altered), attributes: [.posixPermissions: 0o600])
         #expect(throws: CaseVaultError.self) {
             _ = try AuditLog.open(directory: store.auditDirectory, clock: { 0 })
         }

@@ -2,6 +2,7 @@ import CaseVaultCore
 import CaseVaultStore
 import Foundation
 import Logging
+import Synchronization
 import Testing
 
 /// Backups (DESIGN §12) through the real files: the store writes a backup while a shred runs beside it,
@@ -77,6 +78,35 @@ struct BackupStoreTests {
         #expect(try restored.metadata(records.keys.first!).type == .intakeForm)
     }
 
+    @Test("backups taken at the same time each keep their own key: none is left without one")
+    func concurrentBackupsKeepEveryKey() throws {
+        let store = try self.vault.open()
+        defer { store.close() }
+        _ = try self.intakes(store, count: 2)
+        let ids = Mutex<[String]>([])
+        let failures = Mutex<[String]>([])
+        let keys = self.keys
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in
+            for _ in 0..<15 {
+                let id = RecordStore.newBackupID()
+                do {
+                    _ = try store.backup(id: id, keys: keys, retentionDays: 35) { _ throws(CaseVaultError) in }
+                    ids.withLock { $0.append(id) }
+                } catch {
+                    failures.withLock { $0.append("\(error)") }
+                }
+            }
+        }
+        #expect(failures.withLock { $0 }.isEmpty, "\(failures.withLock { $0 })")
+        // Every backup's id heads one key slot ("CVBK" | id) of the key file.
+        let bytes = try #require(FileManager.default.contents(atPath: self.keys.path)).map { $0 }
+        let slots = stride(from: 0, to: bytes.count - 127, by: 128).map { Array(bytes[$0..<($0 + 128)]) }
+        let keyed = Set(slots.filter { $0.prefix(4).elementsEqual("CVBK".utf8) }.map { Hex.encode(Array($0[4..<20])) })
+        let taken = ids.withLock { $0 }
+        #expect(taken.count == 120)
+        #expect(taken.filter { !keyed.contains($0) }.isEmpty, "\(taken.filter { !keyed.contains($0) }.count) backups have no key")
+    }
+
     @Test("a changed byte anywhere in a backup file is refused and nothing is restored")
     func everyFlipRefused() throws {
         let store = try self.vault.open()
@@ -141,7 +171,7 @@ struct BackupStoreTests {
         // A SIGKILL cannot run that cleanup: the snapshot and its journal stay until the next open.
         let stray = self.vault.data + "/backup-" + RecordStore.newBackupID() + ".sqlite"
         try FileManager.default.copyItem(atPath: self.vault.data + "/index.sqlite", toPath: stray)
-        FileManager.default.createFile(atPath: stray + "-journal", contents: Data([1, 2, 3]))
+        _ = FileManager.default.createFile(atPath: stray + "-journal", contents: Data([1, 2, 3]))
         store = try self.vault.open()
         defer { store.close() }
         #expect(!FileManager.default.fileExists(atPath: stray) && !FileManager.default.fileExists(atPath: stray + "-journal"))

@@ -95,6 +95,25 @@ struct ShredTests {
         #expect(vault.filesContaining(Array(marker.utf8)).isEmpty)
     }
 
+    @Test("a shred truncates the index's WAL, so no page image of its rows lives on there; a clean close leaves none")
+    func shredTruncatesTheWAL() throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        let caseID = Samples.caseID()
+        let notes = try (0..<20).map { n in
+            try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "wal\(n)"))).id
+        }
+        let wal = vault.data + "/index.sqlite-wal"
+        func size() -> Int { (try? FileManager.default.attributesOfItem(atPath: wal)[.size] as? Int) ?? 0 }
+        #expect(size() > 0, "the puts' rows went through the WAL")
+        try store.shred(notes)
+        #expect(size() == 0, "after the shred the WAL still holds \(size()) bytes")
+        _ = try store.put(NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "after")))
+        #expect(size() > 0)
+        #expect(store.close() == nil)
+        #expect(size() == 0, "a clean close left \(size()) bytes of WAL")
+    }
+
     @Test("a slot freed by a shred is reused without confusing the old record with the new one")
     func freedSlotIsReused() throws {
         let vault = TestVault()
