@@ -7,6 +7,7 @@ public import Foundation
 public import Logging
 internal import ServiceLifecycle
 internal import UnixSignals
+internal import Synchronization
 
 #if canImport(Glibc)
 internal import Glibc
@@ -16,7 +17,28 @@ internal import Glibc
 /// the socket until SIGTERM or SIGINT (graceful: requests in flight finish), then close the store and
 /// remove the socket.
 public enum Daemon {
+    /// Runs the daemon until it is stopped. If it cannot start, clients already waiting on a socket systemd
+    /// passed are answered with a 503 problem before the error is thrown (`SystemdSocket.refuseWaiting`).
     public static func run(configuration: DaemonConfiguration, base: URL, logger: Logger) async throws(CaseVaultError) {
+        let serving = Serving()
+        do throws(CaseVaultError) {
+            try await Self.serve(configuration: configuration, base: base, logger: logger, serving: serving)
+        } catch {
+            if !serving.started { SystemdSocket.refuseWaiting(socket: SystemdSocket.taken, code: error.code) }
+            throw error
+        }
+    }
+
+    /// Whether the socket has served: from then on, clients are the server's to answer.
+    private final class Serving: Sendable {
+        private let state = Mutex(false)
+        var started: Bool { self.state.withLock { $0 } }
+        func start() { self.state.withLock { $0 = true } }
+    }
+
+    private static func serve(
+        configuration: DaemonConfiguration, base: URL, logger: Logger, serving: Serving
+    ) async throws(CaseVaultError) {
         umask(0o077)
         guard casevault_disable_core_dumps() == 0 else {
             throw CaseVaultError(.keyUnavailable, "core dumps could not be disabled; refusing to hold keys in a dumpable process")
@@ -65,7 +87,10 @@ public enum Daemon {
             configuration: serverConfiguration, keeper: keeper, audit: audit, roleMap: roleMap, logger: logger,
             services: [SystemdWatchdog(notifier: notifier, keeper: keeper, logger: logger)],
             listeningSocket: inherited,
-            onReady: { notifier.send("READY=1", "STATUS=serving on \(socketPath)", logger: logger) }
+            onReady: {
+                serving.start()
+                notifier.send("READY=1", "STATUS=serving on \(socketPath)", logger: logger)
+            }
         )
         let services = ServiceGroup(
             configuration: .init(

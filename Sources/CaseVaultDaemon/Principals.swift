@@ -55,21 +55,44 @@ enum Principals {
             guard let gid = UInt32(parts[1]) else { throw invalid }
             return .gid(gid)
         case "user":
-            guard let entry = getpwnam(parts[1]) else { throw Self.unknown("user", parts[1], place: place) }
+            errno = 0
+            guard let entry = getpwnam(parts[1]) else { throw Self.notFound("user", parts[1], place: place) }
             return .uid(entry.pointee.pw_uid)
         case "group":
-            guard let entry = getgrnam(parts[1]) else { throw Self.unknown("group", parts[1], place: place) }
+            errno = 0
+            guard let entry = getgrnam(parts[1]) else { throw Self.notFound("group", parts[1], place: place) }
             return .gid(entry.pointee.gr_gid)
         default:
             throw invalid
         }
     }
 
+    /// Why a lookup found nothing: the name is unknown (a configuration error, not retried), or the user
+    /// database could not be read (LDAP or SSSD down: a failure the service manager retries).
+    static func notFound(_ kind: String, _ name: String, place: String) -> CaseVaultError {
+        let failure = errno
+        guard [0, ENOENT, ESRCH, EBADF, EPERM].contains(failure) else {
+            return CaseVaultError(
+                .storageFailure, "the user database could not be read to resolve \(place) (errno \(failure)); try again when it answers"
+            )
+        }
+        return Self.unknown(kind, name, place: place)
+    }
+
     /// A user or group name the host does not have: which, where, and how to make it (the host
     /// configuration's groups come from the sysusers.d entry). Names of principals are configuration,
     /// not case content.
     static func unknown(_ kind: String, _ name: String, place: String) -> CaseVaultError {
-        let (tool, line) = kind == "user" ? ("useradd --system", "u") : ("groupadd --system", "g")
+        // Only a name that could be a user or group name is repeated (it reaches the journal and a
+        // suggested command): nothing that could forge a log line or a shell word.
+        let portable = name.utf8.count <= 32 && name.utf8.allSatisfy { byte in
+            (byte >= 0x61 && byte <= 0x7a) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x30 && byte <= 0x39)
+                || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".")
+        }
+        guard portable else {
+            return CaseVaultError(.invalidConfiguration, "\(place) names a \(kind) whose name is not a valid \(kind) name", field: place)
+        }
+        let (tool, line) = kind == "user" ? ("useradd", "u") : ("groupadd --system", "g")
         return CaseVaultError(
             .invalidConfiguration,
             "\(place) names the \(kind) \(name), which this host does not have; create it (\(tool) \(name), or "

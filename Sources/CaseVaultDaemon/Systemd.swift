@@ -1,9 +1,10 @@
 internal import CCaseVaultShims
-internal import CaseVaultCore
+public import CaseVaultCore
 internal import CaseVaultStore
-internal import Foundation
+public import Foundation
 internal import Logging
 internal import ServiceLifecycle
+internal import Synchronization
 
 #if canImport(Glibc)
 internal import Glibc
@@ -74,8 +75,11 @@ struct SystemdWatchdog: Service {
 /// Socket activation (sd_listen_fds(3)), by hand: the listening socket systemd passes as fd 3 when
 /// LISTEN_PID names this process. Exactly one is expected (casevault.socket), a listening Unix stream
 /// socket bound to the configured socket_path, which others cannot reach.
-enum SystemdSocket {
+public enum SystemdSocket {
     static let first: CInt = 3
+    /// The socket `take` found, once the environment that named it is gone.
+    private static let takenSocket = Mutex<CInt?>(nil)
+    static var taken: CInt? { Self.takenSocket.withLock { $0 } }
 
     static func take(socketPath: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(CaseVaultError) -> CInt? {
         guard let pid = environment["LISTEN_PID"], let count = environment["LISTEN_FDS"], pid == String(getpid()) else {
@@ -87,6 +91,7 @@ enum SystemdSocket {
             throw CaseVaultError(.socketUnavailable, "systemd passed \(count) sockets; casevault.socket must pass exactly one")
         }
         let fd = Self.first
+        Self.takenSocket.withLock { $0 = fd }
         guard Self.option(fd, SO_TYPE) == CInt(SOCK_STREAM.rawValue), Self.option(fd, SO_ACCEPTCONN) == 1,
             Self.option(fd, SO_DOMAIN) == AF_UNIX
         else {
@@ -108,6 +113,47 @@ enum SystemdSocket {
         }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         return fd
+    }
+
+    /// When the daemon cannot start: answers every client waiting on the socket systemd passed with a 503
+    /// problem and closes it. With `Accept=no` a socket that still has a connection waiting starts the
+    /// service again at once; answered, nobody waits, and a configuration error fails the service once
+    /// (`RestartPreventExitStatus=2`) instead of looping until the socket unit gives up. The detail says
+    /// only that the daemon cannot start; why is in the journal, for the operator. Without socket
+    /// activation, or once the socket was taken, `socket` is nil and nothing happens.
+    public static func refuseWaiting(
+        socket: CInt? = nil, code: CaseVaultError.Code, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) {
+        let fd: CInt
+        if let socket {
+            fd = socket
+        } else if let pid = environment["LISTEN_PID"], pid == String(getpid()), environment["LISTEN_FDS"] == "1" {
+            fd = Self.first
+        } else {
+            return
+        }
+        let body = #"{"type":"urn:casevault:problem:\#(code.rawValue)","title":"casevaultd cannot start","status":503,"#
+            + #""detail":"the daemon cannot start; the operator finds why in its journal (journalctl -u casevault.service)"}"#
+        let response = Array(
+            ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
+                + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body).utf8
+        )
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        while true {
+            let client = accept(fd, nil, nil)
+            if client < 0 {
+                if errno == EINTR { continue }
+                return  // EAGAIN: nobody else is waiting
+            }
+            // The request, as far as it came within a moment, is read and dropped; then the answer.
+            var ready = pollfd(fd: client, events: Int16(POLLIN), revents: 0)
+            if poll(&ready, 1, 200) > 0 {
+                var scratch = [UInt8](repeating: 0, count: 16 << 10)
+                _ = recv(client, &scratch, scratch.count, Int32(MSG_DONTWAIT))
+            }
+            _ = response.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            close(client)
+        }
     }
 
     private static func option(_ fd: CInt, _ name: CInt) -> CInt? {

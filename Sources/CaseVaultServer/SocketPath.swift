@@ -56,9 +56,15 @@ public enum SocketPath {
     /// directory of that group (as tmpfiles.d makes /run/casevault) the socket is born in the group and
     /// needs no chown, which systemd's `@privileged` filter would refuse.
     public static func restrict(_ path: String, group: UInt32? = nil) throws(CaseVaultError) {
+        // The path must still be this user's socket (never a link put in its place), and its owner is
+        // changed without following links. The directory, which only this user may write (`prepare`),
+        // keeps anyone else from swapping it between these calls.
         var info = stat()
-        if let group, lstat(path, &info) != 0 || info.st_gid != group {
-            guard chown(path, uid_t.max, group) == 0 else {
+        guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK, info.st_uid == geteuid() else {
+            throw CaseVaultError(.socketUnavailable, "\(path) is no longer this daemon's socket")
+        }
+        if let group, info.st_gid != group {
+            guard lchown(path, uid_t.max, group) == 0 else {
                 throw CaseVaultError(
                     .socketUnavailable,
                     "cannot give \(path) to group \(group); make its directory set-group-ID and of that group (chmod 2750)"

@@ -13,7 +13,9 @@ struct CaseVaultD: AsyncParsableCommand {
         discussion: """
             Without --config it runs on the embedded default: data and key under .casevault/ in the current \
             directory. Exit codes: 0 stopped by SIGTERM or SIGINT; 2 bad configuration (an unknown key or value, a user or \
-            group this host does not have: casevault.service does not restart on it); 3 the store or socket could not be opened.
+            group this host does not have: casevault.service does not restart on it); 3 the store or socket could not be \
+            opened, or the user database could not be read. When it cannot start, clients already waiting on the socket \
+            systemd passed are answered 503.
             """
     )
 
@@ -43,7 +45,9 @@ struct CaseVaultD: AsyncParsableCommand {
                 ?? .embeddedDefault
         } catch {
             FileHandle.standardError.write(Data("casevaultd: \(error.message)\n".utf8))
-            throw ExitCode(2)
+            SystemdSocket.refuseWaiting(code: error.code)
+            // 2 only for what starting again cannot mend; an unreadable user database may come back.
+            throw ExitCode(error.code == .invalidConfiguration ? 2 : 3)
         }
         do {
             try await Daemon.run(configuration: configuration, base: cwd, logger: logger)

@@ -70,7 +70,9 @@ struct DaemonConfigurationTests {
             ("[roles]\nmediator = [\"group:casevault-no-such-group\"]",
              ["roles.mediator", "group casevault-no-such-group", "groupadd --system casevault-no-such-group", "'g casevault-no-such-group -'"]),
             ("[roles]\nsubmitter = [\"user:casevault-no-such-user\"]",
-             ["roles.submitter", "user casevault-no-such-user", "useradd --system casevault-no-such-user", "'u casevault-no-such-user -'"]),
+             ["roles.submitter", "user casevault-no-such-user", "useradd casevault-no-such-user", "'u casevault-no-such-user -'"]),
+            // A name no host could have is not repeated: it would reach the journal and a suggested command.
+            ("[roles]\nmediator = [\"group:x\\n<0>forged; rm -rf /\"]", ["roles.mediator", "not a valid group name"]),
         ]
         for (roles, mentioned) in cases {
             do {
@@ -81,6 +83,7 @@ struct DaemonConfigurationTests {
                 for phrase in mentioned {
                     #expect(error.message.contains(phrase), "\(error.message) should say \(phrase)")
                 }
+                #expect(!error.message.contains("\n") && !error.message.contains("forged"))
             }
         }
     }
