@@ -139,7 +139,18 @@ public enum Doctor {
         guard case .found(let info, let mode) = file else {
             return Check(name: name, status: .fail, detail: "file \(path): mode \(file.mode); it must be a regular file with mode 0600")
         }
+        if let tree = Self.sharedTree(path, dataDirectory: dataDirectory) {
+            return Check(name: name, status: .warn, detail: "file \(path) shares \(tree) with the data: a backup of that tree carries the key with the data; keep keys in a tree of their own (as /var/lib/casevault-keys in Config/casevault.host.toml)")
+        }
         return Check(name: name, status: .pass, detail: "file \(path): \(Self.userName(info.st_uid)), mode \(mode); back it up apart from the data")
+    }
+
+    /// The directory holding the data directory, when `path` lies under it too (and it is not `/`): a copy
+    /// of that directory, the natural unit of a host's backups, carries both.
+    static func sharedTree(_ path: String, dataDirectory: String) -> String? {
+        let parent = (dataDirectory as NSString).deletingLastPathComponent
+        guard parent != "/", !parent.isEmpty, path.hasPrefix(parent + "/") else { return nil }
+        return parent
     }
 
     /// The audit log: casevaultd refuses every request it cannot record, so the log must stay writable: a
@@ -184,6 +195,9 @@ public enum Doctor {
         case .exposed(let mode):
             return Check(name: name, status: .fail, detail: "\(path): mode \(mode); it must be a regular file with mode 0600")
         case .found(let info, let mode):
+            if let tree = Self.sharedTree(path, dataDirectory: dataDirectory) {
+                return Check(name: name, status: .warn, detail: "\(path) shares \(tree) with the data: a backup of that tree carries the backups' keys with the data; keep keys in a tree of their own")
+            }
             return Check(name: name, status: .pass, detail: "\(path): \(Self.userName(info.st_uid)), mode \(mode); keep it apart from the backups")
         }
     }

@@ -14,7 +14,8 @@ internal import Synchronization
 ///
 /// Refused attempts are slowed: after the n-th refusal in a row, the next attempt is accepted only
 /// 2^(n−1) seconds later (at most `maximumDelay`), on top of Argon2id's own cost. One attempt runs at a
-/// time.
+/// time. The count and the time of the next attempt are kept beside the wrapped key (`<key>.throttle`),
+/// so that a restart does not reset them.
 public final class VaultKeeper: Sendable {
     public static let maximumDelay: Double = 300
 
@@ -60,7 +61,13 @@ public final class VaultKeeper: Sendable {
         self.source = .passphrase(wrappedKey: configuration.rootKeyFile.path, limits: limits)
         self.configuration = configuration
         self.logger = logger
-        self.state = Mutex(State())
+        var state = State()
+        if let (refusals, until) = Throttle.read(configuration.rootKeyFile.path + Throttle.suffix) {
+            let wait = min(Int64(Self.maximumDelay * 1000), max(0, until - configuration.clock()))
+            state.refusals = refusals
+            state.nextAttempt = .now + .milliseconds(wait)
+        }
+        self.state = Mutex(state)
     }
 
     /// The open store; `sealed` (503) while sealed.
@@ -220,6 +227,7 @@ public final class VaultKeeper: Sendable {
             state.refusals = 0
             state.nextAttempt = nil
         }
+        if case .passphrase(let path, _) = self.source { unlink(path + Throttle.suffix) }
         self.logger.notice("unsealed")
         return store
     }
@@ -256,11 +264,33 @@ public final class VaultKeeper: Sendable {
     }
 
     private func refused() {
-        self.state.withLock { state in
+        let (refusals, delay) = self.state.withLock { state in
             state.refusals += 1
-            let delay = min(Self.maximumDelay, pow(2, Double(state.refusals - 1)))
-            state.nextAttempt = .now + .milliseconds(Int(delay * 1000))
+            let delay = Int64(min(Self.maximumDelay, pow(2, Double(state.refusals - 1))) * 1000)
+            state.nextAttempt = .now + .milliseconds(delay)
+            return (state.refusals, delay)
         }
         self.logger.warning("an unseal attempt was refused")
+        guard case .passphrase(let path, _) = self.source else { return }
+        do {
+            try Throttle.write(path + Throttle.suffix, refusals: refusals, until: self.configuration.clock() + delay)
+        } catch {
+            self.logger.error("the unseal throttle could not be kept on disk; a restart would reset it", metadata: ["error.code": "\(error.code.rawValue)"])
+        }
+    }
+
+    /// The throttle on disk: refusals in a row (4 bytes) and when the next attempt may come, in ms since
+    /// the Unix epoch (8 bytes), big-endian. Replaced whole (write, flush, rename), removed at unseal.
+    enum Throttle {
+        static let suffix = ".throttle"
+
+        static func read(_ path: String) -> (refusals: Int, until: Int64)? {
+            guard let bytes = try? PosixFile(path: path, flags: O_RDONLY).readAll(), bytes.count == 12 else { return nil }
+            return (Int(UInt32(bigEndianBytes: bytes[0..<4])), Int64(bigEndianBytes: bytes[4..<12]))
+        }
+
+        static func write(_ path: String, refusals: Int, until: Int64) throws(CaseVaultError) {
+            try RootKeyFile.writeNew(path: path, bytes: UInt32(clamping: refusals).bigEndianBytes + until.bigEndianBytes)
+        }
     }
 }

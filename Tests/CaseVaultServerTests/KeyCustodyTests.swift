@@ -141,6 +141,34 @@ struct KeyCustodyTests {
         try Self.expectSealed(daemon)
     }
 
+    @Test("the unseal throttle outlives a restart: refused three times, killed, restarted, still throttled")
+    func throttleSurvivesRestart() throws {
+        let root = DaemonProcess.temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        do {
+            let daemon = try DaemonProcess(roles: Self.roles, extra: Self.passphraseSource, root: root)
+            #expect(daemon.waitUntilServing(), "\(daemon.log)")
+            #expect(try Self.ctl(["init", "--stdin"], daemon, input: Self.passphrase + "\n").0 == 0)
+            #expect(try Self.ctl(["seal"], daemon).0 == 0)
+            // Three refusals, each after the last one's delay (1 s, then 2 s): the next waits 4 s.
+            for wait: UInt32 in [0, 1_100_000, 2_100_000] {
+                usleep(wait)
+                let wrong = try daemon.call("POST", "/v1/admin/unseal", body: #"{"passphrase": "not the passphrase at all"}"#, expect: 403)
+                #expect(wrong.problemType == "unseal-refused")
+            }
+            daemon.crash()
+        }
+        let restarted = try DaemonProcess(roles: Self.roles, extra: Self.passphraseSource, root: root)
+        #expect(restarted.waitUntilServing(), "\(restarted.log)")
+        let hurried = try restarted.call("POST", "/v1/admin/unseal", body: #"{"passphrase": "\#(Self.passphrase)"}"#, expect: 429)
+        #expect(hurried.problemType == "unseal-throttled")
+        let wait = hurried.retryAfter.flatMap(Int.init) ?? 0
+        #expect((1...4).contains(wait), "Retry-After: \(String(describing: hurried.retryAfter))")
+        usleep(UInt32(wait) * 1_000_000 + 200_000)
+        #expect(try Self.ctl(["unseal", "--stdin"], restarted, input: Self.passphrase + "\n").0 == 0)
+        #expect(!FileManager.default.fileExists(atPath: root + "/keys/root.key.throttle"), "an unseal clears the throttle")
+    }
+
     @Test("unsealed keys sit in locked memory in a process that cannot dump core; a fixed key source cannot be sealed")
     func lockedMemoryAndFixedSource() throws {
         let daemon = try DaemonProcess(roles: Self.roles, extra: Self.passphraseSource)

@@ -312,6 +312,34 @@ struct DoctorTests {
         #expect(missing.0 == 78)
     }
 
+    @Test("a root key or backup key file in the same tree as the data directory is a warning; in a tree of its own a pass")
+    func keysApartFromTheData() throws {
+        let root = DaemonProcess.temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        for directory in ["/state", "/state/data", "/state/keys", "/keys"] { mkdir(root + directory, 0o700) }
+        for file in ["/state/keys/root.key", "/state/keys/backup.keys", "/keys/root.key", "/keys/backup.keys"] {
+            _ = FileManager.default.createFile(atPath: root + file, contents: Data(count: 32), attributes: [.posixPermissions: 0o600])
+        }
+        func checks(keys: String) throws -> [String: String] {
+            try """
+                [store]
+                data_directory = "\(root)/state/data"
+                root_key_file = "\(root)\(keys)/root.key"
+                max_content_bytes = 65536
+                [server]
+                socket_path = "\(root)/run/casevault.sock"
+                max_body_bytes = 131072
+                [backup]
+                key_file = "\(root)\(keys)/backup.keys"
+                """.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
+            return try Self.doctor(root).checks
+        }
+        let together = try checks(keys: "/state/keys")
+        #expect(together["key source"] == "warn" && together["backup keys"] == "warn", "\(together)")
+        let apart = try checks(keys: "/keys")
+        #expect(apart["key source"] == "pass" && apart["backup keys"] == "pass", "\(apart)")
+    }
+
     @Test("the audit log: missing is a warning, immutable a failure (exit 1), writable a pass", .enabled(if: isRoot, "chattr needs root"))
     func auditLogWritable() throws {
         let root = DaemonProcess.temporaryRoot()

@@ -193,7 +193,7 @@ printf -- '--    booted in %.2f s: %s\n' "$(echo "$(date +%s.%N) - $t0" | bc)" "
 # --- Install as README's "On a real host" says ---------------------------------------------------------
 # The container's root is this host's: whatever an earlier install left on it is cleared first (in the
 # overlay only), so that the run starts from a fresh host.
-step box sh -c 'rm -rf /etc/casevault /var/lib/casevault /run/casevault /etc/systemd/system/casevault* \
+step box sh -c 'rm -rf /etc/casevault /var/lib/casevault /var/lib/casevault-keys /run/casevault /etc/systemd/system/casevault* \
     /usr/local/lib/systemd/system/casevault* /usr/local/lib/sysusers.d/casevault.conf /usr/local/lib/tmpfiles.d/casevault.conf
     for u in dana olivia nadia oscar; do userdel -f "$u" 2>/dev/null || true; done'
 step box make --no-print-directory -s -C /mnt/casevault install BUILT="$built"
@@ -244,6 +244,8 @@ check "casevault-sweep.service runs the sweep as the daemon's user" box systemct
 check "the sweep ended in success (0, or 2: nothing due)" equals success show casevault-sweep.service Result
 check "the operator verifies the audit log" as olivia casevaultctl audit verify --config "$config"
 check "the director reads the case back" equals 200 status dana GET "/v1/cases/$case_id"
+key_files() { echo $(box stat -c '%U %a' /var/lib/casevault-keys/root.key /var/lib/casevault-keys/backup.keys); }
+check "the keys live apart from the data, in /var/lib/casevault-keys" equals "casevault 600 casevault 600" key_files
 check "no restart so far" equals 0 show casevault.service NRestarts
 check "the same daemon served it all" equals "$main_pid" show casevault.service MainPID
 check "no system call was refused (no status=31/SYS)" no_bad_system_call
