@@ -333,7 +333,7 @@ extension RecordStore {
                 try ledger.filter { id in try Index.row(db, id: id)?.state == .live }
             }
             if !present.isEmpty {
-                try store.writes.exclusive { () throws(CaseVaultError) in
+                try store.asWriter { () throws(CaseVaultError) in
                     let rows = try present.map { id throws(CaseVaultError) in try store.liveRow(id) }
                     // A record shredded in the live vault is destroyed here too, whatever hold the backup knew.
                     try store.runShred(rows, from: .mark, order: ShredOrder(method: .restoreLedger, authority: .daemon))

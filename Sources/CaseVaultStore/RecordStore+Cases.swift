@@ -89,7 +89,7 @@ extension RecordStore {
             let summary = try self.caseSummary(id)
             let notes = try self.notesToDestroy(id)
             let effect = try CasePolicy.closing(summary, notes: notes)
-            try self.writes.exclusive { () throws(CaseVaultError) in
+            try self.asWriter { () throws(CaseVaultError) in
                 try self.index.write { db in
                     var effects = CommitEffects()
                     effects.caseState = (id, effect.state, self.now(), outcome.rawValue)
@@ -176,7 +176,7 @@ extension RecordStore {
     /// Runs the rest of the shred protocol for records a commit marked `shredding`.
     func finishMarkedShreds(_ ids: [RecordID]) throws(CaseVaultError) {
         guard !ids.isEmpty else { return }
-        try self.writes.exclusive { () throws(CaseVaultError) in
+        try self.asWriter { () throws(CaseVaultError) in
             let rows = try self.index.read { db in
                 try ids.compactMap { id in try Index.row(db, id: id) }.filter { $0.state == .shredding }
             }

@@ -11,7 +11,7 @@ extension RecordStore {
     /// 3. segment bytes past the committed end (blobs of those same puts) are overwritten and cut off.
     /// Each costs in proportion to what a crash can leave, not to the size of the vault.
     func recover() throws(CaseVaultError) {
-        try self.writes.exclusive { () throws(CaseVaultError) in
+        try self.asWriter { () throws(CaseVaultError) in
             let interrupted = try self.index.read { db in
                 try GRDB.Row.fetchAll(db, sql: "SELECT \(Index.columns) FROM records WHERE state = 'shredding'")
                     .map(Index.decode)

@@ -29,7 +29,7 @@ extension RecordStore {
             let sealed = self.barrier.sealHoldReason(Array(reason.utf8), holdID: hold.id.rawValue, caseID: caseID)
             // Under the writer role, so a sweep batch or a shred sees the hold either entirely before or
             // entirely after its own check.
-            try self.writes.exclusive { () throws(CaseVaultError) in
+            try self.asWriter { () throws(CaseVaultError) in
                 try self.index.write { db in
                     try db.execute(
                         sql: "INSERT INTO holds (id, case_id, placed_at, uid, role, reason) VALUES (?, ?, ?, ?, ?, ?)",
@@ -71,7 +71,7 @@ extension RecordStore {
     /// Releases a hold; `not-found` for an unknown (or already released) hold. The case's records become
     /// disposable by the next sweep once no other hold covers them.
     public func releaseHold(_ id: HoldID) throws(CaseVaultError) -> CaseID {
-        try self.writes.exclusive { () throws(CaseVaultError) in
+        try self.asWriter { () throws(CaseVaultError) in
             let caseID = try self.index.write { db -> String? in
                 let caseID = try String.fetchOne(db, sql: "SELECT case_id FROM holds WHERE id = ?", arguments: [id.rawValue])
                 // secure_delete zeroes the row, sealed reason included.
@@ -168,7 +168,7 @@ extension RecordStore {
             }
             let batch = Array(disposable[start..<min(start + batchSize, disposable.count)])
             start += batch.count
-            try self.writes.exclusive { () throws(CaseVaultError) in
+            try self.asWriter { () throws(CaseVaultError) in
                 // Looked at again under the writer role: a shred or a hold may have come since the listing.
                 let (rows, heldNow) = try self.index.read { db in
                     let found = try Index.rows(db, ids: batch.map(\.id))

@@ -42,7 +42,7 @@ extension RecordStore {
     /// use the new epoch from the moment it is committed. Shreds and puts wait while a batch runs.
     public func rotate(limit: Int? = nil, batch: Int = 5000, progress: (RotationReport) -> Void = { _ in }) throws(CaseVaultError) -> RotationReport {
         let batch = max(1, batch)
-        let (target, opened) = try self.writes.exclusive { () throws(CaseVaultError) -> (UInt32, Bool) in
+        let (target, opened) = try self.asWriter { () throws(CaseVaultError) -> (UInt32, Bool) in
             let active = try self.activeEpochs()
             if active.count > 1, let newest = active.last {
                 return (newest, false)
@@ -62,7 +62,7 @@ extension RecordStore {
             let take = min(batch, pending.count, (limit ?? Int.max) - report.rewrapped)
             let chunk = Array(pending.prefix(take))
             pending.removeFirst(take)
-            report.rewrapped += try self.writes.exclusive { () throws(CaseVaultError) -> Int in
+            report.rewrapped += try self.asWriter { () throws(CaseVaultError) -> Int in
                 try self.rewrap(chunk, target: target)
             }
             self.observe(.rotateAfterBatch)
@@ -71,7 +71,7 @@ extension RecordStore {
         }
         report.remaining = pending.count
         if pending.isEmpty {
-            report.retired = try self.writes.exclusive { () throws(CaseVaultError) -> [UInt32] in
+            report.retired = try self.asWriter { () throws(CaseVaultError) -> [UInt32] in
                 // Checked again as the only writer: no put or shred can slip an old slot in meanwhile.
                 report.remaining = try self.slotsToRewrap(target: target).count
                 guard report.remaining == 0 else { return [] }

@@ -23,7 +23,7 @@ extension RecordStore {
         _ ids: [RecordID],
         order: ShredOrder = ShredOrder(method: .request, authority: .daemon)
     ) throws(CaseVaultError) -> [RecordMetadata] {
-        try self.writes.exclusive { () throws(CaseVaultError) in
+        try self.asWriter { () throws(CaseVaultError) in
             var rows: [Index.Row] = []
             for id in Set(ids).sorted() {
                 rows.append(try self.liveRow(id))

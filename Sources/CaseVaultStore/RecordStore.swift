@@ -167,7 +167,7 @@ public final class RecordStore: Sendable {
     /// checkpoints it.
     @discardableResult
     public func close() -> CaseVaultError? {
-        guard !self.closed.exchange(true, ordering: .relaxed) else { return nil }
+        guard !self.closed.exchange(true, ordering: .acquiringAndReleasing) else { return nil }
         // Waits for the writer in flight, if any; every write was flushed before it returned.
         let failure: CaseVaultError? = self.writes.exclusive {
             do {
@@ -187,6 +187,22 @@ public final class RecordStore: Sendable {
             )
         }
         return failure
+    }
+
+    /// Runs `body` as the only writer, unless the store is closed: once `close` has begun, nothing more is
+    /// written, so that no key is used after `wipeKeys` (a rotation would rewrap slots under wiped keys).
+    func asWriter<Result>(_ body: () throws(CaseVaultError) -> Result) throws(CaseVaultError) -> Result {
+        try self.writes.exclusive { () throws(CaseVaultError) -> Result in
+            try self.refuseIfClosed()
+            return try body()
+        }
+    }
+
+    /// `sealed` once `close` has begun.
+    func refuseIfClosed() throws(CaseVaultError) {
+        guard !self.closed.load(ordering: .acquiring) else {
+            throw CaseVaultError(.sealed, "the store is closed: the vault was sealed or the daemon is stopping")
+        }
     }
 
     /// Whether the index answers a trivial query: what the service manager's watchdog asks before each ping.
@@ -280,6 +296,13 @@ public final class RecordStore: Sendable {
     /// The leader's half of a put batch: one slot and one segment region per record, one filesystem
     /// flush for all of them, one index commit.
     private func commit(_ batch: [PendingPut]) -> [Result<RecordMetadata, CaseVaultError>] {
+        // A batch that leads after `close` began writes nothing: its keys may be wiped by now, and a slot
+        // wrapped under a wiped key would open for anyone.
+        do throws(CaseVaultError) {
+            try self.refuseIfClosed()
+        } catch {
+            return batch.map { _ in .failure(error) }
+        }
         let before = self.writer.withLock { $0 }
         let placed = self.writer.withLock { state in
             batch.map { put in

@@ -3,6 +3,7 @@ import CaseVaultStore
 import Foundation
 import Logging
 import Testing
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -284,6 +285,53 @@ final class ResultBox: @unchecked Sendable {
 }
 
 /// Finds a record's slot in the raw key-slot file by the record id each slot carries at bytes 8..<24.
+@Suite("Closing under load")
+struct CloseRaceTests {
+    @Test("puts racing a close (as at seal) either commit before it or write nothing: no key slot of an uncommitted record")
+    func putsRacingClose() throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        let caseID = Samples.caseID()
+        let committed = Mutex<Set<[UInt8]>>([])
+        let refusals = Mutex<[CaseVaultError.Code]>([])
+        DispatchQueue.concurrentPerform(iterations: 9) { worker in
+            guard worker > 0 else {
+                usleep(50_000)
+                store.close()
+                store.wipeKeys()
+                return
+            }
+            for n in 0..<400 {
+                do {
+                    let record = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "race \(worker) \(n)")))
+                    committed.withLock { _ = $0.insert(record.id.bytes) }
+                } catch let error as CaseVaultError {
+                    refusals.withLock { $0.append(error.code) }
+                    return
+                } catch {
+                    refusals.withLock { $0.append(.storageFailure) }
+                    return
+                }
+            }
+        }
+        let kept = committed.withLock { $0 }
+        #expect(!kept.isEmpty && kept.count < 8 * 400, "the close did not land among the puts (\(kept.count) committed)")
+        #expect(refusals.withLock { $0 }.allSatisfy { $0 == .sealed }, "\(refusals.withLock { $0 })")
+        // Before any reopen (which scrubs what a crash left): every slot that holds a record id holds a
+        // committed one.
+        let slots = try #require(vault.files()["keyslots"])
+        var strays: [[UInt8]] = []
+        for slot in 0..<(slots.count / 128) {
+            let id = Array(slots[(slot * 128 + 8)..<(slot * 128 + 24)])
+            if id.contains(where: { $0 != 0 }), !kept.contains(id) { strays.append(id) }
+        }
+        #expect(strays.isEmpty, "\(strays.count) key slots of records that were never committed")
+        let reopened = try vault.open()
+        defer { reopened.close() }
+        #expect(try reopened.records(caseID: caseID).count == kept.count)
+    }
+}
+
 enum SlotFinder {
     static func slot(of id: RecordID, in slots: [UInt8]) -> Int? {
         let needle = id.bytes
