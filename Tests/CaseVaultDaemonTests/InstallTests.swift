@@ -41,6 +41,8 @@ struct InstallTests {
             "\(p)/share/zsh/site-functions/_casevaultctl": 0o644, "\(p)/share/zsh/site-functions/_casevaultd": 0o644,
             "\(p)/share/fish/vendor_completions.d/casevaultctl.fish": 0o644, "\(p)/share/fish/vendor_completions.d/casevaultd.fish": 0o644,
             "\(p)/share/doc/casevault/README.md": 0o644, "\(p)/share/doc/casevault/openapi.yaml": 0o644,
+            "\(p)/share/doc/casevault/architecture.md": 0o644, "\(p)/share/doc/casevault/security.md": 0o644,
+            "\(p)/share/doc/casevault/operations.md": 0o644,
             "\(p)/share/doc/casevault/casevault.toml": 0o644, "\(p)/share/doc/casevault/casevault-sweep.cron": 0o644,
             "\(p)/share/man/man1/casevaultctl.1": 0o644, "\(p)/share/man/man8/casevaultd.8": 0o644,
             "/etc/casevault/casevault.toml": 0o644,
