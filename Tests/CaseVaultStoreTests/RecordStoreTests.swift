@@ -294,26 +294,32 @@ struct CloseRaceTests {
         let caseID = Samples.caseID()
         let committed = Mutex<Set<[UInt8]>>([])
         let refusals = Mutex<[CaseVaultError.Code]>([])
-        DispatchQueue.concurrentPerform(iterations: 9) { worker in
-            guard worker > 0 else {
-                usleep(50_000)
-                store.close()
-                store.wipeKeys()
-                return
-            }
-            for n in 0..<400 {
-                do {
-                    let record = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "race \(worker) \(n)")))
-                    committed.withLock { _ = $0.insert(record.id.bytes) }
-                } catch let error as CaseVaultError {
-                    refusals.withLock { $0.append(error.code) }
-                    return
-                } catch {
-                    refusals.withLock { $0.append(.storageFailure) }
-                    return
+        // Eight writers on threads of their own, and the close once some of their puts are in: so that the
+        // close lands among them however loaded the machine is.
+        let writers = DispatchGroup()
+        for worker in 1...8 {
+            writers.enter()
+            Thread {
+                defer { writers.leave() }
+                for n in 0..<400 {
+                    do {
+                        let record = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "race \(worker) \(n)")))
+                        committed.withLock { _ = $0.insert(record.id.bytes) }
+                    } catch let error as CaseVaultError {
+                        refusals.withLock { $0.append(error.code) }
+                        return
+                    } catch {
+                        refusals.withLock { $0.append(.storageFailure) }
+                        return
+                    }
                 }
-            }
+            }.start()
         }
+        let deadline = Date().addingTimeInterval(60)
+        while committed.withLock({ $0.count }) < 16, Date() < deadline { usleep(1_000) }
+        store.close()
+        store.wipeKeys()
+        writers.wait()
         let kept = committed.withLock { $0 }
         #expect(!kept.isEmpty && kept.count < 8 * 400, "the close did not land among the puts (\(kept.count) committed)")
         #expect(refusals.withLock { $0 }.allSatisfy { $0 == .sealed }, "\(refusals.withLock { $0 })")
