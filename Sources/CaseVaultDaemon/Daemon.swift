@@ -20,24 +20,27 @@ public enum Daemon {
     /// Runs the daemon until it is stopped. If it cannot start, clients already waiting on a socket systemd
     /// passed are answered with a 503 problem before the error is thrown (`SystemdSocket.refuseWaiting`).
     public static func run(configuration: DaemonConfiguration, base: URL, logger: Logger) async throws(CaseVaultError) {
-        let serving = Serving()
+        let startup = Startup()
         do throws(CaseVaultError) {
-            try await Self.serve(configuration: configuration, base: base, logger: logger, serving: serving)
+            try await Self.serve(configuration: configuration, base: base, logger: logger, startup: startup)
         } catch {
-            if !serving.started { SystemdSocket.refuseWaiting(socket: SystemdSocket.taken, code: error.code) }
+            if !startup.isServing { SystemdSocket.refuseWaiting(socket: startup.socket, code: error.code) }
             throw error
         }
     }
 
-    /// Whether the socket has served: from then on, clients are the server's to answer.
-    private final class Serving: Sendable {
-        private let state = Mutex(false)
-        var started: Bool { self.state.withLock { $0 } }
-        func start() { self.state.withLock { $0 = true } }
+    /// How far the start got: the socket systemd passed, once taken (its environment is gone then), and
+    /// whether it has served. Until it serves, clients waiting on it are nobody else's to answer.
+    private final class Startup: Sendable {
+        private let state = Mutex<(socket: CInt?, serving: Bool)>((nil, false))
+        var socket: CInt? { self.state.withLock { $0.socket } }
+        var isServing: Bool { self.state.withLock { $0.serving } }
+        func took(_ socket: CInt?) { self.state.withLock { $0.socket = socket } }
+        func serving() { self.state.withLock { $0.serving = true } }
     }
 
     private static func serve(
-        configuration: DaemonConfiguration, base: URL, logger: Logger, serving: Serving
+        configuration: DaemonConfiguration, base: URL, logger: Logger, startup: Startup
     ) async throws(CaseVaultError) {
         umask(0o077)
         guard casevault_disable_core_dumps() == 0 else {
@@ -51,6 +54,7 @@ public enum Daemon {
         }
         // Socket activation: systemd bound the socket and owns its path; otherwise the daemon binds its own.
         let inherited = try SystemdSocket.take(socketPath: serverConfiguration.socketPath)
+        startup.took(inherited)
         // The passphrase source starts sealed: no key, no store, until an operator's init or unseal.
         let keeper: VaultKeeper
         if storeConfiguration.keySource == .passphrase {
@@ -88,7 +92,7 @@ public enum Daemon {
             services: [SystemdWatchdog(notifier: notifier, keeper: keeper, logger: logger)],
             listeningSocket: inherited,
             onReady: {
-                serving.start()
+                startup.serving()
                 notifier.send("READY=1", "STATUS=serving on \(socketPath)", logger: logger)
             }
         )

@@ -4,7 +4,6 @@ internal import CaseVaultStore
 public import Foundation
 internal import Logging
 internal import ServiceLifecycle
-internal import Synchronization
 
 #if canImport(Glibc)
 internal import Glibc
@@ -77,21 +76,15 @@ struct SystemdWatchdog: Service {
 /// socket bound to the configured socket_path, which others cannot reach.
 public enum SystemdSocket {
     static let first: CInt = 3
-    /// The socket `take` found, once the environment that named it is gone.
-    private static let takenSocket = Mutex<CInt?>(nil)
-    static var taken: CInt? { Self.takenSocket.withLock { $0 } }
 
     static func take(socketPath: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(CaseVaultError) -> CInt? {
         guard let pid = environment["LISTEN_PID"], let count = environment["LISTEN_FDS"], pid == String(getpid()) else {
             return nil
         }
-        // Not for any process this one might start.
-        for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] { unsetenv(name) }
         guard count == "1" else {
             throw CaseVaultError(.socketUnavailable, "systemd passed \(count) sockets; casevault.socket must pass exactly one")
         }
         let fd = Self.first
-        Self.takenSocket.withLock { $0 = fd }
         guard Self.option(fd, SO_TYPE) == CInt(SOCK_STREAM.rawValue), Self.option(fd, SO_ACCEPTCONN) == 1,
             Self.option(fd, SO_DOMAIN) == AF_UNIX
         else {
@@ -112,6 +105,9 @@ public enum SystemdSocket {
             )
         }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        // Not for any process this one might start. (Refused above, the socket stays named by them, for
+        // `refuseWaiting`.)
+        for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] { unsetenv(name) }
         return fd
     }
 
@@ -120,7 +116,7 @@ public enum SystemdSocket {
     /// service again at once; answered, nobody waits, and a configuration error fails the service once
     /// (`RestartPreventExitStatus=2`) instead of looping until the socket unit gives up. The detail says
     /// only that the daemon cannot start; why is in the journal, for the operator. Without socket
-    /// activation, or once the socket was taken, `socket` is nil and nothing happens.
+    /// activation nothing happens: `socket` is the one `take` returned, or else the environment names it.
     public static func refuseWaiting(
         socket: CInt? = nil, code: CaseVaultError.Code, environment: [String: String] = ProcessInfo.processInfo.environment
     ) {

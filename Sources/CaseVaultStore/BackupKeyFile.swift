@@ -31,11 +31,17 @@ public struct BackupKeyFile: Sendable {
     }
 
     func entries() throws(CaseVaultError) -> [Entry] {
-        guard DataDirectory.exists(self.path) else { return [] }
+        try self.openLocked(writing: false)?.entries ?? []
+    }
+
+    /// The existing key file, opened and locked (shared to read, exclusive to write), with its entries as
+    /// read under the lock; `nil` when there is no file. The lock lasts as long as the returned file.
+    private func openLocked(writing: Bool) throws(CaseVaultError) -> (file: PosixFile, entries: [Entry])? {
+        guard DataDirectory.exists(self.path) else { return nil }
         try DataDirectory.checkPrivateFile(self.path)
-        let file = try PosixFile(path: self.path, flags: O_RDONLY)
-        try Self.lock(file, LOCK_SH)
-        return Self.entries(in: try file.readAll())
+        let file = try PosixFile(path: self.path, flags: writing ? O_RDWR : O_RDONLY)
+        try Self.lock(file, writing ? LOCK_EX : LOCK_SH)
+        return (file, Self.entries(in: try file.readAll()))
     }
 
     /// Every key slot's entry in the file's bytes.
@@ -82,11 +88,8 @@ public struct BackupKeyFile: Sendable {
     /// Overwrites, with random bytes, every key made before `cutoff` (ms); returns how many. With
     /// `dryRun`, only counts them.
     func destroy(createdBefore cutoff: Int64, dryRun: Bool = false) throws(CaseVaultError) -> Int {
-        guard DataDirectory.exists(self.path) else { return 0 }
-        try DataDirectory.checkPrivateFile(self.path)
-        let file = try PosixFile(path: self.path, flags: dryRun ? O_RDONLY : O_RDWR)
-        try Self.lock(file, dryRun ? LOCK_SH : LOCK_EX)
-        let doomed = Self.entries(in: try file.readAll()).filter { $0.createdAt < cutoff }
+        guard let (file, entries) = try self.openLocked(writing: !dryRun) else { return 0 }
+        let doomed = entries.filter { $0.createdAt < cutoff }
         guard !doomed.isEmpty, !dryRun else { return doomed.count }
         for entry in doomed {
             try file.write(Random.bytes(count: Self.slotSize), at: Int64(entry.slot * Self.slotSize))
