@@ -131,8 +131,10 @@ let package = Package(
                 "CaseVaultCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                "CCaseVaultShims",
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
@@ -187,7 +189,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CaseVaultServerTests",
-            dependencies: ["casevaultd", "casevaultctl", "CaseVaultCore", "CaseVaultServer"],
+            dependencies: ["casevaultd", "casevaultctl", "casevault-torture", "CaseVaultCore", "CaseVaultServer"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

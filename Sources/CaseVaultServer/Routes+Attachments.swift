@@ -54,8 +54,8 @@ extension Routes {
         let last = batch
         try await self.pool.run {
             try last.withUnsafeReadableBytes { bytes throws(CaseVaultError) in try upload.append(bytes) }
-            try upload.finish()
         }
+        try await self.run { store throws(CaseVaultError) in try store.finishAttachment(upload) }
         context.logger.info("attachment stored", metadata: ["record.id": "\(id)", "attachment.bytes": "\(upload.size)"])
         return try JSONResponse.make(Attached(recordID: id.rawValue, mediaType: mediaType, size: upload.size), status: .created)
     }

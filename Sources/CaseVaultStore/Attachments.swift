@@ -14,6 +14,10 @@ internal import Logging
 /// the record's data key (crypto_kdf, context `cvattach`), so shredding the record's key slot erases the
 /// attachment too; every chunk is bound to the record and its case by associated data. An upload is
 /// written to `<record id>.partial`, flushed, then linked into place (never replacing an existing one).
+///
+/// A shred wins over an upload: it removes the partial file with the attachment, the upload notices at its
+/// next chunk (the file it writes has no name left) and fails, and the link into place is made as the
+/// store's writer, only while the record is live.
 enum AttachmentFormat {
     static let magic = Array("CVATT001".utf8)
     static let chunkBytes = 64 << 10
@@ -39,6 +43,7 @@ enum AttachmentFormat {
 /// An attachment being uploaded. Used by one task at a time; `finish()` makes it visible, anything else
 /// (an error, a dropped connection) leaves nothing behind.
 public final class AttachmentUpload: @unchecked Sendable {
+    let recordID: RecordID
     private let file: PosixFile
     private let partialPath: String
     private let finalPath: String
@@ -52,6 +57,7 @@ public final class AttachmentUpload: @unchecked Sendable {
     private var done = false
 
     init(record: RecordMetadata, dataKey: SecureBytes, mediaType: String, directory: String, maxBytes: Int64) throws(CaseVaultError) {
+        self.recordID = record.id
         self.directory = directory
         self.finalPath = directory + "/" + record.id.rawValue
         self.partialPath = self.finalPath + ".partial"
@@ -104,6 +110,10 @@ public final class AttachmentUpload: @unchecked Sendable {
     }
 
     private func writePending(isFinal: Bool) throws(CaseVaultError) {
+        // A shred of the record removed the file: nothing more of it is written.
+        guard try self.file.status().st_nlink > 0 else {
+            throw RecordStore.shreddedError()
+        }
         let sealed = self.encryptor.push(self.pending, associatedData: self.associatedData, isFinal: isFinal)
         Memory.zero(&self.pending)
         self.pending.removeAll(keepingCapacity: true)
@@ -111,11 +121,15 @@ public final class AttachmentUpload: @unchecked Sendable {
         self.offset += Int64(sealed.count)
     }
 
-    /// Seals the last chunk, flushes, and links the attachment into place.
-    public func finish() throws(CaseVaultError) {
+    /// Seals the last chunk and flushes it: the attachment is whole on disk, not yet in place.
+    func sealLast() throws(CaseVaultError) {
         try self.writePending(isFinal: true)
         try self.file.flushData()
-        guard link(self.partialPath, self.finalPath) == 0 else {
+    }
+
+    /// Links the attachment into place. The caller holds the writer role and has seen the record live.
+    func link() throws(CaseVaultError) {
+        guard Glibc.link(self.partialPath, self.finalPath) == 0 else {
             let code = errno
             unlink(self.partialPath)
             self.done = true
@@ -207,9 +221,24 @@ extension RecordStore {
     public func beginAttachment(_ id: RecordID, mediaType: String, maxBytes: Int64) throws(CaseVaultError) -> AttachmentUpload {
         let row = try self.liveRow(id)
         let dataKey = try self.barrier.unwrap(slotBytes: try self.slots.read(row.slot), recordID: id, slot: row.slot)
-        return try AttachmentUpload(
+        let upload = try AttachmentUpload(
             record: row.metadata, dataKey: dataKey, mediaType: mediaType, directory: self.directory.attachmentsPath, maxBytes: maxBytes
         )
+        // A shred marked since the first look may have come too early to find the partial file: then the
+        // upload is dropped (and its file with it) here.
+        _ = try self.liveRow(id)
+        return upload
+    }
+
+    /// Seals the upload's last chunk and links the attachment into place, as the writer and only while the
+    /// record is live: an upload that ends after its record was shredded fails with `shredded`, and its
+    /// partial file is removed.
+    public func finishAttachment(_ upload: AttachmentUpload) throws(CaseVaultError) {
+        try upload.sealLast()
+        try self.asWriter { () throws(CaseVaultError) in
+            _ = try self.liveRow(upload.recordID)
+            try upload.link()
+        }
     }
 
     /// Opens `id`'s attachment for reading; `not-found` when it has none.
@@ -219,15 +248,17 @@ extension RecordStore {
         return try AttachmentDownload(record: row.metadata, dataKey: dataKey, path: self.directory.attachmentsPath + "/" + id.rawValue)
     }
 
-    /// Removes the attachments of shredded records (their keys are already gone with the key slots).
+    /// Removes the attachments of shredded records (their keys are already gone with the key slots), and
+    /// the partial files of uploads still under way, which then fail at their next chunk.
     func removeAttachments(_ ids: [RecordID]) throws(CaseVaultError) {
         var removed = false
         for id in ids {
-            let path = self.directory.attachmentsPath + "/" + id.rawValue
-            if unlink(path) == 0 {
-                removed = true
-            } else if errno != ENOENT {
-                throw POSIXFailure.error("unlink", path: path)
+            for path in [self.directory.attachmentsPath + "/" + id.rawValue, self.directory.attachmentsPath + "/" + id.rawValue + ".partial"] {
+                if unlink(path) == 0 {
+                    removed = true
+                } else if errno != ENOENT {
+                    throw POSIXFailure.error("unlink", path: path)
+                }
             }
         }
         if removed {

@@ -16,7 +16,7 @@ struct Torture: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "casevault-torture",
         abstract: "Crash-test helper for the CaseVault store (used by make test).",
-        subcommands: [PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self, Rotate.self, RefuseExecGain.self]
+        subcommands: [PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self, Rotate.self, RefuseExecGain.self, Listen.self]
     )
 }
 
@@ -223,6 +223,40 @@ extension Torture {
             execv(path, &argv)
             FileHandle.standardError.write(Data("exec failed: errno \(errno)\n".utf8))
             Glibc.exit(6)
+        }
+    }
+}
+
+extension Torture {
+    /// A stranger's socket: listens on a path, accepts one connection, and appends whatever it receives to
+    /// a file, so that a test can see what a client sent to a server it should not have trusted.
+    struct Listen: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Listen on a Unix socket and record what one client sends.")
+        @Argument(help: "The socket's path.") var path: String
+        @Option(help: "The file that receives the bytes.") var record: String
+
+        func run() throws {
+            alarm(60)
+            let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                for (index, byte) in self.path.utf8.prefix(raw.count - 1).enumerated() { raw[index] = byte }
+            }
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            guard bound == 0, Glibc.listen(listener, 4) == 0 else { throw ValidationError("cannot listen on \(self.path)") }
+            _ = FileManager.default.createFile(atPath: self.record, contents: nil)
+            let output = try FileHandle(forWritingTo: URL(fileURLWithPath: self.record))
+            let connection = accept(listener, nil, nil)
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while connection >= 0 {
+                let count = read(connection, &buffer, buffer.count)
+                if count <= 0 { break }
+                output.write(Data(buffer[..<count]))
+            }
+            try output.close()
         }
     }
 }

@@ -82,7 +82,7 @@ struct Init: AsyncParsableCommand {
             }
             var body: [String: Any] = ["passphrase": passphrase, "shares": self.shares]
             if self.shares > 0 { body["threshold"] = self.threshold ?? min(3, self.shares) }
-            let reply = try await self.connection.client().request(.POST, "/v1/admin/init", json: body)
+            let reply = try await self.connection.client().requestSecret(.POST, "/v1/admin/init", json: body)
             guard reply.status == 201 else { throw CLIError.from(reply) }
             let shares = reply.json["shares"] as? [String] ?? []
             if self.connection.json {
@@ -120,7 +120,7 @@ struct Unseal: AsyncParsableCommand {
             let client = try self.connection.client()
             guard self.share else {
                 let passphrase = try Secret.passphrase(stdin: self.stdin)
-                let reply = try await client.request(.POST, "/v1/admin/unseal", json: ["passphrase": passphrase])
+                let reply = try await client.requestSecret(.POST, "/v1/admin/unseal", json: ["passphrase": passphrase])
                 guard reply.status == 200 else { throw CLIError.from(reply) }
                 print("unsealed")
                 return
@@ -140,7 +140,7 @@ struct Unseal: AsyncParsableCommand {
                     text = try Secret.fromTerminal(prompt: "Recovery share \(given + 1): ").trimmingCharacters(in: .whitespaces)
                 }
                 given += 1
-                let reply = try await client.request(.POST, "/v1/admin/unseal", json: ["share": text])
+                let reply = try await client.requestSecret(.POST, "/v1/admin/unseal", json: ["share": text])
                 guard reply.status == 200 else { throw CLIError.from(reply) }
                 if reply.json["sealed"] as? Bool == false {
                     print("unsealed")

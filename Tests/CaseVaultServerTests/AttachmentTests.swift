@@ -145,4 +145,52 @@ struct AttachmentTests {
         #expect(try Client.request(daemon, "PUT", "/v1/records/\(record)/attachment", as: Self.director, body: "again", contentType: "application/pdf").status == 201)
         #expect(daemon.stop() == 0)
     }
+
+    @Test("a shred wins over an upload under way: the upload fails with 410, and no file keeps any of its sealed bytes")
+    func shredWinsOverUpload() throws {
+        let daemon = try DaemonProcess(
+            roles: LifecycleOverSocketTests.roles.replacingOccurrences(of: #"director = ["uid:4001"]"#, with: #"director = ["uid:4001", "uid:0"]"#)
+        )
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let caseID = try LifecycleOverSocketTests.agreedCase(daemon)
+        let record = try daemon.file(caseID, Bodies.intake, as: Self.director).string("record_id")
+        let total = 600_000
+        let body = [UInt8]((0..<total).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 13) })
+        let connection = try UnixConnection(path: daemon.socket)
+        let head = "PUT /v1/records/\(record)/attachment HTTP/1.1\r\nHost: casevault\r\nContent-Type: application/pdf\r\n"
+            + "Content-Length: \(total)\r\n\r\n"
+        func send(_ bytes: [UInt8]) {
+            var sent = 0
+            while sent < bytes.count {
+                let count = bytes[sent...].withUnsafeBytes { Glibc.send(connection.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                if count <= 0 { return }
+                sent += count
+            }
+        }
+        send(Array(head.utf8) + body[..<(total / 2)])
+        // Wait until the daemon has sealed and written some of it.
+        let partial = daemon.root + "/data/attachments/\(record).partial"
+        var sealed: [UInt8] = []
+        for _ in 0..<100 where sealed.count < 256 << 10 {
+            usleep(50_000)
+            sealed = (FileManager.default.contents(atPath: partial)).map(Array.init) ?? []
+        }
+        #expect(sealed.count >= 256 << 10, "the upload should be under way (\(sealed.count) bytes sealed)")
+        try daemon.call("DELETE", "/v1/records/\(record)", as: Self.director, body: #"{"reason": "filed_in_error"}"#, expect: 200)
+        #expect(!FileManager.default.fileExists(atPath: partial), "the shred leaves the partial upload in place")
+        send(Array(body[(total / 2)...]))
+        let answer = try connection.exchange("")
+        #expect(answer.hasPrefix("HTTP/1.1 410") && answer.contains("shredded"), "\(answer.prefix(300))")
+
+        let attachments = try FileManager.default.contentsOfDirectory(atPath: daemon.root + "/data/attachments")
+        #expect(attachments.isEmpty, "left behind: \(attachments)")
+        #expect(daemon.stop() == 0)
+        // No file of the data directory holds a 16-byte window of what was sealed (past the plain header).
+        let windows = stride(from: 4096, to: sealed.count - 16, by: 4096).map { Data(sealed[$0..<($0 + 16)]) }
+        let files = FileManager.default.enumerator(atPath: daemon.root + "/data")?.compactMap { $0 as? String } ?? []
+        for file in files {
+            guard let contents = FileManager.default.contents(atPath: daemon.root + "/data/" + file) else { continue }
+            #expect(!windows.contains { contents.range(of: $0) != nil }, "\(file) holds sealed bytes of the shredded upload")
+        }
+    }
 }

@@ -169,6 +169,46 @@ struct KeyCustodyTests {
         #expect(!FileManager.default.fileExists(atPath: root + "/keys/root.key.throttle"), "an unseal clears the throttle")
     }
 
+    @Test("casevaultctl sends a passphrase only to root or the socket directory's owner, never to a stranger's socket")
+    func secretsGoOnlyToTheDaemon() throws {
+        let root = DaemonProcess.temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let stranger: UInt32 = 65534
+        // A stranger listens in a directory of its own; the socket is then moved into a directory only root
+        // may write, as if the stranger had got it there: its peer is still the stranger.
+        let own = root + "/stranger"
+        let trusted = root + "/run"
+        try FileManager.default.createDirectory(atPath: own, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(atPath: trusted, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])
+        #expect(chown(own, stranger, stranger) == 0 && chmod(root, 0o755) == 0)
+        let listener = Peer(uid: stranger, gid: stranger).process(
+            DaemonProcess.binary("casevault-torture"), ["listen", own + "/s.sock", "--record", own + "/received"]
+        )
+        try listener.run()
+        defer { if listener.isRunning { listener.terminate() } }
+        var waited = 0
+        while !FileManager.default.fileExists(atPath: own + "/received") && waited < 100 {
+            usleep(50_000)
+            waited += 1
+        }
+        #expect(rename(own + "/s.sock", trusted + "/casevault.sock") == 0)
+
+        let refused = try Peer.root.run(
+            DaemonProcess.binary("casevaultctl"), ["unseal", "--stdin", "--socket", trusted + "/casevault.sock"], input: Self.passphrase + "\n"
+        )
+        #expect(refused.0 == 69 && refused.2.contains("held by uid \(stranger)") && refused.2.contains("not sent"), "\(refused)")
+        let shared = root + "/shared"
+        try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o777])
+        #expect(chmod(shared, 0o1777) == 0 && rename(trusted + "/casevault.sock", shared + "/casevault.sock") == 0)
+        let open = try Peer.root.run(
+            DaemonProcess.binary("casevaultctl"), ["init", "--stdin", "--socket", shared + "/casevault.sock"], input: Self.passphrase + "\n"
+        )
+        #expect(open.0 == 69 && open.2.contains("may be written by its group or others"), "\(open)")
+        listener.waitUntilExit()
+        let received = FileManager.default.contents(atPath: own + "/received") ?? Data("missing".utf8)
+        #expect(received.isEmpty, "the stranger received \(received.count) bytes")
+    }
+
     @Test("unsealed keys sit in locked memory in a process that cannot dump core; a fixed key source cannot be sealed")
     func lockedMemoryAndFixedSource() throws {
         let daemon = try DaemonProcess(roles: Self.roles, extra: Self.passphraseSource)

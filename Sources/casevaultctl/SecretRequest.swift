@@ -1,0 +1,108 @@
+internal import CCaseVaultShims
+internal import Foundation
+internal import NIOCore
+internal import NIOHTTP1
+internal import NIOPosix
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
+extension DaemonClient {
+    /// Sends a request that carries a secret (a passphrase, a recovery share) only to the daemon: on a
+    /// connection of its own, after the kernel has said who holds the other end (SO_PEERCRED), and on that
+    /// same connection, so that nothing can change hands between the check and the send.
+    ///
+    /// The other end must be root (systemd binds the socket of a socket-activated daemon, and the kernel
+    /// reports the process that listened) or the owner of the socket's directory (the service user, who
+    /// made it). A directory that its group or others may write is refused: anyone could have put a socket
+    /// there. AsyncHTTPClient cannot be asked who its connection's peer is, so this one request is sent with
+    /// NIO's HTTP/1.1 codec directly.
+    func requestSecret(_ method: HTTPMethod, _ path: String, json: [String: Any]) async throws(CLIError) -> Reply {
+        let trusted = try self.trustedServerUIDs()
+        var body: [UInt8]
+        do {
+            body = Array(try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]))
+        } catch {
+            throw CLIError.usage("the request cannot be encoded")
+        }
+        defer { body.withUnsafeMutableBytes { bytes in if let base = bytes.baseAddress { _ = memset(base, 0, bytes.count) } } }
+        let channel: NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(unixDomainSocketPath: self.socketPath) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
+                    }
+                }
+        } catch {
+            throw CLIError.unreachable("cannot reach casevaultd on \(self.socketPath): is it running? (\(error))")
+        }
+        let server: UInt32
+        do {
+            guard let provider = channel.channel as? any SocketOptionProvider else { throw PeerUnknown() }
+            let credentials: casevault_ucred = try await provider.unsafeGetSocketOption(
+                level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(CASEVAULT_SO_PEERCRED)
+            ).get()
+            server = credentials.uid
+        } catch {
+            try? await channel.channel.close()
+            throw CLIError.unreachable("cannot tell who holds the other end of \(self.socketPath), so the secret was not sent")
+        }
+        guard trusted.contains(server) else {
+            try? await channel.channel.close()
+            throw CLIError.unreachable(
+                "the socket \(self.socketPath) is held by uid \(server), not by root or the service user "
+                    + "(uid \(trusted.filter { $0 != 0 }.first ?? 0), the owner of its directory), so the secret was not sent"
+            )
+        }
+        let payload = ByteBuffer(bytes: body)
+        do {
+            return try await channel.executeThenClose { inbound, outbound in
+                var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
+                head.headers.add(name: "Host", value: "casevault")
+                head.headers.add(name: "Content-Type", value: "application/json")
+                head.headers.add(name: "Content-Length", value: "\(payload.readableBytes)")
+                head.headers.add(name: "Connection", value: "close")
+                try await outbound.write(.head(head))
+                try await outbound.write(.body(.byteBuffer(payload)))
+                try await outbound.write(.end(nil))
+                var status = 0
+                var received = Data()
+                for try await part in inbound {
+                    switch part {
+                    case .head(let response):
+                        status = Int(response.status.code)
+                    case .body(let piece):
+                        guard received.count + piece.readableBytes <= 16 << 20 else { throw PeerUnknown() }
+                        received.append(contentsOf: piece.readableBytesView)
+                    case .end:
+                        return Reply(status: status, body: received)
+                    }
+                }
+                throw PeerUnknown()
+            }
+        } catch {
+            throw CLIError.unreachable("casevaultd on \(self.socketPath) did not answer (\(error))")
+        }
+    }
+
+    /// Who may hold the other end of the socket: root, and the owner of the socket's directory when no one
+    /// else may write that directory.
+    func trustedServerUIDs() throws(CLIError) -> Set<UInt32> {
+        let directory = (self.socketPath as NSString).deletingLastPathComponent
+        var info = stat()
+        guard lstat(directory.isEmpty ? "." : directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
+            throw CLIError.unreachable("no directory for the socket \(self.socketPath)")
+        }
+        guard info.st_mode & (S_IWGRP | S_IWOTH) == 0 else {
+            throw CLIError.unreachable(
+                "the socket's directory \(directory) may be written by its group or others, so anyone could have put "
+                    + "a socket there; the secret was not sent (make the directory writable by its owner only)"
+            )
+        }
+        return [0, info.st_uid]
+    }
+}
+
+private struct PeerUnknown: Error {}
