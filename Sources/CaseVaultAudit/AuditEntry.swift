@@ -1,14 +1,19 @@
 internal import CaseVaultCore
 internal import CaseVaultCrypto
+internal import CaseVaultStore
 internal import Foundation
 
 /// One entry of the audit log (DESIGN §10): who asked for what and what came of it. Never content, never a
 /// name a client typed: ids, uids, roles, the route and the result.
 ///
-/// On disk each entry is one line, `<hash> <json>\n`, where `hash` is 64 lowercase hex digits of
+/// On disk each entry is one line, `<hash> <mac> <json>\n`. `hash` is 64 lowercase hex digits of
 /// BLAKE2b-256(previous entry's hash ‖ the JSON bytes exactly as written); the first entry's previous hash
-/// is 32 zero bytes. Changing, removing or reordering any entry breaks every hash after it, and the
-/// Ed25519-signed checkpoints stop anyone without the audit key from recomputing the chain.
+/// is 32 zero bytes. Changing, removing or reordering any entry breaks every hash after it. `mac` is 64 hex
+/// digits of a keyed BLAKE2b of the hash under the chain subkey of the root key, so nobody without the
+/// root key can add an entry that checks out; it is `-` for an entry written while the vault was sealed
+/// (no key exists then), and only what a sealed daemon does may be written so. The Ed25519-signed
+/// checkpoints let anyone holding the public key check the chain up to the last one; the anchor in the
+/// index (`AuditAnchor`) says how far the log had got.
 public struct AuditEntry: Codable, Sendable, Equatable {
     public enum Kind: String, Codable, Sendable {
         /// The audit key: the public key later checkpoints are signed with. Written each time the daemon
@@ -45,7 +50,8 @@ public struct AuditEntry: Codable, Sendable, Equatable {
     public var publicKey: String?
     /// `checkpoint`: the signature over the sequence number and the previous entry's hash, hex.
     public var signature: String?
-    /// `checkpoint`: why it was taken (`interval`, `shutdown`, `seal`).
+    /// `checkpoint`: why it was taken (`interval`, `shutdown`, `seal`). `key`: what the daemon found when
+    /// it took its key, when that was a break in the log that the operator accepted (`break: …`).
     public var reason: String?
 
     enum CodingKeys: String, CodingKey {
@@ -67,6 +73,14 @@ public enum AuditChain {
     public static let genesis = [UInt8](repeating: 0, count: hashByteCount)
     static let checkpointDomain = Array("casevault.audit.checkpoint.v1".utf8)
     static let headDomain = Array("casevault.audit.head.v1".utf8)
+    static let macDomain = Array("casevault.audit.entry.v1".utf8)
+    /// How the reason of a key entry that records an accepted break begins.
+    public static let breakPrefix = "break: "
+
+    /// The routes a sealed daemon serves: the only requests that may stand in the log without a MAC.
+    public static let servedWhileSealed: Set<String> = [
+        "GET /v1/health", "GET /v1/admin/status", "POST /v1/admin/init", "POST /v1/admin/unseal", "POST /v1/admin/seal",
+    ]
 
     /// The hash of an entry whose JSON is `json`, following the entry whose hash is `previous`.
     public static func hash(previous: [UInt8], json: some Collection<UInt8>) -> [UInt8] {
@@ -91,10 +105,17 @@ public enum AuditChain {
         return Array((try? encoder.encode(entry)) ?? Data("{}".utf8))
     }
 
-    /// The line for `json` after the entry whose hash is `previous`, and the new hash.
-    static func line(previous: [UInt8], json: [UInt8]) -> (line: [UInt8], hash: [UInt8]) {
+    /// What an entry's MAC covers: its hash, which covers every entry before it.
+    static func macMessage(_ hash: [UInt8]) -> [UInt8] {
+        macDomain + hash
+    }
+
+    /// The line for `json` after the entry whose hash is `previous`, keyed by `signer` (`-` without one),
+    /// and the new hash.
+    static func line(previous: [UInt8], json: [UInt8], signer: AuditSigner?) -> (line: [UInt8], hash: [UInt8]) {
         let hash = Self.hash(previous: previous, json: json)
-        return (Array(Hex.encode(hash).utf8) + [UInt8(ascii: " ")] + json + [UInt8(ascii: "\n")], hash)
+        let mac = signer.map { Array(Hex.encode($0.mac(Self.macMessage(hash))).utf8) } ?? [UInt8(ascii: "-")]
+        return (Array(Hex.encode(hash).utf8) + [UInt8(ascii: " ")] + mac + [UInt8(ascii: " ")] + json + [UInt8(ascii: "\n")], hash)
     }
 }
 

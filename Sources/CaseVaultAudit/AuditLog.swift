@@ -7,8 +7,15 @@ internal import Dispatch
 internal import Foundation
 internal import Synchronization
 
-/// The audit log (DESIGN §10): `audit/log` in the data directory, one hash-chained line per entry, and
-/// `audit/head`, the last signed checkpoint.
+/// The audit log (DESIGN §10): `audit/log` in the data directory, one hash-chained and keyed line per
+/// entry; `audit/head`, the last signed checkpoint; and the anchor in the index, how far the log had got.
+///
+/// The anchor (`AuditAnchor`: an entry's number, hash and offset, with a MAC) is replaced at every
+/// checkpoint, when the daemon takes its key, and after a flush at most once a second, so that at a start
+/// or unseal (`attach(to:)`) a log that was cut short, replaced or deleted is found: the log must hold the
+/// anchor's entry, and every entry after it must check out under the root key. A log that does not is
+/// refused (the daemon does not start, the unseal fails) until an operator accepts the break
+/// (`casevaultd --accept-audit-break`), which the log then records in a keyed entry.
 ///
 /// Two serial queues do the work. The writer takes everything queued, chains it and writes it with one
 /// `pwrite`; the syncer makes what was written durable with one `fdatasync` and then replaces the head.
@@ -53,8 +60,14 @@ public final class AuditLog: FlushRider {
         var synced: UInt64 = 0
         /// Waiting for a batch to be durable.
         var durableWaiters: [(batch: UInt64, waiter: Waiter)] = []
-        /// The newest checkpoint written, for the head once it is durable.
-        var unsyncedCheckpoint: (seq: UInt64, hash: [UInt8], signer: AuditSigner)?
+        /// The newest checkpoint written, for the head (and the anchor) once it is durable.
+        var unsyncedCheckpoint: (anchor: AuditAnchor, signer: AuditSigner)?
+        /// The last entry of the last batch written, and of the last batch known durable.
+        var writtenTail = AuditAnchor(seq: 0, hash: AuditChain.genesis, offset: 0)
+        /// Where the anchor is kept (while attached to a store), and the last anchored entry and when.
+        var anchorStore: RecordStore?
+        var anchoredSeq: UInt64 = 0
+        var anchoredAt: DispatchTime = .now()
         /// Whether entries ride on the store's flushes (`attach(to:)`).
         var riding = false
         /// The last batch that grew the file: until a flush of the log's own has made it durable (with
@@ -72,6 +85,8 @@ public final class AuditLog: FlushRider {
         var hash: [UInt8]
         /// Where the next line goes: the end of the last batch that was written whole.
         var end: Int64
+        /// Where the last entry's line starts.
+        var lastStart: Int64
         /// The file's size: zero-filled from `end` on.
         var allocated: Int64
         var lastCheckpoint: UInt64
@@ -117,23 +132,33 @@ public final class AuditLog: FlushRider {
         public var entries: UInt64
     }
 
-    private init(directory: String, file: PosixFile, chain: Chain, checkpointInterval: Int, clock: @escaping @Sendable () -> Int64) {
+    /// Whether a start or unseal may take a log that does not match its anchor, recording the break.
+    let acceptBreak: Bool
+
+    private init(
+        directory: String, file: PosixFile, chain: Chain, checkpointInterval: Int, acceptBreak: Bool, clock: @escaping @Sendable () -> Int64
+    ) {
+        self.acceptBreak = acceptBreak
         self.directory = directory
         self.logPath = directory + "/log"
         self.headPath = directory + "/head"
         self.file = file
         self.checkpointInterval = UInt64(max(1, checkpointInterval))
         self.clock = clock
-        self.shared = Mutex(Shared())
+        var shared = Shared()
+        shared.writtenTail = AuditAnchor(seq: chain.seq, hash: chain.hash, offset: chain.lastStart)
+        self.shared = Mutex(shared)
         self.chain = Mutex(chain)
     }
 
     /// Opens (creating on first use) the log in `directory`: cuts a torn last line and checks that the last
     /// entry follows from the one before it. A log whose end does not check out is refused: the daemon
-    /// does not append to a log that has been tampered with.
+    /// does not append to a log that has been tampered with. The MACs and the anchor are checked once the
+    /// root key is known (`attach(to:)`); with `acceptBreak`, a mismatch there is recorded, not refused.
     public static func open(
         directory: String,
         checkpointInterval: Int = AuditLog.defaultCheckpointInterval,
+        acceptBreak: Bool = false,
         clock: @escaping @Sendable () -> Int64
     ) throws(CaseVaultError) -> (AuditLog, Recovery) {
         try DataDirectory.makeDirectory(directory, createParents: false)
@@ -145,7 +170,7 @@ public final class AuditLog: FlushRider {
         try DataDirectory.checkPrivateFile(path)
         let file = try PosixFile(path: path, flags: O_RDWR)
         let size = try file.size()
-        let (tail, end, contentEnd) = try Self.readTail(file, size: size)
+        let (tail, lastStart, end, contentEnd) = try Self.readTail(file, size: size)
         let discarded = Int(contentEnd - end)
         if discarded > 0 {
             // A torn entry is zeroed, as the unused space after it is.
@@ -153,16 +178,21 @@ public final class AuditLog: FlushRider {
             try file.flushData()
         }
         let chain = Chain(
-            seq: tail.seq, hash: tail.hash, end: end, allocated: size, lastCheckpoint: tail.seq, dirtyBytes: 0
+            seq: tail.seq, hash: tail.hash, end: end, lastStart: lastStart, allocated: size, lastCheckpoint: tail.seq, dirtyBytes: 0
         )
-        let log = AuditLog(directory: directory, file: file, chain: chain, checkpointInterval: checkpointInterval, clock: clock)
+        let log = AuditLog(
+            directory: directory, file: file, chain: chain, checkpointInterval: checkpointInterval, acceptBreak: acceptBreak, clock: clock
+        )
         return (log, Recovery(discardedBytes: discarded, entries: tail.seq))
     }
 
-    /// The log's end: the last whole entry's number and hash, where the next entry goes, and where the
-    /// written bytes end (past a torn entry). The file is zero-filled past its entries (`growthStep`).
-    private static func readTail(_ file: PosixFile, size: Int64) throws(CaseVaultError) -> (AuditLine.Tail, end: Int64, contentEnd: Int64) {
-        let empty = (AuditLine.Tail(seq: 0, hash: AuditChain.genesis), Int64(0), Int64(0))
+    /// The log's end: the last whole entry's number and hash and where its line starts, where the next
+    /// entry goes, and where the written bytes end (past a torn entry). The file is zero-filled past its
+    /// entries (`growthStep`).
+    private static func readTail(
+        _ file: PosixFile, size: Int64
+    ) throws(CaseVaultError) -> (AuditLine.Tail, lastStart: Int64, end: Int64, contentEnd: Int64) {
+        let empty = (AuditLine.Tail(seq: 0, hash: AuditChain.genesis), Int64(0), Int64(0), Int64(0))
         guard size > 0 else { return empty }
         var window: Int64 = 64 << 10
         while true {
@@ -181,7 +211,7 @@ public final class AuditLog: FlushRider {
             if lines.count >= 3 || start == 0 {
                 let end = start + Int64(lastNewline.map { $0 + 1 } ?? 0)
                 let contentEnd = start + Int64(lastWritten + 1)
-                if lines.isEmpty { return (AuditLine.Tail(seq: 0, hash: AuditChain.genesis), end, contentEnd) }
+                if lines.isEmpty { return (AuditLine.Tail(seq: 0, hash: AuditChain.genesis), 0, end, contentEnd) }
                 let last = lines[lines.index(before: lines.endIndex)]
                 let previous: AuditLine.Tail
                 if lines.count >= 2 {
@@ -194,7 +224,7 @@ public final class AuditLog: FlushRider {
                 guard let parsed = AuditLine.parse(last), parsed.entry.seq == previous.seq + 1,
                     AuditChain.hash(previous: previous.hash, json: parsed.json) == parsed.hash
                 else { throw Self.damaged() }
-                return (AuditLine.Tail(seq: parsed.entry.seq, hash: parsed.hash), end, contentEnd)
+                return (AuditLine.Tail(seq: parsed.entry.seq, hash: parsed.hash), end - Int64(last.count + 1), end, contentEnd)
             }
             window *= 4
         }
@@ -214,30 +244,84 @@ public final class AuditLog: FlushRider {
 
     // MARK: Writing
 
-    /// Starts signing checkpoints with `signer` and writes its public key into the log. Waits until the
-    /// entry is durable.
-    public func attach(_ signer: AuditSigner) throws(CaseVaultError) {
+    /// Starts keying entries and signing checkpoints with `signer` and writes its public key into the log
+    /// (with `breakFound`, the break the operator accepted). Waits until the entry is durable.
+    public func attach(_ signer: AuditSigner, breakFound: String? = nil) throws(CaseVaultError) {
         self.shared.withLock { $0.signer = signer }
         var entry = AuditEntry(kind: .key, time: self.clock())
         entry.publicKey = Hex.encode(signer.publicKey)
+        entry.reason = breakFound.map { AuditChain.breakPrefix + $0 }
         self.record(entry)
         try self.flush(checkpoint: nil)
     }
 
-    /// `attach(store.auditSigner)`, and from then on entries ride on `store`'s flushes where they can.
+    /// Checks the log against `store`'s anchor and the root key, then `attach(store.auditSigner)`, anchors
+    /// the log at its key entry, and from then on keeps the anchor up to date and lets entries ride on
+    /// `store`'s flushes where they can. A log that does not check out is refused with
+    /// `integrity-failure` (nothing is written), unless the log was opened with `acceptBreak`.
     public func attach(to store: RecordStore) throws(CaseVaultError) {
-        try self.attach(store.auditSigner)
+        let signer = store.auditSigner
+        let found = try self.checkAgainstAnchor(store, signer: signer)
+        if let found {
+            guard self.acceptBreak else {
+                throw CaseVaultError(
+                    .integrityFailure,
+                    "the audit log does not match what the index remembers of it: \(found). Nothing was written. "
+                        + "Keep a copy of the data directory's audit/ for investigation; casevaultctl doctor says how to go on"
+                )
+            }
+        }
+        try self.attach(signer, breakFound: found)
+        let tail = self.shared.withLock { $0.writtenTail }
+        try store.setAuditAnchor(tail)
         let riding = store.letRide(self)
-        self.shared.withLock { $0.riding = riding }
+        self.shared.withLock { state in
+            state.anchorStore = store
+            state.anchoredSeq = tail.seq
+            state.anchoredAt = .now()
+            state.riding = riding
+        }
     }
 
-    /// Stops signing: after a last checkpoint, the log forgets the signer (the daemon is being sealed),
-    /// and stops riding on the store's flushes.
+    /// What is wrong with the log against `store`'s anchor, or `nil` when it checks out: the anchor's entry
+    /// must be in the log, and every entry after it must follow and check out under `signer`.
+    func checkAgainstAnchor(_ store: RecordStore, signer: AuditSigner) throws(CaseVaultError) -> String? {
+        let (entries, end) = self.chain.withLock { ($0.seq, $0.end) }
+        let anchor: AuditAnchor
+        switch try store.auditAnchor() {
+        case .none(let vaultIsNew):
+            return vaultIsNew ? nil : "the index holds records but no audit anchor (it was removed, or the vault predates anchors)"
+        case .anchored(let value):
+            anchor = value
+        }
+        guard anchor.seq > 0 else { return nil }
+        guard anchor.seq <= entries, anchor.offset < end else {
+            return "the log ends at entry \(entries) but the index's anchor names entry \(anchor.seq): "
+                + "entries \(entries + 1) to \(anchor.seq) at least were cut away, or the log was replaced"
+        }
+        let bytes = try self.file.read(count: Int(end - anchor.offset), at: anchor.offset)
+        var lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).dropLast()[...]
+        guard let first = lines.popFirst(), let parsed = AuditLine.parse(first), parsed.entry.seq == anchor.seq, parsed.hash == anchor.hash else {
+            return "entry \(anchor.seq) is not the one the index's anchor names: the log was replaced"
+        }
+        var walker = AuditWalker(previous: anchor.hash, seq: anchor.seq, signer: signer, expectedKey: nil)
+        for line in lines {
+            guard let parsed = AuditLine.parse(line) else {
+                return "entry \(walker.seq + 1) is not an entry (its shape was altered)"
+            }
+            if let reason = walker.step(parsed) { return "entry \(walker.seq + 1): \(reason)" }
+        }
+        return nil
+    }
+
+    /// Stops signing: after a last checkpoint (which is anchored), the log forgets the signer and the store
+    /// (the daemon is being sealed), and stops riding on the store's flushes.
     public func detach(reason: String) throws(CaseVaultError) {
         defer {
             self.shared.withLock { state in
                 state.signer = nil
                 state.riding = false
+                state.anchorStore = nil
             }
         }
         try self.flush(checkpoint: reason)
@@ -411,16 +495,18 @@ public final class AuditLog: FlushRider {
         var entryWaiters: [Waiter] = []
         var flushWaiters: [Waiter] = []
         var grew = false
-        let result = self.chain.withLock { chain -> Result<(seq: UInt64, hash: [UInt8])?, CaseVaultError> in
+        let result = self.chain.withLock { chain -> Result<(checkpoint: AuditAnchor?, tail: AuditAnchor), CaseVaultError> in
             var seq = chain.seq
             var hash = chain.hash
             var bytes: [UInt8] = []
-            var checkpoint: (seq: UInt64, hash: [UInt8])?
+            var checkpoint: AuditAnchor?
+            var lineStart = chain.lastStart
             func add(_ entry: AuditEntry) {
                 var entry = entry
                 seq += 1
                 entry.seq = seq
-                let (line, next) = AuditChain.line(previous: hash, json: AuditChain.encode(entry))
+                lineStart = chain.end + Int64(bytes.count)
+                let (line, next) = AuditChain.line(previous: hash, json: AuditChain.encode(entry), signer: signer)
                 bytes += line
                 hash = next
             }
@@ -429,7 +515,7 @@ public final class AuditLog: FlushRider {
                 entry.reason = reason
                 entry.signature = Hex.encode(signer.signature(for: AuditChain.checkpointMessage(seq: seq + 1, previous: hash)))
                 add(entry)
-                checkpoint = (seq, hash)
+                checkpoint = AuditAnchor(seq: seq, hash: hash, offset: lineStart)
             }
             for pending in batch {
                 switch pending {
@@ -468,9 +554,10 @@ public final class AuditLog: FlushRider {
             chain.dirtyBytes = 0
             chain.seq = seq
             chain.hash = hash
+            chain.lastStart = lineStart
             chain.end += Int64(bytes.count)
             if let checkpoint { chain.lastCheckpoint = checkpoint.seq }
-            return .success(checkpoint)
+            return .success((checkpoint, AuditAnchor(seq: seq, hash: hash, offset: lineStart)))
         }
         switch result {
         case .failure(let error):
@@ -479,13 +566,14 @@ public final class AuditLog: FlushRider {
             for waiter in entryWaiters + flushWaiters {
                 waiter.complete(.failure(refusal))
             }
-        case .success(let checkpoint):
+        case .success(let (checkpoint, tail)):
             let (number, eager) = self.shared.withLock { state -> (UInt64, Bool) in
                 state.writeFailure = nil
                 state.written += 1
+                state.writtenTail = tail
                 if grew { state.grewIn = state.written }
                 if let checkpoint, let signer {
-                    state.unsyncedCheckpoint = (checkpoint.seq, checkpoint.hash, signer)
+                    state.unsyncedCheckpoint = (checkpoint, signer)
                 }
                 for waiter in flushWaiters {
                     state.durableWaiters.append((state.written, waiter))
@@ -498,7 +586,7 @@ public final class AuditLog: FlushRider {
             // Results alone wait for the next flush. A request entry's flush starts now, while its route
             // works, unless it rides on the store's flush (then `awaitDurable` starts it if still needed).
             // A checkpoint, an explicit flush and a grown file need a flush of the log's own.
-            if (eager && !entryWaiters.isEmpty) || !flushWaiters.isEmpty || checkpoint != nil || grew {
+            if (eager && !entryWaiters.isEmpty) || !flushWaiters.isEmpty || checkpoint != nil || grew || self.anchorDue() {
                 self.startSync()
             }
         }
@@ -509,25 +597,44 @@ public final class AuditLog: FlushRider {
         self.syncer.async { self.sync() }
     }
 
-    /// The syncer: flushes everything written so far, replaces the head after a checkpoint, tells the
-    /// waiters, and repeats while more was written meanwhile (riding: while someone waits for it).
+    /// How often, at most, the anchor follows the log between checkpoints.
+    static let anchorInterval: DispatchTimeInterval = .seconds(1)
+
+    /// Whether the anchor lags behind what was written by more than `anchorInterval`.
+    private func anchorDue() -> Bool {
+        self.shared.withLock { state in Self.anchorDue(state) }
+    }
+
+    private static func anchorDue(_ state: Shared) -> Bool {
+        state.anchorStore != nil && state.writtenTail.seq > state.anchoredSeq && DispatchTime.now() >= state.anchoredAt + Self.anchorInterval
+    }
+
+    /// The syncer: flushes everything written so far, replaces the head after a checkpoint and the anchor
+    /// when due, tells the waiters, and repeats while more was written meanwhile (riding: while someone
+    /// waits for it).
     private func sync() {
         while true {
-            let next = self.shared.withLock { state -> (UInt64, (seq: UInt64, hash: [UInt8], signer: AuditSigner)?)? in
+            let next = self.shared.withLock { state -> (UInt64, (anchor: AuditAnchor, signer: AuditSigner)?, (RecordStore, AuditAnchor)?)? in
                 // Nothing new, unless a ride made the checkpoint's batch durable before its head was written.
-                let ownNeeded = state.unsyncedCheckpoint != nil || state.grewIn > state.ownSynced
+                let anchorDue = Self.anchorDue(state)
+                let ownNeeded = state.unsyncedCheckpoint != nil || state.grewIn > state.ownSynced || anchorDue
                 if state.written <= state.synced && !ownNeeded { return nil }
                 // Riding, what nobody waits for is left to the next put's flush.
                 if state.riding && state.durableWaiters.isEmpty && !ownNeeded { return nil }
                 defer { state.unsyncedCheckpoint = nil }
-                return (state.written, state.unsyncedCheckpoint)
+                let anchor = (state.unsyncedCheckpoint != nil || anchorDue) ? state.anchorStore.map { ($0, state.writtenTail) } : nil
+                return (state.written, state.unsyncedCheckpoint, anchor)
             }
-            guard let (target, checkpoint) = next else { return }
+            guard let (target, checkpoint, anchor) = next else { return }
             var failure: CaseVaultError?
             do throws(CaseVaultError) {
                 try self.file.flushData()
                 if let checkpoint {
-                    try self.writeHead(seq: checkpoint.seq, hash: checkpoint.hash, signer: checkpoint.signer)
+                    try self.writeHead(seq: checkpoint.anchor.seq, hash: checkpoint.anchor.hash, signer: checkpoint.signer)
+                }
+                // The anchor names only what is durable: the last entry written before this flush.
+                if let (store, tail) = anchor {
+                    try store.setAuditAnchor(tail)
                 }
             } catch {
                 failure = error
@@ -542,6 +649,10 @@ public final class AuditLog: FlushRider {
                     state.synced = max(state.synced, target)
                     state.ownSynced = max(state.ownSynced, target)
                     state.ownFlushes += 1
+                    if let (_, tail) = anchor {
+                        state.anchoredSeq = max(state.anchoredSeq, tail.seq)
+                        state.anchoredAt = .now()
+                    }
                 }
                 let ready = state.durableWaiters.filter { $0.batch <= target }.map(\.waiter)
                 state.durableWaiters.removeAll { $0.batch <= target }
@@ -604,25 +715,20 @@ public final class AuditLog: FlushRider {
         for waiter in ready {
             waiter.complete(.success(token))
         }
+        if self.anchorDue() { self.startSync() }
     }
 
     public var ridingPath: String { self.logPath }
 
     // MARK: Reading
 
-    /// The log and head as they stand between two batches, for verifying while the daemon serves.
+    /// The log and head as they stand, for verifying while the daemon serves, without holding the writer:
+    /// the head first, then the end of the last whole batch (never before the head's checkpoint), then the
+    /// bytes before that end, which no later write changes.
     public func snapshot() throws(CaseVaultError) -> (log: [UInt8], head: [UInt8]?) {
-        let result: Result<([UInt8], [UInt8]?), CaseVaultError> = self.writer.sync {
-            self.chain.withLock { chain in
-                do throws(CaseVaultError) {
-                    let log = try self.file.read(count: Int(chain.end), at: 0)
-                    return .success((log, try Self.readHead(self.headPath)))
-                } catch {
-                    return .failure(error)
-                }
-            }
-        }
-        return try result.get()
+        let head = try Self.readHead(self.headPath)
+        let end = self.chain.withLock { $0.end }
+        return (try self.file.read(count: Int(end), at: 0), head)
     }
 
     /// The head file's bytes, or `nil` when there is none.

@@ -19,10 +19,12 @@ internal import Glibc
 public enum Daemon {
     /// Runs the daemon until it is stopped. If it cannot start, clients already waiting on a socket systemd
     /// passed are answered with a 503 problem before the error is thrown (`SystemdSocket.refuseWaiting`).
-    public static func run(configuration: DaemonConfiguration, base: URL, logger: Logger) async throws(CaseVaultError) {
+    public static func run(
+        configuration: DaemonConfiguration, base: URL, logger: Logger, acceptAuditBreak: Bool = false
+    ) async throws(CaseVaultError) {
         let startup = Startup()
         do throws(CaseVaultError) {
-            try await Self.serve(configuration: configuration, base: base, logger: logger, startup: startup)
+            try await Self.serve(configuration: configuration, base: base, logger: logger, acceptAuditBreak: acceptAuditBreak, startup: startup)
         } catch {
             if !startup.isServing { SystemdSocket.refuseWaiting(socket: startup.socket, code: error.code) }
             throw error
@@ -40,7 +42,7 @@ public enum Daemon {
     }
 
     private static func serve(
-        configuration: DaemonConfiguration, base: URL, logger: Logger, startup: Startup
+        configuration: DaemonConfiguration, base: URL, logger: Logger, acceptAuditBreak: Bool, startup: Startup
     ) async throws(CaseVaultError) {
         umask(0o077)
         guard casevault_disable_core_dumps() == 0 else {
@@ -73,6 +75,7 @@ public enum Daemon {
         let (audit, recovery) = try AuditLog.open(
             directory: try RecordStore.prepareDirectories(storeConfiguration),
             checkpointInterval: configuration.audit.checkpointEvery ?? AuditLog.defaultCheckpointInterval,
+            acceptBreak: acceptAuditBreak,
             clock: storeConfiguration.clock
         )
         if recovery.discardedBytes > 0 {

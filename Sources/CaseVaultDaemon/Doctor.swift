@@ -1,4 +1,5 @@
 internal import CCaseVaultShims
+internal import CaseVaultAudit
 public import CaseVaultCore
 internal import CaseVaultServer
 internal import CaseVaultStore
@@ -43,6 +44,7 @@ public enum Doctor {
                     detail: "systemd credential \(configuration.keys.credential ?? "casevault-root-key"), read from $CREDENTIALS_DIRECTORY at start (LoadCredentialEncrypted= binds it to this host's TPM)"
                 ),
             Self.auditLog(data + "/audit/log"),
+            Self.auditAnchor(data),
             Self.backupKeys(configuration.backupKeyFile(relativeTo: base), dataDirectory: data),
             Self.swap(),
             Self.coreDumps(),
@@ -181,6 +183,33 @@ public enum Doctor {
             }
         }
         return Check(name: name, status: .pass, detail: "\(path): \(Self.userName(info.st_uid)), mode \(mode), \(info.st_size) bytes")
+    }
+
+    /// Whether the audit log holds the entry the index's anchor names: a log cut short, replaced or deleted
+    /// stops the daemon's start (exit 4), and this says how to go on.
+    static func auditAnchor(_ data: String) -> Check {
+        let name = "audit anchor"
+        guard FileManager.default.fileExists(atPath: data + "/index.sqlite") else {
+            return Check(name: name, status: .pass, detail: "no index yet (the first start writes the anchor)")
+        }
+        let anchor: AuditAnchor?
+        do {
+            anchor = try RecordStore.auditAnchor(ofDataDirectory: data, signer: nil)
+        } catch {
+            return Check(name: name, status: .fail, detail: error.message)
+        }
+        guard let anchor else {
+            return Check(name: name, status: .pass, detail: "no anchor yet (the first start with the root key writes one)")
+        }
+        let log = FileManager.default.contents(atPath: data + "/audit/log").map { [UInt8]($0) } ?? []
+        guard let problem = AuditVerifier.anchorProblem(log: log, anchor: anchor) else {
+            return Check(name: name, status: .pass, detail: "the log holds entry \(anchor.seq), as the index remembers (the start checks the entries after it under the root key)")
+        }
+        return Check(
+            name: name, status: .fail,
+            detail: "\(problem). casevaultd will not start on it (exit 4). Keep a copy of \(data)/audit for investigation, "
+                + "then start casevaultd once with --accept-audit-break: the log records the break, and casevaultctl audit verify lists it"
+        )
     }
 
     /// The backup key file: private, outside the data directory (a copy of the data must not carry it).

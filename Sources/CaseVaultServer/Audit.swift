@@ -1,5 +1,6 @@
 internal import CaseVaultAudit
 internal import CaseVaultCore
+internal import CaseVaultStore
 internal import Foundation
 internal import Hummingbird
 internal import Synchronization
@@ -141,14 +142,20 @@ enum Audited {
 }
 
 extension Routes {
-    /// Recomputes the audit chain and checks its signatures against the daemon's own audit key: the
-    /// report names the first bad entry.
+    /// Recomputes the audit chain and checks its MACs and signatures under the daemon's own keys, and that
+    /// the log holds the entry the index's anchor names: the report names the first bad entry. Reads a
+    /// snapshot of the log without holding its writer.
     func verifyAudit(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorize(.verifyAudit)
         let audit = self.audit
         let report = try await self.run { store throws(CaseVaultError) in
+            let anchor: AuditAnchor?
+            switch try store.auditAnchor() {
+            case .anchored(let value): anchor = value
+            case .none: anchor = nil
+            }
             let (log, head) = try audit.snapshot()
-            return AuditVerifier.verify(log: log, head: head, expectedKey: store.auditSigner.publicKey)
+            return AuditVerifier.verify(log: log, head: head, signer: store.auditSigner, anchor: anchor)
         }
         return try JSONResponse.make(report)
     }

@@ -32,7 +32,7 @@ extension Routes {
         let (store, encoded) = try await self.pool.run {
             try keeper.initialise(passphrase: secret, shares: shares, threshold: threshold)
         }
-        try self.audit.attach(to: store)
+        try await self.attachAudit(to: store)
         return try JSONResponse.make(
             Initialised(sealed: false, shares: encoded, threshold: shares == 0 ? nil : threshold), status: .created
         )
@@ -68,10 +68,26 @@ extension Routes {
         }
         switch progress {
         case .unsealed(let store):
-            try self.audit.attach(to: store)
+            try await self.attachAudit(to: store)
             return try JSONResponse.make(Unsealed(sealed: false))
         case .collecting(let received, let threshold):
             return try JSONResponse.make(Unsealed(sealed: true, shares: received, threshold: threshold))
+        }
+    }
+
+    /// Gives the audit log the unsealed store's keys. A log that does not check out against its anchor
+    /// seals the vault again at once: nothing is served with an audit log that cannot be trusted.
+    func attachAudit(to store: RecordStore) async throws {
+        let (keeper, audit) = (self.keeper, self.audit)
+        try await self.pool.run { try Self.attach(audit, to: store, sealingOnFailure: keeper) }
+    }
+
+    private static func attach(_ audit: AuditLog, to store: RecordStore, sealingOnFailure keeper: VaultKeeper) throws {
+        do {
+            try audit.attach(to: store)
+        } catch {
+            _ = try? keeper.seal()
+            throw error
         }
     }
 

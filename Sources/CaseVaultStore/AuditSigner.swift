@@ -1,17 +1,50 @@
-/// What the audit log may do with the audit subkey: sign a checkpoint and show the public key. The key
-/// stays in the barrier's secure memory; this only carries a closure over it.
+/// What the audit log may do with the root key's audit subkeys: sign a checkpoint, key the chain, tag the
+/// anchor, and show the public key. The keys stay in the barrier's secure memory; this only carries
+/// closures over them.
 public struct AuditSigner: Sendable {
     /// The Ed25519 public key that `casevaultctl audit verify` checks checkpoints against.
     public let publicKey: [UInt8]
     private let sign: @Sendable ([UInt8]) -> [UInt8]
+    private let authenticate: @Sendable ([UInt8]) -> [UInt8]
 
-    init(publicKey: [UInt8], sign: @escaping @Sendable ([UInt8]) -> [UInt8]) {
+    init(publicKey: [UInt8], sign: @escaping @Sendable ([UInt8]) -> [UInt8], authenticate: @escaping @Sendable ([UInt8]) -> [UInt8]) {
         self.publicKey = publicKey
         self.sign = sign
+        self.authenticate = authenticate
     }
 
     /// A detached Ed25519 signature of `message`.
     public func signature(for message: [UInt8]) -> [UInt8] {
         self.sign(message)
+    }
+
+    /// A 32-byte MAC of `message` (keyed BLAKE2b under the chain subkey): what only the root key's holder
+    /// can compute, so that nobody else can extend the chain or move its anchor.
+    public func mac(_ message: [UInt8]) -> [UInt8] {
+        self.authenticate(message)
+    }
+}
+
+/// How far the audit log had got, kept in the index (`synchronous=FULL`) apart from the log, so that a
+/// log that was cut short, replaced or deleted is noticed: entry `seq` has chain hash `hash` and its line
+/// starts at byte `offset`. Stored with a MAC under the chain subkey, so it cannot be forged either.
+public struct AuditAnchor: Sendable, Equatable {
+    public var seq: UInt64
+    public var hash: [UInt8]
+    public var offset: Int64
+
+    /// A log that starts afresh: what a restore anchors, since a restored vault begins a log of its own.
+    public static let empty = AuditAnchor(seq: 0, hash: [UInt8](repeating: 0, count: 32), offset: 0)
+
+    public init(seq: UInt64, hash: [UInt8], offset: Int64) {
+        self.seq = seq
+        self.hash = hash
+        self.offset = offset
+    }
+
+    /// What the anchor's MAC covers.
+    public var message: [UInt8] {
+        Array("casevault.audit.anchor.v1".utf8) + withUnsafeBytes(of: self.seq.bigEndian, Array.init) + self.hash
+            + withUnsafeBytes(of: self.offset.bigEndian, Array.init)
     }
 }

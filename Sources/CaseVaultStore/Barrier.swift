@@ -20,6 +20,7 @@ final class Barrier: Sendable {
     private static let holdContext: StaticString = "cv-hold1"
     private static let auditContext: StaticString = "cv-audit"
     private static let backupContext: StaticString = "cv-bkup1"
+    private static let auditChainContext: StaticString = "cv-auchn"
 
     private let rootKey: SecureBytes
     private let keyEncryptionKeys = Mutex<[UInt32: SecureBytes]>([:])
@@ -33,6 +34,8 @@ final class Barrier: Sendable {
     private let auditKey: SigningKey
     /// Seals each backup's own key in the backup key file (crypto_kdf from the root key).
     private let backupWrappingKey: SecureBytes
+    /// Keys the audit chain and its anchor in the index (keyed BLAKE2b; crypto_kdf from the root key).
+    private let auditChainKey: SecureBytes
 
     init(rootKey: SecureBytes) throws(CaseVaultError) {
         self.rootKey = rootKey
@@ -42,6 +45,7 @@ final class Barrier: Sendable {
             self.holdKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.holdContext, id: 1)
             self.auditKey = try SigningKey(seed: try KeyDerivation.deriveKey(from: rootKey, context: Self.auditContext, id: 1))
             self.backupWrappingKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.backupContext, id: 1)
+            self.auditChainKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.auditChainContext, id: 1)
         } catch {
             throw CaseVaultError(.keyUnavailable, "the root key's subkeys (certificates, holds, audit, backups) could not be derived", cause: error)
         }
@@ -68,16 +72,23 @@ final class Barrier: Sendable {
         self.certificateKey.wipe()
         self.auditKey.wipe()
         self.backupWrappingKey.wipe()
+        self.auditChainKey.wipe()
         self.keyEncryptionKeys.withLock { keys in
             for key in keys.values { key.wipe() }
             keys.removeAll()
         }
     }
 
-    /// Signs audit checkpoints with the audit subkey; the key itself never leaves the barrier.
+    /// Signs audit checkpoints with the audit subkey and keys the chain with the chain subkey; the keys
+    /// themselves never leave the barrier.
     var auditSigner: AuditSigner {
         let key = self.auditKey
-        return AuditSigner(publicKey: key.publicKey, sign: { message in key.signature(for: message) })
+        let chainKey = self.auditChainKey
+        return AuditSigner(
+            publicKey: key.publicKey,
+            sign: { message in key.signature(for: message) },
+            authenticate: { message in Hash.blake2b(message, key: chainKey, length: 32) }
+        )
     }
 
     // MARK: Backup keys

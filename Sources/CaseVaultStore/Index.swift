@@ -174,6 +174,20 @@ struct Index: Sendable {
                     """
             )
         }
+        migrator.registerMigration("v6-audit-anchor") { db in
+            // One row, written by the audit log as it goes; none until the first daemon anchors its log.
+            try db.execute(
+                sql: """
+                    CREATE TABLE audit_anchor (
+                        id INTEGER PRIMARY KEY CHECK (id = 1),
+                        seq INTEGER NOT NULL,
+                        hash BLOB NOT NULL,
+                        offset INTEGER NOT NULL,
+                        mac BLOB NOT NULL
+                    );
+                    """
+            )
+        }
         return migrator
     }
 

@@ -329,6 +329,8 @@ extension RecordStore {
             restored.keySource = .file
             let store = try RecordStore.open(restored, rootKey: rootKey, logger: logger)
             defer { store.close() }
+            // The restored vault starts an audit log of its own (the backup carries none).
+            try store.setAuditAnchor(.empty)
             let present = try store.index.read { db in
                 try ledger.filter { id in try Index.row(db, id: id)?.state == .live }
             }

@@ -2,6 +2,7 @@ import ArgumentParser
 import CaseVaultAudit
 import CaseVaultCore
 import CaseVaultDaemon
+import CaseVaultStore
 import Foundation
 
 struct Audit: AsyncParsableCommand {
@@ -89,7 +90,7 @@ struct Audit: AsyncParsableCommand {
                     what = (entry.kind == .result ? "#\(entry.request ?? 0) → " : "\(entry.action ?? "no route") → ")
                         + "\(entry.status ?? 0)" + (entry.problem.map { " \($0)" } ?? "")
                 case .key:
-                    what = "audit key \(entry.publicKey ?? "")"
+                    what = "audit key \(entry.publicKey ?? "")" + (entry.reason.map { " (\($0))" } ?? "")
                 case .checkpoint:
                     what = "signed (\(entry.reason ?? ""))"
                 }
@@ -111,22 +112,28 @@ struct Audit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Verify the audit log: exit 0 when it is intact, 1 when an entry is bad (the first one is named).",
             discussion: """
-                By default the daemon verifies its own log against its own audit key (operator or director).
+                By default the daemon verifies its own log under its own keys (operator or director): every
+                entry's hash and MAC, every checkpoint's signature, and that the log holds the entry the
+                index's anchor names (a log cut short, replaced or deleted fails).
                 With --offline, this command reads the log itself, from the data directory of --config or
-                from --data-dir (a copy, say), without the daemon; --pubkey then pins the key the checkpoints
-                must be signed with (the public_key an online verify prints). Exit 66 when the log cannot be
-                read offline.
+                from --data-dir (a copy, say), without the daemon, and takes the root key from --config's key
+                source (the passphrase from the terminal, or standard input with --stdin) to check the MACs
+                and the anchor the same way. With --pubkey instead (the public_key an online verify prints),
+                no root key is used: the hashes, the signatures and the anchor's entry are checked, the MACs
+                are not (the report says so). Exit 66 when the log cannot be read offline, 78 when the root
+                key cannot be read.
                 """
         )
 
         @OptionGroup var connection: Connection
         @Flag(help: "Read the log from the data directory instead of asking the daemon.") var offline = false
         @Option(help: "With --offline: the data directory (default: store.data_directory of --config).") var dataDir: String?
-        @Option(help: "With --offline: the audit public key, 64 hexadecimal characters.") var pubkey: String?
+        @Option(help: "With --offline: check without the root key, pinning the audit public key (64 hexadecimal characters).") var pubkey: String?
+        @Flag(help: "With --offline and the passphrase key source: read the passphrase from standard input.") var stdin = false
 
         func validate() throws {
-            if !self.offline, self.dataDir != nil || self.pubkey != nil {
-                throw ValidationError("--data-dir and --pubkey go with --offline")
+            if !self.offline, self.dataDir != nil || self.pubkey != nil || self.stdin {
+                throw ValidationError("--data-dir, --pubkey and --stdin go with --offline")
             }
             if let pubkey, Hex.decode(pubkey.lowercased())?.count != 32 {
                 throw ValidationError("--pubkey must be 64 hexadecimal characters")
@@ -158,9 +165,46 @@ struct Audit: AsyncParsableCommand {
                 throw CLIError.unreadable("cannot read \(directory)/audit/log")
             }
             let head = FileManager.default.contents(atPath: directory + "/audit/head")
+            let signer = self.pubkey == nil ? try self.signer() : nil
+            var anchor: AuditAnchor?
+            do {
+                // A copy of the log alone has no index, so no anchor to compare.
+                if FileManager.default.fileExists(atPath: directory + "/index.sqlite") {
+                    anchor = try RecordStore.auditAnchor(ofDataDirectory: directory, signer: signer)
+                }
+            } catch {
+                guard error.code == .integrityFailure else { throw CLIError.unreadable(error.message) }
+                var report = AuditVerifier.verify(log: [UInt8](log), head: head.map { [UInt8]($0) }, signer: signer)
+                report.ok = false
+                report.firstBad = AuditReport.Problem(seq: report.entries + 1, line: 0, offset: 0, reason: error.message)
+                return report
+            }
             return AuditVerifier.verify(
-                log: [UInt8](log), head: head.map { [UInt8]($0) }, expectedKey: self.pubkey.flatMap { Hex.decode($0.lowercased()) }
+                log: [UInt8](log), head: head.map { [UInt8]($0) }, expectedKey: self.pubkey.flatMap { Hex.decode($0.lowercased()) },
+                signer: signer, anchor: anchor
             )
+        }
+
+        /// The vault's audit keys, from the root key of --config's key source.
+        func signer() throws(CLIError) -> AuditSigner {
+            let store: StoreConfiguration
+            do {
+                let configuration = try DaemonConfiguration.load(path: self.connection.config)
+                let base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
+                store = try configuration.storeConfiguration(relativeTo: base)
+            } catch {
+                throw CLIError.configuration("\(error.message) (or check without the root key: --pubkey)")
+            }
+            var passphrase: [UInt8]?
+            if store.keySource == .passphrase {
+                passphrase = Array(try Secret.passphrase(stdin: self.stdin).utf8)
+            }
+            defer { if passphrase != nil { passphrase!.withUnsafeMutableBytes { bytes in if let base = bytes.baseAddress { _ = memset(base, 0, bytes.count) } } } }
+            do {
+                return try RecordStore.auditSigner(store, passphrase: passphrase)
+            } catch {
+                throw CLIError.configuration("cannot read the root key: \(error.message) (or check without it: --pubkey)")
+            }
         }
 
         static func print(_ report: AuditReport, json: Bool) {
@@ -175,8 +219,13 @@ struct Audit: AsyncParsableCommand {
                 ("entries", report.ok ? "\(report.entries)" : "\(report.entries) good before the first bad one"),
                 ("checkpoints", "\(report.checkpoints)" + (report.lastCheckpoint.map { ", the last at entry \($0)" } ?? "")),
                 ("unsigned", "\(report.unsignedEntries) entries after the last checkpoint"),
+                ("MACs", report.macsChecked ? "checked (\(report.unkeyedEntries) entries written while sealed have none)" : "not checked: no root key"),
+                ("anchor", report.anchor.map { "entry \($0) (from the index)" } ?? "none"),
                 ("signing key", report.publicKey ?? "none yet"),
             ]
+            if !report.breaks.isEmpty {
+                rows.append(("accepted breaks", report.breaks.map { "at entry \($0)" }.joined(separator: ", ") + " (casevaultctl audit tail shows what was found)"))
+            }
             if let bad = report.firstBad {
                 rows.append(("first bad entry", "\(bad.seq) (line \(bad.line), byte \(bad.offset)): \(bad.reason)"))
             }

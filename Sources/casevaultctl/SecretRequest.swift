@@ -64,9 +64,10 @@ extension DaemonClient {
                 head.headers.add(name: "Content-Type", value: "application/json")
                 head.headers.add(name: "Content-Length", value: "\(payload.readableBytes)")
                 head.headers.add(name: "Connection", value: "close")
-                try await outbound.write(.head(head))
-                try await outbound.write(.body(.byteBuffer(payload)))
-                try await outbound.write(.end(nil))
+                // In one write: the daemon may answer and close as soon as the body's last byte is in,
+                // before a separate write of the (empty) end could reach the channel. A write refused that
+                // way still leaves the answer to read.
+                try? await outbound.write(contentsOf: [.head(head), .body(.byteBuffer(payload)), .end(nil)])
                 var status = 0
                 var received = Data()
                 for try await part in inbound {

@@ -14,8 +14,9 @@ struct CaseVaultD: AsyncParsableCommand {
             Without --config it runs on the embedded default: data and key under .casevault/ in the current \
             directory. Exit codes: 0 stopped by SIGTERM or SIGINT; 2 bad configuration (an unknown key or value, a user or \
             group this host does not have: casevault.service does not restart on it); 3 the store or socket could not be \
-            opened, or the user database could not be read. When it cannot start, clients already waiting on the socket \
-            systemd passed are answered 503.
+            opened, or the user database could not be read; 4 the audit log does not match what the index remembers of it \
+            (cut short, replaced or deleted: casevault.service does not restart on it; casevaultctl doctor says how to go on). \
+            When it cannot start, clients already waiting on the socket systemd passed are answered 503.
             """
     )
 
@@ -24,6 +25,9 @@ struct CaseVaultD: AsyncParsableCommand {
 
     @Option(help: "The least severe log level written: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
+
+    @Flag(help: "Take an audit log that does not match its anchor in the index, once, recording the break in the log.")
+    var acceptAuditBreak = false
 
     func validate() throws {
         guard Logger.Level(rawValue: self.logLevel) != nil else {
@@ -50,11 +54,11 @@ struct CaseVaultD: AsyncParsableCommand {
             throw ExitCode(error.code == .invalidConfiguration ? 2 : 3)
         }
         do {
-            try await Daemon.run(configuration: configuration, base: cwd, logger: logger)
+            try await Daemon.run(configuration: configuration, base: cwd, logger: logger, acceptAuditBreak: self.acceptAuditBreak)
         } catch {
             logger.critical("cannot start", metadata: ["error.code": "\(error.code.rawValue)"])
             FileHandle.standardError.write(Data("casevaultd: \(error.message)\n".utf8))
-            throw ExitCode(3)
+            throw ExitCode(error.code == .integrityFailure ? 4 : 3)
         }
     }
 }

@@ -1,3 +1,5 @@
+import CaseVaultCore
+import CaseVaultCrypto
 import Foundation
 import Testing
 
@@ -20,8 +22,8 @@ struct AuditOverSocketTests {
     static func entries(_ daemon: DaemonProcess) -> [[String: Any]] {
         let text = (try? String(contentsOfFile: daemon.root + "/data/audit/log", encoding: .utf8)) ?? ""
         return text.split(separator: "\n").compactMap { line in
-            guard let space = line.firstIndex(of: " ") else { return nil }
-            return (try? JSONSerialization.jsonObject(with: Data(line[line.index(after: space)...].utf8))) as? [String: Any]
+            guard let json = line.firstIndex(of: "{") else { return nil }
+            return (try? JSONSerialization.jsonObject(with: Data(line[json...].utf8))) as? [String: Any]
         }
     }
 
@@ -141,7 +143,7 @@ struct AuditOverSocketTests {
         let lineStarts = [0] + log.indices.filter { log[$0] == UInt8(ascii: "\n") }.map { $0 + 1 }
         log[lineStarts[4] + 80] ^= 0x20
         try Data(log).write(to: URL(fileURLWithPath: copy + "/audit/log"))
-        let (badCode, badText) = try CLITests.ctl(["audit", "verify", "--offline", "--data-dir", copy], as: .root)
+        let (badCode, badText) = try CLITests.ctl(["audit", "verify", "--offline", "--data-dir", copy, "--config", root + "/casevault.toml"], as: .root)
         #expect(badCode == 1 && badText.contains("BROKEN") && badText.contains("first bad entry  5 (line 5"), "\(badText)")
 
         // The intact log against another key: refused.
@@ -181,5 +183,124 @@ struct AuditOverSocketTests {
         let last = (document?["entries"] as? [[String: Any]])?.last
         #expect(offlineCode == 0 && last?["kind"] as? String == "checkpoint" && last?["reason"] as? String == "shutdown", "\(offline)")
         #expect(try CLITests.ctl(["audit", "tail", "--offline", "--data-dir", daemon.root + "/nowhere"], as: .root).0 == 66)
+    }
+
+    /// The log's entries as lines, each with its newline, and where they end (zero fill follows).
+    static func lines(_ path: String) throws -> (lines: [[UInt8]], end: Int) {
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        let end = bytes.lastIndex(where: { $0 != 0 }).map { $0 + 1 } ?? 0
+        let lines = bytes[..<end].split(separator: UInt8(ascii: "\n")).map { Array($0) + [UInt8(ascii: "\n")] }
+        return (lines, end)
+    }
+
+    /// An entry after `previous` (a line of the log) with a correctly computed hash: what anyone who can
+    /// write the file can make. `mac` is what goes in the MAC's place.
+    static func forged(after previous: [UInt8], json: String, mac: String) -> [UInt8] {
+        let previousHash = Hex.decode(String(decoding: previous.prefix(64), as: UTF8.self))!
+        let hash = Hash.blake2b(previousHash + Array(json.utf8), length: 32)
+        return Array((Hex.encode(hash) + " " + mac + " " + json + "\n").utf8)
+    }
+
+    /// Starts a daemon on `root` that must refuse to start: its exit status and log.
+    static func refusedStart(_ root: String) throws -> (Int32, String) {
+        try? FileManager.default.removeItem(atPath: root + "/daemon.log")
+        let daemon = try DaemonProcess(roles: Self.roles, root: root)
+        daemon.process.waitUntilExit()
+        return (daemon.process.terminationStatus, daemon.log)
+    }
+
+    @Test("a log forged, cut or deleted while the daemon was stopped stops the next start (exit 4) until a break is accepted, which the log records")
+    func tamperedLogIsRefused() throws {
+        let root = DaemonProcess.temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        do {
+            let daemon = try DaemonProcess(roles: Self.roles, root: root)
+            #expect(daemon.waitUntilServing(), "\(daemon.log)")
+            _ = try LifecycleOverSocketTests.agreedCase(daemon)
+            #expect(daemon.stop() == 0)
+        }
+        let path = root + "/data/audit/log"
+        let original = try Data(contentsOf: URL(fileURLWithPath: path))
+        let (lines, end) = try Self.lines(path)
+        let last = try #require(lines.last)
+        let seq = lines.count
+        func write(_ bytes: [UInt8]) throws {
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+        }
+
+        // Appended after a clean stop: a deletion by an invented uid, with a success, hashes all correct.
+        let request = #"{"action":"DELETE /v1/records/{record_id}","kind":"request","request":7,"roles":["director"],"seq":\#(seq + 1),"time":1,"uid":4242}"#
+        let first = Self.forged(after: last, json: request, mac: "-")
+        let result = #"{"kind":"result","request":7,"seq":\#(seq + 2),"status":200,"time":2}"#
+        try write(Array(original.prefix(end)) + first + Self.forged(after: first, json: result, mac: "-"))
+        let (unkeyedStatus, unkeyedLog) = try Self.refusedStart(root)
+        #expect(unkeyedStatus == 4 && unkeyedLog.contains("does not match what the index remembers"), "\(unkeyedLog)")
+        #expect(unkeyedLog.contains("entry \(seq + 2)") && unkeyedLog.contains("forged"), "\(unkeyedLog)")
+        // The same with a made-up MAC.
+        try write(Array(original.prefix(end)) + Self.forged(after: last, json: request, mac: String(repeating: "5a", count: 32)))
+        let (macStatus, macLog) = try Self.refusedStart(root)
+        #expect(macStatus == 4 && macLog.contains("MAC does not verify"), "\(macLog)")
+        // The offline check (with the root key) names the forged entry too.
+        let (code, text) = try CLITests.ctl(["audit", "verify", "--offline", "--config", root + "/casevault.toml"], as: .root)
+        #expect(code == 1 && text.contains("first bad entry  \(seq + 1)") && text.contains("MAC"), "\(text)")
+
+        // Cut short: the last two entries gone (the file as it was, zero fill and all, minus them).
+        let cut = Array(lines.dropLast(2).joined())
+        try write(cut + [UInt8](repeating: 0, count: original.count - cut.count))
+        let (cutStatus, cutLog) = try Self.refusedStart(root)
+        #expect(cutStatus == 4 && cutLog.contains("the log ends at entry \(seq - 2)") && cutLog.contains("cut away"), "\(cutLog)")
+
+        // Deleted: the daemon would make a fresh log, and finds the index remembers more.
+        try FileManager.default.removeItem(atPath: root + "/data/audit")
+        let (deletedStatus, deletedLog) = try Self.refusedStart(root)
+        #expect(deletedStatus == 4 && deletedLog.contains("the log ends at entry 0"), "\(deletedLog)")
+        let (doctorCode, doctor) = try CLITests.ctl(["doctor", "--config", root + "/casevault.toml"], as: .root)
+        #expect(doctorCode == 1 && doctor.contains("--accept-audit-break"), "\(doctor)")
+
+        // The operator accepts the break: the daemon starts, and the log says what was found.
+        let accepted = try DaemonProcess(roles: Self.roles, root: root, arguments: ["--accept-audit-break"])
+        #expect(accepted.waitUntilServing(), "\(accepted.log)")
+        let report = try accepted.call("GET", "/v1/audit/verify", as: Self.director, expect: 200).json
+        #expect(report["ok"] as? Bool == true && report["macs_checked"] as? Bool == true, "\(report)")
+        let breaks = report["breaks"] as? [Int] ?? []
+        #expect(breaks.count == 1, "\(report)")
+        let entries = Self.entries(accepted)
+        #expect(entries.contains { ($0["reason"] as? String)?.hasPrefix("break: the log ends at entry 0") == true }, "\(entries.prefix(3))")
+        #expect(accepted.stop() == 0)
+        // Accepted once: the next start needs nothing.
+        let again = try DaemonProcess(roles: Self.roles, root: root)
+        #expect(again.waitUntilServing(), "\(again.log)")
+        #expect(again.stop() == 0)
+    }
+
+    @Test("after a SIGKILL, entries the anchor covered cannot be cut away: the anchor follows the log within a second")
+    func anchorFollowsTheLog() throws {
+        let root = DaemonProcess.temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        do {
+            let daemon = try DaemonProcess(roles: Self.roles, root: root)
+            #expect(daemon.waitUntilServing(), "\(daemon.log)")
+            _ = try LifecycleOverSocketTests.agreedCase(daemon)
+            usleep(1_200_000)
+            // A second on: this request's flush moves the anchor to its entries.
+            try daemon.call("GET", "/v1/whoami", as: Self.director, expect: 200)
+            usleep(300_000)
+            daemon.crash()
+        }
+        let path = root + "/data/audit/log"
+        let original = try Data(contentsOf: URL(fileURLWithPath: path))
+        let (lines, _) = try Self.lines(path)
+        // The whoami's request and result, and the key entry's neighbour before them: gone.
+        let cut = Array(lines.dropLast(3).joined())
+        try Data(cut + [UInt8](repeating: 0, count: original.count - cut.count)).write(to: URL(fileURLWithPath: path))
+        let (status, log) = try Self.refusedStart(root)
+        #expect(status == 4 && log.contains("cut away"), "\(log)")
+        // The log as the crash left it starts, and verifies.
+        try original.write(to: URL(fileURLWithPath: path))
+        let daemon = try DaemonProcess(roles: Self.roles, root: root)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let report = try daemon.call("GET", "/v1/audit/verify", as: Self.director, expect: 200).json
+        #expect(report["ok"] as? Bool == true && (report["anchor"] as? Int ?? 0) > 0, "\(report)")
+        #expect(daemon.stop() == 0)
     }
 }

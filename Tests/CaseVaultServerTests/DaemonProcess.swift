@@ -24,6 +24,7 @@ final class DaemonProcess {
         environment: [String: String] = [:],
         wrapper: [String] = [],
         configurationFile: String? = nil,
+        arguments: [String] = [],
         prepare: (String) throws -> Void = { _ in }
     ) throws {
         if let existing {
@@ -38,7 +39,7 @@ final class DaemonProcess {
         }
         try prepare(self.root)
         // Trace level: the log-leak check then reads everything the daemon can say.
-        let command = [Self.binary("casevaultd"), "--config", configurationFile ?? self.root + "/casevault.toml", "--log-level", "trace"]
+        let command = [Self.binary("casevaultd"), "--config", configurationFile ?? self.root + "/casevault.toml", "--log-level", "trace"] + arguments
         let invocation = wrapper + command
         self.process.executableURL = URL(fileURLWithPath: invocation[0])
         self.process.arguments = Array(invocation.dropFirst())

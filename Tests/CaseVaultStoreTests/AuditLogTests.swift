@@ -64,7 +64,8 @@ struct AuditLogTests {
             log.record(Self.result(number, status: number % 3 == 0 ? 403 : 201))
         }
         log.close()
-        let key = store.auditSigner.publicKey
+        let signer = store.auditSigner
+        let key = signer.publicKey
         store.close()
         let (file, head) = Self.read(vault)
         #expect(file.count % (4 << 20) == 0, "the log grows in zero-filled 4 MiB steps")
@@ -83,7 +84,7 @@ struct AuditLogTests {
             for mask in [UInt8(0x01), UInt8.random(in: 1...255, using: &generator)] {
                 var flipped = bytes
                 flipped[offset] ^= mask
-                let report = AuditVerifier.verify(log: flipped, head: head, expectedKey: nil)
+                let report = AuditVerifier.verify(log: flipped, head: head, signer: signer)
                 #expect(!report.ok, "a change at byte \(offset) went unnoticed")
                 #expect(
                     report.firstBad?.seq == UInt64(Self.line(of: offset, in: bytes)),

@@ -1,0 +1,100 @@
+public import CaseVaultCore
+internal import CaseVaultCrypto
+internal import Foundation
+internal import GRDB
+
+/// The audit log's anchor in the index: one row, replaced as the log goes, each with a MAC under the
+/// chain subkey. The store keeps it; the audit log decides what it says.
+extension RecordStore {
+    /// What the index remembers of the audit log.
+    public enum AuditAnchorState: Sendable, Equatable {
+        /// No anchor yet: `vaultIsNew` when the index holds no case, record or shred either, so that a log
+        /// starting afresh is what one expects.
+        case none(vaultIsNew: Bool)
+        case anchored(AuditAnchor)
+    }
+
+    /// The anchor, its MAC checked. `integrity-failure` when the MAC does not verify (the row was
+    /// changed, or comes from another vault).
+    public func auditAnchor() throws(CaseVaultError) -> AuditAnchorState {
+        let signer = self.auditSigner
+        let (row, isNew) = try self.index.read { db in
+            let row = try GRDB.Row.fetchOne(db, sql: "SELECT seq, hash, offset, mac FROM audit_anchor WHERE id = 1")
+            let used = try Bool.fetchOne(
+                db,
+                sql: """
+                    SELECT EXISTS (SELECT 1 FROM cases) OR EXISTS (SELECT 1 FROM records) OR EXISTS (SELECT 1 FROM shred_ledger)
+                    """
+            ) ?? true
+            return (row, !used)
+        }
+        guard let row else { return .none(vaultIsNew: isNew) }
+        return .anchored(try Self.checkedAnchor(row, signer: signer))
+    }
+
+    /// Replaces the anchor, durably (`synchronous=FULL`).
+    public func setAuditAnchor(_ anchor: AuditAnchor) throws(CaseVaultError) {
+        let mac = self.auditSigner.mac(anchor.message)
+        try self.index.write { db in
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO audit_anchor (id, seq, hash, offset, mac) VALUES (1, ?, ?, ?, ?)",
+                arguments: [Int64(anchor.seq), Data(anchor.hash), anchor.offset, Data(mac)]
+            )
+        }
+    }
+
+    /// The anchor of the data directory at `dataDirectory`, read without opening the store (for
+    /// `casevaultctl audit verify --offline`): its MAC is checked when `signer` is given. `nil` when there
+    /// is none.
+    public static func auditAnchor(ofDataDirectory dataDirectory: String, signer: AuditSigner?) throws(CaseVaultError) -> AuditAnchor? {
+        let path = dataDirectory + "/index.sqlite"
+        guard DataDirectory.exists(path) else {
+            throw CaseVaultError(.notFound, "no vault index at \(path)")
+        }
+        let row: GRDB.Row?
+        do {
+            var configuration = GRDB.Configuration()
+            configuration.readonly = true
+            let index = try DatabaseQueue(path: path, configuration: configuration)
+            row = try index.read { db in
+                guard try db.tableExists("audit_anchor") else { return nil }
+                return try GRDB.Row.fetchOne(db, sql: "SELECT seq, hash, offset, mac FROM audit_anchor WHERE id = 1")
+            }
+        } catch {
+            throw Index.failure(error)
+        }
+        guard let row else { return nil }
+        guard let signer else { return try Self.decodeAnchor(row).anchor }
+        return try Self.checkedAnchor(row, signer: signer)
+    }
+
+    /// The signer of the vault whose root key `configuration`'s source gives (never created), for checking
+    /// the audit log without the daemon.
+    public static func auditSigner(_ configuration: StoreConfiguration, passphrase: [UInt8]?) throws(CaseVaultError) -> AuditSigner {
+        let rootKey = try Self.rootKey(configuration, passphrase: passphrase)
+        defer { rootKey.wipe() }
+        return try Barrier(rootKey: rootKey).auditSigner
+    }
+
+    private static func decodeAnchor(_ row: GRDB.Row) throws(CaseVaultError) -> (anchor: AuditAnchor, mac: [UInt8]) {
+        let seq: Int64 = row[0]
+        let hash: Data = row[1]
+        let offset: Int64 = row[2]
+        let mac: Data = row[3]
+        guard seq >= 0, offset >= 0, hash.count == 32, mac.count == 32 else { throw Self.anchorDamaged() }
+        return (AuditAnchor(seq: UInt64(seq), hash: [UInt8](hash), offset: offset), [UInt8](mac))
+    }
+
+    private static func checkedAnchor(_ row: GRDB.Row, signer: AuditSigner) throws(CaseVaultError) -> AuditAnchor {
+        let (anchor, mac) = try Self.decodeAnchor(row)
+        guard Memory.constantTimeEquals(signer.mac(anchor.message), mac) else { throw Self.anchorDamaged() }
+        return anchor
+    }
+
+    static func anchorDamaged() -> CaseVaultError {
+        CaseVaultError(
+            .integrityFailure,
+            "the audit anchor in the index does not verify: it was changed, or the index belongs to another vault"
+        )
+    }
+}
