@@ -68,6 +68,10 @@ public final class AuditLog: FlushRider {
         var anchorStore: RecordStore?
         var anchoredSeq: UInt64 = 0
         var anchoredAt: DispatchTime = .now()
+        /// A flush is scheduled for when the anchor falls due.
+        var anchorScheduled = false
+        /// Why the anchor could not be replaced last time (the log itself is fine; the next flush tries).
+        var anchorFailure: String?
         /// Whether entries ride on the store's flushes (`attach(to:)`).
         var riding = false
         /// The last batch that grew the file: until a flush of the log's own has made it durable (with
@@ -132,13 +136,14 @@ public final class AuditLog: FlushRider {
         public var entries: UInt64
     }
 
-    /// Whether a start or unseal may take a log that does not match its anchor, recording the break.
-    let acceptBreak: Bool
+    /// Whether the next start or unseal may take a log that does not match its anchor, recording the
+    /// break: once, then cleared.
+    private let acceptBreak: Mutex<Bool>
 
     private init(
         directory: String, file: PosixFile, chain: Chain, checkpointInterval: Int, acceptBreak: Bool, clock: @escaping @Sendable () -> Int64
     ) {
-        self.acceptBreak = acceptBreak
+        self.acceptBreak = Mutex(acceptBreak)
         self.directory = directory
         self.logPath = directory + "/log"
         self.headPath = directory + "/head"
@@ -245,73 +250,193 @@ public final class AuditLog: FlushRider {
     // MARK: Writing
 
     /// Starts keying entries and signing checkpoints with `signer` and writes its public key into the log
-    /// (with `breakFound`, the break the operator accepted). Waits until the entry is durable.
+    /// (with `breakFound`, the break the operator accepted, and a checkpoint after it so that the head
+    /// names the log as it now stands). Waits until the entries are durable.
     public func attach(_ signer: AuditSigner, breakFound: String? = nil) throws(CaseVaultError) {
         self.shared.withLock { $0.signer = signer }
         var entry = AuditEntry(kind: .key, time: self.clock())
         entry.publicKey = Hex.encode(signer.publicKey)
         entry.reason = breakFound.map { AuditChain.breakPrefix + $0 }
         self.record(entry)
-        try self.flush(checkpoint: nil)
+        do {
+            try self.flush(checkpoint: breakFound == nil ? nil : "break")
+        } catch {
+            self.shared.withLock { $0.signer = nil }
+            throw error
+        }
     }
 
     /// Checks the log against `store`'s anchor and the root key, then `attach(store.auditSigner)`, anchors
-    /// the log at its key entry, and from then on keeps the anchor up to date and lets entries ride on
-    /// `store`'s flushes where they can. A log that does not check out is refused with
-    /// `integrity-failure` (nothing is written), unless the log was opened with `acceptBreak`.
+    /// the log at what is durable, and from then on keeps the anchor up to date and lets entries ride on
+    /// `store`'s flushes where they can. A log that does not check out is refused with `audit-mismatch`
+    /// (nothing is written), unless the log was opened with `acceptBreak` (once): then whatever of the log
+    /// does not check out is moved aside (`audit/log.broken-<time>`, with the head), and the break is
+    /// recorded. Attaching to the store already attached does nothing.
     public func attach(to store: RecordStore) throws(CaseVaultError) {
+        if self.shared.withLock({ $0.anchorStore === store }) { return }
         let signer = store.auditSigner
-        let found = try self.checkAgainstAnchor(store, signer: signer)
-        if let found {
-            guard self.acceptBreak else {
+        if let finding = try self.check(against: store, signer: signer) {
+            let accepted = self.acceptBreak.withLock { accept in
+                defer { accept = false }
+                return accept
+            }
+            guard accepted else {
                 throw CaseVaultError(
-                    .integrityFailure,
-                    "the audit log does not match what the index remembers of it: \(found). Nothing was written. "
+                    .auditMismatch,
+                    "the audit log does not match what the index remembers of it: \(finding.description). Nothing was written. "
                         + "Keep a copy of the data directory's audit/ for investigation; casevaultctl doctor says how to go on"
                 )
             }
+            if let cut = finding.cut { try self.setAside(from: cut) }
+            try self.attach(signer, breakFound: finding.description)
+        } else {
+            try self.attach(signer)
         }
-        try self.attach(signer, breakFound: found)
-        let tail = self.shared.withLock { $0.writtenTail }
-        try store.setAuditAnchor(tail)
-        let riding = store.letRide(self)
-        self.shared.withLock { state in
-            state.anchorStore = store
-            state.anchoredSeq = tail.seq
-            state.anchoredAt = .now()
-            state.riding = riding
+        do {
+            // The anchor names only what is on disk: the tail as it stands, then flushed.
+            let tail = self.shared.withLock { $0.writtenTail }
+            try self.file.flushData()
+            try store.setAuditAnchor(tail)
+            let riding = store.letRide(self)
+            self.shared.withLock { state in
+                state.anchorStore = store
+                state.anchoredSeq = tail.seq
+                state.anchoredAt = .now()
+                state.riding = riding
+            }
+        } catch {
+            self.shared.withLock { $0.signer = nil }
+            throw error
         }
     }
 
+    /// What the check at attach found, and from where the log cannot be trusted.
+    struct Finding {
+        var description: String
+        /// The first line that does not check out, and the last entry before it that does: accepting the
+        /// break moves the log aside from there. `nil` when nothing in the log itself is bad.
+        var cut: Cut?
+    }
+
+    struct Cut {
+        var offset: Int64
+        var last: AuditAnchor
+    }
+
     /// What is wrong with the log against `store`'s anchor, or `nil` when it checks out: the anchor's entry
-    /// must be in the log, and every entry after it must follow and check out under `signer`.
-    func checkAgainstAnchor(_ store: RecordStore, signer: AuditSigner) throws(CaseVaultError) -> String? {
-        let (entries, end) = self.chain.withLock { ($0.seq, $0.end) }
-        let anchor: AuditAnchor
-        switch try store.auditAnchor() {
-        case .none(let vaultIsNew):
-            return vaultIsNew ? nil : "the index holds records but no audit anchor (it was removed, or the vault predates anchors)"
-        case .anchored(let value):
-            anchor = value
-        }
-        guard anchor.seq > 0 else { return nil }
-        guard anchor.seq <= entries, anchor.offset < end else {
-            return "the log ends at entry \(entries) but the index's anchor names entry \(anchor.seq): "
-                + "entries \(entries + 1) to \(anchor.seq) at least were cut away, or the log was replaced"
-        }
-        let bytes = try self.file.read(count: Int(end - anchor.offset), at: anchor.offset)
-        var lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).dropLast()[...]
-        guard let first = lines.popFirst(), let parsed = AuditLine.parse(first), parsed.entry.seq == anchor.seq, parsed.hash == anchor.hash else {
-            return "entry \(anchor.seq) is not the one the index's anchor names: the log was replaced"
-        }
-        var walker = AuditWalker(previous: anchor.hash, seq: anchor.seq, signer: signer, expectedKey: nil)
-        for line in lines {
-            guard let parsed = AuditLine.parse(line) else {
-                return "entry \(walker.seq + 1) is not an entry (its shape was altered)"
+    /// must be in the log and follow from the entry before it, and every entry after it must check out
+    /// under `signer`. With no anchor (a new vault, a damaged anchor) or a fresh one (seq 0, after a
+    /// restore), every entry from the first is checked.
+    func check(against store: RecordStore, signer: AuditSigner) throws(CaseVaultError) -> Finding? {
+        var problem: String?
+        var anchor = AuditAnchor.empty
+        do {
+            switch try store.auditAnchor() {
+            case .none(let vaultIsNew):
+                if !vaultIsNew { problem = "the index holds records but no audit anchor (it was removed, or the vault predates anchors)" }
+            case .anchored(let value):
+                anchor = value
             }
-            if let reason = walker.step(parsed) { return "entry \(walker.seq + 1): \(reason)" }
+        } catch {
+            guard error.code == .integrityFailure else { throw error }
+            problem = error.message
         }
-        return nil
+        // The anchor first, then the log: a flush may move the anchor on meanwhile, never past the log.
+        let (entries, end) = self.chain.withLock { ($0.seq, $0.end) }
+        if anchor.seq > 0, anchor.seq > entries || anchor.offset >= end {
+            return Finding(
+                description: "the log ends at entry \(entries) but the index's anchor names entry \(anchor.seq): "
+                    + "entries \(entries + 1) to \(anchor.seq) at least were cut away, or the log was replaced",
+                cut: nil
+            )
+        }
+        // From the line before the anchor's (its hash is needed), to the end.
+        let windowStart = anchor.seq > 0 ? max(0, anchor.offset - 16 << 10) : 0
+        let bytes = try self.file.read(count: Int(end - windowStart), at: windowStart)
+        var walker = AuditWalker(previous: AuditChain.genesis, seq: 0, signer: signer, expectedKey: nil)
+        var position = 0
+        var lastStart: Int64 = 0
+        if anchor.seq > 0 {
+            let anchorAt = Int(anchor.offset - windowStart)
+            let before = bytes[..<max(0, anchorAt - 1)].lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0
+            let lineEnd = bytes[anchorAt...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.endIndex
+            guard anchorAt == 0 || bytes[anchorAt - 1] == UInt8(ascii: "\n"),
+                let parsed = AuditLine.parse(bytes[anchorAt..<lineEnd]), parsed.entry.seq == anchor.seq, parsed.hash == anchor.hash
+            else {
+                return Finding(
+                    description: "entry \(anchor.seq) is not the one the index's anchor names: the log was replaced",
+                    cut: Cut(offset: 0, last: .empty)
+                )
+            }
+            // The anchor's own entry: its JSON must give its hash (when the line before it is at hand), and
+            // its MAC must verify.
+            var previous: [UInt8]?
+            if anchor.seq == 1 {
+                previous = AuditChain.genesis
+            } else if anchorAt > 0, let line = AuditLine.parse(bytes[before..<(anchorAt - 1)]), line.entry.seq == anchor.seq - 1 {
+                previous = line.hash
+            }
+            if let previous {
+                walker = AuditWalker(previous: previous, seq: anchor.seq - 1, signer: signer, expectedKey: nil)
+                if let reason = walker.step(parsed) {
+                    return Finding(description: "entry \(anchor.seq), the one the index's anchor names: \(reason)", cut: Cut(offset: 0, last: .empty))
+                }
+            } else {
+                walker = AuditWalker(previous: anchor.hash, seq: anchor.seq, signer: signer, expectedKey: nil)
+            }
+            if parsed.entry.kind == .checkpoint, parsed.entry.reason == "seal" { walker.sealSuccessAllowed = true }
+            position = lineEnd + 1
+            lastStart = anchor.offset
+        }
+        while position < bytes.endIndex {
+            guard let newline = bytes[position...].firstIndex(of: UInt8(ascii: "\n")) else { break }
+            let reason: String?
+            if let parsed = AuditLine.parse(bytes[position..<newline]) {
+                reason = walker.step(parsed)
+            } else {
+                reason = "it is not an entry (its shape was altered)"
+            }
+            if let reason {
+                let last = AuditAnchor(seq: walker.seq, hash: walker.previous, offset: lastStart)
+                return Finding(
+                    description: (problem.map { $0 + "; " } ?? "") + "entry \(walker.seq + 1): \(reason)",
+                    cut: Cut(offset: windowStart + Int64(position), last: last)
+                )
+            }
+            lastStart = windowStart + Int64(position)
+            position = newline + 1
+        }
+        return problem.map { Finding(description: $0, cut: nil) }
+    }
+
+    /// Moves the log from `cut.offset` on aside (`audit/log.broken-<time>`, made durable) together with
+    /// the head, zeroes it in the log, and carries the chain on from `cut.last`.
+    private func setAside(from cut: Cut) throws(CaseVaultError) {
+        let stamp = self.clock()
+        try self.chain.withLock { chain throws(CaseVaultError) in
+            let length = Int(chain.end - cut.offset)
+            if length > 0 {
+                let bytes = try self.file.read(count: length, at: cut.offset)
+                let aside = try PosixFile(path: self.logPath + ".broken-\(stamp)", flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+                try aside.write(bytes, at: 0)
+                try aside.flushData()
+                try self.file.write([UInt8](repeating: 0, count: length), at: cut.offset)
+                try self.file.flushData()
+            }
+            if DataDirectory.exists(self.headPath) {
+                guard rename(self.headPath, self.headPath + ".broken-\(stamp)") == 0 else {
+                    throw POSIXFailure.error("rename", path: self.headPath)
+                }
+            }
+            try DataDirectory.flushDirectory(self.directory)
+            chain.seq = cut.last.seq
+            chain.hash = cut.last.seq == 0 ? AuditChain.genesis : cut.last.hash
+            chain.end = cut.offset
+            chain.lastStart = cut.last.offset
+            chain.lastCheckpoint = cut.last.seq
+            chain.dirtyBytes = 0
+        }
+        self.shared.withLock { $0.writtenTail = cut.last }
     }
 
     /// Stops signing: after a last checkpoint (which is anchored), the log forgets the signer and the store
@@ -589,6 +714,7 @@ public final class AuditLog: FlushRider {
             if (eager && !entryWaiters.isEmpty) || !flushWaiters.isEmpty || checkpoint != nil || grew || self.anchorDue() {
                 self.startSync()
             }
+            self.scheduleAnchor()
         }
     }
 
@@ -607,6 +733,21 @@ public final class AuditLog: FlushRider {
 
     private static func anchorDue(_ state: Shared) -> Bool {
         state.anchorStore != nil && state.writtenTail.seq > state.anchoredSeq && DispatchTime.now() >= state.anchoredAt + Self.anchorInterval
+    }
+
+    /// When the anchor lags but is not due yet, a flush for when it falls due, so that a quiet daemon's
+    /// last entries are anchored too.
+    private func scheduleAnchor() {
+        let due = self.shared.withLock { state -> DispatchTime? in
+            guard state.anchorStore != nil, state.writtenTail.seq > state.anchoredSeq, !state.anchorScheduled else { return nil }
+            state.anchorScheduled = true
+            return state.anchoredAt + Self.anchorInterval
+        }
+        guard let due else { return }
+        self.syncer.asyncAfter(deadline: due) {
+            self.shared.withLock { $0.anchorScheduled = false }
+            self.sync()
+        }
     }
 
     /// The syncer: flushes everything written so far, replaces the head after a checkpoint and the anchor
@@ -632,12 +773,15 @@ public final class AuditLog: FlushRider {
                 if let checkpoint {
                     try self.writeHead(seq: checkpoint.anchor.seq, hash: checkpoint.anchor.hash, signer: checkpoint.signer)
                 }
-                // The anchor names only what is durable: the last entry written before this flush.
-                if let (store, tail) = anchor {
-                    try store.setAuditAnchor(tail)
-                }
             } catch {
                 failure = error
+            }
+            // The anchor names only what is durable: the last entry written before this flush. A checkpoint's
+            // is written before anyone waiting is told (seal and shutdown close the store next); the others
+            // after, so that no answer waits on the index. Its failure leaves the log as good as it was.
+            var anchored = false
+            if failure == nil, checkpoint != nil, let (store, tail) = anchor {
+                anchored = self.anchor(tail, in: store)
             }
             let ready = self.shared.withLock { state -> [Waiter] in
                 if let failure {
@@ -649,10 +793,10 @@ public final class AuditLog: FlushRider {
                     state.synced = max(state.synced, target)
                     state.ownSynced = max(state.ownSynced, target)
                     state.ownFlushes += 1
-                    if let (_, tail) = anchor {
+                    if anchored, let (_, tail) = anchor {
                         state.anchoredSeq = max(state.anchoredSeq, tail.seq)
-                        state.anchoredAt = .now()
                     }
+                    if anchor != nil { state.anchoredAt = .now() }
                 }
                 let ready = state.durableWaiters.filter { $0.batch <= target }.map(\.waiter)
                 state.durableWaiters.removeAll { $0.batch <= target }
@@ -663,7 +807,27 @@ public final class AuditLog: FlushRider {
                 waiter.complete(outcome)
             }
             if failure != nil { return }
+            if checkpoint == nil, let (store, tail) = anchor, self.anchor(tail, in: store) {
+                self.shared.withLock { $0.anchoredSeq = max($0.anchoredSeq, tail.seq) }
+            }
         }
+    }
+
+    /// Replaces the anchor in `store`; `false` (and `anchorFailure` says why) when it could not.
+    private func anchor(_ tail: AuditAnchor, in store: RecordStore) -> Bool {
+        do throws(CaseVaultError) {
+            try store.setAuditAnchor(tail)
+            self.shared.withLock { $0.anchorFailure = nil }
+            return true
+        } catch {
+            self.shared.withLock { $0.anchorFailure = error.message }
+            return false
+        }
+    }
+
+    /// Why the anchor could not be replaced the last time it was due, or `nil`.
+    public var anchorFailure: String? {
+        self.shared.withLock { $0.anchorFailure }
     }
 
     /// Replaces `audit/head` atomically (write aside, flush, rename, flush the directory).

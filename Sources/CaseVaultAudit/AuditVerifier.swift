@@ -71,6 +71,9 @@ struct AuditWalker {
     var breaks: [UInt64] = []
     /// The requests of the current run of entries without a MAC, by number: their routes.
     var sealedRequests: [UInt64: String] = [:]
+    /// Right after a `seal` checkpoint: the seal's own success, whose request was keyed, may follow
+    /// without a MAC, once.
+    var sealSuccessAllowed = false
 
     init(previous: [UInt8], seq: UInt64, signer: AuditSigner?, expectedKey: [UInt8]?) {
         self.previous = previous
@@ -81,25 +84,37 @@ struct AuditWalker {
     }
 
     /// An entry without a MAC stands for what a sealed daemon did: it answered health, status, init, unseal
-    /// and seal, and refused every other route. So a key or a checkpoint, or a success of any other route,
+    /// and seal, and refused every other route (and the seal that sealed it succeeded). So a key or a
+    /// checkpoint, a success of any other route, a result of no request it took, or a refusal of a route,
     /// cannot be one: such an entry was forged.
     mutating func checkUnkeyed(_ entry: AuditEntry) -> String? {
+        let forged = "the entry was forged: only a daemon holding the root key writes"
         switch entry.kind {
         case .key, .checkpoint:
-            return "a \(entry.kind.rawValue) entry without a MAC: only a daemon holding the root key writes one"
+            return "a \(entry.kind.rawValue) entry without a MAC: \(forged) one"
         case .request:
-            let number = entry.request ?? 0
-            // Request numbers start again with each run of the daemon.
-            if let last = self.sealedRequests.keys.max(), number <= last { self.sealedRequests = [:] }
-            self.sealedRequests[number] = entry.action ?? ""
+            guard let number = entry.request, let action = entry.action else {
+                return "a request without a MAC names no request number or route: \(forged) it"
+            }
+            self.sealedRequests[number] = action
         case .result:
-            if let action = self.sealedRequests[entry.request ?? 0], !AuditChain.servedWhileSealed.contains(action),
-                (entry.status ?? 0) < 400
-            {
-                return "a success without a MAC for a route a sealed daemon refuses: the entry was forged"
+            guard let number = entry.request, let status = entry.status else {
+                return "a result without a MAC names no request or status: \(forged) it"
+            }
+            if let action = self.sealedRequests[number] {
+                if status < 400, !AuditChain.servedWhileSealed.contains(action) {
+                    return "a success without a MAC for a route a sealed daemon refuses: \(forged) it"
+                }
+            } else if status < 400 {
+                guard self.sealSuccessAllowed else {
+                    return "a success without a MAC for a request made while the vault was unsealed: \(forged) it"
+                }
+                self.sealSuccessAllowed = false
             }
         case .refused:
-            break
+            guard entry.action == "unrouted", (entry.status ?? 0) >= 400 else {
+                return "a refusal without a MAC that names a route or a success: \(forged) it"
+            }
         }
         self.unkeyed += 1
         return nil
@@ -119,6 +134,7 @@ struct AuditWalker {
                 return "the entry's MAC does not verify: it was not written by a daemon holding this vault's root key"
             }
             self.sealedRequests = [:]
+            self.sealSuccessAllowed = entry.kind == .checkpoint && entry.reason == "seal"
         } else if let reason = self.checkUnkeyed(entry) {
             return reason
         }

@@ -29,6 +29,9 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         case shredded = "shredded"
         /// Stored data failed authentication: it was altered, truncated or moved from another record.
         case integrityFailure = "integrity-failure"
+        /// The audit log does not match what the index remembers of it (appended to, cut short, replaced
+        /// or deleted): nothing is served on it until an operator accepts the break.
+        case auditMismatch = "audit-mismatch"
         /// A file or directory is readable or writable by others than the daemon's user.
         case insecurePermissions = "insecure-permissions"
         /// The key source could not supply the root key.

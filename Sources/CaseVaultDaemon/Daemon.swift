@@ -81,6 +81,9 @@ public enum Daemon {
         if recovery.discardedBytes > 0 {
             logger.warning("cut a torn last entry from the audit log", metadata: ["audit.bytes": "\(recovery.discardedBytes)"])
         }
+        // Every store the keeper opens later (init, unseal) goes to the audit log first, and is served only
+        // if the log checks out against its anchor.
+        keeper.admit { store in try audit.attach(to: store) }
         if let store = try? keeper.store() {
             try audit.attach(to: store)
         } else {

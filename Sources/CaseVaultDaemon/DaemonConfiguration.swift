@@ -30,10 +30,12 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var maxHeaderBytes: Int?
         public var readTimeoutSeconds: Int?
         public var maxConnections: Int?
+        public var maxConnectionsPerUser: Int?
 
         public init(
             socketPath: String, maxBodyBytes: Int, socketGroup: String? = nil, maxAttachmentBytes: Int64? = nil,
-            maxJSONDepth: Int? = nil, maxHeaderBytes: Int? = nil, readTimeoutSeconds: Int? = nil, maxConnections: Int? = nil
+            maxJSONDepth: Int? = nil, maxHeaderBytes: Int? = nil, readTimeoutSeconds: Int? = nil, maxConnections: Int? = nil,
+            maxConnectionsPerUser: Int? = nil
         ) {
             self.socketPath = socketPath
             self.maxBodyBytes = maxBodyBytes
@@ -43,6 +45,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             self.maxHeaderBytes = maxHeaderBytes
             self.readTimeoutSeconds = readTimeoutSeconds
             self.maxConnections = maxConnections
+            self.maxConnectionsPerUser = maxConnectionsPerUser
         }
 
         enum CodingKeys: String, CodingKey {
@@ -54,6 +57,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             case maxHeaderBytes = "max_header_bytes"
             case readTimeoutSeconds = "read_timeout_seconds"
             case maxConnections = "max_connections"
+            case maxConnectionsPerUser = "max_connections_per_user"
         }
     }
 
@@ -261,6 +265,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         try Self.check(self.server.maxHeaderBytes.map(Int64.init), in: 1024...(1 << 20), "server.max_header_bytes")
         try Self.check(self.server.readTimeoutSeconds.map(Int64.init), in: 1...3600, "server.read_timeout_seconds")
         try Self.check(self.server.maxConnections.map(Int64.init), in: 1...65536, "server.max_connections")
+        try Self.check(self.server.maxConnectionsPerUser.map(Int64.init), in: 1...65536, "server.max_connections_per_user")
         try Self.check(self.retention.sweepBatch.map(Int64.init), in: 1...100_000, "retention.sweep_batch")
         try Self.check(self.statistics.k.map(Int64.init), in: 2...1000, "statistics.k")
         try Self.check(self.audit.checkpointEvery.map(Int64.init), in: 1...1_000_000, "audit.checkpoint_every")
@@ -413,6 +418,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
             maxHeaderBytes: self.server.maxHeaderBytes ?? defaults.maxHeaderBytes,
             readTimeoutSeconds: self.server.readTimeoutSeconds ?? defaults.readTimeoutSeconds,
             maxConnections: self.server.maxConnections ?? defaults.maxConnections,
+            maxConnectionsPerUser: self.server.maxConnectionsPerUser
+                ?? ServerConfiguration.defaultConnectionsPerUser(self.server.maxConnections ?? defaults.maxConnections),
             offices: self.offices,
             socketGroup: group,
             statisticsK: self.statistics.k ?? defaults.statisticsK,

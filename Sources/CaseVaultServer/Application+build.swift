@@ -26,11 +26,14 @@ public func buildApplication(
     let router = buildRouter(keeper: keeper, audit: audit, roleMap: roleMap, configuration: configuration, pool: pool, identities: identities)
     let socketPath = configuration.socketPath
     let socketGroup = configuration.socketGroup
-    let limiter = ConnectionLimiter(limit: configuration.maxConnections)
+    let limiter = ConnectionLimiter(limit: configuration.maxConnections, perUser: configuration.maxConnectionsPerUser)
+    let readTimeout = TimeAmount.seconds(Int64(configuration.readTimeoutSeconds))
     let http = HTTP1Channel.Configuration(
         additionalChannelHandlers: [
-            IdleStateHandler(readTimeout: .seconds(Int64(configuration.readTimeoutSeconds))),
-            ConnectionLimitHandler(limiter: limiter, identities: identities),
+            IdleStateHandler(readTimeout: readTimeout),
+            ConnectionLimitHandler(
+                limiter: limiter, identities: identities, readTimeout: readTimeout, hasRole: { !roleMap.roles(for: $0).isEmpty }
+            ),
         ],
         // Idle connections and stalled requests are timed by the IdleStateHandler above and answered by
         // ConnectionLimitHandler (408 mid-request); Hummingbird's own idle timer would close a stalled

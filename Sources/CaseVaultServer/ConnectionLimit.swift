@@ -5,35 +5,63 @@ internal import NIOHTTP1
 internal import NIOHTTPTypes
 internal import Synchronization
 
-/// Counts the connections being served, shared by every connection's `ConnectionLimitHandler`.
+/// Counts the connections being served, in all and per uid, shared by every connection's
+/// `ConnectionLimitHandler`.
 final class ConnectionLimiter: Sendable {
     let limit: Int
-    private let count = Mutex(0)
+    let perUser: Int
+    private let state = Mutex(State())
 
-    init(limit: Int) {
+    struct State {
+        var count = 0
+        var users: [UInt32: Int] = [:]
+    }
+
+    init(limit: Int, perUser: Int) {
         self.limit = limit
+        self.perUser = perUser
     }
 
     /// Takes a place; `false` when every place is taken.
     func acquire() -> Bool {
-        self.count.withLock { count in
-            guard count < self.limit else { return false }
-            count += 1
+        self.state.withLock { state in
+            guard state.count < self.limit else { return false }
+            state.count += 1
             return true
         }
     }
 
     func release() {
-        self.count.withLock { $0 -= 1 }
+        self.state.withLock { $0.count -= 1 }
+    }
+
+    /// Takes one of `uid`'s places; `false` when it holds `perUser` already.
+    func acquire(user uid: UInt32) -> Bool {
+        self.state.withLock { state in
+            guard state.users[uid, default: 0] < self.perUser else { return false }
+            state.users[uid, default: 0] += 1
+            return true
+        }
+    }
+
+    func release(user uid: UInt32) {
+        self.state.withLock { state in
+            let left = state.users[uid, default: 1] - 1
+            state.users[uid] = left > 0 ? left : nil
+        }
     }
 }
 
-/// Admits a connection while the limiter has room. A connection over the limit has its first request
-/// answered at once with a 503 `overloaded` problem and is then closed; nothing reaches the routes. A
-/// request the HTTP parser refuses (a head over `max_header_bytes`, broken syntax) is answered here too,
-/// as a problem, before the connection closes. So is a request whose head or body stops arriving for
-/// `read_timeout_seconds` (an `IdleStateHandler` ahead of this one reports the silence): 408
-/// `request-timeout`.
+/// Admits a connection while the limiter has room, in all and for its uid. A connection over either
+/// limit has its first request answered at once with a 503 `overloaded` problem and is then closed;
+/// nothing reaches the routes. A request the HTTP parser refuses (a head over `max_header_bytes`, broken
+/// syntax) is answered here too, as a problem, before the connection closes.
+///
+/// Time is bounded three ways, all from `read_timeout_seconds`: silence mid-request (an `IdleStateHandler`
+/// ahead of this one reports it) gets 408 `request-timeout`; a head not whole within the read time of the
+/// connection opening or of the last answer closes the connection; and past the read time a request must
+/// have averaged `ServerConfiguration.minimumBytesPerSecond` since its head, or it gets 408, however
+/// steadily its bytes trickle in. A peer that holds no role gets its answer and the connection is closed.
 final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -42,27 +70,58 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     let limiter: ConnectionLimiter
     let identities: ConnectionIdentities
+    let readTimeout: TimeAmount
+    let hasRole: @Sendable (PeerIdentity) -> Bool
     private var admitted = false
     private var refused = false
     /// Between a request's head and its end: silence here is a slow client, not an idle connection.
     private var inRequest = false
     /// Between a request's head and its response's end: the daemon is working, the client may be silent.
     private var awaitingResponse = false
+    /// The uid whose place this connection holds, once the kernel has said who the peer is.
+    private var user: UInt32?
+    private var overUserLimit = false
+    private var roleless = false
+    /// When the current request's head arrived, and the bytes of its body so far.
+    private var requestStart = NIODeadline.now()
+    private var received = 0
+    private var deadline: Scheduled<Void>?
 
-    init(limiter: ConnectionLimiter, identities: ConnectionIdentities) {
+    init(limiter: ConnectionLimiter, identities: ConnectionIdentities, readTimeout: TimeAmount, hasRole: @escaping @Sendable (PeerIdentity) -> Bool) {
         self.limiter = limiter
         self.identities = identities
+        self.readTimeout = readTimeout
+        self.hasRole = hasRole
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.admitted = self.limiter.acquire()
-        if self.admitted {
-            self.identities.remember(context.channel)
+        guard self.admitted else { return }
+        if let identity = self.identities.remember(context.channel) {
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            identity.whenSuccess { identity in handler.value.identified(identity) }
         }
+        self.armHeadDeadline(context)
+    }
+
+    /// On the event loop, once SO_PEERCRED is read: the connection counts against its uid's places.
+    private func identified(_ identity: PeerIdentity) {
+        guard self.admitted, self.user == nil else { return }
+        if self.limiter.acquire(user: identity.uid) {
+            self.user = identity.uid
+        } else {
+            self.overUserLimit = true
+        }
+        self.roleless = !self.hasRole(identity)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.deadline?.cancel()
         self.identities.forget(context.channel)
+        if let user = self.user {
+            self.user = nil
+            self.limiter.release(user: user)
+        }
         if self.admitted {
             self.admitted = false
             self.limiter.release()
@@ -71,22 +130,62 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.refused else { return }
-        if self.admitted {
-            switch self.unwrapInboundIn(data) {
-            case .head:
-                self.inRequest = true
-                self.awaitingResponse = true
-            case .end: self.inRequest = false
-            case .body: break
-            }
-            context.fireChannelRead(data)
+        guard self.admitted, !self.overUserLimit else {
+            guard case .head = self.unwrapInboundIn(data) else { return }
+            let detail = self.admitted
+                ? "this user holds its configured maximum of connections; close one, or retry shortly"
+                : "the daemon is serving its configured maximum of connections; retry shortly"
+            self.refuse(context, status: .serviceUnavailable, code: "overloaded", detail: detail, retryAfter: true)
             return
         }
-        guard case .head = self.unwrapInboundIn(data) else { return }
-        self.refuse(
-            context, status: .serviceUnavailable, code: "overloaded",
-            detail: "the daemon is serving its configured maximum of connections; retry shortly", retryAfter: true
-        )
+        switch self.unwrapInboundIn(data) {
+        case .head:
+            self.inRequest = true
+            self.awaitingResponse = true
+            self.requestStart = .now()
+            self.received = 0
+            self.schedule(context, at: self.requestStart + self.readTimeout)
+        case .body(let bytes):
+            self.received += bytes.readableBytes
+        case .end:
+            self.inRequest = false
+            self.deadline?.cancel()
+        }
+        context.fireChannelRead(data)
+    }
+
+    /// The head of the next request must be whole within the read time.
+    private func armHeadDeadline(_ context: ChannelHandlerContext) {
+        self.schedule(context, at: .now() + self.readTimeout)
+    }
+
+    private func schedule(_ context: ChannelHandlerContext, at time: NIODeadline) {
+        self.deadline?.cancel()
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        self.deadline = context.eventLoop.scheduleTask(deadline: time) {
+            handler.value.deadlinePassed(bound.value)
+        }
+    }
+
+    /// Waiting for a head: close. In a request: 408 unless it has kept up the minimum rate, in which case
+    /// the check comes again when the bytes so far stop covering the time.
+    private func deadlinePassed(_ context: ChannelHandlerContext) {
+        guard !self.refused else { return }
+        if self.inRequest {
+            let covered = TimeAmount.nanoseconds(Int64(self.received) * 1_000_000_000 / Int64(ServerConfiguration.minimumBytesPerSecond))
+            let allowed = self.requestStart + self.readTimeout + covered
+            if allowed > .now() {
+                self.schedule(context, at: allowed)
+                return
+            }
+            self.refuse(
+                context, status: .requestTimeout, code: "request-timeout",
+                detail: "the request did not arrive in time: send it without pauses, at more than 16 KiB/s"
+            )
+        } else if !self.awaitingResponse {
+            context.close(promise: nil)
+        }
     }
 
     /// Silence for `read_timeout_seconds`: in the middle of a request, 408; on a kept-alive connection
@@ -112,10 +211,25 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
             promise?.fail(ChannelError.ioOnClosedChannel)
             return
         }
-        if case .end = self.unwrapOutboundIn(data) {
+        switch self.unwrapOutboundIn(data) {
+        case .head(var head) where self.roleless:
+            // A peer with no role gets its answer, and no further use of the connection.
+            head.headerFields[.connection] = "close"
+            context.write(self.wrapOutboundOut(.head(head)), promise: promise)
+        case .end where self.roleless:
             self.awaitingResponse = false
+            let written = context.eventLoop.makePromise(of: Void.self)
+            written.futureResult.cascade(to: promise)
+            context.write(data, promise: written)
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
+        case .end:
+            self.awaitingResponse = false
+            context.write(data, promise: promise)
+            if !self.inRequest { self.armHeadDeadline(context) }
+        default:
+            context.write(data, promise: promise)
         }
-        context.write(data, promise: promise)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -65,8 +65,9 @@ struct PeerIdentityUnavailable: Error {}
 final class ConnectionIdentities: Sendable {
     private let identities = Mutex<[ObjectIdentifier: PeerIdentity]>([:])
 
-    func remember(_ channel: any Channel) {
-        guard let provider = channel as? any SocketOptionProvider else { return }
+    @discardableResult
+    func remember(_ channel: any Channel) -> EventLoopFuture<PeerIdentity>? {
+        guard let provider = channel as? any SocketOptionProvider else { return nil }
         let key = ObjectIdentifier(channel)
         let credentials: EventLoopFuture<casevault_ucred> = provider.unsafeGetSocketOption(
             level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(CASEVAULT_SO_PEERCRED)
@@ -74,13 +75,16 @@ final class ConnectionIdentities: Sendable {
         let groups: EventLoopFuture<casevault_peer_groups> = provider.unsafeGetSocketOption(
             level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(CASEVAULT_SO_PEERGROUPS)
         )
-        credentials.and(groups).whenSuccess { credentials, buffer in
+        let identity = credentials.and(groups).map { credentials, buffer in
+            PeerIdentity(credentials: credentials, groups: buffer)
+        }
+        identity.whenSuccess { identity in
             // Runs on the channel's event loop, as `forget` does: a channel already closed (and so
             // forgotten, or about to be) is never entered.
             guard channel.isActive else { return }
-            let identity = PeerIdentity(credentials: credentials, groups: buffer)
             self.identities.withLock { $0[key] = identity }
         }
+        return identity
     }
 
     func forget(_ channel: any Channel) {

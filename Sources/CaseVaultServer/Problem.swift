@@ -57,7 +57,7 @@ struct Problem: Encodable {
             return .methodNotAllowed
         case .caseClosed, .agreementsMissing, .notOnRoster, .attachmentExists, .held:
             return .conflict
-        case .integrityFailure, .storageFailure, .insecurePermissions, .invalidConfiguration, .socketUnavailable:
+        case .integrityFailure, .auditMismatch, .storageFailure, .insecurePermissions, .invalidConfiguration, .socketUnavailable:
             return .internalServerError
         case .keyUnavailable, .auditUnavailable, .sealed:
             return .serviceUnavailable

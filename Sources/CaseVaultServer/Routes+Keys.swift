@@ -29,10 +29,10 @@ extension Routes {
         let threshold = try Self.count(body, "threshold", default: shares == 0 ? 0 : min(shares, 3))
         let keeper = self.keeper
         let secret = passphrase
-        let (store, encoded) = try await self.pool.run {
+        // The keeper hands the store to the audit log (`VaultKeeper.admit`) before anyone else gets it.
+        let (_, encoded) = try await self.pool.run {
             try keeper.initialise(passphrase: secret, shares: shares, threshold: threshold)
         }
-        try await self.attachAudit(to: store)
         return try JSONResponse.make(
             Initialised(sealed: false, shares: encoded, threshold: shares == 0 ? nil : threshold), status: .created
         )
@@ -67,27 +67,10 @@ extension Routes {
             throw CaseVaultError(.missingField, "give either passphrase or share", field: "passphrase")
         }
         switch progress {
-        case .unsealed(let store):
-            try await self.attachAudit(to: store)
+        case .unsealed:
             return try JSONResponse.make(Unsealed(sealed: false))
         case .collecting(let received, let threshold):
             return try JSONResponse.make(Unsealed(sealed: true, shares: received, threshold: threshold))
-        }
-    }
-
-    /// Gives the audit log the unsealed store's keys. A log that does not check out against its anchor
-    /// seals the vault again at once: nothing is served with an audit log that cannot be trusted.
-    func attachAudit(to store: RecordStore) async throws {
-        let (keeper, audit) = (self.keeper, self.audit)
-        try await self.pool.run { try Self.attach(audit, to: store, sealingOnFailure: keeper) }
-    }
-
-    private static func attach(_ audit: AuditLog, to store: RecordStore, sealingOnFailure keeper: VaultKeeper) throws {
-        do {
-            try audit.attach(to: store)
-        } catch {
-            _ = try? keeper.seal()
-            throw error
         }
     }
 
@@ -96,11 +79,11 @@ extension Routes {
         let keeper = self.keeper
         let audit = self.audit
         try await self.pool.run {
-            // Refused before anything changes: a vault that cannot be sealed keeps its audit signer.
+            // Refused before anything changes: a vault that cannot be sealed keeps its audit signer. The
+            // store is taken away first, so nothing is served with a log that no longer holds the keys;
+            // the last checkpoint is signed and anchored while the keys still exist.
             try keeper.checkSealable()
-            // The last checkpoint is signed while the audit key still exists.
-            if !keeper.isSealed { try audit.detach(reason: "seal") }
-            try keeper.seal()
+            try keeper.seal { _ in try audit.detach(reason: "seal") }
         }
         return try JSONResponse.make(Unsealed(sealed: true))
     }

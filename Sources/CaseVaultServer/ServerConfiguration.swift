@@ -14,6 +14,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var readTimeoutSeconds: Int
     /// How many connections are served at once; the next one gets a 503 `overloaded` problem and is closed.
     public var maxConnections: Int
+    /// How many of them one uid may hold, so that one user cannot take every place.
+    public var maxConnectionsPerUser: Int
     /// Threads for the store's blocking work (file I/O and flushes), so that the event loops never block
     /// and concurrent writers can share one flush.
     public var blockingThreads: Int
@@ -37,6 +39,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         maxHeaderBytes: Int = 16 << 10,
         readTimeoutSeconds: Int = 30,
         maxConnections: Int = 256,
+        maxConnectionsPerUser: Int? = nil,
         blockingThreads: Int = 32,
         offices: [String: String] = [:],
         socketGroup: UInt32? = nil,
@@ -53,9 +56,19 @@ public struct ServerConfiguration: Sendable, Equatable {
         self.maxHeaderBytes = maxHeaderBytes
         self.readTimeoutSeconds = readTimeoutSeconds
         self.maxConnections = maxConnections
+        self.maxConnectionsPerUser = maxConnectionsPerUser ?? Self.defaultConnectionsPerUser(maxConnections)
         self.blockingThreads = blockingThreads
         self.offices = offices
         self.socketGroup = socketGroup
         self.statisticsK = statisticsK
     }
+
+    /// Half of the places (at least one): whatever one user holds, the other half stays for everyone else.
+    public static func defaultConnectionsPerUser(_ maxConnections: Int) -> Int {
+        max(1, maxConnections / 2)
+    }
+
+    /// The least a request's head and body must average, once `readTimeoutSeconds` have passed since it
+    /// began: a client that trickles its request (a byte every few seconds) is cut off with 408.
+    public static let minimumBytesPerSecond = 16 << 10
 }

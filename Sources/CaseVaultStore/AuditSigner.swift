@@ -27,7 +27,9 @@ public struct AuditSigner: Sendable {
 
 /// How far the audit log had got, kept in the index (`synchronous=FULL`) apart from the log, so that a
 /// log that was cut short, replaced or deleted is noticed: entry `seq` has chain hash `hash` and its line
-/// starts at byte `offset`. Stored with a MAC under the chain subkey, so it cannot be forged either.
+/// starts at byte `offset` (seq 0: the log starts afresh, and is checked from its first entry). Stored
+/// with a fresh random nonce and a MAC over both under the chain subkey, so it can be neither forged nor
+/// taken from another copy of the vault: only this index's own older rows could be put back.
 public struct AuditAnchor: Sendable, Equatable {
     public var seq: UInt64
     public var hash: [UInt8]
@@ -42,9 +44,9 @@ public struct AuditAnchor: Sendable, Equatable {
         self.offset = offset
     }
 
-    /// What the anchor's MAC covers.
-    public var message: [UInt8] {
+    /// What the anchor's MAC covers, with the row's nonce.
+    func message(nonce: [UInt8]) -> [UInt8] {
         Array("casevault.audit.anchor.v1".utf8) + withUnsafeBytes(of: self.seq.bigEndian, Array.init) + self.hash
-            + withUnsafeBytes(of: self.offset.bigEndian, Array.init)
+            + withUnsafeBytes(of: self.offset.bigEndian, Array.init) + nonce
     }
 }

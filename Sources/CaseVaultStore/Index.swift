@@ -183,6 +183,7 @@ struct Index: Sendable {
                         seq INTEGER NOT NULL,
                         hash BLOB NOT NULL,
                         offset INTEGER NOT NULL,
+                        nonce BLOB NOT NULL,
                         mac BLOB NOT NULL
                     );
                     """

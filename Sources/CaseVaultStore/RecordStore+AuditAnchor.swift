@@ -19,7 +19,7 @@ extension RecordStore {
     public func auditAnchor() throws(CaseVaultError) -> AuditAnchorState {
         let signer = self.auditSigner
         let (row, isNew) = try self.index.read { db in
-            let row = try GRDB.Row.fetchOne(db, sql: "SELECT seq, hash, offset, mac FROM audit_anchor WHERE id = 1")
+            let row = try GRDB.Row.fetchOne(db, sql: "SELECT seq, hash, offset, nonce, mac FROM audit_anchor WHERE id = 1")
             let used = try Bool.fetchOne(
                 db,
                 sql: """
@@ -32,13 +32,15 @@ extension RecordStore {
         return .anchored(try Self.checkedAnchor(row, signer: signer))
     }
 
-    /// Replaces the anchor, durably (`synchronous=FULL`).
+    /// Replaces the anchor, durably (`synchronous=FULL`), under a fresh nonce.
     public func setAuditAnchor(_ anchor: AuditAnchor) throws(CaseVaultError) {
-        let mac = self.auditSigner.mac(anchor.message)
+        try self.refuseIfClosed()
+        let nonce = Random.bytes(count: 16)
+        let mac = self.auditSigner.mac(anchor.message(nonce: nonce))
         try self.index.write { db in
             try db.execute(
-                sql: "INSERT OR REPLACE INTO audit_anchor (id, seq, hash, offset, mac) VALUES (1, ?, ?, ?, ?)",
-                arguments: [Int64(anchor.seq), Data(anchor.hash), anchor.offset, Data(mac)]
+                sql: "INSERT OR REPLACE INTO audit_anchor (id, seq, hash, offset, nonce, mac) VALUES (1, ?, ?, ?, ?, ?)",
+                arguments: [Int64(anchor.seq), Data(anchor.hash), anchor.offset, Data(nonce), Data(mac)]
             )
         }
     }
@@ -58,7 +60,7 @@ extension RecordStore {
             let index = try DatabaseQueue(path: path, configuration: configuration)
             row = try index.read { db in
                 guard try db.tableExists("audit_anchor") else { return nil }
-                return try GRDB.Row.fetchOne(db, sql: "SELECT seq, hash, offset, mac FROM audit_anchor WHERE id = 1")
+                return try GRDB.Row.fetchOne(db, sql: "SELECT seq, hash, offset, nonce, mac FROM audit_anchor WHERE id = 1")
             }
         } catch {
             throw Index.failure(error)
@@ -76,18 +78,19 @@ extension RecordStore {
         return try Barrier(rootKey: rootKey).auditSigner
     }
 
-    private static func decodeAnchor(_ row: GRDB.Row) throws(CaseVaultError) -> (anchor: AuditAnchor, mac: [UInt8]) {
+    private static func decodeAnchor(_ row: GRDB.Row) throws(CaseVaultError) -> (anchor: AuditAnchor, nonce: [UInt8], mac: [UInt8]) {
         let seq: Int64 = row[0]
         let hash: Data = row[1]
         let offset: Int64 = row[2]
-        let mac: Data = row[3]
-        guard seq >= 0, offset >= 0, hash.count == 32, mac.count == 32 else { throw Self.anchorDamaged() }
-        return (AuditAnchor(seq: UInt64(seq), hash: [UInt8](hash), offset: offset), [UInt8](mac))
+        let nonce: Data = row[3]
+        let mac: Data = row[4]
+        guard seq >= 0, offset >= 0, hash.count == 32, nonce.count == 16, mac.count == 32 else { throw Self.anchorDamaged() }
+        return (AuditAnchor(seq: UInt64(seq), hash: [UInt8](hash), offset: offset), [UInt8](nonce), [UInt8](mac))
     }
 
     private static func checkedAnchor(_ row: GRDB.Row, signer: AuditSigner) throws(CaseVaultError) -> AuditAnchor {
-        let (anchor, mac) = try Self.decodeAnchor(row)
-        guard Memory.constantTimeEquals(signer.mac(anchor.message), mac) else { throw Self.anchorDamaged() }
+        let (anchor, nonce, mac) = try Self.decodeAnchor(row)
+        guard Memory.constantTimeEquals(signer.mac(anchor.message(nonce: nonce)), mac) else { throw Self.anchorDamaged() }
         return anchor
     }
 

@@ -46,6 +46,9 @@ public final class VaultKeeper: Sendable {
     private let configuration: StoreConfiguration
     private let logger: Logger
     private let state: Mutex<State>
+    /// What must accept a store this keeper opens before anyone else gets it (the audit log, which checks
+    /// itself against the store's anchor and takes the store's keys): `admit(with:)`.
+    private let admission = Mutex<(@Sendable (RecordStore) throws -> Void)?>(nil)
 
     /// A keeper for a store opened at start (file or credential source).
     public init(unsealed store: RecordStore, logger: Logger) {
@@ -97,6 +100,23 @@ public final class VaultKeeper: Sendable {
 
     // MARK: Init, unseal, seal
 
+    /// Has `check` run on every store this keeper opens from now on, before the store is handed to anyone:
+    /// if it throws, the store is closed and its keys zeroed, and the vault stays sealed.
+    public func admit(with check: @escaping @Sendable (RecordStore) throws -> Void) {
+        self.admission.withLock { $0 = check }
+    }
+
+    private func admitted(_ store: RecordStore) throws(CaseVaultError) {
+        guard let check = self.admission.withLock({ $0 }) else { return }
+        do {
+            try check(store)
+        } catch {
+            store.close()
+            store.wipeKeys()
+            throw (error as? CaseVaultError) ?? CaseVaultError(.storageFailure, "the store could not be admitted: \(error)")
+        }
+    }
+
     /// Makes the root key, wraps it under `passphrase`, splits it into `shares` recovery shares of which
     /// `threshold` recover it (none when `shares` is 0), and opens the store. The shares are returned once
     /// and kept nowhere.
@@ -132,6 +152,7 @@ public final class VaultKeeper: Sendable {
             unlink(path)
             throw error
         }
+        try self.admitted(store)
         self.state.withLock { $0.store = store }
         return (store, encoded)
     }
@@ -196,16 +217,22 @@ public final class VaultKeeper: Sendable {
         _ = try self.wrappedKeyPath()
     }
 
-    /// Closes the store and zeroes its keys; requests after this get `sealed`. Returns the store that was
-    /// open (the caller signs the audit log's last checkpoint before calling this), or `nil`.
+    /// Stops handing out the store (requests from now on get `sealed`), runs `beforeClosing` on it (the
+    /// audit log signs and anchors its last checkpoint while the keys exist), then closes it and zeroes its
+    /// keys. Returns the store that was open, or `nil`.
     @discardableResult
-    public func seal() throws(CaseVaultError) -> RecordStore? {
+    public func seal(beforeClosing: (RecordStore) throws -> Void = { _ in }) throws(CaseVaultError) -> RecordStore? {
         try self.checkSealable()
         let store = self.state.withLock { state in
             defer { state.store = nil; state.shares = [] }
             return state.store
         }
         guard let store else { return nil }
+        do {
+            try beforeClosing(store)
+        } catch {
+            self.logger.error("sealing went on without the last audit checkpoint", metadata: ["error.code": "\((error as? CaseVaultError)?.code.rawValue ?? "unknown")"])
+        }
         store.close()
         store.wipeKeys()
         self.logger.notice("sealed: the store is closed and its keys zeroed")
@@ -222,6 +249,7 @@ public final class VaultKeeper: Sendable {
             if error.code == .unsealRefused { self.refused() }
             throw error
         }
+        try self.admitted(store)
         self.state.withLock { state in
             state.store = store
             state.refusals = 0

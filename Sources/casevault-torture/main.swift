@@ -16,7 +16,7 @@ struct Torture: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "casevault-torture",
         abstract: "Crash-test helper for the CaseVault store (used by make test).",
-        subcommands: [PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self, Rotate.self, RefuseExecGain.self, Listen.self]
+        subcommands: [PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self, Rotate.self, RefuseExecGain.self, Listen.self, Trickle.self]
     )
 }
 
@@ -257,6 +257,59 @@ extension Torture {
                 output.write(Data(buffer[..<count]))
             }
             try output.close()
+        }
+    }
+}
+
+extension Torture {
+    /// A slow client: sends a request's head at once, then its body a byte at a time with a pause between
+    /// bytes (or the whole request at once with --whole), and prints whatever comes back until the daemon
+    /// closes the connection.
+    struct Trickle: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Send a request to a Unix socket slowly; print the answer.")
+        @Argument(help: "The socket's path.") var path: String
+        @Option(help: "The request line.") var request: String = "POST /v1/cases HTTP/1.1"
+        @Option(help: "The body's declared length.") var contentLength: Int = 100_000
+        @Option(help: "Milliseconds between body bytes.") var intervalMs: Int = 500
+        @Flag(help: "Send a whole request with no body, then read.") var whole = false
+
+        func run() throws {
+            alarm(60)
+            signal(SIGPIPE, SIG_IGN)
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                for (index, byte) in self.path.utf8.prefix(raw.count - 1).enumerated() { raw[index] = byte }
+            }
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            guard connected == 0 else { throw ValidationError("cannot connect to \(self.path)") }
+            let head = self.whole
+                ? "\(self.request)\r\nHost: casevault\r\n\r\n"
+                : "\(self.request)\r\nHost: casevault\r\nContent-Type: application/json\r\nContent-Length: \(self.contentLength)\r\n\r\n"
+            _ = Array(head.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+            // Bytes go out until the daemon answers or closes.
+            let reader = Thread {
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while true {
+                    let count = read(fd, &buffer, buffer.count)
+                    if count <= 0 { break }
+                    FileHandle.standardOutput.write(Data(buffer[..<count]))
+                }
+                Glibc.exit(0)
+            }
+            reader.start()
+            if self.whole {
+                while true { sleep(1) }
+            }
+            for _ in 0..<self.contentLength {
+                var byte = UInt8(ascii: " ")
+                if send(fd, &byte, 1, 0) != 1 { break }
+                usleep(UInt32(self.intervalMs) * 1000)
+            }
+            while true { sleep(1) }
         }
     }
 }

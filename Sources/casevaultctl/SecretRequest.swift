@@ -89,12 +89,15 @@ extension DaemonClient {
     }
 
     /// Who may hold the other end of the socket: root, and the owner of the socket's directory when no one
-    /// else may write that directory.
+    /// else may write that directory, nor any directory above it (but for sticky ones such as /tmp, where
+    /// nobody may replace another's entry), and no symbolic link leads there.
     func trustedServerUIDs() throws(CLIError) -> Set<UInt32> {
-        let directory = (self.socketPath as NSString).deletingLastPathComponent
+        let absolute = self.socketPath.hasPrefix("/")
+            ? self.socketPath : FileManager.default.currentDirectoryPath + "/" + self.socketPath
+        let directory = (absolute as NSString).deletingLastPathComponent
         var info = stat()
-        guard lstat(directory.isEmpty ? "." : directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
-            throw CLIError.unreachable("no directory for the socket \(self.socketPath)")
+        guard lstat(directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
+            throw CLIError.unreachable("no directory for the socket \(self.socketPath) (or a symbolic link in its place)")
         }
         guard info.st_mode & (S_IWGRP | S_IWOTH) == 0 else {
             throw CLIError.unreachable(
@@ -102,7 +105,23 @@ extension DaemonClient {
                     + "a socket there; the secret was not sent (make the directory writable by its owner only)"
             )
         }
-        return [0, info.st_uid]
+        let owner = info.st_uid
+        var above = (directory as NSString).deletingLastPathComponent
+        while true {
+            var parent = stat()
+            guard lstat(above, &parent) == 0, parent.st_mode & S_IFMT == S_IFDIR else {
+                throw CLIError.unreachable("\(above), above the socket, is not a directory (or is a symbolic link); the secret was not sent")
+            }
+            if parent.st_mode & (S_IWGRP | S_IWOTH) != 0, parent.st_mode & S_ISVTX == 0 {
+                throw CLIError.unreachable(
+                    "\(above), above the socket's directory, may be written by its group or others, so anyone could have put "
+                        + "another directory in its place; the secret was not sent"
+                )
+            }
+            if above == "/" || above.isEmpty { break }
+            above = (above as NSString).deletingLastPathComponent
+        }
+        return [0, owner]
     }
 }
 

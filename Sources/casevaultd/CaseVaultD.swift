@@ -58,7 +58,7 @@ struct CaseVaultD: AsyncParsableCommand {
         } catch {
             logger.critical("cannot start", metadata: ["error.code": "\(error.code.rawValue)"])
             FileHandle.standardError.write(Data("casevaultd: \(error.message)\n".utf8))
-            throw ExitCode(error.code == .integrityFailure ? 4 : 3)
+            throw ExitCode(error.code == .auditMismatch ? 4 : 3)
         }
     }
 }

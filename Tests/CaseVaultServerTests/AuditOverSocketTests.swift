@@ -205,7 +205,10 @@ struct AuditOverSocketTests {
     static func refusedStart(_ root: String) throws -> (Int32, String) {
         try? FileManager.default.removeItem(atPath: root + "/daemon.log")
         let daemon = try DaemonProcess(roles: Self.roles, root: root)
-        daemon.process.waitUntilExit()
+        for _ in 0..<300 where daemon.process.isRunning {
+            usleep(100_000)
+        }
+        daemon.crash()
         return (daemon.process.terminationStatus, daemon.log)
     }
 
@@ -236,6 +239,16 @@ struct AuditOverSocketTests {
         let (unkeyedStatus, unkeyedLog) = try Self.refusedStart(root)
         #expect(unkeyedStatus == 4 && unkeyedLog.contains("does not match what the index remembers"), "\(unkeyedLog)")
         #expect(unkeyedLog.contains("entry \(seq + 2)") && unkeyedLog.contains("forged"), "\(unkeyedLog)")
+        // Without a MAC, a result naming no request, or a refusal naming a route, is a forgery too.
+        for json in [
+            #"{"kind":"result","seq":\#(seq + 1),"status":200,"time":2}"#,
+            #"{"action":"DELETE /v1/records/{record_id}","kind":"refused","seq":\#(seq + 1),"status":200,"time":2,"uid":4242}"#,
+            #"{"kind":"result","request":1,"seq":\#(seq + 1),"status":200,"time":2}"#,
+        ] {
+            try write(Array(original.prefix(end)) + Self.forged(after: last, json: json, mac: "-"))
+            let (status, log) = try Self.refusedStart(root)
+            #expect(status == 4 && log.contains("forged"), "\(json): \(log)")
+        }
         // The same with a made-up MAC.
         try write(Array(original.prefix(end)) + Self.forged(after: last, json: request, mac: String(repeating: "5a", count: 32)))
         let (macStatus, macLog) = try Self.refusedStart(root)
@@ -271,6 +284,30 @@ struct AuditOverSocketTests {
         let again = try DaemonProcess(roles: Self.roles, root: root)
         #expect(again.waitUntilServing(), "\(again.log)")
         #expect(again.stop() == 0)
+
+        // A forged entry accepted as a break is moved aside, so the log verifies from end to end again.
+        let (now, nowEnd) = try Self.lines(path)
+        let intact = try Data(contentsOf: URL(fileURLWithPath: path))
+        let forgedLine = Self.forged(
+            after: try #require(now.last), json: request.replacingOccurrences(of: "\"seq\":\(seq + 1)", with: "\"seq\":\(now.count + 1)"),
+            mac: String(repeating: "5a", count: 32)
+        )
+        var tampered = Array(intact)
+        tampered.replaceSubrange(nowEnd..<(nowEnd + forgedLine.count), with: forgedLine)
+        try write(tampered)
+        let (forgedStatus, _) = try Self.refusedStart(root)
+        #expect(forgedStatus == 4)
+        let mended = try DaemonProcess(roles: Self.roles, root: root, arguments: ["--accept-audit-break"])
+        #expect(mended.waitUntilServing(), "\(mended.log)")
+        let mendedReport = try mended.call("GET", "/v1/audit/verify", as: Self.director, expect: 200).json
+        #expect(mendedReport["ok"] as? Bool == true && (mendedReport["breaks"] as? [Int] ?? []).count == 2, "\(mendedReport)")
+        #expect(mended.stop() == 0)
+        let aside = try FileManager.default.contentsOfDirectory(atPath: root + "/data/audit").filter { $0.hasPrefix("log.broken-") }
+        #expect(aside.count == 1, "\(aside)")
+        let kept = aside.first.flatMap { FileManager.default.contents(atPath: root + "/data/audit/" + $0) } ?? Data()
+        #expect(kept.range(of: Data(forgedLine)) != nil, "the forged entry is kept aside for investigation")
+        let (verifyCode, verifyText) = try CLITests.ctl(["audit", "verify", "--offline", "--config", root + "/casevault.toml"], as: .root)
+        #expect(verifyCode == 0 && verifyText.contains("accepted breaks"), "\(verifyText)")
     }
 
     @Test("after a SIGKILL, entries the anchor covered cannot be cut away: the anchor follows the log within a second")

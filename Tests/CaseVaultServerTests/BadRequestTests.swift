@@ -87,7 +87,7 @@ struct BadRequestTests {
         let daemon = try DaemonProcess(
             roles: #"director = ["uid:0"]"#, extra: "", prepare: { root in
                 var text = try String(contentsOfFile: root + "/casevault.toml", encoding: .utf8)
-                text = text.replacingOccurrences(of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\nmax_connections = 2\nmax_header_bytes = 2048\nread_timeout_seconds = 1")
+                text = text.replacingOccurrences(of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\nmax_connections = 2\nmax_connections_per_user = 2\nmax_header_bytes = 2048\nread_timeout_seconds = 1")
                 try text.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
             }
         )
@@ -114,6 +114,50 @@ struct BadRequestTests {
         #expect(reply.hasPrefix("HTTP/1.1 503"), "\(reply)")
         #expect(reply.contains("urn:casevault:problem:overloaded"))
         _ = holders
+        #expect(daemon.stop() == 0)
+    }
+
+    /// Starts `casevault-torture trickle` as `peer` against `daemon`; its output goes to a file read later.
+    static func trickle(_ daemon: DaemonProcess, as peer: Peer, _ arguments: [String] = []) throws -> (Process, String) {
+        let output = daemon.root + "/trickle-\(UUID().uuidString)"
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
+        chmod(output, 0o666)
+        let process = peer.process(DaemonProcess.binary("casevault-torture"), ["trickle", daemon.socket] + arguments)
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+        try process.run()
+        return (process, output)
+    }
+
+    @Test("one user cannot hold every connection: a trickled body gets 408 at the read time, a user's places are capped, a peer with no role is closed after its answer")
+    func slowPeersCannotLockOthersOut() throws {
+        let daemon = try DaemonProcess(
+            roles: #"director = ["uid:4001", "uid:4003"]"#, extra: "", prepare: { root in
+                var text = try String(contentsOfFile: root + "/casevault.toml", encoding: .utf8)
+                text = text.replacingOccurrences(
+                    of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\nmax_connections = 4\nmax_connections_per_user = 2\nread_timeout_seconds = 2"
+                )
+                try text.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
+            }
+        )
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        // Four trickling bodies from one user (who may open cases, so the route waits for the body), a byte
+        // every 0.5 s: never silent long enough for the read timer, and as many as there are places.
+        let started = Date()
+        let attackers = try (0..<4).map { _ in try Self.trickle(daemon, as: Peer(uid: 4003)) }
+        usleep(500_000)
+        // The director still gets in: the stranger holds at most its two places.
+        try daemon.call("GET", "/v1/whoami", as: Self.director, expect: 200)
+        for (process, _) in attackers { process.waitUntilExit() }
+        let answers = attackers.map { (try? String(contentsOfFile: $0.1, encoding: .utf8)) ?? "" }
+        #expect(answers.filter { $0.hasPrefix("HTTP/1.1 503") && $0.contains("overloaded") }.count == 2, "\(answers)")
+        #expect(answers.filter { $0.hasPrefix("HTTP/1.1 408") && $0.contains("request-timeout") }.count == 2, "\(answers)")
+        #expect(Date().timeIntervalSince(started) < 15, "the trickles were cut off only after \(Date().timeIntervalSince(started)) s")
+
+        // A peer with no role trickling a body gets its answer, and the connection is closed after it.
+        let (refused, output) = try Self.trickle(daemon, as: Peer(uid: 4999))
+        refused.waitUntilExit()
+        let answer = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        #expect(answer.hasPrefix("HTTP/1.1 403") && answer.lowercased().contains("connection: close"), "\(answer)")
         #expect(daemon.stop() == 0)
     }
 }
