@@ -1,29 +1,68 @@
-/// Aggregate statistics (DESIGN §11): counts of cases in a table of periods × dispute categories (or
-/// outcomes), with row, column and grand totals, and evaluation satisfaction as means. Only aggregates
-/// leave the daemon, and small cells are suppressed so that no case can be singled out.
+/// Aggregate statistics (DESIGN §11): counts of cases by the month, quarter or year they were opened in (rows,
+/// UTC) and their dispute category or outcome (columns), with totals, and evaluation satisfaction as means.
+/// Only aggregates leave the daemon, and values are suppressed so that no case can be singled out. The six
+/// tables (three periods × two dimensions) are one family, computed and suppressed together; each answer is
+/// one table of it, and what every answer up to a time reveals together is what the latest family reveals
+/// (as long as the counted facts do not change: see the last paragraph).
 ///
-/// Suppression: every count from 1 to k−1 (totals included) is suppressed (primary suppression); then
-/// further cells are suppressed (complementary suppression) until no suppressed value can be worked out
-/// from the published ones. In the table with its totals, each cell is one edge of a bipartite graph
-/// between its row and its column (a total joins its row or column to the "total" node), and the totals
-/// are the sums at the nodes; a suppressed cell's value follows from the published ones exactly when it
-/// is a bridge among the suppressed edges, and not when it lies on a cycle of them. So each suppressed cell
-/// that is a bridge is closed into a cycle along the cheapest path of published cells (Dijkstra, a cell
-/// costing its count; zeros cost the most, since a suppressed zero narrows its partners' range).
+/// What is counted. A row is published from the first month start at which its period has ended and every
+/// case opened in it is closed; until then no case of that period counts anywhere. A closed case takes no
+/// new intake form and keeps its outcome, so a row's counts are final when it appears. Rows appear only at
+/// month starts, so an answer says nothing of when within a month a case closed. Column totals, the total
+/// and the overall mean cover the complete years (those whose year row is published) and are the same in
+/// the three tables: a total over rows that are still being added would give each new row away by its change.
+/// A category has its own column from the month start by which k of its counted cases are in published rows;
+/// until then, and for rarer categories, its cases count under `other` (a rare category is not even named).
+/// When a category gets its column, every row already published gets that cell and a new `other`.
+///
+/// Suppression. Each published value is a sum of the unknown numbers of cases per month, category and
+/// outcome. Every count from 1 to k−1 is suppressed (primary suppression), and a suppressed value can be
+/// worked out exactly when its vector lies in the span of the published vectors. The family is replayed
+/// month start by month start from the first: the values first published at a month start (new rows, the
+/// cells of a newly named category) are decided with every earlier decision standing, and further new values
+/// are suppressed, cheapest first (a value costs its count; zeros cost the most, since a suppressed zero
+/// narrows its partners' range), until no suppressed value of that or any earlier month start lies in the
+/// span of all values published so far (`Statistics+Suppression.swift`, over GF(2^61 − 1): see `Field`).
+/// Suppressing every new value always suffices: each involves unknowns that no earlier value tells apart (a
+/// newly published month's, or a newly named category's). So a later answer repeats every earlier decision,
+/// and old answers add nothing to the latest one. A row total is one value, published in both dimensions'
+/// tables or in neither. Values of different years involve different unknowns, so each year is replayed on
+/// its own; a total over the complete years is published only when every year's value it adds up is, so it
+/// adds nothing either.
+///
+/// Means. A row's mean is withheld when fewer than k of its cases were evaluated; a quarter's or year's mean
+/// also when exactly one of its months with evaluations has its mean withheld, and a year's when exactly one
+/// of its quarters with evaluations has, since a single withheld mean beside the coarser one would be bounded
+/// by them. The overall mean
+/// is published only when every complete year with evaluations has its mean published. The numbers of
+/// evaluated cases are not published, so no mean is derivable from the others, only bounded.
+///
+/// What still changes in a published row, and is not covered: a record shredded, on request or by the
+/// retention sweep (intake forms by default 3 years after filing, final agreements 7 years after closing,
+/// evaluations 2 years after filing), and an evaluation filed after the row appeared. A shredded intake form
+/// moves its case to `unknown` (and can take a category's column away); a shredded final agreement moves its
+/// case to outcome `unknown`; an evaluation filed or shredded moves a mean. Answers from before and after then
+/// differ by that one case, so whoever knows which case's record changed, and when, can learn from the
+/// difference which column it left or how it moved the mean; and the replay runs on the changed facts, so the
+/// old and new answers together are not checked as one family. Cases themselves are never removed.
 public enum Statistics {
     /// What the statistics know of a case: never content, only the fields they count.
     public struct CaseFacts: Sendable, Equatable {
         /// When the case was opened, milliseconds since the Unix epoch.
         public var openedAt: Int64
+        /// When the case was closed, or `nil` while it is open.
+        public var closedAt: Int64?
         /// The intake form's `dispute_category`, if one is on file.
         public var category: String?
-        /// `resolved`, `partially_resolved`, `no_agreement`, `withdrawn`, or `nil` while open.
+        /// `resolved`, `partially_resolved`, `no_agreement`, `withdrawn`, or `nil` while open (or when the
+        /// record that gave it has been shredded).
         public var outcome: String?
         /// Each evaluation's `satisfaction` (1 to 5).
         public var satisfaction: [Int]
 
-        public init(openedAt: Int64, category: String?, outcome: String?, satisfaction: [Int]) {
+        public init(openedAt: Int64, closedAt: Int64?, category: String?, outcome: String?, satisfaction: [Int]) {
             self.openedAt = openedAt
+            self.closedAt = closedAt
             self.category = category
             self.outcome = outcome
             self.satisfaction = satisfaction
@@ -35,11 +74,35 @@ public enum Statistics {
 
         /// The period a time falls in: `2026-03`, `2026-Q1`, `2026` (UTC).
         public func label(_ time: Int64) -> String {
-            let (year, month, _) = CivilTime.civil(fromDays: CivilTime.floorDivide(time, CivilTime.millisecondsPerDay))
+            self.label(index: self.index(ofMonth: Statistics.month(of: time)))
+        }
+
+        /// The period a month (counted from January of year 0) falls in, counted the same way.
+        func index(ofMonth month: Int) -> Int {
+            switch self {
+            case .month: return month
+            case .quarter: return Statistics.floorDivide(month, 3)
+            case .year: return Statistics.floorDivide(month, 12)
+            }
+        }
+
+        /// The months of period `index`.
+        func months(_ index: Int) -> Range<Int> {
+            switch self {
+            case .month: return index..<(index + 1)
+            case .quarter: return (3 * index)..<(3 * index + 3)
+            case .year: return (12 * index)..<(12 * index + 12)
+            }
+        }
+
+        func label(index: Int) -> String {
+            let month = self.months(index).lowerBound
+            let year = Statistics.floorDivide(month, 12)
+            let monthOfYear = month - 12 * year + 1
             switch self {
             case .year: return "\(year)"
-            case .quarter: return "\(year)-Q\((month - 1) / 3 + 1)"
-            case .month: return "\(year)-" + (month < 10 ? "0\(month)" : "\(month)")
+            case .quarter: return "\(year)-Q\((monthOfYear - 1) / 3 + 1)"
+            case .month: return "\(year)-" + (monthOfYear < 10 ? "0\(monthOfYear)" : "\(monthOfYear)")
             }
         }
     }
@@ -54,177 +117,73 @@ public enum Statistics {
         public var period: Period
         public var dimension: Dimension
         public var k: Int
+        /// The published periods, oldest first: ended, with every case opened in them closed.
         public var rows: [String]
         public var columns: [String]
         public var cells: [[Int?]]
         public var rowTotals: [Int?]
+        /// Per column, the cases of the complete years (the same in the three tables); `nil` when one of those
+        /// years' values in the column is suppressed.
         public var columnTotals: [Int?]
+        /// The cases of the complete years.
         public var grandTotal: Int?
-        /// Mean satisfaction per row, and overall; `nil` when fewer than k cases were evaluated.
+        /// Mean satisfaction per row; `nil` when withheld (see `Statistics`) or when no case was evaluated.
         public var rowSatisfaction: [Double?]
+        /// Mean satisfaction over the complete years.
         public var satisfaction: Double?
     }
 
-    /// The label of cases with no intake form (or no category), and of categories merged for being rare.
-    public static let unknownCategory = "unknown"
-    public static let otherCategory = "other"
-    public static let openOutcome = "open"
+    /// The six tables computed and suppressed together from the same cases at the same time.
+    public struct Family: Sendable, Equatable {
+        public let k: Int
+        /// Every period × dimension, in the order of `Period.allCases` then `Dimension.allCases`.
+        public let tables: [Table]
 
-    /// Builds and suppresses the table of `cases`. Category columns whose total is under k are merged into
-    /// `other` first, so that a rare category's name is not published either.
-    public static func table(_ cases: [CaseFacts], period: Period, by dimension: Dimension, k: Int) -> Table {
-        func column(_ facts: CaseFacts) -> String {
-            switch dimension {
-            case .category: return facts.category ?? Self.unknownCategory
-            case .outcome: return facts.outcome ?? Self.openOutcome
+        public func table(_ period: Period, by dimension: Dimension) -> Table {
+            // `family(_:k:now:)` builds all six, so the lookup finds one.
+            self.tables.first { $0.period == period && $0.dimension == dimension }!
+        }
+    }
+
+    /// The column of cases with no intake form (or no category on it), and of cases closed with no outcome
+    /// on file.
+    public static let unknownLabel = "unknown"
+    /// The column of the categories without a column of their own.
+    public static let otherCategory = "other"
+    /// The outcome columns, always all of them: the outcomes a final agreement or a closing can record.
+    public static let outcomes: [String] = RecordValidator.finalOutcomes
+        .union(ClosingOutcome.allCases.map(\.rawValue)).union([Self.unknownLabel]).sorted()
+
+    /// The family of `cases` as published at `now` (milliseconds since the Unix epoch): every table,
+    /// suppressed together (see `Statistics`). A `k` under 1 counts as 1.
+    public static func family(_ cases: [CaseFacts], k: Int, now: Int64) -> Family {
+        let census = Census(cases, k: k, now: now)
+        var published: [Key: Int] = [:]
+        for year in census.years {
+            var replay = YearReplay(census, year: year)
+            replay.run()
+            published.merge(replay.published) { _, latest in latest }
+        }
+        let means = census.means()
+        let tables = Period.allCases.flatMap { period in
+            Dimension.allCases.map { dimension in
+                census.table(period, by: dimension, published: published, means: means)
             }
         }
-        var columnCounts: [String: Int] = [:]
-        for facts in cases { columnCounts[column(facts), default: 0] += 1 }
-        let fixedColumns: Set<String> = dimension == .outcome ? [] : [Self.unknownCategory]
-        func merged(_ name: String) -> String {
-            if dimension == .category, !fixedColumns.contains(name), columnCounts[name, default: 0] < k { return Self.otherCategory }
-            return name
-        }
-        let rows = Array(Set(cases.map { period.label($0.openedAt) })).sorted()
-        let columns = Array(Set(cases.map { merged(column($0)) })).sorted()
-        let rowIndex = Dictionary(uniqueKeysWithValues: rows.enumerated().map { ($1, $0) })
-        let columnIndex = Dictionary(uniqueKeysWithValues: columns.enumerated().map { ($1, $0) })
-        var counts = Array(repeating: Array(repeating: 0, count: columns.count), count: rows.count)
-        var ratings = Array(repeating: (cases: 0, sum: 0, n: 0), count: rows.count)
-        for facts in cases {
-            let row = rowIndex[period.label(facts.openedAt)]!
-            counts[row][columnIndex[merged(column(facts))]!] += 1
-            if !facts.satisfaction.isEmpty {
-                ratings[row].cases += 1
-                ratings[row].sum += facts.satisfaction.reduce(0, +)
-                ratings[row].n += facts.satisfaction.count
-            }
-        }
-        let published = Self.suppress(counts, k: k)
-        let r = rows.count
-        let c = columns.count
-        var rowSatisfaction: [Double?] = ratings.map { $0.cases >= k ? Self.mean($0.sum, $0.n) : nil }
-        let evaluated = ratings.reduce(0) { $0 + $1.cases }
-        var satisfaction: Double? = evaluated >= k
-            ? Self.mean(ratings.reduce(0) { $0 + $1.sum }, ratings.reduce(0) { $0 + $1.n }) : nil
-        // A single withheld row mean beside the overall one would be bounded by them: withhold another.
-        let withheld = rowSatisfaction.indices.filter { rowSatisfaction[$0] == nil && ratings[$0].cases > 0 }
-        if withheld.count == 1 {
-            if let smallest = rowSatisfaction.indices.filter({ rowSatisfaction[$0] != nil }).min(by: { ratings[$0].cases < ratings[$1].cases }) {
-                rowSatisfaction[smallest] = nil
-            } else {
-                satisfaction = nil
-            }
-        }
-        return Table(
-            period: period, dimension: dimension, k: k, rows: rows, columns: columns,
-            cells: (0..<r).map { i in (0..<c).map { j in published[i][j] } },
-            rowTotals: (0..<r).map { published[$0][c] },
-            columnTotals: (0..<c).map { published[r][$0] },
-            grandTotal: published[r][c],
-            rowSatisfaction: rowSatisfaction, satisfaction: satisfaction
-        )
+        return Family(k: census.k, tables: tables)
+    }
+
+    /// The month `time` falls in, counted from January of year 0 (UTC).
+    static func month(of time: Int64) -> Int {
+        let (year, month, _) = CivilTime.civil(fromDays: CivilTime.floorDivide(time, CivilTime.millisecondsPerDay))
+        return Int(year * 12 + month - 1)
+    }
+
+    static func floorDivide(_ a: Int, _ b: Int) -> Int {
+        a >= 0 ? a / b : -((-a + b - 1) / b)
     }
 
     static func mean(_ sum: Int, _ n: Int) -> Double {
         (Double(sum) / Double(n) * 100).rounded() / 100
-    }
-
-    /// The table with its totals (an extra column of row totals, an extra row of column totals and the
-    /// grand total at the corner), each value or `nil` where suppressed.
-    public static func suppress(_ counts: [[Int]], k: Int) -> [[Int?]] {
-        let r = counts.count
-        let c = counts.first?.count ?? 0
-        var values = Array(repeating: Array(repeating: 0, count: c + 1), count: r + 1)
-        for i in 0..<r {
-            for j in 0..<c {
-                values[i][j] = counts[i][j]
-                values[i][c] += counts[i][j]
-                values[r][j] += counts[i][j]
-                values[r][c] += counts[i][j]
-            }
-        }
-        var suppressed = values.map { row in row.map { (1..<k).contains($0) } }
-        while let (i, j) = Self.exposedCells(suppressed).first {
-            // Close (i, j) into a cycle: the cheapest path from row i to column j through the other cells.
-            guard let path = Self.cheapestPath(from: i, to: j, values: values, suppressed: suppressed, k: k), !path.isEmpty else {
-                break
-            }
-            for (a, b) in path { suppressed[a][b] = true }
-        }
-        return (0...r).map { i in (0...c).map { j in suppressed[i][j] ? nil : values[i][j] } }
-    }
-
-    /// The suppressed cells whose value the published ones determine: the bridges among suppressed edges.
-    /// Rows are nodes 0…r (r being the totals row), columns nodes r+1…r+1+c.
-    public static func exposedCells(_ suppressed: [[Bool]]) -> [(Int, Int)] {
-        let rows = suppressed.count
-        let columns = suppressed.first?.count ?? 0
-        var exposed: [(Int, Int)] = []
-        for i in 0..<rows {
-            for j in 0..<columns where suppressed[i][j] {
-                if !Self.connected(from: i, to: rows + j, suppressed: suppressed, without: (i, j)) {
-                    exposed.append((i, j))
-                }
-            }
-        }
-        return exposed
-    }
-
-    private static func connected(from start: Int, to goal: Int, suppressed: [[Bool]], without: (Int, Int)) -> Bool {
-        let rows = suppressed.count
-        let columns = suppressed.first?.count ?? 0
-        var seen = Array(repeating: false, count: rows + columns)
-        var stack = [start]
-        seen[start] = true
-        while let node = stack.popLast() {
-            if node == goal { return true }
-            let neighbours: [Int] = node < rows
-                ? (0..<columns).filter { suppressed[node][$0] && (node, $0) != without }.map { rows + $0 }
-                : (0..<rows).filter { suppressed[$0][node - rows] && ($0, node - rows) != without }
-            for next in neighbours where !seen[next] {
-                seen[next] = true
-                stack.append(next)
-            }
-        }
-        return false
-    }
-
-    /// The published cells to suppress so that row node `row` reaches column node `column` without the
-    /// cell between them: Dijkstra, suppressed cells free, published ones costing their count (zeros most).
-    private static func cheapestPath(from row: Int, to column: Int, values: [[Int]], suppressed: [[Bool]], k: Int) -> [(Int, Int)]? {
-        let rows = values.count
-        let columns = values.first?.count ?? 0
-        let nodes = rows + columns
-        let zeroCost = values.joined().reduce(0, +) + 1
-        var distance = Array(repeating: Int.max, count: nodes)
-        var previous = Array(repeating: -1, count: nodes)
-        var done = Array(repeating: false, count: nodes)
-        distance[row] = 0
-        for _ in 0..<nodes {
-            guard let node = (0..<nodes).filter({ !done[$0] && distance[$0] != Int.max }).min(by: { distance[$0] < distance[$1] }) else { break }
-            done[node] = true
-            if node == rows + column { break }
-            for next in 0..<nodes where (node < rows) != (next < rows) {
-                let (i, j) = node < rows ? (node, next - rows) : (next, node - rows)
-                if (i, j) == (row, column) { continue }
-                let cost = suppressed[i][j] ? 0 : (values[i][j] == 0 ? zeroCost : values[i][j])
-                if distance[node] + cost < distance[next] {
-                    distance[next] = distance[node] + cost
-                    previous[next] = node
-                }
-            }
-        }
-        guard distance[rows + column] != Int.max else { return nil }
-        var path: [(Int, Int)] = []
-        var node = rows + column
-        while previous[node] >= 0 {
-            let from = previous[node]
-            let (i, j) = from < rows ? (from, node - rows) : (node, from - rows)
-            if !suppressed[i][j] { path.append((i, j)) }
-            node = from
-        }
-        return path
     }
 }

@@ -194,8 +194,8 @@ extension Routes {
     }
 
     /// `GET /v1/stats?period=month|quarter|year&by=dispute_category|outcome`: counts of cases by period
-    /// opened and category or outcome, with totals and mean satisfaction; small cells suppressed (`null`).
-    /// Statistician and director.
+    /// opened and category or outcome, with totals and mean satisfaction; one table of the family of six,
+    /// suppressed together as of the daemon's clock (`null` where suppressed). Statistician and director.
     func statistics(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorize(.readStatistics)
         let query = request.uri.queryParameters
@@ -211,8 +211,9 @@ extension Routes {
             throw CaseVaultError(.invalidField, "by must be one of: dispute_category, outcome", field: "by")
         }
         let k = self.configuration.statisticsK
+        let now = self.audit.clock()
         let table = try await self.run { store throws(CaseVaultError) in
-            Statistics.table(try store.statisticsFacts(), period: period, by: dimension, k: k)
+            Statistics.family(try store.statisticsFacts(), k: k, now: now).table(period, by: dimension)
         }
         return try JSONResponse.make(StatisticsBody(table: table))
     }

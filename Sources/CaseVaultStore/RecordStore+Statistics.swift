@@ -4,11 +4,12 @@ internal import GRDB
 
 extension RecordStore {
     /// What the statistics count of each case (DESIGN §11), read inside the store: the sealed intake forms,
-    /// final agreements and evaluations are opened here, the three fields taken, and the content wiped.
-    /// Nothing else of a record leaves, and the result carries no case id.
+    /// final agreements and evaluations are opened here, the three fields taken, and the content wiped; the
+    /// index gives each case's opening and closing times. Nothing else of a record leaves, and the result
+    /// carries no case id.
     public func statisticsFacts() throws(CaseVaultError) -> [Statistics.CaseFacts] {
         let (cases, rows) = try self.index.read { db in
-            let cases = try GRDB.Row.fetchAll(db, sql: "SELECT id, created_at, closing_outcome FROM cases")
+            let cases = try GRDB.Row.fetchAll(db, sql: "SELECT id, created_at, closed_at, closing_outcome FROM cases")
             let rows = try GRDB.Row.fetchAll(
                 db,
                 sql: "SELECT \(Index.columns) FROM records WHERE state = 'live' AND type IN (?, ?, ?) ORDER BY seq",
@@ -18,8 +19,11 @@ extension RecordStore {
         }
         var facts: [String: Statistics.CaseFacts] = [:]
         for row in cases {
-            let outcome: String? = row[2]
-            facts[row[0]] = Statistics.CaseFacts(openedAt: row[1], category: nil, outcome: outcome, satisfaction: [])
+            let closedAt: Int64? = row[2]
+            let outcome: String? = row[3]
+            facts[row[0]] = Statistics.CaseFacts(
+                openedAt: row[1], closedAt: closedAt, category: nil, outcome: outcome, satisfaction: []
+            )
         }
         for row in rows {
             let caseID = row.metadata.caseID.rawValue

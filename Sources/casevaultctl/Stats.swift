@@ -4,7 +4,8 @@ import Foundation
 struct Stats: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Aggregate statistics (statistician, director): cases by period and category or outcome.",
-        discussion: "Cells counting fewer than k cases, and the cells that would give them away, are shown as \"-\"."
+        discussion: "Cells counting fewer than k cases, and the cells that would give them away, are shown as \"-\". "
+            + "A period is shown once it has ended and all its cases are closed; the last line totals the complete years."
     )
 
     enum Period: String, ExpressibleByArgument, CaseIterable {
@@ -39,7 +40,8 @@ struct Stats: AsyncParsableCommand {
                 let counts = row["counts"] as? [Any] ?? []
                 lines.append([row["period"] as? String ?? "?"] + counts.map(cell) + [cell(row["total"]), cell(row["satisfaction_mean"])])
             }
-            lines.append(["total"] + (table["column_totals"] as? [Any] ?? []).map(cell) + [cell(table["total"]), cell(table["satisfaction_mean"])])
+            // The totals cover the complete years, whichever period the rows are.
+            lines.append(["complete years"] + (table["column_totals"] as? [Any] ?? []).map(cell) + [cell(table["total"]), cell(table["satisfaction_mean"])])
             let widths = (0..<(lines.first?.count ?? 0)).map { index in lines.map { $0.count > index ? $0[index].count : 0 }.max() ?? 0 }
             for line in lines {
                 print(zip(line, widths).map { $0.0.padding(toLength: $0.1 + 2, withPad: " ", startingAt: 0) }.joined())

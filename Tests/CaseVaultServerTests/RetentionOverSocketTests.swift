@@ -126,13 +126,15 @@ struct RetentionOverSocketTests {
     func statisticsOverTheSocket() throws {
         let daemon = try Self.daemon(k: 3)
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
-        // 2026: 4 roommate cases, 1 noise case, 1 "rare" case; 2027: 5 roommate cases, 4 noise cases.
+        // 2026: 4 roommate cases, 1 noise case, 1 "rare" case; 2027: 5 roommate cases, 4 noise cases. Each is
+        // closed at once: a period is published once it has ended and every case opened in it is closed.
         func open(_ category: String, evaluations: Int = 0) throws {
             let caseID = try daemon.openCase(by: Self.director, mediators: [])
             try daemon.file(caseID, #"{"type": "intake_form", "content": {"dispute_category": "\#(category)"}}"#, as: Self.director)
             for _ in 0..<evaluations {
                 try daemon.file(caseID, Bodies.evaluation, as: Self.director)
             }
+            try daemon.call("POST", "/v1/cases/\(caseID)/close", as: Self.director, body: #"{"outcome": "withdrawn"}"#, expect: 200)
         }
         for _ in 0..<4 { try open("roommate", evaluations: 1) }
         try open("noise")
@@ -140,6 +142,10 @@ struct RetentionOverSocketTests {
         try Self.setClock(daemon, Self.start + Self.year)
         for _ in 0..<5 { try open("roommate") }
         for _ in 0..<4 { try open("noise") }
+        // 2027 has not ended: only 2026 is published.
+        let early = try daemon.call("GET", "/v1/stats?period=year&by=dispute_category", as: Self.statistician, expect: 200)
+        #expect((early.json["rows"] as? [[String: Any]] ?? []).map { $0["period"] as? String } == ["2026"])
+        try Self.setClock(daemon, Self.start + 2 * Self.year)
         let reply = try daemon.call("GET", "/v1/stats?period=year&by=dispute_category", as: Self.statistician, expect: 200)
         let columns = reply.json["columns"] as? [String] ?? []
         #expect(!columns.contains { $0.contains(LeakCheck.marker) }, "a category under k cases is not named")
