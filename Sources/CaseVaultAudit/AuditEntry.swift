@@ -50,12 +50,15 @@ public struct AuditEntry: Codable, Sendable, Equatable {
     public var publicKey: String?
     /// `checkpoint`: the signature over the sequence number and the previous entry's hash, hex.
     public var signature: String?
+    /// A `refused` summary (problem `audit-suppressed`): how many requests of this uid were answered
+    /// without entries since its last entry, because it had used up its share (`AuditBudget`).
+    public var suppressed: UInt64?
     /// `checkpoint`: why it was taken (`interval`, `shutdown`, `seal`). `key`: what the daemon found when
     /// it took its key, when that was a break in the log that the operator accepted (`break: …`).
     public var reason: String?
 
     enum CodingKeys: String, CodingKey {
-        case seq, kind, time, request, uid, roles, action, ids, status, problem
+        case seq, kind, time, request, uid, roles, action, ids, status, problem, suppressed
         case publicKey = "public_key"
         case signature, reason
     }

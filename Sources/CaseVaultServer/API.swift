@@ -73,12 +73,12 @@ public enum API {
 /// an `Allow` header; a path no route has gets 404; both as problems.
 func buildRouter(
     keeper: VaultKeeper, audit: AuditLog, roleMap: RoleMap, configuration: ServerConfiguration, pool: BlockingPool,
-    identities: ConnectionIdentities
+    identities: ConnectionIdentities, budget: AuditBudget
 ) -> Router<CaseVaultContext> {
     let router = Router(context: CaseVaultContext.self)
     router.add(middleware: ProblemMiddleware())
     router.add(middleware: IdentityMiddleware(roleMap: roleMap, identities: identities))
-    router.add(middleware: AuditMiddleware(audit: audit))
+    router.add(middleware: AuditMiddleware(audit: audit, budget: budget, identities: identities))
     let routes = Routes(keeper: keeper, audit: audit, configuration: configuration, pool: pool)
     var methodsByPath: [String: [HTTPRequest.Method]] = [:]
     for (route, handler) in API.table {

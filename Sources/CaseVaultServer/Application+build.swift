@@ -23,7 +23,10 @@ public func buildApplication(
 ) throws(CaseVaultError) -> any Service {
     let pool = BlockingPool(threads: configuration.blockingThreads)
     let identities = ConnectionIdentities()
-    let router = buildRouter(keeper: keeper, audit: audit, roleMap: roleMap, configuration: configuration, pool: pool, identities: identities)
+    let budget = AuditBudget(audit: audit)
+    let router = buildRouter(
+        keeper: keeper, audit: audit, roleMap: roleMap, configuration: configuration, pool: pool, identities: identities, budget: budget
+    )
     let socketPath = configuration.socketPath
     let socketGroup = configuration.socketGroup
     let limiter = ConnectionLimiter(limit: configuration.maxConnections, perUser: configuration.maxConnectionsPerUser)
@@ -32,7 +35,17 @@ public func buildApplication(
         additionalChannelHandlers: [
             IdleStateHandler(readTimeout: readTimeout),
             ConnectionLimitHandler(
-                limiter: limiter, identities: identities, readTimeout: readTimeout, hasRole: { !roleMap.roles(for: $0).isEmpty }
+                limiter: limiter, identities: identities, readTimeout: readTimeout, hasRole: { !roleMap.roles(for: $0).isEmpty },
+                onRefusal: { uid, status, problem in
+                    // A refusal before any route: one `refused` entry, within the refused peer's budget.
+                    guard budget.allow(uid) else { return }
+                    var entry = AuditEntry(kind: .refused, time: audit.clock())
+                    entry.uid = uid
+                    entry.action = "unrouted"
+                    entry.status = status
+                    entry.problem = problem
+                    audit.record(entry)
+                }
             ),
         ],
         // Idle connections and stalled requests are timed by the IdleStateHandler above and answered by

@@ -12,6 +12,7 @@ final class AuditTicket: Sendable {
         var number: UInt64?
         var receipt: AuditLog.Receipt?
         var created: [String: String] = [:]
+        var suppressed = false
     }
 
     private let state = Mutex(State())
@@ -30,19 +31,36 @@ final class AuditTicket: Sendable {
     var createdIDs: [String: String] {
         self.state.withLock { $0.created }
     }
+
+    /// The request of a peer with no role past its `AuditBudget`: answered, counted, and not written.
+    var suppressed: Bool {
+        get { self.state.withLock { $0.suppressed } }
+        set { self.state.withLock { $0.suppressed = newValue } }
+    }
 }
 
 /// Audits every request (DESIGN §10). Routes write their `request` entry through `Audited.before` before
 /// they act; this middleware writes the `result` entry after, or one `refused` entry for a request that
 /// no route took (no such path or method, or refused before its route ran).
+///
+/// A peer with no role can act on nothing, so its entries are limited by the `AuditBudget` (counted and
+/// summarised past it). A request the connection handler cut off for arriving too slowly is recorded as
+/// the 408 its client got, not as whatever its route made of the broken body.
 struct AuditMiddleware: RouterMiddleware {
     typealias Context = CaseVaultContext
     let audit: AuditLog
+    let budget: AuditBudget
+    let identities: ConnectionIdentities
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         let ticket = AuditTicket()
         context.audit = ticket
+        if context.roles.isEmpty, !self.budget.allow(context.identity?.uid) {
+            ticket.suppressed = true
+        } else {
+            self.budget.summariseDue()
+        }
         let outcome: Result<Response, any Error>
         do {
             let response = try await next(request, context)
@@ -63,6 +81,11 @@ struct AuditMiddleware: RouterMiddleware {
     }
 
     private func finish(_ ticket: AuditTicket, _ context: Context, status: Int, problem: String?) {
+        guard !ticket.suppressed else { return }
+        var (status, problem) = (status, problem)
+        if self.identities.takeTimedOut(context.channel) {
+            (status, problem) = (408, CaseVaultError.Code.requestTimeout.rawValue)
+        }
         var entry: AuditEntry
         if let number = ticket.written?.number {
             entry = AuditEntry(kind: .result, time: self.audit.clock())
@@ -106,6 +129,8 @@ enum Audited {
     /// (503) when it is not, so the route never acts unaudited. (Its flush overlaps the route's work; the
     /// middleware waits for it before answering.)
     static func before(_ route: API.Route, _ context: CaseVaultContext, _ audit: AuditLog) async throws {
+        // A peer with no role past its budget: it can act on nothing, and is counted instead.
+        if context.audit?.suppressed == true { return }
         let number = audit.nextRequestNumber()
         var entry = Self.caller(AuditEntry(kind: .request, time: audit.clock()), context)
         entry.request = number

@@ -72,14 +72,20 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     let identities: ConnectionIdentities
     let readTimeout: TimeAmount
     let hasRole: @Sendable (PeerIdentity) -> Bool
+    /// Records a refusal made here, before any route: the peer's uid (when known), status and problem.
+    let onRefusal: @Sendable (UInt32?, Int, String) -> Void
     private var admitted = false
     private var refused = false
     /// Between a request's head and its end: silence here is a slow client, not an idle connection.
     private var inRequest = false
     /// Between a request's head and its response's end: the daemon is working, the client may be silent.
     private var awaitingResponse = false
+    /// The response's head is written: its route has finished (and written its audit result).
+    private var responseStarted = false
     /// The uid whose place this connection holds, once the kernel has said who the peer is.
     private var user: UInt32?
+    /// The peer's uid, once known (counted or not).
+    private var peer: UInt32?
     private var overUserLimit = false
     private var roleless = false
     /// When the current request's head arrived, and the bytes of its body so far.
@@ -87,11 +93,15 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var received = 0
     private var deadline: Scheduled<Void>?
 
-    init(limiter: ConnectionLimiter, identities: ConnectionIdentities, readTimeout: TimeAmount, hasRole: @escaping @Sendable (PeerIdentity) -> Bool) {
+    init(
+        limiter: ConnectionLimiter, identities: ConnectionIdentities, readTimeout: TimeAmount,
+        hasRole: @escaping @Sendable (PeerIdentity) -> Bool, onRefusal: @escaping @Sendable (UInt32?, Int, String) -> Void
+    ) {
         self.limiter = limiter
         self.identities = identities
         self.readTimeout = readTimeout
         self.hasRole = hasRole
+        self.onRefusal = onRefusal
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -107,6 +117,7 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// On the event loop, once SO_PEERCRED is read: the connection counts against its uid's places.
     private func identified(_ identity: PeerIdentity) {
         guard self.admitted, self.user == nil else { return }
+        self.peer = identity.uid
         if self.limiter.acquire(user: identity.uid) {
             self.user = identity.uid
         } else {
@@ -142,6 +153,7 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .head:
             self.inRequest = true
             self.awaitingResponse = true
+            self.responseStarted = false
             self.requestStart = .now()
             self.received = 0
             self.schedule(context, at: self.requestStart + self.readTimeout)
@@ -211,6 +223,7 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
             promise?.fail(ChannelError.ioOnClosedChannel)
             return
         }
+        if case .head = self.unwrapOutboundIn(data) { self.responseStarted = true }
         switch self.unwrapOutboundIn(data) {
         case .head(var head) where self.roleless:
             // A peer with no role gets its answer, and no further use of the connection.
@@ -247,11 +260,17 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
-    /// Answers with a problem and closes the connection; once per connection.
+    /// Answers with a problem and closes the connection; once per connection. The refusal is audited: as
+    /// the result of the request a route was reading (a 408 mid-request), or as a `refused` entry.
     private func refuse(
         _ context: ChannelHandlerContext, status: HTTPResponse.Status, code: String, detail: String, retryAfter: Bool = false
     ) {
         guard !self.refused else { return }
+        if self.awaitingResponse, !self.responseStarted {
+            self.identities.markTimedOut(context.channel)
+        } else {
+            self.onRefusal(self.peer, Int(status.code), code)
+        }
         let body = ByteBuffer(
             string: #"{"detail":"\#(detail)","status":\#(status.code),"title":"\#(status.reasonPhrase)","type":"urn:casevault:problem:\#(code)"}"#
         )

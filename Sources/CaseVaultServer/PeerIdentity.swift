@@ -64,6 +64,18 @@ struct PeerIdentityUnavailable: Error {}
 /// an entry never outlives its channel, so a later channel at the same address can never inherit it.
 final class ConnectionIdentities: Sendable {
     private let identities = Mutex<[ObjectIdentifier: PeerIdentity]>([:])
+    /// Connections whose request the connection handler answered 408 while a route was reading it.
+    private let timedOutChannels = Mutex<Set<ObjectIdentifier>>([])
+
+    func markTimedOut(_ channel: any Channel) {
+        _ = self.timedOutChannels.withLock { $0.insert(ObjectIdentifier(channel)) }
+    }
+
+    /// Whether the connection's request was answered 408 mid-route; the mark is taken (the route's result
+    /// is the one entry that records it), so it never outlives the request.
+    func takeTimedOut(_ channel: any Channel) -> Bool {
+        self.timedOutChannels.withLock { $0.remove(ObjectIdentifier(channel)) != nil }
+    }
 
     @discardableResult
     func remember(_ channel: any Channel) -> EventLoopFuture<PeerIdentity>? {

@@ -340,4 +340,32 @@ struct AuditOverSocketTests {
         #expect(report["ok"] as? Bool == true && (report["anchor"] as? Int ?? 0) > 0, "\(report)")
         #expect(daemon.stop() == 0)
     }
+
+    @Test("a peer with no role cannot flood the log: past its budget its requests are answered and counted, then summarised")
+    func rolelessPeersAreRateLimited() throws {
+        let daemon = try DaemonProcess(roles: Self.roles)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let count = 60
+        let urls = (0..<count).map { _ in "http://casevault/v1/whoami" }
+        let (status, _) = try Peer(uid: 4999).run("/usr/bin/curl", ["-s", "-o", "/dev/null", "--unix-socket", daemon.socket] + urls)
+        #expect(status == 0)
+        usleep(1_200_000)
+        // Anyone's next entry a second later brings the summary with it.
+        try daemon.call("GET", "/v1/whoami", as: Self.director, expect: 200)
+        #expect(daemon.stop() == 0)
+        let entries = Self.entries(daemon).filter { $0["uid"] as? Int == 4999 }
+        let written = entries.filter { $0["kind"] as? String == "request" }.count
+        let suppressed = entries.compactMap { $0["suppressed"] as? Int }.reduce(0, +)
+        #expect(written + suppressed == count, "\(written) written, \(suppressed) counted")
+        #expect(written <= 30 && suppressed > 0, "\(written) written, \(suppressed) counted")
+        let report = AuditVerifierReport.offline(daemon)
+        #expect(report.contains("intact"), "\(report)")
+    }
+}
+
+enum AuditVerifierReport {
+    /// `casevaultctl audit verify --offline` on the daemon's data, with its root key.
+    static func offline(_ daemon: DaemonProcess) -> String {
+        (try? CLITests.ctl(["audit", "verify", "--offline", "--config", daemon.root + "/casevault.toml"], as: .root).1) ?? ""
+    }
 }

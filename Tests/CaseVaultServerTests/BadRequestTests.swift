@@ -115,6 +115,14 @@ struct BadRequestTests {
         #expect(reply.contains("urn:casevault:problem:overloaded"))
         _ = holders
         #expect(daemon.stop() == 0)
+        // Each refusal left one truthful entry: the 431 and the 503 as refusals before any route, the 408 as
+        // the result of the request its route was reading (not the 400 the broken body would have made).
+        let entries = AuditOverSocketTests.entries(daemon)
+        let refusals = entries.filter { $0["kind"] as? String == "refused" }.compactMap { $0["status"] as? Int }
+        #expect(refusals.contains(431) && refusals.contains(503), "\(refusals)")
+        let results = entries.filter { $0["kind"] as? String == "result" }
+        #expect(results.contains { $0["status"] as? Int == 408 && $0["problem"] as? String == "request-timeout" }, "\(results)")
+        #expect(!results.contains { $0["status"] as? Int == 400 }, "\(results)")
     }
 
     /// Starts `casevault-torture trickle` as `peer` against `daemon`; its output goes to a file read later.
