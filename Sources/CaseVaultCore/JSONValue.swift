@@ -129,57 +129,7 @@ extension JSONValue {
     /// is absent. `document` must already have parsed as a JSON object: this only finds the value's span,
     /// so that content can be stored as the client wrote it without being serialized again.
     public static func rawMember(_ key: String, of document: [UInt8]) -> ArraySlice<UInt8>? {
-        let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
-        let wanted = Array(key.utf8)
-        var index = 0
-        func skipSpace() {
-            while index < document.count, [0x20, 0x09, 0x0a, 0x0d].contains(document[index]) { index += 1 }
-        }
-        /// Skips a string starting at its opening quote; returns its raw bytes (escapes left as they are).
-        func skipString() -> ArraySlice<UInt8> {
-            let start = index + 1
-            index += 1
-            while index < document.count, document[index] != quote {
-                index += document[index] == backslash ? 2 : 1
-            }
-            index += 1
-            return document[start..<min(index - 1, document.count)]
-        }
-        func skipValue() {
-            var depth = 0
-            repeat {
-                guard index < document.count else { return }
-                switch document[index] {
-                case quote: _ = skipString(); continue
-                case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
-                case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
-                case UInt8(ascii: ","): if depth == 0 { return }
-                default: break
-                }
-                index += 1
-            } while depth > 0 || (index < document.count && ![UInt8(ascii: ","), UInt8(ascii: "}")].contains(document[index]))
-        }
-        skipSpace()
-        guard index < document.count, document[index] == UInt8(ascii: "{") else { return nil }
-        index += 1
-        while true {
-            skipSpace()
-            guard index < document.count, document[index] == quote else { return nil }
-            let name = skipString()
-            skipSpace()
-            guard index < document.count, document[index] == UInt8(ascii: ":") else { return nil }
-            index += 1
-            skipSpace()
-            let start = index
-            skipValue()
-            var end = index
-            while end > start, [0x20, 0x09, 0x0a, 0x0d].contains(document[end - 1]) { end -= 1 }
-            // A key written with escapes is never taken for `key`: the caller then falls back to encoding.
-            if Array(name) == wanted { return document[start..<end] }
-            skipSpace()
-            guard index < document.count, document[index] == UInt8(ascii: ",") else { return nil }
-            index += 1
-        }
+        Self.span(of: key, in: document).map { document[$0] }
     }
 
     /// The member `key` as a string, or `nil`.

@@ -123,6 +123,7 @@ public protocol CryptoBytes {
 }
 
 extension Array: CryptoBytes where Element == UInt8 {}
+extension SecureBytes: CryptoBytes {}
 extension ArraySlice: CryptoBytes where Element == UInt8 {}
 extension UnsafeRawBufferPointer: CryptoBytes {
     public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {

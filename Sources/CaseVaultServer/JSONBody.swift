@@ -1,4 +1,5 @@
 internal import CaseVaultCore
+internal import CaseVaultCrypto
 internal import Foundation
 internal import Hummingbird
 internal import NIOCore
@@ -46,6 +47,70 @@ extension Request {
             throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
         }
         return document
+    }
+
+    /// A secret member of a JSON body, taken out into locked memory.
+    enum Secret {
+        case absent
+        /// Present but not a string (or an empty one).
+        case notString
+        case value(SecureBytes)
+    }
+
+    /// The body as a JSON object (within the limits, as `jsonObject`), with the string member `name` taken
+    /// out into locked memory before anything else reads it: the received bytes are copied into
+    /// `sodium_malloc`'d memory and zeroed, the member's value is decoded from there into a `SecureBytes`,
+    /// and the document returned holds `null` in its place. So the secret never lies in a Swift string or
+    /// an array that is freed without being zeroed. (NIO's own receive buffers are outside this reach.)
+    func jsonObject(_ limits: ServerConfiguration, secret name: String) async throws -> (JSONValue, Secret) {
+        guard let type = self.headers[.contentType], Self.isJSON(type) else {
+            throw CaseVaultError(.unsupportedMediaType, "send the body as JSON with the header Content-Type: application/json")
+        }
+        if let length = self.headers[.contentLength].flatMap(Int.init), length > limits.maxBodyBytes {
+            throw Self.tooLarge(limits)
+        }
+        var buffer: ByteBuffer
+        do {
+            buffer = try await self.body.collect(upTo: limits.maxBodyBytes)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw Self.tooLarge(limits)
+        }
+        guard buffer.readableBytes > 0 else {
+            throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
+        }
+        let raw: SecureBytes
+        do {
+            raw = try buffer.withUnsafeReadableBytes { bytes in try SecureBytes(copying: bytes) }
+        } catch {
+            throw CaseVaultError(.keyUnavailable, "locked memory for the request could not be allocated")
+        }
+        buffer.withUnsafeMutableReadableBytes { bytes in
+            if let base = bytes.baseAddress { memset(base, 0, bytes.count) }
+        }
+        return try raw.withUnsafeBytes { bytes throws -> (JSONValue, Secret) in
+            guard !JSONValue.nestsDeeper(than: limits.maxJSONDepth, bytes) else {
+                throw CaseVaultError(.nestingTooDeep, "the body nests arrays and objects deeper than the limit of \(limits.maxJSONDepth)")
+            }
+            // Parsed once with the secret's value cut out, so that no copy of it is made.
+            guard let range = JSONValue.memberRange(of: name, in: bytes) else {
+                guard let document = JSONValue.parse(Array(bytes)), case .object = document else {
+                    throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
+                }
+                return (document, .absent)
+            }
+            let redacted = Array(bytes[..<range.lowerBound]) + Array("null".utf8) + Array(bytes[range.upperBound...])
+            guard let document = JSONValue.parse(redacted), case .object = document else {
+                throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
+            }
+            let literal = UnsafeRawBufferPointer(rebasing: bytes[range])
+            guard let length = JSONValue.decodeString(literal, into: nil), length > 0 else { return (document, .notString) }
+            do {
+                let secret = try SecureBytes(count: length) { output in _ = JSONValue.decodeString(literal, into: output) }
+                return (document, .value(secret))
+            } catch {
+                throw CaseVaultError(.keyUnavailable, "locked memory for the secret could not be allocated")
+            }
+        }
     }
 
     /// The body as a JSON object, where no body at all (no Content-Type, no length) counts as `{}`: for

@@ -1,12 +1,13 @@
 internal import CaseVaultAudit
 internal import CaseVaultCore
+internal import CaseVaultCrypto
 internal import CaseVaultStore
 internal import Foundation
 internal import Hummingbird
 
 /// Key custody over the socket (operator): init, unseal (passphrase or one recovery share at a time) and
-/// seal. The passphrase reaches the store's `VaultKeeper` and goes no further; the request's bytes are
-/// overwritten once it has been used (Swift's own copies of the string cannot be, and are freed).
+/// seal. The passphrase is taken from the body into locked memory (`Request.jsonObject(_:secret:)`),
+/// reaches the store's `VaultKeeper` as `SecureBytes` and goes no further.
 extension Routes {
     static let minimumPassphraseCharacters = 12
 
@@ -19,19 +20,15 @@ extension Routes {
 
     func initialise(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorize(.initialise)
-        var raw: [UInt8] = []
-        let body = try await request.jsonObject(self.configuration, raw: &raw)
-        defer { wipe(&raw) }
+        let (body, secret) = try await request.jsonObject(self.configuration, secret: "passphrase")
         try body.onlyFields(["passphrase", "shares", "threshold"])
-        var passphrase = try Self.passphrase(body)
-        defer { wipe(&passphrase) }
+        let passphrase = try Self.passphrase(secret)
         let shares = try Self.count(body, "shares", default: 0)
         let threshold = try Self.count(body, "threshold", default: shares == 0 ? 0 : min(shares, 3))
         let keeper = self.keeper
-        let secret = passphrase
         // The keeper hands the store to the audit log (`VaultKeeper.admit`) before anyone else gets it.
         let (_, encoded) = try await self.pool.run {
-            try keeper.initialise(passphrase: secret, shares: shares, threshold: threshold)
+            try keeper.initialise(passphrase: passphrase, shares: shares, threshold: threshold)
         }
         return try JSONResponse.make(
             Initialised(sealed: false, shares: encoded, threshold: shares == 0 ? nil : threshold), status: .created
@@ -47,18 +44,14 @@ extension Routes {
 
     func unseal(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorize(.unseal)
-        var raw: [UInt8] = []
-        let body = try await request.jsonObject(self.configuration, raw: &raw)
-        defer { wipe(&raw) }
+        let (body, secret) = try await request.jsonObject(self.configuration, secret: "passphrase")
         try body.onlyFields(["passphrase", "share"])
         let keeper = self.keeper
         let progress: VaultKeeper.Progress
         switch (body["passphrase"], body["share"]) {
         case (.some, nil):
-            var passphrase = try Self.passphrase(body)
-            defer { wipe(&passphrase) }
-            let secret = passphrase
-            progress = .unsealed(try await self.pool.run { try keeper.unseal(passphrase: secret) })
+            let passphrase = try Self.passphrase(secret)
+            progress = .unsealed(try await self.pool.run { try keeper.unseal(passphrase: passphrase) })
         case (nil, .some(.string(let share))):
             progress = try await self.pool.run { try keeper.unseal(share: share) }
         case (nil, .some):
@@ -113,17 +106,23 @@ extension Routes {
         )
     }
 
-    /// The passphrase member: a string of at least `minimumPassphraseCharacters` characters.
-    static func passphrase(_ body: JSONValue) throws(CaseVaultError) -> [UInt8] {
-        guard case .string(let text) = body["passphrase"] else {
+    /// The passphrase member, in locked memory: a string of at least `minimumPassphraseCharacters`
+    /// characters and at most 1024 bytes.
+    static func passphrase(_ secret: Request.Secret) throws(CaseVaultError) -> SecureBytes {
+        switch secret {
+        case .absent:
             throw CaseVaultError(.missingField, "passphrase is required (a string)", field: "passphrase")
+        case .notString:
+            throw CaseVaultError(.invalidField, "passphrase must be a string", field: "passphrase")
+        case .value(let bytes):
+            let (characters, count) = bytes.withUnsafeBytes { bytes in (bytes.filter { $0 & 0xC0 != 0x80 }.count, bytes.count) }
+            guard characters >= Self.minimumPassphraseCharacters, count <= 1024 else {
+                throw CaseVaultError(
+                    .invalidField, "the passphrase must have \(Self.minimumPassphraseCharacters) to 1024 characters", field: "passphrase"
+                )
+            }
+            return bytes
         }
-        guard text.count >= Self.minimumPassphraseCharacters, text.utf8.count <= 1024 else {
-            throw CaseVaultError(
-                .invalidField, "the passphrase must have \(Self.minimumPassphraseCharacters) to 1024 characters", field: "passphrase"
-            )
-        }
-        return Array(text.utf8)
     }
 
     static func count(_ body: JSONValue, _ field: String, default value: Int) throws(CaseVaultError) -> Int {

@@ -120,7 +120,7 @@ public final class VaultKeeper: Sendable {
     /// Makes the root key, wraps it under `passphrase`, splits it into `shares` recovery shares of which
     /// `threshold` recover it (none when `shares` is 0), and opens the store. The shares are returned once
     /// and kept nowhere.
-    public func initialise(passphrase: [UInt8], shares: Int, threshold: Int) throws(CaseVaultError) -> (RecordStore, [String]) {
+    public func initialise(passphrase: some CryptoBytes, shares: Int, threshold: Int) throws(CaseVaultError) -> (RecordStore, [String]) {
         guard case .passphrase(let path, let limits) = self.source else {
             throw CaseVaultError(.wrongKeySource, "init needs keys.source = \"passphrase\"; this daemon's root key comes from a file or credential")
         }
@@ -159,7 +159,7 @@ public final class VaultKeeper: Sendable {
 
     /// Opens the store with the passphrase. Refused (`unseal-refused`, after Argon2id) when it does not
     /// open the wrapped key; throttled after refusals.
-    public func unseal(passphrase: [UInt8]) throws(CaseVaultError) -> RecordStore {
+    public func unseal(passphrase: some CryptoBytes) throws(CaseVaultError) -> RecordStore {
         let path = try self.wrappedKeyPath()
         try self.beginAttempt()
         defer { self.endAttempt() }

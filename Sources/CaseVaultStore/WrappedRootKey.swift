@@ -23,7 +23,7 @@ public enum WrappedRootKey {
 
     /// Makes a new random root key, writes it wrapped under `passphrase` at `path` (never over an existing
     /// file) and returns it.
-    public static func create(path: String, passphrase: [UInt8], limits: PasswordHash.Limits) throws(CaseVaultError) -> SecureBytes {
+    public static func create(path: String, passphrase: some CryptoBytes, limits: PasswordHash.Limits) throws(CaseVaultError) -> SecureBytes {
         guard !Self.exists(path: path) else {
             throw CaseVaultError(.alreadyInitialised, "the vault is already initialised: a wrapped root key exists; unseal it instead")
         }
@@ -45,7 +45,7 @@ public enum WrappedRootKey {
 
     /// The root key in `path`, opened with `passphrase`. A wrong passphrase (or a changed file) throws
     /// `unseal-refused`, saying nothing more.
-    public static func open(path: String, passphrase: [UInt8]) throws(CaseVaultError) -> SecureBytes {
+    public static func open(path: String, passphrase: some CryptoBytes) throws(CaseVaultError) -> SecureBytes {
         try DataDirectory.checkPrivateFile(path)
         let bytes = try PosixFile(path: path, flags: O_RDONLY).readAll()
         guard bytes.count == Self.fileSize, Array(bytes[0..<6]) == Self.magic else {
@@ -75,7 +75,7 @@ public enum WrappedRootKey {
         CaseVaultError(.unsealRefused, "the passphrase does not open the root key")
     }
 
-    private static func derive(passphrase: [UInt8], salt: [UInt8], limits: PasswordHash.Limits) throws(CaseVaultError) -> SecureBytes {
+    private static func derive(passphrase: some CryptoBytes, salt: [UInt8], limits: PasswordHash.Limits) throws(CaseVaultError) -> SecureBytes {
         do {
             return try PasswordHash.deriveKey(passphrase: passphrase, salt: salt, limits: limits)
         } catch {

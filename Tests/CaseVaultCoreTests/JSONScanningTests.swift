@@ -59,4 +59,32 @@ struct JSONScanningTests {
         #expect(!deeper("[[[]]]", 3))
         #expect(!deeper(#"{"a":"[[[[[[\"[["}"#, 1))
     }
+
+    @Test("decodeString decodes every escape to the bytes a full parse gives, and refuses malformed strings")
+    func decodeStringAgreesWithParse() throws {
+        let good = [
+            #""correct horse battery""#, #""tab\there \"quoted\" back\\slash \/""#, #""caf\u00e9 \u20ac \ud83d\ude00 é""#,
+            #""\b\f\n\r\t""#, #""""#,
+        ]
+        for literal in good {
+            let bytes = Array(literal.utf8)
+            guard case .string(let parsed) = JSONValue.parse(Array("{\"p\":\(literal)}".utf8))?["p"] ?? .null else {
+                Issue.record("\(literal) does not parse")
+                continue
+            }
+            let decoded = bytes.withUnsafeBytes { raw -> [UInt8]? in
+                guard let length = JSONValue.decodeString(raw, into: nil) else { return nil }
+                var output = [UInt8](repeating: 0, count: length)
+                output.withUnsafeMutableBytes { _ = JSONValue.decodeString(raw, into: $0) }
+                return output
+            }
+            #expect(decoded == Array(parsed.utf8), "\(literal)")
+        }
+        for bad in [#""unterminated"#, #""bad \q escape""#, #""lone \ud83d surrogate""#, "\"control \u{01}\"", #""short \u12""#, "plain"] {
+            #expect(Array(bad.utf8).withUnsafeBytes { JSONValue.decodeString($0, into: nil) } == nil, "\(bad)")
+        }
+        let document = Array(#"{"share": null, "passphrase" : "a \" b" ,"x":1}"#.utf8)
+        let range = document.withUnsafeBytes { JSONValue.memberRange(of: "passphrase", in: $0) }
+        #expect(range.map { String(decoding: document[$0], as: UTF8.self) } == #""a \" b""#)
+    }
 }

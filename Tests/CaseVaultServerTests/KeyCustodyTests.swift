@@ -209,6 +209,21 @@ struct KeyCustodyTests {
         #expect(received.isEmpty, "the stranger received \(received.count) bytes")
     }
 
+    @Test("a passphrase written with JSON escapes is the same passphrase: init with escapes, unseal with the plain characters")
+    func escapedPassphrase() throws {
+        let daemon = try DaemonProcess(roles: Self.roles, extra: Self.passphraseSource)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let escaped = #"{"passphrase": "caf\u00e9 \"horse\" \ud83d\ude00 battery\tstaple"}"#
+        try daemon.call("POST", "/v1/admin/init", body: escaped, expect: 201)
+        #expect(try Self.ctl(["seal"], daemon).0 == 0)
+        // Not a string, or too short: refused as before.
+        #expect(try daemon.call("POST", "/v1/admin/unseal", body: #"{"passphrase": 12}"#, expect: 400).problemType == "invalid-field")
+        #expect(try daemon.call("POST", "/v1/admin/unseal", body: #"{"passphrase": "caf\u00e9"}"#, expect: 400).problemType == "invalid-field")
+        let plain = try Self.ctl(["unseal", "--stdin"], daemon, input: "café \"horse\" 😀 battery\tstaple\n")
+        #expect(plain.0 == 0, "\(plain)")
+        #expect(daemon.stop() == 0)
+    }
+
     @Test("unsealed keys sit in locked memory in a process that cannot dump core; a fixed key source cannot be sealed")
     func lockedMemoryAndFixedSource() throws {
         let daemon = try DaemonProcess(roles: Self.roles, extra: Self.passphraseSource)
