@@ -45,6 +45,7 @@ bench: deps
 	$(SWIFT) build -c release
 	.build/release/casevault-bench
 	scripts/bench-socket.sh
+	scripts/bench-slow-peers.sh
 
 ## soak: the SIGKILL crash test with many more cycles than make test runs
 soak: deps
