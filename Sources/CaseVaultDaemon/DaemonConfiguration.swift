@@ -123,18 +123,22 @@ public struct DaemonConfiguration: Sendable, Equatable {
         }
     }
 
-    /// `[backup]`: backup keys and how long they live.
+    /// `[backup]`: backup keys and how long they live, and the shred ledger's copy.
     public struct Backup: Sendable, Equatable, Decodable {
         /// Where each backup's key is kept, sealed (default: `backup.keys` beside store.root_key_file).
         public var keyFile: String?
         /// Days a backup key is kept; older ones are destroyed at the next backup (default 35).
         public var retentionDays: Int?
+        /// The copy of the shred ledger outside the data directory, which a restore reads (default:
+        /// `shred.ledger` beside key_file).
+        public var ledgerFile: String?
 
         public init() {}
 
         enum CodingKeys: String, CodingKey {
             case keyFile = "key_file"
             case retentionDays = "retention_days"
+            case ledgerFile = "ledger_file"
         }
     }
 
@@ -273,6 +277,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
         if let file = self.backup.keyFile, file.isEmpty {
             throw CaseVaultError(.invalidConfiguration, "backup.key_file must not be empty", field: "backup.key_file")
         }
+        if let file = self.backup.ledgerFile, file.isEmpty {
+            throw CaseVaultError(.invalidConfiguration, "backup.ledger_file must not be empty", field: "backup.ledger_file")
+        }
         if let source = self.keys.source, !Keys.sources.contains(source) {
             throw CaseVaultError(.invalidConfiguration, "keys.source must be file, systemd-credential or passphrase", field: "keys.source")
         }
@@ -335,6 +342,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             configuration.keySource = .passphrase
         }
         configuration.sweepBatch = self.retention.sweepBatch ?? configuration.sweepBatch
+        configuration.shredLedgerCopy = URL(fileURLWithPath: self.shredLedgerFile(relativeTo: base))
         if let file = self.testing.clockFile {
             configuration.clock = Self.fileClock(URL(fileURLWithPath: file, relativeTo: base).standardizedFileURL.path)
         }
@@ -375,6 +383,15 @@ public struct DaemonConfiguration: Sendable, Equatable {
             return URL(fileURLWithPath: file, relativeTo: base).standardizedFileURL.path
         }
         return rootKey.deletingLastPathComponent().appendingPathComponent("backup.keys").path
+    }
+
+    /// The shred ledger's copy: `[backup] ledger_file`, or `shred.ledger` beside the backup key file.
+    public func shredLedgerFile(relativeTo base: URL) -> String {
+        if let file = self.backup.ledgerFile {
+            return URL(fileURLWithPath: file, relativeTo: base).standardizedFileURL.path
+        }
+        return URL(fileURLWithPath: self.backupKeyFile(relativeTo: base)).deletingLastPathComponent()
+            .appendingPathComponent("shred.ledger").path
     }
 
     /// Argon2id's cost for a new wrapped root key (`[keys]`), libsodium's "moderate" by default.

@@ -94,12 +94,26 @@ extension Routes {
     }
 
     struct Ledger: Encodable {
+        /// One shredded record. A case or type the ledger does not know (an entry a restore took from an
+        /// export without them) is left out.
         struct Entry: Encodable {
             var recordID: String
+            var caseID: String?
+            var type: String?
             var shreddedAt: String
+
+            init(_ entry: ShredLedgerEntry) {
+                self.recordID = entry.recordID.rawValue
+                self.caseID = entry.caseID?.rawValue
+                self.type = entry.type?.rawValue
+                // The index always holds a time.
+                self.shreddedAt = JSONResponse.time(entry.shreddedAt ?? 0)
+            }
 
             enum CodingKeys: String, CodingKey {
                 case recordID = "record_id"
+                case caseID = "case_id"
+                case type
                 case shreddedAt = "shredded_at"
             }
         }
@@ -107,12 +121,11 @@ extension Routes {
         var records: [Entry]
     }
 
-    /// The shred ledger (ids and times only), for `casevaultctl restore --ledger`.
+    /// The shred ledger (record ids, case ids, types and times: what the index holds in clear), for
+    /// `casevaultctl restore --ledger`.
     func ledger(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorize(.backup)
         let entries = try await self.run { store throws(CaseVaultError) in try store.shredLedger() }
-        return try JSONResponse.make(
-            Ledger(records: entries.map { Ledger.Entry(recordID: $0.id.rawValue, shreddedAt: JSONResponse.time($0.shreddedAt)) })
-        )
+        return try JSONResponse.make(Ledger(records: entries.map(Ledger.Entry.init)))
     }
 }

@@ -123,7 +123,7 @@ extension Routes {
 
     /// `POST /v1/admin/sweep` `{"dry_run"?, "limit"?}` (an empty body is `{}`): disposes every record
     /// whose retention has run out and that no hold covers, and reports counts by type; then destroys the
-    /// backup keys older than `[backup] retention_days`. Operator.
+    /// backup keys older than `[backup] retention_days` and rewrites the shred ledger's copy. Operator.
     func sweep(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let authority = try context.authority(.sweep)
         let body = try await request.optionalJSONObject(self.configuration)
@@ -141,6 +141,9 @@ extension Routes {
             let destroyed = try keys.map { keys throws(CaseVaultError) in
                 try store.destroyExpiredBackupKeys(keys, retentionDays: days, dryRun: dry)
             } ?? 0
+            if !dry {
+                try store.refreshShredLedgerCopy()
+            }
             return (report, destroyed)
         }
         return try JSONResponse.make(SweepBody(report, backupKeysDestroyed: destroyed))

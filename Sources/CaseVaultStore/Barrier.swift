@@ -21,6 +21,7 @@ final class Barrier: Sendable {
     private static let auditContext: StaticString = "cv-audit"
     private static let backupContext: StaticString = "cv-bkup1"
     private static let auditChainContext: StaticString = "cv-auchn"
+    private static let ledgerContext: StaticString = "cv-ledg1"
 
     private let rootKey: SecureBytes
     private let keyEncryptionKeys = Mutex<[UInt32: SecureBytes]>([:])
@@ -36,6 +37,9 @@ final class Barrier: Sendable {
     private let backupWrappingKey: SecureBytes
     /// Keys the audit chain and its anchor in the index (keyed BLAKE2b; crypto_kdf from the root key).
     private let auditChainKey: SecureBytes
+    /// Authenticates each line of the shred ledger's copy outside the data directory (keyed BLAKE2b;
+    /// crypto_kdf from the root key).
+    private let ledgerKey: SecureBytes
 
     init(rootKey: SecureBytes) throws(CaseVaultError) {
         self.rootKey = rootKey
@@ -46,8 +50,11 @@ final class Barrier: Sendable {
             self.auditKey = try SigningKey(seed: try KeyDerivation.deriveKey(from: rootKey, context: Self.auditContext, id: 1))
             self.backupWrappingKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.backupContext, id: 1)
             self.auditChainKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.auditChainContext, id: 1)
+            self.ledgerKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.ledgerContext, id: 1)
         } catch {
-            throw CaseVaultError(.keyUnavailable, "the root key's subkeys (certificates, holds, audit, backups) could not be derived", cause: error)
+            throw CaseVaultError(
+                .keyUnavailable, "the root key's subkeys (certificates, holds, audit, backups, ledger) could not be derived", cause: error
+            )
         }
     }
 
@@ -73,6 +80,7 @@ final class Barrier: Sendable {
         self.auditKey.wipe()
         self.backupWrappingKey.wipe()
         self.auditChainKey.wipe()
+        self.ledgerKey.wipe()
         self.keyEncryptionKeys.withLock { keys in
             for key in keys.values { key.wipe() }
             keys.removeAll()
@@ -89,6 +97,11 @@ final class Barrier: Sendable {
             sign: { message in key.signature(for: message) },
             authenticate: { message in Hash.blake2b(message, key: chainKey, length: 32) }
         )
+    }
+
+    /// The MAC of one line of the shred ledger's copy (`ShredLedgerFile`): 16 bytes of keyed BLAKE2b.
+    func shredLedgerMAC(_ line: [UInt8]) -> [UInt8] {
+        Hash.blake2b(line, key: self.ledgerKey, length: 16)
     }
 
     // MARK: Backup keys

@@ -37,6 +37,11 @@ public struct RestoreSummary: Sendable, Equatable {
     public var attachments: Int
     /// Records the backup held that the ledger says were shredded since: shredded again here.
     public var reshredded: Int
+    /// Entries of the ledger that the restored vault's own ledger did not hold yet (records the backup did
+    /// not hold, or held and were shredded again here): entered there, so that this vault still knows them.
+    public var ledgerAdded: Int
+    /// How many entries the ledger copy gave, or `nil` when none was read.
+    public var copyEntries: Int?
 }
 
 enum BackupFormat {
@@ -57,8 +62,8 @@ extension RecordStore {
     }
 
     /// Writes a backup through `write` (called with each piece of the file, in order), while the store
-    /// serves. First destroys the backup keys older than `retentionDays`, then makes and keeps this
-    /// backup's key.
+    /// serves. First rewrites the shred ledger's copy (`refreshShredLedgerCopy`) and destroys the backup
+    /// keys older than `retentionDays`, then makes and keeps this backup's key.
     public func backup(
         id: String, keys: BackupKeyFile, retentionDays: Int, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void
     ) throws(CaseVaultError) -> BackupSummary {
@@ -72,6 +77,8 @@ extension RecordStore {
                 field: "backup.key_file"
             )
         }
+        // The ledger copy outside the data directory is brought up to date with each backup.
+        try self.refreshShredLedgerCopy()
         let now = self.now()
         let destroyed = try self.destroyExpiredBackupKeys(keys, retentionDays: retentionDays)
         let key = SecureBytes.random(count: AEAD.keyByteCount)
@@ -191,15 +198,20 @@ extension RecordStore {
 
     /// Restores the backup that `read` yields (up to n bytes per call; empty at the end) into
     /// `configuration.dataDirectory`, which must be missing or empty, with the vault's root key (from
-    /// `configuration`'s key source, or `passphrase`) and its backup key file. Then shreds again every
-    /// record in `ledger` (the live vault's shred ledger) that the backup still held. A damaged,
-    /// truncated or foreign file, or one whose key was destroyed, is refused and leaves nothing behind.
+    /// `configuration`'s key source, or `passphrase`) and its backup key file. Then re-applies the shred
+    /// ledger: the union of `ledger` and of `ledgerCopy` (the copy kept outside the data directory, whose
+    /// every line must check out under the root key). Every record it names that the backup held is
+    /// shredded again, and every entry goes into the restored vault's ledger, so that a later restore that
+    /// reads this vault's ledger shreds those records too. A damaged, truncated or foreign file, one whose
+    /// key was destroyed, or a ledger copy that is missing or does not check out, is refused and leaves
+    /// nothing behind. The ledger copy itself is only read.
     public static func restore(
         read: (Int) throws(CaseVaultError) -> [UInt8],
         into configuration: StoreConfiguration,
         passphrase: [UInt8]?,
         keys: BackupKeyFile,
-        ledger: [RecordID],
+        ledger: [ShredLedgerEntry],
+        ledgerCopy: ShredLedgerFile? = nil,
         logger: Logger
     ) throws(CaseVaultError) -> RestoreSummary {
         let target = configuration.dataDirectory.path
@@ -211,6 +223,13 @@ extension RecordStore {
         }
         let rootKey = try Self.rootKey(configuration, passphrase: passphrase)
         let barrier = try Barrier(rootKey: rootKey)
+        let copied = try ledgerCopy.map { copy throws(CaseVaultError) -> [ShredLedgerEntry] in
+            guard let held = try copy.entries(barrier: barrier) else {
+                throw CaseVaultError(.notFound, "no shred ledger copy at \(copy.path)")
+            }
+            return held
+        }
+        let shredded = ShredLedgerEntry.union([ledger, copied ?? []])
 
         func exactly(_ count: Int) throws(CaseVaultError) -> [UInt8] {
             var bytes: [UInt8] = []
@@ -325,25 +344,24 @@ extension RecordStore {
             try DataDirectory.flushDirectory(target)
 
             // Open it as the daemon would (recovery scrubs anything unreferenced), then re-apply the ledger.
+            // The ledger copy belongs to the vault that is serving until the restored one replaces it.
             var restored = configuration
             restored.keySource = .file
+            restored.shredLedgerCopy = nil
             let store = try RecordStore.open(restored, rootKey: rootKey, logger: logger)
             defer { store.close() }
             // The restored vault starts an audit log of its own (the backup carries none).
             try store.setAuditAnchor(.empty)
-            let present = try store.index.read { db in
-                try ledger.filter { id in try Index.row(db, id: id)?.state == .live }
-            }
-            if !present.isEmpty {
-                try store.asWriter { () throws(CaseVaultError) in
-                    let rows = try present.map { id throws(CaseVaultError) in try store.liveRow(id) }
-                    // A record shredded in the live vault is destroyed here too, whatever hold the backup knew.
-                    try store.runShred(rows, from: .mark, order: ShredOrder(method: .restoreLedger, authority: .daemon))
-                }
-            }
-            logger.notice("backup restored", metadata: ["records.count": "\(records)", "records.reshredded": "\(present.count)"])
+            let applied = try store.reapplyLedger(shredded)
+            logger.notice(
+                "backup restored",
+                metadata: [
+                    "records.count": "\(records)", "records.reshredded": "\(applied.reshredded)", "ledger.added": "\(applied.added)",
+                ]
+            )
             return RestoreSummary(
-                backupID: Hex.encode(idBytes), createdAt: createdAt, records: records, attachments: attachments, reshredded: present.count
+                backupID: Hex.encode(idBytes), createdAt: createdAt, records: records, attachments: attachments,
+                reshredded: applied.reshredded, ledgerAdded: applied.added, copyEntries: copied?.count
             )
         } catch let error as CaseVaultError {
             // Nothing of a refused restore stays behind.
@@ -402,35 +420,5 @@ extension RecordStore {
 
     static func damagedBackup(_ why: String) -> CaseVaultError {
         CaseVaultError(.integrityFailure, "the backup is damaged or was tampered with (\(why)); nothing was restored")
-    }
-
-    /// The live vault's shred ledger: every shredded record's id, oldest first.
-    public func shredLedger() throws(CaseVaultError) -> [(id: RecordID, shreddedAt: Int64)] {
-        try self.index.read { db in
-            try Row.fetchAll(db, sql: "SELECT record_id, shredded_at FROM shred_ledger ORDER BY shredded_at, record_id").map { row in
-                (try RecordID(row["record_id"] as String), row["shredded_at"] as Int64)
-            }
-        }
-    }
-
-    /// The shred ledger of the vault in `dataDirectory`, read without opening the store (read-only): what
-    /// `casevaultctl restore --live-data` re-applies.
-    public static func shredLedger(ofDataDirectory dataDirectory: String) throws(CaseVaultError) -> [RecordID] {
-        let path = dataDirectory + "/index.sqlite"
-        guard DataDirectory.exists(path) else {
-            throw CaseVaultError(.notFound, "no vault index at \(path)")
-        }
-        do {
-            var configuration = GRDB.Configuration()
-            configuration.readonly = true
-            let index = try DatabaseQueue(path: path, configuration: configuration)
-            return try index.read { db in
-                try String.fetchAll(db, sql: "SELECT record_id FROM shred_ledger ORDER BY record_id").map { try RecordID($0) }
-            }
-        } catch let error as CaseVaultError {
-            throw error
-        } catch {
-            throw CaseVaultError(.storageFailure, "the live vault's shred ledger could not be read: \(error)")
-        }
     }
 }

@@ -93,6 +93,8 @@ extension RecordStore {
                 self.writer.withLock { state in
                     state.slots.free.append(contentsOf: rows.map(\.slot))
                 }
+                // Before the shred returns, so that an acknowledged shred survives the loss of the data directory.
+                self.appendToShredLedgerCopy(rows, shreddedAt: shreddedAt)
                 // The rows are gone from the database's pages; their images in the WAL go too. The shred is
                 // done either way: a WAL left behind is truncated by the next shred, close or open.
                 do {

@@ -114,6 +114,7 @@ public final class RecordStore: Sendable {
             logger: logger
         )
         try store.recover()
+        store.catchUpShredLedgerCopy()
         return store
     }
 

@@ -13,6 +13,9 @@ public struct StoreConfiguration: Sendable {
     public var rootKeyFile: URL
     /// Where the root key comes from: `rootKeyFile` (created on first open), or a systemd credential.
     public var keySource: KeySource
+    /// The copy of the shred ledger kept outside the data directory (`ShredLedgerFile`), or `nil` for none:
+    /// appended to at each shred, rewritten at open and at each backup.
+    public var shredLedgerCopy: URL?
     /// The largest record content accepted, in bytes.
     public var maxContentBytes: Int
     /// The most puts one flush may carry (group commit).
@@ -44,6 +47,7 @@ public struct StoreConfiguration: Sendable {
         self.maxSegmentBytes = maxSegmentBytes
         self.crashPointObserver = nil
         self.keySource = .file
+        self.shredLedgerCopy = nil
         self.clock = Self.systemClock
         self.retention = .standard
         self.sweepBatch = Self.defaultSweepBatch

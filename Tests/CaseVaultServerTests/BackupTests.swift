@@ -54,8 +54,8 @@ struct BackupTests {
         let ledger = daemon.root + "/ledger.json"
         #expect(try CLITests.ctl(["ledger", "--out", ledger, "--socket", daemon.socket], as: .root).0 == 0)
 
-        // A restore must say which ledger it re-applies.
-        #expect(try Self.restore(daemon.root, ["--in", first, "--data-dir", daemon.root + "/none"]).0 == 64)
+        // --without-ledger re-applies no ledger at all: it goes with no other ledger option.
+        #expect(try Self.restore(daemon.root, ["--in", first, "--data-dir", daemon.root + "/none", "--without-ledger", "--ledger", ledger]).0 == 64)
         let restoredData = daemon.root + "/restored/data"
         let restored = try Self.restore(daemon.root, ["--in", first, "--data-dir", restoredData, "--ledger", ledger])
         #expect(restored.0 == 0 && restored.1.contains("shredded again  1"), "\(restored)")
@@ -106,6 +106,50 @@ struct BackupTests {
         #expect(gone.0 == 1 && gone.2.contains("destroyed by the backup retention"), "\(gone)")
         #expect(!FileManager.default.fileExists(atPath: daemon.root + "/gone"))
         #expect(try Self.restore(daemon.root, ["--in", later, "--data-dir", daemon.root + "/later", "--live-data", daemon.root + "/data"]).0 == 0)
+    }
+
+    @Test("the data directory lost: restore with no ledger option reads the copy beside the backup keys and the record shredded after the backup stays shredded; with no copy it asks for a ledger (66)")
+    func restoreFromLedgerCopy() throws {
+        let daemon = try DaemonProcess(roles: Self.roles)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let caseID = try LifecycleOverSocketTests.agreedCase(daemon)
+        let intake = try daemon.file(caseID, Bodies.intake, as: Self.director).string("record_id")
+        let doomed = try daemon.file(caseID, Bodies.intake, as: Self.director).string("record_id")
+        let intakeBody = try daemon.call("GET", "/v1/records/\(intake)", as: Self.director, expect: 200).body
+        let file = daemon.root + "/vault.cvbackup"
+        #expect(try CLITests.ctl(["backup", "--out", file, "--socket", daemon.socket], as: .root).0 == 0)
+        // Shredded after the last backup, with no backup or sweep since: the shred itself wrote the copy.
+        try daemon.call("DELETE", "/v1/records/\(doomed)", as: Self.director, body: #"{"reason": "filed_in_error"}"#, expect: 200)
+        _ = daemon.stop()
+        // The disk that held the data directory is gone; the keys, kept apart, are not.
+        try FileManager.default.removeItem(atPath: daemon.root + "/data")
+        let copy = daemon.root + "/keys/shred.ledger"
+        let text = try String(contentsOfFile: copy, encoding: .utf8)
+        #expect(text.contains(doomed) && !text.contains(intake) && !text.contains(LeakCheck.marker), "\(text)")
+
+        // No copy and no other ledger: refused before anything is written, saying how to go on.
+        try FileManager.default.moveItem(atPath: copy, toPath: copy + ".aside")
+        let missing = try Self.restore(daemon.root, ["--in", file, "--data-dir", daemon.root + "/none"])
+        #expect(missing.0 == 66 && missing.2.contains("--without-ledger"), "\(missing)")
+        #expect(!FileManager.default.fileExists(atPath: daemon.root + "/none"))
+        try FileManager.default.moveItem(atPath: copy + ".aside", toPath: copy)
+
+        let restoredData = daemon.root + "/restored/data"
+        let restored = try Self.restore(daemon.root, ["--in", file, "--data-dir", restoredData])
+        #expect(restored.0 == 0 && restored.1.contains("shredded again  1") && restored.1.contains("(entries: 1)"), "\(restored)")
+
+        // A daemon on the restored data, with the same keys.
+        let second = DaemonProcess.temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: second) }
+        let configuration = try String(contentsOfFile: daemon.root + "/casevault.toml", encoding: .utf8)
+            .replacingOccurrences(of: "data_directory = \"\(daemon.root)/data\"", with: "data_directory = \"\(restoredData)\"")
+            .replacingOccurrences(of: "socket_path = \"\(daemon.socket)\"", with: "socket_path = \"\(second)/run/casevault.sock\"")
+        try configuration.write(toFile: second + "/casevault.toml", atomically: true, encoding: .utf8)
+        let copyDaemon = try DaemonProcess(roles: Self.roles, root: second, configurationFile: second + "/casevault.toml")
+        #expect(copyDaemon.waitUntilServing(), "\(copyDaemon.log)")
+        #expect(try copyDaemon.call("GET", "/v1/records/\(doomed)", as: Self.director, expect: 410).problemType == "shredded")
+        #expect(try copyDaemon.call("GET", "/v1/records/\(intake)", as: Self.director, expect: 200).body == intakeBody)
+        _ = copyDaemon.stop()
     }
 
     @Test("a passphrase vault restores with its passphrase (a wrong one is refused) and unseals on the restored data")

@@ -1,0 +1,141 @@
+public import CaseVaultCore
+internal import GRDB
+internal import Logging
+
+/// The shred ledger (`shred_ledger` in the index): every record shredded in this vault, and every record a
+/// restore was told was shredded elsewhere. A restore re-applies it; its copy outside the data directory
+/// (`ShredLedgerFile`) survives the loss of the data directory.
+extension RecordStore {
+    /// The shred ledger: every shredded record with its case, type and time, oldest first.
+    public func shredLedger() throws(CaseVaultError) -> [ShredLedgerEntry] {
+        try self.index.read { db in try Self.ledgerEntries(db) }
+    }
+
+    /// The shred ledger of the vault in `dataDirectory`, read without opening the store (read-only): what
+    /// `casevaultctl restore --live-data` re-applies.
+    public static func shredLedger(ofDataDirectory dataDirectory: String) throws(CaseVaultError) -> [ShredLedgerEntry] {
+        let path = dataDirectory + "/index.sqlite"
+        guard DataDirectory.exists(path) else {
+            throw CaseVaultError(.notFound, "no vault index at \(path)")
+        }
+        do {
+            var configuration = GRDB.Configuration()
+            configuration.readonly = true
+            let index = try DatabaseQueue(path: path, configuration: configuration)
+            return try index.read { db in try Self.ledgerEntries(db) }
+        } catch let error as CaseVaultError {
+            throw error
+        } catch {
+            throw CaseVaultError(.storageFailure, "the live vault's shred ledger could not be read: \(error)")
+        }
+    }
+
+    /// Every row of `shred_ledger`, oldest first.
+    static func ledgerEntries(_ db: Database) throws -> [ShredLedgerEntry] {
+        let sql = "SELECT record_id, case_id, type, shredded_at FROM shred_ledger ORDER BY shredded_at, record_id"
+        return try GRDB.Row.fetchAll(db, sql: sql)
+            .map { row in
+                try ShredLedgerEntry(
+                    recordID: row[0] as String, caseID: row[1] as String, type: row[2] as String, shreddedAt: row[3] as Int64
+                )
+            }
+    }
+
+    /// Re-applies `ledger` to a vault just restored, as the only writer: shreds again every record it names
+    /// that the backup held (method `restore_ledger`, whatever hold the backup knew), then enters every
+    /// entry in this vault's ledger (`-` for a case or type the source did not give, the restore's time for
+    /// a time it did not give). Without the second step a record shredded elsewhere and absent from this
+    /// backup would be unknown here, and a later restore of an older backup that holds it, reading this
+    /// vault's ledger, would bring it back. Returns how many records were shredded again and how many
+    /// entries the ledger gained.
+    func reapplyLedger(_ ledger: [ShredLedgerEntry]) throws(CaseVaultError) -> (reshredded: Int, added: Int) {
+        guard !ledger.isEmpty else { return (0, 0) }
+        return try self.asWriter { () throws(CaseVaultError) -> (reshredded: Int, added: Int) in
+            let rows = try self.index.read { db in
+                try Index.rows(db, ids: ledger.map(\.recordID.rawValue)).values.filter { $0.state == .live }
+            }.sorted { $0.metadata.id < $1.metadata.id }
+            let before = try self.index.read { db in
+                try Int.fetchOne(db, sql: "SELECT count(*) FROM shred_ledger") ?? 0
+            }
+            try self.runShred(rows, from: .mark, order: ShredOrder(method: .restoreLedger, authority: .daemon))
+            let now = self.now()
+            let after = try self.index.write { db in
+                let insert = try db.cachedStatement(
+                    sql: "INSERT OR IGNORE INTO shred_ledger (record_id, case_id, type, shredded_at) VALUES (?, ?, ?, ?)"
+                )
+                for entry in ledger {
+                    try insert.execute(
+                        arguments: [entry.recordID.rawValue, entry.caseText, entry.typeText, entry.shreddedAt ?? now]
+                    )
+                }
+                return try Int.fetchOne(db, sql: "SELECT count(*) FROM shred_ledger") ?? 0
+            }
+            return (rows.count, after - before)
+        }
+    }
+
+    // MARK: The copy outside the data directory
+
+    /// The ledger copy this store keeps (`StoreConfiguration.shredLedgerCopy`), or `nil` for none. A copy
+    /// inside the data directory is refused: it would be lost with the data it stands in for.
+    func shredLedgerCopy() throws(CaseVaultError) -> ShredLedgerFile? {
+        guard let url = self.configuration.shredLedgerCopy else { return nil }
+        guard RootKeyFile.isOutside(url.path, dataDirectory: self.directory.path) else {
+            throw CaseVaultError(
+                .invalidConfiguration,
+                "the shred ledger copy must live outside the data directory, which is what a restore replaces",
+                field: "backup.ledger_file"
+            )
+        }
+        return ShredLedgerFile(path: url.path)
+    }
+
+    /// Rewrites the ledger copy, if the store keeps one, as the union of the copy and the index's ledger:
+    /// at open, at each backup and at each sweep. Lines of the copy that do not check out under this
+    /// vault's root key are dropped, and said so in an error line of the log.
+    public func refreshShredLedgerCopy() throws(CaseVaultError) {
+        guard let copy = try self.shredLedgerCopy() else { return }
+        let dropped = try copy.rewrite(barrier: self.barrier) { () throws(CaseVaultError) in try self.shredLedger() }
+        if dropped > 0 {
+            self.logger.error(
+                "lines of the shred ledger copy did not check out (altered, or another vault's) and were dropped",
+                metadata: ["ledger.lines_dropped": "\(dropped)"]
+            )
+        }
+    }
+
+    /// At open: the ledger copy catches up with the index (after a restore, or after an append that
+    /// failed). A failure is logged as an error and the store opens all the same: a shred is no less done
+    /// without the copy, and backups and sweeps, which rewrite it, fail until it can be written.
+    func catchUpShredLedgerCopy() {
+        do throws(CaseVaultError) {
+            try self.refreshShredLedgerCopy()
+        } catch {
+            self.logger.error(
+                "the shred ledger copy could not be written",
+                metadata: ["error.code": "\(error.code.rawValue)", "error.detail": "\(error.message)"]
+            )
+        }
+    }
+
+    /// Adds records whose shred was just committed to the ledger copy, before the shred returns. A failure
+    /// cannot undo the shred: it is logged as an error, and the next open, backup or sweep adds the entries.
+    func appendToShredLedgerCopy(_ rows: [Index.Row], shreddedAt time: Int64) {
+        do throws(CaseVaultError) {
+            guard let copy = try self.shredLedgerCopy() else { return }
+            let entries = rows.map { row in
+                ShredLedgerEntry(
+                    recordID: row.metadata.id, caseID: row.metadata.caseID, type: row.metadata.type, shreddedAt: time
+                )
+            }
+            try copy.append(entries, barrier: self.barrier)
+        } catch {
+            self.logger.error(
+                "shredded records could not be added to the shred ledger copy; the next open, backup or sweep adds them",
+                metadata: [
+                    "records.count": "\(rows.count)", "error.code": "\(error.code.rawValue)", "error.detail": "\(error.message)",
+                ]
+            )
+        }
+    }
+}
