@@ -238,14 +238,19 @@ public enum AuditVerifier {
         // The file is zero-filled past its last entry (it grows in steps); the entries end before that.
         let end = log.lastIndex(where: { $0 != 0 }).map { $0 + 1 } ?? 0
 
-        func fail(_ reason: String) -> AuditReport {
-            report.ok = false
+        /// What the walk found so far, into the report.
+        func tally() {
             report.entries = walker.seq
             report.checkpoints = walker.checkpoints
             report.lastCheckpoint = walker.lastCheckpoint
             report.unkeyedEntries = walker.unkeyed
             report.breaks = walker.breaks
             report.unsignedEntries = walker.seq - (walker.lastCheckpoint ?? 0)
+        }
+
+        func fail(_ reason: String) -> AuditReport {
+            report.ok = false
+            tally()
             report.firstBad = AuditReport.Problem(seq: walker.seq + 1, line: lineNumber, offset: offset, reason: reason)
             return report
         }
@@ -263,12 +268,7 @@ public enum AuditVerifier {
             hashes += parsed.hash
             offset = newline + 1
         }
-        report.entries = walker.seq
-        report.checkpoints = walker.checkpoints
-        report.lastCheckpoint = walker.lastCheckpoint
-        report.unkeyedEntries = walker.unkeyed
-        report.breaks = walker.breaks
-        report.unsignedEntries = walker.seq - (walker.lastCheckpoint ?? 0)
+        tally()
 
         func hash(of seq: UInt64) -> [UInt8]? {
             guard seq >= 1, seq <= walker.seq else { return nil }

@@ -2,8 +2,9 @@
 /// Swift string: where the member's value lies in the raw bytes, and the string's decoded bytes written
 /// straight into memory the caller provides (locked memory, for a secret).
 extension JSONValue {
-    /// The byte range of the value of the top-level member `key` in `document`, or `nil` when it is absent.
-    /// `document` must already be known to be a JSON object; this only finds the value's span.
+    /// The byte range of the value of the top-level member `key` in `document`, or `nil` when it is absent
+    /// or the document is cut short (an unterminated string, a missing brace). It finds the value's span
+    /// only: whether the whole document is valid JSON is for a parse to say.
     public static func memberRange(of key: String, in document: UnsafeRawBufferPointer) -> Range<Int>? {
         Self.span(of: key, in: document)
     }
@@ -19,22 +20,30 @@ extension JSONValue {
         func skipSpace() {
             while index < end, isSpace(document[index]) { index += 1 }
         }
-        /// Skips a string starting at its opening quote; returns the range of its raw bytes.
-        func skipString() -> Range<Int> {
+        /// Skips a string starting at its opening quote; returns the range of its raw bytes, or `nil` when
+        /// the document ends inside it.
+        func skipString() -> Range<Int>? {
             let start = index + 1
             index += 1
             while index < end, document[index] != quote {
                 index += document[index] == backslash ? 2 : 1
             }
+            guard index < end else {
+                index = end
+                return nil
+            }
             index += 1
-            return start..<min(index - 1, end)
+            return start..<(index - 1)
         }
+        var broken = false
         func skipValue() {
             var depth = 0
             repeat {
                 guard index < end else { return }
                 switch document[index] {
-                case quote: _ = skipString(); continue
+                case quote:
+                    if skipString() == nil { broken = true; return }
+                    continue
                 case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
                 case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
                 case UInt8(ascii: ","): if depth == 0 { return }
@@ -48,15 +57,15 @@ extension JSONValue {
         index += 1
         while true {
             skipSpace()
-            guard index < end, document[index] == quote else { return nil }
-            let name = skipString()
+            guard index < end, document[index] == quote, let name = skipString() else { return nil }
             skipSpace()
             guard index < end, document[index] == UInt8(ascii: ":") else { return nil }
             index += 1
             skipSpace()
             let start = index
             skipValue()
-            var stop = index
+            guard !broken, index <= end else { return nil }
+            var stop = min(index, end)
             while stop > start, isSpace(document[stop - 1]) { stop -= 1 }
             // A key written with escapes is never taken for `key`.
             if document[name].elementsEqual(wanted) { return start..<stop }

@@ -78,8 +78,9 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var refused = false
     /// Between a request's head and its end: silence here is a slow client, not an idle connection.
     private var inRequest = false
-    /// Between a request's head and its response's end: the daemon is working, the client may be silent.
-    private var awaitingResponse = false
+    /// Requests whose response has not ended: the daemon is working, the client may be silent.
+    private var pendingResponses = 0
+    private var awaitingResponse: Bool { self.pendingResponses > 0 }
     /// The response's head is written: its route has finished (and written its audit result).
     private var responseStarted = false
     /// The uid whose place this connection holds, once the kernel has said who the peer is.
@@ -88,9 +89,14 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var peer: UInt32?
     private var overUserLimit = false
     private var roleless = false
-    /// When the current request's head arrived, and the bytes of its body so far.
-    private var requestStart = NIODeadline.now()
+    /// Whether admission was decided (once the kernel said who the peer is, or at the first head).
+    private var decided = false
+    /// The bytes of the current request's body so far, and the time the client has had to send them:
+    /// the time a read was waiting for its data, not the time the daemon left the body unread (a route
+    /// that reads slowly holds reads back).
     private var received = 0
+    private var clientTime = TimeAmount.zero
+    private var waitingSince: NIODeadline?
     private var deadline: Scheduled<Void>?
 
     init(
@@ -105,25 +111,36 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        self.admitted = self.limiter.acquire()
-        guard self.admitted else { return }
-        if let identity = self.identities.remember(context.channel) {
-            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-            identity.whenSuccess { identity in handler.value.identified(identity) }
-        }
+        // Every connection, admitted or not, must send a whole head in time.
         self.armHeadDeadline(context)
+        guard let identity = self.identities.remember(context.channel) else {
+            self.admit(nil)
+            return
+        }
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        identity.whenComplete { result in handler.value.admit(try? result.get()) }
     }
 
-    /// On the event loop, once SO_PEERCRED is read: the connection counts against its uid's places.
-    private func identified(_ identity: PeerIdentity) {
-        guard self.admitted, self.user == nil else { return }
-        self.peer = identity.uid
-        if self.limiter.acquire(user: identity.uid) {
+    /// Admits the connection: a place of its uid's first, then a place of everyone's, so that a user at
+    /// its limit holds none of the places others need. `nil` when the peer is unknown (it is then served
+    /// as no one, with roles from nothing).
+    private func admit(_ identity: PeerIdentity?) {
+        guard !self.decided else { return }
+        self.decided = true
+        if let identity {
+            self.peer = identity.uid
+            self.roleless = !self.hasRole(identity)
+            guard self.limiter.acquire(user: identity.uid) else {
+                self.overUserLimit = true
+                return
+            }
             self.user = identity.uid
-        } else {
-            self.overUserLimit = true
         }
-        self.roleless = !self.hasRole(identity)
+        self.admitted = self.limiter.acquire()
+        if !self.admitted, let user = self.user {
+            self.user = nil
+            self.limiter.release(user: user)
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -141,9 +158,14 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.refused else { return }
+        if let since = self.waitingSince {
+            self.clientTime = self.clientTime + (.now() - since)
+            self.waitingSince = nil
+        }
+        if !self.decided, case .head = self.unwrapInboundIn(data) { self.admit(nil) }
         guard self.admitted, !self.overUserLimit else {
             guard case .head = self.unwrapInboundIn(data) else { return }
-            let detail = self.admitted
+            let detail = self.overUserLimit
                 ? "this user holds its configured maximum of connections; close one, or retry shortly"
                 : "the daemon is serving its configured maximum of connections; retry shortly"
             self.refuse(context, status: .serviceUnavailable, code: "overloaded", detail: detail, retryAfter: true)
@@ -152,18 +174,25 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
         switch self.unwrapInboundIn(data) {
         case .head:
             self.inRequest = true
-            self.awaitingResponse = true
+            self.pendingResponses += 1
             self.responseStarted = false
-            self.requestStart = .now()
             self.received = 0
-            self.schedule(context, at: self.requestStart + self.readTimeout)
+            self.clientTime = .zero
+            self.schedule(context, at: .now() + self.readTimeout)
         case .body(let bytes):
             self.received += bytes.readableBytes
         case .end:
             self.inRequest = false
             self.deadline?.cancel()
+            if !self.awaitingResponse { self.armHeadDeadline(context) }
         }
         context.fireChannelRead(data)
+    }
+
+    /// A read asked for: from now until its data arrives, the time is the client's.
+    func read(context: ChannelHandlerContext) {
+        if self.waitingSince == nil { self.waitingSince = .now() }
+        context.read()
     }
 
     /// The head of the next request must be whole within the read time.
@@ -180,15 +209,18 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
         }
     }
 
-    /// Waiting for a head: close. In a request: 408 unless it has kept up the minimum rate, in which case
-    /// the check comes again when the bytes so far stop covering the time.
+    /// Waiting for a head: close. In a request: 408 unless the client has kept up the minimum rate in the
+    /// time it had, in which case the check comes again when its bytes stop covering its time.
     private func deadlinePassed(_ context: ChannelHandlerContext) {
         guard !self.refused else { return }
         if self.inRequest {
-            let covered = TimeAmount.nanoseconds(Int64(self.received) * 1_000_000_000 / Int64(ServerConfiguration.minimumBytesPerSecond))
-            let allowed = self.requestStart + self.readTimeout + covered
-            if allowed > .now() {
-                self.schedule(context, at: allowed)
+            let rate = ServerConfiguration.minimumBytesPerSecond
+            let covered = TimeAmount.seconds(Int64(self.received / rate))
+                + .nanoseconds(Int64(self.received % rate) * 1_000_000_000 / Int64(rate))
+            let used = self.clientTime + (self.waitingSince.map { .now() - $0 } ?? .zero)
+            let allowed = self.readTimeout + covered
+            if used < allowed {
+                self.schedule(context, at: .now() + max(allowed - used, .milliseconds(100)))
                 return
             }
             self.refuse(
@@ -230,16 +262,16 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
             head.headerFields[.connection] = "close"
             context.write(self.wrapOutboundOut(.head(head)), promise: promise)
         case .end where self.roleless:
-            self.awaitingResponse = false
+            self.pendingResponses = max(0, self.pendingResponses - 1)
             let written = context.eventLoop.makePromise(of: Void.self)
             written.futureResult.cascade(to: promise)
             context.write(data, promise: written)
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
             written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
         case .end:
-            self.awaitingResponse = false
+            self.pendingResponses = max(0, self.pendingResponses - 1)
             context.write(data, promise: promise)
-            if !self.inRequest { self.armHeadDeadline(context) }
+            if !self.inRequest, !self.awaitingResponse { self.armHeadDeadline(context) }
         default:
             context.write(data, promise: promise)
         }
@@ -266,7 +298,8 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
         _ context: ChannelHandlerContext, status: HTTPResponse.Status, code: String, detail: String, retryAfter: Bool = false
     ) {
         guard !self.refused else { return }
-        if self.awaitingResponse, !self.responseStarted {
+        // A 408 while a route reads the body is that route's result; any other refusal, one entry here.
+        if status == .requestTimeout, self.inRequest, self.pendingResponses == 1, !self.responseStarted {
             self.identities.markTimedOut(context.channel)
         } else {
             self.onRefusal(self.peer, Int(status.code), code)
@@ -287,5 +320,8 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
         context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }
+        // A client that does not take the answer does not keep the connection either.
+        let channel = context.channel
+        context.eventLoop.scheduleTask(in: self.readTimeout) { channel.close(promise: nil) }
     }
 }

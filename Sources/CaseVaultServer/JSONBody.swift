@@ -17,20 +17,7 @@ extension Request {
 
     /// The same, and the body's bytes in `raw` (the caller wipes them).
     func jsonObject(_ limits: ServerConfiguration, raw: inout [UInt8]) async throws -> JSONValue {
-        guard let type = self.headers[.contentType], Self.isJSON(type) else {
-            throw CaseVaultError(
-                .unsupportedMediaType, "send the body as JSON with the header Content-Type: application/json"
-            )
-        }
-        if let length = self.headers[.contentLength].flatMap(Int.init), length > limits.maxBodyBytes {
-            throw Self.tooLarge(limits)
-        }
-        var buffer: ByteBuffer
-        do {
-            buffer = try await self.body.collect(upTo: limits.maxBodyBytes)
-        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
-            throw Self.tooLarge(limits)
-        }
+        var buffer = try await self.jsonBody(limits)
         defer {
             buffer.withUnsafeMutableReadableBytes { bytes in
                 if let base = bytes.baseAddress { memset(base, 0, bytes.count) }
@@ -49,6 +36,22 @@ extension Request {
         return document
     }
 
+    /// The body's bytes, once its media type is JSON and its size within `maxBodyBytes` (refused from its
+    /// Content-Length before anything is read). The caller zeroes them.
+    private func jsonBody(_ limits: ServerConfiguration) async throws -> ByteBuffer {
+        guard let type = self.headers[.contentType], Self.isJSON(type) else {
+            throw CaseVaultError(.unsupportedMediaType, "send the body as JSON with the header Content-Type: application/json")
+        }
+        if let length = self.headers[.contentLength].flatMap(Int.init), length > limits.maxBodyBytes {
+            throw Self.tooLarge(limits)
+        }
+        do {
+            return try await self.body.collect(upTo: limits.maxBodyBytes)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw Self.tooLarge(limits)
+        }
+    }
+
     /// A secret member of a JSON body, taken out into locked memory.
     enum Secret {
         case absent
@@ -63,18 +66,7 @@ extension Request {
     /// and the document returned holds `null` in its place. So the secret never lies in a Swift string or
     /// an array that is freed without being zeroed. (NIO's own receive buffers are outside this reach.)
     func jsonObject(_ limits: ServerConfiguration, secret name: String) async throws -> (JSONValue, Secret) {
-        guard let type = self.headers[.contentType], Self.isJSON(type) else {
-            throw CaseVaultError(.unsupportedMediaType, "send the body as JSON with the header Content-Type: application/json")
-        }
-        if let length = self.headers[.contentLength].flatMap(Int.init), length > limits.maxBodyBytes {
-            throw Self.tooLarge(limits)
-        }
-        var buffer: ByteBuffer
-        do {
-            buffer = try await self.body.collect(upTo: limits.maxBodyBytes)
-        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
-            throw Self.tooLarge(limits)
-        }
+        var buffer = try await self.jsonBody(limits)
         guard buffer.readableBytes > 0 else {
             throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
         }
@@ -92,15 +84,22 @@ extension Request {
                 throw CaseVaultError(.nestingTooDeep, "the body nests arrays and objects deeper than the limit of \(limits.maxJSONDepth)")
             }
             // Parsed once with the secret's value cut out, so that no copy of it is made.
-            guard let range = JSONValue.memberRange(of: name, in: bytes) else {
-                guard let document = JSONValue.parse(Array(bytes)), case .object = document else {
+            guard let range = JSONValue.memberRange(of: name, in: bytes), range.upperBound <= bytes.count else {
+                var copy = Array(bytes)
+                defer { wipe(&copy) }
+                guard let document = JSONValue.parse(copy), case .object = document else {
                     throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
                 }
                 return (document, .absent)
             }
-            let redacted = Array(bytes[..<range.lowerBound]) + Array("null".utf8) + Array(bytes[range.upperBound...])
+            var redacted = Array(bytes[..<range.lowerBound]) + Array("null".utf8) + Array(bytes[range.upperBound...])
+            defer { wipe(&redacted) }
             guard let document = JSONValue.parse(redacted), case .object = document else {
                 throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
+            }
+            // The member given twice: which one counts would depend on the parser. Refused.
+            guard document[name] == .null else {
+                throw CaseVaultError(.invalidField, "\(name) is given more than once", field: name)
             }
             let literal = UnsafeRawBufferPointer(rebasing: bytes[range])
             guard let length = JSONValue.decodeString(literal, into: nil), length > 0 else { return (document, .notString) }

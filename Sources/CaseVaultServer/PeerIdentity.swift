@@ -64,17 +64,30 @@ struct PeerIdentityUnavailable: Error {}
 /// an entry never outlives its channel, so a later channel at the same address can never inherit it.
 final class ConnectionIdentities: Sendable {
     private let identities = Mutex<[ObjectIdentifier: PeerIdentity]>([:])
-    /// Connections whose request the connection handler answered 408 while a route was reading it.
-    private let timedOutChannels = Mutex<Set<ObjectIdentifier>>([])
+    /// Connections whose request the connection handler answered 408 while a route was reading it, held
+    /// weakly: a mark of a channel that is gone can never be taken by another at the same address.
+    private let timedOutChannels = Mutex<[ObjectIdentifier: WeakChannel]>([:])
+
+    struct WeakChannel {
+        weak var channel: (any Channel)?
+    }
 
     func markTimedOut(_ channel: any Channel) {
-        _ = self.timedOutChannels.withLock { $0.insert(ObjectIdentifier(channel)) }
+        self.timedOutChannels.withLock { marks in
+            marks = marks.filter { $0.value.channel != nil }
+            marks[ObjectIdentifier(channel)] = WeakChannel(channel: channel)
+        }
     }
 
     /// Whether the connection's request was answered 408 mid-route; the mark is taken (the route's result
-    /// is the one entry that records it), so it never outlives the request.
+    /// is the one entry that records it).
     func takeTimedOut(_ channel: any Channel) -> Bool {
-        self.timedOutChannels.withLock { $0.remove(ObjectIdentifier(channel)) != nil }
+        self.timedOutChannels.withLock { marks in
+            let key = ObjectIdentifier(channel)
+            guard let mark = marks[key], mark.channel === channel else { return false }
+            marks[key] = nil
+            return true
+        }
     }
 
     @discardableResult

@@ -109,6 +109,14 @@ extension RecordStore {
     /// without the copy, and backups and sweeps, which rewrite it, fail until it can be written.
     func catchUpShredLedgerCopy() {
         do throws(CaseVaultError) {
+            // What the copy says was shredded stays shredded here, whatever the data directory holds: a
+            // shred made while a restore ran is in the copy, not in the restored index.
+            if let copy = try self.shredLedgerCopy(), let entries = try copy.entries(barrier: self.barrier) {
+                let (reshredded, _) = try self.reapplyLedger(entries)
+                if reshredded > 0 {
+                    self.logger.notice("records the ledger copy names as shredded were shredded again", metadata: ["records.count": "\(reshredded)"])
+                }
+            }
             try self.refreshShredLedgerCopy()
         } catch {
             self.logger.error(

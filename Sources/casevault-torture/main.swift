@@ -238,15 +238,7 @@ extension Torture {
         func run() throws {
             alarm(60)
             let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                for (index, byte) in self.path.utf8.prefix(raw.count - 1).enumerated() { raw[index] = byte }
-            }
-            let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
-            guard bound == 0, Glibc.listen(listener, 4) == 0 else { throw ValidationError("cannot listen on \(self.path)") }
+            guard withUnixAddress(self.path, { bind(listener, $0, $1) }) == 0, Glibc.listen(listener, 4) == 0 else { throw ValidationError("cannot listen on \(self.path)") }
             _ = FileManager.default.createFile(atPath: self.record, contents: nil)
             let output = try FileHandle(forWritingTo: URL(fileURLWithPath: self.record))
             let connection = accept(listener, nil, nil)
@@ -277,15 +269,7 @@ extension Torture {
             alarm(60)
             signal(SIGPIPE, SIG_IGN)
             let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                for (index, byte) in self.path.utf8.prefix(raw.count - 1).enumerated() { raw[index] = byte }
-            }
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
-            guard connected == 0 else { throw ValidationError("cannot connect to \(self.path)") }
+            guard withUnixAddress(self.path, { connect(fd, $0, $1) }) == 0 else { throw ValidationError("cannot connect to \(self.path)") }
             let head = self.whole
                 ? "\(self.request)\r\nHost: casevault\r\n\r\n"
                 : "\(self.request)\r\nHost: casevault\r\nContent-Type: application/json\r\nContent-Length: \(self.contentLength)\r\n\r\n"
@@ -311,6 +295,18 @@ extension Torture {
             }
             while true { sleep(1) }
         }
+    }
+}
+
+/// Calls `body` (bind or connect) with the address of the Unix socket at `path`.
+func withUnixAddress(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Int32 {
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        for (index, byte) in path.utf8.prefix(raw.count - 1).enumerated() { raw[index] = byte }
+    }
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
     }
 }
 

@@ -83,6 +83,14 @@ struct JSONScanningTests {
         for bad in [#""unterminated"#, #""bad \q escape""#, #""lone \ud83d surrogate""#, "\"control \u{01}\"", #""short \u12""#, "plain"] {
             #expect(Array(bad.utf8).withUnsafeBytes { JSONValue.decodeString($0, into: nil) } == nil, "\(bad)")
         }
+        // Cut short anywhere, a document gives no range (and never reads past its end).
+        let whole = Array(#"{"passphrase":"abc\"def","x":[1,{"y":"z"}]}"#.utf8)
+        for length in 0..<whole.count {
+            let prefix = Array(whole[..<length])
+            let range = prefix.withUnsafeBytes { JSONValue.memberRange(of: "passphrase", in: $0) }
+            #expect(range.map { $0.upperBound <= length } ?? true, "\(length)")
+        }
+        #expect(Array(#"{"passphrase":"abc\"#.utf8).withUnsafeBytes { JSONValue.memberRange(of: "passphrase", in: $0) } == nil)
         let document = Array(#"{"share": null, "passphrase" : "a \" b" ,"x":1}"#.utf8)
         let range = document.withUnsafeBytes { JSONValue.memberRange(of: "passphrase", in: $0) }
         #expect(range.map { String(decoding: document[$0], as: UTF8.self) } == #""a \" b""#)

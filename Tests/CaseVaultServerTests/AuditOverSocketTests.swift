@@ -201,6 +201,14 @@ struct AuditOverSocketTests {
         return Array((Hex.encode(hash) + " " + mac + " " + json + "\n").utf8)
     }
 
+    /// A daemon on `root`, serving, with one agreed case filed.
+    static func servingWithCase(_ root: String) throws -> DaemonProcess {
+        let daemon = try DaemonProcess(roles: Self.roles, root: root)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        _ = try LifecycleOverSocketTests.agreedCase(daemon)
+        return daemon
+    }
+
     /// Starts a daemon on `root` that must refuse to start: its exit status and log.
     static func refusedStart(_ root: String) throws -> (Int32, String) {
         try? FileManager.default.removeItem(atPath: root + "/daemon.log")
@@ -217,9 +225,7 @@ struct AuditOverSocketTests {
         let root = DaemonProcess.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
         do {
-            let daemon = try DaemonProcess(roles: Self.roles, root: root)
-            #expect(daemon.waitUntilServing(), "\(daemon.log)")
-            _ = try LifecycleOverSocketTests.agreedCase(daemon)
+            let daemon = try Self.servingWithCase(root)
             #expect(daemon.stop() == 0)
         }
         let path = root + "/data/audit/log"
@@ -315,9 +321,7 @@ struct AuditOverSocketTests {
         let root = DaemonProcess.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
         do {
-            let daemon = try DaemonProcess(roles: Self.roles, root: root)
-            #expect(daemon.waitUntilServing(), "\(daemon.log)")
-            _ = try LifecycleOverSocketTests.agreedCase(daemon)
+            let daemon = try Self.servingWithCase(root)
             usleep(1_200_000)
             // A second on: this request's flush moves the anchor to its entries.
             try daemon.call("GET", "/v1/whoami", as: Self.director, expect: 200)

@@ -192,4 +192,22 @@ struct LedgerStoreTests {
         #expect(text.contains(first.rawValue) && text.contains(second.rawValue), "\(text)")
         #expect(!FileManager.default.fileExists(atPath: self.copy.path + ".new"))
     }
+
+    @Test("a record shredded while a restore ran is shredded again when the restored vault opens, from the copy")
+    func shredDuringRestoreStaysShredded() throws {
+        let store = try self.openKeepingCopy()
+        let doomed = try self.intake(store)
+        let file = try self.backup(store)
+        let target = self.vault.root + "/restored"
+        _ = try self.restore(file, into: target, ledger: [], copy: self.copy)
+        // The old daemon still serves: a shred after the restore read the copy.
+        try store.shred(doomed)
+        store.close()
+        var configuration = self.vault.configuration()
+        configuration.dataDirectory = URL(fileURLWithPath: target)
+        configuration.shredLedgerCopy = URL(fileURLWithPath: self.copy.path)
+        let restored = try RecordStore.open(configuration, logger: Logger(label: "test"))
+        defer { restored.close() }
+        #expect(try Self.isShredded(restored, doomed), "the record shredded during the restore came back")
+    }
 }
