@@ -60,7 +60,7 @@ public func buildApplication(
     )
     if let listeningSocket {
         return InheritedSocketApplication(
-            responder: router.buildResponder(), http: http, socket: listeningSocket, services: [pool] + services,
+            responder: router.buildResponder(), http: http, socket: listeningSocket, services: [pool, budget] + services,
             onServerRunning: { _ in
                 logger.info("serving on the socket systemd passed", metadata: ["socket.path": "\(socketPath)"])
                 onReady()
@@ -76,7 +76,7 @@ public func buildApplication(
             address: .unixDomainSocket(path: configuration.socketPath),
             serverName: nil
         ),
-        services: [pool] + services,
+        services: [pool, budget] + services,
         onServerRunning: { _ in
             // The daemon's umask (0077) creates the socket 0600; widening it to its clients' group is the
             // one step left. If it fails the socket stays owner-only: closed, not open.

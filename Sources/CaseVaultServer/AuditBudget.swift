@@ -1,5 +1,6 @@
 internal import CaseVaultAudit
 internal import Dispatch
+internal import ServiceLifecycle
 internal import Synchronization
 
 /// How many audit entries those who may not use the vault can cause: requests from peers that hold no
@@ -78,10 +79,18 @@ final class AuditBudget: Sendable {
         self.write(summaries)
     }
 
-    /// The counts of buckets (but `skipping`'s, when given) last added to a second ago or more, taken.
-    private func due(_ buckets: inout [UInt32?: Bucket], skipping uid: UInt32??, now: DispatchTime) -> [(UInt32?, UInt64)] {
+    /// Writes every summary still waiting: at shutdown, before the audit log's last checkpoint.
+    func summariseAll() {
+        let summaries = self.buckets.withLock { buckets in self.due(&buckets, skipping: nil, now: .distantFuture, waited: .seconds(0)) }
+        self.write(summaries)
+    }
+
+    /// The counts of buckets (but `skipping`'s, when given) last added to `waited` ago or more, taken.
+    private func due(
+        _ buckets: inout [UInt32?: Bucket], skipping uid: UInt32??, now: DispatchTime, waited: DispatchTimeInterval = .seconds(1)
+    ) -> [(UInt32?, UInt64)] {
         var summaries: [(UInt32?, UInt64)] = []
-        for (other, value) in buckets where value.suppressed > 0 && now >= value.lastSuppressed + .seconds(1) {
+        for (other, value) in buckets where value.suppressed > 0 && now >= value.lastSuppressed + waited {
             if let uid, other == uid { continue }
             summaries.append((other, value.suppressed))
             buckets[other]?.suppressed = 0
@@ -100,5 +109,14 @@ final class AuditBudget: Sendable {
             entry.suppressed = count
             self.audit.record(entry)
         }
+    }
+}
+
+/// A service of the daemon only so that, when it stops, the summaries still waiting are written before the
+/// audit log closes.
+extension AuditBudget: Service {
+    func run() async throws {
+        try? await gracefulShutdown()
+        self.summariseAll()
     }
 }

@@ -94,26 +94,20 @@ extension Routes {
     }
 
     struct Ledger: Encodable {
-        /// One shredded record. A case or type the ledger does not know (an entry a restore took from an
-        /// export without them) is left out.
+        /// One shredded record: its id and when. Which case it was in and what type it was are left out: a
+        /// restore needs only the id, and the operator who exports this needs no more.
         struct Entry: Encodable {
             var recordID: String
-            var caseID: String?
-            var type: String?
             var shreddedAt: String
 
             init(_ entry: ShredLedgerEntry) {
                 self.recordID = entry.recordID.rawValue
-                self.caseID = entry.caseID?.rawValue
-                self.type = entry.type?.rawValue
                 // The index always holds a time.
                 self.shreddedAt = JSONResponse.time(entry.shreddedAt ?? 0)
             }
 
             enum CodingKeys: String, CodingKey {
                 case recordID = "record_id"
-                case caseID = "case_id"
-                case type
                 case shreddedAt = "shredded_at"
             }
         }
@@ -121,8 +115,7 @@ extension Routes {
         var records: [Entry]
     }
 
-    /// The shred ledger (record ids, case ids, types and times: what the index holds in clear), for
-    /// `casevaultctl restore --ledger`.
+    /// The shred ledger (record ids and times), for `casevaultctl restore --ledger`.
     func ledger(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorize(.backup)
         let entries = try await self.run { store throws(CaseVaultError) in try store.shredLedger() }

@@ -66,7 +66,7 @@ struct Backup: AsyncParsableCommand {
 
 struct Ledger: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Export the shred ledger (operator): every shredded record's id, case id, type and time, for restore --ledger."
+        abstract: "Export the shred ledger (operator): every shredded record's id and time, for restore --ledger."
     )
 
     @Option(help: "The file to write.") var out: String
