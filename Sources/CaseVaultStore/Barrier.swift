@@ -1,5 +1,6 @@
 internal import CaseVaultCore
 internal import CaseVaultCrypto
+internal import Foundation
 internal import Synchronization
 
 /// The single point of encryption and decryption (after HashiCorp Vault's barrier): the only part of the
@@ -21,6 +22,7 @@ final class Barrier: Sendable {
     private static let auditContext: StaticString = "cv-audit"
     private static let backupContext: StaticString = "cv-bkup1"
     private static let auditChainContext: StaticString = "cv-auchn"
+    private static let statisticsContext: StaticString = "cv-stats"
     private static let ledgerContext: StaticString = "cv-ledg1"
 
     private let rootKey: SecureBytes
@@ -37,6 +39,8 @@ final class Barrier: Sendable {
     private let backupWrappingKey: SecureBytes
     /// Keys the audit chain and its anchor in the index (keyed BLAKE2b; crypto_kdf from the root key).
     private let auditChainKey: SecureBytes
+    /// Seals each case's statistical facts in the index (crypto_kdf from the root key).
+    private let statisticsKey: SecureBytes
     /// Authenticates each line of the shred ledger's copy outside the data directory (keyed BLAKE2b;
     /// crypto_kdf from the root key).
     private let ledgerKey: SecureBytes
@@ -50,6 +54,7 @@ final class Barrier: Sendable {
             self.auditKey = try SigningKey(seed: try KeyDerivation.deriveKey(from: rootKey, context: Self.auditContext, id: 1))
             self.backupWrappingKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.backupContext, id: 1)
             self.auditChainKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.auditChainContext, id: 1)
+            self.statisticsKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.statisticsContext, id: 1)
             self.ledgerKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.ledgerContext, id: 1)
         } catch {
             throw CaseVaultError(
@@ -80,6 +85,7 @@ final class Barrier: Sendable {
         self.auditKey.wipe()
         self.backupWrappingKey.wipe()
         self.auditChainKey.wipe()
+        self.statisticsKey.wipe()
         self.ledgerKey.wipe()
         self.keyEncryptionKeys.withLock { keys in
             for key in keys.values { key.wipe() }
@@ -130,6 +136,27 @@ final class Barrier: Sendable {
     /// Binds a sealed backup key to its backup's id and time.
     private static func backupKeyAssociatedData(id: [UInt8], created: [UInt8]) -> [UInt8] {
         Array("casevault.backup-key.v1".utf8) + id + created
+    }
+
+    // MARK: Statistical facts
+
+    func sealStatisticsFacts(_ facts: RecordStore.SealedFacts, caseID: CaseID) -> [UInt8] {
+        var plain = Array((try? JSONEncoder().encode(facts)) ?? Data("{}".utf8))
+        defer { Memory.zero(&plain) }
+        return AEAD.seal(plain, key: self.statisticsKey, associatedData: Self.statisticsAssociatedData(caseID))
+    }
+
+    /// The facts sealed for `caseID`, or `nil` when they do not authenticate.
+    func openStatisticsFacts(_ sealed: [UInt8], caseID: CaseID) -> RecordStore.SealedFacts? {
+        guard var plain = try? AEAD.open(sealed, key: self.statisticsKey, associatedData: Self.statisticsAssociatedData(caseID)) else {
+            return nil
+        }
+        defer { Memory.zero(&plain) }
+        return try? JSONDecoder().decode(RecordStore.SealedFacts.self, from: Data(plain))
+    }
+
+    private static func statisticsAssociatedData(_ caseID: CaseID) -> [UInt8] {
+        Array("casevault.statistics-facts.v1".utf8) + Array(caseID.rawValue.utf8)
     }
 
     // MARK: Hold reasons

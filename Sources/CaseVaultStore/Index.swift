@@ -189,6 +189,19 @@ struct Index: Sendable {
                     """
             )
         }
+        migrator.registerMigration("v7-statistics-facts") { db in
+            // Each case's statistical facts, sealed (RecordStore+Statistics), and what they were taken from.
+            try db.execute(
+                sql: """
+                    CREATE TABLE statistics_facts (
+                        case_id TEXT PRIMARY KEY NOT NULL,
+                        newest INTEGER NOT NULL,
+                        records INTEGER NOT NULL,
+                        sealed BLOB NOT NULL
+                    ) WITHOUT ROWID;
+                    """
+            )
+        }
         return migrator
     }
 

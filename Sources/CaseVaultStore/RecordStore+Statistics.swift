@@ -1,33 +1,96 @@
 public import CaseVaultCore
 internal import CaseVaultCrypto
+internal import Foundation
 internal import GRDB
 
 extension RecordStore {
-    /// What the statistics count of each case (DESIGN §11), read inside the store: the sealed intake forms,
-    /// final agreements and evaluations are opened here, the three fields taken, and the content wiped; the
-    /// index gives each case's opening and closing times. Nothing else of a record leaves, and the result
-    /// carries no case id.
+    /// What the statistics keep of one case's records, sealed in the index (`statistics_facts`): the
+    /// latest intake form's category, the final agreement's outcome, each evaluation's satisfaction. Never
+    /// in clear, and bound to its case by associated data.
+    struct SealedFacts: Codable, Equatable {
+        var category: String?
+        var outcome: String?
+        var satisfaction: [Int]
+    }
+
+    static let statisticsTypes = [RecordType.intakeForm.rawValue, RecordType.finalAgreement.rawValue, RecordType.evaluation.rawValue]
+
+    /// What the statistics count of each case (DESIGN §11), read inside the store; the result carries no
+    /// case id. Each case's three facts are kept sealed in the index together with what they were taken
+    /// from (the newest and the number of its live intake forms, final agreements and evaluations): a call
+    /// opens only the records of cases whose records changed since (filed or shredded), takes the three
+    /// fields, wipes the content, and seals the facts again. So repeated calls cost one small decryption a
+    /// case, not one per record.
     public func statisticsFacts() throws(CaseVaultError) -> [Statistics.CaseFacts] {
-        let (cases, rows) = try self.index.read { db in
+        let (cases, current, kept) = try self.index.read { db in
             let cases = try GRDB.Row.fetchAll(db, sql: "SELECT id, created_at, closed_at, closing_outcome FROM cases")
-            let rows = try GRDB.Row.fetchAll(
+            var current: [String: (newest: Int64, count: Int64)] = [:]
+            for row in try GRDB.Row.fetchAll(
                 db,
-                sql: "SELECT \(Index.columns) FROM records WHERE state = 'live' AND type IN (?, ?, ?) ORDER BY seq",
-                arguments: [RecordType.intakeForm.rawValue, RecordType.finalAgreement.rawValue, RecordType.evaluation.rawValue]
-            ).map(Index.decode)
-            return (cases, rows)
+                sql: "SELECT case_id, MAX(seq), COUNT(*) FROM records WHERE state = 'live' AND type IN (?, ?, ?) GROUP BY case_id",
+                arguments: StatementArguments(Self.statisticsTypes)
+            ) {
+                current[row[0]] = (row[1], row[2])
+            }
+            var kept: [String: (newest: Int64, count: Int64, sealed: Data)] = [:]
+            for row in try GRDB.Row.fetchAll(db, sql: "SELECT case_id, newest, records, sealed FROM statistics_facts") {
+                kept[row[0]] = (row[1], row[2], row[3])
+            }
+            return (cases, current, kept)
         }
-        var facts: [String: Statistics.CaseFacts] = [:]
+        var result: [Statistics.CaseFacts] = []
+        var resealed: [(caseID: String, newest: Int64, count: Int64, sealed: [UInt8])] = []
         for row in cases {
+            let id: String = row[0]
+            guard let caseID = try? CaseID(id) else { continue }
             let closedAt: Int64? = row[2]
-            let outcome: String? = row[3]
-            facts[row[0]] = Statistics.CaseFacts(
-                openedAt: row[1], closedAt: closedAt, category: nil, outcome: outcome, satisfaction: []
-            )
+            var facts = Statistics.CaseFacts(openedAt: row[1], closedAt: closedAt, category: nil, outcome: row[3], satisfaction: [])
+            let now = current[id] ?? (0, 0)
+            // Facts that do not open (altered, or another vault's) are derived data: taken again.
+            var taken: SealedFacts?
+            if let stored = kept[id], stored.newest == now.newest, stored.count == now.count,
+                let opened = self.barrier.openStatisticsFacts([UInt8](stored.sealed), caseID: caseID)
+            {
+                taken = opened
+            } else if now.count > 0 {
+                let fresh = try self.takeFacts(caseID)
+                taken = fresh
+                resealed.append((id, now.newest, now.count, self.barrier.sealStatisticsFacts(fresh, caseID: caseID)))
+            }
+            if let taken {
+                facts.category = taken.category
+                if let outcome = taken.outcome { facts.outcome = outcome }
+                facts.satisfaction = taken.satisfaction
+            }
+            result.append(facts)
         }
+        if !resealed.isEmpty || kept.count > cases.count {
+            try self.index.write { db in
+                for entry in resealed {
+                    try db.execute(
+                        sql: "INSERT OR REPLACE INTO statistics_facts (case_id, newest, records, sealed) VALUES (?, ?, ?, ?)",
+                        arguments: [entry.caseID, entry.newest, entry.count, Data(entry.sealed)]
+                    )
+                }
+                // The facts of cases that are gone (disposed by retention) go with them.
+                try db.execute(sql: "DELETE FROM statistics_facts WHERE case_id NOT IN (SELECT id FROM cases)")
+            }
+        }
+        return result
+    }
+
+    /// Opens `caseID`'s live intake forms, final agreements and evaluations, oldest first, and takes the
+    /// three fields; the content is wiped.
+    private func takeFacts(_ caseID: CaseID) throws(CaseVaultError) -> SealedFacts {
+        let rows = try self.index.read { db in
+            try GRDB.Row.fetchAll(
+                db,
+                sql: "SELECT \(Index.columns) FROM records WHERE case_id = ? AND state = 'live' AND type IN (?, ?, ?) ORDER BY seq",
+                arguments: StatementArguments([caseID.rawValue] + Self.statisticsTypes)
+            ).map(Index.decode)
+        }
+        var facts = SealedFacts(category: nil, outcome: nil, satisfaction: [])
         for row in rows {
-            let caseID = row.metadata.caseID.rawValue
-            guard facts[caseID] != nil else { continue }
             let record: CaseVaultCore.Record
             do throws(CaseVaultError) {
                 record = try self.open(row)
@@ -42,20 +105,20 @@ extension RecordStore {
             case .intakeForm:
                 // The latest intake form (an amendment supersedes) sets the category.
                 if case .string(let category) = document["dispute_category"] ?? .null {
-                    facts[caseID]?.category = String(category.prefix(64))
+                    facts.category = String(category.prefix(64))
                 }
             case .finalAgreement:
                 if case .string(let outcome) = document["outcome"] ?? .null {
-                    facts[caseID]?.outcome = outcome
+                    facts.outcome = outcome
                 }
             case .evaluation:
                 if case .integer(let score) = document["satisfaction"] ?? .null, (1...5).contains(score) {
-                    facts[caseID]?.satisfaction.append(Int(score))
+                    facts.satisfaction.append(Int(score))
                 }
             default:
                 break
             }
         }
-        return Array(facts.values)
+        return facts
     }
 }
