@@ -60,10 +60,11 @@ struct PeerIdentityUnavailable: Error {}
 /// SO_PEERCRED is the peer's credentials at connect time, so reading it again per request gives the
 /// same answer) and dropped when the connection closes. Saves two trips to the event loop per request.
 ///
-/// `remember` and `forget` run on the connection's event loop, the read's callback too, in that order:
-/// an entry never outlives its channel, so a later channel at the same address can never inherit it.
+/// Entries hold their channel weakly and are taken only for that very channel: an entry that outlived its
+/// channel (a read that completed after `forget`) can never be inherited by a later channel at the same
+/// address.
 final class ConnectionIdentities: Sendable {
-    private let identities = Mutex<[ObjectIdentifier: PeerIdentity]>([:])
+    private let identities = Mutex<[ObjectIdentifier: (channel: WeakChannel, identity: PeerIdentity)]>([:])
     /// Connections whose request the connection handler answered 408 while a route was reading it, held
     /// weakly: a mark of a channel that is gone can never be taken by another at the same address.
     private let timedOutChannels = Mutex<[ObjectIdentifier: WeakChannel]>([:])
@@ -104,10 +105,11 @@ final class ConnectionIdentities: Sendable {
             PeerIdentity(credentials: credentials, groups: buffer)
         }
         identity.whenSuccess { identity in
-            // Runs on the channel's event loop, as `forget` does: a channel already closed (and so
-            // forgotten, or about to be) is never entered.
-            guard channel.isActive else { return }
-            self.identities.withLock { $0[key] = identity }
+            // Entries of channels that are gone (a read that completed after `forget`) are dropped here.
+            self.identities.withLock { identities in
+                identities = identities.filter { $0.value.channel.channel != nil }
+                identities[key] = (WeakChannel(channel: channel), identity)
+            }
         }
         return identity
     }
@@ -119,9 +121,11 @@ final class ConnectionIdentities: Sendable {
 
     /// The connection's peer: from the table, or read now when the table does not have it yet.
     func identity(of channel: any Channel) async throws -> PeerIdentity {
-        if let known = self.identities.withLock({ $0[ObjectIdentifier(channel)] }) {
-            return known
+        let known = self.identities.withLock { identities -> PeerIdentity? in
+            guard let entry = identities[ObjectIdentifier(channel)], entry.channel.channel === channel else { return nil }
+            return entry.identity
         }
+        if let known { return known }
         return try await PeerIdentity.read(from: channel)
     }
 }
