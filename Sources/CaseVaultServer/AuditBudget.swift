@@ -9,11 +9,14 @@ internal import Synchronization
 /// at `perSecond`; past it, requests are still answered, but their entries are counted instead of
 /// written, and a summary entry (`refused`, problem `audit-suppressed`, `suppressed`: the count) is
 /// written when the uid's bucket has room again, or with the next entry anyone causes a second after the
-/// last suppression. So such a peer cannot fill the disk (and refuse everyone with `audit-unavailable`),
-/// and nothing it did is lost without trace.
+/// last suppression. All of them together share one more bucket (`everyoneBurst`, `everyonePerSecond`),
+/// so that a user with many uids cannot multiply its share. So such peers cannot fill the disk (and refuse
+/// everyone with `audit-unavailable`), and nothing they did is lost without trace.
 final class AuditBudget: Sendable {
     static let burst = 20.0
     static let perSecond = 5.0
+    static let everyoneBurst = 200.0
+    static let everyonePerSecond = 50.0
     /// Buckets kept at most; full buckets with nothing to summarise are dropped first.
     static let maxBuckets = 4096
 
@@ -26,6 +29,8 @@ final class AuditBudget: Sendable {
 
     let audit: AuditLog
     private let buckets = Mutex<[UInt32?: Bucket]>([:])
+    /// The bucket all of them share.
+    private let everyone = Mutex(Bucket(tokens: AuditBudget.everyoneBurst))
     /// Buckets holding a count not yet summarised: so that the common case checks no bucket.
     private let waiting = Atomic<Int>(0)
 
@@ -43,7 +48,14 @@ final class AuditBudget: Sendable {
             bucket.tokens = min(Self.burst, bucket.tokens + elapsed * Self.perSecond)
             bucket.refilled = now
             var summaries: [(UInt32?, UInt64)] = []
-            let allowed = bucket.tokens >= 1
+            let allowed = bucket.tokens >= 1 && self.everyone.withLock { shared in
+                let elapsed = Double(now.uptimeNanoseconds &- shared.refilled.uptimeNanoseconds) / 1e9
+                shared.tokens = min(Self.everyoneBurst, shared.tokens + elapsed * Self.everyonePerSecond)
+                shared.refilled = now
+                guard shared.tokens >= 1 else { return false }
+                shared.tokens -= 1
+                return true
+            }
             if allowed {
                 bucket.tokens -= 1
                 if bucket.suppressed > 0 {

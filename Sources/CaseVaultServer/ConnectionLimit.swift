@@ -98,6 +98,8 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var clientTime = TimeAmount.zero
     private var waitingSince: NIODeadline?
     private var deadline: Scheduled<Void>?
+    /// Set while the client takes none of what is written: the connection is closed when it fires.
+    private var writeStall: Scheduled<Void>?
 
     init(
         limiter: ConnectionLimiter, identities: ConnectionIdentities, readTimeout: TimeAmount,
@@ -145,6 +147,7 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.deadline?.cancel()
+        self.writeStall?.cancel()
         self.identities.forget(context.channel)
         if let user = self.user {
             self.user = nil
@@ -187,6 +190,19 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
             if !self.awaitingResponse { self.armHeadDeadline(context) }
         }
         context.fireChannelRead(data)
+    }
+
+    /// A client that stops taking an answer (a large attachment) for the read time loses the connection:
+    /// it holds a place, and the daemon's buffers, for nothing.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            self.writeStall?.cancel()
+            self.writeStall = nil
+        } else if self.writeStall == nil {
+            let channel = context.channel
+            self.writeStall = context.eventLoop.scheduleTask(in: self.readTimeout) { channel.close(promise: nil) }
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     /// A read asked for: from now until its data arrives, the time is the client's.

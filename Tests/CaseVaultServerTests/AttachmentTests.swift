@@ -193,4 +193,36 @@ struct AttachmentTests {
             #expect(!windows.contains { contents.range(of: $0) != nil }, "\(file) holds sealed bytes of the shredded upload")
         }
     }
+
+    @Test("a client that stops taking a download loses the connection after the read time")
+    func stalledDownloadIsCut() throws {
+        let daemon = try DaemonProcess(
+            roles: LifecycleOverSocketTests.roles.replacingOccurrences(of: #"director = ["uid:4001"]"#, with: #"director = ["uid:4001", "uid:0"]"#)
+        ) { root in
+            var text = try String(contentsOfFile: root + "/casevault.toml", encoding: .utf8)
+            text = text.replacingOccurrences(of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\nread_timeout_seconds = 2")
+            try text.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
+        }
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let caseID = try LifecycleOverSocketTests.agreedCase(daemon)
+        let record = try daemon.file(caseID, Bodies.intake, as: Self.director).string("record_id")
+        let input = daemon.root + "/in.bin"
+        try Self.randomFile(input, megabytes: 16)
+        #expect(try Self.curl(daemon, ["-o", "/dev/null", "-X", "PUT", "-H", "Content-Type: application/pdf", "--data-binary", "@" + input,
+            "http://casevault/v1/records/\(record)/attachment"]).0 == 201)
+        let connection = try UnixConnection(path: daemon.socket)
+        let request = "GET /v1/records/\(record)/attachment HTTP/1.1\r\nHost: casevault\r\n\r\n"
+        _ = Array(request.utf8).withUnsafeBytes { send(connection.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        // Take nothing for longer than the read time, then everything there is.
+        sleep(4)
+        var received = 0
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let count = recv(connection.fd, &buffer, buffer.count, 0)
+            if count <= 0 { break }
+            received += count
+        }
+        #expect(received < 16 << 20, "the whole download arrived (\(received) bytes): the stalled connection was kept")
+        #expect(daemon.stop() == 0)
+    }
 }
