@@ -65,12 +65,7 @@ struct BackupTests {
         // A second daemon on the restored data, with the same keys.
         let second = DaemonProcess.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: second) }
-        let configuration = try String(contentsOfFile: daemon.root + "/casevault.toml", encoding: .utf8)
-            .replacingOccurrences(of: "data_directory = \"\(daemon.root)/data\"", with: "data_directory = \"\(restoredData)\"")
-            .replacingOccurrences(of: "socket_path = \"\(daemon.socket)\"", with: "socket_path = \"\(second)/run/casevault.sock\"")
-            .replacingOccurrences(of: "clock_file = \"\(daemon.root)/clock\"", with: "clock_file = \"\(daemon.root)/clock\"")
-        try configuration.write(toFile: second + "/casevault.toml", atomically: true, encoding: .utf8)
-        let copy = try DaemonProcess(roles: Self.roles, root: second, configurationFile: second + "/casevault.toml")
+        let copy = try Self.daemon(like: daemon, on: restoredData, root: second)
         #expect(copy.waitUntilServing(), "\(copy.log)")
         #expect(try copy.call("GET", "/v1/records/\(intake)", as: Self.director, expect: 200).body == intakeBody)
         let read = try Client.request(copy, "GET", "/v1/records/\(intake)/attachment", as: Self.director)
@@ -141,15 +136,20 @@ struct BackupTests {
         // A daemon on the restored data, with the same keys.
         let second = DaemonProcess.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: second) }
-        let configuration = try String(contentsOfFile: daemon.root + "/casevault.toml", encoding: .utf8)
-            .replacingOccurrences(of: "data_directory = \"\(daemon.root)/data\"", with: "data_directory = \"\(restoredData)\"")
-            .replacingOccurrences(of: "socket_path = \"\(daemon.socket)\"", with: "socket_path = \"\(second)/run/casevault.sock\"")
-        try configuration.write(toFile: second + "/casevault.toml", atomically: true, encoding: .utf8)
-        let copyDaemon = try DaemonProcess(roles: Self.roles, root: second, configurationFile: second + "/casevault.toml")
+        let copyDaemon = try Self.daemon(like: daemon, on: restoredData, root: second)
         #expect(copyDaemon.waitUntilServing(), "\(copyDaemon.log)")
         #expect(try copyDaemon.call("GET", "/v1/records/\(doomed)", as: Self.director, expect: 410).problemType == "shredded")
         #expect(try copyDaemon.call("GET", "/v1/records/\(intake)", as: Self.director, expect: 200).body == intakeBody)
         _ = copyDaemon.stop()
+    }
+
+    /// A daemon with `daemon`'s configuration and keys, on the data directory `data`, in `root`.
+    static func daemon(like daemon: DaemonProcess, on data: String, root: String) throws -> DaemonProcess {
+        let configuration = try String(contentsOfFile: daemon.root + "/casevault.toml", encoding: .utf8)
+            .replacingOccurrences(of: "data_directory = \"\(daemon.root)/data\"", with: "data_directory = \"\(data)\"")
+            .replacingOccurrences(of: "socket_path = \"\(daemon.socket)\"", with: "socket_path = \"\(root)/run/casevault.sock\"")
+        try configuration.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
+        return try DaemonProcess(roles: Self.roles, root: root, configurationFile: root + "/casevault.toml")
     }
 
     @Test("a passphrase vault restores with its passphrase (a wrong one is refused) and unseals on the restored data")
@@ -177,11 +177,7 @@ struct BackupTests {
         // The restored data under a daemon of its own: sealed at start, unsealed by the same passphrase.
         let second = DaemonProcess.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: second) }
-        let configuration = try String(contentsOfFile: daemon.root + "/casevault.toml", encoding: .utf8)
-            .replacingOccurrences(of: "data_directory = \"\(daemon.root)/data\"", with: "data_directory = \"\(restoredData)\"")
-            .replacingOccurrences(of: "socket_path = \"\(daemon.socket)\"", with: "socket_path = \"\(second)/run/casevault.sock\"")
-        try configuration.write(toFile: second + "/casevault.toml", atomically: true, encoding: .utf8)
-        let copy = try DaemonProcess(roles: Self.roles, root: second, configurationFile: second + "/casevault.toml")
+        let copy = try Self.daemon(like: daemon, on: restoredData, root: second)
         #expect(copy.waitUntilServing(), "\(copy.log)")
         #expect(try copy.call("GET", "/v1/records/\(intake)", as: Self.director, expect: 503).problemType == "sealed")
         #expect(try KeyCustodyTests.ctl(["unseal", "--stdin"], copy, input: passphrase + "\n").0 == 0)
