@@ -53,14 +53,9 @@ public enum API {
         (Route(method: .delete, path: "/v1/roster/mediators/{user}"), { routes in routes.removeFromRoster }),
     ]
 
-    /// What a sealed daemon answers; every other route gets 503 `sealed`.
-    static let servedWhileSealed: Set<Route> = [
-        Route(method: .get, path: "/v1/health"),
-        Route(method: .get, path: "/v1/admin/status"),
-        Route(method: .post, path: "/v1/admin/init"),
-        Route(method: .post, path: "/v1/admin/unseal"),
-        Route(method: .post, path: "/v1/admin/seal"),
-    ]
+    /// What a sealed daemon answers; every other route gets 503 `sealed`. The audit log's list, so that
+    /// what the daemon serves unkeyed and what the log accepts without a MAC are one list.
+    static let servedWhileSealed: Set<Route> = Set(Self.routes.filter { AuditChain.servedWhileSealed.contains($0.description) })
 
     /// The routes the server answers.
     public static var routes: [Route] { Self.table.map(\.route) }

@@ -69,7 +69,7 @@ final class AuditBudget: Sendable {
                 bucket.lastSuppressed = now
             }
             buckets[uid] = bucket
-            summaries += self.due(&buckets, skipping: uid, now: now)
+            if self.waiting.load(ordering: .relaxed) > 0 { summaries += self.due(&buckets, skipping: uid, now: now) }
             if buckets.count > Self.maxBuckets {
                 for (key, value) in buckets where value.suppressed == 0 && key != uid {
                     buckets[key] = nil

@@ -110,6 +110,14 @@ struct Routes: Sendable {
     struct AuditStatus: Encodable {
         var entries: UInt64
         var writable: Bool
+        /// Why the anchor in the index could not be moved on the last time it was due (the log itself is
+        /// fine; the next flush tries again).
+        var anchorFailure: String?
+
+        enum CodingKeys: String, CodingKey {
+            case entries, writable
+            case anchorFailure = "anchor_failure"
+        }
     }
 
     struct KeyStatus: Encodable {
@@ -147,7 +155,7 @@ struct Routes: Sendable {
                 state: state,
                 sealed: sealed,
                 reason: failure.map(Self.auditReason),
-                audit: AuditStatus(entries: self.audit.entries, writable: failure == nil),
+                audit: AuditStatus(entries: self.audit.entries, writable: failure == nil, anchorFailure: self.audit.anchorFailure),
                 keys: KeyStatus(
                     source: source, initialised: self.keeper.isInitialised, shares: progress?.received, threshold: progress?.threshold,
                     epoch: epochs?.0, activeEpochs: epochs?.1

@@ -33,19 +33,9 @@ struct BackupStoreTests {
         return file
     }
 
-    /// Restores `file` into `target` with no ledger, returning the opened store.
+    /// Restores `file` into `target` with no ledger.
     func restore(_ file: [UInt8], into target: String) throws(CaseVaultError) -> RestoreSummary {
-        var configuration = self.vault.configuration()
-        configuration.dataDirectory = URL(fileURLWithPath: target)
-        var at = 0
-        return try RecordStore.restore(
-            read: { count in
-                let piece = Array(file[at..<min(file.count, at + count)])
-                at += piece.count
-                return piece
-            },
-            into: configuration, passphrase: nil, keys: self.keys, ledger: [], logger: Logger(label: "test")
-        )
+        try self.vault.restore(file, into: target, keys: self.keys)
     }
 
     func reopen(_ target: String) throws(CaseVaultError) -> RecordStore {

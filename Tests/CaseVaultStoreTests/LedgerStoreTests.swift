@@ -42,17 +42,7 @@ struct LedgerStoreTests {
     func restore(
         _ file: [UInt8], into target: String, ledger: [ShredLedgerEntry], copy: ShredLedgerFile? = nil
     ) throws(CaseVaultError) -> RestoreSummary {
-        var configuration = self.vault.configuration()
-        configuration.dataDirectory = URL(fileURLWithPath: target)
-        var at = 0
-        return try RecordStore.restore(
-            read: { count in
-                let piece = Array(file[at..<min(file.count, at + count)])
-                at += piece.count
-                return piece
-            },
-            into: configuration, passphrase: nil, keys: self.keys, ledger: ledger, ledgerCopy: copy, logger: Logger(label: "test")
-        )
+        try self.vault.restore(file, into: target, keys: self.keys, ledger: ledger, ledgerCopy: copy)
     }
 
     func reopen(_ target: String) throws(CaseVaultError) -> RecordStore {

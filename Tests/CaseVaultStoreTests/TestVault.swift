@@ -208,3 +208,23 @@ struct BlobRegion {
         try handle.close()
     }
 }
+
+extension TestVault {
+    /// Restores the backup `file` into `target` with this vault's keys and `keys`, re-applying `ledger`
+    /// (and `ledgerCopy`, when given).
+    func restore(
+        _ file: [UInt8], into target: String, keys: BackupKeyFile, ledger: [ShredLedgerEntry] = [], ledgerCopy: ShredLedgerFile? = nil
+    ) throws(CaseVaultError) -> RestoreSummary {
+        var configuration = self.configuration()
+        configuration.dataDirectory = URL(fileURLWithPath: target)
+        var at = 0
+        return try RecordStore.restore(
+            read: { count in
+                let piece = Array(file[at..<min(file.count, at + count)])
+                at += piece.count
+                return piece
+            },
+            into: configuration, passphrase: nil, keys: keys, ledger: ledger, ledgerCopy: ledgerCopy, logger: Logger(label: "test")
+        )
+    }
+}
