@@ -53,13 +53,21 @@ public struct AuditEntry: Codable, Sendable, Equatable {
     /// A `refused` summary (problem `audit-suppressed`): how many requests of this uid were answered
     /// without entries since its last entry, because it had used up its share (`AuditBudget`).
     public var suppressed: UInt64?
-    /// `checkpoint`: why it was taken (`interval`, `shutdown`, `seal`). `key`: what the daemon found when
-    /// it took its key, when that was a break in the log that the operator accepted (`break: …`).
+    /// `checkpoint`: why it was taken (`interval`, `shutdown`, `seal`, `rotate`). `key`: what the daemon
+    /// found when it took its key, when that was a break in the log that the operator accepted (`break: …`).
     public var reason: String?
+    /// A `rotate` checkpoint, the first entry of each file after the first: the hash of the entry before
+    /// it (the last of the file before, hex), so that a walk can begin at this file once older files are
+    /// gone; its signature covers that hash.
+    public var previous: String?
+    /// A `rotate` checkpoint: the first entry the log still keeps. Older files were removed by the
+    /// retention (`audit.keep_files`); any other file missing is a break.
+    public var firstKept: UInt64?
 
     enum CodingKeys: String, CodingKey {
-        case seq, kind, time, request, uid, roles, action, ids, status, problem, suppressed
+        case seq, kind, time, request, uid, roles, action, ids, status, problem, suppressed, previous
         case publicKey = "public_key"
+        case firstKept = "first_kept"
         case signature, reason
     }
 
@@ -77,6 +85,8 @@ public enum AuditChain {
     static let checkpointDomain = Array("casevault.audit.checkpoint.v1".utf8)
     static let headDomain = Array("casevault.audit.head.v1".utf8)
     static let macDomain = Array("casevault.audit.entry.v1".utf8)
+    /// The reason of the checkpoint that begins each file after the first.
+    public static let rotateReason = "rotate"
     /// How the reason of a key entry that records an accepted break begins.
     public static let breakPrefix = "break: "
 

@@ -37,9 +37,12 @@ public final class AuditLog: FlushRider {
 
     public let logPath: String
     public let headPath: String
-    let directory: String
-    let file: PosixFile
+    public let directory: String
+    /// The file being written (`log`): replaced when the log rotates.
+    private let current: Mutex<PosixFile>
+    var file: PosixFile { self.current.withLock { $0 } }
     let checkpointInterval: UInt64
+    let retention: Retention
     public let clock: @Sendable () -> Int64
     private let writer = DispatchQueue(label: "casevault.audit.writer")
     private let syncer = DispatchQueue(label: "casevault.audit.syncer")
@@ -63,7 +66,7 @@ public final class AuditLog: FlushRider {
         /// The newest checkpoint written, for the head (and the anchor) once it is durable.
         var unsyncedCheckpoint: (anchor: AuditAnchor, signer: AuditSigner)?
         /// The last entry of the last batch written, and of the last batch known durable.
-        var writtenTail = AuditAnchor(seq: 0, hash: AuditChain.genesis, offset: 0)
+        var writtenTail = AuditAnchor(seq: 0, hash: AuditChain.genesis, offset: 0, file: 1)
         /// Where the anchor is kept (while attached to a store), and the last anchored entry and when.
         var anchorStore: RecordStore?
         var anchoredSeq: UInt64 = 0
@@ -72,6 +75,8 @@ public final class AuditLog: FlushRider {
         var anchorScheduled = false
         /// Why the anchor could not be replaced last time (the log itself is fine; the next flush tries).
         var anchorFailure: String?
+        /// Why the log could not rotate last time (it goes on in the same file, and tries again later).
+        var rotationFailure: String?
         /// Whether entries ride on the store's flushes (`attach(to:)`).
         var riding = false
         /// The last batch that grew the file: until a flush of the log's own has made it durable (with
@@ -97,6 +102,32 @@ public final class AuditLog: FlushRider {
         /// A batch failed part-way: up to this many bytes past `end` may be on disk, and are zeroed by the
         /// next write.
         var dirtyBytes: Int
+        /// The first entry of the file being written, and the first entry of the file the last entry is in
+        /// (the one before, while the file is empty).
+        var fileFirst: UInt64
+        var lastFile: UInt64
+        /// After a failed rotation, the entry after which the next try is made.
+        var rotateAfter: UInt64 = 0
+
+        var tail: AuditAnchor { AuditAnchor(seq: self.seq, hash: self.hash, offset: self.lastStart, file: self.lastFile) }
+    }
+
+    /// When the log rotates (DESIGN §10), and how many rotated files it keeps.
+    public struct Retention: Sendable, Equatable {
+        /// The log moves to a new file at the first write once its file holds this many bytes; 0: never.
+        public var rotateBytes: Int64
+        /// Rotated files kept, the newest; older ones are removed at a rotation, after a signed checkpoint
+        /// that names the first entry still kept is durable. 0: all are kept.
+        public var keepFiles: Int
+
+        public static let defaultRotateBytes: Int64 = 64 << 20
+        public static let defaultKeepFiles = 16
+        public static let standard = Retention(rotateBytes: defaultRotateBytes, keepFiles: defaultKeepFiles)
+
+        public init(rotateBytes: Int64, keepFiles: Int) {
+            self.rotateBytes = rotateBytes
+            self.keepFiles = keepFiles
+        }
     }
 
     enum Pending {
@@ -141,33 +172,48 @@ public final class AuditLog: FlushRider {
     private let acceptBreak: Mutex<Bool>
 
     private init(
-        directory: String, file: PosixFile, chain: Chain, checkpointInterval: Int, acceptBreak: Bool, clock: @escaping @Sendable () -> Int64
+        directory: String, file: PosixFile, chain: Chain, checkpointInterval: Int, retention: Retention, acceptBreak: Bool,
+        clock: @escaping @Sendable () -> Int64
     ) {
         self.acceptBreak = Mutex(acceptBreak)
         self.directory = directory
-        self.logPath = directory + "/log"
+        self.logPath = directory + "/" + AuditFiles.current
         self.headPath = directory + "/head"
-        self.file = file
+        self.current = Mutex(file)
         self.checkpointInterval = UInt64(max(1, checkpointInterval))
+        self.retention = retention
         self.clock = clock
         var shared = Shared()
-        shared.writtenTail = AuditAnchor(seq: chain.seq, hash: chain.hash, offset: chain.lastStart)
+        shared.writtenTail = chain.tail
         self.shared = Mutex(shared)
         self.chain = Mutex(chain)
     }
 
-    /// Opens (creating on first use) the log in `directory`: cuts a torn last line and checks that the last
-    /// entry follows from the one before it. A log whose end does not check out is refused: the daemon
-    /// does not append to a log that has been tampered with. The MACs and the anchor are checked once the
-    /// root key is known (`attach(to:)`); with `acceptBreak`, a mismatch there is recorded, not refused.
+    /// Opens (creating on first use) the log in `directory`: finishes or undoes a rotation a crash
+    /// interrupted, cuts a torn last line and checks that the last entry follows from the one before it. A
+    /// log whose end does not check out is refused: the daemon does not append to a log that has been
+    /// tampered with. The MACs, the anchor and that the files follow one another are checked once the root
+    /// key is known (`attach(to:)`); with `acceptBreak`, a mismatch there is recorded, not refused.
     public static func open(
         directory: String,
         checkpointInterval: Int = AuditLog.defaultCheckpointInterval,
+        retention: Retention = .standard,
         acceptBreak: Bool = false,
         clock: @escaping @Sendable () -> Int64
     ) throws(CaseVaultError) -> (AuditLog, Recovery) {
         try DataDirectory.makeDirectory(directory, createParents: false)
-        let path = directory + "/log"
+        let path = directory + "/" + AuditFiles.current
+        let prepared = directory + "/" + AuditFiles.prepared
+        if DataDirectory.exists(prepared) {
+            // A rotation stopped after its new file was whole: past the first rename, it is finished; before
+            // it, the new file is dropped (its checkpoint was never acknowledged).
+            if DataDirectory.exists(path) {
+                guard unlink(prepared) == 0 else { throw POSIXFailure.error("unlink", path: prepared) }
+            } else {
+                guard rename(prepared, path) == 0 else { throw POSIXFailure.error("rename", path: prepared) }
+            }
+            try DataDirectory.flushDirectory(directory)
+        }
         if !DataDirectory.exists(path) {
             _ = try PosixFile(path: path, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
             try DataDirectory.flushDirectory(directory)
@@ -175,18 +221,42 @@ public final class AuditLog: FlushRider {
         try DataDirectory.checkPrivateFile(path)
         let file = try PosixFile(path: path, flags: O_RDWR)
         let size = try file.size()
-        let (tail, lastStart, end, contentEnd) = try Self.readTail(file, size: size)
+        // The rotated file before `log`: where the chain stands while `log` is empty.
+        let before = try AuditFiles.list(directory).last(where: { $0.first != nil })
+        let base = { () throws(CaseVaultError) -> (AuditLine.Tail, lastStart: Int64, file: UInt64) in
+            guard let before, let first = before.first else { return (AuditLine.Tail(seq: 0, hash: AuditChain.genesis), 0, 1) }
+            let archived = try PosixFile(path: directory + "/" + before.name, flags: O_RDONLY)
+            let (tail, lastStart, end, contentEnd) = try Self.readTail(archived, size: try archived.size()) { () throws(CaseVaultError) in
+                throw Self.damaged()
+            }
+            guard tail.seq >= first, end == contentEnd else { throw Self.damaged() }
+            return (tail, lastStart, first)
+        }
+        var (tail, lastStart, end, contentEnd) = try Self.readTail(file, size: size) { () throws(CaseVaultError) in try base().0 }
         let discarded = Int(contentEnd - end)
         if discarded > 0 {
             // A torn entry is zeroed, as the unused space after it is.
             try file.write([UInt8](repeating: 0, count: discarded), at: end)
             try file.flushData()
         }
+        var lastFile: UInt64
+        let fileFirst: UInt64
+        if end == 0 {
+            let found = try base()
+            (tail, lastStart, lastFile) = (found.0, found.lastStart, found.file)
+            fileFirst = tail.seq + 1
+        } else {
+            guard let first = try AuditFiles.firstLine(file) else { throw Self.damaged() }
+            fileFirst = first.entry.seq
+            lastFile = fileFirst
+        }
         let chain = Chain(
-            seq: tail.seq, hash: tail.hash, end: end, lastStart: lastStart, allocated: size, lastCheckpoint: tail.seq, dirtyBytes: 0
+            seq: tail.seq, hash: tail.hash, end: end, lastStart: lastStart, allocated: size, lastCheckpoint: tail.seq, dirtyBytes: 0,
+            fileFirst: fileFirst, lastFile: lastFile
         )
         let log = AuditLog(
-            directory: directory, file: file, chain: chain, checkpointInterval: checkpointInterval, acceptBreak: acceptBreak, clock: clock
+            directory: directory, file: file, chain: chain, checkpointInterval: checkpointInterval, retention: retention,
+            acceptBreak: acceptBreak, clock: clock
         )
         return (log, Recovery(discardedBytes: discarded, entries: tail.seq))
     }
@@ -195,7 +265,7 @@ public final class AuditLog: FlushRider {
     /// entry goes, and where the written bytes end (past a torn entry). The file is zero-filled past its
     /// entries (`growthStep`).
     private static func readTail(
-        _ file: PosixFile, size: Int64
+        _ file: PosixFile, size: Int64, before: () throws(CaseVaultError) -> AuditLine.Tail
     ) throws(CaseVaultError) -> (AuditLine.Tail, lastStart: Int64, end: Int64, contentEnd: Int64) {
         let empty = (AuditLine.Tail(seq: 0, hash: AuditChain.genesis), Int64(0), Int64(0), Int64(0))
         guard size > 0 else { return empty }
@@ -218,15 +288,21 @@ public final class AuditLog: FlushRider {
                 let contentEnd = start + Int64(lastWritten + 1)
                 if lines.isEmpty { return (AuditLine.Tail(seq: 0, hash: AuditChain.genesis), 0, end, contentEnd) }
                 let last = lines[lines.index(before: lines.endIndex)]
+                guard let parsed = AuditLine.parse(last) else { throw Self.damaged() }
                 let previous: AuditLine.Tail
                 if lines.count >= 2 {
                     let before = lines[lines.index(lines.endIndex, offsetBy: -2)]
                     guard let parsed = AuditLine.parse(before) else { throw Self.damaged() }
                     previous = AuditLine.Tail(seq: parsed.entry.seq, hash: parsed.hash)
-                } else {
+                } else if parsed.entry.seq == 1 {
                     previous = AuditLine.Tail(seq: 0, hash: AuditChain.genesis)
+                } else if let text = parsed.entry.previous, let hash = Hex.decode(text) {
+                    // A file's first entry after a rotation names the entry before it.
+                    previous = AuditLine.Tail(seq: parsed.entry.seq - 1, hash: hash)
+                } else {
+                    previous = try before()
                 }
-                guard let parsed = AuditLine.parse(last), parsed.entry.seq == previous.seq + 1,
+                guard parsed.entry.seq == previous.seq + 1,
                     AuditChain.hash(previous: previous.hash, json: parsed.json) == parsed.hash
                 else { throw Self.damaged() }
                 return (AuditLine.Tail(seq: parsed.entry.seq, hash: parsed.hash), end - Int64(last.count + 1), end, contentEnd)
@@ -252,11 +328,12 @@ public final class AuditLog: FlushRider {
     /// Starts keying entries and signing checkpoints with `signer` and writes its public key into the log
     /// (with `breakFound`, the break the operator accepted, and a checkpoint after it so that the head
     /// names the log as it now stands). Waits until the entries are durable.
-    public func attach(_ signer: AuditSigner, breakFound: String? = nil) throws(CaseVaultError) {
+    public func attach(_ signer: AuditSigner, breakFound: String? = nil, firstKept: UInt64? = nil) throws(CaseVaultError) {
         self.shared.withLock { $0.signer = signer }
         var entry = AuditEntry(kind: .key, time: self.clock())
         entry.publicKey = Hex.encode(signer.publicKey)
         entry.reason = breakFound.map { AuditChain.breakPrefix + $0 }
+        entry.firstKept = firstKept
         self.record(entry)
         do {
             try self.flush(checkpoint: breakFound == nil ? nil : "break")
@@ -271,7 +348,9 @@ public final class AuditLog: FlushRider {
     /// `store`'s flushes where they can. A log that does not check out is refused with `audit-mismatch`
     /// (nothing is written), unless the log was opened with `acceptBreak` (once): then whatever of the log
     /// does not check out is moved aside (`audit/log.broken-<time>`, with the head), and the break is
-    /// recorded. Attaching to the store already attached does nothing.
+    /// recorded (with files missing from the middle of the log, the files before the gap are moved aside,
+    /// and the break's entry names where the log now begins). Attaching to the store already attached does
+    /// nothing.
     public func attach(to store: RecordStore) throws(CaseVaultError) {
         if self.shared.withLock({ $0.anchorStore === store }) { return }
         let signer = store.auditSigner
@@ -288,7 +367,8 @@ public final class AuditLog: FlushRider {
                 )
             }
             if let cut = finding.cut { try self.setAside(from: cut) }
-            try self.attach(signer, breakFound: finding.description)
+            if let floor = finding.floor { try self.setAside(before: floor) }
+            try self.attach(signer, breakFound: finding.description, firstKept: finding.floor)
         } else {
             try self.attach(signer)
         }
@@ -316,17 +396,104 @@ public final class AuditLog: FlushRider {
         /// The first line that does not check out, and the last entry before it that does: accepting the
         /// break moves the log aside from there. `nil` when nothing in the log itself is bad.
         var cut: Cut?
+        /// Files of the log are missing before this entry: accepting the break moves the files before it
+        /// aside, and the log begins here.
+        var floor: UInt64?
     }
 
     struct Cut {
+        /// The file the bad line is in, by its first entry, and where the line starts.
+        var file: UInt64
         var offset: Int64
         var last: AuditAnchor
     }
 
-    /// What is wrong with the log against `store`'s anchor, or `nil` when it checks out: the anchor's entry
-    /// must be in the log and follow from the entry before it, and every entry after it must check out
-    /// under `signer`. With no anchor (a new vault, a damaged anchor) or a fresh one (seq 0, after a
-    /// restore), every entry from the first is checked.
+    /// A file of the log as the check reads it, oldest first; the last is `log`.
+    struct Part {
+        var name: String
+        var first: UInt64
+        var file: PosixFile
+        /// Where its entries end (`log`: the end of the last batch written).
+        var end: Int64
+    }
+
+    private func parts() throws(CaseVaultError) -> [Part] {
+        let (fileFirst, end) = self.chain.withLock { ($0.fileFirst, $0.end) }
+        var parts: [Part] = []
+        for archived in try AuditFiles.list(self.directory) {
+            guard let first = archived.first else { continue }
+            let file = try PosixFile(path: self.directory + "/" + archived.name, flags: O_RDONLY)
+            parts.append(Part(name: archived.name, first: first, file: file, end: try file.size()))
+        }
+        parts.append(Part(name: AuditFiles.current, first: fileFirst, file: self.file, end: end))
+        return parts
+    }
+
+    /// Whether the files follow one another: each rotated file begins with the entry its name gives and
+    /// ends with the entry before the next file's first, by number and hash, and the oldest begins no later
+    /// than the log's own record of its retention (the newest `rotate` checkpoint's `first_kept`). Reads
+    /// the first and the last line of each file.
+    static func checkFiles(_ parts: [Part]) throws(CaseVaultError) -> Finding? {
+        var firsts: [AuditLine.Parsed?] = []
+        for part in parts {
+            firsts.append(part.end == 0 ? nil : try AuditFiles.firstLine(part.file))
+        }
+        var problems: [String] = []
+        var floor: UInt64?
+        var kept: UInt64 = 1
+        for (index, part) in parts.enumerated() {
+            guard let first = firsts[index] else {
+                if index < parts.count - 1 {
+                    problems.append("the rotated file \(part.name) is empty")
+                    floor = parts[index + 1].first
+                }
+                continue
+            }
+            if first.entry.reason == AuditChain.rotateReason, let value = first.entry.firstKept { kept = max(kept, value) }
+            guard index < parts.count - 1 else { continue }
+            guard first.entry.seq == part.first else {
+                problems.append("the rotated file \(part.name) begins at entry \(first.entry.seq), not the one its name gives")
+                floor = parts[index + 1].first
+                continue
+            }
+            guard let next = firsts[index + 1] else { continue }
+            guard let last = try AuditFiles.lastLine(part.file), last.entry.seq + 1 == next.entry.seq,
+                AuditChain.hash(previous: last.hash, json: next.json) == next.hash
+            else {
+                problems.append("\(parts[index + 1].name) does not follow from \(part.name): entries between them are missing or were replaced")
+                floor = next.entry.seq
+                continue
+            }
+        }
+        if let oldest = firsts.compactMap({ $0 }).first?.entry.seq, oldest > kept {
+            problems.append("the log begins at entry \(oldest) but keeps entries from \(kept): its oldest files were removed")
+            floor = max(floor ?? oldest, oldest)
+        }
+        guard !problems.isEmpty else { return nil }
+        return Finding(description: problems.joined(separator: "; "), cut: nil, floor: floor)
+    }
+
+    /// Whether the files of the log in `directory` follow one another (`checkFiles`), without the root key
+    /// and without the daemon: what is wrong, or `nil`. For `casevaultctl doctor`.
+    public static func filesProblem(directory: String) -> String? {
+        do throws(CaseVaultError) {
+            var parts: [Part] = []
+            for found in try AuditFiles.list(directory) {
+                let file = try PosixFile(path: directory + "/" + found.name, flags: O_RDONLY)
+                var first = found.first ?? UInt64.max
+                if found.first == nil, let line = try AuditFiles.firstLine(file) { first = line.entry.seq }
+                parts.append(Part(name: found.name, first: first, file: file, end: try file.size()))
+            }
+            return try Self.checkFiles(parts)?.description
+        } catch {
+            return error.message
+        }
+    }
+
+    /// What is wrong with the log against `store`'s anchor, or `nil` when it checks out: the files must
+    /// follow one another (`checkFiles`), the anchor's entry must be where it says and follow from the entry
+    /// before it, and every entry after it must check out under `signer`. With no anchor (a new vault, a
+    /// damaged anchor) or a fresh one (seq 0, after a restore), every entry from the first is checked.
     func check(against store: RecordStore, signer: AuditSigner) throws(CaseVaultError) -> Finding? {
         var problem: String?
         var anchor = AuditAnchor.empty
@@ -342,21 +509,37 @@ public final class AuditLog: FlushRider {
             problem = error.message
         }
         // The anchor first, then the log: a flush may move the anchor on meanwhile, never past the log.
-        let (entries, end) = self.chain.withLock { ($0.seq, $0.end) }
-        if anchor.seq > 0, anchor.seq > entries || anchor.offset >= end {
-            return Finding(
-                description: "the log ends at entry \(entries) but the index's anchor names entry \(anchor.seq): "
-                    + "entries \(entries + 1) to \(anchor.seq) at least were cut away, or the log was replaced",
-                cut: nil
-            )
+        let entries = self.chain.withLock { $0.seq }
+        let parts = try self.parts()
+        if let finding = try Self.checkFiles(parts) {
+            return finding
         }
-        // From the line before the anchor's (its hash is needed), to the end.
-        let windowStart = anchor.seq > 0 ? max(0, anchor.offset - 16 << 10) : 0
-        let bytes = try self.file.read(count: Int(end - windowStart), at: windowStart)
         var walker = AuditWalker(previous: AuditChain.genesis, seq: 0, signer: signer, expectedKey: nil)
+        var startPart = 0
+        var windowStart: Int64 = 0
         var position = 0
         var lastStart: Int64 = 0
+        var lastFile = parts[0].first
+        var began = false
+        var bytes: [UInt8] = []
         if anchor.seq > 0 {
+            guard let index = parts.firstIndex(where: { $0.first == anchor.file }), anchor.seq <= entries,
+                anchor.offset < parts[index].end
+            else {
+                let oldest = parts[0].first
+                return Finding(
+                    description: "the log ends at entry \(entries) but the index's anchor names entry \(anchor.seq)"
+                        + (anchor.file < oldest ? " in a file that is gone" : "")
+                        + ": entries \(anchor.seq <= entries ? anchor.seq : entries + 1) to \(anchor.seq) at least were cut away, "
+                        + "or the log was replaced",
+                    cut: nil, floor: anchor.file < oldest && anchor.seq <= entries ? oldest : nil
+                )
+            }
+            // From the line before the anchor's (its hash is needed), to the end of that file.
+            let part = parts[index]
+            startPart = index
+            windowStart = max(0, anchor.offset - 16 << 10)
+            bytes = try part.file.read(count: Int(part.end - windowStart), at: windowStart)
             let anchorAt = Int(anchor.offset - windowStart)
             let before = bytes[..<max(0, anchorAt - 1)].lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0
             let lineEnd = bytes[anchorAt...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.endIndex
@@ -365,21 +548,26 @@ public final class AuditLog: FlushRider {
             else {
                 return Finding(
                     description: "entry \(anchor.seq) is not the one the index's anchor names: the log was replaced",
-                    cut: Cut(offset: 0, last: .empty)
+                    cut: Cut(file: parts[0].first, offset: 0, last: .empty)
                 )
             }
-            // The anchor's own entry: its JSON must give its hash (when the line before it is at hand), and
+            // The anchor's own entry: its JSON must give its hash (when the entry before it is at hand), and
             // its MAC must verify.
             var previous: [UInt8]?
             if anchor.seq == 1 {
                 previous = AuditChain.genesis
             } else if anchorAt > 0, let line = AuditLine.parse(bytes[before..<(anchorAt - 1)]), line.entry.seq == anchor.seq - 1 {
                 previous = line.hash
+            } else if anchorAt == 0, let text = parsed.entry.previous {
+                previous = Hex.decode(text)
             }
             if let previous {
                 walker = AuditWalker(previous: previous, seq: anchor.seq - 1, signer: signer, expectedKey: nil)
                 if let reason = walker.step(parsed) {
-                    return Finding(description: "entry \(anchor.seq), the one the index's anchor names: \(reason)", cut: Cut(offset: 0, last: .empty))
+                    return Finding(
+                        description: "entry \(anchor.seq), the one the index's anchor names: \(reason)",
+                        cut: Cut(file: parts[0].first, offset: 0, last: .empty)
+                    )
                 }
             } else {
                 walker = AuditWalker(previous: anchor.hash, seq: anchor.seq, signer: signer, expectedKey: nil)
@@ -387,41 +575,86 @@ public final class AuditLog: FlushRider {
             if parsed.entry.kind == .checkpoint, parsed.entry.reason == "seal" { walker.sealSuccessAllowed = true }
             position = lineEnd + 1
             lastStart = anchor.offset
+            lastFile = part.first
+            began = true
+        } else {
+            bytes = try parts[0].file.read(count: Int(parts[0].end), at: 0)
         }
-        while position < bytes.endIndex {
-            guard let newline = bytes[position...].firstIndex(of: UInt8(ascii: "\n")) else { break }
-            let reason: String?
-            if let parsed = AuditLine.parse(bytes[position..<newline]) {
-                reason = walker.step(parsed)
-            } else {
-                reason = "it is not an entry (its shape was altered)"
+        for index in startPart..<parts.count {
+            let part = parts[index]
+            if index > startPart {
+                windowStart = 0
+                position = 0
+                bytes = try part.file.read(count: Int(part.end), at: 0)
             }
-            if let reason {
-                let last = AuditAnchor(seq: walker.seq, hash: walker.previous, offset: lastStart)
-                return Finding(
-                    description: (problem.map { $0 + "; " } ?? "") + "entry \(walker.seq + 1): \(reason)",
-                    cut: Cut(offset: windowStart + Int64(position), last: last)
-                )
+            let end = bytes.lastIndex(where: { $0 != 0 }).map { $0 + 1 } ?? 0
+            while position < end {
+                guard let newline = bytes[position..<end].firstIndex(of: UInt8(ascii: "\n")) else { break }
+                var reason: String?
+                if let parsed = AuditLine.parse(bytes[position..<newline]) {
+                    if !began {
+                        began = true
+                        reason = walker.begin(parsed)
+                    }
+                    reason = reason ?? walker.step(parsed)
+                } else {
+                    reason = "it is not an entry (its shape was altered)"
+                }
+                if let reason {
+                    let last = AuditAnchor(seq: walker.seq, hash: walker.previous, offset: lastStart, file: lastFile)
+                    return Finding(
+                        description: (problem.map { $0 + "; " } ?? "") + "entry \(walker.seq + 1) (\(part.name)): \(reason)",
+                        cut: Cut(file: part.first, offset: windowStart + Int64(position), last: last)
+                    )
+                }
+                lastStart = windowStart + Int64(position)
+                lastFile = part.first
+                position = newline + 1
             }
-            lastStart = windowStart + Int64(position)
-            position = newline + 1
         }
         return problem.map { Finding(description: $0, cut: nil) }
     }
 
-    /// Moves the log from `cut.offset` on aside (`audit/log.broken-<time>`, made durable) together with
-    /// the head, zeroes it in the log, and carries the chain on from `cut.last`.
+    /// Moves the log from `cut` on aside (`<file>.broken-<time>`, made durable) together with the head: the
+    /// rest of the cut's file is copied aside and cut from it, later files are renamed aside, and the chain
+    /// carries on from `cut.last` (in a new, empty `log` when the cut was in a rotated file).
     private func setAside(from cut: Cut) throws(CaseVaultError) {
         let stamp = self.clock()
+        let parts = try self.parts()
+        guard let index = parts.firstIndex(where: { $0.first == cut.file }) else { return }
         try self.chain.withLock { chain throws(CaseVaultError) in
-            let length = Int(chain.end - cut.offset)
-            if length > 0 {
-                let bytes = try self.file.read(count: length, at: cut.offset)
-                let aside = try PosixFile(path: self.logPath + ".broken-\(stamp)", flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+            let part = parts[index]
+            let length = Int(part.end - cut.offset)
+            let whole = index < parts.count - 1 && cut.offset == 0
+            if length > 0, !whole {
+                let bytes = try part.file.read(count: length, at: cut.offset)
+                let aside = try PosixFile(
+                    path: self.directory + "/" + part.name + ".broken-\(stamp)", flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600
+                )
                 try aside.write(bytes, at: 0)
                 try aside.flushData()
-                try self.file.write([UInt8](repeating: 0, count: length), at: cut.offset)
-                try self.file.flushData()
+            }
+            if index == parts.count - 1 {
+                if length > 0 {
+                    try self.file.write([UInt8](repeating: 0, count: length), at: cut.offset)
+                    try self.file.flushData()
+                }
+                chain.end = cut.offset
+            } else {
+                if !whole {
+                    let archived = try PosixFile(path: self.directory + "/" + part.name, flags: O_RDWR)
+                    try archived.truncate(to: cut.offset)
+                    try archived.flushData()
+                }
+                for later in parts[(whole ? index : index + 1)...] {
+                    let path = self.directory + "/" + later.name
+                    guard rename(path, path + ".broken-\(stamp)") == 0 else { throw POSIXFailure.error("rename", path: path) }
+                }
+                let fresh = try PosixFile(path: self.logPath, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
+                self.current.withLock { $0 = fresh }
+                chain.end = 0
+                chain.allocated = 0
+                chain.fileFirst = cut.last.seq + 1
             }
             if DataDirectory.exists(self.headPath) {
                 guard rename(self.headPath, self.headPath + ".broken-\(stamp)") == 0 else {
@@ -431,12 +664,26 @@ public final class AuditLog: FlushRider {
             try DataDirectory.flushDirectory(self.directory)
             chain.seq = cut.last.seq
             chain.hash = cut.last.seq == 0 ? AuditChain.genesis : cut.last.hash
-            chain.end = cut.offset
             chain.lastStart = cut.last.offset
+            chain.lastFile = cut.last.file
             chain.lastCheckpoint = cut.last.seq
             chain.dirtyBytes = 0
         }
         self.shared.withLock { $0.writtenTail = cut.last }
+    }
+
+    /// Moves the rotated files that begin before `floor` aside (`<file>.broken-<time>`): files missing
+    /// after them leave the log to begin at `floor`.
+    private func setAside(before floor: UInt64) throws(CaseVaultError) {
+        let stamp = self.clock()
+        var moved = false
+        for archived in try AuditFiles.list(self.directory) {
+            guard let first = archived.first, first < floor else { continue }
+            let path = self.directory + "/" + archived.name
+            guard rename(path, path + ".broken-\(stamp)") == 0 else { throw POSIXFailure.error("rename", path: path) }
+            moved = true
+        }
+        if moved { try DataDirectory.flushDirectory(self.directory) }
     }
 
     /// Stops signing: after a last checkpoint (which is anchored), the log forgets the signer and the store
@@ -620,17 +867,33 @@ public final class AuditLog: FlushRider {
         var entryWaiters: [Waiter] = []
         var flushWaiters: [Waiter] = []
         var grew = false
+        var rotationFailure: String??
         let result = self.chain.withLock { chain -> Result<(checkpoint: AuditAnchor?, tail: AuditAnchor), CaseVaultError> in
+            var checkpoint: AuditAnchor?
+            if let signer, self.retention.rotateBytes > 0, chain.end >= self.retention.rotateBytes, chain.dirtyBytes == 0,
+                chain.seq >= chain.rotateAfter
+            {
+                do throws(CaseVaultError) {
+                    checkpoint = try self.rotate(&chain, signer: signer)
+                    grew = true
+                    rotationFailure = .some(nil)
+                } catch {
+                    // The log goes on in its file, and tries again after the next interval's worth of entries.
+                    chain.rotateAfter = chain.seq + self.checkpointInterval
+                    rotationFailure = .some(error.message)
+                }
+            }
             var seq = chain.seq
             var hash = chain.hash
             var bytes: [UInt8] = []
-            var checkpoint: AuditAnchor?
             var lineStart = chain.lastStart
+            var lineFile = chain.lastFile
             func add(_ entry: AuditEntry) {
                 var entry = entry
                 seq += 1
                 entry.seq = seq
                 lineStart = chain.end + Int64(bytes.count)
+                lineFile = chain.fileFirst
                 let (line, next) = AuditChain.line(previous: hash, json: AuditChain.encode(entry), signer: signer)
                 bytes += line
                 hash = next
@@ -640,7 +903,7 @@ public final class AuditLog: FlushRider {
                 entry.reason = reason
                 entry.signature = Hex.encode(signer.signature(for: AuditChain.checkpointMessage(seq: seq + 1, previous: hash)))
                 add(entry)
-                checkpoint = AuditAnchor(seq: seq, hash: hash, offset: lineStart)
+                checkpoint = AuditAnchor(seq: seq, hash: hash, offset: lineStart, file: lineFile)
             }
             for pending in batch {
                 switch pending {
@@ -680,9 +943,13 @@ public final class AuditLog: FlushRider {
             chain.seq = seq
             chain.hash = hash
             chain.lastStart = lineStart
+            chain.lastFile = lineFile
             chain.end += Int64(bytes.count)
             if let checkpoint { chain.lastCheckpoint = checkpoint.seq }
-            return .success((checkpoint, AuditAnchor(seq: seq, hash: hash, offset: lineStart)))
+            return .success((checkpoint, chain.tail))
+        }
+        if let rotationFailure {
+            self.shared.withLock { $0.rotationFailure = rotationFailure }
         }
         switch result {
         case .failure(let error):
@@ -716,6 +983,77 @@ public final class AuditLog: FlushRider {
             }
             self.scheduleAnchor()
         }
+    }
+
+    /// Moves the log to a new file (DESIGN §10), on the writer: the file being closed is cut to its
+    /// entries and flushed; the new one is prepared aside (`log.new`) with a signed `rotate` checkpoint as its
+    /// first entry (naming the entry before it, the signing key and the first entry the log keeps) and
+    /// flushed; then `log` is renamed to `log.<its first entry>` and the new file to `log`. Only once that
+    /// is durable does the retention remove the oldest rotated files. A crash anywhere leaves either the
+    /// old layout or the new one (`open` finishes or undoes a rotation). Returns the checkpoint, whose head
+    /// and anchor the next flush writes.
+    private func rotate(_ chain: inout Chain, signer: AuditSigner) throws(CaseVaultError) -> AuditAnchor {
+        let archive = AuditFiles.archiveName(first: chain.fileFirst)
+        let archivePath = self.directory + "/" + archive
+        guard !DataDirectory.exists(archivePath) else {
+            throw CaseVaultError(.storageFailure, "the audit log cannot rotate: \(archive) already exists")
+        }
+        // Which rotated files the retention removes: the oldest beyond `keepFiles`, as long as the oldest
+        // kept begins with a rotate checkpoint (a walk can begin there).
+        var rotated = try AuditFiles.list(self.directory).compactMap(\.first) + [chain.fileFirst]
+        rotated.sort()
+        var removed = self.retention.keepFiles > 0 ? Array(rotated.prefix(max(0, rotated.count - self.retention.keepFiles))) : []
+        while let oldestKept = rotated.dropFirst(removed.count).first, oldestKept != chain.fileFirst, !removed.isEmpty {
+            let path = self.directory + "/" + AuditFiles.archiveName(first: oldestKept)
+            if let first = try AuditFiles.firstLine(try PosixFile(path: path, flags: O_RDONLY)), first.entry.reason == AuditChain.rotateReason {
+                break
+            }
+            removed.removeLast()
+        }
+        let firstKept = rotated.dropFirst(removed.count).first ?? chain.fileFirst
+
+        let old = self.file
+        try old.truncate(to: chain.end)
+        try old.flushData()
+
+        let seq = chain.seq + 1
+        var entry = AuditEntry(seq: seq, kind: .checkpoint, time: self.clock())
+        entry.reason = AuditChain.rotateReason
+        entry.previous = Hex.encode(chain.hash)
+        entry.publicKey = Hex.encode(signer.publicKey)
+        entry.firstKept = firstKept
+        entry.signature = Hex.encode(signer.signature(for: AuditChain.checkpointMessage(seq: seq, previous: chain.hash)))
+        let (line, hash) = AuditChain.line(previous: chain.hash, json: AuditChain.encode(entry), signer: signer)
+        let preparedPath = self.directory + "/" + AuditFiles.prepared
+        _ = unlink(preparedPath)
+        let next = try PosixFile(path: preparedPath, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
+        let allocated = max(Self.growthStep, Int64(line.count))
+        try next.write(line + [UInt8](repeating: 0, count: Int(allocated) - line.count), at: 0)
+        try next.flushData()
+        guard rename(self.logPath, archivePath) == 0 else { throw POSIXFailure.error("rename", path: self.logPath) }
+        guard rename(preparedPath, self.logPath) == 0 else {
+            let failure = POSIXFailure.error("rename", path: preparedPath)
+            // Back as it was: the old file goes on.
+            _ = rename(archivePath, self.logPath)
+            throw failure
+        }
+        try DataDirectory.flushDirectory(self.directory)
+        self.current.withLock { $0 = next }
+        chain.seq = seq
+        chain.hash = hash
+        chain.fileFirst = seq
+        chain.lastFile = seq
+        chain.lastStart = 0
+        chain.end = Int64(line.count)
+        chain.allocated = allocated
+        chain.lastCheckpoint = seq
+        if !removed.isEmpty {
+            for first in removed {
+                _ = unlink(self.directory + "/" + AuditFiles.archiveName(first: first))
+            }
+            try? DataDirectory.flushDirectory(self.directory)
+        }
+        return AuditAnchor(seq: seq, hash: hash, offset: 0, file: seq)
     }
 
     /// Asks the syncer to flush now. Extra requests are harmless: a flush with nothing new to flush is none.
@@ -825,6 +1163,12 @@ public final class AuditLog: FlushRider {
         }
     }
 
+    /// Why the log could not move to a new file the last time it was due, or `nil` (it goes on in the same
+    /// file and tries again).
+    public var rotationFailure: String? {
+        self.shared.withLock { $0.rotationFailure }
+    }
+
     /// Why the anchor could not be replaced the last time it was due, or `nil`.
     public var anchorFailure: String? {
         self.shared.withLock { $0.anchorFailure }
@@ -886,13 +1230,26 @@ public final class AuditLog: FlushRider {
 
     // MARK: Reading
 
-    /// The log and head as they stand, for verifying while the daemon serves, without holding the writer:
-    /// the head first, then the end of the last whole batch (never before the head's checkpoint), then the
-    /// bytes before that end, which no later write changes.
-    public func snapshot() throws(CaseVaultError) -> (log: [UInt8], head: [UInt8]?) {
+    /// The log's files and head as they stand, for verifying while the daemon serves, without holding the
+    /// writer: the head first, then (briefly under the writer's lock) the files opened, so that a rotation's
+    /// retention cannot take one away, and the end of the last whole batch in `log` (never before the head's
+    /// checkpoint). Each file is read when the verifier reaches it; the bytes before the end no later write
+    /// changes.
+    public func snapshot() throws(CaseVaultError) -> (segments: [AuditSegment], head: [UInt8]?) {
         let head = try Self.readHead(self.headPath)
-        let end = self.chain.withLock { $0.end }
-        return (try self.file.read(count: Int(end), at: 0), head)
+        let (archives, end, current) = try self.chain.withLock { chain throws(CaseVaultError) in
+            var archives: [AuditSegment] = []
+            for archived in try AuditFiles.list(self.directory) {
+                guard archived.first != nil else { continue }
+                let file = try PosixFile(path: self.directory + "/" + archived.name, flags: O_RDONLY)
+                archives.append(AuditSegment(name: archived.name, first: archived.first) { () throws(CaseVaultError) in try file.readAll() })
+            }
+            return (archives, chain.end, self.file)
+        }
+        let log = AuditSegment(name: AuditFiles.current, first: nil) { () throws(CaseVaultError) in
+            try current.read(count: Int(end), at: 0)
+        }
+        return (archives + [log], head)
     }
 
     /// The head file's bytes, or `nil` when there is none.

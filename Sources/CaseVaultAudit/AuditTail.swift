@@ -5,17 +5,27 @@ public import CaseVaultCore
 internal import CaseVaultStore
 
 /// The last entries of an audit log, oldest first, for `casevaultctl audit tail`: read backwards from the
-/// end of the written bytes (the file is zero-filled after them), whole lines only, so a batch being
-/// written is left out until it is whole. A view of the log, not a check of it: `audit verify` checks
-/// the chain and the signatures.
+/// end of the written bytes of `log` (the file is zero-filled after them), and on into the rotated files
+/// before it when `log` holds fewer; whole lines only, so a batch being written is left out until it is
+/// whole. A view of the log, not a check of it: `audit verify` checks the chain and the signatures.
 public enum AuditTail {
     public static let defaultCount = 20
     public static let maxCount = 1000
 
-    public static func read(logAt path: String, count: Int) throws(CaseVaultError) -> [AuditEntry] {
-        guard DataDirectory.exists(path) else {
-            throw CaseVaultError(.notFound, "no audit log at \(path)")
+    /// The last `count` entries of the log in `directory`.
+    public static func read(directory: String, count: Int) throws(CaseVaultError) -> [AuditEntry] {
+        let files = try AuditFiles.list(directory)
+        guard !files.isEmpty else {
+            throw CaseVaultError(.notFound, "no audit log in \(directory)")
         }
+        var entries: [AuditEntry] = []
+        for file in files.reversed() where entries.count < count {
+            entries = try Self.read(logAt: directory + "/" + file.name, count: count - entries.count) + entries
+        }
+        return entries
+    }
+
+    static func read(logAt path: String, count: Int) throws(CaseVaultError) -> [AuditEntry] {
         let file = try PosixFile(path: path, flags: O_RDONLY)
         let size = try file.size()
         var window: Int64 = 64 << 10

@@ -75,6 +75,7 @@ public enum Daemon {
         let (audit, recovery) = try AuditLog.open(
             directory: try RecordStore.prepareDirectories(storeConfiguration),
             checkpointInterval: configuration.audit.checkpointEvery ?? AuditLog.defaultCheckpointInterval,
+            retention: configuration.audit.retention,
             acceptBreak: acceptAuditBreak,
             clock: storeConfiguration.clock
         )

@@ -1,3 +1,4 @@
+public import CaseVaultAudit
 public import CaseVaultCore
 public import CaseVaultCrypto
 public import CaseVaultStore
@@ -115,11 +116,25 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public struct AuditSettings: Sendable, Equatable, Decodable {
         /// Entries between two signed checkpoints (default 1000); one is also taken at shutdown.
         public var checkpointEvery: Int?
+        /// The log moves to a new file once its file holds this many MiB (default 64); 0: never.
+        public var rotateMiB: Int?
+        /// Rotated files kept, the newest (default 16); 0: all.
+        public var keepFiles: Int?
 
         public init() {}
 
         enum CodingKeys: String, CodingKey {
             case checkpointEvery = "checkpoint_every"
+            case rotateMiB = "rotate_mib"
+            case keepFiles = "keep_files"
+        }
+
+        /// When the log rotates and what it keeps.
+        public var retention: AuditLog.Retention {
+            AuditLog.Retention(
+                rotateBytes: self.rotateMiB.map { Int64($0) << 20 } ?? AuditLog.Retention.defaultRotateBytes,
+                keepFiles: self.keepFiles ?? AuditLog.Retention.defaultKeepFiles
+            )
         }
     }
 
@@ -273,6 +288,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
         try Self.check(self.retention.sweepBatch.map(Int64.init), in: 1...100_000, "retention.sweep_batch")
         try Self.check(self.statistics.k.map(Int64.init), in: 2...1000, "statistics.k")
         try Self.check(self.audit.checkpointEvery.map(Int64.init), in: 1...1_000_000, "audit.checkpoint_every")
+        try Self.check(self.audit.rotateMiB.map(Int64.init), in: 0...65536, "audit.rotate_mib")
+        try Self.check(self.audit.keepFiles.map(Int64.init), in: 0...100_000, "audit.keep_files")
         try Self.check(self.backup.retentionDays.map(Int64.init), in: 1...3650, "backup.retention_days")
         if let file = self.backup.keyFile, file.isEmpty {
             throw CaseVaultError(.invalidConfiguration, "backup.key_file must not be empty", field: "backup.key_file")

@@ -201,9 +201,12 @@ public enum Doctor {
         guard let anchor else {
             return Check(name: name, status: .pass, detail: "no anchor yet (the first start with the root key writes one)")
         }
-        let log = FileManager.default.contents(atPath: data + "/audit/log").map { [UInt8]($0) } ?? []
-        guard let problem = AuditVerifier.anchorProblem(log: log, anchor: anchor) else {
-            return Check(name: name, status: .pass, detail: "the log holds entry \(anchor.seq), as the index remembers (the start checks the entries after it under the root key)")
+        guard let problem = AuditLog.filesProblem(directory: data + "/audit") ?? AuditVerifier.anchorProblem(directory: data + "/audit", anchor: anchor)
+        else {
+            return Check(
+                name: name, status: .pass,
+                detail: "the log's files follow one another and hold entry \(anchor.seq), as the index remembers (the start checks the entries after it under the root key)"
+            )
         }
         return Check(
             name: name, status: .fail,

@@ -179,8 +179,8 @@ extension Routes {
             case .anchored(let value): anchor = value
             case .none: anchor = nil
             }
-            let (log, head) = try audit.snapshot()
-            return AuditVerifier.verify(log: log, head: head, signer: store.auditSigner, anchor: anchor)
+            let (segments, head) = try audit.snapshot()
+            return AuditVerifier.verify(segments: segments, head: head, signer: store.auditSigner, anchor: anchor)
         }
         return try JSONResponse.make(report)
     }
@@ -204,8 +204,8 @@ extension Routes {
             }
             count = number
         }
-        let (path, last) = (self.audit.logPath, count)
-        let entries = try await self.pool.run { try AuditTail.read(logAt: path, count: last) }
+        let (directory, last) = (self.audit.directory, count)
+        let entries = try await self.pool.run { try AuditTail.read(directory: directory, count: last) }
         return try JSONResponse.make(EntriesBody(entries: entries))
     }
 }

@@ -113,10 +113,13 @@ struct Routes: Sendable {
         /// Why the anchor in the index could not be moved on the last time it was due (the log itself is
         /// fine; the next flush tries again).
         var anchorFailure: String?
+        /// Why the log could not move to a new file the last time it was due (it goes on in the same file).
+        var rotationFailure: String?
 
         enum CodingKeys: String, CodingKey {
             case entries, writable
             case anchorFailure = "anchor_failure"
+            case rotationFailure = "rotation_failure"
         }
     }
 
@@ -155,7 +158,10 @@ struct Routes: Sendable {
                 state: state,
                 sealed: sealed,
                 reason: failure.map(Self.auditReason),
-                audit: AuditStatus(entries: self.audit.entries, writable: failure == nil, anchorFailure: self.audit.anchorFailure),
+                audit: AuditStatus(
+                    entries: self.audit.entries, writable: failure == nil, anchorFailure: self.audit.anchorFailure,
+                    rotationFailure: self.audit.rotationFailure
+                ),
                 keys: KeyStatus(
                     source: source, initialised: self.keeper.isInitialised, shares: progress?.received, threshold: progress?.threshold,
                     epoch: epochs?.0, activeEpochs: epochs?.1

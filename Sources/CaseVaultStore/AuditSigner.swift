@@ -27,26 +27,31 @@ public struct AuditSigner: Sendable {
 
 /// How far the audit log had got, kept in the index (`synchronous=FULL`) apart from the log, so that a
 /// log that was cut short, replaced or deleted is noticed: entry `seq` has chain hash `hash` and its line
-/// starts at byte `offset` (seq 0: the log starts afresh, and is checked from its first entry). Stored
-/// with a fresh random nonce and a MAC over both under the chain subkey, so it can be neither forged nor
-/// taken from another copy of the vault: only this index's own older rows could be put back.
+/// starts at byte `offset` of the file whose first entry is `file` (the log rotates: 1 is the first
+/// file). seq 0: the log starts afresh, and is checked from its first entry. Stored with a fresh random
+/// nonce and a MAC over all of it under the chain subkey, so it can be neither forged nor taken from
+/// another copy of the vault: only this index's own older rows could be put back.
 public struct AuditAnchor: Sendable, Equatable {
     public var seq: UInt64
     public var hash: [UInt8]
     public var offset: Int64
+    public var file: UInt64
 
     /// A log that starts afresh: what a restore anchors, since a restored vault begins a log of its own.
-    public static let empty = AuditAnchor(seq: 0, hash: [UInt8](repeating: 0, count: 32), offset: 0)
+    public static let empty = AuditAnchor(seq: 0, hash: [UInt8](repeating: 0, count: 32), offset: 0, file: 1)
 
-    public init(seq: UInt64, hash: [UInt8], offset: Int64) {
+    public init(seq: UInt64, hash: [UInt8], offset: Int64, file: UInt64) {
         self.seq = seq
         self.hash = hash
         self.offset = offset
+        self.file = file
     }
 
     /// What the anchor's MAC covers, with the row's nonce.
     func message(nonce: [UInt8]) -> [UInt8] {
+        // An anchor in the first file is covered as before files existed, so that older anchors still verify.
         Array("casevault.audit.anchor.v1".utf8) + withUnsafeBytes(of: self.seq.bigEndian, Array.init) + self.hash
             + withUnsafeBytes(of: self.offset.bigEndian, Array.init) + nonce
+            + (self.file == 1 ? [] : withUnsafeBytes(of: self.file.bigEndian, Array.init))
     }
 }

@@ -202,6 +202,10 @@ struct Index: Sendable {
                     """
             )
         }
+        migrator.registerMigration("v8-audit-files") { db in
+            // The audit log rotates: the anchor names the file its entry is in by that file's first entry.
+            try db.execute(sql: "ALTER TABLE audit_anchor ADD COLUMN file INTEGER NOT NULL DEFAULT 1")
+        }
         return migrator
     }
 

@@ -19,7 +19,7 @@ extension RecordStore {
     public func auditAnchor() throws(CaseVaultError) -> AuditAnchorState {
         let signer = self.auditSigner
         let (row, isNew) = try self.index.read { db in
-            let row = try GRDB.Row.fetchOne(db, sql: "SELECT seq, hash, offset, nonce, mac FROM audit_anchor WHERE id = 1")
+            let row = try GRDB.Row.fetchOne(db, sql: "SELECT seq, hash, offset, nonce, mac, file FROM audit_anchor WHERE id = 1")
             let used = try Bool.fetchOne(
                 db,
                 sql: """
@@ -39,8 +39,8 @@ extension RecordStore {
         let mac = self.auditSigner.mac(anchor.message(nonce: nonce))
         try self.index.write { db in
             try db.execute(
-                sql: "INSERT OR REPLACE INTO audit_anchor (id, seq, hash, offset, nonce, mac) VALUES (1, ?, ?, ?, ?, ?)",
-                arguments: [Int64(anchor.seq), Data(anchor.hash), anchor.offset, Data(nonce), Data(mac)]
+                sql: "INSERT OR REPLACE INTO audit_anchor (id, seq, hash, offset, nonce, mac, file) VALUES (1, ?, ?, ?, ?, ?, ?)",
+                arguments: [Int64(anchor.seq), Data(anchor.hash), anchor.offset, Data(nonce), Data(mac), Int64(anchor.file)]
             )
         }
     }
@@ -60,7 +60,7 @@ extension RecordStore {
             let index = try DatabaseQueue(path: path, configuration: configuration)
             row = try index.read { db in
                 guard try db.tableExists("audit_anchor") else { return nil }
-                return try GRDB.Row.fetchOne(db, sql: "SELECT seq, hash, offset, nonce, mac FROM audit_anchor WHERE id = 1")
+                return try GRDB.Row.fetchOne(db, sql: "SELECT seq, hash, offset, nonce, mac, file FROM audit_anchor WHERE id = 1")
             }
         } catch {
             throw Index.failure(error)
@@ -84,8 +84,9 @@ extension RecordStore {
         let offset: Int64 = row[2]
         let nonce: Data = row[3]
         let mac: Data = row[4]
-        guard seq >= 0, offset >= 0, hash.count == 32, nonce.count == 16, mac.count == 32 else { throw Self.anchorDamaged() }
-        return (AuditAnchor(seq: UInt64(seq), hash: [UInt8](hash), offset: offset), [UInt8](nonce), [UInt8](mac))
+        let file: Int64 = row[5]
+        guard seq >= 0, offset >= 0, file >= 1, hash.count == 32, nonce.count == 16, mac.count == 32 else { throw Self.anchorDamaged() }
+        return (AuditAnchor(seq: UInt64(seq), hash: [UInt8](hash), offset: offset, file: UInt64(file)), [UInt8](nonce), [UInt8](mac))
     }
 
     private static func checkedAnchor(_ row: GRDB.Row, signer: AuditSigner) throws(CaseVaultError) -> AuditAnchor {

@@ -58,7 +58,7 @@ struct Audit: AsyncParsableCommand {
                 if self.offline {
                     let directory = try Audit.dataDirectory(self.dataDir, config: self.connection.config)
                     do throws(CaseVaultError) {
-                        entries = try AuditTail.read(logAt: directory + "/audit/log", count: self.n)
+                        entries = try AuditTail.read(directory: directory + "/audit", count: self.n)
                     } catch {
                         throw error.code == .integrityFailure ? CLIError.problem(error.message) : CLIError.unreadable(error.message)
                     }
@@ -161,10 +161,14 @@ struct Audit: AsyncParsableCommand {
 
         func verifyOffline() throws(CLIError) -> AuditReport {
             let directory = try Audit.dataDirectory(self.dataDir, config: self.connection.config)
-            guard let log = FileManager.default.contents(atPath: directory + "/audit/log") else {
-                throw CLIError.unreadable("cannot read \(directory)/audit/log")
+            let segments: [AuditSegment]
+            do {
+                segments = try AuditSegment.files(in: directory + "/audit")
+            } catch {
+                throw CLIError.unreadable("cannot read \(directory)/audit: \(error.message)")
             }
-            let head = FileManager.default.contents(atPath: directory + "/audit/head")
+            guard !segments.isEmpty else { throw CLIError.unreadable("there is no audit log in \(directory)/audit") }
+            let head = FileManager.default.contents(atPath: directory + "/audit/head").map { [UInt8]($0) }
             let signer = self.pubkey == nil ? try self.signer() : nil
             var anchor: AuditAnchor?
             do {
@@ -174,14 +178,14 @@ struct Audit: AsyncParsableCommand {
                 }
             } catch {
                 guard error.code == .integrityFailure else { throw CLIError.unreadable(error.message) }
-                var report = AuditVerifier.verify(log: [UInt8](log), head: head.map { [UInt8]($0) }, signer: signer)
+                var report = AuditVerifier.verify(segments: segments, head: head, signer: signer)
                 report.ok = false
                 report.firstBad = AuditReport.Problem(seq: report.entries + 1, line: 0, offset: 0, reason: error.message)
                 return report
             }
             return AuditVerifier.verify(
-                log: [UInt8](log), head: head.map { [UInt8]($0) }, expectedKey: self.pubkey.flatMap { Hex.decode($0.lowercased()) },
-                signer: signer, anchor: anchor
+                segments: segments, head: head, expectedKey: self.pubkey.flatMap { Hex.decode($0.lowercased()) }, signer: signer,
+                anchor: anchor
             )
         }
 
@@ -216,7 +220,9 @@ struct Audit: AsyncParsableCommand {
             }
             var rows: [(String, String)] = [
                 ("audit log", report.ok ? "intact" : "BROKEN"),
-                ("entries", report.ok ? "\(report.entries)" : "\(report.entries) good before the first bad one"),
+                ("entries", (report.ok ? "\(report.entries)" : "\(report.entries) good before the first bad one")
+                    + (report.firstEntry > 1 ? ", from entry \(report.firstEntry) (older files removed by the retention)" : "")),
+                ("files", "\(report.files)"),
                 ("checkpoints", "\(report.checkpoints)" + (report.lastCheckpoint.map { ", the last at entry \($0)" } ?? "")),
                 ("unsigned", "\(report.unsignedEntries) entries after the last checkpoint"),
                 ("MACs", report.macsChecked ? "checked (\(report.unkeyedEntries) entries written while sealed have none)" : "not checked: no root key"),
@@ -227,7 +233,8 @@ struct Audit: AsyncParsableCommand {
                 rows.append(("accepted breaks", report.breaks.map { "at entry \($0)" }.joined(separator: ", ") + " (casevaultctl audit tail shows what was found)"))
             }
             if let bad = report.firstBad {
-                rows.append(("first bad entry", "\(bad.seq) (line \(bad.line), byte \(bad.offset)): \(bad.reason)"))
+                let place = bad.file.map { "\($0), line \(bad.line), byte \(bad.offset)" } ?? "after the last file"
+                rows.append(("first bad entry", "\(bad.seq) (\(place)): \(bad.reason)"))
             }
             output(json: false, document: [:], rows: rows)
         }

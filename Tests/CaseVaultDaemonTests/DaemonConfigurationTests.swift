@@ -48,6 +48,8 @@ struct DaemonConfigurationTests {
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nsource = \"passphrase\"\nargon2_operations = 1", "keys.argon2_operations"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nargon2_memory_mib = 63", "keys.argon2_memory_mib"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[audit]\ncheckpoint_every = 0", "audit.checkpoint_every"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[audit]\nrotate_mib = -1", "audit.rotate_mib"),
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[audit]\nkeep_files = -2", "audit.keep_files"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[backup]\nretention_days = 0", "backup.retention_days"),
         ]
         for (text, mentioned) in cases {

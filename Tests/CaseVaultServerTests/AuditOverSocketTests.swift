@@ -144,7 +144,7 @@ struct AuditOverSocketTests {
         log[lineStarts[4] + 80] ^= 0x20
         try Data(log).write(to: URL(fileURLWithPath: copy + "/audit/log"))
         let (badCode, badText) = try CLITests.ctl(["audit", "verify", "--offline", "--data-dir", copy, "--config", root + "/casevault.toml"], as: .root)
-        #expect(badCode == 1 && badText.contains("BROKEN") && badText.contains("first bad entry  5 (line 5"), "\(badText)")
+        #expect(badCode == 1 && badText.contains("BROKEN") && badText.contains("first bad entry  5 (log, line 5"), "\(badText)")
 
         // The intact log against another key: refused.
         let otherKey = String(repeating: "ab", count: 32)
@@ -314,6 +314,54 @@ struct AuditOverSocketTests {
         #expect(kept.range(of: Data(forgedLine)) != nil, "the forged entry is kept aside for investigation")
         let (verifyCode, verifyText) = try CLITests.ctl(["audit", "verify", "--offline", "--config", root + "/casevault.toml"], as: .root)
         #expect(verifyCode == 0 && verifyText.contains("accepted breaks"), "\(verifyText)")
+    }
+
+    @Test("the log rotates while the daemon serves; verify online and offline proves every file; a rotated file removed stops the next start")
+    func rotationOverTheSocket() throws {
+        let root = DaemonProcess.temporaryRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let audit = root + "/data/audit"
+        func rotated() throws -> [String] {
+            try FileManager.default.contentsOfDirectory(atPath: audit).filter { $0.hasPrefix("log.0") && !$0.contains("broken") }.sorted()
+        }
+        do {
+            let daemon = try DaemonProcess(roles: Self.roles, extra: "[audit]\nrotate_mib = 1\nkeep_files = 1", root: root)
+            #expect(daemon.waitUntilServing(), "\(daemon.log)")
+            // Two entries a request, some 400 bytes: 6,000 requests fill two files and more.
+            let connection = try UnixConnection(path: daemon.socket)
+            for _ in 0..<6000 {
+                let reply = try connection.exchange("GET /v1/whoami HTTP/1.1\r\nHost: casevault\r\n\r\n")
+                guard reply.hasPrefix("HTTP/1.1 200") else {
+                    Issue.record("whoami: \(reply.prefix(200))")
+                    break
+                }
+            }
+            let names = try rotated()
+            #expect(names.count == 1, "the retention keeps one rotated file: \(names)")
+            let report = try daemon.call("GET", "/v1/audit/verify", as: Self.director, expect: 200).json
+            #expect(report["ok"] as? Bool == true && report["files"] as? Int == 2, "\(report)")
+            #expect((report["first_entry"] as? Int ?? 0) > 1 && (report["entries"] as? Int ?? 0) > 12_000, "\(report)")
+            #expect(daemon.stop() == 0)
+        }
+        let (code, text) = try CLITests.ctl(["audit", "verify", "--offline", "--config", root + "/casevault.toml"], as: .root)
+        #expect(code == 0 && text.contains("older files removed by the retention") && text.range(of: #"files +2\n"#, options: .regularExpression) != nil, "\(text)")
+
+        // The rotated file removed while the daemon was stopped: the log begins after what it says it keeps.
+        let removed = try #require(try rotated().first)
+        let saved = try Data(contentsOf: URL(fileURLWithPath: audit + "/" + removed))
+        try FileManager.default.removeItem(atPath: audit + "/" + removed)
+        let (status, log) = try Self.refusedStart(root)
+        #expect(status == 4 && log.contains("oldest files were removed"), "\(log)")
+        let (doctorCode, doctor) = try CLITests.ctl(["doctor", "--config", root + "/casevault.toml"], as: .root)
+        #expect(doctorCode == 1 && doctor.contains("oldest files were removed") && doctor.contains("--accept-audit-break"), "\(doctor)")
+        let (offlineCode, offline) = try CLITests.ctl(["audit", "verify", "--offline", "--config", root + "/casevault.toml"], as: .root)
+        #expect(offlineCode == 1 && offline.contains("are missing"), "\(offline)")
+        // Put back, the log is whole again.
+        try saved.write(to: URL(fileURLWithPath: audit + "/" + removed))
+        chmod(audit + "/" + removed, 0o600)
+        let again = try DaemonProcess(roles: Self.roles, root: root)
+        #expect(again.waitUntilServing(), "\(again.log)")
+        #expect(again.stop() == 0)
     }
 
     @Test("after a SIGKILL, entries the anchor covered cannot be cut away: the anchor follows the log within a second")

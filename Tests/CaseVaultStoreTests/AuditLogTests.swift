@@ -220,19 +220,19 @@ struct AuditLogTests {
         let vault = TestVault()
         let (store, log) = try Self.openLog(vault, interval: 100)
         defer { store.close() }
-        #expect(try AuditTail.read(logAt: log.logPath, count: 5).map(\.kind) == [.key], "only the key entry so far")
+        #expect(try AuditTail.read(directory: log.directory, count: 5).map(\.kind) == [.key], "only the key entry so far")
         for number in UInt64(1)...1500 {
             _ = try await log.append(Self.request(number, action: "POST /v1/cases/{case_id}/records #\(number)"))
         }
         let total = log.entries
         // 1,000 entries span more than the first 64 KiB window.
-        let tail = try AuditTail.read(logAt: log.logPath, count: 1000)
+        let tail = try AuditTail.read(directory: log.directory, count: 1000)
         #expect(tail.count == 1000 && tail.last?.seq == total && tail.first?.seq == total - 999)
         #expect(zip(tail, tail.dropFirst()).allSatisfy { $0.seq + 1 == $1.seq }, "no gap and no entry twice")
         #expect(tail.last?.action == "POST /v1/cases/{case_id}/records #1500")
-        #expect(try AuditTail.read(logAt: log.logPath, count: 3).map(\.seq) == [total - 2, total - 1, total])
+        #expect(try AuditTail.read(directory: log.directory, count: 3).map(\.seq) == [total - 2, total - 1, total])
         log.close()
-        let all = try AuditTail.read(logAt: log.logPath, count: 100_000)
+        let all = try AuditTail.read(directory: log.directory, count: 100_000)
         #expect(all.count == Int(total) + 1 && all.first?.seq == 1 && all.last?.kind == .checkpoint)
     }
 
@@ -292,6 +292,161 @@ struct AuditLogTests {
         let text = String(decoding: bytes, as: UTF8.self)
         #expect(!text.contains("\"request\":2,"), "the refused entry must not be in the log")
         #expect(text.contains("\"request\":3,"))
+    }
+
+    // MARK: Rotation
+
+    /// The names in the vault's audit directory that are files of the log (not set aside), oldest first.
+    static func logFiles(_ vault: TestVault) throws -> [String] {
+        let names = try FileManager.default.contentsOfDirectory(atPath: vault.data + "/audit")
+        let rotated = names.filter { $0.hasPrefix("log.") && $0.count == 24 && $0.dropFirst(4).allSatisfy(\.isNumber) }.sorted()
+        return rotated + (names.contains("log") ? ["log"] : [])
+    }
+
+    /// A log that rotates every 16 KiB and keeps `keep` rotated files, attached to its store (anchored), with
+    /// `count` requests and results written and the log closed.
+    static func rotatedLog(_ vault: TestVault, keep: Int, count: UInt64) async throws -> RecordStore {
+        let store = try vault.open()
+        let retention = AuditLog.Retention(rotateBytes: 16 << 10, keepFiles: keep)
+        let (log, _) = try AuditLog.open(directory: store.auditDirectory, checkpointInterval: 50, retention: retention, clock: { 1_700_000_000_000 })
+        try log.attach(to: store)
+        for number in UInt64(1)...count {
+            _ = try await log.append(Self.request(number))
+            log.record(Self.result(number, status: 201))
+        }
+        log.close()
+        return store
+    }
+
+    /// Verifies the vault's log, all its files, with the store's keys and anchor.
+    static func verifyAll(_ vault: TestVault, _ store: RecordStore) throws -> AuditReport {
+        var anchor: AuditAnchor?
+        if case .anchored(let value) = try store.auditAnchor() { anchor = value }
+        return AuditVerifier.verify(
+            segments: try AuditSegment.files(in: store.auditDirectory), head: Self.read(vault).head, signer: store.auditSigner, anchor: anchor
+        )
+    }
+
+    /// Whether a log opened on the vault's audit directory attaches to `store`: `nil` when it does, else why not.
+    static func attachRefusal(_ store: RecordStore, accept: Bool = false) -> String? {
+        do {
+            let (log, _) = try AuditLog.open(directory: store.auditDirectory, acceptBreak: accept, clock: { 1_700_000_000_000 })
+            defer { log.close() }
+            try log.attach(to: store)
+            return nil
+        } catch {
+            return error.message
+        }
+    }
+
+    @Test("the log rotates into files that carry one chain; verify proves the whole sequence; the retention removes the oldest files and says so")
+    func rotationKeepsOneChain() async throws {
+        let vault = TestVault()
+        let store = try await Self.rotatedLog(vault, keep: 3, count: 300)
+        defer { store.close() }
+        let files = try Self.logFiles(vault)
+        #expect(files.count == 4 && files.last == "log", "three rotated files and log: \(files)")
+        let report = try Self.verifyAll(vault, store)
+        #expect(report.ok && report.macsChecked && report.files == 4, "\(report)")
+        #expect(report.firstEntry > 1 && report.firstEntry == UInt64(files[0].dropFirst(4)), "the oldest kept file begins the log: \(report)")
+        #expect(report.entries > 600 && report.unsignedEntries == 0, "\(report)")
+        // Each rotated file is cut to its entries and ends where the next begins.
+        for name in files.dropLast() {
+            let bytes = try #require(FileManager.default.contents(atPath: vault.data + "/audit/" + name))
+            #expect(bytes.last == UInt8(ascii: "\n") && bytes.count >= 16 << 10 && bytes.count < 20 << 10, "\(name): \(bytes.count) bytes")
+        }
+        // The file being written begins with the rotate checkpoint, which names the entry before it.
+        let first = try #require(AuditTail.read(directory: store.auditDirectory, count: 100_000).first { $0.reason == "rotate" })
+        #expect(first.previous?.count == 64 && first.firstKept != nil && first.publicKey == Hex.encode(store.auditSigner.publicKey))
+        // The tail reads on across files; a restart carries the chain on.
+        let tail = try AuditTail.read(directory: store.auditDirectory, count: 1000)
+        #expect(tail.count == Int(report.entries - report.firstEntry + 1) && tail.first?.seq == report.firstEntry, "\(tail.count)")
+        #expect(zip(tail, tail.dropFirst()).allSatisfy { $0.seq + 1 == $1.seq })
+        #expect(Self.attachRefusal(store) == nil)
+        #expect(try Self.verifyAll(vault, store).ok)
+
+        // With the public key alone (no MACs), the chain from the oldest kept file still checks out.
+        let pinned = AuditVerifier.verify(
+            segments: try AuditSegment.files(in: store.auditDirectory), head: Self.read(vault).head, expectedKey: store.auditSigner.publicKey
+        )
+        #expect(pinned.ok && !pinned.macsChecked, "\(pinned)")
+    }
+
+    @Test("a rotated file removed, changed or renamed is found by verify and refused at attach; an accepted break moves the files before a gap aside")
+    func rotatedFilesTampered() async throws {
+        let vault = TestVault()
+        let store = try await Self.rotatedLog(vault, keep: 0, count: 250)
+        defer { store.close() }
+        let audit = store.auditDirectory
+        let files = try Self.logFiles(vault)
+        #expect(files.count >= 5 && files[0] == "log.00000000000000000001", "all kept: \(files)")
+        #expect(try Self.verifyAll(vault, store).ok)
+        let saved = audit + ".saved"
+        try FileManager.default.copyItem(atPath: audit, toPath: saved)
+        func restore() throws {
+            try FileManager.default.removeItem(atPath: audit)
+            try FileManager.default.copyItem(atPath: saved, toPath: audit)
+        }
+
+        // The oldest file removed: the log no longer begins at entry 1, which it says it keeps.
+        try FileManager.default.removeItem(atPath: audit + "/" + files[0])
+        var report = try Self.verifyAll(vault, store)
+        #expect(!report.ok && report.firstBad?.reason.contains("entries 1 to") == true, "\(report)")
+        #expect(Self.attachRefusal(store)?.contains("oldest files were removed") == true)
+        try restore()
+
+        // A file from the middle removed.
+        try FileManager.default.removeItem(atPath: audit + "/" + files[2])
+        report = try Self.verifyAll(vault, store)
+        #expect(!report.ok && report.firstBad?.file == files[3], "\(report)")
+        #expect(Self.attachRefusal(store)?.contains("does not follow from \(files[1])") == true)
+        try restore()
+
+        // One byte changed in a rotated file: named by file and line.
+        var bytes = try #require(FileManager.default.contents(atPath: audit + "/" + files[1]))
+        bytes[200] ^= 0x01
+        try bytes.write(to: URL(fileURLWithPath: audit + "/" + files[1]))
+        report = try Self.verifyAll(vault, store)
+        #expect(!report.ok && report.firstBad?.file == files[1] && report.firstBad?.line == 1, "\(report)")
+        try restore()
+
+        // A rotated file renamed: its name no longer gives its first entry.
+        try FileManager.default.moveItem(atPath: audit + "/" + files[1], toPath: audit + "/log.00000000000000000002")
+        report = try Self.verifyAll(vault, store)
+        #expect(!report.ok, "\(report)")
+        #expect(Self.attachRefusal(store) != nil)
+        try restore()
+        #expect(try Self.verifyAll(vault, store).ok)
+
+        // The operator accepts the gap: the files before it are set aside, and the log begins after it.
+        try FileManager.default.removeItem(atPath: audit + "/" + files[2])
+        #expect(Self.attachRefusal(store, accept: true) == nil)
+        report = try Self.verifyAll(vault, store)
+        #expect(report.ok && report.breaks.count == 1 && report.firstEntry == UInt64(files[3].dropFirst(4)), "\(report)")
+        let aside = try FileManager.default.contentsOfDirectory(atPath: audit).filter { $0.contains(".broken-") }
+        #expect(aside.count == 2, "the two files before the gap: \(aside)")
+        try? FileManager.default.removeItem(atPath: saved)
+    }
+
+    @Test("a rotation a crash interrupted is finished or undone at the next open, and the chain goes on")
+    func interruptedRotation() async throws {
+        let vault = TestVault()
+        let store = try await Self.rotatedLog(vault, keep: 0, count: 60)
+        defer { store.close() }
+        let audit = store.auditDirectory
+        var files = try Self.logFiles(vault)
+        #expect(files.count >= 2, "\(files)")
+        // After the new file was whole and the old one renamed: log.new alone stands for log.
+        try FileManager.default.moveItem(atPath: audit + "/log", toPath: audit + "/log.new")
+        #expect(Self.attachRefusal(store) == nil)
+        #expect(try Self.logFiles(vault) == files && !FileManager.default.fileExists(atPath: audit + "/log.new"))
+        #expect(try Self.verifyAll(vault, store).ok)
+        // Before the first rename: a prepared file beside log is dropped.
+        files = try Self.logFiles(vault)
+        try Data("half a file".utf8).write(to: URL(fileURLWithPath: audit + "/log.new"))
+        #expect(Self.attachRefusal(store) == nil)
+        #expect(try Self.logFiles(vault) == files && !FileManager.default.fileExists(atPath: audit + "/log.new"))
+        #expect(try Self.verifyAll(vault, store).ok)
     }
 
     /// Runs chattr; false when the filesystem does not support the flag.
