@@ -30,43 +30,131 @@ public enum SecretSharing {
         }
     }
 
-    /// One share: its x (1…255), the threshold, the y bytes, the secret's commitment.
+    /// One share: its x (1…255), the threshold, the y bytes (in locked memory: with `threshold` − 1 others
+    /// they give the root key), the secret's commitment.
     public struct Share: Sendable, Equatable {
         public let index: UInt8
         public let threshold: UInt8
-        public let values: [UInt8]
+        public let values: SecureBytes
         public let commitment: [UInt8]
 
-        static let prefix = "cvshare1"
+        static let prefix = Array("cvshare1".utf8)
+        static let checksumDomain = Array("casevault.share.v1:".utf8)
+        static let dash = UInt8(ascii: "-")
+
+        public static func == (left: Share, right: Share) -> Bool {
+            left.index == right.index && left.threshold == right.threshold && left.commitment == right.commitment
+                && left.values.constantTimeEquals(right.values)
+        }
 
         /// `cvshare1-<threshold>-<index>-<values hex>-<commitment hex>-<checksum hex>`: text a person can
-        /// copy, print or read out.
-        public var encoded: String {
-            let body = "\(Self.prefix)-\(self.threshold)-\(self.index)-\(Self.hex(self.values))-\(Self.hex(self.commitment))"
-            return body + "-" + Self.hex(Self.checksum(body))
-        }
-
-        public init(encoded text: String) throws(Failure) {
-            let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).joined().split(separator: "-").map(String.init)
-            guard parts.count == 6, parts[0] == Self.prefix, let threshold = UInt8(parts[1]), let index = UInt8(parts[2]),
-                index > 0, threshold >= 2, let values = Self.bytes(parts[3]), !values.isEmpty,
-                let commitment = Self.bytes(parts[4]), commitment.count == 8, let checksum = Self.bytes(parts[5])
-            else { throw .malformedShare }
-            let body = parts[0..<5].joined(separator: "-")
-            guard Memory.constantTimeEquals(checksum, Self.checksum(body)) else {
-                throw .corruptedShare(index: Int(index))
+        /// copy, print or read out, made in locked memory (never a Swift string).
+        public func encoded() throws(Failure) -> SecureBytes {
+            let header = Self.prefix + Array("-\(self.threshold)-\(self.index)-".utf8)
+            let tail = [Self.dash] + Array(Self.hex(self.commitment).utf8)
+            let bodyCount = header.count + 2 * self.values.count + tail.count
+            do {
+                // The checksum covers the domain and the body; the body is written twice, both times in
+                // locked memory.
+                let covered = try SecureBytes(count: Self.checksumDomain.count + bodyCount) { output in
+                    output.copyBytes(from: Self.checksumDomain)
+                    self.writeBody(into: UnsafeMutableRawBufferPointer(rebasing: output[Self.checksumDomain.count...]), header: header, tail: tail)
+                }
+                let checksum = [Self.dash] + Array(Self.hex(Self.checksum(covered)).utf8)
+                return try SecureBytes(count: bodyCount + checksum.count) { output in
+                    self.writeBody(into: output, header: header, tail: tail)
+                    UnsafeMutableRawBufferPointer(rebasing: output[bodyCount...]).copyBytes(from: checksum)
+                }
+            } catch {
+                throw .malformedShare
             }
-            self.init(index: index, threshold: threshold, values: values, commitment: commitment)
         }
 
-        init(index: UInt8, threshold: UInt8, values: [UInt8], commitment: [UInt8]) {
+        /// Writes `header`, the values in lowercase hex (by libsodium, straight from locked memory) and `tail`.
+        private func writeBody(into output: UnsafeMutableRawBufferPointer, header: [UInt8], tail: [UInt8]) {
+            output.copyBytes(from: header)
+            let hexCount = 2 * self.values.count
+            self.values.withUnsafeBytes { values in
+                // bin2hex ends its output with a NUL, which the tail then overwrites.
+                let room = UnsafeMutableRawBufferPointer(rebasing: output[header.count...])
+                _ = sodium_bin2hex(UnsafeMutableRawPointer(room.u8).assumingMemoryBound(to: CChar.self), room.count, values.u8, values.count)
+            }
+            UnsafeMutableRawBufferPointer(rebasing: output[(header.count + hexCount)...]).copyBytes(from: tail)
+        }
+
+        /// Reads a share from its text (`encoded()`; spaces, tabs and line breaks anywhere are ignored)
+        /// without copying the values out of locked memory: the text is compacted into locked memory, and
+        /// the values are decoded from there into locked memory.
+        public init(encoded text: some CryptoBytes) throws(Failure) {
+            let compact: SecureBytes
+            do {
+                compact = try text.withUnsafeBytes { input in
+                    let count = input.reduce(0) { $0 + (Self.isSpace($1) ? 0 : 1) }
+                    guard count > 0 else { throw Failure.malformedShare }
+                    return try SecureBytes(count: count) { output in
+                        var position = 0
+                        for byte in input where !Self.isSpace(byte) {
+                            output[position] = byte
+                            position += 1
+                        }
+                    }
+                }
+            } catch {
+                throw .malformedShare
+            }
+            let parsed: (threshold: UInt8, index: UInt8, values: SecureBytes, commitment: [UInt8], checksum: [UInt8], bodyCount: Int)? =
+                compact.withUnsafeBytes { bytes in
+                    let dashes = bytes.indices.filter { bytes[$0] == Self.dash }
+                    guard dashes.count == 5 else { return nil }
+                    let bounds = [0] + dashes.map { $0 + 1 }
+                    let ends = dashes + [bytes.count]
+                    func part(_ number: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[bounds[number]..<ends[number]]) }
+                    func small(_ number: Int) -> UInt8? {
+                        let digits = part(number)
+                        guard (1...3).contains(digits.count), digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { return nil }
+                        return UInt8(exactly: digits.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) })
+                    }
+                    let valuesHex = part(3)
+                    guard part(0).elementsEqual(Self.prefix), let threshold = small(1), let index = small(2), index > 0, threshold >= 2,
+                        !valuesHex.isEmpty, valuesHex.count % 2 == 0,
+                        let commitment = Self.bytes(part(4)), commitment.count == 8, let checksum = Self.bytes(part(5)),
+                        let values = try? SecureBytes(count: valuesHex.count / 2, initializer: { output in
+                            guard Self.decode(valuesHex, into: output) else { throw Failure.malformedShare }
+                        })
+                    else { return nil }
+                    return (threshold, index, values, commitment, checksum, dashes[4])
+                }
+            guard let parsed else { throw .malformedShare }
+            let covered: SecureBytes
+            do {
+                covered = try SecureBytes(count: Self.checksumDomain.count + parsed.bodyCount) { output in
+                    output.copyBytes(from: Self.checksumDomain)
+                    compact.withUnsafeBytes { bytes in
+                        UnsafeMutableRawBufferPointer(rebasing: output[Self.checksumDomain.count...])
+                            .copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[..<parsed.bodyCount]))
+                    }
+                }
+            } catch {
+                throw .malformedShare
+            }
+            guard Memory.constantTimeEquals(parsed.checksum, Self.checksum(covered)) else {
+                throw .corruptedShare(index: Int(parsed.index))
+            }
+            self.init(index: parsed.index, threshold: parsed.threshold, values: parsed.values, commitment: parsed.commitment)
+        }
+
+        init(index: UInt8, threshold: UInt8, values: SecureBytes, commitment: [UInt8]) {
             self.index = index
             self.threshold = threshold
             self.values = values
             self.commitment = commitment
         }
 
-        /// Lowercase hex, by libsodium.
+        static func isSpace(_ byte: UInt8) -> Bool {
+            byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\t") || byte == UInt8(ascii: "\r")
+        }
+
+        /// Lowercase hex, by libsodium: for the public parts (commitment, checksum).
         static func hex(_ bytes: [UInt8]) -> String {
             var text = [CChar](repeating: 0, count: bytes.count * 2 + 1)
             _ = sodium_bin2hex(&text, text.count, bytes, bytes.count)
@@ -74,21 +162,22 @@ public enum SecretSharing {
         }
 
         /// Bytes from hex (either case), by libsodium; nil for anything else.
-        static func bytes(_ text: String) -> [UInt8]? {
-            let characters = Array(text.utf8)
-            guard !characters.isEmpty, characters.count % 2 == 0 else { return nil }
-            var result = [UInt8](repeating: 0, count: characters.count / 2)
-            var length = 0
-            let status = characters.withUnsafeBufferPointer { input in
-                input.withMemoryRebound(to: CChar.self) { text in
-                    sodium_hex2bin(&result, result.count, text.baseAddress, text.count, nil, &length, nil)
-                }
-            }
-            return status == 0 && length == result.count ? result : nil
+        static func bytes(_ text: UnsafeRawBufferPointer) -> [UInt8]? {
+            guard !text.isEmpty, text.count % 2 == 0 else { return nil }
+            var result = [UInt8](repeating: 0, count: text.count / 2)
+            let decoded = result.withUnsafeMutableBytes { Self.decode(text, into: $0) }
+            return decoded ? result : nil
         }
 
-        static func checksum(_ body: String) -> [UInt8] {
-            Array(Hash.blake2b(Array(("casevault.share.v1:" + body).utf8), length: 16).prefix(4))
+        /// Decodes hex `text` into exactly `output` (half its length), by libsodium (constant time).
+        static func decode(_ text: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Bool {
+            var length = 0
+            let status = sodium_hex2bin(output.u8, output.count, text.cchar, text.count, nil, &length, nil)
+            return status == 0 && length == output.count && 2 * length == text.count
+        }
+
+        static func checksum(_ covered: SecureBytes) -> [UInt8] {
+            Array(Hash.blake2b(covered, length: 16).prefix(4))
         }
     }
 
@@ -97,6 +186,7 @@ public enum SecretSharing {
         guard threshold >= 2, threshold <= count, count <= 255 else { throw .invalidParameters }
         let commitment = Self.commitment(secret)
         var values = Array(repeating: [UInt8](repeating: 0, count: secret.count), count: count)
+        defer { for index in values.indices { Memory.zero(&values[index]) } }
         secret.withUnsafeBytes { bytes in
             // One polynomial per byte: the secret byte, then threshold − 1 random coefficients.
             var coefficients = [UInt8](repeating: 0, count: threshold)
@@ -109,7 +199,10 @@ public enum SecretSharing {
                 }
             }
         }
-        return (0..<count).map { Share(index: UInt8($0 + 1), threshold: UInt8(threshold), values: values[$0], commitment: commitment) }
+        return try (0..<count).map { number throws(Failure) in
+            guard let locked = try? SecureBytes(copying: values[number]) else { throw .invalidParameters }
+            return Share(index: UInt8(number + 1), threshold: UInt8(threshold), values: locked, commitment: commitment)
+        }
     }
 
     /// The secret from at least `threshold` shares of one split; throws rather than return a wrong secret.
@@ -127,16 +220,16 @@ public enum SecretSharing {
                 Self.multiply(product, Self.multiply(other.index, Self.inverse(other.index ^ share.index)))
             }
         }
-        var secret = [UInt8](repeating: 0, count: first.values.count)
-        defer { Memory.zero(&secret) }
-        for position in 0..<secret.count {
-            var byte: UInt8 = 0
+        // Summed share by share straight into locked memory.
+        guard let key = try? SecureBytes(count: first.values.count, initializer: { secret in
             for (share, weight) in zip(used, weights) {
-                byte ^= Self.multiply(share.values[position], weight)
+                share.values.withUnsafeBytes { values in
+                    for position in 0..<secret.count {
+                        secret[position] ^= Self.multiply(values[position], weight)
+                    }
+                }
             }
-            secret[position] = byte
-        }
-        guard let key = try? SecureBytes(copying: secret) else { throw .wrongSecret }
+        }) else { throw .wrongSecret }
         guard Memory.constantTimeEquals(Self.commitment(key), first.commitment) else { throw .wrongSecret }
         return key
     }

@@ -464,7 +464,10 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
     private static func describe(_ error: DecodingError) -> String {
         func path(_ context: DecodingError.Context, _ key: (any CodingKey)? = nil) -> String {
-            (context.codingPath + (key.map { [$0] } ?? [])).map(\.stringValue).joined(separator: ".")
+            // TOMLKit's path already ends with the missing key; others' do not.
+            let names = context.codingPath.map(\.stringValue)
+            let last = key.map(\.stringValue).flatMap { names.last == $0 ? nil : [$0] } ?? []
+            return (names + last).joined(separator: ".")
         }
         switch error {
         case .keyNotFound(let key, let context):

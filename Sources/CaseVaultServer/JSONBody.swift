@@ -60,12 +60,12 @@ extension Request {
         case value(SecureBytes)
     }
 
-    /// The body as a JSON object (within the limits, as `jsonObject`), with the string member `name` taken
-    /// out into locked memory before anything else reads it: the received bytes are copied into
-    /// `sodium_malloc`'d memory and zeroed, the member's value is decoded from there into a `SecureBytes`,
-    /// and the document returned holds `null` in its place. So the secret never lies in a Swift string or
+    /// The body as a JSON object (within the limits, as `jsonObject`), with the string members `names` taken
+    /// out into locked memory before anything else reads them: the received bytes are copied into
+    /// `sodium_malloc`'d memory and zeroed, each member's value is decoded from there into a `SecureBytes`,
+    /// and the document returned holds `null` in their places. So a secret never lies in a Swift string or
     /// an array that is freed without being zeroed. (NIO's own receive buffers are outside this reach.)
-    func jsonObject(_ limits: ServerConfiguration, secret name: String) async throws -> (JSONValue, Secret) {
+    func jsonObject(_ limits: ServerConfiguration, secrets names: [String]) async throws -> (JSONValue, [String: Secret]) {
         var buffer = try await self.jsonBody(limits)
         guard buffer.readableBytes > 0 else {
             throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
@@ -79,36 +79,51 @@ extension Request {
         buffer.withUnsafeMutableReadableBytes { bytes in
             if let base = bytes.baseAddress { memset(base, 0, bytes.count) }
         }
-        return try raw.withUnsafeBytes { bytes throws -> (JSONValue, Secret) in
+        return try raw.withUnsafeBytes { bytes throws -> (JSONValue, [String: Secret]) in
             guard !JSONValue.nestsDeeper(than: limits.maxJSONDepth, bytes) else {
                 throw CaseVaultError(.nestingTooDeep, "the body nests arrays and objects deeper than the limit of \(limits.maxJSONDepth)")
             }
-            // Parsed once with the secret's value cut out, so that no copy of it is made.
-            guard let range = JSONValue.memberRange(of: name, in: bytes), range.upperBound <= bytes.count else {
-                var copy = Array(bytes)
-                defer { wipe(&copy) }
-                guard let document = JSONValue.parse(copy), case .object = document else {
-                    throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
-                }
-                return (document, .absent)
+            // Parsed once with the secrets' values cut out, so that no copy of them is made.
+            var found: [(name: String, range: Range<Int>)] = []
+            for name in names {
+                if let range = JSONValue.memberRange(of: name, in: bytes), range.upperBound <= bytes.count { found.append((name, range)) }
             }
-            var redacted = Array(bytes[..<range.lowerBound]) + Array("null".utf8) + Array(bytes[range.upperBound...])
+            found.sort { $0.range.lowerBound < $1.range.lowerBound }
+            guard zip(found, found.dropFirst()).allSatisfy({ $0.range.upperBound <= $1.range.lowerBound }) else {
+                throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
+            }
+            var redacted: [UInt8] = []
+            redacted.reserveCapacity(bytes.count)
+            var position = 0
+            for member in found {
+                redacted += bytes[position..<member.range.lowerBound]
+                redacted += Array("null".utf8)
+                position = member.range.upperBound
+            }
+            redacted += bytes[position...]
             defer { wipe(&redacted) }
             guard let document = JSONValue.parse(redacted), case .object = document else {
                 throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
             }
-            // The member given twice: which one counts would depend on the parser. Refused.
-            guard document[name] == .null else {
-                throw CaseVaultError(.invalidField, "\(name) is given more than once", field: name)
+            var secrets: [String: Secret] = [:]
+            for name in names { secrets[name] = .absent }
+            for (name, range) in found {
+                // The member given twice: which one counts would depend on the parser. Refused.
+                guard document[name] == .null else {
+                    throw CaseVaultError(.invalidField, "\(name) is given more than once", field: name)
+                }
+                let literal = UnsafeRawBufferPointer(rebasing: bytes[range])
+                guard let length = JSONValue.decodeString(literal, into: nil), length > 0 else {
+                    secrets[name] = .notString
+                    continue
+                }
+                do {
+                    secrets[name] = .value(try SecureBytes(count: length) { output in _ = JSONValue.decodeString(literal, into: output) })
+                } catch {
+                    throw CaseVaultError(.keyUnavailable, "locked memory for the secret could not be allocated")
+                }
             }
-            let literal = UnsafeRawBufferPointer(rebasing: bytes[range])
-            guard let length = JSONValue.decodeString(literal, into: nil), length > 0 else { return (document, .notString) }
-            do {
-                let secret = try SecureBytes(count: length) { output in _ = JSONValue.decodeString(literal, into: output) }
-                return (document, .value(secret))
-            } catch {
-                throw CaseVaultError(.keyUnavailable, "locked memory for the secret could not be allocated")
-            }
+            return (document, secrets)
         }
     }
 

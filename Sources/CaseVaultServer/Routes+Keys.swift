@@ -6,23 +6,31 @@ internal import Foundation
 internal import Hummingbird
 
 /// Key custody over the socket (operator): init, unseal (passphrase or one recovery share at a time) and
-/// seal. The passphrase is taken from the body into locked memory (`Request.jsonObject(_:secret:)`),
-/// reaches the store's `VaultKeeper` as `SecureBytes` and goes no further.
+/// seal. The passphrase and a share are taken from the body into locked memory
+/// (`Request.jsonObject(_:secrets:)`), reach the store's `VaultKeeper` as `SecureBytes` and go no further;
+/// the shares init makes are written into the answer from locked memory.
 extension Routes {
     static let minimumPassphraseCharacters = 12
 
-    struct Initialised: Encodable {
-        var sealed: Bool
-        /// The recovery shares: shown once, kept nowhere.
-        var shares: [String]
-        var threshold: Int?
+    /// `{"sealed":false,"shares":[…],"threshold":N}` (sorted keys, as `JSONResponse`), the shares copied
+    /// from locked memory straight into the answer's buffer: the recovery shares, shown once, kept nowhere.
+    static func initialised(_ shares: [SecureBytes], threshold: Int) -> Response {
+        var body = ByteBuffer()
+        body.writeString(#"{"sealed":false,"shares":["#)
+        for (number, share) in shares.enumerated() {
+            body.writeString(number == 0 ? "\"" : ",\"")
+            share.withUnsafeBytes { _ = body.writeBytes($0) }
+            body.writeString("\"")
+        }
+        body.writeString(shares.isEmpty ? "]}" : #"],"threshold":\#(threshold)}"#)
+        return JSONResponse.raw(body, status: .created)
     }
 
     func initialise(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorize(.initialise)
-        let (body, secret) = try await request.jsonObject(self.configuration, secret: "passphrase")
+        let (body, secrets) = try await request.jsonObject(self.configuration, secrets: ["passphrase"])
         try body.onlyFields(["passphrase", "shares", "threshold"])
-        let passphrase = try Self.passphrase(secret)
+        let passphrase = try Self.passphrase(secrets["passphrase"] ?? .absent)
         let shares = try Self.count(body, "shares", default: 0)
         let threshold = try Self.count(body, "threshold", default: shares == 0 ? 0 : min(shares, 3))
         let keeper = self.keeper
@@ -30,9 +38,7 @@ extension Routes {
         let (_, encoded) = try await self.pool.run {
             try keeper.initialise(passphrase: passphrase, shares: shares, threshold: threshold)
         }
-        return try JSONResponse.make(
-            Initialised(sealed: false, shares: encoded, threshold: shares == 0 ? nil : threshold), status: .created
-        )
+        return Self.initialised(encoded, threshold: threshold)
     }
 
     struct Unsealed: Encodable {
@@ -44,18 +50,19 @@ extension Routes {
 
     func unseal(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try context.authorize(.unseal)
-        let (body, secret) = try await request.jsonObject(self.configuration, secret: "passphrase")
+        let (body, secrets) = try await request.jsonObject(self.configuration, secrets: ["passphrase", "share"])
         try body.onlyFields(["passphrase", "share"])
         let keeper = self.keeper
         let progress: VaultKeeper.Progress
         switch (body["passphrase"], body["share"]) {
         case (.some, nil):
-            let passphrase = try Self.passphrase(secret)
+            let passphrase = try Self.passphrase(secrets["passphrase"] ?? .absent)
             progress = .unsealed(try await self.pool.run { try keeper.unseal(passphrase: passphrase) })
-        case (nil, .some(.string(let share))):
-            progress = try await self.pool.run { try keeper.unseal(share: share) }
         case (nil, .some):
-            throw body.mistyped("share", "a recovery share as casevaultctl init printed it (cvshare1-…)")
+            guard case .value(let share) = secrets["share"] else {
+                throw body.mistyped("share", "a recovery share as casevaultctl init printed it (cvshare1-…)")
+            }
+            progress = try await self.pool.run { try keeper.unseal(share: share) }
         default:
             throw CaseVaultError(.missingField, "give either passphrase or share", field: "passphrase")
         }

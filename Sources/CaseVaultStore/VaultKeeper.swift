@@ -118,9 +118,9 @@ public final class VaultKeeper: Sendable {
     }
 
     /// Makes the root key, wraps it under `passphrase`, splits it into `shares` recovery shares of which
-    /// `threshold` recover it (none when `shares` is 0), and opens the store. The shares are returned once
-    /// and kept nowhere.
-    public func initialise(passphrase: some CryptoBytes, shares: Int, threshold: Int) throws(CaseVaultError) -> (RecordStore, [String]) {
+    /// `threshold` recover it (none when `shares` is 0), and opens the store. The shares are returned once,
+    /// as text in locked memory, and kept nowhere.
+    public func initialise(passphrase: some CryptoBytes, shares: Int, threshold: Int) throws(CaseVaultError) -> (RecordStore, [SecureBytes]) {
         guard case .passphrase(let path, let limits) = self.source else {
             throw CaseVaultError(.wrongKeySource, "init needs keys.source = \"passphrase\"; this daemon's root key comes from a file or credential")
         }
@@ -135,10 +135,12 @@ public final class VaultKeeper: Sendable {
             throw CaseVaultError(.alreadyInitialised, "the vault is already initialised and unsealed")
         }
         let root = try WrappedRootKey.create(path: path, passphrase: passphrase, limits: limits)
-        var encoded: [String] = []
+        var encoded: [SecureBytes] = []
         if shares > 0 {
             do {
-                encoded = try SecretSharing.split(root, count: shares, threshold: threshold).map(\.encoded)
+                encoded = try SecretSharing.split(root, count: shares, threshold: threshold).map { share throws(SecretSharing.Failure) in
+                    try share.encoded()
+                }
             } catch {
                 throw CaseVaultError(.keyUnavailable, "the recovery shares could not be made: \(error)")
             }
@@ -176,8 +178,9 @@ public final class VaultKeeper: Sendable {
 
     /// Takes one recovery share. Once `threshold` shares are in, combines them and opens the store; shares
     /// that do not combine, or whose key is not this vault's, are all dropped and the attempt counts as
-    /// refused. A malformed share is refused as bad input and changes nothing.
-    public func unseal(share text: String) throws(CaseVaultError) -> Progress {
+    /// refused. A malformed share is refused as bad input and changes nothing. The share's text and values
+    /// stay in locked memory.
+    public func unseal(share text: some CryptoBytes) throws(CaseVaultError) -> Progress {
         _ = try self.wrappedKeyPath()
         let share: SecretSharing.Share
         do {

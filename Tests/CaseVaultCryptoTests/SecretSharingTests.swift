@@ -39,7 +39,7 @@ struct SecretSharingTests {
         let secret = try SecureBytes(copying: [0x42])
         for _ in 0..<6000 {
             let share = try SecretSharing.split(secret, count: 2, threshold: 2)[0]
-            seen.insert(share.values[0])
+            seen.insert(share.values.withUnsafeBytes { $0[0] })
         }
         #expect(seen.count == 256, "a single share of a fixed secret takes every byte value (\(seen.count) seen)")
     }
@@ -48,8 +48,10 @@ struct SecretSharingTests {
     func integrity() throws {
         let key = try Self.key()
         let shares = try SecretSharing.split(key, count: 5, threshold: 3)
-        let texts = shares.map(\.encoded)
-        #expect(try texts.map { try SecretSharing.Share(encoded: $0) } == shares)
+        let texts = try shares.map(Self.text)
+        #expect(try texts.map { try Self.share($0) } == shares)
+        // Spaces and line breaks, as a person copies a share, are ignored.
+        #expect(try Self.share(" " + texts[0].prefix(20) + "\n" + texts[0].dropFirst(20) + "\r\n") == shares[0])
         #expect(texts[0].hasPrefix("cvshare1-3-1-"))
         // Every single-character change in the hex parts is caught by the checksum (or the format).
         let text = texts[1]
@@ -60,29 +62,42 @@ struct SecretSharingTests {
             let replacement: Character = text[position] == "0" ? "1" : "0"
             var damaged = text
             damaged.replaceSubrange(position...position, with: String(replacement))
-            #expect(throws: SecretSharing.Failure.self) { _ = try SecretSharing.Share(encoded: damaged) }
+            #expect(throws: SecretSharing.Failure.self) { _ = try Self.share(damaged) }
         }
         #expect(throws: SecretSharing.Failure.corruptedShare(index: 2)) {
-            _ = try SecretSharing.Share(encoded: String(text.dropLast()) + (text.last == "0" ? "1" : "0"))
+            _ = try Self.share(String(text.dropLast()) + (text.last == "0" ? "1" : "0"))
         }
-        #expect(throws: SecretSharing.Failure.malformedShare) { _ = try SecretSharing.Share(encoded: "hello") }
+        for malformed in ["hello", "", "   ", "cvshare1-3-2-zz-0011223344556677-00112233", "cvshare1-3-0-00-0011223344556677-00112233",
+            "cvshare1-3-2-0-0011223344556677-00112233", "cvshare1-3-2-00-0011223344556677-00112233-00", "cvshare1-999-2-00-0011223344556677-00112233"]
+        {
+            #expect(throws: SecretSharing.Failure.malformedShare, "\(malformed)") { _ = try Self.share(malformed) }
+        }
         // Shares of another split, or a share given twice, are refused.
         let other = try SecretSharing.split(try Self.key(), count: 5, threshold: 3)
         #expect(throws: SecretSharing.Failure.mismatchedShares) { _ = try SecretSharing.combine([shares[0], shares[1], other[2]]) }
         #expect(throws: SecretSharing.Failure.mismatchedShares) { _ = try SecretSharing.combine([shares[0], shares[0], shares[1]]) }
         // A share whose values were altered but re-checksummed (a forged share) yields a wrong secret: refused.
-        var values = shares[2].values
+        var values = shares[2].values.withUnsafeBytes { Array($0) }
         values[0] ^= 1
-        let forged = try SecretSharing.Share(encoded: Self.reencoded(shares[2], values: values))
+        let forged = try Self.share(try Self.reencoded(shares[2], values: values))
         #expect(throws: SecretSharing.Failure.wrongSecret) { _ = try SecretSharing.combine([shares[0], shares[1], forged]) }
         #expect(throws: SecretSharing.Failure.invalidParameters) { _ = try SecretSharing.split(key, count: 2, threshold: 3) }
         #expect(throws: SecretSharing.Failure.invalidParameters) { _ = try SecretSharing.split(key, count: 300, threshold: 3) }
     }
 
+    /// The share's text, out of locked memory (as a person holds it).
+    static func text(_ share: SecretSharing.Share) throws -> String {
+        try share.encoded().withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+    }
+
+    static func share(_ text: String) throws -> SecretSharing.Share {
+        try SecretSharing.Share(encoded: Array(text.utf8))
+    }
+
     /// The share's text with other values and a checksum made to match, as a forger would.
-    static func reencoded(_ share: SecretSharing.Share, values: [UInt8]) -> String {
+    static func reencoded(_ share: SecretSharing.Share, values: [UInt8]) throws -> String {
         let hex = values.map { String(format: "%02x", $0) }.joined()
-        let parts = share.encoded.split(separator: "-")
+        let parts = try Self.text(share).split(separator: "-")
         let body = ([String(parts[0]), String(parts[1]), String(parts[2]), hex, String(parts[4])]).joined(separator: "-")
         // Recompute the checksum the way the format defines it: BLAKE2b-32 of the prefix and body.
         let checksum = Array(Hash.blake2b(Array(("casevault.share.v1:" + body).utf8), length: 16).prefix(4)).map { String(format: "%02x", $0) }.joined()

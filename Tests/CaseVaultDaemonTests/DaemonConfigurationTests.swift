@@ -26,6 +26,8 @@ struct DaemonConfigurationTests {
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 0", "max_content_bytes"),
             ("[store]\ndata_directory = \"\"\nroot_key_file = \"k\"\nmax_content_bytes = 10", "data_directory"),
             ("[store\ndata_directory = 1", "line"),
+            // A missing key is named once, by its whole path.
+            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"", "lacks store.max_content_bytes;"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10", "server"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[roles]\nkingpin = [\"self\"]", "roles.kingpin"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[roles]\ndirector = [\"uid:x\"]", "roles.director"),
