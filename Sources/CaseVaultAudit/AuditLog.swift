@@ -2,6 +2,7 @@
 internal import Glibc
 #endif
 public import CaseVaultCore
+internal import CaseVaultCrypto
 public import CaseVaultStore
 internal import Dispatch
 internal import Foundation
@@ -108,6 +109,14 @@ public final class AuditLog: FlushRider {
         var lastFile: UInt64
         /// After a failed rotation, the entry after which the next try is made.
         var rotateAfter: UInt64 = 0
+        /// Rotate at the next write whatever the size (after an accepted break moved files aside, so that
+        /// the new file's first entry says where the log now begins).
+        var rotateNow = false
+        /// A rotation renamed the files but the directory could not be flushed: every write first flushes it.
+        var directoryUnflushed = false
+        /// A rotation failed half-way and could not be undone: the log refuses every write until a restart
+        /// (`open` finishes or undoes it).
+        var unusable: String?
 
         var tail: AuditAnchor { AuditAnchor(seq: self.seq, hash: self.hash, offset: self.lastStart, file: self.lastFile) }
     }
@@ -243,6 +252,7 @@ public final class AuditLog: FlushRider {
         let fileFirst: UInt64
         if end == 0 {
             let found = try base()
+            guard found.0.seq < UInt64.max else { throw Self.damaged() }
             (tail, lastStart, lastFile) = (found.0, found.lastStart, found.file)
             fileFirst = tail.seq + 1
         } else {
@@ -296,13 +306,13 @@ public final class AuditLog: FlushRider {
                     previous = AuditLine.Tail(seq: parsed.entry.seq, hash: parsed.hash)
                 } else if parsed.entry.seq == 1 {
                     previous = AuditLine.Tail(seq: 0, hash: AuditChain.genesis)
-                } else if let text = parsed.entry.previous, let hash = Hex.decode(text) {
+                } else if parsed.entry.seq > 1, let text = parsed.entry.previous, let hash = Hex.decode(text) {
                     // A file's first entry after a rotation names the entry before it.
                     previous = AuditLine.Tail(seq: parsed.entry.seq - 1, hash: hash)
                 } else {
                     previous = try before()
                 }
-                guard parsed.entry.seq == previous.seq + 1,
+                guard previous.seq < UInt64.max, parsed.entry.seq == previous.seq + 1,
                     AuditChain.hash(previous: previous.hash, json: parsed.json) == parsed.hash
                 else { throw Self.damaged() }
                 return (AuditLine.Tail(seq: parsed.entry.seq, hash: parsed.hash), end - Int64(last.count + 1), end, contentEnd)
@@ -367,7 +377,11 @@ public final class AuditLog: FlushRider {
                 )
             }
             if let cut = finding.cut { try self.setAside(from: cut) }
-            if let floor = finding.floor { try self.setAside(before: floor) }
+            if let floor = finding.floor {
+                try self.setAside(before: floor)
+                // The next file's first entry says where the log now begins, for the checks of later starts.
+                self.chain.withLock { $0.rotateNow = true }
+            }
             try self.attach(signer, breakFound: finding.description, firstKept: finding.floor)
         } else {
             try self.attach(signer)
@@ -432,8 +446,17 @@ public final class AuditLog: FlushRider {
     /// Whether the files follow one another: each rotated file begins with the entry its name gives and
     /// ends with the entry before the next file's first, by number and hash, and the oldest begins no later
     /// than the log's own record of its retention (the newest `rotate` checkpoint's `first_kept`). Reads
-    /// the first and the last line of each file.
-    static func checkFiles(_ parts: [Part]) throws(CaseVaultError) -> Finding? {
+    /// the first and the last line of each file. With `signer` (at a start), a first line counts only if
+    /// its MAC verifies (and a `rotate` checkpoint's hash follows from the `previous` it names), so that
+    /// nobody without the root key can rewrite what a file says the log keeps or where it follows from.
+    static func checkFiles(_ parts: [Part], signer: AuditSigner?) throws(CaseVaultError) -> Finding? {
+        func trusted(_ line: AuditLine.Parsed) -> Bool {
+            guard let signer else { return true }
+            guard let mac = line.mac, Memory.constantTimeEquals(signer.mac(AuditChain.macMessage(line.hash)), mac) else { return false }
+            guard line.entry.reason == AuditChain.rotateReason, line.entry.kind == .checkpoint else { return true }
+            guard let text = line.entry.previous, let previous = Hex.decode(text) else { return false }
+            return AuditChain.hash(previous: previous, json: line.json) == line.hash
+        }
         var firsts: [AuditLine.Parsed?] = []
         for part in parts {
             firsts.append(part.end == 0 ? nil : try AuditFiles.firstLine(part.file))
@@ -442,24 +465,38 @@ public final class AuditLog: FlushRider {
         var floor: UInt64?
         var kept: UInt64 = 1
         for (index, part) in parts.enumerated() {
+            let isRotated = index < parts.count - 1
             guard let first = firsts[index] else {
-                if index < parts.count - 1 {
+                if isRotated {
                     problems.append("the rotated file \(part.name) is empty")
                     floor = parts[index + 1].first
                 }
                 continue
             }
-            if first.entry.reason == AuditChain.rotateReason, let value = first.entry.firstKept { kept = max(kept, value) }
-            guard index < parts.count - 1 else { continue }
+            guard !isRotated || trusted(first) else {
+                problems.append("the first entry of \(part.name) does not verify under the root key")
+                floor = parts[index + 1].first
+                continue
+            }
+            if first.entry.reason == AuditChain.rotateReason, let value = first.entry.firstKept, trusted(first) { kept = max(kept, value) }
+            guard isRotated else { continue }
             guard first.entry.seq == part.first else {
                 problems.append("the rotated file \(part.name) begins at entry \(first.entry.seq), not the one its name gives")
                 floor = parts[index + 1].first
                 continue
             }
             guard let next = firsts[index + 1] else { continue }
-            guard let last = try AuditFiles.lastLine(part.file), last.entry.seq + 1 == next.entry.seq,
-                AuditChain.hash(previous: last.hash, json: next.json) == next.hash
-            else {
+            let follows: Bool
+            if let last = try AuditFiles.lastLine(part.file), next.entry.seq > 0, last.entry.seq == next.entry.seq - 1 {
+                if next.entry.reason == AuditChain.rotateReason, let text = next.entry.previous {
+                    follows = trusted(next) && Hex.decode(text) == last.hash
+                } else {
+                    follows = AuditChain.hash(previous: last.hash, json: next.json) == next.hash
+                }
+            } else {
+                follows = false
+            }
+            guard follows else {
                 problems.append("\(parts[index + 1].name) does not follow from \(part.name): entries between them are missing or were replaced")
                 floor = next.entry.seq
                 continue
@@ -484,7 +521,7 @@ public final class AuditLog: FlushRider {
                 if found.first == nil, let line = try AuditFiles.firstLine(file) { first = line.entry.seq }
                 parts.append(Part(name: found.name, first: first, file: file, end: try file.size()))
             }
-            return try Self.checkFiles(parts)?.description
+            return try Self.checkFiles(parts, signer: nil)?.description
         } catch {
             return error.message
         }
@@ -493,7 +530,9 @@ public final class AuditLog: FlushRider {
     /// What is wrong with the log against `store`'s anchor, or `nil` when it checks out: the files must
     /// follow one another (`checkFiles`), the anchor's entry must be where it says and follow from the entry
     /// before it, and every entry after it must check out under `signer`. With no anchor (a new vault, a
-    /// damaged anchor) or a fresh one (seq 0, after a restore), every entry from the first is checked.
+    /// damaged anchor) or a fresh one (seq 0, after a restore), every entry from the first is checked. With
+    /// files missing, the walk begins after the gap (from the anchor, when it lies after it): everything
+    /// found is named together, so that accepting one break cannot pass over another.
     func check(against store: RecordStore, signer: AuditSigner) throws(CaseVaultError) -> Finding? {
         var problem: String?
         var anchor = AuditAnchor.empty
@@ -511,21 +550,30 @@ public final class AuditLog: FlushRider {
         // The anchor first, then the log: a flush may move the anchor on meanwhile, never past the log.
         let entries = self.chain.withLock { $0.seq }
         let parts = try self.parts()
-        if let finding = try Self.checkFiles(parts) {
-            return finding
-        }
+        let files = try Self.checkFiles(parts, signer: signer)
+        let floorIndex = files?.floor.flatMap { floor in parts.firstIndex { $0.first >= floor } } ?? 0
+        let walked = try self.walk(parts, from: floorIndex, gap: files != nil, anchor: anchor, entries: entries, signer: signer)
+        let found = [problem, files?.description, walked?.description].compactMap { $0 }
+        guard !found.isEmpty else { return nil }
+        return Finding(description: found.joined(separator: "; "), cut: walked?.cut, floor: files?.floor ?? walked?.floor)
+    }
+
+    /// The walk under the root key: from the anchor's entry (or, when there is none or it lies before a gap
+    /// in the files, from the first entry of `parts[start]`) to the end.
+    private func walk(
+        _ parts: [Part], from start: Int, gap: Bool, anchor: AuditAnchor, entries: UInt64, signer: AuditSigner
+    ) throws(CaseVaultError) -> Finding? {
         var walker = AuditWalker(previous: AuditChain.genesis, seq: 0, signer: signer, expectedKey: nil)
-        var startPart = 0
+        var startPart = start
         var windowStart: Int64 = 0
         var position = 0
         var lastStart: Int64 = 0
-        var lastFile = parts[0].first
+        var lastFile = parts[start].first
         var began = false
         var bytes: [UInt8] = []
-        if anchor.seq > 0 {
-            guard let index = parts.firstIndex(where: { $0.first == anchor.file }), anchor.seq <= entries,
-                anchor.offset < parts[index].end
-            else {
+        let anchorPart = parts.firstIndex(where: { $0.first == anchor.file })
+        if anchor.seq > 0, !gap || (anchorPart.map { $0 >= start } ?? false) {
+            guard let index = anchorPart, anchor.seq <= entries, anchor.offset < parts[index].end else {
                 let oldest = parts[0].first
                 return Finding(
                     description: "the log ends at entry \(entries) but the index's anchor names entry \(anchor.seq)"
@@ -548,7 +596,7 @@ public final class AuditLog: FlushRider {
             else {
                 return Finding(
                     description: "entry \(anchor.seq) is not the one the index's anchor names: the log was replaced",
-                    cut: Cut(file: parts[0].first, offset: 0, last: .empty)
+                    cut: Cut(file: parts[start].first, offset: 0, last: .empty)
                 )
             }
             // The anchor's own entry: its JSON must give its hash (when the entry before it is at hand), and
@@ -566,7 +614,7 @@ public final class AuditLog: FlushRider {
                 if let reason = walker.step(parsed) {
                     return Finding(
                         description: "entry \(anchor.seq), the one the index's anchor names: \(reason)",
-                        cut: Cut(file: parts[0].first, offset: 0, last: .empty)
+                        cut: Cut(file: parts[start].first, offset: 0, last: .empty)
                     )
                 }
             } else {
@@ -578,7 +626,7 @@ public final class AuditLog: FlushRider {
             lastFile = part.first
             began = true
         } else {
-            bytes = try parts[0].file.read(count: Int(parts[0].end), at: 0)
+            bytes = try parts[start].file.read(count: Int(parts[start].end), at: 0)
         }
         for index in startPart..<parts.count {
             let part = parts[index]
@@ -603,7 +651,7 @@ public final class AuditLog: FlushRider {
                 if let reason {
                     let last = AuditAnchor(seq: walker.seq, hash: walker.previous, offset: lastStart, file: lastFile)
                     return Finding(
-                        description: (problem.map { $0 + "; " } ?? "") + "entry \(walker.seq + 1) (\(part.name)): \(reason)",
+                        description: "entry \(walker.seq &+ 1) (\(part.name)): \(reason)",
                         cut: Cut(file: part.first, offset: windowStart + Int64(position), last: last)
                     )
                 }
@@ -612,7 +660,7 @@ public final class AuditLog: FlushRider {
                 position = newline + 1
             }
         }
-        return problem.map { Finding(description: $0, cut: nil) }
+        return nil
     }
 
     /// Moves the log from `cut` on aside (`<file>.broken-<time>`, made durable) together with the head: the
@@ -870,17 +918,32 @@ public final class AuditLog: FlushRider {
         var rotationFailure: String??
         let result = self.chain.withLock { chain -> Result<(checkpoint: AuditAnchor?, tail: AuditAnchor), CaseVaultError> in
             var checkpoint: AuditAnchor?
-            if let signer, self.retention.rotateBytes > 0, chain.end >= self.retention.rotateBytes, chain.dirtyBytes == 0,
-                chain.seq >= chain.rotateAfter
-            {
+            // A rotation whose new names may not be durable yet: nothing goes into the new file until they are.
+            if let unusable = chain.unusable {
+                return .failure(CaseVaultError(.storageFailure, unusable))
+            }
+            if chain.directoryUnflushed {
+                do throws(CaseVaultError) {
+                    try DataDirectory.flushDirectory(self.directory)
+                    chain.directoryUnflushed = false
+                } catch {
+                    return .failure(error)
+                }
+            }
+            let due = (self.retention.rotateBytes > 0 && chain.end >= self.retention.rotateBytes) || chain.rotateNow
+            if let signer, due, chain.dirtyBytes == 0, chain.seq >= chain.rotateAfter {
                 do throws(CaseVaultError) {
                     checkpoint = try self.rotate(&chain, signer: signer)
-                    grew = true
                     rotationFailure = .some(nil)
                 } catch {
                     // The log goes on in its file, and tries again after the next interval's worth of entries.
                     chain.rotateAfter = chain.seq + self.checkpointInterval
                     rotationFailure = .some(error.message)
+                }
+                // The file's size may have changed either way: the log flushes it before anything rides.
+                grew = true
+                if chain.unusable != nil || chain.directoryUnflushed {
+                    return .failure(CaseVaultError(.storageFailure, (rotationFailure ?? nil) ?? "the audit log could not rotate"))
                 }
             }
             var seq = chain.seq
@@ -999,22 +1062,19 @@ public final class AuditLog: FlushRider {
             throw CaseVaultError(.storageFailure, "the audit log cannot rotate: \(archive) already exists")
         }
         // Which rotated files the retention removes: the oldest beyond `keepFiles`, as long as the oldest
-        // kept begins with a rotate checkpoint (a walk can begin there).
+        // kept begins with a rotate checkpoint or entry 1 (a walk can begin there).
         var rotated = try AuditFiles.list(self.directory).compactMap(\.first) + [chain.fileFirst]
         rotated.sort()
         var removed = self.retention.keepFiles > 0 ? Array(rotated.prefix(max(0, rotated.count - self.retention.keepFiles))) : []
-        while let oldestKept = rotated.dropFirst(removed.count).first, oldestKept != chain.fileFirst, !removed.isEmpty {
-            let path = self.directory + "/" + AuditFiles.archiveName(first: oldestKept)
-            if let first = try AuditFiles.firstLine(try PosixFile(path: path, flags: O_RDONLY)), first.entry.reason == AuditChain.rotateReason {
+        while let oldestKept = rotated.dropFirst(removed.count).first, !removed.isEmpty {
+            let file = oldestKept == chain.fileFirst
+                ? self.file : try PosixFile(path: self.directory + "/" + AuditFiles.archiveName(first: oldestKept), flags: O_RDONLY)
+            if let first = try AuditFiles.firstLine(file), first.entry.reason == AuditChain.rotateReason || first.entry.seq == 1 {
                 break
             }
             removed.removeLast()
         }
         let firstKept = rotated.dropFirst(removed.count).first ?? chain.fileFirst
-
-        let old = self.file
-        try old.truncate(to: chain.end)
-        try old.flushData()
 
         let seq = chain.seq + 1
         var entry = AuditEntry(seq: seq, kind: .checkpoint, time: self.clock())
@@ -1030,14 +1090,24 @@ public final class AuditLog: FlushRider {
         let allocated = max(Self.growthStep, Int64(line.count))
         try next.write(line + [UInt8](repeating: 0, count: Int(allocated) - line.count), at: 0)
         try next.flushData()
+
+        // The file being closed: cut to its entries, and everything in it durable before a file after it
+        // takes its name.
+        let old = self.file
+        try old.truncate(to: chain.end)
+        try old.flushData()
+        chain.allocated = chain.end
         guard rename(self.logPath, archivePath) == 0 else { throw POSIXFailure.error("rename", path: self.logPath) }
         guard rename(preparedPath, self.logPath) == 0 else {
             let failure = POSIXFailure.error("rename", path: preparedPath)
-            // Back as it was: the old file goes on.
-            _ = rename(archivePath, self.logPath)
+            // Back as it was: the old file goes on. If even that fails, the log stops (a restart finishes the
+            // rotation from log.new).
+            if rename(archivePath, self.logPath) != 0 {
+                chain.unusable = "the audit log stopped half-way through a rotation (\(failure.message)); restart casevaultd to finish it"
+            }
             throw failure
         }
-        try DataDirectory.flushDirectory(self.directory)
+        // From here on the rotation has happened: the new file is written to, once its names are durable.
         self.current.withLock { $0 = next }
         chain.seq = seq
         chain.hash = hash
@@ -1047,6 +1117,10 @@ public final class AuditLog: FlushRider {
         chain.end = Int64(line.count)
         chain.allocated = allocated
         chain.lastCheckpoint = seq
+        chain.rotateNow = false
+        chain.directoryUnflushed = true
+        try DataDirectory.flushDirectory(self.directory)
+        chain.directoryUnflushed = false
         if !removed.isEmpty {
             for first in removed {
                 _ = unlink(self.directory + "/" + AuditFiles.archiveName(first: first))

@@ -150,8 +150,8 @@ struct AuditWalker {
             return "the entry's hash does not follow from the entry before it: the entry was altered, removed or moved"
         }
         let entry = parsed.entry
-        guard entry.seq == self.seq + 1 else {
-            return "the entry's number is \(entry.seq); \(self.seq + 1) was expected"
+        guard entry.seq == self.seq &+ 1 else {
+            return "the entry's number is \(entry.seq); \(self.seq &+ 1) was expected"
         }
         if let mac = parsed.mac {
             if let signer, !Memory.constantTimeEquals(signer.mac(AuditChain.macMessage(parsed.hash)), mac) {
@@ -334,7 +334,7 @@ public enum AuditVerifier {
         func fail(_ reason: String) -> AuditReport {
             report.ok = false
             tally()
-            report.firstBad = AuditReport.Problem(seq: walker.seq + 1, file: file, line: lineNumber, offset: offset, reason: reason)
+            report.firstBad = AuditReport.Problem(seq: walker.seq &+ 1, file: file, line: lineNumber, offset: offset, reason: reason)
             return report
         }
 
@@ -391,7 +391,7 @@ public enum AuditVerifier {
             guard anchor.seq <= walker.seq else {
                 return fail(
                     "the log ends at entry \(walker.seq) but the index's anchor names entry \(anchor.seq): "
-                        + "entries \(walker.seq + 1) to \(anchor.seq) at least were cut away, or the log was replaced"
+                        + "entries \(walker.seq &+ 1) to \(anchor.seq) at least were cut away, or the log was replaced"
                 )
             }
             guard anchorHash == anchor.hash else {

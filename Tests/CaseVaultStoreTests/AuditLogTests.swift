@@ -418,14 +418,105 @@ struct AuditLogTests {
         try restore()
         #expect(try Self.verifyAll(vault, store).ok)
 
-        // The operator accepts the gap: the files before it are set aside, and the log begins after it.
+        // The oldest files removed and the first entry of the oldest left rewritten to say it keeps only
+        // what is left (its hash left alone): the MAC of that line no longer verifies.
+        try FileManager.default.removeItem(atPath: audit + "/" + files[0])
+        try FileManager.default.removeItem(atPath: audit + "/" + files[1])
+        var third = try #require(FileManager.default.contents(atPath: audit + "/" + files[2]))
+        let kept = try #require(third.range(of: Data("\"first_kept\":1,".utf8)))
+        let claim = "\"first_kept\":\(files[2].dropFirst(4).drop { $0 == "0" }),"
+        third.replaceSubrange(kept, with: Data(claim.utf8))
+        try third.write(to: URL(fileURLWithPath: audit + "/" + files[2]))
+        #expect(Self.attachRefusal(store)?.contains("does not verify under the root key") == true, "\(String(describing: Self.attachRefusal(store)))")
+        #expect(try !Self.verifyAll(vault, store).ok)
+        try restore()
+
+        // Entries cut from the end of log and a stray empty file made to draw the eye: both are named, and
+        // accepting the break records both.
+        let log = try #require(FileManager.default.contents(atPath: audit + "/log"))
+        let logEnd = log.lastIndex(where: { $0 != 0 }).map { $0 + 1 } ?? 0
+        let lines = log[..<logEnd].split(separator: UInt8(ascii: "\n"))
+        let shortened = Data(lines.dropLast(3).map { Data($0) + Data([0x0a]) }.joined())
+        try (shortened + Data(count: log.count - shortened.count)).write(to: URL(fileURLWithPath: audit + "/log"))
+        _ = FileManager.default.createFile(atPath: audit + "/log.00000000000000000000", contents: Data(), attributes: [.posixPermissions: 0o600])
+        let both = Self.attachRefusal(store) ?? ""
+        #expect(both.contains("is empty") && both.contains("cut away"), "\(both)")
+        #expect(Self.attachRefusal(store, accept: true) == nil)
+        let recorded = try AuditTail.read(directory: audit, count: 100_000).last { $0.reason?.hasPrefix("break: ") == true }
+        #expect(recorded?.reason?.contains("cut away") == true, "\(String(describing: recorded?.reason))")
+        try restore()
+
+        // The operator accepts the gap: the files before it are set aside, and the log begins after it; the
+        // next start needs nothing.
         try FileManager.default.removeItem(atPath: audit + "/" + files[2])
         #expect(Self.attachRefusal(store, accept: true) == nil)
         report = try Self.verifyAll(vault, store)
         #expect(report.ok && report.breaks.count == 1 && report.firstEntry == UInt64(files[3].dropFirst(4)), "\(report)")
         let aside = try FileManager.default.contentsOfDirectory(atPath: audit).filter { $0.contains(".broken-") }
         #expect(aside.count == 2, "the two files before the gap: \(aside)")
+        #expect(Self.attachRefusal(store) == nil)
+        #expect(try Self.verifyAll(vault, store).ok)
         try? FileManager.default.removeItem(atPath: saved)
+    }
+
+    @Test("hostile numbers in the log's files are refused, never trapped on: by open, by attach, by verify and by doctor's check")
+    func hostileNumbers() async throws {
+        let vault = TestVault()
+        let store = try await Self.rotatedLog(vault, keep: 0, count: 60)
+        defer { store.close() }
+        let audit = store.auditDirectory
+        let saved = audit + ".saved"
+        try FileManager.default.copyItem(atPath: audit, toPath: saved)
+        defer { try? FileManager.default.removeItem(atPath: saved) }
+        func line(_ json: String) -> Data {
+            Data((String(repeating: "ab", count: 32) + " - " + json + "\n").utf8)
+        }
+        let zeros = String(repeating: "00", count: 32)
+        let hostile: [(String, Data)] = [
+            ("log", line(#"{"kind":"checkpoint","previous":"\#(zeros)","reason":"rotate","seq":0,"time":1}"#)),
+            ("log", line(#"{"kind":"request","seq":18446744073709551615,"time":1}"#)),
+            ("log.00000000000000000001", line(#"{"kind":"request","seq":18446744073709551615,"time":1}"#)),
+        ]
+        for (name, bytes) in hostile {
+            try FileManager.default.removeItem(atPath: audit)
+            try FileManager.default.copyItem(atPath: saved, toPath: audit)
+            try bytes.write(to: URL(fileURLWithPath: audit + "/" + name))
+            #expect(Self.attachRefusal(store) != nil, "\(name)")
+            #expect(AuditLog.filesProblem(directory: audit) != nil || name == "log", "\(name)")
+            #expect(try !Self.verifyAll(vault, store).ok, "\(name)")
+        }
+        try FileManager.default.removeItem(atPath: audit)
+        try FileManager.default.copyItem(atPath: saved, toPath: audit)
+    }
+
+    @Test(
+        "a rotation that cannot be made leaves the log writing in its file (the head, which cannot be replaced either, fails closed), says why, and is made once it can",
+        .enabled(if: geteuid() == 0, "chattr +i needs root")
+    )
+    func rotationRefusedByTheDirectory() async throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        defer { store.close() }
+        let retention = AuditLog.Retention(rotateBytes: 16 << 10, keepFiles: 0)
+        let (log, _) = try AuditLog.open(directory: store.auditDirectory, checkpointInterval: 50, retention: retention, clock: { 1_700_000_000_000 })
+        try log.attach(to: store)
+        guard try Self.chattr("+i", store.auditDirectory) else {
+            Issue.record("this filesystem does not take the immutable flag")
+            return
+        }
+        for number in UInt64(1)...100 {
+            _ = try await log.append(Self.request(number))
+        }
+        #expect(try Self.logFiles(vault) == ["log"])
+        #expect(log.rotationFailure?.contains("not permitted") == true, "\(String(describing: log.rotationFailure))")
+        #expect(try Self.chattr("-i", store.auditDirectory))
+        for number in UInt64(101)...200 {
+            _ = try await log.append(Self.request(number))
+        }
+        #expect(log.rotationFailure == nil && log.failure == nil, "\(String(describing: log.failure))")
+        #expect(try Self.logFiles(vault).count >= 2)
+        log.close()
+        #expect(try Self.verifyAll(vault, store).ok)
     }
 
     @Test("a rotation a crash interrupted is finished or undone at the next open, and the chain goes on")
