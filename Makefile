@@ -46,6 +46,7 @@ bench: deps
 	.build/release/casevault-bench
 	scripts/bench-socket.sh
 	scripts/bench-slow-peers.sh
+	python3 scripts/secret-copies.py .build/release
 
 ## soak: the SIGKILL crash test with many more cycles than make test runs
 soak: deps

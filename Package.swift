@@ -126,6 +126,7 @@ let package = Package(
                 "CaseVaultDaemon",
                 "CaseVaultAudit",
                 "CaseVaultStore",
+                "CaseVaultCrypto",
                 .product(name: "Logging", package: "swift-log"),
                 "CaseVaultServer",
                 "CaseVaultCore",

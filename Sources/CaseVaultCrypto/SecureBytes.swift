@@ -75,6 +75,25 @@ public final class SecureBytes: @unchecked Sendable {
         }
     }
 
+    /// Lets `fill` write up to `capacity` bytes into locked scratch memory and return how many it wrote,
+    /// and keeps exactly those (the scratch is zeroed and freed): for a secret whose length is known only
+    /// once it is read, such as a line typed at a terminal. `nil` when `fill` wrote nothing.
+    public static func collecting(capacity: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> SecureBytes? {
+        precondition(capacity > 0, "a scratch region needs at least one byte")
+        Sodium.ready()
+        guard let scratch = sodium_malloc(capacity) else {
+            throw CryptoError.secureAllocationFailed
+        }
+        // sodium_free zeroes the region before it frees it.
+        defer { sodium_free(scratch) }
+        let buffer = UnsafeMutableRawBufferPointer(start: scratch, count: capacity)
+        let count = min(capacity, max(0, try fill(buffer)))
+        guard count > 0 else { return nil }
+        return try SecureBytes(count: count) { destination in
+            destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+        }
+    }
+
     deinit {
         if let cell = self.arenaCell {
             // The arena zeroes the cell before anyone can take it again.

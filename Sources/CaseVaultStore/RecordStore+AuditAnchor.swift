@@ -1,5 +1,5 @@
 public import CaseVaultCore
-internal import CaseVaultCrypto
+public import CaseVaultCrypto
 internal import Foundation
 internal import GRDB
 
@@ -72,7 +72,7 @@ extension RecordStore {
 
     /// The signer of the vault whose root key `configuration`'s source gives (never created), for checking
     /// the audit log without the daemon.
-    public static func auditSigner(_ configuration: StoreConfiguration, passphrase: [UInt8]?) throws(CaseVaultError) -> AuditSigner {
+    public static func auditSigner(_ configuration: StoreConfiguration, passphrase: SecureBytes?) throws(CaseVaultError) -> AuditSigner {
         let rootKey = try Self.rootKey(configuration, passphrase: passphrase)
         defer { rootKey.wipe() }
         return try Barrier(rootKey: rootKey).auditSigner

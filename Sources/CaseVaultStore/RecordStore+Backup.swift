@@ -2,7 +2,7 @@
 internal import Glibc
 #endif
 public import CaseVaultCore
-internal import CaseVaultCrypto
+public import CaseVaultCrypto
 internal import Foundation
 internal import GRDB
 public import Logging
@@ -208,7 +208,7 @@ extension RecordStore {
     public static func restore(
         read: (Int) throws(CaseVaultError) -> [UInt8],
         into configuration: StoreConfiguration,
-        passphrase: [UInt8]?,
+        passphrase: SecureBytes?,
         keys: BackupKeyFile,
         ledger: [ShredLedgerEntry],
         ledgerCopy: ShredLedgerFile? = nil,
@@ -403,7 +403,7 @@ extension RecordStore {
     }
 
     /// The root key from `configuration`'s source, never created: a restore needs the vault's own key.
-    static func rootKey(_ configuration: StoreConfiguration, passphrase: [UInt8]?) throws(CaseVaultError) -> SecureBytes {
+    static func rootKey(_ configuration: StoreConfiguration, passphrase: SecureBytes?) throws(CaseVaultError) -> SecureBytes {
         switch configuration.keySource {
         case .file:
             guard DataDirectory.exists(configuration.rootKeyFile.path) else {

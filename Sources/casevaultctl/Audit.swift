@@ -1,6 +1,7 @@
 import ArgumentParser
 import CaseVaultAudit
 import CaseVaultCore
+import CaseVaultCrypto
 import CaseVaultDaemon
 import CaseVaultStore
 import Foundation
@@ -199,11 +200,10 @@ struct Audit: AsyncParsableCommand {
             } catch {
                 throw CLIError.configuration("\(error.message) (or check without the root key: --pubkey)")
             }
-            var passphrase: [UInt8]?
+            var passphrase: SecureBytes?
             if store.keySource == .passphrase {
-                passphrase = Array(try Secret.passphrase(stdin: self.stdin).utf8)
+                passphrase = try Secret.passphrase(stdin: self.stdin)
             }
-            defer { if passphrase != nil { passphrase!.withUnsafeMutableBytes { bytes in if let base = bytes.baseAddress { _ = memset(base, 0, bytes.count) } } } }
             do {
                 return try RecordStore.auditSigner(store, passphrase: passphrase)
             } catch {

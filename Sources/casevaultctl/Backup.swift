@@ -1,5 +1,6 @@
 import ArgumentParser
 import CaseVaultCore
+import CaseVaultCrypto
 import CaseVaultDaemon
 import CaseVaultStore
 import Foundation
@@ -157,9 +158,9 @@ struct Restore: ParsableCommand {
                 throw CLIError.unreadable(error.message)
             }
         }
-        var passphrase: [UInt8]?
+        var passphrase: SecureBytes?
         if store.keySource == .passphrase {
-            passphrase = Array(try Secret.passphrase(stdin: self.stdin).utf8)
+            passphrase = try Secret.passphrase(stdin: self.stdin)
         }
         guard let handle = FileHandle(forReadingAtPath: self.input) else {
             throw CLIError.unreadable("cannot read \(self.input)")

@@ -1,14 +1,54 @@
 import ArgumentParser
+import CaseVaultCrypto
 import Foundation
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Reading a secret: from the terminal without echo, or one line of standard input (`--stdin`).
+/// Reading a secret: from the terminal without echo, or one line of standard input (`--stdin`), byte by
+/// byte straight into locked memory (`SecureBytes`), never into a Swift string or a stdio buffer; and the
+/// request body that carries it, built in locked memory too.
 enum Secret {
+    /// The longest line taken as a secret.
+    static let maxLine = 64 << 10
+
+    /// A line of a secret: its bytes, or nothing when the line was empty; `nil` at the end of the input.
+    typealias Line = SecureBytes??
+
+    /// One line from `fd`, read a byte at a time (so that nothing past the newline is taken, and no buffer
+    /// outside locked memory holds it), without its newline (or carriage return).
+    static func line(from fd: Int32) throws(CLIError) -> Line {
+        var ended = false
+        let bytes: SecureBytes?
+        do {
+            bytes = try SecureBytes.collecting(capacity: Self.maxLine) { buffer in
+                var count = 0
+                var byte: UInt8 = 0
+                while true {
+                    guard read(fd, &byte, 1) == 1 else {
+                        ended = count == 0
+                        break
+                    }
+                    if byte == UInt8(ascii: "\n") { break }
+                    guard count < buffer.count else { throw CLIError.usage("the secret's line is longer than \(Self.maxLine) bytes") }
+                    buffer[count] = byte
+                    count += 1
+                }
+                byte = 0
+                if count > 0, buffer[count - 1] == UInt8(ascii: "\r") { count -= 1 }
+                return count
+            }
+        } catch let error as CLIError {
+            throw error
+        } catch {
+            throw CLIError.usage("no locked memory for the secret")
+        }
+        return ended ? nil : .some(bytes)
+    }
+
     /// One line from the controlling terminal with echo off; restored however the read ends.
-    static func fromTerminal(prompt: String) throws(CLIError) -> String {
+    static func fromTerminal(prompt: String) throws(CLIError) -> SecureBytes? {
         let fd = open("/dev/tty", O_RDWR | O_CLOEXEC)
         guard fd >= 0 else {
             throw CLIError.usage("no terminal to read the secret from without echo; pass --stdin to read it from standard input")
@@ -26,25 +66,62 @@ enum Secret {
             if isTerminal { tcsetattr(fd, TCSAFLUSH, &saved) }
             _ = write(fd, "\n", 1)
         }
-        var bytes: [UInt8] = []
-        var byte: UInt8 = 0
-        while read(fd, &byte, 1) == 1, byte != UInt8(ascii: "\n") {
-            bytes.append(byte)
-        }
-        defer { bytes.withUnsafeMutableBytes { if let base = $0.baseAddress { memset(base, 0, $0.count) } } }
-        return String(decoding: bytes, as: UTF8.self)
+        return try Self.line(from: fd) ?? nil
     }
 
-    /// The next line of standard input, without its newline; `nil` at the end.
-    static func fromStandardInput() -> String? {
-        readLine(strippingNewline: true)
+    /// The next line of standard input; `nil` at the end.
+    static func fromStandardInput() throws(CLIError) -> Line {
+        try Self.line(from: STDIN_FILENO)
     }
 
     /// The passphrase: the next line of standard input with `stdin`, else from the terminal without echo.
-    static func passphrase(stdin: Bool, prompt: String = "Passphrase: ") throws(CLIError) -> String {
-        guard stdin else { return try Self.fromTerminal(prompt: prompt) }
-        guard let line = Self.fromStandardInput() else { throw CLIError.usage("no passphrase on standard input") }
-        return line
+    static func passphrase(stdin: Bool, prompt: String = "Passphrase: ") throws(CLIError) -> SecureBytes {
+        let line = stdin ? try Self.fromStandardInput() : .some(try Self.fromTerminal(prompt: prompt))
+        guard let line else { throw CLIError.usage("no passphrase on standard input") }
+        guard let passphrase = line else { throw CLIError.usage("the passphrase is empty") }
+        return passphrase
+    }
+
+    /// Whether every byte of `secret` is a space or tab (a blank line).
+    static func isBlank(_ secret: SecureBytes) -> Bool {
+        secret.withUnsafeBytes { bytes in bytes.allSatisfy { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") } }
+    }
+
+    /// `{"<name>":"<secret, JSON-escaped>",<extra members>}`, in locked memory.
+    static func body(_ name: String, _ secret: SecureBytes, extra: [(String, Int)] = []) throws(CLIError) -> SecureBytes {
+        let head = Array("{\"\(name)\":\"".utf8)
+        let tail = Array(("\"" + extra.map { ",\"\($0.0)\":\($0.1)" }.joined() + "}").utf8)
+        let escaped = secret.withUnsafeBytes { bytes in
+            bytes.reduce(0) { $0 + ($1 < 0x20 ? 6 : ($1 == UInt8(ascii: "\"") || $1 == UInt8(ascii: "\\")) ? 2 : 1) }
+        }
+        let hex = Array("0123456789abcdef".utf8)
+        do {
+            return try SecureBytes(count: head.count + escaped + tail.count) { output in
+                var position = 0
+                func put(_ byte: UInt8) {
+                    output[position] = byte
+                    position += 1
+                }
+                head.forEach(put)
+                secret.withUnsafeBytes { bytes in
+                    for byte in bytes {
+                        if byte < 0x20 {
+                            Array("\\u00".utf8).forEach(put)
+                            put(hex[Int(byte >> 4)])
+                            put(hex[Int(byte & 0x0f)])
+                        } else if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+                            put(UInt8(ascii: "\\"))
+                            put(byte)
+                        } else {
+                            put(byte)
+                        }
+                    }
+                }
+                tail.forEach(put)
+            }
+        } catch {
+            throw CLIError.usage("no locked memory for the request")
+        }
     }
 }
 
@@ -77,12 +154,13 @@ struct Init: AsyncParsableCommand {
     func run() async throws {
         try await runReporting { () throws(CLIError) in
             let passphrase = try Secret.passphrase(stdin: self.stdin, prompt: "New passphrase: ")
-            if !self.stdin, try Secret.fromTerminal(prompt: "Again: ") != passphrase {
+            if !self.stdin, try Secret.fromTerminal(prompt: "Again: ").map({ $0.constantTimeEquals(passphrase) }) != true {
                 throw CLIError.usage("the two passphrases differ; nothing was changed")
             }
-            var body: [String: Any] = ["passphrase": passphrase, "shares": self.shares]
-            if self.shares > 0 { body["threshold"] = self.threshold ?? min(3, self.shares) }
-            let reply = try await self.connection.client().requestSecret(.POST, "/v1/admin/init", json: body)
+            var extra = [("shares", self.shares)]
+            if self.shares > 0 { extra.append(("threshold", self.threshold ?? min(3, self.shares))) }
+            let body = try Secret.body("passphrase", passphrase, extra: extra)
+            let reply = try await self.connection.client().requestSecret(.POST, "/v1/admin/init", body: body)
             guard reply.status == 201 else { throw CLIError.from(reply) }
             let shares = reply.json["shares"] as? [String] ?? []
             if self.connection.json {
@@ -120,27 +198,28 @@ struct Unseal: AsyncParsableCommand {
             let client = try self.connection.client()
             guard self.share else {
                 let passphrase = try Secret.passphrase(stdin: self.stdin)
-                let reply = try await client.requestSecret(.POST, "/v1/admin/unseal", json: ["passphrase": passphrase])
+                let reply = try await client.requestSecret(.POST, "/v1/admin/unseal", body: try Secret.body("passphrase", passphrase))
                 guard reply.status == 200 else { throw CLIError.from(reply) }
                 print("unsealed")
                 return
             }
             var given = 0
             while true {
-                let text: String
+                let line: SecureBytes?
                 if self.stdin {
-                    guard let line = Secret.fromStandardInput() else {
+                    guard let next = try Secret.fromStandardInput() else {
                         unsealed = false
                         print("still sealed: the shares on standard input ran out after \(given)")
                         return
                     }
-                    text = line.trimmingCharacters(in: .whitespaces)
-                    if text.isEmpty { continue }
+                    line = next
                 } else {
-                    text = try Secret.fromTerminal(prompt: "Recovery share \(given + 1): ").trimmingCharacters(in: .whitespaces)
+                    line = try Secret.fromTerminal(prompt: "Recovery share \(given + 1): ")
                 }
+                // Blank lines are passed over; the daemon ignores spaces within a share.
+                guard let share = line, !Secret.isBlank(share) else { continue }
                 given += 1
-                let reply = try await client.requestSecret(.POST, "/v1/admin/unseal", json: ["share": text])
+                let reply = try await client.requestSecret(.POST, "/v1/admin/unseal", body: try Secret.body("share", share))
                 guard reply.status == 200 else { throw CLIError.from(reply) }
                 if reply.json["sealed"] as? Bool == false {
                     print("unsealed")

@@ -1,4 +1,5 @@
 internal import CCaseVaultShims
+internal import CaseVaultCrypto
 internal import Foundation
 internal import NIOCore
 internal import NIOHTTP1
@@ -17,15 +18,11 @@ extension DaemonClient {
     /// made it). A directory that its group or others may write is refused: anyone could have put a socket
     /// there. AsyncHTTPClient cannot be asked who its connection's peer is, so this one request is sent with
     /// NIO's HTTP/1.1 codec directly.
-    func requestSecret(_ method: HTTPMethod, _ path: String, json: [String: Any]) async throws(CLIError) -> Reply {
+    ///
+    /// The body (`Secret.body`, in locked memory) is copied into NIO's buffer only to be sent, and that buffer
+    /// is zeroed once the answer is in (or the exchange failed).
+    func requestSecret(_ method: HTTPMethod, _ path: String, body: SecureBytes) async throws(CLIError) -> Reply {
         let trusted = try self.trustedServerUIDs()
-        var body: [UInt8]
-        do {
-            body = Array(try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]))
-        } catch {
-            throw CLIError.usage("the request cannot be encoded")
-        }
-        defer { body.withUnsafeMutableBytes { bytes in if let base = bytes.baseAddress { _ = memset(base, 0, bytes.count) } } }
         let channel: NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>
         do {
             channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -56,7 +53,12 @@ extension DaemonClient {
                     + "(uid \(trusted.filter { $0 != 0 }.first ?? 0), the owner of its directory), so the secret was not sent"
             )
         }
-        let payload = ByteBuffer(bytes: body)
+        var payload = ByteBuffer()
+        body.withUnsafeBytes { _ = payload.writeBytes($0) }
+        defer {
+            // NIO holds no reference once the exchange is over, so this zeroes the bytes that were sent.
+            payload.withUnsafeMutableReadableBytes { bytes in if let base = bytes.baseAddress { _ = memset(base, 0, bytes.count) } }
+        }
         do {
             return try await channel.executeThenClose { inbound, outbound in
                 var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)

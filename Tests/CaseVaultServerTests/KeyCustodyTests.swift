@@ -141,6 +141,30 @@ struct KeyCustodyTests {
         try Self.expectSealed(daemon)
     }
 
+    @Test("a passphrase with quotes, backslashes, a tab and letters beyond ASCII goes through casevaultctl whole: init, seal, unseal")
+    func passphraseEscaping() throws {
+        let daemon = try DaemonProcess(roles: Self.roles, extra: Self.passphraseSource)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let passphrase = "say \"open\" \\ sésame\tnow\r"
+        let made = try Self.ctl(["init", "--stdin", "--shares", "2", "--threshold", "2"], daemon, input: passphrase + "\n")
+        #expect(made.0 == 0, "\(made)")
+        let shares = made.1.split(separator: "\n").map(String.init).filter { $0.hasPrefix("cvshare1-") }
+        #expect(try Self.ctl(["seal"], daemon).0 == 0)
+        // The same text over the socket's JSON, escaped by hand: the carriage return at the end of a line is
+        // the line's, not the passphrase's.
+        let json = #"{"passphrase": "say \"open\" \\ sésame\tnow"}"#
+        try daemon.call("POST", "/v1/admin/unseal", body: json, expect: 200)
+        #expect(try Self.ctl(["seal"], daemon).0 == 0)
+        // Shares typed with spaces and blank lines between them.
+        let spaced = try Self.ctl(["unseal", "--share", "--stdin"], daemon, input: "\n  " + shares[0].prefix(30) + " " + shares[0].dropFirst(30) + "\n\n" + shares[1] + "\n")
+        #expect(spaced.0 == 0 && spaced.1.contains("unsealed"), "\(spaced)")
+        #expect(try Self.ctl(["seal"], daemon).0 == 0)
+        let unsealed = try Self.ctl(["unseal", "--stdin"], daemon, input: passphrase + "\n")
+        #expect(unsealed.0 == 0, "\(unsealed)")
+        let empty = try Self.ctl(["unseal", "--stdin"], daemon, input: "\n")
+        #expect(empty.0 != 0 && empty.2.contains("empty"), "\(empty)")
+    }
+
     @Test("the unseal throttle outlives a restart: refused three times, killed, restarted, still throttled")
     func throttleSurvivesRestart() throws {
         let root = DaemonProcess.temporaryRoot()
