@@ -102,6 +102,8 @@ argon2_memory_mib = 64
         for number, share in enumerate(shares, 1):
             secrets.append((f"share {number} text", share.encode()))
             secrets.append((f"share {number} values", bytes.fromhex(share.split("-")[3])))
+        # A control: the socket's path is in the daemon's memory, so a scan that finds it reads that memory.
+        secrets.append(("control: socket path", sock.encode()))
         for name, needle in secrets:
             unlocked, locked = count(daemon.pid, needle)
             print(f"{name:18} {unlocked} copies outside locked memory, {locked} inside")

@@ -22,3 +22,29 @@ public enum Memory {
         }
     }
 }
+
+/// Raw regions from `sodium_malloc` (locked against swap, guarded, zeroed when freed) for a buffer type
+/// outside this layer that lets its memory be provided (NIO's `ByteBufferAllocator`), so that bytes which
+/// must leave through it (recovery shares in an answer) never lie in the ordinary heap.
+public enum LockedMemory {
+    /// `size` bytes (at least 1, rounded up to 16), or `nil` when locked memory is exhausted.
+    public static func allocate(_ size: Int) -> UnsafeMutableRawPointer? {
+        Sodium.ready()
+        return sodium_malloc((max(1, size) + 15) & ~15)
+    }
+
+    /// A new region of `newSize` bytes holding the first bytes of `pointer` (freed, so zeroed).
+    public static func reallocate(_ pointer: UnsafeMutableRawPointer?, oldSize: Int, newSize: Int) -> UnsafeMutableRawPointer? {
+        guard let fresh = Self.allocate(newSize) else { return nil }
+        if let pointer {
+            fresh.copyMemory(from: pointer, byteCount: min(oldSize, newSize))
+            sodium_free(pointer)
+        }
+        return fresh
+    }
+
+    /// Zeroes and frees a region from `allocate`.
+    public static func free(_ pointer: UnsafeMutableRawPointer) {
+        sodium_free(pointer)
+    }
+}

@@ -52,6 +52,50 @@ extension Request {
         }
     }
 
+    /// The body's bytes (as `jsonBody`) copied piece by piece, as they were received, into locked memory;
+    /// then each piece is zeroed where it lies: in NIO's receive buffer, whose bytes the HTTP decoder has
+    /// consumed by the time they reach the route. NIO lends those bytes read-only and shares their storage,
+    /// so that a copy-on-write zeroing would zero a copy; they are overwritten through the lent pointer on
+    /// purpose, and only the body's own bytes are.
+    private func lockedBody(_ limits: ServerConfiguration) async throws -> SecureBytes {
+        guard let type = self.headers[.contentType], Self.isJSON(type) else {
+            throw CaseVaultError(.unsupportedMediaType, "send the body as JSON with the header Content-Type: application/json")
+        }
+        if let length = self.headers[.contentLength].flatMap(Int.init), length > limits.maxBodyBytes {
+            throw Self.tooLarge(limits)
+        }
+        var pieces: [ByteBuffer] = []
+        var total = 0
+        defer {
+            for piece in pieces {
+                piece.withUnsafeReadableBytes { bytes in
+                    if let base = bytes.baseAddress { memset(UnsafeMutableRawPointer(mutating: base), 0, bytes.count) }
+                }
+            }
+        }
+        for try await piece in self.body {
+            pieces.append(piece)
+            total += piece.readableBytes
+            guard total <= limits.maxBodyBytes else { throw Self.tooLarge(limits) }
+        }
+        guard total > 0 else {
+            throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
+        }
+        do {
+            return try SecureBytes(count: total) { output in
+                var position = 0
+                for piece in pieces {
+                    piece.withUnsafeReadableBytes { bytes in
+                        UnsafeMutableRawBufferPointer(rebasing: output[position..<(position + bytes.count)]).copyMemory(from: bytes)
+                        position += bytes.count
+                    }
+                }
+            }
+        } catch {
+            throw CaseVaultError(.keyUnavailable, "locked memory for the request could not be allocated")
+        }
+    }
+
     /// A secret member of a JSON body, taken out into locked memory.
     enum Secret {
         case absent
@@ -66,19 +110,7 @@ extension Request {
     /// and the document returned holds `null` in their places. So a secret never lies in a Swift string or
     /// an array that is freed without being zeroed. (NIO's own receive buffers are outside this reach.)
     func jsonObject(_ limits: ServerConfiguration, secrets names: [String]) async throws -> (JSONValue, [String: Secret]) {
-        var buffer = try await self.jsonBody(limits)
-        guard buffer.readableBytes > 0 else {
-            throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
-        }
-        let raw: SecureBytes
-        do {
-            raw = try buffer.withUnsafeReadableBytes { bytes in try SecureBytes(copying: bytes) }
-        } catch {
-            throw CaseVaultError(.keyUnavailable, "locked memory for the request could not be allocated")
-        }
-        buffer.withUnsafeMutableReadableBytes { bytes in
-            if let base = bytes.baseAddress { memset(base, 0, bytes.count) }
-        }
+        let raw = try await self.lockedBody(limits)
         return try raw.withUnsafeBytes { bytes throws -> (JSONValue, [String: Secret]) in
             guard !JSONValue.nestsDeeper(than: limits.maxJSONDepth, bytes) else {
                 throw CaseVaultError(.nestingTooDeep, "the body nests arrays and objects deeper than the limit of \(limits.maxJSONDepth)")

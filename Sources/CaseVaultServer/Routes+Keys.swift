@@ -4,7 +4,7 @@ internal import CaseVaultCrypto
 internal import CaseVaultStore
 internal import Foundation
 internal import Hummingbird
-internal import Synchronization
+@_spi(CustomByteBufferAllocator) internal import NIOCore
 
 /// Key custody over the socket (operator): init, unseal (passphrase or one recovery share at a time) and
 /// seal. The passphrase and a share are taken from the body into locked memory
@@ -13,11 +13,20 @@ internal import Synchronization
 extension Routes {
     static let minimumPassphraseCharacters = 12
 
+    /// Buffers in locked memory, zeroed when NIO frees them (`LockedMemory`): for an answer that carries
+    /// recovery shares.
+    static let lockedAllocator = ByteBufferAllocator(
+        allocate: { size in LockedMemory.allocate(size) },
+        reallocate: { pointer, oldSize, newSize in LockedMemory.reallocate(pointer, oldSize: oldSize, newSize: newSize) },
+        deallocate: { pointer in LockedMemory.free(pointer) },
+        copy: { destination, source, count in destination.copyMemory(from: source, byteCount: count) }
+    )
+
     /// `{"sealed":false,"shares":[…],"threshold":N}` (sorted keys, as `JSONResponse`), the shares copied
-    /// from locked memory straight into the answer's buffer, which is zeroed once it is written: the
-    /// recovery shares, shown once, kept nowhere.
+    /// from locked memory straight into an answer buffer in locked memory, which NIO sends as it is and
+    /// zeroes when it frees it: the recovery shares, shown once, kept nowhere.
     static func initialised(_ shares: [SecureBytes], threshold: Int) -> Response {
-        var body = ByteBuffer()
+        var body = Self.lockedAllocator.buffer(capacity: 64 + shares.reduce(0) { $0 + $1.count + 3 })
         body.writeString(#"{"sealed":false,"shares":["#)
         for (number, share) in shares.enumerated() {
             body.writeString(number == 0 ? "\"" : ",\"")
@@ -25,39 +34,7 @@ extension Routes {
             body.writeString("\"")
         }
         body.writeString(shares.isEmpty ? "]}" : #"],"threshold":\#(threshold)}"#)
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json"
-        let length = body.readableBytes
-        let box = OnceBuffer(body)
-        return Response(
-            status: .created, headers: headers,
-            body: ResponseBody(contentLength: length) { writer in
-                // Taken out of the box, so that once the channel lets go of it this is its only reference.
-                var body = box.take()
-                defer {
-                    // The channel has written it and let it go: this zeroes the bytes that went out.
-                    body.withUnsafeMutableReadableBytes { bytes in if let base = bytes.baseAddress { memset(base, 0, bytes.count) } }
-                }
-                try await writer.write(body)
-                try await writer.finish(nil)
-            }
-        )
-    }
-
-    /// A buffer handed out once, leaving no reference behind.
-    final class OnceBuffer: Sendable {
-        private let buffer: Mutex<ByteBuffer>
-
-        init(_ buffer: ByteBuffer) {
-            self.buffer = Mutex(buffer)
-        }
-
-        func take() -> ByteBuffer {
-            self.buffer.withLock { buffer in
-                defer { buffer = ByteBuffer() }
-                return buffer
-            }
-        }
+        return JSONResponse.raw(body, status: .created)
     }
 
     func initialise(_ request: Request, _ context: CaseVaultContext) async throws -> Response {

@@ -1,3 +1,5 @@
+import CaseVaultCore
+import CaseVaultCrypto
 import CaseVaultServer
 import Foundation
 import Testing
@@ -163,6 +165,76 @@ struct KeyCustodyTests {
         #expect(unsealed.0 == 0, "\(unsealed)")
         let empty = try Self.ctl(["unseal", "--stdin"], daemon, input: "\n")
         #expect(empty.0 != 0 && empty.2.contains("empty"), "\(empty)")
+    }
+
+    /// How many times each of `needles` lies in the readable memory of process `pid` outside the regions
+    /// the kernel reports as locked (libsodium's `sodium_malloc` regions are mlock'ed), from /proc/PID/smaps
+    /// and mem; each region is read once.
+    static func unlockedCopies(of needles: [[UInt8]], in pid: Int32) throws -> [Int] {
+        // Read to its end: a /proc file reports no size, so a reader that trusts the size stops short.
+        let handle = try #require(FileHandle(forReadingAtPath: "/proc/\(pid)/smaps"))
+        let smaps = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+        try handle.close()
+        var regions: [(start: UInt64, end: UInt64, readable: Bool, locked: Bool)] = []
+        for line in smaps.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if let range = fields.first, range.contains("-"), fields.count >= 2, fields[1].count == 4 {
+                let bounds = range.split(separator: "-")
+                regions.append((UInt64(bounds[0], radix: 16) ?? 0, UInt64(bounds[1], radix: 16) ?? 0, fields[1].hasPrefix("r"), false))
+            } else if line.hasPrefix("Locked:"), fields.count >= 2, (Int(fields[1]) ?? 0) > 0, !regions.isEmpty {
+                regions[regions.count - 1].locked = true
+            }
+        }
+        let memory = open("/proc/\(pid)/mem", O_RDONLY)
+        guard memory >= 0 else { throw CocoaError(.fileReadNoPermission) }
+        defer { close(memory) }
+        var found = [Int](repeating: 0, count: needles.count)
+        for region in regions where region.readable && !region.locked {
+            var bytes = [UInt8](repeating: 0, count: Int(region.end - region.start))
+            let count = bytes.withUnsafeMutableBytes { pread(memory, $0.baseAddress, $0.count, off_t(Int64(bitPattern: region.start))) }
+            guard count > 0 else { continue }
+            bytes.withUnsafeBytes { haystack in
+                for (number, needle) in needles.enumerated() {
+                    needle.withUnsafeBytes { wanted in
+                        // memchr for the first byte, memcmp for the rest: C's speed, not a debug build's.
+                        var offset = 0
+                        while offset + wanted.count <= count,
+                            let hit = memchr(haystack.baseAddress! + offset, Int32(wanted[0]), count - offset - wanted.count + 1)
+                        {
+                            if memcmp(hit, wanted.baseAddress!, wanted.count) == 0 { found[number] += 1 }
+                            offset = UnsafeRawPointer(hit) - haystack.baseAddress! + 1
+                        }
+                    }
+                }
+            }
+        }
+        return found
+    }
+
+    @Test("after init, seal, unseal by shares and unseal by passphrase, no copy of the passphrase or of any share lies in the daemon's memory outside locked memory")
+    func secretsLeaveNoCopy() throws {
+        let daemon = try DaemonProcess(roles: Self.roles, extra: Self.passphraseSource)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let passphrase = "scan for me " + Hex.encode(Random.bytes(count: 8))
+        let made = try Self.ctl(["init", "--stdin", "--shares", "3", "--threshold", "2"], daemon, input: passphrase + "\n")
+        let shares = made.1.split(separator: "\n").map(String.init).filter { $0.hasPrefix("cvshare1-") }
+        #expect(shares.count == 3, "\(made)")
+        #expect(try Self.ctl(["seal"], daemon).0 == 0)
+        #expect(try Self.ctl(["unseal", "--share", "--stdin"], daemon, input: shares[0] + "\n" + shares[2] + "\n").0 == 0)
+        #expect(try Self.ctl(["seal"], daemon).0 == 0)
+        #expect(try Self.ctl(["unseal", "--stdin"], daemon, input: passphrase + "\n").0 == 0)
+        let pid = daemon.process.processIdentifier
+        var needles: [(String, [UInt8])] = [("the socket's path", Array(daemon.socket.utf8)), ("the passphrase", Array(passphrase.utf8))]
+        for (number, share) in shares.enumerated() {
+            needles.append(("share \(number + 1)'s text", Array(share.utf8)))
+            needles.append(("share \(number + 1)'s values", try #require(Hex.decode(String(share.split(separator: "-")[3])))))
+        }
+        let copies = try Self.unlockedCopies(of: needles.map(\.1), in: pid)
+        // The scan sees the daemon's memory: the socket's path is there.
+        #expect(copies[0] > 0, "the scan found not even the socket's path")
+        for (index, (name, _)) in needles.enumerated().dropFirst() {
+            #expect(copies[index] == 0, "\(name): \(copies[index]) copies outside locked memory")
+        }
     }
 
     @Test("the unseal throttle outlives a restart: refused three times, killed, restarted, still throttled")
