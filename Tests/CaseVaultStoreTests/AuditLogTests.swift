@@ -294,6 +294,34 @@ struct AuditLogTests {
         #expect(text.contains("\"request\":3,"))
     }
 
+    @Test("the hand-written encoder writes what JSONEncoder with sorted keys writes, and it decodes back to the same entry")
+    func encoderMatchesFoundation() throws {
+        var entries: [AuditEntry] = [Self.request(7), Self.result(7, status: 403), Self.result(8, status: 201)]
+        var everything = AuditEntry(seq: 18_446_744_073_709_551_615, kind: .checkpoint, time: -1)
+        everything.request = 0
+        everything.uid = UInt32.max
+        everything.roles = ["director", "operator"]
+        everything.action = "GET /v1/records/{record_id}/attachments/{attachment_id}"
+        everything.ids = ["record_id": String(repeating: "cd", count: 16), "case_id": "ab", "user": "uid:4002"]
+        everything.status = 599
+        everything.problem = "audit-suppressed"
+        everything.publicKey = String(repeating: "0f", count: 32)
+        everything.signature = String(repeating: "e1", count: 64)
+        everything.suppressed = 12
+        everything.reason = "break: entry 5 \"is\" not\\here\n\t\r\u{08}\u{0c}\u{01}\u{1f} é / ✓"
+        everything.previous = String(repeating: "9a", count: 32)
+        everything.firstKept = 4242
+        entries.append(everything)
+        entries.append(AuditEntry(kind: .key, time: 0))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        for entry in entries {
+            let ours = AuditChain.encode(entry)
+            #expect(String(decoding: ours, as: UTF8.self) == String(decoding: try encoder.encode(entry), as: UTF8.self))
+            #expect(try JSONDecoder().decode(AuditEntry.self, from: Data(ours)) == entry)
+        }
+    }
+
     // MARK: Rotation
 
     /// The names in the vault's audit directory that are files of the log (not set aside), oldest first.
