@@ -155,6 +155,11 @@ public final class AuditLog: FlushRider {
             self.onComplete = Mutex(onComplete)
         }
 
+        /// Whether it has been told.
+        var isComplete: Bool {
+            self.onComplete.withLock { $0 == nil }
+        }
+
         func complete(_ result: Result<UInt64, CaseVaultError>) {
             let body = self.onComplete.withLock { body in
                 defer { body = nil }
@@ -163,6 +168,47 @@ public final class AuditLog: FlushRider {
             body?(result)
         }
     }
+
+    /// The deadlines of everyone waiting: one timer for all of them (every 50 ms), instead of one a wait,
+    /// which cost two timer registrations a request. A waiter is refused between `writeDeadline` − 50 ms
+    /// and `writeDeadline` after it began to wait.
+    final class Deadlines: @unchecked Sendable {
+        // @unchecked: `timer` is touched only in init and deinit; the list is behind its mutex.
+        private let watched = Mutex<[(due: DispatchTime, waiter: Waiter, failure: CaseVaultError)]>([])
+        private let timer: any DispatchSourceTimer
+
+        init() {
+            self.timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "casevault.audit.deadlines"))
+            self.timer.schedule(deadline: .now() + Self.tick, repeating: Self.tick)
+            self.timer.setEventHandler { [weak self] in self?.sweep() }
+            self.timer.resume()
+        }
+
+        /// Refuses the waiters past their deadline, and forgets those already told.
+        private func sweep() {
+            let now = DispatchTime.now()
+            let expired = self.watched.withLock { list -> [(Waiter, CaseVaultError)] in
+                list.removeAll { $0.waiter.isComplete }
+                let due = list.filter { $0.due <= now }
+                list.removeAll { $0.due <= now }
+                return due.map { ($0.waiter, $0.failure) }
+            }
+            for (waiter, failure) in expired { waiter.complete(.failure(failure)) }
+        }
+
+        static let tick: DispatchTimeInterval = .milliseconds(50)
+
+        func watch(_ waiter: Waiter, failure: CaseVaultError) {
+            let due = DispatchTime.now() + AuditLog.writeDeadline - Self.tick
+            self.watched.withLock { $0.append((due, waiter, failure)) }
+        }
+
+        deinit {
+            self.timer.cancel()
+        }
+    }
+
+    private let deadlines = Deadlines()
 
     /// A written entry: which batch carried it, for `awaitDurable`.
     public struct Receipt: Sendable {
@@ -773,10 +819,8 @@ public final class AuditLog: FlushRider {
         }
         let result: Result<UInt64, CaseVaultError> = await withCheckedContinuation { continuation in
             let waiter = Waiter { result in continuation.resume(returning: result) }
+            self.deadlines.watch(waiter, failure: Self.unavailable("its entry was not written within \(Self.deadlineText)"))
             self.enqueue(.entry(entry, waiter))
-            DispatchQueue.global().asyncAfter(deadline: .now() + Self.writeDeadline) {
-                waiter.complete(.failure(Self.unavailable("its entry was not written within \(Self.deadlineText)")))
-            }
         }
         return Receipt(batch: try result.get())
     }
@@ -820,10 +864,8 @@ public final class AuditLog: FlushRider {
                 waiter.complete(.success(receipt.batch))
                 return
             }
+            self.deadlines.watch(waiter, failure: Self.unavailable("its entry was not on disk within \(Self.deadlineText)"))
             self.startSync()
-            DispatchQueue.global().asyncAfter(deadline: .now() + Self.writeDeadline) {
-                waiter.complete(.failure(Self.unavailable("its entry was not on disk within \(Self.deadlineText)")))
-            }
         }
         _ = try result.get()
     }
