@@ -2,10 +2,11 @@
 SWIFT ?= swift
 APT_PACKAGES := libsodium-dev libsqlite3-dev pkg-config systemd
 # What the real-systemd test needs besides: systemd-nspawn, and the tools it drives the container with.
-TEST_APT_PACKAGES := systemd-container curl bc procps util-linux passwd
+# The power-cut test's filesystem: libfuse3 to build it, fusermount3 to unmount it (the cut).
+TEST_APT_PACKAGES := systemd-container curl bc procps util-linux passwd fuse3 libfuse3-dev gcc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps test-deps apt-install build run test test-systemd bench soak install clean
+.PHONY: deps test-deps apt-install build run test test-systemd powercutfs bench soak install clean
 
 ## deps: install the apt packages the build needs, only if one is missing
 deps:
@@ -28,9 +29,15 @@ build: deps
 run: build
 	$(SWIFT) run casevaultd --config Config/casevault.toml
 
-## test: every test, against real files, real libsodium, real processes killed with SIGKILL, and a real
+## powercutfs: the power-cut test's FUSE filesystem (Tests/support/powercutfs.c), into .build/powercutfs
+powercutfs: test-deps
+	mkdir -p .build
+	cc -O2 -Wall -Wextra -Werror -o .build/powercutfs Tests/support/powercutfs.c $$(pkg-config --cflags --libs fuse3)
+
+## test: every test, against real files, real libsodium, real processes killed with SIGKILL, power cut
+## under a real filesystem that forgets what was not flushed (Tests/support/powercutfs.c), and a real
 ## systemd booted in a throw-away container (Tests/system/real-systemd.sh)
-test: test-deps
+test: test-deps powercutfs
 	$(SWIFT) build --build-tests
 	Tests/system/real-systemd.sh .build/debug
 	$(SWIFT) test
@@ -48,8 +55,8 @@ bench: deps
 	scripts/bench-slow-peers.sh
 	python3 scripts/secret-copies.py .build/release
 
-## soak: the SIGKILL crash test with many more cycles than make test runs
-soak: deps
+## soak: the SIGKILL crash test and the power-cut test with many more cycles than make test runs (1,000 and 500)
+soak: deps powercutfs
 	scripts/crash-soak.sh
 
 ## install: release binaries, systemd units, sysusers/tmpfiles entries, shell completions, man pages, the docs, and

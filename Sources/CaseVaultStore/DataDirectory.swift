@@ -33,6 +33,11 @@ package struct DataDirectory: Sendable {
             }
             guard mkdir(path, 0o700) == 0 || errno == EEXIST else { throw POSIXFailure.error("mkdir", path: path) }
             guard lstat(path, &info) == 0 else { throw POSIXFailure.error("stat", path: path) }
+            // The new directory's name is durable only once its parent is flushed: without this, a power cut
+            // after a first start can take the whole data directory (or the key's) with it, whatever was
+            // flushed inside (found by the power-cut test).
+            let parent = Self.parent(of: path)
+            try Self.flushDirectory(parent.isEmpty ? (path.hasPrefix("/") ? "/" : ".") : parent)
         }
         try Self.checkPrivate(info, path: path, isDirectory: true)
     }

@@ -38,6 +38,17 @@ struct Index: Sendable {
         configuration.busyMode = .timeout(10)
         do {
             let pool = try DatabasePool(path: path, configuration: configuration)
+            // GRDB's pool turns WAL on after `prepareDatabase` and sets its writer to synchronous=NORMAL
+            // there, under which a commit is durable only at the next checkpoint: a power cut lost the index
+            // rows of acknowledged puts (found by the power-cut test; SIGKILL keeps the page cache and never
+            // showed it). FULL again on the writer, and checked.
+            let level = try pool.writeWithoutTransaction { db -> Int in
+                try db.execute(sql: "PRAGMA synchronous = FULL")
+                return try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? 0
+            }
+            guard level == 2 else {
+                throw CaseVaultError(.storageFailure, "the index cannot be made to flush every commit (PRAGMA synchronous is \(level), not FULL)")
+            }
             try Self.migrator.migrate(pool)
             let index = Index(pool: pool)
             // A WAL that a crash left behind may hold page images of rows shredded before it.

@@ -16,7 +16,7 @@ struct Torture: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "casevault-torture",
         abstract: "Crash-test helper for the CaseVault store (used by make test).",
-        subcommands: [PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self, Rotate.self, RefuseExecGain.self, Listen.self, Trickle.self]
+        subcommands: [PutLoop.self, PowerLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self, Rotate.self, RefuseExecGain.self, Listen.self, Trickle.self]
     )
 }
 
@@ -99,6 +99,52 @@ extension Torture {
                         do {
                             let stored = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
                             emit("\(stored.id) \(text)")
+                        } catch {
+                            emit("error \(error)")
+                            Glibc.exit(3)
+                        }
+                    }
+                }
+            }
+            threads.forEach { $0.start() }
+            while true { sleep(60) }
+        }
+    }
+
+    struct PowerLoop: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "power-loop",
+            abstract: "Put records from several threads and shred some of them until killed; print each put and shred once it returned."
+        )
+        @OptionGroup var store: StoreOptions
+        @Option(help: "The case id to file under.") var caseID: String
+        @Option(help: "Concurrent writer threads.") var writers: Int = 16
+        @Option(help: "A tag for this run's records, so that runs on one vault never repeat a text.") var tag: String
+
+        func run() throws {
+            let store = try self.store.open()
+            let caseID = try CaseID(self.caseID)
+            emit("ready")
+            let tag = self.tag
+            let threads = (0..<self.writers).map { writer in
+                Thread {
+                    var mine: [RecordID] = []
+                    for n in 0... {
+                        let text = "power-\(tag)-\(writer)-\(n)"
+                        let content = Array(#"{"text":"\#(text)"}"#.utf8)
+                        do {
+                            let stored = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
+                            emit("put \(stored.id) \(text)")
+                            mine.append(stored.id)
+                            // Every third put, the one before last is shredded: shreds interleave with puts.
+                            if n % 3 == 2 {
+                                let victim = mine.remove(at: mine.count - 2)
+                                // Once this line is out, the record may be shredded or not after a cut; once
+                                // the next is, it must be shredded.
+                                emit("shredding \(victim)")
+                                try store.shred(victim)
+                                emit("shred \(victim)")
+                            }
                         } catch {
                             emit("error \(error)")
                             Glibc.exit(3)
