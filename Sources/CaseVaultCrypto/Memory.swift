@@ -27,10 +27,14 @@ public enum Memory {
 /// outside this layer that lets its memory be provided (NIO's `ByteBufferAllocator`), so that bytes which
 /// must leave through it (recovery shares in an answer) never lie in the ordinary heap.
 public enum LockedMemory {
-    /// `size` bytes (at least 1, rounded up to 16), or `nil` when locked memory is exhausted.
+    /// `size` bytes (at least 1, rounded up to 16). NIO cannot take a failure here, so running out of
+    /// locked memory stops the process with a message rather than a crash without one.
     public static func allocate(_ size: Int) -> UnsafeMutableRawPointer? {
         Sodium.ready()
-        return sodium_malloc((max(1, size) + 15) & ~15)
+        guard let region = sodium_malloc((max(1, size) + 15) & ~15) else {
+            fatalError("out of locked memory for \(size) bytes (RLIMIT_MEMLOCK; LimitMEMLOCK= in the unit)")
+        }
+        return region
     }
 
     /// A new region of `newSize` bytes holding the first bytes of `pointer` (freed, so zeroed).

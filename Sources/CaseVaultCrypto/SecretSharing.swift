@@ -17,6 +17,7 @@ public enum SecretSharing {
         case notEnoughShares(have: Int, need: Int)
         case mismatchedShares
         case wrongSecret
+        case lockedMemoryUnavailable
 
         public var description: String {
             switch self {
@@ -26,6 +27,7 @@ public enum SecretSharing {
             case .notEnoughShares(let have, let need): return "\(have) of the \(need) shares needed"
             case .mismatchedShares: return "the shares come from different splits, or one is given twice"
             case .wrongSecret: return "the shares do not combine to the secret they were made from"
+            case .lockedMemoryUnavailable: return "no locked memory for the shares (RLIMIT_MEMLOCK)"
             }
         }
     }
@@ -66,7 +68,7 @@ public enum SecretSharing {
                     UnsafeMutableRawBufferPointer(rebasing: output[bodyCount...]).copyBytes(from: checksum)
                 }
             } catch {
-                throw .malformedShare
+                throw .lockedMemoryUnavailable
             }
         }
 
@@ -99,8 +101,10 @@ public enum SecretSharing {
                         }
                     }
                 }
+            } catch let failure as Failure {
+                throw failure
             } catch {
-                throw .malformedShare
+                throw .lockedMemoryUnavailable
             }
             let parsed: (threshold: UInt8, index: UInt8, values: SecureBytes, commitment: [UInt8], checksum: [UInt8], bodyCount: Int)? =
                 compact.withUnsafeBytes { bytes in
@@ -200,7 +204,7 @@ public enum SecretSharing {
             }
         }
         return try (0..<count).map { number throws(Failure) in
-            guard let locked = try? SecureBytes(copying: values[number]) else { throw .invalidParameters }
+            guard let locked = try? SecureBytes(copying: values[number]) else { throw .lockedMemoryUnavailable }
             return Share(index: UInt8(number + 1), threshold: UInt8(threshold), values: locked, commitment: commitment)
         }
     }
@@ -229,7 +233,7 @@ public enum SecretSharing {
                     }
                 }
             }
-        }) else { throw .wrongSecret }
+        }) else { throw .lockedMemoryUnavailable }
         guard Memory.constantTimeEquals(Self.commitment(key), first.commitment) else { throw .wrongSecret }
         return key
     }

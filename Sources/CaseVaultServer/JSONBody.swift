@@ -124,6 +124,16 @@ extension Request {
             guard zip(found, found.dropFirst()).allSatisfy({ $0.range.upperBound <= $1.range.lowerBound }) else {
                 throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
             }
+            // A member name spelt with escapes (`"pass\u0070hrase"`) would not be found above, and its value
+            // would be parsed into ordinary memory: outside the secrets' values, no escape is taken. (The
+            // bodies that carry secrets hold nothing else that needs one.)
+            var outside = 0
+            for member in found + [(name: "", range: bytes.count..<bytes.count)] {
+                if bytes[outside..<member.range.lowerBound].contains(UInt8(ascii: "\\")) {
+                    throw CaseVaultError(.malformedContent, "this body takes no escapes outside the secret's value; write member names plainly")
+                }
+                outside = member.range.upperBound
+            }
             var redacted: [UInt8] = []
             redacted.reserveCapacity(bytes.count)
             var position = 0

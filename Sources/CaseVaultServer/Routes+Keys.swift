@@ -13,20 +13,11 @@ internal import Hummingbird
 extension Routes {
     static let minimumPassphraseCharacters = 12
 
-    /// Buffers in locked memory, zeroed when NIO frees them (`LockedMemory`): for an answer that carries
-    /// recovery shares.
-    static let lockedAllocator = ByteBufferAllocator(
-        allocate: { size in LockedMemory.allocate(size) },
-        reallocate: { pointer, oldSize, newSize in LockedMemory.reallocate(pointer, oldSize: oldSize, newSize: newSize) },
-        deallocate: { pointer in LockedMemory.free(pointer) },
-        copy: { destination, source, count in destination.copyMemory(from: source, byteCount: count) }
-    )
-
     /// `{"sealed":false,"shares":[…],"threshold":N}` (sorted keys, as `JSONResponse`), the shares copied
     /// from locked memory straight into an answer buffer in locked memory, which NIO sends as it is and
     /// zeroes when it frees it: the recovery shares, shown once, kept nowhere.
     static func initialised(_ shares: [SecureBytes], threshold: Int) -> Response {
-        var body = Self.lockedAllocator.buffer(capacity: 64 + shares.reduce(0) { $0 + $1.count + 3 })
+        var body = ByteBufferAllocator.locked.buffer(capacity: 64 + shares.reduce(0) { $0 + $1.count + 3 })
         body.writeString(#"{"sealed":false,"shares":["#)
         for (number, share) in shares.enumerated() {
             body.writeString(number == 0 ? "\"" : ",\"")
@@ -133,7 +124,8 @@ extension Routes {
         case .notString:
             throw CaseVaultError(.invalidField, "passphrase must be a string", field: "passphrase")
         case .value(let bytes):
-            let (characters, count) = bytes.withUnsafeBytes { bytes in (bytes.filter { $0 & 0xC0 != 0x80 }.count, bytes.count) }
+            // Counted in place: a filtered copy would leave the passphrase's bytes in the ordinary heap.
+            let (characters, count) = bytes.withUnsafeBytes { bytes in (bytes.reduce(0) { $0 + ($1 & 0xC0 != 0x80 ? 1 : 0) }, bytes.count) }
             guard characters >= Self.minimumPassphraseCharacters, count <= 1024 else {
                 throw CaseVaultError(
                     .invalidField, "the passphrase must have \(Self.minimumPassphraseCharacters) to 1024 characters", field: "passphrase"

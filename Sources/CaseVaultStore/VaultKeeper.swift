@@ -207,6 +207,10 @@ public final class VaultKeeper: Sendable {
         let root: SecureBytes
         do {
             root = try SecretSharing.combine(collected)
+        } catch .lockedMemoryUnavailable {
+            // Not the shares' fault: they are kept, and the attempt is not counted as refused.
+            self.state.withLock { $0.shares = collected }
+            throw CaseVaultError(.keyUnavailable, "no locked memory to combine the shares in (RLIMIT_MEMLOCK); try again")
         } catch {
             self.refused()
             throw CaseVaultError(.unsealRefused, "the shares do not recover a root key; start again with the shares you were given")

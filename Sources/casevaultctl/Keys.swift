@@ -10,8 +10,9 @@ import Glibc
 /// byte straight into locked memory (`SecureBytes`), never into a Swift string or a stdio buffer; and the
 /// request body that carries it, built in locked memory too.
 enum Secret {
-    /// The longest line taken as a secret.
-    static let maxLine = 64 << 10
+    /// The longest line taken as a secret (the daemon takes passphrases up to 1,024 bytes; a share is
+    /// some 100 characters): small, so that locking it stays within RLIMIT_MEMLOCK.
+    static let maxLine = 4 << 10
 
     /// A line of a secret: its bytes, or nothing when the line was empty; `nil` at the end of the input.
     typealias Line = SecureBytes??
@@ -26,7 +27,10 @@ enum Secret {
                 var count = 0
                 var byte: UInt8 = 0
                 while true {
-                    guard read(fd, &byte, 1) == 1 else {
+                    let got = read(fd, &byte, 1)
+                    if got < 0, errno == EINTR { continue }
+                    guard got >= 0 else { throw CLIError.unreadable("the secret could not be read (\(String(cString: strerror(errno))))") }
+                    guard got == 1 else {
                         ended = count == 0
                         break
                     }
@@ -47,8 +51,9 @@ enum Secret {
         return ended ? nil : .some(bytes)
     }
 
-    /// One line from the controlling terminal with echo off; restored however the read ends.
-    static func fromTerminal(prompt: String) throws(CLIError) -> SecureBytes? {
+    /// One line from the controlling terminal with echo off; restored however the read ends. `nil` at the
+    /// end of input (Ctrl-D).
+    static func fromTerminal(prompt: String) throws(CLIError) -> Line {
         let fd = open("/dev/tty", O_RDWR | O_CLOEXEC)
         guard fd >= 0 else {
             throw CLIError.usage("no terminal to read the secret from without echo; pass --stdin to read it from standard input")
@@ -66,7 +71,7 @@ enum Secret {
             if isTerminal { tcsetattr(fd, TCSAFLUSH, &saved) }
             _ = write(fd, "\n", 1)
         }
-        return try Self.line(from: fd) ?? nil
+        return try Self.line(from: fd)
     }
 
     /// The next line of standard input; `nil` at the end.
@@ -76,10 +81,37 @@ enum Secret {
 
     /// The passphrase: the next line of standard input with `stdin`, else from the terminal without echo.
     static func passphrase(stdin: Bool, prompt: String = "Passphrase: ") throws(CLIError) -> SecureBytes {
-        let line = stdin ? try Self.fromStandardInput() : .some(try Self.fromTerminal(prompt: prompt))
-        guard let line else { throw CLIError.usage("no passphrase on standard input") }
+        let line = stdin ? try Self.fromStandardInput() : try Self.fromTerminal(prompt: prompt)
+        guard let line else { throw CLIError.usage("no passphrase was given (the input ended)") }
         guard let passphrase = line else { throw CLIError.usage("the passphrase is empty") }
         return passphrase
+    }
+
+    /// Whether `bytes` are well-formed UTF-8, checked in place (no copy of the secret is made).
+    static func isUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var index = 0
+        while index < bytes.count {
+            let lead = bytes[index]
+            let length: Int
+            var minimum: UInt32 = 0
+            switch lead {
+            case 0x00...0x7F: length = 1
+            case 0xC2...0xDF: length = 2; minimum = 0x80
+            case 0xE0...0xEF: length = 3; minimum = 0x800
+            case 0xF0...0xF4: length = 4; minimum = 0x10000
+            default: return false
+            }
+            guard index + length <= bytes.count else { return false }
+            var scalar = UInt32(lead) & (length == 1 ? 0x7F : UInt32(0xFF >> (length + 1)))
+            for offset in 1..<max(1, length) {
+                let next = bytes[index + offset]
+                guard next & 0xC0 == 0x80 else { return false }
+                scalar = scalar << 6 | UInt32(next & 0x3F)
+            }
+            guard scalar >= minimum, scalar <= 0x10FFFF, !(0xD800...0xDFFF).contains(scalar) else { return false }
+            index += length
+        }
+        return true
     }
 
     /// Whether every byte of `secret` is a space or tab (a blank line).
@@ -87,8 +119,12 @@ enum Secret {
         secret.withUnsafeBytes { bytes in bytes.allSatisfy { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") } }
     }
 
-    /// `{"<name>":"<secret, JSON-escaped>",<extra members>}`, in locked memory.
+    /// `{"<name>":"<secret, JSON-escaped>",<extra members>}`, in locked memory. A secret that is not UTF-8
+    /// is refused: it could not be sent as a JSON string.
     static func body(_ name: String, _ secret: SecureBytes, extra: [(String, Int)] = []) throws(CLIError) -> SecureBytes {
+        guard secret.withUnsafeBytes({ Self.isUTF8($0) }) else {
+            throw CLIError.usage("the \(name) is not valid UTF-8 text; type it in a UTF-8 terminal or give it in a UTF-8 file")
+        }
         let head = Array("{\"\(name)\":\"".utf8)
         let tail = Array(("\"" + extra.map { ",\"\($0.0)\":\($0.1)" }.joined() + "}").utf8)
         let escaped = secret.withUnsafeBytes { bytes in
@@ -154,7 +190,7 @@ struct Init: AsyncParsableCommand {
     func run() async throws {
         try await runReporting { () throws(CLIError) in
             let passphrase = try Secret.passphrase(stdin: self.stdin, prompt: "New passphrase: ")
-            if !self.stdin, try Secret.fromTerminal(prompt: "Again: ").map({ $0.constantTimeEquals(passphrase) }) != true {
+            if !self.stdin, (try Secret.fromTerminal(prompt: "Again: ") ?? nil).map({ $0.constantTimeEquals(passphrase) }) != true {
                 throw CLIError.usage("the two passphrases differ; nothing was changed")
             }
             var extra = [("shares", self.shares)]
@@ -205,16 +241,11 @@ struct Unseal: AsyncParsableCommand {
             }
             var given = 0
             while true {
-                let line: SecureBytes?
-                if self.stdin {
-                    guard let next = try Secret.fromStandardInput() else {
-                        unsealed = false
-                        print("still sealed: the shares on standard input ran out after \(given)")
-                        return
-                    }
-                    line = next
-                } else {
-                    line = try Secret.fromTerminal(prompt: "Recovery share \(given + 1): ")
+                let next = self.stdin ? try Secret.fromStandardInput() : try Secret.fromTerminal(prompt: "Recovery share \(given + 1): ")
+                guard let line = next else {
+                    unsealed = false
+                    print("still sealed: the shares ran out after \(given)")
+                    return
                 }
                 // Blank lines are passed over; the daemon ignores spaces within a share.
                 guard let share = line, !Secret.isBlank(share) else { continue }

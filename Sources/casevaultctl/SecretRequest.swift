@@ -1,5 +1,6 @@
 internal import CCaseVaultShims
 internal import CaseVaultCrypto
+internal import CaseVaultServer
 internal import Foundation
 internal import NIOCore
 internal import NIOHTTP1
@@ -19,8 +20,8 @@ extension DaemonClient {
     /// there. AsyncHTTPClient cannot be asked who its connection's peer is, so this one request is sent with
     /// NIO's HTTP/1.1 codec directly.
     ///
-    /// The body (`Secret.body`, in locked memory) is copied into NIO's buffer only to be sent, and that buffer
-    /// is zeroed once the answer is in (or the exchange failed).
+    /// The body (`Secret.body`, in locked memory) is copied into a NIO buffer that is in locked memory too
+    /// (`ByteBufferAllocator.locked`), zeroed when NIO frees it.
     func requestSecret(_ method: HTTPMethod, _ path: String, body: SecureBytes) async throws(CLIError) -> Reply {
         let trusted = try self.trustedServerUIDs()
         let channel: NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>
@@ -53,12 +54,8 @@ extension DaemonClient {
                     + "(uid \(trusted.filter { $0 != 0 }.first ?? 0), the owner of its directory), so the secret was not sent"
             )
         }
-        var payload = ByteBuffer()
+        var payload = ByteBufferAllocator.locked.buffer(capacity: body.count)
         body.withUnsafeBytes { _ = payload.writeBytes($0) }
-        defer {
-            // NIO holds no reference once the exchange is over, so this zeroes the bytes that were sent.
-            payload.withUnsafeMutableReadableBytes { bytes in if let base = bytes.baseAddress { _ = memset(base, 0, bytes.count) } }
-        }
         do {
             return try await channel.executeThenClose { inbound, outbound in
                 var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)

@@ -165,6 +165,15 @@ struct KeyCustodyTests {
         #expect(unsealed.0 == 0, "\(unsealed)")
         let empty = try Self.ctl(["unseal", "--stdin"], daemon, input: "\n")
         #expect(empty.0 != 0 && empty.2.contains("empty"), "\(empty)")
+        // A member name spelt with an escape is refused before its value is parsed.
+        try daemon.call("POST", "/v1/admin/seal", expect: 200)
+        let escaped = #"{"pass\u0070hrase": "say \"open\" \\ sésame\tnow"}"#
+        #expect(try daemon.call("POST", "/v1/admin/unseal", body: escaped, expect: 400).problemType == "malformed-content")
+        // Bytes that are not UTF-8 cannot be sent as a JSON string: casevaultctl says so and sends nothing.
+        let latin = try Peer.root.run(
+            "/bin/sh", ["-c", "printf 'caf\\351 au lait ok\\n' | \(DaemonProcess.binary("casevaultctl")) unseal --stdin --socket \(daemon.socket)"], input: nil
+        )
+        #expect(latin.0 == 64 && latin.2.contains("not valid UTF-8"), "\(latin)")
     }
 
     /// How many times each of `needles` lies in the readable memory of process `pid` outside the regions
