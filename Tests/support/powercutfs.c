@@ -10,13 +10,16 @@
 //   changed (both, for a rename across directories) is fsynced; a removed or replaced file is kept as a
 //   hard link in STASH meanwhile. At unmount the log is undone, newest first.
 //
-// With --keep=P (0 to 1) and --seed=N, each lost block is kept instead with probability P, and so is a
-// file's new size: the disk wrote some of what it was given and not the rest, in no order. Names are always
-// undone (a directory's entries are one block in practice).
+// With --keep=P (0 to 1) and --seed=N, the disk wrote some of what it was given and not the rest: each
+// file keeps its new size with probability P (else its old one), each lost block below the size it ends
+// with is kept with probability P, each block it grew by is left zeroed with probability 1 - P (the size
+// reached the disk, the data did not), and the name log keeps a random prefix of its changes (a journal
+// commits in order), undoing only the rest.
 //
 // Usage: powercutfs BACKING STASH MOUNTPOINT [--keep=P] [--seed=N]
 // Runs in the foreground, single-threaded; `fusermount3 -u MOUNTPOINT` is the power cut. It prints
-// "ready" once mounted is requested and, at unmount, one line: "cut: B blocks, F sizes, N names undone".
+// "ready" once mounted is requested and, at unmount, one line: "cut: B blocks, F sizes, N names undone,
+// E errors" (E must be 0: a rollback that failed leaves the simulation short of a power cut).
 // Build: cc -O2 -Wall -o powercutfs powercutfs.c $(pkg-config --cflags --libs fuse3)
 
 #define FUSE_USE_VERSION 31
@@ -40,6 +43,7 @@ static char backing[PATH_MAX];
 static char stash[PATH_MAX - 32];
 static double keep = 0;
 static unsigned long stashed = 0;
+static unsigned long errors = 0;
 
 // ---- file data ------------------------------------------------------------------------------------
 
@@ -66,32 +70,37 @@ static struct tracked *track(int fd) {
     for (size_t i = 0; i < nfiles; i++) {
         if (files[i].dev == st.st_dev && files[i].ino == st.st_ino) return &files[i];
     }
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    int own = open(self, O_RDWR | O_CLOEXEC);
+    if (own < 0) return NULL; // the caller fails the operation: it could not be rolled back
     files = realloc(files, (nfiles + 1) * sizeof *files);
     struct tracked *t = &files[nfiles++];
     t->dev = st.st_dev;
     t->ino = st.st_ino;
-    char self[64];
-    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
-    t->fd = open(self, O_RDWR | O_CLOEXEC);
+    t->fd = own;
     t->durable_size = st.st_size;
     t->count = (size_t)((st.st_size + BLOCK - 1) / BLOCK);
     t->blocks = calloc(t->count ? t->count : 1, sizeof *t->blocks);
     return t;
 }
 
-// Keeps the old bytes of every block in [start, end) that existed at the last sync.
-static void preserve(int fd, off_t start, off_t end) {
+// Keeps the old bytes of every block in [start, end) that existed at the last sync; -1 when the file
+// cannot be tracked (the operation must then fail).
+static int preserve(int fd, off_t start, off_t end) {
     struct tracked *t = track(fd);
-    if (!t || start >= t->durable_size) return;
+    if (!t) return -1;
+    if (start >= t->durable_size) return 0;
     if (end > t->durable_size) end = t->durable_size;
     for (size_t b = (size_t)(start / BLOCK); (off_t)b * BLOCK < end && b < t->count; b++) {
         if (t->blocks[b]) continue;
         t->blocks[b] = calloc(1, BLOCK);
         if (pread(fd, t->blocks[b], BLOCK, (off_t)b * BLOCK) < 0) {
             // Read through our own descriptor if the caller's is write-only.
-            if (pread(t->fd, t->blocks[b], BLOCK, (off_t)b * BLOCK) < 0) perror("powercutfs: pread");
+            if (pread(t->fd, t->blocks[b], BLOCK, (off_t)b * BLOCK) < 0) return -1;
         }
     }
+    return 0;
 }
 
 static void forget_file(int fd) {
@@ -145,7 +154,7 @@ static struct op *log_op(enum kind kind, const char *from, const char *to) {
 
 // Keeps `path` (a file about to be removed or replaced) as a hard link in the stash; 0 when kept.
 static int save(const char *path, char *saved) {
-    snprintf(saved, PATH_MAX, "%s/%lu", stash, stashed++);
+    snprintf(saved, PATH_MAX, "%s/%d.%lu", stash, (int)getpid(), stashed++);
     if (link(path, saved) != 0) {
         saved[0] = 0;
         return -1;
@@ -189,41 +198,63 @@ static double chance(void) { return (double)random() / ((double)RAND_MAX + 1); }
 
 static void cut(void) {
     unsigned long blocks = 0, sizes = 0, names = 0;
+    static const unsigned char zeros[BLOCK];
     for (size_t i = 0; i < nfiles; i++) {
         struct tracked *t = &files[i];
+        struct stat st;
+        if (fstat(t->fd, &st) != 0) { errors++; continue; }
+        // The size first: the blocks that matter are those below it.
+        off_t target = t->durable_size;
+        if (keep > 0 && st.st_size != t->durable_size && chance() < keep) target = st.st_size;
+        if (target != st.st_size) sizes++;
         for (size_t b = 0; b < t->count; b++) {
             if (!t->blocks[b]) continue;
-            if (keep > 0 && chance() < keep) continue;
             off_t at = (off_t)b * BLOCK;
+            if (at >= target) continue;
+            if (keep > 0 && chance() < keep) continue;
             size_t length = (size_t)((t->durable_size - at) < BLOCK ? (t->durable_size - at) : BLOCK);
-            if (pwrite(t->fd, t->blocks[b], length, at) < 0) perror("powercutfs: pwrite");
+            if (pwrite(t->fd, t->blocks[b], length, at) < 0) errors++;
             blocks++;
         }
-        struct stat st;
-        if (fstat(t->fd, &st) == 0 && st.st_size != t->durable_size && !(keep > 0 && chance() < keep)) {
-            if (ftruncate(t->fd, t->durable_size) != 0) perror("powercutfs: ftruncate");
-            sizes++;
+        // Grown and kept: each new block reached the disk or not.
+        for (off_t at = (t->durable_size + BLOCK - 1) / BLOCK * BLOCK; keep > 0 && at < target; at += BLOCK) {
+            if (chance() < keep) continue;
+            size_t length = (size_t)((target - at) < BLOCK ? (target - at) : BLOCK);
+            if (pwrite(t->fd, zeros, length, at) < 0) errors++;
+            blocks++;
         }
+        if (ftruncate(t->fd, target) != 0) errors++;
         fsync(t->fd);
     }
-    for (size_t n = nops; n-- > 0;) {
+    // The name log: with --keep, a prefix of it reached the disk, in order.
+    size_t kept = keep > 0 ? (size_t)(chance() * (double)(nops + 1)) : 0;
+    if (kept > nops) kept = nops;
+    for (size_t n = 0; n < kept; n++) {
+        if (ops[n].saved[0]) unlink(ops[n].saved);
+    }
+    for (size_t n = nops; n-- > kept;) {
         struct op *o = &ops[n];
+        int result = 0;
         switch (o->kind) {
         case CREATE:
-        case LINK: unlink(o->from); break;
+        case LINK: result = unlink(o->from); break;
         case MKDIR: remove_tree(o->from); break;
-        case UNLINK: if (o->saved[0]) rename(o->saved, o->from); break;
-        case RMDIR: mkdir(o->from, 0700); break;
+        case UNLINK: if (o->saved[0]) result = rename(o->saved, o->from); break;
+        case RMDIR: result = mkdir(o->from, 0700); break;
         case RENAME:
-            rename(o->to, o->from);
-            if (o->saved[0]) rename(o->saved, o->to);
+            result = rename(o->to, o->from);
+            if (result == 0 && o->saved[0]) result = rename(o->saved, o->to);
             break;
+        }
+        if (result != 0) {
+            fprintf(stderr, "powercutfs: undoing a change to %s: %s\n", o->from, strerror(errno));
+            errors++;
         }
         o->saved[0] = 0;
         names++;
     }
     sync();
-    printf("cut: %lu blocks, %lu sizes, %lu names undone\n", blocks, sizes, names);
+    printf("cut: %lu blocks, %lu sizes, %lu names undone, %lu errors\n", blocks, sizes, names, errors);
     fflush(stdout);
 }
 
@@ -321,7 +352,7 @@ static int pc_rename(const char *from, const char *to, unsigned int flags) {
     full_path(f, from);
     full_path(t, to);
     struct stat st;
-    if (lstat(t, &st) == 0 && !S_ISDIR(st.st_mode)) save(t, saved);
+    if (lstat(t, &st) == 0 && !S_ISDIR(st.st_mode) && save(t, saved) != 0) return fail();
     if (rename(f, t) != 0) {
         int error = errno;
         if (saved[0]) unlink(saved);
@@ -366,8 +397,8 @@ static int pc_truncate(const char *path, off_t size, struct fuse_file_info *fi) 
     }
     struct stat st;
     fstat(fd, &st);
-    if (size < st.st_size) preserve(fd, size, st.st_size); else track(fd);
-    int result = ftruncate(fd, size) == 0 ? 0 : fail();
+    int tracked = size < st.st_size ? preserve(fd, size, st.st_size) : (track(fd) ? 0 : -1);
+    int result = tracked != 0 ? -EIO : ftruncate(fd, size) == 0 ? 0 : fail();
     if (own >= 0) close(own);
     return result;
 }
@@ -389,8 +420,7 @@ static int pc_open(const char *path, struct fuse_file_info *fi) {
     if (fi->flags & O_TRUNC) {
         struct stat st;
         fstat(fd, &st);
-        preserve(fd, 0, st.st_size);
-        if (ftruncate(fd, 0) != 0) {
+        if (preserve(fd, 0, st.st_size) != 0 || ftruncate(fd, 0) != 0) {
             int error = errno;
             close(fd);
             return -error;
@@ -409,13 +439,17 @@ static int pc_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
     if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
     int fd = open(p, flags | O_CREAT | O_CLOEXEC, mode);
     if (fd < 0) return fail();
+    int tracked = 0;
     if (!existed) {
         log_op(CREATE, p, NULL);
-        track(fd); // new: nothing of it is durable, its size was 0
+        tracked = track(fd) ? 0 : -1; // new: nothing of it is durable, its size was 0
     } else if (fi->flags & O_TRUNC) {
         fstat(fd, &st);
-        preserve(fd, 0, st.st_size);
-        if (ftruncate(fd, 0) != 0) perror("powercutfs: ftruncate");
+        tracked = preserve(fd, 0, st.st_size) == 0 && ftruncate(fd, 0) == 0 ? 0 : -1;
+    }
+    if (tracked != 0) {
+        close(fd);
+        return -EIO;
     }
     fi->fh = (uint64_t)fd;
     return 0;
@@ -430,8 +464,7 @@ static int pc_read(const char *path, char *buf, size_t size, off_t off, struct f
 static int pc_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
     (void)path;
     int fd = (int)fi->fh;
-    preserve(fd, off, off + (off_t)size);
-    track(fd);
+    if (preserve(fd, off, off + (off_t)size) != 0) return -EIO;
     ssize_t n = pwrite(fd, buf, size, off);
     return n < 0 ? fail() : (int)n;
 }
@@ -473,8 +506,10 @@ static int pc_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi
 static int pc_fallocate(const char *path, int mode, off_t off, off_t length, struct fuse_file_info *fi) {
     (void)path;
     int fd = (int)fi->fh;
-    track(fd);
-    if (mode & FALLOC_FL_PUNCH_HOLE) preserve(fd, off, off + length);
+    // Plain allocation changes no byte; any other mode (punch, zero, collapse, insert) may change every
+    // block from `off` on.
+    int tracked = (mode & ~FALLOC_FL_KEEP_SIZE) == 0 ? (track(fd) ? 0 : -1) : preserve(fd, off, INT64_MAX);
+    if (tracked != 0) return -EIO;
     return fallocate(fd, mode, off, length) == 0 ? 0 : fail();
 }
 
