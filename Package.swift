@@ -1,12 +1,14 @@
-// swift-tools-version:6.1
+// swift-tools-version:6.2
 import PackageDescription
 
 // MemberImportVisibility is left off on purpose: on Linux, Glibc's structs (`stat`, `timespec`) are also
 // reachable through Dispatch's C module, and which module a clean build credits them to varies, so the
 // feature failed clean builds at random (seen in CI clones) while incremental builds passed.
+// Every warning of the project's own code is an error: the build has none, and keeps none.
 let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("InternalImportsByDefault"),
+    .treatAllWarnings(as: .error),
 ]
 
 let package = Package(
