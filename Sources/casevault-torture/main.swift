@@ -16,7 +16,7 @@ struct Torture: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "casevault-torture",
         abstract: "Crash-test helper for the CaseVault store (used by make test).",
-        subcommands: [PutLoop.self, PowerLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self, Rotate.self, RefuseExecGain.self, Listen.self, Trickle.self]
+        subcommands: [PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self, Rotate.self, RefuseExecGain.self, Listen.self, Trickle.self]
     )
 }
 
@@ -79,68 +79,37 @@ extension Torture {
     struct PutLoop: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "put-loop",
-            abstract: "Put records from several threads until killed; print each id once its put returned."
+            abstract: "Put records from several threads, and shred some, until killed; print each put and shred once it returned.",
+            discussion: """
+                Lines: `put <id> <text>` once a put returned; with --shred-every N, after every Nth put of a \
+                writer the one before it is shredded: `shredding <id>` before (after a crash it may be \
+                shredded or not) and `shred <id>` once it returned (it must be shredded).
+                """
         )
         @OptionGroup var store: StoreOptions
         @Option(help: "The case id to file under.") var caseID: String
         @Option(help: "Concurrent writer threads.") var writers: Int = 4
         @Option(help: "Stop after this many puts per writer.") var count: Int = 1_000_000
+        @Option(help: "After every this many puts of a writer, shred the one before last (0: never).") var shredEvery: Int = 0
+        @Option(help: "A tag in the records' texts, so that runs on one vault never repeat a text.") var tag: String = "torture"
 
         func run() throws {
             let store = try self.store.open()
             let caseID = try CaseID(self.caseID)
             emit("ready")
-            let count = self.count
-            let threads = (0..<self.writers).map { writer in
-                Thread {
-                    for n in 0..<count {
-                        let text = "torture-\(writer)-\(n)"
-                        let content = Array(#"{"text":"\#(text)"}"#.utf8)
-                        do {
-                            let stored = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
-                            emit("\(stored.id) \(text)")
-                        } catch {
-                            emit("error \(error)")
-                            Glibc.exit(3)
-                        }
-                    }
-                }
-            }
-            threads.forEach { $0.start() }
-            while true { sleep(60) }
-        }
-    }
-
-    struct PowerLoop: ParsableCommand {
-        static let configuration = CommandConfiguration(
-            commandName: "power-loop",
-            abstract: "Put records from several threads and shred some of them until killed; print each put and shred once it returned."
-        )
-        @OptionGroup var store: StoreOptions
-        @Option(help: "The case id to file under.") var caseID: String
-        @Option(help: "Concurrent writer threads.") var writers: Int = 16
-        @Option(help: "A tag for this run's records, so that runs on one vault never repeat a text.") var tag: String
-
-        func run() throws {
-            let store = try self.store.open()
-            let caseID = try CaseID(self.caseID)
-            emit("ready")
-            let tag = self.tag
+            let (count, every, tag) = (self.count, self.shredEvery, self.tag)
             let threads = (0..<self.writers).map { writer in
                 Thread {
                     var mine: [RecordID] = []
-                    for n in 0... {
-                        let text = "power-\(tag)-\(writer)-\(n)"
+                    for n in 0..<count {
+                        let text = "\(tag)-\(writer)-\(n)"
                         let content = Array(#"{"text":"\#(text)"}"#.utf8)
                         do {
                             let stored = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
                             emit("put \(stored.id) \(text)")
                             mine.append(stored.id)
-                            // Every third put, the one before last is shredded: shreds interleave with puts.
-                            if n % 3 == 2 {
+                            if every > 0, n % every == every - 1, mine.count >= 2 {
                                 let victim = mine.remove(at: mine.count - 2)
-                                // Once this line is out, the record may be shredded or not after a cut; once
-                                // the next is, it must be shredded.
                                 emit("shredding \(victim)")
                                 try store.shred(victim)
                                 emit("shred \(victim)")

@@ -18,28 +18,22 @@ struct CrashTests {
         let caseID = Samples.caseID()
         var acknowledged: [(RecordID, String)] = []
         for cycle in 0..<Self.cycles {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: Helper.path)
-            process.arguments = ["put-loop", "--data", vault.data, "--key", vault.key, "--case-id", caseID.rawValue, "--writers", "4"]
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            // Kill at a random moment after the store opened: while puts are in flight.
-            let reader = LineReader(pipe.fileHandleForReading)
-            #expect(reader.next() == "ready", "cycle \(cycle): the writer did not start")
+            // Killed at a random moment after the store opened: while puts are in flight.
+            let (process, reader) = try Helper.start([
+                "put-loop", "--data", vault.data, "--key", vault.key, "--case-id", caseID.rawValue, "--writers", "4",
+            ])
             usleep(UInt32.random(in: 1_000...60_000))
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
             var thisCycle: [(RecordID, String)] = []
             while let line = reader.next() {
                 let parts = line.split(separator: " ")
-                guard parts.count == 2, parts[0] != "error", let id = try? RecordID(String(parts[0])) else {
+                guard parts.count == 3, parts[0] == "put", let id = try? RecordID(String(parts[1])) else {
                     // A torn last line is an id whose put returned but whose line was cut by the kill: skip it.
                     #expect(!line.hasPrefix("error"), "cycle \(cycle): the writer reported \(line)")
                     continue
                 }
-                thisCycle.append((id, String(parts[1])))
+                thisCycle.append((id, String(parts[2])))
             }
             acknowledged += thisCycle
 

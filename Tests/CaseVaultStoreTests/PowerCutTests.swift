@@ -147,17 +147,10 @@ struct PowerCutTests {
         var (puts, shreds) = (0, 0)
         var summaries: [String] = []
         for cycle in 0..<Self.cycles {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: Helper.path)
-            process.arguments = [
-                "power-loop", "--data", vault.data, "--key", vault.key, "--case-id", caseID.rawValue, "--writers", "16", "--tag", "\(cycle)",
-            ]
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            let reader = LineReader(pipe.fileHandleForReading)
-            #expect(reader.next() == "ready", "cycle \(cycle): the writer did not start")
+            let (process, reader) = try Helper.start([
+                "put-loop", "--data", vault.data, "--key", vault.key, "--case-id", caseID.rawValue, "--writers", "16",
+                "--shred-every", "3", "--tag", "power-\(cycle)",
+            ])
             usleep(UInt32.random(in: 20_000...300_000))
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()

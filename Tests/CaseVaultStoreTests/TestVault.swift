@@ -4,6 +4,7 @@ import Foundation
 import GRDB
 import Logging
 import Synchronization
+import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -154,6 +155,20 @@ enum Helper {
 
     static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
         try Command.run(Self.path, arguments)
+    }
+
+    /// Starts it with `arguments`, its standard output read line by line, and waits for its `ready` line.
+    static func start(_ arguments: [String], sourceLocation: SourceLocation = #_sourceLocation) throws -> (Process, LineReader) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.path)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let reader = LineReader(pipe.fileHandleForReading)
+        #expect(reader.next() == "ready", "\(arguments.first ?? "") did not start", sourceLocation: sourceLocation)
+        return (process, reader)
     }
 }
 
