@@ -99,7 +99,7 @@ struct PowerCutTests {
     /// How many cuts `make test` makes; `make soak` sets more.
     static let cycles = Int(ProcessInfo.processInfo.environment["CASEVAULT_POWERCUT_CYCLES"] ?? "") ?? 30
     /// Whether every second cut reorders (`--keep=0.5`). `make soak` sets it; `make test` does not while
-    /// the defect it found after about 100 cuts is open (README, "How CaseVault is tested").
+    /// the store does not yet refuse a key slot a live record holds (README, "How CaseVault is tested").
     static let reorder = ProcessInfo.processInfo.environment["CASEVAULT_POWERCUT_REORDER"] == "1"
 
     @Test("the filesystem's cut throws away what was not flushed, and only that")

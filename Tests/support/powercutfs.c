@@ -211,8 +211,12 @@ static void cut(void) {
             if (!t->blocks[b]) continue;
             off_t at = (off_t)b * BLOCK;
             if (at >= target) continue;
-            if (keep > 0 && chance() < keep) continue;
             size_t length = (size_t)((t->durable_size - at) < BLOCK ? (t->durable_size - at) : BLOCK);
+            // A block a truncate took away and nothing wrote again has no new content a disk could have
+            // kept: the truncate not reaching the disk leaves the old bytes. Only rewritten blocks are a
+            // coin toss.
+            int rewritten = at + (off_t)length <= st.st_size;
+            if (rewritten && keep > 0 && chance() < keep) continue;
             if (pwrite(t->fd, t->blocks[b], length, at) < 0) errors++;
             blocks++;
         }
