@@ -334,16 +334,22 @@ struct AuditLogTests {
     /// A log that rotates every 16 KiB and keeps `keep` rotated files, attached to its store (anchored), with
     /// `count` requests and results written and the log closed.
     static func rotatedLog(_ vault: TestVault, keep: Int, count: UInt64) async throws -> RecordStore {
-        let store = try vault.open()
-        let retention = AuditLog.Retention(rotateBytes: 16 << 10, keepFiles: keep)
-        let (log, _) = try AuditLog.open(directory: store.auditDirectory, checkpointInterval: 50, retention: retention, clock: { 1_700_000_000_000 })
-        try log.attach(to: store)
+        let (store, log) = try Self.rotatingLog(vault, keep: keep)
         for number in UInt64(1)...count {
             _ = try await log.append(Self.request(number))
             log.record(Self.result(number, status: 201))
         }
         log.close()
         return store
+    }
+
+    /// A store and its log, attached, rotating every 16 KiB and keeping `keep` rotated files.
+    static func rotatingLog(_ vault: TestVault, keep: Int) throws -> (RecordStore, AuditLog) {
+        let store = try vault.open()
+        let retention = AuditLog.Retention(rotateBytes: 16 << 10, keepFiles: keep)
+        let (log, _) = try AuditLog.open(directory: store.auditDirectory, checkpointInterval: 50, retention: retention, clock: { 1_700_000_000_000 })
+        try log.attach(to: store)
+        return (store, log)
     }
 
     /// Verifies the vault's log, all its files, with the store's keys and anchor.
@@ -523,11 +529,8 @@ struct AuditLogTests {
     )
     func rotationRefusedByTheDirectory() async throws {
         let vault = TestVault()
-        let store = try vault.open()
+        let (store, log) = try Self.rotatingLog(vault, keep: 0)
         defer { store.close() }
-        let retention = AuditLog.Retention(rotateBytes: 16 << 10, keepFiles: 0)
-        let (log, _) = try AuditLog.open(directory: store.auditDirectory, checkpointInterval: 50, retention: retention, clock: { 1_700_000_000_000 })
-        try log.attach(to: store)
         guard try Self.chattr("+i", store.auditDirectory) else {
             Issue.record("this filesystem does not take the immutable flag")
             return
