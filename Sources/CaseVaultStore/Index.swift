@@ -315,6 +315,34 @@ struct Index: Sendable {
         }
     }
 
+    /// Those of `slots` that a record in the index owns (live or `shredding`). The free list and the
+    /// high-water mark say which slots are unowned; this asks the records themselves, through the
+    /// `UNIQUE` index on `records.slot`, so that a free list the index disagrees with never costs a key.
+    static func ownedSlots(_ db: Database, among slots: some Collection<Int64>) throws -> Set<Int64> {
+        var owned: Set<Int64> = []
+        var rest = slots[...]
+        while !rest.isEmpty {
+            let chunk = rest.prefix(500)
+            rest = rest.dropFirst(chunk.count)
+            let placeholders = Array(repeating: "?", count: chunk.count).joined(separator: ",")
+            owned.formUnion(try Int64.fetchAll(
+                db, sql: "SELECT slot FROM records WHERE slot IN (\(placeholders))", arguments: StatementArguments(Array(chunk))
+            ))
+        }
+        return owned
+    }
+
+    /// The writer's state as the index records it: the free list, the high-water mark and the segment cursor.
+    static func writerState(_ db: Database) throws -> RecordStore.WriterState {
+        RecordStore.WriterState(
+            slots: SlotAllocator(
+                free: try Int64.fetchAll(db, sql: "SELECT slot FROM free_slots ORDER BY slot DESC"),
+                highWater: try Self.meta(db, "slot_high_water")
+            ),
+            cursor: Segments.Cursor(segment: UInt32(try Self.meta(db, "segment_current")), end: try Self.meta(db, "segment_end"))
+        )
+    }
+
     /// The rows of `ids` that exist, by id.
     static func rows(_ db: Database, ids: [String]) throws -> [String: Row] {
         var rows: [String: Row] = [:]

@@ -21,10 +21,13 @@ extension RecordStore {
                 try self.runShred(interrupted, from: ShredStep.resumePoint)
             }
 
+            // The free list and the high-water mark are checked against the records first: a slot a record
+            // owns is never scrubbed, whatever a damaged index says of it.
+            let owned = try self.repairSlotAccounting()
             let state = self.writer.withLock { $0 }
             let tail = try self.slots.slotCount()
             var scrubbedSlots = 0
-            for slot in state.slots.free + Array(state.slots.highWater..<max(state.slots.highWater, tail)) {
+            for slot in state.slots.free + Array(state.slots.highWater..<max(state.slots.highWater, tail)) where !owned.contains(slot) {
                 if KeySlot.mayHoldKey(try self.slots.read(slot)) {
                     try self.slots.scrub(slot)
                     scrubbedSlots += 1
@@ -34,6 +37,12 @@ extension RecordStore {
             try self.recoverAttachments()
             try self.removeBackupSnapshots()
             try self.slots.flush()
+            if !owned.isEmpty {
+                self.logger.error(
+                    "the index's free-slot list or high-water mark named key slots that records own; corrected, the slots left untouched",
+                    metadata: ["slots.count": "\(owned.count)"]
+                )
+            }
             if scrubbedSlots > 0 || scrubbedBytes > 0 {
                 self.logger.notice(
                     "scrubbed what an interrupted put left behind",
@@ -41,5 +50,30 @@ extension RecordStore {
                 )
             }
         }
+    }
+
+    /// Takes off the free list every slot a record owns and raises the high-water mark above every owned
+    /// slot, then reloads the writer's state from the index (which also drops any slot an interrupted
+    /// shred listed twice). Returns the slots that had been offered although owned.
+    private func repairSlotAccounting() throws(CaseVaultError) -> Set<Int64> {
+        let state = self.writer.withLock { $0 }
+        let tail = try self.slots.slotCount()
+        let fresh = try self.index.write { db -> (Set<Int64>, WriterState) in
+            let owned = try Index.ownedSlots(db, among: state.slots.free + Array(state.slots.highWater..<max(state.slots.highWater, tail)))
+            for slot in owned {
+                try db.cachedStatement(sql: "DELETE FROM free_slots WHERE slot = ?").execute(arguments: [slot])
+            }
+            let top = try Int64.fetchOne(db, sql: "SELECT max(slot) FROM records").map { $0 + 1 } ?? 0
+            if top > state.slots.highWater {
+                // The slots skipped below the new mark go on the free list, to be scrubbed and reused.
+                for slot in state.slots.highWater..<top where !owned.contains(slot) {
+                    try db.cachedStatement(sql: "INSERT OR IGNORE INTO free_slots (slot) VALUES (?)").execute(arguments: [slot])
+                }
+                try Index.setMeta(db, "slot_high_water", top)
+            }
+            return (owned, try Index.writerState(db))
+        }
+        self.writer.withLock { $0 = fresh.1 }
+        return fresh.0
     }
 }

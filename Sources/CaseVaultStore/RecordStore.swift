@@ -86,17 +86,7 @@ public final class RecordStore: Sendable {
         try DataDirectory.makeDirectory(directory.attachmentsPath, createParents: false)
         try DataDirectory.makeDirectory(directory.auditPath, createParents: false)
         try DataDirectory.flushDirectory(directory.path)
-        let (state, epoch) = try index.read { db in
-            let free = try Int64.fetchAll(db, sql: "SELECT slot FROM free_slots ORDER BY slot DESC")
-            let state = WriterState(
-                slots: SlotAllocator(free: free, highWater: try Index.meta(db, "slot_high_water")),
-                cursor: Segments.Cursor(
-                    segment: UInt32(try Index.meta(db, "segment_current")),
-                    end: try Index.meta(db, "segment_end")
-                )
-            )
-            return (state, try Index.currentEpoch(db))
-        }
+        let (state, epoch) = try index.read { db in (try Index.writerState(db), try Index.currentEpoch(db)) }
         let barrier = try Barrier(rootKey: rootKey)
         try Self.checkRootKey(barrier, index)
         barrier.retire(try index.read { db in
@@ -305,9 +295,16 @@ public final class RecordStore: Sendable {
             return batch.map { _ in .failure(error) }
         }
         let before = self.writer.withLock { $0 }
+        let slots: [Int64]
+        do throws(CaseVaultError) {
+            slots = try self.takeUnownedSlots(batch.count)
+        } catch {
+            self.writer.withLock { $0 = before }
+            return batch.map { _ in .failure(error) }
+        }
         let placed = self.writer.withLock { state in
-            batch.map { put in
-                (slot: state.slots.take(), location: state.cursor.reserve(put.sealed.count, maxBytes: self.segments.maxBytes))
+            zip(batch, slots).map { put, slot in
+                (slot: slot, location: state.cursor.reserve(put.sealed.count, maxBytes: self.segments.maxBytes))
             }
         }
         let after = self.writer.withLock { $0 }
@@ -364,13 +361,45 @@ public final class RecordStore: Sendable {
             }
             try? self.segments.flush(Set(placed.map(\.location.segment)))
             try? self.slots.flush()
-            self.writer.withLock { $0 = before }
+            // The index holds what was committed; a slot dropped by `takeUnownedSlots` stays dropped.
+            let reloaded = try? self.index.read { db in try Index.writerState(db) }
+            self.writer.withLock { $0 = reloaded ?? before }
             self.logger.error(
                 "a batch of puts failed",
                 metadata: ["batch.size": "\(batch.count)", "error.code": "\(error.code.rawValue)"]
             )
             return batch.map { _ in .failure(error) }
         }
+    }
+
+    /// `count` distinct slots that no record in the index owns, taken from the allocator. A slot the free
+    /// list or the high-water mark offers although a record owns it (an index damaged by hand or by a
+    /// disk, never by the store) is not written: writing it would destroy that record's key, and so would
+    /// scrubbing it when the batch fails. It leaves the free list for good, and the log says how many.
+    private func takeUnownedSlots(_ count: Int) throws(CaseVaultError) -> [Int64] {
+        var chosen: [Int64] = []
+        var seen: Set<Int64> = []
+        var owned: Set<Int64> = []
+        while chosen.count < count {
+            let candidates = self.writer.withLock { state in (chosen.count..<count).map { _ in state.slots.take() } }
+            let found = try self.index.read { db in try Index.ownedSlots(db, among: candidates) }
+            owned.formUnion(found)
+            for slot in candidates where !found.contains(slot) && seen.insert(slot).inserted {
+                chosen.append(slot)
+            }
+        }
+        if !owned.isEmpty {
+            try self.index.write { db in
+                for slot in owned {
+                    try db.cachedStatement(sql: "DELETE FROM free_slots WHERE slot = ?").execute(arguments: [slot])
+                }
+            }
+            self.logger.error(
+                "the free-slot list offered key slots that live records own; they were taken off it unwritten",
+                metadata: ["slots.count": "\(owned.count)"]
+            )
+        }
+        return chosen
     }
 
     // MARK: Get and list
