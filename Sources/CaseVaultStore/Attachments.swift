@@ -2,7 +2,7 @@
 internal import Glibc
 #endif
 public import CaseVaultCore
-internal import CaseVaultCrypto
+package import CaseVaultCrypto
 internal import GRDB
 internal import Logging
 
@@ -161,7 +161,9 @@ public final class AttachmentDownload: @unchecked Sendable {
     /// The attachment's size in bytes.
     public let size: Int64
 
-    init(record: RecordMetadata, dataKey: SecureBytes, path: String) throws(CaseVaultError) {
+    /// Opens the attachment file at `path` of `record` under its data key; `integrity-failure` for a file
+    /// whose head does not authenticate. (Package-visible for the fuzz targets.)
+    package init(record: RecordMetadata, dataKey: SecureBytes, path: String) throws(CaseVaultError) {
         do {
             self.file = try PosixFile(path: path, flags: O_RDONLY)
         } catch {

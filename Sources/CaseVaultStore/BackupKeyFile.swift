@@ -1,8 +1,8 @@
 #if canImport(Glibc)
 internal import Glibc
 #endif
-internal import CaseVaultCore
-internal import CaseVaultCrypto
+package import CaseVaultCore
+package import CaseVaultCrypto
 
 /// The backup keys (`[backup] key_file`, beside the root key and outside the data directory): one random
 /// key per backup, sealed under a subkey of the root key, in fixed 128-byte slots
@@ -53,8 +53,9 @@ public struct BackupKeyFile: Sendable {
         }
     }
 
-    /// Seals `key` for backup `id` into a free slot and flushes.
-    func add(id: [UInt8], createdAt: Int64, key: SecureBytes, barrier: Barrier) throws(CaseVaultError) {
+    /// Seals `key` for backup `id` into a free slot and flushes. (Package-visible: the fuzz targets make
+    /// their test key file with it.)
+    package func add(id: [UInt8], createdAt: Int64, key: SecureBytes, barrier: Barrier) throws(CaseVaultError) {
         let directory = DataDirectory.parent(of: self.path)
         if !directory.isEmpty { try DataDirectory.makeDirectory(directory, createParents: true) }
         let existed = DataDirectory.exists(self.path)

@@ -1,5 +1,5 @@
-internal import CaseVaultCore
-internal import CaseVaultCrypto
+package import CaseVaultCore
+package import CaseVaultCrypto
 internal import Foundation
 internal import Synchronization
 
@@ -11,7 +11,8 @@ internal import Synchronization
 /// - a wrapped key to its slot number, record id and epoch;
 /// - sealed content to its record id, case id, type and format version.
 /// So a blob or slot copied onto another record fails to authenticate instead of opening as wrong content.
-final class Barrier: Sendable {
+/// Package-visible for the fuzz targets (`CaseVaultFuzz`), which open slots and blobs under a test root key.
+package final class Barrier: Sendable {
     static let formatVersion: UInt8 = 1
     static let blobMagic: [UInt8] = Array("CVB1".utf8)
     static let blobHeaderSize = 8
@@ -45,7 +46,7 @@ final class Barrier: Sendable {
     /// crypto_kdf from the root key).
     private let ledgerKey: SecureBytes
 
-    init(rootKey: SecureBytes) throws(CaseVaultError) {
+    package init(rootKey: SecureBytes) throws(CaseVaultError) {
         self.rootKey = rootKey
         do {
             let seed = try KeyDerivation.deriveKey(from: rootKey, context: Self.certificateContext, id: 1)
@@ -64,7 +65,7 @@ final class Barrier: Sendable {
     }
 
     /// The public half of the certificate key: what `casevaultctl certificate verify` checks against.
-    var certificatePublicKey: [UInt8] { self.certificateKey.publicKey }
+    package var certificatePublicKey: [UInt8] { self.certificateKey.publicKey }
 
     func signCertificate(_ body: [UInt8]) -> [UInt8] {
         self.certificateKey.signature(for: body)
@@ -95,7 +96,7 @@ final class Barrier: Sendable {
 
     /// Signs audit checkpoints with the audit subkey and keys the chain with the chain subkey; the keys
     /// themselves never leave the barrier.
-    var auditSigner: AuditSigner {
+    package var auditSigner: AuditSigner {
         let key = self.auditKey
         let chainKey = self.auditChainKey
         return AuditSigner(
@@ -218,7 +219,7 @@ final class Barrier: Sendable {
         return KeySlot.encode(epoch: epoch, recordID: recordID, sealedKey: sealed)
     }
 
-    func unwrap(slotBytes: [UInt8], recordID: RecordID, slot: Int64) throws(CaseVaultError) -> SecureBytes {
+    package func unwrap(slotBytes: [UInt8], recordID: RecordID, slot: Int64) throws(CaseVaultError) -> SecureBytes {
         guard let decoded = KeySlot.decode(slotBytes), Memory.constantTimeEquals(decoded.recordID, recordID.bytes) else {
             throw Self.integrityFailure("key slot")
         }
@@ -247,7 +248,7 @@ final class Barrier: Sendable {
         return header + AEAD.seal(content, key: dataKey, associatedData: Self.contentAssociatedData(record, version: Self.formatVersion))
     }
 
-    func open(blob: [UInt8], dataKey: SecureBytes, record: RecordMetadata) throws(CaseVaultError) -> [UInt8] {
+    package func open(blob: [UInt8], dataKey: SecureBytes, record: RecordMetadata) throws(CaseVaultError) -> [UInt8] {
         guard blob.count >= Self.blobHeaderSize + AEAD.overhead, Array(blob[0..<4]) == Self.blobMagic else {
             throw Self.integrityFailure("sealed content")
         }

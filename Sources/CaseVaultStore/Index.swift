@@ -50,6 +50,15 @@ struct Index: Sendable {
                 throw CaseVaultError(.storageFailure, "the index cannot be made to flush every commit (PRAGMA synchronous is \(level), not FULL)")
             }
             try Self.migrator.migrate(pool)
+            // A new index turns WAL on with its first write. A flush that failed there left SQLite in its
+            // rollback journal (found by the failing-disk test), whose deleted journal a power cut can bring
+            // back and play over later commits: refused, so that the next start turns WAL on again.
+            let mode = try pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") } ?? ""
+            guard mode == "wal" else {
+                throw CaseVaultError(
+                    .storageFailure, "the index did not turn its write-ahead log on (journal mode \(mode)); check the disk and start again"
+                )
+            }
             let index = Index(pool: pool)
             // A WAL that a crash left behind may hold page images of rows shredded before it.
             try index.truncateWAL()

@@ -12,14 +12,7 @@ extension RecordStore {
     /// Each costs in proportion to what a crash can leave, not to the size of the vault.
     func recover() throws(CaseVaultError) {
         try self.asWriter { () throws(CaseVaultError) in
-            let interrupted = try self.index.read { db in
-                try GRDB.Row.fetchAll(db, sql: "SELECT \(Index.columns) FROM records WHERE state = 'shredding'")
-                    .map(Index.decode)
-            }
-            if !interrupted.isEmpty {
-                self.logger.notice("finishing interrupted shreds", metadata: ["records.count": "\(interrupted.count)"])
-                try self.runShred(interrupted, from: ShredStep.resumePoint)
-            }
+            try self.finishPendingShreds()
 
             // The free list and the high-water mark are checked against the records first: a slot a record
             // owns is never scrubbed, whatever a damaged index says of it.

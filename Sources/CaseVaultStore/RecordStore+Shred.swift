@@ -39,6 +39,11 @@ extension RecordStore {
     /// `order` is recorded with the mark; a resumed shred finds it there. Returns the certificates issued.
     @discardableResult
     func runShred(_ rows: [Index.Row], from start: ShredStep, order: ShredOrder? = nil) throws(CaseVaultError) -> Int {
+        var rows = rows
+        if start == .mark, !rows.isEmpty {
+            let finished = try self.finishPendingShreds()
+            rows.removeAll { finished.contains($0.metadata.id) }
+        }
         guard !rows.isEmpty else { return 0 }
         var certificates = 0
         for step in ShredStep.steps(from: start) {
@@ -106,6 +111,23 @@ extension RecordStore {
             }
         }
         return certificates
+    }
+}
+
+extension RecordStore {
+    /// Finishes every shred a failure left marked (a write or flush that failed after the mark): before
+    /// any new shred, so that a failed one is retried while the daemon runs, not only at the next open.
+    /// Its overwrites are written again, never trusted to a page cache a failed flush may have dropped.
+    /// Returns the ids it finished.
+    @discardableResult
+    func finishPendingShreds() throws(CaseVaultError) -> Set<RecordID> {
+        let pending = try self.index.read { db in
+            try GRDB.Row.fetchAll(db, sql: "SELECT \(Index.columns) FROM records WHERE state = 'shredding'").map(Index.decode)
+        }
+        guard !pending.isEmpty else { return [] }
+        self.logger.notice("finishing shreds a failure or a crash interrupted", metadata: ["records.count": "\(pending.count)"])
+        try self.runShred(pending, from: ShredStep.resumePoint)
+        return Set(pending.map(\.metadata.id))
     }
 }
 

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 internal import Glibc
 #endif
-internal import CaseVaultCore
+package import CaseVaultCore
 internal import CaseVaultCrypto
 
 /// The copy of the shred ledger kept outside the data directory (`[backup] ledger_file`, by default
@@ -47,7 +47,8 @@ public struct ShredLedgerFile: Sendable {
 
     /// Every entry the file holds, each line checked under `barrier`; `nil` when there is no file. The
     /// whole file is refused if one line does not check out: a restore must not half-trust it.
-    func entries(barrier: Barrier) throws(CaseVaultError) -> [ShredLedgerEntry]? {
+    /// (Package-visible for the fuzz targets.)
+    package func entries(barrier: Barrier) throws(CaseVaultError) -> [ShredLedgerEntry]? {
         guard DataDirectory.exists(self.path) else { return nil }
         try DataDirectory.checkPrivateFile(self.path)
         let parsed = Self.parse(try PosixFile(path: self.path, flags: O_RDONLY).readAll(), barrier: barrier)

@@ -83,7 +83,9 @@ extension Torture {
             discussion: """
                 Lines: `put <id> <text>` once a put returned; with --shred-every N, after every Nth put of a \
                 writer the one before it is shredded: `shredding <id>` before (after a crash it may be \
-                shredded or not) and `shred <id>` once it returned (it must be shredded).
+                shredded or not) and `shred <id>` once it returned (it must be shredded). With --keep-going, \
+                a refused put prints `failed put <code>` and a refused shred `failed shred <id> <code>`, and \
+                the writer goes on.
                 """
         )
         @OptionGroup var store: StoreOptions
@@ -92,31 +94,38 @@ extension Torture {
         @Option(help: "Stop after this many puts per writer.") var count: Int = 1_000_000
         @Option(help: "After every this many puts of a writer, shred the one before last (0: never).") var shredEvery: Int = 0
         @Option(help: "A tag in the records' texts, so that runs on one vault never repeat a text.") var tag: String = "torture"
+        @Flag(help: "Go on after a refused put or shred (a failing disk), printing it.") var keepGoing = false
 
         func run() throws {
             let store = try self.store.open()
             let caseID = try CaseID(self.caseID)
             emit("ready")
-            let (count, every, tag) = (self.count, self.shredEvery, self.tag)
+            let (count, every, tag, keepGoing) = (self.count, self.shredEvery, self.tag, self.keepGoing)
             let threads = (0..<self.writers).map { writer in
                 Thread {
                     var mine: [RecordID] = []
                     for n in 0..<count {
                         let text = "\(tag)-\(writer)-\(n)"
                         let content = Array(#"{"text":"\#(text)"}"#.utf8)
-                        do {
+                        var shredding: RecordID?
+                        do throws(CaseVaultError) {
                             let stored = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
                             emit("put \(stored.id) \(text)")
                             mine.append(stored.id)
                             if every > 0, n % every == every - 1, mine.count >= 2 {
                                 let victim = mine.remove(at: mine.count - 2)
+                                shredding = victim
                                 emit("shredding \(victim)")
                                 try store.shred(victim)
                                 emit("shred \(victim)")
                             }
                         } catch {
-                            emit("error \(error)")
-                            Glibc.exit(3)
+                            guard keepGoing else {
+                                emit("error \(error)")
+                                Glibc.exit(3)
+                            }
+                            emit(shredding.map { "failed shred \($0) \(error.code.rawValue)" } ?? "failed put \(error.code.rawValue)")
+                            usleep(5_000)
                         }
                     }
                 }

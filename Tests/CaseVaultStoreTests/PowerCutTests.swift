@@ -35,11 +35,15 @@ final class PowerCutFS {
         }
     }
 
+    /// The failures the last cut's filesystem injected (`injected OP:PATH #N ERR`; `--fail`).
+    private(set) var injected: [String] = []
+
     /// Mounts it; with `keep`, each lost block or size survives the next cut with that probability.
-    func mount(keep: Double = 0, seed: Int = 1) throws {
+    /// `options` are more of powercutfs's own (`--fail`, `--census`).
+    func mount(keep: Double = 0, seed: Int = 1, options: [String] = []) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = [self.backing, self.root + "/stash", self.mountpoint, "--keep=\(keep)", "--seed=\(seed)"]
+        process.arguments = [self.backing, self.root + "/stash", self.mountpoint, "--keep=\(keep)", "--seed=\(seed)"] + options
         let pipe = Pipe()
         process.standardOutput = pipe
         // What it cannot roll back it says on standard error: kept, and read at each cut.
@@ -77,8 +81,10 @@ final class PowerCutFS {
         }
         self.process?.waitUntilExit()
         var summary = ""
+        self.injected = []
         while let line = self.reader?.next() {
             if line.hasPrefix("cut:") { summary = line }
+            if line.hasPrefix("injected ") { self.injected.append(String(line.dropFirst(9))) }
         }
         #expect(self.process?.terminationStatus == 0, "powercutfs exited with \(self.process?.terminationStatus ?? -1)", sourceLocation: sourceLocation)
         #expect(summary.hasSuffix(" 0 errors"), "powercutfs: \(summary)", sourceLocation: sourceLocation)
@@ -98,9 +104,9 @@ final class PowerCutFS {
 struct PowerCutTests {
     /// How many cuts `make test` makes; `make soak` sets more.
     static let cycles = Int(ProcessInfo.processInfo.environment["CASEVAULT_POWERCUT_CYCLES"] ?? "") ?? 30
-    /// Whether every second cut reorders (`--keep=0.5`). `make soak` sets it; `make test` does not while
-    /// the store does not yet refuse a key slot a live record holds (README, "How CaseVault is tested").
-    static let reorder = ProcessInfo.processInfo.environment["CASEVAULT_POWERCUT_REORDER"] == "1"
+    /// Whether every second cut reorders (`--keep=0.5`), as a disk may; `CASEVAULT_POWERCUT_REORDER=0`
+    /// makes every cut strict.
+    static let reorder = ProcessInfo.processInfo.environment["CASEVAULT_POWERCUT_REORDER"] != "0"
 
     @Test("the filesystem's cut throws away what was not flushed, and only that")
     func cutThrowsAwayWhatWasNotFlushed() throws {
@@ -143,11 +149,7 @@ struct PowerCutTests {
         #expect(fsync(top) == 0)
         close(top)
         let caseID = Samples.caseID()
-        var live: [RecordID: String] = [:]
-        var shredded: Set<RecordID> = []
-        // Records whose shred began but was not acknowledged: either outcome is right.
-        var undecided: [RecordID: String] = [:]
-        var (puts, shreds) = (0, 0)
+        var ledger = Acknowledged()
         var summaries: [String] = []
         for cycle in 0..<Self.cycles {
             let (process, reader) = try Helper.start([
@@ -159,60 +161,109 @@ struct PowerCutTests {
             process.waitUntilExit()
             // The power cut: half the cuts lose everything unsynced, half keep a random half of it.
             summaries.append(try fs.cut())
-            var putsNow: [(RecordID, String)] = []
-            var shredsNow: [RecordID] = []
-            var begun: [RecordID] = []
-            while let line = reader.next() {
-                let parts = line.split(separator: " ")
-                if parts.first == "error" { Issue.record("cycle \(cycle): the writer reported \(line)") }
-                // A torn last line: its operation returned, but the kill cut the line; it counts as not acknowledged.
-                guard parts.count >= 2, let id = try? RecordID(String(parts[1])) else { continue }
-                if parts[0] == "put", parts.count == 3 { putsNow.append((id, String(parts[2]))) }
-                if parts[0] == "shred", parts.count == 2 { shredsNow.append(id) }
-                if parts[0] == "shredding", parts.count == 2 { begun.append(id) }
-            }
-            for (id, text) in putsNow { live[id] = text }
-            for id in begun where !shredsNow.contains(id) {
-                undecided[id] = live.removeValue(forKey: id)
-            }
-            for id in shredsNow {
-                live[id] = nil
-                undecided[id] = nil
-                shredded.insert(id)
-            }
-            puts += putsNow.count
-            shreds += shredsNow.count
+            let latest = ledger.absorb(reader, cycle: cycle).touched
 
             // The cut at the end of the next cycle: every second one keeps a random part of what was lost.
             try fs.mount(keep: Self.reorder && cycle % 2 == 0 ? 0.5 : 0, seed: seed + cycle)
             // The store opens without an operator; this cycle's puts and shreds hold (all of them at the end).
             do {
                 let store = try vault.open()
-                let latest = Set(putsNow.map(\.0)).union(shredsNow).union(begun)
-                try Self.expect(
-                    live: live.filter { latest.contains($0.key) }, shredded: shredded.intersection(latest),
-                    undecided: undecided.filter { latest.contains($0.key) }, in: store, vault: vault, cycle: cycle
-                )
-                // A shred that was under way is settled now: what was read is what must hold from here on.
-                for (id, text) in undecided {
-                    if (try? store.get(id)) != nil { live[id] = text } else { shredded.insert(id) }
-                }
-                undecided = [:]
+                try ledger.expect(only: latest, in: store, vault: vault, cycle: cycle)
+                ledger.settle(store)
                 store.close()
             }
         }
         do {
             let store = try vault.open()
-            try Self.expect(live: live, shredded: shredded, undecided: undecided, in: store, vault: vault, cycle: Self.cycles)
+            try ledger.expect(in: store, vault: vault, cycle: Self.cycles)
             store.close()
         }
         try fs.cut()
-        #expect(puts > Self.cycles && shreds > Self.cycles / 2, "\(puts) puts and \(shreds) shreds acknowledged: the load hardly ran")
+        #expect(ledger.puts > Self.cycles && ledger.shreds > Self.cycles / 2, "\(ledger.puts) puts and \(ledger.shreds) shreds acknowledged: the load hardly ran")
         let lost = summaries.map { $0.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0 }.reduce(0, +)
         #expect(lost > 0, "no cut threw anything away: the simulation did nothing")
-        print("power cuts: \(Self.cycles) cuts (seed \(seed)), \(puts) puts and \(shreds) shreds acknowledged, \(lost) unsynced blocks thrown away; 0 lost, 0 resurrected unless reported above")
+        print("power cuts: \(Self.cycles) cuts (seed \(seed)), \(ledger.puts) puts and \(ledger.shreds) shreds acknowledged, \(lost) unsynced blocks thrown away; 0 lost, 0 resurrected unless reported above")
+    }
+}
+
+/// What `casevault-torture put-loop` acknowledged over several runs on one vault, and what a store opened
+/// after any cut must show of it: every acknowledged put byte-identical, every acknowledged shred gone
+/// with its key slot, and a shred under way (or refused) either way, never anything else.
+struct Acknowledged {
+    var live: [RecordID: String] = [:]
+    var shredded: Set<RecordID> = []
+    /// Records whose shred began but was not acknowledged: either outcome is right.
+    var undecided: [RecordID: String] = [:]
+    var puts = 0
+    var shreds = 0
+    /// `failed put <code>` and `failed shred <id> <code>` lines (with --keep-going).
+    var refusals: [String] = []
+
+    /// Reads one run's lines to their end. Returns the ids the run put, shredded or began to shred, and
+    /// `retried`: those whose shred failed while a later shred was acknowledged (which finishes it).
+    @discardableResult
+    mutating func absorb(_ reader: LineReader, cycle: Int) -> (touched: Set<RecordID>, retried: Set<RecordID>) {
+        var putsNow: [(RecordID, String)] = []
+        var shredsNow: [RecordID] = []
+        var begun: [RecordID] = []
+        var failedShreds: Set<RecordID> = []
+        var retried: Set<RecordID> = []
+        while let line = reader.next() {
+            let parts = line.split(separator: " ")
+            if parts.first == "error" { Issue.record("cycle \(cycle): the writer reported \(line)") }
+            if parts.first == "failed" {
+                self.refusals.append(line)
+                // A refused shred is one under way: it may have been marked, and recovery finishes it.
+                if parts.count == 4, parts[1] == "shred", let id = try? RecordID(String(parts[2])) {
+                    begun.append(id)
+                    failedShreds.insert(id)
+                }
+                continue
+            }
+            // A torn last line: its operation returned, but the kill cut the line; it counts as not acknowledged.
+            guard parts.count >= 2, let id = try? RecordID(String(parts[1])) else { continue }
+            if parts[0] == "put", parts.count == 3 { putsNow.append((id, String(parts[2]))) }
+            if parts[0] == "shred", parts.count == 2 {
+                shredsNow.append(id)
+                retried.formUnion(failedShreds)
+                failedShreds = []
+            }
+            if parts[0] == "shredding", parts.count == 2 { begun.append(id) }
+        }
+        for (id, text) in putsNow { self.live[id] = text }
+        for id in begun where !shredsNow.contains(id) {
+            if let text = self.live.removeValue(forKey: id) { self.undecided[id] = text }
+        }
+        for id in shredsNow {
+            self.live[id] = nil
+            self.undecided[id] = nil
+            self.shredded.insert(id)
+        }
+        self.puts += putsNow.count
+        self.shreds += shredsNow.count
+        return (Set(putsNow.map(\.0)).union(shredsNow).union(begun), retried)
     }
 
+    /// A shred that was under way is settled once the store has opened: what it reads is what must hold
+    /// from here on.
+    mutating func settle(_ store: RecordStore) {
+        for (id, text) in self.undecided {
+            if (try? store.get(id)) != nil { self.live[id] = text } else { self.shredded.insert(id) }
+        }
+        self.undecided = [:]
+    }
+
+    /// Checks the records of `only` (all, when nil) in `store`.
+    func expect(only: Set<RecordID>? = nil, in store: RecordStore, vault: TestVault, cycle: Int) throws {
+        let keep = { (id: RecordID) in only?.contains(id) ?? true }
+        try PowerCutTests.expect(
+            live: self.live.filter { keep($0.key) }, shredded: self.shredded.filter(keep),
+            undecided: self.undecided.filter { keep($0.key) }, in: store, vault: vault, cycle: cycle
+        )
+    }
+}
+
+extension PowerCutTests {
     static func expect(
         live: [RecordID: String], shredded: Set<RecordID>, undecided: [RecordID: String], in store: RecordStore, vault: TestVault, cycle: Int
     ) throws {

@@ -16,7 +16,17 @@
 // reached the disk, the data did not), and the name log keeps a random prefix of its changes (a journal
 // commits in order), undoing only the rest.
 //
-// Usage: powercutfs BACKING STASH MOUNTPOINT [--keep=P] [--seed=N]
+// A failing disk: --fail=OP:PATH@N=ERR makes the Nth call (from 1) of OP on PATH fail with ERR (EIO or
+// ENOSPC; ERR+ fails that call and every later one), without doing it. OP is write, truncate, fsync,
+// fdatasync, fsyncdir or rename (PATH is then the source); PATH is relative to the mount, with every run
+// of digits written as # (`fsync:/data/segments/#@3=EIO`). A failed fsync or fdatasync loses what it
+// should have made durable, as Linux does after a writeback error (the "fsyncgate" lesson): the pages
+// stay readable but are marked clean, so a later fsync succeeds without writing them; here the blocks
+// changed before the failure are thrown away at the cut unless written again and synced since. Each
+// injected failure prints "injected OP:PATH #N ERR". --census=FILE writes, at unmount, one line per site
+// reached: "COUNT OP:PATH".
+//
+// Usage: powercutfs BACKING STASH MOUNTPOINT [--keep=P] [--seed=N] [--fail=SITE@N=ERR] [--census=FILE]
 // Runs in the foreground, single-threaded; `fusermount3 -u MOUNTPOINT` is the power cut. It prints
 // "ready" once mounted is requested and, at unmount, one line: "cut: B blocks, F sizes, N names undone,
 // E errors" (E must be 0: a rollback that failed leaves the simulation short of a power cut).
@@ -54,6 +64,7 @@ struct tracked {
     off_t durable_size;     // the size at the last sync
     unsigned char **blocks; // old bytes of blocks below durable_size, by block number; NULL: unchanged
     size_t count;
+    unsigned char *rewritten; // after a failed sync: blocks written since (kept blocks are lost until then)
 };
 
 static struct tracked *files = NULL;
@@ -82,6 +93,7 @@ static struct tracked *track(int fd) {
     t->durable_size = st.st_size;
     t->count = (size_t)((st.st_size + BLOCK - 1) / BLOCK);
     t->blocks = calloc(t->count ? t->count : 1, sizeof *t->blocks);
+    t->rewritten = NULL;
     return t;
 }
 
@@ -93,6 +105,7 @@ static int preserve(int fd, off_t start, off_t end) {
     if (start >= t->durable_size) return 0;
     if (end > t->durable_size) end = t->durable_size;
     for (size_t b = (size_t)(start / BLOCK); (off_t)b * BLOCK < end && b < t->count; b++) {
+        if (t->rewritten) t->rewritten[b] = 1;
         if (t->blocks[b]) continue;
         t->blocks[b] = calloc(1, BLOCK);
         if (pread(fd, t->blocks[b], BLOCK, (off_t)b * BLOCK) < 0) {
@@ -103,18 +116,98 @@ static int preserve(int fd, off_t start, off_t end) {
     return 0;
 }
 
+// A successful sync: the file's changes are durable, except those a failed sync lost and nothing wrote
+// again since.
 static void forget_file(int fd) {
     struct stat st;
     if (fstat(fd, &st) != 0) return;
     for (size_t i = 0; i < nfiles; i++) {
-        if (files[i].dev == st.st_dev && files[i].ino == st.st_ino) {
-            for (size_t b = 0; b < files[i].count; b++) free(files[i].blocks[b]);
-            free(files[i].blocks);
-            close(files[i].fd);
+        struct tracked *t = &files[i];
+        if (t->dev != st.st_dev || t->ino != st.st_ino) continue;
+        size_t lost = 0;
+        for (size_t b = 0; b < t->count; b++) {
+            if (t->blocks[b] && t->rewritten && !t->rewritten[b]) { lost++; continue; }
+            free(t->blocks[b]);
+            t->blocks[b] = NULL;
+        }
+        if (lost == 0) {
+            free(t->blocks);
+            free(t->rewritten);
+            close(t->fd);
             files[i] = files[--nfiles];
             return;
         }
+        // The lost blocks stay; the rest of the file, its new size among it, is durable now.
+        size_t count = (size_t)((st.st_size + BLOCK - 1) / BLOCK);
+        if (count > t->count) {
+            t->blocks = realloc(t->blocks, count * sizeof *t->blocks);
+            t->rewritten = realloc(t->rewritten, count);
+            for (size_t b = t->count; b < count; b++) t->blocks[b] = NULL;
+            t->count = count;
+        }
+        memset(t->rewritten, 0, t->count);
+        if (st.st_size > t->durable_size) t->durable_size = st.st_size;
+        return;
     }
+}
+
+// A failed sync: what it should have made durable is lost until written again (see the top).
+static void lose_file(int fd) {
+    struct tracked *t = track(fd);
+    if (!t) { errors++; return; }
+    if (!t->rewritten) t->rewritten = calloc(t->count ? t->count : 1, 1);
+    else memset(t->rewritten, 0, t->count);
+}
+
+// ---- a failing disk -------------------------------------------------------------------------------
+
+static char fail_site[PATH_MAX];
+static unsigned long fail_at = 0;
+static int fail_errno = 0;
+static int fail_sticky = 0;
+static const char *census_path = NULL;
+
+struct site { char name[PATH_MAX]; unsigned long count; };
+static struct site *sites = NULL;
+static size_t nsites = 0;
+
+// Counts a call of `op` on `path` (relative to the mount) at its site; returns the errno to fail it
+// with, or 0 to do it.
+static int reach(const char *op, const char *path) {
+    char name[PATH_MAX];
+    size_t n = (size_t)snprintf(name, sizeof name, "%s:", op);
+    for (const char *c = path; *c && n + 2 < sizeof name; c++) {
+        if (*c >= '0' && *c <= '9') {
+            if (n == 0 || name[n - 1] != '#') name[n++] = '#';
+        } else {
+            name[n++] = *c;
+        }
+    }
+    name[n] = 0;
+    struct site *s = NULL;
+    for (size_t i = 0; i < nsites && !s; i++) {
+        if (!strcmp(sites[i].name, name)) s = &sites[i];
+    }
+    if (!s) {
+        sites = realloc(sites, (nsites + 1) * sizeof *sites);
+        s = &sites[nsites++];
+        snprintf(s->name, sizeof s->name, "%s", name);
+        s->count = 0;
+    }
+    s->count++;
+    if (!fail_at || strcmp(name, fail_site) != 0) return 0;
+    if (s->count != fail_at && !(fail_sticky && s->count > fail_at)) return 0;
+    printf("injected %s #%lu %s\n", name, s->count, fail_errno == ENOSPC ? "ENOSPC" : "EIO");
+    fflush(stdout);
+    return fail_errno;
+}
+
+static void write_census(void) {
+    if (!census_path) return;
+    FILE *f = fopen(census_path, "w");
+    if (!f) { errors++; return; }
+    for (size_t i = 0; i < nsites; i++) fprintf(f, "%lu %s\n", sites[i].count, sites[i].name);
+    fclose(f);
 }
 
 // ---- names ----------------------------------------------------------------------------------------
@@ -216,7 +309,9 @@ static void cut(void) {
             // kept: the truncate not reaching the disk leaves the old bytes. Only rewritten blocks are a
             // coin toss.
             int rewritten = at + (off_t)length <= st.st_size;
-            if (rewritten && keep > 0 && chance() < keep) continue;
+            // A block a failed sync lost is not on the disk, whatever the disk kept of the rest.
+            int lost = t->rewritten && !t->rewritten[b];
+            if (rewritten && !lost && keep > 0 && chance() < keep) continue;
             if (pwrite(t->fd, t->blocks[b], length, at) < 0) errors++;
             blocks++;
         }
@@ -352,6 +447,8 @@ static int pc_symlink(const char *target, const char *path) {
 
 static int pc_rename(const char *from, const char *to, unsigned int flags) {
     if (flags) return -EINVAL;
+    int injected = reach("rename", from);
+    if (injected) return -injected;
     char f[PATH_MAX], t[PATH_MAX], saved[PATH_MAX] = "";
     full_path(f, from);
     full_path(t, to);
@@ -391,6 +488,8 @@ static int pc_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_inf
 }
 
 static int pc_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
+    int injected = reach("truncate", path);
+    if (injected) return -injected;
     int fd = fi ? (int)fi->fh : -1;
     int own = -1;
     if (fd < 0) {
@@ -466,7 +565,8 @@ static int pc_read(const char *path, char *buf, size_t size, off_t off, struct f
 }
 
 static int pc_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
-    (void)path;
+    int injected = reach("write", path);
+    if (injected) return -injected;
     int fd = (int)fi->fh;
     if (preserve(fd, off, off + (off_t)size) != 0) return -EIO;
     ssize_t n = pwrite(fd, buf, size, off);
@@ -485,8 +585,12 @@ static int pc_release(const char *path, struct fuse_file_info *fi) {
 }
 
 static int pc_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
-    (void)path;
     int fd = (int)fi->fh;
+    int injected = reach(datasync ? "fdatasync" : "fsync", path);
+    if (injected) {
+        lose_file(fd);
+        return -injected;
+    }
     if ((datasync ? fdatasync(fd) : fsync(fd)) != 0) return fail();
     forget_file(fd);
     return 0;
@@ -494,6 +598,8 @@ static int pc_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
 
 static int pc_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi) {
     (void)datasync; (void)fi;
+    int injected = reach("fsyncdir", path);
+    if (injected) return -injected;
     char p[PATH_MAX];
     full_path(p, path);
     // The root is "BACKING/"; directories are logged without the trailing slash.
@@ -552,7 +658,7 @@ static const struct fuse_operations operations = {
 
 int main(int argc, char *argv[]) {
     if (argc < 4) {
-        fprintf(stderr, "usage: powercutfs BACKING STASH MOUNTPOINT [--keep=P] [--seed=N]\n");
+        fprintf(stderr, "usage: powercutfs BACKING STASH MOUNTPOINT [--keep=P] [--seed=N] [--fail=SITE@N=ERR] [--census=FILE]\n");
         return 64;
     }
     char resolved[PATH_MAX];
@@ -565,6 +671,21 @@ int main(int argc, char *argv[]) {
     for (int i = 4; i < argc; i++) {
         if (!strncmp(argv[i], "--keep=", 7)) keep = atof(argv[i] + 7);
         else if (!strncmp(argv[i], "--seed=", 7)) seed = (unsigned)strtoul(argv[i] + 7, NULL, 10);
+        else if (!strncmp(argv[i], "--census=", 9)) census_path = argv[i] + 9;
+        else if (!strncmp(argv[i], "--fail=", 7)) {
+            // SITE@N=ERR: the site may hold '@' or '=' itself, so split at the last of each.
+            snprintf(fail_site, sizeof fail_site, "%s", argv[i] + 7);
+            char *at = strrchr(fail_site, '@');
+            char *eq = at ? strchr(at, '=') : NULL;
+            if (!at || !eq) { fprintf(stderr, "powercutfs: --fail=OP:PATH@N=ERR\n"); return 64; }
+            *at = 0;
+            *eq = 0;
+            fail_at = strtoul(at + 1, NULL, 10);
+            fail_sticky = eq[strlen(eq + 1)] == '+';
+            if (!strncmp(eq + 1, "EIO", 3)) fail_errno = EIO;
+            else if (!strncmp(eq + 1, "ENOSPC", 6)) fail_errno = ENOSPC;
+            if (!fail_at || !fail_errno) { fprintf(stderr, "powercutfs: --fail: N from 1, ERR EIO or ENOSPC\n"); return 64; }
+        }
         else { fprintf(stderr, "powercutfs: unknown option %s\n", argv[i]); return 64; }
     }
     srandom(seed);
@@ -573,6 +694,7 @@ int main(int argc, char *argv[]) {
     printf("ready\n");
     fflush(stdout);
     int status = fuse_main(6, fuse_argv, &operations, NULL);
+    write_census();
     cut();
     return status;
 }

@@ -1,0 +1,172 @@
+import CaseVaultCore
+import CaseVaultStore
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A disk that fails: powercutfs (`--fail`) makes one call at one site fail with EIO or ENOSPC, and a
+/// failed fsync loses what it should have made durable, as Linux does after a writeback error. Each site
+/// that creating a vault, opening it, puts and shreds reach (found by undisturbed runs, `--census`) gets
+/// its turn, then a power cut, then the store must open alone and show every acknowledged write.
+@Suite("Failing disks", .serialized, .enabled(if: geteuid() == 0, "mounting FUSE needs root"))
+struct FailingDiskTests {
+    /// The calls a failure is injected into.
+    static let operations: Set<String> = ["write", "truncate", "fsync", "fdatasync", "fsyncdir", "rename"]
+
+    @Test("an I/O error or a full disk at each site a vault's creation, opening, puts and shreds reach: nothing acknowledged is lost, no shred is reported done that was not, the store reopens alone")
+    func everySiteFails() throws {
+        let fs = try PowerCutFS()
+        let census = fs.root + "/census"
+        let caseID = Samples.caseID()
+        var ledger = Acknowledged()
+        var retried: Set<RecordID> = []
+
+        // Runs the writer on `vault` for 400 ms (or until it stops), then the power cut.
+        func run(_ vault: TestVault, tag: String, cycle: Int, into ledger: inout Acknowledged) throws -> String {
+            let (process, reader, refusal) = try Self.start(vault: vault, caseID: caseID, tag: tag)
+            let opened = reader.next() == "ready"
+            if opened { usleep(400_000) }
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            try fs.cut()
+            let before = ledger.refusals.count
+            retried.formUnion(ledger.absorb(reader, cycle: cycle).retried)
+            guard opened else {
+                let reason = (try? String(contentsOfFile: refusal, encoding: .utf8)) ?? ""
+                return "open refused: " + (reason.split(separator: "\n").first.map(String.init) ?? "(no reason given)")
+            }
+            return "\(ledger.refusals.count - before) refused, served on"
+        }
+        // The census: undisturbed runs name every site; the first creates the vault, the second opens it.
+        func sites(_ vault: TestVault, tag: String) throws -> [String: Int] {
+            try fs.mount(options: ["--census=\(census)"])
+            _ = try run(vault, tag: tag, cycle: -1, into: &ledger)
+            return try Self.readCensus(census, vault: vault)
+        }
+        // After the cut: the store opens alone and shows what `ledger` says was acknowledged.
+        func check(_ target: TestVault, _ ledger: inout Acknowledged, stillThere: Set<RecordID>, site: String, injected: String, cycle: Int) {
+            do {
+                let store = try target.open()
+                try ledger.expect(in: store, vault: target, cycle: cycle)
+                // Nothing the index lists fails to open: an undone put leaves no row behind.
+                for record in try store.records(caseID: caseID) {
+                    do {
+                        _ = try store.get(record.id)
+                    } catch {
+                        Issue.record("after \(site) failed with \(injected): \(record.id) is listed but does not open: \(error)")
+                    }
+                }
+                for id in stillThere where (try? store.get(id)) == nil {
+                    Issue.record("after \(site) failed with \(injected): the failed shred of \(id) was not finished by the next shred")
+                }
+                ledger.settle(store)
+                store.close()
+            } catch {
+                Issue.record("after \(site) failed with \(injected), the store does not open: \(error)")
+            }
+        }
+        let vault = TestVault(under: fs.mountpoint)
+        let created = try sites(vault, tag: "census-create")
+        let opened = try sites(vault, tag: "census-open")
+        #expect(opened.keys.contains { $0.hasPrefix("fdatasync:") || $0.hasPrefix("fsync:") }, "the census found no flush: \(opened)")
+
+        var report: [String] = []
+        var cycle = 0
+        // CASEVAULT_FAULT_SITES=text runs only the sites that contain it (to chase one).
+        let only = ProcessInfo.processInfo.environment["CASEVAULT_FAULT_SITES"]
+        for site in Set(created.keys).union(opened.keys).sorted() where only.map(site.contains) ?? true {
+            // A site only a new vault reaches fails while one is made; the rest during puts and shreds.
+            let fresh = opened[site] == nil
+            let count = opened[site] ?? created[site] ?? 1
+            for error in site.hasPrefix("rename:") || site.hasPrefix("fsyncdir:") ? ["EIO"] : ["EIO", "ENOSPC"] {
+                let target = fresh ? TestVault(under: fs.mountpoint) : vault
+                if fresh {
+                    let top = open(fs.mountpoint, O_RDONLY | O_DIRECTORY)
+                    #expect(fsync(top) == 0)
+                    close(top)
+                }
+                // Well inside the run: a site reached once (at open) fails at once.
+                let nth = max(1, count / 4)
+                try fs.mount(options: ["--fail=\(Self.onDisk(site, vault: target))@\(nth)=\(error)"])
+                // A new vault's writes are its own to check.
+                var freshLedger = Acknowledged()
+                let outcome = fresh
+                    ? try run(target, tag: "fail-\(cycle)", cycle: cycle, into: &freshLedger)
+                    : try run(target, tag: "fail-\(cycle)", cycle: cycle, into: &ledger)
+                let injected = fs.injected
+                // The power cut above threw away what was not durable, and what the failed flush lost.
+                try fs.mount()
+                // A shred that failed and was followed by an acknowledged shred was finished then, while the
+                // writer ran: its key slot was gone before the cut, not only after the reopen's recovery.
+                let slots = target.files()["keyslots"] ?? []
+                let stillThere = retried.filter { SlotFinder.slot(of: $0, in: slots) != nil }
+                if fresh {
+                    check(target, &freshLedger, stillThere: stillThere, site: site, injected: error, cycle: cycle)
+                } else {
+                    check(target, &ledger, stillThere: stillThere, site: site, injected: error, cycle: cycle)
+                }
+                retried = []
+                try fs.cut()
+                report.append("\(site) #\(nth) \(error)\(fresh ? " (new vault)" : ""): \(injected.isEmpty ? "not reached" : outcome)")
+                #expect(!injected.isEmpty, "\(site) #\(nth) \(error) was never reached")
+                cycle += 1
+            }
+        }
+        print("failing disks: \(report.count) failures at \(Set(created.keys).union(opened.keys).count) sites; \(ledger.puts) puts and \(ledger.shreds) shreds acknowledged, \(ledger.refusals.count) refused; 0 lost unless reported above")
+        for line in report { print("  " + line) }
+    }
+
+    /// The census as site → calls, with the vault's own folder written `<vault>`, so that a site names the
+    /// same place in any vault; only the operations a failure is injected into.
+    static func readCensus(_ path: String, vault: TestVault) throws -> [String: Int] {
+        var sites: [String: Int] = [:]
+        let folder = Self.collapsed(URL(fileURLWithPath: vault.root).lastPathComponent)
+        for line in try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n") {
+            let parts = line.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2, let count = Int(parts[0]), Self.operations.contains(String(parts[1].prefix { $0 != ":" })) else {
+                continue
+            }
+            sites[String(parts[1]).replacingOccurrences(of: "/" + folder, with: "/<vault>"), default: 0] += count
+        }
+        return sites
+    }
+
+    /// A census site as powercutfs names it for `vault`.
+    static func onDisk(_ site: String, vault: TestVault) -> String {
+        site.replacingOccurrences(of: "/<vault>", with: "/" + Self.collapsed(URL(fileURLWithPath: vault.root).lastPathComponent))
+    }
+
+    /// A name as powercutfs writes it in a site: every run of digits as one `#`.
+    static func collapsed(_ name: String) -> String {
+        var out = ""
+        for character in name {
+            if character.isASCII, character.isNumber {
+                if out.last != "#" { out.append("#") }
+            } else {
+                out.append(character)
+            }
+        }
+        return out
+    }
+
+    /// Starts `put-loop --keep-going` on the vault, its standard error into a file: if the store refuses to
+    /// open, the writer says why there and stops without `ready`.
+    static func start(vault: TestVault, caseID: CaseID, tag: String) throws -> (Process, LineReader, refusal: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Helper.path)
+        process.arguments = [
+            "put-loop", "--data", vault.data, "--key", vault.key, "--case-id", caseID.rawValue, "--writers", "4",
+            "--shred-every", "3", "--tag", tag, "--keep-going",
+        ]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        let refusal = NSTemporaryDirectory() + "/casevault-refusal-\(getpid())"
+        _ = FileManager.default.createFile(atPath: refusal, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: refusal))
+        try process.run()
+        return (process, LineReader(pipe.fileHandleForReading), refusal)
+    }
+}
