@@ -334,9 +334,9 @@ struct Index: Sendable {
             let chunk = rest.prefix(500)
             rest = rest.dropFirst(chunk.count)
             let placeholders = Array(repeating: "?", count: chunk.count).joined(separator: ",")
-            owned.formUnion(try Int64.fetchAll(
-                db, sql: "SELECT slot FROM records WHERE slot IN (\(placeholders))", arguments: StatementArguments(Array(chunk))
-            ))
+            // Cached: a put batch asks once per batch, with a batch's few sizes.
+            let statement = try db.cachedStatement(sql: "SELECT slot FROM records WHERE slot IN (\(placeholders))")
+            owned.formUnion(try Int64.fetchAll(statement, arguments: StatementArguments(Array(chunk))))
         }
         return owned
     }

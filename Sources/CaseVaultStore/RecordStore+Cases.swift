@@ -177,6 +177,7 @@ extension RecordStore {
     func finishMarkedShreds(_ ids: [RecordID]) throws(CaseVaultError) {
         guard !ids.isEmpty else { return }
         try self.asWriter { () throws(CaseVaultError) in
+            self.retryPendingShreds()
             let rows = try self.index.read { db in
                 try ids.compactMap { id in try Index.row(db, id: id) }.filter { $0.state == .shredding }
             }

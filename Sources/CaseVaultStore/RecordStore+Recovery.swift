@@ -45,12 +45,14 @@ extension RecordStore {
         }
     }
 
-    /// Takes off the free list every slot a record owns and raises the high-water mark above every owned
-    /// slot, then reloads the writer's state from the index (which also drops any slot an interrupted
-    /// shred listed twice). Returns the slots that had been offered although owned.
+    /// Takes off the free list every slot a record owns, raises the high-water mark above every owned
+    /// slot and the segment cursor past every record's blob, then reloads the writer's state from the
+    /// index (which also drops any slot an interrupted shred listed twice). Returns the slots that had been
+    /// offered although owned.
     private func repairSlotAccounting() throws(CaseVaultError) -> Set<Int64> {
         let state = self.writer.withLock { $0 }
         let tail = try self.slots.slotCount()
+        var moved = false
         let fresh = try self.index.write { db -> (Set<Int64>, WriterState) in
             let owned = try Index.ownedSlots(db, among: state.slots.free + Array(state.slots.highWater..<max(state.slots.highWater, tail)))
             for slot in owned {
@@ -60,13 +62,32 @@ extension RecordStore {
             if top > state.slots.highWater {
                 // The slots skipped below the new mark go on the free list, to be scrubbed and reused.
                 for slot in state.slots.highWater..<top where !owned.contains(slot) {
-                    try db.cachedStatement(sql: "INSERT OR IGNORE INTO free_slots (slot) VALUES (?)").execute(arguments: [slot])
+                    try db.cachedStatement(
+                        sql: "INSERT OR IGNORE INTO free_slots (slot) SELECT ? WHERE NOT EXISTS (SELECT 1 FROM records WHERE slot = ?)"
+                    ).execute(arguments: [slot, slot])
                 }
                 try Index.setMeta(db, "slot_high_water", top)
+            }
+            // The same for the segment cursor: past the end of every record's blob, so that neither the
+            // next put nor the scrub of uncommitted bytes below touches one (one scan of the index, at open).
+            if let last = try GRDB.Row.fetchOne(
+                db, sql: "SELECT segment, offset + sealed_size FROM records ORDER BY segment DESC, offset + sealed_size DESC LIMIT 1"
+            ) {
+                let (segment, end): (Int64, Int64) = (last[0], last[1])
+                let current = try Index.meta(db, "segment_current")
+                let currentEnd = try Index.meta(db, "segment_end")
+                if segment > current || (segment == current && end > currentEnd) {
+                    try Index.setMeta(db, "segment_current", segment)
+                    try Index.setMeta(db, "segment_end", end)
+                    moved = true
+                }
             }
             return (owned, try Index.writerState(db))
         }
         self.writer.withLock { $0 = fresh.1 }
+        if moved {
+            self.logger.error("the index's segment cursor lay behind a record's sealed content; moved past it")
+        }
         return fresh.0
     }
 }

@@ -169,6 +169,7 @@ extension RecordStore {
             let batch = Array(disposable[start..<min(start + batchSize, disposable.count)])
             start += batch.count
             try self.asWriter { () throws(CaseVaultError) in
+                report.certificates += self.retryPendingShreds()
                 // Looked at again under the writer role: a shred or a hold may have come since the listing.
                 let (rows, heldNow) = try self.index.read { db in
                     let found = try Index.rows(db, ids: batch.map(\.id))

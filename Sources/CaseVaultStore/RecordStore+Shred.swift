@@ -24,6 +24,8 @@ extension RecordStore {
         order: ShredOrder = ShredOrder(method: .request, authority: .daemon)
     ) throws(CaseVaultError) -> [RecordMetadata] {
         try self.asWriter { () throws(CaseVaultError) in
+            // First what a failure left half done: a repeated shred of the same record finishes it.
+            self.retryPendingShreds()
             var rows: [Index.Row] = []
             for id in Set(ids).sorted() {
                 rows.append(try self.liveRow(id))
@@ -39,11 +41,6 @@ extension RecordStore {
     /// `order` is recorded with the mark; a resumed shred finds it there. Returns the certificates issued.
     @discardableResult
     func runShred(_ rows: [Index.Row], from start: ShredStep, order: ShredOrder? = nil) throws(CaseVaultError) -> Int {
-        var rows = rows
-        if start == .mark, !rows.isEmpty {
-            let finished = try self.finishPendingShreds()
-            rows.removeAll { finished.contains($0.metadata.id) }
-        }
         guard !rows.isEmpty else { return 0 }
         var certificates = 0
         for step in ShredStep.steps(from: start) {
@@ -118,16 +115,28 @@ extension RecordStore {
     /// Finishes every shred a failure left marked (a write or flush that failed after the mark): before
     /// any new shred, so that a failed one is retried while the daemon runs, not only at the next open.
     /// Its overwrites are written again, never trusted to a page cache a failed flush may have dropped.
-    /// Returns the ids it finished.
+    /// Returns the certificates it issued. Recovery at open calls it and refuses to open if it fails.
     @discardableResult
-    func finishPendingShreds() throws(CaseVaultError) -> Set<RecordID> {
+    func finishPendingShreds() throws(CaseVaultError) -> Int {
         let pending = try self.index.read { db in
             try GRDB.Row.fetchAll(db, sql: "SELECT \(Index.columns) FROM records WHERE state = 'shredding'").map(Index.decode)
         }
-        guard !pending.isEmpty else { return [] }
+        guard !pending.isEmpty else { return 0 }
         self.logger.notice("finishing shreds a failure or a crash interrupted", metadata: ["records.count": "\(pending.count)"])
-        try self.runShred(pending, from: ShredStep.resumePoint)
-        return Set(pending.map(\.metadata.id))
+        return try self.runShred(pending, from: ShredStep.resumePoint)
+    }
+
+    /// `finishPendingShreds` before a shred, a sweep batch or a final agreement's destruction, under the
+    /// writer role. A failure is logged and left for the next try: one record whose shred keeps failing
+    /// must not stop every other erasure. Returns the certificates it issued.
+    @discardableResult
+    func retryPendingShreds() -> Int {
+        do {
+            return try self.finishPendingShreds()
+        } catch {
+            self.logger.error("a shred a failure interrupted could not be finished yet", metadata: ["error.code": "\(error.code.rawValue)"])
+            return 0
+        }
     }
 }
 

@@ -341,9 +341,7 @@ public final class RecordStore: Sendable {
                         record.author, record.supersedes?.rawValue, record.sealedSize, place.slot,
                         place.location.segment, place.location.offset,
                     ])
-                    if place.slot < before.slots.highWater {
-                        try db.cachedStatement(sql: "DELETE FROM free_slots WHERE slot = ?").execute(arguments: [place.slot])
-                    }
+                    try db.cachedStatement(sql: "DELETE FROM free_slots WHERE slot = ?").execute(arguments: [place.slot])
                     try Self.apply(put.effects, db)
                 }
                 try Index.setMeta(db, "slot_high_water", after.slots.highWater)
@@ -382,8 +380,13 @@ public final class RecordStore: Sendable {
         var owned: Set<Int64> = []
         while chosen.count < count {
             let candidates = self.writer.withLock { state in (chosen.count..<count).map { _ in state.slots.take() } }
-            let found = try self.index.read { db in try Index.ownedSlots(db, among: candidates) }
-            owned.formUnion(found)
+            let found = try self.index.lookup { db in try Index.ownedSlots(db, among: candidates) }
+            if !found.isEmpty {
+                owned.formUnion(found)
+                // A high-water mark below an owned slot: start above every owned slot at once.
+                let top = try self.index.lookup { db in try Int64.fetchOne(db, sql: "SELECT max(slot) FROM records") } ?? -1
+                self.writer.withLock { state in state.slots.highWater = max(state.slots.highWater, top + 1) }
+            }
             for slot in candidates where !found.contains(slot) && seen.insert(slot).inserted {
                 chosen.append(slot)
             }
@@ -395,7 +398,7 @@ public final class RecordStore: Sendable {
                 }
             }
             self.logger.error(
-                "the free-slot list offered key slots that live records own; they were taken off it unwritten",
+                "the free-slot list offered key slots that records own; they were taken off it unwritten",
                 metadata: ["slots.count": "\(owned.count)"]
             )
         }

@@ -51,6 +51,33 @@ struct SlotAccountingTests {
         #expect(highWater > top)
     }
 
+    @Test("a reopen scrubs no record's sealed content, though the index's segment cursor says the segment is empty")
+    func recoveryLeavesOwnedSegmentBytes() throws {
+        let vault = TestVault()
+        let caseID = Samples.caseID()
+        var filed: [(RecordID, [UInt8])] = []
+        do {
+            let store = try vault.open()
+            defer { store.close() }
+            for n in 0..<5 {
+                let content = Samples.content(.evaluation, marker: "blob \(n)")
+                filed.append((try store.put(NewRecord(caseID: caseID, type: .evaluation, content: content)).id, content))
+            }
+        }
+        try Self.index(vault) { db in
+            try db.execute(sql: "UPDATE meta SET value = 0 WHERE key IN ('segment_current', 'segment_end')")
+        }
+        let store = try vault.open()
+        defer { store.close() }
+        for n in 0..<5 {
+            let content = Samples.content(.evaluation, marker: "after \(n)")
+            filed.append((try store.put(NewRecord(caseID: caseID, type: .evaluation, content: content)).id, content))
+        }
+        for (id, content) in filed {
+            #expect(try store.get(id).content == content)
+        }
+    }
+
     @Test("a put never writes a free slot that the index says a record owns")
     func putSkipsOwnedSlot() throws {
         let vault = TestVault()
