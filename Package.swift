@@ -175,6 +175,29 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // `make fuzz`: one libFuzzer target per parser that meets bytes from outside (request bodies, key slots
+        // and sealed records, attachments, backups, the shred ledger's copy, the audit log, recovery shares,
+        // the configuration, certificates), fed through each parser's real entry point; their seed corpus
+        // (Tests/fuzz-corpus) is replayed by `make test`.
+        .target(
+            name: "CaseVaultFuzz",
+            dependencies: [
+                "CaseVaultDaemon",
+                "CaseVaultServer",
+                "CaseVaultAudit",
+                "CaseVaultStore",
+                "CaseVaultCore",
+                "CaseVaultCrypto",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The fuzzing executable (scripts/fuzz.sh builds it with --sanitize=fuzzer --sanitize=address).
+        .executableTarget(
+            name: "casevault-fuzz",
+            dependencies: ["CaseVaultFuzz"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "CaseVaultCryptoTests",
             dependencies: ["CaseVaultCrypto"],
@@ -183,6 +206,11 @@ let package = Package(
         .testTarget(
             name: "CaseVaultCoreTests",
             dependencies: ["CaseVaultCore", "CaseVaultCrypto"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CaseVaultFuzzTests",
+            dependencies: ["CaseVaultFuzz"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -112,61 +112,71 @@ extension Request {
     func jsonObject(_ limits: ServerConfiguration, secrets names: [String]) async throws -> (JSONValue, [String: Secret]) {
         let raw = try await self.lockedBody(limits)
         return try raw.withUnsafeBytes { bytes throws -> (JSONValue, [String: Secret]) in
-            guard !JSONValue.nestsDeeper(than: limits.maxJSONDepth, bytes) else {
-                throw CaseVaultError(.nestingTooDeep, "the body nests arrays and objects deeper than the limit of \(limits.maxJSONDepth)")
-            }
-            // Parsed once with the secrets' values cut out, so that no copy of them is made.
-            var found: [(name: String, range: Range<Int>)] = []
-            for name in names {
-                if let range = JSONValue.memberRange(of: name, in: bytes), range.upperBound <= bytes.count { found.append((name, range)) }
-            }
-            found.sort { $0.range.lowerBound < $1.range.lowerBound }
-            guard zip(found, found.dropFirst()).allSatisfy({ $0.range.upperBound <= $1.range.lowerBound }) else {
-                throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
-            }
-            // A member name spelt with escapes (`"pass\u0070hrase"`) would not be found above, and its value
-            // would be parsed into ordinary memory: outside the secrets' values, no escape is taken. (The
-            // bodies that carry secrets hold nothing else that needs one.)
-            var outside = 0
-            for member in found + [(name: "", range: bytes.count..<bytes.count)] {
-                if bytes[outside..<member.range.lowerBound].contains(UInt8(ascii: "\\")) {
-                    throw CaseVaultError(.malformedContent, "this body takes no escapes outside the secret's value; write member names plainly")
-                }
-                outside = member.range.upperBound
-            }
-            var redacted: [UInt8] = []
-            redacted.reserveCapacity(bytes.count)
-            var position = 0
-            for member in found {
-                redacted += bytes[position..<member.range.lowerBound]
-                redacted += Array("null".utf8)
-                position = member.range.upperBound
-            }
-            redacted += bytes[position...]
-            defer { wipe(&redacted) }
-            guard let document = JSONValue.parse(redacted), case .object = document else {
-                throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
-            }
-            var secrets: [String: Secret] = [:]
-            for name in names { secrets[name] = .absent }
-            for (name, range) in found {
-                // The member given twice: which one counts would depend on the parser. Refused.
-                guard document[name] == .null else {
-                    throw CaseVaultError(.invalidField, "\(name) is given more than once", field: name)
-                }
-                let literal = UnsafeRawBufferPointer(rebasing: bytes[range])
-                guard let length = JSONValue.decodeString(literal, into: nil), length > 0 else {
-                    secrets[name] = .notString
-                    continue
-                }
-                do {
-                    secrets[name] = .value(try SecureBytes(count: length) { output in _ = JSONValue.decodeString(literal, into: output) })
-                } catch {
-                    throw CaseVaultError(.keyUnavailable, "locked memory for the secret could not be allocated")
-                }
-            }
-            return (document, secrets)
+            try Self.takeSecrets(names, from: bytes, maxJSONDepth: limits.maxJSONDepth)
         }
+    }
+
+    /// What `jsonObject(_:secrets:)` does with the body once its bytes lie in locked memory: the depth
+    /// check, the scan for the members `names`, the parse of the document with their values cut out, and
+    /// each value decoded into locked memory. Apart so that the fuzz targets reach it without a request
+    /// (`RequestBodyParsing`).
+    static func takeSecrets(
+        _ names: [String], from bytes: UnsafeRawBufferPointer, maxJSONDepth: Int
+    ) throws -> (JSONValue, [String: Secret]) {
+        guard !JSONValue.nestsDeeper(than: maxJSONDepth, bytes) else {
+            throw CaseVaultError(.nestingTooDeep, "the body nests arrays and objects deeper than the limit of \(maxJSONDepth)")
+        }
+        // Parsed once with the secrets' values cut out, so that no copy of them is made.
+        var found: [(name: String, range: Range<Int>)] = []
+        for name in names {
+            if let range = JSONValue.memberRange(of: name, in: bytes), range.upperBound <= bytes.count { found.append((name, range)) }
+        }
+        found.sort { $0.range.lowerBound < $1.range.lowerBound }
+        guard zip(found, found.dropFirst()).allSatisfy({ $0.range.upperBound <= $1.range.lowerBound }) else {
+            throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
+        }
+        // A member name spelt with escapes (`"pass\u0070hrase"`) would not be found above, and its value
+        // would be parsed into ordinary memory: outside the secrets' values, no escape is taken. (The
+        // bodies that carry secrets hold nothing else that needs one.)
+        var outside = 0
+        for member in found + [(name: "", range: bytes.count..<bytes.count)] {
+            if bytes[outside..<member.range.lowerBound].contains(UInt8(ascii: "\\")) {
+                throw CaseVaultError(.malformedContent, "this body takes no escapes outside the secret's value; write member names plainly")
+            }
+            outside = member.range.upperBound
+        }
+        var redacted: [UInt8] = []
+        redacted.reserveCapacity(bytes.count)
+        var position = 0
+        for member in found {
+            redacted += bytes[position..<member.range.lowerBound]
+            redacted += Array("null".utf8)
+            position = member.range.upperBound
+        }
+        redacted += bytes[position...]
+        defer { wipe(&redacted) }
+        guard let document = JSONValue.parse(redacted), case .object = document else {
+            throw CaseVaultError(.malformedContent, "the request body must be a JSON object")
+        }
+        var secrets: [String: Secret] = [:]
+        for name in names { secrets[name] = .absent }
+        for (name, range) in found {
+            // The member given twice: which one counts would depend on the parser. Refused.
+            guard document[name] == .null else {
+                throw CaseVaultError(.invalidField, "\(name) is given more than once", field: name)
+            }
+            let literal = UnsafeRawBufferPointer(rebasing: bytes[range])
+            guard let length = JSONValue.decodeString(literal, into: nil), length > 0 else {
+                secrets[name] = .notString
+                continue
+            }
+            do {
+                secrets[name] = .value(try SecureBytes(count: length) { output in _ = JSONValue.decodeString(literal, into: output) })
+            } catch {
+                throw CaseVaultError(.keyUnavailable, "locked memory for the secret could not be allocated")
+            }
+        }
+        return (document, secrets)
     }
 
     /// The body as a JSON object, where no body at all (no Content-Type, no length) counts as `{}`: for
@@ -216,9 +226,10 @@ extension JSONValue {
         }
     }
 
-    /// The optional member `field` as a whole number from 1 to 2^31 − 1, `what` naming its unit.
+    /// The optional member `field` as a whole number from 1 to 2^31 − 1, `what` naming its unit. Left out
+    /// means no limit; `null` is refused, not read as "no limit".
     func optionalCount(_ field: String, of what: String) throws(CaseVaultError) -> Int? {
-        guard let value = self[field], value != .null else { return nil }
+        guard let value = self[field] else { return nil }
         guard case .integer(let number) = value, number > 0, number <= Int64(Int32.max) else {
             throw self.mistyped(field, "a whole number of \(what) from 1 up")
         }
@@ -235,6 +246,20 @@ extension JSONValue {
             return try Identifier<Tag>(text)
         } catch {
             throw CaseVaultError(.invalidIdentifier, "\(field) must be an id of 32 lowercase hexadecimal characters", field: field)
+        }
+    }
+}
+
+/// The request-body parsing the fuzz targets (`CaseVaultFuzz`) reach without a request or a socket: the
+/// same code the routes run on a body's bytes.
+package enum RequestBodyParsing {
+    /// `Request.jsonObject(_:secrets:)` (the init and unseal routes) on `body` once it lies in memory: the
+    /// depth check, the scan for the secret members `names`, the escapes check, the parse of the document
+    /// with their values cut out, and each value decoded into locked memory. Whether the body was taken;
+    /// why it was refused is dropped.
+    package static func takesSecretBody(_ body: [UInt8], secrets names: [String], maxJSONDepth: Int) -> Bool {
+        body.withUnsafeBytes { bytes in
+            (try? Request.takeSecrets(names, from: bytes, maxJSONDepth: maxJSONDepth)) != nil
         }
     }
 }
