@@ -6,7 +6,7 @@ APT_PACKAGES := libsodium-dev libsqlite3-dev pkg-config systemd
 TEST_APT_PACKAGES := systemd-container curl bc procps util-linux passwd fuse3 libfuse3-dev gcc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps test-deps apt-install build run test test-systemd powercutfs bench soak install clean
+.PHONY: deps test-deps apt-install build run test test-systemd powercutfs bench soak fuzz check-api install clean
 
 ## deps: install the apt packages the build needs, only if one is missing
 deps:
@@ -59,6 +59,29 @@ bench: deps
 soak: deps powercutfs
 	scripts/crash-soak.sh
 
+## fuzz: libFuzzer with AddressSanitizer on every parser that meets bytes from outside (Sources/CaseVaultFuzz),
+## FUZZ_SECONDS per target (default 60) from the seed corpus in Tests/fuzz-corpus; prints the inputs run and
+## the corpus per target and the CPU time. A finding is kept in Tests/fuzz-corpus (so make test replays it)
+## and fails the run. FUZZ_TARGETS names some targets only; scripts/fuzz.sh --merge keeps what the runs found.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz: deps
+	SWIFT="$(SWIFT)" scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+## check-api: Schemathesis runs all of docs/openapi.yaml against a real casevaultd (debug build), through a loopback
+## TCP bridge to its socket as the uid of each role, of none, and as the operator of a passphrase vault: 0 server
+## errors, 0 responses that break the document, 0 refused requests that changed data (scripts/check-api.sh, as
+## root, about 5 minutes; CHECK_API_* there tune it)
+# Schemathesis (PyPI) is pinned and kept in a virtual environment under .build: Debian's python3 is externally managed.
+SCHEMATHESIS_VERSION := 4.32.5
+CHECK_API_VENV := .build/check-api-venv
+check-api: deps
+	@$(MAKE) --no-print-directory apt-install PACKAGES="python3 python3-venv curl util-linux"
+	@$(CHECK_API_VENV)/bin/schemathesis --version 2>/dev/null | grep -q ' $(SCHEMATHESIS_VERSION)$$' || \
+		{ python3 -m venv $(CHECK_API_VENV) && $(CHECK_API_VENV)/bin/python -m pip install --quiet 'schemathesis==$(SCHEMATHESIS_VERSION)'; }
+	$(SWIFT) build
+	SCHEMATHESIS=$(CHECK_API_VENV)/bin/schemathesis scripts/check-api.sh .build/debug
+
 ## install: release binaries, systemd units, sysusers/tmpfiles entries, shell completions, man pages, the docs, and
 ## the host configuration (only if none is there). PREFIX and DESTDIR as usual; BUILT names an existing
 ## build to install instead of building one (the tests use .build/debug).
@@ -104,4 +127,4 @@ install:
 	chmod 0644 $(DESTDIR)$(PREFIX)/share/man/man1/casevaultctl.1 $(DESTDIR)$(PREFIX)/share/man/man8/casevaultd.8
 
 clean:
-	rm -rf .build .casevault
+	rm -rf .build .build-fuzz .casevault

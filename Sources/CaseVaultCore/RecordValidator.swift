@@ -94,12 +94,16 @@ public struct RecordValidator: Sendable {
             _ = try document.requireChoice("category", in: Self.disclosureCategories)
             _ = try document.requireText("summary")
         case .caseHeader:
-            let expectation = "a list of 2 to 20 participants, each an object with a non-empty name"
+            let expectation = "a list of 2 to 20 participants, each an object with a non-empty name and an optional contact text"
             guard case .array(let people) = try document.require("participants", expectation), (2...20).contains(people.count)
             else { throw document.mistyped("participants", expectation) }
             for person in people {
                 guard case .string(let name) = person["name"] ?? .null, !name.allSatisfy(\.isWhitespace) else {
                     throw document.mistyped("participants", expectation)
+                }
+                switch person["contact"] {
+                case nil, .string: break
+                default: throw document.mistyped("participants", expectation)
                 }
             }
         }

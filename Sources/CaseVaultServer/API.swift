@@ -61,7 +61,8 @@ public enum API {
     public static var routes: [Route] { Self.table.map(\.route) }
 
     /// The methods a path that exists but does not take them answers with 405.
-    static let methods: [HTTPRequest.Method] = [.get, .head, .put, .post, .delete, .patch, .options]
+    static let methods: [HTTPRequest.Method] = [.get, .head, .put, .post, .delete, .patch, .options, .trace, .connect]
+        + [HTTPRequest.Method("QUERY")].compactMap { $0 }
 }
 
 /// The routes, behind the problem and identity middlewares. A method a path does not take gets 405 with

@@ -64,6 +64,10 @@ struct BadRequestTests {
             ("unknown route", "GET", "/v1/nothing/here", nil, "", 404, "route-not-found"),
             ("wrong method", "PATCH", records, Bodies.note, "application/json", 405, "method-not-allowed"),
             ("wrong method on a record", "PUT", "/v1/records/\(note)", Bodies.note, "application/json", 405, "method-not-allowed"),
+            // Found by make check-api: TRACE and QUERY on a known path answered 404, a contact of another type was filed.
+            ("TRACE", "TRACE", "/v1/records/\(note)", nil, "", 405, "method-not-allowed"),
+            ("QUERY", "QUERY", records, nil, "", 405, "method-not-allowed"),
+            ("contact not text", "POST", "/v1/cases", #"{"participants": [{"name": "a", "contact": {}}, {"name": "b"}]}"#, "application/json", 400, "invalid-field"),
             ("bad shred reason", "DELETE", "/v1/records/\(note)", #"{"reason": "because"}"#, "application/json", 400, "invalid-field"),
             ("unknown user", "PUT", "/v1/roster/mediators/no-such-user-here", nil, "", 400, "invalid-identifier"),
         ]
