@@ -6,7 +6,7 @@ APT_PACKAGES := libsodium-dev libsqlite3-dev pkg-config systemd
 TEST_APT_PACKAGES := systemd-container curl bc procps util-linux passwd fuse3 libfuse3-dev gcc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps test-deps apt-install build run test test-systemd powercutfs bench soak fuzz check-api install clean
+.PHONY: deps test-deps apt-install build run test test-systemd test-asan test-tsan powercutfs bench soak fuzz check-api install clean
 
 ## deps: install the apt packages the build needs, only if one is missing
 deps:
@@ -41,6 +41,20 @@ test: test-deps powercutfs
 	$(SWIFT) build --build-tests
 	Tests/system/real-systemd.sh .build/debug
 	$(SWIFT) test
+
+## test-asan: every Swift test, built with AddressSanitizer and LeakSanitizer into .build-asan (the real-systemd
+## script is left out); leaks of third-party code are suppressed in Tests/support/lsan.supp, each explained there
+SANITIZER_ENV = CASEVAULT_POWERCUTFS=$(CURDIR)/.build/powercutfs \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/support/lsan.supp ASAN_OPTIONS=quarantine_size_mb=16:detect_leaks=1
+test-asan: test-deps powercutfs
+	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
+	$(SANITIZER_ENV) $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
+
+## test-tsan: every Swift test, built with ThreadSanitizer into .build-tsan
+test-tsan: test-deps powercutfs
+	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
+	CASEVAULT_POWERCUTFS=$(CURDIR)/.build/powercutfs TSAN_OPTIONS=halt_on_error=0 \
+		$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
 
 ## test-systemd: only the real-systemd test, on the debug build
 test-systemd: test-deps
@@ -127,4 +141,4 @@ install:
 	chmod 0644 $(DESTDIR)$(PREFIX)/share/man/man1/casevaultctl.1 $(DESTDIR)$(PREFIX)/share/man/man8/casevaultd.8
 
 clean:
-	rm -rf .build .build-fuzz .casevault
+	rm -rf .build .build-fuzz .build-asan .build-tsan .casevault

@@ -13,15 +13,7 @@ struct SlotAccountingTests {
     func recoveryLeavesOwnedSlots() throws {
         let vault = TestVault()
         let caseID = Samples.caseID()
-        var filed: [(RecordID, [UInt8])] = []
-        do {
-            let store = try vault.open()
-            defer { store.close() }
-            for n in 0..<5 {
-                let content = Samples.content(.intakeForm, marker: "owned \(n)")
-                filed.append((try store.put(NewRecord(caseID: caseID, type: .intakeForm, content: content)).id, content))
-            }
-        }
+        var filed = try Self.fileAndClose(vault, caseID, .intakeForm, marker: "owned")
         try Self.index(vault) { db in
             try db.execute(sql: "INSERT OR IGNORE INTO free_slots (slot) SELECT slot FROM records")
             try db.execute(sql: "UPDATE meta SET value = 0 WHERE key = 'slot_high_water'")
@@ -55,15 +47,7 @@ struct SlotAccountingTests {
     func recoveryLeavesOwnedSegmentBytes() throws {
         let vault = TestVault()
         let caseID = Samples.caseID()
-        var filed: [(RecordID, [UInt8])] = []
-        do {
-            let store = try vault.open()
-            defer { store.close() }
-            for n in 0..<5 {
-                let content = Samples.content(.evaluation, marker: "blob \(n)")
-                filed.append((try store.put(NewRecord(caseID: caseID, type: .evaluation, content: content)).id, content))
-            }
-        }
+        var filed = try Self.fileAndClose(vault, caseID, .evaluation, marker: "blob")
         try Self.index(vault) { db in
             try db.execute(sql: "UPDATE meta SET value = 0 WHERE key IN ('segment_current', 'segment_end')")
         }
@@ -110,6 +94,16 @@ struct SlotAccountingTests {
         }
         #expect(try store.get(kept.id).content == Samples.content(.intakeForm, marker: "kept"))
         #expect(try store.get(next.id).content == Samples.content(.intakeForm, marker: "next"))
+    }
+
+    /// Files five records of `type` in a store opened and closed again; their ids and contents.
+    static func fileAndClose(_ vault: TestVault, _ caseID: CaseID, _ type: RecordType, marker: String) throws -> [(RecordID, [UInt8])] {
+        let store = try vault.open()
+        defer { store.close() }
+        return try (0..<5).map { n in
+            let content = Samples.content(type, marker: "\(marker) \(n)")
+            return (try store.put(NewRecord(caseID: caseID, type: type, content: content)).id, content)
+        }
     }
 
     /// Runs `body` in a write transaction on the real index file, beside (or without) an open store.
