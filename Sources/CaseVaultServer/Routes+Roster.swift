@@ -1,6 +1,7 @@
 internal import CaseVaultCore
 internal import CaseVaultStore
 internal import Hummingbird
+internal import Foundation
 
 /// The mediator roster, kept by the director at run time. Removing a mediator ends their access to every
 /// case at their next request: the scope of each request asks the roster.
@@ -19,8 +20,13 @@ extension Routes {
         var mediators: [RosterEntry]
     }
 
+    /// The `{user}` of the path, percent-decoded (`uid%3A4002` is `uid:4002`); a malformed escape is
+    /// an invalid identifier.
     func user(_ context: CaseVaultContext) throws(CaseVaultError) -> UInt32 {
-        try Users.uid(context.parameters.get("user") ?? "")
+        guard let user = (context.parameters.get("user") ?? "").removingPercentEncoding else {
+            throw CaseVaultError(.invalidIdentifier, "a mediator is uid:N or the name of a user this system knows")
+        }
+        return try Users.uid(user)
     }
 
     /// `GET /v1/roster/mediators`.

@@ -14,7 +14,9 @@ enum Users {
             .invalidIdentifier, "a mediator is uid:N or the name of a user this system knows", field: field
         )
         if text.hasPrefix("uid:") {
-            guard let uid = UInt32(text.dropFirst(4)) else { throw invalid }
+            // Digits only: UInt32("+5") and UInt32("-0") parse, and no other spelling names a uid.
+            let digits = text.dropFirst(4)
+            guard !digits.isEmpty, digits.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let uid = UInt32(digits) else { throw invalid }
             return uid
         }
         let name = text.hasPrefix("user:") ? String(text.dropFirst(5)) : text

@@ -70,6 +70,9 @@ struct BadRequestTests {
             ("contact not text", "POST", "/v1/cases", #"{"participants": [{"name": "a", "contact": {}}, {"name": "b"}]}"#, "application/json", 400, "invalid-field"),
             ("bad shred reason", "DELETE", "/v1/records/\(note)", #"{"reason": "because"}"#, "application/json", 400, "invalid-field"),
             ("unknown user", "PUT", "/v1/roster/mediators/no-such-user-here", nil, "", 400, "invalid-identifier"),
+            // Found by make check-api: UInt32 parses "+5" and "-0"; only digits name a uid.
+            ("signed uid", "PUT", "/v1/roster/mediators/uid:+4002", nil, "", 400, "invalid-identifier"),
+            ("bad escape", "PUT", "/v1/roster/mediators/uid%3", nil, "", 400, "invalid-identifier"),
         ]
         for (name, method, path, body, type, status, problem) in cases {
             let peer = path.contains("roster") || path == "/v1/cases" ? Self.director : Self.mediator

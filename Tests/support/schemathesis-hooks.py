@@ -90,9 +90,12 @@ def map_query(context, query):
     return query
 
 
-# What each record type must hold at least (docs/openapi.yaml says it in prose only, so Schemathesis
-# cannot know it). Three draws in four of a record whose `content` is an object get what is missing filled
-# in, so that records are really filed and the lifecycle rules answer; the fourth is sent as drawn.
+# What each record type must hold at least, with values a fixture case takes (p1, p2). docs/openapi.yaml
+# gives each type's content as a schema (NewRecord), so positive draws hold every required member already,
+# though with values the case may not have (a participant id such as p7); only what is missing is filled
+# in. Three draws in four of a record whose `content` is an object get it, so that records are really filed
+# and the lifecycle rules answer; the fourth is sent as drawn. A negative draw whose only fault is a missing
+# member gets it too, and is then sent valid.
 REQUIRED_CONTENT = {
     "intake_form": lambda draw: {"dispute_category": ["roommate", "academic", "workplace"][draw % 3]},
     "agreement_to_mediate": lambda draw: {
