@@ -238,7 +238,7 @@ extension JSONValue {
 
     /// The optional member `field` as an identifier.
     func optionalIdentifier<Tag>(_ field: String, as: Identifier<Tag>.Type) throws(CaseVaultError) -> Identifier<Tag>? {
-        guard let value = self[field], value != .null else { return nil }
+        guard let value = self[field] else { return nil }
         guard case .string(let text) = value else {
             throw self.mistyped(field, "an id of 32 lowercase hexadecimal characters")
         }

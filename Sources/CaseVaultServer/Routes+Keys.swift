@@ -136,7 +136,7 @@ extension Routes {
     }
 
     static func count(_ body: JSONValue, _ field: String, default value: Int) throws(CaseVaultError) -> Int {
-        guard let member = body[field], member != .null else { return value }
+        guard let member = body[field] else { return value }
         guard case .integer(let number) = member, (0...255).contains(number) else {
             throw body.mistyped(field, "a whole number from 0 to 255")
         }

@@ -129,7 +129,7 @@ extension Routes {
         let body = try await request.optionalJSONObject(self.configuration)
         try body.onlyFields(["dry_run", "limit"])
         var dryRun = false
-        if let value = body["dry_run"], value != .null {
+        if let value = body["dry_run"] {
             guard case .bool(let flag) = value else { throw body.mistyped("dry_run", "true or false") }
             dryRun = flag
         }

@@ -67,6 +67,7 @@ struct BadRequestTests {
             // Found by make check-api: TRACE and QUERY on a known path answered 404, a contact of another type was filed.
             ("TRACE", "TRACE", "/v1/records/\(note)", nil, "", 405, "method-not-allowed"),
             ("QUERY", "QUERY", records, nil, "", 405, "method-not-allowed"),
+            ("null supersedes", "POST", records, #"{"type": "session_note", "supersedes": null, "content": {"text": "x"}}"#, "application/json", 400, "invalid-field"),
             ("contact not text", "POST", "/v1/cases", #"{"participants": [{"name": "a", "contact": {}}, {"name": "b"}]}"#, "application/json", 400, "invalid-field"),
             ("bad shred reason", "DELETE", "/v1/records/\(note)", #"{"reason": "because"}"#, "application/json", 400, "invalid-field"),
             ("unknown user", "PUT", "/v1/roster/mediators/no-such-user-here", nil, "", 400, "invalid-identifier"),
