@@ -26,6 +26,9 @@ struct DaemonConfigurationTests {
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 0", "max_content_bytes"),
             ("[store]\ndata_directory = \"\"\nroot_key_file = \"k\"\nmax_content_bytes = 10", "data_directory"),
             ("[store\ndata_directory = 1", "line"),
+            // Found by make fuzz: TOMLKit's parser aborted the process on these headers.
+            ("[~]\ndata_directory = 1", "line 1"),
+            ("[store]\ndata_directory = \"d\"\n  [[ #]]", "line 3"),
             // A missing key is named once, by its whole path.
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"", "lacks store.max_content_bytes;"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10", "server"),

@@ -36,7 +36,7 @@ struct AttachmentTests {
         chmod(path, 0o644)
     }
 
-    @Test("a 256 MiB attachment goes in and out byte for byte while the daemon's peak memory grows by less than 48 MiB")
+    @Test("a 256 MiB attachment goes in and out byte for byte, streamed: the daemon's peak memory grows by less than half of it")
     func roundTripKeepsMemoryFlat() throws {
         let daemon = try DaemonProcess(roles: LifecycleOverSocketTests.roles)
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
@@ -54,12 +54,15 @@ struct AttachmentTests {
         let after = Self.peakResidentKiB(daemon.process.processIdentifier)
         #expect(FileManager.default.contentsEqual(atPath: input, andPath: output), "the attachment came back different")
         print("attachment 256 MiB in and out: daemon peak RSS \(before / 1024) MiB -> \(after / 1024) MiB")
-        #expect(after - before < 48 * 1024, "peak RSS grew from \(before) KiB to \(after) KiB")
+        // A bound that only streaming meets (buffering the upload or the download would take 256 MiB), loose
+        // enough for a build with AddressSanitizer (+86 MiB there; +9 MiB in a debug build). The
+        // figure above is the measurement; this is not a speed or memory goal.
+        #expect(after - before < 128 * 1024, "peak RSS grew from \(before) KiB to \(after) KiB")
         // Stored sealed: no 16-byte window of the plaintext is in the file.
         let sealed = try Data(contentsOf: URL(fileURLWithPath: daemon.root + "/data/attachments/\(record)"))
         let plain = try Data(contentsOf: URL(fileURLWithPath: input))
         #expect(sealed.range(of: plain.subdata(in: 1_000_000..<1_000_016)) == nil)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("one attachment per record; a media type is required; the size limit answers 413 at once; shredding removes it")
@@ -84,7 +87,7 @@ struct AttachmentTests {
         try daemon.call("DELETE", "/v1/records/\(record)", as: Self.director, body: #"{"reason": "filed_in_error"}"#, expect: 200)
         #expect(try daemon.call("GET", path, as: Self.director, expect: 410).problemType == "shredded")
         #expect(!FileManager.default.fileExists(atPath: daemon.root + "/data/attachments/\(record)"))
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("a damaged attachment is refused: a bad head gets a problem, a bad chunk cuts the download short")
@@ -114,7 +117,7 @@ struct AttachmentTests {
         try flip(second, at: 600_000)
         let (status, exit) = try Self.curl(daemon, ["-o", "/dev/null", "http://casevault/v1/records/\(second)/attachment"])
         #expect(status == 200 && exit != 0, "curl must see the download cut short (exit \(exit))")
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("SIGKILL during an upload leaves no partial file; the upload can be made again")
@@ -143,7 +146,7 @@ struct AttachmentTests {
         #expect((try? FileManager.default.contentsOfDirectory(atPath: root + "/data/attachments")) == [])
         #expect(try Client.request(daemon, "GET", "/v1/records/\(record)/attachment", as: Self.director).status == 404)
         #expect(try Client.request(daemon, "PUT", "/v1/records/\(record)/attachment", as: Self.director, body: "again", contentType: "application/pdf").status == 201)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("a shred wins over an upload under way: the upload fails with 410, and no file keeps any of its sealed bytes")
@@ -184,7 +187,7 @@ struct AttachmentTests {
 
         let attachments = try FileManager.default.contentsOfDirectory(atPath: daemon.root + "/data/attachments")
         #expect(attachments.isEmpty, "left behind: \(attachments)")
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
         // No file of the data directory holds a 16-byte window of what was sealed (past the plain header).
         let windows = stride(from: 4096, to: sealed.count - 16, by: 4096).map { Data(sealed[$0..<($0 + 16)]) }
         let files = FileManager.default.enumerator(atPath: daemon.root + "/data")?.compactMap { $0 as? String } ?? []
@@ -223,6 +226,6 @@ struct AttachmentTests {
             received += count
         }
         #expect(received < 16 << 20, "the whole download arrived (\(received) bytes): the stalled connection was kept")
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 }

@@ -226,7 +226,7 @@ struct AuditOverSocketTests {
         defer { try? FileManager.default.removeItem(atPath: root) }
         do {
             let daemon = try Self.servingWithCase(root)
-            #expect(daemon.stop() == 0)
+            #expect(daemon.stop() == 0, "\(daemon.log)")
         }
         let path = root + "/data/audit/log"
         let original = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -341,7 +341,7 @@ struct AuditOverSocketTests {
             let report = try daemon.call("GET", "/v1/audit/verify", as: Self.director, expect: 200).json
             #expect(report["ok"] as? Bool == true && report["files"] as? Int == 2, "\(report)")
             #expect((report["first_entry"] as? Int ?? 0) > 1 && (report["entries"] as? Int ?? 0) > 12_000, "\(report)")
-            #expect(daemon.stop() == 0)
+            #expect(daemon.stop() == 0, "\(daemon.log)")
         }
         let (code, text) = try CLITests.ctl(["audit", "verify", "--offline", "--config", root + "/casevault.toml"], as: .root)
         #expect(code == 0 && text.contains("older files removed by the retention") && text.range(of: #"files +2\n"#, options: .regularExpression) != nil, "\(text)")
@@ -390,7 +390,7 @@ struct AuditOverSocketTests {
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
         let report = try daemon.call("GET", "/v1/audit/verify", as: Self.director, expect: 200).json
         #expect(report["ok"] as? Bool == true && (report["anchor"] as? Int ?? 0) > 0, "\(report)")
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("a peer with no role cannot flood the log: past its budget its requests are answered and counted, then summarised")
@@ -408,7 +408,7 @@ struct AuditOverSocketTests {
         #expect(!summarised.isEmpty, "no summary a second after the flood")
         // A second flood, then the daemon stops at once: its summary is written before the log closes.
         #expect(try Peer(uid: 4999).run("/usr/bin/curl", ["-s", "-o", "/dev/null", "--unix-socket", daemon.socket] + urls).0 == 0)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
         let entries = Self.entries(daemon).filter { $0["uid"] as? Int == 4999 }
         let written = entries.filter { $0["kind"] as? String == "request" }.count
         let suppressed = entries.compactMap { $0["suppressed"] as? Int }.reduce(0, +)

@@ -273,7 +273,7 @@ struct AuthorizationMatrixTests {
         // The routes under test are every route the server has.
         let tested = Set(Self.operations.map { "\($0.method) \(Self.template($0.path(shared), shared))" })
         #expect(tested == Set(DocumentedRoutes.server.map(\.description)), "a route is missing from the matrix")
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     /// The route template of a concrete path.
@@ -310,6 +310,6 @@ struct AuthorizationMatrixTests {
             "PUT", "/v1/cases/\(caseID)/mediators", as: director, body: #"{"mediators": ["uid:4003"]}"#, expect: 409
         )
         #expect(notOnRoster.problemType == "not-on-roster")
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 }

@@ -87,7 +87,7 @@ struct BadRequestTests {
         #expect(try daemon.call("GET", "/v1/cases/\(caseID)", as: Self.director, expect: 200).body == caseBefore)
         #expect(try daemon.call("GET", "/v1/roster/mediators", as: Self.director, expect: 200).body == rosterBefore)
         #expect(try daemon.records(caseID, type: "session_note", as: Self.mediator) == [note])
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("limits: a head over max_header_bytes gets 431, a stalled body 408, a connection past max_connections 503")
@@ -122,7 +122,7 @@ struct BadRequestTests {
         #expect(reply.hasPrefix("HTTP/1.1 503"), "\(reply)")
         #expect(reply.contains("urn:casevault:problem:overloaded"))
         _ = holders
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
         // Each refusal left one truthful entry: the 431 and the 503 as refusals before any route, the 408 as
         // the result of the request its route was reading (not the 400 the broken body would have made).
         let entries = AuditOverSocketTests.entries(daemon)
@@ -174,6 +174,6 @@ struct BadRequestTests {
         refused.waitUntilExit()
         let answer = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
         #expect(answer.hasPrefix("HTTP/1.1 403") && answer.lowercased().contains("connection: close"), "\(answer)")
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 }

@@ -30,6 +30,6 @@ struct CLITests {
         #expect(statusCode == 0 && status.contains(#""state":"serving""#), "\(status)")
         #expect(try Self.ctl(["status", "--socket", daemon.root + "/missing.sock"], as: Peer(uid: 4001)).0 == 69)
         #expect(try Self.ctl(["status", "--config", daemon.root + "/missing.toml"], as: Peer(uid: 4001)).0 == 78)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 }

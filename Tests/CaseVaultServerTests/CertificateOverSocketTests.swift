@@ -47,7 +47,7 @@ struct CertificateOverSocketTests {
         let id = final["certificate_id"] as? String ?? ""
         let (fetched, document) = try CLITests.ctl(["certificate", "get", id, "--socket", daemon.socket], as: Self.director)
         #expect(fetched == 0)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
         let file = daemon.root + "/certificate.json"
         try document.write(toFile: file, atomically: true, encoding: .utf8)
         chmod(file, 0o644)

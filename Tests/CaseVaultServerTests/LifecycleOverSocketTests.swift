@@ -43,7 +43,7 @@ struct LifecycleOverSocketTests {
             #expect(reply.problemType == "unknown-record-type")
         }
         #expect(try daemon.records(caseID, type: "session_note", as: Self.mediator).isEmpty)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("a session note only once every participant's agreement is on file with every acknowledgement true")
@@ -64,7 +64,7 @@ struct LifecycleOverSocketTests {
         try daemon.file(caseID, Bodies.agreement("p3", online: true), as: Self.mediator)
         try daemon.file(caseID, Bodies.note, as: Self.mediator)
         #expect(try daemon.records(caseID, type: "session_note", as: Self.mediator).count == 1)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("a final agreement shreds every note in the same operation and lists them; the case closes")
@@ -86,7 +86,7 @@ struct LifecycleOverSocketTests {
         // Closed: no more notes; evaluations still come in.
         #expect(try daemon.file(caseID, Bodies.note, as: Self.mediator, expect: 409).problemType == "case-closed")
         try daemon.file(caseID, Bodies.evaluation, as: Self.director)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("closing a case without agreement shreds its notes")
@@ -103,7 +103,7 @@ struct LifecycleOverSocketTests {
         }
         #expect(try daemon.call("POST", "/v1/cases/\(caseID)/close", as: Self.director, body: #"{"outcome": "withdrawn"}"#, expect: 409)
             .problemType == "case-closed")
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("outcome_confidential false only with every participant's consent")
@@ -114,7 +114,7 @@ struct LifecycleOverSocketTests {
         #expect(refused.string("field") == "consents")
         #expect(try daemon.records(caseID, type: "final_agreement", as: Self.director).isEmpty)
         try daemon.file(caseID, Bodies.finalAgreement(confidential: false, consents: ["p1", "p2"]), as: Self.mediator)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("records read back with their content; the participants' names only from the sealed header")
@@ -134,7 +134,7 @@ struct LifecycleOverSocketTests {
         // An amendment names the record it supersedes.
         let amended = try daemon.file(caseID, #"{"type": "intake_form", "supersedes": "\#(id)", "content": {"dispute_category": "noise"}}"#, as: Self.director)
         #expect(amended.string("supersedes") == id)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("the daemon's log, at trace level, names cases but never content or a participant's name")
@@ -144,7 +144,7 @@ struct LifecycleOverSocketTests {
         try daemon.file(caseID, Bodies.note, as: Self.mediator)
         try daemon.file(caseID, Bodies.finalAgreement(), as: Self.mediator)
         try daemon.file(caseID, Bodies.intake, as: Self.mediator, expect: 409)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
         let log = daemon.log
         #expect(log.contains(caseID), "the log is captured (it names the case it opened)")
         #expect(!log.contains(LeakCheck.marker))
@@ -186,6 +186,6 @@ struct LifecycleOverSocketTests {
             }
         }
         print("final agreement under SIGKILL: \(outcomes[0]) cycles before the commit, \(outcomes[1]) after")
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 }

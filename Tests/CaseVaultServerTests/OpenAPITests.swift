@@ -82,6 +82,6 @@ struct OpenAPITests {
                 }
             }
         }
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 }

@@ -79,7 +79,7 @@ struct RetentionOverSocketTests {
         let certificate = (certificates.json["certificates"] as? [[String: Any]])?.last?["certificate"] as? [String: Any] ?? [:]
         #expect(certificate["method"] as? String == "retention_sweep")
         #expect((certificate["authorised_by"] as? [String: Any])?["uid"] as? Int == 4009)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("bad holds, releases, stats groupings and sweeps get a clear problem and change nothing")
@@ -119,7 +119,7 @@ struct RetentionOverSocketTests {
         #expect(BadRequestTests.snapshot(daemon.root + "/data") == before, "a bad request changed the data directory")
         let holds = try daemon.call("GET", "/v1/holds", as: Self.director, expect: 200).json["holds"] as? [Any]
         #expect(holds?.isEmpty == true)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("statistics: aggregates only, counts under k suppressed with their complements, rare categories unnamed")
@@ -165,7 +165,7 @@ struct RetentionOverSocketTests {
         let text = String(decoding: reply.body, as: UTF8.self)
         #expect(text.range(of: "[0-9a-f]{32}", options: .regularExpression) == nil)
         try daemon.call("GET", "/v1/stats?period=month&by=outcome", as: Self.director, expect: 200)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("casevaultctl sweep, hold and stats: tables, JSON, and the sweep's exit codes (0 done, 2 nothing to do)")
@@ -205,6 +205,6 @@ struct RetentionOverSocketTests {
         #expect(stats == 0 && statsText.contains("k = 11"), "\(statsText)")
         #expect(try CLITests.ctl(["stats", "--by", "participant"] + socket, as: Self.statistician).0 == 64)
         #expect(try CLITests.ctl(["stats"] + socket, as: Self.operator).0 == 77)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 }

@@ -34,7 +34,7 @@ struct SocketAndIdentityTests {
 
         let root = try Client.request(daemon, "GET", "/v1/whoami")
         #expect(root.json["roles"] as? [String] == ["operator"], "root is an operator unless mapped otherwise")
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("a peer with no role, or a role the action does not allow, gets a 403 problem")
@@ -51,7 +51,7 @@ struct SocketAndIdentityTests {
         let unknown = try Client.request(daemon, "GET", "/v1/../etc/passwd")
         #expect(unknown.status == 404)
         #expect(unknown.json["type"] as? String == "urn:casevault:problem:route-not-found")
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("the socket is 0660 in a 0750 directory of the clients' group; SIGTERM removes it")
@@ -67,7 +67,7 @@ struct SocketAndIdentityTests {
         #expect(info.st_gid == DaemonProcess.clientsGroup)
         // Not in the clients' group: cannot even reach the socket.
         #expect(try Client.request(daemon, "GET", "/v1/health", as: Peer(uid: 4999, gid: 4999)).status == 0)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
         #expect(lstat(daemon.socket, &info) != 0, "the socket should be gone after SIGTERM")
     }
 

@@ -84,7 +84,7 @@ struct SystemdTests {
         kill(daemon.process.processIdentifier, SIGTERM)
         let stopping = notify.wait(for: "STOPPING=1", seconds: 10)
         #expect(stopping.last?.contains("STOPPING=1") == true, "no STOPPING=1: \(stopping)")
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("when standard error is the journal (JOURNAL_STREAM), each line is one entry with a syslog priority and no timestamp")
@@ -99,7 +99,7 @@ struct SystemdTests {
             environment: ["JOURNAL_STREAM": "\(info.st_dev):\(info.st_ino)"]
         )
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
         let lines = daemon.log.split(separator: "\n")
         #expect(lines.contains { $0.hasPrefix("<6>serving socket.path=") }, "\(daemon.log)")
         #expect(lines.allSatisfy { $0.range(of: #"^<[2-7]>"#, options: .regularExpression) != nil }, "\(daemon.log)")
@@ -121,7 +121,7 @@ struct SystemdTests {
         let intake = try daemon.file(caseID, Bodies.intake, as: .root).string("record_id")
         try daemon.call("GET", "/v1/records/\(intake)", expect: 200)
         try daemon.call("DELETE", "/v1/records/\(intake)", body: #"{"reason": "policy"}"#, expect: 200)
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("the systemd-credential key source reads the root key from $CREDENTIALS_DIRECTORY, and refuses without it")
@@ -141,7 +141,7 @@ struct SystemdTests {
             #expect(daemon.waitUntilServing(), "\(daemon.log)")
             let caseID = try daemon.openCase(by: .root, mediators: [])
             recordID = try daemon.file(caseID, Bodies.intake, as: .root).string("record_id")
-            #expect(daemon.stop() == 0)
+            #expect(daemon.stop() == 0, "\(daemon.log)")
         }
         #expect(!FileManager.default.fileExists(atPath: root + "/keys/root.key"), "no key file is made when the key is a credential")
         do {
@@ -152,7 +152,7 @@ struct SystemdTests {
             )
             #expect(daemon.waitUntilServing(), "\(daemon.log)")
             try daemon.call("GET", "/v1/records/\(recordID)", expect: 200)
-            #expect(daemon.stop() == 0)
+            #expect(daemon.stop() == 0, "\(daemon.log)")
         }
         // Without $CREDENTIALS_DIRECTORY, or with a key of the wrong length, the daemon does not start.
         let unset = try DaemonProcess(roles: #"director = ["self"]"#, extra: extra, socketGroup: nil, environment: ["CREDENTIALS_DIRECTORY": ""])
@@ -172,7 +172,7 @@ struct SystemdTests {
         let daemon = try DaemonProcess(roles: #"operator = ["self"]"#, socketGroup: nil, environment: ["NOTIFY_SOCKET": ""])
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
         #expect(!daemon.log.contains("could not be notified"))
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 }
 
@@ -266,7 +266,7 @@ struct SocketActivationTests {
         #expect(missing.status == 404 && missing.isProblem)
         #expect(Self.inode(daemon.socket) == inode, "the daemon bound a socket of its own")
         #expect(daemon.log.contains("serving on the socket systemd passed"))
-        #expect(daemon.stop() == 0)
+        #expect(daemon.stop() == 0, "\(daemon.log)")
         #expect(Self.inode(daemon.socket) == inode, "the socket belongs to systemd: the daemon must not remove it")
     }
 
