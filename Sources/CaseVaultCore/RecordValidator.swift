@@ -200,10 +200,49 @@ extension JSONValue {
         return utf8.dropFirst().allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
     }
 
-    static func isTimestamp(_ value: String) -> Bool {
-        let plain = ISO8601DateFormatter()
-        let fractional = ISO8601DateFormatter()
-        fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return plain.date(from: value) != nil || fractional.date(from: value) != nil
+    /// An RFC 3339 date-time (`2026-03-01T14:00:00Z`, `2026-03-01T14:00:00.25+01:00`; a fraction of 1 to 9
+    /// digits), with real months, days (leap years counted), hours, minutes and seconds. Checked here by
+    /// hand, not by Foundation's ISO8601DateFormatter: that hands the text to ICU, which killed the process
+    /// with SIGFPE (in SimpleDateFormat::subParse) on a fraction of a hundred digits, so any client could
+    /// stop the daemon with one record (found by `make fuzz`; the input is kept in its corpus).
+    public static func isTimestamp(_ value: String) -> Bool {
+        let text = Array(value.utf8)
+        func number(_ start: Int, _ count: Int) -> Int? {
+            guard start + count <= text.count else { return nil }
+            var result = 0
+            for byte in text[start..<(start + count)] {
+                guard (0x30...0x39).contains(byte) else { return nil }
+                result = result * 10 + Int(byte - 0x30)
+            }
+            return result
+        }
+        func byte(_ index: Int, is wanted: Character...) -> Bool {
+            index < text.count && wanted.contains { $0.asciiValue == text[index] }
+        }
+        guard let year = number(0, 4), byte(4, is: "-"), let month = number(5, 2), byte(7, is: "-"), let day = number(8, 2),
+            byte(10, is: "T", "t"), let hour = number(11, 2), byte(13, is: ":"), let minute = number(14, 2), byte(16, is: ":"),
+            let second = number(17, 2)
+        else { return false }
+        var index = 19
+        if byte(index, is: ".") {
+            let start = index + 1
+            index = start
+            while index < text.count, (0x30...0x39).contains(text[index]) { index += 1 }
+            guard (1...9).contains(index - start) else { return false }
+        }
+        if byte(index, is: "Z", "z") {
+            index += 1
+        } else if byte(index, is: "+", "-") {
+            guard let offsetHours = number(index + 1, 2), byte(index + 3, is: ":"), let offsetMinutes = number(index + 4, 2),
+                offsetHours <= 23, offsetMinutes <= 59
+            else { return false }
+            index += 6
+        } else {
+            return false
+        }
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+        let days = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+        return index == text.count && year >= 1 && (1...12).contains(month) && (1...days[month - 1]).contains(day)
+            && hour <= 23 && minute <= 59 && second <= 59
     }
 }

@@ -232,7 +232,7 @@ struct Restore: ParsableCommand {
                     recordID: id,
                     caseID: (record["case_id"] as? String).flatMap { try? CaseID($0) },
                     type: (record["type"] as? String).flatMap(RecordType.init(rawValue:)),
-                    shreddedAt: (record["shredded_at"] as? String).flatMap(times.date(from:)).map {
+                    shreddedAt: (record["shredded_at"] as? String).flatMap { JSONValue.isTimestamp($0) ? times.date(from: $0) : nil }.map {
                         Int64(($0.timeIntervalSince1970 * 1000).rounded())
                     }
                 )

@@ -135,3 +135,23 @@ struct RecordValidatorTests {
         JSONSerializationShim.string(object)
     }
 }
+
+@Suite("Timestamps in record content")
+struct TimestampTests {
+    @Test("RFC 3339 date-times are taken, with real calendar ranges; anything else is refused without reaching ICU")
+    func timestamps() {
+        for good in ["2026-03-01T14:00:00Z", "2024-02-29T23:59:59.123456789+01:00", "2026-12-31t00:00:00.5z", "0001-01-01T00:00:00-23:59"] {
+            #expect(JSONValue.isTimestamp(good), "\(good)")
+        }
+        let bad = [
+            "2026-03-01T14:0:00.2577777777777777777777777777777777777777777777777777777777777770Z",
+            "2026-03-01T14:00:00." + String(repeating: "7", count: 100) + "Z",
+            "2026-03-01T14:00:00.1234567890Z", "2025-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-04-31T00:00:00Z",
+            "2026-03-01T24:00:00Z", "2026-03-01T14:60:00Z", "2026-03-01T14:00:00", "2026-03-01 14:00:00Z", "2026-03-01T14:00:00+0100",
+            "2026-03-01T14:00:00Z ", "0000-01-01T00:00:00Z", "", "2026-03-01",
+        ]
+        for text in bad {
+            #expect(!JSONValue.isTimestamp(text), "\(text)")
+        }
+    }
+}
