@@ -223,16 +223,19 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Parses TOML text. Errors name the key at fault; the text itself is never repeated.
     /// TOMLKit 0.6.0's parser (toml++) aborts the process on a table header whose first character is not
     /// a key's (`[~]`, `[[#]]`: an assertion in `parse_key`, found by `make fuzz`) instead of reporting a
-    /// parse error. Such a header is refused here first, with its line. A line of a multi-line string
-    /// that looks like one is refused too: the configuration has no multi-line strings.
+    /// parse error. Such a header is refused here first, with its line, as is a header that ends its
+    /// line without a key. A line of a multi-line string that looks like one is refused too: the
+    /// configuration has no multi-line strings.
     static func refuseHeadersTOMLKitCannotParse(_ text: String) throws(CaseVaultError) {
         for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             var rest = line.drop { $0 == " " || $0 == "\t" }
             guard rest.first == "[" else { continue }
             rest = rest.dropFirst(rest.hasPrefix("[[") ? 2 : 1).drop { $0 == " " || $0 == "\t" }
-            guard let first = rest.unicodeScalars.first else { continue }
+            // A header that ends its line here would go on on the next one (toml++ reads a newline there
+            // as a space), so it is refused too.
+            let first = rest.unicodeScalars.first ?? "\n"
             let bare = (first.isASCII && (first.properties.isAlphabetic || ("0"..."9").contains(first))) || first == "_" || first == "-"
-            guard bare || first == "\"" || first == "'" || first == "]" || first == "\r" else {
+            guard bare || first == "\"" || first == "'" || first == "]" else {
                 throw CaseVaultError(
                     .invalidConfiguration,
                     "the configuration is not valid TOML (line \(number + 1)): a table header must begin with a key"

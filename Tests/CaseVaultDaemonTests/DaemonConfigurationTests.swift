@@ -29,6 +29,7 @@ struct DaemonConfigurationTests {
             // Found by make fuzz: TOMLKit's parser aborted the process on these headers.
             ("[~]\ndata_directory = 1", "line 1"),
             ("[store]\ndata_directory = \"d\"\n  [[ #]]", "line 3"),
+            ("[\ndata_directory = \"d\"\u{8}root\u{c}x = 1", "line 1"),
             // A missing key is named once, by its whole path.
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"", "lacks store.max_content_bytes;"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10", "server"),
