@@ -341,6 +341,14 @@ struct Index: Sendable {
         return owned
     }
 
+    /// Takes `slots` off the free list (a put now owns them, or a record was found owning them).
+    static func takeOffFreeList(_ db: Database, _ slots: some Sequence<Int64>) throws {
+        let statement = try db.cachedStatement(sql: "DELETE FROM free_slots WHERE slot = ?")
+        for slot in slots {
+            try statement.execute(arguments: [slot])
+        }
+    }
+
     /// The writer's state as the index records it: the free list, the high-water mark and the segment cursor.
     static func writerState(_ db: Database) throws -> RecordStore.WriterState {
         RecordStore.WriterState(

@@ -55,9 +55,7 @@ extension RecordStore {
         var moved = false
         let fresh = try self.index.write { db -> (Set<Int64>, WriterState) in
             let owned = try Index.ownedSlots(db, among: state.slots.free + Array(state.slots.highWater..<max(state.slots.highWater, tail)))
-            for slot in owned {
-                try db.cachedStatement(sql: "DELETE FROM free_slots WHERE slot = ?").execute(arguments: [slot])
-            }
+            try Index.takeOffFreeList(db, owned)
             let top = try Int64.fetchOne(db, sql: "SELECT max(slot) FROM records").map { $0 + 1 } ?? 0
             if top > state.slots.highWater {
                 // The slots skipped below the new mark go on the free list, to be scrubbed and reused.

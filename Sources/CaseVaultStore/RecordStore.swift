@@ -341,7 +341,7 @@ public final class RecordStore: Sendable {
                         record.author, record.supersedes?.rawValue, record.sealedSize, place.slot,
                         place.location.segment, place.location.offset,
                     ])
-                    try db.cachedStatement(sql: "DELETE FROM free_slots WHERE slot = ?").execute(arguments: [place.slot])
+                    try Index.takeOffFreeList(db, [place.slot])
                     try Self.apply(put.effects, db)
                 }
                 try Index.setMeta(db, "slot_high_water", after.slots.highWater)
@@ -392,11 +392,7 @@ public final class RecordStore: Sendable {
             }
         }
         if !owned.isEmpty {
-            try self.index.write { db in
-                for slot in owned {
-                    try db.cachedStatement(sql: "DELETE FROM free_slots WHERE slot = ?").execute(arguments: [slot])
-                }
-            }
+            try self.index.write { db in try Index.takeOffFreeList(db, owned) }
             self.logger.error(
                 "the free-slot list offered key slots that records own; they were taken off it unwritten",
                 metadata: ["slots.count": "\(owned.count)"]
