@@ -231,6 +231,7 @@ let package = Package(
                 "CaseVaultCore",
                 "CaseVaultCrypto",
                 "casevault-torture",
+                "casevaultd",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],

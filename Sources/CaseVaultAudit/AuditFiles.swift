@@ -9,8 +9,9 @@ internal import Foundation
 /// across files). `log` is the file being written; each file the log rotated away from is
 /// `log.<first entry's number, 20 digits>`, so that names sort as the chain runs. Every file after the
 /// first begins with a signed `rotate` checkpoint that carries the hash of the entry before it and the
-/// first entry the log still keeps. Files set aside after an accepted break (`log.broken-…`) and a file
-/// being prepared (`log.new`) are not part of the log.
+/// first entry the log still keeps. Files set aside after an accepted break (`log.broken-…`) or by a start
+/// after a power cut (`log.torn-…`, `log.broken-…`) and a file being prepared (`log.new`) are not part of the
+/// log.
 public enum AuditFiles {
     public static let current = "log"
     /// The next file while a rotation prepares it: whole and flushed before it is renamed to `log`.

@@ -52,6 +52,8 @@ public final class AuditLog: FlushRider {
     private let chain: Mutex<Chain>
 
     struct Shared {
+        /// The break to record at attach when open set aside an end a power cut tore.
+        var tornAtOpen: String?
         var pending: [Pending] = []
         var draining = false
         var signer: AuditSigner?
@@ -220,6 +222,8 @@ public final class AuditLog: FlushRider {
         /// Bytes of an entry a crash left half-written, cut away (it was never acknowledged).
         public var discardedBytes: Int
         public var entries: UInt64
+        /// Where the end a power cut tore was set aside (`Finding.tornByPowerCut`), in the log's directory.
+        public var tornEndSetAside: String? = nil
     }
 
     /// Whether the next start or unseal may take a log that does not match its anchor, recording the
@@ -287,7 +291,19 @@ public final class AuditLog: FlushRider {
             guard tail.seq >= first, end == contentEnd else { throw Self.damaged() }
             return (tail, lastStart, first)
         }
-        var (tail, lastStart, end, contentEnd) = try Self.readTail(file, size: size) { () throws(CaseVaultError) in try base().0 }
+        let readTail = { () throws(CaseVaultError) in try Self.readTail(file, size: size) { () throws(CaseVaultError) in try base().0 } }
+        var tornAside: String?
+        var found: (AuditLine.Tail, lastStart: Int64, end: Int64, contentEnd: Int64)
+        do {
+            found = try readTail()
+        } catch {
+            // The last entries do not check out. A power cut that lost a block the log had not flushed leaves
+            // zeros among them: that end is set aside (and the check at attach walks what is before it).
+            guard error.code == .integrityFailure, let from = try Self.tornEnd(file, size: size) else { throw error }
+            tornAside = try Self.setAside(file, from: from, size: size, in: directory, stamp: clock())
+            found = try readTail()
+        }
+        var (tail, lastStart, end, contentEnd) = found
         let discarded = Int(contentEnd - end)
         if discarded > 0 {
             // A torn entry is zeroed, as the unused space after it is.
@@ -314,7 +330,80 @@ public final class AuditLog: FlushRider {
             directory: directory, file: file, chain: chain, checkpointInterval: checkpointInterval, retention: retention,
             acceptBreak: acceptBreak, clock: clock
         )
-        return (log, Recovery(discardedBytes: discarded, entries: tail.seq))
+        if let tornAside {
+            log.shared.withLock { $0.tornAtOpen = Self.tornDescription(after: tail.seq, aside: tornAside) }
+        }
+        return (log, Recovery(discardedBytes: discarded, entries: tail.seq, tornEndSetAside: tornAside))
+    }
+
+    /// The break a torn end set aside is recorded as: entry numbers and a file name, nothing else.
+    static func tornDescription(after seq: UInt64, aside: String) -> String {
+        "a power cut tore the log after entry \(seq) before it was flushed, so no answer had waited for what followed; "
+            + "it was set aside in audit/\(aside)"
+    }
+
+    /// Where the end of `file` that a power cut tore begins, or `nil` when its damage has another shape: the
+    /// earliest line that holds a zero byte (the log writes none), provided the two whole lines before it
+    /// are entries that follow one from the other (or are the file's first), read backwards from the end.
+    /// A hole further back, behind entries that check out, is found by the walk at attach.
+    private static func tornEnd(_ file: PosixFile, size: Int64) throws(CaseVaultError) -> Int64? {
+        var window: Int64 = 1 << 20
+        while true {
+            let start = max(0, size - window)
+            let bytes = try file.read(count: Int(size - start), at: start)
+            guard let lastNewline = bytes.lastIndex(of: UInt8(ascii: "\n")) else {
+                // The file is zero-filled ahead of its entries.
+                if start == 0 { return nil }
+                window *= 4
+                continue
+            }
+            // Whole lines, newest first, by where they start; the first may have begun before the window.
+            var ends = [lastNewline]
+            var cursor = lastNewline
+            while let previous = bytes[..<cursor].lastIndex(of: UInt8(ascii: "\n")) {
+                ends.append(previous)
+                cursor = previous
+            }
+            var earliest: Int?
+            var clean: [AuditLine.Parsed] = []
+            for (number, lineEnd) in ends.enumerated() {
+                let lineStart = number + 1 < ends.count ? ends[number + 1] + 1 : 0
+                if lineStart == 0 && start > 0 { break }
+                let line = bytes[lineStart..<lineEnd]
+                if line.contains(0) {
+                    earliest = lineStart
+                    clean = []
+                    continue
+                }
+                guard let parsed = AuditLine.parse(line) else { return nil }
+                guard let torn = earliest else { continue }
+                clean.append(parsed)
+                if clean.count == 2 {
+                    let (later, before) = (clean[0], clean[1])
+                    guard later.entry.seq == before.entry.seq &+ 1, AuditChain.hash(previous: before.hash, json: later.json) == later.hash else {
+                        return nil
+                    }
+                    return start + Int64(torn)
+                }
+            }
+            if start == 0 { return earliest.map { Int64($0) } }
+            window *= 4
+        }
+    }
+
+    /// Copies `file` from `offset` to its last written byte into `<file>.torn-<stamp>` beside it, zeroes it there,
+    /// and makes both durable; returns the copy's name.
+    private static func setAside(_ file: PosixFile, from offset: Int64, size: Int64, in directory: String, stamp: Int64) throws(CaseVaultError) -> String {
+        let bytes = try file.read(count: Int(size - offset), at: offset)
+        let written = (bytes.lastIndex(where: { $0 != 0 }) ?? -1) + 1
+        let name = AuditFiles.current + ".torn-\(stamp)"
+        let aside = try PosixFile(path: directory + "/" + name, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+        try aside.write(Array(bytes[..<written]), at: 0)
+        try aside.flushData()
+        try DataDirectory.flushDirectory(directory)
+        try file.write([UInt8](repeating: 0, count: written), at: offset)
+        try file.flushData()
+        return name
     }
 
     /// The log's end: the last whole entry's number and hash and where its line starts, where the next
@@ -405,13 +494,20 @@ public final class AuditLog: FlushRider {
     /// (nothing is written), unless the log was opened with `acceptBreak` (once): then whatever of the log
     /// does not check out is moved aside (`audit/log.broken-<time>`, with the head), and the break is
     /// recorded (with files missing from the middle of the log, the files before the gap are moved aside,
-    /// and the break's entry names where the log now begins). Attaching to the store already attached does
-    /// nothing.
-    public func attach(to store: RecordStore) throws(CaseVaultError) {
-        if self.shared.withLock({ $0.anchorStore === store }) { return }
+    /// and the break's entry names where the log now begins). One break needs no operator: the end of the
+    /// current file torn by a power cut (`Finding.tornByPowerCut`) is set aside and recorded as a break in
+    /// the same way, and its description returned, for the daemon to log. Attaching to the store already
+    /// attached does nothing.
+    @discardableResult
+    public func attach(to store: RecordStore) throws(CaseVaultError) -> String? {
+        if self.shared.withLock({ $0.anchorStore === store }) { return nil }
         let signer = store.auditSigner
-        if let finding = try self.check(against: store, signer: signer) {
-            let accepted = self.acceptBreak.withLock { accept in
+        var repaired = self.shared.withLock { state in
+            defer { state.tornAtOpen = nil }
+            return state.tornAtOpen
+        }
+        if var finding = try self.check(against: store, signer: signer) {
+            let accepted = finding.tornByPowerCut || self.acceptBreak.withLock { accept in
                 defer { accept = false }
                 return accept
             }
@@ -422,7 +518,12 @@ public final class AuditLog: FlushRider {
                         + "Keep a copy of the data directory's audit/ for investigation; casevaultctl doctor says how to go on"
                 )
             }
-            if let cut = finding.cut { try self.setAside(from: cut) }
+            let aside = try finding.cut.flatMap { cut throws(CaseVaultError) in try self.setAside(from: cut) }
+            if finding.tornByPowerCut, let cut = finding.cut {
+                finding.description = Self.tornDescription(after: cut.last.seq, aside: aside ?? "")
+                    + (repaired.map { " (and before that, \($0))" } ?? "")
+                repaired = finding.description
+            }
             if let floor = finding.floor {
                 try self.setAside(before: floor)
                 // The next file's first entry says where the log now begins, for the checks of later starts.
@@ -430,7 +531,7 @@ public final class AuditLog: FlushRider {
             }
             try self.attach(signer, breakFound: finding.description, firstKept: finding.floor)
         } else {
-            try self.attach(signer)
+            try self.attach(signer, breakFound: repaired)
         }
         do {
             // The anchor names only what is on disk: the tail as it stands, then flushed.
@@ -448,6 +549,7 @@ public final class AuditLog: FlushRider {
             self.shared.withLock { $0.signer = nil }
             throw error
         }
+        return repaired
     }
 
     /// What the check at attach found, and from where the log cannot be trusted.
@@ -459,6 +561,12 @@ public final class AuditLog: FlushRider {
         /// Files of the log are missing before this entry: accepting the break moves the files before it
         /// aside, and the log begins here.
         var floor: UInt64?
+        /// Nothing is wrong but a line of the current file that holds zero bytes, and everything after it. The
+        /// log holds no zero byte in its entries, and its file is zero-filled ahead of them: what a power cut
+        /// leaves when it loses a block the log wrote but had not flushed. The log is written in order and
+        /// each flush makes everything before it durable, so no flush finished after that block was written:
+        /// no answer waited for any entry from there on, and the daemon sets them aside itself.
+        var tornByPowerCut = false
     }
 
     struct Cut {
@@ -601,7 +709,10 @@ public final class AuditLog: FlushRider {
         let walked = try self.walk(parts, from: floorIndex, gap: files != nil, anchor: anchor, entries: entries, signer: signer)
         let found = [problem, files?.description, walked?.description].compactMap { $0 }
         guard !found.isEmpty else { return nil }
-        return Finding(description: found.joined(separator: "; "), cut: walked?.cut, floor: files?.floor ?? walked?.floor)
+        return Finding(
+            description: found.joined(separator: "; "), cut: walked?.cut, floor: files?.floor ?? walked?.floor,
+            tornByPowerCut: problem == nil && files == nil && walked?.tornByPowerCut == true
+        )
     }
 
     /// The walk under the root key: from the anchor's entry (or, when there is none or it lies before a gap
@@ -685,6 +796,7 @@ public final class AuditLog: FlushRider {
             while position < end {
                 guard let newline = bytes[position..<end].firstIndex(of: UInt8(ascii: "\n")) else { break }
                 var reason: String?
+                var torn = false
                 if let parsed = AuditLine.parse(bytes[position..<newline]) {
                     if !began {
                         began = true
@@ -693,12 +805,13 @@ public final class AuditLog: FlushRider {
                     reason = reason ?? walker.step(parsed)
                 } else {
                     reason = "it is not an entry (its shape was altered)"
+                    torn = index == parts.count - 1 && bytes[position..<newline].contains(0)
                 }
                 if let reason {
                     let last = AuditAnchor(seq: walker.seq, hash: walker.previous, offset: lastStart, file: lastFile)
                     return Finding(
                         description: "entry \(walker.seq &+ 1) (\(part.name)): \(reason)",
-                        cut: Cut(file: part.first, offset: windowStart + Int64(position), last: last)
+                        cut: Cut(file: part.first, offset: windowStart + Int64(position), last: last), tornByPowerCut: torn
                     )
                 }
                 lastStart = windowStart + Int64(position)
@@ -711,11 +824,13 @@ public final class AuditLog: FlushRider {
 
     /// Moves the log from `cut` on aside (`<file>.broken-<time>`, made durable) together with the head: the
     /// rest of the cut's file is copied aside and cut from it, later files are renamed aside, and the chain
-    /// carries on from `cut.last` (in a new, empty `log` when the cut was in a rotated file).
-    private func setAside(from cut: Cut) throws(CaseVaultError) {
+    /// carries on from `cut.last` (in a new, empty `log` when the cut was in a rotated file). Returns the
+    /// name of the file the cut's file went to.
+    @discardableResult
+    private func setAside(from cut: Cut) throws(CaseVaultError) -> String? {
         let stamp = self.clock()
         let parts = try self.parts()
-        guard let index = parts.firstIndex(where: { $0.first == cut.file }) else { return }
+        guard let index = parts.firstIndex(where: { $0.first == cut.file }) else { return nil }
         try self.chain.withLock { chain throws(CaseVaultError) in
             let part = parts[index]
             let length = Int(part.end - cut.offset)
@@ -764,6 +879,7 @@ public final class AuditLog: FlushRider {
             chain.dirtyBytes = 0
         }
         self.shared.withLock { $0.writtenTail = cut.last }
+        return parts[index].name + ".broken-\(stamp)"
     }
 
     /// Moves the rotated files that begin before `floor` aside (`<file>.broken-<time>`): files missing

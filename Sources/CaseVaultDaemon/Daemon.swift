@@ -83,10 +83,16 @@ public enum Daemon {
             logger.warning("cut a torn last entry from the audit log", metadata: ["audit.bytes": "\(recovery.discardedBytes)"])
         }
         // Every store the keeper opens later (init, unseal) goes to the audit log first, and is served only
-        // if the log checks out against its anchor.
-        keeper.admit { store in try audit.attach(to: store) }
+        // if the log checks out against its anchor. An end a power cut tore is set aside, recorded as a break
+        // in the log and said here (entry numbers and a file name only).
+        let attach = { @Sendable (store: RecordStore) throws(CaseVaultError) in
+            if let repaired = try audit.attach(to: store) {
+                logger.warning("set aside the audit log's torn end", metadata: ["audit.break": "\(repaired)"])
+            }
+        }
+        keeper.admit { store in try attach(store) }
         if let store = try? keeper.store() {
-            try audit.attach(to: store)
+            try attach(store)
         } else {
             logger.notice(keeper.isInitialised ? "sealed: waiting for casevaultctl unseal" : "not initialised: waiting for casevaultctl init")
         }

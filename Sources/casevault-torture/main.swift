@@ -16,7 +16,10 @@ struct Torture: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "casevault-torture",
         abstract: "Crash-test helper for the CaseVault store (used by make test).",
-        subcommands: [PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self, Rotate.self, RefuseExecGain.self, Listen.self, Trickle.self]
+        subcommands: [
+            PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self, Rotate.self, RefuseExecGain.self, Listen.self,
+            Trickle.self, SocketLoad.self, SocketCheck.self,
+        ]
     )
 }
 

@@ -198,6 +198,8 @@ struct Acknowledged {
     var shreds = 0
     /// `failed put <code>` and `failed shred <id> <code>` lines (with --keep-going).
     var refusals: [String] = []
+    /// How many times each `did <action>` line came (socket-load's operator).
+    var actions: [String: Int] = [:]
 
     /// Reads one run's lines to their end. Returns the ids the run put, shredded or began to shred, and
     /// `retried`: those whose shred failed while a later shred was acknowledged (which finishes it).
@@ -211,6 +213,10 @@ struct Acknowledged {
         while let line = reader.next() {
             let parts = line.split(separator: " ")
             if parts.first == "error" { Issue.record("cycle \(cycle): the writer reported \(line)") }
+            if parts.first == "did", parts.count == 2 {
+                self.actions[String(parts[1]), default: 0] += 1
+                continue
+            }
             if parts.first == "failed" {
                 self.refusals.append(line)
                 // A refused shred is one under way: it may have been marked, and recovery finishes it.

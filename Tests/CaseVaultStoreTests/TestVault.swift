@@ -157,11 +157,42 @@ enum Helper {
         try Command.run(Self.path, arguments)
     }
 
-    /// Starts it with `arguments`, its standard output read line by line, and waits for its `ready` line.
-    static func start(_ arguments: [String], sourceLocation: SourceLocation = #_sourceLocation) throws -> (Process, LineReader) {
+    /// The process that runs it with `arguments`, as `user` (uid and gid, through setpriv) if given.
+    static func process(_ arguments: [String], as user: (uid: UInt32, gid: UInt32)?) -> Process {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.path)
-        process.arguments = arguments
+        if let user {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            process.arguments = ["--reuid", "\(user.uid)", "--regid", "\(user.gid)", "--clear-groups", Self.path] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: Self.path)
+            process.arguments = arguments
+        }
+        return process
+    }
+
+    /// Runs it to its end as `user`, with `input` on its standard input; its standard output.
+    static func run(_ arguments: [String], as user: (uid: UInt32, gid: UInt32), input: String) throws -> String {
+        let process = Self.process(arguments, as: user)
+        // The input in a file, so that neither pipe can fill while the other waits.
+        let inputPath = NSTemporaryDirectory() + "/casevault-input-\(UUID().uuidString)"
+        try input.write(toFile: inputPath, atomically: false, encoding: .utf8)
+        defer { unlink(inputPath) }
+        process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: inputPath))
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    /// Starts it with `arguments` (as `user`, if given), its standard output read line by line, and waits for
+    /// its `ready` line.
+    static func start(
+        _ arguments: [String], as user: (uid: UInt32, gid: UInt32)? = nil, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> (Process, LineReader) {
+        let process = Self.process(arguments, as: user)
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice

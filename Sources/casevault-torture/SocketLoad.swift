@@ -1,0 +1,403 @@
+// The load and the checks of the daemon-level power-cut test: clients of a real casevaultd on its socket,
+// as one uid that holds the director, mediator and operator roles.
+import ArgumentParser
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One HTTP/1.1 connection to the daemon's Unix socket, kept alive; blocking. Any failure to send or read
+/// throws `Closed` and drops the connection (the daemon died, or the power went).
+final class SocketClient {
+    struct Closed: Error {}
+
+    struct Reply {
+        var status: Int
+        var body: [UInt8]
+
+        var json: [String: Any] {
+            (try? JSONSerialization.jsonObject(with: Data(self.body))) as? [String: Any] ?? [:]
+        }
+
+        /// The problem type without its prefix, or the status.
+        var code: String {
+            (self.json["type"] as? String).map { $0.replacingOccurrences(of: "urn:casevault:problem:", with: "") } ?? "\(self.status)"
+        }
+    }
+
+    private let path: String
+    private var fd: Int32 = -1
+    private var buffer: [UInt8] = []
+
+    init(path: String) {
+        self.path = path
+    }
+
+    deinit {
+        self.drop()
+    }
+
+    private func drop() {
+        if self.fd >= 0 { close(self.fd) }
+        self.fd = -1
+        self.buffer = []
+    }
+
+    private func connect() throws {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Closed() }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { sunPath in
+            for (index, byte) in self.path.utf8.enumerated() where index < sunPath.count - 1 { sunPath[index] = byte }
+        }
+        let connected = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else {
+            close(fd)
+            throw Closed()
+        }
+        self.fd = fd
+    }
+
+    /// Sends one request and reads its whole response (Content-Length or chunked).
+    func call(_ method: String, _ target: String, _ body: String? = nil) throws -> Reply {
+        do {
+            if self.fd < 0 { try self.connect() }
+            let payload = Array((body ?? "").utf8)
+            var head = "\(method) \(target) HTTP/1.1\r\nHost: casevault\r\n"
+            if body != nil { head += "Content-Type: application/json\r\n" }
+            if body != nil || method == "POST" || method == "PUT" { head += "Content-Length: \(payload.count)\r\n" }
+            try self.send(Array((head + "\r\n").utf8) + payload)
+            return try self.readResponse()
+        } catch {
+            self.drop()
+            throw Closed()
+        }
+    }
+
+    private func send(_ bytes: [UInt8]) throws {
+        var sent = 0
+        while sent < bytes.count {
+            let count = bytes[sent...].withUnsafeBytes { Glibc.send(self.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { throw Closed() }
+            sent += count
+        }
+    }
+
+    private func fill() throws {
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = recv(self.fd, &chunk, chunk.count, 0)
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { throw Closed() }
+            self.buffer += chunk[..<count]
+            return
+        }
+    }
+
+    /// The bytes up to (not including) the next CRLF, consumed with it.
+    private func line() throws -> String {
+        while true {
+            if let end = self.crlf() {
+                let text = String(decoding: self.buffer[..<end], as: UTF8.self)
+                self.buffer.removeSubrange(..<(end + 2))
+                return text
+            }
+            try self.fill()
+        }
+    }
+
+    private func crlf() -> Int? {
+        guard self.buffer.count >= 2 else { return nil }
+        for index in 0..<(self.buffer.count - 1) where self.buffer[index] == 13 && self.buffer[index + 1] == 10 {
+            return index
+        }
+        return nil
+    }
+
+    private func take(_ count: Int) throws -> [UInt8] {
+        while self.buffer.count < count { try self.fill() }
+        defer { self.buffer.removeSubrange(..<count) }
+        return Array(self.buffer[..<count])
+    }
+
+    private func readResponse() throws -> Reply {
+        let status = try self.line().split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+        var length: Int?
+        var chunked = false
+        var closes = false
+        while case let header = try self.line(), !header.isEmpty {
+            let parts = header.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+            guard parts.count == 2 else { continue }
+            if parts[0] == "content-length" { length = Int(parts[1]) }
+            if parts[0] == "transfer-encoding" && parts[1].contains("chunked") { chunked = true }
+            if parts[0] == "connection" && parts[1] == "close" { closes = true }
+        }
+        var body: [UInt8] = []
+        if chunked {
+            while let size = Int(try self.line().split(separator: ";").first ?? "", radix: 16), size > 0 {
+                body += try self.take(size)
+                _ = try self.line()
+            }
+            // The trailer section ends with an empty line.
+            while try !self.line().isEmpty {}
+        } else {
+            body = try self.take(length ?? 0)
+        }
+        if closes { self.drop() }
+        return Reply(status: status, body: body)
+    }
+}
+
+/// A JSON string literal of `text` (the driver's texts are plain ASCII words).
+private func quoted(_ text: String) -> String { "\"\(text)\"" }
+
+/// Every `record_id` anywhere in a JSON value.
+func recordIDs(in value: Any) -> [String] {
+    if let object = value as? [String: Any] {
+        let own = (object["record_id"] as? String).map { [$0] } ?? []
+        return own + object.values.flatMap(recordIDs(in:))
+    }
+    if let array = value as? [Any] { return array.flatMap(recordIDs(in:)) }
+    return []
+}
+
+extension Torture {
+    struct SocketLoad: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "socket-load",
+            abstract: "Work a real daemon from many clients until killed: cases, notes, shreds, final agreements, evaluations, sweeps, rotations, backups.",
+            discussion: """
+                Runs as a uid that holds the director, mediator and operator roles. Each client opens a case, files \
+                both agreements and some session notes, shreds some of them, then files a final agreement or \
+                closes the case (which shreds every note), then files an evaluation; and again. Meanwhile one \
+                more client sweeps, rotates, backs up and verifies the audit log in turn. The retention \
+                schedule must make evaluations due at once ("0 days after filed"), so that every sweep \
+                disposes of the evaluations acknowledged before it began. Lines, as put-loop's: `put <id> \
+                <text>` once a record's filing was acknowledged (a text with `-e` is an evaluation's), \
+                `shredding <id>` before a shred that may take it and `shred <id>` once that shred was \
+                acknowledged, `did <action>` for the operator's, and `error <what> <status> <code>` for an \
+                answer that should not have been given.
+                """
+        )
+        @Option(help: "The daemon's socket.") var socket: String
+        @Option(help: "Concurrent clients filing records.") var clients: Int = 16
+        @Option(help: "A tag in the records' texts, so that runs never repeat a text.") var tag: String
+        @Option(help: "A file of evaluation ids still live from earlier runs: the first sweep disposes of them.") var evaluations: String?
+        @Option(help: "Milliseconds between the operator's actions.") var pause: Int = 10
+
+        /// What the sweeper must know to say which evaluations a sweep certainly took.
+        struct Sweeps {
+            var started = 0
+            var running = false
+            var evaluations: [String] = []
+        }
+
+        /// The sweeps' state, shared by the clients and the operator.
+        final class SweepBook: Sendable {
+            let state: Mutex<Sweeps>
+
+            init(evaluations: [String]) {
+                self.state = Mutex(Sweeps(evaluations: evaluations))
+            }
+        }
+
+        func run() throws {
+            let me = "uid:\(getuid())"
+            let setup = SocketClient(path: self.socket)
+            let roster = try setup.call("PUT", "/v1/roster/mediators/\(me)")
+            guard roster.status == 200 || roster.status == 201 else {
+                emit("error roster \(roster.status) \(roster.code)")
+                Glibc.exit(3)
+            }
+            let earlier = try self.evaluations.map { try String(contentsOfFile: $0, encoding: .utf8).split(separator: "\n").map(String.init) } ?? []
+            let sweeps = SweepBook(evaluations: earlier)
+            emit("ready")
+            let (socket, tag) = (self.socket, self.tag)
+            for client in 0..<self.clients {
+                Thread { Self.fileCases(client: client, socket: socket, tag: "\(tag)-\(client)", me: me, sweeps: sweeps) }.start()
+            }
+            Self.operate(socket: socket, pause: self.pause, sweeps: sweeps)
+        }
+
+        /// Says an answer that should not have been given, and ends this client.
+        static func refused(_ what: String, _ reply: SocketClient.Reply) -> Never {
+            emit("error \(what) \(reply.status) \(reply.code)")
+            while true { sleep(60) }
+        }
+
+        /// One client's cases, one after another, until the daemon goes.
+        static func fileCases(client: Int, socket: String, tag: String, me: String, sweeps: SweepBook) {
+            let http = SocketClient(path: socket)
+            var n = 0
+            func file(_ caseID: String, _ body: String) throws -> String {
+                let reply = try http.call("POST", "/v1/cases/\(caseID)/records", body)
+                guard reply.status == 201, let id = reply.json["record_id"] as? String else { refused("file", reply) }
+                return id
+            }
+            do {
+                while true {
+                    let people = #"[{"name": "A \#(tag)", "contact": "a@example.edu"}, {"name": "B \#(tag)", "contact": "b@example.edu"}]"#
+                    let opened = try http.call("POST", "/v1/cases", #"{"participants": \#(people), "mediators": [\#(quoted(me))]}"#)
+                    guard opened.status == 201, let caseID = opened.json["case_id"] as? String else { refused("open", opened) }
+                    for participant in ["p1", "p2"] {
+                        _ = try file(caseID, #"""
+                            {"type": "agreement_to_mediate", "content": {"participant": "\#(participant)", "signed_at": "2026-11-20T10:00:00Z",
+                            "method": "written", "online": false, "acknowledgements": {"confidentiality": true, "no_recording": true,
+                            "will_not_compel_mediator": true, "will_not_discuss_outside": true}}}
+                            """#)
+                    }
+                    var notes: [String] = []
+                    for _ in 0..<Int.random(in: 2...8) {
+                        let text = "\(tag)-n\(n)"
+                        n += 1
+                        let id = try file(caseID, #"{"type": "session_note", "content": {"text": \#(quoted(text))}}"#)
+                        emit("put \(id) \(text)")
+                        notes.append(id)
+                        if notes.count >= 2, Int.random(in: 0..<3) == 0 {
+                            let victim = notes.remove(at: Int.random(in: 0..<notes.count))
+                            emit("shredding \(victim)")
+                            let shred = try http.call("DELETE", "/v1/records/\(victim)", #"{"reason": "filed_in_error"}"#)
+                            guard shred.status == 200 else { refused("shred", shred) }
+                            emit("shred \(victim)")
+                        }
+                    }
+                    // Either way every note of the case goes, in the same operation.
+                    for id in notes { emit("shredding \(id)") }
+                    let shredded: [String]
+                    if Bool.random() {
+                        let text = "\(tag)-f\(n)"
+                        n += 1
+                        let body = #"""
+                            {"type": "final_agreement", "content": {"terms": \#(quoted(text)), "outcome": "resolved",
+                            "outcome_confidential": true, "consents": ["p1", "p2"]}}
+                            """#
+                        let reply = try http.call("POST", "/v1/cases/\(caseID)/records", body)
+                        guard reply.status == 201, let id = reply.json["record_id"] as? String else { refused("final", reply) }
+                        emit("put \(id) \(text)")
+                        shredded = reply.json["shredded"] as? [String] ?? []
+                    } else {
+                        let reply = try http.call("POST", "/v1/cases/\(caseID)/close", #"{"outcome": "no_agreement"}"#)
+                        guard reply.status == 200 else { refused("close", reply) }
+                        shredded = reply.json["shredded"] as? [String] ?? []
+                    }
+                    for id in shredded { emit("shred \(id)") }
+                    if Set(shredded) != Set(notes) { emit("error final-shredded 200 not-every-note") }
+                    // An evaluation, due at once: a sweep that began before it was acknowledged may take it.
+                    let text = "\(tag)-e\(n)"
+                    n += 1
+                    let (before, running) = sweeps.state.withLock { ($0.started, $0.running) }
+                    let id = try file(caseID, #"{"type": "evaluation", "content": {"satisfaction": 4, "would_recommend": true, "comment": \#(quoted(text))}}"#)
+                    emit("put \(id) \(text)")
+                    sweeps.state.withLock { state in
+                        if running || state.running || state.started != before { emit("shredding \(id)") }
+                        state.evaluations.append(id)
+                    }
+                }
+            } catch {
+                // The daemon went: nothing more is acknowledged.
+                while true { sleep(60) }
+            }
+        }
+
+        /// The operator: a sweep, a rotation, a backup and an audit verification in turn, until the daemon goes.
+        static func operate(socket: String, pause: Int, sweeps: SweepBook) -> Never {
+            let http = SocketClient(path: socket)
+            // Each run begins at another of the four, so that short runs between cuts reach every one.
+            var round = Int.random(in: 0..<4)
+            do {
+                while true {
+                    usleep(UInt32(pause * 1000))
+                    round += 1
+                    switch round % 4 {
+                    case 0:
+                        let taken = sweeps.state.withLock { state in
+                            state.started += 1
+                            state.running = true
+                            defer { state.evaluations = [] }
+                            return state.evaluations
+                        }
+                        for id in taken { emit("shredding \(id)") }
+                        // Every taken evaluation was filed before this moment, so before the sweep's own clock.
+                        usleep(2_000)
+                        let reply = try http.call("POST", "/v1/admin/sweep")
+                        guard reply.status == 200 else { refused("sweep", reply) }
+                        for id in taken { emit("shred \(id)") }
+                        sweeps.state.withLock { $0.running = false }
+                        emit("did sweep")
+                    case 1:
+                        let reply = try http.call("POST", "/v1/admin/rotate")
+                        guard reply.status == 200 else { refused("rotate", reply) }
+                        emit("did rotate")
+                    case 2:
+                        let reply = try http.call("POST", "/v1/admin/backup")
+                        guard reply.status == 200, !reply.body.isEmpty else { refused("backup", reply) }
+                        emit("did backup")
+                    default:
+                        let reply = try http.call("GET", "/v1/audit/verify")
+                        guard reply.status == 200, reply.json["ok"] as? Bool == true else { refused("audit-verify", reply) }
+                        emit("did audit-verify")
+                    }
+                }
+            } catch {
+                while true { sleep(60) }
+            }
+        }
+    }
+
+    struct SocketCheck: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "socket-check",
+            abstract: "Read records back through a daemon's socket, as its standard input lists them.",
+            discussion: """
+                Input lines: `live <id> <text>` (must read back with that text), `gone <id>` (must answer \
+                shredded or not found), `either <id> <text>` (one or the other). Output: `lost <id> <status>`, \
+                `changed <id>`, `resurrected <id>` and `wrong <id> <status>` for what breaks a promise, `kept \
+                <id>` or `shredded <id>` for each `either`, then `certificate <record id>` for every record \
+                a shred certificate names, `audit <ok> <entries>` from the audit verification, and `done`.
+                """
+        )
+        @Option(help: "The daemon's socket.") var socket: String
+
+        /// The text a record was filed with: its note's text, its evaluation's comment or its agreement's terms.
+        static func text(of reply: SocketClient.Reply) -> String? {
+            let content = reply.json["content"] as? [String: Any] ?? [:]
+            return (content["text"] ?? content["comment"] ?? content["terms"]) as? String
+        }
+
+        func run() throws {
+            let http = SocketClient(path: self.socket)
+            while let line = readLine() {
+                let parts = line.split(separator: " ").map(String.init)
+                guard parts.count >= 2 else { continue }
+                let reply = try http.call("GET", "/v1/records/\(parts[1])")
+                let gone = reply.status == 410 || reply.status == 404
+                switch parts[0] {
+                case "live":
+                    if reply.status != 200 { emit("lost \(parts[1]) \(reply.status)") } else if Self.text(of: reply) != parts.last { emit("changed \(parts[1])") }
+                case "gone":
+                    if !gone { emit("resurrected \(parts[1]) \(reply.status)") }
+                default:
+                    if gone {
+                        emit("shredded \(parts[1])")
+                    } else if reply.status == 200 && Self.text(of: reply) == parts.last {
+                        emit("kept \(parts[1])")
+                    } else {
+                        emit("wrong \(parts[1]) \(reply.status)")
+                    }
+                }
+            }
+            let certificates = try http.call("GET", "/v1/certificates")
+            guard certificates.status == 200 else { throw ValidationError("certificates: \(certificates.status) \(certificates.code)") }
+            for id in Set(recordIDs(in: certificates.json)) { emit("certificate \(id)") }
+            let audit = try http.call("GET", "/v1/audit/verify")
+            emit("audit \(audit.json["ok"] as? Bool ?? false) \(audit.json["entries"] as? Int ?? -1)")
+            emit("done")
+        }
+    }
+}
