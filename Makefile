@@ -72,7 +72,7 @@ bench: deps
 	scripts/bench-slow-peers.sh
 	python3 scripts/secret-copies.py .build/release
 
-## soak: the SIGKILL crash test and the power-cut test with many more cycles than make test runs (1,000 and 500)
+## soak: the SIGKILL crash test and both power-cut tests with many more cycles than make test runs (1,000, 500 and 500)
 soak: deps powercutfs
 	scripts/crash-soak.sh
 
