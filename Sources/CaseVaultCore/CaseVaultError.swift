@@ -58,6 +58,8 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         case nestingTooDeep = "nesting-too-deep"
         /// A mediator named in the request is not on the mediator roster.
         case notOnRoster = "not-on-roster"
+        /// A user named in the request is well formed but no user of this host has that name.
+        case unknownUser = "unknown-user"
         /// The request was not received in the configured time.
         case requestTimeout = "request-timeout"
         /// The daemon is at its configured number of connections.

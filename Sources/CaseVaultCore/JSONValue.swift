@@ -47,9 +47,17 @@ extension JSONValue {
             self = .string(text)
         case let number as NSNumber:
             // JSONSerialization marks booleans with the ObjC type "c"; integers as "i", "l" or "q"; the rest "d".
+            // A number written with a fraction or exponent that is still whole (5.0, 2e1) is an integer, as JSON
+            // Schema counts it: a field that takes an integer takes it, exactly up to 2^53.
             switch String(cString: number.objCType) {
             case "c": self = .bool(number.boolValue)
-            case "d", "f": self = .number(number.doubleValue)
+            case "d", "f":
+                let value = number.doubleValue
+                if value.rounded(.towardZero) == value, abs(value) <= 9_007_199_254_740_992 {
+                    self = .integer(Int64(value))
+                } else {
+                    self = .number(value)
+                }
             default: self = .integer(number.int64Value)
             }
         case let items as [Any]:

@@ -47,7 +47,7 @@ struct Problem: Encodable {
             return .unprocessableContent
         case .contentTooLarge:
             return .contentTooLarge
-        case .notFound, .routeNotFound:
+        case .notFound, .routeNotFound, .unknownUser:
             return .notFound
         case .shredded:
             return .gone

@@ -7,8 +7,8 @@ internal import Glibc
 /// Mediators are Unix users. The API names them as `uid:N`, `user:NAME` or a bare user name; the index
 /// keeps uids only.
 enum Users {
-    /// The uid a client names; `invalid-identifier` for a form it does not have or a user this system
-    /// does not know.
+    /// The uid a client names; `invalid-identifier` for a form it does not have, `unknown-user` for a
+    /// name no user of this system has.
     static func uid(_ text: String, field: String? = nil) throws(CaseVaultError) -> UInt32 {
         let invalid = CaseVaultError(
             .invalidIdentifier, "a mediator is uid:N or the name of a user this system knows", field: field
@@ -20,8 +20,9 @@ enum Users {
             return uid
         }
         let name = text.hasPrefix("user:") ? String(text.dropFirst(5)) : text
-        guard !name.isEmpty, name.utf8.count <= 64, !name.utf8.contains(0), let uid = Self.lookup(name: name) else {
-            throw invalid
+        guard !name.isEmpty, name.utf8.count <= 64, !name.utf8.contains(0) else { throw invalid }
+        guard let uid = Self.lookup(name: name) else {
+            throw CaseVaultError(.unknownUser, "no user of this system has this name; name one it knows, or uid:N", field: field)
         }
         return uid
     }

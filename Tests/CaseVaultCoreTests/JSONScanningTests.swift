@@ -50,6 +50,19 @@ struct JSONScanningTests {
         }
     }
 
+    // Found by make check-api: a limit of 451.0 was refused, though JSON Schema counts it an integer.
+    @Test("a whole number written with a fraction or an exponent parses as an integer, exactly up to 2^53; others stay numbers")
+    func wholeNumbersAreIntegers() throws {
+        let document = try #require(JSONValue.parse(Array(#"{"a": 5.0, "b": 2e1, "c": -0.0, "d": 5.5, "e": 1e300, "f": 9007199254740992.0, "g": 7}"#.utf8)))
+        #expect(document["a"] == .integer(5))
+        #expect(document["b"] == .integer(20))
+        #expect(document["c"] == .integer(0))
+        #expect(document["d"] == .number(5.5))
+        #expect(document["e"] == .number(1e300))
+        #expect(document["f"] == .integer(9_007_199_254_740_992))
+        #expect(document["g"] == .integer(7))
+    }
+
     @Test("nesting depth counts brackets outside strings only")
     func nesting() {
         func deeper(_ text: String, _ limit: Int) -> Bool {

@@ -70,7 +70,9 @@ struct BadRequestTests {
             ("null supersedes", "POST", records, #"{"type": "session_note", "supersedes": null, "content": {"text": "x"}}"#, "application/json", 400, "invalid-field"),
             ("contact not text", "POST", "/v1/cases", #"{"participants": [{"name": "a", "contact": {}}, {"name": "b"}]}"#, "application/json", 400, "invalid-field"),
             ("bad shred reason", "DELETE", "/v1/records/\(note)", #"{"reason": "because"}"#, "application/json", 400, "invalid-field"),
-            ("unknown user", "PUT", "/v1/roster/mediators/no-such-user-here", nil, "", 400, "invalid-identifier"),
+            // Found by make check-api: a well-formed name no user has is not found, not malformed.
+            ("unknown user", "PUT", "/v1/roster/mediators/no-such-user-here", nil, "", 404, "unknown-user"),
+            ("unknown mediator", "POST", "/v1/cases", #"{"participants": [{"name": "a"}, {"name": "b"}], "mediators": ["no-such-user-here"]}"#, "application/json", 404, "unknown-user"),
             // Found by make check-api: UInt32 parses "+5" and "-0"; only digits name a uid.
             ("signed uid", "PUT", "/v1/roster/mediators/uid:+4002", nil, "", 400, "invalid-identifier"),
             ("bad escape", "PUT", "/v1/roster/mediators/uid%3", nil, "", 400, "invalid-identifier"),

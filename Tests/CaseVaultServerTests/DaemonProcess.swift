@@ -199,6 +199,8 @@ enum Client {
         var body: Data
         /// The Retry-After header, when there was one.
         var retryAfter: String? = nil
+        /// The CaseVault-Media-Type header (an attachment's), when there was one.
+        var mediaType: String? = nil
 
         var json: [String: Any] {
             (try? JSONSerialization.jsonObject(with: self.body)) as? [String: Any] ?? [:]
@@ -226,7 +228,7 @@ enum Client {
     ) throws -> Reply {
         // A bound time: a socket that listens but is never served (a daemon that died) must fail the test, not hang it.
         var arguments = [
-            "-s", "--max-time", "120", "--path-as-is", "-o", "-", "-w", "\n%{http_code}\t%header{retry-after}\t%{content_type}", "--unix-socket", socket, "-X", method,
+            "-s", "--max-time", "120", "--path-as-is", "-o", "-", "-w", "\n%{http_code}\t%header{retry-after}\t%{content_type}\t%header{casevault-media-type}", "--unix-socket", socket, "-X", method,
         ]
         var bodyFile: String?
         defer { bodyFile.map { _ = unlink($0) } }
@@ -252,7 +254,8 @@ enum Client {
             status: Int(trailer.first ?? "") ?? 0,
             contentType: trailer.count > 2 ? String(trailer[2]) : "",
             body: Data(output[..<newline]),
-            retryAfter: trailer.count > 1 && !trailer[1].isEmpty ? String(trailer[1]) : nil
+            retryAfter: trailer.count > 1 && !trailer[1].isEmpty ? String(trailer[1]) : nil,
+            mediaType: trailer.count > 3 && !trailer[3].isEmpty ? String(trailer[3]) : nil
         )
     }
 }
