@@ -52,8 +52,14 @@ public final class AuditLog: FlushRider {
     private let chain: Mutex<Chain>
 
     struct Shared {
-        /// The break to record at attach when open set aside an end a power cut tore.
+        /// The break the next attach records: open set aside an end a power cut tore.
         var tornAtOpen: String?
+        /// How far the file being written is known durable: its end when the last own flush began.
+        var durable: (file: ObjectIdentifier, end: Int64)?
+        /// Set by a failed flush (own or ride): the file and the offset from which the next flush first
+        /// writes again what is there. After a failed writeback Linux marks the pages clean though they never
+        /// reached the disk, so a later flush that succeeds would not write them ("fsyncgate").
+        var rewrite: (file: ObjectIdentifier, from: Int64)?
         var pending: [Pending] = []
         var draining = false
         var signer: AuditSigner?
@@ -222,7 +228,8 @@ public final class AuditLog: FlushRider {
         /// Bytes of an entry a crash left half-written, cut away (it was never acknowledged).
         public var discardedBytes: Int
         public var entries: UInt64
-        /// Where the end a power cut tore was set aside (`Finding.tornByPowerCut`), in the log's directory.
+        /// The file in the log's directory that the end a power cut tore was copied to (`tornEnd`); the
+        /// next attach records the break.
         public var tornEndSetAside: String? = nil
     }
 
@@ -291,19 +298,12 @@ public final class AuditLog: FlushRider {
             guard tail.seq >= first, end == contentEnd else { throw Self.damaged() }
             return (tail, lastStart, first)
         }
-        let readTail = { () throws(CaseVaultError) in try Self.readTail(file, size: size) { () throws(CaseVaultError) in try base().0 } }
-        var tornAside: String?
-        var found: (AuditLine.Tail, lastStart: Int64, end: Int64, contentEnd: Int64)
-        do {
-            found = try readTail()
-        } catch {
-            // The last entries do not check out. A power cut that lost a block the log had not flushed leaves
-            // zeros among them: that end is set aside (and the check at attach walks what is before it).
-            guard error.code == .integrityFailure, let from = try Self.tornEnd(file, size: size) else { throw error }
-            tornAside = try Self.setAside(file, from: from, size: size, in: directory, stamp: clock())
-            found = try readTail()
+        // Before anything else reads or writes the log's end: an end a power cut tore is set aside.
+        let torn = try Self.tornEnd(file, size: size, head: try Self.readHead(directory + "/head"))
+        let aside = try torn.map { torn throws(CaseVaultError) in
+            try Self.setAside(file, from: torn.from, to: torn.contentEnd, in: directory, stamp: clock())
         }
-        var (tail, lastStart, end, contentEnd) = found
+        var (tail, lastStart, end, contentEnd) = try Self.readTail(file, size: size) { () throws(CaseVaultError) in try base().0 }
         let discarded = Int(contentEnd - end)
         if discarded > 0 {
             // A torn entry is zeroed, as the unused space after it is.
@@ -330,78 +330,72 @@ public final class AuditLog: FlushRider {
             directory: directory, file: file, chain: chain, checkpointInterval: checkpointInterval, retention: retention,
             acceptBreak: acceptBreak, clock: clock
         )
-        if let tornAside {
-            log.shared.withLock { $0.tornAtOpen = Self.tornDescription(after: tail.seq, aside: tornAside) }
+        if let aside {
+            log.shared.withLock {
+                $0.tornAtOpen = "a power cut tore the log after entry \(tail.seq) before it was flushed, so no answer had waited "
+                    + "for what followed; it was set aside in audit/\(aside)"
+            }
         }
-        return (log, Recovery(discardedBytes: discarded, entries: tail.seq, tornEndSetAside: tornAside))
+        return (log, Recovery(discardedBytes: discarded, entries: tail.seq, tornEndSetAside: aside))
     }
 
-    /// The break a torn end set aside is recorded as: entry numbers and a file name, nothing else.
-    static func tornDescription(after seq: UInt64, aside: String) -> String {
-        "a power cut tore the log after entry \(seq) before it was flushed, so no answer had waited for what followed; "
-            + "it was set aside in audit/\(aside)"
-    }
+    /// How far back from the end of `log` a torn end is looked for: more than the log writes between two
+    /// flushes, however busy.
+    static let tornScanBytes: Int64 = 16 << 20
 
-    /// Where the end of `file` that a power cut tore begins, or `nil` when its damage has another shape: the
-    /// earliest line that holds a zero byte (the log writes none), provided the two whole lines before it
-    /// are entries that follow one from the other (or are the file's first), read backwards from the end.
-    /// A hole further back, behind entries that check out, is found by the walk at attach.
-    private static func tornEnd(_ file: PosixFile, size: Int64) throws(CaseVaultError) -> Int64? {
-        var window: Int64 = 1 << 20
-        while true {
-            let start = max(0, size - window)
-            let bytes = try file.read(count: Int(size - start), at: start)
-            guard let lastNewline = bytes.lastIndex(of: UInt8(ascii: "\n")) else {
-                // The file is zero-filled ahead of its entries.
-                if start == 0 { return nil }
-                window *= 4
-                continue
+    /// Where the end of `file` that a power cut tore begins, and where its written bytes end; `nil` when
+    /// nothing is torn so. A block the log wrote but had not flushed comes back from a power cut as the zeros
+    /// the file was grown with, while a later block may have reached the disk; the log's entries hold no
+    /// zero byte. The log is written in order under one lock and a flush makes everything written before it
+    /// durable (after a failed flush the log rewrites what that flush should have made durable), so no
+    /// flush finished after such a block was written, and no answer waited for any entry from its line on.
+    /// So the earliest whole line, in the last `tornScanBytes` before the last written byte, that holds a
+    /// zero byte begins a torn end; unless the line before it is older than the head, the checkpoint the
+    /// log last knew flushed, which a power cut cannot take.
+    private static func tornEnd(_ file: PosixFile, size: Int64, head: [UInt8]?) throws(CaseVaultError) -> (from: Int64, contentEnd: Int64)? {
+        guard size > 0 else { return nil }
+        // The last written byte, looked for backwards: the file is zero-filled past its entries.
+        var contentEnd: Int64 = 0
+        var probe = size
+        while probe > 0 && contentEnd == 0 {
+            let start = max(0, probe - (1 << 20))
+            if let last = try file.read(count: Int(probe - start), at: start).lastIndex(where: { $0 != 0 }) {
+                contentEnd = start + Int64(last + 1)
             }
-            // Whole lines, newest first, by where they start; the first may have begun before the window.
-            var ends = [lastNewline]
-            var cursor = lastNewline
-            while let previous = bytes[..<cursor].lastIndex(of: UInt8(ascii: "\n")) {
-                ends.append(previous)
-                cursor = previous
-            }
-            var earliest: Int?
-            var clean: [AuditLine.Parsed] = []
-            for (number, lineEnd) in ends.enumerated() {
-                let lineStart = number + 1 < ends.count ? ends[number + 1] + 1 : 0
-                if lineStart == 0 && start > 0 { break }
-                let line = bytes[lineStart..<lineEnd]
-                if line.contains(0) {
-                    earliest = lineStart
-                    clean = []
-                    continue
-                }
-                guard let parsed = AuditLine.parse(line) else { return nil }
-                guard let torn = earliest else { continue }
-                clean.append(parsed)
-                if clean.count == 2 {
-                    let (later, before) = (clean[0], clean[1])
-                    guard later.entry.seq == before.entry.seq &+ 1, AuditChain.hash(previous: before.hash, json: later.json) == later.hash else {
-                        return nil
-                    }
-                    return start + Int64(torn)
-                }
-            }
-            if start == 0 { return earliest.map { Int64($0) } }
-            window *= 4
+            probe = start
         }
+        guard contentEnd > 0 else { return nil }
+        let start = max(0, contentEnd - Self.tornScanBytes)
+        let bytes = try file.read(count: Int(contentEnd - start), at: start)
+        // Whole lines only: the first may have begun before the region.
+        var lineStart = start == 0 ? 0 : (bytes.firstIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? bytes.count)
+        var previous: Range<Int>?
+        while lineStart < bytes.count {
+            let lineEnd = bytes[lineStart...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.count
+            if bytes[lineStart..<lineEnd].contains(0) {
+                // The head's entry was flushed before the head was written: a zero line before it is damage.
+                if let head, let parsedHead = try? JSONDecoder().decode(AuditHead.self, from: Data(head)) {
+                    let before = previous.flatMap { AuditLine.parse(bytes[$0]) }?.entry.seq ?? 0
+                    guard before >= parsedHead.seq else { return nil }
+                }
+                return (start + Int64(lineStart), contentEnd)
+            }
+            previous = lineStart..<lineEnd
+            lineStart = lineEnd + 1
+        }
+        return nil
     }
 
-    /// Copies `file` from `offset` to its last written byte into `<file>.torn-<stamp>` beside it, zeroes it there,
-    /// and makes both durable; returns the copy's name.
-    private static func setAside(_ file: PosixFile, from offset: Int64, size: Int64, in directory: String, stamp: Int64) throws(CaseVaultError) -> String {
-        let bytes = try file.read(count: Int(size - offset), at: offset)
-        let written = (bytes.lastIndex(where: { $0 != 0 }) ?? -1) + 1
+    /// Copies `file` from `offset` to `end` into `log.torn-<stamp>` beside it, zeroes it there, and makes
+    /// both durable; returns the copy's name.
+    private static func setAside(_ file: PosixFile, from offset: Int64, to end: Int64, in directory: String, stamp: Int64) throws(CaseVaultError) -> String {
+        let bytes = try file.read(count: Int(end - offset), at: offset)
         let name = AuditFiles.current + ".torn-\(stamp)"
         let aside = try PosixFile(path: directory + "/" + name, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
-        try aside.write(Array(bytes[..<written]), at: 0)
+        try aside.write(bytes, at: 0)
         try aside.flushData()
         try DataDirectory.flushDirectory(directory)
-        try file.write([UInt8](repeating: 0, count: written), at: offset)
+        try file.write([UInt8](repeating: 0, count: bytes.count), at: offset)
         try file.flushData()
         return name
     }
@@ -494,20 +488,17 @@ public final class AuditLog: FlushRider {
     /// (nothing is written), unless the log was opened with `acceptBreak` (once): then whatever of the log
     /// does not check out is moved aside (`audit/log.broken-<time>`, with the head), and the break is
     /// recorded (with files missing from the middle of the log, the files before the gap are moved aside,
-    /// and the break's entry names where the log now begins). One break needs no operator: the end of the
-    /// current file torn by a power cut (`Finding.tornByPowerCut`) is set aside and recorded as a break in
-    /// the same way, and its description returned, for the daemon to log. Attaching to the store already
-    /// attached does nothing.
-    @discardableResult
-    public func attach(to store: RecordStore) throws(CaseVaultError) -> String? {
-        if self.shared.withLock({ $0.anchorStore === store }) { return nil }
+    /// and the break's entry names where the log now begins). Attaching to the store already attached does
+    /// nothing.
+    public func attach(to store: RecordStore) throws(CaseVaultError) {
+        if self.shared.withLock({ $0.anchorStore === store }) { return }
         let signer = store.auditSigner
-        var repaired = self.shared.withLock { state in
-            defer { state.tornAtOpen = nil }
-            return state.tornAtOpen
-        }
+        // An end a power cut tore, set aside at open, is recorded as a break with the first attach that
+        // succeeds, together with anything else accepted.
+        let torn = self.shared.withLock { $0.tornAtOpen }
         if var finding = try self.check(against: store, signer: signer) {
-            let accepted = finding.tornByPowerCut || self.acceptBreak.withLock { accept in
+            if let torn { finding.description += "; before that, \(torn)" }
+            let accepted = self.acceptBreak.withLock { accept in
                 defer { accept = false }
                 return accept
             }
@@ -518,12 +509,7 @@ public final class AuditLog: FlushRider {
                         + "Keep a copy of the data directory's audit/ for investigation; casevaultctl doctor says how to go on"
                 )
             }
-            let aside = try finding.cut.flatMap { cut throws(CaseVaultError) in try self.setAside(from: cut) }
-            if finding.tornByPowerCut, let cut = finding.cut {
-                finding.description = Self.tornDescription(after: cut.last.seq, aside: aside ?? "")
-                    + (repaired.map { " (and before that, \($0))" } ?? "")
-                repaired = finding.description
-            }
+            if let cut = finding.cut { try self.setAside(from: cut) }
             if let floor = finding.floor {
                 try self.setAside(before: floor)
                 // The next file's first entry says where the log now begins, for the checks of later starts.
@@ -531,8 +517,9 @@ public final class AuditLog: FlushRider {
             }
             try self.attach(signer, breakFound: finding.description, firstKept: finding.floor)
         } else {
-            try self.attach(signer, breakFound: repaired)
+            try self.attach(signer, breakFound: torn)
         }
+        self.shared.withLock { $0.tornAtOpen = nil }
         do {
             // The anchor names only what is on disk: the tail as it stands, then flushed.
             let tail = self.shared.withLock { $0.writtenTail }
@@ -549,7 +536,6 @@ public final class AuditLog: FlushRider {
             self.shared.withLock { $0.signer = nil }
             throw error
         }
-        return repaired
     }
 
     /// What the check at attach found, and from where the log cannot be trusted.
@@ -561,12 +547,6 @@ public final class AuditLog: FlushRider {
         /// Files of the log are missing before this entry: accepting the break moves the files before it
         /// aside, and the log begins here.
         var floor: UInt64?
-        /// Nothing is wrong but a line of the current file that holds zero bytes, and everything after it. The
-        /// log holds no zero byte in its entries, and its file is zero-filled ahead of them: what a power cut
-        /// leaves when it loses a block the log wrote but had not flushed. The log is written in order and
-        /// each flush makes everything before it durable, so no flush finished after that block was written:
-        /// no answer waited for any entry from there on, and the daemon sets them aside itself.
-        var tornByPowerCut = false
     }
 
     struct Cut {
@@ -709,10 +689,7 @@ public final class AuditLog: FlushRider {
         let walked = try self.walk(parts, from: floorIndex, gap: files != nil, anchor: anchor, entries: entries, signer: signer)
         let found = [problem, files?.description, walked?.description].compactMap { $0 }
         guard !found.isEmpty else { return nil }
-        return Finding(
-            description: found.joined(separator: "; "), cut: walked?.cut, floor: files?.floor ?? walked?.floor,
-            tornByPowerCut: problem == nil && files == nil && walked?.tornByPowerCut == true
-        )
+        return Finding(description: found.joined(separator: "; "), cut: walked?.cut, floor: files?.floor ?? walked?.floor)
     }
 
     /// The walk under the root key: from the anchor's entry (or, when there is none or it lies before a gap
@@ -796,7 +773,6 @@ public final class AuditLog: FlushRider {
             while position < end {
                 guard let newline = bytes[position..<end].firstIndex(of: UInt8(ascii: "\n")) else { break }
                 var reason: String?
-                var torn = false
                 if let parsed = AuditLine.parse(bytes[position..<newline]) {
                     if !began {
                         began = true
@@ -805,13 +781,12 @@ public final class AuditLog: FlushRider {
                     reason = reason ?? walker.step(parsed)
                 } else {
                     reason = "it is not an entry (its shape was altered)"
-                    torn = index == parts.count - 1 && bytes[position..<newline].contains(0)
                 }
                 if let reason {
                     let last = AuditAnchor(seq: walker.seq, hash: walker.previous, offset: lastStart, file: lastFile)
                     return Finding(
                         description: "entry \(walker.seq &+ 1) (\(part.name)): \(reason)",
-                        cut: Cut(file: part.first, offset: windowStart + Int64(position), last: last), tornByPowerCut: torn
+                        cut: Cut(file: part.first, offset: windowStart + Int64(position), last: last)
                     )
                 }
                 lastStart = windowStart + Int64(position)
@@ -824,13 +799,11 @@ public final class AuditLog: FlushRider {
 
     /// Moves the log from `cut` on aside (`<file>.broken-<time>`, made durable) together with the head: the
     /// rest of the cut's file is copied aside and cut from it, later files are renamed aside, and the chain
-    /// carries on from `cut.last` (in a new, empty `log` when the cut was in a rotated file). Returns the
-    /// name of the file the cut's file went to.
-    @discardableResult
-    private func setAside(from cut: Cut) throws(CaseVaultError) -> String? {
+    /// carries on from `cut.last` (in a new, empty `log` when the cut was in a rotated file).
+    private func setAside(from cut: Cut) throws(CaseVaultError) {
         let stamp = self.clock()
         let parts = try self.parts()
-        guard let index = parts.firstIndex(where: { $0.first == cut.file }) else { return nil }
+        guard let index = parts.firstIndex(where: { $0.first == cut.file }) else { return }
         try self.chain.withLock { chain throws(CaseVaultError) in
             let part = parts[index]
             let length = Int(part.end - cut.offset)
@@ -879,7 +852,6 @@ public final class AuditLog: FlushRider {
             chain.dirtyBytes = 0
         }
         self.shared.withLock { $0.writtenTail = cut.last }
-        return parts[index].name + ".broken-\(stamp)"
     }
 
     /// Moves the rotated files that begin before `floor` aside (`<file>.broken-<time>`): files missing
@@ -1338,8 +1310,18 @@ public final class AuditLog: FlushRider {
             }
             guard let (target, checkpoint, anchor) = next else { return }
             var failure: CaseVaultError?
+            let file = self.file
+            var end: Int64 = 0
             do throws(CaseVaultError) {
-                try self.file.flushData()
+                // Everything written so far, and again what a failed flush should have made durable.
+                end = try self.chain.withLock { chain throws(CaseVaultError) in
+                    let rewrite = self.shared.withLock { $0.rewrite }
+                    if let rewrite, rewrite.file == ObjectIdentifier(file), rewrite.from < chain.end {
+                        try file.write(try file.read(count: Int(chain.end - rewrite.from), at: rewrite.from), at: rewrite.from)
+                    }
+                    return chain.end
+                }
+                try file.flushData()
                 if let checkpoint {
                     try self.writeHead(seq: checkpoint.anchor.seq, hash: checkpoint.anchor.hash, signer: checkpoint.signer)
                 }
@@ -1355,11 +1337,14 @@ public final class AuditLog: FlushRider {
             }
             let ready = self.shared.withLock { state -> [Waiter] in
                 if let failure {
+                    Self.needRewrite(&state, of: file)
                     state.syncFailure = failure.message
                     // The head stays behind; the next flush tries it again.
                     if state.unsyncedCheckpoint == nil { state.unsyncedCheckpoint = checkpoint }
                 } else {
                     state.syncFailure = nil
+                    state.durable = (ObjectIdentifier(file), end)
+                    if state.rewrite?.file == ObjectIdentifier(file) { state.rewrite = nil }
                     state.synced = max(state.synced, target)
                     state.ownSynced = max(state.ownSynced, target)
                     state.ownFlushes += 1
@@ -1440,7 +1425,20 @@ public final class AuditLog: FlushRider {
     }
 
     public func board(_ token: UInt64) -> Bool {
-        (try? self.file.writeBack(wait: true)) != nil
+        let file = self.file
+        guard (try? file.writeBack(wait: true)) != nil else {
+            self.shared.withLock { Self.needRewrite(&$0, of: file) }
+            return false
+        }
+        return true
+    }
+
+    /// After a failed flush of `file`: its next flush writes again everything since its last durable end (all
+    /// of it, when none is known).
+    private static func needRewrite(_ state: inout Shared, of file: PosixFile) {
+        let id = ObjectIdentifier(file)
+        guard state.rewrite?.file != id else { return }
+        state.rewrite = (id, state.durable.flatMap { $0.file == id ? $0.end : nil } ?? 0)
     }
 
     public func rode(_ token: UInt64) {

@@ -82,17 +82,15 @@ public enum Daemon {
         if recovery.discardedBytes > 0 {
             logger.warning("cut a torn last entry from the audit log", metadata: ["audit.bytes": "\(recovery.discardedBytes)"])
         }
-        // Every store the keeper opens later (init, unseal) goes to the audit log first, and is served only
-        // if the log checks out against its anchor. An end a power cut tore is set aside, recorded as a break
-        // in the log and said here (entry numbers and a file name only).
-        let attach = { @Sendable (store: RecordStore) throws(CaseVaultError) in
-            if let repaired = try audit.attach(to: store) {
-                logger.warning("set aside the audit log's torn end", metadata: ["audit.break": "\(repaired)"])
-            }
+        if let aside = recovery.tornEndSetAside {
+            // Recorded as a break in the log at the first attach (at once, or at unseal).
+            logger.warning("set aside the audit log's torn end", metadata: ["audit.file": "\(aside)", "audit.entries": "\(recovery.entries)"])
         }
-        keeper.admit { store in try attach(store) }
+        // Every store the keeper opens later (init, unseal) goes to the audit log first, and is served only
+        // if the log checks out against its anchor.
+        keeper.admit { store in try audit.attach(to: store) }
         if let store = try? keeper.store() {
-            try attach(store)
+            try audit.attach(to: store)
         } else {
             logger.notice(keeper.isInitialised ? "sealed: waiting for casevaultctl unseal" : "not initialised: waiting for casevaultctl init")
         }

@@ -166,62 +166,98 @@ struct AuditLogTests {
         store.close()
     }
 
-    /// Where a power cut can leave zeros in the log's end: in an entry the last two lines follow (found by the
-    /// walk at attach), or in the last two (found at open).
-    enum TornLine: CaseIterable {
-        case behindTheTail, inTheTail
+    /// Where a power cut's lost block lies in the log's end: among the last two lines, which open checks,
+    /// or behind them; or before the head, the checkpoint the log last knew flushed, which no cut can take.
+    enum LostBlock: CaseIterable {
+        case inTheLastLines, behindTheLastLines, beforeTheHead
     }
 
-    @Test("an end a power cut tore (a lost block reads back as zeros) is set aside by the next start with no operator and recorded as a break; other damage there is still refused",
-          arguments: TornLine.allCases)
-    func powerCutTornEndIsSetAside(_ torn: TornLine) async throws {
+    @Test("an end a power cut tore (a lost block reads back as zeros, a later one kept) is set aside at open with no operator and recorded as a break; zeros before the head are left for verify to name, altered bytes refused",
+          arguments: LostBlock.allCases)
+    func powerCutTornEndIsSetAside(_ lost: LostBlock) async throws {
         let vault = TestVault()
+        let interval = lost == .beforeTheHead ? 5 : 1000
         do {
             let store = try vault.open()
-            let (log, _) = try AuditLog.open(directory: store.auditDirectory, clock: { 1_700_000_000_000 })
+            let (log, _) = try AuditLog.open(directory: store.auditDirectory, checkpointInterval: interval, clock: { 1_700_000_000_000 })
             try log.attach(to: store)
-            // Anchored at attach; these come after it, as the entries of a power cut's last moment do.
-            for number in UInt64(1)...6 {
+            // Anchored at attach; these come after it, as the entries of a power cut's last moments do.
+            for number in UInt64(1)...60 {
                 try await log.awaitDurable(try await log.append(Self.request(number)))
             }
             store.close()
         }
         let path = vault.data + "/audit/log"
         let (bytes, _) = Self.read(vault)
-        let starts = [0] + bytes[..<Self.contentEnd(bytes)].indices.filter { bytes[$0] == UInt8(ascii: "\n") }.map { $0 + 1 }.dropLast()
-        let damaged = starts[starts.count - (torn == .behindTheTail ? 3 : 2)]
-        // Altered bytes there are not what a power cut leaves: refused, as before.
-        var altered = bytes
-        altered[damaged + 20] ^= 0x04
-        _ = FileManager.default.createFile(atPath: path, contents: Data(altered), attributes: [.posixPermissions: 0o600])
-        do {
+        let end = Self.contentEnd(bytes)
+        let starts = [0] + bytes[..<end].indices.filter { bytes[$0] == UInt8(ascii: "\n") }.map { $0 + 1 }.dropLast()
+        func seq(_ start: Int) -> UInt64 {
+            let line = String(decoding: bytes[start...].prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+            let digits = line.components(separatedBy: "\"seq\":").last?.prefix { $0.isNumber } ?? ""
+            return UInt64(digits) ?? 0
+        }
+        // What the cut lost: a whole 4 KiB block of what was written, with more written after it; or, among
+        // the last two lines, from inside one to inside the next.
+        let lostBytes: Range<Int>
+        switch lost {
+        case .inTheLastLines: lostBytes = (starts[starts.count - 2] + 20)..<(starts[starts.count - 1] + 20)
+        case .behindTheLastLines, .beforeTheHead:
+            let block = (starts[starts.count - 12] / 4096) * 4096
+            lostBytes = block..<(block + 4096)
+        }
+        #expect(lostBytes.upperBound < end, "the log is too short for bytes to be kept after the lost ones")
+        let tornLine = try #require(starts.last { $0 <= lostBytes.lowerBound })
+        let lastKept = try #require(starts.last { $0 < tornLine })
+
+        if lost != .beforeTheHead {
+            // Altered bytes there are not what a power cut leaves: refused, as before (after the anchor).
+            var altered = bytes
+            altered[tornLine + 30] ^= 0x04
+            _ = FileManager.default.createFile(atPath: path, contents: Data(altered), attributes: [.posixPermissions: 0o600])
             let store = try vault.open()
             defer { store.close() }
-            let error = #expect(throws: CaseVaultError.self) {
+            #expect(throws: CaseVaultError.self) {
                 let (log, _) = try AuditLog.open(directory: store.auditDirectory, clock: { 1_700_000_000_000 })
                 try log.attach(to: store)
             }
-            #expect(error?.code == (torn == .behindTheTail ? .auditMismatch : .integrityFailure))
+            let now = FileManager.default.contents(atPath: path).map { [UInt8]($0) } ?? []
+            #expect(now == altered, "a refused log was changed")
         }
-        // A 4 KiB block that never reached the disk: zeros from inside that entry on, then what a later block kept.
+
         var cut = bytes
-        for offset in (damaged + 20)..<min(damaged + 40, cut.count) { cut[offset] = 0 }
+        for offset in lostBytes { cut[offset] = 0 }
         _ = FileManager.default.createFile(atPath: path, contents: Data(cut), attributes: [.posixPermissions: 0o600])
         let store = try vault.open()
         defer { store.close() }
+        if lost == .beforeTheHead {
+            // The head names a checkpoint after the lost block: it was flushed, so this is no power cut.
+            // Nothing is set aside; a start checks no entry before the anchor's, and verify names the damage.
+            let head = try #require(Self.read(vault).head)
+            let headSeq = try JSONDecoder().decode(AuditHead.self, from: Data(head)).seq
+            #expect(headSeq > seq(lastKept), "the head \(headSeq) does not lie after the lost block")
+            let (_, recovery) = try AuditLog.open(directory: store.auditDirectory, clock: { 1_700_000_000_000 })
+            #expect(recovery.tornEndSetAside == nil)
+            let (now, _) = Self.read(vault)
+            #expect(Array(now[lostBytes]) == Array(cut[lostBytes]), "the damage was changed")
+            let report = AuditVerifier.verify(log: now, head: head, expectedKey: store.auditSigner.publicKey)
+            #expect(!report.ok)
+            return
+        }
         let (log, recovery) = try AuditLog.open(directory: store.auditDirectory, clock: { 1_700_000_000_000 })
-        #expect((recovery.tornEndSetAside != nil) == (torn == .inTheTail))
-        let repaired = try #require(try log.attach(to: store), "no break was recorded")
-        #expect(repaired.hasPrefix("a power cut tore the log after entry"), "\(repaired)")
-        _ = try await log.append(Self.request(7))
+        let aside = try #require(recovery.tornEndSetAside, "nothing was set aside")
+        #expect(recovery.entries == seq(lastKept), "the log goes on from entry \(recovery.entries), not \(seq(lastKept))")
+        // What was set aside is exactly the torn end, kept beside the log.
+        let kept = FileManager.default.contents(atPath: vault.data + "/audit/" + aside).map { [UInt8]($0) } ?? []
+        #expect(kept == Array(cut[tornLine..<end]), "the copy set aside is not the torn end")
+        try log.attach(to: store)
+        _ = try await log.append(Self.request(61))
         log.close()
         let (after, head) = Self.read(vault)
         let report = AuditVerifier.verify(log: after, head: head, expectedKey: store.auditSigner.publicKey)
         #expect(report.ok && report.breaks.count == 1, "\(report)")
-        // What was set aside is kept beside the log, and nothing of it stays in the log.
-        let aside = try FileManager.default.contentsOfDirectory(atPath: vault.data + "/audit").filter { $0.hasPrefix("log.torn-") || $0.hasPrefix("log.broken-") }
-        #expect(aside.count == 1, "\(aside)")
-        #expect(!after.contains(subsequence: Array(bytes[starts[starts.count - 1]..<Self.contentEnd(bytes)])))
+        let text = String(decoding: after, as: UTF8.self)
+        #expect(text.contains("a power cut tore the log after entry \(seq(lastKept)) before it was flushed"))
+        #expect(!after.contains(subsequence: Array(bytes[starts[starts.count - 1]..<end])), "the torn end is still in the log")
     }
 
     /// The filesystem type (statfs's f_type) of `path`, as coreutils' `stat -f` reads it.

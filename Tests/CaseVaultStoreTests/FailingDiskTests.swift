@@ -1,3 +1,4 @@
+import CaseVaultAudit
 import CaseVaultCore
 import CaseVaultStore
 import Foundation
@@ -117,6 +118,70 @@ struct FailingDiskTests {
         }
         print("failing disks: \(report.count) failures at \(Set(created.keys).union(opened.keys).count) sites; \(ledger.puts) puts and \(ledger.shreds) shreds acknowledged, \(ledger.refusals.count) refused; 0 lost unless reported above")
         for line in report { print("  " + line) }
+    }
+
+    @Test("a failed flush of the audit log, then flushes that succeed: every entry whose flush was acknowledged survives the power cut (fsyncgate)")
+    func auditLogAfterAFailedFlush() async throws {
+        let fs = try PowerCutFS()
+        try fs.mount()
+        // The log alone on the failing disk, keyed with the signer of a vault kept elsewhere.
+        let keys = TestVault()
+        let store = try keys.open()
+        defer { store.close() }
+        let directory = fs.mountpoint + "/audit"
+        let top = open(fs.mountpoint, O_RDONLY | O_DIRECTORY)
+        #expect(fsync(top) == 0)
+        close(top)
+        do {
+            let (log, _) = try AuditLog.open(directory: directory, clock: { 1_700_000_000_000 })
+            try log.attach(store.auditSigner)
+            log.close()
+        }
+        try fs.cut()
+        // Then the flush after the attach's fails, and loses what it should have made durable, as Linux does
+        // after a writeback error: the pages stay readable but are marked clean. It carries one entry larger
+        // than a 4 KiB block, whose first block no later entry writes to again.
+        try fs.mount(options: ["--fail=fdatasync:/audit/log@2=EIO"])
+        var acknowledged: [UInt64] = []
+        var refused = 0
+        do {
+            let (log, _) = try AuditLog.open(directory: directory, clock: { 1_700_000_000_000 })
+            try log.attach(store.auditSigner)
+            var large = AuditLogTests.request(1)
+            large.ids = Dictionary(uniqueKeysWithValues: (0..<120).map { ("record_\($0)", String(repeating: "ab", count: 16)) })
+            do {
+                try await log.awaitDurable(try await log.append(large))
+                Issue.record("the failing flush was acknowledged")
+            } catch {
+                refused += 1
+            }
+            for number in UInt64(2)...12 {
+                do {
+                    try await log.awaitDurable(try await log.append(AuditLogTests.request(number)))
+                    acknowledged.append(number)
+                } catch {
+                    refused += 1
+                }
+            }
+        }
+        try fs.cut()
+        #expect(fs.injected.count == 1, "the failure was not injected: \(fs.injected)")
+        #expect(refused == 1 && acknowledged.count == 11, "\(refused) refused, \(acknowledged.count) acknowledged; injected: \(fs.injected)")
+        try fs.mount()
+        do {
+            let (log, recovery) = try AuditLog.open(directory: directory, clock: { 1_700_000_000_000 })
+            #expect(recovery.tornEndSetAside == nil, "an end was set aside: \(recovery)")
+            log.close()
+        }
+        let bytes = FileManager.default.contents(atPath: directory + "/log").map { [UInt8]($0) } ?? []
+        let head = FileManager.default.contents(atPath: directory + "/head").map { [UInt8]($0) }
+        let report = AuditVerifier.verify(log: bytes, head: head, expectedKey: store.auditSigner.publicKey)
+        #expect(report.ok && report.breaks.isEmpty, "\(report)")
+        // Each acknowledged request's entry is in the log.
+        let text = String(decoding: bytes, as: UTF8.self)
+        let missing = acknowledged.filter { !text.contains("\"request\":\($0),") }
+        #expect(missing.isEmpty, "acknowledged entries lost after the failed flush: \(missing)")
+        try fs.cut()
     }
 
     /// The census as site → calls, with the vault's own folder written `<vault>`, so that a site names the
