@@ -53,11 +53,16 @@ test-asan: test-deps powercutfs
 	scripts/asan-daemon-leaks.sh .build-asan/debug
 	$(SANITIZER_ENV) $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
 
-## test-tsan: every Swift test, built with ThreadSanitizer into .build-tsan
+## test-tsan: every Swift test, built with ThreadSanitizer into .build-tsan; the reports of every process go to
+## .build-tsan/tsan-reports (exitcode=0: a report must not look like a failed exit to the tests) and
+## scripts/tsan-summary.sh sorts them; fails if a test fails or a report is not one TSan cannot see locked
+TSAN_REPORTS = $(CURDIR)/.build-tsan/tsan-reports
 test-tsan: test-deps powercutfs
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
-	CASEVAULT_POWERCUTFS=$(CURDIR)/.build/powercutfs TSAN_OPTIONS=halt_on_error=0 \
-		$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
+	rm -rf $(TSAN_REPORTS) && mkdir -p $(TSAN_REPORTS)
+	CASEVAULT_POWERCUTFS=$(CURDIR)/.build/powercutfs TSAN_OPTIONS=halt_on_error=0:exitcode=0:log_path=$(TSAN_REPORTS)/r \
+		$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan; status=$$?; \
+		scripts/tsan-summary.sh $(TSAN_REPORTS) && exit $$status
 
 ## test-systemd: only the real-systemd test, on the debug build
 test-systemd: test-deps
