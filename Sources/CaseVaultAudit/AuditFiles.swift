@@ -26,6 +26,24 @@ public enum AuditFiles {
         public var first: UInt64?
     }
 
+    /// An end a power cut tore, set aside by open: `log.torn-<time>-after-<entry>`, and `….recorded` once
+    /// an attach has recorded its break in the log.
+    static let tornPrefix = "log.torn-"
+    static let recordedSuffix = ".recorded"
+
+    /// The torn ends set aside whose break is not recorded yet, oldest first, with the entry each came after.
+    static func unrecordedTornEnds(_ directory: String) throws(CaseVaultError) -> [(name: String, after: UInt64)] {
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        } catch {
+            throw CaseVaultError(.storageFailure, "cannot list the audit directory \(directory)")
+        }
+        return names.filter { $0.hasPrefix(Self.tornPrefix) && !$0.hasSuffix(Self.recordedSuffix) }.sorted().map { name in
+            (name, name.components(separatedBy: "-after-").last.flatMap { UInt64($0) } ?? 0)
+        }
+    }
+
     static func archiveName(first: UInt64) -> String {
         let number = String(first)
         return prefix + String(repeating: "0", count: max(0, digits - number.count)) + number

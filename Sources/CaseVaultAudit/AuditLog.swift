@@ -52,14 +52,22 @@ public final class AuditLog: FlushRider {
     private let chain: Mutex<Chain>
 
     struct Shared {
-        /// The break the next attach records: open set aside an end a power cut tore.
+        /// The breaks the next attach records: ends a power cut tore, set aside (`log.torn-…`) at this open
+        /// or at one whose attach never came; and those files, renamed `….recorded` once it has.
         var tornAtOpen: String?
-        /// How far the file being written is known durable: its end when the last own flush began.
-        var durable: (file: ObjectIdentifier, end: Int64)?
-        /// Set by a failed flush (own or ride): the file and the offset from which the next flush first
-        /// writes again what is there. After a failed writeback Linux marks the pages clean though they never
-        /// reached the disk, so a later flush that succeeds would not write them ("fsyncgate").
-        var rewrite: (file: ObjectIdentifier, from: Int64)?
+        var tornFiles: [String] = []
+        /// How far the file being written (by its first entry) is known durable: its end when the last own
+        /// flush that succeeded began.
+        var durable: (file: UInt64, end: Int64)?
+        /// Set by a failed flush (own or ride): the file and the offset from which the next own flush first
+        /// writes again what is there; no ride is taken meanwhile. After a failed writeback Linux marks the
+        /// pages clean though they never reached the disk, so a later flush that succeeds would not write
+        /// them ("fsyncgate").
+        var rewrite: (file: UInt64, from: Int64)?
+        /// Failed flushes so far: a flush or a ride that saw this change while it ran does not count as
+        /// durable (the file's error is reported to one caller only).
+        var failures: UInt64 = 0
+        var rideFailures: UInt64 = 0
         var pending: [Pending] = []
         var draining = false
         var signer: AuditSigner?
@@ -301,7 +309,7 @@ public final class AuditLog: FlushRider {
         // Before anything else reads or writes the log's end: an end a power cut tore is set aside.
         let torn = try Self.tornEnd(file, size: size, head: try Self.readHead(directory + "/head"))
         let aside = try torn.map { torn throws(CaseVaultError) in
-            try Self.setAside(file, from: torn.from, to: torn.contentEnd, in: directory, stamp: clock())
+            try Self.setAside(file, from: torn.from, to: torn.contentEnd, in: directory, name: "\(AuditFiles.tornPrefix)\(clock())-after-\(torn.after)")
         }
         var (tail, lastStart, end, contentEnd) = try Self.readTail(file, size: size) { () throws(CaseVaultError) in try base().0 }
         let discarded = Int(contentEnd - end)
@@ -330,13 +338,21 @@ public final class AuditLog: FlushRider {
             directory: directory, file: file, chain: chain, checkpointInterval: checkpointInterval, retention: retention,
             acceptBreak: acceptBreak, clock: clock
         )
-        if let aside {
-            log.shared.withLock {
-                $0.tornAtOpen = "a power cut tore the log after entry \(tail.seq) before it was flushed, so no answer had waited "
-                    + "for what followed; it was set aside in audit/\(aside)"
+        // This open's torn end, and any an earlier open set aside whose break no attach recorded.
+        let pending = try AuditFiles.unrecordedTornEnds(directory)
+        log.shared.withLock { state in
+            state.durable = (fileFirst, end)
+            state.tornFiles = pending.map(\.name)
+            if !pending.isEmpty {
+                state.tornAtOpen = pending.map { Self.tornDescription(after: $0.after, aside: $0.name) }.joined(separator: "; ")
             }
         }
         return (log, Recovery(discardedBytes: discarded, entries: tail.seq, tornEndSetAside: aside))
+    }
+
+    static func tornDescription(after seq: UInt64, aside: String) -> String {
+        "a power cut tore the log after entry \(seq) before it was flushed, so no answer had waited for what followed; "
+            + "it was set aside in audit/\(aside)"
     }
 
     /// How far back from the end of `log` a torn end is looked for: more than the log writes between two
@@ -352,7 +368,9 @@ public final class AuditLog: FlushRider {
     /// So the earliest whole line, in the last `tornScanBytes` before the last written byte, that holds a
     /// zero byte begins a torn end; unless the line before it is older than the head, the checkpoint the
     /// log last knew flushed, which a power cut cannot take.
-    private static func tornEnd(_ file: PosixFile, size: Int64, head: [UInt8]?) throws(CaseVaultError) -> (from: Int64, contentEnd: Int64)? {
+    private static func tornEnd(
+        _ file: PosixFile, size: Int64, head: [UInt8]?
+    ) throws(CaseVaultError) -> (from: Int64, contentEnd: Int64, after: UInt64)? {
         guard size > 0 else { return nil }
         // The last written byte, looked for backwards: the file is zero-filled past its entries.
         var contentEnd: Int64 = 0
@@ -369,28 +387,43 @@ public final class AuditLog: FlushRider {
         let bytes = try file.read(count: Int(contentEnd - start), at: start)
         // Whole lines only: the first may have begun before the region.
         var lineStart = start == 0 ? 0 : (bytes.firstIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? bytes.count)
-        var previous: Range<Int>?
+        var previous: [Range<Int>] = []
         while lineStart < bytes.count {
             let lineEnd = bytes[lineStart...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.count
             if bytes[lineStart..<lineEnd].contains(0) {
-                // The head's entry was flushed before the head was written: a zero line before it is damage.
-                if let head, let parsedHead = try? JSONDecoder().decode(AuditHead.self, from: Data(head)) {
-                    let before = previous.flatMap { AuditLine.parse(bytes[$0]) }?.entry.seq ?? 0
-                    guard before >= parsedHead.seq else { return nil }
+                // What stays must be the log's: the last entry before the torn line follows from the one
+                // before it (or is the file's first), before anything is changed.
+                let last = previous.last.flatMap { AuditLine.parse(bytes[$0]) }
+                if let last, previous.count >= 2 {
+                    guard let before = AuditLine.parse(bytes[previous[previous.count - 2]]), last.entry.seq == before.entry.seq &+ 1,
+                        AuditChain.hash(previous: before.hash, json: last.json) == last.hash
+                    else { return nil }
+                } else if start > 0 || (previous.count == 1 && last == nil) {
+                    return nil
                 }
-                return (start + Int64(lineStart), contentEnd)
+                // The head's entry was flushed before the head was written: a zero line before it is damage.
+                // A head that cannot be read gives no such bound, so nothing is taken for torn.
+                let after = last?.entry.seq ?? 0
+                if let head {
+                    guard let parsedHead = try? JSONDecoder().decode(AuditHead.self, from: Data(head)), after >= parsedHead.seq else {
+                        return nil
+                    }
+                }
+                return (start + Int64(lineStart), contentEnd, after)
             }
-            previous = lineStart..<lineEnd
+            previous.append(lineStart..<lineEnd)
+            if previous.count > 2 { previous.removeFirst() }
             lineStart = lineEnd + 1
         }
         return nil
     }
 
-    /// Copies `file` from `offset` to `end` into `log.torn-<stamp>` beside it, zeroes it there, and makes
-    /// both durable; returns the copy's name.
-    private static func setAside(_ file: PosixFile, from offset: Int64, to end: Int64, in directory: String, stamp: Int64) throws(CaseVaultError) -> String {
+    /// Copies `file` from `offset` to `end` into `name` beside it, zeroes it there, and makes both durable;
+    /// returns the copy's name.
+    private static func setAside(
+        _ file: PosixFile, from offset: Int64, to end: Int64, in directory: String, name: String
+    ) throws(CaseVaultError) -> String {
         let bytes = try file.read(count: Int(end - offset), at: offset)
-        let name = AuditFiles.current + ".torn-\(stamp)"
         let aside = try PosixFile(path: directory + "/" + name, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
         try aside.write(bytes, at: 0)
         try aside.flushData()
@@ -519,7 +552,16 @@ public final class AuditLog: FlushRider {
         } else {
             try self.attach(signer, breakFound: torn)
         }
-        self.shared.withLock { $0.tornAtOpen = nil }
+        // Recorded: the copies set aside are marked so, and no later open records them again.
+        let recorded = self.shared.withLock { state in
+            defer { (state.tornAtOpen, state.tornFiles) = (nil, []) }
+            return state.tornFiles
+        }
+        for name in recorded {
+            let path = self.directory + "/" + name
+            guard rename(path, path + AuditFiles.recordedSuffix) == 0 else { throw POSIXFailure.error("rename", path: path) }
+        }
+        if !recorded.isEmpty { try DataDirectory.flushDirectory(self.directory) }
         do {
             // The anchor names only what is on disk: the tail as it stands, then flushed.
             let tail = self.shared.withLock { $0.writtenTail }
@@ -851,7 +893,12 @@ public final class AuditLog: FlushRider {
             chain.lastCheckpoint = cut.last.seq
             chain.dirtyBytes = 0
         }
-        self.shared.withLock { $0.writtenTail = cut.last }
+        // What the cut zeroed or moved away is durable as it now stands; nothing past it is known durable.
+        let (first, end) = self.chain.withLock { ($0.fileFirst, $0.end) }
+        self.shared.withLock { state in
+            state.writtenTail = cut.last
+            state.durable = (first, min(end, state.durable.flatMap { $0.file == first ? $0.end : nil } ?? 0))
+        }
     }
 
     /// Moves the rotated files that begin before `floor` aside (`<file>.broken-<time>`): files missing
@@ -1225,6 +1272,9 @@ public final class AuditLog: FlushRider {
         // takes its name.
         let old = self.file
         try old.truncate(to: chain.end)
+        if let lost = self.shared.withLock({ $0.rewrite }), lost.file == chain.fileFirst, lost.from < chain.end {
+            try Self.writeAgain(old, from: lost.from, to: chain.end, chain: &chain)
+        }
         try old.flushData()
         chain.allocated = chain.end
         guard rename(self.logPath, archivePath) == 0 else { throw POSIXFailure.error("rename", path: self.logPath) }
@@ -1248,6 +1298,10 @@ public final class AuditLog: FlushRider {
         chain.allocated = allocated
         chain.lastCheckpoint = seq
         chain.rotateNow = false
+        self.shared.withLock { state in
+            state.durable = (seq, Int64(line.count))
+            state.rewrite = nil
+        }
         chain.directoryUnflushed = true
         try DataDirectory.flushDirectory(self.directory)
         chain.directoryUnflushed = false
@@ -1310,18 +1364,22 @@ public final class AuditLog: FlushRider {
             }
             guard let (target, checkpoint, anchor) = next else { return }
             var failure: CaseVaultError?
-            let file = self.file
-            var end: Int64 = 0
+            var flushed: (file: UInt64, end: Int64)?
+            var failuresBefore: UInt64 = 0
             do throws(CaseVaultError) {
                 // Everything written so far, and again what a failed flush should have made durable.
-                end = try self.chain.withLock { chain throws(CaseVaultError) in
-                    let rewrite = self.shared.withLock { $0.rewrite }
-                    if let rewrite, rewrite.file == ObjectIdentifier(file), rewrite.from < chain.end {
-                        try file.write(try file.read(count: Int(chain.end - rewrite.from), at: rewrite.from), at: rewrite.from)
+                let (file, first, end) = try self.chain.withLock { chain throws(CaseVaultError) -> (PosixFile, UInt64, Int64) in
+                    let rewrite = self.shared.withLock { state in
+                        failuresBefore = state.failures
+                        return state.rewrite
                     }
-                    return chain.end
+                    if let rewrite, rewrite.file == chain.fileFirst, rewrite.from < chain.end {
+                        try Self.writeAgain(self.file, from: rewrite.from, to: chain.end, chain: &chain)
+                    }
+                    return (self.file, chain.fileFirst, chain.end)
                 }
                 try file.flushData()
+                flushed = (first, end)
                 if let checkpoint {
                     try self.writeHead(seq: checkpoint.anchor.seq, hash: checkpoint.anchor.hash, signer: checkpoint.signer)
                 }
@@ -1336,15 +1394,21 @@ public final class AuditLog: FlushRider {
                 anchored = self.anchor(tail, in: store)
             }
             let ready = self.shared.withLock { state -> [Waiter] in
+                // A flush that failed elsewhere meanwhile may have taken this one's error: not durable either.
+                if failure == nil, state.failures != failuresBefore {
+                    failure = CaseVaultError(.storageFailure, "a flush of the audit log failed meanwhile")
+                }
                 if let failure {
-                    Self.needRewrite(&state, of: file)
+                    Self.needRewrite(&state, file: flushed?.file ?? state.durable?.file ?? 0)
                     state.syncFailure = failure.message
                     // The head stays behind; the next flush tries it again.
                     if state.unsyncedCheckpoint == nil { state.unsyncedCheckpoint = checkpoint }
                 } else {
                     state.syncFailure = nil
-                    state.durable = (ObjectIdentifier(file), end)
-                    if state.rewrite?.file == ObjectIdentifier(file) { state.rewrite = nil }
+                    if let flushed {
+                        state.durable = flushed
+                        if state.rewrite?.file == flushed.file { state.rewrite = nil }
+                    }
                     state.synced = max(state.synced, target)
                     state.ownSynced = max(state.ownSynced, target)
                     state.ownFlushes += 1
@@ -1412,12 +1476,16 @@ public final class AuditLog: FlushRider {
     // MARK: Riding on the store's flushes
 
     /// Ready to ride when something was written since the last flush, no checkpoint's head is waiting,
-    /// and every growth of the file has been flushed by the log itself.
+    /// every growth of the file has been flushed by the log itself, and no failed flush waits for the log's
+    /// own to write again what it lost.
     public func prepareRide() -> UInt64? {
         let target = self.shared.withLock { state -> UInt64? in
-            guard state.riding, state.written > state.synced, state.unsyncedCheckpoint == nil, state.grewIn <= state.ownSynced else {
+            guard state.riding, state.written > state.synced, state.unsyncedCheckpoint == nil, state.grewIn <= state.ownSynced,
+                state.rewrite == nil
+            else {
                 return nil
             }
+            state.rideFailures = state.failures
             return state.written
         }
         guard let target, (try? self.file.writeBack(wait: false)) != nil else { return nil }
@@ -1425,25 +1493,41 @@ public final class AuditLog: FlushRider {
     }
 
     public func board(_ token: UInt64) -> Bool {
-        let file = self.file
+        let (file, first) = self.chain.withLock { (self.file, $0.fileFirst) }
         guard (try? file.writeBack(wait: true)) != nil else {
-            self.shared.withLock { Self.needRewrite(&$0, of: file) }
+            self.shared.withLock { Self.needRewrite(&$0, file: first) }
+            self.startSync()
             return false
         }
         return true
     }
 
-    /// After a failed flush of `file`: its next flush writes again everything since its last durable end (all
-    /// of it, when none is known).
-    private static func needRewrite(_ state: inout Shared, of file: PosixFile) {
-        let id = ObjectIdentifier(file)
-        guard state.rewrite?.file != id else { return }
-        state.rewrite = (id, state.durable.flatMap { $0.file == id ? $0.end : nil } ?? 0)
+    /// After a failed flush of the file that begins at entry `file`: its next own flush writes again
+    /// everything since its last durable end (all of it, when none is known).
+    private static func needRewrite(_ state: inout Shared, file: UInt64) {
+        state.failures += 1
+        guard state.rewrite?.file != file else { return }
+        state.rewrite = (file, state.durable.flatMap { $0.file == file ? $0.end : nil } ?? 0)
+    }
+
+    /// Writes `file` from `from` to `end` again as the page cache holds it, so that the next flush writes it
+    /// (after a failed flush its pages are clean). A zero byte there means the kernel dropped pages it could
+    /// not write and read back what the disk holds: what was lost cannot be written again, and the log stops
+    /// until a restart (which sets that end aside as torn: no answer waited for it).
+    private static func writeAgain(_ file: PosixFile, from: Int64, to end: Int64, chain: inout Chain) throws(CaseVaultError) {
+        let bytes = try file.read(count: Int(end - from), at: from)
+        guard !bytes.contains(0) else {
+            let reason = "the audit log lost entries a failed flush should have written; restart casevaultd"
+            chain.unusable = reason
+            throw CaseVaultError(.storageFailure, reason)
+        }
+        try file.write(bytes, at: from)
     }
 
     public func rode(_ token: UInt64) {
         let ready = self.shared.withLock { state -> [Waiter] in
-            guard token > state.synced else { return [] }
+            // A flush that failed while this one rode may have taken its error: the log's own flush decides.
+            guard token > state.synced, state.failures == state.rideFailures else { return [] }
             state.synced = token
             state.rides += 1
             let ready = state.durableWaiters.filter { $0.batch <= token }.map(\.waiter)
@@ -1453,7 +1537,7 @@ public final class AuditLog: FlushRider {
         for waiter in ready {
             waiter.complete(.success(token))
         }
-        if self.anchorDue() { self.startSync() }
+        if self.anchorDue() || ready.isEmpty { self.startSync() }
     }
 
     public var ridingPath: String { self.logPath }

@@ -243,13 +243,20 @@ struct AuditLogTests {
             #expect(!report.ok)
             return
         }
-        let (log, recovery) = try AuditLog.open(directory: store.auditDirectory, clock: { 1_700_000_000_000 })
+        var (log, recovery) = try AuditLog.open(directory: store.auditDirectory, clock: { 1_700_000_000_000 })
         let aside = try #require(recovery.tornEndSetAside, "nothing was set aside")
         #expect(recovery.entries == seq(lastKept), "the log goes on from entry \(recovery.entries), not \(seq(lastKept))")
         // What was set aside is exactly the torn end, kept beside the log.
         let kept = FileManager.default.contents(atPath: vault.data + "/audit/" + aside).map { [UInt8]($0) } ?? []
         #expect(kept == Array(cut[tornLine..<end]), "the copy set aside is not the torn end")
+        if lost == .behindTheLastLines {
+            // A start that stops before its attach (sealed, or refused): the next start records the break.
+            (log, recovery) = try AuditLog.open(directory: store.auditDirectory, clock: { 1_700_000_000_000 })
+            #expect(recovery.tornEndSetAside == nil)
+        }
         try log.attach(to: store)
+        let names = try FileManager.default.contentsOfDirectory(atPath: vault.data + "/audit")
+        #expect(names.contains(aside + ".recorded") && !names.contains(aside), "\(names)")
         _ = try await log.append(Self.request(61))
         log.close()
         let (after, head) = Self.read(vault)
