@@ -173,7 +173,8 @@ extension Torture {
             commandName: "socket-load",
             abstract: "Work a real daemon from many clients until killed: cases, notes, shreds, final agreements, evaluations, sweeps, rotations, backups.",
             discussion: """
-                Runs as a uid that holds the director, mediator and operator roles. Each client opens a case, files \
+                Runs as a uid that holds the director, mediator and operator roles. One client shreds the records \
+                --shred names. Each other client opens a case, files \
                 both agreements and some session notes, shreds some of them, then files a final agreement or \
                 closes the case (which shreds every note), then files an evaluation; and again. Meanwhile one \
                 more client sweeps, rotates, backs up and verifies the audit log in turn. The retention \
@@ -189,7 +190,9 @@ extension Torture {
         @Option(help: "Concurrent clients filing records.") var clients: Int = 16
         @Option(help: "A tag in the records' texts, so that runs never repeat a text.") var tag: String
         @Option(help: "A file of evaluation ids still live from earlier runs: the first sweep disposes of them.") var evaluations: String?
+        @Option(help: "A file of record ids from earlier runs that the operator shreds by request before anything else.") var shred: String?
         @Option(help: "Milliseconds between the operator's actions.") var pause: Int = 10
+        @Option(help: "The operator's first action: 0 sweep, 1 rotate, 2 backup, 3 audit verify (default: any).") var first: Int?
 
         /// What the sweeper must know to say which evaluations a sweep certainly took.
         struct Sweeps {
@@ -215,14 +218,21 @@ extension Torture {
                 emit("error roster \(roster.status) \(roster.code)")
                 Glibc.exit(3)
             }
-            let earlier = try self.evaluations.map { try String(contentsOfFile: $0, encoding: .utf8).split(separator: "\n").map(String.init) } ?? []
+            func ids(_ path: String?) throws -> [String] {
+                try path.map { try String(contentsOfFile: $0, encoding: .utf8).split(separator: "\n").map(String.init) } ?? []
+            }
+            let earlier = try ids(self.evaluations)
+            let victims = try ids(self.shred)
             let sweeps = SweepBook(evaluations: earlier)
             emit("ready")
             let (socket, tag) = (self.socket, self.tag)
             for client in 0..<self.clients {
                 Thread { Self.fileCases(client: client, socket: socket, tag: "\(tag)-\(client)", me: me, sweeps: sweeps) }.start()
             }
-            Self.operate(socket: socket, pause: self.pause, sweeps: sweeps)
+            // Records of earlier runs, shredded first by one more client, so that every run shreds something
+            // whose bytes were seen live.
+            Thread { Self.shred(victims, socket: socket) }.start()
+            Self.operate(socket: socket, pause: self.pause, sweeps: sweeps, first: self.first ?? Int.random(in: 0..<4))
         }
 
         /// Says an answer that should not have been given, and ends this client.
@@ -306,15 +316,26 @@ extension Torture {
         }
 
         /// The operator: a sweep, a rotation, a backup and an audit verification in turn, until the daemon goes.
-        static func operate(socket: String, pause: Int, sweeps: SweepBook) -> Never {
+        /// Shreds `victims` by request, one after another, until the daemon goes.
+        static func shred(_ victims: [String], socket: String) {
             let http = SocketClient(path: socket)
-            // Each run begins at another of the four, so that short runs between cuts reach every one.
-            var round = Int.random(in: 0..<4)
+            for id in victims {
+                emit("shredding \(id)")
+                guard let reply = try? http.call("DELETE", "/v1/records/\(id)", #"{"reason": "filed_in_error"}"#) else { return }
+                guard reply.status == 200 else { refused("shred", reply) }
+                emit("shred \(id)")
+            }
+        }
+
+        static func operate(socket: String, pause: Int, sweeps: SweepBook, first: Int) -> Never {
+            let http = SocketClient(path: socket)
+            // Runs begin at each of the four in turn, so that short runs between cuts reach every one.
+            var round = first - 1
             do {
                 while true {
                     usleep(UInt32(pause * 1000))
                     round += 1
-                    switch round % 4 {
+                    switch (round % 4 + 4) % 4 {
                     case 0:
                         let taken = sweeps.state.withLock { state in
                             state.started += 1

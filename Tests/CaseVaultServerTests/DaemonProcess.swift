@@ -5,6 +5,13 @@ import Testing
 import Glibc
 #endif
 
+/// How many times slower than a debug build the processes under test run: `CASEVAULT_SLOWDOWN`, which
+/// `make test-tsan` sets (ThreadSanitizer); tests that measure time within a window skip that part, or
+/// widen it, by this.
+enum SlowBuild {
+    static let factor = max(1, Int(ProcessInfo.processInfo.environment["CASEVAULT_SLOWDOWN"] ?? "") ?? 1)
+}
+
 /// A real `casevaultd` process on a temporary socket, configured by the test.
 final class DaemonProcess {
     static let clientsGroup: UInt32 = 3000

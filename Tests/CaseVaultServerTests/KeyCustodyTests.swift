@@ -90,14 +90,17 @@ struct KeyCustodyTests {
             try Self.expectSealed(daemon)
             #expect(try daemon.call("GET", "/v1/health", expect: 200).json["sealed"] as? Bool == true)
 
-            // A wrong passphrase: refused after Argon2id, saying nothing else; at once again: throttled.
+            // A wrong passphrase: refused after Argon2id, saying nothing else; at once again: throttled. (Not
+            // "at once" in a sanitizer build, whose processes start slower than the throttle's window.)
             let wrong = try Self.ctl(["unseal", "--stdin"], daemon, input: "not the passphrase at all\n")
             #expect(wrong.0 == 1 && wrong.2.contains("does not open the root key"), "\(wrong)")
-            let hurried = try Self.ctl(["unseal", "--stdin"], daemon, input: Self.passphrase + "\n")
-            #expect(hurried.0 == 1 && hurried.2.contains("unseal-throttled"), "\(hurried)")
-            let again = try daemon.call("POST", "/v1/admin/unseal", body: #"{"passphrase": "not the passphrase either"}"#, expect: 429)
-            #expect(again.problemType == "unseal-throttled")
-            #expect(again.retryAfter.flatMap(Int.init).map { (1...2).contains($0) } == true, "Retry-After: \(String(describing: again.retryAfter))")
+            if SlowBuild.factor == 1 {
+                let hurried = try Self.ctl(["unseal", "--stdin"], daemon, input: Self.passphrase + "\n")
+                #expect(hurried.0 == 1 && hurried.2.contains("unseal-throttled"), "\(hurried)")
+                let again = try daemon.call("POST", "/v1/admin/unseal", body: #"{"passphrase": "not the passphrase either"}"#, expect: 429)
+                #expect(again.problemType == "unseal-throttled")
+                #expect(again.retryAfter.flatMap(Int.init).map { (1...2).contains($0) } == true, "Retry-After: \(String(describing: again.retryAfter))")
+            }
             usleep(1_200_000)
             let right = try Self.ctl(["unseal", "--stdin"], daemon, input: Self.passphrase + "\n")
             #expect(right.0 == 0, "\(right)")
@@ -139,7 +142,10 @@ struct KeyCustodyTests {
         #expect(try Self.ctl(["seal"], daemon).0 == 0)
         let refused = try Self.ctl(["unseal", "--share", "--stdin"], daemon, input: foreign.joined(separator: "\n") + "\n")
         #expect(refused.0 == 1 && refused.2.contains("does not open this data directory"), "\(refused)")
-        #expect(try daemon.call("POST", "/v1/admin/unseal", body: #"{"passphrase": "\#(Self.passphrase)"}"#, expect: 429).problemType == "unseal-throttled")
+        // Counted as a refusal: the right passphrase at once is throttled (not "at once" in a sanitizer build).
+        if SlowBuild.factor == 1 {
+            #expect(try daemon.call("POST", "/v1/admin/unseal", body: #"{"passphrase": "\#(Self.passphrase)"}"#, expect: 429).problemType == "unseal-throttled")
+        }
         try Self.expectSealed(daemon)
     }
 

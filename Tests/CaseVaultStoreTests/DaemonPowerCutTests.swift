@@ -49,11 +49,20 @@ struct DaemonPowerCutTests {
                 let evaluations = ledger.live.filter { $0.value.contains("-e") }.map(\.key.rawValue)
                 try (evaluations.joined(separator: "\n") + "\n").write(toFile: fs.root + "/evaluations", atomically: true, encoding: .utf8)
                 chmod(fs.root + "/evaluations", 0o644)
+                // And a few notes whose bytes were captured while they lived, shredded by request at once.
+                let victims = ledger.live.keys.filter { evidence.holds($0) && ledger.live[$0]?.contains("-n") == true }.prefix(8)
+                try (victims.map(\.rawValue).joined(separator: "\n") + "\n").write(toFile: fs.root + "/shred", atomically: true, encoding: .utf8)
+                chmod(fs.root + "/shred", 0o644)
                 let (driver, reader) = try Helper.start(
-                    ["socket-load", "--socket", daemon.socket, "--tag", "cut\(cycle)", "--evaluations", fs.root + "/evaluations"],
+                    [
+                        "socket-load", "--socket", daemon.socket, "--tag", "cut\(cycle)", "--evaluations", fs.root + "/evaluations",
+                        "--shred", fs.root + "/shred", "--first", "\(cycle % 4)",
+                    ],
                     as: (Self.uid, Self.gid)
                 )
-                usleep(UInt32.random(in: 100_000...700_000))
+                // Longer in a sanitizer build (`CASEVAULT_SLOWDOWN`), so that as much gets done before the cut.
+                let slowdown = UInt32(max(1, Int(ProcessInfo.processInfo.environment["CASEVAULT_SLOWDOWN"] ?? "") ?? 1))
+                usleep(UInt32.random(in: 100_000...700_000) * slowdown)
                 // The power cut: the daemon dies where it stands, then the disk loses what was not flushed.
                 daemon.kill()
                 kill(driver.processIdentifier, SIGKILL)
@@ -246,6 +255,9 @@ extension Acknowledged {
 struct ShredWitness {
     /// Per record: its wrapped key and its sealed blob.
     private var captured: [RecordID: [[UInt8]]] = [:]
+
+    /// Whether the bytes of `id` were captured (and not yet searched for).
+    func holds(_ id: RecordID) -> Bool { self.captured[id] != nil }
     /// How many shredded records' bytes were searched for.
     private(set) var searched = 0
 
