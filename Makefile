@@ -46,7 +46,7 @@ test: test-deps powercutfs
 ## leak checks are off there (a process killed or stopped on an error path leaves memory by design) and on for
 ## the daemon's own start, requests and stop (scripts/asan-daemon-leaks.sh) and in make fuzz, third-party
 ## leaks suppressed in Tests/support/lsan.supp, each explained there
-SANITIZER_ENV = CASEVAULT_POWERCUTFS=$(CURDIR)/.build/powercutfs \
+SANITIZER_ENV = CASEVAULT_POWERCUTFS=$(CURDIR)/.build/powercutfs CASEVAULT_SANITIZER=address \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/support/lsan.supp ASAN_OPTIONS=quarantine_size_mb=16:detect_leaks=0
 test-asan: test-deps powercutfs
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
@@ -62,7 +62,7 @@ TSAN_FLAGS = --sanitize=thread --scratch-path .build-tsan -Xswiftc -DCASEVAULT_T
 test-tsan: test-deps powercutfs
 	$(SWIFT) build --build-tests $(TSAN_FLAGS)
 	rm -rf $(TSAN_REPORTS) && mkdir -p $(TSAN_REPORTS)
-	CASEVAULT_POWERCUTFS=$(CURDIR)/.build/powercutfs CASEVAULT_SLOWDOWN=10 \
+	CASEVAULT_POWERCUTFS=$(CURDIR)/.build/powercutfs CASEVAULT_SLOWDOWN=10 CASEVAULT_SANITIZER=thread \
 		TSAN_OPTIONS=halt_on_error=0:exitcode=0:log_path=$(TSAN_REPORTS)/r \
 		$(SWIFT) test --skip-build $(TSAN_FLAGS); status=$$?; \
 		scripts/tsan-summary.sh $(TSAN_REPORTS) && exit $$status

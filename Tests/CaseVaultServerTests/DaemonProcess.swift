@@ -10,6 +10,8 @@ import Glibc
 /// widen it, by this.
 enum SlowBuild {
     static let factor = max(1, Int(ProcessInfo.processInfo.environment["CASEVAULT_SLOWDOWN"] ?? "") ?? 1)
+    /// The sanitizer the processes are built with (`CASEVAULT_SANITIZER`: address or thread), if any.
+    static let sanitizer = ProcessInfo.processInfo.environment["CASEVAULT_SANITIZER"]
 }
 
 /// A real `casevaultd` process on a temporary socket, configured by the test.
