@@ -178,13 +178,7 @@ enum Helper {
         try input.write(toFile: inputPath, atomically: false, encoding: .utf8)
         defer { unlink(inputPath) }
         process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: inputPath))
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: output, as: UTF8.self)
+        return try Command.finish(process, withErrors: true).output
     }
 
     /// Starts it with `arguments` (as `user`, if given), its standard output read line by line, and waits for
@@ -209,9 +203,16 @@ enum Command {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        process.standardError = FileHandle.nullDevice
+        return try Self.finish(process)
+    }
+
+    /// Runs `process` to its end: its exit status and its standard output (`withErrors`: and its standard
+    /// error, in the same stream).
+    static func finish(_ process: Process, withErrors: Bool = false) throws -> (status: Int32, output: String) {
         let pipe = Pipe()
         process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
+        if withErrors { process.standardError = pipe }
         try process.run()
         let output = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
