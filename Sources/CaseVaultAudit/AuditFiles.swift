@@ -33,13 +33,7 @@ public enum AuditFiles {
 
     /// The torn ends set aside whose break is not recorded yet, oldest first, with the entry each came after.
     static func unrecordedTornEnds(_ directory: String) throws(CaseVaultError) -> [(name: String, after: UInt64)] {
-        let names: [String]
-        do {
-            names = try FileManager.default.contentsOfDirectory(atPath: directory)
-        } catch {
-            throw CaseVaultError(.storageFailure, "cannot list the audit directory \(directory)")
-        }
-        return names.filter { $0.hasPrefix(Self.tornPrefix) && !$0.hasSuffix(Self.recordedSuffix) }.sorted().map { name in
+        try Self.names(directory).filter { $0.hasPrefix(Self.tornPrefix) && !$0.hasSuffix(Self.recordedSuffix) }.sorted().map { name in
             (name, name.components(separatedBy: "-after-").last.flatMap { UInt64($0) } ?? 0)
         }
     }
@@ -47,6 +41,15 @@ public enum AuditFiles {
     static func archiveName(first: UInt64) -> String {
         let number = String(first)
         return prefix + String(repeating: "0", count: max(0, digits - number.count)) + number
+    }
+
+    /// Every name in the audit directory.
+    private static func names(_ directory: String) throws(CaseVaultError) -> [String] {
+        do {
+            return try FileManager.default.contentsOfDirectory(atPath: directory)
+        } catch {
+            throw CaseVaultError(.storageFailure, "cannot list the audit directory \(directory)")
+        }
     }
 
     /// The first entry's number a rotated file's name gives, or `nil` for any other name.
@@ -60,12 +63,7 @@ public enum AuditFiles {
     /// The log's files in the order of the chain: the rotated ones by their first entry, then `log` when it
     /// exists.
     public static func list(_ directory: String) throws(CaseVaultError) -> [File] {
-        let names: [String]
-        do {
-            names = try FileManager.default.contentsOfDirectory(atPath: directory)
-        } catch {
-            throw CaseVaultError(.storageFailure, "cannot list the audit directory \(directory)")
-        }
+        let names = try Self.names(directory)
         var files = names.compactMap { name in Self.archiveFirst(name).map { File(name: name, first: $0) } }
         files.sort { ($0.first ?? 0) < ($1.first ?? 0) }
         if names.contains(Self.current) { files.append(File(name: Self.current, first: nil)) }
