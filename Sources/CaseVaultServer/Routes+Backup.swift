@@ -13,12 +13,16 @@ final class ChunkPipe: Sendable {
     static let depth = 16
     static let patience: Double = 60
     let stream: AsyncThrowingStream<ByteBuffer, any Error>
+    /// Ends when the first piece is sent (the backup's key is durable), or throws what failed before it.
+    let started: AsyncThrowingStream<Void, any Error>
     private let continuation: AsyncThrowingStream<ByteBuffer, any Error>.Continuation
+    private let starting: AsyncThrowingStream<Void, any Error>.Continuation
     private let space = DispatchSemaphore(value: ChunkPipe.depth)
     private let gone = Atomic<Bool>(false)
 
     init() {
         (self.stream, self.continuation) = AsyncThrowingStream.makeStream()
+        (self.started, self.starting) = AsyncThrowingStream.makeStream()
     }
 
     func send(_ bytes: [UInt8]) throws(CaseVaultError) {
@@ -26,13 +30,16 @@ final class ChunkPipe: Sendable {
             throw CaseVaultError(.storageFailure, "the backup's client stopped reading")
         }
         self.continuation.yield(ByteBuffer(bytes: bytes))
+        self.starting.finish()
     }
 
     func consumed() {
         self.space.signal()
     }
 
+    /// The backup ended, whole or with `error` (a no-op for `started` once the first piece was sent).
     func finish(_ error: (any Error)? = nil) {
+        self.starting.finish(throwing: error)
         self.continuation.finish(throwing: error)
     }
 
@@ -73,6 +80,9 @@ extension Routes {
                 pipe.finish(error)
             }
         }
+        // What fails before the first byte (the ledger copy, the backup key's flush) is answered as a
+        // problem; after it, only by cutting the stream short, which the client sees as a backup without its end.
+        for try await _ in pipe.started {}
         var headers = HTTPFields()
         headers[.contentType] = "application/octet-stream"
         return Response(

@@ -8,10 +8,22 @@ internal import Synchronization
 /// `keyslots`: a file of fixed-size slots, each a wrapped data key. Shredding overwrites a slot in place.
 /// The file grows by `growth` zeroed slots at a time, ahead of use, so that writing a new slot overwrites a
 /// block that exists and its flush changes no file size (see `Segments.growth`).
+///
+/// A flush that fails may have lost what it was to make durable while the pages still read back (Linux marks
+/// them clean after a writeback error: the "fsyncgate" lesson). So the file keeps each slot written since
+/// the last flush that succeeded, and after a failure every flush writes them again before its own: what
+/// the page cache shows is never trusted to be on the disk. Writes and flushes come from the only writer.
 final class KeySlotFile: Sendable {
     static let growth: Int64 = 8192
     private let handle: PosixFile
     private let capacity: Mutex<Int64>
+    private let unflushed = Mutex(Unflushed())
+
+    /// The slots written since the last flush that succeeded, and whether a flush failed since.
+    private struct Unflushed {
+        var slots: [Int64: [UInt8]] = [:]
+        var failed = false
+    }
 
     init(path: String) throws(CaseVaultError) {
         self.handle = try PosixFile(path: path, flags: O_RDWR | O_CREAT, mode: 0o600)
@@ -51,6 +63,7 @@ final class KeySlotFile: Sendable {
             self.capacity.withLock { $0 = max($0, target) }
         }
         try self.handle.write(bytes, at: slot * Int64(KeySlot.size))
+        self.unflushed.withLock { $0.slots[slot] = bytes }
     }
 
     /// Overwrites a slot with random bytes (not yet flushed).
@@ -58,9 +71,20 @@ final class KeySlotFile: Sendable {
         try self.write(slot, KeySlot.scrubbed())
     }
 
-    /// Makes the slot file's writes durable.
+    /// Makes the slot file's writes durable: every write since the last flush that succeeded, those a
+    /// failed flush may have lost among them.
     func flush() throws(CaseVaultError) {
-        try self.handle.flushData()
+        let again = self.unflushed.withLock { $0.failed ? $0.slots : [:] }
+        for (slot, bytes) in again.sorted(by: { $0.key < $1.key }) {
+            try self.handle.write(bytes, at: slot * Int64(KeySlot.size))
+        }
+        do throws(CaseVaultError) {
+            try self.handle.flushData()
+        } catch {
+            self.unflushed.withLock { $0.failed = true }
+            throw error
+        }
+        self.unflushed.withLock { $0 = Unflushed() }
     }
 
 }

@@ -164,6 +164,9 @@ final class VaultDaemon {
         return false
     }
 
+    /// Whether it runs.
+    var isRunning: Bool { self.process?.isRunning ?? false }
+
     /// SIGKILL, as a power cut would.
     func kill() {
         guard let process = self.process else { return }
@@ -172,10 +175,19 @@ final class VaultDaemon {
         self.process = nil
     }
 
-    /// SIGTERM, then its exit status.
+    /// SIGTERM, then its exit status; SIGKILL (status 137) if it has not stopped within a minute.
     func stop() -> Int32 {
         guard let process = self.process else { return -1 }
         if process.isRunning { Glibc.kill(process.processIdentifier, SIGTERM) }
+        let slowdown = Double(max(1, Int(ProcessInfo.processInfo.environment["CASEVAULT_SLOWDOWN"] ?? "") ?? 1))
+        let deadline = Date().addingTimeInterval(60 * slowdown)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            Glibc.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            self.process = nil
+            return 137
+        }
         process.waitUntilExit()
         self.process = nil
         return process.terminationStatus

@@ -19,7 +19,8 @@
 // A failing disk: --fail=OP:PATH@N=ERR makes the Nth call (from 1) of OP on PATH fail with ERR (EIO or
 // ENOSPC; ERR+ fails that call and every later one), without doing it. OP is write, truncate, fsync,
 // fdatasync, fsyncdir or rename (PATH is then the source); PATH is relative to the mount, with every run
-// of digits written as # (`fsync:/data/segments/#@3=EIO`). A failed fsync or fdatasync loses what it
+// of digits written as # (`fsync:/data/segments/#@3=EIO`), and may hold fnmatch(3) wildcards, each file
+// that matches counting its own calls (`write:/data/backup-*.sqlite@5=EIO`). A failed fsync or fdatasync loses what it
 // should have made durable, as Linux does after a writeback error (the "fsyncgate" lesson): the pages
 // stay readable but are marked clean, so a later fsync succeeds without writing them; here the blocks
 // changed before the failure are thrown away at the cut unless written again and synced since. Each
@@ -37,6 +38,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <fuse.h>
 #include <limits.h>
 #include <stdio.h>
@@ -195,7 +197,7 @@ static int reach(const char *op, const char *path) {
         s->count = 0;
     }
     s->count++;
-    if (!fail_at || strcmp(name, fail_site) != 0) return 0;
+    if (!fail_at || fnmatch(fail_site, name, 0) != 0) return 0;
     if (s->count != fail_at && !(fail_sticky && s->count > fail_at)) return 0;
     printf("injected %s #%lu %s\n", name, s->count, fail_errno == ENOSPC ? "ENOSPC" : "EIO");
     fflush(stdout);
