@@ -88,12 +88,19 @@ public struct BackupKeyFile: Sendable {
 
     /// Overwrites, with random bytes, every key made before `cutoff` (ms); returns how many. With
     /// `dryRun`, only counts them.
+    ///
+    /// Every slot that holds no key is overwritten again too, and flushed: one whose overwrite a failed flush
+    /// lost reads back as random bytes while the disk still holds its key (Linux marks the pages clean after
+    /// a writeback error: the "fsyncgate" lesson), and only writing it again makes the destruction durable.
     func destroy(createdBefore cutoff: Int64, dryRun: Bool = false) throws(CaseVaultError) -> Int {
         guard let (file, entries) = try self.openLocked(writing: !dryRun) else { return 0 }
         let doomed = entries.filter { $0.createdAt < cutoff }
-        guard !doomed.isEmpty, !dryRun else { return doomed.count }
-        for entry in doomed {
-            try file.write(Random.bytes(count: Self.slotSize), at: Int64(entry.slot * Self.slotSize))
+        guard !dryRun else { return doomed.count }
+        let kept = Set(entries.filter { $0.createdAt >= cutoff }.map(\.slot))
+        let slots = Int(try file.size()) / Self.slotSize
+        guard slots > kept.count else { return 0 }
+        for slot in 0..<slots where !kept.contains(slot) {
+            try file.write(Random.bytes(count: Self.slotSize), at: Int64(slot * Self.slotSize))
         }
         try file.flushData()
         return doomed.count

@@ -225,6 +225,43 @@ struct FailingDiskTests {
         try fs.cut()
     }
 
+    @Test("a destruction of expired backup keys whose flush failed, then one that finds nothing left: after a power cut no expired key is on the disk")
+    func backupKeysAfterAFailedFlush() throws {
+        let fs = try PowerCutFS()
+        try fs.mount()
+        let vault = TestVault(under: fs.mountpoint)
+        let top = open(fs.mountpoint, O_RDONLY | O_DIRECTORY)
+        #expect(fsync(top) == 0)
+        close(top)
+        let keys = BackupKeyFile(path: vault.root + "/keys/backup.keys")
+        let day: Int64 = 86_400_000
+        let start = TestClock(1_700_000_000_000)
+        do {
+            let store = try vault.open(clock: start)
+            for _ in 0..<3 {
+                _ = try store.backup(id: RecordStore.newBackupID(), keys: keys, retentionDays: 35) { _ throws(CaseVaultError) in }
+            }
+            store.close()
+        }
+        try fs.cut()
+        // Forty days on, the destruction's flush fails: the overwritten slots read back as random bytes, but
+        // the disk still holds the keys. The next pass finds no key left to destroy.
+        try fs.mount(options: ["--fail=\(Self.onDisk("fdatasync:/<vault>/keys/backup.keys", vault: vault))@1=EIO"])
+        do {
+            let store = try vault.open(clock: TestClock(start.now + 40 * day))
+            #expect(throws: CaseVaultError.self) { try store.destroyExpiredBackupKeys(keys, retentionDays: 35) }
+            #expect(try store.destroyExpiredBackupKeys(keys, retentionDays: 35) == 0)
+            store.close()
+        }
+        try fs.cut()
+        #expect(fs.injected.count == 1, "the failure was not injected: \(fs.injected)")
+        try fs.mount()
+        let bytes = FileManager.default.contents(atPath: keys.path).map { [UInt8]($0) } ?? []
+        let left = stride(from: 0, to: bytes.count, by: 128).filter { Array(bytes[$0..<min($0 + 4, bytes.count)]) == Array("CVBK".utf8) }
+        #expect(bytes.count == 3 * 128 && left.isEmpty, "\(left.count) expired backup keys came back after the power cut")
+        try fs.cut()
+    }
+
     /// The census as site → calls, with the vault's own folder written `<vault>`, so that a site names the
     /// same place in any vault; only the operations a failure is injected into.
     static func readCensus(_ path: String, vault: TestVault) throws -> [String: Int] {
