@@ -39,6 +39,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <ftw.h>
 #include <fuse.h>
 #include <limits.h>
 #include <stdio.h>
@@ -658,6 +659,16 @@ static const struct fuse_operations operations = {
     .lseek = pc_lseek,
 };
 
+// libfuse keeps a file that is unlinked or renamed over while open under a hidden name (`.fuse_hidden…`)
+// until it is closed. A cut can roll back that last unlink and leave the name in BACKING, where no real
+// filesystem would have kept it (the file had no name any more), and where a later mount, choosing the same
+// hidden names, would find them taken and fail the rename with EBUSY. So every mount starts without them.
+static int drop_hidden(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+    (void)st;
+    if (type == FTW_F && !strncmp(path + ftw->base, ".fuse_hidden", 12)) unlink(path);
+    return 0;
+}
+
 int main(int argc, char *argv[]) {
     if (argc < 4) {
         fprintf(stderr, "usage: powercutfs BACKING STASH MOUNTPOINT [--keep=P] [--seed=N] [--fail=SITE@N=ERR] [--census=FILE]\n");
@@ -692,6 +703,7 @@ int main(int argc, char *argv[]) {
     }
     srandom(seed);
     umask(0);
+    nftw(backing, drop_hidden, 16, FTW_PHYS);
     char *fuse_argv[] = {argv[0], argv[3], "-f", "-s", "-o", "default_permissions,allow_other,fsname=powercutfs", NULL};
     printf("ready\n");
     fflush(stdout);
