@@ -82,7 +82,14 @@ extension Routes {
         }
         // What fails before the first byte (the ledger copy, the backup key's flush) is answered as a
         // problem; after it, only by cutting the stream short, which the client sees as a backup without its end.
-        for try await _ in pipe.started {}
+        do {
+            for try await _ in pipe.started {}
+            // A client gone meanwhile ends the wait without an error: the backup stops too.
+            try Task.checkCancellation()
+        } catch {
+            pipe.abandon()
+            throw error
+        }
         var headers = HTTPFields()
         headers[.contentType] = "application/octet-stream"
         return Response(

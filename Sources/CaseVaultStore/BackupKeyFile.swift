@@ -100,7 +100,10 @@ public struct BackupKeyFile: Sendable {
         let slots = Int(try file.size()) / Self.slotSize
         guard slots > kept.count else { return 0 }
         for slot in 0..<slots where !kept.contains(slot) {
-            try file.write(Random.bytes(count: Self.slotSize), at: Int64(slot * Self.slotSize))
+            // Never the magic by chance: such a slot would read as a key.
+            var noise = Random.bytes(count: Self.slotSize)
+            if noise[0] == Self.magic[0] { noise[0] = 0 }
+            try file.write(noise, at: Int64(slot * Self.slotSize))
         }
         try file.flushData()
         return doomed.count

@@ -62,8 +62,14 @@ final class KeySlotFile: Sendable {
             try Segments.fill(self.handle, from: capacity * Int64(KeySlot.size), count: (target - capacity) * Int64(KeySlot.size))
             self.capacity.withLock { $0 = max($0, target) }
         }
-        try self.handle.write(bytes, at: slot * Int64(KeySlot.size))
+        // Kept before the write: a write that fails may have reached the page cache in part.
         self.unflushed.withLock { $0.slots[slot] = bytes }
+        do throws(CaseVaultError) {
+            try self.handle.write(bytes, at: slot * Int64(KeySlot.size))
+        } catch {
+            self.unflushed.withLock { $0.failed = true }
+            throw error
+        }
     }
 
     /// Overwrites a slot with random bytes (not yet flushed).
@@ -85,6 +91,21 @@ final class KeySlotFile: Sendable {
             throw error
         }
         self.unflushed.withLock { $0 = Unflushed() }
+    }
+
+    /// Writes the first `count` slots again, as the page cache shows them, and flushes: what another open of
+    /// the file (an earlier run of the daemon) wrote before a flush that failed is on the disk afterwards,
+    /// though nothing here remembers it. Called as the only writer.
+    func rewriteAndFlush(count: Int64) throws(CaseVaultError) {
+        // 1 MiB at a time, so that memory stays flat however large the file.
+        var first: Int64 = 0
+        while first < count {
+            let take = min(Self.growth, count - first)
+            let bytes = try self.handle.read(count: Int(take) * KeySlot.size, at: first * Int64(KeySlot.size))
+            try self.handle.write(bytes, at: first * Int64(KeySlot.size))
+            first += take
+        }
+        try self.flush()
     }
 
 }

@@ -301,6 +301,9 @@ extension RecordStore {
                     guard body.count == 8 + KeySlot.size else { throw Self.damagedBackup("a key slot is malformed") }
                     try slots.write(Int64(bigEndianBytes: body.prefix(8)), Array(body.dropFirst(8)))
                     records += 1
+                    // The slot file keeps what it wrote until a flush: flushed now and then, so that memory
+                    // stays flat however large the backup.
+                    if records % 4096 == 0 { try slots.flush() }
                 case .blob:
                     guard body.count > 12 else { throw Self.damagedBackup("a blob is malformed") }
                     let segment = UInt32(bigEndianBytes: body.prefix(4))

@@ -75,9 +75,10 @@ extension RecordStore {
                 // Checked again as the only writer: no put or shred can slip an old slot in meanwhile.
                 report.remaining = try self.slotsToRewrap(target: target).count
                 guard report.remaining == 0 else { return [] }
-                // The slots were read from the page cache: flushed again first, so that none whose rewrap a
-                // failed flush lost is left under an epoch retired here.
-                try self.slots.flush()
+                // The slots were read from the page cache, which keeps rewraps a failed flush lost (in this
+                // run or an earlier one): written again and flushed first, so that none is left on the disk
+                // under an epoch retired here.
+                try self.slots.rewriteAndFlush(count: try self.slots.slotCount())
                 let now = self.now()
                 let retired = try self.index.write { db in
                     let older = try Int64.fetchAll(

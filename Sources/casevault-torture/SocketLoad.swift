@@ -200,6 +200,10 @@ extension Torture {
         @Flag(help: "Take a server error (5xx, as from a failing disk) as a refusal: say `failed …` and go on with the next case or action.")
         var keepGoing = false
 
+        func validate() throws {
+            guard (self.cases == nil) == (self.rounds == nil) else { throw ValidationError("--cases and --rounds go together: a bounded run needs both") }
+        }
+
         /// What the sweeper must know to say which evaluations a sweep certainly took.
         struct Sweeps {
             var started = 0
