@@ -27,10 +27,7 @@ struct DaemonPowerCutTests {
         try fs.mount()
         // The clients reach the socket under the test's folder; the vault's own folder is made durable here.
         chmod(fs.root, 0o755)
-        let vault = TestVault(under: fs.mountpoint)
-        let top = open(fs.mountpoint, O_RDONLY | O_DIRECTORY)
-        #expect(fsync(top) == 0)
-        close(top)
+        let vault = fs.newVault()
         let daemon = try VaultDaemon(folder: fs.root, vault: vault)
         var ledger = Acknowledged()
         var evidence = ShredWitness()

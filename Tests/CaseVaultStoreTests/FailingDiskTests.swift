@@ -84,11 +84,7 @@ struct FailingDiskTests {
             let count = opened[site] ?? created[site] ?? 1
             for error in site.hasPrefix("rename:") || site.hasPrefix("fsyncdir:") ? ["EIO"] : ["EIO", "ENOSPC"] {
                 let target = fresh ? TestVault(under: fs.mountpoint) : vault
-                if fresh {
-                    let top = open(fs.mountpoint, O_RDONLY | O_DIRECTORY)
-                    #expect(fsync(top) == 0)
-                    close(top)
-                }
+                if fresh { fs.flushTop() }
                 // Well inside the run: a site reached once (at open) fails at once.
                 let nth = max(1, count / 4)
                 try fs.mount(options: ["--fail=\(Self.onDisk(site, vault: target))@\(nth)=\(error)"])
@@ -129,9 +125,7 @@ struct FailingDiskTests {
         let store = try keys.open()
         defer { store.close() }
         let directory = fs.mountpoint + "/audit"
-        let top = open(fs.mountpoint, O_RDONLY | O_DIRECTORY)
-        #expect(fsync(top) == 0)
-        close(top)
+        fs.flushTop()
         do {
             let (log, _) = try AuditLog.open(directory: directory, clock: { 1_700_000_000_000 })
             try log.attach(store.auditSigner)
@@ -189,18 +183,7 @@ struct FailingDiskTests {
     @Test("a rotation whose key slots' flush failed, a reopen, then a rotation that completes: after a power cut every record opens (the slots are written again before the old epoch is retired)")
     func rotationAfterAFailedFlush() throws {
         let fs = try PowerCutFS()
-        try fs.mount()
-        let vault = TestVault(under: fs.mountpoint)
-        let top = open(fs.mountpoint, O_RDONLY | O_DIRECTORY)
-        #expect(fsync(top) == 0)
-        close(top)
-        var records: [RecordID: [UInt8]] = [:]
-        do {
-            let store = try vault.open()
-            records = try RotationTests.populate(store, count: 40)
-            store.close()
-        }
-        try fs.cut()
+        let (vault, records) = try fs.populatedVault(records: 40)
         // The open's recovery flushes the slots once; the rotation's flush is the second, and fails. The pages
         // still read back rewrapped, so the second rotation, after a reopen (as after a restart of the daemon:
         // the page cache outlives the process), finds nothing left to rewrap and retires epoch 1.
@@ -222,8 +205,7 @@ struct FailingDiskTests {
         do {
             // In its own scope: the store lets go of its files before the filesystem is unmounted.
             let store = try vault.open()
-            var unreadable = 0
-            for (id, content) in records where (try? store.get(id).content) != content { unreadable += 1 }
+            let unreadable = NamedPointPowerCutTests.unreadable(records, in: store)
             #expect(unreadable == 0, "\(unreadable) of \(records.count) records no longer open after the power cut")
             store.close()
         }
@@ -234,10 +216,7 @@ struct FailingDiskTests {
     func backupKeysAfterAFailedFlush() throws {
         let fs = try PowerCutFS()
         try fs.mount()
-        let vault = TestVault(under: fs.mountpoint)
-        let top = open(fs.mountpoint, O_RDONLY | O_DIRECTORY)
-        #expect(fsync(top) == 0)
-        close(top)
+        let vault = fs.newVault()
         let keys = BackupKeyFile(path: vault.root + "/keys/backup.keys")
         let day: Int64 = 86_400_000
         let start = TestClock(1_700_000_000_000)

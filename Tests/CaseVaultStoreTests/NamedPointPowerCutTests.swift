@@ -48,8 +48,7 @@ struct NamedPointPowerCutTests {
                 let store = try RecordStore.open(configuration, logger: .init(label: "test"))
                 let after = try store.sweep()
                 #expect(after.complete)
-                var lost = 0
-                for (id, content) in fixture.keep where (try? store.get(id).content) != content { lost += 1 }
+                let lost = NamedPointPowerCutTests.unreadable(fixture.keep, in: store)
                 #expect(lost == 0, "\(point.rawValue), cut \(cycle): \(lost) records that should remain are gone or changed")
                 let survived = fixture.dispose.filter { (try? store.get($0)) != nil }
                 #expect(survived.isEmpty, "\(point.rawValue), cut \(cycle): \(survived.count) due records survived")
@@ -68,16 +67,7 @@ struct NamedPointPowerCutTests {
     @Test("a rotation cut at each named point: every record opens after the restart, at most two epochs are active, and the rotation resumes to one")
     func rotationCutAtNamedPoints() throws {
         let fs = try PowerCutFS()
-        try fs.mount()
-        let vault = TestVault(under: fs.mountpoint)
-        Self.flushTree(fs.mountpoint)
-        var records: [RecordID: [UInt8]] = [:]
-        do {
-            let store = try vault.open()
-            records = try RotationTests.populate(store, count: 120)
-            store.close()
-        }
-        try fs.cut()
+        let (vault, records) = try fs.populatedVault(records: 120)
         let points: [CrashPoint] = [.rotateAfterEpoch, .rotateAfterSlotWrite, .rotateAfterBatch]
         var killed = 0
         for (cycle, point) in (points + points + points).enumerated() {
@@ -93,8 +83,7 @@ struct NamedPointPowerCutTests {
             try fs.mount()
             do {
                 let store = try vault.open()
-                var lost = 0
-                for (id, content) in records where (try? store.get(id).content) != content { lost += 1 }
+                let lost = NamedPointPowerCutTests.unreadable(records, in: store)
                 #expect(lost == 0, "\(point.rawValue), cut \(cycle): \(lost) records lost or changed")
                 let active = try store.activeEpochs()
                 #expect((1...2).contains(active.count), "\(point.rawValue), cut \(cycle): active epochs \(active)")
@@ -108,8 +97,7 @@ struct NamedPointPowerCutTests {
             let final = try store.rotate()
             #expect(final.complete)
             #expect(try store.activeEpochs().count == 1)
-            var lost = 0
-            for (id, content) in records where (try? store.get(id).content) != content { lost += 1 }
+            let lost = NamedPointPowerCutTests.unreadable(records, in: store)
             #expect(lost == 0, "after the last rotation: \(lost) records lost or changed")
             store.close()
         }
@@ -117,6 +105,11 @@ struct NamedPointPowerCutTests {
         // A resumed rotation has fewer slots left than some counts of passes: most, not all, die at their point.
         #expect(killed >= 3 * points.count / 2, "most rotations should die at their point (\(killed) of \(3 * points.count))")
         print("power cuts at named points of the rotation: \(3 * points.count) cuts, \(killed) rotations killed at their point; \(records.count) records open after each")
+    }
+
+    /// How many of `records` do not read back with their content.
+    static func unreadable(_ records: [RecordID: [UInt8]], in store: RecordStore) -> Int {
+        records.filter { (try? store.get($0.key).content) != $0.value }.count
     }
 
     /// fsyncs every file and directory under `path` (deepest first), so that a cut keeps what was copied there.
@@ -130,5 +123,22 @@ struct NamedPointPowerCutTests {
             _ = fsync(fd)
             close(fd)
         }
+    }
+}
+
+extension PowerCutFS {
+    /// A new vault on this filesystem holding `count` records (`RotationTests.populate`), all of it
+    /// durable; the filesystem is left unmounted.
+    func populatedVault(records count: Int) throws -> (TestVault, [RecordID: [UInt8]]) {
+        try self.mount()
+        let vault = self.newVault()
+        // In its own scope: the store lets go of its files before the filesystem is unmounted.
+        let records = try { () throws -> [RecordID: [UInt8]] in
+            let store = try vault.open()
+            defer { store.close() }
+            return try RotationTests.populate(store, count: count)
+        }()
+        try self.cut()
+        return (vault, records)
     }
 }

@@ -59,6 +59,21 @@ final class PowerCutFS {
         (self.process, self.reader) = (process, reader)
     }
 
+    /// A vault in a new folder on the mounted filesystem, the folder's name made durable: everything under
+    /// it is the store's to make durable, the folder itself is the test's.
+    func newVault(sourceLocation: SourceLocation = #_sourceLocation) -> TestVault {
+        let vault = TestVault(under: self.mountpoint)
+        self.flushTop(sourceLocation: sourceLocation)
+        return vault
+    }
+
+    /// fsyncs the mount's top directory.
+    func flushTop(sourceLocation: SourceLocation = #_sourceLocation) {
+        let top = open(self.mountpoint, O_RDONLY | O_DIRECTORY)
+        #expect(fsync(top) == 0, sourceLocation: sourceLocation)
+        close(top)
+    }
+
     var isMounted: Bool {
         let mounts = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
         return mounts.split(separator: "\n").contains { $0.hasPrefix("powercutfs \(self.mountpoint) fuse") }
@@ -143,11 +158,7 @@ struct PowerCutTests {
         let seed = Int.random(in: 0..<1_000_000)
         let fs = try PowerCutFS()
         try fs.mount()
-        let vault = TestVault(under: fs.mountpoint)
-        // The vault's own folder is the test's to make durable; everything under it is the store's.
-        let top = open(fs.mountpoint, O_RDONLY | O_DIRECTORY)
-        #expect(fsync(top) == 0)
-        close(top)
+        let vault = fs.newVault()
         let caseID = Samples.caseID()
         var ledger = Acknowledged()
         var summaries: [String] = []
