@@ -46,7 +46,7 @@ test: test-deps powercutfs
 ## leak checks are off there (a process killed or stopped on an error path leaves memory by design) and on for
 ## the daemon's own start, requests and stop (scripts/asan-daemon-leaks.sh) and in make fuzz, third-party
 ## leaks suppressed in Tests/support/lsan.supp, each explained there
-SANITIZER_ENV = CASEVAULT_POWERCUTFS=$(CURDIR)/.build/powercutfs CASEVAULT_SANITIZER=address \
+SANITIZER_ENV = CASEVAULT_POWERCUTFS=$(CURDIR)/.build/powercutfs CASEVAULT_SANITIZER=address CASEVAULT_SLOWDOWN=3 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/support/lsan.supp ASAN_OPTIONS=quarantine_size_mb=16:detect_leaks=0
 test-asan: test-deps powercutfs
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
