@@ -163,9 +163,8 @@ struct DaemonFailingDiskTests {
         driver.standardError = FileHandle.nullDevice
         try driver.run()
         // A load that hangs is killed, and fails the test below.
-        let slowdown = Double(max(1, Int(ProcessInfo.processInfo.environment["CASEVAULT_SLOWDOWN"] ?? "") ?? 1))
         let pid = driver.processIdentifier
-        DispatchQueue.global().asyncAfter(deadline: .now() + 120 * slowdown) { [driver] in
+        DispatchQueue.global().asyncAfter(deadline: .now() + 120 * Double(VaultDaemon.slowdown)) { [driver] in
             if driver.isRunning { kill(pid, SIGKILL) }
         }
         let before = ledger.refusals.count

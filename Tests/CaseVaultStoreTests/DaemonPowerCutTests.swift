@@ -58,7 +58,7 @@ struct DaemonPowerCutTests {
                     as: (Self.uid, Self.gid)
                 )
                 // Longer in a sanitizer build (`CASEVAULT_SLOWDOWN`), so that as much gets done before the cut.
-                let slowdown = UInt32(max(1, Int(ProcessInfo.processInfo.environment["CASEVAULT_SLOWDOWN"] ?? "") ?? 1))
+                let slowdown = UInt32(VaultDaemon.slowdown)
                 // A backup streams the whole vault: the runs that begin with one (every fourth) get up to 2 s.
                 usleep(UInt32.random(in: 100_000...(cycle % 4 == 2 ? 2_000_000 : 700_000)) * slowdown)
                 // The power cut: the daemon dies where it stands, then the disk loses what was not flushed.
@@ -161,6 +161,9 @@ final class VaultDaemon {
         return false
     }
 
+    /// How much slower a sanitizer build runs (`CASEVAULT_SLOWDOWN`, at least 1): waits and windows scale by it.
+    static let slowdown = max(1, Int(ProcessInfo.processInfo.environment["CASEVAULT_SLOWDOWN"] ?? "") ?? 1)
+
     /// Whether it runs.
     var isRunning: Bool { self.process?.isRunning ?? false }
 
@@ -176,8 +179,7 @@ final class VaultDaemon {
     func stop() -> Int32 {
         guard let process = self.process else { return -1 }
         if process.isRunning { Glibc.kill(process.processIdentifier, SIGTERM) }
-        let slowdown = Double(max(1, Int(ProcessInfo.processInfo.environment["CASEVAULT_SLOWDOWN"] ?? "") ?? 1))
-        let deadline = Date().addingTimeInterval(60 * slowdown)
+        let deadline = Date().addingTimeInterval(60 * Double(Self.slowdown))
         while process.isRunning && Date() < deadline { usleep(20_000) }
         if process.isRunning {
             Glibc.kill(process.processIdentifier, SIGKILL)
