@@ -47,29 +47,38 @@ let package = Package(
             dependencies: ["CaseVaultCrypto"],
             swiftSettings: swiftSettings
         ),
-        // Layer 3: the sealing barrier, key slots, segments of sealed content, the SQLite index, shredding,
+        // Layer 3: the file layer under the store and the audit log alike: POSIX files with exact errno
+        // handling, private directories, and the protocols by which the audit log anchors in the store and
+        // rides its flushes without importing it.
+        .target(
+            name: "CaseVaultFiles",
+            dependencies: ["CaseVaultCore", "CCaseVaultShims"],
+            swiftSettings: swiftSettings
+        ),
+        // Layer 4: the sealing barrier, key slots, segments of sealed content, the SQLite index, shredding,
         // recovery.
         .target(
             name: "CaseVaultStore",
             dependencies: [
                 "CaseVaultCrypto",
                 "CaseVaultCore",
+                "CaseVaultFiles",
                 "CCaseVaultShims",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
-        // Layer 3, beside the store: the hash-chained audit log, its signed checkpoints and its verifier.
+        // Layer 4, beside the store: the hash-chained audit log, its signed checkpoints and its verifier.
         .target(
             name: "CaseVaultAudit",
-            dependencies: ["CaseVaultStore", "CaseVaultCore", "CaseVaultCrypto"],
+            dependencies: ["CaseVaultFiles", "CaseVaultCore", "CaseVaultCrypto"],
             swiftSettings: swiftSettings
         ),
         // C declarations Swift's Glibc module lacks (prctl and ioctl are variadic; ucred needs _GNU_SOURCE;
         // sd_notify's abstract socket addresses).
         .target(name: "CCaseVaultShims"),
-        // Layer 4: HTTP/1.1 + JSON on the Unix socket: peer credentials, roles, routes, problem+json.
+        // Layer 5: HTTP/1.1 + JSON on the Unix socket: peer credentials, roles, routes, problem+json.
         .target(
             name: "CaseVaultServer",
             dependencies: [
@@ -89,12 +98,13 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // Layer 5: the daemon as a library (configuration, key hygiene, lifecycle), and its thin executable.
+        // Layer 6: the daemon as a library (configuration, key hygiene, lifecycle), and its thin executable.
         .target(
             name: "CaseVaultDaemon",
             dependencies: [
                 "CaseVaultServer",
                 "CaseVaultAudit",
+                "CaseVaultFiles",
                 "CaseVaultCrypto",
                 "CaseVaultStore",
                 "CaseVaultCore",
@@ -127,6 +137,7 @@ let package = Package(
             dependencies: [
                 "CaseVaultDaemon",
                 "CaseVaultAudit",
+                "CaseVaultFiles",
                 "CaseVaultStore",
                 "CaseVaultCrypto",
                 .product(name: "Logging", package: "swift-log"),
@@ -185,6 +196,7 @@ let package = Package(
                 "CaseVaultDaemon",
                 "CaseVaultServer",
                 "CaseVaultAudit",
+                "CaseVaultFiles",
                 "CaseVaultStore",
                 "CaseVaultCore",
                 "CaseVaultCrypto",
@@ -220,7 +232,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CaseVaultServerTests",
-            dependencies: ["casevaultd", "casevaultctl", "casevault-torture", "CaseVaultCore", "CaseVaultServer"],
+            dependencies: ["casevaultd", "casevaultctl", "casevault-torture", "CaseVaultCore", "CaseVaultServer", "CaseVaultAudit"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -228,6 +240,7 @@ let package = Package(
             dependencies: [
                 "CaseVaultStore",
                 "CaseVaultAudit",
+                "CaseVaultFiles",
                 "CaseVaultCore",
                 "CaseVaultCrypto",
                 "casevault-torture",

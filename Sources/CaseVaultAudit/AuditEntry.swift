@@ -1,6 +1,6 @@
 internal import CaseVaultCore
 internal import CaseVaultCrypto
-internal import CaseVaultStore
+internal import CaseVaultFiles
 internal import Foundation
 
 /// One entry of the audit log (DESIGN §10): who asked for what and what came of it. Never content, never a

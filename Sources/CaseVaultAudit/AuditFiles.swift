@@ -2,7 +2,7 @@
 internal import Glibc
 #endif
 public import CaseVaultCore
-internal import CaseVaultStore
+internal import CaseVaultFiles
 internal import Foundation
 
 /// The files of the audit log in its directory (DESIGN §10: the log rotates, and the chain continues

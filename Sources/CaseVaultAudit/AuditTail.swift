@@ -2,7 +2,7 @@
 internal import Glibc
 #endif
 public import CaseVaultCore
-internal import CaseVaultStore
+internal import CaseVaultFiles
 
 /// The last entries of an audit log, oldest first, for `casevaultctl audit tail`: read backwards from the
 /// end of the written bytes of `log` (the file is zero-filled after them), and on into the rotated files

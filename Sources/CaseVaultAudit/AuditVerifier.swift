@@ -3,7 +3,7 @@ internal import Glibc
 #endif
 public import CaseVaultCore
 internal import CaseVaultCrypto
-public import CaseVaultStore
+internal import CaseVaultFiles
 internal import Foundation
 
 /// One line of the log, taken apart strictly: 64 lowercase hex digits, one space, 64 more or `-`, one space,

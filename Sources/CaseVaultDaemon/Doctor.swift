@@ -1,6 +1,7 @@
 internal import CCaseVaultShims
 internal import CaseVaultAudit
 public import CaseVaultCore
+internal import CaseVaultFiles
 internal import CaseVaultServer
 internal import CaseVaultStore
 public import Foundation

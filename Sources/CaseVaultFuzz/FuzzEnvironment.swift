@@ -3,6 +3,7 @@ internal import Glibc
 #endif
 internal import CaseVaultCore
 internal import CaseVaultCrypto
+internal import CaseVaultFiles
 internal import CaseVaultStore
 internal import Foundation
 internal import Logging

@@ -3,6 +3,7 @@ internal import Glibc
 #endif
 public import CaseVaultCore
 package import CaseVaultCrypto
+internal import CaseVaultFiles
 internal import GRDB
 internal import Logging
 

@@ -3,6 +3,7 @@ internal import Glibc
 #endif
 package import CaseVaultCore
 package import CaseVaultCrypto
+internal import CaseVaultFiles
 
 /// The backup keys (`[backup] key_file`, beside the root key and outside the data directory): one random
 /// key per backup, sealed under a subkey of the root key, in fixed 128-byte slots

@@ -3,6 +3,7 @@ internal import CCaseVaultShims
 internal import Glibc
 #endif
 internal import CaseVaultCore
+internal import CaseVaultFiles
 internal import Synchronization
 
 /// `keyslots`: a file of fixed-size slots, each a wrapped data key. Shredding overwrites a slot in place.

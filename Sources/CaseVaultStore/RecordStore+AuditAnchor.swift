@@ -2,18 +2,11 @@ public import CaseVaultCore
 public import CaseVaultCrypto
 internal import Foundation
 internal import GRDB
+public import CaseVaultFiles
 
 /// The audit log's anchor in the index: one row, replaced as the log goes, each with a MAC under the
 /// chain subkey. The store keeps it; the audit log decides what it says.
-extension RecordStore {
-    /// What the index remembers of the audit log.
-    public enum AuditAnchorState: Sendable, Equatable {
-        /// No anchor yet: `vaultIsNew` when the index holds no case, record or shred either, so that a log
-        /// starting afresh is what one expects.
-        case none(vaultIsNew: Bool)
-        case anchored(AuditAnchor)
-    }
-
+extension RecordStore: AuditAnchorKeeper {
     /// The anchor, its MAC checked. `integrity-failure` when the MAC does not verify (the row was
     /// changed, or comes from another vault).
     public func auditAnchor() throws(CaseVaultError) -> AuditAnchorState {

@@ -3,6 +3,7 @@ internal import Glibc
 #endif
 public import CaseVaultCore
 public import CaseVaultCrypto
+internal import CaseVaultFiles
 internal import Foundation
 internal import GRDB
 public import Logging

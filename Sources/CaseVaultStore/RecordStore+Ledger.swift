@@ -1,4 +1,5 @@
 public import CaseVaultCore
+internal import CaseVaultFiles
 internal import GRDB
 internal import Logging
 

@@ -3,6 +3,7 @@ internal import Glibc
 #endif
 public import CaseVaultCore
 internal import CaseVaultCrypto
+internal import CaseVaultFiles
 internal import GRDB
 internal import Foundation
 public import Logging

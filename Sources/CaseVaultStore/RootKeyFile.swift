@@ -3,6 +3,7 @@ internal import Glibc
 #endif
 internal import CaseVaultCore
 internal import CaseVaultCrypto
+internal import CaseVaultFiles
 
 /// The root key's sources: the `file` source (32 random bytes in a 0600 file outside the data directory,
 /// created on first use) and the `systemd-credential` source.

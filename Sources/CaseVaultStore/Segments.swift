@@ -3,6 +3,7 @@ internal import Glibc
 #endif
 internal import CaseVaultCore
 internal import CaseVaultCrypto
+internal import CaseVaultFiles
 internal import Synchronization
 
 /// Sealed content, appended to segment files `segments/NNNNNNNN` (one grows at a time, up to

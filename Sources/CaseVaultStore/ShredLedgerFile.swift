@@ -3,6 +3,7 @@ internal import Glibc
 #endif
 package import CaseVaultCore
 internal import CaseVaultCrypto
+internal import CaseVaultFiles
 
 /// The copy of the shred ledger kept outside the data directory (`[backup] ledger_file`, by default
 /// `shred.ledger` beside the backup key file), so that a restore made because the data directory was lost

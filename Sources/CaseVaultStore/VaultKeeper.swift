@@ -1,5 +1,6 @@
 public import CaseVaultCore
 public import CaseVaultCrypto
+internal import CaseVaultFiles
 internal import Foundation
 public import Logging
 #if canImport(Glibc)

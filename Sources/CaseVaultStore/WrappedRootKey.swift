@@ -3,6 +3,7 @@ internal import Glibc
 #endif
 public import CaseVaultCore
 public import CaseVaultCrypto
+internal import CaseVaultFiles
 
 /// The `passphrase` key source (DESIGN §4): the root key sealed with XChaCha20-Poly1305 under a key that
 /// Argon2id derives from the passphrase. The file holds no secret in clear:

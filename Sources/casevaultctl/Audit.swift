@@ -3,6 +3,7 @@ import CaseVaultAudit
 import CaseVaultCore
 import CaseVaultCrypto
 import CaseVaultDaemon
+import CaseVaultFiles
 import CaseVaultStore
 import Foundation
 
@@ -28,9 +29,9 @@ struct Audit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show the newest audit entries, oldest first (operator or director): never content.",
             discussion: """
-                Each entry: its number, time, kind, the peer's uid and roles, and the route with the ids in its
-                path (a request), or the status and problem code (a result, naming its request's number).
-                With --offline, reads the log from the data directory of --config or from --data-dir, without
+                Each entry: its number, time, kind, the peer's uid and roles, and the route with the ids in its \
+                path (a request), or the status and problem code (a result, naming its request's number). \
+                With --offline, reads the log from the data directory of --config or from --data-dir, without \
                 the daemon. A view, not a check: casevaultctl audit verify checks the chain.
                 """
         )
@@ -82,6 +83,7 @@ struct Audit: AsyncParsableCommand {
                 Swift.print(String(decoding: (try? encoder.encode(Body(entries: entries))) ?? Data(), as: UTF8.self))
                 return
             }
+            var rows: [[String]] = []
             for entry in entries {
                 var what: String
                 switch entry.kind {
@@ -99,13 +101,9 @@ struct Audit: AsyncParsableCommand {
                     what += " " + ids.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
                 }
                 let who = entry.uid.map { "uid \($0)" + ((entry.roles ?? []).isEmpty ? "" : " (" + (entry.roles ?? []).joined(separator: ",") + ")") } ?? "-"
-                let columns = [
-                    String(entry.seq).padding(toLength: 8, withPad: " ", startingAt: 0),
-                    Timestamp.rfc3339(entry.time), entry.kind.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0),
-                    who.padding(toLength: 24, withPad: " ", startingAt: 0), what,
-                ]
-                Swift.print(columns.joined(separator: " "))
+                rows.append([String(entry.seq), Timestamp.rfc3339(entry.time), entry.kind.rawValue, who, what])
             }
+            TextTable.print(rows)
         }
     }
 
@@ -113,15 +111,15 @@ struct Audit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Verify the audit log: exit 0 when it is intact, 1 when an entry is bad (the first one is named).",
             discussion: """
-                By default the daemon verifies its own log under its own keys (operator or director): every
-                entry's hash and MAC, every checkpoint's signature, and that the log holds the entry the
-                index's anchor names (a log cut short, replaced or deleted fails).
-                With --offline, this command reads the log itself, from the data directory of --config or
-                from --data-dir (a copy, say), without the daemon, and takes the root key from --config's key
-                source (the passphrase from the terminal, or standard input with --stdin) to check the MACs
-                and the anchor the same way. With --pubkey instead (the public_key an online verify prints),
-                no root key is used: the hashes, the signatures and the anchor's entry are checked, the MACs
-                are not (the report says so). Exit 66 when the log cannot be read offline, 78 when the root
+                By default the daemon verifies its own log under its own keys (operator or director): every \
+                entry's hash and MAC, every checkpoint's signature, and that the log holds the entry the \
+                index's anchor names (a log cut short, replaced or deleted fails). \
+                With --offline, this command reads the log itself, from the data directory of --config or \
+                from --data-dir (a copy, say), without the daemon, and takes the root key from --config's key \
+                source (the passphrase from the terminal, or standard input with --stdin) to check the MACs \
+                and the anchor the same way. With --pubkey instead (the public_key an online verify prints), \
+                no root key is used: the hashes, the signatures and the anchor's entry are checked, the MACs \
+                are not (the report says so). Exit 66 when the log cannot be read offline, 78 when the root \
                 key cannot be read.
                 """
         )

@@ -2,6 +2,7 @@ import ArgumentParser
 import CaseVaultCore
 import CaseVaultCrypto
 import CaseVaultDaemon
+import CaseVaultFiles
 import CaseVaultStore
 import Foundation
 import Logging
@@ -14,8 +15,8 @@ struct Backup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a backup of the vault to a file (operator), while the daemon serves.",
         discussion: """
-            The file is sealed under a key of its own, kept (sealed) in the backup key file; it holds no
-            session notes. Keys older than [backup] retention_days are destroyed at each backup, which makes
+            The file is sealed under a key of its own, kept (sealed) in the backup key file; it holds no \
+            session notes. Keys older than [backup] retention_days are destroyed at each backup, which makes \
             their backups unreadable for good. The file is written as FILE.partial and renamed when complete.
             """
     )
@@ -90,16 +91,16 @@ struct Restore: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Restore a backup into an empty data directory, without the daemon, re-applying the shred ledger.",
         discussion: """
-            Reads the vault's root key (by --config's key source: the key file, $CREDENTIALS_DIRECTORY, or the
-            passphrase, asked without echo or read with --stdin) and its backup key file. Refuses a damaged or
-            altered file, another vault's backup, and a backup whose key was destroyed, leaving nothing behind.
-            Every record the shred ledger names is shredded again if the backup holds it, and kept in the
-            restored vault's ledger either way. The ledger is the copy beside the backup keys ([backup]
-            ledger_file, default shred.ledger beside the backup key file; the daemon adds each shred to it before
-            answering), together with the live vault's data directory (--live-data, read only) and an exported
-            ledger (--ledger, from casevaultctl ledger) when given. Without the copy one of those is needed, or
-            --without-ledger, which restores without any ledger. A copy that does not check out under the root
-            key is refused.
+            Reads the vault's root key (by --config's key source: the key file, $CREDENTIALS_DIRECTORY, or the \
+            passphrase, asked without echo or read with --stdin) and its backup key file. Refuses a damaged or \
+            altered file, another vault's backup, and a backup whose key was destroyed, leaving nothing behind. \
+            Every record the shred ledger names is shredded again if the backup holds it, and kept in the \
+            restored vault's ledger either way. The ledger is the copy beside the backup keys ([backup] \
+            ledger_file, default shred.ledger beside the backup key file; the daemon adds each shred to it before \
+            answering), together with the live vault's data directory (--live-data, read only) and an exported \
+            ledger (--ledger, from casevaultctl ledger) when given. Without the copy one of those is needed, or \
+            --without-ledger, which restores without any ledger. A copy that does not check out under the root \
+            key is refused. \
             Exit 0 restored, 1 refused, 64 bad usage, 66 the backup or ledger cannot be read, 78 bad configuration.
             """
     )

@@ -1,4 +1,5 @@
 import CaseVaultCore
+import CaseVaultFiles
 import CaseVaultStore
 import Foundation
 import Logging

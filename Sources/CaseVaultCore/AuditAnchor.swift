@@ -7,7 +7,7 @@ public struct AuditSigner: Sendable {
     private let sign: @Sendable ([UInt8]) -> [UInt8]
     private let authenticate: @Sendable ([UInt8]) -> [UInt8]
 
-    init(publicKey: [UInt8], sign: @escaping @Sendable ([UInt8]) -> [UInt8], authenticate: @escaping @Sendable ([UInt8]) -> [UInt8]) {
+    package init(publicKey: [UInt8], sign: @escaping @Sendable ([UInt8]) -> [UInt8], authenticate: @escaping @Sendable ([UInt8]) -> [UInt8]) {
         self.publicKey = publicKey
         self.sign = sign
         self.authenticate = authenticate
@@ -48,10 +48,18 @@ public struct AuditAnchor: Sendable, Equatable {
     }
 
     /// What the anchor's MAC covers, with the row's nonce.
-    func message(nonce: [UInt8]) -> [UInt8] {
+    package func message(nonce: [UInt8]) -> [UInt8] {
         // An anchor in the first file is covered as before files existed, so that older anchors still verify.
         Array("casevault.audit.anchor.v1".utf8) + withUnsafeBytes(of: self.seq.bigEndian, Array.init) + self.hash
             + withUnsafeBytes(of: self.offset.bigEndian, Array.init) + nonce
             + (self.file == 1 ? [] : withUnsafeBytes(of: self.file.bigEndian, Array.init))
     }
+}
+
+/// What the index remembers of the audit log.
+public enum AuditAnchorState: Sendable, Equatable {
+    /// No anchor yet: `vaultIsNew` when the index holds no case, record or shred either, so that a log
+    /// starting afresh is what one expects.
+    case none(vaultIsNew: Bool)
+    case anchored(AuditAnchor)
 }

@@ -3,22 +3,14 @@ package import Glibc
 #endif
 package import CaseVaultCore
 
-/// The data directory's layout and its permission rules: the directory is 0700 and every file 0600,
-/// owned by the daemon's user; anything that group or others can read or write is refused.
+/// A private directory and its permission rules: the directory is 0700 and every file 0600, owned by the
+/// daemon's user; anything that group or others can read or write is refused. The store adds its layout
+/// (`DataDirectory+Layout.swift`); the audit log uses the same rules for its own directory.
 package struct DataDirectory: Sendable {
     package let path: String
 
-    var indexPath: String { self.path + "/index.sqlite" }
-    var slotsPath: String { self.path + "/keyslots" }
-    var segmentsPath: String { self.path + "/segments" }
-    var auditPath: String { self.path + "/audit" }
-    var attachmentsPath: String { self.path + "/attachments" }
-
-    /// Creates the directory (0700) if it is missing, then checks ownership and mode.
-    static func prepare(path: String) throws(CaseVaultError) -> DataDirectory {
-        let directory = DataDirectory(path: path)
-        try Self.makeDirectory(path, createParents: true)
-        return directory
+    package init(path: String) {
+        self.path = path
     }
 
     package static func makeDirectory(_ path: String, createParents: Bool) throws(CaseVaultError) {

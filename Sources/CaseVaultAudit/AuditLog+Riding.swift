@@ -1,0 +1,79 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
+internal import CaseVaultCore
+internal import CaseVaultCrypto
+internal import CaseVaultFiles
+internal import Dispatch
+internal import Foundation
+internal import Synchronization
+
+// Riding on the store's flushes (`FlushRider`).
+extension AuditLog {
+    /// Ready to ride when something was written since the last flush, no checkpoint's head is waiting,
+    /// every growth of the file has been flushed by the log itself, and no failed flush waits for the log's
+    /// own to write again what it lost.
+    public func prepareRide() -> UInt64? {
+        let target = self.shared.withLock { state -> UInt64? in
+            guard state.riding, state.written > state.synced, state.unsyncedCheckpoint == nil, state.grewIn <= state.ownSynced,
+                state.rewrite == nil
+            else {
+                return nil
+            }
+            state.rideFailures = state.failures
+            return state.written
+        }
+        guard let target, (try? self.file.writeBack(wait: false)) != nil else { return nil }
+        return target
+    }
+
+    public func board(_ token: UInt64) -> Bool {
+        let (file, first) = self.chain.withLock { (self.file, $0.fileFirst) }
+        guard (try? file.writeBack(wait: true)) != nil else {
+            self.shared.withLock { Self.needRewrite(&$0, file: first) }
+            self.startSync()
+            return false
+        }
+        return true
+    }
+
+    /// After a failed flush of the file that begins at entry `file`: its next own flush writes again
+    /// everything since its last durable end (all of it, when none is known).
+    static func needRewrite(_ state: inout Shared, file: UInt64) {
+        state.failures += 1
+        guard state.rewrite?.file != file else { return }
+        state.rewrite = (file, state.durable.flatMap { $0.file == file ? $0.end : nil } ?? 0)
+    }
+
+    /// Writes `file` from `from` to `end` again as the page cache holds it, so that the next flush writes it
+    /// (after a failed flush its pages are clean). A zero byte there means the kernel dropped pages it could
+    /// not write and read back what the disk holds: what was lost cannot be written again, and the log stops
+    /// until a restart (which sets that end aside as torn: no answer waited for it).
+    static func writeAgain(_ file: PosixFile, from: Int64, to end: Int64, chain: inout Chain) throws(CaseVaultError) {
+        let bytes = try file.read(count: Int(end - from), at: from)
+        guard !bytes.contains(0) else {
+            let reason = "the audit log lost entries a failed flush should have written; restart casevaultd"
+            chain.unusable = reason
+            throw CaseVaultError(.storageFailure, reason)
+        }
+        try file.write(bytes, at: from)
+    }
+
+    public func rode(_ token: UInt64) {
+        let ready = self.shared.withLock { state -> [Waiter] in
+            // A flush that failed while this one rode may have taken its error: the log's own flush decides.
+            guard token > state.synced, state.failures == state.rideFailures else { return [] }
+            state.synced = token
+            state.rides += 1
+            let ready = state.durableWaiters.filter { $0.batch <= token }.map(\.waiter)
+            state.durableWaiters.removeAll { $0.batch <= token }
+            return ready
+        }
+        for waiter in ready {
+            waiter.complete(.success(token))
+        }
+        if self.anchorDue() || ready.isEmpty { self.startSync() }
+    }
+
+    public var ridingPath: String { self.logPath }
+}

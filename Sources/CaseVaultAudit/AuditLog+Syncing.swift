@@ -1,0 +1,171 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
+internal import CaseVaultCore
+internal import CaseVaultCrypto
+internal import CaseVaultFiles
+internal import Dispatch
+internal import Foundation
+internal import Synchronization
+
+// The syncer: making written entries durable, the head and the anchor.
+extension AuditLog {
+    /// Asks the syncer to flush now. Extra requests are harmless: a flush with nothing new to flush is none.
+    func startSync() {
+        self.syncer.async { self.sync() }
+    }
+
+    /// How often, at most, the anchor follows the log between checkpoints.
+    static let anchorInterval: DispatchTimeInterval = .seconds(1)
+
+    /// Whether the anchor lags behind what was written by more than `anchorInterval`.
+    func anchorDue() -> Bool {
+        self.shared.withLock { state in Self.anchorDue(state) }
+    }
+
+    static func anchorDue(_ state: Shared) -> Bool {
+        state.anchorStore != nil && state.writtenTail.seq > state.anchoredSeq && DispatchTime.now() >= state.anchoredAt + Self.anchorInterval
+    }
+
+    /// When the anchor lags but is not due yet, a flush for when it falls due, so that a quiet daemon's
+    /// last entries are anchored too.
+    func scheduleAnchor() {
+        let due = self.shared.withLock { state -> DispatchTime? in
+            guard state.anchorStore != nil, state.writtenTail.seq > state.anchoredSeq, !state.anchorScheduled else { return nil }
+            state.anchorScheduled = true
+            return state.anchoredAt + Self.anchorInterval
+        }
+        guard let due else { return }
+        self.syncer.asyncAfter(deadline: due) {
+            self.shared.withLock { $0.anchorScheduled = false }
+            self.sync()
+        }
+    }
+
+    /// The syncer: flushes everything written so far, replaces the head after a checkpoint and the anchor
+    /// when due, tells the waiters, and repeats while more was written meanwhile (riding: while someone
+    /// waits for it).
+    private func sync() {
+        while true {
+            let next = self.shared.withLock { state -> (UInt64, (anchor: AuditAnchor, signer: AuditSigner)?, (any AuditAnchorKeeper, AuditAnchor)?)? in
+                // Nothing new, unless a ride made the checkpoint's batch durable before its head was written.
+                let anchorDue = Self.anchorDue(state)
+                let ownNeeded = state.unsyncedCheckpoint != nil || state.grewIn > state.ownSynced || anchorDue
+                if state.written <= state.synced && !ownNeeded { return nil }
+                // Riding, what nobody waits for is left to the next put's flush.
+                if state.riding && state.durableWaiters.isEmpty && !ownNeeded { return nil }
+                defer { state.unsyncedCheckpoint = nil }
+                let anchor = (state.unsyncedCheckpoint != nil || anchorDue) ? state.anchorStore.map { ($0, state.writtenTail) } : nil
+                return (state.written, state.unsyncedCheckpoint, anchor)
+            }
+            guard let (target, checkpoint, anchor) = next else { return }
+            var failure: CaseVaultError?
+            var flushed: (file: UInt64, end: Int64)?
+            var failuresBefore: UInt64 = 0
+            do throws(CaseVaultError) {
+                // Everything written so far, and again what a failed flush should have made durable.
+                let (file, first, end) = try self.chain.withLock { chain throws(CaseVaultError) -> (PosixFile, UInt64, Int64) in
+                    let rewrite = self.shared.withLock { state in
+                        failuresBefore = state.failures
+                        return state.rewrite
+                    }
+                    if let rewrite, rewrite.file == chain.fileFirst, rewrite.from < chain.end {
+                        try Self.writeAgain(self.file, from: rewrite.from, to: chain.end, chain: &chain)
+                    }
+                    return (self.file, chain.fileFirst, chain.end)
+                }
+                try file.flushData()
+                flushed = (first, end)
+                if let checkpoint {
+                    try self.writeHead(seq: checkpoint.anchor.seq, hash: checkpoint.anchor.hash, signer: checkpoint.signer)
+                }
+            } catch {
+                failure = error
+            }
+            // The anchor names only what is durable: the last entry written before this flush. A checkpoint's
+            // is written before anyone waiting is told (seal and shutdown close the store next); the others
+            // after, so that no answer waits on the index. Its failure leaves the log as good as it was.
+            var anchored = false
+            if failure == nil, checkpoint != nil, let (store, tail) = anchor {
+                anchored = self.anchor(tail, in: store)
+            }
+            let ready = self.shared.withLock { state -> [Waiter] in
+                // A flush that failed elsewhere meanwhile may have taken this one's error: not durable either.
+                if failure == nil, state.failures != failuresBefore {
+                    failure = CaseVaultError(.storageFailure, "a flush of the audit log failed meanwhile")
+                }
+                if let failure {
+                    Self.needRewrite(&state, file: flushed?.file ?? state.durable?.file ?? 0)
+                    state.syncFailure = failure.message
+                    // The head stays behind; the next flush tries it again.
+                    if state.unsyncedCheckpoint == nil { state.unsyncedCheckpoint = checkpoint }
+                } else {
+                    state.syncFailure = nil
+                    if let flushed {
+                        state.durable = flushed
+                        if state.rewrite?.file == flushed.file { state.rewrite = nil }
+                    }
+                    state.synced = max(state.synced, target)
+                    state.ownSynced = max(state.ownSynced, target)
+                    state.ownFlushes += 1
+                    if anchored, let (_, tail) = anchor {
+                        state.anchoredSeq = max(state.anchoredSeq, tail.seq)
+                    }
+                    if anchor != nil { state.anchoredAt = .now() }
+                }
+                let ready = state.durableWaiters.filter { $0.batch <= target }.map(\.waiter)
+                state.durableWaiters.removeAll { $0.batch <= target }
+                return ready
+            }
+            let outcome: Result<UInt64, CaseVaultError> = failure.map { .failure(Self.unavailable($0.message)) } ?? .success(target)
+            for waiter in ready {
+                waiter.complete(outcome)
+            }
+            if failure != nil { return }
+            if checkpoint == nil, let (store, tail) = anchor, self.anchor(tail, in: store) {
+                self.shared.withLock { $0.anchoredSeq = max($0.anchoredSeq, tail.seq) }
+            }
+        }
+    }
+
+    /// Replaces the anchor in `store`; `false` (and `anchorFailure` says why) when it could not.
+    private func anchor(_ tail: AuditAnchor, in store: any AuditAnchorKeeper) -> Bool {
+        do throws(CaseVaultError) {
+            try store.setAuditAnchor(tail)
+            self.shared.withLock { $0.anchorFailure = nil }
+            return true
+        } catch {
+            self.shared.withLock { $0.anchorFailure = error.message }
+            return false
+        }
+    }
+
+    /// Why the log could not move to a new file the last time it was due, or `nil` (it goes on in the same
+    /// file and tries again).
+    public var rotationFailure: String? {
+        self.shared.withLock { $0.rotationFailure }
+    }
+
+    /// Why the anchor could not be replaced the last time it was due, or `nil`.
+    public var anchorFailure: String? {
+        self.shared.withLock { $0.anchorFailure }
+    }
+
+    /// Replaces `audit/head` atomically (write aside, flush, rename, flush the directory).
+    private func writeHead(seq: UInt64, hash: [UInt8], signer: AuditSigner) throws(CaseVaultError) {
+        let head = AuditHead(
+            seq: seq,
+            hash: Hex.encode(hash),
+            signature: Hex.encode(signer.signature(for: AuditChain.headMessage(seq: seq, hash: hash)))
+        )
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let bytes = Array((try? encoder.encode(head)) ?? Data()) + [UInt8(ascii: "\n")]
+        let aside = self.headPath + ".new"
+        let file = try PosixFile(path: aside, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
+        try file.write(bytes, at: 0)
+        try file.flushData()
+        guard rename(aside, self.headPath) == 0 else { throw POSIXFailure.error("rename", path: self.headPath) }
+        try DataDirectory.flushDirectory(self.directory)
+    }
+}

@@ -1,0 +1,31 @@
+#if canImport(Glibc)
+internal import Glibc
+#endif
+public import CaseVaultFiles
+internal import CCaseVaultShims
+internal import Synchronization
+
+extension RecordStore {
+    /// Filesystems whose `fdatasync` ends with a device flush and that overwrite a file's existing blocks
+    /// in place (not btrfs or ZFS, which write anew and must commit their trees).
+    static let inPlaceFilesystems: Set<UInt> = [0xEF53 /* ext2/3/4 */, 0x5846_5342 /* xfs */]
+
+    /// Lets `rider` ride on this store's flushes when it lies on the same device and an in-place
+    /// filesystem; returns whether it may. Otherwise the rider flushes on its own, as before.
+    @discardableResult
+    public func letRide(_ rider: any FlushRider) -> Bool {
+        var ours = stat()
+        var theirs = stat()
+        var type: UInt = 0
+        guard stat(self.directory.segmentsPath, &ours) == 0, stat(rider.ridingPath, &theirs) == 0,
+            ours.st_dev == theirs.st_dev,
+            casevault_filesystem_type(self.directory.segmentsPath, &type) == 0,
+            Self.inPlaceFilesystems.contains(type)
+        else {
+            self.rider.withLock { $0 = nil }
+            return false
+        }
+        self.rider.withLock { $0 = rider }
+        return true
+    }
+}

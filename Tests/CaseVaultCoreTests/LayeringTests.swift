@@ -1,0 +1,87 @@
+import Foundation
+import Testing
+
+/// The import graph of `Sources/`, read from the files: layers point one way (crypto ← core ← files ←
+/// store and audit, side by side ← server ← daemon ← executables), libsodium is called from the crypto
+/// target alone, and SQLite is reached from the store alone.
+@Suite("The layers of Sources/")
+struct LayeringTests {
+    static let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Sources")
+
+    /// What each of the project's own modules may import, of the project's modules, libsodium and SQLite.
+    static let allowed: [String: Set<String>] = [
+        "CaseVaultCrypto": ["CSodium"],
+        "CaseVaultCore": ["CaseVaultCrypto"],
+        "CaseVaultFiles": ["CaseVaultCore", "CCaseVaultShims"],
+        "CaseVaultStore": ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CCaseVaultShims", "GRDB"],
+        "CaseVaultAudit": ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles"],
+        "CaseVaultServer": ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit", "CCaseVaultShims"],
+        "CaseVaultDaemon": [
+            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit", "CaseVaultServer", "CCaseVaultShims",
+        ],
+        "casevaultd": ["CaseVaultCore", "CaseVaultDaemon"],
+        // The CLI still reaches the server's locked buffers and configuration; a client library is to
+        // replace that.
+        "casevaultctl": [
+            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit", "CaseVaultServer", "CaseVaultDaemon",
+            "CCaseVaultShims",
+        ],
+    ]
+
+    /// Tools and test support, above every layer: they may import what they need, except libsodium and
+    /// SQLite (below).
+    static let tools: Set<String> = [
+        "CSodium", "CCaseVaultShims", "CaseVaultFuzz", "casevault-fuzz", "casevault-bench", "casevault-load", "casevault-manual",
+        "casevault-torture",
+    ]
+
+    /// The modules a file imports, of those the rules speak of.
+    static func imports(_ path: URL) throws -> Set<String> {
+        let text = try String(contentsOf: path, encoding: .utf8)
+        var modules = Set<String>()
+        for line in text.split(separator: "\n") {
+            let words = line.split(separator: " ").map(String.init)
+            guard let index = words.firstIndex(of: "import"), index + 1 < words.count,
+                words[..<index].allSatisfy({ ["public", "internal", "package", "private", "fileprivate", "@testable", "@preconcurrency"].contains($0) })
+            else { continue }
+            let module = words[index + 1]
+            if module.hasPrefix("CaseVault") || module.hasPrefix("CCaseVault") || module == "CSodium" || module == "GRDB" {
+                modules.insert(module)
+            }
+        }
+        return modules
+    }
+
+    @Test("no module imports a layer above it or beside it: the audit log does not import the store")
+    func importsPointDown() throws {
+        let manager = FileManager.default
+        let folders = Set(try manager.contentsOfDirectory(atPath: Self.sources.path))
+        #expect(folders == Set(Self.allowed.keys).union(Self.tools), "every folder of Sources/ has its rule")
+        var checked = 0
+        for (module, allowed) in Self.allowed {
+            let directory = Self.sources.appendingPathComponent(module)
+            let files = try #require(manager.enumerator(atPath: directory.path)).compactMap { $0 as? String }.filter { $0.hasSuffix(".swift") }
+            #expect(!files.isEmpty, "no sources for \(module)")
+            for file in files {
+                let upward = try Self.imports(directory.appendingPathComponent(file)).subtracting(allowed)
+                #expect(upward.isEmpty, "\(module)/\(file) imports \(upward.sorted())")
+                checked += 1
+            }
+        }
+        #expect(checked > 100)
+    }
+
+    @Test("libsodium is imported by the crypto target alone, and SQLite by the store alone (and the bench's ceiling)")
+    func sodiumAndSQLiteStayInTheirLayers() throws {
+        let manager = FileManager.default
+        let files = try #require(manager.enumerator(atPath: Self.sources.path)).compactMap { $0 as? String }.filter { $0.hasSuffix(".swift") }
+        for file in files {
+            let modules = try Self.imports(Self.sources.appendingPathComponent(file))
+            if modules.contains("CSodium") { #expect(file.hasPrefix("CaseVaultCrypto/"), "\(file) imports CSodium") }
+            if modules.contains("GRDB") {
+                #expect(file.hasPrefix("CaseVaultStore/") || file.hasPrefix("casevault-bench/"), "\(file) imports GRDB")
+            }
+        }
+    }
+}
