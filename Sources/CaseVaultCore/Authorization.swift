@@ -124,33 +124,14 @@ public enum Authorization {
 
     /// Whether a caller holding `roles` may perform `action` in `scope`.
     public static func permits(_ roles: Set<Role>, _ action: Action, scope: AccessScope = .none) -> Bool {
-        Self.grants(action).contains { grant in
-            switch grant {
-            case .anyone: return true
-            case .anyRole: return !roles.isEmpty
-            case .role(let role): return roles.contains(role)
-            case .assignedMediator: return roles.contains(.mediator) && scope.assignedMediator
-            case .routedOffice:
-                guard let office = scope.routedOffice else { return false }
-                return roles.contains(.office(office))
-            }
-        }
+        Self.grants(action).contains { Self.match($0, roles, scope: scope) != nil }
     }
 
     /// The role under which `action` is allowed in `scope` (what a destruction certificate names), or
     /// `nil` when it is not allowed.
     public static func grantingRole(_ roles: Set<Role>, _ action: Action, scope: AccessScope = .none) -> Role? {
         for grant in Self.grants(action) {
-            switch grant {
-            case .anyone, .anyRole:
-                if let role = roles.sorted().first { return role }
-            case .role(let role):
-                if roles.contains(role) { return role }
-            case .assignedMediator:
-                if roles.contains(.mediator) && scope.assignedMediator { return .mediator }
-            case .routedOffice:
-                if let office = scope.routedOffice, roles.contains(.office(office)) { return .office(office) }
-            }
+            if let match = Self.match(grant, roles, scope: scope), let role = match.role { return role }
         }
         return nil
     }
@@ -158,25 +139,44 @@ public enum Authorization {
     /// Whether `action` could be allowed to a caller holding `roles` in some scope: the check made before
     /// the case or record is looked up, so that a caller who may never do this learns nothing about ids.
     public static func mightPermit(_ roles: Set<Role>, _ action: Action) -> Bool {
-        Self.grants(action).contains { grant in
+        Self.grants(action).contains { Self.match($0, roles, scope: nil) != nil }
+    }
+
+    /// Whether `action` is decided by the caller's roles alone, whatever the case: no grant of it asks
+    /// what the caller is to a case.
+    public static func dependsOnlyOnRoles(_ action: Action) -> Bool {
+        Self.grants(action).allSatisfy { grant in
             switch grant {
-            case .assignedMediator: return roles.contains(.mediator)
-            case .routedOffice:
-                return roles.contains { role in
-                    if case .office = role { return true }
-                    return false
-                }
-            default: return Self.permitsWithoutScope(grant, roles)
+            case .anyone, .anyRole, .role: return true
+            case .assignedMediator, .routedOffice: return false
             }
         }
     }
 
-    private static func permitsWithoutScope(_ grant: Grant, _ roles: Set<Role>) -> Bool {
+    /// A grant that admits the caller, and the role it admits them under (none for `anyone` without a role).
+    struct Match {
+        var role: Role?
+    }
+
+    /// The one reading of a grant: whether it admits a caller holding `roles` in `scope`, where a `nil`
+    /// scope stands for the most favourable case (the caller is assigned, the disclosure routed to them).
+    private static func match(_ grant: Grant, _ roles: Set<Role>, scope: AccessScope?) -> Match? {
         switch grant {
-        case .anyone: return true
-        case .anyRole: return !roles.isEmpty
-        case .role(let role): return roles.contains(role)
-        case .assignedMediator, .routedOffice: return false
+        case .anyone:
+            return Match(role: roles.sorted().first)
+        case .anyRole:
+            return roles.sorted().first.map { Match(role: $0) }
+        case .role(let role):
+            return roles.contains(role) ? Match(role: role) : nil
+        case .assignedMediator:
+            guard roles.contains(.mediator), scope?.assignedMediator ?? true else { return nil }
+            return Match(role: .mediator)
+        case .routedOffice:
+            let offices = roles.filter { role in
+                guard case .office(let office) = role else { return false }
+                return scope.map { $0.routedOffice == office } ?? true
+            }
+            return offices.sorted().first.map { Match(role: $0) }
         }
     }
 }

@@ -3,8 +3,10 @@ internal import CaseVaultStore
 internal import CaseVaultAudit
 public import Hummingbird
 
-/// Every route of the API in one table: the router is built from it, and a test holds it against
-/// `docs/openapi.yaml`. Each handler names its action and asks the authorization table before it acts.
+/// Every route of the API in one table, with its policy: who may call it, whether a sealed daemon serves
+/// it, and how it is audited. The router applies the policy before any handler runs, so that no handler
+/// can forget it; a test holds the table against `docs/openapi.yaml` and against the audit log's list of
+/// what may be logged without a MAC.
 public enum API {
     public struct Route: Hashable, Sendable, CustomStringConvertible {
         public var method: HTTPRequest.Method
@@ -14,59 +16,128 @@ public enum API {
         public var description: String { "\(self.method.rawValue) \(self.path)" }
     }
 
+    /// Who may call a route: asked of the authorization table by the router, before the handler runs.
+    enum Access: Sendable {
+        /// The whole check: the action is decided by the caller's roles alone.
+        case action(Action)
+        /// The check before any id is looked up: the caller might perform one of these on some case, so
+        /// that a caller who never may learns nothing about which ids exist. The handler then asks the
+        /// table for the case it looks up (`Routes.authorize`, `Routes.authorizeReading`).
+        case perCase([Action])
+    }
+
+    /// Whether a sealed daemon answers the route; every other route gets 503 `sealed`.
+    enum WhileSealed: Sendable {
+        case served
+        case refused
+    }
+
+    /// How a route is audited.
+    enum Auditing: Sendable {
+        /// The request entry is written before the route acts, or the route does not act
+        /// (503 `audit-unavailable`).
+        case beforeActing
+        /// The route answers even when the audit log cannot be written, so that it can say why; it acts on
+        /// nothing.
+        case whenWritable
+    }
+
     typealias Handler = @Sendable (Request, CaseVaultContext) async throws -> Response
 
-    /// The routes and the handler of each.
-    static let table: [(route: Route, handler: @Sendable (Routes) -> Handler)] = [
-        (Route(method: .get, path: "/v1/health"), { routes in routes.health }),
-        (Route(method: .get, path: "/v1/whoami"), { routes in routes.whoami }),
-        (Route(method: .get, path: "/v1/admin/status"), { routes in routes.status }),
-        (Route(method: .post, path: "/v1/admin/init"), { routes in routes.initialise }),
-        (Route(method: .post, path: "/v1/admin/unseal"), { routes in routes.unseal }),
-        (Route(method: .post, path: "/v1/admin/seal"), { routes in routes.seal }),
-        (Route(method: .post, path: "/v1/admin/rotate"), { routes in routes.rotate }),
-        (Route(method: .post, path: "/v1/admin/backup"), { routes in routes.backup }),
-        (Route(method: .get, path: "/v1/admin/ledger"), { routes in routes.ledger }),
-        (Route(method: .post, path: "/v1/cases"), { routes in routes.openCase }),
-        (Route(method: .get, path: "/v1/cases/{case_id}"), { routes in routes.readCase }),
-        (Route(method: .get, path: "/v1/cases/{case_id}/participants"), { routes in routes.readParticipants }),
-        (Route(method: .post, path: "/v1/cases/{case_id}/records"), { routes in routes.fileRecord }),
-        (Route(method: .post, path: "/v1/cases/{case_id}/close"), { routes in routes.closeCase }),
-        (Route(method: .put, path: "/v1/cases/{case_id}/mediators"), { routes in routes.assignMediators }),
-        (Route(method: .get, path: "/v1/records/{record_id}"), { routes in routes.readRecord }),
-        (Route(method: .delete, path: "/v1/records/{record_id}"), { routes in routes.shredRecord }),
-        (Route(method: .put, path: "/v1/records/{record_id}/attachment"), { routes in routes.putAttachment }),
-        (Route(method: .get, path: "/v1/records/{record_id}/attachment"), { routes in routes.getAttachment }),
-        (Route(method: .get, path: "/v1/certificates"), { routes in routes.listCertificates }),
-        (Route(method: .get, path: "/v1/certificates/public-key"), { routes in routes.certificateKey }),
-        (Route(method: .get, path: "/v1/certificates/{certificate_id}"), { routes in routes.readCertificate }),
-        (Route(method: .post, path: "/v1/holds"), { routes in routes.placeHold }),
-        (Route(method: .get, path: "/v1/holds"), { routes in routes.listHolds }),
-        (Route(method: .delete, path: "/v1/holds/{hold_id}"), { routes in routes.releaseHold }),
-        (Route(method: .post, path: "/v1/admin/sweep"), { routes in routes.sweep }),
-        (Route(method: .get, path: "/v1/stats"), { routes in routes.statistics }),
-        (Route(method: .get, path: "/v1/audit/verify"), { routes in routes.verifyAudit }),
-        (Route(method: .get, path: "/v1/audit/entries"), { routes in routes.auditEntries }),
-        (Route(method: .get, path: "/v1/roster/mediators"), { routes in routes.listRoster }),
-        (Route(method: .get, path: "/v1/roster/mediators/{user}"), { routes in routes.readRosterEntry }),
-        (Route(method: .put, path: "/v1/roster/mediators/{user}"), { routes in routes.addToRoster }),
-        (Route(method: .delete, path: "/v1/roster/mediators/{user}"), { routes in routes.removeFromRoster }),
-    ]
+    /// One row of the table.
+    struct Endpoint: Sendable {
+        var route: Route
+        var access: Access
+        var whileSealed: WhileSealed
+        var auditing: Auditing
+        var handler: @Sendable (Routes) -> Handler
 
-    /// What a sealed daemon answers; every other route gets 503 `sealed`. The audit log's list, so that
-    /// what the daemon serves unkeyed and what the log accepts without a MAC are one list.
-    static let servedWhileSealed: Set<Route> = Set(Self.routes.filter { AuditChain.servedWhileSealed.contains($0.description) })
+        init(
+            _ method: HTTPRequest.Method, _ path: String, _ access: Access, whileSealed: WhileSealed = .refused,
+            auditing: Auditing = .beforeActing, _ handler: @escaping @Sendable (Routes) -> Handler
+        ) {
+            self.route = Route(method: method, path: path)
+            self.access = access
+            self.whileSealed = whileSealed
+            self.auditing = auditing
+            self.handler = handler
+        }
+    }
+
+    /// Filing a record of any type a client files, and attaching to one.
+    static let filing: [Action] = [.fileIntakeForm, .fileAgreement, .fileSessionNote, .fileFinalAgreement, .fileEvaluation, .fileDisclosure]
+    /// Reading a record of any type, and its attachment.
+    static let reading: [Action] = [.readRecord, .readSessionNote, .readDisclosure]
+
+    /// The routes, their policy and the handler of each.
+    static let table: [Endpoint] = [
+        Endpoint(.get, "/v1/health", .action(.health), whileSealed: .served, auditing: .whenWritable) { $0.health },
+        Endpoint(.get, "/v1/whoami", .action(.whoami)) { $0.whoami },
+        Endpoint(.get, "/v1/admin/status", .action(.status), whileSealed: .served, auditing: .whenWritable) { $0.status },
+        Endpoint(.post, "/v1/admin/init", .action(.initialise), whileSealed: .served) { $0.initialise },
+        Endpoint(.post, "/v1/admin/unseal", .action(.unseal), whileSealed: .served) { $0.unseal },
+        Endpoint(.post, "/v1/admin/seal", .action(.seal), whileSealed: .served) { $0.seal },
+        Endpoint(.post, "/v1/admin/rotate", .action(.rotate)) { $0.rotate },
+        Endpoint(.post, "/v1/admin/backup", .action(.backup)) { $0.backup },
+        Endpoint(.get, "/v1/admin/ledger", .action(.backup)) { $0.ledger },
+        Endpoint(.post, "/v1/cases", .action(.openCase)) { $0.openCase },
+        Endpoint(.get, "/v1/cases/{case_id}", .perCase([.readCase])) { $0.readCase },
+        Endpoint(.get, "/v1/cases/{case_id}/participants", .perCase([.readCase])) { $0.readParticipants },
+        Endpoint(.post, "/v1/cases/{case_id}/records", .perCase(Self.filing)) { $0.fileRecord },
+        Endpoint(.post, "/v1/cases/{case_id}/close", .perCase([.closeCase])) { $0.closeCase },
+        Endpoint(.put, "/v1/cases/{case_id}/mediators", .action(.assignMediators)) { $0.assignMediators },
+        Endpoint(.get, "/v1/records/{record_id}", .perCase(Self.reading)) { $0.readRecord },
+        Endpoint(.delete, "/v1/records/{record_id}", .perCase([.shredRecord, .shredSessionNote])) { $0.shredRecord },
+        Endpoint(.put, "/v1/records/{record_id}/attachment", .perCase(Self.filing)) { $0.putAttachment },
+        Endpoint(.get, "/v1/records/{record_id}/attachment", .perCase(Self.reading)) { $0.getAttachment },
+        Endpoint(.get, "/v1/certificates", .action(.readCertificates)) { $0.listCertificates },
+        Endpoint(.get, "/v1/certificates/public-key", .action(.readCertificateKey)) { $0.certificateKey },
+        Endpoint(.get, "/v1/certificates/{certificate_id}", .action(.readCertificates)) { $0.readCertificate },
+        Endpoint(.post, "/v1/holds", .action(.manageHolds)) { $0.placeHold },
+        Endpoint(.get, "/v1/holds", .action(.manageHolds)) { $0.listHolds },
+        Endpoint(.delete, "/v1/holds/{hold_id}", .action(.manageHolds)) { $0.releaseHold },
+        Endpoint(.post, "/v1/admin/sweep", .action(.sweep)) { $0.sweep },
+        Endpoint(.get, "/v1/stats", .action(.readStatistics)) { $0.statistics },
+        Endpoint(.get, "/v1/audit/verify", .action(.verifyAudit)) { $0.verifyAudit },
+        Endpoint(.get, "/v1/audit/entries", .action(.readAudit)) { $0.auditEntries },
+        Endpoint(.get, "/v1/roster/mediators", .action(.manageRoster)) { $0.listRoster },
+        Endpoint(.get, "/v1/roster/mediators/{user}", .action(.manageRoster)) { $0.readRosterEntry },
+        Endpoint(.put, "/v1/roster/mediators/{user}", .action(.manageRoster)) { $0.addToRoster },
+        Endpoint(.delete, "/v1/roster/mediators/{user}", .action(.manageRoster)) { $0.removeFromRoster },
+    ]
 
     /// The routes the server answers.
     public static var routes: [Route] { Self.table.map(\.route) }
+
+    /// The routes a sealed daemon answers.
+    public static var servedWhileSealed: Set<Route> { Set(Self.table.filter { $0.whileSealed == .served }.map(\.route)) }
+
+    /// The routes that answer when the audit log cannot be written.
+    public static var answeredWithoutAudit: Set<Route> { Set(Self.table.filter { $0.auditing == .whenWritable }.map(\.route)) }
+
+    /// Whether every row's access agrees with the authorization table: a whole check only for an action the
+    /// caller's roles decide alone, a per-case check only when some action of it looks at the case. The
+    /// descriptions of the rows that do not (none: a test holds it).
+    public static var accessMismatches: [String] {
+        Self.table.compactMap { endpoint in
+            switch endpoint.access {
+            case .action(let action):
+                return Authorization.dependsOnlyOnRoles(action) ? nil : "\(endpoint.route) checks \(action) without its case"
+            case .perCase(let actions):
+                return actions.isEmpty || actions.allSatisfy(Authorization.dependsOnlyOnRoles)
+                    ? "\(endpoint.route) defers a check no case decides" : nil
+            }
+        }
+    }
 
     /// The methods a path that exists but does not take them answers with 405.
     static let methods: [HTTPRequest.Method] = [.get, .head, .put, .post, .delete, .patch, .options, .trace, .connect]
         + [HTTPRequest.Method("QUERY")].compactMap { $0 }
 }
 
-/// The routes, behind the problem and identity middlewares. A method a path does not take gets 405 with
-/// an `Allow` header; a path no route has gets 404; both as problems.
+/// The routes, behind the problem, identity and audit middlewares, each behind its row's policy: its
+/// request entry, the sealed check, then the authorization table. A method a path does not take gets 405
+/// with an `Allow` header; a path no route has gets 404; both as problems.
 func buildRouter(
     keeper: VaultKeeper, audit: AuditLog, roleMap: RoleMap, configuration: ServerConfiguration, pool: BlockingPool,
     identities: ConnectionIdentities, budget: AuditBudget
@@ -77,13 +148,17 @@ func buildRouter(
     router.add(middleware: AuditMiddleware(audit: audit, budget: budget, identities: identities))
     let routes = Routes(keeper: keeper, audit: audit, configuration: configuration, pool: pool)
     var methodsByPath: [String: [HTTPRequest.Method]] = [:]
-    for (route, handler) in API.table {
-        let handle = handler(routes)
+    for endpoint in API.table {
+        let (route, handle) = (endpoint.route, endpoint.handler(routes))
         router.on(RouterPath(route.path), method: route.method) { request, context in
             // The request entry is on disk before the route acts, or the route does not act.
-            try await Audited.before(route, context, audit)
-            if !API.servedWhileSealed.contains(route), keeper.isSealed {
+            try await Audited.before(endpoint, context, audit)
+            if endpoint.whileSealed == .refused, keeper.isSealed {
                 throw CaseVaultError(.sealed, "the vault is sealed: an operator must unseal it first (casevaultctl unseal)")
+            }
+            switch endpoint.access {
+            case .action(let action): try context.authorize(action)
+            case .perCase(let actions): try context.authorizeSomewhere(actions)
             }
             return try await handle(request, context)
         }

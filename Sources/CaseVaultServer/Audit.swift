@@ -119,28 +119,22 @@ struct AuditMiddleware: RouterMiddleware {
 
 /// The `request` entry, written before a route acts.
 enum Audited {
-    /// Routes that answer even when the audit log cannot be written, so that they can say why.
-    static let answerWithoutAudit: Set<API.Route> = [
-        API.Route(method: .get, path: "/v1/health"),
-        API.Route(method: .get, path: "/v1/admin/status"),
-    ]
-
-    /// Writes the request entry for `route` and waits until it is written; throws `audit-unavailable`
-    /// (503) when it is not, so the route never acts unaudited. (Its flush overlaps the route's work; the
-    /// middleware waits for it before answering.)
-    static func before(_ route: API.Route, _ context: CaseVaultContext, _ audit: AuditLog) async throws {
+    /// Writes the request entry for `endpoint` and waits until it is written; throws `audit-unavailable`
+    /// (503) when it is not, so the route never acts unaudited, unless its row says it answers anyway. (Its
+    /// flush overlaps the route's work; the middleware waits for it before answering.)
+    static func before(_ endpoint: API.Endpoint, _ context: CaseVaultContext, _ audit: AuditLog) async throws {
         // A peer with no role past its budget: it can act on nothing, and is counted instead.
         if context.audit?.suppressed == true { return }
         let number = audit.nextRequestNumber()
         var entry = Self.caller(AuditEntry(kind: .request, time: audit.clock()), context)
         entry.request = number
-        entry.action = route.description
+        entry.action = endpoint.route.description
         entry.ids = Self.ids(context)
         do {
             let receipt = try await audit.append(entry)
             context.audit?.written = (number, receipt)
         } catch {
-            if !Self.answerWithoutAudit.contains(route) { throw error }
+            if endpoint.auditing == .beforeActing { throw error }
         }
     }
 
@@ -171,7 +165,6 @@ extension Routes {
     /// the log holds the entry the index's anchor names: the report names the first bad entry. Reads a
     /// snapshot of the log without holding its writer.
     func verifyAudit(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorize(.verifyAudit)
         let audit = self.audit
         let report = try await self.run { store throws(CaseVaultError) in
             let anchor: AuditAnchor?
@@ -192,7 +185,6 @@ extension Routes {
     /// `GET /v1/audit/entries?last=N` (1 to 1000, default 20): the newest entries, oldest first (uids,
     /// roles, routes, ids and results; never content). Director and operator.
     func auditEntries(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorize(.readAudit)
         let query = request.uri.queryParameters
         for (name, _) in query where name != "last" {
             throw CaseVaultError(.invalidField, "the audit entries take only the query parameter last")

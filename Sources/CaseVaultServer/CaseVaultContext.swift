@@ -34,6 +34,11 @@ public struct CaseVaultContext: RequestContext {
     /// Throws `forbidden` unless one of `actions` could be allowed to the caller on some case: asked before
     /// any id is looked up, so that a caller who may never act learns nothing about which ids exist.
     public func authorizeSomewhere(_ actions: Action...) throws(CaseVaultError) {
+        try self.authorizeSomewhere(actions)
+    }
+
+    /// `authorizeSomewhere` over a list: what the router asks for a route whose check depends on its case.
+    public func authorizeSomewhere(_ actions: [Action]) throws(CaseVaultError) {
         guard self.identity != nil, actions.contains(where: { Authorization.mightPermit(self.roles, $0) }) else {
             throw self.refusal
         }

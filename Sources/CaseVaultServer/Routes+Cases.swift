@@ -51,7 +51,6 @@ extension Routes {
     /// `POST /v1/cases`: `{"participants": [{"name", "contact"?}, …], "mediators": [user, …]}`. Names and
     /// contacts go into the sealed case header; the case gets participant ids `p1`, `p2`, ….
     func openCase(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorize(.openCase)
         let body = try await request.jsonObject(self.configuration)
         try body.onlyFields(["participants", "mediators"])
         let mediators = body["mediators"] == nil ? [] : try Users.uids(body, field: "mediators")
@@ -68,7 +67,6 @@ extension Routes {
 
     /// `GET /v1/cases/{case_id}`: state, participant ids, mediators and the live records' metadata.
     func readCase(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorizeSomewhere(.readCase)
         let id = try self.caseID(context)
         let (summary, records) = try await self.run { store throws(CaseVaultError) in
             (try Self.authorize(.readCase, case: id, context, store).summary, try store.records(caseID: id))
@@ -78,7 +76,6 @@ extension Routes {
 
     /// `GET /v1/cases/{case_id}/participants`: the sealed case header, opened.
     func readParticipants(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorizeSomewhere(.readCase)
         let id = try self.caseID(context)
         var header = try await self.run { store throws(CaseVaultError) in
             try Self.authorize(.readCase, case: id, context, store)
@@ -108,9 +105,6 @@ extension Routes {
     /// `POST /v1/cases/{case_id}/records`: `{"type", "content", "supersedes"?}` under the lifecycle rules. A
     /// final agreement's response lists the session notes it shredded.
     func fileRecord(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorizeSomewhere(
-            .fileIntakeForm, .fileAgreement, .fileSessionNote, .fileFinalAgreement, .fileEvaluation, .fileDisclosure
-        )
         let caseID = try self.caseID(context)
         var raw: [UInt8] = []
         let body = try await request.jsonObject(self.configuration, raw: &raw)
@@ -153,7 +147,6 @@ extension Routes {
 
     /// `POST /v1/cases/{case_id}/close`: `{"outcome": "no_agreement" | "withdrawn"}`; shreds every note.
     func closeCase(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorizeSomewhere(.closeCase)
         let id = try self.caseID(context)
         let body = try await request.jsonObject(self.configuration)
         try body.onlyFields(["outcome"])
@@ -170,7 +163,6 @@ extension Routes {
 
     /// `PUT /v1/cases/{case_id}/mediators`: `{"mediators": [user, …]}`, each on the roster.
     func assignMediators(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorize(.assignMediators)
         let id = try self.caseID(context)
         let body = try await request.jsonObject(self.configuration)
         try body.onlyFields(["mediators"])

@@ -17,7 +17,6 @@ extension Routes {
 
     /// `GET /v1/certificates/public-key`: director and operator.
     func certificateKey(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorize(.readCertificateKey)
         return try JSONResponse.make(
             PublicKey(algorithm: "ed25519", publicKey: Hex.encode(try self.store.certificatePublicKey))
         )
@@ -25,7 +24,6 @@ extension Routes {
 
     /// `GET /v1/certificates[?case_id=…]`: `{"certificates": [document, …]}`, oldest first. Director.
     func listCertificates(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorize(.readCertificates)
         let caseID = try request.uri.queryParameters.get("case_id").map { text throws(CaseVaultError) in try CaseID(String(text)) }
         let documents = try await self.run { store throws(CaseVaultError) in try store.certificates(caseID: caseID) }
         var body = ByteBuffer()
@@ -41,7 +39,6 @@ extension Routes {
     /// `GET /v1/certificates/{certificate_id}`: the signed document, as `casevaultctl certificate verify`
     /// reads it. Director.
     func readCertificate(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorize(.readCertificates)
         let id = try CaseID(context.parameters.get("certificate_id") ?? "")
         let document = try await self.run { store throws(CaseVaultError) in try store.certificate(id.rawValue) }
         return JSONResponse.raw(ByteBuffer(bytes: document))

@@ -29,7 +29,6 @@ extension Routes {
     }
 
     func initialise(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorize(.initialise)
         let (body, secrets) = try await request.jsonObject(self.configuration, secrets: ["passphrase"])
         try body.onlyFields(["passphrase", "shares", "threshold"])
         let passphrase = try Self.passphrase(secrets["passphrase"] ?? .absent)
@@ -51,7 +50,6 @@ extension Routes {
     }
 
     func unseal(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorize(.unseal)
         let (body, secrets) = try await request.jsonObject(self.configuration, secrets: ["passphrase", "share"])
         try body.onlyFields(["passphrase", "share"])
         let keeper = self.keeper
@@ -77,7 +75,6 @@ extension Routes {
     }
 
     func seal(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorize(.seal)
         let keeper = self.keeper
         let audit = self.audit
         try await self.pool.run {
@@ -102,7 +99,6 @@ extension Routes {
     /// Rotates the key-encryption key (`RecordStore.rotate`): `limit` bounds the slots this call rewraps,
     /// so that a client can show progress; the next call carries on.
     func rotate(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorize(.rotate)
         let body = try await request.optionalJSONObject(self.configuration)
         try body.onlyFields(["limit"])
         let most = try body.optionalCount("limit", of: "key slots")

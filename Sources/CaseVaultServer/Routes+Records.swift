@@ -21,14 +21,16 @@ extension Routes {
         return JSONResponse.raw(Self.recordBody(record))
     }
 
-    /// Checks that the caller may read record `id` and returns it, opened. One index snapshot gives the
-    /// record, its case and the caller's roster membership; the content is opened only once the table
-    /// allows it, except for a disclosure, whose routed office is named by the category inside it.
+    /// Checks that the caller may read record `id` and returns it, opened. One index snapshot gives the record, its case and the caller's roster
+    /// membership; the content is opened only once the table allows it, except for a disclosure, whose
+    /// routed office is named by the category inside it.
     ///
     /// Reads run on the calling task, not the blocking pool: they never wait on a flush (the index is in
     /// WAL mode; slots and segments are read with pread), and the hop would cost more than the read.
     func authorizeReading(_ id: RecordID, _ context: CaseVaultContext) async throws -> CaseVaultCore.Record {
-        try context.authorizeSomewhere(.readRecord, .readSessionNote, .readDisclosure)
+        // The router has asked this already; asked again so that no caller of this function can leak which
+        // ids exist to one who may read nothing.
+        try context.authorizeSomewhere(API.reading)
         let rosterUID: UInt32? = context.roles.contains(.mediator) ? context.uid : nil
         var record = try self.store.read(id, rosterUID: rosterUID) { metadata, summary, onRoster throws(CaseVaultError) in
             guard metadata.type != .caseHeader else {
@@ -80,7 +82,6 @@ extension Routes {
 
     /// `DELETE /v1/records/{record_id}` with `{"reason": …}`: shreds the record now (DESIGN §6).
     func shredRecord(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        try context.authorizeSomewhere(.shredRecord, .shredSessionNote)
         let id = try self.recordID(context)
         let body = try await request.jsonObject(self.configuration)
         try body.onlyFields(["reason"])
