@@ -15,8 +15,7 @@ extension Bench {
                 rootKeyFile: URL(fileURLWithPath: root + "/keys/wrapped-\(limits.operations)")
             )
             configuration.keySource = .passphrase
-            var logger = Logger(label: "bench")
-            logger.logLevel = .warning
+            let logger = Logger(label: "bench")
             let keeper = VaultKeeper(sealed: configuration, limits: limits, logger: logger)
             _ = try keeper.initialise(passphrase: passphrase, shares: 0, threshold: 0)
             try keeper.seal()
@@ -35,8 +34,7 @@ extension Bench {
 
     /// Rotation of `rotationSlots` key slots (goal: under 10 s for 100,000), in the default batches.
     func rotationFigure(root: String) throws {
-        var logger = Logger(label: "bench")
-        logger.logLevel = .warning
+        let logger = Logger(label: "bench")
         let store = try RecordStore.open(
             StoreConfiguration(
                 dataDirectory: URL(fileURLWithPath: root + "/rotation"),

@@ -30,6 +30,13 @@ struct Bench: ParsableCommand {
     @Option(help: "Key slots the rotation benchmark rewraps.") var rotationSlots = 100_000
 
     func run() throws {
+        // The bench prints figures only: the store's warnings and errors still reach standard error, its
+        // info lines and notices (one per case opened) do not.
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .warning
+            return handler
+        }
         let root = try self.makeRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
         print("CaseVault store benchmark: \(self.size)-byte records, \(self.seconds) s per figure, in \(root)")

@@ -15,19 +15,26 @@ struct CaseVaultCtl: AsyncParsableCommand {
 
             Exit codes:
               0   done
-              1   the daemon answered with an error (its problem code and detail are printed)
+              1   the daemon answered with an error (its problem code and detail
+                  are printed)
               64  bad command line
               69  the daemon cannot be reached on the socket
               77  the daemon refused: your user holds no role that allows this
               78  the configuration file cannot be read
-            `sweep` exits 2 when nothing was due. `doctor` reads the configuration, not the socket, and exits 1
-            when a check fails.
-            `certificate verify` runs offline and exits 0 when the certificate verifies, 1 when it does not,
-            66 when the file cannot be read, 64 when the key is not 64 hexadecimal characters.
-            `unseal` exits 1 when refused or throttled, 2 when --share --stdin ran out of shares first.
-            `restore` runs without the daemon: exit 1 when it refuses the backup, 66 when a file cannot be read.
-            `audit verify` exits 0 when the log is intact, 1 when an entry is bad (it names the first one),
-            66 when --offline cannot read the log.
+
+            Commands that say more:
+              sweep               2 when nothing was due
+              doctor              reads the configuration, not the socket;
+                                  1 when a check fails
+              certificate verify  runs offline; 1 when the certificate does not
+                                  verify, 66 when the file cannot be read, 64 when
+                                  the key is not 64 hexadecimal characters
+              unseal              1 when refused or throttled, 2 when --share
+                                  --stdin ran out of shares first
+              restore             runs without the daemon; 1 when it refuses the
+                                  backup, 66 when a file cannot be read
+              audit verify        1 when an entry is bad (it names the first
+                                  one), 66 when --offline cannot read the log
             """,
         subcommands: [Status.self, WhoAmI.self, Init.self, Unseal.self, Seal.self, Rotate.self, Backup.self, Ledger.self, Restore.self, Sweep.self, Hold.self, Stats.self, Pubkey.self, Certificate.self, Audit.self, DoctorCommand.self]
     )
@@ -75,8 +82,5 @@ func output(json: Bool, document: [String: Any], rows: [(String, String)]) {
         print(String(decoding: data, as: UTF8.self))
         return
     }
-    let width = rows.map(\.0.count).max() ?? 0
-    for (key, value) in rows {
-        print(key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value)
-    }
+    TextTable.print(rows.map { [$0.0, $0.1] })
 }

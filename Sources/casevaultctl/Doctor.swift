@@ -7,7 +7,7 @@ struct DoctorCommand: ParsableCommand {
         commandName: "doctor",
         abstract: "Check the host: the data's filesystem and what a shred guarantees on it, modes and owners, the key, swap, core dumps.",
         discussion: """
-            Reads the configuration, not the socket: it runs while the daemon is stopped too.
+            Reads the configuration, not the socket: it runs while the daemon is stopped too. \
             Exit codes: 0 every check passed or only warned, 1 a check failed, 78 the configuration cannot be read.
             """
     )

@@ -165,10 +165,10 @@ struct Init: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Initialise a vault whose key source is passphrase (operator): make the root key, wrap it, unseal.",
         discussion: """
-            The daemon makes a random root key, wraps it under the passphrase with Argon2id (the cost of
-            [keys] argon2_operations and argon2_memory_mib), and unseals. With --shares N --threshold T it
+            The daemon makes a random root key, wraps it under the passphrase with Argon2id (the cost of \
+            [keys] argon2_operations and argon2_memory_mib), and unseals. With --shares N --threshold T it \
             also splits the root key into N recovery shares of which any T recover it (`unseal --share`):
-            they are printed once, here, and kept nowhere; give each to a different person.
+            they are printed once, here, and kept nowhere; give each to a different person. \
             The passphrase is read twice from the terminal without echo, or once from standard input with --stdin.
             """
     )
@@ -216,10 +216,10 @@ struct Unseal: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Unseal the vault (operator): with the passphrase, or with recovery shares one at a time.",
         discussion: """
-            The passphrase is read from the terminal without echo, or from standard input with --stdin. With
-            --share, shares are read the same way (one a line with --stdin) until the vault unseals; each answer
-            says how many are in. A refused attempt is slowed down: the next is accepted only after a delay that
-            doubles with each refusal (up to 5 minutes). Exit 0 unsealed, 1 refused or throttled, 2 the shares
+            The passphrase is read from the terminal without echo, or from standard input with --stdin. With \
+            --share, shares are read the same way (one a line with --stdin) until the vault unseals; each answer \
+            says how many are in. A refused attempt is slowed down: the next is accepted only after a delay that \
+            doubles with each refusal (up to 5 minutes). Exit 0 unsealed, 1 refused or throttled, 2 the shares \
             ran out before the vault unsealed.
             """
     )
@@ -283,7 +283,7 @@ struct Rotate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Rotate the key-encryption key (operator): a new epoch, every key slot rewrapped under it, the old epoch retired.",
         discussion: """
-            Rewraps in requests of --step slots and shows progress on a terminal. Interrupted (a crash, a
+            Rewraps in requests of --step slots and shows progress on a terminal. Interrupted (a crash, a \
             signal), it is resumable: run it again and it carries on the same rotation. Exit 0 when complete.
             """
     )

@@ -42,10 +42,7 @@ struct Stats: AsyncParsableCommand {
             }
             // The totals cover the complete years, whichever period the rows are.
             lines.append(["complete years"] + (table["column_totals"] as? [Any] ?? []).map(cell) + [cell(table["total"]), cell(table["satisfaction_mean"])])
-            let widths = (0..<(lines.first?.count ?? 0)).map { index in lines.map { $0.count > index ? $0[index].count : 0 }.max() ?? 0 }
-            for line in lines {
-                print(zip(line, widths).map { $0.0.padding(toLength: $0.1 + 2, withPad: " ", startingAt: 0) }.joined())
-            }
+            TextTable.print(lines)
             print("k = \(table["k"] as? Int ?? 0): counts under k, and those that would reveal them, are shown as -")
         }
     }

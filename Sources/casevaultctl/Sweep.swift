@@ -9,11 +9,11 @@ struct Sweep: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Dispose of every record whose retention has run out and that no legal hold covers (operator).",
         discussion: """
-            Each disposal is a shred with a destruction certificate. Records of a held case are counted as held
-            back; session notes are held only if the configuration says so. On a terminal, progress is shown;
+            Each disposal is a shred with a destruction certificate. Records of a held case are counted as held \
+            back; session notes are held only if the configuration says so. On a terminal, progress is shown; \
             with --json one document is printed.
 
-            Exit codes: 0 records were disposed (with --dry-run: records are due), 2 nothing was due,
+            Exit codes: 0 records were disposed (with --dry-run: records are due), 2 nothing was due, \
             1 the daemon answered with an error, and the common codes of `casevaultctl --help`.
             """
     )
@@ -90,16 +90,13 @@ struct Sweep: AsyncParsableCommand {
     static func printTable(_ report: [String: Any], dryRun: Bool) {
         let byType = report["by_type"] as? [String: [String: Int]] ?? [:]
         let heading = dryRun ? "would dispose" : "disposed"
-        let columns = [("type", 22), (heading, 14), ("held back", 10), ("already gone", 13)]
-        print(columns.map { $0.0.padding(toLength: $0.1, withPad: " ", startingAt: 0) }.joined())
-        func line(_ name: String, _ counts: [String: Int]) {
-            let values = [name, "\(counts["disposed"] ?? 0)", "\(counts["held_back"] ?? 0)", "\(counts["already_gone"] ?? 0)"]
-            print(zip(values, columns).map { $0.0.padding(toLength: $0.1.1, withPad: " ", startingAt: 0) }.joined())
+        func line(_ name: String, _ counts: [String: Int]) -> [String] {
+            [name, "\(counts["disposed"] ?? 0)", "\(counts["held_back"] ?? 0)", "\(counts["already_gone"] ?? 0)"]
         }
-        for type in byType.keys.sorted() {
-            line(type, byType[type] ?? [:])
-        }
-        line("total", report["totals"] as? [String: Int] ?? [:])
+        TextTable.print(
+            [["type", heading, "held back", "already gone"]] + byType.keys.sorted().map { line($0, byType[$0] ?? [:]) }
+                + [line("total", report["totals"] as? [String: Int] ?? [:])]
+        )
         if !dryRun {
             print("certificates issued: \(report["certificates"] as? Int ?? 0)")
         }

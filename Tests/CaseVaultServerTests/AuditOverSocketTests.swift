@@ -155,7 +155,8 @@ struct AuditOverSocketTests {
 
     @Test("audit tail: the newest entries, oldest first, online and offline; never content; bad counts refused")
     func tail() throws {
-        let daemon = try DaemonProcess(roles: Self.roles)
+        // Root holds three roles here, so that its roles column is wider than a fixed one would be.
+        let daemon = try DaemonProcess(roles: Self.roles + "\nintake = [\"uid:0\"]\nstatistician = [\"uid:0\"]")
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
         let caseID = try daemon.openCase(by: Self.director, mediators: [])
         let reply = try daemon.call("GET", "/v1/audit/entries?last=4", as: Self.director, expect: 200)
@@ -170,6 +171,9 @@ struct AuditOverSocketTests {
 
         let (code, text) = try CLITests.ctl(["audit", "tail", "-n", "3", "--socket", daemon.socket], as: .root)
         #expect(code == 0 && text.split(separator: "\n").count == 3 && text.contains("GET /v1/audit/entries"), "\(text)")
+        // Columns as wide as their widest cell: the caller's roles are never cut short.
+        let roles = (try daemon.call("GET", "/v1/whoami", as: .root, expect: 200).json["roles"] as? [String] ?? []).joined(separator: ",")
+        #expect(!roles.isEmpty && text.contains("uid 0 (\(roles))"), "\(text)")
         #expect(try CLITests.ctl(["audit", "tail", "--socket", daemon.socket], as: Self.mediator).0 == 77)
         #expect(try CLITests.ctl(["audit", "tail", "-n", "0", "--socket", daemon.socket], as: .root).0 == 64)
         for query in ["last=0", "last=1001", "last=ten", "first=3"] {

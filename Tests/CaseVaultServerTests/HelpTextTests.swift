@@ -1,0 +1,56 @@
+import Foundation
+import Testing
+
+/// What a user reads in `casevaultctl … --help`: prose that the terminal wraps, never sentences broken
+/// where the source happened to break its lines.
+@Suite("casevaultctl's help")
+struct HelpTextTests {
+    /// The help of `command` (a path of subcommands) on a terminal wider than any paragraph.
+    static func help(_ command: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: DaemonProcess.binary("casevaultctl"))
+        process.arguments = command + ["--help"]
+        process.environment = ["COLUMNS": "100000", "PATH": "/usr/bin:/bin"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    /// The subcommands a help lists.
+    static func subcommands(_ help: String) -> [String] {
+        guard let start = help.range(of: "SUBCOMMANDS:\n") else { return [] }
+        // The list ends at its first blank line (a "See 'casevaultctl help …'" note follows).
+        let list = help[start.upperBound...].split(separator: "\n", omittingEmptySubsequences: false).prefix { !$0.isEmpty }
+        return list.compactMap { line in
+            guard line.hasPrefix("  "), !line.hasPrefix("   ") else { return nil }
+            let name = line.dropFirst(2).prefix { $0 != " " }
+            return name == "help" || name.isEmpty ? nil : String(name)
+        }
+    }
+
+    @Test("every command's discussion is prose: no line is broken where a wider terminal would go on")
+    func proseIsNotBroken() throws {
+        var queue: [[String]] = [[]]
+        var seen = 0
+        while let command = queue.popLast(), seen < 100 {
+            let help = try Self.help(command)
+            #expect(help.contains("USAGE:"), "\(command)")
+            seen += 1
+            queue += Self.subcommands(help).map { command + [$0] }
+            let text = help.components(separatedBy: "USAGE:").first ?? ""
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+            for (line, next) in zip(lines, lines.dropFirst()) {
+                let prose = { (text: Substring) in !text.isEmpty && !text.hasPrefix(" ") }
+                // Two lines of one paragraph: the first must be a heading (ends in a colon).
+                if prose(line), prose(next) {
+                    #expect(line.hasSuffix(":"), "casevaultctl \(command.joined(separator: " ")): a line breaks mid-paragraph: \(line)")
+                }
+            }
+        }
+        #expect(seen > 20)
+    }
+}
