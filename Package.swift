@@ -232,7 +232,13 @@ let package = Package(
         ),
         .testTarget(
             name: "CaseVaultServerTests",
-            dependencies: ["casevaultd", "casevaultctl", "casevault-torture", "CaseVaultCore", "CaseVaultServer", "CaseVaultAudit"],
+            dependencies: [
+                "casevaultd", "casevaultctl", "casevault-torture", "CaseVaultCore", "CaseVaultServer", "CaseVaultAudit", "CaseVaultDaemon",
+                "CaseVaultStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -2,6 +2,7 @@ internal import CaseVaultCore
 internal import CaseVaultStore
 internal import CaseVaultAudit
 public import Hummingbird
+internal import NIOCore
 
 /// Every route of the API in one table, with its policy: who may call it, whether a sealed daemon serves
 /// it, and how it is audited. The router applies the policy before any handler runs, so that no handler
@@ -140,11 +141,12 @@ public enum API {
 /// with an `Allow` header; a path no route has gets 404; both as problems.
 func buildRouter(
     keeper: VaultKeeper, audit: AuditLog, roleMap: RoleMap, configuration: ServerConfiguration, pool: BlockingPool,
-    identities: ConnectionIdentities, budget: AuditBudget
+    identities: ConnectionIdentities, budget: AuditBudget,
+    identify: @escaping @Sendable (Request, any Channel) async throws -> PeerIdentity
 ) -> Router<CaseVaultContext> {
     let router = Router(context: CaseVaultContext.self)
     router.add(middleware: ProblemMiddleware())
-    router.add(middleware: IdentityMiddleware(roleMap: roleMap, identities: identities))
+    router.add(middleware: IdentityMiddleware(roleMap: roleMap, identify: identify))
     router.add(middleware: AuditMiddleware(audit: audit, budget: budget, identities: identities))
     let routes = Routes(keeper: keeper, audit: audit, configuration: configuration, pool: pool)
     var methodsByPath: [String: [HTTPRequest.Method]] = [:]

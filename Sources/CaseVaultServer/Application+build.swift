@@ -2,7 +2,7 @@ public import CaseVaultCore
 public import CaseVaultStore
 public import CaseVaultAudit
 internal import Foundation
-internal import Hummingbird
+package import Hummingbird
 internal import HummingbirdCore
 public import Logging
 public import ServiceLifecycle
@@ -25,7 +25,8 @@ public func buildApplication(
     let identities = ConnectionIdentities()
     let budget = AuditBudget(audit: audit)
     let router = buildRouter(
-        keeper: keeper, audit: audit, roleMap: roleMap, configuration: configuration, pool: pool, identities: identities, budget: budget
+        keeper: keeper, audit: audit, roleMap: roleMap, configuration: configuration, pool: pool, identities: identities, budget: budget,
+        identify: { _, channel in try await identities.identity(of: channel) }
     )
     let socketPath = configuration.socketPath
     let socketGroup = configuration.socketGroup
@@ -90,4 +91,29 @@ public func buildApplication(
         },
         logger: logger
     )
+}
+
+/// The same router, middlewares and services as `buildApplication`, driven in process (HummingbirdTesting's
+/// router mode) instead of over a socket, with `identify` saying who sent each request where the kernel
+/// would, and every request refused as unidentified when it says nobody. For tests; the daemon never
+/// builds this.
+package func buildInProcessApplication(
+    configuration: ServerConfiguration,
+    keeper: VaultKeeper,
+    audit: AuditLog,
+    roleMap: RoleMap,
+    logger: Logger,
+    identify: @escaping @Sendable (Request) -> PeerIdentity?
+) -> some ApplicationProtocol {
+    let pool = BlockingPool(threads: configuration.blockingThreads)
+    let budget = AuditBudget(audit: audit)
+    let router = buildRouter(
+        keeper: keeper, audit: audit, roleMap: roleMap, configuration: configuration, pool: pool, identities: ConnectionIdentities(),
+        budget: budget,
+        identify: { request, _ in
+            guard let identity = identify(request) else { throw PeerIdentityUnavailable() }
+            return identity
+        }
+    )
+    return Application(router: router, services: [pool, budget], logger: logger)
 }

@@ -2,6 +2,7 @@ internal import CaseVaultCore
 internal import Foundation
 internal import Hummingbird
 internal import Logging
+internal import NIOCore
 
 /// RFC 9457 problem details: every error the socket returns, in one shape and one place.
 struct Problem: Encodable {
@@ -134,12 +135,13 @@ struct MethodNotAllowed: Error {
 struct IdentityMiddleware: RouterMiddleware {
     typealias Context = CaseVaultContext
     let roleMap: RoleMap
-    let identities: ConnectionIdentities
+    /// Who sent the request: the kernel's word for its connection in the daemon (`ConnectionIdentities`).
+    let identify: @Sendable (Request, any Channel) async throws -> PeerIdentity
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         do {
-            let identity = try await self.identities.identity(of: context.channel)
+            let identity = try await self.identify(request, context.channel)
             context.identity = identity
             context.roles = self.roleMap.roles(for: identity)
         } catch {

@@ -3,7 +3,8 @@ import Testing
 
 /// Every route against every kind of caller (DESIGN §8): the expectations below are written from the design's
 /// role table, independently of the daemon's authorization table, and every refusal must be a 403 problem.
-@Suite("The authorization matrix", .enabled(if: isRoot, "acting as other uids needs root"), .serialized)
+/// The matrix runs in process (no root, seconds) and against the real daemon, as real uids.
+@Suite("The authorization matrix", .serialized)
 struct AuthorizationMatrixTests {
     enum Who: String, CaseIterable {
         case director, mediator, otherCaseMediator, removedMediator, intake, submitter
@@ -59,30 +60,30 @@ struct AuthorizationMatrixTests {
         var hold: String
     }
 
-    static func fixture(_ daemon: DaemonProcess) throws -> Fixture {
+    static func fixture(_ daemon: some VaultTransport) async throws -> Fixture {
         let director = Self.peers[.director]!
         for uid in [4002, 4003, 4004] {
-            try daemon.call("PUT", "/v1/roster/mediators/uid:\(uid)", as: director)
+            try await daemon.call("PUT", "/v1/roster/mediators/uid:\(uid)", as: director)
         }
-        let caseA = try daemon.openCase(by: director, mediators: [4002, 4004])
-        let caseB = try daemon.openCase(by: director, mediators: [4003])
+        let caseA = try await daemon.openCase(by: director, mediators: [4002, 4004])
+        let caseB = try await daemon.openCase(by: director, mediators: [4003])
         let mediator = Self.peers[.mediator]!
-        let intake = try daemon.file(caseA, Bodies.intake, as: director).string("record_id")
-        try daemon.call("PUT", "/v1/records/\(intake)/attachment", as: director, body: #"{"scan": "\#(LeakCheck.marker)"}"#, expect: 201)
-        let bare = try daemon.file(caseA, Bodies.intake, as: director).string("record_id")
-        try daemon.file(caseA, Bodies.agreement("p1"), as: mediator)
-        try daemon.file(caseA, Bodies.agreement("p2", online: true), as: mediator)
-        let note = try daemon.file(caseA, Bodies.note, as: mediator).string("record_id")
-        let harassment = try daemon.file(caseA, Bodies.disclosure("sexual_harassment"), as: mediator).string("record_id")
-        let discrimination = try daemon.file(caseA, Bodies.disclosure("discrimination"), as: mediator).string("record_id")
+        let intake = try await daemon.file(caseA, Bodies.intake, as: director).string("record_id")
+        try await daemon.call("PUT", "/v1/records/\(intake)/attachment", as: director, body: #"{"scan": "\#(LeakCheck.marker)"}"#, expect: 201)
+        let bare = try await daemon.file(caseA, Bodies.intake, as: director).string("record_id")
+        try await daemon.file(caseA, Bodies.agreement("p1"), as: mediator)
+        try await daemon.file(caseA, Bodies.agreement("p2", online: true), as: mediator)
+        let note = try await daemon.file(caseA, Bodies.note, as: mediator).string("record_id")
+        let harassment = try await daemon.file(caseA, Bodies.disclosure("sexual_harassment"), as: mediator).string("record_id")
+        let discrimination = try await daemon.file(caseA, Bodies.disclosure("discrimination"), as: mediator).string("record_id")
         // Percent-encoded, as generated clients send it (found by make check-api: it was refused).
-        try daemon.call("DELETE", "/v1/roster/mediators/uid%3A4004", as: director, expect: 204)
-        let doomed = try daemon.file(caseA, Bodies.intake, as: director).string("record_id")
-        try daemon.call("DELETE", "/v1/records/\(doomed)", as: director, body: #"{"reason": "filed_in_error"}"#, expect: 200)
-        let certificates = try daemon.call("GET", "/v1/certificates?case_id=\(caseA)", as: director, expect: 200)
+        try await daemon.call("DELETE", "/v1/roster/mediators/uid%3A4004", as: director, expect: 204)
+        let doomed = try await daemon.file(caseA, Bodies.intake, as: director).string("record_id")
+        try await daemon.call("DELETE", "/v1/records/\(doomed)", as: director, body: #"{"reason": "filed_in_error"}"#, expect: 200)
+        let certificates = try await daemon.call("GET", "/v1/certificates?case_id=\(caseA)", as: director, expect: 200)
         let last = (certificates.json["certificates"] as? [[String: Any]])?.last?["certificate"] as? [String: Any]
         let certificate = last?["certificate_id"] as? String ?? ""
-        let hold = try daemon.call("POST", "/v1/holds", as: director, body: #"{"case_id": "\#(caseB)", "reason": "audit"}"#, expect: 201)
+        let hold = try await daemon.call("POST", "/v1/holds", as: director, body: #"{"case_id": "\#(caseB)", "reason": "audit"}"#, expect: 201)
         return Fixture(
             caseA: caseA, caseB: caseB, intake: intake, bare: bare, note: note, harassment: harassment,
             discrimination: discrimination, certificate: certificate, hold: hold.string("hold_id")
@@ -244,19 +245,32 @@ struct AuthorizationMatrixTests {
         ),
     ]
 
-    @Test("every route against every caller: allowed exactly as DESIGN §8 says, every refusal a 403 problem")
-    func matrix() throws {
+    @Test("every route against every caller, in process: allowed exactly as DESIGN §8 says, every refusal a 403 problem")
+    func matrixInProcess() async throws {
+        try await InProcess.withVault(roles: Self.roles, extra: Self.offices) { vault in try await Self.matrix(vault) }
+    }
+
+    @Test(
+        "every route against every caller, over the socket as real uids: allowed exactly as DESIGN §8 says",
+        .enabled(if: isRoot, "acting as other uids needs root")
+    )
+    func matrixOverTheSocket() async throws {
         let daemon = try DaemonProcess(roles: Self.roles, extra: Self.offices)
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
-        let shared = try Self.fixture(daemon)
+        try await Self.matrix(OverTheSocket(daemon: daemon))
+        #expect(daemon.stop() == 0, "\(daemon.log)")
+    }
+
+    static func matrix(_ vault: some VaultTransport) async throws {
+        let shared = try await Self.fixture(vault)
         var allowedCount = 0
         for operation in Self.operations {
             for who in Who.allCases {
                 let expected = operation.allowed.contains(who)
                 // An allowed change gets a fixture of its own, so that later checks see the shared one intact.
-                let fixture = expected && operation.mutates ? try Self.fixture(daemon) : shared
+                let fixture = expected && operation.mutates ? try await Self.fixture(vault) : shared
                 let body = operation.fixtureBody?(fixture) ?? operation.body
-                let reply = try Client.request(daemon, operation.method, operation.path(fixture), as: Self.peers[who]!, body: body)
+                let reply = try await vault.send(operation.method, operation.path(fixture), as: Self.peers[who]!, body: body)
                 let text = String(decoding: reply.body, as: UTF8.self)
                 if expected {
                     let success = operation.allowedStatus.map { reply.status == $0 } ?? (200..<300).contains(reply.status)
@@ -273,7 +287,6 @@ struct AuthorizationMatrixTests {
         // The routes under test are every route the server has.
         let tested = Set(Self.operations.map { "\($0.method) \(Self.template($0.path(shared), shared))" })
         #expect(tested == Set(DocumentedRoutes.server.map(\.description)), "a route is missing from the matrix")
-        #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     /// The route template of a concrete path.
@@ -289,7 +302,7 @@ struct AuthorizationMatrixTests {
         return path.replacingOccurrences(of: "uid:4002", with: "{user}").replacingOccurrences(of: "uid:4100", with: "{user}")
     }
 
-    @Test("removing a mediator from the roster ends their access at their next request")
+    @Test("removing a mediator from the roster ends their access at their next request", .enabled(if: isRoot, "acting as other uids needs root"))
     func rosterRemovalEndsAccess() throws {
         let daemon = try DaemonProcess(roles: Self.roles, extra: Self.offices)
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
