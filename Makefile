@@ -6,7 +6,7 @@ APT_PACKAGES := libsodium-dev libsqlite3-dev pkg-config systemd
 TEST_APT_PACKAGES := systemd-container curl bc procps util-linux passwd fuse3 libfuse3-dev gcc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps test-deps apt-install build run test test-systemd test-asan test-tsan powercutfs bench soak fuzz check-api install clean
+.PHONY: deps test-deps apt-install build run lint test test-systemd test-asan test-tsan powercutfs bench soak fuzz check-api install clean
 
 ## deps: install the apt packages the build needs, only if one is missing
 deps:
@@ -34,10 +34,15 @@ powercutfs: test-deps
 	mkdir -p .build
 	cc -O2 -Wall -Wextra -Werror -o .build/powercutfs Tests/support/powercutfs.c $$(pkg-config --cflags --libs fuse3)
 
-## test: every test, against real files, real libsodium, real processes killed with SIGKILL, power cut
-## under a real filesystem that forgets what was not flushed (Tests/support/powercutfs.c), and a real
-## systemd booted in a throw-away container (Tests/system/real-systemd.sh)
-test: test-deps powercutfs
+## lint: swift-format (the toolchain's own) with .swift-format (120 columns, 4 spaces) over Sources and Tests;
+## fails on any finding. `swift format format -i --configuration .swift-format -r Sources Tests` fixes most.
+lint:
+	$(SWIFT) format lint --strict --configuration .swift-format -r Sources Tests
+
+## test: the lint, then every test, against real files, real libsodium, real processes killed with SIGKILL,
+## power cut under a real filesystem that forgets what was not flushed (Tests/support/powercutfs.c), and a
+## real systemd booted in a throw-away container (Tests/system/real-systemd.sh)
+test: lint test-deps powercutfs
 	$(SWIFT) build --build-tests
 	Tests/system/real-systemd.sh .build/debug
 	$(SWIFT) test

@@ -148,8 +148,14 @@ public enum AuditChain {
             out.append(UInt8(ascii: "\""))
         }
         // The keys in the order `.sortedKeys` gives them.
-        if let action = entry.action { key("action"); string(action) }
-        if let kept = entry.firstKept { key("first_kept"); number(kept) }
+        if let action = entry.action {
+            key("action")
+            string(action)
+        }
+        if let kept = entry.firstKept {
+            key("first_kept")
+            number(kept)
+        }
         if let ids = entry.ids {
             key("ids")
             out.append(UInt8(ascii: "{"))
@@ -161,12 +167,28 @@ public enum AuditChain {
             }
             out.append(UInt8(ascii: "}"))
         }
-        key("kind"); string(entry.kind.rawValue)
-        if let previous = entry.previous { key("previous"); string(previous) }
-        if let problem = entry.problem { key("problem"); string(problem) }
-        if let publicKey = entry.publicKey { key("public_key"); string(publicKey) }
-        if let reason = entry.reason { key("reason"); string(reason) }
-        if let request = entry.request { key("request"); number(request) }
+        key("kind")
+        string(entry.kind.rawValue)
+        if let previous = entry.previous {
+            key("previous")
+            string(previous)
+        }
+        if let problem = entry.problem {
+            key("problem")
+            string(problem)
+        }
+        if let publicKey = entry.publicKey {
+            key("public_key")
+            string(publicKey)
+        }
+        if let reason = entry.reason {
+            key("reason")
+            string(reason)
+        }
+        if let request = entry.request {
+            key("request")
+            number(request)
+        }
         if let roles = entry.roles {
             key("roles")
             out.append(UInt8(ascii: "["))
@@ -176,12 +198,26 @@ public enum AuditChain {
             }
             out.append(UInt8(ascii: "]"))
         }
-        key("seq"); number(entry.seq)
-        if let signature = entry.signature { key("signature"); string(signature) }
-        if let status = entry.status { key("status"); number(status) }
-        if let suppressed = entry.suppressed { key("suppressed"); number(suppressed) }
-        key("time"); number(entry.time)
-        if let uid = entry.uid { key("uid"); number(uid) }
+        key("seq")
+        number(entry.seq)
+        if let signature = entry.signature {
+            key("signature")
+            string(signature)
+        }
+        if let status = entry.status {
+            key("status")
+            number(status)
+        }
+        if let suppressed = entry.suppressed {
+            key("suppressed")
+            number(suppressed)
+        }
+        key("time")
+        number(entry.time)
+        if let uid = entry.uid {
+            key("uid")
+            number(uid)
+        }
         out.append(UInt8(ascii: "}"))
         return out
     }
@@ -196,7 +232,11 @@ public enum AuditChain {
     static func line(previous: [UInt8], json: [UInt8], signer: AuditSigner?) -> (line: [UInt8], hash: [UInt8]) {
         let hash = Self.hash(previous: previous, json: json)
         let mac = signer.map { Array(Hex.encode($0.mac(Self.macMessage(hash))).utf8) } ?? [UInt8(ascii: "-")]
-        return (Array(Hex.encode(hash).utf8) + [UInt8(ascii: " ")] + mac + [UInt8(ascii: " ")] + json + [UInt8(ascii: "\n")], hash)
+        return (
+            Array(Hex.encode(hash).utf8) + [UInt8(ascii: " ")] + mac + [UInt8(ascii: " ")] + json + [
+                UInt8(ascii: "\n")
+            ], hash
+        )
     }
 }
 

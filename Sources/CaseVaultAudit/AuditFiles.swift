@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 public import CaseVaultCore
 internal import CaseVaultFiles
 internal import Foundation
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// The files of the audit log in its directory (DESIGN §10: the log rotates, and the chain continues
 /// across files). `log` is the file being written; each file the log rotated away from is
@@ -33,9 +34,10 @@ public enum AuditFiles {
 
     /// The torn ends set aside whose break is not recorded yet, oldest first, with the entry each came after.
     static func unrecordedTornEnds(_ directory: String) throws(CaseVaultError) -> [(name: String, after: UInt64)] {
-        try Self.names(directory).filter { $0.hasPrefix(Self.tornPrefix) && !$0.hasSuffix(Self.recordedSuffix) }.sorted().map { name in
-            (name, name.components(separatedBy: "-after-").last.flatMap { UInt64($0) } ?? 0)
-        }
+        try Self.names(directory).filter { $0.hasPrefix(Self.tornPrefix) && !$0.hasSuffix(Self.recordedSuffix) }
+            .sorted().map { name in
+                (name, name.components(separatedBy: "-after-").last.flatMap { UInt64($0) } ?? 0)
+            }
     }
 
     static func archiveName(first: UInt64) -> String {

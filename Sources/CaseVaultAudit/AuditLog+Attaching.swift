@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 public import CaseVaultCore
 internal import CaseVaultCrypto
 public import CaseVaultFiles
@@ -8,12 +5,18 @@ internal import Dispatch
 internal import Foundation
 internal import Synchronization
 
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
 // Taking and giving up the root key's audit subkeys: what the log records when it does.
 extension AuditLog {
     /// Starts keying entries and signing checkpoints with `signer` and writes its public key into the log
     /// (with `breakFound`, the break the operator accepted, and a checkpoint after it so that the head
     /// names the log as it now stands). Waits until the entries are durable.
-    public func attach(_ signer: AuditSigner, breakFound: String? = nil, firstKept: UInt64? = nil) throws(CaseVaultError) {
+    public func attach(_ signer: AuditSigner, breakFound: String? = nil, firstKept: UInt64? = nil)
+        throws(CaseVaultError)
+    {
         self.shared.withLock { $0.signer = signer }
         var entry = AuditEntry(kind: .key, time: self.clock())
         entry.publicKey = Hex.encode(signer.publicKey)
@@ -72,7 +75,9 @@ extension AuditLog {
         }
         for name in recorded {
             let path = self.directory + "/" + name
-            guard rename(path, path + AuditFiles.recordedSuffix) == 0 else { throw POSIXFailure.error("rename", path: path) }
+            guard rename(path, path + AuditFiles.recordedSuffix) == 0 else {
+                throw POSIXFailure.error("rename", path: path)
+            }
         }
         if !recorded.isEmpty { try DataDirectory.flushDirectory(self.directory) }
         do {

@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 internal import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import Dispatch
 internal import Foundation
 internal import Synchronization
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 // The check at attach: the log's files against the anchor and the chain key, and what accepting a break moves aside.
 extension AuditLog {
@@ -58,7 +59,8 @@ extension AuditLog {
     static func checkFiles(_ parts: [Part], signer: AuditSigner?) throws(CaseVaultError) -> Finding? {
         func trusted(_ line: AuditLine.Parsed) -> Bool {
             guard let signer else { return true }
-            guard let mac = line.mac, Memory.constantTimeEquals(signer.mac(AuditChain.macMessage(line.hash)), mac) else { return false }
+            guard let mac = line.mac, Memory.constantTimeEquals(signer.mac(AuditChain.macMessage(line.hash)), mac)
+            else { return false }
             guard line.entry.reason == AuditChain.rotateReason, line.entry.kind == .checkpoint else { return true }
             guard let text = line.entry.previous, let previous = Hex.decode(text) else { return false }
             return AuditChain.hash(previous: previous, json: line.json) == line.hash
@@ -84,10 +86,13 @@ extension AuditLog {
                 floor = parts[index + 1].first
                 continue
             }
-            if first.entry.reason == AuditChain.rotateReason, let value = first.entry.firstKept, trusted(first) { kept = max(kept, value) }
+            if first.entry.reason == AuditChain.rotateReason, let value = first.entry.firstKept, trusted(first) {
+                kept = max(kept, value)
+            }
             guard isRotated else { continue }
             guard first.entry.seq == part.first else {
-                problems.append("the rotated file \(part.name) begins at entry \(first.entry.seq), not the one its name gives")
+                problems.append(
+                    "the rotated file \(part.name) begins at entry \(first.entry.seq), not the one its name gives")
                 floor = parts[index + 1].first
                 continue
             }
@@ -103,13 +108,16 @@ extension AuditLog {
                 follows = false
             }
             guard follows else {
-                problems.append("\(parts[index + 1].name) does not follow from \(part.name): entries between them are missing or were replaced")
+                problems.append(
+                    "\(parts[index + 1].name) does not follow from \(part.name): entries between them are missing or were replaced"
+                )
                 floor = next.entry.seq
                 continue
             }
         }
         if let oldest = firsts.compactMap({ $0 }).first?.entry.seq, oldest > kept {
-            problems.append("the log begins at entry \(oldest) but keeps entries from \(kept): its oldest files were removed")
+            problems.append(
+                "the log begins at entry \(oldest) but keeps entries from \(kept): its oldest files were removed")
             floor = max(floor ?? oldest, oldest)
         }
         guard !problems.isEmpty else { return nil }
@@ -145,7 +153,10 @@ extension AuditLog {
         do {
             switch try store.auditAnchor() {
             case .none(let vaultIsNew):
-                if !vaultIsNew { problem = "the index holds records but no audit anchor (it was removed, or the vault predates anchors)" }
+                if !vaultIsNew {
+                    problem =
+                        "the index holds records but no audit anchor (it was removed, or the vault predates anchors)"
+                }
             case .anchored(let value):
                 anchor = value
             }
@@ -158,10 +169,12 @@ extension AuditLog {
         let parts = try self.parts()
         let files = try Self.checkFiles(parts, signer: signer)
         let floorIndex = files?.floor.flatMap { floor in parts.firstIndex { $0.first >= floor } } ?? 0
-        let walked = try self.walk(parts, from: floorIndex, gap: files != nil, anchor: anchor, entries: entries, signer: signer)
+        let walked = try self.walk(
+            parts, from: floorIndex, gap: files != nil, anchor: anchor, entries: entries, signer: signer)
         let found = [problem, files?.description, walked?.description].compactMap { $0 }
         guard !found.isEmpty else { return nil }
-        return Finding(description: found.joined(separator: "; "), cut: walked?.cut, floor: files?.floor ?? walked?.floor)
+        return Finding(
+            description: found.joined(separator: "; "), cut: walked?.cut, floor: files?.floor ?? walked?.floor)
     }
 
     /// The walk under the root key: from the anchor's entry (or, when there is none or it lies before a gap
@@ -198,7 +211,8 @@ extension AuditLog {
             let before = bytes[..<max(0, anchorAt - 1)].lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0
             let lineEnd = bytes[anchorAt...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.endIndex
             guard anchorAt == 0 || bytes[anchorAt - 1] == UInt8(ascii: "\n"),
-                let parsed = AuditLine.parse(bytes[anchorAt..<lineEnd]), parsed.entry.seq == anchor.seq, parsed.hash == anchor.hash
+                let parsed = AuditLine.parse(bytes[anchorAt..<lineEnd]), parsed.entry.seq == anchor.seq,
+                parsed.hash == anchor.hash
             else {
                 return Finding(
                     description: "entry \(anchor.seq) is not the one the index's anchor names: the log was replaced",
@@ -210,7 +224,9 @@ extension AuditLog {
             var previous: [UInt8]?
             if anchor.seq == 1 {
                 previous = AuditChain.genesis
-            } else if anchorAt > 0, let line = AuditLine.parse(bytes[before..<(anchorAt - 1)]), line.entry.seq == anchor.seq - 1 {
+            } else if anchorAt > 0, let line = AuditLine.parse(bytes[before..<(anchorAt - 1)]),
+                line.entry.seq == anchor.seq - 1
+            {
                 previous = line.hash
             } else if anchorAt == 0, let text = parsed.entry.previous {
                 previous = Hex.decode(text)
@@ -283,7 +299,8 @@ extension AuditLog {
             if length > 0, !whole {
                 let bytes = try part.file.read(count: length, at: cut.offset)
                 let aside = try PosixFile(
-                    path: self.directory + "/" + part.name + ".broken-\(stamp)", flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600
+                    path: self.directory + "/" + part.name + ".broken-\(stamp)", flags: O_WRONLY | O_CREAT | O_EXCL,
+                    mode: 0o600
                 )
                 try aside.write(bytes, at: 0)
                 try aside.flushData()
@@ -302,7 +319,9 @@ extension AuditLog {
                 }
                 for later in parts[(whole ? index : index + 1)...] {
                     let path = self.directory + "/" + later.name
-                    guard rename(path, path + ".broken-\(stamp)") == 0 else { throw POSIXFailure.error("rename", path: path) }
+                    guard rename(path, path + ".broken-\(stamp)") == 0 else {
+                        throw POSIXFailure.error("rename", path: path)
+                    }
                 }
                 let fresh = try PosixFile(path: self.logPath, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
                 self.current.withLock { $0 = fresh }

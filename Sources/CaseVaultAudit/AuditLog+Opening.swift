@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 public import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import Dispatch
 internal import Foundation
 internal import Synchronization
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 // Opening the log: finishing or undoing an interrupted rotation, cutting a torn end and setting it aside.
 extension AuditLog {
@@ -45,9 +46,12 @@ extension AuditLog {
         // The rotated file before `log`: where the chain stands while `log` is empty.
         let before = try AuditFiles.list(directory).last(where: { $0.first != nil })
         let base = { () throws(CaseVaultError) -> (AuditLine.Tail, lastStart: Int64, file: UInt64) in
-            guard let before, let first = before.first else { return (AuditLine.Tail(seq: 0, hash: AuditChain.genesis), 0, 1) }
+            guard let before, let first = before.first else {
+                return (AuditLine.Tail(seq: 0, hash: AuditChain.genesis), 0, 1)
+            }
             let archived = try PosixFile(path: directory + "/" + before.name, flags: O_RDONLY)
-            let (tail, lastStart, end, contentEnd) = try Self.readTail(archived, size: try archived.size()) { () throws(CaseVaultError) in
+            let (tail, lastStart, end, contentEnd) = try Self.readTail(archived, size: try archived.size()) {
+                () throws(CaseVaultError) in
                 throw Self.damaged()
             }
             guard tail.seq >= first, end == contentEnd else { throw Self.damaged() }
@@ -56,9 +60,13 @@ extension AuditLog {
         // Before anything else reads or writes the log's end: an end a power cut tore is set aside.
         let torn = try Self.tornEnd(file, size: size, head: try Self.readHead(directory + "/head"))
         let aside = try torn.map { torn throws(CaseVaultError) in
-            try Self.setAside(file, from: torn.from, to: torn.contentEnd, in: directory, name: "\(AuditFiles.tornPrefix)\(clock())-after-\(torn.after)")
+            try Self.setAside(
+                file, from: torn.from, to: torn.contentEnd, in: directory,
+                name: "\(AuditFiles.tornPrefix)\(clock())-after-\(torn.after)")
         }
-        var (tail, lastStart, end, contentEnd) = try Self.readTail(file, size: size) { () throws(CaseVaultError) in try base().0 }
+        var (tail, lastStart, end, contentEnd) = try Self.readTail(file, size: size) { () throws(CaseVaultError) in
+            try base().0
+        }
         let discarded = Int(contentEnd - end)
         if discarded > 0 {
             // A torn entry is zeroed, as the unused space after it is.
@@ -78,11 +86,13 @@ extension AuditLog {
             lastFile = fileFirst
         }
         let chain = Chain(
-            seq: tail.seq, hash: tail.hash, end: end, lastStart: lastStart, allocated: size, lastCheckpoint: tail.seq, dirtyBytes: 0,
+            seq: tail.seq, hash: tail.hash, end: end, lastStart: lastStart, allocated: size, lastCheckpoint: tail.seq,
+            dirtyBytes: 0,
             fileFirst: fileFirst, lastFile: lastFile
         )
         let log = AuditLog(
-            directory: directory, file: file, chain: chain, checkpointInterval: checkpointInterval, retention: retention,
+            directory: directory, file: file, chain: chain, checkpointInterval: checkpointInterval,
+            retention: retention,
             acceptBreak: acceptBreak, clock: clock
         )
         // This open's torn end, and any an earlier open set aside whose break no attach recorded.
@@ -91,7 +101,8 @@ extension AuditLog {
             state.durable = (fileFirst, end)
             state.tornFiles = pending.map(\.name)
             if !pending.isEmpty {
-                state.tornAtOpen = pending.map { Self.tornDescription(after: $0.after, aside: $0.name) }.joined(separator: "; ")
+                state.tornAtOpen = pending.map { Self.tornDescription(after: $0.after, aside: $0.name) }.joined(
+                    separator: "; ")
             }
         }
         return (log, Recovery(discardedBytes: discarded, entries: tail.seq, tornEndSetAside: aside))
@@ -142,7 +153,8 @@ extension AuditLog {
                 // before it (or is the file's first), before anything is changed.
                 let last = previous.last.flatMap { AuditLine.parse(bytes[$0]) }
                 if let last, previous.count >= 2 {
-                    guard let before = AuditLine.parse(bytes[previous[previous.count - 2]]), last.entry.seq == before.entry.seq &+ 1,
+                    guard let before = AuditLine.parse(bytes[previous[previous.count - 2]]),
+                        last.entry.seq == before.entry.seq &+ 1,
                         AuditChain.hash(previous: before.hash, json: last.json) == last.hash
                     else { return nil }
                 } else if start > 0 || (previous.count == 1 && last == nil) {
@@ -152,7 +164,9 @@ extension AuditLog {
                 // A head that cannot be read gives no such bound, so nothing is taken for torn.
                 let after = last?.entry.seq ?? 0
                 if let head {
-                    guard let parsedHead = try? JSONDecoder().decode(AuditHead.self, from: Data(head)), after >= parsedHead.seq else {
+                    guard let parsedHead = try? JSONDecoder().decode(AuditHead.self, from: Data(head)),
+                        after >= parsedHead.seq
+                    else {
                         return nil
                     }
                 }
@@ -224,7 +238,10 @@ extension AuditLog {
                 guard previous.seq < UInt64.max, parsed.entry.seq == previous.seq + 1,
                     AuditChain.hash(previous: previous.hash, json: parsed.json) == parsed.hash
                 else { throw Self.damaged() }
-                return (AuditLine.Tail(seq: parsed.entry.seq, hash: parsed.hash), end - Int64(last.count + 1), end, contentEnd)
+                return (
+                    AuditLine.Tail(seq: parsed.entry.seq, hash: parsed.hash), end - Int64(last.count + 1), end,
+                    contentEnd
+                )
             }
             window *= 4
         }

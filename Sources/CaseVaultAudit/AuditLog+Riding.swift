@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 internal import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import Dispatch
 internal import Foundation
 internal import Synchronization
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 // Riding on the store's flushes (`FlushRider`).
 extension AuditLog {
@@ -15,7 +16,8 @@ extension AuditLog {
     /// own to write again what it lost.
     public func prepareRide() -> UInt64? {
         let target = self.shared.withLock { state -> UInt64? in
-            guard state.riding, state.written > state.synced, state.unsyncedCheckpoint == nil, state.grewIn <= state.ownSynced,
+            guard state.riding, state.written > state.synced, state.unsyncedCheckpoint == nil,
+                state.grewIn <= state.ownSynced,
                 state.rewrite == nil
             else {
                 return nil

@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 internal import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import Dispatch
 internal import Foundation
 internal import Synchronization
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 // Moving the log to a new file, and the retention of rotated files.
 extension AuditLog {
@@ -27,11 +28,16 @@ extension AuditLog {
         // kept begins with a rotate checkpoint or entry 1 (a walk can begin there).
         var rotated = try AuditFiles.list(self.directory).compactMap(\.first) + [chain.fileFirst]
         rotated.sort()
-        var removed = self.retention.keepFiles > 0 ? Array(rotated.prefix(max(0, rotated.count - self.retention.keepFiles))) : []
+        var removed =
+            self.retention.keepFiles > 0 ? Array(rotated.prefix(max(0, rotated.count - self.retention.keepFiles))) : []
         while let oldestKept = rotated.dropFirst(removed.count).first, !removed.isEmpty {
-            let file = oldestKept == chain.fileFirst
-                ? self.file : try PosixFile(path: self.directory + "/" + AuditFiles.archiveName(first: oldestKept), flags: O_RDONLY)
-            if let first = try AuditFiles.firstLine(file), first.entry.reason == AuditChain.rotateReason || first.entry.seq == 1 {
+            let file =
+                oldestKept == chain.fileFirst
+                ? self.file
+                : try PosixFile(path: self.directory + "/" + AuditFiles.archiveName(first: oldestKept), flags: O_RDONLY)
+            if let first = try AuditFiles.firstLine(file),
+                first.entry.reason == AuditChain.rotateReason || first.entry.seq == 1
+            {
                 break
             }
             removed.removeLast()
@@ -44,7 +50,8 @@ extension AuditLog {
         entry.previous = Hex.encode(chain.hash)
         entry.publicKey = Hex.encode(signer.publicKey)
         entry.firstKept = firstKept
-        entry.signature = Hex.encode(signer.signature(for: AuditChain.checkpointMessage(seq: seq, previous: chain.hash)))
+        entry.signature = Hex.encode(
+            signer.signature(for: AuditChain.checkpointMessage(seq: seq, previous: chain.hash)))
         let (line, hash) = AuditChain.line(previous: chain.hash, json: AuditChain.encode(entry), signer: signer)
         let preparedPath = self.directory + "/" + AuditFiles.prepared
         _ = unlink(preparedPath)
@@ -68,7 +75,8 @@ extension AuditLog {
             // Back as it was: the old file goes on. If even that fails, the log stops (a restart finishes the
             // rotation from log.new).
             if rename(archivePath, self.logPath) != 0 {
-                chain.unusable = "the audit log stopped half-way through a rotation (\(failure.message)); restart casevaultd to finish it"
+                chain.unusable =
+                    "the audit log stopped half-way through a rotation (\(failure.message)); restart casevaultd to finish it"
             }
             throw failure
         }

@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 public import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import Dispatch
 internal import Foundation
 internal import Synchronization
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 // The log as it stands, for the verifier while the daemon serves.
 extension AuditLog {
@@ -22,7 +23,10 @@ extension AuditLog {
             for archived in try AuditFiles.list(self.directory) {
                 guard archived.first != nil else { continue }
                 let file = try PosixFile(path: self.directory + "/" + archived.name, flags: O_RDONLY)
-                archives.append(AuditSegment(name: archived.name, first: archived.first) { () throws(CaseVaultError) in try file.readAll() })
+                archives.append(
+                    AuditSegment(name: archived.name, first: archived.first) { () throws(CaseVaultError) in
+                        try file.readAll()
+                    })
             }
             return (archives, chain.end, self.file)
         }

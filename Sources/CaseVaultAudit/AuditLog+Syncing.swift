@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 internal import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import Dispatch
 internal import Foundation
 internal import Synchronization
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 // The syncer: making written entries durable, the head and the anchor.
 extension AuditLog {
@@ -24,14 +25,17 @@ extension AuditLog {
     }
 
     static func anchorDue(_ state: Shared) -> Bool {
-        state.anchorStore != nil && state.writtenTail.seq > state.anchoredSeq && DispatchTime.now() >= state.anchoredAt + Self.anchorInterval
+        state.anchorStore != nil && state.writtenTail.seq > state.anchoredSeq
+            && DispatchTime.now() >= state.anchoredAt + Self.anchorInterval
     }
 
     /// When the anchor lags but is not due yet, a flush for when it falls due, so that a quiet daemon's
     /// last entries are anchored too.
     func scheduleAnchor() {
         let due = self.shared.withLock { state -> DispatchTime? in
-            guard state.anchorStore != nil, state.writtenTail.seq > state.anchoredSeq, !state.anchorScheduled else { return nil }
+            guard state.anchorStore != nil, state.writtenTail.seq > state.anchoredSeq, !state.anchorScheduled else {
+                return nil
+            }
             state.anchorScheduled = true
             return state.anchoredAt + Self.anchorInterval
         }
@@ -47,7 +51,9 @@ extension AuditLog {
     /// waits for it).
     private func sync() {
         while true {
-            let next = self.shared.withLock { state -> (UInt64, (anchor: AuditAnchor, signer: AuditSigner)?, (any AuditAnchorKeeper, AuditAnchor)?)? in
+            let next = self.shared.withLock {
+                state -> (UInt64, (anchor: AuditAnchor, signer: AuditSigner)?, (any AuditAnchorKeeper, AuditAnchor)?)?
+                in
                 // Nothing new, unless a ride made the checkpoint's batch durable before its head was written.
                 let anchorDue = Self.anchorDue(state)
                 let ownNeeded = state.unsyncedCheckpoint != nil || state.grewIn > state.ownSynced || anchorDue
@@ -55,7 +61,9 @@ extension AuditLog {
                 // Riding, what nobody waits for is left to the next put's flush.
                 if state.riding && state.durableWaiters.isEmpty && !ownNeeded { return nil }
                 defer { state.unsyncedCheckpoint = nil }
-                let anchor = (state.unsyncedCheckpoint != nil || anchorDue) ? state.anchorStore.map { ($0, state.writtenTail) } : nil
+                let anchor =
+                    (state.unsyncedCheckpoint != nil || anchorDue)
+                    ? state.anchorStore.map { ($0, state.writtenTail) } : nil
                 return (state.written, state.unsyncedCheckpoint, anchor)
             }
             guard let (target, checkpoint, anchor) = next else { return }
@@ -64,7 +72,8 @@ extension AuditLog {
             var failuresBefore: UInt64 = 0
             do throws(CaseVaultError) {
                 // Everything written so far, and again what a failed flush should have made durable.
-                let (file, first, end) = try self.chain.withLock { chain throws(CaseVaultError) -> (PosixFile, UInt64, Int64) in
+                let (file, first, end) = try self.chain.withLock {
+                    chain throws(CaseVaultError) -> (PosixFile, UInt64, Int64) in
                     let rewrite = self.shared.withLock { state in
                         failuresBefore = state.failures
                         return state.rewrite
@@ -77,7 +86,8 @@ extension AuditLog {
                 try file.flushData()
                 flushed = (first, end)
                 if let checkpoint {
-                    try self.writeHead(seq: checkpoint.anchor.seq, hash: checkpoint.anchor.hash, signer: checkpoint.signer)
+                    try self.writeHead(
+                        seq: checkpoint.anchor.seq, hash: checkpoint.anchor.hash, signer: checkpoint.signer)
                 }
             } catch {
                 failure = error
@@ -117,7 +127,8 @@ extension AuditLog {
                 state.durableWaiters.removeAll { $0.batch <= target }
                 return ready
             }
-            let outcome: Result<UInt64, CaseVaultError> = failure.map { .failure(Self.unavailable($0.message)) } ?? .success(target)
+            let outcome: Result<UInt64, CaseVaultError> =
+                failure.map { .failure(Self.unavailable($0.message)) } ?? .success(target)
             for waiter in ready {
                 waiter.complete(outcome)
             }

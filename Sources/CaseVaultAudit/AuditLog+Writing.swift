@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 public import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import Dispatch
 internal import Foundation
 internal import Synchronization
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 // Appending entries: the writer's queue, its batches, and the flushes requests wait for.
 extension AuditLog {
@@ -36,7 +37,8 @@ extension AuditLog {
         }
         let result: Result<UInt64, CaseVaultError> = await withCheckedContinuation { continuation in
             let waiter = Waiter { result in continuation.resume(returning: result) }
-            self.deadlines.watch(waiter, failure: Self.unavailable("its entry was not written within \(Self.deadlineText)"))
+            self.deadlines.watch(
+                waiter, failure: Self.unavailable("its entry was not written within \(Self.deadlineText)"))
             self.enqueue(.entry(entry, waiter))
         }
         return Receipt(batch: try result.get())
@@ -53,7 +55,8 @@ extension AuditLog {
         }
         guard case .some(let signer) = lead else { return nil }
         let outcome = Mutex<Result<UInt64, CaseVaultError>?>(nil)
-        self.write([.entry(entry, waiting ? Waiter { result in outcome.withLock { $0 = result } } : nil)], signer: signer)
+        self.write(
+            [.entry(entry, waiting ? Waiter { result in outcome.withLock { $0 = result } } : nil)], signer: signer)
         let more = self.shared.withLock { state -> Bool in
             if state.pending.isEmpty {
                 state.draining = false
@@ -81,7 +84,8 @@ extension AuditLog {
                 waiter.complete(.success(receipt.batch))
                 return
             }
-            self.deadlines.watch(waiter, failure: Self.unavailable("its entry was not on disk within \(Self.deadlineText)"))
+            self.deadlines.watch(
+                waiter, failure: Self.unavailable("its entry was not on disk within \(Self.deadlineText)"))
             self.startSync()
         }
         _ = try result.get()
@@ -175,7 +179,8 @@ extension AuditLog {
         var flushWaiters: [Waiter] = []
         var grew = false
         var rotationFailure: String??
-        let result = self.chain.withLock { chain -> Result<(checkpoint: AuditAnchor?, tail: AuditAnchor), CaseVaultError> in
+        let result = self.chain.withLock {
+            chain -> Result<(checkpoint: AuditAnchor?, tail: AuditAnchor), CaseVaultError> in
             var checkpoint: AuditAnchor?
             // A rotation whose new names may not be durable yet: nothing goes into the new file until they are.
             if let unusable = chain.unusable {
@@ -202,7 +207,8 @@ extension AuditLog {
                 // The file's size may have changed either way: the log flushes it before anything rides.
                 grew = true
                 if chain.unusable != nil || chain.directoryUnflushed {
-                    return .failure(CaseVaultError(.storageFailure, (rotationFailure ?? nil) ?? "the audit log could not rotate"))
+                    return .failure(
+                        CaseVaultError(.storageFailure, (rotationFailure ?? nil) ?? "the audit log could not rotate"))
                 }
             }
             var seq = chain.seq
@@ -223,7 +229,8 @@ extension AuditLog {
             func addCheckpoint(_ reason: String, signer: AuditSigner) {
                 var entry = AuditEntry(kind: .checkpoint, time: self.clock())
                 entry.reason = reason
-                entry.signature = Hex.encode(signer.signature(for: AuditChain.checkpointMessage(seq: seq + 1, previous: hash)))
+                entry.signature = Hex.encode(
+                    signer.signature(for: AuditChain.checkpointMessage(seq: seq + 1, previous: hash)))
                 add(entry)
                 checkpoint = AuditAnchor(seq: seq, hash: hash, offset: lineStart, file: lineFile)
             }
@@ -300,7 +307,9 @@ extension AuditLog {
             // Results alone wait for the next flush. A request entry's flush starts now, while its route
             // works, unless it rides on the store's flush (then `awaitDurable` starts it if still needed).
             // A checkpoint, an explicit flush and a grown file need a flush of the log's own.
-            if (eager && !entryWaiters.isEmpty) || !flushWaiters.isEmpty || checkpoint != nil || grew || self.anchorDue() {
+            if (eager && !entryWaiters.isEmpty) || !flushWaiters.isEmpty || checkpoint != nil || grew
+                || self.anchorDue()
+            {
                 self.startSync()
             }
             self.scheduleAnchor()

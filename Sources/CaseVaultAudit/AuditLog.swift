@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 internal import CaseVaultCore
 internal import CaseVaultCrypto
 public import CaseVaultFiles
 internal import Dispatch
 internal import Foundation
 internal import Synchronization
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// The audit log (DESIGN §10): `audit/log` in the data directory, one hash-chained and keyed line per
 /// entry; `audit/head`, the last signed checkpoint; and the anchor in the index, how far the log had got.
@@ -134,7 +135,9 @@ public final class AuditLog: FlushRider {
         /// (`open` finishes or undoes it).
         var unusable: String?
 
-        var tail: AuditAnchor { AuditAnchor(seq: self.seq, hash: self.hash, offset: self.lastStart, file: self.lastFile) }
+        var tail: AuditAnchor {
+            AuditAnchor(seq: self.seq, hash: self.hash, offset: self.lastStart, file: self.lastFile)
+        }
     }
 
     /// When the log rotates (DESIGN §10), and how many rotated files it keeps.
@@ -246,7 +249,8 @@ public final class AuditLog: FlushRider {
     let acceptBreak: Mutex<Bool>
 
     init(
-        directory: String, file: PosixFile, chain: Chain, checkpointInterval: Int, retention: Retention, acceptBreak: Bool,
+        directory: String, file: PosixFile, chain: Chain, checkpointInterval: Int, retention: Retention,
+        acceptBreak: Bool,
         clock: @escaping @Sendable () -> Int64
     ) {
         self.acceptBreak = Mutex(acceptBreak)

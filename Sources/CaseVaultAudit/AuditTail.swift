@@ -1,8 +1,9 @@
+public import CaseVaultCore
+internal import CaseVaultFiles
+
 #if canImport(Glibc)
 internal import Glibc
 #endif
-public import CaseVaultCore
-internal import CaseVaultFiles
 
 /// The last entries of an audit log, oldest first, for `casevaultctl audit tail`: read backwards from the
 /// end of the written bytes of `log` (the file is zero-filled after them), and on into the rotated files
@@ -40,7 +41,8 @@ public enum AuditTail {
                 return try lines.suffix(count).map { line throws(CaseVaultError) in
                     guard let parsed = AuditLine.parse(line) else {
                         throw CaseVaultError(
-                            .integrityFailure, "an entry near the end of the audit log cannot be read; run casevaultctl audit verify"
+                            .integrityFailure,
+                            "an entry near the end of the audit log cannot be read; run casevaultctl audit verify"
                         )
                     }
                     return parsed.entry

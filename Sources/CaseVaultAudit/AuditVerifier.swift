@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 public import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import Foundation
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// One line of the log, taken apart strictly: 64 lowercase hex digits, one space, 64 more or `-`, one space,
 /// a JSON object. Any other shape (upper-case hex, a second space, a stray byte) is refused, so that every
@@ -36,7 +37,9 @@ enum AuditLine {
             mac = nil
             jsonStart = macStart + 1
         } else {
-            guard line.count > 2 * hexLength + 4, let value = Self.hex(line[macStart..<(macStart + hexLength)]) else { return nil }
+            guard line.count > 2 * hexLength + 4, let value = Self.hex(line[macStart..<(macStart + hexLength)]) else {
+                return nil
+            }
             mac = value
             jsonStart = macStart + hexLength
         }
@@ -50,7 +53,11 @@ enum AuditLine {
 
     /// 64 lowercase hex digits, and nothing else.
     private static func hex(_ text: ArraySlice<UInt8>) -> [UInt8]? {
-        guard text.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) })
+        guard
+            text.allSatisfy({
+                (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0)
+                    || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0)
+            })
         else { return nil }
         return Hex.decode(String(decoding: text, as: UTF8.self))
     }
@@ -136,7 +143,8 @@ struct AuditWalker {
         guard entry.kind == .checkpoint, entry.reason == AuditChain.rotateReason,
             let text = entry.previous, let previous = Hex.decode(text), previous.count == AuditChain.hashByteCount
         else {
-            return "the log begins at entry \(entry.seq), which does not begin a rotated file: entries 1 to \(entry.seq - 1) are missing"
+            return
+                "the log begins at entry \(entry.seq), which does not begin a rotated file: entries 1 to \(entry.seq - 1) are missing"
         }
         if self.key == nil, let text = entry.publicKey, let key = Hex.decode(text), key.count == 32 { self.key = key }
         self.previous = previous
@@ -168,7 +176,8 @@ struct AuditWalker {
                 return "the key entry does not hold an Ed25519 public key"
             }
             if let key, key != publicKey {
-                return "the log names another signing key than \(self.keyPinned ? "the daemon's" : "its first key entry")"
+                return
+                    "the log names another signing key than \(self.keyPinned ? "the daemon's" : "its first key entry")"
             }
             self.key = publicKey
             if entry.reason?.hasPrefix(AuditChain.breakPrefix) == true {
@@ -179,15 +188,19 @@ struct AuditWalker {
         case .checkpoint:
             guard let key else { return "a checkpoint comes before any key entry" }
             guard let text = entry.signature, let signature = Hex.decode(text),
-                SigningKey.isValidSignature(signature, for: AuditChain.checkpointMessage(seq: entry.seq, previous: self.previous), publicKey: key)
+                SigningKey.isValidSignature(
+                    signature, for: AuditChain.checkpointMessage(seq: entry.seq, previous: self.previous),
+                    publicKey: key)
             else {
                 return "the checkpoint's signature does not verify"
             }
             if entry.reason == AuditChain.rotateReason {
-                guard entry.previous == Hex.encode(self.previous), entry.publicKey == Hex.encode(key), let kept = entry.firstKept,
+                guard entry.previous == Hex.encode(self.previous), entry.publicKey == Hex.encode(key),
+                    let kept = entry.firstKept,
                     kept >= 1, kept <= entry.seq, kept >= (self.firstKept ?? 1)
                 else {
-                    return "the rotate checkpoint does not name the entry before it, the signing key and what the log keeps"
+                    return
+                        "the rotate checkpoint does not name the entry before it, the signing key and what the log keeps"
                 }
                 self.firstKept = kept
             }
@@ -289,7 +302,8 @@ public struct AuditSegment: Sendable {
 public enum AuditVerifier {
     /// Verifies one file's bytes as the whole log.
     public static func verify(
-        log: [UInt8], head: [UInt8]?, expectedKey: [UInt8]? = nil, signer: AuditSigner? = nil, anchor: AuditAnchor? = nil
+        log: [UInt8], head: [UInt8]?, expectedKey: [UInt8]? = nil, signer: AuditSigner? = nil,
+        anchor: AuditAnchor? = nil
     ) -> AuditReport {
         Self.verify(
             segments: [AuditSegment(name: AuditFiles.current, first: nil) { () throws(CaseVaultError) in log }],
@@ -303,7 +317,8 @@ public enum AuditVerifier {
     /// index's), the log must hold the entry it names: a log cut short, replaced or deleted fails. The
     /// chain must run unbroken from entry 1, or from the first entry the retention kept, to the end.
     public static func verify(
-        segments: [AuditSegment], head: [UInt8]?, expectedKey: [UInt8]? = nil, signer: AuditSigner? = nil, anchor: AuditAnchor? = nil
+        segments: [AuditSegment], head: [UInt8]?, expectedKey: [UInt8]? = nil, signer: AuditSigner? = nil,
+        anchor: AuditAnchor? = nil
     ) -> AuditReport {
         var walker = AuditWalker(previous: AuditChain.genesis, seq: 0, signer: signer, expectedKey: expectedKey)
         var report = AuditReport(
@@ -334,7 +349,8 @@ public enum AuditVerifier {
         func fail(_ reason: String) -> AuditReport {
             report.ok = false
             tally()
-            report.firstBad = AuditReport.Problem(seq: walker.seq &+ 1, file: file, line: lineNumber, offset: offset, reason: reason)
+            report.firstBad = AuditReport.Problem(
+                seq: walker.seq &+ 1, file: file, line: lineNumber, offset: offset, reason: reason)
             return report
         }
 
@@ -362,7 +378,9 @@ public enum AuditVerifier {
                     return fail("the line is not an entry (its shape was altered)")
                 }
                 if let expected = segment.first, lineNumber == 1, parsed.entry.seq != expected {
-                    return fail("the file's name says it begins at entry \(expected) but it begins at entry \(parsed.entry.seq): it was renamed or replaced")
+                    return fail(
+                        "the file's name says it begins at entry \(expected) but it begins at entry \(parsed.entry.seq): it was renamed or replaced"
+                    )
                 }
                 if first == nil {
                     if let reason = walker.begin(parsed) { return fail(reason) }
@@ -413,13 +431,19 @@ public enum AuditVerifier {
         else {
             return fail("the head file (audit/head) is damaged")
         }
-        guard let key = walker.key else { return fail("the head file names a checkpoint but the log holds no key entry") }
-        guard SigningKey.isValidSignature(headSignature, for: AuditChain.headMessage(seq: parsedHead.seq, hash: expectedHeadHash), publicKey: key)
+        guard let key = walker.key else {
+            return fail("the head file names a checkpoint but the log holds no key entry")
+        }
+        guard
+            SigningKey.isValidSignature(
+                headSignature, for: AuditChain.headMessage(seq: parsedHead.seq, hash: expectedHeadHash), publicKey: key)
         else {
             return fail("the head file's signature does not verify")
         }
         guard parsedHead.seq <= walker.seq else {
-            return fail("the log ends at entry \(walker.seq) but its last checkpoint is entry \(parsedHead.seq): the log was cut short")
+            return fail(
+                "the log ends at entry \(walker.seq) but its last checkpoint is entry \(parsedHead.seq): the log was cut short"
+            )
         }
         guard headHash == expectedHeadHash else {
             return fail("entry \(parsedHead.seq) is not the checkpoint the head file names")
@@ -443,7 +467,9 @@ public enum AuditVerifier {
                 + "entries were cut away from it, or the log was replaced or removed"
         }
         let newline = log[start..<end].firstIndex(of: UInt8(ascii: "\n")) ?? end
-        guard let parsed = AuditLine.parse(log[start..<newline]), parsed.entry.seq == anchor.seq, parsed.hash == anchor.hash else {
+        guard let parsed = AuditLine.parse(log[start..<newline]), parsed.entry.seq == anchor.seq,
+            parsed.hash == anchor.hash
+        else {
             return "entry \(anchor.seq) is not the one the index's anchor names in \(name): the log was replaced"
         }
         return nil

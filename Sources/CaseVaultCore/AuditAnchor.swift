@@ -7,7 +7,10 @@ public struct AuditSigner: Sendable {
     private let sign: @Sendable ([UInt8]) -> [UInt8]
     private let authenticate: @Sendable ([UInt8]) -> [UInt8]
 
-    package init(publicKey: [UInt8], sign: @escaping @Sendable ([UInt8]) -> [UInt8], authenticate: @escaping @Sendable ([UInt8]) -> [UInt8]) {
+    package init(
+        publicKey: [UInt8], sign: @escaping @Sendable ([UInt8]) -> [UInt8],
+        authenticate: @escaping @Sendable ([UInt8]) -> [UInt8]
+    ) {
         self.publicKey = publicKey
         self.sign = sign
         self.authenticate = authenticate

@@ -28,7 +28,9 @@ public struct CaseSummary: Sendable, Equatable {
     public var createdAt: Int64
     public var closedAt: Int64?
 
-    public init(id: CaseID, state: CaseState, participantCount: Int, mediators: [UInt32], createdAt: Int64, closedAt: Int64?) {
+    public init(
+        id: CaseID, state: CaseState, participantCount: Int, mediators: [UInt32], createdAt: Int64, closedAt: Int64?
+    ) {
         self.id = id
         self.state = state
         self.participantCount = participantCount

@@ -39,7 +39,8 @@ public enum CasePolicy {
         case .agreementToMediate:
             guard let participant, everyone.contains(participant) else {
                 throw CaseVaultError(
-                    .invalidField, "participant must be one of the case's participants (p1 to p\(summary.participantCount))",
+                    .invalidField,
+                    "participant must be one of the case's participants (p1 to p\(summary.participantCount))",
                     field: "participant"
                 )
             }
@@ -63,7 +64,8 @@ public enum CasePolicy {
         case .evaluation, .disclosure:
             return Effect(state: summary.state, shredNotes: [])
         case .caseHeader:
-            throw CaseVaultError(.unknownRecordType, "the case header is written only when the case is opened", field: "type")
+            throw CaseVaultError(
+                .unknownRecordType, "the case header is written only when the case is opened", field: "type")
         }
     }
 

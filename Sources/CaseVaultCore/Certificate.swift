@@ -59,7 +59,8 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
         public var type: String
 
         enum CodingKeys: String, CodingKey {
-            case recordID = "record_id", type
+            case recordID = "record_id"
+            case type
         }
     }
 
@@ -83,8 +84,13 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
     public var records: [Destroyed]
 
     enum CodingKeys: String, CodingKey {
-        case version, certificateID = "certificate_id", caseID = "case_id", issuedAt = "issued_at", method, reason
-        case authorisedBy = "authorised_by", records
+        case version
+        case certificateID = "certificate_id"
+        case caseID = "case_id"
+        case issuedAt = "issued_at"
+        case method, reason
+        case authorisedBy = "authorised_by"
+        case records
     }
 
     public init(id: String, caseID: CaseID, issuedAt: String, order: ShredOrder, records: [(RecordID, RecordType)]) {
@@ -95,7 +101,9 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
         self.method = order.method.rawValue
         self.reason = order.reason
         self.authorisedBy = AuthorisedBy(order.authority)
-        self.records = records.map { Destroyed(recordID: $0.0.rawValue, type: $0.1.rawValue) }.sorted { $0.recordID < $1.recordID }
+        self.records = records.map { Destroyed(recordID: $0.0.rawValue, type: $0.1.rawValue) }.sorted {
+            $0.recordID < $1.recordID
+        }
     }
 
     /// The signed document: the certificate's canonical bytes (sorted keys, no spaces) and the signature.
@@ -107,14 +115,16 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
     }
 
     static func frame(_ body: [UInt8], signatureHex: String) -> [UInt8] {
-        Array(#"{"certificate":"#.utf8) + body + Array(#","signature":""#.utf8) + Array(signatureHex.utf8) + Array(#""}"#.utf8)
+        Array(#"{"certificate":"#.utf8) + body + Array(#","signature":""#.utf8) + Array(signatureHex.utf8)
+            + Array(#""}"#.utf8)
     }
 
     /// Verifies a document offline: it must be exactly `{"certificate":{…},"signature":"<hex>"}` and the
     /// signature must be the vault's over the certificate's bytes. Returns the certificate, or `nil` when
     /// anything about it is wrong.
     public static func verify(document: [UInt8], publicKey: [UInt8]) -> DestructionCertificate? {
-        guard case .object(let members) = JSONValue.parse(document) ?? .null, Set(members.keys) == ["certificate", "signature"],
+        guard case .object(let members) = JSONValue.parse(document) ?? .null,
+            Set(members.keys) == ["certificate", "signature"],
             case .string(let signatureHex) = members["signature"] ?? .null, let signature = Hex.decode(signatureHex),
             let body = JSONValue.rawMember("certificate", of: document),
             // Exactly the shape the daemon writes: nothing added, nothing reordered.

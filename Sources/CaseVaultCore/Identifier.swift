@@ -10,7 +10,10 @@ public struct Identifier<Tag>: Hashable, Sendable, CustomStringConvertible, Comp
     public init(_ text: String) throws(CaseVaultError) {
         let utf8 = text.utf8
         guard utf8.count == 2 * Self.byteCount,
-            utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) })
+            utf8.allSatisfy({
+                (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0)
+                    || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0)
+            })
         else {
             throw CaseVaultError(.invalidIdentifier, "an id is 32 lowercase hexadecimal characters")
         }

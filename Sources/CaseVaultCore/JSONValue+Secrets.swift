@@ -12,7 +12,8 @@ extension JSONValue {
     /// The same over an array (`rawMember`).
     static func span<Bytes: RandomAccessCollection>(of key: String, in document: Bytes) -> Range<Int>?
     where Bytes.Element == UInt8, Bytes.Index == Int {
-        let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
+        let quote = UInt8(ascii: "\"")
+        let backslash = UInt8(ascii: "\\")
         let wanted = Array(key.utf8)
         var index = document.startIndex
         let end = document.endIndex
@@ -42,7 +43,10 @@ extension JSONValue {
                 guard index < end else { return }
                 switch document[index] {
                 case quote:
-                    if skipString() == nil { broken = true; return }
+                    if skipString() == nil {
+                        broken = true
+                        return
+                    }
                     continue
                 case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
                 case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
@@ -50,7 +54,8 @@ extension JSONValue {
                 default: break
                 }
                 index += 1
-            } while depth > 0 || (index < end && document[index] != UInt8(ascii: ",") && document[index] != UInt8(ascii: "}"))
+            } while depth > 0
+                || (index < end && document[index] != UInt8(ascii: ",") && document[index] != UInt8(ascii: "}"))
         }
         skipSpace()
         guard index < end, document[index] == UInt8(ascii: "{") else { return nil }
@@ -78,8 +83,12 @@ extension JSONValue {
     /// Decodes the JSON string literal `literal` (quotes included) to UTF-8: returns the decoded length,
     /// and writes the bytes into `output` when it is given (it must hold that many). `nil` when `literal`
     /// is not a well-formed string (a control character, a bad escape, an unpaired surrogate).
-    public static func decodeString(_ literal: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer?) -> Int? {
-        guard literal.count >= 2, literal.first == UInt8(ascii: "\""), literal.last == UInt8(ascii: "\"") else { return nil }
+    public static func decodeString(_ literal: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer?)
+        -> Int?
+    {
+        guard literal.count >= 2, literal.first == UInt8(ascii: "\""), literal.last == UInt8(ascii: "\"") else {
+            return nil
+        }
         var index = 1
         let end = literal.count - 1
         var written = 0
@@ -145,7 +154,9 @@ extension JSONValue {
                 guard let unit = hex4() else { return nil }
                 switch unit {
                 case 0xD800..<0xDC00:
-                    guard index + 6 <= end, literal[index] == UInt8(ascii: "\\"), literal[index + 1] == UInt8(ascii: "u") else { return nil }
+                    guard index + 6 <= end, literal[index] == UInt8(ascii: "\\"),
+                        literal[index + 1] == UInt8(ascii: "u")
+                    else { return nil }
                     index += 2
                     guard let low = hex4(), (0xDC00..<0xE000).contains(low) else { return nil }
                     put(scalar: 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))

@@ -86,7 +86,8 @@ extension JSONValue {
     /// The document as compact JSON with sorted keys, for storing a member of a request as record content.
     public func encoded() -> [UInt8] {
         let object = self.foundationObject
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .fragmentsAllowed]) else {
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .fragmentsAllowed])
+        else {
             return Array("null".utf8)
         }
         return [UInt8](data)

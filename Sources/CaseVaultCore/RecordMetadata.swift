@@ -51,7 +51,8 @@ public struct NewRecord: Sendable {
     public var author: String?
     public var supersedes: RecordID?
 
-    public init(caseID: CaseID, type: RecordType, content: [UInt8], author: String? = nil, supersedes: RecordID? = nil) {
+    public init(caseID: CaseID, type: RecordType, content: [UInt8], author: String? = nil, supersedes: RecordID? = nil)
+    {
         self.caseID = caseID
         self.type = type
         self.content = content

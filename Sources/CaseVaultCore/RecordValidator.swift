@@ -87,15 +87,18 @@ public struct RecordValidator: Sendable {
         case .evaluation:
             let satisfaction = try document.requireInteger("satisfaction")
             guard (1...5).contains(satisfaction) else {
-                throw CaseVaultError(.invalidField, "satisfaction must be a whole number from 1 to 5", field: "satisfaction")
+                throw CaseVaultError(
+                    .invalidField, "satisfaction must be a whole number from 1 to 5", field: "satisfaction")
             }
             _ = try document.requireBool("would_recommend")
         case .disclosure:
             _ = try document.requireChoice("category", in: Self.disclosureCategories)
             _ = try document.requireText("summary")
         case .caseHeader:
-            let expectation = "a list of 2 to 20 participants, each an object with a non-empty name and an optional contact text"
-            guard case .array(let people) = try document.require("participants", expectation), (2...20).contains(people.count)
+            let expectation =
+                "a list of 2 to 20 participants, each an object with a non-empty name and an optional contact text"
+            guard case .array(let people) = try document.require("participants", expectation),
+                (2...20).contains(people.count)
             else { throw document.mistyped("participants", expectation) }
             for person in people {
                 guard case .string(let name) = person["name"] ?? .null, !name.allSatisfy(\.isWhitespace) else {
@@ -166,7 +169,9 @@ extension JSONValue {
         return value
     }
 
-    fileprivate func requireParticipant(_ field: String, among participants: Set<String>?) throws(CaseVaultError) -> String {
+    fileprivate func requireParticipant(_ field: String, among participants: Set<String>?) throws(CaseVaultError)
+        -> String
+    {
         let expectation = "a participant id of the case, such as p1"
         guard case .string(let value) = try self.require(field, expectation), Self.isParticipantID(value),
             participants?.contains(value) ?? true
@@ -219,8 +224,10 @@ extension JSONValue {
         func byte(_ index: Int, is wanted: Character...) -> Bool {
             index < text.count && wanted.contains { $0.asciiValue == text[index] }
         }
-        guard let year = number(0, 4), byte(4, is: "-"), let month = number(5, 2), byte(7, is: "-"), let day = number(8, 2),
-            byte(10, is: "T", "t"), let hour = number(11, 2), byte(13, is: ":"), let minute = number(14, 2), byte(16, is: ":"),
+        guard let year = number(0, 4), byte(4, is: "-"), let month = number(5, 2), byte(7, is: "-"),
+            let day = number(8, 2),
+            byte(10, is: "T", "t"), let hour = number(11, 2), byte(13, is: ":"), let minute = number(14, 2),
+            byte(16, is: ":"),
             let second = number(17, 2)
         else { return false }
         var index = 19
@@ -233,7 +240,8 @@ extension JSONValue {
         if byte(index, is: "Z", "z") {
             index += 1
         } else if byte(index, is: "+", "-") {
-            guard let offsetHours = number(index + 1, 2), byte(index + 3, is: ":"), let offsetMinutes = number(index + 4, 2),
+            guard let offsetHours = number(index + 1, 2), byte(index + 3, is: ":"),
+                let offsetMinutes = number(index + 4, 2),
                 offsetHours <= 23, offsetMinutes <= 59
             else { return false }
             index += 6

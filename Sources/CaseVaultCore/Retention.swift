@@ -26,7 +26,8 @@ public struct RetentionRule: Sendable, Equatable, CustomStringConvertible {
     /// Parses `"3 years after filed"`; the error names what is wrong, never echoing more than the grammar.
     public init(parsing text: String) throws(CaseVaultError) {
         let words = text.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
-        let grammar = "a retention rule reads \"<number> days|months|years after filed|case_closed\", e.g. \"7 years after case_closed\""
+        let grammar =
+            "a retention rule reads \"<number> days|months|years after filed|case_closed\", e.g. \"7 years after case_closed\""
         guard words.count == 4, words[2] == "after", let count = Int(words[0]), count >= 0, count <= 1000 else {
             throw CaseVaultError(.invalidConfiguration, grammar)
         }
@@ -104,7 +105,8 @@ public struct RetentionSchedule: Sendable, Equatable {
         for (name, text) in overrides.sorted(by: { $0.key < $1.key }) {
             guard let type = RecordType(rawValue: name) else {
                 let types = RecordType.allCases.map(\.rawValue).joined(separator: ", ")
-                throw CaseVaultError(.invalidConfiguration, "[retention] names an unknown record type; the types are: \(types)")
+                throw CaseVaultError(
+                    .invalidConfiguration, "[retention] names an unknown record type; the types are: \(types)")
             }
             let rule: RetentionRule
             do {
@@ -182,7 +184,8 @@ public enum CivilTime {
         year = Self.floorDivide(monthIndex, 12)
         month = monthIndex - year * 12 + 1
         dayOfMonth = min(dayOfMonth, Self.daysIn(month: month, year: year))
-        return (Self.days(fromYear: year, month: month, day: dayOfMonth) + Int64(days)) * Self.millisecondsPerDay + withinDay
+        return (Self.days(fromYear: year, month: month, day: dayOfMonth) + Int64(days)) * Self.millisecondsPerDay
+            + withinDay
     }
 
     static func floorDivide(_ a: Int64, _ b: Int64) -> Int64 {

@@ -27,7 +27,9 @@ public enum Role: Hashable, Sendable, Comparable, CustomStringConvertible {
     /// Office names are short lowercase slugs: they appear in configuration, never in logs with content.
     public static func isOfficeName(_ name: String) -> Bool {
         !name.isEmpty && name.count <= 64
-            && name.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || $0 == 0x5f }
+            && name.utf8.allSatisfy {
+                ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || $0 == 0x5f
+            }
     }
 
     public var description: String {

@@ -18,7 +18,8 @@ public enum KeyDerivation {
             throw .invalidLength(what: "KDF master key", expected: Self.masterKeyByteCount, actual: master.count)
         }
         guard context.utf8CodeUnitCount == Self.contextByteCount else {
-            throw .invalidLength(what: "KDF context", expected: Self.contextByteCount, actual: context.utf8CodeUnitCount)
+            throw .invalidLength(
+                what: "KDF context", expected: Self.contextByteCount, actual: context.utf8CodeUnitCount)
         }
         do {
             return try SecureBytes(count: length) { subkey in

@@ -38,7 +38,9 @@ public enum LockedMemory {
     }
 
     /// A new region of `newSize` bytes holding the first bytes of `pointer` (freed, so zeroed).
-    public static func reallocate(_ pointer: UnsafeMutableRawPointer?, oldSize: Int, newSize: Int) -> UnsafeMutableRawPointer? {
+    public static func reallocate(_ pointer: UnsafeMutableRawPointer?, oldSize: Int, newSize: Int)
+        -> UnsafeMutableRawPointer?
+    {
         guard let fresh = Self.allocate(newSize) else { return nil }
         if let pointer {
             fresh.copyMemory(from: pointer, byteCount: min(oldSize, newSize))

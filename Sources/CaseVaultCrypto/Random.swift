@@ -39,7 +39,8 @@ public final class OverwriteStream: @unchecked Sendable {
         }
         self.key.withUnsafeBytes { key in
             _ = crypto_stream_chacha20_ietf(
-                base.assumingMemoryBound(to: UInt8.self), UInt64(buffer.count), nonce, key.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                base.assumingMemoryBound(to: UInt8.self), UInt64(buffer.count), nonce,
+                key.baseAddress!.assumingMemoryBound(to: UInt8.self)
             )
         }
     }

@@ -60,7 +60,9 @@ public enum SecretSharing {
                 // locked memory.
                 let covered = try SecureBytes(count: Self.checksumDomain.count + bodyCount) { output in
                     output.copyBytes(from: Self.checksumDomain)
-                    self.writeBody(into: UnsafeMutableRawBufferPointer(rebasing: output[Self.checksumDomain.count...]), header: header, tail: tail)
+                    self.writeBody(
+                        into: UnsafeMutableRawBufferPointer(rebasing: output[Self.checksumDomain.count...]),
+                        header: header, tail: tail)
                 }
                 let checksum = [Self.dash] + Array(Self.hex(Self.checksum(covered)).utf8)
                 return try SecureBytes(count: bodyCount + checksum.count) { output in
@@ -79,7 +81,9 @@ public enum SecretSharing {
             self.values.withUnsafeBytes { values in
                 // bin2hex ends its output with a NUL, which the tail then overwrites.
                 let room = UnsafeMutableRawBufferPointer(rebasing: output[header.count...])
-                _ = sodium_bin2hex(UnsafeMutableRawPointer(room.u8).assumingMemoryBound(to: CChar.self), room.count, values.u8, values.count)
+                _ = sodium_bin2hex(
+                    UnsafeMutableRawPointer(room.u8).assumingMemoryBound(to: CChar.self), room.count, values.u8,
+                    values.count)
             }
             UnsafeMutableRawBufferPointer(rebasing: output[(header.count + hexCount)...]).copyBytes(from: tail)
         }
@@ -106,28 +110,40 @@ public enum SecretSharing {
             } catch {
                 throw .lockedMemoryUnavailable
             }
-            let parsed: (threshold: UInt8, index: UInt8, values: SecureBytes, commitment: [UInt8], checksum: [UInt8], bodyCount: Int)? =
-                compact.withUnsafeBytes { bytes in
-                    let dashes = bytes.indices.filter { bytes[$0] == Self.dash }
-                    guard dashes.count == 5 else { return nil }
-                    let bounds = [0] + dashes.map { $0 + 1 }
-                    let ends = dashes + [bytes.count]
-                    func part(_ number: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[bounds[number]..<ends[number]]) }
-                    func small(_ number: Int) -> UInt8? {
-                        let digits = part(number)
-                        guard (1...3).contains(digits.count), digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { return nil }
-                        return UInt8(exactly: digits.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) })
+            let parsed:
+                (
+                    threshold: UInt8, index: UInt8, values: SecureBytes, commitment: [UInt8], checksum: [UInt8],
+                    bodyCount: Int
+                )? =
+                    compact.withUnsafeBytes { bytes in
+                        let dashes = bytes.indices.filter { bytes[$0] == Self.dash }
+                        guard dashes.count == 5 else { return nil }
+                        let bounds = [0] + dashes.map { $0 + 1 }
+                        let ends = dashes + [bytes.count]
+                        func part(_ number: Int) -> UnsafeRawBufferPointer {
+                            UnsafeRawBufferPointer(rebasing: bytes[bounds[number]..<ends[number]])
+                        }
+                        func small(_ number: Int) -> UInt8? {
+                            let digits = part(number)
+                            guard (1...3).contains(digits.count),
+                                digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) })
+                            else { return nil }
+                            return UInt8(exactly: digits.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) })
+                        }
+                        let valuesHex = part(3)
+                        guard part(0).elementsEqual(Self.prefix), let threshold = small(1), let index = small(2),
+                            index > 0, threshold >= 2,
+                            !valuesHex.isEmpty, valuesHex.count % 2 == 0,
+                            let commitment = Self.bytes(part(4)), commitment.count == 8,
+                            let checksum = Self.bytes(part(5)),
+                            let values = try? SecureBytes(
+                                count: valuesHex.count / 2,
+                                initializer: { output in
+                                    guard Self.decode(valuesHex, into: output) else { throw Failure.malformedShare }
+                                })
+                        else { return nil }
+                        return (threshold, index, values, commitment, checksum, dashes[4])
                     }
-                    let valuesHex = part(3)
-                    guard part(0).elementsEqual(Self.prefix), let threshold = small(1), let index = small(2), index > 0, threshold >= 2,
-                        !valuesHex.isEmpty, valuesHex.count % 2 == 0,
-                        let commitment = Self.bytes(part(4)), commitment.count == 8, let checksum = Self.bytes(part(5)),
-                        let values = try? SecureBytes(count: valuesHex.count / 2, initializer: { output in
-                            guard Self.decode(valuesHex, into: output) else { throw Failure.malformedShare }
-                        })
-                    else { return nil }
-                    return (threshold, index, values, commitment, checksum, dashes[4])
-                }
             guard let parsed else { throw .malformedShare }
             let covered: SecureBytes
             do {
@@ -144,7 +160,8 @@ public enum SecretSharing {
             guard Memory.constantTimeEquals(parsed.checksum, Self.checksum(covered)) else {
                 throw .corruptedShare(index: Int(parsed.index))
             }
-            self.init(index: parsed.index, threshold: parsed.threshold, values: parsed.values, commitment: parsed.commitment)
+            self.init(
+                index: parsed.index, threshold: parsed.threshold, values: parsed.values, commitment: parsed.commitment)
         }
 
         init(index: UInt8, threshold: UInt8, values: SecureBytes, commitment: [UInt8]) {
@@ -155,7 +172,8 @@ public enum SecretSharing {
         }
 
         static func isSpace(_ byte: UInt8) -> Bool {
-            byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\t") || byte == UInt8(ascii: "\r")
+            byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\t")
+                || byte == UInt8(ascii: "\r")
         }
 
         /// Lowercase hex, by libsodium: for the public parts (commitment, checksum).
@@ -213,7 +231,11 @@ public enum SecretSharing {
     public static func combine(_ shares: [Share]) throws(Failure) -> SecureBytes {
         guard let first = shares.first else { throw .notEnoughShares(have: 0, need: 2) }
         let threshold = Int(first.threshold)
-        guard shares.allSatisfy({ $0.threshold == first.threshold && $0.commitment == first.commitment && $0.values.count == first.values.count }),
+        guard
+            shares.allSatisfy({
+                $0.threshold == first.threshold && $0.commitment == first.commitment
+                    && $0.values.count == first.values.count
+            }),
             Set(shares.map(\.index)).count == shares.count
         else { throw .mismatchedShares }
         guard shares.count >= threshold else { throw .notEnoughShares(have: shares.count, need: threshold) }
@@ -225,15 +247,19 @@ public enum SecretSharing {
             }
         }
         // Summed share by share straight into locked memory.
-        guard let key = try? SecureBytes(count: first.values.count, initializer: { secret in
-            for (share, weight) in zip(used, weights) {
-                share.values.withUnsafeBytes { values in
-                    for position in 0..<secret.count {
-                        secret[position] ^= Self.multiply(values[position], weight)
+        guard
+            let key = try? SecureBytes(
+                count: first.values.count,
+                initializer: { secret in
+                    for (share, weight) in zip(used, weights) {
+                        share.values.withUnsafeBytes { values in
+                            for position in 0..<secret.count {
+                                secret[position] ^= Self.multiply(values[position], weight)
+                            }
+                        }
                     }
-                }
-            }
-        }) else { throw .lockedMemoryUnavailable }
+                })
+        else { throw .lockedMemoryUnavailable }
         guard Memory.constantTimeEquals(Self.commitment(key), first.commitment) else { throw .wrongSecret }
         return key
     }

@@ -52,7 +52,9 @@ public enum SecretStream {
             precondition(!self.finished, "secretstream: push after the final chunk")
             self.finished = isFinal
             let tag = UInt8(
-                isFinal ? crypto_secretstream_xchacha20poly1305_TAG_FINAL : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+                isFinal
+                    ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
+                    : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
             )
             let state = self.state
             return chunk.withUnsafeBytes { message in
@@ -78,7 +80,8 @@ public enum SecretStream {
                 throw .invalidLength(what: "secretstream key", expected: AEAD.keyByteCount, actual: key.count)
             }
             guard header.count == SecretStream.headerByteCount else {
-                throw .invalidLength(what: "secretstream header", expected: SecretStream.headerByteCount, actual: header.count)
+                throw .invalidLength(
+                    what: "secretstream header", expected: SecretStream.headerByteCount, actual: header.count)
             }
             self.state = try State()
             let state = self.state

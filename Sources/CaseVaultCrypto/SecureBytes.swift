@@ -78,7 +78,9 @@ public final class SecureBytes: @unchecked Sendable {
     /// Lets `fill` write up to `capacity` bytes into locked scratch memory and return how many it wrote,
     /// and keeps exactly those (the scratch is zeroed and freed): for a secret whose length is known only
     /// once it is read, such as a line typed at a terminal. `nil` when `fill` wrote nothing.
-    public static func collecting(capacity: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Int) throws -> SecureBytes? {
+    public static func collecting(capacity: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Int) throws
+        -> SecureBytes?
+    {
         precondition(capacity > 0, "a scratch region needs at least one byte")
         Sodium.ready()
         guard let scratch = sodium_malloc(capacity) else {

@@ -1,13 +1,13 @@
 internal import CCaseVaultShims
-public import CaseVaultCore
 internal import CaseVaultAudit
+public import CaseVaultCore
 internal import CaseVaultServer
 internal import CaseVaultStore
 public import Foundation
 public import Logging
 internal import ServiceLifecycle
-internal import UnixSignals
 internal import Synchronization
+internal import UnixSignals
 
 #if canImport(Glibc)
 internal import Glibc
@@ -24,7 +24,9 @@ public enum Daemon {
     ) async throws(CaseVaultError) {
         let startup = Startup()
         do throws(CaseVaultError) {
-            try await Self.serve(configuration: configuration, base: base, logger: logger, acceptAuditBreak: acceptAuditBreak, startup: startup)
+            try await Self.serve(
+                configuration: configuration, base: base, logger: logger, acceptAuditBreak: acceptAuditBreak,
+                startup: startup)
         } catch {
             if !startup.isServing { SystemdSocket.refuseWaiting(socket: startup.socket, code: error.code) }
             throw error
@@ -46,7 +48,8 @@ public enum Daemon {
     ) async throws(CaseVaultError) {
         umask(0o077)
         guard casevault_disable_core_dumps() == 0 else {
-            throw CaseVaultError(.keyUnavailable, "core dumps could not be disabled; refusing to hold keys in a dumpable process")
+            throw CaseVaultError(
+                .keyUnavailable, "core dumps could not be disabled; refusing to hold keys in a dumpable process")
         }
         let roleMap = try configuration.roleMap()
         let storeConfiguration = try configuration.storeConfiguration(relativeTo: base)
@@ -60,7 +63,8 @@ public enum Daemon {
         // The passphrase source starts sealed: no key, no store, until an operator's init or unseal.
         let keeper: VaultKeeper
         if storeConfiguration.keySource == .passphrase {
-            keeper = VaultKeeper(sealed: storeConfiguration, limits: try configuration.passphraseLimits(), logger: logger)
+            keeper = VaultKeeper(
+                sealed: storeConfiguration, limits: try configuration.passphraseLimits(), logger: logger)
         } else {
             keeper = VaultKeeper(unsealed: try RecordStore.open(storeConfiguration, logger: logger), logger: logger)
         }
@@ -80,11 +84,14 @@ public enum Daemon {
             clock: storeConfiguration.clock
         )
         if recovery.discardedBytes > 0 {
-            logger.warning("cut a torn last entry from the audit log", metadata: ["audit.bytes": "\(recovery.discardedBytes)"])
+            logger.warning(
+                "cut a torn last entry from the audit log", metadata: ["audit.bytes": "\(recovery.discardedBytes)"])
         }
         if let aside = recovery.tornEndSetAside {
             // Recorded as a break in the log at the first attach (at once, or at unseal).
-            logger.warning("set aside the audit log's torn end", metadata: ["audit.file": "\(aside)", "audit.entries": "\(recovery.entries)"])
+            logger.warning(
+                "set aside the audit log's torn end",
+                metadata: ["audit.file": "\(aside)", "audit.entries": "\(recovery.entries)"])
         }
         // Every store the keeper opens later (init, unseal) goes to the audit log first, and is served only
         // if the log checks out against its anchor.
@@ -92,7 +99,9 @@ public enum Daemon {
         if let store = try? keeper.store() {
             try audit.attach(to: store)
         } else {
-            logger.notice(keeper.isInitialised ? "sealed: waiting for casevaultctl unseal" : "not initialised: waiting for casevaultctl init")
+            logger.notice(
+                keeper.isInitialised
+                    ? "sealed: waiting for casevaultctl unseal" : "not initialised: waiting for casevaultctl init")
         }
         // The last checkpoint is signed after the server has stopped taking requests.
         defer { audit.close() }

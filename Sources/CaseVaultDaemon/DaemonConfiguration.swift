@@ -1,8 +1,8 @@
 public import CaseVaultAudit
 public import CaseVaultCore
 public import CaseVaultCrypto
-public import CaseVaultStore
 public import CaseVaultServer
+public import CaseVaultStore
 public import Foundation
 internal import TOMLKit
 
@@ -35,7 +35,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
         public init(
             socketPath: String, maxBodyBytes: Int, socketGroup: String? = nil, maxAttachmentBytes: Int64? = nil,
-            maxJSONDepth: Int? = nil, maxHeaderBytes: Int? = nil, readTimeoutSeconds: Int? = nil, maxConnections: Int? = nil,
+            maxJSONDepth: Int? = nil, maxHeaderBytes: Int? = nil, readTimeoutSeconds: Int? = nil,
+            maxConnections: Int? = nil,
             maxConnectionsPerUser: Int? = nil
         ) {
             self.socketPath = socketPath
@@ -96,13 +97,21 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
         /// The rules written here, by type name.
         var overrides: [String: String] {
-            Dictionary(uniqueKeysWithValues: Self.fields.compactMap { type, field in self[keyPath: field].map { (type.rawValue, $0) } })
+            Dictionary(
+                uniqueKeysWithValues: Self.fields.compactMap { type, field in
+                    self[keyPath: field].map { (type.rawValue, $0) }
+                })
         }
 
         enum CodingKeys: String, CodingKey {
-            case intakeForm = "intake_form", agreementToMediate = "agreement_to_mediate", sessionNote = "session_note"
-            case finalAgreement = "final_agreement", evaluation, disclosure, caseHeader = "case_header"
-            case holdsKeepSessionNotes = "holds_keep_session_notes", sweepBatch = "sweep_batch"
+            case intakeForm = "intake_form"
+            case agreementToMediate = "agreement_to_mediate"
+            case sessionNote = "session_note"
+            case finalAgreement = "final_agreement"
+            case evaluation, disclosure
+            case caseHeader = "case_header"
+            case holdsKeepSessionNotes = "holds_keep_session_notes"
+            case sweepBatch = "sweep_batch"
         }
     }
 
@@ -234,7 +243,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
             // A header that ends its line here would go on on the next one (toml++ reads a newline there
             // as a space), so it is refused too.
             let first = rest.unicodeScalars.first ?? "\n"
-            let bare = (first.isASCII && (first.properties.isAlphabetic || ("0"..."9").contains(first))) || first == "_" || first == "-"
+            let bare =
+                (first.isASCII && (first.properties.isAlphabetic || ("0"..."9").contains(first))) || first == "_"
+                || first == "-"
             guard bare || first == "\"" || first == "'" || first == "]" else {
                 throw CaseVaultError(
                     .invalidConfiguration,
@@ -251,7 +262,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
             decoded = try TOMLDecoder(strictDecoding: true).decode(Document.self, from: text)
         } catch let error as UnexpectedKeysError {
             let keys = error.keys.keys.sorted().joined(separator: ", ")
-            throw CaseVaultError(.invalidConfiguration, "unknown configuration key(s): \(keys); see Config/casevault.toml")
+            throw CaseVaultError(
+                .invalidConfiguration, "unknown configuration key(s): \(keys); see Config/casevault.toml")
         } catch let error as TOMLParseError {
             throw CaseVaultError(
                 .invalidConfiguration,
@@ -288,13 +300,16 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
     func validate() throws(CaseVaultError) {
         guard !self.store.dataDirectory.isEmpty else {
-            throw CaseVaultError(.invalidConfiguration, "store.data_directory must not be empty", field: "store.data_directory")
+            throw CaseVaultError(
+                .invalidConfiguration, "store.data_directory must not be empty", field: "store.data_directory")
         }
         guard !self.store.rootKeyFile.isEmpty else {
-            throw CaseVaultError(.invalidConfiguration, "store.root_key_file must not be empty", field: "store.root_key_file")
+            throw CaseVaultError(
+                .invalidConfiguration, "store.root_key_file must not be empty", field: "store.root_key_file")
         }
         guard !self.server.socketPath.isEmpty else {
-            throw CaseVaultError(.invalidConfiguration, "server.socket_path must not be empty", field: "server.socket_path")
+            throw CaseVaultError(
+                .invalidConfiguration, "server.socket_path must not be empty", field: "server.socket_path")
         }
         guard (1...(64 << 20)).contains(self.server.maxBodyBytes) else {
             throw CaseVaultError(
@@ -308,7 +323,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
         try Self.check(self.server.maxHeaderBytes.map(Int64.init), in: 1024...(1 << 20), "server.max_header_bytes")
         try Self.check(self.server.readTimeoutSeconds.map(Int64.init), in: 1...3600, "server.read_timeout_seconds")
         try Self.check(self.server.maxConnections.map(Int64.init), in: 1...65536, "server.max_connections")
-        try Self.check(self.server.maxConnectionsPerUser.map(Int64.init), in: 1...65536, "server.max_connections_per_user")
+        try Self.check(
+            self.server.maxConnectionsPerUser.map(Int64.init), in: 1...65536, "server.max_connections_per_user")
         try Self.check(self.retention.sweepBatch.map(Int64.init), in: 1...100_000, "retention.sweep_batch")
         try Self.check(self.statistics.k.map(Int64.init), in: 2...1000, "statistics.k")
         try Self.check(self.audit.checkpointEvery.map(Int64.init), in: 1...1_000_000, "audit.checkpoint_every")
@@ -319,17 +335,24 @@ public struct DaemonConfiguration: Sendable, Equatable {
             throw CaseVaultError(.invalidConfiguration, "backup.key_file must not be empty", field: "backup.key_file")
         }
         if let file = self.backup.ledgerFile, file.isEmpty {
-            throw CaseVaultError(.invalidConfiguration, "backup.ledger_file must not be empty", field: "backup.ledger_file")
+            throw CaseVaultError(
+                .invalidConfiguration, "backup.ledger_file must not be empty", field: "backup.ledger_file")
         }
         if let source = self.keys.source, !Keys.sources.contains(source) {
-            throw CaseVaultError(.invalidConfiguration, "keys.source must be file, systemd-credential or passphrase", field: "keys.source")
+            throw CaseVaultError(
+                .invalidConfiguration, "keys.source must be file, systemd-credential or passphrase",
+                field: "keys.source")
         }
         // The floor is libsodium's interactive cost: below it a stolen key file yields to guessing.
         let floor = PasswordHash.Limits.floor
-        try Self.check(self.keys.argon2Operations.map(Int64.init), in: Int64(floor.operations)...20, "keys.argon2_operations")
-        try Self.check(self.keys.argon2MemoryMiB.map(Int64.init), in: Int64(floor.memoryBytes >> 20)...4096, "keys.argon2_memory_mib")
+        try Self.check(
+            self.keys.argon2Operations.map(Int64.init), in: Int64(floor.operations)...20, "keys.argon2_operations")
+        try Self.check(
+            self.keys.argon2MemoryMiB.map(Int64.init), in: Int64(floor.memoryBytes >> 20)...4096,
+            "keys.argon2_memory_mib")
         if let name = self.keys.credential, name.isEmpty || name.contains("/") || name.hasPrefix(".") {
-            throw CaseVaultError(.invalidConfiguration, "keys.credential must be a plain file name", field: "keys.credential")
+            throw CaseVaultError(
+                .invalidConfiguration, "keys.credential must be a plain file name", field: "keys.credential")
         }
         for (category, office) in self.offices.sorted(by: { $0.key < $1.key }) {
             guard RecordValidator.disclosureCategories.contains(category) else {
@@ -342,7 +365,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
             }
             guard Role.isOfficeName(office) else {
                 throw CaseVaultError(
-                    .invalidConfiguration, "offices.\(category) must be an office name: lowercase letters, digits, - and _",
+                    .invalidConfiguration,
+                    "offices.\(category) must be an office name: lowercase letters, digits, - and _",
                     field: "offices.\(category)"
                 )
             }
@@ -462,7 +486,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
         if let name = self.server.socketGroup {
             guard case .gid(let gid) = try Principals.resolve(name, role: "server.socket_group") else {
                 throw CaseVaultError(
-                    .invalidConfiguration, "server.socket_group must be gid:N or group:NAME", field: "server.socket_group"
+                    .invalidConfiguration, "server.socket_group must be gid:N or group:NAME",
+                    field: "server.socket_group"
                 )
             }
             group = gid

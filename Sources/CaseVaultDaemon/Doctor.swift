@@ -42,7 +42,8 @@ public enum Doctor {
                 ? Self.keyFile(store.rootKeyFile.path, dataDirectory: data)
                 : Check(
                     name: "key source", status: .pass,
-                    detail: "systemd credential \(configuration.keys.credential ?? "casevault-root-key"), read from $CREDENTIALS_DIRECTORY at start (LoadCredentialEncrypted= binds it to this host's TPM)"
+                    detail:
+                        "systemd credential \(configuration.keys.credential ?? "casevault-root-key"), read from $CREDENTIALS_DIRECTORY at start (LoadCredentialEncrypted= binds it to this host's TPM)"
                 ),
             Self.auditLog(data + "/audit/log"),
             Self.auditAnchor(data),
@@ -58,7 +59,8 @@ public enum Doctor {
     static func privateDirectory(_ name: String, _ path: String, groupMayRead: Bool) -> Check {
         var info = stat()
         guard lstat(path, &info) == 0 else {
-            return Check(name: name, status: .warn, detail: "\(path) does not exist yet (casevaultd creates it on first start)")
+            return Check(
+                name: name, status: .warn, detail: "\(path) does not exist yet (casevaultd creates it on first start)")
         }
         let mode = info.st_mode & 0o7777
         let owner = Self.userName(info.st_uid)
@@ -69,7 +71,9 @@ public enum Doctor {
         let forbidden: mode_t = groupMayRead ? 0o027 : 0o077
         if mode & forbidden != 0 {
             let wanted = groupMayRead ? "0750" : "0700"
-            return Check(name: name, status: .fail, detail: "\(text): others can reach it; chmod \(wanted) (casevaultd refuses to start)")
+            return Check(
+                name: name, status: .fail,
+                detail: "\(text): others can reach it; chmod \(wanted) (casevaultd refuses to start)")
         }
         return Check(name: name, status: .pass, detail: text)
     }
@@ -79,30 +83,56 @@ public enum Doctor {
         let name = "shred guarantee"
         var type: UInt = 0
         guard casevault_filesystem_type(path, &type) == 0 else {
-            return Check(name: name, status: .warn, detail: "cannot read the filesystem of \(path) (\(String(cString: strerror(errno))))")
+            return Check(
+                name: name, status: .warn,
+                detail: "cannot read the filesystem of \(path) (\(String(cString: strerror(errno))))")
         }
         switch type {
         case 0xEF53:
-            return Check(name: name, status: .pass, detail: "ext4: key slots and ciphertext are overwritten in place (crypto-erase and overwrite)")
+            return Check(
+                name: name, status: .pass,
+                detail: "ext4: key slots and ciphertext are overwritten in place (crypto-erase and overwrite)")
         case 0x5846_5342:
-            return Check(name: name, status: .pass, detail: "xfs: key slots and ciphertext are overwritten in place (crypto-erase and overwrite)")
+            return Check(
+                name: name, status: .pass,
+                detail: "xfs: key slots and ciphertext are overwritten in place (crypto-erase and overwrite)")
         case 0x9123_683E:
             var flags: CInt = 0
             let slots = path + "/keyslots"
             let fd = open(slots, O_RDONLY | O_CLOEXEC)
             defer { if fd >= 0 { close(fd) } }
             if fd >= 0, casevault_inode_flags(fd, &flags) == 0, flags & CASEVAULT_FS_NOCOW_FL != 0 {
-                return Check(name: name, status: .pass, detail: "btrfs: the key-slot file is no-copy-on-write, so slots are overwritten in place; ciphertext regions may keep old copies until the space is reused: crypto-erase holds")
+                return Check(
+                    name: name, status: .pass,
+                    detail:
+                        "btrfs: the key-slot file is no-copy-on-write, so slots are overwritten in place; ciphertext regions may keep old copies until the space is reused: crypto-erase holds"
+                )
             }
-            return Check(name: name, status: .fail, detail: "btrfs: the key-slot file is not no-copy-on-write (it was created elsewhere and copied?): old key slots may survive a shred; recreate the data directory on this filesystem")
+            return Check(
+                name: name, status: .fail,
+                detail:
+                    "btrfs: the key-slot file is not no-copy-on-write (it was created elsewhere and copied?): old key slots may survive a shred; recreate the data directory on this filesystem"
+            )
         case 0x2FC1_2FC1:
-            return Check(name: name, status: .warn, detail: "ZFS: copy-on-write, nothing is overwritten in place; a shred is a crypto-erase only (the wrapped key is gone, old blocks remain until reused)")
+            return Check(
+                name: name, status: .warn,
+                detail:
+                    "ZFS: copy-on-write, nothing is overwritten in place; a shred is a crypto-erase only (the wrapped key is gone, old blocks remain until reused)"
+            )
         case 0x794C_7630:
-            return Check(name: name, status: .warn, detail: "overlayfs: writes land in an upper layer; a shred is a crypto-erase only")
+            return Check(
+                name: name, status: .warn,
+                detail: "overlayfs: writes land in an upper layer; a shred is a crypto-erase only")
         case 0x0102_1994:
-            return Check(name: name, status: .warn, detail: "tmpfs: in memory, overwritten in place, but lost at reboot and swappable")
+            return Check(
+                name: name, status: .warn,
+                detail: "tmpfs: in memory, overwritten in place, but lost at reboot and swappable")
         default:
-            return Check(name: name, status: .warn, detail: "an unrecognised filesystem (type 0x\(String(type, radix: 16))): a shred is a crypto-erase only, as far as anyone can tell")
+            return Check(
+                name: name, status: .warn,
+                detail:
+                    "an unrecognised filesystem (type 0x\(String(type, radix: 16))): a shred is a crypto-erase only, as far as anyone can tell"
+            )
         }
     }
 
@@ -134,18 +164,30 @@ public enum Doctor {
         let name = "key source"
         let file = Self.privateFile(path)
         if case .missing = file {
-            return Check(name: name, status: .warn, detail: "file \(path) does not exist yet (casevaultd creates it on first start)")
+            return Check(
+                name: name, status: .warn,
+                detail: "file \(path) does not exist yet (casevaultd creates it on first start)")
         }
         if path.hasPrefix(dataDirectory + "/") {
-            return Check(name: name, status: .fail, detail: "file \(path) is inside the data directory: a copy of the data would carry the key")
+            return Check(
+                name: name, status: .fail,
+                detail: "file \(path) is inside the data directory: a copy of the data would carry the key")
         }
         guard case .found(let info, let mode) = file else {
-            return Check(name: name, status: .fail, detail: "file \(path): mode \(file.mode); it must be a regular file with mode 0600")
+            return Check(
+                name: name, status: .fail,
+                detail: "file \(path): mode \(file.mode); it must be a regular file with mode 0600")
         }
         if let tree = Self.sharedTree(path, dataDirectory: dataDirectory) {
-            return Check(name: name, status: .warn, detail: "file \(path) shares \(tree) with the data: a backup of that tree carries the key with the data; keep keys in a tree of their own (as /var/lib/casevault-keys in Config/casevault.host.toml)")
+            return Check(
+                name: name, status: .warn,
+                detail:
+                    "file \(path) shares \(tree) with the data: a backup of that tree carries the key with the data; keep keys in a tree of their own (as /var/lib/casevault-keys in Config/casevault.host.toml)"
+            )
         }
-        return Check(name: name, status: .pass, detail: "file \(path): \(Self.userName(info.st_uid)), mode \(mode); back it up apart from the data")
+        return Check(
+            name: name, status: .pass,
+            detail: "file \(path): \(Self.userName(info.st_uid)), mode \(mode); back it up apart from the data")
     }
 
     /// The directory holding the data directory, when `path` lies under it too (and it is not `/`): a copy
@@ -162,10 +204,15 @@ public enum Doctor {
         let name = "audit log writable"
         let file = Self.privateFile(path)
         if case .missing = file {
-            return Check(name: name, status: .warn, detail: "\(path) does not exist yet (casevaultd creates it on first start)")
+            return Check(
+                name: name, status: .warn, detail: "\(path) does not exist yet (casevaultd creates it on first start)")
         }
         guard case .found(let info, let mode) = file else {
-            return Check(name: name, status: .fail, detail: "\(path): mode \(file.mode); it must be a regular file with mode 0600 (casevaultd refuses to start)")
+            return Check(
+                name: name, status: .fail,
+                detail:
+                    "\(path): mode \(file.mode); it must be a regular file with mode 0600 (casevaultd refuses to start)"
+            )
         }
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         defer { if fd >= 0 { close(fd) } }
@@ -173,17 +220,25 @@ public enum Doctor {
         if fd >= 0, casevault_inode_flags(fd, &flags) == 0 {
             // FS_IMMUTABLE_FL and FS_APPEND_FL (linux/fs.h): either stops the daemon's writes.
             if flags & 0x10 != 0 || flags & 0x20 != 0 {
-                return Check(name: name, status: .fail, detail: "\(path) is marked \(flags & 0x10 != 0 ? "immutable" : "append-only") (lsattr); casevaultd would refuse every request; chattr -i -a it")
+                return Check(
+                    name: name, status: .fail,
+                    detail:
+                        "\(path) is marked \(flags & 0x10 != 0 ? "immutable" : "append-only") (lsattr); casevaultd would refuse every request; chattr -i -a it"
+                )
             }
         }
         var space = statvfs()
         if statvfs(path, &space) == 0 {
             let free = UInt64(space.f_bavail) * UInt64(space.f_frsize)
             if free < 64 << 20 {
-                return Check(name: name, status: .warn, detail: "\(free >> 20) MiB free under \(path): when it fills, casevaultd refuses every request")
+                return Check(
+                    name: name, status: .warn,
+                    detail: "\(free >> 20) MiB free under \(path): when it fills, casevaultd refuses every request")
             }
         }
-        return Check(name: name, status: .pass, detail: "\(path): \(Self.userName(info.st_uid)), mode \(mode), \(info.st_size) bytes")
+        return Check(
+            name: name, status: .pass,
+            detail: "\(path): \(Self.userName(info.st_uid)), mode \(mode), \(info.st_size) bytes")
     }
 
     /// Whether the audit log holds the entry the index's anchor names: a log cut short, replaced or deleted
@@ -200,18 +255,23 @@ public enum Doctor {
             return Check(name: name, status: .fail, detail: error.message)
         }
         guard let anchor else {
-            return Check(name: name, status: .pass, detail: "no anchor yet (the first start with the root key writes one)")
+            return Check(
+                name: name, status: .pass, detail: "no anchor yet (the first start with the root key writes one)")
         }
-        guard let problem = AuditLog.filesProblem(directory: data + "/audit") ?? AuditVerifier.anchorProblem(directory: data + "/audit", anchor: anchor)
+        guard
+            let problem = AuditLog.filesProblem(directory: data + "/audit")
+                ?? AuditVerifier.anchorProblem(directory: data + "/audit", anchor: anchor)
         else {
             return Check(
                 name: name, status: .pass,
-                detail: "the log's files follow one another and hold entry \(anchor.seq), as the index remembers (the start checks the entries after it under the root key)"
+                detail:
+                    "the log's files follow one another and hold entry \(anchor.seq), as the index remembers (the start checks the entries after it under the root key)"
             )
         }
         return Check(
             name: name, status: .fail,
-            detail: "\(problem). casevaultd will not start on it (exit 4). Keep a copy of \(data)/audit for investigation, "
+            detail:
+                "\(problem). casevaultd will not start on it (exit 4). Keep a copy of \(data)/audit for investigation, "
                 + "then start casevaultd once with --accept-audit-break: the log records the break, and casevaultctl audit verify lists it"
         )
     }
@@ -220,18 +280,27 @@ public enum Doctor {
     static func backupKeys(_ path: String, dataDirectory: String) -> Check {
         let name = "backup keys"
         if path.hasPrefix(dataDirectory + "/") {
-            return Check(name: name, status: .fail, detail: "\(path) is inside the data directory: a copy of the data would carry the backups' keys")
+            return Check(
+                name: name, status: .fail,
+                detail: "\(path) is inside the data directory: a copy of the data would carry the backups' keys")
         }
         switch Self.privateFile(path) {
         case .missing:
             return Check(name: name, status: .pass, detail: "\(path) does not exist yet (the first backup creates it)")
         case .exposed(let mode):
-            return Check(name: name, status: .fail, detail: "\(path): mode \(mode); it must be a regular file with mode 0600")
+            return Check(
+                name: name, status: .fail, detail: "\(path): mode \(mode); it must be a regular file with mode 0600")
         case .found(let info, let mode):
             if let tree = Self.sharedTree(path, dataDirectory: dataDirectory) {
-                return Check(name: name, status: .warn, detail: "\(path) shares \(tree) with the data: a backup of that tree carries the backups' keys with the data; keep keys in a tree of their own")
+                return Check(
+                    name: name, status: .warn,
+                    detail:
+                        "\(path) shares \(tree) with the data: a backup of that tree carries the backups' keys with the data; keep keys in a tree of their own"
+                )
             }
-            return Check(name: name, status: .pass, detail: "\(path): \(Self.userName(info.st_uid)), mode \(mode); keep it apart from the backups")
+            return Check(
+                name: name, status: .pass,
+                detail: "\(path): \(Self.userName(info.st_uid)), mode \(mode); keep it apart from the backups")
         }
     }
 
@@ -241,21 +310,31 @@ public enum Doctor {
         guard let text = try? String(contentsOfFile: "/proc/swaps", encoding: .utf8) else {
             return Check(name: name, status: .warn, detail: "cannot read /proc/swaps")
         }
-        let devices = text.split(separator: "\n").dropFirst().compactMap { $0.split(separator: " ").first.map(String.init) }
+        let devices = text.split(separator: "\n").dropFirst().compactMap {
+            $0.split(separator: " ").first.map(String.init)
+        }
         if devices.isEmpty {
             return Check(name: name, status: .pass, detail: "no swap")
         }
         let unencrypted = devices.filter { device in
             let base = (device as NSString).lastPathComponent
             if base.hasPrefix("zram") { return false }
-            let resolved = (try? FileManager.default.destinationOfSymbolicLink(atPath: device)).map { ($0 as NSString).lastPathComponent } ?? base
+            let resolved =
+                (try? FileManager.default.destinationOfSymbolicLink(atPath: device)).map {
+                    ($0 as NSString).lastPathComponent
+                } ?? base
             let uuid = (try? String(contentsOfFile: "/sys/block/\(resolved)/dm/uuid", encoding: .utf8)) ?? ""
             return !uuid.hasPrefix("CRYPT-")
         }
         if unencrypted.isEmpty {
-            return Check(name: name, status: .pass, detail: "swap is encrypted or in memory: \(devices.joined(separator: ", "))")
+            return Check(
+                name: name, status: .pass, detail: "swap is encrypted or in memory: \(devices.joined(separator: ", "))")
         }
-        return Check(name: name, status: .warn, detail: "unencrypted swap (\(unencrypted.joined(separator: ", "))): keys are locked in memory, but decrypted content in buffers could be written to disk; encrypt swap or turn it off")
+        return Check(
+            name: name, status: .warn,
+            detail:
+                "unencrypted swap (\(unencrypted.joined(separator: ", "))): keys are locked in memory, but decrypted content in buffers could be written to disk; encrypt swap or turn it off"
+        )
     }
 
     /// Core dumps: casevaultd makes itself non-dumpable at start; fs.suid_dumpable must not override that.
@@ -267,9 +346,15 @@ public enum Doctor {
             return Check(name: name, status: .warn, detail: "cannot read /proc/sys/fs/suid_dumpable")
         }
         if value == "0" {
-            return Check(name: name, status: .pass, detail: "casevaultd sets RLIMIT_CORE 0 and makes itself non-dumpable; fs.suid_dumpable = 0 keeps it so")
+            return Check(
+                name: name, status: .pass,
+                detail: "casevaultd sets RLIMIT_CORE 0 and makes itself non-dumpable; fs.suid_dumpable = 0 keeps it so")
         }
-        return Check(name: name, status: .fail, detail: "fs.suid_dumpable = \(value): non-dumpable processes are dumped anyway; set it to 0 (sysctl fs.suid_dumpable=0)")
+        return Check(
+            name: name, status: .fail,
+            detail:
+                "fs.suid_dumpable = \(value): non-dumpable processes are dumped anyway; set it to 0 (sysctl fs.suid_dumpable=0)"
+        )
     }
 
     static func userName(_ uid: uid_t) -> String {

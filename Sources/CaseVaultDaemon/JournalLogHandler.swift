@@ -1,8 +1,9 @@
+internal import Foundation
+public import Logging
+
 #if canImport(Glibc)
 internal import Glibc
 #endif
-internal import Foundation
-public import Logging
 
 /// Log lines for systemd's journal: `<priority>message key=value …` on standard error, one line each,
 /// without a timestamp or a level word (journald adds the time, and reads the priority from the `<N>`
@@ -48,7 +49,9 @@ public struct JournalLogHandler: LogHandler {
         guard let stream = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] else { return false }
         let parts = stream.split(separator: ":")
         var info = stat()
-        guard parts.count == 2, let device = UInt64(parts[0]), let inode = UInt64(parts[1]), fstat(STDERR_FILENO, &info) == 0 else {
+        guard parts.count == 2, let device = UInt64(parts[0]), let inode = UInt64(parts[1]),
+            fstat(STDERR_FILENO, &info) == 0
+        else {
             return false
         }
         return UInt64(info.st_dev) == device && UInt64(info.st_ino) == inode

@@ -73,7 +73,8 @@ enum Principals {
         let failure = errno
         guard [0, ENOENT, ESRCH, EBADF, EPERM].contains(failure) else {
             return CaseVaultError(
-                .storageFailure, "the user database could not be read to resolve \(place) (errno \(failure)); try again when it answers"
+                .storageFailure,
+                "the user database could not be read to resolve \(place) (errno \(failure)); try again when it answers"
             )
         }
         return Self.unknown(kind, name, place: place)
@@ -85,12 +86,15 @@ enum Principals {
     static func unknown(_ kind: String, _ name: String, place: String) -> CaseVaultError {
         // Only a name that could be a user or group name is repeated (it reaches the journal and a
         // suggested command): nothing that could forge a log line or a shell word.
-        let portable = name.utf8.count <= 32 && name.utf8.allSatisfy { byte in
-            (byte >= 0x61 && byte <= 0x7a) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x30 && byte <= 0x39)
-                || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".")
-        }
+        let portable =
+            name.utf8.count <= 32
+            && name.utf8.allSatisfy { byte in
+                (byte >= 0x61 && byte <= 0x7a) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x30 && byte <= 0x39)
+                    || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".")
+            }
         guard portable else {
-            return CaseVaultError(.invalidConfiguration, "\(place) names a \(kind) whose name is not a valid \(kind) name", field: place)
+            return CaseVaultError(
+                .invalidConfiguration, "\(place) names a \(kind) whose name is not a valid \(kind) name", field: place)
         }
         let (tool, line) = kind == "user" ? ("useradd", "u") : ("groupadd --system", "g")
         return CaseVaultError(

@@ -40,7 +40,10 @@ struct SystemdWatchdog: Service {
     let keeper: VaultKeeper
     let logger: Logger
 
-    init(notifier: SystemdNotifier, keeper: VaultKeeper, logger: Logger, environment: [String: String] = ProcessInfo.processInfo.environment) {
+    init(
+        notifier: SystemdNotifier, keeper: VaultKeeper, logger: Logger,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) {
         self.notifier = notifier
         self.keeper = keeper
         self.logger = logger
@@ -77,18 +80,22 @@ struct SystemdWatchdog: Service {
 public enum SystemdSocket {
     static let first: CInt = 3
 
-    static func take(socketPath: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(CaseVaultError) -> CInt? {
+    static func take(socketPath: String, environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws(CaseVaultError) -> CInt?
+    {
         guard let pid = environment["LISTEN_PID"], let count = environment["LISTEN_FDS"], pid == String(getpid()) else {
             return nil
         }
         guard count == "1" else {
-            throw CaseVaultError(.socketUnavailable, "systemd passed \(count) sockets; casevault.socket must pass exactly one")
+            throw CaseVaultError(
+                .socketUnavailable, "systemd passed \(count) sockets; casevault.socket must pass exactly one")
         }
         let fd = Self.first
         guard Self.option(fd, SO_TYPE) == CInt(SOCK_STREAM.rawValue), Self.option(fd, SO_ACCEPTCONN) == 1,
             Self.option(fd, SO_DOMAIN) == AF_UNIX
         else {
-            throw CaseVaultError(.socketUnavailable, "the socket systemd passed is not a listening Unix stream socket (ListenStream=)")
+            throw CaseVaultError(
+                .socketUnavailable, "the socket systemd passed is not a listening Unix stream socket (ListenStream=)")
         }
         var bound = stat()
         var configured = stat()
@@ -96,12 +103,14 @@ public enum SystemdSocket {
             bound.st_dev == configured.st_dev, bound.st_ino == configured.st_ino
         else {
             throw CaseVaultError(
-                .socketUnavailable, "the socket systemd passed is not bound to server.socket_path \(socketPath); make ListenStream= name it"
+                .socketUnavailable,
+                "the socket systemd passed is not bound to server.socket_path \(socketPath); make ListenStream= name it"
             )
         }
         guard bound.st_mode & 0o007 == 0 else {
             throw CaseVaultError(
-                .socketUnavailable, "the socket systemd passed is reachable by others; give it SocketMode=0660 and a SocketGroup="
+                .socketUnavailable,
+                "the socket systemd passed is reachable by others; give it SocketMode=0660 and a SocketGroup="
             )
         }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
@@ -118,7 +127,8 @@ public enum SystemdSocket {
     /// only that the daemon cannot start; why is in the journal, for the operator. Without socket
     /// activation nothing happens: `socket` is the one `take` returned, or else the environment names it.
     public static func refuseWaiting(
-        socket: CInt? = nil, code: CaseVaultError.Code, environment: [String: String] = ProcessInfo.processInfo.environment
+        socket: CInt? = nil, code: CaseVaultError.Code,
+        environment: [String: String] = ProcessInfo.processInfo.environment
     ) {
         let fd: CInt
         if let socket {
@@ -128,7 +138,8 @@ public enum SystemdSocket {
         } else {
             return
         }
-        let body = #"{"type":"urn:casevault:problem:\#(code.rawValue)","title":"casevaultd cannot start","status":503,"#
+        let body =
+            #"{"type":"urn:casevault:problem:\#(code.rawValue)","title":"casevaultd cannot start","status":503,"#
             + #""detail":"the daemon cannot start; the operator finds why in its journal (journalctl -u casevault.service)"}"#
         let response = Array(
             ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"

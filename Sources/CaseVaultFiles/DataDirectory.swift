@@ -1,7 +1,8 @@
+package import CaseVaultCore
+
 #if canImport(Glibc)
 package import Glibc
 #endif
-package import CaseVaultCore
 
 /// A private directory and its permission rules: the directory is 0700 and every file 0600, owned by the
 /// daemon's user; anything that group or others can read or write is refused. The store adds its layout

@@ -1,8 +1,9 @@
+internal import CCaseVaultShims
+package import CaseVaultCore
+
 #if canImport(Glibc)
 package import Glibc
 #endif
-package import CaseVaultCore
-internal import CCaseVaultShims
 
 /// A POSIX file descriptor with the few calls the store needs, each turning errno into a `CaseVaultError`.
 /// Hand-written rather than swift-system's `FileDescriptor` to keep `O_EXCL|O_NOFOLLOW`, `fdatasync` and
@@ -24,7 +25,9 @@ package final class PosixFile: Sendable {
         var written = 0
         while written < bytes.count {
             let result = bytes.withUnsafeBytes { buffer in
-                pwrite(self.descriptor, buffer.baseAddress! + written, buffer.count - written, off_t(offset) + off_t(written))
+                pwrite(
+                    self.descriptor, buffer.baseAddress! + written, buffer.count - written,
+                    off_t(offset) + off_t(written))
             }
             if result < 0 {
                 if errno == EINTR { continue }
@@ -71,7 +74,9 @@ package final class PosixFile: Sendable {
     /// Starts writing back the file's dirty pages; with `wait`, waits until every one is written. No
     /// device flush (`FlushRider`).
     package func writeBack(wait: Bool) throws(CaseVaultError) {
-        guard casevault_write_back(self.descriptor, wait ? 1 : 0) == 0 else { throw POSIXFailure.error("sync_file_range") }
+        guard casevault_write_back(self.descriptor, wait ? 1 : 0) == 0 else {
+            throw POSIXFailure.error("sync_file_range")
+        }
     }
 
     package func flush() throws(CaseVaultError) {

@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 internal import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import CaseVaultStore
 internal import Foundation
 internal import Logging
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// What the targets share, made once per process: fixed test keys, and a private temporary directory
 /// (`mkdtemp`, 0700, under `$TMPDIR`) where each target that reads a file finds its one file, rewritten
@@ -76,7 +77,8 @@ final class FuzzEnvironment: Sendable {
         Self.replace(directory + "/keys/root.key", with: Self.rootKeyBytes)
         do {
             try BackupKeyFile(path: directory + "/keys/backup.keys").add(
-                id: Self.backupID, createdAt: Self.backupCreatedAt, key: Self.secure(Self.backupKeyBytes), barrier: self.barrier
+                id: Self.backupID, createdAt: Self.backupCreatedAt, key: Self.secure(Self.backupKeyBytes),
+                barrier: self.barrier
             )
         } catch {
             fatalError("casevault-fuzz: the test backup key file could not be written in \(directory)")

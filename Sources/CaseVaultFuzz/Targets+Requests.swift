@@ -35,14 +35,16 @@ enum RequestTargets {
     /// validates it.
     private static func openCase(_ body: JSONValue) throws(CaseVaultError) {
         let participants = try body.require("participants", "a list of participants")
-        try Self.validator.validate(type: .caseHeader, content: JSONValue.object(["participants": participants]).encoded())
+        try Self.validator.validate(
+            type: .caseHeader, content: JSONValue.object(["participants": participants]).encoded())
     }
 
     /// `request-secrets`: a body of the init route (the secret `passphrase`) and of the unseal route
     /// (`passphrase` and `share`), through the server's own code.
     static func secrets(_ input: [UInt8]) {
         _ = RequestBodyParsing.takesSecretBody(input, secrets: ["passphrase"], maxJSONDepth: Self.maxJSONDepth)
-        _ = RequestBodyParsing.takesSecretBody(input, secrets: ["passphrase", "share"], maxJSONDepth: Self.maxJSONDepth)
+        _ = RequestBodyParsing.takesSecretBody(
+            input, secrets: ["passphrase", "share"], maxJSONDepth: Self.maxJSONDepth)
     }
 
     /// `record-content`: the content validator on its own. The first byte picks the record type (in

@@ -18,7 +18,8 @@ enum StoreTargets {
         let record = FuzzEnvironment.record
         let slot = Array(input.prefix(Self.slotSize))
         let blob = Array(input.dropFirst(Self.slotSize))
-        let dataKey = (try? environment.barrier.unwrap(slotBytes: slot, recordID: record.id, slot: FuzzEnvironment.slot))
+        let dataKey =
+            (try? environment.barrier.unwrap(slotBytes: slot, recordID: record.id, slot: FuzzEnvironment.slot))
             ?? environment.dataKey
         guard let content = try? environment.barrier.open(blob: blob, dataKey: dataKey, record: record) else { return }
         _ = JSONValue.parse(content)?.string("category")
@@ -30,7 +31,10 @@ enum StoreTargets {
         let environment = FuzzEnvironment.shared
         let path = environment.path("attachment")
         FuzzEnvironment.replace(path, with: input)
-        guard let download = try? AttachmentDownload(record: FuzzEnvironment.record, dataKey: environment.dataKey, path: path) else {
+        guard
+            let download = try? AttachmentDownload(
+                record: FuzzEnvironment.record, dataKey: environment.dataKey, path: path)
+        else {
             return
         }
         _ = download.mediaType

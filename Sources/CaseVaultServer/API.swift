@@ -1,6 +1,6 @@
+internal import CaseVaultAudit
 internal import CaseVaultCore
 internal import CaseVaultStore
-internal import CaseVaultAudit
 public import Hummingbird
 internal import NIOCore
 
@@ -66,7 +66,9 @@ public enum API {
     }
 
     /// Filing a record of any type a client files, and attaching to one.
-    static let filing: [Action] = [.fileIntakeForm, .fileAgreement, .fileSessionNote, .fileFinalAgreement, .fileEvaluation, .fileDisclosure]
+    static let filing: [Action] = [
+        .fileIntakeForm, .fileAgreement, .fileSessionNote, .fileFinalAgreement, .fileEvaluation, .fileDisclosure,
+    ]
     /// Reading a record of any type, and its attachment.
     static let reading: [Action] = [.readRecord, .readSessionNote, .readDisclosure]
 
@@ -74,7 +76,9 @@ public enum API {
     static let table: [Endpoint] = [
         Endpoint(.get, "/v1/health", .action(.health), whileSealed: .served, auditing: .whenWritable) { $0.health },
         Endpoint(.get, "/v1/whoami", .action(.whoami)) { $0.whoami },
-        Endpoint(.get, "/v1/admin/status", .action(.status), whileSealed: .served, auditing: .whenWritable) { $0.status },
+        Endpoint(.get, "/v1/admin/status", .action(.status), whileSealed: .served, auditing: .whenWritable) {
+            $0.status
+        },
         Endpoint(.post, "/v1/admin/init", .action(.initialise), whileSealed: .served) { $0.initialise },
         Endpoint(.post, "/v1/admin/unseal", .action(.unseal), whileSealed: .served) { $0.unseal },
         Endpoint(.post, "/v1/admin/seal", .action(.seal), whileSealed: .served) { $0.seal },
@@ -111,10 +115,14 @@ public enum API {
     public static var routes: [Route] { Self.table.map(\.route) }
 
     /// The routes a sealed daemon answers.
-    public static var servedWhileSealed: Set<Route> { Set(Self.table.filter { $0.whileSealed == .served }.map(\.route)) }
+    public static var servedWhileSealed: Set<Route> {
+        Set(Self.table.filter { $0.whileSealed == .served }.map(\.route))
+    }
 
     /// The routes that answer when the audit log cannot be written.
-    public static var answeredWithoutAudit: Set<Route> { Set(Self.table.filter { $0.auditing == .whenWritable }.map(\.route)) }
+    public static var answeredWithoutAudit: Set<Route> {
+        Set(Self.table.filter { $0.auditing == .whenWritable }.map(\.route))
+    }
 
     /// Whether every row's access agrees with the authorization table: a whole check only for an action the
     /// caller's roles decide alone, a per-case check only when some action of it looks at the case. The
@@ -123,7 +131,8 @@ public enum API {
         Self.table.compactMap { endpoint in
             switch endpoint.access {
             case .action(let action):
-                return Authorization.dependsOnlyOnRoles(action) ? nil : "\(endpoint.route) checks \(action) without its case"
+                return Authorization.dependsOnlyOnRoles(action)
+                    ? nil : "\(endpoint.route) checks \(action) without its case"
             case .perCase(let actions):
                 return actions.isEmpty || actions.allSatisfy(Authorization.dependsOnlyOnRoles)
                     ? "\(endpoint.route) defers a check no case decides" : nil
@@ -132,7 +141,8 @@ public enum API {
     }
 
     /// The methods a path that exists but does not take them answers with 405.
-    static let methods: [HTTPRequest.Method] = [.get, .head, .put, .post, .delete, .patch, .options, .trace, .connect]
+    static let methods: [HTTPRequest.Method] =
+        [.get, .head, .put, .post, .delete, .patch, .options, .trace, .connect]
         + [HTTPRequest.Method("QUERY")].compactMap { $0 }
 }
 
@@ -156,7 +166,8 @@ func buildRouter(
             // The request entry is on disk before the route acts, or the route does not act.
             try await Audited.before(endpoint, context, audit)
             if endpoint.whileSealed == .refused, keeper.isSealed {
-                throw CaseVaultError(.sealed, "the vault is sealed: an operator must unseal it first (casevaultctl unseal)")
+                throw CaseVaultError(
+                    .sealed, "the vault is sealed: an operator must unseal it first (casevaultctl unseal)")
             }
             switch endpoint.access {
             case .action(let action): try context.authorize(action)

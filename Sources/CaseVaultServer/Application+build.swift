@@ -1,12 +1,12 @@
+public import CaseVaultAudit
 public import CaseVaultCore
 public import CaseVaultStore
-public import CaseVaultAudit
 internal import Foundation
 package import Hummingbird
 internal import HummingbirdCore
 public import Logging
-public import ServiceLifecycle
 internal import NIOCore
+public import ServiceLifecycle
 
 /// Builds the HTTP application over the Unix socket: the one builder that `casevaultd` uses. With
 /// `listeningSocket` (socket activation) it serves the socket systemd bound and leaves its path and mode
@@ -25,7 +25,8 @@ public func buildApplication(
     let identities = ConnectionIdentities()
     let budget = AuditBudget(audit: audit)
     let router = buildRouter(
-        keeper: keeper, audit: audit, roleMap: roleMap, configuration: configuration, pool: pool, identities: identities, budget: budget,
+        keeper: keeper, audit: audit, roleMap: roleMap, configuration: configuration, pool: pool,
+        identities: identities, budget: budget,
         identify: { _, channel in try await identities.identity(of: channel) }
     )
     let socketPath = configuration.socketPath
@@ -36,7 +37,8 @@ public func buildApplication(
         additionalChannelHandlers: [
             IdleStateHandler(readTimeout: readTimeout),
             ConnectionLimitHandler(
-                limiter: limiter, identities: identities, readTimeout: readTimeout, hasRole: { !roleMap.roles(for: $0).isEmpty },
+                limiter: limiter, identities: identities, readTimeout: readTimeout,
+                hasRole: { !roleMap.roles(for: $0).isEmpty },
                 onRefusal: { uid, status, problem in
                     // A refusal before any route: one `refused` entry, within the refused peer's budget.
                     guard budget.allow(uid) else { return }
@@ -61,7 +63,8 @@ public func buildApplication(
     )
     if let listeningSocket {
         return InheritedSocketApplication(
-            responder: router.buildResponder(), http: http, socket: listeningSocket, services: [pool, budget] + services,
+            responder: router.buildResponder(), http: http, socket: listeningSocket,
+            services: [pool, budget] + services,
             onServerRunning: { _ in
                 logger.info("serving on the socket systemd passed", metadata: ["socket.path": "\(socketPath)"])
                 onReady()
@@ -108,7 +111,8 @@ package func buildInProcessApplication(
     let pool = BlockingPool(threads: configuration.blockingThreads)
     let budget = AuditBudget(audit: audit)
     let router = buildRouter(
-        keeper: keeper, audit: audit, roleMap: roleMap, configuration: configuration, pool: pool, identities: ConnectionIdentities(),
+        keeper: keeper, audit: audit, roleMap: roleMap, configuration: configuration, pool: pool,
+        identities: ConnectionIdentities(),
         budget: budget,
         identify: { request, _ in
             guard let identity = identify(request) else { throw PeerIdentityUnavailable() }

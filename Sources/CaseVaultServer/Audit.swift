@@ -52,7 +52,9 @@ struct AuditMiddleware: RouterMiddleware {
     let budget: AuditBudget
     let identities: ConnectionIdentities
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         var context = context
         let ticket = AuditTicket()
         context.audit = ticket
@@ -192,7 +194,8 @@ extension Routes {
         var count = AuditTail.defaultCount
         if let text = query.get("last") {
             guard let number = Int(text), (1...AuditTail.maxCount).contains(number) else {
-                throw CaseVaultError(.invalidField, "last must be a whole number from 1 to \(AuditTail.maxCount)", field: "last")
+                throw CaseVaultError(
+                    .invalidField, "last must be a whole number from 1 to \(AuditTail.maxCount)", field: "last")
             }
             count = number
         }

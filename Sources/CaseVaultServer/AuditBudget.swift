@@ -48,14 +48,16 @@ final class AuditBudget: Sendable {
             bucket.tokens = min(Self.burst, bucket.tokens + elapsed * Self.perSecond)
             bucket.refilled = now
             var summaries: [(UInt32?, UInt64)] = []
-            let allowed = bucket.tokens >= 1 && self.everyone.withLock { shared in
-                let elapsed = Double(now.uptimeNanoseconds &- shared.refilled.uptimeNanoseconds) / 1e9
-                shared.tokens = min(Self.everyoneBurst, shared.tokens + elapsed * Self.everyonePerSecond)
-                shared.refilled = now
-                guard shared.tokens >= 1 else { return false }
-                shared.tokens -= 1
-                return true
-            }
+            let allowed =
+                bucket.tokens >= 1
+                && self.everyone.withLock { shared in
+                    let elapsed = Double(now.uptimeNanoseconds &- shared.refilled.uptimeNanoseconds) / 1e9
+                    shared.tokens = min(Self.everyoneBurst, shared.tokens + elapsed * Self.everyonePerSecond)
+                    shared.refilled = now
+                    guard shared.tokens >= 1 else { return false }
+                    shared.tokens -= 1
+                    return true
+                }
             if allowed {
                 bucket.tokens -= 1
                 if bucket.suppressed > 0 {
@@ -93,13 +95,16 @@ final class AuditBudget: Sendable {
 
     /// Writes every summary still waiting: at shutdown, before the audit log's last checkpoint.
     func summariseAll() {
-        let summaries = self.buckets.withLock { buckets in self.due(&buckets, skipping: nil, now: .distantFuture, waited: .seconds(0)) }
+        let summaries = self.buckets.withLock { buckets in
+            self.due(&buckets, skipping: nil, now: .distantFuture, waited: .seconds(0))
+        }
         self.write(summaries)
     }
 
     /// The counts of buckets (but `skipping`'s, when given) last added to `waited` ago or more, taken.
     private func due(
-        _ buckets: inout [UInt32?: Bucket], skipping uid: UInt32??, now: DispatchTime, waited: DispatchTimeInterval = .seconds(1)
+        _ buckets: inout [UInt32?: Bucket], skipping uid: UInt32??, now: DispatchTime,
+        waited: DispatchTimeInterval = .seconds(1)
     ) -> [(UInt32?, UInt64)] {
         var summaries: [(UInt32?, UInt64)] = []
         for (other, value) in buckets where value.suppressed > 0 && now >= value.lastSuppressed + waited {

@@ -103,7 +103,8 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     init(
         limiter: ConnectionLimiter, identities: ConnectionIdentities, readTimeout: TimeAmount,
-        hasRole: @escaping @Sendable (PeerIdentity) -> Bool, onRefusal: @escaping @Sendable (UInt32?, Int, String) -> Void
+        hasRole: @escaping @Sendable (PeerIdentity) -> Bool,
+        onRefusal: @escaping @Sendable (UInt32?, Int, String) -> Void
     ) {
         self.limiter = limiter
         self.identities = identities
@@ -168,7 +169,8 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
         if !self.decided, case .head = self.unwrapInboundIn(data) { self.admit(nil) }
         guard self.admitted, !self.overUserLimit else {
             guard case .head = self.unwrapInboundIn(data) else { return }
-            let detail = self.overUserLimit
+            let detail =
+                self.overUserLimit
                 ? "this user holds its configured maximum of connections; close one, or retry shortly"
                 : "the daemon is serving its configured maximum of connections; retry shortly"
             self.refuse(context, status: .serviceUnavailable, code: "overloaded", detail: detail, retryAfter: true)
@@ -231,7 +233,8 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
         guard !self.refused else { return }
         if self.inRequest {
             let rate = ServerConfiguration.minimumBytesPerSecond
-            let covered = TimeAmount.seconds(Int64(self.received / rate))
+            let covered =
+                TimeAmount.seconds(Int64(self.received / rate))
                 + .nanoseconds(Int64(self.received % rate) * 1_000_000_000 / Int64(rate))
             let used = self.clientTime + (self.waitingSince.map { .now() - $0 } ?? .zero)
             let allowed = self.readTimeout + covered
@@ -304,14 +307,16 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
                 detail: "the request line and header fields are larger than the configured limit"
             )
         } else {
-            self.refuse(context, status: .badRequest, code: "malformed-request", detail: "the request is not valid HTTP/1.1")
+            self.refuse(
+                context, status: .badRequest, code: "malformed-request", detail: "the request is not valid HTTP/1.1")
         }
     }
 
     /// Answers with a problem and closes the connection; once per connection. The refusal is audited: as
     /// the result of the request a route was reading (a 408 mid-request), or as a `refused` entry.
     private func refuse(
-        _ context: ChannelHandlerContext, status: HTTPResponse.Status, code: String, detail: String, retryAfter: Bool = false
+        _ context: ChannelHandlerContext, status: HTTPResponse.Status, code: String, detail: String,
+        retryAfter: Bool = false
     ) {
         guard !self.refused else { return }
         // A 408 while a route reads the body is that route's result; any other refusal, one entry here.
@@ -321,7 +326,8 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
             self.onRefusal(self.peer, Int(status.code), code)
         }
         let body = ByteBuffer(
-            string: #"{"detail":"\#(detail)","status":\#(status.code),"title":"\#(status.reasonPhrase)","type":"urn:casevault:problem:\#(code)"}"#
+            string:
+                #"{"detail":"\#(detail)","status":\#(status.code),"title":"\#(status.reasonPhrase)","type":"urn:casevault:problem:\#(code)"}"#
         )
         var head = HTTPResponse(status: status)
         head.headerFields[.contentType] = "application/problem+json"

@@ -40,7 +40,8 @@ extension Request {
     /// Content-Length before anything is read). The caller zeroes them.
     private func jsonBody(_ limits: ServerConfiguration) async throws -> ByteBuffer {
         guard let type = self.headers[.contentType], Self.isJSON(type) else {
-            throw CaseVaultError(.unsupportedMediaType, "send the body as JSON with the header Content-Type: application/json")
+            throw CaseVaultError(
+                .unsupportedMediaType, "send the body as JSON with the header Content-Type: application/json")
         }
         if let length = self.headers[.contentLength].flatMap(Int.init), length > limits.maxBodyBytes {
             throw Self.tooLarge(limits)
@@ -59,7 +60,8 @@ extension Request {
     /// purpose, and only the body's own bytes are.
     private func lockedBody(_ limits: ServerConfiguration) async throws -> SecureBytes {
         guard let type = self.headers[.contentType], Self.isJSON(type) else {
-            throw CaseVaultError(.unsupportedMediaType, "send the body as JSON with the header Content-Type: application/json")
+            throw CaseVaultError(
+                .unsupportedMediaType, "send the body as JSON with the header Content-Type: application/json")
         }
         if let length = self.headers[.contentLength].flatMap(Int.init), length > limits.maxBodyBytes {
             throw Self.tooLarge(limits)
@@ -86,7 +88,8 @@ extension Request {
                 var position = 0
                 for piece in pieces {
                     piece.withUnsafeReadableBytes { bytes in
-                        UnsafeMutableRawBufferPointer(rebasing: output[position..<(position + bytes.count)]).copyMemory(from: bytes)
+                        UnsafeMutableRawBufferPointer(rebasing: output[position..<(position + bytes.count)]).copyMemory(
+                            from: bytes)
                         position += bytes.count
                     }
                 }
@@ -109,7 +112,9 @@ extension Request {
     /// `sodium_malloc`'d memory and zeroed, each member's value is decoded from there into a `SecureBytes`,
     /// and the document returned holds `null` in their places. So a secret never lies in a Swift string or
     /// an array that is freed without being zeroed. (NIO's own receive buffers are outside this reach.)
-    func jsonObject(_ limits: ServerConfiguration, secrets names: [String]) async throws -> (JSONValue, [String: Secret]) {
+    func jsonObject(_ limits: ServerConfiguration, secrets names: [String]) async throws -> (
+        JSONValue, [String: Secret]
+    ) {
         let raw = try await self.lockedBody(limits)
         return try raw.withUnsafeBytes { bytes throws -> (JSONValue, [String: Secret]) in
             try Self.takeSecrets(names, from: bytes, maxJSONDepth: limits.maxJSONDepth)
@@ -124,12 +129,15 @@ extension Request {
         _ names: [String], from bytes: UnsafeRawBufferPointer, maxJSONDepth: Int
     ) throws -> (JSONValue, [String: Secret]) {
         guard !JSONValue.nestsDeeper(than: maxJSONDepth, bytes) else {
-            throw CaseVaultError(.nestingTooDeep, "the body nests arrays and objects deeper than the limit of \(maxJSONDepth)")
+            throw CaseVaultError(
+                .nestingTooDeep, "the body nests arrays and objects deeper than the limit of \(maxJSONDepth)")
         }
         // Parsed once with the secrets' values cut out, so that no copy of them is made.
         var found: [(name: String, range: Range<Int>)] = []
         for name in names {
-            if let range = JSONValue.memberRange(of: name, in: bytes), range.upperBound <= bytes.count { found.append((name, range)) }
+            if let range = JSONValue.memberRange(of: name, in: bytes), range.upperBound <= bytes.count {
+                found.append((name, range))
+            }
         }
         found.sort { $0.range.lowerBound < $1.range.lowerBound }
         guard zip(found, found.dropFirst()).allSatisfy({ $0.range.upperBound <= $1.range.lowerBound }) else {
@@ -141,7 +149,9 @@ extension Request {
         var outside = 0
         for member in found + [(name: "", range: bytes.count..<bytes.count)] {
             if bytes[outside..<member.range.lowerBound].contains(UInt8(ascii: "\\")) {
-                throw CaseVaultError(.malformedContent, "this body takes no escapes outside the secret's value; write member names plainly")
+                throw CaseVaultError(
+                    .malformedContent,
+                    "this body takes no escapes outside the secret's value; write member names plainly")
             }
             outside = member.range.upperBound
         }
@@ -171,7 +181,8 @@ extension Request {
                 continue
             }
             do {
-                secrets[name] = .value(try SecureBytes(count: length) { output in _ = JSONValue.decodeString(literal, into: output) })
+                secrets[name] = .value(
+                    try SecureBytes(count: length) { output in _ = JSONValue.decodeString(literal, into: output) })
             } catch {
                 throw CaseVaultError(.keyUnavailable, "locked memory for the secret could not be allocated")
             }
@@ -205,7 +216,8 @@ extension Request {
 
     /// `application/json`, with or without parameters such as `charset=utf-8`.
     static func isJSON(_ value: String) -> Bool {
-        let media = value.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        let media =
+            value.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
         return media.lowercased() == "application/json"
     }
 }
@@ -221,7 +233,8 @@ extension JSONValue {
         guard case .object(let members) = self else { return }
         for key in members.keys where !allowed.contains(key) {
             throw CaseVaultError(
-                .invalidField, "the body has a field this route does not take; it takes \(allowed.sorted().joined(separator: ", "))"
+                .invalidField,
+                "the body has a field this route does not take; it takes \(allowed.sorted().joined(separator: ", "))"
             )
         }
     }
@@ -245,7 +258,8 @@ extension JSONValue {
         do {
             return try Identifier<Tag>(text)
         } catch {
-            throw CaseVaultError(.invalidIdentifier, "\(field) must be an id of 32 lowercase hexadecimal characters", field: field)
+            throw CaseVaultError(
+                .invalidIdentifier, "\(field) must be an id of 32 lowercase hexadecimal characters", field: field)
         }
     }
 }

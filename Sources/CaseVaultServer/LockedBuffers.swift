@@ -8,7 +8,8 @@ extension ByteBufferAllocator {
     /// `CustomByteBufferAllocator` SPI, the one way to give a `ByteBuffer` memory of one's own.
     package static let locked = ByteBufferAllocator(
         allocate: { size in LockedMemory.allocate(size) },
-        reallocate: { pointer, oldSize, newSize in LockedMemory.reallocate(pointer, oldSize: oldSize, newSize: newSize) },
+        reallocate: { pointer, oldSize, newSize in LockedMemory.reallocate(pointer, oldSize: oldSize, newSize: newSize)
+        },
         deallocate: { pointer in LockedMemory.free(pointer) },
         copy: { destination, source, count in destination.copyMemory(from: source, byteCount: count) }
     )

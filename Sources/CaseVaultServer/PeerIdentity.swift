@@ -122,7 +122,9 @@ final class ConnectionIdentities: Sendable {
     /// The connection's peer: from the table, or read now when the table does not have it yet.
     func identity(of channel: any Channel) async throws -> PeerIdentity {
         let known = self.identities.withLock { identities -> PeerIdentity? in
-            guard let entry = identities[ObjectIdentifier(channel)], entry.channel.channel === channel else { return nil }
+            guard let entry = identities[ObjectIdentifier(channel)], entry.channel.channel === channel else {
+                return nil
+            }
             return entry.identity
         }
         if let known { return known }

@@ -58,7 +58,8 @@ struct Problem: Encodable {
             return .methodNotAllowed
         case .caseClosed, .agreementsMissing, .notOnRoster, .attachmentExists, .held:
             return .conflict
-        case .integrityFailure, .auditMismatch, .storageFailure, .insecurePermissions, .invalidConfiguration, .socketUnavailable:
+        case .integrityFailure, .auditMismatch, .storageFailure, .insecurePermissions, .invalidConfiguration,
+            .socketUnavailable:
             return .internalServerError
         case .keyUnavailable, .auditUnavailable, .sealed:
             return .serviceUnavailable
@@ -93,7 +94,9 @@ struct Problem: Encodable {
 struct ProblemMiddleware: RouterMiddleware {
     typealias Context = CaseVaultContext
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         do {
             return try await next(request, context)
         } catch let error as CaseVaultError {
@@ -108,7 +111,8 @@ struct ProblemMiddleware: RouterMiddleware {
             return Problem(Self.translate(error.status)).response()
         } catch {
             context.logger.error("request failed", metadata: ["error.type": "\(type(of: error))"])
-            return Problem(CaseVaultError(.storageFailure, "the daemon failed to handle the request; see its log")).response()
+            return Problem(CaseVaultError(.storageFailure, "the daemon failed to handle the request; see its log"))
+                .response()
         }
     }
 
@@ -138,7 +142,9 @@ struct IdentityMiddleware: RouterMiddleware {
     /// Who sent the request: the kernel's word for its connection in the daemon (`ConnectionIdentities`).
     let identify: @Sendable (Request, any Channel) async throws -> PeerIdentity
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         var context = context
         do {
             let identity = try await self.identify(request, context.channel)

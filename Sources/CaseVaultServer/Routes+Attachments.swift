@@ -14,7 +14,9 @@ extension Routes {
         var size: Int64
 
         enum CodingKeys: String, CodingKey {
-            case recordID = "record_id", mediaType = "media_type", size
+            case recordID = "record_id"
+            case mediaType = "media_type"
+            case size
         }
     }
 
@@ -29,11 +31,14 @@ extension Routes {
         }
         let limit = self.configuration.maxAttachmentBytes
         if let length = request.headers[.contentLength].flatMap(Int64.init), length > limit {
-            throw CaseVaultError(.contentTooLarge, "the attachment is larger than the configured limit of \(limit) bytes")
+            throw CaseVaultError(
+                .contentTooLarge, "the attachment is larger than the configured limit of \(limit) bytes")
         }
         let upload = try await self.run { store throws(CaseVaultError) in
             let metadata = try store.metadata(id)
-            guard metadata.type != .caseHeader else { throw CaseVaultError(.notFound, "no record has this id; check the id") }
+            guard metadata.type != .caseHeader else {
+                throw CaseVaultError(.notFound, "no record has this id; check the id")
+            }
             try Self.authorize(.filing(metadata.type), case: metadata.caseID, context, store)
             return try store.beginAttachment(id, mediaType: mediaType, maxBytes: limit)
         }
@@ -46,7 +51,9 @@ extension Routes {
             if batch.readableBytes >= 256 << 10 {
                 let full = batch
                 batch = ByteBuffer()
-                try await self.pool.run { try full.withUnsafeReadableBytes { bytes throws(CaseVaultError) in try upload.append(bytes) } }
+                try await self.pool.run {
+                    try full.withUnsafeReadableBytes { bytes throws(CaseVaultError) in try upload.append(bytes) }
+                }
             }
         }
         let last = batch
@@ -54,8 +61,10 @@ extension Routes {
             try last.withUnsafeReadableBytes { bytes throws(CaseVaultError) in try upload.append(bytes) }
         }
         try await self.run { store throws(CaseVaultError) in try store.finishAttachment(upload) }
-        context.logger.info("attachment stored", metadata: ["record.id": "\(id)", "attachment.bytes": "\(upload.size)"])
-        return try JSONResponse.make(Attached(recordID: id.rawValue, mediaType: mediaType, size: upload.size), status: .created)
+        context.logger.info(
+            "attachment stored", metadata: ["record.id": "\(id)", "attachment.bytes": "\(upload.size)"])
+        return try JSONResponse.make(
+            Attached(recordID: id.rawValue, mediaType: mediaType, size: upload.size), status: .created)
     }
 
     /// `GET /v1/records/{record_id}/attachment`: whoever may read the record. The first chunk is opened
@@ -86,7 +95,9 @@ extension Routes {
                     do {
                         chunk = try await pool.run { try download.next() }
                     } catch let error as CaseVaultError {
-                        logger.error("attachment download cut off", metadata: ["record.id": "\(id)", "error.code": "\(error.code.rawValue)"])
+                        logger.error(
+                            "attachment download cut off",
+                            metadata: ["record.id": "\(id)", "error.code": "\(error.code.rawValue)"])
                         throw error
                     }
                 }

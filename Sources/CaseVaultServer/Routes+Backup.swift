@@ -68,14 +68,18 @@ extension Routes {
         Task {
             do {
                 _ = try await pool.run {
-                    try store.backup(id: id, keys: keys, retentionDays: retention) { bytes throws(CaseVaultError) in try pipe.send(bytes) }
+                    try store.backup(id: id, keys: keys, retentionDays: retention) { bytes throws(CaseVaultError) in
+                        try pipe.send(bytes)
+                    }
                 }
                 pipe.finish()
             } catch {
                 // Codes and fixed text only: an error here never carries content.
                 let code = (error as? CaseVaultError)?.code.rawValue ?? "storage-failure"
                 let detail = (error as? CaseVaultError)?.message ?? "\(type(of: error))"
-                logger.error("backup failed", metadata: ["backup.id": "\(id)", "error.code": "\(code)", "error.detail": "\(detail)"])
+                logger.error(
+                    "backup failed",
+                    metadata: ["backup.id": "\(id)", "error.code": "\(code)", "error.detail": "\(detail)"])
                 pipe.finish(error)
             }
         }

@@ -26,7 +26,11 @@ extension Routes {
         }
 
         enum CodingKeys: String, CodingKey {
-            case caseID = "case_id", state, participants, mediators, createdAt = "created_at", closedAt = "closed_at", records
+            case caseID = "case_id"
+            case state, participants, mediators
+            case createdAt = "created_at"
+            case closedAt = "closed_at"
+            case records
         }
     }
 
@@ -44,7 +48,10 @@ extension Routes {
         }
 
         enum CodingKeys: String, CodingKey {
-            case recordID = "record_id", type, createdAt = "created_at", supersedes
+            case recordID = "record_id"
+            case type
+            case createdAt = "created_at"
+            case supersedes
         }
     }
 
@@ -54,7 +61,8 @@ extension Routes {
         let body = try await request.jsonObject(self.configuration)
         try body.onlyFields(["participants", "mediators"])
         let mediators = body["mediators"] == nil ? [] : try Users.uids(body, field: "mediators")
-        let participants = try body.require("participants", "a list of 2 to 20 participants, each an object with a non-empty name")
+        let participants = try body.require(
+            "participants", "a list of 2 to 20 participants, each an object with a non-empty name")
         let header = JSONValue.object(["participants": participants]).encoded()
         let author = context.author
         let summary = try await self.run { store throws(CaseVaultError) in
@@ -98,7 +106,11 @@ extension Routes {
         var shredded: [String]
 
         enum CodingKeys: String, CodingKey {
-            case recordID = "record_id", caseID = "case_id", type, createdAt = "created_at", supersedes, shredded
+            case recordID = "record_id"
+            case caseID = "case_id"
+            case type
+            case createdAt = "created_at"
+            case supersedes, shredded
         }
     }
 
@@ -118,7 +130,8 @@ extension Routes {
         let object = try body.requireObject("content")
         let content = JSONValue.rawMember("content", of: raw).map(Array.init) ?? object.encoded()
         let supersedes = try body.optionalIdentifier("supersedes", as: RecordID.self)
-        let record = NewRecord(caseID: caseID, type: type, content: content, author: context.author, supersedes: supersedes)
+        let record = NewRecord(
+            caseID: caseID, type: type, content: content, author: context.author, supersedes: supersedes)
         let (stored, shredded) = try await self.run { store throws(CaseVaultError) in
             let authority = try Self.authorize(.filing(type), case: caseID, context, store).authority
             return try store.file(record, authority: authority)
@@ -141,7 +154,8 @@ extension Routes {
         var shredded: [String]
 
         enum CodingKeys: String, CodingKey {
-            case caseID = "case_id", state, outcome, shredded
+            case caseID = "case_id"
+            case state, outcome, shredded
         }
     }
 
@@ -157,7 +171,9 @@ extension Routes {
             return try store.closeCase(id, outcome: outcome, authority: authority)
         }
         return try JSONResponse.make(
-            Closed(caseID: id.rawValue, state: CaseState.closed.rawValue, outcome: outcomeName, shredded: shredded.map(\.rawValue))
+            Closed(
+                caseID: id.rawValue, state: CaseState.closed.rawValue, outcome: outcomeName,
+                shredded: shredded.map(\.rawValue))
         )
     }
 
@@ -178,7 +194,8 @@ extension Routes {
     static func requireOnRoster(_ uids: [UInt32], _ store: RecordStore) throws(CaseVaultError) {
         for uid in uids where try !store.isOnRoster(uid) {
             throw CaseVaultError(
-                .notOnRoster, "\(Users.name(uid)) is not on the mediator roster; the director adds mediators with PUT /v1/roster/mediators/{user}",
+                .notOnRoster,
+                "\(Users.name(uid)) is not on the mediator roster; the director adds mediators with PUT /v1/roster/mediators/{user}",
                 field: "mediators"
             )
         }

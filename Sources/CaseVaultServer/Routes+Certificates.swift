@@ -11,7 +11,8 @@ extension Routes {
         var publicKey: String
 
         enum CodingKeys: String, CodingKey {
-            case algorithm, publicKey = "public_key"
+            case algorithm
+            case publicKey = "public_key"
         }
     }
 
@@ -24,7 +25,9 @@ extension Routes {
 
     /// `GET /v1/certificates[?case_id=…]`: `{"certificates": [document, …]}`, oldest first. Director.
     func listCertificates(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        let caseID = try request.uri.queryParameters.get("case_id").map { text throws(CaseVaultError) in try CaseID(String(text)) }
+        let caseID = try request.uri.queryParameters.get("case_id").map { text throws(CaseVaultError) in
+            try CaseID(String(text))
+        }
         let documents = try await self.run { store throws(CaseVaultError) in try store.certificates(caseID: caseID) }
         var body = ByteBuffer()
         body.writeString(#"{"certificates":["#)

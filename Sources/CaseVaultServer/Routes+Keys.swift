@@ -121,10 +121,13 @@ extension Routes {
             throw CaseVaultError(.invalidField, "passphrase must be a string", field: "passphrase")
         case .value(let bytes):
             // Counted in place: a filtered copy would leave the passphrase's bytes in the ordinary heap.
-            let (characters, count) = bytes.withUnsafeBytes { bytes in (bytes.reduce(0) { $0 + ($1 & 0xC0 != 0x80 ? 1 : 0) }, bytes.count) }
+            let (characters, count) = bytes.withUnsafeBytes { bytes in
+                (bytes.reduce(0) { $0 + ($1 & 0xC0 != 0x80 ? 1 : 0) }, bytes.count)
+            }
             guard characters >= Self.minimumPassphraseCharacters, count <= 1024 else {
                 throw CaseVaultError(
-                    .invalidField, "the passphrase must have \(Self.minimumPassphraseCharacters) to 1024 characters", field: "passphrase"
+                    .invalidField, "the passphrase must have \(Self.minimumPassphraseCharacters) to 1024 characters",
+                    field: "passphrase"
                 )
             }
             return bytes

@@ -32,9 +32,11 @@ extension Routes {
         // ids exist to one who may read nothing.
         try context.authorizeSomewhere(API.reading)
         let rosterUID: UInt32? = context.roles.contains(.mediator) ? context.uid : nil
-        var record = try self.store.read(id, rosterUID: rosterUID) { metadata, summary, onRoster throws(CaseVaultError) in
+        var record = try self.store.read(id, rosterUID: rosterUID) {
+            metadata, summary, onRoster throws(CaseVaultError) in
             guard metadata.type != .caseHeader else {
-                throw CaseVaultError(.notFound, "no record has this id; a case's participants are at /v1/cases/{case_id}/participants")
+                throw CaseVaultError(
+                    .notFound, "no record has this id; a case's participants are at /v1/cases/{case_id}/participants")
             }
             let scope = AccessScope(assignedMediator: onRoster && Self.namesMediator(summary, context))
             if metadata.type == .disclosure {
@@ -61,7 +63,8 @@ extension Routes {
         var body = ByteBuffer()
         body.reserveCapacity(record.content.count + 256)
         body.writeString(#"{"record_id":"\#(metadata.id.rawValue)","case_id":"\#(metadata.caseID.rawValue)","#)
-        body.writeString(#""type":"\#(metadata.type.rawValue)","created_at":"\#(JSONResponse.time(metadata.createdAt))","#)
+        body.writeString(
+            #""type":"\#(metadata.type.rawValue)","created_at":"\#(JSONResponse.time(metadata.createdAt))","#)
         if let supersedes = metadata.supersedes {
             body.writeString(#""supersedes":"\#(supersedes.rawValue)","#)
         }
@@ -76,7 +79,8 @@ extension Routes {
         var shredded: Bool
 
         enum CodingKeys: String, CodingKey {
-            case recordID = "record_id", shredded
+            case recordID = "record_id"
+            case shredded
         }
     }
 
@@ -95,7 +99,8 @@ extension Routes {
             let authority = try Self.authorize(action, case: metadata.caseID, context, store).authority
             try store.shred(id, order: ShredOrder(method: .request, authority: authority, reason: reason))
         }
-        context.logger.info("record shredded on request", metadata: ["record.id": "\(id)", "shred.reason": "\(reason)"])
+        context.logger.info(
+            "record shredded on request", metadata: ["record.id": "\(id)", "shred.reason": "\(reason)"])
         return try JSONResponse.make(Shredded(recordID: id.rawValue, shredded: true))
     }
 }

@@ -22,7 +22,11 @@ extension Routes {
         }
 
         enum CodingKeys: String, CodingKey {
-            case holdID = "hold_id", caseID = "case_id", placedAt = "placed_at", placedBy = "placed_by", reason
+            case holdID = "hold_id"
+            case caseID = "case_id"
+            case placedAt = "placed_at"
+            case placedBy = "placed_by"
+            case reason
         }
     }
 
@@ -36,7 +40,9 @@ extension Routes {
         var released: Bool
 
         enum CodingKeys: String, CodingKey {
-            case holdID = "hold_id", caseID = "case_id", released
+            case holdID = "hold_id"
+            case caseID = "case_id"
+            case released
         }
     }
 
@@ -89,7 +95,9 @@ extension Routes {
             }
 
             enum CodingKeys: String, CodingKey {
-                case disposed, heldBack = "held_back", alreadyGone = "already_gone"
+                case disposed
+                case heldBack = "held_back"
+                case alreadyGone = "already_gone"
             }
         }
 
@@ -114,7 +122,11 @@ extension Routes {
         }
 
         enum CodingKeys: String, CodingKey {
-            case dryRun = "dry_run", asOf = "as_of", complete, certificates, byType = "by_type", totals
+            case dryRun = "dry_run"
+            case asOf = "as_of"
+            case complete, certificates
+            case byType = "by_type"
+            case totals
             case backupKeysDestroyed = "backup_keys_destroyed"
         }
     }
@@ -136,9 +148,10 @@ extension Routes {
         let days = self.configuration.backupRetentionDays
         let (report, destroyed) = try await self.run { store throws(CaseVaultError) in
             let report = try store.sweep(dryRun: dry, limit: most, authority: authority)
-            let destroyed = try keys.map { keys throws(CaseVaultError) in
-                try store.destroyExpiredBackupKeys(keys, retentionDays: days, dryRun: dry)
-            } ?? 0
+            let destroyed =
+                try keys.map { keys throws(CaseVaultError) in
+                    try store.destroyExpiredBackupKeys(keys, retentionDays: days, dryRun: dry)
+                } ?? 0
             if !dry {
                 try store.refreshShredLedgerCopy()
             }
@@ -165,7 +178,8 @@ extension Routes {
             }
 
             enum CodingKeys: String, CodingKey {
-                case period, counts, total, satisfactionMean = "satisfaction_mean"
+                case period, counts, total
+                case satisfactionMean = "satisfaction_mean"
             }
         }
 
@@ -190,7 +204,10 @@ extension Routes {
         }
 
         enum CodingKeys: String, CodingKey {
-            case period, by, k, columns, rows, columnTotals = "column_totals", total, satisfactionMean = "satisfaction_mean"
+            case period, by, k, columns, rows
+            case columnTotals = "column_totals"
+            case total
+            case satisfactionMean = "satisfaction_mean"
         }
     }
 

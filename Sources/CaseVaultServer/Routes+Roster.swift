@@ -1,7 +1,7 @@
 internal import CaseVaultCore
 internal import CaseVaultStore
-internal import Hummingbird
 internal import Foundation
+internal import Hummingbird
 
 /// The mediator roster, kept by the director at run time. Removing a mediator ends their access to every
 /// case at their next request: the scope of each request asks the roster.

@@ -1,6 +1,6 @@
+internal import CaseVaultAudit
 internal import CaseVaultCore
 internal import CaseVaultStore
-internal import CaseVaultAudit
 internal import Foundation
 internal import Hummingbird
 internal import NIOCore
@@ -29,7 +29,9 @@ struct Routes: Sendable {
     /// What the caller is to `summary`'s case: an assigned mediator only while on the roster, so that
     /// removing a mediator from the roster ends their access at their next request. Called inside `run`,
     /// so that the lookups and the decision take one trip to the blocking pool.
-    static func scope(_ summary: CaseSummary, _ context: CaseVaultContext, _ store: RecordStore) throws(CaseVaultError) -> AccessScope {
+    static func scope(_ summary: CaseSummary, _ context: CaseVaultContext, _ store: RecordStore) throws(CaseVaultError)
+        -> AccessScope
+    {
         guard Self.namesMediator(summary, context) else { return .none }
         return AccessScope(assignedMediator: try store.isOnRoster(context.uid))
     }
@@ -95,7 +97,9 @@ struct Routes: Sendable {
     func whoami(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let identity = context.identity!
         return try JSONResponse.make(
-            WhoAmI(uid: identity.uid, gid: identity.gid, groups: identity.groups, roles: context.roles.sorted().map(\.description))
+            WhoAmI(
+                uid: identity.uid, gid: identity.gid, groups: identity.groups,
+                roles: context.roles.sorted().map(\.description))
         )
     }
 
@@ -150,8 +154,13 @@ struct Routes: Sendable {
         case .fixed: source = "fixed"
         case .passphrase: source = "passphrase"
         }
-        let state = failure != nil ? "audit-unavailable" : sealed ? (self.keeper.isInitialised ? "sealed" : "uninitialised") : "serving"
-        let epochs = sealed ? nil : try? await self.run { store throws(CaseVaultError) in (store.currentEpoch, try store.activeEpochs()) }
+        let state =
+            failure != nil
+            ? "audit-unavailable" : sealed ? (self.keeper.isInitialised ? "sealed" : "uninitialised") : "serving"
+        let epochs =
+            sealed
+            ? nil
+            : try? await self.run { store throws(CaseVaultError) in (store.currentEpoch, try store.activeEpochs()) }
         return try JSONResponse.make(
             Status(
                 state: state,
@@ -162,7 +171,8 @@ struct Routes: Sendable {
                     rotationFailure: self.audit.rotationFailure
                 ),
                 keys: KeyStatus(
-                    source: source, initialised: self.keeper.isInitialised, shares: progress?.received, threshold: progress?.threshold,
+                    source: source, initialised: self.keeper.isInitialised, shares: progress?.received,
+                    threshold: progress?.threshold,
                     epoch: epochs?.0, activeEpochs: epochs?.1
                 )
             )

@@ -34,7 +34,8 @@ public enum SocketPath {
         }
         if let group, info.st_gid != group {
             guard chown(directory, uid_t.max, group) == 0 else {
-                throw CaseVaultError(.socketUnavailable, "cannot give the socket directory \(directory) to group \(group)")
+                throw CaseVaultError(
+                    .socketUnavailable, "cannot give the socket directory \(directory) to group \(group)")
             }
         }
         guard lstat(path, &info) == 0 else { return }
@@ -87,7 +88,9 @@ public enum SocketPath {
             for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
         }
         return withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         } == 0
     }
 }

@@ -16,13 +16,15 @@ enum Users {
         if text.hasPrefix("uid:") {
             // Digits only: UInt32("+5") and UInt32("-0") parse, and no other spelling names a uid.
             let digits = text.dropFirst(4)
-            guard !digits.isEmpty, digits.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let uid = UInt32(digits) else { throw invalid }
+            guard !digits.isEmpty, digits.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let uid = UInt32(digits)
+            else { throw invalid }
             return uid
         }
         let name = text.hasPrefix("user:") ? String(text.dropFirst(5)) : text
         guard !name.isEmpty, name.utf8.count <= 64, !name.utf8.contains(0) else { throw invalid }
         guard let uid = Self.lookup(name: name) else {
-            throw CaseVaultError(.unknownUser, "no user of this system has this name; name one it knows, or uid:N", field: field)
+            throw CaseVaultError(
+                .unknownUser, "no user of this system has this name; name one it knows, or uid:N", field: field)
         }
         return uid
     }
@@ -47,7 +49,8 @@ enum Users {
         var entry = passwd()
         var result: UnsafeMutablePointer<passwd>?
         var buffer = [CChar](repeating: 0, count: 4096)
-        guard getpwuid_r(uid, &entry, &buffer, buffer.count, &result) == 0, result != nil, let name = entry.pw_name else {
+        guard getpwuid_r(uid, &entry, &buffer, buffer.count, &result) == 0, result != nil, let name = entry.pw_name
+        else {
             return "uid:\(uid)"
         }
         return String(cString: name)

@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 public import CaseVaultCore
 package import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import GRDB
 internal import Logging
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// Attachments (a signed PDF scan): one per record, streamed in and out in chunks through libsodium's
 /// secretstream, so memory stays at one chunk whatever the size.
@@ -57,7 +58,9 @@ public final class AttachmentUpload: @unchecked Sendable {
     public private(set) var size: Int64 = 0
     private var done = false
 
-    init(record: RecordMetadata, dataKey: SecureBytes, mediaType: String, directory: String, maxBytes: Int64) throws(CaseVaultError) {
+    init(record: RecordMetadata, dataKey: SecureBytes, mediaType: String, directory: String, maxBytes: Int64)
+        throws(CaseVaultError)
+    {
         self.recordID = record.id
         self.directory = directory
         self.finalPath = directory + "/" + record.id.rawValue
@@ -82,7 +85,8 @@ public final class AttachmentUpload: @unchecked Sendable {
         }
         var media = Array(mediaType.utf8.prefix(AttachmentFormat.mediaTypeBytes))
         media += [UInt8](repeating: 0, count: AttachmentFormat.mediaTypeBytes - media.count)
-        let head = AttachmentFormat.magic + self.encryptor.header
+        let head =
+            AttachmentFormat.magic + self.encryptor.header
             + self.encryptor.push(media, associatedData: self.associatedData, isFinal: false)
         try self.file.write(head, at: 0)
         self.offset = Int64(head.count)
@@ -90,14 +94,17 @@ public final class AttachmentUpload: @unchecked Sendable {
     }
 
     static func exists() -> CaseVaultError {
-        CaseVaultError(.attachmentExists, "this record already has an attachment (or one is being uploaded); records are immutable")
+        CaseVaultError(
+            .attachmentExists, "this record already has an attachment (or one is being uploaded); records are immutable"
+        )
     }
 
     /// Seals and writes every whole chunk of `bytes`; keeps the rest for the next call.
     public func append(_ bytes: UnsafeRawBufferPointer) throws(CaseVaultError) {
         self.size += Int64(bytes.count)
         guard self.size <= self.maxBytes else {
-            throw CaseVaultError(.contentTooLarge, "the attachment is larger than the configured limit of \(self.maxBytes) bytes")
+            throw CaseVaultError(
+                .contentTooLarge, "the attachment is larger than the configured limit of \(self.maxBytes) bytes")
         }
         var rest = bytes[...]
         while !rest.isEmpty {
@@ -177,7 +184,8 @@ public final class AttachmentDownload: @unchecked Sendable {
                 + SecretStream.chunkOverhead,
             at: 0
         )
-        guard head.count == Int(AttachmentFormat.firstChunkOffset), Array(head.prefix(AttachmentFormat.magic.count)) == AttachmentFormat.magic,
+        guard head.count == Int(AttachmentFormat.firstChunkOffset),
+            Array(head.prefix(AttachmentFormat.magic.count)) == AttachmentFormat.magic,
             let size = AttachmentFormat.plaintextSize(fileSize: self.fileSize)
         else {
             throw Self.integrityFailure()
@@ -185,7 +193,8 @@ public final class AttachmentDownload: @unchecked Sendable {
         let headerEnd = AttachmentFormat.magic.count + SecretStream.headerByteCount
         do {
             let key = try KeyDerivation.deriveKey(from: dataKey, context: "cvattach", id: 1)
-            self.decryptor = try SecretStream.Decryptor(key: key, header: Array(head[AttachmentFormat.magic.count..<headerEnd]))
+            self.decryptor = try SecretStream.Decryptor(
+                key: key, header: Array(head[AttachmentFormat.magic.count..<headerEnd]))
             let media = try self.decryptor.pull(Array(head[headerEnd...]), associatedData: self.associatedData)
             self.mediaType = String(decoding: media.prefix { $0 != 0 }, as: UTF8.self)
         } catch {
@@ -196,7 +205,9 @@ public final class AttachmentDownload: @unchecked Sendable {
     }
 
     static func integrityFailure() -> CaseVaultError {
-        CaseVaultError(.integrityFailure, "the attachment failed authentication: it was altered, truncated or moved from another record")
+        CaseVaultError(
+            .integrityFailure,
+            "the attachment failed authentication: it was altered, truncated or moved from another record")
     }
 
     /// The next plaintext chunk; `nil` after the last. Throws `integrity-failure` for a chunk that does not
@@ -221,11 +232,14 @@ public final class AttachmentDownload: @unchecked Sendable {
 extension RecordStore {
     /// Starts the upload of `id`'s attachment. `attachment-exists` if it has one; `not-found`/`shredded`
     /// for an unknown or shredded record.
-    public func beginAttachment(_ id: RecordID, mediaType: String, maxBytes: Int64) throws(CaseVaultError) -> AttachmentUpload {
+    public func beginAttachment(_ id: RecordID, mediaType: String, maxBytes: Int64) throws(CaseVaultError)
+        -> AttachmentUpload
+    {
         let row = try self.liveRow(id)
         let dataKey = try self.barrier.unwrap(slotBytes: try self.slots.read(row.slot), recordID: id, slot: row.slot)
         let upload = try AttachmentUpload(
-            record: row.metadata, dataKey: dataKey, mediaType: mediaType, directory: self.directory.attachmentsPath, maxBytes: maxBytes
+            record: row.metadata, dataKey: dataKey, mediaType: mediaType, directory: self.directory.attachmentsPath,
+            maxBytes: maxBytes
         )
         // A shred marked since the first look may have come too early to find the partial file: then the
         // upload is dropped (and its file with it) here.
@@ -248,7 +262,8 @@ extension RecordStore {
     public func openAttachment(_ id: RecordID) throws(CaseVaultError) -> AttachmentDownload {
         let row = try self.liveRow(id)
         let dataKey = try self.barrier.unwrap(slotBytes: try self.slots.read(row.slot), recordID: id, slot: row.slot)
-        return try AttachmentDownload(record: row.metadata, dataKey: dataKey, path: self.directory.attachmentsPath + "/" + id.rawValue)
+        return try AttachmentDownload(
+            record: row.metadata, dataKey: dataKey, path: self.directory.attachmentsPath + "/" + id.rawValue)
     }
 
     /// Removes the attachments of shredded records (their keys are already gone with the key slots), and
@@ -256,7 +271,10 @@ extension RecordStore {
     func removeAttachments(_ ids: [RecordID]) throws(CaseVaultError) {
         var removed = false
         for id in ids {
-            for path in [self.directory.attachmentsPath + "/" + id.rawValue, self.directory.attachmentsPath + "/" + id.rawValue + ".partial"] {
+            for path in [
+                self.directory.attachmentsPath + "/" + id.rawValue,
+                self.directory.attachmentsPath + "/" + id.rawValue + ".partial",
+            ] {
                 if unlink(path) == 0 {
                     removed = true
                 } else if errno != ENOENT {
@@ -296,7 +314,8 @@ extension RecordStore {
         }
         if !orphans.isEmpty {
             try DataDirectory.flushDirectory(self.directory.attachmentsPath)
-            self.logger.notice("removed unfinished or orphaned attachments", metadata: ["files.count": "\(orphans.count)"])
+            self.logger.notice(
+                "removed unfinished or orphaned attachments", metadata: ["files.count": "\(orphans.count)"])
         }
     }
 }

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 package import CaseVaultCore
 package import CaseVaultCrypto
 internal import CaseVaultFiles
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// The backup keys (`[backup] key_file`, beside the root key and outside the data directory): one random
 /// key per backup, sealed under a subkey of the root key, in fixed 128-byte slots
@@ -50,7 +51,9 @@ public struct BackupKeyFile: Sendable {
         stride(from: 0, to: bytes.count - Self.slotSize + 1, by: Self.slotSize).compactMap { start in
             let slot = Array(bytes[start..<(start + Self.slotSize)])
             guard Array(slot[0..<4]) == Self.magic else { return nil }
-            return Entry(slot: start / Self.slotSize, id: Array(slot[4..<20]), created: Array(slot[20..<28]), sealed: Array(slot[28..<100]))
+            return Entry(
+                slot: start / Self.slotSize, id: Array(slot[4..<20]), created: Array(slot[20..<28]),
+                sealed: Array(slot[28..<100]))
         }
     }
 

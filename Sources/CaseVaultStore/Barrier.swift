@@ -52,14 +52,17 @@ package final class Barrier: Sendable {
             let seed = try KeyDerivation.deriveKey(from: rootKey, context: Self.certificateContext, id: 1)
             self.certificateKey = try SigningKey(seed: seed)
             self.holdKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.holdContext, id: 1)
-            self.auditKey = try SigningKey(seed: try KeyDerivation.deriveKey(from: rootKey, context: Self.auditContext, id: 1))
+            self.auditKey = try SigningKey(
+                seed: try KeyDerivation.deriveKey(from: rootKey, context: Self.auditContext, id: 1))
             self.backupWrappingKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.backupContext, id: 1)
             self.auditChainKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.auditChainContext, id: 1)
             self.statisticsKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.statisticsContext, id: 1)
             self.ledgerKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.ledgerContext, id: 1)
         } catch {
             throw CaseVaultError(
-                .keyUnavailable, "the root key's subkeys (certificates, holds, audit, backups, ledger) could not be derived", cause: error
+                .keyUnavailable,
+                "the root key's subkeys (certificates, holds, audit, backups, ledger) could not be derived",
+                cause: error
             )
         }
     }
@@ -115,14 +118,18 @@ package final class Barrier: Sendable {
 
     func sealBackupKey(_ key: SecureBytes, id: [UInt8], created: [UInt8]) -> [UInt8] {
         key.withUnsafeBytes { bytes in
-            AEAD.seal(bytes, key: self.backupWrappingKey, associatedData: Self.backupKeyAssociatedData(id: id, created: created))
+            AEAD.seal(
+                bytes, key: self.backupWrappingKey,
+                associatedData: Self.backupKeyAssociatedData(id: id, created: created))
         }
     }
 
     func openBackupKey(_ sealed: [UInt8], id: [UInt8], created: [UInt8]) throws(CaseVaultError) -> SecureBytes {
         var key: [UInt8]
         do {
-            key = try AEAD.open(sealed, key: self.backupWrappingKey, associatedData: Self.backupKeyAssociatedData(id: id, created: created))
+            key = try AEAD.open(
+                sealed, key: self.backupWrappingKey,
+                associatedData: Self.backupKeyAssociatedData(id: id, created: created))
         } catch {
             throw Self.integrityFailure("backup key")
         }
@@ -149,7 +156,10 @@ package final class Barrier: Sendable {
 
     /// The facts sealed for `caseID`, or `nil` when they do not authenticate.
     func openStatisticsFacts(_ sealed: [UInt8], caseID: CaseID) -> RecordStore.SealedFacts? {
-        guard var plain = try? AEAD.open(sealed, key: self.statisticsKey, associatedData: Self.statisticsAssociatedData(caseID)) else {
+        guard
+            var plain = try? AEAD.open(
+                sealed, key: self.statisticsKey, associatedData: Self.statisticsAssociatedData(caseID))
+        else {
             return nil
         }
         defer { Memory.zero(&plain) }
@@ -168,7 +178,8 @@ package final class Barrier: Sendable {
 
     func openHoldReason(_ sealed: [UInt8], holdID: String, caseID: CaseID) throws(CaseVaultError) -> [UInt8] {
         do {
-            return try AEAD.open(sealed, key: self.holdKey, associatedData: Self.holdAssociatedData(holdID: holdID, caseID: caseID))
+            return try AEAD.open(
+                sealed, key: self.holdKey, associatedData: Self.holdAssociatedData(holdID: holdID, caseID: caseID))
         } catch {
             throw Self.integrityFailure("legal hold")
         }
@@ -214,13 +225,16 @@ package final class Barrier: Sendable {
     func wrap(dataKey: SecureBytes, recordID: RecordID, slot: Int64, epoch: UInt32) throws(CaseVaultError) -> [UInt8] {
         let kek = try self.keyEncryptionKey(epoch: epoch)
         let sealed = dataKey.withUnsafeBytes { keyBytes in
-            AEAD.seal(keyBytes, key: kek, associatedData: Self.slotAssociatedData(recordID: recordID, slot: slot, epoch: epoch))
+            AEAD.seal(
+                keyBytes, key: kek,
+                associatedData: Self.slotAssociatedData(recordID: recordID, slot: slot, epoch: epoch))
         }
         return KeySlot.encode(epoch: epoch, recordID: recordID, sealedKey: sealed)
     }
 
     package func unwrap(slotBytes: [UInt8], recordID: RecordID, slot: Int64) throws(CaseVaultError) -> SecureBytes {
-        guard let decoded = KeySlot.decode(slotBytes), Memory.constantTimeEquals(decoded.recordID, recordID.bytes) else {
+        guard let decoded = KeySlot.decode(slotBytes), Memory.constantTimeEquals(decoded.recordID, recordID.bytes)
+        else {
             throw Self.integrityFailure("key slot")
         }
         let kek = try self.keyEncryptionKey(epoch: decoded.epoch)
@@ -245,7 +259,9 @@ package final class Barrier: Sendable {
 
     func seal(content: [UInt8], dataKey: SecureBytes, record: RecordMetadata) -> [UInt8] {
         let header = Self.blobMagic + [Self.formatVersion, 0, 0, 0]
-        return header + AEAD.seal(content, key: dataKey, associatedData: Self.contentAssociatedData(record, version: Self.formatVersion))
+        return header
+            + AEAD.seal(
+                content, key: dataKey, associatedData: Self.contentAssociatedData(record, version: Self.formatVersion))
     }
 
     package func open(blob: [UInt8], dataKey: SecureBytes, record: RecordMetadata) throws(CaseVaultError) -> [UInt8] {

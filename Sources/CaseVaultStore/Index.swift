@@ -24,7 +24,6 @@ struct Index: Sendable {
     /// The columns `decode` reads, in its order.
     static let columns = "id, case_id, type, state, created_at, author, supersedes, sealed_size, slot, segment, offset"
 
-
     static func open(path: String) throws(CaseVaultError) -> Index {
         var configuration = Configuration()
         configuration.prepareDatabase { db in
@@ -47,7 +46,9 @@ struct Index: Sendable {
                 return try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? 0
             }
             guard level == 2 else {
-                throw CaseVaultError(.storageFailure, "the index cannot be made to flush every commit (PRAGMA synchronous is \(level), not FULL)")
+                throw CaseVaultError(
+                    .storageFailure,
+                    "the index cannot be made to flush every commit (PRAGMA synchronous is \(level), not FULL)")
             }
             try Self.migrator.migrate(pool)
             // A new index turns WAL on with its first write. A flush that failed there left SQLite in its
@@ -56,7 +57,8 @@ struct Index: Sendable {
             let mode = try pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") } ?? ""
             guard mode == "wal" else {
                 throw CaseVaultError(
-                    .storageFailure, "the index did not turn its write-ahead log on (journal mode \(mode)); check the disk and start again"
+                    .storageFailure,
+                    "the index did not turn its write-ahead log on (journal mode \(mode)); check the disk and start again"
                 )
             }
             let index = Index(pool: pool)
@@ -232,7 +234,8 @@ struct Index: Sendable {
     static func caseSummary(_ db: Database, id: CaseID) throws -> CaseSummary? {
         guard
             let row = try GRDB.Row.fetchOne(
-                db.cachedStatement(sql: "SELECT state, participant_count, created_at, closed_at FROM cases WHERE id = ?"),
+                db.cachedStatement(
+                    sql: "SELECT state, participant_count, created_at, closed_at FROM cases WHERE id = ?"),
                 arguments: [id.rawValue]
             )
         else { return nil }
@@ -356,7 +359,8 @@ struct Index: Sendable {
                 free: try Int64.fetchAll(db, sql: "SELECT slot FROM free_slots ORDER BY slot DESC"),
                 highWater: try Self.meta(db, "slot_high_water")
             ),
-            cursor: Segments.Cursor(segment: UInt32(try Self.meta(db, "segment_current")), end: try Self.meta(db, "segment_end"))
+            cursor: Segments.Cursor(
+                segment: UInt32(try Self.meta(db, "segment_current")), end: try Self.meta(db, "segment_end"))
         )
     }
 
@@ -364,7 +368,9 @@ struct Index: Sendable {
     static func rows(_ db: Database, ids: [String]) throws -> [String: Row] {
         var rows: [String: Row] = [:]
         try Self.inChunks(ids) { placeholders, arguments in
-            for row in try GRDB.Row.fetchAll(db, sql: "SELECT \(Self.columns) FROM records WHERE id IN (\(placeholders))", arguments: arguments) {
+            for row in try GRDB.Row.fetchAll(
+                db, sql: "SELECT \(Self.columns) FROM records WHERE id IN (\(placeholders))", arguments: arguments)
+            {
                 let decoded = try Self.decode(row)
                 rows[decoded.metadata.id.rawValue] = decoded
             }

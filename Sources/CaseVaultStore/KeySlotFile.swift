@@ -1,10 +1,11 @@
 internal import CCaseVaultShims
-#if canImport(Glibc)
-internal import Glibc
-#endif
 internal import CaseVaultCore
 internal import CaseVaultFiles
 internal import Synchronization
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// `keyslots`: a file of fixed-size slots, each a wrapped data key. Shredding overwrites a slot in place.
 /// The file grows by `growth` zeroed slots at a time, ahead of use, so that writing a new slot overwrites a
@@ -60,7 +61,8 @@ final class KeySlotFile: Sendable {
         let capacity = self.capacity.withLock { $0 }
         if slot >= capacity {
             let target = slot + Self.growth
-            try Segments.fill(self.handle, from: capacity * Int64(KeySlot.size), count: (target - capacity) * Int64(KeySlot.size))
+            try Segments.fill(
+                self.handle, from: capacity * Int64(KeySlot.size), count: (target - capacity) * Int64(KeySlot.size))
             self.capacity.withLock { $0 = max($0, target) }
         }
         // Kept before the write: a write that fails may have reached the page cache in part.

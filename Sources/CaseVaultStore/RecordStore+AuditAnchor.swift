@@ -1,8 +1,8 @@
 public import CaseVaultCore
 public import CaseVaultCrypto
+public import CaseVaultFiles
 internal import Foundation
 internal import GRDB
-public import CaseVaultFiles
 
 /// The audit log's anchor in the index: one row, replaced as the log goes, each with a MAC under the
 /// chain subkey. The store keeps it; the audit log decides what it says.
@@ -12,13 +12,15 @@ extension RecordStore: AuditAnchorKeeper {
     public func auditAnchor() throws(CaseVaultError) -> AuditAnchorState {
         let signer = self.auditSigner
         let (row, isNew) = try self.index.read { db in
-            let row = try GRDB.Row.fetchOne(db, sql: "SELECT seq, hash, offset, nonce, mac, file FROM audit_anchor WHERE id = 1")
-            let used = try Bool.fetchOne(
-                db,
-                sql: """
-                    SELECT EXISTS (SELECT 1 FROM cases) OR EXISTS (SELECT 1 FROM records) OR EXISTS (SELECT 1 FROM shred_ledger)
-                    """
-            ) ?? true
+            let row = try GRDB.Row.fetchOne(
+                db, sql: "SELECT seq, hash, offset, nonce, mac, file FROM audit_anchor WHERE id = 1")
+            let used =
+                try Bool.fetchOne(
+                    db,
+                    sql: """
+                        SELECT EXISTS (SELECT 1 FROM cases) OR EXISTS (SELECT 1 FROM records) OR EXISTS (SELECT 1 FROM shred_ledger)
+                        """
+                ) ?? true
             return (row, !used)
         }
         guard let row else { return .none(vaultIsNew: isNew) }
@@ -32,8 +34,11 @@ extension RecordStore: AuditAnchorKeeper {
         let mac = self.auditSigner.mac(anchor.message(nonce: nonce))
         try self.index.write { db in
             try db.execute(
-                sql: "INSERT OR REPLACE INTO audit_anchor (id, seq, hash, offset, nonce, mac, file) VALUES (1, ?, ?, ?, ?, ?, ?)",
-                arguments: [Int64(anchor.seq), Data(anchor.hash), anchor.offset, Data(nonce), Data(mac), Int64(anchor.file)]
+                sql:
+                    "INSERT OR REPLACE INTO audit_anchor (id, seq, hash, offset, nonce, mac, file) VALUES (1, ?, ?, ?, ?, ?, ?)",
+                arguments: [
+                    Int64(anchor.seq), Data(anchor.hash), anchor.offset, Data(nonce), Data(mac), Int64(anchor.file),
+                ]
             )
         }
     }
@@ -41,7 +46,9 @@ extension RecordStore: AuditAnchorKeeper {
     /// The anchor of the data directory at `dataDirectory`, read without opening the store (for
     /// `casevaultctl audit verify --offline`): its MAC is checked when `signer` is given. `nil` when there
     /// is none.
-    public static func auditAnchor(ofDataDirectory dataDirectory: String, signer: AuditSigner?) throws(CaseVaultError) -> AuditAnchor? {
+    public static func auditAnchor(ofDataDirectory dataDirectory: String, signer: AuditSigner?) throws(CaseVaultError)
+        -> AuditAnchor?
+    {
         let path = dataDirectory + "/index.sqlite"
         guard DataDirectory.exists(path) else {
             throw CaseVaultError(.notFound, "no vault index at \(path)")
@@ -53,7 +60,8 @@ extension RecordStore: AuditAnchorKeeper {
             let index = try DatabaseQueue(path: path, configuration: configuration)
             row = try index.read { db in
                 guard try db.tableExists("audit_anchor") else { return nil }
-                return try GRDB.Row.fetchOne(db, sql: "SELECT seq, hash, offset, nonce, mac, file FROM audit_anchor WHERE id = 1")
+                return try GRDB.Row.fetchOne(
+                    db, sql: "SELECT seq, hash, offset, nonce, mac, file FROM audit_anchor WHERE id = 1")
             }
         } catch {
             throw Index.failure(error)
@@ -65,26 +73,37 @@ extension RecordStore: AuditAnchorKeeper {
 
     /// The signer of the vault whose root key `configuration`'s source gives (never created), for checking
     /// the audit log without the daemon.
-    public static func auditSigner(_ configuration: StoreConfiguration, passphrase: SecureBytes?) throws(CaseVaultError) -> AuditSigner {
+    public static func auditSigner(_ configuration: StoreConfiguration, passphrase: SecureBytes?) throws(CaseVaultError)
+        -> AuditSigner
+    {
         let rootKey = try Self.rootKey(configuration, passphrase: passphrase)
         defer { rootKey.wipe() }
         return try Barrier(rootKey: rootKey).auditSigner
     }
 
-    private static func decodeAnchor(_ row: GRDB.Row) throws(CaseVaultError) -> (anchor: AuditAnchor, nonce: [UInt8], mac: [UInt8]) {
+    private static func decodeAnchor(_ row: GRDB.Row) throws(CaseVaultError) -> (
+        anchor: AuditAnchor, nonce: [UInt8], mac: [UInt8]
+    ) {
         let seq: Int64 = row[0]
         let hash: Data = row[1]
         let offset: Int64 = row[2]
         let nonce: Data = row[3]
         let mac: Data = row[4]
         let file: Int64 = row[5]
-        guard seq >= 0, offset >= 0, file >= 1, hash.count == 32, nonce.count == 16, mac.count == 32 else { throw Self.anchorDamaged() }
-        return (AuditAnchor(seq: UInt64(seq), hash: [UInt8](hash), offset: offset, file: UInt64(file)), [UInt8](nonce), [UInt8](mac))
+        guard seq >= 0, offset >= 0, file >= 1, hash.count == 32, nonce.count == 16, mac.count == 32 else {
+            throw Self.anchorDamaged()
+        }
+        return (
+            AuditAnchor(seq: UInt64(seq), hash: [UInt8](hash), offset: offset, file: UInt64(file)), [UInt8](nonce),
+            [UInt8](mac)
+        )
     }
 
     private static func checkedAnchor(_ row: GRDB.Row, signer: AuditSigner) throws(CaseVaultError) -> AuditAnchor {
         let (anchor, nonce, mac) = try Self.decodeAnchor(row)
-        guard Memory.constantTimeEquals(signer.mac(anchor.message(nonce: nonce)), mac) else { throw Self.anchorDamaged() }
+        guard Memory.constantTimeEquals(signer.mac(anchor.message(nonce: nonce)), mac) else {
+            throw Self.anchorDamaged()
+        }
         return anchor
     }
 

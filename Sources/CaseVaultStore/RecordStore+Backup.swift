@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 public import CaseVaultCore
 public import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import Foundation
 internal import GRDB
 public import Logging
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// Backups (DESIGN §12): one file, sealed as one secretstream under a key of its own.
 ///
@@ -52,7 +53,13 @@ enum BackupFormat {
     static let snapshotPrefix = "backup-"
 
     enum Item: UInt8 {
-        case index = 1, slot = 3, blob = 4, attachmentStart = 5, attachmentChunk = 6, attachmentEnd = 7, end = 9
+        case index = 1
+        case slot = 3
+        case blob = 4
+        case attachmentStart = 5
+        case attachmentChunk = 6
+        case attachmentEnd = 7
+        case end = 9
     }
 }
 
@@ -84,7 +91,8 @@ extension RecordStore {
         let destroyed = try self.destroyExpiredBackupKeys(keys, retentionDays: retentionDays)
         let key = SecureBytes.random(count: AEAD.keyByteCount)
         try keys.add(id: idBytes, createdAt: now, key: key, barrier: self.barrier)
-        let header = BackupFormat.magic + idBytes + UInt64(now).bigEndianBytes
+        let header =
+            BackupFormat.magic + idBytes + UInt64(now).bigEndianBytes
             + self.barrier.rootKeyCheck.bigEndianBytes
         let stream: SecretStream.Encryptor
         do {
@@ -120,13 +128,16 @@ extension RecordStore {
                         DELETE FROM shred_order_list;
                         """
                 )
-                return try Row.fetchAll(db, sql: "SELECT id, slot, segment, offset, sealed_size FROM records ORDER BY segment, offset")
-                    .map { row in
-                        (
-                            try RecordID(row["id"] as String), row["slot"] as Int64,
-                            Segments.Location(segment: UInt32(row["segment"] as Int64), offset: row["offset"], length: row["sealed_size"])
-                        )
-                    }
+                return try Row.fetchAll(
+                    db, sql: "SELECT id, slot, segment, offset, sealed_size FROM records ORDER BY segment, offset"
+                )
+                .map { row in
+                    (
+                        try RecordID(row["id"] as String), row["slot"] as Int64,
+                        Segments.Location(
+                            segment: UInt32(row["segment"] as Int64), offset: row["offset"], length: row["sealed_size"])
+                    )
+                }
             }
         } catch let error as CaseVaultError {
             throw error
@@ -146,7 +157,8 @@ extension RecordStore {
             let path = self.directory.attachmentsPath + "/" + record.id.rawValue
             let attachment = DataDirectory.exists(path) ? try? PosixFile(path: path, flags: O_RDONLY) : nil
             let current = try self.index.lookup { db in try Index.row(db, id: record.id) }
-            guard let current, current.state == .live, current.slot == record.slot, current.location == record.location else {
+            guard let current, current.state == .live, current.slot == record.slot, current.location == record.location
+            else {
                 taken.append(record.id)
                 continue
             }
@@ -194,7 +206,8 @@ extension RecordStore {
             "backup written",
             metadata: ["backup.id": "\(id)", "records.count": "\(records)", "backup_keys.destroyed": "\(destroyed)"]
         )
-        return BackupSummary(backupID: id, createdAt: now, records: records, attachments: attachments, destroyedKeys: destroyed)
+        return BackupSummary(
+            backupID: id, createdAt: now, records: records, attachments: attachments, destroyedKeys: destroyed)
     }
 
     /// Restores the backup that `read` yields (up to n bytes per call; empty at the end) into
@@ -219,7 +232,8 @@ extension RecordStore {
         if DataDirectory.exists(target) {
             let entries = (try? FileManager.default.contentsOfDirectory(atPath: target)) ?? ["?"]
             guard entries.isEmpty else {
-                throw CaseVaultError(.invalidField, "restore needs an empty data directory; \(target) is not empty", field: "data-dir")
+                throw CaseVaultError(
+                    .invalidField, "restore needs an empty data directory; \(target) is not empty", field: "data-dir")
             }
         }
         let rootKey = try Self.rootKey(configuration, passphrase: passphrase)
@@ -248,7 +262,8 @@ extension RecordStore {
         let idBytes = Array(header[6..<22])
         let createdAt = Int64(bigEndianBytes: header[22..<30])
         guard Int64(bigEndianBytes: header[30..<38]) == barrier.rootKeyCheck else {
-            throw CaseVaultError(.unsealRefused, "this backup belongs to another vault: its root key is not this configuration's")
+            throw CaseVaultError(
+                .unsealRefused, "this backup belongs to another vault: its root key is not this configuration's")
         }
         guard let key = try keys.key(id: idBytes, barrier: barrier) else {
             throw CaseVaultError(
@@ -283,7 +298,9 @@ extension RecordStore {
             var ended = false
             while !ended {
                 let length = Int(UInt32(bigEndianBytes: try exactly(4)))
-                guard length > 0, length <= 64 << 20 else { throw Self.damagedBackup("a frame has an impossible length") }
+                guard length > 0, length <= 64 << 20 else {
+                    throw Self.damagedBackup("a frame has an impossible length")
+                }
                 let sealed = try exactly(length)
                 let message: [UInt8]
                 do {
@@ -292,7 +309,9 @@ extension RecordStore {
                     throw Self.damagedBackup("a part of it does not authenticate")
                 }
                 first = false
-                guard let kind = message.first.flatMap(BackupFormat.Item.init(rawValue:)) else { throw Self.damagedBackup("an item is unknown") }
+                guard let kind = message.first.flatMap(BackupFormat.Item.init(rawValue:)) else {
+                    throw Self.damagedBackup("an item is unknown")
+                }
                 let body = message[1...]
                 switch kind {
                 case .index:
@@ -310,13 +329,19 @@ extension RecordStore {
                     let segment = UInt32(bigEndianBytes: body.prefix(4))
                     let bytes = Array(body.dropFirst(12))
                     let location = Segments.Location(
-                        segment: segment, offset: Int64(bigEndianBytes: body.dropFirst(4).prefix(8)), length: bytes.count
+                        segment: segment, offset: Int64(bigEndianBytes: body.dropFirst(4).prefix(8)),
+                        length: bytes.count
                     )
                     try segments.write(bytes, at: location)
                     usedSegments.insert(segment)
                 case .attachmentStart:
                     let id = try RecordID(String(decoding: body, as: UTF8.self)).rawValue
-                    attachment = (id, try PosixFile(path: directory.attachmentsPath + "/" + id, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600), 0)
+                    attachment = (
+                        id,
+                        try PosixFile(
+                            path: directory.attachmentsPath + "/" + id, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600),
+                        0
+                    )
                 case .attachmentChunk:
                     guard let open = attachment else { throw Self.damagedBackup("an attachment is malformed") }
                     try open.file.write(Array(body), at: open.end)
@@ -360,7 +385,8 @@ extension RecordStore {
             logger.notice(
                 "backup restored",
                 metadata: [
-                    "records.count": "\(records)", "records.reshredded": "\(applied.reshredded)", "ledger.added": "\(applied.added)",
+                    "records.count": "\(records)", "records.reshredded": "\(applied.reshredded)",
+                    "ledger.added": "\(applied.added)",
                 ]
             )
             return RestoreSummary(
@@ -394,7 +420,8 @@ extension RecordStore {
         }
         if !stray.isEmpty {
             try DataDirectory.flushDirectory(self.directory.path)
-            self.logger.notice("removed what an interrupted backup left behind", metadata: ["files.count": "\(stray.count)"])
+            self.logger.notice(
+                "removed what an interrupted backup left behind", metadata: ["files.count": "\(stray.count)"])
         }
     }
 
@@ -402,22 +429,31 @@ extension RecordStore {
     /// backups unreadable; returns how many (with `dryRun`, how many would be). Each backup does this
     /// first, and so does each retention sweep, so a key outlives its retention by at most the time
     /// to the next sweep even when no backup is taken.
-    public func destroyExpiredBackupKeys(_ keys: BackupKeyFile, retentionDays: Int, dryRun: Bool = false) throws(CaseVaultError) -> Int {
+    public func destroyExpiredBackupKeys(_ keys: BackupKeyFile, retentionDays: Int, dryRun: Bool = false)
+        throws(CaseVaultError) -> Int
+    {
         try keys.destroy(createdBefore: self.now() - Int64(retentionDays) * 86_400_000, dryRun: dryRun)
     }
 
     /// The root key from `configuration`'s source, never created: a restore needs the vault's own key.
-    static func rootKey(_ configuration: StoreConfiguration, passphrase: SecureBytes?) throws(CaseVaultError) -> SecureBytes {
+    static func rootKey(_ configuration: StoreConfiguration, passphrase: SecureBytes?) throws(CaseVaultError)
+        -> SecureBytes
+    {
         switch configuration.keySource {
         case .file:
             guard DataDirectory.exists(configuration.rootKeyFile.path) else {
-                throw CaseVaultError(.keyUnavailable, "no root key at \(configuration.rootKeyFile.path): a restore needs the vault's own key")
+                throw CaseVaultError(
+                    .keyUnavailable,
+                    "no root key at \(configuration.rootKeyFile.path): a restore needs the vault's own key")
             }
-            return try RootKeyFile.loadOrCreate(path: configuration.rootKeyFile.path, dataDirectory: configuration.dataDirectory.path)
+            return try RootKeyFile.loadOrCreate(
+                path: configuration.rootKeyFile.path, dataDirectory: configuration.dataDirectory.path)
         case .systemdCredential(let name, let directory):
             return try RootKeyFile.loadCredential(name: name, directory: directory)
         case .passphrase:
-            guard let passphrase else { throw CaseVaultError(.keyUnavailable, "the passphrase key source needs the passphrase to restore") }
+            guard let passphrase else {
+                throw CaseVaultError(.keyUnavailable, "the passphrase key source needs the passphrase to restore")
+            }
             return try WrappedRootKey.open(path: configuration.rootKeyFile.path, passphrase: passphrase)
         }
     }

@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 public import CaseVaultCore
 internal import CaseVaultCrypto
 internal import GRDB
 internal import Logging
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 extension RecordStore {
     /// Opens a case: its sealed header (participants' names and contacts) and its row, in one commit.
@@ -47,7 +48,8 @@ extension RecordStore {
         authority: Authority = .daemon
     ) throws(CaseVaultError) -> (record: RecordMetadata, shredded: [RecordID]) {
         guard RecordType.fileable.contains(record.type) else {
-            throw CaseVaultError(.unknownRecordType, "the case header is written only when the case is opened", field: "type")
+            throw CaseVaultError(
+                .unknownRecordType, "the case header is written only when the case is opened", field: "type")
         }
         return try self.caseLocks.withLock(record.caseID) { () throws(CaseVaultError) in
             let summary = try self.caseSummary(record.caseID)
@@ -84,7 +86,9 @@ extension RecordStore {
     }
 
     /// Closes a case without a final agreement: every session note is shredded in the same operation.
-    public func closeCase(_ id: CaseID, outcome: ClosingOutcome, authority: Authority = .daemon) throws(CaseVaultError) -> [RecordID] {
+    public func closeCase(_ id: CaseID, outcome: ClosingOutcome, authority: Authority = .daemon) throws(CaseVaultError)
+        -> [RecordID]
+    {
         try self.caseLocks.withLock(id) { () throws(CaseVaultError) in
             let summary = try self.caseSummary(id)
             let notes = try self.notesToDestroy(id)
@@ -111,7 +115,8 @@ extension RecordStore {
             try self.index.write { db in
                 try db.execute(sql: "DELETE FROM case_mediators WHERE case_id = ?", arguments: [id.rawValue])
                 for uid in Set(uids) {
-                    try db.execute(sql: "INSERT INTO case_mediators (case_id, uid) VALUES (?, ?)", arguments: [id.rawValue, uid])
+                    try db.execute(
+                        sql: "INSERT INTO case_mediators (case_id, uid) VALUES (?, ?)", arguments: [id.rawValue, uid])
                 }
             }
         }
@@ -121,7 +126,9 @@ extension RecordStore {
 
     /// The uids on the mediator roster.
     public func roster() throws(CaseVaultError) -> [UInt32] {
-        try self.index.read { db in try Int64.fetchAll(db, sql: "SELECT uid FROM roster ORDER BY uid") }.map { UInt32($0) }
+        try self.index.read { db in try Int64.fetchAll(db, sql: "SELECT uid FROM roster ORDER BY uid") }.map {
+            UInt32($0)
+        }
     }
 
     public func isOnRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool {
@@ -134,7 +141,8 @@ extension RecordStore {
     @discardableResult
     public func addToRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool {
         try self.index.write { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO roster (uid, added_at) VALUES (?, ?)", arguments: [uid, self.now()])
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO roster (uid, added_at) VALUES (?, ?)", arguments: [uid, self.now()])
             return db.changesCount > 0
         }
     }
@@ -156,17 +164,22 @@ extension RecordStore {
         if let (summary, header) = effects.newCase {
             try db.execute(
                 sql: "INSERT INTO cases (id, state, participant_count, header, created_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [summary.id.rawValue, summary.state.rawValue, summary.participantCount, header.rawValue, summary.createdAt]
+                arguments: [
+                    summary.id.rawValue, summary.state.rawValue, summary.participantCount, header.rawValue,
+                    summary.createdAt,
+                ]
             )
             for uid in summary.mediators {
                 try db.execute(
-                    sql: "INSERT INTO case_mediators (case_id, uid) VALUES (?, ?)", arguments: [summary.id.rawValue, uid]
+                    sql: "INSERT INTO case_mediators (case_id, uid) VALUES (?, ?)",
+                    arguments: [summary.id.rawValue, uid]
                 )
             }
         }
         if let (id, state, closedAt, outcome) = effects.caseState {
             try db.execute(
-                sql: "UPDATE cases SET state = ?, closed_at = coalesce(?, closed_at), closing_outcome = coalesce(?, closing_outcome) WHERE id = ?",
+                sql:
+                    "UPDATE cases SET state = ?, closed_at = coalesce(?, closed_at), closing_outcome = coalesce(?, closing_outcome) WHERE id = ?",
                 arguments: [state.rawValue, closedAt, outcome, id.rawValue]
             )
         }
@@ -199,7 +212,8 @@ extension RecordStore {
     func liveIDs(_ caseID: CaseID, _ type: RecordType) throws(CaseVaultError) -> [RecordID] {
         try self.index.lookup { db in
             try String.fetchAll(
-                db.cachedStatement(sql: "SELECT id FROM records WHERE case_id = ? AND type = ? AND state = 'live' ORDER BY seq"),
+                db.cachedStatement(
+                    sql: "SELECT id FROM records WHERE case_id = ? AND type = ? AND state = 'live' ORDER BY seq"),
                 arguments: [caseID.rawValue, type.rawValue]
             )
         }.map { text throws(CaseVaultError) in try RecordID(text) }

@@ -1,14 +1,18 @@
+internal import CCaseVaultShims
+public import CaseVaultFiles
+internal import Synchronization
+
 #if canImport(Glibc)
 internal import Glibc
 #endif
-public import CaseVaultFiles
-internal import CCaseVaultShims
-internal import Synchronization
 
 extension RecordStore {
     /// Filesystems whose `fdatasync` ends with a device flush and that overwrite a file's existing blocks
     /// in place (not btrfs or ZFS, which write anew and must commit their trees).
-    static let inPlaceFilesystems: Set<UInt> = [0xEF53 /* ext2/3/4 */, 0x5846_5342 /* xfs */]
+    static let inPlaceFilesystems: Set<UInt> = [
+        0xEF53,  // ext2, ext3, ext4
+        0x5846_5342,  // xfs
+    ]
 
     /// Lets `rider` ride on this store's flushes when it lies on the same device and an in-place
     /// filesystem; returns whether it may. Otherwise the rider flushes on its own, as before.

@@ -37,7 +37,8 @@ extension RecordStore {
         return try GRDB.Row.fetchAll(db, sql: sql)
             .map { row in
                 try ShredLedgerEntry(
-                    recordID: row[0] as String, caseID: row[1] as String, type: row[2] as String, shreddedAt: row[3] as Int64
+                    recordID: row[0] as String, caseID: row[1] as String, type: row[2] as String,
+                    shreddedAt: row[3] as Int64
                 )
             }
     }
@@ -62,7 +63,8 @@ extension RecordStore {
             let now = self.now()
             let after = try self.index.write { db in
                 let insert = try db.cachedStatement(
-                    sql: "INSERT OR IGNORE INTO shred_ledger (record_id, case_id, type, shredded_at) VALUES (?, ?, ?, ?)"
+                    sql:
+                        "INSERT OR IGNORE INTO shred_ledger (record_id, case_id, type, shredded_at) VALUES (?, ?, ?, ?)"
                 )
                 for entry in ledger {
                     try insert.execute(
@@ -115,7 +117,9 @@ extension RecordStore {
             if let copy = try self.shredLedgerCopy(), let entries = try copy.entries(barrier: self.barrier) {
                 let (reshredded, _) = try self.reapplyLedger(entries)
                 if reshredded > 0 {
-                    self.logger.notice("records the ledger copy names as shredded were shredded again", metadata: ["records.count": "\(reshredded)"])
+                    self.logger.notice(
+                        "records the ledger copy names as shredded were shredded again",
+                        metadata: ["records.count": "\(reshredded)"])
                 }
             }
             try self.refreshShredLedgerCopy()
@@ -142,7 +146,8 @@ extension RecordStore {
             self.logger.error(
                 "shredded records could not be added to the shred ledger copy; the next open, backup or sweep adds them",
                 metadata: [
-                    "records.count": "\(rows.count)", "error.code": "\(error.code.rawValue)", "error.detail": "\(error.message)",
+                    "records.count": "\(rows.count)", "error.code": "\(error.code.rawValue)",
+                    "error.detail": "\(error.message)",
                 ]
             )
         }

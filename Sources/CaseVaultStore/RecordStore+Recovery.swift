@@ -20,7 +20,8 @@ extension RecordStore {
             let state = self.writer.withLock { $0 }
             let tail = try self.slots.slotCount()
             var scrubbedSlots = 0
-            for slot in state.slots.free + Array(state.slots.highWater..<max(state.slots.highWater, tail)) where !owned.contains(slot) {
+            for slot in state.slots.free + Array(state.slots.highWater..<max(state.slots.highWater, tail))
+            where !owned.contains(slot) {
                 if KeySlot.mayHoldKey(try self.slots.read(slot)) {
                     try self.slots.scrub(slot)
                     scrubbedSlots += 1
@@ -54,14 +55,16 @@ extension RecordStore {
         let tail = try self.slots.slotCount()
         var moved = false
         let fresh = try self.index.write { db -> (Set<Int64>, WriterState) in
-            let owned = try Index.ownedSlots(db, among: state.slots.free + Array(state.slots.highWater..<max(state.slots.highWater, tail)))
+            let owned = try Index.ownedSlots(
+                db, among: state.slots.free + Array(state.slots.highWater..<max(state.slots.highWater, tail)))
             try Index.takeOffFreeList(db, owned)
             let top = try Int64.fetchOne(db, sql: "SELECT max(slot) FROM records").map { $0 + 1 } ?? 0
             if top > state.slots.highWater {
                 // The slots skipped below the new mark go on the free list, to be scrubbed and reused.
                 for slot in state.slots.highWater..<top where !owned.contains(slot) {
                     try db.cachedStatement(
-                        sql: "INSERT OR IGNORE INTO free_slots (slot) SELECT ? WHERE NOT EXISTS (SELECT 1 FROM records WHERE slot = ?)"
+                        sql:
+                            "INSERT OR IGNORE INTO free_slots (slot) SELECT ? WHERE NOT EXISTS (SELECT 1 FROM records WHERE slot = ?)"
                     ).execute(arguments: [slot, slot])
                 }
                 try Index.setMeta(db, "slot_high_water", top)
@@ -69,7 +72,9 @@ extension RecordStore {
             // The same for the segment cursor: past the end of every record's blob, so that neither the
             // next put nor the scrub of uncommitted bytes below touches one (one scan of the index, at open).
             if let last = try GRDB.Row.fetchOne(
-                db, sql: "SELECT segment, offset + sealed_size FROM records ORDER BY segment DESC, offset + sealed_size DESC LIMIT 1"
+                db,
+                sql:
+                    "SELECT segment, offset + sealed_size FROM records ORDER BY segment DESC, offset + sealed_size DESC LIMIT 1"
             ) {
                 let (segment, end): (Int64, Int64) = (last[0], last[1])
                 let current = try Index.meta(db, "segment_current")

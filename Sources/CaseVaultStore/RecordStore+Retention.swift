@@ -34,7 +34,8 @@ extension RecordStore {
                     try db.execute(
                         sql: "INSERT INTO holds (id, case_id, placed_at, uid, role, reason) VALUES (?, ?, ?, ?, ?, ?)",
                         arguments: [
-                            hold.id.rawValue, caseID.rawValue, hold.placedAt, authority.uid.map { Int64($0) }, authority.role,
+                            hold.id.rawValue, caseID.rawValue, hold.placedAt, authority.uid.map { Int64($0) },
+                            authority.role,
                             Data(sealed),
                         ]
                     )
@@ -48,7 +49,8 @@ extension RecordStore {
     /// The holds standing, oldest first, with their reasons opened.
     public func holds() throws(CaseVaultError) -> [LegalHold] {
         let rows = try self.index.read { db in
-            try GRDB.Row.fetchAll(db, sql: "SELECT id, case_id, placed_at, uid, role, reason FROM holds ORDER BY placed_at, id")
+            try GRDB.Row.fetchAll(
+                db, sql: "SELECT id, case_id, placed_at, uid, role, reason FROM holds ORDER BY placed_at, id")
         }
         var holds: [LegalHold] = []
         for row in rows {
@@ -73,7 +75,8 @@ extension RecordStore {
     public func releaseHold(_ id: HoldID) throws(CaseVaultError) -> CaseID {
         try self.asWriter { () throws(CaseVaultError) in
             let caseID = try self.index.write { db -> String? in
-                let caseID = try String.fetchOne(db, sql: "SELECT case_id FROM holds WHERE id = ?", arguments: [id.rawValue])
+                let caseID = try String.fetchOne(
+                    db, sql: "SELECT case_id FROM holds WHERE id = ?", arguments: [id.rawValue])
                 // secure_delete zeroes the row, sealed reason included.
                 try db.execute(sql: "DELETE FROM holds WHERE id = ?", arguments: [id.rawValue])
                 return caseID
@@ -97,7 +100,8 @@ extension RecordStore {
     }
 
     static func isHeld(_ db: Database, _ caseID: String) throws -> Bool {
-        try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM holds WHERE case_id = ? LIMIT 1"), arguments: [caseID]) ?? false
+        try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM holds WHERE case_id = ? LIMIT 1"), arguments: [caseID])
+            ?? false
     }
 
     /// Refuses, with `held`, to destroy records a standing hold covers.
@@ -219,7 +223,8 @@ extension RecordStore {
             case .filed:
                 rows = try GRDB.Row.fetchCursor(
                     db,
-                    sql: "SELECT id, case_id, state, created_at FROM records WHERE type = ? AND created_at <= ? ORDER BY created_at, seq",
+                    sql:
+                        "SELECT id, case_id, state, created_at FROM records WHERE type = ? AND created_at <= ? ORDER BY created_at, seq",
                     arguments: [type.rawValue, cutoff]
                 )
             case .caseClosed:
@@ -235,7 +240,8 @@ extension RecordStore {
             }
             while let row = try rows.next() {
                 guard rule.isDue(eventTime: row[3], at: now) else { continue }
-                due.append(Due(id: row[0], caseID: row[1], type: type, live: (row[2] as String) == Index.State.live.rawValue))
+                due.append(
+                    Due(id: row[0], caseID: row[1], type: type, live: (row[2] as String) == Index.State.live.rawValue))
             }
         }
         return due

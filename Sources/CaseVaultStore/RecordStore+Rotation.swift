@@ -27,7 +27,9 @@ extension RecordStore {
     /// Epochs not yet retired, oldest first.
     public func activeEpochs() throws(CaseVaultError) -> [UInt32] {
         try self.index.read { db in
-            try Int64.fetchAll(db, sql: "SELECT epoch FROM epochs WHERE retired_at IS NULL ORDER BY epoch").map { UInt32($0) }
+            try Int64.fetchAll(db, sql: "SELECT epoch FROM epochs WHERE retired_at IS NULL ORDER BY epoch").map {
+                UInt32($0)
+            }
         }
     }
 
@@ -40,7 +42,9 @@ extension RecordStore {
     /// under the new one for the same slot and record, and written back in place (a 128-byte slot lies
     /// within one disk sector, so a crash leaves it old or new, and both open); then one flush. New puts
     /// use the new epoch from the moment it is committed. Shreds and puts wait while a batch runs.
-    public func rotate(limit: Int? = nil, batch: Int = 5000, progress: (RotationReport) -> Void = { _ in }) throws(CaseVaultError) -> RotationReport {
+    public func rotate(limit: Int? = nil, batch: Int = 5000, progress: (RotationReport) -> Void = { _ in })
+        throws(CaseVaultError) -> RotationReport
+    {
         let batch = max(1, batch)
         let (target, opened) = try self.asWriter { () throws(CaseVaultError) -> (UInt32, Bool) in
             let active = try self.activeEpochs()
@@ -82,9 +86,12 @@ extension RecordStore {
                 let now = self.now()
                 let retired = try self.index.write { db in
                     let older = try Int64.fetchAll(
-                        db, sql: "SELECT epoch FROM epochs WHERE retired_at IS NULL AND epoch <> ? ORDER BY epoch", arguments: [target]
+                        db, sql: "SELECT epoch FROM epochs WHERE retired_at IS NULL AND epoch <> ? ORDER BY epoch",
+                        arguments: [target]
                     )
-                    try db.execute(sql: "UPDATE epochs SET retired_at = ? WHERE retired_at IS NULL AND epoch <> ?", arguments: [now, target])
+                    try db.execute(
+                        sql: "UPDATE epochs SET retired_at = ? WHERE retired_at IS NULL AND epoch <> ?",
+                        arguments: [now, target])
                     return older.map { UInt32($0) }
                 }
                 self.barrier.retire(retired)
@@ -93,7 +100,10 @@ extension RecordStore {
         }
         self.logger.notice(
             "key rotation",
-            metadata: ["epoch": "\(target)", "slots.rewrapped": "\(report.rewrapped)", "slots.remaining": "\(report.remaining)"]
+            metadata: [
+                "epoch": "\(target)", "slots.rewrapped": "\(report.rewrapped)",
+                "slots.remaining": "\(report.remaining)",
+            ]
         )
         return report
     }
@@ -101,7 +111,8 @@ extension RecordStore {
     /// Live records whose slot is under another epoch than `target`: one read of the slot file.
     func slotsToRewrap(target: UInt32) throws(CaseVaultError) -> [(id: RecordID, slot: Int64)] {
         let live = try self.index.read { db in
-            try Row.fetchAll(db, sql: "SELECT id, slot FROM records WHERE state = 'live' ORDER BY slot").map { row -> (RecordID, Int64) in
+            try Row.fetchAll(db, sql: "SELECT id, slot FROM records WHERE state = 'live' ORDER BY slot").map {
+                row -> (RecordID, Int64) in
                 (try RecordID(row["id"] as String), row["slot"])
             }
         }
@@ -118,7 +129,10 @@ extension RecordStore {
     private func rewrap(_ slots: [(id: RecordID, slot: Int64)], target: UInt32) throws(CaseVaultError) -> Int {
         guard let first = slots.first?.slot, let last = slots.last?.slot else { return 0 }
         let stillLive = try self.index.read { db in
-            try Set(Int64.fetchAll(db, sql: "SELECT slot FROM records WHERE state = 'live' AND slot BETWEEN ? AND ?", arguments: [first, last]))
+            try Set(
+                Int64.fetchAll(
+                    db, sql: "SELECT slot FROM records WHERE state = 'live' AND slot BETWEEN ? AND ?",
+                    arguments: [first, last]))
         }
         var count = 0
         for (id, slot) in slots where stillLive.contains(slot) {

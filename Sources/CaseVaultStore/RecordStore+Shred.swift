@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 public import CaseVaultCore
 internal import CaseVaultCrypto
 internal import Foundation
@@ -8,11 +5,17 @@ internal import GRDB
 internal import Logging
 internal import Synchronization
 
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
 extension RecordStore {
     /// Shreds a record by the protocol of DESIGN §6: once this returns, its key slot and ciphertext are
     /// overwritten, nothing decrypts it, and reads answer `shredded`. Throws `not-found` for an unknown id
     /// and `shredded` for one already shredded.
-    public func shred(_ id: RecordID, order: ShredOrder = ShredOrder(method: .request, authority: .daemon)) throws(CaseVaultError) {
+    public func shred(_ id: RecordID, order: ShredOrder = ShredOrder(method: .request, authority: .daemon))
+        throws(CaseVaultError)
+    {
         _ = try self.shred([id], order: order)
     }
 
@@ -71,7 +74,8 @@ extension RecordStore {
                     certificates = try self.issueCertificates(for: rows.map(\.metadata), at: shreddedAt, db)
                     try Index.inChunks(rows.map(\.metadata.id.rawValue)) { placeholders, arguments in
                         try db.execute(
-                            sql: "INSERT OR IGNORE INTO free_slots (slot) SELECT slot FROM records WHERE id IN (\(placeholders))",
+                            sql:
+                                "INSERT OR IGNORE INTO free_slots (slot) SELECT slot FROM records WHERE id IN (\(placeholders))",
                             arguments: arguments
                         )
                         try db.execute(
@@ -102,7 +106,9 @@ extension RecordStore {
                 do {
                     try self.index.truncateWAL()
                 } catch {
-                    self.logger.warning("the index's WAL could not be truncated after a shred", metadata: ["error.code": "\(error.code.rawValue)"])
+                    self.logger.warning(
+                        "the index's WAL could not be truncated after a shred",
+                        metadata: ["error.code": "\(error.code.rawValue)"])
                 }
                 self.observe(.shredAfterIndexRemoval)
             }
@@ -119,10 +125,12 @@ extension RecordStore {
     @discardableResult
     func finishPendingShreds() throws(CaseVaultError) -> Int {
         let pending = try self.index.read { db in
-            try GRDB.Row.fetchAll(db, sql: "SELECT \(Index.columns) FROM records WHERE state = 'shredding'").map(Index.decode)
+            try GRDB.Row.fetchAll(db, sql: "SELECT \(Index.columns) FROM records WHERE state = 'shredding'").map(
+                Index.decode)
         }
         guard !pending.isEmpty else { return 0 }
-        self.logger.notice("finishing shreds a failure or a crash interrupted", metadata: ["records.count": "\(pending.count)"])
+        self.logger.notice(
+            "finishing shreds a failure or a crash interrupted", metadata: ["records.count": "\(pending.count)"])
         return try self.runShred(pending, from: ShredStep.resumePoint)
     }
 
@@ -134,7 +142,9 @@ extension RecordStore {
         do {
             return try self.finishPendingShreds()
         } catch {
-            self.logger.error("a shred a failure interrupted could not be finished yet", metadata: ["error.code": "\(error.code.rawValue)"])
+            self.logger.error(
+                "a shred a failure interrupted could not be finished yet",
+                metadata: ["error.code": "\(error.code.rawValue)"])
             return 0
         }
     }
@@ -150,12 +160,15 @@ extension RecordStore {
         var orderID: Int64?
         if let order {
             try db.cachedStatement(sql: "INSERT INTO shred_order_list (method, uid, role, reason) VALUES (?, ?, ?, ?)")
-                .execute(arguments: [order.method.rawValue, order.authority.uid.map { Int64($0) }, order.authority.role, order.reason])
+                .execute(arguments: [
+                    order.method.rawValue, order.authority.uid.map { Int64($0) }, order.authority.role, order.reason,
+                ])
             orderID = db.lastInsertedRowID
         }
         try Index.inChunks(ids.map(\.rawValue)) { placeholders, arguments in
             try db.execute(
-                sql: "UPDATE records SET state = 'shredding', shred_order = coalesce(?, shred_order) WHERE id IN (\(placeholders))",
+                sql:
+                    "UPDATE records SET state = 'shredding', shred_order = coalesce(?, shred_order) WHERE id IN (\(placeholders))",
                 arguments: [orderID] + arguments
             )
         }
@@ -169,7 +182,9 @@ extension RecordStore {
         var orderOf: [String: Int64] = [:]
         try Index.inChunks(records.map(\.id.rawValue)) { placeholders, arguments in
             for row in try GRDB.Row.fetchAll(
-                db, sql: "SELECT id, shred_order FROM records WHERE shred_order IS NOT NULL AND id IN (\(placeholders))", arguments: arguments
+                db,
+                sql: "SELECT id, shred_order FROM records WHERE shred_order IS NOT NULL AND id IN (\(placeholders))",
+                arguments: arguments
             ) {
                 orderOf[row[0]] = row[1]
             }
@@ -178,9 +193,12 @@ extension RecordStore {
             let orderID = orderOf[record.id.rawValue]
             var order = ShredOrder(method: .recovery, authority: .daemon)
             if let orderID {
-                if orders[orderID] == nil, let row = try GRDB.Row.fetchOne(
-                    db, sql: "SELECT method, uid, role, reason FROM shred_order_list WHERE id = ?", arguments: [orderID]
-                ) {
+                if orders[orderID] == nil,
+                    let row = try GRDB.Row.fetchOne(
+                        db, sql: "SELECT method, uid, role, reason FROM shred_order_list WHERE id = ?",
+                        arguments: [orderID]
+                    )
+                {
                     orders[orderID] = ShredOrder(
                         method: ShredMethod(rawValue: row[0]) ?? .recovery,
                         authority: Authority(uid: (row[1] as Int64?).map { UInt32($0) }, role: row[2]),
@@ -195,7 +213,8 @@ extension RecordStore {
         for (_, group) in groups.sorted(by: { $0.key < $1.key }) {
             let id = CaseID(bytes: Random.bytes(count: CaseID.byteCount)).rawValue
             let certificate = DestructionCertificate(
-                id: id, caseID: group.caseID, issuedAt: Timestamp.rfc3339(time), order: group.order, records: group.records
+                id: id, caseID: group.caseID, issuedAt: Timestamp.rfc3339(time), order: group.order,
+                records: group.records
             )
             let document = certificate.document(signedWith: self.barrier.signCertificate)
             try db.cachedStatement(
@@ -219,7 +238,8 @@ extension RecordStore {
         try self.index.read { db in
             if let caseID {
                 return try Data.fetchAll(
-                    db, sql: "SELECT document FROM certificates WHERE case_id = ? ORDER BY seq", arguments: [caseID.rawValue]
+                    db, sql: "SELECT document FROM certificates WHERE case_id = ? ORDER BY seq",
+                    arguments: [caseID.rawValue]
                 ).map { [UInt8]($0) }
             }
             return try Data.fetchAll(db, sql: "SELECT document FROM certificates ORDER BY seq").map { [UInt8]($0) }
@@ -228,12 +248,13 @@ extension RecordStore {
 
     /// One certificate document; `not-found` for an unknown id.
     public func certificate(_ id: String) throws(CaseVaultError) -> [UInt8] {
-        guard let document = try self.index.lookup({ db in
-            try Data.fetchOne(db, sql: "SELECT document FROM certificates WHERE id = ?", arguments: [id])
-        }) else {
+        guard
+            let document = try self.index.lookup({ db in
+                try Data.fetchOne(db, sql: "SELECT document FROM certificates WHERE id = ?", arguments: [id])
+            })
+        else {
             throw CaseVaultError(.notFound, "no certificate has this id; list them with GET /v1/certificates")
         }
         return [UInt8](document)
     }
 }
-

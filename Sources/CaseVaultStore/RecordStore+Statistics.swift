@@ -13,7 +13,9 @@ extension RecordStore {
         var satisfaction: [Int]
     }
 
-    static let statisticsTypes = [RecordType.intakeForm.rawValue, RecordType.finalAgreement.rawValue, RecordType.evaluation.rawValue]
+    static let statisticsTypes = [
+        RecordType.intakeForm.rawValue, RecordType.finalAgreement.rawValue, RecordType.evaluation.rawValue,
+    ]
 
     /// What the statistics count of each case (DESIGN §11), read inside the store; the result carries no
     /// case id. Each case's three facts are kept sealed in the index together with what they were taken
@@ -27,7 +29,8 @@ extension RecordStore {
             var current: [String: (newest: Int64, count: Int64)] = [:]
             for row in try GRDB.Row.fetchAll(
                 db,
-                sql: "SELECT case_id, MAX(seq), COUNT(*) FROM records WHERE state = 'live' AND type IN (?, ?, ?) GROUP BY case_id",
+                sql:
+                    "SELECT case_id, MAX(seq), COUNT(*) FROM records WHERE state = 'live' AND type IN (?, ?, ?) GROUP BY case_id",
                 arguments: StatementArguments(Self.statisticsTypes)
             ) {
                 current[row[0]] = (row[1], row[2])
@@ -44,7 +47,8 @@ extension RecordStore {
             let id: String = row[0]
             guard let caseID = try? CaseID(id) else { continue }
             let closedAt: Int64? = row[2]
-            var facts = Statistics.CaseFacts(openedAt: row[1], closedAt: closedAt, category: nil, outcome: row[3], satisfaction: [])
+            var facts = Statistics.CaseFacts(
+                openedAt: row[1], closedAt: closedAt, category: nil, outcome: row[3], satisfaction: [])
             let now = current[id] ?? (0, 0)
             // Facts that do not open (altered, or another vault's) are derived data: taken again.
             var taken: SealedFacts?
@@ -68,7 +72,8 @@ extension RecordStore {
             try self.index.write { db in
                 for entry in resealed {
                     try db.execute(
-                        sql: "INSERT OR REPLACE INTO statistics_facts (case_id, newest, records, sealed) VALUES (?, ?, ?, ?)",
+                        sql:
+                            "INSERT OR REPLACE INTO statistics_facts (case_id, newest, records, sealed) VALUES (?, ?, ?, ?)",
                         arguments: [entry.caseID, entry.newest, entry.count, Data(entry.sealed)]
                     )
                 }
@@ -85,7 +90,8 @@ extension RecordStore {
         let rows = try self.index.read { db in
             try GRDB.Row.fetchAll(
                 db,
-                sql: "SELECT \(Index.columns) FROM records WHERE case_id = ? AND state = 'live' AND type IN (?, ?, ?) ORDER BY seq",
+                sql:
+                    "SELECT \(Index.columns) FROM records WHERE case_id = ? AND state = 'live' AND type IN (?, ?, ?) ORDER BY seq",
                 arguments: StatementArguments([caseID.rawValue] + Self.statisticsTypes)
             ).map(Index.decode)
         }

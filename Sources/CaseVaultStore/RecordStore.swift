@@ -1,13 +1,14 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 public import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
-internal import GRDB
 internal import Foundation
+internal import GRDB
 public import Logging
 internal import Synchronization
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// The sealed record store: files records under per-record data keys, reads them back, lists a case's
 /// records, and shreds by the protocol of DESIGN §6. Safe to use from many threads; puts from concurrent
@@ -72,7 +73,9 @@ public final class RecordStore: Sendable {
     /// Opens the store with `rootKey` (from whichever source). Refuses a key that is not the one the data
     /// directory was made with (a keyed check value in the index), so that another vault's key or shares
     /// are told apart from damage.
-    static func open(_ configuration: StoreConfiguration, rootKey: SecureBytes, logger: Logger) throws(CaseVaultError) -> RecordStore {
+    static func open(_ configuration: StoreConfiguration, rootKey: SecureBytes, logger: Logger) throws(CaseVaultError)
+        -> RecordStore
+    {
         let directory = try DataDirectory.prepare(path: configuration.dataDirectory.path)
         if !DataDirectory.exists(directory.indexPath) {
             // Created here with 0600 so that SQLite's -wal and -shm files inherit the same mode.
@@ -90,9 +93,10 @@ public final class RecordStore: Sendable {
         let (state, epoch) = try index.read { db in (try Index.writerState(db), try Index.currentEpoch(db)) }
         let barrier = try Barrier(rootKey: rootKey)
         try Self.checkRootKey(barrier, index)
-        barrier.retire(try index.read { db in
-            try Int64.fetchAll(db, sql: "SELECT epoch FROM epochs WHERE retired_at IS NOT NULL").map { UInt32($0) }
-        })
+        barrier.retire(
+            try index.read { db in
+                try Int64.fetchAll(db, sql: "SELECT epoch FROM epochs WHERE retired_at IS NOT NULL").map { UInt32($0) }
+            })
         let store = RecordStore(
             configuration: configuration,
             directory: directory,
@@ -115,7 +119,8 @@ public final class RecordStore: Sendable {
         let stored = try index.read { db in try Index.meta(db, "root_key_check") }
         if stored == 0 {
             try index.write { db in
-                try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('root_key_check', ?)", arguments: [check])
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('root_key_check', ?)", arguments: [check])
             }
         } else if stored != check {
             throw CaseVaultError(
@@ -254,7 +259,9 @@ public final class RecordStore: Sendable {
         return try self.put(validated: record, effects: CommitEffects())
     }
 
-    func put(validated record: NewRecord, effects: CommitEffects, id: RecordID? = nil) throws(CaseVaultError) -> RecordMetadata {
+    func put(validated record: NewRecord, effects: CommitEffects, id: RecordID? = nil) throws(CaseVaultError)
+        -> RecordMetadata
+    {
         if let supersedes = record.supersedes {
             let previous = try self.liveRow(supersedes).metadata
             guard previous.caseID == record.caseID, previous.type == record.type else {
@@ -385,7 +392,8 @@ public final class RecordStore: Sendable {
             if !found.isEmpty {
                 owned.formUnion(found)
                 // A high-water mark below an owned slot: start above every owned slot at once.
-                let top = try self.index.lookup { db in try Int64.fetchOne(db, sql: "SELECT max(slot) FROM records") } ?? -1
+                let top =
+                    try self.index.lookup { db in try Int64.fetchOne(db, sql: "SELECT max(slot) FROM records") } ?? -1
                 self.writer.withLock { state in state.slots.highWater = max(state.slots.highWater, top + 1) }
             }
             for slot in candidates where !found.contains(slot) && seen.insert(slot).inserted {
@@ -423,9 +431,11 @@ public final class RecordStore: Sendable {
             let row = try Index.row(db, id: id)
             let shredded = row == nil ? try Index.isShredded(db, id: id) : false
             let summary = try row.flatMap { row in try Index.caseSummary(db, id: row.metadata.caseID) }
-            let onRoster = try rosterUID.map { uid in
-                try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM roster WHERE uid = ?"), arguments: [uid]) ?? false
-            } ?? false
+            let onRoster =
+                try rosterUID.map { uid in
+                    try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM roster WHERE uid = ?"), arguments: [uid])
+                        ?? false
+                } ?? false
             return (row, shredded, summary, onRoster)
         }
         guard let row else {
@@ -451,7 +461,9 @@ public final class RecordStore: Sendable {
             return CaseVaultCore.Record(metadata: row.metadata, content: content)
         } catch {
             // A shred that ran while we read makes the slot or blob fail; report it as what it is.
-            if try self.index.read({ db in try Index.isShredded(db, id: id) || Index.row(db, id: id)?.state == .shredding }) {
+            if try self.index.read({ db in
+                try Index.isShredded(db, id: id) || Index.row(db, id: id)?.state == .shredding
+            }) {
                 throw Self.shreddedError()
             }
             throw error

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 internal import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// The root key's sources: the `file` source (32 random bytes in a 0600 file outside the data directory,
 /// created on first use) and the `systemd-credential` source.
@@ -52,7 +53,9 @@ enum RootKeyFile {
         }
         let path = directory + "/" + name
         guard DataDirectory.exists(path) else {
-            throw CaseVaultError(.keyUnavailable, "no credential \(name) in $CREDENTIALS_DIRECTORY; check the unit's LoadCredentialEncrypted= line")
+            throw CaseVaultError(
+                .keyUnavailable,
+                "no credential \(name) in $CREDENTIALS_DIRECTORY; check the unit's LoadCredentialEncrypted= line")
         }
         try DataDirectory.checkPrivateFile(path)
         var bytes = try PosixFile(path: path, flags: O_RDONLY).readAll()

@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 internal import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import Synchronization
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// Sealed content, appended to segment files `segments/NNNNNNNN` (one grows at a time, up to
 /// `maxBytes`). A record's blob is a region (segment, offset, length) named in the index.
@@ -114,11 +115,14 @@ final class Segments: Sendable {
     /// Overwrites a region in place with `stream`'s keystream (not yet flushed); one stream serves many
     /// regions.
     func overwrite(_ location: Location, from stream: OverwriteStream) throws(CaseVaultError) {
-        try Self.fill(try self.file(location.segment), from: location.offset, count: Int64(location.length), with: stream)
+        try Self.fill(
+            try self.file(location.segment), from: location.offset, count: Int64(location.length), with: stream)
     }
 
     /// Writes `count` bytes from `offset` on, in 64 KiB chunks: `stream`'s keystream, or zeros without one.
-    static func fill(_ file: PosixFile, from offset: Int64, count: Int64, with stream: OverwriteStream? = nil) throws(CaseVaultError) {
+    static func fill(_ file: PosixFile, from offset: Int64, count: Int64, with stream: OverwriteStream? = nil)
+        throws(CaseVaultError)
+    {
         var chunk = [UInt8](repeating: 0, count: Int(min(64 << 10, count)))
         var done: Int64 = 0
         while done < count {
@@ -160,7 +164,9 @@ final class Segments: Sendable {
             try file.flushData()
             self.open.withLock { _ = $0.removeValue(forKey: next) }
             self.sizes.withLock { _ = $0.removeValue(forKey: next) }
-            guard unlink(self.filePath(next)) == 0 else { throw POSIXFailure.error("unlink", path: self.filePath(next)) }
+            guard unlink(self.filePath(next)) == 0 else {
+                throw POSIXFailure.error("unlink", path: self.filePath(next))
+            }
             try DataDirectory.flushDirectory(self.path)
             scrubbed += length
             next += 1

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 package import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// The copy of the shred ledger kept outside the data directory (`[backup] ledger_file`, by default
 /// `shred.ledger` beside the backup key file), so that a restore made because the data directory was lost

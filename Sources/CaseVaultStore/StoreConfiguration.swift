@@ -1,8 +1,10 @@
+public import CaseVaultCore
+
+public import struct Foundation.URL
+
 #if canImport(Glibc)
 internal import Glibc
 #endif
-public import struct Foundation.URL
-public import CaseVaultCore
 
 /// Where a store keeps its files and the limits it enforces.
 public struct StoreConfiguration: Sendable {

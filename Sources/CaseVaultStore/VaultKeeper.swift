@@ -3,10 +3,11 @@ public import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import Foundation
 public import Logging
+internal import Synchronization
+
 #if canImport(Glibc)
 internal import Glibc
 #endif
-internal import Synchronization
 
 /// Custody of the root key (DESIGN §4): whether the store is open (unsealed) or not, and the only way
 /// from a passphrase or recovery shares to an open store. With the `file` or `systemd-credential` source
@@ -114,20 +115,27 @@ public final class VaultKeeper: Sendable {
         } catch {
             store.close()
             store.wipeKeys()
-            throw (error as? CaseVaultError) ?? CaseVaultError(.storageFailure, "the store could not be admitted: \(error)")
+            throw (error as? CaseVaultError)
+                ?? CaseVaultError(.storageFailure, "the store could not be admitted: \(error)")
         }
     }
 
     /// Makes the root key, wraps it under `passphrase`, splits it into `shares` recovery shares of which
     /// `threshold` recover it (none when `shares` is 0), and opens the store. The shares are returned once,
     /// as text in locked memory, and kept nowhere.
-    public func initialise(passphrase: some CryptoBytes, shares: Int, threshold: Int) throws(CaseVaultError) -> (RecordStore, [SecureBytes]) {
+    public func initialise(passphrase: some CryptoBytes, shares: Int, threshold: Int) throws(CaseVaultError) -> (
+        RecordStore, [SecureBytes]
+    ) {
         guard case .passphrase(let path, let limits) = self.source else {
-            throw CaseVaultError(.wrongKeySource, "init needs keys.source = \"passphrase\"; this daemon's root key comes from a file or credential")
+            throw CaseVaultError(
+                .wrongKeySource,
+                "init needs keys.source = \"passphrase\"; this daemon's root key comes from a file or credential")
         }
         if shares != 0 {
             guard (2...255).contains(shares), (2...shares).contains(threshold) else {
-                throw CaseVaultError(.invalidField, "shares must be 2 to 255 and threshold 2 to shares (or shares 0 for none)", field: "threshold")
+                throw CaseVaultError(
+                    .invalidField, "shares must be 2 to 255 and threshold 2 to shares (or shares 0 for none)",
+                    field: "threshold")
             }
         }
         try self.beginAttempt()
@@ -139,7 +147,8 @@ public final class VaultKeeper: Sendable {
         var encoded: [SecureBytes] = []
         if shares > 0 {
             do {
-                encoded = try SecretSharing.split(root, count: shares, threshold: threshold).map { share throws(SecretSharing.Failure) in
+                encoded = try SecretSharing.split(root, count: shares, threshold: threshold).map {
+                    share throws(SecretSharing.Failure) in
                     try share.encoded()
                 }
             } catch {
@@ -187,14 +196,19 @@ public final class VaultKeeper: Sendable {
         do {
             share = try SecretSharing.Share(encoded: text)
         } catch {
-            throw CaseVaultError(.invalidField, "the share is damaged or mistyped (\(error)); check it against the copy you were given", field: "share")
+            throw CaseVaultError(
+                .invalidField, "the share is damaged or mistyped (\(error)); check it against the copy you were given",
+                field: "share")
         }
         try self.beginAttempt()
         defer { self.endAttempt() }
         if let store = self.state.withLock({ $0.store }) { return .unsealed(store) }
         let collected = try self.state.withLock { state throws(CaseVaultError) -> [SecretSharing.Share] in
-            if let first = state.shares.first, first.threshold != share.threshold || first.commitment != share.commitment {
-                throw CaseVaultError(.invalidField, "this share belongs to another split than the shares given so far", field: "share")
+            if let first = state.shares.first,
+                first.threshold != share.threshold || first.commitment != share.commitment
+            {
+                throw CaseVaultError(
+                    .invalidField, "this share belongs to another split than the shares given so far", field: "share")
             }
             if !state.shares.contains(where: { $0.index == share.index }) {
                 state.shares.append(share)
@@ -211,10 +225,12 @@ public final class VaultKeeper: Sendable {
         } catch .lockedMemoryUnavailable {
             // Not the shares' fault: they are kept, and the attempt is not counted as refused.
             self.state.withLock { $0.shares = collected }
-            throw CaseVaultError(.keyUnavailable, "no locked memory to combine the shares in (RLIMIT_MEMLOCK); try again")
+            throw CaseVaultError(
+                .keyUnavailable, "no locked memory to combine the shares in (RLIMIT_MEMLOCK); try again")
         } catch {
             self.refused()
-            throw CaseVaultError(.unsealRefused, "the shares do not recover a root key; start again with the shares you were given")
+            throw CaseVaultError(
+                .unsealRefused, "the shares do not recover a root key; start again with the shares you were given")
         }
         return .unsealed(try self.open(root))
     }
@@ -232,14 +248,19 @@ public final class VaultKeeper: Sendable {
     public func seal(beforeClosing: (RecordStore) throws -> Void = { _ in }) throws(CaseVaultError) -> RecordStore? {
         try self.checkSealable()
         let store = self.state.withLock { state in
-            defer { state.store = nil; state.shares = [] }
+            defer {
+                state.store = nil
+                state.shares = []
+            }
             return state.store
         }
         guard let store else { return nil }
         do {
             try beforeClosing(store)
         } catch {
-            self.logger.error("sealing went on without the last audit checkpoint", metadata: ["error.code": "\((error as? CaseVaultError)?.code.rawValue ?? "unknown")"])
+            self.logger.error(
+                "sealing went on without the last audit checkpoint",
+                metadata: ["error.code": "\((error as? CaseVaultError)?.code.rawValue ?? "unknown")"])
         }
         store.close()
         store.wipeKeys()
@@ -270,7 +291,10 @@ public final class VaultKeeper: Sendable {
 
     private func wrappedKeyPath() throws(CaseVaultError) -> String {
         guard case .passphrase(let path, _) = self.source else {
-            throw CaseVaultError(.wrongKeySource, "unseal and seal need keys.source = \"passphrase\"; this daemon's root key comes from a file or credential")
+            throw CaseVaultError(
+                .wrongKeySource,
+                "unseal and seal need keys.source = \"passphrase\"; this daemon's root key comes from a file or credential"
+            )
         }
         guard WrappedRootKey.exists(path: path) else {
             throw CaseVaultError(.wrongKeySource, "the vault is not initialised yet: run casevaultctl init")
@@ -282,13 +306,16 @@ public final class VaultKeeper: Sendable {
     private func beginAttempt() throws(CaseVaultError) {
         try self.state.withLock { state throws(CaseVaultError) in
             if state.attempting {
-                throw CaseVaultError(.unsealThrottled, "another unseal attempt is running; try again in a moment", retryAfter: 1)
+                throw CaseVaultError(
+                    .unsealThrottled, "another unseal attempt is running; try again in a moment", retryAfter: 1)
             }
             if let next = state.nextAttempt, next > .now {
                 let wait = next - .now
-                let seconds = Int((Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18).rounded(.up))
+                let seconds = Int(
+                    (Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18).rounded(.up))
                 throw CaseVaultError(
-                    .unsealThrottled, "too many refused attempts: wait \(max(1, seconds)) s before the next", retryAfter: max(1, seconds)
+                    .unsealThrottled, "too many refused attempts: wait \(max(1, seconds)) s before the next",
+                    retryAfter: max(1, seconds)
                 )
             }
             state.attempting = true
@@ -311,7 +338,9 @@ public final class VaultKeeper: Sendable {
         do {
             try Throttle.write(path + Throttle.suffix, refusals: refusals, until: self.configuration.clock() + delay)
         } catch {
-            self.logger.error("the unseal throttle could not be kept on disk; a restart would reset it", metadata: ["error.code": "\(error.code.rawValue)"])
+            self.logger.error(
+                "the unseal throttle could not be kept on disk; a restart would reset it",
+                metadata: ["error.code": "\(error.code.rawValue)"])
         }
     }
 
@@ -321,12 +350,15 @@ public final class VaultKeeper: Sendable {
         static let suffix = ".throttle"
 
         static func read(_ path: String) -> (refusals: Int, until: Int64)? {
-            guard let bytes = try? PosixFile(path: path, flags: O_RDONLY).readAll(), bytes.count == 12 else { return nil }
+            guard let bytes = try? PosixFile(path: path, flags: O_RDONLY).readAll(), bytes.count == 12 else {
+                return nil
+            }
             return (Int(UInt32(bigEndianBytes: bytes[0..<4])), Int64(bigEndianBytes: bytes[4..<12]))
         }
 
         static func write(_ path: String, refusals: Int, until: Int64) throws(CaseVaultError) {
-            try RootKeyFile.writeNew(path: path, bytes: UInt32(clamping: refusals).bigEndianBytes + until.bigEndianBytes)
+            try RootKeyFile.writeNew(
+                path: path, bytes: UInt32(clamping: refusals).bigEndianBytes + until.bigEndianBytes)
         }
     }
 }

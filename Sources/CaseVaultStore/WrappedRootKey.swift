@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-internal import Glibc
-#endif
 public import CaseVaultCore
 public import CaseVaultCrypto
 internal import CaseVaultFiles
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// The `passphrase` key source (DESIGN §4): the root key sealed with XChaCha20-Poly1305 under a key that
 /// Argon2id derives from the passphrase. The file holds no secret in clear:
@@ -24,9 +25,12 @@ public enum WrappedRootKey {
 
     /// Makes a new random root key, writes it wrapped under `passphrase` at `path` (never over an existing
     /// file) and returns it.
-    public static func create(path: String, passphrase: some CryptoBytes, limits: PasswordHash.Limits) throws(CaseVaultError) -> SecureBytes {
+    public static func create(path: String, passphrase: some CryptoBytes, limits: PasswordHash.Limits)
+        throws(CaseVaultError) -> SecureBytes
+    {
         guard !Self.exists(path: path) else {
-            throw CaseVaultError(.alreadyInitialised, "the vault is already initialised: a wrapped root key exists; unseal it instead")
+            throw CaseVaultError(
+                .alreadyInitialised, "the vault is already initialised: a wrapped root key exists; unseal it instead")
         }
         guard limits.meetsFloor else {
             throw CaseVaultError(
@@ -50,14 +54,17 @@ public enum WrappedRootKey {
         try DataDirectory.checkPrivateFile(path)
         let bytes = try PosixFile(path: path, flags: O_RDONLY).readAll()
         guard bytes.count == Self.fileSize, Array(bytes[0..<6]) == Self.magic else {
-            throw CaseVaultError(.keyUnavailable, "the wrapped root key file \(path) is not one CaseVault wrote; restore it from your backup")
+            throw CaseVaultError(
+                .keyUnavailable,
+                "the wrapped root key file \(path) is not one CaseVault wrote; restore it from your backup")
         }
         let header = Array(bytes[0..<Self.headerSize])
         let limits = PasswordHash.Limits(
             operations: UInt64(bigEndianBytes: header[6..<14]),
             memoryBytes: Int(clamping: UInt64(bigEndianBytes: header[14..<22]))
         )
-        let wrapping = try Self.derive(passphrase: passphrase, salt: Array(header[22..<Self.headerSize]), limits: limits)
+        let wrapping = try Self.derive(
+            passphrase: passphrase, salt: Array(header[22..<Self.headerSize]), limits: limits)
         var key: [UInt8]
         do {
             key = try AEAD.open(bytes[Self.headerSize...], key: wrapping, associatedData: header)
@@ -76,11 +83,14 @@ public enum WrappedRootKey {
         CaseVaultError(.unsealRefused, "the passphrase does not open the root key")
     }
 
-    private static func derive(passphrase: some CryptoBytes, salt: [UInt8], limits: PasswordHash.Limits) throws(CaseVaultError) -> SecureBytes {
+    private static func derive(passphrase: some CryptoBytes, salt: [UInt8], limits: PasswordHash.Limits)
+        throws(CaseVaultError) -> SecureBytes
+    {
         do {
             return try PasswordHash.deriveKey(passphrase: passphrase, salt: salt, limits: limits)
         } catch {
-            throw CaseVaultError(.keyUnavailable, "Argon2id could not run with the configured cost (out of memory?)", cause: error)
+            throw CaseVaultError(
+                .keyUnavailable, "Argon2id could not run with the configured cost (out of memory?)", cause: error)
         }
     }
 }

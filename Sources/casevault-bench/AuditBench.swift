@@ -23,7 +23,9 @@ extension Bench {
         let (audit, _) = try AuditLog.open(directory: store.auditDirectory, clock: StoreConfiguration.systemClock)
         try audit.attach(to: store)
         defer { audit.close() }
-        print("audit    entries ride on the store's flushes: \(audit.isRiding ? "yes" : "no (not ext4 or xfs, or another device)")")
+        print(
+            "audit    entries ride on the store's flushes: \(audit.isRiding ? "yes" : "no (not ext4 or xfs, or another device)")"
+        )
         let caseID = CaseID(bytes: Array(repeating: 2, count: 16))
         let text = String(repeating: "x", count: self.size - 11)
         let content = Array(#"{"text":"\#(text)"}"#.utf8)
@@ -75,8 +77,12 @@ extension Bench {
             }
             let after = audit.flushCounts
             let (plain, both) = (median(plains), median(boths))
-            print(String(format: "audit    %2d client(s): durable puts %6.0f/s; audited requests alone %6.0f/s; audited puts %6.0f/s (%.0f%% of puts; goal >= 80%%); log flushes: %d own, %d rides",
-                         writers, plain, alone, both, 100 * both / plain, after.own - before.own, after.rides - before.rides))
+            print(
+                String(
+                    format:
+                        "audit    %2d client(s): durable puts %6.0f/s; audited requests alone %6.0f/s; audited puts %6.0f/s (%.0f%% of puts; goal >= 80%%); log flushes: %d own, %d rides",
+                    writers, plain, alone, both, 100 * both / plain, after.own - before.own, after.rides - before.rides)
+            )
         }
     }
 
@@ -98,7 +104,8 @@ extension Bench {
             }
         }
         let elapsed = ContinuousClock.now - start
-        return Double(count.value) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        return Double(count.value)
+            / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
     }
 
     /// Runs `body` from a plain thread and waits for it.

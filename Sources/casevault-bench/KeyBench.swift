@@ -9,7 +9,10 @@ extension Bench {
     /// at the cheapest the tests use, then opening the store, through the same `VaultKeeper` the daemon uses.
     func keyFigures(root: String) throws {
         let passphrase = Array("a passphrase for the benchmark".utf8)
-        for (name, limits) in [("moderate (shipped default)", PasswordHash.Limits.moderate), ("interactive", PasswordHash.Limits.interactive)] {
+        for (name, limits) in [
+            ("moderate (shipped default)", PasswordHash.Limits.moderate),
+            ("interactive", PasswordHash.Limits.interactive),
+        ] {
             var configuration = StoreConfiguration(
                 dataDirectory: URL(fileURLWithPath: root + "/unseal-\(limits.operations)"),
                 rootKeyFile: URL(fileURLWithPath: root + "/keys/wrapped-\(limits.operations)")
@@ -27,8 +30,11 @@ extension Bench {
                 try keeper.seal()
             }
             times.sort()
-            print(String(format: "unseal   Argon2id %@ (%llu passes, %d MiB) and the store opened   median %.2f s of 3 (%.2f–%.2f)",
-                         name, limits.operations, limits.memoryBytes >> 20, times[1], times[0], times[2]))
+            print(
+                String(
+                    format:
+                        "unseal   Argon2id %@ (%llu passes, %d MiB) and the store opened   median %.2f s of 3 (%.2f–%.2f)",
+                    name, limits.operations, limits.memoryBytes >> 20, times[1], times[0], times[2]))
         }
     }
 
@@ -54,12 +60,15 @@ extension Bench {
                 }
             }
         }
-        writers.forEach { $0.start() }
+        for thread in writers { thread.start() }
         while writers.contains(where: { !$0.isFinished }) { usleep(10_000) }
         let start = Date()
         let report = try store.rotate()
         let elapsed = Date().timeIntervalSince(start)
-        print(String(format: "rotate   %d key slots rewrapped under epoch %u, old epoch retired   %8.2f s (%.0f slots/s; goal < 10 s for 100,000)",
-                     report.rewrapped, report.epoch, elapsed, Double(report.rewrapped) / elapsed))
+        print(
+            String(
+                format:
+                    "rotate   %d key slots rewrapped under epoch %u, old epoch retired   %8.2f s (%.0f slots/s; goal < 10 s for 100,000)",
+                report.rewrapped, report.epoch, elapsed, Double(report.rewrapped) / elapsed))
     }
 }

@@ -11,14 +11,18 @@ extension Bench {
         let filedAt: Int64 = 1_767_225_600_000  // 2026-01-01T00:00:00Z
         let year: Int64 = 365 * 86_400_000
 
-        let expired = try self.fill(root: root + "/expired", records: self.sweepRecords, size: self.size, filedAt: filedAt)
+        let expired = try self.fill(
+            root: root + "/expired", records: self.sweepRecords, size: self.size, filedAt: filedAt)
         expired.clock.set(filedAt + 3 * year)  // evaluations are kept 2 years after filing
         var started = Date()
         let report = try expired.store.sweep()
         var elapsed = Date().timeIntervalSince(started)
-        print(String(format: "sweep    disposes %d expired %d-byte records            %10.2f s  (%.0f records/s; vault %d records, %@; %d certificates)",
-                     report.disposed, self.size, elapsed, Double(report.disposed) / elapsed, self.sweepRecords,
-                     Self.size(of: root + "/expired/data"), report.certificates))
+        print(
+            String(
+                format:
+                    "sweep    disposes %d expired %d-byte records            %10.2f s  (%.0f records/s; vault %d records, %@; %d certificates)",
+                report.disposed, self.size, elapsed, Double(report.disposed) / elapsed, self.sweepRecords,
+                Self.size(of: root + "/expired/data"), report.certificates))
         expired.store.close()
         try? FileManager.default.removeItem(atPath: root + "/expired")
 
@@ -32,8 +36,11 @@ extension Bench {
             precondition(nothing.disposed == 0, "the idle vault had something due")
             times.append(elapsed)
         }
-        print(String(format: "sweep    finds nothing due, first / median of 5            %6.3f / %.3f s  (vault %d records, %@)",
-                     times[0], times.sorted()[2], self.idleRecords, Self.size(of: root + "/idle/data")))
+        print(
+            String(
+                format:
+                    "sweep    finds nothing due, first / median of 5            %6.3f / %.3f s  (vault %d records, %@)",
+                times[0], times.sorted()[2], self.idleRecords, Self.size(of: root + "/idle/data")))
         idle.store.close()
     }
 
@@ -60,13 +67,16 @@ extension Bench {
     func fill(root: String, records: Int, size: Int, filedAt: Int64) throws -> (store: RecordStore, clock: Clock) {
         let clock = Clock(filedAt)
         var configuration = StoreConfiguration(
-            dataDirectory: URL(fileURLWithPath: root + "/data"), rootKeyFile: URL(fileURLWithPath: root + "/keys/root.key")
+            dataDirectory: URL(fileURLWithPath: root + "/data"),
+            rootKeyFile: URL(fileURLWithPath: root + "/keys/root.key")
         )
         configuration.clock = { clock.now }
         configuration.sweepBatch = self.sweepBatch
         let store = try RecordStore.open(configuration, logger: Logger(label: "bench"))
         let header = Array(#"{"participants":[{"name":"A"},{"name":"B"}]}"#.utf8)
-        let cases = try (0..<max(1, records / 100)).map { _ in try store.openCase(header: header, mediators: [], author: nil).id }
+        let cases = try (0..<max(1, records / 100)).map { _ in
+            try store.openCase(header: header, mediators: [], author: nil).id
+        }
         let padding = String(repeating: "x", count: max(0, size - 50))
         let content = Array(#"{"satisfaction":4,"would_recommend":true,"c":"\#(padding)"}"#.utf8)
         let started = Date()
@@ -80,7 +90,7 @@ extension Bench {
                 }
             }
         }
-        workers.forEach { $0.start() }
+        for thread in workers { thread.start() }
         while workers.contains(where: { !$0.isFinished }) { usleep(10_000) }
         print(String(format: "         (filled %d records in %.0f s)", records, Date().timeIntervalSince(started)))
         return (store, clock)

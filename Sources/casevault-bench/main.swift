@@ -23,7 +23,8 @@ struct Bench: ParsableCommand {
     var directory: String = NSTemporaryDirectory()
     @Option(help: "Expired records the disposal sweep benchmark removes.") var sweepRecords = 100_000
     @Option(help: "Records in the vault where the sweep finds nothing to do.") var idleRecords = 1_000_000
-    @Option(help: "Records a sweep disposes per batch (retention.sweep_batch).") var sweepBatch = StoreConfiguration.defaultSweepBatch
+    @Option(help: "Records a sweep disposes per batch (retention.sweep_batch).") var sweepBatch = StoreConfiguration
+        .defaultSweepBatch
     @Flag(help: "Only the sweep figures.") var sweepOnly = false
     @Flag(help: "Only the audit log figures.") var auditOnly = false
     @Flag(help: "Only the key figures (unseal time, rotation).") var keysOnly = false
@@ -77,8 +78,11 @@ struct Bench: ParsableCommand {
             }
             let after = store.groupCommitCounts
             let perBatch = Double(after.puts - before.puts) / Double(max(1, after.batches - before.batches))
-            print(String(format: "put      durable, %2d concurrent writer(s)              %10.0f records/s  (%.0f%% of ceiling, %.1f puts/flush)",
-                         writers, rate, 100 * rate / ceiling, perBatch))
+            print(
+                String(
+                    format:
+                        "put      durable, %2d concurrent writer(s)              %10.0f records/s  (%.0f%% of ceiling, %.1f puts/flush)",
+                    writers, rate, 100 * rate / ceiling, perBatch))
         }
 
         let all = ids.all
@@ -86,7 +90,8 @@ struct Bench: ParsableCommand {
             let rate = self.measure(threads: readers) { n in
                 _ = try! store.get(all[n % all.count])
             }
-            print(String(format: "get      in process, %d thread(s)                     %10.0f records/s", readers, rate))
+            print(
+                String(format: "get      in process, %d thread(s)                     %10.0f records/s", readers, rate))
         }
 
         let half = all.count / 2
@@ -95,9 +100,10 @@ struct Bench: ParsableCommand {
         }
         print(String(format: "shred    one record per call                          %10.0f records/s", single))
         let remaining = Array(all[half...])
-        let batched = self.measure(threads: 1, limit: remaining.count / 100) { n in
-            try! store.shred(Array(remaining[(n * 100)..<((n + 1) * 100)]))
-        } * 100
+        let batched =
+            self.measure(threads: 1, limit: remaining.count / 100) { n in
+                try! store.shred(Array(remaining[(n * 100)..<((n + 1) * 100)]))
+            } * 100
         print(String(format: "shred    100 records per call                         %10.0f records/s", batched))
         store.close()
         try self.auditFigures(root: root)
@@ -120,7 +126,7 @@ struct Bench: ParsableCommand {
                 }
             }
         }
-        workers.forEach { $0.start() }
+        for thread in workers { thread.start() }
         while workers.contains(where: { !$0.isFinished }) { usleep(1000) }
         return Double(min(counter.value, limit)) / Date().timeIntervalSince(start)
     }

@@ -1,5 +1,6 @@
 internal import CaseVaultFuzz
 internal import Foundation
+
 #if canImport(Glibc)
 internal import Glibc
 #endif
@@ -11,7 +12,8 @@ let selectedTarget: FuzzTarget = {
     if let target = FuzzTargets.named(name) {
         return target
     }
-    var text = name.isEmpty
+    var text =
+        name.isEmpty
         ? "casevault-fuzz: set CASEVAULT_FUZZ_TARGET to one of the targets:\n"
         : "casevault-fuzz: there is no fuzz target \(name); the targets are:\n"
     for target in FuzzTargets.all {

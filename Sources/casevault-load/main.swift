@@ -24,7 +24,10 @@ struct Load: ParsableCommand {
     @Option(help: "A label for the output line.") var label: String = "load"
 
     func run() throws {
-        let paths = try self.pathsFile.map { try String(contentsOfFile: $0, encoding: .utf8).split(separator: "\n").map(String.init) } ?? [self.path]
+        let paths =
+            try self.pathsFile.map {
+                try String(contentsOfFile: $0, encoding: .utf8).split(separator: "\n").map(String.init)
+            } ?? [self.path]
         let body = try self.bodyFile.map { try Data(contentsOf: URL(fileURLWithPath: $0)) } ?? Data()
         let deadline = Self.now() + UInt64(self.seconds * 1e9)
         let results = Results()
@@ -63,7 +66,7 @@ struct Load: ParsableCommand {
             threads.append(thread)
         }
         let started = Self.now()
-        threads.forEach { $0.start() }
+        for thread in threads { thread.start() }
         while results.finished < self.connections { usleep(10_000) }
         let elapsed = Double(Self.now() - started) / 1e9
         var all = results.latencies
@@ -71,10 +74,12 @@ struct Load: ParsableCommand {
         func percentile(_ p: Double) -> Double {
             all.isEmpty ? 0 : Double(all[min(all.count - 1, Int(Double(all.count) * p))]) / 1e6
         }
-        print(String(
-            format: "%@  %2d conn  %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d requests, %d failed)",
-            self.label, self.connections, Double(all.count) / elapsed, percentile(0.50), percentile(0.99), all.count, results.failures
-        ))
+        print(
+            String(
+                format: "%@  %2d conn  %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%d requests, %d failed)",
+                self.label, self.connections, Double(all.count) / elapsed, percentile(0.50), percentile(0.99),
+                all.count, results.failures
+            ))
     }
 
     static func now() -> UInt64 {
@@ -113,9 +118,14 @@ final class Connection {
             for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
         }
         let result = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(self.fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(self.fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
-        if result != 0 { close(self.fd); return nil }
+        if result != 0 {
+            close(self.fd)
+            return nil
+        }
     }
 
     deinit { close(self.fd) }
@@ -124,7 +134,9 @@ final class Connection {
     func exchange(_ request: [UInt8]) -> Int? {
         var sent = 0
         while sent < request.count {
-            let count = request.withUnsafeBytes { send(self.fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
+            let count = request.withUnsafeBytes {
+                send(self.fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL))
+            }
             if count <= 0 { return nil }
             sent += count
         }
@@ -154,7 +166,8 @@ final class Connection {
 
     private static func find(_ bytes: [UInt8]) -> Int? {
         guard bytes.count >= 4 else { return nil }
-        for index in 0...(bytes.count - 4) where bytes[index] == 13 && bytes[index + 1] == 10 && bytes[index + 2] == 13 && bytes[index + 3] == 10 {
+        for index in 0...(bytes.count - 4)
+        where bytes[index] == 13 && bytes[index + 1] == 10 && bytes[index + 2] == 13 && bytes[index + 3] == 10 {
             return index
         }
         return nil

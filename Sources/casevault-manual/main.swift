@@ -69,7 +69,9 @@ func section(_ command: Command, path: [String]) -> [String] {
     if !path.isEmpty {
         lines.append(".SS \"\(path.joined(separator: " "))\"")
         if let abstract = command.abstract { lines.append(roff(abstract)) }
-        if let discussion = command.discussion, !discussion.isEmpty { lines += [".PP", ".nf", roff(discussion), ".fi"] }
+        if let discussion = command.discussion, !discussion.isEmpty {
+            lines += [".PP", ".nf", roff(discussion), ".fi"]
+        }
     }
     lines += options
     for sub in command.subcommands ?? [] where sub.shouldDisplay ?? true && sub.commandName != "help" {
@@ -79,7 +81,9 @@ func section(_ command: Command, path: [String]) -> [String] {
 }
 
 let arguments = CommandLine.arguments
-let sectionNumber = arguments.firstIndex(of: "--section").flatMap { arguments.indices.contains($0 + 1) ? arguments[$0 + 1] : nil } ?? "1"
+let sectionNumber =
+    arguments.firstIndex(of: "--section").flatMap { arguments.indices.contains($0 + 1) ? arguments[$0 + 1] : nil }
+    ?? "1"
 let input = FileHandle.standardInput.readDataToEndOfFile()
 guard let tool = try? JSONDecoder().decode(ToolInfo.self, from: input) else {
     FileHandle.standardError.write(Data("casevault-manual: standard input is not --experimental-dump-help JSON\n".utf8))
@@ -90,7 +94,8 @@ let name = command.commandName
 var page = [
     ".TH \(name.uppercased()) \(sectionNumber) \"\" \"CaseVault\" \"\(sectionNumber == "8" ? "System Administration" : "User Commands")\"",
     ".SH NAME", "\(name) \\- \(roff(command.abstract ?? ""))",
-    ".SH SYNOPSIS", ".B \(name)", (command.subcommands ?? []).isEmpty ? "[\\fIoptions\\fR]" : "\\fIcommand\\fR [\\fIoptions\\fR]",
+    ".SH SYNOPSIS", ".B \(name)",
+    (command.subcommands ?? []).isEmpty ? "[\\fIoptions\\fR]" : "\\fIcommand\\fR [\\fIoptions\\fR]",
 ]
 if let discussion = command.discussion, !discussion.isEmpty {
     page += [".SH DESCRIPTION", ".nf", roff(discussion), ".fi"]
@@ -102,5 +107,8 @@ if !subcommands.isEmpty {
     page.append(".SH COMMANDS")
     for sub in subcommands { page += section(sub, path: [name, sub.commandName]) }
 }
-page += [".SH SEE ALSO", "casevaultd(8), casevaultctl(1); the README and docs/openapi.yaml, installed under share/doc/casevault"]
+page += [
+    ".SH SEE ALSO",
+    "casevaultd(8), casevaultctl(1); the README and docs/openapi.yaml, installed under share/doc/casevault",
+]
 print(page.joined(separator: "\n"))

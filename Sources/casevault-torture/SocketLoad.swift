@@ -23,7 +23,8 @@ final class SocketClient {
 
         /// The problem type without its prefix, or the status.
         var code: String {
-            (self.json["type"] as? String).map { $0.replacingOccurrences(of: "urn:casevault:problem:", with: "") } ?? "\(self.status)"
+            (self.json["type"] as? String).map { $0.replacingOccurrences(of: "urn:casevault:problem:", with: "") }
+                ?? "\(self.status)"
         }
     }
 
@@ -54,7 +55,9 @@ final class SocketClient {
             for (index, byte) in self.path.utf8.enumerated() where index < sunPath.count - 1 { sunPath[index] = byte }
         }
         let connected = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard connected == 0 else {
             close(fd)
@@ -82,7 +85,9 @@ final class SocketClient {
     private func send(_ bytes: [UInt8]) throws {
         var sent = 0
         while sent < bytes.count {
-            let count = bytes[sent...].withUnsafeBytes { Glibc.send(self.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let count = bytes[sent...].withUnsafeBytes {
+                Glibc.send(self.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             if count < 0 && errno == EINTR { continue }
             guard count > 0 else { throw Closed() }
             sent += count
@@ -132,7 +137,9 @@ final class SocketClient {
         var chunked = false
         var closes = false
         while case let header = try self.line(), !header.isEmpty {
-            let parts = header.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+            let parts = header.split(separator: ":", maxSplits: 1).map {
+                $0.trimmingCharacters(in: .whitespaces).lowercased()
+            }
             guard parts.count == 2 else { continue }
             if parts[0] == "content-length" { length = Int(parts[1]) }
             if parts[0] == "transfer-encoding" && parts[1].contains("chunked") { chunked = true }
@@ -171,7 +178,8 @@ extension Torture {
     struct SocketLoad: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "socket-load",
-            abstract: "Work a real daemon from many clients: cases, notes, shreds, final agreements, evaluations, sweeps, rotations, backups.",
+            abstract:
+                "Work a real daemon from many clients: cases, notes, shreds, final agreements, evaluations, sweeps, rotations, backups.",
             discussion: """
                 Runs as a uid that holds the director, mediator and operator roles. One client shreds the records \
                 --shred names. Each other client opens a case, files \
@@ -191,17 +199,26 @@ extension Torture {
         @Option(help: "The daemon's socket.") var socket: String
         @Option(help: "Concurrent clients filing records.") var clients: Int = 16
         @Option(help: "A tag in the records' texts, so that runs never repeat a text.") var tag: String
-        @Option(help: "A file of evaluation ids still live from earlier runs: the first sweep disposes of them.") var evaluations: String?
-        @Option(help: "A file of record ids from earlier runs that the operator shreds by request before anything else.") var shred: String?
+        @Option(help: "A file of evaluation ids still live from earlier runs: the first sweep disposes of them.")
+        var evaluations: String?
+        @Option(
+            help: "A file of record ids from earlier runs that the operator shreds by request before anything else.")
+        var shred: String?
         @Option(help: "Milliseconds between the operator's actions.") var pause: Int = 10
-        @Option(help: "The operator's first action: 0 sweep, 1 rotate, 2 backup, 3 audit verify (default: any).") var first: Int?
+        @Option(help: "The operator's first action: 0 sweep, 1 rotate, 2 backup, 3 audit verify (default: any).")
+        var first: Int?
         @Option(help: "Cases each client files before it stops (default: until killed).") var cases: Int?
         @Option(help: "Rounds of the operator's four actions before it stops (default: until killed).") var rounds: Int?
-        @Flag(help: "Take a server error (5xx, as from a failing disk) as a refusal: say `failed …` and go on with the next case or action.")
+        @Flag(
+            help:
+                "Take a server error (5xx, as from a failing disk) as a refusal: say `failed …` and go on with the next case or action."
+        )
         var keepGoing = false
 
         func validate() throws {
-            guard (self.cases == nil) == (self.rounds == nil) else { throw ValidationError("--cases and --rounds go together: a bounded run needs both") }
+            guard (self.cases == nil) == (self.rounds == nil) else {
+                throw ValidationError("--cases and --rounds go together: a bounded run needs both")
+            }
         }
 
         /// What the sweeper must know to say which evaluations a sweep certainly took.
@@ -246,7 +263,8 @@ extension Torture {
                 emit("failed roster \(roster.code)")
             }
             func ids(_ path: String?) throws -> [String] {
-                try path.map { try String(contentsOfFile: $0, encoding: .utf8).split(separator: "\n").map(String.init) } ?? []
+                try path.map { try String(contentsOfFile: $0, encoding: .utf8).split(separator: "\n").map(String.init) }
+                    ?? []
             }
             let earlier = try ids(self.evaluations)
             let victims = try ids(self.shred)
@@ -257,7 +275,8 @@ extension Torture {
             for client in 0..<self.clients {
                 clients.enter()
                 Thread {
-                    Self.fileCases(client: client, socket: socket, tag: "\(tag)-\(client)", me: me, sweeps: sweeps, plan: plan)
+                    Self.fileCases(
+                        client: client, socket: socket, tag: "\(tag)-\(client)", me: me, sweeps: sweeps, plan: plan)
                     clients.leave()
                 }.start()
             }
@@ -268,7 +287,9 @@ extension Torture {
                 Self.shred(victims, socket: socket, plan: plan)
                 clients.leave()
             }.start()
-            Self.operate(socket: socket, pause: self.pause, sweeps: sweeps, first: self.first ?? Int.random(in: 0..<4), plan: plan)
+            Self.operate(
+                socket: socket, pause: self.pause, sweeps: sweeps, first: self.first ?? Int.random(in: 0..<4),
+                plan: plan)
             clients.wait()
             if plan.cases == nil { Self.idle() }
             emit("finished")
@@ -312,19 +333,25 @@ extension Torture {
         }
 
         /// One case: opened, both agreements, 2–8 notes (some shredded), a final agreement or a close, an evaluation.
-        static func fileCase(http: SocketClient, tag: String, me: String, sweeps: SweepBook, plan: Plan, n: inout Int) throws {
+        static func fileCase(http: SocketClient, tag: String, me: String, sweeps: SweepBook, plan: Plan, n: inout Int)
+            throws
+        {
             func file(_ caseID: String, _ body: String) throws -> String {
                 let reply = try http.call("POST", "/v1/cases/\(caseID)/records", body)
                 let id = reply.json["record_id"] as? String
                 try expect(reply.status == 201 && id != nil, "file", reply, plan)
                 return id ?? ""
             }
-            let people = #"[{"name": "A \#(tag)", "contact": "a@example.edu"}, {"name": "B \#(tag)", "contact": "b@example.edu"}]"#
-            let opened = try http.call("POST", "/v1/cases", #"{"participants": \#(people), "mediators": [\#(quoted(me))]}"#)
+            let people =
+                #"[{"name": "A \#(tag)", "contact": "a@example.edu"}, {"name": "B \#(tag)", "contact": "b@example.edu"}]"#
+            let opened = try http.call(
+                "POST", "/v1/cases", #"{"participants": \#(people), "mediators": [\#(quoted(me))]}"#)
             try expect(opened.status == 201 && opened.json["case_id"] is String, "open", opened, plan)
             let caseID = opened.json["case_id"] as? String ?? ""
             for participant in ["p1", "p2"] {
-                _ = try file(caseID, #"""
+                _ = try file(
+                    caseID,
+                    #"""
                     {"type": "agreement_to_mediate", "content": {"participant": "\#(participant)", "signed_at": "2026-11-20T10:00:00Z",
                     "method": "written", "online": false, "acknowledgements": {"confidentiality": true, "no_recording": true,
                     "will_not_compel_mediator": true, "will_not_discuss_outside": true}}}
@@ -370,7 +397,10 @@ extension Torture {
             let text = "\(tag)-e\(n)"
             n += 1
             let (before, running) = sweeps.state.withLock { ($0.started, $0.running) }
-            let id = try file(caseID, #"{"type": "evaluation", "content": {"satisfaction": 4, "would_recommend": true, "comment": \#(quoted(text))}}"#)
+            let id = try file(
+                caseID,
+                #"{"type": "evaluation", "content": {"satisfaction": 4, "would_recommend": true, "comment": \#(quoted(text))}}"#
+            )
             emit("put \(id) \(text)")
             sweeps.state.withLock { state in
                 if running || state.running || state.started != before { emit("shredding \(id)") }
@@ -431,7 +461,9 @@ extension Torture {
                             reply = try http.call("POST", "/v1/admin/backup")
                         } catch {
                             // A stream cut short while the daemon still answers: a backup that failed once begun.
-                            guard plan.keepGoing, (try? SocketClient(path: socket).call("GET", "/v1/health"))?.status == 200 else { throw error }
+                            guard plan.keepGoing,
+                                (try? SocketClient(path: socket).call("GET", "/v1/health"))?.status == 200
+                            else { throw error }
                             emit("failed backup cut-short")
                             throw Refused()
                         }
@@ -439,7 +471,8 @@ extension Torture {
                         emit("did backup")
                     default:
                         let reply = try http.call("GET", "/v1/audit/verify")
-                        try expect(reply.status == 200 && reply.json["ok"] as? Bool == true, "audit-verify", reply, plan)
+                        try expect(
+                            reply.status == 200 && reply.json["ok"] as? Bool == true, "audit-verify", reply, plan)
                         emit("did audit-verify")
                     }
                 } catch is Refused {
@@ -481,7 +514,11 @@ extension Torture {
                 let gone = reply.status == 410 || reply.status == 404
                 switch parts[0] {
                 case "live":
-                    if reply.status != 200 { emit("lost \(parts[1]) \(reply.status)") } else if Self.text(of: reply) != parts.last { emit("changed \(parts[1])") }
+                    if reply.status != 200 {
+                        emit("lost \(parts[1]) \(reply.status)")
+                    } else if Self.text(of: reply) != parts.last {
+                        emit("changed \(parts[1])")
+                    }
                 case "gone":
                     if !gone { emit("resurrected \(parts[1]) \(reply.status)") }
                 default:
@@ -495,7 +532,9 @@ extension Torture {
                 }
             }
             let certificates = try http.call("GET", "/v1/certificates")
-            guard certificates.status == 200 else { throw ValidationError("certificates: \(certificates.status) \(certificates.code)") }
+            guard certificates.status == 200 else {
+                throw ValidationError("certificates: \(certificates.status) \(certificates.code)")
+            }
             for id in Set(recordIDs(in: certificates.json)) { emit("certificate \(id)") }
             let audit = try http.call("GET", "/v1/audit/verify")
             emit("audit \(audit.json["ok"] as? Bool ?? false) \(audit.json["entries"] as? Int ?? -1)")

@@ -17,7 +17,8 @@ struct Torture: ParsableCommand {
         commandName: "casevault-torture",
         abstract: "Crash-test helper for the CaseVault store (used by make test).",
         subcommands: [
-            PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self, Rotate.self, RefuseExecGain.self, Listen.self,
+            PutLoop.self, PutOne.self, Shred.self, FinalAgreement.self, Sweep.self, Rotate.self, RefuseExecGain.self,
+            Listen.self,
             Trickle.self, SocketLoad.self, SocketCheck.self,
         ]
     )
@@ -27,7 +28,9 @@ struct StoreOptions: ParsableArguments {
     @Option(help: "The data directory.") var data: String
     @Option(help: "The root key file.") var key: String
 
-    func open(crashAt: CrashPoint? = nil, after passes: Int = 0, configure: (inout StoreConfiguration) -> Void = { _ in }) throws -> RecordStore {
+    func open(
+        crashAt: CrashPoint? = nil, after passes: Int = 0, configure: (inout StoreConfiguration) -> Void = { _ in }
+    ) throws -> RecordStore {
         var configuration = StoreConfiguration(
             dataDirectory: URL(fileURLWithPath: self.data),
             rootKeyFile: URL(fileURLWithPath: self.key)
@@ -37,7 +40,12 @@ struct StoreOptions: ParsableArguments {
             let seen = Mutex(0)
             configuration.crashPointObserver = { point in
                 guard point == crashAt else { return }
-                if seen.withLock({ count in count += 1; return count }) > passes { kill(getpid(), SIGKILL) }
+                if seen.withLock({ count in
+                    count += 1
+                    return count
+                }) > passes {
+                    kill(getpid(), SIGKILL)
+                }
             }
         }
         return try RecordStore.open(configuration, logger: Logger(label: "casevault-torture"))
@@ -60,7 +68,8 @@ extension StoreOptions {
     /// Opens the store to die as `crash` says.
     func open(_ crash: CrashOptions, configure: (inout StoreConfiguration) -> Void = { _ in }) throws -> RecordStore {
         let store = try self.open(
-            crashAt: crash.crashAt.flatMap(CrashPoint.init(rawValue:)), after: crash.crashAfterPasses, configure: configure
+            crashAt: crash.crashAt.flatMap(CrashPoint.init(rawValue:)), after: crash.crashAfterPasses,
+            configure: configure
         )
         if let delay = crash.dieAfterMicroseconds {
             Thread {
@@ -82,7 +91,8 @@ extension Torture {
     struct PutLoop: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "put-loop",
-            abstract: "Put records from several threads, and shred some, until killed; print each put and shred once it returned.",
+            abstract:
+                "Put records from several threads, and shred some, until killed; print each put and shred once it returned.",
             discussion: """
                 Lines: `put <id> <text>` once a put returned; with --shred-every N, after every Nth put of a \
                 writer the one before it is shredded: `shredding <id>` before (after a crash it may be \
@@ -95,8 +105,10 @@ extension Torture {
         @Option(help: "The case id to file under.") var caseID: String
         @Option(help: "Concurrent writer threads.") var writers: Int = 4
         @Option(help: "Stop after this many puts per writer.") var count: Int = 1_000_000
-        @Option(help: "After every this many puts of a writer, shred the one before last (0: never).") var shredEvery: Int = 0
-        @Option(help: "A tag in the records' texts, so that runs on one vault never repeat a text.") var tag: String = "torture"
+        @Option(help: "After every this many puts of a writer, shred the one before last (0: never).") var shredEvery:
+            Int = 0
+        @Option(help: "A tag in the records' texts, so that runs on one vault never repeat a text.") var tag: String =
+            "torture"
         @Flag(help: "Go on after a refused put or shred (a failing disk), printing it.") var keepGoing = false
 
         func run() throws {
@@ -127,13 +139,15 @@ extension Torture {
                                 emit("error \(error)")
                                 Glibc.exit(3)
                             }
-                            emit(shredding.map { "failed shred \($0) \(error.code.rawValue)" } ?? "failed put \(error.code.rawValue)")
+                            emit(
+                                shredding.map { "failed shred \($0) \(error.code.rawValue)" }
+                                    ?? "failed put \(error.code.rawValue)")
                             usleep(5_000)
                         }
                     }
                 }
             }
-            threads.forEach { $0.start() }
+            for thread in threads { thread.start() }
             while true { sleep(60) }
         }
     }
@@ -167,8 +181,10 @@ extension Torture {
 
         func run() throws {
             let store = try self.store.open(self.crash)
-            let content = Array(#"{"terms":"t","outcome":"resolved","outcome_confidential":true,"consents":["p1","p2"]}"#.utf8)
-            let filed = try store.file(NewRecord(caseID: try CaseID(self.caseID), type: .finalAgreement, content: content))
+            let content = Array(
+                #"{"terms":"t","outcome":"resolved","outcome_confidential":true,"consents":["p1","p2"]}"#.utf8)
+            let filed = try store.file(
+                NewRecord(caseID: try CaseID(self.caseID), type: .finalAgreement, content: content))
             emit("filed \(filed.record.id)")
             usleep(1_000_000)
         }
@@ -258,14 +274,17 @@ extension Torture {
     /// A stranger's socket: listens on a path, accepts one connection, and appends whatever it receives to
     /// a file, so that a test can see what a client sent to a server it should not have trusted.
     struct Listen: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Listen on a Unix socket and record what one client sends.")
+        static let configuration = CommandConfiguration(
+            abstract: "Listen on a Unix socket and record what one client sends.")
         @Argument(help: "The socket's path.") var path: String
         @Option(help: "The file that receives the bytes.") var record: String
 
         func run() throws {
             alarm(60)
             let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            guard withUnixAddress(self.path, { bind(listener, $0, $1) }) == 0, Glibc.listen(listener, 4) == 0 else { throw ValidationError("cannot listen on \(self.path)") }
+            guard withUnixAddress(self.path, { bind(listener, $0, $1) }) == 0, Glibc.listen(listener, 4) == 0 else {
+                throw ValidationError("cannot listen on \(self.path)")
+            }
             _ = FileManager.default.createFile(atPath: self.record, contents: nil)
             let output = try FileHandle(forWritingTo: URL(fileURLWithPath: self.record))
             let connection = accept(listener, nil, nil)
@@ -285,7 +304,8 @@ extension Torture {
     /// bytes (or the whole request at once with --whole), and prints whatever comes back until the daemon
     /// closes the connection.
     struct Trickle: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Send a request to a Unix socket slowly; print the answer.")
+        static let configuration = CommandConfiguration(
+            abstract: "Send a request to a Unix socket slowly; print the answer.")
         @Argument(help: "The socket's path.") var path: String
         @Option(help: "The request line.") var request: String = "POST /v1/cases HTTP/1.1"
         @Option(help: "The body's declared length.") var contentLength: Int = 100_000
@@ -296,8 +316,11 @@ extension Torture {
             alarm(60)
             signal(SIGPIPE, SIG_IGN)
             let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            guard withUnixAddress(self.path, { connect(fd, $0, $1) }) == 0 else { throw ValidationError("cannot connect to \(self.path)") }
-            let head = self.whole
+            guard withUnixAddress(self.path, { connect(fd, $0, $1) }) == 0 else {
+                throw ValidationError("cannot connect to \(self.path)")
+            }
+            let head =
+                self.whole
                 ? "\(self.request)\r\nHost: casevault\r\n\r\n"
                 : "\(self.request)\r\nHost: casevault\r\nContent-Type: application/json\r\nContent-Length: \(self.contentLength)\r\n\r\n"
             _ = Array(head.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }

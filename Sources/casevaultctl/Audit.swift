@@ -39,7 +39,8 @@ struct Audit: AsyncParsableCommand {
         @OptionGroup var connection: Connection
         @Option(name: .short, help: "How many entries, 1 to \(AuditTail.maxCount).") var n: Int = AuditTail.defaultCount
         @Flag(help: "Read the log from the data directory instead of asking the daemon.") var offline = false
-        @Option(help: "With --offline: the data directory (default: store.data_directory of --config).") var dataDir: String?
+        @Option(help: "With --offline: the data directory (default: store.data_directory of --config).") var dataDir:
+            String?
 
         struct Body: Codable {
             var entries: [AuditEntry]
@@ -62,7 +63,8 @@ struct Audit: AsyncParsableCommand {
                     do throws(CaseVaultError) {
                         entries = try AuditTail.read(directory: directory + "/audit", count: self.n)
                     } catch {
-                        throw error.code == .integrityFailure ? CLIError.problem(error.message) : CLIError.unreadable(error.message)
+                        throw error.code == .integrityFailure
+                            ? CLIError.problem(error.message) : CLIError.unreadable(error.message)
                     }
                 } else {
                     let reply = try await self.connection.client().get("/v1/audit/entries?last=\(self.n)")
@@ -90,7 +92,8 @@ struct Audit: AsyncParsableCommand {
                 case .request:
                     what = "#\(entry.request ?? 0) \(entry.action ?? "")"
                 case .result, .refused:
-                    what = (entry.kind == .result ? "#\(entry.request ?? 0) → " : "\(entry.action ?? "no route") → ")
+                    what =
+                        (entry.kind == .result ? "#\(entry.request ?? 0) → " : "\(entry.action ?? "no route") → ")
                         + "\(entry.status ?? 0)" + (entry.problem.map { " \($0)" } ?? "")
                 case .key:
                     what = "audit key \(entry.publicKey ?? "")" + (entry.reason.map { " (\($0))" } ?? "")
@@ -100,7 +103,12 @@ struct Audit: AsyncParsableCommand {
                 if let ids = entry.ids, !ids.isEmpty {
                     what += " " + ids.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
                 }
-                let who = entry.uid.map { "uid \($0)" + ((entry.roles ?? []).isEmpty ? "" : " (" + (entry.roles ?? []).joined(separator: ",") + ")") } ?? "-"
+                let who =
+                    entry.uid.map {
+                        "uid \($0)"
+                            + ((entry.roles ?? []).isEmpty
+                                ? "" : " (" + (entry.roles ?? []).joined(separator: ",") + ")")
+                    } ?? "-"
                 rows.append([String(entry.seq), Timestamp.rfc3339(entry.time), entry.kind.rawValue, who, what])
             }
             TextTable.print(rows)
@@ -109,7 +117,8 @@ struct Audit: AsyncParsableCommand {
 
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Verify the audit log: exit 0 when it is intact, 1 when an entry is bad (the first one is named).",
+            abstract:
+                "Verify the audit log: exit 0 when it is intact, 1 when an entry is bad (the first one is named).",
             discussion: """
                 By default the daemon verifies its own log under its own keys (operator or director): every \
                 entry's hash and MAC, every checkpoint's signature, and that the log holds the entry the \
@@ -126,9 +135,14 @@ struct Audit: AsyncParsableCommand {
 
         @OptionGroup var connection: Connection
         @Flag(help: "Read the log from the data directory instead of asking the daemon.") var offline = false
-        @Option(help: "With --offline: the data directory (default: store.data_directory of --config).") var dataDir: String?
-        @Option(help: "With --offline: check without the root key, pinning the audit public key (64 hexadecimal characters).") var pubkey: String?
-        @Flag(help: "With --offline and the passphrase key source: read the passphrase from standard input.") var stdin = false
+        @Option(help: "With --offline: the data directory (default: store.data_directory of --config).") var dataDir:
+            String?
+        @Option(
+            help:
+                "With --offline: check without the root key, pinning the audit public key (64 hexadecimal characters).")
+        var pubkey: String?
+        @Flag(help: "With --offline and the passphrase key source: read the passphrase from standard input.")
+        var stdin = false
 
         func validate() throws {
             if !self.offline, self.dataDir != nil || self.pubkey != nil || self.stdin {
@@ -179,11 +193,13 @@ struct Audit: AsyncParsableCommand {
                 guard error.code == .integrityFailure else { throw CLIError.unreadable(error.message) }
                 var report = AuditVerifier.verify(segments: segments, head: head, signer: signer)
                 report.ok = false
-                report.firstBad = AuditReport.Problem(seq: report.entries + 1, line: 0, offset: 0, reason: error.message)
+                report.firstBad = AuditReport.Problem(
+                    seq: report.entries + 1, line: 0, offset: 0, reason: error.message)
                 return report
             }
             return AuditVerifier.verify(
-                segments: segments, head: head, expectedKey: self.pubkey.flatMap { Hex.decode($0.lowercased()) }, signer: signer,
+                segments: segments, head: head, expectedKey: self.pubkey.flatMap { Hex.decode($0.lowercased()) },
+                signer: signer,
                 anchor: anchor
             )
         }
@@ -205,7 +221,8 @@ struct Audit: AsyncParsableCommand {
             do {
                 return try RecordStore.auditSigner(store, passphrase: passphrase)
             } catch {
-                throw CLIError.configuration("cannot read the root key: \(error.message) (or check without it: --pubkey)")
+                throw CLIError.configuration(
+                    "cannot read the root key: \(error.message) (or check without it: --pubkey)")
             }
         }
 
@@ -218,17 +235,34 @@ struct Audit: AsyncParsableCommand {
             }
             var rows: [(String, String)] = [
                 ("audit log", report.ok ? "intact" : "BROKEN"),
-                ("entries", (report.ok ? "\(report.entries)" : "\(report.entries) good before the first bad one")
-                    + (report.firstEntry > 1 ? ", from entry \(report.firstEntry) (older files removed by the retention)" : "")),
+                (
+                    "entries",
+                    (report.ok ? "\(report.entries)" : "\(report.entries) good before the first bad one")
+                        + (report.firstEntry > 1
+                            ? ", from entry \(report.firstEntry) (older files removed by the retention)" : "")
+                ),
                 ("files", "\(report.files)"),
-                ("checkpoints", "\(report.checkpoints)" + (report.lastCheckpoint.map { ", the last at entry \($0)" } ?? "")),
+                (
+                    "checkpoints",
+                    "\(report.checkpoints)" + (report.lastCheckpoint.map { ", the last at entry \($0)" } ?? "")
+                ),
                 ("unsigned", "\(report.unsignedEntries) entries after the last checkpoint"),
-                ("MACs", report.macsChecked ? "checked (\(report.unkeyedEntries) entries written while sealed have none)" : "not checked: no root key"),
+                (
+                    "MACs",
+                    report.macsChecked
+                        ? "checked (\(report.unkeyedEntries) entries written while sealed have none)"
+                        : "not checked: no root key"
+                ),
                 ("anchor", report.anchor.map { "entry \($0) (from the index)" } ?? "none"),
                 ("signing key", report.publicKey ?? "none yet"),
             ]
             if !report.breaks.isEmpty {
-                rows.append(("accepted breaks", report.breaks.map { "at entry \($0)" }.joined(separator: ", ") + " (casevaultctl audit tail shows what was found)"))
+                rows.append(
+                    (
+                        "accepted breaks",
+                        report.breaks.map { "at entry \($0)" }.joined(separator: ", ")
+                            + " (casevaultctl audit tail shows what was found)"
+                    ))
             }
             if let bad = report.firstBad {
                 let place = bad.file.map { "\($0), line \(bad.line), byte \(bad.offset)" } ?? "after the last file"

@@ -32,7 +32,9 @@ struct Backup: AsyncParsableCommand {
             let partial = self.out + ".partial"
             unlink(partial)
             let fd = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw CLIError.unreadable("cannot create \(partial): \(String(cString: strerror(errno)))") }
+            guard fd >= 0 else {
+                throw CLIError.unreadable("cannot create \(partial): \(String(cString: strerror(errno)))")
+            }
             let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
             // Whatever stops the backup short (an unreachable daemon, a problem, a cut) leaves no file.
             var kept = false
@@ -53,7 +55,8 @@ struct Backup: AsyncParsableCommand {
                 throw CLIError.problem("the backup was cut off before its end; nothing was kept (see the daemon's log)")
             }
             guard rename(partial, self.out) == 0 else {
-                throw CLIError.unreadable("cannot rename \(partial) to \(self.out): \(String(cString: strerror(errno)))")
+                throw CLIError.unreadable(
+                    "cannot rename \(partial) to \(self.out): \(String(cString: strerror(errno)))")
             }
             kept = true
             // The clear header names the backup: magic (6 bytes), then its id (16).
@@ -78,11 +81,16 @@ struct Ledger: AsyncParsableCommand {
         try await runReporting { () throws(CLIError) in
             let reply = try await self.connection.client().get("/v1/admin/ledger")
             guard reply.status == 200 else { throw CLIError.from(reply) }
-            guard FileManager.default.createFile(atPath: self.out, contents: reply.body, attributes: [.posixPermissions: 0o600]) else {
+            guard
+                FileManager.default.createFile(
+                    atPath: self.out, contents: reply.body, attributes: [.posixPermissions: 0o600])
+            else {
                 throw CLIError.unreadable("cannot write \(self.out)")
             }
             let count = (reply.json["records"] as? [Any])?.count ?? 0
-            output(json: self.connection.json, document: ["records": count, "file": self.out], rows: [("shredded records", "\(count)"), ("file", self.out)])
+            output(
+                json: self.connection.json, document: ["records": count, "file": self.out],
+                rows: [("shredded records", "\(count)"), ("file", self.out)])
         }
     }
 }
@@ -107,9 +115,12 @@ struct Restore: ParsableCommand {
 
     @Option(name: .customLong("in"), help: "The backup file.") var input: String
     @Option(help: "The empty (or missing) data directory to restore into.") var dataDir: String
-    @Option(help: "An exported shred ledger (casevaultctl ledger --out), read with the ledger copy.") var ledger: String?
-    @Option(help: "The live vault's data directory, whose shred ledger is read with the ledger copy.") var liveData: String?
-    @Flag(help: "Restore without any ledger, not even the copy (records shredded since the backup come back).") var withoutLedger = false
+    @Option(help: "An exported shred ledger (casevaultctl ledger --out), read with the ledger copy.") var ledger:
+        String?
+    @Option(help: "The live vault's data directory, whose shred ledger is read with the ledger copy.") var liveData:
+        String?
+    @Flag(help: "Restore without any ledger, not even the copy (records shredded since the backup come back).")
+    var withoutLedger = false
     @Flag(help: "Read the passphrase from standard input.") var stdin = false
     @Option(help: "The daemon's configuration (key source, key files).") var config: String = "Config/casevault.toml"
     @Flag(help: "Print one JSON document.") var json = false
@@ -194,18 +205,21 @@ struct Restore: ParsableCommand {
         }
         var document: [String: Any] = [
             "backup_id": summary.backupID, "records": summary.records, "attachments": summary.attachments,
-            "reshredded": summary.reshredded, "ledger_added": summary.ledgerAdded, "data_directory": store.dataDirectory.path,
+            "reshredded": summary.reshredded, "ledger_added": summary.ledgerAdded,
+            "data_directory": store.dataDirectory.path,
         ]
         if let entries = summary.copyEntries {
             document["ledger_copy"] = ["file": copy.path, "entries": entries]
         }
-        let copyRead = summary.copyEntries.map { "\(copy.path) (entries: \($0))" }
+        let copyRead =
+            summary.copyEntries.map { "\(copy.path) (entries: \($0))" }
             ?? (self.withoutLedger ? "not read (--without-ledger)" : "none at \(copy.path)")
         output(
             json: self.json,
             document: document,
             rows: [
-                ("backup", summary.backupID), ("taken", Timestamp.rfc3339(summary.createdAt)), ("records", "\(summary.records)"),
+                ("backup", summary.backupID), ("taken", Timestamp.rfc3339(summary.createdAt)),
+                ("records", "\(summary.records)"),
                 ("attachments", "\(summary.attachments)"), ("ledger copy", copyRead),
                 ("shredded again", "\(summary.reshredded) (from the ledger)"),
                 ("ledger kept", "\(summary.ledgerAdded) entries added to the restored ledger"),
@@ -233,7 +247,9 @@ struct Restore: ParsableCommand {
                     recordID: id,
                     caseID: (record["case_id"] as? String).flatMap { try? CaseID($0) },
                     type: (record["type"] as? String).flatMap(RecordType.init(rawValue:)),
-                    shreddedAt: (record["shredded_at"] as? String).flatMap { JSONValue.isTimestamp($0) ? times.date(from: $0) : nil }.map {
+                    shreddedAt: (record["shredded_at"] as? String).flatMap {
+                        JSONValue.isTimestamp($0) ? times.date(from: $0) : nil
+                    }.map {
                         Int64(($0.timeIntervalSince1970 * 1000).rounded())
                     }
                 )

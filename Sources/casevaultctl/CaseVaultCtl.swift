@@ -36,7 +36,11 @@ struct CaseVaultCtl: AsyncParsableCommand {
               audit verify        1 when an entry is bad (it names the first
                                   one), 66 when --offline cannot read the log
             """,
-        subcommands: [Status.self, WhoAmI.self, Init.self, Unseal.self, Seal.self, Rotate.self, Backup.self, Ledger.self, Restore.self, Sweep.self, Hold.self, Stats.self, Pubkey.self, Certificate.self, Audit.self, DoctorCommand.self]
+        subcommands: [
+            Status.self, WhoAmI.self, Init.self, Unseal.self, Seal.self, Rotate.self, Backup.self, Ledger.self,
+            Restore.self, Sweep.self, Hold.self, Stats.self, Pubkey.self, Certificate.self, Audit.self,
+            DoctorCommand.self,
+        ]
     )
 }
 

@@ -9,7 +9,8 @@ struct Certificate: AsyncParsableCommand {
     )
 
     struct Get: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print a certificate document (director); save it to verify it later.")
+        static let configuration = CommandConfiguration(
+            abstract: "Print a certificate document (director); save it to verify it later.")
 
         @Argument(help: "The certificate id.") var id: String
         @OptionGroup var connection: Connection
@@ -44,7 +45,8 @@ struct Certificate: AsyncParsableCommand {
             var bytes = [UInt8](data)
             while let last = bytes.last, last == 0x0a || last == 0x0d { bytes.removeLast() }
             guard let certificate = DestructionCertificate.verify(document: bytes, publicKey: key) else {
-                FileHandle.standardError.write(Data("casevaultctl: the certificate does NOT verify: altered, or signed by another vault\n".utf8))
+                FileHandle.standardError.write(
+                    Data("casevaultctl: the certificate does NOT verify: altered, or signed by another vault\n".utf8))
                 throw ExitCode(1)
             }
             if self.json {
@@ -61,8 +63,15 @@ struct Certificate: AsyncParsableCommand {
                     ("case", certificate.caseID),
                     ("issued", certificate.issuedAt),
                     ("method", certificate.method + (certificate.reason.map { " (\($0))" } ?? "")),
-                    ("authorised by", "\(certificate.authorisedBy.uid.map { "uid \($0)" } ?? "the daemon") as \(certificate.authorisedBy.role)"),
-                    ("records", certificate.records.map { "\($0.recordID) \($0.type)" }.joined(separator: "\n" + String(repeating: " ", count: 15))),
+                    (
+                        "authorised by",
+                        "\(certificate.authorisedBy.uid.map { "uid \($0)" } ?? "the daemon") as \(certificate.authorisedBy.role)"
+                    ),
+                    (
+                        "records",
+                        certificate.records.map { "\($0.recordID) \($0.type)" }.joined(
+                            separator: "\n" + String(repeating: " ", count: 15))
+                    ),
                 ]
             )
         }

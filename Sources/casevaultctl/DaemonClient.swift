@@ -1,11 +1,12 @@
 internal import AsyncHTTPClient
 internal import Foundation
+internal import NIOCore
+internal import NIOFoundationCompat
+internal import NIOHTTP1
+
 #if canImport(Glibc)
 internal import Glibc
 #endif
-internal import NIOCore
-internal import NIOHTTP1
-internal import NIOFoundationCompat
 
 /// One request to the daemon over its Unix socket, through AsyncHTTPClient's `http+unix` URLs.
 struct DaemonClient {
@@ -27,7 +28,9 @@ struct DaemonClient {
 
     /// Sends `method path` and hands each piece of the body to `sink` as it arrives; returns the status,
     /// and the body only when it is not 200 (a problem).
-    func stream(_ method: HTTPMethod, _ path: String, into sink: (ByteBuffer) throws -> Void) async throws(CLIError) -> Reply {
+    func stream(_ method: HTTPMethod, _ path: String, into sink: (ByteBuffer) throws -> Void) async throws(CLIError)
+        -> Reply
+    {
         let url = try self.url(path)
         do {
             var request = HTTPClientRequest(url: url.absoluteString)
@@ -119,7 +122,8 @@ enum CLIError: Error {
 
     var message: String {
         switch self {
-        case .unreachable(let text), .forbidden(let text), .problem(let text), .configuration(let text), .unreadable(let text),
+        case .unreachable(let text), .forbidden(let text), .problem(let text), .configuration(let text),
+            .unreadable(let text),
             .usage(let text):
             return text
         }

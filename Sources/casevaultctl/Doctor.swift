@@ -5,7 +5,8 @@ import Foundation
 struct DoctorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "doctor",
-        abstract: "Check the host: the data's filesystem and what a shred guarantees on it, modes and owners, the key, swap, core dumps.",
+        abstract:
+            "Check the host: the data's filesystem and what a shred guarantees on it, modes and owners, the key, swap, core dumps.",
         discussion: """
             Reads the configuration, not the socket: it runs while the daemon is stopped too. \
             Exit codes: 0 every check passed or only warned, 1 a check failed, 78 the configuration cannot be read.
@@ -19,7 +20,8 @@ struct DoctorCommand: ParsableCommand {
         let checks: [Doctor.Check]
         do {
             let configuration = try DaemonConfiguration.load(path: self.config)
-            checks = try Doctor.checks(configuration, base: URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true))
+            checks = try Doctor.checks(
+                configuration, base: URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true))
         } catch {
             FileHandle.standardError.write(Data("casevaultctl: \(error.message)\n".utf8))
             throw ExitCode(78)

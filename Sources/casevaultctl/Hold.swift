@@ -16,7 +16,9 @@ struct Hold: AsyncParsableCommand {
         @OptionGroup var connection: Connection
 
         func validate() throws {
-            guard (try? CaseID(self.caseID)) != nil else { throw ValidationError("a case id is 32 lowercase hexadecimal characters") }
+            guard (try? CaseID(self.caseID)) != nil else {
+                throw ValidationError("a case id is 32 lowercase hexadecimal characters")
+            }
         }
 
         func run() async throws {
@@ -28,8 +30,10 @@ struct Hold: AsyncParsableCommand {
                 let hold = reply.json
                 output(
                     json: self.connection.json, document: hold,
-                    rows: [("hold", hold["hold_id"] as? String ?? "?"), ("case", hold["case_id"] as? String ?? "?"),
-                           ("placed", hold["placed_at"] as? String ?? "?")]
+                    rows: [
+                        ("hold", hold["hold_id"] as? String ?? "?"), ("case", hold["case_id"] as? String ?? "?"),
+                        ("placed", hold["placed_at"] as? String ?? "?"),
+                    ]
                 )
             }
         }
@@ -58,13 +62,16 @@ struct Hold: AsyncParsableCommand {
     }
 
     struct Release: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Release a hold: the next sweep disposes what it kept.")
+        static let configuration = CommandConfiguration(
+            abstract: "Release a hold: the next sweep disposes what it kept.")
 
         @Argument(help: "The hold id.") var holdID: String
         @OptionGroup var connection: Connection
 
         func validate() throws {
-            guard (try? HoldID(self.holdID)) != nil else { throw ValidationError("a hold id is 32 lowercase hexadecimal characters") }
+            guard (try? HoldID(self.holdID)) != nil else {
+                throw ValidationError("a hold id is 32 lowercase hexadecimal characters")
+            }
         }
 
         func run() async throws {

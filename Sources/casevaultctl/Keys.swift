@@ -29,13 +29,17 @@ enum Secret {
                 while true {
                     let got = read(fd, &byte, 1)
                     if got < 0, errno == EINTR { continue }
-                    guard got >= 0 else { throw CLIError.unreadable("the secret could not be read (\(String(cString: strerror(errno))))") }
+                    guard got >= 0 else {
+                        throw CLIError.unreadable("the secret could not be read (\(String(cString: strerror(errno))))")
+                    }
                     guard got == 1 else {
                         ended = count == 0
                         break
                     }
                     if byte == UInt8(ascii: "\n") { break }
-                    guard count < buffer.count else { throw CLIError.usage("the secret's line is longer than \(Self.maxLine) bytes") }
+                    guard count < buffer.count else {
+                        throw CLIError.usage("the secret's line is longer than \(Self.maxLine) bytes")
+                    }
                     buffer[count] = byte
                     count += 1
                 }
@@ -56,7 +60,8 @@ enum Secret {
     static func fromTerminal(prompt: String) throws(CLIError) -> Line {
         let fd = open("/dev/tty", O_RDWR | O_CLOEXEC)
         guard fd >= 0 else {
-            throw CLIError.usage("no terminal to read the secret from without echo; pass --stdin to read it from standard input")
+            throw CLIError.usage(
+                "no terminal to read the secret from without echo; pass --stdin to read it from standard input")
         }
         defer { close(fd) }
         _ = prompt.withCString { write(fd, $0, strlen($0)) }
@@ -96,9 +101,15 @@ enum Secret {
             var minimum: UInt32 = 0
             switch lead {
             case 0x00...0x7F: length = 1
-            case 0xC2...0xDF: length = 2; minimum = 0x80
-            case 0xE0...0xEF: length = 3; minimum = 0x800
-            case 0xF0...0xF4: length = 4; minimum = 0x10000
+            case 0xC2...0xDF:
+                length = 2
+                minimum = 0x80
+            case 0xE0...0xEF:
+                length = 3
+                minimum = 0x800
+            case 0xF0...0xF4:
+                length = 4
+                minimum = 0x10000
             default: return false
             }
             guard index + length <= bytes.count else { return false }
@@ -121,9 +132,11 @@ enum Secret {
 
     /// `{"<name>":"<secret, JSON-escaped>",<extra members>}`, in locked memory. A secret that is not UTF-8
     /// is refused: it could not be sent as a JSON string.
-    static func body(_ name: String, _ secret: SecureBytes, extra: [(String, Int)] = []) throws(CLIError) -> SecureBytes {
+    static func body(_ name: String, _ secret: SecureBytes, extra: [(String, Int)] = []) throws(CLIError) -> SecureBytes
+    {
         guard secret.withUnsafeBytes({ Self.isUTF8($0) }) else {
-            throw CLIError.usage("the \(name) is not valid UTF-8 text; type it in a UTF-8 terminal or give it in a UTF-8 file")
+            throw CLIError.usage(
+                "the \(name) is not valid UTF-8 text; type it in a UTF-8 terminal or give it in a UTF-8 file")
         }
         let head = Array("{\"\(name)\":\"".utf8)
         let tail = Array(("\"" + extra.map { ",\"\($0.0)\":\($0.1)" }.joined() + "}").utf8)
@@ -174,12 +187,15 @@ struct Init: AsyncParsableCommand {
     )
 
     @Option(help: "Recovery shares to make (2 to 255; 0 for none).") var shares: Int = 0
-    @Option(help: "Shares needed to recover the key (2 to --shares; default 3, or --shares if fewer).") var threshold: Int?
+    @Option(help: "Shares needed to recover the key (2 to --shares; default 3, or --shares if fewer).") var threshold:
+        Int?
     @Flag(help: "Read the passphrase from standard input instead of the terminal.") var stdin = false
     @OptionGroup var connection: Connection
 
     func validate() throws {
-        guard self.shares == 0 || (2...255).contains(self.shares) else { throw ValidationError("--shares must be 0 or 2 to 255") }
+        guard self.shares == 0 || (2...255).contains(self.shares) else {
+            throw ValidationError("--shares must be 0 or 2 to 255")
+        }
         if let threshold {
             guard self.shares > 0, (2...self.shares).contains(threshold) else {
                 throw ValidationError("--threshold must be 2 to --shares")
@@ -190,7 +206,9 @@ struct Init: AsyncParsableCommand {
     func run() async throws {
         try await runReporting { () throws(CLIError) in
             let passphrase = try Secret.passphrase(stdin: self.stdin, prompt: "New passphrase: ")
-            if !self.stdin, (try Secret.fromTerminal(prompt: "Again: ") ?? nil).map({ $0.constantTimeEquals(passphrase) }) != true {
+            if !self.stdin,
+                (try Secret.fromTerminal(prompt: "Again: ") ?? nil).map({ $0.constantTimeEquals(passphrase) }) != true
+            {
                 throw CLIError.usage("the two passphrases differ; nothing was changed")
             }
             var extra = [("shares", self.shares)]
@@ -205,7 +223,9 @@ struct Init: AsyncParsableCommand {
             }
             print("initialised and unsealed")
             if !shares.isEmpty {
-                print("recovery shares (any \(reply.json["threshold"] as? Int ?? 0) of \(shares.count) recover the root key; shown once, kept nowhere):")
+                print(
+                    "recovery shares (any \(reply.json["threshold"] as? Int ?? 0) of \(shares.count) recover the root key; shown once, kept nowhere):"
+                )
                 for share in shares { print(share) }
             }
         }
@@ -234,14 +254,17 @@ struct Unseal: AsyncParsableCommand {
             let client = try self.connection.client()
             guard self.share else {
                 let passphrase = try Secret.passphrase(stdin: self.stdin)
-                let reply = try await client.requestSecret(.POST, "/v1/admin/unseal", body: try Secret.body("passphrase", passphrase))
+                let reply = try await client.requestSecret(
+                    .POST, "/v1/admin/unseal", body: try Secret.body("passphrase", passphrase))
                 guard reply.status == 200 else { throw CLIError.from(reply) }
                 print("unsealed")
                 return
             }
             var given = 0
             while true {
-                let next = self.stdin ? try Secret.fromStandardInput() : try Secret.fromTerminal(prompt: "Recovery share \(given + 1): ")
+                let next =
+                    self.stdin
+                    ? try Secret.fromStandardInput() : try Secret.fromTerminal(prompt: "Recovery share \(given + 1): ")
                 guard let line = next else {
                     unsealed = false
                     print("still sealed: the shares ran out after \(given)")
@@ -250,7 +273,8 @@ struct Unseal: AsyncParsableCommand {
                 // Blank lines are passed over; the daemon ignores spaces within a share.
                 guard let share = line, !Secret.isBlank(share) else { continue }
                 given += 1
-                let reply = try await client.requestSecret(.POST, "/v1/admin/unseal", body: try Secret.body("share", share))
+                let reply = try await client.requestSecret(
+                    .POST, "/v1/admin/unseal", body: try Secret.body("share", share))
                 guard reply.status == 200 else { throw CLIError.from(reply) }
                 if reply.json["sealed"] as? Bool == false {
                     print("unsealed")
@@ -265,7 +289,8 @@ struct Unseal: AsyncParsableCommand {
 
 struct Seal: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Seal the vault (operator): close the store and zero every key; only health, status and unseal answer until unsealed."
+        abstract:
+            "Seal the vault (operator): close the store and zero every key; only health, status and unseal answer until unsealed."
     )
 
     @OptionGroup var connection: Connection
@@ -281,7 +306,8 @@ struct Seal: AsyncParsableCommand {
 
 struct Rotate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Rotate the key-encryption key (operator): a new epoch, every key slot rewrapped under it, the old epoch retired.",
+        abstract:
+            "Rotate the key-encryption key (operator): a new epoch, every key slot rewrapped under it, the old epoch retired.",
         discussion: """
             Rewraps in requests of --step slots and shows progress on a terminal. Interrupted (a crash, a \
             signal), it is resumable: run it again and it carries on the same rotation. Exit 0 when complete.
@@ -312,14 +338,18 @@ struct Rotate: AsyncParsableCommand {
                 if terminal {
                     // Progress on the terminal's standard error; the result goes to standard output.
                     let end = remaining == 0 ? "\n" : ""
-                    FileHandle.standardError.write(Data("\repoch \(epoch): \(rewrapped) slots rewrapped, \(remaining) to go\(end)".utf8))
+                    FileHandle.standardError.write(
+                        Data("\repoch \(epoch): \(rewrapped) slots rewrapped, \(remaining) to go\(end)".utf8))
                 }
                 if reply.json["complete"] as? Bool == true { break }
             }
             output(
                 json: self.connection.json,
                 document: ["epoch": epoch, "rewrapped": rewrapped, "retired": retired, "complete": true],
-                rows: [("epoch", "\(epoch)"), ("rewrapped", "\(rewrapped) slots"), ("retired", retired.isEmpty ? "none" : retired.map(String.init).joined(separator: ", "))]
+                rows: [
+                    ("epoch", "\(epoch)"), ("rewrapped", "\(rewrapped) slots"),
+                    ("retired", retired.isEmpty ? "none" : retired.map(String.init).joined(separator: ", ")),
+                ]
             )
         }
     }

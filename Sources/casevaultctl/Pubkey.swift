@@ -2,7 +2,8 @@ import ArgumentParser
 
 struct Pubkey: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print the vault's Ed25519 public key, which destruction certificates are signed with (director, operator)."
+        abstract:
+            "Print the vault's Ed25519 public key, which destruction certificates are signed with (director, operator)."
     )
 
     @OptionGroup var connection: Connection

@@ -5,6 +5,7 @@ internal import Foundation
 internal import NIOCore
 internal import NIOHTTP1
 internal import NIOPosix
+
 #if canImport(Glibc)
 internal import Glibc
 #endif
@@ -30,7 +31,8 @@ extension DaemonClient {
                 .connect(unixDomainSocketPath: self.socketPath) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
+                        return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(
+                            wrappingChannelSynchronously: channel)
                     }
                 }
         } catch {
@@ -45,7 +47,8 @@ extension DaemonClient {
             server = credentials.uid
         } catch {
             try? await channel.channel.close()
-            throw CLIError.unreachable("cannot tell who holds the other end of \(self.socketPath), so the secret was not sent")
+            throw CLIError.unreachable(
+                "cannot tell who holds the other end of \(self.socketPath), so the secret was not sent")
         }
         guard trusted.contains(server) else {
             try? await channel.channel.close()
@@ -91,12 +94,14 @@ extension DaemonClient {
     /// else may write that directory, nor any directory above it (but for sticky ones such as /tmp, where
     /// nobody may replace another's entry), and no symbolic link leads there.
     func trustedServerUIDs() throws(CLIError) -> Set<UInt32> {
-        let absolute = self.socketPath.hasPrefix("/")
+        let absolute =
+            self.socketPath.hasPrefix("/")
             ? self.socketPath : FileManager.default.currentDirectoryPath + "/" + self.socketPath
         let directory = (absolute as NSString).deletingLastPathComponent
         var info = stat()
         guard lstat(directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
-            throw CLIError.unreachable("no directory for the socket \(self.socketPath) (or a symbolic link in its place)")
+            throw CLIError.unreachable(
+                "no directory for the socket \(self.socketPath) (or a symbolic link in its place)")
         }
         guard info.st_mode & (S_IWGRP | S_IWOTH) == 0 else {
             throw CLIError.unreachable(
@@ -109,7 +114,8 @@ extension DaemonClient {
         while true {
             var parent = stat()
             guard lstat(above, &parent) == 0, parent.st_mode & S_IFMT == S_IFDIR else {
-                throw CLIError.unreachable("\(above), above the socket, is not a directory (or is a symbolic link); the secret was not sent")
+                throw CLIError.unreachable(
+                    "\(above), above the socket, is not a directory (or is a symbolic link); the secret was not sent")
             }
             if parent.st_mode & (S_IWGRP | S_IWOTH) != 0, parent.st_mode & S_ISVTX == 0 {
                 throw CLIError.unreachable(

@@ -13,7 +13,8 @@ struct Stats: AsyncParsableCommand {
     }
 
     enum Dimension: String, ExpressibleByArgument, CaseIterable {
-        case disputeCategory = "dispute_category", outcome
+        case disputeCategory = "dispute_category"
+        case outcome
     }
 
     @Option(help: "Rows: month, quarter or year the case was opened.") var period: Period = .year
@@ -22,7 +23,8 @@ struct Stats: AsyncParsableCommand {
 
     func run() async throws {
         try await runReporting { () throws(CLIError) in
-            let reply = try await self.connection.client().get("/v1/stats?period=\(self.period.rawValue)&by=\(self.by.rawValue)")
+            let reply = try await self.connection.client().get(
+                "/v1/stats?period=\(self.period.rawValue)&by=\(self.by.rawValue)")
             guard reply.status == 200 else { throw CLIError.from(reply) }
             let table = reply.json
             if self.connection.json {
@@ -38,10 +40,16 @@ struct Stats: AsyncParsableCommand {
             var lines = [[self.period.rawValue] + columns + ["total", "satisfaction"]]
             for row in table["rows"] as? [[String: Any]] ?? [] {
                 let counts = row["counts"] as? [Any] ?? []
-                lines.append([row["period"] as? String ?? "?"] + counts.map(cell) + [cell(row["total"]), cell(row["satisfaction_mean"])])
+                lines.append(
+                    [row["period"] as? String ?? "?"] + counts.map(cell) + [
+                        cell(row["total"]), cell(row["satisfaction_mean"]),
+                    ])
             }
             // The totals cover the complete years, whichever period the rows are.
-            lines.append(["complete years"] + (table["column_totals"] as? [Any] ?? []).map(cell) + [cell(table["total"]), cell(table["satisfaction_mean"])])
+            lines.append(
+                ["complete years"] + (table["column_totals"] as? [Any] ?? []).map(cell) + [
+                    cell(table["total"]), cell(table["satisfaction_mean"]),
+                ])
             TextTable.print(lines)
             print("k = \(table["k"] as? Int ?? 0): counts under k, and those that would reveal them, are shown as -")
         }

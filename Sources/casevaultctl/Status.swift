@@ -30,7 +30,11 @@ struct Status: AsyncParsableCommand {
                 ("health", health.json["status"] as? String ?? "?"),
                 ("state", status.json["state"] as? String ?? "?"),
                 ("sealed", sealed ? "yes" : "no"),
-                ("audit log", "\(audit["entries"] as? Int ?? 0) entries, " + ((audit["writable"] as? Bool ?? false) ? "writable" : "NOT writable")),
+                (
+                    "audit log",
+                    "\(audit["entries"] as? Int ?? 0) entries, "
+                        + ((audit["writable"] as? Bool ?? false) ? "writable" : "NOT writable")
+                ),
             ]
             if let keys = status.json["keys"] as? [String: Any] {
                 document["keys"] = keys

@@ -45,7 +45,8 @@ struct CaseVaultD: AsyncParsableCommand {
         let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
         let configuration: DaemonConfiguration
         do {
-            configuration = try self.config.map { path throws(CaseVaultError) in try DaemonConfiguration.load(path: path) }
+            configuration =
+                try self.config.map { path throws(CaseVaultError) in try DaemonConfiguration.load(path: path) }
                 ?? .embeddedDefault
         } catch {
             FileHandle.standardError.write(Data("casevaultd: \(error.message)\n".utf8))
@@ -54,7 +55,8 @@ struct CaseVaultD: AsyncParsableCommand {
             throw ExitCode(error.code == .invalidConfiguration ? 2 : 3)
         }
         do {
-            try await Daemon.run(configuration: configuration, base: cwd, logger: logger, acceptAuditBreak: self.acceptAuditBreak)
+            try await Daemon.run(
+                configuration: configuration, base: cwd, logger: logger, acceptAuditBreak: self.acceptAuditBreak)
         } catch {
             logger.critical("cannot start", metadata: ["error.code": "\(error.code.rawValue)"])
             FileHandle.standardError.write(Data("casevaultd: \(error.message)\n".utf8))
@@ -62,4 +64,3 @@ struct CaseVaultD: AsyncParsableCommand {
         }
     }
 }
-

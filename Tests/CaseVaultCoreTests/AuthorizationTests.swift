@@ -5,7 +5,9 @@ import Testing
 /// questions (may, under which role, might anywhere) agree for every action, role set and scope.
 @Suite("The authorization table")
 struct AuthorizationTests {
-    static let roles: [Role] = [.director, .mediator, .intake, .submitter, .statistician, .operator, .office("titleix")]
+    static let roles: [Role] = [
+        .director, .mediator, .intake, .submitter, .statistician, .operator, .office("titleix"),
+    ]
 
     /// Every set of at most two roles, and none.
     static var roleSets: [Set<Role>] {
@@ -18,7 +20,8 @@ struct AuthorizationTests {
     }
 
     static let scopes: [AccessScope] = [
-        .none, AccessScope(assignedMediator: true), AccessScope(routedOffice: "titleix"), AccessScope(routedOffice: "hr"),
+        .none, AccessScope(assignedMediator: true), AccessScope(routedOffice: "titleix"),
+        AccessScope(routedOffice: "hr"),
     ]
 
     @Test("the three questions agree: allowed means a granting role, and allowed somewhere means might be allowed")
@@ -31,7 +34,9 @@ struct AuthorizationTests {
                     let role = Authorization.grantingRole(roles, action, scope: scope)
                     anywhere = anywhere || permitted
                     // Only `health` is open to a peer with no role, and it names none.
-                    #expect(permitted == (role != nil) || (action == .health && roles.isEmpty), "\(action) \(roles.sorted())")
+                    #expect(
+                        permitted == (role != nil) || (action == .health && roles.isEmpty),
+                        "\(action) \(roles.sorted())")
                     if let role { #expect(roles.contains(role), "\(action) granted under a role the caller lacks") }
                     if Authorization.dependsOnlyOnRoles(action) {
                         #expect(permitted == Authorization.permits(roles, action), "\(action) depends on its scope")
@@ -56,9 +61,12 @@ struct AuthorizationTests {
         #expect(!Authorization.mightPermit([.intake], .readRecord))
         // The routed office: only for the office named, and no other office's role.
         #expect(Authorization.permits([.office("equity")], .readDisclosure, scope: AccessScope(routedOffice: "equity")))
-        #expect(!Authorization.permits([.office("equity")], .readDisclosure, scope: AccessScope(routedOffice: "titleix")))
+        #expect(
+            !Authorization.permits([.office("equity")], .readDisclosure, scope: AccessScope(routedOffice: "titleix")))
         #expect(!Authorization.permits([.office("equity")], .readDisclosure))
-        #expect(Authorization.mightPermit([.office("equity")], .readDisclosure) && !Authorization.mightPermit([.office("equity")], .readRecord))
+        #expect(
+            Authorization.mightPermit([.office("equity")], .readDisclosure)
+                && !Authorization.mightPermit([.office("equity")], .readRecord))
     }
 
     @Test("session notes are the assigned mediators' alone; disclosures the director's and their office's")
@@ -72,7 +80,8 @@ struct AuthorizationTests {
                     == (roles.contains(.director) || roles.contains(.office("titleix")))
             )
             #expect(
-                Authorization.permits(roles, .readDisclosure, scope: AccessScope(assignedMediator: true, routedOffice: "hr"))
+                Authorization.permits(
+                    roles, .readDisclosure, scope: AccessScope(assignedMediator: true, routedOffice: "hr"))
                     == roles.contains(.director)
             )
         }

@@ -33,7 +33,9 @@ struct CertificateTests {
             for flip: UInt8 in [0x01, 0x20] {
                 var altered = document
                 altered[index] ^= flip
-                #expect(DestructionCertificate.verify(document: altered, publicKey: publicKey) == nil, "byte \(index) ^ \(flip)")
+                #expect(
+                    DestructionCertificate.verify(document: altered, publicKey: publicKey) == nil,
+                    "byte \(index) ^ \(flip)")
             }
         }
         #expect(DestructionCertificate.verify(document: Array(document.dropLast()), publicKey: publicKey) == nil)

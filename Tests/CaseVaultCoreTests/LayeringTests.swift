@@ -16,15 +16,19 @@ struct LayeringTests {
         "CaseVaultFiles": ["CaseVaultCore", "CCaseVaultShims"],
         "CaseVaultStore": ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CCaseVaultShims", "GRDB"],
         "CaseVaultAudit": ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles"],
-        "CaseVaultServer": ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit", "CCaseVaultShims"],
+        "CaseVaultServer": [
+            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit", "CCaseVaultShims",
+        ],
         "CaseVaultDaemon": [
-            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit", "CaseVaultServer", "CCaseVaultShims",
+            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit", "CaseVaultServer",
+            "CCaseVaultShims",
         ],
         "casevaultd": ["CaseVaultCore", "CaseVaultDaemon"],
         // The CLI still reaches the server's locked buffers and configuration; a client library is to
         // replace that.
         "casevaultctl": [
-            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit", "CaseVaultServer", "CaseVaultDaemon",
+            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit", "CaseVaultServer",
+            "CaseVaultDaemon",
             "CCaseVaultShims",
         ],
     ]
@@ -32,7 +36,8 @@ struct LayeringTests {
     /// Tools and test support, above every layer: they may import what they need, except libsodium and
     /// SQLite (below).
     static let tools: Set<String> = [
-        "CSodium", "CCaseVaultShims", "CaseVaultFuzz", "casevault-fuzz", "casevault-bench", "casevault-load", "casevault-manual",
+        "CSodium", "CCaseVaultShims", "CaseVaultFuzz", "casevault-fuzz", "casevault-bench", "casevault-load",
+        "casevault-manual",
         "casevault-torture",
     ]
 
@@ -43,10 +48,15 @@ struct LayeringTests {
         for line in text.split(separator: "\n") {
             let words = line.split(separator: " ").map(String.init)
             guard let index = words.firstIndex(of: "import"), index + 1 < words.count,
-                words[..<index].allSatisfy({ ["public", "internal", "package", "private", "fileprivate", "@testable", "@preconcurrency"].contains($0) })
+                words[..<index].allSatisfy({
+                    ["public", "internal", "package", "private", "fileprivate", "@testable", "@preconcurrency"]
+                        .contains($0)
+                })
             else { continue }
             let module = words[index + 1]
-            if module.hasPrefix("CaseVault") || module.hasPrefix("CCaseVault") || module == "CSodium" || module == "GRDB" {
+            if module.hasPrefix("CaseVault") || module.hasPrefix("CCaseVault") || module == "CSodium"
+                || module == "GRDB"
+            {
                 modules.insert(module)
             }
         }
@@ -61,7 +71,9 @@ struct LayeringTests {
         var checked = 0
         for (module, allowed) in Self.allowed {
             let directory = Self.sources.appendingPathComponent(module)
-            let files = try #require(manager.enumerator(atPath: directory.path)).compactMap { $0 as? String }.filter { $0.hasSuffix(".swift") }
+            let files = try #require(manager.enumerator(atPath: directory.path)).compactMap { $0 as? String }.filter {
+                $0.hasSuffix(".swift")
+            }
             #expect(!files.isEmpty, "no sources for \(module)")
             for file in files {
                 let upward = try Self.imports(directory.appendingPathComponent(file)).subtracting(allowed)
@@ -75,7 +87,9 @@ struct LayeringTests {
     @Test("libsodium is imported by the crypto target alone, and SQLite by the store alone (and the bench's ceiling)")
     func sodiumAndSQLiteStayInTheirLayers() throws {
         let manager = FileManager.default
-        let files = try #require(manager.enumerator(atPath: Self.sources.path)).compactMap { $0 as? String }.filter { $0.hasSuffix(".swift") }
+        let files = try #require(manager.enumerator(atPath: Self.sources.path)).compactMap { $0 as? String }.filter {
+            $0.hasSuffix(".swift")
+        }
         for file in files {
             let modules = try Self.imports(Self.sources.appendingPathComponent(file))
             if modules.contains("CSodium") { #expect(file.hasPrefix("CaseVaultCrypto/"), "\(file) imports CSodium") }

@@ -9,12 +9,13 @@ struct RecordValidatorTests {
     static let valid: [RecordType: String] = [
         .intakeForm: #"{"dispute_category":"housing","screening":{"safe":true}}"#,
         .agreementToMediate: #"""
-            {"participant":"p2","signed_at":"2026-03-01T14:00:00Z","method":"verbal","online":false,
-             "acknowledgements":{"confidentiality":true,"no_recording":true,"will_not_compel_mediator":true,
-             "will_not_discuss_outside":true}}
-            """#,
+        {"participant":"p2","signed_at":"2026-03-01T14:00:00Z","method":"verbal","online":false,
+         "acknowledgements":{"confidentiality":true,"no_recording":true,"will_not_compel_mediator":true,
+         "will_not_discuss_outside":true}}
+        """#,
         .sessionNote: #"{"text":"notes"}"#,
-        .finalAgreement: #"{"terms":"t","outcome":"partially_resolved","outcome_confidential":false,"consents":["p1","p2"]}"#,
+        .finalAgreement:
+            #"{"terms":"t","outcome":"partially_resolved","outcome_confidential":false,"consents":["p1","p2"]}"#,
         .evaluation: #"{"satisfaction":5,"would_recommend":false}"#,
         .disclosure: #"{"category":"intent_to_harm","summary":"s"}"#,
     ]
@@ -50,15 +51,17 @@ struct RecordValidatorTests {
         }
     }
 
-    @Test("every required field, when removed, is reported by name", arguments: [
-        (RecordType.intakeForm, "dispute_category"),
-        (.agreementToMediate, "participant"), (.agreementToMediate, "signed_at"), (.agreementToMediate, "method"),
-        (.agreementToMediate, "online"), (.agreementToMediate, "acknowledgements"),
-        (.sessionNote, "text"), (.finalAgreement, "terms"), (.finalAgreement, "outcome"),
-        (.finalAgreement, "outcome_confidential"), (.finalAgreement, "consents"),
-        (.evaluation, "satisfaction"), (.evaluation, "would_recommend"),
-        (.disclosure, "category"), (.disclosure, "summary"),
-    ])
+    @Test(
+        "every required field, when removed, is reported by name",
+        arguments: [
+            (RecordType.intakeForm, "dispute_category"),
+            (.agreementToMediate, "participant"), (.agreementToMediate, "signed_at"), (.agreementToMediate, "method"),
+            (.agreementToMediate, "online"), (.agreementToMediate, "acknowledgements"),
+            (.sessionNote, "text"), (.finalAgreement, "terms"), (.finalAgreement, "outcome"),
+            (.finalAgreement, "outcome_confidential"), (.finalAgreement, "consents"),
+            (.evaluation, "satisfaction"), (.evaluation, "would_recommend"),
+            (.disclosure, "category"), (.disclosure, "summary"),
+        ])
     func missingFieldIsNamed(type: RecordType, field: String) throws {
         var document = try #require(Self.object(Self.valid[type]!))
         document.removeValue(forKey: field)
@@ -70,7 +73,11 @@ struct RecordValidatorTests {
     @Test("every acknowledgement must be true; online sessions also need devices off and nobody else present")
     func acknowledgements() {
         let offline = Self.valid[.agreementToMediate]!
-        #expect(self.failure(.agreementToMediate, offline.replacingOccurrences(of: #""no_recording":true"#, with: #""no_recording":false"#))?.field == "acknowledgements.no_recording")
+        #expect(
+            self.failure(
+                .agreementToMediate,
+                offline.replacingOccurrences(of: #""no_recording":true"#, with: #""no_recording":false"#))?.field
+                == "acknowledgements.no_recording")
         let online = offline.replacingOccurrences(of: #""online":false"#, with: #""online":true"#)
         let error = self.failure(.agreementToMediate, online)
         #expect(error?.code == .missingField)
@@ -91,16 +98,21 @@ struct RecordValidatorTests {
         #expect(self.failure(.finalAgreement, confidential, participants: ["p3"])?.field == "consents")
     }
 
-    @Test("mistyped values are refused without echoing them", arguments: [
-        (RecordType.evaluation, #"{"satisfaction":6,"would_recommend":true}"#, "satisfaction"),
-        (.evaluation, #"{"satisfaction":4.5,"would_recommend":true}"#, "satisfaction"),
-        (.evaluation, #"{"satisfaction":4,"would_recommend":"SECRETVALUE"}"#, "would_recommend"),
-        (.disclosure, #"{"category":"SECRETVALUE","summary":"s"}"#, "category"),
-        (.sessionNote, #"{"text":"   "}"#, "text"),
-        (.agreementToMediate, #"{"participant":"SECRETVALUE"}"#, "participant"),
-        (.finalAgreement, #"{"terms":"t","outcome":"won","outcome_confidential":true,"consents":[]}"#, "outcome"),
-        (.finalAgreement, #"{"terms":"t","outcome":"resolved","outcome_confidential":true,"consents":["p1","p1"]}"#, "consents"),
-    ])
+    @Test(
+        "mistyped values are refused without echoing them",
+        arguments: [
+            (RecordType.evaluation, #"{"satisfaction":6,"would_recommend":true}"#, "satisfaction"),
+            (.evaluation, #"{"satisfaction":4.5,"would_recommend":true}"#, "satisfaction"),
+            (.evaluation, #"{"satisfaction":4,"would_recommend":"SECRETVALUE"}"#, "would_recommend"),
+            (.disclosure, #"{"category":"SECRETVALUE","summary":"s"}"#, "category"),
+            (.sessionNote, #"{"text":"   "}"#, "text"),
+            (.agreementToMediate, #"{"participant":"SECRETVALUE"}"#, "participant"),
+            (.finalAgreement, #"{"terms":"t","outcome":"won","outcome_confidential":true,"consents":[]}"#, "outcome"),
+            (
+                .finalAgreement,
+                #"{"terms":"t","outcome":"resolved","outcome_confidential":true,"consents":["p1","p1"]}"#, "consents"
+            ),
+        ])
     func mistypedValues(type: RecordType, json: String, field: String) {
         let error = self.failure(type, json)
         #expect(error?.code == .invalidField)
@@ -121,8 +133,10 @@ struct RecordValidatorTests {
     func identifiers() throws {
         let id = try RecordID("00112233445566778899aabbccddeeff")
         #expect(RecordID(bytes: id.bytes) == id)
-        for bad in ["", "../../etc/passwd", "00112233445566778899AABBCCDDEEFF", "00112233445566778899aabbccddee\u{0}f",
-                    "00112233445566778899aabbccddeeff0"] {
+        for bad in [
+            "", "../../etc/passwd", "00112233445566778899AABBCCDDEEFF", "00112233445566778899aabbccddee\u{0}f",
+            "00112233445566778899aabbccddeeff0",
+        ] {
             #expect(throws: CaseVaultError.self) { try RecordID(bad) }
         }
     }
@@ -140,14 +154,18 @@ struct RecordValidatorTests {
 struct TimestampTests {
     @Test("RFC 3339 date-times are taken, with real calendar ranges; anything else is refused without reaching ICU")
     func timestamps() {
-        for good in ["2026-03-01T14:00:00Z", "2024-02-29T23:59:59.123456789+01:00", "2026-12-31t00:00:00.5z", "0001-01-01T00:00:00-23:59"] {
+        for good in [
+            "2026-03-01T14:00:00Z", "2024-02-29T23:59:59.123456789+01:00", "2026-12-31t00:00:00.5z",
+            "0001-01-01T00:00:00-23:59",
+        ] {
             #expect(JSONValue.isTimestamp(good), "\(good)")
         }
         let bad = [
             "2026-03-01T14:0:00.2577777777777777777777777777777777777777777777777777777777777770Z",
             "2026-03-01T14:00:00." + String(repeating: "7", count: 100) + "Z",
             "2026-03-01T14:00:00.1234567890Z", "2025-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-04-31T00:00:00Z",
-            "2026-03-01T24:00:00Z", "2026-03-01T14:60:00Z", "2026-03-01T14:00:00", "2026-03-01 14:00:00Z", "2026-03-01T14:00:00+0100",
+            "2026-03-01T24:00:00Z", "2026-03-01T14:60:00Z", "2026-03-01T14:00:00", "2026-03-01 14:00:00Z",
+            "2026-03-01T14:00:00+0100",
             "2026-03-01T14:00:00Z ", "0000-01-01T00:00:00Z", "", "2026-03-01",
         ]
         for text in bad {

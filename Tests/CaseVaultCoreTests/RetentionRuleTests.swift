@@ -45,7 +45,9 @@ struct RetentionRuleTests {
             let now = Int64.random(in: 0...4_102_444_800_000)
             let bound = rule.latestPossibleEvent(at: now)
             // Just past the bound, within the days where month ends clamp, and far past it.
-            let event = bound + [1, Int64.random(in: 1...(5 * 86_400_000)), Int64.random(in: 1...(400 * 86_400_000))].randomElement()!
+            let event =
+                bound + [1, Int64.random(in: 1...(5 * 86_400_000)), Int64.random(in: 1...(400 * 86_400_000))]
+                .randomElement()!
             #expect(!rule.isDue(eventTime: event, at: now), "\(rule): an event past the bound was due")
         }
         // Due-ness is not monotonic in the event time, which is why the sweep judges each candidate.
@@ -60,12 +62,19 @@ struct RetentionRuleTests {
         #expect(try RetentionRule(parsing: "7 years after case_closed") == RetentionRule(years: 7, after: .caseClosed))
         #expect(try RetentionRule(parsing: "30 days after filed") == RetentionRule(days: 30, after: .filed))
         #expect(try RetentionRule(parsing: "1 month after filed") == RetentionRule(months: 1, after: .filed))
-        for bad in ["", "7 years", "seven years after filed", "7 weeks after filed", "7 years before filed", "-1 days after filed",
-                    "7 years after closing", "7 years after filed please"] {
+        for bad in [
+            "", "7 years", "seven years after filed", "7 weeks after filed", "7 years before filed",
+            "-1 days after filed",
+            "7 years after closing", "7 years after filed please",
+        ] {
             #expect(throws: CaseVaultError.self, "\(bad)") { try RetentionRule(parsing: bad) }
         }
-        #expect(throws: CaseVaultError.self) { try RetentionSchedule.standard(overriddenBy: ["recording": "1 day after filed"]) }
-        #expect(throws: CaseVaultError.self) { try RetentionSchedule.standard(overriddenBy: ["session_note": "1 day after case_closed"]) }
+        #expect(throws: CaseVaultError.self) {
+            try RetentionSchedule.standard(overriddenBy: ["recording": "1 day after filed"])
+        }
+        #expect(throws: CaseVaultError.self) {
+            try RetentionSchedule.standard(overriddenBy: ["session_note": "1 day after case_closed"])
+        }
         let schedule = try RetentionSchedule.standard(overriddenBy: ["intake_form": "5 years after case_closed"])
         #expect(schedule.rules[.intakeForm] == RetentionRule(years: 5, after: .caseClosed))
         #expect(schedule.rules[.evaluation] == RetentionSchedule.standard.rules[.evaluation])

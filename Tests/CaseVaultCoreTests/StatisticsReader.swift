@@ -108,7 +108,7 @@ struct StatisticsReader {
             }
         }
         for period in Statistics.Period.allCases {
-            for case let (label, mean?) in means[period] ?? [:] {
+            for case (let label, let mean?) in means[period] ?? [:] {
                 check(mean, { period.label($0.openedAt) == label }, label)
                 // The finer periods inside it with evaluations whose mean is withheld.
                 for finer in Statistics.Period.allCases.prefix(while: { $0 != period }) {

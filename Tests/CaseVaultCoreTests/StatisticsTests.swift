@@ -34,11 +34,14 @@ struct StatisticsTests {
         let years = 1 + (trial / 4) % 3
         let count = Int.random(in: [5...25, 40...120, 30...90, 150...250][trial % 4], using: &generator)
         let crowded = Self.time(2025, 1) + Int64(Int.random(in: 0..<(12 * years), using: &generator)) * 30 * Self.day
-        let categories: [String?] = ["noise", "noise", "noise", "roommate", "roommate", "damage", "damage", "guests",
-                                     "r1", "r2", "r3", "r4", nil, "other"]
+        let categories: [String?] = [
+            "noise", "noise", "noise", "roommate", "roommate", "damage", "damage", "guests",
+            "r1", "r2", "r3", "r4", nil, "other",
+        ]
         let outcomes: [String?] = ["resolved", "resolved", "partially_resolved", "no_agreement", "withdrawn", nil]
         return (0..<count).map { _ in
-            let opened = trial % 4 == 2 && Int.random(in: 0..<10, using: &generator) < 7
+            let opened =
+                trial % 4 == 2 && Int.random(in: 0..<10, using: &generator) < 7
                 ? crowded + Int64.random(in: 0..<(28 * Self.day), using: &generator)
                 : Self.time(2025, 1) + Int64.random(in: 0..<(Int64(years) * 365 * Self.day), using: &generator)
             let closed = Int.random(in: 0..<100, using: &generator) < 95
@@ -82,7 +85,8 @@ struct StatisticsTests {
         #expect(seen.published > 1000 && seen.suppressed > 1000, "the trials publish and suppress: \(seen)")
     }
 
-    @Test("two suppressed January counts that the month and quarter tables gave away together stay hidden in the family")
+    @Test(
+        "two suppressed January counts that the month and quarter tables gave away together stay hidden in the family")
     func monthsAgainstQuarters() {
         // Suppressed table by table (k = 11), the month table hid January (4 noise, 5 roommate) with April's
         // cells, its cheapest cycle, and the quarter table, with no small count, published 2026-Q1: noise 64,
@@ -105,17 +109,20 @@ struct StatisticsTests {
         #expect(reader.derivable().isEmpty, "\(reader.derivable())")
     }
 
-    @Test("only complete periods are published: not the current month, quarter or year, nor a period with a case still open")
+    @Test(
+        "only complete periods are published: not the current month, quarter or year, nor a period with a case still open"
+    )
     func onlyCompletePeriods() {
         var cases = Self.closed(12, "noise", on: Self.time(2026, 3, 10))
         cases += Self.closed(12, "noise", on: Self.time(2027, 4, 5))  // an earlier month of the current quarter
         cases += Self.closed(12, "noise", on: Self.time(2027, 5, 2))  // the current month
         // Opened in January, closed in the current month: January waits for the next month start.
         cases += Self.closed(12, "noise", on: Self.time(2027, 1, 10), closing: Self.time(2027, 5, 10))
-        cases.append(StatisticsCase(
-            openedAt: Self.time(2027, 2, 1), closedAt: nil, category: "noise", draftCategory: "noise", outcome: nil,
-            satisfaction: []
-        ))
+        cases.append(
+            StatisticsCase(
+                openedAt: Self.time(2027, 2, 1), closedAt: nil, category: "noise", draftCategory: "noise", outcome: nil,
+                satisfaction: []
+            ))
         let may = Self.family(cases, k: 11, at: Self.time(2027, 5, 20))
         #expect(may.table(.month, by: .category).rows == ["2026-03", "2027-04"])
         #expect(may.table(.month, by: .outcome).rows == ["2026-03", "2027-04"])
@@ -187,7 +194,8 @@ struct StatisticsTests {
     @Test("a category that reaches k cases gets its column in the rows already published, and other loses it there")
     func categoryNamedLater() {
         let (january, february) = (Self.time(2026, 1, 5), Self.time(2026, 2, 5))
-        let cases = Self.closed(2, "parking", on: january) + Self.closed(10, "noise", on: january)
+        let cases =
+            Self.closed(2, "parking", on: january) + Self.closed(10, "noise", on: january)
             + Self.closed(1, "parking", on: february) + Self.closed(10, "noise", on: february)
         var reader = StatisticsReader(cases: cases, k: 3)
         let before = Self.family(cases, k: 3, at: Self.time(2026, 2, 15))

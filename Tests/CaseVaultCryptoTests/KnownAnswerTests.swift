@@ -6,10 +6,12 @@ struct KnownAnswerTests {
     @Test("XChaCha20-Poly1305 matches draft-irtf-cfrg-xchacha-03 §A.3.1")
     func xchachaDraftVector() throws {
         let plaintext = Array(
-            "Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.".utf8
+            "Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it."
+                .utf8
         )
         let ad = [UInt8](hex: "50515253c0c1c2c3c4c5c6c7")
-        let key = try SecureBytes(copying: [UInt8](hex: "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"))
+        let key = try SecureBytes(
+            copying: [UInt8](hex: "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"))
         let nonce = [UInt8](hex: "404142434445464748494a4b4c4d4e4f5051525354555657")
         let expected = [UInt8](
             hex: """
@@ -36,7 +38,8 @@ struct KnownAnswerTests {
 
     @Test("Ed25519 matches RFC 8032 §7.1 test 1")
     func ed25519RFC8032Test1() throws {
-        let seed = try SecureBytes(copying: [UInt8](hex: "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"))
+        let seed = try SecureBytes(
+            copying: [UInt8](hex: "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"))
         let key = try SigningKey(seed: seed)
         #expect(key.publicKey == [UInt8](hex: "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"))
         let expected = [UInt8](

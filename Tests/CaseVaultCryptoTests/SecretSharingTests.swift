@@ -15,7 +15,9 @@ struct SecretSharingTests {
         return Self.subsets(rest, size: size - 1).map { [items[0]] + $0 } + Self.subsets(rest, size: size)
     }
 
-    @Test("any t of n shares recover the key, whatever their order; t − 1 are refused", arguments: [(2, 2), (2, 3), (3, 5), (5, 7)])
+    @Test(
+        "any t of n shares recover the key, whatever their order; t − 1 are refused",
+        arguments: [(2, 2), (2, 3), (3, 5), (5, 7)])
     func thresholds(_ parameters: (threshold: Int, count: Int)) throws {
         let key = try Self.key()
         let shares = try SecretSharing.split(key, count: parameters.count, threshold: parameters.threshold)
@@ -25,7 +27,10 @@ struct SecretSharingTests {
             #expect(recovered.constantTimeEquals(key))
         }
         for subset in Self.subsets(shares, size: parameters.threshold - 1) {
-            #expect(throws: SecretSharing.Failure.notEnoughShares(have: parameters.threshold - 1, need: parameters.threshold)) {
+            #expect(
+                throws: SecretSharing.Failure.notEnoughShares(
+                    have: parameters.threshold - 1, need: parameters.threshold)
+            ) {
                 _ = try SecretSharing.combine(subset)
             }
         }
@@ -67,22 +72,35 @@ struct SecretSharingTests {
         #expect(throws: SecretSharing.Failure.corruptedShare(index: 2)) {
             _ = try Self.share(String(text.dropLast()) + (text.last == "0" ? "1" : "0"))
         }
-        for malformed in ["hello", "", "   ", "cvshare1-3-2-zz-0011223344556677-00112233", "cvshare1-3-0-00-0011223344556677-00112233",
-            "cvshare1-3-2-0-0011223344556677-00112233", "cvshare1-3-2-00-0011223344556677-00112233-00", "cvshare1-999-2-00-0011223344556677-00112233"]
-        {
+        for malformed in [
+            "hello", "", "   ", "cvshare1-3-2-zz-0011223344556677-00112233",
+            "cvshare1-3-0-00-0011223344556677-00112233",
+            "cvshare1-3-2-0-0011223344556677-00112233", "cvshare1-3-2-00-0011223344556677-00112233-00",
+            "cvshare1-999-2-00-0011223344556677-00112233",
+        ] {
             #expect(throws: SecretSharing.Failure.malformedShare, "\(malformed)") { _ = try Self.share(malformed) }
         }
         // Shares of another split, or a share given twice, are refused.
         let other = try SecretSharing.split(try Self.key(), count: 5, threshold: 3)
-        #expect(throws: SecretSharing.Failure.mismatchedShares) { _ = try SecretSharing.combine([shares[0], shares[1], other[2]]) }
-        #expect(throws: SecretSharing.Failure.mismatchedShares) { _ = try SecretSharing.combine([shares[0], shares[0], shares[1]]) }
+        #expect(throws: SecretSharing.Failure.mismatchedShares) {
+            _ = try SecretSharing.combine([shares[0], shares[1], other[2]])
+        }
+        #expect(throws: SecretSharing.Failure.mismatchedShares) {
+            _ = try SecretSharing.combine([shares[0], shares[0], shares[1]])
+        }
         // A share whose values were altered but re-checksummed (a forged share) yields a wrong secret: refused.
         var values = shares[2].values.withUnsafeBytes { Array($0) }
         values[0] ^= 1
         let forged = try Self.share(try Self.reencoded(shares[2], values: values))
-        #expect(throws: SecretSharing.Failure.wrongSecret) { _ = try SecretSharing.combine([shares[0], shares[1], forged]) }
-        #expect(throws: SecretSharing.Failure.invalidParameters) { _ = try SecretSharing.split(key, count: 2, threshold: 3) }
-        #expect(throws: SecretSharing.Failure.invalidParameters) { _ = try SecretSharing.split(key, count: 300, threshold: 3) }
+        #expect(throws: SecretSharing.Failure.wrongSecret) {
+            _ = try SecretSharing.combine([shares[0], shares[1], forged])
+        }
+        #expect(throws: SecretSharing.Failure.invalidParameters) {
+            _ = try SecretSharing.split(key, count: 2, threshold: 3)
+        }
+        #expect(throws: SecretSharing.Failure.invalidParameters) {
+            _ = try SecretSharing.split(key, count: 300, threshold: 3)
+        }
     }
 
     /// The share's text, out of locked memory (as a person holds it).
@@ -98,9 +116,12 @@ struct SecretSharingTests {
     static func reencoded(_ share: SecretSharing.Share, values: [UInt8]) throws -> String {
         let hex = values.map { String(format: "%02x", $0) }.joined()
         let parts = try Self.text(share).split(separator: "-")
-        let body = ([String(parts[0]), String(parts[1]), String(parts[2]), hex, String(parts[4])]).joined(separator: "-")
+        let body = ([String(parts[0]), String(parts[1]), String(parts[2]), hex, String(parts[4])]).joined(
+            separator: "-")
         // Recompute the checksum the way the format defines it: BLAKE2b-32 of the prefix and body.
-        let checksum = Array(Hash.blake2b(Array(("casevault.share.v1:" + body).utf8), length: 16).prefix(4)).map { String(format: "%02x", $0) }.joined()
+        let checksum = Array(Hash.blake2b(Array(("casevault.share.v1:" + body).utf8), length: 16).prefix(4)).map {
+            String(format: "%02x", $0)
+        }.joined()
         return body + "-" + checksum
     }
 }

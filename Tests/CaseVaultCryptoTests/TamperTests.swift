@@ -39,7 +39,9 @@ struct TamperTests {
 
     @Test("two seals of one message differ (random nonces)")
     func aeadNoncesAreFresh() {
-        #expect(AEAD.seal(self.message, key: self.key, associatedData: self.ad) != AEAD.seal(self.message, key: self.key, associatedData: self.ad))
+        #expect(
+            AEAD.seal(self.message, key: self.key, associatedData: self.ad)
+                != AEAD.seal(self.message, key: self.key, associatedData: self.ad))
     }
 
     @Test("a signature fails for a changed message or a changed signature byte")
@@ -58,7 +60,8 @@ struct TamperTests {
 struct SecretStreamTests {
     func encrypt(_ chunks: [[UInt8]], key: SecureBytes) throws -> (header: [UInt8], chunks: [[UInt8]]) {
         let encryptor = try SecretStream.Encryptor(key: key)
-        let sealed = chunks.enumerated().map { index, chunk in encryptor.push(chunk, isFinal: index == chunks.count - 1) }
+        let sealed = chunks.enumerated().map { index, chunk in encryptor.push(chunk, isFinal: index == chunks.count - 1)
+        }
         return (encryptor.header, sealed)
     }
 
@@ -117,7 +120,8 @@ struct KeyTests {
         let a = try PasswordHash.deriveKey(passphrase: Array("correct horse".utf8), salt: salt, limits: limits)
         let b = try PasswordHash.deriveKey(passphrase: Array("correct horse".utf8), salt: salt, limits: limits)
         let c = try PasswordHash.deriveKey(passphrase: Array("correct horsf".utf8), salt: salt, limits: limits)
-        let d = try PasswordHash.deriveKey(passphrase: Array("correct horse".utf8), salt: [UInt8](repeating: 2, count: 16), limits: limits)
+        let d = try PasswordHash.deriveKey(
+            passphrase: Array("correct horse".utf8), salt: [UInt8](repeating: 2, count: 16), limits: limits)
         #expect(a.constantTimeEquals(b))
         #expect(!a.constantTimeEquals(c))
         #expect(!a.constantTimeEquals(d))

@@ -12,7 +12,8 @@ struct DaemonConfigurationTests {
 
     @Test("the shipped Config/casevault.toml parses and equals the embedded default")
     func shippedConfigurationIsTheEmbeddedDefault() throws {
-        let configuration = try DaemonConfiguration.load(path: Self.repository.appendingPathComponent("Config/casevault.toml").path)
+        let configuration = try DaemonConfiguration.load(
+            path: Self.repository.appendingPathComponent("Config/casevault.toml").path)
         #expect(configuration == .embeddedDefault)
     }
 
@@ -20,9 +21,15 @@ struct DaemonConfigurationTests {
     func badConfigurationsAreRefused() {
         let server = "\n[server]\nsocket_path = \"s.sock\"\nmax_body_bytes = 1000\n"
         let cases: [(String, String)] = [
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\ndata_directroy = \"x\"", "data_directroy"),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\ndata_directroy = \"x\"",
+                "data_directroy"
+            ),
             ("[store]\ndata_directory = \"d\"\nmax_content_bytes = 10", "root_key_file"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = \"big\"", "max_content_bytes"),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = \"big\"",
+                "max_content_bytes"
+            ),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 0", "max_content_bytes"),
             ("[store]\ndata_directory = \"\"\nroot_key_file = \"k\"\nmax_content_bytes = 10", "data_directory"),
             ("[store\ndata_directory = 1", "line"),
@@ -33,33 +40,103 @@ struct DaemonConfigurationTests {
             // A missing key is named once, by its whole path.
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"", "lacks store.max_content_bytes;"),
             ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10", "server"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[roles]\nkingpin = [\"self\"]", "roles.kingpin"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[roles]\ndirector = [\"uid:x\"]", "roles.director"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[roles]\ndirector = [\"user:no-such-user-here\"]", "roles.director"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[offices]\ngossip = \"title-ix\"", "disclosure category"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[offices]\ndiscrimination = \"Equity Office\"", "offices.discrimination"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[server]\nsocket_path = \"s\"\nmax_body_bytes = 10\nmax_json_depth = 1", "server.max_json_depth"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[server]\nsocket_path = \"s\"\nmax_body_bytes = 10\nmax_connections = 0", "server.max_connections"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[server]\nsocket_path = \"s\"\nmax_body_bytes = 10\nread_timeout_seconds = 0", "server.read_timeout_seconds"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[retention]\nintake_form = \"3 yrs after filed\"", "retention] intake_form"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[retention]\nrecording = \"1 day after filed\"", "recording"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[retention]\nsession_note = \"1 year after case_closed\"", "session_note"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[retention]\nsweep_batch = 0", "retention.sweep_batch"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[statistics]\nk = 1", "statistics.k"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nsource = \"tpm\"", "keys.source"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\ncredential = \"../key\"", "keys.credential"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nsource = \"passphrase\"\nargon2_operations = 0", "keys.argon2_operations"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nargon2_memory_mib = 4", "keys.argon2_memory_mib"),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[roles]\nkingpin = [\"self\"]",
+                "roles.kingpin"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[roles]\ndirector = [\"uid:x\"]",
+                "roles.director"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[roles]\ndirector = [\"user:no-such-user-here\"]",
+                "roles.director"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[offices]\ngossip = \"title-ix\"",
+                "disclosure category"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[offices]\ndiscrimination = \"Equity Office\"",
+                "offices.discrimination"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[server]\nsocket_path = \"s\"\nmax_body_bytes = 10\nmax_json_depth = 1",
+                "server.max_json_depth"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[server]\nsocket_path = \"s\"\nmax_body_bytes = 10\nmax_connections = 0",
+                "server.max_connections"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[server]\nsocket_path = \"s\"\nmax_body_bytes = 10\nread_timeout_seconds = 0",
+                "server.read_timeout_seconds"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[retention]\nintake_form = \"3 yrs after filed\"",
+                "retention] intake_form"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[retention]\nrecording = \"1 day after filed\"",
+                "recording"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[retention]\nsession_note = \"1 year after case_closed\"",
+                "session_note"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[retention]\nsweep_batch = 0",
+                "retention.sweep_batch"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[statistics]\nk = 1",
+                "statistics.k"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nsource = \"tpm\"",
+                "keys.source"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\ncredential = \"../key\"",
+                "keys.credential"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nsource = \"passphrase\"\nargon2_operations = 0",
+                "keys.argon2_operations"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nargon2_memory_mib = 4",
+                "keys.argon2_memory_mib"
+            ),
             // Below libsodium's interactive cost (2 passes, 64 MiB) is refused.
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nsource = \"passphrase\"\nargon2_operations = 1", "keys.argon2_operations"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nargon2_memory_mib = 63", "keys.argon2_memory_mib"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[audit]\ncheckpoint_every = 0", "audit.checkpoint_every"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[audit]\nrotate_mib = -1", "audit.rotate_mib"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[audit]\nkeep_files = -2", "audit.keep_files"),
-            ("[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[backup]\nretention_days = 0", "backup.retention_days"),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nsource = \"passphrase\"\nargon2_operations = 1",
+                "keys.argon2_operations"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[keys]\nargon2_memory_mib = 63",
+                "keys.argon2_memory_mib"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[audit]\ncheckpoint_every = 0",
+                "audit.checkpoint_every"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[audit]\nrotate_mib = -1",
+                "audit.rotate_mib"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[audit]\nkeep_files = -2",
+                "audit.keep_files"
+            ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[backup]\nretention_days = 0",
+                "backup.retention_days"
+            ),
         ]
         for (text, mentioned) in cases {
-            let text = text.hasPrefix("[store\n") || text.contains("[server]") || mentioned == "server" ? text : text + server
+            let text =
+                text.hasPrefix("[store\n") || text.contains("[server]") || mentioned == "server" ? text : text + server
             do {
                 _ = try DaemonConfiguration.parse(text)
                 Issue.record("accepted: \(text)")
@@ -72,13 +149,24 @@ struct DaemonConfigurationTests {
 
     @Test("a user or group the host does not have is refused by name, with how to create it")
     func unknownPrincipalsAreNamed() {
-        let base = "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n"
+        let base =
+            "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n"
             + "[server]\nsocket_path = \"s.sock\"\nmax_body_bytes = 1000\n"
         let cases: [(String, [String])] = [
-            ("[roles]\nmediator = [\"group:casevault-no-such-group\"]",
-             ["roles.mediator", "group casevault-no-such-group", "groupadd --system casevault-no-such-group", "'g casevault-no-such-group -'"]),
-            ("[roles]\nsubmitter = [\"user:casevault-no-such-user\"]",
-             ["roles.submitter", "user casevault-no-such-user", "useradd casevault-no-such-user", "'u casevault-no-such-user -'"]),
+            (
+                "[roles]\nmediator = [\"group:casevault-no-such-group\"]",
+                [
+                    "roles.mediator", "group casevault-no-such-group", "groupadd --system casevault-no-such-group",
+                    "'g casevault-no-such-group -'",
+                ]
+            ),
+            (
+                "[roles]\nsubmitter = [\"user:casevault-no-such-user\"]",
+                [
+                    "roles.submitter", "user casevault-no-such-user", "useradd casevault-no-such-user",
+                    "'u casevault-no-such-user -'",
+                ]
+            ),
             // A name no host could have is not repeated: it would reach the journal and a suggested command.
             ("[roles]\nmediator = [\"group:x\\n<0>forged; rm -rf /\"]", ["roles.mediator", "not a valid group name"]),
         ]
@@ -102,12 +190,15 @@ struct DaemonConfigurationTests {
             "[store]\ndata_directory = \"state/data\"\nroot_key_file = \"/etc/casevault/root.key\"\nmax_content_bytes = 100"
                 + "\n[server]\nsocket_path = \"run/s.sock\"\nmax_body_bytes = 1000\n[roles]\ndirector = [\"uid:1000\", \"group:root\"]"
         )
-        #expect(try configuration.serverConfiguration(relativeTo: URL(fileURLWithPath: "/srv/vault/", isDirectory: true)).socketPath
-            == "/srv/vault/run/s.sock")
+        #expect(
+            try configuration.serverConfiguration(relativeTo: URL(fileURLWithPath: "/srv/vault/", isDirectory: true))
+                .socketPath
+                == "/srv/vault/run/s.sock")
         let roles = try configuration.roleMap()
         #expect(roles.byUID[1000] == [.director])
         #expect(roles.byGID[0] == [.director])
-        let store = try configuration.storeConfiguration(relativeTo: URL(fileURLWithPath: "/srv/vault/", isDirectory: true))
+        let store = try configuration.storeConfiguration(
+            relativeTo: URL(fileURLWithPath: "/srv/vault/", isDirectory: true))
         #expect(store.dataDirectory.path == "/srv/vault/state/data")
         #expect(store.rootKeyFile.path == "/etc/casevault/root.key")
         #expect(store.maxContentBytes == 100)

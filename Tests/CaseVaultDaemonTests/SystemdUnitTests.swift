@@ -6,7 +6,8 @@ import Testing
 @Suite("systemd units")
 struct SystemdUnitTests {
     static let units = DaemonConfigurationTests.repository.appendingPathComponent("systemd")
-    static let binaries = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path
+    static let binaries = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        .path
 
     static func analyze(_ arguments: [String], in directory: String) throws -> (status: Int32, output: String) {
         try Command.run("/usr/bin/systemd-analyze", arguments, in: directory)
@@ -42,7 +43,8 @@ struct SystemdUnitTests {
     func exposure() throws {
         let (directory, _) = try Self.staged()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let (status, output) = try Self.analyze(["security", "--offline=true", "--no-pager", "casevault.service"], in: directory)
+        let (status, output) = try Self.analyze(
+            ["security", "--offline=true", "--no-pager", "casevault.service"], in: directory)
         #expect(status == 0, "\(output)")
         let line = output.split(separator: "\n").first { $0.contains("Overall exposure level") } ?? ""
         let score = line.split(separator: ":").last?.split(separator: " ").first.flatMap { Double($0) }
@@ -52,7 +54,9 @@ struct SystemdUnitTests {
 
 /// Runs a command to its end: its exit status and its standard output and error together.
 enum Command {
-    static func run(_ executable: String, _ arguments: [String], in directory: String? = nil) throws -> (status: Int32, output: String) {
+    static func run(_ executable: String, _ arguments: [String], in directory: String? = nil) throws -> (
+        status: Int32, output: String
+    ) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments

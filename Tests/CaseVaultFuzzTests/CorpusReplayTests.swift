@@ -14,7 +14,8 @@ struct CorpusReplayTests {
     static func inputs(of name: String) throws -> [URL]? {
         let directory = Self.corpus.appendingPathComponent(name)
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue
+        else {
             return nil
         }
         return try FileManager.default.contentsOfDirectory(atPath: directory.path)
@@ -38,7 +39,9 @@ struct CorpusReplayTests {
     func directoriesNameTargets() throws {
         let names = FuzzTargets.all.map(\.name)
         #expect(Set(names).count == names.count)
-        let directories = try FileManager.default.contentsOfDirectory(atPath: Self.corpus.path).filter { !$0.hasPrefix(".") }
+        let directories = try FileManager.default.contentsOfDirectory(atPath: Self.corpus.path).filter {
+            !$0.hasPrefix(".")
+        }
         for directory in directories {
             #expect(names.contains(directory), "Tests/fuzz-corpus/\(directory) names no fuzz target")
         }

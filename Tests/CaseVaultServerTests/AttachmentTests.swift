@@ -14,7 +14,8 @@ struct AttachmentTests {
 
     /// curl as the director, with a file body or output; returns (HTTP status, curl's exit code).
     static func curl(_ daemon: DaemonProcess, _ arguments: [String]) throws -> (Int, Int32) {
-        let (exit, output) = try Self.director.run("/usr/bin/curl", ["-s", "-w", "%{http_code}", "--unix-socket", daemon.socket] + arguments)
+        let (exit, output) = try Self.director.run(
+            "/usr/bin/curl", ["-s", "-w", "%{http_code}", "--unix-socket", daemon.socket] + arguments)
         return (Int(String(decoding: output, as: UTF8.self).suffix(3)) ?? 0, exit)
     }
 
@@ -36,7 +37,9 @@ struct AttachmentTests {
         chmod(path, 0o644)
     }
 
-    @Test("a 256 MiB attachment goes in and out byte for byte, streamed: the daemon's peak memory grows by less than half of it")
+    @Test(
+        "a 256 MiB attachment goes in and out byte for byte, streamed: the daemon's peak memory grows by less than half of it"
+    )
     func roundTripKeepsMemoryFlat() throws {
         let daemon = try DaemonProcess(roles: LifecycleOverSocketTests.roles)
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
@@ -49,7 +52,14 @@ struct AttachmentTests {
         chmod(output, 0o666)
         let before = Self.peakResidentKiB(daemon.process.processIdentifier)
         let url = "http://casevault/v1/records/\(record)/attachment"
-        #expect(try Self.curl(daemon, ["-o", "/dev/null", "-X", "PUT", "-H", "Content-Type: application/pdf", "--data-binary", "@" + input, url]).0 == 201)
+        #expect(
+            try Self.curl(
+                daemon,
+                [
+                    "-o", "/dev/null", "-X", "PUT", "-H", "Content-Type: application/pdf", "--data-binary", "@" + input,
+                    url,
+                ]
+            ).0 == 201)
         #expect(try Self.curl(daemon, ["-o", output, url]) == (200, 0))
         let after = Self.peakResidentKiB(daemon.process.processIdentifier)
         #expect(FileManager.default.contentsEqual(atPath: input, andPath: output), "the attachment came back different")
@@ -65,11 +75,13 @@ struct AttachmentTests {
         #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
-    @Test("one attachment per record; a media type is required; the size limit answers 413 at once; shredding removes it")
+    @Test(
+        "one attachment per record; a media type is required; the size limit answers 413 at once; shredding removes it")
     func rulesAndShred() throws {
         let daemon = try DaemonProcess(roles: LifecycleOverSocketTests.roles) { root in
             var text = try String(contentsOfFile: root + "/casevault.toml", encoding: .utf8)
-            text = text.replacingOccurrences(of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\nmax_attachment_bytes = 100000")
+            text = text.replacingOccurrences(
+                of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\nmax_attachment_bytes = 100000")
             try text.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
         }
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
@@ -78,15 +90,27 @@ struct AttachmentTests {
         let path = "/v1/records/\(record)/attachment"
         #expect(try daemon.call("GET", path, as: Self.director, expect: 404).problemType == "not-found")
         let oversized = String(repeating: "x", count: 100_001)
-        #expect(try Client.request(daemon, "PUT", path, as: Self.director, body: oversized, contentType: "application/pdf").problemType == "content-too-large")
-        #expect(try Client.request(daemon, "PUT", path, as: Self.director, body: "x", contentType: "nonsense").problemType == "unsupported-media-type")
-        #expect(try Client.request(daemon, "PUT", path, as: Self.director, body: "scan \(LeakCheck.marker)", contentType: "application/pdf").status == 201)
-        #expect(try Client.request(daemon, "PUT", path, as: Self.director, body: "again", contentType: "application/pdf").problemType == "attachment-exists")
+        #expect(
+            try Client.request(daemon, "PUT", path, as: Self.director, body: oversized, contentType: "application/pdf")
+                .problemType == "content-too-large")
+        #expect(
+            try Client.request(daemon, "PUT", path, as: Self.director, body: "x", contentType: "nonsense").problemType
+                == "unsupported-media-type")
+        #expect(
+            try Client.request(
+                daemon, "PUT", path, as: Self.director, body: "scan \(LeakCheck.marker)", contentType: "application/pdf"
+            ).status == 201)
+        #expect(
+            try Client.request(daemon, "PUT", path, as: Self.director, body: "again", contentType: "application/pdf")
+                .problemType == "attachment-exists")
         let read = try Client.request(daemon, "GET", path, as: Self.director)
         #expect(read.status == 200 && String(decoding: read.body, as: UTF8.self) == "scan \(LeakCheck.marker)")
         // The uploader's media type is named, not vouched for.
-        #expect(read.contentType == "application/octet-stream" && read.mediaType == "application/pdf", "\(read.contentType) \(read.mediaType ?? "")")
-        try daemon.call("DELETE", "/v1/records/\(record)", as: Self.director, body: #"{"reason": "filed_in_error"}"#, expect: 200)
+        #expect(
+            read.contentType == "application/octet-stream" && read.mediaType == "application/pdf",
+            "\(read.contentType) \(read.mediaType ?? "")")
+        try daemon.call(
+            "DELETE", "/v1/records/\(record)", as: Self.director, body: #"{"reason": "filed_in_error"}"#, expect: 200)
         #expect(try daemon.call("GET", path, as: Self.director, expect: 410).problemType == "shredded")
         #expect(!FileManager.default.fileExists(atPath: daemon.root + "/data/attachments/\(record)"))
         #expect(daemon.stop() == 0, "\(daemon.log)")
@@ -102,8 +126,14 @@ struct AttachmentTests {
         let input = daemon.root + "/in.bin"
         try Self.randomFile(input, megabytes: 1)
         for record in [first, second] {
-            #expect(try Self.curl(daemon, ["-o", "/dev/null", "-X", "PUT", "-H", "Content-Type: image/png", "--data-binary", "@" + input,
-                "http://casevault/v1/records/\(record)/attachment"]).0 == 201)
+            #expect(
+                try Self.curl(
+                    daemon,
+                    [
+                        "-o", "/dev/null", "-X", "PUT", "-H", "Content-Type: image/png", "--data-binary", "@" + input,
+                        "http://casevault/v1/records/\(record)/attachment",
+                    ]
+                ).0 == 201)
         }
         func flip(_ record: String, at offset: UInt64) throws {
             let handle = try FileHandle(forUpdating: URL(fileURLWithPath: daemon.root + "/data/attachments/\(record)"))
@@ -117,7 +147,8 @@ struct AttachmentTests {
         let refused = try daemon.call("GET", "/v1/records/\(first)/attachment", as: Self.director, expect: 500)
         #expect(refused.problemType == "integrity-failure")
         try flip(second, at: 600_000)
-        let (status, exit) = try Self.curl(daemon, ["-o", "/dev/null", "http://casevault/v1/records/\(second)/attachment"])
+        let (status, exit) = try Self.curl(
+            daemon, ["-o", "/dev/null", "http://casevault/v1/records/\(second)/attachment"])
         #expect(status == 200 && exit != 0, "curl must see the download cut short (exit \(exit))")
         #expect(daemon.stop() == 0, "\(daemon.log)")
     }
@@ -132,8 +163,13 @@ struct AttachmentTests {
         let record = try daemon.file(caseID, Bodies.intake, as: Self.director).string("record_id")
         let input = root + "/in.bin"
         try Self.randomFile(input, megabytes: 64)
-        let upload = Self.director.process("/usr/bin/curl", ["-s", "-o", "/dev/null", "--limit-rate", "8M", "--unix-socket", daemon.socket, "-X", "PUT", "-H", "Content-Type: application/pdf",
-            "--data-binary", "@" + input, "http://casevault/v1/records/\(record)/attachment"])
+        let upload = Self.director.process(
+            "/usr/bin/curl",
+            [
+                "-s", "-o", "/dev/null", "--limit-rate", "8M", "--unix-socket", daemon.socket, "-X", "PUT", "-H",
+                "Content-Type: application/pdf",
+                "--data-binary", "@" + input, "http://casevault/v1/records/\(record)/attachment",
+            ])
         try upload.run()
         var partial = false
         for _ in 0..<100 where !partial {
@@ -147,14 +183,19 @@ struct AttachmentTests {
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
         #expect((try? FileManager.default.contentsOfDirectory(atPath: root + "/data/attachments")) == [])
         #expect(try Client.request(daemon, "GET", "/v1/records/\(record)/attachment", as: Self.director).status == 404)
-        #expect(try Client.request(daemon, "PUT", "/v1/records/\(record)/attachment", as: Self.director, body: "again", contentType: "application/pdf").status == 201)
+        #expect(
+            try Client.request(
+                daemon, "PUT", "/v1/records/\(record)/attachment", as: Self.director, body: "again",
+                contentType: "application/pdf"
+            ).status == 201)
         #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
     @Test("a shred wins over an upload under way: the upload fails with 410, and no file keeps any of its sealed bytes")
     func shredWinsOverUpload() throws {
         let daemon = try DaemonProcess(
-            roles: LifecycleOverSocketTests.roles.replacingOccurrences(of: #"director = ["uid:4001"]"#, with: #"director = ["uid:4001", "uid:0"]"#)
+            roles: LifecycleOverSocketTests.roles.replacingOccurrences(
+                of: #"director = ["uid:4001"]"#, with: #"director = ["uid:4001", "uid:0"]"#)
         )
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
         let caseID = try LifecycleOverSocketTests.agreedCase(daemon)
@@ -162,12 +203,15 @@ struct AttachmentTests {
         let total = 600_000
         let body = [UInt8]((0..<total).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 13) })
         let connection = try UnixConnection(path: daemon.socket)
-        let head = "PUT /v1/records/\(record)/attachment HTTP/1.1\r\nHost: casevault\r\nContent-Type: application/pdf\r\n"
+        let head =
+            "PUT /v1/records/\(record)/attachment HTTP/1.1\r\nHost: casevault\r\nContent-Type: application/pdf\r\n"
             + "Content-Length: \(total)\r\n\r\n"
         func send(_ bytes: [UInt8]) {
             var sent = 0
             while sent < bytes.count {
-                let count = bytes[sent...].withUnsafeBytes { Glibc.send(connection.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                let count = bytes[sent...].withUnsafeBytes {
+                    Glibc.send(connection.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+                }
                 if count <= 0 { return }
                 sent += count
             }
@@ -181,7 +225,8 @@ struct AttachmentTests {
             sealed = (FileManager.default.contents(atPath: partial)).map(Array.init) ?? []
         }
         #expect(sealed.count >= 256 << 10, "the upload should be under way (\(sealed.count) bytes sealed)")
-        try daemon.call("DELETE", "/v1/records/\(record)", as: Self.director, body: #"{"reason": "filed_in_error"}"#, expect: 200)
+        try daemon.call(
+            "DELETE", "/v1/records/\(record)", as: Self.director, body: #"{"reason": "filed_in_error"}"#, expect: 200)
         #expect(!FileManager.default.fileExists(atPath: partial), "the shred leaves the partial upload in place")
         send(Array(body[(total / 2)...]))
         let answer = try connection.exchange("")
@@ -195,17 +240,21 @@ struct AttachmentTests {
         let files = FileManager.default.enumerator(atPath: daemon.root + "/data")?.compactMap { $0 as? String } ?? []
         for file in files {
             guard let contents = FileManager.default.contents(atPath: daemon.root + "/data/" + file) else { continue }
-            #expect(!windows.contains { contents.range(of: $0) != nil }, "\(file) holds sealed bytes of the shredded upload")
+            #expect(
+                !windows.contains { contents.range(of: $0) != nil }, "\(file) holds sealed bytes of the shredded upload"
+            )
         }
     }
 
     @Test("a client that stops taking a download loses the connection after the read time")
     func stalledDownloadIsCut() throws {
         let daemon = try DaemonProcess(
-            roles: LifecycleOverSocketTests.roles.replacingOccurrences(of: #"director = ["uid:4001"]"#, with: #"director = ["uid:4001", "uid:0"]"#)
+            roles: LifecycleOverSocketTests.roles.replacingOccurrences(
+                of: #"director = ["uid:4001"]"#, with: #"director = ["uid:4001", "uid:0"]"#)
         ) { root in
             var text = try String(contentsOfFile: root + "/casevault.toml", encoding: .utf8)
-            text = text.replacingOccurrences(of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\nread_timeout_seconds = 2")
+            text = text.replacingOccurrences(
+                of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\nread_timeout_seconds = 2")
             try text.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
         }
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
@@ -213,8 +262,14 @@ struct AttachmentTests {
         let record = try daemon.file(caseID, Bodies.intake, as: Self.director).string("record_id")
         let input = daemon.root + "/in.bin"
         try Self.randomFile(input, megabytes: 16)
-        #expect(try Self.curl(daemon, ["-o", "/dev/null", "-X", "PUT", "-H", "Content-Type: application/pdf", "--data-binary", "@" + input,
-            "http://casevault/v1/records/\(record)/attachment"]).0 == 201)
+        #expect(
+            try Self.curl(
+                daemon,
+                [
+                    "-o", "/dev/null", "-X", "PUT", "-H", "Content-Type: application/pdf", "--data-binary", "@" + input,
+                    "http://casevault/v1/records/\(record)/attachment",
+                ]
+            ).0 == 201)
         let connection = try UnixConnection(path: daemon.socket)
         let request = "GET /v1/records/\(record)/attachment HTTP/1.1\r\nHost: casevault\r\n\r\n"
         _ = Array(request.utf8).withUnsafeBytes { send(connection.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }

@@ -71,14 +71,16 @@ struct AuditOverSocketTests {
         #expect(!raw.contains(LeakCheck.marker) && !raw.contains("no-such-route"))
     }
 
-    @Test("an unwritable audit log: writes fail with 503 in under a second and change nothing; health and status say why")
+    @Test(
+        "an unwritable audit log: writes fail with 503 in under a second and change nothing; health and status say why")
     func unwritableLogFailsClosed() throws {
         let daemon = try DaemonProcess(roles: Self.roles)
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
         let caseID = try LifecycleOverSocketTests.agreedCase(daemon)
         let path = daemon.root + "/data/audit/log"
         guard try Self.chattr("+i", path) else {
-            Issue.record("this filesystem does not take the immutable flag; the test cannot make the audit log unwritable")
+            Issue.record(
+                "this filesystem does not take the immutable flag; the test cannot make the audit log unwritable")
             return
         }
         defer { _ = try? Self.chattr("-i", path) }
@@ -107,7 +109,9 @@ struct AuditOverSocketTests {
         #expect(code == 0 && text.contains("intact"), "\(text)")
     }
 
-    @Test("audit verify offline on a copy: intact after a restart and a SIGKILL; a changed byte is named; the key is pinned")
+    @Test(
+        "audit verify offline on a copy: intact after a restart and a SIGKILL; a changed byte is named; the key is pinned"
+    )
     func verifyOffline() throws {
         let root = DaemonProcess.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -132,7 +136,8 @@ struct AuditOverSocketTests {
             daemon.crash()
         }
         let data = root + "/data"
-        let (code, text) = try CLITests.ctl(["audit", "verify", "--offline", "--data-dir", data, "--pubkey", publicKey], as: .root)
+        let (code, text) = try CLITests.ctl(
+            ["audit", "verify", "--offline", "--data-dir", data, "--pubkey", publicKey], as: .root)
         #expect(code == 0 && text.contains("intact"), "\(text)")
 
         let copy = root + "/copy"
@@ -143,12 +148,17 @@ struct AuditOverSocketTests {
         let lineStarts = [0] + log.indices.filter { log[$0] == UInt8(ascii: "\n") }.map { $0 + 1 }
         log[lineStarts[4] + 80] ^= 0x20
         try Data(log).write(to: URL(fileURLWithPath: copy + "/audit/log"))
-        let (badCode, badText) = try CLITests.ctl(["audit", "verify", "--offline", "--data-dir", copy, "--config", root + "/casevault.toml"], as: .root)
-        #expect(badCode == 1 && badText.contains("BROKEN") && badText.contains("first bad entry  5 (log, line 5"), "\(badText)")
+        let (badCode, badText) = try CLITests.ctl(
+            ["audit", "verify", "--offline", "--data-dir", copy, "--config", root + "/casevault.toml"], as: .root)
+        #expect(
+            badCode == 1 && badText.contains("BROKEN") && badText.contains("first bad entry  5 (log, line 5"),
+            "\(badText)")
 
         // The intact log against another key: refused.
         let otherKey = String(repeating: "ab", count: 32)
-        #expect(try CLITests.ctl(["audit", "verify", "--offline", "--data-dir", data, "--pubkey", otherKey], as: .root).0 == 1)
+        #expect(
+            try CLITests.ctl(["audit", "verify", "--offline", "--data-dir", data, "--pubkey", otherKey], as: .root).0
+                == 1)
         #expect(try CLITests.ctl(["audit", "verify", "--offline", "--data-dir", root + "/nowhere"], as: .root).0 == 66)
         #expect(try CLITests.ctl(["audit", "verify", "--pubkey", "zz"], as: .root).0 == 64)
     }
@@ -165,28 +175,41 @@ struct AuditOverSocketTests {
         let seqs = entries.compactMap { $0["seq"] as? Int }
         #expect(seqs == Array(seqs.sorted()) && Set(seqs).count == 4, "oldest first: \(seqs)")
         // The newest is this very request, written before its route ran; the case it follows was opened.
-        #expect(entries.last?["kind"] as? String == "request" && entries.last?["action"] as? String == "GET /v1/audit/entries")
-        #expect(entries.contains { ($0["ids"] as? [String: String])?["case_id"] == caseID && $0["kind"] as? String == "result" })
+        #expect(
+            entries.last?["kind"] as? String == "request"
+                && entries.last?["action"] as? String == "GET /v1/audit/entries")
+        #expect(
+            entries.contains {
+                ($0["ids"] as? [String: String])?["case_id"] == caseID && $0["kind"] as? String == "result"
+            })
         #expect(!String(decoding: reply.body, as: UTF8.self).contains(LeakCheck.marker), "an audit entry holds content")
 
         let (code, text) = try CLITests.ctl(["audit", "tail", "-n", "3", "--socket", daemon.socket], as: .root)
-        #expect(code == 0 && text.split(separator: "\n").count == 3 && text.contains("GET /v1/audit/entries"), "\(text)")
+        #expect(
+            code == 0 && text.split(separator: "\n").count == 3 && text.contains("GET /v1/audit/entries"), "\(text)")
         // Columns as wide as their widest cell: the caller's roles are never cut short.
-        let roles = (try daemon.call("GET", "/v1/whoami", as: .root, expect: 200).json["roles"] as? [String] ?? []).joined(separator: ",")
+        let roles = (try daemon.call("GET", "/v1/whoami", as: .root, expect: 200).json["roles"] as? [String] ?? [])
+            .joined(separator: ",")
         #expect(!roles.isEmpty && text.contains("uid 0 (\(roles))"), "\(text)")
         #expect(try CLITests.ctl(["audit", "tail", "--socket", daemon.socket], as: Self.mediator).0 == 77)
         #expect(try CLITests.ctl(["audit", "tail", "-n", "0", "--socket", daemon.socket], as: .root).0 == 64)
         for query in ["last=0", "last=1001", "last=ten", "first=3"] {
-            #expect(try daemon.call("GET", "/v1/audit/entries?\(query)", as: Self.director, expect: 400).problemType == "invalid-field")
+            #expect(
+                try daemon.call("GET", "/v1/audit/entries?\(query)", as: Self.director, expect: 400).problemType
+                    == "invalid-field")
         }
         _ = daemon.stop()
 
         // Offline, after the daemon stopped: its last entry is the shutdown checkpoint.
-        let (offlineCode, offline) = try CLITests.ctl(["audit", "tail", "--offline", "--json", "-n", "2", "--data-dir", daemon.root + "/data"], as: .root)
+        let (offlineCode, offline) = try CLITests.ctl(
+            ["audit", "tail", "--offline", "--json", "-n", "2", "--data-dir", daemon.root + "/data"], as: .root)
         let document = (try? JSONSerialization.jsonObject(with: Data(offline.utf8))) as? [String: Any]
         let last = (document?["entries"] as? [[String: Any]])?.last
-        #expect(offlineCode == 0 && last?["kind"] as? String == "checkpoint" && last?["reason"] as? String == "shutdown", "\(offline)")
-        #expect(try CLITests.ctl(["audit", "tail", "--offline", "--data-dir", daemon.root + "/nowhere"], as: .root).0 == 66)
+        #expect(
+            offlineCode == 0 && last?["kind"] as? String == "checkpoint" && last?["reason"] as? String == "shutdown",
+            "\(offline)")
+        #expect(
+            try CLITests.ctl(["audit", "tail", "--offline", "--data-dir", daemon.root + "/nowhere"], as: .root).0 == 66)
     }
 
     /// The log's entries as lines, each with its newline, and where they end (zero fill follows).
@@ -224,7 +247,9 @@ struct AuditOverSocketTests {
         return (daemon.process.terminationStatus, daemon.log)
     }
 
-    @Test("a log forged, cut or deleted while the daemon was stopped stops the next start (exit 4) until a break is accepted, which the log records")
+    @Test(
+        "a log forged, cut or deleted while the daemon was stopped stops the next start (exit 4) until a break is accepted, which the log records"
+    )
     func tamperedLogIsRefused() throws {
         let root = DaemonProcess.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -242,7 +267,8 @@ struct AuditOverSocketTests {
         }
 
         // Appended after a clean stop: a deletion by an invented uid, with a success, hashes all correct.
-        let request = #"{"action":"DELETE /v1/records/{record_id}","kind":"request","request":7,"roles":["director"],"seq":\#(seq + 1),"time":1,"uid":4242}"#
+        let request =
+            #"{"action":"DELETE /v1/records/{record_id}","kind":"request","request":7,"roles":["director"],"seq":\#(seq + 1),"time":1,"uid":4242}"#
         let first = Self.forged(after: last, json: request, mac: "-")
         let result = #"{"kind":"result","request":7,"seq":\#(seq + 2),"status":200,"time":2}"#
         try write(Array(original.prefix(end)) + first + Self.forged(after: first, json: result, mac: "-"))
@@ -260,18 +286,23 @@ struct AuditOverSocketTests {
             #expect(status == 4 && log.contains("forged"), "\(json): \(log)")
         }
         // The same with a made-up MAC.
-        try write(Array(original.prefix(end)) + Self.forged(after: last, json: request, mac: String(repeating: "5a", count: 32)))
+        try write(
+            Array(original.prefix(end))
+                + Self.forged(after: last, json: request, mac: String(repeating: "5a", count: 32)))
         let (macStatus, macLog) = try Self.refusedStart(root)
         #expect(macStatus == 4 && macLog.contains("MAC does not verify"), "\(macLog)")
         // The offline check (with the root key) names the forged entry too.
-        let (code, text) = try CLITests.ctl(["audit", "verify", "--offline", "--config", root + "/casevault.toml"], as: .root)
+        let (code, text) = try CLITests.ctl(
+            ["audit", "verify", "--offline", "--config", root + "/casevault.toml"], as: .root)
         #expect(code == 1 && text.contains("first bad entry  \(seq + 1)") && text.contains("MAC"), "\(text)")
 
         // Cut short: the last two entries gone (the file as it was, zero fill and all, minus them).
         let cut = Array(lines.dropLast(2).joined())
         try write(cut + [UInt8](repeating: 0, count: original.count - cut.count))
         let (cutStatus, cutLog) = try Self.refusedStart(root)
-        #expect(cutStatus == 4 && cutLog.contains("the log ends at entry \(seq - 2)") && cutLog.contains("cut away"), "\(cutLog)")
+        #expect(
+            cutStatus == 4 && cutLog.contains("the log ends at entry \(seq - 2)") && cutLog.contains("cut away"),
+            "\(cutLog)")
 
         // Deleted: the daemon would make a fresh log, and finds the index remembers more.
         try FileManager.default.removeItem(atPath: root + "/data/audit")
@@ -288,7 +319,9 @@ struct AuditOverSocketTests {
         let breaks = report["breaks"] as? [Int] ?? []
         #expect(breaks.count == 1, "\(report)")
         let entries = Self.entries(accepted)
-        #expect(entries.contains { ($0["reason"] as? String)?.hasPrefix("break: the log ends at entry 0") == true }, "\(entries.prefix(3))")
+        #expect(
+            entries.contains { ($0["reason"] as? String)?.hasPrefix("break: the log ends at entry 0") == true },
+            "\(entries.prefix(3))")
         #expect(accepted.stop() == 0)
         // Accepted once: the next start needs nothing.
         let again = try DaemonProcess(roles: Self.roles, root: root)
@@ -299,7 +332,8 @@ struct AuditOverSocketTests {
         let (now, nowEnd) = try Self.lines(path)
         let intact = try Data(contentsOf: URL(fileURLWithPath: path))
         let forgedLine = Self.forged(
-            after: try #require(now.last), json: request.replacingOccurrences(of: "\"seq\":\(seq + 1)", with: "\"seq\":\(now.count + 1)"),
+            after: try #require(now.last),
+            json: request.replacingOccurrences(of: "\"seq\":\(seq + 1)", with: "\"seq\":\(now.count + 1)"),
             mac: String(repeating: "5a", count: 32)
         )
         var tampered = Array(intact)
@@ -310,26 +344,36 @@ struct AuditOverSocketTests {
         let mended = try DaemonProcess(roles: Self.roles, root: root, arguments: ["--accept-audit-break"])
         #expect(mended.waitUntilServing(), "\(mended.log)")
         let mendedReport = try mended.call("GET", "/v1/audit/verify", as: Self.director, expect: 200).json
-        #expect(mendedReport["ok"] as? Bool == true && (mendedReport["breaks"] as? [Int] ?? []).count == 2, "\(mendedReport)")
+        #expect(
+            mendedReport["ok"] as? Bool == true && (mendedReport["breaks"] as? [Int] ?? []).count == 2,
+            "\(mendedReport)")
         #expect(mended.stop() == 0)
-        let aside = try FileManager.default.contentsOfDirectory(atPath: root + "/data/audit").filter { $0.hasPrefix("log.broken-") }
+        let aside = try FileManager.default.contentsOfDirectory(atPath: root + "/data/audit").filter {
+            $0.hasPrefix("log.broken-")
+        }
         #expect(aside.count == 1, "\(aside)")
         let kept = aside.first.flatMap { FileManager.default.contents(atPath: root + "/data/audit/" + $0) } ?? Data()
         #expect(kept.range(of: Data(forgedLine)) != nil, "the forged entry is kept aside for investigation")
-        let (verifyCode, verifyText) = try CLITests.ctl(["audit", "verify", "--offline", "--config", root + "/casevault.toml"], as: .root)
+        let (verifyCode, verifyText) = try CLITests.ctl(
+            ["audit", "verify", "--offline", "--config", root + "/casevault.toml"], as: .root)
         #expect(verifyCode == 0 && verifyText.contains("accepted breaks"), "\(verifyText)")
     }
 
-    @Test("the log rotates while the daemon serves; verify online and offline proves every file; a rotated file removed stops the next start")
+    @Test(
+        "the log rotates while the daemon serves; verify online and offline proves every file; a rotated file removed stops the next start"
+    )
     func rotationOverTheSocket() throws {
         let root = DaemonProcess.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
         let audit = root + "/data/audit"
         func rotated() throws -> [String] {
-            try FileManager.default.contentsOfDirectory(atPath: audit).filter { $0.hasPrefix("log.0") && !$0.contains("broken") }.sorted()
+            try FileManager.default.contentsOfDirectory(atPath: audit).filter {
+                $0.hasPrefix("log.0") && !$0.contains("broken")
+            }.sorted()
         }
         do {
-            let daemon = try DaemonProcess(roles: Self.roles, extra: "[audit]\nrotate_mib = 1\nkeep_files = 1", root: root)
+            let daemon = try DaemonProcess(
+                roles: Self.roles, extra: "[audit]\nrotate_mib = 1\nkeep_files = 1", root: root)
             #expect(daemon.waitUntilServing(), "\(daemon.log)")
             // Two entries a request, some 400 bytes: 6,000 requests fill two files and more.
             let connection = try UnixConnection(path: daemon.socket)
@@ -347,8 +391,11 @@ struct AuditOverSocketTests {
             #expect((report["first_entry"] as? Int ?? 0) > 1 && (report["entries"] as? Int ?? 0) > 12_000, "\(report)")
             #expect(daemon.stop() == 0, "\(daemon.log)")
         }
-        let (code, text) = try CLITests.ctl(["audit", "verify", "--offline", "--config", root + "/casevault.toml"], as: .root)
-        #expect(code == 0 && text.contains("older files removed by the retention") && text.range(of: #"files +2\n"#, options: .regularExpression) != nil, "\(text)")
+        let (code, text) = try CLITests.ctl(
+            ["audit", "verify", "--offline", "--config", root + "/casevault.toml"], as: .root)
+        #expect(
+            code == 0 && text.contains("older files removed by the retention")
+                && text.range(of: #"files +2\n"#, options: .regularExpression) != nil, "\(text)")
 
         // The rotated file removed while the daemon was stopped: the log begins after what it says it keeps.
         let removed = try #require(try rotated().first)
@@ -357,8 +404,11 @@ struct AuditOverSocketTests {
         let (status, log) = try Self.refusedStart(root)
         #expect(status == 4 && log.contains("oldest files were removed"), "\(log)")
         let (doctorCode, doctor) = try CLITests.ctl(["doctor", "--config", root + "/casevault.toml"], as: .root)
-        #expect(doctorCode == 1 && doctor.contains("oldest files were removed") && doctor.contains("--accept-audit-break"), "\(doctor)")
-        let (offlineCode, offline) = try CLITests.ctl(["audit", "verify", "--offline", "--config", root + "/casevault.toml"], as: .root)
+        #expect(
+            doctorCode == 1 && doctor.contains("oldest files were removed") && doctor.contains("--accept-audit-break"),
+            "\(doctor)")
+        let (offlineCode, offline) = try CLITests.ctl(
+            ["audit", "verify", "--offline", "--config", root + "/casevault.toml"], as: .root)
         #expect(offlineCode == 1 && offline.contains("are missing"), "\(offline)")
         // Put back, the log is whole again.
         try saved.write(to: URL(fileURLWithPath: audit + "/" + removed))
@@ -397,21 +447,28 @@ struct AuditOverSocketTests {
         #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
-    @Test("a peer with no role cannot flood the log: past its budget its requests are answered and counted, then summarised")
+    @Test(
+        "a peer with no role cannot flood the log: past its budget its requests are answered and counted, then summarised"
+    )
     func rolelessPeersAreRateLimited() throws {
         let daemon = try DaemonProcess(roles: Self.roles)
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
         let count = 60
         let urls = (0..<count).map { _ in "http://casevault/v1/whoami" }
-        let (status, _) = try Peer(uid: 4999).run("/usr/bin/curl", ["-s", "-o", "/dev/null", "--unix-socket", daemon.socket] + urls)
+        let (status, _) = try Peer(uid: 4999).run(
+            "/usr/bin/curl", ["-s", "-o", "/dev/null", "--unix-socket", daemon.socket] + urls)
         #expect(status == 0)
         usleep(1_200_000)
         // Anyone's next entry a second later brings the summary with it.
         try daemon.call("GET", "/v1/whoami", as: Self.director, expect: 200)
-        let summarised = Self.entries(daemon).filter { $0["uid"] as? Int == 4999 }.compactMap { $0["suppressed"] as? Int }
+        let summarised = Self.entries(daemon).filter { $0["uid"] as? Int == 4999 }.compactMap {
+            $0["suppressed"] as? Int
+        }
         #expect(!summarised.isEmpty, "no summary a second after the flood")
         // A second flood, then the daemon stops at once: its summary is written before the log closes.
-        #expect(try Peer(uid: 4999).run("/usr/bin/curl", ["-s", "-o", "/dev/null", "--unix-socket", daemon.socket] + urls).0 == 0)
+        #expect(
+            try Peer(uid: 4999).run("/usr/bin/curl", ["-s", "-o", "/dev/null", "--unix-socket", daemon.socket] + urls).0
+                == 0)
         #expect(daemon.stop() == 0, "\(daemon.log)")
         let entries = Self.entries(daemon).filter { $0["uid"] as? Int == 4999 }
         let written = entries.filter { $0["kind"] as? String == "request" }.count
@@ -426,6 +483,7 @@ struct AuditOverSocketTests {
 enum AuditVerifierReport {
     /// `casevaultctl audit verify --offline` on the daemon's data, with its root key.
     static func offline(_ daemon: DaemonProcess) -> String {
-        (try? CLITests.ctl(["audit", "verify", "--offline", "--config", daemon.root + "/casevault.toml"], as: .root).1) ?? ""
+        (try? CLITests.ctl(["audit", "verify", "--offline", "--config", daemon.root + "/casevault.toml"], as: .root).1)
+            ?? ""
     }
 }

@@ -69,21 +69,27 @@ struct AuthorizationMatrixTests {
         let caseB = try await daemon.openCase(by: director, mediators: [4003])
         let mediator = Self.peers[.mediator]!
         let intake = try await daemon.file(caseA, Bodies.intake, as: director).string("record_id")
-        try await daemon.call("PUT", "/v1/records/\(intake)/attachment", as: director, body: #"{"scan": "\#(LeakCheck.marker)"}"#, expect: 201)
+        try await daemon.call(
+            "PUT", "/v1/records/\(intake)/attachment", as: director, body: #"{"scan": "\#(LeakCheck.marker)"}"#,
+            expect: 201)
         let bare = try await daemon.file(caseA, Bodies.intake, as: director).string("record_id")
         try await daemon.file(caseA, Bodies.agreement("p1"), as: mediator)
         try await daemon.file(caseA, Bodies.agreement("p2", online: true), as: mediator)
         let note = try await daemon.file(caseA, Bodies.note, as: mediator).string("record_id")
-        let harassment = try await daemon.file(caseA, Bodies.disclosure("sexual_harassment"), as: mediator).string("record_id")
-        let discrimination = try await daemon.file(caseA, Bodies.disclosure("discrimination"), as: mediator).string("record_id")
+        let harassment = try await daemon.file(caseA, Bodies.disclosure("sexual_harassment"), as: mediator).string(
+            "record_id")
+        let discrimination = try await daemon.file(caseA, Bodies.disclosure("discrimination"), as: mediator).string(
+            "record_id")
         // Percent-encoded, as generated clients send it (found by make check-api: it was refused).
         try await daemon.call("DELETE", "/v1/roster/mediators/uid%3A4004", as: director, expect: 204)
         let doomed = try await daemon.file(caseA, Bodies.intake, as: director).string("record_id")
-        try await daemon.call("DELETE", "/v1/records/\(doomed)", as: director, body: #"{"reason": "filed_in_error"}"#, expect: 200)
+        try await daemon.call(
+            "DELETE", "/v1/records/\(doomed)", as: director, body: #"{"reason": "filed_in_error"}"#, expect: 200)
         let certificates = try await daemon.call("GET", "/v1/certificates?case_id=\(caseA)", as: director, expect: 200)
         let last = (certificates.json["certificates"] as? [[String: Any]])?.last?["certificate"] as? [String: Any]
         let certificate = last?["certificate_id"] as? String ?? ""
-        let hold = try await daemon.call("POST", "/v1/holds", as: director, body: #"{"case_id": "\#(caseB)", "reason": "audit"}"#, expect: 201)
+        let hold = try await daemon.call(
+            "POST", "/v1/holds", as: director, body: #"{"case_id": "\#(caseB)", "reason": "audit"}"#, expect: 201)
         return Fixture(
             caseA: caseA, caseB: caseB, intake: intake, bare: bare, note: note, harassment: harassment,
             discrimination: discrimination, certificate: certificate, hold: hold.string("hold_id")
@@ -109,14 +115,20 @@ struct AuthorizationMatrixTests {
     static let everyoneWithARole = Set(Who.allCases).subtracting([.nobody])
 
     static let operations: [Operation] = [
-        Operation(name: "health", method: "GET", path: { _ in "/v1/health" }, allowed: Set(Who.allCases), mutates: false),
-        Operation(name: "whoami", method: "GET", path: { _ in "/v1/whoami" }, allowed: everyoneWithARole, mutates: false),
-        Operation(name: "status", method: "GET", path: { _ in "/v1/admin/status" }, allowed: [.operator, .root], mutates: false),
+        Operation(
+            name: "health", method: "GET", path: { _ in "/v1/health" }, allowed: Set(Who.allCases), mutates: false),
+        Operation(
+            name: "whoami", method: "GET", path: { _ in "/v1/whoami" }, allowed: everyoneWithARole, mutates: false),
+        Operation(
+            name: "status", method: "GET", path: { _ in "/v1/admin/status" }, allowed: [.operator, .root],
+            mutates: false),
         Operation(
             name: "open a case", method: "POST", path: { _ in "/v1/cases" }, body: Bodies.openCase(mediators: [4002]),
             allowed: [.director, .intake], mutates: true
         ),
-        Operation(name: "read a case", method: "GET", path: { "/v1/cases/\($0.caseA)" }, allowed: [.director, .mediator], mutates: false),
+        Operation(
+            name: "read a case", method: "GET", path: { "/v1/cases/\($0.caseA)" }, allowed: [.director, .mediator],
+            mutates: false),
         Operation(
             name: "read its participants", method: "GET", path: { "/v1/cases/\($0.caseA)/participants" },
             allowed: [.director, .mediator], mutates: false
@@ -126,7 +138,8 @@ struct AuthorizationMatrixTests {
             allowed: [.director, .intake, .mediator], mutates: true
         ),
         Operation(
-            name: "file an agreement", method: "POST", path: { "/v1/cases/\($0.caseA)/records" }, body: Bodies.agreement("p1"),
+            name: "file an agreement", method: "POST", path: { "/v1/cases/\($0.caseA)/records" },
+            body: Bodies.agreement("p1"),
             allowed: [.director, .mediator], mutates: true
         ),
         Operation(
@@ -134,11 +147,13 @@ struct AuthorizationMatrixTests {
             allowed: [.mediator], mutates: true
         ),
         Operation(
-            name: "file a final agreement", method: "POST", path: { "/v1/cases/\($0.caseA)/records" }, body: Bodies.finalAgreement(),
+            name: "file a final agreement", method: "POST", path: { "/v1/cases/\($0.caseA)/records" },
+            body: Bodies.finalAgreement(),
             allowed: [.director, .mediator], mutates: true
         ),
         Operation(
-            name: "file an evaluation", method: "POST", path: { "/v1/cases/\($0.caseA)/records" }, body: Bodies.evaluation,
+            name: "file an evaluation", method: "POST", path: { "/v1/cases/\($0.caseA)/records" },
+            body: Bodies.evaluation,
             allowed: [.director, .submitter, .mediator], mutates: true
         ),
         Operation(
@@ -146,18 +161,22 @@ struct AuthorizationMatrixTests {
             body: Bodies.disclosure("intent_to_harm"), allowed: [.director, .mediator], mutates: true
         ),
         Operation(
-            name: "read an intake form", method: "GET", path: { "/v1/records/\($0.intake)" }, allowed: [.director, .mediator],
+            name: "read an intake form", method: "GET", path: { "/v1/records/\($0.intake)" },
+            allowed: [.director, .mediator],
             mutates: false
         ),
         Operation(
-            name: "attach to an intake form", method: "PUT", path: { "/v1/records/\($0.bare)/attachment" }, body: #"{"scan": 1}"#,
+            name: "attach to an intake form", method: "PUT", path: { "/v1/records/\($0.bare)/attachment" },
+            body: #"{"scan": 1}"#,
             allowed: [.director, .intake, .mediator], mutates: true
         ),
         Operation(
             name: "read an intake form's attachment", method: "GET", path: { "/v1/records/\($0.intake)/attachment" },
             allowed: [.director, .mediator], mutates: false
         ),
-        Operation(name: "read a session note", method: "GET", path: { "/v1/records/\($0.note)" }, allowed: [.mediator], mutates: false),
+        Operation(
+            name: "read a session note", method: "GET", path: { "/v1/records/\($0.note)" }, allowed: [.mediator],
+            mutates: false),
         Operation(
             name: "read a harassment disclosure", method: "GET", path: { "/v1/records/\($0.harassment)" },
             allowed: [.director, .titleIX], mutates: false
@@ -167,24 +186,31 @@ struct AuthorizationMatrixTests {
             allowed: [.director, .equity], mutates: false
         ),
         Operation(
-            name: "shred an intake form", method: "DELETE", path: { "/v1/records/\($0.intake)" }, body: #"{"reason": "filed_in_error"}"#,
+            name: "shred an intake form", method: "DELETE", path: { "/v1/records/\($0.intake)" },
+            body: #"{"reason": "filed_in_error"}"#,
             allowed: [.director], mutates: true
         ),
         Operation(
-            name: "shred a session note", method: "DELETE", path: { "/v1/records/\($0.note)" }, body: #"{"reason": "policy"}"#,
+            name: "shred a session note", method: "DELETE", path: { "/v1/records/\($0.note)" },
+            body: #"{"reason": "policy"}"#,
             allowed: [.director, .mediator], mutates: true
         ),
         Operation(
-            name: "close a case", method: "POST", path: { "/v1/cases/\($0.caseA)/close" }, body: #"{"outcome": "withdrawn"}"#,
+            name: "close a case", method: "POST", path: { "/v1/cases/\($0.caseA)/close" },
+            body: #"{"outcome": "withdrawn"}"#,
             allowed: [.director, .mediator], mutates: true
         ),
         Operation(
-            name: "assign mediators", method: "PUT", path: { "/v1/cases/\($0.caseA)/mediators" }, body: #"{"mediators": ["uid:4003"]}"#,
+            name: "assign mediators", method: "PUT", path: { "/v1/cases/\($0.caseA)/mediators" },
+            body: #"{"mediators": ["uid:4003"]}"#,
             allowed: [.director], mutates: true
         ),
-        Operation(name: "list certificates", method: "GET", path: { _ in "/v1/certificates" }, allowed: [.director], mutates: false),
         Operation(
-            name: "read a certificate", method: "GET", path: { "/v1/certificates/\($0.certificate)" }, allowed: [.director],
+            name: "list certificates", method: "GET", path: { _ in "/v1/certificates" }, allowed: [.director],
+            mutates: false),
+        Operation(
+            name: "read a certificate", method: "GET", path: { "/v1/certificates/\($0.certificate)" },
+            allowed: [.director],
             mutates: false
         ),
         Operation(
@@ -197,7 +223,8 @@ struct AuthorizationMatrixTests {
         ),
         Operation(name: "list holds", method: "GET", path: { _ in "/v1/holds" }, allowed: [.director], mutates: false),
         Operation(
-            name: "release a hold", method: "DELETE", path: { "/v1/holds/\($0.hold)" }, allowed: [.director], mutates: true
+            name: "release a hold", method: "DELETE", path: { "/v1/holds/\($0.hold)" }, allowed: [.director],
+            mutates: true
         ),
         Operation(
             name: "sweep", method: "POST", path: { _ in "/v1/admin/sweep" }, body: #"{"dry_run": false}"#,
@@ -216,36 +243,51 @@ struct AuthorizationMatrixTests {
             allowed: [.director, .operator, .root], mutates: false
         ),
         Operation(
-            name: "initialise the vault", method: "POST", path: { _ in "/v1/admin/init" }, body: #"{"passphrase": "a long enough passphrase"}"#,
+            name: "initialise the vault", method: "POST", path: { _ in "/v1/admin/init" },
+            body: #"{"passphrase": "a long enough passphrase"}"#,
             allowed: [.operator, .root], mutates: false, allowedStatus: 409
         ),
         Operation(
-            name: "unseal", method: "POST", path: { _ in "/v1/admin/unseal" }, body: #"{"passphrase": "a long enough passphrase"}"#,
+            name: "unseal", method: "POST", path: { _ in "/v1/admin/unseal" },
+            body: #"{"passphrase": "a long enough passphrase"}"#,
             allowed: [.operator, .root], mutates: false, allowedStatus: 409
         ),
-        Operation(name: "seal", method: "POST", path: { _ in "/v1/admin/seal" }, allowed: [.operator, .root], mutates: false, allowedStatus: 409),
         Operation(
-            name: "rotate the keys", method: "POST", path: { _ in "/v1/admin/rotate" }, body: #"{"limit": 1}"#, allowed: [.operator, .root],
-            mutates: false
-        ),
-        Operation(name: "back up the vault", method: "POST", path: { _ in "/v1/admin/backup" }, allowed: [.operator, .root], mutates: false),
-        Operation(name: "export the shred ledger", method: "GET", path: { _ in "/v1/admin/ledger" }, allowed: [.operator, .root], mutates: false),
-        Operation(name: "list the roster", method: "GET", path: { _ in "/v1/roster/mediators" }, allowed: [.director], mutates: false),
+            name: "seal", method: "POST", path: { _ in "/v1/admin/seal" }, allowed: [.operator, .root], mutates: false,
+            allowedStatus: 409),
         Operation(
-            name: "read a roster entry", method: "GET", path: { _ in "/v1/roster/mediators/uid:4002" }, allowed: [.director],
+            name: "rotate the keys", method: "POST", path: { _ in "/v1/admin/rotate" }, body: #"{"limit": 1}"#,
+            allowed: [.operator, .root],
             mutates: false
         ),
         Operation(
-            name: "add to the roster", method: "PUT", path: { _ in "/v1/roster/mediators/uid:4100" }, allowed: [.director],
+            name: "back up the vault", method: "POST", path: { _ in "/v1/admin/backup" }, allowed: [.operator, .root],
+            mutates: false),
+        Operation(
+            name: "export the shred ledger", method: "GET", path: { _ in "/v1/admin/ledger" },
+            allowed: [.operator, .root], mutates: false),
+        Operation(
+            name: "list the roster", method: "GET", path: { _ in "/v1/roster/mediators" }, allowed: [.director],
+            mutates: false),
+        Operation(
+            name: "read a roster entry", method: "GET", path: { _ in "/v1/roster/mediators/uid:4002" },
+            allowed: [.director],
+            mutates: false
+        ),
+        Operation(
+            name: "add to the roster", method: "PUT", path: { _ in "/v1/roster/mediators/uid:4100" },
+            allowed: [.director],
             mutates: true
         ),
         Operation(
-            name: "remove from the roster", method: "DELETE", path: { _ in "/v1/roster/mediators/uid:4002" }, allowed: [.director],
+            name: "remove from the roster", method: "DELETE", path: { _ in "/v1/roster/mediators/uid:4002" },
+            allowed: [.director],
             mutates: true
         ),
     ]
 
-    @Test("every route against every caller, in process: allowed exactly as DESIGN §8 says, every refusal a 403 problem")
+    @Test(
+        "every route against every caller, in process: allowed exactly as DESIGN §8 says, every refusal a 403 problem")
     func matrixInProcess() async throws {
         try await InProcess.withVault(roles: Self.roles, extra: Self.offices) { vault in try await Self.matrix(vault) }
     }
@@ -270,15 +312,20 @@ struct AuthorizationMatrixTests {
                 // An allowed change gets a fixture of its own, so that later checks see the shared one intact.
                 let fixture = expected && operation.mutates ? try await Self.fixture(vault) : shared
                 let body = operation.fixtureBody?(fixture) ?? operation.body
-                let reply = try await vault.send(operation.method, operation.path(fixture), as: Self.peers[who]!, body: body)
+                let reply = try await vault.send(
+                    operation.method, operation.path(fixture), as: Self.peers[who]!, body: body)
                 let text = String(decoding: reply.body, as: UTF8.self)
                 if expected {
-                    let success = operation.allowedStatus.map { reply.status == $0 } ?? (200..<300).contains(reply.status)
+                    let success =
+                        operation.allowedStatus.map { reply.status == $0 } ?? (200..<300).contains(reply.status)
                     if success { allowedCount += 1 }
                     #expect(success, "\(who.rawValue) should be allowed to \(operation.name): \(reply.status) \(text)")
                 } else {
-                    #expect(reply.status == 403, "\(who.rawValue) must not \(operation.name): got \(reply.status) \(text)")
-                    #expect(reply.isProblem && reply.problemType == "forbidden", "\(who.rawValue) / \(operation.name): \(text)")
+                    #expect(
+                        reply.status == 403, "\(who.rawValue) must not \(operation.name): got \(reply.status) \(text)")
+                    #expect(
+                        reply.isProblem && reply.problemType == "forbidden",
+                        "\(who.rawValue) / \(operation.name): \(text)")
                 }
             }
         }
@@ -299,10 +346,13 @@ struct AuthorizationMatrixTests {
         path = path.replacingOccurrences(of: fixture.certificate, with: "{certificate_id}")
         path = path.replacingOccurrences(of: fixture.hold, with: "{hold_id}")
         path = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
-        return path.replacingOccurrences(of: "uid:4002", with: "{user}").replacingOccurrences(of: "uid:4100", with: "{user}")
+        return path.replacingOccurrences(of: "uid:4002", with: "{user}").replacingOccurrences(
+            of: "uid:4100", with: "{user}")
     }
 
-    @Test("removing a mediator from the roster ends their access at their next request", .enabled(if: isRoot, "acting as other uids needs root"))
+    @Test(
+        "removing a mediator from the roster ends their access at their next request",
+        .enabled(if: isRoot, "acting as other uids needs root"))
     func rosterRemovalEndsAccess() throws {
         let daemon = try DaemonProcess(roles: Self.roles, extra: Self.offices)
         #expect(daemon.waitUntilServing(), "\(daemon.log)")

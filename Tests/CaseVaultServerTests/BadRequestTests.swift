@@ -25,7 +25,9 @@ struct BadRequestTests {
         return files
     }
 
-    @Test("malformed, mistyped, oversized, too deep, bad ids, unknown routes, wrong methods: 4xx problems, nothing changed")
+    @Test(
+        "malformed, mistyped, oversized, too deep, bad ids, unknown routes, wrong methods: 4xx problems, nothing changed"
+    )
     func badRequestsChangeNothing() throws {
         let daemon = try DaemonProcess(roles: LifecycleOverSocketTests.roles)
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
@@ -40,39 +42,101 @@ struct BadRequestTests {
         let deep = String(repeating: "[", count: 40) + String(repeating: "]", count: 40)
         let big = #"{"type": "session_note", "content": {"text": ""# + String(repeating: "a", count: 200_000) + #""}}"#
         let cases: [(String, String, String, String?, String, Int, String)] = [
-            ("malformed JSON", "POST", records, #"{"type": "session_note", "content": "#, "application/json", 400, "malformed-content"),
+            (
+                "malformed JSON", "POST", records, #"{"type": "session_note", "content": "#, "application/json", 400,
+                "malformed-content"
+            ),
             ("not an object", "POST", records, "[1, 2]", "application/json", 400, "malformed-content"),
             ("wrong content type", "POST", records, Bodies.note, "text/plain", 415, "unsupported-media-type"),
-            ("form content type", "POST", "/v1/cases", Bodies.openCase(mediators: []), "application/x-www-form-urlencoded", 415, "unsupported-media-type"),
-            ("unknown record type", "POST", records, #"{"type": "memo", "content": {"text": "x"}}"#, "application/json", 400, "unknown-record-type"),
-            ("recording", "POST", records, #"{"type": "recording", "content": {"text": "x"}}"#, "application/json", 422, "forbidden-record-type"),
+            (
+                "form content type", "POST", "/v1/cases", Bodies.openCase(mediators: []),
+                "application/x-www-form-urlencoded", 415, "unsupported-media-type"
+            ),
+            (
+                "unknown record type", "POST", records, #"{"type": "memo", "content": {"text": "x"}}"#,
+                "application/json", 400, "unknown-record-type"
+            ),
+            (
+                "recording", "POST", records, #"{"type": "recording", "content": {"text": "x"}}"#, "application/json",
+                422, "forbidden-record-type"
+            ),
             ("missing type", "POST", records, #"{"content": {"text": "x"}}"#, "application/json", 400, "missing-field"),
-            ("missing content", "POST", records, #"{"type": "session_note"}"#, "application/json", 400, "missing-field"),
-            ("missing content field", "POST", records, #"{"type": "session_note", "content": {}}"#, "application/json", 400, "missing-field"),
-            ("unknown body field", "POST", records, #"{"type": "session_note", "content": {"text": "x"}, "extra": 1}"#, "application/json", 400, "invalid-field"),
-            ("missing participants", "POST", "/v1/cases", #"{"mediators": []}"#, "application/json", 400, "missing-field"),
-            ("one participant", "POST", "/v1/cases", Bodies.openCase(participants: 1, mediators: []), "application/json", 400, "invalid-field"),
+            (
+                "missing content", "POST", records, #"{"type": "session_note"}"#, "application/json", 400,
+                "missing-field"
+            ),
+            (
+                "missing content field", "POST", records, #"{"type": "session_note", "content": {}}"#,
+                "application/json", 400, "missing-field"
+            ),
+            (
+                "unknown body field", "POST", records,
+                #"{"type": "session_note", "content": {"text": "x"}, "extra": 1}"#, "application/json", 400,
+                "invalid-field"
+            ),
+            (
+                "missing participants", "POST", "/v1/cases", #"{"mediators": []}"#, "application/json", 400,
+                "missing-field"
+            ),
+            (
+                "one participant", "POST", "/v1/cases", Bodies.openCase(participants: 1, mediators: []),
+                "application/json", 400, "invalid-field"
+            ),
             ("oversized body", "POST", records, big, "application/json", 413, "content-too-large"),
-            ("deep nesting", "POST", records, #"{"type": "session_note", "content": {"text": \#(deep)}}"#, "application/json", 400, "nesting-too-deep"),
+            (
+                "deep nesting", "POST", records, #"{"type": "session_note", "content": {"text": \#(deep)}}"#,
+                "application/json", 400, "nesting-too-deep"
+            ),
             ("dot-dot id", "GET", "/v1/records/..%2F..%2Fetc%2Fpasswd", nil, "", 400, "invalid-identifier"),
             ("dot-dot path", "GET", "/v1/records/../../etc/passwd", nil, "", 404, "route-not-found"),
-            ("NUL in id", "GET", "/v1/records/\(note.prefix(16))%00\(note.prefix(15))", nil, "", 400, "invalid-identifier"),
-            ("dot-dot case id", "POST", "/v1/cases/..%2F\(caseID.prefix(29))/records", Bodies.note, "application/json", 400, "invalid-identifier"),
-            ("dot-dot supersedes", "POST", records, #"{"type": "session_note", "supersedes": "../../x", "content": {"text": "x"}}"#, "application/json", 400, "invalid-identifier"),
-            ("unknown case", "POST", "/v1/cases/\(String(repeating: "0", count: 32))/records", Bodies.note, "application/json", 404, "not-found"),
+            (
+                "NUL in id", "GET", "/v1/records/\(note.prefix(16))%00\(note.prefix(15))", nil, "", 400,
+                "invalid-identifier"
+            ),
+            (
+                "dot-dot case id", "POST", "/v1/cases/..%2F\(caseID.prefix(29))/records", Bodies.note,
+                "application/json", 400, "invalid-identifier"
+            ),
+            (
+                "dot-dot supersedes", "POST", records,
+                #"{"type": "session_note", "supersedes": "../../x", "content": {"text": "x"}}"#, "application/json",
+                400, "invalid-identifier"
+            ),
+            (
+                "unknown case", "POST", "/v1/cases/\(String(repeating: "0", count: 32))/records", Bodies.note,
+                "application/json", 404, "not-found"
+            ),
             ("unknown record", "GET", "/v1/records/\(String(repeating: "a", count: 32))", nil, "", 404, "not-found"),
             ("unknown route", "GET", "/v1/nothing/here", nil, "", 404, "route-not-found"),
             ("wrong method", "PATCH", records, Bodies.note, "application/json", 405, "method-not-allowed"),
-            ("wrong method on a record", "PUT", "/v1/records/\(note)", Bodies.note, "application/json", 405, "method-not-allowed"),
+            (
+                "wrong method on a record", "PUT", "/v1/records/\(note)", Bodies.note, "application/json", 405,
+                "method-not-allowed"
+            ),
             // Found by make check-api: TRACE and QUERY on a known path answered 404, a contact of another type was filed.
             ("TRACE", "TRACE", "/v1/records/\(note)", nil, "", 405, "method-not-allowed"),
             ("QUERY", "QUERY", records, nil, "", 405, "method-not-allowed"),
-            ("null supersedes", "POST", records, #"{"type": "session_note", "supersedes": null, "content": {"text": "x"}}"#, "application/json", 400, "invalid-field"),
-            ("contact not text", "POST", "/v1/cases", #"{"participants": [{"name": "a", "contact": {}}, {"name": "b"}]}"#, "application/json", 400, "invalid-field"),
-            ("bad shred reason", "DELETE", "/v1/records/\(note)", #"{"reason": "because"}"#, "application/json", 400, "invalid-field"),
+            (
+                "null supersedes", "POST", records,
+                #"{"type": "session_note", "supersedes": null, "content": {"text": "x"}}"#, "application/json", 400,
+                "invalid-field"
+            ),
+            (
+                "contact not text", "POST", "/v1/cases",
+                #"{"participants": [{"name": "a", "contact": {}}, {"name": "b"}]}"#, "application/json", 400,
+                "invalid-field"
+            ),
+            (
+                "bad shred reason", "DELETE", "/v1/records/\(note)", #"{"reason": "because"}"#, "application/json", 400,
+                "invalid-field"
+            ),
             // Found by make check-api: a well-formed name no user has is not found, not malformed.
             ("unknown user", "PUT", "/v1/roster/mediators/no-such-user-here", nil, "", 404, "unknown-user"),
-            ("unknown mediator", "POST", "/v1/cases", #"{"participants": [{"name": "a"}, {"name": "b"}], "mediators": ["no-such-user-here"]}"#, "application/json", 404, "unknown-user"),
+            (
+                "unknown mediator", "POST", "/v1/cases",
+                #"{"participants": [{"name": "a"}, {"name": "b"}], "mediators": ["no-such-user-here"]}"#,
+                "application/json", 404, "unknown-user"
+            ),
             // Found by make check-api: UInt32 parses "+5" and "-0"; only digits name a uid.
             ("signed uid", "PUT", "/v1/roster/mediators/uid:+4002", nil, "", 400, "invalid-identifier"),
             ("bad escape", "PUT", "/v1/roster/mediators/uid%3", nil, "", 400, "invalid-identifier"),
@@ -95,16 +159,22 @@ struct BadRequestTests {
     @Test("limits: a head over max_header_bytes gets 431, a stalled body 408, a connection past max_connections 503")
     func limits() throws {
         let daemon = try DaemonProcess(
-            roles: #"director = ["uid:0"]"#, extra: "", prepare: { root in
+            roles: #"director = ["uid:0"]"#, extra: "",
+            prepare: { root in
                 var text = try String(contentsOfFile: root + "/casevault.toml", encoding: .utf8)
-                text = text.replacingOccurrences(of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\nmax_connections = 2\nmax_connections_per_user = 2\nmax_header_bytes = 2048\nread_timeout_seconds = 1")
+                text = text.replacingOccurrences(
+                    of: "max_body_bytes = 131072",
+                    with:
+                        "max_body_bytes = 131072\nmax_connections = 2\nmax_connections_per_user = 2\nmax_header_bytes = 2048\nread_timeout_seconds = 1"
+                )
                 try text.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
             }
         )
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
         // A head over max_header_bytes: 431, as a problem.
         let big = try UnixConnection(path: daemon.socket)
-        let refused = try big.exchange("GET /v1/health HTTP/1.1\r\nHost: casevault\r\nX-Big: \(String(repeating: "a", count: 4000))\r\n\r\n")
+        let refused = try big.exchange(
+            "GET /v1/health HTTP/1.1\r\nHost: casevault\r\nX-Big: \(String(repeating: "a", count: 4000))\r\n\r\n")
         #expect(refused.hasPrefix("HTTP/1.1 431"), "\(refused)")
         #expect(refused.contains("urn:casevault:problem:header-too-large"))
         // A body that stops arriving: 408 once the read time has passed.
@@ -131,12 +201,15 @@ struct BadRequestTests {
         let refusals = entries.filter { $0["kind"] as? String == "refused" }.compactMap { $0["status"] as? Int }
         #expect(refusals.contains(431) && refusals.contains(503), "\(refusals)")
         let results = entries.filter { $0["kind"] as? String == "result" }
-        #expect(results.contains { $0["status"] as? Int == 408 && $0["problem"] as? String == "request-timeout" }, "\(results)")
+        #expect(
+            results.contains { $0["status"] as? Int == 408 && $0["problem"] as? String == "request-timeout" },
+            "\(results)")
         #expect(!results.contains { $0["status"] as? Int == 400 }, "\(results)")
     }
 
     /// Starts `casevault-torture trickle` as `peer` against `daemon`; its output goes to a file read later.
-    static func trickle(_ daemon: DaemonProcess, as peer: Peer, _ arguments: [String] = []) throws -> (Process, String) {
+    static func trickle(_ daemon: DaemonProcess, as peer: Peer, _ arguments: [String] = []) throws -> (Process, String)
+    {
         let output = daemon.root + "/trickle-\(UUID().uuidString)"
         _ = FileManager.default.createFile(atPath: output, contents: nil)
         chmod(output, 0o666)
@@ -146,13 +219,18 @@ struct BadRequestTests {
         return (process, output)
     }
 
-    @Test("one user cannot hold every connection: a trickled body gets 408 at the read time, a user's places are capped, a peer with no role is closed after its answer")
+    @Test(
+        "one user cannot hold every connection: a trickled body gets 408 at the read time, a user's places are capped, a peer with no role is closed after its answer"
+    )
     func slowPeersCannotLockOthersOut() throws {
         let daemon = try DaemonProcess(
-            roles: #"director = ["uid:4001", "uid:4003"]"#, extra: "", prepare: { root in
+            roles: #"director = ["uid:4001", "uid:4003"]"#, extra: "",
+            prepare: { root in
                 var text = try String(contentsOfFile: root + "/casevault.toml", encoding: .utf8)
                 text = text.replacingOccurrences(
-                    of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\nmax_connections = 4\nmax_connections_per_user = 2\nread_timeout_seconds = 2"
+                    of: "max_body_bytes = 131072",
+                    with:
+                        "max_body_bytes = 131072\nmax_connections = 4\nmax_connections_per_user = 2\nread_timeout_seconds = 2"
                 )
                 try text.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
             }
@@ -168,8 +246,11 @@ struct BadRequestTests {
         for (process, _) in attackers { process.waitUntilExit() }
         let answers = attackers.map { (try? String(contentsOfFile: $0.1, encoding: .utf8)) ?? "" }
         #expect(answers.filter { $0.hasPrefix("HTTP/1.1 503") && $0.contains("overloaded") }.count == 2, "\(answers)")
-        #expect(answers.filter { $0.hasPrefix("HTTP/1.1 408") && $0.contains("request-timeout") }.count == 2, "\(answers)")
-        #expect(Date().timeIntervalSince(started) < 15, "the trickles were cut off only after \(Date().timeIntervalSince(started)) s")
+        #expect(
+            answers.filter { $0.hasPrefix("HTTP/1.1 408") && $0.contains("request-timeout") }.count == 2, "\(answers)")
+        #expect(
+            Date().timeIntervalSince(started) < 15,
+            "the trickles were cut off only after \(Date().timeIntervalSince(started)) s")
 
         // A peer with no role trickling a body gets its answer, and the connection is closed after it.
         let (refused, output) = try Self.trickle(daemon, as: Peer(uid: 4999))

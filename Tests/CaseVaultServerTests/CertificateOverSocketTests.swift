@@ -7,24 +7,30 @@ struct CertificateOverSocketTests {
     static let director = Peer(uid: 4001)
     static let mediator = Peer(uid: 4002)
 
-    @Test("a shred on request, a final agreement and a close each yield a certificate that verifies offline and holds no content")
+    @Test(
+        "a shred on request, a final agreement and a close each yield a certificate that verifies offline and holds no content"
+    )
     func everyShredIsCertified() throws {
         let daemon = try DaemonProcess(roles: LifecycleOverSocketTests.roles)
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
         // A shred on request, by the director.
         let first = try LifecycleOverSocketTests.agreedCase(daemon)
         let intake = try daemon.file(first, Bodies.intake, as: Self.director).string("record_id")
-        try daemon.call("DELETE", "/v1/records/\(intake)", as: Self.director, body: #"{"reason": "participant_request"}"#, expect: 200)
+        try daemon.call(
+            "DELETE", "/v1/records/\(intake)", as: Self.director, body: #"{"reason": "participant_request"}"#,
+            expect: 200)
         // A final agreement, by the mediator.
         let notes = try (0..<2).map { _ in try daemon.file(first, Bodies.note, as: Self.mediator).string("record_id") }
         try daemon.file(first, Bodies.finalAgreement(), as: Self.mediator)
         // A close without agreement, by the director.
         let second = try LifecycleOverSocketTests.agreedCase(daemon)
         let note = try daemon.file(second, Bodies.note, as: Self.mediator).string("record_id")
-        try daemon.call("POST", "/v1/cases/\(second)/close", as: Self.director, body: #"{"outcome": "withdrawn"}"#, expect: 200)
+        try daemon.call(
+            "POST", "/v1/cases/\(second)/close", as: Self.director, body: #"{"outcome": "withdrawn"}"#, expect: 200)
 
         let listing = try daemon.call("GET", "/v1/certificates", as: Self.director, expect: 200)
-        #expect(!String(decoding: listing.body, as: UTF8.self).contains(LeakCheck.marker), "a certificate holds content")
+        #expect(
+            !String(decoding: listing.body, as: UTF8.self).contains(LeakCheck.marker), "a certificate holds content")
         let documents = (listing.json["certificates"] as? [[String: Any]]) ?? []
         let certificates = documents.compactMap { $0["certificate"] as? [String: Any] }
         #expect(certificates.count == 3)
@@ -42,10 +48,12 @@ struct CertificateOverSocketTests {
         #expect(ids(find("case_closed")) == [note])
 
         // Offline: fetch one document and the key, stop the daemon, verify; then alter one byte.
-        let key = try CLITests.ctl(["pubkey", "--socket", daemon.socket], as: Self.director).1.trimmingCharacters(in: .whitespacesAndNewlines)
+        let key = try CLITests.ctl(["pubkey", "--socket", daemon.socket], as: Self.director).1.trimmingCharacters(
+            in: .whitespacesAndNewlines)
         #expect(key.count == 64)
         let id = final["certificate_id"] as? String ?? ""
-        let (fetched, document) = try CLITests.ctl(["certificate", "get", id, "--socket", daemon.socket], as: Self.director)
+        let (fetched, document) = try CLITests.ctl(
+            ["certificate", "get", id, "--socket", daemon.socket], as: Self.director)
         #expect(fetched == 0)
         #expect(daemon.stop() == 0, "\(daemon.log)")
         let file = daemon.root + "/certificate.json"

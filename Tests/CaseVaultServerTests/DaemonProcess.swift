@@ -44,11 +44,16 @@ final class DaemonProcess {
             self.ownsRoot = true
         }
         if configurationFile == nil {
-            try Self.writeConfiguration(root: self.root, socket: self.socket, socketGroup: socketGroup, roles: roles, extra: extra)
+            try Self.writeConfiguration(
+                root: self.root, socket: self.socket, socketGroup: socketGroup, roles: roles, extra: extra)
         }
         try prepare(self.root)
         // Trace level: the log-leak check then reads everything the daemon can say.
-        let command = [Self.binary("casevaultd"), "--config", configurationFile ?? self.root + "/casevault.toml", "--log-level", "trace"] + arguments
+        let command =
+            [
+                Self.binary("casevaultd"), "--config", configurationFile ?? self.root + "/casevault.toml",
+                "--log-level", "trace",
+            ] + arguments
         let invocation = wrapper + command
         self.process.executableURL = URL(fileURLWithPath: invocation[0])
         self.process.arguments = Array(invocation.dropFirst())
@@ -65,7 +70,9 @@ final class DaemonProcess {
 
     /// Writes `root/casevault.toml`: data and key under `root`, the socket at `socket`, `roles` (TOML lines)
     /// and `extra` (more TOML, in which `$ROOT` stands for `root`).
-    static func writeConfiguration(root: String, socket: String, socketGroup: UInt32?, roles: String, extra: String = "") throws {
+    static func writeConfiguration(
+        root: String, socket: String, socketGroup: UInt32?, roles: String, extra: String = ""
+    ) throws {
         let group = socketGroup.map { "socket_group = \"gid:\($0)\"" } ?? ""
         let configuration = """
             [store]
@@ -128,7 +135,9 @@ final class DaemonProcess {
         // Every test that starts a daemon sends the marker in its content and names; none may be logged.
         LeakCheck.record(log: self.log)
         // Nor may the audit log, which records every request.
-        if let audit = try? String(contentsOfFile: self.root + "/data/audit/log", encoding: .utf8), audit.contains(LeakCheck.marker) {
+        if let audit = try? String(contentsOfFile: self.root + "/data/audit/log", encoding: .utf8),
+            audit.contains(LeakCheck.marker)
+        {
             Issue.record("the audit log contains content or a participant's name")
         }
         if self.ownsRoot {
@@ -158,8 +167,11 @@ struct Peer {
             process.arguments = arguments
         } else {
             process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            let groups = self.groups.isEmpty ? ["--clear-groups"] : ["--groups", self.groups.map(String.init).joined(separator: ",")]
-            process.arguments = ["--reuid", "\(self.uid)", "--regid", "\(self.gid)"] + groups + [executable] + arguments
+            let groups =
+                self.groups.isEmpty
+                ? ["--clear-groups"] : ["--groups", self.groups.map(String.init).joined(separator: ",")]
+            process.arguments =
+                ["--reuid", "\(self.uid)", "--regid", "\(self.gid)"] + groups + [executable] + arguments
         }
         return process
     }
@@ -237,7 +249,9 @@ enum Client {
     ) throws -> Reply {
         // A bound time: a socket that listens but is never served (a daemon that died) must fail the test, not hang it.
         var arguments = [
-            "-s", "--max-time", "120", "--path-as-is", "-o", "-", "-w", "\n%{http_code}\t%header{retry-after}\t%{content_type}\t%header{casevault-media-type}", "--unix-socket", socket, "-X", method,
+            "-s", "--max-time", "120", "--path-as-is", "-o", "-", "-w",
+            "\n%{http_code}\t%header{retry-after}\t%{content_type}\t%header{casevault-media-type}", "--unix-socket",
+            socket, "-X", method,
         ]
         var bodyFile: String?
         defer { bodyFile.map { _ = unlink($0) } }
@@ -258,7 +272,8 @@ enum Client {
         guard let newline = output.lastIndex(of: UInt8(ascii: "\n")) else {
             return Reply(status: 0, contentType: "", body: Data())
         }
-        let trailer = String(decoding: output[(newline + 1)...], as: UTF8.self).split(separator: "\t", omittingEmptySubsequences: false)
+        let trailer = String(decoding: output[(newline + 1)...], as: UTF8.self).split(
+            separator: "\t", omittingEmptySubsequences: false)
         return Reply(
             status: Int(trailer.first ?? "") ?? 0,
             contentType: trailer.count > 2 ? String(trailer[2]) : "",
@@ -294,7 +309,9 @@ final class UnixConnection {
             for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
         }
         let connected = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(self.fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(self.fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard connected == 0 else {
             close(self.fd)

@@ -7,9 +7,12 @@ enum Bodies {
     static let m = LeakCheck.marker
 
     static func openCase(participants: Int = 2, mediators: [UInt32]) -> String {
-        let people = (1...participants).map { #"{"name": "Person \#($0) \#(m)", "contact": "p\#($0)-\#(m)@example.edu"}"# }
+        let people = (1...participants).map {
+            #"{"name": "Person \#($0) \#(m)", "contact": "p\#($0)-\#(m)@example.edu"}"#
+        }
         let users = mediators.map { #""uid:\#($0)""# }
-        return #"{"participants": [\#(people.joined(separator: ", "))], "mediators": [\#(users.joined(separator: ", "))]}"#
+        return
+            #"{"participants": [\#(people.joined(separator: ", "))], "mediators": [\#(users.joined(separator: ", "))]}"#
     }
 
     static let intake = #"{"type": "intake_form", "content": {"dispute_category": "roommate", "screening": "\#(m)"}}"#
@@ -33,7 +36,8 @@ enum Bodies {
             """#
     }
 
-    static let evaluation = #"{"type": "evaluation", "content": {"satisfaction": 4, "would_recommend": true, "comment": "\#(m)"}}"#
+    static let evaluation =
+        #"{"type": "evaluation", "content": {"satisfaction": 4, "would_recommend": true, "comment": "\#(m)"}}"#
 
     static func disclosure(_ category: String) -> String {
         #"{"type": "disclosure", "content": {"category": "\#(category)", "summary": "summary \#(m)"}}"#
@@ -51,7 +55,8 @@ extension Client.Reply {
     }
 
     var isProblem: Bool {
-        self.contentType.hasPrefix("application/problem+json") && self.string("type").hasPrefix("urn:casevault:problem:")
+        self.contentType.hasPrefix("application/problem+json")
+            && self.string("type").hasPrefix("urn:casevault:problem:")
     }
 }
 
@@ -74,14 +79,21 @@ extension DaemonProcess {
 
     /// Opens a case as `director` with `mediators` (who must be on the roster); returns its id.
     func openCase(by director: Peer, mediators: [UInt32], participants: Int = 2) throws -> String {
-        try self.call("POST", "/v1/cases", as: director, body: Bodies.openCase(participants: participants, mediators: mediators), expect: 201)
-            .string("case_id")
+        try self.call(
+            "POST", "/v1/cases", as: director, body: Bodies.openCase(participants: participants, mediators: mediators),
+            expect: 201
+        )
+        .string("case_id")
     }
 
     /// Files a record; returns the reply.
     @discardableResult
-    func file(_ caseID: String, _ body: String, as peer: Peer, expect: Int? = 201, sourceLocation: SourceLocation = #_sourceLocation) throws -> Client.Reply {
-        try self.call("POST", "/v1/cases/\(caseID)/records", as: peer, body: body, expect: expect, sourceLocation: sourceLocation)
+    func file(
+        _ caseID: String, _ body: String, as peer: Peer, expect: Int? = 201,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> Client.Reply {
+        try self.call(
+            "POST", "/v1/cases/\(caseID)/records", as: peer, body: body, expect: expect, sourceLocation: sourceLocation)
     }
 
     /// The ids of the case's live records of `type`.

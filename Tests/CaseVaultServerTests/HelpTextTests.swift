@@ -24,7 +24,9 @@ struct HelpTextTests {
     static func subcommands(_ help: String) -> [String] {
         guard let start = help.range(of: "SUBCOMMANDS:\n") else { return [] }
         // The list ends at its first blank line (a "See 'casevaultctl help …'" note follows).
-        let list = help[start.upperBound...].split(separator: "\n", omittingEmptySubsequences: false).prefix { !$0.isEmpty }
+        let list = help[start.upperBound...].split(separator: "\n", omittingEmptySubsequences: false).prefix {
+            !$0.isEmpty
+        }
         return list.compactMap { line in
             guard line.hasPrefix("  "), !line.hasPrefix("   ") else { return nil }
             let name = line.dropFirst(2).prefix { $0 != " " }
@@ -47,7 +49,9 @@ struct HelpTextTests {
                 let prose = { (text: Substring) in !text.isEmpty && !text.hasPrefix(" ") }
                 // Two lines of one paragraph: the first must be a heading (ends in a colon).
                 if prose(line), prose(next) {
-                    #expect(line.hasSuffix(":"), "casevaultctl \(command.joined(separator: " ")): a line breaks mid-paragraph: \(line)")
+                    #expect(
+                        line.hasSuffix(":"),
+                        "casevaultctl \(command.joined(separator: " ")): a line breaks mid-paragraph: \(line)")
                 }
             }
         }

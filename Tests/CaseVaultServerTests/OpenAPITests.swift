@@ -18,7 +18,10 @@ enum DocumentedRoutes {
         var inPaths = false
         var current: String?
         for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            if line == "paths:" { inPaths = true; continue }
+            if line == "paths:" {
+                inPaths = true
+                continue
+            }
             if inPaths, let first = line.first, first != " " { break }
             guard inPaths else { continue }
             if line.hasPrefix("  /"), line.hasSuffix(":"), !line.hasPrefix("   ") {
@@ -36,10 +39,12 @@ enum DocumentedRoutes {
     /// The problem types the document lists.
     static func problemTypes() throws -> Set<String> {
         let text = try String(contentsOfFile: Self.path, encoding: .utf8)
-        return Set(text.split(separator: "\n").compactMap { line in
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
-            return trimmed.hasPrefix("- urn:casevault:problem:") ? String(trimmed.dropFirst("- urn:casevault:problem:".count)) : nil
-        })
+        return Set(
+            text.split(separator: "\n").compactMap { line in
+                let trimmed = line.trimmingCharacters(in: .whitespaces)
+                return trimmed.hasPrefix("- urn:casevault:problem:")
+                    ? String(trimmed.dropFirst("- urn:casevault:problem:".count)) : nil
+            })
     }
 }
 
@@ -50,8 +55,12 @@ struct OpenAPITests {
         let documented = try DocumentedRoutes.documented()
         let served = Set(DocumentedRoutes.server.map(\.description))
         #expect(!documented.isEmpty)
-        #expect(served.subtracting(documented).isEmpty, "served but not documented: \(served.subtracting(documented).sorted())")
-        #expect(documented.subtracting(served).isEmpty, "documented but not served: \(documented.subtracting(served).sorted())")
+        #expect(
+            served.subtracting(documented).isEmpty,
+            "served but not documented: \(served.subtracting(documented).sorted())")
+        #expect(
+            documented.subtracting(served).isEmpty,
+            "documented but not served: \(documented.subtracting(served).sorted())")
     }
 
     @Test("the document lists every problem type the daemon can return")
@@ -59,7 +68,9 @@ struct OpenAPITests {
         #expect(try DocumentedRoutes.problemTypes() == Set(CaseVaultError.Code.allCases.map(\.rawValue)))
     }
 
-    @Test("the running daemon answers every documented route, and 405 for every other method on its path", .enabled(if: isRoot, "needs root"))
+    @Test(
+        "the running daemon answers every documented route, and 405 for every other method on its path",
+        .enabled(if: isRoot, "needs root"))
     func daemonAnswersDocumentedRoutes() throws {
         let daemon = try DaemonProcess(roles: #"director = ["uid:4001"]"#)
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
@@ -76,9 +87,13 @@ struct OpenAPITests {
             for method in ["GET", "PUT", "POST", "DELETE", "PATCH"] {
                 let reply = try Client.request(daemon, method, path, as: Peer(uid: 4001), body: "{}")
                 if methods.contains(method) {
-                    #expect(reply.status != 405 && reply.problemType != "route-not-found", "\(method) \(template): \(reply.status)")
+                    #expect(
+                        reply.status != 405 && reply.problemType != "route-not-found",
+                        "\(method) \(template): \(reply.status)")
                 } else {
-                    #expect(reply.status == 405 && reply.problemType == "method-not-allowed", "\(method) \(template): \(reply.status)")
+                    #expect(
+                        reply.status == 405 && reply.problemType == "method-not-allowed",
+                        "\(method) \(template): \(reply.status)")
                 }
             }
         }

@@ -3,7 +3,9 @@ import Testing
 
 /// Holds, the sweep and statistics against a real daemon whose clock reads a file the test writes
 /// (`[testing] clock_file`), so that years pass without sleeping.
-@Suite("Retention, holds and statistics over the socket", .enabled(if: isRoot, "acting as other uids needs root"), .serialized)
+@Suite(
+    "Retention, holds and statistics over the socket", .enabled(if: isRoot, "acting as other uids needs root"),
+    .serialized)
 struct RetentionOverSocketTests {
     static let director = Peer(uid: 4001)
     static let statistician = Peer(uid: 4008)
@@ -46,14 +48,17 @@ struct RetentionOverSocketTests {
         let freeIntake = try daemon.file(free, Bodies.intake, as: Self.director).string("record_id")
         let heldIntake = try daemon.file(held, Bodies.intake, as: Self.director).string("record_id")
         let hold = try daemon.call(
-            "POST", "/v1/holds", as: Self.director, body: #"{"case_id": "\#(held)", "reason": "litigation \#(LeakCheck.marker)"}"#,
+            "POST", "/v1/holds", as: Self.director,
+            body: #"{"case_id": "\#(held)", "reason": "litigation \#(LeakCheck.marker)"}"#,
             expect: 201
         )
         let holdID = hold.string("hold_id")
-        let listed = try daemon.call("GET", "/v1/holds", as: Self.director, expect: 200).json["holds"] as? [[String: Any]] ?? []
+        let listed =
+            try daemon.call("GET", "/v1/holds", as: Self.director, expect: 200).json["holds"] as? [[String: Any]] ?? []
         #expect(listed.count == 1 && listed.first?["reason"] as? String == "litigation \(LeakCheck.marker)")
         // A shred on request of a held record is refused, and changes nothing.
-        let refused = try daemon.call("DELETE", "/v1/records/\(heldIntake)", as: Self.director, body: #"{"reason": "policy"}"#, expect: 409)
+        let refused = try daemon.call(
+            "DELETE", "/v1/records/\(heldIntake)", as: Self.director, body: #"{"reason": "policy"}"#, expect: 409)
         #expect(refused.problemType == "held")
 
         // A day before the intake forms are due (3 years after filing), nothing goes.
@@ -68,7 +73,8 @@ struct RetentionOverSocketTests {
         }
         try daemon.call("GET", "/v1/records/\(freeIntake)", as: Self.director, expect: 410)
         try daemon.call("DELETE", "/v1/holds/\(holdID)", as: Self.director, expect: 200)
-        let plan = try daemon.call("POST", "/v1/admin/sweep", as: Self.operator, body: #"{"dry_run": true}"#, expect: 200)
+        let plan = try daemon.call(
+            "POST", "/v1/admin/sweep", as: Self.operator, body: #"{"dry_run": true}"#, expect: 200)
         #expect(Self.counts(plan, "intake_form")["disposed"] == 1 && plan.json["dry_run"] as? Bool == true)
         try daemon.call("GET", "/v1/records/\(heldIntake)", as: Self.director, expect: 200)
         sweep = try daemon.call("POST", "/v1/admin/sweep", as: Self.operator, expect: 200)
@@ -76,7 +82,8 @@ struct RetentionOverSocketTests {
         try daemon.call("GET", "/v1/records/\(heldIntake)", as: Self.director, expect: 410)
         // The disposal's certificate says it was the sweep, authorised by the operator.
         let certificates = try daemon.call("GET", "/v1/certificates?case_id=\(held)", as: Self.director, expect: 200)
-        let certificate = (certificates.json["certificates"] as? [[String: Any]])?.last?["certificate"] as? [String: Any] ?? [:]
+        let certificate =
+            (certificates.json["certificates"] as? [[String: Any]])?.last?["certificate"] as? [String: Any] ?? [:]
         #expect(certificate["method"] as? String == "retention_sweep")
         #expect((certificate["authorised_by"] as? [String: Any])?["uid"] as? Int == 4009)
         #expect(daemon.stop() == 0, "\(daemon.log)")
@@ -95,9 +102,15 @@ struct RetentionOverSocketTests {
             (Self.director, "POST", "/v1/holds", #"{"case_id": "\#(caseID)"}"#, 400, "missing-field"),
             (Self.director, "POST", "/v1/holds", #"{"reason": "r"}"#, 400, "missing-field"),
             (Self.director, "POST", "/v1/holds", #"{"case_id": "\#(caseID)", "reason": "   "}"#, 400, "invalid-field"),
-            (Self.director, "POST", "/v1/holds", #"{"case_id": "\#(caseID)", "reason": "\#(String(repeating: "x", count: 1001))"}"#, 400, "invalid-field"),
+            (
+                Self.director, "POST", "/v1/holds",
+                #"{"case_id": "\#(caseID)", "reason": "\#(String(repeating: "x", count: 1001))"}"#, 400, "invalid-field"
+            ),
             (Self.director, "POST", "/v1/holds", #"{"case_id": "../x", "reason": "r"}"#, 400, "invalid-identifier"),
-            (Self.director, "POST", "/v1/holds", #"{"case_id": "\#(caseID)", "reason": "r", "until": 1}"#, 400, "invalid-field"),
+            (
+                Self.director, "POST", "/v1/holds", #"{"case_id": "\#(caseID)", "reason": "r", "until": 1}"#, 400,
+                "invalid-field"
+            ),
             (Self.director, "DELETE", "/v1/holds/\(unknownCase)", nil, 404, "not-found"),
             (Self.director, "DELETE", "/v1/holds/not-an-id", nil, 400, "invalid-identifier"),
             (Self.statistician, "GET", "/v1/stats?period=week", nil, 400, "invalid-field"),
@@ -112,7 +125,9 @@ struct RetentionOverSocketTests {
         ]
         for (peer, method, path, body, status, type) in cases {
             let reply = try daemon.call(method, path, as: peer, body: body)
-            #expect(reply.status == status && reply.problemType == type, "\(method) \(path): \(reply.status) \(reply.problemType)")
+            #expect(
+                reply.status == status && reply.problemType == type,
+                "\(method) \(path): \(reply.status) \(reply.problemType)")
             #expect(reply.isProblem)
         }
         // The sweep's refusal and the stats' refusals wrote nothing: no hold, no shred, no certificate.
@@ -130,11 +145,13 @@ struct RetentionOverSocketTests {
         // closed at once: a period is published once it has ended and every case opened in it is closed.
         func open(_ category: String, evaluations: Int = 0) throws {
             let caseID = try daemon.openCase(by: Self.director, mediators: [])
-            try daemon.file(caseID, #"{"type": "intake_form", "content": {"dispute_category": "\#(category)"}}"#, as: Self.director)
+            try daemon.file(
+                caseID, #"{"type": "intake_form", "content": {"dispute_category": "\#(category)"}}"#, as: Self.director)
             for _ in 0..<evaluations {
                 try daemon.file(caseID, Bodies.evaluation, as: Self.director)
             }
-            try daemon.call("POST", "/v1/cases/\(caseID)/close", as: Self.director, body: #"{"outcome": "withdrawn"}"#, expect: 200)
+            try daemon.call(
+                "POST", "/v1/cases/\(caseID)/close", as: Self.director, body: #"{"outcome": "withdrawn"}"#, expect: 200)
         }
         for _ in 0..<4 { try open("roommate", evaluations: 1) }
         try open("noise")
@@ -143,10 +160,12 @@ struct RetentionOverSocketTests {
         for _ in 0..<5 { try open("roommate") }
         for _ in 0..<4 { try open("noise") }
         // 2027 has not ended: only 2026 is published.
-        let early = try daemon.call("GET", "/v1/stats?period=year&by=dispute_category", as: Self.statistician, expect: 200)
+        let early = try daemon.call(
+            "GET", "/v1/stats?period=year&by=dispute_category", as: Self.statistician, expect: 200)
         #expect((early.json["rows"] as? [[String: Any]] ?? []).map { $0["period"] as? String } == ["2026"])
         try Self.setClock(daemon, Self.start + 2 * Self.year)
-        let reply = try daemon.call("GET", "/v1/stats?period=year&by=dispute_category", as: Self.statistician, expect: 200)
+        let reply = try daemon.call(
+            "GET", "/v1/stats?period=year&by=dispute_category", as: Self.statistician, expect: 200)
         let columns = reply.json["columns"] as? [String] ?? []
         #expect(!columns.contains { $0.contains(LeakCheck.marker) }, "a category under k cases is not named")
         #expect(columns.contains("roommate") && columns.contains("other"))
@@ -179,9 +198,12 @@ struct RetentionOverSocketTests {
         try daemon.file(other, Bodies.evaluation, as: Self.director)
 
         #expect(try CLITests.ctl(["sweep"] + socket, as: Self.director).0 == 77, "only an operator sweeps")
-        let (added, addedText) = try CLITests.ctl(["hold", "add", caseID, "--reason", "audit", "--json"] + socket, as: Self.director)
+        let (added, addedText) = try CLITests.ctl(
+            ["hold", "add", caseID, "--reason", "audit", "--json"] + socket, as: Self.director)
         #expect(added == 0)
-        let holdID = (try? JSONSerialization.jsonObject(with: Data(addedText.utf8)) as? [String: Any])?["hold_id"] as? String ?? ""
+        let holdID =
+            (try? JSONSerialization.jsonObject(with: Data(addedText.utf8)) as? [String: Any])?["hold_id"] as? String
+            ?? ""
         #expect(try CLITests.ctl(["hold", "list"] + socket, as: Self.director).1.contains(holdID))
         #expect(try CLITests.ctl(["hold", "add", "nope", "--reason", "r"] + socket, as: Self.director).0 == 64)
 

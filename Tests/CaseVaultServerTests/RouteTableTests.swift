@@ -6,7 +6,9 @@ import Testing
 /// The route table's policy columns against the other lists they must agree with.
 @Suite("The route table's policy")
 struct RouteTableTests {
-    @Test("every row's check fits its actions: a whole check only where roles alone decide, a per-case check only where a case does")
+    @Test(
+        "every row's check fits its actions: a whole check only where roles alone decide, a per-case check only where a case does"
+    )
     func accessFitsTheTable() {
         #expect(API.accessMismatches == [])
     }

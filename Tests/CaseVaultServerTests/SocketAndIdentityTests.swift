@@ -78,7 +78,8 @@ struct SocketAndIdentityTests {
         kill(first.process.processIdentifier, SIGKILL)
         first.process.waitUntilExit()
         var info = stat()
-        #expect(lstat(first.socket, &info) == 0 && info.st_mode & S_IFMT == S_IFSOCK, "SIGKILL leaves the socket behind")
+        #expect(
+            lstat(first.socket, &info) == 0 && info.st_mode & S_IFMT == S_IFSOCK, "SIGKILL leaves the socket behind")
 
         let second = try DaemonProcess(roles: Self.roles) { root in
             try FileManager.default.createDirectory(atPath: root + "/run", withIntermediateDirectories: false)
@@ -91,7 +92,8 @@ struct SocketAndIdentityTests {
         let foreign = try DaemonProcess(roles: Self.roles) { root in
             try FileManager.default.createDirectory(atPath: root + "/run", withIntermediateDirectories: false)
             chmod(root + "/run", 0o750)
-            _ = FileManager.default.createFile(atPath: root + "/run/casevault.sock", contents: Data("not a socket".utf8))
+            _ = FileManager.default.createFile(
+                atPath: root + "/run/casevault.sock", contents: Data("not a socket".utf8))
         }
         foreign.process.waitUntilExit()
         #expect(foreign.process.terminationStatus == 3)
@@ -127,6 +129,8 @@ func makeStaleSocket(_ path: String) -> Bool {
         for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
     }
     return withUnsafePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        }
     } == 0
 }

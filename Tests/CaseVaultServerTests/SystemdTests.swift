@@ -14,7 +14,9 @@ enum UnixAddress {
             for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
         }
         return withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
     }
 }
@@ -87,7 +89,9 @@ struct SystemdTests {
         #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 
-    @Test("when standard error is the journal (JOURNAL_STREAM), each line is one entry with a syslog priority and no timestamp")
+    @Test(
+        "when standard error is the journal (JOURNAL_STREAM), each line is one entry with a syslog priority and no timestamp"
+    )
     func journalLines() throws {
         let root = DaemonProcess.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -105,7 +109,8 @@ struct SystemdTests {
         #expect(lines.allSatisfy { $0.range(of: #"^<[2-7]>"#, options: .regularExpression) != nil }, "\(daemon.log)")
         // A timestamp, not any "T0" (the temporary directory's random name, in the socket path, may hold one).
         let timestamp = daemon.log.range(of: #"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:"#, options: .regularExpression)
-        #expect(timestamp == nil && !daemon.log.contains(" info "), "no timestamps or level words: journald adds its own")
+        #expect(
+            timestamp == nil && !daemon.log.contains(" info "), "no timestamps or level words: journald adds its own")
     }
 
     @Test("the daemon runs and files, reads and shreds under PR_SET_MDWE, which MemoryDenyWriteExecute= applies")
@@ -130,7 +135,9 @@ struct SystemdTests {
         defer { try? FileManager.default.removeItem(atPath: root) }
         mkdir(root + "/credentials", 0o700)
         let key = root + "/credentials/casevault-root-key"
-        _ = FileManager.default.createFile(atPath: key, contents: Data((0..<32).map { _ in UInt8.random(in: 0...255) }), attributes: [.posixPermissions: 0o400])
+        _ = FileManager.default.createFile(
+            atPath: key, contents: Data((0..<32).map { _ in UInt8.random(in: 0...255) }),
+            attributes: [.posixPermissions: 0o400])
         let extra = "[keys]\nsource = \"systemd-credential\"\n"
         var recordID = ""
         do {
@@ -143,7 +150,9 @@ struct SystemdTests {
             recordID = try daemon.file(caseID, Bodies.intake, as: .root).string("record_id")
             #expect(daemon.stop() == 0, "\(daemon.log)")
         }
-        #expect(!FileManager.default.fileExists(atPath: root + "/keys/root.key"), "no key file is made when the key is a credential")
+        #expect(
+            !FileManager.default.fileExists(atPath: root + "/keys/root.key"),
+            "no key file is made when the key is a credential")
         do {
             // The same credential opens the same records.
             let daemon = try DaemonProcess(
@@ -155,13 +164,15 @@ struct SystemdTests {
             #expect(daemon.stop() == 0, "\(daemon.log)")
         }
         // Without $CREDENTIALS_DIRECTORY, or with a key of the wrong length, the daemon does not start.
-        let unset = try DaemonProcess(roles: #"director = ["self"]"#, extra: extra, socketGroup: nil, environment: ["CREDENTIALS_DIRECTORY": ""])
+        let unset = try DaemonProcess(
+            roles: #"director = ["self"]"#, extra: extra, socketGroup: nil, environment: ["CREDENTIALS_DIRECTORY": ""])
         unset.process.waitUntilExit()
         #expect(unset.process.terminationStatus == 3 && unset.log.contains("CREDENTIALS_DIRECTORY"), "\(unset.log)")
         chmod(key, 0o600)
         try Data(repeating: 7, count: 16).write(to: URL(fileURLWithPath: key))
         let short = try DaemonProcess(
-            roles: #"director = ["self"]"#, extra: extra, socketGroup: nil, environment: ["CREDENTIALS_DIRECTORY": root + "/credentials"]
+            roles: #"director = ["self"]"#, extra: extra, socketGroup: nil,
+            environment: ["CREDENTIALS_DIRECTORY": root + "/credentials"]
         )
         short.process.waitUntilExit()
         #expect(short.process.terminationStatus == 3 && short.log.contains("exactly 32 bytes"), "\(short.log)")
@@ -169,7 +180,8 @@ struct SystemdTests {
 
     @Test("without NOTIFY_SOCKET the daemon sends nothing and serves as usual")
     func noNotifySocket() throws {
-        let daemon = try DaemonProcess(roles: #"operator = ["self"]"#, socketGroup: nil, environment: ["NOTIFY_SOCKET": ""])
+        let daemon = try DaemonProcess(
+            roles: #"operator = ["self"]"#, socketGroup: nil, environment: ["NOTIFY_SOCKET": ""])
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
         #expect(!daemon.log.contains("could not be notified"))
         #expect(daemon.stop() == 0, "\(daemon.log)")
@@ -192,8 +204,11 @@ final class ActivatedDaemon {
         mkdir(self.root + "/run", 0o750)
         self.listener = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         let bound = UnixAddress.bind(self.listener, to: self.socket)
-        guard bound == 0, chmod(self.socket, mode) == 0, listen(self.listener, 64) == 0 else { throw POSIXError(.EADDRINUSE) }
-        try DaemonProcess.writeConfiguration(root: self.root, socket: self.socket, socketGroup: nil, roles: #"operator = ["self"]"#)
+        guard bound == 0, chmod(self.socket, mode) == 0, listen(self.listener, 64) == 0 else {
+            throw POSIXError(.EADDRINUSE)
+        }
+        try DaemonProcess.writeConfiguration(
+            root: self.root, socket: self.socket, socketGroup: nil, roles: #"operator = ["self"]"#)
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -206,7 +221,7 @@ final class ActivatedDaemon {
             DaemonProcess.binary("casevaultd"), "--config", self.root + "/casevault.toml", "--log-level", "trace",
         ]
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
+        defer { for pointer in argv { free(pointer) } }
         let spawned = posix_spawn(&self.pid, "/bin/sh", &actions, nil, &argv, environ)
         guard spawned == 0 else { throw POSIXError(.ECHILD) }
     }
@@ -284,7 +299,8 @@ struct SocketActivationTests {
 @Suite("casevaultctl doctor")
 struct DoctorTests {
     static func doctor(_ root: String) throws -> (status: Int32, checks: [String: String]) {
-        let (status, output) = try Peer.root.run(DaemonProcess.binary("casevaultctl"), ["doctor", "--json", "--config", root + "/casevault.toml"])
+        let (status, output) = try Peer.root.run(
+            DaemonProcess.binary("casevaultctl"), ["doctor", "--json", "--config", root + "/casevault.toml"])
         let document = (try? JSONSerialization.jsonObject(with: output)) as? [String: Any] ?? [:]
         var checks: [String: String] = [:]
         for check in document["checks"] as? [[String: String]] ?? [] {
@@ -297,7 +313,8 @@ struct DoctorTests {
     func dataDirectoryMode() throws {
         let root = DaemonProcess.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
-        try DaemonProcess.writeConfiguration(root: root, socket: root + "/run/casevault.sock", socketGroup: nil, roles: "")
+        try DaemonProcess.writeConfiguration(
+            root: root, socket: root + "/run/casevault.sock", socketGroup: nil, roles: "")
         mkdir(root + "/data", 0o755)
         chmod(root + "/data", 0o755)
         let open = try Self.doctor(root)
@@ -306,34 +323,40 @@ struct DoctorTests {
         chmod(root + "/data", 0o700)
         let closed = try Self.doctor(root)
         #expect(closed.checks["data directory"] == "pass", "\(closed.checks)")
-        #expect(closed.checks["shred guarantee"] != nil && closed.checks["swap"] != nil && closed.checks["core dumps"] != nil)
+        #expect(
+            closed.checks["shred guarantee"] != nil && closed.checks["swap"] != nil
+                && closed.checks["core dumps"] != nil)
         // Exit 0 unless this host fails a check of its own (swap, core dumps), which the output then names.
         let hostFailures = closed.checks.filter { $0.value == "fail" }.keys
         #expect(closed.status == (hostFailures.isEmpty ? 0 : 1), "\(closed.checks)")
-        let missing = try Peer.root.run(DaemonProcess.binary("casevaultctl"), ["doctor", "--config", root + "/nothing.toml"])
+        let missing = try Peer.root.run(
+            DaemonProcess.binary("casevaultctl"), ["doctor", "--config", root + "/nothing.toml"])
         #expect(missing.0 == 78)
     }
 
-    @Test("a root key or backup key file in the same tree as the data directory is a warning; in a tree of its own a pass")
+    @Test(
+        "a root key or backup key file in the same tree as the data directory is a warning; in a tree of its own a pass"
+    )
     func keysApartFromTheData() throws {
         let root = DaemonProcess.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
         for directory in ["/state", "/state/data", "/state/keys", "/keys"] { mkdir(root + directory, 0o700) }
         for file in ["/state/keys/root.key", "/state/keys/backup.keys", "/keys/root.key", "/keys/backup.keys"] {
-            _ = FileManager.default.createFile(atPath: root + file, contents: Data(count: 32), attributes: [.posixPermissions: 0o600])
+            _ = FileManager.default.createFile(
+                atPath: root + file, contents: Data(count: 32), attributes: [.posixPermissions: 0o600])
         }
         func checks(keys: String) throws -> [String: String] {
             try """
-                [store]
-                data_directory = "\(root)/state/data"
-                root_key_file = "\(root)\(keys)/root.key"
-                max_content_bytes = 65536
-                [server]
-                socket_path = "\(root)/run/casevault.sock"
-                max_body_bytes = 131072
-                [backup]
-                key_file = "\(root)\(keys)/backup.keys"
-                """.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
+            [store]
+            data_directory = "\(root)/state/data"
+            root_key_file = "\(root)\(keys)/root.key"
+            max_content_bytes = 65536
+            [server]
+            socket_path = "\(root)/run/casevault.sock"
+            max_body_bytes = 131072
+            [backup]
+            key_file = "\(root)\(keys)/backup.keys"
+            """.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
             return try Self.doctor(root).checks
         }
         let together = try checks(keys: "/state/keys")
@@ -342,11 +365,14 @@ struct DoctorTests {
         #expect(apart["key source"] == "pass" && apart["backup keys"] == "pass", "\(apart)")
     }
 
-    @Test("the audit log: missing is a warning, immutable a failure (exit 1), writable a pass", .enabled(if: isRoot, "chattr needs root"))
+    @Test(
+        "the audit log: missing is a warning, immutable a failure (exit 1), writable a pass",
+        .enabled(if: isRoot, "chattr needs root"))
     func auditLogWritable() throws {
         let root = DaemonProcess.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
-        try DaemonProcess.writeConfiguration(root: root, socket: root + "/run/casevault.sock", socketGroup: nil, roles: "")
+        try DaemonProcess.writeConfiguration(
+            root: root, socket: root + "/run/casevault.sock", socketGroup: nil, roles: "")
         #expect(try Self.doctor(root).checks["audit log writable"] == "warn")
         let log = root + "/data/audit/log"
         mkdir(root + "/data", 0o700)

@@ -37,11 +37,14 @@ struct InProcess: VaultTransport {
         headers[Self.peerHeader] = "\(peer.uid);\(peer.gid);" + peer.groups.map(String.init).joined(separator: ",")
         if body != nil { headers[.contentType] = "application/json" }
         let response = try await self.client.execute(
-            uri: path, method: try #require(HTTPRequest.Method(method)), headers: headers, body: body.map { ByteBuffer(string: $0) }
+            uri: path, method: try #require(HTTPRequest.Method(method)), headers: headers,
+            body: body.map { ByteBuffer(string: $0) }
         )
         return Client.Reply(
-            status: Int(response.status.code), contentType: response.headers[.contentType] ?? "", body: Data(buffer: response.body),
-            retryAfter: response.headers[.retryAfter], mediaType: response.headers[HTTPFields.Element.Name("casevault-media-type")!]
+            status: Int(response.status.code), contentType: response.headers[.contentType] ?? "",
+            body: Data(buffer: response.body),
+            retryAfter: response.headers[.retryAfter],
+            mediaType: response.headers[HTTPFields.Element.Name("casevault-media-type")!]
         )
     }
 
@@ -55,10 +58,13 @@ struct InProcess: VaultTransport {
 
     /// Runs `body` against a new vault configured as `DaemonProcess` would configure the daemon, with
     /// `roles` and `extra`; closes it after, as the daemon does at stop.
-    static func withVault<T: Sendable>(roles: String, extra: String = "", _ body: @escaping @Sendable (InProcess) async throws -> T) async throws -> T {
+    static func withVault<T: Sendable>(
+        roles: String, extra: String = "", _ body: @escaping @Sendable (InProcess) async throws -> T
+    ) async throws -> T {
         let root = DaemonProcess.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
-        try DaemonProcess.writeConfiguration(root: root, socket: root + "/unused.sock", socketGroup: nil, roles: roles, extra: extra)
+        try DaemonProcess.writeConfiguration(
+            root: root, socket: root + "/unused.sock", socketGroup: nil, roles: roles, extra: extra)
         let configuration = try DaemonConfiguration.load(path: root + "/casevault.toml")
         let base = URL(fileURLWithPath: root)
         let storeConfiguration = try configuration.storeConfiguration(relativeTo: base)
@@ -70,7 +76,8 @@ struct InProcess: VaultTransport {
             store.wipeKeys()
         }
         let keeper = VaultKeeper(unsealed: store, logger: logger)
-        let (audit, _) = try AuditLog.open(directory: try RecordStore.prepareDirectories(storeConfiguration), clock: storeConfiguration.clock)
+        let (audit, _) = try AuditLog.open(
+            directory: try RecordStore.prepareDirectories(storeConfiguration), clock: storeConfiguration.clock)
         keeper.admit { store in try audit.attach(to: store) }
         try audit.attach(to: store)
         defer { audit.close() }
@@ -92,7 +99,8 @@ extension VaultTransport {
         let reply = try await self.send(method, path, as: peer, body: body)
         if let expect {
             #expect(
-                reply.status == expect, "\(method) \(path): \(String(decoding: reply.body, as: UTF8.self))", sourceLocation: sourceLocation
+                reply.status == expect, "\(method) \(path): \(String(decoding: reply.body, as: UTF8.self))",
+                sourceLocation: sourceLocation
             )
         }
         return reply
@@ -100,15 +108,20 @@ extension VaultTransport {
 
     /// Opens a case as `director` with `mediators` (who must be on the roster); returns its id.
     func openCase(by director: Peer, mediators: [UInt32], participants: Int = 2) async throws -> String {
-        try await self.call("POST", "/v1/cases", as: director, body: Bodies.openCase(participants: participants, mediators: mediators), expect: 201)
-            .string("case_id")
+        try await self.call(
+            "POST", "/v1/cases", as: director, body: Bodies.openCase(participants: participants, mediators: mediators),
+            expect: 201
+        )
+        .string("case_id")
     }
 
     /// Files a record; returns the reply.
     @discardableResult
     func file(
-        _ caseID: String, _ body: String, as peer: Peer, expect: Int? = 201, sourceLocation: SourceLocation = #_sourceLocation
+        _ caseID: String, _ body: String, as peer: Peer, expect: Int? = 201,
+        sourceLocation: SourceLocation = #_sourceLocation
     ) async throws -> Client.Reply {
-        try await self.call("POST", "/v1/cases/\(caseID)/records", as: peer, body: body, expect: expect, sourceLocation: sourceLocation)
+        try await self.call(
+            "POST", "/v1/cases/\(caseID)/records", as: peer, body: body, expect: expect, sourceLocation: sourceLocation)
     }
 }

@@ -16,7 +16,8 @@ struct AuditLogTests {
     /// A store (for its audit key) and a log with a checkpoint every `interval` entries.
     static func openLog(_ vault: TestVault, interval: Int) throws -> (RecordStore, AuditLog) {
         let store = try vault.open()
-        let (log, _) = try AuditLog.open(directory: store.auditDirectory, checkpointInterval: interval, clock: { 1_700_000_000_000 })
+        let (log, _) = try AuditLog.open(
+            directory: store.auditDirectory, checkpointInterval: interval, clock: { 1_700_000_000_000 })
         try log.attach(store.auditSigner)
         return (store, log)
     }
@@ -74,7 +75,9 @@ struct AuditLogTests {
         let bytes = Array(file[..<(Self.contentEnd(file) + 64)])
         #expect(AuditVerifier.verify(log: bytes, head: head, expectedKey: key) == intact)
         #expect(intact.ok, "\(intact)")
-        #expect(intact.entries == 1 + 18 + 4 + 1, "key, 9 requests and 9 results, 4 interval checkpoints and the shutdown one")
+        #expect(
+            intact.entries == 1 + 18 + 4 + 1,
+            "key, 9 requests and 9 results, 4 interval checkpoints and the shutdown one")
         #expect(intact.checkpoints == 5)
         #expect(intact.lastCheckpoint == intact.entries && intact.unsignedEntries == 0)
 
@@ -96,7 +99,9 @@ struct AuditLogTests {
         for offset in [file.count - 1, file.count / 2, Self.contentEnd(file) + 4096] {
             var flipped = file
             flipped[offset] ^= 0x01
-            #expect(!AuditVerifier.verify(log: flipped, head: head, expectedKey: nil).ok, "a change at byte \(offset) went unnoticed")
+            #expect(
+                !AuditVerifier.verify(log: flipped, head: head, expectedKey: nil).ok,
+                "a change at byte \(offset) went unnoticed")
         }
         // Every cut: the last entry is the shutdown checkpoint, so each one cuts before it.
         for length in 0..<Self.contentEnd(file) {
@@ -104,7 +109,9 @@ struct AuditLogTests {
             #expect(!report.ok, "a cut to \(length) bytes went unnoticed")
         }
         // Whole entries dropped from the end, or the head file removed.
-        let lines = file[..<Self.contentEnd(file)].split(separator: UInt8(ascii: "\n")).map { Array($0) + [UInt8(ascii: "\n")] }
+        let lines = file[..<Self.contentEnd(file)].split(separator: UInt8(ascii: "\n")).map {
+            Array($0) + [UInt8(ascii: "\n")]
+        }
         let withoutLast = Array(lines.dropLast().joined())
         let cut = AuditVerifier.verify(log: withoutLast, head: head, expectedKey: nil)
         #expect(cut.firstBad?.seq == intact.entries, "\(cut)")
@@ -115,7 +122,9 @@ struct AuditLogTests {
         for offset in headBytes.indices {
             var flipped = headBytes
             flipped[offset] ^= 0x01
-            #expect(!AuditVerifier.verify(log: bytes, head: flipped, expectedKey: nil).ok, "a change at head byte \(offset) went unnoticed")
+            #expect(
+                !AuditVerifier.verify(log: bytes, head: flipped, expectedKey: nil).ok,
+                "a change at head byte \(offset) went unnoticed")
         }
         // Another key: the log verifies on its own but not against a vault it does not belong to.
         let other = TestVault()
@@ -159,7 +168,8 @@ struct AuditLogTests {
         // Alter the last entry: the daemon must not append to a log it cannot trust.
         var altered = bytes
         altered[Self.contentEnd(bytes) - 10] ^= 0x04
-        _ = FileManager.default.createFile(atPath: path, contents: Data(altered), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(
+            atPath: path, contents: Data(altered), attributes: [.posixPermissions: 0o600])
         #expect(throws: CaseVaultError.self) {
             _ = try AuditLog.open(directory: store.auditDirectory, clock: { 0 })
         }
@@ -172,14 +182,16 @@ struct AuditLogTests {
         case inTheLastLines, behindTheLastLines, beforeTheHead
     }
 
-    @Test("an end a power cut tore (a lost block reads back as zeros, a later one kept) is set aside at open with no operator and recorded as a break; zeros before the head are left for verify to name, altered bytes refused",
-          arguments: LostBlock.allCases)
+    @Test(
+        "an end a power cut tore (a lost block reads back as zeros, a later one kept) is set aside at open with no operator and recorded as a break; zeros before the head are left for verify to name, altered bytes refused",
+        arguments: LostBlock.allCases)
     func powerCutTornEndIsSetAside(_ lost: LostBlock) async throws {
         let vault = TestVault()
         let interval = lost == .beforeTheHead ? 5 : 1000
         do {
             let store = try vault.open()
-            let (log, _) = try AuditLog.open(directory: store.auditDirectory, checkpointInterval: interval, clock: { 1_700_000_000_000 })
+            let (log, _) = try AuditLog.open(
+                directory: store.auditDirectory, checkpointInterval: interval, clock: { 1_700_000_000_000 })
             try log.attach(to: store)
             // Anchored at attach; these come after it, as the entries of a power cut's last moments do.
             for number in UInt64(1)...60 {
@@ -213,7 +225,8 @@ struct AuditLogTests {
             // Altered bytes there are not what a power cut leaves: refused, as before (after the anchor).
             var altered = bytes
             altered[tornLine + 30] ^= 0x04
-            _ = FileManager.default.createFile(atPath: path, contents: Data(altered), attributes: [.posixPermissions: 0o600])
+            _ = FileManager.default.createFile(
+                atPath: path, contents: Data(altered), attributes: [.posixPermissions: 0o600])
             let store = try vault.open()
             defer { store.close() }
             #expect(throws: CaseVaultError.self) {
@@ -245,7 +258,8 @@ struct AuditLogTests {
         }
         var (log, recovery) = try AuditLog.open(directory: store.auditDirectory, clock: { 1_700_000_000_000 })
         let aside = try #require(recovery.tornEndSetAside, "nothing was set aside")
-        #expect(recovery.entries == seq(lastKept), "the log goes on from entry \(recovery.entries), not \(seq(lastKept))")
+        #expect(
+            recovery.entries == seq(lastKept), "the log goes on from entry \(recovery.entries), not \(seq(lastKept))")
         // What was set aside is exactly the torn end, kept beside the log.
         let kept = FileManager.default.contents(atPath: vault.data + "/audit/" + aside).map { [UInt8]($0) } ?? []
         #expect(kept == Array(cut[tornLine..<end]), "the copy set aside is not the torn end")
@@ -264,7 +278,9 @@ struct AuditLogTests {
         #expect(report.ok && report.breaks.count == 1, "\(report)")
         let text = String(decoding: after, as: UTF8.self)
         #expect(text.contains("a power cut tore the log after entry \(seq(lastKept)) before it was flushed"))
-        #expect(!after.contains(subsequence: Array(bytes[starts[starts.count - 1]..<end])), "the torn end is still in the log")
+        #expect(
+            !after.contains(subsequence: Array(bytes[starts[starts.count - 1]..<end])),
+            "the torn end is still in the log")
     }
 
     /// The filesystem type (statfs's f_type) of `path`, as coreutils' `stat -f` reads it.
@@ -284,7 +300,10 @@ struct AuditLogTests {
         let caseID = Samples.caseID()
         for number in UInt64(1)...UInt64(count) {
             let receipt = try await log.append(Self.request(number))
-            _ = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "ride \(number)")))
+            _ = try store.put(
+                NewRecord(
+                    caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "ride \(number)")
+                ))
             log.record(Self.result(number, status: 201))
             try await log.awaitDurable(receipt)
         }
@@ -321,7 +340,8 @@ struct AuditLogTests {
         let vault = TestVault()
         let (store, log) = try Self.openLog(vault, interval: 100)
         defer { store.close() }
-        #expect(try AuditTail.read(directory: log.directory, count: 5).map(\.kind) == [.key], "only the key entry so far")
+        #expect(
+            try AuditTail.read(directory: log.directory, count: 5).map(\.kind) == [.key], "only the key entry so far")
         for number in UInt64(1)...1500 {
             _ = try await log.append(Self.request(number, action: "POST /v1/cases/{case_id}/records #\(number)"))
         }
@@ -395,7 +415,9 @@ struct AuditLogTests {
         #expect(text.contains("\"request\":3,"))
     }
 
-    @Test("the hand-written encoder writes what JSONEncoder with sorted keys writes, and it decodes back to the same entry")
+    @Test(
+        "the hand-written encoder writes what JSONEncoder with sorted keys writes, and it decodes back to the same entry"
+    )
     func encoderMatchesFoundation() throws {
         var entries: [AuditEntry] = [Self.request(7), Self.result(7, status: 403), Self.result(8, status: 201)]
         var everything = AuditEntry(seq: 18_446_744_073_709_551_615, kind: .checkpoint, time: -1)
@@ -428,7 +450,8 @@ struct AuditLogTests {
     /// The names in the vault's audit directory that are files of the log (not set aside), oldest first.
     static func logFiles(_ vault: TestVault) throws -> [String] {
         let names = try FileManager.default.contentsOfDirectory(atPath: vault.data + "/audit")
-        let rotated = names.filter { $0.hasPrefix("log.") && $0.count == 24 && $0.dropFirst(4).allSatisfy(\.isNumber) }.sorted()
+        let rotated = names.filter { $0.hasPrefix("log.") && $0.count == 24 && $0.dropFirst(4).allSatisfy(\.isNumber) }
+            .sorted()
         return rotated + (names.contains("log") ? ["log"] : [])
     }
 
@@ -448,7 +471,8 @@ struct AuditLogTests {
     static func rotatingLog(_ vault: TestVault, keep: Int) throws -> (RecordStore, AuditLog) {
         let store = try vault.open()
         let retention = AuditLog.Retention(rotateBytes: 16 << 10, keepFiles: keep)
-        let (log, _) = try AuditLog.open(directory: store.auditDirectory, checkpointInterval: 50, retention: retention, clock: { 1_700_000_000_000 })
+        let (log, _) = try AuditLog.open(
+            directory: store.auditDirectory, checkpointInterval: 50, retention: retention, clock: { 1_700_000_000_000 })
         try log.attach(to: store)
         return (store, log)
     }
@@ -458,14 +482,16 @@ struct AuditLogTests {
         var anchor: AuditAnchor?
         if case .anchored(let value) = try store.auditAnchor() { anchor = value }
         return AuditVerifier.verify(
-            segments: try AuditSegment.files(in: store.auditDirectory), head: Self.read(vault).head, signer: store.auditSigner, anchor: anchor
+            segments: try AuditSegment.files(in: store.auditDirectory), head: Self.read(vault).head,
+            signer: store.auditSigner, anchor: anchor
         )
     }
 
     /// Whether a log opened on the vault's audit directory attaches to `store`: `nil` when it does, else why not.
     static func attachRefusal(_ store: RecordStore, accept: Bool = false) -> String? {
         do {
-            let (log, _) = try AuditLog.open(directory: store.auditDirectory, acceptBreak: accept, clock: { 1_700_000_000_000 })
+            let (log, _) = try AuditLog.open(
+                directory: store.auditDirectory, acceptBreak: accept, clock: { 1_700_000_000_000 })
             defer { log.close() }
             try log.attach(to: store)
             return nil
@@ -474,7 +500,9 @@ struct AuditLogTests {
         }
     }
 
-    @Test("the log rotates into files that carry one chain; verify proves the whole sequence; the retention removes the oldest files and says so")
+    @Test(
+        "the log rotates into files that carry one chain; verify proves the whole sequence; the retention removes the oldest files and says so"
+    )
     func rotationKeepsOneChain() async throws {
         let vault = TestVault()
         let store = try await Self.rotatedLog(vault, keep: 3, count: 300)
@@ -483,31 +511,43 @@ struct AuditLogTests {
         #expect(files.count == 4 && files.last == "log", "three rotated files and log: \(files)")
         let report = try Self.verifyAll(vault, store)
         #expect(report.ok && report.macsChecked && report.files == 4, "\(report)")
-        #expect(report.firstEntry > 1 && report.firstEntry == UInt64(files[0].dropFirst(4)), "the oldest kept file begins the log: \(report)")
+        #expect(
+            report.firstEntry > 1 && report.firstEntry == UInt64(files[0].dropFirst(4)),
+            "the oldest kept file begins the log: \(report)")
         #expect(report.entries > 600 && report.unsignedEntries == 0, "\(report)")
         // Each rotated file is cut to its entries and ends where the next begins.
         for name in files.dropLast() {
             let bytes = try #require(FileManager.default.contents(atPath: vault.data + "/audit/" + name))
-            #expect(bytes.last == UInt8(ascii: "\n") && bytes.count >= 16 << 10 && bytes.count < 20 << 10, "\(name): \(bytes.count) bytes")
+            #expect(
+                bytes.last == UInt8(ascii: "\n") && bytes.count >= 16 << 10 && bytes.count < 20 << 10,
+                "\(name): \(bytes.count) bytes")
         }
         // The file being written begins with the rotate checkpoint, which names the entry before it.
-        let first = try #require(AuditTail.read(directory: store.auditDirectory, count: 100_000).first { $0.reason == "rotate" })
-        #expect(first.previous?.count == 64 && first.firstKept != nil && first.publicKey == Hex.encode(store.auditSigner.publicKey))
+        let first = try #require(
+            AuditTail.read(directory: store.auditDirectory, count: 100_000).first { $0.reason == "rotate" })
+        #expect(
+            first.previous?.count == 64 && first.firstKept != nil
+                && first.publicKey == Hex.encode(store.auditSigner.publicKey))
         // The tail reads on across files; a restart carries the chain on.
         let tail = try AuditTail.read(directory: store.auditDirectory, count: 1000)
-        #expect(tail.count == Int(report.entries - report.firstEntry + 1) && tail.first?.seq == report.firstEntry, "\(tail.count)")
+        #expect(
+            tail.count == Int(report.entries - report.firstEntry + 1) && tail.first?.seq == report.firstEntry,
+            "\(tail.count)")
         #expect(zip(tail, tail.dropFirst()).allSatisfy { $0.seq + 1 == $1.seq })
         #expect(Self.attachRefusal(store) == nil)
         #expect(try Self.verifyAll(vault, store).ok)
 
         // With the public key alone (no MACs), the chain from the oldest kept file still checks out.
         let pinned = AuditVerifier.verify(
-            segments: try AuditSegment.files(in: store.auditDirectory), head: Self.read(vault).head, expectedKey: store.auditSigner.publicKey
+            segments: try AuditSegment.files(in: store.auditDirectory), head: Self.read(vault).head,
+            expectedKey: store.auditSigner.publicKey
         )
         #expect(pinned.ok && !pinned.macsChecked, "\(pinned)")
     }
 
-    @Test("a rotated file removed, changed or renamed is found by verify and refused at attach; an accepted break moves the files before a gap aside")
+    @Test(
+        "a rotated file removed, changed or renamed is found by verify and refused at attach; an accepted break moves the files before a gap aside"
+    )
     func rotatedFilesTampered() async throws {
         let vault = TestVault()
         let store = try await Self.rotatedLog(vault, keep: 0, count: 250)
@@ -562,7 +602,9 @@ struct AuditLogTests {
         let claim = "\"first_kept\":\(files[2].dropFirst(4).drop { $0 == "0" }),"
         third.replaceSubrange(kept, with: Data(claim.utf8))
         try third.write(to: URL(fileURLWithPath: audit + "/" + files[2]))
-        #expect(Self.attachRefusal(store)?.contains("does not verify under the root key") == true, "\(String(describing: Self.attachRefusal(store)))")
+        #expect(
+            Self.attachRefusal(store)?.contains("does not verify under the root key") == true,
+            "\(String(describing: Self.attachRefusal(store)))")
         #expect(try !Self.verifyAll(vault, store).ok)
         try restore()
 
@@ -573,11 +615,14 @@ struct AuditLogTests {
         let lines = log[..<logEnd].split(separator: UInt8(ascii: "\n"))
         let shortened = Data(lines.dropLast(3).map { Data($0) + Data([0x0a]) }.joined())
         try (shortened + Data(count: log.count - shortened.count)).write(to: URL(fileURLWithPath: audit + "/log"))
-        _ = FileManager.default.createFile(atPath: audit + "/log.00000000000000000000", contents: Data(), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(
+            atPath: audit + "/log.00000000000000000000", contents: Data(), attributes: [.posixPermissions: 0o600])
         let both = Self.attachRefusal(store) ?? ""
         #expect(both.contains("is empty") && both.contains("cut away"), "\(both)")
         #expect(Self.attachRefusal(store, accept: true) == nil)
-        let recorded = try AuditTail.read(directory: audit, count: 100_000).last { $0.reason?.hasPrefix("break: ") == true }
+        let recorded = try AuditTail.read(directory: audit, count: 100_000).last {
+            $0.reason?.hasPrefix("break: ") == true
+        }
         #expect(recorded?.reason?.contains("cut away") == true, "\(String(describing: recorded?.reason))")
         try restore()
 
@@ -586,7 +631,8 @@ struct AuditLogTests {
         try FileManager.default.removeItem(atPath: audit + "/" + files[2])
         #expect(Self.attachRefusal(store, accept: true) == nil)
         report = try Self.verifyAll(vault, store)
-        #expect(report.ok && report.breaks.count == 1 && report.firstEntry == UInt64(files[3].dropFirst(4)), "\(report)")
+        #expect(
+            report.ok && report.breaks.count == 1 && report.firstEntry == UInt64(files[3].dropFirst(4)), "\(report)")
         let aside = try FileManager.default.contentsOfDirectory(atPath: audit).filter { $0.contains(".broken-") }
         #expect(aside.count == 2, "the two files before the gap: \(aside)")
         #expect(Self.attachRefusal(store) == nil)
@@ -594,7 +640,9 @@ struct AuditLogTests {
         try? FileManager.default.removeItem(atPath: saved)
     }
 
-    @Test("hostile numbers in the log's files are refused, never trapped on: by open, by attach, by verify and by doctor's check")
+    @Test(
+        "hostile numbers in the log's files are refused, never trapped on: by open, by attach, by verify and by doctor's check"
+    )
     func hostileNumbers() async throws {
         let vault = TestVault()
         let store = try await Self.rotatedLog(vault, keep: 0, count: 60)

@@ -25,7 +25,8 @@ struct BackupStoreTests {
     func backup(_ store: RecordStore, during: (Int) throws -> Void = { _ in }) throws -> [UInt8] {
         var file: [UInt8] = []
         var pieces = 0
-        _ = try store.backup(id: RecordStore.newBackupID(), keys: self.keys, retentionDays: 35) { bytes throws(CaseVaultError) in
+        _ = try store.backup(id: RecordStore.newBackupID(), keys: self.keys, retentionDays: 35) {
+            bytes throws(CaseVaultError) in
             file += bytes
             pieces += 1
             do { try during(pieces) } catch { Issue.record(error) }
@@ -50,7 +51,9 @@ struct BackupStoreTests {
         var records = try self.intakes(store, count: 12)
         // The backup reads records in the order they lie in the segments: shred the last one once the
         // backup has begun streaming records (its second piece is the first record's slot).
-        let order = records.keys.sorted { try! BlobRegion(vault: self.vault, id: $0).offset < BlobRegion(vault: self.vault, id: $1).offset }
+        let order = records.keys.sorted {
+            try! BlobRegion(vault: self.vault, id: $0).offset < BlobRegion(vault: self.vault, id: $1).offset
+        }
         let doomed = order.last!
         let file = try self.backup(store) { piece in
             if piece == 2 { try store.shred(doomed) }
@@ -94,7 +97,9 @@ struct BackupStoreTests {
         let keyed = Set(slots.filter { $0.prefix(4).elementsEqual("CVBK".utf8) }.map { Hex.encode(Array($0[4..<20])) })
         let taken = ids.withLock { $0 }
         #expect(taken.count == 120)
-        #expect(taken.filter { !keyed.contains($0) }.isEmpty, "\(taken.filter { !keyed.contains($0) }.count) backups have no key")
+        #expect(
+            taken.filter { !keyed.contains($0) }.isEmpty,
+            "\(taken.filter { !keyed.contains($0) }.count) backups have no key")
     }
 
     @Test("a changed byte anywhere in a backup file is refused and nothing is restored")
@@ -106,7 +111,9 @@ struct BackupStoreTests {
         #expect(try self.restore(file, into: self.vault.root + "/whole").records == 3, "the untouched file restores")
 
         // Every byte of the clear header and stream header, then a stride through the frames, and the end.
-        let positions = Array(0..<80) + Array(stride(from: 80, to: file.count, by: max(1, file.count / 400))) + Array((file.count - 40)..<file.count)
+        let positions =
+            Array(0..<80) + Array(stride(from: 80, to: file.count, by: max(1, file.count / 400)))
+            + Array((file.count - 40)..<file.count)
         for position in positions {
             var changed = file
             changed[position] ^= 0x40
@@ -136,7 +143,8 @@ struct BackupStoreTests {
         var written = 0
         let inside = BackupKeyFile(path: self.vault.data + "/backup.keys")
         #expect(throws: CaseVaultError.self) {
-            _ = try store.backup(id: RecordStore.newBackupID(), keys: inside, retentionDays: 35) { bytes throws(CaseVaultError) in
+            _ = try store.backup(id: RecordStore.newBackupID(), keys: inside, retentionDays: 35) {
+                bytes throws(CaseVaultError) in
                 written += bytes.count
             }
         }
@@ -150,12 +158,15 @@ struct BackupStoreTests {
         // A client that goes away mid-backup: the backup stops, and its snapshot goes with it.
         var pieces = 0
         #expect(throws: CaseVaultError.self) {
-            _ = try store.backup(id: RecordStore.newBackupID(), keys: self.keys, retentionDays: 35) { _ throws(CaseVaultError) in
+            _ = try store.backup(id: RecordStore.newBackupID(), keys: self.keys, retentionDays: 35) {
+                _ throws(CaseVaultError) in
                 pieces += 1
                 if pieces == 3 { throw CaseVaultError(.storageFailure, "the client went away") }
             }
         }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: self.vault.data).filter { $0.hasPrefix("backup-") }.isEmpty)
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: self.vault.data).filter { $0.hasPrefix("backup-") }
+                .isEmpty)
         store.close()
 
         // A SIGKILL cannot run that cleanup: the snapshot and its journal stay until the next open.
@@ -164,7 +175,9 @@ struct BackupStoreTests {
         _ = FileManager.default.createFile(atPath: stray + "-journal", contents: Data([1, 2, 3]))
         store = try self.vault.open()
         defer { store.close() }
-        #expect(!FileManager.default.fileExists(atPath: stray) && !FileManager.default.fileExists(atPath: stray + "-journal"))
+        #expect(
+            !FileManager.default.fileExists(atPath: stray)
+                && !FileManager.default.fileExists(atPath: stray + "-journal"))
         #expect(FileManager.default.fileExists(atPath: self.vault.data + "/index.sqlite"))
     }
 

@@ -93,21 +93,28 @@ final class LineReader {
 
 @Suite("Crash recovery of puts")
 struct PutRecoveryTests {
-    @Test("a put killed before its commit leaves no wrapped key and no ciphertext behind after the next open",
-          arguments: [CrashPoint.putAfterBlobWrite, .putAfterSlotFlush])
+    @Test(
+        "a put killed before its commit leaves no wrapped key and no ciphertext behind after the next open",
+        arguments: [CrashPoint.putAfterBlobWrite, .putAfterSlotFlush])
     func uncommittedPutIsScrubbed(point: CrashPoint) throws {
         let vault = TestVault()
         let caseID = Samples.caseID()
         let store = try vault.open()
-        let kept = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "kept")))
+        let kept = try store.put(
+            NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "kept")))
         store.close()
         let keptRegion = try BlobRegion(vault: vault, id: kept.id)
 
-        let run = try Helper.run(["put-one", "--data", vault.data, "--key", vault.key, "--case-id", caseID.rawValue, "--crash-at", point.rawValue])
+        let run = try Helper.run([
+            "put-one", "--data", vault.data, "--key", vault.key, "--case-id", caseID.rawValue, "--crash-at",
+            point.rawValue,
+        ])
         #expect(run.status == SIGKILL)
         let committedEnd = keptRegion.offset + keptRegion.length
         let before = try #require(vault.files()["keyslots"])
-        let liveSlotsBefore = (0..<(before.count / 128)).filter { Array(before[($0 * 128)..<($0 * 128 + 4)]) == Array("CVS1".utf8) }
+        let liveSlotsBefore = (0..<(before.count / 128)).filter {
+            Array(before[($0 * 128)..<($0 * 128 + 4)]) == Array("CVS1".utf8)
+        }
         let tailBefore = try #require(vault.files()["segments/00000000"]).dropFirst(committedEnd)
         #expect(tailBefore.contains { $0 != 0 }, "the crashed put should have left its ciphertext on disk")
         if point == .putAfterSlotFlush {
@@ -120,7 +127,8 @@ struct PutRecoveryTests {
         let live = (0..<(slots.count / 128)).filter { Array(slots[($0 * 128)..<($0 * 128 + 4)]) == Array("CVS1".utf8) }
         #expect(live == [SlotFinder.slot(of: kept.id, in: slots)!])
         let segment = try #require(vault.files()["segments/00000000"])
-        #expect(segment.dropFirst(committedEnd).allSatisfy { $0 == 0 }, "uncommitted ciphertext was left in the segment")
+        #expect(
+            segment.dropFirst(committedEnd).allSatisfy { $0 == 0 }, "uncommitted ciphertext was left in the segment")
         #expect(try reopened.records(caseID: caseID).map(\.id) == [kept.id])
         #expect(try reopened.get(kept.id).content == Samples.content(.sessionNote, marker: "kept"))
     }

@@ -12,7 +12,9 @@ import Glibc
 /// (cases, agreements, notes, shreds, final agreements and closes, evaluations; an operator's sweeps,
 /// rotations, backups and audit verifications). Each gets its turn; then the power is cut, the daemon starts
 /// again on what the disk kept, with no operator, and every promise is checked through the socket.
-@Suite("Failing disks under the daemon", .serialized, .enabled(if: geteuid() == 0, "mounting FUSE and acting as another uid need root"))
+@Suite(
+    "Failing disks under the daemon", .serialized,
+    .enabled(if: geteuid() == 0, "mounting FUSE and acting as another uid need root"))
 struct DaemonFailingDiskTests {
     /// The codes a refusal caused by a failing disk may carry (`cut-short`: a backup stream that ended early).
     static let refusals: Set<String> = ["storage-failure", "audit-unavailable", "cut-short"]
@@ -20,7 +22,9 @@ struct DaemonFailingDiskTests {
     /// The load of one run: 8 clients with 2 cases each, and one round of the operator's four actions.
     static let load = ["--clients", "8", "--cases", "2", "--rounds", "1", "--first", "0"]
 
-    @Test("an I/O error or a full disk at each site the daemon reaches: nothing unflushed is acknowledged, no shred is reported done that was not, the daemon serves on or stops saying why, and starts again alone")
+    @Test(
+        "an I/O error or a full disk at each site the daemon reaches: nothing unflushed is acknowledged, no shred is reported done that was not, the daemon serves on or stops saying why, and starts again alone"
+    )
     func everySiteFailsUnderTheDaemon() throws {
         let fs = try PowerCutFS()
         try fs.mount()
@@ -72,16 +76,20 @@ struct DaemonFailingDiskTests {
                 let what = "\(site) #\(nth) \(error)"
                 #expect(!injected.isEmpty, "\(what) was never reached")
                 if !run.started || !run.servedOn || run.stopped != 0 {
-                    #expect(!run.reason.isEmpty, "after \(what) the daemon stopped without saying why:\n\(daemon.log.suffix(2000))")
+                    #expect(
+                        !run.reason.isEmpty,
+                        "after \(what) the daemon stopped without saying why:\n\(daemon.log.suffix(2000))")
                 }
                 try fs.mount()
                 guard try daemon.start() else {
-                    Issue.record("after \(what) the daemon did not start again without an operator:\n\(daemon.log.suffix(3000))")
+                    Issue.record(
+                        "after \(what) the daemon did not start again without an operator:\n\(daemon.log.suffix(3000))")
                     try fs.cut()
                     break
                 }
                 let check = try SocketCheckRun(
-                    socket: daemon.socket, ledger: ledger, only: run.touched, uid: DaemonPowerCutTests.uid, gid: DaemonPowerCutTests.gid
+                    socket: daemon.socket, ledger: ledger, only: run.touched, uid: DaemonPowerCutTests.uid,
+                    gid: DaemonPowerCutTests.gid
                 )
                 for problem in check.problems { Issue.record("after \(what): \(problem)") }
                 #expect(check.auditOK, "after \(what) the audit log does not verify:\n\(daemon.log.suffix(3000))")
@@ -89,11 +97,16 @@ struct DaemonFailingDiskTests {
                 let missing = ledger.shredded.subtracting(check.certified)
                 #expect(missing.count == 0, "after \(what): \(missing.count) acknowledged shreds have no certificate")
                 let certifiedLive = check.certified.filter { ledger.live[$0] != nil }
-                #expect(certifiedLive.count == 0, "after \(what): records that read back have a shred certificate, e.g. \(certifiedLive.first?.rawValue ?? "")")
+                #expect(
+                    certifiedLive.count == 0,
+                    "after \(what): records that read back have a shred certificate, e.g. \(certifiedLive.first?.rawValue ?? "")"
+                )
                 // A failing disk is answered as such (or the audit as unavailable), never as damage.
-                let odd = Set(run.refusals.filter { !Self.refusals.contains(String($0.split(separator: " ").last ?? "")) })
+                let odd = Set(
+                    run.refusals.filter { !Self.refusals.contains(String($0.split(separator: " ").last ?? "")) })
                 #expect(odd.isEmpty, "after \(what): refused as \(odd.sorted())\n\(daemon.log.suffix(3000))")
-                #expect(daemon.stop() == 0, "after \(what) the daemon did not stop cleanly:\n\(daemon.log.suffix(2000))")
+                #expect(
+                    daemon.stop() == 0, "after \(what) the daemon did not stop cleanly:\n\(daemon.log.suffix(2000))")
                 try fs.cut()
                 let outcome = injected.isEmpty ? "not reached" : run.text
                 outcomes[run.started ? (run.servedOn ? "served on" : "stopped") : "did not start", default: 0] += 1
@@ -104,7 +117,9 @@ struct DaemonFailingDiskTests {
         // At the end, every record ever acknowledged, not only those of the last run.
         try fs.mount()
         if try daemon.start() {
-            let check = try SocketCheckRun(socket: daemon.socket, ledger: ledger, only: nil, uid: DaemonPowerCutTests.uid, gid: DaemonPowerCutTests.gid)
+            let check = try SocketCheckRun(
+                socket: daemon.socket, ledger: ledger, only: nil, uid: DaemonPowerCutTests.uid,
+                gid: DaemonPowerCutTests.gid)
             for problem in check.problems { Issue.record("at the end: \(problem)") }
             #expect(check.auditOK, "at the end the audit log does not verify")
             #expect(daemon.stop() == 0)
@@ -134,7 +149,9 @@ struct DaemonFailingDiskTests {
 
         var text: String {
             guard self.started else { return "did not start: \(self.reason)" }
-            let refused = Dictionary(grouping: self.refusals, by: { $0 }).sorted { $0.key < $1.key }.map { "\($0.value.count)× \($0.key)" }
+            let refused = Dictionary(grouping: self.refusals, by: { $0 }).sorted { $0.key < $1.key }.map {
+                "\($0.value.count)× \($0.key)"
+            }
             let said = refused.isEmpty ? "nothing refused" : "refused " + refused.joined(separator: ", ")
             guard self.servedOn else { return said + "; stopped: \(self.reason)" }
             return said + ", served on" + (self.stopped == 0 ? "" : "; the stop exited \(self.stopped): \(self.reason)")
@@ -152,10 +169,12 @@ struct DaemonFailingDiskTests {
         }
         // Evaluations still live from earlier runs: the first sweep disposes of them, and says so.
         let evaluations = daemon.folder + "/evaluations"
-        try (ledger.live.filter { $0.value.contains("-e") }.map(\.key.rawValue).joined(separator: "\n") + "\n").write(toFile: evaluations, atomically: true, encoding: .utf8)
+        try (ledger.live.filter { $0.value.contains("-e") }.map(\.key.rawValue).joined(separator: "\n") + "\n").write(
+            toFile: evaluations, atomically: true, encoding: .utf8)
         chmod(evaluations, 0o644)
         let driver = Helper.process(
-            ["socket-load", "--socket", daemon.socket, "--tag", tag, "--evaluations", evaluations, "--keep-going"] + Self.load,
+            ["socket-load", "--socket", daemon.socket, "--tag", tag, "--evaluations", evaluations, "--keep-going"]
+                + Self.load,
             as: (DaemonPowerCutTests.uid, DaemonPowerCutTests.gid)
         )
         let pipe = Pipe()
@@ -179,7 +198,9 @@ struct DaemonFailingDiskTests {
         if !run.servedOn {
             run.reason = Self.reason(in: daemon.log, after: mark)
         } else {
-            #expect(run.finished, "cycle \(cycle): the load did not finish while the daemon served on (exit \(driver.terminationStatus))")
+            #expect(
+                run.finished,
+                "cycle \(cycle): the load did not finish while the daemon served on (exit \(driver.terminationStatus))")
         }
         return run
     }
@@ -189,7 +210,8 @@ struct DaemonFailingDiskTests {
     static func patterns(_ sites: [String: Int]) -> [String: Int] {
         var merged: [String: Int] = [:]
         for (site, count) in sites {
-            let pattern = site.replacingOccurrences(of: #"/backup-[0-9a-f#]+\."#, with: "/backup-*.", options: .regularExpression)
+            let pattern = site.replacingOccurrences(
+                of: #"/backup-[0-9a-f#]+\."#, with: "/backup-*.", options: .regularExpression)
             merged[pattern, default: 0] += count
         }
         return merged

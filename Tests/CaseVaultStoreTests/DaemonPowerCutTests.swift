@@ -12,7 +12,9 @@ import Glibc
 /// closing cases, filing evaluations; an operator sweeping, rotating, backing up and verifying the audit log).
 /// The daemon is killed and the power cut at a random moment; then the daemon starts again on what the disk
 /// kept, with no operator, and every promise is checked through the socket and on the files.
-@Suite("Power cuts under the daemon", .serialized, .enabled(if: geteuid() == 0, "mounting FUSE and acting as another uid need root"))
+@Suite(
+    "Power cuts under the daemon", .serialized,
+    .enabled(if: geteuid() == 0, "mounting FUSE and acting as another uid need root"))
 struct DaemonPowerCutTests {
     /// How many cuts `make test` makes; `make soak` sets more.
     static let cycles = Int(ProcessInfo.processInfo.environment["CASEVAULT_DAEMON_POWERCUT_CYCLES"] ?? "") ?? 30
@@ -20,7 +22,9 @@ struct DaemonPowerCutTests {
     static let uid: UInt32 = 4101
     static let gid: UInt32 = 3000
 
-    @Test("power cuts while 16 clients and an operator work the daemon: nothing acknowledged is lost or comes back, the audit log verifies, certificates match the shreds")
+    @Test(
+        "power cuts while 16 clients and an operator work the daemon: nothing acknowledged is lost or comes back, the audit log verifies, certificates match the shreds"
+    )
     func cutsUnderTheDaemon() throws {
         let seed = Int.random(in: 0..<1_000_000)
         let fs = try PowerCutFS()
@@ -44,15 +48,19 @@ struct DaemonPowerCutTests {
             if cycle < Self.cycles {
                 // Evaluations still live: the first sweep of this run disposes of them, and says so.
                 let evaluations = ledger.live.filter { $0.value.contains("-e") }.map(\.key.rawValue)
-                try (evaluations.joined(separator: "\n") + "\n").write(toFile: fs.root + "/evaluations", atomically: true, encoding: .utf8)
+                try (evaluations.joined(separator: "\n") + "\n").write(
+                    toFile: fs.root + "/evaluations", atomically: true, encoding: .utf8)
                 chmod(fs.root + "/evaluations", 0o644)
                 // And a few notes whose bytes were captured while they lived, shredded by request at once.
-                let victims = ledger.live.keys.filter { evidence.holds($0) && ledger.live[$0]?.contains("-n") == true }.prefix(8)
-                try (victims.map(\.rawValue).joined(separator: "\n") + "\n").write(toFile: fs.root + "/shred", atomically: true, encoding: .utf8)
+                let victims = ledger.live.keys.filter { evidence.holds($0) && ledger.live[$0]?.contains("-n") == true }
+                    .prefix(8)
+                try (victims.map(\.rawValue).joined(separator: "\n") + "\n").write(
+                    toFile: fs.root + "/shred", atomically: true, encoding: .utf8)
                 chmod(fs.root + "/shred", 0o644)
                 let (driver, reader) = try Helper.start(
                     [
-                        "socket-load", "--socket", daemon.socket, "--tag", "cut\(cycle)", "--evaluations", fs.root + "/evaluations",
+                        "socket-load", "--socket", daemon.socket, "--tag", "cut\(cycle)", "--evaluations",
+                        fs.root + "/evaluations",
                         "--shred", fs.root + "/shred", "--first", "\(cycle % 4)",
                     ],
                     as: (Self.uid, Self.gid)
@@ -69,22 +77,29 @@ struct DaemonPowerCutTests {
                 summaries.append(try fs.cut())
                 try fs.mount(keep: PowerCutTests.reorder && cycle % 2 == 0 ? 0.5 : 0, seed: seed + cycle)
                 guard try daemon.start() else {
-                    Issue.record("cycle \(cycle): the daemon did not start without an operator after the cut:\n\(daemon.log)")
+                    Issue.record(
+                        "cycle \(cycle): the daemon did not start without an operator after the cut:\n\(daemon.log)")
                     break
                 }
             }
             // After the last cut, everything; before, what this cycle touched.
             let only: Set<RecordID>? = cycle < Self.cycles ? touched : nil
-            let check = try SocketCheckRun(socket: daemon.socket, ledger: ledger, only: only, uid: Self.uid, gid: Self.gid)
+            let check = try SocketCheckRun(
+                socket: daemon.socket, ledger: ledger, only: only, uid: Self.uid, gid: Self.gid)
             for problem in check.problems { Issue.record("cycle \(cycle): \(problem)") }
             #expect(check.auditOK, "cycle \(cycle): the audit log does not verify after the cut:\n\(daemon.log)")
             ledger.settle(kept: check.kept, shredded: check.shredded)
             // Each shred acknowledged has its certificate, and no record that reads back has one. A record
             // whose put was never acknowledged may have been swept after a cut: certified, and unknown here.
             let missing = ledger.shredded.subtracting(check.certified)
-            #expect(missing.isEmpty, "cycle \(cycle): \(missing.count) acknowledged shreds have no certificate, e.g. \(missing.first?.rawValue ?? "")")
+            #expect(
+                missing.isEmpty,
+                "cycle \(cycle): \(missing.count) acknowledged shreds have no certificate, e.g. \(missing.first?.rawValue ?? "")"
+            )
             let certifiedLive = check.certified.filter { ledger.live[$0] != nil }
-            #expect(certifiedLive.isEmpty, "cycle \(cycle): \(certifiedLive.count) records that read back have a shred certificate")
+            #expect(
+                certifiedLive.isEmpty,
+                "cycle \(cycle): \(certifiedLive.count) records that read back have a shred certificate")
             unknownCertified = check.certified.subtracting(ledger.shredded).count
             #expect(daemon.stop() == 0, "cycle \(cycle): the daemon did not stop cleanly:\n\(daemon.log)")
 
@@ -97,11 +112,15 @@ struct DaemonPowerCutTests {
         }
         try fs.cut()
         let lost = summaries.map { $0.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0 }.reduce(0, +)
-        #expect(ledger.puts > Self.cycles && ledger.shreds > Self.cycles, "\(ledger.puts) puts and \(ledger.shreds) shreds acknowledged: the load hardly ran")
+        #expect(
+            ledger.puts > Self.cycles && ledger.shreds > Self.cycles,
+            "\(ledger.puts) puts and \(ledger.shreds) shreds acknowledged: the load hardly ran")
         for action in ["sweep", "rotate", "backup", "audit-verify"] {
             #expect(ledger.actions[action, default: 0] > 0, "no \(action) was acknowledged in any cycle")
         }
-        #expect(evidence.searched > 0, "no shredded record's ciphertext was captured while it lived: the file check did nothing")
+        #expect(
+            evidence.searched > 0,
+            "no shredded record's ciphertext was captured while it lived: the file check did nothing")
         let tornEnds = daemon.log.components(separatedBy: "set aside the audit log's torn end").count - 1
         let actions = ledger.actions.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
         print(
@@ -146,7 +165,8 @@ final class VaultDaemon {
     /// Starts it and waits until its socket answers; false if it exited or 30 s passed.
     func start() throws -> Bool {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Helper.path).deletingLastPathComponent().appendingPathComponent("casevaultd")
+        process.executableURL = URL(fileURLWithPath: Helper.path).deletingLastPathComponent().appendingPathComponent(
+            "casevaultd")
         process.arguments = ["--config", self.folder + "/casevault.toml"]
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: self.logPath))
         log.seekToEndOfFile()
@@ -206,7 +226,9 @@ struct SocketClientProbe {
             for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
         }
         let connected = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard connected == 0 else { throw CocoaError(.fileReadNoPermission) }
         let request = Array("GET /v1/health HTTP/1.1\r\nHost: casevault\r\nConnection: close\r\n\r\n".utf8)
@@ -239,12 +261,19 @@ struct SocketCheckRun {
             switch verb {
             case "kept", "shredded", "certificate":
                 guard parts.count == 2, let id = try? RecordID(parts[1]) else { continue }
-                if verb == "kept" { self.kept.insert(id) } else if verb == "shredded" { self.shredded.insert(id) } else { self.certified.insert(id) }
+                if verb == "kept" {
+                    self.kept.insert(id)
+                } else if verb == "shredded" {
+                    self.shredded.insert(id)
+                } else {
+                    self.certified.insert(id)
+                }
             case "audit": self.auditOK = parts.count == 3 && parts[1] == "true"
             case "done": done = true
             case "lost": self.problems.append("acknowledged record \(parts.dropFirst().joined(separator: " ")) is lost")
             case "changed": self.problems.append("acknowledged record \(parts[1]) came back with other content")
-            case "resurrected": self.problems.append("shredded record \(parts.dropFirst().joined(separator: " ")) reads back")
+            case "resurrected":
+                self.problems.append("shredded record \(parts.dropFirst().joined(separator: " ")) reads back")
             default: self.problems.append("socket-check: \(line)")
             }
         }
@@ -283,15 +312,24 @@ struct ShredWitness {
         defer { try? index.close() }
         var segments: [Int: [UInt8]] = [:]
         for id in ids {
-            guard let row = try index.read({ try Row.fetchOne($0, sql: "SELECT segment, offset, sealed_size FROM records WHERE id = ?", arguments: [id.rawValue]) }),
+            guard
+                let row = try index.read({
+                    try Row.fetchOne(
+                        $0, sql: "SELECT segment, offset, sealed_size FROM records WHERE id = ?",
+                        arguments: [id.rawValue])
+                }),
                 let slot = SlotFinder.slot(of: id, in: slots)
             else { continue }
             let (segment, offset, length): (Int, Int, Int) = (row[0], row[1], row[2])
             if segments[segment] == nil {
-                segments[segment] = FileManager.default.contents(atPath: vault.data + "/segments/" + String(format: "%08d", segment)).map { [UInt8]($0) } ?? []
+                segments[segment] =
+                    FileManager.default.contents(atPath: vault.data + "/segments/" + String(format: "%08d", segment))
+                    .map { [UInt8]($0) } ?? []
             }
             guard let bytes = segments[segment], offset + length <= bytes.count else { continue }
-            self.captured[id] = [Array(slots[(slot * 128 + 24)..<(slot * 128 + 96)]), Array(bytes[offset..<(offset + length)])]
+            self.captured[id] = [
+                Array(slots[(slot * 128 + 24)..<(slot * 128 + 96)]), Array(bytes[offset..<(offset + length)]),
+            ]
         }
     }
 
@@ -314,7 +352,8 @@ struct ShredWitness {
         let enumerator = FileManager.default.enumerator(atPath: folder)
         while let relative = enumerator?.nextObject() as? String {
             var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: folder + "/" + relative, isDirectory: &isDirectory), !isDirectory.boolValue,
+            guard FileManager.default.fileExists(atPath: folder + "/" + relative, isDirectory: &isDirectory),
+                !isDirectory.boolValue,
                 let data = FileManager.default.contents(atPath: folder + "/" + relative), data.count >= 16
             else { continue }
             let bytes = [UInt8](data)
@@ -324,7 +363,9 @@ struct ShredWitness {
                     let piece = pieces[candidate.piece].1
                     // How far the match runs on either side of the word.
                     var before = 0
-                    while before < candidate.at, before < offset, piece[candidate.at - before - 1] == bytes[offset - before - 1] { before += 1 }
+                    while before < candidate.at, before < offset,
+                        piece[candidate.at - before - 1] == bytes[offset - before - 1]
+                    { before += 1 }
                     var after = 0
                     while candidate.at + 8 + after < piece.count, offset + 8 + after < bytes.count,
                         piece[candidate.at + 8 + after] == bytes[offset + 8 + after]

@@ -17,7 +17,9 @@ struct FailingDiskTests {
     /// The calls a failure is injected into.
     static let operations: Set<String> = ["write", "truncate", "fsync", "fdatasync", "fsyncdir", "rename"]
 
-    @Test("an I/O error or a full disk at each site a vault's creation, opening, puts and shreds reach: nothing acknowledged is lost, no shred is reported done that was not, the store reopens alone")
+    @Test(
+        "an I/O error or a full disk at each site a vault's creation, opening, puts and shreds reach: nothing acknowledged is lost, no shred is reported done that was not, the store reopens alone"
+    )
     func everySiteFails() throws {
         let fs = try PowerCutFS()
         let census = fs.root + "/census"
@@ -48,7 +50,10 @@ struct FailingDiskTests {
             return try Self.readCensus(census, vault: vault)
         }
         // After the cut: the store opens alone and shows what `ledger` says was acknowledged.
-        func check(_ target: TestVault, _ ledger: inout Acknowledged, stillThere: Set<RecordID>, site: String, injected: String, cycle: Int) {
+        func check(
+            _ target: TestVault, _ ledger: inout Acknowledged, stillThere: Set<RecordID>, site: String,
+            injected: String, cycle: Int
+        ) {
             do {
                 let store = try target.open()
                 try ledger.expect(in: store, vault: target, cycle: cycle)
@@ -57,11 +62,14 @@ struct FailingDiskTests {
                     do {
                         _ = try store.get(record.id)
                     } catch {
-                        Issue.record("after \(site) failed with \(injected): \(record.id) is listed but does not open: \(error)")
+                        Issue.record(
+                            "after \(site) failed with \(injected): \(record.id) is listed but does not open: \(error)")
                     }
                 }
                 for id in stillThere where (try? store.get(id)) == nil {
-                    Issue.record("after \(site) failed with \(injected): the failed shred of \(id) was not finished by the next shred")
+                    Issue.record(
+                        "after \(site) failed with \(injected): the failed shred of \(id) was not finished by the next shred"
+                    )
                 }
                 ledger.settle(store)
                 store.close()
@@ -72,7 +80,9 @@ struct FailingDiskTests {
         let vault = TestVault(under: fs.mountpoint)
         let created = try sites(vault, tag: "census-create")
         let opened = try sites(vault, tag: "census-open")
-        #expect(opened.keys.contains { $0.hasPrefix("fdatasync:") || $0.hasPrefix("fsync:") }, "the census found no flush: \(opened)")
+        #expect(
+            opened.keys.contains { $0.hasPrefix("fdatasync:") || $0.hasPrefix("fsync:") },
+            "the census found no flush: \(opened)")
 
         var report: [String] = []
         var cycle = 0
@@ -90,7 +100,8 @@ struct FailingDiskTests {
                 try fs.mount(options: ["--fail=\(Self.onDisk(site, vault: target))@\(nth)=\(error)"])
                 // A new vault's writes are its own to check.
                 var freshLedger = Acknowledged()
-                let outcome = fresh
+                let outcome =
+                    fresh
                     ? try run(target, tag: "fail-\(cycle)", cycle: cycle, into: &freshLedger)
                     : try run(target, tag: "fail-\(cycle)", cycle: cycle, into: &ledger)
                 let injected = fs.injected
@@ -107,16 +118,22 @@ struct FailingDiskTests {
                 }
                 retried = []
                 try fs.cut()
-                report.append("\(site) #\(nth) \(error)\(fresh ? " (new vault)" : ""): \(injected.isEmpty ? "not reached" : outcome)")
+                report.append(
+                    "\(site) #\(nth) \(error)\(fresh ? " (new vault)" : ""): \(injected.isEmpty ? "not reached" : outcome)"
+                )
                 #expect(!injected.isEmpty, "\(site) #\(nth) \(error) was never reached")
                 cycle += 1
             }
         }
-        print("failing disks: \(report.count) failures at \(Set(created.keys).union(opened.keys).count) sites; \(ledger.puts) puts and \(ledger.shreds) shreds acknowledged, \(ledger.refusals.count) refused; 0 lost unless reported above")
+        print(
+            "failing disks: \(report.count) failures at \(Set(created.keys).union(opened.keys).count) sites; \(ledger.puts) puts and \(ledger.shreds) shreds acknowledged, \(ledger.refusals.count) refused; 0 lost unless reported above"
+        )
         for line in report { print("  " + line) }
     }
 
-    @Test("a failed flush of the audit log, then flushes that succeed: every entry whose flush was acknowledged survives the power cut (fsyncgate)")
+    @Test(
+        "a failed flush of the audit log, then flushes that succeed: every entry whose flush was acknowledged survives the power cut (fsyncgate)"
+    )
     func auditLogAfterAFailedFlush() async throws {
         let fs = try PowerCutFS()
         try fs.mount()
@@ -142,7 +159,8 @@ struct FailingDiskTests {
             let (log, _) = try AuditLog.open(directory: directory, clock: { 1_700_000_000_000 })
             try log.attach(store.auditSigner)
             var large = AuditLogTests.request(1)
-            large.ids = Dictionary(uniqueKeysWithValues: (0..<120).map { ("record_\($0)", String(repeating: "ab", count: 16)) })
+            large.ids = Dictionary(
+                uniqueKeysWithValues: (0..<120).map { ("record_\($0)", String(repeating: "ab", count: 16)) })
             // Refused, as a rule; acknowledged when another flush (the syncer's own) took the failure first and
             // this one wrote everything again.
             do {
@@ -162,7 +180,9 @@ struct FailingDiskTests {
         }
         try fs.cut()
         #expect(fs.injected.count == 1, "the failure was not injected: \(fs.injected)")
-        #expect(refused <= 1 && acknowledged.count >= 11, "\(refused) refused, \(acknowledged.count) acknowledged; injected: \(fs.injected)")
+        #expect(
+            refused <= 1 && acknowledged.count >= 11,
+            "\(refused) refused, \(acknowledged.count) acknowledged; injected: \(fs.injected)")
         try fs.mount()
         do {
             let (log, recovery) = try AuditLog.open(directory: directory, clock: { 1_700_000_000_000 })
@@ -180,7 +200,9 @@ struct FailingDiskTests {
         try fs.cut()
     }
 
-    @Test("a rotation whose key slots' flush failed, a reopen, then a rotation that completes: after a power cut every record opens (the slots are written again before the old epoch is retired)")
+    @Test(
+        "a rotation whose key slots' flush failed, a reopen, then a rotation that completes: after a power cut every record opens (the slots are written again before the old epoch is retired)"
+    )
     func rotationAfterAFailedFlush() throws {
         let fs = try PowerCutFS()
         let (vault, records) = try fs.populatedVault(records: 40)
@@ -212,7 +234,9 @@ struct FailingDiskTests {
         try fs.cut()
     }
 
-    @Test("a destruction of expired backup keys whose flush failed, then one that finds nothing left: after a power cut no expired key is on the disk")
+    @Test(
+        "a destruction of expired backup keys whose flush failed, then one that finds nothing left: after a power cut no expired key is on the disk"
+    )
     func backupKeysAfterAFailedFlush() throws {
         let fs = try PowerCutFS()
         try fs.mount()
@@ -223,7 +247,9 @@ struct FailingDiskTests {
         do {
             let store = try vault.open(clock: start)
             for _ in 0..<3 {
-                _ = try store.backup(id: RecordStore.newBackupID(), keys: keys, retentionDays: 35) { _ throws(CaseVaultError) in }
+                _ = try store.backup(id: RecordStore.newBackupID(), keys: keys, retentionDays: 35) {
+                    _ throws(CaseVaultError) in
+                }
             }
             store.close()
         }
@@ -241,8 +267,11 @@ struct FailingDiskTests {
         #expect(fs.injected.count == 1, "the failure was not injected: \(fs.injected)")
         try fs.mount()
         let bytes = FileManager.default.contents(atPath: keys.path).map { [UInt8]($0) } ?? []
-        let left = stride(from: 0, to: bytes.count, by: 128).filter { Array(bytes[$0..<min($0 + 4, bytes.count)]) == Array("CVBK".utf8) }
-        #expect(bytes.count == 3 * 128 && left.isEmpty, "\(left.count) expired backup keys came back after the power cut")
+        let left = stride(from: 0, to: bytes.count, by: 128).filter {
+            Array(bytes[$0..<min($0 + 4, bytes.count)]) == Array("CVBK".utf8)
+        }
+        #expect(
+            bytes.count == 3 * 128 && left.isEmpty, "\(left.count) expired backup keys came back after the power cut")
         try fs.cut()
     }
 
@@ -253,7 +282,9 @@ struct FailingDiskTests {
         let folder = Self.collapsed(URL(fileURLWithPath: vault.root).lastPathComponent)
         for line in try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n") {
             let parts = line.split(separator: " ", maxSplits: 1)
-            guard parts.count == 2, let count = Int(parts[0]), Self.operations.contains(String(parts[1].prefix { $0 != ":" })) else {
+            guard parts.count == 2, let count = Int(parts[0]),
+                Self.operations.contains(String(parts[1].prefix { $0 != ":" }))
+            else {
                 continue
             }
             sites[String(parts[1]).replacingOccurrences(of: "/" + folder, with: "/<vault>"), default: 0] += count
@@ -263,7 +294,8 @@ struct FailingDiskTests {
 
     /// A census site as powercutfs names it for `vault`.
     static func onDisk(_ site: String, vault: TestVault) -> String {
-        site.replacingOccurrences(of: "/<vault>", with: "/" + Self.collapsed(URL(fileURLWithPath: vault.root).lastPathComponent))
+        site.replacingOccurrences(
+            of: "/<vault>", with: "/" + Self.collapsed(URL(fileURLWithPath: vault.root).lastPathComponent))
     }
 
     /// A name as powercutfs writes it in a site: every run of digits as one `#`.

@@ -34,7 +34,8 @@ struct LedgerStoreTests {
 
     func backup(_ store: RecordStore) throws -> [UInt8] {
         var file: [UInt8] = []
-        _ = try store.backup(id: RecordStore.newBackupID(), keys: self.keys, retentionDays: 35) { bytes throws(CaseVaultError) in
+        _ = try store.backup(id: RecordStore.newBackupID(), keys: self.keys, retentionDays: 35) {
+            bytes throws(CaseVaultError) in
             file += bytes
         }
         return file
@@ -56,12 +57,14 @@ struct LedgerStoreTests {
         do {
             _ = try store.get(id)
             return false
-        } catch where error.code == .shredded {
+        } catch  where error.code == .shredded {
             return true
         }
     }
 
-    @Test("an older backup restored with a ledger naming a record it never held keeps that entry, so the next restore of a backup that holds the record shreds it")
+    @Test(
+        "an older backup restored with a ledger naming a record it never held keeps that entry, so the next restore of a backup that holds the record shreds it"
+    )
     func chainOfRestoresKeepsTheWholeLedger() throws {
         let store = try self.vault.open()
         let kept = try self.intake(store)
@@ -89,12 +92,16 @@ struct LedgerStoreTests {
         #expect(again.records == 2 && again.reshredded == 1, "\(again)")
         let restored = try self.reopen(second)
         defer { restored.close() }
-        #expect(try Self.isShredded(restored, doomed), "a record shredded in the live vault came back through a chain of restores")
+        #expect(
+            try Self.isShredded(restored, doomed),
+            "a record shredded in the live vault came back through a chain of restores")
         #expect(try restored.get(kept).content == Samples.content(.intakeForm, marker: Self.marker))
         #expect(try restored.shredLedger().map(\.recordID) == [doomed])
     }
 
-    @Test("the data directory lost: a restore reads the ledger copy beside the backup keys, written by the shred itself, and the record shredded after the last backup stays shredded")
+    @Test(
+        "the data directory lost: a restore reads the ledger copy beside the backup keys, written by the shred itself, and the record shredded after the last backup stays shredded"
+    )
     func lostDataDirectoryRestoredFromCopy() throws {
         let store = try self.openKeepingCopy()
         let kept = try self.intake(store)
@@ -118,7 +125,9 @@ struct LedgerStoreTests {
         #expect(try restored.get(kept).content == Samples.content(.intakeForm, marker: Self.marker))
     }
 
-    @Test("a ledger copy with a line altered, or another vault's copy, is refused and nothing is restored; a last line cut short is left out")
+    @Test(
+        "a ledger copy with a line altered, or another vault's copy, is refused and nothing is restored; a last line cut short is left out"
+    )
     func copyIsChecked() throws {
         let store = try self.openKeepingCopy()
         let doomed = try self.intake(store)
@@ -157,7 +166,9 @@ struct LedgerStoreTests {
         try foreign.shred(try self.intake(foreign))
         foreign.close()
         do {
-            _ = try self.restore(file, into: self.vault.root + "/foreign", ledger: [], copy: ShredLedgerFile(path: other.root + "/keys/shred.ledger"))
+            _ = try self.restore(
+                file, into: self.vault.root + "/foreign", ledger: [],
+                copy: ShredLedgerFile(path: other.root + "/keys/shred.ledger"))
             Issue.record("another vault's ledger copy was read")
         } catch {
             #expect(error.code == .integrityFailure && error.field == "backup.ledger_file", "\(error)")

@@ -8,7 +8,8 @@ import Glibc
 #endif
 
 enum Lifecycle {
-    static let header = Array(#"{"participants":[{"name":"Ada Participant","contact":"ada@example.edu"},{"name":"Bo Participant"}]}"#.utf8)
+    static let header = Array(
+        #"{"participants":[{"name":"Ada Participant","contact":"ada@example.edu"},{"name":"Bo Participant"}]}"#.utf8)
 
     static func agreement(_ participant: String, online: Bool = false) -> [UInt8] {
         let extra = online ? #","devices_off":true,"nobody_else_present":true"# : ""
@@ -23,13 +24,16 @@ enum Lifecycle {
 
     static func note(_ text: String) -> [UInt8] { Array(#"{"text":"\#(text)"}"#.utf8) }
 
-    static let finalAgreement = Array(#"{"terms":"shared kitchen rota","outcome":"resolved","outcome_confidential":true,"consents":["p1","p2"]}"#.utf8)
+    static let finalAgreement = Array(
+        #"{"terms":"shared kitchen rota","outcome":"resolved","outcome_confidential":true,"consents":["p1","p2"]}"#.utf8
+    )
 
     /// A case with both agreements and two notes on file.
     static func caseInSession(_ store: RecordStore) throws -> (CaseSummary, [RecordID]) {
         let summary = try store.openCase(header: Self.header, mediators: [4001], author: "intake")
         _ = try store.file(NewRecord(caseID: summary.id, type: .agreementToMediate, content: Self.agreement("p1")))
-        _ = try store.file(NewRecord(caseID: summary.id, type: .agreementToMediate, content: Self.agreement("p2", online: true)))
+        _ = try store.file(
+            NewRecord(caseID: summary.id, type: .agreementToMediate, content: Self.agreement("p2", online: true)))
         let notes = try (1...2).map { n in
             try store.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Self.note("note \(n)"))).record.id
         }
@@ -57,18 +61,22 @@ struct LifecycleTests {
         _ = try store.file(NewRecord(caseID: summary.id, type: .agreementToMediate, content: Lifecycle.agreement("p1")))
         #expect(try store.caseSummary(summary.id).state == .agreement)
         do {
-            _ = try store.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Lifecycle.note("still early")))
+            _ = try store.file(
+                NewRecord(caseID: summary.id, type: .sessionNote, content: Lifecycle.note("still early")))
             Issue.record("a note was filed with one agreement of two")
         } catch {
             #expect(error.code == .agreementsMissing)
         }
-        _ = try store.file(NewRecord(caseID: summary.id, type: .agreementToMediate, content: Lifecycle.agreement("p2", online: true)))
+        _ = try store.file(
+            NewRecord(caseID: summary.id, type: .agreementToMediate, content: Lifecycle.agreement("p2", online: true)))
         let notes = try (1...3).map { n in
-            try store.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Lifecycle.note("n\(n)"))).record.id
+            try store.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Lifecycle.note("n\(n)"))).record
+                .id
         }
         #expect(try store.caseSummary(summary.id).state == .session)
 
-        let filed = try store.file(NewRecord(caseID: summary.id, type: .finalAgreement, content: Lifecycle.finalAgreement))
+        let filed = try store.file(
+            NewRecord(caseID: summary.id, type: .finalAgreement, content: Lifecycle.finalAgreement))
         #expect(Set(filed.shredded) == Set(notes))
         #expect(try store.caseSummary(summary.id).state == .closed)
         for note in notes {
@@ -80,7 +88,10 @@ struct LifecycleTests {
         } catch {
             #expect(error.code == .caseClosed)
         }
-        _ = try store.file(NewRecord(caseID: summary.id, type: .evaluation, content: Array(#"{"satisfaction":5,"would_recommend":true}"#.utf8)))
+        _ = try store.file(
+            NewRecord(
+                caseID: summary.id, type: .evaluation,
+                content: Array(#"{"satisfaction":5,"would_recommend":true}"#.utf8)))
     }
 
     @Test("closing without a final agreement shreds the notes; an agreement must name a participant of the case")
@@ -90,13 +101,15 @@ struct LifecycleTests {
         defer { store.close() }
         let (summary, notes) = try Lifecycle.caseInSession(store)
         do {
-            _ = try store.file(NewRecord(caseID: summary.id, type: .agreementToMediate, content: Lifecycle.agreement("p3")))
+            _ = try store.file(
+                NewRecord(caseID: summary.id, type: .agreementToMediate, content: Lifecycle.agreement("p3")))
             Issue.record("an agreement for a stranger was filed")
         } catch {
             #expect(error.code == .invalidField)
             #expect(error.field == "participant")
         }
-        let nonConfidential = Array(#"{"terms":"t","outcome":"resolved","outcome_confidential":false,"consents":["p1"]}"#.utf8)
+        let nonConfidential = Array(
+            #"{"terms":"t","outcome":"resolved","outcome_confidential":false,"consents":["p1"]}"#.utf8)
         do {
             _ = try store.file(NewRecord(caseID: summary.id, type: .finalAgreement, content: nonConfidential))
             Issue.record("a non-confidential outcome without everyone's consent was filed")
@@ -124,11 +137,14 @@ struct LifecycleTests {
         #expect(vault.filesContaining(Array("ada@example.edu".utf8)).isEmpty)
     }
 
-    @Test("a filer killed at any point of a final agreement leaves either no agreement and every note, or the agreement and every note shredded",
-          arguments: Array(0..<21))
+    @Test(
+        "a filer killed at any point of a final agreement leaves either no agreement and every note, or the agreement and every note shredded",
+        arguments: Array(0..<21))
     func finalAgreementSurvivesSIGKILL(cycle: Int) throws {
-        let points: [CrashPoint?] = [.putAfterBlobWrite, .putAfterSlotFlush, .putAfterCommit, .shredAfterSlotOverwrite,
-                                     .shredAfterCiphertextOverwrite, .shredAfterIndexRemoval, nil]
+        let points: [CrashPoint?] = [
+            .putAfterBlobWrite, .putAfterSlotFlush, .putAfterCommit, .shredAfterSlotOverwrite,
+            .shredAfterCiphertextOverwrite, .shredAfterIndexRemoval, nil,
+        ]
         let point = points[cycle % points.count]
         let vault = TestVault()
         let store = try vault.open()
@@ -160,7 +176,9 @@ struct LifecycleTests {
                 #expect(try reopened.isShredded(note), "a note survived its final agreement")
             }
             let certified = try Certified.methods(reopened)
-            #expect(Set(certified.keys) == Set(notes.map(\.rawValue)), "every shredded note has its certificate, after any crash")
+            #expect(
+                Set(certified.keys) == Set(notes.map(\.rawValue)),
+                "every shredded note has its certificate, after any crash")
             #expect(Set(certified.values) == ["final_agreement"])
         }
     }

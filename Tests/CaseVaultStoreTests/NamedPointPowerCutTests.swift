@@ -14,12 +14,17 @@ import Glibc
 /// survives there, and here it does not.
 @Suite("Power cuts at named points", .serialized, .enabled(if: geteuid() == 0, "mounting FUSE needs root"))
 struct NamedPointPowerCutTests {
-    @Test("a sweep cut at each named point: after the restart and one more sweep, exactly the due records are gone, each certified once, and none of their bytes remain")
+    @Test(
+        "a sweep cut at each named point: after the restart and one more sweep, exactly the due records are gone, each certified once, and none of their bytes remain"
+    )
     func sweepCutAtNamedPoints() throws {
         let template = TestVault()
         let fixture = try SweepCrashTests.populate(template)
         let sweepTime = TestClock.parse("2028-01-01T00:00:00Z")
-        let points: [CrashPoint] = [.shredAfterMark, .shredAfterSlotOverwrite, .shredAfterCiphertextOverwrite, .shredAfterIndexRemoval, .sweepAfterBatch]
+        let points: [CrashPoint] = [
+            .shredAfterMark, .shredAfterSlotOverwrite, .shredAfterCiphertextOverwrite, .shredAfterIndexRemoval,
+            .sweepAfterBatch,
+        ]
         let fs = try PowerCutFS()
         var killed = 0
         for (cycle, point) in (points + points).enumerated() {
@@ -49,22 +54,31 @@ struct NamedPointPowerCutTests {
                 let after = try store.sweep()
                 #expect(after.complete)
                 let lost = NamedPointPowerCutTests.unreadable(fixture.keep, in: store)
-                #expect(lost == 0, "\(point.rawValue), cut \(cycle): \(lost) records that should remain are gone or changed")
+                #expect(
+                    lost == 0, "\(point.rawValue), cut \(cycle): \(lost) records that should remain are gone or changed"
+                )
                 let survived = fixture.dispose.filter { (try? store.get($0)) != nil }
                 #expect(survived.isEmpty, "\(point.rawValue), cut \(cycle): \(survived.count) due records survived")
                 let swept = Set(try Certified.methods(store).filter { $0.value == "retention_sweep" }.keys)
                 let expected = Set(fixture.dispose.map(\.rawValue))
-                #expect(swept == expected, "\(point.rawValue), cut \(cycle): \(expected.subtracting(swept).count) disposals uncertified, \(swept.subtracting(expected).count) certified wrongly")
+                #expect(
+                    swept == expected,
+                    "\(point.rawValue), cut \(cycle): \(expected.subtracting(swept).count) disposals uncertified, \(swept.subtracting(expected).count) certified wrongly"
+                )
                 store.close()
             }
             evidence.expectGone(from: vault)
             try fs.cut()
         }
         #expect(killed == 2 * points.count, "every sweep should die at its point (\(killed) of \(2 * points.count))")
-        print("power cuts at named points of the sweep: \(2 * points.count) cuts, \(killed) sweeps killed at their point; \(fixture.dispose.count) due records gone after each, \(fixture.keep.count) kept")
+        print(
+            "power cuts at named points of the sweep: \(2 * points.count) cuts, \(killed) sweeps killed at their point; \(fixture.dispose.count) due records gone after each, \(fixture.keep.count) kept"
+        )
     }
 
-    @Test("a rotation cut at each named point: every record opens after the restart, at most two epochs are active, and the rotation resumes to one")
+    @Test(
+        "a rotation cut at each named point: every record opens after the restart, at most two epochs are active, and the rotation resumes to one"
+    )
     func rotationCutAtNamedPoints() throws {
         let fs = try PowerCutFS()
         let (vault, records) = try fs.populatedVault(records: 120)
@@ -73,7 +87,9 @@ struct NamedPointPowerCutTests {
         for (cycle, point) in (points + points + points).enumerated() {
             try fs.mount(keep: cycle % 2 == 1 ? 0.5 : 0, seed: cycle)
             // Each point passed a number of times it is sure to reach (120 slots, batches of 7).
-            let passes = point == .rotateAfterEpoch ? 0 : point == .rotateAfterBatch ? Int.random(in: 0..<15) : Int.random(in: 0..<100)
+            let passes =
+                point == .rotateAfterEpoch
+                ? 0 : point == .rotateAfterBatch ? Int.random(in: 0..<15) : Int.random(in: 0..<100)
             let result = try Helper.run([
                 "rotate", "--data", vault.data, "--key", vault.key, "--batch", "7",
                 "--crash-at", point.rawValue, "--crash-after-passes", "\(passes)",
@@ -103,8 +119,12 @@ struct NamedPointPowerCutTests {
         }
         try fs.cut()
         // A resumed rotation has fewer slots left than some counts of passes: most, not all, die at their point.
-        #expect(killed >= 3 * points.count / 2, "most rotations should die at their point (\(killed) of \(3 * points.count))")
-        print("power cuts at named points of the rotation: \(3 * points.count) cuts, \(killed) rotations killed at their point; \(records.count) records open after each")
+        #expect(
+            killed >= 3 * points.count / 2,
+            "most rotations should die at their point (\(killed) of \(3 * points.count))")
+        print(
+            "power cuts at named points of the rotation: \(3 * points.count) cuts, \(killed) rotations killed at their point; \(records.count) records open after each"
+        )
     }
 
     /// How many of `records` do not read back with their content.

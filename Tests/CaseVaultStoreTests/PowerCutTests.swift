@@ -43,7 +43,8 @@ final class PowerCutFS {
     func mount(keep: Double = 0, seed: Int = 1, options: [String] = []) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = [self.backing, self.root + "/stash", self.mountpoint, "--keep=\(keep)", "--seed=\(seed)"] + options
+        process.arguments =
+            [self.backing, self.root + "/stash", self.mountpoint, "--keep=\(keep)", "--seed=\(seed)"] + options
         let pipe = Pipe()
         process.standardOutput = pipe
         // What it cannot roll back it says on standard error: kept, and read at each cut.
@@ -101,7 +102,9 @@ final class PowerCutFS {
             if line.hasPrefix("cut:") { summary = line }
             if line.hasPrefix("injected ") { self.injected.append(String(line.dropFirst(9))) }
         }
-        #expect(self.process?.terminationStatus == 0, "powercutfs exited with \(self.process?.terminationStatus ?? -1)", sourceLocation: sourceLocation)
+        #expect(
+            self.process?.terminationStatus == 0, "powercutfs exited with \(self.process?.terminationStatus ?? -1)",
+            sourceLocation: sourceLocation)
         #expect(summary.hasSuffix(" 0 errors"), "powercutfs: \(summary)", sourceLocation: sourceLocation)
         let complaints = (try? String(contentsOfFile: self.root + "/powercutfs.err", encoding: .utf8)) ?? ""
         #expect(complaints.isEmpty, "powercutfs: \(complaints)", sourceLocation: sourceLocation)
@@ -152,7 +155,9 @@ struct PowerCutTests {
         #expect(!FileManager.default.fileExists(atPath: fs.backing + "/lost"))
     }
 
-    @Test("power cut at random moments while 16 writers put and shred: every acknowledged put reads back, no acknowledged shred comes back")
+    @Test(
+        "power cut at random moments while 16 writers put and shred: every acknowledged put reads back, no acknowledged shred comes back"
+    )
     func cutsLoseNothingAcknowledged() throws {
         // A new base seed each run, printed, so that soaks do not replay the same cuts.
         let seed = Int.random(in: 0..<1_000_000)
@@ -190,10 +195,14 @@ struct PowerCutTests {
             store.close()
         }
         try fs.cut()
-        #expect(ledger.puts > Self.cycles && ledger.shreds > Self.cycles / 2, "\(ledger.puts) puts and \(ledger.shreds) shreds acknowledged: the load hardly ran")
+        #expect(
+            ledger.puts > Self.cycles && ledger.shreds > Self.cycles / 2,
+            "\(ledger.puts) puts and \(ledger.shreds) shreds acknowledged: the load hardly ran")
         let lost = summaries.map { $0.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0 }.reduce(0, +)
         #expect(lost > 0, "no cut threw anything away: the simulation did nothing")
-        print("power cuts: \(Self.cycles) cuts (seed \(seed)), \(ledger.puts) puts and \(ledger.shreds) shreds acknowledged, \(lost) unsynced blocks thrown away; 0 lost, 0 resurrected unless reported above")
+        print(
+            "power cuts: \(Self.cycles) cuts (seed \(seed)), \(ledger.puts) puts and \(ledger.shreds) shreds acknowledged, \(lost) unsynced blocks thrown away; 0 lost, 0 resurrected unless reported above"
+        )
     }
 }
 
@@ -282,13 +291,16 @@ struct Acknowledged {
 
 extension PowerCutTests {
     static func expect(
-        live: [RecordID: String], shredded: Set<RecordID>, undecided: [RecordID: String], in store: RecordStore, vault: TestVault, cycle: Int
+        live: [RecordID: String], shredded: Set<RecordID>, undecided: [RecordID: String], in store: RecordStore,
+        vault: TestVault, cycle: Int
     ) throws {
         // A shred that was under way: the record reads back whole, or is shredded; never anything else.
         for (id, text) in undecided {
             do {
                 let record = try store.get(id)
-                #expect(record.content == Array(#"{"text":"\#(text)"}"#.utf8), "cycle \(cycle): \(id) came back with other content")
+                #expect(
+                    record.content == Array(#"{"text":"\#(text)"}"#.utf8),
+                    "cycle \(cycle): \(id) came back with other content")
             } catch {
                 #expect(error.code == .shredded, "cycle \(cycle): \(id), whose shred was under way: \(error)")
             }
@@ -296,7 +308,9 @@ extension PowerCutTests {
         for (id, text) in live {
             do {
                 let record = try store.get(id)
-                #expect(record.content == Array(#"{"text":"\#(text)"}"#.utf8), "cycle \(cycle): \(id) came back with other content")
+                #expect(
+                    record.content == Array(#"{"text":"\#(text)"}"#.utf8),
+                    "cycle \(cycle): \(id) came back with other content")
             } catch {
                 Issue.record("cycle \(cycle): acknowledged put \(id) is lost: \(error)")
             }
@@ -309,7 +323,9 @@ extension PowerCutTests {
             } catch {
                 #expect(error.code == .shredded || error.code == .notFound, "cycle \(cycle): \(id): \(error)")
             }
-            #expect(SlotFinder.slot(of: id, in: slots) == nil, "cycle \(cycle): the key slot of shredded \(id) is still in keyslots")
+            #expect(
+                SlotFinder.slot(of: id, in: slots) == nil,
+                "cycle \(cycle): the key slot of shredded \(id) is still in keyslots")
         }
     }
 }

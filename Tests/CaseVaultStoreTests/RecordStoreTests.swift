@@ -2,8 +2,8 @@ import CaseVaultCore
 import CaseVaultStore
 import Foundation
 import Logging
-import Testing
 import Synchronization
+import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -20,7 +20,11 @@ struct RecordStoreTests {
             let store = try vault.open()
             for type in RecordType.fileable {
                 let content = Samples.content(type, marker: "round-trip-\(type.rawValue)")
-                filed.append((try store.put(NewRecord(caseID: caseID, type: type, content: content, author: "mediator1")), content))
+                filed.append(
+                    (
+                        try store.put(NewRecord(caseID: caseID, type: type, content: content, author: "mediator1")),
+                        content
+                    ))
             }
             store.close()
         }
@@ -50,8 +54,10 @@ struct RecordStoreTests {
         let vault = TestVault()
         let store = try vault.open()
         let caseID = Samples.caseID()
-        let a = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "AAAA")))
-        let b = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "BBBB")))
+        let a = try store.put(
+            NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "AAAA")))
+        let b = try store.put(
+            NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "BBBB")))
         let regionA = try BlobRegion(vault: vault, id: a.id)
         let regionB = try BlobRegion(vault: vault, id: b.id)
         try regionB.write(try regionA.read())
@@ -66,8 +72,10 @@ struct RecordStoreTests {
         let vault = TestVault()
         let store = try vault.open()
         let caseID = Samples.caseID()
-        let a = try store.put(NewRecord(caseID: caseID, type: .evaluation, content: Samples.content(.evaluation, marker: "x")))
-        let b = try store.put(NewRecord(caseID: caseID, type: .evaluation, content: Samples.content(.evaluation, marker: "y")))
+        let a = try store.put(
+            NewRecord(caseID: caseID, type: .evaluation, content: Samples.content(.evaluation, marker: "x")))
+        let b = try store.put(
+            NewRecord(caseID: caseID, type: .evaluation, content: Samples.content(.evaluation, marker: "y")))
         var slots = try #require(vault.files()["keyslots"])
         let slotA = try #require(SlotFinder.slot(of: a.id, in: slots))
         let slotB = try #require(SlotFinder.slot(of: b.id, in: slots))
@@ -161,7 +169,9 @@ struct RecordStoreTests {
         } catch {
             #expect(error.code == .notFound)
         }
-        let id = try store.put(NewRecord(caseID: Samples.caseID(), type: .sessionNote, content: Samples.content(.sessionNote, marker: "m"))).id
+        let id = try store.put(
+            NewRecord(caseID: Samples.caseID(), type: .sessionNote, content: Samples.content(.sessionNote, marker: "m"))
+        ).id
         try store.shred(id)
         do {
             _ = try store.get(id)
@@ -213,7 +223,9 @@ struct RecordStoreTests {
     func filesArePrivate() throws {
         let vault = TestVault()
         let store = try vault.open()
-        _ = try store.put(NewRecord(caseID: Samples.caseID(), type: .sessionNote, content: Samples.content(.sessionNote, marker: "p")))
+        _ = try store.put(
+            NewRecord(caseID: Samples.caseID(), type: .sessionNote, content: Samples.content(.sessionNote, marker: "p"))
+        )
         store.close()
         let enumerator = FileManager.default.enumerator(atPath: vault.data)
         var checked = 0
@@ -244,7 +256,7 @@ struct RecordStoreTests {
                 }
             }
         }
-        threads.forEach { $0.start() }
+        for thread in threads { thread.start() }
         while results.count < 400 && threads.contains(where: { !$0.isFinished }) {
             usleep(10_000)
         }
@@ -287,7 +299,9 @@ final class ResultBox: @unchecked Sendable {
 /// Finds a record's slot in the raw key-slot file by the record id each slot carries at bytes 8..<24.
 @Suite("Closing under load")
 struct CloseRaceTests {
-    @Test("puts racing a close (as at seal) either commit before it or write nothing: no key slot of an uncommitted record")
+    @Test(
+        "puts racing a close (as at seal) either commit before it or write nothing: no key slot of an uncommitted record"
+    )
     func putsRacingClose() throws {
         let vault = TestVault()
         let store = try vault.open()
@@ -303,7 +317,10 @@ struct CloseRaceTests {
                 defer { writers.leave() }
                 for n in 0..<400 {
                     do {
-                        let record = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "race \(worker) \(n)")))
+                        let record = try store.put(
+                            NewRecord(
+                                caseID: caseID, type: .sessionNote,
+                                content: Samples.content(.sessionNote, marker: "race \(worker) \(n)")))
                         committed.withLock { _ = $0.insert(record.id.bytes) }
                     } catch let error as CaseVaultError {
                         refusals.withLock { $0.append(error.code) }
@@ -321,7 +338,8 @@ struct CloseRaceTests {
         store.wipeKeys()
         writers.wait()
         let kept = committed.withLock { $0 }
-        #expect(!kept.isEmpty && kept.count < 8 * 400, "the close did not land among the puts (\(kept.count) committed)")
+        #expect(
+            !kept.isEmpty && kept.count < 8 * 400, "the close did not land among the puts (\(kept.count) committed)")
         #expect(refusals.withLock { $0 }.allSatisfy { $0 == .sealed }, "\(refusals.withLock { $0 })")
         // Before any reopen (which scrubs what a crash left): every slot that holds a record id holds a
         // committed one.
@@ -356,9 +374,12 @@ struct AmendmentTests {
         let store = try vault.open()
         defer { store.close() }
         let caseID = Samples.caseID()
-        let first = try store.put(NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "v1")))
+        let first = try store.put(
+            NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "v1")))
         let second = try store.put(
-            NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "v2"), supersedes: first.id)
+            NewRecord(
+                caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "v2"),
+                supersedes: first.id)
         )
         #expect(second.supersedes == first.id)
         #expect(try store.get(first.id).content == Samples.content(.intakeForm, marker: "v1"))
@@ -371,14 +392,24 @@ struct AmendmentTests {
         let store = try vault.open()
         defer { store.close() }
         let caseID = Samples.caseID()
-        let first = try store.put(NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "v1")))
+        let first = try store.put(
+            NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "v1")))
         let attempts: [(NewRecord, CaseVaultError.Code)] = [
-            (NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "x"),
-                       supersedes: RecordID(bytes: [UInt8](repeating: 9, count: 16))), .notFound),
-            (NewRecord(caseID: Samples.caseID(), type: .intakeForm, content: Samples.content(.intakeForm, marker: "x"),
-                       supersedes: first.id), .invalidField),
-            (NewRecord(caseID: caseID, type: .evaluation, content: Samples.content(.evaluation, marker: "x"),
-                       supersedes: first.id), .invalidField),
+            (
+                NewRecord(
+                    caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "x"),
+                    supersedes: RecordID(bytes: [UInt8](repeating: 9, count: 16))), .notFound
+            ),
+            (
+                NewRecord(
+                    caseID: Samples.caseID(), type: .intakeForm, content: Samples.content(.intakeForm, marker: "x"),
+                    supersedes: first.id), .invalidField
+            ),
+            (
+                NewRecord(
+                    caseID: caseID, type: .evaluation, content: Samples.content(.evaluation, marker: "x"),
+                    supersedes: first.id), .invalidField
+            ),
         ]
         for (record, code) in attempts {
             do {

@@ -10,7 +10,9 @@ import Glibc
 @Suite("Retention sweeps and legal holds")
 struct RetentionTests {
     /// One record of `type` in `caseID`, filed at the clock's current time.
-    static func file(_ store: RecordStore, _ type: RecordType, in caseID: CaseID, marker: String = "keep") throws -> RecordMetadata {
+    static func file(_ store: RecordStore, _ type: RecordType, in caseID: CaseID, marker: String = "keep") throws
+        -> RecordMetadata
+    {
         try store.put(NewRecord(caseID: caseID, type: type, content: Samples.content(type, marker: marker)))
     }
 
@@ -22,12 +24,14 @@ struct RetentionTests {
         do {
             _ = try store.get(id)
             return true
-        } catch where error.code == .shredded {
+        } catch  where error.code == .shredded {
             return false
         }
     }
 
-    @Test("the clock walks through the standard schedule: each type is disposed at its due instant, not a second or a millisecond earlier")
+    @Test(
+        "the clock walks through the standard schedule: each type is disposed at its due instant, not a second or a millisecond earlier"
+    )
     func walkThroughTheSchedule() throws {
         let vault = TestVault()
         // Filed on a leap day, so that "3 years after" must land on 28 February.
@@ -84,7 +88,10 @@ struct RetentionTests {
         clock.now = TestClock.parse("2124-01-01T00:00:00Z")
         _ = try store.sweep()
         #expect(try Self.isLive(store, openAgreement.id))
-        #expect(try store.records(caseID: open.id).map(\.type).sorted(by: { $0.rawValue < $1.rawValue }) == [.agreementToMediate, .caseHeader])
+        #expect(
+            try store.records(caseID: open.id).map(\.type).sorted(by: { $0.rawValue < $1.rawValue }) == [
+                .agreementToMediate, .caseHeader,
+            ])
         let certified = try Certified.methods(store)
         for (record, _) in due {
             #expect(certified[record.id.rawValue] == "retention_sweep", "each disposal has its certificate")
@@ -96,7 +103,9 @@ struct RetentionTests {
         let vault = TestVault()
         let clock = TestClock("2026-01-31T08:00:00Z")
         let store = try vault.open(clock: clock) { configuration in
-            configuration.retention = try! RetentionSchedule.standard(overriddenBy: ["evaluation": "1 month after filed"])
+            configuration.retention = try! RetentionSchedule.standard(overriddenBy: [
+                "evaluation": "1 month after filed"
+            ])
         }
         defer { store.close() }
         let summary = try Self.openCase(store)
@@ -120,11 +129,15 @@ struct RetentionTests {
         let note = try Self.file(store, .sessionNote, in: held.id)
         let other = try Self.openCase(store)
         let otherIntake = try Self.file(store, .intakeForm, in: other.id)
-        let hold = try store.placeHold(on: held.id, reason: "litigation QX7MARKERZK", authority: Authority(uid: 1000, role: "director"))
-        let second = try store.placeHold(on: held.id, reason: "a second matter", authority: Authority(uid: 1000, role: "director"))
+        let hold = try store.placeHold(
+            on: held.id, reason: "litigation QX7MARKERZK", authority: Authority(uid: 1000, role: "director"))
+        let second = try store.placeHold(
+            on: held.id, reason: "a second matter", authority: Authority(uid: 1000, role: "director"))
         let standing = try store.holds()
         #expect(Set(standing.map(\.id)) == [hold.id, second.id])
-        #expect(standing.first { $0.id == hold.id }?.reason == "litigation QX7MARKERZK", "the director reads the reason back")
+        #expect(
+            standing.first { $0.id == hold.id }?.reason == "litigation QX7MARKERZK",
+            "the director reads the reason back")
 
         for year in ["2024", "2026", "2030"] {
             clock.now = TestClock.parse("\(year)-06-01T00:00:00Z")
@@ -227,7 +240,9 @@ struct SweepCrashTests {
                     records.append(try RetentionTests.file(store, type, in: summary.id, marker: "c\(index)-\(copy)"))
                 }
             }
-            let notes = try (0..<3).map { copy in try RetentionTests.file(store, .sessionNote, in: summary.id, marker: "n\(index)-\(copy)") }
+            let notes = try (0..<3).map { copy in
+                try RetentionTests.file(store, .sessionNote, in: summary.id, marker: "n\(index)-\(copy)")
+            }
             if closes {
                 _ = try store.closeCase(summary.id, outcome: .noAgreement)  // shreds the notes now
             } else {
@@ -249,12 +264,17 @@ struct SweepCrashTests {
         return fixture
     }
 
-    @Test("a sweep killed with SIGKILL at random points leaves, after restart and one more sweep, exactly the records that should remain")
+    @Test(
+        "a sweep killed with SIGKILL at random points leaves, after restart and one more sweep, exactly the records that should remain"
+    )
     func killedSweepResumes() throws {
         let template = TestVault()
         let fixture = try Self.populate(template)
         let sweepTime = TestClock.parse("2028-01-01T00:00:00Z")
-        let points: [CrashPoint] = [.shredAfterMark, .shredAfterSlotOverwrite, .shredAfterCiphertextOverwrite, .shredAfterIndexRemoval, .sweepAfterBatch]
+        let points: [CrashPoint] = [
+            .shredAfterMark, .shredAfterSlotOverwrite, .shredAfterCiphertextOverwrite, .shredAfterIndexRemoval,
+            .sweepAfterBatch,
+        ]
         var killed = 0
         for cycle in 0..<Self.cycles {
             let vault = TestVault()
@@ -264,7 +284,9 @@ struct SweepCrashTests {
             let witness = fixture.dispose[cycle % fixture.dispose.count]
             let evidence = try ShredEvidence(vault: vault, id: witness)
 
-            var arguments = ["sweep", "--data", vault.data, "--key", vault.key, "--now", "\(sweepTime)", "--batch", "7"]
+            var arguments = [
+                "sweep", "--data", vault.data, "--key", vault.key, "--now", "\(sweepTime)", "--batch", "7",
+            ]
             if cycle % 2 == 0 {
                 let point = points[(cycle / 2) % points.count]
                 arguments += ["--crash-at", point.rawValue, "--crash-after-passes", "\(Int.random(in: 0..<8))"]
@@ -280,7 +302,9 @@ struct SweepCrashTests {
             let after = try store.sweep()
             #expect(after.complete)
             for (id, content) in fixture.keep {
-                #expect(try store.get(id).content == content, "cycle \(cycle): a record that should remain is gone or changed")
+                #expect(
+                    try store.get(id).content == content,
+                    "cycle \(cycle): a record that should remain is gone or changed")
             }
             for id in fixture.dispose {
                 #expect(throws: CaseVaultError.self, "cycle \(cycle): a due record survived") { _ = try store.get(id) }
@@ -289,12 +313,16 @@ struct SweepCrashTests {
             // (Closing the even cases shredded their notes before the sweep, with certificates of their own.)
             let swept = Set(try Certified.methods(store).filter { $0.value == "retention_sweep" }.keys)
             let expected = Set(fixture.dispose.map(\.rawValue))
-            #expect(swept == expected, "cycle \(cycle): \(expected.subtracting(swept).count) disposals uncertified, \(swept.subtracting(expected).count) certified wrongly")
+            #expect(
+                swept == expected,
+                "cycle \(cycle): \(expected.subtracting(swept).count) disposals uncertified, \(swept.subtracting(expected).count) certified wrongly"
+            )
             let again = try store.sweep()
             #expect(again.disposed == 0, "cycle \(cycle): the sweep is idempotent")
             store.close()
             evidence.expectGone(from: vault)
         }
-        #expect(killed >= Self.cycles / 2, "most cycles should have been killed mid-sweep (\(killed) of \(Self.cycles))")
+        #expect(
+            killed >= Self.cycles / 2, "most cycles should have been killed mid-sweep (\(killed) of \(Self.cycles))")
     }
 }

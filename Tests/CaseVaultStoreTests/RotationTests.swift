@@ -16,11 +16,14 @@ struct RotationTests {
         var configuration = GRDB.Configuration()
         configuration.readonly = true
         let index = try DatabaseQueue(path: vault.data + "/index.sqlite", configuration: configuration)
-        let slots = try index.read { db in try Int64.fetchAll(db, sql: "SELECT slot FROM records WHERE state = 'live'") }
+        let slots = try index.read { db in try Int64.fetchAll(db, sql: "SELECT slot FROM records WHERE state = 'live'")
+        }
         let file = try [UInt8](Data(contentsOf: URL(fileURLWithPath: vault.data + "/keyslots")))
         return slots.map { slot in
             let offset = Int(slot) * 128 + 4
-            return file[offset..<(offset + 4)].enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * $1.offset) }
+            return file[offset..<(offset + 4)].enumerated().reduce(UInt32(0)) {
+                $0 | UInt32($1.element) << (8 * $1.offset)
+            }
         }
     }
 
@@ -43,7 +46,9 @@ struct RotationTests {
 
         var seen: [Int] = []
         let partial = try store.rotate(limit: 20, batch: 8) { seen.append($0.rewrapped) }
-        #expect(partial.opened && partial.epoch == 2 && partial.rewrapped == 20 && partial.remaining == 30 && !partial.complete)
+        #expect(
+            partial.opened && partial.epoch == 2 && partial.rewrapped == 20 && partial.remaining == 30
+                && !partial.complete)
         #expect(seen == [8, 16, 20], "progress after each batch")
         #expect(try store.activeEpochs() == [1, 2], "the old epoch stays while slots use it")
         // New records use the new epoch at once; old ones still open.
@@ -83,7 +88,9 @@ struct RotationTests {
             if cycle % 3 != 2 {
                 // Each point passed a random number of times that it is sure to reach (120 slots, batches of 7).
                 let point = points[(cycle - cycle / 3) % points.count]
-                let passes = point == .rotateAfterEpoch ? 0 : point == .rotateAfterBatch ? Int.random(in: 0..<15) : Int.random(in: 0..<100)
+                let passes =
+                    point == .rotateAfterEpoch
+                    ? 0 : point == .rotateAfterBatch ? Int.random(in: 0..<15) : Int.random(in: 0..<100)
                 arguments += ["--crash-at", point.rawValue, "--crash-after-passes", "\(passes)"]
             } else {
                 arguments += ["--die-after-microseconds", "\(Int.random(in: 1_000...25_000))"]
@@ -113,6 +120,8 @@ struct RotationTests {
         for (id, content) in records { #expect(try store.get(id).content == content) }
         store.close()
         #expect(try Self.slotEpochs(vault).allSatisfy { $0 == active.first })
-        #expect(killed >= Self.cycles / 2, "most cycles should die mid-rotation (\(killed) of \(Self.cycles); \(rotations) finished)")
+        #expect(
+            killed >= Self.cycles / 2,
+            "most cycles should die mid-rotation (\(killed) of \(Self.cycles); \(rotations) finished)")
     }
 }

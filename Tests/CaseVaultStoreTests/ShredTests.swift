@@ -28,7 +28,9 @@ struct ShredEvidence {
     func expectGone(from vault: TestVault, sourceLocation: SourceLocation = #_sourceLocation) {
         let files = vault.files()
         for (name, bytes) in files {
-            #expect(!bytes.contains(subsequence: self.wrappedKey), "\(name) still holds the wrapped key", sourceLocation: sourceLocation)
+            #expect(
+                !bytes.contains(subsequence: self.wrappedKey), "\(name) still holds the wrapped key",
+                sourceLocation: sourceLocation)
         }
         // Index every 16-byte window of the ciphertext by its first 8 bytes, then slide over each file.
         var windows: [UInt64: [Int]] = [:]
@@ -40,7 +42,9 @@ struct ShredEvidence {
             var start = 0
             while start <= bytes.count - 16 && !found {
                 if let candidates = windows[Self.word(bytes, at: start)] {
-                    found = candidates.contains { bytes[start..<(start + 16)].elementsEqual(self.sealed[$0..<($0 + 16)]) }
+                    found = candidates.contains {
+                        bytes[start..<(start + 16)].elementsEqual(self.sealed[$0..<($0 + 16)])
+                    }
                 }
                 start += 1
             }
@@ -57,16 +61,23 @@ extension ShredEvidence {
 
 @Suite("Shredding")
 struct ShredTests {
-    @Test("after a shred: reads say shredded, and no file holds the wrapped key or any 16-byte window of the ciphertext")
+    @Test(
+        "after a shred: reads say shredded, and no file holds the wrapped key or any 16-byte window of the ciphertext")
     func shredLeavesNothingBehind() throws {
         let vault = TestVault()
         let store = try vault.open()
         let caseID = Samples.caseID()
         let marker = "PLAINTEXT-MARKER-7f3a9c"
-        let keep = try store.put(NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: marker)))
+        let keep = try store.put(
+            NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: marker)))
         var notes: [RecordID] = []
         for n in 0..<5 {
-            notes.append(try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: marker + "\(n)"))).id)
+            notes.append(
+                try store.put(
+                    NewRecord(
+                        caseID: caseID, type: .sessionNote,
+                        content: Samples.content(.sessionNote, marker: marker + "\(n)"))
+                ).id)
             #expect(vault.filesContaining(Array(marker.utf8)).isEmpty)
         }
         let evidence = try notes.map { try ShredEvidence(vault: vault, id: $0) }
@@ -101,14 +112,17 @@ struct ShredTests {
         let store = try vault.open()
         let caseID = Samples.caseID()
         let notes = try (0..<20).map { n in
-            try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "wal\(n)"))).id
+            try store.put(
+                NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "wal\(n)"))
+            ).id
         }
         let wal = vault.data + "/index.sqlite-wal"
         func size() -> Int { (try? FileManager.default.attributesOfItem(atPath: wal)[.size] as? Int) ?? 0 }
         #expect(size() > 0, "the puts' rows went through the WAL")
         try store.shred(notes)
         #expect(size() == 0, "after the shred the WAL still holds \(size()) bytes")
-        _ = try store.put(NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "after")))
+        _ = try store.put(
+            NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "after")))
         #expect(size() > 0)
         #expect(store.close() == nil)
         #expect(size() == 0, "a clean close left \(size()) bytes of WAL")
@@ -120,10 +134,12 @@ struct ShredTests {
         let store = try vault.open()
         defer { store.close() }
         let caseID = Samples.caseID()
-        let old = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "old")))
+        let old = try store.put(
+            NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "old")))
         let oldSlot = SlotFinder.slot(of: old.id, in: try #require(vault.files()["keyslots"]))
         try store.shred(old.id)
-        let new = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "new")))
+        let new = try store.put(
+            NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "new")))
         #expect(try store.get(new.id).content == Samples.content(.sessionNote, marker: "new"))
         #expect(SlotFinder.slot(of: new.id, in: try #require(vault.files()["keyslots"])) == oldSlot)
         do {
@@ -134,18 +150,23 @@ struct ShredTests {
         }
     }
 
-    @Test("a process killed between any two steps of a shred comes back with the record fully shredded",
-          arguments: CrashPoint.allCases.filter { $0.rawValue.hasPrefix("shred.") })
+    @Test(
+        "a process killed between any two steps of a shred comes back with the record fully shredded",
+        arguments: CrashPoint.allCases.filter { $0.rawValue.hasPrefix("shred.") })
     func shredKilledAtEveryStepIsFinishedOnOpen(point: CrashPoint) throws {
         let vault = TestVault()
         let caseID = Samples.caseID()
         let store = try vault.open()
-        let victim = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "victim")))
-        let survivor = try store.put(NewRecord(caseID: caseID, type: .finalAgreement, content: Samples.content(.finalAgreement, marker: "keep")))
+        let victim = try store.put(
+            NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "victim")))
+        let survivor = try store.put(
+            NewRecord(caseID: caseID, type: .finalAgreement, content: Samples.content(.finalAgreement, marker: "keep")))
         store.close()
         let evidence = try ShredEvidence(vault: vault, id: victim.id)
 
-        let run = try Helper.run(["shred", "--data", vault.data, "--key", vault.key, "--crash-at", point.rawValue, victim.id.rawValue])
+        let run = try Helper.run([
+            "shred", "--data", vault.data, "--key", vault.key, "--crash-at", point.rawValue, victim.id.rawValue,
+        ])
         #expect(run.status == SIGKILL, "the helper should have died at \(point.rawValue)")
 
         let reopened = try vault.open()
@@ -157,7 +178,9 @@ struct ShredTests {
             #expect(error.code == .shredded)
         }
         #expect(try reopened.isShredded(victim.id))
-        #expect(try Certified.methods(reopened)[victim.id.rawValue] == "shred_request", "recovery must issue the certificate")
+        #expect(
+            try Certified.methods(reopened)[victim.id.rawValue] == "shred_request",
+            "recovery must issue the certificate")
         evidence.expectGone(from: vault)
         #expect(try reopened.get(survivor.id).content == Samples.content(.finalAgreement, marker: "keep"))
     }
@@ -168,7 +191,8 @@ enum Certified {
     static func methods(_ store: RecordStore) throws -> [String: String] {
         var methods: [String: String] = [:]
         for document in try store.certificates() {
-            let certificate = try #require(DestructionCertificate.verify(document: document, publicKey: store.certificatePublicKey))
+            let certificate = try #require(
+                DestructionCertificate.verify(document: document, publicKey: store.certificatePublicKey))
             for record in certificate.records {
                 #expect(methods[record.recordID] == nil, "a record is certified twice")
                 methods[record.recordID] = certificate.method

@@ -34,7 +34,8 @@ struct SlotAccountingTests {
         }
         let (freeOwned, highWater, top) = try Self.index(vault) { db in
             (
-                try Int.fetchOne(db, sql: "SELECT count(*) FROM free_slots WHERE slot IN (SELECT slot FROM records)") ?? -1,
+                try Int.fetchOne(db, sql: "SELECT count(*) FROM free_slots WHERE slot IN (SELECT slot FROM records)")
+                    ?? -1,
                 try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'slot_high_water'") ?? -1,
                 try Int64.fetchOne(db, sql: "SELECT max(slot) FROM records") ?? -1
             )
@@ -68,12 +69,15 @@ struct SlotAccountingTests {
         let store = try vault.open()
         defer { store.close() }
         let caseID = Samples.caseID()
-        let kept = try store.put(NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "kept")))
-        let gone = try store.put(NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "gone")))
+        let kept = try store.put(
+            NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "kept")))
+        let gone = try store.put(
+            NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "gone")))
         let slotOf = { (id: RecordID) throws -> Int64 in
-            try #require(try Self.index(vault) { db in
-                try Int64.fetchOne(db, sql: "SELECT slot FROM records WHERE id = ?", arguments: [id.rawValue])
-            })
+            try #require(
+                try Self.index(vault) { db in
+                    try Int64.fetchOne(db, sql: "SELECT slot FROM records WHERE id = ?", arguments: [id.rawValue])
+                })
         }
         let keptSlot = try slotOf(kept.id)
         let freed = try slotOf(gone.id)
@@ -82,7 +86,8 @@ struct SlotAccountingTests {
         try Self.index(vault) { db in
             try db.execute(sql: "UPDATE records SET slot = ? WHERE id = ?", arguments: [freed, kept.id.rawValue])
         }
-        let next = try store.put(NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "next")))
+        let next = try store.put(
+            NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "next")))
         #expect(try slotOf(next.id) != freed)
         let freeListed = try Self.index(vault) { db in
             try Int.fetchOne(db, sql: "SELECT count(*) FROM free_slots WHERE slot = ?", arguments: [freed]) ?? -1
@@ -97,7 +102,9 @@ struct SlotAccountingTests {
     }
 
     /// Files five records of `type` in a store opened and closed again; their ids and contents.
-    static func fileAndClose(_ vault: TestVault, _ caseID: CaseID, _ type: RecordType, marker: String) throws -> [(RecordID, [UInt8])] {
+    static func fileAndClose(_ vault: TestVault, _ caseID: CaseID, _ type: RecordType, marker: String) throws -> [(
+        RecordID, [UInt8]
+    )] {
         let store = try vault.open()
         defer { store.close() }
         return try (0..<5).map { n in

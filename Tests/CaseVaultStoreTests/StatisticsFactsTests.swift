@@ -31,7 +31,10 @@ struct StatisticsFactsTests {
         try store.shred(evaluation.id)
         #expect(try store.statisticsFacts().first?.satisfaction == [])
         // A new filing is seen at once too.
-        _ = try store.put(NewRecord(caseID: kase.id, type: .evaluation, content: Array(#"{"satisfaction":2,"would_recommend":false}"#.utf8)))
+        _ = try store.put(
+            NewRecord(
+                caseID: kase.id, type: .evaluation, content: Array(#"{"satisfaction":2,"would_recommend":false}"#.utf8))
+        )
         #expect(try store.statisticsFacts().first?.satisfaction == [2])
 
         // The index (and its WAL) holds the facts sealed: no category in clear.

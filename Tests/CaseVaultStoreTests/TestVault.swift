@@ -41,7 +41,9 @@ final class TestVault {
     }
 
     /// Opens the store on `clock`, with `configure` applied to its configuration.
-    func open(clock: TestClock, configure: (inout StoreConfiguration) -> Void = { _ in }) throws(CaseVaultError) -> RecordStore {
+    func open(clock: TestClock, configure: (inout StoreConfiguration) -> Void = { _ in }) throws(CaseVaultError)
+        -> RecordStore
+    {
         var configuration = self.configuration()
         configuration.clock = clock.reading
         configure(&configuration)
@@ -162,7 +164,8 @@ enum Helper {
         let process = Process()
         if let user {
             process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            process.arguments = ["--reuid", "\(user.uid)", "--regid", "\(user.gid)", "--clear-groups", Self.path] + arguments
+            process.arguments =
+                ["--reuid", "\(user.uid)", "--regid", "\(user.gid)", "--clear-groups", Self.path] + arguments
         } else {
             process.executableURL = URL(fileURLWithPath: Self.path)
             process.arguments = arguments
@@ -184,7 +187,8 @@ enum Helper {
     /// Starts it with `arguments` (as `user`, if given), its standard output read line by line, and waits for
     /// its `ready` line.
     static func start(
-        _ arguments: [String], as user: (uid: UInt32, gid: UInt32)? = nil, sourceLocation: SourceLocation = #_sourceLocation
+        _ arguments: [String], as user: (uid: UInt32, gid: UInt32)? = nil,
+        sourceLocation: SourceLocation = #_sourceLocation
     ) throws -> (Process, LineReader) {
         let process = Self.process(arguments, as: user)
         let pipe = Pipe()
@@ -231,7 +235,8 @@ struct BlobRegion {
         configuration.readonly = true
         let index = try DatabaseQueue(path: vault.data + "/index.sqlite", configuration: configuration)
         let row = try index.read { db in
-            try Row.fetchOne(db, sql: "SELECT segment, offset, sealed_size FROM records WHERE id = ?", arguments: [id.rawValue])
+            try Row.fetchOne(
+                db, sql: "SELECT segment, offset, sealed_size FROM records WHERE id = ?", arguments: [id.rawValue])
         }
         try index.close()
         guard let row else { throw CaseVaultError(.notFound, "no such record in the index") }
@@ -260,7 +265,8 @@ extension TestVault {
     /// Restores the backup `file` into `target` with this vault's keys and `keys`, re-applying `ledger`
     /// (and `ledgerCopy`, when given).
     func restore(
-        _ file: [UInt8], into target: String, keys: BackupKeyFile, ledger: [ShredLedgerEntry] = [], ledgerCopy: ShredLedgerFile? = nil
+        _ file: [UInt8], into target: String, keys: BackupKeyFile, ledger: [ShredLedgerEntry] = [],
+        ledgerCopy: ShredLedgerFile? = nil
     ) throws(CaseVaultError) -> RestoreSummary {
         var configuration = self.configuration()
         configuration.dataDirectory = URL(fileURLWithPath: target)
@@ -271,7 +277,8 @@ extension TestVault {
                 at += piece.count
                 return piece
             },
-            into: configuration, passphrase: nil, keys: keys, ledger: ledger, ledgerCopy: ledgerCopy, logger: Logger(label: "test")
+            into: configuration, passphrase: nil, keys: keys, ledger: ledger, ledgerCopy: ledgerCopy,
+            logger: Logger(label: "test")
         )
     }
 }
