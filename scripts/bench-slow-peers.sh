@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One hostile local user against the director (issue 14): the hostile user, who may open cases (so the
+# One hostile local user against the director: the hostile user, who may open cases (so the
 # daemon waits for its bodies), holds every connection it may (server.max_connections_per_user, default
 # 128 of 256) with request bodies trickled a byte a second, reconnecting whenever one is cut off; a peer
 # with no role floods requests too. Meanwhile the director's requests are timed, and again without the

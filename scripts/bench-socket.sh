@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Over the socket (issue 3): gets and durable puts of 4 KiB records against a release casevaultd, at 1 and
+# Over the socket: gets and durable puts of 4 KiB records against a release casevaultd, at 1 and
 # 16 connections, and in the same run nginx serving a 4 KiB static file on a Unix socket to the same load
 # generator (casevault-load). Prints figures; asserts nothing. Needs root for apt (nginx) when it is missing.
 #   scripts/bench-socket.sh [SECONDS]       (default 5 per figure)

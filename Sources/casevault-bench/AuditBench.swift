@@ -10,7 +10,7 @@ import Synchronization
 extension Bench {
     /// Durable puts with and without the audit log, as the server makes them: with the log, each put waits
     /// for its `request` entry to be written, queues its `result` entry after, and waits for the request
-    /// entry's flush before it counts (issue 5's goal: at least 80% of the rate without it).
+    /// entry's flush before it counts (the goal: at least 80% of the rate without it).
     func auditFigures(root: String) throws {
         let store = try RecordStore.open(
             StoreConfiguration(

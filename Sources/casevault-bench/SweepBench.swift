@@ -3,7 +3,7 @@ import CaseVaultStore
 import Foundation
 import Logging
 
-/// The retention sweep's two goals (issue 4): disposing of 100,000 expired 4 KiB records in under 10 s, and
+/// The retention sweep's two goals: disposing of 100,000 expired 4 KiB records in under 10 s, and
 /// finding nothing to do in a vault of 1,000,000 records in under 0.2 s. The vaults are filled through the
 /// real store (durable puts, 16 writers) at a clock set in the past, then swept at a clock set later.
 extension Bench {
