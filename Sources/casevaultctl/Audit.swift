@@ -160,7 +160,7 @@ struct Audit: AsyncParsableCommand {
             }
             guard let report else { return }
             Self.print(report, json: self.connection.json)
-            if !report.ok { throw ExitCode(1) }
+            if !report.ok { throw ExitCode(ExitStatus.failed) }
         }
 
         func verifyOnline() async throws(CLIError) -> AuditReport {

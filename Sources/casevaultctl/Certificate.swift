@@ -36,18 +36,18 @@ struct Certificate: AsyncParsableCommand {
         func run() throws {
             guard let key = Hex.decode(self.pubkey.lowercased()), key.count == 32 else {
                 FileHandle.standardError.write(Data("casevaultctl: --pubkey must be 64 hexadecimal characters\n".utf8))
-                throw ExitCode(64)
+                throw ExitCode(ExitStatus.usage)
             }
             guard let data = FileManager.default.contents(atPath: self.file) else {
                 FileHandle.standardError.write(Data("casevaultctl: cannot read \(self.file)\n".utf8))
-                throw ExitCode(66)
+                throw ExitCode(ExitStatus.noInput)
             }
             var bytes = [UInt8](data)
             while let last = bytes.last, last == 0x0a || last == 0x0d { bytes.removeLast() }
             guard let certificate = DestructionCertificate.verify(document: bytes, publicKey: key) else {
                 FileHandle.standardError.write(
                     Data("casevaultctl: the certificate does NOT verify: altered, or signed by another vault\n".utf8))
-                throw ExitCode(1)
+                throw ExitCode(ExitStatus.failed)
             }
             if self.json {
                 let encoder = JSONEncoder()

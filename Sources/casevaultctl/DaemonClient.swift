@@ -111,12 +111,12 @@ enum CLIError: Error {
 
     var exitCode: Int32 {
         switch self {
-        case .unreachable: return 69
-        case .forbidden: return 77
-        case .problem: return 1
-        case .configuration: return 78
-        case .unreadable: return 66
-        case .usage: return 64
+        case .unreachable: return ExitStatus.unavailable
+        case .forbidden: return ExitStatus.noPermission
+        case .problem: return ExitStatus.failed
+        case .configuration: return ExitStatus.configuration
+        case .unreadable: return ExitStatus.noInput
+        case .usage: return ExitStatus.usage
         }
     }
 

@@ -24,7 +24,7 @@ struct DoctorCommand: ParsableCommand {
                 configuration, base: URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true))
         } catch {
             FileHandle.standardError.write(Data("casevaultctl: \(error.message)\n".utf8))
-            throw ExitCode(78)
+            throw ExitCode(ExitStatus.configuration)
         }
         let worst = checks.map(\.status).max() ?? .pass
         output(
@@ -35,6 +35,6 @@ struct DoctorCommand: ParsableCommand {
             ],
             rows: checks.map { ($0.name, "\($0.status.rawValue.uppercased())  \($0.detail)") }
         )
-        if worst == .fail { throw ExitCode(1) }
+        if worst == .fail { throw ExitCode(ExitStatus.failed) }
     }
 }

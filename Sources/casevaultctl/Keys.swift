@@ -283,7 +283,7 @@ struct Unseal: AsyncParsableCommand {
                 print("share accepted: \(reply.json["shares"] as? Int ?? 0) of \(reply.json["threshold"] as? Int ?? 0)")
             }
         }
-        if !unsealed { throw ExitCode(2) }
+        if !unsealed { throw ExitCode(ExitStatus.incomplete) }
     }
 }
 

@@ -48,6 +48,6 @@ struct Status: AsyncParsableCommand {
             if let reason { rows.append(("reason", reason)) }
             output(json: self.connection.json, document: document, rows: rows)
         }
-        if !serving { throw ExitCode(1) }
+        if !serving { throw ExitCode(ExitStatus.failed) }
     }
 }

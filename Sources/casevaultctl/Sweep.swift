@@ -43,7 +43,7 @@ struct Sweep: AsyncParsableCommand {
                 Self.printTable(report, dryRun: self.dryRun)
             }
         }
-        if disposed == 0 { throw ExitCode(2) }
+        if disposed == 0 { throw ExitCode(ExitStatus.incomplete) }
     }
 
     static func call(_ client: DaemonClient, _ body: [String: Any]) async throws(CLIError) -> [String: Any] {
