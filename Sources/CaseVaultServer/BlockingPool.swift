@@ -17,6 +17,16 @@ final class BlockingPool: Service, Sendable {
         try await self.pool.runIfActive(body)
     }
 
+    /// Starts `body` on a pool thread and returns at once, for work that goes on after its handler has
+    /// answered (a backup streams while its response is written): no unstructured task, and the pool's
+    /// shutdown, after the server's, waits for it. `body` is told `false`, and must end what it serves,
+    /// when the pool is already shutting down.
+    func start(_ body: @escaping @Sendable (_ active: Bool) -> Void) {
+        self.pool.submit { state in
+            if case .active = state { body(true) } else { body(false) }
+        }
+    }
+
     func run() async throws {
         try? await gracefulShutdown()
         try await self.pool.shutdownGracefully()

@@ -65,21 +65,26 @@ extension Routes {
         let pipe = ChunkPipe()
         let pool = self.pool
         let logger = context.logger
-        Task {
-            do {
-                _ = try await pool.run {
-                    try store.backup(id: id, keys: keys, retentionDays: retention) { bytes throws(CaseVaultError) in
-                        try pipe.send(bytes)
-                    }
+        pool.start { active in
+            guard active else {
+                pipe.finish(
+                    CaseVaultError(.storageFailure, "the daemon is stopping; run the backup again once it serves"))
+                return
+            }
+            do throws(CaseVaultError) {
+                _ = try store.backup(id: id, keys: keys, retentionDays: retention) { bytes throws(CaseVaultError) in
+                    try pipe.send(bytes)
                 }
                 pipe.finish()
             } catch {
                 // Codes and fixed text only: an error here never carries content.
-                let code = (error as? CaseVaultError)?.code.rawValue ?? "storage-failure"
-                let detail = (error as? CaseVaultError)?.message ?? "\(type(of: error))"
                 logger.error(
                     "backup failed",
-                    metadata: ["backup.id": "\(id)", "error.code": "\(code)", "error.detail": "\(detail)"])
+                    metadata: [
+                        "backup.id": "\(id)", "error.code": "\(error.code.rawValue)",
+                        "error.detail": "\(error.message)",
+                    ]
+                )
                 pipe.finish(error)
             }
         }
