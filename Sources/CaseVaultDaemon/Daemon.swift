@@ -68,14 +68,65 @@ public enum Daemon {
         } else {
             keeper = VaultKeeper(unsealed: try RecordStore.open(storeConfiguration, logger: logger), logger: logger)
         }
-        defer {
-            // Closed and its keys zeroed at exit, as at seal.
-            if let store = try? keeper.store() {
-                store.close()
-                store.wipeKeys()
-            }
-            if inherited == nil { unlink(serverConfiguration.socketPath) }
+        let vault = VaultService(keeper: keeper, ownSocket: inherited == nil ? serverConfiguration.socketPath : nil)
+        let audit: AuditLog
+        do throws(CaseVaultError) {
+            audit = try Self.openAudit(
+                configuration, storeConfiguration, keeper: keeper, acceptAuditBreak: acceptAuditBreak, logger: logger)
+        } catch {
+            vault.stop()
+            throw error
         }
+        let notifier = SystemdNotifier()
+        let socketPath = serverConfiguration.socketPath
+        let application: any Service
+        do throws(CaseVaultError) {
+            application = try buildApplication(
+                configuration: serverConfiguration, keeper: keeper, audit: audit, roleMap: roleMap, logger: logger,
+                services: [SystemdWatchdog(notifier: notifier, keeper: keeper, logger: logger)],
+                listeningSocket: inherited,
+                onReady: {
+                    startup.serving()
+                    notifier.send("READY=1", "STATUS=serving on \(socketPath)", logger: logger)
+                }
+            )
+        } catch {
+            audit.close()
+            vault.stop()
+            throw error
+        }
+        // Shut down in the reverse order: the server stops taking requests and finishes those in flight,
+        // the audit log signs its last checkpoint, the store closes and its keys are zeroed. The server
+        // ending by itself, or failing, shuts the group down the same way.
+        let services = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: vault),
+                    .init(service: AuditLogService(audit: audit)),
+                    .init(
+                        service: application, successTerminationBehavior: .gracefullyShutdownGroup,
+                        failureTerminationBehavior: .gracefullyShutdownGroup
+                    ),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        do {
+            try await services.run()
+        } catch {
+            throw CaseVaultError(.socketUnavailable, "the server stopped with an error: \(error)")
+        }
+        logger.info("stopped")
+    }
+
+    /// Opens the audit log (finishing or undoing what a crash interrupted), and attaches the open store to
+    /// it, or has the keeper attach the store it opens later (init, unseal): a store is served only once
+    /// the log checks out against its anchor.
+    private static func openAudit(
+        _ configuration: DaemonConfiguration, _ storeConfiguration: StoreConfiguration, keeper: VaultKeeper,
+        acceptAuditBreak: Bool, logger: Logger
+    ) throws(CaseVaultError) -> AuditLog {
         let (audit, recovery) = try AuditLog.open(
             directory: try RecordStore.prepareDirectories(storeConfiguration),
             checkpointInterval: configuration.audit.checkpointEvery ?? AuditLog.defaultCheckpointInterval,
@@ -93,41 +144,15 @@ public enum Daemon {
                 "set aside the audit log's torn end",
                 metadata: ["audit.file": "\(aside)", "audit.entries": "\(recovery.entries)"])
         }
-        // Every store the keeper opens later (init, unseal) goes to the audit log first, and is served only
-        // if the log checks out against its anchor.
         keeper.admit { store in try audit.attach(to: store) }
         if let store = try? keeper.store() {
+            // A log that does not check out is left as it is (not closed, no checkpoint) for the operator.
             try audit.attach(to: store)
         } else {
             logger.notice(
                 keeper.isInitialised
                     ? "sealed: waiting for casevaultctl unseal" : "not initialised: waiting for casevaultctl init")
         }
-        // The last checkpoint is signed after the server has stopped taking requests.
-        defer { audit.close() }
-        let notifier = SystemdNotifier()
-        let socketPath = serverConfiguration.socketPath
-        let application = try buildApplication(
-            configuration: serverConfiguration, keeper: keeper, audit: audit, roleMap: roleMap, logger: logger,
-            services: [SystemdWatchdog(notifier: notifier, keeper: keeper, logger: logger)],
-            listeningSocket: inherited,
-            onReady: {
-                startup.serving()
-                notifier.send("READY=1", "STATUS=serving on \(socketPath)", logger: logger)
-            }
-        )
-        let services = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: application)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
-        )
-        do {
-            try await services.run()
-        } catch {
-            throw CaseVaultError(.socketUnavailable, "the server stopped with an error: \(error)")
-        }
-        logger.info("stopped")
+        return audit
     }
 }
