@@ -23,11 +23,8 @@ public final class VaultKeeper: Sendable {
 
     private struct State {
         var store: RecordStore?
-        /// Shares given so far towards an unseal (their values stay in this process's memory only).
-        var shares: [SecretSharing.Share] = []
-        var refusals = 0
-        var nextAttempt: ContinuousClock.Instant?
-        var attempting = false
+        /// Attempts, refusals and shares (`UnsealGate`).
+        var gate = UnsealGate()
     }
 
     public enum Source: Sendable, Equatable {
@@ -69,8 +66,7 @@ public final class VaultKeeper: Sendable {
         var state = State()
         if let (refusals, until) = Throttle.read(configuration.rootKeyFile.path + Throttle.suffix) {
             let wait = min(Int64(Self.maximumDelay * 1000), max(0, until - configuration.clock()))
-            state.refusals = refusals
-            state.nextAttempt = .now + .milliseconds(wait)
+            state.gate = UnsealGate(refusals: refusals, waitMilliseconds: wait, now: .now)
         }
         self.state = Mutex(state)
     }
@@ -96,7 +92,7 @@ public final class VaultKeeper: Sendable {
     /// Shares received towards an unseal, and how many are needed; `nil` when none were given.
     public var shareProgress: (received: Int, threshold: Int)? {
         self.state.withLock { state in
-            state.shares.first.map { (state.shares.count, Int($0.threshold)) }
+            state.gate.shares.first.map { (state.gate.shares.count, Int($0.threshold)) }
         }
     }
 
@@ -203,28 +199,25 @@ public final class VaultKeeper: Sendable {
         try self.beginAttempt()
         defer { self.endAttempt() }
         if let store = self.state.withLock({ $0.store }) { return .unsealed(store) }
-        let collected = try self.state.withLock { state throws(CaseVaultError) -> [SecretSharing.Share] in
-            if let first = state.shares.first,
-                first.threshold != share.threshold || first.commitment != share.commitment
-            {
-                throw CaseVaultError(
-                    .invalidField, "this share belongs to another split than the shares given so far", field: "share")
-            }
-            if !state.shares.contains(where: { $0.index == share.index }) {
-                state.shares.append(share)
-            }
-            return state.shares
+        let collection = self.state.withLock { state in
+            Result { () throws(UnsealGate.OtherSplit) in try state.gate.add(share) }
         }
-        guard collected.count >= Int(share.threshold) else {
-            return .collecting(received: collected.count, threshold: Int(share.threshold))
+        let collected: [SecretSharing.Share]
+        switch collection {
+        case .failure:
+            throw CaseVaultError(
+                .invalidField, "this share belongs to another split than the shares given so far", field: "share")
+        case .success(.collecting(let received, let threshold)):
+            return .collecting(received: received, threshold: threshold)
+        case .success(.complete(let shares)):
+            collected = shares
         }
-        self.state.withLock { $0.shares = [] }
         let root: SecureBytes
         do {
             root = try SecretSharing.combine(collected)
         } catch .lockedMemoryUnavailable {
             // Not the shares' fault: they are kept, and the attempt is not counted as refused.
-            self.state.withLock { $0.shares = collected }
+            self.state.withLock { $0.gate.keep(collected) }
             throw CaseVaultError(
                 .keyUnavailable, "no locked memory to combine the shares in (RLIMIT_MEMLOCK); try again")
         } catch {
@@ -250,7 +243,7 @@ public final class VaultKeeper: Sendable {
         let store = self.state.withLock { state in
             defer {
                 state.store = nil
-                state.shares = []
+                state.gate.forgetShares()
             }
             return state.store
         }
@@ -281,8 +274,7 @@ public final class VaultKeeper: Sendable {
         try self.admitted(store)
         self.state.withLock { state in
             state.store = store
-            state.refusals = 0
-            state.nextAttempt = nil
+            state.gate.opened()
         }
         if case .passphrase(let path, _) = self.source { unlink(path + Throttle.suffix) }
         self.logger.notice("unsealed")
@@ -304,34 +296,27 @@ public final class VaultKeeper: Sendable {
 
     /// One attempt at a time, and none before the delay after the last refusal has passed.
     private func beginAttempt() throws(CaseVaultError) {
-        try self.state.withLock { state throws(CaseVaultError) in
-            if state.attempting {
-                throw CaseVaultError(
-                    .unsealThrottled, "another unseal attempt is running; try again in a moment", retryAfter: 1)
-            }
-            if let next = state.nextAttempt, next > .now {
-                let wait = next - .now
-                let seconds = Int(
-                    (Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18).rounded(.up))
-                throw CaseVaultError(
-                    .unsealThrottled, "too many refused attempts: wait \(max(1, seconds)) s before the next",
-                    retryAfter: max(1, seconds)
-                )
-            }
-            state.attempting = true
+        let waited = self.state.withLock { state in
+            Result { () throws(UnsealGate.Wait) in try state.gate.begin(at: .now) }
+        }
+        switch waited {
+        case .success: return
+        case .failure(.busy):
+            throw CaseVaultError(
+                .unsealThrottled, "another unseal attempt is running; try again in a moment", retryAfter: 1)
+        case .failure(.throttled(let seconds)):
+            throw CaseVaultError(
+                .unsealThrottled, "too many refused attempts: wait \(seconds) s before the next", retryAfter: seconds)
         }
     }
 
     private func endAttempt() {
-        self.state.withLock { $0.attempting = false }
+        self.state.withLock { $0.gate.end() }
     }
 
     private func refused() {
         let (refusals, delay) = self.state.withLock { state in
-            state.refusals += 1
-            let delay = Int64(min(Self.maximumDelay, pow(2, Double(state.refusals - 1))) * 1000)
-            state.nextAttempt = .now + .milliseconds(delay)
-            return (state.refusals, delay)
+            state.gate.refuse(at: .now, maximumDelay: Self.maximumDelay)
         }
         self.logger.warning("an unseal attempt was refused")
         guard case .passphrase(let path, _) = self.source else { return }
