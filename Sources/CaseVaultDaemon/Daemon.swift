@@ -112,9 +112,18 @@ public enum Daemon {
                 logger: logger
             )
         )
+        let outcome: Result<Void, any Error>
         do {
             try await services.run()
+            outcome = .success(())
         } catch {
+            outcome = .failure(error)
+        }
+        // A graceful shutdown has closed both already (each close is done once); a cancelled group has
+        // not, and they are closed here, in order: the last checkpoint is anchored before the store closes.
+        audit.close()
+        vault.stop()
+        if case .failure(let error) = outcome {
             throw CaseVaultError(.socketUnavailable, "the server stopped with an error: \(error)")
         }
         logger.info("stopped")

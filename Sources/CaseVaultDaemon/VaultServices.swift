@@ -1,6 +1,7 @@
 internal import CaseVaultAudit
 internal import CaseVaultStore
 internal import ServiceLifecycle
+internal import Synchronization
 
 #if canImport(Glibc)
 internal import Glibc
@@ -9,21 +10,32 @@ internal import Glibc
 /// The vault's store as a service of the daemon's group, which shuts it down last: after the server has
 /// stopped taking requests and the audit log has signed its last checkpoint. The open store (when the
 /// vault is unsealed) is then closed and its keys zeroed, as at seal, and a socket the daemon bound
-/// itself is removed.
-struct VaultService: Service {
+/// itself is removed. A cancelled group does nothing here: the daemon stops the vault after the group
+/// has returned, in order (`Daemon.serve`).
+final class VaultService: Service, Sendable {
     let keeper: VaultKeeper
     /// The socket's path when the daemon bound it itself; `nil` when systemd passed it (systemd owns it).
     let ownSocket: String?
+    private let stopped = Atomic<Bool>(false)
+
+    init(keeper: VaultKeeper, ownSocket: String?) {
+        self.keeper = keeper
+        self.ownSocket = ownSocket
+    }
 
     func run() async {
-        // Returns when the group shuts down gracefully, or at once when it is cancelled.
-        try? await gracefulShutdown()
+        do {
+            try await gracefulShutdown()
+        } catch {
+            return
+        }
         self.stop()
     }
 
-    /// Closes the store, zeroes its keys and removes the socket: at the end of `run`, or when the start
-    /// fails before the group runs.
+    /// Closes the store, zeroes its keys and removes the socket, once: at the end of a graceful shutdown,
+    /// after the group has returned, or when the start fails before the group runs.
     func stop() {
+        guard !self.stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         if let store = try? self.keeper.store() {
             store.close()
             store.wipeKeys()
@@ -33,12 +45,17 @@ struct VaultService: Service {
 }
 
 /// The audit log as a service, shut down after the server and before the store: its last checkpoint
-/// follows every request's entries and is anchored in the still open index.
+/// follows every request's entries and is anchored in the still open index. A cancelled group does
+/// nothing here (`VaultService`); closing twice is harmless.
 struct AuditLogService: Service {
     let audit: AuditLog
 
     func run() async {
-        try? await gracefulShutdown()
+        do {
+            try await gracefulShutdown()
+        } catch {
+            return
+        }
         self.audit.close()
     }
 }

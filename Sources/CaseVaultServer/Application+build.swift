@@ -119,5 +119,13 @@ package func buildInProcessApplication(
             return identity
         }
     )
-    return Application(router: router, services: [pool, budget], logger: logger)
+    // Driven in process only: should anyone run it as a service, it binds nothing (a socket path in a
+    // directory that cannot exist), never Hummingbird's default TCP address.
+    return Application(
+        router: router,
+        configuration: ApplicationConfiguration(
+            address: .unixDomainSocket(path: "/nonexistent/casevault-in-process.sock")),
+        services: [pool, budget],
+        logger: logger
+    )
 }
