@@ -176,9 +176,11 @@ struct Peer {
         return process
     }
 
-    /// Runs `executable` as this peer; its exit status and standard output.
-    func run(_ executable: String, _ arguments: [String]) throws -> (Int32, Data) {
+    /// Runs `executable` as this peer (in `environment`, when given); its exit status and standard output.
+    func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> (Int32, Data)
+    {
         let process = self.process(executable, arguments)
+        if let environment { process.environment = environment }
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice

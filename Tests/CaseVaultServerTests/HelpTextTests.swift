@@ -7,16 +7,10 @@ import Testing
 struct HelpTextTests {
     /// The help of `command` (a path of subcommands) on a terminal wider than any paragraph.
     static func help(_ command: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: DaemonProcess.binary("casevaultctl"))
-        process.arguments = command + ["--help"]
-        process.environment = ["COLUMNS": "100000", "PATH": "/usr/bin:/bin"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        let (_, output) = try Peer.root.run(
+            DaemonProcess.binary("casevaultctl"), command + ["--help"],
+            environment: ["COLUMNS": "100000", "PATH": "/usr/bin:/bin"]
+        )
         return String(decoding: output, as: UTF8.self)
     }
 
