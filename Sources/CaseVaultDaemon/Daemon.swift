@@ -1,8 +1,8 @@
 internal import CCaseVaultShims
-internal import CaseVaultAudit
+package import CaseVaultAudit
 public import CaseVaultCore
 internal import CaseVaultServer
-internal import CaseVaultStore
+package import CaseVaultStore
 public import Foundation
 public import Logging
 internal import ServiceLifecycle
@@ -132,7 +132,7 @@ public enum Daemon {
     /// Opens the audit log (finishing or undoing what a crash interrupted), and attaches the open store to
     /// it, or has the keeper attach the store it opens later (init, unseal): a store is served only once
     /// the log checks out against its anchor.
-    private static func openAudit(
+    package static func openAudit(
         _ configuration: DaemonConfiguration, _ storeConfiguration: StoreConfiguration, keeper: VaultKeeper,
         acceptAuditBreak: Bool, logger: Logger
     ) throws(CaseVaultError) -> AuditLog {

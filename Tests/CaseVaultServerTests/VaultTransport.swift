@@ -76,10 +76,9 @@ struct InProcess: VaultTransport {
             store.wipeKeys()
         }
         let keeper = VaultKeeper(unsealed: store, logger: logger)
-        let (audit, _) = try AuditLog.open(
-            directory: try RecordStore.prepareDirectories(storeConfiguration), clock: storeConfiguration.clock)
-        keeper.admit { store in try audit.attach(to: store) }
-        try audit.attach(to: store)
+        // The daemon's own way to open the audit log and attach the store to it.
+        let audit = try Daemon.openAudit(
+            configuration, storeConfiguration, keeper: keeper, acceptAuditBreak: false, logger: logger)
         defer { audit.close() }
         let application = buildInProcessApplication(
             configuration: try configuration.serverConfiguration(relativeTo: base), keeper: keeper, audit: audit,

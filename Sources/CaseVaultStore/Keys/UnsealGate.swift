@@ -63,7 +63,7 @@ package struct UnsealGate {
         refusals: Int, delayMilliseconds: Int64
     ) {
         self.refusals += 1
-        let delay = Int64(min(maximumDelay, pow2(self.refusals - 1)) * 1000)
+        let delay = Int64(min(maximumDelay, Double(sign: .plus, exponent: self.refusals - 1, significand: 1)) * 1000)
         self.nextAttempt = now + .milliseconds(delay)
         return (self.refusals, delay)
     }
@@ -99,9 +99,4 @@ package struct UnsealGate {
     package mutating func forgetShares() {
         self.shares = []
     }
-}
-
-/// 2 to the power `exponent`, as a Double, without Foundation.
-private func pow2(_ exponent: Int) -> Double {
-    exponent >= 1024 ? .infinity : Double(sign: .plus, exponent: exponent, significand: 1)
 }
