@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "casevaultd", targets: ["casevaultd"]),
         .executable(name: "casevaultctl", targets: ["casevaultctl"]),
         .library(name: "CaseVaultStore", targets: ["CaseVaultStore"]),
+        .library(name: "CaseVaultClient", targets: ["CaseVaultClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
@@ -78,12 +79,37 @@ let package = Package(
         // C declarations Swift's Glibc module lacks (prctl and ioctl are variadic; ucred needs _GNU_SOURCE;
         // sd_notify's abstract socket addresses).
         .target(name: "CCaseVaultShims"),
-        // Layer 5: HTTP/1.1 + JSON on the Unix socket: peer credentials, roles, routes, problem+json.
+        // Layer 5: the configuration file and the deployment it describes: every setting with its default and
+        // limits, the values each layer above is built from (the server's among them), principals resolved
+        // to ids, and doctor's checks of keys, directories, swap and core dumps.
+        .target(
+            name: "CaseVaultConfiguration",
+            dependencies: [
+                "CaseVaultStore",
+                "CaseVaultAudit",
+                "CaseVaultFiles",
+                "CaseVaultCore",
+                "CaseVaultCrypto",
+                "CCaseVaultShims",
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // What the daemon and its clients share on the wire: NIO buffers in locked memory, for the requests
+        // and answers that carry a secret.
+        .target(
+            name: "CaseVaultWire",
+            dependencies: ["CaseVaultCrypto", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        // Layer 6: HTTP/1.1 + JSON on the Unix socket: peer credentials, roles, routes, problem+json.
         .target(
             name: "CaseVaultServer",
             dependencies: [
                 "CaseVaultStore",
                 "CaseVaultAudit",
+                "CaseVaultConfiguration",
+                "CaseVaultWire",
                 "CaseVaultCore",
                 "CCaseVaultShims",
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -98,11 +124,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // Layer 6: the daemon as a library (configuration, key hygiene, lifecycle), and its thin executable.
+        // Layer 7: the daemon as a library (key hygiene, systemd, lifecycle), and its thin executable.
         .target(
             name: "CaseVaultDaemon",
             dependencies: [
                 "CaseVaultServer",
+                "CaseVaultConfiguration",
                 "CaseVaultAudit",
                 "CaseVaultFiles",
                 "CaseVaultCrypto",
@@ -112,7 +139,22 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // A client of the daemon for Swift programs (a library product): requests over the socket, and the
+        // requests that carry a secret, sent only to a peer the kernel names as the daemon.
+        .target(
+            name: "CaseVaultClient",
+            dependencies: [
+                "CaseVaultWire",
+                "CaseVaultCrypto",
+                "CCaseVaultShims",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -125,31 +167,30 @@ let package = Package(
             name: "casevaultd",
             dependencies: [
                 "CaseVaultDaemon",
+                "CaseVaultConfiguration",
                 "CaseVaultCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
-        // The operator's CLI: talks to the daemon over the same socket as every client.
+        // The operator's CLI: a shell over the client library, and for the offline commands (doctor, restore,
+        // audit verify, the ledger's copy) the configuration and the layers they read. It never links the
+        // server or the daemon.
         .executableTarget(
             name: "casevaultctl",
             dependencies: [
-                "CaseVaultDaemon",
+                "CaseVaultClient",
+                "CaseVaultConfiguration",
                 "CaseVaultAudit",
                 "CaseVaultFiles",
                 "CaseVaultStore",
                 "CaseVaultCrypto",
-                .product(name: "Logging", package: "swift-log"),
-                "CaseVaultServer",
                 "CaseVaultCore",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                "CCaseVaultShims",
-                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -194,6 +235,7 @@ let package = Package(
             name: "CaseVaultFuzz",
             dependencies: [
                 "CaseVaultDaemon",
+                "CaseVaultConfiguration",
                 "CaseVaultServer",
                 "CaseVaultAudit",
                 "CaseVaultFiles",
@@ -227,13 +269,17 @@ let package = Package(
         ),
         .testTarget(
             name: "CaseVaultDaemonTests",
-            dependencies: ["CaseVaultDaemon", "CaseVaultCore", "CaseVaultStore", "CaseVaultServer"],
+            dependencies: [
+                "CaseVaultDaemon", "CaseVaultConfiguration", "CaseVaultCore", "CaseVaultStore", "CaseVaultServer",
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "CaseVaultServerTests",
             dependencies: [
-                "casevaultd", "casevaultctl", "casevault-torture", "CaseVaultCore", "CaseVaultServer", "CaseVaultAudit", "CaseVaultDaemon",
+                "casevaultd", "casevaultctl", "casevault-torture", "CaseVaultCore", "CaseVaultServer", "CaseVaultAudit",
+                "CaseVaultDaemon",
+                "CaseVaultConfiguration",
                 "CaseVaultStore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

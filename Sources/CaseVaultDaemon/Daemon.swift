@@ -1,5 +1,6 @@
 internal import CCaseVaultShims
 package import CaseVaultAudit
+public import CaseVaultConfiguration
 public import CaseVaultCore
 internal import CaseVaultServer
 package import CaseVaultStore

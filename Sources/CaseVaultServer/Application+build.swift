@@ -1,4 +1,5 @@
 public import CaseVaultAudit
+public import CaseVaultConfiguration
 public import CaseVaultCore
 public import CaseVaultStore
 internal import Foundation
@@ -12,7 +13,7 @@ public import ServiceLifecycle
 /// `listeningSocket` (socket activation) it serves the socket systemd bound and leaves its path and mode
 /// to systemd; otherwise it binds `configuration.socketPath` itself and makes the socket 0660.
 public func buildApplication(
-    configuration: ServerConfiguration,
+    configuration: CaseVaultConfiguration.ServerConfiguration,
     keeper: VaultKeeper,
     audit: AuditLog,
     roleMap: RoleMap,
@@ -101,7 +102,7 @@ public func buildApplication(
 /// would, and every request refused as unidentified when it says nobody. For tests; the daemon never
 /// builds this.
 package func buildInProcessApplication(
-    configuration: ServerConfiguration,
+    configuration: CaseVaultConfiguration.ServerConfiguration,
     keeper: VaultKeeper,
     audit: AuditLog,
     roleMap: RoleMap,

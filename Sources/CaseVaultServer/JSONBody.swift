@@ -1,3 +1,4 @@
+internal import CaseVaultConfiguration
 internal import CaseVaultCore
 internal import CaseVaultCrypto
 internal import Foundation

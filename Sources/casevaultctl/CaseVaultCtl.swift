@@ -1,8 +1,7 @@
 // casevaultctl: the operator's client for casevaultd.
 import ArgumentParser
+import CaseVaultConfiguration
 import CaseVaultCore
-import CaseVaultDaemon
-import CaseVaultServer
 import Foundation
 
 @main

@@ -1,5 +1,6 @@
 // casevaultd: a thin shim over CaseVaultDaemon.
 import ArgumentParser
+import CaseVaultConfiguration
 import CaseVaultCore
 import CaseVaultDaemon
 import Foundation

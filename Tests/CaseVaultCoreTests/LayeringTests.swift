@@ -2,7 +2,8 @@ import Foundation
 import Testing
 
 /// The import graph of `Sources/`, read from the files: layers point one way (crypto ← core ← files ←
-/// store and audit, side by side ← server ← daemon ← executables), libsodium is called from the crypto
+/// store and audit, side by side ← configuration ← server ← daemon ← executables; the client beside the
+/// server, on the wire they share), libsodium is called from the crypto
 /// target alone, and SQLite is reached from the store alone.
 @Suite("The layers of Sources/")
 struct LayeringTests {
@@ -16,20 +17,26 @@ struct LayeringTests {
         "CaseVaultFiles": ["CaseVaultCore", "CCaseVaultShims"],
         "CaseVaultStore": ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CCaseVaultShims", "GRDB"],
         "CaseVaultAudit": ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles"],
-        "CaseVaultServer": [
+        "CaseVaultConfiguration": [
             "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit", "CCaseVaultShims",
         ],
-        "CaseVaultDaemon": [
-            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit", "CaseVaultServer",
-            "CCaseVaultShims",
+        "CaseVaultWire": ["CaseVaultCrypto"],
+        "CaseVaultServer": [
+            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit",
+            "CaseVaultConfiguration", "CaseVaultWire", "CCaseVaultShims",
         ],
-        "casevaultd": ["CaseVaultCore", "CaseVaultDaemon"],
-        // The CLI still reaches the server's locked buffers and configuration; a client library is to
-        // replace that.
+        "CaseVaultDaemon": [
+            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit",
+            "CaseVaultConfiguration", "CaseVaultServer", "CCaseVaultShims",
+        ],
+        "casevaultd": ["CaseVaultCore", "CaseVaultConfiguration", "CaseVaultDaemon"],
+        // The client sits beside the server, on the wire they share, and sees nothing of the vault's insides.
+        "CaseVaultClient": ["CaseVaultCrypto", "CaseVaultWire", "CCaseVaultShims"],
+        // The CLI: the client, and for its offline commands the configuration and the layers they read;
+        // never the server or the daemon.
         "casevaultctl": [
-            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit", "CaseVaultServer",
-            "CaseVaultDaemon",
-            "CCaseVaultShims",
+            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit",
+            "CaseVaultConfiguration", "CaseVaultClient",
         ],
     ]
 

@@ -1,3 +1,4 @@
+import CaseVaultConfiguration
 import CaseVaultCore
 import CaseVaultDaemon
 import Foundation

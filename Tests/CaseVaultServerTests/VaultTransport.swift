@@ -1,4 +1,5 @@
 import CaseVaultAudit
+import CaseVaultConfiguration
 import CaseVaultDaemon
 import CaseVaultServer
 import CaseVaultStore

@@ -1,4 +1,6 @@
 internal import CCaseVaultShims
+internal import CaseVaultConfiguration
+internal import CaseVaultCore
 internal import NIOCore
 internal import Synchronization
 
@@ -129,5 +131,12 @@ final class ConnectionIdentities: Sendable {
         }
         if let known { return known }
         return try await PeerIdentity.read(from: channel)
+    }
+}
+
+extension RoleMap {
+    /// The roles of the peer the kernel named.
+    func roles(for peer: PeerIdentity) -> Set<Role> {
+        self.roles(uid: peer.uid, gid: peer.gid, groups: peer.groups)
     }
 }

@@ -1,3 +1,4 @@
+internal import CaseVaultConfiguration
 internal import CaseVaultCore
 internal import Foundation
 internal import Hummingbird

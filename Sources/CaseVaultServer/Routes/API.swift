@@ -1,4 +1,5 @@
 internal import CaseVaultAudit
+internal import CaseVaultConfiguration
 internal import CaseVaultCore
 internal import CaseVaultStore
 public import Hummingbird

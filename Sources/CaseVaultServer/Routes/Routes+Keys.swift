@@ -2,6 +2,7 @@ internal import CaseVaultAudit
 internal import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultStore
+internal import CaseVaultWire
 internal import Foundation
 internal import Hummingbird
 @_spi(CustomByteBufferAllocator) internal import NIOCore

@@ -1,8 +1,8 @@
 import ArgumentParser
 import CaseVaultAudit
+import CaseVaultConfiguration
 import CaseVaultCore
 import CaseVaultCrypto
-import CaseVaultDaemon
 import CaseVaultFiles
 import CaseVaultStore
 import Foundation

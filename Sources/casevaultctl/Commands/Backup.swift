@@ -1,7 +1,7 @@
 import ArgumentParser
+import CaseVaultConfiguration
 import CaseVaultCore
 import CaseVaultCrypto
-import CaseVaultDaemon
 import CaseVaultFiles
 import CaseVaultStore
 import Foundation

@@ -1,5 +1,5 @@
 import ArgumentParser
-import CaseVaultDaemon
+import CaseVaultConfiguration
 import Foundation
 
 extension CaseVaultCtl {
@@ -18,10 +18,10 @@ extension CaseVaultCtl {
         @Flag(help: "Print one JSON document instead of a table.") var json = false
 
         func run() throws {
-            let checks: [CaseVaultDaemon.Doctor.Check]
+            let checks: [CaseVaultConfiguration.Doctor.Check]
             do {
                 let configuration = try DaemonConfiguration.load(path: self.config)
-                checks = try CaseVaultDaemon.Doctor.checks(
+                checks = try CaseVaultConfiguration.Doctor.checks(
                     configuration,
                     base: URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true))
             } catch {

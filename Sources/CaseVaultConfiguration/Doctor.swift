@@ -2,7 +2,6 @@ internal import CCaseVaultShims
 internal import CaseVaultAudit
 public import CaseVaultCore
 internal import CaseVaultFiles
-internal import CaseVaultServer
 internal import CaseVaultStore
 public import Foundation
 

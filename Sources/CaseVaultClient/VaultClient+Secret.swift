@@ -1,16 +1,16 @@
 internal import CCaseVaultShims
-internal import CaseVaultCrypto
-internal import CaseVaultServer
+public import CaseVaultCrypto
+internal import CaseVaultWire
 internal import Foundation
 internal import NIOCore
-internal import NIOHTTP1
+public import NIOHTTP1
 internal import NIOPosix
 
 #if canImport(Glibc)
 internal import Glibc
 #endif
 
-extension DaemonClient {
+extension VaultClient {
     /// Sends a request that carries a secret (a passphrase, a recovery share) only to the daemon: on a
     /// connection of its own, after the kernel has said who holds the other end (SO_PEERCRED), and on that
     /// same connection, so that nothing can change hands between the check and the send.
@@ -23,7 +23,9 @@ extension DaemonClient {
     ///
     /// The body (`Secret.body`, in locked memory) is copied into a NIO buffer that is in locked memory too
     /// (`ByteBufferAllocator.locked`), zeroed when NIO frees it.
-    func requestSecret(_ method: HTTPMethod, _ path: String, body: SecureBytes) async throws(CLIError) -> Reply {
+    public func requestSecret(_ method: HTTPMethod, _ path: String, body: SecureBytes) async throws(VaultClientError)
+        -> Reply
+    {
         let trusted = try self.trustedServerUIDs()
         let channel: NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>
         do {
@@ -36,7 +38,8 @@ extension DaemonClient {
                     }
                 }
         } catch {
-            throw CLIError.unreachable("cannot reach casevaultd on \(self.socketPath): is it running? (\(error))")
+            throw VaultClientError.unreachable(
+                "cannot reach casevaultd on \(self.socketPath): is it running? (\(error))")
         }
         let server: UInt32
         do {
@@ -47,12 +50,12 @@ extension DaemonClient {
             server = credentials.uid
         } catch {
             try? await channel.channel.close()
-            throw CLIError.unreachable(
+            throw VaultClientError.unreachable(
                 "cannot tell who holds the other end of \(self.socketPath), so the secret was not sent")
         }
         guard trusted.contains(server) else {
             try? await channel.channel.close()
-            throw CLIError.unreachable(
+            throw VaultClientError.unreachable(
                 "the socket \(self.socketPath) is held by uid \(server), not by root or the service user "
                     + "(uid \(trusted.filter { $0 != 0 }.first ?? 0), the owner of its directory), so the secret was not sent"
             )
@@ -86,25 +89,25 @@ extension DaemonClient {
                 throw PeerUnknown()
             }
         } catch {
-            throw CLIError.unreachable("casevaultd on \(self.socketPath) did not answer (\(error))")
+            throw VaultClientError.unreachable("casevaultd on \(self.socketPath) did not answer (\(error))")
         }
     }
 
     /// Who may hold the other end of the socket: root, and the owner of the socket's directory when no one
     /// else may write that directory, nor any directory above it (but for sticky ones such as /tmp, where
     /// nobody may replace another's entry), and no symbolic link leads there.
-    func trustedServerUIDs() throws(CLIError) -> Set<UInt32> {
+    func trustedServerUIDs() throws(VaultClientError) -> Set<UInt32> {
         let absolute =
             self.socketPath.hasPrefix("/")
             ? self.socketPath : FileManager.default.currentDirectoryPath + "/" + self.socketPath
         let directory = (absolute as NSString).deletingLastPathComponent
         var info = stat()
         guard lstat(directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
-            throw CLIError.unreachable(
+            throw VaultClientError.unreachable(
                 "no directory for the socket \(self.socketPath) (or a symbolic link in its place)")
         }
         guard info.st_mode & (S_IWGRP | S_IWOTH) == 0 else {
-            throw CLIError.unreachable(
+            throw VaultClientError.unreachable(
                 "the socket's directory \(directory) may be written by its group or others, so anyone could have put "
                     + "a socket there; the secret was not sent (make the directory writable by its owner only)"
             )
@@ -114,11 +117,11 @@ extension DaemonClient {
         while true {
             var parent = stat()
             guard lstat(above, &parent) == 0, parent.st_mode & S_IFMT == S_IFDIR else {
-                throw CLIError.unreachable(
+                throw VaultClientError.unreachable(
                     "\(above), above the socket, is not a directory (or is a symbolic link); the secret was not sent")
             }
             if parent.st_mode & (S_IWGRP | S_IWOTH) != 0, parent.st_mode & S_ISVTX == 0 {
-                throw CLIError.unreachable(
+                throw VaultClientError.unreachable(
                     "\(above), above the socket's directory, may be written by its group or others, so anyone could have put "
                         + "another directory in its place; the secret was not sent"
                 )

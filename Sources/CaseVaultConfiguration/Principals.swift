@@ -1,5 +1,4 @@
 internal import CaseVaultCore
-internal import CaseVaultServer
 
 #if canImport(Glibc)
 internal import Glibc

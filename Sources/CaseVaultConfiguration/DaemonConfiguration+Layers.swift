@@ -1,7 +1,6 @@
 internal import CaseVaultAudit
 public import CaseVaultCore
 public import CaseVaultCrypto
-public import CaseVaultServer
 public import CaseVaultStore
 public import Foundation
 internal import TOMLKit

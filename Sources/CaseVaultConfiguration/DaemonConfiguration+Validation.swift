@@ -1,7 +1,6 @@
 internal import CaseVaultAudit
 internal import CaseVaultCore
 internal import CaseVaultCrypto
-internal import CaseVaultServer
 internal import CaseVaultStore
 internal import Foundation
 internal import TOMLKit

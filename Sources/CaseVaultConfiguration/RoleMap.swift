@@ -12,12 +12,13 @@ public struct RoleMap: Sendable, Equatable {
         self.byGID = byGID
     }
 
-    public func roles(for peer: PeerIdentity) -> Set<Role> {
-        if peer.uid == 0 {
+    /// The roles of a peer the kernel names by `uid`, primary `gid` and supplementary `groups`.
+    public func roles(uid: UInt32, gid: UInt32, groups: [UInt32]) -> Set<Role> {
+        if uid == 0 {
             return self.byUID[0] ?? [.operator]
         }
-        var roles = self.byUID[peer.uid] ?? []
-        for gid in Set([peer.gid] + peer.groups) {
+        var roles = self.byUID[uid] ?? []
+        for gid in Set([gid] + groups) {
             roles.formUnion(self.byGID[gid] ?? [])
         }
         return roles

@@ -1,0 +1,148 @@
+internal import AsyncHTTPClient
+public import Foundation
+public import NIOCore
+internal import NIOFoundationCompat
+public import NIOHTTP1
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
+/// A client of `casevaultd` over its Unix socket, for `casevaultctl` and any other Swift program: each
+/// request through AsyncHTTPClient's `http+unix` URLs, and requests that carry a secret on a connection of
+/// their own whose peer the kernel has named (`requestSecret`).
+///
+/// The caller is whoever runs the program: the daemon asks the kernel who holds this end of the socket
+/// and grants the roles its configuration gives that user. Nothing the client sends names the caller.
+public struct VaultClient: Sendable {
+    /// The daemon's socket (`[server] socket` of its configuration).
+    public let socketPath: String
+
+    public init(socketPath: String) {
+        self.socketPath = socketPath
+    }
+
+    /// The daemon's answer, whatever its status: a problem (`application/problem+json`) when it is not 2xx.
+    public struct Reply: Sendable {
+        public var status: Int
+        public var body: Data
+
+        public init(status: Int, body: Data) {
+            self.status = status
+            self.body = body
+        }
+
+        /// The body as a JSON object; empty when it is not one.
+        public var json: [String: Any] {
+            (try? JSONSerialization.jsonObject(with: self.body)) as? [String: Any] ?? [:]
+        }
+
+        /// The problem's stable code (`record-not-found`, `forbidden`, …), for a problem reply.
+        public var problemCode: String? {
+            (self.json["type"] as? String).map { $0.replacingOccurrences(of: "urn:casevault:problem:", with: "") }
+        }
+
+        /// The problem's detail: what to change so that the request can succeed. Never content.
+        public var problemDetail: String? {
+            self.json["detail"] as? String
+        }
+    }
+
+    /// Sends `method path` and hands each piece of the body to `sink` as it arrives, so that a body of any
+    /// size passes in flat memory; returns the status, and the body only when it is not 200 (a problem).
+    /// Rethrows what `sink` throws; a failed transfer is `VaultClientError.transfer`.
+    public func stream(_ method: HTTPMethod, _ path: String, into sink: (ByteBuffer) throws -> Void) async throws
+        -> Reply
+    {
+        let url = try self.url(path)
+        var request = HTTPClientRequest(url: url.absoluteString)
+        request.method = method
+        let response: HTTPClientResponse
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: .seconds(24 * 3600))
+        } catch {
+            throw VaultClientError.transfer("the transfer failed: \(error)")
+        }
+        guard response.status == .ok else {
+            do {
+                let body = try await response.body.collect(upTo: 1 << 20)
+                return Reply(status: Int(response.status.code), body: Data(buffer: body))
+            } catch {
+                throw VaultClientError.transfer("the transfer failed: \(error)")
+            }
+        }
+        var pieces = response.body.makeAsyncIterator()
+        while true {
+            let piece: ByteBuffer?
+            do {
+                piece = try await pieces.next()
+            } catch {
+                throw VaultClientError.transfer("the transfer failed: \(error)")
+            }
+            guard let piece else { break }
+            try sink(piece)
+        }
+        return Reply(status: 200, body: Data())
+    }
+
+    /// The `http+unix` URL of `path`. AsyncHTTPClient retries a failed connect until the request's
+    /// deadline; a missing or forbidden socket is told at once instead.
+    private func url(_ path: String) throws(VaultClientError) -> URL {
+        var info = stat()
+        guard stat(self.socketPath, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK else {
+            throw .unreachable("no casevaultd socket at \(self.socketPath): is the daemon running?")
+        }
+        guard access(self.socketPath, W_OK) == 0 else {
+            throw .unreachable("this user may not open \(self.socketPath); it must be in the socket's group")
+        }
+        guard let url = URL(httpURLWithSocketPath: self.socketPath, uri: path) else {
+            throw .unreachable("the socket path \(self.socketPath) cannot be used in a URL")
+        }
+        return url
+    }
+
+    public func get(_ path: String) async throws(VaultClientError) -> Reply {
+        try await self.request(.GET, path)
+    }
+
+    /// Sends `method path`, with `json` as the body when given; the reply whatever its status.
+    public func request(_ method: HTTPMethod, _ path: String, json: [String: Any]? = nil)
+        async throws(VaultClientError) -> Reply
+    {
+        let url = try self.url(path)
+        do {
+            var request = HTTPClientRequest(url: url.absoluteString)
+            request.method = method
+            if let json {
+                let body = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
+                request.headers.add(name: "Content-Type", value: "application/json")
+                request.body = .bytes(ByteBuffer(bytes: body))
+            }
+            // A sweep of a large vault runs for a while: the deadline is generous.
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(3600))
+            let body = try await response.body.collect(upTo: 16 << 20)
+            return Reply(status: Int(response.status.code), body: Data(buffer: body))
+        } catch {
+            throw .unreachable(
+                "cannot reach casevaultd on \(self.socketPath): is it running, and may this user open the socket? (\(error))"
+            )
+        }
+    }
+}
+
+/// Why a request got no answer. An answer that is a problem is not an error here: it is a `Reply` whose
+/// status says so.
+public enum VaultClientError: Error, Sendable {
+    /// The socket could not be reached, or its holder could not be trusted with a secret; nothing was sent
+    /// (or, for an ordinary request, nothing came back).
+    case unreachable(String)
+    /// A transfer began and broke off.
+    case transfer(String)
+
+    /// What happened and what to check, for a person to read.
+    public var message: String {
+        switch self {
+        case .unreachable(let text), .transfer(let text): return text
+        }
+    }
+}
