@@ -56,11 +56,20 @@ let package = Package(
             dependencies: ["CaseVaultCore", "CCaseVaultShims"],
             swiftSettings: swiftSettings
         ),
-        // Layer 4: the sealing barrier, key slots, segments of sealed content, the SQLite index, shredding,
+        // Layer 4: the sealing layer: every key the vault holds is derived, wrapped, unwrapped and used here
+        // (the barrier; the root key's sources; data, attachment and backup stream keys; the certificate and
+        // audit signing keys). The layers above hold keys only as values whose bytes they cannot read.
+        .target(
+            name: "CaseVaultSealing",
+            dependencies: ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles"],
+            swiftSettings: swiftSettings
+        ),
+        // Layer 5: the store over the sealing layer: key slots, segments of sealed content, the SQLite index, shredding,
         // recovery.
         .target(
             name: "CaseVaultStore",
             dependencies: [
+                "CaseVaultSealing",
                 "CaseVaultCrypto",
                 "CaseVaultCore",
                 "CaseVaultFiles",
@@ -70,7 +79,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // Layer 4, beside the store: the hash-chained audit log, its signed checkpoints and its verifier.
+        // Layer 5, beside the store: the hash-chained audit log, its signed checkpoints and its verifier.
         .target(
             name: "CaseVaultAudit",
             dependencies: ["CaseVaultFiles", "CaseVaultCore", "CaseVaultCrypto"],
@@ -79,7 +88,7 @@ let package = Package(
         // C declarations Swift's Glibc module lacks (prctl and ioctl are variadic; ucred needs _GNU_SOURCE;
         // sd_notify's abstract socket addresses).
         .target(name: "CCaseVaultShims"),
-        // Layer 5: the configuration file and the deployment it describes: every setting with its default and
+        // Layer 6: the configuration file and the deployment it describes: every setting with its default and
         // limits, the values each layer above is built from (the server's among them), principals resolved
         // to ids, and doctor's checks of keys, directories, swap and core dumps.
         .target(
@@ -102,7 +111,7 @@ let package = Package(
             dependencies: ["CaseVaultCrypto", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
-        // Layer 6: HTTP/1.1 + JSON on the Unix socket: peer credentials, roles, routes, problem+json.
+        // Layer 7: HTTP/1.1 + JSON on the Unix socket: peer credentials, roles, routes, problem+json.
         .target(
             name: "CaseVaultServer",
             dependencies: [
@@ -124,7 +133,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // Layer 7: the daemon as a library (key hygiene, systemd, lifecycle), and its thin executable.
+        // Layer 8: the daemon as a library (key hygiene, systemd, lifecycle), and its thin executable.
         .target(
             name: "CaseVaultDaemon",
             dependencies: [
@@ -234,6 +243,7 @@ let package = Package(
         .target(
             name: "CaseVaultFuzz",
             dependencies: [
+                "CaseVaultSealing",
                 "CaseVaultDaemon",
                 "CaseVaultConfiguration",
                 "CaseVaultServer",

@@ -1,6 +1,7 @@
 internal import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
+internal import CaseVaultSealing
 internal import CaseVaultStore
 internal import Foundation
 internal import Logging
@@ -48,7 +49,7 @@ final class FuzzEnvironment: Sendable {
     /// The store's barrier over the test root key: slots, blobs, the ledger's MACs, the audit and
     /// certificate keys.
     let barrier: Barrier
-    let dataKey: SecureBytes
+    let dataKey: DataKey
     let certificatePublicKey: [UInt8]
     let auditSigner: AuditSigner
     /// Drops everything: a restore that succeeds logs, and nothing a target does is printed.
@@ -58,11 +59,11 @@ final class FuzzEnvironment: Sendable {
         let directory = Self.makePrivateDirectory()
         self.directory = directory
         do {
-            self.barrier = try Barrier(rootKey: Self.secure(Self.rootKeyBytes))
+            self.barrier = try Barrier(rootKey: RootKey(secret: Self.secure(Self.rootKeyBytes)))
         } catch {
             fatalError("casevault-fuzz: the barrier could not be made from the test root key")
         }
-        self.dataKey = Self.secure(Self.dataKeyBytes)
+        self.dataKey = DataKey(secret: Self.secure(Self.dataKeyBytes))
         self.certificatePublicKey = self.barrier.certificatePublicKey
         self.auditSigner = self.barrier.auditSigner
         self.logger = Logger(label: "casevault.fuzz", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -77,7 +78,8 @@ final class FuzzEnvironment: Sendable {
         Self.replace(directory + "/keys/root.key", with: Self.rootKeyBytes)
         do {
             try BackupKeyFile(path: directory + "/keys/backup.keys").add(
-                id: Self.backupID, createdAt: Self.backupCreatedAt, key: Self.secure(Self.backupKeyBytes),
+                id: Self.backupID, createdAt: Self.backupCreatedAt,
+                key: BackupKey(secret: Self.secure(Self.backupKeyBytes)),
                 barrier: self.barrier
             )
         } catch {

@@ -1,4 +1,5 @@
 internal import CaseVaultCore
+internal import CaseVaultSealing
 internal import CaseVaultStore
 internal import Foundation
 

@@ -1,6 +1,7 @@
 public import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
+internal import CaseVaultSealing
 internal import Foundation
 internal import GRDB
 internal import Logging
@@ -75,21 +76,16 @@ extension RecordStore {
         try self.refreshShredLedgerCopy()
         let now = self.now()
         let destroyed = try self.destroyExpiredBackupKeys(keys, retentionDays: retentionDays)
-        let key = SecureBytes.random(count: AEAD.keyByteCount)
+        let key = self.barrier.newBackupKey()
         try keys.add(id: idBytes, createdAt: now, key: key, barrier: self.barrier)
         let header =
             BackupFormat.magic + idBytes + UInt64(now).bigEndianBytes
             + self.barrier.rootKeyCheck.bigEndianBytes
-        let stream: SecretStream.Encryptor
-        do {
-            stream = try SecretStream.Encryptor(key: key)
-        } catch {
-            throw CaseVaultError(.keyUnavailable, "the backup stream could not be started", cause: error)
-        }
+        let stream = try BackupSealer(key: key)
         try write(header + stream.header)
         var first = true
         func push(_ item: BackupFormat.Item, _ body: [UInt8], final: Bool = false) throws(CaseVaultError) {
-            let sealed = stream.push([item.rawValue] + body, associatedData: first ? header : [], isFinal: final)
+            let sealed = stream.seal([item.rawValue] + body, associatedData: first ? header : [], isFinal: final)
             first = false
             try write(UInt32(sealed.count).bigEndianBytes + sealed)
         }

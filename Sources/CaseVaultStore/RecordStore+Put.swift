@@ -1,6 +1,7 @@
 public import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
+internal import CaseVaultSealing
 internal import Foundation
 internal import GRDB
 internal import Logging
@@ -28,11 +29,11 @@ extension RecordStore {
 
     final class PendingPut {
         let metadata: RecordMetadata
-        let dataKey: SecureBytes
+        let dataKey: DataKey
         let sealed: [UInt8]
         let effects: CommitEffects
 
-        init(metadata: RecordMetadata, dataKey: SecureBytes, sealed: [UInt8], effects: CommitEffects) {
+        init(metadata: RecordMetadata, dataKey: DataKey, sealed: [UInt8], effects: CommitEffects) {
             self.metadata = metadata
             self.dataKey = dataKey
             self.sealed = sealed

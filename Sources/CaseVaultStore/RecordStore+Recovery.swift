@@ -1,4 +1,5 @@
 internal import CaseVaultCore
+internal import CaseVaultSealing
 internal import GRDB
 internal import Logging
 internal import Synchronization

@@ -1,6 +1,7 @@
 public import CaseVaultCore
 public import CaseVaultCrypto
 internal import CaseVaultFiles
+internal import CaseVaultSealing
 internal import Foundation
 internal import GRDB
 public import Logging
@@ -85,9 +86,9 @@ extension RecordStore {
                 "the key of backup \(Hex.encode(idBytes)) is not in \(keys.path): it was destroyed by the backup retention, so this backup can no longer be read"
             )
         }
-        let stream: SecretStream.Decryptor
+        let stream: BackupOpener
         do {
-            stream = try SecretStream.Decryptor(key: key, header: try exactly(SecretStream.headerByteCount))
+            stream = try BackupOpener(key: key, header: try exactly(BackupOpener.headerByteCount))
         } catch let error as CaseVaultError {
             throw error
         } catch {
@@ -118,7 +119,7 @@ extension RecordStore {
                 let sealed = try exactly(length)
                 let message: [UInt8]
                 do {
-                    message = try stream.pull(sealed, associatedData: first ? header : [])
+                    message = try stream.open(sealed, associatedData: first ? header : [])
                 } catch {
                     throw Self.damagedBackup("a part of it does not authenticate")
                 }
@@ -219,7 +220,7 @@ extension RecordStore {
 
     /// The root key from `configuration`'s source, never created: a restore needs the vault's own key.
     static func rootKey(_ configuration: StoreConfiguration, passphrase: SecureBytes?) throws(CaseVaultError)
-        -> SecureBytes
+        -> RootKey
     {
         switch configuration.keySource {
         case .file:

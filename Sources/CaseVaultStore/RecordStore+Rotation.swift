@@ -1,4 +1,5 @@
 public import CaseVaultCore
+internal import CaseVaultSealing
 internal import GRDB
 
 /// What a rotation call did (DESIGN §4: rotation opens a new epoch and rewraps slots; an epoch is retired
@@ -138,8 +139,8 @@ extension RecordStore {
         for (id, slot) in slots where stillLive.contains(slot) {
             let bytes = try self.slots.read(slot)
             guard KeySlot.epoch(of: bytes[...]) != target else { continue }
-            let dataKey = try self.barrier.unwrap(slotBytes: bytes, recordID: id, slot: slot)
-            try self.slots.write(slot, try self.barrier.wrap(dataKey: dataKey, recordID: id, slot: slot, epoch: target))
+            try self.slots.write(
+                slot, try self.barrier.rewrap(slotBytes: bytes, recordID: id, slot: slot, epoch: target))
             self.observe(.rotateAfterSlotWrite)
             count += 1
         }

@@ -53,7 +53,8 @@ extension RecordStore {
             // Facts that do not open (altered, or another vault's) are derived data: taken again.
             var taken: SealedFacts?
             if let stored = kept[id], stored.newest == now.newest, stored.count == now.count,
-                let opened = self.barrier.openStatisticsFacts([UInt8](stored.sealed), caseID: caseID)
+                let opened = self.barrier.openStatisticsFacts(
+                    [UInt8](stored.sealed), caseID: caseID, as: SealedFacts.self)
             {
                 taken = opened
             } else if now.count > 0 {

@@ -1,6 +1,7 @@
 public import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
+internal import CaseVaultSealing
 internal import Foundation
 internal import GRDB
 public import Logging
@@ -49,7 +50,7 @@ public final class RecordStore: Sendable {
     /// Opens (creating on first use) the store in `configuration.dataDirectory`, then finishes any shred a
     /// crash interrupted and scrubs what uncommitted puts left in key slots and segments.
     public static func open(_ configuration: StoreConfiguration, logger: Logger) throws(CaseVaultError) -> RecordStore {
-        let rootKey: SecureBytes
+        let rootKey: RootKey
         switch configuration.keySource {
         case .file:
             let directory = try DataDirectory.prepare(path: configuration.dataDirectory.path)
@@ -73,7 +74,7 @@ public final class RecordStore: Sendable {
     /// Opens the store with `rootKey` (from whichever source). Refuses a key that is not the one the data
     /// directory was made with (a keyed check value in the index), so that another vault's key or shares
     /// are told apart from damage.
-    static func open(_ configuration: StoreConfiguration, rootKey: SecureBytes, logger: Logger) throws(CaseVaultError)
+    static func open(_ configuration: StoreConfiguration, rootKey: RootKey, logger: Logger) throws(CaseVaultError)
         -> RecordStore
     {
         let directory = try DataDirectory.prepare(path: configuration.dataDirectory.path)

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// The import graph of `Sources/`, read from the files: layers point one way (crypto ← core ← files ←
-/// store and audit, side by side ← configuration ← server ← daemon ← executables; the client beside the
+/// sealing ← store and audit, side by side ← configuration ← server ← daemon ← executables; the client beside the
 /// server, on the wire they share), libsodium is called from the crypto
 /// target alone, and SQLite is reached from the store alone.
 @Suite("The layers of Sources/")
@@ -15,18 +15,24 @@ struct LayeringTests {
         "CaseVaultCrypto": ["CSodium"],
         "CaseVaultCore": ["CaseVaultCrypto"],
         "CaseVaultFiles": ["CaseVaultCore", "CCaseVaultShims"],
-        "CaseVaultStore": ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CCaseVaultShims", "GRDB"],
+        "CaseVaultSealing": ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles"],
+        "CaseVaultStore": [
+            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultSealing", "CCaseVaultShims", "GRDB",
+        ],
         "CaseVaultAudit": ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles"],
         "CaseVaultConfiguration": [
-            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit", "CCaseVaultShims",
+            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultSealing", "CaseVaultStore",
+            "CaseVaultAudit", "CCaseVaultShims",
         ],
         "CaseVaultWire": ["CaseVaultCrypto"],
         "CaseVaultServer": [
-            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit",
+            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultSealing", "CaseVaultStore",
+            "CaseVaultAudit",
             "CaseVaultConfiguration", "CaseVaultWire", "CCaseVaultShims",
         ],
         "CaseVaultDaemon": [
-            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit",
+            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultSealing", "CaseVaultStore",
+            "CaseVaultAudit",
             "CaseVaultConfiguration", "CaseVaultServer", "CCaseVaultShims",
         ],
         "casevaultd": ["CaseVaultCore", "CaseVaultConfiguration", "CaseVaultDaemon"],
@@ -104,5 +110,39 @@ struct LayeringTests {
                 #expect(file.hasPrefix("CaseVaultStore/") || file.hasPrefix("casevault-bench/"), "\(file) imports GRDB")
             }
         }
+    }
+
+    /// The calls that take a secret key: encryption and decryption, key derivation, signing (not verifying),
+    /// passphrase hashing, splitting and combining the root key, keyed hashes.
+    static let keyUses = [
+        "AEAD.", "SecretStream.", "KeyDerivation.", "SigningKey(", "PasswordHash.deriveKey", "SecretSharing.split",
+        "SecretSharing.combine", "blake2b(",
+    ]
+
+    @Test("every key is used in the sealing layer: no layer above it encrypts, decrypts, derives or signs")
+    func keysStayInTheSealingLayer() throws {
+        let manager = FileManager.default
+        let files = try #require(manager.enumerator(atPath: Self.sources.path)).compactMap { $0 as? String }.filter {
+            $0.hasSuffix(".swift")
+        }
+        var found: [String] = []
+        for file in files {
+            let module = String(file.prefix { $0 != "/" })
+            guard module != "CaseVaultCrypto", module != "CaseVaultSealing", !Self.tools.contains(module) else {
+                continue
+            }
+            let text = try String(contentsOf: Self.sources.appendingPathComponent(file), encoding: .utf8)
+            for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let code = line.trimmingCharacters(in: .whitespaces)
+                guard !code.hasPrefix("//") else { continue }
+                for use in Self.keyUses where code.contains(use) {
+                    // An unkeyed BLAKE2b (a checksum) takes no key.
+                    if use == "blake2b(", !code.contains("key:") { continue }
+                    found.append("\(file):\(number + 1): \(use)")
+                }
+            }
+        }
+        #expect(found.isEmpty, "keys used outside the sealing layer: \(found)")
+        #expect(files.contains { $0.hasPrefix("CaseVaultSealing/") })
     }
 }

@@ -1,6 +1,7 @@
 public import CaseVaultCore
 public import CaseVaultCrypto
 public import CaseVaultFiles
+internal import CaseVaultSealing
 internal import Foundation
 internal import GRDB
 

@@ -1,6 +1,7 @@
 package import CaseVaultCore
-package import CaseVaultCrypto
+internal import CaseVaultCrypto
 internal import CaseVaultFiles
+package import CaseVaultSealing
 
 #if canImport(Glibc)
 internal import Glibc
@@ -59,7 +60,7 @@ public struct BackupKeyFile: Sendable {
 
     /// Seals `key` for backup `id` into a free slot and flushes. (Package-visible: the fuzz targets make
     /// their test key file with it.)
-    package func add(id: [UInt8], createdAt: Int64, key: SecureBytes, barrier: Barrier) throws(CaseVaultError) {
+    package func add(id: [UInt8], createdAt: Int64, key: BackupKey, barrier: Barrier) throws(CaseVaultError) {
         let directory = DataDirectory.parent(of: self.path)
         if !directory.isEmpty { try DataDirectory.makeDirectory(directory, createParents: true) }
         let existed = DataDirectory.exists(self.path)
@@ -85,7 +86,7 @@ public struct BackupKeyFile: Sendable {
     }
 
     /// The key of backup `id`, or `nil` when there is none (destroyed, or another vault's backup).
-    func key(id: [UInt8], barrier: Barrier) throws(CaseVaultError) -> SecureBytes? {
+    func key(id: [UInt8], barrier: Barrier) throws(CaseVaultError) -> BackupKey? {
         guard let entry = try self.entries().first(where: { $0.id == id }) else { return nil }
         return try barrier.openBackupKey(entry.sealed, id: id, created: entry.created)
     }

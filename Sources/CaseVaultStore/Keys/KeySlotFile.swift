@@ -1,6 +1,7 @@
 internal import CCaseVaultShims
 internal import CaseVaultCore
 internal import CaseVaultFiles
+internal import CaseVaultSealing
 internal import Synchronization
 
 #if canImport(Glibc)

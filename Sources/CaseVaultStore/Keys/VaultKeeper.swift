@@ -1,6 +1,7 @@
 public import CaseVaultCore
 public import CaseVaultCrypto
 internal import CaseVaultFiles
+internal import CaseVaultSealing
 internal import Foundation
 public import Logging
 internal import Synchronization
@@ -140,17 +141,7 @@ public final class VaultKeeper: Sendable {
             throw CaseVaultError(.alreadyInitialised, "the vault is already initialised and unsealed")
         }
         let root = try WrappedRootKey.create(path: path, passphrase: passphrase, limits: limits)
-        var encoded: [SecureBytes] = []
-        if shares > 0 {
-            do {
-                encoded = try SecretSharing.split(root, count: shares, threshold: threshold).map {
-                    share throws(SecretSharing.Failure) in
-                    try share.encoded()
-                }
-            } catch {
-                throw CaseVaultError(.keyUnavailable, "the recovery shares could not be made: \(error)")
-            }
-        }
+        let encoded = shares > 0 ? try root.recoveryShares(count: shares, threshold: threshold) : []
         let store: RecordStore
         do {
             store = try RecordStore.open(self.configuration, rootKey: root, logger: self.logger)
@@ -172,7 +163,7 @@ public final class VaultKeeper: Sendable {
         try self.beginAttempt()
         defer { self.endAttempt() }
         if let store = self.state.withLock({ $0.store }) { return store }
-        let root: SecureBytes
+        let root: RootKey
         do {
             root = try WrappedRootKey.open(path: path, passphrase: passphrase)
         } catch {
@@ -212,9 +203,9 @@ public final class VaultKeeper: Sendable {
         case .success(.complete(let shares)):
             collected = shares
         }
-        let root: SecureBytes
+        let root: RootKey
         do {
-            root = try SecretSharing.combine(collected)
+            root = try RootKey.combining(collected)
         } catch .lockedMemoryUnavailable {
             // Not the shares' fault: they are kept, and the attempt is not counted as refused.
             self.state.withLock { $0.gate.keep(collected) }
@@ -263,7 +254,7 @@ public final class VaultKeeper: Sendable {
 
     // MARK: Helpers
 
-    private func open(_ root: SecureBytes) throws(CaseVaultError) -> RecordStore {
+    private func open(_ root: RootKey) throws(CaseVaultError) -> RecordStore {
         let store: RecordStore
         do {
             store = try RecordStore.open(self.configuration, rootKey: root, logger: self.logger)

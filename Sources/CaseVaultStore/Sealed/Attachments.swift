@@ -1,6 +1,7 @@
 public import CaseVaultCore
-package import CaseVaultCrypto
+internal import CaseVaultCrypto
 internal import CaseVaultFiles
+package import CaseVaultSealing
 internal import GRDB
 internal import Logging
 
@@ -8,40 +9,14 @@ internal import Logging
 internal import Glibc
 #endif
 
-/// Attachments (a signed PDF scan): one per record, streamed in and out in chunks through libsodium's
-/// secretstream, so memory stays at one chunk whatever the size.
-///
-/// File `attachments/<record id>`: magic `CVATT001`, the 24-byte stream header, a 256-byte sealed message
-/// holding the media type, then 64 KiB chunks, the last one tagged final. The stream key is derived from
-/// the record's data key (crypto_kdf, context `cvattach`), so shredding the record's key slot erases the
-/// attachment too; every chunk is bound to the record and its case by associated data. An upload is
-/// written to `<record id>.partial`, flushed, then linked into place (never replacing an existing one).
+/// Attachments (a signed PDF scan): one per record, streamed in and out in chunks, so memory stays at one
+/// chunk whatever the size. The sealing layer seals and opens them (`AttachmentSealer`, `AttachmentOpener`,
+/// whose `AttachmentFormat` says what the file holds); here they are written, linked and read. An upload
+/// is written to `<record id>.partial`, flushed, then linked into place (never replacing an existing one).
 ///
 /// A shred wins over an upload: it removes the partial file with the attachment, the upload notices at its
 /// next chunk (the file it writes has no name left) and fails, and the link into place is made as the
 /// store's writer, only while the record is live.
-enum AttachmentFormat {
-    static let magic = Array("CVATT001".utf8)
-    static let chunkBytes = 64 << 10
-    static let mediaTypeBytes = 256
-    static var sealedChunkBytes: Int { Self.chunkBytes + SecretStream.chunkOverhead }
-    static var firstChunkOffset: Int64 {
-        Int64(Self.magic.count + SecretStream.headerByteCount + Self.mediaTypeBytes + SecretStream.chunkOverhead)
-    }
-
-    static func associatedData(_ record: RecordMetadata) -> [UInt8] {
-        Array("casevault-attachment-v1".utf8) + Array(record.id.rawValue.utf8) + Array(record.caseID.rawValue.utf8)
-    }
-
-    /// The plaintext size of a file of `fileSize` bytes.
-    static func plaintextSize(fileSize: Int64) -> Int64? {
-        let rest = fileSize - Self.firstChunkOffset
-        guard rest >= Int64(SecretStream.chunkOverhead) else { return nil }
-        let chunks = (rest + Int64(Self.sealedChunkBytes) - 1) / Int64(Self.sealedChunkBytes)
-        return rest - chunks * Int64(SecretStream.chunkOverhead)
-    }
-}
-
 /// An attachment being uploaded. Used by one task at a time; `finish()` makes it visible, anything else
 /// (an error, a dropped connection) leaves nothing behind.
 public final class AttachmentUpload: @unchecked Sendable {
@@ -50,15 +25,14 @@ public final class AttachmentUpload: @unchecked Sendable {
     private let partialPath: String
     private let finalPath: String
     private let directory: String
-    private let encryptor: SecretStream.Encryptor
-    private let associatedData: [UInt8]
+    private let sealer: AttachmentSealer
     private let maxBytes: Int64
     private var pending: [UInt8] = []
     private var offset: Int64
     public private(set) var size: Int64 = 0
     private var done = false
 
-    init(record: RecordMetadata, dataKey: SecureBytes, mediaType: String, directory: String, maxBytes: Int64)
+    init(record: RecordMetadata, dataKey: DataKey, mediaType: String, directory: String, maxBytes: Int64)
         throws(CaseVaultError)
     {
         self.recordID = record.id
@@ -66,7 +40,6 @@ public final class AttachmentUpload: @unchecked Sendable {
         self.finalPath = directory + "/" + record.id.rawValue
         self.partialPath = self.finalPath + ".partial"
         self.maxBytes = maxBytes
-        self.associatedData = AttachmentFormat.associatedData(record)
         if DataDirectory.exists(self.finalPath) {
             throw Self.exists()
         }
@@ -77,17 +50,12 @@ public final class AttachmentUpload: @unchecked Sendable {
             throw Self.exists()
         }
         do {
-            let key = try KeyDerivation.deriveKey(from: dataKey, context: "cvattach", id: 1)
-            self.encryptor = try SecretStream.Encryptor(key: key)
+            self.sealer = try AttachmentSealer(record: record, dataKey: dataKey, mediaType: mediaType)
         } catch {
             unlink(self.partialPath)
-            throw CaseVaultError(.storageFailure, "the attachment key could not be derived", cause: error)
+            throw error
         }
-        var media = Array(mediaType.utf8.prefix(AttachmentFormat.mediaTypeBytes))
-        media += [UInt8](repeating: 0, count: AttachmentFormat.mediaTypeBytes - media.count)
-        let head =
-            AttachmentFormat.magic + self.encryptor.header
-            + self.encryptor.push(media, associatedData: self.associatedData, isFinal: false)
+        let head = self.sealer.head
         try self.file.write(head, at: 0)
         self.offset = Int64(head.count)
         self.pending.reserveCapacity(AttachmentFormat.chunkBytes)
@@ -122,7 +90,7 @@ public final class AttachmentUpload: @unchecked Sendable {
         guard try self.file.status().st_nlink > 0 else {
             throw RecordStore.shreddedError()
         }
-        let sealed = self.encryptor.push(self.pending, associatedData: self.associatedData, isFinal: isFinal)
+        let sealed = self.sealer.seal(self.pending, isFinal: isFinal)
         Memory.zero(&self.pending)
         self.pending.removeAll(keepingCapacity: true)
         try self.file.write(sealed, at: self.offset)
@@ -160,72 +128,44 @@ public final class AttachmentUpload: @unchecked Sendable {
 /// An attachment being read, chunk by chunk.
 public final class AttachmentDownload: @unchecked Sendable {
     private let file: PosixFile
-    private let decryptor: SecretStream.Decryptor
-    private let associatedData: [UInt8]
+    private let opener: AttachmentOpener
     private let fileSize: Int64
     private var offset: Int64
     /// The media type given when it was uploaded.
-    public let mediaType: String
+    public var mediaType: String { self.opener.mediaType }
     /// The attachment's size in bytes.
     public let size: Int64
 
     /// Opens the attachment file at `path` of `record` under its data key; `integrity-failure` for a file
     /// whose head does not authenticate. (Package-visible for the fuzz targets.)
-    package init(record: RecordMetadata, dataKey: SecureBytes, path: String) throws(CaseVaultError) {
+    package init(record: RecordMetadata, dataKey: DataKey, path: String) throws(CaseVaultError) {
         do {
             self.file = try PosixFile(path: path, flags: O_RDONLY)
         } catch {
             throw CaseVaultError(.notFound, "this record has no attachment")
         }
-        self.associatedData = AttachmentFormat.associatedData(record)
         self.fileSize = try self.file.size()
-        let head = try self.file.read(
-            count: AttachmentFormat.magic.count + SecretStream.headerByteCount + AttachmentFormat.mediaTypeBytes
-                + SecretStream.chunkOverhead,
-            at: 0
-        )
-        guard head.count == Int(AttachmentFormat.firstChunkOffset),
-            Array(head.prefix(AttachmentFormat.magic.count)) == AttachmentFormat.magic,
-            let size = AttachmentFormat.plaintextSize(fileSize: self.fileSize)
-        else {
-            throw Self.integrityFailure()
+        let head = try self.file.read(count: AttachmentFormat.headBytes, at: 0)
+        guard let size = AttachmentFormat.plaintextSize(fileSize: self.fileSize) else {
+            throw AttachmentFormat.integrityFailure()
         }
-        let headerEnd = AttachmentFormat.magic.count + SecretStream.headerByteCount
-        do {
-            let key = try KeyDerivation.deriveKey(from: dataKey, context: "cvattach", id: 1)
-            self.decryptor = try SecretStream.Decryptor(
-                key: key, header: Array(head[AttachmentFormat.magic.count..<headerEnd]))
-            let media = try self.decryptor.pull(Array(head[headerEnd...]), associatedData: self.associatedData)
-            self.mediaType = String(decoding: media.prefix { $0 != 0 }, as: UTF8.self)
-        } catch {
-            throw Self.integrityFailure()
-        }
+        self.opener = try AttachmentOpener(record: record, dataKey: dataKey, head: head)
         self.size = size
-        self.offset = AttachmentFormat.firstChunkOffset
-    }
-
-    static func integrityFailure() -> CaseVaultError {
-        CaseVaultError(
-            .integrityFailure,
-            "the attachment failed authentication: it was altered, truncated or moved from another record")
+        self.offset = Int64(AttachmentFormat.headBytes)
     }
 
     /// The next plaintext chunk; `nil` after the last. Throws `integrity-failure` for a chunk that does not
     /// authenticate and for a file that ends before its final chunk.
     public func next() throws(CaseVaultError) -> [UInt8]? {
-        if self.decryptor.isFinished {
-            guard self.offset == self.fileSize else { throw Self.integrityFailure() }
+        if self.opener.isFinished {
+            guard self.offset == self.fileSize else { throw AttachmentFormat.integrityFailure() }
             return nil
         }
         let count = Int(min(Int64(AttachmentFormat.sealedChunkBytes), self.fileSize - self.offset))
-        guard count >= SecretStream.chunkOverhead else { throw Self.integrityFailure() }
+        guard count >= AttachmentFormat.chunkOverhead else { throw AttachmentFormat.integrityFailure() }
         let sealed = try self.file.read(count: count, at: self.offset)
         self.offset += Int64(sealed.count)
-        do {
-            return try self.decryptor.pull(sealed, associatedData: self.associatedData)
-        } catch {
-            throw Self.integrityFailure()
-        }
+        return try self.opener.open(sealed)
     }
 }
 

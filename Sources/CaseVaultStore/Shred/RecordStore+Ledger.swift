@@ -1,5 +1,6 @@
 public import CaseVaultCore
 internal import CaseVaultFiles
+internal import CaseVaultSealing
 internal import GRDB
 internal import Logging
 

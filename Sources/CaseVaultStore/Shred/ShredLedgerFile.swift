@@ -1,6 +1,7 @@
 package import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
+package import CaseVaultSealing
 
 #if canImport(Glibc)
 internal import Glibc

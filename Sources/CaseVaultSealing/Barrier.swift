@@ -1,10 +1,11 @@
 package import CaseVaultCore
-package import CaseVaultCrypto
+internal import CaseVaultCrypto
 internal import Foundation
 internal import Synchronization
 
-/// The single point of encryption and decryption (after HashiCorp Vault's barrier): the only part of the
-/// store that holds keys or sees plaintext. Everything else moves ciphertext and opaque ids.
+/// The single point of encryption and decryption (after HashiCorp Vault's barrier): every key the vault
+/// holds is derived, wrapped, unwrapped and used here, in the sealing layer. The layers above hold keys
+/// only as opaque values (`RootKey`, `DataKey`, `BackupKey`) whose bytes they cannot read.
 ///
 /// Key hierarchy: root key → (crypto_kdf, one per epoch) key-encryption key → wraps one random data key per
 /// record → seals the record's content. Associated data binds each ciphertext to its place:
@@ -46,7 +47,8 @@ package final class Barrier: Sendable {
     /// crypto_kdf from the root key).
     private let ledgerKey: SecureBytes
 
-    package init(rootKey: SecureBytes) throws(CaseVaultError) {
+    package init(rootKey: RootKey) throws(CaseVaultError) {
+        let rootKey = rootKey.secret
         self.rootKey = rootKey
         do {
             let seed = try KeyDerivation.deriveKey(from: rootKey, context: Self.certificateContext, id: 1)
@@ -70,19 +72,19 @@ package final class Barrier: Sendable {
     /// The public half of the certificate key: what `casevaultctl certificate verify` checks against.
     package var certificatePublicKey: [UInt8] { self.certificateKey.publicKey }
 
-    func signCertificate(_ body: [UInt8]) -> [UInt8] {
+    package func signCertificate(_ body: [UInt8]) -> [UInt8] {
         self.certificateKey.signature(for: body)
     }
 
     /// A 63-bit value that tells which root key made a data directory (keyed BLAKE2b of a fixed label): it
     /// reveals nothing about the key.
-    var rootKeyCheck: Int64 {
+    package var rootKeyCheck: Int64 {
         let digest = Hash.blake2b(Array("casevault.root-key-check.v1".utf8), key: self.rootKey, length: 16)
         return Int64(bitPattern: UInt64(bigEndianBytes: digest.prefix(8)) >> 1) | 1
     }
 
     /// Zeroes the root key and every key derived from it (sealing). Later use fails to authenticate.
-    func wipe() {
+    package func wipe() {
         self.rootKey.wipe()
         self.holdKey.wipe()
         self.certificateKey.wipe()
@@ -110,21 +112,26 @@ package final class Barrier: Sendable {
     }
 
     /// The MAC of one line of the shred ledger's copy (`ShredLedgerFile`): 16 bytes of keyed BLAKE2b.
-    func shredLedgerMAC(_ line: [UInt8]) -> [UInt8] {
+    package func shredLedgerMAC(_ line: [UInt8]) -> [UInt8] {
         Hash.blake2b(line, key: self.ledgerKey, length: 16)
     }
 
     // MARK: Backup keys
 
-    func sealBackupKey(_ key: SecureBytes, id: [UInt8], created: [UInt8]) -> [UInt8] {
-        key.withUnsafeBytes { bytes in
+    /// A new random key for one backup's stream.
+    package func newBackupKey() -> BackupKey {
+        BackupKey.random()
+    }
+
+    package func sealBackupKey(_ key: BackupKey, id: [UInt8], created: [UInt8]) -> [UInt8] {
+        key.secret.withUnsafeBytes { bytes in
             AEAD.seal(
                 bytes, key: self.backupWrappingKey,
                 associatedData: Self.backupKeyAssociatedData(id: id, created: created))
         }
     }
 
-    func openBackupKey(_ sealed: [UInt8], id: [UInt8], created: [UInt8]) throws(CaseVaultError) -> SecureBytes {
+    package func openBackupKey(_ sealed: [UInt8], id: [UInt8], created: [UInt8]) throws(CaseVaultError) -> BackupKey {
         var key: [UInt8]
         do {
             key = try AEAD.open(
@@ -135,7 +142,7 @@ package final class Barrier: Sendable {
         }
         defer { Memory.zero(&key) }
         do {
-            return try SecureBytes(copying: key)
+            return BackupKey(secret: try SecureBytes(copying: key))
         } catch {
             throw CaseVaultError(.keyUnavailable, "secure memory for a backup key could not be allocated", cause: error)
         }
@@ -148,14 +155,14 @@ package final class Barrier: Sendable {
 
     // MARK: Statistical facts
 
-    func sealStatisticsFacts(_ facts: RecordStore.SealedFacts, caseID: CaseID) -> [UInt8] {
+    package func sealStatisticsFacts(_ facts: some Encodable, caseID: CaseID) -> [UInt8] {
         var plain = Array((try? JSONEncoder().encode(facts)) ?? Data("{}".utf8))
         defer { Memory.zero(&plain) }
         return AEAD.seal(plain, key: self.statisticsKey, associatedData: Self.statisticsAssociatedData(caseID))
     }
 
     /// The facts sealed for `caseID`, or `nil` when they do not authenticate.
-    func openStatisticsFacts(_ sealed: [UInt8], caseID: CaseID) -> RecordStore.SealedFacts? {
+    package func openStatisticsFacts<Facts: Decodable>(_ sealed: [UInt8], caseID: CaseID, as: Facts.Type) -> Facts? {
         guard
             var plain = try? AEAD.open(
                 sealed, key: self.statisticsKey, associatedData: Self.statisticsAssociatedData(caseID))
@@ -163,7 +170,7 @@ package final class Barrier: Sendable {
             return nil
         }
         defer { Memory.zero(&plain) }
-        return try? JSONDecoder().decode(RecordStore.SealedFacts.self, from: Data(plain))
+        return try? JSONDecoder().decode(Facts.self, from: Data(plain))
     }
 
     private static func statisticsAssociatedData(_ caseID: CaseID) -> [UInt8] {
@@ -172,11 +179,11 @@ package final class Barrier: Sendable {
 
     // MARK: Hold reasons
 
-    func sealHoldReason(_ reason: [UInt8], holdID: String, caseID: CaseID) -> [UInt8] {
+    package func sealHoldReason(_ reason: [UInt8], holdID: String, caseID: CaseID) -> [UInt8] {
         AEAD.seal(reason, key: self.holdKey, associatedData: Self.holdAssociatedData(holdID: holdID, caseID: caseID))
     }
 
-    func openHoldReason(_ sealed: [UInt8], holdID: String, caseID: CaseID) throws(CaseVaultError) -> [UInt8] {
+    package func openHoldReason(_ sealed: [UInt8], holdID: String, caseID: CaseID) throws(CaseVaultError) -> [UInt8] {
         do {
             return try AEAD.open(
                 sealed, key: self.holdKey, associatedData: Self.holdAssociatedData(holdID: holdID, caseID: caseID))
@@ -190,7 +197,7 @@ package final class Barrier: Sendable {
     }
 
     /// Retires `epochs`: their keys are dropped (zeroed) and a slot under one of them no longer opens.
-    func retire(_ epochs: [UInt32]) {
+    package func retire(_ epochs: [UInt32]) {
         self.retiredEpochs.withLock { $0.formUnion(epochs) }
         self.keyEncryptionKeys.withLock { keys in
             for epoch in epochs {
@@ -216,15 +223,17 @@ package final class Barrier: Sendable {
         return key
     }
 
-    func newDataKey() -> SecureBytes {
-        SecureBytes.random(count: AEAD.keyByteCount, ephemeral: true)
+    package func newDataKey() -> DataKey {
+        DataKey(secret: SecureBytes.random(count: AEAD.keyByteCount, ephemeral: true))
     }
 
     // MARK: Key slots
 
-    func wrap(dataKey: SecureBytes, recordID: RecordID, slot: Int64, epoch: UInt32) throws(CaseVaultError) -> [UInt8] {
+    package func wrap(dataKey: DataKey, recordID: RecordID, slot: Int64, epoch: UInt32) throws(CaseVaultError)
+        -> [UInt8]
+    {
         let kek = try self.keyEncryptionKey(epoch: epoch)
-        let sealed = dataKey.withUnsafeBytes { keyBytes in
+        let sealed = dataKey.secret.withUnsafeBytes { keyBytes in
             AEAD.seal(
                 keyBytes, key: kek,
                 associatedData: Self.slotAssociatedData(recordID: recordID, slot: slot, epoch: epoch))
@@ -232,7 +241,7 @@ package final class Barrier: Sendable {
         return KeySlot.encode(epoch: epoch, recordID: recordID, sealedKey: sealed)
     }
 
-    package func unwrap(slotBytes: [UInt8], recordID: RecordID, slot: Int64) throws(CaseVaultError) -> SecureBytes {
+    package func unwrap(slotBytes: [UInt8], recordID: RecordID, slot: Int64) throws(CaseVaultError) -> DataKey {
         guard let decoded = KeySlot.decode(slotBytes), Memory.constantTimeEquals(decoded.recordID, recordID.bytes)
         else {
             throw Self.integrityFailure("key slot")
@@ -249,22 +258,32 @@ package final class Barrier: Sendable {
         }
         defer { Memory.zero(&key) }
         do {
-            return try SecureBytes(copying: key, ephemeral: true)
+            return DataKey(secret: try SecureBytes(copying: key, ephemeral: true))
         } catch {
             throw CaseVaultError(.keyUnavailable, "secure memory for a data key could not be allocated", cause: error)
         }
     }
 
+    /// The slot `slotBytes` rewrapped under `epoch`, for a rotation: the data key is unwrapped and wrapped
+    /// again here and never leaves.
+    package func rewrap(slotBytes: [UInt8], recordID: RecordID, slot: Int64, epoch: UInt32) throws(CaseVaultError)
+        -> [UInt8]
+    {
+        let dataKey = try self.unwrap(slotBytes: slotBytes, recordID: recordID, slot: slot)
+        return try self.wrap(dataKey: dataKey, recordID: recordID, slot: slot, epoch: epoch)
+    }
+
     // MARK: Content
 
-    func seal(content: [UInt8], dataKey: SecureBytes, record: RecordMetadata) -> [UInt8] {
+    package func seal(content: [UInt8], dataKey: DataKey, record: RecordMetadata) -> [UInt8] {
         let header = Self.blobMagic + [Self.formatVersion, 0, 0, 0]
         return header
             + AEAD.seal(
-                content, key: dataKey, associatedData: Self.contentAssociatedData(record, version: Self.formatVersion))
+                content, key: dataKey.secret,
+                associatedData: Self.contentAssociatedData(record, version: Self.formatVersion))
     }
 
-    package func open(blob: [UInt8], dataKey: SecureBytes, record: RecordMetadata) throws(CaseVaultError) -> [UInt8] {
+    package func open(blob: [UInt8], dataKey: DataKey, record: RecordMetadata) throws(CaseVaultError) -> [UInt8] {
         guard blob.count >= Self.blobHeaderSize + AEAD.overhead, Array(blob[0..<4]) == Self.blobMagic else {
             throw Self.integrityFailure("sealed content")
         }
@@ -272,7 +291,7 @@ package final class Barrier: Sendable {
         guard version == Self.formatVersion else { throw Self.integrityFailure("sealed content") }
         do {
             return try AEAD.open(
-                blob[Self.blobHeaderSize...], key: dataKey,
+                blob[Self.blobHeaderSize...], key: dataKey.secret,
                 associatedData: Self.contentAssociatedData(record, version: version)
             )
         } catch {
@@ -280,7 +299,7 @@ package final class Barrier: Sendable {
         }
     }
 
-    static func sealedSize(contentSize: Int) -> Int {
+    package static func sealedSize(contentSize: Int) -> Int {
         Self.blobHeaderSize + AEAD.overhead + contentSize
     }
 

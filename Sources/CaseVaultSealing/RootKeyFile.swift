@@ -1,4 +1,4 @@
-internal import CaseVaultCore
+package import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
 
@@ -8,11 +8,11 @@ internal import Glibc
 
 /// The root key's sources: the `file` source (32 random bytes in a 0600 file outside the data directory,
 /// created on first use) and the `systemd-credential` source.
-enum RootKeyFile {
-    static let byteCount = 32
+package enum RootKeyFile {
+    package static let byteCount = 32
 
     /// Reads the root key, creating the file first if it does not exist.
-    static func loadOrCreate(path: String, dataDirectory: String) throws(CaseVaultError) -> SecureBytes {
+    package static func loadOrCreate(path: String, dataDirectory: String) throws(CaseVaultError) -> RootKey {
         guard Self.isOutside(path, dataDirectory: dataDirectory) else {
             throw CaseVaultError(
                 .keyUnavailable,
@@ -33,7 +33,7 @@ enum RootKeyFile {
             )
         }
         do {
-            return try SecureBytes(copying: bytes)
+            return RootKey(secret: try SecureBytes(copying: bytes))
         } catch {
             throw CaseVaultError(.keyUnavailable, "secure memory for the root key could not be allocated", cause: error)
         }
@@ -41,7 +41,7 @@ enum RootKeyFile {
 
     /// Reads the root key from a systemd credential: `directory/name`, exactly 32 bytes, readable by no one
     /// else. systemd puts it there (LoadCredential= or LoadCredentialEncrypted=); it is never created here.
-    static func loadCredential(name: String, directory: String?) throws(CaseVaultError) -> SecureBytes {
+    package static func loadCredential(name: String, directory: String?) throws(CaseVaultError) -> RootKey {
         guard let directory, !directory.isEmpty else {
             throw CaseVaultError(
                 .keyUnavailable,
@@ -64,7 +64,7 @@ enum RootKeyFile {
             throw CaseVaultError(.keyUnavailable, "the credential \(name) must hold exactly \(Self.byteCount) bytes")
         }
         do {
-            return try SecureBytes(copying: bytes)
+            return RootKey(secret: try SecureBytes(copying: bytes))
         } catch {
             throw CaseVaultError(.keyUnavailable, "secure memory for the root key could not be allocated", cause: error)
         }
@@ -79,7 +79,7 @@ enum RootKeyFile {
     }
 
     /// Writes `bytes` (0600) to `path` through a temporary file, flushed and renamed into place.
-    static func writeNew(path: String, bytes: [UInt8]) throws(CaseVaultError) {
+    package static func writeNew(path: String, bytes: [UInt8]) throws(CaseVaultError) {
         let directory = DataDirectory.parent(of: path)
         if !directory.isEmpty {
             try DataDirectory.makeDirectory(directory, createParents: true)
@@ -96,7 +96,7 @@ enum RootKeyFile {
     }
 
     /// Whether the file at `path` lies outside `dataDirectory` (both resolved through symbolic links).
-    static func isOutside(_ path: String, dataDirectory: String) -> Bool {
+    package static func isOutside(_ path: String, dataDirectory: String) -> Bool {
         let resolvedData = Self.resolved(dataDirectory)
         let resolvedDirectory = Self.resolved(DataDirectory.parent(of: path))
         return resolvedDirectory != resolvedData && !resolvedDirectory.hasPrefix(resolvedData + "/")

@@ -1,4 +1,4 @@
-internal import CaseVaultCore
+package import CaseVaultCore
 internal import CaseVaultCrypto
 
 /// The fixed 128-byte layout of one key slot in `keyslots`:
@@ -15,12 +15,12 @@ internal import CaseVaultCrypto
 ///
 /// The checksum tells a torn or scrubbed slot from a live one without any key; the AEAD (whose associated
 /// data binds slot number, record id and epoch) tells a moved or forged slot from a genuine one.
-enum KeySlot {
-    static let size = 128
-    static let magic: [UInt8] = Array("CVS1".utf8)
-    static let checksumOffset = 112
+package enum KeySlot {
+    package static let size = 128
+    package static let magic: [UInt8] = Array("CVS1".utf8)
+    package static let checksumOffset = 112
 
-    static func encode(epoch: UInt32, recordID: RecordID, sealedKey: [UInt8]) -> [UInt8] {
+    package static func encode(epoch: UInt32, recordID: RecordID, sealedKey: [UInt8]) -> [UInt8] {
         precondition(sealedKey.count == AEAD.overhead + 32, "a sealed data key is nonce + 32 + tag")
         var slot = Self.magic
         slot += epoch.littleEndianBytes
@@ -31,14 +31,14 @@ enum KeySlot {
         return slot
     }
 
-    struct Decoded {
+    package struct Decoded {
         var epoch: UInt32
         var recordID: [UInt8]
         var sealedKey: [UInt8]
     }
 
     /// The epoch a slot's key is wrapped under, without decoding the rest; 0 for a slot holding no key.
-    static func epoch(of slot: ArraySlice<UInt8>) -> UInt32 {
+    package static func epoch(of slot: ArraySlice<UInt8>) -> UInt32 {
         guard slot.count == Self.size, slot.prefix(4).elementsEqual(Self.magic) else { return 0 }
         let start = slot.startIndex + 4
         return UInt32(littleEndianBytes: slot[start..<(start + 4)])
@@ -46,7 +46,7 @@ enum KeySlot {
 
     /// Parses a slot; `nil` when its magic or checksum is wrong (scrubbed, torn or never written).
 
-    static func decode(_ slot: [UInt8]) -> Decoded? {
+    package static func decode(_ slot: [UInt8]) -> Decoded? {
         guard slot.count == Self.size, Array(slot[0..<4]) == Self.magic else { return nil }
         let checksum = Hash.blake2b(slot[0..<Self.checksumOffset], length: 16)
         guard Memory.constantTimeEquals(checksum, slot[Self.checksumOffset...]) else { return nil }
@@ -55,12 +55,12 @@ enum KeySlot {
     }
 
     /// Whether a slot still carries a wrapped key (its magic is intact), whatever its checksum says.
-    static func mayHoldKey(_ slot: [UInt8]) -> Bool {
+    package static func mayHoldKey(_ slot: [UInt8]) -> Bool {
         slot.count == Self.size && Array(slot[0..<4]) == Self.magic
     }
 
     /// Random bytes whose first byte can never begin the magic: what a shredded slot holds.
-    static func scrubbed() -> [UInt8] {
+    package static func scrubbed() -> [UInt8] {
         var bytes = Random.bytes(count: Self.size)
         bytes[0] = 0
         return bytes

@@ -26,7 +26,7 @@ public enum WrappedRootKey {
     /// Makes a new random root key, writes it wrapped under `passphrase` at `path` (never over an existing
     /// file) and returns it.
     public static func create(path: String, passphrase: some CryptoBytes, limits: PasswordHash.Limits)
-        throws(CaseVaultError) -> SecureBytes
+        throws(CaseVaultError) -> RootKey
     {
         guard !Self.exists(path: path) else {
             throw CaseVaultError(
@@ -39,18 +39,18 @@ public enum WrappedRootKey {
                     + "\(PasswordHash.Limits.floor.memoryBytes >> 20) MiB); raise keys.argon2_operations or keys.argon2_memory_mib"
             )
         }
-        let root = SecureBytes.random(count: RootKeyFile.byteCount)
+        let root = RootKey.random()
         let salt = Random.bytes(count: PasswordHash.saltByteCount)
         let header = Self.magic + limits.operations.bigEndianBytes + UInt64(limits.memoryBytes).bigEndianBytes + salt
         let wrapping = try Self.derive(passphrase: passphrase, salt: salt, limits: limits)
-        let sealed = root.withUnsafeBytes { key in AEAD.seal(key, key: wrapping, associatedData: header) }
+        let sealed = root.secret.withUnsafeBytes { key in AEAD.seal(key, key: wrapping, associatedData: header) }
         try RootKeyFile.writeNew(path: path, bytes: header + sealed)
         return root
     }
 
     /// The root key in `path`, opened with `passphrase`. A wrong passphrase (or a changed file) throws
     /// `unseal-refused`, saying nothing more.
-    public static func open(path: String, passphrase: some CryptoBytes) throws(CaseVaultError) -> SecureBytes {
+    public static func open(path: String, passphrase: some CryptoBytes) throws(CaseVaultError) -> RootKey {
         try DataDirectory.checkPrivateFile(path)
         let bytes = try PosixFile(path: path, flags: O_RDONLY).readAll()
         guard bytes.count == Self.fileSize, Array(bytes[0..<6]) == Self.magic else {
@@ -73,7 +73,7 @@ public enum WrappedRootKey {
         }
         defer { Memory.zero(&key) }
         do {
-            return try SecureBytes(copying: key)
+            return RootKey(secret: try SecureBytes(copying: key))
         } catch {
             throw CaseVaultError(.keyUnavailable, "secure memory for the root key could not be allocated", cause: error)
         }

@@ -1,0 +1,67 @@
+package import CaseVaultCore
+package import CaseVaultCrypto
+
+/// The vault's root key, in locked memory. The layers above the sealing layer hold it (from its source to
+/// the barrier it opens) but cannot read it: its bytes are visible to this target alone.
+public struct RootKey: Sendable {
+    let secret: SecureBytes
+
+    /// A key of known bytes, for the fuzz targets' fixed test vault.
+    package init(secret: SecureBytes) {
+        self.secret = secret
+    }
+
+    /// Zeroes the key now (the barrier made from it keeps only what it derived).
+    package func wipe() {
+        self.secret.wipe()
+    }
+
+    static func random() -> RootKey {
+        RootKey(secret: SecureBytes.random(count: RootKeyFile.byteCount))
+    }
+
+    /// Splits the key into `count` recovery shares of which `threshold` recover it, each as its text in
+    /// locked memory: shown to the operator once, kept nowhere.
+    package func recoveryShares(count: Int, threshold: Int) throws(CaseVaultError) -> [SecureBytes] {
+        do {
+            return try SecretSharing.split(self.secret, count: count, threshold: threshold).map {
+                share throws(SecretSharing.Failure) in
+                try share.encoded()
+            }
+        } catch {
+            throw CaseVaultError(.keyUnavailable, "the recovery shares could not be made: \(error)")
+        }
+    }
+
+    /// The key that `shares` recover. Throws `lockedMemoryUnavailable` when no locked memory could be had
+    /// (not the shares' fault) and another failure when they do not combine.
+    package static func combining(_ shares: [SecretSharing.Share]) throws(SecretSharing.Failure) -> RootKey {
+        RootKey(secret: try SecretSharing.combine(shares))
+    }
+}
+
+/// One record's data key, in locked memory and zeroed on release. A put carries it from sealing to its
+/// commit (where the slot number that the wrap binds is known) without seeing its bytes.
+package struct DataKey: Sendable {
+    let secret: SecureBytes
+
+    /// A key of known bytes, for the fuzz targets.
+    package init(secret: SecureBytes) {
+        self.secret = secret
+    }
+}
+
+/// One backup's stream key, in locked memory. Kept sealed in the backup key file until the backup
+/// retention destroys it.
+package struct BackupKey: Sendable {
+    let secret: SecureBytes
+
+    /// A key of known bytes, for the fuzz targets' test backup.
+    package init(secret: SecureBytes) {
+        self.secret = secret
+    }
+
+    static func random() -> BackupKey {
+        BackupKey(secret: SecureBytes.random(count: AEAD.keyByteCount))
+    }
+}
