@@ -2,6 +2,7 @@ internal import CCaseVaultShims
 package import CaseVaultAudit
 public import CaseVaultConfiguration
 public import CaseVaultCore
+internal import CaseVaultFiles
 internal import CaseVaultServer
 package import CaseVaultStore
 public import Foundation
@@ -58,6 +59,10 @@ public enum Daemon {
         if configuration.testing.clockFile != nil {
             logger.warning("testing.clock_file is set: the daemon's clock reads a file; never set it on a real host")
         }
+        // One daemon per data directory, before anything in it is opened: a second one's recovery would
+        // scrub key slots of puts the first has not committed yet.
+        _ = try RecordStore.prepareDirectories(storeConfiguration)
+        let lock = try DataDirectoryLock(directory: storeConfiguration.dataDirectory.path)
         // Socket activation: systemd bound the socket and owns its path; otherwise the daemon binds its own.
         let inherited = try SystemdSocket.take(socketPath: serverConfiguration.socketPath)
         startup.took(inherited)
@@ -124,6 +129,7 @@ public enum Daemon {
         // not, and they are closed here, in order: the last checkpoint is anchored before the store closes.
         audit.close()
         vault.stop()
+        withExtendedLifetime(lock) {}
         if case .failure(let error) = outcome {
             throw CaseVaultError(.socketUnavailable, "the server stopped with an error: \(error)")
         }
