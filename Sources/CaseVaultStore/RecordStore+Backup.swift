@@ -3,14 +3,13 @@ internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import CaseVaultSealing
 internal import Foundation
-internal import GRDB
 internal import Logging
 
 #if canImport(Glibc)
 internal import Glibc
 #endif
 
-/// Backups (DESIGN §12): one file, sealed as one secretstream under a key of its own.
+/// Backups (docs/architecture.md): one file, sealed as one secretstream under a key of its own.
 ///
 ///     "CVBK1\n" | backup id (16) | created, ms (8) | vault check (8) | secretstream header (24)
 ///     then frames: length (4, big-endian) ‖ one secretstream message; a zero length ends the file
@@ -97,35 +96,8 @@ extension RecordStore {
             unlink(snapshot)
             unlink(snapshot + "-journal")
         }
-        let copy: DatabaseQueue
-        let kept: [(id: RecordID, slot: Int64, location: Segments.Location)]
-        do {
-            try self.index.pool.unsafeRead { db in try db.execute(sql: "VACUUM INTO ?", arguments: [snapshot]) }
-            copy = try DatabaseQueue(path: snapshot)
-            kept = try copy.writeWithoutTransaction { db in
-                try db.execute(sql: "PRAGMA secure_delete = ON")
-                try db.execute(
-                    sql: """
-                        DELETE FROM records WHERE state <> 'live' OR type = 'session_note';
-                        DELETE FROM shred_order_list;
-                        """
-                )
-                return try Row.fetchAll(
-                    db, sql: "SELECT id, slot, segment, offset, sealed_size FROM records ORDER BY segment, offset"
-                )
-                .map { row in
-                    (
-                        try RecordID(row["id"] as String), row["slot"] as Int64,
-                        Segments.Location(
-                            segment: UInt32(row["segment"] as Int64), offset: row["offset"], length: row["sealed_size"])
-                    )
-                }
-            }
-        } catch let error as CaseVaultError {
-            throw error
-        } catch {
-            throw CaseVaultError(.storageFailure, "the index snapshot for the backup failed: \(error)")
-        }
+        let copy = try self.index.backupSnapshot(to: snapshot)
+        let kept = copy.kept
 
         // Each record's key slot and blob as they lie on disk. A shred marks its record before it
         // overwrites anything, and a slot is reused only after the row is gone: a record still live, at
@@ -162,17 +134,7 @@ extension RecordStore {
                 try push(.attachmentEnd, [])
             }
         }
-        do {
-            try copy.writeWithoutTransaction { db in
-                for id in taken {
-                    try db.execute(sql: "DELETE FROM records WHERE id = ?", arguments: [id.rawValue])
-                }
-                try db.execute(sql: "VACUUM")
-            }
-            try copy.close()
-        } catch {
-            throw CaseVaultError(.storageFailure, "the index snapshot for the backup failed: \(error)")
-        }
+        try copy.finish(leavingOut: taken)
         let index = try PosixFile(path: snapshot, flags: O_RDONLY)
         let size = try index.size()
         var offset: Int64 = 0

@@ -1,6 +1,5 @@
 public import CaseVaultCore
 internal import CaseVaultCrypto
-internal import GRDB
 internal import Logging
 
 #if canImport(Glibc)
@@ -99,7 +98,7 @@ extension RecordStore {
                     effects.caseState = (id, effect.state, self.now(), outcome.rawValue)
                     effects.markShredding = effect.shredNotes
                     effects.shredOrder = ShredOrder(method: .caseClosed, authority: authority, reason: outcome.rawValue)
-                    try Self.apply(effects, db)
+                    try Index.apply(db, effects)
                 }
             }
             try self.finishMarkedShreds(effect.shredNotes)
@@ -112,13 +111,7 @@ extension RecordStore {
     public func assignMediators(_ id: CaseID, _ uids: [UInt32]) throws(CaseVaultError) {
         try self.caseLocks.withLock(id) { () throws(CaseVaultError) in
             _ = try self.caseSummary(id)
-            try self.index.write { db in
-                try db.execute(sql: "DELETE FROM case_mediators WHERE case_id = ?", arguments: [id.rawValue])
-                for uid in Set(uids) {
-                    try db.execute(
-                        sql: "INSERT INTO case_mediators (case_id, uid) VALUES (?, ?)", arguments: [id.rawValue, uid])
-                }
-            }
+            try self.index.write { db in try Index.replaceMediators(db, caseID: id, uids: Set(uids)) }
         }
     }
 
@@ -126,65 +119,27 @@ extension RecordStore {
 
     /// The uids on the mediator roster.
     public func roster() throws(CaseVaultError) -> [UInt32] {
-        try self.index.read { db in try Int64.fetchAll(db, sql: "SELECT uid FROM roster ORDER BY uid") }.map {
-            UInt32($0)
-        }
+        try self.index.read { db in try Index.rosterUIDs(db) }
     }
 
     public func isOnRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool {
-        try self.index.lookup { db in
-            try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM roster WHERE uid = ?"), arguments: [uid]) ?? false
-        }
+        try self.index.lookup { db in try Index.isOnRoster(db, uid: uid) }
     }
 
     /// Adds a mediator to the roster; returns whether it was new.
     @discardableResult
     public func addToRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool {
-        try self.index.write { db in
-            try db.execute(
-                sql: "INSERT OR IGNORE INTO roster (uid, added_at) VALUES (?, ?)", arguments: [uid, self.now()])
-            return db.changesCount > 0
-        }
+        try self.index.write { db in try Index.addToRoster(db, uid: uid, at: self.now()) }
     }
 
     /// Removes a mediator from the roster, which ends their access at their next request; returns whether
     /// they were on it.
     @discardableResult
     public func removeFromRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool {
-        try self.index.write { db in
-            try db.execute(sql: "DELETE FROM roster WHERE uid = ?", arguments: [uid])
-            return db.changesCount > 0
-        }
+        try self.index.write { db in try Index.removeFromRoster(db, uid: uid) }
     }
 
     // MARK: Internals
-
-    /// Applies a put's or a close's effects inside the index transaction.
-    static func apply(_ effects: CommitEffects, _ db: Database) throws {
-        if let (summary, header) = effects.newCase {
-            try db.execute(
-                sql: "INSERT INTO cases (id, state, participant_count, header, created_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [
-                    summary.id.rawValue, summary.state.rawValue, summary.participantCount, header.rawValue,
-                    summary.createdAt,
-                ]
-            )
-            for uid in summary.mediators {
-                try db.execute(
-                    sql: "INSERT INTO case_mediators (case_id, uid) VALUES (?, ?)",
-                    arguments: [summary.id.rawValue, uid]
-                )
-            }
-        }
-        if let (id, state, closedAt, outcome) = effects.caseState {
-            try db.execute(
-                sql:
-                    "UPDATE cases SET state = ?, closed_at = coalesce(?, closed_at), closing_outcome = coalesce(?, closing_outcome) WHERE id = ?",
-                arguments: [state.rawValue, closedAt, outcome, id.rawValue]
-            )
-        }
-        try Self.markShredding(effects.markShredding, order: effects.shredOrder, db)
-    }
 
     /// Runs the rest of the shred protocol for records a commit marked `shredding`.
     func finishMarkedShreds(_ ids: [RecordID]) throws(CaseVaultError) {
@@ -211,11 +166,7 @@ extension RecordStore {
     /// The live records of one type in a case, in filing order.
     func liveIDs(_ caseID: CaseID, _ type: RecordType) throws(CaseVaultError) -> [RecordID] {
         try self.index.lookup { db in
-            try String.fetchAll(
-                db.cachedStatement(
-                    sql: "SELECT id FROM records WHERE case_id = ? AND type = ? AND state = 'live' ORDER BY seq"),
-                arguments: [caseID.rawValue, type.rawValue]
-            )
+            try Index.liveRecordIDs(db, caseID: caseID, type: type)
         }.map { text throws(CaseVaultError) in try RecordID(text) }
     }
 
@@ -233,9 +184,7 @@ extension RecordStore {
 extension RecordStore {
     /// The case's sealed header (participants' names and contacts), opened; `not-found` for an unknown case.
     public func caseHeader(_ id: CaseID) throws(CaseVaultError) -> [UInt8] {
-        let header = try self.index.lookup { db in
-            try String.fetchOne(db, sql: "SELECT header FROM cases WHERE id = ?", arguments: [id.rawValue])
-        }
+        let header = try self.index.lookup { db in try Index.headerRecordID(db, caseID: id) }
         guard let header else {
             throw CaseVaultError(.notFound, "no case has this id; check the id")
         }

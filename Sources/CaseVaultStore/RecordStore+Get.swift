@@ -2,7 +2,6 @@ public import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import Foundation
-internal import GRDB
 internal import Logging
 internal import Synchronization
 
@@ -31,11 +30,7 @@ extension RecordStore {
             let row = try Index.row(db, id: id)
             let shredded = row == nil ? try Index.isShredded(db, id: id) : false
             let summary = try row.flatMap { row in try Index.caseSummary(db, id: row.metadata.caseID) }
-            let onRoster =
-                try rosterUID.map { uid in
-                    try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM roster WHERE uid = ?"), arguments: [uid])
-                        ?? false
-                } ?? false
+            let onRoster = try rosterUID.map { uid in try Index.isOnRoster(db, uid: uid) } ?? false
             return (row, shredded, summary, onRoster)
         }
         guard let row else {

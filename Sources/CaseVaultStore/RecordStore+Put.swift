@@ -3,7 +3,6 @@ internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import CaseVaultSealing
 internal import Foundation
-internal import GRDB
 internal import Logging
 internal import Synchronization
 
@@ -127,19 +126,9 @@ extension RecordStore {
             self.observe(.putAfterSlotFlush)
             try self.index.write { db in
                 for (put, place) in zip(batch, placed) {
-                    let record = put.metadata
-                    try db.cachedStatement(
-                        sql: """
-                            INSERT INTO records (\(Index.columns))
-                            VALUES (?, ?, ?, 'live', ?, ?, ?, ?, ?, ?, ?)
-                            """
-                    ).execute(arguments: [
-                        record.id.rawValue, record.caseID.rawValue, record.type.rawValue, record.createdAt,
-                        record.author, record.supersedes?.rawValue, record.sealedSize, place.slot,
-                        place.location.segment, place.location.offset,
-                    ])
+                    try Index.insertLiveRecord(db, put.metadata, slot: place.slot, location: place.location)
                     try Index.takeOffFreeList(db, [place.slot])
-                    try Self.apply(put.effects, db)
+                    try Index.apply(db, put.effects)
                 }
                 try Index.setMeta(db, "slot_high_water", after.slots.highWater)
                 try Index.setMeta(db, "segment_current", Int64(after.cursor.segment))
@@ -181,8 +170,7 @@ extension RecordStore {
             if !found.isEmpty {
                 owned.formUnion(found)
                 // A high-water mark below an owned slot: start above every owned slot at once.
-                let top =
-                    try self.index.lookup { db in try Int64.fetchOne(db, sql: "SELECT max(slot) FROM records") } ?? -1
+                let top = try self.index.lookup { db in try Index.maxSlot(db) } ?? -1
                 self.writer.withLock { state in state.slots.highWater = max(state.slots.highWater, top + 1) }
             }
             for slot in candidates where !found.contains(slot) && seen.insert(slot).inserted {

@@ -1,6 +1,5 @@
 internal import CaseVaultCore
 internal import CaseVaultSealing
-internal import GRDB
 internal import Logging
 internal import Synchronization
 
@@ -59,25 +58,18 @@ extension RecordStore {
             let owned = try Index.ownedSlots(
                 db, among: state.slots.free + Array(state.slots.highWater..<max(state.slots.highWater, tail)))
             try Index.takeOffFreeList(db, owned)
-            let top = try Int64.fetchOne(db, sql: "SELECT max(slot) FROM records").map { $0 + 1 } ?? 0
+            let top = try Index.maxSlot(db).map { $0 + 1 } ?? 0
             if top > state.slots.highWater {
                 // The slots skipped below the new mark go on the free list, to be scrubbed and reused.
                 for slot in state.slots.highWater..<top where !owned.contains(slot) {
-                    try db.cachedStatement(
-                        sql:
-                            "INSERT OR IGNORE INTO free_slots (slot) SELECT ? WHERE NOT EXISTS (SELECT 1 FROM records WHERE slot = ?)"
-                    ).execute(arguments: [slot, slot])
+                    try Index.freeUnlessOwned(db, slot: slot)
                 }
                 try Index.setMeta(db, "slot_high_water", top)
             }
             // The same for the segment cursor: past the end of every record's blob, so that neither the
             // next put nor the scrub of uncommitted bytes below touches one (one scan of the index, at open).
-            if let last = try GRDB.Row.fetchOne(
-                db,
-                sql:
-                    "SELECT segment, offset + sealed_size FROM records ORDER BY segment DESC, offset + sealed_size DESC LIMIT 1"
-            ) {
-                let (segment, end): (Int64, Int64) = (last[0], last[1])
+            if let last = try Index.sealedContentEnd(db) {
+                let (segment, end) = (last.segment, last.end)
                 let current = try Index.meta(db, "segment_current")
                 let currentEnd = try Index.meta(db, "segment_end")
                 if segment > current || (segment == current && end > currentEnd) {

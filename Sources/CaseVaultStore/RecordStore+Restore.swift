@@ -3,7 +3,6 @@ public import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import CaseVaultSealing
 internal import Foundation
-internal import GRDB
 public import Logging
 
 #if canImport(Glibc)

@@ -1,10 +1,9 @@
 public import CaseVaultCore
 internal import CaseVaultCrypto
 internal import Foundation
-internal import GRDB
 internal import Logging
 
-/// A legal hold on a case: while it stands, the case's records are not disposed of (DESIGN §7).
+/// A legal hold on a case: while it stands, the case's records are not disposed of (docs/api.md).
 public struct LegalHold: Sendable, Equatable {
     public var id: HoldID
     public var caseID: CaseID
@@ -31,13 +30,9 @@ extension RecordStore {
             // entirely after its own check.
             try self.asWriter { () throws(CaseVaultError) in
                 try self.index.write { db in
-                    try db.execute(
-                        sql: "INSERT INTO holds (id, case_id, placed_at, uid, role, reason) VALUES (?, ?, ?, ?, ?, ?)",
-                        arguments: [
-                            hold.id.rawValue, caseID.rawValue, hold.placedAt, authority.uid.map { Int64($0) },
-                            authority.role,
-                            Data(sealed),
-                        ]
+                    try Index.insertHold(
+                        db, id: hold.id, caseID: caseID, placedAt: hold.placedAt, placedBy: authority,
+                        sealedReason: sealed
                     )
                 }
             }
@@ -48,21 +43,18 @@ extension RecordStore {
 
     /// The holds standing, oldest first, with their reasons opened.
     public func holds() throws(CaseVaultError) -> [LegalHold] {
-        let rows = try self.index.read { db in
-            try GRDB.Row.fetchAll(
-                db, sql: "SELECT id, case_id, placed_at, uid, role, reason FROM holds ORDER BY placed_at, id")
-        }
+        let rows = try self.index.read { db in try Index.holds(db) }
         var holds: [LegalHold] = []
         for row in rows {
-            let id = try HoldID(row[0] as String)
-            let caseID = try CaseID(row[1] as String)
-            let sealed: Data = row[5]
+            let id = try HoldID(row.id)
+            let caseID = try CaseID(row.caseID)
+            let sealed = row.sealedReason
             var reason = try self.barrier.openHoldReason([UInt8](sealed), holdID: id.rawValue, caseID: caseID)
             defer { Memory.zero(&reason) }
             holds.append(
                 LegalHold(
-                    id: id, caseID: caseID, placedAt: row[2],
-                    placedBy: Authority(uid: (row[3] as Int64?).map { UInt32($0) }, role: row[4]),
+                    id: id, caseID: caseID, placedAt: row.placedAt,
+                    placedBy: Authority(uid: row.uid.map { UInt32($0) }, role: row.role),
                     reason: String(decoding: reason, as: UTF8.self)
                 )
             )
@@ -75,11 +67,7 @@ extension RecordStore {
     public func releaseHold(_ id: HoldID) throws(CaseVaultError) -> CaseID {
         try self.asWriter { () throws(CaseVaultError) in
             let caseID = try self.index.write { db -> String? in
-                let caseID = try String.fetchOne(
-                    db, sql: "SELECT case_id FROM holds WHERE id = ?", arguments: [id.rawValue])
-                // secure_delete zeroes the row, sealed reason included.
-                try db.execute(sql: "DELETE FROM holds WHERE id = ?", arguments: [id.rawValue])
-                return caseID
+                try Index.releaseHold(db, id: id)
             }
             guard let caseID else {
                 throw CaseVaultError(.notFound, "no standing hold has this id; list them with GET /v1/holds")
@@ -91,27 +79,18 @@ extension RecordStore {
 
     /// Whether a hold stands on the case.
     public func isHeld(_ caseID: CaseID) throws(CaseVaultError) -> Bool {
-        try self.index.lookup { db in try Self.isHeld(db, caseID.rawValue) }
-    }
-
-    /// The cases at least one hold stands on.
-    static func heldCases(_ db: Database) throws -> Set<String> {
-        Set(try String.fetchAll(db, sql: "SELECT DISTINCT case_id FROM holds"))
-    }
-
-    static func isHeld(_ db: Database, _ caseID: String) throws -> Bool {
-        try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM holds WHERE case_id = ? LIMIT 1"), arguments: [caseID])
-            ?? false
+        try self.index.lookup { db in try Index.isHeld(db, caseID: caseID) }
     }
 
     /// Refuses, with `held`, to destroy records a standing hold covers.
-    func refuseHeld(_ rows: [Index.Row], _ db: Database) throws {
-        for row in rows where self.configuration.retention.holdCovers(row.metadata.type) {
-            if try Self.isHeld(db, row.metadata.caseID.rawValue) {
-                throw CaseVaultError(
-                    .held, "the record's case is under a legal hold; it can be destroyed once the hold is released"
-                )
-            }
+    func refuseHeld(_ rows: [Index.Row]) throws(CaseVaultError) {
+        let covered = rows.filter { self.configuration.retention.holdCovers($0.metadata.type) }.map(\.metadata.caseID)
+        guard !covered.isEmpty else { return }
+        let held = try self.index.read { db in try covered.contains { caseID in try Index.isHeld(db, caseID: caseID) } }
+        if held {
+            throw CaseVaultError(
+                .held, "the record's case is under a legal hold; it can be destroyed once the hold is released"
+            )
         }
     }
 }
@@ -142,7 +121,9 @@ extension RecordStore {
     ) throws(CaseVaultError) -> SweepReport {
         let now = self.now()
         var report = SweepReport(dryRun: dryRun, asOf: now)
-        let (due, held) = try self.index.read { db in (try self.dueRecords(at: now, db), try Self.heldCases(db)) }
+        let (due, held) = try self.index.read { db in
+            (try Index.dueRecords(db, schedule: self.configuration.retention, at: now), try Index.heldCases(db))
+        }
         var disposable: [Due] = []
         for record in due {
             if !record.live {
@@ -177,7 +158,7 @@ extension RecordStore {
                 // Looked at again under the writer role: a shred or a hold may have come since the listing.
                 let (rows, heldNow) = try self.index.read { db in
                     let found = try Index.rows(db, ids: batch.map(\.id))
-                    return (batch.map { found[$0.id] }, try Self.heldCases(db))
+                    return (batch.map { found[$0.id] }, try Index.heldCases(db))
                 }
                 var shred: [Index.Row] = []
                 for (record, row) in zip(batch, rows) {
@@ -210,40 +191,4 @@ extension RecordStore {
         return report
     }
 
-    /// Every record due at `now`: per type, the candidates by one index range (records filed, or cases
-    /// closed, before the latest time any could be due), each then judged exactly by its rule. Records
-    /// already `shredding` come back with `live == false`.
-    func dueRecords(at now: Int64, _ db: Database) throws -> [Due] {
-        var due: [Due] = []
-        for type in RecordType.allCases {
-            guard let rule = self.configuration.retention.rules[type] else { continue }
-            let cutoff = rule.latestPossibleEvent(at: now)
-            let rows: RowCursor
-            switch rule.event {
-            case .filed:
-                rows = try GRDB.Row.fetchCursor(
-                    db,
-                    sql:
-                        "SELECT id, case_id, state, created_at FROM records WHERE type = ? AND created_at <= ? ORDER BY created_at, seq",
-                    arguments: [type.rawValue, cutoff]
-                )
-            case .caseClosed:
-                rows = try GRDB.Row.fetchCursor(
-                    db,
-                    sql: """
-                        SELECT r.id, r.case_id, r.state, c.closed_at FROM cases c JOIN records r ON r.case_id = c.id
-                        WHERE c.closed_at IS NOT NULL AND c.closed_at <= ? AND r.type = ?
-                        ORDER BY c.closed_at, r.seq
-                        """,
-                    arguments: [cutoff, type.rawValue]
-                )
-            }
-            while let row = try rows.next() {
-                guard rule.isDue(eventTime: row[3], at: now) else { continue }
-                due.append(
-                    Due(id: row[0], caseID: row[1], type: type, live: (row[2] as String) == Index.State.live.rawValue))
-            }
-        }
-        return due
-    }
 }

@@ -1,8 +1,7 @@
 public import CaseVaultCore
 internal import CaseVaultSealing
-internal import GRDB
 
-/// What a rotation call did (DESIGN §4: rotation opens a new epoch and rewraps slots; an epoch is retired
+/// What a rotation call did (docs/security.md: rotation opens a new epoch and rewraps slots; an epoch is retired
 /// once no slot uses it).
 public struct RotationReport: Sendable, Equatable {
     /// The epoch every slot is being moved to.
@@ -27,11 +26,7 @@ extension RecordStore {
 
     /// Epochs not yet retired, oldest first.
     public func activeEpochs() throws(CaseVaultError) -> [UInt32] {
-        try self.index.read { db in
-            try Int64.fetchAll(db, sql: "SELECT epoch FROM epochs WHERE retired_at IS NULL ORDER BY epoch").map {
-                UInt32($0)
-            }
-        }
+        try self.index.read { db in try Index.activeEpochs(db) }
     }
 
     /// Rotates the key-encryption key: opens a new epoch unless a rotation is under way (more than one
@@ -54,9 +49,7 @@ extension RecordStore {
             }
             let next = (active.last ?? 1) + 1
             let now = self.now()
-            try self.index.write { db in
-                try db.execute(sql: "INSERT INTO epochs (epoch, created_at) VALUES (?, ?)", arguments: [next, now])
-            }
+            try self.index.write { db in try Index.openEpoch(db, next, createdAt: now) }
             self.epochs.withLock { $0.current = next }
             self.observe(.rotateAfterEpoch)
             return (next, true)
@@ -85,16 +78,7 @@ extension RecordStore {
                 // under an epoch retired here.
                 try self.slots.rewriteAndFlush(count: try self.slots.slotCount())
                 let now = self.now()
-                let retired = try self.index.write { db in
-                    let older = try Int64.fetchAll(
-                        db, sql: "SELECT epoch FROM epochs WHERE retired_at IS NULL AND epoch <> ? ORDER BY epoch",
-                        arguments: [target]
-                    )
-                    try db.execute(
-                        sql: "UPDATE epochs SET retired_at = ? WHERE retired_at IS NULL AND epoch <> ?",
-                        arguments: [now, target])
-                    return older.map { UInt32($0) }
-                }
+                let retired = try self.index.write { db in try Index.retireEpochs(db, except: target, retiredAt: now) }
                 self.barrier.retire(retired)
                 return retired
             }
@@ -111,12 +95,7 @@ extension RecordStore {
 
     /// Live records whose slot is under another epoch than `target`: one read of the slot file.
     func slotsToRewrap(target: UInt32) throws(CaseVaultError) -> [(id: RecordID, slot: Int64)] {
-        let live = try self.index.read { db in
-            try Row.fetchAll(db, sql: "SELECT id, slot FROM records WHERE state = 'live' ORDER BY slot").map {
-                row -> (RecordID, Int64) in
-                (try RecordID(row["id"] as String), row["slot"])
-            }
-        }
+        let live = try self.index.read { db in try Index.liveRecordSlots(db) }
         guard let last = live.last?.1 else { return [] }
         let file = try self.slots.readRange(0, count: last + 1)
         return live.filter { _, slot in
@@ -129,12 +108,7 @@ extension RecordStore {
     /// rewrapped since the list was made is skipped.
     private func rewrap(_ slots: [(id: RecordID, slot: Int64)], target: UInt32) throws(CaseVaultError) -> Int {
         guard let first = slots.first?.slot, let last = slots.last?.slot else { return 0 }
-        let stillLive = try self.index.read { db in
-            try Set(
-                Int64.fetchAll(
-                    db, sql: "SELECT slot FROM records WHERE state = 'live' AND slot BETWEEN ? AND ?",
-                    arguments: [first, last]))
-        }
+        let stillLive = try self.index.read { db in try Index.liveSlots(db, from: first, through: last) }
         var count = 0
         for (id, slot) in slots where stillLive.contains(slot) {
             let bytes = try self.slots.read(slot)

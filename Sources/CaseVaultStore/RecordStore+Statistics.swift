@@ -1,7 +1,6 @@
 public import CaseVaultCore
 internal import CaseVaultCrypto
 internal import Foundation
-internal import GRDB
 
 extension RecordStore {
     /// What the statistics keep of one case's records, sealed in the index (`statistics_facts`): the
@@ -17,7 +16,7 @@ extension RecordStore {
         RecordType.intakeForm.rawValue, RecordType.finalAgreement.rawValue, RecordType.evaluation.rawValue,
     ]
 
-    /// What the statistics count of each case (DESIGN §11), read inside the store; the result carries no
+    /// What the statistics count of each case (docs/api.md), read inside the store; the result carries no
     /// case id. Each case's three facts are kept sealed in the index together with what they were taken
     /// from (the newest and the number of its live intake forms, final agreements and evaluations): a call
     /// opens only the records of cases whose records changed since (filed or shredded), takes the three
@@ -25,30 +24,20 @@ extension RecordStore {
     /// case, not one per record.
     public func statisticsFacts() throws(CaseVaultError) -> [Statistics.CaseFacts] {
         let (cases, current, kept) = try self.index.read { db in
-            let cases = try GRDB.Row.fetchAll(db, sql: "SELECT id, created_at, closed_at, closing_outcome FROM cases")
-            var current: [String: (newest: Int64, count: Int64)] = [:]
-            for row in try GRDB.Row.fetchAll(
-                db,
-                sql:
-                    "SELECT case_id, MAX(seq), COUNT(*) FROM records WHERE state = 'live' AND type IN (?, ?, ?) GROUP BY case_id",
-                arguments: StatementArguments(Self.statisticsTypes)
-            ) {
-                current[row[0]] = (row[1], row[2])
-            }
-            var kept: [String: (newest: Int64, count: Int64, sealed: Data)] = [:]
-            for row in try GRDB.Row.fetchAll(db, sql: "SELECT case_id, newest, records, sealed FROM statistics_facts") {
-                kept[row[0]] = (row[1], row[2], row[3])
-            }
+            let cases = try Index.statisticsCases(db)
+            let current = try Index.statisticsSources(db, types: Self.statisticsTypes)
+            let kept = try Index.keptStatisticsFacts(db)
             return (cases, current, kept)
         }
         var result: [Statistics.CaseFacts] = []
         var resealed: [(caseID: String, newest: Int64, count: Int64, sealed: [UInt8])] = []
         for row in cases {
-            let id: String = row[0]
+            let id = row.id
             guard let caseID = try? CaseID(id) else { continue }
-            let closedAt: Int64? = row[2]
+            let closedAt = row.closedAt
             var facts = Statistics.CaseFacts(
-                openedAt: row[1], closedAt: closedAt, category: nil, outcome: row[3], satisfaction: [])
+                openedAt: row.createdAt, closedAt: closedAt, category: nil, outcome: row.closingOutcome,
+                satisfaction: [])
             let now = current[id] ?? (0, 0)
             // Facts that do not open (altered, or another vault's) are derived data: taken again.
             var taken: SealedFacts?
@@ -72,14 +61,11 @@ extension RecordStore {
         if !resealed.isEmpty || kept.count > cases.count {
             try self.index.write { db in
                 for entry in resealed {
-                    try db.execute(
-                        sql:
-                            "INSERT OR REPLACE INTO statistics_facts (case_id, newest, records, sealed) VALUES (?, ?, ?, ?)",
-                        arguments: [entry.caseID, entry.newest, entry.count, Data(entry.sealed)]
-                    )
+                    try Index.keepStatisticsFacts(
+                        db, caseID: entry.caseID, newest: entry.newest, count: entry.count, sealed: entry.sealed)
                 }
                 // The facts of cases that are gone (disposed by retention) go with them.
-                try db.execute(sql: "DELETE FROM statistics_facts WHERE case_id NOT IN (SELECT id FROM cases)")
+                try Index.deleteStatisticsFactsOfGoneCases(db)
             }
         }
         return result
@@ -89,12 +75,7 @@ extension RecordStore {
     /// three fields; the content is wiped.
     private func takeFacts(_ caseID: CaseID) throws(CaseVaultError) -> SealedFacts {
         let rows = try self.index.read { db in
-            try GRDB.Row.fetchAll(
-                db,
-                sql:
-                    "SELECT \(Index.columns) FROM records WHERE case_id = ? AND state = 'live' AND type IN (?, ?, ?) ORDER BY seq",
-                arguments: StatementArguments([caseID.rawValue] + Self.statisticsTypes)
-            ).map(Index.decode)
+            try Index.statisticsRecords(db, caseID: caseID, types: Self.statisticsTypes)
         }
         var facts = SealedFacts(category: nil, outcome: nil, satisfaction: [])
         for row in rows {

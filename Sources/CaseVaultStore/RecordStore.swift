@@ -3,7 +3,6 @@ internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import CaseVaultSealing
 internal import Foundation
-internal import GRDB
 public import Logging
 internal import Synchronization
 
@@ -12,7 +11,7 @@ internal import Glibc
 #endif
 
 /// The sealed record store: files records under per-record data keys, reads them back, lists a case's
-/// records, and shreds by the protocol of DESIGN §6. Safe to use from many threads; puts from concurrent
+/// records, and shreds by the protocol of docs/architecture.md. Safe to use from many threads; puts from concurrent
 /// callers share one flush (group commit).
 ///
 /// Every call blocks on disk I/O: call it from a thread that may block, not from a Swift concurrency
@@ -94,10 +93,7 @@ public final class RecordStore: Sendable {
         let (state, epoch) = try index.read { db in (try Index.writerState(db), try Index.currentEpoch(db)) }
         let barrier = try Barrier(rootKey: rootKey)
         try Self.checkRootKey(barrier, index)
-        barrier.retire(
-            try index.read { db in
-                try Int64.fetchAll(db, sql: "SELECT epoch FROM epochs WHERE retired_at IS NOT NULL").map { UInt32($0) }
-            })
+        barrier.retire(try index.read { db in try Index.retiredEpochs(db) })
         let store = RecordStore(
             configuration: configuration,
             directory: directory,
@@ -119,10 +115,7 @@ public final class RecordStore: Sendable {
         let check = barrier.rootKeyCheck
         let stored = try index.read { db in try Index.meta(db, "root_key_check") }
         if stored == 0 {
-            try index.write { db in
-                try db.execute(
-                    sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('root_key_check', ?)", arguments: [check])
-            }
+            try index.write { db in try Index.setRootKeyCheck(db, check) }
         } else if stored != check {
             throw CaseVaultError(
                 .unsealRefused,
@@ -205,7 +198,7 @@ public final class RecordStore: Sendable {
 
     /// Whether the index answers a trivial query: what the service manager's watchdog asks before each ping.
     public func isResponsive() -> Bool {
-        (try? self.index.lookup { db in try Int.fetchOne(db, sql: "SELECT 1") }) == 1
+        (try? self.index.lookup { db in try Index.answers(db) }) ?? false
     }
 
     /// How well group commit is batching: puts committed and the flushes (batches) they took.

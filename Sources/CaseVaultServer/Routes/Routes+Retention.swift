@@ -2,7 +2,7 @@ internal import CaseVaultCore
 internal import CaseVaultStore
 internal import Hummingbird
 
-/// Retention (the sweep), legal holds and aggregate statistics (DESIGN §7, §11).
+/// Retention (the sweep), legal holds and aggregate statistics (docs/api.md).
 extension Routes {
     // MARK: Legal holds
 

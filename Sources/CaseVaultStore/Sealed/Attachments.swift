@@ -2,7 +2,6 @@ public import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
 package import CaseVaultSealing
-internal import GRDB
 internal import Logging
 
 #if canImport(Glibc)

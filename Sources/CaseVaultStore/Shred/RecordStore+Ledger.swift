@@ -1,7 +1,6 @@
 public import CaseVaultCore
 internal import CaseVaultFiles
 internal import CaseVaultSealing
-internal import GRDB
 internal import Logging
 
 /// The shred ledger (`shred_ledger` in the index): every record shredded in this vault, and every record a
@@ -10,7 +9,7 @@ internal import Logging
 extension RecordStore {
     /// The shred ledger: every shredded record with its case, type and time, oldest first.
     public func shredLedger() throws(CaseVaultError) -> [ShredLedgerEntry] {
-        try self.index.read { db in try Self.ledgerEntries(db) }
+        try self.index.read { db in try Index.ledgerEntries(db) }
     }
 
     /// The shred ledger of the vault in `dataDirectory`, read without opening the store (read-only): what
@@ -21,27 +20,12 @@ extension RecordStore {
             throw CaseVaultError(.notFound, "no vault index at \(path)")
         }
         do {
-            var configuration = GRDB.Configuration()
-            configuration.readonly = true
-            let index = try DatabaseQueue(path: path, configuration: configuration)
-            return try index.read { db in try Self.ledgerEntries(db) }
+            return try Index.ledgerEntries(readOnlyAt: path)
         } catch let error as CaseVaultError {
             throw error
         } catch {
             throw CaseVaultError(.storageFailure, "the live vault's shred ledger could not be read: \(error)")
         }
-    }
-
-    /// Every row of `shred_ledger`, oldest first.
-    static func ledgerEntries(_ db: Database) throws -> [ShredLedgerEntry] {
-        let sql = "SELECT record_id, case_id, type, shredded_at FROM shred_ledger ORDER BY shredded_at, record_id"
-        return try GRDB.Row.fetchAll(db, sql: sql)
-            .map { row in
-                try ShredLedgerEntry(
-                    recordID: row[0] as String, caseID: row[1] as String, type: row[2] as String,
-                    shreddedAt: row[3] as Int64
-                )
-            }
     }
 
     /// Re-applies `ledger` to a vault just restored, as the only writer: shreds again every record it names
@@ -57,22 +41,12 @@ extension RecordStore {
             let rows = try self.index.read { db in
                 try Index.rows(db, ids: ledger.map(\.recordID.rawValue)).values.filter { $0.state == .live }
             }.sorted { $0.metadata.id < $1.metadata.id }
-            let before = try self.index.read { db in
-                try Int.fetchOne(db, sql: "SELECT count(*) FROM shred_ledger") ?? 0
-            }
+            let before = try self.index.read { db in try Index.ledgerCount(db) }
             try self.runShred(rows, from: .mark, order: ShredOrder(method: .restoreLedger, authority: .daemon))
             let now = self.now()
             let after = try self.index.write { db in
-                let insert = try db.cachedStatement(
-                    sql:
-                        "INSERT OR IGNORE INTO shred_ledger (record_id, case_id, type, shredded_at) VALUES (?, ?, ?, ?)"
-                )
-                for entry in ledger {
-                    try insert.execute(
-                        arguments: [entry.recordID.rawValue, entry.caseText, entry.typeText, entry.shreddedAt ?? now]
-                    )
-                }
-                return try Int.fetchOne(db, sql: "SELECT count(*) FROM shred_ledger") ?? 0
+                try Index.enterInLedger(db, ledger, defaultTime: now)
+                return try Index.ledgerCount(db)
             }
             return (rows.count, after - before)
         }

@@ -1,7 +1,6 @@
 public import CaseVaultCore
 internal import CaseVaultCrypto
 internal import Foundation
-internal import GRDB
 internal import Logging
 internal import Synchronization
 
@@ -10,7 +9,7 @@ internal import Glibc
 #endif
 
 extension RecordStore {
-    /// Shreds a record by the protocol of DESIGN §6: once this returns, its key slot and ciphertext are
+    /// Shreds a record by the protocol of docs/architecture.md: once this returns, its key slot and ciphertext are
     /// overwritten, nothing decrypts it, and reads answer `shredded`. Throws `not-found` for an unknown id
     /// and `shredded` for one already shredded.
     public func shred(_ id: RecordID, order: ShredOrder = ShredOrder(method: .request, authority: .daemon))
@@ -33,7 +32,7 @@ extension RecordStore {
             for id in Set(ids).sorted() {
                 rows.append(try self.liveRow(id))
             }
-            try self.index.read { db in try self.refuseHeld(rows, db) }
+            try self.refuseHeld(rows)
             try self.runShred(rows, from: .mark, order: order)
             self.logger.info("records shredded", metadata: ["records.count": "\(rows.count)"])
             return rows.map(\.metadata)
@@ -50,7 +49,7 @@ extension RecordStore {
             switch step {
             case .mark:
                 try self.index.write { db in
-                    try Self.markShredding(rows.map(\.metadata.id), order: order, db)
+                    try Index.markShredding(db, rows.map(\.metadata.id), order: order)
                 }
                 self.observe(.shredAfterMark)
             case .overwriteKeySlots:
@@ -71,30 +70,11 @@ extension RecordStore {
             case .removeFromIndex:
                 let shreddedAt = self.now()
                 try self.index.write { db in
-                    certificates = try self.issueCertificates(for: rows.map(\.metadata), at: shreddedAt, db)
-                    try Index.inChunks(rows.map(\.metadata.id.rawValue)) { placeholders, arguments in
-                        try db.execute(
-                            sql:
-                                "INSERT OR IGNORE INTO free_slots (slot) SELECT slot FROM records WHERE id IN (\(placeholders))",
-                            arguments: arguments
-                        )
-                        try db.execute(
-                            sql: """
-                                INSERT OR IGNORE INTO shred_ledger (record_id, case_id, type, shredded_at)
-                                SELECT id, case_id, type, ? FROM records WHERE id IN (\(placeholders))
-                                """,
-                            arguments: [shreddedAt] + arguments
-                        )
-                        try db.execute(sql: "DELETE FROM records WHERE id IN (\(placeholders))", arguments: arguments)
-                    }
+                    certificates = try Index.issueCertificates(
+                        db, for: rows.map(\.metadata), at: shreddedAt, signedWith: self.barrier.signCertificate)
+                    try Index.removeShredded(db, rows.map(\.metadata.id), shreddedAt: shreddedAt)
                     // Orders no record still waits on.
-                    try db.execute(
-                        sql: """
-                            DELETE FROM shred_order_list WHERE NOT EXISTS (
-                                SELECT 1 FROM records WHERE state = 'shredding' AND shred_order = shred_order_list.id
-                            )
-                            """
-                    )
+                    try Index.deleteFinishedShredOrders(db)
                 }
                 self.writer.withLock { state in
                     state.slots.free.append(contentsOf: rows.map(\.slot))
@@ -124,10 +104,7 @@ extension RecordStore {
     /// Returns the certificates it issued. Recovery at open calls it and refuses to open if it fails.
     @discardableResult
     func finishPendingShreds() throws(CaseVaultError) -> Int {
-        let pending = try self.index.read { db in
-            try GRDB.Row.fetchAll(db, sql: "SELECT \(Index.columns) FROM records WHERE state = 'shredding'").map(
-                Index.decode)
-        }
+        let pending = try self.index.read { db in try Index.shreddingRows(db) }
         guard !pending.isEmpty else { return 0 }
         self.logger.notice(
             "finishing shreds a failure or a crash interrupted", metadata: ["records.count": "\(pending.count)"])
@@ -153,77 +130,6 @@ extension RecordStore {
 // MARK: Destruction certificates
 
 extension RecordStore {
-    /// Marks `ids` `shredding`, with who ordered it: one order row, named by each record in the same UPDATE
-    /// that marks it, so that recovery certifies the shred as ordered.
-    static func markShredding(_ ids: [RecordID], order: ShredOrder?, _ db: Database) throws {
-        guard !ids.isEmpty else { return }
-        var orderID: Int64?
-        if let order {
-            try db.cachedStatement(sql: "INSERT INTO shred_order_list (method, uid, role, reason) VALUES (?, ?, ?, ?)")
-                .execute(arguments: [
-                    order.method.rawValue, order.authority.uid.map { Int64($0) }, order.authority.role, order.reason,
-                ])
-            orderID = db.lastInsertedRowID
-        }
-        try Index.inChunks(ids.map(\.rawValue)) { placeholders, arguments in
-            try db.execute(
-                sql:
-                    "UPDATE records SET state = 'shredding', shred_order = coalesce(?, shred_order) WHERE id IN (\(placeholders))",
-                arguments: [orderID] + arguments
-            )
-        }
-    }
-
-    /// Issues one signed certificate per case and order for `records`, in the transaction that removes
-    /// them from the index: no record leaves the index without its certificate.
-    func issueCertificates(for records: [RecordMetadata], at time: Int64, _ db: Database) throws -> Int {
-        var orders: [Int64: ShredOrder] = [:]
-        var groups: [String: (order: ShredOrder, caseID: CaseID, records: [(RecordID, RecordType)])] = [:]
-        var orderOf: [String: Int64] = [:]
-        try Index.inChunks(records.map(\.id.rawValue)) { placeholders, arguments in
-            for row in try GRDB.Row.fetchAll(
-                db,
-                sql: "SELECT id, shred_order FROM records WHERE shred_order IS NOT NULL AND id IN (\(placeholders))",
-                arguments: arguments
-            ) {
-                orderOf[row[0]] = row[1]
-            }
-        }
-        for record in records {
-            let orderID = orderOf[record.id.rawValue]
-            var order = ShredOrder(method: .recovery, authority: .daemon)
-            if let orderID {
-                if orders[orderID] == nil,
-                    let row = try GRDB.Row.fetchOne(
-                        db, sql: "SELECT method, uid, role, reason FROM shred_order_list WHERE id = ?",
-                        arguments: [orderID]
-                    )
-                {
-                    orders[orderID] = ShredOrder(
-                        method: ShredMethod(rawValue: row[0]) ?? .recovery,
-                        authority: Authority(uid: (row[1] as Int64?).map { UInt32($0) }, role: row[2]),
-                        reason: row[3]
-                    )
-                }
-                order = orders[orderID] ?? order
-            }
-            let key = "\(record.caseID.rawValue)|\(orderID.map(String.init) ?? "-")"
-            groups[key, default: (order, record.caseID, [])].records.append((record.id, record.type))
-        }
-        for (_, group) in groups.sorted(by: { $0.key < $1.key }) {
-            let id = CaseID(bytes: Random.bytes(count: CaseID.byteCount)).rawValue
-            let certificate = DestructionCertificate(
-                id: id, caseID: group.caseID, issuedAt: Timestamp.rfc3339(time), order: group.order,
-                records: group.records
-            )
-            let document = certificate.document(signedWith: self.barrier.signCertificate)
-            try db.cachedStatement(
-                sql: "INSERT INTO certificates (id, case_id, issued_at, document) VALUES (?, ?, ?, ?)"
-            ).execute(arguments: [id, group.caseID.rawValue, time, Data(document)])
-        }
-        return groups.count
-    }
-
     /// The vault's certificate public key (Ed25519, 32 bytes).
     public var certificatePublicKey: [UInt8] { self.barrier.certificatePublicKey }
 
@@ -235,26 +141,16 @@ extension RecordStore {
 
     /// Certificate documents, oldest first; of one case when `caseID` is given.
     public func certificates(caseID: CaseID? = nil) throws(CaseVaultError) -> [[UInt8]] {
-        try self.index.read { db in
-            if let caseID {
-                return try Data.fetchAll(
-                    db, sql: "SELECT document FROM certificates WHERE case_id = ? ORDER BY seq",
-                    arguments: [caseID.rawValue]
-                ).map { [UInt8]($0) }
-            }
-            return try Data.fetchAll(db, sql: "SELECT document FROM certificates ORDER BY seq").map { [UInt8]($0) }
-        }
+        try self.index.read { db in try Index.certificateDocuments(db, caseID: caseID) }
     }
 
     /// One certificate document; `not-found` for an unknown id.
     public func certificate(_ id: String) throws(CaseVaultError) -> [UInt8] {
         guard
-            let document = try self.index.lookup({ db in
-                try Data.fetchOne(db, sql: "SELECT document FROM certificates WHERE id = ?", arguments: [id])
-            })
+            let document = try self.index.lookup({ db in try Index.certificateDocument(db, id: id) })
         else {
             throw CaseVaultError(.notFound, "no certificate has this id; list them with GET /v1/certificates")
         }
-        return [UInt8](document)
+        return document
     }
 }

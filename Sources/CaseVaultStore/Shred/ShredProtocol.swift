@@ -1,4 +1,4 @@
-/// The steps of a shred (DESIGN §6), in order. Each step is durable before the next starts, and each is
+/// The steps of a shred (docs/architecture.md), in order. Each step is durable before the next starts, and each is
 /// safe to repeat, so recovery simply runs the remaining steps again.
 enum ShredStep: Int, CaseIterable, Comparable {
     /// Mark the records `shredding` in the index (committed).

@@ -1,0 +1,42 @@
+internal import CaseVaultCore
+internal import GRDB
+
+// The record rows a put adds, and what the store reads or records once at open or asks on the side.
+extension Index {
+    /// Adds a put's record as `live`, owning `slot`, its blob at `location`.
+    static func insertLiveRecord(
+        _ db: Database, _ record: RecordMetadata, slot: Int64, location: Segments.Location
+    ) throws {
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO records (\(Self.columns))
+                VALUES (?, ?, ?, 'live', ?, ?, ?, ?, ?, ?, ?)
+                """
+        ).execute(arguments: [
+            record.id.rawValue, record.caseID.rawValue, record.type.rawValue, record.createdAt,
+            record.author, record.supersedes?.rawValue, record.sealedSize, slot,
+            location.segment, location.offset,
+        ])
+    }
+
+    /// The highest slot a record owns (live or `shredding`); nil when the index holds no record.
+    static func maxSlot(_ db: Database) throws -> Int64? {
+        try Int64.fetchOne(db, sql: "SELECT max(slot) FROM records")
+    }
+
+    /// Records the root key's check value, which every later open compares.
+    static func setRootKeyCheck(_ db: Database, _ check: Int64) throws {
+        try db.execute(
+            sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('root_key_check', ?)", arguments: [check])
+    }
+
+    /// The epochs a rotation retired.
+    static func retiredEpochs(_ db: Database) throws -> [UInt32] {
+        try Int64.fetchAll(db, sql: "SELECT epoch FROM epochs WHERE retired_at IS NOT NULL").map { UInt32($0) }
+    }
+
+    /// Whether the index answers a trivial query (the watchdog's question).
+    static func answers(_ db: Database) throws -> Bool {
+        try Int.fetchOne(db, sql: "SELECT 1") == 1
+    }
+}
