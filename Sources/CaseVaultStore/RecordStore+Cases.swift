@@ -149,7 +149,7 @@ extension RecordStore {
             let rows = try self.index.read { db in
                 try ids.compactMap { id in try Index.row(db, id: id) }.filter { $0.state == .shredding }
             }
-            try self.runShred(rows, from: ShredStep.resumePoint)
+            try self.runShred(rows, from: .resumed)
             self.logger.info("records shredded", metadata: ["records.count": "\(rows.count)"])
         }
     }

@@ -172,7 +172,7 @@ extension RecordStore {
                     }
                     shred.append(row)
                 }
-                report.certificates += try self.runShred(shred, from: .mark, order: order)
+                report.certificates += try self.runShred(shred, from: .ordered, order: order)
                 for row in shred {
                     report.byType[row.metadata.type, default: .init()].disposed += 1
                 }

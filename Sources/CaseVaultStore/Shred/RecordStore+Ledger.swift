@@ -42,7 +42,7 @@ extension RecordStore {
                 try Index.rows(db, ids: ledger.map(\.recordID.rawValue)).values.filter { $0.state == .live }
             }.sorted { $0.metadata.id < $1.metadata.id }
             let before = try self.index.read { db in try Index.ledgerCount(db) }
-            try self.runShred(rows, from: .mark, order: ShredOrder(method: .restoreLedger, authority: .daemon))
+            try self.runShred(rows, from: .ordered, order: ShredOrder(method: .restoreLedger, authority: .daemon))
             let now = self.now()
             let after = try self.index.write { db in
                 try Index.enterInLedger(db, ledger, defaultTime: now)

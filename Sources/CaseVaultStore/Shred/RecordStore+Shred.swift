@@ -33,7 +33,7 @@ extension RecordStore {
                 rows.append(try self.liveRow(id))
             }
             try self.refuseHeld(rows)
-            try self.runShred(rows, from: .mark, order: order)
+            try self.runShred(rows, from: .ordered, order: order)
             self.logger.info("records shredded", metadata: ["records.count": "\(rows.count)"])
             return rows.map(\.metadata)
         }
@@ -42,10 +42,13 @@ extension RecordStore {
     /// Runs the shred protocol from `start` on. The caller holds the writer role.
     /// `order` is recorded with the mark; a resumed shred finds it there. Returns the certificates issued.
     @discardableResult
-    func runShred(_ rows: [Index.Row], from start: ShredStep, order: ShredOrder? = nil) throws(CaseVaultError) -> Int {
+    func runShred(_ rows: [Index.Row], from start: ShredProgress, order: ShredOrder? = nil) throws(CaseVaultError)
+        -> Int
+    {
         guard !rows.isEmpty else { return 0 }
         var certificates = 0
-        for step in ShredStep.steps(from: start) {
+        var progress = start
+        while let step = progress.next {
             switch step {
             case .mark:
                 try self.index.write { db in
@@ -92,6 +95,7 @@ extension RecordStore {
                 }
                 self.observe(.shredAfterIndexRemoval)
             }
+            progress.finished(step)
         }
         return certificates
     }
@@ -108,7 +112,7 @@ extension RecordStore {
         guard !pending.isEmpty else { return 0 }
         self.logger.notice(
             "finishing shreds a failure or a crash interrupted", metadata: ["records.count": "\(pending.count)"])
-        return try self.runShred(pending, from: ShredStep.resumePoint)
+        return try self.runShred(pending, from: .resumed)
     }
 
     /// `finishPendingShreds` before a shred, a sweep batch or a final agreement's destruction, under the
