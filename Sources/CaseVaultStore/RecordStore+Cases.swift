@@ -46,12 +46,33 @@ extension RecordStore {
         _ record: NewRecord,
         authority: Authority = .daemon
     ) throws(CaseVaultError) -> (record: RecordMetadata, shredded: [RecordID]) {
+        try self.file(record, rosterUID: nil) { _, _ throws(CaseVaultError) in authority }
+    }
+
+    /// `file(_:authority:)` for a caller whose right to file depends on the case: under the case's lock,
+    /// one trip to the index gives the case and whether `rosterUID` is on the mediator roster; `decide`
+    /// sees those, never content, and returns who allowed the filing (for destruction certificates) or
+    /// throws to refuse. So the case is read once, and the decision holds for the filing it allows.
+    public func file(
+        _ record: NewRecord,
+        rosterUID: UInt32?,
+        decide: (CaseSummary, Bool) throws(CaseVaultError) -> Authority
+    ) throws(CaseVaultError) -> (record: RecordMetadata, shredded: [RecordID]) {
         guard RecordType.fileable.contains(record.type) else {
             throw CaseVaultError(
                 .unknownRecordType, "the case header is written only when the case is opened", field: "type")
         }
         return try self.caseLocks.withLock(record.caseID) { () throws(CaseVaultError) in
-            let summary = try self.caseSummary(record.caseID)
+            let (found, onRoster) = try self.index.lookup { db in
+                (
+                    try Index.caseSummary(db, id: record.caseID),
+                    try rosterUID.map { uid in try Index.isOnRoster(db, uid: uid) } ?? false
+                )
+            }
+            guard let summary = found else {
+                throw CaseVaultError(.notFound, "no case has this id; check the id")
+            }
+            let authority = try decide(summary, onRoster)
             let document = try self.validator.validate(
                 type: record.type, content: record.content, participants: Set(summary.participants)
             )

@@ -132,9 +132,13 @@ extension Routes {
         let supersedes = try body.optionalIdentifier("supersedes", as: RecordID.self)
         let record = NewRecord(
             caseID: caseID, type: type, content: content, author: context.author, supersedes: supersedes)
+        // The case, the roster and the decision in one trip to the index, under the case's lock.
+        let rosterUID = context.roles.contains(.mediator) ? context.uid : nil
         let (stored, shredded) = try await self.run { store throws(CaseVaultError) in
-            let authority = try Self.authorize(.filing(type), case: caseID, context, store).authority
-            return try store.file(record, authority: authority)
+            try store.file(record, rosterUID: rosterUID) { summary, onRoster throws(CaseVaultError) in
+                let scope = Self.namesMediator(summary, context) ? AccessScope(assignedMediator: onRoster) : .none
+                return try context.authority(.filing(type), scope: scope)
+            }
         }
         context.audit?.created("record_id", stored.id.rawValue)
         return try JSONResponse.make(
