@@ -133,8 +133,8 @@ public struct VaultClient: Sendable {
 /// Why a request got no answer. An answer that is a problem is not an error here: it is a `Reply` whose
 /// status says so.
 public enum VaultClientError: Error, Sendable {
-    /// The socket could not be reached, or its holder could not be trusted with a secret; nothing was sent
-    /// (or, for an ordinary request, nothing came back).
+    /// No answer came. The message says which: the socket could not be reached, or its holder could not be
+    /// trusted with a secret (then nothing was sent); or the daemon did not answer what was sent.
     case unreachable(String)
     /// A transfer began and broke off.
     case transfer(String)

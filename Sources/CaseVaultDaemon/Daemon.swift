@@ -63,6 +63,8 @@ public enum Daemon {
         // scrub key slots of puts the first has not committed yet.
         _ = try RecordStore.prepareDirectories(storeConfiguration)
         let lock = try DataDirectoryLock(directory: storeConfiguration.dataDirectory.path)
+        // Held until serve returns, whichever way: everything below writes in the data directory.
+        defer { withExtendedLifetime(lock) {} }
         // Socket activation: systemd bound the socket and owns its path; otherwise the daemon binds its own.
         let inherited = try SystemdSocket.take(socketPath: serverConfiguration.socketPath)
         startup.took(inherited)
@@ -129,7 +131,6 @@ public enum Daemon {
         // not, and they are closed here, in order: the last checkpoint is anchored before the store closes.
         audit.close()
         vault.stop()
-        withExtendedLifetime(lock) {}
         if case .failure(let error) = outcome {
             throw CaseVaultError(.socketUnavailable, "the server stopped with an error: \(error)")
         }

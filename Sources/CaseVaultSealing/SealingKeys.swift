@@ -11,7 +11,8 @@ public struct RootKey: Sendable {
         self.secret = secret
     }
 
-    /// Zeroes the key now (the barrier made from it keeps only what it derived).
+    /// Zeroes the key now. A barrier made from it holds this same memory: call it only once that barrier is
+    /// done with (as the offline audit signer does, which keeps the subkeys it derived).
     package func wipe() {
         self.secret.wipe()
     }

@@ -52,7 +52,9 @@ extension RecordStore {
     /// `file(_:authority:)` for a caller whose right to file depends on the case: under the case's lock,
     /// one trip to the index gives the case and whether `rosterUID` is on the mediator roster; `decide`
     /// sees those, never content, and returns who allowed the filing (for destruction certificates) or
-    /// throws to refuse. So the case is read once, and the decision holds for the filing it allows.
+    /// throws to refuse. So the case is read once, and the case's state and mediators the decision saw hold
+    /// for the filing it allows (the roster is read in the same trip; a removal from it does not wait for
+    /// the case's lock).
     public func file(
         _ record: NewRecord,
         rosterUID: UInt32?,

@@ -95,9 +95,13 @@ extension RecordStore {
         }
 
         var made = false
+        // Held until the restore is done or undone: a daemon started on the directory meanwhile is refused.
+        var lock: DataDirectoryLock?
+        defer { withExtendedLifetime(lock) {} }
         do {
             try DataDirectory.makeDirectory(target, createParents: true)
             made = true
+            lock = try DataDirectoryLock(directory: target)
             let directory = DataDirectory(path: target)
             try DataDirectory.makeDirectory(directory.attachmentsPath, createParents: false)
             let indexFile = try PosixFile(path: directory.indexPath, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
