@@ -138,8 +138,8 @@ install:
 	done
 	install -m 0644 systemd/casevault.sysusers $(DESTDIR)$(SYSUSERSDIR)/casevault.conf
 	install -m 0644 systemd/casevault.tmpfiles $(DESTDIR)$(TMPFILESDIR)/casevault.conf
-	install -m 0644 README.md docs/openapi.yaml docs/api.md docs/architecture.md docs/security.md docs/operations.md \
-		docs/testing.md Config/casevault.toml Config/casevault-sweep.cron $(DESTDIR)$(DOCDIR)/
+	install -m 0644 README.md docs/openapi.yaml docs/API.md docs/ARCHITECTURE.md docs/SECURITY.md docs/OPERATIONS.md \
+		docs/TESTING.md Config/casevault.toml Config/casevault-sweep.cron $(DESTDIR)$(DOCDIR)/
 	@# An edited configuration is the operator's: never overwritten.
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/casevault/casevault.toml ]; then \
 		echo "keeping $(DESTDIR)$(SYSCONFDIR)/casevault/casevault.toml"; \

@@ -3,7 +3,7 @@ internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import Foundation
 
-/// One entry of the audit log (docs/api.md): who asked for what and what came of it. Never content, never a
+/// One entry of the audit log (docs/API.md): who asked for what and what came of it. Never content, never a
 /// name a client typed: ids, uids, roles, the route and the result.
 ///
 /// On disk each entry is one line, `<hash> <mac> <json>\n`. `hash` is 64 lowercase hex digits of

@@ -6,7 +6,7 @@ internal import Foundation
 internal import Glibc
 #endif
 
-/// The files of the audit log in its directory (docs/api.md: the log rotates, and the chain continues
+/// The files of the audit log in its directory (docs/API.md: the log rotates, and the chain continues
 /// across files). `log` is the file being written; each file the log rotated away from is
 /// `log.<first entry's number, 20 digits>`, so that names sort as the chain runs. Every file after the
 /// first begins with a signed `rotate` checkpoint that carries the hash of the entry before it and the

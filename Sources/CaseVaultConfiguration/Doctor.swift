@@ -77,7 +77,7 @@ public enum Doctor {
         return Check(name: name, status: .pass, detail: text)
     }
 
-    /// What a shred's in-place overwrite is worth on the data directory's filesystem (docs/architecture.md).
+    /// What a shred's in-place overwrite is worth on the data directory's filesystem (docs/ARCHITECTURE.md).
     static func filesystem(_ path: String) -> Check {
         let name = "shred guarantee"
         var type: UInt = 0

@@ -24,7 +24,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// The clients' group: the socket's directory and the socket get this group, so that its members (and
     /// only they, besides the daemon's user) can connect. `nil` keeps the daemon's own group.
     public var socketGroup: UInt32?
-    /// Statistics: a cell counting fewer than this many cases is suppressed (docs/api.md).
+    /// Statistics: a cell counting fewer than this many cases is suppressed (docs/API.md).
     public var statisticsK: Int
     /// The backup key file (outside the data directory), and how many days a backup key is kept before
     /// it is destroyed, making its backup unreadable.

@@ -71,7 +71,7 @@ public struct AccessScope: Sendable, Equatable {
     public static let none = AccessScope()
 }
 
-/// The one authorization table (docs/api.md), after OpenSSH's monitor: each action lists who may perform it;
+/// The one authorization table (docs/API.md), after OpenSSH's monitor: each action lists who may perform it;
 /// anything not listed is refused. A caller with several roles may do what any of them may.
 public enum Authorization {
     /// Who may perform an action.

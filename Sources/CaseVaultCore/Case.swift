@@ -1,4 +1,4 @@
-/// Where a case stands (docs/api.md): `intake` → `agreement` → `session` → `closed`.
+/// Where a case stands (docs/API.md): `intake` → `agreement` → `session` → `closed`.
 public enum CaseState: String, Sendable, Codable, Comparable {
     case intake
     case agreement

@@ -1,4 +1,4 @@
-/// The lifecycle rules of docs/api.md, as a pure function of the case and what is on file: the store
+/// The lifecycle rules of docs/API.md, as a pure function of the case and what is on file: the store
 /// asks it before every filing and applies the effect it returns in the same commit.
 public enum CasePolicy {
     /// What filing a record does to its case.

@@ -1,4 +1,4 @@
-/// The kinds of record CaseVault keeps (docs/api.md). There is deliberately no type for recordings or
+/// The kinds of record CaseVault keeps (docs/API.md). There is deliberately no type for recordings or
 /// transcripts: the program never records a session.
 public enum RecordType: String, Sendable, CaseIterable, Codable {
     case intakeForm = "intake_form"

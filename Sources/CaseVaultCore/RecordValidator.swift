@@ -1,6 +1,6 @@
 internal import Foundation
 
-/// Checks that a record's content holds what its type requires (docs/api.md). Unknown extra fields are
+/// Checks that a record's content holds what its type requires (docs/API.md). Unknown extra fields are
 /// kept: forms grow. Errors name the field by its schema path and never repeat a value.
 public struct RecordValidator: Sendable {
     /// Outcomes a final agreement may state.

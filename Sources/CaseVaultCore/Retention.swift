@@ -1,4 +1,4 @@
-/// Retention schedules (docs/api.md): how long each record type is kept, counted from an event, as records
+/// Retention schedules (docs/API.md): how long each record type is kept, counted from an event, as records
 /// schedules say it ("7 years after the case is closed").
 ///
 /// A rule is written `"<n> <unit> after <event>"`: units `day(s)`, `month(s)`, `year(s)`; events `filed`
@@ -82,7 +82,7 @@ public struct RetentionSchedule: Sendable, Equatable {
         self.holdsKeepSessionNotes = holdsKeepSessionNotes
     }
 
-    /// docs/api.md's example, which is also the default: intake 3 years after filing, agreements and final
+    /// docs/API.md's example, which is also the default: intake 3 years after filing, agreements and final
     /// agreements 7 years after close, evaluations 2 years after filing, disclosures 7 years after filing,
     /// notes at most 30 days, and the case header (participants' names) with the longest of its case's.
     public static let standard = RetentionSchedule(rules: [

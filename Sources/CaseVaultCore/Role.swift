@@ -1,4 +1,4 @@
-/// What a caller may be (docs/api.md). A caller can hold several roles; what it may do is the union.
+/// What a caller may be (docs/API.md). A caller can hold several roles; what it may do is the union.
 public enum Role: Hashable, Sendable, Comparable, CustomStringConvertible {
     case director
     case mediator

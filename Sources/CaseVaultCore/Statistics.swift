@@ -1,4 +1,4 @@
-/// Aggregate statistics (docs/api.md): counts of cases by the month, quarter or year they were opened in (rows,
+/// Aggregate statistics (docs/API.md): counts of cases by the month, quarter or year they were opened in (rows,
 /// UTC) and their dispute category or outcome (columns), with totals, and evaluation satisfaction as means.
 /// Only aggregates leave the daemon, and values are suppressed so that no case can be singled out. The six
 /// tables (three periods × two dimensions) are one family, computed and suppressed together; each answer is

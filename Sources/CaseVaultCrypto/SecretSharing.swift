@@ -1,6 +1,6 @@
 internal import CSodium
 
-/// Shamir's secret sharing over GF(2⁸), byte by byte, for recovery shares of the root key (docs/security.md):
+/// Shamir's secret sharing over GF(2⁸), byte by byte, for recovery shares of the root key (docs/SECURITY.md):
 /// `split` makes n shares of which any t recover the secret, and t − 1 say nothing about it.
 ///
 /// Field arithmetic is the AES field (x⁸ + x⁴ + x³ + x + 1), multiplied bit by bit with masks rather than

@@ -6,7 +6,7 @@ internal import CaseVaultFiles
 internal import Glibc
 #endif
 
-/// The `passphrase` key source (docs/security.md): the root key sealed with XChaCha20-Poly1305 under a key that
+/// The `passphrase` key source (docs/SECURITY.md): the root key sealed with XChaCha20-Poly1305 under a key that
 /// Argon2id derives from the passphrase. The file holds no secret in clear:
 ///
 ///     "CVWK1\n" | operations (8, big-endian) | memory bytes (8) | salt (16) | nonce ‖ sealed key ‖ tag

@@ -9,7 +9,7 @@ internal import Logging
 internal import Glibc
 #endif
 
-/// Backups (docs/architecture.md): one file, sealed as one secretstream under a key of its own.
+/// Backups (docs/ARCHITECTURE.md): one file, sealed as one secretstream under a key of its own.
 ///
 ///     "CVBK1\n" | backup id (16) | created, ms (8) | vault check (8) | secretstream header (24)
 ///     then frames: length (4, big-endian) ‖ one secretstream message; a zero length ends the file

@@ -3,7 +3,7 @@ internal import CaseVaultCrypto
 internal import Foundation
 internal import Logging
 
-/// A legal hold on a case: while it stands, the case's records are not disposed of (docs/api.md).
+/// A legal hold on a case: while it stands, the case's records are not disposed of (docs/API.md).
 public struct LegalHold: Sendable, Equatable {
     public var id: HoldID
     public var caseID: CaseID

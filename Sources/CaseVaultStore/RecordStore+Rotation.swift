@@ -1,7 +1,7 @@
 public import CaseVaultCore
 internal import CaseVaultSealing
 
-/// What a rotation call did (docs/security.md: rotation opens a new epoch and rewraps slots; an epoch is retired
+/// What a rotation call did (docs/SECURITY.md: rotation opens a new epoch and rewraps slots; an epoch is retired
 /// once no slot uses it).
 public struct RotationReport: Sendable, Equatable {
     /// The epoch every slot is being moved to.

@@ -16,7 +16,7 @@ extension RecordStore {
         RecordType.intakeForm.rawValue, RecordType.finalAgreement.rawValue, RecordType.evaluation.rawValue,
     ]
 
-    /// What the statistics count of each case (docs/api.md), read inside the store; the result carries no
+    /// What the statistics count of each case (docs/API.md), read inside the store; the result carries no
     /// case id. Each case's three facts are kept sealed in the index together with what they were taken
     /// from (the newest and the number of its live intake forms, final agreements and evaluations): a call
     /// opens only the records of cases whose records changed since (filed or shredded), takes the three

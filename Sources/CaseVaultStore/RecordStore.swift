@@ -11,7 +11,7 @@ internal import Glibc
 #endif
 
 /// The sealed record store: files records under per-record data keys, reads them back, lists a case's
-/// records, and shreds by the protocol of docs/architecture.md. Safe to use from many threads; puts from concurrent
+/// records, and shreds by the protocol of docs/ARCHITECTURE.md. Safe to use from many threads; puts from concurrent
 /// callers share one flush (group commit).
 ///
 /// Every call blocks on disk I/O: call it from a thread that may block, not from a Swift concurrency

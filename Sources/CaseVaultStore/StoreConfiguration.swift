@@ -66,7 +66,7 @@ public struct StoreConfiguration: Sendable {
     }
 }
 
-/// The root key's source (docs/security.md).
+/// The root key's source (docs/SECURITY.md).
 public enum KeySource: Sendable, Equatable {
     /// `rootKeyFile`: 32 random bytes in a 0600 file outside the data directory, created on first open.
     case file

@@ -1,7 +1,7 @@
 import CaseVaultCore
 import Testing
 
-/// The authorization table read in process: what docs/api.md promises each role, and that its three
+/// The authorization table read in process: what docs/API.md promises each role, and that its three
 /// questions (may, under which role, might anywhere) agree for every action, role set and scope.
 @Suite("The authorization table")
 struct AuthorizationTests {
@@ -47,7 +47,7 @@ struct AuthorizationTests {
         }
     }
 
-    @Test("each kind of grant, read as docs/api.md writes it")
+    @Test("each kind of grant, read as docs/API.md writes it")
     func eachKindOfGrant() {
         // Anyone: even a peer with no role asks for health.
         #expect(Authorization.permits([], .health) && Authorization.grantingRole([], .health) == nil)

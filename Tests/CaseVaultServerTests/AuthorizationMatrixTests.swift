@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-/// Every route against every kind of caller (docs/api.md): the expectations below are written from the design's
+/// Every route against every kind of caller (docs/API.md): the expectations below are written from the design's
 /// role table, independently of the daemon's authorization table, and every refusal must be a 403 problem.
 /// The matrix runs in process (no root, seconds) and against the real daemon, as real uids.
 @Suite("The authorization matrix", .serialized)
@@ -103,7 +103,7 @@ struct AuthorizationMatrixTests {
         var body: String?
         /// A body that names the fixture's ids, when the static one cannot.
         var fixtureBody: (@Sendable (Fixture) -> String)? = nil
-        /// Who docs/api.md lets do it.
+        /// Who docs/API.md lets do it.
         var allowed: Set<Who>
         /// Whether it changes state, so that an allowed call needs a fixture of its own.
         var mutates: Bool
@@ -287,14 +287,14 @@ struct AuthorizationMatrixTests {
     ]
 
     @Test(
-        "every route against every caller, in process: allowed exactly as docs/api.md says, every refusal a 403 problem"
+        "every route against every caller, in process: allowed exactly as docs/API.md says, every refusal a 403 problem"
     )
     func matrixInProcess() async throws {
         try await InProcess.withVault(roles: Self.roles, extra: Self.offices) { vault in try await Self.matrix(vault) }
     }
 
     @Test(
-        "every route against every caller, over the socket as real uids: allowed exactly as docs/api.md says",
+        "every route against every caller, over the socket as real uids: allowed exactly as docs/API.md says",
         .enabled(if: isRoot, "acting as other uids needs root")
     )
     func matrixOverTheSocket() async throws {

@@ -5,7 +5,7 @@ import Testing
 import Glibc
 #endif
 
-/// The lifecycle rules of docs/api.md, each shown enforced by a real daemon on its socket.
+/// The lifecycle rules of docs/API.md, each shown enforced by a real daemon on its socket.
 @Suite("The case lifecycle over the socket", .enabled(if: isRoot, "acting as other uids needs root"), .serialized)
 struct LifecycleOverSocketTests {
     static let director = Peer(uid: 4001)

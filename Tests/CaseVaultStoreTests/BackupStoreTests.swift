@@ -5,7 +5,7 @@ import Logging
 import Synchronization
 import Testing
 
-/// Backups (docs/architecture.md) through the real files: the store writes a backup while a shred runs beside it,
+/// Backups (docs/ARCHITECTURE.md) through the real files: the store writes a backup while a shred runs beside it,
 /// and a restore refuses every changed byte of the file.
 @Suite("Backup files", .serialized)
 struct BackupStoreTests {

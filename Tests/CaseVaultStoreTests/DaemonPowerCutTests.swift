@@ -292,7 +292,7 @@ extension Acknowledged {
 }
 
 /// The wrapped keys and sealed blobs of live records, read from the vault's files, and the search for them in
-/// every file once the records are shredded (docs/architecture.md: no file keeps either).
+/// every file once the records are shredded (docs/ARCHITECTURE.md: no file keeps either).
 struct ShredWitness {
     /// Per record: its wrapped key and its sealed blob.
     private var captured: [RecordID: [[UInt8]]] = [:]

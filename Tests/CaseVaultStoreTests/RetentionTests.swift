@@ -52,7 +52,7 @@ struct RetentionTests {
         clock.now = TestClock.parse("2024-03-10T12:00:00Z")
         _ = try store.closeCase(closed.id, outcome: .noAgreement)
 
-        // When each is due, written out from docs/api.md's schedule by hand.
+        // When each is due, written out from docs/API.md's schedule by hand.
         let due: [(RecordMetadata, String)] = [
             (note, "2024-03-30T12:00:00Z"),  // 30 days after filing
             (evaluation, "2026-02-28T12:00:00Z"),  // 2 years after filing (no 29 February in 2026)

@@ -5,7 +5,7 @@ import GRDB
 import Logging
 import Testing
 
-/// Key rotation (docs/security.md) through real files: a new epoch, every slot rewrapped in place, old epochs
+/// Key rotation (docs/SECURITY.md) through real files: a new epoch, every slot rewrapped in place, old epochs
 /// retired, and a writer killed with SIGKILL anywhere in it.
 @Suite("Key rotation", .serialized)
 struct RotationTests {

@@ -7,7 +7,7 @@ import Testing
 import Glibc
 #endif
 
-/// What a shred must leave behind (docs/architecture.md), checked on the real files of the data directory.
+/// What a shred must leave behind (docs/ARCHITECTURE.md), checked on the real files of the data directory.
 struct ShredEvidence {
     let id: RecordID
     let wrappedKey: [UInt8]

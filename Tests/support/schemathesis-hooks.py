@@ -39,7 +39,7 @@ Three things:
 
 3. Three failures are dropped (`filter_failure`): Schemathesis's "server error" (not_a_server_error) for a
    503 `sealed`, which a sealed vault answers to every route but health, status, init, unseal and seal by
-   design (docs/architecture.md, "Sealed start"), though whether the document lists that 503 is still
+   design (docs/ARCHITECTURE.md, "Sealed start"), though whether the document lists that 503 is still
    checked (status_code_conformance); "schema-valid request rejected" for an unseal share whose checksum does
    not match, and for init's threshold above its shares (1., above).
 """

@@ -185,7 +185,7 @@ if [ "$booted" != yes ]; then
 fi
 printf -- '--    booted in %.2f s: %s\n' "$(echo "$(date +%s.%N) - $t0" | bc)" "$(box systemctl --version | head -1)"
 
-# --- Install as docs/operations.md's "On a real host" says ---------------------------------------------
+# --- Install as docs/OPERATIONS.md's "On a real host" says ---------------------------------------------
 # The container's root is this host's: whatever an earlier install left on it is cleared first (in the
 # overlay only), so that the run starts from a fresh host.
 step box sh -c 'rm -rf /etc/casevault /var/lib/casevault /var/lib/casevault-keys /run/casevault /etc/systemd/system/casevault* \

@@ -11,7 +11,7 @@ internal import Glibc
 
 // Moving the log to a new file, and the retention of rotated files.
 extension AuditLog {
-    /// Moves the log to a new file (docs/api.md), on the writer: the file being closed is cut to its
+    /// Moves the log to a new file (docs/API.md), on the writer: the file being closed is cut to its
     /// entries and flushed; the new one is prepared aside (`log.new`) with a signed `rotate` checkpoint as its
     /// first entry (naming the entry before it, the signing key and the first entry the log keeps) and
     /// flushed; then `log` is renamed to `log.<its first entry>` and the new file to `log`. Only once that

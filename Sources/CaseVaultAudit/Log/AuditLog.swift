@@ -9,7 +9,7 @@ internal import Synchronization
 internal import Glibc
 #endif
 
-/// The audit log (docs/api.md): `audit/log` in the data directory, one hash-chained and keyed line per
+/// The audit log (docs/API.md): `audit/log` in the data directory, one hash-chained and keyed line per
 /// entry; `audit/head`, the last signed checkpoint; and the anchor in the index, how far the log had got.
 ///
 /// The anchor (`AuditAnchor`: an entry's number, hash and offset, with a MAC) is replaced at every
@@ -140,7 +140,7 @@ public final class AuditLog: FlushRider {
         }
     }
 
-    /// When the log rotates (docs/api.md), and how many rotated files it keeps.
+    /// When the log rotates (docs/API.md), and how many rotated files it keeps.
     public struct Retention: Sendable, Equatable {
         /// The log moves to a new file at the first write once its file holds this many bytes; 0: never.
         public var rotateBytes: Int64

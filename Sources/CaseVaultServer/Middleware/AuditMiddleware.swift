@@ -39,7 +39,7 @@ final class AuditTicket: Sendable {
     }
 }
 
-/// Audits every request (docs/api.md). Routes write their `request` entry through `Audited.before` before
+/// Audits every request (docs/API.md). Routes write their `request` entry through `Audited.before` before
 /// they act; this middleware writes the `result` entry after, or one `refused` entry for a request that
 /// no route took (no such path or method, or refused before its route ran).
 ///

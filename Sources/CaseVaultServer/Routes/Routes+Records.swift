@@ -84,7 +84,7 @@ extension Routes {
         }
     }
 
-    /// `DELETE /v1/records/{record_id}` with `{"reason": …}`: shreds the record now (docs/architecture.md).
+    /// `DELETE /v1/records/{record_id}` with `{"reason": …}`: shreds the record now (docs/ARCHITECTURE.md).
     func shredRecord(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let id = try self.recordID(context)
         let body = try await request.jsonObject(self.configuration)

@@ -2,7 +2,7 @@ internal import CaseVaultCore
 internal import CaseVaultStore
 internal import Hummingbird
 
-/// Retention (the sweep), legal holds and aggregate statistics (docs/api.md).
+/// Retention (the sweep), legal holds and aggregate statistics (docs/API.md).
 extension Routes {
     // MARK: Legal holds
 

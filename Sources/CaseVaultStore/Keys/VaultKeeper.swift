@@ -10,7 +10,7 @@ internal import Synchronization
 internal import Glibc
 #endif
 
-/// Custody of the root key (docs/security.md): whether the store is open (unsealed) or not, and the only way
+/// Custody of the root key (docs/SECURITY.md): whether the store is open (unsealed) or not, and the only way
 /// from a passphrase or recovery shares to an open store. With the `file` or `systemd-credential` source
 /// the store is opened at start and stays open; with `passphrase` the daemon starts sealed and an
 /// operator's `init` or `unseal` opens it, and `seal` closes it and zeroes its keys.

@@ -9,7 +9,7 @@ internal import Glibc
 #endif
 
 extension RecordStore {
-    /// Shreds a record by the protocol of docs/architecture.md: once this returns, its key slot and ciphertext are
+    /// Shreds a record by the protocol of docs/ARCHITECTURE.md: once this returns, its key slot and ciphertext are
     /// overwritten, nothing decrypts it, and reads answer `shredded`. Throws `not-found` for an unknown id
     /// and `shredded` for one already shredded.
     public func shred(_ id: RecordID, order: ShredOrder = ShredOrder(method: .request, authority: .daemon))

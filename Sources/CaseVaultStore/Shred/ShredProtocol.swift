@@ -1,4 +1,4 @@
-/// The steps of a shred (docs/architecture.md), in order. Each step is durable before the next starts, and
+/// The steps of a shred (docs/ARCHITECTURE.md), in order. Each step is durable before the next starts, and
 /// each is safe to repeat, so recovery simply runs the remaining steps again.
 package enum ShredStep: Int, CaseIterable, Comparable, Sendable {
     /// Mark the records `shredding` in the index (committed).
