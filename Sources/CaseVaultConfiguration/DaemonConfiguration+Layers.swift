@@ -112,7 +112,9 @@ extension DaemonConfiguration {
             socketGroup: group,
             statisticsK: self.statistics.k ?? defaults.statisticsK,
             backupKeyFile: self.backupKeyFile(relativeTo: base),
-            backupRetentionDays: self.backup.retentionDays ?? 35
+            backupRetentionDays: self.backup.retentionDays ?? 35,
+            readAuditWindow: (self.audit.durableReads ?? false)
+                ? nil : .milliseconds(self.audit.readFlushMs ?? ServerConfiguration.defaultReadFlushMilliseconds)
         )
     }
 }

@@ -39,6 +39,7 @@ extension DaemonConfiguration {
         try Self.check(self.audit.checkpointEvery.map(Int64.init), in: 1...1_000_000, "audit.checkpoint_every")
         try Self.check(self.audit.rotateMiB.map(Int64.init), in: 0...65536, "audit.rotate_mib")
         try Self.check(self.audit.keepFiles.map(Int64.init), in: 0...100_000, "audit.keep_files")
+        try Self.check(self.audit.readFlushMs.map(Int64.init), in: 1...1000, "audit.read_flush_ms")
         try Self.check(self.backup.retentionDays.map(Int64.init), in: 1...3650, "backup.retention_days")
         if let file = self.backup.keyFile, file.isEmpty {
             throw CaseVaultError(.invalidConfiguration, "backup.key_file must not be empty", field: "backup.key_file")

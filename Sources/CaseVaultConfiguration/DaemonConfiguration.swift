@@ -128,6 +128,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var rotateMiB: Int?
         /// Rotated files kept, the newest (default 16); 0: all.
         public var keepFiles: Int?
+        /// Whether a read's answer waits until its entry is on disk (default false: its entry is written
+        /// before the route acts, and made durable within `read_flush_ms`).
+        public var durableReads: Bool?
+        /// How long, at most, a read's entry waits for its flush when reads are not durable (default 5 ms).
+        public var readFlushMs: Int?
 
         public init() {}
 
@@ -135,6 +140,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
             case checkpointEvery = "checkpoint_every"
             case rotateMiB = "rotate_mib"
             case keepFiles = "keep_files"
+            case durableReads = "durable_reads"
+            case readFlushMs = "read_flush_ms"
         }
 
         /// When the log rotates and what it keeps.

@@ -30,6 +30,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// it is destroyed, making its backup unreadable.
     public var backupKeyFile: String?
     public var backupRetentionDays: Int = 35
+    /// How long a read's audit entry may wait for its flush after the answer leaves (`[audit]
+    /// read_flush_ms`); `nil` when reads are durable (`[audit] durable_reads`): the answer waits for it, as
+    /// every write's does.
+    public var readAuditWindow: Duration?
 
     public init(
         socketPath: String,
@@ -45,8 +49,10 @@ public struct ServerConfiguration: Sendable, Equatable {
         socketGroup: UInt32? = nil,
         statisticsK: Int = 11,
         backupKeyFile: String? = nil,
-        backupRetentionDays: Int = 35
+        backupRetentionDays: Int = 35,
+        readAuditWindow: Duration? = .milliseconds(ServerConfiguration.defaultReadFlushMilliseconds)
     ) {
+        self.readAuditWindow = readAuditWindow
         self.backupKeyFile = backupKeyFile
         self.backupRetentionDays = backupRetentionDays
         self.socketPath = socketPath
@@ -62,6 +68,9 @@ public struct ServerConfiguration: Sendable, Equatable {
         self.socketGroup = socketGroup
         self.statisticsK = statisticsK
     }
+
+    /// A read's audit entry is on disk at most this long after its answer leaves, unless reads are durable.
+    public static let defaultReadFlushMilliseconds = 5
 
     /// Half of the places (at least one): whatever one user holds, the other half stays for everyone else.
     public static func defaultConnectionsPerUser(_ maxConnections: Int) -> Int {

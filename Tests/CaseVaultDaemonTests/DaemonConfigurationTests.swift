@@ -134,6 +134,10 @@ struct DaemonConfigurationTests {
                 "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[backup]\nretention_days = 0",
                 "backup.retention_days"
             ),
+            (
+                "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n[audit]\nread_flush_ms = 0",
+                "audit.read_flush_ms"
+            ),
         ]
         for (text, mentioned) in cases {
             let text =
@@ -203,5 +207,21 @@ struct DaemonConfigurationTests {
         #expect(store.dataDirectory.path == "/srv/vault/state/data")
         #expect(store.rootKeyFile.path == "/etc/casevault/root.key")
         #expect(store.maxContentBytes == 100)
+    }
+
+    @Test("a read's audit entry: made durable within read_flush_ms (5 by default), or waited for with durable_reads")
+    func readAuditContract() throws {
+        let base =
+            "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n"
+            + "[server]\nsocket_path = \"s.sock\"\nmax_body_bytes = 1000\n"
+        let root = URL(fileURLWithPath: "/", isDirectory: true)
+        let plain = try DaemonConfiguration.parse(base).serverConfiguration(relativeTo: root)
+        #expect(plain.readAuditWindow == .milliseconds(5))
+        let window = try DaemonConfiguration.parse(base + "[audit]\nread_flush_ms = 40").serverConfiguration(
+            relativeTo: root)
+        #expect(window.readAuditWindow == .milliseconds(40))
+        let strict = try DaemonConfiguration.parse(base + "[audit]\ndurable_reads = true\nread_flush_ms = 40")
+            .serverConfiguration(relativeTo: root)
+        #expect(strict.readAuditWindow == nil)
     }
 }

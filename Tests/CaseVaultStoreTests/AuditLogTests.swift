@@ -316,6 +316,35 @@ struct AuditLogTests {
         return (riding, after.own - before.own, after.rides - before.rides)
     }
 
+    @Test(
+        "a read's entry, its answer gone without waiting, is on disk within its window, riding on the store's flushes or not"
+    )
+    func readsAreDurableWithinTheirWindow() async throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        defer { store.close() }
+        let (log, _) = try AuditLog.open(directory: store.auditDirectory, clock: { 1_700_000_000_000 })
+        try log.attach(to: store)
+        // Riding (ext4, xfs), nothing else would flush these entries before the anchor falls due, a second
+        // after the last one: the window's own flush must, well before that.
+        let start = ContinuousClock.now
+        var receipts: [AuditLog.Receipt] = []
+        for number in UInt64(1)...20 {
+            let receipt = try await log.append(Self.request(number, action: "GET /v1/records/{record_id}"))
+            log.record(Self.result(number, status: 200))
+            log.flushWithin(receipt, .milliseconds(20))
+            receipts.append(receipt)
+        }
+        while !receipts.allSatisfy(log.isDurable), ContinuousClock.now - start < .milliseconds(900) {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(receipts.allSatisfy(log.isDurable), "reads' entries not durable 0.9 s after a 20 ms window")
+        log.close()
+        let (bytes, head) = Self.read(vault)
+        let report = AuditVerifier.verify(log: bytes, head: head, expectedKey: store.auditSigner.publicKey)
+        #expect(report.ok && report.entries >= 40, "\(report)")
+    }
+
     @Test("on ext4 or xfs a put's flush carries its audit entry; elsewhere (tmpfs) the log flushes on its own")
     func entriesRideOnPutFlushes() async throws {
         let vault = TestVault()

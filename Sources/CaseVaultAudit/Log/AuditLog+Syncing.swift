@@ -58,8 +58,10 @@ extension AuditLog {
                 let anchorDue = Self.anchorDue(state)
                 let ownNeeded = state.unsyncedCheckpoint != nil || state.grewIn > state.ownSynced || anchorDue
                 if state.written <= state.synced && !ownNeeded { return nil }
-                // Riding, what nobody waits for is left to the next put's flush.
-                if state.riding && state.durableWaiters.isEmpty && !ownNeeded { return nil }
+                // Riding, what nobody waits for (and no read's window needs) is left to the next put's flush.
+                if state.riding && state.durableWaiters.isEmpty && !ownNeeded && state.windowTarget <= state.synced {
+                    return nil
+                }
                 defer { state.unsyncedCheckpoint = nil }
                 let anchor =
                     (state.unsyncedCheckpoint != nil || anchorDue)

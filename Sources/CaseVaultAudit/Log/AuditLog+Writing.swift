@@ -91,6 +91,30 @@ extension AuditLog {
         _ = try result.get()
     }
 
+    /// Makes the entry behind `receipt` durable within `window`, without waiting for it: unless a flush
+    /// makes it durable sooner, one is scheduled for the end of the window, and it flushes every entry
+    /// written by then, so that the reads answered in one window share one flush (group commit).
+    public func flushWithin(_ receipt: Receipt, _ window: Duration) {
+        let schedule = self.shared.withLock { state -> Bool in
+            guard state.synced < receipt.batch else { return false }
+            state.windowTarget = max(state.windowTarget, receipt.batch)
+            guard !state.windowFlushScheduled else { return false }
+            state.windowFlushScheduled = true
+            return true
+        }
+        guard schedule else { return }
+        let nanoseconds = window.components.seconds * 1_000_000_000 + window.components.attoseconds / 1_000_000_000
+        self.syncer.asyncAfter(deadline: .now() + .nanoseconds(Int(clamping: nanoseconds))) {
+            self.shared.withLock { $0.windowFlushScheduled = false }
+            self.startSync()
+        }
+    }
+
+    /// Whether the entry behind `receipt` is on disk.
+    public func isDurable(_ receipt: Receipt) -> Bool {
+        self.shared.withLock { $0.synced >= receipt.batch }
+    }
+
     /// Queues `entry` without waiting: for results, which follow their action. It reaches the disk with the
     /// next flush, at the latest at shutdown.
     public func record(_ entry: AuditEntry) {

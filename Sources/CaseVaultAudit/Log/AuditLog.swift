@@ -91,6 +91,10 @@ public final class AuditLog: FlushRider {
         var anchoredAt: DispatchTime = .now()
         /// A flush is scheduled for when the anchor falls due.
         var anchorScheduled = false
+        /// A flush is scheduled for the end of a read's window (`flushWithin`), and the last batch a window
+        /// must make durable: a flush of the log's own even while it rides on the store's flushes.
+        var windowFlushScheduled = false
+        var windowTarget: UInt64 = 0
         /// Why the anchor could not be replaced last time (the log itself is fine; the next flush tries).
         var anchorFailure: String?
         /// Why the log could not rotate last time (it goes on in the same file, and tries again later).

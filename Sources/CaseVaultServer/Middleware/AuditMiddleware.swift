@@ -51,6 +51,8 @@ struct AuditMiddleware: RouterMiddleware {
     let audit: AuditLog
     let budget: AuditBudget
     let identities: ConnectionIdentities
+    /// How long a read's entry may wait for its flush once the answer has left; `nil`: every answer waits.
+    let readWindow: Duration?
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
@@ -73,11 +75,18 @@ struct AuditMiddleware: RouterMiddleware {
             self.finish(ticket, context, status: failure.status, problem: failure.problem)
             outcome = .failure(error)
         }
-        // No answer leaves before its request entry is on disk. The flush ran while the route worked; if
-        // it failed, the route has acted all the same, so the answer says what happened, and the failure
-        // shows in health and status and refuses the next requests.
+        // An answer that changed something leaves once its request entry is on disk: the flush ran while
+        // the route worked; if it failed, the route has acted, so the answer says what happened, and the
+        // failure shows in health and status and refuses the next requests. A read's entry was written
+        // before the route acted (a log that cannot be written refused it); unless reads are durable, its
+        // answer leaves at once and the entry reaches the disk within `readWindow`, in one flush with the
+        // other reads of that window.
         if let receipt = ticket.written?.receipt {
-            try? await self.audit.awaitDurable(receipt)
+            if let window = self.readWindow, request.method == .get || request.method == .head {
+                self.audit.flushWithin(receipt, window)
+            } else {
+                try? await self.audit.awaitDurable(receipt)
+            }
         }
         return try outcome.get()
     }

@@ -158,7 +158,9 @@ func buildRouter(
     let router = Router(context: CaseVaultContext.self)
     router.add(middleware: ProblemMiddleware())
     router.add(middleware: IdentityMiddleware(roleMap: roleMap, identify: identify))
-    router.add(middleware: AuditMiddleware(audit: audit, budget: budget, identities: identities))
+    router.add(
+        middleware: AuditMiddleware(
+            audit: audit, budget: budget, identities: identities, readWindow: configuration.readAuditWindow))
     let routes = Routes(keeper: keeper, audit: audit, configuration: configuration, pool: pool)
     var methodsByPath: [String: [HTTPRequest.Method]] = [:]
     for endpoint in API.table {
