@@ -97,3 +97,13 @@ end=$(date +%s.%N)
 cmp -s "$work/attachment.bin" "$work/attachment.out" && same=identical || same=DIFFERENT
 printf 'attachment 1 GiB: upload %.1f s, download %.1f s, %s; daemon peak RSS %d MiB before, %d MiB after\n' \
     "$(awk "BEGIN {print $middle - $start}")" "$(awk "BEGIN {print $end - $middle}")" "$same" "$before" "$(peak)"
+
+# The same reads with [audit] durable_reads = true: every answer waits for its entry's device flush.
+kill -TERM "$daemon"; wait "$daemon" 2>/dev/null || true
+printf '[audit]\ndurable_reads = true\n' >> "$work/vault/casevault.toml"
+"$BIN/casevaultd" --config "$work/vault/casevault.toml" --log-level warning >> "$work/vault/daemon.log" 2>&1 &
+daemon=$!
+for _ in $(seq 100); do curl -sf --unix-socket "$sock" http://casevault/v1/health >/dev/null 2>&1 && break; sleep 0.1; done
+for conn in 1 16; do
+    "$BIN/casevault-load" --label "GET, durable_reads   " --socket "$sock" --paths-file "$work/gets.txt" --connections $conn --seconds "$SECS"
+done
