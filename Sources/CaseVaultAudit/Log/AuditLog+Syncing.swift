@@ -16,6 +16,9 @@ extension AuditLog {
         self.syncer.async { self.sync() }
     }
 
+    /// How long after a failed flush the entries of reads answered without waiting are flushed again.
+    static let windowRetryDelay: DispatchTimeInterval = .milliseconds(100)
+
     /// How often, at most, the anchor follows the log between checkpoints.
     static let anchorInterval: DispatchTimeInterval = .seconds(1)
 
@@ -101,6 +104,7 @@ extension AuditLog {
             if failure == nil, checkpoint != nil, let (store, tail) = anchor {
                 anchored = self.anchor(tail, in: store)
             }
+            var retryWindow = false
             let ready = self.shared.withLock { state -> [Waiter] in
                 // A flush that failed elsewhere meanwhile may have taken this one's error: not durable either.
                 if failure == nil, state.failures != failuresBefore {
@@ -111,6 +115,12 @@ extension AuditLog {
                     state.syncFailure = failure.message
                     // The head stays behind; the next flush tries it again.
                     if state.unsyncedCheckpoint == nil { state.unsyncedCheckpoint = checkpoint }
+                    // Reads answered without waiting still need their entries on disk: tried again soon,
+                    // whatever else happens (or does not) meanwhile.
+                    if state.windowTarget > state.synced, !state.windowFlushScheduled {
+                        state.windowFlushScheduled = true
+                        retryWindow = true
+                    }
                 } else {
                     state.syncFailure = nil
                     if let flushed {
@@ -134,7 +144,15 @@ extension AuditLog {
             for waiter in ready {
                 waiter.complete(outcome)
             }
-            if failure != nil { return }
+            if failure != nil {
+                if retryWindow {
+                    self.syncer.asyncAfter(deadline: .now() + Self.windowRetryDelay) {
+                        self.shared.withLock { $0.windowFlushScheduled = false }
+                        self.sync()
+                    }
+                }
+                return
+            }
             if checkpoint == nil, let (store, tail) = anchor, self.anchor(tail, in: store) {
                 self.shared.withLock { $0.anchoredSeq = max($0.anchoredSeq, tail.seq) }
             }

@@ -91,9 +91,10 @@ extension AuditLog {
         _ = try result.get()
     }
 
-    /// Makes the entry behind `receipt` durable within `window`, without waiting for it: unless a flush
-    /// makes it durable sooner, one is scheduled for the end of the window, and it flushes every entry
-    /// written by then, so that the reads answered in one window share one flush (group commit).
+    /// Has the entry behind `receipt` flushed within `window`, without waiting for it: unless a flush makes
+    /// it durable sooner, one is scheduled for the end of the window (even while the log rides on the
+    /// store's flushes), and it flushes every entry written by then, so that the reads answered in one
+    /// window share one flush. A flush that fails is tried again (`windowRetryDelay`).
     public func flushWithin(_ receipt: Receipt, _ window: Duration) {
         let schedule = self.shared.withLock { state -> Bool in
             guard state.synced < receipt.batch else { return false }

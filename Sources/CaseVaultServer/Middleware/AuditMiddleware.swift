@@ -79,8 +79,8 @@ struct AuditMiddleware: RouterMiddleware {
         // the route worked; if it failed, the route has acted, so the answer says what happened, and the
         // failure shows in health and status and refuses the next requests. A read's entry was written
         // before the route acted (a log that cannot be written refused it); unless reads are durable, its
-        // answer leaves at once and the entry reaches the disk within `readWindow`, in one flush with the
-        // other reads of that window.
+        // answer leaves at once and a flush of the entry starts within `readWindow` (one for the reads of
+        // that window while the log rides on the store's flushes).
         if let receipt = ticket.written?.receipt {
             if let window = self.readWindow, request.method == .get || request.method == .head {
                 self.audit.flushWithin(receipt, window)

@@ -166,7 +166,7 @@ func buildRouter(
     for endpoint in API.table {
         let (route, handle) = (endpoint.route, endpoint.handler(routes))
         router.on(RouterPath(route.path), method: route.method) { request, context in
-            // The request entry is on disk before the route acts, or the route does not act.
+            // The request entry is written before the route acts, or the route does not act.
             try await Audited.before(endpoint, context, audit)
             if endpoint.whileSealed == .refused, keeper.isSealed {
                 throw CaseVaultError(
