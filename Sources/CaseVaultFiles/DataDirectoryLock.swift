@@ -20,18 +20,11 @@ package final class DataDirectoryLock: Sendable {
         let path = directory + "/" + Self.fileName
         self.file = try PosixFile(path: path, flags: O_RDWR | O_CREAT, mode: 0o600)
         try DataDirectory.checkPrivateFile(path)
-        while flock(self.file.descriptor, LOCK_EX | LOCK_NB) != 0 {
-            switch errno {
-            case EINTR:
-                continue
-            case EWOULDBLOCK:
-                throw CaseVaultError(
-                    .storageFailure,
-                    "another casevaultd is serving the data directory \(directory); stop it first, or give this one a data directory of its own"
-                )
-            default:
-                throw POSIXFailure.error("flock", path: path)
-            }
+        guard try self.file.lock(LOCK_EX | LOCK_NB, path: path) else {
+            throw CaseVaultError(
+                .storageFailure,
+                "another casevaultd is serving the data directory \(directory); stop it first, or give this one a data directory of its own"
+            )
         }
     }
 }

@@ -21,6 +21,21 @@ package final class PosixFile: Sendable {
         close(self.descriptor)
     }
 
+    /// Takes an advisory lock on the whole file (`flock`: `LOCK_EX`, `LOCK_SH`, with `LOCK_NB` not to
+    /// wait), held until it is released or the file is closed. Returns `false` only when `LOCK_NB` was
+    /// given and someone else holds it.
+    @discardableResult
+    package func lock(_ operation: Int32, path: String? = nil) throws(CaseVaultError) -> Bool {
+        while flock(self.descriptor, operation) != 0 {
+            switch errno {
+            case EINTR: continue
+            case EWOULDBLOCK where operation & LOCK_NB != 0: return false
+            default: throw POSIXFailure.error("flock", path: path)
+            }
+        }
+        return true
+    }
+
     package func write(_ bytes: [UInt8], at offset: Int64) throws(CaseVaultError) {
         var written = 0
         while written < bytes.count {

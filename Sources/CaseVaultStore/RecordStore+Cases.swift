@@ -34,7 +34,7 @@ extension RecordStore {
     /// The case's state, participant count and mediators; `not-found` for an unknown id.
     public func caseSummary(_ id: CaseID) throws(CaseVaultError) -> CaseSummary {
         guard let summary = try self.index.lookup({ db in try Index.caseSummary(db, id: id) }) else {
-            throw CaseVaultError(.notFound, "no case has this id; check the id")
+            throw Self.caseNotFound()
         }
         return summary
     }
@@ -72,7 +72,7 @@ extension RecordStore {
                 )
             }
             guard let summary = found else {
-                throw CaseVaultError(.notFound, "no case has this id; check the id")
+                throw Self.caseNotFound()
             }
             let authority = try decide(summary, onRoster)
             let document = try self.validator.validate(
@@ -209,8 +209,15 @@ extension RecordStore {
     public func caseHeader(_ id: CaseID) throws(CaseVaultError) -> [UInt8] {
         let header = try self.index.lookup { db in try Index.headerRecordID(db, caseID: id) }
         guard let header else {
-            throw CaseVaultError(.notFound, "no case has this id; check the id")
+            throw Self.caseNotFound()
         }
         return try self.get(try RecordID(header)).content
+    }
+}
+
+extension RecordStore {
+    /// `not-found` for a case id no case has.
+    static func caseNotFound() -> CaseVaultError {
+        CaseVaultError(.notFound, "no case has this id; check the id")
     }
 }

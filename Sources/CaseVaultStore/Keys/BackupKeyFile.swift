@@ -43,7 +43,7 @@ public struct BackupKeyFile: Sendable {
         guard DataDirectory.exists(self.path) else { return nil }
         try DataDirectory.checkPrivateFile(self.path)
         let file = try PosixFile(path: self.path, flags: writing ? O_RDWR : O_RDONLY)
-        try Self.lock(file, writing ? LOCK_EX : LOCK_SH)
+        try file.lock(writing ? LOCK_EX : LOCK_SH, path: self.path)
         return (file, Self.entries(in: try file.readAll()))
     }
 
@@ -69,7 +69,7 @@ public struct BackupKeyFile: Sendable {
         try DataDirectory.checkPrivateFile(self.path)
         // Another backup (a thread here, or `casevaultctl`) may be choosing a slot at the same time: the
         // file is read and written under an exclusive lock, so that no two keys take the same slot.
-        try Self.lock(file, LOCK_EX)
+        try file.lock(LOCK_EX, path: self.path)
         let bytes = try file.readAll()
         var free = bytes.count / Self.slotSize
         for start in stride(from: 0, to: bytes.count - Self.slotSize + 1, by: Self.slotSize)
@@ -112,12 +112,5 @@ public struct BackupKeyFile: Sendable {
         }
         try file.flushData()
         return doomed.count
-    }
-
-    /// An advisory lock on the whole file (flock), held until `file` is closed.
-    private static func lock(_ file: PosixFile, _ operation: Int32) throws(CaseVaultError) {
-        while flock(file.descriptor, operation) != 0 {
-            guard errno == EINTR else { throw POSIXFailure.error("flock") }
-        }
     }
 }

@@ -183,9 +183,7 @@ public struct ShredLedgerFile: Sendable {
         while true {
             let existed = DataDirectory.exists(self.path)
             let file = try PosixFile(path: self.path, flags: O_RDWR | O_CREAT, mode: 0o600)
-            while flock(file.descriptor, LOCK_EX) != 0 {
-                guard errno == EINTR else { throw POSIXFailure.error("flock", path: self.path) }
-            }
+            try file.lock(LOCK_EX, path: self.path)
             let held = try file.status()
             var named = stat()
             guard lstat(self.path, &named) == 0 else {
