@@ -16,7 +16,6 @@ let package = Package(
     products: [
         .executable(name: "casevaultd", targets: ["casevaultd"]),
         .executable(name: "casevaultctl", targets: ["casevaultctl"]),
-        .library(name: "CaseVaultStore", targets: ["CaseVaultStore"]),
         .library(name: "CaseVaultClient", targets: ["CaseVaultClient"]),
     ],
     dependencies: [
@@ -61,7 +60,9 @@ let package = Package(
         // audit signing keys). The layers above hold keys only as values whose bytes they cannot read.
         .target(
             name: "CaseVaultSealing",
-            dependencies: ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles"],
+            dependencies: [
+                "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         // Layer 5: the store over the sealing layer: key slots, segments of sealed content, the SQLite index, shredding,

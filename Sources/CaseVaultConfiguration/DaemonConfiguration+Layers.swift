@@ -1,14 +1,14 @@
 internal import CaseVaultAudit
 public import CaseVaultCore
 public import CaseVaultCrypto
-public import CaseVaultStore
+package import CaseVaultStore
 public import Foundation
 internal import TOMLKit
 
 // What each layer is given: the store's, the server's and the roles' settings, paths resolved.
 extension DaemonConfiguration {
     /// The store's settings, with relative paths resolved against `base`.
-    public func storeConfiguration(relativeTo base: URL) throws(CaseVaultError) -> StoreConfiguration {
+    package func storeConfiguration(relativeTo base: URL) throws(CaseVaultError) -> StoreConfiguration {
         var configuration = StoreConfiguration(
             dataDirectory: URL(fileURLWithPath: self.store.dataDirectory, relativeTo: base).standardizedFileURL,
             rootKeyFile: URL(fileURLWithPath: self.store.rootKeyFile, relativeTo: base).standardizedFileURL,

@@ -34,7 +34,7 @@ enum StoreTargets {
         FuzzEnvironment.replace(path, with: input)
         guard
             let download = try? AttachmentDownload(
-                record: FuzzEnvironment.record, dataKey: environment.dataKey, path: path)
+                record: FuzzEnvironment.record, dataKey: environment.dataKey, file: AttachmentReader(path: path))
         else {
             return
         }

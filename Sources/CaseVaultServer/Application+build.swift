@@ -1,18 +1,18 @@
-public import CaseVaultAudit
-public import CaseVaultConfiguration
-public import CaseVaultCore
-public import CaseVaultStore
+package import CaseVaultAudit
+package import CaseVaultConfiguration
+package import CaseVaultCore
+package import CaseVaultStore
 internal import Foundation
 package import Hummingbird
 internal import HummingbirdCore
-public import Logging
+package import Logging
 internal import NIOCore
-public import ServiceLifecycle
+package import ServiceLifecycle
 
 /// Builds the HTTP application over the Unix socket: the one builder that `casevaultd` uses. With
 /// `listeningSocket` (socket activation) it serves the socket systemd bound and leaves its path and mode
 /// to systemd; otherwise it binds `configuration.socketPath` itself and makes the socket 0660.
-public func buildApplication(
+package func buildApplication(
     configuration: CaseVaultConfiguration.ServerConfiguration,
     keeper: VaultKeeper,
     audit: AuditLog,

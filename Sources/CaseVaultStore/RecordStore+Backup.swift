@@ -1,4 +1,4 @@
-public import CaseVaultCore
+package import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import CaseVaultSealing
@@ -23,13 +23,13 @@ internal import Glibc
 ///
 /// The backup's key is sealed in the backup key file; destroying it there (after `[backup]
 /// retention_days`) makes the file unreadable for good.
-public struct BackupSummary: Sendable, Equatable {
-    public var backupID: String
-    public var createdAt: Int64
-    public var records: Int
-    public var attachments: Int
+package struct BackupSummary: Sendable, Equatable {
+    package var backupID: String
+    package var createdAt: Int64
+    package var records: Int
+    package var attachments: Int
     /// Backup keys destroyed because they were older than the retention.
-    public var destroyedKeys: Int
+    package var destroyedKeys: Int
 }
 
 enum BackupFormat {
@@ -51,14 +51,14 @@ enum BackupFormat {
 
 extension RecordStore {
     /// A new backup id (16 random bytes, hex): the caller names it before the stream starts.
-    public static func newBackupID() -> String {
+    package static func newBackupID() -> String {
         Hex.encode(Random.bytes(count: 16))
     }
 
     /// Writes a backup through `write` (called with each piece of the file, in order), while the store
     /// serves. First rewrites the shred ledger's copy (`refreshShredLedgerCopy`) and destroys the backup
     /// keys older than `retentionDays`, then makes and keeps this backup's key.
-    public func backup(
+    package func backup(
         id: String, keys: BackupKeyFile, retentionDays: Int, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void
     ) throws(CaseVaultError) -> BackupSummary {
         guard let idBytes = Hex.decode(id), idBytes.count == 16 else {
@@ -180,7 +180,7 @@ extension RecordStore {
     /// backups unreadable; returns how many (with `dryRun`, how many would be). Each backup does this
     /// first, and so does each retention sweep, so a key outlives its retention by at most the time
     /// to the next sweep even when no backup is taken.
-    public func destroyExpiredBackupKeys(_ keys: BackupKeyFile, retentionDays: Int, dryRun: Bool = false)
+    package func destroyExpiredBackupKeys(_ keys: BackupKeyFile, retentionDays: Int, dryRun: Bool = false)
         throws(CaseVaultError) -> Int
     {
         try keys.destroy(createdBefore: self.now() - Int64(retentionDays) * 86_400_000, dryRun: dryRun)

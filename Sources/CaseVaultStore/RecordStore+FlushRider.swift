@@ -1,5 +1,5 @@
 internal import CCaseVaultShims
-public import CaseVaultFiles
+package import CaseVaultFiles
 internal import Synchronization
 
 #if canImport(Glibc)
@@ -17,7 +17,7 @@ extension RecordStore {
     /// Lets `rider` ride on this store's flushes when it lies on the same device and an in-place
     /// filesystem; returns whether it may. Otherwise the rider flushes on its own, as before.
     @discardableResult
-    public func letRide(_ rider: any FlushRider) -> Bool {
+    package func letRide(_ rider: any FlushRider) -> Bool {
         var ours = stat()
         var theirs = stat()
         var type: UInt = 0

@@ -1,6 +1,7 @@
-public import CaseVaultCore
+package import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
+package import CaseVaultSealing
 internal import Foundation
 internal import Logging
 internal import Synchronization
@@ -9,23 +10,22 @@ internal import Synchronization
 internal import Glibc
 #endif
 
-// Reading records: one index snapshot, the slot and blob authenticated before any content is returned.
+// Reading sealed records: one index snapshot, then the slot and the blob, which the sealing layer opens.
 extension RecordStore {
-    /// The record with its decrypted content. Throws `shredded` for a shredded record, `not-found` for an
-    /// unknown id, `integrity-failure` when its slot or blob does not authenticate.
-    public func get(_ id: RecordID) throws(CaseVaultError) -> CaseVaultCore.Record {
-        try self.open(try self.liveRow(id))
+    /// A live record's wrapped key and sealed blob. Throws `shredded` for a shredded record, `not-found`
+    /// for an unknown id.
+    package func storedRecord(_ id: RecordID) throws(CaseVaultError) -> StoredRecord {
+        try self.stored(try self.liveRow(id))
     }
 
-    /// Opens a record only once `decide` approves it. One trip to the index (point lookups without a
-    /// transaction, each atomic, as `get` does) gives the record's metadata, its case and whether
-    /// `rosterUID` is on the mediator roster; `decide` sees those, never content, and throws to refuse.
-    /// Throws `not-found` or `shredded` as `get` does.
-    public func read(
+    /// `storedRecord(_:)` once `decide` approves it. One trip to the index (point lookups without a
+    /// transaction, each atomic, as `storedRecord(_:)` does) gives the record's metadata, its case and
+    /// whether `rosterUID` is on the mediator roster; `decide` sees those and throws to refuse.
+    package func storedRecord(
         _ id: RecordID,
         rosterUID: UInt32?,
         decide: (RecordMetadata, CaseSummary, Bool) throws(CaseVaultError) -> Void
-    ) throws(CaseVaultError) -> CaseVaultCore.Record {
+    ) throws(CaseVaultError) -> StoredRecord {
         let (row, shredded, summary, onRoster) = try self.index.lookup { db in
             let row = try Index.row(db, id: id)
             let shredded = row == nil ? try Index.isShredded(db, id: id) : false
@@ -42,23 +42,25 @@ extension RecordStore {
             throw CaseVaultError(.storageFailure, "the index holds a record whose case is missing")
         }
         try decide(row.metadata, summary, onRoster)
-        return try self.open(row)
+        return try self.stored(row)
     }
 
-    /// Decrypts a row's content through the barrier.
-    func open(_ row: Index.Row) throws(CaseVaultError) -> CaseVaultCore.Record {
-        let id = row.metadata.id
+    /// Whether `id`'s shred has begun or is done: a slot or blob that fails to authenticate then failed
+    /// because of it.
+    package func shredHasBegun(_ id: RecordID) throws(CaseVaultError) -> Bool {
+        try self.index.read { db in
+            try Index.isShredded(db, id: id) || Index.row(db, id: id)?.state == .shredding
+        }
+    }
+
+    /// A row's slot and blob, read from their files.
+    private func stored(_ row: Index.Row) throws(CaseVaultError) -> StoredRecord {
         do throws(CaseVaultError) {
-            let slotBytes = try self.slots.read(row.slot)
-            let dataKey = try self.barrier.unwrap(slotBytes: slotBytes, recordID: id, slot: row.slot)
-            let sealed = try self.segments.read(row.location)
-            let content = try self.barrier.open(blob: sealed, dataKey: dataKey, record: row.metadata)
-            return CaseVaultCore.Record(metadata: row.metadata, content: content)
+            let key = StoredKey(metadata: row.metadata, slot: row.slot, wrapped: try self.slots.read(row.slot))
+            return StoredRecord(key: key, blob: try self.segments.read(row.location))
         } catch {
-            // A shred that ran while we read makes the slot or blob fail; report it as what it is.
-            if try self.index.read({ db in
-                try Index.isShredded(db, id: id) || Index.row(db, id: id)?.state == .shredding
-            }) {
+            // A shred that ran while we read may have moved the files under us; report it as what it is.
+            if try self.shredHasBegun(row.metadata.id) {
                 throw Self.shreddedError()
             }
             throw error
@@ -66,17 +68,17 @@ extension RecordStore {
     }
 
     /// The record's metadata, without opening its content.
-    public func metadata(_ id: RecordID) throws(CaseVaultError) -> RecordMetadata {
+    package func metadata(_ id: RecordID) throws(CaseVaultError) -> RecordMetadata {
         try self.liveRow(id).metadata
     }
 
     /// Metadata of every live record of a case, in the order they were filed.
-    public func records(caseID: CaseID) throws(CaseVaultError) -> [RecordMetadata] {
+    package func records(caseID: CaseID) throws(CaseVaultError) -> [RecordMetadata] {
         try self.index.read { db in try Index.rows(db, caseID: caseID) }.filter { $0.state == .live }.map(\.metadata)
     }
 
     /// Whether `id` names a record that was shredded.
-    public func isShredded(_ id: RecordID) throws(CaseVaultError) -> Bool {
+    package func isShredded(_ id: RecordID) throws(CaseVaultError) -> Bool {
         try self.index.read { db in try Index.isShredded(db, id: id) }
     }
 

@@ -1,7 +1,7 @@
-public import CaseVaultCore
+package import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
-internal import CaseVaultSealing
+package import CaseVaultSealing
 internal import Foundation
 internal import Logging
 internal import Synchronization
@@ -10,46 +10,24 @@ internal import Synchronization
 internal import Glibc
 #endif
 
-// Putting records: sealed on the caller's thread, committed in groups with one flush per file.
+// Filing sealed records: committed in groups with one flush per file. The content was sealed by the
+// sealing layer (`Vault`) on the caller's thread, in parallel with other callers.
 extension RecordStore {
-    /// What a put changes besides adding its record, in the same index transaction: so that a crash leaves
-    /// either all of it or none of it.
-    struct CommitEffects {
-        /// A case to create (opening a case files its sealed header).
-        var newCase: (summary: CaseSummary, header: RecordID)?
-        /// The case's state afterwards.
-        var caseState: (id: CaseID, state: CaseState, closedAt: Int64?, outcome: String?)?
-        /// Records to mark `shredding` (a final agreement's session notes); their shred finishes right after
-        /// the commit, or on the next open after a crash.
-        var markShredding: [RecordID] = []
-        /// Who ordered those shreds, kept with them until their certificate is issued.
-        var shredOrder: ShredOrder?
-    }
-
     final class PendingPut {
         let metadata: RecordMetadata
-        let dataKey: DataKey
-        let sealed: [UInt8]
-        let effects: CommitEffects
+        let record: SealedRecord
+        let effects: FilingEffects
 
-        init(metadata: RecordMetadata, dataKey: DataKey, sealed: [UInt8], effects: CommitEffects) {
+        init(metadata: RecordMetadata, record: SealedRecord, effects: FilingEffects) {
             self.metadata = metadata
-            self.dataKey = dataKey
-            self.sealed = sealed
+            self.record = record
             self.effects = effects
         }
     }
 
-    /// Validates, seals and durably files a record, with no lifecycle rule: the low-level primitive under
-    /// `file(_:)`, which the server uses. When this returns, the record survives a crash.
-    public func put(_ record: NewRecord) throws(CaseVaultError) -> RecordMetadata {
-        try self.validator.validate(type: record.type, content: record.content)
-        return try self.put(validated: record, effects: CommitEffects())
-    }
-
-    func put(validated record: NewRecord, effects: CommitEffects, id: RecordID? = nil) throws(CaseVaultError)
-        -> RecordMetadata
-    {
+    /// Files a sealed record durably with `effects` (the storage protocol's `commit`): when this returns,
+    /// the record survives a crash.
+    package func commit(_ record: SealedRecord, effects: FilingEffects) throws(CaseVaultError) -> RecordMetadata {
         if let supersedes = record.supersedes {
             let previous = try self.liveRow(supersedes).metadata
             guard previous.caseID == record.caseID, previous.type == record.type else {
@@ -61,23 +39,17 @@ extension RecordStore {
             }
         }
         let metadata = RecordMetadata(
-            id: id ?? RecordID(bytes: Random.bytes(count: RecordID.byteCount)),
+            id: record.id,
             caseID: record.caseID,
             type: record.type,
             createdAt: self.now(),
             author: record.author,
             supersedes: record.supersedes,
-            sealedSize: Barrier.sealedSize(contentSize: record.content.count)
+            sealedSize: record.blob.count
         )
-        let dataKey = self.barrier.newDataKey()
-        // Validation and sealing run on the caller's thread, in parallel with other callers; only placing
-        // the blob and the slot, the flush and the index commit are batched.
-        let sealed = self.barrier.seal(content: record.content, dataKey: dataKey, record: metadata)
-        let pending = PendingPut(metadata: metadata, dataKey: dataKey, sealed: sealed, effects: effects)
-        let result = self.writes.submit(pending, perform: self.commit)
-        let stored = try result.get()
-        self.logger.debug("record filed", metadata: ["record.id": "\(stored.id)", "case.id": "\(stored.caseID)"])
-        return stored
+        // Only placing the blob and the slot, the flush and the index commit are batched.
+        let pending = PendingPut(metadata: metadata, record: record, effects: effects)
+        return try self.writes.submit(pending, perform: self.commit).get()
     }
 
     /// The leader's half of a put batch: one slot and one segment region per record, one filesystem
@@ -100,7 +72,7 @@ extension RecordStore {
         }
         let placed = self.writer.withLock { state in
             zip(batch, slots).map { put, slot in
-                (slot: slot, location: state.cursor.reserve(put.sealed.count, maxBytes: self.segments.maxBytes))
+                (slot: slot, location: state.cursor.reserve(put.record.blob.count, maxBytes: self.segments.maxBytes))
             }
         }
         let after = self.writer.withLock { $0 }
@@ -108,12 +80,9 @@ extension RecordStore {
         let epoch = self.currentEpoch
         do throws(CaseVaultError) {
             for (put, place) in zip(batch, placed) {
-                try self.segments.write(put.sealed, at: place.location)
+                try self.segments.write(put.record.blob, at: place.location)
                 self.observe(.putAfterBlobWrite)
-                let wrapped = try self.barrier.wrap(
-                    dataKey: put.dataKey, recordID: put.metadata.id, slot: place.slot, epoch: epoch
-                )
-                try self.slots.write(place.slot, wrapped)
+                try self.slots.write(place.slot, try put.record.wrappedKey(slot: place.slot, epoch: epoch))
             }
             // What the audit log wrote before this point (the batch's request entries among it) is written
             // back beside the segment and made durable by the key slots' device flush.

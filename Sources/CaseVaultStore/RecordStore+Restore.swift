@@ -1,26 +1,26 @@
-public import CaseVaultCore
-public import CaseVaultCrypto
+package import CaseVaultCore
+package import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import CaseVaultSealing
 internal import Foundation
-public import Logging
+package import Logging
 
 #if canImport(Glibc)
 internal import Glibc
 #endif
 
-public struct RestoreSummary: Sendable, Equatable {
-    public var backupID: String
-    public var createdAt: Int64
-    public var records: Int
-    public var attachments: Int
+package struct RestoreSummary: Sendable, Equatable {
+    package var backupID: String
+    package var createdAt: Int64
+    package var records: Int
+    package var attachments: Int
     /// Records the backup held that the ledger says were shredded since: shredded again here.
-    public var reshredded: Int
+    package var reshredded: Int
     /// Entries of the ledger that the restored vault's own ledger did not hold yet (records the backup did
     /// not hold, or held and were shredded again here): entered there, so that this vault still knows them.
-    public var ledgerAdded: Int
+    package var ledgerAdded: Int
     /// How many entries the ledger copy gave, or `nil` when none was read.
-    public var copyEntries: Int?
+    package var copyEntries: Int?
 }
 
 extension RecordStore {
@@ -33,7 +33,7 @@ extension RecordStore {
     /// reads this vault's ledger shreds those records too. A damaged, truncated or foreign file, one whose
     /// key was destroyed, or a ledger copy that is missing or does not check out, is refused and leaves
     /// nothing behind. The ledger copy itself is only read.
-    public static func restore(
+    package static func restore(
         read: (Int) throws(CaseVaultError) -> [UInt8],
         into configuration: StoreConfiguration,
         passphrase: SecureBytes?,

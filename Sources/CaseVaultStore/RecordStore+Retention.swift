@@ -1,70 +1,39 @@
-public import CaseVaultCore
+package import CaseVaultCore
 internal import CaseVaultCrypto
+package import CaseVaultSealing
 internal import Foundation
 internal import Logging
-
-/// A legal hold on a case: while it stands, the case's records are not disposed of (docs/API.md).
-public struct LegalHold: Sendable, Equatable {
-    public var id: HoldID
-    public var caseID: CaseID
-    /// Milliseconds since the Unix epoch.
-    public var placedAt: Int64
-    public var placedBy: Authority
-    /// The reason, opened from its sealed form: it may name people or matters, so it is never logged.
-    public var reason: String
-}
 
 // MARK: Legal holds
 
 extension RecordStore {
-    /// Places a hold on a case. `not-found` for an unknown case. The reason is sealed in the index.
-    public func placeHold(on caseID: CaseID, reason: String, authority: Authority) throws(CaseVaultError) -> LegalHold {
-        try self.caseLocks.withLock(caseID) { () throws(CaseVaultError) in
-            _ = try self.caseSummary(caseID)
-            let hold = LegalHold(
-                id: HoldID(bytes: Random.bytes(count: HoldID.byteCount)), caseID: caseID, placedAt: self.now(),
-                placedBy: authority, reason: reason
-            )
-            let sealed = self.barrier.sealHoldReason(Array(reason.utf8), holdID: hold.id.rawValue, caseID: caseID)
-            // Under the writer role, so a sweep batch or a shred sees the hold either entirely before or
-            // entirely after its own check.
-            try self.asWriter { () throws(CaseVaultError) in
-                try self.index.write { db in
-                    try Index.insertHold(
-                        db, id: hold.id, caseID: caseID, placedAt: hold.placedAt, placedBy: authority,
-                        sealedReason: sealed
-                    )
-                }
+    /// Keeps a hold whose reason the sealing layer sealed. Under the writer role, so a sweep batch or a
+    /// shred sees the hold either entirely before or entirely after its own check.
+    package func insertHold(_ hold: SealedHold) throws(CaseVaultError) {
+        try self.asWriter { () throws(CaseVaultError) in
+            try self.index.write { db in
+                try Index.insertHold(
+                    db, id: hold.id, caseID: hold.caseID, placedAt: hold.placedAt, placedBy: hold.placedBy,
+                    sealedReason: hold.sealedReason
+                )
             }
-            self.logger.info("legal hold placed", metadata: ["hold.id": "\(hold.id)", "case.id": "\(caseID)"])
-            return hold
         }
     }
 
-    /// The holds standing, oldest first, with their reasons opened.
-    public func holds() throws(CaseVaultError) -> [LegalHold] {
-        let rows = try self.index.read { db in try Index.holds(db) }
-        var holds: [LegalHold] = []
-        for row in rows {
-            let id = try HoldID(row.id)
-            let caseID = try CaseID(row.caseID)
-            let sealed = row.sealedReason
-            var reason = try self.barrier.openHoldReason([UInt8](sealed), holdID: id.rawValue, caseID: caseID)
-            defer { Memory.zero(&reason) }
-            holds.append(
-                LegalHold(
-                    id: id, caseID: caseID, placedAt: row.placedAt,
-                    placedBy: Authority(uid: row.uid.map { UInt32($0) }, role: row.role),
-                    reason: String(decoding: reason, as: UTF8.self)
-                )
+    /// The holds standing, oldest first, their reasons sealed.
+    package func sealedHolds() throws(CaseVaultError) -> [SealedHold] {
+        try self.index.read { db in try Index.holds(db) }.map { row throws(CaseVaultError) in
+            SealedHold(
+                id: try HoldID(row.id), caseID: try CaseID(row.caseID), placedAt: row.placedAt,
+                placedBy: Authority(uid: row.uid.map { UInt32($0) }, role: row.role),
+                sealedReason: [UInt8](row.sealedReason)
             )
         }
-        return holds
     }
 
     /// Releases a hold; `not-found` for an unknown (or already released) hold. The case's records become
     /// disposable by the next sweep once no other hold covers them.
-    public func releaseHold(_ id: HoldID) throws(CaseVaultError) -> CaseID {
+    package func releaseHold(_ id: HoldID) throws(CaseVaultError) -> CaseID {
         try self.asWriter { () throws(CaseVaultError) in
             let caseID = try self.index.write { db -> String? in
                 try Index.releaseHold(db, id: id)
@@ -78,7 +47,7 @@ extension RecordStore {
     }
 
     /// Whether a hold stands on the case.
-    public func isHeld(_ caseID: CaseID) throws(CaseVaultError) -> Bool {
+    package func isHeld(_ caseID: CaseID) throws(CaseVaultError) -> Bool {
         try self.index.lookup { db in try Index.isHeld(db, caseID: caseID) }
     }
 
@@ -113,7 +82,7 @@ extension RecordStore {
     ///
     /// `limit` stops after about that many disposals (whole batches), for a caller that shows progress;
     /// the report then says it is not complete. `progress` is called after each batch.
-    public func sweep(
+    package func sweep(
         dryRun: Bool = false,
         limit: Int? = nil,
         authority: Authority = .daemon,

@@ -1,31 +1,31 @@
-public import CaseVaultCore
+package import CaseVaultCore
 internal import CaseVaultSealing
 
 /// What a rotation call did (docs/SECURITY.md: rotation opens a new epoch and rewraps slots; an epoch is retired
 /// once no slot uses it).
-public struct RotationReport: Sendable, Equatable {
+package struct RotationReport: Sendable, Equatable {
     /// The epoch every slot is being moved to.
-    public var epoch: UInt32
+    package var epoch: UInt32
     /// Whether this call opened that epoch (otherwise it carried on a rotation already under way).
-    public var opened: Bool
+    package var opened: Bool
     /// Slots rewrapped by this call.
-    public var rewrapped: Int
+    package var rewrapped: Int
     /// Live slots still under an older epoch.
-    public var remaining: Int
+    package var remaining: Int
     /// Epochs this call retired.
-    public var retired: [UInt32]
+    package var retired: [UInt32]
 
-    public var complete: Bool { self.remaining == 0 }
+    package var complete: Bool { self.remaining == 0 }
 }
 
 extension RecordStore {
     /// The epoch new keys are wrapped under.
-    public var currentEpoch: UInt32 {
+    package var currentEpoch: UInt32 {
         self.epochs.withLock { $0.current }
     }
 
     /// Epochs not yet retired, oldest first.
-    public func activeEpochs() throws(CaseVaultError) -> [UInt32] {
+    package func activeEpochs() throws(CaseVaultError) -> [UInt32] {
         try self.index.read { db in try Index.activeEpochs(db) }
     }
 
@@ -38,7 +38,7 @@ extension RecordStore {
     /// under the new one for the same slot and record, and written back in place (a 128-byte slot lies
     /// within one disk sector, so a crash leaves it old or new, and both open); then one flush. New puts
     /// use the new epoch from the moment it is committed. Shreds and puts wait while a batch runs.
-    public func rotate(limit: Int? = nil, batch: Int = 5000, progress: (RotationReport) -> Void = { _ in })
+    package func rotate(limit: Int? = nil, batch: Int = 5000, progress: (RotationReport) -> Void = { _ in })
         throws(CaseVaultError) -> RotationReport
     {
         let batch = max(1, batch)

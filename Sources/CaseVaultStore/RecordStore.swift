@@ -1,35 +1,36 @@
-public import CaseVaultCore
+package import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
-internal import CaseVaultSealing
+package import CaseVaultSealing
 internal import Foundation
-public import Logging
+package import Logging
 internal import Synchronization
 
 #if canImport(Glibc)
 internal import Glibc
 #endif
 
-/// The sealed record store: files records under per-record data keys, reads them back, lists a case's
-/// records, and shreds by the protocol of docs/ARCHITECTURE.md. Safe to use from many threads; puts from concurrent
-/// callers share one flush (group commit).
+/// The sealed record store, the first implementation of the storage protocol (`RecordStorage`) on files
+/// and SQLite: it keeps sealed records in segments and their wrapped keys in key slots, indexes them, lists
+/// a case's records, and shreds by the protocol of docs/ARCHITECTURE.md. It sees ciphertext, ids and
+/// metadata only: the sealing layer (`Vault`) seals content before it arrives and opens it after it
+/// leaves. Safe to use from many threads; puts from concurrent callers share one flush (group commit).
 ///
 /// Every call blocks on disk I/O: call it from a thread that may block, not from a Swift concurrency
 /// executor that must stay responsive.
-public final class RecordStore: Sendable {
+package final class RecordStore: RecordStorage {
     let configuration: StoreConfiguration
     let directory: DataDirectory
     let index: Index
     let slots: KeySlotFile
     let segments: Segments
-    let barrier: Barrier
-    let validator: RecordValidator
+    package let barrier: Barrier
     let writer: Mutex<WriterState>
     /// The epoch new keys are wrapped under; rotation moves it on.
     let epochs: Mutex<EpochState>
     let writes: WriteQueue<PendingPut, Result<RecordMetadata, CaseVaultError>>
     let caseLocks = CaseLocks()
-    let logger: Logger
+    package let logger: Logger
     /// The audit log, when its entries ride on the flushes of put batches (`letRide`).
     let rider = Mutex<(any FlushRider)?>(nil)
     private let closed = Atomic<Bool>(false)
@@ -48,7 +49,8 @@ public final class RecordStore: Sendable {
 
     /// Opens (creating on first use) the store in `configuration.dataDirectory`, then finishes any shred a
     /// crash interrupted and scrubs what uncommitted puts left in key slots and segments.
-    public static func open(_ configuration: StoreConfiguration, logger: Logger) throws(CaseVaultError) -> RecordStore {
+    package static func open(_ configuration: StoreConfiguration, logger: Logger) throws(CaseVaultError) -> RecordStore
+    {
         let rootKey: RootKey
         switch configuration.keySource {
         case .file:
@@ -64,7 +66,7 @@ public final class RecordStore: Sendable {
 
     /// Creates the data directory and its audit folder, without opening the store: what a sealed daemon
     /// needs to audit requests before anyone unseals it. Returns the audit folder.
-    public static func prepareDirectories(_ configuration: StoreConfiguration) throws(CaseVaultError) -> String {
+    package static func prepareDirectories(_ configuration: StoreConfiguration) throws(CaseVaultError) -> String {
         let directory = try DataDirectory.prepare(path: configuration.dataDirectory.path)
         try DataDirectory.makeDirectory(directory.auditPath, createParents: false)
         return directory.auditPath
@@ -125,7 +127,7 @@ public final class RecordStore: Sendable {
     }
 
     /// Zeroes every key the store holds, now: for sealing. Call `close()` first.
-    public func wipeKeys() {
+    package func wipeKeys() {
         self.barrier.wipe()
     }
 
@@ -146,7 +148,6 @@ public final class RecordStore: Sendable {
         self.slots = slots
         self.segments = segments
         self.barrier = barrier
-        self.validator = RecordValidator(maxContentBytes: configuration.maxContentBytes)
         self.writer = Mutex(state)
         self.epochs = Mutex(EpochState(current: epoch))
         self.writes = WriteQueue(maxBatch: configuration.maxBatch)
@@ -157,7 +158,7 @@ public final class RecordStore: Sendable {
     /// error and returned: the WAL may then still hold page images of shredded rows, until the next open
     /// checkpoints it.
     @discardableResult
-    public func close() -> CaseVaultError? {
+    package func close() -> CaseVaultError? {
         guard !self.closed.exchange(true, ordering: .acquiringAndReleasing) else { return nil }
         // Waits for the writer in flight, if any; every write was flushed before it returned.
         let failure: CaseVaultError? = self.writes.exclusive {
@@ -197,12 +198,12 @@ public final class RecordStore: Sendable {
     }
 
     /// Whether the index answers a trivial query: what the service manager's watchdog asks before each ping.
-    public func isResponsive() -> Bool {
+    package func isResponsive() -> Bool {
         (try? self.index.lookup { db in try Index.answers(db) }) ?? false
     }
 
     /// How well group commit is batching: puts committed and the flushes (batches) they took.
-    public var groupCommitCounts: (puts: Int, batches: Int) {
+    package var groupCommitCounts: (puts: Int, batches: Int) {
         let counts = self.writes.counts
         return (counts.jobs, counts.batches)
     }
@@ -211,8 +212,11 @@ public final class RecordStore: Sendable {
         self.configuration.crashPointObserver?(point)
     }
 
+    /// The largest record content the sealing layer accepts (`StoreConfiguration.maxContentBytes`).
+    package var maxContentBytes: Int { self.configuration.maxContentBytes }
+
     /// The store's clock (`StoreConfiguration.clock`), milliseconds since the Unix epoch.
-    func now() -> Int64 {
+    package func now() -> Int64 {
         self.configuration.clock()
     }
 }

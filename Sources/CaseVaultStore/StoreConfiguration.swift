@@ -1,41 +1,41 @@
-public import CaseVaultCore
+package import CaseVaultCore
 
-public import struct Foundation.URL
+package import struct Foundation.URL
 
 #if canImport(Glibc)
 internal import Glibc
 #endif
 
 /// Where a store keeps its files and the limits it enforces.
-public struct StoreConfiguration: Sendable {
+package struct StoreConfiguration: Sendable {
     /// The data directory: index, key slots, segments of sealed content. Must be 0700 and owned by this process's user.
-    public var dataDirectory: URL
+    package var dataDirectory: URL
     /// The root key file, outside the data directory so that a copy of the directory never carries it.
     /// Created (32 random bytes, 0600) on first open.
-    public var rootKeyFile: URL
+    package var rootKeyFile: URL
     /// Where the root key comes from: `rootKeyFile` (created on first open), or a systemd credential.
-    public var keySource: KeySource
+    package var keySource: KeySource
     /// The copy of the shred ledger kept outside the data directory (`ShredLedgerFile`), or `nil` for none:
     /// appended to at each shred, rewritten at open and at each backup.
-    public var shredLedgerCopy: URL?
+    package var shredLedgerCopy: URL?
     /// The largest record content accepted, in bytes.
-    public var maxContentBytes: Int
+    package var maxContentBytes: Int
     /// The most puts one flush may carry (group commit).
-    public var maxBatch: Int
+    package var maxBatch: Int
     /// The size at which a segment file of sealed content is closed and the next one started.
-    public var maxSegmentBytes: Int64
+    package var maxSegmentBytes: Int64
     /// Test-only: called as the store passes each crash point, so a test helper can kill the process there.
-    public var crashPointObserver: (@Sendable (CrashPoint) -> Void)?
+    package var crashPointObserver: (@Sendable (CrashPoint) -> Void)?
     /// How long each record type is kept (the retention sweep) and what a legal hold keeps.
-    public var retention: RetentionSchedule
+    package var retention: RetentionSchedule
     /// Records a sweep disposes of per shred (one flush per protocol step, one index commit each). Puts wait
     /// while a batch runs (about half a second for 5,000 records of 4 KiB here); larger batches dispose faster.
-    public var sweepBatch: Int
+    package var sweepBatch: Int
     /// The store's clock, milliseconds since the Unix epoch: filing, closing and shred times, and what a
     /// retention sweep judges due. The system's real-time clock unless a test injects another.
-    public var clock: @Sendable () -> Int64
+    package var clock: @Sendable () -> Int64
 
-    public init(
+    package init(
         dataDirectory: URL,
         rootKeyFile: URL,
         maxContentBytes: Int = 1 << 20,
@@ -56,10 +56,10 @@ public struct StoreConfiguration: Sendable {
     }
 
     /// Records a sweep disposes of per batch unless configured otherwise.
-    public static let defaultSweepBatch = 5000
+    package static let defaultSweepBatch = 5000
 
     /// CLOCK_REALTIME in milliseconds.
-    public static let systemClock: @Sendable () -> Int64 = {
+    package static let systemClock: @Sendable () -> Int64 = {
         var time = timespec()
         clock_gettime(CLOCK_REALTIME, &time)
         return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
@@ -67,7 +67,7 @@ public struct StoreConfiguration: Sendable {
 }
 
 /// The root key's source (docs/SECURITY.md).
-public enum KeySource: Sendable, Equatable {
+package enum KeySource: Sendable, Equatable {
     /// `rootKeyFile`: 32 random bytes in a 0600 file outside the data directory, created on first open.
     case file
     /// A systemd credential: the file `name` in `directory` ($CREDENTIALS_DIRECTORY), put there by
@@ -79,7 +79,7 @@ public enum KeySource: Sendable, Equatable {
 }
 
 /// The points between durable steps where a crash is most interesting. Tests kill a writer at each.
-public enum CrashPoint: String, Sendable, CaseIterable {
+package enum CrashPoint: String, Sendable, CaseIterable {
     case putAfterBlobWrite = "put.after-blob-write"
     case putAfterSlotFlush = "put.after-slot-flush"
     case putAfterCommit = "put.after-commit"

@@ -1,5 +1,6 @@
 import CaseVaultAudit
 import CaseVaultCore
+import CaseVaultSealing
 import CaseVaultStore
 import Dispatch
 import Foundation
@@ -19,6 +20,7 @@ extension Bench {
             ),
             logger: Logger(label: "bench")
         )
+        let vault = Vault(storage: store)
         defer { store.close() }
         let (audit, _) = try AuditLog.open(directory: store.auditDirectory, clock: StoreConfiguration.systemClock)
         try audit.attach(to: store)
@@ -34,7 +36,7 @@ extension Bench {
         blocking.start()
         defer { try? blocking.syncShutdownGracefully() }
         let put: @Sendable () -> Void = {
-            _ = try! store.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
+            _ = try! vault.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
         }
         // As the server runs them: each request a task; the put on a thread that may block (the server's
         // blocking pool); with the log, the request entry written before the put and its flush awaited

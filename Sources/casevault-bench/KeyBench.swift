@@ -1,5 +1,6 @@
 import CaseVaultCore
 import CaseVaultCrypto
+import CaseVaultSealing
 import CaseVaultStore
 import Foundation
 import Logging
@@ -48,6 +49,7 @@ extension Bench {
             ),
             logger: logger
         )
+        let vault = Vault(storage: store)
         defer { store.close() }
         let caseID = CaseID(bytes: Array(repeating: 3, count: 16))
         let content = Array(#"{"text":"a record whose key slot is rewrapped"}"#.utf8)
@@ -56,7 +58,7 @@ extension Bench {
         let writers = (0..<16).map { _ in
             Thread {
                 while counter.next() < total {
-                    _ = try! store.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
+                    _ = try! vault.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
                 }
             }
         }

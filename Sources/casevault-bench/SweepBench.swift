@@ -1,4 +1,5 @@
 import CaseVaultCore
+import CaseVaultSealing
 import CaseVaultStore
 import Foundation
 import Logging
@@ -73,9 +74,10 @@ extension Bench {
         configuration.clock = { clock.now }
         configuration.sweepBatch = self.sweepBatch
         let store = try RecordStore.open(configuration, logger: Logger(label: "bench"))
+        let vault = Vault(storage: store)
         let header = Array(#"{"participants":[{"name":"A"},{"name":"B"}]}"#.utf8)
         let cases = try (0..<max(1, records / 100)).map { _ in
-            try store.openCase(header: header, mediators: [], author: nil).id
+            try vault.openCase(header: header, mediators: [], author: nil).id
         }
         let padding = String(repeating: "x", count: max(0, size - 50))
         let content = Array(#"{"satisfaction":4,"would_recommend":true,"c":"\#(padding)"}"#.utf8)
@@ -86,7 +88,7 @@ extension Bench {
                 while true {
                     let n = counter.next()
                     guard n < records else { break }
-                    _ = try! store.put(NewRecord(caseID: cases[n % cases.count], type: .evaluation, content: content))
+                    _ = try! vault.put(NewRecord(caseID: cases[n % cases.count], type: .evaluation, content: content))
                 }
             }
         }

@@ -2,6 +2,7 @@
 // (plain SQLite, synchronous=FULL, 100 rows a transaction, no encryption). Prints figures; asserts nothing.
 import ArgumentParser
 import CaseVaultCore
+import CaseVaultSealing
 import CaseVaultStore
 import Foundation
 import GRDB
@@ -65,6 +66,7 @@ struct Bench: ParsableCommand {
             ),
             logger: Logger(label: "bench")
         )
+        let vault = Vault(storage: store)
         let caseID = CaseID(bytes: Array(repeating: 1, count: 16))
         let text = String(repeating: "x", count: self.size - 11)
         let content = Array(#"{"text":"\#(text)"}"#.utf8)
@@ -73,7 +75,7 @@ struct Bench: ParsableCommand {
         for writers in [1, 16] {
             let before = store.groupCommitCounts
             let rate = self.measure(threads: writers) { _ in
-                let stored = try! store.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
+                let stored = try! vault.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
                 ids.append(stored.id)
             }
             let after = store.groupCommitCounts
@@ -88,7 +90,7 @@ struct Bench: ParsableCommand {
         let all = ids.all
         for readers in [1, 2] {
             let rate = self.measure(threads: readers) { n in
-                _ = try! store.get(all[n % all.count])
+                _ = try! vault.get(all[n % all.count])
             }
             print(
                 String(format: "get      in process, %d thread(s)                     %10.0f records/s", readers, rate))

@@ -3,6 +3,7 @@
 import ArgumentParser
 import CCaseVaultShims
 import CaseVaultCore
+import CaseVaultSealing
 import CaseVaultStore
 import Foundation
 import Logging
@@ -113,6 +114,7 @@ extension Torture {
 
         func run() throws {
             let store = try self.store.open()
+            let vault = Vault(storage: store)
             let caseID = try CaseID(self.caseID)
             emit("ready")
             let (count, every, tag, keepGoing) = (self.count, self.shredEvery, self.tag, self.keepGoing)
@@ -124,7 +126,7 @@ extension Torture {
                         let content = Array(#"{"text":"\#(text)"}"#.utf8)
                         var shredding: RecordID?
                         do throws(CaseVaultError) {
-                            let stored = try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
+                            let stored = try vault.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
                             emit("put \(stored.id) \(text)")
                             mine.append(stored.id)
                             if every > 0, n % every == every - 1, mine.count >= 2 {
@@ -165,7 +167,8 @@ extension Torture {
             guard let point = CrashPoint(rawValue: self.crashAt) else { throw ValidationError("unknown crash point") }
             let store = try self.store.open(crashAt: point)
             let content = Array(#"{"text":"uncommitted"}"#.utf8)
-            let stored = try store.put(NewRecord(caseID: try CaseID(self.caseID), type: .sessionNote, content: content))
+            let stored = try Vault(storage: store).put(
+                NewRecord(caseID: try CaseID(self.caseID), type: .sessionNote, content: content))
             emit("\(stored.id)")
         }
     }
@@ -183,7 +186,7 @@ extension Torture {
             let store = try self.store.open(self.crash)
             let content = Array(
                 #"{"terms":"t","outcome":"resolved","outcome_confidential":true,"consents":["p1","p2"]}"#.utf8)
-            let filed = try store.file(
+            let filed = try Vault(storage: store).file(
                 NewRecord(caseID: try CaseID(self.caseID), type: .finalAgreement, content: content))
             emit("filed \(filed.record.id)")
             usleep(1_000_000)

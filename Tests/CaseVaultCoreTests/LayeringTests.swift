@@ -151,3 +151,33 @@ struct LayeringTests {
         #expect(files.contains { $0.hasPrefix("CaseVaultSealing/") })
     }
 }
+
+extension LayeringTests {
+    /// What only the sealing layer may do with content: parse, validate, seal or open it, or unwrap the key
+    /// that opens it. The storage implementation sees ciphertext and ids (docs/ARCHITECTURE.md).
+    static let plaintextUses = [
+        "NewRecord", ".content)", ".content.", ".content ", "JSONValue", "RecordValidator", "open(blob:", ".unwrap(",
+        "dataKey(", "AttachmentSealer", "AttachmentOpener", "AttachmentUpload", "AttachmentDownload",
+        "sealHoldReason(", "openHoldReason(", "sealStatisticsFacts(", "openStatisticsFacts(",
+    ]
+
+    @Test("the storage sees no plaintext: it never parses, validates, seals or opens content")
+    func storageSeesNoPlaintext() throws {
+        let root = Self.sources.appendingPathComponent("CaseVaultStore")
+        let files = try #require(FileManager.default.enumerator(atPath: root.path)).compactMap { $0 as? String }
+            .filter { $0.hasSuffix(".swift") }
+        var found: [String] = []
+        for file in files {
+            let text = try String(contentsOf: root.appendingPathComponent(file), encoding: .utf8)
+            for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let code = line.trimmingCharacters(in: .whitespaces)
+                guard !code.hasPrefix("//") else { continue }
+                for use in Self.plaintextUses where code.contains(use) {
+                    found.append("CaseVaultStore/\(file):\(number + 1): \(use)")
+                }
+            }
+        }
+        #expect(found.isEmpty, "plaintext handled in the storage: \(found)")
+        #expect(files.contains("RecordStore.swift"))
+    }
+}

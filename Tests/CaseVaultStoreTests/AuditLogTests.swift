@@ -300,7 +300,7 @@ struct AuditLogTests {
         let caseID = Samples.caseID()
         for number in UInt64(1)...UInt64(count) {
             let receipt = try await log.append(Self.request(number))
-            _ = try store.put(
+            _ = try store.sealed.put(
                 NewRecord(
                     caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "ride \(number)")
                 ))

@@ -17,7 +17,7 @@ struct BackupStoreTests {
         let caseID = Samples.caseID()
         for n in 0..<count {
             let content = Samples.content(.intakeForm, marker: "backup \(n)")
-            records[try store.put(NewRecord(caseID: caseID, type: .intakeForm, content: content)).id] = content
+            records[try store.sealed.put(NewRecord(caseID: caseID, type: .intakeForm, content: content)).id] = content
         }
         return records
     }
@@ -66,8 +66,8 @@ struct BackupStoreTests {
         #expect(summary.records == records.count && summary.reshredded == 0)
         let restored = try self.reopen(target)
         defer { restored.close() }
-        for (id, content) in records { #expect(try restored.get(id).content == content) }
-        #expect(throws: CaseVaultError.self) { try restored.get(doomed) }
+        for (id, content) in records { #expect(try restored.sealed.get(id).content == content) }
+        #expect(throws: CaseVaultError.self) { try restored.sealed.get(doomed) }
         #expect(try restored.metadata(records.keys.first!).type == .intakeForm)
     }
 
@@ -197,9 +197,9 @@ struct BackupStoreTests {
         #expect(try self.restore(file, into: target).records == records.count)
         let restored = try self.reopen(target)
         defer { restored.close() }
-        for (id, content) in records { #expect(try restored.get(id).content == content) }
+        for (id, content) in records { #expect(try restored.sealed.get(id).content == content) }
         // The restored vault rotates on from there.
         #expect(try restored.rotate().complete)
-        for (id, content) in records { #expect(try restored.get(id).content == content) }
+        for (id, content) in records { #expect(try restored.sealed.get(id).content == content) }
     }
 }

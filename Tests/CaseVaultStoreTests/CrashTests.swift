@@ -53,7 +53,7 @@ struct CrashTests {
 extension CrashTests {
     static func expectIntact(_ records: [(RecordID, String)], in store: RecordStore, cycle: Int) throws {
         for (id, text) in records {
-            let record = try store.get(id)
+            let record = try store.sealed.get(id)
             #expect(record.content == Array(#"{"text":"\#(text)"}"#.utf8), "cycle \(cycle): \(id) came back wrong")
         }
     }
@@ -100,7 +100,7 @@ struct PutRecoveryTests {
         let vault = TestVault()
         let caseID = Samples.caseID()
         let store = try vault.open()
-        let kept = try store.put(
+        let kept = try store.sealed.put(
             NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "kept")))
         store.close()
         let keptRegion = try BlobRegion(vault: vault, id: kept.id)
@@ -130,6 +130,6 @@ struct PutRecoveryTests {
         #expect(
             segment.dropFirst(committedEnd).allSatisfy { $0 == 0 }, "uncommitted ciphertext was left in the segment")
         #expect(try reopened.records(caseID: caseID).map(\.id) == [kept.id])
-        #expect(try reopened.get(kept.id).content == Samples.content(.sessionNote, marker: "kept"))
+        #expect(try reopened.sealed.get(kept.id).content == Samples.content(.sessionNote, marker: "kept"))
     }
 }

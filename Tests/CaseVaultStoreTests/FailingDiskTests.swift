@@ -60,13 +60,13 @@ struct FailingDiskTests {
                 // Nothing the index lists fails to open: an undone put leaves no row behind.
                 for record in try store.records(caseID: caseID) {
                     do {
-                        _ = try store.get(record.id)
+                        _ = try store.sealed.get(record.id)
                     } catch {
                         Issue.record(
                             "after \(site) failed with \(injected): \(record.id) is listed but does not open: \(error)")
                     }
                 }
-                for id in stillThere where (try? store.get(id)) == nil {
+                for id in stillThere where (try? store.sealed.get(id)) == nil {
                     Issue.record(
                         "after \(site) failed with \(injected): the failed shred of \(id) was not finished by the next shred"
                     )

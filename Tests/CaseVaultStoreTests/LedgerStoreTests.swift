@@ -29,7 +29,7 @@ struct LedgerStoreTests {
 
     func intake(_ store: RecordStore) throws -> RecordID {
         let content = Samples.content(.intakeForm, marker: Self.marker)
-        return try store.put(NewRecord(caseID: Samples.caseID(), type: .intakeForm, content: content)).id
+        return try store.sealed.put(NewRecord(caseID: Samples.caseID(), type: .intakeForm, content: content)).id
     }
 
     func backup(_ store: RecordStore) throws -> [UInt8] {
@@ -55,7 +55,7 @@ struct LedgerStoreTests {
 
     static func isShredded(_ store: RecordStore, _ id: RecordID) throws -> Bool {
         do {
-            _ = try store.get(id)
+            _ = try store.sealed.get(id)
             return false
         } catch  where error.code == .shredded {
             return true
@@ -95,7 +95,7 @@ struct LedgerStoreTests {
         #expect(
             try Self.isShredded(restored, doomed),
             "a record shredded in the live vault came back through a chain of restores")
-        #expect(try restored.get(kept).content == Samples.content(.intakeForm, marker: Self.marker))
+        #expect(try restored.sealed.get(kept).content == Samples.content(.intakeForm, marker: Self.marker))
         #expect(try restored.shredLedger().map(\.recordID) == [doomed])
     }
 
@@ -122,7 +122,7 @@ struct LedgerStoreTests {
         let restored = try self.reopen(target)
         defer { restored.close() }
         #expect(try Self.isShredded(restored, doomed), "the restore brought back a record shredded after the backup")
-        #expect(try restored.get(kept).content == Samples.content(.intakeForm, marker: Self.marker))
+        #expect(try restored.sealed.get(kept).content == Samples.content(.intakeForm, marker: Self.marker))
     }
 
     @Test(

@@ -30,12 +30,14 @@ enum Lifecycle {
 
     /// A case with both agreements and two notes on file.
     static func caseInSession(_ store: RecordStore) throws -> (CaseSummary, [RecordID]) {
-        let summary = try store.openCase(header: Self.header, mediators: [4001], author: "intake")
-        _ = try store.file(NewRecord(caseID: summary.id, type: .agreementToMediate, content: Self.agreement("p1")))
-        _ = try store.file(
+        let summary = try store.sealed.openCase(header: Self.header, mediators: [4001], author: "intake")
+        _ = try store.sealed.file(
+            NewRecord(caseID: summary.id, type: .agreementToMediate, content: Self.agreement("p1")))
+        _ = try store.sealed.file(
             NewRecord(caseID: summary.id, type: .agreementToMediate, content: Self.agreement("p2", online: true)))
         let notes = try (1...2).map { n in
-            try store.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Self.note("note \(n)"))).record.id
+            try store.sealed.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Self.note("note \(n)")))
+                .record.id
         }
         return (summary, notes)
     }
@@ -48,34 +50,37 @@ struct LifecycleTests {
         let vault = TestVault()
         let store = try vault.open()
         defer { store.close() }
-        let summary = try store.openCase(header: Lifecycle.header, mediators: [4001], author: "intake")
+        let summary = try store.sealed.openCase(header: Lifecycle.header, mediators: [4001], author: "intake")
         #expect(summary.participants == ["p1", "p2"])
         #expect(try store.caseSummary(summary.id).state == .intake)
 
         do {
-            _ = try store.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Lifecycle.note("too early")))
+            _ = try store.sealed.file(
+                NewRecord(caseID: summary.id, type: .sessionNote, content: Lifecycle.note("too early")))
             Issue.record("a note was filed before any agreement")
         } catch {
             #expect(error.code == .agreementsMissing)
         }
-        _ = try store.file(NewRecord(caseID: summary.id, type: .agreementToMediate, content: Lifecycle.agreement("p1")))
+        _ = try store.sealed.file(
+            NewRecord(caseID: summary.id, type: .agreementToMediate, content: Lifecycle.agreement("p1")))
         #expect(try store.caseSummary(summary.id).state == .agreement)
         do {
-            _ = try store.file(
+            _ = try store.sealed.file(
                 NewRecord(caseID: summary.id, type: .sessionNote, content: Lifecycle.note("still early")))
             Issue.record("a note was filed with one agreement of two")
         } catch {
             #expect(error.code == .agreementsMissing)
         }
-        _ = try store.file(
+        _ = try store.sealed.file(
             NewRecord(caseID: summary.id, type: .agreementToMediate, content: Lifecycle.agreement("p2", online: true)))
         let notes = try (1...3).map { n in
-            try store.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Lifecycle.note("n\(n)"))).record
+            try store.sealed.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Lifecycle.note("n\(n)")))
+                .record
                 .id
         }
         #expect(try store.caseSummary(summary.id).state == .session)
 
-        let filed = try store.file(
+        let filed = try store.sealed.file(
             NewRecord(caseID: summary.id, type: .finalAgreement, content: Lifecycle.finalAgreement))
         #expect(Set(filed.shredded) == Set(notes))
         #expect(try store.caseSummary(summary.id).state == .closed)
@@ -83,12 +88,13 @@ struct LifecycleTests {
             #expect(try store.isShredded(note))
         }
         do {
-            _ = try store.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Lifecycle.note("late")))
+            _ = try store.sealed.file(
+                NewRecord(caseID: summary.id, type: .sessionNote, content: Lifecycle.note("late")))
             Issue.record("a note was filed into a closed case")
         } catch {
             #expect(error.code == .caseClosed)
         }
-        _ = try store.file(
+        _ = try store.sealed.file(
             NewRecord(
                 caseID: summary.id, type: .evaluation,
                 content: Array(#"{"satisfaction":5,"would_recommend":true}"#.utf8)))
@@ -101,7 +107,7 @@ struct LifecycleTests {
         defer { store.close() }
         let (summary, notes) = try Lifecycle.caseInSession(store)
         do {
-            _ = try store.file(
+            _ = try store.sealed.file(
                 NewRecord(caseID: summary.id, type: .agreementToMediate, content: Lifecycle.agreement("p3")))
             Issue.record("an agreement for a stranger was filed")
         } catch {
@@ -111,7 +117,7 @@ struct LifecycleTests {
         let nonConfidential = Array(
             #"{"terms":"t","outcome":"resolved","outcome_confidential":false,"consents":["p1"]}"#.utf8)
         do {
-            _ = try store.file(NewRecord(caseID: summary.id, type: .finalAgreement, content: nonConfidential))
+            _ = try store.sealed.file(NewRecord(caseID: summary.id, type: .finalAgreement, content: nonConfidential))
             Issue.record("a non-confidential outcome without everyone's consent was filed")
         } catch {
             #expect(error.field == "consents")
@@ -166,7 +172,8 @@ struct LifecycleTests {
         if agreements.isEmpty {
             #expect(try reopened.caseSummary(summary.id).state == .session)
             for note in notes {
-                #expect(try reopened.get(note).content.isEmpty == false, "a note vanished without a final agreement")
+                #expect(
+                    try reopened.sealed.get(note).content.isEmpty == false, "a note vanished without a final agreement")
             }
             #expect(try Certified.methods(reopened).isEmpty)
         } else {

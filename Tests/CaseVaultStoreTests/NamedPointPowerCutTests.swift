@@ -57,7 +57,7 @@ struct NamedPointPowerCutTests {
                 #expect(
                     lost == 0, "\(point.rawValue), cut \(cycle): \(lost) records that should remain are gone or changed"
                 )
-                let survived = fixture.dispose.filter { (try? store.get($0)) != nil }
+                let survived = fixture.dispose.filter { (try? store.sealed.get($0)) != nil }
                 #expect(survived.isEmpty, "\(point.rawValue), cut \(cycle): \(survived.count) due records survived")
                 let swept = Set(try Certified.methods(store).filter { $0.value == "retention_sweep" }.keys)
                 let expected = Set(fixture.dispose.map(\.rawValue))
@@ -129,7 +129,7 @@ struct NamedPointPowerCutTests {
 
     /// How many of `records` do not read back with their content.
     static func unreadable(_ records: [RecordID: [UInt8]], in store: RecordStore) -> Int {
-        records.filter { (try? store.get($0.key).content) != $0.value }.count
+        records.filter { (try? store.sealed.get($0.key).content) != $0.value }.count
     }
 
     /// fsyncs every file and directory under `path` (deepest first), so that a cut keeps what was copied there.

@@ -274,7 +274,7 @@ struct Acknowledged {
     /// from here on.
     mutating func settle(_ store: RecordStore) {
         for (id, text) in self.undecided {
-            if (try? store.get(id)) != nil { self.live[id] = text } else { self.shredded.insert(id) }
+            if (try? store.sealed.get(id)) != nil { self.live[id] = text } else { self.shredded.insert(id) }
         }
         self.undecided = [:]
     }
@@ -297,7 +297,7 @@ extension PowerCutTests {
         // A shred that was under way: the record reads back whole, or is shredded; never anything else.
         for (id, text) in undecided {
             do {
-                let record = try store.get(id)
+                let record = try store.sealed.get(id)
                 #expect(
                     record.content == Array(#"{"text":"\#(text)"}"#.utf8),
                     "cycle \(cycle): \(id) came back with other content")
@@ -307,7 +307,7 @@ extension PowerCutTests {
         }
         for (id, text) in live {
             do {
-                let record = try store.get(id)
+                let record = try store.sealed.get(id)
                 #expect(
                     record.content == Array(#"{"text":"\#(text)"}"#.utf8),
                     "cycle \(cycle): \(id) came back with other content")
@@ -318,7 +318,7 @@ extension PowerCutTests {
         let slots = vault.files()["keyslots"] ?? []
         for id in shredded {
             do {
-                _ = try store.get(id)
+                _ = try store.sealed.get(id)
                 Issue.record("cycle \(cycle): shredded record \(id) reads back")
             } catch {
                 #expect(error.code == .shredded || error.code == .notFound, "cycle \(cycle): \(id): \(error)")

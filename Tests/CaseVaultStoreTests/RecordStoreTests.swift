@@ -22,7 +22,8 @@ struct RecordStoreTests {
                 let content = Samples.content(type, marker: "round-trip-\(type.rawValue)")
                 filed.append(
                     (
-                        try store.put(NewRecord(caseID: caseID, type: type, content: content, author: "mediator1")),
+                        try store.sealed.put(
+                            NewRecord(caseID: caseID, type: type, content: content, author: "mediator1")),
                         content
                     ))
             }
@@ -31,7 +32,7 @@ struct RecordStoreTests {
         let reopened = try vault.open()
         defer { reopened.close() }
         for (metadata, content) in filed {
-            let record = try reopened.get(metadata.id)
+            let record = try reopened.sealed.get(metadata.id)
             #expect(record.content == content)
             #expect(record.metadata == metadata)
         }
@@ -43,10 +44,10 @@ struct RecordStoreTests {
         let vault = TestVault()
         let caseID = Samples.caseID()
         let content = Samples.content(.sessionNote, marker: "unclean")
-        let id = try vault.open().put(NewRecord(caseID: caseID, type: .sessionNote, content: content)).id
+        let id = try vault.open().sealed.put(NewRecord(caseID: caseID, type: .sessionNote, content: content)).id
         let store = try vault.open()
         defer { store.close() }
-        #expect(try store.get(id).content == content)
+        #expect(try store.sealed.get(id).content == content)
     }
 
     @Test("a sealed blob copied onto another record fails with an integrity error")
@@ -54,16 +55,16 @@ struct RecordStoreTests {
         let vault = TestVault()
         let store = try vault.open()
         let caseID = Samples.caseID()
-        let a = try store.put(
+        let a = try store.sealed.put(
             NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "AAAA")))
-        let b = try store.put(
+        let b = try store.sealed.put(
             NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "BBBB")))
         let regionA = try BlobRegion(vault: vault, id: a.id)
         let regionB = try BlobRegion(vault: vault, id: b.id)
         try regionB.write(try regionA.read())
-        let error = #expect(throws: CaseVaultError.self) { try store.get(b.id) }
+        let error = #expect(throws: CaseVaultError.self) { try store.sealed.get(b.id) }
         #expect(error?.code == .integrityFailure)
-        #expect(try store.get(a.id).content == Samples.content(.sessionNote, marker: "AAAA"))
+        #expect(try store.sealed.get(a.id).content == Samples.content(.sessionNote, marker: "AAAA"))
         store.close()
     }
 
@@ -72,16 +73,16 @@ struct RecordStoreTests {
         let vault = TestVault()
         let store = try vault.open()
         let caseID = Samples.caseID()
-        let a = try store.put(
+        let a = try store.sealed.put(
             NewRecord(caseID: caseID, type: .evaluation, content: Samples.content(.evaluation, marker: "x")))
-        let b = try store.put(
+        let b = try store.sealed.put(
             NewRecord(caseID: caseID, type: .evaluation, content: Samples.content(.evaluation, marker: "y")))
         var slots = try #require(vault.files()["keyslots"])
         let slotA = try #require(SlotFinder.slot(of: a.id, in: slots))
         let slotB = try #require(SlotFinder.slot(of: b.id, in: slots))
         slots.replaceSubrange(slotB * 128..<(slotB + 1) * 128, with: slots[slotA * 128..<(slotA + 1) * 128])
         try Data(slots).write(to: URL(fileURLWithPath: vault.data + "/keyslots"))
-        let error = #expect(throws: CaseVaultError.self) { try store.get(b.id) }
+        let error = #expect(throws: CaseVaultError.self) { try store.sealed.get(b.id) }
         #expect(error?.code == .integrityFailure)
         store.close()
     }
@@ -92,25 +93,25 @@ struct RecordStoreTests {
         let store = try vault.open()
         let caseID = Samples.caseID()
         let content = Samples.content(.disclosure, marker: "corrupt")
-        let a = try store.put(NewRecord(caseID: caseID, type: .disclosure, content: content))
+        let a = try store.sealed.put(NewRecord(caseID: caseID, type: .disclosure, content: content))
         let region = try BlobRegion(vault: vault, id: a.id)
         let original = try region.read()
         let segment = try Data(contentsOf: URL(fileURLWithPath: region.path))
 
         // Cut the segment file short inside the record's region.
         try segment.prefix(region.offset + region.length - 5).write(to: URL(fileURLWithPath: region.path))
-        let truncated = #expect(throws: CaseVaultError.self) { try store.get(a.id) }
+        let truncated = #expect(throws: CaseVaultError.self) { try store.sealed.get(a.id) }
         #expect(truncated?.code == .integrityFailure)
         try segment.write(to: URL(fileURLWithPath: region.path))
         for position in [0, 4, 10, original.count / 2, original.count - 1] {
             var flipped = original
             flipped[position] ^= 0x01
             try region.write(flipped)
-            let error = #expect(throws: CaseVaultError.self) { try store.get(a.id) }
+            let error = #expect(throws: CaseVaultError.self) { try store.sealed.get(a.id) }
             #expect(error?.code == .integrityFailure)
         }
         try region.write(original)
-        #expect(try store.get(a.id).content == content)
+        #expect(try store.sealed.get(a.id).content == content)
 
         let slotsPath = vault.data + "/keyslots"
         let slots = try #require(vault.files()["keyslots"])
@@ -119,11 +120,11 @@ struct RecordStoreTests {
             var flipped = slots
             flipped[slot * 128 + offset] ^= 0x80
             try Data(flipped).write(to: URL(fileURLWithPath: slotsPath))
-            let error = #expect(throws: CaseVaultError.self) { try store.get(a.id) }
+            let error = #expect(throws: CaseVaultError.self) { try store.sealed.get(a.id) }
             #expect(error?.code == .integrityFailure)
         }
         try Data(slots).write(to: URL(fileURLWithPath: slotsPath))
-        #expect(try store.get(a.id).content == content)
+        #expect(try store.sealed.get(a.id).content == content)
         store.close()
     }
 
@@ -144,7 +145,7 @@ struct RecordStoreTests {
         ]
         for (type, json, code, field) in cases {
             let error = #expect(throws: CaseVaultError.self) {
-                try store.put(NewRecord(caseID: caseID, type: type, content: Array(json.utf8)))
+                try store.sealed.put(NewRecord(caseID: caseID, type: type, content: Array(json.utf8)))
             }
             #expect(error?.code == code)
             #expect(error?.field == field)
@@ -162,19 +163,19 @@ struct RecordStoreTests {
         let store = try vault.open()
         defer { store.close() }
         let unknown = RecordID(bytes: [UInt8](repeating: 7, count: 16))
-        #expect(throws: CaseVaultError.self) { try store.get(unknown) }
-        #expect((try? store.get(unknown)) == nil)
+        #expect(throws: CaseVaultError.self) { try store.sealed.get(unknown) }
+        #expect((try? store.sealed.get(unknown)) == nil)
         do {
-            _ = try store.get(unknown)
+            _ = try store.sealed.get(unknown)
         } catch {
             #expect(error.code == .notFound)
         }
-        let id = try store.put(
+        let id = try store.sealed.put(
             NewRecord(caseID: Samples.caseID(), type: .sessionNote, content: Samples.content(.sessionNote, marker: "m"))
         ).id
         try store.shred(id)
         do {
-            _ = try store.get(id)
+            _ = try store.sealed.get(id)
             Issue.record("a shredded record was read")
         } catch {
             #expect(error.code == .shredded)
@@ -223,7 +224,7 @@ struct RecordStoreTests {
     func filesArePrivate() throws {
         let vault = TestVault()
         let store = try vault.open()
-        _ = try store.put(
+        _ = try store.sealed.put(
             NewRecord(caseID: Samples.caseID(), type: .sessionNote, content: Samples.content(.sessionNote, marker: "p"))
         )
         store.close()
@@ -250,7 +251,9 @@ struct RecordStoreTests {
             Thread {
                 for n in 0..<25 {
                     let content = Samples.content(.sessionNote, marker: "w\(writer)-\(n)")
-                    if let stored = try? store.put(NewRecord(caseID: caseID, type: .sessionNote, content: content)) {
+                    if let stored = try? store.sealed.put(
+                        NewRecord(caseID: caseID, type: .sessionNote, content: content))
+                    {
                         results.append(stored.id, content)
                     }
                 }
@@ -268,7 +271,7 @@ struct RecordStoreTests {
         #expect(all.count == 400)
         #expect(Set(all.map(\.0)).count == 400)
         for (id, content) in all {
-            #expect(try reopened.get(id).content == content)
+            #expect(try reopened.sealed.get(id).content == content)
         }
     }
 }
@@ -317,7 +320,7 @@ struct CloseRaceTests {
                 defer { writers.leave() }
                 for n in 0..<400 {
                     do {
-                        let record = try store.put(
+                        let record = try store.sealed.put(
                             NewRecord(
                                 caseID: caseID, type: .sessionNote,
                                 content: Samples.content(.sessionNote, marker: "race \(worker) \(n)")))
@@ -374,16 +377,16 @@ struct AmendmentTests {
         let store = try vault.open()
         defer { store.close() }
         let caseID = Samples.caseID()
-        let first = try store.put(
+        let first = try store.sealed.put(
             NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "v1")))
-        let second = try store.put(
+        let second = try store.sealed.put(
             NewRecord(
                 caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "v2"),
                 supersedes: first.id)
         )
         #expect(second.supersedes == first.id)
-        #expect(try store.get(first.id).content == Samples.content(.intakeForm, marker: "v1"))
-        #expect(try store.get(second.id).metadata.supersedes == first.id)
+        #expect(try store.sealed.get(first.id).content == Samples.content(.intakeForm, marker: "v1"))
+        #expect(try store.sealed.get(second.id).metadata.supersedes == first.id)
     }
 
     @Test("superseding an unknown record, or one of another case or type, is refused and stores nothing")
@@ -392,7 +395,7 @@ struct AmendmentTests {
         let store = try vault.open()
         defer { store.close() }
         let caseID = Samples.caseID()
-        let first = try store.put(
+        let first = try store.sealed.put(
             NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "v1")))
         let attempts: [(NewRecord, CaseVaultError.Code)] = [
             (
@@ -413,7 +416,7 @@ struct AmendmentTests {
         ]
         for (record, code) in attempts {
             do {
-                _ = try store.put(record)
+                _ = try store.sealed.put(record)
                 Issue.record("accepted a bad amendment")
             } catch {
                 #expect(error.code == code)

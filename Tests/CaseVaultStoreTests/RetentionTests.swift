@@ -13,16 +13,16 @@ struct RetentionTests {
     static func file(_ store: RecordStore, _ type: RecordType, in caseID: CaseID, marker: String = "keep") throws
         -> RecordMetadata
     {
-        try store.put(NewRecord(caseID: caseID, type: type, content: Samples.content(type, marker: marker)))
+        try store.sealed.put(NewRecord(caseID: caseID, type: type, content: Samples.content(type, marker: marker)))
     }
 
     static func openCase(_ store: RecordStore) throws -> CaseSummary {
-        try store.openCase(header: Samples.content(.caseHeader, marker: "names"), mediators: [], author: nil)
+        try store.sealed.openCase(header: Samples.content(.caseHeader, marker: "names"), mediators: [], author: nil)
     }
 
     static func isLive(_ store: RecordStore, _ id: RecordID) throws -> Bool {
         do {
-            _ = try store.get(id)
+            _ = try store.sealed.get(id)
             return true
         } catch  where error.code == .shredded {
             return false
@@ -129,11 +129,11 @@ struct RetentionTests {
         let note = try Self.file(store, .sessionNote, in: held.id)
         let other = try Self.openCase(store)
         let otherIntake = try Self.file(store, .intakeForm, in: other.id)
-        let hold = try store.placeHold(
+        let hold = try store.sealed.placeHold(
             on: held.id, reason: "litigation QX7MARKERZK", authority: Authority(uid: 1000, role: "director"))
-        let second = try store.placeHold(
+        let second = try store.sealed.placeHold(
             on: held.id, reason: "a second matter", authority: Authority(uid: 1000, role: "director"))
-        let standing = try store.holds()
+        let standing = try store.sealed.holds()
         #expect(Set(standing.map(\.id)) == [hold.id, second.id])
         #expect(
             standing.first { $0.id == hold.id }?.reason == "litigation QX7MARKERZK",
@@ -157,7 +157,7 @@ struct RetentionTests {
         let report = try store.sweep()
         #expect(report.byType[.intakeForm]?.disposed == 1)
         #expect(!(try Self.isLive(store, intake.id)), "the next sweep after the release disposes the record")
-        #expect(try store.holds().isEmpty)
+        #expect(try store.sealed.holds().isEmpty)
         // The reason is sealed: it is on no file in clear.
         #expect(vault.filesContaining(Array("QX7MARKERZK".utf8)).isEmpty)
     }
@@ -172,7 +172,7 @@ struct RetentionTests {
         defer { store.close() }
         let summary = try Self.openCase(store)
         let note = try Self.file(store, .sessionNote, in: summary.id)
-        let hold = try store.placeHold(on: summary.id, reason: "r", authority: .daemon)
+        let hold = try store.sealed.placeHold(on: summary.id, reason: "r", authority: .daemon)
         clock.now = TestClock.parse("2021-01-01T00:00:00Z")
         #expect(try store.sweep().byType[.sessionNote]?.heldBack == 1)
         #expect(try store.closeCase(summary.id, outcome: .withdrawn).isEmpty)
@@ -232,7 +232,7 @@ struct SweepCrashTests {
             let held = index == 3
             if held {
                 fixture.heldCase = summary.id
-                _ = try store.placeHold(on: summary.id, reason: "held", authority: .daemon)
+                _ = try store.sealed.placeHold(on: summary.id, reason: "held", authority: .daemon)
             }
             var records: [RecordMetadata] = []
             for type in [RecordType.intakeForm, .agreementToMediate, .evaluation, .disclosure, .finalAgreement] {
@@ -257,7 +257,7 @@ struct SweepCrashTests {
                 if due && !covered {
                     fixture.dispose.append(record.id)
                 } else {
-                    fixture.keep[record.id] = try store.get(record.id).content
+                    fixture.keep[record.id] = try store.sealed.get(record.id).content
                 }
             }
         }
@@ -303,11 +303,13 @@ struct SweepCrashTests {
             #expect(after.complete)
             for (id, content) in fixture.keep {
                 #expect(
-                    try store.get(id).content == content,
+                    try store.sealed.get(id).content == content,
                     "cycle \(cycle): a record that should remain is gone or changed")
             }
             for id in fixture.dispose {
-                #expect(throws: CaseVaultError.self, "cycle \(cycle): a due record survived") { _ = try store.get(id) }
+                #expect(throws: CaseVaultError.self, "cycle \(cycle): a due record survived") {
+                    _ = try store.sealed.get(id)
+                }
                 #expect(try store.isShredded(id))
             }
             // (Closing the even cases shredded their notes before the sweep, with certificates of their own.)

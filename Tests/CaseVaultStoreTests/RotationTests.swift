@@ -32,7 +32,7 @@ struct RotationTests {
         let caseID = CaseID(bytes: Array(repeating: 7, count: 16))
         for n in 0..<count {
             let content = Array(#"{"text":"rotation \#(n) \#(String(repeating: "x", count: n % 50))"}"#.utf8)
-            records[try store.put(NewRecord(caseID: caseID, type: .sessionNote, content: content)).id] = content
+            records[try store.sealed.put(NewRecord(caseID: caseID, type: .sessionNote, content: content)).id] = content
         }
         return records
     }
@@ -53,12 +53,12 @@ struct RotationTests {
         #expect(try store.activeEpochs() == [1, 2], "the old epoch stays while slots use it")
         // New records use the new epoch at once; old ones still open.
         records.merge(try Self.populate(store, count: 5)) { $1 }
-        for (id, content) in records { #expect(try store.get(id).content == content) }
+        for (id, content) in records { #expect(try store.sealed.get(id).content == content) }
 
         let rest = try store.rotate(batch: 8)
         #expect(!rest.opened && rest.epoch == 2 && rest.rewrapped == 30 && rest.complete && rest.retired == [1])
         #expect(try store.activeEpochs() == [2])
-        for (id, content) in records { #expect(try store.get(id).content == content) }
+        for (id, content) in records { #expect(try store.sealed.get(id).content == content) }
         store.close()
         #expect(try Self.slotEpochs(vault).allSatisfy { $0 == 2 })
 
@@ -67,7 +67,7 @@ struct RotationTests {
         #expect(reopened.currentEpoch == 2)
         let next = try reopened.rotate()
         #expect(next.opened && next.epoch == 3 && next.rewrapped == 55 && next.retired == [2])
-        for (id, content) in records { #expect(try reopened.get(id).content == content) }
+        for (id, content) in records { #expect(try reopened.sealed.get(id).content == content) }
         reopened.close()
     }
 
@@ -101,7 +101,7 @@ struct RotationTests {
             // After each crash: every record opens, byte for byte; at most two epochs are active.
             let store = try vault.open()
             for (id, content) in records {
-                #expect(try store.get(id).content == content, "cycle \(cycle): a record was lost or changed")
+                #expect(try store.sealed.get(id).content == content, "cycle \(cycle): a record was lost or changed")
             }
             let active = try store.activeEpochs()
             #expect((1...2).contains(active.count), "cycle \(cycle): active epochs \(active)")
@@ -117,7 +117,7 @@ struct RotationTests {
         #expect(final.complete)
         let active = try store.activeEpochs()
         #expect(active.count == 1 && active.first == store.currentEpoch)
-        for (id, content) in records { #expect(try store.get(id).content == content) }
+        for (id, content) in records { #expect(try store.sealed.get(id).content == content) }
         store.close()
         #expect(try Self.slotEpochs(vault).allSatisfy { $0 == active.first })
         #expect(

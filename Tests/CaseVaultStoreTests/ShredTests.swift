@@ -68,12 +68,12 @@ struct ShredTests {
         let store = try vault.open()
         let caseID = Samples.caseID()
         let marker = "PLAINTEXT-MARKER-7f3a9c"
-        let keep = try store.put(
+        let keep = try store.sealed.put(
             NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: marker)))
         var notes: [RecordID] = []
         for n in 0..<5 {
             notes.append(
-                try store.put(
+                try store.sealed.put(
                     NewRecord(
                         caseID: caseID, type: .sessionNote,
                         content: Samples.content(.sessionNote, marker: marker + "\(n)"))
@@ -85,7 +85,7 @@ struct ShredTests {
         try store.shred(Array(notes[1...]))
         #expect(vault.filesContaining(Array(marker.utf8)).isEmpty)
         for item in evidence {
-            #expect(throws: CaseVaultError.self) { try store.get(item.id) }
+            #expect(throws: CaseVaultError.self) { try store.sealed.get(item.id) }
             item.expectGone(from: vault)
         }
         #expect(try store.records(caseID: caseID).map(\.id) == [keep.id])
@@ -94,14 +94,14 @@ struct ShredTests {
         let reopened = try vault.open()
         for item in evidence {
             do {
-                _ = try reopened.get(item.id)
+                _ = try reopened.sealed.get(item.id)
                 Issue.record("a shredded record came back after reopen")
             } catch {
                 #expect(error.code == .shredded)
             }
             item.expectGone(from: vault)
         }
-        #expect(try reopened.get(keep.id).content == Samples.content(.intakeForm, marker: marker))
+        #expect(try reopened.sealed.get(keep.id).content == Samples.content(.intakeForm, marker: marker))
         reopened.close()
         #expect(vault.filesContaining(Array(marker.utf8)).isEmpty)
     }
@@ -112,7 +112,7 @@ struct ShredTests {
         let store = try vault.open()
         let caseID = Samples.caseID()
         let notes = try (0..<20).map { n in
-            try store.put(
+            try store.sealed.put(
                 NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "wal\(n)"))
             ).id
         }
@@ -121,7 +121,7 @@ struct ShredTests {
         #expect(size() > 0, "the puts' rows went through the WAL")
         try store.shred(notes)
         #expect(size() == 0, "after the shred the WAL still holds \(size()) bytes")
-        _ = try store.put(
+        _ = try store.sealed.put(
             NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "after")))
         #expect(size() > 0)
         #expect(store.close() == nil)
@@ -134,16 +134,16 @@ struct ShredTests {
         let store = try vault.open()
         defer { store.close() }
         let caseID = Samples.caseID()
-        let old = try store.put(
+        let old = try store.sealed.put(
             NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "old")))
         let oldSlot = SlotFinder.slot(of: old.id, in: try #require(vault.files()["keyslots"]))
         try store.shred(old.id)
-        let new = try store.put(
+        let new = try store.sealed.put(
             NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "new")))
-        #expect(try store.get(new.id).content == Samples.content(.sessionNote, marker: "new"))
+        #expect(try store.sealed.get(new.id).content == Samples.content(.sessionNote, marker: "new"))
         #expect(SlotFinder.slot(of: new.id, in: try #require(vault.files()["keyslots"])) == oldSlot)
         do {
-            _ = try store.get(old.id)
+            _ = try store.sealed.get(old.id)
             Issue.record("the old record opened")
         } catch {
             #expect(error.code == .shredded)
@@ -157,9 +157,9 @@ struct ShredTests {
         let vault = TestVault()
         let caseID = Samples.caseID()
         let store = try vault.open()
-        let victim = try store.put(
+        let victim = try store.sealed.put(
             NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "victim")))
-        let survivor = try store.put(
+        let survivor = try store.sealed.put(
             NewRecord(caseID: caseID, type: .finalAgreement, content: Samples.content(.finalAgreement, marker: "keep")))
         store.close()
         let evidence = try ShredEvidence(vault: vault, id: victim.id)
@@ -172,7 +172,7 @@ struct ShredTests {
         let reopened = try vault.open()
         defer { reopened.close() }
         do {
-            _ = try reopened.get(victim.id)
+            _ = try reopened.sealed.get(victim.id)
             Issue.record("the record survived a shred killed at \(point.rawValue)")
         } catch {
             #expect(error.code == .shredded)
@@ -182,7 +182,7 @@ struct ShredTests {
             try Certified.methods(reopened)[victim.id.rawValue] == "shred_request",
             "recovery must issue the certificate")
         evidence.expectGone(from: vault)
-        #expect(try reopened.get(survivor.id).content == Samples.content(.finalAgreement, marker: "keep"))
+        #expect(try reopened.sealed.get(survivor.id).content == Samples.content(.finalAgreement, marker: "keep"))
     }
 }
 

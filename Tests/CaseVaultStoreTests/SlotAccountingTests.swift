@@ -22,15 +22,16 @@ struct SlotAccountingTests {
         let store = try vault.open()
         defer { store.close() }
         for (id, content) in filed {
-            #expect(try store.get(id).content == content)
+            #expect(try store.sealed.get(id).content == content)
         }
         // New puts take none of the owned slots, so the old records stay readable beside them.
         for n in 0..<8 {
             let content = Samples.content(.intakeForm, marker: "new \(n)")
-            filed.append((try store.put(NewRecord(caseID: caseID, type: .intakeForm, content: content)).id, content))
+            filed.append(
+                (try store.sealed.put(NewRecord(caseID: caseID, type: .intakeForm, content: content)).id, content))
         }
         for (id, content) in filed {
-            #expect(try store.get(id).content == content)
+            #expect(try store.sealed.get(id).content == content)
         }
         let (freeOwned, highWater, top) = try Self.index(vault) { db in
             (
@@ -56,10 +57,11 @@ struct SlotAccountingTests {
         defer { store.close() }
         for n in 0..<5 {
             let content = Samples.content(.evaluation, marker: "after \(n)")
-            filed.append((try store.put(NewRecord(caseID: caseID, type: .evaluation, content: content)).id, content))
+            filed.append(
+                (try store.sealed.put(NewRecord(caseID: caseID, type: .evaluation, content: content)).id, content))
         }
         for (id, content) in filed {
-            #expect(try store.get(id).content == content)
+            #expect(try store.sealed.get(id).content == content)
         }
     }
 
@@ -69,9 +71,9 @@ struct SlotAccountingTests {
         let store = try vault.open()
         defer { store.close() }
         let caseID = Samples.caseID()
-        let kept = try store.put(
+        let kept = try store.sealed.put(
             NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "kept")))
-        let gone = try store.put(
+        let gone = try store.sealed.put(
             NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "gone")))
         let slotOf = { (id: RecordID) throws -> Int64 in
             try #require(
@@ -86,7 +88,7 @@ struct SlotAccountingTests {
         try Self.index(vault) { db in
             try db.execute(sql: "UPDATE records SET slot = ? WHERE id = ?", arguments: [freed, kept.id.rawValue])
         }
-        let next = try store.put(
+        let next = try store.sealed.put(
             NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "next")))
         #expect(try slotOf(next.id) != freed)
         let freeListed = try Self.index(vault) { db in
@@ -97,8 +99,8 @@ struct SlotAccountingTests {
         try Self.index(vault) { db in
             try db.execute(sql: "UPDATE records SET slot = ? WHERE id = ?", arguments: [keptSlot, kept.id.rawValue])
         }
-        #expect(try store.get(kept.id).content == Samples.content(.intakeForm, marker: "kept"))
-        #expect(try store.get(next.id).content == Samples.content(.intakeForm, marker: "next"))
+        #expect(try store.sealed.get(kept.id).content == Samples.content(.intakeForm, marker: "kept"))
+        #expect(try store.sealed.get(next.id).content == Samples.content(.intakeForm, marker: "next"))
     }
 
     /// Files five records of `type` in a store opened and closed again; their ids and contents.
@@ -109,7 +111,7 @@ struct SlotAccountingTests {
         defer { store.close() }
         return try (0..<5).map { n in
             let content = Samples.content(type, marker: "\(marker) \(n)")
-            return (try store.put(NewRecord(caseID: caseID, type: type, content: content)).id, content)
+            return (try store.sealed.put(NewRecord(caseID: caseID, type: type, content: content)).id, content)
         }
     }
 

@@ -15,7 +15,7 @@ struct StatisticsFactsTests {
         let kase = try RetentionTests.openCase(store)
         _ = try RetentionTests.file(store, .intakeForm, in: kase.id)
         let evaluation = try RetentionTests.file(store, .evaluation, in: kase.id)
-        let first = try store.statisticsFacts()
+        let first = try store.sealed.statisticsFacts()
         #expect(first.count == 1 && first.first?.category == "roommate" && first.first?.satisfaction == [4], "\(first)")
 
         // Break the evaluation's key slot: a call that opened the record again would fail.
@@ -24,18 +24,18 @@ struct StatisticsFactsTests {
         let slot = try #require(SlotFinder.slot(of: evaluation.id, in: slots))
         slots[slot * 128 + 40] ^= 0x01
         try Data(slots).write(to: URL(fileURLWithPath: path))
-        #expect(throws: CaseVaultError.self) { try store.get(evaluation.id) }
-        #expect(try store.statisticsFacts() == first, "the unchanged case's records were opened again")
+        #expect(throws: CaseVaultError.self) { try store.sealed.get(evaluation.id) }
+        #expect(try store.sealed.statisticsFacts() == first, "the unchanged case's records were opened again")
 
         // A shred changes the case's records: its facts are taken again, without the shredded evaluation.
         try store.shred(evaluation.id)
-        #expect(try store.statisticsFacts().first?.satisfaction == [])
+        #expect(try store.sealed.statisticsFacts().first?.satisfaction == [])
         // A new filing is seen at once too.
-        _ = try store.put(
+        _ = try store.sealed.put(
             NewRecord(
                 caseID: kase.id, type: .evaluation, content: Array(#"{"satisfaction":2,"would_recommend":false}"#.utf8))
         )
-        #expect(try store.statisticsFacts().first?.satisfaction == [2])
+        #expect(try store.sealed.statisticsFacts().first?.satisfaction == [2])
 
         // The index (and its WAL) holds the facts sealed: no category in clear.
         for file in ["index.sqlite", "index.sqlite-wal"] {

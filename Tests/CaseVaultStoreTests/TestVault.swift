@@ -1,4 +1,5 @@
 import CaseVaultCore
+import CaseVaultSealing
 import CaseVaultStore
 import Foundation
 import GRDB
@@ -281,4 +282,9 @@ extension TestVault {
             logger: Logger(label: "test")
         )
     }
+}
+
+extension RecordStore {
+    /// The store under its sealing layer, as the daemon composes them: what files and opens content.
+    var sealed: Vault<RecordStore> { Vault(storage: self) }
 }

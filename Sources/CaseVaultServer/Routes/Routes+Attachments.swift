@@ -1,4 +1,5 @@
 internal import CaseVaultCore
+internal import CaseVaultSealing
 internal import CaseVaultStore
 internal import Foundation
 internal import HTTPTypes
@@ -34,13 +35,14 @@ extension Routes {
             throw CaseVaultError(
                 .contentTooLarge, "the attachment is larger than the configured limit of \(limit) bytes")
         }
-        let upload = try await self.run { store throws(CaseVaultError) in
+        let upload = try await self.runSealed { vault throws(CaseVaultError) in
+            let store = vault.storage
             let metadata = try store.metadata(id)
             guard metadata.type != .caseHeader else {
                 throw CaseVaultError(.notFound, "no record has this id; check the id")
             }
             try Self.authorize(.filing(metadata.type), case: metadata.caseID, context, store)
-            return try store.beginAttachment(id, mediaType: mediaType, maxBytes: limit)
+            return try vault.beginAttachment(id, mediaType: mediaType, maxBytes: limit)
         }
         // Gather a few request buffers per hop to the blocking pool; the body arrives with backpressure, so
         // memory stays at about one batch.
@@ -60,7 +62,7 @@ extension Routes {
         try await self.pool.run {
             try last.withUnsafeReadableBytes { bytes throws(CaseVaultError) in try upload.append(bytes) }
         }
-        try await self.run { store throws(CaseVaultError) in try store.finishAttachment(upload) }
+        try await self.runSealed { vault throws(CaseVaultError) in try vault.finishAttachment(upload) }
         context.logger.info(
             "attachment stored", metadata: ["record.id": "\(id)", "attachment.bytes": "\(upload.size)"])
         return try JSONResponse.make(
@@ -77,7 +79,7 @@ extension Routes {
         let id = try self.recordID(context)
         var record = try await self.authorizeReading(id, context)
         wipe(&record.content)
-        let download = try await self.run { store throws(CaseVaultError) in try store.openAttachment(id) }
+        let download = try await self.runSealed { vault throws(CaseVaultError) in try vault.openAttachment(id) }
         let first = try await self.pool.run { try download.next() }
         var headers = HTTPFields()
         headers[.contentType] = "application/octet-stream"

@@ -1,4 +1,5 @@
 internal import CaseVaultCore
+internal import CaseVaultSealing
 internal import CaseVaultStore
 internal import Foundation
 internal import Hummingbird
@@ -65,9 +66,9 @@ extension Routes {
             "participants", "a list of 2 to 20 participants, each an object with a non-empty name")
         let header = JSONValue.object(["participants": participants]).encoded()
         let author = context.author
-        let summary = try await self.run { store throws(CaseVaultError) in
-            try Self.requireOnRoster(mediators, store)
-            return try store.openCase(header: header, mediators: mediators, author: author)
+        let summary = try await self.runSealed { vault throws(CaseVaultError) in
+            try Self.requireOnRoster(mediators, vault.storage)
+            return try vault.openCase(header: header, mediators: mediators, author: author)
         }
         context.audit?.created("case_id", summary.id.rawValue)
         return try JSONResponse.make(CaseView(summary), status: .created)
@@ -85,9 +86,9 @@ extension Routes {
     /// `GET /v1/cases/{case_id}/participants`: the sealed case header, opened.
     func readParticipants(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let id = try self.caseID(context)
-        var header = try await self.run { store throws(CaseVaultError) in
-            try Self.authorize(.readCase, case: id, context, store)
-            return try store.caseHeader(id)
+        var header = try await self.runSealed { vault throws(CaseVaultError) in
+            try Self.authorize(.readCase, case: id, context, vault.storage)
+            return try vault.caseHeader(id)
         }
         defer { wipe(&header) }
         var body = ByteBuffer()
@@ -134,8 +135,8 @@ extension Routes {
             caseID: caseID, type: type, content: content, author: context.author, supersedes: supersedes)
         // The case, the roster and the decision in one trip to the index, under the case's lock.
         let rosterUID = context.roles.contains(.mediator) ? context.uid : nil
-        let (stored, shredded) = try await self.run { store throws(CaseVaultError) in
-            try store.file(record, rosterUID: rosterUID) { summary, onRoster throws(CaseVaultError) in
+        let (stored, shredded) = try await self.runSealed { vault throws(CaseVaultError) in
+            try vault.file(record, rosterUID: rosterUID) { summary, onRoster throws(CaseVaultError) in
                 let scope = Self.namesMediator(summary, context) ? AccessScope(assignedMediator: onRoster) : .none
                 return try context.authority(.filing(type), scope: scope)
             }

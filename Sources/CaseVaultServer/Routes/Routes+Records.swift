@@ -1,4 +1,5 @@
 internal import CaseVaultCore
+internal import CaseVaultSealing
 internal import CaseVaultStore
 internal import Foundation
 internal import Hummingbird
@@ -32,7 +33,7 @@ extension Routes {
         // ids exist to one who may read nothing.
         try context.authorizeSomewhere(API.reading)
         let rosterUID: UInt32? = context.roles.contains(.mediator) ? context.uid : nil
-        var record = try self.store.read(id, rosterUID: rosterUID) {
+        var record = try self.keeper.vault().read(id, rosterUID: rosterUID) {
             metadata, summary, onRoster throws(CaseVaultError) in
             guard metadata.type != .caseHeader else {
                 throw CaseVaultError(

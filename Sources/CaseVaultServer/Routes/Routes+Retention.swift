@@ -1,4 +1,5 @@
 internal import CaseVaultCore
+internal import CaseVaultSealing
 internal import CaseVaultStore
 internal import Hummingbird
 
@@ -60,8 +61,8 @@ extension Routes {
         guard reason.count <= Self.maxHoldReasonCharacters else {
             throw body.mistyped("reason", "at most \(Self.maxHoldReasonCharacters) characters")
         }
-        let hold = try await self.run { store throws(CaseVaultError) in
-            try store.placeHold(on: caseID, reason: reason, authority: authority)
+        let hold = try await self.runSealed { vault throws(CaseVaultError) in
+            try vault.placeHold(on: caseID, reason: reason, authority: authority)
         }
         context.audit?.created("hold_id", hold.id.rawValue)
         return try JSONResponse.make(HoldBody(hold), status: .created)
@@ -69,7 +70,7 @@ extension Routes {
 
     /// `GET /v1/holds`: the standing holds, oldest first. Director.
     func listHolds(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        let holds = try await self.run { store throws(CaseVaultError) in try store.holds() }
+        let holds = try await self.runSealed { vault throws(CaseVaultError) in try vault.holds() }
         return try JSONResponse.make(Holds(holds: holds.map(HoldBody.init)))
     }
 
@@ -229,8 +230,8 @@ extension Routes {
         }
         let k = self.configuration.statisticsK
         let now = self.audit.clock()
-        let table = try await self.run { store throws(CaseVaultError) in
-            Statistics.family(try store.statisticsFacts(), k: k, now: now).table(period, by: dimension)
+        let table = try await self.runSealed { vault throws(CaseVaultError) in
+            Statistics.family(try vault.statisticsFacts(), k: k, now: now).table(period, by: dimension)
         }
         return try JSONResponse.make(StatisticsBody(table: table))
     }

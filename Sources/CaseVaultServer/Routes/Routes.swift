@@ -1,6 +1,7 @@
 internal import CaseVaultAudit
 internal import CaseVaultConfiguration
 internal import CaseVaultCore
+internal import CaseVaultSealing
 internal import CaseVaultStore
 internal import Foundation
 internal import Hummingbird
@@ -20,6 +21,14 @@ struct Routes: Sendable {
     func run<T: Sendable>(_ body: @escaping @Sendable (RecordStore) throws(CaseVaultError) -> T) async throws -> T {
         let store = try self.store
         return try await self.pool.run { try body(store) }
+    }
+
+    /// Runs a call of the sealing layer (content sealed or opened) on the blocking pool.
+    func runSealed<T: Sendable>(
+        _ body: @escaping @Sendable (Vault<RecordStore>) throws(CaseVaultError) -> T
+    ) async throws -> T {
+        let vault = try self.keeper.vault()
+        return try await self.pool.run { try body(vault) }
     }
 
     /// The open store; `sealed` (503) while the vault is sealed.

@@ -1,4 +1,5 @@
 internal import CaseVaultCore
+internal import CaseVaultSealing
 internal import GRDB
 
 // Cases, their mediators and the mediator roster: the rows a case's lifecycle and the director change.
@@ -85,7 +86,7 @@ extension Index {
 
     /// Applies a put's or a close's effects inside its index transaction, so that a crash leaves all of them
     /// or none.
-    static func apply(_ db: Database, _ effects: RecordStore.CommitEffects) throws {
+    static func apply(_ db: Database, _ effects: FilingEffects) throws {
         if let (summary, header) = effects.newCase {
             try Self.insertCase(db, summary, header: header)
         }

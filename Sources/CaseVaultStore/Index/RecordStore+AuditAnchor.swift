@@ -1,6 +1,6 @@
-public import CaseVaultCore
-public import CaseVaultCrypto
-public import CaseVaultFiles
+package import CaseVaultCore
+package import CaseVaultCrypto
+internal import CaseVaultFiles
 internal import CaseVaultSealing
 internal import Foundation
 internal import GRDB
@@ -10,7 +10,7 @@ internal import GRDB
 extension RecordStore: AuditAnchorKeeper {
     /// The anchor, its MAC checked. `integrity-failure` when the MAC does not verify (the row was
     /// changed, or comes from another vault).
-    public func auditAnchor() throws(CaseVaultError) -> AuditAnchorState {
+    package func auditAnchor() throws(CaseVaultError) -> AuditAnchorState {
         let signer = self.auditSigner
         let (row, isNew) = try self.index.read { db in
             let row = try GRDB.Row.fetchOne(
@@ -29,7 +29,7 @@ extension RecordStore: AuditAnchorKeeper {
     }
 
     /// Replaces the anchor, durably (`synchronous=FULL`), under a fresh nonce.
-    public func setAuditAnchor(_ anchor: AuditAnchor) throws(CaseVaultError) {
+    package func setAuditAnchor(_ anchor: AuditAnchor) throws(CaseVaultError) {
         try self.refuseIfClosed()
         let nonce = Random.bytes(count: 16)
         let mac = self.auditSigner.mac(anchor.message(nonce: nonce))
@@ -47,7 +47,7 @@ extension RecordStore: AuditAnchorKeeper {
     /// The anchor of the data directory at `dataDirectory`, read without opening the store (for
     /// `casevaultctl audit verify --offline`): its MAC is checked when `signer` is given. `nil` when there
     /// is none.
-    public static func auditAnchor(ofDataDirectory dataDirectory: String, signer: AuditSigner?) throws(CaseVaultError)
+    package static func auditAnchor(ofDataDirectory dataDirectory: String, signer: AuditSigner?) throws(CaseVaultError)
         -> AuditAnchor?
     {
         let path = dataDirectory + "/index.sqlite"
@@ -74,7 +74,8 @@ extension RecordStore: AuditAnchorKeeper {
 
     /// The signer of the vault whose root key `configuration`'s source gives (never created), for checking
     /// the audit log without the daemon.
-    public static func auditSigner(_ configuration: StoreConfiguration, passphrase: SecureBytes?) throws(CaseVaultError)
+    package static func auditSigner(_ configuration: StoreConfiguration, passphrase: SecureBytes?)
+        throws(CaseVaultError)
         -> AuditSigner
     {
         let rootKey = try Self.rootKey(configuration, passphrase: passphrase)

@@ -14,12 +14,12 @@ internal import Glibc
 ///
 /// Destroying a key overwrites its slot in place with random bytes and flushes, as a shred overwrites a key
 /// slot: a backup whose key is gone can never be read again, by anyone.
-public struct BackupKeyFile: Sendable {
+package struct BackupKeyFile: Sendable {
     static let slotSize = 128
     static let magic = Array("CVBK".utf8)
-    public let path: String
+    package let path: String
 
-    public init(path: String) {
+    package init(path: String) {
         self.path = path
     }
 

@@ -1,9 +1,9 @@
-public import CaseVaultCore
-public import CaseVaultCrypto
+package import CaseVaultCore
+package import CaseVaultCrypto
 internal import CaseVaultFiles
-internal import CaseVaultSealing
+package import CaseVaultSealing
 internal import Foundation
-public import Logging
+package import Logging
 internal import Synchronization
 
 #if canImport(Glibc)
@@ -19,16 +19,21 @@ internal import Glibc
 /// 2^(n−1) seconds later (at most `maximumDelay`), on top of Argon2id's own cost. One attempt runs at a
 /// time. The count and the time of the next attempt are kept beside the wrapped key (`<key>.throttle`),
 /// so that a restart does not reset them.
-public final class VaultKeeper: Sendable {
-    public static let maximumDelay: Double = 300
+package final class VaultKeeper: Sendable {
+    package static let maximumDelay: Double = 300
 
     private struct State {
-        var store: RecordStore?
+        /// The open store under its sealing layer; `nil` while sealed.
+        var vault: Vault<RecordStore>?
+        var store: RecordStore? {
+            get { self.vault?.storage }
+            set { self.vault = newValue.map { Vault(storage: $0) } }
+        }
         /// Attempts, refusals and shares (`UnsealGate`).
         var gate = UnsealGate()
     }
 
-    public enum Source: Sendable, Equatable {
+    package enum Source: Sendable, Equatable {
         /// The key came from a file or credential at start; the store cannot be sealed.
         case fixed
         /// The root key is wrapped under a passphrase at this path.
@@ -36,13 +41,13 @@ public final class VaultKeeper: Sendable {
     }
 
     /// What an unseal step achieved.
-    public enum Progress: Sendable {
+    package enum Progress: Sendable {
         case unsealed(RecordStore)
         /// Shares received and the number needed.
         case collecting(received: Int, threshold: Int)
     }
 
-    public let source: Source
+    package let source: Source
     private let configuration: StoreConfiguration
     private let logger: Logger
     private let state: Mutex<State>
@@ -51,16 +56,16 @@ public final class VaultKeeper: Sendable {
     private let admission = Mutex<(@Sendable (RecordStore) throws -> Void)?>(nil)
 
     /// A keeper for a store opened at start (file or credential source).
-    public init(unsealed store: RecordStore, logger: Logger) {
+    package init(unsealed store: RecordStore, logger: Logger) {
         self.source = .fixed
         self.configuration = store.configuration
         self.logger = logger
-        self.state = Mutex(State(store: store))
+        self.state = Mutex(State(vault: Vault(storage: store)))
     }
 
     /// A sealed keeper for the passphrase source: `configuration.rootKeyFile` holds (or will hold) the
     /// wrapped root key; `limits` is the Argon2id cost `initialise` uses.
-    public init(sealed configuration: StoreConfiguration, limits: PasswordHash.Limits, logger: Logger) {
+    package init(sealed configuration: StoreConfiguration, limits: PasswordHash.Limits, logger: Logger) {
         self.source = .passphrase(wrappedKey: configuration.rootKeyFile.path, limits: limits)
         self.configuration = configuration
         self.logger = logger
@@ -73,25 +78,33 @@ public final class VaultKeeper: Sendable {
     }
 
     /// The open store; `sealed` (503) while sealed.
-    public func store() throws(CaseVaultError) -> RecordStore {
+    package func store() throws(CaseVaultError) -> RecordStore {
         guard let store = self.state.withLock({ $0.store }) else {
             throw CaseVaultError(.sealed, "the vault is sealed: an operator must unseal it first (casevaultctl unseal)")
         }
         return store
     }
 
-    public var isSealed: Bool {
-        self.state.withLock { $0.store == nil }
+    /// The open store's sealing layer, where content is sealed and opened; `sealed` (503) while sealed.
+    package func vault() throws(CaseVaultError) -> Vault<RecordStore> {
+        guard let vault = self.state.withLock({ $0.vault }) else {
+            throw CaseVaultError(.sealed, "the vault is sealed: an operator must unseal it first (casevaultctl unseal)")
+        }
+        return vault
+    }
+
+    package var isSealed: Bool {
+        self.state.withLock { $0.vault == nil }
     }
 
     /// Whether a wrapped root key exists (always true for a fixed source).
-    public var isInitialised: Bool {
+    package var isInitialised: Bool {
         guard case .passphrase(let path, _) = self.source else { return true }
         return WrappedRootKey.exists(path: path)
     }
 
     /// Shares received towards an unseal, and how many are needed; `nil` when none were given.
-    public var shareProgress: (received: Int, threshold: Int)? {
+    package var shareProgress: (received: Int, threshold: Int)? {
         self.state.withLock { state in
             state.gate.shares.first.map { (state.gate.shares.count, Int($0.threshold)) }
         }
@@ -101,7 +114,7 @@ public final class VaultKeeper: Sendable {
 
     /// Has `check` run on every store this keeper opens from now on, before the store is handed to anyone:
     /// if it throws, the store is closed and its keys zeroed, and the vault stays sealed.
-    public func admit(with check: @escaping @Sendable (RecordStore) throws -> Void) {
+    package func admit(with check: @escaping @Sendable (RecordStore) throws -> Void) {
         self.admission.withLock { $0 = check }
     }
 
@@ -120,7 +133,7 @@ public final class VaultKeeper: Sendable {
     /// Makes the root key, wraps it under `passphrase`, splits it into `shares` recovery shares of which
     /// `threshold` recover it (none when `shares` is 0), and opens the store. The shares are returned once,
     /// as text in locked memory, and kept nowhere.
-    public func initialise(passphrase: some CryptoBytes, shares: Int, threshold: Int) throws(CaseVaultError) -> (
+    package func initialise(passphrase: some CryptoBytes, shares: Int, threshold: Int) throws(CaseVaultError) -> (
         RecordStore, [SecureBytes]
     ) {
         guard case .passphrase(let path, let limits) = self.source else {
@@ -158,7 +171,7 @@ public final class VaultKeeper: Sendable {
 
     /// Opens the store with the passphrase. Refused (`unseal-refused`, after Argon2id) when it does not
     /// open the wrapped key; throttled after refusals.
-    public func unseal(passphrase: some CryptoBytes) throws(CaseVaultError) -> RecordStore {
+    package func unseal(passphrase: some CryptoBytes) throws(CaseVaultError) -> RecordStore {
         let path = try self.wrappedKeyPath()
         try self.beginAttempt()
         defer { self.endAttempt() }
@@ -177,7 +190,7 @@ public final class VaultKeeper: Sendable {
     /// that do not combine, or whose key is not this vault's, are all dropped and the attempt counts as
     /// refused. A malformed share is refused as bad input and changes nothing. The share's text and values
     /// stay in locked memory.
-    public func unseal(share text: some CryptoBytes) throws(CaseVaultError) -> Progress {
+    package func unseal(share text: some CryptoBytes) throws(CaseVaultError) -> Progress {
         _ = try self.wrappedKeyPath()
         let share: SecretSharing.Share
         do {
@@ -221,7 +234,7 @@ public final class VaultKeeper: Sendable {
 
     /// Refuses (`wrongKeySource`) unless this vault can be sealed: a passphrase source, initialised. The
     /// caller asks before it detaches anything that sealing would take away (the audit signer).
-    public func checkSealable() throws(CaseVaultError) {
+    package func checkSealable() throws(CaseVaultError) {
         _ = try self.wrappedKeyPath()
     }
 
@@ -229,7 +242,7 @@ public final class VaultKeeper: Sendable {
     /// audit log signs and anchors its last checkpoint while the keys exist), then closes it and zeroes its
     /// keys. Returns the store that was open, or `nil`.
     @discardableResult
-    public func seal(beforeClosing: (RecordStore) throws -> Void = { _ in }) throws(CaseVaultError) -> RecordStore? {
+    package func seal(beforeClosing: (RecordStore) throws -> Void = { _ in }) throws(CaseVaultError) -> RecordStore? {
         try self.checkSealable()
         let store = self.state.withLock { state in
             defer {

@@ -1,4 +1,4 @@
-public import CaseVaultCore
+package import CaseVaultCore
 internal import CaseVaultFiles
 internal import CaseVaultSealing
 internal import Logging
@@ -8,13 +8,14 @@ internal import Logging
 /// (`ShredLedgerFile`) survives the loss of the data directory.
 extension RecordStore {
     /// The shred ledger: every shredded record with its case, type and time, oldest first.
-    public func shredLedger() throws(CaseVaultError) -> [ShredLedgerEntry] {
+    package func shredLedger() throws(CaseVaultError) -> [ShredLedgerEntry] {
         try self.index.read { db in try Index.ledgerEntries(db) }
     }
 
     /// The shred ledger of the vault in `dataDirectory`, read without opening the store (read-only): what
     /// `casevaultctl restore --live-data` re-applies.
-    public static func shredLedger(ofDataDirectory dataDirectory: String) throws(CaseVaultError) -> [ShredLedgerEntry] {
+    package static func shredLedger(ofDataDirectory dataDirectory: String) throws(CaseVaultError) -> [ShredLedgerEntry]
+    {
         let path = dataDirectory + "/index.sqlite"
         guard DataDirectory.exists(path) else {
             throw CaseVaultError(.notFound, "no vault index at \(path)")
@@ -71,7 +72,7 @@ extension RecordStore {
     /// Rewrites the ledger copy, if the store keeps one, as the union of the copy and the index's ledger:
     /// at open, at each backup and at each sweep. Lines of the copy that do not check out under this
     /// vault's root key are dropped, and said so in an error line of the log.
-    public func refreshShredLedgerCopy() throws(CaseVaultError) {
+    package func refreshShredLedgerCopy() throws(CaseVaultError) {
         guard let copy = try self.shredLedgerCopy() else { return }
         let dropped = try copy.rewrite(barrier: self.barrier) { () throws(CaseVaultError) in try self.shredLedger() }
         if dropped > 0 {

@@ -1,4 +1,4 @@
-public import CaseVaultCore
+package import CaseVaultCore
 internal import CaseVaultCrypto
 internal import Foundation
 internal import Logging
@@ -12,7 +12,7 @@ extension RecordStore {
     /// Shreds a record by the protocol of docs/ARCHITECTURE.md: once this returns, its key slot and ciphertext are
     /// overwritten, nothing decrypts it, and reads answer `shredded`. Throws `not-found` for an unknown id
     /// and `shredded` for one already shredded.
-    public func shred(_ id: RecordID, order: ShredOrder = ShredOrder(method: .request, authority: .daemon))
+    package func shred(_ id: RecordID, order: ShredOrder = ShredOrder(method: .request, authority: .daemon))
         throws(CaseVaultError)
     {
         _ = try self.shred([id], order: order)
@@ -21,7 +21,7 @@ extension RecordStore {
     /// Shreds several records with one flush per step. Unknown or already shredded ids, and records a
     /// legal hold covers (`held`), throw before anything changes. Returns the metadata of the records shredded.
     @discardableResult
-    public func shred(
+    package func shred(
         _ ids: [RecordID],
         order: ShredOrder = ShredOrder(method: .request, authority: .daemon)
     ) throws(CaseVaultError) -> [RecordMetadata] {
@@ -135,21 +135,21 @@ extension RecordStore {
 
 extension RecordStore {
     /// The vault's certificate public key (Ed25519, 32 bytes).
-    public var certificatePublicKey: [UInt8] { self.barrier.certificatePublicKey }
+    package var certificatePublicKey: [UInt8] { self.barrier.certificatePublicKey }
 
     /// Signs the audit log's checkpoints under the audit subkey (derived from the root key).
-    public var auditSigner: AuditSigner { self.barrier.auditSigner }
+    package var auditSigner: AuditSigner { self.barrier.auditSigner }
 
     /// The data directory's audit folder (`audit/`), created 0700 with the store.
-    public var auditDirectory: String { self.directory.auditPath }
+    package var auditDirectory: String { self.directory.auditPath }
 
     /// Certificate documents, oldest first; of one case when `caseID` is given.
-    public func certificates(caseID: CaseID? = nil) throws(CaseVaultError) -> [[UInt8]] {
+    package func certificates(caseID: CaseID? = nil) throws(CaseVaultError) -> [[UInt8]] {
         try self.index.read { db in try Index.certificateDocuments(db, caseID: caseID) }
     }
 
     /// One certificate document; `not-found` for an unknown id.
-    public func certificate(_ id: String) throws(CaseVaultError) -> [UInt8] {
+    package func certificate(_ id: String) throws(CaseVaultError) -> [UInt8] {
         guard
             let document = try self.index.lookup({ db in try Index.certificateDocument(db, id: id) })
         else {

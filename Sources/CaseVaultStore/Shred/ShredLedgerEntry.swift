@@ -1,18 +1,18 @@
-public import CaseVaultCore
+package import CaseVaultCore
 
 /// One entry of the shred ledger: a shredded record's id, with its case, type and time of shredding where
 /// the source knows them. Ids, types and times only, as the index holds them in clear: never content,
 /// names or categories.
-public struct ShredLedgerEntry: Sendable, Equatable {
-    public var recordID: RecordID
+package struct ShredLedgerEntry: Sendable, Equatable {
+    package var recordID: RecordID
     /// The record's case; `nil` when the source does not say (an exported ledger that lists ids and times).
-    public var caseID: CaseID?
+    package var caseID: CaseID?
     /// The record's type; `nil` when the source does not say.
-    public var type: RecordType?
+    package var type: RecordType?
     /// When it was shredded, in milliseconds since the Unix epoch; `nil` when the source does not say.
-    public var shreddedAt: Int64?
+    package var shreddedAt: Int64?
 
-    public init(recordID: RecordID, caseID: CaseID? = nil, type: RecordType? = nil, shreddedAt: Int64? = nil) {
+    package init(recordID: RecordID, caseID: CaseID? = nil, type: RecordType? = nil, shreddedAt: Int64? = nil) {
         self.recordID = recordID
         self.caseID = caseID
         self.type = type
@@ -49,7 +49,7 @@ public struct ShredLedgerEntry: Sendable, Equatable {
 
     /// The entries of every list, one per record, in id order: where lists name the same record, what one
     /// knows fills in what another does not, and the earliest time is kept.
-    public static func union(_ lists: [[ShredLedgerEntry]]) -> [ShredLedgerEntry] {
+    package static func union(_ lists: [[ShredLedgerEntry]]) -> [ShredLedgerEntry] {
         var merged: [RecordID: ShredLedgerEntry] = [:]
         for entry in lists.joined() {
             guard var known = merged[entry.recordID] else {

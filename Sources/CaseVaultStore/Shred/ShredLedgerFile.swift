@@ -24,19 +24,19 @@ internal import Glibc
 /// (`rewrite`). Writers hold an exclusive `flock` on the file. A rewrite writes `<path>.new`, flushes it
 /// and renames it into place, so a reader (which takes no lock) finds the old file or the new one whole;
 /// a last line without its newline is an append that a crash cut short, and is left out.
-public struct ShredLedgerFile: Sendable {
+package struct ShredLedgerFile: Sendable {
     static let header = "casevault shred ledger v1"
     /// Longer than any line the file holds (two ids, a type, a time, a MAC and four spaces).
     static let longestLine = 256
 
-    public let path: String
+    package let path: String
 
-    public init(path: String) {
+    package init(path: String) {
         self.path = path
     }
 
     /// Whether there is a file at `path`.
-    public var exists: Bool {
+    package var exists: Bool {
         DataDirectory.exists(self.path)
     }
 

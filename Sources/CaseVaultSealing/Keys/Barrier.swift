@@ -4,15 +4,18 @@ internal import Foundation
 internal import Synchronization
 
 /// The single point of encryption and decryption (after HashiCorp Vault's barrier): every key the vault
-/// holds is derived, wrapped, unwrapped and used here, in the sealing layer. The layers above hold keys
-/// only as opaque values (`RootKey`, `DataKey`, `BackupKey`) whose bytes they cannot read.
+/// holds is derived, wrapped, unwrapped and used here, in the sealing layer. `Vault` seals and opens
+/// content through it; the storage below holds it only for what takes and gives ciphertext (a sealed
+/// record's key wrapped into its slot, a rotation's rewrap, signatures, the ledger's MACs, backup keys
+/// sealed in their file), and the layers above hold keys only as opaque values (`RootKey`, `BackupKey`).
 ///
 /// Key hierarchy: root key → (crypto_kdf, one per epoch) key-encryption key → wraps one random data key per
 /// record → seals the record's content. Associated data binds each ciphertext to its place:
 /// - a wrapped key to its slot number, record id and epoch;
 /// - sealed content to its record id, case id, type and format version.
 /// So a blob or slot copied onto another record fails to authenticate instead of opening as wrong content.
-/// Package-visible for the fuzz targets (`CaseVaultFuzz`), which open slots and blobs under a test root key.
+/// Package-visible for the storage (`RecordStorage.barrier`) and the fuzz targets (`CaseVaultFuzz`), which open
+/// slots and blobs under a test root key.
 package final class Barrier: Sendable {
     static let formatVersion: UInt8 = 1
     static let blobMagic: [UInt8] = Array("CVB1".utf8)
@@ -155,14 +158,14 @@ package final class Barrier: Sendable {
 
     // MARK: Statistical facts
 
-    package func sealStatisticsFacts(_ facts: some Encodable, caseID: CaseID) -> [UInt8] {
+    func sealStatisticsFacts(_ facts: some Encodable, caseID: CaseID) -> [UInt8] {
         var plain = Array((try? JSONEncoder().encode(facts)) ?? Data("{}".utf8))
         defer { Memory.zero(&plain) }
         return AEAD.seal(plain, key: self.statisticsKey, associatedData: Self.statisticsAssociatedData(caseID))
     }
 
     /// The facts sealed for `caseID`, or `nil` when they do not authenticate.
-    package func openStatisticsFacts<Facts: Decodable>(_ sealed: [UInt8], caseID: CaseID, as: Facts.Type) -> Facts? {
+    func openStatisticsFacts<Facts: Decodable>(_ sealed: [UInt8], caseID: CaseID, as: Facts.Type) -> Facts? {
         guard
             var plain = try? AEAD.open(
                 sealed, key: self.statisticsKey, associatedData: Self.statisticsAssociatedData(caseID))
@@ -179,11 +182,11 @@ package final class Barrier: Sendable {
 
     // MARK: Hold reasons
 
-    package func sealHoldReason(_ reason: [UInt8], holdID: String, caseID: CaseID) -> [UInt8] {
+    func sealHoldReason(_ reason: [UInt8], holdID: String, caseID: CaseID) -> [UInt8] {
         AEAD.seal(reason, key: self.holdKey, associatedData: Self.holdAssociatedData(holdID: holdID, caseID: caseID))
     }
 
-    package func openHoldReason(_ sealed: [UInt8], holdID: String, caseID: CaseID) throws(CaseVaultError) -> [UInt8] {
+    func openHoldReason(_ sealed: [UInt8], holdID: String, caseID: CaseID) throws(CaseVaultError) -> [UInt8] {
         do {
             return try AEAD.open(
                 sealed, key: self.holdKey, associatedData: Self.holdAssociatedData(holdID: holdID, caseID: caseID))
@@ -223,13 +226,13 @@ package final class Barrier: Sendable {
         return key
     }
 
-    package func newDataKey() -> DataKey {
+    func newDataKey() -> DataKey {
         DataKey(secret: SecureBytes.random(count: AEAD.keyByteCount, ephemeral: true))
     }
 
     // MARK: Key slots
 
-    package func wrap(dataKey: DataKey, recordID: RecordID, slot: Int64, epoch: UInt32) throws(CaseVaultError)
+    func wrap(dataKey: DataKey, recordID: RecordID, slot: Int64, epoch: UInt32) throws(CaseVaultError)
         -> [UInt8]
     {
         let kek = try self.keyEncryptionKey(epoch: epoch)
@@ -275,14 +278,31 @@ package final class Barrier: Sendable {
 
     // MARK: Content
 
-    package func seal(content: [UInt8], dataKey: DataKey, record: RecordMetadata) -> [UInt8] {
+    /// `record`'s content sealed under a fresh data key, bound to `id`, its case and its type.
+    func seal(_ record: NewRecord, id: RecordID) -> SealedRecord {
+        let dataKey = self.newDataKey()
         let header = Self.blobMagic + [Self.formatVersion, 0, 0, 0]
-        return header
+        let blob =
+            header
             + AEAD.seal(
-                content, key: dataKey.secret,
-                associatedData: Self.contentAssociatedData(record, version: Self.formatVersion))
+                record.content, key: dataKey.secret,
+                associatedData: Self.contentAssociatedData(
+                    id: id, caseID: record.caseID, type: record.type, version: Self.formatVersion))
+        return SealedRecord(record, id: id, blob: blob, dataKey: dataKey, barrier: self)
     }
 
+    /// The data key in a stored record's slot.
+    func dataKey(_ key: StoredKey) throws(CaseVaultError) -> DataKey {
+        try self.unwrap(slotBytes: key.wrapped, recordID: key.metadata.id, slot: key.slot)
+    }
+
+    /// A stored record's content: its slot unwrapped, its blob opened.
+    func open(_ stored: StoredRecord) throws(CaseVaultError) -> [UInt8] {
+        try self.open(blob: stored.blob, dataKey: try self.dataKey(stored.key), record: stored.metadata)
+    }
+
+    /// Opens a blob with a data key. Package-visible for the fuzz targets, which open blobs whatever their
+    /// slot holds; the storage never calls it (LayeringTests).
     package func open(blob: [UInt8], dataKey: DataKey, record: RecordMetadata) throws(CaseVaultError) -> [UInt8] {
         guard blob.count >= Self.blobHeaderSize + AEAD.overhead, Array(blob[0..<4]) == Self.blobMagic else {
             throw Self.integrityFailure("sealed content")
@@ -292,7 +312,8 @@ package final class Barrier: Sendable {
         do {
             return try AEAD.open(
                 blob[Self.blobHeaderSize...], key: dataKey.secret,
-                associatedData: Self.contentAssociatedData(record, version: version)
+                associatedData: Self.contentAssociatedData(
+                    id: record.id, caseID: record.caseID, type: record.type, version: version)
             )
         } catch {
             throw Self.integrityFailure("sealed content")
@@ -307,10 +328,11 @@ package final class Barrier: Sendable {
         Array("casevault.slot.v1".utf8) + UInt64(slot).littleEndianBytes + recordID.bytes + epoch.littleEndianBytes
     }
 
-    private static func contentAssociatedData(_ record: RecordMetadata, version: UInt8) -> [UInt8] {
-        let type = Array(record.type.rawValue.utf8)
-        return Array("casevault.record".utf8) + [version] + record.id.bytes + record.caseID.bytes
-            + [UInt8(type.count)] + type
+    private static func contentAssociatedData(id: RecordID, caseID: CaseID, type: RecordType, version: UInt8)
+        -> [UInt8]
+    {
+        let type = Array(type.rawValue.utf8)
+        return Array("casevault.record".utf8) + [version] + id.bytes + caseID.bytes + [UInt8(type.count)] + type
     }
 
     private static func integrityFailure(_ what: String) -> CaseVaultError {

@@ -1,0 +1,97 @@
+package import CaseVaultCore
+package import Logging
+
+/// The storage protocol: what the sealing layer (`Vault`) needs of the place that keeps a vault's records.
+/// Everything that crosses it is ciphertext, ids and metadata: sealed records and their wrapped keys, case
+/// rows, sealed hold reasons and sealed statistical facts. No content, no key and no hold reason in clear
+/// ever reaches an implementation. Files and SQLite (`RecordStore`) are the first implementation; what a
+/// second one on a networked engine must provide for the shred guarantee is in docs/ARCHITECTURE.md.
+///
+/// Every call may block on I/O. Errors are `CaseVaultError`s: `not-found` for an unknown id, `shredded` for
+/// a record whose shred has begun, `storage-failure` for the engine's own failures.
+package protocol RecordStorage: AnyObject, Sendable {
+    /// The barrier the storage was opened with: it wraps a sealed record's key into its slot once the slot
+    /// is known, rewraps slots in a rotation and signs certificates. It takes and gives ciphertext only.
+    var barrier: Barrier { get }
+    var logger: Logger { get }
+    /// The largest record content accepted, in bytes.
+    var maxContentBytes: Int { get }
+    /// The storage's clock, milliseconds since the Unix epoch.
+    func now() -> Int64
+
+    // MARK: Records
+
+    /// Files `record` durably with `effects` in the same transaction, so that a crash leaves all or none of
+    /// it: places its blob, wraps its key into a slot (`SealedRecord.wrappedKey`), commits its row. Refuses a
+    /// `supersedes` that names no live record of the same case and type.
+    func commit(_ record: SealedRecord, effects: FilingEffects) throws(CaseVaultError) -> RecordMetadata
+    /// A live record's wrapped key and blob.
+    func storedRecord(_ id: RecordID) throws(CaseVaultError) -> StoredRecord
+    /// `storedRecord(_:)` once `decide` approves it: one trip to the index gives the record's metadata,
+    /// its case and whether `rosterUID` is on the mediator roster; `decide` throws to refuse.
+    func storedRecord(
+        _ id: RecordID,
+        rosterUID: UInt32?,
+        decide: (RecordMetadata, CaseSummary, Bool) throws(CaseVaultError) -> Void
+    ) throws(CaseVaultError) -> StoredRecord
+    /// Whether `id`'s shred has begun (or is done): what a read that failed to authenticate reports.
+    func shredHasBegun(_ id: RecordID) throws(CaseVaultError) -> Bool
+
+    // MARK: Cases
+
+    /// Runs `body` holding the case's lock: filings, holds and closings of one case run one at a time.
+    func withCaseLock<T>(_ id: CaseID, _ body: () throws(CaseVaultError) -> T) throws(CaseVaultError) -> T
+    /// The case's row; `not-found` for an unknown id.
+    func caseSummary(_ id: CaseID) throws(CaseVaultError) -> CaseSummary
+    /// The case's row (`nil` for an unknown id) and whether `rosterUID` is on the roster, in one trip.
+    func caseAndRoster(_ id: CaseID, rosterUID: UInt32?) throws(CaseVaultError) -> (CaseSummary?, Bool)
+    /// The id of the case's sealed header; `not-found` for an unknown case.
+    func caseHeaderID(_ id: CaseID) throws(CaseVaultError) -> RecordID
+    /// The session notes a final agreement destroys (none while a hold keeps them).
+    func notesToDestroy(_ caseID: CaseID) throws(CaseVaultError) -> [RecordID]
+    /// The live records of one type in a case, in filing order.
+    func liveIDs(_ caseID: CaseID, _ type: RecordType) throws(CaseVaultError) -> [RecordID]
+    /// Runs the rest of the shred protocol for records a commit marked `shredding`.
+    func finishMarkedShreds(_ ids: [RecordID]) throws(CaseVaultError)
+
+    // MARK: Legal holds
+
+    /// Keeps a hold whose reason is sealed.
+    func insertHold(_ hold: SealedHold) throws(CaseVaultError)
+    /// The holds standing, oldest first, reasons sealed.
+    func sealedHolds() throws(CaseVaultError) -> [SealedHold]
+
+    // MARK: Statistics
+
+    /// Every case's row, what its records of `types` are now (newest and count) and the sealed facts kept.
+    func statisticsSnapshot(types: [RecordType]) throws(CaseVaultError) -> StatisticsSnapshot
+    /// The live records of `types` in a case, oldest first.
+    func statisticsRecordIDs(_ caseID: CaseID, types: [RecordType]) throws(CaseVaultError) -> [RecordID]
+    /// Keeps freshly sealed facts and drops the facts of cases that are gone.
+    func keepStatisticsFacts(_ facts: [KeptFacts]) throws(CaseVaultError)
+
+    // MARK: Attachments
+
+    /// Starts the sealed file of `id`'s attachment: `attachment-exists` if it has one or one is under way.
+    /// The file is not visible until `finishAttachment`, and a shred of the record removes it.
+    func beginAttachment(_ id: RecordID) throws(CaseVaultError) -> (key: StoredKey, file: any AttachmentSink)
+    /// Makes the attachment visible, only while its record is live (`shredded` otherwise).
+    func finishAttachment(_ file: any AttachmentSink) throws(CaseVaultError)
+    /// `id`'s sealed attachment; `not-found` when it has none.
+    func openAttachment(_ id: RecordID) throws(CaseVaultError) -> (key: StoredKey, file: any AttachmentSource)
+}
+
+/// Where an attachment's sealed chunks are written, one after another.
+package protocol AttachmentSink: AnyObject {
+    var recordID: RecordID { get }
+    /// Appends sealed bytes; `shredded` once the record's shred removed the file.
+    func append(_ sealed: [UInt8]) throws(CaseVaultError)
+    /// Makes what was appended durable.
+    func flush() throws(CaseVaultError)
+}
+
+/// An attachment's sealed file, read at offsets.
+package protocol AttachmentSource: AnyObject {
+    var size: Int64 { get }
+    func read(count: Int, at offset: Int64) throws(CaseVaultError) -> [UInt8]
+}

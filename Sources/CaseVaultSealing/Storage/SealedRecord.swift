@@ -1,0 +1,31 @@
+package import CaseVaultCore
+
+/// A record sealed for filing: its content encrypted under a fresh data key and bound to its id, case and
+/// type. The storage places the blob and, once it has chosen the slot (whose number the wrap binds), asks
+/// for the wrapped key; the data key itself never leaves the sealing layer.
+package final class SealedRecord: Sendable {
+    package let id: RecordID
+    package let caseID: CaseID
+    package let type: RecordType
+    package let author: String?
+    package let supersedes: RecordID?
+    package let blob: [UInt8]
+    private let dataKey: DataKey
+    private let barrier: Barrier
+
+    init(_ record: NewRecord, id: RecordID, blob: [UInt8], dataKey: DataKey, barrier: Barrier) {
+        self.id = id
+        self.caseID = record.caseID
+        self.type = record.type
+        self.author = record.author
+        self.supersedes = record.supersedes
+        self.blob = blob
+        self.dataKey = dataKey
+        self.barrier = barrier
+    }
+
+    /// The data key wrapped for slot `slot` under `epoch`'s key: what the storage writes in the slot.
+    package func wrappedKey(slot: Int64, epoch: UInt32) throws(CaseVaultError) -> [UInt8] {
+        try self.barrier.wrap(dataKey: self.dataKey, recordID: self.id, slot: slot, epoch: epoch)
+    }
+}

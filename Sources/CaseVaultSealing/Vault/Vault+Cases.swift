@@ -1,0 +1,111 @@
+package import CaseVaultCore
+internal import CaseVaultCrypto
+internal import Logging
+
+extension Vault {
+    /// Opens a case: its sealed header (participants' names and contacts) and its row, in one commit.
+    /// `header` is JSON: `{"participants": [{"name": …, "contact": …}, …]}`.
+    package func openCase(header: [UInt8], mediators: [UInt32], author: String?) throws(CaseVaultError)
+        -> CaseSummary
+    {
+        let document = try self.validator.validate(type: .caseHeader, content: header)
+        guard case .array(let people) = document["participants"] ?? .null else {
+            throw CaseVaultError(.missingField, "participants is required", field: "participants")
+        }
+        let id = CaseID(bytes: Random.bytes(count: CaseID.byteCount))
+        let summary = CaseSummary(
+            id: id, state: .intake, participantCount: people.count, mediators: Array(Set(mediators)).sorted(),
+            createdAt: self.storage.now(), closedAt: nil
+        )
+        let headerID = RecordID(bytes: Random.bytes(count: RecordID.byteCount))
+        var effects = FilingEffects()
+        effects.newCase = (summary, headerID)
+        _ = try self.put(
+            validated: NewRecord(caseID: id, type: .caseHeader, content: header, author: author),
+            effects: effects,
+            id: headerID
+        )
+        self.logger.info("case opened", metadata: ["case.id": "\(id)"])
+        return summary
+    }
+
+    /// Files a record under the lifecycle rules: the case must exist, the content must name its own
+    /// participants, notes need every participant's agreement, a final agreement shreds every note of the
+    /// case in the same operation and closes it. Returns the record and the notes it shredded.
+    package func file(
+        _ record: NewRecord,
+        authority: Authority = .daemon
+    ) throws(CaseVaultError) -> (record: RecordMetadata, shredded: [RecordID]) {
+        try self.file(record, rosterUID: nil) { _, _ throws(CaseVaultError) in authority }
+    }
+
+    /// `file(_:authority:)` for a caller whose right to file depends on the case: under the case's lock,
+    /// one trip to the index gives the case and whether `rosterUID` is on the mediator roster; `decide`
+    /// sees those, never content, and returns who allowed the filing (for destruction certificates) or
+    /// throws to refuse. So the case is read once, and the case's state and mediators the decision saw hold
+    /// for the filing it allows (the roster is read in the same trip; a removal from it does not wait for
+    /// the case's lock).
+    package func file(
+        _ record: NewRecord,
+        rosterUID: UInt32?,
+        decide: (CaseSummary, Bool) throws(CaseVaultError) -> Authority
+    ) throws(CaseVaultError) -> (record: RecordMetadata, shredded: [RecordID]) {
+        guard RecordType.fileable.contains(record.type) else {
+            throw CaseVaultError(
+                .unknownRecordType, "the case header is written only when the case is opened", field: "type")
+        }
+        return try self.storage.withCaseLock(record.caseID) { () throws(CaseVaultError) in
+            let (found, onRoster) = try self.storage.caseAndRoster(record.caseID, rosterUID: rosterUID)
+            guard let summary = found else {
+                throw CaseVaultError(.notFound, "no case has this id; check the id")
+            }
+            let authority = try decide(summary, onRoster)
+            let document = try self.validator.validate(
+                type: record.type, content: record.content, participants: Set(summary.participants)
+            )
+            // Only what the rule for this type needs is looked up: most filings need nothing on file.
+            let notes = record.type == .finalAgreement ? try self.storage.notesToDestroy(record.caseID) : []
+            var agreed = Set<String>()
+            if record.type == .sessionNote || record.type == .finalAgreement {
+                for agreement in try self.storage.liveIDs(record.caseID, .agreementToMediate) {
+                    if let participant = try self.participant(of: agreement) {
+                        agreed.insert(participant)
+                    }
+                }
+            }
+            var participant: String?
+            if case .string(let value) = document["participant"] ?? .null {
+                participant = value
+            }
+            let effect = try CasePolicy.filing(
+                record.type, into: summary, agreedParticipants: agreed, notes: notes, participant: participant
+            )
+            var effects = FilingEffects()
+            if effect.state != summary.state {
+                effects.caseState = (
+                    summary.id, effect.state, effect.state == .closed ? self.storage.now() : nil, nil
+                )
+            }
+            effects.markShredding = effect.shredNotes
+            effects.shredOrder = ShredOrder(method: .finalAgreement, authority: authority)
+            let stored = try self.put(validated: record, effects: effects)
+            try self.storage.finishMarkedShreds(effect.shredNotes)
+            return (stored, effect.shredNotes)
+        }
+    }
+
+    /// The case's sealed header (participants' names and contacts), opened; `not-found` for an unknown case.
+    package func caseHeader(_ id: CaseID) throws(CaseVaultError) -> [UInt8] {
+        try self.get(try self.storage.caseHeaderID(id)).content
+    }
+
+    /// The participant an agreement to mediate is for: its content is opened, read and wiped here.
+    private func participant(of id: RecordID) throws(CaseVaultError) -> String? {
+        var content = try self.get(id).content
+        defer { Memory.zero(&content) }
+        if case .string(let participant) = JSONValue.parse(content)?["participant"] ?? .null {
+            return participant
+        }
+        return nil
+    }
+}

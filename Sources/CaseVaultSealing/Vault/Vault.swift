@@ -1,0 +1,76 @@
+package import CaseVaultCore
+internal import CaseVaultCrypto
+internal import Logging
+
+/// The sealing layer's face to the server: the only part of CaseVault that holds keys and sees plaintext.
+/// It validates and seals content before it reaches the storage, and opens what the storage gives back;
+/// the storage below it (`RecordStorage`) sees ciphertext and ids only. Safe to use from many threads.
+///
+/// Every call blocks on the storage's I/O: call it from a thread that may block.
+package final class Vault<Storage: RecordStorage>: Sendable {
+    /// Where the sealed records are kept; what needs no key or content (shreds, retention, backups,
+    /// rotation, the roster) is asked of it directly.
+    package let storage: Storage
+    let barrier: Barrier
+    let validator: RecordValidator
+    let logger: Logger
+
+    package init(storage: Storage) {
+        self.storage = storage
+        self.barrier = storage.barrier
+        self.validator = RecordValidator(maxContentBytes: storage.maxContentBytes)
+        self.logger = storage.logger
+    }
+
+    // MARK: Filing
+
+    /// Validates, seals and durably files a record, with no lifecycle rule: the low-level primitive under
+    /// `file(_:)`, which the server uses. When this returns, the record survives a crash.
+    package func put(_ record: NewRecord) throws(CaseVaultError) -> RecordMetadata {
+        try self.validator.validate(type: record.type, content: record.content)
+        return try self.put(validated: record, effects: FilingEffects())
+    }
+
+    /// Seals validated content on the caller's thread (in parallel with other callers; the storage batches
+    /// only placing, flushing and committing) and commits it with `effects`.
+    func put(validated record: NewRecord, effects: FilingEffects, id: RecordID? = nil) throws(CaseVaultError)
+        -> RecordMetadata
+    {
+        let id = id ?? RecordID(bytes: Random.bytes(count: RecordID.byteCount))
+        let sealed = self.barrier.seal(record, id: id)
+        let stored = try self.storage.commit(sealed, effects: effects)
+        self.logger.debug("record filed", metadata: ["record.id": "\(stored.id)", "case.id": "\(stored.caseID)"])
+        return stored
+    }
+
+    // MARK: Reading
+
+    /// The record with its decrypted content. Throws `shredded` for a shredded record, `not-found` for an
+    /// unknown id, `integrity-failure` when its slot or blob does not authenticate.
+    package func get(_ id: RecordID) throws(CaseVaultError) -> Record {
+        try self.open(try self.storage.storedRecord(id))
+    }
+
+    /// Opens a record only once `decide` approves it, from what one trip to the index gives: the record's
+    /// metadata, its case and whether `rosterUID` is on the mediator roster. `decide` never sees content.
+    package func read(
+        _ id: RecordID,
+        rosterUID: UInt32?,
+        decide: (RecordMetadata, CaseSummary, Bool) throws(CaseVaultError) -> Void
+    ) throws(CaseVaultError) -> Record {
+        try self.open(try self.storage.storedRecord(id, rosterUID: rosterUID, decide: decide))
+    }
+
+    /// Unwraps the key and opens the blob. A shred that ran while the storage read them makes either fail
+    /// to authenticate: that is reported as what it is.
+    func open(_ stored: StoredRecord) throws(CaseVaultError) -> Record {
+        do {
+            return Record(metadata: stored.metadata, content: try self.barrier.open(stored))
+        } catch {
+            if try self.storage.shredHasBegun(stored.metadata.id) {
+                throw CaseVaultError(.shredded, "the record was shredded and can never be read again")
+            }
+            throw error
+        }
+    }
+}

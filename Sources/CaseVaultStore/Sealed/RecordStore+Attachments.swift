@@ -1,0 +1,95 @@
+package import CaseVaultCore
+internal import CaseVaultCrypto
+internal import CaseVaultFiles
+package import CaseVaultSealing
+internal import Logging
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
+extension RecordStore {
+    /// Starts the sealed file of `id`'s attachment. `attachment-exists` if it has one; `not-found`/`shredded`
+    /// for an unknown or shredded record.
+    package func beginAttachment(_ id: RecordID) throws(CaseVaultError) -> (key: StoredKey, file: any AttachmentSink) {
+        let row = try self.liveRow(id)
+        let key = StoredKey(metadata: row.metadata, slot: row.slot, wrapped: try self.slots.read(row.slot))
+        let file = try AttachmentFile(recordID: id, directory: self.directory.attachmentsPath)
+        // A shred marked since the first look may have come too early to find the partial file: then the
+        // upload is dropped (and its file with it) here.
+        _ = try self.liveRow(id)
+        return (key, file)
+    }
+
+    /// Links the attachment into place, as the writer and only while the record is live: an upload that
+    /// ends after its record was shredded fails with `shredded`, and its partial file is removed.
+    package func finishAttachment(_ file: any AttachmentSink) throws(CaseVaultError) {
+        guard let file = file as? AttachmentFile else {
+            preconditionFailure("an attachment sink this store did not make")
+        }
+        try self.asWriter { () throws(CaseVaultError) in
+            _ = try self.liveRow(file.recordID)
+            try file.link()
+        }
+    }
+
+    /// `id`'s sealed attachment; `not-found` when it has none.
+    package func openAttachment(_ id: RecordID) throws(CaseVaultError) -> (key: StoredKey, file: any AttachmentSource) {
+        let row = try self.liveRow(id)
+        let key = StoredKey(metadata: row.metadata, slot: row.slot, wrapped: try self.slots.read(row.slot))
+        return (key, try AttachmentReader(path: self.directory.attachmentsPath + "/" + id.rawValue))
+    }
+
+    /// Removes the attachments of shredded records (their keys are already gone with the key slots), and
+    /// the partial files of uploads still under way, which then fail at their next chunk.
+    func removeAttachments(_ ids: [RecordID]) throws(CaseVaultError) {
+        var removed = false
+        for id in ids {
+            for path in [
+                self.directory.attachmentsPath + "/" + id.rawValue,
+                self.directory.attachmentsPath + "/" + id.rawValue + ".partial",
+            ] {
+                if unlink(path) == 0 {
+                    removed = true
+                } else if errno != ENOENT {
+                    throw POSIXFailure.error("unlink", path: path)
+                }
+            }
+        }
+        if removed {
+            try DataDirectory.flushDirectory(self.directory.attachmentsPath)
+        }
+    }
+
+    /// After a crash: removes unfinished uploads, and attachments whose record is gone.
+    func recoverAttachments() throws(CaseVaultError) {
+        guard let handle = opendir(self.directory.attachmentsPath) else { return }
+        var names: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != ".", name != ".." { names.append(name) }
+        }
+        closedir(handle)
+        var orphans: [String] = []
+        for name in names {
+            if name.hasSuffix(".partial") {
+                orphans.append(name)
+            } else if let id = try? RecordID(name) {
+                let live = try self.index.read { db in try Index.row(db, id: id)?.state == .live }
+                if !live { orphans.append(name) }
+            } else {
+                orphans.append(name)
+            }
+        }
+        for name in orphans {
+            unlink(self.directory.attachmentsPath + "/" + name)
+        }
+        if !orphans.isEmpty {
+            try DataDirectory.flushDirectory(self.directory.attachmentsPath)
+            self.logger.notice(
+                "removed unfinished or orphaned attachments", metadata: ["files.count": "\(orphans.count)"])
+        }
+    }
+}
