@@ -18,7 +18,7 @@ internal import Glibc
 /// The keys are fixed, and never a vault's: the seed corpus (`Tests/fuzz-corpus`) holds inputs that
 /// authenticate under them (a backup, an audit log, a certificate, a key slot), so that both the fuzzer
 /// and the corpus replay in `make test` reach the code behind each check. Every other key is derived from
-/// the root key by the store's own `Barrier`, as the daemon derives them.
+/// the root key by the sealing layer (`SealingServices`, `FuzzOpening`), as the daemon derives them.
 final class FuzzEnvironment: Sendable {
     static let shared = FuzzEnvironment()
 
@@ -46,9 +46,9 @@ final class FuzzEnvironment: Sendable {
 
     /// The private directory (absolute).
     let directory: String
-    /// The store's barrier over the test root key: slots, blobs, the ledger's MACs, the audit and
+    /// The sealing services over the test root key: slots, blobs, the ledger's MACs, the audit and
     /// certificate keys.
-    let barrier: Barrier
+    let sealing: SealingServices
     let dataKey: DataKey
     let certificatePublicKey: [UInt8]
     let auditSigner: AuditSigner
@@ -59,13 +59,13 @@ final class FuzzEnvironment: Sendable {
         let directory = Self.makePrivateDirectory()
         self.directory = directory
         do {
-            self.barrier = try Barrier(rootKey: RootKey(secret: Self.secure(Self.rootKeyBytes)))
+            self.sealing = try SealingServices(rootKey: RootKey(secret: Self.secure(Self.rootKeyBytes)))
         } catch {
-            fatalError("casevault-fuzz: the barrier could not be made from the test root key")
+            fatalError("casevault-fuzz: the sealing services could not be made from the test root key")
         }
         self.dataKey = DataKey(secret: Self.secure(Self.dataKeyBytes))
-        self.certificatePublicKey = self.barrier.certificatePublicKey
-        self.auditSigner = self.barrier.auditSigner
+        self.certificatePublicKey = self.sealing.certificatePublicKey
+        self.auditSigner = self.sealing.auditSigner
         self.logger = Logger(label: "casevault.fuzz", factory: { _ in SwiftLogNoOpLogHandler() })
 
         for name in ["keys", "audit-tail", "audit-open"] {
@@ -80,7 +80,7 @@ final class FuzzEnvironment: Sendable {
             try BackupKeyFile(path: directory + "/keys/backup.keys").add(
                 id: Self.backupID, createdAt: Self.backupCreatedAt,
                 key: BackupKey(secret: Self.secure(Self.backupKeyBytes)),
-                barrier: self.barrier
+                sealing: self.sealing
             )
         } catch {
             fatalError("casevault-fuzz: the test backup key file could not be written in \(directory)")

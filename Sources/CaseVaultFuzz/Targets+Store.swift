@@ -10,8 +10,8 @@ enum StoreTargets {
     static let slotSize = 128
 
     /// `sealed-record`: the first 128 bytes are a key slot, the rest a sealed blob, read as
-    /// `RecordStore.get` reads a record: the slot unwrapped for the test record (`Barrier.unwrap`, which
-    /// decodes it with `KeySlot.decode`), then the blob opened with the data key (`Barrier.open`), and
+    /// `Vault.get` reads a record (`FuzzOpening.sealedRecord`): the slot unwrapped for the test record
+    /// (`Barrier.unwrap`, which decodes it with `KeySlot.decode`), then the blob opened with the data key, and
     /// the content parsed as the read route does. A slot that does not open leaves the blob to be opened
     /// with the test data key, so that the blob's checks are fuzzed whatever the slot holds.
     static func sealedRecord(_ input: [UInt8]) {
@@ -19,10 +19,11 @@ enum StoreTargets {
         let record = FuzzEnvironment.record
         let slot = Array(input.prefix(Self.slotSize))
         let blob = Array(input.dropFirst(Self.slotSize))
-        let dataKey =
-            (try? environment.barrier.unwrap(slotBytes: slot, recordID: record.id, slot: FuzzEnvironment.slot))
-            ?? environment.dataKey
-        guard let content = try? environment.barrier.open(blob: blob, dataKey: dataKey, record: record) else { return }
+        guard
+            let content = FuzzOpening.sealedRecord(
+                environment.sealing, slot: slot, slotNumber: FuzzEnvironment.slot, blob: blob, record: record,
+                fallback: environment.dataKey)
+        else { return }
         _ = JSONValue.parse(content)?.string("category")
     }
 
@@ -33,8 +34,8 @@ enum StoreTargets {
         let path = environment.path("attachment")
         FuzzEnvironment.replace(path, with: input)
         guard
-            let download = try? AttachmentDownload(
-                record: FuzzEnvironment.record, dataKey: environment.dataKey, file: AttachmentReader(path: path))
+            let download = try? FuzzOpening.attachment(
+                AttachmentReader(path: path), record: FuzzEnvironment.record, dataKey: environment.dataKey)
         else {
             return
         }
@@ -86,6 +87,6 @@ enum StoreTargets {
         let environment = FuzzEnvironment.shared
         let path = environment.path("shred.ledger")
         FuzzEnvironment.replace(path, with: input)
-        _ = try? ShredLedgerFile(path: path).entries(barrier: environment.barrier)
+        _ = try? ShredLedgerFile(path: path).entries(sealing: environment.sealing)
     }
 }

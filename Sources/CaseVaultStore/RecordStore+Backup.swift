@@ -75,11 +75,11 @@ extension RecordStore {
         try self.refreshShredLedgerCopy()
         let now = self.now()
         let destroyed = try self.destroyExpiredBackupKeys(keys, retentionDays: retentionDays)
-        let key = self.barrier.newBackupKey()
-        try keys.add(id: idBytes, createdAt: now, key: key, barrier: self.barrier)
+        let key = self.sealing.newBackupKey()
+        try keys.add(id: idBytes, createdAt: now, key: key, sealing: self.sealing)
         let header =
             BackupFormat.magic + idBytes + UInt64(now).bigEndianBytes
-            + self.barrier.rootKeyCheck.bigEndianBytes
+            + self.sealing.rootKeyCheck.bigEndianBytes
         let stream = try BackupSealer(key: key)
         try write(header + stream.header)
         var first = true

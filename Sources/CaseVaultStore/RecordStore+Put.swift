@@ -28,16 +28,6 @@ extension RecordStore {
     /// Files a sealed record durably with `effects` (the storage protocol's `commit`): when this returns,
     /// the record survives a crash.
     package func commit(_ record: SealedRecord, effects: FilingEffects) throws(CaseVaultError) -> RecordMetadata {
-        if let supersedes = record.supersedes {
-            let previous = try self.liveRow(supersedes).metadata
-            guard previous.caseID == record.caseID, previous.type == record.type else {
-                throw CaseVaultError(
-                    .invalidField,
-                    "supersedes must name a record of the same case and type; an amendment replaces its own record",
-                    field: "supersedes"
-                )
-            }
-        }
         let metadata = RecordMetadata(
             id: record.id,
             caseID: record.caseID,

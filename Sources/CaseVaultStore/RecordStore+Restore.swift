@@ -51,9 +51,9 @@ extension RecordStore {
             }
         }
         let rootKey = try Self.rootKey(configuration, passphrase: passphrase)
-        let barrier = try Barrier(rootKey: rootKey)
+        let sealing = try SealingServices(rootKey: rootKey)
         let copied = try ledgerCopy.map { copy throws(CaseVaultError) -> [ShredLedgerEntry] in
-            guard let held = try copy.entries(barrier: barrier) else {
+            guard let held = try copy.entries(sealing: sealing) else {
                 throw CaseVaultError(.notFound, "no shred ledger copy at \(copy.path)")
             }
             return held
@@ -75,11 +75,11 @@ extension RecordStore {
         }
         let idBytes = Array(header[6..<22])
         let createdAt = Int64(bigEndianBytes: header[22..<30])
-        guard Int64(bigEndianBytes: header[30..<38]) == barrier.rootKeyCheck else {
+        guard Int64(bigEndianBytes: header[30..<38]) == sealing.rootKeyCheck else {
             throw CaseVaultError(
                 .unsealRefused, "this backup belongs to another vault: its root key is not this configuration's")
         }
-        guard let key = try keys.key(id: idBytes, barrier: barrier) else {
+        guard let key = try keys.key(id: idBytes, sealing: sealing) else {
             throw CaseVaultError(
                 .keyUnavailable,
                 "the key of backup \(Hex.encode(idBytes)) is not in \(keys.path): it was destroyed by the backup retention, so this backup can no longer be read"

@@ -79,7 +79,7 @@ extension RecordStore {
                 try self.slots.rewriteAndFlush(count: try self.slots.slotCount())
                 let now = self.now()
                 let retired = try self.index.write { db in try Index.retireEpochs(db, except: target, retiredAt: now) }
-                self.barrier.retire(retired)
+                self.sealing.retire(retired)
                 return retired
             }
         }
@@ -114,7 +114,7 @@ extension RecordStore {
             let bytes = try self.slots.read(slot)
             guard KeySlot.epoch(of: bytes[...]) != target else { continue }
             try self.slots.write(
-                slot, try self.barrier.rewrap(slotBytes: bytes, recordID: id, slot: slot, epoch: target))
+                slot, try self.sealing.rewrap(slotBytes: bytes, recordID: id, slot: slot, epoch: target))
             self.observe(.rotateAfterSlotWrite)
             count += 1
         }

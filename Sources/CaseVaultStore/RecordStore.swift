@@ -24,7 +24,7 @@ package final class RecordStore: RecordStorage {
     let index: Index
     let slots: KeySlotFile
     let segments: Segments
-    package let barrier: Barrier
+    package let sealing: SealingServices
     let writer: Mutex<WriterState>
     /// The epoch new keys are wrapped under; rotation moves it on.
     let epochs: Mutex<EpochState>
@@ -93,16 +93,16 @@ package final class RecordStore: RecordStorage {
         try DataDirectory.makeDirectory(directory.auditPath, createParents: false)
         try DataDirectory.flushDirectory(directory.path)
         let (state, epoch) = try index.read { db in (try Index.writerState(db), try Index.currentEpoch(db)) }
-        let barrier = try Barrier(rootKey: rootKey)
-        try Self.checkRootKey(barrier, index)
-        barrier.retire(try index.read { db in try Index.retiredEpochs(db) })
+        let sealing = try SealingServices(rootKey: rootKey)
+        try Self.checkRootKey(sealing, index)
+        sealing.retire(try index.read { db in try Index.retiredEpochs(db) })
         let store = RecordStore(
             configuration: configuration,
             directory: directory,
             index: index,
             slots: slots,
             segments: segments,
-            barrier: barrier,
+            sealing: sealing,
             state: state,
             epoch: epoch,
             logger: logger
@@ -113,8 +113,8 @@ package final class RecordStore: RecordStorage {
     }
 
     /// The first open records the root key's check value; every later open compares it.
-    private static func checkRootKey(_ barrier: Barrier, _ index: Index) throws(CaseVaultError) {
-        let check = barrier.rootKeyCheck
+    private static func checkRootKey(_ sealing: SealingServices, _ index: Index) throws(CaseVaultError) {
+        let check = sealing.rootKeyCheck
         let stored = try index.read { db in try Index.meta(db, "root_key_check") }
         if stored == 0 {
             try index.write { db in try Index.setRootKeyCheck(db, check) }
@@ -128,7 +128,7 @@ package final class RecordStore: RecordStorage {
 
     /// Zeroes every key the store holds, now: for sealing. Call `close()` first.
     package func wipeKeys() {
-        self.barrier.wipe()
+        self.sealing.wipe()
     }
 
     private init(
@@ -137,7 +137,7 @@ package final class RecordStore: RecordStorage {
         index: Index,
         slots: KeySlotFile,
         segments: Segments,
-        barrier: Barrier,
+        sealing: SealingServices,
         state: WriterState,
         epoch: UInt32,
         logger: Logger
@@ -147,7 +147,7 @@ package final class RecordStore: RecordStorage {
         self.index = index
         self.slots = slots
         self.segments = segments
-        self.barrier = barrier
+        self.sealing = sealing
         self.writer = Mutex(state)
         self.epochs = Mutex(EpochState(current: epoch))
         self.writes = WriteQueue(maxBatch: configuration.maxBatch)

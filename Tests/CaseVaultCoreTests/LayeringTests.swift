@@ -158,7 +158,7 @@ extension LayeringTests {
     static let plaintextUses = [
         "NewRecord", ".content)", ".content.", ".content ", "JSONValue", "RecordValidator", "open(blob:", ".unwrap(",
         "dataKey(", "AttachmentSealer", "AttachmentOpener", "AttachmentUpload", "AttachmentDownload",
-        "sealHoldReason(", "openHoldReason(", "sealStatisticsFacts(", "openStatisticsFacts(",
+        "sealHoldReason(", "openHoldReason(", "sealStatisticsFacts(", "openStatisticsFacts(", "FuzzOpening",
     ]
 
     @Test("the storage sees no plaintext: it never parses, validates, seals or opens content")

@@ -25,7 +25,7 @@ final class WatchedStorage: RecordStorage {
         self.saw(Array(text.utf8))
     }
 
-    var barrier: Barrier { self.inner.barrier }
+    var sealing: SealingServices { self.inner.sealing }
     var logger: Logger { self.inner.logger }
     var maxContentBytes: Int { self.inner.maxContentBytes }
     func now() -> Int64 { self.inner.now() }
@@ -50,6 +50,8 @@ final class WatchedStorage: RecordStorage {
         self.saw(stored.blob)
         return stored
     }
+
+    func metadata(_ id: RecordID) throws(CaseVaultError) -> RecordMetadata { try self.inner.metadata(id) }
 
     func shredHasBegun(_ id: RecordID) throws(CaseVaultError) -> Bool { try self.inner.shredHasBegun(id) }
 

@@ -1,22 +1,22 @@
-package import CaseVaultCore
+internal import CaseVaultCore
 internal import CaseVaultCrypto
 internal import Foundation
 internal import Synchronization
 
 /// The single point of encryption and decryption (after HashiCorp Vault's barrier): every key the vault
 /// holds is derived, wrapped, unwrapped and used here, in the sealing layer. `Vault` seals and opens
-/// content through it; the storage below holds it only for what takes and gives ciphertext (a sealed
-/// record's key wrapped into its slot, a rotation's rewrap, signatures, the ledger's MACs, backup keys
-/// sealed in their file), and the layers above hold keys only as opaque values (`RootKey`, `BackupKey`).
+/// content through it; the storage below reaches only what takes and gives ciphertext (`SealingServices`,
+/// and a sealed record's key wrapped into its slot: `SealedRecord.wrappedKey`), and the layers above hold
+/// keys only as opaque values (`RootKey`, `BackupKey`).
 ///
 /// Key hierarchy: root key → (crypto_kdf, one per epoch) key-encryption key → wraps one random data key per
 /// record → seals the record's content. Associated data binds each ciphertext to its place:
 /// - a wrapped key to its slot number, record id and epoch;
 /// - sealed content to its record id, case id, type and format version.
 /// So a blob or slot copied onto another record fails to authenticate instead of opening as wrong content.
-/// Package-visible for the storage (`RecordStorage.barrier`) and the fuzz targets (`CaseVaultFuzz`), which open
-/// slots and blobs under a test root key.
-package final class Barrier: Sendable {
+/// Internal to the sealing layer: the storage reaches it only through `SealingServices`, the fuzz targets
+/// through `FuzzOpening`.
+final class Barrier: Sendable {
     static let formatVersion: UInt8 = 1
     static let blobMagic: [UInt8] = Array("CVB1".utf8)
     static let blobHeaderSize = 8
@@ -50,7 +50,7 @@ package final class Barrier: Sendable {
     /// crypto_kdf from the root key).
     private let ledgerKey: SecureBytes
 
-    package init(rootKey: RootKey) throws(CaseVaultError) {
+    init(rootKey: RootKey) throws(CaseVaultError) {
         let rootKey = rootKey.secret
         self.rootKey = rootKey
         do {
@@ -73,21 +73,21 @@ package final class Barrier: Sendable {
     }
 
     /// The public half of the certificate key: what `casevaultctl certificate verify` checks against.
-    package var certificatePublicKey: [UInt8] { self.certificateKey.publicKey }
+    var certificatePublicKey: [UInt8] { self.certificateKey.publicKey }
 
-    package func signCertificate(_ body: [UInt8]) -> [UInt8] {
+    func signCertificate(_ body: [UInt8]) -> [UInt8] {
         self.certificateKey.signature(for: body)
     }
 
     /// A 63-bit value that tells which root key made a data directory (keyed BLAKE2b of a fixed label): it
     /// reveals nothing about the key.
-    package var rootKeyCheck: Int64 {
+    var rootKeyCheck: Int64 {
         let digest = Hash.blake2b(Array("casevault.root-key-check.v1".utf8), key: self.rootKey, length: 16)
         return Int64(bitPattern: UInt64(bigEndianBytes: digest.prefix(8)) >> 1) | 1
     }
 
     /// Zeroes the root key and every key derived from it (sealing). Later use fails to authenticate.
-    package func wipe() {
+    func wipe() {
         self.rootKey.wipe()
         self.holdKey.wipe()
         self.certificateKey.wipe()
@@ -104,7 +104,7 @@ package final class Barrier: Sendable {
 
     /// Signs audit checkpoints with the audit subkey and keys the chain with the chain subkey; the keys
     /// themselves never leave the barrier.
-    package var auditSigner: AuditSigner {
+    var auditSigner: AuditSigner {
         let key = self.auditKey
         let chainKey = self.auditChainKey
         return AuditSigner(
@@ -115,18 +115,18 @@ package final class Barrier: Sendable {
     }
 
     /// The MAC of one line of the shred ledger's copy (`ShredLedgerFile`): 16 bytes of keyed BLAKE2b.
-    package func shredLedgerMAC(_ line: [UInt8]) -> [UInt8] {
+    func shredLedgerMAC(_ line: [UInt8]) -> [UInt8] {
         Hash.blake2b(line, key: self.ledgerKey, length: 16)
     }
 
     // MARK: Backup keys
 
     /// A new random key for one backup's stream.
-    package func newBackupKey() -> BackupKey {
+    func newBackupKey() -> BackupKey {
         BackupKey.random()
     }
 
-    package func sealBackupKey(_ key: BackupKey, id: [UInt8], created: [UInt8]) -> [UInt8] {
+    func sealBackupKey(_ key: BackupKey, id: [UInt8], created: [UInt8]) -> [UInt8] {
         key.secret.withUnsafeBytes { bytes in
             AEAD.seal(
                 bytes, key: self.backupWrappingKey,
@@ -134,7 +134,7 @@ package final class Barrier: Sendable {
         }
     }
 
-    package func openBackupKey(_ sealed: [UInt8], id: [UInt8], created: [UInt8]) throws(CaseVaultError) -> BackupKey {
+    func openBackupKey(_ sealed: [UInt8], id: [UInt8], created: [UInt8]) throws(CaseVaultError) -> BackupKey {
         var key: [UInt8]
         do {
             key = try AEAD.open(
@@ -200,7 +200,7 @@ package final class Barrier: Sendable {
     }
 
     /// Retires `epochs`: their keys are dropped (zeroed) and a slot under one of them no longer opens.
-    package func retire(_ epochs: [UInt32]) {
+    func retire(_ epochs: [UInt32]) {
         self.retiredEpochs.withLock { $0.formUnion(epochs) }
         self.keyEncryptionKeys.withLock { keys in
             for epoch in epochs {
@@ -244,7 +244,7 @@ package final class Barrier: Sendable {
         return KeySlot.encode(epoch: epoch, recordID: recordID, sealedKey: sealed)
     }
 
-    package func unwrap(slotBytes: [UInt8], recordID: RecordID, slot: Int64) throws(CaseVaultError) -> DataKey {
+    func unwrap(slotBytes: [UInt8], recordID: RecordID, slot: Int64) throws(CaseVaultError) -> DataKey {
         guard let decoded = KeySlot.decode(slotBytes), Memory.constantTimeEquals(decoded.recordID, recordID.bytes)
         else {
             throw Self.integrityFailure("key slot")
@@ -269,7 +269,7 @@ package final class Barrier: Sendable {
 
     /// The slot `slotBytes` rewrapped under `epoch`, for a rotation: the data key is unwrapped and wrapped
     /// again here and never leaves.
-    package func rewrap(slotBytes: [UInt8], recordID: RecordID, slot: Int64, epoch: UInt32) throws(CaseVaultError)
+    func rewrap(slotBytes: [UInt8], recordID: RecordID, slot: Int64, epoch: UInt32) throws(CaseVaultError)
         -> [UInt8]
     {
         let dataKey = try self.unwrap(slotBytes: slotBytes, recordID: recordID, slot: slot)
@@ -301,9 +301,8 @@ package final class Barrier: Sendable {
         try self.open(blob: stored.blob, dataKey: try self.dataKey(stored.key), record: stored.metadata)
     }
 
-    /// Opens a blob with a data key. Package-visible for the fuzz targets, which open blobs whatever their
-    /// slot holds; the storage never calls it (LayeringTests).
-    package func open(blob: [UInt8], dataKey: DataKey, record: RecordMetadata) throws(CaseVaultError) -> [UInt8] {
+    /// Opens a blob with a data key (and, through `FuzzOpening`, whatever the blob's slot holds).
+    func open(blob: [UInt8], dataKey: DataKey, record: RecordMetadata) throws(CaseVaultError) -> [UInt8] {
         guard blob.count >= Self.blobHeaderSize + AEAD.overhead, Array(blob[0..<4]) == Self.blobMagic else {
             throw Self.integrityFailure("sealed content")
         }
@@ -320,7 +319,7 @@ package final class Barrier: Sendable {
         }
     }
 
-    package static func sealedSize(contentSize: Int) -> Int {
+    static func sealedSize(contentSize: Int) -> Int {
         Self.blobHeaderSize + AEAD.overhead + contentSize
     }
 

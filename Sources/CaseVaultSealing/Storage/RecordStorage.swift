@@ -10,9 +10,9 @@ package import Logging
 /// Every call may block on I/O. Errors are `CaseVaultError`s: `not-found` for an unknown id, `shredded` for
 /// a record whose shred has begun, `storage-failure` for the engine's own failures.
 package protocol RecordStorage: AnyObject, Sendable {
-    /// The barrier the storage was opened with: it wraps a sealed record's key into its slot once the slot
-    /// is known, rewraps slots in a rotation and signs certificates. It takes and gives ciphertext only.
-    var barrier: Barrier { get }
+    /// The vault's keys as the storage may use them (rewrap in a rotation, sign, MAC, seal backup keys):
+    /// ciphertext in, ciphertext out. The sealing layer reaches the barrier behind them.
+    var sealing: SealingServices { get }
     var logger: Logger { get }
     /// The largest record content accepted, in bytes.
     var maxContentBytes: Int { get }
@@ -22,9 +22,11 @@ package protocol RecordStorage: AnyObject, Sendable {
     // MARK: Records
 
     /// Files `record` durably with `effects` in the same transaction, so that a crash leaves all or none of
-    /// it: places its blob, wraps its key into a slot (`SealedRecord.wrappedKey`), commits its row. Refuses a
-    /// `supersedes` that names no live record of the same case and type.
+    /// it: places its blob, wraps its key into a slot (`SealedRecord.wrappedKey`), commits its row.
+    /// The storage must not keep `record` past the commit: it holds the record's data key.
     func commit(_ record: SealedRecord, effects: FilingEffects) throws(CaseVaultError) -> RecordMetadata
+    /// A live record's metadata: `not-found` or `shredded` as `storedRecord`.
+    func metadata(_ id: RecordID) throws(CaseVaultError) -> RecordMetadata
     /// A live record's wrapped key and blob.
     func storedRecord(_ id: RecordID) throws(CaseVaultError) -> StoredRecord
     /// `storedRecord(_:)` once `decide` approves it: one trip to the index gives the record's metadata,

@@ -1,4 +1,4 @@
-package import CaseVaultCore
+internal import CaseVaultCore
 internal import CaseVaultCrypto
 
 /// The format of an attachment file (`attachments/<record id>`): magic `CVATT001`, the 24-byte
@@ -6,17 +6,17 @@ internal import CaseVaultCrypto
 /// tagged final. The stream key is derived from the record's data key (crypto_kdf, context `cvattach`), so
 /// shredding the record's key slot erases the attachment too; every chunk is bound to the record and its
 /// case by associated data.
-package enum AttachmentFormat {
+enum AttachmentFormat {
     static let magic = Array("CVATT001".utf8)
-    package static let chunkBytes = 64 << 10
+    static let chunkBytes = 64 << 10
     static let mediaTypeBytes = 256
     private static let keyContext: StaticString = "cvattach"
 
-    package static var sealedChunkBytes: Int { Self.chunkBytes + SecretStream.chunkOverhead }
+    static var sealedChunkBytes: Int { Self.chunkBytes + SecretStream.chunkOverhead }
     /// What a sealed chunk adds to its plaintext.
-    package static var chunkOverhead: Int { SecretStream.chunkOverhead }
+    static var chunkOverhead: Int { SecretStream.chunkOverhead }
     /// The head's size: magic, stream header and the sealed media type; the first chunk begins here.
-    package static var headBytes: Int {
+    static var headBytes: Int {
         Self.magic.count + SecretStream.headerByteCount + Self.mediaTypeBytes + SecretStream.chunkOverhead
     }
 
@@ -25,7 +25,7 @@ package enum AttachmentFormat {
     }
 
     /// The plaintext size of a file of `fileSize` bytes.
-    package static func plaintextSize(fileSize: Int64) -> Int64? {
+    static func plaintextSize(fileSize: Int64) -> Int64? {
         let rest = fileSize - Int64(Self.headBytes)
         guard rest >= Int64(SecretStream.chunkOverhead) else { return nil }
         let chunks = (rest + Int64(Self.sealedChunkBytes) - 1) / Int64(Self.sealedChunkBytes)
@@ -36,7 +36,7 @@ package enum AttachmentFormat {
         try KeyDerivation.deriveKey(from: dataKey.secret, context: Self.keyContext, id: 1)
     }
 
-    package static func integrityFailure() -> CaseVaultError {
+    static func integrityFailure() -> CaseVaultError {
         CaseVaultError(
             .integrityFailure,
             "the attachment failed authentication: it was altered, truncated or moved from another record")
@@ -44,13 +44,13 @@ package enum AttachmentFormat {
 }
 
 /// Seals one attachment as it is uploaded: the head first, then each chunk. Used by one task at a time.
-package final class AttachmentSealer {
+final class AttachmentSealer {
     private let encryptor: SecretStream.Encryptor
     private let associatedData: [UInt8]
     /// What the file begins with: magic, stream header, the sealed media type.
-    package let head: [UInt8]
+    let head: [UInt8]
 
-    package init(record: RecordMetadata, dataKey: DataKey, mediaType: String) throws(CaseVaultError) {
+    init(record: RecordMetadata, dataKey: DataKey, mediaType: String) throws(CaseVaultError) {
         self.associatedData = AttachmentFormat.associatedData(record)
         do {
             self.encryptor = try SecretStream.Encryptor(key: try AttachmentFormat.streamKey(dataKey))
@@ -65,21 +65,21 @@ package final class AttachmentSealer {
     }
 
     /// `chunk` sealed; the last chunk is `isFinal`.
-    package func seal(_ chunk: [UInt8], isFinal: Bool) -> [UInt8] {
+    func seal(_ chunk: [UInt8], isFinal: Bool) -> [UInt8] {
         self.encryptor.push(chunk, associatedData: self.associatedData, isFinal: isFinal)
     }
 }
 
 /// Opens one attachment as it is read: the head first, then each chunk in order.
-package final class AttachmentOpener {
+final class AttachmentOpener {
     private let decryptor: SecretStream.Decryptor
     private let associatedData: [UInt8]
     /// The media type given when it was uploaded.
-    package let mediaType: String
+    let mediaType: String
 
     /// Opens `head` (the file's first `AttachmentFormat.headBytes`); `integrity-failure` when it does not
     /// authenticate for `record`.
-    package init(record: RecordMetadata, dataKey: DataKey, head: [UInt8]) throws(CaseVaultError) {
+    init(record: RecordMetadata, dataKey: DataKey, head: [UInt8]) throws(CaseVaultError) {
         guard head.count == AttachmentFormat.headBytes,
             Array(head.prefix(AttachmentFormat.magic.count)) == AttachmentFormat.magic
         else {
@@ -99,10 +99,10 @@ package final class AttachmentOpener {
     }
 
     /// Whether the final chunk has been opened.
-    package var isFinished: Bool { self.decryptor.isFinished }
+    var isFinished: Bool { self.decryptor.isFinished }
 
     /// The plaintext of the next chunk; `integrity-failure` when it does not authenticate.
-    package func open(_ sealed: [UInt8]) throws(CaseVaultError) -> [UInt8] {
+    func open(_ sealed: [UInt8]) throws(CaseVaultError) -> [UInt8] {
         do {
             return try self.decryptor.pull(sealed, associatedData: self.associatedData)
         } catch {

@@ -11,8 +11,8 @@ package final class AttachmentDownload: @unchecked Sendable {
     package let size: Int64
 
     /// Opens `file`, the attachment of `record` under `dataKey`; `integrity-failure` for a file whose head
-    /// does not authenticate. (Package-visible for the fuzz targets.)
-    package init(record: RecordMetadata, dataKey: DataKey, file: any AttachmentSource) throws(CaseVaultError) {
+    /// does not authenticate.
+    init(record: RecordMetadata, dataKey: DataKey, file: any AttachmentSource) throws(CaseVaultError) {
         self.file = file
         guard let size = AttachmentFormat.plaintextSize(fileSize: file.size) else {
             throw AttachmentFormat.integrityFailure()

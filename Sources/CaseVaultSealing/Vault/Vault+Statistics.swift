@@ -66,8 +66,7 @@ extension Vault {
             do throws(CaseVaultError) {
                 record = try self.get(id)
             } catch {
-                // Shredded (or gone with its case) since the listing: no longer counted.
-                if error.code == .shredded || error.code == .notFound { continue }
+                if error.code == .shredded { continue }  // shredded while we read: no longer counted
                 throw error
             }
             var content = record.content

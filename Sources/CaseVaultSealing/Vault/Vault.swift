@@ -17,7 +17,7 @@ package final class Vault<Storage: RecordStorage>: Sendable {
 
     package init(storage: Storage) {
         self.storage = storage
-        self.barrier = storage.barrier
+        self.barrier = storage.sealing.barrier
         self.validator = RecordValidator(maxContentBytes: storage.maxContentBytes)
         self.logger = storage.logger
     }
@@ -36,6 +36,16 @@ package final class Vault<Storage: RecordStorage>: Sendable {
     func put(validated record: NewRecord, effects: FilingEffects, id: RecordID? = nil) throws(CaseVaultError)
         -> RecordMetadata
     {
+        if let supersedes = record.supersedes {
+            let previous = try self.storage.metadata(supersedes)
+            guard previous.caseID == record.caseID, previous.type == record.type else {
+                throw CaseVaultError(
+                    .invalidField,
+                    "supersedes must name a record of the same case and type; an amendment replaces its own record",
+                    field: "supersedes"
+                )
+            }
+        }
         let id = id ?? RecordID(bytes: Random.bytes(count: RecordID.byteCount))
         let sealed = self.barrier.seal(record, id: id)
         let stored = try self.storage.commit(sealed, effects: effects)
@@ -62,15 +72,19 @@ package final class Vault<Storage: RecordStorage>: Sendable {
     }
 
     /// Unwraps the key and opens the blob. A shred that ran while the storage read them makes either fail
-    /// to authenticate: that is reported as what it is.
-    func open(_ stored: StoredRecord) throws(CaseVaultError) -> Record {
+    /// to authenticate: that is reported as what it is. So does a rotation that rewrapped the slot and
+    /// retired its epoch in between: the slot is read once more.
+    func open(_ stored: StoredRecord, again: Bool = true) throws(CaseVaultError) -> Record {
         do {
             return Record(metadata: stored.metadata, content: try self.barrier.open(stored))
         } catch {
             if try self.storage.shredHasBegun(stored.metadata.id) {
                 throw CaseVaultError(.shredded, "the record was shredded and can never be read again")
             }
-            throw error
+            guard again, error.code == .integrityFailure else { throw error }
+            let reread = try self.storage.storedRecord(stored.metadata.id)
+            guard reread.key.wrapped != stored.key.wrapped else { throw error }
+            return try self.open(reread, again: false)
         }
     }
 }

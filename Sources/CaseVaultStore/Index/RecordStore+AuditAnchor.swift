@@ -80,7 +80,7 @@ extension RecordStore: AuditAnchorKeeper {
     {
         let rootKey = try Self.rootKey(configuration, passphrase: passphrase)
         defer { rootKey.wipe() }
-        return try Barrier(rootKey: rootKey).auditSigner
+        return try SealingServices(rootKey: rootKey).auditSigner
     }
 
     private static func decodeAnchor(_ row: GRDB.Row) throws(CaseVaultError) -> (

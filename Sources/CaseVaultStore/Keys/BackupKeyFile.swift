@@ -60,7 +60,7 @@ package struct BackupKeyFile: Sendable {
 
     /// Seals `key` for backup `id` into a free slot and flushes. (Package-visible: the fuzz targets make
     /// their test key file with it.)
-    package func add(id: [UInt8], createdAt: Int64, key: BackupKey, barrier: Barrier) throws(CaseVaultError) {
+    package func add(id: [UInt8], createdAt: Int64, key: BackupKey, sealing: SealingServices) throws(CaseVaultError) {
         let directory = DataDirectory.parent(of: self.path)
         if !directory.isEmpty { try DataDirectory.makeDirectory(directory, createParents: true) }
         let existed = DataDirectory.exists(self.path)
@@ -78,7 +78,7 @@ package struct BackupKeyFile: Sendable {
             break
         }
         let created = createdAt.bigEndianBytes
-        let sealed = barrier.sealBackupKey(key, id: id, created: created)
+        let sealed = sealing.sealBackupKey(key, id: id, created: created)
         var slot = Self.magic + id + created + sealed
         slot += [UInt8](repeating: 0, count: Self.slotSize - slot.count)
         try file.write(slot, at: Int64(free * Self.slotSize))
@@ -86,9 +86,9 @@ package struct BackupKeyFile: Sendable {
     }
 
     /// The key of backup `id`, or `nil` when there is none (destroyed, or another vault's backup).
-    func key(id: [UInt8], barrier: Barrier) throws(CaseVaultError) -> BackupKey? {
+    func key(id: [UInt8], sealing: SealingServices) throws(CaseVaultError) -> BackupKey? {
         guard let entry = try self.entries().first(where: { $0.id == id }) else { return nil }
-        return try barrier.openBackupKey(entry.sealed, id: id, created: entry.created)
+        return try sealing.openBackupKey(entry.sealed, id: id, created: entry.created)
     }
 
     /// Overwrites, with random bytes, every key made before `cutoff` (ms); returns how many. With

@@ -25,7 +25,7 @@ extension RecordStore {
     /// ends after its record was shredded fails with `shredded`, and its partial file is removed.
     package func finishAttachment(_ file: any AttachmentSink) throws(CaseVaultError) {
         guard let file = file as? AttachmentFile else {
-            preconditionFailure("an attachment sink this store did not make")
+            throw CaseVaultError(.storageFailure, "the attachment's file was not made by this store")
         }
         try self.asWriter { () throws(CaseVaultError) in
             _ = try self.liveRow(file.recordID)

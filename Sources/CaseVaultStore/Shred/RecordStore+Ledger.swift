@@ -74,7 +74,7 @@ extension RecordStore {
     /// vault's root key are dropped, and said so in an error line of the log.
     package func refreshShredLedgerCopy() throws(CaseVaultError) {
         guard let copy = try self.shredLedgerCopy() else { return }
-        let dropped = try copy.rewrite(barrier: self.barrier) { () throws(CaseVaultError) in try self.shredLedger() }
+        let dropped = try copy.rewrite(sealing: self.sealing) { () throws(CaseVaultError) in try self.shredLedger() }
         if dropped > 0 {
             self.logger.error(
                 "lines of the shred ledger copy did not check out (altered, or another vault's) and were dropped",
@@ -90,7 +90,7 @@ extension RecordStore {
         do throws(CaseVaultError) {
             // What the copy says was shredded stays shredded here, whatever the data directory holds: a
             // shred made while a restore ran is in the copy, not in the restored index.
-            if let copy = try self.shredLedgerCopy(), let entries = try copy.entries(barrier: self.barrier) {
+            if let copy = try self.shredLedgerCopy(), let entries = try copy.entries(sealing: self.sealing) {
                 let (reshredded, _) = try self.reapplyLedger(entries)
                 if reshredded > 0 {
                     self.logger.notice(
@@ -117,7 +117,7 @@ extension RecordStore {
                     recordID: row.metadata.id, caseID: row.metadata.caseID, type: row.metadata.type, shreddedAt: time
                 )
             }
-            try copy.append(entries, barrier: self.barrier)
+            try copy.append(entries, sealing: self.sealing)
         } catch {
             self.logger.error(
                 "shredded records could not be added to the shred ledger copy; the next open, backup or sweep adds them",

@@ -74,7 +74,7 @@ extension RecordStore {
                 let shreddedAt = self.now()
                 try self.index.write { db in
                     certificates = try Index.issueCertificates(
-                        db, for: rows.map(\.metadata), at: shreddedAt, signedWith: self.barrier.signCertificate)
+                        db, for: rows.map(\.metadata), at: shreddedAt, signedWith: self.sealing.signCertificate)
                     try Index.removeShredded(db, rows.map(\.metadata.id), shreddedAt: shreddedAt)
                     // Orders no record still waits on.
                     try Index.deleteFinishedShredOrders(db)
@@ -135,10 +135,10 @@ extension RecordStore {
 
 extension RecordStore {
     /// The vault's certificate public key (Ed25519, 32 bytes).
-    package var certificatePublicKey: [UInt8] { self.barrier.certificatePublicKey }
+    package var certificatePublicKey: [UInt8] { self.sealing.certificatePublicKey }
 
     /// Signs the audit log's checkpoints under the audit subkey (derived from the root key).
-    package var auditSigner: AuditSigner { self.barrier.auditSigner }
+    package var auditSigner: AuditSigner { self.sealing.auditSigner }
 
     /// The data directory's audit folder (`audit/`), created 0700 with the store.
     package var auditDirectory: String { self.directory.auditPath }

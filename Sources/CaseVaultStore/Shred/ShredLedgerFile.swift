@@ -51,10 +51,10 @@ package struct ShredLedgerFile: Sendable {
     /// Every entry the file holds, each line checked under `barrier`; `nil` when there is no file. The
     /// whole file is refused if one line does not check out: a restore must not half-trust it.
     /// (Package-visible for the fuzz targets.)
-    package func entries(barrier: Barrier) throws(CaseVaultError) -> [ShredLedgerEntry]? {
+    package func entries(sealing: SealingServices) throws(CaseVaultError) -> [ShredLedgerEntry]? {
         guard DataDirectory.exists(self.path) else { return nil }
         try DataDirectory.checkPrivateFile(self.path)
-        let parsed = Self.parse(try PosixFile(path: self.path, flags: O_RDONLY).readAll(), barrier: barrier)
+        let parsed = Self.parse(try PosixFile(path: self.path, flags: O_RDONLY).readAll(), sealing: sealing)
         if let line = parsed.firstBad {
             throw CaseVaultError(
                 .integrityFailure,
@@ -66,7 +66,9 @@ package struct ShredLedgerFile: Sendable {
     }
 
     /// The entries of the lines that check out, how many lines do not, and the first of those (from 1).
-    static func parse(_ bytes: [UInt8], barrier: Barrier) -> (entries: [ShredLedgerEntry], bad: Int, firstBad: Int?) {
+    static func parse(_ bytes: [UInt8], sealing: SealingServices) -> (
+        entries: [ShredLedgerEntry], bad: Int, firstBad: Int?
+    ) {
         var lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
         // What follows the last newline: nothing, or an append that a crash cut short.
         lines.removeLast()
@@ -76,7 +78,7 @@ package struct ShredLedgerFile: Sendable {
         for (number, line) in lines.enumerated() {
             if number == 0 {
                 if line.elementsEqual(Self.header.utf8) { continue }
-            } else if let entry = Self.entry(line, barrier: barrier) {
+            } else if let entry = Self.entry(line, sealing: sealing) {
                 entries.append(entry)
                 continue
             }
@@ -87,11 +89,11 @@ package struct ShredLedgerFile: Sendable {
     }
 
     /// The entry one line spells, if its MAC checks out.
-    private static func entry(_ line: ArraySlice<UInt8>, barrier: Barrier) -> ShredLedgerEntry? {
+    private static func entry(_ line: ArraySlice<UInt8>, sealing: SealingServices) -> ShredLedgerEntry? {
         guard line.count <= Self.longestLine, let space = line.lastIndex(of: UInt8(ascii: " ")) else { return nil }
         let body = Array(line[line.startIndex..<space])
         guard let mac = Hex.decode(String(decoding: line[(space + 1)...], as: UTF8.self)), mac.count == 16,
-            Memory.constantTimeEquals(mac, barrier.shredLedgerMAC(body))
+            Memory.constantTimeEquals(mac, sealing.shredLedgerMAC(body))
         else { return nil }
         let fields = body.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false).map {
             String(decoding: $0, as: UTF8.self)
@@ -106,16 +108,16 @@ package struct ShredLedgerFile: Sendable {
     }
 
     /// One line for `entry`: its fields, their MAC and a newline.
-    static func line(_ entry: ShredLedgerEntry, barrier: Barrier) -> [UInt8] {
+    static func line(_ entry: ShredLedgerEntry, sealing: SealingServices) -> [UInt8] {
         let body = Array(entry.line.utf8)
-        return body + Array(" \(Hex.encode(barrier.shredLedgerMAC(body)))\n".utf8)
+        return body + Array(" \(Hex.encode(sealing.shredLedgerMAC(body)))\n".utf8)
     }
 
     // MARK: Writing
 
     /// Appends a line for each of `entries` and flushes, creating the file (0600, with its header) if it
     /// is missing. A partial last line that a crash left is cut off first.
-    func append(_ entries: [ShredLedgerEntry], barrier: Barrier) throws(CaseVaultError) {
+    func append(_ entries: [ShredLedgerEntry], sealing: SealingServices) throws(CaseVaultError) {
         guard !entries.isEmpty else { return }
         let (file, created) = try self.openLocked()
         var end = try file.size()
@@ -138,7 +140,7 @@ package struct ShredLedgerFile: Sendable {
         }
         var bytes: [UInt8] = end == 0 ? Array((Self.header + "\n").utf8) : []
         for entry in entries {
-            bytes += Self.line(entry, barrier: barrier)
+            bytes += Self.line(entry, sealing: sealing)
         }
         try file.write(bytes, at: end)
         try file.flushData()
@@ -151,14 +153,14 @@ package struct ShredLedgerFile: Sendable {
     /// or damage) are dropped: returns how many.
     @discardableResult
     func rewrite(
-        barrier: Barrier, adding current: () throws(CaseVaultError) -> [ShredLedgerEntry]
+        sealing: SealingServices, adding current: () throws(CaseVaultError) -> [ShredLedgerEntry]
     ) throws(CaseVaultError) -> Int {
         let (file, _) = try self.openLocked()
-        let held = Self.parse(try file.readAll(), barrier: barrier)
+        let held = Self.parse(try file.readAll(), sealing: sealing)
         let indexed = try current()
         var bytes = Array((Self.header + "\n").utf8)
         for entry in ShredLedgerEntry.union([held.entries, indexed]) {
-            bytes += Self.line(entry, barrier: barrier)
+            bytes += Self.line(entry, sealing: sealing)
         }
         let temporary = self.path + ".new"
         unlink(temporary)

@@ -1,0 +1,63 @@
+package import CaseVaultCore
+
+/// What the storage may ask of the vault's keys. Every call takes and gives ciphertext, signatures or
+/// check values: a slot rewrapped under a new epoch, a certificate's signature, the audit log's signer, a
+/// ledger line's MAC, a backup's key sealed in (or opened from) its file, which it passes on to the
+/// backup stream's sealer without reading it. It wraps the `Barrier`, which only the sealing layer
+/// reaches (`Vault`, through `barrier`): the storage cannot seal or open content, nor unwrap a data key.
+package final class SealingServices: Sendable {
+    let barrier: Barrier
+
+    /// The services of the vault whose root key is `rootKey`.
+    package init(rootKey: RootKey) throws(CaseVaultError) {
+        self.barrier = try Barrier(rootKey: rootKey)
+    }
+
+    /// A 63-bit value that tells which root key made a data directory; it reveals nothing about the key.
+    package var rootKeyCheck: Int64 { self.barrier.rootKeyCheck }
+
+    /// Zeroes the root key and every key derived from it (sealing).
+    package func wipe() {
+        self.barrier.wipe()
+    }
+
+    /// Retires `epochs`: their keys are zeroed and a slot under one of them no longer opens.
+    package func retire(_ epochs: [UInt32]) {
+        self.barrier.retire(epochs)
+    }
+
+    /// The slot `slotBytes` rewrapped under `epoch`, for a rotation; the data key never leaves the barrier.
+    package func rewrap(slotBytes: [UInt8], recordID: RecordID, slot: Int64, epoch: UInt32) throws(CaseVaultError)
+        -> [UInt8]
+    {
+        try self.barrier.rewrap(slotBytes: slotBytes, recordID: recordID, slot: slot, epoch: epoch)
+    }
+
+    package func signCertificate(_ body: [UInt8]) -> [UInt8] {
+        self.barrier.signCertificate(body)
+    }
+
+    /// The public half of the certificate key.
+    package var certificatePublicKey: [UInt8] { self.barrier.certificatePublicKey }
+
+    /// Signs audit checkpoints and keys the audit chain; the keys stay in the barrier.
+    package var auditSigner: AuditSigner { self.barrier.auditSigner }
+
+    /// The MAC of one line of the shred ledger's copy.
+    package func shredLedgerMAC(_ line: [UInt8]) -> [UInt8] {
+        self.barrier.shredLedgerMAC(line)
+    }
+
+    /// A new random key for one backup's stream, opaque to the storage.
+    package func newBackupKey() -> BackupKey {
+        self.barrier.newBackupKey()
+    }
+
+    package func sealBackupKey(_ key: BackupKey, id: [UInt8], created: [UInt8]) -> [UInt8] {
+        self.barrier.sealBackupKey(key, id: id, created: created)
+    }
+
+    package func openBackupKey(_ sealed: [UInt8], id: [UInt8], created: [UInt8]) throws(CaseVaultError) -> BackupKey {
+        try self.barrier.openBackupKey(sealed, id: id, created: created)
+    }
+}
