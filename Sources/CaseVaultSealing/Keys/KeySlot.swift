@@ -47,7 +47,7 @@ package enum KeySlot {
     /// Parses a slot; `nil` when its magic or checksum is wrong (scrubbed, torn or never written).
 
     package static func decode(_ slot: [UInt8]) -> Decoded? {
-        guard slot.count == Self.size, Array(slot[0..<4]) == Self.magic else { return nil }
+        guard slot.count == Self.size, slot[0..<4].elementsEqual(Self.magic) else { return nil }
         let checksum = Hash.blake2b(slot[0..<Self.checksumOffset], length: 16)
         guard Memory.constantTimeEquals(checksum, slot[Self.checksumOffset...]) else { return nil }
         let epoch = UInt32(littleEndianBytes: slot[4..<8])
@@ -56,7 +56,7 @@ package enum KeySlot {
 
     /// Whether a slot still carries a wrapped key (its magic is intact), whatever its checksum says.
     package static func mayHoldKey(_ slot: [UInt8]) -> Bool {
-        slot.count == Self.size && Array(slot[0..<4]) == Self.magic
+        slot.count == Self.size && slot[0..<4].elementsEqual(Self.magic)
     }
 
     /// Random bytes whose first byte can never begin the magic: what a shredded slot holds.
