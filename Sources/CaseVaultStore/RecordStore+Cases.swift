@@ -111,8 +111,16 @@ extension RecordStore {
         return try self.liveIDs(caseID, .sessionNote)
     }
 
+    /// The live agreements to mediate of a case, each with the participant it is for when the index keeps
+    /// it (`nil` for one filed before it did).
+    package func agreements(_ caseID: CaseID) throws(CaseVaultError) -> [(id: RecordID, participant: String?)] {
+        try self.index.lookup { db in
+            try Index.agreements(db, caseID: caseID)
+        }.map { row throws(CaseVaultError) in (try RecordID(row.id), row.participant) }
+    }
+
     /// The live records of one type in a case, in filing order.
-    package func liveIDs(_ caseID: CaseID, _ type: RecordType) throws(CaseVaultError) -> [RecordID] {
+    func liveIDs(_ caseID: CaseID, _ type: RecordType) throws(CaseVaultError) -> [RecordID] {
         try self.index.lookup { db in
             try Index.liveRecordIDs(db, caseID: caseID, type: type)
         }.map { text throws(CaseVaultError) in try RecordID(text) }

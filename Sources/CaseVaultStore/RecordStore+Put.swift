@@ -85,7 +85,9 @@ extension RecordStore {
             self.observe(.putAfterSlotFlush)
             try self.index.write { db in
                 for (put, place) in zip(batch, placed) {
-                    try Index.insertLiveRecord(db, put.metadata, slot: place.slot, location: place.location)
+                    try Index.insertLiveRecord(
+                        db, put.metadata, participant: put.record.participant, slot: place.slot,
+                        location: place.location)
                     try Index.takeOffFreeList(db, [place.slot])
                     try Index.apply(db, put.effects)
                 }

@@ -1,6 +1,7 @@
 import CaseVaultCore
 import CaseVaultStore
 import Foundation
+import GRDB
 import Testing
 
 #if canImport(Glibc)
@@ -45,6 +46,40 @@ enum Lifecycle {
 
 @Suite("Case lifecycle in the store")
 struct LifecycleTests {
+    @Test(
+        "filing a note reads who agreed from the index, without opening the agreements; an agreement filed before the index kept it is opened"
+    )
+    func agreedParticipantsFromTheIndex() throws {
+        let vault = TestVault()
+        var store = try vault.open()
+        let summary = try store.sealed.openCase(header: Lifecycle.header, mediators: [], author: nil)
+        let first = try store.sealed.file(
+            NewRecord(caseID: summary.id, type: .agreementToMediate, content: Lifecycle.agreement("p1"))
+        ).record
+        let second = try store.sealed.file(
+            NewRecord(caseID: summary.id, type: .agreementToMediate, content: Lifecycle.agreement("p2", online: true))
+        ).record
+
+        // Break p1's agreement's key slot: a filing that opened it would fail.
+        let path = vault.data + "/keyslots"
+        var slots = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let slot = try #require(SlotFinder.slot(of: first.id, in: slots))
+        slots[slot * 128 + 40] ^= 0x01
+        try Data(slots).write(to: URL(fileURLWithPath: path))
+        #expect(throws: CaseVaultError.self) { try store.sealed.get(first.id) }
+        _ = try store.sealed.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Lifecycle.note("n1")))
+        store.close()
+
+        // p2's agreement as an index written before it kept participants holds it: the filing opens it.
+        try DatabaseQueue(path: vault.data + "/index.sqlite").write { db in
+            try db.execute(sql: "UPDATE records SET participant = NULL WHERE id = ?", arguments: [second.id.rawValue])
+        }
+        store = try vault.open()
+        defer { store.close() }
+        _ = try store.sealed.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Lifecycle.note("n2")))
+        #expect(try store.records(caseID: summary.id).filter { $0.type == .sessionNote }.count == 2)
+    }
+
     @Test("notes need every agreement; a final agreement shreds every note in the same operation and closes the case")
     func finalAgreementShredsNotes() throws {
         let vault = TestVault()

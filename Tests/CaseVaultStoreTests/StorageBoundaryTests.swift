@@ -71,8 +71,8 @@ final class WatchedStorage: RecordStorage {
         try self.inner.notesToDestroy(caseID)
     }
 
-    func liveIDs(_ caseID: CaseID, _ type: RecordType) throws(CaseVaultError) -> [RecordID] {
-        try self.inner.liveIDs(caseID, type)
+    func agreements(_ caseID: CaseID) throws(CaseVaultError) -> [(id: RecordID, participant: String?)] {
+        try self.inner.agreements(caseID)
     }
 
     func finishMarkedShreds(_ ids: [RecordID]) throws(CaseVaultError) { try self.inner.finishMarkedShreds(ids) }

@@ -279,7 +279,7 @@ final class Barrier: Sendable {
     // MARK: Content
 
     /// `record`'s content sealed under a fresh data key, bound to `id`, its case and its type.
-    func seal(_ record: NewRecord, id: RecordID) -> SealedRecord {
+    func seal(_ record: NewRecord, id: RecordID, participant: String?) -> SealedRecord {
         let dataKey = self.newDataKey()
         let header = Self.blobMagic + [Self.formatVersion, 0, 0, 0]
         let blob =
@@ -288,7 +288,7 @@ final class Barrier: Sendable {
                 record.content, key: dataKey.secret,
                 associatedData: Self.contentAssociatedData(
                     id: id, caseID: record.caseID, type: record.type, version: Self.formatVersion))
-        return SealedRecord(record, id: id, blob: blob, dataKey: dataKey, barrier: self)
+        return SealedRecord(record, id: id, participant: participant, blob: blob, dataKey: dataKey, barrier: self)
     }
 
     /// The data key in a stored record's slot.

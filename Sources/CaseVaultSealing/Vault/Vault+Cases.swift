@@ -67,8 +67,11 @@ extension Vault {
             let notes = record.type == .finalAgreement ? try self.storage.notesToDestroy(record.caseID) : []
             var agreed = Set<String>()
             if record.type == .sessionNote || record.type == .finalAgreement {
-                for agreement in try self.storage.liveIDs(record.caseID, .agreementToMediate) {
-                    if let participant = try self.participant(of: agreement) {
+                for agreement in try self.storage.agreements(record.caseID) {
+                    // An agreement filed before the storage kept its participant is opened to read it.
+                    if let participant = agreement.participant {
+                        agreed.insert(participant)
+                    } else if let participant = try self.participant(of: agreement.id) {
                         agreed.insert(participant)
                     }
                 }
@@ -88,7 +91,8 @@ extension Vault {
             }
             effects.markShredding = effect.shredNotes
             effects.shredOrder = ShredOrder(method: .finalAgreement, authority: authority)
-            let stored = try self.put(validated: record, effects: effects)
+            let stored = try self.put(
+                validated: record, effects: effects, participant: Self.participant(record, document))
             try self.storage.finishMarkedShreds(effect.shredNotes)
             return (stored, effect.shredNotes)
         }
@@ -97,6 +101,13 @@ extension Vault {
     /// The case's sealed header (participants' names and contacts), opened; `not-found` for an unknown case.
     package func caseHeader(_ id: CaseID) throws(CaseVaultError) -> [UInt8] {
         try self.get(try self.storage.caseHeaderID(id)).content
+    }
+
+    /// The participant `record` is for when it is an agreement to mediate (what the storage keeps of it).
+    static func participant(_ record: NewRecord, _ document: JSONValue) -> String? {
+        guard record.type == .agreementToMediate, case .string(let participant) = document["participant"] ?? .null
+        else { return nil }
+        return participant
     }
 
     /// The participant an agreement to mediate is for: its content is opened, read and wiped here.

@@ -27,15 +27,16 @@ package final class Vault<Storage: RecordStorage>: Sendable {
     /// Validates, seals and durably files a record, with no lifecycle rule: the low-level primitive under
     /// `file(_:)`, which the server uses. When this returns, the record survives a crash.
     package func put(_ record: NewRecord) throws(CaseVaultError) -> RecordMetadata {
-        try self.validator.validate(type: record.type, content: record.content)
-        return try self.put(validated: record, effects: FilingEffects())
+        let document = try self.validator.validate(type: record.type, content: record.content)
+        return try self.put(
+            validated: record, effects: FilingEffects(), participant: Self.participant(record, document))
     }
 
     /// Seals validated content on the caller's thread (in parallel with other callers; the storage batches
     /// only placing, flushing and committing) and commits it with `effects`.
-    func put(validated record: NewRecord, effects: FilingEffects, id: RecordID? = nil) throws(CaseVaultError)
-        -> RecordMetadata
-    {
+    func put(
+        validated record: NewRecord, effects: FilingEffects, id: RecordID? = nil, participant: String? = nil
+    ) throws(CaseVaultError) -> RecordMetadata {
         if let supersedes = record.supersedes {
             let previous = try self.storage.metadata(supersedes)
             guard previous.caseID == record.caseID, previous.type == record.type else {
@@ -47,7 +48,7 @@ package final class Vault<Storage: RecordStorage>: Sendable {
             }
         }
         let id = id ?? RecordID(bytes: Random.bytes(count: RecordID.byteCount))
-        let sealed = self.barrier.seal(record, id: id)
+        let sealed = self.barrier.seal(record, id: id, participant: participant)
         let stored = try self.storage.commit(sealed, effects: effects)
         self.logger.debug("record filed", metadata: ["record.id": "\(stored.id)", "case.id": "\(stored.caseID)"])
         return stored

@@ -43,6 +43,19 @@ extension Index {
         )
     }
 
+    /// The live agreements to mediate of a case, in filing order: id (as stored) and the participant each
+    /// is for (NULL for one filed before the index kept it).
+    static func agreements(_ db: Database, caseID: CaseID) throws -> [(id: String, participant: String?)] {
+        try GRDB.Row.fetchAll(
+            db.cachedStatement(
+                sql: """
+                    SELECT id, participant FROM records
+                    WHERE case_id = ? AND type = 'agreement_to_mediate' AND state = 'live' ORDER BY seq
+                    """),
+            arguments: [caseID.rawValue]
+        ).map { row in (row[0], row[1]) }
+    }
+
     // MARK: Mediators
 
     /// Replaces the case's mediators with `uids`, inserted in the sequence's order.

@@ -5,17 +5,17 @@ internal import GRDB
 extension Index {
     /// Adds a put's record as `live`, owning `slot`, its blob at `location`.
     static func insertLiveRecord(
-        _ db: Database, _ record: RecordMetadata, slot: Int64, location: Segments.Location
+        _ db: Database, _ record: RecordMetadata, participant: String?, slot: Int64, location: Segments.Location
     ) throws {
         try db.cachedStatement(
             sql: """
-                INSERT INTO records (\(Self.columns))
-                VALUES (?, ?, ?, 'live', ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO records (\(Self.columns), participant)
+                VALUES (?, ?, ?, 'live', ?, ?, ?, ?, ?, ?, ?, ?)
                 """
         ).execute(arguments: [
             record.id.rawValue, record.caseID.rawValue, record.type.rawValue, record.createdAt,
             record.author, record.supersedes?.rawValue, record.sealedSize, slot,
-            location.segment, location.offset,
+            location.segment, location.offset, participant,
         ])
     }
 
