@@ -18,7 +18,7 @@ internal import Glibc
 /// The keys are fixed, and never a vault's: the seed corpus (`Tests/fuzz-corpus`) holds inputs that
 /// authenticate under them (a backup, an audit log, a certificate, a key slot), so that both the fuzzer
 /// and the corpus replay in `make test` reach the code behind each check. Every other key is derived from
-/// the root key by the sealing layer (`SealingServices`, `FuzzOpening`), as the daemon derives them.
+/// the root key by the sealing layer (`SealingServices`, `FuzzOpener`), as the daemon derives them.
 final class FuzzEnvironment: Sendable {
     static let shared = FuzzEnvironment()
 
@@ -46,10 +46,10 @@ final class FuzzEnvironment: Sendable {
 
     /// The private directory (absolute).
     let directory: String
-    /// The sealing services over the test root key: slots, blobs, the ledger's MACs, the audit and
-    /// certificate keys.
+    /// The sealing services over the test root key: the ledger's MACs, the audit and certificate keys.
     let sealing: SealingServices
-    let dataKey: DataKey
+    /// Opens slots, blobs and attachments under the test root key and data key.
+    let opener: FuzzOpener
     let certificatePublicKey: [UInt8]
     let auditSigner: AuditSigner
     /// Drops everything: a restore that succeeds logs, and nothing a target does is printed.
@@ -60,10 +60,10 @@ final class FuzzEnvironment: Sendable {
         self.directory = directory
         do {
             self.sealing = try SealingServices(rootKey: RootKey(secret: Self.secure(Self.rootKeyBytes)))
+            self.opener = try FuzzOpener(rootKeyBytes: Self.rootKeyBytes, dataKeyBytes: Self.dataKeyBytes)
         } catch {
             fatalError("casevault-fuzz: the sealing services could not be made from the test root key")
         }
-        self.dataKey = DataKey(secret: Self.secure(Self.dataKeyBytes))
         self.certificatePublicKey = self.sealing.certificatePublicKey
         self.auditSigner = self.sealing.auditSigner
         self.logger = Logger(label: "casevault.fuzz", factory: { _ in SwiftLogNoOpLogHandler() })

@@ -51,7 +51,7 @@ public enum FuzzTargets {
         ),
         FuzzTarget(
             "sealed-record",
-            "a 128-byte key slot then a sealed blob: FuzzOpening.sealedRecord: the slot unwrapped (KeySlot.decode), the blob opened",
+            "a 128-byte key slot then a sealed blob: FuzzOpener.sealedRecord: the slot unwrapped (KeySlot.decode), the blob opened",
             { StoreTargets.sealedRecord($0) }
         ),
         FuzzTarget(

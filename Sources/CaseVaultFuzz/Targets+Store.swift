@@ -10,7 +10,7 @@ enum StoreTargets {
     static let slotSize = 128
 
     /// `sealed-record`: the first 128 bytes are a key slot, the rest a sealed blob, read as
-    /// `Vault.get` reads a record (`FuzzOpening.sealedRecord`): the slot unwrapped for the test record
+    /// `Vault.get` reads a record (`FuzzOpener.sealedRecord`): the slot unwrapped for the test record
     /// (`Barrier.unwrap`, which decodes it with `KeySlot.decode`), then the blob opened with the data key, and
     /// the content parsed as the read route does. A slot that does not open leaves the blob to be opened
     /// with the test data key, so that the blob's checks are fuzzed whatever the slot holds.
@@ -20,9 +20,8 @@ enum StoreTargets {
         let slot = Array(input.prefix(Self.slotSize))
         let blob = Array(input.dropFirst(Self.slotSize))
         guard
-            let content = FuzzOpening.sealedRecord(
-                environment.sealing, slot: slot, slotNumber: FuzzEnvironment.slot, blob: blob, record: record,
-                fallback: environment.dataKey)
+            let content = environment.opener.sealedRecord(
+                slot: slot, slotNumber: FuzzEnvironment.slot, blob: blob, record: record)
         else { return }
         _ = JSONValue.parse(content)?.string("category")
     }
@@ -34,8 +33,8 @@ enum StoreTargets {
         let path = environment.path("attachment")
         FuzzEnvironment.replace(path, with: input)
         guard
-            let download = try? FuzzOpening.attachment(
-                AttachmentReader(path: path), record: FuzzEnvironment.record, dataKey: environment.dataKey)
+            let download = try? environment.opener.attachment(
+                AttachmentReader(path: path), record: FuzzEnvironment.record)
         else {
             return
         }

@@ -1,6 +1,7 @@
 package import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultSealing
+internal import Foundation
 internal import Logging
 
 #if canImport(Glibc)
@@ -111,12 +112,12 @@ extension RecordStore {
         return try self.liveIDs(caseID, .sessionNote)
     }
 
-    /// The live agreements to mediate of a case, each with the participant it is for when the index keeps
-    /// it (`nil` for one filed before it did).
-    package func agreements(_ caseID: CaseID) throws(CaseVaultError) -> [(id: RecordID, participant: String?)] {
+    /// The live agreements to mediate of a case, each with the participant it is for, sealed, when the
+    /// index keeps it (`nil` for one filed before it did).
+    package func agreements(_ caseID: CaseID) throws(CaseVaultError) -> [(id: RecordID, sealedParticipant: [UInt8]?)] {
         try self.index.lookup { db in
             try Index.agreements(db, caseID: caseID)
-        }.map { row throws(CaseVaultError) in (try RecordID(row.id), row.participant) }
+        }.map { row throws(CaseVaultError) in (try RecordID(row.id), row.participant.map { [UInt8]($0) }) }
     }
 
     /// The live records of one type in a case, in filing order.

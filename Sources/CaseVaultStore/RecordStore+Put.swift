@@ -86,7 +86,7 @@ extension RecordStore {
             try self.index.write { db in
                 for (put, place) in zip(batch, placed) {
                     try Index.insertLiveRecord(
-                        db, put.metadata, participant: put.record.participant, slot: place.slot,
+                        db, put.metadata, participant: put.record.sealedParticipant, slot: place.slot,
                         location: place.location)
                     try Index.takeOffFreeList(db, [place.slot])
                     try Index.apply(db, put.effects)

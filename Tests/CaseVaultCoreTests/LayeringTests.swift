@@ -158,7 +158,7 @@ extension LayeringTests {
     static let plaintextUses = [
         "NewRecord", ".content)", ".content.", ".content ", "JSONValue", "RecordValidator", "open(blob:", ".unwrap(",
         "dataKey(", "AttachmentSealer", "AttachmentOpener", "AttachmentUpload", "AttachmentDownload",
-        "sealHoldReason(", "openHoldReason(", "sealStatisticsFacts(", "openStatisticsFacts(", "FuzzOpening",
+        "sealHoldReason(", "openHoldReason(", "sealStatisticsFacts(", "openStatisticsFacts(", "FuzzOpener",
     ]
 
     @Test("the storage sees no plaintext: it never parses, validates, seals or opens content")
@@ -179,5 +179,19 @@ extension LayeringTests {
         }
         #expect(found.isEmpty, "plaintext handled in the storage: \(found)")
         #expect(files.contains("RecordStore.swift"))
+    }
+
+    @Test("only the fuzz targets open records through the fuzz targets' opener")
+    func fuzzOpenerStaysWithTheFuzzTargets() throws {
+        let files = try #require(FileManager.default.enumerator(atPath: Self.sources.path)).compactMap {
+            $0 as? String
+        }.filter { $0.hasSuffix(".swift") }
+        var found: [String] = []
+        for file in files where !file.hasPrefix("CaseVaultFuzz/") && !file.hasPrefix("CaseVaultSealing/") {
+            let text = try String(contentsOf: Self.sources.appendingPathComponent(file), encoding: .utf8)
+            if text.contains("FuzzOpener") { found.append(file) }
+        }
+        #expect(found.isEmpty, "the fuzz opener used outside the fuzz targets: \(found)")
+        #expect(files.contains("CaseVaultFuzz/Targets+Store.swift"))
     }
 }

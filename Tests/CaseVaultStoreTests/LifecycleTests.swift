@@ -47,7 +47,7 @@ enum Lifecycle {
 @Suite("Case lifecycle in the store")
 struct LifecycleTests {
     @Test(
-        "filing a note reads who agreed from the index, without opening the agreements; an agreement filed before the index kept it is opened"
+        "filing a note reads who agreed from the index, sealed, without opening the agreements; one whose sealed participant is missing or copied from another agreement is opened"
     )
     func agreedParticipantsFromTheIndex() throws {
         let vault = TestVault()
@@ -61,23 +61,40 @@ struct LifecycleTests {
         ).record
 
         // Break p1's agreement's key slot: a filing that opened it would fail.
-        let path = vault.data + "/keyslots"
-        var slots = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-        let slot = try #require(SlotFinder.slot(of: first.id, in: slots))
-        slots[slot * 128 + 40] ^= 0x01
-        try Data(slots).write(to: URL(fileURLWithPath: path))
+        try SlotFinder.breakSlot(of: first.id, in: vault)
         #expect(throws: CaseVaultError.self) { try store.sealed.get(first.id) }
         _ = try store.sealed.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Lifecycle.note("n1")))
         store.close()
 
+        // Nothing of who agreed is in clear in the index.
+        let index = try DatabaseQueue(path: vault.data + "/index.sqlite")
+        let kept = try index.read { db in
+            try Data.fetchAll(db, sql: "SELECT participant FROM records WHERE participant IS NOT NULL")
+        }
+        #expect(kept.count == 2)
+        for name in ["p1", "p2"] {
+            #expect(!kept.contains { [UInt8]($0).contains(subsequence: Array(name.utf8)) })
+        }
+
         // p2's agreement as an index written before it kept participants holds it: the filing opens it.
-        try DatabaseQueue(path: vault.data + "/index.sqlite").write { db in
+        try index.write { db in
             try db.execute(sql: "UPDATE records SET participant = NULL WHERE id = ?", arguments: [second.id.rawValue])
         }
         store = try vault.open()
-        defer { store.close() }
         _ = try store.sealed.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Lifecycle.note("n2")))
         #expect(try store.records(caseID: summary.id).filter { $0.type == .sessionNote }.count == 2)
+        store.close()
+
+        // p1's sealed participant copied onto p2's row does not open there: p2's agreement is opened.
+        try index.write { db in
+            try db.execute(
+                sql: "UPDATE records SET participant = (SELECT participant FROM records WHERE id = ?) WHERE id = ?",
+                arguments: [first.id.rawValue, second.id.rawValue])
+        }
+        store = try vault.open()
+        defer { store.close() }
+        _ = try store.sealed.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Lifecycle.note("n3")))
+        #expect(try store.records(caseID: summary.id).filter { $0.type == .sessionNote }.count == 3)
     }
 
     @Test("notes need every agreement; a final agreement shreds every note in the same operation and closes the case")

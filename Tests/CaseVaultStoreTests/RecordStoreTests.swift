@@ -367,6 +367,15 @@ enum SlotFinder {
         }
         return nil
     }
+
+    /// Flips one bit of the sealed key in `id`'s slot, so that the record's key no longer unwraps.
+    static func breakSlot(of id: RecordID, in vault: TestVault) throws {
+        let path = vault.data + "/keyslots"
+        var slots = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let slot = try #require(Self.slot(of: id, in: slots))
+        slots[slot * 128 + 40] ^= 0x01
+        try Data(slots).write(to: URL(fileURLWithPath: path))
+    }
 }
 
 @Suite("Amendments")

@@ -19,11 +19,7 @@ struct StatisticsFactsTests {
         #expect(first.count == 1 && first.first?.category == "roommate" && first.first?.satisfaction == [4], "\(first)")
 
         // Break the evaluation's key slot: a call that opened the record again would fail.
-        let path = vault.data + "/keyslots"
-        var slots = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-        let slot = try #require(SlotFinder.slot(of: evaluation.id, in: slots))
-        slots[slot * 128 + 40] ^= 0x01
-        try Data(slots).write(to: URL(fileURLWithPath: path))
+        try SlotFinder.breakSlot(of: evaluation.id, in: vault)
         #expect(throws: CaseVaultError.self) { try store.sealed.get(evaluation.id) }
         #expect(try store.sealed.statisticsFacts() == first, "the unchanged case's records were opened again")
 

@@ -71,8 +71,10 @@ final class WatchedStorage: RecordStorage {
         try self.inner.notesToDestroy(caseID)
     }
 
-    func agreements(_ caseID: CaseID) throws(CaseVaultError) -> [(id: RecordID, participant: String?)] {
-        try self.inner.agreements(caseID)
+    func agreements(_ caseID: CaseID) throws(CaseVaultError) -> [(id: RecordID, sealedParticipant: [UInt8]?)] {
+        let agreements = try self.inner.agreements(caseID)
+        for agreement in agreements { self.saw(agreement.sealedParticipant ?? []) }
+        return agreements
     }
 
     func finishMarkedShreds(_ ids: [RecordID]) throws(CaseVaultError) { try self.inner.finishMarkedShreds(ids) }

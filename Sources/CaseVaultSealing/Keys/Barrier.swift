@@ -15,7 +15,7 @@ internal import Synchronization
 /// - sealed content to its record id, case id, type and format version.
 /// So a blob or slot copied onto another record fails to authenticate instead of opening as wrong content.
 /// Internal to the sealing layer: the storage reaches it only through `SealingServices`, the fuzz targets
-/// through `FuzzOpening`.
+/// through `FuzzOpener`.
 final class Barrier: Sendable {
     static let formatVersion: UInt8 = 1
     static let blobMagic: [UInt8] = Array("CVB1".utf8)
@@ -29,6 +29,7 @@ final class Barrier: Sendable {
     private static let auditChainContext: StaticString = "cv-auchn"
     private static let statisticsContext: StaticString = "cv-stats"
     private static let ledgerContext: StaticString = "cv-ledg1"
+    private static let participantContext: StaticString = "cv-party"
 
     private let rootKey: SecureBytes
     private let keyEncryptionKeys = Mutex<[UInt32: SecureBytes]>([:])
@@ -49,6 +50,8 @@ final class Barrier: Sendable {
     /// Authenticates each line of the shred ledger's copy outside the data directory (keyed BLAKE2b;
     /// crypto_kdf from the root key).
     private let ledgerKey: SecureBytes
+    /// Seals, in the index, which participant each agreement to mediate is for (crypto_kdf from the root key).
+    private let participantKey: SecureBytes
 
     init(rootKey: RootKey) throws(CaseVaultError) {
         let rootKey = rootKey.secret
@@ -63,10 +66,11 @@ final class Barrier: Sendable {
             self.auditChainKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.auditChainContext, id: 1)
             self.statisticsKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.statisticsContext, id: 1)
             self.ledgerKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.ledgerContext, id: 1)
+            self.participantKey = try KeyDerivation.deriveKey(from: rootKey, context: Self.participantContext, id: 1)
         } catch {
             throw CaseVaultError(
                 .keyUnavailable,
-                "the root key's subkeys (certificates, holds, audit, backups, ledger) could not be derived",
+                "the root key's subkeys (certificates, holds, audit, backups, ledger, participants) could not be derived",
                 cause: error
             )
         }
@@ -96,6 +100,7 @@ final class Barrier: Sendable {
         self.auditChainKey.wipe()
         self.statisticsKey.wipe()
         self.ledgerKey.wipe()
+        self.participantKey.wipe()
         self.keyEncryptionKeys.withLock { keys in
             for key in keys.values { key.wipe() }
             keys.removeAll()
@@ -178,6 +183,30 @@ final class Barrier: Sendable {
 
     private static func statisticsAssociatedData(_ caseID: CaseID) -> [UInt8] {
         Array("casevault.statistics-facts.v1".utf8) + Array(caseID.rawValue.utf8)
+    }
+
+    // MARK: Agreements' participants
+
+    /// The participant id an agreement to mediate is for, sealed and bound to the agreement and its case.
+    func sealParticipant(_ participant: String, recordID: RecordID, caseID: CaseID) -> [UInt8] {
+        AEAD.seal(
+            Array(participant.utf8), key: self.participantKey,
+            associatedData: Self.participantAssociatedData(recordID: recordID, caseID: caseID))
+    }
+
+    /// The participant sealed for `recordID`, or `nil` when it does not authenticate (altered, or copied
+    /// from another agreement).
+    func openParticipant(_ sealed: [UInt8], recordID: RecordID, caseID: CaseID) -> String? {
+        guard
+            let plain = try? AEAD.open(
+                sealed, key: self.participantKey,
+                associatedData: Self.participantAssociatedData(recordID: recordID, caseID: caseID))
+        else { return nil }
+        return String(decoding: plain, as: UTF8.self)
+    }
+
+    private static func participantAssociatedData(recordID: RecordID, caseID: CaseID) -> [UInt8] {
+        Array("casevault.agreement-participant.v1".utf8) + recordID.bytes + caseID.bytes
     }
 
     // MARK: Hold reasons
@@ -288,7 +317,9 @@ final class Barrier: Sendable {
                 record.content, key: dataKey.secret,
                 associatedData: Self.contentAssociatedData(
                     id: id, caseID: record.caseID, type: record.type, version: Self.formatVersion))
-        return SealedRecord(record, id: id, participant: participant, blob: blob, dataKey: dataKey, barrier: self)
+        let sealedParticipant = participant.map { self.sealParticipant($0, recordID: id, caseID: record.caseID) }
+        return SealedRecord(
+            record, id: id, sealedParticipant: sealedParticipant, blob: blob, dataKey: dataKey, barrier: self)
     }
 
     /// The data key in a stored record's slot.
@@ -301,7 +332,7 @@ final class Barrier: Sendable {
         try self.open(blob: stored.blob, dataKey: try self.dataKey(stored.key), record: stored.metadata)
     }
 
-    /// Opens a blob with a data key (and, through `FuzzOpening`, whatever the blob's slot holds).
+    /// Opens a blob with a data key (and, through `FuzzOpener`, whatever the blob's slot holds).
     func open(blob: [UInt8], dataKey: DataKey, record: RecordMetadata) throws(CaseVaultError) -> [UInt8] {
         guard blob.count >= Self.blobHeaderSize + AEAD.overhead, Array(blob[0..<4]) == Self.blobMagic else {
             throw Self.integrityFailure("sealed content")

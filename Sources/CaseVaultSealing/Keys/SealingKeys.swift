@@ -41,15 +41,10 @@ public struct RootKey: Sendable {
     }
 }
 
-/// One record's data key, in locked memory and zeroed on release. A put carries it from sealing to its
-/// commit (where the slot number that the wrap binds is known) without seeing its bytes.
+/// One record's data key, in locked memory and zeroed on release. A sealed record carries it from sealing
+/// to its commit (where the slot number that the wrap binds is known); no target but this one can read it.
 package struct DataKey: Sendable {
     let secret: SecureBytes
-
-    /// A key of known bytes, for the fuzz targets.
-    package init(secret: SecureBytes) {
-        self.secret = secret
-    }
 }
 
 /// One backup's stream key, in locked memory. Kept sealed in the backup key file until the backup

@@ -51,9 +51,9 @@ package protocol RecordStorage: AnyObject, Sendable {
     func caseHeaderID(_ id: CaseID) throws(CaseVaultError) -> RecordID
     /// The session notes a final agreement destroys (none while a hold keeps them).
     func notesToDestroy(_ caseID: CaseID) throws(CaseVaultError) -> [RecordID]
-    /// The live agreements to mediate of a case, in filing order, each with the participant it is for as
-    /// `commit` was given it (`SealedRecord.participant`); `nil` where the storage does not know it.
-    func agreements(_ caseID: CaseID) throws(CaseVaultError) -> [(id: RecordID, participant: String?)]
+    /// The live agreements to mediate of a case, in filing order, each with its sealed participant as
+    /// `commit` was given it (`SealedRecord.sealedParticipant`); `nil` where the storage does not have it.
+    func agreements(_ caseID: CaseID) throws(CaseVaultError) -> [(id: RecordID, sealedParticipant: [UInt8]?)]
     /// Runs the rest of the shred protocol for records a commit marked `shredding`.
     func finishMarkedShreds(_ ids: [RecordID]) throws(CaseVaultError)
 

@@ -9,20 +9,23 @@ package final class SealedRecord: Sendable {
     package let type: RecordType
     package let author: String?
     package let supersedes: RecordID?
-    /// For an agreement to mediate, the participant id (p1…pN) it is for: the one fact taken from content
-    /// that the storage keeps, so that filing a note need not open every agreement of its case.
-    package let participant: String?
+    /// For an agreement to mediate, the participant id (p1…pN) it is for, sealed and bound to the record
+    /// and its case: kept beside the record so that filing a note need not open every agreement.
+    package let sealedParticipant: [UInt8]?
     package let blob: [UInt8]
     private let dataKey: DataKey
     private let barrier: Barrier
 
-    init(_ record: NewRecord, id: RecordID, participant: String?, blob: [UInt8], dataKey: DataKey, barrier: Barrier) {
+    init(
+        _ record: NewRecord, id: RecordID, sealedParticipant: [UInt8]?, blob: [UInt8], dataKey: DataKey,
+        barrier: Barrier
+    ) {
         self.id = id
         self.caseID = record.caseID
         self.type = record.type
         self.author = record.author
         self.supersedes = record.supersedes
-        self.participant = participant
+        self.sealedParticipant = sealedParticipant
         self.blob = blob
         self.dataKey = dataKey
         self.barrier = barrier

@@ -68,8 +68,12 @@ extension Vault {
             var agreed = Set<String>()
             if record.type == .sessionNote || record.type == .finalAgreement {
                 for agreement in try self.storage.agreements(record.caseID) {
-                    // An agreement filed before the storage kept its participant is opened to read it.
-                    if let participant = agreement.participant {
+                    // An agreement whose sealed participant is missing (filed before the storage kept it)
+                    // or does not open (altered, or copied from another agreement) is opened to read it.
+                    if let sealed = agreement.sealedParticipant,
+                        let participant = self.barrier.openParticipant(
+                            sealed, recordID: agreement.id, caseID: record.caseID)
+                    {
                         agreed.insert(participant)
                     } else if let participant = try self.participant(of: agreement.id) {
                         agreed.insert(participant)

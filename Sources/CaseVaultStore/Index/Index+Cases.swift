@@ -1,5 +1,6 @@
 internal import CaseVaultCore
 internal import CaseVaultSealing
+internal import Foundation
 internal import GRDB
 
 // Cases, their mediators and the mediator roster: the rows a case's lifecycle and the director change.
@@ -44,8 +45,8 @@ extension Index {
     }
 
     /// The live agreements to mediate of a case, in filing order: id (as stored) and the participant each
-    /// is for (NULL for one filed before the index kept it).
-    static func agreements(_ db: Database, caseID: CaseID) throws -> [(id: String, participant: String?)] {
+    /// is for, sealed (NULL for one filed before the index kept it).
+    static func agreements(_ db: Database, caseID: CaseID) throws -> [(id: String, participant: Data?)] {
         try GRDB.Row.fetchAll(
             db.cachedStatement(
                 sql: """

@@ -1,11 +1,12 @@
 internal import CaseVaultCore
+internal import Foundation
 internal import GRDB
 
 // The record rows a put adds, and what the store reads or records once at open or asks on the side.
 extension Index {
     /// Adds a put's record as `live`, owning `slot`, its blob at `location`.
     static func insertLiveRecord(
-        _ db: Database, _ record: RecordMetadata, participant: String?, slot: Int64, location: Segments.Location
+        _ db: Database, _ record: RecordMetadata, participant: [UInt8]?, slot: Int64, location: Segments.Location
     ) throws {
         try db.cachedStatement(
             sql: """
@@ -15,7 +16,7 @@ extension Index {
         ).execute(arguments: [
             record.id.rawValue, record.caseID.rawValue, record.type.rawValue, record.createdAt,
             record.author, record.supersedes?.rawValue, record.sealedSize, slot,
-            location.segment, location.offset, participant,
+            location.segment, location.offset, participant.map { Data($0) },
         ])
     }
 

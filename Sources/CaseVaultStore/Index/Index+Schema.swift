@@ -160,10 +160,10 @@ extension Index {
             try db.execute(sql: "ALTER TABLE audit_anchor ADD COLUMN file INTEGER NOT NULL DEFAULT 1")
         }
         migrator.registerMigration("v9-agreement-participant") { db in
-            // Which participant (p1…pN) an agreement to mediate is for, so that filing a note need not open
-            // every agreement of its case; NULL for other types and for agreements filed before v9 (the
-            // sealing layer opens those).
-            try db.execute(sql: "ALTER TABLE records ADD COLUMN participant TEXT")
+            // Which participant (p1…pN) an agreement to mediate is for, sealed by the sealing layer, so that
+            // filing a note need not open every agreement of its case; NULL for other types and for
+            // agreements filed before v9 (the sealing layer opens those).
+            try db.execute(sql: "ALTER TABLE records ADD COLUMN participant BLOB")
         }
         return migrator
     }

@@ -1,8 +1,6 @@
 package import CaseVaultCore
-internal import CaseVaultCrypto
 internal import CaseVaultFiles
 internal import CaseVaultSealing
-internal import Logging
 
 #if canImport(Glibc)
 internal import Glibc

@@ -1,5 +1,4 @@
 package import CaseVaultCore
-internal import CaseVaultCrypto
 internal import CaseVaultFiles
 package import CaseVaultSealing
 internal import Logging
