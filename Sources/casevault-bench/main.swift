@@ -29,6 +29,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Only the sweep figures.") var sweepOnly = false
     @Flag(help: "Only the audit log figures.") var auditOnly = false
     @Flag(help: "Only the key figures (unseal time, rotation).") var keysOnly = false
+    @Flag(help: "Only the puts and in-process gets, for profiling the read path.") var readsOnly = false
     @Option(help: "Key slots the rotation benchmark rewraps.") var rotationSlots = 100_000
 
     func run() throws {
@@ -94,6 +95,10 @@ struct Bench: ParsableCommand {
             }
             print(
                 String(format: "get      in process, %d thread(s)                     %10.0f records/s", readers, rate))
+        }
+        if self.readsOnly {
+            store.close()
+            return
         }
 
         let half = all.count / 2
