@@ -164,7 +164,7 @@ package final class RecordStore: RecordStorage {
         let failure: CaseVaultError? = self.writes.exclusive {
             do {
                 try self.index.truncateWAL()
-                try self.index.pool.close()
+                try self.index.close()
                 return nil
             } catch let error as CaseVaultError {
                 return error

@@ -11,6 +11,58 @@ import Glibc
 
 @Suite("Sealed record store")
 struct RecordStoreTests {
+    @Test(
+        "more readers at once than the index has lookup connections all read what was filed, while puts commit; a close makes later lookups fail"
+    )
+    func manyReadersAtOnce() throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        let caseID = Samples.caseID()
+        let filed = try (0..<20).map { n in
+            try store.sealed.put(
+                NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "r\(n)")))
+        }
+        let failures = Failures()
+        // Threads of their own, started together, so that more lookups run at once than there are cores.
+        let done = DispatchSemaphore(value: 0)
+        let start = DispatchSemaphore(value: 0)
+        for reader in 0..<24 {
+            Thread {
+                defer { done.signal() }
+                start.wait()
+                Self.read(store, filed, reader: reader, caseID: caseID, failures: failures)
+            }.start()
+        }
+        for _ in 0..<24 { start.signal() }
+        for _ in 0..<24 { done.wait() }
+        #expect(failures.all.isEmpty, "\(failures.all)")
+        store.close()
+        #expect(throws: CaseVaultError.self) { try store.metadata(filed[0].id) }
+    }
+
+    static func read(
+        _ store: RecordStore, _ filed: [RecordMetadata], reader: Int, caseID: CaseID, failures: Failures
+    ) {
+        for n in 0..<40 {
+            let record = filed[(reader + n) % filed.count]
+            do {
+                let content = try store.sealed.get(record.id).content
+                if content != Samples.content(.sessionNote, marker: "r\((reader + n) % filed.count)") {
+                    failures.add("reader \(reader): wrong content")
+                }
+                if reader % 6 == 0 {
+                    // A put committed while others read: a lookup right after it finds it.
+                    let new = try store.sealed.put(
+                        NewRecord(
+                            caseID: caseID, type: .evaluation, content: Samples.content(.evaluation, marker: "e")))
+                    _ = try store.metadata(new.id)
+                }
+            } catch {
+                failures.add("reader \(reader): \(error)")
+            }
+        }
+    }
+
     @Test("every record type round-trips through a store closed and reopened from disk")
     func everyTypeRoundTripsAcrossReopen() throws {
         let vault = TestVault()
@@ -357,6 +409,17 @@ struct CloseRaceTests {
         defer { reopened.close() }
         #expect(try reopened.records(caseID: caseID).count == kept.count)
     }
+}
+
+/// What the threads of a test found wrong, collected from all of them.
+final class Failures: Sendable {
+    private let list = Mutex<[String]>([])
+
+    func add(_ failure: String) {
+        self.list.withLock { $0.append(failure) }
+    }
+
+    var all: [String] { self.list.withLock { $0 } }
 }
 
 enum SlotFinder {

@@ -4,10 +4,12 @@ internal import GRDB
 /// The SQLite index: record metadata, slot numbers, the free-slot list, epochs and the shred ledger.
 /// It never holds content, wrapped keys, names or disclosure categories.
 ///
-/// WAL mode (GRDB's `DatabasePool`: one writer, concurrent readers) with `synchronous=FULL`, so a commit
-/// is on disk when it returns; `secure_delete` so deleted rows are zeroed rather than left in free pages.
+/// WAL mode (GRDB's `DatabasePool`: one writer, concurrent readers; point lookups on connections of their
+/// own, `LookupConnections`) with `synchronous=FULL`, so a commit is on disk when it returns; `secure_delete` so deleted rows are zeroed rather than left in free pages.
 struct Index: Sendable {
     let pool: DatabasePool
+    /// Connections of their own for point lookups (`lookup`).
+    let lookups: LookupConnections
 
     enum State: String {
         case live
@@ -61,7 +63,7 @@ struct Index: Sendable {
                     "the index did not turn its write-ahead log on (journal mode \(mode)); check the disk and start again"
                 )
             }
-            let index = Index(pool: pool)
+            let index = Index(pool: pool, lookups: LookupConnections(path: path))
             // A WAL that a crash left behind may hold page images of rows shredded before it.
             try index.truncateWAL()
             return index
@@ -108,9 +110,15 @@ struct Index: Sendable {
     }
 
     /// A read without a transaction, for a single point lookup: one statement is atomic on its own, and
-    /// skipping BEGIN/COMMIT makes a get cheaper.
+    /// skipping BEGIN/COMMIT makes a get cheaper. On a connection of its own, outside GRDB's pool.
     func lookup<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
-        try Self.mappingErrors { try self.pool.unsafeRead(body) }
+        try Self.mappingErrors { try self.lookups.read(body) ?? self.pool.unsafeRead(body) }
+    }
+
+    /// Closes the lookups' connections and the pool.
+    func close() throws {
+        self.lookups.close()
+        try self.pool.close()
     }
 
     func write<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
