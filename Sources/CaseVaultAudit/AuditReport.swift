@@ -1,7 +1,5 @@
 public import CaseVaultCore
-internal import CaseVaultCrypto
 internal import CaseVaultFiles
-internal import Foundation
 
 #if canImport(Glibc)
 internal import Glibc

@@ -1,11 +1,6 @@
 internal import CaseVaultCore
 internal import CaseVaultCrypto
-internal import CaseVaultFiles
 internal import Foundation
-
-#if canImport(Glibc)
-internal import Glibc
-#endif
 
 /// One line of the log, taken apart strictly: 64 lowercase hex digits, one space, 64 more or `-`, one space,
 /// a JSON object. Any other shape (upper-case hex, a second space, a stray byte) is refused, so that every

@@ -130,3 +130,21 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         return text
     }
 }
+
+// The errors more than one layer raises for the same thing, worded once.
+extension CaseVaultError {
+    /// `not-found` for a case id no case has.
+    package static func caseNotFound() -> CaseVaultError {
+        CaseVaultError(.notFound, "no case has this id; check the id")
+    }
+
+    /// `not-found` for a record id no record has (or one the caller may not learn exists).
+    package static func recordNotFound() -> CaseVaultError {
+        CaseVaultError(.notFound, "no record has this id; check the id")
+    }
+
+    /// `shredded` for a record whose shred has begun or is done.
+    package static func recordShredded() -> CaseVaultError {
+        CaseVaultError(.shredded, "the record was shredded and can never be read again")
+    }
+}

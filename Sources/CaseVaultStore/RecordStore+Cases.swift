@@ -12,7 +12,7 @@ extension RecordStore {
     /// The case's state, participant count and mediators; `not-found` for an unknown id.
     package func caseSummary(_ id: CaseID) throws(CaseVaultError) -> CaseSummary {
         guard let summary = try self.index.lookup({ db in try Index.caseSummary(db, id: id) }) else {
-            throw Self.caseNotFound()
+            throw CaseVaultError.caseNotFound()
         }
         return summary
     }
@@ -134,15 +134,8 @@ extension RecordStore {
     package func caseHeaderID(_ id: CaseID) throws(CaseVaultError) -> RecordID {
         let header = try self.index.lookup { db in try Index.headerRecordID(db, caseID: id) }
         guard let header else {
-            throw Self.caseNotFound()
+            throw CaseVaultError.caseNotFound()
         }
         return try RecordID(header)
-    }
-}
-
-extension RecordStore {
-    /// `not-found` for a case id no case has.
-    static func caseNotFound() -> CaseVaultError {
-        CaseVaultError(.notFound, "no case has this id; check the id")
     }
 }

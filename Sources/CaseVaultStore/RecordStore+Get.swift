@@ -34,10 +34,10 @@ extension RecordStore {
             return (row, shredded, summary, onRoster)
         }
         guard let row else {
-            if shredded { throw Self.shreddedError() }
-            throw CaseVaultError(.notFound, "no record has this id; check the id")
+            if shredded { throw CaseVaultError.recordShredded() }
+            throw CaseVaultError.recordNotFound()
         }
-        guard row.state == .live else { throw Self.shreddedError() }
+        guard row.state == .live else { throw CaseVaultError.recordShredded() }
         guard let summary else {
             throw CaseVaultError(.storageFailure, "the index holds a record whose case is missing")
         }
@@ -61,7 +61,7 @@ extension RecordStore {
         } catch {
             // A shred that ran while we read may have moved the files under us; report it as what it is.
             if try self.shredHasBegun(row.metadata.id) {
-                throw Self.shreddedError()
+                throw CaseVaultError.recordShredded()
             }
             throw error
         }
@@ -90,14 +90,10 @@ extension RecordStore {
             return (row, row == nil ? try Index.isShredded(db, id: id) : false)
         }
         guard let row else {
-            if shredded { throw Self.shreddedError() }
-            throw CaseVaultError(.notFound, "no record has this id; check the id")
+            if shredded { throw CaseVaultError.recordShredded() }
+            throw CaseVaultError.recordNotFound()
         }
-        guard row.state == .live else { throw Self.shreddedError() }
+        guard row.state == .live else { throw CaseVaultError.recordShredded() }
         return row
-    }
-
-    static func shreddedError() -> CaseVaultError {
-        CaseVaultError(.shredded, "the record was shredded and can never be read again")
     }
 }

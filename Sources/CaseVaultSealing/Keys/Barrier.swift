@@ -350,10 +350,6 @@ final class Barrier: Sendable {
         }
     }
 
-    static func sealedSize(contentSize: Int) -> Int {
-        Self.blobHeaderSize + AEAD.overhead + contentSize
-    }
-
     private static func slotAssociatedData(recordID: RecordID, slot: Int64, epoch: UInt32) -> [UInt8] {
         Array("casevault.slot.v1".utf8) + UInt64(slot).littleEndianBytes + recordID.bytes + epoch.littleEndianBytes
     }

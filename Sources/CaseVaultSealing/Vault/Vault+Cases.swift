@@ -57,7 +57,7 @@ extension Vault {
         return try self.storage.withCaseLock(record.caseID) { () throws(CaseVaultError) in
             let (found, onRoster) = try self.storage.caseAndRoster(record.caseID, rosterUID: rosterUID)
             guard let summary = found else {
-                throw CaseVaultError(.notFound, "no case has this id; check the id")
+                throw CaseVaultError.caseNotFound()
             }
             let authority = try decide(summary, onRoster)
             let document = try self.validator.validate(

@@ -80,7 +80,7 @@ package final class Vault<Storage: RecordStorage>: Sendable {
             return Record(metadata: stored.metadata, content: try self.barrier.open(stored))
         } catch {
             if try self.storage.shredHasBegun(stored.metadata.id) {
-                throw CaseVaultError(.shredded, "the record was shredded and can never be read again")
+                throw CaseVaultError.recordShredded()
             }
             guard again, error.code == .integrityFailure else { throw error }
             let reread = try self.storage.storedRecord(stored.metadata.id)

@@ -39,7 +39,7 @@ extension Routes {
             let store = vault.storage
             let metadata = try store.metadata(id)
             guard metadata.type != .caseHeader else {
-                throw CaseVaultError(.notFound, "no record has this id; check the id")
+                throw CaseVaultError.recordNotFound()
             }
             try Self.authorize(.filing(metadata.type), case: metadata.caseID, context, store)
             return try vault.beginAttachment(id, mediaType: mediaType, maxBytes: limit)

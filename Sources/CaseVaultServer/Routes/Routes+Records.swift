@@ -94,7 +94,7 @@ extension Routes {
         try await self.run { store throws(CaseVaultError) in
             let metadata = try store.metadata(id)
             guard metadata.type != .caseHeader else {
-                throw CaseVaultError(.notFound, "no record has this id; check the id")
+                throw CaseVaultError.recordNotFound()
             }
             let action: Action = metadata.type == .sessionNote ? .shredSessionNote : .shredRecord
             let authority = try Self.authorize(action, case: metadata.caseID, context, store).authority

@@ -48,7 +48,7 @@ final class AttachmentFile: AttachmentSink {
     func append(_ sealed: [UInt8]) throws(CaseVaultError) {
         // A shred of the record removed the file: nothing more of it is written.
         guard try self.file.status().st_nlink > 0 else {
-            throw RecordStore.shreddedError()
+            throw CaseVaultError.recordShredded()
         }
         try self.file.write(sealed, at: self.offset)
         self.offset += Int64(sealed.count)
