@@ -7,6 +7,8 @@ internal import CaseVaultServer
 package import CaseVaultStore
 public import Foundation
 public import Logging
+internal import NIOCore
+internal import NIOPosix
 internal import ServiceLifecycle
 internal import Synchronization
 internal import UnixSignals
@@ -19,6 +21,14 @@ internal import Glibc
 /// the socket until SIGTERM or SIGINT (graceful: requests in flight finish), then close the store and
 /// remove the socket.
 public enum Daemon {
+    /// Makes the event loops that serve the socket Swift's global executor too, so that a request's
+    /// handler runs on the loop its connection reads on instead of hopping to the cooperative pool and
+    /// back (two thread switches per request). Call once, first thing in `main`, before anything async.
+    /// What blocks (flushes, fsyncs, Argon2id, a backup's stream) runs on the daemon's own blocking pool.
+    public static func takeOverConcurrency() {
+        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+    }
+
     /// Runs the daemon until it is stopped. If it cannot start, clients already waiting on a socket systemd
     /// passed are answered with a 503 problem before the error is thrown (`SystemdSocket.refuseWaiting`).
     public static func run(

@@ -6,7 +6,6 @@ import CaseVaultDaemon
 import Foundation
 import Logging
 
-@main
 struct CaseVaultD: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "casevaultd",
