@@ -77,13 +77,16 @@ test-systemd: test-deps
 	$(SWIFT) build
 	Tests/system/real-systemd.sh .build/debug
 
-## bench: release build, prints throughput figures (no pass/fail): the store, then over the socket vs nginx
+## bench: release build, prints throughput figures (no pass/fail): the store, then over the socket vs nginx,
+## then issue 17's table as ratios to ceilings from the same run (scripts/bench-summary.sh)
 bench: deps
 	$(SWIFT) build -c release
-	.build/release/casevault-bench
-	scripts/bench-socket.sh
+	rm -f .build/bench-figures.txt
+	CASEVAULT_BENCH_FIGURES=.build/bench-figures.txt .build/release/casevault-bench
+	CASEVAULT_BENCH_FIGURES=.build/bench-figures.txt scripts/bench-socket.sh
 	scripts/bench-slow-peers.sh
 	python3 scripts/secret-copies.py .build/release
+	scripts/bench-summary.sh .build/bench-figures.txt
 
 ## soak: the SIGKILL crash test and both power-cut tests with many more cycles than make test runs (1,000, 500 and 500)
 soak: deps powercutfs

@@ -75,11 +75,56 @@ for _ in $(seq 200); do
     echo "/v1/cases/$case_id/records" >> "$work/puts.txt"
 done
 
-echo "Over the Unix socket, 4 KiB bodies, $SECS s per figure, $(nproc) cores (load generator on the same machine)"
+# Figures for scripts/bench-summary.sh when CASEVAULT_BENCH_FIGURES names a file: `name value` lines.
+figure() { if [[ -n "${CASEVAULT_BENCH_FIGURES:-}" ]]; then echo "$1 $2" >> "$CASEVAULT_BENCH_FIGURES"; fi; }
+# Runs casevault-load with the arguments after NAME, prints its line, and records its rate, p50 and p99
+# (ms) as NAME_rate, NAME_p50 and NAME_p99; leaves the number of requests answered in $answered.
+load() {
+    local name=$1 line rate p50 p99
+    shift
+    line=$("$BIN/casevault-load" "$@")
+    echo "$line"
+    read -r rate p50 p99 answered < <(sed -E \
+        's/.* ([0-9]+) req\/s +p50 +([0-9.]+) ms +p99 +([0-9.]+) ms +\(([0-9]+) requests.*/\1 \2 \3 \4/' <<< "$line")
+    figure "${name}_rate" "$rate"; figure "${name}_p50" "$p50"; figure "${name}_p99" "$p99"
+}
+# CPU time (user + system, in clock ticks) and context switches so far of every thread of the processes.
+usage() {
+    local ticks=0 switches=0 pid task
+    for pid in "$@"; do
+        ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+        for task in /proc/"$pid"/task/*; do
+            switches=$((switches + $(awk '/ctxt_switches/ {n += $2} END {print n + 0}' "$task/status" 2>/dev/null || echo 0)))
+        done
+    done
+    echo "$ticks $switches"
+}
+# The server's CPU and context switches per request between two `usage` readings, over $answered requests.
+cost() {
+    local before=$1 after=$2 t0 s0 t1 s1
+    read -r t0 s0 <<< "$before"
+    read -r t1 s1 <<< "$after"
+    awk -v n="$answered" -v t=$((t1 - t0)) -v s=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%.0f %.1f", t / hz * 1e6 / n, s / n }'
+}
+master=$(cat "$work/nginx/nginx.pid")
+nginx="$master $(pgrep -P "$master" | tr '\n' ' ')"
+
+echo "Over the Unix socket, $SECS s per figure, $(nproc) cores (load generator on the same machine)"
 for conn in 1 16; do
-    "$BIN/casevault-load" --label "nginx static GET     " --socket "$work/nginx/nginx.sock" --path /record.bin --connections $conn --seconds "$SECS"
-    "$BIN/casevault-load" --label "casevaultd GET record" --socket "$sock" --paths-file "$work/gets.txt" --connections $conn --seconds "$SECS"
-    "$BIN/casevault-load" --label "casevaultd durable PUT" --socket "$sock" --method POST --paths-file "$work/puts.txt" \
+    before=$(usage $nginx)
+    load "nginx_get_$conn" --label "nginx static GET     " --socket "$work/nginx/nginx.sock" --path /record.bin \
+        --connections $conn --seconds "$SECS"
+    read -r nginx_cpu nginx_switches <<< "$(cost "$before" "$(usage $nginx)")"
+    before=$(usage "$daemon")
+    load "get_$conn" --label "casevaultd GET record" --socket "$sock" --paths-file "$work/gets.txt" \
+        --connections $conn --seconds "$SECS"
+    read -r daemon_cpu daemon_switches <<< "$(cost "$before" "$(usage "$daemon")")"
+    # Where the time goes, without a profiler: what each server spends per request.
+    echo "  where the time goes, GET with $conn connection(s): casevaultd $daemon_cpu us of CPU and" \
+        "$daemon_switches context switches per request; nginx $nginx_cpu us and $nginx_switches"
+    figure "get_${conn}_cpu_us" "$daemon_cpu"; figure "nginx_get_${conn}_cpu_us" "$nginx_cpu"
+    load "put_$conn" --label "casevaultd durable PUT" --socket "$sock" --method POST --paths-file "$work/puts.txt" \
         --body-file "$work/put.json" --connections $conn --seconds "$SECS"
 done
 
@@ -105,5 +150,6 @@ printf '[audit]\ndurable_reads = true\n' >> "$work/vault/casevault.toml"
 daemon=$!
 for _ in $(seq 100); do curl -sf --unix-socket "$sock" http://casevault/v1/health >/dev/null 2>&1 && break; sleep 0.1; done
 for conn in 1 16; do
-    "$BIN/casevault-load" --label "GET, durable_reads   " --socket "$sock" --paths-file "$work/gets.txt" --connections $conn --seconds "$SECS"
+    load "durable_get_$conn" --label "GET, durable_reads   " --socket "$sock" --paths-file "$work/gets.txt" \
+        --connections $conn --seconds "$SECS"
 done

@@ -85,6 +85,7 @@ extension Bench {
                         "audit    %2d client(s): durable puts %6.0f/s; audited requests alone %6.0f/s; audited puts %6.0f/s (%.0f%% of puts; goal >= 80%%); log flushes: %d own, %d rides",
                     writers, plain, alone, both, 100 * both / plain, after.own - before.own, after.rides - before.rides)
             )
+            Figures.record("audited_put_ratio_\(writers)", both / plain)
         }
     }
 

@@ -15,15 +15,31 @@ extension Bench {
         let expired = try self.fill(
             root: root + "/expired", records: self.sweepRecords, size: self.size, filedAt: filedAt)
         expired.clock.set(filedAt + 3 * year)  // evaluations are kept 2 years after filing
+        // While the sweep runs, 4 writers put new records (not due) and time each put: the sweep shares
+        // the store's writer with them.
+        let writers = PutsDuring(vault: Vault(storage: expired.store), size: self.size)
+        writers.start(threads: 4)
         var started = Date()
         let report = try expired.store.sweep()
         var elapsed = Date().timeIntervalSince(started)
+        let latencies = writers.stop()
         print(
             String(
                 format:
                     "sweep    disposes %d expired %d-byte records            %10.2f s  (%.0f records/s; vault %d records, %@; %d certificates)",
                 report.disposed, self.size, elapsed, Double(report.disposed) / elapsed, self.sweepRecords,
                 Self.size(of: root + "/expired/data"), report.certificates))
+        let sorted = latencies.sorted()
+        func percentile(_ p: Double) -> Double {
+            sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] * 1000
+        }
+        print(
+            String(
+                format: "sweep    puts meanwhile, 4 writers: %d puts, p50 %.1f ms, p99 %.1f ms, max %.1f ms",
+                sorted.count, percentile(0.5), percentile(0.99), (sorted.last ?? 0) * 1000))
+        Figures.record("sweep_seconds", elapsed)
+        Figures.record("sweep_put_p99_ms", percentile(0.99))
+        Figures.record("sweep_put_max_ms", (sorted.last ?? 0) * 1000)
         expired.store.close()
         try? FileManager.default.removeItem(atPath: root + "/expired")
 
@@ -43,6 +59,57 @@ extension Bench {
                     "sweep    finds nothing due, first / median of 5            %6.3f / %.3f s  (vault %d records, %@)",
                 times[0], times.sorted()[2], self.idleRecords, Self.size(of: root + "/idle/data")))
         idle.store.close()
+    }
+
+    /// Writers that put records in a loop until stopped, timing each put.
+    final class PutsDuring: @unchecked Sendable {
+        private let lock = NSLock()
+        private var latencies: [Double] = []
+        private var running = true
+        private var threads: [Thread] = []
+        private let vault: Vault<RecordStore>
+        private let content: [UInt8]
+
+        init(vault: Vault<RecordStore>, size: Int) {
+            self.vault = vault
+            self.content = Array(#"{"text":"\#(String(repeating: "y", count: max(0, size - 11)))"}"#.utf8)
+        }
+
+        func start(threads: Int) {
+            let caseID = try! self.vault.openCase(
+                header: Array(#"{"participants":[{"name":"A"},{"name":"B"}]}"#.utf8), mediators: [], author: nil
+            ).id
+            self.threads = (0..<threads).map { _ in
+                Thread {
+                    while self.isRunning {
+                        let started = Date()
+                        _ = try! self.vault.put(NewRecord(caseID: caseID, type: .sessionNote, content: self.content))
+                        let elapsed = Date().timeIntervalSince(started)
+                        self.lock.lock()
+                        self.latencies.append(elapsed)
+                        self.lock.unlock()
+                    }
+                }
+            }
+            for thread in self.threads { thread.start() }
+        }
+
+        private var isRunning: Bool {
+            self.lock.lock()
+            defer { self.lock.unlock() }
+            return self.running
+        }
+
+        /// Stops the writers and returns each put's time in seconds.
+        func stop() -> [Double] {
+            self.lock.lock()
+            self.running = false
+            self.lock.unlock()
+            while self.threads.contains(where: { !$0.isFinished }) { usleep(1_000) }
+            self.lock.lock()
+            defer { self.lock.unlock() }
+            return self.latencies
+        }
     }
 
     final class Clock: @unchecked Sendable {

@@ -2,6 +2,7 @@
 // (plain SQLite, synchronous=FULL, 100 rows a transaction, no encryption). Prints figures; asserts nothing.
 import ArgumentParser
 import CaseVaultCore
+import CaseVaultCrypto
 import CaseVaultSealing
 import CaseVaultStore
 import Foundation
@@ -59,6 +60,7 @@ struct Bench: ParsableCommand {
 
         let ceiling = try self.sqliteCeiling(path: root + "/ceiling.sqlite")
         print(String(format: "ceiling  plain SQLite, synchronous=FULL, 100 rows/txn   %10.0f rows/s", ceiling))
+        Figures.record("sqlite_ceiling", ceiling)
 
         let store = try RecordStore.open(
             StoreConfiguration(
@@ -86,6 +88,7 @@ struct Bench: ParsableCommand {
                     format:
                         "put      durable, %2d concurrent writer(s)              %10.0f records/s  (%.0f%% of ceiling, %.1f puts/flush)",
                     writers, rate, 100 * rate / ceiling, perBatch))
+            Figures.record("put_in_process_\(writers)", rate)
         }
 
         let all = ids.all
@@ -95,7 +98,11 @@ struct Bench: ParsableCommand {
             }
             print(
                 String(format: "get      in process, %d thread(s)                     %10.0f records/s", readers, rate))
+            Figures.record("get_in_process_\(readers)", rate)
         }
+        let opens = self.openCeiling(threads: 2)
+        print(String(format: "ceiling  opens alone (key slot + 4 KiB), 2 threads      %10.0f records/s", opens))
+        Figures.record("open_ceiling_2", opens)
         if self.readsOnly {
             store.close()
             return
@@ -117,6 +124,20 @@ struct Bench: ParsableCommand {
         try self.keyFigures(root: root)
         try self.rotationFigure(root: root)
         try self.sweepFigures(root: root)
+    }
+
+    /// What a get cannot beat: the two AEAD opens it makes (the data key from its slot, then the record),
+    /// on `threads` threads, with nothing read from disk.
+    func openCeiling(threads: Int) -> Double {
+        let rootKey = SecureBytes.random(count: AEAD.keyByteCount)
+        let dataKey = SecureBytes.random(count: AEAD.keyByteCount)
+        let slot = AEAD.seal(dataKey, key: rootKey, associatedData: [UInt8](repeating: 1, count: 24))
+        let blob = AEAD.seal([UInt8](repeating: 120, count: self.size), key: dataKey, associatedData: [UInt8](repeating: 2, count: 64))
+        return self.measure(threads: threads) { _ in
+            let bytes = try! AEAD.open(slot, key: rootKey, associatedData: [UInt8](repeating: 1, count: 24))
+            let key = try! SecureBytes(count: bytes.count, ephemeral: true) { $0.copyBytes(from: bytes) }
+            _ = try! AEAD.open(blob, key: key, associatedData: [UInt8](repeating: 2, count: 64))
+        }
     }
 
     /// Runs `body` on `threads` threads for `seconds` (or `limit` calls in all); returns calls per second.
