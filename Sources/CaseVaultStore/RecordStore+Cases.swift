@@ -93,12 +93,13 @@ extension RecordStore {
     /// Runs the rest of the shred protocol for records a commit marked `shredding`.
     package func finishMarkedShreds(_ ids: [RecordID]) throws(CaseVaultError) {
         guard !ids.isEmpty else { return }
-        try self.asWriter { () throws(CaseVaultError) in
+        try self.asShredder { () throws(CaseVaultError) in
             self.retryPendingShreds()
-            let rows = try self.index.read { db in
-                try ids.compactMap { id in try Index.row(db, id: id) }.filter { $0.state == .shredding }
+            let (rows, _) = try self.runShred(from: .resumed) { () throws(CaseVaultError) in
+                try self.index.read { db in
+                    try ids.compactMap { id in try Index.row(db, id: id) }.filter { $0.state == .shredding }
+                }
             }
-            try self.runShred(rows, from: .resumed)
             self.logger.info("records shredded", metadata: ["records.count": "\(rows.count)"])
         }
     }

@@ -11,8 +11,10 @@ extension RecordStore {
     /// 3. segment bytes past the committed end (blobs of those same puts) are overwritten and cut off.
     /// Each costs in proportion to what a crash can leave, not to the size of the vault.
     func recover() throws(CaseVaultError) {
-        try self.asWriter { () throws(CaseVaultError) in
+        _ = try self.asShredder { () throws(CaseVaultError) in
             try self.finishPendingShreds()
+        }
+        try self.asWriter { () throws(CaseVaultError) in
 
             // The free list and the high-water mark are checked against the records first: a slot a record
             // owns is never scrubbed, whatever a damaged index says of it.

@@ -8,7 +8,8 @@ internal import Logging
 
 extension RecordStore {
     /// Keeps a hold whose reason the sealing layer sealed. Under the writer role, so a sweep batch or a
-    /// shred sees the hold either entirely before or entirely after its own check.
+    /// shred sees the hold either entirely before or entirely after the check it makes as it marks its
+    /// records (a hold placed after that mark does not stop records already marked).
     package func insertHold(_ hold: SealedHold) throws(CaseVaultError) {
         try self.asWriter { () throws(CaseVaultError) in
             try self.index.write { db in
@@ -122,27 +123,38 @@ extension RecordStore {
             }
             let batch = Array(disposable[start..<min(start + batchSize, disposable.count)])
             start += batch.count
-            try self.asWriter { () throws(CaseVaultError) in
+            try self.asShredder { () throws(CaseVaultError) in
                 report.certificates += self.retryPendingShreds()
-                // Looked at again under the writer role: a shred or a hold may have come since the listing.
-                let (rows, heldNow) = try self.index.read { db in
-                    let found = try Index.rows(db, ids: batch.map(\.id))
-                    return (batch.map { found[$0.id] }, try Index.heldCases(db))
-                }
-                var shred: [Index.Row] = []
-                for (record, row) in zip(batch, rows) {
-                    guard let row, row.state == .live else {
-                        report.byType[record.type, default: .init()].alreadyGone += 1
-                        continue
-                    }
-                    if heldNow.contains(record.caseID) && self.configuration.retention.holdCovers(record.type) {
-                        report.byType[record.type, default: .init()].heldBack += 1
-                        continue
-                    }
-                    shred.append(row)
-                }
-                report.certificates += try self.runShred(shred, from: .ordered, order: order)
-                for row in shred {
+                var counts = report.byType
+                var next = 0
+                // A section's worth of the batch at a time, each looked at again as the only writer as it is
+                // marked: a shred or a hold may have come since the listing.
+                let (shredded, certificates) = try self.runShred(
+                    from: .ordered, order: order,
+                    sections: { () throws(CaseVaultError) -> (rows: [Index.Row], last: Bool) in
+                        let section = batch[next..<min(next + Self.shredSection, batch.count)]
+                        next += section.count
+                        let (rows, heldNow) = try self.index.read { db in
+                            let found = try Index.rows(db, ids: section.map(\.id))
+                            return (section.map { found[$0.id] }, try Index.heldCases(db))
+                        }
+                        var shred: [Index.Row] = []
+                        for (record, row) in zip(section, rows) {
+                            guard let row, row.state == .live else {
+                                counts[record.type, default: .init()].alreadyGone += 1
+                                continue
+                            }
+                            if heldNow.contains(record.caseID) && self.configuration.retention.holdCovers(record.type) {
+                                counts[record.type, default: .init()].heldBack += 1
+                                continue
+                            }
+                            shred.append(row)
+                        }
+                        return (shred, next >= batch.count)
+                    })
+                report.byType = counts
+                report.certificates += certificates
+                for row in shredded {
                     report.byType[row.metadata.type, default: .init()].disposed += 1
                 }
             }

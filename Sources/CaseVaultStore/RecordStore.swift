@@ -30,6 +30,8 @@ package final class RecordStore: RecordStorage {
     let epochs: Mutex<EpochState>
     let writes: WriteQueue<PendingPut, Result<RecordMetadata, CaseVaultError>>
     let caseLocks = CaseLocks()
+    /// Held by whoever runs a shred, from its mark to its end (`asShredder`).
+    let shredder = NSLock()
     package let logger: Logger
     /// The audit log, when its entries ride on the flushes of put batches (`letRide`).
     let rider = Mutex<(any FlushRider)?>(nil)

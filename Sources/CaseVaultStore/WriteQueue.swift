@@ -77,6 +77,14 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
         return (self.batches, self.jobs)
     }
 
+    /// Whether a put or an exclusive writer is waiting for the lead: a long exclusive writer (a shred) ends
+    /// its section early for them.
+    var hasWaiting: Bool {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        return !self.pending.isEmpty || !self.exclusive.isEmpty
+    }
+
     /// Runs `body` as the only writer.
     func exclusive<Result, Failure: Error>(_ body: () throws(Failure) -> Result) throws(Failure) -> Result {
         self.lock.lock()

@@ -132,7 +132,8 @@ struct Bench: ParsableCommand {
         let rootKey = SecureBytes.random(count: AEAD.keyByteCount)
         let dataKey = SecureBytes.random(count: AEAD.keyByteCount)
         let slot = AEAD.seal(dataKey, key: rootKey, associatedData: [UInt8](repeating: 1, count: 24))
-        let blob = AEAD.seal([UInt8](repeating: 120, count: self.size), key: dataKey, associatedData: [UInt8](repeating: 2, count: 64))
+        let blob = AEAD.seal(
+            [UInt8](repeating: 120, count: self.size), key: dataKey, associatedData: [UInt8](repeating: 2, count: 64))
         return self.measure(threads: threads) { _ in
             let bytes = try! AEAD.open(slot, key: rootKey, associatedData: [UInt8](repeating: 1, count: 24))
             let key = try! SecureBytes(count: bytes.count, ephemeral: true) { $0.copyBytes(from: bytes) }

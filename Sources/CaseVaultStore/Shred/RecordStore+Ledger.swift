@@ -29,7 +29,7 @@ extension RecordStore {
         }
     }
 
-    /// Re-applies `ledger` to a vault just restored, as the only writer: shreds again every record it names
+    /// Re-applies `ledger` to a vault just restored, as the only shredder: shreds again every record it names
     /// that the backup held (method `restore_ledger`, whatever hold the backup knew), then enters every
     /// entry in this vault's ledger (`-` for a case or type the source did not give, the restore's time for
     /// a time it did not give). Without the second step a record shredded elsewhere and absent from this
@@ -38,16 +38,21 @@ extension RecordStore {
     /// entries the ledger gained.
     func reapplyLedger(_ ledger: [ShredLedgerEntry]) throws(CaseVaultError) -> (reshredded: Int, added: Int) {
         guard !ledger.isEmpty else { return (0, 0) }
-        return try self.asWriter { () throws(CaseVaultError) -> (reshredded: Int, added: Int) in
-            let rows = try self.index.read { db in
-                try Index.rows(db, ids: ledger.map(\.recordID.rawValue)).values.filter { $0.state == .live }
-            }.sorted { $0.metadata.id < $1.metadata.id }
+        return try self.asShredder { () throws(CaseVaultError) -> (reshredded: Int, added: Int) in
             let before = try self.index.read { db in try Index.ledgerCount(db) }
-            try self.runShred(rows, from: .ordered, order: ShredOrder(method: .restoreLedger, authority: .daemon))
+            let (rows, _) = try self.runShred(
+                from: .ordered, order: ShredOrder(method: .restoreLedger, authority: .daemon)
+            ) { () throws(CaseVaultError) in
+                try self.index.read { db in
+                    try Index.rows(db, ids: ledger.map(\.recordID.rawValue)).values.filter { $0.state == .live }
+                }.sorted { $0.metadata.id < $1.metadata.id }
+            }
             let now = self.now()
-            let after = try self.index.write { db in
-                try Index.enterInLedger(db, ledger, defaultTime: now)
-                return try Index.ledgerCount(db)
+            let after = try self.asWriter { () throws(CaseVaultError) -> Int in
+                try self.index.write { db in
+                    try Index.enterInLedger(db, ledger, defaultTime: now)
+                    return try Index.ledgerCount(db)
+                }
             }
             return (rows.count, after - before)
         }

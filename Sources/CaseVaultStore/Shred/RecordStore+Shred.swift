@@ -25,78 +25,195 @@ extension RecordStore {
         _ ids: [RecordID],
         order: ShredOrder = ShredOrder(method: .request, authority: .daemon)
     ) throws(CaseVaultError) -> [RecordMetadata] {
-        try self.asWriter { () throws(CaseVaultError) in
+        try self.asShredder { () throws(CaseVaultError) in
             // First what a failure left half done: a repeated shred of the same record finishes it.
             self.retryPendingShreds()
-            var rows: [Index.Row] = []
-            for id in Set(ids).sorted() {
-                rows.append(try self.liveRow(id))
+            let (rows, _) = try self.runShred(from: .ordered, order: order) { () throws(CaseVaultError) in
+                var rows: [Index.Row] = []
+                for id in Set(ids).sorted() {
+                    rows.append(try self.liveRow(id))
+                }
+                try self.refuseHeld(rows)
+                return rows
             }
-            try self.refuseHeld(rows)
-            try self.runShred(rows, from: .ordered, order: order)
             self.logger.info("records shredded", metadata: ["records.count": "\(rows.count)"])
             return rows.map(\.metadata)
         }
     }
 
-    /// Runs the shred protocol from `start` on. The caller holds the writer role.
-    /// `order` is recorded with the mark; a resumed shred finds it there. Returns the certificates issued.
+    /// How many records one writer section of a shred handles while puts wait: a sweep's batch of thousands
+    /// would otherwise hold the writer role, and the puts queued behind it, for the whole of its overwrites
+    /// and deletes. While none waits, a section goes on to the next records.
+    package static let shredSection = 500
+
+    /// Runs `body` as the only shredder. Shreds (on request, by the sweep, by a final agreement, by a
+    /// restored ledger, by recovery) run one at a time, each from its first step to its last, and whoever
+    /// calls `runShred`, `finishPendingShreds` or `retryPendingShreds` holds this: otherwise one shred could
+    /// finish the records another has marked and is still working on, and free their key slots for new puts
+    /// before the other's next overwrite. Taken before the writer role, never while holding it.
+    func asShredder<Result>(_ body: () throws(CaseVaultError) -> Result) throws(CaseVaultError) -> Result {
+        self.shredder.lock()
+        defer { self.shredder.unlock() }
+        return try body()
+    }
+
+    /// Runs the shred protocol from `start` on, for the rows `select` gives, as the only shredder
+    /// (`asShredder`). `select` runs as the only writer in the section that marks what it gives, so that
+    /// what it checks (the rows are live, no hold covers them) still holds when they are marked.
     @discardableResult
-    func runShred(_ rows: [Index.Row], from start: ShredProgress, order: ShredOrder? = nil) throws(CaseVaultError)
-        -> Int
-    {
-        guard !rows.isEmpty else { return 0 }
+    func runShred(
+        from start: ShredProgress,
+        order: ShredOrder? = nil,
+        _ select: () throws(CaseVaultError) -> [Index.Row]
+    ) throws(CaseVaultError) -> (rows: [Index.Row], certificates: Int) {
+        try self.runShred(from: start, order: order, sections: { () throws(CaseVaultError) in (try select(), true) })
+    }
+
+    /// Runs the shred protocol from `start` on, as the only shredder (`asShredder`). Each step runs as the
+    /// only writer, in sections of about `shredSection` records, so that queued puts commit between
+    /// sections: between two, the records stand marked in the index, which is what a crash there leaves
+    /// too, and nothing but a shred touches a marked record's slot or blob.
+    ///
+    /// `select` gives the records to shred a section at a time, and says which section is the last; each
+    /// call runs as the only writer in the section that marks what it gives, so that what it checks (the
+    /// rows are live, no hold covers them) still holds when they are marked. A resumed shred (no mark)
+    /// calls it once. `order` is recorded with the mark; a resumed shred finds it there. Returns the rows
+    /// shredded and the certificates issued.
+    @discardableResult
+    func runShred(
+        from start: ShredProgress,
+        order: ShredOrder? = nil,
+        sections select: () throws(CaseVaultError) -> (rows: [Index.Row], last: Bool)
+    ) throws(CaseVaultError) -> (rows: [Index.Row], certificates: Int) {
+        var rows: [Index.Row]?
         var certificates = 0
         var progress = start
         while let step = progress.next {
             switch step {
             case .mark:
-                try self.index.write { db in
-                    try Index.markShredding(db, rows.map(\.metadata.id), order: order)
+                var marked: [Index.Row] = []
+                var last = false
+                while !last {
+                    try self.asWriter { () throws(CaseVaultError) in
+                        let next = try select()
+                        last = next.last
+                        if !next.rows.isEmpty {
+                            try self.index.write { db in
+                                try Index.markShredding(db, next.rows.map(\.metadata.id), order: order)
+                            }
+                            marked += next.rows
+                        }
+                        if last, !marked.isEmpty { self.observe(.shredAfterMark) }
+                    }
                 }
-                self.observe(.shredAfterMark)
+                rows = marked
             case .overwriteKeySlots:
-                // In file order, so that the flush writes runs of blocks rather than scattered ones.
-                for slot in rows.map(\.slot).sorted() {
-                    try self.slots.scrub(slot)
+                try self.asWriter { () throws(CaseVaultError) in
+                    // A resumed shred: the records found marked.
+                    if rows == nil { rows = try select().rows }
+                    let marked = rows ?? []
+                    guard !marked.isEmpty else { return }
+                    // In file order, so that the flush writes runs of blocks rather than scattered ones.
+                    for slot in marked.map(\.slot).sorted() {
+                        try self.slots.scrub(slot)
+                    }
+                    try self.slots.flush()
+                    self.observe(.shredAfterSlotOverwrite)
                 }
-                try self.slots.flush()
-                self.observe(.shredAfterSlotOverwrite)
             case .destroyCiphertext:
+                let rows = rows ?? []
                 let stream = OverwriteStream()
-                for location in rows.map(\.location).sorted(by: { ($0.segment, $0.offset) < ($1.segment, $1.offset) }) {
-                    try self.segments.overwrite(location, from: stream)
+                var locations = rows.map(\.location).sorted { ($0.segment, $0.offset) < ($1.segment, $1.offset) }[...]
+                while !locations.isEmpty {
+                    try self.asWriter { () throws(CaseVaultError) in
+                        // Section after section while no put waits: one that comes waits for one at most.
+                        repeat {
+                            let section = locations.prefix(Self.shredSection)
+                            locations = locations.dropFirst(section.count)
+                            for location in section {
+                                try self.segments.overwrite(location, from: stream)
+                            }
+                            // Written back while the next section is made, so that the flush below, which
+                            // puts wait behind, finds little left to write.
+                            self.segments.startWriteBack(Set(section.map(\.segment)))
+                        } while !locations.isEmpty && !self.writes.hasWaiting
+                    }
                 }
-                try self.segments.flush(Set(rows.map(\.location.segment)))
-                try self.removeAttachments(rows.map(\.metadata.id))
-                self.observe(.shredAfterCiphertextOverwrite)
+                try self.asWriter { () throws(CaseVaultError) in
+                    try self.segments.flush(Set(rows.map(\.location.segment)))
+                    try self.removeAttachments(rows.map(\.metadata.id))
+                    self.observe(.shredAfterCiphertextOverwrite)
+                }
             case .removeFromIndex:
-                let shreddedAt = self.now()
-                try self.index.write { db in
-                    certificates = try Index.issueCertificates(
-                        db, for: rows.map(\.metadata), at: shreddedAt, signedWith: self.sealing.signCertificate)
-                    try Index.removeShredded(db, rows.map(\.metadata.id), shreddedAt: shreddedAt)
-                    // Orders no record still waits on.
-                    try Index.deleteFinishedShredOrders(db)
+                var parts = Self.sections(rows ?? [])[...]
+                while !parts.isEmpty {
+                    try self.asWriter { () throws(CaseVaultError) in
+                        certificates += try self.removeShredded(&parts)
+                    }
                 }
-                self.writer.withLock { state in
-                    state.slots.free.append(contentsOf: rows.map(\.slot))
+                try self.asWriter { () throws(CaseVaultError) in
+                    // The rows are gone from the database's pages; their images in the WAL go too. The shred
+                    // is done either way: a WAL left behind is truncated by the next shred, close or open.
+                    do throws(CaseVaultError) {
+                        try self.index.truncateWAL()
+                    } catch {
+                        self.logger.warning(
+                            "the index's WAL could not be truncated after a shred",
+                            metadata: ["error.code": "\(error.code.rawValue)"])
+                    }
+                    self.observe(.shredAfterIndexRemoval)
                 }
-                // Before the shred returns, so that an acknowledged shred survives the loss of the data directory.
-                self.appendToShredLedgerCopy(rows, shreddedAt: shreddedAt)
-                // The rows are gone from the database's pages; their images in the WAL go too. The shred is
-                // done either way: a WAL left behind is truncated by the next shred, close or open.
-                do {
-                    try self.index.truncateWAL()
-                } catch {
-                    self.logger.warning(
-                        "the index's WAL could not be truncated after a shred",
-                        metadata: ["error.code": "\(error.code.rawValue)"])
-                }
-                self.observe(.shredAfterIndexRemoval)
             }
+            if rows?.isEmpty ?? true { return ([], 0) }
             progress.finished(step)
         }
+        return (rows ?? [], certificates)
+    }
+
+    /// `rows` in sections of whole cases, each of at least `shredSection` records but the last: a case's
+    /// records go into one section, so that it gets one destruction certificate per shred.
+    static func sections(_ rows: [Index.Row]) -> [[Index.Row]] {
+        var cases: [CaseID] = []
+        var byCase: [CaseID: [Index.Row]] = [:]
+        for row in rows {
+            if byCase[row.metadata.caseID] == nil { cases.append(row.metadata.caseID) }
+            byCase[row.metadata.caseID, default: []].append(row)
+        }
+        var sections: [[Index.Row]] = [[]]
+        for caseID in cases {
+            if sections[sections.count - 1].count >= Self.shredSection { sections.append([]) }
+            sections[sections.count - 1] += byCase[caseID] ?? []
+        }
+        return sections.filter { !$0.isEmpty }
+    }
+
+    /// The last step, as the only writer, for the first of `parts` and the next ones while no put waits
+    /// (one commit for them all): their certificates issued and their rows deleted, their slots freed, the
+    /// ledger copy told. Takes what it removed off `parts`; returns the certificates issued.
+    private func removeShredded(_ parts: inout ArraySlice<[Index.Row]>) throws(CaseVaultError) -> Int {
+        let shreddedAt = self.now()
+        var rest = parts
+        var removed: [Index.Row] = []
+        let certificates = try self.index.write { db in
+            (rest, removed) = (parts, [])
+            var issued = 0
+            repeat {
+                let part = rest.removeFirst()
+                issued += try Index.issueCertificates(
+                    db, for: part.map(\.metadata), at: shreddedAt, signedWith: self.sealing.signCertificate)
+                try Index.removeShredded(db, part.map(\.metadata.id), shreddedAt: shreddedAt)
+                removed += part
+            } while !rest.isEmpty && !self.writes.hasWaiting
+            // Orders no record still waits on.
+            try Index.deleteFinishedShredOrders(db)
+            return issued
+        }
+        parts = rest
+        self.writer.withLock { state in
+            state.slots.free.append(contentsOf: removed.map(\.slot))
+        }
+        // Before the shred returns, so that an acknowledged shred survives the loss of the data directory.
+        self.appendToShredLedgerCopy(removed, shreddedAt: shreddedAt)
         return certificates
     }
 }
@@ -108,15 +225,19 @@ extension RecordStore {
     /// Returns the certificates it issued. Recovery at open calls it and refuses to open if it fails.
     @discardableResult
     func finishPendingShreds() throws(CaseVaultError) -> Int {
-        let pending = try self.index.read { db in try Index.shreddingRows(db) }
-        guard !pending.isEmpty else { return 0 }
-        self.logger.notice(
-            "finishing shreds a failure or a crash interrupted", metadata: ["records.count": "\(pending.count)"])
-        return try self.runShred(pending, from: .resumed)
+        try self.runShred(from: .resumed) { () throws(CaseVaultError) in
+            let pending = try self.index.read { db in try Index.shreddingRows(db) }
+            if !pending.isEmpty {
+                self.logger.notice(
+                    "finishing shreds a failure or a crash interrupted", metadata: ["records.count": "\(pending.count)"]
+                )
+            }
+            return pending
+        }.certificates
     }
 
-    /// `finishPendingShreds` before a shred, a sweep batch or a final agreement's destruction, under the
-    /// writer role. A failure is logged and left for the next try: one record whose shred keeps failing
+    /// `finishPendingShreds` before a shred, a sweep batch or a final agreement's destruction, as the only
+    /// shredder. A failure is logged and left for the next try: one record whose shred keeps failing
     /// must not stop every other erasure. Returns the certificates it issued.
     @discardableResult
     func retryPendingShreds() -> Int {
