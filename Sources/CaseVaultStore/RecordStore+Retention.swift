@@ -7,16 +7,18 @@ internal import Logging
 // MARK: Legal holds
 
 extension RecordStore {
-    /// Keeps a hold whose reason the sealing layer sealed. Under the writer role, so a sweep batch or a
-    /// shred sees the hold either entirely before or entirely after the check it makes as it marks its
-    /// records (a hold placed after that mark does not stop records already marked).
+    /// Keeps a hold whose reason the sealing layer sealed. As the only shredder and the only writer, so a
+    /// sweep batch or a shred sees the hold either entirely before or entirely after itself: a hold asked
+    /// for while one runs waits for it (a shred's steps let puts in between, not holds).
     package func insertHold(_ hold: SealedHold) throws(CaseVaultError) {
-        try self.asWriter { () throws(CaseVaultError) in
-            try self.index.write { db in
-                try Index.insertHold(
-                    db, id: hold.id, caseID: hold.caseID, placedAt: hold.placedAt, placedBy: hold.placedBy,
-                    sealedReason: hold.sealedReason
-                )
+        try self.asShredder { () throws(CaseVaultError) in
+            try self.asWriter { () throws(CaseVaultError) in
+                try self.index.write { db in
+                    try Index.insertHold(
+                        db, id: hold.id, caseID: hold.caseID, placedAt: hold.placedAt, placedBy: hold.placedBy,
+                        sealedReason: hold.sealedReason
+                    )
+                }
             }
         }
     }

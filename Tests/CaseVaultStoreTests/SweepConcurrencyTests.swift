@@ -8,19 +8,23 @@ import Testing
 import Glibc
 #endif
 
-@Suite("A sweep among puts and shreds")
+@Suite("A sweep among puts, shreds and holds")
 struct SweepConcurrencyTests {
-    /// What happened while the sweep ran, seen from its crash points (each inside one of its writer sections).
+    /// What happened while the sweep ran, seen from the store's crash points.
     final class Events: Sendable {
         struct State {
-            var marked = false
+            /// The thread the sweep runs on, once it has marked its first records.
+            var sweepThread: ObjectIdentifier?
+            var putCommitted = false
             var putID: RecordID?
             var putFailure: String?
             var shredDone = false
             var shredFailure: CaseVaultError?
-            var seenAtLastSection: (putDone: Bool, shredDone: Bool)?
-            /// The thread the sweep runs on, and a shred step another thread reached before its batch ended.
-            var sweepThread: ObjectIdentifier?
+            var holdDone = false
+            var holdFailure: CaseVaultError?
+            /// What had happened when the sweep reached its batch's last step.
+            var seenAtLastStep: (putCommitted: Bool, shredDone: Bool, holdDone: Bool)?
+            /// A shred step another thread reached before the batch ended.
             var foreignStep: CrashPoint?
         }
 
@@ -28,37 +32,39 @@ struct SweepConcurrencyTests {
     }
 
     @Test(
-        "a put queued while a sweep marks its batch commits before the batch ends and reads back after it; a shred asked for meanwhile waits for the batch"
+        "a put queued while a sweep marks its batch commits before the batch ends and reads back after it; a shred and a hold asked for meanwhile wait for the batch; each case keeps one certificate"
     )
     func putsGoOnDuringASweep() throws {
         let vault = TestVault()
         let clock = TestClock("2026-01-01T00:00:00Z")
         let events = Events()
         let holder = Mutex<RecordStore?>(nil)
-        let other = Mutex<(caseID: CaseID, victim: RecordID)?>(nil)
+        let targets = Mutex<(kept: CaseID, victim: RecordID, held: CaseID)?>(nil)
         let slowdown = UInt32(VaultDaemon.slowdown)
         let store = try vault.open(clock: clock) { configuration in
             configuration.sweepBatch = 10 * RecordStore.shredSection
             configuration.crashPointObserver = { point in
-                guard let store = holder.withLock({ $0 }), let (caseID, victim) = other.withLock({ $0 }) else { return }
+                guard let store = holder.withLock({ $0 }), let targets = targets.withLock({ $0 }) else { return }
                 let thread = ObjectIdentifier(Thread.current)
-                events.state.withLock { state in
-                    if let sweep = state.sweepThread, sweep != thread, state.seenAtLastSection == nil,
-                        point.rawValue.hasPrefix("shred.")
-                    {
-                        state.foreignStep = state.foreignStep ?? point
+                let sweeping = events.state.withLock { state -> Bool in
+                    if let sweep = state.sweepThread, sweep != thread, state.seenAtLastStep == nil {
+                        if point == .putAfterCommit {
+                            state.putCommitted = true
+                        } else if point.rawValue.hasPrefix("shred.") {
+                            state.foreignStep = state.foreignStep ?? point
+                        }
                     }
+                    return state.sweepThread == nil || state.sweepThread == thread
                 }
+                guard sweeping else { return }
                 switch point {
-                case .shredAfterMark where !events.state.withLock({ $0.marked }):
-                    events.state.withLock { state in
-                        state.marked = true
-                        state.sweepThread = thread
-                    }
-                    // Queued while the sweep holds the writer role for its mark.
+                case .shredAfterMark:
+                    events.state.withLock { $0.sweepThread = thread }
+                    // Asked for while the sweep holds the writer role for its last mark.
                     Thread.detachNewThread {
                         do {
-                            let put = try RetentionTests.file(store, .intakeForm, in: caseID, marker: "filed-meanwhile")
+                            let put = try RetentionTests.file(
+                                store, .intakeForm, in: targets.kept, marker: "filed-meanwhile")
                             events.state.withLock { $0.putID = put.id }
                         } catch {
                             events.state.withLock { $0.putFailure = "\(error)" }
@@ -66,17 +72,25 @@ struct SweepConcurrencyTests {
                     }
                     Thread.detachNewThread {
                         do throws(CaseVaultError) {
-                            try store.shred(victim)
+                            try store.shred(targets.victim)
                         } catch {
                             events.state.withLock { $0.shredFailure = error }
                         }
                         events.state.withLock { $0.shredDone = true }
                     }
+                    Thread.detachNewThread {
+                        do throws(CaseVaultError) {
+                            _ = try store.sealed.placeHold(on: targets.held, reason: "a complaint", authority: .daemon)
+                        } catch {
+                            events.state.withLock { $0.holdFailure = error }
+                        }
+                        events.state.withLock { $0.holdDone = true }
+                    }
                     usleep(300_000 * slowdown)
-                case .shredAfterIndexRemoval where events.state.withLock({ $0.sweepThread == thread }):
+                case .shredAfterIndexRemoval:
                     events.state.withLock { state in
-                        if state.seenAtLastSection == nil {
-                            state.seenAtLastSection = (state.putID != nil, state.shredDone)
+                        if state.seenAtLastStep == nil {
+                            state.seenAtLastStep = (state.putCommitted, state.shredDone, state.holdDone)
                         }
                     }
                 default:
@@ -86,12 +100,14 @@ struct SweepConcurrencyTests {
         }
         defer { store.close() }
 
-        // Three cases of evaluations, due two years after filing: their removal takes two sections of whole
-        // cases, so each case still gets one certificate.
-        let perCase = RecordStore.shredSection / 2
+        // Three cases of evaluations, due two years after filing, the second one straddling two sections
+        // of the batch's marks: it must still get one certificate.
+        let perCase = RecordStore.shredSection * 3 / 5
         var due: [RecordID] = []
+        var cases: [CaseID] = []
         for _ in 0..<3 {
             let summary = try RetentionTests.openCase(store)
+            cases.append(summary.id)
             for _ in 0..<perCase {
                 due.append(try RetentionTests.file(store, .evaluation, in: summary.id).id)
             }
@@ -100,29 +116,34 @@ struct SweepConcurrencyTests {
         let victim = try RetentionTests.file(store, .intakeForm, in: kept.id, marker: "shred-me")
         clock.now += 2 * 366 * 86_400_000
         holder.withLock { $0 = store }
-        other.withLock { $0 = (kept.id, victim.id) }
+        targets.withLock { $0 = (kept.id, victim.id, cases[2]) }
 
         let report = try store.sweep()
         #expect(report.disposed == due.count)
         #expect(report.certificates == 3, "a case's records were split over two certificates")
 
-        let seen = try #require(events.state.withLock { $0.seenAtLastSection })
-        #expect(seen.putDone, "the put waited for the whole batch")
+        let seen = try #require(events.state.withLock { $0.seenAtLastStep })
+        #expect(seen.putCommitted, "the put waited for the whole batch")
         #expect(!seen.shredDone, "a shred ran inside the sweep's batch")
+        #expect(!seen.holdDone, "a hold was placed inside the sweep's batch")
         let foreign = events.state.withLock { $0.foreignStep }
         #expect(foreign == nil, "another thread's shred reached \(foreign?.rawValue ?? "") inside the sweep's batch")
 
         // The others finish once the batch has.
-        for _ in 0..<(200 * Int(slowdown)) where !events.state.withLock({ $0.shredDone && $0.putID != nil }) {
+        for _ in 0..<(200 * Int(slowdown))
+        where !events.state.withLock({ $0.shredDone && $0.holdDone && $0.putID != nil }) {
             usleep(50_000)
         }
         let state = events.state.withLock { $0 }
         #expect(state.putFailure == nil)
         #expect(state.shredFailure == nil)
+        #expect(state.holdFailure == nil)
         let putID = try #require(state.putID)
         let put = try store.sealed.get(putID)
         #expect(String(decoding: put.content, as: UTF8.self).contains("filed-meanwhile"))
         #expect(!(try RetentionTests.isLive(store, victim.id)))
+        // The hold came after the batch, which had marked the held case's records before it.
+        #expect(try store.isHeld(cases[2]))
         for id in due {
             #expect(!(try RetentionTests.isLive(store, id)))
         }

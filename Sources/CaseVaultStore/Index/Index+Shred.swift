@@ -9,9 +9,11 @@ extension Index {
     // MARK: Shred protocol
 
     /// Marks `ids` `shredding`, with who ordered it: one order row, named by each record in the same UPDATE
-    /// that marks it, so that recovery certifies the shred as ordered.
-    static func markShredding(_ db: Database, _ ids: [RecordID], order: ShredOrder?) throws {
-        guard !ids.isEmpty else { return }
+    /// that marks it, so that recovery certifies the shred as ordered. Returns the order row's id, for the
+    /// later sections of the same shred (`markShredding(_:_:orderID:)`), so that its records share one.
+    @discardableResult
+    static func markShredding(_ db: Database, _ ids: [RecordID], order: ShredOrder?) throws -> Int64? {
+        guard !ids.isEmpty else { return nil }
         var orderID: Int64?
         if let order {
             try db.cachedStatement(sql: "INSERT INTO shred_order_list (method, uid, role, reason) VALUES (?, ?, ?, ?)")
@@ -20,10 +22,20 @@ extension Index {
                 ])
             orderID = db.lastInsertedRowID
         }
+        try Self.markShredding(db, ids, orderID: orderID)
+        return orderID
+    }
+
+    /// Marks those of `ids` still live `shredding` under the order row `orderID` (already written; `nil`
+    /// leaves each record's order as it is). A record already marked keeps the shred that marked it: a
+    /// closing that lists a note a sweep has marked meanwhile does not take it over.
+    static func markShredding(_ db: Database, _ ids: [RecordID], orderID: Int64?) throws {
         try Self.inChunks(ids.map(\.rawValue)) { placeholders, arguments in
             try db.execute(
-                sql:
-                    "UPDATE records SET state = 'shredding', shred_order = coalesce(?, shred_order) WHERE id IN (\(placeholders))",
+                sql: """
+                    UPDATE records SET state = 'shredding', shred_order = coalesce(?, shred_order)
+                    WHERE state = 'live' AND id IN (\(placeholders))
+                    """,
                 arguments: [orderID] + arguments
             )
         }

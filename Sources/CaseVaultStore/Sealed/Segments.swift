@@ -112,14 +112,6 @@ final class Segments: Sendable {
         }
     }
 
-    /// Starts writing `segments`' dirty pages back without waiting, and without a device flush: `flush`
-    /// then has less to wait for. A failure here shows at that flush.
-    func startWriteBack(_ segments: Set<UInt32>) {
-        for segment in segments.sorted() {
-            try? self.file(segment).writeBack(wait: false)
-        }
-    }
-
     /// Overwrites a region in place with `stream`'s keystream (not yet flushed); one stream serves many
     /// regions.
     func overwrite(_ location: Location, from stream: OverwriteStream) throws(CaseVaultError) {

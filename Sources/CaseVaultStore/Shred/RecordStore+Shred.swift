@@ -93,13 +93,21 @@ extension RecordStore {
             case .mark:
                 var marked: [Index.Row] = []
                 var last = false
+                // One order row for the whole shred, written with its first marks: its records share it,
+                // and a case gets one certificate.
+                var orderID: Int64?
                 while !last {
                     try self.asWriter { () throws(CaseVaultError) in
                         let next = try select()
                         last = next.last
                         if !next.rows.isEmpty {
-                            try self.index.write { db in
-                                try Index.markShredding(db, next.rows.map(\.metadata.id), order: order)
+                            let ids = next.rows.map(\.metadata.id)
+                            orderID = try self.index.write { db in
+                                guard marked.isEmpty else {
+                                    try Index.markShredding(db, ids, orderID: orderID)
+                                    return orderID
+                                }
+                                return try Index.markShredding(db, ids, order: order)
                             }
                             marked += next.rows
                         }
@@ -127,22 +135,23 @@ extension RecordStore {
                 while !locations.isEmpty {
                     try self.asWriter { () throws(CaseVaultError) in
                         // Section after section while no put waits: one that comes waits for one at most.
+                        var written = Set<UInt32>()
                         repeat {
                             let section = locations.prefix(Self.shredSection)
                             locations = locations.dropFirst(section.count)
                             for location in section {
                                 try self.segments.overwrite(location, from: stream)
                             }
-                            // Written back while the next section is made, so that the flush below, which
-                            // puts wait behind, finds little left to write.
-                            self.segments.startWriteBack(Set(section.map(\.segment)))
+                            written.formUnion(section.map(\.segment))
                         } while !locations.isEmpty && !self.writes.hasWaiting
+                        // Flushed before a put may flush the same file: a write-back error of these overwrites
+                        // must fail this shred, not be reported to the put and then lost to the shred.
+                        try self.segments.flush(written)
+                        if locations.isEmpty {
+                            try self.removeAttachments(rows.map(\.metadata.id))
+                            self.observe(.shredAfterCiphertextOverwrite)
+                        }
                     }
-                }
-                try self.asWriter { () throws(CaseVaultError) in
-                    try self.segments.flush(Set(rows.map(\.location.segment)))
-                    try self.removeAttachments(rows.map(\.metadata.id))
-                    self.observe(.shredAfterCiphertextOverwrite)
                 }
             case .removeFromIndex:
                 var parts = Self.sections(rows ?? [])[...]
