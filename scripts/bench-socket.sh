@@ -124,8 +124,14 @@ for conn in 1 16; do
     echo "  where the time goes, GET with $conn connection(s): casevaultd $daemon_cpu us of CPU and" \
         "$daemon_switches context switches per request; nginx $nginx_cpu us and $nginx_switches"
     figure "get_${conn}_cpu_us" "$daemon_cpu"; figure "nginx_get_${conn}_cpu_us" "$nginx_cpu"
+    before=$(usage "$daemon")
     load "put_$conn" --label "casevaultd durable PUT" --socket "$sock" --method POST --paths-file "$work/puts.txt" \
         --body-file "$work/put.json" --connections $conn --seconds "$SECS"
+    read -r put_cpu put_switches <<< "$(cost "$before" "$(usage "$daemon")")"
+    echo "  where the time goes, PUT with $conn connection(s): casevaultd $put_cpu us of CPU and" \
+        "$put_switches context switches per request"
+    figure "put_${conn}_cpu_us" "$put_cpu"; figure "put_${conn}_switches" "$put_switches"
+    figure "get_${conn}_switches" "$daemon_switches"
 done
 
 # A 1 GiB attachment in and out: time, and the daemon's peak resident memory before and after.

@@ -28,5 +28,7 @@ END {
     row("puts during that sweep: p99 (max)", val("sweep_put_p99_ms", "%.0f ms") " (" val("sweep_put_max_ms", "%.0f ms") ")", "< 100 ms", met(v["sweep_put_max_ms"] < 100, "sweep_put_max_ms"))
     row("audited puts vs plain durable puts, 16 clients", val("audited_put_ratio_16", "%.2f x"), ">= 0.9 x", met(v["audited_put_ratio_16"] >= 0.9, "audited_put_ratio_16"))
     if (have("get_16_cpu_us"))
-        printf "where the time goes: casevaultd spends %.0f us of CPU per GET at 16 connections (nginx %.0f us), %.0f us at 1 (nginx %.0f us)\n", v["get_16_cpu_us"], v["nginx_get_16_cpu_us"], v["get_1_cpu_us"], v["nginx_get_1_cpu_us"]
+        printf "where the time goes: casevaultd spends %.0f us of CPU and %.1f context switches per GET at 16 connections (nginx %.0f us), %.0f us at 1 (nginx %.0f us)\n", v["get_16_cpu_us"], v["get_16_switches"], v["nginx_get_16_cpu_us"], v["get_1_cpu_us"], v["nginx_get_1_cpu_us"]
+    if (have("put_16_cpu_us") && have("put_in_process_16"))
+        printf "where the time goes: casevaultd spends %.0f us of CPU and %.1f context switches per PUT at 16 connections; the store alone puts %.0f/s in process\n", v["put_16_cpu_us"], v["put_16_switches"], v["put_in_process_16"]
 }' "$file"
