@@ -75,23 +75,24 @@ struct Index: Sendable {
     }
 
     static func caseSummary(_ db: Database, id: CaseID) throws -> CaseSummary? {
-        guard
-            let row = try GRDB.Row.fetchOne(
-                db.cachedStatement(
-                    sql: "SELECT state, participant_count, created_at, closed_at FROM cases WHERE id = ?"),
-                arguments: [id.rawValue]
-            )
-        else { return nil }
+        let rows = try GRDB.Row.fetchCursor(
+            db.cachedStatement(sql: "SELECT state, participant_count, created_at, closed_at FROM cases WHERE id = ?"),
+            arguments: [id.rawValue])
+        guard let found = try rows.next() else { return nil }
+        let row = (
+            state: found[0] as String, participants: found[1] as Int, created: found[2] as Int64,
+            closed: found[3] as Int64?
+        )
         let mediators = try Int64.fetchAll(
             db.cachedStatement(sql: "SELECT uid FROM case_mediators WHERE case_id = ? ORDER BY uid"),
             arguments: [id.rawValue]
         )
-        guard let state = CaseState(rawValue: row[0]) else {
+        guard let state = CaseState(rawValue: row.state) else {
             throw CaseVaultError(.storageFailure, "the index holds a case in an unknown state")
         }
         return CaseSummary(
-            id: id, state: state, participantCount: row[1], mediators: mediators.map { UInt32($0) },
-            createdAt: row[2], closedAt: row[3]
+            id: id, state: state, participantCount: row.participants, mediators: mediators.map { UInt32($0) },
+            createdAt: row.created, closedAt: row.closed
         )
     }
 
@@ -148,12 +149,11 @@ struct Index: Sendable {
     // MARK: Queries
 
     static func row(_ db: Database, id: RecordID) throws -> Row? {
-        guard
-            let row = try GRDB.Row.fetchOne(
-                db.cachedStatement(sql: "SELECT \(Self.columns) FROM records WHERE id = ?"),
-                arguments: [id.rawValue]
-            )
-        else { return nil }
+        // A cursor's row reads its columns from the statement where they lie; `fetchOne` would copy every
+        // one into a row of its own first, a visible share of a get's time.
+        let rows = try GRDB.Row.fetchCursor(
+            db.cachedStatement(sql: "SELECT \(Self.columns) FROM records WHERE id = ?"), arguments: [id.rawValue])
+        guard let row = try rows.next() else { return nil }
         return try Self.decode(row)
     }
 
