@@ -76,6 +76,7 @@ let package = Package(
                 "CaseVaultFiles",
                 "CCaseVaultShims",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

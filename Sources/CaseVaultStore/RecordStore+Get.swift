@@ -27,7 +27,7 @@ extension RecordStore {
         decide: (RecordMetadata, CaseSummary, Bool) throws(CaseVaultError) -> Void
     ) throws(CaseVaultError) -> StoredRecord {
         let (row, shredded, summary, onRoster) = try self.index.lookup { db in
-            let row = try Index.row(db, id: id)
+            let row = try Index.lookupRow(db, id: id)
             let shredded = row == nil ? try Index.isShredded(db, id: id) : false
             let summary = try row.flatMap { row in try Index.caseSummary(db, id: row.metadata.caseID) }
             let onRoster = try rosterUID.map { uid in try Index.isOnRoster(db, uid: uid) } ?? false
@@ -86,7 +86,7 @@ extension RecordStore {
         // Row first, ledger second: a shred deletes the row and writes the ledger in one transaction, so a
         // reader that misses the row finds the ledger entry.
         let (row, shredded) = try self.index.lookup { db in
-            let row = try Index.row(db, id: id)
+            let row = try Index.lookupRow(db, id: id)
             return (row, row == nil ? try Index.isShredded(db, id: id) : false)
         }
         guard let row else {

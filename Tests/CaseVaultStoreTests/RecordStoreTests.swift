@@ -1,6 +1,7 @@
 import CaseVaultCore
 import CaseVaultStore
 import Foundation
+import GRDB
 import Logging
 import Synchronization
 import Testing
@@ -61,6 +62,53 @@ struct RecordStoreTests {
                 failures.add("reader \(reader): \(error)")
             }
         }
+    }
+
+    @Test(
+        "a record row damaged in the index (an unknown type or state, an id that is not one, a slot or a time that is not a number) answers storage-failure, and its neighbours still read"
+    )
+    func damagedRowsRefuseToRead() throws {
+        let vault = TestVault()
+        var store = try vault.open()
+        let caseID = try store.sealed.openCase(
+            header: Samples.content(.caseHeader, marker: "names"), mediators: [], author: nil
+        ).id
+        let damages = [
+            "type = 'memo'", "state = 'gone'", "id = 'not-an-id'", "case_id = 'nine'", "slot = 'x'",
+            "created_at = 'noon'", "supersedes = 'zz'",
+        ]
+        var damaged: [(String, RecordID)] = []
+        for damage in damages {
+            let record = try store.sealed.put(
+                NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "d")))
+            damaged.append((damage, record.id))
+        }
+        let intact = try store.sealed.put(
+            NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "intact")))
+        store.close()
+        let index = try DatabaseQueue(path: vault.data + "/index.sqlite")
+        try index.write { db in
+            try db.execute(sql: "PRAGMA ignore_check_constraints = ON")
+            for (damage, id) in damaged {
+                // The id itself changes under "id = …": looked up afterwards by the id it was filed under.
+                try db.execute(sql: "UPDATE records SET \(damage) WHERE id = ?", arguments: [id.rawValue])
+            }
+        }
+        try index.close()
+        store = try vault.open()
+        defer { store.close() }
+        for (damage, id) in damaged where !damage.hasPrefix("id =") {
+            do {
+                _ = try store.sealed.get(id)
+                Issue.record("a row with \(damage) was read")
+            } catch {
+                #expect(error.code == .storageFailure, "\(damage): \(error.code)")
+            }
+        }
+        // The row whose id was spoilt is no longer found by its id.
+        let spoilt = try #require(damaged.first { $0.0.hasPrefix("id =") }).1
+        #expect(throws: CaseVaultError.self) { _ = try store.sealed.get(spoilt) }
+        #expect(String(decoding: try store.sealed.get(intact.id).content, as: UTF8.self).contains("intact"))
     }
 
     @Test("every record type round-trips through a store closed and reopened from disk")

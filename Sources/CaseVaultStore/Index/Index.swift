@@ -257,12 +257,15 @@ struct Index: Sendable {
             let location = Segments.Location(segment: row[9], offset: row[10], length: sealedSize)
             return Row(metadata: metadata, state: state, slot: row[8], location: location)
         } catch {
-            throw CaseVaultError(
-                .storageFailure,
-                "the index holds a malformed record row; restore the data directory from a backup",
-                cause: error
-            )
+            throw Self.malformedRow(cause: error)
         }
+    }
+
+    /// A record row that does not decode.
+    static func malformedRow(cause: (any Error & Sendable)? = nil) -> CaseVaultError {
+        CaseVaultError(
+            .storageFailure, "the index holds a malformed record row; restore the data directory from a backup",
+            cause: cause)
     }
 
     static func meta(_ db: Database, _ key: String) throws -> Int64 {

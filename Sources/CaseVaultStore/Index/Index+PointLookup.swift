@@ -1,0 +1,75 @@
+internal import CaseVaultCore
+internal import GRDB
+internal import GRDBSQLite
+
+// The record row a get asks for, read with SQLite's own calls on GRDB's prepared statement. GRDB builds a
+// row object for every lookup, with a dictionary of its lowercased column names: a profile of in-process
+// gets found that set-up a third of a get. Only for the point lookups of gets (`RecordStore.liveRow` and
+// `storedRecord(_:rosterUID:decide:)`), which run on the index's read-only connections (`Index.lookup`),
+// outside any transaction, where no GRDB observer watches what a statement does.
+extension Index {
+    /// The SQL of the statement, kept apart from `row(_:id:)`'s so that GRDB never runs this cached
+    /// statement itself (its bookkeeping would not know the state this function leaves it in).
+    private static let pointLookup = "SELECT \(Index.columns) FROM records WHERE id = ? -- point lookup"
+
+    /// The row of record `id`, or `nil`: what `row(_:id:)` returns, read from the statement directly.
+    static func lookupRow(_ db: Database, id: RecordID) throws -> Row? {
+        let statement = try db.cachedStatement(sql: Self.pointLookup)
+        let handle = statement.sqliteStatement
+        // Reset whatever happens, so that the read ends with the lookup rather than with the next one.
+        defer { sqlite3_reset(handle) }
+        return try id.rawValue.withCString { text -> Row? in
+            // SQLITE_STATIC (no destructor): the text outlives the step, which is the only use of it.
+            guard sqlite3_bind_text(handle, 1, text, -1, nil) == SQLITE_OK else {
+                throw Self.stepFailure(db, sql: Self.pointLookup)
+            }
+            switch sqlite3_step(handle) {
+            case SQLITE_DONE:
+                return nil
+            case SQLITE_ROW:
+                return try Self.decode(handle)
+            default:
+                throw Self.stepFailure(db, sql: Self.pointLookup)
+            }
+        }
+    }
+
+    private static func stepFailure(_ db: Database, sql: String) -> DatabaseError {
+        let code = sqlite3_errcode(db.sqliteConnection)
+        return DatabaseError(
+            resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)),
+            sql: sql)
+    }
+
+    /// `decode(_:)` for the columns of `Index.columns` where the statement holds them.
+    private static func decode(_ handle: OpaquePointer) throws -> Row {
+        func text(_ column: Int32) -> String? {
+            guard let bytes = sqlite3_column_text(handle, column) else { return nil }
+            let count = Int(sqlite3_column_bytes(handle, column))
+            return String(decoding: UnsafeBufferPointer(start: bytes, count: count), as: UTF8.self)
+        }
+        func integer(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
+        do throws(CaseVaultError) {
+            guard let id = text(0), let caseID = text(1), let typeName = text(2), let stateName = text(3),
+                let type = RecordType(rawValue: typeName), let state = State(rawValue: stateName),
+                [4, 7, 8, 9, 10].allSatisfy({ sqlite3_column_type(handle, $0) == SQLITE_INTEGER })
+            else {
+                throw Self.malformedRow()
+            }
+            let sealedSize = Int(integer(7))
+            let metadata = RecordMetadata(
+                id: try RecordID(id),
+                caseID: try CaseID(caseID),
+                type: type,
+                createdAt: integer(4),
+                author: text(5),
+                supersedes: try text(6).map { text throws(CaseVaultError) in try RecordID(text) },
+                sealedSize: sealedSize
+            )
+            let location = Segments.Location(segment: UInt32(integer(9)), offset: integer(10), length: sealedSize)
+            return Row(metadata: metadata, state: state, slot: integer(8), location: location)
+        } catch {
+            throw Self.malformedRow(cause: error)
+        }
+    }
+}
