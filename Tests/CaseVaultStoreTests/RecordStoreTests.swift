@@ -111,6 +111,30 @@ struct RecordStoreTests {
         #expect(String(decoding: try store.sealed.get(intact.id).content, as: UTF8.self).contains("intact"))
     }
 
+    @Test(
+        "an index whose rows do not decode where the store's open reads them stops the open with storage-failure, not a crash"
+    )
+    func damagedIndexStopsTheOpen() throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        let caseID = try store.sealed.openCase(
+            header: Samples.content(.caseHeader, marker: "names"), mediators: [], author: nil
+        ).id
+        let record = try store.sealed.put(
+            NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "d")))
+        store.close()
+        let index = try DatabaseQueue(path: vault.data + "/index.sqlite")
+        try index.write { db in
+            try db.execute(sql: "UPDATE records SET segment = 'x' WHERE id = ?", arguments: [record.id.rawValue])
+        }
+        try index.close()
+        #expect {
+            _ = try vault.open()
+        } throws: { error in
+            (error as? CaseVaultError)?.code == .storageFailure
+        }
+    }
+
     @Test("every record type round-trips through a store closed and reopened from disk")
     func everyTypeRoundTripsAcrossReopen() throws {
         let vault = TestVault()

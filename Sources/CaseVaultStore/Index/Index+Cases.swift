@@ -54,7 +54,7 @@ extension Index {
                     WHERE case_id = ? AND type = 'agreement_to_mediate' AND state = 'live' ORDER BY seq
                     """),
             arguments: [caseID.rawValue]
-        ).map { row in (row[0], row[1]) }
+        ).map { row in (try row.decode(atIndex: 0), try row.decode(atIndex: 1)) }
     }
 
     // MARK: Mediators

@@ -20,7 +20,7 @@ extension Index {
                     "SELECT segment, offset + sealed_size FROM records ORDER BY segment DESC, offset + sealed_size DESC LIMIT 1"
             )
         else { return nil }
-        let (segment, end): (Int64, Int64) = (last[0], last[1])
+        let (segment, end): (Int64, Int64) = (try last.decode(atIndex: 0), try last.decode(atIndex: 1))
         return (segment, end)
     }
 }

@@ -37,7 +37,9 @@ extension Index {
             db, sql: "SELECT id, case_id, placed_at, uid, role, reason FROM holds ORDER BY placed_at, id"
         ).map { row in
             StoredHold(
-                id: row[0], caseID: row[1], placedAt: row[2], uid: row[3], role: row[4], sealedReason: row[5])
+                id: try row.decode(atIndex: 0), caseID: try row.decode(atIndex: 1),
+                placedAt: try row.decode(atIndex: 2), uid: try row.decode(atIndex: 3), role: try row.decode(atIndex: 4),
+                sealedReason: try row.decode(atIndex: 5))
         }
     }
 
@@ -104,10 +106,11 @@ extension Index {
     ) throws -> [RecordStore.Due] {
         var due: [RecordStore.Due] = []
         while let row = try rows.next() {
-            guard isDue(row[3]) else { continue }
+            guard isDue(try row.decode(atIndex: 3)) else { continue }
             due.append(
                 RecordStore.Due(
-                    id: row[0], caseID: row[1], type: type, live: (row[2] as String) == State.live.rawValue))
+                    id: try row.decode(atIndex: 0), caseID: try row.decode(atIndex: 1), type: type,
+                    live: (try row.decode(atIndex: 2) as String) == State.live.rawValue))
         }
         return due
     }

@@ -97,7 +97,7 @@ extension Index {
                 sql: "SELECT id, shred_order FROM records WHERE shred_order IS NOT NULL AND id IN (\(placeholders))",
                 arguments: arguments
             ) {
-                orderOf[row[0]] = row[1]
+                orderOf[try row.decode(atIndex: 0)] = try row.decode(atIndex: 1)
             }
         }
         for record in records {
@@ -111,9 +111,11 @@ extension Index {
                     )
                 {
                     orders[orderID] = ShredOrder(
-                        method: ShredMethod(rawValue: row[0]) ?? .recovery,
-                        authority: Authority(uid: (row[1] as Int64?).map { UInt32($0) }, role: row[2]),
-                        reason: row[3]
+                        method: ShredMethod(rawValue: try row.decode(atIndex: 0)) ?? .recovery,
+                        authority: Authority(
+                            uid: (try row.decode(atIndex: 1) as Int64?).map { UInt32($0) },
+                            role: try row.decode(atIndex: 2)),
+                        reason: try row.decode(atIndex: 3)
                     )
                 }
                 order = orders[orderID] ?? order
@@ -161,8 +163,9 @@ extension Index {
         return try GRDB.Row.fetchAll(db, sql: sql)
             .map { row in
                 try ShredLedgerEntry(
-                    recordID: row[0] as String, caseID: row[1] as String, type: row[2] as String,
-                    shreddedAt: row[3] as Int64
+                    recordID: try row.decode(atIndex: 0) as String, caseID: try row.decode(atIndex: 1) as String,
+                    type: try row.decode(atIndex: 2) as String,
+                    shreddedAt: try row.decode(atIndex: 3) as Int64
                 )
             }
     }

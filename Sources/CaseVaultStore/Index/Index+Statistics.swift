@@ -16,7 +16,9 @@ extension Index {
     /// Every case, in no particular order.
     static func statisticsCases(_ db: Database) throws -> [StatisticsCase] {
         try GRDB.Row.fetchAll(db, sql: "SELECT id, created_at, closed_at, closing_outcome FROM cases").map { row in
-            StatisticsCase(id: row[0], createdAt: row[1], closedAt: row[2], closingOutcome: row[3])
+            StatisticsCase(
+                id: try row.decode(atIndex: 0), createdAt: try row.decode(atIndex: 1),
+                closedAt: try row.decode(atIndex: 2), closingOutcome: try row.decode(atIndex: 3))
         }
     }
 
@@ -31,7 +33,7 @@ extension Index {
                 "SELECT case_id, MAX(seq), COUNT(*) FROM records WHERE state = 'live' AND type IN (?, ?, ?) GROUP BY case_id",
             arguments: StatementArguments(types)
         ) {
-            current[row[0]] = (row[1], row[2])
+            current[try row.decode(atIndex: 0)] = (try row.decode(atIndex: 1), try row.decode(atIndex: 2))
         }
         return current
     }
@@ -40,7 +42,9 @@ extension Index {
     static func keptStatisticsFacts(_ db: Database) throws -> [String: (newest: Int64, count: Int64, sealed: Data)] {
         var kept: [String: (newest: Int64, count: Int64, sealed: Data)] = [:]
         for row in try GRDB.Row.fetchAll(db, sql: "SELECT case_id, newest, records, sealed FROM statistics_facts") {
-            kept[row[0]] = (row[1], row[2], row[3])
+            kept[try row.decode(atIndex: 0)] = (
+                try row.decode(atIndex: 1), try row.decode(atIndex: 2), try row.decode(atIndex: 3)
+            )
         }
         return kept
     }

@@ -80,8 +80,9 @@ struct Index: Sendable {
             arguments: [id.rawValue])
         guard let found = try rows.next() else { return nil }
         let row = (
-            state: found[0] as String, participants: found[1] as Int, created: found[2] as Int64,
-            closed: found[3] as Int64?
+            state: try found.decode(atIndex: 0) as String, participants: try found.decode(atIndex: 1) as Int,
+            created: try found.decode(atIndex: 2) as Int64,
+            closed: try found.decode(atIndex: 3) as Int64?
         )
         let mediators = try Int64.fetchAll(
             db.cachedStatement(sql: "SELECT uid FROM case_mediators WHERE case_id = ? ORDER BY uid"),
@@ -237,25 +238,26 @@ struct Index: Sendable {
     static func decode(_ row: GRDB.Row) throws -> Row {
         do {
             // By position: name lookups are case-insensitive and cost a lowercased string per column.
-            let supersedes: String? = row[6]
-            let sealedSize: Int = row[7]
-            guard let type = RecordType(rawValue: row[2]) else {
+            let supersedes: String? = try row.decode(atIndex: 6)
+            let sealedSize: Int = try row.decode(atIndex: 7)
+            guard let type = RecordType(rawValue: try row.decode(atIndex: 2)) else {
                 throw CaseVaultError(.storageFailure, "the index holds a record of an unknown type")
             }
             let metadata = RecordMetadata(
-                id: try RecordID(row[0]),
-                caseID: try CaseID(row[1]),
+                id: try RecordID(try row.decode(atIndex: 0)),
+                caseID: try CaseID(try row.decode(atIndex: 1)),
                 type: type,
-                createdAt: row[4],
-                author: row[5],
+                createdAt: try row.decode(atIndex: 4),
+                author: try row.decode(atIndex: 5),
                 supersedes: try supersedes.map { text throws(CaseVaultError) in try RecordID(text) },
                 sealedSize: sealedSize
             )
-            guard let state = State(rawValue: row[3]) else {
+            guard let state = State(rawValue: try row.decode(atIndex: 3)) else {
                 throw CaseVaultError(.storageFailure, "the index holds a record in an unknown state")
             }
-            let location = Segments.Location(segment: row[9], offset: row[10], length: sealedSize)
-            return Row(metadata: metadata, state: state, slot: row[8], location: location)
+            let location = Segments.Location(
+                segment: try row.decode(atIndex: 9), offset: try row.decode(atIndex: 10), length: sealedSize)
+            return Row(metadata: metadata, state: state, slot: try row.decode(atIndex: 8), location: location)
         } catch {
             throw Self.malformedRow(cause: error)
         }

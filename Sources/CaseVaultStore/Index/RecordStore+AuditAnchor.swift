@@ -86,12 +86,18 @@ extension RecordStore: AuditAnchorKeeper {
     private static func decodeAnchor(_ row: GRDB.Row) throws(CaseVaultError) -> (
         anchor: AuditAnchor, nonce: [UInt8], mac: [UInt8]
     ) {
-        let seq: Int64 = row[0]
-        let hash: Data = row[1]
-        let offset: Int64 = row[2]
-        let nonce: Data = row[3]
-        let mac: Data = row[4]
-        let file: Int64 = row[5]
+        let seq: Int64
+        let hash: Data
+        let offset: Int64
+        let nonce: Data
+        let mac: Data
+        let file: Int64
+        do {
+            (seq, hash, offset) = (try row.decode(atIndex: 0), try row.decode(atIndex: 1), try row.decode(atIndex: 2))
+            (nonce, mac, file) = (try row.decode(atIndex: 3), try row.decode(atIndex: 4), try row.decode(atIndex: 5))
+        } catch {
+            throw Self.anchorDamaged()
+        }
         guard seq >= 0, offset >= 0, file >= 1, hash.count == 32, nonce.count == 16, mac.count == 32 else {
             throw Self.anchorDamaged()
         }
