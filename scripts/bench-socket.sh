@@ -78,15 +78,16 @@ done
 # Figures for scripts/bench-summary.sh when CASEVAULT_BENCH_FIGURES names a file: `name value` lines.
 figure() { if [[ -n "${CASEVAULT_BENCH_FIGURES:-}" ]]; then echo "$1 $2" >> "$CASEVAULT_BENCH_FIGURES"; fi; }
 # Runs casevault-load with the arguments after NAME, prints its line, and records its rate, p50 and p99
-# (ms) as NAME_rate, NAME_p50 and NAME_p99; leaves the number of requests answered in $answered.
+# (ms) as NAME_rate, NAME_p50 and NAME_p99, and its failed requests as NAME_failed; leaves the number of
+# requests made in $answered.
 load() {
-    local name=$1 line rate p50 p99
+    local name=$1 line rate p50 p99 failed
     shift
     line=$("$BIN/casevault-load" "$@")
     echo "$line"
-    read -r rate p50 p99 answered < <(sed -E \
-        's/.* ([0-9]+) req\/s +p50 +([0-9.]+) ms +p99 +([0-9.]+) ms +\(([0-9]+) requests.*/\1 \2 \3 \4/' <<< "$line")
+    read -r rate p50 p99 answered failed < <(sed -E 's/.* ([0-9]+) req\/s +p50 +([0-9.]+) ms +p99 +([0-9.]+) ms +\(([0-9]+) requests, ([0-9]+) failed.*/\1 \2 \3 \4 \5/' <<< "$line")
     figure "${name}_rate" "$rate"; figure "${name}_p50" "$p50"; figure "${name}_p99" "$p99"
+    figure "${name}_failed" "$failed"
 }
 # CPU time (user + system, in clock ticks) and context switches so far of every thread of the processes.
 usage() {
@@ -105,10 +106,10 @@ cost() {
     read -r t0 s0 <<< "$before"
     read -r t1 s1 <<< "$after"
     awk -v n="$answered" -v t=$((t1 - t0)) -v s=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" \
-        'BEGIN { printf "%.0f %.1f", t / hz * 1e6 / n, s / n }'
+        'BEGIN { if (n > 0) printf "%.0f %.1f", t / hz * 1e6 / n, s / n; else printf "0 0" }'
 }
 master=$(cat "$work/nginx/nginx.pid")
-nginx="$master $(pgrep -P "$master" | tr '\n' ' ')"
+nginx="$master $(pgrep -P "$master" | tr '\n' ' ' || true)"
 
 echo "Over the Unix socket, $SECS s per figure, $(nproc) cores (load generator on the same machine)"
 for conn in 1 16; do

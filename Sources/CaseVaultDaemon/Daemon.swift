@@ -24,10 +24,15 @@ public enum Daemon {
     /// Makes the event loops that serve the socket Swift's global executor too, so that a request's
     /// handler runs on the loop its connection reads on instead of hopping to the cooperative pool and
     /// back (two thread switches per request). Call once, first thing in `main`, before anything async.
-    /// What blocks (flushes, fsyncs, Argon2id, a backup's stream) runs on the daemon's own blocking pool.
+    /// What may block for long (a store's flush, Argon2id, a backup's stream, a user-name lookup) runs on
+    /// the daemon's blocking pool; the audit log's rotations and directory flushes on its writer queue.
     public static func takeOverConcurrency() {
-        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        let installed = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        Self.loopsRunTasks.store(installed, ordering: .relaxed)
     }
+
+    /// Whether `takeOverConcurrency` installed the loops as the executor (logged at start when not).
+    private static let loopsRunTasks = Atomic<Bool>(false)
 
     /// Runs the daemon until it is stopped. If it cannot start, clients already waiting on a socket systemd
     /// passed are answered with a 503 problem before the error is thrown (`SystemdSocket.refuseWaiting`).
@@ -66,6 +71,9 @@ public enum Daemon {
         let roleMap = try configuration.roleMap()
         let storeConfiguration = try configuration.storeConfiguration(relativeTo: base)
         let serverConfiguration = try configuration.serverConfiguration(relativeTo: base)
+        if !Self.loopsRunTasks.load(ordering: .relaxed) {
+            logger.notice("requests run on Swift's cooperative pool: the event loops could not be made its executor")
+        }
         if configuration.testing.clockFile != nil {
             logger.warning("testing.clock_file is set: the daemon's clock reads a file; never set it on a real host")
         }

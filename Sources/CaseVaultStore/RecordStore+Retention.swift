@@ -28,7 +28,7 @@ extension RecordStore {
         try self.index.read { db in try Index.holds(db) }.map { row throws(CaseVaultError) in
             SealedHold(
                 id: try HoldID(row.id), caseID: try CaseID(row.caseID), placedAt: row.placedAt,
-                placedBy: Authority(uid: row.uid.map { UInt32($0) }, role: row.role),
+                placedBy: Authority(uid: row.uid, role: row.role),
                 sealedReason: [UInt8](row.sealedReason)
             )
         }

@@ -25,6 +25,8 @@ struct Bench: ParsableCommand {
     var directory: String = NSTemporaryDirectory()
     @Option(help: "Expired records the disposal sweep benchmark removes.") var sweepRecords = 100_000
     @Option(help: "Records in the vault where the sweep finds nothing to do.") var idleRecords = 1_000_000
+    @Option(help: "Threads putting records while the sweep runs, each put timed (0: the sweep alone).")
+    var sweepWriters = 4
     @Option(help: "Records a sweep disposes per batch (retention.sweep_batch).") var sweepBatch = StoreConfiguration
         .defaultSweepBatch
     @Flag(help: "Only the sweep figures.") var sweepOnly = false

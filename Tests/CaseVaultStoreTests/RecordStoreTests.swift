@@ -65,7 +65,7 @@ struct RecordStoreTests {
     }
 
     @Test(
-        "a record row damaged in the index (an unknown type or state, an id that is not one, a slot or a time that is not a number) answers storage-failure, and its neighbours still read"
+        "a record row damaged in the index (an unknown type or state, an id that is not one, a slot or a time that is not a number, a negative size, a blob for a name) answers storage-failure, and its neighbours still read"
     )
     func damagedRowsRefuseToRead() throws {
         let vault = TestVault()
@@ -75,7 +75,7 @@ struct RecordStoreTests {
         ).id
         let damages = [
             "type = 'memo'", "state = 'gone'", "id = 'not-an-id'", "case_id = 'nine'", "slot = 'x'",
-            "created_at = 'noon'", "supersedes = 'zz'",
+            "created_at = 'noon'", "supersedes = 'zz'", "sealed_size = -5", "author = x'41'",
         ]
         var damaged: [(String, RecordID)] = []
         for damage in damages {

@@ -44,12 +44,13 @@ extension AuditLog {
         return Receipt(batch: try result.get())
     }
 
-    /// The fast path: when the writer is idle, the caller writes its entry itself (one `pwrite`), saving
+    /// The fast path: when the writer is idle and no rotation or directory flush is due (`heavyNext`), the
+    /// caller writes its entry itself (one `pwrite`), saving
     /// two thread hops. `nil` when the writer is busy: the caller then queues, with the deadline. A caller
     /// stuck here in a `pwrite` (a hung disk) holds the lead, so the others queue and are refused in time.
     private func writeInline(_ entry: AuditEntry, waiting: Bool = true) -> Result<UInt64, CaseVaultError>? {
         let lead = self.shared.withLock { state -> AuditSigner?? in
-            guard !state.closed, !state.draining, state.pending.isEmpty else { return .none }
+            guard !state.closed, !state.draining, state.pending.isEmpty, !state.heavyNext else { return .none }
             state.draining = true
             return .some(state.signer)
         }
@@ -204,9 +205,15 @@ extension AuditLog {
         var flushWaiters: [Waiter] = []
         var grew = false
         var rotationFailure: String??
+        var heavyNext = true
+        defer { self.shared.withLock { $0.heavyNext = heavyNext } }
         let result = self.chain.withLock {
             chain -> Result<(checkpoint: AuditAnchor?, tail: AuditAnchor), CaseVaultError> in
             var checkpoint: AuditAnchor?
+            defer {
+                let due = (self.retention.rotateBytes > 0 && chain.end >= self.retention.rotateBytes) || chain.rotateNow
+                heavyNext = (due && chain.seq >= chain.rotateAfter) || chain.directoryUnflushed || chain.unusable != nil
+            }
             // A rotation whose new names may not be durable yet: nothing goes into the new file until they are.
             if let unusable = chain.unusable {
                 return .failure(CaseVaultError(.storageFailure, unusable))

@@ -71,6 +71,10 @@ public final class AuditLog: FlushRider {
         var rideFailures: UInt64 = 0
         var pending: [Pending] = []
         var draining = false
+        /// The next batch may rotate the log or flush its directory (fsyncs that can take long): it is then
+        /// left to the writer's queue rather than written by a request's task (`writeInline`), which runs on
+        /// an event loop. True until the first batch has looked.
+        var heavyNext = true
         var signer: AuditSigner?
         var writeFailure: String?
         var syncFailure: String?

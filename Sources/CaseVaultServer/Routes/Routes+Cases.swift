@@ -61,26 +61,28 @@ extension Routes {
     func openCase(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let body = try await request.jsonObject(self.configuration)
         try body.onlyFields(["participants", "mediators"])
-        let mediators = body["mediators"] == nil ? [] : try Users.uids(body, field: "mediators")
         let participants = try body.require(
             "participants", "a list of 2 to 20 participants, each an object with a non-empty name")
         let header = JSONValue.object(["participants": participants]).encoded()
         let author = context.author
-        let summary = try await self.runSealed { vault throws(CaseVaultError) in
+        // User names are looked up on the pool: with sssd or LDAP a lookup may wait on a directory server.
+        let view = try await self.runSealed { vault throws(CaseVaultError) in
+            let mediators = body["mediators"] == nil ? [] : try Users.uids(body, field: "mediators")
             try Self.requireOnRoster(mediators, vault.storage)
-            return try vault.openCase(header: header, mediators: mediators, author: author)
+            return CaseView(try vault.openCase(header: header, mediators: mediators, author: author))
         }
-        context.audit?.created("case_id", summary.id.rawValue)
-        return try JSONResponse.make(CaseView(summary), status: .created)
+        context.audit?.created("case_id", view.caseID)
+        return try JSONResponse.make(view, status: .created)
     }
 
     /// `GET /v1/cases/{case_id}`: state, participant ids, mediators and the live records' metadata.
     func readCase(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let id = try self.caseID(context)
-        let (summary, records) = try await self.run { store throws(CaseVaultError) in
-            (try Self.authorize(.readCase, case: id, context, store).summary, try store.records(caseID: id))
+        let view = try await self.run { store throws(CaseVaultError) in
+            let summary = try Self.authorize(.readCase, case: id, context, store).summary
+            return CaseView(summary, records: try store.records(caseID: id).filter { $0.type != .caseHeader })
         }
-        return try JSONResponse.make(CaseView(summary, records: records.filter { $0.type != .caseHeader }))
+        return try JSONResponse.make(view)
     }
 
     /// `GET /v1/cases/{case_id}/participants`: the sealed case header, opened.
@@ -187,13 +189,13 @@ extension Routes {
         let id = try self.caseID(context)
         let body = try await request.jsonObject(self.configuration)
         try body.onlyFields(["mediators"])
-        let mediators = try Users.uids(body, field: "mediators")
-        let summary = try await self.run { store throws(CaseVaultError) in
+        let view = try await self.run { store throws(CaseVaultError) in
+            let mediators = try Users.uids(body, field: "mediators")
             try Self.requireOnRoster(mediators, store)
             try store.assignMediators(id, mediators)
-            return try store.caseSummary(id)
+            return CaseView(try store.caseSummary(id))
         }
-        return try JSONResponse.make(CaseView(summary))
+        return try JSONResponse.make(view)
     }
 
     static func requireOnRoster(_ uids: [UInt32], _ store: RecordStore) throws(CaseVaultError) {

@@ -21,40 +21,51 @@ extension Routes {
     }
 
     /// The `{user}` of the path, percent-decoded (`uid%3A4002` is `uid:4002`); a malformed escape is
-    /// an invalid identifier.
-    func user(_ context: CaseVaultContext) throws(CaseVaultError) -> UInt32 {
+    /// an invalid identifier. Its uid is looked up by `Users.uid`, on the pool (a name lookup may wait on
+    /// a directory server).
+    func user(_ context: CaseVaultContext) throws(CaseVaultError) -> String {
         guard let user = (context.parameters.get("user") ?? "").removingPercentEncoding else {
             throw CaseVaultError(.invalidIdentifier, "a mediator is uid:N or the name of a user this system knows")
         }
-        return try Users.uid(user)
+        return user
     }
 
     /// `GET /v1/roster/mediators`.
     func listRoster(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        let uids = try await self.run { store throws(CaseVaultError) in try store.roster() }
-        return try JSONResponse.make(Roster(mediators: uids.map(RosterEntry.init)))
+        let roster = try await self.run { store throws(CaseVaultError) in
+            Roster(mediators: try store.roster().map(RosterEntry.init))
+        }
+        return try JSONResponse.make(roster)
     }
 
     /// `GET /v1/roster/mediators/{user}`: 404 when the user is not on the roster.
     func readRosterEntry(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        let uid = try self.user(context)
-        guard try await self.run({ store throws(CaseVaultError) in try store.isOnRoster(uid) }) else {
+        let user = try self.user(context)
+        let entry = try await self.run { store throws(CaseVaultError) -> RosterEntry? in
+            let uid = try Users.uid(user)
+            return try store.isOnRoster(uid) ? RosterEntry(uid) : nil
+        }
+        guard let entry else {
             throw CaseVaultError(.notFound, "this user is not on the mediator roster")
         }
-        return try JSONResponse.make(RosterEntry(uid))
+        return try JSONResponse.make(entry)
     }
 
     /// `PUT /v1/roster/mediators/{user}`: 201 when added, 200 when already there.
     func addToRoster(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        let uid = try self.user(context)
-        let added = try await self.run { store throws(CaseVaultError) in try store.addToRoster(uid) }
-        return try JSONResponse.make(RosterEntry(uid), status: added ? .created : .ok)
+        let user = try self.user(context)
+        let (entry, added) = try await self.run { store throws(CaseVaultError) in
+            let uid = try Users.uid(user)
+            return (RosterEntry(uid), try store.addToRoster(uid))
+        }
+        return try JSONResponse.make(entry, status: added ? .created : .ok)
     }
 
     /// `DELETE /v1/roster/mediators/{user}`: 204; 404 when the user was not on the roster.
     func removeFromRoster(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        let uid = try self.user(context)
-        guard try await self.run({ store throws(CaseVaultError) in try store.removeFromRoster(uid) }) else {
+        let user = try self.user(context)
+        guard try await self.run({ store throws(CaseVaultError) in try store.removeFromRoster(try Users.uid(user)) })
+        else {
             throw CaseVaultError(.notFound, "this user is not on the mediator roster")
         }
         return Response(status: .noContent)

@@ -48,9 +48,12 @@ extension Index {
                 )
                 .map { row in
                     (
-                        try RecordID(row["id"] as String), row["slot"] as Int64,
+                        try RecordID(try row.decode(forColumn: "id") as String),
+                        try row.decode(forColumn: "slot") as Int64,
                         Segments.Location(
-                            segment: UInt32(row["segment"] as Int64), offset: row["offset"], length: row["sealed_size"])
+                            segment: try row.decode(forColumn: "segment") as UInt32,
+                            offset: try row.decode(forColumn: "offset"),
+                            length: try row.decode(forColumn: "sealed_size"))
                     )
                 }
             }

@@ -77,7 +77,7 @@ extension Index {
 
     /// The uids on the mediator roster, in ascending order.
     static func rosterUIDs(_ db: Database) throws -> [UInt32] {
-        try Int64.fetchAll(db, sql: "SELECT uid FROM roster ORDER BY uid").map { UInt32($0) }
+        try UInt32.fetchAll(db, sql: "SELECT uid FROM roster ORDER BY uid")
     }
 
     /// Whether `uid` is on the mediator roster.

@@ -16,8 +16,12 @@ extension Index {
     static func lookupRow(_ db: Database, id: RecordID) throws -> Row? {
         let statement = try db.cachedStatement(sql: Self.pointLookup)
         let handle = statement.sqliteStatement
-        // Reset whatever happens, so that the read ends with the lookup rather than with the next one.
-        defer { sqlite3_reset(handle) }
+        // Reset whatever happens, so that the read ends with the lookup rather than with the next one, and
+        // unbind the text, which does not outlive this call.
+        defer {
+            sqlite3_reset(handle)
+            sqlite3_clear_bindings(handle)
+        }
         return try id.rawValue.withCString { text -> Row? in
             // SQLITE_STATIC (no destructor): the text outlives the step, which is the only use of it.
             guard sqlite3_bind_text(handle, 1, text, -1, nil) == SQLITE_OK else {
@@ -52,7 +56,8 @@ extension Index {
         do throws(CaseVaultError) {
             guard let id = text(0), let caseID = text(1), let typeName = text(2), let stateName = text(3),
                 let type = RecordType(rawValue: typeName), let state = State(rawValue: stateName),
-                [4, 7, 8, 9, 10].allSatisfy({ sqlite3_column_type(handle, $0) == SQLITE_INTEGER })
+                [4, 7, 8, 9, 10].allSatisfy({ sqlite3_column_type(handle, $0) == SQLITE_INTEGER }),
+                [5, 6].allSatisfy({ [SQLITE_TEXT, SQLITE_NULL].contains(sqlite3_column_type(handle, $0)) })
             else {
                 throw Self.malformedRow()
             }
@@ -66,7 +71,8 @@ extension Index {
                 supersedes: try text(6).map { text throws(CaseVaultError) in try RecordID(text) },
                 sealedSize: sealedSize
             )
-            let location = Segments.Location(segment: UInt32(integer(9)), offset: integer(10), length: sealedSize)
+            guard let segment = UInt32(exactly: integer(9)) else { throw Self.malformedRow() }
+            let location = try Self.location(segment: segment, offset: integer(10), length: sealedSize)
             return Row(metadata: metadata, state: state, slot: integer(8), location: location)
         } catch {
             throw Self.malformedRow(cause: error)

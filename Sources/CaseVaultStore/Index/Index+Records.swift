@@ -33,7 +33,7 @@ extension Index {
 
     /// The epochs a rotation retired.
     static func retiredEpochs(_ db: Database) throws -> [UInt32] {
-        try Int64.fetchAll(db, sql: "SELECT epoch FROM epochs WHERE retired_at IS NOT NULL").map { UInt32($0) }
+        try UInt32.fetchAll(db, sql: "SELECT epoch FROM epochs WHERE retired_at IS NOT NULL")
     }
 
     /// Whether the index answers a trivial query (the watchdog's question).

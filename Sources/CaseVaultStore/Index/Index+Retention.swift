@@ -11,7 +11,7 @@ extension Index {
         var id: String
         var caseID: String
         var placedAt: Int64
-        var uid: Int64?
+        var uid: UInt32?
         var role: String
         var sealedReason: Data
     }

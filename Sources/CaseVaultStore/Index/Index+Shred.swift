@@ -113,7 +113,7 @@ extension Index {
                     orders[orderID] = ShredOrder(
                         method: ShredMethod(rawValue: try row.decode(atIndex: 0)) ?? .recovery,
                         authority: Authority(
-                            uid: (try row.decode(atIndex: 1) as Int64?).map { UInt32($0) },
+                            uid: try row.decode(atIndex: 1) as UInt32?,
                             role: try row.decode(atIndex: 2)),
                         reason: try row.decode(atIndex: 3)
                     )

@@ -84,7 +84,7 @@ struct Index: Sendable {
             created: try found.decode(atIndex: 2) as Int64,
             closed: try found.decode(atIndex: 3) as Int64?
         )
-        let mediators = try Int64.fetchAll(
+        let mediators = try UInt32.fetchAll(
             db.cachedStatement(sql: "SELECT uid FROM case_mediators WHERE case_id = ? ORDER BY uid"),
             arguments: [id.rawValue]
         )
@@ -92,7 +92,7 @@ struct Index: Sendable {
             throw CaseVaultError(.storageFailure, "the index holds a case in an unknown state")
         }
         return CaseSummary(
-            id: id, state: state, participantCount: row.participants, mediators: mediators.map { UInt32($0) },
+            id: id, state: state, participantCount: row.participants, mediators: mediators,
             createdAt: row.created, closedAt: row.closed
         )
     }
@@ -204,13 +204,16 @@ struct Index: Sendable {
 
     /// The writer's state as the index records it: the free list, the high-water mark and the segment cursor.
     static func writerState(_ db: Database) throws -> RecordStore.WriterState {
-        RecordStore.WriterState(
+        guard let segment = UInt32(exactly: try Self.meta(db, "segment_current")) else {
+            throw CaseVaultError(.storageFailure, "the index's segment cursor is out of range")
+        }
+        return RecordStore.WriterState(
             slots: SlotAllocator(
                 free: try Int64.fetchAll(db, sql: "SELECT slot FROM free_slots ORDER BY slot DESC"),
                 highWater: try Self.meta(db, "slot_high_water")
             ),
             cursor: Segments.Cursor(
-                segment: UInt32(try Self.meta(db, "segment_current")), end: try Self.meta(db, "segment_end"))
+                segment: segment, end: try Self.meta(db, "segment_end"))
         )
     }
 
@@ -255,12 +258,19 @@ struct Index: Sendable {
             guard let state = State(rawValue: try row.decode(atIndex: 3)) else {
                 throw CaseVaultError(.storageFailure, "the index holds a record in an unknown state")
             }
-            let location = Segments.Location(
+            let location = try Self.location(
                 segment: try row.decode(atIndex: 9), offset: try row.decode(atIndex: 10), length: sealedSize)
             return Row(metadata: metadata, state: state, slot: try row.decode(atIndex: 8), location: location)
         } catch {
             throw Self.malformedRow(cause: error)
         }
+    }
+
+    /// A blob's place as a row gives it, checked: a length or offset no put writes is damage, and would
+    /// otherwise reach a read's allocation.
+    static func location(segment: UInt32, offset: Int64, length: Int) throws(CaseVaultError) -> Segments.Location {
+        guard offset >= 0, length > 0, length <= Int(Int32.max) else { throw Self.malformedRow() }
+        return Segments.Location(segment: segment, offset: offset, length: length)
     }
 
     /// A record row that does not decode.
@@ -279,6 +289,6 @@ struct Index: Sendable {
     }
 
     static func currentEpoch(_ db: Database) throws -> UInt32 {
-        UInt32(try Int64.fetchOne(db, sql: "SELECT max(epoch) FROM epochs WHERE retired_at IS NULL") ?? 1)
+        try UInt32.fetchOne(db, sql: "SELECT max(epoch) FROM epochs WHERE retired_at IS NULL") ?? 1
     }
 }

@@ -62,12 +62,19 @@ final class Segments: Sendable {
         return self.path + "/" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits
     }
 
-    private func file(_ segment: UInt32) throws(CaseVaultError) -> PosixFile {
+    /// The open file of `segment`, created unless `create` is false (a read: a segment the index names and
+    /// the disk does not have is damage, and is not made, on a request's task, at a reader's word).
+    private func file(_ segment: UInt32, create: Bool = true) throws(CaseVaultError) -> PosixFile {
         if let file = self.open.withLock({ $0[segment] }) {
             return file
         }
         let path = self.filePath(segment)
         let created = !DataDirectory.exists(path)
+        if created, !create {
+            throw CaseVaultError(
+                .storageFailure,
+                "the index names a segment file that is missing; restore the data directory from a backup")
+        }
         let file = try PosixFile(path: path, flags: O_RDWR | O_CREAT, mode: 0o600)
         try DataDirectory.checkPrivate(try file.status(), path: path, isDirectory: false)
         if created {
@@ -83,7 +90,7 @@ final class Segments: Sendable {
     }
 
     func read(_ location: Location) throws(CaseVaultError) -> [UInt8] {
-        try self.file(location.segment).read(count: location.length, at: location.offset)
+        try self.file(location.segment, create: false).read(count: location.length, at: location.offset)
     }
 
     func write(_ bytes: [UInt8], at location: Location) throws(CaseVaultError) {

@@ -116,17 +116,25 @@ extension RecordStore {
                 }
                 rows = marked
             case .overwriteKeySlots:
-                try self.asWriter { () throws(CaseVaultError) in
+                if rows == nil {
                     // A resumed shred: the records found marked.
-                    if rows == nil { rows = try select().rows }
-                    let marked = rows ?? []
-                    guard !marked.isEmpty else { return }
-                    // In file order, so that the flush writes runs of blocks rather than scattered ones.
-                    for slot in marked.map(\.slot).sorted() {
-                        try self.slots.scrub(slot)
+                    rows = try self.asWriter { () throws(CaseVaultError) in try select().rows }
+                }
+                // In file order, so that the flush writes runs of blocks rather than scattered ones.
+                var slots = (rows ?? []).map(\.slot).sorted()[...]
+                while !slots.isEmpty {
+                    try self.asWriter { () throws(CaseVaultError) in
+                        repeat {
+                            let section = slots.prefix(Self.shredSection)
+                            slots = slots.dropFirst(section.count)
+                            for slot in section {
+                                try self.slots.scrub(slot)
+                            }
+                        } while !slots.isEmpty && !self.writes.hasWaiting
+                        // Flushed before a put may flush the same file (see the blobs' overwrite below).
+                        try self.slots.flush()
+                        if slots.isEmpty { self.observe(.shredAfterSlotOverwrite) }
                     }
-                    try self.slots.flush()
-                    self.observe(.shredAfterSlotOverwrite)
                 }
             case .destroyCiphertext:
                 let rows = rows ?? []
