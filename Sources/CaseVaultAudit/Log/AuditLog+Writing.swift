@@ -45,9 +45,9 @@ extension AuditLog {
     }
 
     /// The fast path: when the writer is idle and no rotation or directory flush is due (`heavyNext`), the
-    /// caller writes its entry itself (one `pwrite`), saving
-    /// two thread hops. `nil` when the writer is busy: the caller then queues, with the deadline. A caller
-    /// stuck here in a `pwrite` (a hung disk) holds the lead, so the others queue and are refused in time.
+    /// caller writes its entry itself (one `pwrite`), saving two thread hops. `nil` when the writer is busy:
+    /// the caller then queues, with the deadline. A caller stuck here in a `pwrite` (a hung disk) holds the
+    /// lead, so the others queue and are refused in time.
     private func writeInline(_ entry: AuditEntry, waiting: Bool = true) -> Result<UInt64, CaseVaultError>? {
         let lead = self.shared.withLock { state -> AuditSigner?? in
             guard !state.closed, !state.draining, state.pending.isEmpty, !state.heavyNext else { return .none }

@@ -16,14 +16,13 @@ extension Index {
     static func lookupRow(_ db: Database, id: RecordID) throws -> Row? {
         let statement = try db.cachedStatement(sql: Self.pointLookup)
         let handle = statement.sqliteStatement
-        // Reset whatever happens, so that the read ends with the lookup rather than with the next one, and
-        // unbind the text, which does not outlive this call.
-        defer {
-            sqlite3_reset(handle)
-            sqlite3_clear_bindings(handle)
-        }
         return try id.rawValue.withCString { text -> Row? in
-            // SQLITE_STATIC (no destructor): the text outlives the step, which is the only use of it.
+            // Reset whatever happens, so that the read ends with the lookup rather than with the next one,
+            // and unbound before the text goes: SQLITE_STATIC (no destructor) binds it where it lies.
+            defer {
+                sqlite3_reset(handle)
+                sqlite3_clear_bindings(handle)
+            }
             guard sqlite3_bind_text(handle, 1, text, -1, nil) == SQLITE_OK else {
                 throw Self.stepFailure(db, sql: Self.pointLookup)
             }
