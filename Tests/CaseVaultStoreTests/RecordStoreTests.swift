@@ -64,37 +64,48 @@ struct RecordStoreTests {
         }
     }
 
+    /// A store in `vault` with one case and `count` intake forms filed in it.
+    static func storeWithForms(_ vault: TestVault, count: Int) throws -> (RecordStore, CaseID, [RecordID]) {
+        let store = try vault.open()
+        let caseID = try store.sealed.openCase(
+            header: Samples.content(.caseHeader, marker: "names"), mediators: [], author: nil
+        ).id
+        let filed = try (0..<count).map { _ in
+            try store.sealed.put(
+                NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "d"))
+            ).id
+        }
+        return (store, caseID, filed)
+    }
+
+    /// Sets, in the index of `vault`'s closed store, each record's row as its `SET` clause says.
+    static func damage(_ vault: TestVault, _ damages: [(set: String, id: RecordID)]) throws {
+        let index = try DatabaseQueue(path: vault.data + "/index.sqlite")
+        try index.write { db in
+            try db.execute(sql: "PRAGMA ignore_check_constraints = ON")
+            for (set, id) in damages {
+                try db.execute(sql: "UPDATE records SET \(set) WHERE id = ?", arguments: [id.rawValue])
+            }
+        }
+        try index.close()
+    }
+
     @Test(
         "a record row damaged in the index (an unknown type or state, an id that is not one, a slot or a time that is not a number, a negative size, a blob for a name) answers storage-failure, and its neighbours still read"
     )
     func damagedRowsRefuseToRead() throws {
         let vault = TestVault()
-        var store = try vault.open()
-        let caseID = try store.sealed.openCase(
-            header: Samples.content(.caseHeader, marker: "names"), mediators: [], author: nil
-        ).id
         let damages = [
             "type = 'memo'", "state = 'gone'", "id = 'not-an-id'", "case_id = 'nine'", "slot = 'x'",
             "created_at = 'noon'", "supersedes = 'zz'", "sealed_size = -5", "author = x'41'",
         ]
-        var damaged: [(String, RecordID)] = []
-        for damage in damages {
-            let record = try store.sealed.put(
-                NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "d")))
-            damaged.append((damage, record.id))
-        }
+        var (store, caseID, filed) = try Self.storeWithForms(vault, count: damages.count)
+        let damaged = Array(zip(damages, filed))
         let intact = try store.sealed.put(
             NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "intact")))
         store.close()
-        let index = try DatabaseQueue(path: vault.data + "/index.sqlite")
-        try index.write { db in
-            try db.execute(sql: "PRAGMA ignore_check_constraints = ON")
-            for (damage, id) in damaged {
-                // The id itself changes under "id = …": looked up afterwards by the id it was filed under.
-                try db.execute(sql: "UPDATE records SET \(damage) WHERE id = ?", arguments: [id.rawValue])
-            }
-        }
-        try index.close()
+        // The id itself changes under "id = …": looked up afterwards by the id it was filed under.
+        try Self.damage(vault, damaged)
         store = try vault.open()
         defer { store.close() }
         for (damage, id) in damaged where !damage.hasPrefix("id =") {
@@ -116,18 +127,9 @@ struct RecordStoreTests {
     )
     func damagedIndexStopsTheOpen() throws {
         let vault = TestVault()
-        let store = try vault.open()
-        let caseID = try store.sealed.openCase(
-            header: Samples.content(.caseHeader, marker: "names"), mediators: [], author: nil
-        ).id
-        let record = try store.sealed.put(
-            NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "d")))
+        let (store, _, filed) = try Self.storeWithForms(vault, count: 1)
         store.close()
-        let index = try DatabaseQueue(path: vault.data + "/index.sqlite")
-        try index.write { db in
-            try db.execute(sql: "UPDATE records SET segment = 'x' WHERE id = ?", arguments: [record.id.rawValue])
-        }
-        try index.close()
+        try Self.damage(vault, [("segment = 'x'", filed[0])])
         #expect {
             _ = try vault.open()
         } throws: { error in

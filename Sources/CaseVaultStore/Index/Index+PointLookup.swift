@@ -53,26 +53,17 @@ extension Index {
         }
         func integer(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
         do throws(CaseVaultError) {
-            guard let id = text(0), let caseID = text(1), let typeName = text(2), let stateName = text(3),
-                let type = RecordType(rawValue: typeName), let state = State(rawValue: stateName),
+            guard let id = text(0), let caseID = text(1), let type = text(2), let state = text(3),
                 [4, 7, 8, 9, 10].allSatisfy({ sqlite3_column_type(handle, $0) == SQLITE_INTEGER }),
-                [5, 6].allSatisfy({ [SQLITE_TEXT, SQLITE_NULL].contains(sqlite3_column_type(handle, $0)) })
+                [5, 6].allSatisfy({ [SQLITE_TEXT, SQLITE_NULL].contains(sqlite3_column_type(handle, $0)) }),
+                let segment = UInt32(exactly: integer(9))
             else {
                 throw Self.malformedRow()
             }
-            let sealedSize = Int(integer(7))
-            let metadata = RecordMetadata(
-                id: try RecordID(id),
-                caseID: try CaseID(caseID),
-                type: type,
-                createdAt: integer(4),
-                author: text(5),
-                supersedes: try text(6).map { text throws(CaseVaultError) in try RecordID(text) },
-                sealedSize: sealedSize
-            )
-            guard let segment = UInt32(exactly: integer(9)) else { throw Self.malformedRow() }
-            let location = try Self.location(segment: segment, offset: integer(10), length: sealedSize)
-            return Row(metadata: metadata, state: state, slot: integer(8), location: location)
+            return try Self.row(
+                id: id, caseID: caseID, type: type, state: state, createdAt: integer(4), author: text(5),
+                supersedes: text(6), sealedSize: Int(integer(7)), slot: integer(8), segment: segment,
+                offset: integer(10))
         } catch {
             throw Self.malformedRow(cause: error)
         }

@@ -149,9 +149,10 @@ struct Index: Sendable {
 
     // MARK: Queries
 
+    /// Record `id`'s row, in any connection and transaction (a get's point lookup is `lookupRow`).
     static func row(_ db: Database, id: RecordID) throws -> Row? {
         // A cursor's row reads its columns from the statement where they lie; `fetchOne` would copy every
-        // one into a row of its own first, a visible share of a get's time.
+        // one into a row of its own first.
         let rows = try GRDB.Row.fetchCursor(
             db.cachedStatement(sql: "SELECT \(Self.columns) FROM records WHERE id = ?"), arguments: [id.rawValue])
         guard let row = try rows.next() else { return nil }
@@ -241,36 +242,39 @@ struct Index: Sendable {
     static func decode(_ row: GRDB.Row) throws -> Row {
         do {
             // By position: name lookups are case-insensitive and cost a lowercased string per column.
-            let supersedes: String? = try row.decode(atIndex: 6)
-            let sealedSize: Int = try row.decode(atIndex: 7)
-            guard let type = RecordType(rawValue: try row.decode(atIndex: 2)) else {
-                throw CaseVaultError(.storageFailure, "the index holds a record of an unknown type")
-            }
-            let metadata = RecordMetadata(
-                id: try RecordID(try row.decode(atIndex: 0)),
-                caseID: try CaseID(try row.decode(atIndex: 1)),
-                type: type,
-                createdAt: try row.decode(atIndex: 4),
-                author: try row.decode(atIndex: 5),
-                supersedes: try supersedes.map { text throws(CaseVaultError) in try RecordID(text) },
-                sealedSize: sealedSize
-            )
-            guard let state = State(rawValue: try row.decode(atIndex: 3)) else {
-                throw CaseVaultError(.storageFailure, "the index holds a record in an unknown state")
-            }
-            let location = try Self.location(
-                segment: try row.decode(atIndex: 9), offset: try row.decode(atIndex: 10), length: sealedSize)
-            return Row(metadata: metadata, state: state, slot: try row.decode(atIndex: 8), location: location)
+            return try Self.row(
+                id: try row.decode(atIndex: 0), caseID: try row.decode(atIndex: 1), type: try row.decode(atIndex: 2),
+                state: try row.decode(atIndex: 3), createdAt: try row.decode(atIndex: 4),
+                author: try row.decode(atIndex: 5), supersedes: try row.decode(atIndex: 6),
+                sealedSize: try row.decode(atIndex: 7), slot: try row.decode(atIndex: 8),
+                segment: try row.decode(atIndex: 9), offset: try row.decode(atIndex: 10))
         } catch {
             throw Self.malformedRow(cause: error)
         }
     }
 
-    /// A blob's place as a row gives it, checked: a length or offset no put writes is damage, and would
-    /// otherwise reach a read's allocation.
-    static func location(segment: UInt32, offset: Int64, length: Int) throws(CaseVaultError) -> Segments.Location {
-        guard offset >= 0, length > 0, length <= Int(Int32.max) else { throw Self.malformedRow() }
-        return Segments.Location(segment: segment, offset: offset, length: length)
+    /// A record row from the values of `Index.columns`, each checked: both decoders (`decode(_:)` and the
+    /// point lookup's) end here.
+    static func row(
+        id: String, caseID: String, type: String, state: String, createdAt: Int64, author: String?,
+        supersedes: String?, sealedSize: Int, slot: Int64, segment: UInt32, offset: Int64
+    ) throws(CaseVaultError) -> Row {
+        guard let type = RecordType(rawValue: type), let state = State(rawValue: state) else {
+            throw Self.malformedRow()
+        }
+        // A length or offset no put writes is damage, and would otherwise reach a read's allocation.
+        guard offset >= 0, sealedSize > 0, sealedSize <= Int(Int32.max) else { throw Self.malformedRow() }
+        let metadata = RecordMetadata(
+            id: try RecordID(id),
+            caseID: try CaseID(caseID),
+            type: type,
+            createdAt: createdAt,
+            author: author,
+            supersedes: try supersedes.map { text throws(CaseVaultError) in try RecordID(text) },
+            sealedSize: sealedSize
+        )
+        let location = Segments.Location(segment: segment, offset: offset, length: sealedSize)
+        return Row(metadata: metadata, state: state, slot: slot, location: location)
     }
 
     /// A record row that does not decode.

@@ -124,13 +124,11 @@ extension RecordStore {
                 var slots = (rows ?? []).map(\.slot).sorted()[...]
                 while !slots.isEmpty {
                     try self.asWriter { () throws(CaseVaultError) in
-                        repeat {
-                            let section = slots.prefix(Self.shredSection)
-                            slots = slots.dropFirst(section.count)
+                        try self.whileNoPutWaits(&slots) { (section) throws(CaseVaultError) in
                             for slot in section {
                                 try self.slots.scrub(slot)
                             }
-                        } while !slots.isEmpty && !self.writes.hasWaiting
+                        }
                         // Flushed before a put may flush the same file (see the blobs' overwrite below).
                         try self.slots.flush()
                         if slots.isEmpty { self.observe(.shredAfterSlotOverwrite) }
@@ -142,16 +140,13 @@ extension RecordStore {
                 var locations = rows.map(\.location).sorted { ($0.segment, $0.offset) < ($1.segment, $1.offset) }[...]
                 while !locations.isEmpty {
                     try self.asWriter { () throws(CaseVaultError) in
-                        // Section after section while no put waits: one that comes waits for one at most.
                         var written = Set<UInt32>()
-                        repeat {
-                            let section = locations.prefix(Self.shredSection)
-                            locations = locations.dropFirst(section.count)
+                        try self.whileNoPutWaits(&locations) { (section) throws(CaseVaultError) in
                             for location in section {
                                 try self.segments.overwrite(location, from: stream)
                             }
                             written.formUnion(section.map(\.segment))
-                        } while !locations.isEmpty && !self.writes.hasWaiting
+                        }
                         // Flushed before a put may flush the same file: a write-back error of these overwrites
                         // must fail this shred, not be reported to the put and then lost to the shred.
                         try self.segments.flush(written)
@@ -187,6 +182,20 @@ extension RecordStore {
         return (rows ?? [], certificates)
     }
 
+    /// Hands `items` to `body` a section (at most `size`) at a time, taking each off `items`, and goes on to
+    /// the next section only while no put waits for the writer role: a put that comes waits for one
+    /// section at most.
+    private func whileNoPutWaits<Item, Failure: Error>(
+        _ items: inout ArraySlice<Item>, size: Int = RecordStore.shredSection,
+        _ body: (ArraySlice<Item>) throws(Failure) -> Void
+    ) throws(Failure) {
+        repeat {
+            let section = items.prefix(size)
+            items = items.dropFirst(section.count)
+            try body(section)
+        } while !items.isEmpty && !self.writes.hasWaiting
+    }
+
     /// `rows` in sections of whole cases, each of at least `shredSection` records but the last: a case's
     /// records go into one section, so that it gets one destruction certificate per shred.
     static func sections(_ rows: [Index.Row]) -> [[Index.Row]] {
@@ -214,13 +223,14 @@ extension RecordStore {
         let certificates = try self.index.write { db in
             (rest, removed) = (parts, [])
             var issued = 0
-            repeat {
-                let part = rest.removeFirst()
-                issued += try Index.issueCertificates(
-                    db, for: part.map(\.metadata), at: shreddedAt, signedWith: self.sealing.signCertificate)
-                try Index.removeShredded(db, part.map(\.metadata.id), shreddedAt: shreddedAt)
-                removed += part
-            } while !rest.isEmpty && !self.writes.hasWaiting
+            try self.whileNoPutWaits(&rest, size: 1) { sections in
+                for part in sections {
+                    issued += try Index.issueCertificates(
+                        db, for: part.map(\.metadata), at: shreddedAt, signedWith: self.sealing.signCertificate)
+                    try Index.removeShredded(db, part.map(\.metadata.id), shreddedAt: shreddedAt)
+                    removed += part
+                }
+            }
             // Orders no record still waits on.
             try Index.deleteFinishedShredOrders(db)
             return issued
