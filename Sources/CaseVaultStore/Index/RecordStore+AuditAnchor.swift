@@ -86,24 +86,22 @@ extension RecordStore: AuditAnchorKeeper {
     private static func decodeAnchor(_ row: GRDB.Row) throws(CaseVaultError) -> (
         anchor: AuditAnchor, nonce: [UInt8], mac: [UInt8]
     ) {
-        let seq: Int64
-        let hash: Data
-        let offset: Int64
-        let nonce: Data
-        let mac: Data
-        let file: Int64
+        let f: (seq: Int64, hash: Data, offset: Int64, nonce: Data, mac: Data, file: Int64)
         do {
-            (seq, hash, offset) = (try row.decode(atIndex: 0), try row.decode(atIndex: 1), try row.decode(atIndex: 2))
-            (nonce, mac, file) = (try row.decode(atIndex: 3), try row.decode(atIndex: 4), try row.decode(atIndex: 5))
+            f = (
+                try row.decode(atIndex: 0), try row.decode(atIndex: 1), try row.decode(atIndex: 2),
+                try row.decode(atIndex: 3), try row.decode(atIndex: 4), try row.decode(atIndex: 5)
+            )
         } catch {
             throw Self.anchorDamaged()
         }
-        guard seq >= 0, offset >= 0, file >= 1, hash.count == 32, nonce.count == 16, mac.count == 32 else {
+        guard f.seq >= 0, f.offset >= 0, f.file >= 1, f.hash.count == 32, f.nonce.count == 16, f.mac.count == 32
+        else {
             throw Self.anchorDamaged()
         }
         return (
-            AuditAnchor(seq: UInt64(seq), hash: [UInt8](hash), offset: offset, file: UInt64(file)), [UInt8](nonce),
-            [UInt8](mac)
+            AuditAnchor(seq: UInt64(f.seq), hash: [UInt8](f.hash), offset: f.offset, file: UInt64(f.file)),
+            [UInt8](f.nonce), [UInt8](f.mac)
         )
     }
 
