@@ -5,13 +5,20 @@ internal import Synchronization
 
 extension RecordStore {
     /// Brings the data directory back to a state every invariant holds in, after a crash at any instant:
-    /// 1. every record left `shredding` is shredded to the end;
+    /// 1. every record left `shredding` is shredded to the end, and every shred order certified: a sweep's
+    ///    order, left open by a crash, is closed;
     /// 2. every slot no record owns (freed, or past the high-water mark) that still looks like a wrapped key
     ///    is scrubbed: it belonged to a put that crashed before its commit;
     /// 3. segment bytes past the committed end (blobs of those same puts) are overwritten and cut off.
     /// Each costs in proportion to what a crash can leave, not to the size of the vault.
     func recover() throws(CaseVaultError) {
         _ = try self.asShredder { () throws(CaseVaultError) in
+            try self.asWriter { () throws(CaseVaultError) in
+                try self.index.write { db in
+                    try Index.closeOpenShredOrders(db)
+                    _ = try Index.finishShredOrders(db, at: self.now(), signedWith: self.sealing.signCertificate)
+                }
+            }
             try self.finishPendingShreds()
         }
         try self.asWriter { () throws(CaseVaultError) in

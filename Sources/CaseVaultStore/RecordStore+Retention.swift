@@ -72,6 +72,7 @@ extension RecordStore {
 extension RecordStore {
     /// A record whose retention has run out.
     struct Due {
+        var seq: Int64
         var id: String
         var caseID: String
         var type: RecordType
@@ -81,16 +82,23 @@ extension RecordStore {
     /// Disposes, by the shred protocol and in batches of `configuration.sweepBatch`, every record whose
     /// retention (`configuration.retention`) has run out at the store's clock and that no hold covers.
     /// Idempotent: a second sweep at the same time finds nothing. After a crash, the store's recovery
-    /// finishes the batch that was marked, with its certificate, and the next sweep does the rest.
+    /// finishes the batch that was marked and certifies what the sweep shredded, and the next sweep does
+    /// the rest.
+    ///
+    /// The batches go in the index's order, not case by case: a case's records lie among every other
+    /// case's, and a batch of neighbours rewrites a few index pages and runs of segment blocks where a
+    /// batch of whole cases rewrites a page and a block per record. The sweep's batches share one order,
+    /// open until the sweep ends, so that a case still gets one certificate per sweep.
     ///
     /// `limit` stops after about that many disposals (whole batches), for a caller that shows progress;
-    /// the report then says it is not complete. `progress` is called after each batch.
+    /// the report then says it is not complete.
     package func sweep(
         dryRun: Bool = false,
         limit: Int? = nil,
-        authority: Authority = .daemon,
-        progress: (SweepReport) -> Void = { _ in }
+        authority: Authority = .daemon
     ) throws(CaseVaultError) -> SweepReport {
+        self.sweeping.lock()
+        defer { self.sweeping.unlock() }
         let now = self.now()
         var report = SweepReport(dryRun: dryRun, asOf: now)
         let (due, held) = try self.index.read { db in
@@ -112,11 +120,38 @@ extension RecordStore {
             }
             return report
         }
-        // A case's records together, so that each case gets one certificate per sweep rather than one per batch
-        // it is spread over.
-        disposable.sort { ($0.caseID, $0.type.rawValue, $0.id) < ($1.caseID, $1.type.rawValue, $1.id) }
+        guard !disposable.isEmpty else { return report }
+        disposable.sort { $0.seq < $1.seq }
         let batchSize = max(1, self.configuration.sweepBatch)
         let order = ShredOrder(method: .retentionSweep, authority: authority, reason: "retention_expired")
+        let orderID = try self.asWriter { () throws(CaseVaultError) in
+            try self.index.write { db in try Index.insertShredOrder(db, order, open: true) }
+        }
+        do {
+            try self.sweepBatches(disposable, batchSize: batchSize, orderID: orderID, limit: limit, into: &report)
+        } catch {
+            // What the batches shredded is certified now; records a failed batch left marked are, once a later
+            // shred or the next open finishes them.
+            _ = try? self.closeSweepOrder(orderID)
+            throw error
+        }
+        report.certificates += try self.closeSweepOrder(orderID)
+        let totals = report.totals
+        self.logger.info(
+            "retention sweep",
+            metadata: [
+                "records.disposed": "\(totals.disposed)", "records.held_back": "\(totals.heldBack)",
+                "records.already_gone": "\(totals.alreadyGone)", "sweep.complete": "\(report.complete)",
+            ]
+        )
+        return report
+    }
+
+    /// Shreds `disposable` in batches of `batchSize` under the open order `orderID`, each batch as the only
+    /// shredder, so that a shred or a hold asked for meanwhile waits for one batch at most.
+    private func sweepBatches(
+        _ disposable: [Due], batchSize: Int, orderID: Int64, limit: Int?, into report: inout SweepReport
+    ) throws(CaseVaultError) {
         var start = 0
         while start < disposable.count {
             if let limit, report.disposed >= limit {
@@ -132,17 +167,18 @@ extension RecordStore {
                 // A section's worth of the batch at a time, each looked at again as the only writer as it is
                 // marked: a shred or a hold may have come since the listing.
                 let (shredded, certificates) = try self.runShred(
-                    from: .ordered, order: order,
+                    from: .ordered, order: .existing(orderID),
                     sections: { () throws(CaseVaultError) -> (rows: [Index.Row], last: Bool) in
                         let section = batch[next..<min(next + Self.shredSection, batch.count)]
                         next += section.count
                         let (rows, heldNow) = try self.index.read { db in
-                            let found = try Index.rows(db, ids: section.map(\.id))
-                            return (section.map { found[$0.id] }, try Index.heldCases(db))
+                            let found = try Index.rows(db, seqs: section.map(\.seq))
+                            return (section.map { found[$0.seq] }, try Index.heldCases(db))
                         }
                         var shred: [Index.Row] = []
                         for (record, row) in zip(section, rows) {
-                            guard let row, row.state == .live else {
+                            // By rowid, which a record filed since the listing may have taken over.
+                            guard let row, row.metadata.id.rawValue == record.id, row.state == .live else {
                                 counts[record.type, default: .init()].alreadyGone += 1
                                 continue
                             }
@@ -161,17 +197,19 @@ extension RecordStore {
                 }
             }
             self.observe(.sweepAfterBatch)
-            progress(report)
         }
-        let totals = report.totals
-        self.logger.info(
-            "retention sweep",
-            metadata: [
-                "records.disposed": "\(totals.disposed)", "records.held_back": "\(totals.heldBack)",
-                "records.already_gone": "\(totals.alreadyGone)", "sweep.complete": "\(report.complete)",
-            ]
-        )
-        return report
+    }
+
+    /// Closes the sweep's order and certifies what it shredded: one certificate per case. Returns how many.
+    private func closeSweepOrder(_ orderID: Int64) throws(CaseVaultError) -> Int {
+        try self.asShredder { () throws(CaseVaultError) in
+            try self.asWriter { () throws(CaseVaultError) in
+                try self.index.write { db in
+                    try Index.closeShredOrder(db, orderID)
+                    return try Index.finishShredOrders(db, at: self.now(), signedWith: self.sealing.signCertificate)
+                }
+            }
+        }
     }
 
 }

@@ -32,6 +32,9 @@ package final class RecordStore: RecordStorage {
     let caseLocks = CaseLocks()
     /// Held by whoever runs a shred, from its mark to its end (`asShredder`).
     let shredder = NSLock()
+    /// Held by a retention sweep from its listing to its end: sweeps run one at a time, each the only one
+    /// adding batches to its open order.
+    let sweeping = NSLock()
     package let logger: Logger
     /// The audit log, when its entries ride on the flushes of put batches (`letRide`).
     let rider = Mutex<(any FlushRider)?>(nil)

@@ -209,8 +209,84 @@ struct RetentionTests {
     }
 }
 
+extension RetentionTests {
+    /// Three cases whose six notes each were filed in turn (so every batch holds records of every case),
+    /// due 30 days after; the ids by case.
+    static func interleavedNotes(_ store: RecordStore) throws -> [CaseID: Set<String>] {
+        let cases = try (0..<3).map { _ in try Self.openCase(store).id }
+        var notes: [CaseID: Set<String>] = [:]
+        for copy in 0..<6 {
+            for caseID in cases {
+                notes[caseID, default: []].insert(
+                    try Self.file(store, .sessionNote, in: caseID, marker: "n\(copy)").id.rawValue)
+            }
+        }
+        return notes
+    }
+
+    /// The records each certificate of `store` lists, by the case it names.
+    static func certified(_ store: RecordStore) throws -> [(caseID: String, records: Set<String>)] {
+        try store.certificates().map { document in
+            let certificate = try #require(
+                DestructionCertificate.verify(document: document, publicKey: store.certificatePublicKey))
+            #expect(certificate.method == "retention_sweep")
+            return (certificate.caseID, Set(certificate.records.map(\.recordID)))
+        }
+    }
+
+    @Test("a sweep's batches take records in the index's order, and each case still gets one certificate per sweep")
+    func oneCertificatePerCasePerSweep() throws {
+        let vault = TestVault()
+        let clock = TestClock("2020-01-01T00:00:00Z")
+        let store = try vault.open(clock: clock) { $0.sweepBatch = 4 }
+        defer { store.close() }
+        let notes = try Self.interleavedNotes(store)
+        clock.now = TestClock.parse("2020-03-01T00:00:00Z")
+
+        let report = try store.sweep()
+        #expect(report.disposed == 18 && report.certificates == 3)
+        let certified = try Self.certified(store)
+        #expect(certified.count == 3, "a case's records were split over the batches' certificates")
+        for (caseID, records) in certified {
+            #expect(notes[try CaseID(caseID)] == records, "a certificate lists exactly its case's swept records")
+        }
+    }
+}
+
 @Suite("Retention sweep crash safety")
 struct SweepCrashTests {
+    @Test(
+        "a sweep killed between its batches has what it shredded certified at the next open, one certificate per case"
+    )
+    func killedSweepIsCertifiedAtOpen() throws {
+        let vault = TestVault()
+        let clock = TestClock("2020-01-01T00:00:00Z")
+        let notes = try {
+            let store = try vault.open(clock: clock)
+            defer { store.close() }
+            return try RetentionTests.interleavedNotes(store)
+        }()
+        let sweepTime = TestClock.parse("2020-03-01T00:00:00Z")
+        let result = try Helper.run([
+            "sweep", "--data", vault.data, "--key", vault.key, "--now", "\(sweepTime)", "--batch", "4",
+            "--crash-at", CrashPoint.sweepAfterBatch.rawValue, "--crash-after-passes", "1",
+        ])
+        #expect(!result.output.contains("swept"), "the helper died after its second batch")
+
+        var configuration = vault.configuration()
+        configuration.clock = { sweepTime }
+        let store = try RecordStore.open(configuration, logger: .init(label: "test"))
+        defer { store.close() }
+        let atOpen = try RetentionTests.certified(store)
+        #expect(atOpen.count == 3, "the killed sweep's order is certified at open, one certificate per case")
+        #expect(atOpen.reduce(0) { $0 + $1.records.count } == 8, "two batches of four were shredded")
+        for (caseID, records) in atOpen {
+            #expect(records.isSubset(of: notes[try CaseID(caseID)] ?? []))
+        }
+        let rest = try store.sweep()
+        #expect(rest.disposed == 10 && rest.certificates == 3)
+    }
+
     static let cycles = max(20, Int(ProcessInfo.processInfo.environment["CASEVAULT_CRASH_CYCLES"] ?? "") ?? 20)
 
     /// A vault at 2020-01-01: 12 cases, one held, half closed, each with records of every type.

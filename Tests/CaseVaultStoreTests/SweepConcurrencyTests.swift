@@ -148,4 +148,42 @@ struct SweepConcurrencyTests {
             #expect(!(try RetentionTests.isLive(store, id)))
         }
     }
+
+    @Test(
+        "a record filed between a sweep's batches into the row number of a record shredded meanwhile is not taken for the listed one"
+    )
+    func aReusedRowNumberIsNotSwept() throws {
+        let vault = TestVault()
+        let clock = TestClock("2026-01-01T00:00:00Z")
+        let holder = Mutex<(store: RecordStore, caseID: CaseID, newest: RecordID)?>(nil)
+        let filed = Mutex<Result<RecordID, any Error>?>(nil)
+        let store = try vault.open(clock: clock) { configuration in
+            configuration.sweepBatch = 4
+            configuration.crashPointObserver = { point in
+                guard point == .sweepAfterBatch, filed.withLock({ $0 == nil }),
+                    let (store, caseID, newest) = holder.withLock({ $0 })
+                else { return }
+                // The newest row goes, so the next record filed takes its row number (SQLite's rowid).
+                filed.withLock { result in
+                    result = Result {
+                        try store.shred(newest)
+                        return try RetentionTests.file(store, .intakeForm, in: caseID, marker: "filed-meanwhile").id
+                    }
+                }
+            }
+        }
+        defer { store.close() }
+        let caseID = try RetentionTests.openCase(store).id
+        let notes = try (0..<10).map { _ in try RetentionTests.file(store, .sessionNote, in: caseID) }
+        holder.withLock { $0 = (store, caseID, notes[9].id) }
+        clock.now = TestClock.parse("2026-03-01T00:00:00Z")
+
+        let report = try store.sweep()
+        let intake = try #require(try filed.withLock { $0 }?.get())
+        #expect(report.disposed == 9 && report.totals.alreadyGone == 1)
+        #expect(try RetentionTests.isLive(store, intake), "the sweep shredded a record it never listed")
+        for note in notes {
+            #expect(!(try RetentionTests.isLive(store, note.id)))
+        }
+    }
 }

@@ -54,7 +54,7 @@ extension Index {
         func integer(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
         do throws(CaseVaultError) {
             guard let id = text(0), let caseID = text(1), let type = text(2), let state = text(3),
-                [4, 7, 8, 9, 10].allSatisfy({ sqlite3_column_type(handle, $0) == SQLITE_INTEGER }),
+                [4, 7, 8, 9, 10, 11].allSatisfy({ sqlite3_column_type(handle, $0) == SQLITE_INTEGER }),
                 [5, 6].allSatisfy({ [SQLITE_TEXT, SQLITE_NULL].contains(sqlite3_column_type(handle, $0)) }),
                 let segment = UInt32(exactly: integer(9))
             else {
@@ -63,7 +63,7 @@ extension Index {
             return try Self.row(
                 id: id, caseID: caseID, type: type, state: state, createdAt: integer(4), author: text(5),
                 supersedes: text(6), sealedSize: Int(integer(7)), slot: integer(8), segment: segment,
-                offset: integer(10))
+                offset: integer(10), seq: integer(11))
         } catch {
             throw Self.malformedRow(cause: error)
         }

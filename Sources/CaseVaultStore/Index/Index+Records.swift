@@ -10,8 +10,10 @@ extension Index {
     ) throws {
         try db.cachedStatement(
             sql: """
-                INSERT INTO records (\(Self.columns), participant)
-                VALUES (?, ?, ?, 'live', ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO records (
+                    id, case_id, type, state, created_at, author, supersedes, sealed_size, slot, segment, offset,
+                    participant
+                ) VALUES (?, ?, ?, 'live', ?, ?, ?, ?, ?, ?, ?, ?)
                 """
         ).execute(arguments: [
             record.id.rawValue, record.caseID.rawValue, record.type.rawValue, record.createdAt,

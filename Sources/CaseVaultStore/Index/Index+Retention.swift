@@ -75,7 +75,7 @@ extension Index {
         let rows = try GRDB.Row.fetchCursor(
             db,
             sql:
-                "SELECT id, case_id, state, created_at FROM records WHERE type = ? AND created_at <= ? ORDER BY created_at, seq",
+                "SELECT id, case_id, state, created_at, seq FROM records WHERE type = ? AND created_at <= ? ORDER BY created_at, seq",
             arguments: [type.rawValue, cutoff]
         )
         return try Self.due(rows, type: type, isDue: isDue)
@@ -90,7 +90,7 @@ extension Index {
         let rows = try GRDB.Row.fetchCursor(
             db,
             sql: """
-                SELECT r.id, r.case_id, r.state, c.closed_at FROM cases c JOIN records r ON r.case_id = c.id
+                SELECT r.id, r.case_id, r.state, c.closed_at, r.seq FROM cases c JOIN records r ON r.case_id = c.id
                 WHERE c.closed_at IS NOT NULL AND c.closed_at <= ? AND r.type = ?
                 ORDER BY c.closed_at, r.seq
                 """,
@@ -99,7 +99,7 @@ extension Index {
         return try Self.due(rows, type: type, isDue: isDue)
     }
 
-    /// The rows of `rows` (id, case id, state, event time) whose event time `isDue` accepts, judged as the
+    /// The rows of `rows` (id, case id, state, event time, seq) whose event time `isDue` accepts, judged as the
     /// cursor goes so that a candidate not due is never decoded further.
     private static func due(
         _ rows: RowCursor, type: RecordType, isDue: (_ eventTime: Int64) -> Bool
@@ -109,7 +109,8 @@ extension Index {
             guard isDue(try row.decode(atIndex: 3)) else { continue }
             due.append(
                 RecordStore.Due(
-                    id: try row.decode(atIndex: 0), caseID: try row.decode(atIndex: 1), type: type,
+                    seq: try row.decode(atIndex: 4), id: try row.decode(atIndex: 0), caseID: try row.decode(atIndex: 1),
+                    type: type,
                     live: (try row.decode(atIndex: 2) as String) == State.live.rawValue))
         }
         return due

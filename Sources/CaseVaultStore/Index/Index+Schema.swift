@@ -165,6 +165,25 @@ extension Index {
             // agreements filed before v9 (the sealing layer opens those).
             try db.execute(sql: "ALTER TABLE records ADD COLUMN participant BLOB")
         }
+        migrator.registerMigration("v10-certificates-at-finish") { db in
+            // A record's certificate is issued when its shred order finishes, not in the section that removes
+            // it: a shred removes its records in the index's own order (sections of neighbouring rows, not of
+            // whole cases), and a case still gets one certificate per order. `shred_certifying` holds the
+            // removed records meanwhile; an order stays `open` while a sweep adds batches to it.
+            try db.execute(
+                sql: """
+                    ALTER TABLE shred_order_list ADD COLUMN open INTEGER NOT NULL DEFAULT 0;
+                    CREATE TABLE shred_certifying (
+                        seq INTEGER PRIMARY KEY,
+                        order_id INTEGER,
+                        case_id TEXT NOT NULL,
+                        record_id TEXT NOT NULL,
+                        type TEXT NOT NULL
+                    );
+                    CREATE INDEX shred_certifying_by_order ON shred_certifying (order_id);
+                    """
+            )
+        }
         return migrator
     }
 }

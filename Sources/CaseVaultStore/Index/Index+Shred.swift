@@ -14,27 +14,63 @@ extension Index {
     @discardableResult
     static func markShredding(_ db: Database, _ ids: [RecordID], order: ShredOrder?) throws -> Int64? {
         guard !ids.isEmpty else { return nil }
-        var orderID: Int64?
-        if let order {
-            try db.cachedStatement(sql: "INSERT INTO shred_order_list (method, uid, role, reason) VALUES (?, ?, ?, ?)")
-                .execute(arguments: [
-                    order.method.rawValue, order.authority.uid.map { Int64($0) }, order.authority.role, order.reason,
-                ])
-            orderID = db.lastInsertedRowID
-        }
+        let orderID = try order.map { order in try Self.insertShredOrder(db, order, open: false) }
         try Self.markShredding(db, ids, orderID: orderID)
         return orderID
+    }
+
+    /// `markShredding(_:_:order:)` for rows already read, named by rowid.
+    @discardableResult
+    static func markShredding(_ db: Database, _ rows: [Row], order: ShredOrder?) throws -> Int64? {
+        guard !rows.isEmpty else { return nil }
+        let orderID = try order.map { order in try Self.insertShredOrder(db, order, open: false) }
+        try Self.markShredding(db, rows, orderID: orderID)
+        return orderID
+    }
+
+    /// Writes the order row of a shred and returns its id. An `open` order (a sweep's, across its batches)
+    /// is not certified until `closeShredOrder` closes it, however many of its records are already removed.
+    static func insertShredOrder(_ db: Database, _ order: ShredOrder, open: Bool) throws -> Int64 {
+        try db.cachedStatement(
+            sql: "INSERT INTO shred_order_list (method, uid, role, reason, open) VALUES (?, ?, ?, ?, ?)"
+        ).execute(arguments: [
+            order.method.rawValue, order.authority.uid.map { Int64($0) }, order.authority.role, order.reason,
+            open ? 1 : 0,
+        ])
+        return db.lastInsertedRowID
+    }
+
+    /// Closes the order `id`: once none of its records waits in `shredding`, `finishShredOrders` certifies it.
+    static func closeShredOrder(_ db: Database, _ id: Int64) throws {
+        try db.execute(sql: "UPDATE shred_order_list SET open = 0 WHERE id = ?", arguments: [id])
+    }
+
+    /// Closes every open order: at open, where no sweep runs, an open order is one a crash or a failure
+    /// interrupted.
+    static func closeOpenShredOrders(_ db: Database) throws {
+        try db.execute(sql: "UPDATE shred_order_list SET open = 0 WHERE open = 1")
     }
 
     /// Marks those of `ids` still live `shredding` under the order row `orderID` (already written; `nil`
     /// leaves each record's order as it is). A record already marked keeps the shred that marked it: a
     /// closing that lists a note a sweep has marked meanwhile does not take it over.
     static func markShredding(_ db: Database, _ ids: [RecordID], orderID: Int64?) throws {
-        try Self.inChunks(ids.map(\.rawValue)) { placeholders, arguments in
+        try Self.markShredding(db, column: "id", ids.map(\.rawValue), orderID: orderID)
+    }
+
+    /// `markShredding(_:_:orderID:)` for rows already read, named by rowid.
+    static func markShredding(_ db: Database, _ rows: [Row], orderID: Int64?) throws {
+        try Self.markShredding(db, column: "seq", rows.map(\.seq), orderID: orderID)
+    }
+
+    private static func markShredding(
+        _ db: Database, column: String, _ keys: [some DatabaseValueConvertible], orderID: Int64?
+    ) throws {
+        try Self.inChunks(keys) { placeholders, arguments in
             try db.execute(
                 sql: """
                     UPDATE records SET state = 'shredding', shred_order = coalesce(?, shred_order)
-                    WHERE state = 'live' AND id IN (\(placeholders))
+                    WHERE state = 'live' AND \(column) IN (\(placeholders))
                     """,
                 arguments: [orderID] + arguments
             )
@@ -43,98 +79,114 @@ extension Index {
 
     /// The rows of every record marked `shredding`: the shreds a failure or a crash left unfinished.
     static func shreddingRows(_ db: Database) throws -> [Row] {
-        try GRDB.Row.fetchAll(db, sql: "SELECT \(Self.columns) FROM records WHERE state = 'shredding'").map(
-            Self.decode)
+        try GRDB.Row.fetchAll(db, sql: "SELECT \(Self.columns) FROM records WHERE state = 'shredding' ORDER BY seq")
+            .map(Self.decode)
     }
 
-    /// Removes the records `ids` from the index: their slots go on the free list, and each enters the shred
-    /// ledger at `shreddedAt` with its case and type.
-    static func removeShredded(_ db: Database, _ ids: [RecordID], shreddedAt: Int64) throws {
-        try Self.inChunks(ids.map(\.rawValue)) { placeholders, arguments in
+    /// Removes the records of `rows` from the index: their slots go on the free list, each enters the shred
+    /// ledger at `shreddedAt` with its case and type, and waits in `shred_certifying` for its order to finish
+    /// (`finishShredOrders`, in the same transaction or a later one). By rowid: four statements that each
+    /// looked every record up by its id cost most of a sweep's removal.
+    static func removeShredded(_ db: Database, _ rows: [Row], shreddedAt: Int64) throws {
+        try Self.inChunks(rows.map(\.seq)) { placeholders, arguments in
             try db.execute(
                 sql:
-                    "INSERT OR IGNORE INTO free_slots (slot) SELECT slot FROM records WHERE id IN (\(placeholders))",
+                    "INSERT OR IGNORE INTO free_slots (slot) SELECT slot FROM records WHERE seq IN (\(placeholders))",
                 arguments: arguments
             )
             try db.execute(
                 sql: """
                     INSERT OR IGNORE INTO shred_ledger (record_id, case_id, type, shredded_at)
-                    SELECT id, case_id, type, ? FROM records WHERE id IN (\(placeholders))
+                    SELECT id, case_id, type, ? FROM records WHERE seq IN (\(placeholders))
                     """,
                 arguments: [shreddedAt] + arguments
             )
-            try db.execute(sql: "DELETE FROM records WHERE id IN (\(placeholders))", arguments: arguments)
+            try db.execute(
+                sql: """
+                    INSERT INTO shred_certifying (record_id, order_id, case_id, type)
+                    SELECT id, shred_order, case_id, type FROM records WHERE seq IN (\(placeholders))
+                    """,
+                arguments: arguments
+            )
+            try db.execute(sql: "DELETE FROM records WHERE seq IN (\(placeholders))", arguments: arguments)
         }
-    }
-
-    /// Deletes the shred orders no record still waits on (none of the records marked `shredding` names them).
-    static func deleteFinishedShredOrders(_ db: Database) throws {
-        try db.execute(
-            sql: """
-                DELETE FROM shred_order_list WHERE NOT EXISTS (
-                    SELECT 1 FROM records WHERE state = 'shredding' AND shred_order = shred_order_list.id
-                )
-                """
-        )
     }
 
     // MARK: Destruction certificates
 
-    /// Issues one certificate per case and order for `records`, signed with `sign`, in the transaction that
-    /// removes them from the index: no record leaves the index without its certificate. Returns how many.
-    static func issueCertificates(
-        _ db: Database,
-        for records: [RecordMetadata],
-        at time: Int64,
-        signedWith sign: ([UInt8]) -> [UInt8]
+    /// Certifies every finished shred order: one certificate per case and order, signed with `sign`, for the
+    /// records removed under it (`shred_certifying`), issued at `time`. An order is finished once it is closed
+    /// and none of its records waits in `shredding`; removed records of no order (or of an order row that is
+    /// gone) are certified at once, as shredded by recovery. Runs in the transaction that removes the last
+    /// records of an order, so no record leaves the index for good without its certificate. Returns how many.
+    static func finishShredOrders(_ db: Database, at time: Int64, signedWith sign: ([UInt8]) -> [UInt8]) throws -> Int {
+        var issued = 0
+        let finished = try GRDB.Row.fetchAll(
+            db,
+            sql: """
+                SELECT id, method, uid, role, reason FROM shred_order_list o WHERE open = 0 AND NOT EXISTS (
+                    SELECT 1 FROM records WHERE state = 'shredding' AND shred_order = o.id
+                ) ORDER BY id
+                """
+        )
+        for row in finished {
+            let orderID: Int64 = try row.decode(atIndex: 0)
+            let order = ShredOrder(
+                method: ShredMethod(rawValue: try row.decode(atIndex: 1)) ?? .recovery,
+                authority: Authority(uid: try row.decode(atIndex: 2) as UInt32?, role: try row.decode(atIndex: 3)),
+                reason: try row.decode(atIndex: 4)
+            )
+            issued += try Self.certify(
+                db, order: order, at: time, signedWith: sign,
+                records:
+                    "SELECT case_id, record_id, type FROM shred_certifying WHERE order_id = ? ORDER BY case_id, record_id",
+                arguments: [orderID])
+            try db.execute(sql: "DELETE FROM shred_certifying WHERE order_id = ?", arguments: [orderID])
+            try db.execute(sql: "DELETE FROM shred_order_list WHERE id = ?", arguments: [orderID])
+        }
+        let orphaned = "order_id IS NULL OR order_id NOT IN (SELECT id FROM shred_order_list)"
+        issued += try Self.certify(
+            db, order: ShredOrder(method: .recovery, authority: .daemon), at: time, signedWith: sign,
+            records:
+                "SELECT case_id, record_id, type FROM shred_certifying WHERE \(orphaned) ORDER BY case_id, record_id",
+            arguments: [])
+        try db.execute(sql: "DELETE FROM shred_certifying WHERE \(orphaned)")
+        return issued
+    }
+
+    /// Issues one certificate per case of the records `sql` selects (case id, record id, type; by case), all
+    /// under `order`. Returns how many.
+    private static func certify(
+        _ db: Database, order: ShredOrder, at time: Int64, signedWith sign: ([UInt8]) -> [UInt8],
+        records sql: String, arguments: StatementArguments
     ) throws -> Int {
-        var orders: [Int64: ShredOrder] = [:]
-        var groups: [String: (order: ShredOrder, caseID: CaseID, records: [(RecordID, RecordType)])] = [:]
-        var orderOf: [String: Int64] = [:]
-        try Self.inChunks(records.map(\.id.rawValue)) { placeholders, arguments in
-            for row in try GRDB.Row.fetchAll(
-                db,
-                sql: "SELECT id, shred_order FROM records WHERE shred_order IS NOT NULL AND id IN (\(placeholders))",
-                arguments: arguments
-            ) {
-                orderOf[try row.decode(atIndex: 0)] = try row.decode(atIndex: 1)
-            }
-        }
-        for record in records {
-            let orderID = orderOf[record.id.rawValue]
-            var order = ShredOrder(method: .recovery, authority: .daemon)
-            if let orderID {
-                if orders[orderID] == nil,
-                    let row = try GRDB.Row.fetchOne(
-                        db, sql: "SELECT method, uid, role, reason FROM shred_order_list WHERE id = ?",
-                        arguments: [orderID]
-                    )
-                {
-                    orders[orderID] = ShredOrder(
-                        method: ShredMethod(rawValue: try row.decode(atIndex: 0)) ?? .recovery,
-                        authority: Authority(
-                            uid: try row.decode(atIndex: 1) as UInt32?,
-                            role: try row.decode(atIndex: 2)),
-                        reason: try row.decode(atIndex: 3)
-                    )
-                }
-                order = orders[orderID] ?? order
-            }
-            let key = "\(record.caseID.rawValue)|\(orderID.map(String.init) ?? "-")"
-            groups[key, default: (order, record.caseID, [])].records.append((record.id, record.type))
-        }
-        for (_, group) in groups.sorted(by: { $0.key < $1.key }) {
+        var issued = 0
+        var current: (caseID: CaseID, records: [(RecordID, RecordType)])?
+        func issue() throws {
+            guard let group = current else { return }
             let id = CaseID(bytes: Random.bytes(count: CaseID.byteCount)).rawValue
             let certificate = DestructionCertificate(
-                id: id, caseID: group.caseID, issuedAt: Timestamp.rfc3339(time), order: group.order,
-                records: group.records
+                id: id, caseID: group.caseID, issuedAt: Timestamp.rfc3339(time), order: order, records: group.records
             )
-            let document = certificate.document(signedWith: sign)
             try db.cachedStatement(
                 sql: "INSERT INTO certificates (id, case_id, issued_at, document) VALUES (?, ?, ?, ?)"
-            ).execute(arguments: [id, group.caseID.rawValue, time, Data(document)])
+            ).execute(arguments: [id, group.caseID.rawValue, time, Data(certificate.document(signedWith: sign))])
+            issued += 1
         }
-        return groups.count
+        let rows = try GRDB.Row.fetchCursor(db, sql: sql, arguments: arguments)
+        while let row = try rows.next() {
+            let caseID = try CaseID(try row.decode(atIndex: 0) as String)
+            guard let type = RecordType(rawValue: try row.decode(atIndex: 2)) else { throw Self.malformedRow() }
+            let record = (try RecordID(try row.decode(atIndex: 1) as String), type)
+            if current?.caseID == caseID {
+                current?.records.append(record)
+            } else {
+                try issue()
+                current = (caseID, [record])
+            }
+        }
+        try issue()
+        return issued
     }
 
     /// Certificate documents, oldest first; of one case when `caseID` is given.

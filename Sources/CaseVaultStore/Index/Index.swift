@@ -5,7 +5,9 @@ internal import GRDB
 /// It never holds content, wrapped keys, names or disclosure categories.
 ///
 /// WAL mode (GRDB's `DatabasePool`: one writer, concurrent readers; point lookups on connections of their
-/// own, `LookupConnections`) with `synchronous=FULL`, so a commit is on disk when it returns; `secure_delete` so deleted rows are zeroed rather than left in free pages.
+/// own, `LookupConnections`) with `synchronous=FULL`, so a commit is on disk when it returns; `secure_delete` so
+/// deleted rows are zeroed rather than left in free pages; `temp_store=MEMORY` so a large sort (a sweep's
+/// certificates, its candidates) never spills ids into a temporary file outside the data directory.
 struct Index: Sendable {
     let pool: DatabasePool
     /// Connections of their own for point lookups (`lookup`).
@@ -21,15 +23,18 @@ struct Index: Sendable {
         var state: State
         var slot: Int64
         var location: Segments.Location
+        /// The row's place in `records` (its rowid): statements over many rows name them by it, not by id.
+        var seq: Int64
     }
 
     /// The columns `decode` reads, in its order.
-    static let columns = "id, case_id, type, state, created_at, author, supersedes, sealed_size, slot, segment, offset"
+    static let columns =
+        "id, case_id, type, state, created_at, author, supersedes, sealed_size, slot, segment, offset, seq"
 
     static func open(path: String) throws(CaseVaultError) -> Index {
         var configuration = Configuration()
         configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;")
+            try db.execute(sql: "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY;")
             if !db.configuration.readonly {
                 // The writer's page cache: SQLite's default of 2 MiB makes a sweep's batch of deletes re-read
                 // the index's pages from the kernel for every row once the vault has a few thousand records.
@@ -169,7 +174,9 @@ struct Index: Sendable {
 
     /// Runs `body` once per chunk of at most 500 ids, with the chunk's `?, ?, …` placeholders: set-based
     /// statements cost far less per row than one statement per id.
-    static func inChunks(_ ids: [String], _ body: (String, StatementArguments) throws -> Void) throws {
+    static func inChunks(
+        _ ids: [some DatabaseValueConvertible], _ body: (String, StatementArguments) throws -> Void
+    ) throws {
         var start = 0
         while start < ids.count {
             let chunk = Array(ids[start..<min(start + 500, ids.count)])
@@ -232,6 +239,21 @@ struct Index: Sendable {
         return rows
     }
 
+    /// The rows at the rowids `seqs` that exist, by rowid. A rowid is reused once its row is deleted: the
+    /// caller checks each row is the record it listed.
+    static func rows(_ db: Database, seqs: [Int64]) throws -> [Int64: Row] {
+        var rows: [Int64: Row] = [:]
+        try Self.inChunks(seqs) { placeholders, arguments in
+            let found = try GRDB.Row.fetchCursor(
+                db, sql: "SELECT \(Self.columns) FROM records WHERE seq IN (\(placeholders))", arguments: arguments)
+            while let row = try found.next() {
+                let decoded = try Self.decode(row)
+                rows[decoded.seq] = decoded
+            }
+        }
+        return rows
+    }
+
     static func isShredded(_ db: Database, id: RecordID) throws -> Bool {
         try Bool.fetchOne(
             db.cachedStatement(sql: "SELECT 1 FROM shred_ledger WHERE record_id = ?"),
@@ -247,7 +269,8 @@ struct Index: Sendable {
                 state: try row.decode(atIndex: 3), createdAt: try row.decode(atIndex: 4),
                 author: try row.decode(atIndex: 5), supersedes: try row.decode(atIndex: 6),
                 sealedSize: try row.decode(atIndex: 7), slot: try row.decode(atIndex: 8),
-                segment: try row.decode(atIndex: 9), offset: try row.decode(atIndex: 10))
+                segment: try row.decode(atIndex: 9), offset: try row.decode(atIndex: 10),
+                seq: try row.decode(atIndex: 11))
         } catch {
             throw Self.malformedRow(cause: error)
         }
@@ -257,7 +280,7 @@ struct Index: Sendable {
     /// point lookup's) end here.
     static func row(
         id: String, caseID: String, type: String, state: String, createdAt: Int64, author: String?,
-        supersedes: String?, sealedSize: Int, slot: Int64, segment: UInt32, offset: Int64
+        supersedes: String?, sealedSize: Int, slot: Int64, segment: UInt32, offset: Int64, seq: Int64
     ) throws(CaseVaultError) -> Row {
         guard let type = RecordType(rawValue: type), let state = State(rawValue: state) else {
             throw Self.malformedRow()
@@ -274,7 +297,7 @@ struct Index: Sendable {
             sealedSize: sealedSize
         )
         let location = Segments.Location(segment: segment, offset: offset, length: sealedSize)
-        return Row(metadata: metadata, state: state, slot: slot, location: location)
+        return Row(metadata: metadata, state: state, slot: slot, location: location, seq: seq)
     }
 
     /// A record row that does not decode.

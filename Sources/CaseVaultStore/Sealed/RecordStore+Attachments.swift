@@ -42,12 +42,13 @@ extension RecordStore {
     /// Removes the attachments of shredded records (their keys are already gone with the key slots), and
     /// the partial files of uploads still under way, which then fail at their next chunk.
     func removeAttachments(_ ids: [RecordID]) throws(CaseVaultError) {
+        // One listing rather than two unlinks per record: most records have no attachment, and a sweep
+        // disposes of a hundred thousand.
+        let present = Set(try self.attachmentNames())
         var removed = false
         for id in ids {
-            for path in [
-                self.directory.attachmentsPath + "/" + id.rawValue,
-                self.directory.attachmentsPath + "/" + id.rawValue + ".partial",
-            ] {
+            for name in [id.rawValue, id.rawValue + ".partial"] where present.contains(name) {
+                let path = self.directory.attachmentsPath + "/" + name
                 if unlink(path) == 0 {
                     removed = true
                 } else if errno != ENOENT {
@@ -62,17 +63,8 @@ extension RecordStore {
 
     /// After a crash: removes unfinished uploads, and attachments whose record is gone.
     func recoverAttachments() throws(CaseVaultError) {
-        guard let handle = opendir(self.directory.attachmentsPath) else { return }
-        var names: [String] = []
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name != ".", name != ".." { names.append(name) }
-        }
-        closedir(handle)
         var orphans: [String] = []
-        for name in names {
+        for name in try self.attachmentNames() {
             if name.hasSuffix(".partial") {
                 orphans.append(name)
             } else if let id = try? RecordID(name) {
@@ -90,5 +82,23 @@ extension RecordStore {
             self.logger.notice(
                 "removed unfinished or orphaned attachments", metadata: ["files.count": "\(orphans.count)"])
         }
+    }
+
+    /// The names in the attachments directory (none when it does not exist). One that cannot be read throws:
+    /// a shred must not pass over attachments it cannot see.
+    private func attachmentNames() throws(CaseVaultError) -> [String] {
+        guard let handle = opendir(self.directory.attachmentsPath) else {
+            if errno == ENOENT { return [] }
+            throw POSIXFailure.error("opendir", path: self.directory.attachmentsPath)
+        }
+        defer { closedir(handle) }
+        var names: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != ".", name != ".." { names.append(name) }
+        }
+        return names
     }
 }

@@ -23,6 +23,24 @@ final class Segments: Sendable {
         var segment: UInt32
         var offset: Int64
         var length: Int
+
+        /// `locations` in file order, each run of regions that touch merged into one, with how many regions
+        /// it merges (at most `maxRegions`): a batch of records filed one after another is one overwrite per
+        /// `maxRegions` records, not one per record. A run never covers a byte outside the regions it merges.
+        static func runs(_ locations: [Location], maxRegions: Int) -> [(run: Location, regions: Int)] {
+            var runs: [(run: Location, regions: Int)] = []
+            for location in locations.sorted(by: { ($0.segment, $0.offset) < ($1.segment, $1.offset) }) {
+                if let last = runs.last, last.regions < maxRegions, last.run.segment == location.segment,
+                    last.run.offset + Int64(last.run.length) == location.offset
+                {
+                    runs[runs.count - 1].run.length += location.length
+                    runs[runs.count - 1].regions += 1
+                } else {
+                    runs.append((location, 1))
+                }
+            }
+            return runs
+        }
     }
 
     /// Where the next blob goes: the current segment and the end of its committed bytes.

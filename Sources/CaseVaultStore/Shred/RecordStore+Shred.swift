@@ -66,7 +66,16 @@ extension RecordStore {
         order: ShredOrder? = nil,
         _ select: () throws(CaseVaultError) -> [Index.Row]
     ) throws(CaseVaultError) -> (rows: [Index.Row], certificates: Int) {
-        try self.runShred(from: start, order: order, sections: { () throws(CaseVaultError) in (try select(), true) })
+        try self.runShred(
+            from: start, order: order.map { .new($0) }, sections: { () throws(CaseVaultError) in (try select(), true) }
+        )
+    }
+
+    /// Whom a shred marks its records for: a new order row written with its first marks, or an order row
+    /// already written (a sweep's, open across its batches).
+    enum OrderRow {
+        case new(ShredOrder)
+        case existing(Int64)
     }
 
     /// Runs the shred protocol from `start` on, as the only shredder (`asShredder`). Each step runs as the
@@ -78,36 +87,41 @@ extension RecordStore {
     /// call runs as the only writer in the section that marks what it gives, so that what it checks (the
     /// rows are live, no hold covers them) still holds when they are marked. A resumed shred (no mark)
     /// calls it once. `order` is recorded with the mark; a resumed shred finds it there. Returns the rows
-    /// shredded and the certificates issued.
+    /// shredded and the certificates issued: those of the orders its last removal finished.
     @discardableResult
     func runShred(
         from start: ShredProgress,
-        order: ShredOrder? = nil,
+        order: OrderRow? = nil,
         sections select: () throws(CaseVaultError) -> (rows: [Index.Row], last: Bool)
     ) throws(CaseVaultError) -> (rows: [Index.Row], certificates: Int) {
         var rows: [Index.Row]?
         var certificates = 0
         var progress = start
         while let step = progress.next {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            defer {
+                FileHandle.standardError.write(
+                    "STEP \(step) \((DispatchTime.now().uptimeNanoseconds - t0) / 1_000_000) ms\n".data(using: .utf8)!)
+            }
             switch step {
             case .mark:
                 var marked: [Index.Row] = []
                 var last = false
-                // One order row for the whole shred, written with its first marks: its records share it,
-                // and a case gets one certificate.
+                // One order row for the whole shred, written with its first marks unless it exists: its
+                // records share it, and a case gets one certificate.
                 var orderID: Int64?
+                if case .existing(let id) = order { orderID = id }
                 while !last {
                     try self.asWriter { () throws(CaseVaultError) in
                         let next = try select()
                         last = next.last
                         if !next.rows.isEmpty {
-                            let ids = next.rows.map(\.metadata.id)
                             orderID = try self.index.write { db in
-                                guard marked.isEmpty else {
-                                    try Index.markShredding(db, ids, orderID: orderID)
+                                guard orderID == nil, case .new(let order) = order else {
+                                    try Index.markShredding(db, next.rows, orderID: orderID)
                                     return orderID
                                 }
-                                return try Index.markShredding(db, ids, order: order)
+                                return try Index.markShredding(db, next.rows, order: order)
                             }
                             marked += next.rows
                         }
@@ -137,15 +151,16 @@ extension RecordStore {
             case .destroyCiphertext:
                 let rows = rows ?? []
                 let stream = OverwriteStream()
-                var locations = rows.map(\.location).sorted { ($0.segment, $0.offset) < ($1.segment, $1.offset) }[...]
+                var locations = Segments.Location.runs(rows.map(\.location), maxRegions: Self.shredSection)[...]
                 while !locations.isEmpty {
                     try self.asWriter { () throws(CaseVaultError) in
                         var written = Set<UInt32>()
-                        try self.whileNoPutWaits(&locations) { (section) throws(CaseVaultError) in
-                            for location in section {
-                                try self.segments.overwrite(location, from: stream)
+                        // A section counts the records its runs cover, so it writes what it did run by run.
+                        try self.whileNoPutWaits(&locations, weight: \.regions) { (section) throws(CaseVaultError) in
+                            for (run, _) in section {
+                                try self.segments.overwrite(run, from: stream)
                             }
-                            written.formUnion(section.map(\.segment))
+                            written.formUnion(section.map(\.run.segment))
                         }
                         // Flushed before a put may flush the same file: a write-back error of these overwrites
                         // must fail this shred, not be reported to the put and then lost to the shred.
@@ -157,10 +172,13 @@ extension RecordStore {
                     }
                 }
             case .removeFromIndex:
-                var parts = Self.sections(rows ?? [])[...]
-                while !parts.isEmpty {
+                // In the order the records were selected (a sweep's and a resumed shred's: the index's, so that
+                // a section rewrites neighbouring pages rather than one page per record); certificates wait
+                // for the order to finish (`Index.finishShredOrders`), so a case still gets one.
+                var remaining = (rows ?? [])[...]
+                while !remaining.isEmpty {
                     try self.asWriter { () throws(CaseVaultError) in
-                        certificates += try self.removeShredded(&parts)
+                        certificates += try self.removeShredded(&remaining)
                     }
                 }
                 try self.asWriter { () throws(CaseVaultError) in
@@ -182,60 +200,43 @@ extension RecordStore {
         return (rows ?? [], certificates)
     }
 
-    /// Hands `items` to `body` a section (at most `size`) at a time, taking each off `items`, and goes on to
-    /// the next section only while no put waits for the writer role: a put that comes waits for one
-    /// section at most.
+    /// Hands `items` to `body` a section (items of at most `size` in all, by `weight`; at least one item) at
+    /// a time, taking each off `items`, and goes on to the next section only while no put waits for the
+    /// writer role: a put that comes waits for one section at most.
     private func whileNoPutWaits<Item, Failure: Error>(
-        _ items: inout ArraySlice<Item>, size: Int = RecordStore.shredSection,
+        _ items: inout ArraySlice<Item>, size: Int = RecordStore.shredSection, weight: (Item) -> Int = { _ in 1 },
         _ body: (ArraySlice<Item>) throws(Failure) -> Void
     ) throws(Failure) {
         repeat {
-            let section = items.prefix(size)
+            var count = 0
+            var total = 0
+            for item in items {
+                total += weight(item)
+                if count > 0 && total > size { break }
+                count += 1
+            }
+            let section = items.prefix(count)
             items = items.dropFirst(section.count)
             try body(section)
         } while !items.isEmpty && !self.writes.hasWaiting
     }
 
-    /// `rows` in sections of whole cases, each of at least `shredSection` records but the last: a case's
-    /// records go into one section, so that it gets one destruction certificate per shred.
-    static func sections(_ rows: [Index.Row]) -> [[Index.Row]] {
-        var cases: [CaseID] = []
-        var byCase: [CaseID: [Index.Row]] = [:]
-        for row in rows {
-            if byCase[row.metadata.caseID] == nil { cases.append(row.metadata.caseID) }
-            byCase[row.metadata.caseID, default: []].append(row)
-        }
-        var sections: [[Index.Row]] = [[]]
-        for caseID in cases {
-            if sections[sections.count - 1].count >= Self.shredSection { sections.append([]) }
-            sections[sections.count - 1] += byCase[caseID] ?? []
-        }
-        return sections.filter { !$0.isEmpty }
-    }
-
-    /// The last step, as the only writer, for the first of `parts` and the next ones while no put waits
-    /// (one commit for them all): their certificates issued and their rows deleted, their slots freed, the
-    /// ledger copy told. Takes what it removed off `parts`; returns the certificates issued.
-    private func removeShredded(_ parts: inout ArraySlice<[Index.Row]>) throws(CaseVaultError) -> Int {
+    /// The last step, as the only writer, for a section of `rows` and the next ones while no put waits (one
+    /// commit for them all): their rows deleted, their slots freed, the certificates of the orders this
+    /// finishes issued, the ledger copy told. Takes what it removed off `rows`; returns the certificates issued.
+    private func removeShredded(_ rows: inout ArraySlice<Index.Row>) throws(CaseVaultError) -> Int {
         let shreddedAt = self.now()
-        var rest = parts
+        var rest = rows
         var removed: [Index.Row] = []
         let certificates = try self.index.write { db in
-            (rest, removed) = (parts, [])
-            var issued = 0
-            try self.whileNoPutWaits(&rest, size: 1) { sections in
-                for part in sections {
-                    issued += try Index.issueCertificates(
-                        db, for: part.map(\.metadata), at: shreddedAt, signedWith: self.sealing.signCertificate)
-                    try Index.removeShredded(db, part.map(\.metadata.id), shreddedAt: shreddedAt)
-                    removed += part
-                }
+            (rest, removed) = (rows, [])
+            try self.whileNoPutWaits(&rest) { section in
+                try Index.removeShredded(db, Array(section), shreddedAt: shreddedAt)
+                removed += section
             }
-            // Orders no record still waits on.
-            try Index.deleteFinishedShredOrders(db)
-            return issued
+            return try Index.finishShredOrders(db, at: shreddedAt, signedWith: self.sealing.signCertificate)
         }
-        parts = rest
+        rows = rest
         self.writer.withLock { state in
             state.slots.free.append(contentsOf: removed.map(\.slot))
         }
