@@ -98,11 +98,6 @@ extension RecordStore {
         var certificates = 0
         var progress = start
         while let step = progress.next {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            defer {
-                FileHandle.standardError.write(
-                    "STEP \(step) \((DispatchTime.now().uptimeNanoseconds - t0) / 1_000_000) ms\n".data(using: .utf8)!)
-            }
             switch step {
             case .mark:
                 var marked: [Index.Row] = []
