@@ -14,11 +14,9 @@ extension RecordStore {
     func recover() throws(CaseVaultError) {
         _ = try self.asShredder { () throws(CaseVaultError) in
             try self.asWriter { () throws(CaseVaultError) in
-                try self.index.write { db in
-                    try Index.closeOpenShredOrders(db)
-                    _ = try Index.finishShredOrders(db, at: self.now(), signedWith: self.sealing.signCertificate)
-                }
+                try self.index.write { db in try Index.closeOpenShredOrders(db) }
             }
+            try self.certifyFinishedOrders()
             try self.finishPendingShreds()
         }
         try self.asWriter { () throws(CaseVaultError) in

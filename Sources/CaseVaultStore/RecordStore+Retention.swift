@@ -204,11 +204,9 @@ extension RecordStore {
     private func closeSweepOrder(_ orderID: Int64) throws(CaseVaultError) -> Int {
         try self.asShredder { () throws(CaseVaultError) in
             try self.asWriter { () throws(CaseVaultError) in
-                try self.index.write { db in
-                    try Index.closeShredOrder(db, orderID)
-                    return try Index.finishShredOrders(db, at: self.now(), signedWith: self.sealing.signCertificate)
-                }
+                try self.index.write { db in try Index.closeShredOrder(db, orderID) }
             }
+            return try self.certifyFinishedOrders()
         }
     }
 

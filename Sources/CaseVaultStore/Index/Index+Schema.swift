@@ -180,7 +180,7 @@ extension Index {
                         record_id TEXT NOT NULL,
                         type TEXT NOT NULL
                     );
-                    CREATE INDEX shred_certifying_by_order ON shred_certifying (order_id);
+                    CREATE INDEX shred_certifying_by_order ON shred_certifying (order_id, case_id);
                     """
             )
         }

@@ -40,7 +40,7 @@ extension Index {
         return db.lastInsertedRowID
     }
 
-    /// Closes the order `id`: once none of its records waits in `shredding`, `finishShredOrders` certifies it.
+    /// Closes the order `id`: once none of its records waits in `shredding`, `certifyFinishedOrders` certifies it.
     static func closeShredOrder(_ db: Database, _ id: Int64) throws {
         try db.execute(sql: "UPDATE shred_order_list SET open = 0 WHERE id = ?", arguments: [id])
     }
@@ -85,7 +85,7 @@ extension Index {
 
     /// Removes the records of `rows` from the index: their slots go on the free list, each enters the shred
     /// ledger at `shreddedAt` with its case and type, and waits in `shred_certifying` for its order to finish
-    /// (`finishShredOrders`, in the same transaction or a later one). By rowid: four statements that each
+    /// (`certifyFinishedOrders`, as the next step of the same shred, or at recovery). By rowid: four statements that each
     /// looked every record up by its id cost most of a sweep's removal.
     static func removeShredded(_ db: Database, _ rows: [Row], shreddedAt: Int64) throws {
         try Self.inChunks(rows.map(\.seq)) { placeholders, arguments in
@@ -114,79 +114,93 @@ extension Index {
 
     // MARK: Destruction certificates
 
-    /// Certifies every finished shred order: one certificate per case and order, signed with `sign`, for the
-    /// records removed under it (`shred_certifying`), issued at `time`. An order is finished once it is closed
-    /// and none of its records waits in `shredding`; removed records of no order (or of an order row that is
-    /// gone) are certified at once, as shredded by recovery. Runs in the transaction that removes the last
-    /// records of an order, so no record leaves the index for good without its certificate. Returns how many.
-    static func finishShredOrders(_ db: Database, at time: Int64, signedWith sign: ([UInt8]) -> [UInt8]) throws -> Int {
+    /// Certifies finished shred orders, whole cases at a time, until at least `limit` records are certified
+    /// or none is left: one certificate per case and order, signed with `sign`, issued at `time`, for the
+    /// records removed under the order (`shred_certifying`), whose rows then go. An order is finished once
+    /// it is closed and none of its records waits in `shredding`; its row goes with its last records.
+    /// Removed records of no order (or of an order row that is gone) are certified as shredded by recovery.
+    /// A removed record waits in `shred_certifying` until then, so a crash between the two leaves it for
+    /// recovery to certify. Returns the certificates issued and whether finished orders' records are left.
+    static func certifyFinishedOrders(
+        _ db: Database, at time: Int64, signedWith sign: ([UInt8]) -> [UInt8], limit: Int
+    ) throws -> (issued: Int, more: Bool) {
         var issued = 0
-        let finished = try GRDB.Row.fetchAll(
+        var certified = 0
+        let orphaned = "(order_id IS NULL OR order_id NOT IN (SELECT id FROM shred_order_list))"
+        let recovery = ShredOrder(method: .recovery, authority: .daemon)
+        var orders: [(id: Int64?, order: ShredOrder)] = [(nil, recovery)]
+        for row in try GRDB.Row.fetchAll(
             db,
             sql: """
                 SELECT id, method, uid, role, reason FROM shred_order_list o WHERE open = 0 AND NOT EXISTS (
                     SELECT 1 FROM records WHERE state = 'shredding' AND shred_order = o.id
                 ) ORDER BY id
                 """
-        )
-        for row in finished {
-            let orderID: Int64 = try row.decode(atIndex: 0)
+        ) {
             let order = ShredOrder(
                 method: ShredMethod(rawValue: try row.decode(atIndex: 1)) ?? .recovery,
                 authority: Authority(uid: try row.decode(atIndex: 2) as UInt32?, role: try row.decode(atIndex: 3)),
                 reason: try row.decode(atIndex: 4)
             )
-            issued += try Self.certify(
-                db, order: order, at: time, signedWith: sign,
-                records:
-                    "SELECT case_id, record_id, type FROM shred_certifying WHERE order_id = ? ORDER BY case_id, record_id",
-                arguments: [orderID])
-            try db.execute(sql: "DELETE FROM shred_certifying WHERE order_id = ?", arguments: [orderID])
-            try db.execute(sql: "DELETE FROM shred_order_list WHERE id = ?", arguments: [orderID])
+            orders.append((try row.decode(atIndex: 0), order))
         }
-        let orphaned = "order_id IS NULL OR order_id NOT IN (SELECT id FROM shred_order_list)"
-        issued += try Self.certify(
-            db, order: ShredOrder(method: .recovery, authority: .daemon), at: time, signedWith: sign,
-            records:
-                "SELECT case_id, record_id, type FROM shred_certifying WHERE \(orphaned) ORDER BY case_id, record_id",
-            arguments: [])
-        try db.execute(sql: "DELETE FROM shred_certifying WHERE \(orphaned)")
-        return issued
-    }
-
-    /// Issues one certificate per case of the records `sql` selects (case id, record id, type; by case), all
-    /// under `order`. Returns how many.
-    private static func certify(
-        _ db: Database, order: ShredOrder, at time: Int64, signedWith sign: ([UInt8]) -> [UInt8],
-        records sql: String, arguments: StatementArguments
-    ) throws -> Int {
-        var issued = 0
-        var current: (caseID: CaseID, records: [(RecordID, RecordType)])?
-        func issue() throws {
-            guard let group = current else { return }
-            let id = CaseID(bytes: Random.bytes(count: CaseID.byteCount)).rawValue
-            let certificate = DestructionCertificate(
-                id: id, caseID: group.caseID, issuedAt: Timestamp.rfc3339(time), order: order, records: group.records
-            )
-            try db.cachedStatement(
-                sql: "INSERT INTO certificates (id, case_id, issued_at, document) VALUES (?, ?, ?, ?)"
-            ).execute(arguments: [id, group.caseID.rawValue, time, Data(certificate.document(signedWith: sign))])
-            issued += 1
-        }
-        let rows = try GRDB.Row.fetchCursor(db, sql: sql, arguments: arguments)
-        while let row = try rows.next() {
-            let caseID = try CaseID(try row.decode(atIndex: 0) as String)
-            guard let type = RecordType(rawValue: try row.decode(atIndex: 2)) else { throw Self.malformedRow() }
-            let record = (try RecordID(try row.decode(atIndex: 1) as String), type)
-            if current?.caseID == caseID {
+        for (orderID, order) in orders {
+            let which = orderID == nil ? orphaned : "order_id = ?"
+            let arguments: StatementArguments = orderID.map { [$0] } ?? []
+            let rows = try GRDB.Row.fetchCursor(
+                db,
+                sql: "SELECT case_id, record_id, type FROM shred_certifying WHERE \(which) ORDER BY case_id, record_id",
+                arguments: arguments)
+            var current: (caseID: CaseID, records: [(RecordID, RecordType)])?
+            var exhausted = true
+            func issue() throws {
+                guard let group = current else { return }
+                try Self.issueCertificate(
+                    db, caseID: group.caseID, records: group.records, order: order, at: time, sign)
+                try db.execute(
+                    sql: "DELETE FROM shred_certifying WHERE \(which) AND case_id = ?",
+                    arguments: arguments + [group.caseID.rawValue])
+                issued += 1
+                certified += group.records.count
+                current = nil
+            }
+            while let row = try rows.next() {
+                let caseID = try CaseID(try row.decode(atIndex: 0) as String)
+                guard let type = RecordType(rawValue: try row.decode(atIndex: 2)) else { throw Self.malformedRow() }
+                let record = (try RecordID(try row.decode(atIndex: 1) as String), type)
+                if let group = current, group.caseID != caseID {
+                    try issue()
+                    if certified >= limit {
+                        exhausted = false
+                        break
+                    }
+                }
+                current = current ?? (caseID, [])
                 current?.records.append(record)
-            } else {
-                try issue()
-                current = (caseID, [record])
+            }
+            try issue()
+            guard exhausted else { return (issued, true) }
+            if let orderID {
+                try db.execute(sql: "DELETE FROM shred_order_list WHERE id = ?", arguments: [orderID])
+            }
+            if certified >= limit {
+                return (issued, orders.last?.id != orderID)
             }
         }
-        try issue()
-        return issued
+        return (issued, false)
+    }
+
+    /// Writes one signed certificate for `records` of `caseID`, shredded under `order`, issued at `time`.
+    private static func issueCertificate(
+        _ db: Database, caseID: CaseID, records: [(RecordID, RecordType)], order: ShredOrder, at time: Int64,
+        _ sign: ([UInt8]) -> [UInt8]
+    ) throws {
+        let id = CaseID(bytes: Random.bytes(count: CaseID.byteCount)).rawValue
+        let certificate = DestructionCertificate(
+            id: id, caseID: caseID, issuedAt: Timestamp.rfc3339(time), order: order, records: records)
+        try db.cachedStatement(
+            sql: "INSERT INTO certificates (id, case_id, issued_at, document) VALUES (?, ?, ?, ?)"
+        ).execute(arguments: [id, caseID.rawValue, time, Data(certificate.document(signedWith: sign))])
     }
 
     /// Certificate documents, oldest first; of one case when `caseID` is given.

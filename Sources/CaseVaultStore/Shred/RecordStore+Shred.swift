@@ -169,13 +169,14 @@ extension RecordStore {
             case .removeFromIndex:
                 // In the order the records were selected (a sweep's and a resumed shred's: the index's, so that
                 // a section rewrites neighbouring pages rather than one page per record); certificates wait
-                // for the order to finish (`Index.finishShredOrders`), so a case still gets one.
+                // for the order to finish (`certifyFinishedOrders`), so a case still gets one.
                 var remaining = (rows ?? [])[...]
                 while !remaining.isEmpty {
                     try self.asWriter { () throws(CaseVaultError) in
-                        certificates += try self.removeShredded(&remaining)
+                        try self.removeShredded(&remaining)
                     }
                 }
+                certificates += try self.certifyFinishedOrders()
                 try self.asWriter { () throws(CaseVaultError) in
                     // The rows are gone from the database's pages; their images in the WAL go too. The shred
                     // is done either way: a WAL left behind is truncated by the next shred, close or open.
@@ -217,19 +218,18 @@ extension RecordStore {
     }
 
     /// The last step, as the only writer, for a section of `rows` and the next ones while no put waits (one
-    /// commit for them all): their rows deleted, their slots freed, the certificates of the orders this
-    /// finishes issued, the ledger copy told. Takes what it removed off `rows`; returns the certificates issued.
-    private func removeShredded(_ rows: inout ArraySlice<Index.Row>) throws(CaseVaultError) -> Int {
+    /// commit for them all): their rows deleted, their slots freed, the ledger copy told; they wait to be
+    /// certified (`certifyFinishedOrders`). Takes what it removed off `rows`.
+    private func removeShredded(_ rows: inout ArraySlice<Index.Row>) throws(CaseVaultError) {
         let shreddedAt = self.now()
         var rest = rows
         var removed: [Index.Row] = []
-        let certificates = try self.index.write { db in
+        try self.index.write { db in
             (rest, removed) = (rows, [])
             try self.whileNoPutWaits(&rest) { section in
                 try Index.removeShredded(db, Array(section), shreddedAt: shreddedAt)
                 removed += section
             }
-            return try Index.finishShredOrders(db, at: shreddedAt, signedWith: self.sealing.signCertificate)
         }
         rows = rest
         self.writer.withLock { state in
@@ -237,7 +237,28 @@ extension RecordStore {
         }
         // Before the shred returns, so that an acknowledged shred survives the loss of the data directory.
         self.appendToShredLedgerCopy(removed, shreddedAt: shreddedAt)
-        return certificates
+    }
+
+    /// Certifies the finished shred orders (`Index.certifyFinishedOrders`), as the only writer in sections of
+    /// about `shredSection` records, going on while no put waits: a sweep's hundred thousand records make a
+    /// thousand certificates, which one commit would make every put wait for. Returns how many were issued.
+    @discardableResult
+    func certifyFinishedOrders() throws(CaseVaultError) -> Int {
+        var issued = 0
+        var more = true
+        while more {
+            try self.asWriter { () throws(CaseVaultError) in
+                repeat {
+                    let section = try self.index.write { db in
+                        try Index.certifyFinishedOrders(
+                            db, at: self.now(), signedWith: self.sealing.signCertificate, limit: Self.shredSection)
+                    }
+                    issued += section.issued
+                    more = section.more
+                } while more && !self.writes.hasWaiting
+            }
+        }
+        return issued
     }
 }
 
