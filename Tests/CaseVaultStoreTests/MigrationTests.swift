@@ -1,0 +1,59 @@
+import CaseVaultCore
+import CaseVaultStore
+import Foundation
+import GRDB
+import Testing
+
+@Suite("Index migrations")
+struct MigrationTests {
+    /// Puts `vault`'s closed index back to the shape before certificates waited for their order to finish
+    /// (`v10-certificates-at-finish`), with the records `marked` left `shredding` under a sweep's order, as
+    /// a crash after a sweep's mark left them under the code before.
+    static func rollBackToV9(_ vault: TestVault, marked: [RecordID]) throws {
+        let index = try DatabaseQueue(path: vault.data + "/index.sqlite")
+        try index.write { db in
+            try db.execute(
+                sql: """
+                    DROP TABLE shred_certifying;
+                    ALTER TABLE shred_order_list DROP COLUMN open;
+                    DELETE FROM grdb_migrations WHERE identifier = 'v10-certificates-at-finish';
+                    INSERT INTO shred_order_list (method, uid, role, reason)
+                        VALUES ('retention_sweep', NULL, 'daemon', 'retention_expired');
+                    """)
+            let order = db.lastInsertedRowID
+            for id in marked {
+                try db.execute(
+                    sql: "UPDATE records SET state = 'shredding', shred_order = ? WHERE id = ?",
+                    arguments: [order, id.rawValue])
+            }
+        }
+        try index.close()
+    }
+
+    @Test(
+        "an index from before certificates waited for their order opens: the records a crash left marked are shredded and certified under their order, the others read back, and later shreds are certified"
+    )
+    func indexBeforeCertificatesAtFinish() throws {
+        let vault = TestVault()
+        let (store, caseID, filed) = try RecordStoreTests.storeWithForms(vault, count: 6)
+        let contents = try filed.map { try store.sealed.get($0).content }
+        store.close()
+        let marked = Array(filed.prefix(2))
+        try Self.rollBackToV9(vault, marked: marked)
+
+        let reopened = try vault.open()
+        defer { reopened.close() }
+        for id in marked {
+            #expect(try reopened.isShredded(id), "a record left marked was not shredded at open")
+        }
+        let certified = try Certified.methods(reopened)
+        #expect(Set(certified.keys) == Set(marked.map(\.rawValue)))
+        #expect(certified.values.allSatisfy { $0 == "retention_sweep" }, "certified under another order")
+        for (id, content) in zip(filed, contents).dropFirst(2) {
+            #expect(try reopened.sealed.get(id).content == content)
+        }
+        try reopened.shred(filed[2])
+        #expect(try Certified.methods(reopened)[filed[2].rawValue] == "shred_request")
+        #expect(try reopened.certificates(caseID: caseID).count == 2)
+    }
+}
