@@ -16,7 +16,6 @@ extension RecordStore {
             try self.asWriter { () throws(CaseVaultError) in
                 try self.index.write { db in try Index.closeOpenShredOrders(db) }
             }
-            try self.certifyFinishedOrders()
             try self.finishPendingShreds()
         }
         try self.asWriter { () throws(CaseVaultError) in

@@ -130,9 +130,15 @@ extension RecordStore {
         do {
             try self.sweepBatches(disposable, batchSize: batchSize, orderID: orderID, limit: limit, into: &report)
         } catch {
-            // What the batches shredded is certified now; records a failed batch left marked are, once a later
-            // shred or the next open finishes them.
-            _ = try? self.closeSweepOrder(orderID)
+            // What the batches shredded is certified now; records a failed batch left marked are, under an
+            // order of their own, once a later shred or the next open finishes them.
+            do {
+                try self.closeSweepOrder(orderID)
+            } catch let closing {
+                self.logger.error(
+                    "a failed sweep's order could not be closed; what it shredded is certified when the store next opens",
+                    metadata: ["error.code": "\(closing.code.rawValue)"])
+            }
             throw error
         }
         report.certificates += try self.closeSweepOrder(orderID)
@@ -201,6 +207,7 @@ extension RecordStore {
     }
 
     /// Closes the sweep's order and certifies what it shredded: one certificate per case. Returns how many.
+    @discardableResult
     private func closeSweepOrder(_ orderID: Int64) throws(CaseVaultError) -> Int {
         try self.asShredder { () throws(CaseVaultError) in
             try self.asWriter { () throws(CaseVaultError) in

@@ -235,6 +235,49 @@ struct FailingDiskTests {
     }
 
     @Test(
+        "a sweep whose second batch fails to flush its overwrites: the first batch's records are certified at once, one certificate per case, and the next sweep finishes and certifies the rest"
+    )
+    func sweepWithAFailedBatch() throws {
+        let fs = try PowerCutFS()
+        try fs.mount()
+        let vault = fs.newVault()
+        let clock = TestClock("2020-01-01T00:00:00Z")
+        let notes = try { () throws -> [CaseID: Set<String>] in
+            let store = try vault.open(clock: clock)
+            defer { store.close() }
+            return try RetentionTests.interleavedNotes(store)
+        }()
+        try fs.cut()
+        // The sweep's first batch flushes the segment once (its overwrites); the second batch's flush fails.
+        try fs.mount(options: ["--fail=\(Self.onDisk("fdatasync:/<vault>/data/segments/#", vault: vault))@2=EIO"])
+        clock.now = TestClock.parse("2020-03-01T00:00:00Z")
+        do {
+            let store = try vault.open(clock: clock) { $0.sweepBatch = 4 }
+            #expect(throws: CaseVaultError.self) { try store.sweep() }
+            // Certified when the sweep failed, not when its failed batch is finished.
+            let first = try RetentionTests.certified(store)
+            #expect(first.count == 3 && first.reduce(0) { $0 + $1.records.count } == 4, "\(first)")
+            store.close()
+        }
+        try fs.cut()
+        #expect(fs.injected.count == 1, "the failure was not injected: \(fs.injected)")
+        try fs.mount()
+        do {
+            let store = try vault.open(clock: clock) { $0.sweepBatch = 4 }
+            // The open finished the batch that failed; the sweep does the rest.
+            let rest = try store.sweep()
+            #expect(rest.disposed == 10, "\(rest)")
+            let all = try RetentionTests.certified(store)
+            #expect(all.reduce(0) { $0 + $1.records.count } == 18, "every note certified once: \(all)")
+            for (caseID, records) in all {
+                #expect(records.isSubset(of: notes[try CaseID(caseID)] ?? []))
+            }
+            store.close()
+        }
+        try fs.cut()
+    }
+
+    @Test(
         "a destruction of expired backup keys whose flush failed, then one that finds nothing left: after a power cut no expired key is on the disk"
     )
     func backupKeysAfterAFailedFlush() throws {

@@ -1,6 +1,7 @@
 import CaseVaultCore
 import CaseVaultStore
 import Foundation
+import GRDB
 import Synchronization
 import Testing
 
@@ -177,13 +178,26 @@ struct SweepConcurrencyTests {
         let notes = try (0..<10).map { _ in try RetentionTests.file(store, .sessionNote, in: caseID) }
         holder.withLock { $0 = (store, caseID, notes[9].id) }
         clock.now = TestClock.parse("2026-03-01T00:00:00Z")
+        let newestRow = try Self.rowNumber(vault, notes[9].id)
 
         let report = try store.sweep()
         let intake = try #require(try filed.withLock { $0 }?.get())
+        #expect(try Self.rowNumber(vault, intake) == newestRow, "the record filed meanwhile took another row number")
         #expect(report.disposed == 9 && report.totals.alreadyGone == 1)
         #expect(try RetentionTests.isLive(store, intake), "the sweep shredded a record it never listed")
         for note in notes {
             #expect(!(try RetentionTests.isLive(store, note.id)))
+        }
+    }
+
+    /// The row number (`records.seq`) of `id` in `vault`'s index, read beside the open store.
+    static func rowNumber(_ vault: TestVault, _ id: RecordID) throws -> Int64? {
+        var configuration = Configuration()
+        configuration.readonly = true
+        let index = try DatabaseQueue(path: vault.data + "/index.sqlite", configuration: configuration)
+        defer { try? index.close() }
+        return try index.read { db in
+            try Int64.fetchOne(db, sql: "SELECT seq FROM records WHERE id = ?", arguments: [id.rawValue])
         }
     }
 }

@@ -29,17 +29,22 @@ extension Index {
     }
 
     /// Copies the index as of one instant to `path` and deletes from the copy what a backup must not hold:
-    /// records not live (being shredded) or session notes, and the shred orders. Returns the copy, open, with
+    /// records not live (being shredded) or session notes, the shred orders and the records removed under them
+    /// still waiting for their certificates. Returns the copy, open, with
     /// the records it keeps.
     func backupSnapshot(to path: String) throws(CaseVaultError) -> BackupSnapshot {
         do {
             try self.pool.unsafeRead { db in try db.execute(sql: "VACUUM INTO ?", arguments: [path]) }
             let copy = try DatabaseQueue(path: path)
             let kept: [BackupRecord] = try copy.writeWithoutTransaction { db in
-                try db.execute(sql: "PRAGMA secure_delete = ON")
+                // temp_store: the VACUUM that compacts the copy builds it in memory, not in a temporary file.
+                try db.execute(sql: "PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY;")
+                // Records removed but not yet certified go with their orders: the vault they came from
+                // certifies them, and a restored copy must not certify them a second time.
                 try db.execute(
                     sql: """
                         DELETE FROM records WHERE state <> 'live' OR type = 'session_note';
+                        DELETE FROM shred_certifying;
                         DELETE FROM shred_order_list;
                         """
                 )

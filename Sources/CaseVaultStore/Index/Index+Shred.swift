@@ -41,8 +41,24 @@ extension Index {
     }
 
     /// Closes the order `id`: once none of its records waits in `shredding`, `certifyFinishedOrders` certifies it.
+    /// Records still marked under it (a sweep's batch that failed) go to a new closed order of the same
+    /// method, authority and reason, so that what the order shredded is certified now, not once they are.
     static func closeShredOrder(_ db: Database, _ id: Int64) throws {
         try db.execute(sql: "UPDATE shred_order_list SET open = 0 WHERE id = ?", arguments: [id])
+        guard
+            try Bool.fetchOne(
+                db, sql: "SELECT 1 FROM records WHERE state = 'shredding' AND shred_order = ? LIMIT 1", arguments: [id]
+            ) ?? false
+        else { return }
+        try db.execute(
+            sql: """
+                INSERT INTO shred_order_list (method, uid, role, reason, open)
+                SELECT method, uid, role, reason, 0 FROM shred_order_list WHERE id = ?
+                """,
+            arguments: [id])
+        try db.execute(
+            sql: "UPDATE records SET shred_order = ? WHERE state = 'shredding' AND shred_order = ?",
+            arguments: [db.lastInsertedRowID, id])
     }
 
     /// Closes every open order: at open, where no sweep runs, an open order is one a crash or a failure
@@ -91,6 +107,7 @@ extension Index {
 
     /// Removes the records of `rows` from the index: their slots go on the free list, each enters the shred
     /// ledger at `shreddedAt` with its case and type, and waits in `shred_certifying` for its order to finish
+    /// (of no order when its order row is gone, from a damaged index: certified as shredded by recovery)
     /// (`certifyFinishedOrders`, as the next step of the same shred, or at recovery). By rowid: four statements that each
     /// looked every record up by its id cost most of a sweep's removal.
     static func removeShredded(_ db: Database, _ rows: [Row], shreddedAt: Int64) throws {
@@ -110,7 +127,8 @@ extension Index {
             try db.execute(
                 sql: """
                     INSERT INTO shred_certifying (record_id, order_id, case_id, type)
-                    SELECT id, shred_order, case_id, type FROM records WHERE seq IN (\(placeholders))
+                    SELECT id, (SELECT id FROM shred_order_list WHERE id = shred_order), case_id, type
+                    FROM records WHERE seq IN (\(placeholders))
                     """,
                 arguments: arguments
             )
@@ -188,6 +206,20 @@ extension Index {
             }
         }
         return (issued, false)
+    }
+
+    /// Whether removed records of a closed order wait for their certificates (open orders are a sweep's,
+    /// certified when it ends).
+    static func awaitsCertificates(_ db: Database) throws -> Bool {
+        // Probes of `shred_certifying_by_order`, not a scan of a running sweep's removed records.
+        try Bool.fetchOne(
+            db,
+            sql: """
+                SELECT EXISTS (SELECT 1 FROM shred_certifying WHERE order_id IS NULL) OR EXISTS (
+                    SELECT 1 FROM shred_order_list o
+                    WHERE open = 0 AND EXISTS (SELECT 1 FROM shred_certifying WHERE order_id = o.id)
+                )
+                """) ?? false
     }
 
     /// Writes one signed certificate for `records` of `caseID`, shredded under `order`, issued at `time`.

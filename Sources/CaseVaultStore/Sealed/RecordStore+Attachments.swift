@@ -93,12 +93,16 @@ extension RecordStore {
         }
         defer { closedir(handle) }
         var names: [String] = []
-        while let entry = readdir(handle) {
+        while true {
+            // readdir answers nil both at the end and on an error, which only errno tells apart.
+            errno = 0
+            guard let entry = readdir(handle) else { break }
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
             if name != ".", name != ".." { names.append(name) }
         }
+        if errno != 0 { throw POSIXFailure.error("readdir", path: self.directory.attachmentsPath) }
         return names
     }
 }

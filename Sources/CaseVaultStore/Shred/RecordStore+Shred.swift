@@ -269,7 +269,7 @@ extension RecordStore {
     /// Returns the certificates it issued. Recovery at open calls it and refuses to open if it fails.
     @discardableResult
     func finishPendingShreds() throws(CaseVaultError) -> Int {
-        try self.runShred(from: .resumed) { () throws(CaseVaultError) in
+        let finished = try self.runShred(from: .resumed) { () throws(CaseVaultError) in
             let pending = try self.index.read { db in try Index.shreddingRows(db) }
             if !pending.isEmpty {
                 self.logger.notice(
@@ -277,7 +277,13 @@ extension RecordStore {
                 )
             }
             return pending
-        }.certificates
+        }
+        // With nothing left marked, the certificates a failure held back (an order finished since, or a
+        // certification that failed) are issued here; a shred that finished records issued them itself.
+        guard finished.rows.isEmpty, try self.index.read({ db in try Index.awaitsCertificates(db) }) else {
+            return finished.certificates
+        }
+        return try self.certifyFinishedOrders()
     }
 
     /// `finishPendingShreds` before a shred, a sweep batch or a final agreement's destruction, as the only
