@@ -19,15 +19,6 @@ extension Index {
         return orderID
     }
 
-    /// `markShredding(_:_:order:)` for rows already read, named by rowid.
-    @discardableResult
-    static func markShredding(_ db: Database, _ rows: [Row], order: ShredOrder?) throws -> Int64? {
-        guard !rows.isEmpty else { return nil }
-        let orderID = try order.map { order in try Self.insertShredOrder(db, order, open: false) }
-        try Self.markShredding(db, rows, orderID: orderID)
-        return orderID
-    }
-
     /// Writes the order row of a shred and returns its id. An `open` order (a sweep's, across its batches)
     /// is not certified until `closeShredOrder` closes it, however many of its records are already removed.
     static func insertShredOrder(_ db: Database, _ order: ShredOrder, open: Bool) throws -> Int64 {

@@ -116,7 +116,9 @@ extension RecordStore {
                                     try Index.markShredding(db, next.rows, orderID: orderID)
                                     return orderID
                                 }
-                                return try Index.markShredding(db, next.rows, order: order)
+                                let created = try Index.insertShredOrder(db, order, open: false)
+                                try Index.markShredding(db, next.rows, orderID: created)
+                                return created
                             }
                             marked += next.rows
                         }
