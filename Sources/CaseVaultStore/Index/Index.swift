@@ -227,29 +227,22 @@ struct Index: Sendable {
 
     /// The rows of `ids` that exist, by id.
     static func rows(_ db: Database, ids: [String]) throws -> [String: Row] {
-        var rows: [String: Row] = [:]
-        try Self.inChunks(ids) { placeholders, arguments in
-            for row in try GRDB.Row.fetchAll(
-                db, sql: "SELECT \(Self.columns) FROM records WHERE id IN (\(placeholders))", arguments: arguments)
-            {
-                let decoded = try Self.decode(row)
-                rows[decoded.metadata.id.rawValue] = decoded
-            }
-        }
-        return rows
+        Dictionary(try Self.rows(db, column: "id", ids).map { ($0.metadata.id.rawValue, $0) }) { first, _ in first }
     }
 
     /// The rows at the rowids `seqs` that exist, by rowid. A rowid is reused once its row is deleted: the
     /// caller checks each row is the record it listed.
     static func rows(_ db: Database, seqs: [Int64]) throws -> [Int64: Row] {
-        var rows: [Int64: Row] = [:]
-        try Self.inChunks(seqs) { placeholders, arguments in
+        Dictionary(try Self.rows(db, column: "seq", seqs).map { ($0.seq, $0) }) { first, _ in first }
+    }
+
+    private static func rows(_ db: Database, column: String, _ keys: [some DatabaseValueConvertible]) throws -> [Row] {
+        var rows: [Row] = []
+        try Self.inChunks(keys) { placeholders, arguments in
             let found = try GRDB.Row.fetchCursor(
-                db, sql: "SELECT \(Self.columns) FROM records WHERE seq IN (\(placeholders))", arguments: arguments)
-            while let row = try found.next() {
-                let decoded = try Self.decode(row)
-                rows[decoded.seq] = decoded
-            }
+                db, sql: "SELECT \(Self.columns) FROM records WHERE \(column) IN (\(placeholders))",
+                arguments: arguments)
+            while let row = try found.next() { rows.append(try Self.decode(row)) }
         }
         return rows
     }
