@@ -25,23 +25,31 @@ public enum Hex {
 
     /// The bytes of lowercase hexadecimal `text`; `nil` for an odd length or any other character.
     public static func decode(_ text: String) -> [UInt8]? {
-        var text = text
-        return text.withUTF8 { utf8 -> [UInt8]? in
-            guard utf8.count.isMultiple(of: 2) else { return nil }
-            func value(_ c: UInt8) -> UInt8? {
-                switch c {
-                case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-                case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-                default: return nil
-                }
-            }
-            var result: [UInt8] = []
-            result.reserveCapacity(utf8.count / 2)
-            for index in stride(from: 0, to: utf8.count, by: 2) {
-                guard let high = value(utf8[index]), let low = value(utf8[index + 1]) else { return nil }
-                result.append(high << 4 | low)
-            }
-            return result
+        if let bytes = text.utf8.withContiguousStorageIfAvailable({ Self.decode(utf8: $0) }) {
+            return bytes
+        }
+        return Array(text.utf8).withUnsafeBufferPointer { Self.decode(utf8: $0) }
+    }
+
+    private static func decode(utf8: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        guard utf8.count.isMultiple(of: 2) else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(utf8.count / 2)
+        for index in stride(from: 0, to: utf8.count, by: 2) {
+            let high = Self.value(utf8[index])
+            let low = Self.value(utf8[index + 1])
+            guard high | low < 0x10 else { return nil }
+            bytes.append(high << 4 | low)
+        }
+        return bytes
+    }
+
+    /// The digit's value, or 0xff for any character but 0-9 and a-f.
+    private static func value(_ c: UInt8) -> UInt8 {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c &- UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c &- UInt8(ascii: "a") &+ 10
+        default: 0xff
         }
     }
 }

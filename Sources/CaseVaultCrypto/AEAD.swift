@@ -24,16 +24,64 @@ public enum AEAD {
     }
 
     /// Opens `nonce ‖ ciphertext ‖ tag`; throws `authenticationFailed` on any alteration, truncation,
-    /// wrong key or wrong associated data.
+    /// wrong key or wrong associated data. Decrypts where `sealed` lies, into the one array it returns.
     public static func open(
         _ sealed: some CryptoBytes,
         key: SecureBytes,
         associatedData: some CryptoBytes
     ) throws(CryptoError) -> [UInt8] {
-        let bytes = sealed.withUnsafeBytes { Array($0) }
-        guard bytes.count >= Self.overhead else { throw .authenticationFailed }
-        let nonce = Array(bytes[..<Self.nonceByteCount])
-        return try Self.decrypt(bytes[Self.nonceByteCount...], key: key, nonce: nonce, associatedData: associatedData)
+        Sodium.ready()
+        try Self.check(key: key)
+        let opened: [UInt8]? = sealed.withUnsafeBytes { sealed in
+            guard sealed.count >= Self.overhead else { return nil }
+            var opened = false
+            let plaintext = [UInt8](unsafeUninitializedCapacity: sealed.count - Self.overhead) { output, count in
+                opened = Self.open(
+                    sealed, key: key, associatedData: associatedData, into: UnsafeMutableRawBufferPointer(output))
+                count = opened ? output.count : 0
+            }
+            return opened ? plaintext : nil
+        }
+        guard let opened else { throw .authenticationFailed }
+        return opened
+    }
+
+    /// `open(_:key:associatedData:)` into `plaintext`, which must be exactly the plaintext's size: for
+    /// secrets (data keys) that must never sit in an ordinary array. Throws `authenticationFailed` as
+    /// `open` does, and for a sealed message of any other size.
+    public static func open(
+        _ sealed: some CryptoBytes,
+        key: SecureBytes,
+        associatedData: some CryptoBytes,
+        into plaintext: UnsafeMutableRawBufferPointer
+    ) throws(CryptoError) {
+        Sodium.ready()
+        try Self.check(key: key)
+        let opened = sealed.withUnsafeBytes { sealed in
+            sealed.count == Self.overhead + plaintext.count
+                && Self.open(sealed, key: key, associatedData: associatedData, into: plaintext)
+        }
+        guard opened else { throw .authenticationFailed }
+    }
+
+    /// Decrypts `sealed` (of `overhead` bytes more than `output`) into `output`: whether it authenticated.
+    private static func open(
+        _ sealed: UnsafeRawBufferPointer,
+        key: SecureBytes,
+        associatedData: some CryptoBytes,
+        into output: UnsafeMutableRawBufferPointer
+    ) -> Bool {
+        let body = UnsafeRawBufferPointer(rebasing: sealed[Self.nonceByteCount...])
+        return associatedData.withUnsafeBytes { ad in
+            key.withUnsafeBytes { keyBytes in
+                crypto_aead_xchacha20poly1305_ietf_decrypt(
+                    output.u8, nil, nil,
+                    body.u8, UInt64(body.count),
+                    ad.u8, UInt64(ad.count),
+                    sealed.u8, keyBytes.u8
+                ) == 0
+            }
+        }
     }
 
     /// Encrypts with an explicit nonce; returns `ciphertext ‖ tag`. Never reuse a nonce under one key.
@@ -91,10 +139,14 @@ public enum AEAD {
         return result
     }
 
-    private static func check(key: SecureBytes, nonce: [UInt8]) throws(CryptoError) {
+    private static func check(key: SecureBytes) throws(CryptoError) {
         guard key.count == Self.keyByteCount else {
             throw .invalidLength(what: "AEAD key", expected: Self.keyByteCount, actual: key.count)
         }
+    }
+
+    private static func check(key: SecureBytes, nonce: [UInt8]) throws(CryptoError) {
+        try Self.check(key: key)
         guard nonce.count == Self.nonceByteCount else {
             throw .invalidLength(what: "AEAD nonce", expected: Self.nonceByteCount, actual: nonce.count)
         }

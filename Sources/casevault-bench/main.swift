@@ -95,12 +95,20 @@ struct Bench: ParsableCommand {
 
         let all = ids.all
         for readers in [1, 2] {
-            let rate = self.measure(threads: readers) { n in
+            let cpuBefore = Self.cpuSeconds()
+            var gets = 0.0
+            let rate = self.measure(threads: readers, count: &gets) { n in
                 _ = try! vault.get(all[n % all.count])
             }
+            // CPU per get moves less than the rate when other load on the host takes the cores.
+            let cpu = (Self.cpuSeconds() - cpuBefore) / max(gets, 1) * 1e6
             print(
-                String(format: "get      in process, %d thread(s)                     %10.0f records/s", readers, rate))
+                String(
+                    format:
+                        "get      in process, %d thread(s)                     %10.0f records/s  (%.1f us of CPU each)",
+                    readers, rate, cpu))
             Figures.record("get_in_process_\(readers)", rate)
+            Figures.record("get_in_process_\(readers)_cpu_us", cpu)
         }
         let opens = self.openCeiling(threads: 2)
         print(String(format: "ceiling  opens alone (key slot + 4 KiB), 2 threads      %10.0f records/s", opens))
@@ -141,6 +149,24 @@ struct Bench: ParsableCommand {
             let key = try! SecureBytes(count: bytes.count, ephemeral: true) { $0.copyBytes(from: bytes) }
             _ = try! AEAD.open(blob, key: key, associatedData: [UInt8](repeating: 2, count: 64))
         }
+    }
+
+    /// User and system CPU time of the whole process so far, in seconds.
+    static func cpuSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    }
+
+    /// `measure(threads:limit:_:)`, leaving the number of calls made in `count`.
+    func measure(threads: Int, limit: Int = .max, count: inout Double, _ body: @escaping @Sendable (Int) -> Void)
+        -> Double
+    {
+        let start = Date()
+        let rate = self.measure(threads: threads, limit: limit, body)
+        count = rate * Date().timeIntervalSince(start)
+        return rate
     }
 
     /// Runs `body` on `threads` threads for `seconds` (or `limit` calls in all); returns calls per second.

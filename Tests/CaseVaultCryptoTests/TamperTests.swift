@@ -37,6 +37,47 @@ struct TamperTests {
         }
     }
 
+    @Test("an empty message seals and opens, and its tag still binds it")
+    func aeadEmptyMessage() throws {
+        let sealed = AEAD.seal([UInt8](), key: self.key, associatedData: self.ad)
+        #expect(sealed.count == AEAD.overhead)
+        #expect(try AEAD.open(sealed, key: self.key, associatedData: self.ad) == [])
+        var altered = sealed
+        altered[AEAD.nonceByteCount] ^= 0x01
+        #expect(throws: CryptoError.authenticationFailed) {
+            try AEAD.open(altered, key: self.key, associatedData: self.ad)
+        }
+    }
+
+    @Test("opening into secure memory: the exact size only, and the same checks as open")
+    func aeadOpenInto() throws {
+        let dataKey = SecureBytes.random(count: 32)
+        let sealed = AEAD.seal(dataKey, key: self.key, associatedData: self.ad)
+        let opened = try SecureBytes(count: 32) { secret in
+            try AEAD.open(sealed, key: self.key, associatedData: self.ad, into: secret)
+        }
+        #expect(opened.constantTimeEquals(dataKey))
+        for count in [31, 33] {
+            #expect(throws: CryptoError.authenticationFailed) {
+                _ = try SecureBytes(count: count) { secret in
+                    try AEAD.open(sealed, key: self.key, associatedData: self.ad, into: secret)
+                }
+            }
+        }
+        var altered = sealed
+        altered[sealed.count - 1] ^= 0x80
+        #expect(throws: CryptoError.authenticationFailed) {
+            _ = try SecureBytes(count: 32) { secret in
+                try AEAD.open(altered, key: self.key, associatedData: self.ad, into: secret)
+            }
+        }
+        #expect(throws: CryptoError.authenticationFailed) {
+            _ = try SecureBytes(count: 32) { secret in
+                try AEAD.open(sealed, key: self.key, associatedData: [], into: secret)
+            }
+        }
+    }
+
     @Test("two seals of one message differ (random nonces)")
     func aeadNoncesAreFresh() {
         #expect(

@@ -274,25 +274,21 @@ final class Barrier: Sendable {
     }
 
     func unwrap(slotBytes: [UInt8], recordID: RecordID, slot: Int64) throws(CaseVaultError) -> DataKey {
-        guard let decoded = KeySlot.decode(slotBytes), Memory.constantTimeEquals(decoded.recordID, recordID.bytes)
-        else {
+        guard let decoded = KeySlot.decode(slotBytes), KeySlot.names(decoded, recordID) else {
             throw Self.integrityFailure("key slot")
         }
         let kek = try self.keyEncryptionKey(epoch: decoded.epoch)
-        var key: [UInt8]
+        let associatedData = Self.slotAssociatedData(recordID: recordID, slot: slot, epoch: decoded.epoch)
         do {
-            key = try AEAD.open(
-                decoded.sealedKey, key: kek,
-                associatedData: Self.slotAssociatedData(recordID: recordID, slot: slot, epoch: decoded.epoch)
-            )
+            // Opened straight into the key's secure memory: the data key is never in an ordinary array.
+            return DataKey(
+                secret: try SecureBytes(count: AEAD.keyByteCount, ephemeral: true) { secret in
+                    try AEAD.open(decoded.sealedKey, key: kek, associatedData: associatedData, into: secret)
+                })
+        } catch CryptoError.secureAllocationFailed {
+            throw CaseVaultError(.keyUnavailable, "secure memory for a data key could not be allocated")
         } catch {
             throw Self.integrityFailure("key slot")
-        }
-        defer { Memory.zero(&key) }
-        do {
-            return DataKey(secret: try SecureBytes(copying: key, ephemeral: true))
-        } catch {
-            throw CaseVaultError(.keyUnavailable, "secure memory for a data key could not be allocated", cause: error)
         }
     }
 
@@ -350,15 +346,32 @@ final class Barrier: Sendable {
         }
     }
 
+    // The two associated data every get builds are assembled in one array each, with its size reserved:
+    // the chains of `+` they replace made a new array per part.
+
     private static func slotAssociatedData(recordID: RecordID, slot: Int64, epoch: UInt32) -> [UInt8] {
-        Array("casevault.slot.v1".utf8) + UInt64(slot).littleEndianBytes + recordID.bytes + epoch.littleEndianBytes
+        var data: [UInt8] = []
+        data.reserveCapacity(17 + 8 + RecordID.byteCount + 4)
+        data += "casevault.slot.v1".utf8
+        data += UInt64(slot).littleEndianBytes
+        recordID.appendBytes(to: &data)
+        data += epoch.littleEndianBytes
+        return data
     }
 
     private static func contentAssociatedData(id: RecordID, caseID: CaseID, type: RecordType, version: UInt8)
         -> [UInt8]
     {
-        let type = Array(type.rawValue.utf8)
-        return Array("casevault.record".utf8) + [version] + id.bytes + caseID.bytes + [UInt8(type.count)] + type
+        let typeCount = type.rawValue.utf8.count
+        var data: [UInt8] = []
+        data.reserveCapacity(16 + 1 + RecordID.byteCount + CaseID.byteCount + 1 + typeCount)
+        data += "casevault.record".utf8
+        data.append(version)
+        id.appendBytes(to: &data)
+        caseID.appendBytes(to: &data)
+        data.append(UInt8(typeCount))
+        data += type.rawValue.utf8
+        return data
     }
 
     private static func integrityFailure(_ what: String) -> CaseVaultError {

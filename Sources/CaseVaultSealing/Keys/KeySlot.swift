@@ -24,17 +24,26 @@ package enum KeySlot {
         precondition(sealedKey.count == AEAD.overhead + 32, "a sealed data key is nonce + 32 + tag")
         var slot = Self.magic
         slot += epoch.littleEndianBytes
-        slot += recordID.bytes
+        recordID.appendBytes(to: &slot)
         slot += sealedKey
         slot += [UInt8](repeating: 0, count: Self.checksumOffset - slot.count)
         slot += Hash.blake2b(slot, length: 16)
         return slot
     }
 
+    /// A parsed slot: its fields are slices of the slot's bytes, not copies.
     package struct Decoded {
         var epoch: UInt32
-        var recordID: [UInt8]
-        var sealedKey: [UInt8]
+        var recordID: ArraySlice<UInt8>
+        var sealedKey: ArraySlice<UInt8>
+    }
+
+    /// Whether a decoded slot names `recordID`, compared in constant time.
+    static func names(_ decoded: Decoded, _ recordID: RecordID) -> Bool {
+        var expected: [UInt8] = []
+        expected.reserveCapacity(RecordID.byteCount)
+        recordID.appendBytes(to: &expected)
+        return Memory.constantTimeEquals(decoded.recordID, expected)
     }
 
     /// The epoch a slot's key is wrapped under, without decoding the rest; 0 for a slot holding no key.
@@ -51,7 +60,7 @@ package enum KeySlot {
         let checksum = Hash.blake2b(slot[0..<Self.checksumOffset], length: 16)
         guard Memory.constantTimeEquals(checksum, slot[Self.checksumOffset...]) else { return nil }
         let epoch = UInt32(littleEndianBytes: slot[4..<8])
-        return Decoded(epoch: epoch, recordID: Array(slot[8..<24]), sealedKey: Array(slot[24..<96]))
+        return Decoded(epoch: epoch, recordID: slot[8..<24], sealedKey: slot[24..<96])
     }
 
     /// Whether a slot still carries a wrapped key (its magic is intact), whatever its checksum says.
