@@ -78,10 +78,13 @@ test-systemd: test-deps
 	Tests/system/real-systemd.sh .build/debug
 
 ## bench: release build, prints throughput figures (no pass/fail): the store, then over the socket vs nginx,
-## then issue 17's table as ratios to ceilings from the same run (scripts/bench-summary.sh)
+## then issue 17's table as ratios to ceilings from the same run (scripts/bench-summary.sh), and where the
+## socket figures' time goes under perf (linux-perf, installed when the distribution has it for this kernel)
 bench: deps
+	@$(MAKE) --no-print-directory apt-install PACKAGES="linux-perf" \
+		|| echo "linux-perf could not be installed: the profiles are left out"
 	$(SWIFT) build -c release
-	rm -f .build/bench-figures.txt
+	rm -f .build/bench-figures.txt .build/bench-figures.txt.profile
 	CASEVAULT_BENCH_FIGURES=.build/bench-figures.txt .build/release/casevault-bench
 	CASEVAULT_BENCH_FIGURES=.build/bench-figures.txt scripts/bench-socket.sh
 	scripts/bench-slow-peers.sh

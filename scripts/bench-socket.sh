@@ -135,6 +135,30 @@ for conn in 1 16; do
     figure "get_${conn}_switches" "$daemon_switches"
 done
 
+# Where the time goes, with a profiler: each socket figure's load again, this time under `perf record`
+# (after the figures, so that the profiler's cost is in none of them), summed up by part of the stack
+# (scripts/perf-summary.py). Skipped when perf is missing or may not profile here.
+PERF=$(command -v perf || true)
+if [[ -n "$PERF" ]] && "$PERF" record -q -o "$work/probe.data" -- true >/dev/null 2>&1; then
+    profile() {
+        local label=$1 line
+        shift
+        "$PERF" record -q -F 499 -g -p "$daemon" -o "$work/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
+        local recorder=$!
+        "$BIN/casevault-load" "$@" --seconds "$SECS" >/dev/null
+        wait "$recorder" || true
+        line=$("$PERF" script -i "$work/perf.data" 2>/dev/null | python3 scripts/perf-summary.py "$label")
+        echo "  $line"
+        if [[ -n "${CASEVAULT_BENCH_FIGURES:-}" ]]; then echo "$line" >> "$CASEVAULT_BENCH_FIGURES.profile"; fi
+    }
+    profile "GET, 16 connections" --socket "$sock" --paths-file "$work/gets.txt" --connections 16
+    profile "GET, 1 connection" --socket "$sock" --paths-file "$work/gets.txt" --connections 1
+    profile "durable PUT, 16 connections" --socket "$sock" --method POST --paths-file "$work/puts.txt" \
+        --body-file "$work/put.json" --connections 16
+else
+    echo "  where the time goes: no profile (perf is missing, or perf_event_paranoid forbids it here)"
+fi
+
 # A 1 GiB attachment in and out: time, and the daemon's peak resident memory before and after.
 peak() { awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$daemon/status"; }
 record=$(sed -n '1s|/v1/records/||p' "$work/gets.txt")

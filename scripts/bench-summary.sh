@@ -33,3 +33,5 @@ END {
     if (have("put_16_cpu_us") && have("put_in_process_16"))
         printf "where the time goes: casevaultd spends %.0f us of CPU and %.1f context switches per PUT at 16 connections; the store alone puts %.0f/s in process\n", v["put_16_cpu_us"], v["put_16_switches"], v["put_in_process_16"]
 }' "$file"
+# The profiles bench-socket.sh took of the socket figures, when perf could run.
+if [[ -f "$file.profile" ]]; then cat "$file.profile"; fi
