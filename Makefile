@@ -81,7 +81,7 @@ test-systemd: test-deps
 ## then issue 17's table as ratios to ceilings from the same run (scripts/bench-summary.sh), and where the
 ## socket figures' time goes under perf (linux-perf, installed when the distribution has it for this kernel)
 bench: deps
-	@$(MAKE) --no-print-directory apt-install PACKAGES="linux-perf" \
+	@command -v perf >/dev/null || $(MAKE) --no-print-directory apt-install PACKAGES="linux-perf" \
 		|| echo "linux-perf could not be installed: the profiles are left out"
 	$(SWIFT) build -c release
 	rm -f .build/bench-figures.txt .build/bench-figures.txt.profile

@@ -20,6 +20,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 work=$(mktemp -d /tmp/casevault-socket-bench-XXXXXX)
 chmod 755 "$work"
 cleanup() {
+    [[ -n "${recorder:-}" ]] && kill "$recorder" 2>/dev/null || true
     [[ -f "$work/nginx/nginx.pid" ]] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
     [[ -n "${daemon:-}" ]] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
     rm -rf "$work"
@@ -139,15 +140,20 @@ done
 # (after the figures, so that the profiler's cost is in none of them), summed up by part of the stack
 # (scripts/perf-summary.py). Skipped when perf is missing or may not profile here.
 PERF=$(command -v perf || true)
-if [[ -n "$PERF" ]] && "$PERF" record -q -o "$work/probe.data" -- true >/dev/null 2>&1; then
+# The probe attaches to the daemon itself: it is not dumpable (PR_SET_DUMPABLE 0), so only a profiler
+# with CAP_SYS_PTRACE (root) may.
+if [[ -n "$PERF" ]] && "$PERF" record -q -p "$daemon" -o "$work/probe.data" -- sleep 0.1 >/dev/null 2>&1; then
     profile() {
         local label=$1 line
         shift
+        rm -f "$work/perf.data"
         "$PERF" record -q -F 499 -g -p "$daemon" -o "$work/perf.data" -- sleep "$SECS" >/dev/null 2>&1 &
-        local recorder=$!
+        recorder=$!
         "$BIN/casevault-load" "$@" --seconds "$SECS" >/dev/null
         wait "$recorder" || true
-        line=$("$PERF" script -i "$work/perf.data" 2>/dev/null | python3 scripts/perf-summary.py "$label")
+        recorder=
+        line=$("$PERF" script -i "$work/perf.data" 2>/dev/null | python3 scripts/perf-summary.py "$label") \
+            || line="where the time goes, $label: no profile (perf could not record it)"
         echo "  $line"
         if [[ -n "${CASEVAULT_BENCH_FIGURES:-}" ]]; then echo "$line" >> "$CASEVAULT_BENCH_FIGURES.profile"; fi
     }

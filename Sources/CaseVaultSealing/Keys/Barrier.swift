@@ -140,19 +140,18 @@ final class Barrier: Sendable {
     }
 
     func openBackupKey(_ sealed: [UInt8], id: [UInt8], created: [UInt8]) throws(CaseVaultError) -> BackupKey {
-        var key: [UInt8]
+        guard sealed.count == AEAD.overhead + AEAD.keyByteCount else { throw Self.integrityFailure("backup key") }
+        let associatedData = Self.backupKeyAssociatedData(id: id, created: created)
         do {
-            key = try AEAD.open(
-                sealed, key: self.backupWrappingKey,
-                associatedData: Self.backupKeyAssociatedData(id: id, created: created))
+            // Opened straight into its own secure memory, as a data key is (`unwrap`).
+            return BackupKey(
+                secret: try SecureBytes(count: AEAD.keyByteCount) { secret in
+                    try AEAD.open(sealed, key: self.backupWrappingKey, associatedData: associatedData, into: secret)
+                })
+        } catch CryptoError.secureAllocationFailed {
+            throw CaseVaultError(.keyUnavailable, "secure memory for a backup key could not be allocated")
         } catch {
             throw Self.integrityFailure("backup key")
-        }
-        defer { Memory.zero(&key) }
-        do {
-            return BackupKey(secret: try SecureBytes(copying: key))
-        } catch {
-            throw CaseVaultError(.keyUnavailable, "secure memory for a backup key could not be allocated", cause: error)
         }
     }
 
