@@ -233,6 +233,7 @@ let package = Package(
                 "CaseVaultAudit",
                 "CaseVaultCore",
                 "CaseVaultCrypto",
+                "CaseVaultFiles",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -3,6 +3,7 @@
 import ArgumentParser
 import CaseVaultCore
 import CaseVaultCrypto
+import CaseVaultFiles
 import CaseVaultSealing
 import CaseVaultStore
 import Foundation
@@ -63,6 +64,9 @@ struct Bench: ParsableCommand {
         let ceiling = try self.sqliteCeiling(path: root + "/ceiling.sqlite")
         print(String(format: "ceiling  plain SQLite, synchronous=FULL, 100 rows/txn   %10.0f rows/s", ceiling))
         Figures.record("sqlite_ceiling", ceiling)
+        let flush = try self.flushMicroseconds(path: root + "/flush.bin")
+        print(String(format: "ceiling  one device flush (4 KiB overwritten, fdatasync)  %8.0f us", flush))
+        Figures.record("flush_us", flush)
 
         let store = try RecordStore.open(
             StoreConfiguration(
@@ -91,6 +95,7 @@ struct Bench: ParsableCommand {
                         "put      durable, %2d concurrent writer(s)              %10.0f records/s  (%.0f%% of ceiling, %.1f puts/flush)",
                     writers, rate, 100 * rate / ceiling, perBatch))
             Figures.record("put_in_process_\(writers)", rate)
+            Figures.record("put_in_process_\(writers)_per_batch", perBatch)
         }
 
         let all = ids.all
@@ -186,6 +191,23 @@ struct Bench: ParsableCommand {
         for thread in workers { thread.start() }
         while workers.contains(where: { !$0.isFinished }) { usleep(1000) }
         return Double(min(counter.value, limit)) / Date().timeIntervalSince(start)
+    }
+
+    /// What one device flush costs on this disk: a 4 KiB block of a file that already has it overwritten and
+    /// `fdatasync`ed (no size or extent to commit, as a put batch's segment and key slots are), the mean of 300.
+    /// A put batch makes three (segment, key slots, the index's WAL), one after the other.
+    func flushMicroseconds(path: String) throws -> Double {
+        let file = try PosixFile(path: path, flags: O_RDWR | O_CREAT, mode: 0o600)
+        defer { unlink(path) }
+        try file.write([UInt8](repeating: 0, count: 64 * 4096), at: 0)
+        try file.flushData()
+        let block = Random.bytes(count: 4096)
+        let start = Date()
+        for index in 0..<300 {
+            try file.write(block, at: Int64(index % 64) * 4096)
+            try file.flushData()
+        }
+        return Date().timeIntervalSince(start) / 300 * 1e6
     }
 
     func sqliteCeiling(path: String) throws -> Double {
