@@ -162,7 +162,7 @@ if [[ -n "$PERF" ]] && "$PERF" record -q -p "$daemon" -o "$work/probe.data" -- s
     profile "durable PUT, 16 connections" --socket "$sock" --method POST --paths-file "$work/puts.txt" \
         --body-file "$work/put.json" --connections 16
 else
-    echo "  where the time goes: no profile (perf is missing, or perf_event_paranoid forbids it here)"
+    echo "  where the time goes: no profile (perf is missing, or may not attach to the daemon: that needs root or CAP_SYS_PTRACE)"
 fi
 
 # A 1 GiB attachment in and out: time, and the daemon's peak resident memory before and after.

@@ -12,12 +12,10 @@ public struct Identifier<Tag>: Hashable, Sendable, CustomStringConvertible, Comp
 
     /// Parses `text`; throws `invalid-identifier` for anything but 32 lowercase hex characters.
     public init(_ text: String) throws(CaseVaultError) {
-        var words: (high: UInt64, low: UInt64)?
-        if let parsed = text.utf8.withContiguousStorageIfAvailable({ Self.parse($0) }) {
-            words = parsed
-        } else {
-            words = Array(text.utf8).withUnsafeBufferPointer { Self.parse($0) }
-        }
+        // Swift's native strings are contiguous; a bridged one is copied first.
+        let words =
+            text.utf8.withContiguousStorageIfAvailable({ Self.parse($0) })
+            ?? Array(text.utf8).withUnsafeBufferPointer { Self.parse($0) }
         guard let words else {
             throw CaseVaultError(.invalidIdentifier, "an id is 32 lowercase hexadecimal characters")
         }

@@ -150,8 +150,9 @@ struct Bench: ParsableCommand {
         let blob = AEAD.seal(
             [UInt8](repeating: 120, count: self.size), key: dataKey, associatedData: [UInt8](repeating: 2, count: 64))
         return self.measure(threads: threads) { _ in
-            let bytes = try! AEAD.open(slot, key: rootKey, associatedData: [UInt8](repeating: 1, count: 24))
-            let key = try! SecureBytes(count: bytes.count, ephemeral: true) { $0.copyBytes(from: bytes) }
+            let key = try! SecureBytes(count: AEAD.keyByteCount, ephemeral: true) { secret in
+                try AEAD.open(slot, key: rootKey, associatedData: [UInt8](repeating: 1, count: 24), into: secret)
+            }
             _ = try! AEAD.open(blob, key: key, associatedData: [UInt8](repeating: 2, count: 64))
         }
     }

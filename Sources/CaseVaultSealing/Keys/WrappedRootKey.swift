@@ -65,17 +65,16 @@ public enum WrappedRootKey {
         )
         let wrapping = try Self.derive(
             passphrase: passphrase, salt: Array(header[22..<Self.headerSize]), limits: limits)
-        var key: [UInt8]
         do {
-            key = try AEAD.open(bytes[Self.headerSize...], key: wrapping, associatedData: header)
+            // Opened straight into its own secure memory (the file's size was checked to be exact above).
+            return RootKey(
+                secret: try SecureBytes(count: RootKeyFile.byteCount) { secret in
+                    try AEAD.open(bytes[Self.headerSize...], key: wrapping, associatedData: header, into: secret)
+                })
+        } catch CryptoError.secureAllocationFailed {
+            throw CaseVaultError(.keyUnavailable, "secure memory for the root key could not be allocated")
         } catch {
             throw Self.refused()
-        }
-        defer { Memory.zero(&key) }
-        do {
-            return RootKey(secret: try SecureBytes(copying: key))
-        } catch {
-            throw CaseVaultError(.keyUnavailable, "secure memory for the root key could not be allocated", cause: error)
         }
     }
 
