@@ -100,12 +100,12 @@ struct Bench: ParsableCommand {
 
         let all = ids.all
         for readers in [1, 2] {
-            let cpuBefore = Self.cpuSeconds()
-            var gets = 0.0
-            let rate = self.measure(threads: readers, count: &gets) { n in
+            let (start, cpuBefore) = (Date(), Self.cpuSeconds())
+            let rate = self.measure(threads: readers) { n in
                 _ = try! vault.get(all[n % all.count])
             }
             // CPU per get moves less than the rate when other load on the host takes the cores.
+            let gets = rate * Date().timeIntervalSince(start)
             let cpu = (Self.cpuSeconds() - cpuBefore) / max(gets, 1) * 1e6
             print(
                 String(
@@ -163,16 +163,6 @@ struct Bench: ParsableCommand {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
         return seconds(usage.ru_utime) + seconds(usage.ru_stime)
-    }
-
-    /// `measure(threads:limit:_:)`, leaving the number of calls made in `count`.
-    func measure(threads: Int, limit: Int = .max, count: inout Double, _ body: @escaping @Sendable (Int) -> Void)
-        -> Double
-    {
-        let start = Date()
-        let rate = self.measure(threads: threads, limit: limit, body)
-        count = rate * Date().timeIntervalSince(start)
-        return rate
     }
 
     /// Runs `body` on `threads` threads for `seconds` (or `limit` calls in all); returns calls per second.
