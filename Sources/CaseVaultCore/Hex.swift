@@ -44,8 +44,8 @@ public enum Hex {
         return bytes
     }
 
-    /// The digit's value, or 0xff for any character but 0-9 and a-f.
-    private static func value(_ c: UInt8) -> UInt8 {
+    /// The digit's value, or 0xff for any character but 0-9 and a-f (also what `Identifier` parses with).
+    static func value(_ c: UInt8) -> UInt8 {
         switch c {
         case UInt8(ascii: "0")...UInt8(ascii: "9"): c &- UInt8(ascii: "0")
         case UInt8(ascii: "a")...UInt8(ascii: "f"): c &- UInt8(ascii: "a") &+ 10

@@ -50,13 +50,8 @@ public struct Identifier<Tag>: Hashable, Sendable, CustomStringConvertible, Comp
         guard utf8.count == 2 * Self.byteCount else { return nil }
         var words: (UInt64, UInt64) = (0, 0)
         for index in 0..<(2 * Self.byteCount) {
-            let c = utf8[index]
-            let digit: UInt8
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = c &- UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = c &- UInt8(ascii: "a") &+ 10
-            default: return nil
-            }
+            let digit = Hex.value(utf8[index])
+            guard digit < 0x10 else { return nil }
             if index < Self.byteCount {
                 words.0 = words.0 << 4 | UInt64(digit)
             } else {
