@@ -3,10 +3,9 @@
 /// flushes that the disk serves one after the other.
 ///
 /// The store calls `prepareRide` just before it flushes a batch's segment, which starts writing the
-/// rider's dirty pages back (`sync_file_range`, no device flush) while the segment's are written;
-/// `board` after that flush, which waits until the rider's pages are written; and `rode` once the next
-/// flush (the key slots') has returned: its `fdatasync` ends with a flush of the device's cache, which
-/// carries the rider's blocks too. That is durable only when the rider's bytes overwrite blocks the file already has
+/// rider's dirty pages back (`sync_file_range`, no device flush); `board`, which waits until they are
+/// written; and `rode` once the segment's flush, begun after that, has returned: its `fdatasync` ends
+/// with a flush of the device's cache, which carries the rider's blocks too. That is durable only when the rider's bytes overwrite blocks the file already has
 /// (no size or extent change to commit) on a filesystem that writes in place, on the same device: the
 /// store lets a file ride only on ext4 and xfs and only on its own device, and the rider answers `nil`
 /// whenever it needs a flush of its own (after growing, or to write a head).

@@ -3,6 +3,7 @@ internal import CaseVaultCrypto
 internal import CaseVaultFiles
 package import CaseVaultSealing
 internal import Foundation
+internal import GRDB
 internal import Logging
 internal import Synchronization
 
@@ -42,8 +43,11 @@ extension RecordStore {
         return try self.writes.submit(pending, perform: self.commit).get()
     }
 
-    /// The leader's half of a put batch: one slot and one segment region per record, one filesystem
-    /// flush for all of them, one index commit.
+    /// The leader's half of a put batch: one frame per record (`SegmentFrame`: the record's row and wrapped
+    /// key beside its blob) appended to the segment, and one device flush, the segment's, for all of them.
+    /// The key slots and the index commit are written without a flush of their own: recovery rebuilds them
+    /// from the frames past the settled mark (`replayUnsettledFrames`). A batch with filing effects, or one
+    /// that ends far past the mark, flushes them as well and moves the mark (`settle`).
     private func commit(_ batch: [PendingPut]) -> [Result<RecordMetadata, CaseVaultError>] {
         // A batch that leads after `close` began writes nothing: its keys may be wiped by now, and a slot
         // wrapped under a wiped key would open for anyone.
@@ -53,58 +57,80 @@ extension RecordStore {
             return batch.map { _ in .failure(error) }
         }
         let before = self.writer.withLock { $0 }
-        let slots: [Int64]
+        // A rotation changes the epoch only as the only writer, so it holds for the whole batch.
+        let epoch = self.currentEpoch
+        let frames: [(bytes: [UInt8], head: Int, slot: Int64, wrappedKey: [UInt8])]
         do throws(CaseVaultError) {
-            slots = try self.takeUnownedSlots(batch.count)
+            let slots = try self.takeUnownedSlots(batch.count)
+            frames = try zip(batch, slots).map { (put, slot) throws(CaseVaultError) in
+                let wrappedKey = try put.record.wrappedKey(slot: slot, epoch: epoch)
+                let frame = SegmentFrame(
+                    metadata: put.metadata, participant: put.record.sealedParticipant, slot: slot,
+                    wrappedKey: wrappedKey, replayable: put.effects.isEmpty)
+                let (bytes, head) = frame.encode(blob: put.record.blob)
+                return (bytes, head, slot, wrappedKey)
+            }
         } catch {
             self.writer.withLock { $0 = before }
             return batch.map { _ in .failure(error) }
         }
         let placed = self.writer.withLock { state in
-            zip(batch, slots).map { put, slot in
-                (slot: slot, location: state.cursor.reserve(put.record.blob.count, maxBytes: self.segments.maxBytes))
-            }
+            frames.map { frame in state.cursor.reserve(frame.bytes.count, maxBytes: self.segments.maxBytes) }
         }
         let after = self.writer.withLock { $0 }
-        // A rotation changes the epoch only as the only writer, so it holds for the whole batch.
-        let epoch = self.currentEpoch
+        let settling = !batch.allSatisfy(\.effects.isEmpty) || self.isFarFromSettled(after)
         do throws(CaseVaultError) {
-            for (put, place) in zip(batch, placed) {
-                try self.segments.write(put.record.blob, at: place.location)
-                self.observe(.putAfterBlobWrite)
-                try self.slots.write(place.slot, try put.record.wrappedKey(slot: place.slot, epoch: epoch))
+            for (frame, place) in zip(frames, placed) {
+                try self.segments.write(frame.bytes, at: place)
+                self.observe(.putAfterFrameWrite)
+                try self.slots.write(frame.slot, frame.wrappedKey)
             }
             // What the audit log wrote before this point (the batch's request entries among it) is written
-            // back beside the segment and made durable by the key slots' device flush.
+            // back first, and made durable by the segment's device flush.
             let rider = self.rider.withLock { $0 }
             let ride = rider?.prepareRide()
-            try self.segments.flush(Set(placed.map(\.location.segment)))
             let boarded = ride.map { rider?.board($0) ?? false } ?? false
-            try self.slots.flush()
+            try self.segments.flush(Set(placed.map(\.segment)))
             if let rider, let ride, boarded { rider.rode(ride) }
-            self.observe(.putAfterSlotFlush)
-            try self.index.write { db in
-                for (put, place) in zip(batch, placed) {
+            if settling {
+                try self.slots.flush()
+            }
+            self.observe(.putAfterFlush)
+            let write = { (db: Database) throws in
+                for ((put, frame), place) in zip(zip(batch, frames), placed) {
                     try Index.insertLiveRecord(
-                        db, put.metadata, participant: put.record.sealedParticipant, slot: place.slot,
-                        location: place.location)
-                    try Index.takeOffFreeList(db, [place.slot])
+                        db, put.metadata, participant: put.record.sealedParticipant, slot: frame.slot,
+                        location: Segments.Location(
+                            segment: place.segment, offset: place.offset + Int64(frame.head),
+                            length: put.record.blob.count),
+                        frameStart: place.offset)
+                    try Index.takeOffFreeList(db, [frame.slot])
                     try Index.apply(db, put.effects)
                 }
                 try Index.setMeta(db, "slot_high_water", after.slots.highWater)
                 try Index.setMeta(db, "segment_current", Int64(after.cursor.segment))
                 try Index.setMeta(db, "segment_end", after.cursor.end)
+                if settling {
+                    try Index.setMeta(db, "settled_segment", Int64(after.cursor.segment))
+                    try Index.setMeta(db, "settled_end", after.cursor.end)
+                }
+            }
+            if settling {
+                try self.index.write(write)
+                self.writer.withLock { $0.settled = after.cursor }
+            } else {
+                try self.index.writeUnflushed(write)
             }
             self.observe(.putAfterCommit)
             return batch.map { .success($0.metadata) }
         } catch {
             // Nothing was acknowledged: undo what reached the disk so no orphan key or ciphertext remains.
             let stream = OverwriteStream()
-            for place in placed {
-                try? self.slots.scrub(place.slot)
-                try? self.segments.overwrite(place.location, from: stream)
+            for (frame, place) in zip(frames, placed) {
+                try? self.slots.scrub(frame.slot)
+                try? self.segments.overwrite(place, from: stream)
             }
-            try? self.segments.flush(Set(placed.map(\.location.segment)))
+            try? self.segments.flush(Set(placed.map(\.segment)))
             try? self.slots.flush()
             // The index holds what was committed; a slot dropped by `takeUnownedSlots` stays dropped.
             let reloaded = try? self.index.read { db in try Index.writerState(db) }
@@ -116,6 +142,16 @@ extension RecordStore {
             return batch.map { _ in .failure(error) }
         }
     }
+
+    /// Whether a batch ending at `state.cursor` leaves more than `settleDistance` bytes of frames to replay
+    /// after a power cut: then it settles, so that recovery reads at most that much.
+    private func isFarFromSettled(_ state: WriterState) -> Bool {
+        state.cursor.segment != state.settled.segment
+            || state.cursor.end - state.settled.end > Self.settleDistance
+    }
+
+    /// How far past the settled mark puts go before a batch settles.
+    static let settleDistance: Int64 = 16 << 20
 
     /// `count` distinct slots that no record in the index owns, taken from the allocator. A slot the free
     /// list or the high-water mark offers although a record owns it (an index damaged by hand or by a

@@ -5,6 +5,8 @@ internal import Synchronization
 
 extension RecordStore {
     /// Brings the data directory back to a state every invariant holds in, after a crash at any instant:
+    /// 0. the puts past the settled mark get back the key slots and index rows a power cut took from them,
+    ///    from their segment frames (`replayUnsettledFrames`);
     /// 1. every record left `shredding` is shredded to the end, and every shred order certified: a sweep's
     ///    order, left open by a crash, is closed;
     /// 2. every slot no record owns (freed, or past the high-water mark) that still looks like a wrapped key
@@ -12,6 +14,8 @@ extension RecordStore {
     /// 3. segment bytes past the committed end (blobs of those same puts) are overwritten and cut off.
     /// Each costs in proportion to what a crash can leave, not to the size of the vault.
     func recover() throws(CaseVaultError) {
+        // Before any writer settles: settling first would move the mark past frames it has not replayed.
+        try self.writes.exclusive { () throws(CaseVaultError) in try self.replayUnsettledFrames() }
         _ = try self.asShredder { () throws(CaseVaultError) in
             try self.asWriter { () throws(CaseVaultError) in
                 try self.index.write { db in try Index.closeOpenShredOrders(db) }
@@ -49,6 +53,80 @@ extension RecordStore {
                     metadata: ["slots.scrubbed": "\(scrubbedSlots)", "segment.bytes_scrubbed": "\(scrubbedBytes)"]
                 )
             }
+        }
+    }
+
+    /// Step 0 of `recover`. The frames from the settled mark on are read in order, each whole one taken:
+    /// its key slot is written again from it, and its index row added when the index lost it (a put's commit
+    /// is not flushed: `RecordStore.commit`). The first frame that cannot be taken ends the log: a torn or
+    /// never-written one, one whose put had filing effects (committed only with a flushed transaction, which
+    /// would have moved the mark past it), or one that disagrees with the index. Everything from there on is
+    /// what puts that were never acknowledged left, and step 3 scrubs it. The segment cursor and the mark
+    /// then move to the end of the last frame taken.
+    func replayUnsettledFrames() throws(CaseVaultError) {
+        let state = self.writer.withLock { $0 }
+        var position = state.settled
+        var taken: [(frame: SegmentFrame, blob: Segments.Location, frameStart: Int64, indexed: Bool)] = []
+        var claimed: Set<Int64> = []
+        while true {
+            var next = try self.segments.frame(at: position)
+            if next == nil, position.end > 0 {
+                // A frame that did not fit in the segment's room began the next one.
+                next = try self.segments.frame(at: Segments.Cursor(segment: position.segment + 1, end: 0))
+            }
+            guard let (frame, at, head) = next, claimed.insert(frame.slot).inserted else { break }
+            let blob = Segments.Location(
+                segment: at.segment, offset: at.offset + Int64(head), length: frame.metadata.sealedSize)
+            let (row, takeable) = try self.index.read { db in
+                let owned = try Index.ownedSlots(db, among: [frame.slot])
+                let shredded = try Index.isShredded(db, id: frame.metadata.id)
+                return (try Index.row(db, id: frame.metadata.id), frame.replayable && owned.isEmpty && !shredded)
+            }
+            if let row {
+                guard row.slot == frame.slot, row.location == blob else { break }
+            } else if !takeable {
+                break
+            }
+            taken.append((frame, blob, at.offset, row != nil))
+            position = Segments.Cursor(segment: at.segment, end: at.offset + Int64(at.length))
+        }
+        guard !taken.isEmpty || state.settled != state.cursor else { return }
+        for entry in taken {
+            try self.slots.write(entry.frame.slot, entry.frame.wrappedKey)
+        }
+        try self.slots.flush()
+        let end = max(state.cursor, position)
+        let fresh = try self.index.write { db in
+            for entry in taken where !entry.indexed {
+                try Index.insertLiveRecord(
+                    db, entry.frame.metadata, participant: entry.frame.participant, slot: entry.frame.slot,
+                    location: entry.blob, frameStart: entry.frameStart)
+                try Index.takeOffFreeList(db, [entry.frame.slot])
+            }
+            // The slots between the old high-water mark and a replayed one go on the free list (scrubbed in
+            // step 2 if a put that never committed left a key there).
+            let top = (taken.map(\.frame.slot).max() ?? -1) + 1
+            if top > state.slots.highWater {
+                try Index.setMeta(db, "slot_high_water", top)
+                for slot in state.slots.highWater..<top {
+                    try Index.freeUnlessOwned(db, slot: slot)
+                }
+            }
+            for (key, value) in [
+                ("segment_current", Int64(end.segment)), ("segment_end", end.end),
+                ("settled_segment", Int64(end.segment)), ("settled_end", end.end),
+            ] {
+                try Index.setMeta(db, key, value)
+            }
+            return try Index.writerState(db)
+        }
+        self.writer.withLock { $0 = fresh }
+        let added = taken.count { !$0.indexed }
+        if added > 0 {
+            self.logger.notice(
+                "rebuilt from the segments' frames the index rows and key slots a crash or power cut left unwritten",
+                metadata: ["records.added": "\(added)", "slots.rewritten": "\(taken.count)"]
+            )
         }
     }
 

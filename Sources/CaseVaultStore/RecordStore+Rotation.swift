@@ -105,19 +105,32 @@ extension RecordStore {
     }
 
     /// Rewraps `slots` under `target` and flushes them: called as the only writer. A record shredded or
-    /// rewrapped since the list was made is skipped.
+    /// rewrapped since the list was made is skipped. The copy of the old wrapped key in the record's segment
+    /// frame is zeroed: the settled frames are never replayed, and no key stays on the disk under an epoch
+    /// the rotation retires.
     private func rewrap(_ slots: [(id: RecordID, slot: Int64)], target: UInt32) throws(CaseVaultError) -> Int {
         guard let first = slots.first?.slot, let last = slots.last?.slot else { return 0 }
-        let stillLive = try self.index.read { db in try Index.liveSlots(db, from: first, through: last) }
+        let (stillLive, copies) = try self.index.read { db in
+            (
+                try Index.liveSlots(db, from: first, through: last),
+                try Index.frameKeyCopies(db, from: first, through: last)
+            )
+        }
         var count = 0
+        var cleared = Set<UInt32>()
         for (id, slot) in slots where stillLive.contains(slot) {
             let bytes = try self.slots.read(slot)
             guard KeySlot.epoch(of: bytes[...]) != target else { continue }
             try self.slots.write(
                 slot, try self.sealing.rewrap(slotBytes: bytes, recordID: id, slot: slot, epoch: target))
+            if let copy = copies[slot] {
+                try self.segments.clear(copy)
+                cleared.insert(copy.segment)
+            }
             self.observe(.rotateAfterSlotWrite)
             count += 1
         }
+        try self.segments.flush(cleared)
         try self.slots.flush()
         return count
     }

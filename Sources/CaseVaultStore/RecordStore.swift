@@ -45,11 +45,14 @@ package final class RecordStore: RecordStorage {
         var current: UInt32
     }
 
-    /// What the single writer changes as it commits: which slot and which segment region come next.
-    /// Only the holder of the write queue touches it; it is persisted in the index by the same commit.
+    /// What the single writer changes as it commits: which slot and which segment region come next, and
+    /// the settled mark: up to it, every frame's index row and key slot are durable on their own; past it,
+    /// recovery rebuilds them from the frames. Only the holder of the write queue touches it; it is
+    /// persisted in the index by the same commit.
     struct WriterState {
         var slots: SlotAllocator
         var cursor: Segments.Cursor
+        var settled: Segments.Cursor
     }
 
     /// Opens (creating on first use) the store in `configuration.dataDirectory`, then finishes any shred a
@@ -168,6 +171,7 @@ package final class RecordStore: RecordStorage {
         // Waits for the writer in flight, if any; every write was flushed before it returned.
         let failure: CaseVaultError? = self.writes.exclusive {
             do {
+                try self.settle()
                 try self.index.truncateWAL()
                 try self.index.close()
                 return nil
@@ -188,11 +192,28 @@ package final class RecordStore: RecordStorage {
 
     /// Runs `body` as the only writer, unless the store is closed: once `close` has begun, nothing more is
     /// written, so that no key is used after `wipeKeys` (a rotation would rewrap slots under wiped keys).
+    /// The puts before it are settled first: no exclusive writer overwrites a frame, scrubs a slot or
+    /// rewraps one that recovery might still replay.
     func asWriter<Result>(_ body: () throws(CaseVaultError) -> Result) throws(CaseVaultError) -> Result {
         try self.writes.exclusive { () throws(CaseVaultError) -> Result in
             try self.refuseIfClosed()
+            try self.settle()
             return try body()
         }
+    }
+
+    /// Makes the key slots and index rows of every frame filed so far durable on their own (a flush of the
+    /// slot file, a flushed index commit) and moves the settled mark to the segment cursor. Called as the
+    /// only writer; costs nothing when no put came since the last settle.
+    func settle() throws(CaseVaultError) {
+        let state = self.writer.withLock { $0 }
+        guard state.settled != state.cursor else { return }
+        try self.slots.flush()
+        try self.index.write { db in
+            try Index.setMeta(db, "settled_segment", Int64(state.cursor.segment))
+            try Index.setMeta(db, "settled_end", state.cursor.end)
+        }
+        self.writer.withLock { $0.settled = state.cursor }
     }
 
     /// `sealed` once `close` has begun.

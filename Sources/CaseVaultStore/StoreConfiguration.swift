@@ -80,8 +80,8 @@ package enum KeySource: Sendable, Equatable {
 
 /// The points between durable steps where a crash is most interesting. Tests kill a writer at each.
 package enum CrashPoint: String, Sendable, CaseIterable {
-    case putAfterBlobWrite = "put.after-blob-write"
-    case putAfterSlotFlush = "put.after-slot-flush"
+    case putAfterFrameWrite = "put.after-frame-write"
+    case putAfterFlush = "put.after-flush"
     case putAfterCommit = "put.after-commit"
     case shredAfterMark = "shred.after-mark"
     case shredAfterSlotOverwrite = "shred.after-slot-overwrite"

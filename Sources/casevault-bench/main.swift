@@ -186,7 +186,7 @@ struct Bench: ParsableCommand {
 
     /// What one device flush costs on this disk: a 4 KiB block of a file that already has it overwritten and
     /// `fdatasync`ed (no size or extent to commit, as a put batch's segment and key slots are), the mean of 300.
-    /// A put batch makes three (segment, key slots, the index's WAL), one after the other.
+    /// A put batch makes one (its segment's); a batch that settles, three (segment, key slots, the index's WAL).
     func flushMicroseconds(path: String) throws -> Double {
         let file = try PosixFile(path: path, flags: O_RDWR | O_CREAT, mode: 0o600)
         defer { unlink(path) }

@@ -93,10 +93,13 @@ final class LineReader {
 
 @Suite("Crash recovery of puts")
 struct PutRecoveryTests {
+    /// The segments are the log of record: a put whose frame was whole in the segment when it was killed
+    /// (before the index commit, the slot's write, or the answer) is committed at the next open, as a
+    /// transaction whose commit reached SQLite's WAL is. Either way nothing is left that no record owns.
     @Test(
-        "a put killed before its commit leaves no wrapped key and no ciphertext behind after the next open",
-        arguments: [CrashPoint.putAfterBlobWrite, .putAfterSlotFlush])
-    func uncommittedPutIsScrubbed(point: CrashPoint) throws {
+        "a put killed after writing its frame, before its commit, is committed whole at the next open, and leaves no wrapped key or ciphertext that no record owns",
+        arguments: [CrashPoint.putAfterFrameWrite, .putAfterFlush])
+    func killedPutIsCommittedWholeOrNotAtAll(point: CrashPoint) throws {
         let vault = TestVault()
         let caseID = Samples.caseID()
         let store = try vault.open()
@@ -117,19 +120,27 @@ struct PutRecoveryTests {
         }
         let tailBefore = try #require(vault.files()["segments/00000000"]).dropFirst(committedEnd)
         #expect(tailBefore.contains { $0 != 0 }, "the crashed put should have left its ciphertext on disk")
-        if point == .putAfterSlotFlush {
+        if point == .putAfterFlush {
             #expect(liveSlotsBefore.count == 2, "the crashed put should have left its wrapped key on disk")
         }
 
         let reopened = try vault.open()
         defer { reopened.close() }
+        let records = try reopened.records(caseID: caseID).map(\.id)
+        #expect(records.count == 2 && records.first == kept.id, "the killed put's whole frame was not committed")
         let slots = try #require(vault.files()["keyslots"])
         let live = (0..<(slots.count / 128)).filter { Array(slots[($0 * 128)..<($0 * 128 + 4)]) == Array("CVS1".utf8) }
-        #expect(live == [SlotFinder.slot(of: kept.id, in: slots)!])
-        let segment = try #require(vault.files()["segments/00000000"])
-        #expect(
-            segment.dropFirst(committedEnd).allSatisfy { $0 == 0 }, "uncommitted ciphertext was left in the segment")
-        #expect(try reopened.records(caseID: caseID).map(\.id) == [kept.id])
+        #expect(Set(live) == Set(records.compactMap { SlotFinder.slot(of: $0, in: slots) }), "a key no record owns")
+        #expect(live.count == 2)
         #expect(try reopened.sealed.get(kept.id).content == Samples.content(.sessionNote, marker: "kept"))
+        if let killed = records.last, killed != kept.id {
+            #expect(try reopened.sealed.get(killed).content == Array(#"{"text":"uncommitted"}"#.utf8))
+            let killedRegion = try BlobRegion(vault: vault, id: killed)
+            let segment = try #require(vault.files()["segments/00000000"])
+            #expect(killedRegion.offset > committedEnd)
+            #expect(
+                segment.dropFirst(killedRegion.offset + killedRegion.length).allSatisfy { $0 == 0 },
+                "ciphertext no record owns was left in the segment")
+        }
     }
 }

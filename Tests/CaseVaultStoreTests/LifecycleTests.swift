@@ -200,7 +200,7 @@ struct LifecycleTests {
         arguments: Array(0..<21))
     func finalAgreementSurvivesSIGKILL(cycle: Int) throws {
         let points: [CrashPoint?] = [
-            .putAfterBlobWrite, .putAfterSlotFlush, .putAfterCommit, .shredAfterSlotOverwrite,
+            .putAfterFrameWrite, .putAfterFlush, .putAfterCommit, .shredAfterSlotOverwrite,
             .shredAfterCiphertextOverwrite, .shredAfterIndexRemoval, nil,
         ]
         let point = points[cycle % points.count]

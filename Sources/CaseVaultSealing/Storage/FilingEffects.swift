@@ -14,4 +14,10 @@ package struct FilingEffects: Sendable {
     package var shredOrder: ShredOrder?
 
     package init() {}
+
+    /// Whether the filing changes nothing but adds its record (an order with no records to mark changes
+    /// nothing: it is written only with its marks).
+    package var isEmpty: Bool {
+        self.newCase == nil && self.caseState == nil && self.markShredding.isEmpty
+    }
 }

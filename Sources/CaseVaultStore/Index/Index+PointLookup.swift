@@ -55,6 +55,7 @@ extension Index {
         do throws(CaseVaultError) {
             guard let id = text(0), let caseID = text(1), let type = text(2), let state = text(3),
                 [4, 7, 8, 9, 10, 11].allSatisfy({ sqlite3_column_type(handle, $0) == SQLITE_INTEGER }),
+                [SQLITE_INTEGER, SQLITE_NULL].contains(sqlite3_column_type(handle, 12)),
                 [5, 6].allSatisfy({ [SQLITE_TEXT, SQLITE_NULL].contains(sqlite3_column_type(handle, $0)) }),
                 let segment = UInt32(exactly: integer(9))
             else {
@@ -63,7 +64,8 @@ extension Index {
             return try Self.row(
                 id: id, caseID: caseID, type: type, state: state, createdAt: integer(4), author: text(5),
                 supersedes: text(6), sealedSize: Int(integer(7)), slot: integer(8), segment: segment,
-                offset: integer(10), seq: integer(11))
+                offset: integer(10), seq: integer(11),
+                frameStart: sqlite3_column_type(handle, 12) == SQLITE_NULL ? nil : integer(12))
         } catch {
             throw Self.malformedRow(cause: error)
         }

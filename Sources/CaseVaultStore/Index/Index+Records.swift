@@ -4,21 +4,23 @@ internal import GRDB
 
 // The record rows a put adds, and what the store reads or records once at open or asks on the side.
 extension Index {
-    /// Adds a put's record as `live`, owning `slot`, its blob at `location`.
+    /// Adds a put's record as `live`, owning `slot`, its blob at `location`, in a frame from `frameStart` on
+    /// (nil: a blob without a frame, restored from a backup).
     static func insertLiveRecord(
-        _ db: Database, _ record: RecordMetadata, participant: [UInt8]?, slot: Int64, location: Segments.Location
+        _ db: Database, _ record: RecordMetadata, participant: [UInt8]?, slot: Int64, location: Segments.Location,
+        frameStart: Int64?
     ) throws {
         try db.cachedStatement(
             sql: """
                 INSERT INTO records (
                     id, case_id, type, state, created_at, author, supersedes, sealed_size, slot, segment, offset,
-                    participant
-                ) VALUES (?, ?, ?, 'live', ?, ?, ?, ?, ?, ?, ?, ?)
+                    participant, frame_start
+                ) VALUES (?, ?, ?, 'live', ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """
         ).execute(arguments: [
             record.id.rawValue, record.caseID.rawValue, record.type.rawValue, record.createdAt,
             record.author, record.supersedes?.rawValue, record.sealedSize, slot,
-            location.segment, location.offset, participant.map { Data($0) },
+            location.segment, location.offset, participant.map { Data($0) }, frameStart,
         ])
     }
 

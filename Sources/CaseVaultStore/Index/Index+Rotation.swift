@@ -1,4 +1,5 @@
 internal import CaseVaultCore
+internal import CaseVaultSealing
 internal import GRDB
 
 extension Index {
@@ -30,6 +31,29 @@ extension Index {
             row -> (id: RecordID, slot: Int64) in
             (try RecordID(try row.decode(forColumn: "id") as String), try row.decode(forColumn: "slot"))
         }
+    }
+
+    /// Where the copies of their wrapped keys lie in the frames of the live records whose slots run from
+    /// `first` through `last` (records filed before frames have none), by slot: `KeySlot.size` bytes just
+    /// before each blob.
+    static func frameKeyCopies(_ db: Database, from first: Int64, through last: Int64) throws -> [Int64: Segments
+        .Location]
+    {
+        var copies: [Int64: Segments.Location] = [:]
+        let rows = try GRDB.Row.fetchCursor(
+            db,
+            sql: """
+                SELECT slot, segment, offset FROM records
+                WHERE state = 'live' AND frame_start IS NOT NULL AND slot BETWEEN ? AND ?
+                """,
+            arguments: [first, last])
+        while let row = try rows.next() {
+            let offset: Int64 = try row.decode(atIndex: 2)
+            guard offset >= Int64(KeySlot.size) else { throw Self.malformedRow() }
+            copies[try row.decode(atIndex: 0)] = Segments.Location(
+                segment: try row.decode(atIndex: 1), offset: offset - Int64(KeySlot.size), length: KeySlot.size)
+        }
+        return copies
     }
 
     /// The slots from `first` through `last` that a live record owns.

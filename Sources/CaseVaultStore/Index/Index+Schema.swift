@@ -184,6 +184,20 @@ extension Index {
                     """
             )
         }
+        migrator.registerMigration("v11-segment-frames") { db in
+            // Puts write each record as a frame that carries its row and wrapped key beside its blob
+            // (`SegmentFrame`), and commit a batch with one flush, the segment's. `frame_start` is where a
+            // record's frame begins (NULL for records filed before: their blob stands alone). `settled_*` is
+            // the position in the segments up to which every frame's row and slot are durable on their own:
+            // recovery replays the frames after it. Here, the end of what was filed before frames.
+            try db.execute(
+                sql: """
+                    ALTER TABLE records ADD COLUMN frame_start INTEGER;
+                    INSERT INTO meta (key, value) SELECT 'settled_segment', value FROM meta WHERE key = 'segment_current';
+                    INSERT INTO meta (key, value) SELECT 'settled_end', value FROM meta WHERE key = 'segment_end';
+                    """
+            )
+        }
         return migrator
     }
 }

@@ -5,7 +5,8 @@ internal import GRDB
 /// It never holds content, wrapped keys, names or disclosure categories.
 ///
 /// WAL mode (GRDB's `DatabasePool`: one writer, concurrent readers; point lookups on connections of their
-/// own, `LookupConnections`) with `synchronous=FULL`, so a commit is on disk when it returns; `secure_delete` so
+/// own, `LookupConnections`) with `synchronous=FULL`, so a commit is on disk when it returns (except a batch
+/// of puts', `writeUnflushed`, which the segments' frames make durable); `secure_delete` so
 /// deleted rows are zeroed rather than left in free pages; `temp_store=MEMORY` so a large sort (a sweep's
 /// certificates, its candidates) never spills ids into a temporary file outside the data directory.
 struct Index: Sendable {
@@ -25,11 +26,22 @@ struct Index: Sendable {
         var location: Segments.Location
         /// The row's place in `records` (its rowid): statements over many rows name them by it, not by id.
         var seq: Int64
+        /// Where the record's segment frame begins (`SegmentFrame`), before its blob; nil for a record
+        /// filed before index v11 or restored from a backup, whose blob stands alone.
+        var frameStart: Int64?
+
+        /// The bytes a shred overwrites: the whole frame, or the blob alone when there is none.
+        var region: Segments.Location {
+            guard let frameStart else { return self.location }
+            return Segments.Location(
+                segment: self.location.segment, offset: frameStart,
+                length: self.location.length + Int(self.location.offset - frameStart))
+        }
     }
 
     /// The columns `decode` reads, in its order.
     static let columns =
-        "id, case_id, type, state, created_at, author, supersedes, sealed_size, slot, segment, offset, seq"
+        "id, case_id, type, state, created_at, author, supersedes, sealed_size, slot, segment, offset, seq, frame_start"
 
     static func open(path: String) throws(CaseVaultError) -> Index {
         var configuration = Configuration()
@@ -132,6 +144,24 @@ struct Index: Sendable {
         try Self.mappingErrors { try self.pool.write(body) }
     }
 
+    /// A transaction committed without a flush (`synchronous=NORMAL` for it alone): visible at once,
+    /// durable with the next flushed commit or checkpoint, or lost with a power cut before them. Only for
+    /// rows that recovery rebuilds from the segments' frames (a batch of puts without filing effects).
+    func writeUnflushed<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
+        try Self.mappingErrors {
+            try self.pool.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA synchronous = NORMAL")
+                defer { try? db.execute(sql: "PRAGMA synchronous = FULL") }
+                var result: T?
+                try db.inTransaction {
+                    result = try body(db)
+                    return .commit
+                }
+                return result!
+            }
+        }
+    }
+
     /// Copies the WAL into the database and truncates it to zero bytes, so that no page image of a
     /// shredded row lives on in it (`secure_delete` zeroes the database's own pages, not the WAL's
     /// frames). Readers that began before it are waited for (the busy timeout); readers after it read the
@@ -220,8 +250,9 @@ struct Index: Sendable {
                 free: try Int64.fetchAll(db, sql: "SELECT slot FROM free_slots ORDER BY slot DESC"),
                 highWater: try Self.meta(db, "slot_high_water")
             ),
-            cursor: Segments.Cursor(
-                segment: segment, end: try Self.meta(db, "segment_end"))
+            cursor: Segments.Cursor(segment: segment, end: try Self.meta(db, "segment_end")),
+            settled: Segments.Cursor(
+                segment: UInt32(clamping: try Self.meta(db, "settled_segment")), end: try Self.meta(db, "settled_end"))
         )
     }
 
@@ -263,7 +294,7 @@ struct Index: Sendable {
                 author: try row.decode(atIndex: 5), supersedes: try row.decode(atIndex: 6),
                 sealedSize: try row.decode(atIndex: 7), slot: try row.decode(atIndex: 8),
                 segment: try row.decode(atIndex: 9), offset: try row.decode(atIndex: 10),
-                seq: try row.decode(atIndex: 11))
+                seq: try row.decode(atIndex: 11), frameStart: try row.decode(atIndex: 12))
         } catch {
             throw Self.malformedRow(cause: error)
         }
@@ -273,13 +304,16 @@ struct Index: Sendable {
     /// point lookup's) end here.
     static func row(
         id: String, caseID: String, type: String, state: String, createdAt: Int64, author: String?,
-        supersedes: String?, sealedSize: Int, slot: Int64, segment: UInt32, offset: Int64, seq: Int64
+        supersedes: String?, sealedSize: Int, slot: Int64, segment: UInt32, offset: Int64, seq: Int64,
+        frameStart: Int64?
     ) throws(CaseVaultError) -> Row {
         guard let type = RecordType(rawValue: type), let state = State(rawValue: state) else {
             throw Self.malformedRow()
         }
         // A length or offset no put writes is damage, and would otherwise reach a read's allocation.
-        guard offset >= 0, sealedSize > 0, sealedSize <= Int(Int32.max) else { throw Self.malformedRow() }
+        guard offset >= 0, sealedSize > 0, sealedSize <= Int(Int32.max),
+            frameStart.map({ (0..<offset).contains($0) }) ?? true
+        else { throw Self.malformedRow() }
         let metadata = RecordMetadata(
             id: try RecordID(id),
             caseID: try CaseID(caseID),
@@ -290,7 +324,7 @@ struct Index: Sendable {
             sealedSize: sealedSize
         )
         let location = Segments.Location(segment: segment, offset: offset, length: sealedSize)
-        return Row(metadata: metadata, state: state, slot: slot, location: location, seq: seq)
+        return Row(metadata: metadata, state: state, slot: slot, location: location, seq: seq, frameStart: frameStart)
     }
 
     /// A record row that does not decode.

@@ -8,14 +8,15 @@ internal import Glibc
 #endif
 
 /// Sealed content, appended to segment files `segments/NNNNNNNN` (one grows at a time, up to
-/// `maxBytes`). A record's blob is a region (segment, offset, length) named in the index.
+/// `maxBytes`). A record's blob is a region (segment, offset, length) named in the index; since index v11
+/// each blob ends a frame (`SegmentFrame`) that makes the segments the log of record.
 ///
 /// Why segments rather than SQLite rows or one file per record:
 /// - a shred overwrites the region in place with random bytes; a SQLite row's old bytes can survive in
 ///   free pages, in cells a B-tree rebalance copied, and in WAL frames;
 /// - one file per record spends most of a put creating an inode (ext4 scans past recently deleted
 ///   inodes: 72% of put CPU in `make bench` with per-record files), and a get opening one;
-/// - a batch of puts is one pwrite per blob at the segment's end, flushed with its key slots.
+/// - a batch of puts is one pwrite per frame at the segment's end and one device flush.
 ///
 /// Writers append only under the write queue's leadership; readers use `pread` on cached descriptors.
 final class Segments: Sendable {
@@ -44,9 +45,13 @@ final class Segments: Sendable {
     }
 
     /// Where the next blob goes: the current segment and the end of its committed bytes.
-    struct Cursor: Equatable {
+    struct Cursor: Comparable {
         var segment: UInt32
         var end: Int64
+
+        static func < (lhs: Cursor, rhs: Cursor) -> Bool {
+            (lhs.segment, lhs.end) < (rhs.segment, rhs.end)
+        }
 
         mutating func reserve(_ length: Int, maxBytes: Int64) -> Location {
             if self.end > 0, self.end + Int64(length) > maxBytes {
@@ -128,6 +133,24 @@ final class Segments: Sendable {
             self.sizes.withLock { $0[location.segment] = target }
         }
         try file.write(bytes, at: location.offset)
+    }
+
+    /// The whole frame that begins at `position`, with its place, or nil when none does there (zeros, a torn
+    /// or overwritten frame, a blob filed before frames, the end of the file, no such segment).
+    func frame(at position: Cursor) throws(CaseVaultError) -> (frame: SegmentFrame, at: Location, head: Int)? {
+        guard DataDirectory.exists(self.filePath(position.segment)) else { return nil }
+        let file = try self.file(position.segment, create: false)
+        let room = try file.size() - position.end
+        let prefix = try file.read(count: SegmentFrame.prefixSize, at: position.end)
+        guard let lengths = SegmentFrame.lengths(prefix: prefix, maxFrameLength: room),
+            let (frame, head) = SegmentFrame.decode(try file.read(count: lengths.frame, at: position.end))
+        else { return nil }
+        return (frame, Location(segment: position.segment, offset: position.end, length: lengths.frame), head)
+    }
+
+    /// Writes zeros over a region in place (not yet flushed).
+    func clear(_ location: Location) throws(CaseVaultError) {
+        try Self.fill(try self.file(location.segment), from: location.offset, count: Int64(location.length))
     }
 
     /// Makes the writes to `segments` durable.

@@ -148,7 +148,8 @@ extension RecordStore {
             case .destroyCiphertext:
                 let rows = rows ?? []
                 let stream = OverwriteStream()
-                var locations = Segments.Location.runs(rows.map(\.location), maxRegions: Self.shredSection)[...]
+                // The whole frame: its head names the record and holds a copy of the wrapped key.
+                var locations = Segments.Location.runs(rows.map(\.region), maxRegions: Self.shredSection)[...]
                 while !locations.isEmpty {
                     try self.asWriter { () throws(CaseVaultError) in
                         var written = Set<UInt32>()
