@@ -18,11 +18,14 @@ extension RecordStore {
         let metadata: RecordMetadata
         let record: SealedRecord
         let effects: FilingEffects
+        /// `SegmentFrame.blobDigest` of the blob, computed on the caller's thread.
+        let blobDigest: [UInt8]
 
         init(metadata: RecordMetadata, record: SealedRecord, effects: FilingEffects) {
             self.metadata = metadata
             self.record = record
             self.effects = effects
+            self.blobDigest = SegmentFrame.blobDigest(record.blob)
         }
     }
 
@@ -67,7 +70,7 @@ extension RecordStore {
                 let frame = SegmentFrame(
                     metadata: put.metadata, participant: put.record.sealedParticipant, slot: slot,
                     wrappedKey: wrappedKey, replayable: put.effects.isEmpty)
-                let (bytes, head) = frame.encode(blob: put.record.blob)
+                let (bytes, head) = frame.encode(blob: put.record.blob, blobDigest: put.blobDigest)
                 return (bytes, head, slot, wrappedKey)
             }
         } catch {

@@ -29,7 +29,7 @@ struct SegmentFrameTests {
                 author: "mediator-ä", supersedes: RecordID(bytes: [UInt8](repeating: 9, count: 16)),
                 participant: [1, 2, 3]),
         ] {
-            let (bytes, head) = frame.encode(blob: blob)
+            let (bytes, head) = frame.encode(blob: blob, blobDigest: SegmentFrame.blobDigest(blob))
             #expect(Array(bytes[head...]) == blob, "the blob ends the frame")
             #expect(Array(bytes[(head - KeySlot.size)..<head]) == frame.wrappedKey, "the wrapped key just before it")
             guard let decoded = SegmentFrame.decode(bytes) else {

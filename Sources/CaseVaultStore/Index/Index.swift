@@ -1,5 +1,6 @@
 internal import CaseVaultCore
 internal import GRDB
+internal import Synchronization
 
 /// The SQLite index: record metadata, slot numbers, the free-slot list, epochs and the shred ledger.
 /// It never holds content, wrapped keys, names or disclosure categories.
@@ -13,6 +14,21 @@ struct Index: Sendable {
     let pool: DatabasePool
     /// Connections of their own for point lookups (`lookup`).
     let lookups: LookupConnections
+    /// The writer connection's `synchronous` setting, set again only when a commit needs the other one.
+    let synchronous = WriterSynchronous()
+
+    /// What `PRAGMA synchronous` the writer connection is at: nil when unknown (a change that failed).
+    final class WriterSynchronous: Sendable {
+        private let flushed = Mutex<Bool?>(true)
+
+        /// Sets the writer to FULL (`flushed`) or NORMAL unless it is there already; called by the writer.
+        func set(flushed: Bool, on db: Database) throws {
+            guard self.flushed.withLock({ $0 }) != flushed else { return }
+            self.flushed.withLock { $0 = nil }
+            try db.execute(sql: flushed ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")
+            self.flushed.withLock { $0 = flushed }
+        }
+    }
 
     enum State: String {
         case live
@@ -140,18 +156,24 @@ struct Index: Sendable {
         try self.pool.close()
     }
 
+    /// A transaction whose commit is on disk when it returns (`synchronous=FULL`).
     func write<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
-        try Self.mappingErrors { try self.pool.write(body) }
+        try self.commit(flushed: true, body)
     }
 
-    /// A transaction committed without a flush (`synchronous=NORMAL` for it alone): visible at once,
-    /// durable with the next flushed commit or checkpoint, or lost with a power cut before them. Only for
-    /// rows that recovery rebuilds from the segments' frames (a batch of puts without filing effects).
+    /// A transaction committed without a flush (`synchronous=NORMAL`): visible at once, durable with the
+    /// next flushed commit or checkpoint, or lost with a power cut before them. Only for rows that recovery
+    /// rebuilds from the segments' frames (a batch of puts without filing effects).
     func writeUnflushed<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
+        try self.commit(flushed: false, body)
+    }
+
+    /// One transaction on the writer, with `synchronous` set for it first when it is not already so: a
+    /// run of put batches sets NORMAL once, and the first flushed commit after them FULL again.
+    private func commit<T>(flushed: Bool, _ body: (Database) throws -> T) throws(CaseVaultError) -> T {
         try Self.mappingErrors {
             try self.pool.writeWithoutTransaction { db in
-                try db.execute(sql: "PRAGMA synchronous = NORMAL")
-                defer { try? db.execute(sql: "PRAGMA synchronous = FULL") }
+                try self.synchronous.set(flushed: flushed, on: db)
                 var result: T?
                 try db.inTransaction {
                     result = try body(db)

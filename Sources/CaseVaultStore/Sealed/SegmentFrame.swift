@@ -9,7 +9,7 @@ internal import CaseVaultSealing
 ///
 /// Layout (integers little-endian):
 ///
-///     checksum      16  BLAKE2b-128 of every byte after it, to the frame's end
+///     checksum      16  BLAKE2b-128 of the head's bytes after it and of the blob's own BLAKE2b-128
 ///     magic          4  "CVF1"
 ///     frame length   4  every byte of the frame
 ///     head length    4  the bytes before the blob
@@ -44,8 +44,19 @@ struct SegmentFrame: Equatable {
     /// replayed.
     var replayable: Bool
 
-    /// The frame's bytes, and where in them the blob begins.
-    func encode(blob: [UInt8]) -> (bytes: [UInt8], headLength: Int) {
+    /// What the checksum covers of a blob: its own BLAKE2b-128, which a put computes on the caller's thread
+    /// (`blobDigest`), so that the batch's leader hashes only the heads.
+    static func blobDigest(_ blob: some CryptoBytes) -> [UInt8] {
+        Hash.blake2b(blob, length: Self.checksumSize)
+    }
+
+    /// The checksum of a frame whose head is `bytes[..<headLength]` and whose blob has `blobDigest`.
+    private static func checksum(_ bytes: [UInt8], headLength: Int, blobDigest: [UInt8]) -> [UInt8] {
+        Hash.blake2b(bytes[Self.checksumSize..<headLength] + blobDigest, length: Self.checksumSize)
+    }
+
+    /// The frame's bytes, and where in them the blob begins; `blobDigest` is `blobDigest(blob)`.
+    func encode(blob: [UInt8], blobDigest: [UInt8]) -> (bytes: [UInt8], headLength: Int) {
         precondition(self.wrappedKey.count == KeySlot.size, "a frame carries a whole key slot")
         let type = Array(self.metadata.type.rawValue.utf8)
         let author = self.metadata.author.map { Array($0.utf8) }
@@ -76,8 +87,8 @@ struct SegmentFrame: Equatable {
         bytes += blob
         Self.store(UInt32(bytes.count), in: &bytes, at: Self.checksumSize + 4)
         Self.store(UInt32(headLength), in: &bytes, at: Self.checksumSize + 8)
-        let checksum = Hash.blake2b(bytes[Self.checksumSize...], length: Self.checksumSize)
-        bytes.replaceSubrange(0..<Self.checksumSize, with: checksum)
+        bytes.replaceSubrange(
+            0..<Self.checksumSize, with: Self.checksum(bytes, headLength: headLength, blobDigest: blobDigest))
         return (bytes, headLength)
     }
 
@@ -97,7 +108,7 @@ struct SegmentFrame: Equatable {
     static func decode(_ bytes: [UInt8]) -> (frame: SegmentFrame, headLength: Int)? {
         guard let (frameLength, headLength) = Self.lengths(prefix: bytes, maxFrameLength: Int64(bytes.count)),
             frameLength == bytes.count,
-            Hash.blake2b(bytes[Self.checksumSize...], length: Self.checksumSize)
+            Self.checksum(bytes, headLength: headLength, blobDigest: Self.blobDigest(bytes[headLength...]))
                 .elementsEqual(bytes[0..<Self.checksumSize])
         else { return nil }
         var reader = Reader(bytes: bytes[Self.prefixSize..<headLength])
