@@ -3,7 +3,6 @@ internal import CaseVaultCrypto
 internal import CaseVaultFiles
 package import CaseVaultSealing
 internal import Foundation
-internal import GRDB
 internal import Logging
 internal import Synchronization
 
@@ -99,30 +98,19 @@ extension RecordStore {
                 try self.slots.flush()
             }
             self.observe(.putAfterFlush)
-            let write = { (db: Database) throws in
-                for ((put, frame), place) in zip(zip(batch, frames), placed) {
-                    try Index.insertLiveRecord(
-                        db, put.metadata, participant: put.record.sealedParticipant, slot: frame.slot,
-                        location: Segments.Location(
-                            segment: place.segment, offset: place.offset + Int64(frame.head),
-                            length: put.record.blob.count),
-                        frameStart: place.offset)
-                    try Index.takeOffFreeList(db, [frame.slot])
-                    try Index.apply(db, put.effects)
-                }
-                try Index.setMeta(db, "slot_high_water", after.slots.highWater)
-                try Index.setMeta(db, "segment_current", Int64(after.cursor.segment))
-                try Index.setMeta(db, "segment_end", after.cursor.end)
-                if settling {
-                    try Index.setMeta(db, "settled_segment", Int64(after.cursor.segment))
-                    try Index.setMeta(db, "settled_end", after.cursor.end)
-                }
+            let rows = zip(zip(batch, frames), placed).map { (pair, place) in
+                Index.PutRow(
+                    metadata: pair.0.metadata, participant: pair.0.record.sealedParticipant, slot: pair.1.slot,
+                    location: Segments.Location(
+                        segment: place.segment, offset: place.offset + Int64(pair.1.head),
+                        length: pair.0.record.blob.count),
+                    frameStart: place.offset, effects: pair.0.effects)
             }
             if settling {
-                try self.index.write(write)
+                try self.index.write { db in try Index.insertPuts(db, rows, writer: after, settled: true) }
                 self.writer.withLock { $0.settled = after.cursor }
             } else {
-                try self.index.writeUnflushed(write)
+                try self.index.writeUnflushed { db in try Index.insertPuts(db, rows, writer: after, settled: false) }
             }
             self.observe(.putAfterCommit)
             return batch.map { .success($0.metadata) }

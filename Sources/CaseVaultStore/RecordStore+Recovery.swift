@@ -10,7 +10,7 @@ extension RecordStore {
     /// 1. every record left `shredding` is shredded to the end, and every shred order certified: a sweep's
     ///    order, left open by a crash, is closed;
     /// 2. every slot no record owns (freed, or past the high-water mark) that still looks like a wrapped key
-    ///    is scrubbed: it belonged to a put that crashed before its commit;
+    ///    is scrubbed: it belonged to a put that was never acknowledged;
     /// 3. segment bytes past the committed end (blobs of those same puts) are overwritten and cut off.
     /// Each costs in proportion to what a crash can leave, not to the size of the vault.
     func recover() throws(CaseVaultError) {
@@ -68,13 +68,11 @@ extension RecordStore {
         var position = state.settled
         var taken: [(frame: SegmentFrame, blob: Segments.Location, frameStart: Int64, indexed: Bool)] = []
         var claimed: Set<Int64> = []
+        // Within the mark's segment only: a batch that begins a new segment settles before it is
+        // acknowledged, so what lies in a later one belongs to puts that never were, and is scrubbed.
         while true {
-            var next = try self.segments.frame(at: position)
-            if next == nil, position.end > 0 {
-                // A frame that did not fit in the segment's room began the next one.
-                next = try self.segments.frame(at: Segments.Cursor(segment: position.segment + 1, end: 0))
-            }
-            guard let (frame, at, head) = next, claimed.insert(frame.slot).inserted else { break }
+            guard let (frame, at, head) = try self.segments.frame(at: position), claimed.insert(frame.slot).inserted
+            else { break }
             let blob = Segments.Location(
                 segment: at.segment, offset: at.offset + Int64(head), length: frame.metadata.sealedSize)
             let (row, takeable) = try self.index.read { db in
@@ -97,7 +95,7 @@ extension RecordStore {
         try self.slots.flush()
         let end = max(state.cursor, position)
         let fresh = try self.index.write { db in
-            for entry in taken where !entry.indexed {
+            for entry in taken {
                 try Index.insertLiveRecord(
                     db, entry.frame.metadata, participant: entry.frame.participant, slot: entry.frame.slot,
                     location: entry.blob, frameStart: entry.frameStart)

@@ -105,9 +105,10 @@ extension RecordStore {
     }
 
     /// Rewraps `slots` under `target` and flushes them: called as the only writer. A record shredded or
-    /// rewrapped since the list was made is skipped. The copy of the old wrapped key in the record's segment
-    /// frame is zeroed: the settled frames are never replayed, and no key stays on the disk under an epoch
-    /// the rotation retires.
+    /// rewrapped since the list was made is skipped. First the copy of each old wrapped key in its record's
+    /// segment frame is zeroed and flushed (the settled frames are never replayed): a slot is rewrapped
+    /// only once its copy is gone, so a slot under the new epoch never leaves one under the epoch the
+    /// rotation retires, whatever fails or crashes in between (the next rotation redoes both).
     private func rewrap(_ slots: [(id: RecordID, slot: Int64)], target: UInt32) throws(CaseVaultError) -> Int {
         guard let first = slots.first?.slot, let last = slots.last?.slot else { return 0 }
         let (stillLive, copies) = try self.index.read { db in
@@ -116,22 +117,24 @@ extension RecordStore {
                 try Index.frameKeyCopies(db, from: first, through: last)
             )
         }
-        var count = 0
+        var pending: [(id: RecordID, slot: Int64, bytes: [UInt8])] = []
         var cleared = Set<UInt32>()
         for (id, slot) in slots where stillLive.contains(slot) {
             let bytes = try self.slots.read(slot)
             guard KeySlot.epoch(of: bytes[...]) != target else { continue }
-            try self.slots.write(
-                slot, try self.sealing.rewrap(slotBytes: bytes, recordID: id, slot: slot, epoch: target))
             if let copy = copies[slot] {
                 try self.segments.clear(copy)
                 cleared.insert(copy.segment)
             }
-            self.observe(.rotateAfterSlotWrite)
-            count += 1
+            pending.append((id, slot, bytes))
         }
         try self.segments.flush(cleared)
+        for (id, slot, bytes) in pending {
+            try self.slots.write(
+                slot, try self.sealing.rewrap(slotBytes: bytes, recordID: id, slot: slot, epoch: target))
+            self.observe(.rotateAfterSlotWrite)
+        }
         try self.slots.flush()
-        return count
+        return pending.count
     }
 }

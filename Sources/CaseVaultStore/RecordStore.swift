@@ -168,7 +168,7 @@ package final class RecordStore: RecordStorage {
     @discardableResult
     package func close() -> CaseVaultError? {
         guard !self.closed.exchange(true, ordering: .acquiringAndReleasing) else { return nil }
-        // Waits for the writer in flight, if any; every write was flushed before it returned.
+        // Waits for the writer in flight, if any, then settles what the puts left unflushed.
         let failure: CaseVaultError? = self.writes.exclusive {
             do {
                 try self.settle()

@@ -133,14 +133,13 @@ struct PutRecoveryTests {
         #expect(Set(live) == Set(records.compactMap { SlotFinder.slot(of: $0, in: slots) }), "a key no record owns")
         #expect(live.count == 2)
         #expect(try reopened.sealed.get(kept.id).content == Samples.content(.sessionNote, marker: "kept"))
-        if let killed = records.last, killed != kept.id {
-            #expect(try reopened.sealed.get(killed).content == Array(#"{"text":"uncommitted"}"#.utf8))
-            let killedRegion = try BlobRegion(vault: vault, id: killed)
-            let segment = try #require(vault.files()["segments/00000000"])
-            #expect(killedRegion.offset > committedEnd)
-            #expect(
-                segment.dropFirst(killedRegion.offset + killedRegion.length).allSatisfy { $0 == 0 },
-                "ciphertext no record owns was left in the segment")
-        }
+        let killed = try #require(records.last)
+        #expect(try reopened.sealed.get(killed).content == Array(#"{"text":"uncommitted"}"#.utf8))
+        let killedRegion = try BlobRegion(vault: vault, id: killed)
+        let segment = try #require(vault.files()["segments/00000000"])
+        #expect(killedRegion.offset > committedEnd)
+        #expect(
+            segment.dropFirst(killedRegion.offset + killedRegion.length).allSatisfy { $0 == 0 },
+            "ciphertext no record owns was left in the segment")
     }
 }

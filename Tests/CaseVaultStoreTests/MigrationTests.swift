@@ -31,6 +31,29 @@ struct MigrationTests {
     }
 
     @Test(
+        "an index a later version migrated is refused at open, and opens again once that migration is gone")
+    func laterIndexIsRefused() throws {
+        let vault = TestVault()
+        try vault.open().close()
+        let index = try DatabaseQueue(path: vault.data + "/index.sqlite")
+        try index.write { db in
+            try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v99-from-the-future')")
+        }
+        try index.close()
+        #expect {
+            try vault.open()
+        } throws: { error in
+            (error as? CaseVaultError)?.code == .storageFailure && "\(error)".contains("later version")
+        }
+        let again = try DatabaseQueue(path: vault.data + "/index.sqlite")
+        try again.write { db in
+            try db.execute(sql: "DELETE FROM grdb_migrations WHERE identifier = 'v99-from-the-future'")
+        }
+        try again.close()
+        try vault.open().close()
+    }
+
+    @Test(
         "an index from before certificates waited for their order opens: the records a crash left marked are shredded and certified under their order, the others read back, and later shreds are certified"
     )
     func indexBeforeCertificatesAtFinish() throws {

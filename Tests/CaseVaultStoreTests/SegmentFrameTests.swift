@@ -109,6 +109,43 @@ struct SegmentFrameTests {
         }
     }
 
+    @Test(
+        "after a power cut that kept the index's unflushed commits and lost the key slots written since the last settle, every acknowledged put reads back"
+    )
+    func replayRewritesLostSlots() throws {
+        let vault = TestVault()
+        var store = try vault.open()
+        let caseID = try store.sealed.openCase(
+            header: Samples.content(.caseHeader, marker: "names"), mediators: [], author: nil
+        ).id
+        store.close()
+        let cut = try Self.copy(vault)
+        store = try vault.open()
+        defer { store.close() }
+        let late = try (0..<4).map { index in
+            try store.sealed.put(
+                NewRecord(
+                    caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "slot-\(index)"))
+            ).id
+        }
+        // The index and its WAL as they are now (the commits reached the disk by write-back), the segments
+        // too; the slot file as it was at the last settle.
+        for name in ["index.sqlite", "index.sqlite-wal", "segments"] {
+            try? FileManager.default.removeItem(atPath: cut.data + "/" + name)
+            try FileManager.default.copyItem(atPath: vault.data + "/" + name, toPath: cut.data + "/" + name)
+        }
+        try? FileManager.default.removeItem(atPath: cut.data + "/index.sqlite-shm")
+        #expect(try Self.recordRows(cut) == 5, "the copied index lacks the late records: the test would prove nothing")
+        let slots = try #require(cut.files()["keyslots"])
+        #expect(late.allSatisfy { SlotFinder.slot(of: $0, in: slots) == nil }, "the old slot file has their keys")
+
+        let reopened = try cut.open()
+        defer { reopened.close() }
+        for (index, id) in late.enumerated() {
+            #expect(try reopened.sealed.get(id).content == Samples.content(.sessionNote, marker: "slot-\(index)"))
+        }
+    }
+
     @Test("a torn frame past the acknowledged ones ends the log: it is scrubbed and nothing past it is taken")
     func tornTailIsScrubbed() throws {
         let vault = TestVault()
@@ -130,10 +167,13 @@ struct SegmentFrameTests {
         let segments = cut.data + "/segments"
         try FileManager.default.removeItem(atPath: segments)
         try FileManager.default.copyItem(atPath: vault.data + "/segments", toPath: segments)
-        // Cut the second frame's last byte, as a write-back that stopped short would.
+        // Change the second frame's last byte, as a write-back that stopped short of its last block would.
         let file = try FileHandle(forUpdating: URL(fileURLWithPath: Self.segmentPath(cut, tornRow.segment)))
-        try file.seek(toOffset: UInt64(tornRow.offset + Int64(tornRow.length) - 1))
-        try file.write(contentsOf: Data([0]))
+        let last = UInt64(tornRow.offset + Int64(tornRow.length) - 1)
+        try file.seek(toOffset: last)
+        let byte = try #require(try file.read(upToCount: 1)).first ?? 0
+        try file.seek(toOffset: last)
+        try file.write(contentsOf: Data([byte ^ 0xFF]))
         try file.close()
         let tornID = Self.idBytes(torn)
         #expect(Self.segmentBytes(cut).contains(subsequence: tornID))

@@ -1,14 +1,14 @@
 internal import CaseVaultCore
+internal import CaseVaultSealing
 internal import Foundation
 internal import GRDB
 
 // The record rows a put adds, and what the store reads or records once at open or asks on the side.
 extension Index {
-    /// Adds a put's record as `live`, owning `slot`, its blob at `location`, in a frame from `frameStart` on
-    /// (nil: a blob without a frame, restored from a backup).
+    /// Adds a put's record as `live`, owning `slot`, its blob at `location`, in a frame from `frameStart` on.
     static func insertLiveRecord(
         _ db: Database, _ record: RecordMetadata, participant: [UInt8]?, slot: Int64, location: Segments.Location,
-        frameStart: Int64?
+        frameStart: Int64
     ) throws {
         try db.cachedStatement(
             sql: """
@@ -22,6 +22,35 @@ extension Index {
             record.author, record.supersedes?.rawValue, record.sealedSize, slot,
             location.segment, location.offset, participant.map { Data($0) }, frameStart,
         ])
+    }
+
+    /// What a put adds to the index: its record's row and the effects of its filing.
+    struct PutRow {
+        var metadata: RecordMetadata
+        var participant: [UInt8]?
+        var slot: Int64
+        var location: Segments.Location
+        var frameStart: Int64
+        var effects: FilingEffects
+    }
+
+    /// A batch of puts' rows and effects, and the writer's state after it; with `settled`, the settled mark
+    /// moved to its cursor as well.
+    static func insertPuts(_ db: Database, _ rows: [PutRow], writer: RecordStore.WriterState, settled: Bool) throws {
+        for row in rows {
+            try Self.insertLiveRecord(
+                db, row.metadata, participant: row.participant, slot: row.slot, location: row.location,
+                frameStart: row.frameStart)
+            try Self.takeOffFreeList(db, [row.slot])
+            try Self.apply(db, row.effects)
+        }
+        try Self.setMeta(db, "slot_high_water", writer.slots.highWater)
+        try Self.setMeta(db, "segment_current", Int64(writer.cursor.segment))
+        try Self.setMeta(db, "segment_end", writer.cursor.end)
+        if settled {
+            try Self.setMeta(db, "settled_segment", Int64(writer.cursor.segment))
+            try Self.setMeta(db, "settled_end", writer.cursor.end)
+        }
     }
 
     /// The highest slot a record owns (live or `shredding`); nil when the index holds no record.

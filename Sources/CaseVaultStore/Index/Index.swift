@@ -43,7 +43,8 @@ struct Index: Sendable {
         /// The row's place in `records` (its rowid): statements over many rows name them by it, not by id.
         var seq: Int64
         /// Where the record's segment frame begins (`SegmentFrame`), before its blob; nil for a record
-        /// filed before index v11 or restored from a backup, whose blob stands alone.
+        /// filed before index v11, whose blob stands alone. A restore copies it with the backup's index
+        /// and writes the blob alone: the head's bytes are zeros there.
         var frameStart: Int64?
 
         /// The bytes a shred overwrites: the whole frame, or the blob alone when there is none.
@@ -84,6 +85,14 @@ struct Index: Sendable {
                 throw CaseVaultError(
                     .storageFailure,
                     "the index cannot be made to flush every commit (PRAGMA synchronous is \(level), not FULL)")
+            }
+            // An index a later CaseVault migrated is refused, not used by rules it does not know (since v11 a
+            // build from before would leave frames' heads behind at shred, and ignore frames at open).
+            guard try !pool.read({ db in try Self.migrator.hasBeenSuperseded(db) }) else {
+                throw CaseVaultError(
+                    .storageFailure,
+                    "the index was written by a later version of CaseVault; run that version (a data directory cannot be moved back)"
+                )
             }
             try Self.migrator.migrate(pool)
             // A new index turns WAL on with its first write. A flush that failed there left SQLite in its

@@ -183,7 +183,8 @@ final class Segments: Sendable {
         }
     }
 
-    /// After a crash: bytes past the committed end are zeros or the blobs of puts that never committed.
+    /// After a crash: bytes past the end of the log (`RecordStore.replayUnsettledFrames`) are zeros or what
+    /// puts that were never acknowledged wrote.
     /// Zero the latter (keeping the space allocated), and remove segments past the current one, overwritten
     /// first. Returns how many bytes were overwritten.
     func scrubUncommitted(after cursor: Cursor) throws(CaseVaultError) -> Int64 {
