@@ -95,7 +95,7 @@ extension RecordStore {
         try self.slots.flush()
         let end = max(state.cursor, position)
         let fresh = try self.index.write { db in
-            for entry in taken {
+            for entry in taken where !entry.indexed {
                 try Index.insertLiveRecord(
                     db, entry.frame.metadata, participant: entry.frame.participant, slot: entry.frame.slot,
                     location: entry.blob, frameStart: entry.frameStart)
