@@ -11,7 +11,7 @@ extension RecordStore {
     ///    order, left open by a crash, is closed;
     /// 2. every slot no record owns (freed, or past the high-water mark) that still looks like a wrapped key
     ///    is scrubbed: it belonged to a put that was never acknowledged;
-    /// 3. segment bytes past the committed end (blobs of those same puts) are overwritten and cut off.
+    /// 3. segment bytes past the end of the log (what those same puts wrote) are overwritten and cut off.
     /// Each costs in proportion to what a crash can leave, not to the size of the vault.
     func recover() throws(CaseVaultError) {
         // Before any writer settles: settling first would move the mark past frames it has not replayed.
