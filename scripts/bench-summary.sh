@@ -31,7 +31,7 @@ END {
     if (have("get_16_cpu_us"))
         printf "where the time goes: casevaultd spends %.0f us of CPU and %.1f context switches per GET at 16 connections (nginx %.0f us), %.0f us at 1 (nginx %.0f us)\n", v["get_16_cpu_us"], v["get_16_switches"], v["nginx_get_16_cpu_us"], v["get_1_cpu_us"], v["nginx_get_1_cpu_us"]
     if (have("flush_us") && v["flush_us"] > 0 && have("put_in_process_16_per_batch") && v["put_in_process_16_per_batch"] > 0)
-        printf "where the time goes: in-process puts at 16 writers commit %.0f batches/s of %.1f puts; each batch makes 1 device flush (its segment's) at %.0f us a flush here, which alone allows %.0f batches/s; plain SQLite makes 1 per 100 rows\n", v["put_in_process_16"] / v["put_in_process_16_per_batch"], v["put_in_process_16_per_batch"], v["flush_us"], 1e6 / v["flush_us"]
+        printf "where the time goes: in-process puts at 16 writers commit %.0f batches/s of %.1f puts; each batch makes 1 device flush (the segment) at %.0f us a flush here, which alone allows %.0f batches/s; plain SQLite makes 1 per 100 rows\n", v["put_in_process_16"] / v["put_in_process_16_per_batch"], v["put_in_process_16_per_batch"], v["flush_us"], 1e6 / v["flush_us"]
     if (have("put_16_cpu_us") && have("put_in_process_16"))
         printf "where the time goes: casevaultd spends %.0f us of CPU and %.1f context switches per PUT at 16 connections; the store alone puts %.0f/s in process\n", v["put_16_cpu_us"], v["put_16_switches"], v["put_in_process_16"]
 }' "$file"
