@@ -48,6 +48,11 @@ struct SegmentFrameTests {
         }
     }
 
+    /// A new case in `store`, for records to be filed in.
+    static func openCase(_ store: RecordStore) throws -> CaseID {
+        try store.sealed.openCase(header: Samples.content(.caseHeader, marker: "names"), mediators: [], author: nil).id
+    }
+
     /// `source`'s data directory, key and all, copied to a new vault.
     static func copy(_ source: TestVault) throws -> TestVault {
         let copy = TestVault()
@@ -62,9 +67,7 @@ struct SegmentFrameTests {
     func replayRebuildsLostRowsAndSlots() throws {
         let vault = TestVault()
         var store = try vault.open()
-        let caseID = try store.sealed.openCase(
-            header: Samples.content(.caseHeader, marker: "names"), mediators: [], author: nil
-        ).id
+        let caseID = try Self.openCase(store)
         let early = try (0..<2).map { index in
             try store.sealed.put(
                 NewRecord(
@@ -115,9 +118,7 @@ struct SegmentFrameTests {
     func replayRewritesLostSlots() throws {
         let vault = TestVault()
         var store = try vault.open()
-        let caseID = try store.sealed.openCase(
-            header: Samples.content(.caseHeader, marker: "names"), mediators: [], author: nil
-        ).id
+        let caseID = try Self.openCase(store)
         store.close()
         let cut = try Self.copy(vault)
         store = try vault.open()
@@ -150,9 +151,7 @@ struct SegmentFrameTests {
     func tornTailIsScrubbed() throws {
         let vault = TestVault()
         var store = try vault.open()
-        let caseID = try store.sealed.openCase(
-            header: Samples.content(.caseHeader, marker: "names"), mediators: [], author: nil
-        ).id
+        let caseID = try Self.openCase(store)
         store.close()
         let cut = try Self.copy(vault)
         store = try vault.open()
@@ -246,9 +245,7 @@ struct SegmentFrameTests {
         let vault = TestVault()
         let store = try vault.open()
         defer { store.close() }
-        let caseID = try store.sealed.openCase(
-            header: Samples.content(.caseHeader, marker: "names"), mediators: [], author: nil
-        ).id
+        let caseID = try Self.openCase(store)
         let ids = try (0..<3).map { index in
             try store.sealed.put(
                 NewRecord(
