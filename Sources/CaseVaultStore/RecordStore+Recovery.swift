@@ -110,12 +110,9 @@ extension RecordStore {
                     try Index.freeUnlessOwned(db, slot: slot)
                 }
             }
-            for (key, value) in [
-                ("segment_current", Int64(end.segment)), ("segment_end", end.end),
-                ("settled_segment", Int64(end.segment)), ("settled_end", end.end),
-            ] {
-                try Index.setMeta(db, key, value)
-            }
+            try Index.setMeta(db, "segment_current", Int64(end.segment))
+            try Index.setMeta(db, "segment_end", end.end)
+            try Index.setSettled(db, end)
             return try Index.writerState(db)
         }
         self.writer.withLock { $0 = fresh }

@@ -210,8 +210,7 @@ package final class RecordStore: RecordStorage {
         guard state.settled != state.cursor else { return }
         try self.slots.flush()
         try self.index.write { db in
-            try Index.setMeta(db, "settled_segment", Int64(state.cursor.segment))
-            try Index.setMeta(db, "settled_end", state.cursor.end)
+            try Index.setSettled(db, state.cursor)
         }
         self.writer.withLock { $0.settled = state.cursor }
     }

@@ -48,9 +48,14 @@ extension Index {
         try Self.setMeta(db, "segment_current", Int64(writer.cursor.segment))
         try Self.setMeta(db, "segment_end", writer.cursor.end)
         if settled {
-            try Self.setMeta(db, "settled_segment", Int64(writer.cursor.segment))
-            try Self.setMeta(db, "settled_end", writer.cursor.end)
+            try Self.setSettled(db, writer.cursor)
         }
+    }
+
+    /// Moves the settled mark to `cursor`: every frame before it has its row and slot durable on their own.
+    static func setSettled(_ db: Database, _ cursor: Segments.Cursor) throws {
+        try Self.setMeta(db, "settled_segment", Int64(cursor.segment))
+        try Self.setMeta(db, "settled_end", cursor.end)
     }
 
     /// The highest slot a record owns (live or `shredding`); nil when the index holds no record.
