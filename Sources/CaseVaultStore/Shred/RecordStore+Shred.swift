@@ -243,22 +243,27 @@ extension RecordStore {
     }
 
     /// Certifies the finished shred orders (`Index.certifyFinishedOrders`), as the only writer in sections of
-    /// about `shredSection` records, going on while no put waits: a sweep's hundred thousand records make a
-    /// thousand certificates, which one commit would make every put wait for. Returns how many were issued.
+    /// about `shredSection` records, going on while no put waits, in one commit: a sweep's hundred thousand
+    /// records make a thousand certificates, which one section would make every put wait for, and a commit
+    /// per section two hundred flushes of the index. Returns how many were issued.
     @discardableResult
     func certifyFinishedOrders() throws(CaseVaultError) -> Int {
         var issued = 0
         var more = true
         while more {
             try self.asWriter { () throws(CaseVaultError) in
-                repeat {
-                    let section = try self.index.write { db in
-                        try Index.certifyFinishedOrders(
+                let (sectionsIssued, sectionsLeaveMore) = try self.index.write { db in
+                    var (issued, more) = (0, true)
+                    repeat {
+                        let section = try Index.certifyFinishedOrders(
                             db, at: self.now(), signedWith: self.sealing.signCertificate, limit: Self.shredSection)
-                    }
-                    issued += section.issued
-                    more = section.more
-                } while more && !self.writes.hasWaiting
+                        issued += section.issued
+                        more = section.more
+                    } while more && !self.writes.hasWaiting
+                    return (issued, more)
+                }
+                issued += sectionsIssued
+                more = sectionsLeaveMore
             }
         }
         return issued
