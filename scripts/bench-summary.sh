@@ -34,6 +34,8 @@ END {
         printf "where the time goes: in-process puts at 16 writers commit %.0f batches/s of %.1f puts; each batch makes 1 device flush (the segment) at %.0f us a flush here, which alone allows %.0f batches/s; plain SQLite makes 1 per 100 rows\n", v["put_in_process_16"] / v["put_in_process_16_per_batch"], v["put_in_process_16_per_batch"], v["flush_us"], 1e6 / v["flush_us"]
     if (have("put_16_cpu_us") && have("put_in_process_16"))
         printf "where the time goes: casevaultd spends %.0f us of CPU and %.1f context switches per PUT at 16 connections; the store alone puts %.0f/s in process\n", v["put_16_cpu_us"], v["put_16_switches"], v["put_in_process_16"]
+    if (have("sweep_seconds") && have("sweep_alone_seconds"))
+        printf "where the time goes: the sweep takes %.1f s with no writer and %.1f s with writers putting: it lets them in after each section of 500 records of each step, and %.0f put batches came between its sections\n", v["sweep_alone_seconds"], v["sweep_seconds"], v["sweep_put_batches"]
 }' "$file"
 # The profiles bench-socket.sh took of the socket figures, when perf could run.
 if [[ -f "$file.profile" ]]; then cat "$file.profile"; fi

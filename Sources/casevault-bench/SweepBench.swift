@@ -20,9 +20,11 @@ extension Bench {
         // the store's writer with them.
         let writers = PutsDuring(vault: Vault(storage: expired.store), size: self.size)
         writers.start(threads: self.sweepWriters)
+        let batchesBefore = expired.store.groupCommitCounts.batches
         var started = Date()
         let report = try expired.store.sweep()
         var elapsed = Date().timeIntervalSince(started)
+        let batchesBetween = expired.store.groupCommitCounts.batches - batchesBefore
         let latencies = writers.stop()
         print(
             String(
@@ -42,9 +44,30 @@ extension Bench {
                     self.sweepWriters, sorted.count, percentile(0.5), percentile(0.99), (sorted.last ?? 0) * 1000))
             Figures.record("sweep_put_p99_ms", percentile(0.99))
             Figures.record("sweep_put_max_ms", (sorted.last ?? 0) * 1000)
+            Figures.record("sweep_put_batches", Double(batchesBetween))
         }
         expired.store.close()
         try? FileManager.default.removeItem(atPath: root + "/expired")
+
+        // Where the sweep's time goes: the same sweep with no writer, so that the part spent letting puts
+        // in between its sections shows as the difference.
+        if self.sweepWriters > 0 {
+            let alone = try self.fill(
+                root: root + "/alone", records: self.sweepRecords, size: self.size, filedAt: filedAt)
+            alone.clock.set(filedAt + 3 * year)
+            started = Date()
+            let aloneReport = try alone.store.sweep()
+            elapsed = Date().timeIntervalSince(started)
+            print(
+                String(
+                    format:
+                        "sweep    the same with no writer                           %10.2f s  (%d put batches came between the sections above)",
+                    elapsed, batchesBetween))
+            precondition(aloneReport.disposed == report.disposed, "the two sweeps disposed of different counts")
+            Figures.record("sweep_alone_seconds", elapsed)
+            alone.store.close()
+            try? FileManager.default.removeItem(atPath: root + "/alone")
+        }
 
         let idle = try self.fill(root: root + "/idle", records: self.idleRecords, size: 64, filedAt: filedAt)
         idle.clock.set(filedAt + 86_400_000)
