@@ -193,13 +193,37 @@ package final class RecordStore: RecordStorage {
     /// Runs `body` as the only writer, unless the store is closed: once `close` has begun, nothing more is
     /// written, so that no key is used after `wipeKeys` (a rotation would rewrap slots under wiped keys).
     /// The puts before it are settled first: no exclusive writer overwrites a frame, scrubs a slot or
-    /// rewraps one that recovery might still replay.
+    /// rewraps one that recovery might still replay (a shred's sections: `asShredWriter`).
     func asWriter<Result>(_ body: () throws(CaseVaultError) -> Result) throws(CaseVaultError) -> Result {
         try self.writes.exclusive { () throws(CaseVaultError) -> Result in
             try self.refuseIfClosed()
             try self.settle()
             return try body()
         }
+    }
+
+    /// `asWriter` for a section of a shred, which writes only the records it names (their rows, slots and
+    /// frames) and the index's shred tables: it settles only when one of `rows` was filed at or past the
+    /// settled mark, whose frame recovery might still replay; otherwise the puts before it stay unsettled.
+    /// Settling before every section cost a sweep two flushes each time a put batch came between two of
+    /// its sections. A section that learns its rows only once it runs (a mark) calls `settle(ifTouching:)`
+    /// itself before it writes.
+    func asShredWriter<Result>(
+        touching rows: [Index.Row], _ body: () throws(CaseVaultError) -> Result
+    ) throws(CaseVaultError) -> Result {
+        try self.writes.exclusive { () throws(CaseVaultError) -> Result in
+            try self.refuseIfClosed()
+            try self.settle(ifTouching: rows)
+            return try body()
+        }
+    }
+
+    /// Settles (`settle`) when one of `rows` has its frame at or past the settled mark. Called as the only
+    /// writer.
+    func settle(ifTouching rows: [Index.Row]) throws(CaseVaultError) {
+        let mark = self.writer.withLock { $0.settled }
+        guard rows.contains(where: { $0.isFiled(atOrPast: mark) }) else { return }
+        try self.settle()
     }
 
     /// Makes the key slots and index rows of every frame filed so far durable on their own (a flush of the

@@ -185,6 +185,47 @@ struct SegmentFrameTests {
     }
 
     @Test(
+        "a shred settles the puts before it only when it touches one of them: a crash right after either shred leaves every other acknowledged put readable and the shredded record gone",
+        arguments: [true, false])
+    func shredAmongUnsettledPuts(shredsAnUnsettledRecord: Bool) throws {
+        let vault = TestVault()
+        var store = try vault.open()
+        let caseID = try Self.openCase(store)
+        let old = try store.sealed.put(
+            NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "old"))
+        ).id
+        store.close()
+        store = try vault.open()
+        defer { store.close() }
+        let late = try (0..<3).map { index in
+            try store.sealed.put(
+                NewRecord(
+                    caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "late-\(index)"))
+            ).id
+        }
+        let markBefore = try Self.settledMark(vault)
+        let victim = shredsAnUnsettledRecord ? late[1] : old
+        try store.shred(victim)
+        // Settling moves the mark; a shred of the old record alone leaves the three late puts unsettled.
+        let moved = try Self.settledMark(vault) != markBefore
+        #expect(moved == shredsAnUnsettledRecord, "the shred settled (or not) against what it touched")
+        // What a kill right now leaves: every file as the page cache holds it (the index's unflushed commits
+        // included), nothing more written.
+        let crash = try Self.copy(vault)
+        try? FileManager.default.removeItem(atPath: crash.data + "/index.sqlite-shm")
+
+        let reopened = try crash.open()
+        defer { reopened.close() }
+        #expect(try reopened.isShredded(victim))
+        #expect(!Self.segmentBytes(crash).contains(subsequence: Self.idBytes(victim)), "the shredded frame is back")
+        let survivors = ([old] + late).filter { $0 != victim }
+        for id in survivors {
+            let marker = id == old ? "old" : "late-\(late.firstIndex(of: id) ?? 0)"
+            #expect(try reopened.sealed.get(id).content == Samples.content(.sessionNote, marker: marker))
+        }
+    }
+
+    @Test(
         "a data directory written by main before segment frames opens and reads back; new records are framed beside the old ones, and a shred leaves neither kind's bytes"
     )
     func directoryFromBeforeFrames() throws {
@@ -280,6 +321,16 @@ struct SegmentFrameTests {
 
     static func segmentBytes(_ vault: TestVault) -> [UInt8] {
         vault.files().filter { $0.key.hasPrefix("segments/") }.sorted { $0.key < $1.key }.flatMap(\.value)
+    }
+
+    /// The index's settled mark (`settled_segment`, `settled_end`), from the real index file.
+    static func settledMark(_ vault: TestVault) throws -> [Int64] {
+        let index = try DatabaseQueue(path: vault.data + "/index.sqlite")
+        defer { try? index.close() }
+        return try index.read { db in
+            try Int64.fetchAll(
+                db, sql: "SELECT value FROM meta WHERE key IN ('settled_segment', 'settled_end') ORDER BY key")
+        }
     }
 
     static func recordRows(_ vault: TestVault) throws -> Int {

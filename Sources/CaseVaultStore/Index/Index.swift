@@ -47,6 +47,13 @@ struct Index: Sendable {
         /// and writes the blob alone: the head's bytes are zeros there.
         var frameStart: Int64?
 
+        /// Whether the record's frame begins at or past `mark` (the settled mark): recovery may replay it.
+        /// A record from before frames (no `frameStart`) was filed before any mark.
+        func isFiled(atOrPast mark: Segments.Cursor) -> Bool {
+            guard let frameStart else { return false }
+            return Segments.Cursor(segment: self.location.segment, end: frameStart) >= mark
+        }
+
         /// The bytes a shred overwrites: the whole frame, or the blob alone when there is none.
         var region: Segments.Location {
             guard let frameStart else { return self.location }
