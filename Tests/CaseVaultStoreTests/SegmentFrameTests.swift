@@ -2,6 +2,7 @@ import CaseVaultCore
 import CaseVaultSealing
 import Foundation
 import GRDB
+import Synchronization
 import Testing
 
 @testable import CaseVaultStore
@@ -185,7 +186,7 @@ struct SegmentFrameTests {
     }
 
     @Test(
-        "a shred settles the puts before it only when it touches one of them: a crash right after either shred leaves every other acknowledged put readable and the shredded record gone",
+        "a shred settles the puts before it only when it touches one of them: after a power cut between its sections, with a put acknowledged between them, every other record reads back and the shredded one is gone",
         arguments: [true, false])
     func shredAmongUnsettledPuts(shredsAnUnsettledRecord: Bool) throws {
         let vault = TestVault()
@@ -195,8 +196,38 @@ struct SegmentFrameTests {
             NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "old"))
         ).id
         store.close()
-        store = try vault.open()
-        defer { store.close() }
+        // Once the shred has overwritten and flushed the key slot, a put is queued (it goes in before the
+        // shred's next section), and the disk is copied as a power cut then leaves it: the index as its
+        // flushed mark commit left it, the slot file as just flushed. The segments are copied once the
+        // shred is done: the ciphertext's overwrite and the put's frame were flushed, nothing else was.
+        let live = Mutex<RecordStore?>(nil)
+        let cut = TestVault()
+        let (source, target) = (vault.root, cut.root)
+        let copied = Mutex(false)
+        let meanwhile = Mutex<Result<RecordID, CaseVaultError>?>(nil)
+        store = try vault.open(clock: TestClock("2026-01-01T00:00:00Z")) { configuration in
+            configuration.crashPointObserver = { point in
+                guard point == .shredAfterSlotOverwrite, !copied.withLock({ $0 }), let store = live.withLock({ $0 })
+                else { return }
+                Thread.detachNewThread {
+                    let result = Result { () throws(CaseVaultError) in
+                        try store.sealed.put(
+                            NewRecord(
+                                caseID: caseID, type: .sessionNote,
+                                content: Samples.content(.sessionNote, marker: "meanwhile"))
+                        ).id
+                    }
+                    meanwhile.withLock { $0 = result }
+                }
+                let deadline = Date().addingTimeInterval(10)
+                while !store.writes.hasWaiting && Date() < deadline { usleep(1000) }
+                for folder in ["/data", "/keys"] {
+                    try? FileManager.default.copyItem(atPath: source + folder, toPath: target + folder)
+                }
+                copied.withLock { $0 = true }
+            }
+        }
+        live.withLock { $0 = store }
         let late = try (0..<3).map { index in
             try store.sealed.put(
                 NewRecord(
@@ -206,23 +237,29 @@ struct SegmentFrameTests {
         let markBefore = try Self.settledMark(vault)
         let victim = shredsAnUnsettledRecord ? late[1] : old
         try store.shred(victim)
-        // Settling moves the mark; a shred of the old record alone leaves the three late puts unsettled.
-        let moved = try Self.settledMark(vault) != markBefore
-        #expect(moved == shredsAnUnsettledRecord, "the shred settled (or not) against what it touched")
-        // What a kill right now leaves: every file as the page cache holds it (the index's unflushed commits
-        // included), nothing more written.
-        let crash = try Self.copy(vault)
-        try? FileManager.default.removeItem(atPath: crash.data + "/index.sqlite-shm")
+        #expect(
+            (try Self.settledMark(vault) != markBefore) == shredsAnUnsettledRecord,
+            "the shred settled (or not) against what it touched")
+        let put = try #require(try meanwhile.withLock { $0 }?.get(), "the put queued during the shred never returned")
+        live.withLock { $0 = nil }
+        store.close()
+        #expect(copied.withLock { $0 }, "the shred never reached its slot overwrite")
+        try FileManager.default.removeItem(atPath: cut.data + "/segments")
+        try FileManager.default.copyItem(atPath: vault.data + "/segments", toPath: cut.data + "/segments")
+        try? FileManager.default.removeItem(atPath: cut.data + "/index.sqlite-shm")
+        #expect(
+            SlotFinder.slot(of: put, in: try #require(cut.files()["keyslots"])) == nil,
+            "the copied slot file has the put's key: the test would prove nothing")
 
-        let reopened = try crash.open()
+        let reopened = try cut.open()
         defer { reopened.close() }
         #expect(try reopened.isShredded(victim))
-        #expect(!Self.segmentBytes(crash).contains(subsequence: Self.idBytes(victim)), "the shredded frame is back")
-        let survivors = ([old] + late).filter { $0 != victim }
-        for id in survivors {
+        #expect(!Self.segmentBytes(cut).contains(subsequence: Self.idBytes(victim)), "the shredded frame is back")
+        for id in ([old] + late).filter({ $0 != victim }) {
             let marker = id == old ? "old" : "late-\(late.firstIndex(of: id) ?? 0)"
             #expect(try reopened.sealed.get(id).content == Samples.content(.sessionNote, marker: marker))
         }
+        #expect(try reopened.sealed.get(put).content == Samples.content(.sessionNote, marker: "meanwhile"))
     }
 
     @Test(

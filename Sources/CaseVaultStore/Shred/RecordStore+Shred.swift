@@ -247,10 +247,15 @@ extension RecordStore {
         self.appendToShredLedgerCopy(removed, shreddedAt: shreddedAt)
     }
 
+    /// How many sections of certificates one commit holds at most: the first put that comes waits for that
+    /// commit, so its size stays bounded (about 10,000 records' worth).
+    static let certificationSectionsPerCommit = 20
+
     /// Certifies the finished shred orders (`Index.certifyFinishedOrders`), as the only writer in sections of
-    /// about `shredSection` records, going on while no put waits, in one commit: a sweep's hundred thousand
-    /// records make a thousand certificates, which one section would make every put wait for, and a commit
-    /// per section two hundred flushes of the index. Returns how many were issued.
+    /// about `shredSection` records, going on while no put waits, up to `certificationSectionsPerCommit` in
+    /// one commit: a sweep's hundred thousand records make a thousand certificates, which one section would
+    /// make every put wait for, and a commit per section two hundred flushes of the index. Returns how many
+    /// were issued.
     @discardableResult
     func certifyFinishedOrders() throws(CaseVaultError) -> Int {
         var issued = 0
@@ -258,13 +263,14 @@ extension RecordStore {
         while more {
             try self.asShredWriter(touching: []) { () throws(CaseVaultError) in
                 let (sectionsIssued, sectionsLeaveMore) = try self.index.write { db in
-                    var (issued, more) = (0, true)
+                    var (issued, more, sections) = (0, true, 0)
                     repeat {
                         let section = try Index.certifyFinishedOrders(
                             db, at: self.now(), signedWith: self.sealing.signCertificate, limit: Self.shredSection)
                         issued += section.issued
                         more = section.more
-                    } while more && !self.writes.hasWaiting
+                        sections += 1
+                    } while more && sections < Self.certificationSectionsPerCommit && !self.writes.hasWaiting
                     return (issued, more)
                 }
                 issued += sectionsIssued
