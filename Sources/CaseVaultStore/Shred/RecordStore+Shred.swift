@@ -262,19 +262,19 @@ extension RecordStore {
         var more = true
         while more {
             try self.asShredWriter(touching: []) { () throws(CaseVaultError) in
-                let (sectionsIssued, sectionsLeaveMore) = try self.index.write { db in
-                    var (issued, more, sections) = (0, true, 0)
+                let (committed, left) = try self.index.write { db in
+                    var (certificates, left, sections) = (0, true, 0)
                     repeat {
                         let section = try Index.certifyFinishedOrders(
                             db, at: self.now(), signedWith: self.sealing.signCertificate, limit: Self.shredSection)
-                        issued += section.issued
-                        more = section.more
+                        certificates += section.issued
+                        left = section.more
                         sections += 1
-                    } while more && sections < Self.certificationSectionsPerCommit && !self.writes.hasWaiting
-                    return (issued, more)
+                    } while left && sections < Self.certificationSectionsPerCommit && !self.writes.hasWaiting
+                    return (certificates, left)
                 }
-                issued += sectionsIssued
-                more = sectionsLeaveMore
+                issued += committed
+                more = left
             }
         }
         return issued
