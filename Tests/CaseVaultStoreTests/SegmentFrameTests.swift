@@ -240,6 +240,9 @@ struct SegmentFrameTests {
         #expect(
             (try Self.settledMark(vault) != markBefore) == shredsAnUnsettledRecord,
             "the shred settled (or not) against what it touched")
+        // The put returned before the shred's next section; its thread may not have stored that yet.
+        let deadline = Date().addingTimeInterval(10)
+        while meanwhile.withLock({ $0 == nil }) && Date() < deadline { usleep(1000) }
         let put = try #require(try meanwhile.withLock { $0 }?.get(), "the put queued during the shred never returned")
         live.withLock { $0 = nil }
         store.close()
