@@ -203,17 +203,14 @@ package final class RecordStore: RecordStorage {
     }
 
     /// `asWriter` for a section of a shred, which writes only the records it names (their rows, slots and
-    /// frames) and the index's shred tables: it settles only when one of `rows` was filed at or past the
-    /// settled mark, whose frame recovery might still replay; otherwise the puts before it stay unsettled.
-    /// Settling before every section cost a sweep two flushes each time a put batch came between two of
-    /// its sections. A section that learns its rows only once it runs (a mark) calls `settle(ifTouching:)`
-    /// itself before it writes.
-    func asShredWriter<Result>(
-        touching rows: [Index.Row], _ body: () throws(CaseVaultError) -> Result
-    ) throws(CaseVaultError) -> Result {
+    /// frames) and the index's shred tables: it does not settle. The section that selects the records
+    /// (a mark, or a resumed shred's listing) calls `settle(ifTouching:)` before it writes, so that no frame
+    /// recovery might still replay is overwritten and no slot it might rewrite is scrubbed; the mark only
+    /// moves forward, so the later sections find the same records settled. Settling before every section
+    /// cost a sweep two flushes each time a put batch came between two of its sections.
+    func asShredWriter<Result>(_ body: () throws(CaseVaultError) -> Result) throws(CaseVaultError) -> Result {
         try self.writes.exclusive { () throws(CaseVaultError) -> Result in
             try self.refuseIfClosed()
-            try self.settle(ifTouching: rows)
             return try body()
         }
     }

@@ -107,7 +107,7 @@ extension RecordStore {
                 var orderID: Int64?
                 if case .existing(let id) = order { orderID = id }
                 while !last {
-                    try self.asShredWriter(touching: []) { () throws(CaseVaultError) in
+                    try self.asShredWriter { () throws(CaseVaultError) in
                         let next = try select()
                         last = next.last
                         if !next.rows.isEmpty {
@@ -130,7 +130,7 @@ extension RecordStore {
             case .overwriteKeySlots:
                 if rows == nil {
                     // A resumed shred: the records found marked.
-                    rows = try self.asShredWriter(touching: []) { () throws(CaseVaultError) in
+                    rows = try self.asShredWriter { () throws(CaseVaultError) in
                         let found = try select().rows
                         try self.settle(ifTouching: found)
                         return found
@@ -139,7 +139,7 @@ extension RecordStore {
                 // In file order, so that the flush writes runs of blocks rather than scattered ones.
                 var slots = (rows ?? []).map(\.slot).sorted()[...]
                 while !slots.isEmpty {
-                    try self.asShredWriter(touching: rows ?? []) { () throws(CaseVaultError) in
+                    try self.asShredWriter { () throws(CaseVaultError) in
                         try self.whileNoPutWaits(&slots) { (section) throws(CaseVaultError) in
                             for slot in section {
                                 try self.slots.scrub(slot)
@@ -156,7 +156,7 @@ extension RecordStore {
                 // The whole frame: its head names the record and holds a copy of the wrapped key.
                 var locations = Segments.Location.runs(rows.map(\.region), maxRegions: Self.shredSection)[...]
                 while !locations.isEmpty {
-                    try self.asShredWriter(touching: rows) { () throws(CaseVaultError) in
+                    try self.asShredWriter { () throws(CaseVaultError) in
                         var written = Set<UInt32>()
                         // A section counts the records its runs cover, so it writes what it did run by run.
                         try self.whileNoPutWaits(&locations, weight: \.regions) { (section) throws(CaseVaultError) in
@@ -180,12 +180,12 @@ extension RecordStore {
                 // for the order to finish (`certifyFinishedOrders`), so a case still gets one.
                 var remaining = (rows ?? [])[...]
                 while !remaining.isEmpty {
-                    try self.asShredWriter(touching: rows ?? []) { () throws(CaseVaultError) in
+                    try self.asShredWriter { () throws(CaseVaultError) in
                         try self.removeShredded(&remaining)
                     }
                 }
                 certificates += try self.certifyFinishedOrders()
-                try self.asShredWriter(touching: []) { () throws(CaseVaultError) in
+                try self.asShredWriter { () throws(CaseVaultError) in
                     // The rows are gone from the database's pages; their images in the WAL go too. The shred
                     // is done either way: a WAL left behind is truncated by the next shred, close or open.
                     do throws(CaseVaultError) {
@@ -261,7 +261,7 @@ extension RecordStore {
         var issued = 0
         var more = true
         while more {
-            try self.asShredWriter(touching: []) { () throws(CaseVaultError) in
+            try self.asShredWriter { () throws(CaseVaultError) in
                 let (committed, left) = try self.index.write { db in
                     var (certificates, left, sections) = (0, true, 0)
                     repeat {
