@@ -77,8 +77,9 @@ test-systemd: test-deps
 	$(SWIFT) build
 	Tests/system/real-systemd.sh .build/debug
 
-## bench: release build, prints throughput figures (no pass/fail): the store, then over the socket vs nginx,
-## then issue 17's table as ratios to ceilings from the same run (scripts/bench-summary.sh), and where the
+## bench: release build, prints throughput figures (no pass/fail): the store, then over the socket vs nginx and
+## vs Hummingbird alone (casevault-floor), then issue 17's table as ratios to ceilings from the same run
+## (scripts/bench-summary.sh), with the most a GET and a PUT could be on this stack, and where the
 ## socket figures' time goes under perf (linux-perf, installed when the distribution has it for this kernel)
 bench: deps
 	@command -v perf >/dev/null || $(MAKE) --no-print-directory apt-install PACKAGES="linux-perf" \

@@ -213,6 +213,18 @@ let package = Package(
             dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings
         ),
+        // Bench helper: Hummingbird alone on a Unix socket, serving a constant 4 KiB body (the socket figures'
+        // framework floor).
+        .executableTarget(
+            name: "casevault-floor",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Test helper: a writer process that tests kill with SIGKILL.
         .executableTarget(
             name: "casevault-torture",

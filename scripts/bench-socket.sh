@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Over the socket: gets and durable puts of 4 KiB records against a release casevaultd, at 1 and
 # 16 connections, and in the same run nginx serving a 4 KiB static file on a Unix socket to the same load
-# generator (casevault-load). Prints figures; asserts nothing. Needs root for apt (nginx) when it is missing.
+# generator (casevault-load), and Hummingbird alone (casevault-floor: the same stack answering every GET with
+# a constant 4 KiB body, the most casevaultd could serve here; run both with the event loops as Swift's
+# executor, as casevaultd runs, and with the cooperative pool, which a bare server may prefer). Prints figures; asserts nothing. Needs root for apt (nginx) when it is missing.
 #   scripts/bench-socket.sh [SECONDS]       (default 5 per figure)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-5}"
 BIN=.build/release
-for tool in casevaultd casevault-load; do
+for tool in casevaultd casevault-load casevault-floor; do
     [[ -x "$BIN/$tool" ]] || { echo "build first: swift build -c release" >&2; exit 1; }
 done
 if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
@@ -21,6 +23,8 @@ work=$(mktemp -d /tmp/casevault-socket-bench-XXXXXX)
 chmod 755 "$work"
 cleanup() {
     [[ -n "${recorder:-}" ]] && kill "$recorder" 2>/dev/null || true
+    [[ -n "${floor:-}" ]] && kill "$floor" 2>/dev/null && wait "$floor" 2>/dev/null || true
+    [[ -n "${floor_pool:-}" ]] && kill "$floor_pool" 2>/dev/null && wait "$floor_pool" 2>/dev/null || true
     [[ -f "$work/nginx/nginx.pid" ]] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
     [[ -n "${daemon:-}" ]] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
     rm -rf "$work"
@@ -44,6 +48,12 @@ http {
 }
 CONF
 "$NGINX" -c "$work/nginx/nginx.conf" -p "$work/nginx"
+
+# The framework floor: Hummingbird and SwiftNIO set up as casevaultd sets them up, doing nothing else.
+"$BIN/casevault-floor" --socket "$work/floor.sock" > "$work/floor.log" 2>&1 &
+floor=$!
+"$BIN/casevault-floor" --pool --socket "$work/floor-pool.sock" > "$work/floor-pool.log" 2>&1 &
+floor_pool=$!
 
 # casevaultd: release build, its own data directory, this user as director.
 mkdir -p "$work/vault"
@@ -118,20 +128,35 @@ for conn in 1 16; do
     load "nginx_get_$conn" --label "nginx static GET     " --socket "$work/nginx/nginx.sock" --path /record.bin \
         --connections $conn --seconds "$SECS"
     read -r nginx_cpu nginx_switches <<< "$(cost "$before" "$(usage $nginx)")"
+    before=$(usage "$floor")
+    load "floor_get_$conn" --label "Hummingbird alone GET" --socket "$work/floor.sock" --path /record.bin \
+        --connections $conn --seconds "$SECS"
+    read -r floor_cpu floor_switches <<< "$(cost "$before" "$(usage "$floor")")"
+    before=$(usage "$floor_pool")
+    load "floor_pool_get_$conn" --label "Hummingbird alone, pool" --socket "$work/floor-pool.sock" --path /record.bin \
+        --connections $conn --seconds "$SECS"
+    read -r floor_pool_cpu _ <<< "$(cost "$before" "$(usage "$floor_pool")")"
     before=$(usage "$daemon")
     load "get_$conn" --label "casevaultd GET record" --socket "$sock" --paths-file "$work/gets.txt" \
         --connections $conn --seconds "$SECS"
     read -r daemon_cpu daemon_switches <<< "$(cost "$before" "$(usage "$daemon")")"
     # Where the time goes, without a profiler: what each server spends per request.
     echo "  where the time goes, GET with $conn connection(s): casevaultd $daemon_cpu us of CPU and" \
-        "$daemon_switches context switches per request; nginx $nginx_cpu us and $nginx_switches"
+        "$daemon_switches context switches per request; Hummingbird alone $floor_cpu us and $floor_switches;" \
+        "nginx $nginx_cpu us and $nginx_switches"
     figure "get_${conn}_cpu_us" "$daemon_cpu"; figure "nginx_get_${conn}_cpu_us" "$nginx_cpu"
+    figure "floor_get_${conn}_cpu_us" "$floor_cpu"; figure "floor_pool_get_${conn}_cpu_us" "$floor_pool_cpu"
     before=$(usage "$daemon")
     load "put_$conn" --label "casevaultd durable PUT" --socket "$sock" --method POST --paths-file "$work/puts.txt" \
         --body-file "$work/put.json" --connections $conn --seconds "$SECS"
     read -r put_cpu put_switches <<< "$(cost "$before" "$(usage "$daemon")")"
+    before=$(usage "$floor_pool")
+    load "floor_post_$conn" --label "Hummingbird alone POST" --socket "$work/floor-pool.sock" --method POST \
+        --path /records --body-file "$work/put.json" --connections $conn --seconds "$SECS"
+    read -r floor_post_cpu _ <<< "$(cost "$before" "$(usage "$floor_pool")")"
+    figure "floor_post_${conn}_cpu_us" "$floor_post_cpu"
     echo "  where the time goes, PUT with $conn connection(s): casevaultd $put_cpu us of CPU and" \
-        "$put_switches context switches per request"
+        "$put_switches context switches per request; Hummingbird alone $floor_post_cpu us"
     figure "put_${conn}_cpu_us" "$put_cpu"; figure "put_${conn}_switches" "$put_switches"
     figure "get_${conn}_switches" "$daemon_switches"
 done

@@ -19,6 +19,16 @@ END {
     g16 = have("get_16_rate") && v["nginx_get_16_rate"] > 0 ? v["get_16_rate"] / v["nginx_get_16_rate"] : 0
     row("GET 4 KiB over the socket, 16 conn, vs nginx", ratio("get_16_rate", "nginx_get_16_rate") ", p99 " val("get_16_p99", "%.2f ms"), ">= 0.5 x, p99 < 2 ms", met(g16 >= 0.5 && v["get_16_p99"] < 2, "get_16_p99"))
     row("GET, 1 conn: p50 (nginx p50)", val("get_1_p50", "%.2f ms") " (" val("nginx_get_1_p50", "%.2f ms") ")", "p50 <= 0.1 ms", met(v["get_1_p50"] <= 0.1, "get_1_p50"))
+    # Hummingbird alone on the same socket (casevault-floor), the faster of its two set-ups: the most this stack
+    # serves, whatever the vault does.
+    for (c = 1; c <= 16; c += 15) {
+        f = "floor_get_" c
+        if (v["floor_pool_get_" c "_rate"] > v[f "_rate"]) f = "floor_pool_get_" c
+        v["stack_" c "_rate"] = v[f "_rate"]; v["stack_" c "_p50"] = v[f "_p50"]; v["stack_" c "_cpu_us"] = v[f "_cpu_us"]
+        if (have(f "_rate")) { known["stack_" c "_rate"] = 1; known["stack_" c "_p50"] = 1 }
+    }
+    row("  the stack alone (Hummingbird, no vault), 16 conn, vs nginx", ratio("stack_16_rate", "nginx_get_16_rate") "; casevaultd " ratio("get_16_rate", "stack_16_rate") " of it", "ceiling", "")
+    row("  the stack alone, 1 conn: p50", val("stack_1_p50", "%.2f ms") "; casevaultd " ratio("get_1_rate", "stack_1_rate") " of its rate", "ceiling", "")
     p16 = have("put_16_rate") && v["put_in_process_16"] > 0 ? v["put_16_rate"] / v["put_in_process_16"] : 0
     row("durable PUT over the socket, 16 conn, vs in process", ratio("put_16_rate", "put_in_process_16"), ">= 0.7 x", met(p16 >= 0.7, have("put_in_process_16") ? "put_16_rate" : "put_in_process_16"))
     d16 = have("put_in_process_16") && v["sqlite_ceiling"] > 0 ? v["put_in_process_16"] / v["sqlite_ceiling"] : 0
@@ -29,11 +39,23 @@ END {
     row("audited puts vs plain durable puts, 16 clients", val("audited_put_ratio_16", "%.2f x"), ">= 0.9 x", met(v["audited_put_ratio_16"] >= 0.9, "audited_put_ratio_16"))
     for (k in v) if (k ~ /_failed$/ && v[k] > 0) printf "warning: %s: %d requests failed; the figures above count only answers\n", substr(k, 1, length(k) - 7), v[k]
     if (have("get_16_cpu_us"))
-        printf "where the time goes: casevaultd spends %.0f us of CPU and %.1f context switches per GET at 16 connections (nginx %.0f us), %.0f us at 1 (nginx %.0f us)\n", v["get_16_cpu_us"], v["get_16_switches"], v["nginx_get_16_cpu_us"], v["get_1_cpu_us"], v["nginx_get_1_cpu_us"]
+        printf "where the time goes: casevaultd spends %.0f us of CPU and %.1f context switches per GET at 16 connections (Hummingbird alone %.0f us, nginx %.0f us), %.0f us at 1 (Hummingbird alone %.0f us, nginx %.0f us)\n", v["get_16_cpu_us"], v["get_16_switches"], v["floor_get_16_cpu_us"], v["nginx_get_16_cpu_us"], v["get_1_cpu_us"], v["floor_get_1_cpu_us"], v["nginx_get_1_cpu_us"]
+    # The bound: the stack alone plus the least a GET of a sealed, audited record adds to it, each measured in
+    # this run (a get in process on one thread, the two audit entries of a read), with no cost for joining them.
+    if (have("stack_16_rate") && v["stack_16_cpu_us"] > 0 && have("get_in_process_1_cpu_us") && have("audit_read_cpu_us")) {
+        least = v["stack_16_cpu_us"] + v["get_in_process_1_cpu_us"] + v["audit_read_cpu_us"]
+        bound = v["stack_16_rate"] * v["stack_16_cpu_us"] / least
+        printf "where the time goes: the most a GET over this stack can be is Hummingbird alone (%.0f us of CPU) + a get in process (%.0f us) + the audit entries of a read (%.0f us) = %.0f us: at most %.0f/s at 16 connections, %.2f x nginx (goal 0.5 x); casevaultd serves %.2f x that bound at %.0f us\n", v["stack_16_cpu_us"], v["get_in_process_1_cpu_us"], v["audit_read_cpu_us"], least, bound, (v["nginx_get_16_rate"] > 0 ? bound / v["nginx_get_16_rate"] : 0), v["get_16_rate"] / bound, v["get_16_cpu_us"]
+    }
     if (have("flush_us") && v["flush_us"] > 0 && have("put_in_process_16_per_batch") && v["put_in_process_16_per_batch"] > 0)
         printf "where the time goes: in-process puts at 16 writers commit %.0f batches/s of %.1f puts; each batch makes 1 device flush (the segment) at %.0f us a flush here, which alone allows %.0f batches/s; plain SQLite makes 1 per 100 rows\n", v["put_in_process_16"] / v["put_in_process_16_per_batch"], v["put_in_process_16_per_batch"], v["flush_us"], 1e6 / v["flush_us"]
     if (have("put_16_cpu_us") && have("put_in_process_16"))
         printf "where the time goes: casevaultd spends %.0f us of CPU and %.1f context switches per PUT at 16 connections; the store alone puts %.0f/s in process\n", v["put_16_cpu_us"], v["put_16_switches"], v["put_in_process_16"]
+    # The same bound for PUT: the stack reading a POST alone, the put of the store, the two audit entries.
+    if (have("floor_post_16_cpu_us") && v["floor_post_16_cpu_us"] > 0 && have("put_in_process_16_cpu_us") && have("audit_read_cpu_us") && v["put_in_process_16"] > 0) {
+        least = v["floor_post_16_cpu_us"] + v["put_in_process_16_cpu_us"] + v["audit_read_cpu_us"]
+        printf "where the time goes: a PUT over this stack costs at least Hummingbird reading a POST alone (%.0f us of CPU) + the put in process (%.0f us) + its two audit entries (%.0f us) = %.0f us; the goal, %.0f/s, needs %.2f cores of the 2 the load generator shares; casevaultd spends %.0f us\n", v["floor_post_16_cpu_us"], v["put_in_process_16_cpu_us"], v["audit_read_cpu_us"], least, 0.7 * v["put_in_process_16"], 0.7 * v["put_in_process_16"] * least / 1e6, v["put_16_cpu_us"]
+    }
     if (have("sweep_seconds") && have("sweep_alone_seconds"))
         printf "where the time goes: the sweep takes %.1f s with no writer and %.1f s with writers putting: it lets them in after each section of 500 records of each step, and %.0f put batches came between its sections\n", v["sweep_alone_seconds"], v["sweep_seconds"], v["sweep_put_batches"]
 }' "$file"

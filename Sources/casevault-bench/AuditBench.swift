@@ -65,6 +65,32 @@ extension Bench {
                 if let receipt { try? await audit.awaitDurable(receipt) }
             }
         }
+        // A read's entries as the server writes them with `durable_reads` off: the request entry written
+        // before the route acts, the result entry queued after, neither awaited to the disk. Its CPU (every
+        // thread's, the log's flushes included) is part of what one GET over the socket costs at least.
+        let read: @Sendable () async -> Void = {
+            let number = audit.nextRequestNumber()
+            var entry = AuditEntry(kind: .request, time: StoreConfiguration.systemClock())
+            entry.request = number
+            entry.uid = 1000
+            entry.roles = ["director"]
+            entry.action = "GET /v1/records/{record_id}"
+            entry.ids = ["record_id": caseID.rawValue]
+            _ = try? await audit.append(entry)
+            var result = AuditEntry(kind: .result, time: StoreConfiguration.systemClock())
+            result.request = number
+            result.status = 200
+            audit.record(result)
+        }
+        let (readStart, readCPU) = (Date(), Self.cpuSeconds())
+        let reads = self.measureTasks(1) { await read() }
+        let readCost = (Self.cpuSeconds() - readCPU) / max(reads * Date().timeIntervalSince(readStart), 1) * 1e6
+        print(
+            String(
+                format:
+                    "audit     1 client: a read's two entries %6.0f reads/s  (%.1f us of CPU each, its flushes included)",
+                reads, readCost))
+        Figures.record("audit_read_cpu_us", readCost)
         // The disk's speed drifts over a run: plain and audited puts are measured in turn, three times
         // each, and the medians compared.
         func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }

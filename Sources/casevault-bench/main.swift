@@ -83,19 +83,22 @@ struct Bench: ParsableCommand {
 
         for writers in [1, 16] {
             let before = store.groupCommitCounts
+            let (start, cpuBefore) = (Date(), Self.cpuSeconds())
             let rate = self.measure(threads: writers) { _ in
                 let stored = try! vault.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
                 ids.append(stored.id)
             }
+            let cpu = (Self.cpuSeconds() - cpuBefore) / max(rate * Date().timeIntervalSince(start), 1) * 1e6
             let after = store.groupCommitCounts
             let perBatch = Double(after.puts - before.puts) / Double(max(1, after.batches - before.batches))
             print(
                 String(
                     format:
-                        "put      durable, %2d concurrent writer(s)              %10.0f records/s  (%.0f%% of ceiling, %.1f puts/flush)",
-                    writers, rate, 100 * rate / ceiling, perBatch))
+                        "put      durable, %2d concurrent writer(s)              %10.0f records/s  (%.0f%% of ceiling, %.1f puts/flush, %.0f us of CPU each)",
+                    writers, rate, 100 * rate / ceiling, perBatch, cpu))
             Figures.record("put_in_process_\(writers)", rate)
             Figures.record("put_in_process_\(writers)_per_batch", perBatch)
+            Figures.record("put_in_process_\(writers)_cpu_us", cpu)
         }
 
         let all = ids.all

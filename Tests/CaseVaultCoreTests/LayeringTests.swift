@@ -50,7 +50,7 @@ struct LayeringTests {
     /// SQLite (below).
     static let tools: Set<String> = [
         "CSodium", "CCaseVaultShims", "CaseVaultFuzz", "casevault-fuzz", "casevault-bench", "casevault-load",
-        "casevault-manual",
+        "casevault-floor", "casevault-manual",
         "casevault-torture",
     ]
 
