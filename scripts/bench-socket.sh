@@ -123,6 +123,7 @@ master=$(cat "$work/nginx/nginx.pid")
 nginx="$master $(pgrep -P "$master" | tr '\n' ' ' || true)"
 
 echo "Over the Unix socket, $SECS s per figure, $(nproc) cores (load generator on the same machine)"
+figure cores "$(nproc)"
 for conn in 1 16; do
     before=$(usage $nginx)
     load "nginx_get_$conn" --label "nginx static GET     " --socket "$work/nginx/nginx.sock" --path /record.bin \
