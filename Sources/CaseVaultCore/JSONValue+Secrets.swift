@@ -9,8 +9,10 @@ extension JSONValue {
         Self.span(of: key, in: document)
     }
 
-    /// The same over an array (`rawMember`).
-    static func span<Bytes: RandomAccessCollection>(of key: String, in document: Bytes) -> Range<Int>?
+    /// The same over an array (`rawMember`). With `unique`, `nil` as well unless `key` is the only member of
+    /// that name and no member's name is written with escapes (which a parser may read as `key` again).
+    static func span<Bytes: RandomAccessCollection>(of key: String, in document: Bytes, unique: Bool = false)
+        -> Range<Int>?
     where Bytes.Element == UInt8, Bytes.Index == Int {
         let quote = UInt8(ascii: "\"")
         let backslash = UInt8(ascii: "\\")
@@ -60,6 +62,7 @@ extension JSONValue {
         skipSpace()
         guard index < end, document[index] == UInt8(ascii: "{") else { return nil }
         index += 1
+        var found: Range<Int>?
         while true {
             skipSpace()
             guard index < end, document[index] == quote, let name = skipString() else { return nil }
@@ -73,9 +76,16 @@ extension JSONValue {
             var stop = min(index, end)
             while stop > start, isSpace(document[stop - 1]) { stop -= 1 }
             // A key written with escapes is never taken for `key`.
-            if document[name].elementsEqual(wanted) { return start..<stop }
+            if unique, document[name].contains(backslash) { return nil }
+            if document[name].elementsEqual(wanted) {
+                guard unique else { return start..<stop }
+                guard found == nil else { return nil }
+                found = start..<stop
+            }
             skipSpace()
-            guard index < end, document[index] == UInt8(ascii: ",") else { return nil }
+            guard index < end else { return nil }
+            if document[index] == UInt8(ascii: "}") { return found }
+            guard document[index] == UInt8(ascii: ",") else { return nil }
             index += 1
         }
     }

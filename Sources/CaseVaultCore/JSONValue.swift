@@ -141,6 +141,13 @@ extension JSONValue {
         Self.span(of: key, in: document).map { document[$0] }
     }
 
+    /// `rawMember`, when `key` is the document's only member of that name and no member's name is written
+    /// with escapes; `nil` otherwise. A parser that keeps the last of two members of one name (Foundation's
+    /// does) then read its value from exactly these bytes, so its parse of the document holds their parse.
+    public static func uniqueRawMember(_ key: String, of document: [UInt8]) -> ArraySlice<UInt8>? {
+        Self.span(of: key, in: document, unique: true).map { document[$0] }
+    }
+
     /// The member `key` as a string, or `nil`.
     public func string(_ key: String) -> String? {
         if case .string(let value) = self[key] ?? .null { return value }

@@ -22,13 +22,15 @@ public struct RecordValidator: Sendable {
         self.maxContentBytes = maxContentBytes
     }
 
-    /// Parses and validates `content` for `type`. `participants`, when given, are the case's participant
-    /// ids: then participant references must name one of them, and a non-confidential outcome needs
-    /// every one's consent.
+    /// Parses and validates `content` for `type`; `parsed`, when given, is `content` already parsed (by a
+    /// caller that parsed exactly those bytes), checked instead. `participants`, when given, are the case's
+    /// participant ids: then participant references must name one of them, and a non-confidential outcome
+    /// needs every one's consent.
     @discardableResult
     public func validate(
         type: RecordType,
         content: [UInt8],
+        parsed: JSONValue? = nil,
         participants: Set<String>? = nil
     ) throws(CaseVaultError) -> JSONValue {
         guard content.count <= self.maxContentBytes else {
@@ -38,7 +40,7 @@ public struct RecordValidator: Sendable {
                     + "put large documents in an attachment"
             )
         }
-        guard let document = JSONValue.parse(content), case .object = document else {
+        guard let document = parsed ?? JSONValue.parse(content), case .object = document else {
             throw CaseVaultError(.malformedContent, "the content must be a JSON object")
         }
         try Self.check(type: type, document, participants: participants)

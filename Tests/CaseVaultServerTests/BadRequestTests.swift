@@ -69,6 +69,18 @@ struct BadRequestTests {
                 "missing content field", "POST", records, #"{"type": "session_note", "content": {}}"#,
                 "application/json", 400, "missing-field"
             ),
+            // Two members named content: the first is the one stored, so it is the one checked (the parser
+            // keeps the last), whether the second's name is written plainly or with escapes.
+            (
+                "content twice, the stored one empty", "POST", records,
+                #"{"type": "session_note", "content": {}, "content": {"text": "x"}}"#, "application/json", 400,
+                "missing-field"
+            ),
+            (
+                "content twice, the second escaped", "POST", records,
+                #"{"type": "session_note", "content": {}, "con\u0074ent": {"text": "x"}}"#, "application/json",
+                400, "missing-field"
+            ),
             (
                 "unknown body field", "POST", records,
                 #"{"type": "session_note", "content": {"text": "x"}, "extra": 1}"#, "application/json", 400,

@@ -61,7 +61,8 @@ extension Vault {
             }
             let authority = try decide(summary, onRoster)
             let document = try self.validator.validate(
-                type: record.type, content: record.content, participants: Set(summary.participants)
+                type: record.type, content: record.content, parsed: record.parsed,
+                participants: Set(summary.participants)
             )
             // Only what the rule for this type needs is looked up: most filings need nothing on file.
             let notes = record.type == .finalAgreement ? try self.storage.notesToDestroy(record.caseID) : []

@@ -27,7 +27,7 @@ package final class Vault<Storage: RecordStorage>: Sendable {
     /// Validates, seals and durably files a record, with no lifecycle rule: the low-level primitive under
     /// `file(_:)`, which the server uses. When this returns, the record survives a crash.
     package func put(_ record: NewRecord) throws(CaseVaultError) -> RecordMetadata {
-        let document = try self.validator.validate(type: record.type, content: record.content)
+        let document = try self.validator.validate(type: record.type, content: record.content, parsed: record.parsed)
         return try self.put(
             validated: record, effects: FilingEffects(), participant: Self.participant(record, document))
     }

@@ -100,23 +100,6 @@ extension Routes {
         return JSONResponse.raw(body)
     }
 
-    struct Filed: Encodable {
-        var recordID: String
-        var caseID: String
-        var type: String
-        var createdAt: String
-        var supersedes: String?
-        var shredded: [String]
-
-        enum CodingKeys: String, CodingKey {
-            case recordID = "record_id"
-            case caseID = "case_id"
-            case type
-            case createdAt = "created_at"
-            case supersedes, shredded
-        }
-    }
-
     /// `POST /v1/cases/{case_id}/records`: `{"type", "content", "supersedes"?}` under the lifecycle rules. A
     /// final agreement's response lists the session notes it shredded.
     func fileRecord(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
@@ -130,11 +113,21 @@ extension Routes {
             throw CaseVaultError(.unknownRecordType, "this type is not one a client files", field: "type")
         }
         // The content is stored as the client sent it; only a key written with escapes makes us re-encode.
+        // When its bytes are the body's only `content` member, the body's parse is theirs, and the validator
+        // checks it instead of parsing them again; otherwise (two members of that name, of which the parse
+        // kept the last) it parses the bytes stored.
         let object = try body.requireObject("content")
-        let content = JSONValue.rawMember("content", of: raw).map(Array.init) ?? object.encoded()
+        let content: [UInt8]
+        var parsed: JSONValue?
+        if let unique = JSONValue.uniqueRawMember("content", of: raw) {
+            (content, parsed) = (Array(unique), object)
+        } else {
+            content = JSONValue.rawMember("content", of: raw).map(Array.init) ?? object.encoded()
+        }
         let supersedes = try body.optionalIdentifier("supersedes", as: RecordID.self)
         let record = NewRecord(
-            caseID: caseID, type: type, content: content, author: context.author, supersedes: supersedes)
+            caseID: caseID, type: type, content: content, parsed: parsed, author: context.author,
+            supersedes: supersedes)
         // The case, the roster and the decision in one trip to the index, under the case's lock.
         let rosterUID = context.roles.contains(.mediator) ? context.uid : nil
         let (stored, shredded) = try await self.runSealed { vault throws(CaseVaultError) in
@@ -144,14 +137,11 @@ extension Routes {
             }
         }
         context.audit?.created("record_id", stored.id.rawValue)
-        return try JSONResponse.make(
-            Filed(
-                recordID: stored.id.rawValue, caseID: caseID.rawValue, type: type.rawValue,
-                createdAt: JSONResponse.time(stored.createdAt), supersedes: stored.supersedes?.rawValue,
-                shredded: shredded.map(\.rawValue)
-            ),
-            status: .created
-        )
+        let answer = FilingAnswer(
+            recordID: stored.id.rawValue, caseID: caseID.rawValue, type: type.rawValue,
+            createdAt: JSONResponse.time(stored.createdAt), supersedes: stored.supersedes?.rawValue,
+            shredded: shredded.map(\.rawValue))
+        return JSONResponse.raw(ByteBuffer(bytes: answer.encoded()), status: .created)
     }
 
     struct Closed: Encodable {
