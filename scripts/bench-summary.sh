@@ -58,10 +58,12 @@ END {
         printf "where the time goes: in-process puts at 16 writers commit %.0f batches/s of %.1f puts; each batch makes 1 device flush (the segment) at %.0f us a flush here, which alone allows %.0f batches/s; plain SQLite makes 1 per 100 rows\n", v["put_in_process_16"] / v["put_in_process_16_per_batch"], v["put_in_process_16_per_batch"], v["flush_us"], 1e6 / v["flush_us"]
     if (have("put_16_cpu_us") && have("put_in_process_16"))
         printf "where the time goes: casevaultd spends %.0f us of CPU and %.1f context switches per PUT at 16 connections; the store alone puts %.0f/s in process\n", v["put_16_cpu_us"], v["put_16_switches"], v["put_in_process_16"]
-    # The same bound for PUT: the stack reading a POST alone, the put of the store, the two audit entries.
+    # The same sum for PUT: the stack reading a POST alone (its pool set-up), the put of the store in process,
+    # and two audit entries as a read writes them (a PUT also waits for its request entry to be durable,
+    # which costs more: the sum is a floor).
     if (have("floor_post_16_cpu_us") && v["floor_post_16_cpu_us"] > 0 && have("put_in_process_16_cpu_us") && have("audit_read_cpu_us") && v["put_in_process_16"] > 0) {
         least = v["floor_post_16_cpu_us"] + v["put_in_process_16_cpu_us"] + v["audit_read_cpu_us"]
-        printf "where the time goes: a PUT over this stack costs at least Hummingbird reading a POST alone (%.0f us of CPU) + the put in process (%.0f us) + its two audit entries (%.0f us) = %.0f us; the goal, %.0f/s, needs %.2f cores of the 2 the load generator shares; casevaultd spends %.0f us\n", v["floor_post_16_cpu_us"], v["put_in_process_16_cpu_us"], v["audit_read_cpu_us"], least, 0.7 * v["put_in_process_16"], 0.7 * v["put_in_process_16"] * least / 1e6, v["put_16_cpu_us"]
+        printf "where the time goes: a PUT over this stack costs at least Hummingbird reading a POST alone (%.0f us of CPU) + the put in process (%.0f us) + two audit entries (%.0f us) = %.0f us; the goal, %.0f/s, needs %.2f of the %d cores the load generator shares; casevaultd spends %.0f us\n", v["floor_post_16_cpu_us"], v["put_in_process_16_cpu_us"], v["audit_read_cpu_us"], least, 0.7 * v["put_in_process_16"], 0.7 * v["put_in_process_16"] * least / 1e6, v["cores"], v["put_16_cpu_us"]
     }
     if (have("sweep_seconds") && have("sweep_alone_seconds"))
         printf "where the time goes: the sweep takes %.1f s with no writer and %.1f s with writers putting: it lets them in after each section of 500 records of each step, and %.0f put batches came between its sections\n", v["sweep_alone_seconds"], v["sweep_seconds"], v["sweep_put_batches"]

@@ -9,9 +9,12 @@ extension JSONValue {
         Self.span(of: key, in: document)
     }
 
-    /// The same over an array (`rawMember`). With `unique`, `nil` as well unless `key` is the only member of
-    /// that name and no member's name is written with escapes (which a parser may read as `key` again).
-    static func span<Bytes: RandomAccessCollection>(of key: String, in document: Bytes, unique: Bool = false)
+    /// The same over an array (`rawMember`). With `members` (the number of members the document's parse
+    /// holds), `nil` as well unless `key` is the only member of that name, every member's name is plain
+    /// ASCII without escapes, and the document has exactly `members` members: so that no two names can
+    /// read as one (an escape, a byte-order mark a parser drops, a canonically equivalent spelling), and
+    /// the parse read `key`'s value from these bytes.
+    static func span<Bytes: RandomAccessCollection>(of key: String, in document: Bytes, members: Int? = nil)
         -> Range<Int>?
     where Bytes.Element == UInt8, Bytes.Index == Int {
         let quote = UInt8(ascii: "\"")
@@ -62,7 +65,9 @@ extension JSONValue {
         skipSpace()
         guard index < end, document[index] == UInt8(ascii: "{") else { return nil }
         index += 1
+        let unique = members != nil
         var found: Range<Int>?
+        var count = 0
         while true {
             skipSpace()
             guard index < end, document[index] == quote, let name = skipString() else { return nil }
@@ -76,7 +81,8 @@ extension JSONValue {
             var stop = min(index, end)
             while stop > start, isSpace(document[stop - 1]) { stop -= 1 }
             // A key written with escapes is never taken for `key`.
-            if unique, document[name].contains(backslash) { return nil }
+            count += 1
+            if unique, document[name].contains(where: { $0 == backslash || $0 >= 0x80 }) { return nil }
             if document[name].elementsEqual(wanted) {
                 guard unique else { return start..<stop }
                 guard found == nil else { return nil }
@@ -84,7 +90,7 @@ extension JSONValue {
             }
             skipSpace()
             guard index < end else { return nil }
-            if document[index] == UInt8(ascii: "}") { return found }
+            if document[index] == UInt8(ascii: "}") { return count == (members ?? count) ? found : nil }
             guard document[index] == UInt8(ascii: ",") else { return nil }
             index += 1
         }

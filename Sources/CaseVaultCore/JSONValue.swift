@@ -141,11 +141,14 @@ extension JSONValue {
         Self.span(of: key, in: document).map { document[$0] }
     }
 
-    /// `rawMember`, when `key` is the document's only member of that name and no member's name is written
-    /// with escapes; `nil` otherwise. A parser that keeps the last of two members of one name (Foundation's
-    /// does) then read its value from exactly these bytes, so its parse of the document holds their parse.
-    public static func uniqueRawMember(_ key: String, of document: [UInt8]) -> ArraySlice<UInt8>? {
-        Self.span(of: key, in: document, unique: true).map { document[$0] }
+    /// `rawMember`, when `parsed` (the parse of `document`) read `key`'s value from exactly these bytes:
+    /// `key` is the document's only member of that name, every member's name is plain ASCII written
+    /// without escapes, and the document has as many members as `parsed`. `nil` otherwise: a parser keeps
+    /// one of two members whose names read alike (Foundation's keeps the last; it drops a name's leading
+    /// byte-order mark, and `String` compares names by canonical equivalence).
+    public static func uniqueRawMember(_ key: String, of document: [UInt8], parsed: JSONValue) -> ArraySlice<UInt8>? {
+        guard case .object(let members) = parsed else { return nil }
+        return Self.span(of: key, in: document, members: members.count).map { document[$0] }
     }
 
     /// The member `key` as a string, or `nil`.

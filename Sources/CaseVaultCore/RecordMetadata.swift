@@ -49,20 +49,18 @@ public struct NewRecord: Sendable {
     /// The content as JSON bytes.
     public var content: [UInt8]
     /// The content already parsed, by a caller that parsed exactly `content`'s bytes (the server, which
-    /// parsed the request body around them); the validator then checks it instead of parsing them again.
-    /// `nil`: the validator parses `content`.
-    public var parsed: JSONValue?
+    /// parsed the request body around them: `JSONValue.uniqueRawMember`); the validator then checks it
+    /// instead of parsing them again. `nil`: the validator parses `content`. Within the package only: a
+    /// parse that is not of `content` would let unchecked content through.
+    package var parsed: JSONValue?
     public var author: String?
     public var supersedes: RecordID?
 
-    public init(
-        caseID: CaseID, type: RecordType, content: [UInt8], parsed: JSONValue? = nil, author: String? = nil,
-        supersedes: RecordID? = nil
-    ) {
+    public init(caseID: CaseID, type: RecordType, content: [UInt8], author: String? = nil, supersedes: RecordID? = nil)
+    {
         self.caseID = caseID
         self.type = type
         self.content = content
-        self.parsed = parsed
         self.author = author
         self.supersedes = supersedes
     }

@@ -23,19 +23,19 @@ enum RequestTargets {
     /// `POST /v1/cases/{case_id}/records` once its body parsed (`Routes+Cases.fileRecord`), and the
     /// store's check of the content (`RecordStore.file`).
     private static func fileRecord(_ body: JSONValue, raw: [UInt8]) throws(CaseVaultError) {
-        // The route's bargain: the bytes of a body's only `content` member parse to what the body's parse
-        // holds there, so that the validator may check the latter in place of the former.
-        if let unique = JSONValue.uniqueRawMember("content", of: raw), JSONValue.parse(Array(unique)) != body["content"]
-        {
-            fatalError("the only content member's bytes parse to something else than the body's parse holds")
+        // The route's bargain: the bytes `uniqueRawMember` finds parse to what the body's parse holds under
+        // `content`, so that the validator may check the latter in place of the former.
+        let unique = JSONValue.uniqueRawMember("content", of: raw, parsed: body)
+        if let unique, JSONValue.parse(Array(unique)) != body["content"] {
+            fatalError("the content member's bytes parse to something else than the body's parse holds")
         }
         let type = try RecordType.parse(try body.requireText("type"))
         let object = try body.requireObject("content")
-        let content = JSONValue.rawMember("content", of: raw).map(Array.init) ?? object.encoded()
+        let content = (unique ?? JSONValue.rawMember("content", of: raw)).map(Array.init) ?? object.encoded()
         if case .string(let text) = body["supersedes"] ?? .null {
             _ = try RecordID(text)
         }
-        try Self.validator.validate(type: type, content: content)
+        try Self.validator.validate(type: type, content: content, parsed: unique == nil ? nil : object)
     }
 
     /// `POST /v1/cases` once its body parsed (`Routes+Cases.openCase`): the case header as the store

@@ -1,7 +1,8 @@
+internal import CaseVaultCore
+
 /// A JSON object written member by member, for the answers of the hot routes: on a PUT, Foundation's
 /// `JSONEncoder` cost more than the rest of the answer. The caller gives the members in sorted order, as
-/// `JSONResponse.make` sorts them; strings are escaped as JSON requires (the quote, the backslash and the
-/// control characters; `/` is left as it is, as `make` leaves it).
+/// `JSONResponse.make` sorts them; strings are escaped as `make`'s encoder escapes them (`JSONText`).
 package struct JSONObjectWriter {
     private var bytes: [UInt8] = [UInt8(ascii: "{")]
     private var empty = true
@@ -13,7 +14,7 @@ package struct JSONObjectWriter {
     /// A member whose value is a string.
     package mutating func string(_ key: String, _ value: String) {
         self.key(key)
-        Self.write(value, to: &self.bytes)
+        JSONText.appendString(value, to: &self.bytes)
     }
 
     /// A member whose value is an array of strings.
@@ -22,7 +23,7 @@ package struct JSONObjectWriter {
         self.bytes.append(UInt8(ascii: "["))
         for (index, value) in values.enumerated() {
             if index > 0 { self.bytes.append(UInt8(ascii: ",")) }
-            Self.write(value, to: &self.bytes)
+            JSONText.appendString(value, to: &self.bytes)
         }
         self.bytes.append(UInt8(ascii: "]"))
     }
@@ -36,28 +37,8 @@ package struct JSONObjectWriter {
     private mutating func key(_ key: String) {
         if !self.empty { self.bytes.append(UInt8(ascii: ",")) }
         self.empty = false
-        Self.write(key, to: &self.bytes)
+        JSONText.appendString(key, to: &self.bytes)
         self.bytes.append(UInt8(ascii: ":"))
-    }
-
-    private static func write(_ text: String, to bytes: inout [UInt8]) {
-        bytes.append(UInt8(ascii: "\""))
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
-                bytes.append(UInt8(ascii: "\\"))
-                bytes.append(byte)
-            case 0x0A: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
-            case 0x0D: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
-            case 0x09: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
-            case ..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                bytes += Array(#"\u00"#.utf8) + [hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
-            default:
-                bytes.append(byte)
-            }
-        }
-        bytes.append(UInt8(ascii: "\""))
     }
 }
 

@@ -70,7 +70,8 @@ struct BadRequestTests {
                 "application/json", 400, "missing-field"
             ),
             // Two members named content: the first is the one stored, so it is the one checked (the parser
-            // keeps the last), whether the second's name is written plainly or with escapes.
+            // keeps the last), whether the second's name is written plainly, with escapes, or after a
+            // byte-order mark (which the parser drops).
             (
                 "content twice, the stored one empty", "POST", records,
                 #"{"type": "session_note", "content": {}, "content": {"text": "x"}}"#, "application/json", 400,
@@ -79,6 +80,11 @@ struct BadRequestTests {
             (
                 "content twice, the second escaped", "POST", records,
                 #"{"type": "session_note", "content": {}, "con\u0074ent": {"text": "x"}}"#, "application/json",
+                400, "missing-field"
+            ),
+            (
+                "content twice, the second after a byte-order mark", "POST", records,
+                #"{"type": "session_note", "content": {}, "\#u{FEFF}content": {"text": "x"}}"#, "application/json",
                 400, "missing-field"
             ),
             (

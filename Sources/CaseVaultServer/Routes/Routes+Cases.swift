@@ -113,21 +113,18 @@ extension Routes {
             throw CaseVaultError(.unknownRecordType, "this type is not one a client files", field: "type")
         }
         // The content is stored as the client sent it; only a key written with escapes makes us re-encode.
-        // When its bytes are the body's only `content` member, the body's parse is theirs, and the validator
-        // checks it instead of parsing them again; otherwise (two members of that name, of which the parse
-        // kept the last) it parses the bytes stored.
+        // When the body's parse read it from exactly the bytes stored (`uniqueRawMember`), the validator
+        // checks that parse instead of parsing them again; otherwise (two members whose names read alike,
+        // of which the parse kept the last) it parses the bytes stored.
         let object = try body.requireObject("content")
-        let content: [UInt8]
-        var parsed: JSONValue?
-        if let unique = JSONValue.uniqueRawMember("content", of: raw) {
-            (content, parsed) = (Array(unique), object)
-        } else {
-            content = JSONValue.rawMember("content", of: raw).map(Array.init) ?? object.encoded()
-        }
         let supersedes = try body.optionalIdentifier("supersedes", as: RecordID.self)
-        let record = NewRecord(
-            caseID: caseID, type: type, content: content, parsed: parsed, author: context.author,
+        let unique = JSONValue.uniqueRawMember("content", of: raw, parsed: body)
+        let content = unique ?? JSONValue.rawMember("content", of: raw)
+        var filing = NewRecord(
+            caseID: caseID, type: type, content: content.map(Array.init) ?? object.encoded(), author: context.author,
             supersedes: supersedes)
+        if unique != nil { filing.parsed = object }
+        let record = filing
         // The case, the roster and the decision in one trip to the index, under the case's lock.
         let rosterUID = context.roles.contains(.mediator) ? context.uid : nil
         let (stored, shredded) = try await self.runSealed { vault throws(CaseVaultError) in
