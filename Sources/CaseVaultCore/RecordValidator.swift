@@ -22,15 +22,26 @@ public struct RecordValidator: Sendable {
         self.maxContentBytes = maxContentBytes
     }
 
-    /// Parses and validates `content` for `type`; `parsed`, when given, is `content` already parsed (by a
-    /// caller that parsed exactly those bytes), checked instead. `participants`, when given, are the case's
-    /// participant ids: then participant references must name one of them, and a non-confidential outcome
-    /// needs every one's consent.
+    /// Parses and validates `content` for `type`. `participants`, when given, are the case's participant
+    /// ids: then participant references must name one of them, and a non-confidential outcome needs every
+    /// one's consent.
     @discardableResult
     public func validate(
         type: RecordType,
         content: [UInt8],
-        parsed: JSONValue? = nil,
+        participants: Set<String>? = nil
+    ) throws(CaseVaultError) -> JSONValue {
+        try self.validate(type: type, content: content, parsed: nil, participants: participants)
+    }
+
+    /// The same, where `parsed`, when given, is `content` already parsed by a caller that parsed exactly
+    /// those bytes (`NewRecord.parsed`), checked instead of parsing them again. Within the package only: a
+    /// parse that is not of `content` would let unchecked content through.
+    @discardableResult
+    package func validate(
+        type: RecordType,
+        content: [UInt8],
+        parsed: JSONValue?,
         participants: Set<String>? = nil
     ) throws(CaseVaultError) -> JSONValue {
         guard content.count <= self.maxContentBytes else {

@@ -38,6 +38,17 @@ extension Bench {
         let put: @Sendable () -> Void = {
             _ = try! vault.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
         }
+        // A request entry as a route writes it before it acts.
+        let requestEntry: @Sendable (UInt64, String, String, [String: String]) -> AuditEntry = {
+            number, role, action, ids in
+            var entry = AuditEntry(kind: .request, time: StoreConfiguration.systemClock())
+            entry.request = number
+            entry.uid = 1000
+            entry.roles = [role]
+            entry.action = action
+            entry.ids = ids
+            return entry
+        }
         // As the server runs them: each request a task; the put on a thread that may block (the server's
         // blocking pool); with the log, the request entry written before the put and its flush awaited
         // before the answer.
@@ -46,12 +57,8 @@ extension Bench {
             var number: UInt64 = 0
             if withAudit {
                 number = audit.nextRequestNumber()
-                var entry = AuditEntry(kind: .request, time: StoreConfiguration.systemClock())
-                entry.request = number
-                entry.uid = 1000
-                entry.roles = ["mediator"]
-                entry.action = "POST /v1/cases/{case_id}/records"
-                entry.ids = ["case_id": caseID.rawValue]
+                let entry = requestEntry(
+                    number, "mediator", "POST /v1/cases/{case_id}/records", ["case_id": caseID.rawValue])
                 receipt = try? await audit.append(entry)
             }
             if withPut {
@@ -70,12 +77,7 @@ extension Bench {
         // thread's, the log's flushes included) is part of what one GET over the socket costs at least.
         let read: @Sendable () async -> Void = {
             let number = audit.nextRequestNumber()
-            var entry = AuditEntry(kind: .request, time: StoreConfiguration.systemClock())
-            entry.request = number
-            entry.uid = 1000
-            entry.roles = ["director"]
-            entry.action = "GET /v1/records/{record_id}"
-            entry.ids = ["record_id": caseID.rawValue]
+            let entry = requestEntry(number, "director", "GET /v1/records/{record_id}", ["record_id": caseID.rawValue])
             _ = try? await audit.append(entry)
             var result = AuditEntry(kind: .result, time: StoreConfiguration.systemClock())
             result.request = number

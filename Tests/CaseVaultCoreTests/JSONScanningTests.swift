@@ -56,6 +56,40 @@ struct JSONScanningTests {
             #expect(
                 JSONValue.parse(Array(raw)) == JSONValue.parse(bytes)?["content"],
                 "\(String(decoding: bytes, as: UTF8.self))")
+            // Distinct plain names: the parse read content from exactly these bytes.
+            let parsed = try #require(JSONValue.parse(bytes))
+            #expect(JSONValue.uniqueRawMember("content", of: bytes, parsed: parsed) == raw)
+        }
+    }
+
+    @Test(
+        "uniqueRawMember finds content only when the parse read it from those bytes: no two names that may read alike"
+    )
+    func uniqueRawMember() throws {
+        let cases: [(String, String?)] = [
+            (#"{"type": "t", "content": {"text": "x"}}"#, #"{"text": "x"}"#),
+            (#"{"content": [1, "}"] }"#, #"[1, "}"]"#),
+            // The same name twice: the parse keeps the last, the scan would take the first.
+            (#"{"content": {}, "content": {"text": "x"}}"#, nil),
+            // Another name twice: the parse holds fewer members than the document names.
+            (#"{"x": 1, "x": 2, "content": {}}"#, nil),
+            // Names that may read as content, or as each other: escaped, or not plain ASCII.
+            (#"{"content": {}, "content": {"text": "x"}}"#, nil),
+            ("{\"content\": {}, \"\u{FEFF}content\": {\"text\": \"x\"}}", nil),
+            ("{\"caf\u{E9}\": 1, \"cafe\u{301}\": 2, \"content\": {}}", nil),
+            // A trailing comma, which this parser accepts: the scan stops short, and says nothing.
+            (#"{"content": {}, }"#, nil),
+        ]
+        for (document, expected) in cases {
+            let bytes = Array(document.utf8)
+            guard let parsed = JSONValue.parse(bytes) else {
+                Issue.record("does not parse: \(document)")
+                continue
+            }
+            let found = JSONValue.uniqueRawMember("content", of: bytes, parsed: parsed).map {
+                String(decoding: $0, as: UTF8.self)
+            }
+            #expect(found == expected, "\(document)")
         }
     }
 

@@ -112,7 +112,8 @@ extension Routes {
         guard RecordType.fileable.contains(type) else {
             throw CaseVaultError(.unknownRecordType, "this type is not one a client files", field: "type")
         }
-        // The content is stored as the client sent it; only a key written with escapes makes us re-encode.
+        // The content is stored as the client sent it; only a `content` key written with escapes (which the
+        // byte scan does not take for it) makes us re-encode.
         // When the body's parse read it from exactly the bytes stored (`uniqueRawMember`), the validator
         // checks that parse instead of parsing them again; otherwise (two members whose names read alike,
         // of which the parse kept the last) it parses the bytes stored.
