@@ -3,7 +3,8 @@
 # 16 connections, and in the same run nginx serving a 4 KiB static file on a Unix socket to the same load
 # generator (casevault-load), and Hummingbird alone (casevault-floor: the same stack answering every GET with
 # a constant 4 KiB body, the most casevaultd could serve here; run both with the event loops as Swift's
-# executor, as casevaultd runs, and with the cooperative pool, which a bare server may prefer). Prints figures; asserts nothing. Needs root for apt (nginx) when it is missing.
+# executor, as casevaultd runs, and with the cooperative pool, which a bare server may prefer). Prints
+# figures; asserts nothing. Needs root for apt (nginx) when it is missing.
 #   scripts/bench-socket.sh [SECONDS]       (default 5 per figure)
 set -euo pipefail
 cd "$(dirname "$0")/.."

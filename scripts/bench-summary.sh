@@ -22,7 +22,7 @@ END {
         f = "floor_get_" c
         if (v["floor_pool_get_" c "_rate"] > v[f "_rate"]) f = "floor_pool_get_" c
         v["stack_" c "_rate"] = v[f "_rate"]; v["stack_" c "_p50"] = v[f "_p50"]; v["stack_" c "_cpu_us"] = v[f "_cpu_us"]
-        if (have(f "_rate")) { known["stack_" c "_rate"] = 1; known["stack_" c "_p50"] = 1 }
+        if (have(f "_rate")) { known["stack_" c "_rate"] = 1; known["stack_" c "_p50"] = 1; known["stack_" c "_cpu_us"] = 1 }
     }
     # The bound: the stack alone at 16 connections keeps every core busy (with the load generator); a GET of a
     # sealed, audited record adds at least the CPU of a get in process (one thread) and of the two audit
@@ -51,7 +51,7 @@ END {
     row("audited puts vs plain durable puts, 16 clients", val("audited_put_ratio_16", "%.2f x"), ">= 0.9 x", met(v["audited_put_ratio_16"] >= 0.9, "audited_put_ratio_16"))
     for (k in v) if (k ~ /_failed$/ && v[k] > 0) printf "warning: %s: %d requests failed; the figures above count only answers\n", substr(k, 1, length(k) - 7), v[k]
     if (have("get_16_cpu_us"))
-        printf "where the time goes: casevaultd spends %.0f us of CPU and %.1f context switches per GET at 16 connections (Hummingbird alone %.0f us, nginx %.0f us), %.0f us at 1 (Hummingbird alone %.0f us, nginx %.0f us)\n", v["get_16_cpu_us"], v["get_16_switches"], v["floor_get_16_cpu_us"], v["nginx_get_16_cpu_us"], v["get_1_cpu_us"], v["floor_get_1_cpu_us"], v["nginx_get_1_cpu_us"]
+        printf "where the time goes: casevaultd spends %.0f us of CPU and %.1f context switches per GET at 16 connections (Hummingbird alone %.0f us, nginx %.0f us), %.0f us at 1 (Hummingbird alone %.0f us, nginx %.0f us)\n", v["get_16_cpu_us"], v["get_16_switches"], v["stack_16_cpu_us"], v["nginx_get_16_cpu_us"], v["get_1_cpu_us"], v["stack_1_cpu_us"], v["nginx_get_1_cpu_us"]
     if (bound > 0)
         printf "where the time goes: Hummingbird alone serves %.0f GET/s at 16 connections on %d cores (%.0f us of its CPU each); a GET of a sealed record adds at least a get in process (%.0f us) and the audit entries of a read (%.0f us): at most %.0f/s, %.2f x nginx (goal 0.5 x); casevaultd serves %.2f x that bound, at %.0f us of CPU per GET\n", v["stack_16_rate"], v["cores"], v["stack_16_cpu_us"], v["get_in_process_1_cpu_us"], v["audit_read_cpu_us"], bound, (v["nginx_get_16_rate"] > 0 ? bound / v["nginx_get_16_rate"] : 0), v["get_16_rate"] / bound, v["get_16_cpu_us"]
     if (have("flush_us") && v["flush_us"] > 0 && have("put_in_process_16_per_batch") && v["put_in_process_16_per_batch"] > 0)

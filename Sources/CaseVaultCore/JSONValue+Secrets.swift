@@ -80,8 +80,9 @@ extension JSONValue {
             guard !broken, index <= end else { return nil }
             var stop = min(index, end)
             while stop > start, isSpace(document[stop - 1]) { stop -= 1 }
-            // A key written with escapes is never taken for `key`.
             count += 1
+            // A key written with escapes is never taken for `key`; when `unique`, no name but plain ASCII is
+            // allowed at all.
             if unique, document[name].contains(where: { $0 == backslash || $0 >= 0x80 }) { return nil }
             if document[name].elementsEqual(wanted) {
                 guard unique else { return start..<stop }

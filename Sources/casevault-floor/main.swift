@@ -1,8 +1,8 @@
 // `make bench`'s framework floor: Hummingbird and SwiftNIO alone on a Unix socket (HTTP/1.1, no idle timer, as
 // casevaultd sets them up), answering every GET with the same 4 KiB body, and every POST, once its body is
-// read, with a small one; doing nothing else: no peer identity, no audit, no store, no JSON. What it serves against nginx, under the same load generator, is the
-// most casevaultd could serve on this stack; the distance from it to casevaultd is what the vault's own work
-// costs. Never part of the product.
+// read, with a small one; doing nothing else: no peer identity, no audit, no store, no JSON. What it serves
+// against nginx, under the same load generator, is the most casevaultd could serve on this stack; the
+// distance from it to casevaultd is what the vault's own work costs. Never part of the product.
 import ArgumentParser
 import Hummingbird
 import NIOCore

@@ -113,10 +113,10 @@ extension Routes {
             throw CaseVaultError(.unknownRecordType, "this type is not one a client files", field: "type")
         }
         // The content is stored as the client sent it; only a `content` key written with escapes (which the
-        // byte scan does not take for it) makes us re-encode.
-        // When the body's parse read it from exactly the bytes stored (`uniqueRawMember`), the validator
-        // checks that parse instead of parsing them again; otherwise (two members whose names read alike,
-        // of which the parse kept the last) it parses the bytes stored.
+        // byte scan does not take for it) makes us re-encode. When the body's parse read it from exactly the
+        // bytes stored (`uniqueRawMember`), the validator checks that parse instead of parsing them again;
+        // otherwise (two members whose names read alike, of which the parse kept the last) it parses the
+        // bytes stored.
         let object = try body.requireObject("content")
         let supersedes = try body.optionalIdentifier("supersedes", as: RecordID.self)
         let unique = JSONValue.uniqueRawMember("content", of: raw, parsed: body)
