@@ -195,8 +195,7 @@ package final class RecordStore: RecordStorage {
     /// The puts before it are settled first: no exclusive writer overwrites a frame, scrubs a slot or
     /// rewraps one that recovery might still replay (a shred's sections: `asShredWriter`).
     func asWriter<Result>(_ body: () throws(CaseVaultError) -> Result) throws(CaseVaultError) -> Result {
-        try self.writes.exclusive { () throws(CaseVaultError) -> Result in
-            try self.refuseIfClosed()
+        try self.asShredWriter { () throws(CaseVaultError) -> Result in
             try self.settle()
             return try body()
         }

@@ -20,9 +20,6 @@ struct Floor: AsyncParsableCommand {
     @Option(help: "The socket's path (removed first if it exists).")
     var socket: String
 
-    @Option(help: "The body's size in bytes.")
-    var bytes = 4096
-
     @Flag(
         help: """
             Run handlers on Swift's cooperative pool instead of the event loops (casevaultd makes the loops \
@@ -32,7 +29,7 @@ struct Floor: AsyncParsableCommand {
 
     func run() async throws {
         unlink(self.socket)
-        let body = ByteBuffer(repeating: 0x61, count: self.bytes)
+        let body = ByteBuffer(repeating: 0x61, count: 4096)
         let router = Router()
         router.get("**") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: .init(byteBuffer: body))
