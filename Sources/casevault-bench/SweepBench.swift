@@ -13,8 +13,10 @@ extension Bench {
         let filedAt: Int64 = 1_767_225_600_000  // 2026-01-01T00:00:00Z
         let year: Int64 = 365 * 86_400_000
 
+        let expiredSteps = StepTimes()
         let expired = try self.fill(
-            root: root + "/expired", records: self.sweepRecords, size: self.size, filedAt: filedAt)
+            root: root + "/expired", records: self.sweepRecords, size: self.size, filedAt: filedAt,
+            steps: expiredSteps)
         expired.clock.set(filedAt + 3 * year)  // evaluations are kept 2 years after filing
         // While the sweep runs, writers put new records (not due) and time each put: the sweep shares
         // the store's writer with them.
@@ -22,6 +24,7 @@ extension Bench {
         writers.start(threads: self.sweepWriters)
         let batchesBefore = expired.store.groupCommitCounts.batches
         var started = Date()
+        expiredSteps.start()
         let report = try expired.store.sweep()
         var elapsed = Date().timeIntervalSince(started)
         let batchesBetween = expired.store.groupCommitCounts.batches - batchesBefore
@@ -37,6 +40,9 @@ extension Bench {
             sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] * 1000
         }
         Figures.record(self.sweepWriters > 0 ? "sweep_seconds" : "sweep_alone_seconds", elapsed)
+        if self.sweepWriters == 0 {
+            print("         where the time goes: \(expiredSteps.summary(total: elapsed, record: true))")
+        }
         if self.sweepWriters > 0 {
             print(
                 String(
@@ -52,12 +58,25 @@ extension Bench {
         // Where the sweep's time goes: the same sweep with no writer, so that the part spent letting puts
         // in between its sections shows as the difference.
         if self.sweepWriters > 0 {
+            let steps = StepTimes()
             let alone = try self.fill(
-                root: root + "/alone", records: self.sweepRecords, size: self.size, filedAt: filedAt)
+                root: root + "/alone", records: self.sweepRecords, size: self.size, filedAt: filedAt, steps: steps)
             alone.clock.set(filedAt + 3 * year)
+            let floor = try self.sweepIndexFloor(
+                copying: root + "/alone/data/index.sqlite", into: root + "/sweep-floor.sqlite", batch: self.sweepBatch)
+            print(
+                String(
+                    format: "ceiling  the sweep's index work alone, SQLite on a copy of the index  %10.2f s",
+                    floor.total))
+            print(
+                "         where its time goes: "
+                    + floor.parts.map { String(format: "%@ %.2f s", $0.key, $0.value) }.joined(separator: ", "))
+            Figures.record("sweep_index_floor_seconds", floor.total)
             started = Date()
+            steps.start()
             let aloneReport = try alone.store.sweep()
             elapsed = Date().timeIntervalSince(started)
+            print("         where the time goes: \(steps.summary(total: elapsed, record: true))")
             print(
                 String(
                     format:
@@ -138,6 +157,52 @@ extension Bench {
         }
     }
 
+    /// Wall time of a sweep's steps, from the store's crash points: each span between two of the shred
+    /// protocol's points is counted to the step that ends at the second (puts' points are not looked at).
+    final class StepTimes: @unchecked Sendable {
+        private let lock = NSLock()
+        private var last: Date?
+        private var totals: [CrashPoint: Double] = [:]
+
+        func start() {
+            self.lock.lock()
+            self.last = Date()
+            self.lock.unlock()
+        }
+
+        func reached(_ point: CrashPoint) {
+            guard point.rawValue.hasPrefix("shred.") || point == .sweepAfterBatch else { return }
+            // (The span that ends at a batch's end, after its removal, is the between-batches part of the rest.)
+            self.lock.lock()
+            defer { self.lock.unlock() }
+            guard let last = self.last else { return }
+            let now = Date()
+            self.totals[point, default: 0] += now.timeIntervalSince(last)
+            self.last = now
+        }
+
+        /// The steps' times as a line, and as `sweep_alone_<step>_seconds` figures when `record` is set.
+        func summary(total: Double, record: Bool) -> String {
+            self.lock.lock()
+            defer { self.lock.unlock() }
+            let named: [(CrashPoint, String, String)] = [
+                (.shredAfterMark, "mark", "marking"),
+                (.shredAfterSlotOverwrite, "slots", "key slots overwritten and flushed"),
+                (.shredAfterCiphertextOverwrite, "ciphertext", "ciphertext overwritten and flushed"),
+                (.shredAfterIndexRemoval, "removal", "removal from the index"),
+            ]
+            // The rest: listing what is due, letting puts in between batches, and certifying at the end.
+            let rest = max(0, total - named.reduce(0) { $0 + (self.totals[$1.0] ?? 0) })
+            var parts: [String] = []
+            for (point, figure, name) in named {
+                parts.append(String(format: "%@ %.2f s", name, self.totals[point] ?? 0))
+                if record { Figures.record("sweep_alone_\(figure)_seconds", self.totals[point] ?? 0) }
+            }
+            if record { Figures.record("sweep_alone_rest_seconds", rest) }
+            return parts.joined(separator: ", ") + String(format: ", listing and certifying %.2f s", rest)
+        }
+    }
+
     final class Clock: @unchecked Sendable {
         private let lock = NSLock()
         private var milliseconds: Int64
@@ -158,13 +223,17 @@ extension Bench {
     }
 
     /// A vault of `records` evaluations of `size` bytes in cases of 100, filed at `filedAt`.
-    func fill(root: String, records: Int, size: Int, filedAt: Int64) throws -> (store: RecordStore, clock: Clock) {
+    /// `steps`, when given, times the shred protocol's steps of the sweeps that follow.
+    func fill(root: String, records: Int, size: Int, filedAt: Int64, steps: StepTimes? = nil) throws -> (
+        store: RecordStore, clock: Clock
+    ) {
         let clock = Clock(filedAt)
         var configuration = StoreConfiguration(
             dataDirectory: URL(fileURLWithPath: root + "/data"),
             rootKeyFile: URL(fileURLWithPath: root + "/keys/root.key")
         )
         configuration.clock = { clock.now }
+        if let steps { configuration.crashPointObserver = { point in steps.reached(point) } }
         configuration.sweepBatch = self.sweepBatch
         let store = try RecordStore.open(configuration, logger: Logger(label: "bench"))
         let vault = Vault(storage: store)
