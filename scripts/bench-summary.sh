@@ -45,7 +45,10 @@ END {
     row("durable PUT over the socket, 16 conn, vs in process", ratio("put_16_rate", "put_in_process_16"), ">= 0.7 x", met(p16 >= 0.7, have("put_in_process_16") ? "put_16_rate" : "put_in_process_16"))
     d16 = have("put_in_process_16") && v["sqlite_ceiling"] > 0 ? v["put_in_process_16"] / v["sqlite_ceiling"] : 0
     row("durable puts in process, 16 writers, vs plain SQLite", ratio("put_in_process_16", "sqlite_ceiling"), ">= 0.5 x", met(d16 >= 0.5, "put_in_process_16"))
-    row("gets in process, 2 threads (ceiling: the opens alone)", val("get_in_process_2", "%.0f/s") " (" ratio("get_in_process_2", "open_ceiling_2") ")", ">= 150,000/s", met(v["get_in_process_2"] >= 150000, "get_in_process_2"))
+    verdict = met(v["get_in_process_2"] >= 150000, "get_in_process_2")
+    if (verdict == "not yet" && have("read_ceiling_2") && v["read_ceiling_2"] < 150000) verdict = sprintf("out of reach here: reads and opens alone %.0f/s", v["read_ceiling_2"])
+    row("gets in process, 2 threads (ceiling: reads and opens alone)", val("get_in_process_2", "%.0f/s") " (" ratio("get_in_process_2", "read_ceiling_2") ")", ">= 150,000/s", verdict)
+    row("  two preads and two opens alone, 2 threads (the opens alone)", val("read_ceiling_2", "%.0f/s") " (" val("open_ceiling_2", "%.0f/s") ")", "ceiling", "")
     verdict = met(v["sweep_seconds"] < 3, "sweep_seconds")
     if (verdict == "not yet" && have("sweep_index_floor_seconds") && v["sweep_index_floor_seconds"] >= 3) verdict = sprintf("out of reach here: its index work alone %.1f s", v["sweep_index_floor_seconds"])
     row("retention sweep, 100,000 expired, writers putting", val("sweep_seconds", "%.1f s"), "< 3 s", verdict)
