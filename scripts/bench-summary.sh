@@ -46,13 +46,13 @@ END {
     d16 = have("put_in_process_16") && v["sqlite_ceiling"] > 0 ? v["put_in_process_16"] / v["sqlite_ceiling"] : 0
     row("durable puts in process, 16 writers, vs plain SQLite", ratio("put_in_process_16", "sqlite_ceiling"), ">= 0.5 x", met(d16 >= 0.5, "put_in_process_16"))
     verdict = met(v["get_in_process_2"] >= 150000, "get_in_process_2")
-    if (verdict == "not yet" && have("read_ceiling_2") && v["read_ceiling_2"] < 150000) verdict = sprintf("out of reach here: reads and opens alone %.0f/s", v["read_ceiling_2"])
+    if (verdict == "not yet" && have("read_ceiling_2") && v["read_ceiling_2"] > 0 && v["read_ceiling_2"] < 150000) verdict = sprintf("out of reach here: reads and opens alone %.0f/s", v["read_ceiling_2"])
     row("gets in process, 2 threads (ceiling: reads and opens alone)", val("get_in_process_2", "%.0f/s") " (" ratio("get_in_process_2", "read_ceiling_2") ")", ">= 150,000/s", verdict)
     row("  two preads and two opens alone, 2 threads (the opens alone)", val("read_ceiling_2", "%.0f/s") " (" val("open_ceiling_2", "%.0f/s") ")", "ceiling", "")
     verdict = met(v["sweep_seconds"] < 3, "sweep_seconds")
-    if (verdict == "not yet" && have("sweep_index_floor_seconds") && v["sweep_index_floor_seconds"] >= 3) verdict = sprintf("out of reach here: its index work alone %.1f s", v["sweep_index_floor_seconds"])
+    if (verdict == "not yet" && have("sweep_index_floor_seconds") && v["sweep_index_floor_seconds"] >= 3) verdict = sprintf("out of reach with this index here: its marking and removal alone %.1f s", v["sweep_index_floor_seconds"])
     row("retention sweep, 100,000 expired, writers putting", val("sweep_seconds", "%.1f s"), "< 3 s", verdict)
-    row("  the sweep index work alone (SQLite, a copy of the index)", val("sweep_index_floor_seconds", "%.1f s"), "ceiling", "")
+    row("  its marking and removal alone (SQLite, a copy of the index)", val("sweep_index_floor_seconds", "%.1f s"), "ceiling", "")
     row("puts during that sweep: p99 (max)", val("sweep_put_p99_ms", "%.0f ms") " (" val("sweep_put_max_ms", "%.0f ms") ")", "< 100 ms", met(v["sweep_put_max_ms"] < 100, "sweep_put_max_ms"))
     row("audited puts vs plain durable puts, 16 clients", val("audited_put_ratio_16", "%.2f x"), ">= 0.9 x", met(v["audited_put_ratio_16"] >= 0.9, "audited_put_ratio_16"))
     for (k in v) if (k ~ /_failed$/ && v[k] > 0) printf "warning: %s: %d requests failed; the figures above count only answers\n", substr(k, 1, length(k) - 7), v[k]
@@ -74,7 +74,11 @@ END {
     if (have("sweep_seconds") && have("sweep_alone_seconds"))
         printf "where the time goes: the sweep takes %.1f s with no writer and %.1f s with writers putting: it lets them in after each section of 500 records of each step, and %.0f put batches came between its sections\n", v["sweep_alone_seconds"], v["sweep_seconds"], v["sweep_put_batches"]
     if (have("sweep_alone_mark_seconds"))
-        printf "where the time goes: the sweep with no writer: marking %.2f s, key slots %.2f s, ciphertext %.2f s, removal from the index %.2f s, listing and certifying %.2f s; SQLite alone does the marking, the removal and the WAL truncations of the same batches on a copy of the index in %.2f s\n", v["sweep_alone_mark_seconds"], v["sweep_alone_slots_seconds"], v["sweep_alone_ciphertext_seconds"], v["sweep_alone_removal_seconds"], v["sweep_alone_rest_seconds"], v["sweep_index_floor_seconds"]
+    {
+        printf "where the time goes: the sweep with no writer: listing and marking %.2f s, key slots %.2f s, ciphertext %.2f s, removal from the index %.2f s, certifying at the end %.2f s", v["sweep_alone_mark_seconds"], v["sweep_alone_slots_seconds"], v["sweep_alone_ciphertext_seconds"], v["sweep_alone_removal_seconds"], v["sweep_alone_rest_seconds"]
+        if (have("sweep_index_floor_seconds")) printf "; SQLite alone runs the marking, the removal and the WAL truncations of the same batches on a copy of the index in %.2f s", v["sweep_index_floor_seconds"]
+        printf "\n"
+    }
 }' "$file"
 # The profiles bench-socket.sh took of the socket figures, when perf could run.
 if [[ -f "$file.profile" ]]; then cat "$file.profile"; fi

@@ -1,16 +1,18 @@
 import Foundation
 import GRDB
 
-/// What SQLite alone spends on a sweep's index work: a copy of the filled vault's index, and on it the
-/// statements a sweep runs for each batch (`Index.markShredding`, `Index.removeShredded`, then the WAL's
-/// truncation), in the same batches and sections, with the store's settings (WAL, `synchronous=FULL`,
-/// `secure_delete`, a 64 MiB cache). No files, no keys, no certificates: the least a sweep of this index can
-/// take here, as `casevault-floor` is for the socket. The statements are kept in step with the store's by
-/// hand; they are few and the figure asserts nothing.
+/// What SQLite alone spends on a sweep's marking and removal: a copy of the filled vault's index, and on it
+/// the statements a sweep runs for each batch (`Index.markShredding`, a commit per section of 500 as the
+/// store makes; `Index.removeShredded`, one commit; then the WAL's truncation), in the same batches and
+/// sections, with the writer's settings (`Index.open`: WAL, `synchronous=FULL`, `secure_delete`, a 64 MiB
+/// cache, `wal_autocheckpoint = 8192`, temporary tables in memory). No files, no keys, no listing, no
+/// certificates, no rereading of rows: the least this index and these statements take here, at this batch
+/// size. The statements are kept in step with the store's by hand; they are few and the figure asserts
+/// nothing.
 extension Bench {
     /// Returns the whole time and each part's: the marking, each of the removal's statements with its share
     /// of the commit counted to the last, and the WAL's truncations.
-    func sweepIndexFloor(copying indexPath: String, into path: String, batch: Int) throws -> (
+    func sweepIndexFloor(copying indexPath: String, into path: String, batch: Int, shreddedAt: Int64) throws -> (
         total: Double, parts: KeyValuePairs<String, Double>
     ) {
         var readOnly = Configuration()
@@ -19,7 +21,10 @@ extension Bench {
         var configuration = Configuration()
         configuration.prepareDatabase { db in
             try db.execute(
-                sql: "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; PRAGMA cache_size = -65536")
+                sql: """
+                    PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY;
+                    PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 8192
+                    """)
         }
         let floor = try DatabaseQueue(path: path, configuration: configuration)
         try source.backup(to: floor)
@@ -45,11 +50,12 @@ extension Bench {
             mark = now
         }
         let started = Date()
+        let batch = max(1, batch)
         for first in stride(from: 0, to: seqs.count, by: batch) {
             let batchSeqs = Array(seqs[first..<min(first + batch, seqs.count)])
             mark = Date()
-            try floor.write { db in
-                try Self.sections(batchSeqs) { list, arguments in
+            try Self.sections(batchSeqs) { list, arguments in
+                try floor.write { db in
                     try db.execute(
                         sql: """
                             UPDATE records SET state = 'shredding', shred_order = coalesce(?, shred_order)
@@ -68,14 +74,15 @@ extension Bench {
                     try db.execute(
                         sql: """
                             INSERT OR IGNORE INTO shred_ledger (record_id, case_id, type, shredded_at)
-                            SELECT id, case_id, type, 0 FROM records WHERE seq IN (\(list))
+                            SELECT id, case_id, type, ? FROM records WHERE seq IN (\(list))
                             """,
-                        arguments: arguments)
+                        arguments: [shreddedAt] + arguments)
                     lap(2)
                     try db.execute(
                         sql: """
                             INSERT INTO shred_certifying (record_id, order_id, case_id, type)
-                            SELECT id, shred_order, case_id, type FROM records WHERE seq IN (\(list))
+                            SELECT id, (SELECT id FROM shred_order_list WHERE id = shred_order), case_id, type
+                            FROM records WHERE seq IN (\(list))
                             """,
                         arguments: arguments)
                     lap(3)
@@ -89,6 +96,7 @@ extension Bench {
         }
         let elapsed = Date().timeIntervalSince(started)
         try floor.close()
+        for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
         return (
             elapsed,
             [

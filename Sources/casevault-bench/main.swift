@@ -176,11 +176,18 @@ struct Bench: ParsableCommand {
         let count = max(1, records)
         let slots = try PosixFile(path: root + "/ceiling.slots", flags: O_RDWR | O_CREAT, mode: 0o600)
         let blobs = try PosixFile(path: root + "/ceiling.blobs", flags: O_RDWR | O_CREAT, mode: 0o600)
-        // One record at a time, as the store writes its frames: the page cache holds them as it holds the store's.
+        defer {
+            unlink(root + "/ceiling.slots")
+            unlink(root + "/ceiling.blobs")
+        }
+        // One record at a time, as the store writes its frames: the page cache holds them as it holds the
+        // store's. Flushed, as the store's are, so that no write-back runs while they are read.
         for index in 0..<count {
             try slots.write(slot, at: Int64(index * slot.count))
             try blobs.write(blob, at: Int64(index * blob.count))
         }
+        try slots.flushData()
+        try blobs.flushData()
         return self.measure(threads: threads) { n in
             let index = n % count
             let wrapped = try! slots.read(count: slot.count, at: Int64(index * slot.count))
