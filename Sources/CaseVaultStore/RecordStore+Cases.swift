@@ -42,6 +42,8 @@ extension RecordStore {
             let notes = try self.notesToDestroy(id)
             let effect = try CasePolicy.closing(summary, notes: notes)
             try self.asWriter { () throws(CaseVaultError) in
+                // The notes' rows leave `liveRows` once the commit that marks them is done, or failed.
+                defer { self.liveRows.invalidate() }
                 try self.index.write { db in
                     var effects = FilingEffects()
                     effects.caseState = (id, effect.state, self.now(), outcome.rawValue)

@@ -26,8 +26,10 @@ extension RecordStore {
         rosterUID: UInt32?,
         decide: (RecordMetadata, CaseSummary, Bool) throws(CaseVaultError) -> Void
     ) throws(CaseVaultError) -> StoredRecord {
+        let cached = self.liveRows.row(id)
+        let generation = self.liveRows.generation
         let (row, shredded, summary, onRoster) = try self.index.lookup { db in
-            let row = try Index.lookupRow(db, id: id)
+            let row = try cached ?? Index.lookupRow(db, id: id)
             let shredded = row == nil ? try Index.isShredded(db, id: id) : false
             let summary = try row.flatMap { row in try Index.caseSummary(db, id: row.metadata.caseID) }
             let onRoster = try rosterUID.map { uid in try Index.isOnRoster(db, uid: uid) } ?? false
@@ -38,6 +40,7 @@ extension RecordStore {
             throw CaseVaultError.recordNotFound()
         }
         guard row.state == .live else { throw CaseVaultError.recordShredded() }
+        if cached == nil { self.liveRows.insert(row, readAfter: generation) }
         guard let summary else {
             throw CaseVaultError(.storageFailure, "the index holds a record whose case is missing")
         }
@@ -82,7 +85,11 @@ extension RecordStore {
         try self.index.read { db in try Index.isShredded(db, id: id) }
     }
 
-    func liveRow(_ id: RecordID) throws(CaseVaultError) -> Index.Row {
+    /// The row of live record `id`, from `liveRows` when a get read it already, unless `fromIndex` (what a
+    /// shred marks is read from the index itself).
+    func liveRow(_ id: RecordID, fromIndex: Bool = false) throws(CaseVaultError) -> Index.Row {
+        if !fromIndex, let row = self.liveRows.row(id) { return row }
+        let generation = self.liveRows.generation
         // Row first, ledger second: a shred deletes the row and writes the ledger in one transaction, so a
         // reader that misses the row finds the ledger entry.
         let (row, shredded) = try self.index.lookup { db in
@@ -94,6 +101,7 @@ extension RecordStore {
             throw CaseVaultError.recordNotFound()
         }
         guard row.state == .live else { throw CaseVaultError.recordShredded() }
+        self.liveRows.insert(row, readAfter: generation)
         return row
     }
 }

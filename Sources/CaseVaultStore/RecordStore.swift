@@ -30,6 +30,8 @@ package final class RecordStore: RecordStorage {
     let epochs: Mutex<EpochState>
     let writes: WriteQueue<PendingPut, Result<RecordMetadata, CaseVaultError>>
     let caseLocks = CaseLocks()
+    /// Live records' rows as gets read them (`LiveRows`): emptied by every commit that marks or removes.
+    let liveRows = LiveRows()
     /// Held by whoever runs a shred, from its mark to its end (`asShredder`).
     let shredder = NSLock()
     /// Held by a retention sweep from its listing to its end: sweeps run one at a time, each the only one
@@ -168,6 +170,7 @@ package final class RecordStore: RecordStorage {
     @discardableResult
     package func close() -> CaseVaultError? {
         guard !self.closed.exchange(true, ordering: .acquiringAndReleasing) else { return nil }
+        self.liveRows.invalidate()
         // Waits for the writer in flight, if any, then settles what the puts left unflushed.
         let failure: CaseVaultError? = self.writes.exclusive {
             do {

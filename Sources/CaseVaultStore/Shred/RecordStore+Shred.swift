@@ -31,7 +31,7 @@ extension RecordStore {
             let (rows, _) = try self.runShred(from: .ordered, order: order) { () throws(CaseVaultError) in
                 var rows: [Index.Row] = []
                 for id in Set(ids).sorted() {
-                    rows.append(try self.liveRow(id))
+                    rows.append(try self.liveRow(id, fromIndex: true))
                 }
                 try self.refuseHeld(rows)
                 return rows
@@ -112,6 +112,8 @@ extension RecordStore {
                         last = next.last
                         if !next.rows.isEmpty {
                             try self.settle(ifTouching: next.rows)
+                            // Emptied however the commit ends: a failed one may still have committed.
+                            defer { self.liveRows.invalidate() }
                             orderID = try self.index.write { db in
                                 guard orderID == nil, case .new(let order) = order else {
                                     try Index.markShredding(db, next.rows, orderID: orderID)
@@ -232,6 +234,8 @@ extension RecordStore {
         let shreddedAt = self.now()
         var rest = rows
         var removed: [Index.Row] = []
+        // The rows were marked, so no get kept them since; emptied all the same, however the commit ends.
+        defer { self.liveRows.invalidate() }
         try self.index.write { db in
             (rest, removed) = (rows, [])
             try self.whileNoPutWaits(&rest) { section in
