@@ -42,14 +42,16 @@ extension RecordStore {
             let notes = try self.notesToDestroy(id)
             let effect = try CasePolicy.closing(summary, notes: notes)
             try self.asWriter { () throws(CaseVaultError) in
-                // The notes' rows leave `liveRows` once the commit that marks them is done, or failed.
-                defer { self.liveRows.invalidate() }
-                try self.index.write { db in
-                    var effects = FilingEffects()
-                    effects.caseState = (id, effect.state, self.now(), outcome.rawValue)
-                    effects.markShredding = effect.shredNotes
-                    effects.shredOrder = ShredOrder(method: .caseClosed, authority: authority, reason: outcome.rawValue)
-                    try Index.apply(db, effects)
+                // The commit marks the notes: no get takes their rows from `liveRows` meanwhile.
+                try self.liveRows.changing { () throws(CaseVaultError) in
+                    try self.index.write { db in
+                        var effects = FilingEffects()
+                        effects.caseState = (id, effect.state, self.now(), outcome.rawValue)
+                        effects.markShredding = effect.shredNotes
+                        effects.shredOrder = ShredOrder(
+                            method: .caseClosed, authority: authority, reason: outcome.rawValue)
+                        try Index.apply(db, effects)
+                    }
                 }
             }
             try self.finishMarkedShreds(effect.shredNotes)

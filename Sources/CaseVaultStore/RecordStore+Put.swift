@@ -107,10 +107,16 @@ extension RecordStore {
                     frameStart: place.offset, effects: pair.0.effects)
             }
             if settling {
-                // A filing's effects may mark records for shredding (a final agreement's notes): their rows
-                // leave `liveRows` once that commit is done, or failed (a failed one may still have committed).
-                defer { if batch.contains(where: { !$0.effects.markShredding.isEmpty }) { self.liveRows.invalidate() } }
-                try self.index.write { db in try Index.insertPuts(db, rows, writer: after, settled: true) }
+                // A filing's effects may mark records for shredding (a final agreement's notes): then no get
+                // takes their rows from `liveRows` while the commit runs.
+                let commit = { () throws(CaseVaultError) in
+                    try self.index.write { db in try Index.insertPuts(db, rows, writer: after, settled: true) }
+                }
+                if batch.contains(where: { !$0.effects.markShredding.isEmpty }) {
+                    try self.liveRows.changing(commit)
+                } else {
+                    try commit()
+                }
                 self.writer.withLock { $0.settled = after.cursor }
             } else {
                 try self.index.writeUnflushed { db in try Index.insertPuts(db, rows, writer: after, settled: false) }

@@ -30,7 +30,7 @@ package final class RecordStore: RecordStorage {
     let epochs: Mutex<EpochState>
     let writes: WriteQueue<PendingPut, Result<RecordMetadata, CaseVaultError>>
     let caseLocks = CaseLocks()
-    /// Live records' rows as gets read them (`LiveRows`): emptied by every commit that marks or removes.
+    /// Live records' rows as gets read them (`LiveRows`): shut while a commit marks or removes records.
     let liveRows = LiveRows()
     /// Held by whoever runs a shred, from its mark to its end (`asShredder`).
     let shredder = NSLock()
@@ -170,7 +170,7 @@ package final class RecordStore: RecordStorage {
     @discardableResult
     package func close() -> CaseVaultError? {
         guard !self.closed.exchange(true, ordering: .acquiringAndReleasing) else { return nil }
-        self.liveRows.invalidate()
+        self.liveRows.close()
         // Waits for the writer in flight, if any, then settles what the puts left unflushed.
         let failure: CaseVaultError? = self.writes.exclusive {
             do {

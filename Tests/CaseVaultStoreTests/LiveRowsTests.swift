@@ -145,6 +145,19 @@ struct LiveRowsTests {
         #expect(probe.ran.load(ordering: .relaxed) == 1)
     }
 
+    @Test("once the store is closed, no get is served from the rows earlier gets kept")
+    func noGetAfterClose() throws {
+        let vault = TestVault()
+        let store = try vault.open()
+        let (_, notes) = try Lifecycle.caseInSession(store)
+        try Self.readTwice(store, notes)
+        store.close()
+        for id in notes {
+            #expect(throws: CaseVaultError.self) { _ = try store.sealed.get(id) }
+            #expect(throws: CaseVaultError.self) { _ = try store.metadata(id) }
+        }
+    }
+
     @Test("gets racing a shred: once it returns, no get opens a record it destroyed")
     func getsRacingAShred() throws {
         let vault = TestVault()

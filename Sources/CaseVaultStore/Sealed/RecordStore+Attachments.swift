@@ -15,8 +15,8 @@ extension RecordStore {
         let key = StoredKey(metadata: row.metadata, slot: row.slot, wrapped: try self.slots.read(row.slot))
         let file = try AttachmentFile(recordID: id, directory: self.directory.attachmentsPath)
         // A shred marked since the first look may have come too early to find the partial file: then the
-        // upload is dropped (and its file with it) here.
-        _ = try self.liveRow(id)
+        // upload is dropped (and its file with it) here. Asked of the index itself, as the gate below is.
+        _ = try self.liveRow(id, fromIndex: true)
         return (key, file)
     }
 
@@ -27,7 +27,7 @@ extension RecordStore {
             throw CaseVaultError(.storageFailure, "the attachment's file was not made by this store")
         }
         try self.asWriter { () throws(CaseVaultError) in
-            _ = try self.liveRow(file.recordID)
+            _ = try self.liveRow(file.recordID, fromIndex: true)
             try file.link()
         }
     }

@@ -112,16 +112,16 @@ extension RecordStore {
                         last = next.last
                         if !next.rows.isEmpty {
                             try self.settle(ifTouching: next.rows)
-                            // Emptied however the commit ends: a failed one may still have committed.
-                            defer { self.liveRows.invalidate() }
-                            orderID = try self.index.write { db in
-                                guard orderID == nil, case .new(let order) = order else {
-                                    try Index.markShredding(db, next.rows, orderID: orderID)
-                                    return orderID
+                            orderID = try self.liveRows.changing { () throws(CaseVaultError) in
+                                try self.index.write { db in
+                                    guard orderID == nil, case .new(let order) = order else {
+                                        try Index.markShredding(db, next.rows, orderID: orderID)
+                                        return orderID
+                                    }
+                                    let created = try Index.insertShredOrder(db, order, open: false)
+                                    try Index.markShredding(db, next.rows, orderID: created)
+                                    return created
                                 }
-                                let created = try Index.insertShredOrder(db, order, open: false)
-                                try Index.markShredding(db, next.rows, orderID: created)
-                                return created
                             }
                             marked += next.rows
                         }
@@ -234,13 +234,14 @@ extension RecordStore {
         let shreddedAt = self.now()
         var rest = rows
         var removed: [Index.Row] = []
-        // The rows were marked, so no get kept them since; emptied all the same, however the commit ends.
-        defer { self.liveRows.invalidate() }
-        try self.index.write { db in
-            (rest, removed) = (rows, [])
-            try self.whileNoPutWaits(&rest) { section in
-                try Index.removeShredded(db, Array(section), shreddedAt: shreddedAt)
-                removed += section
+        // The rows were marked, so no get kept them since; the cache is shut for the removal all the same.
+        try self.liveRows.changing { () throws(CaseVaultError) in
+            try self.index.write { db in
+                (rest, removed) = (rows, [])
+                try self.whileNoPutWaits(&rest) { section in
+                    try Index.removeShredded(db, Array(section), shreddedAt: shreddedAt)
+                    removed += section
+                }
             }
         }
         rows = rest
