@@ -42,55 +42,54 @@ struct LiveRowsTests {
         }
     }
 
-    @Test("a shred asked for by id")
-    func shredByID() throws {
+    /// A case in session, its two notes read twice both ways, in a store on `clock`; `destroy` then
+    /// destroys the notes, after which both ways of reading them must say `shredded`.
+    static func readThenDestroy(
+        clock: TestClock = TestClock("2024-01-01T00:00:00Z"),
+        _ destroy: (RecordStore, CaseSummary, [RecordID]) throws -> Void
+    ) throws {
         let vault = TestVault()
-        let store = try vault.open()
+        let store = try vault.open(clock: clock)
         defer { store.close() }
         let (summary, notes) = try Lifecycle.caseInSession(store)
         try Self.readTwice(store, notes)
-        try store.shred([notes[0]])
-        Self.expectShredded(store, [notes[0]])
-        #expect(try store.sealed.get(notes[1]).metadata.caseID == summary.id)
-        try store.shred(Array(notes[1...]))
+        try destroy(store, summary, notes)
         Self.expectShredded(store, notes)
+    }
+
+    @Test("a shred asked for by id")
+    func shredByID() throws {
+        try Self.readThenDestroy { store, summary, notes in
+            try store.shred([notes[0]])
+            Self.expectShredded(store, [notes[0]])
+            #expect(try store.sealed.get(notes[1]).metadata.caseID == summary.id)
+            try store.shred(Array(notes[1...]))
+        }
     }
 
     @Test("a final agreement's notes, marked by the same commit that files it")
     func finalAgreement() throws {
-        let vault = TestVault()
-        let store = try vault.open()
-        defer { store.close() }
-        let (summary, notes) = try Lifecycle.caseInSession(store)
-        try Self.readTwice(store, notes)
-        let filed = try store.sealed.file(
-            NewRecord(caseID: summary.id, type: .finalAgreement, content: Lifecycle.finalAgreement))
-        #expect(Set(filed.shredded) == Set(notes))
-        Self.expectShredded(store, notes)
+        try Self.readThenDestroy { store, summary, notes in
+            let filed = try store.sealed.file(
+                NewRecord(caseID: summary.id, type: .finalAgreement, content: Lifecycle.finalAgreement))
+            #expect(Set(filed.shredded) == Set(notes))
+        }
     }
 
     @Test("a case closed without an agreement")
     func closedCase() throws {
-        let vault = TestVault()
-        let store = try vault.open()
-        defer { store.close() }
-        let (summary, notes) = try Lifecycle.caseInSession(store)
-        try Self.readTwice(store, notes)
-        #expect(Set(try store.closeCase(summary.id, outcome: .withdrawn)) == Set(notes))
-        Self.expectShredded(store, notes)
+        try Self.readThenDestroy { store, summary, notes in
+            #expect(Set(try store.closeCase(summary.id, outcome: .withdrawn)) == Set(notes))
+        }
     }
 
     @Test("the retention sweep")
     func sweep() throws {
-        let vault = TestVault()
         let clock = TestClock("2024-01-01T00:00:00Z")
-        let store = try vault.open(clock: clock)
-        defer { store.close() }
-        let (_, notes) = try Lifecycle.caseInSession(store)
-        try Self.readTwice(store, notes)
-        clock.now = TestClock.parse("2024-03-01T00:00:00Z")  // session notes are kept 30 days
-        #expect(try store.sweep().disposed >= notes.count)
-        Self.expectShredded(store, notes)
+        try Self.readThenDestroy(clock: clock) { store, _, notes in
+            clock.now = TestClock.parse("2024-03-01T00:00:00Z")  // session notes are kept 30 days
+            #expect(try store.sweep().disposed >= notes.count)
+        }
     }
 
     /// A store that, each time it reaches `point`, runs what `probe` holds then (on the writer's thread,
