@@ -40,11 +40,12 @@ extension RecordStore {
             throw CaseVaultError.recordNotFound()
         }
         guard row.state == .live else { throw CaseVaultError.recordShredded() }
-        if cached == nil { self.liveRows.insert(row, readAfter: generation) }
         guard let summary else {
             throw CaseVaultError(.storageFailure, "the index holds a record whose case is missing")
         }
         try decide(row.metadata, summary, onRoster)
+        // Kept once the caller may read it: a refused request leaves nothing behind.
+        if cached == nil { self.liveRows.insert(row, readAfter: generation) }
         return try self.stored(row)
     }
 
