@@ -147,20 +147,36 @@ struct Bench: ParsableCommand {
         try self.sweepFigures(root: root)
     }
 
-    /// What a get cannot beat: the two AEAD opens it makes (the data key from its slot, then the record),
-    /// on `threads` threads, with nothing read from disk.
-    func openCeiling(threads: Int) -> Double {
-        let rootKey = SecureBytes.random(count: AEAD.keyByteCount)
-        let dataKey = SecureBytes.random(count: AEAD.keyByteCount)
-        let slot = AEAD.seal(dataKey, key: rootKey, associatedData: [UInt8](repeating: 1, count: 24))
-        let blob = AEAD.seal(
-            [UInt8](repeating: 120, count: self.size), key: dataKey, associatedData: [UInt8](repeating: 2, count: 64))
-        return self.measure(threads: threads) { _ in
+    /// A data key wrapped under a key of its own, as a key slot holds it, and `size` bytes sealed under the
+    /// data key, as a blob holds them: what the get ceilings open.
+    struct SealedSample: Sendable {
+        let wrappingKey = SecureBytes.random(count: AEAD.keyByteCount)
+        let slot: [UInt8]
+        let blob: [UInt8]
+
+        init(size: Int) {
+            let dataKey = SecureBytes.random(count: AEAD.keyByteCount)
+            self.slot = AEAD.seal(dataKey, key: self.wrappingKey, associatedData: [UInt8](repeating: 1, count: 24))
+            self.blob = AEAD.seal(
+                [UInt8](repeating: 120, count: size), key: dataKey, associatedData: [UInt8](repeating: 2, count: 64))
+        }
+
+        /// The two opens of a get: the data key out of `slot`, into secure memory, then `blob` under it (each
+        /// associated data built anew, as a get builds its own).
+        func open(slot: [UInt8], blob: [UInt8]) {
             let key = try! SecureBytes(count: AEAD.keyByteCount, ephemeral: true) { secret in
-                try AEAD.open(slot, key: rootKey, associatedData: [UInt8](repeating: 1, count: 24), into: secret)
+                try AEAD.open(
+                    slot, key: self.wrappingKey, associatedData: [UInt8](repeating: 1, count: 24), into: secret)
             }
             _ = try! AEAD.open(blob, key: key, associatedData: [UInt8](repeating: 2, count: 64))
         }
+    }
+
+    /// What a get cannot beat: the two AEAD opens it makes (the data key from its slot, then the record),
+    /// on `threads` threads, with nothing read from disk.
+    func openCeiling(threads: Int) -> Double {
+        let sample = SealedSample(size: self.size)
+        return self.measure(threads: threads) { _ in sample.open(slot: sample.slot, blob: sample.blob) }
     }
 
     /// What a get with its record's place already known cannot beat (the issue's "authorize, pread,
@@ -168,11 +184,8 @@ struct Bench: ParsableCommand {
     /// in the page cache (as many as the store holds, so the same memory to read from), in the order the
     /// gets above take them, and the two opens of `openCeiling`. No index, no lookup, no authorization.
     func readCeiling(threads: Int, records: Int, root: String) throws -> Double {
-        let rootKey = SecureBytes.random(count: AEAD.keyByteCount)
-        let dataKey = SecureBytes.random(count: AEAD.keyByteCount)
-        let slot = AEAD.seal(dataKey, key: rootKey, associatedData: [UInt8](repeating: 1, count: 24))
-        let blob = AEAD.seal(
-            [UInt8](repeating: 120, count: self.size), key: dataKey, associatedData: [UInt8](repeating: 2, count: 64))
+        let sample = SealedSample(size: self.size)
+        let (slot, blob) = (sample.slot, sample.blob)
         let count = max(1, records)
         let slots = try PosixFile(path: root + "/ceiling.slots", flags: O_RDWR | O_CREAT, mode: 0o600)
         let blobs = try PosixFile(path: root + "/ceiling.blobs", flags: O_RDWR | O_CREAT, mode: 0o600)
@@ -190,12 +203,9 @@ struct Bench: ParsableCommand {
         try blobs.flushData()
         return self.measure(threads: threads) { n in
             let index = n % count
-            let wrapped = try! slots.read(count: slot.count, at: Int64(index * slot.count))
-            let sealed = try! blobs.read(count: blob.count, at: Int64(index * blob.count))
-            let key = try! SecureBytes(count: AEAD.keyByteCount, ephemeral: true) { secret in
-                try AEAD.open(wrapped, key: rootKey, associatedData: [UInt8](repeating: 1, count: 24), into: secret)
-            }
-            _ = try! AEAD.open(sealed, key: key, associatedData: [UInt8](repeating: 2, count: 64))
+            sample.open(
+                slot: try! slots.read(count: slot.count, at: Int64(index * slot.count)),
+                blob: try! blobs.read(count: blob.count, at: Int64(index * blob.count)))
         }
     }
 
