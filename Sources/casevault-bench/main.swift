@@ -61,9 +61,16 @@ struct Bench: ParsableCommand {
             return
         }
 
-        let ceiling = try self.sqliteCeiling(path: root + "/ceiling.sqlite")
-        print(String(format: "ceiling  plain SQLite, synchronous=FULL, 100 rows/txn   %10.0f rows/s", ceiling))
+        let ceilingWritten = Self.bytesWritten()
+        let (ceiling, ceilingRows) = try self.sqliteCeiling(path: root + "/ceiling.sqlite")
+        let bytesPerRow = Double(Self.bytesWritten() - ceilingWritten) / Double(max(ceilingRows, 1))
+        print(
+            String(
+                format:
+                    "ceiling  plain SQLite, synchronous=FULL, 100 rows/txn   %10.0f rows/s  (%.1f KiB written each)",
+                ceiling, bytesPerRow / 1024))
         Figures.record("sqlite_ceiling", ceiling)
+        Figures.record("sqlite_ceiling_bytes_per_row", bytesPerRow)
         let flush = try self.flushMicroseconds(path: root + "/flush.bin")
         print(String(format: "ceiling  one device flush (4 KiB overwritten, fdatasync)  %8.0f us", flush))
         Figures.record("flush_us", flush)
@@ -83,6 +90,7 @@ struct Bench: ParsableCommand {
 
         for writers in [1, 16] {
             let before = store.groupCommitCounts
+            let written = Self.bytesWritten()
             let (start, cpuBefore) = (Date(), Self.cpuSeconds())
             let rate = self.measure(threads: writers) { _ in
                 let stored = try! vault.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
@@ -91,14 +99,16 @@ struct Bench: ParsableCommand {
             let cpu = (Self.cpuSeconds() - cpuBefore) / max(rate * Date().timeIntervalSince(start), 1) * 1e6
             let after = store.groupCommitCounts
             let perBatch = Double(after.puts - before.puts) / Double(max(1, after.batches - before.batches))
+            let bytesPerPut = Double(Self.bytesWritten() - written) / Double(max(1, after.puts - before.puts))
             print(
                 String(
                     format:
-                        "put      durable, %2d concurrent writer(s)              %10.0f records/s  (%.0f%% of ceiling, %.1f puts/flush, %.0f us of CPU each)",
-                    writers, rate, 100 * rate / ceiling, perBatch, cpu))
+                        "put      durable, %2d concurrent writer(s)              %10.0f records/s  (%.0f%% of ceiling, %.1f puts/flush, %.0f us of CPU and %.1f KiB written each)",
+                    writers, rate, 100 * rate / ceiling, perBatch, cpu, bytesPerPut / 1024))
             Figures.record("put_in_process_\(writers)", rate)
             Figures.record("put_in_process_\(writers)_per_batch", perBatch)
             Figures.record("put_in_process_\(writers)_cpu_us", cpu)
+            Figures.record("put_in_process_\(writers)_bytes_per_put", bytesPerPut)
         }
 
         let all = ids.all
@@ -217,6 +227,17 @@ struct Bench: ParsableCommand {
         return seconds(usage.ru_utime) + seconds(usage.ru_stime)
     }
 
+    /// Bytes this process has caused to be sent to the storage layer (`write_bytes` of /proc/self/io: the
+    /// data written, the journals' and WAL's copies and checkpoints included); 0 where the kernel does not
+    /// say.
+    static func bytesWritten() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/io", encoding: .utf8) else { return 0 }
+        for line in text.split(separator: "\n") where line.hasPrefix("write_bytes:") {
+            return Int(line.dropFirst("write_bytes:".count).trimmingCharacters(in: .whitespaces)) ?? 0
+        }
+        return 0
+    }
+
     /// Runs `body` on `threads` threads for `seconds` (or `limit` calls in all); returns calls per second.
     func measure(threads: Int, limit: Int = .max, _ body: @escaping @Sendable (Int) -> Void) -> Double {
         let counter = Collected.Counter()
@@ -253,7 +274,8 @@ struct Bench: ParsableCommand {
         return Date().timeIntervalSince(start) / 300 * 1e6
     }
 
-    func sqliteCeiling(path: String) throws -> Double {
+    /// Rows per second, and the rows written.
+    func sqliteCeiling(path: String) throws -> (Double, Int) {
         var configuration = Configuration()
         configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         let queue = try DatabaseQueue(path: path, configuration: configuration)
@@ -273,7 +295,7 @@ struct Bench: ParsableCommand {
             }
             rows += 100
         }
-        return Double(rows) / Date().timeIntervalSince(start)
+        return (Double(rows) / Date().timeIntervalSince(start), rows)
     }
 
     func makeRoot() throws -> String {
