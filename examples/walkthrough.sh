@@ -72,6 +72,9 @@ call POST "/v1/cases/$case_id/records" '{"type": "evaluation", "content": {"sati
 echo "== the case now: closed, no notes left" >&2
 call GET "/v1/cases/$case_id" >/dev/null
 
+echo "== the closed cases, listed: ids, states, dates, mediators and counts, never names" >&2
+call GET "/v1/cases?state=closed&limit=5" >/dev/null
+
 echo "== reading a shredded note gives 410" >&2
 EXPECT=410 call GET "/v1/records/$note1" >/dev/null
 

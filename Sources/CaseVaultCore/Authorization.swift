@@ -5,6 +5,7 @@ public enum Action: String, Sendable, CaseIterable {
     case whoami
     case status
     case openCase
+    case listCases
     case readCase
     case closeCase
     case assignMediators
@@ -62,10 +63,13 @@ public struct AccessScope: Sendable, Equatable {
     public var assignedMediator: Bool
     /// The office a disclosure is routed to, when the action reads one.
     public var routedOffice: String?
+    /// The case's state, when a grant depends on it (intake staff list the cases still in intake).
+    public var caseState: CaseState?
 
-    public init(assignedMediator: Bool = false, routedOffice: String? = nil) {
+    public init(assignedMediator: Bool = false, routedOffice: String? = nil, caseState: CaseState? = nil) {
         self.assignedMediator = assignedMediator
         self.routedOffice = routedOffice
+        self.caseState = caseState
     }
 
     public static let none = AccessScope()
@@ -82,6 +86,8 @@ public enum Authorization {
         case anyRole
         /// A peer that holds this role.
         case role(Role)
+        /// A peer that holds this role, for a case in this state.
+        case roleWhileCase(Role, CaseState)
         /// A mediator on the roster assigned to the case.
         case assignedMediator
         /// The office the disclosure is routed to.
@@ -94,6 +100,9 @@ public enum Authorization {
         case .whoami: return [.anyRole]
         case .status: return [.role(.operator)]
         case .openCase: return [.role(.director), .role(.intake)]
+        // Each row of the case list is checked alone: intake staff see the cases still in intake, a
+        // mediator the cases they are assigned to while on the roster.
+        case .listCases: return [.role(.director), .roleWhileCase(.intake, .intake), .assignedMediator]
         case .readCase: return [.role(.director), .assignedMediator]
         case .closeCase: return [.role(.director), .assignedMediator]
         case .assignMediators, .manageRoster: return [.role(.director)]
@@ -148,7 +157,7 @@ public enum Authorization {
         Self.grants(action).allSatisfy { grant in
             switch grant {
             case .anyone, .anyRole, .role: return true
-            case .assignedMediator, .routedOffice: return false
+            case .roleWhileCase, .assignedMediator, .routedOffice: return false
             }
         }
     }
@@ -159,7 +168,8 @@ public enum Authorization {
     }
 
     /// The one reading of a grant: whether it admits a caller holding `roles` in `scope`, where a `nil`
-    /// scope stands for the most favourable case (the caller is assigned, the disclosure routed to them).
+    /// scope stands for the most favourable case (the caller is assigned, the disclosure routed to them, the
+    /// case in the state the grant names).
     private static func match(_ grant: Grant, _ roles: Set<Role>, scope: AccessScope?) -> Match? {
         switch grant {
         case .anyone:
@@ -168,6 +178,9 @@ public enum Authorization {
             return roles.sorted().first.map { Match(role: $0) }
         case .role(let role):
             return roles.contains(role) ? Match(role: role) : nil
+        case .roleWhileCase(let role, let state):
+            guard roles.contains(role), scope.map({ $0.caseState == state }) ?? true else { return nil }
+            return Match(role: role)
         case .assignedMediator:
             guard roles.contains(.mediator), scope?.assignedMediator ?? true else { return nil }
             return Match(role: .mediator)

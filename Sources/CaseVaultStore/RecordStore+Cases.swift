@@ -33,6 +33,32 @@ extension RecordStore {
         }
     }
 
+    /// A page of the case list, with each case's live records counted by type, in one read of the index:
+    /// whether `rosterUID` is on the mediator roster is read first, and `query` builds the query from it (a
+    /// mediator taken off the roster lists none of their cases).
+    package func listCases(
+        rosterUID: UInt32?, _ query: (_ onRoster: Bool) -> CaseQuery
+    ) throws(CaseVaultError) -> (rows: [CaseListRow], onRoster: Bool) {
+        try self.index.read { db in
+            let onRoster = try rosterUID.map { uid in try Index.isOnRoster(db, uid: uid) } ?? false
+            let cases = try Index.cases(db, query(onRoster))
+            let counts = try Index.liveCounts(db, cases: cases.map(\.id))
+            return (cases.map { CaseListRow(summary: $0, liveRecords: counts[$0.id] ?? [:]) }, onRoster)
+        }
+    }
+
+    /// A page of a case's live records of `types` (metadata only), in filing order after `after`; with the
+    /// cursor of the next page when there may be one.
+    package func liveRecords(
+        caseID: CaseID, types: Set<RecordType>, after: RecordListCursor?, limit: Int
+    ) throws(CaseVaultError) -> (records: [RecordMetadata], next: RecordListCursor?) {
+        let found = try self.index.read { db in
+            try Index.liveRecords(db, caseID: caseID, types: types, after: after, limit: limit)
+        }
+        let next = found.count == limit ? found.last.map { RecordListCursor(sequence: $0.sequence) } : nil
+        return (found.map(\.metadata), next)
+    }
+
     /// Closes a case without a final agreement: every session note is shredded in the same operation.
     package func closeCase(_ id: CaseID, outcome: ClosingOutcome, authority: Authority = .daemon) throws(CaseVaultError)
         -> [RecordID]

@@ -21,7 +21,8 @@ struct AuthorizationTests {
 
     static let scopes: [AccessScope] = [
         .none, AccessScope(assignedMediator: true), AccessScope(routedOffice: "titleix"),
-        AccessScope(routedOffice: "hr"),
+        AccessScope(routedOffice: "hr"), AccessScope(caseState: .intake),
+        AccessScope(assignedMediator: true, caseState: .session),
     ]
 
     @Test("the three questions agree: allowed means a granting role, and allowed somewhere means might be allowed")
@@ -67,6 +68,26 @@ struct AuthorizationTests {
         #expect(
             Authorization.mightPermit([.office("equity")], .readDisclosure)
                 && !Authorization.mightPermit([.office("equity")], .readRecord))
+    }
+
+    @Test("the case list: the director every case, intake staff the cases in intake, a mediator their own")
+    func listingCases() {
+        for state in [CaseState.intake, .agreement, .session, .closed] {
+            for roles in Self.roleSets {
+                let unassigned = Authorization.permits(roles, .listCases, scope: AccessScope(caseState: state))
+                #expect(
+                    unassigned == (roles.contains(.director) || (roles.contains(.intake) && state == .intake)),
+                    "\(roles.sorted()) \(state)")
+                let assigned = Authorization.permits(
+                    roles, .listCases, scope: AccessScope(assignedMediator: true, caseState: state))
+                #expect(assigned == (unassigned || roles.contains(.mediator)), "\(roles.sorted()) \(state)")
+            }
+        }
+        // Intake staff are granted under their role, and only for a case in intake.
+        #expect(Authorization.grantingRole([.intake], .listCases, scope: AccessScope(caseState: .intake)) == .intake)
+        #expect(
+            Authorization.mightPermit([.intake], .listCases) && !Authorization.mightPermit([.submitter], .listCases))
+        #expect(!Authorization.dependsOnlyOnRoles(.listCases))
     }
 
     @Test("session notes are the assigned mediators' alone; disclosures the director's and their office's")

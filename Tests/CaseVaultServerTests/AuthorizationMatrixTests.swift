@@ -127,8 +127,14 @@ struct AuthorizationMatrixTests {
             allowed: [.director, .intake], mutates: true
         ),
         Operation(
+            name: "list cases", method: "GET", path: { _ in "/v1/cases" },
+            allowed: [.director, .intake, .mediator, .otherCaseMediator, .removedMediator], mutates: false),
+        Operation(
             name: "read a case", method: "GET", path: { "/v1/cases/\($0.caseA)" }, allowed: [.director, .mediator],
             mutates: false),
+        Operation(
+            name: "list a case's records", method: "GET", path: { "/v1/cases/\($0.caseA)/records" },
+            allowed: [.director, .mediator], mutates: false),
         Operation(
             name: "read its participants", method: "GET", path: { "/v1/cases/\($0.caseA)/participants" },
             allowed: [.director, .mediator], mutates: false

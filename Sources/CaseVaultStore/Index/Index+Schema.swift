@@ -198,6 +198,10 @@ extension Index {
                     """
             )
         }
+        migrator.registerMigration("v12-cases-by-opening") { db in
+            // The case list pages through cases newest first (`Index.cases`).
+            try db.execute(sql: "CREATE INDEX cases_by_opening ON cases (created_at, id)")
+        }
         return migrator
     }
 }
