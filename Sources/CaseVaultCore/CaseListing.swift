@@ -89,21 +89,34 @@ public struct CaseListRow: Sendable, Equatable {
     }
 }
 
-/// Where a page of a case's records ends: the index's filing sequence of its last record. Shown as an
-/// opaque `next_cursor` string.
+/// Where a page of a case's records ends: the filing time and the index's sequence of its last record
+/// (the sequence alone would not do: SQLite gives a new row the number of the newest row a shred removed).
+/// Shown as an opaque `next_cursor` string.
 public struct RecordListCursor: Sendable, Equatable {
+    public var filedAt: Int64
     public var sequence: Int64
 
-    public init(sequence: Int64) {
+    public init(filedAt: Int64, sequence: Int64) {
+        self.filedAt = filedAt
         self.sequence = sequence
     }
 
-    public var text: String { String(self.sequence) }
+    /// `<milliseconds>.<sequence>`.
+    public var text: String { "\(self.filedAt).\(self.sequence)" }
 
     public init?(text: String) {
-        guard !text.isEmpty, text.utf8.count <= 19, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }),
-            let sequence = Int64(text)
-        else { return nil }
-        self.sequence = sequence
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, let filedAt = Self.number(parts[0]), let sequence = Self.number(parts[1]) else {
+            return nil
+        }
+        self.init(filedAt: filedAt, sequence: sequence)
+    }
+
+    /// 1 to 19 decimal digits that fit an Int64.
+    static func number(_ text: Substring) -> Int64? {
+        guard !text.isEmpty, text.utf8.count <= 19, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else {
+            return nil
+        }
+        return Int64(text)
     }
 }

@@ -20,7 +20,7 @@ public enum Timestamp {
 
 extension Timestamp {
     /// Milliseconds since the epoch of an RFC 3339 date-time (`JSONValue.isTimestamp`: any offset, a
-    /// fraction of 1 to 9 digits, of which milliseconds count) or of a date alone (`2026-03-01`, midnight
+    /// fraction of 1 to 9 digits, rounded up to the millisecond) or of a date alone (`2026-03-01`, midnight
     /// UTC); nil for anything else. Years 1 to 9999, as RFC 3339 allows.
     public static func milliseconds(parsing text: String) -> Int64? {
         let full = text.utf8.count == 10 ? text + "T00:00:00Z" : text
@@ -41,12 +41,20 @@ extension Timestamp {
         if bytes[index] == UInt8(ascii: ".") {
             index += 1
             var digits = 0
+            var finer = false
             while (0x30...0x39).contains(bytes[index]) {
-                if digits < 3 { millis = millis * 10 + Int(bytes[index] - 0x30) }
+                if digits < 3 {
+                    millis = millis * 10 + Int(bytes[index] - 0x30)
+                } else if bytes[index] != 0x30 {
+                    finer = true
+                }
                 digits += 1
                 index += 1
             }
             for _ in digits..<max(digits, 3) { millis *= 10 }
+            // Times are kept in whole milliseconds: a bound between two of them is the later one, for "from"
+            // and "before" alike.
+            if finer { millis += 1 }
         }
         var offsetMinutes = 0
         if bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") {

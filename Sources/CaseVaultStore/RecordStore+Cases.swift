@@ -55,7 +55,9 @@ extension RecordStore {
         let found = try self.index.read { db in
             try Index.liveRecords(db, caseID: caseID, types: types, after: after, limit: limit)
         }
-        let next = found.count == limit ? found.last.map { RecordListCursor(sequence: $0.sequence) } : nil
+        let next =
+            found.count == limit
+            ? found.last.map { RecordListCursor(filedAt: $0.metadata.createdAt, sequence: $0.sequence) } : nil
         return (found.map(\.metadata), next)
     }
 

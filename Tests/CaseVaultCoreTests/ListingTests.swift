@@ -13,7 +13,10 @@ struct ListingTests {
         #expect(Timestamp.milliseconds(parsing: "2026-03-01T01:00:00+01:00") == 1_772_323_200_000)
         #expect(Timestamp.milliseconds(parsing: "2026-02-28T19:00:00-05:00") == 1_772_323_200_000)
         #expect(Timestamp.milliseconds(parsing: "2026-03-01T00:00:00.5Z") == 1_772_323_200_500)
-        #expect(Timestamp.milliseconds(parsing: "2026-03-01T00:00:00.123456789Z") == 1_772_323_200_123)
+        // Rounded up to a whole millisecond: a bound between two kept times is the later one.
+        #expect(Timestamp.milliseconds(parsing: "2026-03-01T00:00:00.123456789Z") == 1_772_323_200_124)
+        #expect(Timestamp.milliseconds(parsing: "2026-03-01T00:00:00.123000000Z") == 1_772_323_200_123)
+        #expect(Timestamp.milliseconds(parsing: "2026-03-01T00:00:00.0005Z") == 1_772_323_200_001)
         #expect(Timestamp.milliseconds(parsing: "2024-02-29") != nil)
         // What the API writes reads back as the same instant.
         for milliseconds: Int64 in [0, 1_772_323_200_123, 4_102_444_799_999] {
@@ -44,8 +47,9 @@ struct ListingTests {
         ] {
             #expect(CaseListCursor(text: text) == nil, "\(text)")
         }
-        #expect(RecordListCursor(text: RecordListCursor(sequence: 42).text) == RecordListCursor(sequence: 42))
-        for text in ["", "-1", "+1", "1.5", "0x10", "99999999999999999999", " 1"] {
+        let record = RecordListCursor(filedAt: 1_772_323_200_123, sequence: 42)
+        #expect(RecordListCursor(text: record.text) == record)
+        for text in ["", "1", "-1.1", "+1.1", "1.5.1", "1.0x10", "1.99999999999999999999", " 1.1", "1.", ".1"] {
             #expect(RecordListCursor(text: text) == nil, "\(text)")
         }
     }

@@ -91,7 +91,7 @@ struct LifecycleOverSocketTests {
         }
         let summary = try daemon.call("GET", "/v1/cases/\(caseID)", as: Self.director, expect: 200)
         #expect(summary.string("state") == "closed")
-        #expect(try daemon.records(caseID, type: "session_note", as: Self.director).isEmpty)
+        #expect(try daemon.records(caseID, type: "session_note", as: Self.mediator).isEmpty)
         // Closed: no more notes; evaluations still come in.
         #expect(try daemon.file(caseID, Bodies.note, as: Self.mediator, expect: 409).problemType == "case-closed")
         try daemon.file(caseID, Bodies.evaluation, as: Self.director)

@@ -8,10 +8,25 @@ import Testing
 struct ListingTests {
     typealias Who = AuthorizationMatrixTests.Who
     static let peers = AuthorizationMatrixTests.peers
+    /// Callers with two roles: intake staff who also mediate (assigned to D), and a mediator who is also an
+    /// office (assigned to A).
+    static let intakeMediator = Peer(uid: 4011)
+    static let officeMediator = Peer(uid: 4012)
 
-    /// Case A: mediators 4002 and 4004 (4004 then taken off the roster), an intake form, both agreements, a
-    /// note and a disclosure. B: mediator 4003, nothing filed. C: opened by intake, no mediator. D: mediator
-    /// 4002, closed.
+    static let roles = """
+        director = ["uid:4001"]
+        mediator = ["uid:4002", "uid:4003", "uid:4004", "uid:4011", "uid:4012"]
+        intake = ["uid:4005", "uid:4011"]
+        submitter = ["uid:4006"]
+        "office:title-ix" = ["gid:5002", "uid:4012"]
+        "office:equity" = ["gid:5003"]
+        statistician = ["uid:4008"]
+        operator = ["uid:4009"]
+        """
+
+    /// Case A: mediators 4002, 4004 (then taken off the roster) and 4012, an intake form, both agreements, a
+    /// note and a disclosure. B: mediator 4003, nothing filed. C: opened by intake, no mediator. D: mediators
+    /// 4002 and 4011, closed.
     struct Cases {
         var a: String
         var b: String
@@ -23,10 +38,10 @@ struct ListingTests {
     static func fixture(_ vault: some VaultTransport) async throws -> Cases {
         let director = Self.peers[.director]!
         let mediator = Self.peers[.mediator]!
-        for uid in [4002, 4003, 4004] {
+        for uid in [4002, 4003, 4004, 4011, 4012] {
             try await vault.call("PUT", "/v1/roster/mediators/uid:\(uid)", as: director, expect: 201)
         }
-        let a = try await vault.openCase(by: director, mediators: [4002, 4004])
+        let a = try await vault.openCase(by: director, mediators: [4002, 4004, 4012])
         try await vault.file(a, Bodies.intake, as: director)
         try await vault.file(a, Bodies.agreement("p1"), as: mediator)
         try await vault.file(a, Bodies.agreement("p2"), as: mediator)
@@ -36,30 +51,43 @@ struct ListingTests {
         let c = try await vault.call(
             "POST", "/v1/cases", as: Self.peers[.intake]!, body: Bodies.openCase(mediators: []), expect: 201
         ).string("case_id")
-        let d = try await vault.openCase(by: director, mediators: [4002])
+        let d = try await vault.openCase(by: director, mediators: [4002, 4011])
         try await vault.call(
             "POST", "/v1/cases/\(d)/close", as: director, body: #"{"outcome": "withdrawn"}"#, expect: 200)
         try await vault.call("DELETE", "/v1/roster/mediators/uid:4004", as: director, expect: 204)
         return Cases(a: a, b: b, c: c, d: d)
     }
 
-    /// The rows of one page, and its `next_cursor`.
+    /// The rows of one page (the answer must hold its list, even empty), and its `next_cursor`.
     static func page(
         _ vault: some VaultTransport, _ path: String, as who: Who, sourceLocation: SourceLocation = #_sourceLocation
     ) async throws -> (rows: [[String: Any]], next: String?) {
-        let reply = try await vault.call("GET", path, as: Self.peers[who]!, expect: 200, sourceLocation: sourceLocation)
+        try await Self.page(vault, path, as: Self.peers[who]!, sourceLocation: sourceLocation)
+    }
+
+    static func page(
+        _ vault: some VaultTransport, _ path: String, as peer: Peer, sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws -> (rows: [[String: Any]], next: String?) {
+        let reply = try await vault.call("GET", path, as: peer, expect: 200, sourceLocation: sourceLocation)
         let text = String(decoding: reply.body, as: UTF8.self)
         #expect(
             !text.contains(LeakCheck.marker), "a list shows a name or content: \(text)", sourceLocation: sourceLocation)
-        let rows = (reply.json["cases"] ?? reply.json["records"]) as? [[String: Any]] ?? []
+        let key = path.hasPrefix("/v1/cases?") || path == "/v1/cases" ? "cases" : "records"
+        let rows = try #require(reply.json[key] as? [[String: Any]], "\(path): \(text)", sourceLocation: sourceLocation)
         return (rows, reply.json["next_cursor"] as? String)
     }
 
-    /// The case ids of one page.
+    /// The case or record ids of one page.
     static func ids(
         _ vault: some VaultTransport, _ path: String, as who: Who, sourceLocation: SourceLocation = #_sourceLocation
     ) async throws -> [String] {
-        try await Self.page(vault, path, as: who, sourceLocation: sourceLocation).rows.compactMap {
+        try await Self.ids(vault, path, as: Self.peers[who]!, sourceLocation: sourceLocation)
+    }
+
+    static func ids(
+        _ vault: some VaultTransport, _ path: String, as peer: Peer, sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws -> [String] {
+        try await Self.page(vault, path, as: peer, sourceLocation: sourceLocation).rows.compactMap {
             ($0["case_id"] ?? $0["record_id"]) as? String
         }
     }
@@ -80,6 +108,11 @@ struct ListingTests {
         #expect(try await Self.ids(vault, "/v1/cases", as: .mediator) == [cases.d, cases.a])
         #expect(try await Self.ids(vault, "/v1/cases", as: .otherCaseMediator) == [cases.b])
         #expect(try await Self.ids(vault, "/v1/cases", as: .removedMediator) == [], "off the roster, nothing")
+        // Two roles: what either may list, each row decided alone.
+        #expect(try await Self.ids(vault, "/v1/cases", as: Self.intakeMediator) == [cases.d, cases.c, cases.b])
+        #expect(try await Self.ids(vault, "/v1/cases?mine=true", as: Self.intakeMediator) == [cases.d])
+        #expect(try await Self.ids(vault, "/v1/cases?state=intake", as: Self.intakeMediator) == [cases.c, cases.b])
+        #expect(try await Self.ids(vault, "/v1/cases", as: Self.officeMediator) == [cases.a])
         for who in [Who.submitter, .statistician, .operator, .titleIX, .nobody] {
             let refused = try await vault.call("GET", "/v1/cases", as: Self.peers[who]!, expect: 403)
             #expect(refused.problemType == "forbidden", "\(who)")
@@ -120,10 +153,27 @@ struct ListingTests {
         }
         #expect(try await counts(.director) == ["intake_form": 1, "agreement_to_mediate": 2, "disclosure": 1])
         #expect(try await counts(.mediator) == ["intake_form": 1, "agreement_to_mediate": 2, "session_note": 1])
+        // An office that mediates the case counts no disclosure: the list names no office a disclosure goes to.
+        let officeRow = try await Self.page(vault, "/v1/cases", as: Self.officeMediator).rows.first
+        #expect(
+            officeRow?["records"] as? [String: Int] == ["intake_form": 1, "agreement_to_mediate": 2, "session_note": 1])
+        // Reading the case shows the same types as the lists.
+        let caseTypes = { (who: Who) async throws -> [String] in
+            let reply = try await vault.call("GET", "/v1/cases/\(cases.a)", as: Self.peers[who]!, expect: 200)
+            return (reply.json["records"] as? [[String: Any]] ?? []).compactMap { $0["type"] as? String }
+        }
+        #expect(
+            try await caseTypes(.director) == [
+                "intake_form", "agreement_to_mediate", "agreement_to_mediate", "disclosure",
+            ])
+        #expect(
+            try await caseTypes(.mediator) == [
+                "intake_form", "agreement_to_mediate", "agreement_to_mediate", "session_note",
+            ])
         let rowA = try await Self.page(vault, "/v1/cases", as: .mediator).rows.first {
             $0["case_id"] as? String == cases.a
         }
-        #expect(Set(rowA?["mediators"] as? [String] ?? []).count == 2)
+        #expect(Set(rowA?["mediators"] as? [String] ?? []).count == 3)
         #expect(Set((rowA ?? [:]).keys) == ["case_id", "state", "created_at", "mediators", "records"])
 
         // A case's records: the director's types and the mediator's, and pages.
@@ -169,27 +219,33 @@ struct ListingTests {
             ("/v1/cases/\(cases.a)/records?type=recording", "type"),
             ("/v1/cases/\(cases.a)/records?cursor=\(cases.a)", "cursor"),
             ("/v1/cases/\(cases.a)/records?limit=1000", "limit"),
-            ("/v1/cases/\(cases.a)/records?state=closed", nil),
+            ("/v1/cases/\(cases.a)/records?state=closed", nil), ("/v1/cases?limit=+5", "limit"),
+            ("/v1/cases?limit=007", "limit"), ("/v1/cases/\(cases.a)/records?cursor=1.", "cursor"),
         ]
         for (path, field) in bad {
             let reply = try await vault.call("GET", path, as: Self.peers[.director]!, expect: 400)
             #expect(reply.problemType == "invalid-field", "\(path)")
             #expect(reply.json["field"] as? String == field, "\(path): \(String(decoding: reply.body, as: UTF8.self))")
         }
+
+        // Off the roster, the intake staff's own rows are left.
+        try await vault.call("DELETE", "/v1/roster/mediators/uid:4011", as: Self.peers[.director]!, expect: 204)
+        #expect(try await Self.ids(vault, "/v1/cases", as: Self.intakeMediator) == [cases.c, cases.b])
+        #expect(try await Self.ids(vault, "/v1/cases?mine=true", as: Self.intakeMediator) == [])
     }
 
     @Test("each caller lists exactly their cases and the record types they may read, in process")
     func inProcess() async throws {
-        try await InProcess.withVault(
-            roles: AuthorizationMatrixTests.roles, extra: AuthorizationMatrixTests.offices
-        ) { vault in try await Self.scenario(vault) }
+        try await InProcess.withVault(roles: Self.roles, extra: AuthorizationMatrixTests.offices) { vault in
+            try await Self.scenario(vault)
+        }
     }
 
     @Test(
         "each caller lists exactly their cases and the record types they may read, over the socket as real uids",
         .enabled(if: isRoot, "acting as other uids needs root"))
     func overTheSocket() async throws {
-        let daemon = try DaemonProcess(roles: AuthorizationMatrixTests.roles, extra: AuthorizationMatrixTests.offices)
+        let daemon = try DaemonProcess(roles: Self.roles, extra: AuthorizationMatrixTests.offices)
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
         try await Self.scenario(OverTheSocket(daemon: daemon))
         #expect(daemon.stop() == 0, "\(daemon.log)")

@@ -75,12 +75,20 @@ extension Routes {
         return try JSONResponse.make(view, status: .created)
     }
 
-    /// `GET /v1/cases/{case_id}`: state, participant ids, mediators and the live records' metadata.
+    /// `GET /v1/cases/{case_id}`: state, participant ids, mediators and the metadata of the live records of
+    /// the types the caller may read.
     func readCase(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let id = try self.caseID(context)
         let view = try await self.run { store throws(CaseVaultError) in
             let summary = try Self.authorize(.readCase, case: id, context, store).summary
-            return CaseView(summary, records: try store.records(caseID: id).filter { $0.type != .caseHeader })
+            // Only the types the caller may read, as `GET /v1/cases/{case_id}/records` lists them: a session
+            // note's or a disclosure's existence is itself not for everyone who may read the case.
+            let scope = try Self.scope(summary, context, store)
+            let records = try store.records(caseID: id).filter { record in
+                record.type != .caseHeader
+                    && Authorization.permits(context.roles, .reading(record.type), scope: scope)
+            }
+            return CaseView(summary, records: records)
         }
         return try JSONResponse.make(view)
     }

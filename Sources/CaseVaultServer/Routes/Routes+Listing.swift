@@ -72,11 +72,15 @@ extension Routes {
         for row in rows {
             let summary = row.summary
             let assigned = Self.namesMediator(summary, context) && onRoster
-            // The table decides each row, whatever the query selected.
+            // The table decides each row, whatever the query selected; a row it refuses means the query
+            // and the table disagree, and nothing of the page is shown (its cursor would name that case).
             guard
                 Authorization.permits(
                     roles, .listCases, scope: AccessScope(assignedMediator: assigned, caseState: summary.state))
-            else { continue }
+            else {
+                context.logger.error("the case list's query selected a case the authorization table refuses")
+                throw CaseVaultError(.storageFailure, "the daemon failed to list the cases; see its log")
+            }
             let readable = row.liveRecords.filter { type, _ in
                 Authorization.permits(roles, .reading(type), scope: AccessScope(assignedMediator: assigned))
             }
@@ -163,7 +167,9 @@ enum Listing {
 
     static func limit(_ query: [String: String]) throws(CaseVaultError) -> Int {
         guard let text = query["limit"] else { return CaseQuery.defaultLimit }
-        guard text.utf8.count <= 3, let limit = Int(text), CaseQuery.limits.contains(limit) else {
+        guard text.utf8.count <= 3, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }), text.first != "0",
+            let limit = Int(text), CaseQuery.limits.contains(limit)
+        else {
             throw CaseVaultError(
                 .invalidField,
                 "limit must be a whole number from \(CaseQuery.limits.lowerBound) to \(CaseQuery.limits.upperBound)",

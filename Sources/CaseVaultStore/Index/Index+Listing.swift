@@ -93,8 +93,8 @@ extension Index {
         return counts
     }
 
-    /// A case's live records of `types`, in filing order, after `after`, at most `limit`; with the
-    /// sequence of each (its cursor).
+    /// A case's live records of `types`, in filing order (filing time, then sequence), after `after`, at
+    /// most `limit`; with the sequence of each (its cursor's second part).
     static func liveRecords(
         _ db: Database, caseID: CaseID, types: Set<RecordType>, after: RecordListCursor?, limit: Int
     ) throws -> [(metadata: RecordMetadata, sequence: Int64)] {
@@ -103,14 +103,15 @@ extension Index {
         let placeholders = Array(repeating: "?", count: names.count).joined(separator: ", ")
         var arguments: [(any DatabaseValueConvertible)?] = [caseID.rawValue]
         arguments += names
-        arguments.append(after?.sequence ?? -1)
+        arguments.append(after?.filedAt ?? Int64.min)
+        arguments.append(after?.sequence ?? Int64.min)
         arguments.append(limit)
         return try GRDB.Row.fetchAll(
             db,
             sql: """
                 SELECT \(Self.columns) FROM records
-                WHERE case_id = ? AND state = 'live' AND type IN (\(placeholders)) AND seq > ?
-                ORDER BY seq LIMIT ?
+                WHERE case_id = ? AND state = 'live' AND type IN (\(placeholders)) AND (created_at, seq) > (?, ?)
+                ORDER BY created_at, seq LIMIT ?
                 """,
             arguments: StatementArguments(arguments)
         ).map { row in
