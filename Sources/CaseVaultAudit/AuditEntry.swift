@@ -92,7 +92,8 @@ public enum AuditChain {
 
     /// The routes a sealed daemon serves: the only requests that may stand in the log without a MAC.
     public static let servedWhileSealed: Set<String> = [
-        "GET /v1/health", "GET /v1/admin/status", "POST /v1/admin/init", "POST /v1/admin/unseal", "POST /v1/admin/seal",
+        "GET /v1/health", "GET /v1/admin/status", "GET /v1/metrics", "POST /v1/admin/init", "POST /v1/admin/unseal",
+        "POST /v1/admin/seal",
     ]
 
     /// The hash of an entry whose JSON is `json`, following the entry whose hash is `previous`.

@@ -4,6 +4,7 @@ public enum Action: String, Sendable, CaseIterable {
     case health
     case whoami
     case status
+    case readMetrics
     case openCase
     case listCases
     case readCase
@@ -99,6 +100,8 @@ public enum Authorization {
         case .health: return [.anyone]
         case .whoami: return [.anyRole]
         case .status: return [.role(.operator)]
+        // Counts and durations by route template and operation, sizes, states: no id, name or content.
+        case .readMetrics: return [.role(.operator)]
         case .openCase: return [.role(.director), .role(.intake)]
         // Each row of the case list is checked alone: intake staff see the cases still in intake, a
         // mediator the cases they are assigned to while on the roster.

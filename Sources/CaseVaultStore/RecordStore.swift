@@ -250,6 +250,24 @@ package final class RecordStore: RecordStorage {
         (try? self.index.lookup { db in try Index.answers(db) }) ?? false
     }
 
+    /// What the store holds, for the operator's metrics: its live records (case headers not counted) and
+    /// the bytes of every file in its data directory (segments, index, key slots, attachments).
+    package func footprint() throws(CaseVaultError) -> (liveRecords: Int, bytes: Int64) {
+        let live = try self.index.read { db in try Index.liveRecordCount(db) }
+        var bytes: Int64 = 0
+        let root = URL(fileURLWithPath: self.directory.path)
+        let keys: Set<URLResourceKey> = [.isRegularFileKey, .fileSizeKey]
+        if let files = FileManager.default.enumerator(at: root, includingPropertiesForKeys: Array(keys)) {
+            for case let file as URL in files {
+                guard let values = try? file.resourceValues(forKeys: keys), values.isRegularFile == true else {
+                    continue
+                }
+                bytes += Int64(values.fileSize ?? 0)
+            }
+        }
+        return (live, bytes)
+    }
+
     /// How well group commit is batching: puts committed and the flushes (batches) they took.
     package var groupCommitCounts: (puts: Int, batches: Int) {
         let counts = self.writes.counts

@@ -114,7 +114,7 @@ struct AuthorizationTests {
     func noContentForAggregatesOrKeys() {
         let contentActions = Action.allCases.filter { action in
             ["read", "file", "shred", "close", "open", "assign"].contains { action.rawValue.hasPrefix($0) }
-                && ![.readStatistics, .readAudit, .readCertificates, .readCertificateKey].contains(action)
+                && ![.readStatistics, .readAudit, .readCertificates, .readCertificateKey, .readMetrics].contains(action)
         }
         #expect(contentActions.count >= 15)
         for action in contentActions {

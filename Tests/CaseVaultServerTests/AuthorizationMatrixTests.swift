@@ -123,6 +123,9 @@ struct AuthorizationMatrixTests {
             name: "status", method: "GET", path: { _ in "/v1/admin/status" }, allowed: [.operator, .root],
             mutates: false),
         Operation(
+            name: "read the metrics", method: "GET", path: { _ in "/v1/metrics" }, allowed: [.operator, .root],
+            mutates: false),
+        Operation(
             name: "open a case", method: "POST", path: { _ in "/v1/cases" }, body: Bodies.openCase(mediators: [4002]),
             allowed: [.director, .intake], mutates: true
         ),

@@ -136,6 +136,11 @@ extension AuditLog {
         self.shared.withLock { $0.writeFailure ?? $0.syncFailure }
     }
 
+    /// Batches of entries written but not yet known durable: how far the log's flushes trail its writes.
+    public var unflushedBatches: UInt64 {
+        self.shared.withLock { $0.written - min($0.synced, $0.written) }
+    }
+
     /// The number of the last entry written.
     public var entries: UInt64 {
         self.chain.withLock { $0.seq }

@@ -52,16 +52,20 @@ public enum API {
         var access: Access
         var whileSealed: WhileSealed
         var auditing: Auditing
+        /// The store operation the route is, counted apart in the metrics.
+        var operation: ServerMetrics.Operation?
         var handler: @Sendable (Routes) -> Handler
 
         init(
             _ method: HTTPRequest.Method, _ path: String, _ access: Access, whileSealed: WhileSealed = .refused,
-            auditing: Auditing = .beforeActing, _ handler: @escaping @Sendable (Routes) -> Handler
+            auditing: Auditing = .beforeActing, operation: ServerMetrics.Operation? = nil,
+            _ handler: @escaping @Sendable (Routes) -> Handler
         ) {
             self.route = Route(method: method, path: path)
             self.access = access
             self.whileSealed = whileSealed
             self.auditing = auditing
+            self.operation = operation
             self.handler = handler
         }
     }
@@ -80,6 +84,9 @@ public enum API {
         Endpoint(.get, "/v1/admin/status", .action(.status), whileSealed: .served, auditing: .whenWritable) {
             $0.status
         },
+        Endpoint(.get, "/v1/metrics", .action(.readMetrics), whileSealed: .served, auditing: .whenWritable) {
+            $0.metricsExposition
+        },
         Endpoint(.post, "/v1/admin/init", .action(.initialise), whileSealed: .served) { $0.initialise },
         Endpoint(.post, "/v1/admin/unseal", .action(.unseal), whileSealed: .served) { $0.unseal },
         Endpoint(.post, "/v1/admin/seal", .action(.seal), whileSealed: .served) { $0.seal },
@@ -91,11 +98,13 @@ public enum API {
         Endpoint(.get, "/v1/cases/{case_id}", .perCase([.readCase])) { $0.readCase },
         Endpoint(.get, "/v1/cases/{case_id}/participants", .perCase([.readCase])) { $0.readParticipants },
         Endpoint(.get, "/v1/cases/{case_id}/records", .perCase([.readCase])) { $0.listCaseRecords },
-        Endpoint(.post, "/v1/cases/{case_id}/records", .perCase(Self.filing)) { $0.fileRecord },
+        Endpoint(.post, "/v1/cases/{case_id}/records", .perCase(Self.filing), operation: .put) { $0.fileRecord },
         Endpoint(.post, "/v1/cases/{case_id}/close", .perCase([.closeCase])) { $0.closeCase },
         Endpoint(.put, "/v1/cases/{case_id}/mediators", .action(.assignMediators)) { $0.assignMediators },
-        Endpoint(.get, "/v1/records/{record_id}", .perCase(Self.reading)) { $0.readRecord },
-        Endpoint(.delete, "/v1/records/{record_id}", .perCase([.shredRecord, .shredSessionNote])) { $0.shredRecord },
+        Endpoint(.get, "/v1/records/{record_id}", .perCase(Self.reading), operation: .get) { $0.readRecord },
+        Endpoint(.delete, "/v1/records/{record_id}", .perCase([.shredRecord, .shredSessionNote]), operation: .shred) {
+            $0.shredRecord
+        },
         Endpoint(.put, "/v1/records/{record_id}/attachment", .perCase(Self.filing)) { $0.putAttachment },
         Endpoint(.get, "/v1/records/{record_id}/attachment", .perCase(Self.reading)) { $0.getAttachment },
         Endpoint(.get, "/v1/certificates", .action(.readCertificates)) { $0.listCertificates },
@@ -104,7 +113,7 @@ public enum API {
         Endpoint(.post, "/v1/holds", .action(.manageHolds)) { $0.placeHold },
         Endpoint(.get, "/v1/holds", .action(.manageHolds)) { $0.listHolds },
         Endpoint(.delete, "/v1/holds/{hold_id}", .action(.manageHolds)) { $0.releaseHold },
-        Endpoint(.post, "/v1/admin/sweep", .action(.sweep)) { $0.sweep },
+        Endpoint(.post, "/v1/admin/sweep", .action(.sweep), operation: .sweep) { $0.sweep },
         Endpoint(.get, "/v1/stats", .action(.readStatistics)) { $0.statistics },
         Endpoint(.get, "/v1/audit/verify", .action(.verifyAudit)) { $0.verifyAudit },
         Endpoint(.get, "/v1/audit/entries", .action(.readAudit)) { $0.auditEntries },
@@ -163,22 +172,36 @@ func buildRouter(
     router.add(
         middleware: AuditMiddleware(
             audit: audit, budget: budget, identities: identities, readWindow: configuration.readAuditWindow))
-    let routes = Routes(keeper: keeper, audit: audit, configuration: configuration, pool: pool)
+    let metrics = ServerMetrics()
+    let routes = Routes(keeper: keeper, audit: audit, configuration: configuration, pool: pool, metrics: metrics)
     var methodsByPath: [String: [HTTPRequest.Method]] = [:]
     for endpoint in API.table {
         let (route, handle) = (endpoint.route, endpoint.handler(routes))
+        let label = route.description
         router.on(RouterPath(route.path), method: route.method) { request, context in
-            // The request entry is written before the route acts, or the route does not act.
-            try await Audited.before(endpoint, context, audit)
-            if endpoint.whileSealed == .refused, keeper.isSealed {
-                throw CaseVaultError(
-                    .sealed, "the vault is sealed: an operator must unseal it first (casevaultctl unseal)")
+            let start = ContinuousClock.now
+            do {
+                // The request entry is written before the route acts, or the route does not act.
+                try await Audited.before(endpoint, context, audit)
+                if endpoint.whileSealed == .refused, keeper.isSealed {
+                    throw CaseVaultError(
+                        .sealed, "the vault is sealed: an operator must unseal it first (casevaultctl unseal)")
+                }
+                switch endpoint.access {
+                case .action(let action): try context.authorize(action)
+                case .perCase(let actions): try context.authorizeSomewhere(actions)
+                }
+                let response = try await handle(request, context)
+                metrics.request(
+                    route: label, status: Int(response.status.code), operation: endpoint.operation,
+                    duration: ContinuousClock.now - start)
+                return response
+            } catch {
+                metrics.request(
+                    route: label, status: ProblemMiddleware.status(of: error), operation: endpoint.operation,
+                    duration: ContinuousClock.now - start)
+                throw error
             }
-            switch endpoint.access {
-            case .action(let action): try context.authorize(action)
-            case .perCase(let actions): try context.authorizeSomewhere(actions)
-            }
-            return try await handle(request, context)
         }
         methodsByPath[route.path, default: []].append(route.method)
     }

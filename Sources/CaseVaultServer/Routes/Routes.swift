@@ -16,6 +16,7 @@ struct Routes: Sendable {
     let audit: AuditLog
     let configuration: ServerConfiguration
     let pool: BlockingPool
+    let metrics: ServerMetrics
 
     /// Runs a store call on the blocking pool.
     func run<T: Sendable>(_ body: @escaping @Sendable (RecordStore) throws(CaseVaultError) -> T) async throws -> T {

@@ -74,6 +74,11 @@ extension Index {
         try UInt32.fetchAll(db, sql: "SELECT epoch FROM epochs WHERE retired_at IS NOT NULL")
     }
 
+    /// How many records are live (case headers not counted): a figure for the operator's metrics.
+    static func liveRecordCount(_ db: Database) throws -> Int {
+        try Int.fetchOne(db, sql: "SELECT count(*) FROM records WHERE state = 'live' AND type != 'case_header'") ?? 0
+    }
+
     /// Whether the index answers a trivial query (the watchdog's question).
     static func answers(_ db: Database) throws -> Bool {
         try Int.fetchOne(db, sql: "SELECT 1") == 1

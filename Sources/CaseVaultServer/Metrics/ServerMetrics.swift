@@ -1,0 +1,114 @@
+internal import CoreMetrics
+internal import Prometheus
+internal import Synchronization
+
+/// What the operator watches (`GET /v1/metrics`, `casevaultctl metrics`): requests by route template and
+/// status, the store's operations by kind, and the daemon's state. swift-metrics' types, made by a
+/// Prometheus factory of this server's own (no process-wide bootstrap: each server, in-process tests'
+/// among them, keeps its own registry). Every label is a route template, a status code or a fixed word:
+/// never an id, a name, a category or content, so the exposition says how much and how fast, not who or what.
+final class ServerMetrics: Sendable {
+    /// The store operations counted apart from their routes.
+    enum Operation: String, Sendable {
+        case put, get, shred, sweep
+    }
+
+    let registry = PrometheusCollectorRegistry()
+    private let factory: PrometheusMetricsFactory
+    /// The swift-metrics handles made so far, by metric and labels: a request looks its own up.
+    private let counters = Mutex<[String: CoreMetrics.Counter]>([:])
+    private let timers = Mutex<[String: CoreMetrics.Timer]>([:])
+    private let gauges: [String: CoreMetrics.Gauge]
+
+    /// From a tenth of a millisecond (a GET in process) to half a minute (a sweep of a large vault).
+    static let durationBuckets: [Duration] = [
+        .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .microseconds(2500),
+        .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+        .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10),
+        .seconds(30),
+    ]
+
+    static let gaugeNames = [
+        "casevault_sealed", "casevault_audit_writable", "casevault_audit_entries", "casevault_audit_unflushed_batches",
+        "casevault_live_records", "casevault_store_bytes",
+    ]
+
+    init() {
+        var factory = PrometheusMetricsFactory(registry: self.registry)
+        factory.defaultDurationHistogramBuckets = Self.durationBuckets
+        self.factory = factory
+        self.gauges = Dictionary(
+            uniqueKeysWithValues: Self.gaugeNames.map {
+                ($0, CoreMetrics.Gauge(label: $0, dimensions: [], factory: factory))
+            })
+    }
+
+    /// One request the route table answered: its route template (`GET /v1/records/{record_id}`), status and
+    /// time; and, for a route that is one of the store's operations, the operation.
+    func request(route: String, status: Int, operation: Operation?, duration: Duration) {
+        self.counter("casevault_requests_total", [("route", route), ("status", String(status))]).increment()
+        self.timer("casevault_request_duration_seconds", [("route", route)]).recordNanoseconds(duration.nanoseconds)
+        guard let operation else { return }
+        let outcome = status < 400 ? "done" : status < 500 ? "refused" : "failed"
+        self.counter("casevault_operations_total", [("operation", operation.rawValue), ("outcome", outcome)])
+            .increment()
+        self.timer("casevault_operation_duration_seconds", [("operation", operation.rawValue)])
+            .recordNanoseconds(duration.nanoseconds)
+    }
+
+    /// The daemon's state as of now, set just before an exposition.
+    struct State {
+        var sealed: Bool
+        var auditWritable: Bool
+        var auditEntries: UInt64
+        var auditUnflushedBatches: UInt64
+        /// Nil while sealed: the store is not open.
+        var footprint: (liveRecords: Int, bytes: Int64)?
+    }
+
+    /// The exposition in Prometheus' text format, after setting the state's gauges.
+    func exposition(_ state: State) -> [UInt8] {
+        self.gauges["casevault_sealed"]?.record(state.sealed ? 1 : 0)
+        self.gauges["casevault_audit_writable"]?.record(state.auditWritable ? 1 : 0)
+        self.gauges["casevault_audit_entries"]?.record(Int64(clamping: state.auditEntries))
+        self.gauges["casevault_audit_unflushed_batches"]?.record(Int64(clamping: state.auditUnflushedBatches))
+        if let footprint = state.footprint {
+            self.gauges["casevault_live_records"]?.record(footprint.liveRecords)
+            self.gauges["casevault_store_bytes"]?.record(footprint.bytes)
+        }
+        return self.registry.emitToBuffer()
+    }
+
+    private func counter(_ name: String, _ labels: [(String, String)]) -> CoreMetrics.Counter {
+        let key = Self.key(name, labels)
+        return self.counters.withLock { counters in
+            if let counter = counters[key] { return counter }
+            let counter = CoreMetrics.Counter(label: name, dimensions: labels, factory: self.factory)
+            counters[key] = counter
+            return counter
+        }
+    }
+
+    private func timer(_ name: String, _ labels: [(String, String)]) -> CoreMetrics.Timer {
+        let key = Self.key(name, labels)
+        return self.timers.withLock { timers in
+            if let timer = timers[key] { return timer }
+            let timer = CoreMetrics.Timer(label: name, dimensions: labels, factory: self.factory)
+            timers[key] = timer
+            return timer
+        }
+    }
+
+    private static func key(_ name: String, _ labels: [(String, String)]) -> String {
+        ([name] + labels.map { "\($0.0)=\($0.1)" }).joined(separator: "\u{1}")
+    }
+}
+
+extension Duration {
+    /// The whole nanoseconds of a duration, clamped to Int64.
+    fileprivate var nanoseconds: Int64 {
+        let (seconds, attoseconds) = self.components
+        return seconds.multipliedReportingOverflow(by: 1_000_000_000).overflow
+            ? .max : seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
