@@ -43,17 +43,51 @@ final class ServerMetrics: Sendable {
             })
     }
 
-    /// One request the route table answered: its route template (`GET /v1/records/{record_id}`), status and
-    /// time; and, for a route that is one of the store's operations, the operation.
-    func request(route: String, status: Int, operation: Operation?, duration: Duration) {
-        self.counter("casevault_requests_total", [("route", route), ("status", String(status))]).increment()
-        self.timer("casevault_request_duration_seconds", [("route", route)]).recordNanoseconds(duration.nanoseconds)
-        guard let operation else { return }
-        let outcome = status < 400 ? "done" : status < 500 ? "refused" : "failed"
-        self.counter("casevault_operations_total", [("operation", operation.rawValue), ("outcome", outcome)])
+    /// The handles of one route, made once when the router is built: a request then only looks up its
+    /// status's counter.
+    final class RouteMetrics: Sendable {
+        private let metrics: ServerMetrics
+        private let route: String
+        private let operation: Operation?
+        private let duration: CoreMetrics.Timer
+        private let operationDuration: CoreMetrics.Timer?
+        private let byStatus = Mutex<[Int: CoreMetrics.Counter]>([:])
+
+        fileprivate init(_ metrics: ServerMetrics, route: String, operation: Operation?) {
+            self.metrics = metrics
+            self.route = route
+            self.operation = operation
+            self.duration = metrics.timer("casevault_request_duration_seconds", [("route", route)])
+            self.operationDuration = operation.map {
+                metrics.timer("casevault_operation_duration_seconds", [("operation", $0.rawValue)])
+            }
+        }
+
+        /// One request the route answered, with its status and time.
+        func record(status: Int, duration: Duration) {
+            let counter = self.byStatus.withLock { counters in
+                if let counter = counters[status] { return counter }
+                let counter = self.metrics.counter(
+                    "casevault_requests_total", [("route", self.route), ("status", String(status))])
+                counters[status] = counter
+                return counter
+            }
+            counter.increment()
+            self.duration.recordNanoseconds(duration.nanoseconds)
+            guard let operation = self.operation else { return }
+            let outcome = status < 400 ? "done" : status < 500 ? "refused" : "failed"
+            self.metrics.counter(
+                "casevault_operations_total", [("operation", operation.rawValue), ("outcome", outcome)]
+            )
             .increment()
-        self.timer("casevault_operation_duration_seconds", [("operation", operation.rawValue)])
-            .recordNanoseconds(duration.nanoseconds)
+            self.operationDuration?.recordNanoseconds(duration.nanoseconds)
+        }
+    }
+
+    /// The handles of the route `route` (its template: `GET /v1/records/{record_id}`), which is the store
+    /// operation `operation` when there is one.
+    func route(_ route: String, operation: Operation?) -> RouteMetrics {
+        RouteMetrics(self, route: route, operation: operation)
     }
 
     /// The daemon's state as of now, set just before an exposition.
@@ -79,7 +113,7 @@ final class ServerMetrics: Sendable {
         return self.registry.emitToBuffer()
     }
 
-    private func counter(_ name: String, _ labels: [(String, String)]) -> CoreMetrics.Counter {
+    fileprivate func counter(_ name: String, _ labels: [(String, String)]) -> CoreMetrics.Counter {
         let key = Self.key(name, labels)
         return self.counters.withLock { counters in
             if let counter = counters[key] { return counter }
@@ -89,7 +123,7 @@ final class ServerMetrics: Sendable {
         }
     }
 
-    private func timer(_ name: String, _ labels: [(String, String)]) -> CoreMetrics.Timer {
+    fileprivate func timer(_ name: String, _ labels: [(String, String)]) -> CoreMetrics.Timer {
         let key = Self.key(name, labels)
         return self.timers.withLock { timers in
             if let timer = timers[key] { return timer }

@@ -177,7 +177,7 @@ func buildRouter(
     var methodsByPath: [String: [HTTPRequest.Method]] = [:]
     for endpoint in API.table {
         let (route, handle) = (endpoint.route, endpoint.handler(routes))
-        let label = route.description
+        let measured = metrics.route(route.description, operation: endpoint.operation)
         router.on(RouterPath(route.path), method: route.method) { request, context in
             let start = ContinuousClock.now
             do {
@@ -192,14 +192,10 @@ func buildRouter(
                 case .perCase(let actions): try context.authorizeSomewhere(actions)
                 }
                 let response = try await handle(request, context)
-                metrics.request(
-                    route: label, status: Int(response.status.code), operation: endpoint.operation,
-                    duration: ContinuousClock.now - start)
+                measured.record(status: Int(response.status.code), duration: ContinuousClock.now - start)
                 return response
             } catch {
-                metrics.request(
-                    route: label, status: ProblemMiddleware.status(of: error), operation: endpoint.operation,
-                    duration: ContinuousClock.now - start)
+                measured.record(status: ProblemMiddleware.status(of: error), duration: ContinuousClock.now - start)
                 throw error
             }
         }
