@@ -38,7 +38,7 @@ struct CaseVaultCtl: AsyncParsableCommand {
         subcommands: [
             Status.self, WhoAmI.self, Init.self, Unseal.self, Seal.self, Rotate.self, Backup.self, Ledger.self,
             Restore.self, Sweep.self, Hold.self, Stats.self, Pubkey.self, Certificate.self, Audit.self,
-            Doctor.self, Metrics.self,
+            Doctor.self, Metrics.self, Case.self,
         ]
     )
 }

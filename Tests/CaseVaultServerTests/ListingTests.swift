@@ -92,7 +92,8 @@ struct ListingTests {
         }
     }
 
-    static func scenario(_ vault: some VaultTransport) async throws {
+    @discardableResult
+    static func scenario(_ vault: some VaultTransport) async throws -> Cases {
         let cases = try await Self.fixture(vault)
         let everyCase = try await Self.page(vault, "/v1/cases", as: .director).rows
         let states = Dictionary(
@@ -232,11 +233,12 @@ struct ListingTests {
         try await vault.call("DELETE", "/v1/roster/mediators/uid:4011", as: Self.peers[.director]!, expect: 204)
         #expect(try await Self.ids(vault, "/v1/cases", as: Self.intakeMediator) == [cases.c, cases.b])
         #expect(try await Self.ids(vault, "/v1/cases?mine=true", as: Self.intakeMediator) == [])
+        return cases
     }
 
     @Test("each caller lists exactly their cases and the record types they may read, in process")
     func inProcess() async throws {
-        try await InProcess.withVault(roles: Self.roles, extra: AuthorizationMatrixTests.offices) { vault in
+        _ = try await InProcess.withVault(roles: Self.roles, extra: AuthorizationMatrixTests.offices) { vault in
             try await Self.scenario(vault)
         }
     }
@@ -247,7 +249,28 @@ struct ListingTests {
     func overTheSocket() async throws {
         let daemon = try DaemonProcess(roles: Self.roles, extra: AuthorizationMatrixTests.offices)
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
-        try await Self.scenario(OverTheSocket(daemon: daemon))
+        let cases = try await Self.scenario(OverTheSocket(daemon: daemon))
+
+        // The same lists through casevaultctl, as its users run it.
+        let ctl = { (peer: Peer, arguments: [String]) throws -> (Int32, String, String) in
+            try peer.run(DaemonProcess.binary("casevaultctl"), arguments + ["--socket", daemon.socket], input: nil)
+        }
+        let (listed, table, _) = try ctl(Self.peers[.director]!, ["case", "list"])
+        let lines = table.split(separator: "\n")
+        #expect(listed == 0 && lines.first?.hasPrefix("CASE") == true, "\(table)")
+        #expect(lines.dropFirst().map { String($0.prefix(32)) } == [cases.d, cases.c, cases.b, cases.a], "\(table)")
+        #expect(!table.contains(LeakCheck.marker))
+        let (mine, json, _) = try ctl(Self.peers[.mediator]!, ["case", "list", "--mine", "--json", "--limit", "1"])
+        let document = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+        #expect(
+            mine == 0 && (document?["cases"] as? [[String: Any]])?.compactMap { $0["case_id"] as? String } == [cases.d])
+        let (shown, card, _) = try ctl(Self.peers[.mediator]!, ["case", "show", cases.a])
+        #expect(shown == 0 && card.contains("session_note") && !card.contains("disclosure"), "\(card)")
+        #expect(!card.contains(LeakCheck.marker))
+        let (refused, _, why) = try ctl(Self.peers[.intake]!, ["case", "show", cases.a])
+        #expect(refused != 0 && why.contains("refused"), "\(why)")
+        let (bad, _, usage) = try ctl(Self.peers[.director]!, ["case", "list", "--state", "open"])
+        #expect(bad == 64 && usage.contains("--state must be"), "\(usage)")
         #expect(daemon.stop() == 0, "\(daemon.log)")
         LeakCheck.record(log: daemon.log)
     }
