@@ -91,7 +91,7 @@ struct AuditWalker {
         self.keyPinned = self.key != nil
     }
 
-    /// An entry without a MAC stands for what a sealed daemon did: it answered health, status, init, unseal
+    /// An entry without a MAC stands for what a sealed daemon did: it answered health, status, metrics, init, unseal
     /// and seal, and refused every other route (and the seal that sealed it succeeded). So a key or a
     /// checkpoint, a success of any other route, a result of no request it took, or a refusal of a route,
     /// cannot be one: such an entry was forged.

@@ -40,8 +40,8 @@ struct KeyCustodyTests {
     static func guardedRoutes() -> [(String, String)] {
         let id = String(repeating: "ab", count: 16)
         let open: Set<String> = [
-            "GET /v1/health", "GET /v1/admin/status", "POST /v1/admin/init", "POST /v1/admin/unseal",
-            "POST /v1/admin/seal",
+            "GET /v1/health", "GET /v1/admin/status", "GET /v1/metrics", "POST /v1/admin/init",
+            "POST /v1/admin/unseal", "POST /v1/admin/seal",
         ]
         return API.routes.filter { !open.contains($0.description) }.map { route in
             let path = route.path
@@ -76,6 +76,11 @@ struct KeyCustodyTests {
             #expect(health.json["sealed"] as? Bool == true)
             #expect(try daemon.call("GET", "/v1/admin/status", expect: 200).json["state"] as? String == "uninitialised")
             try Self.expectSealed(daemon)
+            // The operator's metrics answer while sealed, and say so; the store's figures are left out, not
+            // shown as zeros. Their unsigned entries must leave the audit chain intact (verified below).
+            let metrics = String(decoding: try daemon.call("GET", "/v1/metrics", expect: 200).body, as: UTF8.self)
+            #expect(
+                metrics.contains("\ncasevault_sealed 1") && !metrics.contains("casevault_live_records"), "\(metrics)")
             // Nothing to unseal yet; a passphrase too short; too few shares.
             #expect(
                 try daemon.call(

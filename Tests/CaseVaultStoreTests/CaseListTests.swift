@@ -66,5 +66,9 @@ struct CaseListTests {
         let next = try store.liveRecords(caseID: caseID, types: types, after: cursor, limit: 3)
         #expect(next.records.map(\.id) == [later])
         #expect(next.next == nil)
+        // It did take a number at or below the cursor's, one of the shredded records' (a cursor of the number
+        // alone would have missed it).
+        let reused = try #require(try store.liveRecords(caseID: caseID, types: types, after: cursor, limit: 1).next)
+        #expect(reused.sequence <= cursor.sequence)
     }
 }

@@ -30,8 +30,13 @@ final class ServerMetrics: Sendable {
 
     static let gaugeNames = [
         "casevault_sealed", "casevault_audit_writable", "casevault_audit_entries", "casevault_audit_unflushed_batches",
-        "casevault_live_records", "casevault_store_bytes",
     ]
+    /// The store's gauges, in the registry only while the store is open: a sealed daemon shows none rather
+    /// than zeros or the figures of before it was sealed.
+    private let storeGauges = Mutex<(records: Prometheus.Gauge, bytes: Prometheus.Gauge)?>(nil)
+
+    /// The store's size is shown in whole units of this many bytes.
+    static let storeBytesUnit: Int64 = 1 << 20
 
     init() {
         var factory = PrometheusMetricsFactory(registry: self.registry)
@@ -48,22 +53,34 @@ final class ServerMetrics: Sendable {
     final class RouteMetrics: Sendable {
         private let metrics: ServerMetrics
         private let route: String
-        private let operation: Operation?
         private let duration: CoreMetrics.Timer
-        private let operationDuration: CoreMetrics.Timer?
+        /// For a route that is a store operation: its duration, and its count by outcome (done, refused,
+        /// failed).
+        private let operation: (duration: CoreMetrics.Timer, outcomes: [String: CoreMetrics.Counter])?
         private let byStatus = Mutex<[Int: CoreMetrics.Counter]>([:])
 
         fileprivate init(_ metrics: ServerMetrics, route: String, operation: Operation?) {
             self.metrics = metrics
             self.route = route
-            self.operation = operation
             self.duration = metrics.timer("casevault_request_duration_seconds", [("route", route)])
-            self.operationDuration = operation.map {
-                metrics.timer("casevault_operation_duration_seconds", [("operation", $0.rawValue)])
+            self.operation = operation.map { operation in
+                (
+                    metrics.timer("casevault_operation_duration_seconds", [("operation", operation.rawValue)]),
+                    Dictionary(
+                        uniqueKeysWithValues: ["done", "refused", "failed"].map { outcome in
+                            (
+                                outcome,
+                                metrics.counter(
+                                    "casevault_operations_total",
+                                    [("operation", operation.rawValue), ("outcome", outcome)])
+                            )
+                        })
+                )
             }
         }
 
-        /// One request the route answered, with its status and time.
+        /// One request the route answered, with its status and its time in the route (from the router's
+        /// check to the answer being ready: a write's answer then waits for its audit entry's flush).
         func record(status: Int, duration: Duration) {
             let counter = self.byStatus.withLock { counters in
                 if let counter = counters[status] { return counter }
@@ -75,12 +92,8 @@ final class ServerMetrics: Sendable {
             counter.increment()
             self.duration.recordNanoseconds(duration.nanoseconds)
             guard let operation = self.operation else { return }
-            let outcome = status < 400 ? "done" : status < 500 ? "refused" : "failed"
-            self.metrics.counter(
-                "casevault_operations_total", [("operation", operation.rawValue), ("outcome", outcome)]
-            )
-            .increment()
-            self.operationDuration?.recordNanoseconds(duration.nanoseconds)
+            operation.outcomes[status < 400 ? "done" : status < 500 ? "refused" : "failed"]?.increment()
+            operation.duration.recordNanoseconds(duration.nanoseconds)
         }
     }
 
@@ -106,9 +119,30 @@ final class ServerMetrics: Sendable {
         self.gauges["casevault_audit_writable"]?.record(state.auditWritable ? 1 : 0)
         self.gauges["casevault_audit_entries"]?.record(Int64(clamping: state.auditEntries))
         self.gauges["casevault_audit_unflushed_batches"]?.record(Int64(clamping: state.auditUnflushedBatches))
-        if let footprint = state.footprint {
-            self.gauges["casevault_live_records"]?.record(footprint.liveRecords)
-            self.gauges["casevault_store_bytes"]?.record(footprint.bytes)
+        self.storeGauges.withLock { gauges in
+            guard let footprint = state.footprint else {
+                if let (records, bytes) = gauges {
+                    self.registry.unregisterGauge(records)
+                    self.registry.unregisterGauge(bytes)
+                    gauges = nil
+                }
+                return
+            }
+            let (records, bytes) =
+                gauges ?? (
+                    self.registry.makeGauge(
+                        descriptor: MetricNameDescriptor(
+                            namespace: "casevault", metricName: "live", unitName: "records",
+                            helpText: "Live records, case headers not counted.")),
+                    self.registry.makeGauge(
+                        descriptor: MetricNameDescriptor(
+                            namespace: "casevault", metricName: "store", unitName: "bytes",
+                            helpText: "The data directory's files, in whole MiB."))
+                )
+            gauges = (records, bytes)
+            records.set(Double(footprint.liveRecords))
+            // Whole MiB: an exact size sampled every scrape would show each filing's sealed size.
+            bytes.set(Double(footprint.bytes / Self.storeBytesUnit * Self.storeBytesUnit))
         }
         return self.registry.emitToBuffer()
     }

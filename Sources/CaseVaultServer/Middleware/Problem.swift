@@ -116,16 +116,6 @@ struct ProblemMiddleware: RouterMiddleware {
         }
     }
 
-    /// The status the answer to a request that threw `error` gets (what `handle` makes of it).
-    static func status(of error: any Error) -> Int {
-        switch error {
-        case let error as CaseVaultError: return Problem.status(error.code).code
-        case is MethodNotAllowed: return HTTPResponse.Status.methodNotAllowed.code
-        case let error as any HTTPResponseError: return Problem.status(Self.translate(error.status).code).code
-        default: return HTTPResponse.Status.internalServerError.code
-        }
-    }
-
     static func translate(_ status: HTTPResponse.Status) -> CaseVaultError {
         switch status {
         case .notFound:

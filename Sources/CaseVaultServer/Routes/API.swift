@@ -195,7 +195,7 @@ func buildRouter(
                 measured.record(status: Int(response.status.code), duration: ContinuousClock.now - start)
                 return response
             } catch {
-                measured.record(status: ProblemMiddleware.status(of: error), duration: ContinuousClock.now - start)
+                measured.record(status: AuditMiddleware.classify(error).status, duration: ContinuousClock.now - start)
                 throw error
             }
         }

@@ -198,9 +198,14 @@ extension Index {
                     """
             )
         }
-        migrator.registerMigration("v12-cases-by-opening") { db in
-            // The case list pages through cases newest first (`Index.cases`).
-            try db.execute(sql: "CREATE INDEX cases_by_opening ON cases (created_at, id)")
+        migrator.registerMigration("v12-lists") { db in
+            // The case list pages through cases newest first (`Index.cases`), a case's record list through
+            // its records by filing time (`Index.liveRecords`).
+            try db.execute(
+                sql: """
+                    CREATE INDEX cases_by_opening ON cases (created_at, id);
+                    CREATE INDEX records_by_case_filing ON records (case_id, created_at, seq);
+                    """)
         }
         return migrator
     }

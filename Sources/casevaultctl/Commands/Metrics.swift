@@ -37,23 +37,40 @@ extension CaseVaultCtl {
             }
         }
 
-        /// Writes `data` to `name` in `directory` through a temporary file in the same directory and a
-        /// rename, so that a collector reading it sees the old exposition or the new one, never half of one;
-        /// readable by all (node_exporter runs as its own user). Returns the file's path.
+        /// Writes `data` to `name` in `directory` through a new temporary file in the same directory
+        /// (created exclusively, never through a link, with a random name), flushed, then renamed over
+        /// `name`: a collector reading it sees the old exposition or the new one, never half of one. Mode
+        /// 0644: node_exporter runs as its own user. Returns the file's path.
         static func replace(directory: String, name: String, with data: Data) throws(CLIError) -> String {
             let path = directory + "/" + name
             // node_exporter reads only names that end in .prom: the temporary one is skipped.
-            let temporary = directory + "/." + name + ".\(getpid())"
-            guard
-                FileManager.default.createFile(
-                    atPath: temporary, contents: data, attributes: [.posixPermissions: 0o644])
-            else {
-                throw CLIError.unreadable("cannot write in \(directory): it must exist and be writable")
+            let temporary = directory + "/." + name + "." + UUID().uuidString
+            func failure(_ what: String) -> CLIError {
+                .unreadable("cannot \(what) in \(directory): \(String(cString: strerror(errno)))")
             }
-            guard rename(temporary, path) == 0 else {
-                let reason = String(cString: strerror(errno))
+            let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            guard descriptor >= 0 else { throw failure("write") }
+            var written = 0
+            let complete = data.withUnsafeBytes { bytes -> Bool in
+                while written < bytes.count {
+                    let count = write(descriptor, bytes.baseAddress! + written, bytes.count - written)
+                    if count < 0 && errno == EINTR { continue }
+                    guard count > 0 else { return false }
+                    written += count
+                }
+                return true
+            }
+            guard complete, fchmod(descriptor, 0o644) == 0, fsync(descriptor) == 0 else {
+                let error = failure("write")
+                close(descriptor)
                 unlink(temporary)
-                throw CLIError.unreadable("cannot replace \(path): \(reason)")
+                throw error
+            }
+            close(descriptor)
+            guard rename(temporary, path) == 0 else {
+                let error = failure("replace \(name)")
+                unlink(temporary)
+                throw error
             }
             return path
         }
