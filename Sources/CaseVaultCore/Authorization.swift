@@ -17,9 +17,13 @@ public enum Action: String, Sendable, CaseIterable {
     case fileFinalAgreement
     case fileEvaluation
     case fileDisclosure
+    case fileDebrief
     case readRecord
     case readSessionNote
     case readDisclosure
+    case readDebrief
+    case listRecords
+    case assignSupervisors
     case shredRecord
     case shredSessionNote
     case readCertificates
@@ -44,6 +48,7 @@ public enum Action: String, Sendable, CaseIterable {
         case .finalAgreement: return .fileFinalAgreement
         case .evaluation: return .fileEvaluation
         case .disclosure: return .fileDisclosure
+        case .debrief: return .fileDebrief
         case .caseHeader: return .openCase
         }
     }
@@ -53,6 +58,7 @@ public enum Action: String, Sendable, CaseIterable {
         switch type {
         case .sessionNote: return .readSessionNote
         case .disclosure: return .readDisclosure
+        case .debrief: return .readDebrief
         default: return .readRecord
         }
     }
@@ -62,13 +68,19 @@ public enum Action: String, Sendable, CaseIterable {
 public struct AccessScope: Sendable, Equatable {
     /// The caller is a mediator on the roster and assigned to the case.
     public var assignedMediator: Bool
+    /// The caller is a supervisor on the roster and assigned to supervise the case.
+    public var assignedSupervisor: Bool
     /// The office a disclosure is routed to, when the action reads one.
     public var routedOffice: String?
     /// The case's state, when a grant depends on it (intake staff list the cases still in intake).
     public var caseState: CaseState?
 
-    public init(assignedMediator: Bool = false, routedOffice: String? = nil, caseState: CaseState? = nil) {
+    public init(
+        assignedMediator: Bool = false, assignedSupervisor: Bool = false, routedOffice: String? = nil,
+        caseState: CaseState? = nil
+    ) {
         self.assignedMediator = assignedMediator
+        self.assignedSupervisor = assignedSupervisor
         self.routedOffice = routedOffice
         self.caseState = caseState
     }
@@ -91,6 +103,8 @@ public enum Authorization {
         case roleWhileCase(Role, CaseState)
         /// A mediator on the roster assigned to the case.
         case assignedMediator
+        /// A supervisor on the roster assigned to supervise the case.
+        case assignedSupervisor
         /// The office the disclosure is routed to.
         case routedOffice
     }
@@ -105,7 +119,11 @@ public enum Authorization {
         case .openCase: return [.role(.director), .role(.intake)]
         // Each row of the case list is checked alone: intake staff see the cases still in intake, a
         // mediator the cases they are assigned to while on the roster.
-        case .listCases: return [.role(.director), .roleWhileCase(.intake, .intake), .assignedMediator]
+        case .listCases:
+            return [.role(.director), .roleWhileCase(.intake, .intake), .assignedMediator, .assignedSupervisor]
+        // A case's records, each type listed only to those who may read it: supervisors see debriefs.
+        case .listRecords: return [.role(.director), .assignedMediator, .assignedSupervisor]
+        case .assignSupervisors: return [.role(.director)]
         case .readCase: return [.role(.director), .assignedMediator]
         case .closeCase: return [.role(.director), .assignedMediator]
         case .assignMediators, .manageRoster: return [.role(.director)]
@@ -114,6 +132,10 @@ public enum Authorization {
         // Session notes are the mediator's own: only the case's mediators write or read them.
         case .fileSessionNote, .readSessionNote: return [.assignedMediator]
         case .fileEvaluation: return [.role(.director), .role(.submitter), .assignedMediator]
+        // Debriefs: between the case's mediators and its supervisor; the director reads them too. Never an
+        // office's, never the intake staff's.
+        case .fileDebrief: return [.assignedMediator, .assignedSupervisor]
+        case .readDebrief: return [.role(.director), .assignedMediator, .assignedSupervisor]
         case .readRecord: return [.role(.director), .assignedMediator]
         // Disclosures: the director and the office they are routed to; nobody else, mediators included.
         case .readDisclosure: return [.role(.director), .routedOffice]
@@ -160,7 +182,7 @@ public enum Authorization {
         Self.grants(action).allSatisfy { grant in
             switch grant {
             case .anyone, .anyRole, .role: return true
-            case .roleWhileCase, .assignedMediator, .routedOffice: return false
+            case .roleWhileCase, .assignedMediator, .assignedSupervisor, .routedOffice: return false
             }
         }
     }
@@ -187,6 +209,9 @@ public enum Authorization {
         case .assignedMediator:
             guard roles.contains(.mediator), scope?.assignedMediator ?? true else { return nil }
             return Match(role: .mediator)
+        case .assignedSupervisor:
+            guard roles.contains(.supervisor), scope?.assignedSupervisor ?? true else { return nil }
+            return Match(role: .supervisor)
         case .routedOffice:
             let offices = roles.filter { role in
                 guard case .office(let office) = role else { return false }

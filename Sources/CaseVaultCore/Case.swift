@@ -24,17 +24,21 @@ public struct CaseSummary: Sendable, Equatable {
     public var participantCount: Int
     /// The uids of the mediators assigned to the case.
     public var mediators: [UInt32]
+    /// The uids of the supervisors assigned to the case (debriefs).
+    public var supervisors: [UInt32]
     /// Milliseconds since the epoch.
     public var createdAt: Int64
     public var closedAt: Int64?
 
     public init(
-        id: CaseID, state: CaseState, participantCount: Int, mediators: [UInt32], createdAt: Int64, closedAt: Int64?
+        id: CaseID, state: CaseState, participantCount: Int, mediators: [UInt32], supervisors: [UInt32] = [],
+        createdAt: Int64, closedAt: Int64?
     ) {
         self.id = id
         self.state = state
         self.participantCount = participantCount
         self.mediators = mediators
+        self.supervisors = supervisors
         self.createdAt = createdAt
         self.closedAt = closedAt
     }

@@ -10,7 +10,7 @@ public struct CaseQuery: Sendable, Equatable {
     public var openedFrom: Int64?
     /// Only cases opened before this time.
     public var openedBefore: Int64?
-    /// Only cases that name this uid among their mediators (`mine`).
+    /// Only cases that name this uid among their mediators or supervisors (`mine`).
     public var assignedTo: UInt32?
     /// At most this many cases.
     public var limit: Int
@@ -43,15 +43,20 @@ public struct CaseVisibility: Sendable, Equatable {
     public var inIntake: Bool
     /// The uid whose assigned cases are visible: a mediator on the roster.
     public var mediator: UInt32?
+    /// The uid whose supervised cases are visible: a supervisor on the roster.
+    public var supervisor: UInt32?
 
-    public init(everyCase: Bool = false, inIntake: Bool = false, mediator: UInt32? = nil) {
+    public init(everyCase: Bool = false, inIntake: Bool = false, mediator: UInt32? = nil, supervisor: UInt32? = nil) {
         self.everyCase = everyCase
         self.inIntake = inIntake
         self.mediator = mediator
+        self.supervisor = supervisor
     }
 
     /// Whether no case at all is visible.
-    public var isEmpty: Bool { !self.everyCase && !self.inIntake && self.mediator == nil }
+    public var isEmpty: Bool {
+        !self.everyCase && !self.inIntake && self.mediator == nil && self.supervisor == nil
+    }
 }
 
 /// Where a page of cases ends, newest first: the opening time and id of its last case. Shown to clients as

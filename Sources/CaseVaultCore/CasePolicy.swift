@@ -27,11 +27,21 @@ public enum CasePolicy {
         case .evaluation, .disclosure:
             // Evaluations come after the sessions; disclosures may be needed at any time, even after close.
             return Effect(state: summary.state, shredNotes: [])
+        case .debrief:
+            // A debrief follows a session: once the case is in session, and after it closes.
+            guard summary.state >= .session else {
+                throw CaseVaultError(
+                    .agreementsMissing,
+                    "a debrief follows a session: it can be filed once the case is in session (every participant's agreement to mediate on file)"
+                )
+            }
+            return Effect(state: summary.state, shredNotes: [])
         default:
             break
         }
         guard summary.state != .closed else {
-            throw CaseVaultError(.caseClosed, "the case is closed; only evaluations and disclosures can still be filed")
+            throw CaseVaultError(
+                .caseClosed, "the case is closed; only evaluations, disclosures and debriefs can still be filed")
         }
         switch type {
         case .intakeForm:
@@ -61,7 +71,7 @@ public enum CasePolicy {
                 )
             }
             return Effect(state: .closed, shredNotes: notes)
-        case .evaluation, .disclosure:
+        case .evaluation, .disclosure, .debrief:
             return Effect(state: summary.state, shredNotes: [])
         case .caseHeader:
             throw CaseVaultError(

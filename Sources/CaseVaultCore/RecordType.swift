@@ -7,13 +7,16 @@ public enum RecordType: String, Sendable, CaseIterable, Codable {
     case finalAgreement = "final_agreement"
     case evaluation = "evaluation"
     case disclosure = "disclosure"
+    /// A post-session discussion between the case's mediators and their supervisor: confidential like the
+    /// notes, but not destroyed by the final agreement; never in statistics, never routed to an office.
+    case debrief = "debrief"
     /// The case header: participants' names and contacts, sealed like any record. Filed only by opening a
     /// case, never through the records route.
     case caseHeader = "case_header"
 
     /// The types a client may file.
     public static let fileable: [RecordType] = [
-        .intakeForm, .agreementToMediate, .sessionNote, .finalAgreement, .evaluation, .disclosure,
+        .intakeForm, .agreementToMediate, .sessionNote, .finalAgreement, .evaluation, .disclosure, .debrief,
     ]
 
     /// Names the policy forbids outright, refused with `forbidden-record-type` rather than

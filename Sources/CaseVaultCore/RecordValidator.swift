@@ -83,7 +83,7 @@ public struct RecordValidator: Sendable {
                     )
                 }
             }
-        case .sessionNote:
+        case .sessionNote, .debrief:
             _ = try document.requireText("text")
         case .finalAgreement:
             _ = try document.requireText("terms")

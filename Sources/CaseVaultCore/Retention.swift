@@ -84,7 +84,7 @@ public struct RetentionSchedule: Sendable, Equatable {
 
     /// docs/API.md's example, which is also the default: intake 3 years after filing, agreements and final
     /// agreements 7 years after close, evaluations 2 years after filing, disclosures 7 years after filing,
-    /// notes at most 30 days, and the case header (participants' names) with the longest of its case's.
+    /// debriefs 1 year after close, notes at most 30 days, and the case header (participants' names) with the longest of its case's.
     public static let standard = RetentionSchedule(rules: [
         .intakeForm: RetentionRule(years: 3, after: .filed),
         .agreementToMediate: RetentionRule(years: 7, after: .caseClosed),
@@ -92,6 +92,7 @@ public struct RetentionSchedule: Sendable, Equatable {
         .finalAgreement: RetentionRule(years: 7, after: .caseClosed),
         .evaluation: RetentionRule(years: 2, after: .filed),
         .disclosure: RetentionRule(years: 7, after: .filed),
+        .debrief: RetentionRule(years: 1, after: .caseClosed),
         .caseHeader: RetentionRule(years: 7, after: .caseClosed),
     ])
 

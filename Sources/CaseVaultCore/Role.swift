@@ -2,6 +2,8 @@
 public enum Role: Hashable, Sendable, Comparable, CustomStringConvertible {
     case director
     case mediator
+    /// Discusses sessions with the mediators of the cases they are assigned to supervise (debriefs).
+    case supervisor
     case intake
     case submitter
     /// An office that receives disclosures of the categories routed to it (`office:title-ix`).
@@ -14,6 +16,7 @@ public enum Role: Hashable, Sendable, Comparable, CustomStringConvertible {
         switch name {
         case "director": self = .director
         case "mediator": self = .mediator
+        case "supervisor": self = .supervisor
         case "intake": self = .intake
         case "submitter": self = .submitter
         case "statistician": self = .statistician
@@ -36,6 +39,7 @@ public enum Role: Hashable, Sendable, Comparable, CustomStringConvertible {
         switch self {
         case .director: return "director"
         case .mediator: return "mediator"
+        case .supervisor: return "supervisor"
         case .intake: return "intake"
         case .submitter: return "submitter"
         case .office(let name): return "office:\(name)"

@@ -55,8 +55,8 @@ enum RequestTargets {
     }
 
     /// `record-content`: the content validator on its own. The first byte picks the record type (in
-    /// `RecordType.allCases` order) and, from 7 up, a case whose participants are p1, p2 and p3; the
-    /// rest is the content. Content nested deeper than the server's limit is skipped: the body that
+    /// `RecordType.allCases` order, modulo its count) and, in every second round of that count, a case
+    /// whose participants are p1, p2 and p3; the rest is the content. Content nested deeper than the server's limit is skipped: the body that
     /// carries content is refused before anything parses it.
     static func content(_ input: [UInt8]) {
         guard let selector = input.first else { return }

@@ -96,6 +96,14 @@ extension RecordStore {
         }
     }
 
+    /// Replaces the case's supervisors.
+    package func assignSupervisors(_ id: CaseID, _ uids: [UInt32]) throws(CaseVaultError) {
+        try self.caseLocks.withLock(id) { () throws(CaseVaultError) in
+            _ = try self.caseSummary(id)
+            try self.index.write { db in try Index.replaceSupervisors(db, caseID: id, uids: Set(uids)) }
+        }
+    }
+
     // MARK: Roster
 
     /// The uids on the mediator roster.

@@ -6,7 +6,7 @@ import Testing
 @Suite("The authorization table")
 struct AuthorizationTests {
     static let roles: [Role] = [
-        .director, .mediator, .intake, .submitter, .statistician, .operator, .office("titleix"),
+        .director, .mediator, .supervisor, .intake, .submitter, .statistician, .operator, .office("titleix"),
     ]
 
     /// Every set of at most two roles, and none.
@@ -22,7 +22,8 @@ struct AuthorizationTests {
     static let scopes: [AccessScope] = [
         .none, AccessScope(assignedMediator: true), AccessScope(routedOffice: "titleix"),
         AccessScope(routedOffice: "hr"), AccessScope(caseState: .intake),
-        AccessScope(assignedMediator: true, caseState: .session),
+        AccessScope(assignedMediator: true, caseState: .session), AccessScope(assignedSupervisor: true),
+        AccessScope(assignedSupervisor: true, caseState: .closed),
     ]
 
     @Test("the three questions agree: allowed means a granting role, and allowed somewhere means might be allowed")
@@ -88,6 +89,33 @@ struct AuthorizationTests {
         #expect(
             Authorization.mightPermit([.intake], .listCases) && !Authorization.mightPermit([.submitter], .listCases))
         #expect(!Authorization.dependsOnlyOnRoles(.listCases))
+    }
+
+    @Test("debriefs: filed by the case's mediators and supervisors, read by them and the director, by no office")
+    func debriefs() {
+        let supervising = AccessScope(assignedSupervisor: true)
+        let mediating = AccessScope(assignedMediator: true)
+        for roles in Self.roleSets {
+            #expect(
+                Authorization.permits(roles, .fileDebrief, scope: supervising) == roles.contains(.supervisor),
+                "\(roles.sorted())")
+            #expect(
+                Authorization.permits(roles, .fileDebrief, scope: mediating) == roles.contains(.mediator),
+                "\(roles.sorted())")
+            #expect(!Authorization.permits(roles, .fileDebrief), "\(roles.sorted()): nobody files one unassigned")
+            #expect(Authorization.permits(roles, .readDebrief) == roles.contains(.director), "\(roles.sorted())")
+            #expect(
+                !Authorization.permits(roles, .readDebrief, scope: AccessScope(routedOffice: "titleix"))
+                    || roles.contains(.director), "\(roles.sorted()): an office reads no debrief")
+            // A supervisor's assignment grants debriefs and the lists, nothing else of the case.
+            for action in Action.allCases
+            where ![.fileDebrief, .readDebrief, .listCases, .listRecords, .whoami, .health].contains(action) {
+                #expect(
+                    !Authorization.permits([.supervisor], action, scope: supervising),
+                    "a supervisor may \(action)")
+            }
+        }
+        #expect(Action.reading(.debrief) == .readDebrief && Action.filing(.debrief) == .fileDebrief)
     }
 
     @Test("session notes are the assigned mediators' alone; disclosures the director's and their office's")

@@ -14,6 +14,7 @@ struct RecordValidatorTests {
          "will_not_discuss_outside":true}}
         """#,
         .sessionNote: #"{"text":"notes"}"#,
+        .debrief: #"{"text":"what we learned"}"#,
         .finalAgreement:
             #"{"terms":"t","outcome":"partially_resolved","outcome_confidential":false,"consents":["p1","p2"]}"#,
         .evaluation: #"{"satisfaction":5,"would_recommend":false}"#,

@@ -7,7 +7,7 @@ import Testing
 @Suite("The authorization matrix", .serialized)
 struct AuthorizationMatrixTests {
     enum Who: String, CaseIterable {
-        case director, mediator, otherCaseMediator, removedMediator, intake, submitter
+        case director, mediator, otherCaseMediator, removedMediator, supervisor, intake, submitter
         case titleIX, equity, statistician, `operator`, nobody, root
     }
 
@@ -16,6 +16,7 @@ struct AuthorizationMatrixTests {
         .mediator: Peer(uid: 4002),
         .otherCaseMediator: Peer(uid: 4003),
         .removedMediator: Peer(uid: 4004),
+        .supervisor: Peer(uid: 4011),
         .intake: Peer(uid: 4005),
         .submitter: Peer(uid: 4006),
         .titleIX: Peer(uid: 4007, groups: [5002]),
@@ -29,6 +30,7 @@ struct AuthorizationMatrixTests {
     static let roles = """
         director = ["uid:4001"]
         mediator = ["uid:4002", "uid:4003", "uid:4004"]
+        supervisor = ["uid:4011"]
         intake = ["uid:4005"]
         submitter = ["uid:4006"]
         "office:title-ix" = ["gid:5002"]
@@ -52,6 +54,8 @@ struct AuthorizationMatrixTests {
         /// A second intake form, without an attachment.
         var bare: String
         var note: String
+        /// A debrief of case A (its supervisor is 4011).
+        var debrief: String
         var harassment: String
         var discrimination: String
         /// The destruction certificate of a record shredded in the fixture.
@@ -62,7 +66,7 @@ struct AuthorizationMatrixTests {
 
     static func fixture(_ daemon: some VaultTransport) async throws -> Fixture {
         let director = Self.peers[.director]!
-        for uid in [4002, 4003, 4004] {
+        for uid in [4002, 4003, 4004, 4011] {
             try await daemon.call("PUT", "/v1/roster/mediators/uid:\(uid)", as: director)
         }
         let caseA = try await daemon.openCase(by: director, mediators: [4002, 4004])
@@ -76,6 +80,9 @@ struct AuthorizationMatrixTests {
         try await daemon.file(caseA, Bodies.agreement("p1"), as: mediator)
         try await daemon.file(caseA, Bodies.agreement("p2", online: true), as: mediator)
         let note = try await daemon.file(caseA, Bodies.note, as: mediator).string("record_id")
+        try await daemon.call(
+            "PUT", "/v1/cases/\(caseA)/supervisors", as: director, body: #"{"supervisors": ["uid:4011"]}"#, expect: 200)
+        let debrief = try await daemon.file(caseA, Bodies.debrief, as: mediator).string("record_id")
         let harassment = try await daemon.file(caseA, Bodies.disclosure("sexual_harassment"), as: mediator).string(
             "record_id")
         let discrimination = try await daemon.file(caseA, Bodies.disclosure("discrimination"), as: mediator).string(
@@ -91,7 +98,8 @@ struct AuthorizationMatrixTests {
         let hold = try await daemon.call(
             "POST", "/v1/holds", as: director, body: #"{"case_id": "\#(caseB)", "reason": "audit"}"#, expect: 201)
         return Fixture(
-            caseA: caseA, caseB: caseB, intake: intake, bare: bare, note: note, harassment: harassment,
+            caseA: caseA, caseB: caseB, intake: intake, bare: bare, note: note, debrief: debrief,
+            harassment: harassment,
             discrimination: discrimination, certificate: certificate, hold: hold.string("hold_id")
         )
     }
@@ -131,13 +139,14 @@ struct AuthorizationMatrixTests {
         ),
         Operation(
             name: "list cases", method: "GET", path: { _ in "/v1/cases" },
-            allowed: [.director, .intake, .mediator, .otherCaseMediator, .removedMediator], mutates: false),
+            allowed: [.director, .intake, .mediator, .otherCaseMediator, .removedMediator, .supervisor],
+            mutates: false),
         Operation(
             name: "read a case", method: "GET", path: { "/v1/cases/\($0.caseA)" }, allowed: [.director, .mediator],
             mutates: false),
         Operation(
             name: "list a case's records", method: "GET", path: { "/v1/cases/\($0.caseA)/records" },
-            allowed: [.director, .mediator], mutates: false),
+            allowed: [.director, .mediator, .supervisor], mutates: false),
         Operation(
             name: "read its participants", method: "GET", path: { "/v1/cases/\($0.caseA)/participants" },
             allowed: [.director, .mediator], mutates: false
@@ -159,6 +168,18 @@ struct AuthorizationMatrixTests {
             name: "file a final agreement", method: "POST", path: { "/v1/cases/\($0.caseA)/records" },
             body: Bodies.finalAgreement(),
             allowed: [.director, .mediator], mutates: true
+        ),
+        Operation(
+            name: "file a debrief", method: "POST", path: { "/v1/cases/\($0.caseA)/records" }, body: Bodies.debrief,
+            allowed: [.mediator, .supervisor], mutates: true
+        ),
+        Operation(
+            name: "read a debrief", method: "GET", path: { "/v1/records/\($0.debrief)" },
+            allowed: [.director, .mediator, .supervisor], mutates: false
+        ),
+        Operation(
+            name: "assign supervisors", method: "PUT", path: { "/v1/cases/\($0.caseA)/supervisors" },
+            body: #"{"supervisors": ["uid:4011"]}"#, allowed: [.director], mutates: true
         ),
         Operation(
             name: "file an evaluation", method: "POST", path: { "/v1/cases/\($0.caseA)/records" },
@@ -350,7 +371,9 @@ struct AuthorizationMatrixTests {
     static func template(_ path: String, _ fixture: Fixture) -> String {
         var path = path
         for id in [fixture.caseA, fixture.caseB] { path = path.replacingOccurrences(of: id, with: "{case_id}") }
-        for id in [fixture.intake, fixture.bare, fixture.note, fixture.harassment, fixture.discrimination] {
+        for id in [
+            fixture.intake, fixture.bare, fixture.note, fixture.debrief, fixture.harassment, fixture.discrimination,
+        ] {
             path = path.replacingOccurrences(of: id, with: "{record_id}")
         }
         path = path.replacingOccurrences(of: fixture.certificate, with: "{certificate_id}")

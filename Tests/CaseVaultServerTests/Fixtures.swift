@@ -27,6 +27,7 @@ enum Bodies {
     }
 
     static let note = #"{"type": "session_note", "content": {"text": "said in session \#(m)"}}"#
+    static let debrief = #"{"type": "debrief", "content": {"text": "discussed with the supervisor \#(m)"}}"#
 
     static func finalAgreement(confidential: Bool = true, consents: [String] = ["p1", "p2"]) -> String {
         let list = consents.map { #""\#($0)""# }.joined(separator: ", ")

@@ -175,7 +175,7 @@ struct ListingTests {
             $0["case_id"] as? String == cases.a
         }
         #expect(Set(rowA?["mediators"] as? [String] ?? []).count == 3)
-        #expect(Set((rowA ?? [:]).keys) == ["case_id", "state", "created_at", "mediators", "records"])
+        #expect(Set((rowA ?? [:]).keys) == ["case_id", "state", "created_at", "mediators", "supervisors", "records"])
 
         // A case's records: the director's types and the mediator's, and pages.
         let recordTypes = { (who: Who, query: String) async throws -> [String] in

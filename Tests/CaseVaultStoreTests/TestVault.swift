@@ -130,7 +130,7 @@ enum Samples {
                  "acknowledgements":{"confidentiality":true,"no_recording":true,"will_not_compel_mediator":true,
                  "will_not_discuss_outside":true,"devices_off":true,"nobody_else_present":true}}
                 """#
-        case .sessionNote:
+        case .sessionNote, .debrief:
             json = #"{"text":"\#(marker)"}"#
         case .finalAgreement:
             json = #"{"terms":"\#(marker)","outcome":"resolved","outcome_confidential":true,"consents":["p1","p2"]}"#

@@ -73,9 +73,10 @@ public enum API {
     /// Filing a record of any type a client files, and attaching to one.
     static let filing: [Action] = [
         .fileIntakeForm, .fileAgreement, .fileSessionNote, .fileFinalAgreement, .fileEvaluation, .fileDisclosure,
+        .fileDebrief,
     ]
     /// Reading a record of any type, and its attachment.
-    static let reading: [Action] = [.readRecord, .readSessionNote, .readDisclosure]
+    static let reading: [Action] = [.readRecord, .readSessionNote, .readDisclosure, .readDebrief]
 
     /// The routes, their policy and the handler of each.
     static let table: [Endpoint] = [
@@ -97,10 +98,11 @@ public enum API {
         Endpoint(.get, "/v1/cases", .perCase([.listCases])) { $0.listCases },
         Endpoint(.get, "/v1/cases/{case_id}", .perCase([.readCase])) { $0.readCase },
         Endpoint(.get, "/v1/cases/{case_id}/participants", .perCase([.readCase])) { $0.readParticipants },
-        Endpoint(.get, "/v1/cases/{case_id}/records", .perCase([.readCase])) { $0.listCaseRecords },
+        Endpoint(.get, "/v1/cases/{case_id}/records", .perCase([.listRecords])) { $0.listCaseRecords },
         Endpoint(.post, "/v1/cases/{case_id}/records", .perCase(Self.filing), operation: .put) { $0.fileRecord },
         Endpoint(.post, "/v1/cases/{case_id}/close", .perCase([.closeCase])) { $0.closeCase },
         Endpoint(.put, "/v1/cases/{case_id}/mediators", .action(.assignMediators)) { $0.assignMediators },
+        Endpoint(.put, "/v1/cases/{case_id}/supervisors", .action(.assignSupervisors)) { $0.assignSupervisors },
         Endpoint(.get, "/v1/records/{record_id}", .perCase(Self.reading), operation: .get) { $0.readRecord },
         Endpoint(.delete, "/v1/records/{record_id}", .perCase([.shredRecord, .shredSessionNote]), operation: .shred) {
             $0.shredRecord

@@ -12,6 +12,7 @@ extension Routes {
         var state: String
         var participants: [String]
         var mediators: [String]
+        var supervisors: [String]
         var createdAt: String
         var closedAt: String?
         var records: [RecordSummary]?
@@ -21,6 +22,7 @@ extension Routes {
             self.state = summary.state.rawValue
             self.participants = summary.participants
             self.mediators = summary.mediators.map(Users.name)
+            self.supervisors = summary.supervisors.map(Users.name)
             self.createdAt = JSONResponse.time(summary.createdAt)
             self.closedAt = summary.closedAt.map(JSONResponse.time)
             self.records = records?.map(RecordSummary.init)
@@ -28,7 +30,7 @@ extension Routes {
 
         enum CodingKeys: String, CodingKey {
             case caseID = "case_id"
-            case state, participants, mediators
+            case state, participants, mediators, supervisors
             case createdAt = "created_at"
             case closedAt = "closed_at"
             case records
@@ -135,11 +137,10 @@ extension Routes {
         if unique != nil { filing.parsed = object }
         let record = filing
         // The case, the roster and the decision in one trip to the index, under the case's lock.
-        let rosterUID = context.roles.contains(.mediator) ? context.uid : nil
+        let rosterUID = Self.rosterUID(context)
         let (stored, shredded) = try await self.runSealed { vault throws(CaseVaultError) in
             try vault.file(record, rosterUID: rosterUID) { summary, onRoster throws(CaseVaultError) in
-                let scope = Self.namesMediator(summary, context) ? AccessScope(assignedMediator: onRoster) : .none
-                return try context.authority(.filing(type), scope: scope)
+                try context.authority(.filing(type), scope: Self.scope(summary, context, onRoster: onRoster))
             }
         }
         context.audit?.created("record_id", stored.id.rawValue)
@@ -194,12 +195,29 @@ extension Routes {
         return try JSONResponse.make(view)
     }
 
-    static func requireOnRoster(_ uids: [UInt32], _ store: RecordStore) throws(CaseVaultError) {
+    /// `PUT /v1/cases/{case_id}/supervisors`: `{"supervisors": [user, …]}`, each on the roster; replaces the
+    /// case's supervisors (who file and read its debriefs with its mediators).
+    func assignSupervisors(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        let id = try self.caseID(context)
+        let body = try await request.jsonObject(self.configuration)
+        try body.onlyFields(["supervisors"])
+        let view = try await self.run { store throws(CaseVaultError) in
+            let supervisors = try Users.uids(body, field: "supervisors")
+            try Self.requireOnRoster(supervisors, store, field: "supervisors")
+            try store.assignSupervisors(id, supervisors)
+            return CaseView(try store.caseSummary(id))
+        }
+        return try JSONResponse.make(view)
+    }
+
+    static func requireOnRoster(_ uids: [UInt32], _ store: RecordStore, field: String = "mediators")
+        throws(CaseVaultError)
+    {
         for uid in uids where try !store.isOnRoster(uid) {
             throw CaseVaultError(
                 .notOnRoster,
-                "\(Users.name(uid)) is not on the mediator roster; the director adds mediators with PUT /v1/roster/mediators/{user}",
-                field: "mediators"
+                "\(Users.name(uid)) is not on the roster; the director adds people with PUT /v1/roster/mediators/{user}",
+                field: field
             )
         }
     }

@@ -14,6 +14,7 @@ extension Routes {
             var createdAt: String
             var closedAt: String?
             var mediators: [String]
+            var supervisors: [String]
             /// Live records by type, of the types the caller may read.
             var records: [String: Int]
 
@@ -22,7 +23,7 @@ extension Routes {
                 case state
                 case createdAt = "created_at"
                 case closedAt = "closed_at"
-                case mediators, records
+                case mediators, supervisors, records
             }
         }
 
@@ -59,10 +60,11 @@ extension Routes {
         }
         let (roles, uid) = (context.roles, context.uid)
         let (rows, onRoster) = try await self.run { store throws(CaseVaultError) in
-            try store.listCases(rosterUID: roles.contains(.mediator) ? uid : nil) { onRoster in
+            try store.listCases(rosterUID: Self.rosterUID(context)) { onRoster in
                 let visibility = CaseVisibility(
                     everyCase: roles.contains(.director), inIntake: roles.contains(.intake),
-                    mediator: roles.contains(.mediator) && onRoster ? uid : nil)
+                    mediator: roles.contains(.mediator) && onRoster ? uid : nil,
+                    supervisor: roles.contains(.supervisor) && onRoster ? uid : nil)
                 return CaseQuery(
                     visibility: visibility, state: state, openedFrom: openedFrom, openedBefore: openedBefore,
                     assignedTo: mine ? uid : nil, limit: limit, after: after)
@@ -71,24 +73,23 @@ extension Routes {
         var list = CaseList(cases: [], nextCursor: nil)
         for row in rows {
             let summary = row.summary
-            let assigned = Self.namesMediator(summary, context) && onRoster
+            var scope = Self.scope(summary, context, onRoster: onRoster)
             // The table decides each row, whatever the query selected; a row it refuses means the query
             // and the table disagree, and nothing of the page is shown (its cursor would name that case).
-            guard
-                Authorization.permits(
-                    roles, .listCases, scope: AccessScope(assignedMediator: assigned, caseState: summary.state))
-            else {
+            scope.caseState = summary.state
+            guard Authorization.permits(roles, .listCases, scope: scope) else {
                 context.logger.error("the case list's query selected a case the authorization table refuses")
                 throw CaseVaultError(.storageFailure, "the daemon failed to list the cases; see its log")
             }
+            scope.caseState = nil
             let readable = row.liveRecords.filter { type, _ in
-                Authorization.permits(roles, .reading(type), scope: AccessScope(assignedMediator: assigned))
+                Authorization.permits(roles, .reading(type), scope: scope)
             }
             list.cases.append(
                 CaseList.Row(
                     caseID: summary.id.rawValue, state: summary.state.rawValue,
                     createdAt: JSONResponse.time(summary.createdAt), closedAt: summary.closedAt.map(JSONResponse.time),
-                    mediators: summary.mediators.map(Users.name),
+                    mediators: summary.mediators.map(Users.name), supervisors: summary.supervisors.map(Users.name),
                     records: Dictionary(uniqueKeysWithValues: readable.map { ($0.key.rawValue, $0.value) })))
         }
         if rows.count == limit, let last = rows.last?.summary {
@@ -110,9 +111,9 @@ extension Routes {
     }
 
     /// `GET /v1/cases/{case_id}/records?type=&limit=&cursor=`: the case's live records that the caller may
-    /// read, in filing order, metadata only. Who may read the case (director, an assigned mediator) may
-    /// call it; each type is listed only to those the table lets read it (session notes to the case's
-    /// mediators, disclosures to the director).
+    /// read, in filing order, metadata only. The director and the case's mediators and supervisors may call
+    /// it (`listRecords`); each type is listed only to those the table lets read it (session notes to the
+    /// case's mediators, disclosures to the director, debriefs to both and the supervisors).
     func listCaseRecords(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let id = try self.caseID(context)
         let query = try Listing.query(request, allowed: ["type", "limit", "cursor"])
@@ -132,7 +133,7 @@ extension Routes {
         }
         let roles = context.roles
         let (records, next) = try await self.run { store throws(CaseVaultError) in
-            let summary = try Self.authorize(.readCase, case: id, context, store).summary
+            let summary = try Self.authorize(.listRecords, case: id, context, store).summary
             let scope = try Self.scope(summary, context, store)
             let readable = Set(
                 RecordType.fileable.filter { candidate in

@@ -32,14 +32,14 @@ extension Routes {
         // The router has asked this already; asked again so that no caller of this function can leak which
         // ids exist to one who may read nothing.
         try context.authorizeSomewhere(API.reading)
-        let rosterUID: UInt32? = context.roles.contains(.mediator) ? context.uid : nil
+        let rosterUID = Self.rosterUID(context)
         var record = try self.keeper.vault().read(id, rosterUID: rosterUID) {
             metadata, summary, onRoster throws(CaseVaultError) in
             guard metadata.type != .caseHeader else {
                 throw CaseVaultError(
                     .notFound, "no record has this id; a case's participants are at /v1/cases/{case_id}/participants")
             }
-            let scope = AccessScope(assignedMediator: onRoster && Self.namesMediator(summary, context))
+            let scope = Self.scope(summary, context, onRoster: onRoster)
             if metadata.type == .disclosure {
                 try context.authorizeSomewhere(.readDisclosure)
             } else {

@@ -37,19 +37,37 @@ struct Routes: Sendable {
         get throws(CaseVaultError) { try self.keeper.store() }
     }
 
-    /// What the caller is to `summary`'s case: an assigned mediator only while on the roster, so that
-    /// removing a mediator from the roster ends their access at their next request. Called inside `run`,
+    /// What the caller is to `summary`'s case: an assigned mediator or supervisor only while on the roster,
+    /// so that removing them from the roster ends their access at their next request. Called inside `run`,
     /// so that the lookups and the decision take one trip to the blocking pool.
     static func scope(_ summary: CaseSummary, _ context: CaseVaultContext, _ store: RecordStore) throws(CaseVaultError)
         -> AccessScope
     {
-        guard Self.namesMediator(summary, context) else { return .none }
-        return AccessScope(assignedMediator: try store.isOnRoster(context.uid))
+        guard Self.namesMediator(summary, context) || Self.namesSupervisor(summary, context) else { return .none }
+        return Self.scope(summary, context, onRoster: try store.isOnRoster(context.uid))
+    }
+
+    /// `scope` when the roster was read already (in the same trip as the case).
+    static func scope(_ summary: CaseSummary, _ context: CaseVaultContext, onRoster: Bool) -> AccessScope {
+        AccessScope(
+            assignedMediator: onRoster && Self.namesMediator(summary, context),
+            assignedSupervisor: onRoster && Self.namesSupervisor(summary, context))
+    }
+
+    /// The uid whose place on the roster a decision needs: the caller's, when a role of theirs is assigned
+    /// to cases (mediator, supervisor).
+    static func rosterUID(_ context: CaseVaultContext) -> UInt32? {
+        context.roles.contains(.mediator) || context.roles.contains(.supervisor) ? context.uid : nil
     }
 
     /// Whether the caller holds the mediator role and the case names them (the roster is asked apart).
     static func namesMediator(_ summary: CaseSummary, _ context: CaseVaultContext) -> Bool {
         context.roles.contains(.mediator) && summary.mediators.contains(context.uid)
+    }
+
+    /// Whether the caller holds the supervisor role and the case names them among its supervisors.
+    static func namesSupervisor(_ summary: CaseSummary, _ context: CaseVaultContext) -> Bool {
+        context.roles.contains(.supervisor) && summary.supervisors.contains(context.uid)
     }
 
     /// Looks up case `id`, asks the table whether the caller may perform `action` on it, and returns the

@@ -67,6 +67,15 @@ extension Index {
         }
     }
 
+    /// Replaces the case's supervisors with `uids`.
+    static func replaceSupervisors(_ db: Database, caseID: CaseID, uids: some Sequence<UInt32>) throws {
+        try db.execute(sql: "DELETE FROM case_supervisors WHERE case_id = ?", arguments: [caseID.rawValue])
+        for uid in uids {
+            try db.execute(
+                sql: "INSERT INTO case_supervisors (case_id, uid) VALUES (?, ?)", arguments: [caseID.rawValue, uid])
+        }
+    }
+
     /// Assigns one mediator to a case.
     private static func addMediator(_ db: Database, caseID: CaseID, uid: UInt32) throws {
         try db.execute(

@@ -18,6 +18,10 @@ extension Index {
                 visible.append("id IN (SELECT case_id FROM case_mediators WHERE uid = ?)")
                 arguments.append(uid)
             }
+            if let uid = query.visibility.supervisor {
+                visible.append("id IN (SELECT case_id FROM case_supervisors WHERE uid = ?)")
+                arguments.append(uid)
+            }
             conditions.append("(" + visible.joined(separator: " OR ") + ")")
         }
         if let state = query.state {
@@ -33,7 +37,10 @@ extension Index {
             arguments.append(before)
         }
         if let uid = query.assignedTo {
-            conditions.append("id IN (SELECT case_id FROM case_mediators WHERE uid = ?)")
+            conditions.append(
+                "(id IN (SELECT case_id FROM case_mediators WHERE uid = ?) OR id IN (SELECT case_id FROM case_supervisors WHERE uid = ?))"
+            )
+            arguments.append(uid)
             arguments.append(uid)
         }
         if let after = query.after {
@@ -52,12 +59,23 @@ extension Index {
             arguments: StatementArguments(arguments))
         let ids = try found.map { row in try CaseID(row.decode(atIndex: 0) as String) }
         var mediators: [String: [UInt32]] = [:]
+        var supervisors: [String: [UInt32]] = [:]
         try Self.inChunks(ids.map(\.rawValue)) { placeholders, arguments in
             let rows = try GRDB.Row.fetchCursor(
-                db, sql: "SELECT case_id, uid FROM case_mediators WHERE case_id IN (\(placeholders)) ORDER BY uid",
-                arguments: arguments)
+                db,
+                sql: """
+                    SELECT case_id, uid, 0 FROM case_mediators WHERE case_id IN (\(placeholders))
+                    UNION ALL SELECT case_id, uid, 1 FROM case_supervisors WHERE case_id IN (\(placeholders))
+                    ORDER BY 2
+                    """,
+                arguments: arguments + arguments)
             while let row = try rows.next() {
-                mediators[try row.decode(atIndex: 0), default: []].append(try row.decode(atIndex: 1))
+                let (caseID, uid): (String, UInt32) = (try row.decode(atIndex: 0), try row.decode(atIndex: 1))
+                if try row.decode(atIndex: 2) as Int == 0 {
+                    mediators[caseID, default: []].append(uid)
+                } else {
+                    supervisors[caseID, default: []].append(uid)
+                }
             }
         }
         return try zip(found, ids).map { row, id in
@@ -66,7 +84,8 @@ extension Index {
             }
             return CaseSummary(
                 id: id, state: state, participantCount: try row.decode(atIndex: 2),
-                mediators: mediators[id.rawValue] ?? [], createdAt: try row.decode(atIndex: 3),
+                mediators: mediators[id.rawValue] ?? [], supervisors: supervisors[id.rawValue] ?? [],
+                createdAt: try row.decode(atIndex: 3),
                 closedAt: try row.decode(atIndex: 4))
         }
     }

@@ -207,6 +207,18 @@ extension Index {
                     CREATE INDEX records_by_case_filing ON records (case_id, created_at, seq);
                     """)
         }
+        migrator.registerMigration("v13-supervisors") { db in
+            // The supervisors assigned to each case, as `case_mediators` holds its mediators (debriefs).
+            try db.execute(
+                sql: """
+                    CREATE TABLE case_supervisors (
+                        case_id TEXT NOT NULL,
+                        uid INTEGER NOT NULL,
+                        PRIMARY KEY (case_id, uid)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX case_supervisors_by_uid ON case_supervisors (uid);
+                    """)
+        }
         return migrator
     }
 }

@@ -137,12 +137,16 @@ struct Index: Sendable {
             db.cachedStatement(sql: "SELECT uid FROM case_mediators WHERE case_id = ? ORDER BY uid"),
             arguments: [id.rawValue]
         )
+        let supervisors = try UInt32.fetchAll(
+            db.cachedStatement(sql: "SELECT uid FROM case_supervisors WHERE case_id = ? ORDER BY uid"),
+            arguments: [id.rawValue]
+        )
         guard let state = CaseState(rawValue: row.state) else {
             throw CaseVaultError(.storageFailure, "the index holds a case in an unknown state")
         }
         return CaseSummary(
             id: id, state: state, participantCount: row.participants, mediators: mediators,
-            createdAt: row.created, closedAt: row.closed
+            supervisors: supervisors, createdAt: row.created, closedAt: row.closed
         )
     }
 
