@@ -70,6 +70,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var finalAgreement: String?
         public var evaluation: String?
         public var disclosure: String?
+        public var debrief: String?
         public var caseHeader: String?
         public var holdsKeepSessionNotes: Bool?
         public var sweepBatch: Int?
@@ -81,7 +82,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             [
                 (.intakeForm, \.intakeForm), (.agreementToMediate, \.agreementToMediate), (.sessionNote, \.sessionNote),
                 (.finalAgreement, \.finalAgreement), (.evaluation, \.evaluation), (.disclosure, \.disclosure),
-                (.caseHeader, \.caseHeader),
+                (.debrief, \.debrief), (.caseHeader, \.caseHeader),
             ]
         }
 
@@ -107,7 +108,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             case agreementToMediate = "agreement_to_mediate"
             case sessionNote = "session_note"
             case finalAgreement = "final_agreement"
-            case evaluation, disclosure
+            case evaluation, disclosure, debrief
             case caseHeader = "case_header"
             case holdsKeepSessionNotes = "holds_keep_session_notes"
             case sweepBatch = "sweep_batch"

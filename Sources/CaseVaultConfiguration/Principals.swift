@@ -14,8 +14,8 @@ enum Principals {
             guard let role = Role(name: roleName) else {
                 throw CaseVaultError(
                     .invalidConfiguration,
-                    "roles.\(roleName) is not a role; the roles are director, mediator, intake, submitter, "
-                        + "statistician, operator and office:NAME",
+                    "roles.\(roleName) is not a role; the roles are director, mediator, supervisor, intake, "
+                        + "submitter, statistician, operator and office:NAME",
                     field: "roles.\(roleName)"
                 )
             }

@@ -28,11 +28,13 @@ public enum CasePolicy {
             // Evaluations come after the sessions; disclosures may be needed at any time, even after close.
             return Effect(state: summary.state, shredNotes: [])
         case .debrief:
-            // A debrief follows a session: once the case is in session, and after it closes.
-            guard summary.state >= .session else {
+            // A debrief follows a session, so it needs what a session needs: every participant's agreement
+            // to mediate on file (kept after the case closes, so a closed case that had sessions takes
+            // debriefs; one withdrawn before them does not).
+            guard everyone.isSubset(of: agreedParticipants) else {
                 throw CaseVaultError(
                     .agreementsMissing,
-                    "a debrief follows a session: it can be filed once the case is in session (every participant's agreement to mediate on file)"
+                    "a debrief follows a session: it can be filed once every participant's agreement to mediate is on file"
                 )
             }
             return Effect(state: summary.state, shredNotes: [])

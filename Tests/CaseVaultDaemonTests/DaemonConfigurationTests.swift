@@ -18,6 +18,26 @@ struct DaemonConfigurationTests {
         #expect(configuration == .embeddedDefault)
     }
 
+    @Test("every record type's retention rule can be set in [retention], debriefs' among them")
+    func everyTypeHasARetentionKey() throws {
+        let store =
+            "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n"
+            + "[server]\nsocket_path = \"s.sock\"\nmax_body_bytes = 1000\n"
+        let configuration = try DaemonConfiguration.parse(
+            store + "[retention]\ndebrief = \"90 days after case_closed\"\nevaluation = \"1 year after filed\"")
+        let schedule = try configuration.retentionSchedule()
+        #expect(schedule.rules[.debrief] == RetentionRule(days: 90, after: .caseClosed))
+        #expect(schedule.rules[.evaluation] == RetentionRule(years: 1, after: .filed))
+        // The shipped file writes out every type's rule.
+        let shipped = try String(
+            contentsOf: Self.repository.appendingPathComponent("Config/casevault.toml"), encoding: .utf8)
+        for type in RecordType.allCases {
+            #expect(
+                shipped.contains("\n\(type.rawValue) = \""), "Config/casevault.toml has no [retention] \(type.rawValue)"
+            )
+        }
+    }
+
     @Test("unknown keys, missing keys, wrong types and bad values are refused with a message naming the key")
     func badConfigurationsAreRefused() {
         let server = "\n[server]\nsocket_path = \"s.sock\"\nmax_body_bytes = 1000\n"

@@ -7,7 +7,8 @@ import Testing
 @Suite("The authorization matrix", .serialized)
 struct AuthorizationMatrixTests {
     enum Who: String, CaseIterable {
-        case director, mediator, otherCaseMediator, removedMediator, supervisor, intake, submitter
+        case director, mediator, otherCaseMediator, removedMediator, supervisor, otherCaseSupervisor, intake
+        case submitter
         case titleIX, equity, statistician, `operator`, nobody, root
     }
 
@@ -17,6 +18,7 @@ struct AuthorizationMatrixTests {
         .otherCaseMediator: Peer(uid: 4003),
         .removedMediator: Peer(uid: 4004),
         .supervisor: Peer(uid: 4011),
+        .otherCaseSupervisor: Peer(uid: 4012),
         .intake: Peer(uid: 4005),
         .submitter: Peer(uid: 4006),
         .titleIX: Peer(uid: 4007, groups: [5002]),
@@ -30,7 +32,7 @@ struct AuthorizationMatrixTests {
     static let roles = """
         director = ["uid:4001"]
         mediator = ["uid:4002", "uid:4003", "uid:4004"]
-        supervisor = ["uid:4011"]
+        supervisor = ["uid:4011", "uid:4012"]
         intake = ["uid:4005"]
         submitter = ["uid:4006"]
         "office:title-ix" = ["gid:5002"]
@@ -66,11 +68,13 @@ struct AuthorizationMatrixTests {
 
     static func fixture(_ daemon: some VaultTransport) async throws -> Fixture {
         let director = Self.peers[.director]!
-        for uid in [4002, 4003, 4004, 4011] {
+        for uid in [4002, 4003, 4004, 4011, 4012] {
             try await daemon.call("PUT", "/v1/roster/mediators/uid:\(uid)", as: director)
         }
         let caseA = try await daemon.openCase(by: director, mediators: [4002, 4004])
         let caseB = try await daemon.openCase(by: director, mediators: [4003])
+        try await daemon.call(
+            "PUT", "/v1/cases/\(caseB)/supervisors", as: director, body: #"{"supervisors": ["uid:4012"]}"#, expect: 200)
         let mediator = Self.peers[.mediator]!
         let intake = try await daemon.file(caseA, Bodies.intake, as: director).string("record_id")
         try await daemon.call(
@@ -139,7 +143,9 @@ struct AuthorizationMatrixTests {
         ),
         Operation(
             name: "list cases", method: "GET", path: { _ in "/v1/cases" },
-            allowed: [.director, .intake, .mediator, .otherCaseMediator, .removedMediator, .supervisor],
+            allowed: [
+                .director, .intake, .mediator, .otherCaseMediator, .removedMediator, .supervisor, .otherCaseSupervisor,
+            ],
             mutates: false),
         Operation(
             name: "read a case", method: "GET", path: { "/v1/cases/\($0.caseA)" }, allowed: [.director, .mediator],
@@ -176,6 +182,10 @@ struct AuthorizationMatrixTests {
         Operation(
             name: "read a debrief", method: "GET", path: { "/v1/records/\($0.debrief)" },
             allowed: [.director, .mediator, .supervisor], mutates: false
+        ),
+        Operation(
+            name: "shred a debrief", method: "DELETE", path: { "/v1/records/\($0.debrief)" },
+            body: #"{"reason": "filed_in_error"}"#, allowed: [.director], mutates: true
         ),
         Operation(
             name: "assign supervisors", method: "PUT", path: { "/v1/cases/\($0.caseA)/supervisors" },

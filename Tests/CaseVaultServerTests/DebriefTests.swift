@@ -30,15 +30,32 @@ struct DebriefTests {
             let assigned = try await vault.call(
                 "PUT", "/v1/cases/\(caseID)/supervisors", as: director, body: #"{"supervisors": ["uid:4011"]}"#,
                 expect: 200)
-            #expect(assigned.json["supervisors"] as? [String] != nil && assigned.json["state"] as? String == "intake")
-            // Before a session: refused, and nothing was filed.
+            #expect(
+                (assigned.json["supervisors"] as? [String])?.count == 1 && assigned.json["state"] as? String == "intake"
+            )
+            // Before the agreements a session needs: refused, and nothing was filed.
             let early = try await vault.file(caseID, Bodies.debrief, as: supervisor, expect: 409)
             #expect(early.problemType == "agreements-missing")
             try await vault.file(caseID, Bodies.agreement("p1"), as: mediator)
+            #expect(
+                try await vault.file(caseID, Bodies.debrief, as: mediator, expect: 409).problemType
+                    == "agreements-missing")
             try await vault.file(caseID, Bodies.agreement("p2"), as: mediator)
-            let note = try await vault.file(caseID, Bodies.note, as: mediator).string("record_id")
+            // Every agreement on file: a debrief may follow a session, notes taken or not.
             let bySupervisor = try await vault.file(caseID, Bodies.debrief, as: supervisor).string("record_id")
+            let note = try await vault.file(caseID, Bodies.note, as: mediator).string("record_id")
             let byMediator = try await vault.file(caseID, Bodies.debrief, as: mediator).string("record_id")
+            let unfiled = try await vault.call(
+                "GET", "/v1/cases/\(caseID)/records?type=debrief", as: director, expect: 200)
+            #expect((unfiled.json["records"] as? [Any])?.count == 2, "a refused debrief was filed")
+            // The supervisor attaches to a debrief and reads it back; not to another type.
+            try await vault.call(
+                "PUT", "/v1/records/\(bySupervisor)/attachment", as: supervisor, body: #"{"minutes": "m"}"#, expect: 201
+            )
+            try await vault.call("GET", "/v1/records/\(bySupervisor)/attachment", as: supervisor, expect: 200)
+            try await vault.call("GET", "/v1/records/\(bySupervisor)/attachment", as: Self.peers[.intake]!, expect: 403)
+            try await vault.call(
+                "PUT", "/v1/records/\(note)/attachment", as: supervisor, body: #"{"minutes": "m"}"#, expect: 403)
             // Neither the director, intake nor another case's mediator files one.
             for who in [AuthorizationMatrixTests.Who.director, .intake, .otherCaseMediator, .titleIX] {
                 try await vault.file(caseID, Bodies.debrief, as: Self.peers[who]!, expect: 403)
@@ -84,7 +101,21 @@ struct DebriefTests {
         }
     }
 
-    @Test("kept a year after the case closes by default; a type the retention table, statistics and offices know apart")
+    @Test("a case withdrawn before its agreements takes no debrief")
+    func noDebriefWithoutSession() async throws {
+        try await InProcess.withVault(roles: AuthorizationMatrixTests.roles, extra: AuthorizationMatrixTests.offices) {
+            vault in
+            let director = Self.peers[.director]!
+            try await vault.call("PUT", "/v1/roster/mediators/uid:4002", as: director, expect: 201)
+            let caseID = try await vault.openCase(by: director, mediators: [4002])
+            try await vault.call(
+                "POST", "/v1/cases/\(caseID)/close", as: director, body: #"{"outcome": "withdrawn"}"#, expect: 200)
+            let refused = try await vault.file(caseID, Bodies.debrief, as: Self.peers[.mediator]!, expect: 409)
+            #expect(refused.problemType == "agreements-missing")
+        }
+    }
+
+    @Test("kept a year after the case closes by default, and read and filed under actions of its own")
     func schedule() {
         let rule = RetentionSchedule.standard.rules[.debrief]
         #expect(rule == RetentionRule(years: 1, after: .caseClosed))

@@ -67,7 +67,7 @@ extension Vault {
             // Only what the rule for this type needs is looked up: most filings need nothing on file.
             let notes = record.type == .finalAgreement ? try self.storage.notesToDestroy(record.caseID) : []
             var agreed = Set<String>()
-            if record.type == .sessionNote || record.type == .finalAgreement {
+            if [.sessionNote, .finalAgreement, .debrief].contains(record.type) {
                 for agreement in try self.storage.agreements(record.caseID) {
                     // An agreement whose sealed participant is missing (filed before the storage kept it)
                     // or does not open (altered, or copied from another agreement) is opened to read it.
