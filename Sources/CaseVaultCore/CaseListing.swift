@@ -75,8 +75,7 @@ public struct CaseListCursor: Sendable, Equatable {
 
     public init?(text: String) {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 2, parts[0].utf8.count <= 19, parts[0].utf8.allSatisfy({ (0x30...0x39).contains($0) }),
-            let openedAt = Int64(parts[0]), let id = try? CaseID(String(parts[1]))
+        guard parts.count == 2, let openedAt = RecordListCursor.number(parts[0]), let id = try? CaseID(String(parts[1]))
         else { return nil }
         self.init(openedAt: openedAt, id: id)
     }
@@ -118,7 +117,7 @@ public struct RecordListCursor: Sendable, Equatable {
     }
 
     /// 1 to 19 decimal digits that fit an Int64.
-    static func number(_ text: Substring) -> Int64? {
+    public static func number(_ text: Substring) -> Int64? {
         guard !text.isEmpty, text.utf8.count <= 19, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else {
             return nil
         }

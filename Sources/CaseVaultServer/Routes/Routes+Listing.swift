@@ -51,13 +51,7 @@ extension Routes {
         let openedBefore = try Listing.time(query, "opened_before")
         let mine = try Listing.flag(query, "mine")
         let limit = try Listing.limit(query)
-        let after = try query["cursor"].map { text throws(CaseVaultError) in
-            guard let cursor = CaseListCursor(text: text) else {
-                throw CaseVaultError(
-                    .invalidField, "cursor must be a next_cursor this route returned", field: "cursor")
-            }
-            return cursor
-        }
+        let after = try Listing.cursor(query, CaseListCursor.init(text:))
         let (roles, uid) = (context.roles, context.uid)
         let (rows, onRoster) = try await self.run { store throws(CaseVaultError) in
             try store.listCases(rosterUID: Self.rosterUID(context)) { onRoster in
@@ -124,13 +118,7 @@ extension Routes {
             return type
         }
         let limit = try Listing.limit(query)
-        let after = try query["cursor"].map { text throws(CaseVaultError) in
-            guard let cursor = RecordListCursor(text: text) else {
-                throw CaseVaultError(
-                    .invalidField, "cursor must be a next_cursor this route returned", field: "cursor")
-            }
-            return cursor
-        }
+        let after = try Listing.cursor(query, RecordListCursor.init(text:))
         let roles = context.roles
         let (records, next) = try await self.run { store throws(CaseVaultError) in
             let summary = try Self.authorize(.listRecords, case: id, context, store).summary
@@ -177,6 +165,17 @@ enum Listing {
                 field: "limit")
         }
         return limit
+    }
+
+    /// The `cursor` parameter, read by `parse`: a `next_cursor` the same route returned, or none.
+    static func cursor<Cursor>(_ query: [String: String], _ parse: (String) -> Cursor?) throws(CaseVaultError)
+        -> Cursor?
+    {
+        guard let text = query["cursor"] else { return nil }
+        guard let cursor = parse(text) else {
+            throw CaseVaultError(.invalidField, "cursor must be a next_cursor this route returned", field: "cursor")
+        }
+        return cursor
     }
 
     static func time(_ query: [String: String], _ name: String) throws(CaseVaultError) -> Int64? {
