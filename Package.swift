@@ -295,7 +295,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CaseVaultFuzzTests",
-            dependencies: ["CaseVaultFuzz"],
+            dependencies: ["CaseVaultFuzz", "CaseVaultCore"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

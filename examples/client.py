@@ -6,8 +6,8 @@
     examples/client.py [--socket PATH] cases           list the cases you may list
 
 The daemon knows who you are from the socket (the kernel tells it your uid and groups), so there is no
-token to send: run it as the user whose role you need. `demo` needs a role that opens cases and files
-intake forms (director, or intake). Errors are problem documents (RFC 9457): their `type` is stable and
+token to send: run it as the user whose role you need. `demo` opens a case, files an intake form and
+reads it back, which together only the director may (intake staff file but do not read records). Errors are problem documents (RFC 9457): their `type` is stable and
 their `detail` says what to fix. Exit codes: 0 done, 1 the daemon refused (the problem is printed), 2 the
 socket could not be reached or the arguments were wrong.
 """
@@ -17,6 +17,7 @@ import http.client
 import json
 import socket
 import sys
+import urllib.parse
 
 DEFAULT_SOCKET = ".casevault/run/casevault.sock"
 
@@ -80,7 +81,7 @@ class CaseVault:
         rows, cursor = [], None
         while True:
             parameters = dict(query, **({"cursor": cursor} if cursor else {}))
-            suffix = "&".join(f"{name}={value}" for name, value in parameters.items())
+            suffix = urllib.parse.urlencode(parameters)
             page = self.request("GET", "/v1/cases" + ("?" + suffix if suffix else ""))
             rows += page["cases"]
             cursor = page.get("next_cursor")

@@ -118,7 +118,7 @@ public enum Authorization {
         case .readMetrics: return [.role(.operator)]
         case .openCase: return [.role(.director), .role(.intake)]
         // Each row of the case list is checked alone: intake staff see the cases still in intake, a
-        // mediator the cases they are assigned to while on the roster.
+        // mediator or supervisor the cases they are assigned to while on the roster.
         case .listCases:
             return [.role(.director), .roleWhileCase(.intake, .intake), .assignedMediator, .assignedSupervisor]
         // A case's records, each type listed only to those who may read it: supervisors see debriefs.

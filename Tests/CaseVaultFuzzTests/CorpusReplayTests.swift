@@ -1,3 +1,4 @@
+import CaseVaultCore
 import CaseVaultFuzz
 import Foundation
 import Testing
@@ -32,6 +33,28 @@ struct CorpusReplayTests {
         #expect(!inputs.isEmpty, "Tests/fuzz-corpus/\(name) holds no input: every fuzz target needs a seed corpus")
         for input in inputs {
             target.run([UInt8](try Data(contentsOf: input)))
+        }
+    }
+
+    /// The record type each record-content seed was kept for: its first byte picks the type by position
+    /// in `RecordType.allCases` (`FuzzTargets.content`), so a type added before another moves the seeds.
+    static let contentSeeds: [String: RecordType] = [
+        "agreement-participants": .agreementToMediate, "case-header": .caseHeader,
+        "crash-d6ab2ff46d2492462393bf3b8bd08c8984f4391f": .agreementToMediate, "debrief": .debrief,
+        "disclosure": .disclosure, "evaluation-out-of-range": .evaluation, "final-agreement-consents": .finalAgreement,
+        "intake-form": .intakeForm, "not-an-object": .intakeForm, "session-note-blank": .sessionNote,
+    ]
+
+    @Test("each record-content seed still reaches the validator of the type it was kept for")
+    func contentSeedsReachTheirType() throws {
+        let inputs = try #require(try Self.inputs(of: "record-content"))
+        #expect(Set(inputs.map(\.lastPathComponent)) == Set(Self.contentSeeds.keys), "a seed without a type here")
+        let types = RecordType.allCases
+        for input in inputs {
+            let first = try #require(try Data(contentsOf: input).first)
+            #expect(
+                types[Int(first) % types.count] == Self.contentSeeds[input.lastPathComponent],
+                "\(input.lastPathComponent)")
         }
     }
 

@@ -15,9 +15,6 @@ final class ServerMetrics: Sendable {
 
     let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
-    /// The swift-metrics handles made so far, by metric and labels: a request looks its own up.
-    private let counters = Mutex<[String: CoreMetrics.Counter]>([:])
-    private let timers = Mutex<[String: CoreMetrics.Timer]>([:])
     private let gauges: [String: CoreMetrics.Gauge]
 
     /// From a tenth of a millisecond (a GET in process) to half a minute (a sweep of a large vault).
@@ -147,28 +144,14 @@ final class ServerMetrics: Sendable {
         return self.registry.emitToBuffer()
     }
 
+    /// A counter of `name` with `labels`: the registry keeps one metric per name and labels, so asking again
+    /// counts into the same one. Called as routes are set up and once per new status of a route.
     fileprivate func counter(_ name: String, _ labels: [(String, String)]) -> CoreMetrics.Counter {
-        let key = Self.key(name, labels)
-        return self.counters.withLock { counters in
-            if let counter = counters[key] { return counter }
-            let counter = CoreMetrics.Counter(label: name, dimensions: labels, factory: self.factory)
-            counters[key] = counter
-            return counter
-        }
+        CoreMetrics.Counter(label: name, dimensions: labels, factory: self.factory)
     }
 
     fileprivate func timer(_ name: String, _ labels: [(String, String)]) -> CoreMetrics.Timer {
-        let key = Self.key(name, labels)
-        return self.timers.withLock { timers in
-            if let timer = timers[key] { return timer }
-            let timer = CoreMetrics.Timer(label: name, dimensions: labels, factory: self.factory)
-            timers[key] = timer
-            return timer
-        }
-    }
-
-    private static func key(_ name: String, _ labels: [(String, String)]) -> String {
-        ([name] + labels.map { "\($0.0)=\($0.1)" }).joined(separator: "\u{1}")
+        CoreMetrics.Timer(label: name, dimensions: labels, factory: self.factory)
     }
 }
 

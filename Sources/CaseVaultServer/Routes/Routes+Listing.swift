@@ -75,7 +75,6 @@ extension Routes {
                 context.logger.error("the case list's query selected a case the authorization table refuses")
                 throw CaseVaultError(.storageFailure, "the daemon failed to list the cases; see its log")
             }
-            scope.caseState = nil
             let readable = row.liveRecords.filter { type, _ in
                 Authorization.permits(roles, .reading(type), scope: scope)
             }

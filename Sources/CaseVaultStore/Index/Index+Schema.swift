@@ -199,13 +199,10 @@ extension Index {
             )
         }
         migrator.registerMigration("v12-lists") { db in
-            // The case list pages through cases newest first (`Index.cases`), a case's record list through
-            // its records by filing time (`Index.liveRecords`).
-            try db.execute(
-                sql: """
-                    CREATE INDEX cases_by_opening ON cases (created_at, id);
-                    CREATE INDEX records_by_case_filing ON records (case_id, created_at, seq);
-                    """)
+            // The case list pages through cases newest first (`Index.cases`). A case's record list sorts the
+            // case's rows, found by `records_by_case`: a case holds few, and every put would pay for a
+            // second index of them.
+            try db.execute(sql: "CREATE INDEX cases_by_opening ON cases (created_at, id)")
         }
         migrator.registerMigration("v13-supervisors") { db in
             // The supervisors assigned to each case, as `case_mediators` holds its mediators (debriefs).

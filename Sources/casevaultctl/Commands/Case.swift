@@ -6,7 +6,8 @@ extension CaseVaultCtl {
     struct Case: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "case",
-            abstract: "Find cases and see one: ids, states, dates, mediators and record counts, never names.",
+            abstract:
+                "Find cases and see one: ids, states, dates, mediators, supervisors and record counts, never names.",
             subcommands: [List.self, Show.self]
         )
 
@@ -20,7 +21,7 @@ extension CaseVaultCtl {
                     """
             )
 
-            @Flag(help: "Only the cases that name you among their mediators.") var mine = false
+            @Flag(help: "Only the cases that name you among their mediators or supervisors.") var mine = false
             @Option(help: "Only cases in this state: intake, agreement, session or closed.") var state: String?
             @Option(help: "Only cases opened at or after this date (2026-03-01) or RFC 3339 time.")
             var openedFrom: String?
@@ -118,6 +119,7 @@ extension CaseVaultCtl {
                         ["state", json["state"] as? String ?? "?"],
                         ["participants", (json["participants"] as? [String] ?? []).joined(separator: ", ")],
                         ["mediators", (json["mediators"] as? [String] ?? []).joined(separator: ", ")],
+                        ["supervisors", (json["supervisors"] as? [String] ?? []).joined(separator: ", ")],
                         ["opened", json["created_at"] as? String ?? "?"],
                         ["closed", json["closed_at"] as? String ?? "-"],
                     ])
