@@ -88,19 +88,19 @@ extension RecordStore {
         }
     }
 
-    /// Replaces the case's mediators.
-    package func assignMediators(_ id: CaseID, _ uids: [UInt32]) throws(CaseVaultError) {
-        try self.caseLocks.withLock(id) { () throws(CaseVaultError) in
-            _ = try self.caseSummary(id)
-            try self.index.write { db in try Index.replaceMediators(db, caseID: id, uids: Set(uids)) }
-        }
+    /// Who a case names: its mediators, or its supervisors (debriefs).
+    package enum CaseAssignment: String, Sendable {
+        case mediators, supervisors
+
+        /// The index's table of them.
+        var table: String { "case_" + self.rawValue }
     }
 
-    /// Replaces the case's supervisors.
-    package func assignSupervisors(_ id: CaseID, _ uids: [UInt32]) throws(CaseVaultError) {
+    /// Replaces the case's mediators or supervisors.
+    package func assign(_ assignment: CaseAssignment, _ id: CaseID, _ uids: [UInt32]) throws(CaseVaultError) {
         try self.caseLocks.withLock(id) { () throws(CaseVaultError) in
             _ = try self.caseSummary(id)
-            try self.index.write { db in try Index.replaceSupervisors(db, caseID: id, uids: Set(uids)) }
+            try self.index.write { db in try Index.replace(db, assignment, caseID: id, uids: Set(uids)) }
         }
     }
 

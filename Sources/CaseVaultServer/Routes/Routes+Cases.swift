@@ -82,15 +82,11 @@ extension Routes {
     func readCase(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let id = try self.caseID(context)
         let view = try await self.run { store throws(CaseVaultError) in
-            let summary = try Self.authorize(.readCase, case: id, context, store).summary
+            let (summary, _, scope) = try Self.authorize(.readCase, case: id, context, store)
             // Only the types the caller may read, as `GET /v1/cases/{case_id}/records` lists them: a session
             // note's or a disclosure's existence is itself not for everyone who may read the case.
-            let scope = try Self.scope(summary, context, store)
-            let records = try store.records(caseID: id).filter { record in
-                record.type != .caseHeader
-                    && Authorization.permits(context.roles, .reading(record.type), scope: scope)
-            }
-            return CaseView(summary, records: records)
+            let readable = Self.readableTypes(context.roles, scope)
+            return CaseView(summary, records: try store.records(caseID: id).filter { readable.contains($0.type) })
         }
         return try JSONResponse.make(view)
     }
@@ -183,28 +179,27 @@ extension Routes {
 
     /// `PUT /v1/cases/{case_id}/mediators`: `{"mediators": [user, …]}`, each on the roster.
     func assignMediators(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        let id = try self.caseID(context)
-        let body = try await request.jsonObject(self.configuration)
-        try body.onlyFields(["mediators"])
-        let view = try await self.run { store throws(CaseVaultError) in
-            let mediators = try Users.uids(body, field: "mediators")
-            try Self.requireOnRoster(mediators, store)
-            try store.assignMediators(id, mediators)
-            return CaseView(try store.caseSummary(id))
-        }
-        return try JSONResponse.make(view)
+        try await self.assign(.mediators, request, context)
     }
 
     /// `PUT /v1/cases/{case_id}/supervisors`: `{"supervisors": [user, …]}`, each on the roster; replaces the
     /// case's supervisors (who file and read its debriefs with its mediators).
     func assignSupervisors(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        try await self.assign(.supervisors, request, context)
+    }
+
+    /// Replaces the case's mediators or supervisors with the users the body's member of that name lists.
+    private func assign(
+        _ assignment: RecordStore.CaseAssignment, _ request: Request, _ context: CaseVaultContext
+    ) async throws -> Response {
         let id = try self.caseID(context)
+        let field = assignment.rawValue
         let body = try await request.jsonObject(self.configuration)
-        try body.onlyFields(["supervisors"])
+        try body.onlyFields([field])
         let view = try await self.run { store throws(CaseVaultError) in
-            let supervisors = try Users.uids(body, field: "supervisors")
-            try Self.requireOnRoster(supervisors, store, field: "supervisors")
-            try store.assignSupervisors(id, supervisors)
+            let uids = try Users.uids(body, field: field)
+            try Self.requireOnRoster(uids, store, field: field)
+            try store.assign(assignment, id, uids)
             return CaseView(try store.caseSummary(id))
         }
         return try JSONResponse.make(view)

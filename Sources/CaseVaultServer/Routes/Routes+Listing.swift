@@ -75,9 +75,8 @@ extension Routes {
                 context.logger.error("the case list's query selected a case the authorization table refuses")
                 throw CaseVaultError(.storageFailure, "the daemon failed to list the cases; see its log")
             }
-            let readable = row.liveRecords.filter { type, _ in
-                Authorization.permits(roles, .reading(type), scope: scope)
-            }
+            let types = Self.readableTypes(roles, scope)
+            let readable = row.liveRecords.filter { types.contains($0.key) }
             list.cases.append(
                 CaseList.Row(
                     caseID: summary.id.rawValue, state: summary.state.rawValue,
@@ -120,13 +119,8 @@ extension Routes {
         let after = try Listing.cursor(query, RecordListCursor.init(text:))
         let roles = context.roles
         let (records, next) = try await self.run { store throws(CaseVaultError) in
-            let summary = try Self.authorize(.listRecords, case: id, context, store).summary
-            let scope = try Self.scope(summary, context, store)
-            let readable = Set(
-                RecordType.fileable.filter { candidate in
-                    (type == nil || type == candidate)
-                        && Authorization.permits(roles, .reading(candidate), scope: scope)
-                })
+            let scope = try Self.authorize(.listRecords, case: id, context, store).scope
+            let readable = Self.readableTypes(roles, scope).filter { type == nil || type == $0 }
             return try store.liveRecords(caseID: id, types: readable, after: after, limit: limit)
         }
         return try JSONResponse.make(

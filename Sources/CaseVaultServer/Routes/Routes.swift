@@ -71,13 +71,21 @@ struct Routes: Sendable {
     }
 
     /// Looks up case `id`, asks the table whether the caller may perform `action` on it, and returns the
-    /// case and who allowed it (for destruction certificates).
+    /// case, who allowed it (for destruction certificates) and what the caller is to the case (the roster
+    /// read once).
     @discardableResult
     static func authorize(
         _ action: Action, case id: CaseID, _ context: CaseVaultContext, _ store: RecordStore
-    ) throws(CaseVaultError) -> (summary: CaseSummary, authority: Authority) {
+    ) throws(CaseVaultError) -> (summary: CaseSummary, authority: Authority, scope: AccessScope) {
         let summary = try store.caseSummary(id)
-        return (summary, try context.authority(action, scope: try Self.scope(summary, context, store)))
+        let scope = try Self.scope(summary, context, store)
+        return (summary, try context.authority(action, scope: scope), scope)
+    }
+
+    /// The record types a caller holding `roles` may read in a case where they are `scope`: what the case's
+    /// views and lists show them, and count.
+    static func readableTypes(_ roles: Set<Role>, _ scope: AccessScope) -> Set<RecordType> {
+        Set(RecordType.fileable.filter { Authorization.permits(roles, .reading($0), scope: scope) })
     }
 
     /// The case named by the `case_id` path parameter.

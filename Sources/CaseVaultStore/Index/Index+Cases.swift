@@ -17,7 +17,7 @@ extension Index {
             ]
         )
         for uid in summary.mediators {
-            try Self.addMediator(db, caseID: summary.id, uid: uid)
+            try Self.assign(db, .mediators, caseID: summary.id, uid: uid)
         }
     }
 
@@ -59,27 +59,22 @@ extension Index {
 
     // MARK: Mediators
 
-    /// Replaces the case's mediators with `uids`, inserted in the sequence's order.
-    static func replaceMediators(_ db: Database, caseID: CaseID, uids: some Sequence<UInt32>) throws {
-        try db.execute(sql: "DELETE FROM case_mediators WHERE case_id = ?", arguments: [caseID.rawValue])
+    /// Replaces the case's mediators or supervisors with `uids`, inserted in the sequence's order.
+    static func replace(
+        _ db: Database, _ assignment: RecordStore.CaseAssignment, caseID: CaseID, uids: some Sequence<UInt32>
+    ) throws {
+        try db.execute(sql: "DELETE FROM \(assignment.table) WHERE case_id = ?", arguments: [caseID.rawValue])
         for uid in uids {
-            try Self.addMediator(db, caseID: caseID, uid: uid)
+            try Self.assign(db, assignment, caseID: caseID, uid: uid)
         }
     }
 
-    /// Replaces the case's supervisors with `uids`.
-    static func replaceSupervisors(_ db: Database, caseID: CaseID, uids: some Sequence<UInt32>) throws {
-        try db.execute(sql: "DELETE FROM case_supervisors WHERE case_id = ?", arguments: [caseID.rawValue])
-        for uid in uids {
-            try db.execute(
-                sql: "INSERT INTO case_supervisors (case_id, uid) VALUES (?, ?)", arguments: [caseID.rawValue, uid])
-        }
-    }
-
-    /// Assigns one mediator to a case.
-    private static func addMediator(_ db: Database, caseID: CaseID, uid: UInt32) throws {
+    /// Assigns one mediator or supervisor to a case.
+    private static func assign(
+        _ db: Database, _ assignment: RecordStore.CaseAssignment, caseID: CaseID, uid: UInt32
+    ) throws {
         try db.execute(
-            sql: "INSERT INTO case_mediators (case_id, uid) VALUES (?, ?)", arguments: [caseID.rawValue, uid])
+            sql: "INSERT INTO \(assignment.table) (case_id, uid) VALUES (?, ?)", arguments: [caseID.rawValue, uid])
     }
 
     // MARK: Roster
