@@ -1,7 +1,7 @@
 public import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
-internal import Dispatch
+public import Dispatch
 internal import Foundation
 internal import Synchronization
 
@@ -19,6 +19,7 @@ extension AuditLog {
     public static func open(
         directory: String,
         checkpointInterval: Int = AuditLog.defaultCheckpointInterval,
+        anchorInterval: DispatchTimeInterval = AuditLog.defaultAnchorInterval,
         retention: Retention = .standard,
         acceptBreak: Bool = false,
         clock: @escaping @Sendable () -> Int64
@@ -92,7 +93,7 @@ extension AuditLog {
         )
         let log = AuditLog(
             directory: directory, file: file, chain: chain, checkpointInterval: checkpointInterval,
-            retention: retention,
+            anchorInterval: anchorInterval, retention: retention,
             acceptBreak: acceptBreak, clock: clock
         )
         // This open's torn end, and any an earlier open set aside whose break no attach recorded.

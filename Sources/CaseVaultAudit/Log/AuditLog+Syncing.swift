@@ -19,17 +19,14 @@ extension AuditLog {
     /// How long after a failed flush the entries of reads answered without waiting are flushed again.
     static let windowRetryDelay: DispatchTimeInterval = .milliseconds(100)
 
-    /// How often, at most, the anchor follows the log between checkpoints.
-    static let anchorInterval: DispatchTimeInterval = .seconds(1)
-
     /// Whether the anchor lags behind what was written by more than `anchorInterval`.
     func anchorDue() -> Bool {
-        self.shared.withLock { state in Self.anchorDue(state) }
+        self.shared.withLock { state in self.anchorDue(state) }
     }
 
-    static func anchorDue(_ state: Shared) -> Bool {
+    func anchorDue(_ state: Shared) -> Bool {
         state.anchorStore != nil && state.writtenTail.seq > state.anchoredSeq
-            && DispatchTime.now() >= state.anchoredAt + Self.anchorInterval
+            && DispatchTime.now() >= state.anchoredAt + self.anchorInterval
     }
 
     /// When the anchor lags but is not due yet, a flush for when it falls due, so that a quiet daemon's
@@ -40,7 +37,7 @@ extension AuditLog {
                 return nil
             }
             state.anchorScheduled = true
-            return state.anchoredAt + Self.anchorInterval
+            return state.anchoredAt + self.anchorInterval
         }
         guard let due else { return }
         self.syncer.asyncAfter(deadline: due) {
@@ -58,7 +55,7 @@ extension AuditLog {
                 state -> (UInt64, (anchor: AuditAnchor, signer: AuditSigner)?, (any AuditAnchorKeeper, AuditAnchor)?)?
                 in
                 // Nothing new, unless a ride made the checkpoint's batch durable before its head was written.
-                let anchorDue = Self.anchorDue(state)
+                let anchorDue = self.anchorDue(state)
                 let ownNeeded = state.unsyncedCheckpoint != nil || state.grewIn > state.ownSynced || anchorDue
                 if state.written <= state.synced && !ownNeeded { return nil }
                 // Riding, what nobody waits for (and no read's window needs) is left to the next put's flush.

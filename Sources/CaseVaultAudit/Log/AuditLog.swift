@@ -1,7 +1,7 @@
 internal import CaseVaultCore
 internal import CaseVaultCrypto
 public import CaseVaultFiles
-internal import Dispatch
+public import Dispatch
 internal import Foundation
 internal import Synchronization
 
@@ -36,6 +36,7 @@ public final class AuditLog: FlushRider {
     /// How long a request waits for its entry before it is refused with 503, and at most for its flush.
     static let writeDeadline: DispatchTimeInterval = .milliseconds(800)
     public static let defaultCheckpointInterval = 1000
+    public static let defaultAnchorInterval: DispatchTimeInterval = .seconds(1)
 
     public let logPath: String
     public let headPath: String
@@ -44,6 +45,8 @@ public final class AuditLog: FlushRider {
     let current: Mutex<PosixFile>
     var file: PosixFile { self.current.withLock { $0 } }
     let checkpointInterval: UInt64
+    /// How often, at most, the anchor follows the log between checkpoints.
+    let anchorInterval: DispatchTimeInterval
     let retention: Retention
     public let clock: @Sendable () -> Int64
     let writer = DispatchQueue(label: "casevault.audit.writer")
@@ -257,8 +260,8 @@ public final class AuditLog: FlushRider {
     let acceptBreak: Mutex<Bool>
 
     init(
-        directory: String, file: PosixFile, chain: Chain, checkpointInterval: Int, retention: Retention,
-        acceptBreak: Bool,
+        directory: String, file: PosixFile, chain: Chain, checkpointInterval: Int,
+        anchorInterval: DispatchTimeInterval, retention: Retention, acceptBreak: Bool,
         clock: @escaping @Sendable () -> Int64
     ) {
         self.acceptBreak = Mutex(acceptBreak)
@@ -267,6 +270,7 @@ public final class AuditLog: FlushRider {
         self.headPath = directory + "/head"
         self.current = Mutex(file)
         self.checkpointInterval = UInt64(max(1, checkpointInterval))
+        self.anchorInterval = anchorInterval
         self.retention = retention
         self.clock = clock
         var shared = Shared()
