@@ -204,6 +204,7 @@ let package = Package(
                 "CaseVaultStore",
                 "CaseVaultCrypto",
                 "CaseVaultCore",
+                "CCaseVaultShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -85,6 +85,30 @@ public struct VaultClient: Sendable {
         return Reply(status: 200, body: Data())
     }
 
+    /// Sends the `length` bytes of the file open at `descriptor` as the body of `method path`, with
+    /// `mediaType` as its Content-Type, read piece by piece only as fast as the socket takes them, so that
+    /// a body of any size passes in flat memory; `progress` hears how many bytes have gone so far. Returns
+    /// the reply whatever its status. A file that cannot be read midway, or changes length, fails the
+    /// transfer (the daemon then receives less than Content-Length and stores nothing).
+    public func upload(
+        _ method: HTTPMethod, _ path: String, file descriptor: Int32, length: Int64, mediaType: String,
+        progress: @escaping @Sendable (Int64) -> Void = { _ in }
+    ) async throws(VaultClientError) -> Reply {
+        let url = try self.url(path)
+        var request = HTTPClientRequest(url: url.absoluteString)
+        request.method = method
+        request.headers.add(name: "Content-Type", value: mediaType)
+        request.body = .stream(
+            FilePieces(descriptor: descriptor, length: length, progress: progress), length: .known(length))
+        do {
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(24 * 3600))
+            let body = try await response.body.collect(upTo: 1 << 20)
+            return Reply(status: Int(response.status.code), body: Data(buffer: body))
+        } catch {
+            throw .transfer("the transfer failed: \(error)")
+        }
+    }
+
     /// The `http+unix` URL of `path`. AsyncHTTPClient retries a failed connect until the request's
     /// deadline; a missing or forbidden socket is told at once instead.
     private func url(_ path: String) throws(VaultClientError) -> URL {
@@ -128,6 +152,48 @@ public struct VaultClient: Sendable {
             )
         }
     }
+}
+
+/// A file's bytes from its start to `length`, in pieces of 256 KiB read as they are asked for.
+struct FilePieces: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+
+    static let pieceSize = 256 << 10
+
+    let descriptor: Int32
+    let length: Int64
+    let progress: @Sendable (Int64) -> Void
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let pieces: FilePieces
+        var offset: Int64 = 0
+
+        mutating func next() async throws -> ByteBuffer? {
+            guard self.offset < self.pieces.length else { return nil }
+            let count = Int(Swift.min(Int64(FilePieces.pieceSize), self.pieces.length - self.offset))
+            var buffer = ByteBufferAllocator().buffer(capacity: count)
+            var failure: Int32 = 0
+            let read = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
+                var read = -1
+                repeat {
+                    read = pread(self.pieces.descriptor, raw.baseAddress, count, off_t(self.offset))
+                } while read < 0 && errno == EINTR
+                if read < 0 { failure = errno }
+                return Swift.max(0, read)
+            }
+            guard read > 0 else {
+                throw VaultClientError.transfer(
+                    failure == 0
+                        ? "the file ended after \(self.offset) of its \(self.pieces.length) bytes: was it changed while it was sent?"
+                        : "the file could not be read: \(String(cString: strerror(failure)))")
+            }
+            self.offset += Int64(read)
+            self.pieces.progress(self.offset)
+            return buffer
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(pieces: self) }
 }
 
 /// Why a request got no answer. An answer that is a problem is not an error here: it is a `Reply` whose

@@ -37,8 +37,12 @@ public struct Authority: Sendable, Equatable {
 public struct ShredOrder: Sendable, Equatable {
     public var method: ShredMethod
     public var authority: Authority
-    /// A reason from a fixed vocabulary, never free text.
+    /// A reason from a fixed vocabulary (`requestReasons` for a shred on request), never free text.
     public var reason: String?
+
+    /// The reasons a shred on request may give (`DELETE /v1/records/{record_id}`): a fixed vocabulary, so
+    /// that no free text (which could carry content) reaches a log line or a destruction certificate.
+    public static let requestReasons: Set<String> = ["filed_in_error", "participant_request", "policy"]
 
     public init(method: ShredMethod, authority: Authority, reason: String? = nil) {
         self.method = method

@@ -14,12 +14,14 @@ enum CLIError: Error {
     case unreadable(String)
     /// The command line or its input cannot be used (EX_USAGE).
     case usage(String)
+    /// Nothing was sent: the editor failed, or its file was left empty or unchanged (1).
+    case aborted(String)
 
     var exitCode: Int32 {
         switch self {
         case .unreachable: return ExitStatus.unavailable
         case .forbidden: return ExitStatus.noPermission
-        case .problem: return ExitStatus.failed
+        case .problem, .aborted: return ExitStatus.failed
         case .configuration: return ExitStatus.configuration
         case .unreadable: return ExitStatus.noInput
         case .usage: return ExitStatus.usage
@@ -29,8 +31,7 @@ enum CLIError: Error {
     var message: String {
         switch self {
         case .unreachable(let text), .forbidden(let text), .problem(let text), .configuration(let text),
-            .unreadable(let text),
-            .usage(let text):
+            .unreadable(let text), .usage(let text), .aborted(let text):
             return text
         }
     }
@@ -43,12 +44,14 @@ enum CLIError: Error {
         }
     }
 
-    /// The error a problem reply stands for.
+    /// The error a problem reply stands for: its stable code, then its detail (what to fix), as
+    /// `forbidden: …` or `agreements-missing: …`. A problem's detail never holds content.
     static func from(_ reply: VaultClient.Reply) -> CLIError {
         let detail = reply.problemDetail ?? "HTTP \(reply.status)"
+        let text = "\(reply.problemCode ?? "error"): \(detail)"
         if reply.status == 403, reply.problemCode == "forbidden" {
-            return .forbidden("refused: \(detail)")
+            return .forbidden(text)
         }
-        return .problem("\(reply.problemCode ?? "error"): \(detail)")
+        return .problem(text)
     }
 }

@@ -15,7 +15,9 @@ struct CaseVaultCtl: AsyncParsableCommand {
             Exit codes:
               0   done
               1   the daemon answered with an error (its problem code and detail
-                  are printed)
+                  are printed as CODE: DETAIL); or, for record file --edit and
+                  disclosure file --edit, the editor failed or its file was left
+                  empty or unchanged, and nothing was filed
               64  bad command line
               69  the daemon cannot be reached on the socket
               77  the daemon refused: your user holds no role that allows this
@@ -38,7 +40,7 @@ struct CaseVaultCtl: AsyncParsableCommand {
         subcommands: [
             Status.self, WhoAmI.self, Init.self, Unseal.self, Seal.self, Rotate.self, Backup.self, Ledger.self,
             Restore.self, Sweep.self, Hold.self, Stats.self, Pubkey.self, Certificate.self, Audit.self,
-            Doctor.self, Metrics.self, Case.self,
+            Doctor.self, Metrics.self, Case.self, Record.self, Attachment.self, Roster.self, Disclosure.self,
         ]
     )
 }

@@ -29,6 +29,16 @@ struct DaemonClient {
         do { return try await self.client.requestSecret(method, path, body: body) } catch { throw CLIError(error) }
     }
 
+    func upload(
+        _ method: HTTPMethod, _ path: String, file descriptor: Int32, length: Int64, mediaType: String,
+        progress: @escaping @Sendable (Int64) -> Void
+    ) async throws(CLIError) -> Reply {
+        do {
+            return try await self.client.upload(
+                method, path, file: descriptor, length: length, mediaType: mediaType, progress: progress)
+        } catch { throw CLIError(error) }
+    }
+
     func stream(_ method: HTTPMethod, _ path: String, into sink: (ByteBuffer) throws -> Void) async throws(CLIError)
         -> Reply
     {

@@ -39,10 +39,10 @@ struct LayeringTests {
         // The client sits beside the server, on the wire they share, and sees nothing of the vault's insides.
         "CaseVaultClient": ["CaseVaultCrypto", "CaseVaultWire", "CCaseVaultShims"],
         // The CLI: the client, and for its offline commands the configuration and the layers they read;
-        // never the server or the daemon.
+        // never the server or the daemon. (The shims tell it whether its editor's directory is on tmpfs.)
         "casevaultctl": [
             "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit",
-            "CaseVaultConfiguration", "CaseVaultClient",
+            "CaseVaultConfiguration", "CaseVaultClient", "CCaseVaultShims",
         ],
     ]
 

@@ -190,10 +190,13 @@ struct Peer {
         return (process.terminationStatus, output)
     }
 
-    /// Runs `executable` as this peer with `input` (if any) on standard input; its exit status, standard
-    /// output and standard error (gathered in a file, so that neither pipe can fill while the other is read).
-    func run(_ executable: String, _ arguments: [String], input: String?) throws -> (Int32, String, String) {
+    /// Runs `executable` as this peer with `input` (if any) on standard input (in `environment`, when
+    /// given); its exit status, standard output and standard error (gathered in a file, so that neither pipe can fill while the other is read).
+    func run(_ executable: String, _ arguments: [String], input: String?, environment: [String: String]? = nil)
+        throws -> (Int32, String, String)
+    {
         let process = self.process(executable, arguments)
+        if let environment { process.environment = environment }
         let output = Pipe()
         let stdin = Pipe()
         let errorsPath = NSTemporaryDirectory() + "/casevault-stderr-\(UUID().uuidString)"

@@ -8,10 +8,6 @@ internal import NIOCore
 
 /// Records: read one with its content, shred one now.
 extension Routes {
-    /// Why a record is shredded on request: a fixed vocabulary, so that no free text (which could carry
-    /// content) reaches a log line or, later, a destruction certificate.
-    static let shredReasons: Set<String> = ["filed_in_error", "participant_request", "policy"]
-
     /// `GET /v1/records/{record_id}`: the record and its decrypted content; 410 once shredded. A
     /// disclosure's office is named by the category inside its sealed content, so a disclosure is opened
     /// before the routed office is known, and its content is released only if the table allows it.
@@ -90,7 +86,7 @@ extension Routes {
         let id = try self.recordID(context)
         let body = try await request.jsonObject(self.configuration)
         try body.onlyFields(["reason"])
-        let reason = try body.requireChoice("reason", in: Self.shredReasons)
+        let reason = try body.requireChoice("reason", in: ShredOrder.requestReasons)
         try await self.run { store throws(CaseVaultError) in
             let metadata = try store.metadata(id)
             guard metadata.type != .caseHeader else {

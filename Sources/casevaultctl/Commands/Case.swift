@@ -8,7 +8,7 @@ extension CaseVaultCtl {
             commandName: "case",
             abstract:
                 "Find cases and see one: ids, states, dates, mediators, supervisors and record counts, never names.",
-            subcommands: [List.self, Show.self]
+            subcommands: [Open.self, List.self, Show.self, Close.self, Mediators.self, Supervisors.self]
         )
 
         struct List: AsyncParsableCommand {
@@ -56,9 +56,8 @@ extension CaseVaultCtl {
                     var cases: [[String: Any]] = []
                     var cursor: String?
                     repeat {
-                        let query = (filters + (cursor.map { [("cursor", $0)] } ?? []))
-                            .map { "\($0.0)=\(Self.escaped($0.1))" }.joined(separator: "&")
-                        let reply = try await client.get("/v1/cases?" + query)
+                        let query = filters + (cursor.map { [("cursor", $0)] } ?? [])
+                        let reply = try await client.get("/v1/cases?" + queryString(query))
                         guard reply.status == 200 else { throw CLIError.from(reply) }
                         cases += reply.json["cases"] as? [[String: Any]] ?? []
                         cursor = reply.json["next_cursor"] as? String
@@ -81,13 +80,6 @@ extension CaseVaultCtl {
                     TextTable.print(rows)
                 }
             }
-
-            /// A query value as a URL carries it (the values here are ours or checked, but a `+` in a time
-            /// offset must not read as a space).
-            static func escaped(_ value: String) -> String {
-                value.addingPercentEncoding(
-                    withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~:"))) ?? value
-            }
         }
 
         struct Show: AsyncParsableCommand {
@@ -100,9 +92,7 @@ extension CaseVaultCtl {
             @OptionGroup var connection: Connection
 
             func validate() throws {
-                guard (try? CaseID(self.caseID)) != nil else {
-                    throw ValidationError("a case id is 32 lowercase hexadecimal characters")
-                }
+                try requireID(CaseID.self, self.caseID, "a case id")
             }
 
             func run() async throws {
@@ -137,5 +127,144 @@ extension CaseVaultCtl {
                 }
             }
         }
+
+        struct Open: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Open a case (director, intake): its participants' names sealed in its header.",
+                discussion: """
+                    The participants are p1, p2, … in the order given. A command line can be read by \
+                    every user of this host (ps, /proc): to keep the names off it, give them one per \
+                    line with --participants-from FILE, or - for standard input.
+                    """
+            )
+
+            @Option(name: .customLong("participant"), help: "A participant's name (2 to 20 of them).")
+            var participants: [String] = []
+            @Option(help: "Read the participants' names from this file, one per line, or - for standard input.")
+            var participantsFrom: String?
+            @Option(name: .customLong("mediator"), help: "A mediator to assign (a user on the roster).")
+            var mediators: [String] = []
+            @OptionGroup var connection: Connection
+
+            func validate() throws {
+                guard self.participants.isEmpty || self.participantsFrom == nil else {
+                    throw ValidationError("give the participants with --participant or --participants-from, not both")
+                }
+            }
+
+            func run() async throws {
+                try await runReporting { () throws(CLIError) in
+                    var names = self.participants
+                    if let from = self.participantsFrom {
+                        names = String(decoding: try readInput(from), as: UTF8.self)
+                            .split(whereSeparator: \.isNewline)
+                            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+                    }
+                    guard (2...20).contains(names.count) else {
+                        throw CLIError.usage("a case has 2 to 20 participants; \(names.count) were given")
+                    }
+                    var body: [String: Any] = ["participants": names.map { ["name": $0] }]
+                    if !self.mediators.isEmpty { body["mediators"] = self.mediators }
+                    let reply = try await self.connection.client().request(.POST, "/v1/cases", json: body)
+                    guard reply.status == 201 else { throw CLIError.from(reply) }
+                    let opened = reply.json
+                    output(
+                        json: self.connection.json, document: opened,
+                        rows: [
+                            ("case", opened["case_id"] as? String ?? "?"), ("state", opened["state"] as? String ?? "?"),
+                            ("participants", (opened["participants"] as? [String] ?? []).joined(separator: ", ")),
+                            ("mediators", (opened["mediators"] as? [String] ?? []).joined(separator: ", ")),
+                        ])
+                }
+            }
+        }
+
+        struct Close: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract:
+                    "Close a case without a final agreement (director, its mediators); its session notes are shredded."
+            )
+
+            @Argument(help: "The case id.") var caseID: String
+            @Option(
+                help: "no_agreement or withdrawn.", completion: .list(ClosingOutcome.allCases.map(\.rawValue)))
+            var outcome: String
+            @OptionGroup var connection: Connection
+
+            func validate() throws {
+                try requireID(CaseID.self, self.caseID, "a case id")
+                guard ClosingOutcome(rawValue: self.outcome) != nil else {
+                    throw ValidationError(
+                        "--outcome must be one of: \(ClosingOutcome.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+            }
+
+            func run() async throws {
+                try await runReporting { () throws(CLIError) in
+                    let reply = try await self.connection.client().request(
+                        .POST, "/v1/cases/\(self.caseID)/close", json: ["outcome": self.outcome])
+                    guard reply.status == 200 else { throw CLIError.from(reply) }
+                    let closed = reply.json
+                    output(
+                        json: self.connection.json, document: closed,
+                        rows: [
+                            ("case", closed["case_id"] as? String ?? "?"), ("state", closed["state"] as? String ?? "?"),
+                            ("outcome", closed["outcome"] as? String ?? "?"),
+                        ] + (closed["shredded"] as? [String] ?? []).map { ("shredded note", $0) })
+                }
+            }
+        }
+
+        struct Mediators: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Replace a case's mediators (director); each must be on the roster. None leaves it without."
+            )
+
+            @Argument(help: "The case id.") var caseID: String
+            @Argument(help: "The mediators (user names, or uid:N).") var users: [String] = []
+            @OptionGroup var connection: Connection
+
+            func validate() throws {
+                try requireID(CaseID.self, self.caseID, "a case id")
+            }
+
+            func run() async throws {
+                try await runReporting { () throws(CLIError) in
+                    try await assign("mediators", self.users, to: self.caseID, connection: self.connection)
+                }
+            }
+        }
+
+        struct Supervisors: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract:
+                    "Replace a case's supervisors (director), who file and read its debriefs; each must be on the roster."
+            )
+
+            @Argument(help: "The case id.") var caseID: String
+            @Argument(help: "The supervisors (user names, or uid:N).") var users: [String] = []
+            @OptionGroup var connection: Connection
+
+            func validate() throws {
+                try requireID(CaseID.self, self.caseID, "a case id")
+            }
+
+            func run() async throws {
+                try await runReporting { () throws(CLIError) in
+                    try await assign("supervisors", self.users, to: self.caseID, connection: self.connection)
+                }
+            }
+        }
     }
+}
+
+/// Replaces the case's `role` list (`mediators` or `supervisors`) with `users`, and prints the case's.
+private func assign(_ role: String, _ users: [String], to caseID: String, connection: Connection)
+    async throws(CLIError)
+{
+    let reply = try await connection.client().request(.PUT, "/v1/cases/\(caseID)/\(role)", json: [role: users])
+    guard reply.status == 200 else { throw CLIError.from(reply) }
+    output(
+        json: connection.json, document: reply.json,
+        rows: [("case", caseID), (role, (reply.json[role] as? [String] ?? []).joined(separator: ", "))])
 }

@@ -1,0 +1,176 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `casevaultctl record file --edit` with editors that are shell scripts: what they leave (the file, a
+/// swap file, a backup, a directory of their own) is gone on every way out, and nothing is filed unless
+/// the editor ended well with something new in the file.
+@Suite("Editing a record", .enabled(if: isRoot, "acting as other uids needs root"), .serialized)
+struct EditTests {
+    static let mediator = Peer(uid: 4002)
+
+    /// The editor's first lines: leave what an editor leaves beside the file it edits.
+    static let litter = """
+        #!/bin/sh
+        dir=$(dirname "$1")
+        echo "swap $(cat "$1")" > "$dir/.$(basename "$1").swp"
+        cp "$1" "$1~"
+        mkdir "$dir/undo" && cp "$1" "$dir/undo/copy"
+
+        """
+
+    /// A daemon with a case ready for session notes, a tmpfs directory standing for the mediator's
+    /// `$XDG_RUNTIME_DIR`, and a directory for the editor scripts.
+    struct Setup {
+        let daemon: DaemonProcess
+        let caseID: String
+        let runtime: String
+        let scripts: String
+
+        init() throws {
+            self.daemon = try DaemonProcess(roles: #"director = ["uid:4001"]"# + "\n" + #"mediator = ["uid:4002"]"#)
+            #expect(self.daemon.waitUntilServing(), "\(self.daemon.log)")
+            let director = Peer(uid: 4001)
+            try self.daemon.call("PUT", "/v1/roster/mediators/uid:4002", as: director, expect: 201)
+            let opened = try self.daemon.call(
+                "POST", "/v1/cases", as: director, body: Bodies.openCase(mediators: [4002]), expect: 201)
+            self.caseID = opened.string("case_id")
+            for participant in ["p1", "p2"] {
+                try self.daemon.call(
+                    "POST", "/v1/cases/\(self.caseID)/records", as: EditTests.mediator,
+                    body: Bodies.agreement(participant), expect: 201)
+            }
+            // /dev/shm is tmpfs: a directory in it, the mediator's own, as systemd makes /run/user/UID.
+            #expect(PrivateScratchCheck.isTmpfs("/dev/shm"), "/dev/shm is not tmpfs here")
+            var template = Array("/dev/shm/casevault-runtime-XXXXXX".utf8CString)
+            let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+            self.runtime = String(cString: try #require(made))
+            chown(self.runtime, 4002, DaemonProcess.clientsGroup)
+            self.scripts = DaemonProcess.temporaryRoot()
+            chmod(self.scripts, 0o777)
+        }
+
+        /// An executable script with `body`; its path.
+        func editor(_ name: String, _ body: String) -> String {
+            let path = self.scripts + "/" + name
+            _ = FileManager.default.createFile(
+                atPath: path, contents: Data((EditTests.litter + body).utf8), attributes: [.posixPermissions: 0o755])
+            return path
+        }
+
+        /// `record file --type session_note --edit` as the mediator with `editor`.
+        func file(with editor: String) throws -> (Int32, String, String) {
+            var environment = ProcessInfo.processInfo.environment
+            environment["XDG_RUNTIME_DIR"] = self.runtime
+            environment["EDITOR"] = editor
+            environment["VISUAL"] = nil
+            return try EditTests.mediator.run(
+                DaemonProcess.binary("casevaultctl"),
+                ["record", "file", self.caseID, "--type", "session_note", "--edit", "--socket", self.daemon.socket],
+                input: nil, environment: environment)
+        }
+
+        /// What is left in the runtime directory.
+        func leftovers() throws -> [String] {
+            try FileManager.default.contentsOfDirectory(atPath: self.runtime)
+        }
+
+        /// How many session notes the case holds (the mediator's view).
+        func notes() throws -> Int {
+            let reply = try self.daemon.call(
+                "GET", "/v1/cases/\(self.caseID)/records?type=session_note", as: EditTests.mediator, expect: 200)
+            return (reply.json["records"] as? [Any])?.count ?? -1
+        }
+    }
+
+    @Test("an editor that writes the note: it is filed, and nothing the editor left stays behind")
+    func filed() throws {
+        let setup = try Setup()
+        let marker = LeakCheck.marker
+        let editor = setup.editor(
+            "writes",
+            """
+            grep -q '^# The mediator' "$1" && grep -q '"text": ""' "$1" || exit 3
+            printf '# kept out\\n{"text": "said in session %s"}\\n' '\(marker)' > "$1"
+            """)
+        let (status, out, err) = try setup.file(with: editor)
+        #expect(status == 0 && out.contains("session_note"), "\(status) \(err)")
+        let left = try setup.leftovers()
+        #expect(left == [], "left behind: \(left)")
+        #expect(try setup.notes() == 1)
+        #expect(!err.contains(marker))
+        let recordID = out.split(separator: "\n").first { $0.hasPrefix("record") }?.split(separator: " ").last
+        let read = try setup.daemon.call(
+            "GET", "/v1/records/\(recordID.map(String.init) ?? "?")", as: Self.mediator, expect: 200)
+        #expect((read.json["content"] as? [String: Any])?["text"] as? String == "said in session \(marker)")
+        #expect(setup.daemon.stop() == 0, "\(setup.daemon.log)")
+    }
+
+    @Test(
+        "an editor killed with SIGKILL, one that fails, and a file left unchanged or empty: nothing is filed, nothing stays behind",
+        arguments: [
+            ("killed", #"kill -KILL $$"#, "killed by signal 9"),
+            ("fails", "exit 5", "exited with status 5"),
+            ("unchanged", "exit 0", "left unchanged"),
+            ("emptied", #"printf '# only a comment\n\n' > "$1""#, "left empty"),
+        ])
+    func abandoned(_ name: String, _ body: String, _ says: String) throws {
+        let setup = try Setup()
+        let (status, _, err) = try setup.file(with: setup.editor(name, body))
+        #expect(status == 1 && err.contains(says) && err.contains("nothing was filed"), "\(status) \(err)")
+        let left = try setup.leftovers()
+        #expect(left == [], "left behind: \(left)")
+        #expect(try setup.notes() == 0)
+        #expect(setup.daemon.stop() == 0, "\(setup.daemon.log)")
+    }
+
+    @Test(
+        "casevaultctl stopped with SIGTERM while the editor runs: the editor is stopped too, its files removed, nothing filed; a directory a SIGKILLed run left is removed by the next"
+    )
+    func stopped() throws {
+        let setup = try Setup()
+        // casevaultctl is the nearest ancestor by that name; the editor stops it, then would write a note.
+        let editor = setup.editor(
+            "stops-casevaultctl",
+            """
+            pid=$$
+            while [ "$(cat /proc/$pid/comm)" != casevaultctl ]; do pid=$(awk '{print $4}' /proc/$pid/stat); done
+            kill -TERM $pid
+            sleep 3
+            touch "$(dirname "$0")/lived-on"
+            """)
+        // A directory of a run killed with SIGKILL (its process gone), with what its editor left.
+        let abandoned = setup.runtime + "/casevaultctl-edit-999999999-AbCdEf"
+        try FileManager.default.createDirectory(atPath: abandoned, withIntermediateDirectories: false)
+        _ = FileManager.default.createFile(atPath: abandoned + "/session_note.json", contents: Data("{}".utf8))
+        chown(abandoned, 4002, DaemonProcess.clientsGroup)
+        chown(abandoned + "/session_note.json", 4002, DaemonProcess.clientsGroup)
+
+        let (status, _, err) = try setup.file(with: editor)
+        #expect(status == 128 + SIGTERM && err.contains("stopped by signal 15"), "\(status) \(err)")
+        let left = try setup.leftovers()
+        #expect(left == [], "left behind: \(left)")
+        sleep(4)  // Past the editor's sleep: had it lived on, it would have left its mark by now.
+        #expect(!FileManager.default.fileExists(atPath: setup.scripts + "/lived-on"), "the editor lived on")
+        #expect(try setup.notes() == 0)
+        #expect(setup.daemon.stop() == 0, "\(setup.daemon.log)")
+    }
+}
+
+enum PrivateScratchCheck {
+    /// Whether `path` is on tmpfs, as coreutils' `stat -f` reads it.
+    static func isTmpfs(_ path: String) -> Bool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/stat")
+        process.arguments = ["-f", "-c", "%T", path]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        guard (try? process.run()) != nil else { return false }
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) == "tmpfs"
+    }
+}
