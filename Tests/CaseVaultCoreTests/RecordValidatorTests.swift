@@ -174,3 +174,71 @@ struct TimestampTests {
         }
     }
 }
+
+/// The templates `casevaultctl record file --edit` opens.
+@Suite("Record templates")
+struct RecordTemplateTests {
+    /// The paths (`acknowledgements.no_recording`) of the fields in `valid`, at every depth, without which
+    /// the validator refuses it: the fields the type requires.
+    static func required(_ type: RecordType, _ valid: [String: Any]) throws -> Set<String> {
+        func paths(_ object: [String: Any], _ prefix: [String]) -> [[String]] {
+            object.flatMap { key, value in
+                [prefix + [key]] + ((value as? [String: Any]).map { paths($0, prefix + [key]) } ?? [])
+            }
+        }
+        func removing(_ path: [String], from object: [String: Any]) -> [String: Any] {
+            var copy = object
+            if path.count == 1 {
+                copy[path[0]] = nil
+            } else if let inner = object[path[0]] as? [String: Any] {
+                copy[path[0]] = removing(Array(path.dropFirst()), from: inner)
+            }
+            return copy
+        }
+        let validator = RecordValidator(maxContentBytes: 64 << 10)
+        var required = Set<String>()
+        for path in paths(valid, []) {
+            let bytes = try JSONSerialization.data(withJSONObject: removing(path, from: valid))
+            if (try? validator.validate(type: type, content: [UInt8](bytes), participants: ["p1", "p2"])) == nil {
+                required.insert(path.joined(separator: "."))
+            }
+        }
+        return required
+    }
+
+    /// Every key of `object`, at every depth, as a path.
+    static func keys(_ object: [String: Any], prefix: String = "") -> Set<String> {
+        var paths = Set<String>()
+        for (key, value) in object {
+            paths.insert(prefix + key)
+            if let inner = value as? [String: Any] { paths.formUnion(Self.keys(inner, prefix: prefix + key + ".")) }
+        }
+        return paths
+    }
+
+    @Test(
+        "each fileable type's template is comment lines and a JSON object holding every field the type requires",
+        arguments: RecordType.fileable)
+    func templateHoldsTheRequiredFields(type: RecordType) throws {
+        let text = try #require(RecordTemplate.text(for: type, signedAt: "2026-03-01T14:00:00.000Z"))
+        #expect(text.hasPrefix("# "))
+        let json = RecordTemplate.uncommented(text)
+        #expect(json.hasPrefix("{") && json.hasSuffix("}"), "\(json)")
+        let template = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        let valid = try #require(
+            try JSONSerialization.jsonObject(with: Data(RecordValidatorTests.valid[type]!.utf8)) as? [String: Any])
+        let required = try Self.required(type, valid)
+        #expect(!required.isEmpty)
+        let missing = required.subtracting(Self.keys(template))
+        #expect(missing.isEmpty, "the \(type.rawValue) template lacks \(missing.sorted())")
+    }
+
+    @Test("comment lines are left out wherever they are, blank lines at the ends trimmed; the case header has none")
+    func uncommenting() {
+        #expect(
+            RecordTemplate.uncommented("# a\n\n  # b\n{\"text\": \"# not a comment\"}\n# c\n\n")
+                == ##"{"text": "# not a comment"}"##)
+        #expect(RecordTemplate.uncommented("# only\n# comments\n") == "")
+        #expect(RecordTemplate.text(for: .caseHeader, signedAt: "") == nil)
+    }
+}

@@ -52,3 +52,24 @@ struct HelpTextTests {
         #expect(seen > 20)
     }
 }
+
+/// Shell completions, as swift-argument-parser writes them for casevaultctl.
+@Suite("casevaultctl's completions")
+struct CompletionTests {
+    @Test(
+        "bash, zsh and fish scripts name the case-work commands and complete the fixed values of --type, --reason, --outcome and --category",
+        arguments: ["bash", "zsh", "fish"])
+    func completions(_ shell: String) throws {
+        let (status, output) = try Peer.root.run(
+            DaemonProcess.binary("casevaultctl"), ["--generate-completion-script", shell])
+        let script = String(decoding: output, as: UTF8.self)
+        #expect(status == 0)
+        for word in [
+            "record", "attachment", "roster", "disclosure", "supervisors", "session_note", "debrief",
+            "participant_request", "no_agreement", "intent_to_harm",
+        ] {
+            #expect(script.contains(word), "the \(shell) script lacks \(word)")
+        }
+        #expect(!script.contains("case_header"), "the case header is not a type anyone files")
+    }
+}
