@@ -106,6 +106,20 @@ int casevault_refuse_exec_gain(void) {
 
 #include <fcntl.h>
 
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
+int casevault_open_unnamed(const char *directory, int mode) {
+    return open(directory, O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+}
+
+int casevault_link_unnamed(int fd, const char *path) {
+    char source[64];
+    snprintf(source, sizeof source, "/proc/self/fd/%d", fd);
+    return linkat(AT_FDCWD, source, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+}
+
 int casevault_write_back(int fd, int wait) {
     unsigned int flags = wait ? (SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)
                               : SYNC_FILE_RANGE_WRITE;

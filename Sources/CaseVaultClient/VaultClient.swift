@@ -88,8 +88,9 @@ public struct VaultClient: Sendable {
     /// Sends the `length` bytes of the file open at `descriptor` as the body of `method path`, with
     /// `mediaType` as its Content-Type, read piece by piece only as fast as the socket takes them, so that
     /// a body of any size passes in flat memory; `progress` hears how many bytes have gone so far. Returns
-    /// the reply whatever its status. A file that cannot be read midway, or changes length, fails the
-    /// transfer (the daemon then receives less than Content-Length and stores nothing).
+    /// the reply whatever its status. A file that cannot be read midway, or shrinks or grows while it is
+    /// sent, fails the transfer before its last byte goes (the daemon then receives less than
+    /// Content-Length and stores nothing).
     public func upload(
         _ method: HTTPMethod, _ path: String, file descriptor: Int32, length: Int64, mediaType: String,
         progress: @escaping @Sendable (Int64) -> Void = { _ in }
@@ -171,23 +172,38 @@ struct FilePieces: AsyncSequence, Sendable {
         mutating func next() async throws -> ByteBuffer? {
             guard self.offset < self.pieces.length else { return nil }
             let count = Int(Swift.min(Int64(FilePieces.pieceSize), self.pieces.length - self.offset))
-            var buffer = ByteBufferAllocator().buffer(capacity: count)
+            // The last piece asks for one byte more: a file that grew while it was sent fails the transfer
+            // before its last piece goes, so the daemon never receives it whole and stores nothing.
+            let last = self.offset + Int64(count) == self.pieces.length
+            let wanted = last ? count + 1 : count
             var failure: Int32 = 0
-            let read = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
-                var read = -1
-                repeat {
-                    read = pread(self.pieces.descriptor, raw.baseAddress, count, off_t(self.offset))
-                } while read < 0 && errno == EINTR
-                if read < 0 { failure = errno }
-                return Swift.max(0, read)
+            var buffer = ByteBufferAllocator().buffer(capacity: wanted)
+            var read = 0
+            while read < count {
+                let got = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: wanted - read) { raw in
+                    var got = -1
+                    repeat {
+                        got = pread(
+                            self.pieces.descriptor, raw.baseAddress, wanted - read, off_t(self.offset) + off_t(read))
+                    } while got < 0 && errno == EINTR
+                    if got < 0 { failure = errno }
+                    return Swift.max(0, got)
+                }
+                guard got > 0 else { break }
+                read += got
             }
-            guard read > 0 else {
+            guard read >= count else {
                 throw VaultClientError.transfer(
                     failure == 0
-                        ? "the file ended after \(self.offset) of its \(self.pieces.length) bytes: was it changed while it was sent?"
+                        ? "the file ended after \(self.offset + Int64(read)) of its \(self.pieces.length) bytes: was it changed while it was sent?"
                         : "the file could not be read: \(String(cString: strerror(failure)))")
             }
-            self.offset += Int64(read)
+            guard read == count else {
+                throw VaultClientError.transfer(
+                    "the file grew past its \(self.pieces.length) bytes while it was sent: send it again once it is complete"
+                )
+            }
+            self.offset += Int64(count)
             self.pieces.progress(self.offset)
             return buffer
         }

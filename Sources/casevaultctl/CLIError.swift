@@ -16,6 +16,9 @@ enum CLIError: Error {
     case usage(String)
     /// Nothing was sent: the editor failed, or its file was left empty or unchanged (1).
     case aborted(String)
+    /// A signal stopped the command once what it held was cleaned up (128 + the signal, as a shell shows
+    /// a process the signal ended).
+    case stopped(Int32, String)
 
     var exitCode: Int32 {
         switch self {
@@ -25,6 +28,7 @@ enum CLIError: Error {
         case .configuration: return ExitStatus.configuration
         case .unreadable: return ExitStatus.noInput
         case .usage: return ExitStatus.usage
+        case .stopped(let signal, _): return 128 + signal
         }
     }
 
@@ -33,6 +37,8 @@ enum CLIError: Error {
         case .unreachable(let text), .forbidden(let text), .problem(let text), .configuration(let text),
             .unreadable(let text), .usage(let text), .aborted(let text):
             return text
+        case .stopped(let signal, let what):
+            return "stopped by signal \(signal); \(what)"
         }
     }
 

@@ -9,11 +9,15 @@ import Glibc
 /// stays flat whatever the size.
 @Suite("Attachments from the command line", .enabled(if: isRoot, "acting as other uids needs root"), .serialized)
 struct AttachmentCLITests {
-    /// How much more casevaultctl may hold resident moving 1 GiB than moving 1 MiB: its pieces in flight.
-    static let flatBytes = 48 << 20
+    /// The most casevaultctl may hold resident while it moves 1 GiB: what it needs to run (about 35 MiB)
+    /// and its pieces in flight; far less than the attachment. More under a sanitizer, whose shadow
+    /// memory counts.
+    static let flatBytes = (SlowBuild.sanitizer == nil ? 128 : 512) << 20
 
     /// Runs casevaultctl as `peer` with standard output to /dev/null, and reads its peak resident memory
-    /// (VmHWM) while it runs, the last reading just before it ends; its exit status and that peak.
+    /// (VmHWM) every 10 ms while it runs, the last reading just before it ends; its exit status and that
+    /// peak. (wait4's ru_maxrss would not do: a child spawned with a shared address space is charged the
+    /// test runner's own peak when it execs.) The transfers run for seconds, so many readings are taken.
     static func peakMemory(_ peer: Peer, _ arguments: [String]) throws -> (Int32, Int) {
         let process = peer.process(DaemonProcess.binary("casevaultctl"), arguments)
         process.standardOutput = FileHandle.nullDevice
@@ -28,7 +32,7 @@ struct AttachmentCLITests {
             {
                 peak = max(peak, kilobytes << 10)
             }
-            usleep(20_000)
+            usleep(10_000)
         }
         process.waitUntilExit()
         return (process.terminationStatus, peak)
@@ -49,31 +53,20 @@ struct AttachmentCLITests {
         }
         let socket = ["--socket", daemon.socket]
         let work = DaemonProcess.temporaryRoot()
-        // Sparse files: they read back as zeros and take no disk.
-        var peaks: [Int: (put: Int, get: Int)] = [:]
-        for (size, participant) in [(1 << 20, "p1"), (1 << 30, "p2")] {
-            let recordID = try agreement(participant)
-            let path = work + "/scan-\(size).pdf"
-            let descriptor = open(path, O_WRONLY | O_CREAT, 0o644)
-            #expect(descriptor >= 0 && ftruncate(descriptor, off_t(size)) == 0)
-            close(descriptor)
-            let (put, putPeak) = try Self.peakMemory(director, ["attachment", "put", recordID, path] + socket)
-            #expect(put == 0, "\(daemon.log)")
-            let (get, getPeak) = try Self.peakMemory(
-                director, ["attachment", "get", recordID, "--out", "-"] + socket)
-            #expect(get == 0)
-            unlink(path)
-            peaks[size] = (putPeak, getPeak)
-        }
-        let small = try #require(peaks[1 << 20])
-        let large = try #require(peaks[1 << 30])
-        print(
-            "casevaultctl peak resident memory, 1 MiB → 1 GiB: put \(small.put >> 20) → \(large.put >> 20) MiB, "
-                + "get \(small.get >> 20) → \(large.get >> 20) MiB")
-        #expect(
-            small.put > 0 && large.put - small.put < Self.flatBytes, "put grew \((large.put - small.put) >> 20) MiB")
-        #expect(
-            small.get > 0 && large.get - small.get < Self.flatBytes, "get grew \((large.get - small.get) >> 20) MiB")
+        // A sparse file: 1 GiB that reads back as zeros and takes no disk.
+        let path = work + "/scan.pdf"
+        let descriptor = open(path, O_WRONLY | O_CREAT, 0o644)
+        #expect(descriptor >= 0 && ftruncate(descriptor, 1 << 30) == 0)
+        close(descriptor)
+        defer { unlink(path) }
+        let recordID = try agreement("p1")
+        let (put, putPeak) = try Self.peakMemory(director, ["attachment", "put", recordID, path] + socket)
+        #expect(put == 0, "\(daemon.log)")
+        let (get, getPeak) = try Self.peakMemory(director, ["attachment", "get", recordID, "--out", "-"] + socket)
+        #expect(get == 0)
+        print("casevaultctl peak resident memory moving 1 GiB: put \(putPeak >> 20) MiB, get \(getPeak >> 20) MiB")
+        #expect(putPeak > 0 && putPeak < Self.flatBytes, "put: \(putPeak >> 20) MiB")
+        #expect(getPeak > 0 && getPeak < Self.flatBytes, "get: \(getPeak >> 20) MiB")
         #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 }

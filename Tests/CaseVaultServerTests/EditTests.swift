@@ -127,19 +127,36 @@ struct EditTests {
         #expect(setup.daemon.stop() == 0, "\(setup.daemon.log)")
     }
 
+    /// How an editor meets the signal casevaultctl passes on to it.
+    enum Meeting: String, CaseIterable, Sendable {
+        /// It saves what it holds beside the file and exits, as nano does on SIGTERM and SIGHUP.
+        case savesAndExits
+        /// It dies of the signal.
+        case dies
+        /// It ignores the signal, as vim ignores SIGINT: SIGKILL follows.
+        case ignores
+    }
+
     @Test(
-        "casevaultctl stopped with SIGTERM while the editor runs: the editor is stopped too, its files removed, nothing filed; a directory a SIGKILLed run left is removed by the next"
-    )
-    func stopped() throws {
+        "casevaultctl stopped by a signal while the editor runs: the editor is stopped too (SIGKILL if it ignores it), its files removed once it has ended, nothing filed; a directory a SIGKILLed run left is removed by the next",
+        arguments: [(SIGTERM, Meeting.savesAndExits), (SIGHUP, .dies), (SIGINT, .ignores)])
+    func stopped(_ signal: Int32, _ meeting: Meeting) throws {
         let setup = try Setup()
-        // casevaultctl is the nearest ancestor by that name; the editor stops it, then would write a note.
+        let trap: String
+        switch meeting {
+        case .savesAndExits: trap = #"trap 'cat "$1" > "$1.save"; exit 1' \#(signal)"#
+        case .dies: trap = ""
+        case .ignores: trap = "trap '' \(signal)"
+        }
+        // casevaultctl is the nearest ancestor by that name; the editor signals it, then would leave a mark.
         let editor = setup.editor(
             "stops-casevaultctl",
             """
+            \(trap)
             pid=$$
             while [ "$(cat /proc/$pid/comm)" != casevaultctl ]; do pid=$(awk '{print $4}' /proc/$pid/stat); done
-            kill -TERM $pid
-            sleep 3
+            kill -\(signal) $pid
+            sleep 4 & wait $!
             touch "$(dirname "$0")/lived-on"
             """)
         // A directory of a run killed with SIGKILL (its process gone), with what its editor left.
@@ -150,11 +167,12 @@ struct EditTests {
         chown(abandoned + "/session_note.json", 4002, DaemonProcess.clientsGroup)
 
         let (status, _, err) = try setup.file(with: editor)
-        #expect(status == 128 + SIGTERM && err.contains("stopped by signal 15"), "\(status) \(err)")
+        #expect(status == 128 + signal && err.contains("stopped by signal \(signal)"), "\(status) \(err)")
         let left = try setup.leftovers()
         #expect(left == [], "left behind: \(left)")
-        sleep(4)  // Past the editor's sleep: had it lived on, it would have left its mark by now.
+        sleep(5)  // Past the editor's sleep: had it lived on, it would have left its mark by now.
         #expect(!FileManager.default.fileExists(atPath: setup.scripts + "/lived-on"), "the editor lived on")
+        #expect(try setup.leftovers() == [], "the editor wrote after the clean-up")
         #expect(try setup.notes() == 0)
         #expect(setup.daemon.stop() == 0, "\(setup.daemon.log)")
     }

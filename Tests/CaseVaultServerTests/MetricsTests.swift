@@ -118,7 +118,7 @@ struct MetricsTests {
         // Not an operator: refused with the problem, nothing written.
         let (refused, _, problem) = try Self.peers[.director]!.run(
             ctl, ["metrics", "--socket", daemon.socket], input: nil)
-        #expect(refused != 0 && problem.contains("refused"), "\(problem)")
+        #expect(refused == 77 && problem.hasPrefix("casevaultctl: forbidden: "), "\(problem)")
         #expect(daemon.stop() == 0, "\(daemon.log)")
         LeakCheck.record(log: daemon.log)
     }

@@ -45,6 +45,15 @@ int casevault_filesystem_type(const char *path, unsigned long *type);
 /// complete. No metadata and no device cache flush. Returns 0, or -1 with errno set.
 int casevault_write_back(int fd, int wait);
 
+/// Opens a file without a name in `directory` (O_TMPFILE, read and write, close-on-exec) with `mode`: its
+/// bytes are freed however the process ends, until `casevault_link_unnamed` gives it a name. Returns the
+/// descriptor, or -1 with errno set (EOPNOTSUPP or EISDIR where the filesystem or kernel has no O_TMPFILE).
+int casevault_open_unnamed(const char *directory, int mode);
+
+/// Gives the unnamed file open at `fd` the name `path` (linkat through /proc/self/fd, which needs no
+/// privilege); fails with EEXIST when `path` exists. Returns 0, or -1 with errno set.
+int casevault_link_unnamed(int fd, const char *path);
+
 /// FS_NOCOW_FL, for reading the flags back.
 #define CASEVAULT_FS_NOCOW_FL 0x00800000
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CCaseVaultShims
 import CaseVaultCore
 import Foundation
 import Synchronization
@@ -109,25 +110,50 @@ extension CaseVaultCtl {
     }
 }
 
-/// Where a download goes: standard output, or a temporary file (mode 0600) beside the named one that
-/// takes its name once the download is whole.
+/// Where a download goes: standard output, or a file without a name (O_TMPFILE) in the named file's
+/// directory, which takes the name once the download is whole and flushed; a download cut short, even by
+/// SIGKILL, leaves nothing. Where the filesystem cannot make a file without a name, a hidden named one
+/// (mode 0600) stands in, and SIGTERM, SIGHUP and SIGINT remove it before casevaultctl ends.
 final class DownloadTarget {
     let path: String?
+    private(set) var descriptor: Int32
+    /// The stand-in's name, where the file could not be made without one.
     let temporary: String?
-    let descriptor: Int32
+    private var signals: StopSignals?
 
     init(_ path: String) throws(CLIError) {
         guard path != "-" else {
-            (self.path, self.temporary, self.descriptor) = (nil, nil, STDOUT_FILENO)
+            (self.path, self.descriptor, self.temporary) = (nil, STDOUT_FILENO, nil)
             return
         }
-        let directory = (path as NSString).deletingLastPathComponent
-        var template = Array(((directory.isEmpty ? "." : directory) + "/.casevaultctl-download-XXXXXX").utf8CString)
+        var info = stat()
+        if stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR {
+            throw CLIError.usage("--out \(path) is a directory: name the file to write in it")
+        }
+        let directory = Self.directory(of: path)
+        let unnamed = casevault_open_unnamed(directory, 0o600)
+        if unnamed >= 0 {
+            (self.path, self.descriptor, self.temporary) = (path, unnamed, nil)
+            return
+        }
+        var template = Array((directory + "/.casevaultctl-download-XXXXXX").utf8CString)
         let descriptor = mkstemp(&template)
         guard descriptor >= 0, fcntl(descriptor, F_SETFD, FD_CLOEXEC) == 0 else {
-            throw CLIError.unreadable("cannot write beside \(path): \(String(cString: strerror(errno)))")
+            throw CLIError.unreadable("cannot write in \(directory): \(String(cString: strerror(errno)))")
         }
-        (self.path, self.temporary, self.descriptor) = (path, cString(template), descriptor)
+        let temporary = cString(template)
+        (self.path, self.descriptor, self.temporary) = (path, descriptor, temporary)
+        self.signals = StopSignals { signal in
+            unlink(temporary)
+            FileHandle.standardError.write(
+                Data("casevaultctl: stopped by signal \(signal); the part downloaded was removed\n".utf8))
+            exit(128 + signal)
+        }
+    }
+
+    static func directory(of path: String) -> String {
+        let directory = (path as NSString).deletingLastPathComponent
+        return directory.isEmpty ? "." : directory
     }
 
     func write(_ bytes: some Collection<UInt8>) throws {
@@ -143,21 +169,44 @@ final class DownloadTarget {
         }
     }
 
-    /// The download is whole: the file is flushed and takes its name.
+    /// The download is whole: the file is flushed and takes its name (replacing a file of that name).
     func commit() throws(CLIError) {
-        guard let path, let temporary else { return }
-        guard fsync(self.descriptor) == 0, close(self.descriptor) == 0, rename(temporary, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(temporary)
-            throw CLIError.unreadable("cannot write \(path): \(reason)")
+        guard let path else { return }
+        guard fsync(self.descriptor) == 0 else { throw self.failure("cannot write \(path)") }
+        var named = self.temporary
+        if named == nil {
+            // A name of its own beside the target first: linkat does not replace, rename does.
+            for attempt in 0..<8 {
+                let candidate = Self.directory(of: path) + "/.casevaultctl-download-\(getpid())-\(attempt)"
+                if casevault_link_unnamed(self.descriptor, candidate) == 0 {
+                    named = candidate
+                    break
+                }
+                guard errno == EEXIST else { break }
+            }
         }
+        guard let named else { throw self.failure("cannot name \(path)") }
+        guard rename(named, path) == 0 else {
+            let failure = self.failure("cannot write \(path)")
+            unlink(named)
+            throw failure
+        }
+        close(self.descriptor)
+        self.descriptor = -1
+        self.signals?.restore()
     }
 
-    /// The download failed: the temporary file is removed.
+    private func failure(_ what: String) -> CLIError {
+        CLIError.unreadable("\(what): \(String(cString: strerror(errno)))")
+    }
+
+    /// The download failed: nothing of it is left.
     func discard() {
-        guard let temporary else { return }
-        close(self.descriptor)
-        unlink(temporary)
+        guard self.path != nil else { return }
+        if self.descriptor >= 0 { close(self.descriptor) }
+        self.descriptor = -1
+        if let temporary { unlink(temporary) }
+        self.signals?.restore()
     }
 }
 

@@ -9,21 +9,55 @@ import Glibc
 /// Runs the user's editor (`$VISUAL`, then `$EDITOR`, then `vi`, through `/bin/sh -c exec`) on a
 /// file in a `PrivateScratch` directory and returns what it holds once the editor is done. The directory
 /// and everything in it are removed on every way out: the editor finished, failed or was killed (even with
-/// SIGKILL), the file could not be read, or casevaultctl was stopped with SIGTERM, SIGHUP or SIGINT while
-/// the editor ran (the editor is then sent the same signal). Only SIGKILL of casevaultctl itself leaves the
-/// directory, and the next run removes it.
+/// SIGKILL), the file could not be read, or casevaultctl was stopped with SIGTERM, SIGHUP or SIGINT (the
+/// editor is sent the same signal, and SIGKILL two seconds later, and the directory is removed once it
+/// has ended, so that nothing it writes as it goes is left). A signal casevaultctl does not catch (SIGKILL,
+/// SIGQUIT) leaves the directory, and the next run removes it. A directory that cannot be removed is
+/// named, and nothing is filed.
 enum Editor {
     /// The most an edited file may hold: the daemon's own limit on a record's content.
     static let maxBytes = 64 << 20
 
-    /// The signals that stop casevaultctl while the editor runs, after the clean-up.
-    static let stopping: [Int32] = [SIGTERM, SIGHUP, SIGINT]
-
     /// Edits `template` in a file named `name`; returns the file's text once the editor exits with 0.
     static func edit(_ template: String, name: String) throws(CLIError) -> String {
+        // The signals are caught before the directory exists and given back only once it is gone: one
+        // that comes meanwhile is passed to the editor (SIGKILL follows two seconds later if the editor
+        // keeps running), and ends casevaultctl after the clean-up.
+        let state = EditorState()
+        let signals = StopSignals { signal in
+            let editor = state.withLock { state in
+                if state.signal == 0 { state.signal = signal }
+                if state.editor > 0 { kill(state.editor, signal) }
+                return state.editor
+            }
+            guard editor > 0 else { return }
+            DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(2)) {
+                state.withLock { state in
+                    if state.editor == editor { kill(editor, SIGKILL) }
+                }
+            }
+        }
+        defer { signals.restore() }
         let scratch = try PrivateScratch.make()
-        defer { scratch.remove() }
-        let path = scratch.path + "/" + name
+        let outcome: Result<String, CLIError>
+        do throws(CLIError) {
+            outcome = .success(try Self.edit(template, in: scratch.path + "/" + name, state: state))
+        } catch {
+            outcome = .failure(error)
+        }
+        guard scratch.remove() else {
+            throw CLIError.aborted(
+                "could not remove \(scratch.path), which holds what was edited: remove it yourself; nothing was filed")
+        }
+        let signal = state.withLock { $0.signal }
+        if signal != 0 { throw CLIError.stopped(signal, "the editor's files were removed and nothing was filed") }
+        return try outcome.get()
+    }
+
+    /// Writes `template` to `path`, runs the editor on it and reads it back.
+    private static func edit(_ template: String, in path: String, state: EditorState)
+        throws(CLIError) -> String
+    {
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
             throw CLIError.usage("cannot write \(path): \(String(cString: strerror(errno)))")
@@ -34,9 +68,8 @@ enum Editor {
         guard written == bytes.count else {
             throw CLIError.usage("cannot write \(path): \(String(cString: strerror(errno)))")
         }
-
         let editor = Self.command()
-        let status = try Self.run(editor, path: path, scratch: scratch)
+        let status = try Self.run(editor, path: path, state: state)
         // wait(2)'s status, as <sys/wait.h>'s macros (which Swift does not import) read it.
         let signal = status & 0x7f
         if signal != 0 {
@@ -58,41 +91,18 @@ enum Editor {
         return [environment["VISUAL"], environment["EDITOR"]].compactMap { $0 }.first { !$0.isEmpty } ?? "vi"
     }
 
-    /// Starts `editor` on `path` and waits for it; its wait status. A SIGTERM, SIGHUP or SIGINT that reaches
-    /// casevaultctl meanwhile is passed to the editor, the scratch directory is removed, and casevaultctl
-    /// exits with 128 + the signal. (A full-screen editor takes the terminal's Ctrl-C as a key, not as
-    /// SIGINT.)
-    private static func run(_ editor: String, path: String, scratch: PrivateScratch) throws(CLIError) -> Int32 {
-        let child = Atomic<Int32>(0)
-        let queue = DispatchQueue(label: "casevaultctl.editor.signals")
-        var sources: [any DispatchSourceSignal] = []
-        for signal in Self.stopping {
-            Glibc.signal(signal, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signal, queue: queue)
-            source.setEventHandler {
-                let pid = child.load(ordering: .acquiring)
-                if pid > 0 { kill(pid, signal) }
-                scratch.remove()
-                FileHandle.standardError.write(
-                    Data(
-                        "casevaultctl: stopped by signal \(signal); the editor's files were removed and nothing was filed\n"
-                            .utf8))
-                exit(128 + signal)
-            }
-            source.resume()
-            sources.append(source)
-        }
-        defer {
-            for source in sources { source.cancel() }
-            for signal in Self.stopping { Glibc.signal(signal, SIG_DFL) }
-        }
-
+    /// Starts `editor` on `path`, unless a signal has already come, and waits for it to end; its wait
+    /// status. Its pid is in `state` while it runs, for the signal handler; it is taken out before the
+    /// editor is reaped, so that no signal reaches a process that has taken its pid since.
+    private static func run(_ editor: String, path: String, state: EditorState)
+        throws(CLIError) -> Int32
+    {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
         var defaults = sigset_t()
         sigemptyset(&defaults)
-        for signal in Self.stopping + [SIGQUIT, SIGPIPE] { sigaddset(&defaults, signal) }
+        for signal in StopSignals.caught + [SIGQUIT, SIGPIPE] { sigaddset(&defaults, signal) }
         var mask = sigset_t()
         sigemptyset(&mask)
         posix_spawnattr_setsigdefault(&attributes, &defaults)
@@ -100,24 +110,34 @@ enum Editor {
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
 
         // As git runs it, so that the editor's command may carry its own arguments (`code --wait`); `exec`, so
-        // that the editor itself is the child the signals above are passed to.
+        // that the editor itself is the child the signals are passed to.
         let arguments = ["/bin/sh", "-c", "exec " + editor + " \"$@\"", editor, path]
         let argv = arguments.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, "/bin/sh", nil, &attributes, argv, environ)
+        let spawned = state.withLock { state -> Int32 in
+            guard state.signal == 0 else { return ECANCELED }
+            let spawned = posix_spawn(&pid, "/bin/sh", nil, &attributes, argv, environ)
+            if spawned == 0 { state.editor = pid }
+            return spawned
+        }
+        guard spawned != ECANCELED || pid != 0 else {
+            throw CLIError.aborted("stopped before the editor started; nothing was filed")
+        }
         guard spawned == 0 else {
             throw CLIError.aborted("cannot start the editor (\(editor)): \(String(cString: strerror(spawned)))")
         }
-        child.store(pid, ordering: .releasing)
+        // Waited for without reaping, so that the pid stays this editor's until the handler can no longer
+        // signal it.
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR {}
+        state.withLock { $0.editor = 0 }
         var status: Int32 = 0
-        // WUNTRACED is not asked for: a stopped editor (Ctrl-Z) is waited for until it goes on and ends.
         while waitpid(pid, &status, 0) < 0 {
             guard errno == EINTR else {
                 throw CLIError.aborted("lost the editor (\(editor)): \(String(cString: strerror(errno)))")
             }
         }
-        child.store(0, ordering: .releasing)
         return status
     }
 
@@ -151,5 +171,15 @@ enum Editor {
             throw CLIError.usage("the edited file is not UTF-8 text; nothing was filed")
         }
         return text
+    }
+}
+
+/// The editor's pid while it runs (0 otherwise) and the first signal that came, shared by the main thread
+/// and the signal handler under one lock, so that each sees what the other did before it.
+final class EditorState: Sendable {
+    private let shared = Mutex<(editor: pid_t, signal: Int32)>((0, 0))
+
+    func withLock<T>(_ body: (inout (editor: pid_t, signal: Int32)) -> T) -> T {
+        self.shared.withLock { body(&$0) }
     }
 }

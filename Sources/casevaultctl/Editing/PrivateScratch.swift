@@ -60,15 +60,17 @@ final class PrivateScratch: Sendable {
     }
 
     /// Removes the directory and everything in it, whatever the editor left there (swap and backup files
-    /// included): each regular file is overwritten with zeros first. Safe to call more than once, and from
-    /// a signal's handler thread.
-    func remove() {
+    /// included): each regular file is overwritten with zeros first. Whether the directory is gone.
+    @discardableResult
+    func remove() -> Bool {
         if let walker = FileManager.default.enumerator(atPath: self.path) {
             for case let name as String in walker {
                 Self.zero(self.path + "/" + name)
             }
         }
         try? FileManager.default.removeItem(atPath: self.path)
+        var info = stat()
+        return lstat(self.path, &info) != 0 && errno == ENOENT
     }
 
     private static func zero(_ path: String) {
