@@ -105,8 +105,6 @@ int casevault_refuse_exec_gain(void) {
 }
 
 #include <fcntl.h>
-
-#include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
 

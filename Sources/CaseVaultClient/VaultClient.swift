@@ -105,6 +105,8 @@ public struct VaultClient: Sendable {
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(24 * 3600))
             let body = try await response.body.collect(upTo: 1 << 20)
             return Reply(status: Int(response.status.code), body: Data(buffer: body))
+        } catch let error as VaultClientError {
+            throw error
         } catch {
             throw .transfer("the transfer failed: \(error)")
         }

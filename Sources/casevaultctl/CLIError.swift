@@ -14,10 +14,13 @@ enum CLIError: Error {
     case unreadable(String)
     /// The command line or its input cannot be used (EX_USAGE).
     case usage(String)
-    /// Nothing was sent: the editor failed, or its file was left empty or unchanged (1).
+    /// A file the command writes cannot be written (EX_CANTCREAT).
+    case unwritable(String)
+    /// Nothing was filed (1): the editor could not be started, failed, was killed or was lost, its file was
+    /// left empty or unchanged, or the directory it edited in could not be removed.
     case aborted(String)
-    /// A signal stopped the command once what it held was cleaned up (128 + the signal, as a shell shows
-    /// a process the signal ended).
+    /// A caught signal stopped the command once what it held was removed (`ExitStatus.stopped(by:)`); the
+    /// text says what was removed.
     case stopped(Int32, String)
 
     var exitCode: Int32 {
@@ -28,14 +31,15 @@ enum CLIError: Error {
         case .configuration: return ExitStatus.configuration
         case .unreadable: return ExitStatus.noInput
         case .usage: return ExitStatus.usage
-        case .stopped(let signal, _): return 128 + signal
+        case .unwritable: return ExitStatus.cannotCreate
+        case .stopped(let signal, _): return ExitStatus.stopped(by: signal)
         }
     }
 
     var message: String {
         switch self {
         case .unreachable(let text), .forbidden(let text), .problem(let text), .configuration(let text),
-            .unreadable(let text), .usage(let text), .aborted(let text):
+            .unreadable(let text), .usage(let text), .unwritable(let text), .aborted(let text):
             return text
         case .stopped(let signal, let what):
             return "stopped by signal \(signal); \(what)"

@@ -18,10 +18,16 @@ struct CaseVaultCtl: AsyncParsableCommand {
                   are printed as CODE: DETAIL); or, for record file --edit and
                   disclosure file --edit, the editor failed or its file was left
                   empty or unchanged, and nothing was filed
-              64  bad command line
+              64  bad command line, or input that cannot be sent (content that
+                  is not a JSON object; an edited file that is not UTF-8 text;
+                  no directory kept in memory to edit in)
+              66  an input file cannot be read
               69  the daemon cannot be reached on the socket
+              73  a file to write (a download) cannot be written
               77  the daemon refused: your user holds no role that allows this
               78  the configuration file cannot be read
+              128 + the signal: SIGTERM, SIGHUP or SIGINT stopped an edit or a
+                  download, after what it held was removed
 
             Commands that say more:
               sweep               2 when nothing was due

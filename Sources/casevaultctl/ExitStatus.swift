@@ -12,10 +12,15 @@ enum ExitStatus {
     static let usage: Int32 = 64
     /// EX_NOINPUT: an input file cannot be read.
     static let noInput: Int32 = 66
+    /// EX_CANTCREAT: a file the command writes (a download, the file an editor edits) cannot be written.
+    static let cannotCreate: Int32 = 73
     /// EX_UNAVAILABLE: the daemon cannot be reached on its socket.
     static let unavailable: Int32 = 69
     /// EX_NOPERM: the daemon refused the caller.
     static let noPermission: Int32 = 77
     /// EX_CONFIG: the configuration cannot be read.
     static let configuration: Int32 = 78
+    /// A caught signal ended the command once what it held was removed: 128 + the signal, as a shell shows
+    /// a process the signal ended.
+    static func stopped(by signal: Int32) -> Int32 { 128 + signal }
 }

@@ -225,8 +225,8 @@ struct RecordTemplateTests {
         let json = RecordTemplate.uncommented(text)
         #expect(json.hasPrefix("{") && json.hasSuffix("}"), "\(json)")
         let template = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
-        let valid = try #require(
-            try JSONSerialization.jsonObject(with: Data(RecordValidatorTests.valid[type]!.utf8)) as? [String: Any])
+        let example = try #require(RecordValidatorTests.valid[type])
+        let valid = try #require(try JSONSerialization.jsonObject(with: Data(example.utf8)) as? [String: Any])
         let required = try Self.required(type, valid)
         #expect(!required.isEmpty)
         let missing = required.subtracting(Self.keys(template))

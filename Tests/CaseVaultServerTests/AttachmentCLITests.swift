@@ -53,6 +53,7 @@ struct AttachmentCLITests {
         }
         let socket = ["--socket", daemon.socket]
         let work = DaemonProcess.temporaryRoot()
+        chmod(work, 0o777)
         // A sparse file: 1 GiB that reads back as zeros and takes no disk.
         let path = work + "/scan.pdf"
         let descriptor = open(path, O_WRONLY | O_CREAT, 0o644)
@@ -62,8 +63,12 @@ struct AttachmentCLITests {
         let recordID = try agreement("p1")
         let (put, putPeak) = try Self.peakMemory(director, ["attachment", "put", recordID, path] + socket)
         #expect(put == 0, "\(daemon.log)")
-        let (get, getPeak) = try Self.peakMemory(director, ["attachment", "get", recordID, "--out", "-"] + socket)
+        let out = work + "/downloaded.pdf"
+        let (get, getPeak) = try Self.peakMemory(director, ["attachment", "get", recordID, "--out", out] + socket)
+        defer { unlink(out) }
         #expect(get == 0)
+        var info = stat()
+        #expect(stat(out, &info) == 0 && info.st_size == 1 << 30, "the attachment did not come back whole")
         print("casevaultctl peak resident memory moving 1 GiB: put \(putPeak >> 20) MiB, get \(getPeak >> 20) MiB")
         #expect(putPeak > 0 && putPeak < Self.flatBytes, "put: \(putPeak >> 20) MiB")
         #expect(getPeak > 0 && getPeak < Self.flatBytes, "get: \(getPeak >> 20) MiB")

@@ -243,10 +243,20 @@ struct CaseWorkCLITests {
             (["disclosure", "file", caseID, "--category", "gossip", "--from", "-"], "x", "--category must be"),
             (["disclosure", "file", caseID, "--from", "-"], "x", "give --category"),
         ]
+        // Refused before anything is sent: the daemon's audit log, which records every request it
+        // receives, gains no entry.
+        func requests() -> Int {
+            let log = (try? String(contentsOfFile: self.daemon.root + "/data/audit/log", encoding: .utf8)) ?? ""
+            return log.components(separatedBy: #""kind":"request""#).count - 1
+        }
+        usleep(500_000)  // The last request's entries are written.
+        let before = requests()
         for (arguments, input, says) in usage {
             let run = try self.ctl(Self.director, arguments, input: input)
             #expect(run.status == 64 && run.err.contains(says), "\(arguments): \(run.status) \(run.err)")
         }
+        usleep(500_000)
+        #expect(before > 0 && requests() == before, "casevaultctl sent a request it should have refused")
         let unreadable = try self.ctl(
             Self.mediator, ["record", "file", caseID, "--type", "session_note", "--from", self.work + "/missing.json"])
         #expect(unreadable.status == 66, "\(unreadable)")

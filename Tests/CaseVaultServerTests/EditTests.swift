@@ -110,6 +110,54 @@ struct EditTests {
     }
 
     @Test(
+        "a disclosure written in the editor, its category too (off the command line): filed as the editor left it, nothing left behind"
+    )
+    func disclosureInTheEditor() throws {
+        let setup = try Setup()
+        let editor = setup.editor(
+            "writes-disclosure",
+            """
+            grep -q '"category": ""' "$1" || exit 3
+            printf '{"category": "discrimination", "summary": "summary %s"}\\n' '\(LeakCheck.marker)' > "$1"
+            """)
+        var environment = ProcessInfo.processInfo.environment
+        environment["XDG_RUNTIME_DIR"] = setup.runtime
+        environment["EDITOR"] = editor
+        let (status, out, err) = try Self.mediator.run(
+            DaemonProcess.binary("casevaultctl"),
+            ["disclosure", "file", setup.caseID, "--edit", "--json", "--socket", setup.daemon.socket], input: nil,
+            environment: environment)
+        #expect(status == 0, "\(err)")
+        #expect(!err.contains("discrimination") && !err.contains(LeakCheck.marker))
+        let recordID = ((try? JSONSerialization.jsonObject(with: Data(out.utf8))) as? [String: Any])?["record_id"]
+        let read = try setup.daemon.call(
+            "GET", "/v1/records/\(recordID as? String ?? "?")", as: Peer(uid: 4001), expect: 200)
+        #expect((read.json["content"] as? [String: Any])?["category"] as? String == "discrimination")
+        let left = try setup.leftovers()
+        #expect(left == [], "left behind: \(left)")
+        #expect(setup.daemon.stop() == 0, "\(setup.daemon.log)")
+    }
+
+    @Test("an edit whose directory cannot be removed names it and files nothing")
+    func directoryKept() throws {
+        let setup = try Setup()
+        // A directory the editor locks: its contents cannot be removed.
+        let editor = setup.editor(
+            "locks",
+            """
+            mkdir "${1%/*}/locked" && touch "${1%/*}/locked/kept" && chmod 500 "${1%/*}/locked"
+            echo '{"text": "written"}' > "$1"
+            """)
+        let (status, _, err) = try setup.file(with: editor)
+        #expect(
+            status == 1 && err.contains("could not remove") && err.contains("nothing was filed"), "\(status) \(err)")
+        #expect(try setup.leftovers().count == 1, "the directory it could not remove is gone")
+        try FileManager.default.removeItem(atPath: setup.runtime)
+        #expect(try setup.notes() == 0)
+        #expect(setup.daemon.stop() == 0, "\(setup.daemon.log)")
+    }
+
+    @Test(
         "an editor killed with SIGKILL, one that fails, and a file left unchanged or empty: nothing is filed, nothing stays behind",
         arguments: [
             ("killed", #"kill -KILL $$"#, "killed by signal 9"),
@@ -144,7 +192,8 @@ struct EditTests {
         let setup = try Setup()
         let trap: String
         switch meeting {
-        case .savesAndExits: trap = #"trap 'cat "$1" > "$1.save"; exit 1' \#(signal)"#
+        // It makes the directory again if it is gone, so that a clean-up that ran before it ended shows.
+        case .savesAndExits: trap = #"trap 'mkdir -p "${1%/*}"; cat "$1" > "$1.save"; exit 1' \#(signal)"#
         case .dies: trap = ""
         case .ignores: trap = "trap '' \(signal)"
         }

@@ -56,19 +56,39 @@ struct HelpTextTests {
 /// Shell completions, as swift-argument-parser writes them for casevaultctl.
 @Suite("casevaultctl's completions")
 struct CompletionTests {
+    /// The fixed values of --type, --reason, --outcome and --category, in the order the options list them.
+    static let lists = [
+        [
+            "intake_form", "agreement_to_mediate", "session_note", "final_agreement", "evaluation", "disclosure",
+            "debrief",
+        ],
+        ["filed_in_error", "participant_request", "policy"],
+        ["no_agreement", "withdrawn"],
+        ["discrimination", "intent_to_harm", "mediator_defense", "sexual_harassment"],
+    ]
+
+    /// A list of values as `shell`'s script offers them (not as a help text would mention them).
+    static func offered(_ values: [String], in shell: String) -> String {
+        switch shell {
+        case "bash": return "-W " + values.map { "'\($0)'" }.joined(separator: "$'\\n'")
+        case "zsh": return "=(" + values.map { "'\($0)'" }.joined(separator: " ") + ")"
+        default: return "-rfka '" + values.joined(separator: " ") + "'"
+        }
+    }
+
     @Test(
-        "bash, zsh and fish scripts name the case-work commands and complete the fixed values of --type, --reason, --outcome and --category",
+        "bash, zsh and fish scripts name the case-work commands and offer the fixed values of --type, --reason, --outcome and --category",
         arguments: ["bash", "zsh", "fish"])
     func completions(_ shell: String) throws {
         let (status, output) = try Peer.root.run(
             DaemonProcess.binary("casevaultctl"), ["--generate-completion-script", shell])
         let script = String(decoding: output, as: UTF8.self)
         #expect(status == 0)
-        for word in [
-            "record", "attachment", "roster", "disclosure", "supervisors", "session_note", "debrief",
-            "participant_request", "no_agreement", "intent_to_harm",
-        ] {
+        for word in ["record", "attachment", "roster", "disclosure", "supervisors"] {
             #expect(script.contains(word), "the \(shell) script lacks \(word)")
+        }
+        for values in Self.lists {
+            #expect(script.contains(Self.offered(values, in: shell)), "the \(shell) script does not offer \(values)")
         }
         #expect(!script.contains("case_header"), "the case header is not a type anyone files")
     }

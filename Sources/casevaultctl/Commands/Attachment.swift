@@ -47,7 +47,7 @@ extension CaseVaultCtl {
                     let mediaType =
                         self.mediaType
                         ?? (self.file.lowercased().hasSuffix(".pdf") ? "application/pdf" : "application/octet-stream")
-                    let progress = Progress(total: Int64(info.st_size), verb: "sent")
+                    let progress = TransferProgress(total: Int64(info.st_size), verb: "sent")
                     let reply = try await self.connection.client().upload(
                         .PUT, "/v1/records/\(self.recordID)/attachment", file: descriptor, length: Int64(info.st_size),
                         mediaType: mediaType, progress: { progress.update($0) })
@@ -87,7 +87,7 @@ extension CaseVaultCtl {
                     let target = try DownloadTarget(self.out)
                     var finished = false
                     defer { if !finished { target.discard() } }
-                    let progress = Progress(total: nil, verb: "received")
+                    let progress = TransferProgress(total: nil, verb: "received")
                     var received: Int64 = 0
                     let reply = try await client.stream(.GET, "/v1/records/\(self.recordID)/attachment") { piece in
                         try target.write(piece.readableBytesView)
@@ -113,42 +113,47 @@ extension CaseVaultCtl {
 /// Where a download goes: standard output, or a file without a name (O_TMPFILE) in the named file's
 /// directory, which takes the name once the download is whole and flushed; a download cut short, even by
 /// SIGKILL, leaves nothing. Where the filesystem cannot make a file without a name, a hidden named one
-/// (mode 0600) stands in, and SIGTERM, SIGHUP and SIGINT remove it before casevaultctl ends.
+/// (mode 0600) stands in. SIGTERM, SIGHUP and SIGINT remove any name the download has before it is whole
+/// (the stand-in's, or the hidden name the whole file takes for the moment before its rename); only
+/// SIGKILL in that moment, or at any time for a stand-in, leaves a hidden `.casevaultctl-download-` file.
 final class DownloadTarget {
     let path: String?
     private(set) var descriptor: Int32
-    /// The stand-in's name, where the file could not be made without one.
-    let temporary: String?
+    /// The name to remove if the download stops: the stand-in's, or the hidden name before the rename.
+    private let pending = PendingName()
     private var signals: StopSignals?
 
     init(_ path: String) throws(CLIError) {
         guard path != "-" else {
-            (self.path, self.descriptor, self.temporary) = (nil, STDOUT_FILENO, nil)
+            (self.path, self.descriptor) = (nil, STDOUT_FILENO)
             return
         }
         var info = stat()
         if stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR {
             throw CLIError.usage("--out \(path) is a directory: name the file to write in it")
         }
+        self.path = path
+        self.descriptor = -1
+        let pending = self.pending
+        self.signals = StopSignals { signal in
+            if let name = pending.name.withLock({ $0 }) { unlink(name) }
+            let stopped = CLIError.stopped(signal, "the part downloaded was removed")
+            FileHandle.standardError.write(Data("casevaultctl: \(stopped.message)\n".utf8))
+            exit(stopped.exitCode)
+        }
         let directory = Self.directory(of: path)
         let unnamed = casevault_open_unnamed(directory, 0o600)
         if unnamed >= 0 {
-            (self.path, self.descriptor, self.temporary) = (path, unnamed, nil)
+            self.descriptor = unnamed
             return
         }
         var template = Array((directory + "/.casevaultctl-download-XXXXXX").utf8CString)
         let descriptor = mkstemp(&template)
         guard descriptor >= 0, fcntl(descriptor, F_SETFD, FD_CLOEXEC) == 0 else {
-            throw CLIError.unreadable("cannot write in \(directory): \(String(cString: strerror(errno)))")
+            throw CLIError.unwritable("cannot write in \(directory): \(String(cString: strerror(errno)))")
         }
-        let temporary = cString(template)
-        (self.path, self.descriptor, self.temporary) = (path, descriptor, temporary)
-        self.signals = StopSignals { signal in
-            unlink(temporary)
-            FileHandle.standardError.write(
-                Data("casevaultctl: stopped by signal \(signal); the part downloaded was removed\n".utf8))
-            exit(128 + signal)
-        }
+        self.descriptor = descriptor
+        self.pending.name.withLock { $0 = cString(template) }
     }
 
     static func directory(of path: String) -> String {
@@ -162,7 +167,7 @@ final class DownloadTarget {
             let written = remaining.withUnsafeBytes { Glibc.write(self.descriptor, $0.baseAddress, $0.count) }
             if written < 0 && errno == EINTR { continue }
             guard written > 0 else {
-                throw CLIError.unreadable(
+                throw CLIError.unwritable(
                     "cannot write \(self.path ?? "standard output"): \(String(cString: strerror(errno)))")
             }
             remaining = remaining.dropFirst(written)
@@ -172,32 +177,28 @@ final class DownloadTarget {
     /// The download is whole: the file is flushed and takes its name (replacing a file of that name).
     func commit() throws(CLIError) {
         guard let path else { return }
-        guard fsync(self.descriptor) == 0 else { throw self.failure("cannot write \(path)") }
-        var named = self.temporary
-        if named == nil {
-            // A name of its own beside the target first: linkat does not replace, rename does.
+        guard fsync(self.descriptor) == 0 else { throw Self.failure("cannot write \(path)") }
+        if self.pending.name.withLock({ $0 }) == nil {
+            // A name of its own beside the target first: linkat does not replace, rename does. The name is
+            // pending before it exists, so that a signal between the two removes it.
             for attempt in 0..<8 {
                 let candidate = Self.directory(of: path) + "/.casevaultctl-download-\(getpid())-\(attempt)"
-                if casevault_link_unnamed(self.descriptor, candidate) == 0 {
-                    named = candidate
-                    break
-                }
+                self.pending.name.withLock { $0 = candidate }
+                if casevault_link_unnamed(self.descriptor, candidate) == 0 { break }
+                self.pending.name.withLock { $0 = nil }
                 guard errno == EEXIST else { break }
             }
         }
-        guard let named else { throw self.failure("cannot name \(path)") }
-        guard rename(named, path) == 0 else {
-            let failure = self.failure("cannot write \(path)")
-            unlink(named)
-            throw failure
-        }
+        guard let named = self.pending.name.withLock({ $0 }) else { throw Self.failure("cannot name \(path)") }
+        guard rename(named, path) == 0 else { throw Self.failure("cannot write \(path)") }
+        self.pending.name.withLock { $0 = nil }
         close(self.descriptor)
         self.descriptor = -1
         self.signals?.restore()
     }
 
-    private func failure(_ what: String) -> CLIError {
-        CLIError.unreadable("\(what): \(String(cString: strerror(errno)))")
+    private static func failure(_ what: String) -> CLIError {
+        CLIError.unwritable("\(what): \(String(cString: strerror(errno)))")
     }
 
     /// The download failed: nothing of it is left.
@@ -205,13 +206,19 @@ final class DownloadTarget {
         guard self.path != nil else { return }
         if self.descriptor >= 0 { close(self.descriptor) }
         self.descriptor = -1
-        if let temporary { unlink(temporary) }
+        if let name = self.pending.name.withLock({ $0 }) { unlink(name) }
+        self.pending.name.withLock { $0 = nil }
         self.signals?.restore()
     }
 }
 
+/// The name a download has on disk before it is whole, shared with the signal handler that removes it.
+final class PendingName: Sendable {
+    let name = Mutex<String?>(nil)
+}
+
 /// A transfer's progress on standard error, only when it is a terminal: at most ten updates a second.
-final class Progress: Sendable {
+final class TransferProgress: Sendable {
     let total: Int64?
     let verb: String
     let shown = Mutex<(time: UInt64, shown: Bool)>((0, false))

@@ -7,7 +7,7 @@ extension CaseVaultCtl {
         static let configuration = CommandConfiguration(
             commandName: "case",
             abstract:
-                "Find cases and see one: ids, states, dates, mediators, supervisors and record counts, never names.",
+                "Open, find, show and close cases, and assign their mediators and supervisors; no listing shows a name.",
             subcommands: [Open.self, List.self, Show.self, Close.self, Mediators.self, Supervisors.self]
         )
 
@@ -53,16 +53,7 @@ extension CaseVaultCtl {
                     if let before = self.openedBefore { filters.append(("opened_before", before)) }
                     let wanted = self.limit ?? .max
                     filters.append(("limit", String(min(wanted, CaseQuery.limits.upperBound))))
-                    var cases: [[String: Any]] = []
-                    var cursor: String?
-                    repeat {
-                        let query = filters + (cursor.map { [("cursor", $0)] } ?? [])
-                        let reply = try await client.get("/v1/cases?" + queryString(query))
-                        guard reply.status == 200 else { throw CLIError.from(reply) }
-                        cases += reply.json["cases"] as? [[String: Any]] ?? []
-                        cursor = reply.json["next_cursor"] as? String
-                    } while cursor != nil && cases.count < wanted
-                    cases = Array(cases.prefix(wanted))
+                    let cases = try await pages(of: "/v1/cases", filters, member: "cases", upTo: wanted, client)
                     if self.connection.json {
                         output(json: true, document: ["cases": cases], rows: [])
                         return
@@ -116,14 +107,7 @@ extension CaseVaultCtl {
                     let records = json["records"] as? [[String: Any]] ?? []
                     guard !records.isEmpty else { return }
                     print("")
-                    TextTable.print(
-                        [["RECORD", "TYPE", "FILED", "SUPERSEDES"]]
-                            + records.map { record in
-                                [
-                                    record["record_id"] as? String ?? "?", record["type"] as? String ?? "?",
-                                    record["created_at"] as? String ?? "?", record["supersedes"] as? String ?? "-",
-                                ]
-                            })
+                    printRecords(records)
                 }
             }
         }

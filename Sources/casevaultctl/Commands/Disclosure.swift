@@ -47,9 +47,9 @@ extension CaseVaultCtl {
             func run() async throws {
                 try await runReporting { () throws(CLIError) in
                     let content: [String: Any]
-                    if let from = self.from {
+                    if let from = self.from, let category = self.category {
                         let summary = String(decoding: try readInput(from), as: UTF8.self)
-                        content = ["category": self.category ?? "", "summary": summary]
+                        content = ["category": category, "summary": summary]
                     } else if let category = self.category {
                         let template = RecordTemplate.commented(
                             "The disclosure's summary (\(category)), in plain text below.\n"

@@ -17,9 +17,7 @@ extension CaseVaultCtl {
             @OptionGroup var connection: Connection
 
             func validate() throws {
-                guard (try? CaseID(self.caseID)) != nil else {
-                    throw ValidationError("a case id is 32 lowercase hexadecimal characters")
-                }
+                try requireID(CaseID.self, self.caseID, "a case id")
             }
 
             func run() async throws {
@@ -70,9 +68,7 @@ extension CaseVaultCtl {
             @OptionGroup var connection: Connection
 
             func validate() throws {
-                guard (try? HoldID(self.holdID)) != nil else {
-                    throw ValidationError("a hold id is 32 lowercase hexadecimal characters")
-                }
+                try requireID(HoldID.self, self.holdID, "a hold id")
             }
 
             func run() async throws {

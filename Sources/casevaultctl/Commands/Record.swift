@@ -35,10 +35,7 @@ extension CaseVaultCtl {
             func validate() throws {
                 try requireID(CaseID.self, self.caseID, "a case id")
                 if let supersedes { try requireID(RecordID.self, supersedes, "a record id (--supersedes)") }
-                guard let type = RecordType(rawValue: self.type), RecordType.fileable.contains(type) else {
-                    throw ValidationError(
-                        "--type must be one of: \(RecordType.fileable.map(\.rawValue).joined(separator: ", "))")
-                }
+                _ = try fileableType(self.type)
                 guard (self.from != nil) != self.edit else {
                     throw ValidationError("give the content with --from FILE (- for standard input) or --edit")
                 }
@@ -46,7 +43,7 @@ extension CaseVaultCtl {
 
             func run() async throws {
                 try await runReporting { () throws(CLIError) in
-                    let type = RecordType(rawValue: self.type) ?? .intakeForm
+                    let type = try fileableTypeOrUsage(self.type)
                     let content: Any
                     if let from = self.from {
                         content = try jsonObject(try readInput(from), what: "the content")
@@ -113,38 +110,20 @@ extension CaseVaultCtl {
 
             func validate() throws {
                 try requireID(CaseID.self, self.caseID, "a case id")
-                if let type = self.type, RecordType(rawValue: type) == nil {
-                    throw ValidationError(
-                        "--type must be one of: \(RecordType.fileable.map(\.rawValue).joined(separator: ", "))")
-                }
+                if let type = self.type { _ = try fileableType(type) }
             }
 
             func run() async throws {
                 try await runReporting { () throws(CLIError) in
-                    let client = try self.connection.client()
-                    var records: [[String: Any]] = []
-                    var cursor: String?
-                    repeat {
-                        let query =
-                            ([("limit", "200")] + (self.type.map { [("type", $0)] } ?? [])
-                                + (cursor.map { [("cursor", $0)] } ?? []))
-                        let reply = try await client.get("/v1/cases/\(self.caseID)/records?" + queryString(query))
-                        guard reply.status == 200 else { throw CLIError.from(reply) }
-                        records += reply.json["records"] as? [[String: Any]] ?? []
-                        cursor = reply.json["next_cursor"] as? String
-                    } while cursor != nil
+                    let query = [("limit", "200")] + (self.type.map { [("type", $0)] } ?? [])
+                    let records = try await pages(
+                        of: "/v1/cases/\(self.caseID)/records", query, member: "records", upTo: .max,
+                        try self.connection.client())
                     if self.connection.json {
                         output(json: true, document: ["case_id": self.caseID, "records": records], rows: [])
                         return
                     }
-                    TextTable.print(
-                        [["RECORD", "TYPE", "FILED", "SUPERSEDES"]]
-                            + records.map { record in
-                                [
-                                    record["record_id"] as? String ?? "?", record["type"] as? String ?? "?",
-                                    record["created_at"] as? String ?? "?", record["supersedes"] as? String ?? "-",
-                                ]
-                            })
+                    printRecords(records)
                 }
             }
         }
@@ -183,66 +162,4 @@ extension CaseVaultCtl {
             }
         }
     }
-}
-
-/// Files `body` (`type`, `content`, perhaps `supersedes`) in the case and prints what was filed.
-func fileRecord(caseID: String, body: [String: Any], connection: Connection) async throws(CLIError) {
-    let reply = try await connection.client().request(.POST, "/v1/cases/\(caseID)/records", json: body)
-    guard reply.status == 201 else { throw CLIError.from(reply) }
-    let filed = reply.json
-    let shredded = filed["shredded"] as? [String] ?? []
-    output(
-        json: connection.json, document: filed,
-        rows: [
-            ("record", filed["record_id"] as? String ?? "?"), ("case", filed["case_id"] as? String ?? "?"),
-            ("type", filed["type"] as? String ?? "?"), ("filed", filed["created_at"] as? String ?? "?"),
-        ] + shredded.map { ("shredded note", $0) })
-}
-
-/// Throws a usage error unless `value` is an identifier of kind `Tag`.
-func requireID<Tag>(_ kind: Identifier<Tag>.Type, _ value: String, _ what: String) throws {
-    guard (try? Identifier<Tag>(value)) != nil else {
-        throw ValidationError("\(what) is 32 lowercase hexadecimal characters")
-    }
-}
-
-/// The bytes of `path`, or of standard input for `-`.
-func readInput(_ path: String) throws(CLIError) -> Data {
-    if path == "-" {
-        return FileHandle.standardInput.readDataToEndOfFile()
-    }
-    guard let data = FileManager.default.contents(atPath: path) else {
-        throw CLIError.unreadable("cannot read \(path)")
-    }
-    return data
-}
-
-/// `data` as a JSON object, or a usage error that says where it is not one (never what it holds).
-func jsonObject(_ data: Data, what: String) throws(CLIError) -> [String: Any] {
-    guard let object = try? JSONSerialization.jsonObject(with: data), let dictionary = object as? [String: Any]
-    else {
-        throw CLIError.usage("\(what) is not a JSON object ({…}); nothing was filed")
-    }
-    return dictionary
-}
-
-/// What the user wrote in their editor from `template`, its comment lines left out; `aborted` when the
-/// file was left empty or unchanged.
-func editedText(_ template: String, name: String) throws(CLIError) -> String {
-    let text = RecordTemplate.uncommented(try Editor.edit(template, name: name))
-    guard !text.isEmpty else { throw CLIError.aborted("the file was left empty; nothing was filed") }
-    guard text != RecordTemplate.uncommented(template) else {
-        throw CLIError.aborted("the template was left unchanged; nothing was filed")
-    }
-    return text
-}
-
-/// `pairs` as a URL's query, each value escaped (a `+` in a time offset must not read as a space).
-func queryString(_ pairs: [(String, String)]) -> String {
-    pairs.map { name, value in
-        let escaped =
-            value.addingPercentEncoding(
-                withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~:"))) ?? value
-        return "\(name)=\(escaped)"
-    }.joined(separator: "&")
 }

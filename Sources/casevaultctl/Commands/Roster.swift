@@ -76,9 +76,3 @@ extension CaseVaultCtl {
         }
     }
 }
-
-/// `value` as one segment of a URL's path.
-func pathSegment(_ value: String) -> String {
-    value.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~")))
-        ?? value
-}

@@ -15,7 +15,7 @@ import Glibc
 /// SIGQUIT) leaves the directory, and the next run removes it. A directory that cannot be removed is
 /// named, and nothing is filed.
 enum Editor {
-    /// The most an edited file may hold: the daemon's own limit on a record's content.
+    /// The most an edited file may hold: the most the daemon's `store.max_content_bytes` may be set to.
     static let maxBytes = 64 << 20
 
     /// Edits `template` in a file named `name`; returns the file's text once the editor exits with 0.
@@ -49,6 +49,8 @@ enum Editor {
             throw CLIError.aborted(
                 "could not remove \(scratch.path), which holds what was edited: remove it yourself; nothing was filed")
         }
+        // The signals end the process again before the last look at whether one came: none is lost.
+        signals.restore()
         let signal = state.withLock { $0.signal }
         if signal != 0 { throw CLIError.stopped(signal, "the editor's files were removed and nothing was filed") }
         return try outcome.get()
@@ -60,13 +62,13 @@ enum Editor {
     {
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
-            throw CLIError.usage("cannot write \(path): \(String(cString: strerror(errno)))")
+            throw CLIError.unwritable("cannot write \(path): \(String(cString: strerror(errno)))")
         }
         let bytes = Array(template.utf8)
         let written = write(descriptor, bytes, bytes.count)
         close(descriptor)
         guard written == bytes.count else {
-            throw CLIError.usage("cannot write \(path): \(String(cString: strerror(errno)))")
+            throw CLIError.unwritable("cannot write \(path): \(String(cString: strerror(errno)))")
         }
         let editor = Self.command()
         let status = try Self.run(editor, path: path, state: state)

@@ -6,16 +6,20 @@ import Glibc
 
 /// SIGTERM, SIGHUP and SIGINT, caught while a command holds something that must not outlive it (an
 /// editor's directory, a download's file): each is handed to `handler` on a queue of its own instead of
-/// ending the process, until `restore()` gives them back their default action. Made before the thing it
-/// guards exists, and restored only once it is gone.
+/// ending the process, until `restore()` gives each back the handling it had (a signal `nohup` or a shell
+/// set aside stays set aside). Made before the thing it guards exists, and restored only once it is gone.
 final class StopSignals {
     static let caught: [Int32] = [SIGTERM, SIGHUP, SIGINT]
 
     let queue = DispatchQueue(label: "casevaultctl.stop-signals")
     private var sources: [any DispatchSourceSignal] = []
+    private var previous: [(Int32, sigaction)] = []
 
     init(_ handler: @escaping @Sendable (Int32) -> Void) {
         for signal in Self.caught {
+            var before = sigaction()
+            sigaction(signal, nil, &before)
+            self.previous.append((signal, before))
             // Dispatch watches a signal whose default action is set aside.
             Glibc.signal(signal, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signal, queue: self.queue)
@@ -25,11 +29,15 @@ final class StopSignals {
         }
     }
 
-    /// The signals end the process again.
+    /// The signals are handled as before again. Once is enough; more does nothing.
     func restore() {
         for source in self.sources { source.cancel() }
         self.sources = []
-        for signal in Self.caught { Glibc.signal(signal, SIG_DFL) }
+        for (signal, before) in self.previous {
+            var action = before
+            sigaction(signal, &action, nil)
+        }
+        self.previous = []
     }
 
     deinit {
