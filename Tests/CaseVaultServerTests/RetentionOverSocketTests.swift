@@ -206,6 +206,18 @@ struct RetentionOverSocketTests {
             ?? ""
         #expect(try CLITests.ctl(["hold", "list"] + socket, as: Self.director).1.contains(holdID))
         #expect(try CLITests.ctl(["hold", "add", "nope", "--reason", "r"] + socket, as: Self.director).0 == 64)
+        #expect(try CLITests.ctl(["hold", "add", caseID] + socket, as: Self.director).0 == 64, "no reason")
+        // The reason off the command line, from standard input; sealed, and read back by the director.
+        let (fromInput, placed, _) = try Self.director.run(
+            DaemonProcess.binary("casevaultctl"), ["hold", "add", caseID, "--reason-from", "-", "--json"] + socket,
+            input: "subpoena \(LeakCheck.marker)\n")
+        #expect(fromInput == 0, "\(placed)")
+        let secondHold = try #require(
+            ((try? JSONSerialization.jsonObject(with: Data(placed.utf8))) as? [String: Any])?["hold_id"] as? String)
+        let listed = try daemon.call("GET", "/v1/holds", as: Self.director, expect: 200)
+        let reasons = (listed.json["holds"] as? [[String: Any]] ?? []).filter { $0["hold_id"] as? String == secondHold }
+        #expect(reasons.first?["reason"] as? String == "subpoena \(LeakCheck.marker)", "\(reasons)")
+        #expect(try CLITests.ctl(["hold", "release", secondHold] + socket, as: Self.director).0 == 0)
 
         try Self.setClock(daemon, Self.start + 4 * Self.year)
         let (dry, dryText) = try CLITests.ctl(["sweep", "--dry-run"] + socket, as: Self.operator)

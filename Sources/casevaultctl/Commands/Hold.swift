@@ -10,20 +10,36 @@ extension CaseVaultCtl {
         )
 
         struct Add: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Place a hold on a case, with a reason.")
+            static let configuration = CommandConfiguration(
+                abstract: "Place a hold on a case, with a reason.",
+                discussion: """
+                    A command line can be read by every user of this host (ps, /proc): to keep the reason \
+                    off it, give it with --reason-from FILE, or - for standard input.
+                    """
+            )
 
             @Argument(help: "The case id.") var caseID: String
-            @Option(help: "Why the case is held (sealed in the vault; at most 1000 characters).") var reason: String
+            @Option(help: "Why the case is held (sealed in the vault; at most 1000 characters).") var reason: String?
+            @Option(help: "Read the reason from this file, or - for standard input.") var reasonFrom: String?
             @OptionGroup var connection: Connection
 
             func validate() throws {
                 try requireID(CaseID.self, self.caseID, "a case id")
+                guard (self.reason != nil) != (self.reasonFrom != nil) else {
+                    throw ValidationError(
+                        "give the reason with --reason TEXT or --reason-from FILE (- for standard input)")
+                }
             }
 
             func run() async throws {
                 try await runReporting { () throws(CLIError) in
+                    var reason = self.reason ?? ""
+                    if let from = self.reasonFrom {
+                        reason = String(decoding: try readInput(from), as: UTF8.self)
+                            .trimmingCharacters(in: .whitespacesAndNewlines)
+                    }
                     let reply = try await self.connection.client().request(
-                        .POST, "/v1/holds", json: ["case_id": self.caseID, "reason": self.reason]
+                        .POST, "/v1/holds", json: ["case_id": self.caseID, "reason": reason]
                     )
                     guard reply.status == 201 else { throw CLIError.from(reply) }
                     let hold = reply.json
