@@ -74,4 +74,63 @@ struct AttachmentCLITests {
         #expect(getPeak > 0 && getPeak < Self.flatBytes, "get: \(getPeak >> 20) MiB")
         #expect(daemon.stop() == 0, "\(daemon.log)")
     }
+
+    /// How the file changes under an upload under way.
+    enum Change: String, CaseIterable, Sendable {
+        case shrinks, grows
+    }
+
+    @Test(
+        "a file that shrinks or grows while casevaultctl uploads it fails the upload, and the daemon stores nothing of it",
+        arguments: Change.allCases)
+    func changedWhileSent(_ change: Change) throws {
+        let daemon = try DaemonProcess(roles: #"director = ["uid:4001"]"#)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let director = Peer(uid: 4001)
+        let caseID = try daemon.call(
+            "POST", "/v1/cases", as: director, body: Bodies.openCase(mediators: []), expect: 201
+        ).string("case_id")
+        let recordID = try daemon.call(
+            "POST", "/v1/cases/\(caseID)/records", as: director, body: Bodies.agreement("p1"), expect: 201
+        ).string("record_id")
+        let work = DaemonProcess.temporaryRoot()
+        let path = work + "/scan.pdf"
+        let descriptor = open(path, O_WRONLY | O_CREAT, 0o644)
+        #expect(descriptor >= 0 && ftruncate(descriptor, 1 << 30) == 0)
+        defer {
+            close(descriptor)
+            unlink(path)
+        }
+        let process = director.process(
+            DaemonProcess.binary("casevaultctl"), ["attachment", "put", recordID, path, "--socket", daemon.socket])
+        let errors = Pipe()
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = errors
+        try process.run()
+        // Once casevaultctl has read 16 MiB of it (its rchar), the file changes under it.
+        var changed = false
+        while process.isRunning && !changed {
+            let io = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/io", encoding: .utf8)) ?? ""
+            let read = io.split(separator: "\n").first { $0.hasPrefix("rchar:") }.flatMap {
+                Int($0.split(separator: " ").last ?? "")
+            }
+            if let read, read > 16 << 20 {
+                switch change {
+                case .shrinks: #expect(ftruncate(descriptor, 1 << 20) == 0)
+                case .grows: #expect(ftruncate(descriptor, (1 << 30) + 4096) == 0)
+                }
+                changed = true
+            }
+            usleep(1000)
+        }
+        let said = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(changed, "the upload ended before the file could be changed")
+        #expect(process.terminationStatus == 1, "\(said)")
+        #expect(said.contains(change == .shrinks ? "was it changed while it was sent" : "grew past"), "\(said)")
+        // The daemon saw its connection close part way: it stores nothing (it stored what came, before).
+        try daemon.call("GET", "/v1/records/\(recordID)/attachment", as: director, expect: 404)
+        #expect(!daemon.log.contains("attachment stored"), "the daemon stored the cut-short body")
+        #expect(daemon.stop() == 0, "\(daemon.log)")
+    }
 }

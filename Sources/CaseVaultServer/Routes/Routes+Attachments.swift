@@ -31,7 +31,8 @@ extension Routes {
             )
         }
         let limit = self.configuration.maxAttachmentBytes
-        if let length = request.headers[.contentLength].flatMap(Int64.init), length > limit {
+        let announced = request.headers[.contentLength].flatMap(Int64.init)
+        if let length = announced, length > limit {
             throw CaseVaultError(
                 .contentTooLarge, "the attachment is larger than the configured limit of \(limit) bytes")
         }
@@ -61,6 +62,15 @@ extension Routes {
         let last = batch
         try await self.pool.run {
             try last.withUnsafeReadableBytes { bytes throws(CaseVaultError) in try upload.append(bytes) }
+        }
+        // A client whose connection closes mid-body ends the body stream as if it were whole: what came is
+        // not the attachment, and one stored so could never be replaced. (Found by sending a file that
+        // shrank under casevaultctl.)
+        if let length = announced, upload.size != length {
+            throw CaseVaultError(
+                .malformedRequest,
+                "the body ended after \(upload.size) of the \(length) bytes its Content-Length announced; nothing was stored: send the attachment again"
+            )
         }
         try await self.runSealed { vault throws(CaseVaultError) in try vault.finishAttachment(upload) }
         context.logger.info(
