@@ -38,19 +38,25 @@ struct AttachmentCLITests {
         return (process.terminationStatus, peak)
     }
 
-    @Test("a 1 GiB attachment goes up and comes back through casevaultctl in flat memory")
-    func oneGibibyte() throws {
+    static let director = Peer(uid: 4001)
+
+    /// A serving daemon (this director only) and an agreement filed in a new case, to attach to.
+    static func agreementToAttachTo() throws -> (DaemonProcess, String) {
         let daemon = try DaemonProcess(roles: #"director = ["uid:4001"]"#)
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
-        let director = Peer(uid: 4001)
         let caseID = try daemon.call(
-            "POST", "/v1/cases", as: director, body: Bodies.openCase(mediators: []), expect: 201
+            "POST", "/v1/cases", as: Self.director, body: Bodies.openCase(mediators: []), expect: 201
         ).string("case_id")
-        func agreement(_ participant: String) throws -> String {
-            try daemon.call(
-                "POST", "/v1/cases/\(caseID)/records", as: director, body: Bodies.agreement(participant), expect: 201
-            ).string("record_id")
-        }
+        let recordID = try daemon.call(
+            "POST", "/v1/cases/\(caseID)/records", as: Self.director, body: Bodies.agreement("p1"), expect: 201
+        ).string("record_id")
+        return (daemon, recordID)
+    }
+
+    @Test("a 1 GiB attachment goes up and comes back through casevaultctl in flat memory")
+    func oneGibibyte() throws {
+        let (daemon, recordID) = try Self.agreementToAttachTo()
+        let director = Self.director
         let socket = ["--socket", daemon.socket]
         let work = DaemonProcess.temporaryRoot()
         chmod(work, 0o777)
@@ -60,7 +66,6 @@ struct AttachmentCLITests {
         #expect(descriptor >= 0 && ftruncate(descriptor, 1 << 30) == 0)
         close(descriptor)
         defer { unlink(path) }
-        let recordID = try agreement("p1")
         let (put, putPeak) = try Self.peakMemory(director, ["attachment", "put", recordID, path] + socket)
         #expect(put == 0, "\(daemon.log)")
         let out = work + "/downloaded.pdf"
@@ -84,15 +89,8 @@ struct AttachmentCLITests {
         "a file that shrinks or grows while casevaultctl uploads it fails the upload, and the daemon stores nothing of it",
         arguments: Change.allCases)
     func changedWhileSent(_ change: Change) throws {
-        let daemon = try DaemonProcess(roles: #"director = ["uid:4001"]"#)
-        #expect(daemon.waitUntilServing(), "\(daemon.log)")
-        let director = Peer(uid: 4001)
-        let caseID = try daemon.call(
-            "POST", "/v1/cases", as: director, body: Bodies.openCase(mediators: []), expect: 201
-        ).string("case_id")
-        let recordID = try daemon.call(
-            "POST", "/v1/cases/\(caseID)/records", as: director, body: Bodies.agreement("p1"), expect: 201
-        ).string("record_id")
+        let (daemon, recordID) = try Self.agreementToAttachTo()
+        let director = Self.director
         let work = DaemonProcess.temporaryRoot()
         let path = work + "/scan.pdf"
         let descriptor = open(path, O_WRONLY | O_CREAT, 0o644)
