@@ -88,11 +88,18 @@ extension RecordStore {
                 try self.slots.write(frame.slot, frame.wrappedKey)
             }
             // What the audit log wrote before this point (the batch's request entries among it) is written
-            // back first, and made durable by the segment's device flush.
+            // back first, and made durable by the segment's device flush. The frames' pages are sent to
+            // the device while the log's are, rather than after them: a batch that carries the log then
+            // waits for one write to the device before the flush, not two in turn. A write-back that fails
+            // fails the batch, as the flush would (its error is reported once).
             let rider = self.rider.withLock { $0 }
             let ride = rider?.prepareRide()
+            let written = Set(placed.map(\.segment))
+            if ride != nil {
+                try self.segments.startWriteBack(written)
+            }
             let boarded = ride.map { rider?.board($0) ?? false } ?? false
-            try self.segments.flush(Set(placed.map(\.segment)))
+            try self.segments.flush(written)
             if let rider, let ride, boarded { rider.rode(ride) }
             if settling {
                 try self.slots.flush()

@@ -153,6 +153,14 @@ final class Segments: Sendable {
         try Self.fill(try self.file(location.segment), from: location.offset, count: Int64(location.length))
     }
 
+    /// Starts writing `segments`' dirty pages to the device without waiting for them or flushing the
+    /// device's cache (`sync_file_range`), so that they are in flight while something else is written.
+    func startWriteBack(_ segments: Set<UInt32>) throws(CaseVaultError) {
+        for segment in segments.sorted() {
+            try self.file(segment).writeBack(wait: false)
+        }
+    }
+
     /// Makes the writes to `segments` durable.
     func flush(_ segments: Set<UInt32>) throws(CaseVaultError) {
         for segment in segments.sorted() {
