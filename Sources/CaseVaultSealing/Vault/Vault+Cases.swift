@@ -119,7 +119,7 @@ extension Vault {
     private func participant(of id: RecordID) throws(CaseVaultError) -> String? {
         var content = try self.get(id).content
         defer { Memory.zero(&content) }
-        if case .string(let participant) = JSONValue.parse(content)?["participant"] ?? .null {
+        if case .string(let participant) = JSONValue.parseStored(content)?["participant"] ?? .null {
             return participant
         }
         return nil

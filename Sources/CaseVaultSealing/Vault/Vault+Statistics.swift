@@ -71,7 +71,7 @@ extension Vault {
             }
             var content = record.content
             defer { Memory.zero(&content) }
-            guard let document = JSONValue.parse(content) else { continue }
+            guard let document = JSONValue.parseStored(content) else { continue }
             switch record.metadata.type {
             case .intakeForm:
                 // The latest intake form (an amendment supersedes) sets the category.

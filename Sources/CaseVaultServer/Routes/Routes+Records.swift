@@ -43,7 +43,7 @@ extension Routes {
             }
         }
         guard record.metadata.type == .disclosure else { return record }
-        let category = JSONValue.parse(record.content)?.string("category")
+        let category = JSONValue.parseStored(record.content)?.string("category")
         let scope = AccessScope(routedOffice: category.flatMap { self.configuration.offices[$0] })
         do throws(CaseVaultError) {
             try context.authorize(.readDisclosure, scope: scope)

@@ -1,0 +1,251 @@
+/// The JSON parser behind `JSONValue.parse`: RFC 8259, straight from UTF-8 bytes to `JSONValue`.
+///
+/// Written by hand rather than through Foundation: `JSONSerialization` builds Foundation objects that are
+/// then converted value by value, and a profile of durable puts found that parse and conversion to be a
+/// third of a put's CPU; no package on this machine parses JSON into a value of our own. It accepts
+/// what `JSONSerialization` accepted (`JSONParsingTests` compares the two on edge cases and random
+/// documents), except:
+/// - a trailing comma in an array or object, which RFC 8259 does not allow, is refused, except by
+///   `parseStored` (content an earlier build stored as its client sent it);
+/// - only UTF-8 is read (`JSONSerialization` also read UTF-16 and UTF-32, with or without a byte-order
+///   mark), and a member whose value is refused is refused even when a later one of its name follows;
+/// - an integer past `Int64` is a number (`JSONSerialization`'s unsigned 64-bit value became a negative
+///   integer), and one within it stays exact (it made a 19-digit negative one a `Double`);
+/// - a string or a name keeps a leading byte-order mark (`JSONSerialization` dropped it);
+/// - a decimal is read exactly, as `Double` reads it (`JSONSerialization` read some of them a few units in
+///   the last place off).
+/// Like it, it skips a byte-order mark before the document, keeps the last of two members of one name,
+/// and refuses nesting deeper than 512.
+struct JSONParser: ~Copyable {
+    private let bytes: UnsafeRawBufferPointer
+    private let trailingCommas: Bool
+    private var index = 0
+    private var depth = 0
+
+    static let maxDepth = 512
+
+    private init(_ bytes: UnsafeRawBufferPointer, trailingCommas: Bool) {
+        self.bytes = bytes
+        self.trailingCommas = trailingCommas
+    }
+
+    /// The document in `bytes`, or `nil` when they are not exactly one JSON value (whitespace around it).
+    /// With `trailingCommas`, a comma may also end an array's items or an object's members.
+    static func parse(_ bytes: UnsafeRawBufferPointer, trailingCommas: Bool = false) -> JSONValue? {
+        var parser = JSONParser(bytes, trailingCommas: trailingCommas)
+        if bytes.count >= 3, bytes[0] == 0xEF, bytes[1] == 0xBB, bytes[2] == 0xBF {
+            parser.index = 3
+        }
+        guard let value = parser.value() else { return nil }
+        parser.skipWhitespace()
+        return parser.index == bytes.count ? value : nil
+    }
+
+    private mutating func skipWhitespace() {
+        while self.index < self.bytes.count {
+            switch self.bytes[self.index] {
+            case 0x20, 0x09, 0x0A, 0x0D: self.index += 1
+            default: return
+            }
+        }
+    }
+
+    private mutating func value() -> JSONValue? {
+        self.skipWhitespace()
+        guard self.index < self.bytes.count else { return nil }
+        switch self.bytes[self.index] {
+        case UInt8(ascii: "{"): return self.object()
+        case UInt8(ascii: "["): return self.array()
+        case UInt8(ascii: "\""): return self.string().map { .string($0) }
+        case UInt8(ascii: "t"): return self.literal("true", .bool(true))
+        case UInt8(ascii: "f"): return self.literal("false", .bool(false))
+        case UInt8(ascii: "n"): return self.literal("null", .null)
+        default: return self.number()
+        }
+    }
+
+    private mutating func literal(_ word: StaticString, _ value: JSONValue) -> JSONValue? {
+        let count = word.utf8CodeUnitCount
+        guard self.index + count <= self.bytes.count else { return nil }
+        for offset in 0..<count where self.bytes[self.index + offset] != word.utf8Start[offset] {
+            return nil
+        }
+        self.index += count
+        return value
+    }
+
+    private mutating func object() -> JSONValue? {
+        guard self.enter() else { return nil }
+        defer { self.depth -= 1 }
+        self.index += 1
+        var members: [String: JSONValue] = [:]
+        self.skipWhitespace()
+        if self.index < self.bytes.count, self.bytes[self.index] == UInt8(ascii: "}") {
+            self.index += 1
+            return .object(members)
+        }
+        while true {
+            self.skipWhitespace()
+            if self.trailingCommas, !members.isEmpty, self.index < self.bytes.count,
+                self.bytes[self.index] == UInt8(ascii: "}")
+            {
+                self.index += 1
+                return .object(members)
+            }
+            guard self.index < self.bytes.count, self.bytes[self.index] == UInt8(ascii: "\""),
+                let name = self.string()
+            else { return nil }
+            self.skipWhitespace()
+            guard self.index < self.bytes.count, self.bytes[self.index] == UInt8(ascii: ":") else { return nil }
+            self.index += 1
+            guard let member = self.value() else { return nil }
+            members[name] = member
+            self.skipWhitespace()
+            guard self.index < self.bytes.count else { return nil }
+            switch self.bytes[self.index] {
+            case UInt8(ascii: ","): self.index += 1
+            case UInt8(ascii: "}"):
+                self.index += 1
+                return .object(members)
+            default: return nil
+            }
+        }
+    }
+
+    private mutating func array() -> JSONValue? {
+        guard self.enter() else { return nil }
+        defer { self.depth -= 1 }
+        self.index += 1
+        var items: [JSONValue] = []
+        self.skipWhitespace()
+        if self.index < self.bytes.count, self.bytes[self.index] == UInt8(ascii: "]") {
+            self.index += 1
+            return .array(items)
+        }
+        while true {
+            if self.trailingCommas, !items.isEmpty {
+                self.skipWhitespace()
+                if self.index < self.bytes.count, self.bytes[self.index] == UInt8(ascii: "]") {
+                    self.index += 1
+                    return .array(items)
+                }
+            }
+            guard let item = self.value() else { return nil }
+            items.append(item)
+            self.skipWhitespace()
+            guard self.index < self.bytes.count else { return nil }
+            switch self.bytes[self.index] {
+            case UInt8(ascii: ","): self.index += 1
+            case UInt8(ascii: "]"):
+                self.index += 1
+                return .array(items)
+            default: return nil
+            }
+        }
+    }
+
+    /// One level deeper, unless that passes `maxDepth`.
+    private mutating func enter() -> Bool {
+        self.depth += 1
+        if self.depth > Self.maxDepth {
+            self.depth -= 1
+            return false
+        }
+        return true
+    }
+
+    /// The string literal at `index` (its opening quote): valid UTF-8 only, no control character, only
+    /// the escapes RFC 8259 names, surrogates only in pairs.
+    private mutating func string() -> String? {
+        let start = self.index
+        // Locals rather than `self.bytes` in the loop, which runs over every byte of every string.
+        let bytes = self.bytes.assumingMemoryBound(to: UInt8.self)
+        let count = bytes.count
+        var cursor = start + 1
+        var escaped = false
+        while cursor < count {
+            let byte = bytes[cursor]
+            // One test for the common byte, so that the next load does not wait on what this one held.
+            guard byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") || byte < 0x20 else {
+                cursor += 1
+                continue
+            }
+            if byte == UInt8(ascii: "\"") { break }
+            if byte < 0x20 { return nil }
+            escaped = true
+            cursor += 2
+        }
+        guard cursor < count else { return nil }
+        self.index = cursor + 1
+        guard escaped else {
+            return String(validating: UnsafeBufferPointer(rebasing: bytes[(start + 1)..<cursor]), as: UTF8.self)
+        }
+        let literal = UnsafeRawBufferPointer(rebasing: self.bytes[start...cursor])
+        guard let length = JSONValue.decodeString(literal, into: nil) else { return nil }
+        return withUnsafeTemporaryAllocation(byteCount: max(length, 1), alignment: 1) { output -> String? in
+            let decoded = UnsafeMutableRawBufferPointer(rebasing: output[0..<length])
+            guard JSONValue.decodeString(literal, into: decoded) == length else { return nil }
+            return String(validating: UnsafeRawBufferPointer(decoded), as: UTF8.self)
+        }
+    }
+
+    /// A number as RFC 8259 writes it: an integer that fits `Int64` stays exact; any other number is a
+    /// `Double`, refused when it is out of range; a whole one up to 2^53 is an integer, as JSON Schema
+    /// counts it.
+    private mutating func number() -> JSONValue? {
+        let start = self.index
+        var cursor = start
+        func digits() -> Int {
+            let first = cursor
+            while cursor < self.bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(self.bytes[cursor]) {
+                cursor += 1
+            }
+            return cursor - first
+        }
+        if cursor < self.bytes.count, self.bytes[cursor] == UInt8(ascii: "-") { cursor += 1 }
+        let integerStart = cursor
+        let integerDigits = digits()
+        guard integerDigits > 0, integerDigits == 1 || self.bytes[integerStart] != UInt8(ascii: "0") else { return nil }
+        var whole = true
+        if cursor < self.bytes.count, self.bytes[cursor] == UInt8(ascii: ".") {
+            cursor += 1
+            guard digits() > 0 else { return nil }
+            whole = false
+        }
+        if cursor < self.bytes.count, self.bytes[cursor] | 0x20 == UInt8(ascii: "e") {
+            cursor += 1
+            if cursor < self.bytes.count,
+                self.bytes[cursor] == UInt8(ascii: "+") || self.bytes[cursor] == UInt8(ascii: "-")
+            {
+                cursor += 1
+            }
+            guard digits() > 0 else { return nil }
+            whole = false
+        }
+        self.index = cursor
+        let text = UnsafeRawBufferPointer(rebasing: self.bytes[start..<cursor])
+        if whole, let integer = Self.int64(text) {
+            return .integer(integer)
+        }
+        guard let value = Double(String(decoding: text, as: UTF8.self)), value.isFinite else { return nil }
+        if value.rounded(.towardZero) == value, abs(value) <= 9_007_199_254_740_992 {
+            return .integer(Int64(value))
+        }
+        return .number(value)
+    }
+
+    /// The integer `text` (an optional minus, then digits) writes, or `nil` past `Int64`.
+    private static func int64(_ text: UnsafeRawBufferPointer) -> Int64? {
+        let negative = text.first == UInt8(ascii: "-")
+        var value: Int64 = 0
+        for byte in text.dropFirst(negative ? 1 : 0) {
+            let digit = Int64(byte - UInt8(ascii: "0"))
+            let (shifted, overflowA) = value.multipliedReportingOverflow(by: 10)
+            let (next, overflowB) =
+                negative ? shifted.subtractingReportingOverflow(digit) : shifted.addingReportingOverflow(digit)
+            guard !overflowA, !overflowB else { return nil }
+            value = next
+        }
+        return value
+    }
+}
