@@ -18,27 +18,34 @@
 /// and refuses nesting deeper than 512.
 struct JSONParser: ~Copyable {
     private let bytes: UnsafeRawBufferPointer
-    private let trailingCommas: Bool
+    private let stored: Bool
     private var index = 0
     private var depth = 0
+    /// With `stored`: numbers out of range read so far and not since replaced by a later member of their
+    /// name; the document is refused unless none is left.
+    private var unreplacedOutOfRange = 0
 
     static let maxDepth = 512
 
-    private init(_ bytes: UnsafeRawBufferPointer, trailingCommas: Bool) {
+    private init(_ bytes: UnsafeRawBufferPointer, stored: Bool) {
         self.bytes = bytes
-        self.trailingCommas = trailingCommas
+        self.stored = stored
     }
 
     /// The document in `bytes`, or `nil` when they are not exactly one JSON value (whitespace around it).
-    /// With `trailingCommas`, a comma may also end an array's items or an object's members.
-    static func parse(_ bytes: UnsafeRawBufferPointer, trailingCommas: Bool = false) -> JSONValue? {
-        var parser = JSONParser(bytes, trailingCommas: trailingCommas)
+    /// With `stored`, content a build before this parser stored as its client sent it, it is read as that
+    /// build's parser (Foundation's) read it when it validated the content: a comma may also end an array's
+    /// items or an object's members, a byte-order mark that begins a string or follows an escape in it is
+    /// dropped, and a number out of `Double`'s range is taken (as null) when a later member of the same name
+    /// replaces the member it is in, since Foundation checked numbers only after it merged such members.
+    static func parse(_ bytes: UnsafeRawBufferPointer, stored: Bool = false) -> JSONValue? {
+        var parser = JSONParser(bytes, stored: stored)
         if bytes.count >= 3, bytes[0] == 0xEF, bytes[1] == 0xBB, bytes[2] == 0xBF {
             parser.index = 3
         }
         guard let value = parser.value() else { return nil }
         parser.skipWhitespace()
-        return parser.index == bytes.count ? value : nil
+        return parser.index == bytes.count && parser.unreplacedOutOfRange == 0 ? value : nil
     }
 
     private mutating func skipWhitespace() {
@@ -79,6 +86,8 @@ struct JSONParser: ~Copyable {
         defer { self.depth -= 1 }
         self.index += 1
         var members: [String: JSONValue] = [:]
+        // With `stored`: how many numbers out of range each member's value holds.
+        var outOfRange: [String: Int] = [:]
         self.skipWhitespace()
         if self.index < self.bytes.count, self.bytes[self.index] == UInt8(ascii: "}") {
             self.index += 1
@@ -86,7 +95,7 @@ struct JSONParser: ~Copyable {
         }
         while true {
             self.skipWhitespace()
-            if self.trailingCommas, !members.isEmpty, self.index < self.bytes.count,
+            if self.stored, !members.isEmpty, self.index < self.bytes.count,
                 self.bytes[self.index] == UInt8(ascii: "}")
             {
                 self.index += 1
@@ -98,7 +107,12 @@ struct JSONParser: ~Copyable {
             self.skipWhitespace()
             guard self.index < self.bytes.count, self.bytes[self.index] == UInt8(ascii: ":") else { return nil }
             self.index += 1
+            let before = self.unreplacedOutOfRange
             guard let member = self.value() else { return nil }
+            if self.stored {
+                self.unreplacedOutOfRange -= outOfRange[name] ?? 0
+                outOfRange[name] = self.unreplacedOutOfRange - before
+            }
             members[name] = member
             self.skipWhitespace()
             guard self.index < self.bytes.count else { return nil }
@@ -123,7 +137,7 @@ struct JSONParser: ~Copyable {
             return .array(items)
         }
         while true {
-            if self.trailingCommas, !items.isEmpty {
+            if self.stored, !items.isEmpty {
                 self.skipWhitespace()
                 if self.index < self.bytes.count, self.bytes[self.index] == UInt8(ascii: "]") {
                     self.index += 1
@@ -177,16 +191,56 @@ struct JSONParser: ~Copyable {
         }
         guard cursor < count else { return nil }
         self.index = cursor + 1
+        if self.stored {
+            return Self.withoutMarks(UnsafeBufferPointer(rebasing: bytes[start...cursor]))
+        }
         guard escaped else {
             return String(validating: UnsafeBufferPointer(rebasing: bytes[(start + 1)..<cursor]), as: UTF8.self)
         }
-        let literal = UnsafeRawBufferPointer(rebasing: self.bytes[start...cursor])
+        return Self.decode(UnsafeRawBufferPointer(rebasing: self.bytes[start...cursor]))
+    }
+
+    /// The string literal `literal` (quotes included) decoded, its escapes with it.
+    private static func decode(_ literal: UnsafeRawBufferPointer) -> String? {
         guard let length = JSONValue.decodeString(literal, into: nil) else { return nil }
         return withUnsafeTemporaryAllocation(byteCount: max(length, 1), alignment: 1) { output -> String? in
             let decoded = UnsafeMutableRawBufferPointer(rebasing: output[0..<length])
             guard JSONValue.decodeString(literal, into: decoded) == length else { return nil }
             return String(validating: UnsafeRawBufferPointer(decoded), as: UTF8.self)
         }
+    }
+
+    /// The string literal `literal` as Foundation's parser read it: one byte-order mark (raw, not escaped)
+    /// at the start of the text or right after an escape dropped.
+    private static func withoutMarks(_ literal: UnsafeBufferPointer<UInt8>) -> String? {
+        var kept: [UInt8] = []
+        kept.reserveCapacity(literal.count)
+        var index = 0
+        var stretchStarts = false
+        while index < literal.count {
+            if stretchStarts, literal.count - index >= 3, literal[index] == 0xEF, literal[index + 1] == 0xBB,
+                literal[index + 2] == 0xBF
+            {
+                // One mark only: a second one right after it is text.
+                index += 3
+                stretchStarts = false
+                continue
+            }
+            let byte = literal[index]
+            let length: Int
+            if index == 0 {
+                length = 1
+            } else if byte == UInt8(ascii: "\\"), index + 1 < literal.count {
+                length = literal[index + 1] == UInt8(ascii: "u") ? 6 : 2
+            } else {
+                length = 1
+            }
+            let end = min(index + length, literal.count)
+            kept.append(contentsOf: literal[index..<end])
+            stretchStarts = index == 0 || length > 1
+            index = end
+        }
+        return kept.withUnsafeBytes { Self.decode($0) }
     }
 
     /// A number as RFC 8259 writes it: an integer that fits `Int64` stays exact; any other number is a
@@ -227,7 +281,11 @@ struct JSONParser: ~Copyable {
         if whole, let integer = Self.int64(text) {
             return .integer(integer)
         }
-        guard let value = Double(String(decoding: text, as: UTF8.self)), value.isFinite else { return nil }
+        guard let value = Double(String(decoding: text, as: UTF8.self)), value.isFinite else {
+            guard self.stored else { return nil }
+            self.unreplacedOutOfRange += 1
+            return .null
+        }
         if value.rounded(.towardZero) == value, abs(value) <= 9_007_199_254_740_992 {
             return .integer(Int64(value))
         }

@@ -35,12 +35,13 @@ extension JSONValue {
         bytes.withUnsafeBytes { JSONParser.parse($0) }
     }
 
-    /// Parses record content read back from the vault: as `parse`, but a trailing comma in an array or
-    /// an object is taken, as the parser of earlier builds took it. Content is stored as its client sent
-    /// it, so a record filed before RFC 8259 was enforced may hold one; reading it must not lose what it
-    /// says (a disclosure's category, an agreement's participant, a form's statistics).
+    /// Parses record content read back from the vault as the parser of earlier builds read it when it
+    /// validated it: a trailing comma taken, a leading byte-order mark dropped (`JSONParser`). Content is
+    /// stored as its client sent it, so a record filed before RFC 8259 was enforced may hold either; reading
+    /// it must not lose what it says (a disclosure's category, an agreement's participant, a form's
+    /// statistics).
     public static func parseStored(_ bytes: [UInt8]) -> JSONValue? {
-        bytes.withUnsafeBytes { JSONParser.parse($0, trailingCommas: true) }
+        bytes.withUnsafeBytes { JSONParser.parse($0, stored: true) }
     }
 }
 

@@ -23,7 +23,7 @@ enum StoreTargets {
             let content = environment.opener.sealedRecord(
                 slot: slot, slotNumber: FuzzEnvironment.slot, blob: blob, record: record)
         else { return }
-        _ = JSONValue.parse(content)?.string("category")
+        _ = JSONValue.parseStored(content)?.string("category")
     }
 
     /// `attachment`: the input as the test record's attachment file, opened (`AttachmentDownload`: magic,

@@ -90,8 +90,8 @@ extension RecordStore {
             // What the audit log wrote before this point (the batch's request entries among it) is written
             // back first, and made durable by the segment's device flush. The frames' pages are sent to
             // the device while the log's are, rather than after them: a batch that carries the log then
-            // waits for one write to the device before the flush, not two in turn. A write-back that fails
-            // fails the batch, as the flush would (its error is reported once).
+            // waits for one write to the device before the flush, not two in turn. A write-back that cannot
+            // be started fails the batch; an error in the writing itself is the flush's to report.
             let rider = self.rider.withLock { $0 }
             let ride = rider?.prepareRide()
             let written = Set(placed.map(\.segment))

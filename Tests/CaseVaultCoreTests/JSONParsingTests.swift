@@ -65,6 +65,26 @@ struct JSONParsingTests {
         #expect(JSONValue.parse(Array("{\"\u{FEFF}k\":1}".utf8)) == .object(["\u{FEFF}k": .integer(1)]))
         #expect(Oracle.parse(Array("[\"\u{FEFF}s\"]".utf8)) == .array([.string("s")]))
         #expect(JSONValue.parse(Array("[\"\u{FEFF}s\"]".utf8)) == .array([.string("\u{FEFF}s")]))
+        // Stored content is read as Foundation read it when it was validated: one raw mark at the start of
+        // a string or a name, or right after an escape, dropped.
+        for text in [
+            "\"\u{FEFF}a\"", "\"a\u{FEFF}b\"", "\"\\n\u{FEFF}b\"", "\"\\u0041\u{FEFF}b\"", "\"\u{FEFF}\u{FEFF}b\"",
+            "\"\\uFEFFb\"", "\"a\\n\u{FEFF}\u{FEFF}b\"", "{\"\u{FEFF}k\":\"\\t\u{FEFF}v\"}",
+            "{\"\u{FEFF}category\":\"x\",}",
+        ] {
+            #expect(
+                JSONValue.parseStored(Array(text.utf8)) == Oracle.parse(Array(text.utf8)), "\(text.debugDescription)")
+        }
+        // A member Foundation refused a number of, replaced by a later one of its name, was stored: read as null.
+        #expect(Oracle.parse(Array(#"{"n":1e400,"n":0}"#.utf8)) == .object(["n": .integer(0)]))
+        #expect(JSONValue.parseStored(Array(#"{"n":1e400,"n":0}"#.utf8)) == .object(["n": .integer(0)]))
+        #expect(JSONValue.parse(Array(#"{"n":1e400,"n":0}"#.utf8)) == nil)
+        for text in [#"{"n":1e400}"#, #"{"n":0,"n":1e400}"#, #"[1e400]"#, #"{"n":{"m":1e400},"m":1}"#, "1e400"] {
+            #expect(Oracle.parse(Array(text.utf8)) == nil && JSONValue.parseStored(Array(text.utf8)) == nil, "\(text)")
+        }
+        #expect(
+            JSONValue.parseStored(Array(#"{"n":{"m":1e400,"m":2},"n":[1e400],"n":3}"#.utf8))
+                == Oracle.parse(Array(#"{"n":{"m":1e400,"m":2},"n":[1e400],"n":3}"#.utf8)))
     }
 
     @Test("a decimal reads back as the double it was written from")
@@ -165,31 +185,39 @@ struct JSONParsingTests {
             bytes.prefix(2).contains(0) || bytes.starts(with: [0xFF, 0xFE]) || bytes.starts(with: [0xFE, 0xFF])
         #expect(utf16 && stored == nil || Self.same(stored, oracle), "\(text)", sourceLocation: sourceLocation)
         if parsed != nil {
-            #expect(parsed == stored, "\(text)", sourceLocation: sourceLocation)
+            // Strict and stored agree but for the marks the stored read drops.
+            #expect(Self.same(parsed, stored, marks: true), "\(text)", sourceLocation: sourceLocation)
         } else if stored != nil {
             #expect(Self.hasTrailingComma(bytes), "\(text)", sourceLocation: sourceLocation)
         }
     }
 
-    /// `parsed` and `oracle` hold the same values, but that Foundation dropped a string's or a name's
-    /// leading byte-order mark, and read some decimals a few units in the last place off (`JSONParser`
-    /// reads them exactly: `decimalsRoundTrip`).
-    static func same(_ parsed: JSONValue?, _ oracle: JSONValue?) -> Bool {
+    /// `parsed` and `oracle` hold the same values, but that Foundation read some decimals a few units in the
+    /// last place off (`JSONParser` reads them exactly: `decimalsRoundTrip`), and, with `marks`, that
+    /// `oracle` dropped a byte-order mark that begins a string or a name.
+    static func same(_ parsed: JSONValue?, _ oracle: JSONValue?, marks: Bool = false) -> Bool {
         func text(_ string: String) -> String {
-            string.hasPrefix("\u{FEFF}") ? String(string.dropFirst()) : string
+            marks && string.hasPrefix("\u{FEFF}") ? String(string.dropFirst()) : string
+        }
+        func close(_ a: Double, _ b: Double) -> Bool {
+            a == b || abs(a - b) <= 8 * max(a.ulp, b.ulp)
         }
         switch (parsed, oracle) {
         case (nil, nil): return true
-        case (.number(let a)?, .number(let b)?): return a == b || abs(a - b) <= 8 * max(a.ulp, b.ulp)
+        case (.number(let a)?, .number(let b)?): return close(a, b)
+        // A decimal past 2^52 reads as a whole number, and the few units Foundation was off may cross 2^53.
+        case (.integer(let a)?, .integer(let b)?): return a == b || (abs(a) > 1 << 52 && close(Double(a), Double(b)))
+        case (.integer(let a)?, .number(let b)?), (.number(let b)?, .integer(let a)?):
+            return abs(a) >= 1 << 52 && close(Double(a), b)
         case (.string(let a)?, .string(let b)?): return a == b || text(a) == b
-        case (.array(let a)?, .array(let b)?): return a.count == b.count && zip(a, b).allSatisfy { same($0, $1) }
+        case (.array(let a)?, .array(let b)?):
+            return a.count == b.count && zip(a, b).allSatisfy { same($0, $1, marks: marks) }
         case (.object(let a)?, .object(let b)?):
-            // Foundation dropped the mark of a name written as it is, not of one written as an escape; two
-            // names that differ only by it were one to Foundation, which kept the later: its value is one of
-            // theirs.
+            // Two names that differ only by a mark were one to Foundation, which kept the later: its value
+            // is one of theirs.
             return a.keys.allSatisfy { b[$0] != nil || b[text($0)] != nil }
                 && b.allSatisfy { key, value in
-                    a.contains { ($0.key == key || text($0.key) == key) && same($0.value, value) }
+                    a.contains { ($0.key == key || text($0.key) == key) && same($0.value, value, marks: marks) }
                 }
         default: return parsed == oracle
         }
@@ -212,7 +240,10 @@ struct JSONParsingTests {
             }
             guard end < document.count,
                 case .string(let text)? = JSONValue.parse(Array(document[index...end]))
-            else { return document }
+            else {
+                Issue.record("a string of a document Foundation wrote does not parse")
+                return document
+            }
             output.append(UInt8(ascii: "\""))
             for unit in text.utf16 { output += Array(String(format: "\\u%04x", unit).utf8) }
             output.append(UInt8(ascii: "\""))
