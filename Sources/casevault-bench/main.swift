@@ -61,6 +61,7 @@ struct Bench: ParsableCommand {
             return
         }
 
+        self.parseFigures()
         let ceilingWritten = Self.bytesWritten()
         let (ceiling, ceilingRows) = try self.sqliteCeiling(path: root + "/ceiling.sqlite")
         let bytesPerRow = Double(Self.bytesWritten() - ceilingWritten) / Double(max(ceilingRows, 1))
