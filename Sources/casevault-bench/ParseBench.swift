@@ -26,9 +26,6 @@ extension Bench {
                 String(
                     format: "%@ (%d bytes) %.1f us (JSONSerialization alone %.1f us)", label, bytes.count, ours,
                     foundation))
-            let key = label == "one string" ? "string" : "fields"
-            Figures.record("parse_\(key)_us", ours)
-            Figures.record("parse_\(key)_foundation_us", foundation)
         }
         print("parse    record content: " + parts.joined(separator: "; "))
     }
