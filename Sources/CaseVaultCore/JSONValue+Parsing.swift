@@ -88,14 +88,10 @@ struct JSONParser: ~Copyable {
         var members: [String: JSONValue] = [:]
         // With `stored`: how many numbers out of range each member's value holds.
         var outOfRange: [String: Int] = [:]
-        self.skipWhitespace()
-        if self.index < self.bytes.count, self.bytes[self.index] == UInt8(ascii: "}") {
-            self.index += 1
-            return .object(members)
-        }
         while true {
             self.skipWhitespace()
-            if self.stored, !members.isEmpty, self.index < self.bytes.count,
+            // An empty object ends here; after a comma, only stored content may (a trailing comma).
+            if members.isEmpty || self.stored, self.index < self.bytes.count,
                 self.bytes[self.index] == UInt8(ascii: "}")
             {
                 self.index += 1
@@ -131,18 +127,14 @@ struct JSONParser: ~Copyable {
         defer { self.depth -= 1 }
         self.index += 1
         var items: [JSONValue] = []
-        self.skipWhitespace()
-        if self.index < self.bytes.count, self.bytes[self.index] == UInt8(ascii: "]") {
-            self.index += 1
-            return .array(items)
-        }
         while true {
-            if self.stored, !items.isEmpty {
-                self.skipWhitespace()
-                if self.index < self.bytes.count, self.bytes[self.index] == UInt8(ascii: "]") {
-                    self.index += 1
-                    return .array(items)
-                }
+            self.skipWhitespace()
+            // An empty array ends here; after a comma, only stored content may (a trailing comma).
+            if items.isEmpty || self.stored, self.index < self.bytes.count,
+                self.bytes[self.index] == UInt8(ascii: "]")
+            {
+                self.index += 1
+                return .array(items)
             }
             guard let item = self.value() else { return nil }
             items.append(item)
