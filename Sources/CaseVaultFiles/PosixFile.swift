@@ -52,6 +52,24 @@ package final class PosixFile: Sendable {
         }
     }
 
+    /// The largest write `writeZeros` makes, and the chunk in which the store fills its files.
+    package static let fillChunk = 64 << 10
+
+    /// Writes `count` zero bytes at `offset`, in writes of at most `fillChunk` bytes. Space reserved ahead
+    /// of small writes is filled this way, not in one write: the page cache keeps a region in folios as
+    /// large as the write that created it (up to 2 MiB), and a later write of a few hundred bytes into a
+    /// large folio costs the kernel a walk over every block of it (measured: 2.8 µs a 300-byte `pwrite` into
+    /// a region written as 4 MiB at once, 1.0 µs into one written 64 KiB at a time).
+    package func writeZeros(count: Int64, at offset: Int64) throws(CaseVaultError) {
+        let chunk = [UInt8](repeating: 0, count: Int(min(Int64(Self.fillChunk), max(count, 0))))
+        var done: Int64 = 0
+        while done < count {
+            let length = Int(min(Int64(chunk.count), count - done))
+            try self.write(length == chunk.count ? chunk : Array(chunk[..<length]), at: offset + done)
+            done += Int64(length)
+        }
+    }
+
     package func read(count: Int, at offset: Int64) throws(CaseVaultError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         var total = 0

@@ -57,7 +57,8 @@ extension AuditLog {
         _ = unlink(preparedPath)
         let next = try PosixFile(path: preparedPath, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
         let allocated = max(Self.growthStep, Int64(line.count))
-        try next.write(line + [UInt8](repeating: 0, count: Int(allocated) - line.count), at: 0)
+        try next.write(line, at: 0)
+        try next.writeZeros(count: allocated - Int64(line.count), at: Int64(line.count))
         try next.flushData()
 
         // The file being closed: cut to its entries, and everything in it durable before a file after it

@@ -294,7 +294,7 @@ extension AuditLog {
                 let needed = chain.end + Int64(output.count)
                 if needed > chain.allocated {
                     let grown = (needed / Self.growthStep + 1) * Self.growthStep
-                    try self.file.write([UInt8](repeating: 0, count: Int(grown - chain.allocated)), at: chain.allocated)
+                    try self.file.writeZeros(count: grown - chain.allocated, at: chain.allocated)
                     chain.allocated = grown
                     grew = true
                 }

@@ -175,17 +175,20 @@ final class Segments: Sendable {
             try self.file(location.segment), from: location.offset, count: Int64(location.length), with: stream)
     }
 
-    /// Writes `count` bytes from `offset` on, in 64 KiB chunks: `stream`'s keystream, or zeros without one.
+    /// Writes `count` bytes from `offset` on, in chunks of `PosixFile.fillChunk`: `stream`'s keystream, or zeros
+    /// without one (`PosixFile.writeZeros`).
     static func fill(_ file: PosixFile, from offset: Int64, count: Int64, with stream: OverwriteStream? = nil)
         throws(CaseVaultError)
     {
-        var chunk = [UInt8](repeating: 0, count: Int(min(64 << 10, count)))
+        guard let stream else {
+            try file.writeZeros(count: count, at: offset)
+            return
+        }
+        var chunk = [UInt8](repeating: 0, count: Int(min(Int64(PosixFile.fillChunk), count)))
         var done: Int64 = 0
         while done < count {
             let length = Int(min(Int64(chunk.count), count - done))
-            if let stream {
-                chunk.withUnsafeMutableBytes { stream.fill(UnsafeMutableRawBufferPointer(rebasing: $0[..<length])) }
-            }
+            chunk.withUnsafeMutableBytes { stream.fill(UnsafeMutableRawBufferPointer(rebasing: $0[..<length])) }
             try file.write(length == chunk.count ? chunk : Array(chunk[..<length]), at: offset + done)
             done += Int64(length)
         }
