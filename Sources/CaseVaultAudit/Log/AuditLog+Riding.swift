@@ -62,19 +62,21 @@ extension AuditLog {
     }
 
     public func rode(_ token: UInt64) {
-        let ready = self.shared.withLock { state -> [Waiter] in
+        let ready = self.shared.withLock { state -> [Waiter]? in
             // A flush that failed while this one rode may have taken its error: the log's own flush decides.
-            guard token > state.synced, state.failures == state.rideFailures else { return [] }
+            guard token > state.synced, state.failures == state.rideFailures else { return nil }
             state.synced = token
             state.rides += 1
             let ready = state.durableWaiters.filter { $0.batch <= token }.map(\.waiter)
             state.durableWaiters.removeAll { $0.batch <= token }
             return ready
         }
-        for waiter in ready {
+        for waiter in ready ?? [] {
             waiter.complete(.success(token))
         }
-        if self.anchorDue() || ready.isEmpty { self.startSync() }
+        // A ride that counted leaves nothing for the log's own flush but a due anchor: whoever waits for
+        // later entries started a flush when they began to wait (`awaitDurable`).
+        if ready == nil || self.anchorDue() { self.startSync() }
     }
 
     public var ridingPath: String { self.logPath }
