@@ -118,8 +118,13 @@ int casevault_link_unnamed(int fd, const char *path) {
     return linkat(AT_FDCWD, source, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
 }
 
-int casevault_write_back(int fd, int wait) {
-    unsigned int flags = wait ? (SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)
-                              : SYNC_FILE_RANGE_WRITE;
+int casevault_write_back(int fd, int step) {
+    unsigned int flags;
+    switch (step) {
+    case 0: flags = SYNC_FILE_RANGE_WRITE; break;
+    case 1: flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE; break;
+    case 2: flags = SYNC_FILE_RANGE_WAIT_AFTER; break;
+    default: errno = EINVAL; return -1;
+    }
     return sync_file_range(fd, 0, 0, flags);
 }

@@ -2,9 +2,10 @@
 /// then makes a batch of puts and the audit entries written before it durable together, instead of two
 /// flushes that the disk serves one after the other.
 ///
-/// The store calls `prepareRide` just before it flushes a batch's segment, which starts writing the
-/// rider's dirty pages back (`sync_file_range`, no device flush); `board`, which waits until they are
-/// written; and `rode` once the segment's flush, begun after that, has returned: its `fdatasync` ends
+/// The store calls `prepareRide` just before it flushes a batch's segment, which sends every byte the
+/// rider has written to the device (`sync_file_range`, no device flush: it waits for the pages already
+/// being written, then starts every dirty page); `board`, which waits until those writes are done, not for
+/// pages written after `prepareRide`; and `rode` once the segment's flush, begun after that, has returned: its `fdatasync` ends
 /// with a flush of the device's cache, which carries the rider's blocks too. That is durable only when the rider's bytes overwrite blocks the file already has
 /// (no size or extent change to commit) on a filesystem that writes in place, on the same device: the
 /// store lets a file ride only on ext4 and xfs and only on its own device, and the rider answers `nil`

@@ -104,10 +104,20 @@ package final class PosixFile: Sendable {
         guard fdatasync(self.descriptor) == 0 else { throw POSIXFailure.error("fdatasync") }
     }
 
-    /// Starts writing back the file's dirty pages; with `wait`, waits until every one is written. No
-    /// device flush (`FlushRider`).
-    package func writeBack(wait: Bool) throws(CaseVaultError) {
-        guard casevault_write_back(self.descriptor, wait ? 1 : 0) == 0 else {
+    /// One step of writing the file's dirty pages back to the device, without a device flush
+    /// (`FlushRider`).
+    package enum WriteBack: Int32 {
+        /// Starts writing every dirty page that is not being written already. Reports no failed write.
+        case start = 0
+        /// Waits for the pages being written, then starts every dirty page: every byte written before the
+        /// call is then on its way to the device.
+        case startAll = 1
+        /// Waits until the pages being written are written, and reports a write that failed.
+        case finish = 2
+    }
+
+    package func writeBack(_ step: WriteBack) throws(CaseVaultError) {
+        guard casevault_write_back(self.descriptor, step.rawValue) == 0 else {
             throw POSIXFailure.error("sync_file_range")
         }
     }

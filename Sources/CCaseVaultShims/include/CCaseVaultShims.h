@@ -40,10 +40,13 @@ int casevault_refuse_exec_gain(void);
 /// The magic number of the filesystem `path` is on (statfs's f_type). Returns 0, or -1 with errno set.
 int casevault_filesystem_type(const char *path, unsigned long *type);
 
-/// Starts writing back every dirty page of `fd` (sync_file_range over the whole file, which Glibc
-/// declares only under _GNU_SOURCE); with `wait`, also waits for every write under way and started to
-/// complete. No metadata and no device cache flush. Returns 0, or -1 with errno set.
-int casevault_write_back(int fd, int wait);
+/// sync_file_range over the whole file of `fd` (which Glibc declares only under _GNU_SOURCE), one step of
+/// writing its dirty pages back: `step` 0 starts writing every dirty page not already being written
+/// (SYNC_FILE_RANGE_WRITE); 1 first waits for the writes under way, then starts every dirty page
+/// (WAIT_BEFORE | WRITE); 2 waits for the writes under way (WAIT_AFTER). No metadata and no device cache
+/// flush. The waits report a failed write (and consume it for this open file). Returns 0, or -1 with
+/// errno set.
+int casevault_write_back(int fd, int step);
 
 /// Opens a file without a name in `directory` (O_TMPFILE, read and write, close-on-exec) with `mode`: its
 /// bytes are freed however the process ends, until `casevault_link_unnamed` gives it a name. Returns the

@@ -25,13 +25,24 @@ extension AuditLog {
             state.rideFailures = state.failures
             return state.written
         }
-        guard let target, (try? self.file.writeBack(wait: false)) != nil else { return nil }
+        guard let target else { return nil }
+        // Every byte written so far is sent to the device here, so that `board` only waits for it: pages
+        // that entries written after this dirty again are left to a later flush, not written again first.
+        // The wait for writes already under way may report one that failed: then no ride, and the log's
+        // own flush writes again what it lost.
+        guard self.writeBack(.startAll) else { return nil }
         return target
     }
 
     public func board(_ token: UInt64) -> Bool {
+        self.writeBack(.finish)
+    }
+
+    /// One step of writing the file back; `false` when it reported a failed write, which the log's own
+    /// flush then writes again.
+    private func writeBack(_ step: PosixFile.WriteBack) -> Bool {
         let (file, first) = self.chain.withLock { (self.file, $0.fileFirst) }
-        guard (try? file.writeBack(wait: true)) != nil else {
+        guard (try? file.writeBack(step)) != nil else {
             self.shared.withLock { Self.needRewrite(&$0, file: first) }
             self.startSync()
             return false

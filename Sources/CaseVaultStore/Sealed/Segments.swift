@@ -157,7 +157,7 @@ final class Segments: Sendable {
     /// device's cache (`sync_file_range`), so that they are in flight while something else is written.
     func startWriteBack(_ segments: Set<UInt32>) throws(CaseVaultError) {
         for segment in segments.sorted() {
-            try self.file(segment).writeBack(wait: false)
+            try self.file(segment).writeBack(.start)
         }
     }
 
