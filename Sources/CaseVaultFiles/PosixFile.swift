@@ -109,10 +109,11 @@ package final class PosixFile: Sendable {
     package enum WriteBack: Int32 {
         /// Starts writing every dirty page that is not being written already. Reports no failed write.
         case start = 0
-        /// Waits for the pages being written, then starts every dirty page: every byte written before the
-        /// call is then on its way to the device.
+        /// Waits for the pages being written, then starts every dirty page that no one has begun to write
+        /// meanwhile: every byte written before the call is then on its way to the device, in a write that
+        /// `finish` waits for. Reports a write that failed.
         case startAll = 1
-        /// Waits until the pages being written are written, and reports a write that failed.
+        /// Waits until the pages being written are written, starting none, and reports a write that failed.
         case finish = 2
     }
 

@@ -323,7 +323,8 @@ extension AuditLog {
                         throw POSIXFailure.error("rename", path: path)
                     }
                 }
-                let fresh = try PosixFile(path: self.logPath, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
+                let fresh = try LogFile(
+                    PosixFile(path: self.logPath, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600), path: self.logPath)
                 self.current.withLock { $0 = fresh }
                 chain.end = 0
                 chain.allocated = 0

@@ -92,7 +92,8 @@ extension AuditLog {
             fileFirst: fileFirst, lastFile: lastFile
         )
         let log = AuditLog(
-            directory: directory, file: file, chain: chain, checkpointInterval: checkpointInterval,
+            directory: directory, file: try LogFile(file, path: path), chain: chain,
+            checkpointInterval: checkpointInterval,
             anchorInterval: anchorInterval, retention: retention,
             acceptBreak: acceptBreak, clock: clock
         )

@@ -41,7 +41,7 @@ extension AuditLog {
     /// One step of writing the file back; `false` when it reported a failed write, which the log's own
     /// flush then writes again.
     private func writeBack(_ step: PosixFile.WriteBack) -> Bool {
-        let (file, first) = self.chain.withLock { (self.file, $0.fileFirst) }
+        let (file, first) = self.chain.withLock { (self.current.withLock { $0.rider }, $0.fileFirst) }
         guard (try? file.writeBack(step)) != nil else {
             self.shared.withLock { Self.needRewrite(&$0, file: first) }
             self.startSync()
@@ -86,7 +86,8 @@ extension AuditLog {
             waiter.complete(.success(token))
         }
         // A ride that counted leaves nothing for the log's own flush but a due anchor: whoever waits for
-        // later entries started a flush when they began to wait (`awaitDurable`).
+        // later entries started a flush when they began to wait (`awaitDurable`). One that did not count (a
+        // failed flush meanwhile, or an own flush already past it) leaves the decision to the log's own.
         if ready == nil || self.anchorDue() { self.startSync() }
     }
 

@@ -55,21 +55,31 @@ extension AuditLog {
         let (line, hash) = AuditChain.line(previous: chain.hash, json: AuditChain.encode(entry), signer: signer)
         let preparedPath = self.directory + "/" + AuditFiles.prepared
         _ = unlink(preparedPath)
-        let next = try PosixFile(path: preparedPath, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
+        let next = try LogFile(
+            PosixFile(path: preparedPath, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600), path: preparedPath)
         let allocated = max(Self.growthStep, Int64(line.count))
-        try next.write(line, at: 0)
-        try next.writeZeros(count: allocated - Int64(line.count), at: Int64(line.count))
-        try next.flushData()
+        try next.writer.write(line, at: 0)
+        try next.writer.writeZeros(count: allocated - Int64(line.count), at: Int64(line.count))
+        try next.writer.flushData()
 
         // The file being closed: cut to its entries, and everything in it durable before a file after it
         // takes its name.
         let old = self.file
         try old.truncate(to: chain.end)
+        // Cut short, the file has no room reserved past its entries: if the rotation fails from here, the
+        // next entries grow it again, and the log's own flush commits that before anything rides.
+        chain.allocated = chain.end
         if let lost = self.shared.withLock({ $0.rewrite }), lost.file == chain.fileFirst, lost.from < chain.end {
             try Self.writeAgain(old, from: lost.from, to: chain.end, chain: &chain)
         }
-        try old.flushData()
-        chain.allocated = chain.end
+        do throws(CaseVaultError) {
+            try old.flushData()
+        } catch {
+            // The flush took the file's error: its next own flush must write again what it lost.
+            let first = chain.fileFirst
+            self.shared.withLock { Self.needRewrite(&$0, file: first) }
+            throw error
+        }
         guard rename(self.logPath, archivePath) == 0 else { throw POSIXFailure.error("rename", path: self.logPath) }
         guard rename(preparedPath, self.logPath) == 0 else {
             let failure = POSIXFailure.error("rename", path: preparedPath)

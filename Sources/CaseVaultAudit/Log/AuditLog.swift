@@ -42,8 +42,24 @@ public final class AuditLog: FlushRider {
     public let headPath: String
     public let directory: String
     /// The file being written (`log`): replaced when the log rotates.
-    let current: Mutex<PosixFile>
-    var file: PosixFile { self.current.withLock { $0 } }
+    let current: Mutex<LogFile>
+    var file: PosixFile { self.current.withLock { $0.writer } }
+
+    /// The file being written, open twice: `writer` to write, read and flush it, and `rider` only for the
+    /// waits of a ride (`prepareRide`, `board`). Linux reports a failed writeback once to each open file
+    /// (its error cursor), so neither takes the other's report: were they one, a ride's wait could take
+    /// the error that the log's own flush, running meanwhile, needed to see, and that flush would call
+    /// lost entries durable.
+    struct LogFile: Sendable {
+        let writer: PosixFile
+        let rider: PosixFile
+
+        /// `writer`, already open on `path`, and `path` opened again for the rider.
+        init(_ writer: PosixFile, path: String) throws(CaseVaultError) {
+            self.writer = writer
+            self.rider = try PosixFile(path: path, flags: O_RDWR)
+        }
+    }
     let checkpointInterval: UInt64
     /// How often, at most, the anchor follows the log between checkpoints.
     let anchorInterval: DispatchTimeInterval
@@ -69,7 +85,7 @@ public final class AuditLog: FlushRider {
         /// them ("fsyncgate").
         var rewrite: (file: UInt64, from: Int64)?
         /// Failed flushes so far: a flush or a ride that saw this change while it ran does not count as
-        /// durable (the file's error is reported to one caller only).
+        /// durable (an open file is told of a failed write once, and the log's own flushes share one).
         var failures: UInt64 = 0
         var rideFailures: UInt64 = 0
         var pending: [Pending] = []
@@ -260,7 +276,7 @@ public final class AuditLog: FlushRider {
     let acceptBreak: Mutex<Bool>
 
     init(
-        directory: String, file: PosixFile, chain: Chain, checkpointInterval: Int,
+        directory: String, file: LogFile, chain: Chain, checkpointInterval: Int,
         anchorInterval: DispatchTimeInterval, retention: Retention, acceptBreak: Bool,
         clock: @escaping @Sendable () -> Int64
     ) {
