@@ -82,8 +82,8 @@ extension AuditLog {
         if !recorded.isEmpty { try DataDirectory.flushDirectory(self.directory) }
         do {
             // The anchor names only what is on disk: the tail as it stands, then flushed.
-            let tail = self.shared.withLock { $0.writtenTail }
-            try self.file.flushData()
+            let (tail, failuresBefore) = self.shared.withLock { ($0.writtenTail, $0.failures) }
+            try self.flushOwn(self.file, file: self.chain.withLock { $0.fileFirst }, failuresBefore: failuresBefore)
             try store.setAuditAnchor(tail)
             let riding = store.letRide(self)
             self.shared.withLock { state in

@@ -307,8 +307,9 @@ extension AuditLog {
             }
             if index == parts.count - 1 {
                 if length > 0 {
+                    let failuresBefore = self.shared.withLock { $0.failures }
                     try self.file.write([UInt8](repeating: 0, count: length), at: cut.offset)
-                    try self.file.flushData()
+                    try self.flushOwn(self.file, file: chain.fileFirst, failuresBefore: failuresBefore)
                 }
                 chain.end = cut.offset
             } else {

@@ -69,17 +69,13 @@ extension AuditLog {
         // Cut short, the file has no room reserved past its entries: if the rotation fails from here, the
         // next entries grow it again, and the log's own flush commits that before anything rides.
         chain.allocated = chain.end
-        if let lost = self.shared.withLock({ $0.rewrite }), lost.file == chain.fileFirst, lost.from < chain.end {
+        let (lost, failuresBefore) = self.shared.withLock { ($0.rewrite, $0.failures) }
+        if let lost, lost.file == chain.fileFirst, lost.from < chain.end {
             try Self.writeAgain(old, from: lost.from, to: chain.end, chain: &chain)
         }
-        do throws(CaseVaultError) {
-            try old.flushData()
-        } catch {
-            // The flush took the file's error: its next own flush must write again what it lost.
-            let first = chain.fileFirst
-            self.shared.withLock { Self.needRewrite(&$0, file: first) }
-            throw error
-        }
+        // A failure, this flush's or one counted meanwhile, stops the rotation, and the file's next own flush
+        // writes again what it lost.
+        try self.flushOwn(old, file: chain.fileFirst, failuresBefore: failuresBefore)
         guard rename(self.logPath, archivePath) == 0 else { throw POSIXFailure.error("rename", path: self.logPath) }
         guard rename(preparedPath, self.logPath) == 0 else {
             let failure = POSIXFailure.error("rename", path: preparedPath)

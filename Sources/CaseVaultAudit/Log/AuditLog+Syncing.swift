@@ -85,7 +85,7 @@ extension AuditLog {
                     }
                     return (self.file, chain.fileFirst, chain.end)
                 }
-                try file.flushData()
+                try self.flushOwn(file, file: first, failuresBefore: failuresBefore)
                 flushed = (first, end)
                 if let checkpoint {
                     try self.writeHead(
@@ -165,6 +165,26 @@ extension AuditLog {
         } catch {
             self.shared.withLock { $0.anchorFailure = error.message }
             return false
+        }
+    }
+
+    /// Flushes `handle`, the writer's open file of the log file that begins at entry `file`. Linux tells an
+    /// open file of a failed write once: of two flushes of it at once, the one that did not need the error
+    /// could take it, and the other return as if all were well. So the log's own flushes take turns, each
+    /// counting its failure (`failures`, and `file` to be written again) before the next begins, and one
+    /// throws as well when a failure was counted since `failuresBefore` (read before the bytes it must make
+    /// durable were last written again).
+    func flushOwn(_ handle: PosixFile, file: UInt64, failuresBefore: UInt64) throws(CaseVaultError) {
+        try self.ownFlushing.withLock { _ throws(CaseVaultError) in
+            do throws(CaseVaultError) {
+                try handle.flushData()
+            } catch {
+                self.shared.withLock { Self.needRewrite(&$0, file: file) }
+                throw error
+            }
+            guard self.shared.withLock({ $0.failures }) == failuresBefore else {
+                throw CaseVaultError(.storageFailure, "a flush of the audit log failed meanwhile")
+            }
         }
     }
 

@@ -43,6 +43,8 @@ public final class AuditLog: FlushRider {
     public let directory: String
     /// The file being written (`log`): replaced when the log rotates.
     let current: Mutex<LogFile>
+    /// Held around each flush of the writer's open file with the counting of its failure (`flushOwn`).
+    let ownFlushing = Mutex<Void>(())
     var file: PosixFile { self.current.withLock { $0.writer } }
 
     /// The file being written, open twice: `writer` to write, read and flush it, and `rider` only for the
