@@ -5,8 +5,9 @@
 /// The store calls `prepareRide` just before it flushes a batch's segment, which sends every byte the
 /// rider has written to the device (`sync_file_range`, no device flush: it waits for the pages already
 /// being written, then starts every dirty page); `board`, which waits until the writes under way are done
-/// and starts none for pages written after `prepareRide`; and `rode` once the segment's flush, begun after that, has returned: its `fdatasync` ends
-/// with a flush of the device's cache, which carries the rider's blocks too. That is durable only when the rider's bytes overwrite blocks the file already has
+/// and starts none for pages written after `prepareRide`; and `rode` once the segment's flush, begun
+/// after that, has returned: its `fdatasync` ends with a flush of the device's cache, which carries the
+/// rider's blocks too. That is durable only when the rider's bytes overwrite blocks the file already has
 /// (no size or extent change to commit) on a filesystem that writes in place, on the same device: the
 /// store lets a file ride only on ext4 and xfs and only on its own device, and the rider answers `nil`
 /// whenever it needs a flush of its own (after growing, or to write a head).

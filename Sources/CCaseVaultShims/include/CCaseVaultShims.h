@@ -44,9 +44,8 @@ int casevault_filesystem_type(const char *path, unsigned long *type);
 /// writing its dirty pages back: `step` 0 starts writing every dirty page not already being written
 /// (SYNC_FILE_RANGE_WRITE); 1 first waits for the writes under way, then starts every dirty page that no
 /// one has begun to write meanwhile (WAIT_BEFORE | WRITE); 2 waits for the writes under way, starting
-/// none (WAIT_AFTER). No metadata and no device cache
-/// flush. The waits report a failed write (and consume it for this open file). Returns 0, or -1 with
-/// errno set.
+/// none (WAIT_AFTER). No metadata and no device cache flush. The waits report a failed write (once to
+/// each open file). Returns 0, or -1 with errno set.
 int casevault_write_back(int fd, int step);
 
 /// Opens a file without a name in `directory` (O_TMPFILE, read and write, close-on-exec) with `mode`: its

@@ -43,9 +43,9 @@ public final class AuditLog: FlushRider {
     public let directory: String
     /// The file being written (`log`): replaced when the log rotates.
     let current: Mutex<LogFile>
+    var file: PosixFile { self.current.withLock { $0.writer } }
     /// Held around each flush of the writer's open file with the counting of its failure (`flushOwn`).
     let ownFlushing = Mutex<Void>(())
-    var file: PosixFile { self.current.withLock { $0.writer } }
 
     /// The file being written, open twice: `writer` to write, read and flush it, and `rider` only for the
     /// waits of a ride (`prepareRide`, `board`). Linux reports a failed writeback once to each open file
