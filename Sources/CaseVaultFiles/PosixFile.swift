@@ -58,8 +58,8 @@ package final class PosixFile: Sendable {
     /// Writes `count` zero bytes at `offset`, in writes of at most `fillChunk` bytes. Space reserved ahead
     /// of small writes is filled this way, not in one write: the page cache keeps a region in folios as
     /// large as the write that created it (up to 2 MiB), and a later write of a few hundred bytes into a
-    /// large folio costs the kernel a walk over every block of it: an audit entry's `pwrite` took about three
-    /// times as long after a fill in one write (`casevault-bench --audit-only` shows a read's entries' CPU).
+    /// large folio costs the kernel a walk over every block of it (`casevault-bench --audit-only` prints the
+    /// CPU a read's audit entries cost).
     package func writeZeros(count: Int64, at offset: Int64) throws(CaseVaultError) {
         let chunk = [UInt8](repeating: 0, count: Int(min(Int64(Self.fillChunk), max(count, 0))))
         var done: Int64 = 0
