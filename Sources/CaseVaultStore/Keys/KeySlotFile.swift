@@ -64,6 +64,8 @@ final class KeySlotFile: Sendable {
             let target = slot + Self.growth
             try Segments.fill(
                 self.handle, from: capacity * Int64(KeySlot.size), count: (target - capacity) * Int64(KeySlot.size))
+            // Flushed at once (`Segments.grow`): a slot written here later changes data, never the file's blocks.
+            try self.handle.flushData()
             self.capacity.withLock { $0 = max($0, target) }
         }
         // Kept before the write: a write that fails may have reached the page cache in part.

@@ -129,6 +129,12 @@ final class Segments: Sendable {
         if end > size {
             let target = end + Self.growth
             try Self.fill(file, from: size, count: target - size)
+            // Flushed at once, while nothing else waits for it: the blocks are allocated and written here, so
+            // a later flush of a frame only writes data. Left to that flush, a disk error in it could lose the
+            // allocation itself (ext4 converts unwritten extents when the write completes, and a failed write
+            // of that change is not written again), and frames flushed after the disk recovered would read
+            // back as zeros.
+            try file.flushData()
             size = target
             self.sizes.withLock { $0[location.segment] = target }
         }
