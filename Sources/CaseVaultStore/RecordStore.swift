@@ -184,6 +184,9 @@ package final class RecordStore: RecordStorage {
                 return Index.failure(error)
             }
         }
+        // No batch runs after this: the rider (the audit log, which holds this store as its anchor) is let go,
+        // so that neither keeps the other, and this store's files, open.
+        self.rider.withLock { $0 = nil }
         if let failure {
             self.logger.error(
                 "the index did not close cleanly; its WAL is checkpointed at the next open",
