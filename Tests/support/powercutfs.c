@@ -24,10 +24,13 @@
 // should have made durable, as Linux does after a writeback error (the "fsyncgate" lesson): the pages
 // stay readable but are marked clean, so a later fsync succeeds without writing them; here the blocks
 // changed before the failure are thrown away at the cut unless written again and synced since. Each
-// injected failure prints "injected OP:PATH #N ERR". --census=FILE writes, at unmount, one line per site
-// reached: "COUNT OP:PATH".
+// injected failure prints "injected OP:PATH #N ERR". With --fail-while=FILE (a path outside the mount),
+// the failure is injected only while FILE exists, so that a test can make the disk fail and recover at the
+// moments it chooses (`--fail=write:/disk.img@1=EIO+`: every write while it exists); calls are counted all
+// the same. --census=FILE writes, at unmount, one line per site reached: "COUNT OP:PATH".
 //
-// Usage: powercutfs BACKING STASH MOUNTPOINT [--keep=P] [--seed=N] [--fail=SITE@N=ERR] [--census=FILE]
+// Usage: powercutfs BACKING STASH MOUNTPOINT [--keep=P] [--seed=N] [--fail=SITE@N=ERR] [--fail-while=FILE]
+//        [--census=FILE]
 // Runs in the foreground, single-threaded; `fusermount3 -u MOUNTPOINT` is the power cut. It prints
 // "ready" once mounted is requested and, at unmount, one line: "cut: B blocks, F sizes, N names undone,
 // E errors" (E must be 0: a rollback that failed leaves the simulation short of a power cut).
@@ -169,6 +172,7 @@ static unsigned long fail_at = 0;
 static int fail_errno = 0;
 static int fail_sticky = 0;
 static const char *census_path = NULL;
+static const char *fail_while = NULL;
 
 struct site { char name[PATH_MAX]; unsigned long count; };
 static struct site *sites = NULL;
@@ -200,6 +204,7 @@ static int reach(const char *op, const char *path) {
     s->count++;
     if (!fail_at || fnmatch(fail_site, name, 0) != 0) return 0;
     if (s->count != fail_at && !(fail_sticky && s->count > fail_at)) return 0;
+    if (fail_while && access(fail_while, F_OK) != 0) return 0;
     printf("injected %s #%lu %s\n", name, s->count, fail_errno == ENOSPC ? "ENOSPC" : "EIO");
     fflush(stdout);
     return fail_errno;
@@ -685,6 +690,7 @@ int main(int argc, char *argv[]) {
         if (!strncmp(argv[i], "--keep=", 7)) keep = atof(argv[i] + 7);
         else if (!strncmp(argv[i], "--seed=", 7)) seed = (unsigned)strtoul(argv[i] + 7, NULL, 10);
         else if (!strncmp(argv[i], "--census=", 9)) census_path = argv[i] + 9;
+        else if (!strncmp(argv[i], "--fail-while=", 13)) fail_while = argv[i] + 13;
         else if (!strncmp(argv[i], "--fail=", 7)) {
             // SITE@N=ERR: the site may hold '@' or '=' itself, so split at the last of each.
             snprintf(fail_site, sizeof fail_site, "%s", argv[i] + 7);
