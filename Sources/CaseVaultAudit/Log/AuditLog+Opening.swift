@@ -29,7 +29,8 @@ extension AuditLog {
         let prepared = directory + "/" + AuditFiles.prepared
         if DataDirectory.exists(prepared) {
             // A rotation stopped after its new file was whole: past the first rename, it is finished; before
-            // it, the new file is dropped (its checkpoint was never acknowledged).
+            // it, the new file is dropped (its checkpoint was never acknowledged). So is a break set aside at
+            // attach (`setAside(from:)`), whose new file is empty: it becomes `log` once `log` was moved aside.
             if DataDirectory.exists(path) {
                 guard unlink(prepared) == 0 else { throw POSIXFailure.error("unlink", path: prepared) }
             } else {
@@ -252,6 +253,9 @@ extension AuditLog {
     /// The log grows in zero-filled steps ahead of its entries, as the store's segments do: a flush then
     /// overwrites blocks the file already has and costs a device flush, not a journal commit.
     static let growthStep: Int64 = 4 << 20
+    /// Within this much of the end of the reserved space, batches are written on the writer's queue, never
+    /// inline on a request's thread (`writeInline`): one of them may grow the file, which flushes.
+    static let growthMargin: Int64 = 64 << 10
 
     private static func damaged() -> CaseVaultError {
         CaseVaultError(

@@ -217,7 +217,11 @@ extension AuditLog {
             var checkpoint: AuditAnchor?
             defer {
                 let due = (self.retention.rotateBytes > 0 && chain.end >= self.retention.rotateBytes) || chain.rotateNow
-                heavyNext = (due && chain.seq >= chain.rotateAfter) || chain.directoryUnflushed || chain.unusable != nil
+                // Near the end of the reserved space the next batch may grow the file, and a growth flushes:
+                // the writer's queue does that, not a request's thread.
+                heavyNext =
+                    (due && chain.seq >= chain.rotateAfter) || chain.directoryUnflushed || chain.unusable != nil
+                    || chain.allocated - chain.end < Self.growthMargin
             }
             // A rotation whose new names may not be durable yet: nothing goes into the new file until they are.
             if let unusable = chain.unusable {
@@ -294,7 +298,19 @@ extension AuditLog {
                 let needed = chain.end + Int64(output.count)
                 if needed > chain.allocated {
                     let grown = (needed / Self.growthStep + 1) * Self.growthStep
+                    let failuresBefore = self.shared.withLock { $0.failures }
+                    // A growth that failed left the file longer than its reserved space, with a size and blocks
+                    // that ext4 (without a journal) never writes to the disk again once their write failed:
+                    // cut back first, so that this growth changes them anew and its flush writes them.
+                    if try self.file.size() > chain.allocated {
+                        try self.file.truncate(to: chain.allocated)
+                    }
                     try self.file.writeZeros(count: grown - chain.allocated, at: chain.allocated)
+                    // Flushed before any entry lies there, in turn with the log's other own flushes (as the
+                    // store's segments are): left to a later flush, a disk error in it could lose the new
+                    // blocks' allocation, and entries flushed there after the disk recovered would read back
+                    // as zeros. A failure refuses this batch, and the next grows again.
+                    try self.flushOwn(self.file, file: chain.fileFirst, failuresBefore: failuresBefore)
                     chain.allocated = grown
                     grew = true
                 }
