@@ -62,10 +62,16 @@ final class KeySlotFile: Sendable {
         let capacity = self.capacity.withLock { $0 }
         if slot >= capacity {
             let target = slot + Self.growth
-            try Segments.fill(
-                self.handle, from: capacity * Int64(KeySlot.size), count: (target - capacity) * Int64(KeySlot.size))
-            // Flushed at once (`Segments.grow`): a slot written here later changes data, never the file's blocks.
-            try self.handle.flushData()
+            // Flushed at once (`Segments.grow`): a slot written here later changes data, never the file's
+            // blocks. A failure here may have taken the error of slots written since the last flush that
+            // succeeded: the next flush writes them again.
+            do throws(CaseVaultError) {
+                try Segments.grow(
+                    self.handle, from: capacity * Int64(KeySlot.size), to: target * Int64(KeySlot.size))
+            } catch {
+                self.unflushed.withLock { $0.failed = true }
+                throw error
+            }
             self.capacity.withLock { $0 = max($0, target) }
         }
         // Kept before the write: a write that fails may have reached the page cache in part.

@@ -128,13 +128,7 @@ final class Segments: Sendable {
         }
         if end > size {
             let target = end + Self.growth
-            try Self.fill(file, from: size, count: target - size)
-            // Flushed at once, while nothing else waits for it: the blocks are allocated and written here, so
-            // a later flush of a frame only writes data. Left to that flush, a disk error in it could lose the
-            // allocation itself (ext4 converts unwritten extents when the write completes, and a failed write
-            // of that change is not written again), and frames flushed after the disk recovered would read
-            // back as zeros.
-            try file.flushData()
+            try Self.grow(file, from: size, to: target)
             size = target
             self.sizes.withLock { $0[location.segment] = target }
         }
@@ -183,6 +177,26 @@ final class Segments: Sendable {
 
     /// Writes `count` bytes from `offset` on, in chunks of `PosixFile.fillChunk`: `stream`'s keystream, or zeros
     /// without one (`PosixFile.writeZeros`).
+    /// Grows `file` from `size`, the end of its space known to be on the disk, to `target` with zeros, and
+    /// flushes at once, while nothing else waits for it: the blocks are allocated and written here, so that a
+    /// later flush of a frame or a slot only writes data. Left to that flush, a disk error in it could lose
+    /// the allocation itself (ext4 converts unwritten extents when the write completes, and without a
+    /// journal it does not write again a change to its own metadata whose write failed), and what was
+    /// flushed there after the disk recovered would read back as zeros after a remount. For the same reason,
+    /// what a growth that failed left past `size` is overwritten with zeros, flushed (it may hold frames or
+    /// keys of puts never acknowledged) and cut off first, so that this growth changes the size and blocks
+    /// anew and its flush writes them.
+    static func grow(_ file: PosixFile, from size: Int64, to target: Int64) throws(CaseVaultError) {
+        let actual = try file.size()
+        if actual > size {
+            try Self.fill(file, from: size, count: actual - size)
+            try file.flushData()
+            try file.truncate(to: size)
+        }
+        try Self.fill(file, from: size, count: target - size)
+        try file.flushData()
+    }
+
     static func fill(_ file: PosixFile, from offset: Int64, count: Int64, with stream: OverwriteStream? = nil)
         throws(CaseVaultError)
     {
