@@ -18,6 +18,8 @@ extension RecordStore {
     /// filesystem; returns whether it may. Otherwise the rider flushes on its own, as before.
     @discardableResult
     package func letRide(_ rider: any FlushRider) -> Bool {
+        // A closed store flushes nothing more, and would keep the rider (which keeps it) to the end.
+        guard !self.isClosed else { return false }
         var ours = stat()
         var theirs = stat()
         var type: UInt = 0

@@ -41,6 +41,8 @@ package final class RecordStore: RecordStorage {
     /// The audit log, when its entries ride on the flushes of put batches (`letRide`).
     let rider = Mutex<(any FlushRider)?>(nil)
     private let closed = Atomic<Bool>(false)
+    /// Whether `close` has begun.
+    var isClosed: Bool { self.closed.load(ordering: .acquiring) }
 
     /// The epoch new keys are wrapped under: changed by a rotation as the only writer.
     struct EpochState {
