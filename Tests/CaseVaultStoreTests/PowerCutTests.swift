@@ -112,6 +112,17 @@ final class PowerCutFS {
         return summary
     }
 
+    /// Kills the filesystem without a cut, for a test that cannot let go of it (a loop device still attached
+    /// to a file on it), so that the test ends rather than waits for an unmount that never comes.
+    func abandon() {
+        if let process = self.process {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        _ = try? Command.run("/usr/bin/fusermount3", ["-u", "-z", self.mountpoint])
+        (self.process, self.reader) = (nil, nil)
+    }
+
     deinit {
         if self.isMounted { _ = try? self.cut() }
         try? FileManager.default.removeItem(atPath: self.root)

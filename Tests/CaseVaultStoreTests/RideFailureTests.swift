@@ -48,6 +48,11 @@ struct RideFailureTests {
             }
         }
 
+        /// Writes everything the filesystem holds dirty, its own metadata included (`syncfs`).
+        func syncFilesystem() throws {
+            try Self.run("/usr/bin/sync", ["-f", self.mountpoint])
+        }
+
         /// Unmounts and mounts again: what is read next comes from the disk, not the page cache.
         func remount() throws {
             guard self.unmount() else {
@@ -106,9 +111,29 @@ struct RideFailureTests {
             }
             if !self.device.isEmpty {
                 _ = try? Self.run("/usr/sbin/losetup", ["-d", self.device])
+                // A device still in use is only marked to go when it is let go: then powercutfs could never
+                // unmount, and the test would wait for it forever.
+                let name = self.device.split(separator: "/").last.map(String.init) ?? ""
+                if FileManager.default.fileExists(atPath: "/sys/block/\(name)/loop/backing_file") {
+                    Issue.record("\(self.device) stayed attached; the filesystem under it is abandoned")
+                    self.fs.abandon()
+                }
                 self.device = ""
             }
         }
+    }
+
+    /// What the requests of the test came to.
+    struct Outcome {
+        /// Acknowledged puts: record → request number.
+        var acknowledged: [RecordID: UInt64] = [:]
+        /// Every request number whose request entry was written.
+        var requests: Set<UInt64> = []
+        /// Request numbers of audited puts, each of which also recorded a result entry.
+        var results: Set<UInt64> = []
+        /// The request whose entry was refused before it was written (it needed new space the failing disk
+        /// could not flush).
+        var refusedAtWrite: Set<UInt64> = []
     }
 
     /// One audited put as the server makes it: the request entry written, the put, the result queued, the
@@ -136,9 +161,9 @@ struct RideFailureTests {
         // The store and the log live only inside these calls: nothing is open on the filesystem when it is
         // remounted or detached.
         do {
-            let (acknowledged, requests) = try await Self.putThroughFailures(vault, disk: disk, caseID: caseID)
+            let outcome = try await Self.putThroughFailures(vault, disk: disk, caseID: caseID)
             try disk.remount()
-            try Self.expectOnDisk(vault, acknowledged: acknowledged, requests: requests, caseID: caseID)
+            try Self.expectOnDisk(vault, outcome, caseID: caseID)
         } catch {
             disk.detach()
             throw error
@@ -146,18 +171,23 @@ struct RideFailureTests {
         disk.detach()
     }
 
-    /// Audited puts on a healthy disk, then while every write fails, then once it has recovered; returns the
-    /// puts acknowledged (record → request number) and how many requests were made.
+    /// Audited puts on a healthy disk, then while every write fails, then once it has recovered, then once
+    /// more around a growth of the log while the disk fails; returns the puts acknowledged (record → request
+    /// number), how many requests were made, and those whose entry was refused before it was written.
     static func putThroughFailures(
         _ vault: TestVault, disk: FailingExt4, caseID: CaseID
-    ) async throws -> (acknowledged: [RecordID: UInt64], requests: UInt64) {
+    ) async throws -> Outcome {
         let store = try vault.open()
         defer { store.close() }
         let (log, _) = try AuditLog.open(directory: store.auditDirectory, clock: { 1_700_000_000_000 })
         defer { log.close() }
         try log.attach(to: store)
         try #require(log.isRiding, "the audit log does not ride on ext4")
-        var acknowledged: [RecordID: UInt64] = [:]
+        // What ext4 itself keeps for the files and directories just made (bitmaps, inode tables) is on the
+        // disk before it fails: without a journal, ext4 does not write again its own metadata whose write
+        // failed (fsck's to mend), which is not what this test is about.
+        try disk.syncFilesystem()
+        var outcome = Outcome()
         var number: UInt64 = 0
 
         // Healthy: every put is acknowledged, and its entry rides on its flush.
@@ -165,8 +195,10 @@ struct RideFailureTests {
         for _ in 0..<10 {
             number += 1
             let (record, durable) = try await Self.auditedPut(number, store: store, log: log, caseID: caseID)
+            outcome.requests.insert(number)
+            outcome.results.insert(number)
             #expect(record != nil && durable, "put \(number) on a healthy disk")
-            if let record { acknowledged[record.id] = number }
+            if let record { outcome.acknowledged[record.id] = number }
         }
         #expect(log.flushCounts.rides - start.rides >= 5, "\(log.flushCounts)")
 
@@ -176,6 +208,8 @@ struct RideFailureTests {
         for _ in 0..<3 {
             number += 1
             let (record, durable) = try await Self.auditedPut(number, store: store, log: log, caseID: caseID)
+            outcome.requests.insert(number)
+            outcome.results.insert(number)
             #expect(record == nil, "put \(number) was acknowledged while every write failed")
             #expect(!durable, "the entry of request \(number) was called durable while every write failed")
         }
@@ -186,32 +220,84 @@ struct RideFailureTests {
         for _ in 0..<10 {
             number += 1
             let (record, durable) = try await Self.auditedPut(number, store: store, log: log, caseID: caseID)
+            outcome.requests.insert(number)
+            outcome.results.insert(number)
             #expect(record != nil && durable, "put \(number) after the disk recovered")
-            if let record { acknowledged[record.id] = number }
+            if let record { outcome.acknowledged[record.id] = number }
         }
         let end = log.flushCounts
         #expect(end.own > recovered.own, "the log never flushed on its own to write again what it lost: \(end)")
         #expect(end.rides - recovered.rides >= 5, "the log did not ride again after the disk recovered: \(end)")
-        return (acknowledged, number)
+
+        // The log grows while the disk fails: filled to just short of its reserved space, then a request
+        // whose entry needs more. The new space cannot be made durable, so the entry is refused, not left
+        // for a later flush to make durable (one that failed could lose the space itself).
+        let filledFrom = number
+        number = try await Self.fill(log, path: vault.data + "/audit/log", from: number)
+        outcome.requests.formUnion(filledFrom + 1..<number + 1)
+        disk.fail(true)
+        number += 1
+        let written = try? await log.append(AuditLogTests.request(number))
+        #expect(written == nil, "an entry was written into new space while every write failed")
+        if written == nil { outcome.refusedAtWrite.insert(number) } else { outcome.requests.insert(number) }
+        disk.fail(false)
+        for _ in 0..<3 {
+            number += 1
+            let (record, durable) = try await Self.auditedPut(number, store: store, log: log, caseID: caseID)
+            outcome.requests.insert(number)
+            outcome.results.insert(number)
+            #expect(record != nil && durable, "put \(number) after the disk recovered from the growth")
+            if let record { outcome.acknowledged[record.id] = number }
+        }
+        return outcome
+    }
+
+    /// Writes request entries after `number` into `log` until the space the file at `path` has reserved (its
+    /// end is zeros) has less room left than its last entry took; returns the last request number used.
+    static func fill(_ log: AuditLog, path: String, from number: UInt64) async throws -> UInt64 {
+        var number = number
+        for _ in 0..<100 {
+            let bytes = [UInt8](FileManager.default.contents(atPath: path) ?? Data())
+            let end = AuditLogTests.contentEnd(bytes)
+            let lastLine = end - 1 - (bytes[..<(end - 1)].lastIndex(of: UInt8(ascii: "\n")) ?? -1)
+            let room = bytes.count - end
+            if room < lastLine { return number }
+            // Most of the room at once, the last of it one entry at a time (an entry that does not fit grows
+            // the file, and the filling goes on in the new space).
+            for _ in 0..<max(0, (room - 4_000) / (lastLine + 100)) {
+                number += 1
+                log.record(AuditLogTests.request(number))
+            }
+            number += 1
+            _ = try await log.append(AuditLogTests.request(number))
+        }
+        Issue.record("the audit log never came within an entry of its reserved end")
+        return number
     }
 
     /// From the disk itself: every acknowledged put reads back, nothing else was filed, and the log is whole
-    /// with every request's entries, the refused ones' too.
-    static func expectOnDisk(
-        _ vault: TestVault, acknowledged: [RecordID: UInt64], requests: UInt64, caseID: CaseID
-    ) throws {
+    /// with every request's entries (and every audited put's result), the refused puts' too, and none of a
+    /// request refused before its entry was written.
+    static func expectOnDisk(_ vault: TestVault, _ outcome: Outcome, caseID: CaseID) throws {
         let (bytes, head) = AuditLogTests.read(vault)
         let store = try vault.open()
         defer { store.close() }
         let report = AuditVerifier.verify(log: bytes, head: head, expectedKey: store.auditSigner.publicKey)
-        #expect(report.ok && report.entries >= 2 * requests, "\(report)")
-        let text = String(decoding: bytes, as: UTF8.self)
-        for request in 1...requests {
-            #expect(
-                text.contains("\"request\":\(request),") || text.contains("\"request\":\(request)}"),
-                "request \(request)'s entries are not in the log")
+        #expect(report.ok && report.entries >= UInt64(outcome.requests.count + outcome.results.count), "\(report)")
+        var found: (requests: Set<UInt64>, results: Set<UInt64>) = ([], [])
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            guard let range = line.range(of: "\"request\":"),
+                let number = UInt64(line[range.upperBound...].prefix { $0.isNumber })
+            else { continue }
+            if line.contains("\"kind\":\"request\"") { found.requests.insert(number) }
+            if line.contains("\"kind\":\"result\"") { found.results.insert(number) }
         }
-        for (id, put) in acknowledged {
+        let missing = outcome.requests.subtracting(found.requests)
+        #expect(missing.isEmpty, "request entries not in the log: \(missing.sorted().prefix(10))")
+        let missingResults = outcome.results.subtracting(found.results)
+        #expect(missingResults.isEmpty, "result entries not in the log: \(missingResults.sorted().prefix(10))")
+        #expect(found.requests.isDisjoint(with: outcome.refusedAtWrite), "a refused entry is in the log")
+        for (id, put) in outcome.acknowledged {
             do {
                 let content = try store.sealed.get(id).content
                 #expect(
@@ -220,6 +306,6 @@ struct RideFailureTests {
                 Issue.record("acknowledged put \(put) does not read back: \(error)")
             }
         }
-        #expect(try store.records(caseID: caseID).count == acknowledged.count)
+        #expect(try store.records(caseID: caseID).count == outcome.acknowledged.count)
     }
 }
