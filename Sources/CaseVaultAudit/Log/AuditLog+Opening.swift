@@ -88,7 +88,10 @@ extension AuditLog {
             lastFile = fileFirst
         }
         let chain = Chain(
-            seq: tail.seq, hash: tail.hash, end: end, lastStart: lastStart, allocated: size, lastCheckpoint: tail.seq,
+            // The reserved space past the entries is not trusted: a growth that failed in the last run (the
+            // disk failing, then a restart without a remount) may have left a size ext4 never wrote. The
+            // first write grows again from the entries' end, cutting it back and flushing.
+            seq: tail.seq, hash: tail.hash, end: end, lastStart: lastStart, allocated: end, lastCheckpoint: tail.seq,
             dirtyBytes: 0,
             fileFirst: fileFirst, lastFile: lastFile
         )
