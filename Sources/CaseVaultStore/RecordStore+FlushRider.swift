@@ -18,8 +18,6 @@ extension RecordStore {
     /// filesystem; returns whether it may. Otherwise the rider flushes on its own, as before.
     @discardableResult
     package func letRide(_ rider: any FlushRider) -> Bool {
-        // A closed store flushes nothing more, and would keep the rider (which keeps it) to the end.
-        guard !self.isClosed else { return false }
         var ours = stat()
         var theirs = stat()
         var type: UInt = 0
@@ -31,7 +29,12 @@ extension RecordStore {
             self.rider.withLock { $0 = nil }
             return false
         }
-        self.rider.withLock { $0 = rider }
-        return true
+        // A closed store flushes nothing more, and would keep the rider (which keeps it) to the end. Checked
+        // under the rider's lock: `close` marks the store closed before it takes that lock to let go.
+        return self.rider.withLock { current in
+            guard !self.isClosed else { return false }
+            current = rider
+            return true
+        }
     }
 }

@@ -86,6 +86,9 @@ final class KeySlotFile: Sendable {
 
     /// Overwrites a slot with random bytes (not yet flushed).
     func scrub(_ slot: Int64) throws(CaseVaultError) {
+        // A slot past the file's grown space was never written: nothing to scrub, and no growth to make (the
+        // undo of a batch whose growth failed would otherwise try it again, on a failing disk, per slot).
+        guard slot < self.capacity.withLock({ $0 }) else { return }
         try self.write(slot, KeySlot.scrubbed())
     }
 

@@ -175,9 +175,8 @@ final class Segments: Sendable {
             try self.file(location.segment), from: location.offset, count: Int64(location.length), with: stream)
     }
 
-    /// Writes `count` bytes from `offset` on, in chunks of `PosixFile.fillChunk`: `stream`'s keystream, or zeros
-    /// without one (`PosixFile.writeZeros`).
-    /// Grows `file` from `size`, the end of its space known to be on the disk, to `target` with zeros, and
+    /// Grows `file` from `size`, the end of its space this run of the store has grown and flushed (or found at
+    /// open), to `target` with zeros, and
     /// flushes at once, while nothing else waits for it: the blocks are allocated and written here, so that a
     /// later flush of a frame or a slot only writes data. Left to that flush, a disk error in it could lose
     /// the allocation itself (ext4 converts unwritten extents when the write completes, and without a
@@ -197,6 +196,8 @@ final class Segments: Sendable {
         try file.flushData()
     }
 
+    /// Writes `count` bytes from `offset` on, in chunks of `PosixFile.fillChunk`: `stream`'s keystream, or zeros
+    /// without one (`PosixFile.writeZeros`).
     static func fill(_ file: PosixFile, from offset: Int64, count: Int64, with stream: OverwriteStream? = nil)
         throws(CaseVaultError)
     {
