@@ -125,6 +125,8 @@ struct RideFailureTests {
 
     /// What the requests of the test came to.
     struct Outcome {
+        /// The last request number used.
+        var last: UInt64 = 0
         /// Acknowledged puts: record → request number.
         var acknowledged: [RecordID: UInt64] = [:]
         /// Every request number whose request entry was written.
@@ -136,19 +138,25 @@ struct RideFailureTests {
         var refusedAtWrite: Set<UInt64> = []
     }
 
-    /// One audited put as the server makes it: the request entry written, the put, the result queued, the
-    /// answer held until the request entry is durable. Returns the record when the put was acknowledged,
-    /// and whether the log said its entry was durable.
+    /// One audited put as the server makes it, numbered after `outcome.last`: the request entry written, the
+    /// put, the result queued, the answer held until the request entry is durable. Its entries and, if the
+    /// put was acknowledged, its record go into `outcome`. Returns whether the put was acknowledged and
+    /// whether the log said its entry was durable.
     static func auditedPut(
-        _ number: UInt64, store: RecordStore, log: AuditLog, caseID: CaseID
-    ) async throws -> (record: RecordMetadata?, durable: Bool) {
+        _ outcome: inout Outcome, store: RecordStore, log: AuditLog, caseID: CaseID
+    ) async throws -> (acknowledged: Bool, durable: Bool) {
+        outcome.last += 1
+        let number = outcome.last
         let receipt = try await log.append(AuditLogTests.request(number))
         let record = try? store.sealed.put(
             NewRecord(
                 caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "fail \(number)")))
         log.record(AuditLogTests.result(number, status: record == nil ? 500 : 201))
+        outcome.requests.insert(number)
+        outcome.results.insert(number)
+        if let record { outcome.acknowledged[record.id] = number }
         let durable = (try? await log.awaitDurable(receipt)) != nil
-        return (record, durable)
+        return (record != nil, durable)
     }
 
     @Test(
@@ -188,17 +196,12 @@ struct RideFailureTests {
         // failed (fsck's to mend), which is not what this test is about.
         try disk.syncFilesystem()
         var outcome = Outcome()
-        var number: UInt64 = 0
 
         // Healthy: every put is acknowledged, and its entry rides on its flush.
         let start = log.flushCounts
         for _ in 0..<10 {
-            number += 1
-            let (record, durable) = try await Self.auditedPut(number, store: store, log: log, caseID: caseID)
-            outcome.requests.insert(number)
-            outcome.results.insert(number)
-            #expect(record != nil && durable, "put \(number) on a healthy disk")
-            if let record { outcome.acknowledged[record.id] = number }
+            let (acknowledged, durable) = try await Self.auditedPut(&outcome, store: store, log: log, caseID: caseID)
+            #expect(acknowledged && durable, "put \(outcome.last) on a healthy disk")
         }
         #expect(log.flushCounts.rides - start.rides >= 5, "\(log.flushCounts)")
 
@@ -206,24 +209,17 @@ struct RideFailureTests {
         // acknowledged, neither a put nor an entry.
         disk.fail(true)
         for _ in 0..<3 {
-            number += 1
-            let (record, durable) = try await Self.auditedPut(number, store: store, log: log, caseID: caseID)
-            outcome.requests.insert(number)
-            outcome.results.insert(number)
-            #expect(record == nil, "put \(number) was acknowledged while every write failed")
-            #expect(!durable, "the entry of request \(number) was called durable while every write failed")
+            let (acknowledged, durable) = try await Self.auditedPut(&outcome, store: store, log: log, caseID: caseID)
+            #expect(!acknowledged, "put \(outcome.last) was acknowledged while every write failed")
+            #expect(!durable, "the entry of request \(outcome.last) was called durable while every write failed")
         }
 
         // Recovered: the log's own flush writes again what the failed ones lost, then entries ride again.
         disk.fail(false)
         let recovered = log.flushCounts
         for _ in 0..<10 {
-            number += 1
-            let (record, durable) = try await Self.auditedPut(number, store: store, log: log, caseID: caseID)
-            outcome.requests.insert(number)
-            outcome.results.insert(number)
-            #expect(record != nil && durable, "put \(number) after the disk recovered")
-            if let record { outcome.acknowledged[record.id] = number }
+            let (acknowledged, durable) = try await Self.auditedPut(&outcome, store: store, log: log, caseID: caseID)
+            #expect(acknowledged && durable, "put \(outcome.last) after the disk recovered")
         }
         let end = log.flushCounts
         #expect(end.own > recovered.own, "the log never flushed on its own to write again what it lost: \(end)")
@@ -232,47 +228,41 @@ struct RideFailureTests {
         // The log grows while the disk fails: filled to just short of its reserved space, then a request
         // whose entry needs more. The new space cannot be made durable, so the entry is refused, not left
         // for a later flush to make durable (one that failed could lose the space itself).
-        let filledFrom = number
-        number = try await Self.fill(log, path: vault.data + "/audit/log", from: number)
-        outcome.requests.formUnion(filledFrom + 1..<number + 1)
+        try await Self.fill(log, path: vault.data + "/audit/log", into: &outcome)
         disk.fail(true)
-        number += 1
-        let written = try? await log.append(AuditLogTests.request(number))
+        outcome.last += 1
+        let written = try? await log.append(AuditLogTests.request(outcome.last))
         #expect(written == nil, "an entry was written into new space while every write failed")
-        if written == nil { outcome.refusedAtWrite.insert(number) } else { outcome.requests.insert(number) }
+        if written == nil { outcome.refusedAtWrite.insert(outcome.last) } else { outcome.requests.insert(outcome.last) }
         disk.fail(false)
         for _ in 0..<3 {
-            number += 1
-            let (record, durable) = try await Self.auditedPut(number, store: store, log: log, caseID: caseID)
-            outcome.requests.insert(number)
-            outcome.results.insert(number)
-            #expect(record != nil && durable, "put \(number) after the disk recovered from the growth")
-            if let record { outcome.acknowledged[record.id] = number }
+            let (acknowledged, durable) = try await Self.auditedPut(&outcome, store: store, log: log, caseID: caseID)
+            #expect(acknowledged && durable, "put \(outcome.last) after the disk recovered from the growth")
         }
         return outcome
     }
 
-    /// Writes request entries after `number` into `log` until the space the file at `path` has reserved (its
-    /// end is zeros) has less room left than its last entry took; returns the last request number used.
-    static func fill(_ log: AuditLog, path: String, from number: UInt64) async throws -> UInt64 {
-        var number = number
+    /// Writes request entries, numbered after `outcome.last`, into `log` until the space the file at `path`
+    /// has reserved (its end is zeros) has less room left than its last entry took.
+    static func fill(_ log: AuditLog, path: String, into outcome: inout Outcome) async throws {
         for _ in 0..<100 {
             let bytes = [UInt8](FileManager.default.contents(atPath: path) ?? Data())
             let end = AuditLogTests.contentEnd(bytes)
             let lastLine = end - 1 - (bytes[..<(end - 1)].lastIndex(of: UInt8(ascii: "\n")) ?? -1)
             let room = bytes.count - end
-            if room < lastLine { return number }
+            if room < lastLine { return }
             // Most of the room at once, the last of it one entry at a time (an entry that does not fit grows
             // the file, and the filling goes on in the new space).
             for _ in 0..<max(0, (room - 4_000) / (lastLine + 100)) {
-                number += 1
-                log.record(AuditLogTests.request(number))
+                outcome.last += 1
+                outcome.requests.insert(outcome.last)
+                log.record(AuditLogTests.request(outcome.last))
             }
-            number += 1
-            _ = try await log.append(AuditLogTests.request(number))
+            outcome.last += 1
+            outcome.requests.insert(outcome.last)
+            _ = try await log.append(AuditLogTests.request(outcome.last))
         }
         Issue.record("the audit log never came within an entry of its reserved end")
-        return number
     }
 
     /// From the disk itself: every acknowledged put reads back, nothing else was filed, and the log is whole
