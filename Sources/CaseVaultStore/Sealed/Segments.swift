@@ -176,15 +176,14 @@ final class Segments: Sendable {
     }
 
     /// Grows `file` from `size`, the end of its space this run of the store has grown and flushed (or found at
-    /// open), to `target` with zeros, and
-    /// flushes at once, while nothing else waits for it: the blocks are allocated and written here, so that a
-    /// later flush of a frame or a slot only writes data. Left to that flush, a disk error in it could lose
-    /// the allocation itself (ext4 converts unwritten extents when the write completes, and without a
-    /// journal it does not write again a change to its own metadata whose write failed), and what was
-    /// flushed there after the disk recovered would read back as zeros after a remount. For the same reason,
-    /// what a growth that failed left past `size` is overwritten with zeros, flushed (it may hold frames or
-    /// keys of puts never acknowledged) and cut off first, so that this growth changes the size and blocks
-    /// anew and its flush writes them.
+    /// open), to `target` with zeros, and flushes at once, while nothing else waits for it: the blocks are
+    /// allocated and written here, so that a later flush of a frame or a slot only writes data. Left to that
+    /// flush, a disk error in it could lose the allocation itself (ext4 converts unwritten extents when the
+    /// write completes, and without a journal it does not write again a change to its own metadata whose
+    /// write failed), and what was flushed there after the disk recovered would read back as zeros after a
+    /// remount. For the same reason, what a growth that failed left past `size` is overwritten with zeros,
+    /// flushed (it may hold frames or keys of puts never acknowledged) and cut off first, so that this growth
+    /// changes the size and blocks anew and its flush writes them.
     static func grow(_ file: PosixFile, from size: Int64, to target: Int64) throws(CaseVaultError) {
         let actual = try file.size()
         if actual > size {
