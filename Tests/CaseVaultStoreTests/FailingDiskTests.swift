@@ -151,10 +151,12 @@ struct FailingDiskTests {
             log.close()
         }
         try fs.cut()
-        // Then the flush after the attach's fails, and loses what it should have made durable, as Linux does
-        // after a writeback error: the pages stay readable but are marked clean. It carries one entry larger
-        // than a 4 KiB block, whose first block no later entry writes to again.
-        try fs.mount(options: ["--fail=fdatasync:/audit/log@2=EIO"])
+        // Then the flush after the attach's fails (the third: the open does not trust the reserved space, so
+        // the attach's entry grows the file again, flushed at once, before the attach's flush), and loses what
+        // it should have made durable, as Linux does after a writeback error: the pages stay readable but are
+        // marked clean. It carries one entry larger than a 4 KiB block, whose first block no later entry
+        // writes to again.
+        try fs.mount(options: ["--fail=fdatasync:/audit/log@3=EIO"])
         var acknowledged: [UInt64] = []
         var refused = 0
         do {
