@@ -10,7 +10,8 @@
 /// rider's blocks too. That is durable only when the rider's bytes overwrite blocks the file already has
 /// (no size or extent change to commit) on a filesystem that writes in place, on the same device: the
 /// store lets a file ride only on ext4 and xfs and only on its own device, and the rider answers `nil`
-/// whenever it needs a flush of its own (after growing, or to write a head).
+/// whenever it needs a flush of its own (to write again what a failed flush lost, or to write a head); it
+/// grows only with a flush of its own, before it writes in the new space.
 public protocol FlushRider: AnyObject, Sendable {
     /// The file that rides (its device and filesystem are checked).
     var ridingPath: String { get }

@@ -316,10 +316,7 @@ extension AuditLog {
                 // The new, empty `log` is made and opened (twice, writer and rider) under the rotation's
                 // prepared name before anything is moved: a failure to open it leaves the log as it was, and a
                 // prepared file left behind is dropped by the next open, or becomes `log` when there is none.
-                let preparedPath = self.directory + "/" + AuditFiles.prepared
-                _ = unlink(preparedPath)
-                let fresh = try LogFile(
-                    PosixFile(path: preparedPath, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600), path: preparedPath)
+                let (fresh, preparedPath) = try self.makePrepared()
                 if !whole {
                     let archived = try PosixFile(path: self.directory + "/" + part.name, flags: O_RDWR)
                     try archived.truncate(to: cut.offset)

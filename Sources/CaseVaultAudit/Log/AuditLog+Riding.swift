@@ -11,13 +11,12 @@ internal import Glibc
 
 // Riding on the store's flushes (`FlushRider`).
 extension AuditLog {
-    /// Ready to ride when something was written since the last flush, no checkpoint's head is waiting,
-    /// every growth of the file has been flushed by the log itself, and no failed flush waits for the log's
-    /// own to write again what it lost.
+    /// Ready to ride when something was written since the last flush, no checkpoint's head is waiting, and
+    /// no failed flush waits for the log's own to write again what it lost. (The file never needs a flush of
+    /// its own for its size: entries are written only into space a growth has flushed.)
     public func prepareRide() -> UInt64? {
         let target = self.shared.withLock { state -> UInt64? in
             guard state.riding, state.written > state.synced, state.unsyncedCheckpoint == nil,
-                state.grewIn <= state.ownSynced,
                 state.rewrite == nil
             else {
                 return nil

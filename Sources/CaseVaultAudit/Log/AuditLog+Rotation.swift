@@ -53,10 +53,7 @@ extension AuditLog {
         entry.signature = Hex.encode(
             signer.signature(for: AuditChain.checkpointMessage(seq: seq, previous: chain.hash)))
         let (line, hash) = AuditChain.line(previous: chain.hash, json: AuditChain.encode(entry), signer: signer)
-        let preparedPath = self.directory + "/" + AuditFiles.prepared
-        _ = unlink(preparedPath)
-        let next = try LogFile(
-            PosixFile(path: preparedPath, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600), path: preparedPath)
+        let (next, preparedPath) = try self.makePrepared()
         let allocated = max(Self.growthStep, Int64(line.count))
         try next.writer.write(line, at: 0)
         try next.writer.writeZeros(count: allocated - Int64(line.count), at: Int64(line.count))
@@ -67,7 +64,7 @@ extension AuditLog {
         let old = self.file
         try old.truncate(to: chain.end)
         // Cut short, the file has no room reserved past its entries: if the rotation fails from here, the
-        // next entries grow it again, and the log's own flush commits that before anything rides.
+        // next entries grow it again, and that growth is flushed before any of them is written there.
         chain.allocated = chain.end
         let (lost, failuresBefore) = self.shared.withLock { ($0.rewrite, $0.failures) }
         if let lost, lost.file == chain.fileFirst, lost.from < chain.end {

@@ -56,7 +56,7 @@ extension AuditLog {
                 in
                 // Nothing new, unless a ride made the checkpoint's batch durable before its head was written.
                 let anchorDue = self.anchorDue(state)
-                let ownNeeded = state.unsyncedCheckpoint != nil || state.grewIn > state.ownSynced || anchorDue
+                let ownNeeded = state.unsyncedCheckpoint != nil || anchorDue
                 if state.written <= state.synced && !ownNeeded { return nil }
                 // Riding, what nobody waits for (and no read's window needs) is left to the next put's flush.
                 if state.riding && state.durableWaiters.isEmpty && !ownNeeded && state.windowTarget <= state.synced {
@@ -125,7 +125,6 @@ extension AuditLog {
                         if state.rewrite?.file == flushed.file { state.rewrite = nil }
                     }
                     state.synced = max(state.synced, target)
-                    state.ownSynced = max(state.ownSynced, target)
                     state.ownFlushes += 1
                     if anchored, let (_, tail) = anchor {
                         state.anchoredSeq = max(state.anchoredSeq, tail.seq)

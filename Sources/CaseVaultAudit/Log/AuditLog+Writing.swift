@@ -208,7 +208,6 @@ extension AuditLog {
     private func write(_ batch: [Pending], signer: AuditSigner?) {
         var entryWaiters: [Waiter] = []
         var flushWaiters: [Waiter] = []
-        var grew = false
         var rotationFailure: String??
         var heavyNext = true
         defer { self.shared.withLock { $0.heavyNext = heavyNext } }
@@ -245,8 +244,6 @@ extension AuditLog {
                     chain.rotateAfter = chain.seq + self.checkpointInterval
                     rotationFailure = .some(error.message)
                 }
-                // The file's size may have changed either way: the log flushes it before anything rides.
-                grew = true
                 if chain.unusable != nil || chain.directoryUnflushed {
                     return .failure(
                         CaseVaultError(.storageFailure, (rotationFailure ?? nil) ?? "the audit log could not rotate"))
@@ -312,7 +309,6 @@ extension AuditLog {
                     // as zeros. A failure refuses this batch, and the next grows again.
                     try self.flushOwn(self.file, file: chain.fileFirst, failuresBefore: failuresBefore)
                     chain.allocated = grown
-                    grew = true
                 }
                 if !output.isEmpty {
                     try self.file.write(output, at: chain.end)
@@ -345,7 +341,6 @@ extension AuditLog {
                 state.writeFailure = nil
                 state.written += 1
                 state.writtenTail = tail
-                if grew { state.grewIn = state.written }
                 if let checkpoint, let signer {
                     state.unsyncedCheckpoint = (checkpoint, signer)
                 }
@@ -359,10 +354,8 @@ extension AuditLog {
             }
             // Results alone wait for the next flush. A request entry's flush starts now, while its route
             // works, unless it rides on the store's flush (then `awaitDurable` starts it if still needed).
-            // A checkpoint, an explicit flush and a grown file need a flush of the log's own.
-            if (eager && !entryWaiters.isEmpty) || !flushWaiters.isEmpty || checkpoint != nil || grew
-                || self.anchorDue()
-            {
+            // A checkpoint and an explicit flush need a flush of the log's own.
+            if (eager && !entryWaiters.isEmpty) || !flushWaiters.isEmpty || checkpoint != nil || self.anchorDue() {
                 self.startSync()
             }
             self.scheduleAnchor()

@@ -62,6 +62,14 @@ public final class AuditLog: FlushRider {
             self.rider = try PosixFile(path: path, flags: O_RDWR)
         }
     }
+
+    /// A new, empty file under the prepared name (`log.new`, replacing one an interrupted rotation left),
+    /// open twice, and its path: what a rotation, or a break set aside, renames `log` once it is ready.
+    func makePrepared() throws(CaseVaultError) -> (LogFile, path: String) {
+        let path = self.directory + "/" + AuditFiles.prepared
+        _ = unlink(path)
+        return (try LogFile(PosixFile(path: path, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600), path: path), path)
+    }
     let checkpointInterval: UInt64
     /// How often, at most, the anchor follows the log between checkpoints.
     let anchorInterval: DispatchTimeInterval
@@ -126,11 +134,6 @@ public final class AuditLog: FlushRider {
         var rotationFailure: String?
         /// Whether entries ride on the store's flushes (`attach(to:)`).
         var riding = false
-        /// The last batch that grew the file: until a flush of the log's own has made it durable (with
-        /// the new size), nothing rides.
-        var grewIn: UInt64 = 0
-        /// The last batch made durable by a flush of the log's own.
-        var ownSynced: UInt64 = 0
         /// Flushes of the log's own, and store flushes it rode on.
         var ownFlushes = 0
         var rides = 0
