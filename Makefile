@@ -4,7 +4,10 @@ APT_PACKAGES := libsodium-dev libsqlite3-dev pkg-config systemd
 # What the real-systemd test needs besides: systemd-nspawn, and the tools it drives the container with.
 # The power-cut test's filesystem: libfuse3 to build it, fusermount3 to unmount it (the cut); e2fsprogs for the
 # ext4 made on a loop device (util-linux's losetup) over it, where the audit log rides on a failing disk.
-TEST_APT_PACKAGES := systemd-container curl bc procps util-linux passwd fuse3 libfuse3-dev gcc python3 e2fsprogs
+# PostgreSQL 15's server programs (initdb, pg_ctl, pg_basebackup, psql) for the clusters the PostgreSQL tests
+# make and start themselves, on Unix sockets in a temporary directory (util-linux's setpriv runs them as nobody).
+TEST_APT_PACKAGES := systemd-container curl bc procps util-linux passwd fuse3 libfuse3-dev gcc python3 e2fsprogs \
+	postgresql-15
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps test-deps apt-install build run lint test test-systemd test-asan test-tsan powercutfs bench soak fuzz check-api install clean

@@ -30,6 +30,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // Layer 1: libsodium and the only Swift code that calls it.
@@ -87,6 +89,22 @@ let package = Package(
         .target(
             name: "CaseVaultAudit",
             dependencies: ["CaseVaultFiles", "CaseVaultCore", "CaseVaultCrypto"],
+            swiftSettings: swiftSettings
+        ),
+        // Layer 5, beside the store: the PostgreSQL side of a vault that outlives one host: where the database
+        // is (a list of servers tried in turn for the writable primary, TLS or a local socket, the password
+        // from a file), and doctor's checks of the server. Sees no key and no plaintext.
+        .target(
+            name: "CaseVaultPostgres",
+            dependencies: [
+                "CaseVaultCore",
+                "CaseVaultCrypto",
+                "CaseVaultFiles",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         // C declarations Swift's Glibc module lacks (prctl and ioctl are variadic; ucred needs _GNU_SOURCE;
@@ -330,6 +348,17 @@ let package = Package(
                 "casevault-torture",
                 "casevaultd",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CaseVaultPostgresTests",
+            dependencies: [
+                "CaseVaultPostgres",
+                "CaseVaultCore",
+                "CCaseVaultShims",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -17,6 +17,7 @@ int casevault_disable_core_dumps(void) {
 #include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <spawn.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -127,4 +128,9 @@ int casevault_write_back(int fd, int step) {
     default: errno = EINVAL; return -1;
     }
     return sync_file_range(fd, 0, 0, flags);
+}
+
+int casevault_spawn_actions_confine(void *actions, const char *directory) {
+    int failed = posix_spawn_file_actions_addchdir_np(actions, directory);
+    return failed ? failed : posix_spawn_file_actions_addclosefrom_np(actions, 3);
 }

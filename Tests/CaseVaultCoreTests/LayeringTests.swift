@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// The import graph of `Sources/`, read from the files: layers point one way (crypto ← core ← files ←
-/// sealing ← store and audit, side by side ← configuration ← server ← daemon ← executables; the client beside the
+/// sealing ← store, PostgreSQL and audit, side by side ← configuration ← server ← daemon ← executables; the client beside the
 /// server, on the wire they share), libsodium is called from the crypto
 /// target alone, and SQLite is reached from the store's index alone.
 @Suite("The layers of Sources/")
@@ -20,6 +20,8 @@ struct LayeringTests {
             "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultSealing", "CCaseVaultShims", "GRDB",
         ],
         "CaseVaultAudit": ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles"],
+        // Beside the store: where the PostgreSQL database is and what doctor checks of it; no key, no plaintext.
+        "CaseVaultPostgres": ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles"],
         "CaseVaultConfiguration": [
             "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultSealing", "CaseVaultStore",
             "CaseVaultAudit", "CCaseVaultShims",

@@ -57,6 +57,12 @@ int casevault_open_unnamed(const char *directory, int mode);
 /// privilege); fails with EEXIST when `path` exists. Returns 0, or -1 with errno set.
 int casevault_link_unnamed(int fd, const char *path);
 
+/// Adds to `actions` (a posix_spawn_file_actions_t, untyped so that this header includes no system header)
+/// what Glibc declares only under _GNU_SOURCE: change to `directory`, then close every descriptor from 3 up,
+/// so that a spawned program (and any server it leaves running) inherits nothing but its standard streams.
+/// Returns 0, or an error number.
+int casevault_spawn_actions_confine(void *actions, const char *directory);
+
 /// FS_NOCOW_FL, for reading the flags back.
 #define CASEVAULT_FS_NOCOW_FL 0x00800000
 

@@ -1,0 +1,205 @@
+import CCaseVaultShims
+import CaseVaultPostgres
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Two real PostgreSQL 15 clusters made for one test: a primary and a streaming standby that the primary's
+/// commits wait for (`synchronous_standby_names`), both on Unix sockets in a temporary directory and on no
+/// TCP port. Made with `initdb`, `pg_basebackup` and `pg_ctl`, as `nobody` when the tests run as root (the
+/// server refuses to run as root). `make test` installs postgresql-15.
+final class PostgresClusters {
+    static let bin = "/usr/lib/postgresql/15/bin"
+    static let user = "casevault"
+    static let database = "vault"
+    static let primaryPort = 5433
+    static let standbyPort = 5434
+    /// The standby's name, as the primary's `synchronous_standby_names` lists it.
+    static let standbyName = "standby1"
+
+    let root: String
+    let password: String
+
+    var primaryData: String { self.root + "/primary" }
+    var standbyData: String { self.root + "/standby" }
+    var primarySockets: String { self.root + "/sock-primary" }
+    var standbySockets: String { self.root + "/sock-standby" }
+    var primary: PostgresLocation.Server { .socket(directory: self.primarySockets, port: Self.primaryPort) }
+    var standby: PostgresLocation.Server { .socket(directory: self.standbySockets, port: Self.standbyPort) }
+
+    /// A location listing `servers` in that order (each socket with its own port, which a URI cannot say).
+    func location(_ servers: [PostgresLocation.Server]) throws -> PostgresLocation {
+        var location = try PostgresLocation(parsing: "postgresql://\(Self.user)@/\(Self.database)?host=/unused")
+        location.servers = servers
+        location.connectTimeoutSeconds = 2
+        return location
+    }
+
+    /// Makes and starts both clusters and waits until the standby streams in sync.
+    init() throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.bin + "/initdb") else {
+            throw Failure("PostgreSQL 15 is not installed at \(Self.bin): `make test` installs postgresql-15")
+        }
+        var template = Array("/tmp/casevault-pg-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw Failure("mkdtemp failed") }
+        self.root = String(cString: made)
+        self.password = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        try self.own(self.root)
+        for directory in [self.primarySockets, self.standbySockets] {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
+            try self.own(directory)
+        }
+        let passwordFile = self.root + "/initdb-password"
+        try Data((self.password + "\n").utf8).write(to: URL(fileURLWithPath: passwordFile))
+        try self.own(passwordFile)
+
+        try self.runAsOwner(
+            "initdb",
+            [
+                "-D", self.primaryData, "-U", Self.user, "--pwfile=\(passwordFile)", "--auth=scram-sha-256",
+                "-E", "UTF8", "--locale=C", "--no-sync",
+            ])
+        try self.appendSettings(
+            self.primaryData + "/postgresql.conf",
+            [
+                "listen_addresses = ''", "unix_socket_directories = '\(self.primarySockets)'",
+                "port = \(Self.primaryPort)", "synchronous_commit = on", "wal_level = replica", "max_wal_senders = 4",
+            ])
+        try self.pgctl(["-D", self.primaryData, "-l", self.root + "/primary.log", "-w", "start"])
+        try self.psql(Self.primaryPort, self.primarySockets, "postgres", "CREATE DATABASE \(Self.database)")
+
+        try self.runAsOwner(
+            "pg_basebackup",
+            [
+                "-D", self.standbyData, "-h", self.primarySockets, "-p", "\(Self.primaryPort)", "-U", Self.user, "-X",
+                "stream", "--checkpoint=fast",
+            ])
+        try self.appendSettings(
+            self.standbyData + "/postgresql.conf",
+            [
+                "unix_socket_directories = '\(self.standbySockets)'", "port = \(Self.standbyPort)",
+                // Once promoted, the standby has no standby of its own to wait for.
+                "synchronous_standby_names = ''",
+                "primary_conninfo = 'host=\(self.primarySockets) port=\(Self.primaryPort) user=\(Self.user) password=\(self.password) application_name=\(Self.standbyName)'",
+            ])
+        try Data().write(to: URL(fileURLWithPath: self.standbyData + "/standby.signal"))
+        try self.own(self.standbyData + "/standby.signal")
+        try self.pgctl(["-D", self.standbyData, "-l", self.root + "/standby.log", "-w", "start"])
+        // Only now may the primary's commits wait for the standby: before it runs, they would wait forever.
+        try self.appendSettings(
+            self.primaryData + "/postgresql.conf", ["synchronous_standby_names = '\(Self.standbyName)'"])
+        try self.pgctl(["-D", self.primaryData, "reload"])
+
+        let deadline = Date().addingTimeInterval(30)
+        while try self.psql(
+            Self.primaryPort, self.primarySockets, "postgres",
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = 'sync'") != "1"
+        {
+            guard Date() < deadline else { throw Failure("the standby did not stream in sync within 30 s") }
+            usleep(100_000)
+        }
+    }
+
+    /// Stops a cluster at once, as a crash would (`pg_ctl stop -m immediate`).
+    func kill(primary: Bool) throws {
+        try self.pgctl(["-D", primary ? self.primaryData : self.standbyData, "-m", "immediate", "-w", "stop"])
+    }
+
+    /// Promotes the standby and waits until it takes writes.
+    func promoteStandby() throws {
+        try self.pgctl(["-D", self.standbyData, "-w", "promote"])
+    }
+
+    /// Stops whatever still runs and removes every file.
+    func tearDown() {
+        for data in [self.primaryData, self.standbyData]
+        where FileManager.default.fileExists(atPath: data + "/postmaster.pid") {
+            try? self.pgctl(["-D", data, "-m", "immediate", "-w", "stop"])
+        }
+        try? FileManager.default.removeItem(atPath: self.root)
+    }
+
+    /// Runs SQL with psql on a cluster and returns its unaligned output.
+    @discardableResult
+    func psql(_ port: Int, _ sockets: String, _ database: String, _ sql: String) throws -> String {
+        try self.runAsOwner(
+            "psql",
+            [
+                "-h", sockets, "-p", "\(port)", "-U", Self.user, "-d", database, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c",
+                sql,
+            ]
+        ).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    private func pgctl(_ arguments: [String]) throws {
+        try self.runAsOwner("pg_ctl", arguments)
+    }
+
+    /// Gives `path` to the user the clusters run as.
+    private func own(_ path: String) throws {
+        guard geteuid() == 0 else { return }
+        guard chown(path, 65534, 65534) == 0 else { throw Failure("chown \(path): errno \(errno)") }
+    }
+
+    private func appendSettings(_ path: String, _ lines: [String]) throws {
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(("\n" + lines.joined(separator: "\n") + "\n").utf8))
+        try handle.close()
+    }
+
+    /// Runs one of PostgreSQL's programs as the clusters' owner (`nobody` under root, else this user) and
+    /// returns what it printed. Spawned directly rather than through Foundation's `Process`, which takes a
+    /// child for running until every process holding its inherited descriptors is gone: the server that
+    /// `pg_ctl start` leaves behind would hold them for the rest of the test. The child inherits no
+    /// descriptor but its output file, so no server outlives a test holding another test's pipe.
+    @discardableResult
+    private func runAsOwner(_ tool: String, _ arguments: [String]) throws -> String {
+        let command =
+            geteuid() == 0
+            ? ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", Self.bin + "/" + tool]
+            : [Self.bin + "/" + tool]
+        let outputPath = self.root + "/\(tool)-\(UUID().uuidString).out"
+        defer { unlink(outputPath) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        guard casevault_spawn_actions_confine(&actions, self.root) == 0 else { throw Failure("posix_spawn actions") }
+        var environment = ProcessInfo.processInfo.environment
+        environment["PGPASSWORD"] = self.password
+        environment["HOME"] = self.root
+        let argv = (command + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for pointer in argv + envp { free(pointer) } }
+        var pid: pid_t = 0
+        guard posix_spawn(&pid, command[0], &actions, nil, argv, envp) == 0 else {
+            throw Failure("could not start \(tool)")
+        }
+        // pg_ctl waits at most 60 s for a server (-w); anything past two minutes is a hang.
+        let deadline = Date().addingTimeInterval(120)
+        var status: Int32 = 0
+        while waitpid(pid, &status, WNOHANG) == 0 {
+            guard Date() < deadline else {
+                Glibc.kill(pid, SIGKILL)
+                waitpid(pid, &status, 0)
+                throw Failure("\(tool) did not finish within 120 s")
+            }
+            usleep(10_000)
+        }
+        let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        guard status == 0 else {
+            throw Failure("\(tool) exited with status \(status): \(text)")
+        }
+        return text
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+        init(_ description: String) { self.description = description }
+    }
+}

@@ -1,0 +1,121 @@
+import CaseVaultCore
+import CaseVaultPostgres
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("The PostgreSQL connection string and password")
+struct PostgresLocationTests {
+    @Test("a list of hosts, each with its port or the default, with TLS verified by default")
+    func hosts() throws {
+        let location = try PostgresLocation(
+            parsing: "postgresql://casevault@db1.example.org:5433,db2.example.org,[fd00::2]:6432/vault")
+        #expect(
+            location.servers == [
+                .tcp(host: "db1.example.org", port: 5433), .tcp(host: "db2.example.org", port: 5432),
+                .tcp(host: "fd00::2", port: 6432),
+            ])
+        #expect(location.user == "casevault")
+        #expect(location.database == "vault")
+        #expect(location.tls == .verifyFull)
+        #expect(location.rootCertificatePath == nil)
+    }
+
+    @Test("local sockets by directory, with the port, TLS off, a CA file and a timeout given as parameters")
+    func parameters() throws {
+        let location = try PostgresLocation(
+            parsing:
+                "postgres://vault%20owner@/case%2Dvault?host=/run/postgresql,/var/run/pg&port=5434&sslmode=disable&connect_timeout=3&target_session_attrs=read-write"
+        )
+        #expect(
+            location.servers == [
+                .socket(directory: "/run/postgresql", port: 5434), .socket(directory: "/var/run/pg", port: 5434),
+            ])
+        #expect(location.user == "vault owner")
+        #expect(location.database == "case-vault")
+        #expect(location.tls == .disable)
+        #expect(location.connectTimeoutSeconds == 3)
+        let withCA = try PostgresLocation(parsing: "postgresql://u@db:5432/v?sslrootcert=/etc/casevault/pg-ca.pem")
+        #expect(withCA.rootCertificatePath == "/etc/casevault/pg-ca.pem")
+    }
+
+    @Test(
+        "every malformed string is refused with a stable message that never repeats a password",
+        arguments: [
+            ("mysql://u@db/v", "must begin with postgresql://"),
+            ("postgresql://u:hunter2secret@db/v", "carries a password"),
+            ("postgresql://u@db/v?password=hunter2secret", "carries a password"),
+            ("postgresql://u@db/v?passfile=/x", "carries a password"),
+            ("postgresql://u@db/v?sslmode=require", "takes sslmode=verify-full"),
+            ("postgresql://u@db/v?sslmode=disable", "only a local socket goes without TLS"),
+            ("postgresql://u@db:0/v", "port that is not a number"),
+            ("postgresql://u@db:70000/v", "port that is not a number"),
+            ("postgresql://u@db:x/v", "port that is not a number"),
+            ("postgresql://u@db,,db2/v", "empty or malformed host"),
+            ("postgresql://u@db;rm/v", "empty or malformed host"),
+            ("postgresql://u@[fd00::1/v", "without its ]"),
+            ("postgresql://u@/v", "names no server"),
+            ("postgresql://db/v", "names no user"),
+            ("postgresql://u@db", "names no database"),
+            ("postgresql://u@db/v?host=relative/dir", "absolute path"),
+            ("postgresql://u@db/v?application_name=x", "does not take: \"application_name\""),
+            ("postgresql://u@db/v?port=1&port=2", "names the parameter \"port\" twice"),
+            ("postgresql://u@db/v?connect_timeout=0", "from 1 to 60"),
+            ("postgresql://u@db/v?target_session_attrs=any", "read-write only"),
+            ("postgresql://u@db/v?sslmode", "parameter without a value"),
+            ("postgresql://u@db/v%0A", "malformed database name"),
+            ("postgresql://u@db/v?sslrootcert=ca.pem", "absolute path"),
+        ])
+    func refused(_ text: String, _ expected: String) {
+        let error = #expect(throws: CaseVaultError.self) { try PostgresLocation(parsing: text) }
+        #expect(error?.code == .invalidConfiguration)
+        #expect(error?.message.contains(expected) == true, "\(String(describing: error?.message))")
+        #expect(error?.message.contains("hunter2secret") == false)
+    }
+
+    @Test("the password comes from a file only its owner reads, on one line")
+    func passwordFile() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("casevault-pgpw-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("password").path
+        func write(_ text: String, mode: mode_t) throws {
+            unlink(path)
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+            chmod(path, mode)
+        }
+        try write("s3cret pass\n", mode: 0o600)
+        #expect(try PostgresPassword.read(file: path) == "s3cret pass")
+        try write("s3cret\r\n", mode: 0o400)
+        #expect(try PostgresPassword.read(file: path) == "s3cret")
+
+        try write("s3cret\n", mode: 0o640)
+        let exposed = #expect(throws: CaseVaultError.self) { try PostgresPassword.read(file: path) }
+        #expect(exposed?.code == .insecurePermissions)
+
+        for bad in ["", "\n", "one\ntwo\n", "tab\there"] {
+            try write(bad, mode: 0o600)
+            let error = #expect(throws: CaseVaultError.self) { try PostgresPassword.read(file: path) }
+            #expect(error?.message.contains("on one line") == true, "\(bad.debugDescription)")
+        }
+        try write(String(repeating: "a", count: 1025), mode: 0o600)
+        #expect(throws: CaseVaultError.self) { try PostgresPassword.read(file: path) }
+
+        let missing = #expect(throws: CaseVaultError.self) {
+            try PostgresPassword.read(file: directory.appendingPathComponent("absent").path)
+        }
+        #expect(missing?.code == .invalidConfiguration)
+        let noDirectory = #expect(throws: CaseVaultError.self) {
+            try PostgresPassword.read(credential: "pg-password", directory: nil)
+        }
+        #expect(noDirectory?.message.contains("$CREDENTIALS_DIRECTORY") == true)
+        try write("from-credential\n", mode: 0o600)
+        #expect(try PostgresPassword.read(credential: "password", directory: directory.path) == "from-credential")
+        #expect(throws: CaseVaultError.self) {
+            try PostgresPassword.read(credential: "../password", directory: directory.path)
+        }
+    }
+}
