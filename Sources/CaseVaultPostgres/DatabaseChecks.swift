@@ -31,8 +31,8 @@ package enum DatabaseChecks {
         let rows = try await connection.query(
             "SELECT application_name, state, sync_state FROM pg_stat_replication ORDER BY application_name",
             logger: logger)
-        for try await (name, state, syncState) in rows.decode((String, String?, String?).self) {
-            standbys.append((name, state, syncState))
+        for try await (name, state, syncState) in rows.decode((String?, String?, String?).self) {
+            standbys.append((name ?? "(unnamed)", state, syncState))
         }
         return [
             Self.versionCheck(version),
@@ -52,7 +52,7 @@ package enum DatabaseChecks {
 
     /// A commit is acknowledged only once a synchronous standby has it (`on`, `remote_write`, `remote_apply`
     /// with `synchronous_standby_names` set); otherwise a failover can lose writes the vault acknowledged.
-    static func commitCheck(synchronousCommit: String, standbyNames: String) -> Check {
+    package static func commitCheck(synchronousCommit: String, standbyNames: String) -> Check {
         let name = "synchronous commit"
         switch synchronousCommit {
         case "off":
@@ -78,7 +78,7 @@ package enum DatabaseChecks {
     }
 
     /// With synchronous standbys named, at least one must be streaming in sync, or every commit waits.
-    static func replicationCheck(
+    package static func replicationCheck(
         standbyNames: String, standbys: [(name: String, state: String?, syncState: String?)]
     ) -> Check {
         let name = "replication"
@@ -95,14 +95,26 @@ package enum DatabaseChecks {
                 name: name, status: standbys.isEmpty ? .warn : .pass,
                 detail: standbys.isEmpty ? "no standby streams from this server" : "standbys: \(listed)")
         }
-        guard !inSync.isEmpty else {
+        let required = Self.requiredStandbys(standbyNames)
+        guard inSync.count >= required else {
             return Check(
                 name: name, status: .fail,
                 detail:
-                    "synchronous_standby_names is set but no standby streams in sync: every commit waits until one does"
+                    "synchronous_standby_names asks for \(required) synchronous standby(s) but \(inSync.count) stream in sync: every commit waits until enough do"
                     + (standbys.isEmpty ? "" : " (standbys: \(listed))"))
         }
         return Check(name: name, status: .pass, detail: "standbys: \(listed)")
+    }
+
+    /// How many standbys `synchronous_standby_names` makes a commit wait for: the number of `FIRST n (…)`,
+    /// `ANY n (…)` or `n (…)`, else one.
+    package static func requiredStandbys(_ standbyNames: String) -> Int {
+        var words = standbyNames.split(whereSeparator: { $0 == " " || $0 == "(" }).map { $0.uppercased() }
+        if let first = words.first, first == "FIRST" || first == "ANY" {
+            words.removeFirst()
+        }
+        guard let count = words.first.flatMap({ Int($0) }), count > 0 else { return 1 }
+        return count
     }
 
     private static func setting(_ name: String, on connection: PostgresConnection, logger: Logger) async throws

@@ -90,7 +90,7 @@ package struct PostgresLocation: Sendable, Equatable {
             guard let equals = pair.firstIndex(of: "=") else { throw invalid("has a parameter without a value") }
             let name = String(pair[..<equals])
             let value = try Self.decode(pair[pair.index(after: equals)...], what: "parameter value")
-            guard seen.insert(name).inserted else { throw invalid("names the parameter \(Self.quoted(name)) twice") }
+            guard seen.insert(name).inserted else { throw invalid("names the parameter \(Self.shown(name)) twice") }
             switch name {
             case "host":
                 socketDirectories = value.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
@@ -122,7 +122,7 @@ package struct PostgresLocation: Sendable, Equatable {
                     "carries a password: give it in a file (password_file) or a systemd credential instead, and change it, for it was written in the configuration"
                 )
             default:
-                throw invalid("has a parameter CaseVault does not take: \(Self.quoted(name))")
+                throw invalid("has a parameter CaseVault does not take: \(Self.shown(name))")
             }
         }
 
@@ -193,6 +193,23 @@ package struct PostgresLocation: Sendable, Equatable {
     }
 
     /// A parameter name as the error shows it: short, and only the characters a name has.
+    /// libpq's parameter names: the only names an error repeats, since text a reader took for a parameter's
+    /// name may be part of a password written where the user name goes (`u:secret?x=y@host`).
+    static let libpqParameters: Set<String> = [
+        "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "require_auth", "channel_binding",
+        "connect_timeout", "client_encoding", "options", "application_name", "fallback_application_name",
+        "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+        "replication", "gssencmode", "sslmode", "requiressl", "sslcompression", "sslcert", "sslkey",
+        "sslpassword", "sslcertmode", "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "requirepeer",
+        "ssl_min_protocol_version", "ssl_max_protocol_version", "krbsrvname", "gsslib", "gssdelegation",
+        "service", "target_session_attrs", "load_balance_hosts",
+    ]
+
+    /// A parameter's name as an error shows it: quoted when it is one of libpq's, else not at all.
+    private static func shown(_ name: String) -> String {
+        Self.libpqParameters.contains(name) ? Self.quoted(name) : "(a name libpq does not know)"
+    }
+
     private static func quoted(_ name: String) -> String {
         let kept = name.prefix(32).filter { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }
         return "\"\(kept)\""

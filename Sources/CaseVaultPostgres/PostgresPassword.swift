@@ -20,8 +20,7 @@ package enum PostgresPassword {
             throw CaseVaultError(
                 .invalidConfiguration, "the PostgreSQL password file does not exist; check password_file")
         }
-        try DataDirectory.checkPrivateFile(path)
-        return try Self.decode(try PosixFile(path: path, flags: O_RDONLY).readAll(), what: "password file")
+        return try Self.readPrivate(path, what: "password file")
     }
 
     /// Reads the credential `name` from systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredentialEncrypted=`).
@@ -41,14 +40,27 @@ package enum PostgresPassword {
             throw CaseVaultError(
                 .invalidConfiguration, "no PostgreSQL password credential of that name in $CREDENTIALS_DIRECTORY")
         }
+        return try Self.readPrivate(path, what: "password credential")
+    }
+
+    /// Opens `path` (never through a symbolic link, never blocking on a FIFO), checks the file it opened
+    /// (a regular file of this user's, mode 0600 or stricter, at most `maxBytes`), and reads its one line.
+    private static func readPrivate(_ path: String, what: String) throws(CaseVaultError) -> String {
+        // Checked by name first for the clearer error on a link, then again on what was opened.
         try DataDirectory.checkPrivateFile(path)
-        return try Self.decode(try PosixFile(path: path, flags: O_RDONLY).readAll(), what: "password credential")
+        let handle = try PosixFile(path: path, flags: O_RDONLY | O_NONBLOCK)
+        try DataDirectory.checkPrivate(try handle.status(), path: path, isDirectory: false)
+        guard try handle.size() <= Int64(Self.maxBytes) else {
+            throw CaseVaultError(.invalidConfiguration, "the PostgreSQL \(what) is longer than \(Self.maxBytes) bytes")
+        }
+        var bytes = try handle.read(count: Self.maxBytes + 1, at: 0)
+        defer { Memory.zero(&bytes) }
+        return try Self.decode(bytes, what: what)
     }
 
     /// The file's one line, its final newline dropped: UTF-8, not empty, no other line break or control.
-    private static func decode(_ read: [UInt8], what: String) throws(CaseVaultError) -> String {
-        var bytes = read
-        defer { Memory.zero(&bytes) }
+    /// The caller zeroes `bytes`.
+    private static func decode(_ bytes: [UInt8], what: String) throws(CaseVaultError) -> String {
         guard bytes.count <= Self.maxBytes else {
             throw CaseVaultError(.invalidConfiguration, "the PostgreSQL \(what) is longer than \(Self.maxBytes) bytes")
         }

@@ -8,7 +8,7 @@ package import PostgresNIO
 /// and the first that accepts the credentials and is not in recovery (`pg_is_in_recovery()`, false on a
 /// primary, true on a standby) is the one the vault writes to. After a failover the same list finds the
 /// promoted standby, with no restart: whoever holds a connection to a server that went away asks again.
-package struct PrimaryLocator: Sendable {
+package struct PrimaryLocator: Sendable, CustomStringConvertible, CustomReflectable {
     package let location: PostgresLocation
     private let password: String?
     private let logger: Logger
@@ -18,6 +18,10 @@ package struct PrimaryLocator: Sendable {
         self.password = password
         self.logger = logger
     }
+
+    /// The servers, never the password.
+    package var description: String { "PrimaryLocator(\(self.location.servers.count) servers)" }
+    package var customMirror: Mirror { Mirror(self, children: ["servers": self.location.servers.count]) }
 
     /// What became of one server: for the error when none is writable, and for doctor.
     package enum Outcome: Sendable, Equatable {
@@ -99,6 +103,7 @@ package struct PrimaryLocator: Sendable {
             // Parsing refuses a TCP server without TLS: here it is always verify-full.
             var tls = TLSConfiguration.makeClientConfiguration()
             tls.certificateVerification = .fullVerification
+            tls.minimumTLSVersion = .tlsv12
             if let path = self.location.rootCertificatePath {
                 tls.trustRoots = .file(path)
             }
@@ -111,8 +116,13 @@ package struct PrimaryLocator: Sendable {
     }
 
     private static func outcome(of error: any Error) -> Outcome {
+        // A CA file that does not load fails when the context is made; a certificate or host name that does
+        // not verify fails in the handshake, inside PostgresNIO's error.
+        if error is NIOSSLError || error is NIOSSLExtraError {
+            return .tlsFailed
+        }
         guard let error = error as? PSQLError else { return .unreachable }
-        if error.underlying is NIOSSLError {
+        if error.underlying is NIOSSLError || error.underlying is NIOSSLExtraError {
             return .tlsFailed
         }
         switch error.code {

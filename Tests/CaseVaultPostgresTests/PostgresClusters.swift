@@ -46,59 +46,67 @@ final class PostgresClusters {
         guard let made = mkdtemp(&template) else { throw Failure("mkdtemp failed") }
         self.root = String(cString: made)
         self.password = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
-        try self.own(self.root)
-        for directory in [self.primarySockets, self.standbySockets] {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
-            try self.own(directory)
-        }
-        let passwordFile = self.root + "/initdb-password"
-        try Data((self.password + "\n").utf8).write(to: URL(fileURLWithPath: passwordFile))
-        try self.own(passwordFile)
+        do {
+            try self.own(self.root)
+            for directory in [self.primarySockets, self.standbySockets] {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
+                try self.own(directory)
+            }
+            let passwordFile = self.root + "/initdb-password"
+            try Data((self.password + "\n").utf8).write(to: URL(fileURLWithPath: passwordFile))
+            try self.own(passwordFile)
 
-        try self.runAsOwner(
-            "initdb",
-            [
-                "-D", self.primaryData, "-U", Self.user, "--pwfile=\(passwordFile)", "--auth=scram-sha-256",
-                "-E", "UTF8", "--locale=C", "--no-sync",
-            ])
-        try self.appendSettings(
-            self.primaryData + "/postgresql.conf",
-            [
-                "listen_addresses = ''", "unix_socket_directories = '\(self.primarySockets)'",
-                "port = \(Self.primaryPort)", "synchronous_commit = on", "wal_level = replica", "max_wal_senders = 4",
-            ])
-        try self.pgctl(["-D", self.primaryData, "-l", self.root + "/primary.log", "-w", "start"])
-        try self.psql(Self.primaryPort, self.primarySockets, "postgres", "CREATE DATABASE \(Self.database)")
+            try self.runAsOwner(
+                "initdb",
+                [
+                    "-D", self.primaryData, "-U", Self.user, "--pwfile=\(passwordFile)", "--auth=scram-sha-256",
+                    "-E", "UTF8", "--locale=C", "--no-sync",
+                ])
+            try self.appendSettings(
+                self.primaryData + "/postgresql.conf",
+                [
+                    "listen_addresses = ''", "unix_socket_directories = '\(self.primarySockets)'",
+                    "port = \(Self.primaryPort)", "synchronous_commit = on", "wal_level = replica",
+                    "max_wal_senders = 4",
+                ])
+            try self.pgctl(["-D", self.primaryData, "-l", self.root + "/primary.log", "-w", "start"])
+            try self.psql(Self.primaryPort, self.primarySockets, "postgres", "CREATE DATABASE \(Self.database)")
 
-        try self.runAsOwner(
-            "pg_basebackup",
-            [
-                "-D", self.standbyData, "-h", self.primarySockets, "-p", "\(Self.primaryPort)", "-U", Self.user, "-X",
-                "stream", "--checkpoint=fast",
-            ])
-        try self.appendSettings(
-            self.standbyData + "/postgresql.conf",
-            [
-                "unix_socket_directories = '\(self.standbySockets)'", "port = \(Self.standbyPort)",
-                // Once promoted, the standby has no standby of its own to wait for.
-                "synchronous_standby_names = ''",
-                "primary_conninfo = 'host=\(self.primarySockets) port=\(Self.primaryPort) user=\(Self.user) password=\(self.password) application_name=\(Self.standbyName)'",
-            ])
-        try Data().write(to: URL(fileURLWithPath: self.standbyData + "/standby.signal"))
-        try self.own(self.standbyData + "/standby.signal")
-        try self.pgctl(["-D", self.standbyData, "-l", self.root + "/standby.log", "-w", "start"])
-        // Only now may the primary's commits wait for the standby: before it runs, they would wait forever.
-        try self.appendSettings(
-            self.primaryData + "/postgresql.conf", ["synchronous_standby_names = '\(Self.standbyName)'"])
-        try self.pgctl(["-D", self.primaryData, "reload"])
+            try self.runAsOwner(
+                "pg_basebackup",
+                [
+                    "-D", self.standbyData, "-h", self.primarySockets, "-p", "\(Self.primaryPort)", "-U", Self.user,
+                    "-X",
+                    "stream", "--checkpoint=fast",
+                ])
+            try self.appendSettings(
+                self.standbyData + "/postgresql.conf",
+                [
+                    "unix_socket_directories = '\(self.standbySockets)'", "port = \(Self.standbyPort)",
+                    // Once promoted, the standby has no standby of its own to wait for.
+                    "synchronous_standby_names = ''",
+                    "primary_conninfo = 'host=\(self.primarySockets) port=\(Self.primaryPort) user=\(Self.user) password=\(self.password) application_name=\(Self.standbyName)'",
+                ])
+            try Data().write(to: URL(fileURLWithPath: self.standbyData + "/standby.signal"))
+            try self.own(self.standbyData + "/standby.signal")
+            try self.pgctl(["-D", self.standbyData, "-l", self.root + "/standby.log", "-w", "start"])
+            // Only now may the primary's commits wait for the standby: before it runs, they would wait forever.
+            try self.appendSettings(
+                self.primaryData + "/postgresql.conf", ["synchronous_standby_names = '\(Self.standbyName)'"])
+            try self.pgctl(["-D", self.primaryData, "reload"])
 
-        let deadline = Date().addingTimeInterval(30)
-        while try self.psql(
-            Self.primaryPort, self.primarySockets, "postgres",
-            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = 'sync'") != "1"
-        {
-            guard Date() < deadline else { throw Failure("the standby did not stream in sync within 30 s") }
-            usleep(100_000)
+            let deadline = Date().addingTimeInterval(30)
+            while try self.psql(
+                Self.primaryPort, self.primarySockets, "postgres",
+                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = 'sync'") != "1"
+            {
+                guard Date() < deadline else { throw Failure("the standby did not stream in sync within 30 s") }
+                usleep(100_000)
+            }
+        } catch {
+            // A cluster started before the failure is stopped, and every file removed.
+            self.tearDown()
+            throw error
         }
     }
 
@@ -170,7 +178,8 @@ final class PostgresClusters {
         posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         guard casevault_spawn_actions_confine(&actions, self.root) == 0 else { throw Failure("posix_spawn actions") }
-        var environment = ProcessInfo.processInfo.environment
+        // No PG* setting of the caller's (PGSSLMODE, PGSERVICE, PGOPTIONS…) reaches the tools.
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PG") }
         environment["PGPASSWORD"] = self.password
         environment["HOME"] = self.root
         let argv = (command + arguments).map { strdup($0) } + [nil]
@@ -183,7 +192,10 @@ final class PostgresClusters {
         // pg_ctl waits at most 60 s for a server (-w); anything past two minutes is a hang.
         let deadline = Date().addingTimeInterval(120)
         var status: Int32 = 0
-        while waitpid(pid, &status, WNOHANG) == 0 {
+        while true {
+            let waited = waitpid(pid, &status, WNOHANG)
+            if waited == pid { break }
+            guard waited == 0 || errno == EINTR else { throw Failure("waitpid for \(tool): errno \(errno)") }
             guard Date() < deadline else {
                 Glibc.kill(pid, SIGKILL)
                 waitpid(pid, &status, 0)
@@ -192,8 +204,11 @@ final class PostgresClusters {
             usleep(10_000)
         }
         let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-        guard status == 0 else {
-            throw Failure("\(tool) exited with status \(status): \(text)")
+        // The wait status: exited with (status >> 8) & 0xff when its low seven bits are 0, else killed by them.
+        let signal = status & 0x7f
+        guard signal == 0, (status >> 8) & 0xff == 0 else {
+            let ended = signal == 0 ? "exited with \((status >> 8) & 0xff)" : "was killed by signal \(signal)"
+            throw Failure("\(tool) \(ended): \(text)")
         }
         return text
     }

@@ -63,6 +63,8 @@ struct PostgresLocationTests {
             ("postgresql://u@db/v?host=relative/dir", "absolute path"),
             ("postgresql://u@db/v?application_name=x", "does not take: \"application_name\""),
             ("postgresql://u@db/v?port=1&port=2", "names the parameter \"port\" twice"),
+            // A password written after the user name, with a '?' in it, shows none of itself.
+            ("postgresql://u:ab?hunter2secret=x@db/v", "(a name libpq does not know)"),
             ("postgresql://u@db/v?connect_timeout=0", "from 1 to 60"),
             ("postgresql://u@db/v?target_session_attrs=any", "read-write only"),
             ("postgresql://u@db/v?sslmode", "parameter without a value"),
@@ -102,7 +104,19 @@ struct PostgresLocationTests {
             #expect(error?.message.contains("on one line") == true, "\(bad.debugDescription)")
         }
         try write(String(repeating: "a", count: 1025), mode: 0o600)
-        #expect(throws: CaseVaultError.self) { try PostgresPassword.read(file: path) }
+        let long = #expect(throws: CaseVaultError.self) { try PostgresPassword.read(file: path) }
+        #expect(long?.message.contains("longer than 1024 bytes") == true)
+
+        // A link to a private file, or a FIFO in its place, is refused without reading (or blocking on) it.
+        try write("s3cret\n", mode: 0o600)
+        let link = directory.appendingPathComponent("link").path
+        #expect(symlink(path, link) == 0)
+        let linked = #expect(throws: CaseVaultError.self) { try PostgresPassword.read(file: link) }
+        #expect(linked?.code == .insecurePermissions)
+        let fifo = directory.appendingPathComponent("fifo").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let piped = #expect(throws: CaseVaultError.self) { try PostgresPassword.read(file: fifo) }
+        #expect(piped?.code == .insecurePermissions)
 
         let missing = #expect(throws: CaseVaultError.self) {
             try PostgresPassword.read(file: directory.appendingPathComponent("absent").path)
@@ -117,5 +131,34 @@ struct PostgresLocationTests {
         #expect(throws: CaseVaultError.self) {
             try PostgresPassword.read(credential: "../password", directory: directory.path)
         }
+    }
+}
+
+@Suite("doctor's reading of the database's replication settings")
+struct DatabaseCheckTests {
+    @Test(
+        "how many synchronous standbys a commit waits for",
+        arguments: [
+            ("standby1", 1), ("*", 1), ("FIRST 2 (s1, s2, s3)", 2), ("ANY 3 (s1, s2, s3)", 3), ("2 (s1, s2)", 2),
+            ("first 1 (s1)", 1), ("s1, s2", 1),
+        ])
+    func requiredStandbys(_ names: String, _ expected: Int) {
+        #expect(DatabaseChecks.requiredStandbys(names) == expected)
+    }
+
+    @Test("replication fails when fewer standbys stream in sync than the setting asks for, and passes when enough do")
+    func replication() {
+        let one = [(name: "s1", state: String?("streaming"), syncState: String?("sync"))]
+        let two = one + [(name: "s2", state: String?("streaming"), syncState: String?("potential"))]
+        #expect(DatabaseChecks.replicationCheck(standbyNames: "FIRST 2 (s1, s2)", standbys: two).status == .fail)
+        #expect(DatabaseChecks.replicationCheck(standbyNames: "FIRST 1 (s1, s2)", standbys: two).status == .pass)
+        #expect(DatabaseChecks.replicationCheck(standbyNames: "s1", standbys: []).status == .fail)
+        #expect(DatabaseChecks.replicationCheck(standbyNames: "", standbys: []).status == .warn)
+        let hidden = [(name: "s1", state: String?.none, syncState: String?.none)]
+        #expect(DatabaseChecks.replicationCheck(standbyNames: "s1", standbys: hidden).detail.contains("pg_monitor"))
+        #expect(DatabaseChecks.commitCheck(synchronousCommit: "off", standbyNames: "s1").status == .fail)
+        #expect(DatabaseChecks.commitCheck(synchronousCommit: "local", standbyNames: "s1").status == .warn)
+        #expect(DatabaseChecks.commitCheck(synchronousCommit: "on", standbyNames: " ").status == .warn)
+        #expect(DatabaseChecks.commitCheck(synchronousCommit: "remote_apply", standbyNames: "s1").status == .pass)
     }
 }
