@@ -44,8 +44,9 @@ lint:
 	$(SWIFT) format lint --strict --configuration .swift-format -r Sources Tests
 
 ## test: the lint, then every test, against real files, real libsodium, real processes killed with SIGKILL,
-## power cut under a real filesystem that forgets what was not flushed (Tests/support/powercutfs.c), and a
-## real systemd booted in a throw-away container (Tests/system/real-systemd.sh)
+## power cut under a real filesystem that forgets what was not flushed (Tests/support/powercutfs.c), a real
+## systemd booted in a throw-away container (Tests/system/real-systemd.sh), and real PostgreSQL 15 primaries and
+## synchronous standbys that the PostgreSQL tests start on Unix sockets (Tests/CaseVaultPostgresTests)
 test: lint test-deps powercutfs
 	$(SWIFT) build --build-tests
 	Tests/system/real-systemd.sh .build/debug

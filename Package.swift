@@ -93,10 +93,12 @@ let package = Package(
         ),
         // Layer 5, beside the store: the PostgreSQL side of a vault that outlives one host: where the database
         // is (a list of servers tried in turn for the writable primary, TLS or a local socket, the password
-        // from a file), and doctor's checks of the server. Sees no key and no plaintext.
+        // from a file), its schema, doctor's checks of the server, and the erase epochs' exchange between
+        // daemons. Sees no plaintext; keys stay the sealing layer's opaque values.
         .target(
             name: "CaseVaultPostgres",
             dependencies: [
+                "CaseVaultSealing",
                 "CaseVaultCore",
                 "CaseVaultCrypto",
                 "CaseVaultFiles",
@@ -356,6 +358,8 @@ let package = Package(
             name: "CaseVaultPostgresTests",
             dependencies: [
                 "CaseVaultPostgres",
+                "CaseVaultSealing",
+                "CaseVaultCrypto",
                 "CaseVaultCore",
                 "CCaseVaultShims",
                 .product(name: "PostgresNIO", package: "postgres-nio"),

@@ -1,0 +1,327 @@
+internal import CaseVaultCore
+package import CaseVaultSealing
+package import Logging
+package import PostgresNIO
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
+/// How the daemons that share one database agree on erase epochs without the database ever holding an
+/// epoch key in a form that a long-lived key opens (docs/ARCHITECTURE.md, "The vault on PostgreSQL"):
+///
+/// 1. each daemon makes its own key pair for the next epoch, keeps the secret half in its epoch key file
+///    and publishes the public half (`publishPair`);
+/// 2. one daemon at a time (a transaction-scoped advisory lock) turns: it makes the epoch's random key,
+///    seals it to every published pair of that epoch, and keeps it in its own file (`turn`); new wraps
+///    move to the epoch once every copy is received (`wrapEpoch`);
+/// 3. every other daemon opens its copy, keeps the key, destroys its pair's secret half and deletes the
+///    copy (`receive`), so that the copy, wherever the database kept it, opens for no one;
+/// 4. once the records are rewrapped under the new epoch, each daemon destroys the older epochs' keys in
+///    its file and records the time (`destroy(before:)`).
+///
+/// Public keys and sealed copies carry a tag made with a key derived from the vault's root key, which every
+/// daemon of the vault holds: whoever can write the database without it can neither put a pair of their
+/// own in a daemon's place nor hand a daemon a key of their choosing. Only what the database needs
+/// crosses: public keys, sealed copies, tags, epoch numbers and times.
+package struct EpochExchange: Sendable {
+    /// The advisory lock a turn holds (`CVEPOCHS` in ASCII): one daemon turns at a time.
+    static let turnLock: Int64 = 0x4356_4550_4F43_4853
+
+    package let daemon: DaemonName
+    package let file: EpochKeyFile
+    let logger: Logger
+
+    package init(daemon: DaemonName, file: EpochKeyFile, logger: Logger) {
+        self.daemon = daemon
+        self.file = file
+        self.logger = logger
+    }
+
+    /// The newest epoch turned to, or `nil` before the first turn.
+    package static func currentEpoch(_ connection: PostgresConnection, logger: Logger) async throws -> UInt64? {
+        var current: Int64?
+        for try await number in try await connection.query(
+            "SELECT max(number) FROM casevault_epochs", logger: logger
+        ).decode(Int64?.self) {
+            current = number
+        }
+        return current.map { UInt64($0) }
+    }
+
+    /// The epoch new wraps use: the newest epoch every copy of whose key was received once (its `ready_at`,
+    /// set as the last copy is deleted), so that no daemon meets a data key wrapped under an epoch it does
+    /// not hold yet. It only moves forward: a daemon that joins later does not move it back. `nil` before
+    /// the first turn.
+    package static func wrapEpoch(_ connection: PostgresConnection, logger: Logger) async throws -> UInt64? {
+        var epoch: Int64?
+        for try await number in try await connection.query(
+            "SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL", logger: logger
+        ).decode(Int64?.self) {
+            epoch = number
+        }
+        return epoch.map { UInt64($0) }
+    }
+
+    /// Seals the current epoch's key, which this daemon holds, to every daemon that has published a pair for
+    /// that epoch but neither holds the key nor has a copy waiting: a daemon that joined after the turn, or
+    /// came back after losing its file. Returns the daemons sealed to.
+    package func shareCurrent(on connection: PostgresConnection) async throws -> [DaemonName] {
+        let keys = try self.file.epochKeys()
+        return try await connection.transaction(logger: self.logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.turnLock))", logger: self.logger)
+            guard let current = try await Self.currentEpoch(connection, logger: self.logger) else { return [] }
+            guard let key = keys.first(where: { $0.number == current }) else {
+                throw CaseVaultError(
+                    .keyUnavailable, "this daemon does not hold the current epoch's key, so it cannot share it")
+            }
+            let waiting = try await self.publishedPairs(epoch: current, waitingOnly: true, on: connection)
+            for (name, publicKey) in waiting {
+                try await self.insertCopy(of: key, to: name, publicKey: publicKey, on: connection)
+            }
+            return waiting.map(\.name)
+        }
+    }
+
+    /// Publishes this daemon's public key for `epoch`, with its tag, making the pair first if its file has
+    /// none for it. A pair made anew (the file was lost, or the epoch is new) replaces any published before,
+    /// and with it goes any copy sealed to the old pair and any record that this daemon holds the epoch. Does
+    /// nothing when the file holds the epoch's key already.
+    package func publishPair(for epoch: UInt64, on connection: PostgresConnection) async throws {
+        guard try !self.file.epochKeys().contains(where: { $0.number == epoch }) else { return }
+        let kept = try self.file.pair(epoch: epoch)
+        let pair = try kept ?? self.file.makePair(epoch: epoch)
+        let tag = self.file.tag(Self.pairMessage(epoch: epoch, daemon: self.daemon, publicKey: pair.publicKey))
+        try await connection.transaction(logger: self.logger) { connection in
+            try await connection.query(
+                """
+                INSERT INTO casevault_epoch_pairs (epoch, daemon, public_key, tag)
+                VALUES (\(Int64(epoch)), \(self.daemon.rawValue), \(ByteBuffer(bytes: pair.publicKey)), \(ByteBuffer(bytes: tag)))
+                ON CONFLICT (epoch, daemon) DO UPDATE SET public_key = excluded.public_key, tag = excluded.tag
+                """, logger: self.logger)
+            if kept == nil {
+                try await connection.query(
+                    "DELETE FROM casevault_epoch_copies WHERE epoch = \(Int64(epoch)) AND daemon = \(self.daemon.rawValue)",
+                    logger: self.logger)
+                try await connection.query(
+                    "DELETE FROM casevault_epoch_holders WHERE epoch = \(Int64(epoch)) AND daemon = \(self.daemon.rawValue)",
+                    logger: self.logger)
+            }
+        }
+    }
+
+    /// Turns from epoch `expected` (`nil`: none yet) to the next: its key made here, sealed to every pair
+    /// published for it, kept in this daemon's file. Returns the new epoch's number and the daemons it was
+    /// sealed to (this one included), or `nil`, changing nothing, when another daemon turned first. Refuses,
+    /// changing nothing, when a published pair's tag is not the vault's, or when a daemon that holds the
+    /// current epoch has published no pair for the next (it would be left without the key).
+    package func turn(from expected: UInt64?, on connection: PostgresConnection) async throws -> (
+        epoch: UInt64, sealedTo: [DaemonName]
+    )? {
+        let turned = try await connection.transaction(logger: self.logger) {
+            connection -> (epoch: UInt64, sealedTo: [DaemonName])? in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.turnLock))", logger: self.logger)
+            let current = try await Self.currentEpoch(connection, logger: self.logger)
+            guard current == expected else { return nil }
+            let next = (current ?? 0) + 1
+            let pairs = try await self.publishedPairs(epoch: next, waitingOnly: false, on: connection)
+            guard pairs.contains(where: { $0.name == self.daemon }) else {
+                throw CaseVaultError(
+                    .storageFailure, "this daemon has no key pair published for epoch \(next): publish one first")
+            }
+            if let current {
+                for try await holder in try await connection.query(
+                    """
+                    SELECT daemon FROM casevault_epoch_holders
+                    WHERE epoch = \(Int64(current)) AND destroyed_at IS NULL ORDER BY daemon
+                    """, logger: self.logger
+                ).decode(String.self) where !pairs.contains(where: { $0.name.rawValue == holder }) {
+                    throw CaseVaultError(
+                        .storageFailure,
+                        "daemon \(holder) holds epoch \(current) but has published no key pair for epoch \(next): it would be left without the new key"
+                    )
+                }
+            }
+            let key = EpochKey.random(number: next)
+            try await connection.query(
+                "INSERT INTO casevault_epochs (number, turned_by) VALUES (\(Int64(next)), \(self.daemon.rawValue))",
+                logger: self.logger)
+            for (name, publicKey) in pairs where name != self.daemon {
+                try await self.insertCopy(of: key, to: name, publicKey: publicKey, on: connection)
+            }
+            try await connection.query(
+                "INSERT INTO casevault_epoch_holders (epoch, daemon) VALUES (\(Int64(next)), \(self.daemon.rawValue))",
+                logger: self.logger)
+            try await Self.markReadyIfReceived(next, on: connection, logger: self.logger)
+            // Kept before the commit, so that no epoch is turned to whose key no file holds. A key that a turn
+            // whose commit then failed left in the file is destroyed first (and `receive` replaces one that
+            // differs from the copy it opens).
+            try self.file.destroyKey(epoch: next)
+            try self.file.keep(key)
+            return (epoch: next, sealedTo: pairs.map(\.name))
+        }
+        guard let turned else { return nil }
+        // The turner needs no copy: its pair for the epoch is destroyed at once.
+        try self.file.destroyPair(epoch: turned.epoch)
+        self.logger.notice("turned to a new erase epoch", metadata: ["epoch": "\(turned.epoch)"])
+        return turned
+    }
+
+    /// Receives every epoch key sealed to this daemon: checks the copy's tag, opens it with its pair, keeps
+    /// the key (replacing one the file holds for that epoch if it differs: left by a turn that did not
+    /// commit), records that it holds it and deletes the copy, then destroys the pair's secret half. Also
+    /// destroys any pair whose epoch's key the file holds, left by a crash between those steps. Returns the
+    /// epochs received.
+    package func receive(on connection: PostgresConnection) async throws -> [UInt64] {
+        var copies: [(UInt64, [UInt8], [UInt8])] = []
+        for try await (epoch, sealed, tag) in try await connection.query(
+            """
+            SELECT epoch, sealed, tag FROM casevault_epoch_copies WHERE daemon = \(self.daemon.rawValue) ORDER BY epoch
+            """, logger: self.logger
+        ).decode((Int64, ByteBuffer, ByteBuffer).self) {
+            copies.append((UInt64(epoch), Array(sealed.readableBytesView), Array(tag.readableBytesView)))
+        }
+        var received: [UInt64] = []
+        for (epoch, sealed, tag) in copies {
+            guard self.file.isAuthentic(tag, of: Self.copyMessage(epoch: epoch, daemon: self.daemon, sealed: sealed))
+            else {
+                throw CaseVaultError(
+                    .integrityFailure,
+                    "the copy of epoch \(epoch)'s key sealed to this daemon does not carry the vault's tag: it was written by someone without the vault's root key"
+                )
+            }
+            guard let pair = try self.file.pair(epoch: epoch) else {
+                throw CaseVaultError(
+                    .keyUnavailable,
+                    "the key pair epoch \(epoch)'s key was sealed to is gone from this daemon's epoch key file: publish a new pair and have a live daemon seal the key again"
+                )
+            }
+            let key = try EpochKey.opening(sealed, number: epoch, daemon: self.daemon, pair: pair)
+            if let held = try self.file.epochKeys().first(where: { $0.number == epoch }), !held.isSame(as: key) {
+                try self.file.destroyKey(epoch: epoch)
+            }
+            if try !self.file.epochKeys().contains(where: { $0.number == epoch }) {
+                try self.file.keep(key)
+            }
+            try await connection.transaction(logger: self.logger) { connection in
+                try await connection.query(
+                    """
+                    INSERT INTO casevault_epoch_holders (epoch, daemon) VALUES (\(Int64(epoch)), \(self.daemon.rawValue))
+                    ON CONFLICT DO NOTHING
+                    """, logger: self.logger)
+                try await connection.query(
+                    "DELETE FROM casevault_epoch_copies WHERE epoch = \(Int64(epoch)) AND daemon = \(self.daemon.rawValue)",
+                    logger: self.logger)
+                try await Self.markReadyIfReceived(epoch, on: connection, logger: self.logger)
+            }
+            try self.file.destroyPair(epoch: epoch)
+            received.append(epoch)
+        }
+        let held = Set(try self.file.epochKeys().map(\.number))
+        for epoch in self.file.pairEpochs() where held.contains(epoch) {
+            try self.file.destroyPair(epoch: epoch)
+        }
+        return received
+    }
+
+    /// Destroys in this daemon's file every epoch key and pair older than `epoch`, whose key it must hold,
+    /// each slot overwritten and flushed, then records the time for every such epoch not yet recorded (the
+    /// file is the truth: a crash between the two is mended by the next call). Returns the epochs whose keys
+    /// were destroyed now.
+    package func destroy(before epoch: UInt64, on connection: PostgresConnection) async throws -> [UInt64] {
+        let keys = try self.file.epochKeys()
+        guard keys.contains(where: { $0.number == epoch }) else {
+            throw CaseVaultError(
+                .keyUnavailable,
+                "this daemon does not hold epoch \(epoch)'s key, so it destroys none older: receive it first")
+        }
+        var destroyed: [UInt64] = []
+        for key in keys where key.number < epoch {
+            try self.file.destroyKey(epoch: key.number)
+            destroyed.append(key.number)
+        }
+        for older in self.file.pairEpochs() where older < epoch {
+            try self.file.destroyPair(epoch: older)
+        }
+        try await connection.query(
+            """
+            UPDATE casevault_epoch_holders SET destroyed_at = now()
+            WHERE daemon = \(self.daemon.rawValue) AND epoch < \(Int64(epoch)) AND destroyed_at IS NULL
+            """, logger: self.logger)
+        return destroyed
+    }
+
+    // MARK: What crosses the database
+
+    /// Marks `epoch` ready for wraps once no copy of its key waits to be received.
+    private static func markReadyIfReceived(_ epoch: UInt64, on connection: PostgresConnection, logger: Logger)
+        async throws
+    {
+        try await connection.query(
+            """
+            UPDATE casevault_epochs SET ready_at = now()
+            WHERE number = \(Int64(epoch)) AND ready_at IS NULL
+            AND NOT EXISTS (SELECT 1 FROM casevault_epoch_copies WHERE epoch = \(Int64(epoch)))
+            """, logger: logger)
+    }
+
+    /// The pairs published for `epoch` (`waitingOnly`: of daemons that neither hold its key nor have a copy
+    /// waiting), each tag checked: `integrity-failure`, and nothing sealed, when one is not the vault's.
+    private func publishedPairs(epoch: UInt64, waitingOnly: Bool, on connection: PostgresConnection)
+        async throws -> [(name: DaemonName, publicKey: [UInt8])]
+    {
+        let number = Int64(epoch)
+        let query: PostgresQuery =
+            waitingOnly
+            ? """
+            SELECT p.daemon, p.public_key, p.tag FROM casevault_epoch_pairs p WHERE p.epoch = \(number)
+            AND NOT EXISTS (SELECT 1 FROM casevault_epoch_holders h WHERE h.epoch = p.epoch AND h.daemon = p.daemon)
+            AND NOT EXISTS (SELECT 1 FROM casevault_epoch_copies c WHERE c.epoch = p.epoch AND c.daemon = p.daemon)
+            ORDER BY p.daemon
+            """
+            : "SELECT p.daemon, p.public_key, p.tag FROM casevault_epoch_pairs p WHERE p.epoch = \(number) ORDER BY p.daemon"
+        var pairs: [(name: DaemonName, publicKey: [UInt8])] = []
+        for try await (name, publicKey, tag) in try await connection.query(query, logger: self.logger).decode(
+            (String, ByteBuffer, ByteBuffer).self)
+        {
+            let daemon = try DaemonName(name)
+            let publicKey = Array(publicKey.readableBytesView)
+            guard
+                self.file.isAuthentic(
+                    Array(tag.readableBytesView),
+                    of: Self.pairMessage(epoch: epoch, daemon: daemon, publicKey: publicKey))
+            else {
+                throw CaseVaultError(
+                    .integrityFailure,
+                    "a key pair published for epoch \(epoch) does not carry the vault's tag: it was written by someone without the vault's root key, and no key is sealed to it"
+                )
+            }
+            pairs.append((daemon, publicKey))
+        }
+        return pairs
+    }
+
+    private func insertCopy(
+        of key: EpochKey, to daemon: DaemonName, publicKey: [UInt8], on connection: PostgresConnection
+    ) async throws {
+        let sealed = try key.sealed(to: daemon, publicKey: publicKey)
+        let tag = self.file.tag(Self.copyMessage(epoch: key.number, daemon: daemon, sealed: sealed))
+        try await connection.query(
+            """
+            INSERT INTO casevault_epoch_copies (epoch, daemon, sealed, tag)
+            VALUES (\(Int64(key.number)), \(daemon.rawValue), \(ByteBuffer(bytes: sealed)), \(ByteBuffer(bytes: tag)))
+            """, logger: self.logger)
+    }
+
+    static func pairMessage(epoch: UInt64, daemon: DaemonName, publicKey: [UInt8]) -> [UInt8] {
+        Self.message("casevault epoch pair v1", epoch: epoch, daemon: daemon) + publicKey
+    }
+
+    static func copyMessage(epoch: UInt64, daemon: DaemonName, sealed: [UInt8]) -> [UInt8] {
+        Self.message("casevault epoch copy v1", epoch: epoch, daemon: daemon) + sealed
+    }
+
+    private static func message(_ label: String, epoch: UInt64, daemon: DaemonName) -> [UInt8] {
+        Array(label.utf8) + epoch.littleEndianBytes + [UInt8(daemon.rawValue.utf8.count)] + Array(daemon.rawValue.utf8)
+    }
+}

@@ -1,0 +1,115 @@
+internal import CaseVaultCore
+package import Logging
+package import PostgresNIO
+
+/// The vault's tables in PostgreSQL and their migrations. Every daemon migrates at start; the migrations
+/// run in one transaction under a transaction-scoped advisory lock, so that of several daemons starting at
+/// once one migrates and the others find the work done. The tables hold ids, epoch numbers, public keys,
+/// times and sealed bytes only: no content, names or categories.
+package enum PostgresSchema {
+    /// The advisory lock the migrations hold (`CVSCHEMA` in ASCII).
+    static let migrationLock: Int64 = 0x4356_5343_4845_4D41
+
+    /// Each migration's statements, in order; the schema's version is how many have run.
+    static let migrations: [[String]] = [
+        // 1: erase epochs. A row of casevault_epochs is an epoch that was turned to; its key is in no table,
+        // only sealed to each daemon's key pair of that epoch (casevault_epoch_copies, deleted once opened).
+        // Public keys and sealed copies carry a tag made with a key derived from the vault's root key.
+        [
+            """
+            CREATE TABLE casevault_epochs (
+                number bigint PRIMARY KEY CHECK (number > 0),
+                turned_by text NOT NULL,
+                turned_at timestamptz NOT NULL DEFAULT now(),
+                -- When every copy of its key had been received: from then on new wraps use it.
+                ready_at timestamptz
+            )
+            """,
+            """
+            CREATE TABLE casevault_epoch_pairs (
+                epoch bigint NOT NULL CHECK (epoch > 0),
+                daemon text NOT NULL,
+                public_key bytea NOT NULL CHECK (length(public_key) = 32),
+                tag bytea NOT NULL,
+                PRIMARY KEY (epoch, daemon)
+            )
+            """,
+            """
+            CREATE TABLE casevault_epoch_copies (
+                epoch bigint NOT NULL REFERENCES casevault_epochs (number),
+                daemon text NOT NULL,
+                sealed bytea NOT NULL,
+                tag bytea NOT NULL,
+                PRIMARY KEY (epoch, daemon)
+            )
+            """,
+            """
+            CREATE TABLE casevault_epoch_holders (
+                epoch bigint NOT NULL REFERENCES casevault_epochs (number),
+                daemon text NOT NULL,
+                received_at timestamptz NOT NULL DEFAULT now(),
+                destroyed_at timestamptz,
+                PRIMARY KEY (epoch, daemon)
+            )
+            """,
+        ]
+    ]
+
+    /// The version this build writes.
+    package static var currentVersion: Int { Self.migrations.count }
+
+    /// Brings the database to `currentVersion`; returns the version it found. Refuses a database that a
+    /// newer build has migrated past this one.
+    @discardableResult
+    package static func migrate(_ connection: PostgresConnection, logger: Logger) async throws -> Int {
+        try await connection.transaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.migrationLock))", logger: logger)
+            try await connection.query(
+                """
+                CREATE TABLE IF NOT EXISTS casevault_schema (
+                    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+                    version integer NOT NULL
+                )
+                """, logger: logger)
+            var found: Int?
+            for try await version in try await connection.query(
+                "SELECT version FROM casevault_schema", logger: logger
+            ).decode(Int.self) {
+                found = version
+            }
+            let version = found ?? 0
+            if found == nil {
+                try await connection.query("INSERT INTO casevault_schema (version) VALUES (0)", logger: logger)
+            }
+            guard version <= Self.currentVersion else {
+                throw CaseVaultError(
+                    .storageFailure,
+                    "the database's schema is version \(version), newer than this build's \(Self.currentVersion): run the newer casevaultd"
+                )
+            }
+            for statements in Self.migrations[version...] {
+                for statement in statements {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+            }
+            try await connection.query(
+                "UPDATE casevault_schema SET version = \(Self.currentVersion)", logger: logger)
+            return version
+        }
+    }
+}
+
+extension PostgresConnection {
+    /// Runs `body` in a transaction (`withTransaction`); a `CaseVaultError` thrown inside comes out as itself.
+    func transaction<Result>(
+        logger: Logger, isolation: isolated (any Actor)? = #isolation,
+        _ body: (PostgresConnection) async throws -> sending Result
+    ) async throws -> sending Result {
+        do {
+            return try await self.withTransaction(logger: logger, isolation: isolation, body)
+        } catch let error as PostgresTransactionError {
+            if let inner = error.closureError as? CaseVaultError { throw inner }
+            throw error
+        }
+    }
+}
