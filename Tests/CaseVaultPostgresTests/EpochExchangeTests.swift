@@ -10,7 +10,7 @@ import Testing
 /// Erase epochs between two daemons on one database, against real PostgreSQL 15 clusters (a primary and a
 /// synchronous standby) that each test starts: the epoch key reaches the other daemon sealed to its pair,
 /// and after a shred and one turn the residue the database kept opens for no one.
-@Suite("Erase epochs between daemons on PostgreSQL")
+@Suite("Erase epochs between daemons on PostgreSQL", .serialized)
 struct EpochExchangeTests {
     let logger = Logger(label: "casevault.test.postgres")
     static let vaultRootKey = RootKey(secret: SecureBytes.random(count: 32))
