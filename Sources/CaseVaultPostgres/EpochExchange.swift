@@ -40,13 +40,7 @@ package struct EpochExchange: Sendable {
 
     /// The newest epoch turned to, or `nil` before the first turn.
     package static func currentEpoch(_ connection: PostgresConnection, logger: Logger) async throws -> UInt64? {
-        var current: Int64?
-        for try await number in try await connection.query(
-            "SELECT max(number) FROM casevault_epochs", logger: logger
-        ).decode(Int64?.self) {
-            current = number
-        }
-        return current.map { UInt64($0) }
+        try await Self.epoch("SELECT max(number) FROM casevault_epochs", connection, logger: logger)
     }
 
     /// The epoch new wraps use: the newest epoch every copy of whose key was received once (its `ready_at`,
@@ -54,10 +48,16 @@ package struct EpochExchange: Sendable {
     /// not hold yet. It only moves forward: a daemon that joins later does not move it back. `nil` before
     /// the first turn.
     package static func wrapEpoch(_ connection: PostgresConnection, logger: Logger) async throws -> UInt64? {
+        try await Self.epoch(
+            "SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL", connection, logger: logger)
+    }
+
+    /// The one epoch number (or NULL) that `query` selects.
+    private static func epoch(_ query: PostgresQuery, _ connection: PostgresConnection, logger: Logger)
+        async throws -> UInt64?
+    {
         var epoch: Int64?
-        for try await number in try await connection.query(
-            "SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL", logger: logger
-        ).decode(Int64?.self) {
+        for try await number in try await connection.query(query, logger: logger).decode(Int64?.self) {
             epoch = number
         }
         return epoch.map { UInt64($0) }
