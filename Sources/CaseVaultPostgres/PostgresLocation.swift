@@ -192,7 +192,6 @@ package struct PostgresLocation: Sendable, Equatable {
         return decoded
     }
 
-    /// A parameter name as the error shows it: short, and only the characters a name has.
     /// libpq's parameter names: the only names an error repeats, since text a reader took for a parameter's
     /// name may be part of a password written where the user name goes (`u:secret?x=y@host`).
     static let libpqParameters: Set<String> = [
@@ -210,6 +209,7 @@ package struct PostgresLocation: Sendable, Equatable {
         Self.libpqParameters.contains(name) ? Self.quoted(name) : "(a name libpq does not know)"
     }
 
+    /// A parameter name quoted: short, and only the characters a name has.
     private static func quoted(_ name: String) -> String {
         let kept = name.prefix(32).filter { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }
         return "\"\(kept)\""
