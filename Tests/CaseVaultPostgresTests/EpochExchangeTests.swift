@@ -278,4 +278,56 @@ struct EpochExchangeTests {
         #expect(try b.exchange.file.pair(epoch: 1) != nil, "and keeps its pair for an honest copy")
         for daemon in [a, b, intruder] { try await daemon.connection.close() }
     }
+
+    @Test("a daemon that stopped between two steps of receiving or destroying is mended by the next call")
+    func stoppedBetweenSteps() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let a = try await self.daemon("vault-a", clusters, keys: keys)
+        let b = try await self.daemon("vault-b", clusters, keys: keys)
+        try await PostgresSchema.migrate(a.connection, logger: self.logger)
+        try await a.exchange.publishPair(for: 1, on: a.connection)
+        try await b.exchange.publishPair(for: 1, on: b.connection)
+        _ = try await a.exchange.turn(from: nil, on: a.connection)
+
+        // b stopped after keeping the key and committing the copy's deletion, before destroying its pair.
+        var sealed: [UInt8] = []
+        for try await copy in try await b.connection.query(
+            "SELECT sealed FROM casevault_epoch_copies WHERE daemon = 'vault-b'", logger: self.logger
+        ).decode(ByteBuffer.self) {
+            sealed = Array(copy.readableBytesView)
+        }
+        let pair = try #require(try b.exchange.file.pair(epoch: 1))
+        try b.exchange.file.keep(
+            try EpochKey.opening(sealed, number: 1, daemon: try DaemonName("vault-b"), pair: pair))
+        try await b.connection.query(
+            "INSERT INTO casevault_epoch_holders (epoch, daemon) VALUES (1, 'vault-b')", logger: self.logger)
+        try await b.connection.query("DELETE FROM casevault_epoch_copies WHERE daemon = 'vault-b'", logger: self.logger)
+        #expect(b.exchange.file.pairEpochs() == [1])
+        #expect(try await b.exchange.receive(on: b.connection) == [], "no copy is left to receive")
+        #expect(b.exchange.file.pairEpochs().isEmpty, "the pair left behind is destroyed all the same")
+
+        // b stopped after destroying epoch 1 in its file, before recording it: the next call records it.
+        try await a.exchange.publishPair(for: 2, on: a.connection)
+        try await b.exchange.publishPair(for: 2, on: b.connection)
+        _ = try await b.exchange.turn(from: 1, on: b.connection)
+        let early = await #expect(throws: CaseVaultError.self, "a holds no key of 2 yet") {
+            try await a.exchange.destroy(before: 2, on: a.connection)
+        }
+        #expect(early?.code == .keyUnavailable)
+        #expect(try a.exchange.file.epochKeys().map(\.number) == [1], "and destroyed nothing")
+        #expect(try await a.exchange.receive(on: a.connection) == [2])
+        #expect(try a.exchange.file.destroyKey(epoch: 1))
+        #expect(try await a.exchange.destroy(before: 2, on: a.connection) == [], "nothing left to destroy")
+        var recorded: [String] = []
+        for try await holder in try await a.connection.query(
+            "SELECT daemon FROM casevault_epoch_holders WHERE epoch = 1 AND destroyed_at IS NOT NULL ORDER BY daemon",
+            logger: self.logger
+        ).decode(String.self) {
+            recorded.append(holder)
+        }
+        #expect(recorded == ["vault-a"], "a's destruction is recorded; b has yet to destroy epoch 1")
+        for daemon in [a, b] { try await daemon.connection.close() }
+    }
 }
