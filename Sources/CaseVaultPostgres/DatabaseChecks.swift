@@ -106,6 +106,52 @@ package enum DatabaseChecks {
         return Check(name: name, status: .pass, detail: "standbys: \(listed)")
     }
 
+    /// Whether any daemon is behind its erase epoch: one with a copy of the current epoch's key still to
+    /// receive, or one that still holds an older epoch (its residue is not yet unreadable). Warnings until
+    /// the erase window is configured, which will make a daemon behind for longer than it a failure.
+    package static func epochCheck(on connection: PostgresConnection, logger: Logger) async throws -> Check {
+        let name = "erase epochs"
+        var current: Int64?
+        for try await number in try await connection.query(
+            "SELECT max(number) FROM casevault_epochs", logger: logger
+        ).decode(Int64?.self) {
+            current = number
+        }
+        guard let current else {
+            return Check(name: name, status: .pass, detail: "no erase epoch turned to yet")
+        }
+        var waiting: [String] = []
+        for try await daemon in try await connection.query(
+            "SELECT daemon FROM casevault_epoch_copies WHERE epoch = \(current) ORDER BY daemon", logger: logger
+        ).decode(String.self) {
+            waiting.append(daemon)
+        }
+        var holding: [String] = []
+        for try await (daemon, epoch) in try await connection.query(
+            """
+            SELECT daemon, epoch FROM casevault_epoch_holders
+            WHERE epoch < \(current) AND destroyed_at IS NULL ORDER BY daemon, epoch
+            """, logger: logger
+        ).decode((String, Int64).self) {
+            holding.append("\(daemon) (epoch \(epoch))")
+        }
+        var problems: [String] = []
+        if !waiting.isEmpty {
+            problems.append("not yet received epoch \(current): \(waiting.joined(separator: ", "))")
+        }
+        if !holding.isEmpty {
+            problems.append(
+                "still holding an older epoch, whose residue is readable until it is destroyed: \(holding.joined(separator: ", "))"
+            )
+        }
+        guard problems.isEmpty else {
+            return Check(name: name, status: .warn, detail: "epoch \(current); " + problems.joined(separator: "; "))
+        }
+        return Check(
+            name: name, status: .pass,
+            detail: "epoch \(current): every daemon sealed to holds it, and none holds an older one")
+    }
+
     /// How many standbys `synchronous_standby_names` makes a commit wait for: the number of `FIRST n (…)`,
     /// `ANY n (…)` or `n (…)`, else one.
     package static func requiredStandbys(_ standbyNames: String) -> Int {
