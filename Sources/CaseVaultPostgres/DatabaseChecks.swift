@@ -111,13 +111,7 @@ package enum DatabaseChecks {
     /// the erase window is configured, which will make a daemon behind for longer than it a failure.
     package static func epochCheck(on connection: PostgresConnection, logger: Logger) async throws -> Check {
         let name = "erase epochs"
-        var current: Int64?
-        for try await number in try await connection.query(
-            "SELECT max(number) FROM casevault_epochs", logger: logger
-        ).decode(Int64?.self) {
-            current = number
-        }
-        guard let current else {
+        guard let current = try await EpochExchange.currentEpoch(connection, logger: logger).map({ Int64($0) }) else {
             return Check(name: name, status: .pass, detail: "no erase epoch turned to yet")
         }
         var waiting: [String] = []

@@ -48,6 +48,16 @@ struct EpochExchangeTests {
             connection: connection, filePath: path)
     }
 
+    /// Daemons vault-a and vault-b on `clusters`, the schema migrated, each with a pair published for epoch 1.
+    func twoDaemons(_ clusters: PostgresClusters, _ keys: KeyFolder) async throws -> (Daemon, Daemon) {
+        let a = try await self.daemon("vault-a", clusters, keys: keys)
+        let b = try await self.daemon("vault-b", clusters, keys: keys)
+        try await PostgresSchema.migrate(a.connection, logger: self.logger)
+        try await a.exchange.publishPair(for: 1, on: a.connection)
+        try await b.exchange.publishPair(for: 1, on: b.connection)
+        return (a, b)
+    }
+
     /// Every regular file under `directory`, read whole.
     static func files(under directory: String) -> [(path: String, bytes: [UInt8])] {
         guard let walker = FileManager.default.enumerator(atPath: directory) else { return [] }
@@ -170,13 +180,7 @@ struct EpochExchangeTests {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
-        let a = try await self.daemon("vault-a", clusters, keys: keys)
-        let b = try await self.daemon("vault-b", clusters, keys: keys)
-        try await PostgresSchema.migrate(a.connection, logger: self.logger)
-        for epoch: UInt64 in [1] {
-            try await a.exchange.publishPair(for: epoch, on: a.connection)
-            try await b.exchange.publishPair(for: epoch, on: b.connection)
-        }
+        let (a, b) = try await self.twoDaemons(clusters, keys)
         _ = try await a.exchange.turn(from: nil, on: a.connection)
         // The sealed copy as the database keeps it, in its tables' residue long after it is deleted.
         var copies: [[UInt8]] = []
@@ -246,14 +250,10 @@ struct EpochExchangeTests {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
-        let a = try await self.daemon("vault-a", clusters, keys: keys)
-        let b = try await self.daemon("vault-b", clusters, keys: keys)
+        let (a, b) = try await self.twoDaemons(clusters, keys)
         // The intruder: a daemon of its own, under a root key that is not the vault's.
         let intruder = try await self.daemon(
             "vault-x", clusters, keys: keys, rootKey: RootKey(secret: SecureBytes.random(count: 32)))
-        try await PostgresSchema.migrate(a.connection, logger: self.logger)
-        try await a.exchange.publishPair(for: 1, on: a.connection)
-        try await b.exchange.publishPair(for: 1, on: b.connection)
 
         // b's published key swapped for the intruder's pair (its tag made with the wrong key).
         try await intruder.exchange.publishPair(for: 1, on: intruder.connection)
@@ -291,11 +291,7 @@ struct EpochExchangeTests {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
-        let a = try await self.daemon("vault-a", clusters, keys: keys)
-        let b = try await self.daemon("vault-b", clusters, keys: keys)
-        try await PostgresSchema.migrate(a.connection, logger: self.logger)
-        try await a.exchange.publishPair(for: 1, on: a.connection)
-        try await b.exchange.publishPair(for: 1, on: b.connection)
+        let (a, b) = try await self.twoDaemons(clusters, keys)
         _ = try await a.exchange.turn(from: nil, on: a.connection)
 
         // b stopped after keeping the key and committing the copy's deletion, before destroying its pair.
