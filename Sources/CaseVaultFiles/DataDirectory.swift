@@ -80,6 +80,30 @@ package struct DataDirectory: Sendable {
         try handle.flush()
     }
 
+    /// The path of the systemd credential `name` in `directory` (`$CREDENTIALS_DIRECTORY`, where systemd puts
+    /// what `LoadCredential=` or `LoadCredentialEncrypted=` names): refused with `code` when the directory is
+    /// unset, the name is not a plain file name, or no such credential is there. `source` names what needs
+    /// it in the errors ("the systemd-credential key source").
+    package static func credentialPath(
+        _ name: String, directory: String?, source: String, code: CaseVaultError.Code
+    ) throws(CaseVaultError) -> String {
+        guard let directory, !directory.isEmpty else {
+            throw CaseVaultError(
+                code,
+                "\(source) needs $CREDENTIALS_DIRECTORY: start the daemon from a unit with LoadCredentialEncrypted= (or LoadCredential=)"
+            )
+        }
+        guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else {
+            throw CaseVaultError(code, "the credential name must be a plain file name")
+        }
+        let path = directory + "/" + name
+        guard Self.exists(path) else {
+            throw CaseVaultError(
+                code, "no credential \(name) in $CREDENTIALS_DIRECTORY; check the unit's LoadCredentialEncrypted= line")
+        }
+        return path
+    }
+
     package static func exists(_ path: String) -> Bool {
         var info = stat()
         return lstat(path, &info) == 0

@@ -88,7 +88,7 @@ package struct EpochExchange: Sendable {
     /// and with it goes any copy sealed to the old pair and any record that this daemon holds the epoch. Does
     /// nothing when the file holds the epoch's key already.
     package func publishPair(for epoch: UInt64, on connection: PostgresConnection) async throws {
-        guard try !self.file.epochKeys().contains(where: { $0.number == epoch }) else { return }
+        guard !self.file.keyEpochs().contains(epoch) else { return }
         let kept = try self.file.pair(epoch: epoch)
         let pair = try kept ?? self.file.makePair(epoch: epoch)
         let tag = self.file.tag(Self.pairMessage(epoch: epoch, daemon: self.daemon, publicKey: pair.publicKey))
@@ -197,10 +197,9 @@ package struct EpochExchange: Sendable {
                 )
             }
             let key = try EpochKey.opening(sealed, number: epoch, daemon: self.daemon, pair: pair)
-            if let held = try self.file.epochKeys().first(where: { $0.number == epoch }), !held.isSame(as: key) {
+            let held = try self.file.epochKeys().first { $0.number == epoch }
+            if held.map({ !$0.isSame(as: key) }) ?? true {
                 try self.file.destroyKey(epoch: epoch)
-            }
-            if try !self.file.epochKeys().contains(where: { $0.number == epoch }) {
                 try self.file.keep(key)
             }
             try await connection.transaction(logger: self.logger) { connection in
@@ -217,7 +216,7 @@ package struct EpochExchange: Sendable {
             try self.file.destroyPair(epoch: epoch)
             received.append(epoch)
         }
-        let held = Set(try self.file.epochKeys().map(\.number))
+        let held = Set(self.file.keyEpochs())
         for epoch in self.file.pairEpochs() where held.contains(epoch) {
             try self.file.destroyPair(epoch: epoch)
         }
@@ -229,16 +228,16 @@ package struct EpochExchange: Sendable {
     /// file is the truth: a crash between the two is mended by the next call). Returns the epochs whose keys
     /// were destroyed now.
     package func destroy(before epoch: UInt64, on connection: PostgresConnection) async throws -> [UInt64] {
-        let keys = try self.file.epochKeys()
-        guard keys.contains(where: { $0.number == epoch }) else {
+        let held = self.file.keyEpochs()
+        guard held.contains(epoch) else {
             throw CaseVaultError(
                 .keyUnavailable,
                 "this daemon does not hold epoch \(epoch)'s key, so it destroys none older: receive it first")
         }
         var destroyed: [UInt64] = []
-        for key in keys where key.number < epoch {
-            try self.file.destroyKey(epoch: key.number)
-            destroyed.append(key.number)
+        for older in held where older < epoch {
+            try self.file.destroyKey(epoch: older)
+            destroyed.append(older)
         }
         for older in self.file.pairEpochs() where older < epoch {
             try self.file.destroyPair(epoch: older)

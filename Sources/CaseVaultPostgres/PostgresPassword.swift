@@ -25,21 +25,8 @@ package enum PostgresPassword {
 
     /// Reads the credential `name` from systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredentialEncrypted=`).
     package static func read(credential name: String, directory: String?) throws(CaseVaultError) -> String {
-        guard let directory, !directory.isEmpty else {
-            throw CaseVaultError(
-                .invalidConfiguration,
-                "a PostgreSQL password credential needs $CREDENTIALS_DIRECTORY: start the daemon from a unit with LoadCredentialEncrypted="
-            )
-        }
-        guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else {
-            throw CaseVaultError(
-                .invalidConfiguration, "the PostgreSQL password credential's name must be a plain file name")
-        }
-        let path = directory + "/" + name
-        guard DataDirectory.exists(path) else {
-            throw CaseVaultError(
-                .invalidConfiguration, "no PostgreSQL password credential of that name in $CREDENTIALS_DIRECTORY")
-        }
+        let path = try DataDirectory.credentialPath(
+            name, directory: directory, source: "a PostgreSQL password credential", code: .invalidConfiguration)
         return try Self.readPrivate(path, what: "password credential")
     }
 

@@ -150,6 +150,11 @@ package final class EpochKeyFile: Sendable {
         }
     }
 
+    /// The epochs whose key the file holds, read from its slots without opening one.
+    package func keyEpochs() -> [UInt64] {
+        self.slots.withLock { Self.held(.epochKey, in: $0).map(\.epoch).sorted() }
+    }
+
     /// The epochs whose pair's secret half the file still holds.
     package func pairEpochs() -> [UInt64] {
         self.slots.withLock { Self.held(.pairSecret, in: $0).map(\.epoch).sorted() }

@@ -42,21 +42,8 @@ package enum RootKeyFile {
     /// Reads the root key from a systemd credential: `directory/name`, exactly 32 bytes, readable by no one
     /// else. systemd puts it there (LoadCredential= or LoadCredentialEncrypted=); it is never created here.
     package static func loadCredential(name: String, directory: String?) throws(CaseVaultError) -> RootKey {
-        guard let directory, !directory.isEmpty else {
-            throw CaseVaultError(
-                .keyUnavailable,
-                "the systemd-credential key source needs $CREDENTIALS_DIRECTORY: start the daemon from a unit with LoadCredentialEncrypted= (or LoadCredential=)"
-            )
-        }
-        guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else {
-            throw CaseVaultError(.keyUnavailable, "the credential name must be a plain file name")
-        }
-        let path = directory + "/" + name
-        guard DataDirectory.exists(path) else {
-            throw CaseVaultError(
-                .keyUnavailable,
-                "no credential \(name) in $CREDENTIALS_DIRECTORY; check the unit's LoadCredentialEncrypted= line")
-        }
+        let path = try DataDirectory.credentialPath(
+            name, directory: directory, source: "the systemd-credential key source", code: .keyUnavailable)
         try DataDirectory.checkPrivateFile(path)
         var bytes = try PosixFile(path: path, flags: O_RDONLY).readAll()
         defer { Memory.zero(&bytes) }
