@@ -125,11 +125,16 @@ extension AuditLog {
         }
     }
 
-    /// Writes a last checkpoint and flushes; later entries are refused.
+    /// Writes a last checkpoint and flushes, waiting at most `closeWait` (a shutdown must end even when the
+    /// disk or the log's writer does not answer; what was acknowledged was durable before); later entries are
+    /// refused.
     public func close() {
-        try? self.flush(checkpoint: "shutdown")
+        try? self.flush(checkpoint: "shutdown", waitingAtMost: Self.closeWait)
         self.shared.withLock { $0.closed = true }
     }
+
+    /// How long `close` waits for its last flush.
+    static let closeWait: DispatchTimeInterval = .seconds(10)
 
     /// Why entries cannot be written or flushed right now, or `nil` when the last write and flush succeeded.
     public var failure: String? {
@@ -156,8 +161,8 @@ extension AuditLog {
     }
 
     /// Flushes everything queued so far (after a checkpoint, when `checkpoint` names one), blocking until
-    /// it is durable.
-    func flush(checkpoint: String?) throws(CaseVaultError) {
+    /// it is durable, or until `limit` has passed (then `audit-unavailable`).
+    func flush(checkpoint: String?, waitingAtMost limit: DispatchTimeInterval? = nil) throws(CaseVaultError) {
         let done = DispatchSemaphore(value: 0)
         let outcome = Mutex<Result<UInt64, CaseVaultError>>(.success(0))
         let waiter = Waiter { result in
@@ -165,7 +170,13 @@ extension AuditLog {
             done.signal()
         }
         self.enqueue(.flush(checkpoint: checkpoint, waiter))
-        done.wait()
+        if let limit {
+            guard done.wait(timeout: .now() + limit) == .success else {
+                throw Self.unavailable("its flush did not finish within \(limit)")
+            }
+        } else {
+            done.wait()
+        }
         _ = try outcome.withLock { $0 }.get()
     }
 
