@@ -2,6 +2,7 @@ import CaseVaultAudit
 import CaseVaultCore
 import CaseVaultStore
 import Foundation
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -179,6 +180,96 @@ struct RideFailureTests {
         disk.detach()
     }
 
+    @Test(
+        "when the kernel drops the pages a failed flush could not write, the log stops and says why: the next entry is not made durable, later ones and a detach are refused at once, and a restart sets the torn end aside with every durable entry kept"
+    )
+    func stopsWhenTheKernelDropsWhatFailed() async throws {
+        let disk = try FailingExt4()
+        let vault = TestVault(under: disk.mountpoint)
+        let caseID = Samples.caseID()
+        do {
+            var outcome = Outcome()
+            var durable: Set<UInt64> = []
+            do {
+                let store = try vault.open()
+                defer { store.close() }
+                let (log, _) = try AuditLog.open(directory: store.auditDirectory, clock: { 1_700_000_000_000 })
+                defer { log.close() }
+                try log.attach(to: store)
+                try disk.syncFilesystem()
+                for _ in 0..<5 {
+                    let (acknowledged, isDurable) = try await Self.auditedPut(
+                        &outcome, store: store, log: log, caseID: caseID)
+                    #expect(acknowledged && isDurable, "put \(outcome.last) on a healthy disk")
+                    if isDurable { durable.insert(outcome.last) }
+                }
+                disk.fail(true)
+                for _ in 0..<3 {
+                    let (acknowledged, isDurable) = try await Self.auditedPut(
+                        &outcome, store: store, log: log, caseID: caseID)
+                    #expect(!acknowledged && !isDurable, "put \(outcome.last) while every write failed")
+                }
+                // A page whose write failed is kept, clean, only until the kernel needs the memory; then what
+                // is read back is what the disk holds: here the zeros the file was grown with.
+                try Self.dropPageCache()
+                disk.fail(false)
+                outcome.last += 1
+                let receipt = try await log.append(AuditLogTests.request(outcome.last))
+                let written = await #expect(throws: CaseVaultError.self) { try await log.awaitDurable(receipt) }
+                #expect(written?.code == .auditUnavailable)
+                #expect(log.failure?.contains("restart casevaultd") == true, "\(String(describing: log.failure))")
+                outcome.last += 1
+                let later = await #expect(throws: CaseVaultError.self) {
+                    try await log.append(AuditLogTests.request(outcome.last))
+                }
+                #expect(later?.message.contains("restart casevaultd") == true, "\(String(describing: later))")
+                // A detach waits for its flush with no deadline: it is answered, not left waiting.
+                let detached = DispatchSemaphore(value: 0)
+                let detachError = Mutex<CaseVaultError?>(nil)
+                DispatchQueue.global().async {
+                    do throws(CaseVaultError) {
+                        try log.detach(reason: "seal")
+                    } catch {
+                        detachError.withLock { $0 = error }
+                    }
+                    detached.signal()
+                }
+                #expect(detached.wait(timeout: .now() + 30) == .success, "the detach was never answered")
+                #expect(detachError.withLock { $0 }?.code == .auditUnavailable)
+            }
+            try disk.remount()
+            // The restart: the torn end (zeros, then what followed them) is set aside; the entries whose
+            // answers waited for them are all in what is kept.
+            let (log, recovery) = try AuditLog.open(directory: vault.data + "/audit", clock: { 1_700_000_000_000 })
+            log.close()
+            #expect(recovery.tornEndSetAside != nil, "\(recovery)")
+            let kept = Self.requestNumbers(in: AuditLogTests.read(vault).log)
+            #expect(
+                durable.count == 5 && durable.isSubset(of: kept), "durable \(durable.sorted()), kept \(kept.sorted())")
+        } catch {
+            disk.detach()
+            throw error
+        }
+        disk.detach()
+    }
+
+    /// The request numbers of the log's entries of `kind`.
+    static func requestNumbers(in log: [UInt8], kind: String = "request") -> Set<UInt64> {
+        var found: Set<UInt64> = []
+        for line in String(decoding: log, as: UTF8.self).split(separator: "\n") {
+            guard line.contains("\"kind\":\"\(kind)\""), let range = line.range(of: "\"request\":"),
+                let number = UInt64(line[range.upperBound...].prefix { $0.isNumber })
+            else { continue }
+            found.insert(number)
+        }
+        return found
+    }
+
+    /// Drops the clean pages of every file from the page cache, as memory pressure would.
+    static func dropPageCache() throws {
+        try "1\n".write(toFile: "/proc/sys/vm/drop_caches", atomically: false, encoding: .utf8)
+    }
+
     /// Audited puts on a healthy disk, then while every write fails, then once it has recovered, then once
     /// more around a growth of the log while the disk fails; returns the puts acknowledged (record → request
     /// number), how many requests were made, and those whose entry was refused before it was written.
@@ -244,13 +335,20 @@ struct RideFailureTests {
 
     /// Writes request entries, numbered after `outcome.last`, into `log` until the space the file at `path`
     /// has reserved (its end is zeros) has less room left than its last entry took.
+    /// The entries are made durable before it returns: a page whose flush fails is kept by the kernel only
+    /// until memory runs short, and the growth that follows must fail on its own new space alone, not on the
+    /// filling's pages too (`stopsWhenTheKernelDropsWhatFailed` is the test of pages lost so).
     static func fill(_ log: AuditLog, path: String, into outcome: inout Outcome) async throws {
+        var receipt: AuditLog.Receipt?
         for _ in 0..<100 {
             let bytes = [UInt8](FileManager.default.contents(atPath: path) ?? Data())
             let end = AuditLogTests.contentEnd(bytes)
             let lastLine = end - 1 - (bytes[..<(end - 1)].lastIndex(of: UInt8(ascii: "\n")) ?? -1)
             let room = bytes.count - end
-            if room < lastLine { return }
+            if room < lastLine {
+                if let receipt { try await log.awaitDurable(receipt) }
+                return
+            }
             // Most of the room at once, the last of it one entry at a time (an entry that does not fit grows
             // the file, and the filling goes on in the new space).
             for _ in 0..<max(0, (room - 4_000) / (lastLine + 100)) {
@@ -260,7 +358,7 @@ struct RideFailureTests {
             }
             outcome.last += 1
             outcome.requests.insert(outcome.last)
-            _ = try await log.append(AuditLogTests.request(outcome.last))
+            receipt = try await log.append(AuditLogTests.request(outcome.last))
         }
         Issue.record("the audit log never came within an entry of its reserved end")
     }
@@ -274,14 +372,7 @@ struct RideFailureTests {
         defer { store.close() }
         let report = AuditVerifier.verify(log: bytes, head: head, expectedKey: store.auditSigner.publicKey)
         #expect(report.ok && report.entries >= UInt64(outcome.requests.count + outcome.results.count), "\(report)")
-        var found: (requests: Set<UInt64>, results: Set<UInt64>) = ([], [])
-        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
-            guard let range = line.range(of: "\"request\":"),
-                let number = UInt64(line[range.upperBound...].prefix { $0.isNumber })
-            else { continue }
-            if line.contains("\"kind\":\"request\"") { found.requests.insert(number) }
-            if line.contains("\"kind\":\"result\"") { found.results.insert(number) }
-        }
+        let found = (requests: Self.requestNumbers(in: bytes), results: Self.requestNumbers(in: bytes, kind: "result"))
         let missing = outcome.requests.subtracting(found.requests)
         #expect(missing.isEmpty, "request entries not in the log: \(missing.sorted().prefix(10))")
         let missingResults = outcome.results.subtracting(found.results)

@@ -217,8 +217,16 @@ extension AuditLog {
     }
 
     private func write(_ batch: [Pending], signer: AuditSigner?) {
+        // Everyone waiting on this batch, gathered first: however the batch ends, early refusals included,
+        // each is answered (a flush with no deadline, a seal's or a detach's, would otherwise wait forever).
         var entryWaiters: [Waiter] = []
         var flushWaiters: [Waiter] = []
+        for pending in batch {
+            switch pending {
+            case .entry(_, let waiter): if let waiter { entryWaiters.append(waiter) }
+            case .flush(_, let waiter): flushWaiters.append(waiter)
+            }
+        }
         var rotationFailure: String??
         var heavyNext = true
         defer { self.shared.withLock { $0.heavyNext = heavyNext } }
@@ -285,15 +293,13 @@ extension AuditLog {
             }
             for pending in batch {
                 switch pending {
-                case .entry(let entry, let waiter):
+                case .entry(let entry, _):
                     add(entry)
-                    if let waiter { entryWaiters.append(waiter) }
                     // No more than `checkpointInterval` entries go unsigned, however large the batch.
                     if let signer, seq >= (checkpoint?.seq ?? chain.lastCheckpoint) + self.checkpointInterval {
                         addCheckpoint("interval", signer: signer)
                     }
-                case .flush(let reason, let waiter):
-                    flushWaiters.append(waiter)
+                case .flush(let reason, _):
                     if let signer, let reason { addCheckpoint(reason, signer: signer) }
                 }
             }
