@@ -119,6 +119,7 @@ let package = Package(
             name: "CaseVaultConfiguration",
             dependencies: [
                 "CaseVaultStore",
+                "CaseVaultPostgres",
                 "CaseVaultAudit",
                 "CaseVaultFiles",
                 "CaseVaultCore",
@@ -323,6 +324,7 @@ let package = Package(
             name: "CaseVaultDaemonTests",
             dependencies: [
                 "CaseVaultDaemon", "CaseVaultConfiguration", "CaseVaultCore", "CaseVaultStore", "CaseVaultServer",
+                "CaseVaultPostgres",
             ],
             swiftSettings: swiftSettings
         ),
@@ -357,6 +359,7 @@ let package = Package(
         .testTarget(
             name: "CaseVaultPostgresTests",
             dependencies: [
+                "casevaultctl",
                 "CaseVaultPostgres",
                 "CaseVaultSealing",
                 "CaseVaultCrypto",

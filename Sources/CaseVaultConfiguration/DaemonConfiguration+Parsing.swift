@@ -60,6 +60,7 @@ extension DaemonConfiguration {
         configuration.statistics = decoded.statistics ?? StatisticsSettings()
         configuration.audit = decoded.audit ?? AuditSettings()
         configuration.backup = decoded.backup ?? Backup()
+        configuration.storage = decoded.storage ?? Storage()
         configuration.testing = decoded.testing ?? Testing()
         try configuration.validate()
         _ = try configuration.roleMap()
@@ -86,6 +87,7 @@ extension DaemonConfiguration {
         var statistics: StatisticsSettings?
         var audit: AuditSettings?
         var backup: Backup?
+        var storage: Storage?
         var testing: Testing?
     }
 

@@ -81,6 +81,7 @@ extension DaemonConfiguration {
                 )
             }
         }
+        try self.validateStorage()
         guard (1...(64 << 20)).contains(self.store.maxContentBytes) else {
             throw CaseVaultError(
                 .invalidConfiguration,

@@ -197,6 +197,39 @@ public struct DaemonConfiguration: Sendable, Equatable {
         }
     }
 
+    /// `[storage]`: where records are kept. `local` (the default) is the data directory; `postgresql` is a
+    /// PostgreSQL database, which this build's daemon does not serve yet (it refuses to start) but whose
+    /// readiness `casevaultctl doctor` checks.
+    public struct Storage: Sendable, Equatable, Decodable {
+        public enum Backend: String, Sendable, Equatable, Decodable {
+            case local, postgresql
+        }
+
+        public var backend: Backend?
+        /// libpq's URI form, several hosts tried in turn for the writable primary; never a password.
+        public var connection: String?
+        /// A file only the daemon's user reads, holding the database password on one line.
+        public var passwordFile: String?
+        /// A systemd credential under $CREDENTIALS_DIRECTORY holding the password instead.
+        public var passwordCredential: String?
+        /// How long after a shred its residue in the database is unreadable to anyone: `"24 hours"`.
+        public var eraseWindow: String?
+
+        public init() {}
+
+        /// The default erase window, in seconds.
+        static let defaultEraseWindow: Int64 = 24 * 3600
+        /// The shortest and longest erase windows accepted, in seconds: an hour, thirty days.
+        static let eraseWindows: ClosedRange<Int64> = 3600...(30 * 86400)
+
+        enum CodingKeys: String, CodingKey {
+            case backend, connection
+            case passwordFile = "password_file"
+            case passwordCredential = "password_credential"
+            case eraseWindow = "erase_window"
+        }
+    }
+
     /// `[testing]`: settings for the test suite only.
     public struct Testing: Sendable, Equatable, Decodable {
         /// A file holding the time (milliseconds since the Unix epoch) the daemon's clock reads.
@@ -214,6 +247,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var statistics = StatisticsSettings()
     public var audit = AuditSettings()
     public var backup = Backup()
+    public var storage = Storage()
     public var testing = Testing()
     /// Role name → principals, as written; `roleMap()` resolves them.
     public var roles: [String: [String]]

@@ -106,44 +106,120 @@ package enum DatabaseChecks {
         return Check(name: name, status: .pass, detail: "standbys: \(listed)")
     }
 
-    /// Whether any daemon is behind its erase epoch: one with a copy of the current epoch's key still to
-    /// receive, or one that still holds an older epoch (its residue is not yet unreadable). Warnings until
-    /// the erase window is configured, which will make a daemon behind for longer than it a failure.
-    package static func epochCheck(on connection: PostgresConnection, logger: Logger) async throws -> Check {
-        let name = "erase epochs"
-        guard let current = try await EpochExchange.currentEpoch(connection, logger: logger).map({ Int64($0) }) else {
-            return Check(name: name, status: .pass, detail: "no erase epoch turned to yet")
+    /// Whether any daemon is behind its erase epoch, judged against `eraseWindow` (seconds): a shred is
+    /// promised complete by its time plus the window, which leaves half a window for the epoch current at the
+    /// shred to be replaced and half for every daemon to destroy it. Late against that promise is a failure:
+    /// the current epoch turned longer than half a window ago (no turn since), a copy of its key still waiting
+    /// past half a window, an older epoch still held past half a window after its successor was turned to.
+    /// The same, within the half window, is a turn under way: a warning, with the daemons named. Ages are the
+    /// database's clock, which stamped the rows.
+    package static func epochCheck(on connection: PostgresConnection, eraseWindow: Int64, logger: Logger)
+        async throws -> Check
+    {
+        let current = try await connection.query(
+            """
+            SELECT number, extract(epoch FROM now() - turned_at)::bigint FROM casevault_epochs
+            ORDER BY number DESC LIMIT 1
+            """, logger: logger)
+        var epoch: (number: Int64, age: Int64)?
+        for try await row in current.decode((Int64, Int64).self) {
+            epoch = row
+        }
+        guard let epoch else {
+            return Check(name: "erase epochs", status: .pass, detail: "no erase epoch turned to yet")
         }
         var waiting: [String] = []
         for try await daemon in try await connection.query(
-            "SELECT daemon FROM casevault_epoch_copies WHERE epoch = \(current) ORDER BY daemon", logger: logger
+            "SELECT daemon FROM casevault_epoch_copies WHERE epoch = \(epoch.number) ORDER BY daemon", logger: logger
         ).decode(String.self) {
             waiting.append(daemon)
         }
-        var holding: [String] = []
-        for try await (daemon, epoch) in try await connection.query(
+        // Each older epoch still held, with how long ago the epoch after it was turned to.
+        var holding: [Holder] = []
+        for try await (daemon, held, age) in try await connection.query(
             """
-            SELECT daemon, epoch FROM casevault_epoch_holders
-            WHERE epoch < \(current) AND destroyed_at IS NULL ORDER BY daemon, epoch
+            SELECT h.daemon, h.epoch, extract(epoch FROM now() - n.turned_at)::bigint
+            FROM casevault_epoch_holders h
+            JOIN casevault_epochs n ON n.number = (SELECT min(number) FROM casevault_epochs WHERE number > h.epoch)
+            WHERE h.epoch < \(epoch.number) AND h.destroyed_at IS NULL ORDER BY h.daemon, h.epoch
             """, logger: logger
-        ).decode((String, Int64).self) {
-            holding.append("\(daemon) (epoch \(epoch))")
+        ).decode((String, Int64, Int64).self) {
+            holding.append(Holder(daemon: daemon, epoch: held, secondsSinceReplaced: age))
         }
-        var problems: [String] = []
-        if !waiting.isEmpty {
-            problems.append("not yet received epoch \(current): \(waiting.joined(separator: ", "))")
+        return Self.epochVerdict(
+            current: epoch.number, secondsSinceTurned: epoch.age, waiting: waiting, holding: holding,
+            eraseWindow: eraseWindow)
+    }
+
+    /// A daemon's older epoch not yet destroyed.
+    package struct Holder: Sendable, Equatable {
+        package var daemon: String
+        package var epoch: Int64
+        /// How long ago the epoch after it was turned to.
+        package var secondsSinceReplaced: Int64
+
+        package init(daemon: String, epoch: Int64, secondsSinceReplaced: Int64) {
+            self.daemon = daemon
+            self.epoch = epoch
+            self.secondsSinceReplaced = secondsSinceReplaced
         }
-        if !holding.isEmpty {
-            problems.append(
-                "still holding an older epoch, whose residue is readable until it is destroyed: \(holding.joined(separator: ", "))"
+    }
+
+    /// `epochCheck`'s judgement of what it read.
+    package static func epochVerdict(
+        current: Int64, secondsSinceTurned: Int64, waiting: [String], holding: [Holder], eraseWindow: Int64
+    ) -> Check {
+        let half = eraseWindow / 2
+        var late: [String] = []
+        var underWay: [String] = []
+        if secondsSinceTurned > half {
+            late.append(
+                "epoch \(current) was turned to \(Self.span(secondsSinceTurned)) ago, more than half the erase window (\(Self.span(half))): no daemon has turned since"
             )
         }
-        guard problems.isEmpty else {
-            return Check(name: name, status: .warn, detail: "epoch \(current); " + problems.joined(separator: "; "))
+        if !waiting.isEmpty {
+            let text = "not yet received epoch \(current): \(waiting.joined(separator: ", "))"
+            if secondsSinceTurned > half { late.append(text) } else { underWay.append(text) }
+        }
+        let overdue = holding.filter { $0.secondsSinceReplaced > half }
+        let pending = holding.filter { $0.secondsSinceReplaced <= half }
+        let describe = { (holders: [Holder]) in
+            holders.map { "\($0.daemon) (epoch \($0.epoch))" }.joined(separator: ", ")
+        }
+        if !overdue.isEmpty {
+            late.append(
+                "still holding an older epoch past its promised destruction, so shreds made under it are not complete: \(describe(overdue))"
+            )
+        }
+        if !pending.isEmpty {
+            underWay.append(
+                "still holding an older epoch, whose residue is readable until it is destroyed: \(describe(pending))")
+        }
+        let name = "erase epochs"
+        if !late.isEmpty {
+            return Check(
+                name: name, status: .fail, detail: "epoch \(current); " + (late + underWay).joined(separator: "; "))
+        }
+        if !underWay.isEmpty {
+            return Check(
+                name: name, status: .warn,
+                detail: "epoch \(current), a turn under way; " + underWay.joined(separator: "; "))
         }
         return Check(
             name: name, status: .pass,
-            detail: "epoch \(current): every daemon sealed to holds it, and none holds an older one")
+            detail:
+                "epoch \(current), turned to \(Self.span(secondsSinceTurned)) ago: every daemon sealed to holds it, and none holds an older one"
+        )
+    }
+
+    /// Seconds as an operator reads them: "40 s", "12 min", "5 h", "3 d".
+    package static func span(_ seconds: Int64) -> String {
+        switch seconds {
+        case ..<120: "\(max(seconds, 0)) s"
+        case ..<(120 * 60): "\(seconds / 60) min"
+        case ..<(48 * 3600): "\(seconds / 3600) h"
+        default: "\(seconds / 86400) d"
+        }
     }
 
     /// How many standbys `synchronous_standby_names` makes a commit wait for: the number of `FIRST n (…)`,

@@ -82,6 +82,7 @@ package struct PostgresLocation: Sendable, Equatable {
 
         var socketDirectories: [String] = []
         var defaultPort = Self.defaultPort
+        var socketPorts: [Int] = []
         var tls = TLSMode.verifyFull
         var rootCertificatePath: String?
         var connectTimeout = Self.defaultConnectTimeout
@@ -98,7 +99,11 @@ package struct PostgresLocation: Sendable, Equatable {
                     throw invalid("takes in host= only socket directories, each an absolute path")
                 }
             case "port":
-                defaultPort = try Self.port(Substring(value), invalid)
+                // One port for every server, or, as libpq takes it, one for each socket directory in host=.
+                socketPorts = try value.split(separator: ",", omittingEmptySubsequences: false).map {
+                    (text) throws(CaseVaultError) -> Int in try Self.port(text, invalid)
+                }
+                if socketPorts.count == 1 { defaultPort = socketPorts[0] }
             case "sslmode":
                 guard let mode = TLSMode(rawValue: value) else {
                     throw invalid("takes sslmode=verify-full, or sslmode=disable when every server is a local socket")
@@ -132,7 +137,16 @@ package struct PostgresLocation: Sendable, Equatable {
                 servers.append(try Self.tcpServer(item, defaultPort: defaultPort, invalid))
             }
         }
-        servers += socketDirectories.map { Server.socket(directory: $0, port: defaultPort) }
+        if socketPorts.count > 1 {
+            guard rest.isEmpty, socketPorts.count == socketDirectories.count else {
+                throw invalid(
+                    "lists several ports: give one port, or one for each socket directory in host= (and no host before the database)"
+                )
+            }
+            servers += zip(socketDirectories, socketPorts).map { Server.socket(directory: $0, port: $1) }
+        } else {
+            servers += socketDirectories.map { Server.socket(directory: $0, port: defaultPort) }
+        }
         guard !servers.isEmpty else {
             throw invalid("names no server: list hosts after postgresql://, or a socket directory in host=")
         }

@@ -58,6 +58,23 @@ package enum PostgresSchema {
     /// The version this build writes.
     package static var currentVersion: Int { Self.migrations.count }
 
+    /// The schema's version in the database: 0 where no daemon has migrated it yet. Changes nothing.
+    package static func version(_ connection: PostgresConnection, logger: Logger) async throws -> Int {
+        var exists = false
+        for try await found in try await connection.query(
+            "SELECT to_regclass('casevault_schema') IS NOT NULL", logger: logger
+        ).decode(Bool.self) {
+            exists = found
+        }
+        guard exists else { return 0 }
+        for try await version in try await connection.query(
+            "SELECT version FROM casevault_schema", logger: logger
+        ).decode(Int.self) {
+            return version
+        }
+        return 0
+    }
+
     /// Brings the database to `currentVersion`; returns the version it found. Refuses a database that a
     /// newer build has migrated past this one.
     @discardableResult

@@ -48,6 +48,7 @@ struct CaseVaultD: AsyncParsableCommand {
             configuration =
                 try self.config.map { path throws(CaseVaultError) in try DaemonConfiguration.load(path: path) }
                 ?? .embeddedDefault
+            try configuration.refuseUnservedBackend()
         } catch {
             FileHandle.standardError.write(Data("casevaultd: \(error.message)\n".utf8))
             SystemdSocket.refuseWaiting(code: error.code)

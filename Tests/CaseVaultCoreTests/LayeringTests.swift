@@ -25,7 +25,7 @@ struct LayeringTests {
         "CaseVaultPostgres": ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultSealing"],
         "CaseVaultConfiguration": [
             "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultSealing", "CaseVaultStore",
-            "CaseVaultAudit", "CCaseVaultShims",
+            "CaseVaultPostgres", "CaseVaultAudit", "CCaseVaultShims",
         ],
         "CaseVaultWire": ["CaseVaultCrypto"],
         "CaseVaultServer": [

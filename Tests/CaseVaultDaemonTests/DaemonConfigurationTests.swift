@@ -1,6 +1,7 @@
 import CaseVaultConfiguration
 import CaseVaultCore
 import CaseVaultDaemon
+import CaseVaultPostgres
 import CaseVaultServer
 import CaseVaultStore
 import Foundation
@@ -243,5 +244,64 @@ struct DaemonConfigurationTests {
         let strict = try DaemonConfiguration.parse(base + "[audit]\ndurable_reads = true\nread_flush_ms = 40")
             .serverConfiguration(relativeTo: root)
         #expect(strict.readAuditWindow == nil)
+    }
+
+    @Test("[storage] for PostgreSQL: its keys checked at load, never with the local backend, and casevaultd refuses it")
+    func storageForPostgreSQL() throws {
+        let base =
+            "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n"
+            + "[server]\nsocket_path = \"s.sock\"\nmax_body_bytes = 1000\n[storage]\n"
+        let root = URL(fileURLWithPath: "/srv/vault/", isDirectory: true)
+        let local = try DaemonConfiguration.parse(base)
+        #expect(try local.databaseSettings(relativeTo: root) == nil)
+        try local.refuseUnservedBackend()
+
+        let database = try DaemonConfiguration.parse(
+            base
+                + "backend = \"postgresql\"\nconnection = \"postgresql://casevault@db1,db2:5433/vault\"\n"
+                + "password_file = \"keys/db.password\"\nerase_window = \"2 days\"")
+        let settings = try #require(try database.databaseSettings(relativeTo: root))
+        #expect(settings.location.servers == [.tcp(host: "db1", port: 5432), .tcp(host: "db2", port: 5433)])
+        #expect(settings.password == .file("/srv/vault/keys/db.password"))
+        #expect(settings.eraseWindowSeconds == 2 * 86_400)
+        let byDefault = try DaemonConfiguration.parse(
+            base + "backend = \"postgresql\"\nconnection = \"postgresql://u@/v?host=/run/postgresql\"\n"
+                + "password_credential = \"casevault-db\"")
+        #expect(try byDefault.databaseSettings(relativeTo: root)?.eraseWindowSeconds == 86_400)
+        #expect(try byDefault.databaseSettings(relativeTo: root)?.password == .credential("casevault-db"))
+        let refused = #expect(throws: CaseVaultError.self) { try database.refuseUnservedBackend() }
+        #expect(refused?.message.contains("not served by this casevaultd yet") == true)
+
+        let secret = "hunter2-\(UUID().uuidString)"
+        let postgres = "backend = \"postgresql\"\nconnection = \"postgresql://u@db/v\"\n"
+        let cases: [(String, String)] = [
+            ("backend = \"oracle\"", "storage.backend"),
+            ("connection = \"postgresql://u@db/v\"", "storage.connection applies only"),
+            ("erase_window = \"24 hours\"", "storage.erase_window applies only"),
+            ("backend = \"postgresql\"", "needs storage.connection"),
+            ("backend = \"postgresql\"\nconnection = \"postgresql://u:\(secret)@db/v\"", "storage.connection"),
+            ("backend = \"postgresql\"\nconnection = \"postgresql://u@db/v?password=\(secret)\"", "storage.connection"),
+            ("backend = \"postgresql\"\nconnection = \"mysql://u@db/v\"", "postgresql://"),
+            (postgres + "password_file = \"p\"\npassword_credential = \"c\"", "exclude each other"),
+            (postgres + "password_credential = \"../c\"", "plain file name"),
+            (postgres + "password_file = \"\"", "storage.password_file"),
+            (postgres + "erase_window = \"30 minutes\"", "storage.erase_window"),
+            (postgres + "erase_window = \"0 hours\"", "storage.erase_window"),
+            (postgres + "erase_window = \"31 days\"", "storage.erase_window"),
+            (postgres + "erase_window = \"-9223372036854775807 days\"", "storage.erase_window"),
+            (postgres + "erase_window = \"24h\"", "storage.erase_window"),
+            (postgres + "erase_window = 24", "storage.erase_window"),
+            (postgres + "pasword_file = \"p\"", "pasword_file"),
+        ]
+        for (text, mentioned) in cases {
+            do {
+                _ = try DaemonConfiguration.parse(base + text)
+                Issue.record("accepted: \(text)")
+            } catch {
+                #expect(error.code == .invalidConfiguration)
+                #expect(error.message.contains(mentioned), "\(error.message) should mention \(mentioned)")
+                #expect(!error.message.contains(secret), "the password is never repeated: \(error.message)")
+            }
+        }
     }
 }

@@ -108,11 +108,13 @@ struct EpochExchangeTests {
         #expect(try a.exchange.file.pair(epoch: 1) == nil, "the turner's pair is destroyed at once")
 
         #expect(try await EpochExchange.wrapEpoch(a.connection, logger: self.logger) == nil, "b has yet to receive 1")
-        let behind = try await DatabaseChecks.epochCheck(on: a.connection, logger: self.logger)
+        let behind = try await DatabaseChecks.epochCheck(on: a.connection, eraseWindow: 86_400, logger: self.logger)
         #expect(behind.status == .warn && behind.detail.contains("not yet received epoch 1: vault-b"), "\(behind)")
         #expect(try await b.exchange.receive(on: b.connection) == [1])
         #expect(try await EpochExchange.wrapEpoch(a.connection, logger: self.logger) == 1)
-        #expect(try await DatabaseChecks.epochCheck(on: a.connection, logger: self.logger).status == .pass)
+        #expect(
+            try await DatabaseChecks.epochCheck(on: a.connection, eraseWindow: 86_400, logger: self.logger).status
+                == .pass)
         #expect(try await b.exchange.receive(on: b.connection) == [], "the copy was deleted once opened")
         #expect(try b.exchange.file.pair(epoch: 1) == nil)
         let keyA = try #require(try a.exchange.file.epochKeys().first)
@@ -209,12 +211,23 @@ struct EpochExchangeTests {
         try await b.exchange.publishPair(for: 2, on: b.connection)
         #expect(try await b.exchange.turn(from: 1, on: b.connection)?.epoch == 2)
         #expect(try await a.exchange.receive(on: a.connection) == [2])
-        let holding = try await DatabaseChecks.epochCheck(on: a.connection, logger: self.logger)
+        let holding = try await DatabaseChecks.epochCheck(on: a.connection, eraseWindow: 86_400, logger: self.logger)
         #expect(holding.status == .warn, "\(holding)")
         #expect(holding.detail.contains("vault-a (epoch 1), vault-b (epoch 1)"), "\(holding.detail)")
+        // Half a window after epoch 2 was turned to, epoch 1 still held breaks the shreds' promised time.
+        try await a.connection.query(
+            "UPDATE casevault_epochs SET turned_at = now() - interval '13 hours' WHERE number = 2", logger: self.logger)
+        let late = try await DatabaseChecks.epochCheck(on: a.connection, eraseWindow: 86_400, logger: self.logger)
+        #expect(late.status == .fail, "\(late)")
+        #expect(late.detail.contains("past its promised destruction") && late.detail.contains("vault-b (epoch 1)"))
         #expect(try await a.exchange.destroy(before: 2, on: a.connection) == [1])
         #expect(try await b.exchange.destroy(before: 2, on: b.connection) == [1])
-        #expect(try await DatabaseChecks.epochCheck(on: a.connection, logger: self.logger).status == .pass)
+        // Every older epoch destroyed, but none turned since: late too, until the next turn.
+        let stale = try await DatabaseChecks.epochCheck(on: a.connection, eraseWindow: 86_400, logger: self.logger)
+        #expect(stale.status == .fail && stale.detail.contains("no daemon has turned since"), "\(stale)")
+        #expect(
+            try await DatabaseChecks.epochCheck(on: a.connection, eraseWindow: 2 * 86_400, logger: self.logger).status
+                == .pass, "a window of two days leaves a day for the turn")
 
         // The residue is there: the wrapped key in the WAL of the primary and of the standby.
         try await a.connection.query("CHECKPOINT", logger: self.logger)

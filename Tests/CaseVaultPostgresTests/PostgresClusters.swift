@@ -169,7 +169,24 @@ final class PostgresClusters {
             geteuid() == 0
             ? ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", Self.bin + "/" + tool]
             : [Self.bin + "/" + tool]
-        let outputPath = self.root + "/\(tool)-\(UUID().uuidString).out"
+        // No PG* setting of the caller's (PGSSLMODE, PGSERVICE, PGOPTIONS…) reaches the tools.
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PG") }
+        environment["PGPASSWORD"] = self.password
+        environment["HOME"] = self.root
+        let (status, text) = try Self.spawn(command + arguments, environment: environment, in: self.root)
+        guard status == 0 else {
+            throw Failure(
+                "\(tool) \(status < 0 ? "was killed by signal \(-status)" : "exited with \(status)"): \(text)")
+        }
+        return text
+    }
+
+    /// Runs `command` in `directory`, its standard output and error into one file there, and returns its exit
+    /// status (a signal that killed it as its negative) and what it printed.
+    static func spawn(_ command: [String], environment: [String: String], in directory: String) throws -> (
+        status: Int32, output: String
+    ) {
+        let outputPath = directory + "/spawned-\(UUID().uuidString).out"
         defer { unlink(outputPath) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -177,17 +194,13 @@ final class PostgresClusters {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        guard casevault_spawn_actions_confine(&actions, self.root) == 0 else { throw Failure("posix_spawn actions") }
-        // No PG* setting of the caller's (PGSSLMODE, PGSERVICE, PGOPTIONS…) reaches the tools.
-        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PG") }
-        environment["PGPASSWORD"] = self.password
-        environment["HOME"] = self.root
-        let argv = (command + arguments).map { strdup($0) } + [nil]
+        guard casevault_spawn_actions_confine(&actions, directory) == 0 else { throw Failure("posix_spawn actions") }
+        let argv = command.map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { for pointer in argv + envp { free(pointer) } }
         var pid: pid_t = 0
         guard posix_spawn(&pid, command[0], &actions, nil, argv, envp) == 0 else {
-            throw Failure("could not start \(tool)")
+            throw Failure("could not start \(command[0])")
         }
         // pg_ctl waits at most 60 s for a server (-w); anything past two minutes is a hang.
         let deadline = Date().addingTimeInterval(120)
@@ -195,22 +208,18 @@ final class PostgresClusters {
         while true {
             let waited = waitpid(pid, &status, WNOHANG)
             if waited == pid { break }
-            guard waited == 0 || errno == EINTR else { throw Failure("waitpid for \(tool): errno \(errno)") }
+            guard waited == 0 || errno == EINTR else { throw Failure("waitpid for \(command[0]): errno \(errno)") }
             guard Date() < deadline else {
                 Glibc.kill(pid, SIGKILL)
                 waitpid(pid, &status, 0)
-                throw Failure("\(tool) did not finish within 120 s")
+                throw Failure("\(command[0]) did not finish within 120 s")
             }
             usleep(10_000)
         }
         let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
         // The wait status: exited with (status >> 8) & 0xff when its low seven bits are 0, else killed by them.
         let signal = status & 0x7f
-        guard signal == 0, (status >> 8) & 0xff == 0 else {
-            let ended = signal == 0 ? "exited with \((status >> 8) & 0xff)" : "was killed by signal \(signal)"
-            throw Failure("\(tool) \(ended): \(text)")
-        }
-        return text
+        return (signal == 0 ? (status >> 8) & 0xff : -signal, text)
     }
 
     struct Failure: Error, CustomStringConvertible {

@@ -38,6 +38,10 @@ struct PostgresLocationTests {
         #expect(location.database == "case-vault")
         #expect(location.tls == .disable)
         #expect(location.connectTimeoutSeconds == 3)
+        // As libpq takes it, a port for each socket directory.
+        let eachItsPort = try PostgresLocation(parsing: "postgresql://u@/v?host=/run/a,/run/b&port=5433,5434")
+        #expect(
+            eachItsPort.servers == [.socket(directory: "/run/a", port: 5433), .socket(directory: "/run/b", port: 5434)])
         let withCA = try PostgresLocation(parsing: "postgresql://u@db:5432/v?sslrootcert=/etc/casevault/pg-ca.pem")
         #expect(withCA.rootCertificatePath == "/etc/casevault/pg-ca.pem")
     }
@@ -63,6 +67,9 @@ struct PostgresLocationTests {
             ("postgresql://u@db/v?host=relative/dir", "absolute path"),
             ("postgresql://u@db/v?application_name=x", "does not take: \"application_name\""),
             ("postgresql://u@db/v?port=1&port=2", "names the parameter \"port\" twice"),
+            ("postgresql://u@/v?host=/a,/b&port=1,2,3", "one for each socket directory"),
+            ("postgresql://u@db/v?host=/a,/b&port=1,2", "one for each socket directory"),
+            ("postgresql://u@/v?host=/a,/b&port=1,", "port that is not a number"),
             // A password written after the user name, with a '?' in it, shows none of itself.
             ("postgresql://u:ab?hunter2secret=x@db/v", "(a name libpq does not know)"),
             ("postgresql://u@db/v?connect_timeout=0", "from 1 to 60"),

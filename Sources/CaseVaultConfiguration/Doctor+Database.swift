@@ -1,0 +1,135 @@
+internal import CaseVaultCore
+internal import CaseVaultPostgres
+public import Foundation
+internal import Logging
+internal import PostgresNIO
+
+// doctor's checks of the database side, for `[storage] backend = "postgresql"`.
+extension Doctor {
+    /// The database's checks: which listed server is the writable primary, then, asked of it, its version,
+    /// whether a commit waits for a standby, the standbys' state, the vault's schema, the erase window and
+    /// whether any daemon is behind its erase epoch. None for the local backend. `credentials` is
+    /// `$CREDENTIALS_DIRECTORY`, for a password kept as a systemd credential.
+    public static func databaseChecks(_ configuration: DaemonConfiguration, base: URL, credentials: String?) async
+        -> [Check]
+    {
+        let settings: DaemonConfiguration.DatabaseSettings
+        do {
+            guard let found = try configuration.databaseSettings(relativeTo: base) else { return [] }
+            settings = found
+        } catch {
+            return [Check(name: "database", status: .fail, detail: error.message)]
+        }
+        let password: String?
+        do {
+            switch settings.password {
+            case .none: password = nil
+            case .file(let path): password = try PostgresPassword.read(file: path)
+            case .credential(let name): password = try PostgresPassword.read(credential: name, directory: credentials)
+            }
+        } catch {
+            return [
+                Check(
+                    name: "database password", status: .fail,
+                    detail: error.message
+                        + " (doctor reads it as the daemon does: run it as the daemon's user, and for a credential under systemd-run -p LoadCredentialEncrypted=…)"
+                )
+            ]
+        }
+        var logger = Logger(label: "casevault.doctor")
+        logger.logLevel = .critical
+        let locator = PrimaryLocator(location: settings.location, password: password, logger: logger)
+        var checks = [Self.servers(await locator.survey())]
+        guard checks[0].status != .fail else { return checks }
+        do {
+            let (connection, _) = try await locator.connect()
+            do {
+                checks += try await DatabaseChecks.run(on: connection, logger: logger).map(Check.init)
+                let schema = try await PostgresSchema.version(connection, logger: logger)
+                checks.append(Self.schema(schema))
+                checks.append(Self.eraseWindow(settings.eraseWindowSeconds))
+                if schema > 0 {
+                    checks.append(
+                        Check(
+                            try await DatabaseChecks.epochCheck(
+                                on: connection, eraseWindow: settings.eraseWindowSeconds, logger: logger)))
+                }
+            } catch {
+                checks.append(
+                    Check(
+                        name: "database", status: .fail,
+                        detail: "the primary stopped answering the checks: \(String(reflecting: type(of: error)))"))
+            }
+            try? await connection.close()
+        } catch {
+            checks.append(Check(name: "database", status: .fail, detail: error.message))
+        }
+        return checks
+    }
+
+    /// Exactly one server of the list takes writes; a second one would be a split brain.
+    static func servers(_ survey: [(server: PostgresLocation.Server, outcome: PrimaryLocator.Outcome)]) -> Check {
+        let name = "database servers"
+        let listed = survey.map { "\($0.server) \(Self.words($0.outcome))" }.joined(separator: ", ")
+        let primaries = survey.filter { $0.outcome == .primary }.count
+        switch primaries {
+        case 0:
+            return Check(name: name, status: .fail, detail: "no server takes writes: \(listed)")
+        case 1 where survey.allSatisfy({ $0.outcome == .primary || $0.outcome == .standby }):
+            return Check(name: name, status: .pass, detail: listed)
+        case 1:
+            return Check(
+                name: name, status: .warn, detail: "\(listed): a failover could not reach the servers that failed")
+        default:
+            return Check(
+                name: name, status: .fail,
+                detail:
+                    "\(listed): \(primaries) servers take writes; the daemons would write to the first, the rest is lost"
+            )
+        }
+    }
+
+    static func words(_ outcome: PrimaryLocator.Outcome) -> String {
+        switch outcome {
+        case .primary: "primary"
+        case .standby: "standby"
+        case .unreachable: "unreachable"
+        case .credentialsRefused: "refused the credentials"
+        case .tlsFailed: "failed TLS"
+        case .refused: "refused the connection"
+        }
+    }
+
+    static func schema(_ version: Int) -> Check {
+        let name = "database schema"
+        let current = PostgresSchema.currentVersion
+        if version == current {
+            return Check(name: name, status: .pass, detail: "version \(version), this build's")
+        }
+        if version > current {
+            return Check(
+                name: name, status: .fail,
+                detail:
+                    "version \(version), newer than this build's \(current): run the newer casevaultctl and casevaultd")
+        }
+        return Check(
+            name: name, status: .warn,
+            detail: "version \(version), older than this build's \(current): the first daemon to start migrates it")
+    }
+
+    static func eraseWindow(_ seconds: Int64) -> Check {
+        Check(
+            name: "erase window", status: .pass,
+            detail:
+                "\(DatabaseChecks.span(seconds)): a shredded record's residue in the database, its WAL, standbys and backups is to be unreadable by the shred's time plus this, which needs an epoch turn every \(DatabaseChecks.span(seconds / 2))"
+        )
+    }
+}
+
+extension Doctor.Check {
+    /// The database layer's check, as doctor prints it.
+    init(_ check: DatabaseChecks.Check) {
+        self.init(
+            name: check.name, status: Doctor.Status(rawValue: check.status.rawValue) ?? .fail, detail: check.detail)
+    }
+}
