@@ -85,8 +85,10 @@ test-systemd: test-deps
 ## bench: release build, prints throughput figures (no pass/fail): the store, then over the socket vs nginx and
 ## vs Hummingbird alone (casevault-floor), then issue 17's table as ratios to ceilings from the same run
 ## (scripts/bench-summary.sh), with the most a GET and a PUT could be on this stack, and where the
-## socket figures' time goes under perf (linux-perf, installed when the distribution has it for this kernel)
+## socket figures' time goes under perf (linux-perf, installed when the distribution has it for this kernel),
+## and issue 19's PostgreSQL ceiling (pgbench on a throw-away PostgreSQL 15 cluster: scripts/bench-postgres.sh)
 bench: deps
+	@$(MAKE) --no-print-directory apt-install PACKAGES="postgresql-15"
 	@command -v perf >/dev/null || $(MAKE) --no-print-directory apt-install PACKAGES="linux-perf" \
 		|| echo "linux-perf could not be installed: the profiles are left out"
 	$(SWIFT) build -c release
@@ -94,6 +96,7 @@ bench: deps
 	CASEVAULT_BENCH_FIGURES=.build/bench-figures.txt .build/release/casevault-bench
 	CASEVAULT_BENCH_FIGURES=.build/bench-figures.txt scripts/bench-socket.sh
 	scripts/bench-slow-peers.sh
+	CASEVAULT_BENCH_FIGURES=.build/bench-figures.txt scripts/bench-postgres.sh
 	python3 scripts/secret-copies.py .build/release
 	scripts/bench-summary.sh .build/bench-figures.txt
 

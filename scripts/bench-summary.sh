@@ -81,6 +81,14 @@ END {
         if (have("sweep_index_floor_seconds")) printf "; SQLite alone runs the marking, the removal and the WAL truncations of the same batches on a copy of the index in %.2f s", v["sweep_index_floor_seconds"]
         printf "\n"
     }
+    if (have("postgres_insert_16_rate")) {
+        print ""
+        print "Issue 19: the vault on PostgreSQL, against PostgreSQL itself on this disk (scripts/bench-postgres.sh)"
+        row("durable PUT on PostgreSQL over the socket, 16 conn", "not built", ">= 0.5 x", "not measured")
+        row("  ceiling: plain INSERT of 4 KiB rows, 16 clients (1 client)", val("postgres_insert_16_rate", "%.0f/s") " (" val("postgres_insert_1_rate", "%.0f/s") ")", "ceiling", "")
+        row("  the same with a synchronous standby, 16 clients (1 client)", val("postgres_insert_sync_16_rate", "%.0f/s") " (" val("postgres_insert_sync_1_rate", "%.0f/s") ")", "ceiling", "")
+        row("  the vault on files and SQLite: PUT over the socket, 16 conn", val("put_16_rate", "%.0f/s") ", " ratio("put_16_rate", "postgres_insert_sync_16_rate") " the synchronous ceiling", "", "")
+    }
 }' "$file"
 # The profiles bench-socket.sh took of the socket figures, when perf could run.
 if [[ -f "$file.profile" ]]; then cat "$file.profile"; fi
