@@ -116,18 +116,10 @@ package enum DatabaseChecks {
     package static func epochCheck(on connection: PostgresConnection, eraseWindow: Int64, logger: Logger)
         async throws -> Check
     {
-        let current = try await connection.query(
-            """
-            SELECT number, extract(epoch FROM now() - turned_at)::bigint FROM casevault_epochs
-            ORDER BY number DESC LIMIT 1
-            """, logger: logger)
-        var epoch: (number: Int64, age: Int64)?
-        for try await row in current.decode((Int64, Int64).self) {
-            epoch = row
-        }
-        guard let epoch else {
+        guard let found = try await EpochExchange.currentEpochAge(connection, logger: logger) else {
             return Check(name: "erase epochs", status: .pass, detail: "no erase epoch turned to yet")
         }
+        let epoch = (number: Int64(found.number), age: found.secondsSinceTurned)
         var waiting: [String] = []
         for try await daemon in try await connection.query(
             "SELECT daemon FROM casevault_epoch_copies WHERE epoch = \(epoch.number) ORDER BY daemon", logger: logger

@@ -43,6 +43,22 @@ package struct EpochExchange: Sendable {
         try await Self.epoch("SELECT max(number) FROM casevault_epochs", connection, logger: logger)
     }
 
+    /// The newest epoch turned to and how many seconds ago, by the database's clock; `nil` before the first
+    /// turn.
+    package static func currentEpochAge(_ connection: PostgresConnection, logger: Logger) async throws -> (
+        number: UInt64, secondsSinceTurned: Int64
+    )? {
+        let rows = try await connection.query(
+            """
+            SELECT number, extract(epoch FROM now() - turned_at)::bigint FROM casevault_epochs
+            ORDER BY number DESC LIMIT 1
+            """, logger: logger)
+        for try await (number, age) in rows.decode((Int64, Int64).self) {
+            return (UInt64(number), age)
+        }
+        return nil
+    }
+
     /// The epoch new wraps use: the newest epoch every copy of whose key was received once (its `ready_at`,
     /// set as the last copy is deleted), so that no daemon meets a data key wrapped under an epoch it does
     /// not hold yet. It only moves forward: a daemon that joins later does not move it back. `nil` before

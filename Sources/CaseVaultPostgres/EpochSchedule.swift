@@ -1,0 +1,105 @@
+internal import CaseVaultCore
+internal import CaseVaultSealing
+internal import Logging
+package import PostgresNIO
+
+/// One daemon's part in turning erase epochs on the schedule `[storage] erase_window` sets
+/// (docs/ARCHITECTURE.md, "Turning"): a shred is complete by its time plus the window, so the epoch current
+/// at a shred is replaced within half a window and destroyed by every daemon within the other half. Each
+/// `step` does what is due for this daemon, in this order:
+///
+/// 1. receive every epoch key sealed to it;
+/// 2. with no epoch yet, publish a pair for the first and turn to it; with a current epoch it does not hold,
+///    publish a pair for it, for a daemon that holds it to seal it (`shareCurrent`);
+/// 3. holding the current epoch: seal it to every daemon waiting for it; from a quarter of a window after
+///    the turn, publish a pair for the next epoch; from just short of half a window (`turnAge`), turn (one
+///    daemon wins; a turn refused because a holder has not published its pair yet waits for it);
+/// 4. destroy every epoch older than the one new wraps use, once no live data key is wrapped under one
+///    (`wrappedBelow`, the rewrap's work: the storage that wraps data keys answers it).
+///
+/// Steps are idempotent: a daemon that crashed between two is mended by the next, as the exchange's calls
+/// are. The caller runs `step` every `interval`.
+package struct EpochSchedule: Sendable {
+    package let exchange: EpochExchange
+    /// The erase window, in seconds.
+    package let eraseWindow: Int64
+    /// Whether any live data key is still wrapped under an epoch older than the one given.
+    package let wrappedBelow: @Sendable (UInt64, PostgresConnection) async throws -> Bool
+
+    package init(
+        exchange: EpochExchange, eraseWindow: Int64,
+        wrappedBelow: @escaping @Sendable (UInt64, PostgresConnection) async throws -> Bool
+    ) {
+        self.exchange = exchange
+        self.eraseWindow = eraseWindow
+        self.wrappedBelow = wrappedBelow
+    }
+
+    /// How often a daemon steps, in seconds: a sixteenth of the window, at most a minute.
+    package var interval: Int64 { min(self.eraseWindow / 16, 60) }
+
+    /// How old the current epoch is when a daemon turns: half a window, less two steps, so that a step's
+    /// delay never makes an epoch outlive its half (doctor fails one that does).
+    package var turnAge: Int64 { self.eraseWindow / 2 - 2 * self.interval }
+
+    /// What one step did.
+    package struct Step: Sendable, Equatable {
+        package var received: [UInt64] = []
+        package var sharedWith: [String] = []
+        /// The epoch a pair was published for (again, when it was published before).
+        package var publishedFor: UInt64?
+        package var turnedTo: UInt64?
+        package var destroyed: [UInt64] = []
+        /// Why a turn that was due did not happen, or why older epochs were kept.
+        package var waiting: String?
+
+        package init() {}
+    }
+
+    package func step(on connection: PostgresConnection) async throws -> Step {
+        let logger = self.exchange.logger
+        var step = Step()
+        step.received = try await self.exchange.receive(on: connection)
+        guard let current = try await EpochExchange.currentEpochAge(connection, logger: logger) else {
+            try await self.exchange.publishPair(for: 1, on: connection)
+            step.publishedFor = 1
+            step.turnedTo = try await self.exchange.turn(from: nil, on: connection)?.epoch
+            return step
+        }
+        guard self.exchange.file.keyEpochs().contains(current.number) else {
+            try await self.exchange.publishPair(for: current.number, on: connection)
+            step.publishedFor = current.number
+            step.waiting = "this daemon waits for epoch \(current.number)'s key from a daemon that holds it"
+            return step
+        }
+        step.sharedWith = try await self.exchange.shareCurrent(on: connection).map(\.rawValue)
+        if current.secondsSinceTurned >= self.eraseWindow / 4 {
+            try await self.exchange.publishPair(for: current.number + 1, on: connection)
+            step.publishedFor = current.number + 1
+        }
+        if current.secondsSinceTurned >= self.turnAge {
+            do {
+                step.turnedTo = try await self.exchange.turn(from: current.number, on: connection)?.epoch
+            } catch let error as CaseVaultError where error.code == .storageFailure {
+                // A holder of the current epoch without a pair for the next: it publishes one at its next
+                // step, and the turn goes ahead then.
+                step.waiting = error.message
+            }
+        }
+        try await self.destroyOlder(on: connection, into: &step)
+        return step
+    }
+
+    /// Step 4: the epochs older than the one new wraps use, destroyed once nothing live is wrapped under them.
+    private func destroyOlder(on connection: PostgresConnection, into step: inout Step) async throws {
+        // Called while nothing older is left too: it then only records destructions a crash left unrecorded.
+        guard let wrap = try await EpochExchange.wrapEpoch(connection, logger: self.exchange.logger),
+            self.exchange.file.keyEpochs().contains(wrap), wrap > 1
+        else { return }
+        guard try await !self.wrappedBelow(wrap, connection) else {
+            step.waiting = "data keys are still wrapped under epochs older than \(wrap): they are rewrapped first"
+            return
+        }
+        step.destroyed = try await self.exchange.destroy(before: wrap, on: connection)
+    }
+}
