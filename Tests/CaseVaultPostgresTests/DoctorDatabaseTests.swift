@@ -89,6 +89,7 @@ struct DoctorDatabaseTests {
         let locator = PrimaryLocator(
             location: try clusters.location([clusters.primary]), password: clusters.password, logger: self.logger)
         let (connection, _) = try await locator.connect()
+        defer { connection.closeAtExit() }
         try await PostgresSchema.migrate(connection, logger: self.logger)
         try await connection.close()
         let migrated = try Self.doctor(root)

@@ -15,11 +15,20 @@ struct EpochExchangeTests {
     let logger = Logger(label: "casevault.test.postgres")
     static let vaultRootKey = RootKey(secret: SecureBytes.random(count: 32))
 
-    /// One daemon's side: its name, its own root key and epoch key file, and a connection to the primary.
-    struct Daemon {
+    /// One daemon's side: its name, its own root key and epoch key file, and a connection to the primary,
+    /// closed when the value goes however the test ends.
+    final class Daemon: Sendable {
         let exchange: EpochExchange
         let connection: PostgresConnection
         let filePath: String
+
+        init(exchange: EpochExchange, connection: PostgresConnection, filePath: String) {
+            self.exchange = exchange
+            self.connection = connection
+            self.filePath = filePath
+        }
+
+        deinit { self.connection.closeAtExit() }
     }
 
     /// A private folder of this user's for the daemons' epoch key files, removed with the value.

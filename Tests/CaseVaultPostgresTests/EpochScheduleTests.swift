@@ -23,24 +23,15 @@ extension EpochExchangeTests {
         }
     }
 
-    /// Daemons vault-a and vault-b on fresh clusters, the schema migrated; their connections are closed
-    /// however `body` ends (PostgresNIO traps on a connection released open).
+    /// Daemons vault-a and vault-b on fresh clusters, the schema migrated.
     func withTwoDaemons(_ body: (Daemon, Daemon) async throws -> Void) async throws {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
         let a = try await self.daemon("vault-a", clusters, keys: keys)
         let b = try await self.daemon("vault-b", clusters, keys: keys)
-        do {
-            try await PostgresSchema.migrate(a.connection, logger: self.logger)
-            try await body(a, b)
-        } catch {
-            try? await a.connection.close()
-            try? await b.connection.close()
-            throw error
-        }
-        try await a.connection.close()
-        try await b.connection.close()
+        try await PostgresSchema.migrate(a.connection, logger: self.logger)
+        try await body(a, b)
     }
 
     /// Makes the newest epoch look `hours` old.

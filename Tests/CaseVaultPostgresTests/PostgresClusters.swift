@@ -1,6 +1,7 @@
 import CCaseVaultShims
 import CaseVaultPostgres
 import Foundation
+import PostgresNIO
 
 #if canImport(Glibc)
 import Glibc
@@ -225,5 +226,14 @@ final class PostgresClusters {
     struct Failure: Error, CustomStringConvertible {
         let description: String
         init(_ description: String) { self.description = description }
+    }
+}
+
+extension PostgresConnection {
+    /// Closes the connection, waiting for it, where no `await` can go (a `defer`, a `deinit`): PostgresNIO
+    /// traps on a connection released open, which would end the whole test process when a test throws
+    /// before its own close. Closing one already closed does nothing.
+    func closeAtExit() {
+        _ = try? self.close().wait()
     }
 }

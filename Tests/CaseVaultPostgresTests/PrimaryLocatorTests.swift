@@ -19,6 +19,7 @@ struct PrimaryLocatorTests {
             location: try clusters.location([clusters.standby, clusters.primary]), password: clusters.password,
             logger: self.logger)
         let (connection, server) = try await locator.connect()
+        defer { connection.closeAtExit() }
         #expect(server == clusters.primary)
         let checks = try await DatabaseChecks.run(on: connection, logger: self.logger)
         try await connection.close()
@@ -36,6 +37,7 @@ struct PrimaryLocatorTests {
             ),
             password: clusters.password, logger: self.logger)
         let (second, secondServer) = try await fromString.connect()
+        defer { second.closeAtExit() }
         #expect(secondServer == clusters.primary)
         try await second.close()
     }
@@ -62,6 +64,7 @@ struct PrimaryLocatorTests {
             location: try clusters.location([clusters.primary, clusters.standby]), password: clusters.password,
             logger: self.logger)
         let (connection, server) = try await locator.connect()
+        defer { connection.closeAtExit() }
         #expect(server == clusters.primary)
         try await connection.query("CREATE TABLE acknowledged (n integer PRIMARY KEY)", logger: self.logger)
         // Each commit returns once the synchronous standby has it.
@@ -79,6 +82,7 @@ struct PrimaryLocatorTests {
 
         try clusters.promoteStandby()
         let (promoted, promotedServer) = try await locator.connect()
+        defer { promoted.closeAtExit() }
         #expect(promotedServer == clusters.standby)
         var count = 0
         for try await n in try await promoted.query("SELECT count(*) FROM acknowledged", logger: self.logger).decode(
