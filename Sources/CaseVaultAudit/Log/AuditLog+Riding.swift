@@ -25,6 +25,9 @@ extension AuditLog {
             return state.written
         }
         guard let target else { return nil }
+        // What is written up to here is sent to the device below: durable once the ride counts.
+        let end = self.chain.withLock { ($0.fileFirst, $0.end) }
+        self.shared.withLock { $0.rideEnd = end }
         // Every byte written so far is sent to the device here, so that `board` only waits for it: pages
         // that entries written after this dirty again are left to a later flush, not written again first.
         // The wait for writes already under way may report one that failed: then no ride, and the log's
@@ -57,11 +60,17 @@ extension AuditLog {
         state.rewrite = (file, state.durable.flatMap { $0.file == file ? $0.end : nil } ?? 0)
     }
 
-    /// Writes `file` from `from` to `end` again as the page cache holds it, so that the next flush writes it
-    /// (after a failed flush its pages are clean). A zero byte there means the kernel dropped pages it could
-    /// not write and read back what the disk holds: what was lost cannot be written again, and the log stops
-    /// until a restart (which sets that end aside as torn: no answer waited for it).
+    /// Writes `file` (the one being written) from `from` to `end` again, so that the next flush writes it
+    /// (after a failed flush its pages are clean, or gone): from the log's own copy (`UnflushedCopy`). Only
+    /// what the copy no longer covers (past its limit) is read back from the file, and a zero byte there
+    /// means the kernel dropped pages it could not write and read back what the disk holds: what was lost
+    /// cannot be written again, and the log stops until a restart (which sets that end aside as torn: no
+    /// answer waited for it).
     static func writeAgain(_ file: PosixFile, from: Int64, to end: Int64, chain: inout Chain) throws(CaseVaultError) {
+        if let copy = chain.unflushed.bytes(of: chain.fileFirst, from: from, to: end) {
+            try file.write(copy, at: from)
+            return
+        }
         let bytes = try file.read(count: Int(end - from), at: from)
         guard !bytes.contains(0) else {
             let reason = "the audit log lost entries a failed flush should have written; restart casevaultd"
@@ -76,6 +85,12 @@ extension AuditLog {
             // A flush that failed while this one rode may have taken its error: the log's own flush decides.
             guard token > state.synced, state.failures == state.rideFailures else { return nil }
             state.synced = token
+            // Durable to where the file ended when the ride was prepared; a rotation since made a later
+            // file durable, and the ride tells nothing of it.
+            if let end = state.rideEnd, end.file >= state.durable?.file ?? 0 {
+                let known = state.durable.flatMap { $0.file == end.file ? $0.end : nil } ?? 0
+                state.durable = (end.file, max(known, end.end))
+            }
             state.rides += 1
             let ready = state.durableWaiters.filter { $0.batch <= token }.map(\.waiter)
             state.durableWaiters.removeAll { $0.batch <= token }

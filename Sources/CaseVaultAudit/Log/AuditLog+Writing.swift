@@ -335,6 +335,10 @@ extension AuditLog {
                 return .failure(error)
             }
             chain.dirtyBytes = 0
+            chain.unflushed.wrote(bytes, at: chain.end, file: chain.fileFirst)
+            if let durable = self.shared.withLock({ $0.durable }) {
+                chain.unflushed.durable(durable.file, to: durable.end)
+            }
             chain.seq = seq
             chain.hash = hash
             chain.lastStart = lineStart

@@ -87,8 +87,11 @@ public final class AuditLog: FlushRider {
         var tornAtOpen: String?
         var tornFiles: [String] = []
         /// How far the file being written (by its first entry) is known durable: its end when the last own
-        /// flush that succeeded began.
+        /// flush that succeeded began, or when the last ride that counted was prepared.
         var durable: (file: UInt64, end: Int64)?
+        /// Where the file being written ended when the ride under way was prepared (`prepareRide`): durable
+        /// to there once it rides.
+        var rideEnd: (file: UInt64, end: Int64)?
         /// Set by a failed flush (own or ride): the file and the offset from which the next own flush first
         /// writes again what is there; no ride is taken meanwhile. After a failed writeback Linux marks the
         /// pages clean though they never reached the disk, so a later flush that succeeds would not write
@@ -166,9 +169,55 @@ public final class AuditLog: FlushRider {
         /// A rotation failed half-way and could not be undone: the log refuses every write until a restart
         /// (`open` finishes or undoes it).
         var unusable: String?
+        /// What was written to the file being written since its last known durable end, as written.
+        var unflushed = UnflushedCopy()
 
         var tail: AuditAnchor {
             AuditAnchor(seq: self.seq, hash: self.hash, offset: self.lastStart, file: self.lastFile)
+        }
+    }
+
+    /// A copy of the bytes of one file from `from` on, as the log wrote them, kept until they are known
+    /// durable: what a failed flush lost is written again from here (`writeAgain`). The page cache cannot be
+    /// trusted for it: after a failed writeback Linux may drop those pages, or mark their buffers out of
+    /// date, and then reads back what the disk holds (found by `RideFailureTests`, under a memory pressure
+    /// and a `sync` of every filesystem from tests running beside it).
+    struct UnflushedCopy {
+        var file: UInt64 = 0
+        var from: Int64 = 0
+        var bytes: [UInt8] = []
+
+        /// The most it keeps: past it (a disk failing for long while entries are still written), the copy
+        /// starts again after the write, and what it no longer covers is read back from the file.
+        static let limit = 64 << 20
+
+        /// `written` went to `file` at `offset`: kept after the copy when it follows on from it, in place of
+        /// it when not.
+        mutating func wrote(_ written: [UInt8], at offset: Int64, file: UInt64) {
+            guard file == self.file, offset == self.from + Int64(self.bytes.count),
+                self.bytes.count + written.count <= Self.limit
+            else {
+                let fits = written.count <= Self.limit
+                self = UnflushedCopy(
+                    file: file, from: fits ? offset : offset + Int64(written.count), bytes: fits ? written : [])
+                return
+            }
+            self.bytes += written
+        }
+
+        /// `file` is durable up to `end`: what lies before it is dropped.
+        mutating func durable(_ file: UInt64, to end: Int64) {
+            guard file == self.file, end > self.from else { return }
+            let dropped = min(Int(end - self.from), self.bytes.count)
+            self.bytes.removeFirst(dropped)
+            self.from += Int64(dropped)
+        }
+
+        /// The bytes of `file` from `start` to `end`, when the copy holds all of them.
+        func bytes(of file: UInt64, from start: Int64, to end: Int64) -> [UInt8]? {
+            guard file == self.file, start >= self.from, end <= self.from + Int64(self.bytes.count), start <= end
+            else { return nil }
+            return Array(self.bytes[Int(start - self.from)..<Int(end - self.from)])
         }
     }
 
