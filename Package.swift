@@ -126,6 +126,9 @@ let package = Package(
                 "CaseVaultCrypto",
                 "CCaseVaultShims",
                 .product(name: "TOMLKit", package: "TOMLKit"),
+                // doctor's checks of the database connect, and log what they connect to.
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

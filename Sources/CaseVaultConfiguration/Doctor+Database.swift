@@ -1,3 +1,4 @@
+internal import CCaseVaultShims
 internal import CaseVaultCore
 internal import CaseVaultPostgres
 public import Foundation
@@ -21,11 +22,23 @@ extension Doctor {
             return [Check(name: "database", status: .fail, detail: error.message)]
         }
         let password: String?
+        let passwordCheck: Check
+        // The password is held in this process from here: no core dump of it (the daemon disables them too).
+        _ = casevault_disable_core_dumps()
         do {
             switch settings.password {
-            case .none: password = nil
-            case .file(let path): password = try PostgresPassword.read(file: path)
-            case .credential(let name): password = try PostgresPassword.read(credential: name, directory: credentials)
+            case .none:
+                password = nil
+                passwordCheck = Check(
+                    name: "database password", status: .pass,
+                    detail: "none configured: the server must accept the daemon's user without one (peer)")
+            case .file(let path):
+                password = try PostgresPassword.read(file: path)
+                passwordCheck = Check(name: "database password", status: .pass, detail: "read from \(path)")
+            case .credential(let name):
+                password = try PostgresPassword.read(credential: name, directory: credentials)
+                passwordCheck = Check(
+                    name: "database password", status: .pass, detail: "read from the systemd credential \(name)")
             }
         } catch {
             return [
@@ -39,8 +52,8 @@ extension Doctor {
         var logger = Logger(label: "casevault.doctor")
         logger.logLevel = .critical
         let locator = PrimaryLocator(location: settings.location, password: password, logger: logger)
-        var checks = [Self.servers(await locator.survey())]
-        guard checks[0].status != .fail else { return checks }
+        var checks = [passwordCheck, Self.servers(await locator.survey())]
+        guard checks[1].status != .fail else { return checks }
         do {
             let (connection, _) = try await locator.connect()
             do {

@@ -68,6 +68,9 @@ public enum Daemon {
             throw CaseVaultError(
                 .keyUnavailable, "core dumps could not be disabled; refusing to hold keys in a dumpable process")
         }
+        // casevaultd refuses it before this too; a daemon started any other way must not open the data
+        // directory when the operator asked for the database.
+        try configuration.refuseUnservedBackend()
         let roleMap = try configuration.roleMap()
         let storeConfiguration = try configuration.storeConfiguration(relativeTo: base)
         let serverConfiguration = try configuration.serverConfiguration(relativeTo: base)

@@ -109,10 +109,11 @@ package enum DatabaseChecks {
     /// Whether any daemon is behind its erase epoch, judged against `eraseWindow` (seconds): a shred is
     /// promised complete by its time plus the window, which leaves half a window for the epoch current at the
     /// shred to be replaced and half for every daemon to destroy it. Late against that promise is a failure:
-    /// the current epoch turned longer than half a window ago (no turn since), a copy of its key still waiting
-    /// past half a window, an older epoch still held past half a window after its successor was turned to.
-    /// The same, within the half window, is a turn under way: a warning, with the daemons named. Ages are the
-    /// database's clock, which stamped the rows.
+    /// the current epoch turned longer than half a window ago (no turn since; the daemons whose copy of its
+    /// key still waits are named with it), or an older epoch still held past half a window after its
+    /// successor was turned to. A copy still waiting, or an older epoch still held, within the half window is
+    /// a turn under way: a warning, with the daemons named. Ages are the database's clock, which stamped the
+    /// rows.
     package static func epochCheck(on connection: PostgresConnection, eraseWindow: Int64, logger: Logger)
         async throws -> Check
     {

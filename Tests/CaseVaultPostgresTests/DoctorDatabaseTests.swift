@@ -74,6 +74,7 @@ struct DoctorDatabaseTests {
             ], password: clusters.password)
 
         let fresh = try Self.doctor(root)
+        #expect(fresh.checks["database password"]?.0 == "pass", "\(fresh.output)")
         #expect(fresh.checks["database servers"]?.0 == "pass", "\(fresh.output)")
         #expect(
             fresh.checks["database servers"]?.1
