@@ -46,11 +46,14 @@ lint:
 ## test: the lint, then every test, against real files, real libsodium, real processes killed with SIGKILL,
 ## power cut under a real filesystem that forgets what was not flushed (Tests/support/powercutfs.c), a real
 ## systemd booted in a throw-away container (Tests/system/real-systemd.sh), and real PostgreSQL 15 primaries and
-## synchronous standbys that the PostgreSQL tests start on Unix sockets (Tests/CaseVaultPostgresTests)
+## synchronous standbys that the PostgreSQL tests start on Unix sockets (Tests/CaseVaultPostgresTests). The
+## failing ext4 under a riding audit log (RideFailureTests) runs alone after the rest: that ext4 has no journal,
+## and its own metadata whose write failed is lost when the kernel, short of memory, drops it (docs/TESTING.md)
 test: lint test-deps powercutfs
 	$(SWIFT) build --build-tests
 	Tests/system/real-systemd.sh .build/debug
-	$(SWIFT) test
+	$(SWIFT) test --skip RideFailureTests
+	$(SWIFT) test --skip-build --filter RideFailureTests
 
 ## test-asan: every Swift test, built with AddressSanitizer into .build-asan (the real-systemd script is left out);
 ## leak checks are off there (a process killed or stopped on an error path leaves memory by design) and on for
