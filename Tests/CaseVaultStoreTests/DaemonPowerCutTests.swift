@@ -67,8 +67,10 @@ struct DaemonPowerCutTests {
                 )
                 // Longer in a sanitizer build (`CASEVAULT_SLOWDOWN`), so that as much gets done before the cut.
                 let slowdown = UInt32(VaultDaemon.slowdown)
-                // A backup streams the whole vault: the runs that begin with one (every fourth) get up to 2 s.
-                usleep(UInt32.random(in: 100_000...(cycle % 4 == 2 ? 2_000_000 : 700_000)) * slowdown)
+                // A backup streams the whole vault: the runs that begin with one (every fourth) get 0.5 to 3 s
+                // (with the whole suite beside it, 0.1 to 2 s once saw no backup finish in 30 cycles).
+                let span: ClosedRange<UInt32> = cycle % 4 == 2 ? 500_000...3_000_000 : 100_000...700_000
+                usleep(UInt32.random(in: span) * slowdown)
                 // The power cut: the daemon dies where it stands, then the disk loses what was not flushed.
                 daemon.kill()
                 kill(driver.processIdentifier, SIGKILL)
