@@ -230,11 +230,14 @@ struct DaemonConfigurationTests {
         #expect(store.maxContentBytes == 100)
     }
 
+    /// A file with the settings every one needs, small limits.
+    static let minimal =
+        "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n"
+        + "[server]\nsocket_path = \"s.sock\"\nmax_body_bytes = 1000\n"
+
     @Test("a read's audit entry: made durable within read_flush_ms (5 by default), or waited for with durable_reads")
     func readAuditContract() throws {
-        let base =
-            "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n"
-            + "[server]\nsocket_path = \"s.sock\"\nmax_body_bytes = 1000\n"
+        let base = Self.minimal
         let root = URL(fileURLWithPath: "/", isDirectory: true)
         let plain = try DaemonConfiguration.parse(base).serverConfiguration(relativeTo: root)
         #expect(plain.readAuditWindow == .milliseconds(5))
@@ -248,9 +251,7 @@ struct DaemonConfigurationTests {
 
     @Test("[storage] for PostgreSQL: its keys checked at load, never with the local backend, and casevaultd refuses it")
     func storageForPostgreSQL() throws {
-        let base =
-            "[store]\ndata_directory = \"d\"\nroot_key_file = \"k\"\nmax_content_bytes = 10\n"
-            + "[server]\nsocket_path = \"s.sock\"\nmax_body_bytes = 1000\n[storage]\n"
+        let base = Self.minimal + "[storage]\n"
         let root = URL(fileURLWithPath: "/srv/vault/", isDirectory: true)
         let local = try DaemonConfiguration.parse(base)
         #expect(try local.databaseSettings(relativeTo: root) == nil)

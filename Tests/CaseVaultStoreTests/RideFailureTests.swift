@@ -167,13 +167,22 @@ struct RideFailureTests {
         "while the disk under a riding audit log fails, no put and no entry is acknowledged; once it recovers, the log writes again what the failures lost, rides again, and after a remount every acknowledged put and entry is on the disk"
     )
     func ridesThroughAFailingDisk() async throws {
+        try await Self.onFailingDisk { disk, vault, caseID in
+            try await Self.putThroughFailures(vault, disk: disk, caseID: caseID)
+        }
+    }
+
+    /// Makes a failing ext4 and a vault on it, runs `work` (which opens and closes the store and the log: nothing
+    /// may be open on the filesystem when it is remounted or detached), then, after a remount, checks on the
+    /// disk itself what `work` says was acknowledged; detaches the filesystem however it ends.
+    static func onFailingDisk(
+        _ work: (FailingExt4, TestVault, CaseID) async throws -> Outcome
+    ) async throws {
         let disk = try FailingExt4()
         let vault = TestVault(under: disk.mountpoint)
         let caseID = Samples.caseID()
-        // The store and the log live only inside these calls: nothing is open on the filesystem when it is
-        // remounted or detached.
         do {
-            let outcome = try await Self.putThroughFailures(vault, disk: disk, caseID: caseID)
+            let outcome = try await work(disk, vault, caseID)
             try disk.remount()
             try Self.expectOnDisk(vault, outcome, caseID: caseID)
         } catch {
@@ -187,10 +196,7 @@ struct RideFailureTests {
         "when the kernel drops the pages a failed flush could not write, the log writes them again from its own copy: once the disk recovers, puts and their entries are acknowledged again, and after a remount every acknowledged put and every entry is on the disk"
     )
     func writesAgainWhatTheKernelDropped() async throws {
-        let disk = try FailingExt4()
-        let vault = TestVault(under: disk.mountpoint)
-        let caseID = Samples.caseID()
-        do {
+        try await Self.onFailingDisk { disk, vault, caseID in
             var outcome = Outcome()
             do {
                 let store = try vault.open()
@@ -227,13 +233,8 @@ struct RideFailureTests {
                 }
                 #expect(log.failure == nil, "\(String(describing: log.failure))")
             }
-            try disk.remount()
-            try Self.expectOnDisk(vault, outcome, caseID: caseID)
-        } catch {
-            disk.detach()
-            throw error
+            return outcome
         }
-        disk.detach()
     }
 
     /// The request numbers of the log's entries of `kind`.
