@@ -79,6 +79,7 @@ let package = Package(
                 "CaseVaultCore",
                 "CaseVaultFiles",
                 "CCaseVaultShims",
+                "CCaseVaultSQLite",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -112,6 +113,13 @@ let package = Package(
         // C declarations Swift's Glibc module lacks (prctl and ioctl are variadic; ucred needs _GNU_SOURCE;
         // sd_notify's abstract socket addresses).
         .target(name: "CCaseVaultShims"),
+        // The one SQLite call GRDB does not offer (sqlite3_db_config is variadic): the index's writer keeps
+        // SQLite from checkpointing at close once the disk refused a write of it (`Index.Loss`).
+        .target(
+            name: "CCaseVaultSQLite",
+            dependencies: [.product(name: "GRDBSQLite", package: "GRDB.swift")],
+            linkerSettings: [.linkedLibrary("sqlite3")]
+        ),
         // Layer 6: the configuration file and the deployment it describes: every setting with its default and
         // limits, the values each layer above is built from (the server's among them), principals resolved
         // to ids, and doctor's checks of keys, directories, swap and core dumps.

@@ -46,6 +46,9 @@ public enum Daemon {
                 startup: startup)
         } catch {
             if !startup.isServing { SystemdSocket.refuseWaiting(socket: startup.socket, code: error.code) }
+            logger.critical(
+                startup.isServing ? "stopped with an error" : "cannot start",
+                metadata: ["error.code": "\(error.code.rawValue)"])
             throw error
         }
     }
@@ -136,6 +139,10 @@ public enum Daemon {
                         service: application, successTerminationBehavior: .gracefullyShutdownGroup,
                         failureTerminationBehavior: .gracefullyShutdownGroup
                     ),
+                    .init(
+                        service: IndexLossWatch(keeper: keeper, logger: logger),
+                        failureTerminationBehavior: .gracefullyShutdownGroup
+                    ),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
@@ -153,6 +160,7 @@ public enum Daemon {
         audit.close()
         vault.stop()
         if case .failure(let error) = outcome {
+            if let error = error as? CaseVaultError { throw error }
             throw CaseVaultError(.socketUnavailable, "the server stopped with an error: \(error)")
         }
         logger.info("stopped")

@@ -1,5 +1,7 @@
 internal import CaseVaultAudit
+internal import CaseVaultCore
 internal import CaseVaultStore
+internal import Logging
 internal import ServiceLifecycle
 internal import Synchronization
 
@@ -57,5 +59,32 @@ struct AuditLogService: Service {
             return
         }
         self.audit.close()
+    }
+}
+
+/// Stops the daemon once its store's index may have lost commits the disk refused (`RecordStore.indexLost`):
+/// the store refuses every call from then on, and only a start mends the index (from the segments' frames).
+/// Throwing shuts the group down gracefully, and casevaultd exits with a failure, which systemd's
+/// `Restart=on-failure` answers by starting it again (sealed again, with the passphrase key source).
+struct IndexLossWatch: Service {
+    let keeper: VaultKeeper
+    let logger: Logger
+    /// How often the store is asked; requests are refused meanwhile, so this bounds only the stop's delay.
+    static let interval: Duration = .milliseconds(250)
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                if let store = try? self.keeper.store(), store.indexLost {
+                    self.logger.critical(
+                        "the disk refused a write of the index: stopping, so that the next start rebuilds it from the segments"
+                    )
+                    throw CaseVaultError(
+                        .storageFailure,
+                        "the disk refused a write of the index; the next start rebuilds it from the segments")
+                }
+                try? await Task.sleep(for: Self.interval)
+            }
+        }
     }
 }

@@ -180,10 +180,10 @@ package final class RecordStore: RecordStorage {
                 try self.index.truncateWAL()
                 try self.index.close()
                 return nil
-            } catch let error as CaseVaultError {
-                return error
             } catch {
-                return Index.failure(error)
+                // An index that lost commits lets go of its files all the same, without a checkpoint.
+                if self.index.loss.happened { try? self.index.close() }
+                return error as? CaseVaultError ?? Index.failure(error)
             }
         }
         // No batch runs after this: the rider (the audit log, which holds this store as its anchor) is let go,
@@ -249,6 +249,10 @@ package final class RecordStore: RecordStorage {
             throw CaseVaultError(.sealed, "the store is closed: the vault was sealed or the daemon is stopping")
         }
     }
+
+    /// Whether the index may have lost commits the disk refused (`Index.Loss`): every call of the store is
+    /// refused from then on, and only opening the store again (the daemon's restart) mends the index.
+    package var indexLost: Bool { self.index.loss.happened }
 
     /// Whether the index answers a trivial query: what the service manager's watchdog asks before each ping.
     package func isResponsive() -> Bool {

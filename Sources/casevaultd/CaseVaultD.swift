@@ -59,7 +59,6 @@ struct CaseVaultD: AsyncParsableCommand {
             try await Daemon.run(
                 configuration: configuration, base: cwd, logger: logger, acceptAuditBreak: self.acceptAuditBreak)
         } catch {
-            logger.critical("cannot start", metadata: ["error.code": "\(error.code.rawValue)"])
             FileHandle.standardError.write(Data("casevaultd: \(error.message)\n".utf8))
             throw ExitCode(error.code == .auditMismatch ? 4 : 3)
         }

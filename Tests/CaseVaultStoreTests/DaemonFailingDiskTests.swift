@@ -135,6 +135,71 @@ struct DaemonFailingDiskTests {
         for line in report { print("  " + line) }
     }
 
+    @Test(
+        "the index's flushes fail under the daemon: it refuses, stops with a failure saying why, and its next start serves every record it acknowledged"
+    )
+    func stopsWhenTheIndexLosesCommits() throws {
+        let fs = try PowerCutFS()
+        try fs.mount()
+        chmod(fs.root, 0o755)
+        let vault = fs.newVault()
+        let daemon = try VaultDaemon(folder: fs.root, vault: vault)
+        defer { daemon.kill() }
+        guard try daemon.start() else {
+            Issue.record("the daemon did not make its vault:\n\(daemon.log)")
+            return
+        }
+        #expect(daemon.stop() == 0)
+        try fs.cut()
+        // Every flush of the index's WAL fails while the switch file exists, and loses what it should have
+        // made durable (powercutfs, as Linux after a writeback error).
+        let failing = fs.root + "/failing"
+        let wal = FailingDiskTests.onDisk("fdatasync:/<vault>/data/index.sqlite-wal", vault: vault)
+        try fs.mount(options: ["--fail=\(wal)@1=EIO+", "--fail-while=\(failing)"])
+        var ledger = Acknowledged()
+        // The disk fails once the load has opened a few cases (and filed records in them).
+        let log = daemon.logPath
+        let switched = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            for _ in 0..<(600 * VaultDaemon.slowdown) {
+                let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+                if text.components(separatedBy: "case opened").count > 5 { break }
+                usleep(50_000)
+            }
+            usleep(200_000)
+            _ = FileManager.default.createFile(atPath: failing, contents: nil)
+            switched.signal()
+        }
+        let run = try self.work(daemon, tag: "index", cycle: 0, ledger: &ledger)
+        switched.wait()
+        unlink(failing)
+        #expect(ledger.puts > 0, "nothing was acknowledged before the disk failed")
+        #expect(run.started && !run.servedOn, "the daemon served on after the index lost commits: \(run.text)")
+        // The daemon exits on its own (SIGTERM only if it has not): a failure, which systemd restarts.
+        for _ in 0..<(300 * VaultDaemon.slowdown) where daemon.isRunning { usleep(100_000) }
+        #expect(!daemon.isRunning, "the daemon still runs after the index lost commits")
+        let status = daemon.stop()
+        #expect(status == 3, "exit status \(status):\n\(daemon.log.suffix(2000))")
+        #expect(
+            daemon.log.contains("critical casevaultd: [CaseVaultDaemon] the disk refused a write of the index"),
+            "the daemon did not say why it stopped:\n\(daemon.log.suffix(2000))")
+        try fs.cut()
+        #expect(!fs.injected.isEmpty, "the failure was not injected")
+        try fs.mount()
+        guard try daemon.start() else {
+            Issue.record("the daemon did not start again:\n\(daemon.log.suffix(3000))")
+            try fs.cut()
+            return
+        }
+        let check = try SocketCheckRun(
+            socket: daemon.socket, ledger: ledger, only: nil, uid: DaemonPowerCutTests.uid,
+            gid: DaemonPowerCutTests.gid)
+        for problem in check.problems { Issue.record("after the restart: \(problem)") }
+        #expect(check.auditOK, "the audit log does not verify:\n\(daemon.log.suffix(3000))")
+        #expect(daemon.stop() == 0)
+        try fs.cut()
+    }
+
     /// What one run of the load did.
     struct Run {
         var started = true

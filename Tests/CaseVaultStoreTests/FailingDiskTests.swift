@@ -205,6 +205,81 @@ struct FailingDiskTests {
     }
 
     @Test(
+        "a flush of the index that failed: every later call is refused with one stable error until the store opens again, and after a power cut every put and case acknowledged is there"
+    )
+    func indexFlushFails() throws {
+        let fs = try PowerCutFS()
+        try fs.mount()
+        let vault = fs.newVault()
+        try vault.open().close()
+        try fs.cut()
+        // Every flush of the index's WAL fails while the switch file exists: as Linux does after a writeback
+        // error, what the flush should have made durable is lost at the cut, and a later flush succeeds.
+        let failing = fs.root + "/failing"
+        let wal = Self.onDisk("fdatasync:/<vault>/data/index.sqlite-wal", vault: vault)
+        try fs.mount(options: ["--fail=\(wal)@1=EIO+", "--fail-while=\(failing)"])
+        var records: [RecordID: [UInt8]] = [:]
+        var cases: [CaseID] = []
+        do {
+            let store = try vault.open()
+            cases.append(try store.sealed.openCase(header: Lifecycle.header, mediators: [], author: nil).id)
+            // Puts commit their rows without a flush of the index (their segment frames are flushed).
+            records = try RotationTests.populate(store, count: 20)
+            // Opening a case commits with a flush of the index, which fails.
+            #expect(FileManager.default.createFile(atPath: failing, contents: nil))
+            #expect(throws: CaseVaultError.self) {
+                try store.sealed.openCase(header: Lifecycle.header, mediators: [], author: nil)
+            }
+            unlink(failing)
+            #expect(store.indexLost)
+            // The disk takes writes again, but the WAL's frames before the failure may be lost: a commit after
+            // them would be lost with them at a power cut. Nothing is written or read any more.
+            typealias Call = () throws(CaseVaultError) -> Void
+            let note = NewRecord(caseID: cases[0], type: .sessionNote, content: Array(#"{"text":"later"}"#.utf8))
+            let later: [(String, Call)] = [
+                (
+                    "open a case",
+                    { () throws(CaseVaultError) in
+                        cases.append(try store.sealed.openCase(header: Lifecycle.header, mediators: [], author: nil).id)
+                    }
+                ),
+                ("put", { () throws(CaseVaultError) in _ = try store.sealed.put(note) }),
+                ("get", { () throws(CaseVaultError) in _ = try store.sealed.get(records.keys.first!) }),
+                ("list", { () throws(CaseVaultError) in _ = try store.records(caseID: cases[0]) }),
+            ]
+            for (what, call) in later {
+                do throws(CaseVaultError) {
+                    try call()
+                    Issue.record("\(what) succeeded after the index lost commits")
+                } catch {
+                    #expect(
+                        error.code == .storageFailure && error.message.contains("restart casevaultd"),
+                        "\(what): \(error)")
+                }
+            }
+            #expect(store.close()?.code == .storageFailure)
+        }
+        try fs.cut()
+        #expect(fs.injected.count == 1, "the failure was not injected: \(fs.injected)")
+        try fs.mount()
+        do {
+            // The open reads the WAL from the disk and adds the puts' rows again from their frames.
+            let store = try vault.open()
+            #expect(!store.indexLost)
+            for (id, content) in records {
+                #expect((try? store.sealed.get(id).content) == content, "put \(id) lost")
+            }
+            for id in cases {
+                #expect((try? store.caseSummary(id)) != nil, "case \(id) lost")
+            }
+            let after = NewRecord(caseID: cases[0], type: .sessionNote, content: Array(#"{"text":"after"}"#.utf8))
+            #expect(try store.sealed.put(after).caseID == cases[0])
+            store.close()
+        }
+        try fs.cut()
+    }
+
+    @Test(
         "a rotation whose key slots' flush failed, a reopen, then a rotation that completes: after a power cut every record opens (the slots are written again before the old epoch is retired)"
     )
     func rotationAfterAFailedFlush() throws {

@@ -108,12 +108,18 @@ struct Routes: Sendable {
     }
 
     /// 200 while the daemon can serve, sealed or not (`sealed` says which); 503 with the reason while it
-    /// refuses everything (the audit log cannot be written).
+    /// refuses everything (the audit log cannot be written, or the index lost commits and the daemon stops).
     func health(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let sealed = self.keeper.isSealed
         if let failure = self.audit.failure {
             return try JSONResponse.make(
                 Health(status: "audit-unavailable", sealed: sealed, reason: Self.auditReason(failure)),
+                status: .serviceUnavailable
+            )
+        }
+        if self.indexLost {
+            return try JSONResponse.make(
+                Health(status: "storage-unavailable", sealed: sealed, reason: Self.storageReason),
                 status: .serviceUnavailable
             )
         }
@@ -123,6 +129,12 @@ struct Routes: Sendable {
     static func auditReason(_ failure: String) -> String {
         "the audit log cannot be written (\(failure)); every other request is refused until it can"
     }
+
+    /// Whether the open store's index lost commits the disk refused (`RecordStore.indexLost`).
+    var indexLost: Bool { (try? self.keeper.store())?.indexLost ?? false }
+
+    static let storageReason =
+        "the disk refused a write of the index; every request is refused, and the daemon stops so that its next start rebuilds the index"
 
     struct WhoAmI: Encodable {
         var uid: UInt32
@@ -191,9 +203,13 @@ struct Routes: Sendable {
         case .fixed: source = "fixed"
         case .passphrase: source = "passphrase"
         }
+        let indexLost = self.indexLost
         let state =
             failure != nil
-            ? "audit-unavailable" : sealed ? (self.keeper.isInitialised ? "sealed" : "uninitialised") : "serving"
+            ? "audit-unavailable"
+            : indexLost
+                ? "storage-unavailable"
+                : sealed ? (self.keeper.isInitialised ? "sealed" : "uninitialised") : "serving"
         let epochs =
             sealed
             ? nil
@@ -202,7 +218,7 @@ struct Routes: Sendable {
             Status(
                 state: state,
                 sealed: sealed,
-                reason: failure.map(Self.auditReason),
+                reason: failure.map(Self.auditReason) ?? (indexLost ? Self.storageReason : nil),
                 audit: AuditStatus(
                     entries: self.audit.entries, writable: failure == nil, anchorFailure: self.audit.anchorFailure,
                     rotationFailure: self.audit.rotationFailure

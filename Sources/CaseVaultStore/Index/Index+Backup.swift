@@ -33,6 +33,7 @@ extension Index {
     /// still waiting for their certificates. Returns the copy, open, with
     /// the records it keeps.
     func backupSnapshot(to path: String) throws(CaseVaultError) -> BackupSnapshot {
+        guard !self.loss.happened else { throw Loss.error }
         do {
             try self.pool.unsafeRead { db in try db.execute(sql: "VACUUM INTO ?", arguments: [path]) }
             let copy = try DatabaseQueue(path: path)

@@ -1,3 +1,4 @@
+internal import CCaseVaultSQLite
 internal import CaseVaultCore
 internal import GRDB
 internal import Synchronization
@@ -16,6 +17,62 @@ struct Index: Sendable {
     let lookups: LookupConnections
     /// The writer connection's `synchronous` setting, set again only when a commit needs the other one.
     let synchronous = WriterSynchronous()
+    /// Set once the index may have lost commits the disk refused (`Loss`): nothing uses it again.
+    let loss = Loss()
+
+    /// Whether the index may have lost commits the disk refused. A flush that failed (or a write, or a page
+    /// that reads back malformed) means the kernel may have marked pages of the WAL clean that never reached
+    /// the disk, or dropped them: SQLite's checksums end the log at the first such frame when it is read
+    /// again from the disk, taking every later commit with it, and a later flush of the file succeeds all
+    /// the same (Linux reports a writeback error once: PostgreSQL's "fsyncgate"). So after the first such
+    /// error nothing is read or committed again in this process, and SQLite's checkpoint at close is turned
+    /// off (it would copy into the database, through the page cache, what the disk may have lost, or zeros);
+    /// the next open reads the WAL from the disk, and recovery adds again the rows of puts from their
+    /// segment frames (`replayUnsettledFrames`). PostgreSQL makes the same choice (it panics).
+    final class Loss: Sendable {
+        private let lost = Mutex(false)
+        /// The connections of an index whose checkpoint at close could not be turned off: kept open until
+        /// the process ends.
+        private static let abandoned = Mutex<[(DatabasePool, LookupConnections)]>([])
+
+        var happened: Bool { self.lost.withLock { $0 } }
+
+        /// The error every call gets once the index lost commits; stable, for the daemon to stop on.
+        static let error = CaseVaultError(
+            .storageFailure,
+            "the disk refused a write of the index; restart casevaultd: its start rebuilds the index from the segments"
+        )
+
+        /// Whether `error`, met on the writer (`onWriter`) or by a reader, means commits may be lost: any
+        /// I/O error on the writer (SQLite reports a failed flush as one), and a malformed page anywhere.
+        static func means(_ error: any Error, onWriter: Bool) -> Bool {
+            guard let error = error as? DatabaseError else { return false }
+            switch error.resultCode {
+            case .SQLITE_CORRUPT, .SQLITE_NOTADB: return true
+            case .SQLITE_IOERR: return onWriter
+            default: return false
+            }
+        }
+
+        /// Records the loss, the first time, and turns off the writer's checkpoint at close. The read-only
+        /// connections (the pool's readers, the lookups) never checkpoint.
+        func record(_ index: Index) {
+            let first = self.lost.withLock { lost in
+                defer { lost = true }
+                return !lost
+            }
+            guard first else { return }
+            let turnedOff = index.pool.writeWithoutTransaction { db in
+                db.sqliteConnection.map { casevault_sqlite_no_checkpoint_on_close(UnsafeMutableRawPointer($0)) }
+            }
+            if turnedOff != 0 { Self.abandoned.withLock { $0.append((index.pool, index.lookups)) } }
+        }
+
+        /// Whether the index's connections may be closed: not after a loss whose checkpoint at close is on.
+        func mayClose(_ index: Index) -> Bool {
+            !Self.abandoned.withLock { $0.contains { $0.0 === index.pool } }
+        }
+    }
 
     /// What `PRAGMA synchronous` the writer connection is at: nil when unknown (a change that failed).
     final class WriterSynchronous: Sendable {
@@ -169,17 +226,19 @@ struct Index: Sendable {
     }
 
     func read<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
-        try Self.mappingErrors { try self.pool.read(body) }
+        try self.mappingErrors(onWriter: false) { try self.pool.read(body) }
     }
 
     /// A read without a transaction, for a single point lookup: one statement is atomic on its own, and
     /// skipping BEGIN/COMMIT makes a get cheaper. On a connection of its own, outside GRDB's pool.
     func lookup<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
-        try Self.mappingErrors { try self.lookups.read(body) ?? self.pool.unsafeRead(body) }
+        try self.mappingErrors(onWriter: false) { try self.lookups.read(body) ?? self.pool.unsafeRead(body) }
     }
 
-    /// Closes the lookups' connections and the pool.
+    /// Closes the lookups' connections and the pool; an index that lost commits with its checkpoint at close
+    /// still on is left open (`Loss`).
     func close() throws {
+        guard self.loss.mayClose(self) else { throw Loss.error }
         self.lookups.close()
         try self.pool.close()
     }
@@ -199,7 +258,7 @@ struct Index: Sendable {
     /// One transaction on the writer, with `synchronous` set for it first when it is not already so: a
     /// run of put batches sets NORMAL once, and the first flushed commit after them FULL again.
     private func commit<T>(flushed: Bool, _ body: (Database) throws -> T) throws(CaseVaultError) -> T {
-        try Self.mappingErrors {
+        try self.mappingErrors(onWriter: true) {
             try self.pool.writeWithoutTransaction { db in
                 try self.synchronous.set(flushed: flushed, on: db)
                 var result: T?
@@ -217,18 +276,22 @@ struct Index: Sendable {
     /// frames). Readers that began before it are waited for (the busy timeout); readers after it read the
     /// database file alone.
     func truncateWAL() throws(CaseVaultError) {
-        try Self.mappingErrors {
+        try self.mappingErrors(onWriter: true) {
             _ = try self.pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
         }
     }
 
-    private static func mappingErrors<T>(_ body: () throws -> T) throws(CaseVaultError) -> T {
+    /// Runs `body` unless the index lost commits, and records a loss its error means (`Loss`).
+    private func mappingErrors<T>(onWriter: Bool, _ body: () throws -> T) throws(CaseVaultError) -> T {
+        guard !self.loss.happened else { throw Loss.error }
         do {
             return try body()
         } catch let error as CaseVaultError {
             throw error
         } catch {
-            throw Self.failure(error)
+            guard Loss.means(error, onWriter: onWriter) else { throw Self.failure(error) }
+            self.loss.record(self)
+            throw CaseVaultError(Loss.error.code, Loss.error.message, cause: error)
         }
     }
 
