@@ -2,6 +2,7 @@ import CaseVaultAudit
 import CaseVaultCore
 import CaseVaultStore
 import Foundation
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -235,6 +236,82 @@ struct RideFailureTests {
             }
             return outcome
         }
+    }
+
+    @Test(
+        "without a copy (past its limit: here 0), when the kernel drops the pages a failed flush could not write, the log stops and says why: the next entry is not made durable, later ones and a detach are refused at once, and a restart sets the torn end aside with every durable entry kept"
+    )
+    func stopsWhenNoCopyHoldsWhatTheKernelDropped() async throws {
+        let disk = try FailingExt4()
+        let vault = TestVault(under: disk.mountpoint)
+        let caseID = Samples.caseID()
+        do {
+            var outcome = Outcome()
+            var durable: Set<UInt64> = []
+            do {
+                let store = try vault.open()
+                defer { store.close() }
+                let (log, _) = try AuditLog.open(
+                    directory: store.auditDirectory, copyLimit: 0, clock: { 1_700_000_000_000 })
+                defer { log.close() }
+                try log.attach(to: store)
+                for _ in 0..<5 {
+                    let (acknowledged, isDurable) = try await Self.auditedPut(
+                        &outcome, store: store, log: log, caseID: caseID)
+                    #expect(acknowledged && isDurable, "put \(outcome.last) on a healthy disk")
+                    if isDurable { durable.insert(outcome.last) }
+                }
+                try disk.syncFilesystem()
+                disk.fail(true)
+                for _ in 0..<3 {
+                    let (acknowledged, isDurable) = try await Self.auditedPut(
+                        &outcome, store: store, log: log, caseID: caseID)
+                    #expect(!acknowledged && !isDurable, "put \(outcome.last) while every write failed")
+                }
+                // What the failed flushes could not write is read back from the file, where the kernel dropped
+                // it: the zeros the file was grown with.
+                try await Task.sleep(for: .milliseconds(300))
+                try Self.dropPageCache()
+                try Self.dropPageCache()
+                disk.fail(false)
+                outcome.last += 1
+                let receipt = try await log.append(AuditLogTests.request(outcome.last))
+                let written = await #expect(throws: CaseVaultError.self) { try await log.awaitDurable(receipt) }
+                #expect(written?.code == .auditUnavailable)
+                #expect(log.failure?.contains("restart casevaultd") == true, "\(String(describing: log.failure))")
+                outcome.last += 1
+                let later = await #expect(throws: CaseVaultError.self) {
+                    try await log.append(AuditLogTests.request(outcome.last))
+                }
+                #expect(later?.message.contains("restart casevaultd") == true, "\(String(describing: later))")
+                // A detach waits for its flush with no deadline: it is answered, not left waiting.
+                let detached = DispatchSemaphore(value: 0)
+                let detachError = Mutex<CaseVaultError?>(nil)
+                DispatchQueue.global().async {
+                    do throws(CaseVaultError) {
+                        try log.detach(reason: "seal")
+                    } catch {
+                        detachError.withLock { $0 = error }
+                    }
+                    detached.signal()
+                }
+                #expect(detached.wait(timeout: .now() + 30) == .success, "the detach was never answered")
+                #expect(detachError.withLock { $0 }?.code == .auditUnavailable)
+            }
+            try disk.remount()
+            // The restart: the torn end (zeros, then what followed them) is set aside; the entries whose
+            // answers waited for them are all in what is kept.
+            let (log, recovery) = try AuditLog.open(directory: vault.data + "/audit", clock: { 1_700_000_000_000 })
+            log.close()
+            #expect(recovery.tornEndSetAside != nil, "\(recovery)")
+            let kept = Self.requestNumbers(in: AuditLogTests.read(vault).log)
+            #expect(
+                durable.count == 5 && durable.isSubset(of: kept), "durable \(durable.sorted()), kept \(kept.sorted())")
+        } catch {
+            disk.detach()
+            throw error
+        }
+        disk.detach()
     }
 
     /// The request numbers of the log's entries of `kind`.

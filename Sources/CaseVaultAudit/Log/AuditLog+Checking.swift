@@ -354,6 +354,7 @@ extension AuditLog {
         self.shared.withLock { state in
             state.writtenTail = cut.last
             state.durable = (first, min(end, state.durable.flatMap { $0.file == first ? $0.end : nil } ?? 0))
+            state.rideEnd = nil
         }
     }
 

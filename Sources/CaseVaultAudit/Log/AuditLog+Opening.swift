@@ -16,12 +16,14 @@ extension AuditLog {
     /// log whose end does not check out is refused: the daemon does not append to a log that has been
     /// tampered with. The MACs, the anchor and that the files follow one another are checked once the root
     /// key is known (`attach(to:)`); with `acceptBreak`, a mismatch there is recorded, not refused.
+    /// `copyLimit` bounds the copy of what is not yet known durable, written again after a failed flush.
     public static func open(
         directory: String,
         checkpointInterval: Int = AuditLog.defaultCheckpointInterval,
         anchorInterval: DispatchTimeInterval = AuditLog.defaultAnchorInterval,
         retention: Retention = .standard,
         acceptBreak: Bool = false,
+        copyLimit: Int = AuditLog.defaultCopyLimit,
         clock: @escaping @Sendable () -> Int64
     ) throws(CaseVaultError) -> (AuditLog, Recovery) {
         try DataDirectory.makeDirectory(directory, createParents: false)
@@ -87,7 +89,7 @@ extension AuditLog {
             fileFirst = first.entry.seq
             lastFile = fileFirst
         }
-        let chain = Chain(
+        var chain = Chain(
             // The reserved space past the entries is not trusted: a growth that failed in the last run (the
             // disk failing, then a restart without a remount) may have left a size ext4 never wrote. The
             // first write grows again from the entries' end, cutting it back and flushing.
@@ -95,6 +97,7 @@ extension AuditLog {
             dirtyBytes: 0,
             fileFirst: fileFirst, lastFile: lastFile
         )
+        chain.unflushed.limit = max(0, copyLimit)
         let log = AuditLog(
             directory: directory, file: try LogFile(file, path: path), chain: chain,
             checkpointInterval: checkpointInterval,

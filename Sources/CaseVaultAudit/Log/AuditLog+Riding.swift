@@ -67,17 +67,20 @@ extension AuditLog {
     /// cannot be written again, and the log stops until a restart (which sets that end aside as torn: no
     /// answer waited for it).
     static func writeAgain(_ file: PosixFile, from: Int64, to end: Int64, chain: inout Chain) throws(CaseVaultError) {
-        if let copy = chain.unflushed.bytes(of: chain.fileFirst, from: from, to: end) {
-            try file.write(copy, at: from)
-            return
+        // The copy's part, and before it what only the file still holds.
+        let copied = chain.unflushed.start(of: chain.fileFirst, from: from, to: end)
+        if copied > from {
+            let bytes = try file.read(count: Int(copied - from), at: from)
+            guard !bytes.contains(0) else {
+                let reason = "the audit log lost entries a failed flush should have written; restart casevaultd"
+                chain.unusable = reason
+                throw CaseVaultError(.storageFailure, reason)
+            }
+            try file.write(bytes, at: from)
         }
-        let bytes = try file.read(count: Int(end - from), at: from)
-        guard !bytes.contains(0) else {
-            let reason = "the audit log lost entries a failed flush should have written; restart casevaultd"
-            chain.unusable = reason
-            throw CaseVaultError(.storageFailure, reason)
+        if copied < end, let copy = chain.unflushed.bytes(of: chain.fileFirst, from: copied, to: end) {
+            try file.write(copy, at: copied)
         }
-        try file.write(bytes, at: from)
     }
 
     public func rode(_ token: UInt64) {
@@ -87,10 +90,8 @@ extension AuditLog {
             state.synced = token
             // Durable to where the file ended when the ride was prepared; a rotation since made a later
             // file durable, and the ride tells nothing of it.
-            if let end = state.rideEnd, end.file >= state.durable?.file ?? 0 {
-                let known = state.durable.flatMap { $0.file == end.file ? $0.end : nil } ?? 0
-                state.durable = (end.file, max(known, end.end))
-            }
+            if let end = state.rideEnd { state.advanceDurable(end.file, to: end.end) }
+            state.rideEnd = nil
             state.rides += 1
             let ready = state.durableWaiters.filter { $0.batch <= token }.map(\.waiter)
             state.durableWaiters.removeAll { $0.batch <= token }

@@ -121,7 +121,7 @@ extension AuditLog {
                 } else {
                     state.syncFailure = nil
                     if let flushed {
-                        state.durable = flushed
+                        state.advanceDurable(flushed.file, to: flushed.end)
                         if state.rewrite?.file == flushed.file { state.rewrite = nil }
                     }
                     state.synced = max(state.synced, target)

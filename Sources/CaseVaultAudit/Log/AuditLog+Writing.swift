@@ -129,8 +129,10 @@ extension AuditLog {
     /// disk or the log's writer does not answer; what was acknowledged was durable before); later entries are
     /// refused.
     public func close() {
-        try? self.flush(checkpoint: "shutdown", waitingAtMost: Self.closeWait)
+        let flushed = (try? self.flush(checkpoint: "shutdown", waitingAtMost: Self.closeWait)) != nil
         self.shared.withLock { $0.closed = true }
+        // Durable now: the copy kept for writing again is not needed any more.
+        if flushed { self.chain.withLock { $0.unflushed = UnflushedCopy(limit: $0.unflushed.limit) } }
     }
 
     /// How long `close` waits for its last flush.

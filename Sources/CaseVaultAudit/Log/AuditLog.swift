@@ -89,6 +89,17 @@ public final class AuditLog: FlushRider {
         /// How far the file being written (by its first entry) is known durable: its end when the last own
         /// flush that succeeded began, or when the last ride that counted was prepared.
         var durable: (file: UInt64, end: Int64)?
+
+        /// `file` is durable to `end` (an own flush or a ride that succeeded): `durable` moves only forward,
+        /// so that a flush that began before a ride or a rotation and ends after it does not take it back
+        /// (the copy was trimmed to the later end, and a failure would then write again from before it).
+        mutating func advanceDurable(_ file: UInt64, to end: Int64) {
+            guard let known = self.durable, known.file >= file else {
+                self.durable = (file, end)
+                return
+            }
+            if known.file == file { self.durable = (file, max(known.end, end)) }
+        }
         /// Where the file being written ended when the ride under way was prepared (`prepareRide`): durable
         /// to there once it rides.
         var rideEnd: (file: UInt64, end: Int64)?
@@ -186,31 +197,46 @@ public final class AuditLog: FlushRider {
         var file: UInt64 = 0
         var from: Int64 = 0
         var bytes: [UInt8] = []
-
         /// The most it keeps: past it (a disk failing for long while entries are still written), the copy
         /// starts again after the write, and what it no longer covers is read back from the file.
-        static let limit = 64 << 20
+        var limit = Self.defaultLimit
+
+        static let defaultLimit = AuditLog.defaultCopyLimit
 
         /// `written` went to `file` at `offset`: kept after the copy when it follows on from it, in place of
         /// it when not.
         mutating func wrote(_ written: [UInt8], at offset: Int64, file: UInt64) {
             guard file == self.file, offset == self.from + Int64(self.bytes.count),
-                self.bytes.count + written.count <= Self.limit
+                self.bytes.count + written.count <= self.limit
             else {
-                let fits = written.count <= Self.limit
+                let fits = written.count <= self.limit
                 self = UnflushedCopy(
-                    file: file, from: fits ? offset : offset + Int64(written.count), bytes: fits ? written : [])
+                    file: file, from: fits ? offset : offset + Int64(written.count), bytes: fits ? written : [],
+                    limit: self.limit)
                 return
             }
             self.bytes += written
         }
 
-        /// `file` is durable up to `end`: what lies before it is dropped.
+        /// `file` is durable up to `end`: what lies before it is dropped, and the memory it took is given
+        /// back once the copy is empty or holds a small part of what it took.
         mutating func durable(_ file: UInt64, to end: Int64) {
             guard file == self.file, end > self.from else { return }
             let dropped = min(Int(end - self.from), self.bytes.count)
             self.bytes.removeFirst(dropped)
             self.from += Int64(dropped)
+            if self.bytes.isEmpty {
+                self.bytes = []
+            } else if self.bytes.capacity > 1 << 20, self.bytes.capacity > 4 * self.bytes.count {
+                self.bytes = Array(self.bytes)
+            }
+        }
+
+        /// Where the copy of `file` begins, clamped to `start...end`: from there to `end` it holds every byte
+        /// (it always ends where the file being written ends); `end` when it holds none of `file`.
+        func start(of file: UInt64, from start: Int64, to end: Int64) -> Int64 {
+            guard file == self.file, self.from + Int64(self.bytes.count) == end else { return end }
+            return min(max(start, self.from), end)
         }
 
         /// The bytes of `file` from `start` to `end`, when the copy holds all of them.
@@ -220,6 +246,10 @@ public final class AuditLog: FlushRider {
             return Array(self.bytes[Int(start - self.from)..<Int(end - self.from)])
         }
     }
+
+    /// The most bytes the log keeps, since the last end known durable, to write again after a failed flush
+    /// (`UnflushedCopy`); `open`'s `copyLimit` (a test sets 0 to reach the read-back path).
+    public static let defaultCopyLimit = 64 << 20
 
     /// When the log rotates (docs/API.md), and how many rotated files it keeps.
     public struct Retention: Sendable, Equatable {
