@@ -103,9 +103,12 @@ let package = Package(
                 "CaseVaultCore",
                 "CaseVaultCrypto",
                 "CaseVaultFiles",
+                // SO_PEERCRED's layout: who holds a local server's socket, before the password goes to it.
+                "CCaseVaultShims",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -110,6 +110,7 @@ extension Doctor {
         case .credentialsRefused: "refused the credentials"
         case .tlsFailed: "failed TLS"
         case .refused: "refused the connection"
+        case .untrustedPeer: "held by a process of an untrusted user (requirepeer)"
         }
     }
 

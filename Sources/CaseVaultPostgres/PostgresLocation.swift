@@ -41,6 +41,9 @@ package struct PostgresLocation: Sendable, Equatable {
     package var rootCertificatePath: String?
     /// How long one server is given to answer before the next is tried.
     package var connectTimeoutSeconds: Int
+    /// The user a local server's process must run as (libpq's `requirepeer`); nil: root or the owner of
+    /// the socket's directory (`PrimaryLocator.trustedPeers`).
+    package var requirePeer: String?
 
     static let defaultPort = 5432
     static let defaultConnectTimeout = 5
@@ -86,6 +89,7 @@ package struct PostgresLocation: Sendable, Equatable {
         var tls = TLSMode.verifyFull
         var rootCertificatePath: String?
         var connectTimeout = Self.defaultConnectTimeout
+        var requirePeer: String?
         var seen: Set<String> = []
         for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
             guard let equals = pair.firstIndex(of: "=") else { throw invalid("has a parameter without a value") }
@@ -117,6 +121,14 @@ package struct PostgresLocation: Sendable, Equatable {
                     throw invalid("takes in connect_timeout= a whole number of seconds from 1 to 60")
                 }
                 connectTimeout = seconds
+            case "requirepeer":
+                let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "._-"))
+                guard !value.isEmpty, value.count <= 32, !value.hasPrefix("-"),
+                    value.unicodeScalars.allSatisfy({ $0.isASCII && allowed.contains($0) })
+                else {
+                    throw invalid("takes in requirepeer= a user name (letters, digits, '.', '_', '-')")
+                }
+                requirePeer = value
             case "target_session_attrs":
                 // The servers are always tried for the writable primary, as libpq's read-write does.
                 guard value == "read-write" || value == "primary" else {
@@ -161,6 +173,7 @@ package struct PostgresLocation: Sendable, Equatable {
         self.tls = tls
         self.rootCertificatePath = rootCertificatePath
         self.connectTimeoutSeconds = connectTimeout
+        self.requirePeer = requirePeer
     }
 
     private static func tcpServer(

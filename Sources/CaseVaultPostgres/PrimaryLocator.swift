@@ -1,8 +1,14 @@
+internal import CCaseVaultShims
 package import CaseVaultCore
 package import Logging
 internal import NIOCore
+internal import NIOPosix
 internal import NIOSSL
 package import PostgresNIO
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// Finds the writable primary among the servers of a `PostgresLocation`: each is tried in the order given,
 /// and the first that accepts the credentials and is not in recovery (`pg_is_in_recovery()`, false on a
@@ -31,6 +37,14 @@ package struct PrimaryLocator: Sendable, CustomStringConvertible, CustomReflecta
         case credentialsRefused
         case tlsFailed
         case refused
+        /// A local socket held by a process of a user not trusted with the password (`trustedPeers`).
+        case untrustedPeer
+    }
+
+    /// A local socket's server runs as a user not trusted with the password: nothing was sent to it.
+    struct UntrustedPeer: Error {
+        /// The server process's uid, when the kernel told it.
+        let uid: UInt32?
     }
 
     /// A connection to the writable primary and the server it is; `storage-failure` when no server is one,
@@ -42,14 +56,15 @@ package struct PrimaryLocator: Sendable, CustomStringConvertible, CustomReflecta
         for (number, server) in self.location.servers.enumerated() {
             let connection: PostgresConnection
             do {
-                connection = try await PostgresConnection.connect(
-                    configuration: try self.configuration(server), id: number, logger: self.logger)
+                connection = try await self.open(server, id: number)
             } catch {
                 let outcome = Self.outcome(of: error)
                 outcomes.append(outcome)
-                self.logger.notice(
-                    "a PostgreSQL server could not be reached",
-                    metadata: ["postgres.server": "\(server)", "postgres.outcome": "\(outcome)"])
+                var metadata: Logger.Metadata = ["postgres.server": "\(server)", "postgres.outcome": "\(outcome)"]
+                if let untrusted = error as? UntrustedPeer {
+                    metadata["postgres.peer_uid"] = "\(untrusted.uid.map(String.init) ?? "unknown")"
+                }
+                self.logger.notice("a PostgreSQL server could not be reached", metadata: metadata)
                 continue
             }
             do {
@@ -72,8 +87,7 @@ package struct PrimaryLocator: Sendable, CustomStringConvertible, CustomReflecta
         var results: [(PostgresLocation.Server, Outcome)] = []
         for (number, server) in self.location.servers.enumerated() {
             do {
-                let connection = try await PostgresConnection.connect(
-                    configuration: try self.configuration(server), id: number, logger: self.logger)
+                let connection = try await self.open(server, id: number)
                 let inRecovery = try? await Self.isInRecovery(connection, logger: self.logger)
                 results.append((server, inRecovery.map { $0 ? .standby : .primary } ?? .unreachable))
                 try? await connection.close()
@@ -90,6 +104,64 @@ package struct PrimaryLocator: Sendable, CustomStringConvertible, CustomReflecta
             return inRecovery
         }
         return true
+    }
+
+    /// A connection to `server`. Over a Unix socket the channel is made here, and the kernel asked which
+    /// user's process holds its other end (SO_PEERCRED) before a byte is sent on it: the password goes only
+    /// to a server running as a trusted user (`trustedPeers`). Without it, a local user who binds the socket
+    /// first (the server stopped, in a directory others can write to, such as /tmp) would be sent the password
+    /// (PostgreSQL may ask for it in clear). The check is of the very channel PostgresNIO then speaks on.
+    private func open(_ server: PostgresLocation.Server, id: Int) async throws -> PostgresConnection {
+        guard case .socket(let directory, _) = server else {
+            return try await PostgresConnection.connect(
+                configuration: try self.configuration(server), id: id, logger: self.logger)
+        }
+        let trusted = try Self.trustedPeers(directory: directory, requirePeer: self.location.requirePeer)
+        let channel = try await ClientBootstrap(group: PostgresConnection.defaultEventLoopGroup)
+            .connectTimeout(.seconds(Int64(self.location.connectTimeoutSeconds)))
+            .connect(unixDomainSocketPath: server.description).get()
+        let peer: UInt32?
+        if let provider = channel as? any SocketOptionProvider {
+            let credentials: casevault_ucred? = try? await provider.unsafeGetSocketOption(
+                level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(CASEVAULT_SO_PEERCRED)
+            ).get()
+            peer = credentials?.uid
+        } else {
+            peer = nil
+        }
+        guard let peer, trusted.contains(peer) else {
+            try? await channel.close()
+            throw UntrustedPeer(uid: peer)
+        }
+        var configuration = PostgresConnection.Configuration(
+            establishedChannel: channel, username: self.location.user, password: self.password,
+            database: self.location.database)
+        configuration.options.connectTimeout = .seconds(Int64(self.location.connectTimeoutSeconds))
+        return try await PostgresConnection.connect(
+            on: channel.eventLoop, configuration: configuration, id: id, logger: self.logger)
+    }
+
+    /// Who may hold a local server's socket: `requirePeer`'s user alone when it is set (as libpq's
+    /// `requirepeer`), else root and the owner of the socket's directory (`postgres` for /run/postgresql;
+    /// root alone for /tmp, where a server running as another user needs `requirepeer`).
+    static func trustedPeers(directory: String, requirePeer: String?) throws(CaseVaultError) -> Set<UInt32> {
+        if let requirePeer {
+            var entry = passwd()
+            var result: UnsafeMutablePointer<passwd>?
+            var buffer = [CChar](repeating: 0, count: 4096)
+            guard getpwnam_r(requirePeer, &entry, &buffer, buffer.count, &result) == 0, result != nil else {
+                throw CaseVaultError(
+                    .invalidConfiguration,
+                    "the PostgreSQL connection string's requirepeer names a user this host does not know")
+            }
+            return [entry.pw_uid]
+        }
+        var info = stat()
+        guard stat(directory, &info) == 0 else {
+            throw CaseVaultError(
+                .storageFailure, "the PostgreSQL socket directory \(directory) cannot be read (errno \(errno))")
+        }
+        return [0, info.st_uid]
     }
 
     private func configuration(_ server: PostgresLocation.Server) throws -> PostgresConnection.Configuration {
@@ -116,6 +188,7 @@ package struct PrimaryLocator: Sendable, CustomStringConvertible, CustomReflecta
     }
 
     private static func outcome(of error: any Error) -> Outcome {
+        if error is UntrustedPeer { return .untrustedPeer }
         // A CA file that does not load fails when the context is made; a certificate or host name that does
         // not verify fails in the handshake, inside PostgresNIO's error.
         if error is NIOSSLError || error is NIOSSLExtraError {
@@ -143,7 +216,7 @@ package struct PrimaryLocator: Sendable, CustomStringConvertible, CustomReflecta
         let counts: [(Outcome, String)] = [
             (.standby, "in recovery (a standby)"), (.unreachable, "unreachable"),
             (.credentialsRefused, "refused the credentials"), (.tlsFailed, "failed TLS"),
-            (.refused, "refused the connection"),
+            (.refused, "refused the connection"), (.untrustedPeer, "held by a process of an untrusted user"),
         ]
         let parts = counts.compactMap { (outcome, words) -> String? in
             let count = outcomes.count { $0 == outcome }

@@ -23,7 +23,9 @@ struct LayeringTests {
         "CaseVaultAudit": ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles"],
         // Beside the store: where the PostgreSQL database is, its schema, what doctor checks of it, and the
         // erase epochs' exchange between daemons (keys stay opaque values of the sealing layer).
-        "CaseVaultPostgres": ["CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultSealing"],
+        "CaseVaultPostgres": [
+            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultSealing", "CCaseVaultShims",
+        ],
         "CaseVaultConfiguration": [
             "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultSealing", "CaseVaultStore",
             "CaseVaultPostgres", "CaseVaultAudit", "CCaseVaultShims",

@@ -38,6 +38,9 @@ struct PostgresLocationTests {
         #expect(location.database == "case-vault")
         #expect(location.tls == .disable)
         #expect(location.connectTimeoutSeconds == 3)
+        #expect(location.requirePeer == nil)
+        let peer = try PostgresLocation(parsing: "postgresql://u@/v?host=/tmp&requirepeer=postgres")
+        #expect(peer.requirePeer == "postgres")
         // As libpq takes it, a port for each socket directory.
         let eachItsPort = try PostgresLocation(parsing: "postgresql://u@/v?host=/run/a,/run/b&port=5433,5434")
         #expect(
@@ -51,6 +54,8 @@ struct PostgresLocationTests {
         arguments: [
             ("mysql://u@db/v", "must begin with postgresql://"),
             ("postgresql://u:hunter2secret@db/v", "carries a password"),
+            ("postgresql://u@/v?host=/tmp&requirepeer=", "takes in requirepeer= a user name"),
+            ("postgresql://u@/v?host=/tmp&requirepeer=-o%20x", "takes in requirepeer= a user name"),
             ("postgresql://u@db/v?password=hunter2secret", "carries a password"),
             ("postgresql://u@db/v?passfile=/x", "carries a password"),
             ("postgresql://u@db/v?sslmode=require", "takes sslmode=verify-full"),

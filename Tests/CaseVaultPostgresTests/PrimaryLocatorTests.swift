@@ -42,6 +42,46 @@ struct PrimaryLocatorTests {
         try await second.close()
     }
 
+    @Test(
+        "a local socket held by a process of an untrusted user is sent nothing: requirepeer names another user, or the socket's directory is root's and open to all (as /tmp) with no requirepeer; requirepeer naming the server's user connects"
+    )
+    func untrustedSocketHolder() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let serverUser = geteuid() == 0 ? "nobody" : String(cString: getpwuid(geteuid()).pointee.pw_name)
+        let otherUser = geteuid() == 0 ? "root" : "nobody"
+        func locator(requirePeer: String?) throws -> PrimaryLocator {
+            var location = try clusters.location([clusters.standby, clusters.primary])
+            location.requirePeer = requirePeer
+            return PrimaryLocator(location: location, password: clusters.password, logger: self.logger)
+        }
+        let wrongPeer = try locator(requirePeer: otherUser)
+        let error = await #expect(throws: CaseVaultError.self) {
+            // Closed if it is made after all (PostgresNIO traps on a connection released open).
+            try await wrongPeer.connect().connection.close()
+        }
+        #expect(
+            error?.message.contains("2 held by a process of an untrusted user") == true,
+            "\(String(describing: error?.message))")
+        #expect(await wrongPeer.survey().map(\.outcome) == [.untrustedPeer, .untrustedPeer])
+
+        let (connection, server) = try await locator(requirePeer: serverUser).connect()
+        defer { connection.closeAtExit() }
+        #expect(server == clusters.primary)
+        try await connection.close()
+
+        // A directory anyone may write to, owned by root: whoever binds the socket there first is no one the
+        // directory vouches for. The server's socket stays as it was.
+        guard geteuid() == 0 else { return }
+        #expect(chown(clusters.primarySockets, 0, 0) == 0 && chmod(clusters.primarySockets, 0o1777) == 0)
+        let untrusted = try locator(requirePeer: nil)
+        #expect(await untrusted.survey().map(\.outcome) == [.standby, .untrustedPeer])
+        let (named, namedServer) = try await locator(requirePeer: serverUser).connect()
+        defer { named.closeAtExit() }
+        #expect(namedServer == clusters.primary)
+        try await named.close()
+    }
+
     @Test("a wrong password is refused by every server, and the error says so without the password")
     func wrongPassword() async throws {
         let clusters = try PostgresClusters()
