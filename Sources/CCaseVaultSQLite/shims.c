@@ -1,5 +1,6 @@
 #include "CCaseVaultSQLite.h"
 
+#include <stddef.h>
 #include <sqlite3.h>
 
 int casevault_sqlite_no_checkpoint_on_close(void *db) {
@@ -7,4 +8,18 @@ int casevault_sqlite_no_checkpoint_on_close(void *db) {
     int rc = sqlite3_db_config((sqlite3 *)db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, &set);
     if (rc == SQLITE_OK && set != 1) return SQLITE_ERROR;
     return rc;
+}
+
+// SQLite's own hook (sqlite3WalDefaultHook) drops the checkpoint's result: a failed flush of the WAL there
+// is reported by Linux to that flush alone, and a later one succeeds over frames that never reached the disk.
+static int casevault_checkpoint_hook(void *argument, sqlite3 *db, const char *name, int frames) {
+    int *report = argument;
+    if (frames < report[0]) return SQLITE_OK;
+    int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY && report[1] == SQLITE_OK) report[1] = rc;
+    return SQLITE_OK;
+}
+
+void casevault_sqlite_checkpoint_reporting_failures(void *db, int *report) {
+    sqlite3_wal_hook((sqlite3 *)db, casevault_checkpoint_hook, report);
 }

@@ -159,6 +159,8 @@ public enum Daemon {
         // not, and they are closed here, in order: the last checkpoint is anchored before the store closes.
         audit.close()
         vault.stop()
+        // A loss the watch did not see before a stop (it stops first) still ends in a failure.
+        if keeper.indexLost, case .success = outcome { throw IndexLossWatch.error }
         if case .failure(let error) = outcome {
             if let error = error as? CaseVaultError { throw error }
             throw CaseVaultError(.socketUnavailable, "the server stopped with an error: \(error)")

@@ -62,8 +62,9 @@ struct AuditLogService: Service {
     }
 }
 
-/// Stops the daemon once its store's index may have lost commits the disk refused (`RecordStore.indexLost`):
-/// the store refuses every call from then on, and only a start mends the index (from the segments' frames).
+/// Stops the daemon once its store's index may have lost commits the disk refused (`VaultKeeper.indexLost`,
+/// also after a seal closed that store): the store refuses every call from then on, and only a start mends
+/// the index (from the segments' frames).
 /// Throwing shuts the group down gracefully, and casevaultd exits with a failure, which systemd's
 /// `Restart=on-failure` answers by starting it again (sealed again, with the passphrase key source).
 struct IndexLossWatch: Service {
@@ -71,17 +72,18 @@ struct IndexLossWatch: Service {
     let logger: Logger
     /// How often the store is asked; requests are refused meanwhile, so this bounds only the stop's delay.
     static let interval: Duration = .milliseconds(250)
+    /// What casevaultd stops with (exit 3).
+    static let error = CaseVaultError(
+        .storageFailure, "the disk refused a write of the index; the next start rebuilds it from the segments")
 
     func run() async throws {
         try await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
-                if let store = try? self.keeper.store(), store.indexLost {
+                if self.keeper.indexLost {
                     self.logger.critical(
                         "the disk refused a write of the index: stopping, so that the next start rebuilds it from the segments"
                     )
-                    throw CaseVaultError(
-                        .storageFailure,
-                        "the disk refused a write of the index; the next start rebuilds it from the segments")
+                    throw Self.error
                 }
                 try? await Task.sleep(for: Self.interval)
             }

@@ -89,6 +89,8 @@ extension RecordStore {
     /// The row of live record `id`, from `liveRows` when a get read it already, unless `fromIndex` (what a
     /// shred marks is read from the index itself).
     func liveRow(_ id: RecordID, fromIndex: Bool = false) throws(CaseVaultError) -> Index.Row {
+        // A row kept before the index lost commits is not served after it either (`Index.Loss`).
+        guard !self.index.loss.happened else { throw Index.Loss.error }
         if !fromIndex, let row = self.liveRows.row(id) { return row }
         let generation = self.liveRows.generation
         // Row first, ledger second: a shred deletes the row and writes the ledger in one transaction, so a

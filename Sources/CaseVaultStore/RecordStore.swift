@@ -96,7 +96,7 @@ package final class RecordStore: RecordStorage {
             _ = try PosixFile(path: directory.indexPath, flags: O_WRONLY | O_CREAT, mode: 0o600)
         }
         try DataDirectory.checkPrivateFile(directory.indexPath)
-        let index = try Index.open(path: directory.indexPath)
+        let index = try Index.open(path: directory.indexPath, checkpointFrames: configuration.indexCheckpointFrames)
         let slots = try KeySlotFile(path: directory.slotsPath)
         // Make the names of files created above durable (SQLite syncs its own journal's directory entry).
         try DataDirectory.flushDirectory(directory.path)
@@ -181,8 +181,8 @@ package final class RecordStore: RecordStorage {
                 try self.index.close()
                 return nil
             } catch {
-                // An index that lost commits lets go of its files all the same, without a checkpoint.
-                if self.index.loss.happened { try? self.index.close() }
+                // The index lets go of its files all the same; it never checkpoints at close (`Index.Loss`).
+                try? self.index.close()
                 return error as? CaseVaultError ?? Index.failure(error)
             }
         }

@@ -31,6 +31,9 @@ package struct StoreConfiguration: Sendable {
     /// Records a sweep disposes of per shred (one flush per protocol step, one index commit each). Puts wait
     /// while a batch runs (about half a second for 5,000 records of 4 KiB here); larger batches dispose faster.
     package var sweepBatch: Int
+    /// Frames in the index's WAL past which a commit checkpoints it (SQLite's default, 1,000, would checkpoint
+    /// a busy vault's index often; a test sets a few to reach a checkpoint at once).
+    package var indexCheckpointFrames: Int32
     /// The store's clock, milliseconds since the Unix epoch: filing, closing and shred times, and what a
     /// retention sweep judges due. The system's real-time clock unless a test injects another.
     package var clock: @Sendable () -> Int64
@@ -53,6 +56,7 @@ package struct StoreConfiguration: Sendable {
         self.clock = Self.systemClock
         self.retention = .standard
         self.sweepBatch = Self.defaultSweepBatch
+        self.indexCheckpointFrames = 8192
     }
 
     /// Records a sweep disposes of per batch unless configured otherwise.

@@ -26,19 +26,10 @@ struct DaemonFailingDiskTests {
         "an I/O error or a full disk at each site the daemon reaches: nothing unflushed is acknowledged, no shred is reported done that was not, the daemon serves on or stops saying why, and starts again alone"
     )
     func everySiteFailsUnderTheDaemon() throws {
-        let fs = try PowerCutFS()
-        try fs.mount()
-        chmod(fs.root, 0o755)
-        let vault = fs.newVault()
-        let daemon = try VaultDaemon(folder: fs.root, vault: vault)
+        // The census is of a run on a vault that exists.
+        guard let made = try Self.daemonVault() else { return }
+        let (fs, vault, daemon) = made
         defer { daemon.kill() }
-        // The first start makes the vault; the census is of a run on a vault that exists.
-        guard try daemon.start() else {
-            Issue.record("the daemon did not make its vault:\n\(daemon.log)")
-            return
-        }
-        #expect(daemon.stop() == 0)
-        try fs.cut()
 
         var ledger = Acknowledged()
         let census = fs.root + "/census"
@@ -139,18 +130,9 @@ struct DaemonFailingDiskTests {
         "the index's flushes fail under the daemon: it refuses, stops with a failure saying why, and its next start serves every record it acknowledged"
     )
     func stopsWhenTheIndexLosesCommits() throws {
-        let fs = try PowerCutFS()
-        try fs.mount()
-        chmod(fs.root, 0o755)
-        let vault = fs.newVault()
-        let daemon = try VaultDaemon(folder: fs.root, vault: vault)
+        guard let made = try Self.daemonVault() else { return }
+        let (fs, vault, daemon) = made
         defer { daemon.kill() }
-        guard try daemon.start() else {
-            Issue.record("the daemon did not make its vault:\n\(daemon.log)")
-            return
-        }
-        #expect(daemon.stop() == 0)
-        try fs.cut()
         // Every flush of the index's WAL fails while the switch file exists, and loses what it should have
         // made durable (powercutfs, as Linux after a writeback error).
         let failing = fs.root + "/failing"
@@ -198,6 +180,24 @@ struct DaemonFailingDiskTests {
         #expect(check.auditOK, "the audit log does not verify:\n\(daemon.log.suffix(3000))")
         #expect(daemon.stop() == 0)
         try fs.cut()
+    }
+
+    /// A vault the daemon made on a new powercutfs mount, the daemon stopped and the filesystem cut after
+    /// it (unmounted); nil, with the issue recorded, when the daemon did not make it.
+    static func daemonVault() throws -> (fs: PowerCutFS, vault: TestVault, daemon: VaultDaemon)? {
+        let fs = try PowerCutFS()
+        try fs.mount()
+        chmod(fs.root, 0o755)
+        let vault = fs.newVault()
+        let daemon = try VaultDaemon(folder: fs.root, vault: vault)
+        guard try daemon.start() else {
+            Issue.record("the daemon did not make its vault:\n\(daemon.log)")
+            daemon.kill()
+            return nil
+        }
+        #expect(daemon.stop() == 0)
+        try fs.cut()
+        return (fs, vault, daemon)
     }
 
     /// What one run of the load did.

@@ -280,6 +280,58 @@ struct FailingDiskTests {
     }
 
     @Test(
+        "a checkpoint of the index whose flush failed marks the index lost at the commit that began it (SQLite's own checkpoint drops the error): the next put is refused, and after a power cut every acknowledged put is there"
+    )
+    func checkpointFlushFails() throws {
+        let fs = try PowerCutFS()
+        try fs.mount()
+        let vault = fs.newVault()
+        try vault.open().close()
+        try fs.cut()
+        let failing = fs.root + "/failing"
+        let wal = Self.onDisk("fdatasync:/<vault>/data/index.sqlite-wal", vault: vault)
+        try fs.mount(options: ["--fail=\(wal)@1=EIO+", "--fail-while=\(failing)"])
+        var records: [RecordID: [UInt8]] = [:]
+        do {
+            // A checkpoint once a commit leaves 64 frames in the WAL: within a few dozen puts.
+            let store = try vault.open(clock: TestClock(1_700_000_000_000)) { $0.indexCheckpointFrames = 64 }
+            let caseID = Samples.caseID()
+            // The first put into a new segment settles (a flushed commit); those after it do not, so the next
+            // flush of the WAL is the checkpoint's.
+            let first = Samples.content(.sessionNote, marker: "checkpoint first")
+            records[try store.sealed.put(NewRecord(caseID: caseID, type: .sessionNote, content: first)).id] = first
+            #expect(FileManager.default.createFile(atPath: failing, contents: nil))
+            // Puts commit without a flush of the index; the checkpoint flushes the WAL, and that fails: the put
+            // whose commit began it is whole (its segment frame is durable), the next is refused.
+            var refused: CaseVaultError?
+            for n in 0..<200 where refused == nil {
+                let content = Samples.content(.sessionNote, marker: "checkpoint \(n)")
+                do {
+                    records[try store.sealed.put(NewRecord(caseID: caseID, type: .sessionNote, content: content)).id] =
+                        content
+                } catch {
+                    refused = error
+                }
+            }
+            unlink(failing)
+            #expect(refused?.message.contains("restart casevaultd") == true, "\(String(describing: refused))")
+            #expect(store.indexLost)
+            store.close()
+        }
+        try fs.cut()
+        #expect(!fs.injected.isEmpty, "the failure was not injected")
+        try fs.mount()
+        do {
+            let store = try vault.open()
+            for (id, content) in records {
+                #expect((try? store.sealed.get(id).content) == content, "put \(id) lost")
+            }
+            store.close()
+        }
+        try fs.cut()
+    }
+
+    @Test(
         "a rotation whose key slots' flush failed, a reopen, then a rotation that completes: after a power cut every record opens (the slots are written again before the old epoch is retired)"
     )
     func rotationAfterAFailedFlush() throws {

@@ -205,24 +205,7 @@ struct RideFailureTests {
                 let (log, _) = try AuditLog.open(directory: store.auditDirectory, clock: { 1_700_000_000_000 })
                 defer { log.close() }
                 try log.attach(to: store)
-                for _ in 0..<5 {
-                    let (acknowledged, durable) = try await Self.auditedPut(
-                        &outcome, store: store, log: log, caseID: caseID)
-                    #expect(acknowledged && durable, "put \(outcome.last) on a healthy disk")
-                }
-                try disk.syncFilesystem()
-                disk.fail(true)
-                for _ in 0..<3 {
-                    let (acknowledged, durable) = try await Self.auditedPut(
-                        &outcome, store: store, log: log, caseID: caseID)
-                    #expect(!acknowledged && !durable, "put \(outcome.last) while every write failed")
-                }
-                // A page whose write failed is kept, clean, only until the kernel needs the memory; then what
-                // is read back is what the disk holds: here the zeros the file was grown with. Dropped once the
-                // log's own flush of the failures is over (a page it is writing again is dirty, and kept).
-                try await Task.sleep(for: .milliseconds(300))
-                try Self.dropPageCache()
-                try Self.dropPageCache()
+                _ = try await Self.failThenDropPages(&outcome, store: store, log: log, disk: disk, caseID: caseID)
                 let zeros = [UInt8](FileManager.default.contents(atPath: vault.data + "/audit/log") ?? Data())
                 let requests = Self.requestNumbers(in: zeros)
                 #expect(!requests.contains(outcome.last), "the page cache still held the failed entries")
@@ -255,24 +238,10 @@ struct RideFailureTests {
                     directory: store.auditDirectory, copyLimit: 0, clock: { 1_700_000_000_000 })
                 defer { log.close() }
                 try log.attach(to: store)
-                for _ in 0..<5 {
-                    let (acknowledged, isDurable) = try await Self.auditedPut(
-                        &outcome, store: store, log: log, caseID: caseID)
-                    #expect(acknowledged && isDurable, "put \(outcome.last) on a healthy disk")
-                    if isDurable { durable.insert(outcome.last) }
-                }
-                try disk.syncFilesystem()
-                disk.fail(true)
-                for _ in 0..<3 {
-                    let (acknowledged, isDurable) = try await Self.auditedPut(
-                        &outcome, store: store, log: log, caseID: caseID)
-                    #expect(!acknowledged && !isDurable, "put \(outcome.last) while every write failed")
-                }
                 // What the failed flushes could not write is read back from the file, where the kernel dropped
                 // it: the zeros the file was grown with.
-                try await Task.sleep(for: .milliseconds(300))
-                try Self.dropPageCache()
-                try Self.dropPageCache()
+                durable = try await Self.failThenDropPages(
+                    &outcome, store: store, log: log, disk: disk, caseID: caseID)
                 disk.fail(false)
                 outcome.last += 1
                 let receipt = try await log.append(AuditLogTests.request(outcome.last))
@@ -312,6 +281,32 @@ struct RideFailureTests {
             throw error
         }
         disk.detach()
+    }
+
+    /// Five audited puts on a healthy disk (each acknowledged, its entry durable), then, the filesystem synced,
+    /// three while every write fails (neither); then the clean pages the failures left are dropped, as the
+    /// kernel does when it needs the memory (then what is read back is what the disk holds: here the zeros
+    /// the file was grown with), once the log's own flush of the failures is over (a page it is writing
+    /// again is dirty, and kept). The disk is left failing. Returns the healthy puts' request numbers.
+    static func failThenDropPages(
+        _ outcome: inout Outcome, store: RecordStore, log: AuditLog, disk: FailingExt4, caseID: CaseID
+    ) async throws -> Set<UInt64> {
+        var durable: Set<UInt64> = []
+        for _ in 0..<5 {
+            let (acknowledged, isDurable) = try await Self.auditedPut(&outcome, store: store, log: log, caseID: caseID)
+            #expect(acknowledged && isDurable, "put \(outcome.last) on a healthy disk")
+            if isDurable { durable.insert(outcome.last) }
+        }
+        try disk.syncFilesystem()
+        disk.fail(true)
+        for _ in 0..<3 {
+            let (acknowledged, isDurable) = try await Self.auditedPut(&outcome, store: store, log: log, caseID: caseID)
+            #expect(!acknowledged && !isDurable, "put \(outcome.last) while every write failed")
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        try Self.dropPageCache()
+        try Self.dropPageCache()
+        return durable
     }
 
     /// The request numbers of the log's entries of `kind`.

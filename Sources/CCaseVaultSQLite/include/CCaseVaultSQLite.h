@@ -6,4 +6,11 @@
 /// the connection's `sqlite3 *`. Returns SQLite's result code (0 is SQLITE_OK).
 int casevault_sqlite_no_checkpoint_on_close(void *db);
 
+/// Replaces SQLite's automatic checkpoint, which drops a checkpoint's failure, with one that keeps it: once
+/// a commit leaves `report[0]` frames or more in the WAL, a passive checkpoint runs, and its result code,
+/// when it failed (a failed flush of the WAL among them), is stored in `report[1]` for the caller to take
+/// after the commit. The commit itself is not failed: it was complete before the checkpoint began. `db` is
+/// the connection's `sqlite3 *`; `report` must outlive it.
+void casevault_sqlite_checkpoint_reporting_failures(void *db, int *report);
+
 #endif

@@ -355,6 +355,7 @@ extension AuditLog {
             state.writtenTail = cut.last
             state.durable = (first, min(end, state.durable.flatMap { $0.file == first ? $0.end : nil } ?? 0))
             state.rideEnd = nil
+            state.layout += 1
         }
     }
 

@@ -26,8 +26,9 @@ extension AuditLog {
         }
         guard let target else { return nil }
         // What is written up to here is sent to the device below: durable once the ride counts.
-        let end = self.chain.withLock { ($0.fileFirst, $0.end) }
-        self.shared.withLock { $0.rideEnd = end }
+        self.chain.withLock { chain in
+            self.shared.withLock { $0.rideEnd = (chain.fileFirst, chain.end, $0.layout) }
+        }
         // Every byte written so far is sent to the device here, so that `board` only waits for it: pages
         // that entries written after this dirty again are left to a later flush, not written again first.
         // The wait for writes already under way may report one that failed: then no ride, and the log's
@@ -68,7 +69,9 @@ extension AuditLog {
     /// answer waited for it).
     static func writeAgain(_ file: PosixFile, from: Int64, to end: Int64, chain: inout Chain) throws(CaseVaultError) {
         // The copy's part, and before it what only the file still holds.
-        let copied = chain.unflushed.start(of: chain.fileFirst, from: from, to: end)
+        var copied = chain.unflushed.start(of: chain.fileFirst, from: from, to: end)
+        let copy = chain.unflushed.bytes(of: chain.fileFirst, from: copied, to: end)
+        if copy == nil { copied = end }
         if copied > from {
             let bytes = try file.read(count: Int(copied - from), at: from)
             guard !bytes.contains(0) else {
@@ -78,7 +81,7 @@ extension AuditLog {
             }
             try file.write(bytes, at: from)
         }
-        if copied < end, let copy = chain.unflushed.bytes(of: chain.fileFirst, from: copied, to: end) {
+        if copied < end, let copy {
             try file.write(copy, at: copied)
         }
     }
@@ -90,7 +93,7 @@ extension AuditLog {
             state.synced = token
             // Durable to where the file ended when the ride was prepared; a rotation since made a later
             // file durable, and the ride tells nothing of it.
-            if let end = state.rideEnd { state.advanceDurable(end.file, to: end.end) }
+            if let end = state.rideEnd { state.advanceDurable(end.file, to: end.end, layout: end.layout) }
             state.rideEnd = nil
             state.rides += 1
             let ready = state.durableWaiters.filter { $0.batch <= token }.map(\.waiter)

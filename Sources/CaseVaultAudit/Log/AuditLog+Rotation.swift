@@ -98,6 +98,7 @@ extension AuditLog {
         self.shared.withLock { state in
             state.durable = (seq, Int64(line.count))
             state.rewrite = nil
+            state.layout += 1
         }
         chain.directoryUnflushed = true
         try DataDirectory.flushDirectory(self.directory)

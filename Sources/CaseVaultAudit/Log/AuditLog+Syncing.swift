@@ -72,12 +72,14 @@ extension AuditLog {
             var failure: CaseVaultError?
             var flushed: (file: UInt64, end: Int64)?
             var failuresBefore: UInt64 = 0
+            var layout: UInt64 = 0
             do throws(CaseVaultError) {
                 // Everything written so far, and again what a failed flush should have made durable.
                 let (file, first, end) = try self.chain.withLock {
                     chain throws(CaseVaultError) -> (PosixFile, UInt64, Int64) in
                     let rewrite = self.shared.withLock { state in
                         failuresBefore = state.failures
+                        layout = state.layout
                         return state.rewrite
                     }
                     if let rewrite, rewrite.file == chain.fileFirst, rewrite.from < chain.end {
@@ -121,7 +123,7 @@ extension AuditLog {
                 } else {
                     state.syncFailure = nil
                     if let flushed {
-                        state.advanceDurable(flushed.file, to: flushed.end)
+                        state.advanceDurable(flushed.file, to: flushed.end, layout: layout)
                         if state.rewrite?.file == flushed.file { state.rewrite = nil }
                     }
                     state.synced = max(state.synced, target)

@@ -90,10 +90,16 @@ public final class AuditLog: FlushRider {
         /// flush that succeeded began, or when the last ride that counted was prepared.
         var durable: (file: UInt64, end: Int64)?
 
-        /// `file` is durable to `end` (an own flush or a ride that succeeded): `durable` moves only forward,
-        /// so that a flush that began before a ride or a rotation and ends after it does not take it back
-        /// (the copy was trimmed to the later end, and a failure would then write again from before it).
-        mutating func advanceDurable(_ file: UInt64, to end: Int64) {
+        /// Moved on by whatever moves the files' ends back or starts a new file (a set-aside, a rotation):
+        /// an end recorded before it says nothing of the files after it.
+        var layout: UInt64 = 0
+
+        /// `file` is durable to `end` (an own flush or a ride that succeeded, which recorded them under
+        /// `layout`): `durable` moves only forward, so that a flush that began before a ride and ends after it
+        /// does not take it back (the copy was trimmed to the later end, and a failure would then write again
+        /// from before it), and an end from before a set-aside or a rotation is not taken at all.
+        mutating func advanceDurable(_ file: UInt64, to end: Int64, layout: UInt64) {
+            guard layout == self.layout else { return }
             guard let known = self.durable, known.file >= file else {
                 self.durable = (file, end)
                 return
@@ -102,7 +108,7 @@ public final class AuditLog: FlushRider {
         }
         /// Where the file being written ended when the ride under way was prepared (`prepareRide`): durable
         /// to there once it rides.
-        var rideEnd: (file: UInt64, end: Int64)?
+        var rideEnd: (file: UInt64, end: Int64, layout: UInt64)?
         /// Set by a failed flush (own or ride): the file and the offset from which the next own flush first
         /// writes again what is there; no ride is taken meanwhile. After a failed writeback Linux marks the
         /// pages clean though they never reached the disk, so a later flush that succeeds would not write
@@ -228,7 +234,11 @@ public final class AuditLog: FlushRider {
             if self.bytes.isEmpty {
                 self.bytes = []
             } else if self.bytes.capacity > 1 << 20, self.bytes.capacity > 4 * self.bytes.count {
-                self.bytes = Array(self.bytes)
+                // A copy of its own size (`Array(bytes)` would keep the same buffer).
+                var smaller: [UInt8] = []
+                smaller.reserveCapacity(self.bytes.count)
+                smaller.append(contentsOf: self.bytes)
+                self.bytes = smaller
             }
         }
 

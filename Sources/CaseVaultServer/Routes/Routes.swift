@@ -131,7 +131,7 @@ struct Routes: Sendable {
     }
 
     /// Whether the open store's index lost commits the disk refused (`RecordStore.indexLost`).
-    var indexLost: Bool { (try? self.keeper.store())?.indexLost ?? false }
+    var indexLost: Bool { self.keeper.indexLost }
 
     static let storageReason =
         "the disk refused a write of the index; every request is refused, and the daemon stops so that its next start rebuilds the index"

@@ -33,9 +33,8 @@ extension Index {
     /// still waiting for their certificates. Returns the copy, open, with
     /// the records it keeps.
     func backupSnapshot(to path: String) throws(CaseVaultError) -> BackupSnapshot {
-        guard !self.loss.happened else { throw Loss.error }
         do {
-            try self.pool.unsafeRead { db in try db.execute(sql: "VACUUM INTO ?", arguments: [path]) }
+            try self.snapshotInto(path)
             let copy = try DatabaseQueue(path: path)
             let kept: [BackupRecord] = try copy.writeWithoutTransaction { db in
                 // temp_store: the VACUUM that compacts the copy builds it in memory, not in a temporary file.

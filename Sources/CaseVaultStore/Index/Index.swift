@@ -19,23 +19,51 @@ struct Index: Sendable {
     let synchronous = WriterSynchronous()
     /// Set once the index may have lost commits the disk refused (`Loss`): nothing uses it again.
     let loss = Loss()
+    /// What the writer's automatic checkpoints report (`Checkpoints`).
+    let checkpoints: Checkpoints
+
+    /// The writer connection's automatic checkpoint: the frames past which a commit checkpoints the WAL, and
+    /// the failure of the last checkpoint that failed, which the commit takes (`takeFailure`) and a loss
+    /// counts (`Loss`). Written by SQLite's hook on the writer only, read by the writer after its commit.
+    final class Checkpoints: @unchecked Sendable {
+        let report: UnsafeMutablePointer<Int32>
+
+        init(frames: Int32) {
+            self.report = .allocate(capacity: 2)
+            self.report.initialize(repeating: 0, count: 2)
+            self.report[0] = frames
+        }
+
+        deinit { self.report.deallocate() }
+
+        /// Installs the hook on the writer `connection`.
+        func install(on connection: OpaquePointer) {
+            casevault_sqlite_checkpoint_reporting_failures(UnsafeMutableRawPointer(connection), self.report)
+        }
+
+        /// The result code of a checkpoint that failed since the last call, if one did.
+        func takeFailure() -> Int32? {
+            defer { self.report[1] = 0 }
+            return self.report[1] == 0 ? nil : self.report[1]
+        }
+    }
 
     /// Whether the index may have lost commits the disk refused. A flush that failed (or a write, or a page
     /// that reads back malformed) means the kernel may have marked pages of the WAL clean that never reached
     /// the disk, or dropped them: SQLite's checksums end the log at the first such frame when it is read
     /// again from the disk, taking every later commit with it, and a later flush of the file succeeds all
     /// the same (Linux reports a writeback error once: PostgreSQL's "fsyncgate"). So after the first such
-    /// error nothing is read or committed again in this process, and SQLite's checkpoint at close is turned
-    /// off (it would copy into the database, through the page cache, what the disk may have lost, or zeros);
-    /// the next open reads the WAL from the disk, and recovery adds again the rows of puts from their
-    /// segment frames (`replayUnsettledFrames`). PostgreSQL makes the same choice (it panics).
+    /// error nothing is read or committed again in this process (the daemon stops, `IndexLossWatch`); the
+    /// next open reads the WAL from the disk, and recovery adds again the rows of puts from their segment
+    /// frames (`replayUnsettledFrames`). PostgreSQL makes the same choice (it panics). Two of SQLite's own
+    /// habits would hide or spread such a loss, and are changed at open (`prepareDatabase`): its automatic
+    /// checkpoint drops a failed flush's error (ours reports it as the commit's), and its checkpoint when the
+    /// last connection closes would copy into the database, through the page cache, what the disk may have
+    /// lost (turned off: `close` truncates the WAL itself first, `truncateWAL`).
     final class Loss: Sendable {
-        private let lost = Mutex(false)
-        /// The connections of an index whose checkpoint at close could not be turned off: kept open until
-        /// the process ends.
-        private static let abandoned = Mutex<[(DatabasePool, LookupConnections)]>([])
+        private let lost = Atomic<Bool>(false)
 
-        var happened: Bool { self.lost.withLock { $0 } }
+        var happened: Bool { self.lost.load(ordering: .acquiring) }
 
         /// The error every call gets once the index lost commits; stable, for the daemon to stop on.
         static let error = CaseVaultError(
@@ -43,34 +71,33 @@ struct Index: Sendable {
             "the disk refused a write of the index; restart casevaultd: its start rebuilds the index from the segments"
         )
 
-        /// Whether `error`, met on the writer (`onWriter`) or by a reader, means commits may be lost: any
-        /// I/O error on the writer (SQLite reports a failed flush as one), and a malformed page anywhere.
+        /// Whether `error`, met on the writer (`onWriter`) or by a reader, means commits may be lost: a failed
+        /// flush, write or read of the files on the writer (not the shared memory's or a lock's, nor a full
+        /// disk, after which nothing was written), and a malformed page anywhere.
         static func means(_ error: any Error, onWriter: Bool) -> Bool {
             guard let error = error as? DatabaseError else { return false }
-            switch error.resultCode {
-            case .SQLITE_CORRUPT, .SQLITE_NOTADB: return true
-            case .SQLITE_IOERR: return onWriter
-            default: return false
+            return Self.means(code: error.extendedResultCode.rawValue, onWriter: onWriter)
+        }
+
+        /// `means(_:onWriter:)` of an extended result code.
+        static func means(code: Int32, onWriter: Bool) -> Bool {
+            switch ResultCode(rawValue: code).primaryResultCode {
+            case .SQLITE_CORRUPT, .SQLITE_NOTADB: true
+            case .SQLITE_IOERR: onWriter && Self.losing.contains(code)
+            default: false
             }
         }
 
-        /// Records the loss, the first time, and turns off the writer's checkpoint at close. The read-only
-        /// connections (the pool's readers, the lookups) never checkpoint.
-        func record(_ index: Index) {
-            let first = self.lost.withLock { lost in
-                defer { lost = true }
-                return !lost
-            }
-            guard first else { return }
-            let turnedOff = index.pool.writeWithoutTransaction { db in
-                db.sqliteConnection.map { casevault_sqlite_no_checkpoint_on_close(UnsafeMutableRawPointer($0)) }
-            }
-            if turnedOff != 0 { Self.abandoned.withLock { $0.append((index.pool, index.lookups)) } }
-        }
+        /// The I/O errors after which the WAL may lack what a commit wrote (an error SQLite does not name is
+        /// counted among them).
+        static let losing: Set<Int32> = Set(
+            [
+                ResultCode.SQLITE_IOERR, .SQLITE_IOERR_FSYNC, .SQLITE_IOERR_DIR_FSYNC, .SQLITE_IOERR_WRITE,
+                .SQLITE_IOERR_READ, .SQLITE_IOERR_SHORT_READ, .SQLITE_IOERR_DATA, .SQLITE_IOERR_CORRUPTFS,
+            ].map(\.rawValue))
 
-        /// Whether the index's connections may be closed: not after a loss whose checkpoint at close is on.
-        func mayClose(_ index: Index) -> Bool {
-            !Self.abandoned.withLock { $0.contains { $0.0 === index.pool } }
+        func record() {
+            self.lost.store(true, ordering: .releasing)
         }
     }
 
@@ -124,14 +151,24 @@ struct Index: Sendable {
     static let columns =
         "id, case_id, type, state, created_at, author, supersedes, sealed_size, slot, segment, offset, seq, frame_start"
 
-    static func open(path: String) throws(CaseVaultError) -> Index {
+    /// Opens the index at `path`; a commit that leaves `checkpointFrames` frames or more in the WAL
+    /// checkpoints it (`Loss`).
+    static func open(path: String, checkpointFrames: Int32) throws(CaseVaultError) -> Index {
+        let checkpoints = Checkpoints(frames: checkpointFrames)
         var configuration = Configuration()
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY;")
             if !db.configuration.readonly {
                 // The writer's page cache: SQLite's default of 2 MiB makes a sweep's batch of deletes re-read
                 // the index's pages from the kernel for every row once the vault has a few thousand records.
-                try db.execute(sql: "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 8192")
+                try db.execute(sql: "PRAGMA cache_size = -65536")
+                // `Loss`: a checkpoint's failure is the commit's, and none runs when the connection closes.
+                guard let connection = db.sqliteConnection,
+                    casevault_sqlite_no_checkpoint_on_close(UnsafeMutableRawPointer(connection)) == 0
+                else {
+                    throw CaseVaultError(.storageFailure, "the index's checkpoint at close could not be turned off")
+                }
+                checkpoints.install(on: connection)
             }
         }
         configuration.busyMode = .timeout(10)
@@ -169,7 +206,7 @@ struct Index: Sendable {
                     "the index did not turn its write-ahead log on (journal mode \(mode)); check the disk and start again"
                 )
             }
-            let index = Index(pool: pool, lookups: LookupConnections(path: path))
+            let index = Index(pool: pool, lookups: LookupConnections(path: path), checkpoints: checkpoints)
             // A WAL that a crash left behind may hold page images of rows shredded before it.
             try index.truncateWAL()
             return index
@@ -235,10 +272,8 @@ struct Index: Sendable {
         try self.mappingErrors(onWriter: false) { try self.lookups.read(body) ?? self.pool.unsafeRead(body) }
     }
 
-    /// Closes the lookups' connections and the pool; an index that lost commits with its checkpoint at close
-    /// still on is left open (`Loss`).
+    /// Closes the lookups' connections and the pool (no checkpoint: `Loss`).
     func close() throws {
-        guard self.loss.mayClose(self) else { throw Loss.error }
         self.lookups.close()
         try self.pool.close()
     }
@@ -258,7 +293,7 @@ struct Index: Sendable {
     /// One transaction on the writer, with `synchronous` set for it first when it is not already so: a
     /// run of put batches sets NORMAL once, and the first flushed commit after them FULL again.
     private func commit<T>(flushed: Bool, _ body: (Database) throws -> T) throws(CaseVaultError) -> T {
-        try self.mappingErrors(onWriter: true) {
+        let (result, checkpointFailure) = try self.mappingErrors(onWriter: true) {
             try self.pool.writeWithoutTransaction { db in
                 try self.synchronous.set(flushed: flushed, on: db)
                 var result: T?
@@ -266,9 +301,13 @@ struct Index: Sendable {
                     result = try body(db)
                     return .commit
                 }
-                return result!
+                return (result!, self.checkpoints.takeFailure())
             }
         }
+        // The commit is whole (its own flush, if any, succeeded before the checkpoint began); the checkpoint's
+        // failed flush means earlier frames may be lost, so nothing after this commit uses the index.
+        if let checkpointFailure, Loss.means(code: checkpointFailure, onWriter: true) { self.loss.record() }
+        return result
     }
 
     /// Copies the WAL into the database and truncates it to zero bytes, so that no page image of a
@@ -281,6 +320,14 @@ struct Index: Sendable {
         }
     }
 
+    /// Copies the index as it stands into a new database file at `path` (`VACUUM INTO`), read on a reader: a
+    /// malformed page met there is a loss (`Loss`); a failed write of the copy is not.
+    func snapshotInto(_ path: String) throws(CaseVaultError) {
+        try self.mappingErrors(onWriter: false) {
+            try self.pool.unsafeRead { db in try db.execute(sql: "VACUUM INTO ?", arguments: [path]) }
+        }
+    }
+
     /// Runs `body` unless the index lost commits, and records a loss its error means (`Loss`).
     private func mappingErrors<T>(onWriter: Bool, _ body: () throws -> T) throws(CaseVaultError) -> T {
         guard !self.loss.happened else { throw Loss.error }
@@ -290,7 +337,7 @@ struct Index: Sendable {
             throw error
         } catch {
             guard Loss.means(error, onWriter: onWriter) else { throw Self.failure(error) }
-            self.loss.record(self)
+            self.loss.record()
             throw CaseVaultError(Loss.error.code, Loss.error.message, cause: error)
         }
     }

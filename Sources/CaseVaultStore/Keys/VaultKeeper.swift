@@ -31,6 +31,8 @@ package final class VaultKeeper: Sendable {
         }
         /// Attempts, refusals and shares (`UnsealGate`).
         var gate = UnsealGate()
+        /// A store this keeper closed at seal had lost commits of its index.
+        var closedLost = false
     }
 
     package enum Source: Sendable, Equatable {
@@ -261,8 +263,15 @@ package final class VaultKeeper: Sendable {
         }
         store.close()
         store.wipeKeys()
+        if store.indexLost { self.state.withLock { $0.closedLost = true } }
         self.logger.notice("sealed: the store is closed and its keys zeroed")
         return store
+    }
+
+    /// Whether the open store's index, or that of one sealed since, lost commits the disk refused
+    /// (`RecordStore.indexLost`): the daemon stops on it, for its next start to rebuild the index.
+    package var indexLost: Bool {
+        self.state.withLock { $0.closedLost || ($0.store?.indexLost ?? false) }
     }
 
     // MARK: Helpers
