@@ -181,7 +181,10 @@ package final class RecordStore: RecordStorage {
                 try self.index.close()
                 return nil
             } catch {
-                // The index lets go of its files all the same; it never checkpoints at close (`Index.Loss`).
+                // The index lets go of its files all the same; it never checkpoints at close (`Index.Loss`), so
+                // the WAL is truncated here first unless the index lost commits (no page image of a shredded
+                // row stays in it).
+                if !self.index.loss.happened { try? self.index.truncateWAL() }
                 try? self.index.close()
                 return error as? CaseVaultError ?? Index.failure(error)
             }

@@ -348,14 +348,15 @@ extension AuditLog {
             chain.lastFile = cut.last.file
             chain.lastCheckpoint = cut.last.seq
             chain.dirtyBytes = 0
-        }
-        // What the cut zeroed or moved away is durable as it now stands; nothing past it is known durable.
-        let (first, end) = self.chain.withLock { ($0.fileFirst, $0.end) }
-        self.shared.withLock { state in
-            state.writtenTail = cut.last
-            state.durable = (first, min(end, state.durable.flatMap { $0.file == first ? $0.end : nil } ?? 0))
-            state.rideEnd = nil
-            state.layout += 1
+            // What the cut zeroed or moved away is durable as it now stands; nothing past it is known durable.
+            // Under the chain lock: an entry written after the cut is not counted durable with it.
+            let (first, end) = (chain.fileFirst, chain.end)
+            self.shared.withLock { state in
+                state.writtenTail = cut.last
+                state.durable = (first, min(end, state.durable.flatMap { $0.file == first ? $0.end : nil } ?? 0))
+                state.rideEnd = nil
+                state.layout += 1
+            }
         }
     }
 

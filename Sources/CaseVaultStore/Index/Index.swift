@@ -65,6 +65,11 @@ struct Index: Sendable {
 
         var happened: Bool { self.lost.load(ordering: .acquiring) }
 
+        /// Whether `error` is `Loss.error` (a store that could not open, or not be admitted, for it).
+        static func isLoss(_ error: CaseVaultError) -> Bool {
+            error.code == Self.error.code && error.message == Self.error.message
+        }
+
         /// The error every call gets once the index lost commits; stable, for the daemon to stop on.
         static let error = CaseVaultError(
             .storageFailure,
@@ -293,21 +298,15 @@ struct Index: Sendable {
     /// One transaction on the writer, with `synchronous` set for it first when it is not already so: a
     /// run of put batches sets NORMAL once, and the first flushed commit after them FULL again.
     private func commit<T>(flushed: Bool, _ body: (Database) throws -> T) throws(CaseVaultError) -> T {
-        let (result, checkpointFailure) = try self.mappingErrors(onWriter: true) {
-            try self.pool.writeWithoutTransaction { db in
-                try self.synchronous.set(flushed: flushed, on: db)
-                var result: T?
-                try db.inTransaction {
-                    result = try body(db)
-                    return .commit
-                }
-                return (result!, self.checkpoints.takeFailure())
+        try self.onWriter { db in
+            try self.synchronous.set(flushed: flushed, on: db)
+            var result: T?
+            try db.inTransaction {
+                result = try body(db)
+                return .commit
             }
+            return result!
         }
-        // The commit is whole (its own flush, if any, succeeded before the checkpoint began); the checkpoint's
-        // failed flush means earlier frames may be lost, so nothing after this commit uses the index.
-        if let checkpointFailure, Loss.means(code: checkpointFailure, onWriter: true) { self.loss.record() }
-        return result
     }
 
     /// Copies the WAL into the database and truncates it to zero bytes, so that no page image of a
@@ -315,9 +314,33 @@ struct Index: Sendable {
     /// frames). Readers that began before it are waited for (the busy timeout); readers after it read the
     /// database file alone.
     func truncateWAL() throws(CaseVaultError) {
+        _ = try self.onWriter { db in try db.checkpoint(.truncate) }
+    }
+
+    /// One access of the writer, where a loss is checked and recorded (`Loss`), so that a write queued behind
+    /// the one that met it does not commit: first what a checkpoint kept since the last access (the
+    /// migrations' commits, GRDB's own), then `body`'s error, then what the checkpoint its commit began
+    /// kept (that commit is whole: its own flush, if any, succeeded before the checkpoint began).
+    private func onWriter<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
         try self.mappingErrors(onWriter: true) {
-            _ = try self.pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+            try self.pool.writeWithoutTransaction { db in
+                self.takeCheckpointFailure()
+                guard !self.loss.happened else { throw Loss.error }
+                do {
+                    let result = try body(db)
+                    self.takeCheckpointFailure()
+                    return result
+                } catch {
+                    if Loss.means(error, onWriter: true) { self.loss.record() }
+                    throw error
+                }
+            }
         }
+    }
+
+    /// Records a loss the writer's last checkpoint failed with, if it did; called on the writer.
+    private func takeCheckpointFailure() {
+        if let code = self.checkpoints.takeFailure(), Loss.means(code: code, onWriter: true) { self.loss.record() }
     }
 
     /// Copies the index as it stands into a new database file at `path` (`VACUUM INTO`), read on a reader: a

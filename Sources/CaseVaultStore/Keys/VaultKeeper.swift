@@ -31,7 +31,8 @@ package final class VaultKeeper: Sendable {
         }
         /// Attempts, refusals and shares (`UnsealGate`).
         var gate = UnsealGate()
-        /// A store this keeper closed at seal had lost commits of its index.
+        /// A store this keeper closed (at seal, or one that failed to open or to be admitted) had lost commits
+        /// of its index.
         var closedLost = false
     }
 
@@ -127,6 +128,7 @@ package final class VaultKeeper: Sendable {
         } catch {
             store.close()
             store.wipeKeys()
+            if store.indexLost { self.state.withLock { $0.closedLost = true } }
             throw (error as? CaseVaultError)
                 ?? CaseVaultError(.storageFailure, "the store could not be admitted: \(error)")
         }
@@ -164,6 +166,7 @@ package final class VaultKeeper: Sendable {
             // A data directory made under another key (or any failure to open): leave no wrapped key behind,
             // so the vault stays uninitialised rather than bound to a key that cannot open it.
             unlink(path)
+            if Index.Loss.isLoss(error) { self.state.withLock { $0.closedLost = true } }
             throw error
         }
         try self.admitted(store)
@@ -282,6 +285,7 @@ package final class VaultKeeper: Sendable {
             store = try RecordStore.open(self.configuration, rootKey: root, logger: self.logger)
         } catch {
             if error.code == .unsealRefused { self.refused() }
+            if Index.Loss.isLoss(error) { self.state.withLock { $0.closedLost = true } }
             throw error
         }
         try self.admitted(store)
