@@ -117,28 +117,62 @@ package struct PrimaryLocator: Sendable, CustomStringConvertible, CustomReflecta
                 configuration: try self.configuration(server), id: id, logger: self.logger)
         }
         let trusted = try Self.trustedPeers(directory: directory, requirePeer: self.location.requirePeer)
-        let channel = try await ClientBootstrap(group: PostgresConnection.defaultEventLoopGroup)
-            .connectTimeout(.seconds(Int64(self.location.connectTimeoutSeconds)))
-            .connect(unixDomainSocketPath: server.description).get()
-        let peer: UInt32?
-        if let provider = channel as? any SocketOptionProvider {
-            let credentials: casevault_ucred? = try? await provider.unsafeGetSocketOption(
-                level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(CASEVAULT_SO_PEERCRED)
-            ).get()
-            peer = credentials?.uid
-        } else {
-            peer = nil
-        }
-        guard let peer, trusted.contains(peer) else {
-            try? await channel.close()
+        let (socket, peer) = try Self.connectUnix(server.description)
+        guard trusted.contains(peer) else {
+            close(socket)
             throw UntrustedPeer(uid: peer)
         }
+        let channel = try await ClientBootstrap(group: PostgresConnection.defaultEventLoopGroup)
+            .withConnectedSocket(socket).get()
         var configuration = PostgresConnection.Configuration(
             establishedChannel: channel, username: self.location.user, password: self.password,
             database: self.location.database)
         configuration.options.connectTimeout = .seconds(Int64(self.location.connectTimeoutSeconds))
         return try await PostgresConnection.connect(
             on: channel.eventLoop, configuration: configuration, id: id, logger: self.logger)
+    }
+
+    /// A connected Unix socket to `path` (non-blocking: a server whose queue is full is unreachable, not
+    /// waited for) and the uid of the process that holds its other end, which the kernel recorded when it
+    /// accepted (SO_PEERCRED): read on a descriptor of our own, before any channel could see the server
+    /// close it.
+    static func connectUnix(_ path: String) throws -> (socket: CInt, peer: UInt32) {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw UnixConnectFailed(errno: ENAMETOOLONG)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (offset, byte) in bytes.enumerated() { buffer[offset] = byte }
+        }
+        let socket = Glibc.socket(
+            AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard socket >= 0 else { throw UnixConnectFailed(errno: errno) }
+        let connected = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(socket, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard connected == 0 else {
+            let failure = errno
+            close(socket)
+            throw UnixConnectFailed(errno: failure)
+        }
+        var credentials = casevault_ucred()
+        var length = socklen_t(MemoryLayout<casevault_ucred>.size)
+        guard getsockopt(socket, SOL_SOCKET, CASEVAULT_SO_PEERCRED, &credentials, &length) == 0,
+            Int(length) == MemoryLayout<casevault_ucred>.size
+        else {
+            close(socket)
+            throw UntrustedPeer(uid: nil)
+        }
+        return (socket, credentials.uid)
+    }
+
+    /// A local socket could not be connected to (`errno`): the server is unreachable.
+    struct UnixConnectFailed: Error {
+        let errno: CInt
     }
 
     /// Who may hold a local server's socket: `requirePeer`'s user alone when it is set (as libpq's
