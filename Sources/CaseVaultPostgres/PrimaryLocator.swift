@@ -2,7 +2,6 @@ internal import CCaseVaultShims
 package import CaseVaultCore
 package import Logging
 internal import NIOCore
-internal import NIOPosix
 internal import NIOSSL
 package import PostgresNIO
 
@@ -64,6 +63,7 @@ package struct PrimaryLocator: Sendable, CustomStringConvertible, CustomReflecta
                 if let untrusted = error as? UntrustedPeer {
                     metadata["postgres.peer_uid"] = "\(untrusted.uid.map(String.init) ?? "unknown")"
                 }
+                metadata["postgres.error"] = "\(Self.errorKind(error))"
                 self.logger.notice("a PostgreSQL server could not be reached", metadata: metadata)
                 continue
             }
@@ -106,36 +106,34 @@ package struct PrimaryLocator: Sendable, CustomStringConvertible, CustomReflecta
         return true
     }
 
-    /// A connection to `server`. Over a Unix socket the channel is made here, and the kernel asked which
-    /// user's process holds its other end (SO_PEERCRED) before a byte is sent on it: the password goes only
-    /// to a server running as a trusted user (`trustedPeers`). Without it, a local user who binds the socket
-    /// first (the server stopped, in a directory others can write to, such as /tmp) would be sent the password
-    /// (PostgreSQL may ask for it in clear). The check is of the very channel PostgresNIO then speaks on.
+    /// A connection to `server`. Over a Unix socket the password goes only to a server running as a trusted
+    /// user (`trustedPeers`): before PostgresNIO connects, the socket file must belong to one, and a probe
+    /// connection of our own asks the kernel which user's process holds the other end (SO_PEERCRED) and is
+    /// closed with nothing sent. Without it, a local user who binds the socket first (the server stopped,
+    /// in a directory others can write to, such as /tmp) would be sent the password (PostgreSQL's protocol
+    /// lets a server ask for it in clear). A socket the probe found cannot be replaced in between by anyone
+    /// but its owner (root, or the directory's owner) where the directory is sticky or theirs alone.
     private func open(_ server: PostgresLocation.Server, id: Int) async throws -> PostgresConnection {
-        guard case .socket(let directory, _) = server else {
-            return try await PostgresConnection.connect(
-                configuration: try self.configuration(server), id: id, logger: self.logger)
-        }
-        let trusted = try Self.trustedPeers(directory: directory, requirePeer: self.location.requirePeer)
-        let (socket, peer) = try Self.connectUnix(server.description)
-        guard trusted.contains(peer) else {
+        if case .socket(let directory, _) = server {
+            let trusted = try Self.trustedPeers(directory: directory, requirePeer: self.location.requirePeer)
+            var info = stat()
+            guard lstat(server.description, &info) == 0 else {
+                throw UnixConnectFailed(errno: errno)
+            }
+            guard info.st_mode & S_IFMT == S_IFSOCK, trusted.contains(info.st_uid) else {
+                throw UntrustedPeer(uid: info.st_uid)
+            }
+            let (socket, peer) = try Self.connectUnix(server.description)
             close(socket)
-            throw UntrustedPeer(uid: peer)
+            guard trusted.contains(peer) else { throw UntrustedPeer(uid: peer) }
         }
-        let channel = try await ClientBootstrap(group: PostgresConnection.defaultEventLoopGroup)
-            .withConnectedSocket(socket).get()
-        var configuration = PostgresConnection.Configuration(
-            establishedChannel: channel, username: self.location.user, password: self.password,
-            database: self.location.database)
-        configuration.options.connectTimeout = .seconds(Int64(self.location.connectTimeoutSeconds))
         return try await PostgresConnection.connect(
-            on: channel.eventLoop, configuration: configuration, id: id, logger: self.logger)
+            configuration: try self.configuration(server), id: id, logger: self.logger)
     }
 
     /// A connected Unix socket to `path` (non-blocking: a server whose queue is full is unreachable, not
     /// waited for) and the uid of the process that holds its other end, which the kernel recorded when it
-    /// accepted (SO_PEERCRED): read on a descriptor of our own, before any channel could see the server
-    /// close it.
+    /// accepted (SO_PEERCRED).
     static func connectUnix(_ path: String) throws -> (socket: CInt, peer: UInt32) {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
@@ -244,6 +242,16 @@ package struct PrimaryLocator: Sendable, CustomStringConvertible, CustomReflecta
         default:
             return .unreachable
         }
+    }
+
+    /// What kind of error ended a connection, for the log: a code or an errno, never a server's message
+    /// (which may echo what was sent).
+    static func errorKind(_ error: any Error) -> String {
+        if let failed = error as? UnixConnectFailed { return "connect errno \(failed.errno)" }
+        if let error = error as? PSQLError {
+            return "\(error.code)" + (error.underlying.map { " (\(type(of: $0)): \($0))" } ?? "")
+        }
+        return "\(type(of: error))"
     }
 
     static func summary(_ outcomes: [Outcome]) -> String {
