@@ -204,20 +204,26 @@ struct FailingDiskTests {
         try fs.cut()
     }
 
-    @Test(
-        "a flush of the index that failed: every later call is refused with one stable error until the store opens again, and after a power cut every put and case acknowledged is there"
-    )
-    func indexFlushFails() throws {
+    /// A new vault on powercutfs, remounted so that every flush of the index's WAL fails while the switch file
+    /// `failing` exists: as Linux does after a writeback error, what the flush should have made durable is
+    /// lost at the cut, and a later flush succeeds.
+    static func failingWAL() throws -> (fs: PowerCutFS, vault: TestVault, failing: String) {
         let fs = try PowerCutFS()
         try fs.mount()
         let vault = fs.newVault()
         try vault.open().close()
         try fs.cut()
-        // Every flush of the index's WAL fails while the switch file exists: as Linux does after a writeback
-        // error, what the flush should have made durable is lost at the cut, and a later flush succeeds.
         let failing = fs.root + "/failing"
         let wal = Self.onDisk("fdatasync:/<vault>/data/index.sqlite-wal", vault: vault)
         try fs.mount(options: ["--fail=\(wal)@1=EIO+", "--fail-while=\(failing)"])
+        return (fs, vault, failing)
+    }
+
+    @Test(
+        "a flush of the index that failed: every later call is refused with one stable error until the store opens again, and after a power cut every put and case acknowledged is there"
+    )
+    func indexFlushFails() throws {
+        let (fs, vault, failing) = try Self.failingWAL()
         var records: [RecordID: [UInt8]] = [:]
         var cases: [CaseID] = []
         do {
@@ -283,14 +289,7 @@ struct FailingDiskTests {
         "a checkpoint of the index whose flush failed marks the index lost at the commit that began it (SQLite's own checkpoint drops the error): the next put is refused, and after a power cut every acknowledged put is there"
     )
     func checkpointFlushFails() throws {
-        let fs = try PowerCutFS()
-        try fs.mount()
-        let vault = fs.newVault()
-        try vault.open().close()
-        try fs.cut()
-        let failing = fs.root + "/failing"
-        let wal = Self.onDisk("fdatasync:/<vault>/data/index.sqlite-wal", vault: vault)
-        try fs.mount(options: ["--fail=\(wal)@1=EIO+", "--fail-while=\(failing)"])
+        let (fs, vault, failing) = try Self.failingWAL()
         var records: [RecordID: [UInt8]] = [:]
         do {
             // A checkpoint once a commit leaves 64 frames in the WAL: within a few dozen puts.
