@@ -72,9 +72,8 @@ struct IndexLossWatch: Service {
     let logger: Logger
     /// How often the store is asked; requests are refused meanwhile, so this bounds only the stop's delay.
     static let interval: Duration = .milliseconds(250)
-    /// What casevaultd stops with (exit 3).
-    static let error = CaseVaultError(
-        .storageFailure, "the disk refused a write of the index; the next start rebuilds it from the segments")
+    /// What casevaultd stops with (exit 3): the store's own refusal.
+    static var error: CaseVaultError { RecordStore.indexLossError }
 
     func run() async throws {
         try await cancelWhenGracefulShutdown {

@@ -257,6 +257,9 @@ package final class RecordStore: RecordStorage {
     /// refused from then on, and only opening the store again (the daemon's restart) mends the index.
     package var indexLost: Bool { self.index.loss.happened }
 
+    /// What every call of a store whose index lost commits is refused with, and the daemon stops with.
+    package static var indexLossError: CaseVaultError { Index.Loss.error }
+
     /// Whether the index answers a trivial query: what the service manager's watchdog asks before each ping.
     package func isResponsive() -> Bool {
         (try? self.index.lookup { db in try Index.answers(db) }) ?? false

@@ -130,7 +130,7 @@ struct Routes: Sendable {
         "the audit log cannot be written (\(failure)); every other request is refused until it can"
     }
 
-    /// Whether the open store's index lost commits the disk refused (`RecordStore.indexLost`).
+    /// Whether the store's index lost commits the disk refused (`VaultKeeper.indexLost`).
     var indexLost: Bool { self.keeper.indexLost }
 
     static let storageReason =

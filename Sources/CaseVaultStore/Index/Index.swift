@@ -57,7 +57,8 @@ struct Index: Sendable {
     /// next open reads the WAL from the disk, and recovery adds again the rows of puts from their segment
     /// frames (`replayUnsettledFrames`). PostgreSQL makes the same choice (it panics). Two of SQLite's own
     /// habits would hide or spread such a loss, and are changed at open (`prepareDatabase`): its automatic
-    /// checkpoint drops a failed flush's error (ours reports it as the commit's), and its checkpoint when the
+    /// checkpoint drops a failed flush's error (ours keeps it, and the loss is marked at the commit that
+    /// began it: `Checkpoints`), and its checkpoint when the
     /// last connection closes would copy into the database, through the page cache, what the disk may have
     /// lost (turned off: `close` truncates the WAL itself first, `truncateWAL`).
     final class Loss: Sendable {
