@@ -123,18 +123,17 @@ package struct PrimaryLocator: Sendable, CustomStringConvertible, CustomReflecta
             guard info.st_mode & S_IFMT == S_IFSOCK, trusted.contains(info.st_uid) else {
                 throw UntrustedPeer(uid: info.st_uid)
             }
-            let (socket, peer) = try Self.connectUnix(server.description)
-            close(socket)
+            let peer = try Self.peerUID(ofSocketAt: server.description)
             guard trusted.contains(peer) else { throw UntrustedPeer(uid: peer) }
         }
         return try await PostgresConnection.connect(
             configuration: try self.configuration(server), id: id, logger: self.logger)
     }
 
-    /// A connected Unix socket to `path` (non-blocking: a server whose queue is full is unreachable, not
-    /// waited for) and the uid of the process that holds its other end, which the kernel recorded when it
-    /// accepted (SO_PEERCRED).
-    static func connectUnix(_ path: String) throws -> (socket: CInt, peer: UInt32) {
+    /// The uid of the process that holds the Unix socket at `path`, which the kernel recorded when it accepted
+    /// a probe connection (SO_PEERCRED); the probe is closed with nothing sent. Non-blocking: a server whose
+    /// queue is full is unreachable, not waited for.
+    static func peerUID(ofSocketAt path: String) throws -> UInt32 {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
@@ -157,15 +156,13 @@ package struct PrimaryLocator: Sendable, CustomStringConvertible, CustomReflecta
             close(socket)
             throw UnixConnectFailed(errno: failure)
         }
+        defer { close(socket) }
         var credentials = casevault_ucred()
         var length = socklen_t(MemoryLayout<casevault_ucred>.size)
         guard getsockopt(socket, SOL_SOCKET, CASEVAULT_SO_PEERCRED, &credentials, &length) == 0,
             Int(length) == MemoryLayout<casevault_ucred>.size
-        else {
-            close(socket)
-            throw UntrustedPeer(uid: nil)
-        }
-        return (socket, credentials.uid)
+        else { throw UntrustedPeer(uid: nil) }
+        return credentials.uid
     }
 
     /// A local socket could not be connected to (`errno`): the server is unreachable.
