@@ -7,7 +7,7 @@ APT_PACKAGES := libsodium-dev libsqlite3-dev pkg-config systemd
 # PostgreSQL 15's server programs (initdb, pg_ctl, pg_basebackup, psql) for the clusters the PostgreSQL tests
 # make and start themselves, on Unix sockets in a temporary directory (util-linux's setpriv runs them as nobody).
 TEST_APT_PACKAGES := systemd-container curl bc procps util-linux passwd fuse3 libfuse3-dev gcc python3 e2fsprogs \
-	postgresql-15
+	postgresql-15 openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps test-deps apt-install build run lint test test-systemd test-asan test-tsan powercutfs bench soak fuzz check-api install clean

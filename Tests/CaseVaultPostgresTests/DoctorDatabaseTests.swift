@@ -70,7 +70,7 @@ struct DoctorDatabaseTests {
             clusters,
             servers: [
                 (clusters.standbySockets, PostgresClusters.standbyPort),
-                (clusters.primarySockets, PostgresClusters.primaryPort),
+                (clusters.primarySockets, clusters.primaryPort),
             ], password: clusters.password)
 
         let fresh = try Self.doctor(root)
@@ -118,14 +118,14 @@ struct DoctorDatabaseTests {
         let wrong = "not-" + clusters.password
         let refused = try Self.doctor(
             try Self.configure(
-                clusters, servers: [(clusters.primarySockets, PostgresClusters.primaryPort)], password: wrong))
+                clusters, servers: [(clusters.primarySockets, clusters.primaryPort)], password: wrong))
         #expect(refused.status == 1)
         #expect(refused.checks["database servers"]?.1.contains("refused the credentials") == true, "\(refused.output)")
         #expect(!refused.output.contains(wrong))
 
         let exposed = try Self.doctor(
             try Self.configure(
-                clusters, servers: [(clusters.primarySockets, PostgresClusters.primaryPort)],
+                clusters, servers: [(clusters.primarySockets, clusters.primaryPort)],
                 password: clusters.password, mode: 0o644))
         #expect(exposed.status == 1)
         #expect(exposed.checks["database password"]?.0 == "fail", "\(exposed.output)")

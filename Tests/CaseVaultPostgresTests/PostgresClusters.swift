@@ -9,25 +9,27 @@ import Glibc
 
 /// Two real PostgreSQL 15 clusters made for one test: a primary and a streaming standby that the primary's
 /// commits wait for (`synchronous_standby_names`), both on Unix sockets in a temporary directory and on no
-/// TCP port. Made with `initdb`, `pg_basebackup` and `pg_ctl`, as `nobody` when the tests run as root (the
-/// server refuses to run as root). `make test` installs postgresql-15.
+/// TCP port; or the primary alone, also listening with TLS on a free port of the loopback address
+/// (`init(tls:)`). Made with `initdb`, `pg_basebackup` and `pg_ctl`, as `nobody` when the tests run as root
+/// (the server refuses to run as root). `make test` installs postgresql-15.
 final class PostgresClusters {
     static let bin = "/usr/lib/postgresql/15/bin"
     static let user = "casevault"
     static let database = "vault"
-    static let primaryPort = 5433
     static let standbyPort = 5434
     /// The standby's name, as the primary's `synchronous_standby_names` lists it.
     static let standbyName = "standby1"
 
     let root: String
     let password: String
+    /// The primary's port: its socket's name, and with TLS its TCP port on 127.0.0.1.
+    let primaryPort: Int
 
     var primaryData: String { self.root + "/primary" }
     var standbyData: String { self.root + "/standby" }
     var primarySockets: String { self.root + "/sock-primary" }
     var standbySockets: String { self.root + "/sock-standby" }
-    var primary: PostgresLocation.Server { .socket(directory: self.primarySockets, port: Self.primaryPort) }
+    var primary: PostgresLocation.Server { .socket(directory: self.primarySockets, port: self.primaryPort) }
     var standby: PostgresLocation.Server { .socket(directory: self.standbySockets, port: Self.standbyPort) }
 
     /// A location listing `servers` in that order (each socket with its own port, which a URI cannot say).
@@ -38,8 +40,10 @@ final class PostgresClusters {
         return location
     }
 
-    /// Makes and starts both clusters and waits until the standby streams in sync.
-    init() throws {
+    /// Makes and starts both clusters and waits until the standby streams in sync. With `tls`, the
+    /// primary alone, which also listens on 127.0.0.1 with TLS on, presenting `tls`'s certificate and key
+    /// (files that the server reads again at `reloadTLS`).
+    init(tls: (certificate: String, key: String)? = nil) throws {
         guard FileManager.default.isExecutableFile(atPath: Self.bin + "/initdb") else {
             throw Failure("PostgreSQL 15 is not installed at \(Self.bin): `make test` installs postgresql-15")
         }
@@ -47,6 +51,7 @@ final class PostgresClusters {
         guard let made = mkdtemp(&template) else { throw Failure("mkdtemp failed") }
         self.root = String(cString: made)
         self.password = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        self.primaryPort = tls == nil ? 5433 : try Self.freeLoopbackPort()
         do {
             try self.own(self.root)
             for directory in [self.primarySockets, self.standbySockets] {
@@ -63,20 +68,29 @@ final class PostgresClusters {
                     "-D", self.primaryData, "-U", Self.user, "--pwfile=\(passwordFile)", "--auth=scram-sha-256",
                     "-E", "UTF8", "--locale=C", "--no-sync",
                 ])
-            try self.appendSettings(
-                self.primaryData + "/postgresql.conf",
-                [
-                    "listen_addresses = ''", "unix_socket_directories = '\(self.primarySockets)'",
-                    "port = \(Self.primaryPort)", "synchronous_commit = on", "wal_level = replica",
-                    "max_wal_senders = 4",
-                ])
+            var settings = [
+                "unix_socket_directories = '\(self.primarySockets)'", "port = \(self.primaryPort)",
+                "synchronous_commit = on", "wal_level = replica", "max_wal_senders = 4",
+            ]
+            if let tls {
+                // The key must be the server user's alone; initdb's pg_hba.conf takes scram-sha-256 on 127.0.0.1.
+                for path in [tls.certificate, tls.key] { try self.own(path) }
+                settings += [
+                    "listen_addresses = '127.0.0.1'", "ssl = on", "ssl_cert_file = '\(tls.certificate)'",
+                    "ssl_key_file = '\(tls.key)'",
+                ]
+            } else {
+                settings.append("listen_addresses = ''")
+            }
+            try self.appendSettings(self.primaryData + "/postgresql.conf", settings)
             try self.pgctl(["-D", self.primaryData, "-l", self.root + "/primary.log", "-w", "start"])
-            try self.psql(Self.primaryPort, self.primarySockets, "postgres", "CREATE DATABASE \(Self.database)")
+            try self.psql(self.primaryPort, self.primarySockets, "postgres", "CREATE DATABASE \(Self.database)")
+            guard tls == nil else { return }
 
             try self.runAsOwner(
                 "pg_basebackup",
                 [
-                    "-D", self.standbyData, "-h", self.primarySockets, "-p", "\(Self.primaryPort)", "-U", Self.user,
+                    "-D", self.standbyData, "-h", self.primarySockets, "-p", "\(self.primaryPort)", "-U", Self.user,
                     "-X",
                     "stream", "--checkpoint=fast",
                 ])
@@ -86,7 +100,7 @@ final class PostgresClusters {
                     "unix_socket_directories = '\(self.standbySockets)'", "port = \(Self.standbyPort)",
                     // Once promoted, the standby has no standby of its own to wait for.
                     "synchronous_standby_names = ''",
-                    "primary_conninfo = 'host=\(self.primarySockets) port=\(Self.primaryPort) user=\(Self.user) password=\(self.password) application_name=\(Self.standbyName)'",
+                    "primary_conninfo = 'host=\(self.primarySockets) port=\(self.primaryPort) user=\(Self.user) password=\(self.password) application_name=\(Self.standbyName)'",
                 ])
             try Data().write(to: URL(fileURLWithPath: self.standbyData + "/standby.signal"))
             try self.own(self.standbyData + "/standby.signal")
@@ -98,7 +112,7 @@ final class PostgresClusters {
 
             let deadline = Date().addingTimeInterval(30)
             while try self.psql(
-                Self.primaryPort, self.primarySockets, "postgres",
+                self.primaryPort, self.primarySockets, "postgres",
                 "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = 'sync'") != "1"
             {
                 guard Date() < deadline else { throw Failure("the standby did not stream in sync within 30 s") }
@@ -119,6 +133,38 @@ final class PostgresClusters {
     /// Promotes the standby and waits until it takes writes.
     func promoteStandby() throws {
         try self.pgctl(["-D", self.standbyData, "-w", "promote"])
+    }
+
+    /// Sets the primary's `ssl` setting and has it read its settings and its certificate and key files again
+    /// (`pg_ctl reload`: PostgreSQL reloads its TLS set-up on SIGHUP); returns once new connections see it.
+    func reloadTLS(on: Bool) throws {
+        try self.appendSettings(self.primaryData + "/postgresql.conf", ["ssl = \(on ? "on" : "off")"])
+        try self.pgctl(["-D", self.primaryData, "reload"])
+        // The postmaster applies a reload asynchronously: wait until a new backend reports the setting.
+        let deadline = Date().addingTimeInterval(30)
+        while try self.psql(self.primaryPort, self.primarySockets, "postgres", "SHOW ssl") != (on ? "on" : "off") {
+            guard Date() < deadline else { throw Failure("the primary did not take ssl = \(on) within 30 s") }
+            usleep(50_000)
+        }
+    }
+
+    /// A TCP port on 127.0.0.1 that nothing listens on now: the kernel's choice for a socket bound to port 0.
+    private static func freeLoopbackPort() throws -> Int {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { throw Failure("socket: errno \(errno)") }
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                bind(socket, address, length) == 0 && getsockname(socket, address, &length) == 0
+            }
+        }
+        guard bound else { throw Failure("bind to 127.0.0.1:0: errno \(errno)") }
+        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     /// Stops whatever still runs and removes every file.
@@ -147,7 +193,7 @@ final class PostgresClusters {
     }
 
     /// Gives `path` to the user the clusters run as.
-    private func own(_ path: String) throws {
+    func own(_ path: String) throws {
         guard geteuid() == 0 else { return }
         guard chown(path, 65534, 65534) == 0 else { throw Failure("chown \(path): errno \(errno)") }
     }

@@ -33,7 +33,7 @@ struct PrimaryLocatorTests {
         let fromString = PrimaryLocator(
             location: try PostgresLocation(
                 parsing:
-                    "postgresql://\(PostgresClusters.user)@/\(PostgresClusters.database)?host=\(clusters.primarySockets)&port=\(PostgresClusters.primaryPort)"
+                    "postgresql://\(PostgresClusters.user)@/\(PostgresClusters.database)?host=\(clusters.primarySockets)&port=\(clusters.primaryPort)"
             ),
             password: clusters.password, logger: self.logger)
         let (second, secondServer) = try await fromString.connect()
