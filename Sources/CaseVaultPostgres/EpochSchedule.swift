@@ -1,5 +1,5 @@
 internal import CaseVaultCore
-internal import CaseVaultSealing
+package import CaseVaultSealing
 internal import Logging
 package import PostgresNIO
 
@@ -15,7 +15,8 @@ package import PostgresNIO
 ///    the turn, publish a pair for the next epoch; from just short of half a window (`turnAge`), turn (one
 ///    daemon wins; a turn refused because a holder has not published its pair yet waits for it);
 /// 4. destroy every epoch older than the one new wraps use, once no live data key is wrapped under one
-///    (`wrappedBelow`, the rewrap's work: the storage that wraps data keys answers it).
+///    (`wrappedBelow`): what is still wrapped under one is rewrapped first (`rewrap`, step 3 of a turn; the
+///    storage that wraps data keys does both, `PostgresRecords`).
 ///
 /// Steps are idempotent: a daemon that crashed between two is mended by the next, as the exchange's calls
 /// are. The caller runs `step` every `interval`.
@@ -25,14 +26,27 @@ package struct EpochSchedule: Sendable {
     package let eraseWindow: Int64
     /// Whether any live data key is still wrapped under an epoch older than the one given.
     package let wrappedBelow: @Sendable (UInt64, PostgresConnection) async throws -> Bool
+    /// Rewraps every live data key under an epoch older than the one given under that one, with the epoch
+    /// keys this daemon holds; returns how many it rewrapped.
+    package let rewrap: @Sendable (UInt64, [EpochKey], PostgresConnection) async throws -> Int
 
     package init(
         exchange: EpochExchange, eraseWindow: Int64,
+        rewrap: @escaping @Sendable (UInt64, [EpochKey], PostgresConnection) async throws -> Int,
         wrappedBelow: @escaping @Sendable (UInt64, PostgresConnection) async throws -> Bool
     ) {
         self.exchange = exchange
         self.eraseWindow = eraseWindow
+        self.rewrap = rewrap
         self.wrappedBelow = wrappedBelow
+    }
+
+    /// The schedule of a daemon whose records are `records`.
+    package init(exchange: EpochExchange, eraseWindow: Int64, records: PostgresRecords) {
+        self.init(
+            exchange: exchange, eraseWindow: eraseWindow,
+            rewrap: { epoch, keys, connection in try await records.rewrap(below: epoch, keys: keys, on: connection) },
+            wrappedBelow: { epoch, connection in try await records.wrappedBelow(epoch, on: connection) })
     }
 
     /// How often a daemon steps, in seconds: a sixteenth of the window, at most a minute.
@@ -49,6 +63,8 @@ package struct EpochSchedule: Sendable {
         /// The epoch a pair was published for (again, when it was published before).
         package var publishedFor: UInt64?
         package var turnedTo: UInt64?
+        /// How many data keys were rewrapped to the epoch new wraps use.
+        package var rewrapped = 0
         package var destroyed: [UInt64] = []
         /// Why a turn that was due did not happen, or why older epochs were kept.
         package var waiting: String?
@@ -96,9 +112,13 @@ package struct EpochSchedule: Sendable {
         guard let wrap = try await EpochExchange.wrapEpoch(connection, logger: self.exchange.logger),
             self.exchange.file.keyEpochs().contains(wrap), wrap > 1
         else { return }
-        guard try await !self.wrappedBelow(wrap, connection) else {
-            step.waiting = "data keys are still wrapped under epochs older than \(wrap): they are rewrapped first"
-            return
+        if try await self.wrappedBelow(wrap, connection) {
+            step.rewrapped = try await self.rewrap(wrap, try self.exchange.file.epochKeys(), connection)
+            // Another daemon may still be rewrapping rows this one skipped: its next step destroys.
+            guard try await !self.wrappedBelow(wrap, connection) else {
+                step.waiting = "data keys are still wrapped under epochs older than \(wrap): they are rewrapped first"
+                return
+            }
         }
         step.destroyed = try await self.exchange.destroy(before: wrap, on: connection)
     }

@@ -52,7 +52,26 @@ package enum PostgresSchema {
                 PRIMARY KEY (epoch, daemon)
             )
             """,
-        ]
+        ],
+        // 2: records (`PostgresRecords`): ids, types, times, the epoch a record's data key is wrapped under,
+        // the wrapped key and the sealed blob. The blob is stored out of line without compression (sealed bytes
+        // do not compress). The index by epoch serves the rewrap at a turn and `wrappedBelow`.
+        [
+            """
+            CREATE TABLE casevault_records (
+                id bytea PRIMARY KEY CHECK (length(id) = 16),
+                case_id bytea NOT NULL CHECK (length(case_id) = 16),
+                type text NOT NULL,
+                created_at bigint NOT NULL,
+                epoch bigint NOT NULL REFERENCES casevault_epochs (number),
+                wrapped_key bytea NOT NULL,
+                blob bytea NOT NULL
+            )
+            """,
+            "ALTER TABLE casevault_records ALTER COLUMN blob SET STORAGE EXTERNAL",
+            "CREATE INDEX casevault_records_by_epoch ON casevault_records (epoch)",
+            "CREATE INDEX casevault_records_by_case ON casevault_records (case_id)",
+        ],
     ]
 
     /// The version this build writes.

@@ -18,9 +18,9 @@ extension EpochExchangeTests {
     }
 
     func schedule(_ daemon: Daemon, keysWrapped: WrappedKeys = WrappedKeys()) -> EpochSchedule {
-        EpochSchedule(exchange: daemon.exchange, eraseWindow: Self.window) { _, _ in
-            keysWrapped.remain.withLock { $0 }
-        }
+        EpochSchedule(
+            exchange: daemon.exchange, eraseWindow: Self.window, rewrap: { _, _, _ in 0 },
+            wrappedBelow: { _, _ in keysWrapped.remain.withLock { $0 } })
     }
 
     /// Daemons vault-a and vault-b on fresh clusters, the schema migrated.

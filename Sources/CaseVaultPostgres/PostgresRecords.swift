@@ -1,0 +1,174 @@
+package import CaseVaultCore
+package import CaseVaultSealing
+package import Logging
+package import PostgresNIO
+
+/// Records on PostgreSQL as the storage sees them: ids, the case, the type, the time, the erase epoch the
+/// record's data key is wrapped under, the wrapped key and the sealed blob. Never a key in the clear and
+/// never content: a data key is wrapped and rewrapped inside the sealing layer (`EpochKey`), and a blob is
+/// sealed there.
+///
+/// What keeps a shred's promise here is the epochs' schedule (docs/ARCHITECTURE.md, "The vault on
+/// PostgreSQL"): a shred deletes the row at once, and what PostgreSQL keeps of it (dead tuples, the WAL,
+/// standbys, archives, base backups) holds the data key wrapped under an epoch whose key every daemon
+/// destroys once no live record is wrapped under it. Two rules make "no live record is wrapped under it"
+/// hold for good once `wrappedBelow` says so:
+///
+/// - a record is filed only under an epoch at least the one new wraps use (`EpochExchange.wrapEpoch`),
+///   checked in the filing's own transaction: a filer that read the epoch before a turn is refused and
+///   wraps again;
+/// - filings hold a shared advisory lock for their transaction, and `wrappedBelow` takes it exclusively, so
+///   that its count waits for every filing under way: once it has counted none, every later filing sees
+///   the newer epoch ready and is refused under the older one.
+package struct PostgresRecords: Sendable {
+    /// The advisory lock filings share and `wrappedBelow` takes alone (`CVRECORD` in ASCII).
+    static let filingLock: Int64 = 0x4356_5245_434F_5244
+
+    /// How many records one transaction of `rewrap` rewraps.
+    package static let rewrapBatch = 500
+
+    let logger: Logger
+
+    package init(logger: Logger) {
+        self.logger = logger
+    }
+
+    /// A record's row: what the storage keeps of it.
+    package struct Row: Sendable, Equatable {
+        package var id: RecordID
+        package var caseID: CaseID
+        package var type: RecordType
+        package var createdAt: Int64
+        /// The erase epoch `wrappedKey` is wrapped under.
+        package var epoch: UInt64
+        package var wrappedKey: [UInt8]
+        package var blob: [UInt8]
+
+        package init(
+            id: RecordID, caseID: CaseID, type: RecordType, createdAt: Int64, epoch: UInt64, wrappedKey: [UInt8],
+            blob: [UInt8]
+        ) {
+            self.id = id
+            self.caseID = caseID
+            self.type = type
+            self.createdAt = createdAt
+            self.epoch = epoch
+            self.wrappedKey = wrappedKey
+            self.blob = blob
+        }
+    }
+
+    /// Files `row`, durable when this returns (the server's `synchronous_commit`). `key-unavailable`, filing
+    /// nothing, when `row.epoch` is older than the epoch new wraps use (a turn came in between: wrap again
+    /// under that epoch) or when no epoch is ready yet.
+    package func insert(_ row: Row, on connection: PostgresConnection) async throws {
+        let filed = try await connection.transaction(logger: self.logger) { connection -> Bool in
+            try await connection.query("SELECT pg_advisory_xact_lock_shared(\(Self.filingLock))", logger: self.logger)
+            let inserted = try await connection.query(
+                """
+                INSERT INTO casevault_records (id, case_id, type, created_at, epoch, wrapped_key, blob)
+                SELECT \(ByteBuffer(bytes: row.id.bytes)), \(ByteBuffer(bytes: row.caseID.bytes)), \(row.type.rawValue), \(row.createdAt),
+                    \(Int64(row.epoch)), \(ByteBuffer(bytes: row.wrappedKey)), \(ByteBuffer(bytes: row.blob))
+                WHERE \(Int64(row.epoch)) >= (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
+                RETURNING 1
+                """, logger: self.logger)
+            var count = 0
+            for try await _ in inserted.decode(Int32.self) { count += 1 }
+            return count == 1
+        }
+        guard filed else {
+            throw CaseVaultError(
+                .keyUnavailable,
+                "the record's key is wrapped under erase epoch \(row.epoch), older than the one new wraps use (or none is ready yet): wrap it again"
+            )
+        }
+    }
+
+    /// The row of `id`, or `nil` when no live record has it.
+    package func row(_ id: RecordID, on connection: PostgresConnection) async throws -> Row? {
+        let rows = try await connection.query(
+            """
+            SELECT case_id, type, created_at, epoch, wrapped_key, blob FROM casevault_records
+            WHERE id = \(ByteBuffer(bytes: id.bytes))
+            """, logger: self.logger)
+        for try await (caseID, type, createdAt, epoch, wrapped, blob) in rows.decode(
+            (ByteBuffer, String, Int64, Int64, ByteBuffer, ByteBuffer).self)
+        {
+            guard caseID.readableBytes == CaseID.byteCount, let type = RecordType(rawValue: type), epoch > 0 else {
+                throw CaseVaultError(.integrityFailure, "a record's row in the database is malformed")
+            }
+            return Row(
+                id: id, caseID: CaseID(bytes: Array(caseID.readableBytesView)), type: type, createdAt: createdAt,
+                epoch: UInt64(epoch), wrappedKey: Array(wrapped.readableBytesView), blob: Array(blob.readableBytesView))
+        }
+        return nil
+    }
+
+    /// Deletes `id`'s row (a shred's first step here: the record is gone for every reader from this commit
+    /// on); returns whether there was one. Its residue opens for no one once its epoch is destroyed.
+    package func delete(_ id: RecordID, on connection: PostgresConnection) async throws -> Bool {
+        let deleted = try await connection.query(
+            "DELETE FROM casevault_records WHERE id = \(ByteBuffer(bytes: id.bytes)) RETURNING 1", logger: self.logger)
+        var count = 0
+        for try await _ in deleted.decode(Int32.self) { count += 1 }
+        return count == 1
+    }
+
+    /// Whether any live record's key is wrapped under an epoch older than `epoch`: what must be false before
+    /// a daemon destroys those epochs (`EpochSchedule`). Waits for the filings under way (`filingLock`).
+    package func wrappedBelow(_ epoch: UInt64, on connection: PostgresConnection) async throws -> Bool {
+        try await connection.transaction(logger: self.logger) { connection -> Bool in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.filingLock))", logger: self.logger)
+            let rows = try await connection.query(
+                "SELECT EXISTS (SELECT 1 FROM casevault_records WHERE epoch < \(Int64(epoch)))", logger: self.logger)
+            var exists = true
+            for try await found in rows.decode(Bool.self) { exists = found }
+            return exists
+        }
+    }
+
+    /// Step 3 of a turn: every live record wrapped under an epoch older than `epoch` rewrapped under
+    /// `epoch`'s key, `rewrapBatch` at a time, each batch its own transaction (rows another daemon is
+    /// rewrapping are skipped, not waited for). `keys` are the epoch keys this daemon holds; a record under
+    /// an epoch whose key is not among them is `key-unavailable`. Returns how many records were rewrapped.
+    package func rewrap(below epoch: UInt64, keys: [EpochKey], on connection: PostgresConnection) async throws -> Int {
+        guard let next = keys.first(where: { $0.number == epoch }) else {
+            throw CaseVaultError(.keyUnavailable, "this daemon does not hold epoch \(epoch)'s key to rewrap under")
+        }
+        var total = 0
+        while true {
+            let count = try await connection.transaction(logger: self.logger) { connection -> Int in
+                let rows = try await connection.query(
+                    """
+                    SELECT id, epoch, wrapped_key FROM casevault_records WHERE epoch < \(Int64(epoch))
+                    ORDER BY id LIMIT \(Self.rewrapBatch) FOR UPDATE SKIP LOCKED
+                    """, logger: self.logger)
+                var batch: [(id: RecordID, epoch: UInt64, wrapped: [UInt8])] = []
+                for try await (id, old, wrapped) in rows.decode((ByteBuffer, Int64, ByteBuffer).self) {
+                    guard id.readableBytes == RecordID.byteCount else {
+                        throw CaseVaultError(.integrityFailure, "a record's row in the database is malformed")
+                    }
+                    batch.append(
+                        (RecordID(bytes: Array(id.readableBytesView)), UInt64(old), Array(wrapped.readableBytesView)))
+                }
+                for record in batch {
+                    guard let key = keys.first(where: { $0.number == record.epoch }) else {
+                        throw CaseVaultError(
+                            .keyUnavailable,
+                            "a record's key is wrapped under erase epoch \(record.epoch), which this daemon does not hold"
+                        )
+                    }
+                    let rewrapped = try key.rewrap(record.wrapped, recordID: record.id, under: next)
+                    try await connection.query(
+                        """
+                        UPDATE casevault_records SET epoch = \(Int64(epoch)), wrapped_key = \(ByteBuffer(bytes: rewrapped))
+                        WHERE id = \(ByteBuffer(bytes: record.id.bytes))
+                        """, logger: self.logger)
+                }
+                return batch.count
+            }
+            total += count
+            if count == 0 { return total }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+import CaseVaultCore
+import CaseVaultCrypto
+import CaseVaultPostgres
+import CaseVaultSealing
+import Foundation
+import Logging
+import PostgresNIO
+import Testing
+
+/// Records on PostgreSQL (`PostgresRecords`) under the erase epochs, with the two daemons of
+/// `EpochExchangeTests` on a primary and a synchronous standby of their own.
+extension EpochExchangeTests {
+    /// A record's row under `key`'s epoch for `caseID`, with a data key of its own and 4 KiB of sealed bytes
+    /// (random, as sealed bytes look), and that data key.
+    func newRecord(_ caseID: CaseID, under key: EpochKey) -> (row: PostgresRecords.Row, dataKey: DataKey) {
+        let id = RecordID(bytes: Random.bytes(count: RecordID.byteCount))
+        let dataKey = DataKey.random()
+        let row = PostgresRecords.Row(
+            id: id, caseID: caseID, type: .sessionNote, createdAt: 1_780_000_000_000, epoch: key.number,
+            wrappedKey: key.wrap(dataKey, recordID: id), blob: Random.bytes(count: 4096))
+        return (row, dataKey)
+    }
+
+    @Test(
+        "records filed under epoch 1 are rewrapped to epoch 2 by a daemon's step after the turn, which then destroys epoch 1, as the other daemon's does; a filer still on epoch 1 is refused; a shredded record's wrapped key and blob stay in the primary's and the standby's files and open with no key either daemon holds"
+    )
+    func recordsAcrossATurn() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (a, b) = try await self.twoDaemons(clusters, keys)
+        let records = PostgresRecords(logger: self.logger)
+        let caseID = CaseID(bytes: Random.bytes(count: CaseID.byteCount))
+        func expectRefused(_ row: PostgresRecords.Row, sourceLocation: SourceLocation = #_sourceLocation) async {
+            let error = await #expect(throws: CaseVaultError.self, sourceLocation: sourceLocation) {
+                try await records.insert(row, on: a.connection)
+            }
+            #expect(error?.code == .keyUnavailable, sourceLocation: sourceLocation)
+        }
+
+        // Before any epoch is ready, nothing is filed.
+        let early = self.newRecord(caseID, under: EpochKey.random(number: 1))
+        await expectRefused(early.row)
+        _ = try await a.exchange.turn(from: nil, on: a.connection)
+        #expect(try await b.exchange.receive(on: b.connection) == [1])
+        let epochOne = try #require(try a.exchange.file.epochKeys().first { $0.number == 1 })
+
+        // Three records filed under epoch 1; the first is shredded: its row is gone for every reader at once.
+        var filed: [(row: PostgresRecords.Row, dataKey: DataKey)] = []
+        for _ in 0..<3 {
+            let record = self.newRecord(caseID, under: epochOne)
+            try await records.insert(record.row, on: a.connection)
+            filed.append(record)
+        }
+        #expect(try await records.row(filed[1].row.id, on: b.connection) == filed[1].row)
+        let shredded = filed[0].row
+        #expect(try await records.delete(shredded.id, on: b.connection))
+        #expect(try await records.row(shredded.id, on: a.connection) == nil)
+        #expect(try await !records.delete(shredded.id, on: a.connection))
+
+        // One turn: both daemons hold epoch 2, which new wraps use from now on.
+        try await a.exchange.publishPair(for: 2, on: a.connection)
+        try await b.exchange.publishPair(for: 2, on: b.connection)
+        #expect(try await b.exchange.turn(from: 1, on: b.connection)?.epoch == 2)
+        #expect(try await a.exchange.receive(on: a.connection) == [2])
+        #expect(try await EpochExchange.wrapEpoch(a.connection, logger: self.logger) == 2)
+        #expect(try await records.wrappedBelow(2, on: a.connection))
+        // A filer that wrapped under epoch 1 before the turn is refused: epoch 1 may be destroyed any time now.
+        let late = self.newRecord(caseID, under: epochOne)
+        await expectRefused(late.row)
+        #expect(try await records.row(late.row.id, on: a.connection) == nil)
+
+        // The first daemon's step rewraps both live records and destroys epoch 1; the other's destroys it too.
+        let stepA = try await EpochSchedule(exchange: a.exchange, eraseWindow: 86_400, records: records)
+            .step(on: a.connection)
+        #expect(stepA.rewrapped == 2 && stepA.destroyed == [1], "\(stepA)")
+        let stepB = try await EpochSchedule(exchange: b.exchange, eraseWindow: 86_400, records: records)
+            .step(on: b.connection)
+        #expect(stepB.rewrapped == 0 && stepB.destroyed == [1], "\(stepB)")
+        #expect(try await !records.wrappedBelow(2, on: a.connection))
+        let epochTwo = try #require(try b.exchange.file.epochKeys().first { $0.number == 2 })
+        for (row, dataKey) in filed.dropFirst() {
+            let now = try #require(try await records.row(row.id, on: a.connection))
+            #expect(now.epoch == 2 && now.blob == row.blob && now.wrappedKey != row.wrappedKey)
+            #expect(try epochTwo.unwrap(now.wrappedKey, recordID: row.id) == dataKey)
+        }
+        // Filed under epoch 2, a record is kept.
+        let current = self.newRecord(caseID, under: epochTwo)
+        try await records.insert(current.row, on: b.connection)
+        #expect(try await records.row(current.row.id, on: a.connection) == current.row)
+
+        // The residue: the shredded record's wrapped key and sealed bytes, and the live records' keys as they
+        // were wrapped under epoch 1, lie in files of the primary and of the standby.
+        try await a.connection.query("CHECKPOINT", logger: self.logger)
+        try await a.connection.close()
+        try await b.connection.close()
+        for data in [clusters.primaryData, clusters.standbyData] {
+            let files = Self.files(under: data)
+            #expect(files.contains { Self.contains($0.bytes, shredded.wrappedKey) }, "\(data)")
+            // Pieces of the blob: in the WAL a record's bytes are broken by the headers of its 8 KiB pages.
+            let pieces = stride(from: 0, to: shredded.blob.count, by: 512).map { Array(shredded.blob[$0..<($0 + 48)]) }
+            #expect(
+                pieces.contains { piece in files.contains { Self.contains($0.bytes, piece) } }, "the blob in \(data)")
+            #expect(files.contains { Self.contains($0.bytes, filed[1].row.wrappedKey) }, "the old wrap in \(data)")
+        }
+        // No key either daemon holds opens any of them; each file holds epoch 2's key alone.
+        for daemon in [a, b] {
+            let held = try daemon.exchange.file.epochKeys()
+            #expect(held.map(\.number) == [2])
+            for key in held {
+                for (row, _) in filed {
+                    #expect(throws: CaseVaultError.self) { try key.unwrap(row.wrappedKey, recordID: row.id) }
+                }
+            }
+            let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: daemon.filePath)))
+            let kept = stride(from: 0, to: bytes.count, by: 128).filter {
+                bytes[$0..<($0 + 4)].elementsEqual("CVE1".utf8)
+            }
+            #expect(kept.map { bytes[$0 + 8] } == [2])
+        }
+    }
+}
