@@ -112,6 +112,12 @@ package struct EpochSchedule: Sendable {
         guard let wrap = try await EpochExchange.wrapEpoch(connection, logger: self.exchange.logger),
             self.exchange.file.keyEpochs().contains(wrap), wrap > 1
         else { return }
+        // With no older key left in this daemon's file, nothing needs the count (and its lock, which holds
+        // back filings): the call only records destructions a crash left unrecorded.
+        guard self.exchange.file.keyEpochs().contains(where: { $0 < wrap }) else {
+            step.destroyed = try await self.exchange.destroy(before: wrap, on: connection)
+            return
+        }
         if try await self.wrappedBelow(wrap, connection) {
             step.rewrapped = try await self.rewrap(wrap, try self.exchange.file.epochKeys(), connection)
             // Another daemon may still be rewrapping rows this one skipped: its next step destroys.

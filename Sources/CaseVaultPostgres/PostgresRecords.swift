@@ -14,15 +14,20 @@ package import PostgresNIO
 /// destroys once no live record is wrapped under it. Two rules make "no live record is wrapped under it"
 /// hold for good once `wrappedBelow` says so:
 ///
-/// - a record is filed only under an epoch at least the one new wraps use (`EpochExchange.wrapEpoch`),
-///   checked in the filing's own transaction: a filer that read the epoch before a turn is refused and
-///   wraps again;
+/// - a record is filed only under the epoch new wraps use (`EpochExchange.wrapEpoch`), checked in the
+///   filing's own transaction: a filer that read the epoch before a turn is refused and wraps again, and
+///   no record is filed under an epoch turned to but not yet held by every daemon;
 /// - filings hold a shared advisory lock for their transaction, and `wrappedBelow` takes it exclusively, so
 ///   that its count waits for every filing under way: once it has counted none, every later filing sees
 ///   the newer epoch ready and is refused under the older one.
+///
+/// Both rest on each statement seeing what committed before it began, so these transactions run at READ
+/// COMMITTED whatever the database's default (at REPEATABLE READ, `wrappedBelow`'s snapshot would be taken
+/// before its lock waited out a filing, and miss it). Advisory locks belong to a session: each caller needs
+/// its connection to itself while a call runs.
 package struct PostgresRecords: Sendable {
     /// The advisory lock filings share and `wrappedBelow` takes alone (`CVRECORD` in ASCII).
-    static let filingLock: Int64 = 0x4356_5245_434F_5244
+    package static let filingLock: Int64 = 0x4356_5245_434F_5244
 
     /// How many records one transaction of `rewrap` rewraps.
     package static let rewrapBatch = 500
@@ -59,17 +64,18 @@ package struct PostgresRecords: Sendable {
     }
 
     /// Files `row`, durable when this returns (the server's `synchronous_commit`). `key-unavailable`, filing
-    /// nothing, when `row.epoch` is older than the epoch new wraps use (a turn came in between: wrap again
-    /// under that epoch) or when no epoch is ready yet.
+    /// nothing, when `row.epoch` is not the epoch new wraps use (a turn came in between: wrap again under
+    /// that epoch) or when no epoch is ready yet.
     package func insert(_ row: Row, on connection: PostgresConnection) async throws {
         let filed = try await connection.transaction(logger: self.logger) { connection -> Bool in
+            try await Self.readCommitted(connection, logger: self.logger)
             try await connection.query("SELECT pg_advisory_xact_lock_shared(\(Self.filingLock))", logger: self.logger)
             let inserted = try await connection.query(
                 """
                 INSERT INTO casevault_records (id, case_id, type, created_at, epoch, wrapped_key, blob)
                 SELECT \(ByteBuffer(bytes: row.id.bytes)), \(ByteBuffer(bytes: row.caseID.bytes)), \(row.type.rawValue), \(row.createdAt),
                     \(Int64(row.epoch)), \(ByteBuffer(bytes: row.wrappedKey)), \(ByteBuffer(bytes: row.blob))
-                WHERE \(Int64(row.epoch)) >= (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
+                WHERE \(Int64(row.epoch)) = (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
                 RETURNING 1
                 """, logger: self.logger)
             var count = 0
@@ -79,7 +85,7 @@ package struct PostgresRecords: Sendable {
         guard filed else {
             throw CaseVaultError(
                 .keyUnavailable,
-                "the record's key is wrapped under erase epoch \(row.epoch), older than the one new wraps use (or none is ready yet): wrap it again"
+                "the record's key is wrapped under erase epoch \(row.epoch), not the one new wraps use (or none is ready yet): wrap it again"
             )
         }
     }
@@ -118,6 +124,7 @@ package struct PostgresRecords: Sendable {
     /// a daemon destroys those epochs (`EpochSchedule`). Waits for the filings under way (`filingLock`).
     package func wrappedBelow(_ epoch: UInt64, on connection: PostgresConnection) async throws -> Bool {
         try await connection.transaction(logger: self.logger) { connection -> Bool in
+            try await Self.readCommitted(connection, logger: self.logger)
             try await connection.query("SELECT pg_advisory_xact_lock(\(Self.filingLock))", logger: self.logger)
             let rows = try await connection.query(
                 "SELECT EXISTS (SELECT 1 FROM casevault_records WHERE epoch < \(Int64(epoch)))", logger: self.logger)
@@ -127,20 +134,25 @@ package struct PostgresRecords: Sendable {
         }
     }
 
-    /// Step 3 of a turn: every live record wrapped under an epoch older than `epoch` rewrapped under
-    /// `epoch`'s key, `rewrapBatch` at a time, each batch its own transaction (rows another daemon is
-    /// rewrapping are skipped, not waited for). `keys` are the epoch keys this daemon holds; a record under
-    /// an epoch whose key is not among them is `key-unavailable`. Returns how many records were rewrapped.
+    /// Step 3 of a turn: every live record wrapped under an epoch older than `epoch` whose key is among
+    /// `keys` (the epoch keys this daemon holds) rewrapped under `epoch`'s key, `rewrapBatch` at a time,
+    /// each batch its own transaction (rows another daemon is rewrapping are skipped, not waited for).
+    /// Records under an older epoch this daemon does not hold are left to a daemon that does
+    /// (`wrappedBelow` stays true). A wrapped key that does not open is `integrity-failure`, naming the
+    /// record. Returns how many records were rewrapped.
     package func rewrap(below epoch: UInt64, keys: [EpochKey], on connection: PostgresConnection) async throws -> Int {
         guard let next = keys.first(where: { $0.number == epoch }) else {
             throw CaseVaultError(.keyUnavailable, "this daemon does not hold epoch \(epoch)'s key to rewrap under")
         }
+        let older = keys.map(\.number).filter { $0 < epoch }.map { Int64($0) }
+        guard !older.isEmpty else { return 0 }
         var total = 0
         while true {
             let count = try await connection.transaction(logger: self.logger) { connection -> Int in
+                try await Self.readCommitted(connection, logger: self.logger)
                 let rows = try await connection.query(
                     """
-                    SELECT id, epoch, wrapped_key FROM casevault_records WHERE epoch < \(Int64(epoch))
+                    SELECT id, epoch, wrapped_key FROM casevault_records WHERE epoch = ANY(\(older))
                     ORDER BY id LIMIT \(Self.rewrapBatch) FOR UPDATE SKIP LOCKED
                     """, logger: self.logger)
                 var batch: [(id: RecordID, epoch: UInt64, wrapped: [UInt8])] = []
@@ -152,13 +164,16 @@ package struct PostgresRecords: Sendable {
                         (RecordID(bytes: Array(id.readableBytesView)), UInt64(old), Array(wrapped.readableBytesView)))
                 }
                 for record in batch {
-                    guard let key = keys.first(where: { $0.number == record.epoch }) else {
+                    guard let key = keys.first(where: { $0.number == record.epoch }) else { continue }
+                    let rewrapped: [UInt8]
+                    do {
+                        rewrapped = try key.rewrap(record.wrapped, recordID: record.id, under: next)
+                    } catch {
                         throw CaseVaultError(
-                            .keyUnavailable,
-                            "a record's key is wrapped under erase epoch \(record.epoch), which this daemon does not hold"
-                        )
+                            .integrityFailure,
+                            "record \(record.id)'s wrapped key does not open under erase epoch \(record.epoch): it was altered, or written by someone without the epoch's key",
+                            cause: error)
                     }
-                    let rewrapped = try key.rewrap(record.wrapped, recordID: record.id, under: next)
                     try await connection.query(
                         """
                         UPDATE casevault_records SET epoch = \(Int64(epoch)), wrapped_key = \(ByteBuffer(bytes: rewrapped))
@@ -170,5 +185,10 @@ package struct PostgresRecords: Sendable {
             total += count
             if count == 0 { return total }
         }
+    }
+
+    /// Makes the transaction `connection` is in READ COMMITTED: its first statement.
+    private static func readCommitted(_ connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", logger: logger)
     }
 }

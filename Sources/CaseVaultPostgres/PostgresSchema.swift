@@ -54,8 +54,9 @@ package enum PostgresSchema {
             """,
         ],
         // 2: records (`PostgresRecords`): ids, types, times, the epoch a record's data key is wrapped under,
-        // the wrapped key and the sealed blob. The blob is stored out of line without compression (sealed bytes
-        // do not compress). The index by epoch serves the rewrap at a turn and `wrappedBelow`.
+        // the wrapped key (nonce, key, tag: 72 bytes) and the sealed blob, stored without compression (sealed
+        // bytes do not compress), out of line past PostgreSQL's TOAST threshold. The index by epoch serves the
+        // rewrap at a turn and `wrappedBelow`.
         [
             """
             CREATE TABLE casevault_records (
@@ -64,7 +65,7 @@ package enum PostgresSchema {
                 type text NOT NULL,
                 created_at bigint NOT NULL,
                 epoch bigint NOT NULL REFERENCES casevault_epochs (number),
-                wrapped_key bytea NOT NULL,
+                wrapped_key bytea NOT NULL CHECK (length(wrapped_key) = 72),
                 blob bytea NOT NULL
             )
             """,

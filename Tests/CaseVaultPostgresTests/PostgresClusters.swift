@@ -136,14 +136,18 @@ final class PostgresClusters {
     }
 
     /// Sets the primary's `ssl` setting and has it read its settings and its certificate and key files again
-    /// (`pg_ctl reload`: PostgreSQL reloads its TLS set-up on SIGHUP); returns once new connections see it.
+    /// (`pg_ctl reload`: PostgreSQL reloads its TLS set-up on SIGHUP); returns once a new session reports a
+    /// load of the configuration later than the one before (`pg_conf_load_time()`), with the setting.
     func reloadTLS(on: Bool) throws {
+        let query = "SELECT pg_conf_load_time()::text || ' ' || current_setting('ssl')"
+        let before = try self.psql(self.primaryPort, self.primarySockets, "postgres", query)
         try self.appendSettings(self.primaryData + "/postgresql.conf", ["ssl = \(on ? "on" : "off")"])
         try self.pgctl(["-D", self.primaryData, "reload"])
-        // The postmaster applies a reload asynchronously: wait until a new backend reports the setting.
         let deadline = Date().addingTimeInterval(30)
-        while try self.psql(self.primaryPort, self.primarySockets, "postgres", "SHOW ssl") != (on ? "on" : "off") {
-            guard Date() < deadline else { throw Failure("the primary did not take ssl = \(on) within 30 s") }
+        while true {
+            let now = try self.psql(self.primaryPort, self.primarySockets, "postgres", query)
+            if now != before, now.hasSuffix(on ? " on" : " off") { return }
+            guard Date() < deadline else { throw Failure("the primary did not reload within 30 s (\(now))") }
             usleep(50_000)
         }
     }

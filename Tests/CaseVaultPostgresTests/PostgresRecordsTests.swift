@@ -120,3 +120,64 @@ extension EpochExchangeTests {
         }
     }
 }
+
+extension EpochExchangeTests {
+    @Test(
+        "the count of records under an older epoch waits for a filing under way and sees it, even where the database's default isolation is REPEATABLE READ"
+    )
+    func countWaitsForFilings() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (a, b) = try await self.twoDaemons(clusters, keys)
+        let records = PostgresRecords(logger: self.logger)
+        _ = try await a.exchange.turn(from: nil, on: a.connection)
+        _ = try await b.exchange.receive(on: b.connection)
+        let epochOne = try #require(try a.exchange.file.epochKeys().first { $0.number == 1 })
+        try await a.exchange.publishPair(for: 2, on: a.connection)
+        try await b.exchange.publishPair(for: 2, on: b.connection)
+        _ = try await b.exchange.turn(from: 1, on: b.connection)
+        _ = try await a.exchange.receive(on: a.connection)
+        #expect(try await EpochExchange.wrapEpoch(a.connection, logger: self.logger) == 2)
+        // At REPEATABLE READ a transaction's snapshot is taken at its first statement: before the count's lock
+        // has waited out the filing.
+        try await a.connection.query(
+            "ALTER DATABASE \(unescaped: PostgresClusters.database) SET default_transaction_isolation = 'repeatable read'",
+            logger: self.logger)
+        let locator = PrimaryLocator(
+            location: try clusters.location([clusters.primary]), password: clusters.password, logger: self.logger)
+        let (filer, _) = try await locator.connect()
+        defer { filer.closeAtExit() }
+        let (counter, _) = try await locator.connect()
+        defer { counter.closeAtExit() }
+
+        // A filing that checked its epoch just before the turn was ready, still under way: it holds the lock
+        // filings share, and its row is not committed yet.
+        let (row, _) = self.newRecord(CaseID(bytes: Random.bytes(count: CaseID.byteCount)), under: epochOne)
+        try await filer.query("BEGIN", logger: self.logger)
+        try await filer.query("SELECT pg_advisory_xact_lock_shared(\(PostgresRecords.filingLock))", logger: self.logger)
+        try await filer.query(
+            """
+            INSERT INTO casevault_records (id, case_id, type, created_at, epoch, wrapped_key, blob)
+            VALUES (\(ByteBuffer(bytes: row.id.bytes)), \(ByteBuffer(bytes: row.caseID.bytes)), \(row.type.rawValue),
+                \(row.createdAt), 1, \(ByteBuffer(bytes: row.wrappedKey)), \(ByteBuffer(bytes: row.blob)))
+            """, logger: self.logger)
+        let counting = Task { try await records.wrappedBelow(2, on: counter) }
+        // The count waits for the filing's lock.
+        var waiting = false
+        let deadline = Date().addingTimeInterval(10)
+        while !waiting && Date() < deadline {
+            for try await count in try await a.connection.query(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", logger: self.logger
+            ).decode(Int64.self) {
+                waiting = count == 1
+            }
+            if !waiting { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(waiting, "the count did not wait for the filing under way")
+        try await filer.query("COMMIT", logger: self.logger)
+        #expect(try await counting.value, "the count missed the record filed under epoch 1")
+        try await filer.close()
+        try await counter.close()
+    }
+}

@@ -23,6 +23,8 @@ struct PostgresTLSTests {
         let certificates = try TestCertificates()
         let clusters = try PostgresClusters(tls: (certificates.serving, certificates.servingKey))
         defer { clusters.tearDown() }
+        // The server reads the files again at each reload: they stay until the test ends.
+        defer { withExtendedLifetime(certificates) {} }
         func locator(trusting ca: String) throws -> PrimaryLocator {
             PrimaryLocator(
                 location: try PostgresLocation(
