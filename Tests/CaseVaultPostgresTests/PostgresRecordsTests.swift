@@ -21,6 +21,16 @@ extension EpochExchangeTests {
         return (row, dataKey)
     }
 
+    /// Both daemons publish their pairs for the epoch after `current`, `turner` turns to it and `receiver`
+    /// receives it: the next epoch, ready for new wraps.
+    func turn(from current: UInt64, by turner: Daemon, receivedBy receiver: Daemon) async throws {
+        try await turner.exchange.publishPair(for: current + 1, on: turner.connection)
+        try await receiver.exchange.publishPair(for: current + 1, on: receiver.connection)
+        #expect(try await turner.exchange.turn(from: current, on: turner.connection)?.epoch == current + 1)
+        #expect(try await receiver.exchange.receive(on: receiver.connection) == [current + 1])
+        #expect(try await EpochExchange.wrapEpoch(turner.connection, logger: self.logger) == current + 1)
+    }
+
     @Test(
         "records filed under epoch 1 are rewrapped to epoch 2 by a daemon's step after the turn, which then destroys epoch 1, as the other daemon's does; a filer still on epoch 1 is refused; a shredded record's wrapped key and blob stay in the primary's and the standby's files and open with no key either daemon holds"
     )
@@ -59,11 +69,7 @@ extension EpochExchangeTests {
         #expect(try await !records.delete(shredded.id, on: a.connection))
 
         // One turn: both daemons hold epoch 2, which new wraps use from now on.
-        try await a.exchange.publishPair(for: 2, on: a.connection)
-        try await b.exchange.publishPair(for: 2, on: b.connection)
-        #expect(try await b.exchange.turn(from: 1, on: b.connection)?.epoch == 2)
-        #expect(try await a.exchange.receive(on: a.connection) == [2])
-        #expect(try await EpochExchange.wrapEpoch(a.connection, logger: self.logger) == 2)
+        try await self.turn(from: 1, by: b, receivedBy: a)
         #expect(try await records.wrappedBelow(2, on: a.connection))
         // A filer that wrapped under epoch 1 before the turn is refused: epoch 1 may be destroyed any time now.
         let late = self.newRecord(caseID, under: epochOne)
@@ -119,9 +125,7 @@ extension EpochExchangeTests {
             #expect(kept.map { bytes[$0 + 8] } == [2])
         }
     }
-}
 
-extension EpochExchangeTests {
     @Test(
         "the count of records under an older epoch waits for a filing under way and sees it, even where the database's default isolation is REPEATABLE READ"
     )
@@ -134,11 +138,7 @@ extension EpochExchangeTests {
         _ = try await a.exchange.turn(from: nil, on: a.connection)
         _ = try await b.exchange.receive(on: b.connection)
         let epochOne = try #require(try a.exchange.file.epochKeys().first { $0.number == 1 })
-        try await a.exchange.publishPair(for: 2, on: a.connection)
-        try await b.exchange.publishPair(for: 2, on: b.connection)
-        _ = try await b.exchange.turn(from: 1, on: b.connection)
-        _ = try await a.exchange.receive(on: a.connection)
-        #expect(try await EpochExchange.wrapEpoch(a.connection, logger: self.logger) == 2)
+        try await self.turn(from: 1, by: b, receivedBy: a)
         // At REPEATABLE READ a transaction's snapshot is taken at its first statement: before the count's lock
         // has waited out the filing.
         try await a.connection.query(
