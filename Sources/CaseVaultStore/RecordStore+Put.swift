@@ -58,12 +58,14 @@ extension RecordStore {
         } catch {
             return batch.map { _ in .failure(error) }
         }
+        var clock = BatchPhases.Clock()
         let before = self.writer.withLock { $0 }
         // A rotation changes the epoch only as the only writer, so it holds for the whole batch.
         let epoch = self.currentEpoch
         let frames: [(bytes: [UInt8], head: Int, slot: Int64, wrappedKey: [UInt8])]
         do throws(CaseVaultError) {
             let slots = try self.takeUnownedSlots(batch.count)
+            clock.end(\.slotsNanoseconds)
             frames = try zip(batch, slots).map { (put, slot) throws(CaseVaultError) in
                 let wrappedKey = try put.record.wrappedKey(slot: slot, epoch: epoch)
                 let frame = SegmentFrame(
@@ -76,6 +78,7 @@ extension RecordStore {
             self.writer.withLock { $0 = before }
             return batch.map { _ in .failure(error) }
         }
+        clock.end(\.framesNanoseconds)
         let placed = self.writer.withLock { state in
             frames.map { frame in state.cursor.reserve(frame.bytes.count, maxBytes: self.segments.maxBytes) }
         }
@@ -87,6 +90,7 @@ extension RecordStore {
                 self.observe(.putAfterFrameWrite)
                 try self.slots.write(frame.slot, frame.wrappedKey)
             }
+            clock.end(\.writesNanoseconds)
             // What the audit log wrote before this point (the batch's request entries among it) is written
             // back first, and made durable by the segment's device flush. The frames' pages are sent to
             // the device while the log's are, rather than after them: a batch that carries the log then
@@ -105,6 +109,8 @@ extension RecordStore {
                 try self.slots.flush()
             }
             self.observe(.putAfterFlush)
+            clock.end(\.flushNanoseconds)
+            let checkpointed = self.index.checkpoints.nanoseconds
             let rows = zip(zip(batch, frames), placed).map { (pair, place) in
                 Index.PutRow(
                     metadata: pair.0.metadata, participant: pair.0.record.sealedParticipant, slot: pair.1.slot,
@@ -129,6 +135,8 @@ extension RecordStore {
                 try self.index.writeUnflushed { db in try Index.insertPuts(db, rows, writer: after, settled: false) }
             }
             self.observe(.putAfterCommit)
+            clock.end(\.commitNanoseconds, checkpoint: self.index.checkpoints.nanoseconds - checkpointed)
+            self.phases.withLock { $0.add(clock.phases) }
             return batch.map { .success($0.metadata) }
         } catch {
             // Nothing was acknowledged: undo what reached the disk so no orphan key or ciphertext remains.

@@ -40,6 +40,8 @@ package final class RecordStore: RecordStorage {
     package let logger: Logger
     /// The audit log, when its entries ride on the flushes of put batches (`letRide`).
     let rider = Mutex<(any FlushRider)?>(nil)
+    /// Where put batches' leaders spent their time (`batchPhases`).
+    let phases = Mutex(BatchPhases())
     private let closed = Atomic<Bool>(false)
     /// Whether `close` has begun.
     var isClosed: Bool { self.closed.load(ordering: .acquiring) }
@@ -288,6 +290,9 @@ package final class RecordStore: RecordStorage {
         let counts = self.writes.counts
         return (counts.jobs, counts.batches)
     }
+
+    /// Where the leaders of the put batches acknowledged so far spent their time, phase by phase.
+    package var batchPhases: BatchPhases { self.phases.withLock { $0 } }
 
     func observe(_ point: CrashPoint) {
         self.configuration.crashPointObserver?(point)

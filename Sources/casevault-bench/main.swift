@@ -90,6 +90,7 @@ struct Bench: ParsableCommand {
         let ids = Collected()
 
         for writers in [1, 16] {
+            let phasesBefore = store.batchPhases
             let before = store.groupCommitCounts
             let written = Self.bytesWritten()
             let (start, cpuBefore) = (Date(), Self.cpuSeconds())
@@ -110,6 +111,23 @@ struct Bench: ParsableCommand {
             Figures.record("put_in_process_\(writers)_per_batch", perBatch)
             Figures.record("put_in_process_\(writers)_cpu_us", cpu)
             Figures.record("put_in_process_\(writers)_bytes_per_put", bytesPerPut)
+            // Where the leaders' time went, batch by batch (the store's own clock of its phases).
+            let phases = store.batchPhases.since(phasesBefore)
+            let batches = Double(max(1, phases.batches))
+            let phaseMicroseconds = [
+                phases.slotsNanoseconds, phases.framesNanoseconds, phases.writesNanoseconds, phases.flushNanoseconds,
+                phases.commitNanoseconds, phases.checkpointNanoseconds,
+            ].map { Double($0) / batches / 1000 }
+            print(
+                String(
+                    format:
+                        "         where the time goes, a batch's leader: slots %.0f us, keys and frames %.0f, writes %.0f, device flush %.0f, index commit %.0f and checkpoints %.0f (%.0f us a batch)",
+                    phaseMicroseconds[0], phaseMicroseconds[1], phaseMicroseconds[2], phaseMicroseconds[3],
+                    phaseMicroseconds[4], phaseMicroseconds[5], phaseMicroseconds.reduce(0, +)))
+            for (name, value) in zip(["slots", "frames", "writes", "flush", "commit", "checkpoint"], phaseMicroseconds)
+            {
+                Figures.record("put_in_process_\(writers)_\(name)_us", value)
+            }
         }
 
         let all = ids.all

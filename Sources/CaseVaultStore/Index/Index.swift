@@ -26,12 +26,11 @@ struct Index: Sendable {
     /// the failure of the last checkpoint that failed, which the commit takes (`takeFailure`) and a loss
     /// counts (`Loss`). Written by SQLite's hook on the writer only, read by the writer after its commit.
     final class Checkpoints: @unchecked Sendable {
-        let report: UnsafeMutablePointer<Int32>
+        let report: UnsafeMutablePointer<casevault_checkpoint_report>
 
         init(frames: Int32) {
-            self.report = .allocate(capacity: 2)
-            self.report.initialize(repeating: 0, count: 2)
-            self.report[0] = frames
+            self.report = .allocate(capacity: 1)
+            self.report.initialize(to: casevault_checkpoint_report(frames: frames, failure: 0, nanoseconds: 0))
         }
 
         deinit { self.report.deallocate() }
@@ -43,9 +42,12 @@ struct Index: Sendable {
 
         /// The result code of a checkpoint that failed since the last call, if one did.
         func takeFailure() -> Int32? {
-            defer { self.report[1] = 0 }
-            return self.report[1] == 0 ? nil : self.report[1]
+            defer { self.report.pointee.failure = 0 }
+            return self.report.pointee.failure == 0 ? nil : self.report.pointee.failure
         }
+
+        /// The time the writer has spent in checkpoints so far (for `BatchPhases`).
+        var nanoseconds: UInt64 { UInt64(clamping: casevault_checkpoint_nanoseconds(self.report)) }
     }
 
     /// Whether the index may have lost commits the disk refused. A flush that failed (or a write, or a page

@@ -1,0 +1,67 @@
+internal import Dispatch
+internal import Synchronization
+
+/// Where a put batch's leader spends its time, summed over the batches that were acknowledged: for `make
+/// bench`'s "where the time goes" line of the in-process puts (the figures a profiler would give, at the
+/// cost of eight clock reads a batch).
+package struct BatchPhases: Sendable, Equatable {
+    /// Batches summed.
+    package var batches = 0
+    /// Slots taken from the allocator and checked against the index (`takeUnownedSlots`).
+    package var slotsNanoseconds: UInt64 = 0
+    /// Data keys wrapped into their slots and frames encoded.
+    package var framesNanoseconds: UInt64 = 0
+    /// Frames and slots written to the page cache.
+    package var writesNanoseconds: UInt64 = 0
+    /// The device flush (the segment's, and the slots' when the batch settles).
+    package var flushNanoseconds: UInt64 = 0
+    /// The index commit of the batch's rows, its checkpoint left out.
+    package var commitNanoseconds: UInt64 = 0
+    /// The checkpoint of the index's WAL that a commit begins once the WAL holds enough frames
+    /// (`StoreConfiguration.indexCheckpointFrames`), on the committing leader.
+    package var checkpointNanoseconds: UInt64 = 0
+
+    package init() {}
+
+    /// What was summed between `earlier` and this.
+    package func since(_ earlier: BatchPhases) -> BatchPhases {
+        var difference = BatchPhases()
+        difference.batches = self.batches - earlier.batches
+        difference.slotsNanoseconds = self.slotsNanoseconds - earlier.slotsNanoseconds
+        difference.framesNanoseconds = self.framesNanoseconds - earlier.framesNanoseconds
+        difference.writesNanoseconds = self.writesNanoseconds - earlier.writesNanoseconds
+        difference.flushNanoseconds = self.flushNanoseconds - earlier.flushNanoseconds
+        difference.commitNanoseconds = self.commitNanoseconds - earlier.commitNanoseconds
+        difference.checkpointNanoseconds = self.checkpointNanoseconds - earlier.checkpointNanoseconds
+        return difference
+    }
+
+    /// Times one batch's phases, each from the end of the one before; `add` sums them when it is done.
+    struct Clock {
+        private var last = DispatchTime.now().uptimeNanoseconds
+        private(set) var phases = BatchPhases()
+
+        init() {
+            self.phases.batches = 1
+        }
+
+        /// Ends the phase at `keyPath`, of which `checkpoint` nanoseconds were a checkpoint's.
+        mutating func end(_ keyPath: WritableKeyPath<BatchPhases, UInt64>, checkpoint: UInt64 = 0) {
+            let now = DispatchTime.now().uptimeNanoseconds
+            let checkpoint = min(checkpoint, now - self.last)
+            self.phases[keyPath: keyPath] += now - self.last - checkpoint
+            self.phases.checkpointNanoseconds += checkpoint
+            self.last = now
+        }
+    }
+
+    mutating func add(_ other: BatchPhases) {
+        self.batches += other.batches
+        self.slotsNanoseconds += other.slotsNanoseconds
+        self.framesNanoseconds += other.framesNanoseconds
+        self.writesNanoseconds += other.writesNanoseconds
+        self.flushNanoseconds += other.flushNanoseconds
+        self.commitNanoseconds += other.commitNanoseconds
+        self.checkpointNanoseconds += other.checkpointNanoseconds
+    }
+}
