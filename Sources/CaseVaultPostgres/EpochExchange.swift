@@ -219,6 +219,9 @@ package struct EpochExchange: Sendable {
                 try self.file.keep(key)
             }
             try await connection.transaction(logger: self.logger) { connection in
+                // Under the turn lock, so that of two daemons receiving at once the second sees the first's
+                // copy gone and marks the epoch ready (each alone would still see the other's copy).
+                try await connection.query("SELECT pg_advisory_xact_lock(\(Self.turnLock))", logger: self.logger)
                 try await connection.query(
                     """
                     INSERT INTO casevault_epoch_holders (epoch, daemon) VALUES (\(Int64(epoch)), \(self.daemon.rawValue))

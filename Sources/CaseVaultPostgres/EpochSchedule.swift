@@ -29,15 +29,19 @@ package struct EpochSchedule: Sendable {
     /// Rewraps every live data key under an epoch older than the one given under that one, with the epoch
     /// keys this daemon holds; returns how many it rewrapped.
     package let rewrap: @Sendable (UInt64, [EpochKey], PostgresConnection) async throws -> Int
+    /// The older epochs live data keys are still wrapped under (for the step's `waiting`).
+    package let under: @Sendable (UInt64, PostgresConnection) async throws -> [UInt64]
 
     package init(
         exchange: EpochExchange, eraseWindow: Int64,
         rewrap: @escaping @Sendable (UInt64, [EpochKey], PostgresConnection) async throws -> Int,
+        under: @escaping @Sendable (UInt64, PostgresConnection) async throws -> [UInt64] = { _, _ in [] },
         wrappedBelow: @escaping @Sendable (UInt64, PostgresConnection) async throws -> Bool
     ) {
         self.exchange = exchange
         self.eraseWindow = eraseWindow
         self.rewrap = rewrap
+        self.under = under
         self.wrappedBelow = wrappedBelow
     }
 
@@ -46,6 +50,7 @@ package struct EpochSchedule: Sendable {
         self.init(
             exchange: exchange, eraseWindow: eraseWindow,
             rewrap: { epoch, keys, connection in try await records.rewrap(below: epoch, keys: keys, on: connection) },
+            under: { epoch, connection in try await records.epochs(below: epoch, on: connection) },
             wrappedBelow: { epoch, connection in try await records.wrappedBelow(epoch, on: connection) })
     }
 
@@ -120,9 +125,16 @@ package struct EpochSchedule: Sendable {
         }
         if try await self.wrappedBelow(wrap, connection) {
             step.rewrapped = try await self.rewrap(wrap, try self.exchange.file.epochKeys(), connection)
-            // Another daemon may still be rewrapping rows this one skipped: its next step destroys.
+            // Another daemon may still be rewrapping rows this one skipped (its next step destroys), or
+            // rows lie under an epoch this daemon does not hold, for a daemon that holds it to rewrap.
             guard try await !self.wrappedBelow(wrap, connection) else {
-                step.waiting = "data keys are still wrapped under epochs older than \(wrap): they are rewrapped first"
+                let held = Set(self.exchange.file.keyEpochs())
+                let unheld = try await self.under(wrap, connection).filter { !held.contains($0) }
+                step.waiting =
+                    "data keys are still wrapped under epochs older than \(wrap): they are rewrapped first"
+                    + (unheld.isEmpty
+                        ? ""
+                        : "; epochs \(unheld.map(String.init).joined(separator: ", ")), whose keys this daemon does not hold, by a daemon that holds them")
                 return
             }
         }

@@ -16,15 +16,16 @@ package import PostgresNIO
 ///
 /// - a record is filed only under the epoch new wraps use (`EpochExchange.wrapEpoch`), checked in the
 ///   filing's own transaction: a filer that read the epoch before a turn is refused and wraps again, and
-///   no record is filed under an epoch turned to but not yet held by every daemon;
+///   no record is filed under an epoch turned to while a copy of its key sealed at the turn still waits to
+///   be received (`ready_at`);
 /// - filings hold a shared advisory lock for their transaction, and `wrappedBelow` takes it exclusively, so
 ///   that its count waits for every filing under way: once it has counted none, every later filing sees
 ///   the newer epoch ready and is refused under the older one.
 ///
 /// Both rest on each statement seeing what committed before it began, so these transactions run at READ
-/// COMMITTED whatever the database's default (at REPEATABLE READ, `wrappedBelow`'s snapshot would be taken
-/// before its lock waited out a filing, and miss it). Advisory locks belong to a session: each caller needs
-/// its connection to itself while a call runs.
+/// COMMITTED whatever the database's default (`PostgresConnection.transaction`; at REPEATABLE READ,
+/// `wrappedBelow`'s snapshot would be taken before its lock waited out a filing, and miss it). Advisory
+/// locks belong to a session: each caller needs its connection to itself while a call runs.
 package struct PostgresRecords: Sendable {
     /// The advisory lock filings share and `wrappedBelow` takes alone (`CVRECORD` in ASCII).
     package static let filingLock: Int64 = 0x4356_5245_434F_5244
@@ -68,7 +69,6 @@ package struct PostgresRecords: Sendable {
     /// that epoch) or when no epoch is ready yet.
     package func insert(_ row: Row, on connection: PostgresConnection) async throws {
         let filed = try await connection.transaction(logger: self.logger) { connection -> Bool in
-            try await Self.readCommitted(connection, logger: self.logger)
             try await connection.query("SELECT pg_advisory_xact_lock_shared(\(Self.filingLock))", logger: self.logger)
             let inserted = try await connection.query(
                 """
@@ -124,7 +124,6 @@ package struct PostgresRecords: Sendable {
     /// a daemon destroys those epochs (`EpochSchedule`). Waits for the filings under way (`filingLock`).
     package func wrappedBelow(_ epoch: UInt64, on connection: PostgresConnection) async throws -> Bool {
         try await connection.transaction(logger: self.logger) { connection -> Bool in
-            try await Self.readCommitted(connection, logger: self.logger)
             try await connection.query("SELECT pg_advisory_xact_lock(\(Self.filingLock))", logger: self.logger)
             let rows = try await connection.query(
                 "SELECT EXISTS (SELECT 1 FROM casevault_records WHERE epoch < \(Int64(epoch)))", logger: self.logger)
@@ -149,7 +148,6 @@ package struct PostgresRecords: Sendable {
         var total = 0
         while true {
             let count = try await connection.transaction(logger: self.logger) { connection -> Int in
-                try await Self.readCommitted(connection, logger: self.logger)
                 let rows = try await connection.query(
                     """
                     SELECT id, epoch, wrapped_key FROM casevault_records WHERE epoch = ANY(\(older))
@@ -164,11 +162,16 @@ package struct PostgresRecords: Sendable {
                         (RecordID(bytes: Array(id.readableBytesView)), UInt64(old), Array(wrapped.readableBytesView)))
                 }
                 for record in batch {
-                    guard let key = keys.first(where: { $0.number == record.epoch }) else { continue }
+                    // Selected by the epochs `keys` hold.
+                    guard let key = keys.first(where: { $0.number == record.epoch }) else {
+                        throw CaseVaultError(.keyUnavailable, "erase epoch \(record.epoch)'s key went missing")
+                    }
                     let rewrapped: [UInt8]
-                    do {
+                    do throws(CaseVaultError) {
                         rewrapped = try key.rewrap(record.wrapped, recordID: record.id, under: next)
                     } catch {
+                        // Secure memory that could not be had is not an altered key.
+                        guard error.code == .integrityFailure else { throw error }
                         throw CaseVaultError(
                             .integrityFailure,
                             "record \(record.id)'s wrapped key does not open under erase epoch \(record.epoch): it was altered, or written by someone without the epoch's key",
@@ -187,8 +190,15 @@ package struct PostgresRecords: Sendable {
         }
     }
 
-    /// Makes the transaction `connection` is in READ COMMITTED: its first statement.
-    private static func readCommitted(_ connection: PostgresConnection, logger: Logger) async throws {
-        try await connection.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", logger: logger)
+    /// The epochs older than `epoch` under which live records' keys are still wrapped, oldest first.
+    package func epochs(below epoch: UInt64, on connection: PostgresConnection) async throws -> [UInt64] {
+        var epochs: [UInt64] = []
+        for try await number in try await connection.query(
+            "SELECT DISTINCT epoch FROM casevault_records WHERE epoch < \(Int64(epoch)) ORDER BY epoch",
+            logger: self.logger
+        ).decode(Int64.self) {
+            epochs.append(UInt64(number))
+        }
+        return epochs
     }
 }

@@ -137,13 +137,19 @@ package enum PostgresSchema {
 }
 
 extension PostgresConnection {
-    /// Runs `body` in a transaction (`withTransaction`); a `CaseVaultError` thrown inside comes out as itself.
+    /// Runs `body` in a transaction (`withTransaction`) at READ COMMITTED whatever the database's default: the
+    /// vault's transactions take an advisory lock and then read what the lock's holders committed, which at
+    /// REPEATABLE READ a snapshot taken before the lock's wait would miss. A `CaseVaultError` thrown inside
+    /// comes out as itself.
     func transaction<Result>(
         logger: Logger, isolation: isolated (any Actor)? = #isolation,
         _ body: (PostgresConnection) async throws -> sending Result
     ) async throws -> sending Result {
         do {
-            return try await self.withTransaction(logger: logger, isolation: isolation, body)
+            return try await self.withTransaction(logger: logger, isolation: isolation) { connection in
+                try await connection.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", logger: logger)
+                return try await body(connection)
+            }
         } catch let error as PostgresTransactionError {
             if let inner = error.closureError as? CaseVaultError { throw inner }
             throw error

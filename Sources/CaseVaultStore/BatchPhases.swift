@@ -1,9 +1,8 @@
 internal import Dispatch
-internal import Synchronization
 
 /// Where a put batch's leader spends its time, summed over the batches that were acknowledged: for `make
 /// bench`'s "where the time goes" line of the in-process puts (the figures a profiler would give, at the
-/// cost of eight clock reads a batch).
+/// cost of six clock reads and two atomic loads a batch).
 package struct BatchPhases: Sendable, Equatable {
     /// Batches summed.
     package var batches = 0
@@ -13,7 +12,8 @@ package struct BatchPhases: Sendable, Equatable {
     package var framesNanoseconds: UInt64 = 0
     /// Frames and slots written to the page cache.
     package var writesNanoseconds: UInt64 = 0
-    /// The device flush (the segment's, and the slots' when the batch settles).
+    /// The device flush (the segment's, and the slots' when the batch settles), with the audit log's ride
+    /// on it (its pages sent to the device with the frames').
     package var flushNanoseconds: UInt64 = 0
     /// The index commit of the batch's rows, its checkpoint left out.
     package var commitNanoseconds: UInt64 = 0

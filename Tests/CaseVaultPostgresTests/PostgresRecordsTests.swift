@@ -162,13 +162,21 @@ extension EpochExchangeTests {
             VALUES (\(ByteBuffer(bytes: row.id.bytes)), \(ByteBuffer(bytes: row.caseID.bytes)), \(row.type.rawValue),
                 \(row.createdAt), 1, \(ByteBuffer(bytes: row.wrappedKey)), \(ByteBuffer(bytes: row.blob)))
             """, logger: self.logger)
+        var counterPID: Int32 = 0
+        for try await pid in try await counter.query("SELECT pg_backend_pid()", logger: self.logger).decode(Int32.self)
+        {
+            counterPID = pid
+        }
         let counting = Task { try await records.wrappedBelow(2, on: counter) }
         // The count waits for the filing's lock.
         var waiting = false
         let deadline = Date().addingTimeInterval(10)
         while !waiting && Date() < deadline {
             for try await count in try await a.connection.query(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", logger: self.logger
+                """
+                SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND pid = \(counterPID)
+                AND classid = \(Int64(PostgresRecords.filingLock >> 32)) AND objid = \(Int64(PostgresRecords.filingLock & 0xFFFF_FFFF))
+                """, logger: self.logger
             ).decode(Int64.self) {
                 waiting = count == 1
             }

@@ -22,9 +22,10 @@ struct Index: Sendable {
     /// What the writer's automatic checkpoints report (`Checkpoints`).
     let checkpoints: Checkpoints
 
-    /// The writer connection's automatic checkpoint: the frames past which a commit checkpoints the WAL, and
-    /// the failure of the last checkpoint that failed, which the commit takes (`takeFailure`) and a loss
-    /// counts (`Loss`). Written by SQLite's hook on the writer only, read by the writer after its commit.
+    /// The writer connection's automatic checkpoint: the frames past which a commit checkpoints the WAL, the
+    /// failure of the first checkpoint that failed since the writer last took it (`takeFailure`, which a loss
+    /// counts: `Loss`), written by SQLite's hook and read by the writer after its commit, and the time spent
+    /// in checkpoints (`nanoseconds`, an atomic counter read from any thread).
     final class Checkpoints: @unchecked Sendable {
         let report: UnsafeMutablePointer<casevault_checkpoint_report>
 
