@@ -5,6 +5,7 @@ import CaseVaultSealing
 import Foundation
 import Logging
 import PostgresNIO
+import Synchronization
 import Testing
 
 /// Records on PostgreSQL (`PostgresRecords`) under the erase epochs, with the two daemons of
@@ -68,8 +69,18 @@ extension EpochExchangeTests {
         #expect(try await records.row(shredded.id, on: a.connection) == nil)
         #expect(try await !records.delete(shredded.id, on: a.connection))
 
-        // One turn: both daemons hold epoch 2, which new wraps use from now on.
-        try await self.turn(from: 1, by: b, receivedBy: a)
+        // One turn. Until the first daemon has received epoch 2, new wraps stay on epoch 1: a record under
+        // epoch 2, which only the turner holds, is refused.
+        try await a.exchange.publishPair(for: 2, on: a.connection)
+        try await b.exchange.publishPair(for: 2, on: b.connection)
+        #expect(try await b.exchange.turn(from: 1, on: b.connection)?.epoch == 2)
+        let early2 = self.newRecord(
+            caseID, under: try #require(try b.exchange.file.epochKeys().first { $0.number == 2 }))
+        await expectRefused(early2.row)
+        #expect(try await records.row(early2.row.id, on: a.connection) == nil)
+        // Received, epoch 2 is the one new wraps use.
+        #expect(try await a.exchange.receive(on: a.connection) == [2])
+        #expect(try await EpochExchange.wrapEpoch(a.connection, logger: self.logger) == 2)
         #expect(try await records.wrappedBelow(2, on: a.connection))
         // A filer that wrapped under epoch 1 before the turn is refused: epoch 1 may be destroyed any time now.
         let late = self.newRecord(caseID, under: epochOne)
@@ -84,6 +95,21 @@ extension EpochExchangeTests {
             .step(on: b.connection)
         #expect(stepB.rewrapped == 0 && stepB.destroyed == [1], "\(stepB)")
         #expect(try await !records.wrappedBelow(2, on: a.connection))
+        // Holding no older epoch now, a daemon's step neither counts (whose lock would hold filings back) nor
+        // rewraps.
+        let asked = Mutex(0)
+        let idle = try await EpochSchedule(
+            exchange: a.exchange, eraseWindow: 86_400,
+            rewrap: { _, _, _ in
+                asked.withLock { $0 += 1 }
+                return 0
+            },
+            wrappedBelow: { _, _ in
+                asked.withLock { $0 += 1 }
+                return true
+            }
+        ).step(on: a.connection)
+        #expect(idle.destroyed.isEmpty && idle.waiting == nil && asked.withLock { $0 } == 0, "\(idle)")
         let epochTwo = try #require(try b.exchange.file.epochKeys().first { $0.number == 2 })
         for (row, dataKey) in filed.dropFirst() {
             let now = try #require(try await records.row(row.id, on: a.connection))
