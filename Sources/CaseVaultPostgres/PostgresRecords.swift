@@ -161,14 +161,16 @@ package struct PostgresRecords: Sendable {
                     batch.append(
                         (RecordID(bytes: Array(id.readableBytesView)), UInt64(old), Array(wrapped.readableBytesView)))
                 }
+                var rewrapped: [ByteBuffer] = []
+                rewrapped.reserveCapacity(batch.count)
                 for record in batch {
                     // Selected by the epochs `keys` hold.
                     guard let key = keys.first(where: { $0.number == record.epoch }) else {
                         throw CaseVaultError(.keyUnavailable, "erase epoch \(record.epoch)'s key went missing")
                     }
-                    let rewrapped: [UInt8]
                     do throws(CaseVaultError) {
-                        rewrapped = try key.rewrap(record.wrapped, recordID: record.id, under: next)
+                        rewrapped.append(
+                            ByteBuffer(bytes: try key.rewrap(record.wrapped, recordID: record.id, under: next)))
                     } catch {
                         // Secure memory that could not be had is not an altered key.
                         guard error.code == .integrityFailure else { throw error }
@@ -177,13 +179,24 @@ package struct PostgresRecords: Sendable {
                             "record \(record.id)'s wrapped key does not open under erase epoch \(record.epoch): it was altered, or written by someone without the epoch's key",
                             cause: error)
                     }
-                    try await connection.query(
-                        """
-                        UPDATE casevault_records SET epoch = \(Int64(epoch)), wrapped_key = \(ByteBuffer(bytes: rewrapped))
-                        WHERE id = \(ByteBuffer(bytes: record.id.bytes))
-                        """, logger: self.logger)
                 }
-                return batch.count
+                // The batch's rows in one statement, each with its new wrap. Each was locked by the select, so
+                // each is moved; were one not, the next select would find it again and the loop never end.
+                guard !batch.isEmpty else { return 0 }
+                let ids = batch.map { ByteBuffer(bytes: $0.id.bytes) }
+                let moved = try await connection.query(
+                    """
+                    UPDATE casevault_records AS r SET epoch = \(Int64(epoch)), wrapped_key = u.wrapped_key
+                    FROM unnest(\(ids)::bytea[], \(rewrapped)::bytea[]) AS u (id, wrapped_key)
+                    WHERE r.id = u.id RETURNING 1
+                    """, logger: self.logger)
+                var count = 0
+                for try await _ in moved.decode(Int32.self) { count += 1 }
+                guard count == batch.count else {
+                    throw CaseVaultError(
+                        .storageFailure, "the rewrap moved \(count) of the \(batch.count) records it had locked")
+                }
+                return count
             }
             total += count
             if count == 0 { return total }
