@@ -78,6 +78,10 @@ extension EpochExchangeTests {
             caseID, under: try #require(try b.exchange.file.epochKeys().first { $0.number == 2 }))
         await expectRefused(early2.row)
         #expect(try await records.row(early2.row.id, on: a.connection) == nil)
+        #expect(try await EpochExchange.wrapEpoch(a.connection, logger: self.logger) == 1)
+        let stillOne = self.newRecord(caseID, under: epochOne)
+        try await records.insert(stillOne.row, on: a.connection)
+        filed.append(stillOne)
         // Received, epoch 2 is the one new wraps use.
         #expect(try await a.exchange.receive(on: a.connection) == [2])
         #expect(try await EpochExchange.wrapEpoch(a.connection, logger: self.logger) == 2)
@@ -87,10 +91,10 @@ extension EpochExchangeTests {
         await expectRefused(late.row)
         #expect(try await records.row(late.row.id, on: a.connection) == nil)
 
-        // The first daemon's step rewraps both live records and destroys epoch 1; the other's destroys it too.
+        // The first daemon's step rewraps the three live records and destroys epoch 1; the other's destroys it too.
         let stepA = try await EpochSchedule(exchange: a.exchange, eraseWindow: 86_400, records: records)
             .step(on: a.connection)
-        #expect(stepA.rewrapped == 2 && stepA.destroyed == [1], "\(stepA)")
+        #expect(stepA.rewrapped == 3 && stepA.destroyed == [1], "\(stepA)")
         let stepB = try await EpochSchedule(exchange: b.exchange, eraseWindow: 86_400, records: records)
             .step(on: b.connection)
         #expect(stepB.rewrapped == 0 && stepB.destroyed == [1], "\(stepB)")
