@@ -23,16 +23,22 @@ package struct BatchPhases: Sendable, Equatable {
 
     package init() {}
 
+    /// Each phase's name (as `make bench` records its figure) and field, in the order a batch goes
+    /// through them.
+    package static var phases: [(name: String, field: WritableKeyPath<BatchPhases, UInt64>)] {
+        [
+            ("slots", \.slotsNanoseconds), ("frames", \.framesNanoseconds), ("writes", \.writesNanoseconds),
+            ("flush", \.flushNanoseconds), ("commit", \.commitNanoseconds), ("checkpoint", \.checkpointNanoseconds),
+        ]
+    }
+
     /// What was summed between `earlier` and this.
     package func since(_ earlier: BatchPhases) -> BatchPhases {
         var difference = BatchPhases()
         difference.batches = self.batches - earlier.batches
-        difference.slotsNanoseconds = self.slotsNanoseconds - earlier.slotsNanoseconds
-        difference.framesNanoseconds = self.framesNanoseconds - earlier.framesNanoseconds
-        difference.writesNanoseconds = self.writesNanoseconds - earlier.writesNanoseconds
-        difference.flushNanoseconds = self.flushNanoseconds - earlier.flushNanoseconds
-        difference.commitNanoseconds = self.commitNanoseconds - earlier.commitNanoseconds
-        difference.checkpointNanoseconds = self.checkpointNanoseconds - earlier.checkpointNanoseconds
+        for (_, field) in Self.phases {
+            difference[keyPath: field] = self[keyPath: field] - earlier[keyPath: field]
+        }
         return difference
     }
 
@@ -57,11 +63,8 @@ package struct BatchPhases: Sendable, Equatable {
 
     mutating func add(_ other: BatchPhases) {
         self.batches += other.batches
-        self.slotsNanoseconds += other.slotsNanoseconds
-        self.framesNanoseconds += other.framesNanoseconds
-        self.writesNanoseconds += other.writesNanoseconds
-        self.flushNanoseconds += other.flushNanoseconds
-        self.commitNanoseconds += other.commitNanoseconds
-        self.checkpointNanoseconds += other.checkpointNanoseconds
+        for (_, field) in Self.phases {
+            self[keyPath: field] += other[keyPath: field]
+        }
     }
 }

@@ -114,18 +114,14 @@ struct Bench: ParsableCommand {
             // Where the leaders' time went, batch by batch (the store's own clock of its phases).
             let phases = store.batchPhases.since(phasesBefore)
             let batches = Double(max(1, phases.batches))
-            let phaseMicroseconds = [
-                phases.slotsNanoseconds, phases.framesNanoseconds, phases.writesNanoseconds, phases.flushNanoseconds,
-                phases.commitNanoseconds, phases.checkpointNanoseconds,
-            ].map { Double($0) / batches / 1000 }
+            let phaseMicroseconds = BatchPhases.phases.map { Double(phases[keyPath: $0.field]) / batches / 1000 }
             print(
                 String(
                     format:
                         "         where the time goes, a batch's leader: slots %.0f us, keys and frames %.0f, writes %.0f, device flush %.0f, index commit %.0f and checkpoints %.0f (%.0f us a batch)",
                     phaseMicroseconds[0], phaseMicroseconds[1], phaseMicroseconds[2], phaseMicroseconds[3],
                     phaseMicroseconds[4], phaseMicroseconds[5], phaseMicroseconds.reduce(0, +)))
-            for (name, value) in zip(["slots", "frames", "writes", "flush", "commit", "checkpoint"], phaseMicroseconds)
-            {
+            for (name, value) in zip(BatchPhases.phases.map(\.name), phaseMicroseconds) {
                 Figures.record("put_in_process_\(writers)_\(name)_us", value)
             }
         }
