@@ -49,10 +49,16 @@ package struct PostgresRecords: Sendable {
         package var epoch: UInt64
         package var wrappedKey: [UInt8]
         package var blob: [UInt8]
+        /// Who filed it: a role or a uid, never a name (`RecordMetadata.author`).
+        package var author: String?
+        package var supersedes: RecordID?
+        /// For an agreement to mediate, its participant id sealed and bound to the record
+        /// (`SealedRecord.sealedParticipant`).
+        package var sealedParticipant: [UInt8]?
 
         package init(
             id: RecordID, caseID: CaseID, type: RecordType, createdAt: Int64, epoch: UInt64, wrappedKey: [UInt8],
-            blob: [UInt8]
+            blob: [UInt8], author: String? = nil, supersedes: RecordID? = nil, sealedParticipant: [UInt8]? = nil
         ) {
             self.id = id
             self.caseID = caseID
@@ -61,6 +67,16 @@ package struct PostgresRecords: Sendable {
             self.epoch = epoch
             self.wrappedKey = wrappedKey
             self.blob = blob
+            self.author = author
+            self.supersedes = supersedes
+            self.sealedParticipant = sealedParticipant
+        }
+
+        /// What a reader is told of the record, without its key or blob.
+        package var metadata: RecordMetadata {
+            RecordMetadata(
+                id: self.id, caseID: self.caseID, type: self.type, createdAt: self.createdAt, author: self.author,
+                supersedes: self.supersedes, sealedSize: self.blob.count)
         }
     }
 
@@ -69,18 +85,8 @@ package struct PostgresRecords: Sendable {
     /// that epoch) or when no epoch is ready yet.
     package func insert(_ row: Row, on connection: PostgresConnection) async throws {
         let filed = try await connection.transaction(logger: self.logger) { connection -> Bool in
-            try await connection.query("SELECT pg_advisory_xact_lock_shared(\(Self.filingLock))", logger: self.logger)
-            let inserted = try await connection.query(
-                """
-                INSERT INTO casevault_records (id, case_id, type, created_at, epoch, wrapped_key, blob)
-                SELECT \(ByteBuffer(bytes: row.id.bytes)), \(ByteBuffer(bytes: row.caseID.bytes)), \(row.type.rawValue), \(row.createdAt),
-                    \(Int64(row.epoch)), \(ByteBuffer(bytes: row.wrappedKey)), \(ByteBuffer(bytes: row.blob))
-                WHERE \(Int64(row.epoch)) = (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
-                RETURNING 1
-                """, logger: self.logger)
-            var count = 0
-            for try await _ in inserted.decode(Int32.self) { count += 1 }
-            return count == 1
+            try await self.shareFilingLock(on: connection)
+            return try await self.insertUnderWrapEpoch(row, on: connection)
         }
         guard filed else {
             throw CaseVaultError(
@@ -90,22 +96,50 @@ package struct PostgresRecords: Sendable {
         }
     }
 
+    /// Takes the lock filings share, until the end of the caller's transaction: the first statement of a
+    /// transaction that files records.
+    func shareFilingLock(on connection: PostgresConnection) async throws {
+        try await connection.query("SELECT pg_advisory_xact_lock_shared(\(Self.filingLock))", logger: self.logger)
+    }
+
+    /// Inserts `row` when `row.epoch` is the epoch new wraps use, in the caller's transaction, which holds
+    /// the shared filing lock (`shareFilingLock`); returns whether it did.
+    func insertUnderWrapEpoch(_ row: Row, on connection: PostgresConnection) async throws -> Bool {
+        let inserted = try await connection.query(
+            """
+            INSERT INTO casevault_records (id, case_id, type, created_at, epoch, wrapped_key, blob, author, supersedes,
+                sealed_participant)
+            SELECT \(ByteBuffer(bytes: row.id.bytes)), \(ByteBuffer(bytes: row.caseID.bytes)), \(row.type.rawValue), \(row.createdAt),
+                \(Int64(row.epoch)), \(ByteBuffer(bytes: row.wrappedKey)), \(ByteBuffer(bytes: row.blob)), \(row.author),
+                \(row.supersedes.map { ByteBuffer(bytes: $0.bytes) }), \(row.sealedParticipant.map { ByteBuffer(bytes: $0) })
+            WHERE \(Int64(row.epoch)) = (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
+            RETURNING 1
+            """, logger: self.logger)
+        var count = 0
+        for try await _ in inserted.decode(Int32.self) { count += 1 }
+        return count == 1
+    }
+
     /// The row of `id`, or `nil` when no live record has it.
     package func row(_ id: RecordID, on connection: PostgresConnection) async throws -> Row? {
         let rows = try await connection.query(
             """
-            SELECT case_id, type, created_at, epoch, wrapped_key, blob FROM casevault_records
-            WHERE id = \(ByteBuffer(bytes: id.bytes))
+            SELECT case_id, type, created_at, epoch, wrapped_key, blob, author, supersedes, sealed_participant
+            FROM casevault_records WHERE id = \(ByteBuffer(bytes: id.bytes))
             """, logger: self.logger)
-        for try await (caseID, type, createdAt, epoch, wrapped, blob) in rows.decode(
-            (ByteBuffer, String, Int64, Int64, ByteBuffer, ByteBuffer).self)
+        for try await (caseID, type, createdAt, epoch, wrapped, blob, author, supersedes, participant) in rows.decode(
+            (ByteBuffer, String, Int64, Int64, ByteBuffer, ByteBuffer, String?, ByteBuffer?, ByteBuffer?).self)
         {
-            guard caseID.readableBytes == CaseID.byteCount, let type = RecordType(rawValue: type), epoch > 0 else {
+            guard caseID.readableBytes == CaseID.byteCount, let type = RecordType(rawValue: type), epoch > 0,
+                supersedes.map({ $0.readableBytes == RecordID.byteCount }) ?? true
+            else {
                 throw CaseVaultError(.integrityFailure, "a record's row in the database is malformed")
             }
             return Row(
                 id: id, caseID: CaseID(bytes: Array(caseID.readableBytesView)), type: type, createdAt: createdAt,
-                epoch: UInt64(epoch), wrappedKey: Array(wrapped.readableBytesView), blob: Array(blob.readableBytesView))
+                epoch: UInt64(epoch), wrappedKey: Array(wrapped.readableBytesView), blob: Array(blob.readableBytesView),
+                author: author, supersedes: supersedes.map { RecordID(bytes: Array($0.readableBytesView)) },
+                sealedParticipant: participant.map { Array($0.readableBytesView) })
         }
         return nil
     }

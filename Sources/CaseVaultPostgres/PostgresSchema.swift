@@ -73,6 +73,47 @@ package enum PostgresSchema {
             "CREATE INDEX casevault_records_by_epoch ON casevault_records (epoch)",
             "CREATE INDEX casevault_records_by_case ON casevault_records (case_id)",
         ],
+        // 3: cases and what a filing's rules read (`PostgresStorage`). A case's row: its state, how many
+        // participants it has, its mediators' and supervisors' uids, its times, and the id of its sealed
+        // header. A record gains its filing order, its author's role or uid, the record it supersedes, and,
+        // for an agreement to mediate, its participant id sealed and bound to the record. The roster of
+        // mediators is uids. A shred leaves its record's id, case, time, the epoch its key was wrapped under
+        // (its residue opens for no one once that epoch is destroyed) and who ordered it how: what a reader
+        // is told (`shredded`) and what a certificate will state. No content, names or categories.
+        [
+            """
+            CREATE TABLE casevault_cases (
+                id bytea PRIMARY KEY CHECK (length(id) = 16),
+                state text NOT NULL CHECK (state IN ('intake', 'agreement', 'session', 'closed')),
+                participant_count integer NOT NULL CHECK (participant_count >= 0),
+                mediators bigint[] NOT NULL,
+                supervisors bigint[] NOT NULL,
+                created_at bigint NOT NULL,
+                closed_at bigint,
+                outcome text,
+                header_id bytea NOT NULL CHECK (length(header_id) = 16)
+            )
+            """,
+            """
+            ALTER TABLE casevault_records
+                ADD COLUMN filed bigint GENERATED ALWAYS AS IDENTITY,
+                ADD COLUMN author text,
+                ADD COLUMN supersedes bytea CHECK (length(supersedes) = 16),
+                ADD COLUMN sealed_participant bytea
+            """,
+            "CREATE TABLE casevault_roster (uid bigint PRIMARY KEY CHECK (uid >= 0))",
+            """
+            CREATE TABLE casevault_shreds (
+                id bytea PRIMARY KEY CHECK (length(id) = 16),
+                case_id bytea NOT NULL CHECK (length(case_id) = 16),
+                shredded_at bigint NOT NULL,
+                epoch bigint NOT NULL,
+                method text NOT NULL,
+                authority_uid bigint,
+                authority_role text NOT NULL
+            )
+            """,
+        ],
     ]
 
     /// The version this build writes.

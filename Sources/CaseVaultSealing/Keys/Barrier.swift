@@ -317,9 +317,14 @@ final class Barrier: Sendable {
             record, id: id, sealedParticipant: sealedParticipant, blob: blob, dataKey: dataKey, barrier: self)
     }
 
-    /// The data key in a stored record's slot.
+    /// The data key a stored record's wrapped key holds: from its slot, or under its erase epoch.
     func dataKey(_ key: StoredKey) throws(CaseVaultError) -> DataKey {
-        try self.unwrap(slotBytes: key.wrapped, recordID: key.metadata.id, slot: key.slot)
+        switch key.wrap {
+        case .slot(let slot):
+            return try self.unwrap(slotBytes: key.wrapped, recordID: key.metadata.id, slot: slot)
+        case .eraseEpoch(let epoch):
+            return try epoch.unwrap(key.wrapped, recordID: key.metadata.id)
+        }
     }
 
     /// A stored record's content: its slot unwrapped, its blob opened.

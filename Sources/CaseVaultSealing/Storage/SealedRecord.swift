@@ -1,8 +1,8 @@
 package import CaseVaultCore
 
 /// A record sealed for filing: its content encrypted under a fresh data key and bound to its id, case and
-/// type. The storage places the blob and, once it has chosen the slot (whose number the wrap binds), asks
-/// for the wrapped key; the data key itself never leaves the sealing layer.
+/// type. The storage places the blob and, once it has chosen the slot (whose number the wrap binds) or the
+/// erase epoch, asks for the wrapped key; the data key itself never leaves the sealing layer.
 package final class SealedRecord: Sendable {
     package let id: RecordID
     package let caseID: CaseID
@@ -34,5 +34,11 @@ package final class SealedRecord: Sendable {
     /// The data key wrapped for slot `slot` under `epoch`'s key: what the storage writes in the slot.
     package func wrappedKey(slot: Int64, epoch: UInt32) throws(CaseVaultError) -> [UInt8] {
         try self.barrier.wrap(dataKey: self.dataKey, recordID: self.id, slot: slot, epoch: epoch)
+    }
+
+    /// The data key wrapped under an erase epoch's key (a vault on PostgreSQL): what the storage files with
+    /// the record, beside the epoch's number.
+    package func wrappedKey(under epoch: EpochKey) -> [UInt8] {
+        epoch.wrap(self.dataKey, recordID: self.id)
     }
 }

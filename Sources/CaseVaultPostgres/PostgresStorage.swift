@@ -1,0 +1,504 @@
+package import CaseVaultCore
+package import CaseVaultSealing
+internal import Dispatch
+internal import Foundation
+package import Logging
+internal import PostgresNIO
+internal import Synchronization
+
+/// The storage protocol (`RecordStorage`) on PostgreSQL, for records and cases: what the sealing layer's
+/// `Vault` needs to open cases, file records under the lifecycle rules, read them back and shred a case's
+/// session notes when its final agreement is filed. Several daemons may use one database at once; what
+/// must happen one at a time is serialised by PostgreSQL's own locks (docs/ARCHITECTURE.md, "The vault on
+/// PostgreSQL"):
+///
+/// - a case's filings, by a session advisory lock on the case (`withCaseLock`), held on one connection
+///   that every call of the lock's body uses, so that a daemon's threads and other daemons wait alike;
+/// - a filing against an epoch turn, by the records' shared filing lock and the check that the record is
+///   wrapped under the epoch new wraps use (`PostgresRecords`), in the filing's own transaction: a filing
+///   that loses to a turn wraps again under the new epoch.
+///
+/// Each record's data key is wrapped under the erase epoch's key this daemon holds in its epoch key file
+/// (`SealedRecord.wrappedKey(under:)`), and read back with that key (`StoredKey.Wrap.eraseEpoch`); the
+/// database never sees a key in the clear. A shred deletes the records' rows in the transaction that
+/// orders it and leaves a row in `casevault_shreds` (id, case, time, epoch, how and on whose authority):
+/// from that commit on the record is `shredded` for every reader, and what PostgreSQL keeps of it opens for
+/// no one once its epoch is destroyed.
+///
+/// Not built yet, and refused with `storage-failure` naming what: legal holds, statistics and attachments
+/// (each needs its design for the erase window first), and destruction certificates (so
+/// `finishMarkedShreds` has nothing left to do). No daemon uses this storage yet.
+///
+/// Every call blocks its thread until the database answers: call it from a thread that may block (the
+/// server's blocking pool), never from Swift's cooperative pool, whose threads run the queries.
+/// Connections come from `PrimaryLocator` (the writable primary among the listed servers, sockets' owners
+/// checked, TCP only inside verified TLS) and are kept between calls; PostgresNIO's own pool,
+/// `PostgresClient`, connects to one host it is given and could do neither.
+package final class PostgresStorage: RecordStorage {
+    package let sealing: SealingServices
+    package let logger: Logger
+    package let maxContentBytes: Int
+    private let locator: PrimaryLocator
+    private let epochKeys: EpochKeyFile
+    private let records: PostgresRecords
+    private let clock: @Sendable () -> Int64
+    /// Connections not in use, newest last.
+    private let idle = Mutex<[PostgresConnection]>([])
+
+    /// How many times a filing is wrapped again when epochs turn under it before it gives up.
+    static let filingAttempts = 3
+    /// The first key of case locks' advisory locks (two 32-bit keys: a space of their own, apart from the
+    /// single 64-bit keys of `PostgresRecords.filingLock` and the migrations). `CVCA` in ASCII.
+    static let caseLockSpace: Int32 = 0x4356_4341
+
+    /// The connection a case lock holds on this thread, which every call in the lock's body uses.
+    struct Pinned: Sendable {
+        let storage: ObjectIdentifier
+        let connection: PostgresConnection
+    }
+    @TaskLocal static var pinned: Pinned?
+
+    package init(
+        sealing: SealingServices, locator: PrimaryLocator, epochKeys: EpochKeyFile, maxContentBytes: Int,
+        logger: Logger, clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+    ) {
+        self.sealing = sealing
+        self.locator = locator
+        self.epochKeys = epochKeys
+        self.maxContentBytes = maxContentBytes
+        self.logger = logger
+        self.records = PostgresRecords(logger: logger)
+        self.clock = clock
+    }
+
+    deinit {
+        for connection in self.idle.withLock({ $0 }) { Self.discard(connection) }
+    }
+
+    /// Closes the connections kept between calls and waits for them to close.
+    package func close() {
+        let connections = self.idle.withLock { idle in
+            defer { idle = [] }
+            return idle
+        }
+        for connection in connections { try? connection.close().wait() }
+    }
+
+    /// Closes `connection` without waiting; it lives until it has closed.
+    private static func discard(_ connection: PostgresConnection) {
+        connection.close().whenComplete { _ in withExtendedLifetime(connection) {} }
+    }
+
+    package func now() -> Int64 { self.clock() }
+
+    // MARK: Records
+
+    package func commit(_ record: SealedRecord, effects: FilingEffects) throws(CaseVaultError) -> RecordMetadata {
+        let createdAt = self.now()
+        let (records, logger) = (self.records, self.logger)
+        for _ in 0..<Self.filingAttempts {
+            // Read again each time: the epoch a turn moved to may have been received since.
+            let keys = try self.epochKeys.epochKeys()
+            let filed: RecordMetadata? = try self.run { connection in
+                try await connection.transaction(logger: logger) { connection -> RecordMetadata? in
+                    try await records.shareFilingLock(on: connection)
+                    guard let epoch = try await EpochExchange.wrapEpoch(connection, logger: logger) else {
+                        throw CaseVaultError(
+                            .keyUnavailable, "no erase epoch is ready for new wraps yet: no daemon has turned to one")
+                    }
+                    guard let key = keys.first(where: { $0.number == epoch }) else {
+                        throw CaseVaultError(
+                            .keyUnavailable,
+                            "this daemon does not hold erase epoch \(epoch)'s key, which new wraps use: it has not received it"
+                        )
+                    }
+                    let row = PostgresRecords.Row(
+                        id: record.id, caseID: record.caseID, type: record.type, createdAt: createdAt, epoch: epoch,
+                        wrappedKey: record.wrappedKey(under: key), blob: record.blob, author: record.author,
+                        supersedes: record.supersedes, sealedParticipant: record.sealedParticipant)
+                    // The record first: when an epoch turned after the select above, nothing is written and
+                    // the filing wraps again.
+                    guard try await records.insertUnderWrapEpoch(row, on: connection) else { return nil }
+                    try await Self.apply(effects, at: createdAt, on: connection, logger: logger)
+                    return row.metadata
+                }
+            }
+            if let filed { return filed }
+        }
+        throw CaseVaultError(
+            .keyUnavailable,
+            "erase epochs turned \(Self.filingAttempts) times while a record was being filed: try again")
+    }
+
+    /// What a filing changes besides its record, in its transaction: the new case, the case's state, and the
+    /// shreds it orders (rows deleted, each leaving its shred's row).
+    private static func apply(
+        _ effects: FilingEffects, at time: Int64, on connection: PostgresConnection, logger: Logger
+    ) async throws {
+        if let (summary, header) = effects.newCase {
+            try await connection.query(
+                """
+                INSERT INTO casevault_cases (id, state, participant_count, mediators, supervisors, created_at, closed_at,
+                    header_id)
+                VALUES (\(ByteBuffer(bytes: summary.id.bytes)), \(summary.state.rawValue), \(summary.participantCount),
+                    \(summary.mediators.map { Int64($0) }), \(summary.supervisors.map { Int64($0) }), \(summary.createdAt),
+                    \(summary.closedAt), \(ByteBuffer(bytes: header.bytes)))
+                """, logger: logger)
+        }
+        if let change = effects.caseState {
+            try await connection.query(
+                """
+                UPDATE casevault_cases SET state = \(change.state.rawValue), closed_at = \(change.closedAt),
+                    outcome = \(change.outcome) WHERE id = \(ByteBuffer(bytes: change.id.bytes))
+                """, logger: logger)
+        }
+        guard !effects.markShredding.isEmpty else { return }
+        guard let order = effects.shredOrder else {
+            throw CaseVaultError(.storageFailure, "a filing marked records to shred without saying who ordered it")
+        }
+        try await connection.query(
+            """
+            WITH gone AS (
+                DELETE FROM casevault_records WHERE id = ANY(\(effects.markShredding.map { ByteBuffer(bytes: $0.bytes) }))
+                RETURNING id, case_id, epoch
+            )
+            INSERT INTO casevault_shreds (id, case_id, shredded_at, epoch, method, authority_uid, authority_role)
+            SELECT id, case_id, \(time), epoch, \(order.method.rawValue), \(order.authority.uid.map { Int64($0) }),
+                \(order.authority.role) FROM gone
+            """, logger: logger)
+    }
+
+    package func metadata(_ id: RecordID) throws(CaseVaultError) -> RecordMetadata {
+        try self.liveRow(id).metadata
+    }
+
+    package func storedRecord(_ id: RecordID) throws(CaseVaultError) -> StoredRecord {
+        try self.stored(try self.liveRow(id))
+    }
+
+    package func storedRecord(
+        _ id: RecordID, rosterUID: UInt32?, decide: (RecordMetadata, CaseSummary, Bool) throws(CaseVaultError) -> Void
+    ) throws(CaseVaultError) -> StoredRecord {
+        let (records, logger) = (self.records, self.logger)
+        let (row, summary, onRoster) = try self.run { connection in
+            let row = try await records.row(id, on: connection)
+            let summary = try await row.asyncMap {
+                try await Self.caseSummary($0.caseID, on: connection, logger: logger)
+            }
+            return (row, summary ?? nil, try await Self.isOnRoster(rosterUID, on: connection, logger: logger))
+        }
+        guard let row else { throw try self.missing(id) }
+        guard let summary else {
+            throw CaseVaultError(.integrityFailure, "a record's case is missing from the database")
+        }
+        try decide(row.metadata, summary, onRoster)
+        return try self.stored(row)
+    }
+
+    package func shredHasBegun(_ id: RecordID) throws(CaseVaultError) -> Bool {
+        let logger = self.logger
+        return try self.run { connection in
+            try await Self.exists(
+                "SELECT EXISTS (SELECT 1 FROM casevault_shreds WHERE id = \(ByteBuffer(bytes: id.bytes)))",
+                on: connection, logger: logger)
+        }
+    }
+
+    /// A live record's row; `shredded` or `not-found` when there is none.
+    private func liveRow(_ id: RecordID) throws(CaseVaultError) -> PostgresRecords.Row {
+        let records = self.records
+        guard let row = try self.run({ connection in try await records.row(id, on: connection) }) else {
+            throw try self.missing(id)
+        }
+        return row
+    }
+
+    /// What a reader is told of a record with no row: `shredded` when its shred's row says so.
+    private func missing(_ id: RecordID) throws(CaseVaultError) -> CaseVaultError {
+        try self.shredHasBegun(id) ? CaseVaultError.recordShredded() : CaseVaultError.recordNotFound()
+    }
+
+    /// A row with its key as the sealing layer opens it: under the key of the epoch the row names.
+    private func stored(_ row: PostgresRecords.Row) throws(CaseVaultError) -> StoredRecord {
+        guard let key = try self.epochKeys.epochKeys().first(where: { $0.number == row.epoch }) else {
+            throw CaseVaultError(
+                .keyUnavailable,
+                "record \(row.id)'s key is wrapped under erase epoch \(row.epoch), whose key this daemon does not hold")
+        }
+        return StoredRecord(
+            key: StoredKey(metadata: row.metadata, wrap: .eraseEpoch(key), wrapped: row.wrappedKey), blob: row.blob)
+    }
+
+    // MARK: Cases
+
+    package func withCaseLock<T>(_ id: CaseID, _ body: () throws(CaseVaultError) -> T) throws(CaseVaultError) -> T {
+        let key = Int32(bitPattern: id.bytes.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+        let logger = self.logger
+        let pinned = Self.pinned.flatMap { $0.storage == ObjectIdentifier(self) ? $0.connection : nil }
+        let connection: PostgresConnection
+        if let pinned { connection = pinned } else { connection = try self.checkOut() }
+        do throws(CaseVaultError) {
+            try Self.wait {
+                try await connection.query("SELECT pg_advisory_lock(\(Self.caseLockSpace), \(key))", logger: logger)
+            }
+        } catch {
+            if pinned == nil { self.checkIn(connection) }
+            throw error
+        }
+        let outcome: Result<T, CaseVaultError>
+        do {
+            outcome = .success(
+                try Self.$pinned.withValue(Pinned(storage: ObjectIdentifier(self), connection: connection)) {
+                    try body()
+                })
+        } catch let error as CaseVaultError {
+            outcome = .failure(error)
+        } catch {
+            outcome = .failure(CaseVaultError(.storageFailure, "a case's filing failed", cause: error))
+        }
+        do throws(CaseVaultError) {
+            try Self.wait {
+                try await connection.query("SELECT pg_advisory_unlock(\(Self.caseLockSpace), \(key))", logger: logger)
+            }
+            if pinned == nil { self.checkIn(connection) }
+        } catch {
+            // The session ends, and the lock with it.
+            Self.discard(connection)
+        }
+        return try outcome.get()
+    }
+
+    package func caseSummary(_ id: CaseID) throws(CaseVaultError) -> CaseSummary {
+        let logger = self.logger
+        guard
+            let summary = try self.run({ connection in try await Self.caseSummary(id, on: connection, logger: logger) })
+        else { throw CaseVaultError.caseNotFound() }
+        return summary
+    }
+
+    package func caseAndRoster(_ id: CaseID, rosterUID: UInt32?) throws(CaseVaultError) -> (CaseSummary?, Bool) {
+        let logger = self.logger
+        return try self.run { connection in
+            (
+                try await Self.caseSummary(id, on: connection, logger: logger),
+                try await Self.isOnRoster(rosterUID, on: connection, logger: logger)
+            )
+        }
+    }
+
+    package func caseHeaderID(_ id: CaseID) throws(CaseVaultError) -> RecordID {
+        let logger = self.logger
+        let ids = try self.run { connection in
+            try await Self.ids(
+                "SELECT header_id FROM casevault_cases WHERE id = \(ByteBuffer(bytes: id.bytes))", on: connection,
+                logger: logger)
+        }
+        guard let header = ids.first else { throw CaseVaultError.caseNotFound() }
+        return header
+    }
+
+    /// A case's live session notes, in filing order: every one of them, as no hold is kept here yet.
+    package func notesToDestroy(_ caseID: CaseID) throws(CaseVaultError) -> [RecordID] {
+        let logger = self.logger
+        return try self.run { connection in
+            try await Self.ids(
+                """
+                SELECT id FROM casevault_records WHERE case_id = \(ByteBuffer(bytes: caseID.bytes))
+                    AND type = \(RecordType.sessionNote.rawValue) ORDER BY filed
+                """, on: connection, logger: logger)
+        }
+    }
+
+    package func agreements(_ caseID: CaseID) throws(CaseVaultError) -> [(id: RecordID, sealedParticipant: [UInt8]?)] {
+        let logger = self.logger
+        let rows = try self.run { connection in
+            var rows: [(ByteBuffer, ByteBuffer?)] = []
+            for try await row in try await connection.query(
+                """
+                SELECT id, sealed_participant FROM casevault_records WHERE case_id = \(ByteBuffer(bytes: caseID.bytes))
+                    AND type = \(RecordType.agreementToMediate.rawValue) ORDER BY filed
+                """, logger: logger
+            ).decode((ByteBuffer, ByteBuffer?).self) {
+                rows.append(row)
+            }
+            return rows
+        }
+        return try rows.map { (id, participant) throws(CaseVaultError) in
+            (try Self.recordID(id), participant.map { Array($0.readableBytesView) })
+        }
+    }
+
+    /// Nothing: the filing that marked them deleted their rows and wrote their shreds' rows in its own
+    /// transaction. (Their certificates are not built here yet.)
+    package func finishMarkedShreds(_ ids: [RecordID]) throws(CaseVaultError) {}
+
+    /// Puts `uid` on the mediator roster (nothing when it is on it already).
+    package func addToRoster(_ uid: UInt32) throws(CaseVaultError) {
+        let logger = self.logger
+        try self.run { connection in
+            try await connection.query(
+                "INSERT INTO casevault_roster (uid) VALUES (\(Int64(uid))) ON CONFLICT DO NOTHING", logger: logger)
+        }
+    }
+
+    // MARK: Not built on PostgreSQL yet
+
+    package func insertHold(_ hold: SealedHold) throws(CaseVaultError) { throw Self.notBuilt("legal holds") }
+    package func sealedHolds() throws(CaseVaultError) -> [SealedHold] { throw Self.notBuilt("legal holds") }
+    package func statisticsSnapshot(types: [RecordType]) throws(CaseVaultError) -> StatisticsSnapshot {
+        throw Self.notBuilt("statistics")
+    }
+    package func statisticsRecordIDs(_ caseID: CaseID, types: [RecordType]) throws(CaseVaultError) -> [RecordID] {
+        throw Self.notBuilt("statistics")
+    }
+    package func keepStatisticsFacts(_ facts: [KeptFacts]) throws(CaseVaultError) { throw Self.notBuilt("statistics") }
+    package func beginAttachment(_ id: RecordID) throws(CaseVaultError) -> (key: StoredKey, file: any AttachmentSink) {
+        throw Self.notBuilt("attachments")
+    }
+    package func finishAttachment(_ file: any AttachmentSink) throws(CaseVaultError) {
+        throw Self.notBuilt("attachments")
+    }
+    package func openAttachment(_ id: RecordID) throws(CaseVaultError) -> (key: StoredKey, file: any AttachmentSource) {
+        throw Self.notBuilt("attachments")
+    }
+
+    private static func notBuilt(_ what: String) -> CaseVaultError {
+        CaseVaultError(.storageFailure, "\(what) are not kept on PostgreSQL yet")
+    }
+
+    // MARK: Queries
+
+    static func caseSummary(_ id: CaseID, on connection: PostgresConnection, logger: Logger) async throws
+        -> CaseSummary?
+    {
+        let rows = try await connection.query(
+            """
+            SELECT state, participant_count, mediators, supervisors, created_at, closed_at FROM casevault_cases
+            WHERE id = \(ByteBuffer(bytes: id.bytes))
+            """, logger: logger)
+        for try await (state, count, mediators, supervisors, createdAt, closedAt) in rows.decode(
+            (String, Int, [Int64], [Int64], Int64, Int64?).self)
+        {
+            guard let state = CaseState(rawValue: state),
+                let mediators = Self.uids(mediators), let supervisors = Self.uids(supervisors)
+            else { throw CaseVaultError(.integrityFailure, "a case's row in the database is malformed") }
+            return CaseSummary(
+                id: id, state: state, participantCount: count, mediators: mediators, supervisors: supervisors,
+                createdAt: createdAt, closedAt: closedAt)
+        }
+        return nil
+    }
+
+    private static func uids(_ values: [Int64]) -> [UInt32]? {
+        let uids = values.compactMap { UInt32(exactly: $0) }
+        return uids.count == values.count ? uids : nil
+    }
+
+    static func isOnRoster(_ uid: UInt32?, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
+        guard let uid else { return false }
+        return try await Self.exists(
+            "SELECT EXISTS (SELECT 1 FROM casevault_roster WHERE uid = \(Int64(uid)))", on: connection, logger: logger)
+    }
+
+    private static func exists(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger) async throws
+        -> Bool
+    {
+        var found = false
+        for try await exists in try await connection.query(query, logger: logger).decode(Bool.self) { found = exists }
+        return found
+    }
+
+    private static func ids(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger) async throws
+        -> [RecordID]
+    {
+        var ids: [RecordID] = []
+        for try await id in try await connection.query(query, logger: logger).decode(ByteBuffer.self) {
+            ids.append(try Self.recordID(id))
+        }
+        return ids
+    }
+
+    private static func recordID(_ bytes: ByteBuffer) throws(CaseVaultError) -> RecordID {
+        guard bytes.readableBytes == RecordID.byteCount else {
+            throw CaseVaultError(.integrityFailure, "a record id in the database is malformed")
+        }
+        return RecordID(bytes: Array(bytes.readableBytesView))
+    }
+
+    // MARK: Connections and waiting
+
+    /// Runs `body` on this thread's case-lock connection, or on a kept one (connecting when none is idle),
+    /// and waits for it. A connection is kept again unless the call left it closed.
+    @discardableResult
+    private func run<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T)
+        throws(CaseVaultError) -> T
+    {
+        if let pinned = Self.pinned, pinned.storage == ObjectIdentifier(self) {
+            return try Self.wait { try await body(pinned.connection) }
+        }
+        let connection = try self.checkOut()
+        defer { self.checkIn(connection) }
+        return try Self.wait { try await body(connection) }
+    }
+
+    private func checkOut() throws(CaseVaultError) -> PostgresConnection {
+        while let connection = self.idle.withLock({ $0.popLast() }) {
+            if !connection.isClosed { return connection }
+        }
+        let locator = self.locator
+        return try Self.wait { try await locator.connect().connection }
+    }
+
+    private func checkIn(_ connection: PostgresConnection) {
+        guard !connection.isClosed else { return }
+        self.idle.withLock { $0.append(connection) }
+    }
+
+    /// Where a waiting thread finds what its task answered.
+    private final class Answer<T: Sendable>: Sendable {
+        let result = Mutex<Result<T, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+    }
+
+    /// Runs `body` as a task and blocks this thread until it ends. A `CaseVaultError` comes out as itself;
+    /// anything else as `storage-failure` naming the kind of failure and its SQLSTATE, never a query's
+    /// text or values.
+    @discardableResult
+    private static func wait<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws(CaseVaultError)
+        -> T
+    {
+        let answer = Answer<T>()
+        Task {
+            let result: Result<T, any Error>
+            do { result = .success(try await body()) } catch { result = .failure(error) }
+            answer.result.withLock { $0 = result }
+            answer.done.signal()
+        }
+        answer.done.wait()
+        var outcome = answer.result.withLock({ $0 })
+        if case .failure(let error as PostgresTransactionError) = outcome {
+            outcome = .failure(
+                error.closureError ?? error.commitError ?? error.rollbackError ?? error.beginError ?? error)
+        }
+        switch outcome {
+        case .success(let value):
+            return value
+        case .failure(let error as CaseVaultError):
+            throw error
+        case .failure(let error as PSQLError):
+            let state = error.serverInfo?[.sqlState].map { ", SQLSTATE \($0)" } ?? ""
+            throw CaseVaultError(.storageFailure, "the database failed (\(error.code)\(state))")
+        case .failure(let error):
+            throw CaseVaultError(.storageFailure, "the database failed (\(type(of: error)))")
+        case nil:
+            throw CaseVaultError(.storageFailure, "a database call ended without an answer")
+        }
+    }
+}
+
+extension Optional {
+    fileprivate func asyncMap<U>(_ transform: (Wrapped) async throws -> U) async rethrows -> U? {
+        guard let value = self else { return nil }
+        return try await transform(value)
+    }
+}
