@@ -78,6 +78,42 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
         }
     }
 
+    /// How the records' residue is made unreadable when a shred cannot overwrite it (a vault on PostgreSQL):
+    /// by destroying the erase epoch's key their data keys were wrapped under. A shred's certificate states
+    /// the epoch and the time by which every daemon will have destroyed it (`completeBy`); a second
+    /// certificate, issued once they have, names the first (`completes`) and when the last did
+    /// (`completedAt`). Absent from certificates of the local store, whose shreds overwrite in place.
+    public struct Erasure: Sendable, Codable, Equatable {
+        public var method: String
+        public var epoch: UInt64
+        public var completeBy: String?
+        public var completes: String?
+        public var completedAt: String?
+
+        /// The method of every erasure: the epoch's key destroyed in every daemon's epoch key file.
+        public static let keyDestruction = "key_destruction"
+
+        public init(epoch: UInt64, completeBy: String) {
+            self.method = Self.keyDestruction
+            self.epoch = epoch
+            self.completeBy = completeBy
+        }
+
+        public init(epoch: UInt64, completes certificateID: String, completedAt: String) {
+            self.method = Self.keyDestruction
+            self.epoch = epoch
+            self.completes = certificateID
+            self.completedAt = completedAt
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case method, epoch
+            case completeBy = "complete_by"
+            case completes
+            case completedAt = "completed_at"
+        }
+    }
+
     public var version: Int
     public var certificateID: String
     public var caseID: String
@@ -86,8 +122,10 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
     public var reason: String?
     public var authorisedBy: AuthorisedBy
     public var records: [Destroyed]
+    public var erasure: Erasure?
 
     enum CodingKeys: String, CodingKey {
+        case erasure
         case version
         case certificateID = "certificate_id"
         case caseID = "case_id"
@@ -97,8 +135,13 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
         case records
     }
 
-    public init(id: String, caseID: CaseID, issuedAt: String, order: ShredOrder, records: [(RecordID, RecordType)]) {
-        self.version = 1
+    /// Version 1 without `erasure`, 2 with it.
+    public init(
+        id: String, caseID: CaseID, issuedAt: String, order: ShredOrder, records: [(RecordID, RecordType)],
+        erasure: Erasure? = nil
+    ) {
+        self.version = erasure == nil ? 1 : 2
+        self.erasure = erasure
         self.certificateID = id
         self.caseID = caseID.rawValue
         self.issuedAt = issuedAt

@@ -77,9 +77,10 @@ package enum PostgresSchema {
         // participants it has, its mediators' and supervisors' uids, its times, and the id of its sealed
         // header. A record gains its filing order, its author's role or uid, the record it supersedes, and,
         // for an agreement to mediate, its participant id sealed and bound to the record. The roster of
-        // mediators is uids. A shred leaves its record's id, case, time, the epoch its key was wrapped under
-        // (its residue opens for no one once that epoch is destroyed) and who ordered it how: what a reader
-        // is told (`shredded`) and what a certificate will state. No content, names or categories.
+        // mediators is uids. A shred leaves its record's id, case, type and time, the epoch its key was
+        // wrapped under (its residue opens for no one once that epoch is destroyed) and who ordered it how:
+        // what a reader is told (`shredded`). Each shred's signed certificate, and the second one issued once
+        // every daemon has destroyed its epoch (`completes` names the first). No content, names or categories.
         [
             """
             CREATE TABLE casevault_cases (
@@ -106,12 +107,28 @@ package enum PostgresSchema {
             CREATE TABLE casevault_shreds (
                 id bytea PRIMARY KEY CHECK (length(id) = 16),
                 case_id bytea NOT NULL CHECK (length(case_id) = 16),
+                type text NOT NULL,
                 shredded_at bigint NOT NULL,
                 epoch bigint NOT NULL,
                 method text NOT NULL,
                 authority_uid bigint,
                 authority_role text NOT NULL
             )
+            """,
+            """
+            CREATE TABLE casevault_certificates (
+                id text PRIMARY KEY,
+                filed bigint GENERATED ALWAYS AS IDENTITY,
+                case_id bytea NOT NULL CHECK (length(case_id) = 16),
+                issued_at bigint NOT NULL,
+                epoch bigint NOT NULL,
+                completes text UNIQUE REFERENCES casevault_certificates (id),
+                document bytea NOT NULL
+            )
+            """,
+            """
+            CREATE INDEX casevault_certificates_open ON casevault_certificates (epoch)
+                WHERE completes IS NULL
             """,
         ],
     ]

@@ -1,4 +1,5 @@
 package import CaseVaultCore
+internal import CaseVaultCrypto
 package import CaseVaultSealing
 internal import Dispatch
 internal import Foundation
@@ -25,9 +26,12 @@ internal import Synchronization
 /// from that commit on the record is `shredded` for every reader, and what PostgreSQL keeps of it opens for
 /// no one once its epoch is destroyed.
 ///
+/// A shred's certificate is issued in the same transaction and states its erasure: by key destruction,
+/// under which epoch, complete by the shred's time plus the erase window; `certifyErasures` issues the
+/// second certificate once every daemon has destroyed that epoch.
+///
 /// Not built yet, and refused with `storage-failure` naming what: legal holds, statistics and attachments
-/// (each needs its design for the erase window first), and destruction certificates (so
-/// `finishMarkedShreds` has nothing left to do). No daemon uses this storage yet.
+/// (each needs its design for the erase window first). No daemon uses this storage yet.
 ///
 /// Every call blocks its thread until the database answers: call it from a thread that may block (the
 /// server's blocking pool), never from Swift's cooperative pool, whose threads run the queries.
@@ -42,6 +46,8 @@ package final class PostgresStorage: RecordStorage {
     private let epochKeys: EpochKeyFile
     private let records: PostgresRecords
     private let clock: @Sendable () -> Int64
+    /// `[storage] erase_window`, in seconds: a shred's certificate promises its erasure within it.
+    private let eraseWindow: Int64
     /// Connections not in use, newest last.
     private let idle = Mutex<[PostgresConnection]>([])
 
@@ -59,10 +65,12 @@ package final class PostgresStorage: RecordStorage {
     @TaskLocal static var pinned: Pinned?
 
     package init(
-        sealing: SealingServices, locator: PrimaryLocator, epochKeys: EpochKeyFile, maxContentBytes: Int,
-        logger: Logger, clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+        sealing: SealingServices, locator: PrimaryLocator, epochKeys: EpochKeyFile, eraseWindow: Int64,
+        maxContentBytes: Int, logger: Logger,
+        clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
     ) {
         self.sealing = sealing
+        self.eraseWindow = eraseWindow
         self.locator = locator
         self.epochKeys = epochKeys
         self.maxContentBytes = maxContentBytes
@@ -96,6 +104,7 @@ package final class PostgresStorage: RecordStorage {
     package func commit(_ record: SealedRecord, effects: FilingEffects) throws(CaseVaultError) -> RecordMetadata {
         let createdAt = self.now()
         let (records, logger) = (self.records, self.logger)
+        let (sealing, window) = (self.sealing, self.eraseWindow)
         for _ in 0..<Self.filingAttempts {
             // Read again each time: the epoch a turn moved to may have been received since.
             let keys = try self.epochKeys.epochKeys()
@@ -119,7 +128,8 @@ package final class PostgresStorage: RecordStorage {
                     // The record first: when an epoch turned after the select above, nothing is written and
                     // the filing wraps again.
                     guard try await records.insertUnderWrapEpoch(row, on: connection) else { return nil }
-                    try await Self.apply(effects, at: createdAt, on: connection, logger: logger)
+                    try await Self.apply(
+                        effects, at: createdAt, certifying: (sealing, window), on: connection, logger: logger)
                     return row.metadata
                 }
             }
@@ -131,9 +141,10 @@ package final class PostgresStorage: RecordStorage {
     }
 
     /// What a filing changes besides its record, in its transaction: the new case, the case's state, and the
-    /// shreds it orders (rows deleted, each leaving its shred's row).
+    /// shreds it orders (rows deleted, each leaving its shred's row, and their certificate).
     private static func apply(
-        _ effects: FilingEffects, at time: Int64, on connection: PostgresConnection, logger: Logger
+        _ effects: FilingEffects, at time: Int64, certifying: (sealing: SealingServices, window: Int64),
+        on connection: PostgresConnection, logger: Logger
     ) async throws {
         if let (summary, header) = effects.newCase {
             try await connection.query(
@@ -156,16 +167,133 @@ package final class PostgresStorage: RecordStorage {
         guard let order = effects.shredOrder else {
             throw CaseVaultError(.storageFailure, "a filing marked records to shred without saying who ordered it")
         }
-        try await connection.query(
+        let shredded = try await connection.query(
             """
             WITH gone AS (
                 DELETE FROM casevault_records WHERE id = ANY(\(effects.markShredding.map { ByteBuffer(bytes: $0.bytes) }))
-                RETURNING id, case_id, epoch
+                RETURNING id, case_id, type, epoch
             )
-            INSERT INTO casevault_shreds (id, case_id, shredded_at, epoch, method, authority_uid, authority_role)
-            SELECT id, case_id, \(time), epoch, \(order.method.rawValue), \(order.authority.uid.map { Int64($0) }),
+            INSERT INTO casevault_shreds (id, case_id, type, shredded_at, epoch, method, authority_uid, authority_role)
+            SELECT id, case_id, type, \(time), epoch, \(order.method.rawValue), \(order.authority.uid.map { Int64($0) }),
                 \(order.authority.role) FROM gone
+            RETURNING id, case_id, type, epoch
             """, logger: logger)
+        var byCase: [CaseID: (records: [(RecordID, RecordType)], epoch: UInt64)] = [:]
+        for try await (id, caseID, type, epoch) in shredded.decode((ByteBuffer, ByteBuffer, String, Int64).self) {
+            guard caseID.readableBytes == CaseID.byteCount, let type = RecordType(rawValue: type), epoch > 0 else {
+                throw CaseVaultError(.integrityFailure, "a shredded record's row in the database is malformed")
+            }
+            let caseID = CaseID(bytes: Array(caseID.readableBytesView))
+            var shreds = byCase[caseID] ?? ([], 0)
+            shreds.records.append((try Self.recordID(id), type))
+            shreds.epoch = max(shreds.epoch, UInt64(epoch))
+            byCase[caseID] = shreds
+        }
+        // One certificate a case, issued with the shreds: erasure by key destruction, complete once every
+        // daemon has destroyed the newest epoch a record's key was wrapped under (older ones go first),
+        // which the schedule does within the erase window.
+        for (caseID, shreds) in byCase {
+            let erasure = DestructionCertificate.Erasure(
+                epoch: shreds.epoch, completeBy: Timestamp.rfc3339(time + certifying.window * 1000))
+            try await Self.issue(
+                DestructionCertificate(
+                    id: Self.newCertificateID(), caseID: caseID, issuedAt: Timestamp.rfc3339(time), order: order,
+                    records: shreds.records, erasure: erasure),
+                at: time, signedBy: certifying.sealing, on: connection, logger: logger)
+        }
+    }
+
+    /// Writes `certificate`, signed, in the caller's transaction.
+    private static func issue(
+        _ certificate: DestructionCertificate, at time: Int64, signedBy sealing: SealingServices,
+        on connection: PostgresConnection, logger: Logger
+    ) async throws {
+        guard let erasure = certificate.erasure, let caseID = try? CaseID(certificate.caseID) else {
+            throw CaseVaultError(.storageFailure, "a certificate on PostgreSQL must name its case and its erasure")
+        }
+        let document = certificate.document(signedWith: sealing.signCertificate)
+        try await connection.query(
+            """
+            INSERT INTO casevault_certificates (id, case_id, issued_at, epoch, completes, document)
+            VALUES (\(certificate.certificateID), \(ByteBuffer(bytes: caseID.bytes)), \(time), \(Int64(erasure.epoch)),
+                \(erasure.completes), \(ByteBuffer(bytes: document)))
+            """, logger: logger)
+    }
+
+    private static func newCertificateID() -> String {
+        CaseID(bytes: Random.bytes(count: CaseID.byteCount)).rawValue
+    }
+
+    // MARK: Certificates
+
+    /// The advisory lock under which erasures are certified, one daemon at a time (`CVCERTIF` in ASCII).
+    static let certifyingLock: Int64 = 0x4356_4345_5254_4946
+
+    /// Certificate documents, in the order they were issued; of one case when `caseID` is given.
+    package func certificates(caseID: CaseID? = nil) throws(CaseVaultError) -> [[UInt8]] {
+        let logger = self.logger
+        return try self.run { connection in
+            let query: PostgresQuery =
+                if let caseID {
+                    "SELECT document FROM casevault_certificates WHERE case_id = \(ByteBuffer(bytes: caseID.bytes)) ORDER BY filed"
+                } else {
+                    "SELECT document FROM casevault_certificates ORDER BY filed"
+                }
+            var documents: [[UInt8]] = []
+            for try await document in try await connection.query(query, logger: logger).decode(ByteBuffer.self) {
+                documents.append(Array(document.readableBytesView))
+            }
+            return documents
+        }
+    }
+
+    /// Step 5 of a turn: for every shred's certificate whose epoch (and every older one) each daemon that held
+    /// it has destroyed, the second certificate, stating when the last of them did. Each first certificate
+    /// is verified with the vault's key before its erasure is certified (`integrity-failure` naming it
+    /// otherwise). One daemon at a time, under an advisory lock; returns how many it issued.
+    @discardableResult
+    package func certifyErasures() throws(CaseVaultError) -> Int {
+        let (sealing, logger, time) = (self.sealing, self.logger, self.now())
+        return try self.run { connection in
+            try await connection.transaction(logger: logger) { connection -> Int in
+                try await connection.query("SELECT pg_advisory_xact_lock(\(Self.certifyingLock))", logger: logger)
+                let rows = try await connection.query(
+                    """
+                    SELECT c.id, c.document,
+                        (SELECT (extract(epoch FROM max(h.destroyed_at)) * 1000)::bigint FROM casevault_epoch_holders h
+                            WHERE h.epoch <= c.epoch)
+                    FROM casevault_certificates c
+                    WHERE c.completes IS NULL
+                        AND NOT EXISTS (SELECT 1 FROM casevault_certificates d WHERE d.completes = c.id)
+                        AND EXISTS (SELECT 1 FROM casevault_epoch_holders h WHERE h.epoch = c.epoch)
+                        AND NOT EXISTS (
+                            SELECT 1 FROM casevault_epoch_holders h WHERE h.epoch <= c.epoch AND h.destroyed_at IS NULL)
+                    ORDER BY c.filed
+                    """, logger: logger)
+                var done: [(id: String, document: [UInt8], completedAt: Int64)] = []
+                for try await (id, document, completedAt) in rows.decode((String, ByteBuffer, Int64).self) {
+                    done.append((id, Array(document.readableBytesView), completedAt))
+                }
+                for (id, document, completedAt) in done {
+                    guard
+                        let first = DestructionCertificate.verify(
+                            document: document, publicKey: sealing.certificatePublicKey),
+                        first.certificateID == id, let epoch = first.erasure?.epoch
+                    else {
+                        throw CaseVaultError(
+                            .integrityFailure,
+                            "certificate \(id) in the database does not verify with the vault's key: it was altered")
+                    }
+                    var second = first
+                    second.certificateID = Self.newCertificateID()
+                    second.issuedAt = Timestamp.rfc3339(time)
+                    second.erasure = DestructionCertificate.Erasure(
+                        epoch: epoch, completes: id, completedAt: Timestamp.rfc3339(completedAt))
+                    try await Self.issue(second, at: time, signedBy: sealing, on: connection, logger: logger)
+                }
+                return done.count
+            }
+        }
     }
 
     package func metadata(_ id: RecordID) throws(CaseVaultError) -> RecordMetadata {
@@ -328,8 +456,8 @@ package final class PostgresStorage: RecordStorage {
         }
     }
 
-    /// Nothing: the filing that marked them deleted their rows and wrote their shreds' rows in its own
-    /// transaction. (Their certificates are not built here yet.)
+    /// Nothing: the filing that marked them deleted their rows and wrote their shreds' rows and certificate
+    /// in its own transaction.
     package func finishMarkedShreds(_ ids: [RecordID]) throws(CaseVaultError) {}
 
     /// Puts `uid` on the mediator roster (nothing when it is on it already).

@@ -36,7 +36,7 @@ extension EpochExchangeTests {
             locator: PrimaryLocator(
                 location: try clusters.location([clusters.standby, clusters.primary]), password: clusters.password,
                 logger: self.logger),
-            epochKeys: daemon.exchange.file, maxContentBytes: 1 << 20, logger: self.logger)
+            epochKeys: daemon.exchange.file, eraseWindow: 86_400, maxContentBytes: 1 << 20, logger: self.logger)
         return Vault(storage: storage)
     }
 
@@ -126,6 +126,19 @@ extension EpochExchangeTests {
                 _ = try vaultA.file(NewRecord(caseID: caseID, type: .sessionNote, content: Self.note("late")))
             } == .caseClosed)
         let final = filed.record.id
+        // The shreds' certificate, issued with them: erasure by destroying epoch 1, promised within the window.
+        let publicKey = try SealingServices(rootKey: Self.vaultRootKey).certificatePublicKey
+        let documents = try await self.blocking { try vaultB.storage.certificates(caseID: caseID) }
+        let certificate = try #require(
+            documents.count == 1 ? DestructionCertificate.verify(document: documents[0], publicKey: publicKey) : nil)
+        #expect(certificate.method == "final_agreement" && certificate.version == 2)
+        #expect(Set(certificate.records.map(\.recordID)) == Set(notes.map(\.rawValue)))
+        #expect(certificate.records.allSatisfy { $0.type == "session_note" })
+        let erasure = try #require(certificate.erasure)
+        #expect(erasure.method == "key_destruction" && erasure.epoch == 1 && erasure.completes == nil)
+        let issued = try #require(Timestamp.milliseconds(parsing: certificate.issuedAt))
+        #expect(erasure.completeBy.flatMap(Timestamp.milliseconds(parsing:)) == issued + 86_400_000)
+        #expect(try await self.blocking { try vaultA.storage.certifyErasures() } == 0)
         #expect(try await self.blocking { try vaultA.get(final) }.content == Self.finalAgreement)
 
         // Through a turn: a filing after it is wrapped under epoch 2; once the live records are rewrapped and
@@ -142,7 +155,18 @@ extension EpochExchangeTests {
         #expect(try await records.row(final, on: a.connection)?.epoch == 1)
         #expect(try await records.rewrap(below: 2, keys: try a.exchange.file.epochKeys(), on: a.connection) == 4)
         #expect(try await a.exchange.destroy(before: 2, on: a.connection) == [1])
+        // Not complete while daemon b still holds epoch 1; complete, and certified once, when it does not.
+        #expect(try await self.blocking { try vaultA.storage.certifyErasures() } == 0)
         #expect(try await b.exchange.destroy(before: 2, on: b.connection) == [1])
+        #expect(try await self.blocking { try vaultA.storage.certifyErasures() } == 1)
+        #expect(try await self.blocking { try vaultB.storage.certifyErasures() } == 0)
+        let both = try await self.blocking { try vaultA.storage.certificates(caseID: caseID) }
+        let completion = try #require(
+            both.count == 2 ? DestructionCertificate.verify(document: both[1], publicKey: publicKey) : nil)
+        #expect(completion.erasure?.completes == certificate.certificateID && completion.erasure?.epoch == 1)
+        #expect(completion.records == certificate.records && completion.certificateID != certificate.certificateID)
+        let completed = try #require(completion.erasure?.completedAt.flatMap(Timestamp.milliseconds(parsing:)))
+        #expect(completed >= issued)
         #expect(try await records.row(final, on: a.connection)?.epoch == 2)
         for vault in [vaultA, vaultB] {
             #expect(try await self.blocking { try vault.get(final) }.content == Self.finalAgreement)
