@@ -52,13 +52,10 @@ package struct PostgresRecords: Sendable {
         /// Who filed it: a role or a uid, never a name (`RecordMetadata.author`).
         package var author: String?
         package var supersedes: RecordID?
-        /// For an agreement to mediate, its participant id sealed and bound to the record
-        /// (`SealedRecord.sealedParticipant`).
-        package var sealedParticipant: [UInt8]?
 
         package init(
             id: RecordID, caseID: CaseID, type: RecordType, createdAt: Int64, epoch: UInt64, wrappedKey: [UInt8],
-            blob: [UInt8], author: String? = nil, supersedes: RecordID? = nil, sealedParticipant: [UInt8]? = nil
+            blob: [UInt8], author: String? = nil, supersedes: RecordID? = nil
         ) {
             self.id = id
             self.caseID = caseID
@@ -69,7 +66,6 @@ package struct PostgresRecords: Sendable {
             self.blob = blob
             self.author = author
             self.supersedes = supersedes
-            self.sealedParticipant = sealedParticipant
         }
 
         /// What a reader is told of the record, without its key or blob.
@@ -107,11 +103,10 @@ package struct PostgresRecords: Sendable {
     func insertUnderWrapEpoch(_ row: Row, on connection: PostgresConnection) async throws -> Bool {
         let inserted = try await connection.query(
             """
-            INSERT INTO casevault_records (id, case_id, type, created_at, epoch, wrapped_key, blob, author, supersedes,
-                sealed_participant)
+            INSERT INTO casevault_records (id, case_id, type, created_at, epoch, wrapped_key, blob, author, supersedes)
             SELECT \(ByteBuffer(bytes: row.id.bytes)), \(ByteBuffer(bytes: row.caseID.bytes)), \(row.type.rawValue), \(row.createdAt),
                 \(Int64(row.epoch)), \(ByteBuffer(bytes: row.wrappedKey)), \(ByteBuffer(bytes: row.blob)), \(row.author),
-                \(row.supersedes.map { ByteBuffer(bytes: $0.bytes) }), \(row.sealedParticipant.map { ByteBuffer(bytes: $0) })
+                \(row.supersedes.map { ByteBuffer(bytes: $0.bytes) })
             WHERE \(Int64(row.epoch)) = (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
             RETURNING 1
             """, logger: self.logger)
@@ -124,11 +119,11 @@ package struct PostgresRecords: Sendable {
     package func row(_ id: RecordID, on connection: PostgresConnection) async throws -> Row? {
         let rows = try await connection.query(
             """
-            SELECT case_id, type, created_at, epoch, wrapped_key, blob, author, supersedes, sealed_participant
+            SELECT case_id, type, created_at, epoch, wrapped_key, blob, author, supersedes
             FROM casevault_records WHERE id = \(ByteBuffer(bytes: id.bytes))
             """, logger: self.logger)
-        for try await (caseID, type, createdAt, epoch, wrapped, blob, author, supersedes, participant) in rows.decode(
-            (ByteBuffer, String, Int64, Int64, ByteBuffer, ByteBuffer, String?, ByteBuffer?, ByteBuffer?).self)
+        for try await (caseID, type, createdAt, epoch, wrapped, blob, author, supersedes) in rows.decode(
+            (ByteBuffer, String, Int64, Int64, ByteBuffer, ByteBuffer, String?, ByteBuffer?).self)
         {
             guard caseID.readableBytes == CaseID.byteCount, let type = RecordType(rawValue: type), epoch > 0,
                 supersedes.map({ $0.readableBytes == RecordID.byteCount }) ?? true
@@ -138,8 +133,7 @@ package struct PostgresRecords: Sendable {
             return Row(
                 id: id, caseID: CaseID(bytes: Array(caseID.readableBytesView)), type: type, createdAt: createdAt,
                 epoch: UInt64(epoch), wrappedKey: Array(wrapped.readableBytesView), blob: Array(blob.readableBytesView),
-                author: author, supersedes: supersedes.map { RecordID(bytes: Array($0.readableBytesView)) },
-                sealedParticipant: participant.map { Array($0.readableBytesView) })
+                author: author, supersedes: supersedes.map { RecordID(bytes: Array($0.readableBytesView)) })
         }
         return nil
     }
@@ -160,19 +154,52 @@ package struct PostgresRecords: Sendable {
         try await connection.transaction(logger: self.logger) { connection -> Bool in
             try await connection.query("SELECT pg_advisory_xact_lock(\(Self.filingLock))", logger: self.logger)
             let rows = try await connection.query(
-                "SELECT EXISTS (SELECT 1 FROM casevault_records WHERE epoch < \(Int64(epoch)))", logger: self.logger)
+                """
+                SELECT EXISTS (SELECT 1 FROM casevault_records WHERE epoch < \(Int64(epoch)))
+                    OR EXISTS (SELECT 1 FROM casevault_holds WHERE epoch < \(Int64(epoch)))
+                """, logger: self.logger)
             var exists = true
             for try await found in rows.decode(Bool.self) { exists = found }
             return exists
         }
     }
 
-    /// Step 3 of a turn: every live record wrapped under an epoch older than `epoch` whose key is among
-    /// `keys` (the epoch keys this daemon holds) rewrapped under `epoch`'s key, `rewrapBatch` at a time,
-    /// each batch its own transaction (rows another daemon is rewrapping are skipped, not waited for).
-    /// Records under an older epoch this daemon does not hold are left to a daemon that does
+    /// What a turn rewraps: records' data keys, and legal holds' reason keys (each wrap bound to its own
+    /// kind of id).
+    enum Wrapped: CaseIterable {
+        case records
+        case holds
+
+        var table: String {
+            switch self {
+            case .records: "casevault_records"
+            case .holds: "casevault_holds"
+            }
+        }
+
+        var noun: String {
+            switch self {
+            case .records: "record"
+            case .holds: "legal hold"
+            }
+        }
+
+        func rewrap(_ wrapped: [UInt8], id: [UInt8], from key: EpochKey, under next: EpochKey)
+            throws(CaseVaultError) -> [UInt8]
+        {
+            switch self {
+            case .records: try key.rewrap(wrapped, recordID: RecordID(bytes: id), under: next)
+            case .holds: try key.rewrap(wrapped, holdID: HoldID(bytes: id), under: next)
+            }
+        }
+    }
+
+    /// Step 3 of a turn: every live record and standing hold wrapped under an epoch older than `epoch` whose
+    /// key is among `keys` (the epoch keys this daemon holds) rewrapped under `epoch`'s key, `rewrapBatch`
+    /// at a time, each batch its own transaction (rows another daemon is rewrapping are skipped, not waited
+    /// for). Rows under an older epoch this daemon does not hold are left to a daemon that does
     /// (`wrappedBelow` stays true). A wrapped key that does not open is `integrity-failure`, naming the
-    /// record. Returns how many records were rewrapped.
+    /// record or hold. Returns how many were rewrapped.
     package func rewrap(below epoch: UInt64, keys: [EpochKey], on connection: PostgresConnection) async throws -> Int {
         guard let next = keys.first(where: { $0.number == epoch }) else {
             throw CaseVaultError(.keyUnavailable, "this daemon does not hold epoch \(epoch)'s key to rewrap under")
@@ -180,60 +207,71 @@ package struct PostgresRecords: Sendable {
         let older = keys.map(\.number).filter { $0 < epoch }.map { Int64($0) }
         guard !older.isEmpty else { return 0 }
         var total = 0
-        while true {
-            let count = try await connection.transaction(logger: self.logger) { connection -> Int in
-                let rows = try await connection.query(
-                    """
-                    SELECT id, epoch, wrapped_key FROM casevault_records WHERE epoch = ANY(\(older))
-                    ORDER BY id LIMIT \(Self.rewrapBatch) FOR UPDATE SKIP LOCKED
-                    """, logger: self.logger)
-                var batch: [(id: RecordID, epoch: UInt64, wrapped: [UInt8])] = []
-                for try await (id, old, wrapped) in rows.decode((ByteBuffer, Int64, ByteBuffer).self) {
-                    guard id.readableBytes == RecordID.byteCount else {
-                        throw CaseVaultError(.integrityFailure, "a record's row in the database is malformed")
-                    }
-                    batch.append(
-                        (RecordID(bytes: Array(id.readableBytesView)), UInt64(old), Array(wrapped.readableBytesView)))
-                }
-                var rewrapped: [ByteBuffer] = []
-                rewrapped.reserveCapacity(batch.count)
-                for record in batch {
-                    // Selected by the epochs `keys` hold.
-                    guard let key = keys.first(where: { $0.number == record.epoch }) else {
-                        throw CaseVaultError(.keyUnavailable, "erase epoch \(record.epoch)'s key went missing")
-                    }
-                    do throws(CaseVaultError) {
-                        rewrapped.append(
-                            ByteBuffer(bytes: try key.rewrap(record.wrapped, recordID: record.id, under: next)))
-                    } catch {
-                        // Secure memory that could not be had is not an altered key.
-                        guard error.code == .integrityFailure else { throw error }
-                        throw CaseVaultError(
-                            .integrityFailure,
-                            "record \(record.id)'s wrapped key does not open under erase epoch \(record.epoch): it was altered, or written by someone without the epoch's key",
-                            cause: error)
-                    }
-                }
-                // The batch's rows in one statement, each with its new wrap. Each was locked by the select, so
-                // each is moved; were one not, the next select would find it again and the loop never end.
-                guard !batch.isEmpty else { return 0 }
-                let ids = batch.map { ByteBuffer(bytes: $0.id.bytes) }
-                let moved = try await connection.query(
-                    """
-                    UPDATE casevault_records AS r SET epoch = \(Int64(epoch)), wrapped_key = u.wrapped_key
-                    FROM unnest(\(ids)::bytea[], \(rewrapped)::bytea[]) AS u (id, wrapped_key)
-                    WHERE r.id = u.id RETURNING 1
-                    """, logger: self.logger)
-                var count = 0
-                for try await _ in moved.decode(Int32.self) { count += 1 }
-                guard count == batch.count else {
-                    throw CaseVaultError(
-                        .storageFailure, "the rewrap moved \(count) of the \(batch.count) records it had locked")
-                }
-                return count
+        for kind in Wrapped.allCases {
+            while true {
+                let count = try await self.rewrapBatch(
+                    kind, below: epoch, older: older, keys: keys, next: next, on: connection)
+                total += count
+                if count == 0 { break }
             }
-            total += count
-            if count == 0 { return total }
+        }
+        return total
+    }
+
+    /// One transaction of `rewrap`: up to `rewrapBatch` rows of `kind`; returns how many it moved.
+    private func rewrapBatch(
+        _ kind: Wrapped, below epoch: UInt64, older: [Int64], keys: [EpochKey], next: EpochKey,
+        on connection: PostgresConnection
+    ) async throws -> Int {
+        try await connection.transaction(logger: self.logger) { connection -> Int in
+            let rows = try await connection.query(
+                """
+                SELECT id, epoch, wrapped_key FROM \(unescaped: kind.table) WHERE epoch = ANY(\(older))
+                ORDER BY id LIMIT \(Self.rewrapBatch) FOR UPDATE SKIP LOCKED
+                """, logger: self.logger)
+            var batch: [(id: [UInt8], epoch: UInt64, wrapped: [UInt8])] = []
+            for try await (id, old, wrapped) in rows.decode((ByteBuffer, Int64, ByteBuffer).self) {
+                guard id.readableBytes == RecordID.byteCount else {
+                    throw CaseVaultError(.integrityFailure, "a \(kind.noun)'s row in the database is malformed")
+                }
+                batch.append((Array(id.readableBytesView), UInt64(old), Array(wrapped.readableBytesView)))
+            }
+            var rewrapped: [ByteBuffer] = []
+            rewrapped.reserveCapacity(batch.count)
+            for row in batch {
+                // Selected by the epochs `keys` hold.
+                guard let key = keys.first(where: { $0.number == row.epoch }) else {
+                    throw CaseVaultError(.keyUnavailable, "erase epoch \(row.epoch)'s key went missing")
+                }
+                do throws(CaseVaultError) {
+                    rewrapped.append(
+                        ByteBuffer(bytes: try kind.rewrap(row.wrapped, id: row.id, from: key, under: next)))
+                } catch {
+                    // Secure memory that could not be had is not an altered key.
+                    guard error.code == .integrityFailure else { throw error }
+                    throw CaseVaultError(
+                        .integrityFailure,
+                        "\(kind.noun) \(Hex.encode(row.id))'s wrapped key does not open under erase epoch \(row.epoch): it was altered, or written by someone without the epoch's key",
+                        cause: error)
+                }
+            }
+            // The batch's rows in one statement, each with its new wrap. Each was locked by the select, so
+            // each is moved; were one not, the next select would find it again and the loop never end.
+            guard !batch.isEmpty else { return 0 }
+            let ids = batch.map { ByteBuffer(bytes: $0.id) }
+            let moved = try await connection.query(
+                """
+                UPDATE \(unescaped: kind.table) AS r SET epoch = \(Int64(epoch)), wrapped_key = u.wrapped_key
+                FROM unnest(\(ids)::bytea[], \(rewrapped)::bytea[]) AS u (id, wrapped_key)
+                WHERE r.id = u.id RETURNING 1
+                """, logger: self.logger)
+            var count = 0
+            for try await _ in moved.decode(Int32.self) { count += 1 }
+            guard count == batch.count else {
+                throw CaseVaultError(
+                    .storageFailure, "the rewrap moved \(count) of the \(batch.count) \(kind.table) rows it had locked")
+            }
+            return count
         }
     }
 
@@ -241,7 +279,10 @@ package struct PostgresRecords: Sendable {
     package func epochs(below epoch: UInt64, on connection: PostgresConnection) async throws -> [UInt64] {
         var epochs: [UInt64] = []
         for try await number in try await connection.query(
-            "SELECT DISTINCT epoch FROM casevault_records WHERE epoch < \(Int64(epoch)) ORDER BY epoch",
+            """
+            SELECT epoch FROM casevault_records WHERE epoch < \(Int64(epoch))
+            UNION SELECT epoch FROM casevault_holds WHERE epoch < \(Int64(epoch)) ORDER BY epoch
+            """,
             logger: self.logger
         ).decode(Int64.self) {
             epochs.append(UInt64(number))

@@ -75,12 +75,14 @@ package enum PostgresSchema {
         ],
         // 3: cases and what a filing's rules read (`PostgresStorage`). A case's row: its state, how many
         // participants it has, its mediators' and supervisors' uids, its times, and the id of its sealed
-        // header. A record gains its filing order, its author's role or uid, the record it supersedes, and,
-        // for an agreement to mediate, its participant id sealed and bound to the record. The roster of
-        // mediators is uids. A shred leaves its record's id, case, type and time, the epoch its key was
+        // header. A record gains its filing order, its author's role or uid and the record it supersedes (no
+        // sealed participant: it would be sealed under a subkey of the root key, which outlives every erase
+        // epoch). The roster of mediators is uids. A shred leaves its record's id, case, type and time, the epoch its key was
         // wrapped under (its residue opens for no one once that epoch is destroyed) and who ordered it how:
         // what a reader is told (`shredded`). Each shred's signed certificate, and the second one issued once
-        // every daemon has destroyed its epoch (`completes` names the first). No content, names or categories.
+        // every daemon has destroyed its epoch (`completes` names the first). Legal holds: the case, who placed
+        // it when, and the reason sealed under a key of its own, wrapped under an erase epoch as a record's
+        // data key is (and rewrapped with them at a turn). No content, names or categories.
         [
             """
             CREATE TABLE casevault_cases (
@@ -99,8 +101,7 @@ package enum PostgresSchema {
             ALTER TABLE casevault_records
                 ADD COLUMN filed bigint GENERATED ALWAYS AS IDENTITY,
                 ADD COLUMN author text,
-                ADD COLUMN supersedes bytea CHECK (length(supersedes) = 16),
-                ADD COLUMN sealed_participant bytea
+                ADD COLUMN supersedes bytea CHECK (length(supersedes) = 16)
             """,
             "CREATE TABLE casevault_roster (uid bigint PRIMARY KEY CHECK (uid >= 0))",
             """
@@ -130,6 +131,21 @@ package enum PostgresSchema {
             CREATE INDEX casevault_certificates_open ON casevault_certificates (epoch)
                 WHERE completes IS NULL
             """,
+            """
+            CREATE TABLE casevault_holds (
+                id bytea PRIMARY KEY CHECK (length(id) = 16),
+                filed bigint GENERATED ALWAYS AS IDENTITY,
+                case_id bytea NOT NULL CHECK (length(case_id) = 16),
+                placed_at bigint NOT NULL,
+                placed_by_uid bigint,
+                placed_by_role text NOT NULL,
+                epoch bigint NOT NULL REFERENCES casevault_epochs (number),
+                wrapped_key bytea NOT NULL CHECK (length(wrapped_key) = 72),
+                sealed_reason bytea NOT NULL
+            )
+            """,
+            "CREATE INDEX casevault_holds_by_case ON casevault_holds (case_id)",
+            "CREATE INDEX casevault_holds_by_epoch ON casevault_holds (epoch)",
         ],
     ]
 

@@ -30,8 +30,11 @@ internal import Synchronization
 /// under which epoch, complete by the shred's time plus the erase window; `certifyErasures` issues the
 /// second certificate once every daemon has destroyed that epoch.
 ///
-/// Not built yet, and refused with `storage-failure` naming what: legal holds, statistics and attachments
-/// (each needs its design for the erase window first). No daemon uses this storage yet.
+/// Legal holds' reasons are sealed under keys of their own, wrapped under the erase epochs as records' data
+/// keys are and rewrapped with them at a turn (`sealsUnderEraseEpochs`).
+///
+/// Not built yet, and refused with `storage-failure` naming what: statistics and attachments (each needs
+/// its design for the erase window first). No daemon uses this storage yet.
 ///
 /// Every call blocks its thread until the database answers: call it from a thread that may block (the
 /// server's blocking pool), never from Swift's cooperative pool, whose threads run the queries.
@@ -48,6 +51,8 @@ package final class PostgresStorage: RecordStorage {
     private let clock: @Sendable () -> Int64
     /// `[storage] erase_window`, in seconds: a shred's certificate promises its erasure within it.
     private let eraseWindow: Int64
+    /// `[retention] holds_keep_session_notes`: a hold keeps a case's notes from its final agreement.
+    private let holdsKeepSessionNotes: Bool
     /// Connections not in use, newest last.
     private let idle = Mutex<[PostgresConnection]>([])
 
@@ -66,11 +71,12 @@ package final class PostgresStorage: RecordStorage {
 
     package init(
         sealing: SealingServices, locator: PrimaryLocator, epochKeys: EpochKeyFile, eraseWindow: Int64,
-        maxContentBytes: Int, logger: Logger,
+        maxContentBytes: Int, holdsKeepSessionNotes: Bool = false, logger: Logger,
         clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
     ) {
         self.sealing = sealing
         self.eraseWindow = eraseWindow
+        self.holdsKeepSessionNotes = holdsKeepSessionNotes
         self.locator = locator
         self.epochKeys = epochKeys
         self.maxContentBytes = maxContentBytes
@@ -105,39 +111,52 @@ package final class PostgresStorage: RecordStorage {
         let createdAt = self.now()
         let (records, logger) = (self.records, self.logger)
         let (sealing, window) = (self.sealing, self.eraseWindow)
-        for _ in 0..<Self.filingAttempts {
+        return try self.underWrapEpoch { key, connection in
+            let row = PostgresRecords.Row(
+                id: record.id, caseID: record.caseID, type: record.type, createdAt: createdAt, epoch: key.number,
+                wrappedKey: record.wrappedKey(under: key), blob: record.blob, author: record.author,
+                supersedes: record.supersedes)
+            // The record first: when an epoch turned after the wrap epoch was read, nothing is written and the
+            // filing wraps again.
+            guard try await records.insertUnderWrapEpoch(row, on: connection) else { return nil }
+            try await Self.apply(effects, at: createdAt, certifying: (sealing, window), on: connection, logger: logger)
+            return row.metadata
+        }
+    }
+
+    /// Runs `body` in a transaction holding the shared filing lock, with the key of the epoch new wraps use;
+    /// `body` writes under that epoch only if it is still the one new wraps use (the insert checks it), and
+    /// returns `nil`, having written nothing, when a turn came in between: then it runs again, up to
+    /// `filingAttempts` times.
+    private func underWrapEpoch<T: Sendable>(
+        _ body: @escaping @Sendable (EpochKey, PostgresConnection) async throws -> T?
+    ) throws(CaseVaultError) -> T {
+        let (records, logger) = (self.records, self.logger)
+        for attempt in 0..<Self.filingAttempts {
             // Read again each time: the epoch a turn moved to may have been received since.
             let keys = try self.epochKeys.epochKeys()
-            let filed: RecordMetadata? = try self.run { connection in
-                try await connection.transaction(logger: logger) { connection -> RecordMetadata? in
+            let done: T? = try self.run { connection in
+                try await connection.transaction(logger: logger) { connection -> T? in
                     try await records.shareFilingLock(on: connection)
                     guard let epoch = try await EpochExchange.wrapEpoch(connection, logger: logger) else {
                         throw CaseVaultError(
                             .keyUnavailable, "no erase epoch is ready for new wraps yet: no daemon has turned to one")
                     }
                     guard let key = keys.first(where: { $0.number == epoch }) else {
+                        // Received since the keys were read, it is there when they are read again.
+                        guard attempt == Self.filingAttempts - 1 else { return nil }
                         throw CaseVaultError(
                             .keyUnavailable,
                             "this daemon does not hold erase epoch \(epoch)'s key, which new wraps use: it has not received it"
                         )
                     }
-                    let row = PostgresRecords.Row(
-                        id: record.id, caseID: record.caseID, type: record.type, createdAt: createdAt, epoch: epoch,
-                        wrappedKey: record.wrappedKey(under: key), blob: record.blob, author: record.author,
-                        supersedes: record.supersedes, sealedParticipant: record.sealedParticipant)
-                    // The record first: when an epoch turned after the select above, nothing is written and
-                    // the filing wraps again.
-                    guard try await records.insertUnderWrapEpoch(row, on: connection) else { return nil }
-                    try await Self.apply(
-                        effects, at: createdAt, certifying: (sealing, window), on: connection, logger: logger)
-                    return row.metadata
+                    return try await body(key, connection)
                 }
             }
-            if let filed { return filed }
+            if let done { return done }
         }
         throw CaseVaultError(
-            .keyUnavailable,
-            "erase epochs turned \(Self.filingAttempts) times while a record was being filed: try again")
+            .keyUnavailable, "erase epochs turned \(Self.filingAttempts) times while wrapping a key: try again")
     }
 
     /// What a filing changes besides its record, in its transaction: the new case, the case's state, and the
@@ -347,8 +366,13 @@ package final class PostgresStorage: RecordStorage {
     }
 
     /// A row with its key as the sealing layer opens it: under the key of the epoch the row names.
-    private func stored(_ row: PostgresRecords.Row) throws(CaseVaultError) -> StoredRecord {
+    private func stored(_ row: PostgresRecords.Row, again: Bool = true) throws(CaseVaultError) -> StoredRecord {
         guard let key = try self.epochKeys.epochKeys().first(where: { $0.number == row.epoch }) else {
+            // A turn may have rewrapped the row and destroyed its epoch since it was read: read it once more.
+            if again {
+                let reread = try self.liveRow(row.id)
+                if reread.epoch != row.epoch { return try self.stored(reread, again: false) }
+            }
             throw CaseVaultError(
                 .keyUnavailable,
                 "record \(row.id)'s key is wrapped under erase epoch \(row.epoch), whose key this daemon does not hold")
@@ -425,8 +449,12 @@ package final class PostgresStorage: RecordStorage {
         return header
     }
 
-    /// A case's live session notes, in filing order: every one of them, as no hold is kept here yet.
+    /// A case's live session notes, in filing order; none while a hold keeps them
+    /// (`holdsKeepSessionNotes`). Called under the case's lock, which a placing of a hold also takes.
     package func notesToDestroy(_ caseID: CaseID) throws(CaseVaultError) -> [RecordID] {
+        if self.holdsKeepSessionNotes, try self.isHeld(caseID) {
+            return []
+        }
         let logger = self.logger
         return try self.run { connection in
             try await Self.ids(
@@ -437,23 +465,17 @@ package final class PostgresStorage: RecordStorage {
         }
     }
 
+    /// A case's live agreements to mediate, in filing order, with no sealed participant
+    /// (`sealsUnderEraseEpochs`): the filing of a note opens them to read who agreed.
     package func agreements(_ caseID: CaseID) throws(CaseVaultError) -> [(id: RecordID, sealedParticipant: [UInt8]?)] {
         let logger = self.logger
-        let rows = try self.run { connection in
-            var rows: [(ByteBuffer, ByteBuffer?)] = []
-            for try await row in try await connection.query(
+        return try self.run { connection in
+            try await Self.ids(
                 """
-                SELECT id, sealed_participant FROM casevault_records WHERE case_id = \(ByteBuffer(bytes: caseID.bytes))
+                SELECT id FROM casevault_records WHERE case_id = \(ByteBuffer(bytes: caseID.bytes))
                     AND type = \(RecordType.agreementToMediate.rawValue) ORDER BY filed
-                """, logger: logger
-            ).decode((ByteBuffer, ByteBuffer?).self) {
-                rows.append(row)
-            }
-            return rows
-        }
-        return try rows.map { (id, participant) throws(CaseVaultError) in
-            (try Self.recordID(id), participant.map { Array($0.readableBytesView) })
-        }
+                """, on: connection, logger: logger)
+        }.map { ($0, nil) }
     }
 
     /// Nothing: the filing that marked them deleted their rows and wrote their shreds' rows and certificate
@@ -469,10 +491,93 @@ package final class PostgresStorage: RecordStorage {
         }
     }
 
+    // MARK: Legal holds
+
+    /// Each reason under a key of its own, wrapped under an erase epoch: a released hold's row lives on in
+    /// PostgreSQL's residue, which then opens for no one once the epoch is destroyed.
+    package var sealsUnderEraseEpochs: Bool { true }
+
+    /// Keeps `hold`, its reason's key wrapped under the epoch new wraps use (checked as a filing's is).
+    package func insertHold(_ hold: SealedHold) throws(CaseVaultError) {
+        let logger = self.logger
+        let _: Bool = try self.underWrapEpoch { key, connection in
+            let inserted = try await connection.query(
+                """
+                INSERT INTO casevault_holds (id, case_id, placed_at, placed_by_uid, placed_by_role, epoch, wrapped_key,
+                    sealed_reason)
+                SELECT \(ByteBuffer(bytes: hold.id.bytes)), \(ByteBuffer(bytes: hold.caseID.bytes)), \(hold.placedAt),
+                    \(hold.placedBy.uid.map { Int64($0) }), \(hold.placedBy.role), \(Int64(key.number)),
+                    \(ByteBuffer(bytes: try hold.wrappedReasonKey(under: key))), \(ByteBuffer(bytes: hold.sealedReason))
+                WHERE \(Int64(key.number)) = (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
+                RETURNING true
+                """, logger: logger)
+            var placed: Bool?
+            for try await value in inserted.decode(Bool.self) { placed = value }
+            return placed
+        }
+    }
+
+    /// The standing holds, oldest first, each reason's wrapped key with the key of the epoch it is under.
+    package func sealedHolds() throws(CaseVaultError) -> [SealedHold] {
+        let logger = self.logger
+        let rows = try self.run { connection in
+            var rows: [(ByteBuffer, ByteBuffer, Int64, Int64?, String, Int64, ByteBuffer, ByteBuffer)] = []
+            for try await row in try await connection.query(
+                """
+                SELECT id, case_id, placed_at, placed_by_uid, placed_by_role, epoch, wrapped_key, sealed_reason
+                FROM casevault_holds ORDER BY filed
+                """, logger: logger
+            ).decode((ByteBuffer, ByteBuffer, Int64, Int64?, String, Int64, ByteBuffer, ByteBuffer).self) {
+                rows.append(row)
+            }
+            return rows
+        }
+        let keys = try self.epochKeys.epochKeys()
+        return try rows.map { (id, caseID, placedAt, uid, role, epoch, wrapped, reason) throws(CaseVaultError) in
+            guard id.readableBytes == HoldID.byteCount, caseID.readableBytes == CaseID.byteCount,
+                uid.map({ UInt32(exactly: $0) != nil }) ?? true
+            else { throw CaseVaultError(.integrityFailure, "a legal hold's row in the database is malformed") }
+            let holdID = HoldID(bytes: Array(id.readableBytesView))
+            guard let key = keys.first(where: { $0.number == UInt64(epoch) }) else {
+                throw CaseVaultError(
+                    .keyUnavailable,
+                    "legal hold \(holdID)'s reason key is wrapped under erase epoch \(epoch), whose key this daemon does not hold"
+                )
+            }
+            return SealedHold(
+                id: holdID, caseID: CaseID(bytes: Array(caseID.readableBytesView)), placedAt: placedAt,
+                placedBy: Authority(uid: uid.flatMap { UInt32(exactly: $0) }, role: role),
+                sealedReason: Array(reason.readableBytesView), eraseEpoch: (key, Array(wrapped.readableBytesView)))
+        }
+    }
+
+    /// Releases a hold (its row deleted: its residue opens for no one once its epoch is destroyed); returns
+    /// its case. `not-found` for an unknown or already released hold.
+    package func releaseHold(_ id: HoldID) throws(CaseVaultError) -> CaseID {
+        let logger = self.logger
+        let cases = try self.run { connection in
+            try await Self.ids(
+                "DELETE FROM casevault_holds WHERE id = \(ByteBuffer(bytes: id.bytes)) RETURNING case_id",
+                on: connection, logger: logger)
+        }
+        guard let caseID = cases.first else {
+            throw CaseVaultError(.notFound, "no standing hold has this id; list them with GET /v1/holds")
+        }
+        return CaseID(bytes: caseID.bytes)
+    }
+
+    /// Whether a hold stands on the case.
+    package func isHeld(_ caseID: CaseID) throws(CaseVaultError) -> Bool {
+        let logger = self.logger
+        return try self.run { connection in
+            try await Self.exists(
+                "SELECT EXISTS (SELECT 1 FROM casevault_holds WHERE case_id = \(ByteBuffer(bytes: caseID.bytes)))",
+                on: connection, logger: logger)
+        }
+    }
+
     // MARK: Not built on PostgreSQL yet
 
-    package func insertHold(_ hold: SealedHold) throws(CaseVaultError) { throw Self.notBuilt("legal holds") }
-    package func sealedHolds() throws(CaseVaultError) -> [SealedHold] { throw Self.notBuilt("legal holds") }
     package func statisticsSnapshot(types: [RecordType]) throws(CaseVaultError) -> StatisticsSnapshot {
         throw Self.notBuilt("statistics")
     }

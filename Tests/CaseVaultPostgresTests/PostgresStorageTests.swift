@@ -30,13 +30,16 @@ extension EpochExchangeTests {
 
     /// A daemon's vault on `clusters`: the vault's root key, the daemon's epoch key file, the standby listed
     /// first (the storage finds the primary).
-    func vault(_ daemon: Daemon, _ clusters: PostgresClusters) throws -> Vault<PostgresStorage> {
+    func vault(_ daemon: Daemon, _ clusters: PostgresClusters, holdsKeepSessionNotes: Bool = false) throws
+        -> Vault<PostgresStorage>
+    {
         let storage = PostgresStorage(
             sealing: try SealingServices(rootKey: Self.vaultRootKey),
             locator: PrimaryLocator(
                 location: try clusters.location([clusters.standby, clusters.primary]), password: clusters.password,
                 logger: self.logger),
-            epochKeys: daemon.exchange.file, eraseWindow: 86_400, maxContentBytes: 1 << 20, logger: self.logger)
+            epochKeys: daemon.exchange.file, eraseWindow: 86_400, maxContentBytes: 1 << 20,
+            holdsKeepSessionNotes: holdsKeepSessionNotes, logger: self.logger)
         return Vault(storage: storage)
     }
 
@@ -95,9 +98,15 @@ extension EpochExchangeTests {
         _ = try await self.blocking {
             try vaultB.file(NewRecord(caseID: caseID, type: .agreementToMediate, content: Self.agreement("p2")))
         }
-        // Each agreement keeps its participant sealed beside it, so a note's filing opens no agreement.
+        // No participant is sealed beside an agreement (it would be under a subkey of the root key, outside
+        // the erase window): a note's filing opens the agreements.
         let agreements = try await self.blocking { try vaultA.storage.agreements(caseID) }
-        #expect(agreements.count == 2 && agreements.allSatisfy { $0.sealedParticipant != nil })
+        #expect(agreements.count == 2 && agreements.allSatisfy { $0.sealedParticipant == nil })
+        #expect(
+            try clusters.psql(
+                clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
+                "SELECT count(*) FROM information_schema.columns WHERE column_name LIKE '%participant%' AND table_name = 'casevault_records'"
+            ) == "0")
 
         var notes: [RecordID] = []
         for (number, vault) in [vaultA, vaultB, vaultA].enumerated() {
@@ -110,6 +119,25 @@ extension EpochExchangeTests {
         #expect(try await self.blocking { try vaultA.storage.caseSummary(caseID) }.state == .session)
         let second = notes[1]
         #expect(try await self.blocking { try vaultA.get(second) }.content == Self.note("said in session 1"))
+        // What a read's decision sees, in one trip: the record, its case, and whether the reader is on the
+        // mediator roster.
+        try await self.blocking { try vaultA.storage.addToRoster(4001) }
+        for (uid, listed) in [(UInt32(4001), true), (4002, false)] {
+            let seen = try await self.blocking {
+                var seen: (RecordType, CaseID, Bool)?
+                _ = try vaultB.read(second, rosterUID: uid) { record, summary, onRoster throws(CaseVaultError) in
+                    seen = (record.type, summary.id, onRoster)
+                }
+                return seen
+            }
+            #expect(seen?.0 == .sessionNote && seen?.1 == caseID && seen?.2 == listed)
+        }
+        #expect(
+            await self.code {
+                _ = try vaultB.read(second, rosterUID: nil) { _, _, _ throws(CaseVaultError) in
+                    throw CaseVaultError(.forbidden, "refused")
+                }
+            } == .forbidden)
 
         let filed = try await self.blocking {
             try vaultB.file(NewRecord(caseID: caseID, type: .finalAgreement, content: Self.finalAgreement))
@@ -180,7 +208,10 @@ extension EpochExchangeTests {
         )
         #expect(shreds == "3")
         // Not yet on PostgreSQL, and saying so.
-        #expect(await self.code { _ = try vaultA.storage.sealedHolds() } == .storageFailure)
+        #expect(
+            await self.code { _ = try vaultA.storage.statisticsRecordIDs(caseID, types: [.evaluation]) }
+                == .storageFailure)
+        #expect(await self.code { _ = try vaultA.storage.openAttachment(final) } == .storageFailure)
 
         // No content, name or contact in any file of either cluster: everything was sealed first.
         try await a.connection.query("CHECKPOINT", logger: self.logger)
@@ -188,7 +219,7 @@ extension EpochExchangeTests {
         var plain = 0
         for data in [clusters.primaryData, clusters.standbyData] {
             for file in Self.files(under: data) {
-                // The search's control: the shreds' method is kept in the clear, and is found.
+                // The search's control: a record's type and a shred's method are kept in the clear, and found.
                 if Self.contains(file.bytes, Array("final_agreement".utf8)) { plain += 1 }
                 for secret in ["Ada Participant", "ada@example.edu", "kitchen rota", "said in session"]
                 where Self.contains(file.bytes, Array(secret.utf8)) {
@@ -212,6 +243,7 @@ extension EpochExchangeTests {
         #expect(try await b.exchange.receive(on: b.connection) == [1])
         let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
 
+        var interleaved = 0
         for round in 0..<8 {
             let caseID = try await self.blocking {
                 let summary = try vaultA.openCase(header: Self.header, mediators: [], author: nil)
@@ -241,10 +273,114 @@ extension EpochExchangeTests {
             }
             let filedNotes = await notes
             #expect(final.shredded.count == (filedNotes ?? -1) + 1, "round \(round)")
+            interleaved += filedNotes ?? 0
             let live = try clusters.psql(
                 clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
                 "SELECT count(*) FROM casevault_records WHERE type = 'session_note' AND case_id = '\\x\(caseID)'")
             #expect(live == "0", "round \(round): session notes outlived the final agreement")
         }
+
+        // Daemon b's notes did go in between: the rounds raced.
+        #expect(interleaved > 0)
+    }
+
+    @Test(
+        "legal holds on PostgreSQL: a reason placed by one daemon opens at the other; a hold keeps a case's notes from its final agreement; its reason key is rewrapped at a turn, and a released hold's residue opens for no one once its epoch is destroyed"
+    )
+    func holdsAcrossATurn() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (a, b) = try await self.twoDaemons(clusters, keys)
+        _ = try await a.exchange.turn(from: nil, on: a.connection)
+        #expect(try await b.exchange.receive(on: b.connection) == [1])
+        let vaultA = try self.vault(a, clusters, holdsKeepSessionNotes: true)
+        let vaultB = try self.vault(b, clusters, holdsKeepSessionNotes: true)
+        let (caseID, notes) = try await self.blocking {
+            let summary = try vaultA.openCase(header: Self.header, mediators: [], author: nil)
+            for participant in ["p1", "p2"] {
+                _ = try vaultA.file(
+                    NewRecord(caseID: summary.id, type: .agreementToMediate, content: Self.agreement(participant)))
+            }
+            let notes = try (0..<2).map { _ in
+                try vaultB.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Self.note("kept"))).record.id
+            }
+            return (summary.id, notes)
+        }
+        let reason = "litigation hold for Ada Participant"
+        let first = try await self.blocking {
+            try vaultA.placeHold(on: caseID, reason: reason, authority: Authority(uid: 4100, role: "director"))
+        }
+        #expect(try await self.blocking { try vaultB.holds() } == [first])
+        #expect(
+            await self.code {
+                _ = try vaultA.placeHold(
+                    on: CaseID(bytes: Random.bytes(count: 16)), reason: "x", authority: .daemon)
+            } == .notFound)
+
+        // Held: the final agreement shreds no note, and both stay readable.
+        let filed = try await self.blocking {
+            try vaultB.file(NewRecord(caseID: caseID, type: .finalAgreement, content: Self.finalAgreement))
+        }
+        #expect(filed.shredded.isEmpty)
+        for note in notes {
+            #expect(try await self.blocking { try vaultA.get(note) }.content == Self.note("kept"))
+        }
+
+        // Released: gone for every reader at once; what the database kept of it is its wrapped reason key and
+        // its sealed reason, under epoch 1.
+        let residue = try await self.holdRow(first.id, on: a.connection)
+        #expect(residue?.epoch == 1)
+        #expect(try await self.blocking { try vaultB.storage.releaseHold(first.id) } == caseID)
+        #expect(try await self.blocking { try vaultA.holds() }.isEmpty)
+        #expect(await self.code { _ = try vaultA.storage.releaseHold(first.id) } == .notFound)
+        let second = try await self.blocking {
+            try vaultB.placeHold(on: caseID, reason: "second \(reason)", authority: .daemon)
+        }
+
+        // One turn: the standing hold's reason key is rewrapped with the live records (header, two agreements,
+        // two notes, the final agreement), and once both daemons destroyed epoch 1 it opens under epoch 2 at
+        // either daemon.
+        try await self.turn(from: 1, by: b, receivedBy: a)
+        let records = PostgresRecords(logger: self.logger)
+        #expect(try await records.wrappedBelow(2, on: a.connection))
+        #expect(try await records.rewrap(below: 2, keys: try a.exchange.file.epochKeys(), on: a.connection) == 7)
+        #expect(try await !records.wrappedBelow(2, on: a.connection))
+        #expect(try await a.exchange.destroy(before: 2, on: a.connection) == [1])
+        #expect(try await b.exchange.destroy(before: 2, on: b.connection) == [1])
+        #expect(try await self.holdRow(second.id, on: b.connection)?.epoch == 2)
+        for vault in [vaultA, vaultB] {
+            #expect(try await self.blocking { try vault.holds() } == [second])
+        }
+
+        // The released hold's residue: its sealed reason is in the primary's and the standby's files, and its
+        // reason key opens under no key either daemon holds; the reason in clear is in no file.
+        let released = try #require(residue)
+        try await a.connection.query("CHECKPOINT", logger: self.logger)
+        for data in [clusters.primaryData, clusters.standbyData] {
+            let files = Self.files(under: data)
+            #expect(files.contains { Self.contains($0.bytes, released.sealedReason) }, "\(data)")
+            #expect(!files.contains { Self.contains($0.bytes, Array("Ada Participant".utf8)) }, "\(data)")
+        }
+        for daemon in [a, b] {
+            let held = try daemon.exchange.file.epochKeys()
+            #expect(held.map(\.number) == [2])
+            for key in held {
+                #expect(throws: CaseVaultError.self) { try key.unwrap(released.wrapped, holdID: first.id) }
+            }
+        }
+    }
+
+    /// A hold's row as the database keeps it: its epoch, wrapped reason key and sealed reason.
+    func holdRow(_ id: HoldID, on connection: PostgresConnection) async throws -> (
+        epoch: Int64, wrapped: [UInt8], sealedReason: [UInt8]
+    )? {
+        for try await (epoch, wrapped, reason) in try await connection.query(
+            "SELECT epoch, wrapped_key, sealed_reason FROM casevault_holds WHERE id = \(ByteBuffer(bytes: id.bytes))",
+            logger: self.logger
+        ).decode((Int64, ByteBuffer, ByteBuffer).self) {
+            return (epoch, Array(wrapped.readableBytesView), Array(reason.readableBytesView))
+        }
+        return nil
     }
 }

@@ -223,6 +223,28 @@ final class Barrier: Sendable {
         }
     }
 
+    /// A reason sealed under a key of its own (`reasonKey`), with the same binding to the hold and its case.
+    func sealHoldReason(_ reason: [UInt8], holdID: String, caseID: CaseID, under reasonKey: DataKey) -> [UInt8] {
+        AEAD.seal(
+            reason, key: reasonKey.secret, associatedData: Self.holdAssociatedData(holdID: holdID, caseID: caseID))
+    }
+
+    /// A held reason opened: under its own key when the storage keeps one wrapped under an erase epoch, under
+    /// the hold subkey otherwise.
+    func openHoldReason(_ hold: SealedHold) throws(CaseVaultError) -> [UInt8] {
+        guard let (epoch, wrapped) = hold.eraseEpoch else {
+            return try self.openHoldReason(hold.sealedReason, holdID: hold.id.rawValue, caseID: hold.caseID)
+        }
+        let reasonKey = try epoch.unwrap(wrapped, holdID: hold.id)
+        do {
+            return try AEAD.open(
+                hold.sealedReason, key: reasonKey.secret,
+                associatedData: Self.holdAssociatedData(holdID: hold.id.rawValue, caseID: hold.caseID))
+        } catch {
+            throw Self.integrityFailure("legal hold")
+        }
+    }
+
     private static func holdAssociatedData(holdID: String, caseID: CaseID) -> [UInt8] {
         Array("casevault.hold.v1".utf8) + Array(holdID.utf8) + caseID.bytes
     }

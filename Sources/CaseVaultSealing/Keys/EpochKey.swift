@@ -29,19 +29,42 @@ package struct EpochKey: Sendable {
     /// `dataKey` wrapped under this epoch for `recordID`: associated data binds the record and the epoch, so
     /// a wrapped key copied onto another record, or presented as another epoch's, fails to open.
     package func wrap(_ dataKey: DataKey, recordID: RecordID) -> [UInt8] {
+        self.wrap(dataKey, associatedData: self.associatedData(recordID))
+    }
+
+    /// A legal hold's reason key wrapped under this epoch for `holdID`: bound to the hold and the epoch, and
+    /// apart from every record's wrap (its own label).
+    package func wrap(_ reasonKey: DataKey, holdID: HoldID) -> [UInt8] {
+        self.wrap(reasonKey, associatedData: self.associatedData(holdID))
+    }
+
+    /// The reason key `wrapped` holds for `holdID`; `integrity-failure` as `unwrap(_:recordID:)`.
+    package func unwrap(_ wrapped: [UInt8], holdID: HoldID) throws(CaseVaultError) -> DataKey {
+        try self.unwrap(wrapped, associatedData: self.associatedData(holdID))
+    }
+
+    /// `wrapped` (a hold's reason key under this epoch) wrapped again under `next`, for an epoch turn.
+    package func rewrap(_ wrapped: [UInt8], holdID: HoldID, under next: EpochKey) throws(CaseVaultError) -> [UInt8] {
+        next.wrap(try self.unwrap(wrapped, holdID: holdID), holdID: holdID)
+    }
+
+    private func wrap(_ dataKey: DataKey, associatedData: [UInt8]) -> [UInt8] {
         dataKey.secret.withUnsafeBytes { keyBytes in
-            AEAD.seal(keyBytes, key: self.secret, associatedData: self.associatedData(recordID))
+            AEAD.seal(keyBytes, key: self.secret, associatedData: associatedData)
         }
     }
 
     /// The data key `wrapped` holds for `recordID`; `integrity-failure` when it was wrapped under another
     /// epoch, for another record, or altered.
     package func unwrap(_ wrapped: [UInt8], recordID: RecordID) throws(CaseVaultError) -> DataKey {
+        try self.unwrap(wrapped, associatedData: self.associatedData(recordID))
+    }
+
+    private func unwrap(_ wrapped: [UInt8], associatedData: [UInt8]) throws(CaseVaultError) -> DataKey {
         do {
             return DataKey(
                 secret: try SecureBytes(count: AEAD.keyByteCount, ephemeral: true) { secret in
-                    try AEAD.open(
-                        wrapped, key: self.secret, associatedData: self.associatedData(recordID), into: secret)
+                    try AEAD.open(wrapped, key: self.secret, associatedData: associatedData, into: secret)
                 })
         } catch CryptoError.secureAllocationFailed {
             throw CaseVaultError(.keyUnavailable, "secure memory for a data key could not be allocated")
@@ -68,7 +91,15 @@ package struct EpochKey: Sendable {
         return data
     }
 
+    private func associatedData(_ holdID: HoldID) -> [UInt8] {
+        var data = Self.holdWrapLabel
+        data += self.number.littleEndianBytes
+        holdID.appendBytes(to: &data)
+        return data
+    }
+
     private static let wrapLabel = Array("casevault epoch wrap v1".utf8)
+    private static let holdWrapLabel = Array("casevault epoch hold wrap v1".utf8)
 
     // MARK: Sealed to a daemon
 

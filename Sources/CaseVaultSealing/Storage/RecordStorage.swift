@@ -59,6 +59,14 @@ package protocol RecordStorage: AnyObject, Sendable {
 
     // MARK: Legal holds
 
+    /// Whether the storage keeps residue it cannot overwrite (PostgreSQL: dead tuples, the WAL, standbys,
+    /// backups), so that nothing may be sealed for it under a subkey of the root key, which outlives every
+    /// erase epoch: each hold's reason is then sealed under a key of its own that the storage wraps under an
+    /// erase epoch (`SealedHold.wrappedReasonKey(under:)`), and no agreement's participant is sealed beside
+    /// it (a filing opens the agreements instead). `false` (the default): the local store, whose shreds and
+    /// releases overwrite in place.
+    var sealsUnderEraseEpochs: Bool { get }
+
     /// Keeps a hold whose reason is sealed.
     func insertHold(_ hold: SealedHold) throws(CaseVaultError)
     /// The holds standing, oldest first, reasons sealed.
@@ -97,4 +105,8 @@ package protocol AttachmentSink: AnyObject {
 package protocol AttachmentSource: AnyObject {
     var size: Int64 { get }
     func read(count: Int, at offset: Int64) throws(CaseVaultError) -> [UInt8]
+}
+
+extension RecordStorage {
+    package var sealsUnderEraseEpochs: Bool { false }
 }

@@ -14,10 +14,18 @@ extension Vault {
                 id: HoldID(bytes: Random.bytes(count: HoldID.byteCount)), caseID: caseID,
                 placedAt: self.storage.now(), placedBy: authority, reason: reason
             )
-            let sealed = self.barrier.sealHoldReason(Array(reason.utf8), holdID: hold.id.rawValue, caseID: caseID)
+            let reasonKey = self.storage.sealsUnderEraseEpochs ? self.barrier.newDataKey() : nil
+            let sealed =
+                if let reasonKey {
+                    self.barrier.sealHoldReason(
+                        Array(reason.utf8), holdID: hold.id.rawValue, caseID: caseID, under: reasonKey)
+                } else {
+                    self.barrier.sealHoldReason(Array(reason.utf8), holdID: hold.id.rawValue, caseID: caseID)
+                }
             try self.storage.insertHold(
                 SealedHold(
-                    id: hold.id, caseID: caseID, placedAt: hold.placedAt, placedBy: authority, sealedReason: sealed))
+                    id: hold.id, caseID: caseID, placedAt: hold.placedAt, placedBy: authority, sealedReason: sealed,
+                    eraseEpoch: nil, reasonKey: reasonKey))
             self.logger.info("legal hold placed", metadata: ["hold.id": "\(hold.id)", "case.id": "\(caseID)"])
             return hold
         }
@@ -27,8 +35,7 @@ extension Vault {
     package func holds() throws(CaseVaultError) -> [LegalHold] {
         var holds: [LegalHold] = []
         for hold in try self.storage.sealedHolds() {
-            var reason = try self.barrier.openHoldReason(
-                hold.sealedReason, holdID: hold.id.rawValue, caseID: hold.caseID)
+            var reason = try self.barrier.openHoldReason(hold)
             defer { Memory.zero(&reason) }
             holds.append(
                 LegalHold(

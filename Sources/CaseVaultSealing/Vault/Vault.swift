@@ -48,7 +48,9 @@ package final class Vault<Storage: RecordStorage>: Sendable {
             }
         }
         let id = id ?? RecordID(bytes: Random.bytes(count: RecordID.byteCount))
-        let sealed = self.barrier.seal(record, id: id, participant: participant)
+        // No participant sealed under the root key's subkey where its residue would outlive the erase window.
+        let sealed = self.barrier.seal(
+            record, id: id, participant: self.storage.sealsUnderEraseEpochs ? nil : participant)
         let stored = try self.storage.commit(sealed, effects: effects)
         self.logger.debug("record filed", metadata: ["record.id": "\(stored.id)", "case.id": "\(stored.caseID)"])
         return stored
