@@ -186,10 +186,20 @@ package final class PostgresStorage: RecordStorage {
         guard let order = effects.shredOrder else {
             throw CaseVaultError(.storageFailure, "a filing marked records to shred without saying who ordered it")
         }
+        try await Self.shred(
+            effects.markShredding, order: order, at: time, certifying: certifying, on: connection, logger: logger)
+    }
+
+    /// Deletes the rows of `ids` (those there are), each leaving its shred's row, and issues one certificate
+    /// a case for them, in the caller's transaction.
+    private static func shred(
+        _ ids: [RecordID], order: ShredOrder, at time: Int64, certifying: (sealing: SealingServices, window: Int64),
+        on connection: PostgresConnection, logger: Logger
+    ) async throws {
         let shredded = try await connection.query(
             """
             WITH gone AS (
-                DELETE FROM casevault_records WHERE id = ANY(\(effects.markShredding.map { ByteBuffer(bytes: $0.bytes) }))
+                DELETE FROM casevault_records WHERE id = ANY(\(ids.map { ByteBuffer(bytes: $0.bytes) }))
                 RETURNING id, case_id, type, epoch
             )
             INSERT INTO casevault_shreds (id, case_id, type, shredded_at, epoch, method, authority_uid, authority_role)
@@ -241,6 +251,81 @@ package final class PostgresStorage: RecordStorage {
 
     private static func newCertificateID() -> String {
         CaseID(bytes: Random.bytes(count: CaseID.byteCount)).rawValue
+    }
+
+    // MARK: Shreds on request
+
+    /// Shreds `ids` in one transaction: each record's row deleted, its shred's row written, one certificate
+    /// a case. Unknown ids (`not-found`), ids already shredded (`shredded`) and records a standing hold
+    /// covers (`held`: any type but a session note, which a hold covers only with
+    /// `holds_keep_session_notes`) refuse the whole call, changing nothing. The cases' locks are taken in
+    /// the transaction (the same advisory locks `withCaseLock` holds, in order), so that a hold placed or a
+    /// filing made meanwhile on one of those cases is either before the shred or after it. Returns the
+    /// metadata of the records shredded.
+    @discardableResult
+    package func shred(_ ids: [RecordID], order: ShredOrder) throws(CaseVaultError) -> [RecordMetadata] {
+        let wanted = Array(Set(ids)).sorted { $0.rawValue < $1.rawValue }
+        guard !wanted.isEmpty else { return [] }
+        let (logger, time, keepNotes) = (self.logger, self.now(), self.holdsKeepSessionNotes)
+        let certifying = (self.sealing, self.eraseWindow)
+        let shredded = try self.run { connection in
+            try await connection.transaction(logger: logger) { connection in
+                let bytes = wanted.map { ByteBuffer(bytes: $0.bytes) }
+                var cases: [ByteBuffer] = []
+                for try await caseID in try await connection.query(
+                    "SELECT DISTINCT case_id FROM casevault_records WHERE id = ANY(\(bytes))", logger: logger
+                ).decode(ByteBuffer.self) {
+                    cases.append(caseID)
+                }
+                let keys = Set(cases.map { Self.caseLockKey(Array($0.readableBytesView)) }).sorted()
+                for key in keys {
+                    try await connection.query(
+                        "SELECT pg_advisory_xact_lock(\(Self.caseLockSpace), \(key))", logger: logger)
+                }
+                var found: [RecordMetadata] = []
+                for try await (id, caseID, type, createdAt, author, supersedes, size) in try await connection.query(
+                    """
+                    SELECT id, case_id, type, created_at, author, supersedes, octet_length(blob) FROM casevault_records
+                    WHERE id = ANY(\(bytes)) ORDER BY id FOR UPDATE
+                    """, logger: logger
+                ).decode((ByteBuffer, ByteBuffer, String, Int64, String?, ByteBuffer?, Int).self) {
+                    guard caseID.readableBytes == CaseID.byteCount, let type = RecordType(rawValue: type) else {
+                        throw CaseVaultError(.integrityFailure, "a record's row in the database is malformed")
+                    }
+                    found.append(
+                        RecordMetadata(
+                            id: try Self.recordID(id), caseID: CaseID(bytes: Array(caseID.readableBytesView)),
+                            type: type, createdAt: createdAt, author: author,
+                            supersedes: try supersedes.map { bytes throws(CaseVaultError) in try Self.recordID(bytes) },
+                            sealedSize: size))
+                }
+                if found.count < wanted.count {
+                    let missing = wanted.filter { id in !found.contains { $0.id == id } }
+                    let shredded = try await Self.exists(
+                        """
+                        SELECT EXISTS (SELECT 1 FROM casevault_shreds
+                            WHERE id = ANY(\(missing.map { ByteBuffer(bytes: $0.bytes) })))
+                        """, on: connection, logger: logger)
+                    throw shredded ? CaseVaultError.recordShredded() : CaseVaultError.recordNotFound()
+                }
+                let covered = found.filter { $0.type != .sessionNote || keepNotes }.map {
+                    ByteBuffer(bytes: $0.caseID.bytes)
+                }
+                if !covered.isEmpty,
+                    try await Self.exists(
+                        "SELECT EXISTS (SELECT 1 FROM casevault_holds WHERE case_id = ANY(\(covered)))", on: connection,
+                        logger: logger)
+                {
+                    throw CaseVaultError(
+                        .held, "the record's case is under a legal hold; it can be destroyed once the hold is released")
+                }
+                try await Self.shred(
+                    wanted, order: order, at: time, certifying: certifying, on: connection, logger: logger)
+                return found
+            }
+        }
+        logger.info("records shredded", metadata: ["records.count": "\(shredded.count)"])
+        return shredded
     }
 
     // MARK: Certificates
@@ -383,8 +468,13 @@ package final class PostgresStorage: RecordStorage {
 
     // MARK: Cases
 
+    /// The second key of a case's advisory lock: the case id's first four bytes.
+    static func caseLockKey(_ caseID: [UInt8]) -> Int32 {
+        Int32(bitPattern: caseID.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+    }
+
     package func withCaseLock<T>(_ id: CaseID, _ body: () throws(CaseVaultError) -> T) throws(CaseVaultError) -> T {
-        let key = Int32(bitPattern: id.bytes.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+        let key = Self.caseLockKey(id.bytes)
         let logger = self.logger
         let pinned = Self.pinned.flatMap { $0.storage == ObjectIdentifier(self) ? $0.connection : nil }
         let connection: PostgresConnection

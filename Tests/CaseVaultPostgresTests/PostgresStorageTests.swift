@@ -5,6 +5,7 @@ import CaseVaultSealing
 import Foundation
 import Logging
 import PostgresNIO
+import Synchronization
 import Testing
 
 /// The sealing layer's `Vault` on PostgreSQL (`PostgresStorage`): two daemons, each with its own epoch key
@@ -368,6 +369,108 @@ extension EpochExchangeTests {
             for key in held {
                 #expect(throws: CaseVaultError.self) { try key.unwrap(released.wrapped, holdID: first.id) }
             }
+        }
+    }
+
+    @Test(
+        "a shred on request on PostgreSQL: refused whole for an unknown id, one already shredded or one a hold covers (a note is not covered), changing nothing; otherwise the rows go in one transaction and each case gets a certificate naming the request"
+    )
+    func shredOnRequest() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (a, b) = try await self.twoDaemons(clusters, keys)
+        _ = try await a.exchange.turn(from: nil, on: a.connection)
+        #expect(try await b.exchange.receive(on: b.connection) == [1])
+        let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
+        let intakeForm = Array(#"{"dispute_category":"roommate","screening_notes":"quiet hours"}"#.utf8)
+        let (caseID, intake, note) = try await self.blocking {
+            let summary = try vaultA.openCase(header: Self.header, mediators: [], author: nil)
+            let intake = try vaultA.file(NewRecord(caseID: summary.id, type: .intakeForm, content: intakeForm))
+            for participant in ["p1", "p2"] {
+                _ = try vaultA.file(
+                    NewRecord(caseID: summary.id, type: .agreementToMediate, content: Self.agreement(participant)))
+            }
+            let note = try vaultB.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Self.note("n")))
+            return (summary.id, intake.record.id, note.record.id)
+        }
+        let order = ShredOrder(
+            method: .request, authority: Authority(uid: 4100, role: "director"), reason: "filed_in_error")
+        let hold = try await self.blocking { try vaultB.placeHold(on: caseID, reason: "audit", authority: .daemon) }
+
+        // Held: the intake form is covered, alone or with the note, and nothing changes.
+        #expect(await self.code { _ = try vaultA.storage.shred([intake], order: order) } == .held)
+        #expect(await self.code { _ = try vaultA.storage.shred([note, intake], order: order) } == .held)
+        #expect(try await self.blocking { try vaultB.get(note) }.content == Self.note("n"))
+        // A note is not covered (without holds_keep_session_notes).
+        let gone = try await self.blocking { try vaultA.storage.shred([note], order: order) }
+        #expect(gone.map(\.id) == [note] && gone.first?.type == .sessionNote)
+        #expect(await self.code { _ = try vaultB.get(note) } == .shredded)
+
+        // Released: an unknown id with it refuses the whole call, as does one already shredded.
+        _ = try await self.blocking { try vaultA.storage.releaseHold(hold.id) }
+        let unknown = RecordID(bytes: Random.bytes(count: 16))
+        #expect(await self.code { _ = try vaultA.storage.shred([intake, unknown], order: order) } == .notFound)
+        #expect(await self.code { _ = try vaultA.storage.shred([intake, note], order: order) } == .shredded)
+        #expect(try await self.blocking { try vaultB.get(intake) }.content == intakeForm)
+        #expect(try await self.blocking { try vaultB.storage.shred([intake], order: order) }.map(\.id) == [intake])
+        #expect(await self.code { _ = try vaultA.get(intake) } == .shredded)
+        #expect(await self.code { _ = try vaultA.storage.shred([intake], order: order) } == .shredded)
+
+        // A shred waits for the case's lock: a hold placed while another daemon holds the lock, and the shred
+        // waits, is there when the shred goes on, which then refuses.
+        let late = try await self.blocking {
+            try vaultA.file(NewRecord(caseID: caseID, type: .intakeForm, content: intakeForm)).record.id
+        }
+        let raced = RacedShred()
+        let finishedEarly = try await self.blocking {
+            try vaultB.storage.withCaseLock(caseID) { () throws(CaseVaultError) -> Bool in
+                Thread {
+                    do {
+                        _ = try vaultA.storage.shred([late], order: order)
+                        raced.finish(nil)
+                    } catch {
+                        raced.finish((error as? CaseVaultError)?.code ?? .storageFailure)
+                    }
+                }.start()
+                Thread.sleep(forTimeInterval: 0.3)
+                let finishedEarly = raced.isFinished
+                _ = try vaultB.placeHold(on: caseID, reason: "late", authority: .daemon)
+                return finishedEarly
+            }
+        }
+        #expect(!finishedEarly, "the shred did not wait for the case's lock")
+        #expect(raced.wait() == .held)
+        #expect(try await self.blocking { try vaultB.get(late) }.content == intakeForm)
+
+        // Two certificates, one a shred, each naming the request, its reason and who ordered it.
+        let publicKey = try SealingServices(rootKey: Self.vaultRootKey).certificatePublicKey
+        let certificates = try await self.blocking { try vaultA.storage.certificates(caseID: caseID) }.compactMap {
+            DestructionCertificate.verify(document: $0, publicKey: publicKey)
+        }
+        #expect(certificates.map { $0.records.map(\.recordID) } == [[note.rawValue], [intake.rawValue]])
+        for certificate in certificates {
+            #expect(certificate.method == "shred_request" && certificate.reason == "filed_in_error")
+            #expect(certificate.authorisedBy.uid == 4100 && certificate.authorisedBy.role == "director")
+            #expect(certificate.erasure?.epoch == 1)
+        }
+    }
+
+    /// How a shred run on a thread of its own ended: its error's code, or `nil` when it shredded.
+    final class RacedShred: Sendable {
+        private let outcome = Mutex<(done: Bool, code: CaseVaultError.Code?)>((false, nil))
+        private let done = DispatchSemaphore(value: 0)
+
+        var isFinished: Bool { self.outcome.withLock { $0.done } }
+
+        func finish(_ code: CaseVaultError.Code?) {
+            self.outcome.withLock { $0 = (true, code) }
+            self.done.signal()
+        }
+
+        func wait() -> CaseVaultError.Code? {
+            self.done.wait()
+            return self.outcome.withLock { $0.code }
         }
     }
 
