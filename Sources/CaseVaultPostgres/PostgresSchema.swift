@@ -82,7 +82,9 @@ package enum PostgresSchema {
         // what a reader is told (`shredded`). Each shred's signed certificate, and the second one issued once
         // every daemon has destroyed its epoch (`completes` names the first). Legal holds: the case, who placed
         // it when, and the reason sealed under a key of its own, wrapped under an erase epoch as a record's
-        // data key is (and rewrapped with them at a turn). No content, names or categories.
+        // data key is (and rewrapped with them at a turn). Attachments: each upload's sealed bytes in the
+        // chunks it was appended in (64 KiB and its overhead, stored uncompressed and out of line), and the
+        // finished upload a record has, with its size. No content, names or categories.
         [
             """
             CREATE TABLE casevault_cases (
@@ -146,6 +148,24 @@ package enum PostgresSchema {
             """,
             "CREATE INDEX casevault_holds_by_case ON casevault_holds (case_id)",
             "CREATE INDEX casevault_holds_by_epoch ON casevault_holds (epoch)",
+            """
+            CREATE TABLE casevault_attachment_chunks (
+                record_id bytea NOT NULL CHECK (length(record_id) = 16),
+                upload bytea NOT NULL CHECK (length(upload) = 16),
+                at bigint NOT NULL CHECK (at >= 0),
+                bytes bytea NOT NULL,
+                PRIMARY KEY (upload, at)
+            )
+            """,
+            "ALTER TABLE casevault_attachment_chunks ALTER COLUMN bytes SET STORAGE EXTERNAL",
+            "CREATE INDEX casevault_attachment_chunks_by_record ON casevault_attachment_chunks (record_id)",
+            """
+            CREATE TABLE casevault_attachments (
+                record_id bytea PRIMARY KEY CHECK (length(record_id) = 16),
+                upload bytea NOT NULL UNIQUE CHECK (length(upload) = 16),
+                size bigint NOT NULL CHECK (size >= 0)
+            )
+            """,
         ],
     ]
 

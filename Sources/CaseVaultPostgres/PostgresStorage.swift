@@ -33,8 +33,10 @@ internal import Synchronization
 /// Legal holds' reasons are sealed under keys of their own, wrapped under the erase epochs as records' data
 /// keys are and rewrapped with them at a turn (`sealsUnderEraseEpochs`).
 ///
-/// Not built yet, and refused with `storage-failure` naming what: statistics and attachments (each needs
-/// its design for the erase window first). No daemon uses this storage yet.
+/// Attachments are kept as their sealed bytes, a row for each 64 KiB chunk, under the record's own key.
+///
+/// Not built yet, and refused with `storage-failure` naming what: statistics (its facts need a design for
+/// the erase window first). No daemon uses this storage yet.
 ///
 /// Every call blocks its thread until the database answers: call it from a thread that may block (the
 /// server's blocking pool), never from Swift's cooperative pool, whose threads run the queries.
@@ -207,6 +209,12 @@ package final class PostgresStorage: RecordStorage {
                 \(order.authority.role) FROM gone
             RETURNING id, case_id, type, epoch
             """, logger: logger)
+        // Their attachments, and any upload under way (its appends wait for the record's row, now gone).
+        let records = ids.map { ByteBuffer(bytes: $0.bytes) }
+        try await connection.query(
+            "DELETE FROM casevault_attachments WHERE record_id = ANY(\(records))", logger: logger)
+        try await connection.query(
+            "DELETE FROM casevault_attachment_chunks WHERE record_id = ANY(\(records))", logger: logger)
         var byCase: [CaseID: (records: [(RecordID, RecordType)], epoch: UInt64)] = [:]
         for try await (id, caseID, type, epoch) in shredded.decode((ByteBuffer, ByteBuffer, String, Int64).self) {
             guard caseID.readableBytes == CaseID.byteCount, let type = RecordType(rawValue: type), epoch > 0 else {
@@ -666,6 +674,151 @@ package final class PostgresStorage: RecordStorage {
         }
     }
 
+    // MARK: Attachments
+
+    /// Starts an upload of `id`'s attachment: `attachment-exists` when the record has one already. Each
+    /// append is a row of its own (`PostgresUpload`), so memory stays flat whatever the size; the upload
+    /// is invisible until `finishAttachment`. Two uploads of one record may run at once: the first to
+    /// finish is the attachment, the other is refused and its rows deleted.
+    package func beginAttachment(_ id: RecordID) throws(CaseVaultError) -> (key: StoredKey, file: any AttachmentSink) {
+        let stored = try self.storedRecord(id)
+        if try self.hasAttachment(id) {
+            throw Self.attachmentExists()
+        }
+        return (stored.key, PostgresUpload(recordID: id, storage: self))
+    }
+
+    /// Makes the upload the record's attachment, in one transaction, while the record is live (`shredded`
+    /// or `not-found` otherwise) and has none (`attachment-exists`, the upload's rows deleted).
+    package func finishAttachment(_ file: any AttachmentSink) throws(CaseVaultError) {
+        guard let upload = file as? PostgresUpload, upload.storage === self else {
+            throw CaseVaultError(.storageFailure, "the attachment's upload was not made by this storage")
+        }
+        let logger = self.logger
+        let (id, uploadID, size) = (upload.recordID, upload.id, upload.size)
+        let finished = try self.run { connection in
+            try await connection.transaction(logger: logger) { connection -> Bool? in
+                let record = ByteBuffer(bytes: id.bytes)
+                guard
+                    try await Self.exists(
+                        "SELECT EXISTS (SELECT 1 FROM casevault_records WHERE id = \(record) FOR SHARE)",
+                        on: connection, logger: logger)
+                else { return nil }
+                var inserted = false
+                for try await _ in try await connection.query(
+                    """
+                    INSERT INTO casevault_attachments (record_id, upload, size)
+                    VALUES (\(record), \(ByteBuffer(bytes: uploadID)), \(size)) ON CONFLICT DO NOTHING RETURNING 1
+                    """, logger: logger
+                ).decode(Int32.self) {
+                    inserted = true
+                }
+                if !inserted {
+                    try await connection.query(
+                        "DELETE FROM casevault_attachment_chunks WHERE upload = \(ByteBuffer(bytes: uploadID))",
+                        logger: logger)
+                }
+                return inserted
+            }
+        }
+        switch finished {
+        case .some(true): return
+        case .some(false): throw Self.attachmentExists()
+        case nil: throw try self.missing(id)
+        }
+    }
+
+    /// `id`'s attachment: the record's key and its sealed bytes, read a range at a time. `not-found` when the
+    /// record has none.
+    package func openAttachment(_ id: RecordID) throws(CaseVaultError) -> (key: StoredKey, file: any AttachmentSource) {
+        let stored = try self.storedRecord(id)
+        let logger = self.logger
+        let found = try self.run { connection in
+            var found: (ByteBuffer, Int64)?
+            for try await row in try await connection.query(
+                "SELECT upload, size FROM casevault_attachments WHERE record_id = \(ByteBuffer(bytes: id.bytes))",
+                logger: logger
+            ).decode((ByteBuffer, Int64).self) {
+                found = row
+            }
+            return found
+        }
+        guard let (upload, size) = found else {
+            throw CaseVaultError(.notFound, "the record has no attachment")
+        }
+        return (stored.key, PostgresAttachment(upload: Array(upload.readableBytesView), size: size, storage: self))
+    }
+
+    private func hasAttachment(_ id: RecordID) throws(CaseVaultError) -> Bool {
+        let logger = self.logger
+        return try self.run { connection in
+            try await Self.exists(
+                "SELECT EXISTS (SELECT 1 FROM casevault_attachments WHERE record_id = \(ByteBuffer(bytes: id.bytes)))",
+                on: connection, logger: logger)
+        }
+    }
+
+    private static func attachmentExists() -> CaseVaultError {
+        CaseVaultError(
+            .attachmentExists, "this record already has an attachment (or one is being uploaded); records are immutable"
+        )
+    }
+
+    /// Keeps one append of an upload, while the record is live: the record's row is locked for share, so
+    /// that a shred (which deletes that row, then the record's chunks) either comes before, and the append
+    /// is refused, or after, and deletes it. Returns whether the record was live.
+    func appendChunk(_ sealed: [UInt8], upload: [UInt8], recordID: RecordID, at offset: Int64) throws(CaseVaultError)
+        -> Bool
+    {
+        let logger = self.logger
+        return try self.run { connection in
+            try await connection.transaction(logger: logger) { connection -> Bool in
+                let record = ByteBuffer(bytes: recordID.bytes)
+                guard
+                    try await Self.exists(
+                        "SELECT EXISTS (SELECT 1 FROM casevault_records WHERE id = \(record) FOR SHARE)",
+                        on: connection, logger: logger)
+                else { return false }
+                try await connection.query(
+                    """
+                    INSERT INTO casevault_attachment_chunks (record_id, upload, at, bytes)
+                    VALUES (\(record), \(ByteBuffer(bytes: upload)), \(offset), \(ByteBuffer(bytes: sealed)))
+                    """, logger: logger)
+                return true
+            }
+        }
+    }
+
+    /// `count` bytes of an upload from `offset` on, from the rows that hold them.
+    func readChunks(upload: [UInt8], count: Int, at offset: Int64) throws(CaseVaultError) -> [UInt8] {
+        let logger = self.logger
+        let rows = try self.run { connection in
+            var rows: [(Int64, ByteBuffer)] = []
+            for try await row in try await connection.query(
+                """
+                SELECT at, bytes FROM casevault_attachment_chunks WHERE upload = \(ByteBuffer(bytes: upload))
+                    AND at < \(offset + Int64(count)) AND at + octet_length(bytes) > \(offset) ORDER BY at
+                """, logger: logger
+            ).decode((Int64, ByteBuffer).self) {
+                rows.append(row)
+            }
+            return rows
+        }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(count)
+        for (at, chunk) in rows {
+            let view = chunk.readableBytesView
+            let start = Int(max(0, offset + Int64(bytes.count) - at))
+            guard at <= offset + Int64(bytes.count), start <= view.count else { break }
+            bytes += view.dropFirst(start).prefix(count - bytes.count)
+            if bytes.count == count { break }
+        }
+        guard bytes.count == count else {
+            throw CaseVaultError(.integrityFailure, "an attachment's sealed bytes in the database are incomplete")
+        }
+        return bytes
+    }
+
     // MARK: Not built on PostgreSQL yet
 
     package func statisticsSnapshot(types: [RecordType]) throws(CaseVaultError) -> StatisticsSnapshot {
@@ -675,15 +828,6 @@ package final class PostgresStorage: RecordStorage {
         throw Self.notBuilt("statistics")
     }
     package func keepStatisticsFacts(_ facts: [KeptFacts]) throws(CaseVaultError) { throw Self.notBuilt("statistics") }
-    package func beginAttachment(_ id: RecordID) throws(CaseVaultError) -> (key: StoredKey, file: any AttachmentSink) {
-        throw Self.notBuilt("attachments")
-    }
-    package func finishAttachment(_ file: any AttachmentSink) throws(CaseVaultError) {
-        throw Self.notBuilt("attachments")
-    }
-    package func openAttachment(_ id: RecordID) throws(CaseVaultError) -> (key: StoredKey, file: any AttachmentSource) {
-        throw Self.notBuilt("attachments")
-    }
 
     private static func notBuilt(_ what: String) -> CaseVaultError {
         CaseVaultError(.storageFailure, "\(what) are not kept on PostgreSQL yet")
@@ -823,5 +967,46 @@ extension Optional {
     fileprivate func asyncMap<U>(_ transform: (Wrapped) async throws -> U) async rethrows -> U? {
         guard let value = self else { return nil }
         return try await transform(value)
+    }
+}
+
+/// An upload under way on PostgreSQL: each append kept as a row at its offset, while the record is live.
+final class PostgresUpload: AttachmentSink, @unchecked Sendable {
+    let recordID: RecordID
+    let storage: PostgresStorage
+    /// The upload's own id, which its rows carry until it is made the record's attachment.
+    let id = Random.bytes(count: 16)
+    private(set) var size: Int64 = 0
+
+    init(recordID: RecordID, storage: PostgresStorage) {
+        self.recordID = recordID
+        self.storage = storage
+    }
+
+    func append(_ sealed: [UInt8]) throws(CaseVaultError) {
+        guard try self.storage.appendChunk(sealed, upload: self.id, recordID: self.recordID, at: self.size) else {
+            throw CaseVaultError.recordShredded()
+        }
+        self.size += Int64(sealed.count)
+    }
+
+    /// Nothing: each append is committed, durable on the server's synchronous commit, when it returns.
+    func flush() throws(CaseVaultError) {}
+}
+
+/// A finished attachment on PostgreSQL, read a range at a time.
+final class PostgresAttachment: AttachmentSource, @unchecked Sendable {
+    let size: Int64
+    private let upload: [UInt8]
+    private let storage: PostgresStorage
+
+    init(upload: [UInt8], size: Int64, storage: PostgresStorage) {
+        self.upload = upload
+        self.size = size
+        self.storage = storage
+    }
+
+    func read(count: Int, at offset: Int64) throws(CaseVaultError) -> [UInt8] {
+        try self.storage.readChunks(upload: self.upload, count: count, at: offset)
     }
 }

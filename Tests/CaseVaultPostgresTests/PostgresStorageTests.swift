@@ -212,7 +212,7 @@ extension EpochExchangeTests {
         #expect(
             await self.code { _ = try vaultA.storage.statisticsRecordIDs(caseID, types: [.evaluation]) }
                 == .storageFailure)
-        #expect(await self.code { _ = try vaultA.storage.openAttachment(final) } == .storageFailure)
+        #expect(await self.code { _ = try vaultA.openAttachment(final) } == .notFound)
 
         // No content, name or contact in any file of either cluster: everything was sealed first.
         try await a.connection.query("CHECKPOINT", logger: self.logger)
@@ -454,6 +454,79 @@ extension EpochExchangeTests {
             #expect(certificate.authorisedBy.uid == 4100 && certificate.authorisedBy.role == "director")
             #expect(certificate.erasure?.epoch == 1)
         }
+    }
+
+    @Test(
+        "attachments on PostgreSQL: sealed in 64 KiB rows, read back whole at the other daemon; a second upload of the same record is refused at its finish and its rows go; a shred removes the attachment and stops an upload under way"
+    )
+    func attachmentsOnPostgres() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (a, b) = try await self.twoDaemons(clusters, keys)
+        _ = try await a.exchange.turn(from: nil, on: a.connection)
+        #expect(try await b.exchange.receive(on: b.connection) == [1])
+        let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
+        let intakeForm = Array(#"{"dispute_category":"roommate","screening_notes":"see the scan"}"#.utf8)
+        let (first, other) = try await self.blocking {
+            let summary = try vaultA.openCase(header: Self.header, mediators: [], author: nil)
+            let first = try vaultA.file(NewRecord(caseID: summary.id, type: .intakeForm, content: intakeForm))
+            let other = try vaultA.file(NewRecord(caseID: summary.id, type: .intakeForm, content: intakeForm))
+            return (first.record.id, other.record.id)
+        }
+        let payload = Random.bytes(count: 200_000)
+        let rival = try await self.blocking {
+            let upload = try vaultA.beginAttachment(first, mediaType: "application/pdf", maxBytes: 1 << 20)
+            try Self.append(Array(payload), to: upload)
+            // Another daemon's upload of the same record, under way at the same time.
+            let rival = try vaultB.beginAttachment(first, mediaType: "text/plain", maxBytes: 1 << 20)
+            try Self.append(Array(payload.prefix(1000)), to: rival)
+            try vaultA.finishAttachment(upload)
+            return rival
+        }
+        #expect(await self.code { try vaultB.finishAttachment(rival) } == .attachmentExists)
+        #expect(
+            await self.code { _ = try vaultB.beginAttachment(first, mediaType: "text/plain", maxBytes: 1 << 20) }
+                == .attachmentExists)
+        let (mediaType, size, read) = try await self.blocking {
+            let download = try vaultB.openAttachment(first)
+            var read: [UInt8] = []
+            while let chunk = try download.next() { read += chunk }
+            return (download.mediaType, download.size, read)
+        }
+        #expect(mediaType == "application/pdf" && size == 200_000 && read == payload)
+        // The head and four chunks of the one upload kept; the rival's rows are gone.
+        let rows = try clusters.psql(
+            clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
+            "SELECT count(*), count(DISTINCT upload) FROM casevault_attachment_chunks")
+        #expect(rows == "5|1")
+        #expect(await self.code { _ = try vaultA.openAttachment(other) } == .notFound)
+
+        // A shred: the attachment goes with its record, and an upload under way is stopped.
+        let pending = try await self.blocking {
+            let upload = try vaultB.beginAttachment(other, mediaType: "image/png", maxBytes: 1 << 20)
+            try Self.append(Array(payload.prefix(70_000)), to: upload)
+            return upload
+        }
+        _ = try await self.blocking {
+            try vaultA.storage.shred([first, other], order: ShredOrder(method: .request, authority: .daemon))
+        }
+        #expect(
+            try clusters.psql(
+                clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
+                "SELECT (SELECT count(*) FROM casevault_attachment_chunks) + (SELECT count(*) FROM casevault_attachments)"
+            ) == "0")
+        #expect(
+            await self.code {
+                try Self.append(Array(payload.prefix(70_000)), to: pending)
+            } == .shredded)
+        #expect(await self.code { try vaultB.finishAttachment(pending) } == .shredded)
+        #expect(await self.code { _ = try vaultA.openAttachment(first) } == .shredded)
+    }
+
+    /// Appends `bytes` to an upload.
+    static func append(_ bytes: [UInt8], to upload: AttachmentUpload) throws {
+        try bytes.withUnsafeBytes { try upload.append($0) }
     }
 
     /// How a shred run on a thread of its own ended: its error's code, or `nil` when it shredded.
