@@ -35,8 +35,8 @@ internal import Synchronization
 ///
 /// Attachments are kept as their sealed bytes, a row for each 64 KiB chunk, under the record's own key.
 ///
-/// Not built yet, and refused with `storage-failure` naming what: statistics (its facts need a design for
-/// the erase window first). No daemon uses this storage yet.
+/// Statistics are taken afresh for every report: no case's facts are kept here (sealed under a subkey of
+/// the root key, they would outlive the erase window). No daemon uses this storage yet.
 ///
 /// Every call blocks its thread until the database answers: call it from a thread that may block (the
 /// server's blocking pool), never from Swift's cooperative pool, whose threads run the queries.
@@ -819,19 +819,61 @@ package final class PostgresStorage: RecordStorage {
         return bytes
     }
 
-    // MARK: Not built on PostgreSQL yet
+    // MARK: Statistics
 
+    /// Every case's row and what its records of `types` are now; no facts kept (`keepStatisticsFacts`), so
+    /// the sealing layer takes every case's facts afresh for each report.
     package func statisticsSnapshot(types: [RecordType]) throws(CaseVaultError) -> StatisticsSnapshot {
-        throw Self.notBuilt("statistics")
+        let logger = self.logger
+        let names = types.map(\.rawValue)
+        let (cases, sources) = try self.run { connection in
+            var cases: [(ByteBuffer, Int64, Int64?, String?)] = []
+            for try await row in try await connection.query(
+                "SELECT id, created_at, closed_at, outcome FROM casevault_cases ORDER BY created_at, id", logger: logger
+            ).decode((ByteBuffer, Int64, Int64?, String?).self) {
+                cases.append(row)
+            }
+            var sources: [(ByteBuffer, Int64, Int64)] = []
+            for try await row in try await connection.query(
+                """
+                SELECT case_id, max(filed), count(*) FROM casevault_records WHERE type = ANY(\(names))
+                GROUP BY case_id
+                """, logger: logger
+            ).decode((ByteBuffer, Int64, Int64).self) {
+                sources.append(row)
+            }
+            return (cases, sources)
+        }
+        var current: [String: (newest: Int64, count: Int64)] = [:]
+        for (caseID, newest, count) in sources {
+            current[Hex.encode(caseID.readableBytesView)] = (newest, count)
+        }
+        return StatisticsSnapshot(
+            cases: cases.map { (id, createdAt, closedAt, outcome) in
+                StatisticsSnapshot.Case(
+                    id: Hex.encode(id.readableBytesView), createdAt: createdAt, closedAt: closedAt,
+                    closingOutcome: outcome)
+            },
+            current: current, kept: [:])
     }
-    package func statisticsRecordIDs(_ caseID: CaseID, types: [RecordType]) throws(CaseVaultError) -> [RecordID] {
-        throw Self.notBuilt("statistics")
-    }
-    package func keepStatisticsFacts(_ facts: [KeptFacts]) throws(CaseVaultError) { throw Self.notBuilt("statistics") }
 
-    private static func notBuilt(_ what: String) -> CaseVaultError {
-        CaseVaultError(.storageFailure, "\(what) are not kept on PostgreSQL yet")
+    /// The live records of `types` in a case, in filing order.
+    package func statisticsRecordIDs(_ caseID: CaseID, types: [RecordType]) throws(CaseVaultError) -> [RecordID] {
+        let logger = self.logger
+        let names = types.map(\.rawValue)
+        return try self.run { connection in
+            try await Self.ids(
+                """
+                SELECT id FROM casevault_records WHERE case_id = \(ByteBuffer(bytes: caseID.bytes))
+                    AND type = ANY(\(names)) ORDER BY filed
+                """, on: connection, logger: logger)
+        }
     }
+
+    /// Nothing: sealed under a subkey of the root key, kept facts would outlive the erase window, and
+    /// facts under keys of their own wrapped under the epochs are not built; the sealing layer, which
+    /// seals none for this storage (`sealsUnderEraseEpochs`), does not ask.
+    package func keepStatisticsFacts(_ facts: [KeptFacts]) throws(CaseVaultError) {}
 
     // MARK: Queries
 

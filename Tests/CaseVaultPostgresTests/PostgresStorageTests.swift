@@ -209,9 +209,7 @@ extension EpochExchangeTests {
         )
         #expect(shreds == "3")
         // Not yet on PostgreSQL, and saying so.
-        #expect(
-            await self.code { _ = try vaultA.storage.statisticsRecordIDs(caseID, types: [.evaluation]) }
-                == .storageFailure)
+
         #expect(await self.code { _ = try vaultA.openAttachment(final) } == .notFound)
 
         // No content, name or contact in any file of either cluster: everything was sealed first.
@@ -522,6 +520,61 @@ extension EpochExchangeTests {
             } == .shredded)
         #expect(await self.code { try vaultB.finishAttachment(pending) } == .shredded)
         #expect(await self.code { _ = try vaultA.openAttachment(first) } == .shredded)
+    }
+
+    @Test(
+        "statistics on PostgreSQL: each case's facts taken from its intake form, final agreement and evaluations at the other daemon, afresh for every report, none kept in the database; a shredded form no longer counts"
+    )
+    func statisticsOnPostgres() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (a, b) = try await self.twoDaemons(clusters, keys)
+        _ = try await a.exchange.turn(from: nil, on: a.connection)
+        #expect(try await b.exchange.receive(on: b.connection) == [1])
+        let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
+        @Sendable func intake(_ category: String) -> [UInt8] {
+            Array(#"{"dispute_category":"\#(category)","screening_notes":"n"}"#.utf8)
+        }
+        let (closed, noisy) = try await self.blocking {
+            let closed = try vaultA.openCase(header: Self.header, mediators: [], author: nil).id
+            _ = try vaultA.file(NewRecord(caseID: closed, type: .intakeForm, content: intake("roommate")))
+            for participant in ["p1", "p2"] {
+                _ = try vaultB.file(
+                    NewRecord(caseID: closed, type: .agreementToMediate, content: Self.agreement(participant)))
+            }
+            _ = try vaultA.file(NewRecord(caseID: closed, type: .finalAgreement, content: Self.finalAgreement))
+            for score in [4, 5] {
+                _ = try vaultB.file(
+                    NewRecord(
+                        caseID: closed, type: .evaluation,
+                        content: Array(#"{"satisfaction":\#(score),"would_recommend":true}"#.utf8)))
+            }
+            let noisy = try vaultB.openCase(header: Self.header, mediators: [], author: nil).id
+            let form = try vaultB.file(NewRecord(caseID: noisy, type: .intakeForm, content: intake("noise")))
+            return (closed, (noisy, form.record.id))
+        }
+        let summaries = try await self.blocking {
+            [try vaultA.storage.caseSummary(closed), try vaultA.storage.caseSummary(noisy.0)]
+        }
+        for _ in 0..<2 {
+            let facts = try await self.blocking { try vaultB.statisticsFacts() }
+            #expect(facts.map(\.openedAt) == summaries.map(\.createdAt))
+            #expect(facts.map(\.category) == ["roommate", "noise"])
+            #expect(facts.map(\.outcome) == ["resolved", nil])
+            #expect(facts.map(\.satisfaction) == [[4, 5], []])
+            #expect(facts.first?.closedAt == summaries.first?.closedAt && facts.first?.closedAt != nil)
+        }
+        _ = try await self.blocking {
+            try vaultA.storage.shred([noisy.1], order: ShredOrder(method: .request, authority: .daemon))
+        }
+        #expect(try await self.blocking { try vaultA.statisticsFacts() }.map(\.category) == ["roommate", nil])
+        // No facts are kept: no table holds any.
+        #expect(
+            try clusters.psql(
+                clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND (table_name LIKE '%statistic%' OR table_name LIKE '%fact%')"
+            ) == "0")
     }
 
     /// Appends `bytes` to an upload.

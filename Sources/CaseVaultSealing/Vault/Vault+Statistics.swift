@@ -39,10 +39,13 @@ extension Vault {
             } else if now.count > 0 {
                 let fresh = try self.takeFacts(caseID)
                 taken = fresh
-                resealed.append(
-                    KeptFacts(
-                        caseID: id, newest: now.newest, count: now.count,
-                        sealed: self.barrier.sealStatisticsFacts(fresh, caseID: caseID)))
+                // Not kept where their residue would outlive the erase window: taken again next time.
+                if !self.storage.sealsUnderEraseEpochs {
+                    resealed.append(
+                        KeptFacts(
+                            caseID: id, newest: now.newest, count: now.count,
+                            sealed: self.barrier.sealStatisticsFacts(fresh, caseID: caseID)))
+                }
             }
             if let taken {
                 facts.category = taken.category
