@@ -54,3 +54,8 @@ public enum ClosingOutcome: String, Sendable, Codable, CaseIterable {
     case noAgreement = "no_agreement"
     case withdrawn
 }
+
+/// Who a case names: its mediators, or its supervisors (debriefs).
+public enum CaseAssignment: String, Sendable {
+    case mediators, supervisors
+}

@@ -580,12 +580,94 @@ package final class PostgresStorage: RecordStorage {
     /// in its own transaction.
     package func finishMarkedShreds(_ ids: [RecordID]) throws(CaseVaultError) {}
 
-    /// Puts `uid` on the mediator roster (nothing when it is on it already).
-    package func addToRoster(_ uid: UInt32) throws(CaseVaultError) {
+    /// Closes a case without a final agreement, shredding its session notes (none while a hold keeps them)
+    /// in the transaction that closes it, with their certificate: `case-closed` for a closed case,
+    /// `not-found` for an unknown one. Returns the notes shredded.
+    package func closeCase(_ id: CaseID, outcome: ClosingOutcome, authority: Authority = .daemon)
+        throws(CaseVaultError) -> [RecordID]
+    {
+        try self.withCaseLock(id) { () throws(CaseVaultError) in
+            let summary = try self.caseSummary(id)
+            let effect = try CasePolicy.closing(summary, notes: try self.notesToDestroy(id))
+            let (logger, time, certifying) = (self.logger, self.now(), (self.sealing, self.eraseWindow))
+            var effects = FilingEffects()
+            effects.caseState = (id, effect.state, time, outcome.rawValue)
+            effects.markShredding = effect.shredNotes
+            effects.shredOrder = ShredOrder(method: .caseClosed, authority: authority, reason: outcome.rawValue)
+            try self.run { [effects] connection in
+                try await connection.transaction(logger: logger) { connection in
+                    try await Self.apply(effects, at: time, certifying: certifying, on: connection, logger: logger)
+                }
+            }
+            self.logger.info(
+                "case closed", metadata: ["case.id": "\(id)", "records.shredded": "\(effect.shredNotes.count)"])
+            return effect.shredNotes
+        }
+    }
+
+    /// Replaces the case's mediators or supervisors; `not-found` for an unknown case.
+    package func assign(_ assignment: CaseAssignment, _ id: CaseID, _ uids: [UInt32]) throws(CaseVaultError) {
         let logger = self.logger
-        try self.run { connection in
-            try await connection.query(
-                "INSERT INTO casevault_roster (uid) VALUES (\(Int64(uid))) ON CONFLICT DO NOTHING", logger: logger)
+        let values = Set(uids).sorted().map { Int64($0) }
+        let updated = try self.withCaseLock(id) { () throws(CaseVaultError) in
+            try self.run { connection in
+                let query: PostgresQuery =
+                    switch assignment {
+                    case .mediators:
+                        "UPDATE casevault_cases SET mediators = \(values) WHERE id = \(ByteBuffer(bytes: id.bytes)) RETURNING true"
+                    case .supervisors:
+                        "UPDATE casevault_cases SET supervisors = \(values) WHERE id = \(ByteBuffer(bytes: id.bytes)) RETURNING true"
+                    }
+                return try await Self.exists(query, on: connection, logger: logger)
+            }
+        }
+        guard updated else { throw CaseVaultError.caseNotFound() }
+    }
+
+    // MARK: Roster
+
+    /// The uids on the mediator roster, in order.
+    package func roster() throws(CaseVaultError) -> [UInt32] {
+        let logger = self.logger
+        let uids = try self.run { connection in
+            var uids: [Int64] = []
+            for try await uid in try await connection.query(
+                "SELECT uid FROM casevault_roster ORDER BY uid", logger: logger
+            ).decode(Int64.self) {
+                uids.append(uid)
+            }
+            return uids
+        }
+        guard let roster = Self.uids(uids) else {
+            throw CaseVaultError(.integrityFailure, "the roster in the database is malformed")
+        }
+        return roster
+    }
+
+    package func isOnRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool {
+        let logger = self.logger
+        return try self.run { connection in try await Self.isOnRoster(uid, on: connection, logger: logger) }
+    }
+
+    /// Puts `uid` on the mediator roster; returns whether it was new.
+    @discardableResult
+    package func addToRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool {
+        let logger = self.logger
+        return try self.run { connection in
+            try await Self.exists(
+                "INSERT INTO casevault_roster (uid) VALUES (\(Int64(uid))) ON CONFLICT DO NOTHING RETURNING true",
+                on: connection, logger: logger)
+        }
+    }
+
+    /// Takes `uid` off the mediator roster, which ends their access at their next request; returns whether
+    /// it was on it.
+    @discardableResult
+    package func removeFromRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool {
+        let logger = self.logger
+        return try self.run { connection in
+            try await Self.exists(
+                "DELETE FROM casevault_roster WHERE uid = \(Int64(uid)) RETURNING true", on: connection, logger: logger)
         }
     }
 

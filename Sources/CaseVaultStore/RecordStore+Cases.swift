@@ -89,12 +89,7 @@ extension RecordStore {
     }
 
     /// Who a case names: its mediators, or its supervisors (debriefs).
-    package enum CaseAssignment: String, Sendable {
-        case mediators, supervisors
-
-        /// The index's table of them.
-        var table: String { "case_" + self.rawValue }
-    }
+    package typealias CaseAssignment = CaseVaultCore.CaseAssignment
 
     /// Replaces the case's mediators or supervisors.
     package func assign(_ assignment: CaseAssignment, _ id: CaseID, _ uids: [UInt32]) throws(CaseVaultError) {
@@ -179,4 +174,9 @@ extension RecordStore {
         }
         return try RecordID(header)
     }
+}
+
+extension CaseAssignment {
+    /// The index's table of them.
+    var table: String { "case_" + self.rawValue }
 }

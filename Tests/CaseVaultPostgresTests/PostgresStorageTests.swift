@@ -46,6 +46,7 @@ extension EpochExchangeTests {
 
     /// Runs `body` on a thread of its own: the storage blocks its caller, which must not be one of the
     /// cooperative pool's threads that run its queries.
+    @discardableResult
     func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             Thread { continuation.resume(with: Result { try body() }) }.start()
@@ -575,6 +576,77 @@ extension EpochExchangeTests {
                 clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
                 "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND (table_name LIKE '%statistic%' OR table_name LIKE '%fact%')"
             ) == "0")
+    }
+
+    @Test(
+        "closing a case without agreement on PostgreSQL shreds its notes with a certificate naming the outcome, which the statistics then report; mediators and supervisors are replaced; the roster adds and removes once"
+    )
+    func closingAndAssignments() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (a, b) = try await self.twoDaemons(clusters, keys)
+        _ = try await a.exchange.turn(from: nil, on: a.connection)
+        #expect(try await b.exchange.receive(on: b.connection) == [1])
+        let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
+        let (caseID, notes) = try await self.blocking {
+            let summary = try vaultA.openCase(header: Self.header, mediators: [4001], author: nil)
+            for participant in ["p1", "p2"] {
+                _ = try vaultA.file(
+                    NewRecord(caseID: summary.id, type: .agreementToMediate, content: Self.agreement(participant)))
+            }
+            let notes = try (0..<2).map { _ in
+                try vaultB.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Self.note("n"))).record.id
+            }
+            return (summary.id, notes)
+        }
+        let unknown = CaseID(bytes: Random.bytes(count: 16))
+
+        // Assignments: replaced whole, read at the other daemon; an unknown case is not-found.
+        try await self.blocking {
+            try vaultA.storage.assign(.mediators, caseID, [4003, 4002, 4003])
+            try vaultA.storage.assign(.supervisors, caseID, [5001])
+        }
+        let assigned = try await self.blocking { try vaultB.storage.caseSummary(caseID) }
+        #expect(assigned.mediators == [4002, 4003] && assigned.supervisors == [5001])
+        #expect(await self.code { try vaultB.storage.assign(.mediators, unknown, [1]) } == .notFound)
+
+        // The roster: added once, listed, taken off once.
+        let roster = try await self.blocking {
+            [
+                try vaultA.storage.addToRoster(4002), try vaultB.storage.addToRoster(4002),
+                try vaultA.storage.addToRoster(4001),
+            ]
+        }
+        #expect(roster == [true, false, true])
+        #expect(try await self.blocking { try vaultB.storage.roster() } == [4001, 4002])
+        #expect(try await self.blocking { try vaultB.storage.removeFromRoster(4002) })
+        #expect(try await !self.blocking { try vaultA.storage.removeFromRoster(4002) })
+        #expect(try await !self.blocking { try vaultA.storage.isOnRoster(4002) })
+        #expect(try await self.blocking { try vaultA.storage.isOnRoster(4001) })
+
+        // Closed without agreement: the notes go, with a certificate naming the outcome.
+        let closer = Authority(uid: 4001, role: "mediator")
+        let shredded = try await self.blocking {
+            try vaultB.storage.closeCase(caseID, outcome: .noAgreement, authority: closer)
+        }
+        #expect(shredded == notes)
+        let closed = try await self.blocking { try vaultA.storage.caseSummary(caseID) }
+        #expect(closed.state == .closed && closed.closedAt != nil)
+        for note in notes {
+            #expect(await self.code { _ = try vaultA.get(note) } == .shredded)
+        }
+        #expect(await self.code { _ = try vaultA.storage.closeCase(caseID, outcome: .withdrawn) } == .caseClosed)
+        #expect(await self.code { _ = try vaultA.storage.closeCase(unknown, outcome: .withdrawn) } == .notFound)
+        let publicKey = try SealingServices(rootKey: Self.vaultRootKey).certificatePublicKey
+        let certificate = try #require(
+            try await self.blocking { try vaultA.storage.certificates(caseID: caseID) }.first.flatMap {
+                DestructionCertificate.verify(document: $0, publicKey: publicKey)
+            })
+        #expect(certificate.method == "case_closed" && certificate.reason == "no_agreement")
+        #expect(certificate.authorisedBy.uid == 4001 && certificate.records.count == 2)
+        let facts = try await self.blocking { try vaultB.statisticsFacts() }
+        #expect(facts.map(\.outcome) == ["no_agreement"] && facts.first?.closedAt == closed.closedAt)
     }
 
     /// Appends `bytes` to an upload.
