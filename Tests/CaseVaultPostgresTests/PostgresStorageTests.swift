@@ -44,6 +44,19 @@ extension EpochExchangeTests {
         return Vault(storage: storage)
     }
 
+    /// Two daemons' vaults on `clusters`, the schema migrated, epoch 1 turned to by a and received by b.
+    func twoVaults(_ clusters: PostgresClusters, _ keys: KeyFolder, holdsKeepSessionNotes: Bool = false) async throws
+        -> (Daemon, Daemon, Vault<PostgresStorage>, Vault<PostgresStorage>)
+    {
+        let (a, b) = try await self.twoDaemons(clusters, keys)
+        _ = try await a.exchange.turn(from: nil, on: a.connection)
+        #expect(try await b.exchange.receive(on: b.connection) == [1])
+        return (
+            a, b, try self.vault(a, clusters, holdsKeepSessionNotes: holdsKeepSessionNotes),
+            try self.vault(b, clusters, holdsKeepSessionNotes: holdsKeepSessionNotes)
+        )
+    }
+
     /// Runs `body` on a thread of its own: the storage blocks its caller, which must not be one of the
     /// cooperative pool's threads that run its queries.
     @discardableResult
@@ -238,10 +251,7 @@ extension EpochExchangeTests {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
-        let (a, b) = try await self.twoDaemons(clusters, keys)
-        _ = try await a.exchange.turn(from: nil, on: a.connection)
-        #expect(try await b.exchange.receive(on: b.connection) == [1])
-        let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
+        let (_, _, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
 
         var interleaved = 0
         for round in 0..<8 {
@@ -291,11 +301,7 @@ extension EpochExchangeTests {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
-        let (a, b) = try await self.twoDaemons(clusters, keys)
-        _ = try await a.exchange.turn(from: nil, on: a.connection)
-        #expect(try await b.exchange.receive(on: b.connection) == [1])
-        let vaultA = try self.vault(a, clusters, holdsKeepSessionNotes: true)
-        let vaultB = try self.vault(b, clusters, holdsKeepSessionNotes: true)
+        let (a, b, vaultA, vaultB) = try await self.twoVaults(clusters, keys, holdsKeepSessionNotes: true)
         let (caseID, notes) = try await self.blocking {
             let summary = try vaultA.openCase(header: Self.header, mediators: [], author: nil)
             for participant in ["p1", "p2"] {
@@ -378,10 +384,7 @@ extension EpochExchangeTests {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
-        let (a, b) = try await self.twoDaemons(clusters, keys)
-        _ = try await a.exchange.turn(from: nil, on: a.connection)
-        #expect(try await b.exchange.receive(on: b.connection) == [1])
-        let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
+        let (_, _, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
         let intakeForm = Array(#"{"dispute_category":"roommate","screening_notes":"quiet hours"}"#.utf8)
         let (caseID, intake, note) = try await self.blocking {
             let summary = try vaultA.openCase(header: Self.header, mediators: [], author: nil)
@@ -462,10 +465,7 @@ extension EpochExchangeTests {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
-        let (a, b) = try await self.twoDaemons(clusters, keys)
-        _ = try await a.exchange.turn(from: nil, on: a.connection)
-        #expect(try await b.exchange.receive(on: b.connection) == [1])
-        let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
+        let (_, _, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
         let intakeForm = Array(#"{"dispute_category":"roommate","screening_notes":"see the scan"}"#.utf8)
         let (first, other) = try await self.blocking {
             let summary = try vaultA.openCase(header: Self.header, mediators: [], author: nil)
@@ -530,10 +530,7 @@ extension EpochExchangeTests {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
-        let (a, b) = try await self.twoDaemons(clusters, keys)
-        _ = try await a.exchange.turn(from: nil, on: a.connection)
-        #expect(try await b.exchange.receive(on: b.connection) == [1])
-        let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
+        let (_, _, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
         @Sendable func intake(_ category: String) -> [UInt8] {
             Array(#"{"dispute_category":"\#(category)","screening_notes":"n"}"#.utf8)
         }
@@ -585,10 +582,7 @@ extension EpochExchangeTests {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
-        let (a, b) = try await self.twoDaemons(clusters, keys)
-        _ = try await a.exchange.turn(from: nil, on: a.connection)
-        #expect(try await b.exchange.receive(on: b.connection) == [1])
-        let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
+        let (_, _, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
         let (caseID, notes) = try await self.blocking {
             let summary = try vaultA.openCase(header: Self.header, mediators: [4001], author: nil)
             for participant in ["p1", "p2"] {
