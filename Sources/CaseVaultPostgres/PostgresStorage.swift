@@ -436,12 +436,7 @@ package final class PostgresStorage: RecordStorage {
     }
 
     package func shredHasBegun(_ id: RecordID) throws(CaseVaultError) -> Bool {
-        let logger = self.logger
-        return try self.run { connection in
-            try await Self.exists(
-                "SELECT EXISTS (SELECT 1 FROM casevault_shreds WHERE id = \(ByteBuffer(bytes: id.bytes)))",
-                on: connection, logger: logger)
-        }
+        try self.exists("SELECT EXISTS (SELECT 1 FROM casevault_shreds WHERE id = \(ByteBuffer(bytes: id.bytes)))")
     }
 
     /// A live record's row; `shredded` or `not-found` when there is none.
@@ -652,23 +647,15 @@ package final class PostgresStorage: RecordStorage {
     /// Puts `uid` on the mediator roster; returns whether it was new.
     @discardableResult
     package func addToRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool {
-        let logger = self.logger
-        return try self.run { connection in
-            try await Self.exists(
-                "INSERT INTO casevault_roster (uid) VALUES (\(Int64(uid))) ON CONFLICT DO NOTHING RETURNING true",
-                on: connection, logger: logger)
-        }
+        try self.exists(
+            "INSERT INTO casevault_roster (uid) VALUES (\(Int64(uid))) ON CONFLICT DO NOTHING RETURNING true")
     }
 
     /// Takes `uid` off the mediator roster, which ends their access at their next request; returns whether
     /// it was on it.
     @discardableResult
     package func removeFromRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool {
-        let logger = self.logger
-        return try self.run { connection in
-            try await Self.exists(
-                "DELETE FROM casevault_roster WHERE uid = \(Int64(uid)) RETURNING true", on: connection, logger: logger)
-        }
+        try self.exists("DELETE FROM casevault_roster WHERE uid = \(Int64(uid)) RETURNING true")
     }
 
     // MARK: Legal holds
@@ -748,12 +735,8 @@ package final class PostgresStorage: RecordStorage {
 
     /// Whether a hold stands on the case.
     package func isHeld(_ caseID: CaseID) throws(CaseVaultError) -> Bool {
-        let logger = self.logger
-        return try self.run { connection in
-            try await Self.exists(
-                "SELECT EXISTS (SELECT 1 FROM casevault_holds WHERE case_id = \(ByteBuffer(bytes: caseID.bytes)))",
-                on: connection, logger: logger)
-        }
+        try self.exists(
+            "SELECT EXISTS (SELECT 1 FROM casevault_holds WHERE case_id = \(ByteBuffer(bytes: caseID.bytes)))")
     }
 
     // MARK: Attachments
@@ -832,12 +815,8 @@ package final class PostgresStorage: RecordStorage {
     }
 
     private func hasAttachment(_ id: RecordID) throws(CaseVaultError) -> Bool {
-        let logger = self.logger
-        return try self.run { connection in
-            try await Self.exists(
-                "SELECT EXISTS (SELECT 1 FROM casevault_attachments WHERE record_id = \(ByteBuffer(bytes: id.bytes)))",
-                on: connection, logger: logger)
-        }
+        try self.exists(
+            "SELECT EXISTS (SELECT 1 FROM casevault_attachments WHERE record_id = \(ByteBuffer(bytes: id.bytes)))")
     }
 
     private static func attachmentExists() -> CaseVaultError {
@@ -1017,6 +996,12 @@ package final class PostgresStorage: RecordStorage {
     }
 
     // MARK: Connections and waiting
+
+    /// Whether `query` (a single boolean) answers true, asked on a connection as `run` picks.
+    private func exists(_ query: PostgresQuery) throws(CaseVaultError) -> Bool {
+        let logger = self.logger
+        return try self.run { connection in try await Self.exists(query, on: connection, logger: logger) }
+    }
 
     /// Runs `body` on this thread's case-lock connection, or on a kept one (connecting when none is idle),
     /// and waits for it. A connection is kept again unless the call left it closed.

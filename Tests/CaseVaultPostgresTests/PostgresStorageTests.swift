@@ -57,6 +57,22 @@ extension EpochExchangeTests {
         )
     }
 
+    /// A case opened by `first`, with both agreements filed by `first` and a note for each of `notes` filed
+    /// by `second`: its id and the notes'.
+    static func caseInSession(
+        _ first: Vault<PostgresStorage>, _ second: Vault<PostgresStorage>, mediators: [UInt32] = [], notes: [String]
+    ) throws -> (CaseID, [RecordID]) {
+        let summary = try first.openCase(header: Self.header, mediators: mediators, author: nil)
+        for participant in ["p1", "p2"] {
+            _ = try first.file(
+                NewRecord(caseID: summary.id, type: .agreementToMediate, content: Self.agreement(participant)))
+        }
+        let ids = try notes.map { text in
+            try second.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Self.note(text))).record.id
+        }
+        return (summary.id, ids)
+    }
+
     /// Runs `body` on a thread of its own: the storage blocks its caller, which must not be one of the
     /// cooperative pool's threads that run its queries.
     @discardableResult
@@ -255,15 +271,7 @@ extension EpochExchangeTests {
 
         var interleaved = 0
         for round in 0..<8 {
-            let caseID = try await self.blocking {
-                let summary = try vaultA.openCase(header: Self.header, mediators: [], author: nil)
-                for participant in ["p1", "p2"] {
-                    _ = try vaultA.file(
-                        NewRecord(caseID: summary.id, type: .agreementToMediate, content: Self.agreement(participant)))
-                }
-                _ = try vaultA.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Self.note("first")))
-                return summary.id
-            }
+            let caseID = try await self.blocking { try Self.caseInSession(vaultA, vaultA, notes: ["first"]).0 }
             // Daemon b files notes until the case is closed under it; daemon a files the final agreement.
             async let notes: Int? = try? self.blocking {
                 var filed = 0
@@ -303,15 +311,7 @@ extension EpochExchangeTests {
         let keys = try KeyFolder()
         let (a, b, vaultA, vaultB) = try await self.twoVaults(clusters, keys, holdsKeepSessionNotes: true)
         let (caseID, notes) = try await self.blocking {
-            let summary = try vaultA.openCase(header: Self.header, mediators: [], author: nil)
-            for participant in ["p1", "p2"] {
-                _ = try vaultA.file(
-                    NewRecord(caseID: summary.id, type: .agreementToMediate, content: Self.agreement(participant)))
-            }
-            let notes = try (0..<2).map { _ in
-                try vaultB.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Self.note("kept"))).record.id
-            }
-            return (summary.id, notes)
+            try Self.caseInSession(vaultA, vaultB, notes: ["kept", "kept"])
         }
         let reason = "litigation hold for Ada Participant"
         let first = try await self.blocking {
@@ -584,15 +584,7 @@ extension EpochExchangeTests {
         let keys = try KeyFolder()
         let (_, _, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
         let (caseID, notes) = try await self.blocking {
-            let summary = try vaultA.openCase(header: Self.header, mediators: [4001], author: nil)
-            for participant in ["p1", "p2"] {
-                _ = try vaultA.file(
-                    NewRecord(caseID: summary.id, type: .agreementToMediate, content: Self.agreement(participant)))
-            }
-            let notes = try (0..<2).map { _ in
-                try vaultB.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Self.note("n"))).record.id
-            }
-            return (summary.id, notes)
+            try Self.caseInSession(vaultA, vaultB, mediators: [4001], notes: ["n", "n"])
         }
         let unknown = CaseID(bytes: Random.bytes(count: 16))
 
