@@ -291,21 +291,13 @@ package final class PostgresStorage: RecordStorage {
                         "SELECT pg_advisory_xact_lock(\(Self.caseLockSpace), \(key))", logger: logger)
                 }
                 var found: [RecordMetadata] = []
-                for try await (id, caseID, type, createdAt, author, supersedes, size) in try await connection.query(
+                for try await row in try await connection.query(
                     """
-                    SELECT id, case_id, type, created_at, author, supersedes, octet_length(blob) FROM casevault_records
+                    SELECT \(unescaped: Self.metadataColumns) FROM casevault_records
                     WHERE id = ANY(\(bytes)) ORDER BY id FOR UPDATE
                     """, logger: logger
-                ).decode((ByteBuffer, ByteBuffer, String, Int64, String?, ByteBuffer?, Int).self) {
-                    guard caseID.readableBytes == CaseID.byteCount, let type = RecordType(rawValue: type) else {
-                        throw CaseVaultError(.integrityFailure, "a record's row in the database is malformed")
-                    }
-                    found.append(
-                        RecordMetadata(
-                            id: try Self.recordID(id), caseID: CaseID(bytes: Array(caseID.readableBytesView)),
-                            type: type, createdAt: createdAt, author: author,
-                            supersedes: try supersedes.map { bytes throws(CaseVaultError) in try Self.recordID(bytes) },
-                            sealedSize: size))
+                ).decode(MetadataRow.self) {
+                    found.append(try Self.metadata(row).metadata)
                 }
                 if found.count < wanted.count {
                     let missing = wanted.filter { id in !found.contains { $0.id == id } }
@@ -334,6 +326,138 @@ package final class PostgresStorage: RecordStorage {
         }
         logger.info("records shredded", metadata: ["records.count": "\(shredded.count)"])
         return shredded
+    }
+
+    // MARK: Listing
+
+    /// A page of the case list, newest first, with each case's live records counted by type (its header
+    /// not counted): whether `rosterUID` is on the mediator roster is read first, and `query` builds the
+    /// query from it.
+    package func listCases(
+        rosterUID: UInt32?, _ query: (_ onRoster: Bool) -> CaseQuery
+    ) throws(CaseVaultError) -> (rows: [CaseListRow], onRoster: Bool) {
+        let logger = self.logger
+        let onRoster = try self.run { connection in try await Self.isOnRoster(rosterUID, on: connection, logger: logger)
+        }
+        let query = query(onRoster)
+        guard !query.visibility.isEmpty else { return ([], onRoster) }
+        let visibility = query.visibility
+        let (mediator, supervisor, assigned) = (
+            visibility.mediator.map { Int64($0) }, visibility.supervisor.map { Int64($0) },
+            query.assignedTo.map { Int64($0) }
+        )
+        let rows = try self.run { connection in
+            var cases: [(ByteBuffer, String, Int, [Int64], [Int64], Int64, Int64?)] = []
+            for try await row in try await connection.query(
+                """
+                SELECT id, state, participant_count, mediators, supervisors, created_at, closed_at FROM casevault_cases
+                WHERE (\(visibility.everyCase) OR (\(visibility.inIntake) AND state = 'intake')
+                        OR \(mediator)::bigint = ANY(mediators) OR \(supervisor)::bigint = ANY(supervisors))
+                    AND (\(query.state?.rawValue)::text IS NULL OR state = \(query.state?.rawValue))
+                    AND (\(query.openedFrom)::bigint IS NULL OR created_at >= \(query.openedFrom))
+                    AND (\(query.openedBefore)::bigint IS NULL OR created_at < \(query.openedBefore))
+                    AND (\(assigned)::bigint IS NULL OR \(assigned) = ANY(mediators) OR \(assigned) = ANY(supervisors))
+                    AND (\(query.after?.openedAt)::bigint IS NULL
+                        OR (created_at, id) < (\(query.after?.openedAt), \(query.after.map { ByteBuffer(bytes: $0.id.bytes) })))
+                ORDER BY created_at DESC, id DESC LIMIT \(query.limit)
+                """, logger: logger
+            ).decode((ByteBuffer, String, Int, [Int64], [Int64], Int64, Int64?).self) {
+                cases.append(row)
+            }
+            var counts: [(ByteBuffer, String, Int)] = []
+            for try await row in try await connection.query(
+                """
+                SELECT case_id, type, count(*)::bigint FROM casevault_records
+                WHERE case_id = ANY(\(cases.map(\.0))) AND type <> \(RecordType.caseHeader.rawValue)
+                GROUP BY case_id, type
+                """, logger: logger
+            ).decode((ByteBuffer, String, Int).self) {
+                counts.append(row)
+            }
+            return (cases, counts)
+        }
+        var counts: [CaseID: [RecordType: Int]] = [:]
+        for (caseID, type, count) in rows.1 {
+            guard caseID.readableBytes == CaseID.byteCount, let type = RecordType(rawValue: type) else {
+                throw CaseVaultError(.integrityFailure, "a record's row in the database is malformed")
+            }
+            counts[CaseID(bytes: Array(caseID.readableBytesView)), default: [:]][type] = count
+        }
+        let listed = try rows.0.map {
+            (id, state, participants, mediators, supervisors, createdAt, closedAt) throws(CaseVaultError) in
+            guard id.readableBytes == CaseID.byteCount, let state = CaseState(rawValue: state),
+                let mediators = Self.uids(mediators), let supervisors = Self.uids(supervisors)
+            else { throw CaseVaultError(.integrityFailure, "a case's row in the database is malformed") }
+            let summary = CaseSummary(
+                id: CaseID(bytes: Array(id.readableBytesView)), state: state, participantCount: participants,
+                mediators: mediators, supervisors: supervisors, createdAt: createdAt, closedAt: closedAt)
+            return CaseListRow(summary: summary, liveRecords: counts[summary.id] ?? [:])
+        }
+        return (listed, onRoster)
+    }
+
+    /// A page of a case's live records of `types` (metadata only), in filing order after `after`; with the
+    /// cursor of the next page when there may be one (a record's filing time and its filing order here).
+    package func liveRecords(
+        caseID: CaseID, types: Set<RecordType>, after: RecordListCursor?, limit: Int
+    ) throws(CaseVaultError) -> (records: [RecordMetadata], next: RecordListCursor?) {
+        guard !types.isEmpty else { return ([], nil) }
+        let logger = self.logger
+        let names = types.map(\.rawValue).sorted()
+        let rows = try self.run { connection in
+            var rows: [MetadataRow] = []
+            for try await row in try await connection.query(
+                """
+                SELECT \(unescaped: Self.metadataColumns) FROM casevault_records
+                WHERE case_id = \(ByteBuffer(bytes: caseID.bytes)) AND type = ANY(\(names))
+                    AND (created_at, filed) > (\(after?.filedAt ?? Int64.min), \(after?.sequence ?? Int64.min))
+                ORDER BY created_at, filed LIMIT \(limit)
+                """, logger: logger
+            ).decode(MetadataRow.self) {
+                rows.append(row)
+            }
+            return rows
+        }
+        let found = try rows.map { row throws(CaseVaultError) in try Self.metadata(row) }
+        let next =
+            found.count == limit
+            ? found.last.map { RecordListCursor(filedAt: $0.metadata.createdAt, sequence: $0.filed) } : nil
+        return (found.map(\.metadata), next)
+    }
+
+    /// Metadata of every live record of a case, in the order they were filed.
+    package func records(caseID: CaseID) throws(CaseVaultError) -> [RecordMetadata] {
+        let logger = self.logger
+        let rows = try self.run { connection in
+            var rows: [MetadataRow] = []
+            for try await row in try await connection.query(
+                """
+                SELECT \(unescaped: Self.metadataColumns) FROM casevault_records
+                WHERE case_id = \(ByteBuffer(bytes: caseID.bytes)) ORDER BY filed
+                """, logger: logger
+            ).decode(MetadataRow.self) {
+                rows.append(row)
+            }
+            return rows
+        }
+        return try rows.map { row throws(CaseVaultError) in try Self.metadata(row).metadata }
+    }
+
+    /// A record's metadata as the queries select it (`metadataColumns`), with its filing order.
+    typealias MetadataRow = (ByteBuffer, ByteBuffer, String, Int64, String?, ByteBuffer?, Int, Int64)
+    static let metadataColumns = "id, case_id, type, created_at, author, supersedes, octet_length(blob), filed"
+
+    static func metadata(_ row: MetadataRow) throws(CaseVaultError) -> (metadata: RecordMetadata, filed: Int64) {
+        let (id, caseID, type, createdAt, author, supersedes, size, filed) = row
+        guard caseID.readableBytes == CaseID.byteCount, let type = RecordType(rawValue: type) else {
+            throw CaseVaultError(.integrityFailure, "a record's row in the database is malformed")
+        }
+        let metadata = RecordMetadata(
+            id: try Self.recordID(id), caseID: CaseID(bytes: Array(caseID.readableBytesView)), type: type,
+            createdAt: createdAt, author: author,
+            supersedes: try supersedes.map { bytes throws(CaseVaultError) in try Self.recordID(bytes) },
+            sealedSize: size)
+        return (metadata, filed)
     }
 
     // MARK: Certificates

@@ -635,6 +635,99 @@ extension EpochExchangeTests {
         #expect(facts.map(\.outcome) == ["no_agreement"] && facts.first?.closedAt == closed.closedAt)
     }
 
+    @Test(
+        "listing on PostgreSQL: cases newest first by what the caller may see (every case, those in intake, a mediator's, a supervisor's), filtered and paged, with their live records counted; a case's records in filing order, paged"
+    )
+    func listingOnPostgres() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (_, _, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
+        let (session, notes) = try await self.blocking {
+            try Self.caseInSession(vaultA, vaultB, mediators: [4001], notes: ["one", "two"])
+        }
+        let (intake, supervised) = try await self.blocking {
+            let intake = try vaultB.openCase(header: Self.header, mediators: [], author: nil).id
+            let supervised = try vaultA.openCase(header: Self.header, mediators: [], author: nil).id
+            try vaultA.storage.assign(.supervisors, supervised, [5001])
+            return (intake, supervised)
+        }
+        let summaries = try await self.blocking {
+            try [session, intake, supervised].map { id throws(CaseVaultError) in try vaultA.storage.caseSummary(id) }
+        }
+        /// The ids of `ids`' cases newest first, as the list orders them.
+        func newestFirst(_ ids: [CaseID]) -> [CaseID] {
+            summaries.filter { ids.contains($0.id) }.sorted {
+                ($0.createdAt, $0.id.rawValue) > ($1.createdAt, $1.id.rawValue)
+            }.map(\.id)
+        }
+        func list(_ query: CaseQuery, rosterUID: UInt32? = nil) async throws -> (rows: [CaseListRow], onRoster: Bool) {
+            try await self.blocking { try vaultB.storage.listCases(rosterUID: rosterUID) { _ in query } }
+        }
+
+        let every = try await list(CaseQuery(visibility: CaseVisibility(everyCase: true)))
+        #expect(every.rows.map(\.summary.id) == newestFirst([session, intake, supervised]))
+        #expect(
+            every.rows.map(\.summary)
+                == newestFirst([session, intake, supervised]).map { id in summaries.first { $0.id == id }! })
+        #expect(
+            every.rows.first { $0.summary.id == session }?.liveRecords == [.agreementToMediate: 2, .sessionNote: 2])
+        #expect(every.rows.first { $0.summary.id == intake }?.liveRecords == [:])
+        #expect(
+            try await list(CaseQuery(visibility: CaseVisibility(inIntake: true))).rows.map(\.summary.id)
+                == newestFirst([intake, supervised]))
+        #expect(
+            try await list(CaseQuery(visibility: CaseVisibility(mediator: 4001))).rows.map(\.summary.id) == [session])
+        #expect(
+            try await list(CaseQuery(visibility: CaseVisibility(supervisor: 5001))).rows.map(\.summary.id) == [
+                supervised
+            ])
+        #expect(try await list(CaseQuery(visibility: CaseVisibility(mediator: 4002))).rows.isEmpty)
+        #expect(try await list(CaseQuery(visibility: CaseVisibility())).rows.isEmpty)
+        #expect(
+            try await list(CaseQuery(visibility: CaseVisibility(everyCase: true), assignedTo: 5001)).rows.map(
+                \.summary.id) == [supervised])
+        #expect(
+            try await list(CaseQuery(visibility: CaseVisibility(everyCase: true), state: .session)).rows.map(
+                \.summary.id) == [session])
+        let oldest = summaries.map(\.createdAt).min()!
+        #expect(
+            try await list(CaseQuery(visibility: CaseVisibility(everyCase: true), openedBefore: oldest)).rows.isEmpty)
+        #expect(
+            try await list(CaseQuery(visibility: CaseVisibility(everyCase: true), openedFrom: oldest)).rows.count == 3)
+        // Paged: two, then the rest after the second.
+        let first = try await list(CaseQuery(visibility: CaseVisibility(everyCase: true), limit: 2)).rows
+        #expect(first.map(\.summary.id) == Array(newestFirst([session, intake, supervised]).prefix(2)))
+        let last = try #require(first.last).summary
+        let rest = try await list(
+            CaseQuery(
+                visibility: CaseVisibility(everyCase: true), limit: 2,
+                after: CaseListCursor(openedAt: last.createdAt, id: last.id)))
+        #expect(rest.rows.map(\.summary.id) == Array(newestFirst([session, intake, supervised]).suffix(1)))
+        // Whether the caller is on the roster is read first.
+        #expect(try await !list(CaseQuery(visibility: CaseVisibility()), rosterUID: 4001).onRoster)
+        try await self.blocking { try vaultA.storage.addToRoster(4001) }
+        #expect(try await list(CaseQuery(visibility: CaseVisibility()), rosterUID: 4001).onRoster)
+
+        // A case's records: every one in filing order, and paged by type.
+        let all = try await self.blocking { try vaultB.storage.records(caseID: session) }
+        #expect(all.map(\.type) == [.caseHeader, .agreementToMediate, .agreementToMediate, .sessionNote, .sessionNote])
+        let types: Set<RecordType> = [.agreementToMediate, .sessionNote]
+        let page = try await self.blocking {
+            try vaultB.storage.liveRecords(caseID: session, types: types, after: nil, limit: 3)
+        }
+        #expect(page.records.map(\.id) == Array(all.dropFirst().prefix(3).map(\.id)))
+        let next = try #require(page.next)
+        let tail = try await self.blocking {
+            try vaultB.storage.liveRecords(caseID: session, types: types, after: next, limit: 3)
+        }
+        #expect(tail.records.map(\.id) == [notes[1]] && tail.next == nil)
+        let onlyNotes = try await self.blocking {
+            try vaultB.storage.liveRecords(caseID: session, types: [.sessionNote], after: nil, limit: 10)
+        }
+        #expect(onlyNotes.records.map(\.id) == notes && onlyNotes.records.allSatisfy { $0.sealedSize > 0 })
+    }
+
     /// Appends `bytes` to an upload.
     static func append(_ bytes: [UInt8], to upload: AttachmentUpload) throws {
         try bytes.withUnsafeBytes { try upload.append($0) }
