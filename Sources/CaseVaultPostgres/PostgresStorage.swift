@@ -495,7 +495,7 @@ package final class PostgresStorage: RecordStorage {
                 try await connection.query("SELECT pg_advisory_xact_lock(\(Self.certifyingLock))", logger: logger)
                 let rows = try await connection.query(
                     """
-                    SELECT c.id, c.document,
+                    SELECT c.id, c.epoch, c.case_id, c.document,
                         (SELECT (extract(epoch FROM max(h.destroyed_at)) * 1000)::bigint FROM casevault_epoch_holders h
                             WHERE h.epoch <= c.epoch)
                     FROM casevault_certificates c
@@ -504,21 +504,29 @@ package final class PostgresStorage: RecordStorage {
                         AND EXISTS (SELECT 1 FROM casevault_epoch_holders h WHERE h.epoch = c.epoch)
                         AND NOT EXISTS (
                             SELECT 1 FROM casevault_epoch_holders h WHERE h.epoch <= c.epoch AND h.destroyed_at IS NULL)
+                        -- A copy of such an epoch still waiting for a daemon would give it the key again.
+                        AND NOT EXISTS (SELECT 1 FROM casevault_epoch_copies p WHERE p.epoch <= c.epoch)
                     ORDER BY c.filed
                     """, logger: logger)
-                var done: [(id: String, document: [UInt8], completedAt: Int64)] = []
-                for try await (id, document, completedAt) in rows.decode((String, ByteBuffer, Int64).self) {
-                    done.append((id, Array(document.readableBytesView), completedAt))
+                var done: [(id: String, epoch: Int64, caseID: ByteBuffer, document: [UInt8], completedAt: Int64)] = []
+                for try await (id, epoch, caseID, document, completedAt) in rows.decode(
+                    (String, Int64, ByteBuffer, ByteBuffer, Int64).self)
+                {
+                    done.append((id, epoch, caseID, Array(document.readableBytesView), completedAt))
                 }
-                for (id, document, completedAt) in done {
+                for (id, column, caseID, document, completedAt) in done {
+                    // What was judged complete is what the signed document says, not the row's columns alone.
                     guard
                         let first = DestructionCertificate.verify(
                             document: document, publicKey: sealing.certificatePublicKey),
-                        first.certificateID == id, let epoch = first.erasure?.epoch
+                        first.certificateID == id, let epoch = first.erasure?.epoch, Int64(epoch) == column,
+                        first.erasure?.completes == nil,
+                        first.caseID == Hex.encode(caseID.readableBytesView)
                     else {
                         throw CaseVaultError(
                             .integrityFailure,
-                            "certificate \(id) in the database does not verify with the vault's key: it was altered")
+                            "certificate \(id) in the database does not verify with the vault's key, or its row does not match it: it was altered"
+                        )
                     }
                     var second = first
                     second.certificateID = Self.newCertificateID()
@@ -809,7 +817,17 @@ package final class PostgresStorage: RecordStorage {
     }
 
     /// The standing holds, oldest first, each reason's wrapped key with the key of the epoch it is under.
+    /// A hold under an epoch this daemon no longer holds is read once more (a turn may have rewrapped it and
+    /// destroyed that epoch since), then `key-unavailable`.
     package func sealedHolds() throws(CaseVaultError) -> [SealedHold] {
+        do {
+            return try self.sealedHoldsOnce()
+        } catch  where error.code == .keyUnavailable {
+            return try self.sealedHoldsOnce()
+        }
+    }
+
+    private func sealedHoldsOnce() throws(CaseVaultError) -> [SealedHold] {
         let logger = self.logger
         let rows = try self.run { connection in
             var rows: [(ByteBuffer, ByteBuffer, Int64, Int64?, String, Int64, ByteBuffer, ByteBuffer)] = []
