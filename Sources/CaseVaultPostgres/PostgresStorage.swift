@@ -905,21 +905,13 @@ package final class PostgresStorage: RecordStorage {
         let (id, uploadID, size) = (upload.recordID, upload.id, upload.size)
         let finished = try self.run { connection in
             try await connection.transaction(logger: logger) { connection -> Bool? in
-                let record = ByteBuffer(bytes: id.bytes)
-                guard
-                    try await Self.exists(
-                        "SELECT EXISTS (SELECT 1 FROM casevault_records WHERE id = \(record) FOR SHARE)",
-                        on: connection, logger: logger)
-                else { return nil }
-                var inserted = false
-                for try await _ in try await connection.query(
+                guard try await Self.shareLiveRecord(id, on: connection, logger: logger) else { return nil }
+                let inserted = try await Self.exists(
                     """
                     INSERT INTO casevault_attachments (record_id, upload, size)
-                    VALUES (\(record), \(ByteBuffer(bytes: uploadID)), \(size)) ON CONFLICT DO NOTHING RETURNING 1
-                    """, logger: logger
-                ).decode(Int32.self) {
-                    inserted = true
-                }
+                    VALUES (\(ByteBuffer(bytes: id.bytes)), \(ByteBuffer(bytes: uploadID)), \(size))
+                    ON CONFLICT DO NOTHING RETURNING true
+                    """, on: connection, logger: logger)
                 if !inserted {
                     try await connection.query(
                         "DELETE FROM casevault_attachment_chunks WHERE upload = \(ByteBuffer(bytes: uploadID))",
@@ -961,6 +953,16 @@ package final class PostgresStorage: RecordStorage {
             "SELECT EXISTS (SELECT 1 FROM casevault_attachments WHERE record_id = \(ByteBuffer(bytes: id.bytes)))")
     }
 
+    /// Locks `id`'s row for share until the caller's transaction ends, so that a shred, which deletes it,
+    /// waits for that transaction; `false` when no live record has it (then nothing is locked).
+    private static func shareLiveRecord(_ id: RecordID, on connection: PostgresConnection, logger: Logger)
+        async throws -> Bool
+    {
+        try await Self.exists(
+            "SELECT EXISTS (SELECT 1 FROM casevault_records WHERE id = \(ByteBuffer(bytes: id.bytes)) FOR SHARE)",
+            on: connection, logger: logger)
+    }
+
     private static func attachmentExists() -> CaseVaultError {
         CaseVaultError(
             .attachmentExists, "this record already has an attachment (or one is being uploaded); records are immutable"
@@ -976,16 +978,12 @@ package final class PostgresStorage: RecordStorage {
         let logger = self.logger
         return try self.run { connection in
             try await connection.transaction(logger: logger) { connection -> Bool in
-                let record = ByteBuffer(bytes: recordID.bytes)
-                guard
-                    try await Self.exists(
-                        "SELECT EXISTS (SELECT 1 FROM casevault_records WHERE id = \(record) FOR SHARE)",
-                        on: connection, logger: logger)
-                else { return false }
+                guard try await Self.shareLiveRecord(recordID, on: connection, logger: logger) else { return false }
                 try await connection.query(
                     """
                     INSERT INTO casevault_attachment_chunks (record_id, upload, at, bytes)
-                    VALUES (\(record), \(ByteBuffer(bytes: upload)), \(offset), \(ByteBuffer(bytes: sealed)))
+                    VALUES (\(ByteBuffer(bytes: recordID.bytes)), \(ByteBuffer(bytes: upload)), \(offset),
+                        \(ByteBuffer(bytes: sealed)))
                     """, logger: logger)
                 return true
             }
