@@ -209,12 +209,7 @@ package final class PostgresStorage: RecordStorage {
                 \(order.authority.role) FROM gone
             RETURNING id, case_id, type, epoch
             """, logger: logger)
-        // Their attachments, and any upload under way (its appends wait for the record's row, now gone).
-        let records = ids.map { ByteBuffer(bytes: $0.bytes) }
-        try await connection.query(
-            "DELETE FROM casevault_attachments WHERE record_id = ANY(\(records))", logger: logger)
-        try await connection.query(
-            "DELETE FROM casevault_attachment_chunks WHERE record_id = ANY(\(records))", logger: logger)
+        // Read to the end before the next statement, which the connection runs after this one's rows.
         var byCase: [CaseID: (records: [(RecordID, RecordType)], epoch: UInt64)] = [:]
         for try await (id, caseID, type, epoch) in shredded.decode((ByteBuffer, ByteBuffer, String, Int64).self) {
             guard caseID.readableBytes == CaseID.byteCount, let type = RecordType(rawValue: type), epoch > 0 else {
@@ -226,6 +221,12 @@ package final class PostgresStorage: RecordStorage {
             shreds.epoch = max(shreds.epoch, UInt64(epoch))
             byCase[caseID] = shreds
         }
+        // Their attachments, and any upload under way (its appends wait for the record's row, now gone).
+        let records = ids.map { ByteBuffer(bytes: $0.bytes) }
+        try await connection.query(
+            "DELETE FROM casevault_attachments WHERE record_id = ANY(\(records))", logger: logger)
+        try await connection.query(
+            "DELETE FROM casevault_attachment_chunks WHERE record_id = ANY(\(records))", logger: logger)
         // One certificate a case, issued with the shreds: erasure by key destruction, complete once every
         // daemon has destroyed the newest epoch a record's key was wrapped under (older ones go first),
         // which the schedule does within the erase window.
