@@ -91,15 +91,6 @@ package final class PostgresStorage: RecordStorage {
         for connection in self.idle.withLock({ $0 }) { Self.discard(connection) }
     }
 
-    /// Closes the connections kept between calls and waits for them to close.
-    package func close() {
-        let connections = self.idle.withLock { idle in
-            defer { idle = [] }
-            return idle
-        }
-        for connection in connections { try? connection.close().wait() }
-    }
-
     /// Closes `connection` without waiting; it lives until it has closed.
     private static func discard(_ connection: PostgresConnection) {
         connection.close().whenComplete { _ in withExtendedLifetime(connection) {} }
@@ -991,7 +982,9 @@ package final class PostgresStorage: RecordStorage {
         }
     }
 
-    /// `count` bytes of an upload from `offset` on, from the rows that hold them.
+    /// `count` bytes of an upload from `offset` on, from the rows that hold them: the last row starting at or
+    /// before `offset` and those after it up to the end, found by the primary key (upload, at) rather than
+    /// by scanning every earlier row.
     func readChunks(upload: [UInt8], count: Int, at offset: Int64) throws(CaseVaultError) -> [UInt8] {
         let logger = self.logger
         let rows = try self.run { connection in
@@ -999,7 +992,9 @@ package final class PostgresStorage: RecordStorage {
             for try await row in try await connection.query(
                 """
                 SELECT at, bytes FROM casevault_attachment_chunks WHERE upload = \(ByteBuffer(bytes: upload))
-                    AND at < \(offset + Int64(count)) AND at + octet_length(bytes) > \(offset) ORDER BY at
+                    AND at >= (SELECT max(at) FROM casevault_attachment_chunks
+                        WHERE upload = \(ByteBuffer(bytes: upload)) AND at <= \(offset))
+                    AND at < \(offset + Int64(count)) ORDER BY at
                 """, logger: logger
             ).decode((Int64, ByteBuffer).self) {
                 rows.append(row)
