@@ -374,6 +374,7 @@ let package = Package(
             dependencies: [
                 "casevaultctl",
                 "CaseVaultPostgres",
+                "CaseVaultAudit",
                 "CaseVaultSealing",
                 "CaseVaultCrypto",
                 "CaseVaultCore",

@@ -59,6 +59,21 @@ public struct AuditAnchor: Sendable, Equatable {
     }
 }
 
+extension AuditAnchor {
+    /// What the MAC of daemon `daemon`'s anchor in a database several daemons share covers: a label of its
+    /// own, the daemon's name (its length first), the anchor and the row's nonce, so that a row passes
+    /// neither for another vault's nor for another daemon's.
+    package func message(nonce: [UInt8], daemon: String) -> [UInt8] {
+        let name = Array(daemon.utf8)
+        return Array("casevault.audit.anchor.daemon.v1".utf8)
+            + withUnsafeBytes(of: UInt32(name.count).bigEndian, Array.init)
+            + name + withUnsafeBytes(of: self.seq.bigEndian, Array.init) + self.hash
+            + withUnsafeBytes(of: self.offset.bigEndian, Array.init)
+            + withUnsafeBytes(of: self.file.bigEndian, Array.init)
+            + nonce
+    }
+}
+
 /// What the index remembers of the audit log.
 public enum AuditAnchorState: Sendable, Equatable {
     /// No anchor yet: `vaultIsNew` when the index holds no case, record or shred either, so that a log

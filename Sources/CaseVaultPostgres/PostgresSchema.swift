@@ -167,6 +167,41 @@ package enum PostgresSchema {
             )
             """,
         ],
+        // 4: uploads under way, one a record (`PostgresUpload`): the upload's id, its record and when it last
+        // appended, so that a second upload is refused at its start, a dropped or failed one is deleted with
+        // its chunks, and one left by a daemon that died is taken over once idle past
+        // `PostgresStorage.staleUpload`. The indexes the listings need: cases newest first, a case's records
+        // in filing order, a case's certificates, cases by mediator and supervisor. And the daemons' audit
+        // anchors.
+        [
+            """
+            CREATE TABLE casevault_uploads (
+                upload bytea PRIMARY KEY CHECK (length(upload) = 16),
+                record_id bytea NOT NULL UNIQUE CHECK (length(record_id) = 16),
+                touched_at bigint NOT NULL
+            )
+            """,
+            "CREATE INDEX casevault_uploads_by_time ON casevault_uploads (touched_at)",
+            "CREATE INDEX casevault_cases_by_opening ON casevault_cases (created_at, id)",
+            "CREATE INDEX casevault_cases_by_mediator ON casevault_cases USING GIN (mediators)",
+            "CREATE INDEX casevault_cases_by_supervisor ON casevault_cases USING GIN (supervisors)",
+            "DROP INDEX casevault_records_by_case",
+            "CREATE INDEX casevault_records_by_case ON casevault_records (case_id, filed)",
+            "CREATE INDEX casevault_certificates_by_case ON casevault_certificates (case_id, filed)",
+            // Each daemon's audit anchor (`PostgresAuditAnchor`): how far its own log had got, a row a daemon,
+            // with a MAC under the root key's chain subkey over the daemon's name and the rest.
+            """
+            CREATE TABLE casevault_audit_anchors (
+                daemon text PRIMARY KEY,
+                seq bigint NOT NULL CHECK (seq >= 0),
+                hash bytea NOT NULL CHECK (length(hash) = 32),
+                at bigint NOT NULL CHECK (at >= 0),
+                file bigint NOT NULL CHECK (file >= 1),
+                nonce bytea NOT NULL CHECK (length(nonce) = 16),
+                mac bytea NOT NULL CHECK (length(mac) = 32)
+            )
+            """,
+        ],
     ]
 
     /// The version this build writes.
@@ -231,6 +266,23 @@ package enum PostgresSchema {
 }
 
 extension PostgresConnection {
+    /// Runs `body` in a read-only REPEATABLE READ transaction: every query in it reads one snapshot.
+    func snapshot<Result>(
+        logger: Logger, isolation: isolated (any Actor)? = #isolation,
+        _ body: (PostgresConnection) async throws -> sending Result
+    ) async throws -> sending Result {
+        do {
+            return try await self.withTransaction(logger: logger, isolation: isolation) { connection in
+                try await connection.query(
+                    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", logger: logger)
+                return try await body(connection)
+            }
+        } catch let error as PostgresTransactionError {
+            if let inner = error.closureError as? CaseVaultError { throw inner }
+            throw error
+        }
+    }
+
     /// Runs `body` in a transaction (`withTransaction`) at READ COMMITTED whatever the database's default: the
     /// vault's transactions take an advisory lock and then read what the lock's holders committed, which at
     /// REPEATABLE READ a snapshot taken before the lock's wait would miss. A `CaseVaultError` thrown inside

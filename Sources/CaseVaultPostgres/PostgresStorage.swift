@@ -212,10 +212,13 @@ package final class PostgresStorage: RecordStorage {
             shreds.epoch = max(shreds.epoch, UInt64(epoch))
             byCase[caseID] = shreds
         }
-        // Their attachments, and any upload under way (its appends wait for the record's row, now gone).
+        // Their attachments, and any upload under way: an append holds its upload's row until its chunk is
+        // committed, so the uploads' delete waits for it and the chunks' delete, a statement later, sees it.
         let records = ids.map { ByteBuffer(bytes: $0.bytes) }
         try await connection.query(
             "DELETE FROM casevault_attachments WHERE record_id = ANY(\(records))", logger: logger)
+        try await connection.query(
+            "DELETE FROM casevault_uploads WHERE record_id = ANY(\(records))", logger: logger)
         try await connection.query(
             "DELETE FROM casevault_attachment_chunks WHERE record_id = ANY(\(records))", logger: logger)
         // One certificate a case, issued with the shreds: erasure by key destruction, complete once every
@@ -323,50 +326,20 @@ package final class PostgresStorage: RecordStorage {
     // MARK: Listing
 
     /// A page of the case list, newest first, with each case's live records counted by type (its header
-    /// not counted): whether `rosterUID` is on the mediator roster is read first, and `query` builds the
-    /// query from it.
+    /// not counted): whether `rosterUID` is on the mediator roster, the cases and their counts are read in
+    /// one snapshot (a read-only REPEATABLE READ transaction), and `query` builds the query from the first.
     package func listCases(
         rosterUID: UInt32?, _ query: (_ onRoster: Bool) -> CaseQuery
     ) throws(CaseVaultError) -> (rows: [CaseListRow], onRoster: Bool) {
         let logger = self.logger
-        let onRoster = try self.run { connection in try await Self.isOnRoster(rosterUID, on: connection, logger: logger)
-        }
-        let query = query(onRoster)
-        guard !query.visibility.isEmpty else { return ([], onRoster) }
-        let visibility = query.visibility
-        let (mediator, supervisor, assigned) = (
-            visibility.mediator.map { Int64($0) }, visibility.supervisor.map { Int64($0) },
-            query.assignedTo.map { Int64($0) }
-        )
-        let rows = try self.run { connection in
-            var cases: [(ByteBuffer, String, Int, [Int64], [Int64], Int64, Int64?)] = []
-            for try await row in try await connection.query(
-                """
-                SELECT id, state, participant_count, mediators, supervisors, created_at, closed_at FROM casevault_cases
-                WHERE (\(visibility.everyCase) OR (\(visibility.inIntake) AND state = 'intake')
-                        OR \(mediator)::bigint = ANY(mediators) OR \(supervisor)::bigint = ANY(supervisors))
-                    AND (\(query.state?.rawValue)::text IS NULL OR state = \(query.state?.rawValue))
-                    AND (\(query.openedFrom)::bigint IS NULL OR created_at >= \(query.openedFrom))
-                    AND (\(query.openedBefore)::bigint IS NULL OR created_at < \(query.openedBefore))
-                    AND (\(assigned)::bigint IS NULL OR \(assigned) = ANY(mediators) OR \(assigned) = ANY(supervisors))
-                    AND (\(query.after?.openedAt)::bigint IS NULL
-                        OR (created_at, id) < (\(query.after?.openedAt), \(query.after.map { ByteBuffer(bytes: $0.id.bytes) })))
-                ORDER BY created_at DESC, id DESC LIMIT \(query.limit)
-                """, logger: logger
-            ).decode((ByteBuffer, String, Int, [Int64], [Int64], Int64, Int64?).self) {
-                cases.append(row)
+        let queries = (off: query(false), on: query(true))
+        let (onRoster, rows) = try self.run { connection in
+            try await connection.snapshot(logger: logger) { connection -> (Bool, ListedCases) in
+                let onRoster = try await Self.isOnRoster(rosterUID, on: connection, logger: logger)
+                let query = onRoster ? queries.on : queries.off
+                guard !query.visibility.isEmpty else { return (onRoster, ([], [])) }
+                return (onRoster, try await Self.listCases(query, on: connection, logger: logger))
             }
-            var counts: [(ByteBuffer, String, Int)] = []
-            for try await row in try await connection.query(
-                """
-                SELECT case_id, type, count(*)::bigint FROM casevault_records
-                WHERE case_id = ANY(\(cases.map(\.0))) AND type <> \(RecordType.caseHeader.rawValue)
-                GROUP BY case_id, type
-                """, logger: logger
-            ).decode((ByteBuffer, String, Int).self) {
-                counts.append(row)
-            }
-            return (cases, counts)
         }
         var counts: [CaseID: [RecordType: Int]] = [:]
         for (caseID, type, count) in rows.1 {
@@ -388,8 +361,56 @@ package final class PostgresStorage: RecordStorage {
         return (listed, onRoster)
     }
 
+    /// The cases `query` lists and their live records' counts by type, on `connection`.
+    /// Cases' rows as `listCases` reads them, and their live records' counts by type.
+    typealias ListedCases = (
+        cases: [(ByteBuffer, String, Int, [Int64], [Int64], Int64, Int64?)], counts: [(ByteBuffer, String, Int)]
+    )
+
+    private static func listCases(_ query: CaseQuery, on connection: PostgresConnection, logger: Logger) async throws
+        -> ListedCases
+    {
+        let visibility = query.visibility
+        // Containment (`@>`) rather than `= ANY`, so that the arrays' GIN indexes serve it.
+        let (mediator, supervisor, assigned) = (
+            visibility.mediator.map { [Int64($0)] }, visibility.supervisor.map { [Int64($0)] },
+            query.assignedTo.map { [Int64($0)] }
+        )
+        var cases: [(ByteBuffer, String, Int, [Int64], [Int64], Int64, Int64?)] = []
+        for try await row in try await connection.query(
+            """
+            SELECT id, state, participant_count, mediators, supervisors, created_at, closed_at FROM casevault_cases
+            WHERE (\(visibility.everyCase) OR (\(visibility.inIntake) AND state = 'intake')
+                    OR mediators @> \(mediator)::bigint[] OR supervisors @> \(supervisor)::bigint[])
+                AND (\(query.state?.rawValue)::text IS NULL OR state = \(query.state?.rawValue))
+                AND (\(query.openedFrom)::bigint IS NULL OR created_at >= \(query.openedFrom))
+                AND (\(query.openedBefore)::bigint IS NULL OR created_at < \(query.openedBefore))
+                AND (\(assigned)::bigint[] IS NULL OR mediators @> \(assigned)::bigint[]
+                    OR supervisors @> \(assigned)::bigint[])
+                AND (\(query.after?.openedAt)::bigint IS NULL
+                    OR (created_at, id) < (\(query.after?.openedAt), \(query.after.map { ByteBuffer(bytes: $0.id.bytes) })))
+            ORDER BY created_at DESC, id DESC LIMIT \(query.limit)
+            """, logger: logger
+        ).decode((ByteBuffer, String, Int, [Int64], [Int64], Int64, Int64?).self) {
+            cases.append(row)
+        }
+        var counts: [(ByteBuffer, String, Int)] = []
+        for try await row in try await connection.query(
+            """
+            SELECT case_id, type, count(*)::bigint FROM casevault_records
+            WHERE case_id = ANY(\(cases.map(\.0))) AND type <> \(RecordType.caseHeader.rawValue)
+            GROUP BY case_id, type
+            """, logger: logger
+        ).decode((ByteBuffer, String, Int).self) {
+            counts.append(row)
+        }
+        return (cases, counts)
+    }
+
     /// A page of a case's live records of `types` (metadata only), in filing order after `after`; with the
-    /// cursor of the next page when there may be one (a record's filing time and its filing order here).
+    /// cursor of the next page when there may be one. Pages go by the database's filing order alone (the
+    /// cursor's time is the record's, for its shape): daemons' clocks differ, and a record filed later with
+    /// an earlier time would otherwise fall behind a cursor already past it.
     package func liveRecords(
         caseID: CaseID, types: Set<RecordType>, after: RecordListCursor?, limit: Int
     ) throws(CaseVaultError) -> (records: [RecordMetadata], next: RecordListCursor?) {
@@ -402,8 +423,8 @@ package final class PostgresStorage: RecordStorage {
                 """
                 SELECT \(unescaped: Self.metadataColumns) FROM casevault_records
                 WHERE case_id = \(ByteBuffer(bytes: caseID.bytes)) AND type = ANY(\(names))
-                    AND (created_at, filed) > (\(after?.filedAt ?? Int64.min), \(after?.sequence ?? Int64.min))
-                ORDER BY created_at, filed LIMIT \(limit)
+                    AND filed > \(after?.sequence ?? Int64.min)
+                ORDER BY filed LIMIT \(limit)
                 """, logger: logger
             ).decode(MetadataRow.self) {
                 rows.append(row)
@@ -875,16 +896,47 @@ package final class PostgresStorage: RecordStorage {
 
     // MARK: Attachments
 
-    /// Starts an upload of `id`'s attachment: `attachment-exists` when the record has one already. Each
-    /// append is a row of its own (`PostgresUpload`), so memory stays flat whatever the size; the upload
-    /// is invisible until `finishAttachment`. Two uploads of one record may run at once: the first to
-    /// finish is the attachment, the other is refused and its rows deleted.
+    /// How long an upload may go without an append before another upload takes its place, in milliseconds:
+    /// 15 minutes, far past the server's read timeout, so that only an upload whose daemon died (or whose
+    /// caller stopped calling) is taken over.
+    package static let staleUpload: Int64 = 15 * 60 * 1000
+
+    /// Starts an upload of `id`'s attachment: `attachment-exists` when the record has one already or another
+    /// upload of it is under way (`casevault_uploads` keeps one a record). Each append is a row of its own
+    /// (`PostgresUpload`), so memory stays flat whatever the size; the upload is invisible until
+    /// `finishAttachment`, and an upload dropped unfinished is deleted with its rows. Uploads idle past
+    /// `staleUpload`, of any record, are deleted first.
     package func beginAttachment(_ id: RecordID) throws(CaseVaultError) -> (key: StoredKey, file: any AttachmentSink) {
         let stored = try self.storedRecord(id)
-        if try self.hasAttachment(id) {
-            throw Self.attachmentExists()
+        let upload = PostgresUpload(recordID: id, storage: self)
+        let (logger, uploadID, idleBefore) = (self.logger, upload.id, self.now() - Self.staleUpload)
+        let begun = try self.run { connection in
+            try await connection.transaction(logger: logger) { connection -> Bool? in
+                guard try await Self.shareLiveRecord(id, on: connection, logger: logger) else { return nil }
+                try await connection.query(
+                    """
+                    WITH gone AS (DELETE FROM casevault_uploads WHERE touched_at < \(idleBefore) RETURNING upload)
+                    DELETE FROM casevault_attachment_chunks WHERE upload IN (SELECT upload FROM gone)
+                    """, logger: logger)
+                let record = ByteBuffer(bytes: id.bytes)
+                guard
+                    try await !Self.exists(
+                        "SELECT EXISTS (SELECT 1 FROM casevault_attachments WHERE record_id = \(record))",
+                        on: connection, logger: logger)
+                else { return false }
+                return try await Self.exists(
+                    """
+                    INSERT INTO casevault_uploads (upload, record_id, touched_at)
+                    VALUES (\(ByteBuffer(bytes: uploadID)), \(record), \(idleBefore + Self.staleUpload))
+                    ON CONFLICT (record_id) DO NOTHING RETURNING true
+                    """, on: connection, logger: logger)
+            }
         }
-        return (stored.key, PostgresUpload(recordID: id, storage: self))
+        guard begun == true else {
+            upload.settled = true
+            throw begun == nil ? try self.missing(id) : Self.attachmentExists()
+        }
+        return (stored.key, upload)
     }
 
     /// Makes the upload the record's attachment, in one transaction, while the record is live (`shredded`
@@ -894,28 +946,70 @@ package final class PostgresStorage: RecordStorage {
             throw CaseVaultError(.storageFailure, "the attachment's upload was not made by this storage")
         }
         let logger = self.logger
-        let (id, uploadID, size) = (upload.recordID, upload.id, upload.size)
+        let (id, uploadID, size) = (upload.recordID, ByteBuffer(bytes: upload.id), upload.size)
         let finished = try self.run { connection in
-            try await connection.transaction(logger: logger) { connection -> Bool? in
-                guard try await Self.shareLiveRecord(id, on: connection, logger: logger) else { return nil }
+            try await connection.transaction(logger: logger) { connection -> Finish in
+                guard try await Self.shareLiveRecord(id, on: connection, logger: logger) else { return .notLive }
+                guard
+                    try await Self.exists(
+                        "DELETE FROM casevault_uploads WHERE upload = \(uploadID) RETURNING true", on: connection,
+                        logger: logger)
+                else { return .takenOver }
                 let inserted = try await Self.exists(
                     """
                     INSERT INTO casevault_attachments (record_id, upload, size)
-                    VALUES (\(ByteBuffer(bytes: id.bytes)), \(ByteBuffer(bytes: uploadID)), \(size))
+                    VALUES (\(ByteBuffer(bytes: id.bytes)), \(uploadID), \(size))
                     ON CONFLICT DO NOTHING RETURNING true
                     """, on: connection, logger: logger)
                 if !inserted {
                     try await connection.query(
-                        "DELETE FROM casevault_attachment_chunks WHERE upload = \(ByteBuffer(bytes: uploadID))",
-                        logger: logger)
+                        "DELETE FROM casevault_attachment_chunks WHERE upload = \(uploadID)", logger: logger)
                 }
-                return inserted
+                return inserted ? .finished : .exists
             }
         }
+        upload.settled = true
         switch finished {
-        case .some(true): return
-        case .some(false): throw Self.attachmentExists()
-        case nil: throw try self.missing(id)
+        case .finished: return
+        case .exists: throw Self.attachmentExists()
+        case .notLive: throw try self.missing(id)
+        case .takenOver: throw try self.uploadGone(id)
+        }
+    }
+
+    /// How a finish ended.
+    private enum Finish: Sendable {
+        case finished, exists, notLive, takenOver
+    }
+
+    /// Why an upload's row is gone while it was under way: its record's shred deleted it (`shredded`), or
+    /// it sat idle past `staleUpload` and another upload took its place.
+    private func uploadGone(_ id: RecordID) throws(CaseVaultError) -> CaseVaultError {
+        if try self.shredHasBegun(id) { return CaseVaultError.recordShredded() }
+        return CaseVaultError(
+            .requestTimeout,
+            "the upload sat idle for more than \(Self.staleUpload / 60_000) minutes and another upload of the record took its place; upload it again"
+        )
+    }
+
+    /// Deletes an upload dropped unfinished, with its rows, without making the caller wait: it runs as a task
+    /// of its own. Should it fail, the next upload of any record deletes them once idle past `staleUpload`.
+    func discardUpload(_ upload: [UInt8]) {
+        let logger = self.logger
+        Task {
+            do {
+                let connection = try await self.connection()
+                defer { self.checkIn(connection) }
+                try await connection.query(
+                    """
+                    WITH gone AS (DELETE FROM casevault_uploads WHERE upload = \(ByteBuffer(bytes: upload)) RETURNING upload)
+                    DELETE FROM casevault_attachment_chunks WHERE upload IN (SELECT upload FROM gone)
+                    """, logger: logger)
+            } catch {
+                logger.warning(
+                    "an abandoned upload's rows stay until another upload finds them idle",
+                    metadata: ["error.kind": "\(type(of: error))"])
+            }
         }
     }
 
@@ -937,21 +1031,19 @@ package final class PostgresStorage: RecordStorage {
         guard let (upload, size) = found else {
             throw CaseVaultError(.notFound, "the record has no attachment")
         }
-        return (stored.key, PostgresAttachment(upload: Array(upload.readableBytesView), size: size, storage: self))
+        return (
+            stored.key,
+            PostgresAttachment(recordID: id, upload: Array(upload.readableBytesView), size: size, storage: self)
+        )
     }
 
-    private func hasAttachment(_ id: RecordID) throws(CaseVaultError) -> Bool {
-        try self.exists(
-            "SELECT EXISTS (SELECT 1 FROM casevault_attachments WHERE record_id = \(ByteBuffer(bytes: id.bytes)))")
-    }
-
-    /// Locks `id`'s row for share until the caller's transaction ends, so that a shred, which deletes it,
-    /// waits for that transaction; `false` when no live record has it (then nothing is locked).
+    /// Locks `id`'s row (key share: a rewrap's update passes, a shred's delete waits) until the caller's
+    /// transaction ends; `false` when no live record has it (then nothing is locked).
     private static func shareLiveRecord(_ id: RecordID, on connection: PostgresConnection, logger: Logger)
         async throws -> Bool
     {
         try await Self.exists(
-            "SELECT EXISTS (SELECT 1 FROM casevault_records WHERE id = \(ByteBuffer(bytes: id.bytes)) FOR SHARE)",
+            "SELECT EXISTS (SELECT 1 FROM casevault_records WHERE id = \(ByteBuffer(bytes: id.bytes)) FOR KEY SHARE)",
             on: connection, logger: logger)
     }
 
@@ -961,16 +1053,21 @@ package final class PostgresStorage: RecordStorage {
         )
     }
 
-    /// Keeps one append of an upload, while the record is live: the record's row is locked for share, so
-    /// that a shred (which deletes that row, then the record's chunks) either comes before, and the append
-    /// is refused, or after, and deletes it. Returns whether the record was live.
-    func appendChunk(_ sealed: [UInt8], upload: [UInt8], recordID: RecordID, at offset: Int64) throws(CaseVaultError)
-        -> Bool
-    {
-        let logger = self.logger
-        return try self.run { connection in
+    /// Keeps one append of an upload while the upload is still its record's (`casevault_uploads`): its row
+    /// is touched and so locked until the chunk is committed, so that a shred (which deletes that row, then
+    /// the record's chunks) or a takeover either comes before, and the append is refused, or after, and
+    /// deletes the chunk too: `shredded` or `request-timeout` (`uploadGone`) when it is no longer.
+    func appendChunk(_ sealed: [UInt8], upload: [UInt8], recordID: RecordID, at offset: Int64) throws(CaseVaultError) {
+        let (logger, now) = (self.logger, self.now())
+        let kept = try self.run { connection in
             try await connection.transaction(logger: logger) { connection -> Bool in
-                guard try await Self.shareLiveRecord(recordID, on: connection, logger: logger) else { return false }
+                guard
+                    try await Self.exists(
+                        """
+                        UPDATE casevault_uploads SET touched_at = \(now) WHERE upload = \(ByteBuffer(bytes: upload))
+                        RETURNING true
+                        """, on: connection, logger: logger)
+                else { return false }
                 try await connection.query(
                     """
                     INSERT INTO casevault_attachment_chunks (record_id, upload, at, bytes)
@@ -980,12 +1077,16 @@ package final class PostgresStorage: RecordStorage {
                 return true
             }
         }
+        guard kept else { throw try self.uploadGone(recordID) }
     }
 
     /// `count` bytes of an upload from `offset` on, from the rows that hold them: the last row starting at or
     /// before `offset` and those after it up to the end, found by the primary key (upload, at) rather than
-    /// by scanning every earlier row.
-    func readChunks(upload: [UInt8], count: Int, at offset: Int64) throws(CaseVaultError) -> [UInt8] {
+    /// by scanning every earlier row. `shredded` when the record's shred deleted them since the download
+    /// began.
+    func readChunks(recordID: RecordID, upload: [UInt8], count: Int, at offset: Int64) throws(CaseVaultError)
+        -> [UInt8]
+    {
         let logger = self.logger
         let rows = try self.run { connection in
             var rows: [(Int64, ByteBuffer)] = []
@@ -1011,6 +1112,7 @@ package final class PostgresStorage: RecordStorage {
             if bytes.count == count { break }
         }
         guard bytes.count == count else {
+            if try self.shredHasBegun(recordID) { throw CaseVaultError.recordShredded() }
             throw CaseVaultError(.integrityFailure, "an attachment's sealed bytes in the database are incomplete")
         }
         return bytes
@@ -1142,7 +1244,7 @@ package final class PostgresStorage: RecordStorage {
     /// Runs `body` on this thread's case-lock connection, or on a kept one (connecting when none is idle),
     /// and waits for it. A connection is kept again unless the call left it closed.
     @discardableResult
-    private func run<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T)
+    func run<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T)
         throws(CaseVaultError) -> T
     {
         if let pinned = Self.pinned, pinned.storage == ObjectIdentifier(self) {
@@ -1154,11 +1256,22 @@ package final class PostgresStorage: RecordStorage {
     }
 
     private func checkOut() throws(CaseVaultError) -> PostgresConnection {
+        if let connection = self.kept() { return connection }
+        let locator = self.locator
+        return try Self.wait { try await locator.connect().connection }
+    }
+
+    /// A kept connection that is still open, or a new one to the primary.
+    private func connection() async throws -> PostgresConnection {
+        if let connection = self.kept() { return connection }
+        return try await self.locator.connect().connection
+    }
+
+    private func kept() -> PostgresConnection? {
         while let connection = self.idle.withLock({ $0.popLast() }) {
             if !connection.isClosed { return connection }
         }
-        let locator = self.locator
-        return try Self.wait { try await locator.connect().connection }
+        return nil
     }
 
     private func checkIn(_ connection: PostgresConnection) {
@@ -1222,16 +1335,21 @@ final class PostgresUpload: AttachmentSink, @unchecked Sendable {
     /// The upload's own id, which its rows carry until it is made the record's attachment.
     let id = Random.bytes(count: 16)
     private(set) var size: Int64 = 0
+    /// Whether nothing of the upload is left to delete when it is dropped: it was finished, refused, or its
+    /// rows were deleted by whatever ended it.
+    var settled = false
 
     init(recordID: RecordID, storage: PostgresStorage) {
         self.recordID = recordID
         self.storage = storage
     }
 
+    deinit {
+        if !self.settled { self.storage.discardUpload(self.id) }
+    }
+
     func append(_ sealed: [UInt8]) throws(CaseVaultError) {
-        guard try self.storage.appendChunk(sealed, upload: self.id, recordID: self.recordID, at: self.size) else {
-            throw CaseVaultError.recordShredded()
-        }
+        try self.storage.appendChunk(sealed, upload: self.id, recordID: self.recordID, at: self.size)
         self.size += Int64(sealed.count)
     }
 
@@ -1242,16 +1360,18 @@ final class PostgresUpload: AttachmentSink, @unchecked Sendable {
 /// A finished attachment on PostgreSQL, read a range at a time.
 final class PostgresAttachment: AttachmentSource, @unchecked Sendable {
     let size: Int64
+    private let recordID: RecordID
     private let upload: [UInt8]
     private let storage: PostgresStorage
 
-    init(upload: [UInt8], size: Int64, storage: PostgresStorage) {
+    init(recordID: RecordID, upload: [UInt8], size: Int64, storage: PostgresStorage) {
+        self.recordID = recordID
         self.upload = upload
         self.size = size
         self.storage = storage
     }
 
     func read(count: Int, at offset: Int64) throws(CaseVaultError) -> [UInt8] {
-        try self.storage.readChunks(upload: self.upload, count: count, at: offset)
+        try self.storage.readChunks(recordID: self.recordID, upload: self.upload, count: count, at: offset)
     }
 }

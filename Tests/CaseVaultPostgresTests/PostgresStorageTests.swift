@@ -31,16 +31,17 @@ extension EpochExchangeTests {
 
     /// A daemon's vault on `clusters`: the vault's root key, the daemon's epoch key file, the standby listed
     /// first (the storage finds the primary).
-    func vault(_ daemon: Daemon, _ clusters: PostgresClusters, holdsKeepSessionNotes: Bool = false) throws
-        -> Vault<PostgresStorage>
-    {
+    func vault(
+        _ daemon: Daemon, _ clusters: PostgresClusters, holdsKeepSessionNotes: Bool = false,
+        clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+    ) throws -> Vault<PostgresStorage> {
         let storage = PostgresStorage(
             sealing: try SealingServices(rootKey: Self.vaultRootKey),
             locator: PrimaryLocator(
                 location: try clusters.location([clusters.standby, clusters.primary]), password: clusters.password,
                 logger: self.logger),
             epochKeys: daemon.exchange.file, eraseWindow: 86_400, maxContentBytes: 1 << 20,
-            holdsKeepSessionNotes: holdsKeepSessionNotes, logger: self.logger)
+            holdsKeepSessionNotes: holdsKeepSessionNotes, logger: self.logger, clock: clock)
         return Vault(storage: storage)
     }
 
@@ -485,16 +486,16 @@ extension EpochExchangeTests {
             return (first.record.id, other.record.id)
         }
         let payload = Random.bytes(count: 200_000)
-        let rival = try await self.blocking {
+        let upload = try await self.blocking {
             let upload = try vaultA.beginAttachment(first, mediaType: "application/pdf", maxBytes: 1 << 20)
             try Self.append(Array(payload), to: upload)
-            // Another daemon's upload of the same record, under way at the same time.
-            let rival = try vaultB.beginAttachment(first, mediaType: "text/plain", maxBytes: 1 << 20)
-            try Self.append(Array(payload.prefix(1000)), to: rival)
-            try vaultA.finishAttachment(upload)
-            return rival
+            return upload
         }
-        #expect(await self.code { try vaultB.finishAttachment(rival) } == .attachmentExists)
+        // Another daemon's upload of the same record, while the first is under way, is refused at its start.
+        #expect(
+            await self.code { _ = try vaultB.beginAttachment(first, mediaType: "text/plain", maxBytes: 1 << 20) }
+                == .attachmentExists)
+        try await self.blocking { try vaultA.finishAttachment(upload) }
         #expect(
             await self.code { _ = try vaultB.beginAttachment(first, mediaType: "text/plain", maxBytes: 1 << 20) }
                 == .attachmentExists)
@@ -505,11 +506,14 @@ extension EpochExchangeTests {
             return (download.mediaType, download.size, read)
         }
         #expect(mediaType == "application/pdf" && size == 200_000 && read == payload)
-        // The head and four chunks of the one upload kept; the rival's rows are gone.
+        // The head and four chunks of the one upload kept, and no upload under way.
         let rows = try clusters.psql(
             clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
-            "SELECT count(*), count(DISTINCT upload) FROM casevault_attachment_chunks")
-        #expect(rows == "5|1")
+            """
+            SELECT count(*), count(DISTINCT upload), (SELECT count(*) FROM casevault_uploads)
+            FROM casevault_attachment_chunks
+            """)
+        #expect(rows == "5|1|0")
         #expect(await self.code { _ = try vaultA.openAttachment(other) } == .notFound)
 
         // A shred: the attachment goes with its record, and an upload under way is stopped.
@@ -532,6 +536,82 @@ extension EpochExchangeTests {
             } == .shredded)
         #expect(await self.code { try vaultB.finishAttachment(pending) } == .shredded)
         #expect(await self.code { _ = try vaultA.openAttachment(first) } == .shredded)
+    }
+
+    @Test(
+        "uploads on PostgreSQL: one dropped unfinished leaves no rows; one idle past the limit is taken over by the next, and its own appends and finish are refused; a download cut by a shred reports the shred"
+    )
+    func uploadsOnPostgres() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (_, b, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
+        // Daemon b's vault again, with a clock past the upload's idle limit.
+        let later = try self.vault(b, clusters) {
+            Int64(Date().timeIntervalSince1970 * 1000) + PostgresStorage.staleUpload + 60_000
+        }
+        let intakeForm = Array(#"{"dispute_category":"roommate","screening_notes":"see the scan"}"#.utf8)
+        let record = try await self.blocking {
+            let summary = try vaultA.openCase(header: Self.header, mediators: [], author: nil)
+            return try vaultA.file(NewRecord(caseID: summary.id, type: .intakeForm, content: intakeForm)).record.id
+        }
+        let uploadRows = {
+            try clusters.psql(
+                clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
+                "SELECT (SELECT count(*) FROM casevault_attachment_chunks) + (SELECT count(*) FROM casevault_uploads)")
+        }
+        let payload = Random.bytes(count: 150_000)
+
+        // Dropped unfinished (a failed request): its rows go, and the next upload may begin.
+        try await self.blocking {
+            let upload = try vaultA.beginAttachment(record, mediaType: "application/pdf", maxBytes: 1 << 20)
+            try Self.append(Array(payload), to: upload)
+        }
+        var rows = try uploadRows()
+        for _ in 0..<100 where rows != "0" {
+            try await Task.sleep(for: .milliseconds(100))
+            rows = try uploadRows()
+        }
+        #expect(rows == "0", "a dropped upload's rows were not deleted")
+
+        // Idle past the limit: the next upload takes its place; the first one's appends and finish are refused.
+        let idle = try await self.blocking {
+            let upload = try vaultA.beginAttachment(record, mediaType: "application/pdf", maxBytes: 1 << 20)
+            try Self.append(Array(payload.prefix(70_000)), to: upload)
+            return upload
+        }
+        #expect(
+            await self.code { _ = try vaultB.beginAttachment(record, mediaType: "text/plain", maxBytes: 1 << 20) }
+                == .attachmentExists)
+        let second = Random.bytes(count: 100_000)
+        try await self.blocking {
+            let upload = try later.beginAttachment(record, mediaType: "image/png", maxBytes: 1 << 20)
+            try Self.append(second, to: upload)
+            try later.finishAttachment(upload)
+        }
+        #expect(await self.code { try Self.append(Array(payload.prefix(70_000)), to: idle) } == .requestTimeout)
+        #expect(await self.code { try vaultA.finishAttachment(idle) } == .requestTimeout)
+        let (mediaType, read) = try await self.blocking {
+            let download = try vaultA.openAttachment(record)
+            var read: [UInt8] = []
+            while let chunk = try download.next() { read += chunk }
+            return (download.mediaType, read)
+        }
+        #expect(mediaType == "image/png" && read == second)
+        // The head and two chunks of the upload that finished, nothing of the idle one.
+        #expect(try uploadRows() == "3")
+
+        // A download under way when the record is shredded: its next chunk reports the shred.
+        let download = try await self.blocking {
+            let download = try vaultA.openAttachment(record)
+            _ = try download.next()
+            return download
+        }
+        _ = try await self.blocking {
+            try vaultB.storage.shred([record], order: ShredOrder(method: .request, authority: .daemon))
+        }
+        #expect(await self.code { _ = try download.next() } == .shredded)
+        #expect(try uploadRows() == "0")
     }
 
     @Test(
