@@ -153,6 +153,7 @@ let package = Package(
         .target(
             name: "CaseVaultServer",
             dependencies: [
+                "CaseVaultSealing",
                 "CaseVaultStore",
                 "CaseVaultAudit",
                 "CaseVaultConfiguration",
@@ -182,7 +183,9 @@ let package = Package(
                 "CaseVaultAudit",
                 "CaseVaultFiles",
                 "CaseVaultCrypto",
+                "CaseVaultSealing",
                 "CaseVaultStore",
+                "CaseVaultPostgres",
                 "CaseVaultCore",
                 "CCaseVaultShims",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -373,6 +376,8 @@ let package = Package(
             name: "CaseVaultPostgresTests",
             dependencies: [
                 "casevaultctl",
+                "casevaultd",
+                "CaseVaultClient",
                 "CaseVaultPostgres",
                 "CaseVaultAudit",
                 "CaseVaultSealing",

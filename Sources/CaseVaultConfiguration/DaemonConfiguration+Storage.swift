@@ -1,5 +1,6 @@
 public import CaseVaultCore
 package import CaseVaultPostgres
+package import CaseVaultSealing
 package import Foundation
 
 // `[storage]`: which backend keeps the records, and for PostgreSQL where it is and how the daemon proves
@@ -18,6 +19,8 @@ extension DaemonConfiguration {
         package var password: Password
         /// How long after a shred its residue is unreadable to anyone, in seconds.
         package var eraseWindowSeconds: Int64
+        /// This daemon's name among the vault's daemons.
+        package var daemonName: DaemonName
     }
 
     /// The database settings for `backend = "postgresql"`, relative paths resolved against `base`; nil for
@@ -57,9 +60,19 @@ extension DaemonConfiguration {
                 .invalidConfiguration, "storage.password_file and storage.password_credential exclude each other",
                 field: "storage.password_credential")
         }
+        let name: DaemonName
+        do {
+            name = try DaemonName(self.storage.daemonName ?? Self.hostName())
+        } catch {
+            throw CaseVaultError(
+                .invalidConfiguration,
+                "storage.daemon_name (by default the host's name) must be 1 to 64 of a-z, 0-9, '.', '_' and '-', and differ from every other daemon's of the vault",
+                field: "storage.daemon_name")
+        }
         return DatabaseSettings(
             location: location, password: password,
-            eraseWindowSeconds: try self.storage.eraseWindow.map(Self.eraseWindow) ?? Storage.defaultEraseWindow)
+            eraseWindowSeconds: try self.storage.eraseWindow.map(Self.eraseWindow) ?? Storage.defaultEraseWindow,
+            daemonName: name)
     }
 
     /// `[storage]` checked as far as reading it goes: the PostgreSQL keys only with that backend.
@@ -68,6 +81,7 @@ extension DaemonConfiguration {
             let set = [
                 ("connection", self.storage.connection), ("password_file", self.storage.passwordFile),
                 ("password_credential", self.storage.passwordCredential), ("erase_window", self.storage.eraseWindow),
+                ("daemon_name", self.storage.daemonName),
             ].filter { $0.1 != nil }.map(\.0)
             if let key = set.first {
                 throw CaseVaultError(
@@ -77,6 +91,11 @@ extension DaemonConfiguration {
             return
         }
         _ = try self.databaseSettings(relativeTo: URL(fileURLWithPath: "/"))
+    }
+
+    /// The host's name, lower-cased: a daemon's name unless `storage.daemon_name` gives one.
+    static func hostName() -> String {
+        ProcessInfo.processInfo.hostName.lowercased()
     }
 
     /// `"<number> hours|days"` (or `hour`, `day`) in seconds, within `Storage.eraseWindows`.
@@ -95,14 +114,14 @@ extension DaemonConfiguration {
         return number * unit
     }
 
-    /// Refuses what this build's daemon cannot serve: records in PostgreSQL are not kept yet, and a daemon
-    /// must not start on the data directory when the operator asked for the database.
+    /// Refuses what this build's daemon cannot serve: a vault in PostgreSQL whose root key is wrapped under a
+    /// passphrase (its daemons would each wait for an unseal; not built yet).
     public func refuseUnservedBackend() throws(CaseVaultError) {
-        guard self.storage.backend != .postgresql else {
+        guard self.storage.backend != .postgresql || self.keys.source != "passphrase" else {
             throw CaseVaultError(
                 .invalidConfiguration,
-                "storage.backend = \"postgresql\" is not served by this casevaultd yet: records are kept only in the data directory (backend \"local\"); casevaultctl doctor checks the database"
-            )
+                "storage.backend = \"postgresql\" is not served with keys.source = \"passphrase\" yet: give the root key as a file or a systemd credential",
+                field: "keys.source")
         }
     }
 }

@@ -198,8 +198,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     }
 
     /// `[storage]`: where records are kept. `local` (the default) is the data directory; `postgresql` is a
-    /// PostgreSQL database, which this build's daemon does not serve yet (it refuses to start) but whose
-    /// readiness `casevaultctl doctor` checks.
+    /// PostgreSQL database that several daemons may serve at once, whose readiness `casevaultctl doctor`
+    /// checks.
     public struct Storage: Sendable, Equatable, Decodable {
         public enum Backend: String, Sendable, Equatable, Decodable {
             case local, postgresql
@@ -214,6 +214,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var passwordCredential: String?
         /// How long after a shred its residue in the database is unreadable to anyone: `"24 hours"`.
         public var eraseWindow: String?
+        /// This daemon's name among the vault's daemons: its epoch key pairs and its audit anchor go by it.
+        public var daemonName: String?
 
         public init() {}
 
@@ -227,6 +229,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             case passwordFile = "password_file"
             case passwordCredential = "password_credential"
             case eraseWindow = "erase_window"
+            case daemonName = "daemon_name"
         }
     }
 

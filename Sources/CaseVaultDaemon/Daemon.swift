@@ -3,6 +3,7 @@ package import CaseVaultAudit
 public import CaseVaultConfiguration
 public import CaseVaultCore
 internal import CaseVaultFiles
+internal import CaseVaultSealing
 internal import CaseVaultServer
 package import CaseVaultStore
 public import Foundation
@@ -92,19 +93,50 @@ public enum Daemon {
         // Socket activation: systemd bound the socket and owns its path; otherwise the daemon binds its own.
         let inherited = try SystemdSocket.take(socketPath: serverConfiguration.socketPath)
         startup.took(inherited)
+        if let database = try configuration.databaseSettings(relativeTo: base) {
+            // The vault in PostgreSQL: the data directory keeps this daemon's audit log and epoch key file.
+            let opened = try await DatabaseVault.open(database, storeConfiguration, logger: logger)
+            try await Self.serve(
+                keeper: VaultKeeper(unsealed: opened.storage, logger: logger), anchor: { _ in opened.anchor },
+                services: [opened.epochs], configuration: configuration, storeConfiguration: storeConfiguration,
+                serverConfiguration: serverConfiguration, roleMap: roleMap, inherited: inherited,
+                acceptAuditBreak: acceptAuditBreak, startup: startup, logger: logger)
+            return
+        }
         // The passphrase source starts sealed: no key, no store, until an operator's init or unseal.
-        let keeper: VaultKeeper
+        let keeper: VaultKeeper<RecordStore>
         if storeConfiguration.keySource == .passphrase {
             keeper = VaultKeeper(
                 sealed: storeConfiguration, limits: try configuration.passphraseLimits(), logger: logger)
         } else {
             keeper = VaultKeeper(unsealed: try RecordStore.open(storeConfiguration, logger: logger), logger: logger)
         }
+        try await Self.serve(
+            keeper: keeper, anchor: { $0 }, services: [], configuration: configuration,
+            storeConfiguration: storeConfiguration, serverConfiguration: serverConfiguration, roleMap: roleMap,
+            inherited: inherited, acceptAuditBreak: acceptAuditBreak, startup: startup, logger: logger)
+    }
+
+    /// Serves `keeper`'s vault until the daemon is stopped: the audit log anchored where `anchor` says (the
+    /// local store itself, or this daemon's row in the database), the server, and `services` beside them
+    /// (the erase epochs' schedule on PostgreSQL).
+    private static func serve<Storage: ServedStorage>(
+        keeper: VaultKeeper<Storage>, anchor: @escaping @Sendable (Storage) -> any AuditAnchorKeeper,
+        services extra: [any Service], configuration: DaemonConfiguration, storeConfiguration: StoreConfiguration,
+        serverConfiguration: ServerConfiguration, roleMap: RoleMap, inherited: CInt?, acceptAuditBreak: Bool,
+        startup: Startup, logger: Logger
+    ) async throws(CaseVaultError) {
         let vault = VaultService(keeper: keeper, ownSocket: inherited == nil ? serverConfiguration.socketPath : nil)
         let audit: AuditLog
         do throws(CaseVaultError) {
-            audit = try Self.openAudit(
-                configuration, storeConfiguration, keeper: keeper, acceptAuditBreak: acceptAuditBreak, logger: logger)
+            // On a thread that may block: attaching reads the anchor, which on PostgreSQL waits for a task that
+            // the loop running this one would have to run.
+            audit = try await Self.blocking {
+                () throws(CaseVaultError) in
+                try Self.openAudit(
+                    configuration, storeConfiguration, keeper: keeper, anchor: anchor,
+                    acceptAuditBreak: acceptAuditBreak, logger: logger)
+            }
         } catch {
             vault.stop()
             throw error
@@ -115,7 +147,7 @@ public enum Daemon {
         do throws(CaseVaultError) {
             application = try buildApplication(
                 configuration: serverConfiguration, keeper: keeper, audit: audit, roleMap: roleMap, logger: logger,
-                services: [SystemdWatchdog(notifier: notifier, keeper: keeper, logger: logger)],
+                services: [SystemdWatchdog(notifier: notifier, keeper: keeper, logger: logger)] + extra,
                 listeningSocket: inherited,
                 onReady: {
                     startup.serving()
@@ -160,7 +192,7 @@ public enum Daemon {
         audit.close()
         vault.stop()
         // A loss the watch did not see before a stop (it stops first) still ends in a failure.
-        if keeper.indexLost, case .success = outcome { throw IndexLossWatch.error }
+        if keeper.indexLost, case .success = outcome { throw RecordStore.indexLossError }
         if case .failure(let error) = outcome {
             if let error = error as? CaseVaultError { throw error }
             throw CaseVaultError(.socketUnavailable, "the server stopped with an error: \(error)")
@@ -168,11 +200,32 @@ public enum Daemon {
         logger.info("stopped")
     }
 
+    /// Runs `body` on a thread of its own and waits for it without holding an executor's thread.
+    static func blocking<T: Sendable>(_ body: @escaping @Sendable () throws(CaseVaultError) -> T)
+        async throws(CaseVaultError) -> T
+    {
+        let result = await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: Result { () throws(CaseVaultError) in try body() }) }.start()
+        }
+        return try result.get()
+    }
+
     /// Opens the audit log (finishing or undoing what a crash interrupted), and attaches the open store to
     /// it, or has the keeper attach the store it opens later (init, unseal): a store is served only once
     /// the log checks out against its anchor.
     package static func openAudit(
-        _ configuration: DaemonConfiguration, _ storeConfiguration: StoreConfiguration, keeper: VaultKeeper,
+        _ configuration: DaemonConfiguration, _ storeConfiguration: StoreConfiguration,
+        keeper: VaultKeeper<RecordStore>, acceptAuditBreak: Bool, logger: Logger
+    ) throws(CaseVaultError) -> AuditLog {
+        try Self.openAudit(
+            configuration, storeConfiguration, keeper: keeper, anchor: { $0 }, acceptAuditBreak: acceptAuditBreak,
+            logger: logger)
+    }
+
+    /// `openAudit` for any storage, the log anchored where `anchor` says.
+    static func openAudit<Storage: ServedStorage>(
+        _ configuration: DaemonConfiguration, _ storeConfiguration: StoreConfiguration,
+        keeper: VaultKeeper<Storage>, anchor: @escaping @Sendable (Storage) -> any AuditAnchorKeeper,
         acceptAuditBreak: Bool, logger: Logger
     ) throws(CaseVaultError) -> AuditLog {
         let (audit, recovery) = try AuditLog.open(
@@ -192,10 +245,10 @@ public enum Daemon {
                 "set aside the audit log's torn end",
                 metadata: ["audit.file": "\(aside)", "audit.entries": "\(recovery.entries)"])
         }
-        keeper.admit { store in try audit.attach(to: store) }
+        keeper.admit { store in try audit.attach(to: anchor(store)) }
         if let store = try? keeper.store() {
             // A log that does not check out is left as it is (not closed, no checkpoint) for the operator.
-            try audit.attach(to: store)
+            try audit.attach(to: anchor(store))
         } else {
             logger.notice(
                 keeper.isInitialised

@@ -1,5 +1,6 @@
 internal import CCaseVaultShims
 public import CaseVaultCore
+internal import CaseVaultSealing
 internal import CaseVaultStore
 public import Foundation
 internal import Logging
@@ -34,14 +35,14 @@ struct SystemdNotifier: Sendable {
 /// Keeps systemd's watchdog fed while the store answers (`WatchdogSec=` sets WATCHDOG_USEC), and says
 /// STOPPING=1 when a graceful shutdown begins. A store that hangs (a stuck disk) stops the pings, and
 /// systemd restarts the daemon.
-struct SystemdWatchdog: Service {
+struct SystemdWatchdog<Storage: ServedStorage>: Service {
     let notifier: SystemdNotifier
     let interval: Duration?
-    let keeper: VaultKeeper
+    let keeper: VaultKeeper<Storage>
     let logger: Logger
 
     init(
-        notifier: SystemdNotifier, keeper: VaultKeeper, logger: Logger,
+        notifier: SystemdNotifier, keeper: VaultKeeper<Storage>, logger: Logger,
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) {
         self.notifier = notifier

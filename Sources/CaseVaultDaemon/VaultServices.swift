@@ -1,5 +1,6 @@
 internal import CaseVaultAudit
 internal import CaseVaultCore
+internal import CaseVaultSealing
 internal import CaseVaultStore
 internal import Logging
 internal import ServiceLifecycle
@@ -14,13 +15,13 @@ internal import Glibc
 /// vault is unsealed) is then closed and its keys zeroed, as at seal, and a socket the daemon bound
 /// itself is removed. A cancelled group does nothing here: the daemon stops the vault after the group
 /// has returned, in order (`Daemon.serve`).
-final class VaultService: Service, Sendable {
-    let keeper: VaultKeeper
+final class VaultService<Storage: ServedStorage>: Service, Sendable {
+    let keeper: VaultKeeper<Storage>
     /// The socket's path when the daemon bound it itself; `nil` when systemd passed it (systemd owns it).
     let ownSocket: String?
     private let stopped = Atomic<Bool>(false)
 
-    init(keeper: VaultKeeper, ownSocket: String?) {
+    init(keeper: VaultKeeper<Storage>, ownSocket: String?) {
         self.keeper = keeper
         self.ownSocket = ownSocket
     }
@@ -67,11 +68,11 @@ struct AuditLogService: Service {
 /// the index (from the segments' frames).
 /// Throwing shuts the group down gracefully, and casevaultd exits with a failure, which systemd's
 /// `Restart=on-failure` answers by starting it again (sealed again, with the passphrase key source).
-struct IndexLossWatch: Service {
-    let keeper: VaultKeeper
+struct IndexLossWatch<Storage: ServedStorage>: Service {
+    let keeper: VaultKeeper<Storage>
     let logger: Logger
     /// How often the store is asked; requests are refused meanwhile, so this bounds only the stop's delay.
-    static let interval: Duration = .milliseconds(250)
+    static var interval: Duration { .milliseconds(250) }
     /// What casevaultd stops with (exit 3): the store's own refusal.
     static var error: CaseVaultError { RecordStore.indexLossError }
 

@@ -36,14 +36,15 @@ internal import Synchronization
 /// Attachments are kept as their sealed bytes, a row for each 64 KiB chunk, under the record's own key.
 ///
 /// Statistics are taken afresh for every report: no case's facts are kept here (sealed under a subkey of
-/// the root key, they would outlive the erase window). No daemon uses this storage yet.
+/// the root key, they would outlive the erase window). `casevaultd` serves it with `[storage] backend =
+/// "postgresql"` (`DatabaseVault` in the daemon).
 ///
 /// Every call blocks its thread until the database answers: call it from a thread that may block (the
 /// server's blocking pool), never from Swift's cooperative pool, whose threads run the queries.
 /// Connections come from `PrimaryLocator` (the writable primary among the listed servers, sockets' owners
 /// checked, TCP only inside verified TLS) and are kept between calls; PostgresNIO's own pool,
 /// `PostgresClient`, connects to one host it is given and could do neither.
-package final class PostgresStorage: RecordStorage {
+package final class PostgresStorage: ServedStorage {
     package let sealing: SealingServices
     package let logger: Logger
     package let maxContentBytes: Int
@@ -91,12 +92,45 @@ package final class PostgresStorage: RecordStorage {
         for connection in self.idle.withLock({ $0 }) { Self.discard(connection) }
     }
 
+    /// Closes the kept connections; later calls connect again, so the daemon stops using the storage by
+    /// no longer calling it. Never fails.
+    @discardableResult
+    package func close() -> CaseVaultError? {
+        for connection in self.idle.withLock({ connections in
+            defer { connections.removeAll() }
+            return connections
+        }) {
+            Self.discard(connection)
+        }
+        return nil
+    }
+
+    /// Zeroes the root key's subkeys this storage holds (the epoch key file's keys are the file's own).
+    package func wipeKeys() {
+        self.sealing.wipe()
+    }
+
+    /// Never: every call waits on the database.
+    package var readsOnCallingTask: Bool { false }
+
+    /// Never: what the database acknowledged it keeps, on its standbys too.
+    package var indexLost: Bool { false }
+
+    /// Always: the watchdog asks whether the daemon's own threads answer, and a database away for a while is
+    /// answered with 503s, not by restarting the daemon.
+    package func isResponsive() -> Bool { true }
+
     /// Closes `connection` without waiting; it lives until it has closed.
     private static func discard(_ connection: PostgresConnection) {
         connection.close().whenComplete { _ in withExtendedLifetime(connection) {} }
     }
 
     package func now() -> Int64 { self.clock() }
+
+    /// The erase epochs' schedule of a daemon that keeps its records here, exchanging keys by `exchange`.
+    package func schedule(_ exchange: EpochExchange) -> EpochSchedule {
+        EpochSchedule(exchange: exchange, eraseWindow: self.eraseWindow, records: self.records)
+    }
 
     // MARK: Records
 
@@ -495,6 +529,26 @@ package final class PostgresStorage: RecordStorage {
             return documents
         }
     }
+
+    /// One certificate document; `not-found` for an unknown id.
+    package func certificate(_ id: String) throws(CaseVaultError) -> [UInt8] {
+        let logger = self.logger
+        let document = try self.run { connection -> [UInt8]? in
+            for try await document in try await connection.query(
+                "SELECT document FROM casevault_certificates WHERE id = \(id)", logger: logger
+            ).decode(ByteBuffer.self) {
+                return Array(document.readableBytesView)
+            }
+            return nil
+        }
+        guard let document else {
+            throw CaseVaultError(.notFound, "no certificate has this id; list them with GET /v1/certificates")
+        }
+        return document
+    }
+
+    /// The Ed25519 key certificates are signed with.
+    package var certificatePublicKey: [UInt8] { self.sealing.certificatePublicKey }
 
     /// Step 5 of a turn: for every shred's certificate whose epoch (and every older one) each daemon that held
     /// it has destroyed, the second certificate, stating when the last of them did. Each first certificate
@@ -1251,14 +1305,46 @@ package final class PostgresStorage: RecordStorage {
             return try Self.wait { try await body(pinned.connection) }
         }
         let connection = try self.checkOut()
-        defer { self.checkIn(connection) }
-        return try Self.wait { try await body(connection) }
+        do {
+            let value = try Self.wait { try await body(connection) }
+            self.checkIn(connection)
+            return value
+        } catch {
+            // A server that went away, or stopped being the primary, is not asked again: the next call
+            // finds the primary afresh.
+            if error.code == .storageUnavailable { Self.discard(connection) } else { self.checkIn(connection) }
+            throw error
+        }
     }
 
     private func checkOut() throws(CaseVaultError) -> PostgresConnection {
         if let connection = self.kept() { return connection }
         let locator = self.locator
-        return try Self.wait { try await locator.connect().connection }
+        do {
+            return try Self.wait { try await locator.connect().connection }
+        } catch {
+            throw Self.unavailable(error.message)
+        }
+    }
+
+    /// What a call answers while no primary can be reached: the request changed nothing and may be sent
+    /// again in a second.
+    static func unavailable(_ why: String) -> CaseVaultError {
+        CaseVaultError(
+            .storageUnavailable, "the database cannot be reached right now (\(why)); try again", retryAfter: 1)
+    }
+
+    /// Whether `error` says the server went away or can no longer take writes: the connection failed or was
+    /// closed, the server is shutting down or starting (SQLSTATE class 08, 57P01 to 57P03), or it is a
+    /// standby now (25006, a read-only transaction).
+    static func isUnavailability(_ error: PSQLError) -> Bool {
+        switch error.code {
+        case .connectionError, .serverClosedConnection, .uncleanShutdown, .clientClosedConnection:
+            return true
+        default:
+            guard let state = error.serverInfo?[.sqlState] else { return false }
+            return state.hasPrefix("08") || ["57P01", "57P02", "57P03", "25006"].contains(state)
+        }
     }
 
     /// A kept connection that is still open, or a new one to the primary.
@@ -1312,6 +1398,7 @@ package final class PostgresStorage: RecordStorage {
             throw error
         case .failure(let error as PSQLError):
             let state = error.serverInfo?[.sqlState].map { ", SQLSTATE \($0)" } ?? ""
+            if Self.isUnavailability(error) { throw Self.unavailable("\(error.code)\(state)") }
             throw CaseVaultError(.storageFailure, "the database failed (\(error.code)\(state))")
         case .failure(let error):
             throw CaseVaultError(.storageFailure, "the database failed (\(type(of: error)))")

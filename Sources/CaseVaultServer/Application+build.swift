@@ -1,6 +1,7 @@
 package import CaseVaultAudit
 package import CaseVaultConfiguration
 package import CaseVaultCore
+package import CaseVaultSealing
 package import CaseVaultStore
 internal import Foundation
 package import Hummingbird
@@ -12,9 +13,9 @@ package import ServiceLifecycle
 /// Builds the HTTP application over the Unix socket: the one builder that `casevaultd` uses. With
 /// `listeningSocket` (socket activation) it serves the socket systemd bound and leaves its path and mode
 /// to systemd; otherwise it binds `configuration.socketPath` itself and makes the socket 0660.
-package func buildApplication(
+package func buildApplication<Storage: ServedStorage>(
     configuration: CaseVaultConfiguration.ServerConfiguration,
-    keeper: VaultKeeper,
+    keeper: VaultKeeper<Storage>,
     audit: AuditLog,
     roleMap: RoleMap,
     logger: Logger,
@@ -101,9 +102,9 @@ package func buildApplication(
 /// router mode) instead of over a socket, with `identify` saying who sent each request where the kernel
 /// would, and every request refused as unidentified when it says nobody. For tests; the daemon never
 /// builds this.
-package func buildInProcessApplication(
+package func buildInProcessApplication<Storage: ServedStorage>(
     configuration: CaseVaultConfiguration.ServerConfiguration,
-    keeper: VaultKeeper,
+    keeper: VaultKeeper<Storage>,
     audit: AuditLog,
     roleMap: RoleMap,
     logger: Logger,

@@ -18,7 +18,7 @@ internal import Glibc
 ///
 /// Every call blocks on disk I/O: call it from a thread that may block, not from a Swift concurrency
 /// executor that must stay responsive.
-package final class RecordStore: RecordStorage {
+package final class RecordStore: ServedStorage {
     let configuration: StoreConfiguration
     let directory: DataDirectory
     let index: Index
@@ -261,6 +261,9 @@ package final class RecordStore: RecordStorage {
 
     /// What every call of a store whose index lost commits is refused with, and the daemon stops with.
     package static var indexLossError: CaseVaultError { Index.Loss.error }
+
+    /// Reads never wait on a flush: the index is in WAL mode, slots and segments are read with pread.
+    package var readsOnCallingTask: Bool { true }
 
     /// Whether the index answers a trivial query: what the service manager's watchdog asks before each ping.
     package func isResponsive() -> Bool {

@@ -36,9 +36,10 @@ struct LayeringTests {
             "CaseVaultAudit",
             "CaseVaultConfiguration", "CaseVaultWire", "CCaseVaultShims",
         ],
+        // The daemon picks the storage: the local store, or the database with its erase epochs' schedule.
         "CaseVaultDaemon": [
             "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultSealing", "CaseVaultStore",
-            "CaseVaultAudit",
+            "CaseVaultPostgres", "CaseVaultAudit",
             "CaseVaultConfiguration", "CaseVaultServer", "CCaseVaultShims",
         ],
         "casevaultd": ["CaseVaultCore", "CaseVaultConfiguration", "CaseVaultDaemon"],

@@ -249,7 +249,9 @@ struct DaemonConfigurationTests {
         #expect(strict.readAuditWindow == nil)
     }
 
-    @Test("[storage] for PostgreSQL: its keys checked at load, never with the local backend, and casevaultd refuses it")
+    @Test(
+        "[storage] for PostgreSQL: its keys checked at load, never with the local backend; the daemon's name by default the host's; casevaultd refuses it with a passphrase key source"
+    )
     func storageForPostgreSQL() throws {
         let base = Self.minimal + "[storage]\n"
         let root = URL(fileURLWithPath: "/srv/vault/", isDirectory: true)
@@ -265,13 +267,21 @@ struct DaemonConfigurationTests {
         #expect(settings.location.servers == [.tcp(host: "db1", port: 5432), .tcp(host: "db2", port: 5433)])
         #expect(settings.password == .file("/srv/vault/keys/db.password"))
         #expect(settings.eraseWindowSeconds == 2 * 86_400)
+        #expect(settings.daemonName.rawValue == ProcessInfo.processInfo.hostName.lowercased())
+        try database.refuseUnservedBackend()
+        let named = try DaemonConfiguration.parse(
+            base + "backend = \"postgresql\"\nconnection = \"postgresql://u@db/v\"\ndaemon_name = \"vault-2\"")
+        #expect(try named.databaseSettings(relativeTo: root)?.daemonName.rawValue == "vault-2")
         let byDefault = try DaemonConfiguration.parse(
             base + "backend = \"postgresql\"\nconnection = \"postgresql://u@/v?host=/run/postgresql\"\n"
                 + "password_credential = \"casevault-db\"")
         #expect(try byDefault.databaseSettings(relativeTo: root)?.eraseWindowSeconds == 86_400)
         #expect(try byDefault.databaseSettings(relativeTo: root)?.password == .credential("casevault-db"))
-        let refused = #expect(throws: CaseVaultError.self) { try database.refuseUnservedBackend() }
-        #expect(refused?.message.contains("not served by this casevaultd yet") == true)
+        let sealed = try DaemonConfiguration.parse(
+            Self.minimal + "[keys]\nsource = \"passphrase\"\n[storage]\nbackend = \"postgresql\"\n"
+                + "connection = \"postgresql://u@db/v\"")
+        let refused = #expect(throws: CaseVaultError.self) { try sealed.refuseUnservedBackend() }
+        #expect(refused?.message.contains("not served with keys.source = \"passphrase\" yet") == true)
 
         let secret = "hunter2-\(UUID().uuidString)"
         let postgres = "backend = \"postgresql\"\nconnection = \"postgresql://u@db/v\"\n"
@@ -288,6 +298,8 @@ struct DaemonConfigurationTests {
             (postgres + "password_file = \"\"", "storage.password_file"),
             (postgres + "erase_window = \"30 minutes\"", "storage.erase_window"),
             (postgres + "erase_window = \"0 hours\"", "storage.erase_window"),
+            ("daemon_name = \"vault-a\"", "storage.daemon_name applies only"),
+            (postgres + "daemon_name = \"Vault A\"", "storage.daemon_name"),
             (postgres + "erase_window = \"31 days\"", "storage.erase_window"),
             (postgres + "erase_window = \"-9223372036854775807 days\"", "storage.erase_window"),
             (postgres + "erase_window = \"24h\"", "storage.erase_window"),

@@ -39,6 +39,11 @@ extension AuditLog {
     /// recorded (with files missing from the middle of the log, the files before the gap are moved aside,
     /// and the break's entry names where the log now begins). Attaching to the store already attached does
     /// nothing.
+    /// Where the log is anchored: the store it was attached to, until it is detached.
+    public var anchorKeeper: (any AuditAnchorKeeper)? {
+        self.shared.withLock { $0.anchorStore }
+    }
+
     public func attach(to store: any AuditAnchorKeeper) throws(CaseVaultError) {
         if self.shared.withLock({ $0.anchorStore === store }) { return }
         let signer = store.auditSigner

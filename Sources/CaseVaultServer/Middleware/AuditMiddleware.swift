@@ -1,5 +1,6 @@
 internal import CaseVaultAudit
 internal import CaseVaultCore
+internal import CaseVaultSealing
 internal import CaseVaultStore
 internal import Foundation
 internal import Hummingbird
@@ -133,7 +134,9 @@ enum Audited {
     /// Writes the request entry for `endpoint` and waits until it is written; throws `audit-unavailable`
     /// (503) when it is not, so the route never acts unaudited, unless its row says it answers anyway. (Its
     /// flush overlaps the route's work; the middleware waits for it before answering.)
-    static func before(_ endpoint: API.Endpoint, _ context: CaseVaultContext, _ audit: AuditLog) async throws {
+    static func before<Storage>(
+        _ endpoint: API.Endpoint<Storage>, _ context: CaseVaultContext, _ audit: AuditLog
+    ) async throws {
         // A peer with no role past its budget: it can act on nothing, and is counted instead.
         if context.audit?.suppressed == true { return }
         let number = audit.nextRequestNumber()

@@ -26,7 +26,8 @@ struct Problem: Encodable {
         self.detail = error.message
         self.field = error.field
         // A log that cannot be written is retried at once by the daemon: a client may try again shortly.
-        self.retryAfter = error.retryAfter ?? (error.code == .auditUnavailable ? 1 : nil)
+        self.retryAfter =
+            error.retryAfter ?? (error.code == .auditUnavailable || error.code == .storageUnavailable ? 1 : nil)
     }
 
     /// The HTTP status of each stable error code.
@@ -61,12 +62,14 @@ struct Problem: Encodable {
         case .integrityFailure, .auditMismatch, .storageFailure, .insecurePermissions, .invalidConfiguration,
             .socketUnavailable:
             return .internalServerError
-        case .keyUnavailable, .auditUnavailable, .sealed:
+        case .keyUnavailable, .auditUnavailable, .sealed, .storageUnavailable:
             return .serviceUnavailable
         case .unsealRefused:
             return .forbidden
         case .unsealThrottled:
             return .tooManyRequests
+        case .notOnThisBackend:
+            return .notImplemented
         case .alreadyInitialised, .wrongKeySource:
             return .conflict
         }

@@ -1,6 +1,7 @@
 internal import CaseVaultAudit
 internal import CaseVaultConfiguration
 internal import CaseVaultCore
+internal import CaseVaultSealing
 internal import CaseVaultStore
 public import Hummingbird
 internal import NIOCore
@@ -46,20 +47,20 @@ public enum API {
 
     typealias Handler = @Sendable (Request, CaseVaultContext) async throws -> Response
 
-    /// One row of the table.
-    struct Endpoint: Sendable {
+    /// One row of the table, its handler taken from the routes over a storage.
+    struct Endpoint<Storage: ServedStorage>: Sendable {
         var route: Route
         var access: Access
         var whileSealed: WhileSealed
         var auditing: Auditing
         /// The store operation the route is, counted apart in the metrics.
         var operation: ServerMetrics.Operation?
-        var handler: @Sendable (Routes) -> Handler
+        var handler: @Sendable (Routes<Storage>) -> Handler
 
         init(
             _ method: HTTPRequest.Method, _ path: String, _ access: Access, whileSealed: WhileSealed = .refused,
             auditing: Auditing = .beforeActing, operation: ServerMetrics.Operation? = nil,
-            _ handler: @escaping @Sendable (Routes) -> Handler
+            _ handler: @escaping @Sendable (Routes<Storage>) -> Handler
         ) {
             self.route = Route(method: method, path: path)
             self.access = access
@@ -78,71 +79,79 @@ public enum API {
     /// Reading a record of any type, and its attachment.
     static let reading: [Action] = [.readRecord, .readSessionNote, .readDisclosure, .readDebrief]
 
-    /// The routes, their policy and the handler of each.
-    static let table: [Endpoint] = [
-        Endpoint(.get, "/v1/health", .action(.health), whileSealed: .served, auditing: .whenWritable) { $0.health },
-        Endpoint(.get, "/v1/whoami", .action(.whoami)) { $0.whoami },
-        Endpoint(.get, "/v1/admin/status", .action(.status), whileSealed: .served, auditing: .whenWritable) {
-            $0.status
-        },
-        Endpoint(.get, "/v1/metrics", .action(.readMetrics), whileSealed: .served, auditing: .whenWritable) {
-            $0.metricsExposition
-        },
-        Endpoint(.post, "/v1/admin/init", .action(.initialise), whileSealed: .served) { $0.initialise },
-        Endpoint(.post, "/v1/admin/unseal", .action(.unseal), whileSealed: .served) { $0.unseal },
-        Endpoint(.post, "/v1/admin/seal", .action(.seal), whileSealed: .served) { $0.seal },
-        Endpoint(.post, "/v1/admin/rotate", .action(.rotate)) { $0.rotate },
-        Endpoint(.post, "/v1/admin/backup", .action(.backup)) { $0.backup },
-        Endpoint(.get, "/v1/admin/ledger", .action(.backup)) { $0.ledger },
-        Endpoint(.post, "/v1/cases", .action(.openCase)) { $0.openCase },
-        Endpoint(.get, "/v1/cases", .perCase([.listCases])) { $0.listCases },
-        Endpoint(.get, "/v1/cases/{case_id}", .perCase([.readCase])) { $0.readCase },
-        Endpoint(.get, "/v1/cases/{case_id}/participants", .perCase([.readCase])) { $0.readParticipants },
-        Endpoint(.get, "/v1/cases/{case_id}/records", .perCase([.listRecords])) { $0.listCaseRecords },
-        Endpoint(.post, "/v1/cases/{case_id}/records", .perCase(Self.filing), operation: .put) { $0.fileRecord },
-        Endpoint(.post, "/v1/cases/{case_id}/close", .perCase([.closeCase])) { $0.closeCase },
-        Endpoint(.put, "/v1/cases/{case_id}/mediators", .action(.assignMediators)) { $0.assignMediators },
-        Endpoint(.put, "/v1/cases/{case_id}/supervisors", .action(.assignSupervisors)) { $0.assignSupervisors },
-        Endpoint(.get, "/v1/records/{record_id}", .perCase(Self.reading), operation: .get) { $0.readRecord },
-        Endpoint(.delete, "/v1/records/{record_id}", .perCase([.shredRecord, .shredSessionNote]), operation: .shred) {
-            $0.shredRecord
-        },
-        Endpoint(.put, "/v1/records/{record_id}/attachment", .perCase(Self.filing)) { $0.putAttachment },
-        Endpoint(.get, "/v1/records/{record_id}/attachment", .perCase(Self.reading)) { $0.getAttachment },
-        Endpoint(.get, "/v1/certificates", .action(.readCertificates)) { $0.listCertificates },
-        Endpoint(.get, "/v1/certificates/public-key", .action(.readCertificateKey)) { $0.certificateKey },
-        Endpoint(.get, "/v1/certificates/{certificate_id}", .action(.readCertificates)) { $0.readCertificate },
-        Endpoint(.post, "/v1/holds", .action(.manageHolds)) { $0.placeHold },
-        Endpoint(.get, "/v1/holds", .action(.manageHolds)) { $0.listHolds },
-        Endpoint(.delete, "/v1/holds/{hold_id}", .action(.manageHolds)) { $0.releaseHold },
-        Endpoint(.post, "/v1/admin/sweep", .action(.sweep), operation: .sweep) { $0.sweep },
-        Endpoint(.get, "/v1/stats", .action(.readStatistics)) { $0.statistics },
-        Endpoint(.get, "/v1/audit/verify", .action(.verifyAudit)) { $0.verifyAudit },
-        Endpoint(.get, "/v1/audit/entries", .action(.readAudit)) { $0.auditEntries },
-        Endpoint(.get, "/v1/roster/mediators", .action(.manageRoster)) { $0.listRoster },
-        Endpoint(.get, "/v1/roster/mediators/{user}", .action(.manageRoster)) { $0.readRosterEntry },
-        Endpoint(.put, "/v1/roster/mediators/{user}", .action(.manageRoster)) { $0.addToRoster },
-        Endpoint(.delete, "/v1/roster/mediators/{user}", .action(.manageRoster)) { $0.removeFromRoster },
-    ]
+    /// The routes, their policy and the handler of each, for routes over `Storage`.
+    static func table<Storage: ServedStorage>(_: Storage.Type = Storage.self) -> [Endpoint<Storage>] {
+        [
+
+            Endpoint(.get, "/v1/health", .action(.health), whileSealed: .served, auditing: .whenWritable) { $0.health },
+            Endpoint(.get, "/v1/whoami", .action(.whoami)) { $0.whoami },
+            Endpoint(.get, "/v1/admin/status", .action(.status), whileSealed: .served, auditing: .whenWritable) {
+                $0.status
+            },
+            Endpoint(.get, "/v1/metrics", .action(.readMetrics), whileSealed: .served, auditing: .whenWritable) {
+                $0.metricsExposition
+            },
+            Endpoint(.post, "/v1/admin/init", .action(.initialise), whileSealed: .served) { $0.initialise },
+            Endpoint(.post, "/v1/admin/unseal", .action(.unseal), whileSealed: .served) { $0.unseal },
+            Endpoint(.post, "/v1/admin/seal", .action(.seal), whileSealed: .served) { $0.seal },
+            Endpoint(.post, "/v1/admin/rotate", .action(.rotate)) { $0.rotate },
+            Endpoint(.post, "/v1/admin/backup", .action(.backup)) { $0.backup },
+            Endpoint(.get, "/v1/admin/ledger", .action(.backup)) { $0.ledger },
+            Endpoint(.post, "/v1/cases", .action(.openCase)) { $0.openCase },
+            Endpoint(.get, "/v1/cases", .perCase([.listCases])) { $0.listCases },
+            Endpoint(.get, "/v1/cases/{case_id}", .perCase([.readCase])) { $0.readCase },
+            Endpoint(.get, "/v1/cases/{case_id}/participants", .perCase([.readCase])) { $0.readParticipants },
+            Endpoint(.get, "/v1/cases/{case_id}/records", .perCase([.listRecords])) { $0.listCaseRecords },
+            Endpoint(.post, "/v1/cases/{case_id}/records", .perCase(Self.filing), operation: .put) { $0.fileRecord },
+            Endpoint(.post, "/v1/cases/{case_id}/close", .perCase([.closeCase])) { $0.closeCase },
+            Endpoint(.put, "/v1/cases/{case_id}/mediators", .action(.assignMediators)) { $0.assignMediators },
+            Endpoint(.put, "/v1/cases/{case_id}/supervisors", .action(.assignSupervisors)) { $0.assignSupervisors },
+            Endpoint(.get, "/v1/records/{record_id}", .perCase(Self.reading), operation: .get) { $0.readRecord },
+            Endpoint(
+                .delete, "/v1/records/{record_id}", .perCase([.shredRecord, .shredSessionNote]), operation: .shred
+            ) {
+                $0.shredRecord
+            },
+            Endpoint(.put, "/v1/records/{record_id}/attachment", .perCase(Self.filing)) { $0.putAttachment },
+            Endpoint(.get, "/v1/records/{record_id}/attachment", .perCase(Self.reading)) { $0.getAttachment },
+            Endpoint(.get, "/v1/certificates", .action(.readCertificates)) { $0.listCertificates },
+            Endpoint(.get, "/v1/certificates/public-key", .action(.readCertificateKey)) { $0.certificateKey },
+            Endpoint(.get, "/v1/certificates/{certificate_id}", .action(.readCertificates)) { $0.readCertificate },
+            Endpoint(.post, "/v1/holds", .action(.manageHolds)) { $0.placeHold },
+            Endpoint(.get, "/v1/holds", .action(.manageHolds)) { $0.listHolds },
+            Endpoint(.delete, "/v1/holds/{hold_id}", .action(.manageHolds)) { $0.releaseHold },
+            Endpoint(.post, "/v1/admin/sweep", .action(.sweep), operation: .sweep) { $0.sweep },
+            Endpoint(.get, "/v1/stats", .action(.readStatistics)) { $0.statistics },
+            Endpoint(.get, "/v1/audit/verify", .action(.verifyAudit)) { $0.verifyAudit },
+            Endpoint(.get, "/v1/audit/entries", .action(.readAudit)) { $0.auditEntries },
+            Endpoint(.get, "/v1/roster/mediators", .action(.manageRoster)) { $0.listRoster },
+            Endpoint(.get, "/v1/roster/mediators/{user}", .action(.manageRoster)) { $0.readRosterEntry },
+            Endpoint(.put, "/v1/roster/mediators/{user}", .action(.manageRoster)) { $0.addToRoster },
+            Endpoint(.delete, "/v1/roster/mediators/{user}", .action(.manageRoster)) { $0.removeFromRoster },
+        ]
+    }
 
     /// The routes the server answers.
-    public static var routes: [Route] { Self.table.map(\.route) }
+    public static var routes: [Route] { Self.policy.map(\.route) }
+
+    /// The table's policy, which is the same whatever the storage.
+    static var policy: [Endpoint<RecordStore>] { Self.table(RecordStore.self) }
 
     /// The routes a sealed daemon answers.
     public static var servedWhileSealed: Set<Route> {
-        Set(Self.table.filter { $0.whileSealed == .served }.map(\.route))
+        Set(Self.policy.filter { $0.whileSealed == .served }.map(\.route))
     }
 
     /// The routes that answer when the audit log cannot be written.
     public static var answeredWithoutAudit: Set<Route> {
-        Set(Self.table.filter { $0.auditing == .whenWritable }.map(\.route))
+        Set(Self.policy.filter { $0.auditing == .whenWritable }.map(\.route))
     }
 
     /// Whether every row's access agrees with the authorization table: a whole check only for an action the
     /// caller's roles decide alone, a per-case check only when some action of it looks at the case. The
     /// descriptions of the rows that do not (none: a test holds it).
     public static var accessMismatches: [String] {
-        Self.table.compactMap { endpoint in
+        Self.policy.compactMap { endpoint in
             switch endpoint.access {
             case .action(let action):
                 return Authorization.dependsOnlyOnRoles(action)
@@ -163,8 +172,9 @@ public enum API {
 /// The routes, behind the problem, identity and audit middlewares, each behind its row's policy: its
 /// request entry, the sealed check, then the authorization table. A method a path does not take gets 405
 /// with an `Allow` header; a path no route has gets 404; both as problems.
-func buildRouter(
-    keeper: VaultKeeper, audit: AuditLog, roleMap: RoleMap, configuration: ServerConfiguration, pool: BlockingPool,
+func buildRouter<Storage: ServedStorage>(
+    keeper: VaultKeeper<Storage>, audit: AuditLog, roleMap: RoleMap, configuration: ServerConfiguration,
+    pool: BlockingPool,
     identities: ConnectionIdentities, budget: AuditBudget,
     identify: @escaping @Sendable (Request, any Channel) async throws -> PeerIdentity
 ) -> Router<CaseVaultContext> {
@@ -177,7 +187,7 @@ func buildRouter(
     let metrics = ServerMetrics()
     let routes = Routes(keeper: keeper, audit: audit, configuration: configuration, pool: pool, metrics: metrics)
     var methodsByPath: [String: [HTTPRequest.Method]] = [:]
-    for endpoint in API.table {
+    for endpoint in API.table(Storage.self) {
         let (route, handle) = (endpoint.route, endpoint.handler(routes))
         let measured = metrics.route(route.description, operation: endpoint.operation)
         router.on(RouterPath(route.path), method: route.method) { request, context in

@@ -119,7 +119,7 @@ extension Routes {
     }
 
     /// The header that carries an attachment's media type as it was uploaded.
-    static let mediaTypeField = HTTPField.Name("CaseVault-Media-Type")!
+    static var mediaTypeField: HTTPField.Name { HTTPField.Name("CaseVault-Media-Type")! }
 
     /// `type/subtype` with optional parameters, printable ASCII, at most 200 bytes.
     static func isMediaType(_ value: String) -> Bool {

@@ -11,14 +11,18 @@ extension Routes {
     /// snapshot of the log without holding its writer.
     func verifyAudit(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let audit = self.audit
-        let report = try await self.run { store throws(CaseVaultError) in
+        _ = try self.store
+        guard let keeper = audit.anchorKeeper else {
+            throw CaseVaultError(.auditUnavailable, "the audit log is not attached to the vault; see the daemon's log")
+        }
+        let report = try await self.pool.run { () throws(CaseVaultError) in
             let anchor: AuditAnchor?
-            switch try store.auditAnchor() {
+            switch try keeper.auditAnchor() {
             case .anchored(let value): anchor = value
             case .none: anchor = nil
             }
             let (segments, head) = try audit.snapshot()
-            return AuditVerifier.verify(segments: segments, head: head, signer: store.auditSigner, anchor: anchor)
+            return AuditVerifier.verify(segments: segments, head: head, signer: keeper.auditSigner, anchor: anchor)
         }
         return try JSONResponse.make(report)
     }

@@ -57,7 +57,7 @@ extension Routes {
         guard let keyFile = self.configuration.backupKeyFile else {
             throw CaseVaultError(.invalidConfiguration, "no backup key file is configured ([backup] key_file)")
         }
-        let store = try self.store
+        let store = try self.localStore
         let id = RecordStore.newBackupID()
         context.audit?.created("backup_id", id)
         let keys = BackupKeyFile(path: keyFile)
@@ -142,7 +142,7 @@ extension Routes {
 
     /// The shred ledger (record ids and times), for `casevaultctl restore --ledger`.
     func ledger(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        let entries = try await self.run { store throws(CaseVaultError) in try store.shredLedger() }
+        let entries = try await self.runLocal { store throws(CaseVaultError) in try store.shredLedger() }
         return try JSONResponse.make(Ledger(records: entries.map(Ledger.Entry.init)))
     }
 }

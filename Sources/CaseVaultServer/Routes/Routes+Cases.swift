@@ -190,7 +190,7 @@ extension Routes {
 
     /// Replaces the case's mediators or supervisors with the users the body's member of that name lists.
     private func assign(
-        _ assignment: RecordStore.CaseAssignment, _ request: Request, _ context: CaseVaultContext
+        _ assignment: CaseAssignment, _ request: Request, _ context: CaseVaultContext
     ) async throws -> Response {
         let id = try self.caseID(context)
         let field = assignment.rawValue
@@ -205,7 +205,7 @@ extension Routes {
         return try JSONResponse.make(view)
     }
 
-    static func requireOnRoster(_ uids: [UInt32], _ store: RecordStore, field: String = "mediators")
+    static func requireOnRoster(_ uids: [UInt32], _ store: Storage, field: String = "mediators")
         throws(CaseVaultError)
     {
         for uid in uids where try !store.isOnRoster(uid) {

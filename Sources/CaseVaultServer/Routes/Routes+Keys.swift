@@ -12,7 +12,7 @@ internal import Hummingbird
 /// (`Request.jsonObject(_:secrets:)`), reach the store's `VaultKeeper` as `SecureBytes` and go no further;
 /// the shares init makes are written into the answer from locked memory.
 extension Routes {
-    static let minimumPassphraseCharacters = 12
+    static var minimumPassphraseCharacters: Int { 12 }
 
     /// `{"sealed":false,"shares":[…],"threshold":N}` (sorted keys, as `JSONResponse`), the shares copied
     /// from locked memory straight into an answer buffer in locked memory, which NIO sends as it is and
@@ -54,7 +54,7 @@ extension Routes {
         let (body, secrets) = try await request.jsonObject(self.configuration, secrets: ["passphrase", "share"])
         try body.onlyFields(["passphrase", "share"])
         let keeper = self.keeper
-        let progress: VaultKeeper.Progress
+        let progress: VaultKeeper<Storage>.Progress
         switch (body["passphrase"], body["share"]) {
         case (.some, nil):
             let passphrase = try Self.passphrase(secrets["passphrase"] ?? .absent)
@@ -103,7 +103,7 @@ extension Routes {
         let body = try await request.optionalJSONObject(self.configuration)
         try body.onlyFields(["limit"])
         let most = try body.optionalCount("limit", of: "key slots")
-        let report = try await self.run { store throws(CaseVaultError) in try store.rotate(limit: most) }
+        let report = try await self.runLocal { store throws(CaseVaultError) in try store.rotate(limit: most) }
         return try JSONResponse.make(
             Rotated(
                 epoch: report.epoch, opened: report.opened, rewrapped: report.rewrapped, remaining: report.remaining,

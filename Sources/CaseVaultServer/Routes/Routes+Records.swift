@@ -22,15 +22,37 @@ extension Routes {
     /// membership; the content is opened only once the table allows it, except for a disclosure, whose
     /// routed office is named by the category inside it.
     ///
-    /// Reads run on the calling task, not the blocking pool: they never wait on a flush (the index is in
-    /// WAL mode; slots and segments are read with pread), and the hop would cost more than the read.
+    /// Reads of the local store run on the calling task, not the blocking pool: they never wait on a flush
+    /// (the index is in WAL mode; slots and segments are read with pread), and the hop would cost more than
+    /// the read. Reads of a storage that waits on the network (`readsOnCallingTask` false) take the pool.
     func authorizeReading(_ id: RecordID, _ context: CaseVaultContext) async throws -> CaseVaultCore.Record {
         // The router has asked this already; asked again so that no caller of this function can leak which
         // ids exist to one who may read nothing.
         try context.authorizeSomewhere(API.reading)
         let rosterUID = Self.rosterUID(context)
-        var record = try self.keeper.vault().read(id, rosterUID: rosterUID) {
-            metadata, summary, onRoster throws(CaseVaultError) in
+        let vault = try self.keeper.vault()
+        let read = { @Sendable () throws(CaseVaultError) -> CaseVaultCore.Record in
+            try Self.read(id, vault, rosterUID: rosterUID, context)
+        }
+        var record = vault.storage.readsOnCallingTask ? try read() : try await self.pool.run(read)
+        guard record.metadata.type == .disclosure else { return record }
+        let category = JSONValue.parseStored(record.content)?.string("category")
+        let scope = AccessScope(routedOffice: category.flatMap { self.configuration.offices[$0] })
+        do throws(CaseVaultError) {
+            try context.authorize(.readDisclosure, scope: scope)
+        } catch {
+            wipe(&record.content)
+            throw error
+        }
+        return record
+    }
+
+    /// Reads record `id` once the table allows the caller to read it in its case (a disclosure: anywhere,
+    /// its office is decided once its category is known).
+    static func read(
+        _ id: RecordID, _ vault: Vault<Storage>, rosterUID: UInt32?, _ context: CaseVaultContext
+    ) throws(CaseVaultError) -> CaseVaultCore.Record {
+        try vault.read(id, rosterUID: rosterUID) { metadata, summary, onRoster throws(CaseVaultError) in
             guard metadata.type != .caseHeader else {
                 throw CaseVaultError(
                     .notFound, "no record has this id; a case's participants are at /v1/cases/{case_id}/participants")
@@ -42,16 +64,6 @@ extension Routes {
                 try context.authorize(Action.reading(metadata.type), scope: scope)
             }
         }
-        guard record.metadata.type == .disclosure else { return record }
-        let category = JSONValue.parseStored(record.content)?.string("category")
-        let scope = AccessScope(routedOffice: category.flatMap { self.configuration.offices[$0] })
-        do throws(CaseVaultError) {
-            try context.authorize(.readDisclosure, scope: scope)
-        } catch {
-            wipe(&record.content)
-            throw error
-        }
-        return record
     }
 
     /// The record's metadata with its content spliced in as it was stored (already a JSON object).
@@ -94,7 +106,7 @@ extension Routes {
             }
             let action: Action = metadata.type == .sessionNote ? .shredSessionNote : .shredRecord
             let authority = try Self.authorize(action, case: metadata.caseID, context, store).authority
-            try store.shred(id, order: ShredOrder(method: .request, authority: authority, reason: reason))
+            try store.shred([id], order: ShredOrder(method: .request, authority: authority, reason: reason))
         }
         context.logger.info(
             "record shredded on request", metadata: ["record.id": "\(id)", "shred.reason": "\(reason)"])

@@ -47,7 +47,7 @@ extension Routes {
         }
     }
 
-    static let maxHoldReasonCharacters = 1000
+    static var maxHoldReasonCharacters: Int { 1000 }
 
     /// `POST /v1/holds` `{"case_id", "reason"}` → 201 with the hold. Director.
     func placeHold(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
@@ -147,7 +147,7 @@ extension Routes {
         let (dry, most) = (dryRun, try body.optionalCount("limit", of: "records"))
         let keys = self.configuration.backupKeyFile.map(BackupKeyFile.init(path:))
         let days = self.configuration.backupRetentionDays
-        let (report, destroyed) = try await self.run { store throws(CaseVaultError) in
+        let (report, destroyed) = try await self.runLocal { store throws(CaseVaultError) in
             let report = try store.sweep(dryRun: dry, limit: most, authority: authority)
             let destroyed =
                 try keys.map { keys throws(CaseVaultError) in

@@ -11,36 +11,57 @@ internal import NIOCore
 /// handler runs (`API.table`); a handler whose check depends on a case or record asks the table again for
 /// the one it looks up (`authorize(_:case:_:_:)`). Store calls that may wait on a flush run on the blocking
 /// pool.
-struct Routes: Sendable {
-    let keeper: VaultKeeper
+struct Routes<Storage: ServedStorage>: Sendable {
+    let keeper: VaultKeeper<Storage>
     let audit: AuditLog
     let configuration: ServerConfiguration
     let pool: BlockingPool
     let metrics: ServerMetrics
 
     /// Runs a store call on the blocking pool.
-    func run<T: Sendable>(_ body: @escaping @Sendable (RecordStore) throws(CaseVaultError) -> T) async throws -> T {
+    func run<T: Sendable>(_ body: @escaping @Sendable (Storage) throws(CaseVaultError) -> T) async throws -> T {
         let store = try self.store
         return try await self.pool.run { try body(store) }
     }
 
     /// Runs a call of the sealing layer (content sealed or opened) on the blocking pool.
     func runSealed<T: Sendable>(
-        _ body: @escaping @Sendable (Vault<RecordStore>) throws(CaseVaultError) -> T
+        _ body: @escaping @Sendable (Vault<Storage>) throws(CaseVaultError) -> T
     ) async throws -> T {
         let vault = try self.keeper.vault()
         return try await self.pool.run { try body(vault) }
     }
 
+    /// Runs a call only the local store answers (the sweep, backups, rotation, the ledger, the footprint) on
+    /// the blocking pool; `not-on-this-backend` (501) for a vault kept in PostgreSQL.
+    func runLocal<T: Sendable>(_ body: @escaping @Sendable (RecordStore) throws(CaseVaultError) -> T) async throws
+        -> T
+    {
+        let store = try self.localStore
+        return try await self.pool.run { try body(store) }
+    }
+
+    /// The open local store; `not-on-this-backend` when the vault is kept elsewhere.
+    var localStore: RecordStore {
+        get throws(CaseVaultError) {
+            guard let store = try self.store as? RecordStore else {
+                throw CaseVaultError(
+                    .notOnThisBackend,
+                    "this daemon keeps its records in PostgreSQL, where this is not built yet; see docs/OPERATIONS.md")
+            }
+            return store
+        }
+    }
+
     /// The open store; `sealed` (503) while the vault is sealed.
-    var store: RecordStore {
+    var store: Storage {
         get throws(CaseVaultError) { try self.keeper.store() }
     }
 
     /// What the caller is to `summary`'s case: an assigned mediator or supervisor only while on the roster,
     /// so that removing them from the roster ends their access at their next request. Called inside `run`,
     /// so that the lookups and the decision take one trip to the blocking pool.
-    static func scope(_ summary: CaseSummary, _ context: CaseVaultContext, _ store: RecordStore) throws(CaseVaultError)
+    static func scope(_ summary: CaseSummary, _ context: CaseVaultContext, _ store: Storage) throws(CaseVaultError)
         -> AccessScope
     {
         guard Self.namesMediator(summary, context) || Self.namesSupervisor(summary, context) else { return .none }
@@ -75,7 +96,7 @@ struct Routes: Sendable {
     /// read once).
     @discardableResult
     static func authorize(
-        _ action: Action, case id: CaseID, _ context: CaseVaultContext, _ store: RecordStore
+        _ action: Action, case id: CaseID, _ context: CaseVaultContext, _ store: Storage
     ) throws(CaseVaultError) -> (summary: CaseSummary, authority: Authority, scope: AccessScope) {
         let summary = try store.caseSummary(id)
         let scope = try Self.scope(summary, context, store)
@@ -133,8 +154,9 @@ struct Routes: Sendable {
     /// Whether the store's index lost commits the disk refused (`VaultKeeper.indexLost`).
     var indexLost: Bool { self.keeper.indexLost }
 
-    static let storageReason =
+    static var storageReason: String {
         "the disk refused a write of the index; every request is refused, and the daemon stops so that its next start rebuilds the index"
+    }
 
     struct WhoAmI: Encodable {
         var uid: UInt32
@@ -213,7 +235,8 @@ struct Routes: Sendable {
         let epochs =
             sealed
             ? nil
-            : try? await self.run { store throws(CaseVaultError) in (store.currentEpoch, try store.activeEpochs()) }
+            : try? await self.runLocal { store throws(CaseVaultError) in (store.currentEpoch, try store.activeEpochs())
+            }
         return try JSONResponse.make(
             Status(
                 state: state,

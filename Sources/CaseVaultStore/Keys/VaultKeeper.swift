@@ -19,13 +19,13 @@ internal import Glibc
 /// 2^(n−1) seconds later (at most `maximumDelay`), on top of Argon2id's own cost. One attempt runs at a
 /// time. The count and the time of the next attempt are kept beside the wrapped key (`<key>.throttle`),
 /// so that a restart does not reset them.
-package final class VaultKeeper: Sendable {
-    package static let maximumDelay: Double = 300
+package final class VaultKeeper<Storage: ServedStorage>: Sendable {
+    package static var maximumDelay: Double { 300 }
 
     private struct State {
         /// The open store under its sealing layer; `nil` while sealed.
-        var vault: Vault<RecordStore>?
-        var store: RecordStore? {
+        var vault: Vault<Storage>?
+        var store: Storage? {
             get { self.vault?.storage }
             set { self.vault = newValue.map { Vault(storage: $0) } }
         }
@@ -45,43 +45,43 @@ package final class VaultKeeper: Sendable {
 
     /// What an unseal step achieved.
     package enum Progress: Sendable {
-        case unsealed(RecordStore)
+        case unsealed(Storage)
         /// Shares received and the number needed.
         case collecting(received: Int, threshold: Int)
     }
 
     package let source: Source
-    private let configuration: StoreConfiguration
+    /// Opens the storage under a root key (init, unseal); never called for a fixed source.
+    private let opener: @Sendable (RootKey) throws(CaseVaultError) -> Storage
+    private let clock: @Sendable () -> Int64
     private let logger: Logger
     private let state: Mutex<State>
     /// What must accept a store this keeper opens before anyone else gets it (the audit log, which checks
     /// itself against the store's anchor and takes the store's keys): `admit(with:)`.
-    private let admission = Mutex<(@Sendable (RecordStore) throws -> Void)?>(nil)
+    private let admission = Mutex<(@Sendable (Storage) throws -> Void)?>(nil)
 
-    /// A keeper for a store opened at start (file or credential source).
-    package init(unsealed store: RecordStore, logger: Logger) {
-        self.source = .fixed
-        self.configuration = store.configuration
+    private init(
+        source: Source, state: State, logger: Logger, clock: @escaping @Sendable () -> Int64,
+        opener: @escaping @Sendable (RootKey) throws(CaseVaultError) -> Storage
+    ) {
+        self.source = source
+        self.opener = opener
+        self.clock = clock
         self.logger = logger
-        self.state = Mutex(State(vault: Vault(storage: store)))
-    }
-
-    /// A sealed keeper for the passphrase source: `configuration.rootKeyFile` holds (or will hold) the
-    /// wrapped root key; `limits` is the Argon2id cost `initialise` uses.
-    package init(sealed configuration: StoreConfiguration, limits: PasswordHash.Limits, logger: Logger) {
-        self.source = .passphrase(wrappedKey: configuration.rootKeyFile.path, limits: limits)
-        self.configuration = configuration
-        self.logger = logger
-        var state = State()
-        if let (refusals, until) = Throttle.read(configuration.rootKeyFile.path + Throttle.suffix) {
-            let wait = min(Int64(Self.maximumDelay * 1000), max(0, until - configuration.clock()))
-            state.gate = UnsealGate(refusals: refusals, waitMilliseconds: wait, now: .now)
-        }
         self.state = Mutex(state)
     }
 
+    /// A keeper for a storage opened at start (file or credential source).
+    package convenience init(unsealed store: Storage, logger: Logger) {
+        self.init(
+            source: .fixed, state: State(vault: Vault(storage: store)), logger: logger, clock: { store.now() },
+            opener: { _ throws(CaseVaultError) in
+                throw CaseVaultError(.wrongKeySource, "this daemon's root key comes from a file or credential")
+            })
+    }
+
     /// The open store; `sealed` (503) while sealed.
-    package func store() throws(CaseVaultError) -> RecordStore {
+    package func store() throws(CaseVaultError) -> Storage {
         guard let store = self.state.withLock({ $0.store }) else {
             throw CaseVaultError(.sealed, "the vault is sealed: an operator must unseal it first (casevaultctl unseal)")
         }
@@ -89,7 +89,7 @@ package final class VaultKeeper: Sendable {
     }
 
     /// The open store's sealing layer, where content is sealed and opened; `sealed` (503) while sealed.
-    package func vault() throws(CaseVaultError) -> Vault<RecordStore> {
+    package func vault() throws(CaseVaultError) -> Vault<Storage> {
         guard let vault = self.state.withLock({ $0.vault }) else {
             throw CaseVaultError(.sealed, "the vault is sealed: an operator must unseal it first (casevaultctl unseal)")
         }
@@ -117,11 +117,11 @@ package final class VaultKeeper: Sendable {
 
     /// Has `check` run on every store this keeper opens from now on, before the store is handed to anyone:
     /// if it throws, the store is closed and its keys zeroed, and the vault stays sealed.
-    package func admit(with check: @escaping @Sendable (RecordStore) throws -> Void) {
+    package func admit(with check: @escaping @Sendable (Storage) throws -> Void) {
         self.admission.withLock { $0 = check }
     }
 
-    private func admitted(_ store: RecordStore) throws(CaseVaultError) {
+    private func admitted(_ store: Storage) throws(CaseVaultError) {
         guard let check = self.admission.withLock({ $0 }) else { return }
         do {
             try check(store)
@@ -138,7 +138,7 @@ package final class VaultKeeper: Sendable {
     /// `threshold` recover it (none when `shares` is 0), and opens the store. The shares are returned once,
     /// as text in locked memory, and kept nowhere.
     package func initialise(passphrase: some CryptoBytes, shares: Int, threshold: Int) throws(CaseVaultError) -> (
-        RecordStore, [SecureBytes]
+        Storage, [SecureBytes]
     ) {
         guard case .passphrase(let path, let limits) = self.source else {
             throw CaseVaultError(
@@ -159,9 +159,9 @@ package final class VaultKeeper: Sendable {
         }
         let root = try WrappedRootKey.create(path: path, passphrase: passphrase, limits: limits)
         let encoded = shares > 0 ? try root.recoveryShares(count: shares, threshold: threshold) : []
-        let store: RecordStore
+        let store: Storage
         do {
-            store = try RecordStore.open(self.configuration, rootKey: root, logger: self.logger)
+            store = try self.opener(root)
         } catch {
             // A data directory made under another key (or any failure to open): leave no wrapped key behind,
             // so the vault stays uninitialised rather than bound to a key that cannot open it.
@@ -176,7 +176,7 @@ package final class VaultKeeper: Sendable {
 
     /// Opens the store with the passphrase. Refused (`unseal-refused`, after Argon2id) when it does not
     /// open the wrapped key; throttled after refusals.
-    package func unseal(passphrase: some CryptoBytes) throws(CaseVaultError) -> RecordStore {
+    package func unseal(passphrase: some CryptoBytes) throws(CaseVaultError) -> Storage {
         let path = try self.wrappedKeyPath()
         try self.beginAttempt()
         defer { self.endAttempt() }
@@ -247,7 +247,7 @@ package final class VaultKeeper: Sendable {
     /// audit log signs and anchors its last checkpoint while the keys exist), then closes it and zeroes its
     /// keys. Returns the store that was open, or `nil`.
     @discardableResult
-    package func seal(beforeClosing: (RecordStore) throws -> Void = { _ in }) throws(CaseVaultError) -> RecordStore? {
+    package func seal(beforeClosing: (Storage) throws -> Void = { _ in }) throws(CaseVaultError) -> Storage? {
         try self.checkSealable()
         let store = self.state.withLock { state in
             defer {
@@ -279,10 +279,10 @@ package final class VaultKeeper: Sendable {
 
     // MARK: Helpers
 
-    private func open(_ root: RootKey) throws(CaseVaultError) -> RecordStore {
-        let store: RecordStore
+    private func open(_ root: RootKey) throws(CaseVaultError) -> Storage {
+        let store: Storage
         do {
-            store = try RecordStore.open(self.configuration, rootKey: root, logger: self.logger)
+            store = try self.opener(root)
         } catch {
             if error.code == .unsealRefused { self.refused() }
             if Index.Loss.isLoss(error) { self.state.withLock { $0.closedLost = true } }
@@ -293,7 +293,7 @@ package final class VaultKeeper: Sendable {
             state.store = store
             state.gate.opened()
         }
-        if case .passphrase(let path, _) = self.source { unlink(path + Throttle.suffix) }
+        if case .passphrase(let path, _) = self.source { unlink(path + UnsealThrottle.suffix) }
         self.logger.notice("unsealed")
         return store
     }
@@ -338,7 +338,7 @@ package final class VaultKeeper: Sendable {
         self.logger.warning("an unseal attempt was refused")
         guard case .passphrase(let path, _) = self.source else { return }
         do {
-            try Throttle.write(path + Throttle.suffix, refusals: refusals, until: self.configuration.clock() + delay)
+            try UnsealThrottle.write(path + UnsealThrottle.suffix, refusals: refusals, until: self.clock() + delay)
         } catch {
             self.logger.error(
                 "the unseal throttle could not be kept on disk; a restart would reset it",
@@ -346,21 +346,39 @@ package final class VaultKeeper: Sendable {
         }
     }
 
-    /// The throttle on disk: refusals in a row (4 bytes) and when the next attempt may come, in ms since
-    /// the Unix epoch (8 bytes), big-endian. Replaced whole (write, flush, rename), removed at unseal.
-    enum Throttle {
-        static let suffix = ".throttle"
+}
 
-        static func read(_ path: String) -> (refusals: Int, until: Int64)? {
-            guard let bytes = try? PosixFile(path: path, flags: O_RDONLY).readAll(), bytes.count == 12 else {
-                return nil
-            }
-            return (Int(UInt32(bigEndianBytes: bytes[0..<4])), Int64(bigEndianBytes: bytes[4..<12]))
+extension VaultKeeper where Storage == RecordStore {
+    /// A sealed keeper for the passphrase source: `configuration.rootKeyFile` holds (or will hold) the
+    /// wrapped root key; `limits` is the Argon2id cost `initialise` uses.
+    package convenience init(sealed configuration: StoreConfiguration, limits: PasswordHash.Limits, logger: Logger) {
+        var state = State()
+        if let (refusals, until) = UnsealThrottle.read(configuration.rootKeyFile.path + UnsealThrottle.suffix) {
+            let wait = min(Int64(Self.maximumDelay * 1000), max(0, until - configuration.clock()))
+            state.gate = UnsealGate(refusals: refusals, waitMilliseconds: wait, now: .now)
         }
+        self.init(
+            source: .passphrase(wrappedKey: configuration.rootKeyFile.path, limits: limits), state: state,
+            logger: logger, clock: configuration.clock,
+            opener: { root throws(CaseVaultError) in try RecordStore.open(configuration, rootKey: root, logger: logger)
+            })
+    }
+}
 
-        static func write(_ path: String, refusals: Int, until: Int64) throws(CaseVaultError) {
-            try RootKeyFile.writeNew(
-                path: path, bytes: UInt32(clamping: refusals).bigEndianBytes + until.bigEndianBytes)
+/// The unseal throttle on disk (`VaultKeeper`): refusals in a row (4 bytes) and when the next attempt may come, in ms since
+/// the Unix epoch (8 bytes), big-endian. Replaced whole (write, flush, rename), removed at unseal.
+enum UnsealThrottle {
+    static let suffix = ".throttle"
+
+    static func read(_ path: String) -> (refusals: Int, until: Int64)? {
+        guard let bytes = try? PosixFile(path: path, flags: O_RDONLY).readAll(), bytes.count == 12 else {
+            return nil
         }
+        return (Int(UInt32(bigEndianBytes: bytes[0..<4])), Int64(bigEndianBytes: bytes[4..<12]))
+    }
+
+    static func write(_ path: String, refusals: Int, until: Int64) throws(CaseVaultError) {
+        try RootKeyFile.writeNew(
+            path: path, bytes: UInt32(clamping: refusals).bigEndianBytes + until.bigEndianBytes)
     }
 }

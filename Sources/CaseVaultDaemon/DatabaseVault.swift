@@ -1,0 +1,155 @@
+internal import CaseVaultConfiguration
+internal import CaseVaultCore
+internal import CaseVaultPostgres
+internal import CaseVaultSealing
+internal import CaseVaultStore
+internal import Dispatch
+internal import Foundation
+internal import Logging
+internal import ServiceLifecycle
+
+/// A vault kept in PostgreSQL (`[storage] backend = "postgresql"`), opened for this daemon: the root key
+/// from the key source (a file or a systemd credential), this daemon's epoch key file in its data
+/// directory (`epoch.keys`, beside its audit log), the primary found among the listed servers, the schema
+/// migrated, and one step of the erase epochs' schedule taken before the first request (the first daemon of
+/// a vault turns to epoch 1; a joining one publishes its pair and files once another daemon has sealed the
+/// current epoch's key to it).
+enum DatabaseVault {
+    struct Opened: Sendable {
+        let storage: PostgresStorage
+        /// Where this daemon's audit log is anchored: its row in the database.
+        let anchor: PostgresAuditAnchor
+        /// The schedule's steps, every `EpochService.period` while the daemon serves.
+        let epochs: EpochService
+    }
+
+    /// The name of this daemon's epoch key file in its data directory.
+    static let epochKeyFile = "epoch.keys"
+
+    static func open(
+        _ settings: DaemonConfiguration.DatabaseSettings, _ store: StoreConfiguration, logger: Logger
+    ) async throws(CaseVaultError) -> Opened {
+        let password: String? =
+            switch settings.password {
+            case .none: nil
+            case .file(let path): try PostgresPassword.read(file: path)
+            case .credential(let name):
+                try PostgresPassword.read(
+                    credential: name, directory: ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"])
+            }
+        let rootKey: RootKey
+        switch store.keySource {
+        case .file:
+            rootKey = try RootKeyFile.loadOrCreate(
+                path: store.rootKeyFile.path, dataDirectory: store.dataDirectory.path)
+        case .systemdCredential(let name, let directory):
+            rootKey = try RootKeyFile.loadCredential(name: name, directory: directory)
+        case .passphrase:
+            // Refused with the configuration (`refuseUnservedBackend`); never reached.
+            throw CaseVaultError(
+                .invalidConfiguration,
+                "storage.backend = \"postgresql\" is not served with keys.source = \"passphrase\" yet",
+                field: "keys.source")
+        }
+        defer { rootKey.wipe() }
+        let file = try EpochKeyFile(path: store.dataDirectory.path + "/" + Self.epochKeyFile, rootKey: rootKey)
+        let locator = PrimaryLocator(location: settings.location, password: password, logger: logger)
+        let storage = PostgresStorage(
+            sealing: try SealingServices(rootKey: rootKey), locator: locator, epochKeys: file,
+            eraseWindow: settings.eraseWindowSeconds, maxContentBytes: store.maxContentBytes,
+            holdsKeepSessionNotes: store.retention.holdsKeepSessionNotes, logger: logger, clock: store.clock)
+        let epochs = EpochService(
+            schedule: storage.schedule(EpochExchange(daemon: settings.daemonName, file: file, logger: logger)),
+            storage: storage, locator: locator, logger: logger)
+        let connection = try await locator.connect().connection
+        do {
+            let found = try await PostgresSchema.migrate(connection, logger: logger)
+            if found < PostgresSchema.currentVersion {
+                logger.notice(
+                    "migrated the vault's schema in the database",
+                    metadata: ["schema.from": "\(found)", "schema.to": "\(PostgresSchema.currentVersion)"])
+            }
+            try? await connection.close()
+        } catch {
+            try? await connection.close()
+            throw EpochService.failure(error)
+        }
+        await epochs.step()
+        return Opened(
+            storage: storage, anchor: PostgresAuditAnchor(storage: storage, daemon: settings.daemonName),
+            epochs: epochs)
+    }
+}
+
+/// This daemon's part in turning erase epochs (`EpochSchedule`): a step every `period`, each on a
+/// connection of its own to the primary, then the second certificates of the shreds whose epoch every
+/// daemon has destroyed (`certifyErasures`). The schedule needs a step only every `EpochSchedule.interval`
+/// (up to a minute); stepping every two seconds, a few small queries each, means a daemon that joins, or
+/// comes back without the current epoch's key, gets it sealed to it within seconds rather than a minute.
+/// A step that fails is logged and tried again at the next; the schedule's own margins (a turn two
+/// intervals early) absorb many. Only epoch numbers are logged.
+struct EpochService: Service {
+    /// How often a daemon steps.
+    static var period: Duration { .seconds(2) }
+
+    let schedule: EpochSchedule
+    let storage: PostgresStorage
+    let locator: PrimaryLocator
+    let logger: Logger
+
+    func run() async {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.period)
+                guard !Task.isCancelled else { return }
+                await self.step()
+            }
+        }
+    }
+
+    /// One step, then certifying; never throws.
+    func step() async {
+        do {
+            let connection = try await self.locator.connect().connection
+            defer { connection.close().whenComplete { _ in withExtendedLifetime(connection) {} } }
+            let step = try await self.schedule.step(on: connection)
+            if step.turnedTo != nil || !step.received.isEmpty || !step.destroyed.isEmpty || step.rewrapped > 0 {
+                self.logger.notice(
+                    "erase epochs stepped",
+                    metadata: [
+                        "epoch.turned_to": "\(step.turnedTo.map(String.init) ?? "none")",
+                        "epoch.received": "\(step.received)", "epoch.destroyed": "\(step.destroyed)",
+                        "epoch.rewrapped": "\(step.rewrapped)",
+                    ])
+            }
+            if let waiting = step.waiting {
+                self.logger.info("erase epochs wait", metadata: ["epoch.waiting": "\(waiting)"])
+            }
+        } catch {
+            self.logger.warning(
+                "an erase epoch step failed; the next one tries again",
+                metadata: ["error.code": "\(Self.failure(error).code.rawValue)"])
+        }
+        let storage = self.storage
+        let certified = await withCheckedContinuation { continuation in
+            // The storage blocks its thread; never one of the cooperative pool's.
+            DispatchQueue.global().async {
+                continuation.resume(returning: Result { () throws(CaseVaultError) in try storage.certifyErasures() })
+            }
+        }
+        switch certified {
+        case .success(let issued) where issued > 0:
+            self.logger.notice("erasures certified", metadata: ["certificates.count": "\(issued)"])
+        case .success:
+            break
+        case .failure(let error):
+            self.logger.warning(
+                "certifying erasures failed; the next step tries again",
+                metadata: ["error.code": "\(error.code.rawValue)"])
+        }
+    }
+
+    static func failure(_ error: any Error) -> CaseVaultError {
+        (error as? CaseVaultError) ?? CaseVaultError(.storageFailure, "the database failed (\(type(of: error)))")
+    }
+}

@@ -1,0 +1,73 @@
+package import CaseVaultCore
+
+/// What the server asks of a storage beyond what the sealing layer needs (`RecordStorage`): cases' rows and
+/// the roster, the lists, closings and assignments, holds' release, shreds on request and certificates, and
+/// the storage's own life (closing, zeroing its keys, whether it still answers). Every call may block on
+/// I/O. The local store (`RecordStore`) and the database (`PostgresStorage`) both provide it; what only the
+/// local store does (the sweep, backups, rotation of the root key's epochs, the ledger, the footprint), the
+/// server asks of it by name.
+package protocol ServedStorage: RecordStorage {
+    // MARK: The roster
+
+    func roster() throws(CaseVaultError) -> [UInt32]
+    func isOnRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool
+    /// Whether `uid` was added (`false`: it was on the roster already).
+    func addToRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool
+    /// Whether `uid` was removed (`false`: it was not on the roster).
+    func removeFromRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool
+
+    // MARK: Lists
+
+    /// A page of the case list, newest first, each case's live records counted by type: whether
+    /// `rosterUID` is on the roster is read first, and `query` builds the query from it, in one read.
+    func listCases(
+        rosterUID: UInt32?, _ query: (_ onRoster: Bool) -> CaseQuery
+    ) throws(CaseVaultError) -> (rows: [CaseListRow], onRoster: Bool)
+    /// A page of a case's live records of `types`, in filing order after `after`, with the next page's
+    /// cursor when there may be one.
+    func liveRecords(
+        caseID: CaseID, types: Set<RecordType>, after: RecordListCursor?, limit: Int
+    ) throws(CaseVaultError) -> (records: [RecordMetadata], next: RecordListCursor?)
+    /// Every live record of a case, in filing order.
+    func records(caseID: CaseID) throws(CaseVaultError) -> [RecordMetadata]
+
+    // MARK: Cases
+
+    /// Closes a case without a final agreement, its session notes shredded in the same operation; returns
+    /// the notes shredded.
+    @discardableResult
+    func closeCase(_ id: CaseID, outcome: ClosingOutcome, authority: Authority) throws(CaseVaultError) -> [RecordID]
+    /// Replaces a case's mediators or supervisors.
+    func assign(_ assignment: CaseAssignment, _ id: CaseID, _ uids: [UInt32]) throws(CaseVaultError)
+    /// Releases a hold; returns its case.
+    func releaseHold(_ id: HoldID) throws(CaseVaultError) -> CaseID
+
+    // MARK: Shreds and certificates
+
+    /// Shreds `ids` on request, refused whole (`not-found`, `shredded`, `held`) changing nothing; returns
+    /// the metadata of the records shredded.
+    @discardableResult
+    func shred(_ ids: [RecordID], order: ShredOrder) throws(CaseVaultError) -> [RecordMetadata]
+    /// Certificate documents, oldest first; of one case when `caseID` is given.
+    func certificates(caseID: CaseID?) throws(CaseVaultError) -> [[UInt8]]
+    /// One certificate document; `not-found` for an unknown id.
+    func certificate(_ id: String) throws(CaseVaultError) -> [UInt8]
+    /// The Ed25519 key certificates are signed with.
+    var certificatePublicKey: [UInt8] { get }
+
+    // MARK: Life
+
+    /// Ends the storage's use: later calls fail. A failure to close cleanly is returned (and logged).
+    @discardableResult
+    func close() -> CaseVaultError?
+    /// Zeroes every key the storage holds (call `close` first): for sealing and stopping.
+    func wipeKeys()
+    /// Whether the storage lost commits it had acknowledged and the daemon must stop (the local index).
+    var indexLost: Bool { get }
+    /// Whether the storage answers a trivial call: what the service manager's watchdog asks.
+    func isResponsive() -> Bool
+    /// Whether a read may run on the server's calling task: it never waits for more than a local read
+    /// (the local store). `false` for a storage that waits on the network, whose reads take the blocking
+    /// pool like every other call.
+    var readsOnCallingTask: Bool { get }
+}

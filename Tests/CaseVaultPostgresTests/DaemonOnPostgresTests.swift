@@ -1,0 +1,230 @@
+import CaseVaultClient
+import CaseVaultCore
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real `casevaultd` processes serving one vault kept in PostgreSQL (`[storage] backend = "postgresql"`),
+/// each with its own socket, data directory (its audit log and epoch key file) and name, the same root key.
+extension EpochExchangeTests {
+    /// A `casevaultd` process whose configuration `DoctorDatabaseTests.configure` wrote under `root`, with
+    /// its name and roles added; its output in `root/daemon.log`.
+    final class DatabaseDaemon {
+        let root: String
+        let process = Process()
+        var socket: String { self.root + "/run/casevault.sock" }
+        var client: VaultClient { VaultClient(socketPath: self.socket) }
+        var log: String { (try? String(contentsOfFile: self.root + "/daemon.log", encoding: .utf8)) ?? "" }
+        /// The log without its trace lines, for a failure's message.
+        var notable: String {
+            self.log.split(separator: "\n").filter { !$0.contains(" trace ") && !$0.contains(" debug ") }
+                .joined(separator: "\n")
+        }
+
+        init(root: String) throws {
+            self.root = root
+            let binary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+                .appendingPathComponent("casevaultd").path
+            self.process.executableURL = URL(fileURLWithPath: binary)
+            self.process.arguments = ["--config", root + "/casevault.toml", "--log-level", "trace"]
+            self.process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PG") }
+            if !FileManager.default.fileExists(atPath: root + "/daemon.log") {
+                _ = FileManager.default.createFile(atPath: root + "/daemon.log", contents: nil)
+            }
+            let log = try FileHandle(forWritingTo: URL(fileURLWithPath: root + "/daemon.log"))
+            log.seekToEndOfFile()
+            self.process.standardOutput = log
+            self.process.standardError = log
+            try self.process.run()
+        }
+
+        /// Waits until health answers 200; false if the daemon exited or 30 s passed.
+        func waitUntilServing() async -> Bool {
+            for _ in 0..<300 {
+                guard self.process.isRunning else { return false }
+                if (try? await self.client.get("/v1/health"))?.status == 200 { return true }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            return false
+        }
+
+        /// SIGKILL, as a crash would.
+        func crash() {
+            if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
+            self.process.waitUntilExit()
+        }
+
+        /// SIGTERM, then the exit status.
+        func stop() -> Int32 {
+            if self.process.isRunning { kill(self.process.processIdentifier, SIGTERM) }
+            self.process.waitUntilExit()
+            return self.process.terminationStatus
+        }
+
+        deinit { self.crash() }
+    }
+
+    /// A daemon's directory on `clusters` (the standby listed first), named `name`, uid 0 its director and
+    /// operator.
+    static func databaseDaemonRoot(_ clusters: PostgresClusters, name: String) throws -> String {
+        let root = try DoctorDatabaseTests.configure(
+            clusters,
+            servers: [
+                (clusters.standbySockets, PostgresClusters.standbyPort),
+                (clusters.primarySockets, clusters.primaryPort),
+            ], password: clusters.password)
+        let extra = "daemon_name = \"\(name)\"\n[roles]\ndirector = [\"uid:0\"]\noperator = [\"uid:0\"]\n"
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: root + "/casevault.toml"))
+        handle.seekToEndOfFile()
+        handle.write(Data(extra.utf8))
+        try handle.close()
+        return root
+    }
+
+    @Test(
+        "two casevaultd daemons serve one vault in PostgreSQL: a case opened and a form filed on one is read on the other, a shred on the other is seen by the first with a certificate of erasure by key destruction, what only the local store does is 501, and a daemon killed and started again serves the case and proves its audit log against its anchor in the database; nothing confidential in either log"
+    )
+    func daemonsOnPostgres() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let marker = "marker-\(UUID().uuidString)"
+        let rootA = try Self.databaseDaemonRoot(clusters, name: "vault-a")
+        let rootB = try Self.databaseDaemonRoot(clusters, name: "vault-b")
+        var a = try DatabaseDaemon(root: rootA)
+        #expect(await a.waitUntilServing(), "\(a.notable)")
+        // Every daemon of a vault holds its root key: b gets a copy of the one a made.
+        try FileManager.default.createDirectory(
+            atPath: rootB + "/keys", withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.copyItem(atPath: rootA + "/keys/root.key", toPath: rootB + "/keys/root.key")
+        let b = try DatabaseDaemon(root: rootB)
+        #expect(await b.waitUntilServing(), "\(b.notable)")
+
+        let opened = try await a.client.request(
+            .POST, "/v1/cases",
+            json: ["participants": [["name": "Ada \(marker)"], ["name": "Bo \(marker)"]], "mediators": []])
+        #expect(opened.status == 201, "\(String(decoding: opened.body, as: UTF8.self))")
+        let caseID = opened.json["case_id"] as? String ?? ""
+        // Daemon b holds epoch 1's key once a has sealed it to b (a's next step); until then b's filings wait.
+        var filed = try await b.client.request(
+            .POST, "/v1/cases/\(caseID)/records",
+            json: ["type": "intake_form", "content": ["dispute_category": "roommate", "screening": marker]])
+        #expect(filed.status == 201 || filed.status == 503, "\(String(decoding: filed.body, as: UTF8.self))")
+        filed = try await a.client.request(
+            .POST, "/v1/cases/\(caseID)/records",
+            json: ["type": "intake_form", "content": ["dispute_category": "roommate", "screening": marker]])
+        #expect(filed.status == 201, "\(String(decoding: filed.body, as: UTF8.self))")
+        let recordID = filed.json["record_id"] as? String ?? ""
+
+        // Daemon b reads it once a has sealed epoch 1's key to b, at a's next step (every two seconds).
+        var read = try await b.client.get("/v1/records/\(recordID)")
+        for _ in 0..<100 where read.status == 503 {
+            try await Task.sleep(for: .milliseconds(100))
+            read = try await b.client.get("/v1/records/\(recordID)")
+        }
+        #expect(read.status == 200 && String(decoding: read.body, as: UTF8.self).contains(marker))
+        let view = try await b.client.get("/v1/cases/\(caseID)")
+        #expect(view.status == 200 && String(decoding: view.body, as: UTF8.self).contains(recordID))
+
+        let shred = try await b.client.request(.DELETE, "/v1/records/\(recordID)", json: ["reason": "filed_in_error"])
+        #expect(shred.status == 200, "\(String(decoding: shred.body, as: UTF8.self))")
+        #expect(try await a.client.get("/v1/records/\(recordID)").status == 410)
+        let certificates = try await a.client.get("/v1/certificates?case_id=\(caseID)")
+        #expect(certificates.status == 200)
+        #expect(String(decoding: certificates.body, as: UTF8.self).contains("key_destruction"))
+
+        let sweep = try await a.client.request(.POST, "/v1/admin/sweep", json: [:])
+        #expect(sweep.status == 501 && sweep.json["type"] as? String == "urn:casevault:problem:not-on-this-backend")
+
+        // Killed and started again: the case is there, and the audit log checks out against its anchor.
+        a.crash()
+        a = try DatabaseDaemon(root: rootA)
+        #expect(await a.waitUntilServing(), "\(a.notable)")
+        let again = try await a.client.get("/v1/cases/\(caseID)")
+        #expect(again.status == 200, "\(String(decoding: again.body, as: UTF8.self))")
+        let verified = try await a.client.get("/v1/audit/verify")
+        #expect(verified.status == 200 && verified.json["ok"] as? Bool == true, "\(verified.json)")
+        #expect(a.stop() == 0 && b.stop() == 0)
+        for daemon in [a, b] {
+            #expect(!daemon.log.contains(marker), "the daemon logged content")
+            let audit = (try? String(contentsOfFile: daemon.root + "/data/audit/log", encoding: .utf8)) ?? ""
+            #expect(!audit.isEmpty && !audit.contains(marker), "the audit log is empty or holds content")
+        }
+    }
+
+    /// Files an intake form carrying `marker` in case `caseID` through `daemon`: the reply.
+    static func fileForm(_ daemon: DatabaseDaemon, _ caseID: String, _ marker: String) async throws
+        -> VaultClient.Reply
+    {
+        try await daemon.client.request(
+            .POST, "/v1/cases/\(caseID)/records",
+            json: ["type": "intake_form", "content": ["dispute_category": "roommate", "screening": marker]])
+    }
+
+    @Test(
+        "failover under two daemons: the primary killed and the standby promoted; meanwhile filings and reads get 503 storage-unavailable, never another answer; afterwards both daemons file again without a restart, and every form acknowledged before is read back whole on both"
+    )
+    func failoverUnderDaemons() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let marker = "marker-\(UUID().uuidString)"
+        let rootA = try Self.databaseDaemonRoot(clusters, name: "vault-a")
+        let rootB = try Self.databaseDaemonRoot(clusters, name: "vault-b")
+        let a = try DatabaseDaemon(root: rootA)
+        #expect(await a.waitUntilServing(), "\(a.notable)")
+        try FileManager.default.createDirectory(
+            atPath: rootB + "/keys", withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.copyItem(atPath: rootA + "/keys/root.key", toPath: rootB + "/keys/root.key")
+        let b = try DatabaseDaemon(root: rootB)
+        #expect(await b.waitUntilServing(), "\(b.notable)")
+        let opened = try await a.client.request(
+            .POST, "/v1/cases", json: ["participants": [["name": "Ada"], ["name": "Bo"]], "mediators": []])
+        let caseID = try #require(opened.json["case_id"] as? String, "\(String(decoding: opened.body, as: UTF8.self))")
+        // b files once it holds epoch 1 (a's next step seals it to b).
+        var first = try await Self.fileForm(b, caseID, marker)
+        for _ in 0..<100 where first.status == 503 {
+            try await Task.sleep(for: .milliseconds(100))
+            first = try await Self.fileForm(b, caseID, marker)
+        }
+        #expect(first.status == 201, "\(String(decoding: first.body, as: UTF8.self))")
+        var acknowledged: [String] = []
+        for number in 0..<10 {
+            let reply = try await Self.fileForm(number % 2 == 0 ? a : b, caseID, "\(marker)-\(number)")
+            #expect(reply.status == 201)
+            if reply.status == 201, let id = reply.json["record_id"] as? String { acknowledged.append(id) }
+        }
+
+        try #require(acknowledged.count == 10)
+
+        // The primary gone, the standby not yet promoted: no server takes writes.
+        try clusters.kill(primary: true)
+        for daemon in [a, b] {
+            let filing = try await Self.fileForm(daemon, caseID, marker)
+            #expect(filing.status == 503, "\(String(decoding: filing.body, as: UTF8.self))")
+            #expect(filing.json["type"] as? String == "urn:casevault:problem:storage-unavailable")
+            let read = try await daemon.client.get("/v1/records/\(acknowledged[0])")
+            #expect(read.status == 503 && read.json["type"] as? String == "urn:casevault:problem:storage-unavailable")
+        }
+
+        // Promoted: both daemons file again, without a restart, and every acknowledged form is there.
+        try clusters.promoteStandby()
+        for daemon in [a, b] {
+            var filing = try await Self.fileForm(daemon, caseID, marker)
+            for _ in 0..<100 where filing.status == 503 {
+                try await Task.sleep(for: .milliseconds(100))
+                filing = try await Self.fileForm(daemon, caseID, marker)
+            }
+            #expect(filing.status == 201, "\(String(decoding: filing.body, as: UTF8.self))")
+            for (number, id) in acknowledged.enumerated() {
+                let read = try await daemon.client.get("/v1/records/\(id)")
+                #expect(
+                    read.status == 200 && String(decoding: read.body, as: UTF8.self).contains("\(marker)-\(number)\""),
+                    "acknowledged form \(number) lost")
+            }
+        }
+        #expect(a.process.isRunning && b.process.isRunning)
+        #expect(a.stop() == 0 && b.stop() == 0)
+    }
+}
