@@ -4,13 +4,16 @@
 # root, since PostgreSQL refuses root), then pgbench: plain INSERTs of 4 KiB rows (TOAST without compression,
 # as sealed bytes are), each its own durable commit (fsync and synchronous_commit on, the defaults), from 16
 # clients and from 1; then the same with a synchronous streaming standby on the same disk (what a failover
-# that loses no acknowledged write needs). Appends `name value` lines to $CASEVAULT_BENCH_FIGURES, prints;
-# asserts nothing.
+# that loses no acknowledged write needs); then a release casevaultd keeping its vault in that database
+# (primary and synchronous standby): durable PUTs and GETs of 4 KiB records over its socket at 16 and 1
+# connections (casevault-load), as bench-socket.sh measures the local store. Appends `name value` lines to
+# $CASEVAULT_BENCH_FIGURES, prints; asserts nothing.
 #   scripts/bench-postgres.sh [SECONDS]
 set -euo pipefail
 seconds=${1:-5}
 bin=/usr/lib/postgresql/15/bin
 figures=${CASEVAULT_BENCH_FIGURES:-/dev/null}
+release=$(cd "$(dirname "$0")/.." && pwd)/.build/release
 if [ ! -x "$bin/pgbench" ]; then
     echo "PostgreSQL 15 is not installed ($bin): the PostgreSQL ceiling is left out"
     exit 0
@@ -22,6 +25,7 @@ if [ "$(id -u)" = 0 ]; then
     as_owner() { setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"; }
 fi
 cleanup() {
+    if [ -n "${daemon:-}" ]; then kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true; fi
     for data in "$root/standby" "$root/primary"; do
         [ -f "$data/postmaster.pid" ] && as_owner "$bin/pg_ctl" -D "$data" -m immediate stop >/dev/null 2>&1 || true
     done
@@ -90,3 +94,60 @@ if [ "${state:-}" != sync ]; then
 fi
 run postgres_insert_sync 16
 run postgres_insert_sync 1
+
+# casevaultd on this database: its own directory, the standby and the primary listed, this user director.
+if [ ! -x "$release/casevaultd" ] || [ ! -x "$release/casevault-load" ]; then
+    echo "  no release casevaultd (swift build -c release): the vault's figures on PostgreSQL are left out"
+    exit 0
+fi
+as_owner "$bin/psql" -qX -h "$root" -p 5441 -U bench -d postgres -c "CREATE DATABASE vault" >/dev/null
+mkdir -m 0700 "$root/daemon"
+cat >"$root/daemon/casevault.toml" <<CONF
+[store]
+data_directory = "$root/daemon/data"
+root_key_file = "$root/daemon/keys/root.key"
+max_content_bytes = 1048576
+[server]
+socket_path = "$root/daemon/run/casevault.sock"
+max_body_bytes = 2097152
+[storage]
+backend = "postgresql"
+connection = "postgresql://bench@/vault?host=$root,$root&port=5442,5441"
+daemon_name = "bench"
+[roles]
+director = ["self"]
+CONF
+"$release/casevaultd" --config "$root/daemon/casevault.toml" --log-level warning >"$root/daemon.log" 2>&1 &
+daemon=$!
+sock="$root/daemon/run/casevault.sock"
+for _ in $(seq 100); do curl -sf --unix-socket "$sock" http://casevault/v1/health >/dev/null 2>&1 && break; sleep 0.1; done
+# 200 cases, one 4 KiB intake form each to read; puts go round the cases.
+filler=$(head -c 3000 /dev/urandom | base64 -w0 | head -c 4000)
+printf '{"type": "intake_form", "content": {"dispute_category": "roommate", "screening": "%s"}}' "$filler" >"$root/put.json"
+: >"$root/gets.txt"
+: >"$root/puts.txt"
+for _ in $(seq 200); do
+    case_id=$(curl -s --unix-socket "$sock" -H 'Content-Type: application/json' \
+        -d '{"participants": [{"name": "a"}, {"name": "b"}]}' http://casevault/v1/cases | sed 's/.*"case_id":"\([0-9a-f]*\)".*/\1/')
+    record=$(curl -s --unix-socket "$sock" -H 'Content-Type: application/json' --data-binary @"$root/put.json" \
+        "http://casevault/v1/cases/$case_id/records" | sed 's/.*"record_id":"\([0-9a-f]*\)".*/\1/')
+    echo "/v1/records/$record" >>"$root/gets.txt"
+    echo "/v1/cases/$case_id/records" >>"$root/puts.txt"
+done
+load() { # NAME ARGS...
+    local name=$1 line rate p50 p99
+    shift
+    line=$("$release/casevault-load" "$@")
+    echo "$line"
+    read -r rate p50 p99 < <(sed -E 's/.* ([0-9]+) req\/s +p50 +([0-9.]+) ms +p99 +([0-9.]+) ms.*/\1 \2 \3/' <<<"$line")
+    echo "${name}_rate $rate" >>"$figures"
+    echo "${name}_p50 $p50" >>"$figures"
+    echo "${name}_p99 $p99" >>"$figures"
+}
+echo "casevaultd on this database (primary and synchronous standby), 4 KiB records over the socket, ${seconds} s each"
+for conn in 16 1; do
+    load "postgres_put_$conn" --label "casevaultd durable PUT, PostgreSQL" --socket "$sock" --method POST \
+        --paths-file "$root/puts.txt" --body-file "$root/put.json" --connections "$conn" --seconds "$seconds"
+    load "postgres_get_$conn" --label "casevaultd GET, PostgreSQL     " --socket "$sock" \
+        --paths-file "$root/gets.txt" --connections "$conn" --seconds "$seconds"
+done

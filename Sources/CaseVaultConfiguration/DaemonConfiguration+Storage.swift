@@ -19,8 +19,8 @@ extension DaemonConfiguration {
         package var password: Password
         /// How long after a shred its residue is unreadable to anyone, in seconds.
         package var eraseWindowSeconds: Int64
-        /// This daemon's name among the vault's daemons.
-        package var daemonName: DaemonName
+        /// This daemon's name among the vault's daemons; the daemon refuses to start without one.
+        package var daemonName: DaemonName?
     }
 
     /// The database settings for `backend = "postgresql"`, relative paths resolved against `base`; nil for
@@ -60,13 +60,13 @@ extension DaemonConfiguration {
                 .invalidConfiguration, "storage.password_file and storage.password_credential exclude each other",
                 field: "storage.password_credential")
         }
-        let name: DaemonName
+        let name: DaemonName?
         do {
-            name = try DaemonName(self.storage.daemonName ?? Self.hostName())
+            name = try self.storage.daemonName.map { text throws(CaseVaultError) in try DaemonName(text) }
         } catch {
             throw CaseVaultError(
                 .invalidConfiguration,
-                "storage.daemon_name (by default the host's name) must be 1 to 64 of a-z, 0-9, '.', '_' and '-', and differ from every other daemon's of the vault",
+                "storage.daemon_name must be 1 to 64 of a-z, 0-9, '.', '_' and '-', and differ from every other daemon's of the vault",
                 field: "storage.daemon_name")
         }
         return DatabaseSettings(
@@ -91,11 +91,6 @@ extension DaemonConfiguration {
             return
         }
         _ = try self.databaseSettings(relativeTo: URL(fileURLWithPath: "/"))
-    }
-
-    /// The host's name, lower-cased: a daemon's name unless `storage.daemon_name` gives one.
-    static func hostName() -> String {
-        ProcessInfo.processInfo.hostName.lowercased()
     }
 
     /// `"<number> hours|days"` (or `hour`, `day`) in seconds, within `Storage.eraseWindows`.

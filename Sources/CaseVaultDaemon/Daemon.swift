@@ -155,7 +155,7 @@ public enum Daemon {
                 }
             )
         } catch {
-            audit.close()
+            await Self.closing(audit)
             vault.stop()
             throw error
         }
@@ -189,7 +189,7 @@ public enum Daemon {
         }
         // A graceful shutdown has closed both already (each close is done once); a cancelled group has
         // not, and they are closed here, in order: the last checkpoint is anchored before the store closes.
-        audit.close()
+        await Self.closing(audit)
         vault.stop()
         // A loss the watch did not see before a stop (it stops first) still ends in a failure.
         if keeper.indexLost, case .success = outcome { throw RecordStore.indexLossError }
@@ -198,6 +198,12 @@ public enum Daemon {
             throw CaseVaultError(.socketUnavailable, "the server stopped with an error: \(error)")
         }
         logger.info("stopped")
+    }
+
+    /// Closes the audit log on a thread of its own: its last checkpoint is anchored first, which on
+    /// PostgreSQL waits for a task that the event loops run.
+    static func closing(_ audit: AuditLog) async {
+        _ = try? await Self.blocking { () throws(CaseVaultError) in audit.close() }
     }
 
     /// Runs `body` on a thread of its own and waits for it without holding an executor's thread.

@@ -1,5 +1,6 @@
 internal import CaseVaultConfiguration
 internal import CaseVaultCore
+internal import CaseVaultFiles
 internal import CaseVaultPostgres
 internal import CaseVaultSealing
 internal import CaseVaultStore
@@ -7,6 +8,10 @@ internal import Dispatch
 internal import Foundation
 internal import Logging
 internal import ServiceLifecycle
+
+#if canImport(Glibc)
+internal import Glibc
+#endif
 
 /// A vault kept in PostgreSQL (`[storage] backend = "postgresql"`), opened for this daemon: the root key
 /// from the key source (a file or a systemd credential), this daemon's epoch key file in its data
@@ -25,6 +30,37 @@ enum DatabaseVault {
 
     /// The name of this daemon's epoch key file in its data directory.
     static let epochKeyFile = "epoch.keys"
+    /// The file in the data directory that names the daemon whose directory it is.
+    static let nameFile = "daemon.name"
+
+    /// This daemon's name: `storage.daemon_name`, which must be given, and which the data directory keeps
+    /// from the first start on (`daemon.name`), so that a directory cannot change names: its epoch key
+    /// file and its audit log are that daemon's, and its name is how the other daemons and the database
+    /// know them.
+    static func name(_ settings: DaemonConfiguration.DatabaseSettings, _ store: StoreConfiguration)
+        throws(CaseVaultError) -> DaemonName
+    {
+        guard let name = settings.daemonName else {
+            throw CaseVaultError(
+                .invalidConfiguration,
+                "storage.backend = \"postgresql\" needs storage.daemon_name, this daemon's own name among the vault's daemons",
+                field: "storage.daemon_name")
+        }
+        let path = store.dataDirectory.path + "/" + Self.nameFile
+        guard DataDirectory.exists(path) else {
+            try RootKeyFile.writeNew(path: path, bytes: Array(name.rawValue.utf8))
+            return name
+        }
+        try DataDirectory.checkPrivateFile(path)
+        let kept = String(decoding: try PosixFile(path: path, flags: O_RDONLY).readAll(), as: UTF8.self)
+        guard kept == name.rawValue else {
+            throw CaseVaultError(
+                .invalidConfiguration,
+                "this data directory is daemon \(kept)'s (\(path)), but storage.daemon_name says \(name.rawValue): a daemon's name cannot change",
+                field: "storage.daemon_name")
+        }
+        return name
+    }
 
     static func open(
         _ settings: DaemonConfiguration.DatabaseSettings, _ store: StoreConfiguration, logger: Logger
@@ -37,6 +73,7 @@ enum DatabaseVault {
                 try PostgresPassword.read(
                     credential: name, directory: ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"])
             }
+        let name = try Self.name(settings, store)
         let rootKey: RootKey
         switch store.keySource {
         case .file:
@@ -59,11 +96,13 @@ enum DatabaseVault {
             eraseWindow: settings.eraseWindowSeconds, maxContentBytes: store.maxContentBytes,
             holdsKeepSessionNotes: store.retention.holdsKeepSessionNotes, logger: logger, clock: store.clock)
         let epochs = EpochService(
-            schedule: storage.schedule(EpochExchange(daemon: settings.daemonName, file: file, logger: logger)),
+            schedule: storage.schedule(EpochExchange(daemon: name, file: file, logger: logger)),
             storage: storage, locator: locator, logger: logger)
+        let check = storage.sealing.rootKeyCheck
         let connection = try await locator.connect().connection
         do {
             let found = try await PostgresSchema.migrate(connection, logger: logger)
+            try await PostgresSchema.checkRootKey(check, on: connection, logger: logger)
             if found < PostgresSchema.currentVersion {
                 logger.notice(
                     "migrated the vault's schema in the database",
@@ -76,7 +115,7 @@ enum DatabaseVault {
         }
         await epochs.step()
         return Opened(
-            storage: storage, anchor: PostgresAuditAnchor(storage: storage, daemon: settings.daemonName),
+            storage: storage, anchor: PostgresAuditAnchor(storage: storage, daemon: name),
             epochs: epochs)
     }
 }

@@ -59,7 +59,7 @@ struct AuditLogService: Service {
         } catch {
             return
         }
-        self.audit.close()
+        await Daemon.closing(self.audit)
     }
 }
 

@@ -13,4 +13,11 @@ public protocol AuditAnchorKeeper: AnyObject, Sendable {
     /// Lets `rider` ride on the keeper's flushes when it may; returns whether it does.
     @discardableResult
     func letRide(_ rider: any FlushRider) -> Bool
+    /// Whether replacing the anchor waits on the network (a database): the log then replaces it apart from
+    /// its own flushes, except a checkpoint's, which it waits for.
+    var isRemote: Bool { get }
+}
+
+extension AuditAnchorKeeper {
+    public var isRemote: Bool { false }
 }

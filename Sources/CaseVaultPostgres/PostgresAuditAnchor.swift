@@ -67,6 +67,9 @@ package final class PostgresAuditAnchor: AuditAnchorKeeper {
     /// Never: the log's flushes are its own, on another machine than the database's.
     package func letRide(_ rider: any FlushRider) -> Bool { false }
 
+    /// Replacing the anchor waits on the database: the log does it apart from its flushes.
+    package var isRemote: Bool { true }
+
     private typealias Row = (Int64, ByteBuffer, Int64, Int64, ByteBuffer, ByteBuffer)
 
     private static func damaged() -> CaseVaultError {

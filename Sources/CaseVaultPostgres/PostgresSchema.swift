@@ -202,6 +202,17 @@ package enum PostgresSchema {
             )
             """,
         ],
+        // 5: which root key the vault's daemons share: the first daemon records its key's check value (a
+        // keyed hash of a fixed label, which reveals nothing of the key), and every daemon compares its own
+        // before it takes part (`checkRootKey`).
+        [
+            """
+            CREATE TABLE casevault_vault (
+                one boolean PRIMARY KEY DEFAULT true CHECK (one),
+                root_key_check bigint NOT NULL
+            )
+            """
+        ],
     ]
 
     /// The version this build writes.
@@ -265,22 +276,36 @@ package enum PostgresSchema {
     }
 }
 
+extension PostgresSchema {
+    /// Records `check`, the root key's check value, when the vault has none yet, and refuses
+    /// (`key-unavailable`) a daemon whose root key is not the one recorded: it would publish pairs no other
+    /// daemon accepts, and seal what none of them opens.
+    package static func checkRootKey(_ check: Int64, on connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.query(
+            "INSERT INTO casevault_vault (root_key_check) VALUES (\(check)) ON CONFLICT DO NOTHING", logger: logger)
+        var recorded: Int64?
+        for try await value in try await connection.query(
+            "SELECT root_key_check FROM casevault_vault", logger: logger
+        ).decode(Int64.self) {
+            recorded = value
+        }
+        guard recorded == check else {
+            throw CaseVaultError(
+                .keyUnavailable,
+                "this daemon's root key is not the vault's: copy the root key file (or credential) from a daemon of the vault, replacing this one"
+            )
+        }
+    }
+}
+
 extension PostgresConnection {
     /// Runs `body` in a read-only REPEATABLE READ transaction: every query in it reads one snapshot.
     func snapshot<Result>(
         logger: Logger, isolation: isolated (any Actor)? = #isolation,
         _ body: (PostgresConnection) async throws -> sending Result
     ) async throws -> sending Result {
-        do {
-            return try await self.withTransaction(logger: logger, isolation: isolation) { connection in
-                try await connection.query(
-                    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", logger: logger)
-                return try await body(connection)
-            }
-        } catch let error as PostgresTransactionError {
-            if let inner = error.closureError as? CaseVaultError { throw inner }
-            throw error
-        }
+        try await self.transaction(
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", logger: logger, isolation: isolation, body)
     }
 
     /// Runs `body` in a transaction (`withTransaction`) at READ COMMITTED whatever the database's default: the
@@ -291,9 +316,18 @@ extension PostgresConnection {
         logger: Logger, isolation: isolated (any Actor)? = #isolation,
         _ body: (PostgresConnection) async throws -> sending Result
     ) async throws -> sending Result {
+        try await self.transaction(
+            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED", logger: logger, isolation: isolation, body)
+    }
+
+    /// Runs `body` in a transaction that `setting` (a `SET TRANSACTION` statement) sets up.
+    private func transaction<Result>(
+        _ setting: PostgresQuery, logger: Logger, isolation: isolated (any Actor)?,
+        _ body: (PostgresConnection) async throws -> sending Result
+    ) async throws -> sending Result {
         do {
             return try await self.withTransaction(logger: logger, isolation: isolation) { connection in
-                try await connection.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", logger: logger)
+                try await connection.query(setting, logger: logger)
                 return try await body(connection)
             }
         } catch let error as PostgresTransactionError {

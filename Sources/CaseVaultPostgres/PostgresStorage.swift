@@ -58,6 +58,8 @@ package final class PostgresStorage: ServedStorage {
     private let holdsKeepSessionNotes: Bool
     /// Connections not in use, newest last.
     private let idle = Mutex<[PostgresConnection]>([])
+    /// Set by `close`: every call from then on is refused.
+    private let closed = Mutex(false)
 
     /// How many times a filing is wrapped again when epochs turn under it before it gives up.
     static let filingAttempts = 3
@@ -92,10 +94,11 @@ package final class PostgresStorage: ServedStorage {
         for connection in self.idle.withLock({ $0 }) { Self.discard(connection) }
     }
 
-    /// Closes the kept connections; later calls connect again, so the daemon stops using the storage by
-    /// no longer calling it. Never fails.
+    /// Closes the kept connections and refuses every later call (`storage-failure`), so that nothing is
+    /// written under keys `wipeKeys` zeroes next. Never fails.
     @discardableResult
     package func close() -> CaseVaultError? {
+        self.closed.withLock { $0 = true }
         for connection in self.idle.withLock({ connections in
             defer { connections.removeAll() }
             return connections
@@ -105,9 +108,10 @@ package final class PostgresStorage: ServedStorage {
         return nil
     }
 
-    /// Zeroes the root key's subkeys this storage holds (the epoch key file's keys are the file's own).
+    /// Zeroes the root key's subkeys this storage holds, and the epoch key file's.
     package func wipeKeys() {
         self.sealing.wipe()
+        self.epochKeys.wipe()
     }
 
     /// Never: every call waits on the database.
@@ -954,6 +958,9 @@ package final class PostgresStorage: ServedStorage {
     /// 15 minutes, far past the server's read timeout, so that only an upload whose daemon died (or whose
     /// caller stopped calling) is taken over.
     package static let staleUpload: Int64 = 15 * 60 * 1000
+    /// The database's clock in milliseconds since the Unix epoch, which uploads are timed by: one clock for
+    /// every daemon, whatever theirs say.
+    static let databaseNow = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
     /// Starts an upload of `id`'s attachment: `attachment-exists` when the record has one already or another
     /// upload of it is under way (`casevault_uploads` keeps one a record). Each append is a row of its own
@@ -963,13 +970,16 @@ package final class PostgresStorage: ServedStorage {
     package func beginAttachment(_ id: RecordID) throws(CaseVaultError) -> (key: StoredKey, file: any AttachmentSink) {
         let stored = try self.storedRecord(id)
         let upload = PostgresUpload(recordID: id, storage: self)
-        let (logger, uploadID, idleBefore) = (self.logger, upload.id, self.now() - Self.staleUpload)
+        let (logger, uploadID) = (self.logger, upload.id)
         let begun = try self.run { connection in
             try await connection.transaction(logger: logger) { connection -> Bool? in
                 guard try await Self.shareLiveRecord(id, on: connection, logger: logger) else { return nil }
                 try await connection.query(
                     """
-                    WITH gone AS (DELETE FROM casevault_uploads WHERE touched_at < \(idleBefore) RETURNING upload)
+                    WITH gone AS (
+                        DELETE FROM casevault_uploads
+                        WHERE touched_at < \(unescaped: Self.databaseNow) - \(Self.staleUpload) RETURNING upload
+                    )
                     DELETE FROM casevault_attachment_chunks WHERE upload IN (SELECT upload FROM gone)
                     """, logger: logger)
                 let record = ByteBuffer(bytes: id.bytes)
@@ -981,7 +991,7 @@ package final class PostgresStorage: ServedStorage {
                 return try await Self.exists(
                     """
                     INSERT INTO casevault_uploads (upload, record_id, touched_at)
-                    VALUES (\(ByteBuffer(bytes: uploadID)), \(record), \(idleBefore + Self.staleUpload))
+                    VALUES (\(ByteBuffer(bytes: uploadID)), \(record), \(unescaped: Self.databaseNow))
                     ON CONFLICT (record_id) DO NOTHING RETURNING true
                     """, on: connection, logger: logger)
             }
@@ -1112,13 +1122,14 @@ package final class PostgresStorage: ServedStorage {
     /// the record's chunks) or a takeover either comes before, and the append is refused, or after, and
     /// deletes the chunk too: `shredded` or `request-timeout` (`uploadGone`) when it is no longer.
     func appendChunk(_ sealed: [UInt8], upload: [UInt8], recordID: RecordID, at offset: Int64) throws(CaseVaultError) {
-        let (logger, now) = (self.logger, self.now())
+        let logger = self.logger
         let kept = try self.run { connection in
             try await connection.transaction(logger: logger) { connection -> Bool in
                 guard
                     try await Self.exists(
                         """
-                        UPDATE casevault_uploads SET touched_at = \(now) WHERE upload = \(ByteBuffer(bytes: upload))
+                        UPDATE casevault_uploads SET touched_at = \(unescaped: Self.databaseNow)
+                        WHERE upload = \(ByteBuffer(bytes: upload))
                         RETURNING true
                         """, on: connection, logger: logger)
                 else { return false }
@@ -1301,6 +1312,9 @@ package final class PostgresStorage: ServedStorage {
     func run<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T)
         throws(CaseVaultError) -> T
     {
+        guard !self.closed.withLock({ $0 }) else {
+            throw CaseVaultError(.storageFailure, "the vault's storage is closed: the daemon is stopping")
+        }
         if let pinned = Self.pinned, pinned.storage == ObjectIdentifier(self) {
             return try Self.wait { try await body(pinned.connection) }
         }

@@ -51,6 +51,15 @@ extension EpochExchangeTests {
             return false
         }
 
+        /// Waits up to 30 s for the daemon to exit by itself; false (and the daemon killed) when it did not.
+        func exitsByItself() async -> Bool {
+            for _ in 0..<300 where self.process.isRunning {
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            defer { self.crash() }
+            return !self.process.isRunning
+        }
+
         /// SIGKILL, as a crash would.
         func crash() {
             if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
@@ -84,16 +93,12 @@ extension EpochExchangeTests {
         return root
     }
 
-    @Test(
-        "two casevaultd daemons serve one vault in PostgreSQL: a case opened and a form filed on one is read on the other, a shred on the other is seen by the first with a certificate of erasure by key destruction, what only the local store does is 501, and a daemon killed and started again serves the case and proves its audit log against its anchor in the database; nothing confidential in either log"
-    )
-    func daemonsOnPostgres() async throws {
-        let clusters = try PostgresClusters()
-        defer { clusters.tearDown() }
-        let marker = "marker-\(UUID().uuidString)"
+    /// Daemons a and b on `clusters`, serving: a started first (it makes the vault's root key), b with a
+    /// copy of a's root key.
+    static func twoDatabaseDaemons(_ clusters: PostgresClusters) async throws -> (DatabaseDaemon, DatabaseDaemon) {
         let rootA = try Self.databaseDaemonRoot(clusters, name: "vault-a")
         let rootB = try Self.databaseDaemonRoot(clusters, name: "vault-b")
-        var a = try DatabaseDaemon(root: rootA)
+        let a = try DatabaseDaemon(root: rootA)
         #expect(await a.waitUntilServing(), "\(a.notable)")
         // Every daemon of a vault holds its root key: b gets a copy of the one a made.
         try FileManager.default.createDirectory(
@@ -101,7 +106,19 @@ extension EpochExchangeTests {
         try FileManager.default.copyItem(atPath: rootA + "/keys/root.key", toPath: rootB + "/keys/root.key")
         let b = try DatabaseDaemon(root: rootB)
         #expect(await b.waitUntilServing(), "\(b.notable)")
+        return (a, b)
+    }
 
+    @Test(
+        "two casevaultd daemons serve one vault in PostgreSQL: a case opened and a form filed on one is read on the other, a shred on the other is seen by the first with a certificate of erasure by key destruction, what only the local store does is 501, a daemon with another root key or under another name than its directory's refuses to start, and a daemon killed and started again serves the case and proves its audit log against its anchor in the database; nothing confidential in either log"
+    )
+    func daemonsOnPostgres() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let marker = "marker-\(UUID().uuidString)"
+        let (first, b) = try await Self.twoDatabaseDaemons(clusters)
+        var a = first
+        let rootA = a.root
         let opened = try await a.client.request(
             .POST, "/v1/cases",
             json: ["participants": [["name": "Ada \(marker)"], ["name": "Bo \(marker)"]], "mediators": []])
@@ -138,8 +155,24 @@ extension EpochExchangeTests {
         let sweep = try await a.client.request(.POST, "/v1/admin/sweep", json: [:])
         #expect(sweep.status == 501 && sweep.json["type"] as? String == "urn:casevault:problem:not-on-this-backend")
 
-        // Killed and started again: the case is there, and the audit log checks out against its anchor.
+        // A third daemon with a root key of its own (none was copied to it) refuses to start, before it
+        // publishes anything; so does a, killed, started under another name than its directory's.
+        let stranger = try DatabaseDaemon(root: try Self.databaseDaemonRoot(clusters, name: "vault-c"))
+        #expect(await stranger.exitsByItself(), "a daemon with another root key started")
+        #expect(stranger.process.terminationStatus != 0)
+        #expect(stranger.notable.contains("root key is not the vault's"), "\(stranger.notable)")
         a.crash()
+        let configuration = rootA + "/casevault.toml"
+        let named = try String(contentsOfFile: configuration, encoding: .utf8)
+        try named.replacingOccurrences(of: "daemon_name = \"vault-a\"", with: "daemon_name = \"vault-z\"")
+            .write(toFile: configuration, atomically: true, encoding: .utf8)
+        let renamed = try DatabaseDaemon(root: rootA)
+        #expect(await renamed.exitsByItself(), "a daemon started under another name than its directory's")
+        #expect(renamed.process.terminationStatus != 0)
+        #expect(renamed.notable.contains("a daemon's name cannot change"), "\(renamed.notable)")
+        try named.write(toFile: configuration, atomically: true, encoding: .utf8)
+
+        // Started again: the case is there, and the audit log checks out against its anchor.
         a = try DatabaseDaemon(root: rootA)
         #expect(await a.waitUntilServing(), "\(a.notable)")
         let again = try await a.client.get("/v1/cases/\(caseID)")
@@ -170,15 +203,7 @@ extension EpochExchangeTests {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let marker = "marker-\(UUID().uuidString)"
-        let rootA = try Self.databaseDaemonRoot(clusters, name: "vault-a")
-        let rootB = try Self.databaseDaemonRoot(clusters, name: "vault-b")
-        let a = try DatabaseDaemon(root: rootA)
-        #expect(await a.waitUntilServing(), "\(a.notable)")
-        try FileManager.default.createDirectory(
-            atPath: rootB + "/keys", withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
-        try FileManager.default.copyItem(atPath: rootA + "/keys/root.key", toPath: rootB + "/keys/root.key")
-        let b = try DatabaseDaemon(root: rootB)
-        #expect(await b.waitUntilServing(), "\(b.notable)")
+        let (a, b) = try await Self.twoDatabaseDaemons(clusters)
         let opened = try await a.client.request(
             .POST, "/v1/cases", json: ["participants": [["name": "Ada"], ["name": "Bo"]], "mediators": []])
         let caseID = try #require(opened.json["case_id"] as? String, "\(String(decoding: opened.body, as: UTF8.self))")

@@ -31,17 +31,16 @@ extension EpochExchangeTests {
 
     /// A daemon's vault on `clusters`: the vault's root key, the daemon's epoch key file, the standby listed
     /// first (the storage finds the primary).
-    func vault(
-        _ daemon: Daemon, _ clusters: PostgresClusters, holdsKeepSessionNotes: Bool = false,
-        clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
-    ) throws -> Vault<PostgresStorage> {
+    func vault(_ daemon: Daemon, _ clusters: PostgresClusters, holdsKeepSessionNotes: Bool = false) throws
+        -> Vault<PostgresStorage>
+    {
         let storage = PostgresStorage(
             sealing: try SealingServices(rootKey: Self.vaultRootKey),
             locator: PrimaryLocator(
                 location: try clusters.location([clusters.standby, clusters.primary]), password: clusters.password,
                 logger: self.logger),
             epochKeys: daemon.exchange.file, eraseWindow: 86_400, maxContentBytes: 1 << 20,
-            holdsKeepSessionNotes: holdsKeepSessionNotes, logger: self.logger, clock: clock)
+            holdsKeepSessionNotes: holdsKeepSessionNotes, logger: self.logger)
         return Vault(storage: storage)
     }
 
@@ -545,11 +544,7 @@ extension EpochExchangeTests {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
-        let (_, b, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
-        // Daemon b's vault again, with a clock past the upload's idle limit.
-        let later = try self.vault(b, clusters) {
-            Int64(Date().timeIntervalSince1970 * 1000) + PostgresStorage.staleUpload + 60_000
-        }
+        let (_, _, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
         let intakeForm = Array(#"{"dispute_category":"roommate","screening_notes":"see the scan"}"#.utf8)
         let record = try await self.blocking {
             let summary = try vaultA.openCase(header: Self.header, mediators: [], author: nil)
@@ -583,11 +578,16 @@ extension EpochExchangeTests {
         #expect(
             await self.code { _ = try vaultB.beginAttachment(record, mediaType: "text/plain", maxBytes: 1 << 20) }
                 == .attachmentExists)
+        // Its last append 16 minutes ago by the database's clock, which times uploads whatever the daemons'
+        // clocks say.
+        _ = try clusters.psql(
+            clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
+            "UPDATE casevault_uploads SET touched_at = touched_at - \(PostgresStorage.staleUpload + 60_000)")
         let second = Random.bytes(count: 100_000)
         try await self.blocking {
-            let upload = try later.beginAttachment(record, mediaType: "image/png", maxBytes: 1 << 20)
+            let upload = try vaultB.beginAttachment(record, mediaType: "image/png", maxBytes: 1 << 20)
             try Self.append(second, to: upload)
-            try later.finishAttachment(upload)
+            try vaultB.finishAttachment(upload)
         }
         #expect(await self.code { try Self.append(Array(payload.prefix(70_000)), to: idle) } == .requestTimeout)
         #expect(await self.code { try vaultA.finishAttachment(idle) } == .requestTimeout)

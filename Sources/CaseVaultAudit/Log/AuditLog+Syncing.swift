@@ -101,7 +101,10 @@ extension AuditLog {
             // after, so that no answer waits on the index. Its failure leaves the log as good as it was.
             var anchored = false
             if failure == nil, checkpoint != nil, let (store, tail) = anchor {
-                anchored = self.anchor(tail, in: store)
+                // A remote keeper's, in turn with the anchors written apart, so that none goes back.
+                anchored =
+                    store.isRemote
+                    ? self.anchorer.sync { self.anchorRemote(tail, in: store) } : self.anchor(tail, in: store)
             }
             var retryWindow = false
             let ready = self.shared.withLock { state -> [Waiter] in
@@ -151,10 +154,44 @@ extension AuditLog {
                 }
                 return
             }
-            if checkpoint == nil, let (store, tail) = anchor, self.anchor(tail, in: store) {
+            if checkpoint == nil, let (store, tail) = anchor {
+                if store.isRemote {
+                    self.anchorApart(tail, in: store)
+                } else if self.anchor(tail, in: store) {
+                    self.shared.withLock { $0.anchoredSeq = max($0.anchoredSeq, tail.seq) }
+                }
+            }
+        }
+    }
+
+    /// Replaces the anchor in a remote `store` on `anchorer`, so that the next flush need not wait for the
+    /// network: only the newest waiting anchor is written (an older one still waiting is dropped for it).
+    private func anchorApart(_ tail: AuditAnchor, in store: any AuditAnchorKeeper) {
+        let queued = self.shared.withLock { state -> Bool in
+            defer { state.pendingAnchor = (store, tail) }
+            return state.pendingAnchor != nil
+        }
+        guard !queued else { return }
+        self.anchorer.async {
+            guard
+                let (store, tail) = self.shared.withLock({ state in
+                    defer { state.pendingAnchor = nil }
+                    return state.pendingAnchor
+                })
+            else { return }
+            if self.anchorRemote(tail, in: store) {
                 self.shared.withLock { $0.anchoredSeq = max($0.anchoredSeq, tail.seq) }
             }
         }
+    }
+
+    /// `anchor(_:in:)` on `anchorer`, unless an anchor as new or newer was written there already (a
+    /// checkpoint's, while this one waited).
+    private func anchorRemote(_ tail: AuditAnchor, in store: any AuditAnchorKeeper) -> Bool {
+        guard self.shared.withLock({ tail.seq > $0.remoteAnchoredSeq || tail.seq == 0 }) else { return true }
+        guard self.anchor(tail, in: store) else { return false }
+        self.shared.withLock { $0.remoteAnchoredSeq = max($0.remoteAnchoredSeq, tail.seq) }
+        return true
     }
 
     /// Replaces the anchor in `store`; `false` (and `anchorFailure` says why) when it could not.

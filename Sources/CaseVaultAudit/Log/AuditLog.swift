@@ -77,6 +77,9 @@ public final class AuditLog: FlushRider {
     public let clock: @Sendable () -> Int64
     let writer = DispatchQueue(label: "casevault.audit.writer")
     let syncer = DispatchQueue(label: "casevault.audit.syncer")
+    /// Where the anchor is replaced in a keeper across the network (`AuditAnchorKeeper.isRemote`), so that
+    /// the log's own flushes never wait on it.
+    let anchorer = DispatchQueue(label: "casevault.audit.anchorer")
     let shared: Mutex<Shared>
     /// Touched only on `writer`.
     let chain: Mutex<Chain>
@@ -150,6 +153,10 @@ public final class AuditLog: FlushRider {
         var windowTarget: UInt64 = 0
         /// Why the anchor could not be replaced last time (the log itself is fine; the next flush tries).
         var anchorFailure: String?
+        /// The newest anchor waiting for `anchorer`, and the keeper it goes to; `nil` when none waits.
+        var pendingAnchor: (store: any AuditAnchorKeeper, tail: AuditAnchor)?
+        /// The newest entry anchored in a remote keeper, on `anchorer`.
+        var remoteAnchoredSeq: UInt64 = 0
         /// Why the log could not rotate last time (it goes on in the same file, and tries again later).
         var rotationFailure: String?
         /// Whether entries ride on the store's flushes (`attach(to:)`).

@@ -173,6 +173,14 @@ package final class EpochKeyFile: Sendable {
     /// `message` that only a holder of the vault's root key makes, so that whoever can write the database
     /// but lacks the root key can neither put a key pair of their own in a daemon's place (and be sent the
     /// next epoch's key) nor hand a daemon an epoch key of their choosing.
+    /// Zeroes the keys derived from the root key that this file holds (its own sealing key and the
+    /// exchange's tag key), for a daemon that stops: later reads of epoch keys and tags fail to
+    /// authenticate. The epoch keys themselves are read from the file each time and held by no one.
+    package func wipe() {
+        self.fileKey.wipe()
+        self.exchangeKey.wipe()
+    }
+
     package func tag(_ message: [UInt8]) -> [UInt8] {
         Hash.blake2b(message, key: self.exchangeKey)
     }

@@ -54,10 +54,10 @@ extension Routes {
     /// Streams a backup (`RecordStore.backup`): sealed bytes only; the CLI writes them to a file.
     func backup(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try request.requireNoBody()
+        let store = try self.localStore
         guard let keyFile = self.configuration.backupKeyFile else {
             throw CaseVaultError(.invalidConfiguration, "no backup key file is configured ([backup] key_file)")
         }
-        let store = try self.localStore
         let id = RecordStore.newBackupID()
         context.audit?.created("backup_id", id)
         let keys = BackupKeyFile(path: keyFile)
