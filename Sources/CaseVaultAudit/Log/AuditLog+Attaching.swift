@@ -31,6 +31,11 @@ extension AuditLog {
         }
     }
 
+    /// Where the log is anchored: the store it was attached to, until it is detached.
+    public var anchorKeeper: (any AuditAnchorKeeper)? {
+        self.shared.withLock { $0.anchorStore }
+    }
+
     /// Checks the log against `store`'s anchor and the root key, then `attach(store.auditSigner)`, anchors
     /// the log at what is durable, and from then on keeps the anchor up to date and lets entries ride on
     /// `store`'s flushes where they can. A log that does not check out is refused with `audit-mismatch`
@@ -39,11 +44,6 @@ extension AuditLog {
     /// recorded (with files missing from the middle of the log, the files before the gap are moved aside,
     /// and the break's entry names where the log now begins). Attaching to the store already attached does
     /// nothing.
-    /// Where the log is anchored: the store it was attached to, until it is detached.
-    public var anchorKeeper: (any AuditAnchorKeeper)? {
-        self.shared.withLock { $0.anchorStore }
-    }
-
     public func attach(to store: any AuditAnchorKeeper) throws(CaseVaultError) {
         if self.shared.withLock({ $0.anchorStore === store }) { return }
         let signer = store.auditSigner
