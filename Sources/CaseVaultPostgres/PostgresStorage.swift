@@ -399,12 +399,12 @@ package final class PostgresStorage: ServedStorage {
         return (listed, onRoster)
     }
 
-    /// The cases `query` lists and their live records' counts by type, on `connection`.
     /// Cases' rows as `listCases` reads them, and their live records' counts by type.
     typealias ListedCases = (
         cases: [(ByteBuffer, String, Int, [Int64], [Int64], Int64, Int64?)], counts: [(ByteBuffer, String, Int)]
     )
 
+    /// The cases `query` lists and their live records' counts by type, on `connection`.
     private static func listCases(_ query: CaseQuery, on connection: PostgresConnection, logger: Logger) async throws
         -> ListedCases
     {
@@ -550,9 +550,6 @@ package final class PostgresStorage: ServedStorage {
         }
         return document
     }
-
-    /// The Ed25519 key certificates are signed with.
-    package var certificatePublicKey: [UInt8] { self.sealing.certificatePublicKey }
 
     /// Step 5 of a turn: for every shred's certificate whose epoch (and every older one) each daemon that held
     /// it has destroyed, the second certificate, stating when the last of them did. Each first certificate

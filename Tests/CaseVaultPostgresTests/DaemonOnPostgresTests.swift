@@ -125,22 +125,14 @@ extension EpochExchangeTests {
         #expect(opened.status == 201, "\(String(decoding: opened.body, as: UTF8.self))")
         let caseID = opened.json["case_id"] as? String ?? ""
         // Daemon b holds epoch 1's key once a has sealed it to b (a's next step); until then b's filings wait.
-        var filed = try await b.client.request(
-            .POST, "/v1/cases/\(caseID)/records",
-            json: ["type": "intake_form", "content": ["dispute_category": "roommate", "screening": marker]])
+        var filed = try await Self.fileForm(b, caseID, marker)
         #expect(filed.status == 201 || filed.status == 503, "\(String(decoding: filed.body, as: UTF8.self))")
-        filed = try await a.client.request(
-            .POST, "/v1/cases/\(caseID)/records",
-            json: ["type": "intake_form", "content": ["dispute_category": "roommate", "screening": marker]])
+        filed = try await Self.fileForm(a, caseID, marker)
         #expect(filed.status == 201, "\(String(decoding: filed.body, as: UTF8.self))")
         let recordID = filed.json["record_id"] as? String ?? ""
 
         // Daemon b reads it once a has sealed epoch 1's key to b, at a's next step (every two seconds).
-        var read = try await b.client.get("/v1/records/\(recordID)")
-        for _ in 0..<100 where read.status == 503 {
-            try await Task.sleep(for: .milliseconds(100))
-            read = try await b.client.get("/v1/records/\(recordID)")
-        }
+        let read = try await Self.whileUnavailable { try await b.client.get("/v1/records/\(recordID)") }
         #expect(read.status == 200 && String(decoding: read.body, as: UTF8.self).contains(marker))
         let view = try await b.client.get("/v1/cases/\(caseID)")
         #expect(view.status == 200 && String(decoding: view.body, as: UTF8.self).contains(recordID))
@@ -196,6 +188,17 @@ extension EpochExchangeTests {
             json: ["type": "intake_form", "content": ["dispute_category": "roommate", "screening": marker]])
     }
 
+    /// `request`'s reply once it is not 503, asked again every 100 ms for up to ten seconds (the last reply
+    /// then, whatever it is).
+    static func whileUnavailable(_ request: () async throws -> VaultClient.Reply) async throws -> VaultClient.Reply {
+        var reply = try await request()
+        for _ in 0..<100 where reply.status == 503 {
+            try await Task.sleep(for: .milliseconds(100))
+            reply = try await request()
+        }
+        return reply
+    }
+
     @Test(
         "failover under two daemons: the primary killed and the standby promoted; meanwhile filings and reads get 503 storage-unavailable, never another answer; afterwards both daemons file again without a restart, and every form acknowledged before is read back whole on both"
     )
@@ -208,11 +211,7 @@ extension EpochExchangeTests {
             .POST, "/v1/cases", json: ["participants": [["name": "Ada"], ["name": "Bo"]], "mediators": []])
         let caseID = try #require(opened.json["case_id"] as? String, "\(String(decoding: opened.body, as: UTF8.self))")
         // b files once it holds epoch 1 (a's next step seals it to b).
-        var first = try await Self.fileForm(b, caseID, marker)
-        for _ in 0..<100 where first.status == 503 {
-            try await Task.sleep(for: .milliseconds(100))
-            first = try await Self.fileForm(b, caseID, marker)
-        }
+        let first = try await Self.whileUnavailable { try await Self.fileForm(b, caseID, marker) }
         #expect(first.status == 201, "\(String(decoding: first.body, as: UTF8.self))")
         var acknowledged: [String] = []
         for number in 0..<10 {
@@ -236,11 +235,7 @@ extension EpochExchangeTests {
         // Promoted: both daemons file again, without a restart, and every acknowledged form is there.
         try clusters.promoteStandby()
         for daemon in [a, b] {
-            var filing = try await Self.fileForm(daemon, caseID, marker)
-            for _ in 0..<100 where filing.status == 503 {
-                try await Task.sleep(for: .milliseconds(100))
-                filing = try await Self.fileForm(daemon, caseID, marker)
-            }
+            let filing = try await Self.whileUnavailable { try await Self.fileForm(daemon, caseID, marker) }
             #expect(filing.status == 201, "\(String(decoding: filing.body, as: UTF8.self))")
             for (number, id) in acknowledged.enumerated() {
                 let read = try await daemon.client.get("/v1/records/\(id)")

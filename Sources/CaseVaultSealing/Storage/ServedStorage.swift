@@ -52,8 +52,6 @@ package protocol ServedStorage: RecordStorage {
     func certificates(caseID: CaseID?) throws(CaseVaultError) -> [[UInt8]]
     /// One certificate document; `not-found` for an unknown id.
     func certificate(_ id: String) throws(CaseVaultError) -> [UInt8]
-    /// The Ed25519 key certificates are signed with.
-    var certificatePublicKey: [UInt8] { get }
 
     // MARK: Life
 
@@ -70,4 +68,9 @@ package protocol ServedStorage: RecordStorage {
     /// (the local store). `false` for a storage that waits on the network, whose reads take the blocking
     /// pool like every other call.
     var readsOnCallingTask: Bool { get }
+}
+
+extension ServedStorage {
+    /// The Ed25519 key certificates are signed with.
+    package var certificatePublicKey: [UInt8] { self.sealing.certificatePublicKey }
 }
