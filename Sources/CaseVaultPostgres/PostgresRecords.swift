@@ -92,6 +92,24 @@ package struct PostgresRecords: Sendable {
         }
     }
 
+    /// Takes the lock filings share until the end of the caller's transaction (`shareFilingLock`) and reads
+    /// the epoch new wraps use (`nil` while none is ready), in one statement. The epoch is read in the
+    /// statement's snapshot, which may be older than the lock's grant: an epoch turned while the lock was
+    /// awaited is missed, and the insert's own check (`insertUnderWrapEpoch`), a later statement that sees
+    /// the turn, files nothing under the stale epoch.
+    func shareFilingLockReadingWrapEpoch(on connection: PostgresConnection) async throws -> UInt64? {
+        var epoch: Int64?
+        for try await number in try await connection.query(
+            """
+            SELECT (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
+            FROM pg_advisory_xact_lock_shared(\(Self.filingLock))
+            """, logger: self.logger
+        ).decode(Int64?.self) {
+            epoch = number
+        }
+        return epoch.map { UInt64($0) }
+    }
+
     /// Takes the lock filings share, until the end of the caller's transaction: the first statement of a
     /// transaction that files records.
     func shareFilingLock(on connection: PostgresConnection) async throws {
@@ -122,20 +140,28 @@ package struct PostgresRecords: Sendable {
             SELECT case_id, type, created_at, epoch, wrapped_key, blob, author, supersedes
             FROM casevault_records WHERE id = \(ByteBuffer(bytes: id.bytes))
             """, logger: self.logger)
-        for try await (caseID, type, createdAt, epoch, wrapped, blob, author, supersedes) in rows.decode(
-            (ByteBuffer, String, Int64, Int64, ByteBuffer, ByteBuffer, String?, ByteBuffer?).self)
-        {
-            guard caseID.readableBytes == CaseID.byteCount, let type = RecordType(rawValue: type), epoch > 0,
-                supersedes.map({ $0.readableBytes == RecordID.byteCount }) ?? true
-            else {
-                throw CaseVaultError(.integrityFailure, "a record's row in the database is malformed")
-            }
-            return Row(
-                id: id, caseID: CaseID(bytes: Array(caseID.readableBytesView)), type: type, createdAt: createdAt,
-                epoch: UInt64(epoch), wrappedKey: Array(wrapped.readableBytesView), blob: Array(blob.readableBytesView),
-                author: author, supersedes: supersedes.map { RecordID(bytes: Array($0.readableBytesView)) })
+        for try await columns in rows.decode(Columns.self) {
+            return try Self.row(id, columns)
         }
         return nil
+    }
+
+    /// A record's row as a query reads it: `case_id, type, created_at, epoch, wrapped_key, blob, author,
+    /// supersedes`.
+    typealias Columns = (ByteBuffer, String, Int64, Int64, ByteBuffer, ByteBuffer, String?, ByteBuffer?)
+
+    /// The row of `id` from its columns; `integrity-failure` when they are malformed.
+    static func row(_ id: RecordID, _ columns: Columns) throws(CaseVaultError) -> Row {
+        let (caseID, type, createdAt, epoch, wrapped, blob, author, supersedes) = columns
+        guard caseID.readableBytes == CaseID.byteCount, let type = RecordType(rawValue: type), epoch > 0,
+            supersedes.map({ $0.readableBytes == RecordID.byteCount }) ?? true
+        else {
+            throw CaseVaultError(.integrityFailure, "a record's row in the database is malformed")
+        }
+        return Row(
+            id: id, caseID: CaseID(bytes: Array(caseID.readableBytesView)), type: type, createdAt: createdAt,
+            epoch: UInt64(epoch), wrappedKey: Array(wrapped.readableBytesView), blob: Array(blob.readableBytesView),
+            author: author, supersedes: supersedes.map { RecordID(bytes: Array($0.readableBytesView)) })
     }
 
     /// Deletes `id`'s row (a shred's first step here: the record is gone for every reader from this commit

@@ -305,34 +305,41 @@ extension PostgresConnection {
         _ body: (PostgresConnection) async throws -> sending Result
     ) async throws -> sending Result {
         try await self.transaction(
-            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", logger: logger, isolation: isolation, body)
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", logger: logger, isolation: isolation, body)
     }
 
-    /// Runs `body` in a transaction (`withTransaction`) at READ COMMITTED whatever the database's default: the
-    /// vault's transactions take an advisory lock and then read what the lock's holders committed, which at
+    /// Runs `body` in a transaction at READ COMMITTED whatever the database's default: the vault's
+    /// transactions take an advisory lock and then read what the lock's holders committed, which at
     /// REPEATABLE READ a snapshot taken before the lock's wait would miss. A `CaseVaultError` thrown inside
     /// comes out as itself.
     func transaction<Result>(
         logger: Logger, isolation: isolated (any Actor)? = #isolation,
         _ body: (PostgresConnection) async throws -> sending Result
     ) async throws -> sending Result {
-        try await self.transaction(
-            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED", logger: logger, isolation: isolation, body)
+        try await self.transaction(Self.begin, logger: logger, isolation: isolation, body)
     }
 
-    /// Runs `body` in a transaction that `setting` (a `SET TRANSACTION` statement) sets up.
+    /// The statement that begins the vault's read-write transactions.
+    static let begin: PostgresQuery = "BEGIN ISOLATION LEVEL READ COMMITTED"
+
+    /// Runs `body` in a transaction that `begin` (a `BEGIN` with its isolation level) opens, committed when
+    /// `body` returns and rolled back when it throws. Written here rather than through PostgresNIO's
+    /// `withTransaction`, whose `BEGIN` takes the server's default isolation and would need a `SET
+    /// TRANSACTION` after it: one round trip less for every transaction. Errors come out as thrown, never
+    /// wrapped. A connection whose rollback fails is closed, so that no one is handed it half in a transaction.
     private func transaction<Result>(
-        _ setting: PostgresQuery, logger: Logger, isolation: isolated (any Actor)?,
+        _ begin: PostgresQuery, logger: Logger, isolation: isolated (any Actor)?,
         _ body: (PostgresConnection) async throws -> sending Result
     ) async throws -> sending Result {
+        try await self.query(begin, logger: logger)
+        let value: Result
         do {
-            return try await self.withTransaction(logger: logger, isolation: isolation) { connection in
-                try await connection.query(setting, logger: logger)
-                return try await body(connection)
-            }
-        } catch let error as PostgresTransactionError {
-            if let inner = error.closureError as? CaseVaultError { throw inner }
+            value = try await body(self)
+        } catch {
+            do { try await self.query("ROLLBACK", logger: logger) } catch { try? await self.close() }
             throw error
         }
+        try await self.query("COMMIT", logger: logger)
+        return value
     }
 }

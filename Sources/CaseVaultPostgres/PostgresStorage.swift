@@ -13,8 +13,9 @@ internal import Synchronization
 /// must happen one at a time is serialised by PostgreSQL's own locks (docs/ARCHITECTURE.md, "The vault on
 /// PostgreSQL"):
 ///
-/// - a case's filings, by a session advisory lock on the case (`withCaseLock`), held on one connection
-///   that every call of the lock's body uses, so that a daemon's threads and other daemons wait alike;
+/// - a case's filings, by a transaction-scoped advisory lock on the case (`withCaseLock`), in one
+///   transaction that every call of the lock's body joins and that commits when the body returns, so that
+///   a daemon's threads and other daemons wait alike and a filing costs few round trips;
 /// - a filing against an epoch turn, by the records' shared filing lock and the check that the record is
 ///   wrapped under the epoch new wraps use (`PostgresRecords`), in the filing's own transaction: a filing
 ///   that loses to a turn wraps again under the new epoch.
@@ -155,34 +156,34 @@ package final class PostgresStorage: ServedStorage {
         }
     }
 
-    /// Runs `body` in a transaction holding the shared filing lock, with the key of the epoch new wraps use;
+    /// Runs `body` in a transaction (the case lock's, when this thread holds one: `inTransaction`) holding the
+    /// shared filing lock, with the key of the epoch new wraps use;
     /// `body` writes under that epoch only if it is still the one new wraps use (the insert checks it), and
     /// returns `nil`, having written nothing, when a turn came in between: then it runs again, up to
     /// `filingAttempts` times.
     private func underWrapEpoch<T: Sendable>(
         _ body: @escaping @Sendable (EpochKey, PostgresConnection) async throws -> T?
     ) throws(CaseVaultError) -> T {
-        let (records, logger) = (self.records, self.logger)
+        let records = self.records
         for attempt in 0..<Self.filingAttempts {
             // Read again each time: the epoch a turn moved to may have been received since.
             let keys = try self.epochKeys.epochKeys()
-            let done: T? = try self.run { connection in
-                try await connection.transaction(logger: logger) { connection -> T? in
-                    try await records.shareFilingLock(on: connection)
-                    guard let epoch = try await EpochExchange.wrapEpoch(connection, logger: logger) else {
-                        throw CaseVaultError(
-                            .keyUnavailable, "no erase epoch is ready for new wraps yet: no daemon has turned to one")
-                    }
-                    guard let key = keys.first(where: { $0.number == epoch }) else {
-                        // Received since the keys were read, it is there when they are read again.
-                        guard attempt == Self.filingAttempts - 1 else { return nil }
-                        throw CaseVaultError(
-                            .keyUnavailable,
-                            "this daemon does not hold erase epoch \(epoch)'s key, which new wraps use: it has not received it"
-                        )
-                    }
-                    return try await body(key, connection)
+            let done: T? = try self.inTransaction { connection -> T? in
+                guard let epoch = try await records.shareFilingLockReadingWrapEpoch(on: connection) else {
+                    // Read before the lock's grant, the first epoch may have turned ready since.
+                    guard attempt == Self.filingAttempts - 1 else { return nil }
+                    throw CaseVaultError(
+                        .keyUnavailable, "no erase epoch is ready for new wraps yet: no daemon has turned to one")
                 }
+                guard let key = keys.first(where: { $0.number == epoch }) else {
+                    // Received since the keys were read, it is there when they are read again.
+                    guard attempt == Self.filingAttempts - 1 else { return nil }
+                    throw CaseVaultError(
+                        .keyUnavailable,
+                        "this daemon does not hold erase epoch \(epoch)'s key, which new wraps use: it has not received it"
+                    )
+                }
+                return try await body(key, connection)
             }
             if let done { return done }
         }
@@ -309,53 +310,51 @@ package final class PostgresStorage: ServedStorage {
         guard !wanted.isEmpty else { return [] }
         let (logger, time, keepNotes) = (self.logger, self.now(), self.holdsKeepSessionNotes)
         let certifying = (self.sealing, self.eraseWindow)
-        let shredded = try self.run { connection in
-            try await connection.transaction(logger: logger) { connection in
-                let bytes = wanted.map { ByteBuffer(bytes: $0.bytes) }
-                var cases: [ByteBuffer] = []
-                for try await caseID in try await connection.query(
-                    "SELECT DISTINCT case_id FROM casevault_records WHERE id = ANY(\(bytes))", logger: logger
-                ).decode(ByteBuffer.self) {
-                    cases.append(caseID)
-                }
-                let keys = Set(cases.map { Self.caseLockKey(Array($0.readableBytesView)) }).sorted()
-                for key in keys {
-                    try await connection.query(
-                        "SELECT pg_advisory_xact_lock(\(Self.caseLockSpace), \(key))", logger: logger)
-                }
-                var found: [RecordMetadata] = []
-                for try await row in try await connection.query(
-                    """
-                    SELECT \(unescaped: Self.metadataColumns) FROM casevault_records
-                    WHERE id = ANY(\(bytes)) ORDER BY id FOR UPDATE
-                    """, logger: logger
-                ).decode(MetadataRow.self) {
-                    found.append(try Self.metadata(row).metadata)
-                }
-                if found.count < wanted.count {
-                    let missing = wanted.filter { id in !found.contains { $0.id == id } }
-                    let shredded = try await Self.exists(
-                        """
-                        SELECT EXISTS (SELECT 1 FROM casevault_shreds
-                            WHERE id = ANY(\(missing.map { ByteBuffer(bytes: $0.bytes) })))
-                        """, on: connection, logger: logger)
-                    throw shredded ? CaseVaultError.recordShredded() : CaseVaultError.recordNotFound()
-                }
-                let covered = found.filter { $0.type != .sessionNote || keepNotes }.map {
-                    ByteBuffer(bytes: $0.caseID.bytes)
-                }
-                if !covered.isEmpty,
-                    try await Self.exists(
-                        "SELECT EXISTS (SELECT 1 FROM casevault_holds WHERE case_id = ANY(\(covered)))", on: connection,
-                        logger: logger)
-                {
-                    throw CaseVaultError(
-                        .held, "the record's case is under a legal hold; it can be destroyed once the hold is released")
-                }
-                try await Self.shred(
-                    wanted, order: order, at: time, certifying: certifying, on: connection, logger: logger)
-                return found
+        let shredded = try self.inTransaction { connection in
+            let bytes = wanted.map { ByteBuffer(bytes: $0.bytes) }
+            var cases: [ByteBuffer] = []
+            for try await caseID in try await connection.query(
+                "SELECT DISTINCT case_id FROM casevault_records WHERE id = ANY(\(bytes))", logger: logger
+            ).decode(ByteBuffer.self) {
+                cases.append(caseID)
             }
+            let keys = Set(cases.map { Self.caseLockKey(Array($0.readableBytesView)) }).sorted()
+            for key in keys {
+                try await connection.query(
+                    "SELECT pg_advisory_xact_lock(\(Self.caseLockSpace), \(key))", logger: logger)
+            }
+            var found: [RecordMetadata] = []
+            for try await row in try await connection.query(
+                """
+                SELECT \(unescaped: Self.metadataColumns) FROM casevault_records
+                WHERE id = ANY(\(bytes)) ORDER BY id FOR UPDATE
+                """, logger: logger
+            ).decode(MetadataRow.self) {
+                found.append(try Self.metadata(row).metadata)
+            }
+            if found.count < wanted.count {
+                let missing = wanted.filter { id in !found.contains { $0.id == id } }
+                let shredded = try await Self.exists(
+                    """
+                    SELECT EXISTS (SELECT 1 FROM casevault_shreds
+                        WHERE id = ANY(\(missing.map { ByteBuffer(bytes: $0.bytes) })))
+                    """, on: connection, logger: logger)
+                throw shredded ? CaseVaultError.recordShredded() : CaseVaultError.recordNotFound()
+            }
+            let covered = found.filter { $0.type != .sessionNote || keepNotes }.map {
+                ByteBuffer(bytes: $0.caseID.bytes)
+            }
+            if !covered.isEmpty,
+                try await Self.exists(
+                    "SELECT EXISTS (SELECT 1 FROM casevault_holds WHERE case_id = ANY(\(covered)))", on: connection,
+                    logger: logger)
+            {
+                throw CaseVaultError(
+                    .held, "the record's case is under a legal hold; it can be destroyed once the hold is released")
+            }
+            try await Self.shred(
+                wanted, order: order, at: time, certifying: certifying, on: connection, logger: logger)
+            return found
         }
         logger.info("records shredded", metadata: ["records.count": "\(shredded.count)"])
         return shredded
@@ -616,18 +615,42 @@ package final class PostgresStorage: ServedStorage {
         try self.stored(try self.liveRow(id))
     }
 
+    /// The record's row, its case's and whether `rosterUID` is on the roster, in one statement (one
+    /// snapshot, one round trip); `decide` sees them before the key is looked up.
     package func storedRecord(
         _ id: RecordID, rosterUID: UInt32?, decide: (RecordMetadata, CaseSummary, Bool) throws(CaseVaultError) -> Void
     ) throws(CaseVaultError) -> StoredRecord {
-        let (records, logger) = (self.records, self.logger)
-        let (row, summary, onRoster) = try self.run { connection in
-            let row = try await records.row(id, on: connection)
-            let summary = try await row.asyncMap {
-                try await Self.caseSummary($0.caseID, on: connection, logger: logger)
+        let logger = self.logger
+        let found = try self.run { connection -> (PostgresRecords.Row, CaseSummary?, Bool)? in
+            let rows = try await connection.query(
+                """
+                SELECT r.case_id, r.type, r.created_at, r.epoch, r.wrapped_key, r.blob, r.author, r.supersedes,
+                    c.state, c.participant_count, c.mediators, c.supervisors, c.created_at, c.closed_at,
+                    EXISTS (SELECT 1 FROM casevault_roster WHERE uid = \(rosterUID.map { Int64($0) }))
+                FROM casevault_records r LEFT JOIN casevault_cases c ON c.id = r.case_id
+                WHERE r.id = \(ByteBuffer(bytes: id.bytes))
+                """, logger: logger)
+            for try await (
+                caseID, type, createdAt, epoch, wrapped, blob, author, supersedes, state, count, mediators,
+                supervisors, caseCreatedAt, closedAt, onRoster
+            ) in rows.decode(
+                (
+                    ByteBuffer, String, Int64, Int64, ByteBuffer, ByteBuffer, String?, ByteBuffer?, String?, Int?,
+                    [Int64]?, [Int64]?, Int64?, Int64?, Bool
+                ).self)
+            {
+                let row = try PostgresRecords.row(
+                    id, (caseID, type, createdAt, epoch, wrapped, blob, author, supersedes))
+                guard let state, let count, let mediators, let supervisors, let caseCreatedAt else {
+                    return (row, nil, onRoster)
+                }
+                let summary = try Self.summary(
+                    row.caseID, (state, count, mediators, supervisors, caseCreatedAt, closedAt))
+                return (row, summary, onRoster)
             }
-            return (row, summary ?? nil, try await Self.isOnRoster(rosterUID, on: connection, logger: logger))
+            return nil
         }
-        guard let row else { throw try self.missing(id) }
+        guard let (row, summary, onRoster) = found else { throw try self.missing(id) }
         guard let summary else {
             throw CaseVaultError(.integrityFailure, "a record's case is missing from the database")
         }
@@ -676,18 +699,28 @@ package final class PostgresStorage: ServedStorage {
         Int32(bitPattern: caseID.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
     }
 
+    /// Runs `body` holding the case's lock: a transaction-scoped advisory lock, in a transaction that every
+    /// call of `body` on this thread joins (`Pinned`) and that commits when `body` returns, so that what the
+    /// body wrote becomes visible at once, under the lock, and a body that throws writes nothing. A daemon's
+    /// threads and other daemons wait alike. Inside another case's lock on this thread, the lock joins that
+    /// transaction and is released with it.
     package func withCaseLock<T>(_ id: CaseID, _ body: () throws(CaseVaultError) -> T) throws(CaseVaultError) -> T {
-        let key = Self.caseLockKey(id.bytes)
+        let lock: PostgresQuery = "SELECT pg_advisory_xact_lock(\(Self.caseLockSpace), \(Self.caseLockKey(id.bytes)))"
         let logger = self.logger
-        let pinned = Self.pinned.flatMap { $0.storage == ObjectIdentifier(self) ? $0.connection : nil }
-        let connection: PostgresConnection
-        if let pinned { connection = pinned } else { connection = try self.checkOut() }
+        if self.pinnedConnection != nil {
+            try self.run { connection in try await connection.query(lock, logger: logger) }
+            return try body()
+        }
+        guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
+        let connection = try self.checkOut()
         do throws(CaseVaultError) {
             try Self.wait {
-                try await connection.query("SELECT pg_advisory_lock(\(Self.caseLockSpace), \(key))", logger: logger)
+                try await connection.query(PostgresConnection.begin, logger: logger)
+                try await connection.query(lock, logger: logger)
             }
         } catch {
-            if pinned == nil { self.checkIn(connection) }
+            // Closing the session ends whatever of the transaction began.
+            Self.discard(connection)
             throw error
         }
         let outcome: Result<T, CaseVaultError>
@@ -702,15 +735,37 @@ package final class PostgresStorage: ServedStorage {
             outcome = .failure(CaseVaultError(.storageFailure, "a case's filing failed", cause: error))
         }
         do throws(CaseVaultError) {
-            try Self.wait {
-                try await connection.query("SELECT pg_advisory_unlock(\(Self.caseLockSpace), \(key))", logger: logger)
+            switch outcome {
+            case .success:
+                try Self.wait { try await connection.query("COMMIT", logger: logger) }
+            case .failure:
+                try Self.wait { try await connection.query("ROLLBACK", logger: logger) }
             }
-            if pinned == nil { self.checkIn(connection) }
+            self.checkIn(connection)
         } catch {
-            // The session ends, and the lock with it.
             Self.discard(connection)
+            // A commit that failed wrote nothing that was acknowledged: the call fails. A rollback that failed
+            // leaves the body's own error to tell.
+            if case .success = outcome { throw error }
         }
         return try outcome.get()
+    }
+
+    /// The connection of the case's lock this thread holds in this storage, whose transaction calls join.
+    private var pinnedConnection: PostgresConnection? {
+        Self.pinned.flatMap { $0.storage == ObjectIdentifier(self) ? $0.connection : nil }
+    }
+
+    /// Runs `body` in a transaction: the transaction of the case's lock this thread holds, which it joins
+    /// (committed with it), or a new one on a connection `run` picks.
+    private func inTransaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T)
+        throws(CaseVaultError) -> T
+    {
+        if self.pinnedConnection != nil { return try self.run(body) }
+        let logger = self.logger
+        return try self.run { connection in
+            try await connection.transaction(logger: logger) { connection -> T in try await body(connection) }
+        }
     }
 
     package func caseSummary(_ id: CaseID) throws(CaseVaultError) -> CaseSummary {
@@ -721,14 +776,14 @@ package final class PostgresStorage: ServedStorage {
         return summary
     }
 
+    /// The case's row and whether `rosterUID` is on the roster, in one statement; `(nil, false)` for an
+    /// unknown case.
     package func caseAndRoster(_ id: CaseID, rosterUID: UInt32?) throws(CaseVaultError) -> (CaseSummary?, Bool) {
         let logger = self.logger
-        return try self.run { connection in
-            (
-                try await Self.caseSummary(id, on: connection, logger: logger),
-                try await Self.isOnRoster(rosterUID, on: connection, logger: logger)
-            )
+        let found = try self.run { connection in
+            try await Self.caseSummary(id, rosterUID: rosterUID, on: connection, logger: logger)
         }
+        return (found?.summary, found?.onRoster ?? false)
     }
 
     package func caseHeaderID(_ id: CaseID) throws(CaseVaultError) -> RecordID {
@@ -789,10 +844,8 @@ package final class PostgresStorage: ServedStorage {
             effects.caseState = (id, effect.state, time, outcome.rawValue)
             effects.markShredding = effect.shredNotes
             effects.shredOrder = ShredOrder(method: .caseClosed, authority: authority, reason: outcome.rawValue)
-            try self.run { [effects] connection in
-                try await connection.transaction(logger: logger) { connection in
-                    try await Self.apply(effects, at: time, certifying: certifying, on: connection, logger: logger)
-                }
+            try self.inTransaction { [effects] connection in
+                try await Self.apply(effects, at: time, certifying: certifying, on: connection, logger: logger)
             }
             self.logger.info(
                 "case closed", metadata: ["case.id": "\(id)", "records.shredded": "\(effect.shredNotes.count)"])
@@ -1241,22 +1294,39 @@ package final class PostgresStorage: ServedStorage {
     static func caseSummary(_ id: CaseID, on connection: PostgresConnection, logger: Logger) async throws
         -> CaseSummary?
     {
+        try await Self.caseSummary(id, rosterUID: nil, on: connection, logger: logger)?.summary
+    }
+
+    /// The case's row, `nil` for an unknown case, and whether `rosterUID` is on the roster, in one statement.
+    static func caseSummary(_ id: CaseID, rosterUID: UInt32?, on connection: PostgresConnection, logger: Logger)
+        async throws -> (summary: CaseSummary, onRoster: Bool)?
+    {
         let rows = try await connection.query(
             """
-            SELECT state, participant_count, mediators, supervisors, created_at, closed_at FROM casevault_cases
-            WHERE id = \(ByteBuffer(bytes: id.bytes))
+            SELECT state, participant_count, mediators, supervisors, created_at, closed_at,
+                EXISTS (SELECT 1 FROM casevault_roster WHERE uid = \(rosterUID.map { Int64($0) }))
+            FROM casevault_cases WHERE id = \(ByteBuffer(bytes: id.bytes))
             """, logger: logger)
-        for try await (state, count, mediators, supervisors, createdAt, closedAt) in rows.decode(
-            (String, Int, [Int64], [Int64], Int64, Int64?).self)
+        for try await (state, count, mediators, supervisors, createdAt, closedAt, onRoster) in rows.decode(
+            (String, Int, [Int64], [Int64], Int64, Int64?, Bool).self)
         {
-            guard let state = CaseState(rawValue: state),
-                let mediators = Self.uids(mediators), let supervisors = Self.uids(supervisors)
-            else { throw CaseVaultError(.integrityFailure, "a case's row in the database is malformed") }
-            return CaseSummary(
-                id: id, state: state, participantCount: count, mediators: mediators, supervisors: supervisors,
-                createdAt: createdAt, closedAt: closedAt)
+            return (try Self.summary(id, (state, count, mediators, supervisors, createdAt, closedAt)), onRoster)
         }
         return nil
+    }
+
+    /// A case's row from its columns (`state, participant_count, mediators, supervisors, created_at,
+    /// closed_at`); `integrity-failure` when they are malformed.
+    private static func summary(_ id: CaseID, _ columns: (String, Int, [Int64], [Int64], Int64, Int64?))
+        throws(CaseVaultError) -> CaseSummary
+    {
+        let (state, count, mediators, supervisors, createdAt, closedAt) = columns
+        guard let state = CaseState(rawValue: state), let mediators = Self.uids(mediators),
+            let supervisors = Self.uids(supervisors)
+        else { throw CaseVaultError(.integrityFailure, "a case's row in the database is malformed") }
+        return CaseSummary(
+            id: id, state: state, participantCount: count, mediators: mediators, supervisors: supervisors,
+            createdAt: createdAt, closedAt: closedAt)
     }
 
     private static func uids(_ values: [Int64]) -> [UInt32]? {
@@ -1309,11 +1379,9 @@ package final class PostgresStorage: ServedStorage {
     func run<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T)
         throws(CaseVaultError) -> T
     {
-        guard !self.closed.withLock({ $0 }) else {
-            throw CaseVaultError(.storageFailure, "the vault's storage is closed: the daemon is stopping")
-        }
-        if let pinned = Self.pinned, pinned.storage == ObjectIdentifier(self) {
-            return try Self.wait { try await body(pinned.connection) }
+        guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
+        if let pinned = self.pinnedConnection {
+            return try Self.wait { try await body(pinned) }
         }
         let connection = try self.checkOut()
         do {
@@ -1326,6 +1394,11 @@ package final class PostgresStorage: ServedStorage {
             if error.code == .storageUnavailable { Self.discard(connection) } else { self.checkIn(connection) }
             throw error
         }
+    }
+
+    /// What every call answers once `close` has run.
+    private static var closedError: CaseVaultError {
+        CaseVaultError(.storageFailure, "the vault's storage is closed: the daemon is stopping")
     }
 
     private func checkOut() throws(CaseVaultError) -> PostgresConnection {
@@ -1397,12 +1470,7 @@ package final class PostgresStorage: ServedStorage {
             answer.done.signal()
         }
         answer.done.wait()
-        var outcome = answer.result.withLock({ $0 })
-        if case .failure(let error as PostgresTransactionError) = outcome {
-            outcome = .failure(
-                error.closureError ?? error.commitError ?? error.rollbackError ?? error.beginError ?? error)
-        }
-        switch outcome {
+        switch answer.result.withLock({ $0 }) {
         case .success(let value):
             return value
         case .failure(let error as CaseVaultError):
@@ -1416,13 +1484,6 @@ package final class PostgresStorage: ServedStorage {
         case nil:
             throw CaseVaultError(.storageFailure, "a database call ended without an answer")
         }
-    }
-}
-
-extension Optional {
-    fileprivate func asyncMap<U>(_ transform: (Wrapped) async throws -> U) async rethrows -> U? {
-        guard let value = self else { return nil }
-        return try await transform(value)
     }
 }
 

@@ -667,7 +667,7 @@ extension EpochExchangeTests {
     }
 
     @Test(
-        "closing a case without agreement on PostgreSQL shreds its notes with a certificate naming the outcome, which the statistics then report; mediators and supervisors are replaced; the roster adds and removes once"
+        "closing a case without agreement on PostgreSQL shreds its notes with a certificate naming the outcome, which the statistics then report; mediators and supervisors are replaced, and a case lock's body that throws after replacing them writes nothing; the roster adds and removes once, and a filing and a read see the case, record and roster in one statement"
     )
     func closingAndAssignments() async throws {
         let clusters = try PostgresClusters()
@@ -688,6 +688,23 @@ extension EpochExchangeTests {
         #expect(assigned.mediators == [4002, 4003] && assigned.supervisors == [5001])
         #expect(await self.code { try vaultB.storage.assign(.mediators, unknown, [1]) } == .notFound)
 
+        // A case lock's body that throws writes nothing: what it wrote, seen inside, rolls back with it.
+        let insideLock = try await self.blocking { () throws -> (CaseVaultError.Code?, [UInt32]) in
+            let inside = Mutex<[UInt32]>([])
+            do {
+                try vaultA.storage.withCaseLock(caseID) { () throws(CaseVaultError) in
+                    try vaultA.storage.assign(.mediators, caseID, [4009])
+                    inside.withLock { $0 = (try? vaultA.storage.caseSummary(caseID).mediators) ?? [] }
+                    throw CaseVaultError(.invalidField, "refused after writing")
+                }
+                return (nil, inside.withLock { $0 })
+            } catch let error as CaseVaultError {
+                return (error.code, inside.withLock { $0 })
+            }
+        }
+        #expect(insideLock.0 == .invalidField && insideLock.1 == [4009])
+        #expect(try await self.blocking { try vaultB.storage.caseSummary(caseID) }.mediators == [4002, 4003])
+
         // The roster: added once, listed, taken off once.
         let roster = try await self.blocking {
             [
@@ -701,6 +718,30 @@ extension EpochExchangeTests {
         #expect(try await !self.blocking { try vaultA.storage.removeFromRoster(4002) })
         #expect(try await !self.blocking { try vaultA.storage.isOnRoster(4002) })
         #expect(try await self.blocking { try vaultA.storage.isOnRoster(4001) })
+
+        // A filing's and a reading's one statement: the case (or the record and its case) and whether the
+        // caller is on the roster.
+        let trips = try await self.blocking {
+            let uids: [UInt32?] = [4001, 4002, nil]
+            let onCase = try uids.map { try vaultB.storage.caseAndRoster(caseID, rosterUID: $0) }
+            let unknownCase = try vaultB.storage.caseAndRoster(unknown, rosterUID: 4001)
+            let onRecord = try uids.map { uid in
+                let seen = Mutex<(RecordID, CaseID, Bool)?>(nil)
+                let stored = try vaultB.storage.storedRecord(notes[0], rosterUID: uid) {
+                    metadata, summary, onRoster throws(CaseVaultError) in
+                    seen.withLock { $0 = (metadata.id, summary.id, onRoster) }
+                }
+                #expect(stored.key.metadata.id == notes[0])
+                return seen.withLock { $0 }
+            }
+            return (onCase.map { ($0.0?.id, $0.1) }, unknownCase.0 == nil && !unknownCase.1, onRecord)
+        }
+        #expect(trips.0.map(\.0) == [caseID, caseID, caseID] && trips.0.map(\.1) == [true, false, false])
+        #expect(trips.1)
+        #expect(
+            trips.2.map { $0?.0 } == [notes[0], notes[0], notes[0]]
+                && trips.2.map { $0?.1 } == [caseID, caseID, caseID])
+        #expect(trips.2.map { $0?.2 } == [true, false, false])
 
         // Closed without agreement: the notes go, with a certificate naming the outcome.
         let closer = Authority(uid: 4001, role: "mediator")
