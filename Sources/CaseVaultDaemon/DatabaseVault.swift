@@ -94,7 +94,7 @@ enum DatabaseVault {
         let storage = PostgresStorage(
             sealing: try SealingServices(rootKey: rootKey), locator: locator, epochKeys: file,
             eraseWindow: settings.eraseWindowSeconds, maxContentBytes: store.maxContentBytes,
-            holdsKeepSessionNotes: store.retention.holdsKeepSessionNotes, logger: logger, clock: store.clock)
+            retention: store.retention, sweepBatch: store.sweepBatch, logger: logger, clock: store.clock)
         let epochs = EpochService(
             schedule: storage.schedule(EpochExchange(daemon: name, file: file, logger: logger)),
             storage: storage, locator: locator, logger: logger)

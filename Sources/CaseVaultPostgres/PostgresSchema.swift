@@ -213,6 +213,12 @@ package enum PostgresSchema {
             )
             """
         ],
+        // 6: what the retention sweep lists (`PostgresStorage.sweep`): records by type and filing time, and
+        // closed cases by their closing time.
+        [
+            "CREATE INDEX casevault_records_by_type_time ON casevault_records (type, created_at)",
+            "CREATE INDEX casevault_cases_by_closing ON casevault_cases (closed_at) WHERE closed_at IS NOT NULL",
+        ],
     ]
 
     /// The version this build writes.

@@ -54,9 +54,13 @@ package final class PostgresStorage: ServedStorage {
     private let records: PostgresRecords
     private let clock: @Sendable () -> Int64
     /// `[storage] erase_window`, in seconds: a shred's certificate promises its erasure within it.
-    private let eraseWindow: Int64
-    /// `[retention] holds_keep_session_notes`: a hold keeps a case's notes from its final agreement.
-    private let holdsKeepSessionNotes: Bool
+    let eraseWindow: Int64
+    /// `[retention]`: what the sweep disposes of, and whether a hold keeps a case's notes from its final
+    /// agreement (`holds_keep_session_notes`).
+    let retention: RetentionSchedule
+    private var holdsKeepSessionNotes: Bool { self.retention.holdsKeepSessionNotes }
+    /// How many records, at least, a transaction of the sweep shreds (whole cases at a time).
+    let sweepBatch: Int
     /// Connections not in use, newest last.
     private let idle = Mutex<[PostgresConnection]>([])
     /// Set by `close`: every call from then on is refused.
@@ -77,12 +81,13 @@ package final class PostgresStorage: ServedStorage {
 
     package init(
         sealing: SealingServices, locator: PrimaryLocator, epochKeys: EpochKeyFile, eraseWindow: Int64,
-        maxContentBytes: Int, holdsKeepSessionNotes: Bool = false, logger: Logger,
+        maxContentBytes: Int, retention: RetentionSchedule = .standard, sweepBatch: Int = 500, logger: Logger,
         clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
     ) {
         self.sealing = sealing
         self.eraseWindow = eraseWindow
-        self.holdsKeepSessionNotes = holdsKeepSessionNotes
+        self.retention = retention
+        self.sweepBatch = max(1, sweepBatch)
         self.locator = locator
         self.epochKeys = epochKeys
         self.maxContentBytes = maxContentBytes
@@ -224,10 +229,11 @@ package final class PostgresStorage: ServedStorage {
 
     /// Deletes the rows of `ids` (those there are), each leaving its shred's row, and issues one certificate
     /// a case for them, in the caller's transaction.
-    private static func shred(
+    @discardableResult
+    static func shred(
         _ ids: [RecordID], order: ShredOrder, at time: Int64, certifying: (sealing: SealingServices, window: Int64),
         on connection: PostgresConnection, logger: Logger
-    ) async throws {
+    ) async throws -> Int {
         let shredded = try await connection.query(
             """
             WITH gone AS (
@@ -272,6 +278,7 @@ package final class PostgresStorage: ServedStorage {
                     records: shreds.records, erasure: erasure),
                 at: time, signedBy: certifying.sealing, on: connection, logger: logger)
         }
+        return byCase.count
     }
 
     /// Writes `certificate`, signed, in the caller's transaction.

@@ -110,7 +110,7 @@ extension EpochExchangeTests {
     }
 
     @Test(
-        "two casevaultd daemons serve one vault in PostgreSQL: a case opened and a form filed on one is read on the other, a shred on the other is seen by the first with a certificate of erasure by key destruction, what only the local store does is 501, a daemon with another root key or under another name than its directory's refuses to start, and a daemon killed and started again serves the case and proves its audit log against its anchor in the database; nothing confidential in either log"
+        "two casevaultd daemons serve one vault in PostgreSQL: a case opened and a form filed on one is read on the other, a shred on the other is seen by the first with a certificate of erasure by key destruction, the sweep runs and what only the local store does is 501, a daemon with another root key or under another name than its directory's refuses to start, and a daemon killed and started again serves the case and proves its audit log against its anchor in the database; nothing confidential in either log"
     )
     func daemonsOnPostgres() async throws {
         let clusters = try PostgresClusters()
@@ -144,8 +144,12 @@ extension EpochExchangeTests {
         #expect(certificates.status == 200)
         #expect(String(decoding: certificates.body, as: UTF8.self).contains("key_destruction"))
 
+        // The sweep runs on the database (nothing is due yet); what only the local store does is 501.
         let sweep = try await a.client.request(.POST, "/v1/admin/sweep", json: [:])
-        #expect(sweep.status == 501 && sweep.json["type"] as? String == "urn:casevault:problem:not-on-this-backend")
+        #expect(sweep.status == 200 && (sweep.json["totals"] as? [String: Any])?["disposed"] as? Int == 0)
+        #expect(sweep.json["backup_keys_destroyed"] as? Int == 0)
+        let rotate = try await a.client.request(.POST, "/v1/admin/rotate", json: [:])
+        #expect(rotate.status == 501 && rotate.json["type"] as? String == "urn:casevault:problem:not-on-this-backend")
 
         // A third daemon with a root key of its own (none was copied to it) refuses to start, before it
         // publishes anything; so does a, killed, started under another name than its directory's.

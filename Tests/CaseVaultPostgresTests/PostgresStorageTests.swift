@@ -31,16 +31,21 @@ extension EpochExchangeTests {
 
     /// A daemon's vault on `clusters`: the vault's root key, the daemon's epoch key file, the standby listed
     /// first (the storage finds the primary).
-    func vault(_ daemon: Daemon, _ clusters: PostgresClusters, holdsKeepSessionNotes: Bool = false) throws
-        -> Vault<PostgresStorage>
-    {
+    func vault(
+        _ daemon: Daemon, _ clusters: PostgresClusters, holdsKeepSessionNotes: Bool = false,
+        retention: RetentionSchedule? = nil, sweepBatch: Int = 500,
+        clock: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+    ) throws -> Vault<PostgresStorage> {
         let storage = PostgresStorage(
             sealing: try SealingServices(rootKey: Self.vaultRootKey),
             locator: PrimaryLocator(
                 location: try clusters.location([clusters.standby, clusters.primary]), password: clusters.password,
                 logger: self.logger),
             epochKeys: daemon.exchange.file, eraseWindow: 86_400, maxContentBytes: 1 << 20,
-            holdsKeepSessionNotes: holdsKeepSessionNotes, logger: self.logger)
+            retention: retention
+                ?? RetentionSchedule(
+                    rules: RetentionSchedule.standard.rules, holdsKeepSessionNotes: holdsKeepSessionNotes),
+            sweepBatch: sweepBatch, logger: self.logger, clock: clock)
         return Vault(storage: storage)
     }
 

@@ -2,10 +2,10 @@ package import CaseVaultCore
 
 /// What the server asks of a storage beyond what the sealing layer needs (`RecordStorage`): cases' rows and
 /// the roster, the lists, closings and assignments, holds' release, shreds on request and certificates, and
-/// the storage's own life (closing, zeroing its keys, whether it still answers). Every call may block on
-/// I/O. The local store (`RecordStore`) and the database (`PostgresStorage`) both provide it; what only the
-/// local store does (the sweep, backups, rotation of the root key's epochs, the ledger, the footprint), the
-/// server asks of it by name.
+/// the retention sweep and the storage's own life (closing, zeroing its keys, whether it still answers).
+/// Every call may block on I/O. The local store (`RecordStore`) and the database (`PostgresStorage`) both
+/// provide it; what only the local store does (backups, rotation of the root key's epochs, the ledger, the
+/// footprint), the server asks of it by name.
 package protocol ServedStorage: RecordStorage {
     // MARK: The roster
 
@@ -48,6 +48,9 @@ package protocol ServedStorage: RecordStorage {
     /// the metadata of the records shredded.
     @discardableResult
     func shred(_ ids: [RecordID], order: ShredOrder) throws(CaseVaultError) -> [RecordMetadata]
+    /// Disposes of every record whose retention has run out and that no hold covers (nothing in a dry run),
+    /// stopping after about `limit` disposals; counts by type, never ids.
+    func sweep(dryRun: Bool, limit: Int?, authority: Authority) throws(CaseVaultError) -> SweepReport
     /// Certificate documents, oldest first; of one case when `caseID` is given.
     func certificates(caseID: CaseID?) throws(CaseVaultError) -> [[UInt8]]
     /// One certificate document; `not-found` for an unknown id.

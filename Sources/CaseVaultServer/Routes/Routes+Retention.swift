@@ -133,8 +133,9 @@ extension Routes {
     }
 
     /// `POST /v1/admin/sweep` `{"dry_run"?, "limit"?}` (an empty body is `{}`): disposes every record
-    /// whose retention has run out and that no hold covers, and reports counts by type; then destroys the
-    /// backup keys older than `[backup] retention_days` and rewrites the shred ledger's copy. Operator.
+    /// whose retention has run out and that no hold covers, and reports counts by type; then, on the local
+    /// store, destroys the backup keys older than `[backup] retention_days` and rewrites the shred ledger's
+    /// copy. Operator.
     func sweep(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let authority = try context.authority(.sweep)
         let body = try await request.optionalJSONObject(self.configuration)
@@ -147,8 +148,10 @@ extension Routes {
         let (dry, most) = (dryRun, try body.optionalCount("limit", of: "records"))
         let keys = self.configuration.backupKeyFile.map(BackupKeyFile.init(path:))
         let days = self.configuration.backupRetentionDays
-        let (report, destroyed) = try await self.runLocal { store throws(CaseVaultError) in
+        let (report, destroyed) = try await self.run { store throws(CaseVaultError) in
             let report = try store.sweep(dryRun: dry, limit: most, authority: authority)
+            // Backup keys and the ledger's copy are the local store's: not built on PostgreSQL.
+            guard let store = store as? RecordStore else { return (report, 0) }
             let destroyed =
                 try keys.map { keys throws(CaseVaultError) in
                     try store.destroyExpiredBackupKeys(keys, retentionDays: days, dryRun: dry)
