@@ -62,6 +62,17 @@ enum DatabaseVault {
         return name
     }
 
+    /// Takes this daemon's presence (`DaemonPresence`), waiting up to five seconds for the session of a
+    /// daemon of this name that just died to end; `invalid-configuration` when another daemon of this name
+    /// still holds it.
+    static func holdPresence(_ presence: DaemonPresence) async throws(CaseVaultError) {
+        for _ in 0..<20 {
+            if try await presence.hold() { return }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
+        throw presence.taken
+    }
+
     static func open(
         _ settings: DaemonConfiguration.DatabaseSettings, _ store: StoreConfiguration, logger: Logger
     ) async throws(CaseVaultError) -> Opened {
@@ -95,9 +106,10 @@ enum DatabaseVault {
             sealing: try SealingServices(rootKey: rootKey), locator: locator, epochKeys: file,
             eraseWindow: settings.eraseWindowSeconds, maxContentBytes: store.maxContentBytes,
             retention: store.retention, sweepBatch: store.sweepBatch, logger: logger, clock: store.clock)
+        let presence = DaemonPresence(daemon: name, locator: locator, logger: logger)
         let epochs = EpochService(
             schedule: storage.schedule(EpochExchange(daemon: name, file: file, logger: logger)),
-            storage: storage, locator: locator, logger: logger)
+            storage: storage, locator: locator, presence: presence, logger: logger)
         let check = storage.sealing.rootKeyCheck
         let connection = try await locator.connect().connection
         do {
@@ -113,6 +125,7 @@ enum DatabaseVault {
             try? await connection.close()
             throw EpochService.failure(error)
         }
+        try await Self.holdPresence(presence)
         await epochs.step()
         return Opened(
             storage: storage, anchor: PostgresAuditAnchor(storage: storage, daemon: name),
@@ -134,6 +147,8 @@ struct EpochService: Service {
     let schedule: EpochSchedule
     let storage: PostgresStorage
     let locator: PrimaryLocator
+    /// This daemon's lock on its name, taken again at each step when its session has ended (a failover).
+    let presence: DaemonPresence
     let logger: Logger
 
     func run() async {
@@ -144,11 +159,19 @@ struct EpochService: Service {
                 await self.step()
             }
         }
+        await self.presence.release()
     }
 
-    /// One step, then certifying; never throws.
+    /// One step, then certifying; never throws. No step while another daemon holds this daemon's name:
+    /// its pairs and keys would be mixed with this one's.
     func step() async {
         do {
+            guard try await self.presence.hold() else {
+                self.logger.error(
+                    "another daemon of this name serves the vault now: this one takes no step of the erase epochs until it stops",
+                    metadata: ["daemon.name": "\(self.presence.daemon.rawValue)"])
+                return
+            }
             let connection = try await self.locator.connect().connection
             defer { connection.close().whenComplete { _ in withExtendedLifetime(connection) {} } }
             let step = try await self.schedule.step(on: connection)

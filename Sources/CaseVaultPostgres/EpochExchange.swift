@@ -85,7 +85,7 @@ package struct EpochExchange: Sendable {
     package func shareCurrent(on connection: PostgresConnection) async throws -> [DaemonName] {
         let keys = try self.file.epochKeys()
         return try await connection.transaction(logger: self.logger) { connection in
-            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.turnLock))", logger: self.logger)
+            try await connection.perform("SELECT pg_advisory_xact_lock(\(Self.turnLock))", logger: self.logger)
             guard let current = try await Self.currentEpoch(connection, logger: self.logger) else { return [] }
             guard let key = keys.first(where: { $0.number == current }) else {
                 throw CaseVaultError(
@@ -109,17 +109,17 @@ package struct EpochExchange: Sendable {
         let pair = try kept ?? self.file.makePair(epoch: epoch)
         let tag = self.file.tag(Self.pairMessage(epoch: epoch, daemon: self.daemon, publicKey: pair.publicKey))
         try await connection.transaction(logger: self.logger) { connection in
-            try await connection.query(
+            try await connection.perform(
                 """
                 INSERT INTO casevault_epoch_pairs (epoch, daemon, public_key, tag)
                 VALUES (\(Int64(epoch)), \(self.daemon.rawValue), \(ByteBuffer(bytes: pair.publicKey)), \(ByteBuffer(bytes: tag)))
                 ON CONFLICT (epoch, daemon) DO UPDATE SET public_key = excluded.public_key, tag = excluded.tag
                 """, logger: self.logger)
             if kept == nil {
-                try await connection.query(
+                try await connection.perform(
                     "DELETE FROM casevault_epoch_copies WHERE epoch = \(Int64(epoch)) AND daemon = \(self.daemon.rawValue)",
                     logger: self.logger)
-                try await connection.query(
+                try await connection.perform(
                     "DELETE FROM casevault_epoch_holders WHERE epoch = \(Int64(epoch)) AND daemon = \(self.daemon.rawValue)",
                     logger: self.logger)
             }
@@ -136,7 +136,7 @@ package struct EpochExchange: Sendable {
     )? {
         let turned = try await connection.transaction(logger: self.logger) {
             connection -> (epoch: UInt64, sealedTo: [DaemonName])? in
-            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.turnLock))", logger: self.logger)
+            try await connection.perform("SELECT pg_advisory_xact_lock(\(Self.turnLock))", logger: self.logger)
             let current = try await Self.currentEpoch(connection, logger: self.logger)
             guard current == expected else { return nil }
             let next = (current ?? 0) + 1
@@ -159,13 +159,13 @@ package struct EpochExchange: Sendable {
                 }
             }
             let key = EpochKey.random(number: next)
-            try await connection.query(
+            try await connection.perform(
                 "INSERT INTO casevault_epochs (number, turned_by) VALUES (\(Int64(next)), \(self.daemon.rawValue))",
                 logger: self.logger)
             for (name, publicKey) in pairs where name != self.daemon {
                 try await self.insertCopy(of: key, to: name, publicKey: publicKey, on: connection)
             }
-            try await connection.query(
+            try await connection.perform(
                 "INSERT INTO casevault_epoch_holders (epoch, daemon) VALUES (\(Int64(next)), \(self.daemon.rawValue))",
                 logger: self.logger)
             try await Self.markReadyIfReceived(next, on: connection, logger: self.logger)
@@ -221,13 +221,13 @@ package struct EpochExchange: Sendable {
             try await connection.transaction(logger: self.logger) { connection in
                 // Under the turn lock, so that of two daemons receiving at once the second sees the first's
                 // copy gone and marks the epoch ready (each alone would still see the other's copy).
-                try await connection.query("SELECT pg_advisory_xact_lock(\(Self.turnLock))", logger: self.logger)
-                try await connection.query(
+                try await connection.perform("SELECT pg_advisory_xact_lock(\(Self.turnLock))", logger: self.logger)
+                try await connection.perform(
                     """
                     INSERT INTO casevault_epoch_holders (epoch, daemon) VALUES (\(Int64(epoch)), \(self.daemon.rawValue))
                     ON CONFLICT DO NOTHING
                     """, logger: self.logger)
-                try await connection.query(
+                try await connection.perform(
                     "DELETE FROM casevault_epoch_copies WHERE epoch = \(Int64(epoch)) AND daemon = \(self.daemon.rawValue)",
                     logger: self.logger)
                 try await Self.markReadyIfReceived(epoch, on: connection, logger: self.logger)
@@ -261,7 +261,7 @@ package struct EpochExchange: Sendable {
         for older in self.file.pairEpochs() where older < epoch {
             try self.file.destroyPair(epoch: older)
         }
-        try await connection.query(
+        try await connection.perform(
             """
             UPDATE casevault_epoch_holders SET destroyed_at = now()
             WHERE daemon = \(self.daemon.rawValue) AND epoch < \(Int64(epoch)) AND destroyed_at IS NULL
@@ -275,7 +275,7 @@ package struct EpochExchange: Sendable {
     private static func markReadyIfReceived(_ epoch: UInt64, on connection: PostgresConnection, logger: Logger)
         async throws
     {
-        try await connection.query(
+        try await connection.perform(
             """
             UPDATE casevault_epochs SET ready_at = now()
             WHERE number = \(Int64(epoch)) AND ready_at IS NULL
@@ -324,7 +324,7 @@ package struct EpochExchange: Sendable {
     ) async throws {
         let sealed = try key.sealed(to: daemon, publicKey: publicKey)
         let tag = self.file.tag(Self.copyMessage(epoch: key.number, daemon: daemon, sealed: sealed))
-        try await connection.query(
+        try await connection.perform(
             """
             INSERT INTO casevault_epoch_copies (epoch, daemon, sealed, tag)
             VALUES (\(Int64(key.number)), \(daemon.rawValue), \(ByteBuffer(bytes: sealed)), \(ByteBuffer(bytes: tag)))

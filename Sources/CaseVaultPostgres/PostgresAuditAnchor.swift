@@ -53,7 +53,7 @@ package final class PostgresAuditAnchor: AuditAnchorKeeper {
         let nonce = Random.bytes(count: 16)
         let mac = self.auditSigner.mac(anchor.message(nonce: nonce, daemon: name))
         try self.storage.run { connection in
-            try await connection.query(
+            try await connection.perform(
                 """
                 INSERT INTO casevault_audit_anchors (daemon, seq, hash, at, file, nonce, mac)
                 VALUES (\(name), \(Int64(anchor.seq)), \(ByteBuffer(bytes: anchor.hash)), \(anchor.offset),

@@ -14,8 +14,9 @@ package import PostgresNIO
 /// destroys once no live record is wrapped under it. Two rules make "no live record is wrapped under it"
 /// hold for good once `wrappedBelow` says so:
 ///
-/// - a record is filed only under the epoch new wraps use (`EpochExchange.wrapEpoch`), checked in the
-///   filing's own transaction: a filer that read the epoch before a turn is refused and wraps again, and
+/// - a record is filed only under the epoch new wraps use, checked by the insert itself
+///   (`insertUnderWrapEpoch`) in the filing's transaction: a filer that read the epoch before a turn is
+///   refused and wraps again, and
 ///   no record is filed under an epoch turned to while a copy of its key sealed at the turn still waits to
 ///   be received (`ready_at`);
 /// - filings hold a shared advisory lock for their transaction, and `wrappedBelow` takes it exclusively, so
@@ -110,10 +111,10 @@ package struct PostgresRecords: Sendable {
         return epoch.map { UInt64($0) }
     }
 
-    /// Takes the lock filings share, until the end of the caller's transaction: the first statement of a
-    /// transaction that files records.
+    /// Takes the lock filings share, until the end of the caller's transaction, before it files records
+    /// (`insert`; a filing of the storage's takes it with the epoch: `shareFilingLockReadingWrapEpoch`).
     func shareFilingLock(on connection: PostgresConnection) async throws {
-        try await connection.query("SELECT pg_advisory_xact_lock_shared(\(Self.filingLock))", logger: self.logger)
+        try await connection.perform("SELECT pg_advisory_xact_lock_shared(\(Self.filingLock))", logger: self.logger)
     }
 
     /// Inserts `row` when `row.epoch` is the epoch new wraps use, in the caller's transaction, which holds
@@ -178,7 +179,7 @@ package struct PostgresRecords: Sendable {
     /// a daemon destroys those epochs (`EpochSchedule`). Waits for the filings under way (`filingLock`).
     package func wrappedBelow(_ epoch: UInt64, on connection: PostgresConnection) async throws -> Bool {
         try await connection.transaction(logger: self.logger) { connection -> Bool in
-            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.filingLock))", logger: self.logger)
+            try await connection.perform("SELECT pg_advisory_xact_lock(\(Self.filingLock))", logger: self.logger)
             let rows = try await connection.query(
                 """
                 SELECT EXISTS (SELECT 1 FROM casevault_records WHERE epoch < \(Int64(epoch)))

@@ -246,8 +246,8 @@ package enum PostgresSchema {
     @discardableResult
     package static func migrate(_ connection: PostgresConnection, logger: Logger) async throws -> Int {
         try await connection.transaction(logger: logger) { connection in
-            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.migrationLock))", logger: logger)
-            try await connection.query(
+            try await connection.perform("SELECT pg_advisory_xact_lock(\(Self.migrationLock))", logger: logger)
+            try await connection.perform(
                 """
                 CREATE TABLE IF NOT EXISTS casevault_schema (
                     one boolean PRIMARY KEY DEFAULT true CHECK (one),
@@ -262,7 +262,7 @@ package enum PostgresSchema {
             }
             let version = found ?? 0
             if found == nil {
-                try await connection.query("INSERT INTO casevault_schema (version) VALUES (0)", logger: logger)
+                try await connection.perform("INSERT INTO casevault_schema (version) VALUES (0)", logger: logger)
             }
             guard version <= Self.currentVersion else {
                 throw CaseVaultError(
@@ -272,10 +272,10 @@ package enum PostgresSchema {
             }
             for statements in Self.migrations[version...] {
                 for statement in statements {
-                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                    try await connection.perform(PostgresQuery(unsafeSQL: statement), logger: logger)
                 }
             }
-            try await connection.query(
+            try await connection.perform(
                 "UPDATE casevault_schema SET version = \(Self.currentVersion)", logger: logger)
             return version
         }
@@ -287,7 +287,7 @@ extension PostgresSchema {
     /// (`key-unavailable`) a daemon whose root key is not the one recorded: it would publish pairs no other
     /// daemon accepts, and seal what none of them opens.
     package static func checkRootKey(_ check: Int64, on connection: PostgresConnection, logger: Logger) async throws {
-        try await connection.query(
+        try await connection.perform(
             "INSERT INTO casevault_vault (root_key_check) VALUES (\(check)) ON CONFLICT DO NOTHING", logger: logger)
         var recorded: Int64?
         for try await value in try await connection.query(
@@ -305,24 +305,55 @@ extension PostgresSchema {
 }
 
 extension PostgresConnection {
-    /// Runs `body` in a read-only REPEATABLE READ transaction: every query in it reads one snapshot.
+    /// The connection whose transaction the current task's statements belong to, when a case's lock holds
+    /// one (`PostgresStorage.withCaseLock`): a transaction begun on it joins that one rather than nesting
+    /// (PostgreSQL would answer a second `BEGIN` with a warning, and its `COMMIT` would end the case's
+    /// transaction early).
+    @TaskLocal static var joined: ObjectIdentifier?
+
+    /// Runs `query` to its end, its rows read and dropped. PostgresNIO hands back a statement that returns
+    /// rows as soon as their description comes, and an error PostgreSQL sends after it (a deadlock, a lock
+    /// or statement timeout) reaches only a reader of the rows: every statement whose rows are not read
+    /// runs here, so that its error is thrown.
+    @discardableResult
+    package func perform(_ query: PostgresQuery, logger: Logger) async throws -> PostgresQueryResult {
+        let result: EventLoopFuture<PostgresQueryResult> = self.query(query, logger: logger)
+        return try await result.get()
+    }
+
+    /// Commits the transaction; `storage-failure` when PostgreSQL rolled it back instead, which it reports
+    /// without an error when a statement in it had failed.
+    package func commit(logger: Logger) async throws {
+        guard try await self.perform("COMMIT", logger: logger).metadata.command == "COMMIT" else {
+            throw CaseVaultError(
+                .storageFailure, "the database rolled a transaction back at its commit: nothing of it was kept")
+        }
+    }
+
+    /// Runs `body` in a read-only REPEATABLE READ transaction: every query in it reads one snapshot. Refused
+    /// inside a case's transaction, whose statements each read their own.
     func snapshot<Result>(
         logger: Logger, isolation: isolated (any Actor)? = #isolation,
         _ body: (PostgresConnection) async throws -> sending Result
     ) async throws -> sending Result {
-        try await self.transaction(
+        guard Self.joined != ObjectIdentifier(self) else {
+            throw CaseVaultError(.storageFailure, "a read of one snapshot was asked inside a case's transaction")
+        }
+        return try await self.transaction(
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", logger: logger, isolation: isolation, body)
     }
 
     /// Runs `body` in a transaction at READ COMMITTED whatever the database's default: the vault's
     /// transactions take an advisory lock and then read what the lock's holders committed, which at
     /// REPEATABLE READ a snapshot taken before the lock's wait would miss. A `CaseVaultError` thrown inside
-    /// comes out as itself.
+    /// comes out as itself. Inside a case's transaction on this connection (`joined`), `body` runs in it.
     func transaction<Result>(
         logger: Logger, isolation: isolated (any Actor)? = #isolation,
         _ body: (PostgresConnection) async throws -> sending Result
     ) async throws -> sending Result {
-        try await self.transaction(Self.begin, logger: logger, isolation: isolation, body)
+        // Inside a case's transaction on this connection, the work joins it and commits with it.
+        if Self.joined == ObjectIdentifier(self) { return try await body(self) }
+        return try await self.transaction(Self.begin, logger: logger, isolation: isolation, body)
     }
 
     /// The statement that begins the vault's read-write transactions.
@@ -337,15 +368,15 @@ extension PostgresConnection {
         _ begin: PostgresQuery, logger: Logger, isolation: isolated (any Actor)?,
         _ body: (PostgresConnection) async throws -> sending Result
     ) async throws -> sending Result {
-        try await self.query(begin, logger: logger)
+        try await self.perform(begin, logger: logger)
         let value: Result
         do {
             value = try await body(self)
         } catch {
-            do { try await self.query("ROLLBACK", logger: logger) } catch { try? await self.close() }
+            do { try await self.perform("ROLLBACK", logger: logger) } catch { try? await self.close() }
             throw error
         }
-        try await self.query("COMMIT", logger: logger)
+        try await self.commit(logger: logger)
         return value
     }
 }

@@ -34,17 +34,17 @@ extension PostgresStorage {
         let (logger, now, retention, batchSize) = (self.logger, self.now(), self.retention, self.sweepBatch)
         let certifying = (self.sealing, self.eraseWindow)
         let report = try self.run { connection -> SweepReport in
-            try await connection.query("SELECT pg_advisory_lock(\(Self.sweepLock))", logger: logger)
+            try await connection.perform("SELECT pg_advisory_lock(\(Self.sweepLock))", logger: logger)
             do {
                 let report = try await Self.sweepListed(
                     dryRun: dryRun, limit: limit, authority: authority, at: now, retention: retention,
                     batchSize: batchSize, certifying: certifying, on: connection, logger: logger)
-                try await connection.query("SELECT pg_advisory_unlock(\(Self.sweepLock))", logger: logger)
+                try await connection.perform("SELECT pg_advisory_unlock(\(Self.sweepLock))", logger: logger)
                 return report
             } catch {
                 // A connection still holding the lock is never kept: closing it ends the session and the lock.
                 do {
-                    try await connection.query("SELECT pg_advisory_unlock(\(Self.sweepLock))", logger: logger)
+                    try await connection.perform("SELECT pg_advisory_unlock(\(Self.sweepLock))", logger: logger)
                 } catch {
                     try? await connection.close()
                 }
@@ -123,7 +123,7 @@ extension PostgresStorage {
         let caseIDs = Array(Set(batch.map(\.caseID)))
         let keys = Array(Set(caseIDs.map { Self.caseLockKey($0.bytes) })).sorted().map { Int64($0) }
         // In the order of their keys, as a shred on request takes them: an ordered subquery feeds the locks.
-        try await connection.query(
+        try await connection.perform(
             """
             SELECT count(pg_advisory_xact_lock(\(Self.caseLockSpace), k::int4))
             FROM (SELECT k FROM unnest(\(keys)::int8[]) AS k ORDER BY k) AS keys

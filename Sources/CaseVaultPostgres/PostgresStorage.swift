@@ -17,8 +17,8 @@ internal import Synchronization
 ///   transaction that every call of the lock's body joins and that commits when the body returns, so that
 ///   a daemon's threads and other daemons wait alike and a filing costs few round trips;
 /// - a filing against an epoch turn, by the records' shared filing lock and the check that the record is
-///   wrapped under the epoch new wraps use (`PostgresRecords`), in the filing's own transaction: a filing
-///   that loses to a turn wraps again under the new epoch.
+///   wrapped under the epoch new wraps use (`PostgresRecords`), in the filing's transaction (the case
+///   lock's): a filing that loses to a turn wraps again under the new epoch.
 ///
 /// Each record's data key is wrapped under the erase epoch's key this daemon holds in its epoch key file
 /// (`SealedRecord.wrappedKey(under:)`), and read back with that key (`StoredKey.Wrap.eraseEpoch`); the
@@ -203,7 +203,7 @@ package final class PostgresStorage: ServedStorage {
         on connection: PostgresConnection, logger: Logger
     ) async throws {
         if let (summary, header) = effects.newCase {
-            try await connection.query(
+            try await connection.perform(
                 """
                 INSERT INTO casevault_cases (id, state, participant_count, mediators, supervisors, created_at, closed_at,
                     header_id)
@@ -213,7 +213,7 @@ package final class PostgresStorage: ServedStorage {
                 """, logger: logger)
         }
         if let change = effects.caseState {
-            try await connection.query(
+            try await connection.perform(
                 """
                 UPDATE casevault_cases SET state = \(change.state.rawValue), closed_at = \(change.closedAt),
                     outcome = \(change.outcome) WHERE id = \(ByteBuffer(bytes: change.id.bytes))
@@ -260,11 +260,11 @@ package final class PostgresStorage: ServedStorage {
         // Their attachments, and any upload under way: an append holds its upload's row until its chunk is
         // committed, so the uploads' delete waits for it and the chunks' delete, a statement later, sees it.
         let records = ids.map { ByteBuffer(bytes: $0.bytes) }
-        try await connection.query(
+        try await connection.perform(
             "DELETE FROM casevault_attachments WHERE record_id = ANY(\(records))", logger: logger)
-        try await connection.query(
+        try await connection.perform(
             "DELETE FROM casevault_uploads WHERE record_id = ANY(\(records))", logger: logger)
-        try await connection.query(
+        try await connection.perform(
             "DELETE FROM casevault_attachment_chunks WHERE record_id = ANY(\(records))", logger: logger)
         // One certificate a case, issued with the shreds: erasure by key destruction, complete once every
         // daemon has destroyed the newest epoch a record's key was wrapped under (older ones go first),
@@ -290,7 +290,7 @@ package final class PostgresStorage: ServedStorage {
             throw CaseVaultError(.storageFailure, "a certificate on PostgreSQL must name its case and its erasure")
         }
         let document = certificate.document(signedWith: sealing.signCertificate)
-        try await connection.query(
+        try await connection.perform(
             """
             INSERT INTO casevault_certificates (id, case_id, issued_at, epoch, completes, document)
             VALUES (\(certificate.certificateID), \(ByteBuffer(bytes: caseID.bytes)), \(time), \(Int64(erasure.epoch)),
@@ -327,7 +327,7 @@ package final class PostgresStorage: ServedStorage {
             }
             let keys = Set(cases.map { Self.caseLockKey(Array($0.readableBytesView)) }).sorted()
             for key in keys {
-                try await connection.query(
+                try await connection.perform(
                     "SELECT pg_advisory_xact_lock(\(Self.caseLockSpace), \(key))", logger: logger)
             }
             var found: [RecordMetadata] = []
@@ -566,7 +566,7 @@ package final class PostgresStorage: ServedStorage {
         let (sealing, logger, time) = (self.sealing, self.logger, self.now())
         return try self.run { connection in
             try await connection.transaction(logger: logger) { connection -> Int in
-                try await connection.query("SELECT pg_advisory_xact_lock(\(Self.certifyingLock))", logger: logger)
+                try await connection.perform("SELECT pg_advisory_xact_lock(\(Self.certifyingLock))", logger: logger)
                 let rows = try await connection.query(
                     """
                     SELECT c.id, c.epoch, c.case_id, c.document,
@@ -710,20 +710,23 @@ package final class PostgresStorage: ServedStorage {
     /// call of `body` on this thread joins (`Pinned`) and that commits when `body` returns, so that what the
     /// body wrote becomes visible at once, under the lock, and a body that throws writes nothing. A daemon's
     /// threads and other daemons wait alike. Inside another case's lock on this thread, the lock joins that
-    /// transaction and is released with it.
+    /// transaction and is released with it, taken in the caller's order: nest case locks only in the order
+    /// of their keys, as shreds and the sweep take several (no caller nests today), or PostgreSQL ends one
+    /// of two deadlocked transactions with an error. What the body's calls write is kept only at the
+    /// commit here: a call's own success inside the body acknowledges nothing yet.
     package func withCaseLock<T>(_ id: CaseID, _ body: () throws(CaseVaultError) -> T) throws(CaseVaultError) -> T {
         let lock: PostgresQuery = "SELECT pg_advisory_xact_lock(\(Self.caseLockSpace), \(Self.caseLockKey(id.bytes)))"
         let logger = self.logger
         if self.pinnedConnection != nil {
-            try self.run { connection in try await connection.query(lock, logger: logger) }
+            try self.run { connection in try await connection.perform(lock, logger: logger) }
             return try body()
         }
         guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
         let connection = try self.checkOut()
         do throws(CaseVaultError) {
             try Self.wait {
-                try await connection.query(PostgresConnection.begin, logger: logger)
-                try await connection.query(lock, logger: logger)
+                try await connection.perform(PostgresConnection.begin, logger: logger)
+                try await connection.perform(lock, logger: logger)
             }
         } catch {
             // Closing the session ends whatever of the transaction began.
@@ -744,11 +747,16 @@ package final class PostgresStorage: ServedStorage {
         do throws(CaseVaultError) {
             switch outcome {
             case .success:
-                try Self.wait { try await connection.query("COMMIT", logger: logger) }
+                try Self.wait { try await connection.commit(logger: logger) }
             case .failure:
-                try Self.wait { try await connection.query("ROLLBACK", logger: logger) }
+                try Self.wait { try await connection.perform("ROLLBACK", logger: logger) }
             }
-            self.checkIn(connection)
+            // A server that stopped taking writes is not asked again, as in `run`.
+            if case .failure(let error) = outcome, error.code == .storageUnavailable {
+                Self.discard(connection)
+            } else {
+                self.checkIn(connection)
+            }
         } catch {
             Self.discard(connection)
             // A commit that failed wrote nothing that was acknowledged: the call fails. A rollback that failed
@@ -1031,7 +1039,7 @@ package final class PostgresStorage: ServedStorage {
         let begun = try self.run { connection in
             try await connection.transaction(logger: logger) { connection -> Bool? in
                 guard try await Self.shareLiveRecord(id, on: connection, logger: logger) else { return nil }
-                try await connection.query(
+                try await connection.perform(
                     """
                     WITH gone AS (
                         DELETE FROM casevault_uploads
@@ -1083,7 +1091,7 @@ package final class PostgresStorage: ServedStorage {
                     ON CONFLICT DO NOTHING RETURNING true
                     """, on: connection, logger: logger)
                 if !inserted {
-                    try await connection.query(
+                    try await connection.perform(
                         "DELETE FROM casevault_attachment_chunks WHERE upload = \(uploadID)", logger: logger)
                 }
                 return inserted ? .finished : .exists
@@ -1121,7 +1129,7 @@ package final class PostgresStorage: ServedStorage {
             do {
                 let connection = try await self.connection()
                 defer { self.checkIn(connection) }
-                try await connection.query(
+                try await connection.perform(
                     """
                     WITH gone AS (DELETE FROM casevault_uploads WHERE upload = \(ByteBuffer(bytes: upload)) RETURNING upload)
                     DELETE FROM casevault_attachment_chunks WHERE upload IN (SELECT upload FROM gone)
@@ -1190,7 +1198,7 @@ package final class PostgresStorage: ServedStorage {
                         RETURNING true
                         """, on: connection, logger: logger)
                 else { return false }
-                try await connection.query(
+                try await connection.perform(
                     """
                     INSERT INTO casevault_attachment_chunks (record_id, upload, at, bytes)
                     VALUES (\(ByteBuffer(bytes: recordID.bytes)), \(ByteBuffer(bytes: upload)), \(offset),
@@ -1388,7 +1396,9 @@ package final class PostgresStorage: ServedStorage {
     {
         guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
         if let pinned = self.pinnedConnection {
-            return try Self.wait { try await body(pinned) }
+            return try Self.wait {
+                try await PostgresConnection.$joined.withValue(ObjectIdentifier(pinned)) { try await body(pinned) }
+            }
         }
         let connection = try self.checkOut()
         do {
@@ -1451,9 +1461,15 @@ package final class PostgresStorage: ServedStorage {
         return nil
     }
 
+    /// Keeps `connection` for the next call; closes it once the storage is closed.
     private func checkIn(_ connection: PostgresConnection) {
         guard !connection.isClosed else { return }
-        self.idle.withLock { $0.append(connection) }
+        let kept = self.closed.withLock { closed in
+            guard !closed else { return false }
+            self.idle.withLock { $0.append(connection) }
+            return true
+        }
+        if !kept { Self.discard(connection) }
     }
 
     /// Where a waiting thread finds what its task answered.

@@ -110,7 +110,7 @@ extension EpochExchangeTests {
     }
 
     @Test(
-        "two casevaultd daemons serve one vault in PostgreSQL: a case opened and a form filed on one is read on the other, a shred on the other is seen by the first with a certificate of erasure by key destruction, the sweep runs and what only the local store does is 501, a daemon with another root key or under another name than its directory's refuses to start, and a daemon killed and started again serves the case and proves its audit log against its anchor in the database; nothing confidential in either log"
+        "two casevaultd daemons serve one vault in PostgreSQL: a case opened and a form filed on one is read on the other, a shred on the other is seen by the first with a certificate of erasure by key destruction, the sweep runs and what only the local store does is 501, a daemon with another root key, under another name than its directory's or under the name of a daemon serving refuses to start, and a daemon killed and started again at once serves the case and proves its audit log against its anchor in the database; nothing confidential in either log"
     )
     func daemonsOnPostgres() async throws {
         let clusters = try PostgresClusters()
@@ -157,6 +157,16 @@ extension EpochExchangeTests {
         #expect(await stranger.exitsByItself(), "a daemon with another root key started")
         #expect(stranger.process.terminationStatus != 0)
         #expect(stranger.notable.contains("root key is not the vault's"), "\(stranger.notable)")
+        // A second daemon under a's name (the vault's root key, a directory of its own) refuses to start while
+        // a serves: a holds its name in the database.
+        let twinRoot = try Self.databaseDaemonRoot(clusters, name: "vault-a")
+        try FileManager.default.createDirectory(
+            atPath: twinRoot + "/keys", withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.copyItem(atPath: rootA + "/keys/root.key", toPath: twinRoot + "/keys/root.key")
+        let twin = try DatabaseDaemon(root: twinRoot)
+        #expect(await twin.exitsByItself(), "a second daemon of one name started")
+        #expect(twin.process.terminationStatus != 0)
+        #expect(twin.notable.contains("already serves this vault"), "\(twin.notable)")
         a.crash()
         let configuration = rootA + "/casevault.toml"
         let named = try String(contentsOfFile: configuration, encoding: .utf8)

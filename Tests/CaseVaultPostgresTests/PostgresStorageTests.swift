@@ -672,7 +672,7 @@ extension EpochExchangeTests {
     }
 
     @Test(
-        "closing a case without agreement on PostgreSQL shreds its notes with a certificate naming the outcome, which the statistics then report; mediators and supervisors are replaced, and a case lock's body that throws after replacing them writes nothing; the roster adds and removes once, and a filing and a read see the case, record and roster in one statement"
+        "closing a case without agreement on PostgreSQL shreds its notes with a certificate naming the outcome, which the statistics then report; mediators and supervisors are replaced, and a case lock's body that throws after replacing them (and after a call with a transaction of its own) writes nothing; the roster adds and removes once, and a filing and a read see the case, record and roster in one statement"
     )
     func closingAndAssignments() async throws {
         let clusters = try PostgresClusters()
@@ -699,6 +699,8 @@ extension EpochExchangeTests {
             do {
                 try vaultA.storage.withCaseLock(caseID) { () throws(CaseVaultError) in
                     try vaultA.storage.assign(.mediators, caseID, [4009])
+                    // A call that opens a transaction of its own joins the lock's: its commit is not the body's.
+                    _ = try vaultA.storage.certifyErasures()
                     inside.withLock { $0 = (try? vaultA.storage.caseSummary(caseID).mediators) ?? [] }
                     throw CaseVaultError(.invalidField, "refused after writing")
                 }
