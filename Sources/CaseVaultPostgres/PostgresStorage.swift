@@ -851,7 +851,7 @@ package final class PostgresStorage: ServedStorage {
     package func closeCase(_ id: CaseID, outcome: ClosingOutcome, authority: Authority = .daemon)
         throws(CaseVaultError) -> [RecordID]
     {
-        try self.withCaseLock(id) { () throws(CaseVaultError) in
+        let shredded = try self.withCaseLock(id) { () throws(CaseVaultError) in
             let summary = try self.caseSummary(id)
             let effect = try CasePolicy.closing(summary, notes: try self.notesToDestroy(id))
             let (logger, time, certifying) = (self.logger, self.now(), (self.sealing, self.eraseWindow))
@@ -862,10 +862,10 @@ package final class PostgresStorage: ServedStorage {
             try self.inTransaction { [effects] connection in
                 try await Self.apply(effects, at: time, certifying: certifying, on: connection, logger: logger)
             }
-            self.logger.info(
-                "case closed", metadata: ["case.id": "\(id)", "records.shredded": "\(effect.shredNotes.count)"])
             return effect.shredNotes
         }
+        self.logger.info("case closed", metadata: ["case.id": "\(id)", "records.shredded": "\(shredded.count)"])
+        return shredded
     }
 
     /// Replaces the case's mediators or supervisors; `not-found` for an unknown case.

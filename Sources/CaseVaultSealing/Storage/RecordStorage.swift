@@ -22,8 +22,10 @@ package protocol RecordStorage: AnyObject, Sendable {
     // MARK: Records
 
     /// Files `record` durably with `effects` in the same transaction, so that a crash leaves all or none of
-    /// it: places its blob, wraps its key into a slot (`SealedRecord.wrappedKey`), commits its row.
-    /// The storage must not keep `record` past the commit: it holds the record's data key.
+    /// it: places its blob, wraps its key into a slot (`SealedRecord.wrappedKey`), commits its row. Inside
+    /// a case's lock, a storage may make the lock's end the commit (PostgreSQL): the filing is kept once
+    /// `withCaseLock` returns. The storage must not keep `record` past the commit: it holds the record's
+    /// data key.
     func commit(_ record: SealedRecord, effects: FilingEffects) throws(CaseVaultError) -> RecordMetadata
     /// A live record's metadata: `not-found` or `shredded` as `storedRecord`.
     func metadata(_ id: RecordID) throws(CaseVaultError) -> RecordMetadata
@@ -41,11 +43,14 @@ package protocol RecordStorage: AnyObject, Sendable {
 
     // MARK: Cases
 
-    /// Runs `body` holding the case's lock: filings, holds and closings of one case run one at a time.
+    /// Runs `body` holding the case's lock: filings, holds and closings of one case run one at a time. A
+    /// storage may run the body in one transaction that a throw rolls back (PostgreSQL), or keep each call's
+    /// own commit (the local store): the sealing layer relies on neither, and throws before it writes.
     func withCaseLock<T>(_ id: CaseID, _ body: () throws(CaseVaultError) -> T) throws(CaseVaultError) -> T
     /// The case's row; `not-found` for an unknown id.
     func caseSummary(_ id: CaseID) throws(CaseVaultError) -> CaseSummary
-    /// The case's row (`nil` for an unknown id) and whether `rosterUID` is on the roster, in one trip.
+    /// The case's row (`nil` for an unknown id) and whether `rosterUID` is on the roster, in one trip (for
+    /// an unknown case the roster may be answered `false` unread).
     func caseAndRoster(_ id: CaseID, rosterUID: UInt32?) throws(CaseVaultError) -> (CaseSummary?, Bool)
     /// The id of the case's sealed header; `not-found` for an unknown case.
     func caseHeaderID(_ id: CaseID) throws(CaseVaultError) -> RecordID

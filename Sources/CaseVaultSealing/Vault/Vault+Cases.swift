@@ -54,7 +54,7 @@ extension Vault {
             throw CaseVaultError(
                 .unknownRecordType, "the case header is written only when the case is opened", field: "type")
         }
-        return try self.storage.withCaseLock(record.caseID) { () throws(CaseVaultError) in
+        let filed = try self.storage.withCaseLock(record.caseID) { () throws(CaseVaultError) in
             let (found, onRoster) = try self.storage.caseAndRoster(record.caseID, rosterUID: rosterUID)
             guard let summary = found else {
                 throw CaseVaultError.caseNotFound()
@@ -101,6 +101,8 @@ extension Vault {
             try self.storage.finishMarkedShreds(effect.shredNotes)
             return (stored, effect.shredNotes)
         }
+        Self.logFiled(filed.0, self.logger)
+        return filed
     }
 
     /// The case's sealed header (participants' names and contacts), opened; `not-found` for an unknown case.

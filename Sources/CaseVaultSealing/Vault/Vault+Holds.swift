@@ -8,7 +8,7 @@ extension Vault {
     package func placeHold(on caseID: CaseID, reason: String, authority: Authority) throws(CaseVaultError)
         -> LegalHold
     {
-        try self.storage.withCaseLock(caseID) { () throws(CaseVaultError) in
+        let hold = try self.storage.withCaseLock(caseID) { () throws(CaseVaultError) in
             _ = try self.storage.caseSummary(caseID)
             let hold = LegalHold(
                 id: HoldID(bytes: Random.bytes(count: HoldID.byteCount)), caseID: caseID,
@@ -26,9 +26,10 @@ extension Vault {
                 SealedHold(
                     id: hold.id, caseID: caseID, placedAt: hold.placedAt, placedBy: authority, sealedReason: sealed,
                     eraseEpoch: nil, reasonKey: reasonKey))
-            self.logger.info("legal hold placed", metadata: ["hold.id": "\(hold.id)", "case.id": "\(caseID)"])
             return hold
         }
+        self.logger.info("legal hold placed", metadata: ["hold.id": "\(hold.id)", "case.id": "\(caseID)"])
+        return hold
     }
 
     /// The holds standing, oldest first, with their reasons opened.

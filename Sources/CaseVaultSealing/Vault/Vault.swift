@@ -28,8 +28,15 @@ package final class Vault<Storage: RecordStorage>: Sendable {
     /// `file(_:)`, which the server uses. When this returns, the record survives a crash.
     package func put(_ record: NewRecord) throws(CaseVaultError) -> RecordMetadata {
         let document = try self.validator.validate(type: record.type, content: record.content, parsed: record.parsed)
-        return try self.put(
+        let stored = try self.put(
             validated: record, effects: FilingEffects(), participant: Self.participant(record, document))
+        Self.logFiled(stored, self.logger)
+        return stored
+    }
+
+    /// Logged once the filing is kept: after the case's lock, whose end commits it on some storages.
+    static func logFiled(_ stored: RecordMetadata, _ logger: Logger) {
+        logger.debug("record filed", metadata: ["record.id": "\(stored.id)", "case.id": "\(stored.caseID)"])
     }
 
     /// Seals validated content on the caller's thread (in parallel with other callers; the storage batches
@@ -51,9 +58,7 @@ package final class Vault<Storage: RecordStorage>: Sendable {
         // No participant sealed under the root key's subkey where its residue would outlive the erase window.
         let sealed = self.barrier.seal(
             record, id: id, participant: self.storage.sealsUnderEraseEpochs ? nil : participant)
-        let stored = try self.storage.commit(sealed, effects: effects)
-        self.logger.debug("record filed", metadata: ["record.id": "\(stored.id)", "case.id": "\(stored.caseID)"])
-        return stored
+        return try self.storage.commit(sealed, effects: effects)
     }
 
     // MARK: Reading
