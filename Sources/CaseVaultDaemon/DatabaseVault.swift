@@ -67,7 +67,7 @@ enum DatabaseVault {
     /// still holds it.
     static func holdPresence(_ presence: DaemonPresence) async throws(CaseVaultError) {
         for _ in 0..<20 {
-            if try await presence.hold() { return }
+            if try await presence.hold() != nil { return }
             try? await Task.sleep(for: .milliseconds(250))
         }
         throw presence.taken
@@ -109,7 +109,7 @@ enum DatabaseVault {
         let presence = DaemonPresence(daemon: name, locator: locator, logger: logger)
         let epochs = EpochService(
             schedule: storage.schedule(EpochExchange(daemon: name, file: file, logger: logger)),
-            storage: storage, locator: locator, presence: presence, logger: logger)
+            storage: storage, presence: presence, logger: logger)
         let check = storage.sealing.rootKeyCheck
         let connection = try await locator.connect().connection
         do {
@@ -133,8 +133,8 @@ enum DatabaseVault {
     }
 }
 
-/// This daemon's part in turning erase epochs (`EpochSchedule`): a step every `period`, each on a
-/// connection of its own to the primary, then the second certificates of the shreds whose epoch every
+/// This daemon's part in turning erase epochs (`EpochSchedule`): a step every `period`, on the connection
+/// that holds the daemon's name (`DaemonPresence`; a new one to the primary when that one ended), then the second certificates of the shreds whose epoch every
 /// daemon has destroyed (`certifyErasures`). The schedule needs a step only every `EpochSchedule.interval`
 /// (up to a minute); stepping every two seconds, a few small queries each, means a daemon that joins, or
 /// comes back without the current epoch's key, gets it sealed to it within seconds rather than a minute.
@@ -146,7 +146,6 @@ struct EpochService: Service {
 
     let schedule: EpochSchedule
     let storage: PostgresStorage
-    let locator: PrimaryLocator
     /// This daemon's lock on its name, taken again at each step when its session has ended (a failover).
     let presence: DaemonPresence
     let logger: Logger
@@ -166,14 +165,12 @@ struct EpochService: Service {
     /// its pairs and keys would be mixed with this one's.
     func step() async {
         do {
-            guard try await self.presence.hold() else {
+            guard let connection = try await self.presence.hold() else {
                 self.logger.error(
                     "another daemon of this name serves the vault now: this one takes no step of the erase epochs until it stops",
                     metadata: ["daemon.name": "\(self.presence.daemon.rawValue)"])
                 return
             }
-            let connection = try await self.locator.connect().connection
-            defer { connection.close().whenComplete { _ in withExtendedLifetime(connection) {} } }
             let step = try await self.schedule.step(on: connection)
             if step.turnedTo != nil || !step.received.isEmpty || !step.destroyed.isEmpty || step.rewrapped > 0 {
                 self.logger.notice(

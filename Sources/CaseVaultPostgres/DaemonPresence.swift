@@ -2,7 +2,7 @@ package import CaseVaultCore
 internal import CaseVaultCrypto
 package import CaseVaultSealing
 package import Logging
-internal import PostgresNIO
+package import PostgresNIO
 internal import Synchronization
 
 /// One live daemon a name: the session advisory lock a daemon holds while it serves, on a connection of its
@@ -38,9 +38,11 @@ package final class DaemonPresence: Sendable {
     }
 
     /// Holds the lock: at once when this daemon's connection that holds it is still open, else on a new
-    /// connection to the primary. `false` when another session holds it: another daemon of this name.
-    package func hold() async throws(CaseVaultError) -> Bool {
-        if let connection = self.holder.withLock({ $0 }), !connection.isClosed { return true }
+    /// connection to the primary. Returns that connection, on which the daemon's steps of the erase epochs
+    /// run too (one connection for both, not a new one every step); `nil` when another session holds the
+    /// lock: another daemon of this name.
+    package func hold() async throws(CaseVaultError) -> PostgresConnection? {
+        if let connection = self.holder.withLock({ $0 }), !connection.isClosed { return connection }
         let connection = try await self.locator.connect().connection
         var taken = false
         do {
@@ -55,14 +57,14 @@ package final class DaemonPresence: Sendable {
         }
         guard taken else {
             try? await connection.close()
-            return false
+            return nil
         }
         let replaced = self.holder.withLock { holder in
             defer { holder = connection }
             return holder
         }
         try? await replaced?.close()
-        return true
+        return connection
     }
 
     /// Lets the lock go (its connection closed), for a daemon that stops.
