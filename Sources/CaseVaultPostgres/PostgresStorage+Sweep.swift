@@ -121,13 +121,7 @@ extension PostgresStorage {
         certifying: (sealing: SealingServices, window: Int64), on connection: PostgresConnection, logger: Logger
     ) async throws -> ([RecordType: SweepReport.Counts], Int) {
         let caseIDs = Array(Set(batch.map(\.caseID)))
-        let keys = Array(Set(caseIDs.map { Self.caseLockKey($0.bytes) })).sorted().map { Int64($0) }
-        // In the order of their keys, as a shred on request takes them: an ordered subquery feeds the locks.
-        try await connection.perform(
-            """
-            SELECT count(pg_advisory_xact_lock(\(Self.caseLockSpace), k::int4))
-            FROM (SELECT k FROM unnest(\(keys)::int8[]) AS k ORDER BY k) AS keys
-            """, logger: logger)
+        try await Self.lockCases(caseIDs.map(\.bytes), on: connection, logger: logger)
         var live = Set<RecordID>()
         for try await id in try await connection.query(
             """

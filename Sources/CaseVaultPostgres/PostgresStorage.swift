@@ -325,11 +325,7 @@ package final class PostgresStorage: ServedStorage {
             ).decode(ByteBuffer.self) {
                 cases.append(caseID)
             }
-            let keys = Set(cases.map { Self.caseLockKey(Array($0.readableBytesView)) }).sorted()
-            for key in keys {
-                try await connection.perform(
-                    "SELECT pg_advisory_xact_lock(\(Self.caseLockSpace), \(key))", logger: logger)
-            }
+            try await Self.lockCases(cases.map { Array($0.readableBytesView) }, on: connection, logger: logger)
             var found: [RecordMetadata] = []
             for try await row in try await connection.query(
                 """
@@ -700,6 +696,18 @@ package final class PostgresStorage: ServedStorage {
     }
 
     // MARK: Cases
+
+    /// Takes the locks of the cases `caseIDs` (their bytes) for the caller's transaction, each once, in the
+    /// order of their keys, in one statement (an ordered subquery feeds the locks): so do a shred on request
+    /// and each batch of the sweep, which take several, and never deadlock with each other.
+    static func lockCases(_ caseIDs: [[UInt8]], on connection: PostgresConnection, logger: Logger) async throws {
+        let keys = Set(caseIDs.map { Self.caseLockKey($0) }).sorted().map { Int64($0) }
+        try await connection.perform(
+            """
+            SELECT count(pg_advisory_xact_lock(\(Self.caseLockSpace), k::int4))
+            FROM (SELECT k FROM unnest(\(keys)::int8[]) AS k ORDER BY k) AS keys
+            """, logger: logger)
+    }
 
     /// The second key of a case's advisory lock: the case id's first four bytes.
     static func caseLockKey(_ caseID: [UInt8]) -> Int32 {
