@@ -62,11 +62,11 @@ enum DatabaseVault {
         return name
     }
 
-    /// Takes this daemon's presence (`DaemonPresence`), waiting up to five seconds for the session of a
-    /// daemon of this name that just died to end; `invalid-configuration` when another daemon of this name
-    /// still holds it.
+    /// Takes this daemon's presence (`DaemonPresence`), waiting up to 30 seconds for the session of a
+    /// daemon of this name that died to end (its host's death included: `DaemonPresence.keepalives`);
+    /// `invalid-configuration` when another daemon of this name still holds it.
     static func holdPresence(_ presence: DaemonPresence) async throws(CaseVaultError) {
-        for _ in 0..<20 {
+        for _ in 0..<120 {
             if try await presence.hold() != nil { return }
             try? await Task.sleep(for: .milliseconds(250))
         }
@@ -150,28 +150,55 @@ struct EpochService: Service {
     let presence: DaemonPresence
     let logger: Logger
 
-    func run() async {
-        await cancelWhenGracefulShutdown {
+    /// How long a daemon serves without its name before it stops: longer than the database takes to end
+    /// the session of a daemon of this name whose host died (`DaemonPresence.keepalives`), after which
+    /// only another live daemon can hold it.
+    static var nameGrace: Duration { .seconds(60) }
+    /// How long a step may take before its connection is closed: one whose server went away unseen (a
+    /// half-open socket) would otherwise wait for the kernel to give up on it.
+    static var stepLimit: Duration { .seconds(30) }
+
+    /// Steps until the daemon stops; throws, stopping the daemon (exit 3), once another
+    /// daemon has held this one's name for `nameGrace`: two daemons of one name would replace each other's
+    /// pairs, keys and audit anchor, and the erasures certified for that name would not be this one's.
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            var lostSince: ContinuousClock.Instant?
             while !Task.isCancelled {
                 try? await Task.sleep(for: Self.period)
                 guard !Task.isCancelled else { return }
-                await self.step()
+                if await self.step() {
+                    lostSince = nil
+                } else if let since = lostSince, since.duration(to: .now) >= Self.nameGrace {
+                    self.logger.critical(
+                        "another daemon of this name has served the vault for a minute: this one stops",
+                        metadata: ["daemon.name": "\(self.presence.daemon.rawValue)"])
+                    throw self.presence.taken
+                } else {
+                    lostSince = lostSince ?? .now
+                }
             }
         }
         await self.presence.release()
     }
 
     /// One step, then certifying; never throws. No step while another daemon holds this daemon's name:
-    /// its pairs and keys would be mixed with this one's.
-    func step() async {
+    /// its pairs and keys would be mixed with this one's. Returns whether this daemon held its name.
+    @discardableResult
+    func step() async -> Bool {
         do {
             guard let connection = try await self.presence.hold() else {
                 self.logger.error(
-                    "another daemon of this name serves the vault now: this one takes no step of the erase epochs until it stops",
+                    "another daemon of this name serves the vault now: this one takes no step of the erase epochs, and stops unless its name comes back within a minute",
                     metadata: ["daemon.name": "\(self.presence.daemon.rawValue)"])
-                return
+                return false
             }
-            let step = try await self.schedule.step(on: connection)
+            let step = try await self.limited { try await self.schedule.step(on: connection) }
+            if !step.retired.isEmpty {
+                self.logger.warning(
+                    "daemons away from the vault retired from the erase epochs: they rejoin with the current key from a live daemon",
+                    metadata: ["epoch.retired": "\(step.retired)"])
+            }
             if step.turnedTo != nil || !step.received.isEmpty || !step.destroyed.isEmpty || step.rewrapped > 0 {
                 self.logger.notice(
                     "erase epochs stepped",
@@ -205,6 +232,27 @@ struct EpochService: Service {
             self.logger.warning(
                 "certifying erasures failed; the next step tries again",
                 metadata: ["error.code": "\(error.code.rawValue)"])
+        }
+        return true
+    }
+
+    /// Runs `body` for at most `stepLimit`: past it, the presence's connection, on which the body runs, is
+    /// closed, which fails what waits on it, and the next step takes the name again on a new connection.
+    private func limited<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let presence = self.presence
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: Self.stepLimit)
+                await presence.release()
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let done = first else {
+                throw CaseVaultError(
+                    .storageUnavailable, "a step of the erase epochs took too long: its connection was closed")
+            }
+            return done
         }
     }
 

@@ -32,10 +32,17 @@ package final class DaemonPresence: Sendable {
 
     /// The lock's key: the first eight bytes of a BLAKE2b digest of the name under a label of its own, in
     /// PostgreSQL's single 64-bit key space (where the vault's other locks are ASCII words).
-    static func key(_ daemon: DaemonName) -> Int64 {
+    package static func key(_ daemon: DaemonName) -> Int64 {
         let digest = Hash.blake2b(Array("casevault daemon presence\0\(daemon.rawValue)".utf8), length: 16)
         return Int64(bitPattern: digest.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
     }
+
+    /// Probes of an idle presence session's client by the server: after 10 s idle, every 5 s, 3 unanswered
+    /// ending the session.
+    static let keepalives: PostgresQuery = """
+        SELECT set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false),
+            set_config('tcp_keepalives_count', '3', false)
+        """
 
     /// Holds the lock: at once when this daemon's connection that holds it is still open, else on a new
     /// connection to the primary. Returns that connection, on which the daemon's steps of the erase epochs
@@ -46,6 +53,11 @@ package final class DaemonPresence: Sendable {
         let connection = try await self.locator.connect().connection
         var taken = false
         do {
+            // The server probes this session's client every few seconds once idle, so that the session of a
+            // daemon whose host died (power lost, network cut) ends, and its lock with it, within about
+            // 25 s, not the kernel's two hours: the daemon started again takes its name back (ignored on a
+            // local socket, where the server shares the host's fate).
+            try await connection.perform(Self.keepalives, logger: self.logger)
             for try await value in try await connection.query(
                 "SELECT pg_try_advisory_lock(\(Self.key(self.daemon)))", logger: self.logger
             ).decode(Bool.self) {
@@ -67,7 +79,8 @@ package final class DaemonPresence: Sendable {
         return connection
     }
 
-    /// Lets the lock go (its connection closed), for a daemon that stops.
+    /// Lets the lock go (its connection closed), for a daemon that stops, or whose step on it hung: the
+    /// next `hold` takes it again on a new connection.
     package func release() async {
         let connection = self.holder.withLock { holder in
             defer { holder = nil }

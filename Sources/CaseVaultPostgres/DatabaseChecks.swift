@@ -129,15 +129,15 @@ package enum DatabaseChecks {
         }
         // Each older epoch still held, with how long ago the epoch after it was turned to.
         var holding: [Holder] = []
-        for try await (daemon, held, age) in try await connection.query(
+        for try await (daemon, held, age, away) in try await connection.query(
             """
-            SELECT h.daemon, h.epoch, extract(epoch FROM now() - n.turned_at)::bigint
+            SELECT h.daemon, h.epoch, extract(epoch FROM now() - n.turned_at)::bigint, h.retired_at IS NOT NULL
             FROM casevault_epoch_holders h
             JOIN casevault_epochs n ON n.number = (SELECT min(number) FROM casevault_epochs WHERE number > h.epoch)
             WHERE h.epoch < \(epoch.number) AND h.destroyed_at IS NULL ORDER BY h.daemon, h.epoch
             """, logger: logger
-        ).decode((String, Int64, Int64).self) {
-            holding.append(Holder(daemon: daemon, epoch: held, secondsSinceReplaced: age))
+        ).decode((String, Int64, Int64, Bool).self) {
+            holding.append(Holder(daemon: daemon, epoch: held, secondsSinceReplaced: age, away: away))
         }
         return Self.epochVerdict(
             current: epoch.number, secondsSinceTurned: epoch.age, waiting: waiting, holding: holding,
@@ -150,11 +150,15 @@ package enum DatabaseChecks {
         package var epoch: Int64
         /// How long ago the epoch after it was turned to.
         package var secondsSinceReplaced: Int64
+        /// Whether its daemon was retired as away (`EpochExchange.retireAway`): its host's key file keeps
+        /// the key until the daemon starts again.
+        package var away: Bool
 
-        package init(daemon: String, epoch: Int64, secondsSinceReplaced: Int64) {
+        package init(daemon: String, epoch: Int64, secondsSinceReplaced: Int64, away: Bool = false) {
             self.daemon = daemon
             self.epoch = epoch
             self.secondsSinceReplaced = secondsSinceReplaced
+            self.away = away
         }
     }
 
@@ -177,7 +181,9 @@ package enum DatabaseChecks {
         let overdue = holding.filter { $0.secondsSinceReplaced > half }
         let pending = holding.filter { $0.secondsSinceReplaced <= half }
         let describe = { (holders: [Holder]) in
-            holders.map { "\($0.daemon) (epoch \($0.epoch))" }.joined(separator: ", ")
+            holders.map {
+                "\($0.daemon) (epoch \($0.epoch)\($0.away ? ", away: its key file keeps the key until it starts again" : ""))"
+            }.joined(separator: ", ")
         }
         if !overdue.isEmpty {
             late.append(

@@ -130,7 +130,8 @@ package struct EpochExchange: Sendable {
     /// published for it, kept in this daemon's file. Returns the new epoch's number and the daemons it was
     /// sealed to (this one included), or `nil`, changing nothing, when another daemon turned first. Refuses,
     /// changing nothing, when a published pair's tag is not the vault's, or when a daemon that holds the
-    /// current epoch has published no pair for the next (it would be left without the key).
+    /// current epoch, and was not retired as away (`retireAway`), has published no pair for the next (it
+    /// would be left without the key).
     package func turn(from expected: UInt64?, on connection: PostgresConnection) async throws -> (
         epoch: UInt64, sealedTo: [DaemonName]
     )? {
@@ -149,7 +150,7 @@ package struct EpochExchange: Sendable {
                 for try await holder in try await connection.query(
                     """
                     SELECT daemon FROM casevault_epoch_holders
-                    WHERE epoch = \(Int64(current)) AND destroyed_at IS NULL ORDER BY daemon
+                    WHERE epoch = \(Int64(current)) AND destroyed_at IS NULL AND retired_at IS NULL ORDER BY daemon
                     """, logger: self.logger
                 ).decode(String.self) where !pairs.contains(where: { $0.name.rawValue == holder }) {
                     throw CaseVaultError(
@@ -242,13 +243,16 @@ package struct EpochExchange: Sendable {
         return received
     }
 
-    /// Destroys in this daemon's file every epoch key and pair older than `epoch`, whose key it must hold,
-    /// each slot overwritten and flushed, then records the time for every such epoch not yet recorded (the
-    /// file is the truth: a crash between the two is mended by the next call). Returns the epochs whose keys
-    /// were destroyed now.
-    package func destroy(before epoch: UInt64, on connection: PostgresConnection) async throws -> [UInt64] {
+    /// Destroys in this daemon's file every epoch key and pair older than `epoch`, whose key it must hold
+    /// (unless `holding` is false: for a daemon back from away, once no live data key is wrapped under an
+    /// older epoch), each slot overwritten and flushed, then records the time for every such epoch not yet
+    /// recorded (the file is the truth: a crash between the two is mended by the next call). Returns the
+    /// epochs whose keys were destroyed now.
+    package func destroy(before epoch: UInt64, holding: Bool = true, on connection: PostgresConnection)
+        async throws -> [UInt64]
+    {
         let held = self.file.keyEpochs()
-        guard held.contains(epoch) else {
+        guard held.contains(epoch) || !holding else {
             throw CaseVaultError(
                 .keyUnavailable,
                 "this daemon does not hold epoch \(epoch)'s key, so it destroys none older: receive it first")
@@ -267,6 +271,100 @@ package struct EpochExchange: Sendable {
             WHERE daemon = \(self.daemon.rawValue) AND epoch < \(Int64(epoch)) AND destroyed_at IS NULL
             """, logger: self.logger)
         return destroyed
+    }
+
+    // MARK: Daemons away
+
+    /// Records that this daemon steps now, and takes back its part in the epochs its file holds that it was
+    /// retired from while away (`retireAway`): the others wait for it again, as they wait for any holder.
+    package func seen(on connection: PostgresConnection) async throws {
+        let held = self.file.keyEpochs().map { Int64($0) }
+        try await connection.transaction(logger: self.logger) { connection in
+            try await connection.perform(
+                """
+                INSERT INTO casevault_daemons (daemon, seen_at) VALUES (\(self.daemon.rawValue), now())
+                ON CONFLICT (daemon) DO UPDATE SET seen_at = excluded.seen_at
+                """, logger: self.logger)
+            try await connection.perform(
+                """
+                UPDATE casevault_epoch_holders SET retired_at = NULL
+                WHERE daemon = \(self.daemon.rawValue) AND retired_at IS NOT NULL AND destroyed_at IS NULL
+                    AND epoch = ANY(\(held)::int8[])
+                """, logger: self.logger)
+        }
+    }
+
+    /// Retires every other daemon that has not stepped for `seconds` (by the database's clock) and does not
+    /// hold its presence lock (`DaemonPresence`): its pairs and the copies still waiting for it are deleted,
+    /// every epoch whose copies are then all received becomes ready, and its holdings not yet destroyed are
+    /// marked retired, so that turns no longer wait for its pair. A stopped host thus holds back neither
+    /// the turns nor new wraps; it rejoins by publishing a pair and being sealed the current key by a live
+    /// daemon, and destroys at once what the vault moved past (`EpochSchedule.step`). Its holdings still
+    /// hold back the certificates that complete an erasure (`PostgresStorage.certifyErasures`): its file
+    /// keeps those keys until it starts again. Returns the daemons retired.
+    package func retireAway(after seconds: Int64, on connection: PostgresConnection) async throws -> [DaemonName] {
+        try await connection.transaction(logger: self.logger) { connection -> [DaemonName] in
+            try await connection.perform("SELECT pg_advisory_xact_lock(\(Self.turnLock))", logger: self.logger)
+            var away: [DaemonName] = []
+            for try await name in try await connection.query(
+                """
+                SELECT d.daemon FROM casevault_daemons d
+                WHERE d.daemon <> \(self.daemon.rawValue)
+                    AND d.seen_at < now() - make_interval(secs => \(Double(seconds)))
+                    AND (EXISTS (SELECT 1 FROM casevault_epoch_pairs p WHERE p.daemon = d.daemon)
+                        OR EXISTS (SELECT 1 FROM casevault_epoch_copies c WHERE c.daemon = d.daemon)
+                        OR EXISTS (SELECT 1 FROM casevault_epoch_holders h
+                            WHERE h.daemon = d.daemon AND h.destroyed_at IS NULL AND h.retired_at IS NULL))
+                ORDER BY d.daemon
+                """, logger: self.logger
+            ).decode(String.self) {
+                away.append(try DaemonName(name))
+            }
+            var retired: [DaemonName] = []
+            for daemon in away {
+                guard try await !Self.isPresent(daemon, on: connection, logger: self.logger) else { continue }
+                let name = daemon.rawValue
+                try await connection.perform(
+                    "DELETE FROM casevault_epoch_copies WHERE daemon = \(name)", logger: self.logger)
+                try await connection.perform(
+                    "DELETE FROM casevault_epoch_pairs WHERE daemon = \(name)", logger: self.logger)
+                try await connection.perform(
+                    """
+                    UPDATE casevault_epoch_holders SET retired_at = now()
+                    WHERE daemon = \(name) AND destroyed_at IS NULL AND retired_at IS NULL
+                    """, logger: self.logger)
+                retired.append(daemon)
+            }
+            if !retired.isEmpty {
+                try await connection.perform(
+                    """
+                    UPDATE casevault_epochs e SET ready_at = now()
+                    WHERE e.ready_at IS NULL
+                        AND NOT EXISTS (SELECT 1 FROM casevault_epoch_copies c WHERE c.epoch = e.number)
+                    """, logger: self.logger)
+            }
+            return retired
+        }
+    }
+
+    /// Whether `daemon`'s presence lock is held in this database now: a daemon that serves, even one whose
+    /// steps have stalled.
+    static func isPresent(_ daemon: DaemonName, on connection: PostgresConnection, logger: Logger) async throws
+        -> Bool
+    {
+        // A 64-bit key shows as its high half in `classid` and its low half in `objid`, with `objsubid` 1.
+        let key = UInt64(bitPattern: DaemonPresence.key(daemon))
+        let (high, low) = (Int64(key >> 32), Int64(key & 0xFFFF_FFFF))
+        for try await present in try await connection.query(
+            """
+            SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND classid::int8 = \(high) AND objid::int8 = \(low))
+            """, logger: logger
+        ).decode(Bool.self) {
+            return present
+        }
+        return false
     }
 
     // MARK: What crosses the database

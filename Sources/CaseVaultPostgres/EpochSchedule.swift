@@ -8,10 +8,14 @@ package import PostgresNIO
 /// at a shred is replaced within half a window and destroyed by every daemon within the other half. Each
 /// `step` does what is due for this daemon, in this order:
 ///
-/// 1. receive every epoch key sealed to it;
-/// 2. with no epoch yet, publish a pair for the first and turn to it; with a current epoch it does not hold,
-///    publish a pair for it, for a daemon that holds it to seal it (`shareCurrent`);
-/// 3. holding the current epoch: seal it to every daemon waiting for it; from a quarter of a window after
+/// 1. record that it steps (`seen`) and receive every epoch key sealed to it;
+/// 2. with no epoch yet, publish a pair for the first and turn to it; with a current epoch it does not hold
+///    (it joined late, lost its file or was away), destroy every older epoch the vault has moved past
+///    (nothing live wrapped under one), and publish a pair for the current epoch, for a daemon that holds
+///    it to seal it (`shareCurrent`);
+/// 3. holding the current epoch: retire the daemons away longer than `awayAfter` (`retireAway`), so that
+///    a stopped host holds back neither turns nor new wraps; seal it to every daemon waiting for it; from a
+///    quarter of a window after
 ///    the turn, publish a pair for the next epoch; from just short of half a window (`turnAge`), turn (one
 ///    daemon wins; a turn refused because a holder has not published its pair yet waits for it);
 /// 4. destroy every epoch older than the one new wraps use, once no live data key is wrapped under one
@@ -61,9 +65,16 @@ package struct EpochSchedule: Sendable {
     /// delay never makes an epoch outlive its half (doctor fails one that does).
     package var turnAge: Int64 { self.eraseWindow / 2 - 2 * self.interval }
 
+    /// How long a daemon may go without a step before the others retire it (`EpochExchange.retireAway`):
+    /// an eighth of the window, and at least four steps. An epoch turned to just before its daemon went
+    /// away is then ready for wraps well within the half window left for its predecessor's destruction.
+    package var awayAfter: Int64 { max(self.eraseWindow / 8, 4 * self.interval) }
+
     /// What one step did.
     package struct Step: Sendable, Equatable {
         package var received: [UInt64] = []
+        /// The daemons retired as away.
+        package var retired: [String] = []
         package var sharedWith: [String] = []
         /// The epoch a pair was published for (again, when it was published before).
         package var publishedFor: UInt64?
@@ -80,6 +91,7 @@ package struct EpochSchedule: Sendable {
     package func step(on connection: PostgresConnection) async throws -> Step {
         let logger = self.exchange.logger
         var step = Step()
+        try await self.exchange.seen(on: connection)
         step.received = try await self.exchange.receive(on: connection)
         guard let current = try await EpochExchange.currentEpochAge(connection, logger: logger) else {
             try await self.exchange.publishPair(for: 1, on: connection)
@@ -88,11 +100,13 @@ package struct EpochSchedule: Sendable {
             return step
         }
         guard self.exchange.file.keyEpochs().contains(current.number) else {
+            try await self.destroyPassed(on: connection, into: &step)
             try await self.exchange.publishPair(for: current.number, on: connection)
             step.publishedFor = current.number
             step.waiting = "this daemon waits for epoch \(current.number)'s key from a daemon that holds it"
             return step
         }
+        step.retired = try await self.exchange.retireAway(after: self.awayAfter, on: connection).map(\.rawValue)
         step.sharedWith = try await self.exchange.shareCurrent(on: connection).map(\.rawValue)
         if current.secondsSinceTurned >= self.eraseWindow / 4 {
             try await self.exchange.publishPair(for: current.number + 1, on: connection)
@@ -109,6 +123,18 @@ package struct EpochSchedule: Sendable {
         }
         try await self.destroyOlder(on: connection, into: &step)
         return step
+    }
+
+    /// Step 2 for a daemon without the current epoch: the epochs it holds older than the one new wraps use,
+    /// destroyed once nothing live is wrapped under one, without waiting for the current key (a daemon back
+    /// from away keeps no key the others have destroyed while it waits).
+    private func destroyPassed(on connection: PostgresConnection, into step: inout Step) async throws {
+        let file = self.exchange.file
+        guard let wrap = try await EpochExchange.wrapEpoch(connection, logger: self.exchange.logger),
+            (file.keyEpochs() + file.pairEpochs()).contains(where: { $0 < wrap }),
+            try await !self.wrappedBelow(wrap, connection)
+        else { return }
+        step.destroyed = try await self.exchange.destroy(before: wrap, holding: false, on: connection)
     }
 
     /// Step 4: the epochs older than the one new wraps use, destroyed once nothing live is wrapped under them.

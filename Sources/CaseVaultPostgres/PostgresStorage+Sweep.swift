@@ -31,11 +31,14 @@ extension PostgresStorage {
     package func sweep(dryRun: Bool = false, limit: Int? = nil, authority: Authority = .daemon)
         throws(CaseVaultError) -> SweepReport
     {
-        let (logger, now, retention, batchSize) = (self.logger, self.now(), self.retention, self.sweepBatch)
+        let (logger, clock, retention, batchSize) = (self.logger, self.clock, self.retention, self.sweepBatch)
         let certifying = (self.sealing, self.eraseWindow)
         let report = try self.run { connection -> SweepReport in
             try await connection.perform("SELECT pg_advisory_lock(\(Self.sweepLock))", logger: logger)
             do {
+                // Read once the lock is held: a sweep that waited for another judges what is due by the time
+                // it runs, as the local store's does.
+                let now = clock()
                 let report = try await Self.sweepListed(
                     dryRun: dryRun, limit: limit, authority: authority, at: now, retention: retention,
                     batchSize: batchSize, certifying: certifying, on: connection, logger: logger)

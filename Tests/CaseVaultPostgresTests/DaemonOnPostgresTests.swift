@@ -1,5 +1,7 @@
 import CaseVaultClient
 import CaseVaultCore
+import CaseVaultPostgres
+import CaseVaultSealing
 import Foundation
 import Testing
 
@@ -51,9 +53,10 @@ extension EpochExchangeTests {
             return false
         }
 
-        /// Waits up to 30 s for the daemon to exit by itself; false (and the daemon killed) when it did not.
-        func exitsByItself() async -> Bool {
-            for _ in 0..<300 where self.process.isRunning {
+        /// Waits up to `seconds` for the daemon to exit by itself; false (and the daemon killed) when it did
+        /// not.
+        func exitsByItself(within seconds: Int = 30) async -> Bool {
+            for _ in 0..<(seconds * 10) where self.process.isRunning {
                 try? await Task.sleep(for: .milliseconds(100))
             }
             defer { self.crash() }
@@ -164,7 +167,8 @@ extension EpochExchangeTests {
             atPath: twinRoot + "/keys", withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
         try FileManager.default.copyItem(atPath: rootA + "/keys/root.key", toPath: twinRoot + "/keys/root.key")
         let twin = try DatabaseDaemon(root: twinRoot)
-        #expect(await twin.exitsByItself(), "a second daemon of one name started")
+        // It waits 30 s for the name, as for the session of a daemon of its name that died, then gives up.
+        #expect(await twin.exitsByItself(within: 45), "a second daemon of one name started")
         #expect(twin.process.terminationStatus != 0)
         #expect(twin.notable.contains("already serves this vault"), "\(twin.notable)")
         a.crash()
@@ -191,6 +195,49 @@ extension EpochExchangeTests {
             let audit = (try? String(contentsOfFile: daemon.root + "/data/audit/log", encoding: .utf8)) ?? ""
             #expect(!audit.isEmpty && !audit.contains(marker), "the audit log is empty or holds content")
         }
+    }
+
+    @Test(
+        "a daemon whose name another session takes while it serves (its own session ended) stops within a minute and a bit, exit 3, naming why"
+    )
+    func daemonThatLosesItsNameStops() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let daemon = try DatabaseDaemon(root: try Self.databaseDaemonRoot(clusters, name: "vault-a"))
+        #expect(await daemon.waitUntilServing(), "\(daemon.notable)")
+        let (connection, _) = try await PrimaryLocator(
+            location: try clusters.location([clusters.primary]), password: clusters.password, logger: self.logger
+        ).connect()
+        defer { connection.closeAtExit() }
+        let key = UInt64(bitPattern: DaemonPresence.key(try DaemonName("vault-a")))
+        let (high, low) = (Int64(key >> 32), Int64(key & 0xFFFF_FFFF))
+        var holders: [Int32] = []
+        for try await pid in try await connection.query(
+            """
+            SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+            AND l.classid::int8 = \(high) AND l.objid::int8 = \(low)
+            """, logger: self.logger
+        ).decode(Int32.self) {
+            holders.append(pid)
+        }
+        #expect(holders.count == 1)
+        // Its session ended under it, and the name taken by another session before the daemon's next step.
+        let holder = holders.first ?? 0
+        try await connection.query("SELECT pg_terminate_backend(\(holder), 5000)", logger: self.logger)
+        try await connection.query(
+            "SELECT pg_advisory_lock(\(DaemonPresence.key(try DaemonName("vault-a"))))", logger: self.logger)
+        var stopped = false
+        for _ in 0..<900 {
+            guard daemon.process.isRunning else {
+                stopped = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(stopped, "the daemon served on without its name")
+        daemon.crash()
+        #expect(daemon.process.terminationStatus == 3, "\(daemon.notable)")
+        #expect(daemon.notable.contains("this one stops"), "\(daemon.notable)")
     }
 
     /// Files an intake form carrying `marker` in case `caseID` through `daemon`: the reply.

@@ -1,5 +1,6 @@
 import CaseVaultCore
 import CaseVaultPostgres
+import CaseVaultSealing
 import Foundation
 import Logging
 import PostgresNIO
@@ -123,6 +124,94 @@ extension EpochExchangeTests {
             let turned = try await sb.step(on: b.connection)
             #expect(turned.publishedFor == 2 && turned.turnedTo == 2, "\(turned)")
             #expect(try await sa.step(on: a.connection).received == [2])
+        }
+    }
+
+    /// Makes `daemon`'s last step look `hours` old.
+    func away(_ daemon: String, hours: Int, on connection: PostgresConnection) async throws {
+        try await connection.query(
+            """
+            UPDATE casevault_daemons SET seen_at = now() - make_interval(hours => \(Int32(hours)))
+            WHERE daemon = \(daemon)
+            """, logger: self.logger)
+    }
+
+    /// The epochs of the slots of a daemon's file that hold a secret (a key, or a pair's secret half).
+    func slotEpochs(_ daemon: Daemon) throws -> [UInt8] {
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: daemon.filePath)))
+        return stride(from: 0, to: bytes.count, by: 128).filter {
+            bytes[$0..<($0 + 4)].elementsEqual("CVE1".utf8)
+        }.map { bytes[$0 + 8] }
+    }
+
+    @Test(
+        "a daemon away longer than an eighth of the window, its presence lock not held, is retired: the other turns, wraps and destroys without it; back, it destroys at once what the vault moved past and rejoins with the current key from a live daemon"
+    )
+    func awayDaemonRejoins() async throws {
+        try await self.withTwoDaemons { a, b in
+            let (sa, sb) = (self.schedule(a), self.schedule(b))
+            #expect(sa.awayAfter == 3 * 3600)
+            _ = try await sa.step(on: a.connection)
+            _ = try await sb.step(on: b.connection)
+            _ = try await sa.step(on: a.connection)
+            #expect(try await sb.step(on: b.connection).received == [1])
+
+            // b stops stepping before publishing a pair for epoch 2: the turn waits for it, until it has been
+            // away for longer than an eighth of the window; then a retires it and turns in the same step, and
+            // with no copy waiting, destroys epoch 1.
+            try await self.age(a.connection, hours: 12)
+            let refused = try await sa.step(on: a.connection)
+            #expect(refused.turnedTo == nil && refused.waiting?.contains("vault-b") == true, "\(refused)")
+            try await self.away("vault-b", hours: 2, on: a.connection)
+            #expect(try await sa.step(on: a.connection).turnedTo == nil, "away for 2 h only")
+            try await self.away("vault-b", hours: 4, on: a.connection)
+            let turned = try await sa.step(on: a.connection)
+            #expect(
+                turned.retired == ["vault-b"] && turned.turnedTo == 2 && turned.destroyed == [1], "\(turned)")
+            #expect(try self.slotEpochs(a) == [2] && self.slotEpochs(b) == [1])
+            let check = try await DatabaseChecks.epochCheck(
+                on: a.connection, eraseWindow: Self.window, logger: self.logger)
+            #expect(check.status == .warn && check.detail.contains("vault-b (epoch 1, away"), "\(check)")
+
+            // Back, b destroys epoch 1 before it holds epoch 2 (nothing live is wrapped under 1), and waits
+            // for the current key, which a seals to it.
+            let back = try await sb.step(on: b.connection)
+            #expect(back.destroyed == [1] && back.publishedFor == 2 && back.waiting != nil, "\(back)")
+            #expect(try b.exchange.file.keyEpochs().isEmpty && self.slotEpochs(b) == [2], "only its pair for epoch 2")
+            #expect(try await sa.step(on: a.connection).sharedWith == ["vault-b"])
+            #expect(try await sb.step(on: b.connection).received == [2])
+            #expect(try self.slotEpochs(b) == [2])
+
+            // Both publish pairs for epoch 3 and a turns, sealing it to b; b goes away again. The copy waiting
+            // for it keeps wraps on epoch 2, and a keeps epoch 2, until b is retired: not while b's presence
+            // lock is held (it serves, its steps stalled), but once it is not.
+            try await self.age(a.connection, hours: 7)
+            #expect(try await sa.step(on: a.connection).publishedFor == 3)
+            #expect(try await sb.step(on: b.connection).publishedFor == 3)
+            try await self.age(a.connection, hours: 12)
+            let third = try await sa.step(on: a.connection)
+            #expect(third.turnedTo == 3 && third.destroyed.isEmpty, "\(third)")
+            try await self.away("vault-b", hours: 4, on: a.connection)
+            let presence = DaemonPresence.key(try DaemonName("vault-b"))
+            try await b.connection.query("SELECT pg_advisory_lock(\(presence))", logger: self.logger)
+            let present = try await sa.step(on: a.connection)
+            #expect(present.retired.isEmpty && present.destroyed.isEmpty, "\(present)")
+            #expect(try await EpochExchange.wrapEpoch(a.connection, logger: self.logger) == 2)
+            try await b.connection.query("SELECT pg_advisory_unlock(\(presence))", logger: self.logger)
+            let retired = try await sa.step(on: a.connection)
+            #expect(retired.retired == ["vault-b"] && retired.destroyed == [2], "\(retired)")
+            #expect(try await EpochExchange.wrapEpoch(a.connection, logger: self.logger) == 3)
+
+            // Back, b finds no copy (it was deleted with its pair): it destroys epoch 2 at once, publishes its
+            // pair again and receives epoch 3 from a. Every daemon then holds epoch 3 alone.
+            let again = try await sb.step(on: b.connection)
+            #expect(again.received.isEmpty && again.destroyed == [2] && again.publishedFor == 3, "\(again)")
+            #expect(try await sa.step(on: a.connection).sharedWith == ["vault-b"])
+            #expect(try await sb.step(on: b.connection).received == [3])
+            #expect(try self.slotEpochs(a) == [3] && self.slotEpochs(b) == [3])
+            let settled = try await DatabaseChecks.epochCheck(
+                on: a.connection, eraseWindow: Self.window, logger: self.logger)
+            #expect(settled.status == .pass, "\(settled)")
         }
     }
 }
