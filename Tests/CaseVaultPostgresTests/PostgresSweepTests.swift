@@ -2,6 +2,7 @@ import CaseVaultCore
 import CaseVaultCrypto
 import CaseVaultPostgres
 import CaseVaultSealing
+import Foundation
 import Synchronization
 import Testing
 
@@ -108,5 +109,93 @@ extension EpochExchangeTests {
         // Nothing left but what the hold keeps.
         let again = try await self.blocking { try vaultA.storage.sweep(dryRun: false, limit: nil, authority: .daemon) }
         #expect(again.totals.disposed == 0 && again.totals.heldBack == 1 && again.certificates == 0)
+    }
+
+    /// A sweep run on a thread of its own: its report or error once it ends.
+    final class RacedSweep: Sendable {
+        private let outcome = Mutex<Result<SweepReport, CaseVaultError>?>(nil)
+        private let done = DispatchSemaphore(value: 0)
+
+        var isFinished: Bool { self.outcome.withLock { $0 != nil } }
+
+        func run(_ body: @escaping @Sendable () throws(CaseVaultError) -> SweepReport) {
+            Thread {
+                let result = Result { () throws(CaseVaultError) in try body() }
+                self.outcome.withLock { $0 = result }
+                self.done.signal()
+            }.start()
+        }
+
+        func wait() throws(CaseVaultError) -> SweepReport {
+            self.done.wait()
+            return try self.outcome.withLock { $0! }.get()
+        }
+    }
+
+    @Test(
+        "the sweep's batch looks again under its cases' locks: a hold placed and a record shredded by another daemon after the sweep listed them, committed while the sweep waits for those locks, are held back and counted already gone, and nothing is disposed of"
+    )
+    func sweepLooksAgainUnderLocks() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (a, b) = try await self.twoDaemons(clusters, keys)
+        _ = try await a.exchange.turn(from: nil, on: a.connection)
+        #expect(try await b.exchange.receive(on: b.connection) == [1])
+        let clock = Mutex<Int64>(1_780_000_000_000)
+        let now: @Sendable () -> Int64 = { clock.withLock { $0 } }
+        var retention = RetentionSchedule.standard
+        retention.rules[.intakeForm] = RetentionRule(days: 1, after: .filed)
+        let vaultA = try self.vault(a, clusters, retention: retention, clock: now)
+        let vaultB = try self.vault(b, clusters, retention: retention, clock: now)
+        let intake = Array(#"{"dispute_category":"roommate","screening_notes":"n"}"#.utf8)
+        // Two open cases with an intake form each, due two days on.
+        let (held, shredded, form) = try await self.blocking { () throws -> (CaseID, CaseID, RecordID) in
+            let held = try vaultA.openCase(header: Self.header, mediators: [], author: nil).id
+            _ = try vaultA.file(NewRecord(caseID: held, type: .intakeForm, content: intake))
+            let shredded = try vaultA.openCase(header: Self.header, mediators: [], author: nil).id
+            let form = try vaultA.file(NewRecord(caseID: shredded, type: .intakeForm, content: intake)).record.id
+            return (held, shredded, form)
+        }
+        clock.withLock { $0 += 2 * 86_400_000 }
+        let order = ShredOrder(
+            method: .request, authority: Authority(uid: 4100, role: "director"), reason: "filed_in_error")
+
+        // b holds both cases' locks: it places a hold on one and shreds the other's form, then starts a's
+        // sweep, which lists both forms as due (b has not committed) and waits for the cases' locks.
+        let sweep = RacedSweep()
+        let release = DispatchSemaphore(value: 0)
+        async let finishedEarly = self.blocking {
+            try vaultB.storage.withCaseLock(held) { () throws(CaseVaultError) -> Bool in
+                try vaultB.storage.withCaseLock(shredded) { () throws(CaseVaultError) -> Bool in
+                    _ = try vaultB.placeHold(on: held, reason: "late", authority: .daemon)
+                    _ = try vaultB.storage.shred([form], order: order)
+                    sweep.run { () throws(CaseVaultError) in
+                        try vaultA.storage.sweep(dryRun: false, limit: nil, authority: .daemon)
+                    }
+                    release.wait()
+                    return sweep.isFinished
+                }
+            }
+        }
+        // Until the sweep waits for a case's lock (PostgreSQL's second key space is the case locks').
+        var waiting = false
+        for _ in 0..<1000 where !waiting {
+            for try await count in try await a.connection.query(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objsubid = 2",
+                logger: self.logger
+            ).decode(Int64.self) {
+                waiting = count > 0
+            }
+            if !waiting { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        release.signal()
+        #expect(waiting, "the sweep never waited for a case's lock")
+        #expect(try await !finishedEarly, "the sweep finished while b held the cases' locks")
+        let report = try sweep.wait()
+        #expect(report.totals.disposed == 0, "\(report.totals)")
+        #expect(report.totals.heldBack == 1 && report.totals.alreadyGone == 1, "\(report.totals)")
+        #expect(report.certificates == 0)
+        #expect(try await self.blocking { try vaultA.storage.records(caseID: held) }.count == 2)
     }
 }
