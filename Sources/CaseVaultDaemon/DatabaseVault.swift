@@ -63,7 +63,7 @@ enum DatabaseVault {
     }
 
     /// Takes this daemon's presence (`DaemonPresence`), waiting up to 30 seconds for the session of a
-    /// daemon of this name that died to end (its host's death included: `DaemonPresence.keepalives`);
+    /// daemon of this name that died to end (its host's death included: `PrimaryLocator.isInRecovery` sets every session's limits);
     /// `invalid-configuration` when another daemon of this name still holds it.
     static func holdPresence(_ presence: DaemonPresence) async throws(CaseVaultError) {
         for _ in 0..<120 {
@@ -151,7 +151,7 @@ struct EpochService: Service {
     let logger: Logger
 
     /// How long a daemon serves without its name before it stops: longer than the database takes to end
-    /// the session of a daemon of this name whose host died (`DaemonPresence.keepalives`), after which
+    /// the session of a daemon of this name whose host died (the session limits `PrimaryLocator.isInRecovery` sets), after which
     /// only another live daemon can hold it.
     static var nameGrace: Duration { .seconds(60) }
     /// How long a step may take before its connection is closed: one whose server went away unseen (a

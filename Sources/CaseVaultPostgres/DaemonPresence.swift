@@ -17,6 +17,8 @@ package final class DaemonPresence: Sendable {
     private let logger: Logger
     /// The connection that holds the lock, while it is open.
     private let holder = Mutex<PostgresConnection?>(nil)
+    /// The server's process of the session that last held the lock (`pg_backend_pid`).
+    private let session = Mutex<Int32?>(nil)
 
     package init(daemon: DaemonName, locator: PrimaryLocator, logger: Logger) {
         self.daemon = daemon
@@ -37,31 +39,35 @@ package final class DaemonPresence: Sendable {
         return Int64(bitPattern: digest.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
     }
 
-    /// Probes of an idle presence session's client by the server: after 10 s idle, every 5 s, 3 unanswered
-    /// ending the session.
-    static let keepalives: PostgresQuery = """
-        SELECT set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false),
-            set_config('tcp_keepalives_count', '3', false)
-        """
-
     /// Holds the lock: at once when this daemon's connection that holds it is still open, else on a new
     /// connection to the primary. Returns that connection, on which the daemon's steps of the erase epochs
     /// run too (one connection for both, not a new one every step); `nil` when another session holds the
-    /// lock: another daemon of this name.
+    /// lock: another daemon of this name. A session of this daemon's own that still holds it (its
+    /// connection closed here while the server was busy with it) is ended first, and the lock taken again.
     package func hold() async throws(CaseVaultError) -> PostgresConnection? {
         if let connection = self.holder.withLock({ $0 }), !connection.isClosed { return connection }
         let connection = try await self.locator.connect().connection
+        let key = Self.key(self.daemon)
         var taken = false
+        var session: Int32 = 0
         do {
-            // The server probes this session's client every few seconds once idle, so that the session of a
-            // daemon whose host died (power lost, network cut) ends, and its lock with it, within about
-            // 25 s, not the kernel's two hours: the daemon started again takes its name back (ignored on a
-            // local socket, where the server shares the host's fate).
-            try await connection.perform(Self.keepalives, logger: self.logger)
-            for try await value in try await connection.query(
-                "SELECT pg_try_advisory_lock(\(Self.key(self.daemon)))", logger: self.logger
-            ).decode(Bool.self) {
-                taken = value
+            // A step waits at most 20 s for a lock (the turn's, the filing lock), less than its limit
+            // (`EpochService.stepLimit`), so that the server's side of it ends before the daemon gives up on it.
+            for try await (pid, _) in try await connection.query(
+                "SELECT pg_backend_pid(), set_config('lock_timeout', '20s', false)", logger: self.logger
+            ).decode((Int32, String).self) {
+                session = pid
+            }
+            taken = try await Self.tryLock(key, on: connection, logger: self.logger)
+            if !taken, let previous = self.session.withLock({ $0 }) {
+                try await connection.perform(
+                    """
+                    SELECT pg_terminate_backend(pid, 5000) FROM pg_locks WHERE pid = \(previous)
+                    AND locktype = 'advisory' AND granted AND objsubid = 1
+                    AND classid::int8 = \(Int64(UInt64(bitPattern: key) >> 32))
+                    AND objid::int8 = \(Int64(UInt64(bitPattern: key) & 0xFFFF_FFFF))
+                    """, logger: self.logger)
+                taken = try await Self.tryLock(key, on: connection, logger: self.logger)
             }
         } catch {
             try? await connection.close()
@@ -71,12 +77,22 @@ package final class DaemonPresence: Sendable {
             try? await connection.close()
             return nil
         }
+        self.session.withLock { $0 = session }
         let replaced = self.holder.withLock { holder in
             defer { holder = connection }
             return holder
         }
         try? await replaced?.close()
         return connection
+    }
+
+    private static func tryLock(_ key: Int64, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
+        for try await taken in try await connection.query("SELECT pg_try_advisory_lock(\(key))", logger: logger)
+            .decode(Bool.self)
+        {
+            return taken
+        }
+        return false
     }
 
     /// Lets the lock go (its connection closed), for a daemon that stops, or whose step on it hung: the

@@ -277,20 +277,28 @@ package struct EpochExchange: Sendable {
 
     /// Records that this daemon steps now, and takes back its part in the epochs its file holds that it was
     /// retired from while away (`retireAway`): the others wait for it again, as they wait for any holder.
-    package func seen(on connection: PostgresConnection) async throws {
+    /// Returns how many seconds ago its previous step was, by the database's clock (`nil` at its first).
+    package func seen(on connection: PostgresConnection) async throws -> Int64? {
         let held = self.file.keyEpochs().map { Int64($0) }
-        try await connection.transaction(logger: self.logger) { connection in
-            try await connection.perform(
+        return try await connection.transaction(logger: self.logger) { connection -> Int64? in
+            var gap: Int64?
+            for try await seconds in try await connection.query(
                 """
+                WITH previous AS (SELECT seen_at FROM casevault_daemons WHERE daemon = \(self.daemon.rawValue))
                 INSERT INTO casevault_daemons (daemon, seen_at) VALUES (\(self.daemon.rawValue), now())
                 ON CONFLICT (daemon) DO UPDATE SET seen_at = excluded.seen_at
-                """, logger: self.logger)
+                RETURNING (SELECT extract(epoch FROM now() - seen_at)::int8 FROM previous)
+                """, logger: self.logger
+            ).decode(Int64?.self) {
+                gap = seconds
+            }
             try await connection.perform(
                 """
                 UPDATE casevault_epoch_holders SET retired_at = NULL
                 WHERE daemon = \(self.daemon.rawValue) AND retired_at IS NOT NULL AND destroyed_at IS NULL
                     AND epoch = ANY(\(held)::int8[])
                 """, logger: self.logger)
+            return gap
         }
     }
 

@@ -68,6 +68,9 @@ package final class PostgresStorage: ServedStorage {
 
     /// How many times a filing is wrapped again when epochs turn under it before it gives up.
     static let filingAttempts = 3
+    /// The first key of case locks' advisory locks (two 32-bit keys: a space of their own, apart from the
+    /// single 64-bit keys of `PostgresRecords.filingLock` and the migrations). `CVCA` in ASCII.
+    static let caseLockSpace: Int32 = 0x4356_4341
 
     /// The connection a case lock holds on this thread, which every call in the lock's body uses.
     struct Pinned: Sendable {
@@ -698,25 +701,17 @@ package final class PostgresStorage: ServedStorage {
     /// order of their keys, in one statement (an ordered subquery feeds the locks): so do a shred on request
     /// and each batch of the sweep, which take several, and never deadlock with each other.
     static func lockCases(_ caseIDs: [[UInt8]], on connection: PostgresConnection, logger: Logger) async throws {
-        let keys = Set(caseIDs.map { Self.caseLockKey($0) }.map { [$0.high, $0.low] }).sorted {
-            ($0[0], $0[1]) < ($1[0], $1[1])
-        }
-        let (highs, lows) = (keys.map { $0[0] }, keys.map { $0[1] })
+        let keys = Set(caseIDs.map { Self.caseLockKey($0) }).sorted().map { Int64($0) }
         try await connection.perform(
             """
-            SELECT count(pg_advisory_xact_lock(h, l))
-            FROM (SELECT h, l FROM unnest(\(highs)::int4[], \(lows)::int4[]) AS k (h, l) ORDER BY h, l) AS keys
+            SELECT count(pg_advisory_xact_lock(\(Self.caseLockSpace), k::int4))
+            FROM (SELECT k FROM unnest(\(keys)::int8[]) AS k ORDER BY k) AS keys
             """, logger: logger)
     }
 
-    /// A case's advisory lock's key: the case id's first eight bytes, as the two 32-bit keys of PostgreSQL's
-    /// second key space, which only case locks use (the vault's other locks, and the daemons' presence, are
-    /// single 64-bit keys). Two cases share a lock only when 64 random bits of their ids do.
-    static func caseLockKey(_ caseID: [UInt8]) -> (high: Int32, low: Int32) {
-        let half = { (bytes: ArraySlice<UInt8>) in
-            Int32(bitPattern: bytes.reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
-        }
-        return (half(caseID.prefix(4)), half(caseID.dropFirst(4).prefix(4)))
+    /// The second key of a case's advisory lock: the case id's first four bytes.
+    static func caseLockKey(_ caseID: [UInt8]) -> Int32 {
+        Int32(bitPattern: caseID.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
     }
 
     /// Runs `body` holding the case's lock: a transaction-scoped advisory lock, in a transaction that every
@@ -728,8 +723,7 @@ package final class PostgresStorage: ServedStorage {
     /// of two deadlocked transactions with an error. What the body's calls write is kept only at the
     /// commit here: a call's own success inside the body acknowledges nothing yet.
     package func withCaseLock<T>(_ id: CaseID, _ body: () throws(CaseVaultError) -> T) throws(CaseVaultError) -> T {
-        let key = Self.caseLockKey(id.bytes)
-        let lock: PostgresQuery = "SELECT pg_advisory_xact_lock(\(key.high), \(key.low))"
+        let lock: PostgresQuery = "SELECT pg_advisory_xact_lock(\(Self.caseLockSpace), \(Self.caseLockKey(id.bytes)))"
         let logger = self.logger
         if self.pinnedConnection != nil {
             try self.run { connection in try await connection.perform(lock, logger: logger) }

@@ -164,7 +164,12 @@ extension EpochExchangeTests {
             #expect(refused.turnedTo == nil && refused.waiting?.contains("vault-b") == true, "\(refused)")
             try await self.away("vault-b", hours: 2, on: a.connection)
             #expect(try await sa.step(on: a.connection).turnedTo == nil, "away for 2 h only")
+            // Not while a was away itself (both cut off from the database, say): its first step back retires
+            // no one; its next does.
             try await self.away("vault-b", hours: 4, on: a.connection)
+            try await self.away("vault-a", hours: 4, on: a.connection)
+            let cutOff = try await sa.step(on: a.connection)
+            #expect(cutOff.retired.isEmpty && cutOff.turnedTo == nil, "\(cutOff)")
             let turned = try await sa.step(on: a.connection)
             #expect(
                 turned.retired == ["vault-b"] && turned.turnedTo == 2 && turned.destroyed == [1], "\(turned)")
