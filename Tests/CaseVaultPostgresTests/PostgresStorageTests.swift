@@ -873,6 +873,65 @@ extension EpochExchangeTests {
     }
 
     /// How a shred run on a thread of its own ended: its error's code, or `nil` when it shredded.
+    @Test(
+        "a filing through the storage holds the lock filings share from its case's lock on: after a turn, the count of records under the older epoch waits for the filing under way and sees its record"
+    )
+    func filingUnderCaseLockSharesTheFilingLock() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (a, b, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
+        let caseID = try await self.blocking { try vaultA.openCase(header: Self.header, mediators: [], author: nil).id }
+        let intake = Array(#"{"dispute_category":"roommate","screening_notes":"n"}"#.utf8)
+
+        // b files under epoch 1 inside the case's lock, and holds the lock (its transaction open) until told.
+        let (filed, release) = (DispatchSemaphore(value: 0), DispatchSemaphore(value: 0))
+        async let filing = self.blocking {
+            try vaultB.storage.withCaseLock(caseID) { () throws(CaseVaultError) -> RecordID in
+                let id = try vaultB.file(NewRecord(caseID: caseID, type: .intakeForm, content: intake)).record.id
+                filed.signal()
+                release.wait()
+                return id
+            }
+        }
+        try await self.blocking { filed.wait() }
+        // Epoch 2 ready meanwhile, and every committed record rewrapped to it: only b's filing, not committed
+        // yet, is under epoch 1, and the count of what is still under epoch 1 must wait for it.
+        try await self.turn(from: 1, by: a, receivedBy: b)
+        let records = PostgresRecords(logger: self.logger)
+        #expect(try await records.rewrap(below: 2, keys: try a.exchange.file.epochKeys(), on: a.connection) == 1)
+        for try await count in try await a.connection.query(
+            "SELECT count(*) FROM casevault_records WHERE epoch < 2", logger: self.logger
+        ).decode(Int64.self) {
+            #expect(count == 0, "a committed record is still under epoch 1")
+        }
+        let locator = PrimaryLocator(
+            location: try clusters.location([clusters.primary]), password: clusters.password, logger: self.logger)
+        let (counter, _) = try await locator.connect()
+        defer { counter.closeAtExit() }
+        var counterPID: Int32 = 0
+        for try await pid in try await counter.query("SELECT pg_backend_pid()", logger: self.logger).decode(Int32.self)
+        {
+            counterPID = pid
+        }
+        let counting = Task { try await records.wrappedBelow(2, on: counter) }
+        var waiting = false
+        for _ in 0..<500 where !waiting {
+            for try await count in try await a.connection.query(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND pid = \(counterPID)",
+                logger: self.logger
+            ).decode(Int64.self) {
+                waiting = count == 1
+            }
+            if !waiting { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        release.signal()
+        let id = try await filing
+        #expect(waiting, "the count did not wait for the filing under way")
+        #expect(try await counting.value, "the count missed the record filed under epoch 1")
+        #expect(try await self.blocking { try vaultA.get(id) }.content == intake)
+    }
+
     final class RacedShred: Sendable {
         private let outcome = Mutex<(done: Bool, code: CaseVaultError.Code?)>((false, nil))
         private let done = DispatchSemaphore(value: 0)
