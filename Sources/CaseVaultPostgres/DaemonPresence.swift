@@ -17,8 +17,13 @@ package final class DaemonPresence: Sendable {
     private let logger: Logger
     /// The connection that holds the lock, while it is open.
     private let holder = Mutex<PostgresConnection?>(nil)
-    /// The server's process of the session that last held the lock (`pg_backend_pid`).
-    private let session = Mutex<Int32?>(nil)
+    /// A server process of a session, and when it started (a process id alone may be reused).
+    struct Session: Sendable {
+        let pid: Int32
+        let start: String
+    }
+    /// The session that last held the lock.
+    private let session = Mutex<Session?>(nil)
 
     package init(daemon: DaemonName, locator: PrimaryLocator, logger: Logger) {
         self.daemon = daemon
@@ -49,23 +54,30 @@ package final class DaemonPresence: Sendable {
         let connection = try await self.locator.connect().connection
         let key = Self.key(self.daemon)
         var taken = false
-        var session: Int32 = 0
+        var session = Session(pid: 0, start: "")
         do {
             // A step waits at most 20 s for a lock (the turn's, the filing lock), less than its limit
             // (`EpochService.stepLimit`), so that the server's side of it ends before the daemon gives up on it.
-            for try await (pid, _) in try await connection.query(
-                "SELECT pg_backend_pid(), set_config('lock_timeout', '20s', false)", logger: self.logger
-            ).decode((Int32, String).self) {
-                session = pid
+            for try await (pid, start, _) in try await connection.query(
+                """
+                SELECT pid, backend_start::text, set_config('lock_timeout', '20s', false)
+                FROM pg_stat_activity WHERE pid = pg_backend_pid()
+                """, logger: self.logger
+            ).decode((Int32, String, String).self) {
+                session = Session(pid: pid, start: start)
             }
             taken = try await Self.tryLock(key, on: connection, logger: self.logger)
             if !taken, let previous = self.session.withLock({ $0 }) {
+                // That session only: its process and start time, holding this name's lock in this database.
                 try await connection.perform(
                     """
-                    SELECT pg_terminate_backend(pid, 5000) FROM pg_locks WHERE pid = \(previous)
-                    AND locktype = 'advisory' AND granted AND objsubid = 1
-                    AND classid::int8 = \(Int64(UInt64(bitPattern: key) >> 32))
-                    AND objid::int8 = \(Int64(UInt64(bitPattern: key) & 0xFFFF_FFFF))
+                    SELECT pg_terminate_backend(l.pid, 5000) FROM pg_locks l
+                    JOIN pg_stat_activity a ON a.pid = l.pid
+                    WHERE l.pid = \(previous.pid) AND a.backend_start::text = \(previous.start)
+                    AND l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                    AND l.classid::int8 = \(Int64(UInt64(bitPattern: key) >> 32))
+                    AND l.objid::int8 = \(Int64(UInt64(bitPattern: key) & 0xFFFF_FFFF))
                     """, logger: self.logger)
                 taken = try await Self.tryLock(key, on: connection, logger: self.logger)
             }

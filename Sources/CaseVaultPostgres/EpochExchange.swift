@@ -277,20 +277,23 @@ package struct EpochExchange: Sendable {
 
     /// Records that this daemon steps now, and takes back its part in the epochs its file holds that it was
     /// retired from while away (`retireAway`): the others wait for it again, as they wait for any holder.
-    /// Returns how many seconds ago its previous step was, by the database's clock (`nil` at its first).
-    package func seen(on connection: PostgresConnection) async throws -> Int64? {
+    /// Returns how many seconds, by the database's clock, this daemon has stepped without a gap longer than
+    /// `gap` seconds (0 at its first step, and at its first after such a gap).
+    package func seen(gap: Int64, on connection: PostgresConnection) async throws -> Int64 {
         let held = self.file.keyEpochs().map { Int64($0) }
-        return try await connection.transaction(logger: self.logger) { connection -> Int64? in
-            var gap: Int64?
+        return try await connection.transaction(logger: self.logger) { connection -> Int64 in
+            var stepping: Int64 = 0
             for try await seconds in try await connection.query(
                 """
-                WITH previous AS (SELECT seen_at FROM casevault_daemons WHERE daemon = \(self.daemon.rawValue))
-                INSERT INTO casevault_daemons (daemon, seen_at) VALUES (\(self.daemon.rawValue), now())
-                ON CONFLICT (daemon) DO UPDATE SET seen_at = excluded.seen_at
-                RETURNING (SELECT extract(epoch FROM now() - seen_at)::int8 FROM previous)
+                INSERT INTO casevault_daemons AS d (daemon, seen_at, back_at)
+                VALUES (\(self.daemon.rawValue), now(), now())
+                ON CONFLICT (daemon) DO UPDATE SET seen_at = now(),
+                    back_at = CASE WHEN d.seen_at < now() - make_interval(secs => \(Double(gap))) THEN now()
+                        ELSE d.back_at END
+                RETURNING extract(epoch FROM now() - back_at)::int8
                 """, logger: self.logger
-            ).decode(Int64?.self) {
-                gap = seconds
+            ).decode(Int64.self) {
+                stepping = seconds
             }
             try await connection.perform(
                 """
@@ -298,7 +301,7 @@ package struct EpochExchange: Sendable {
                 WHERE daemon = \(self.daemon.rawValue) AND retired_at IS NOT NULL AND destroyed_at IS NULL
                     AND epoch = ANY(\(held)::int8[])
                 """, logger: self.logger)
-            return gap
+            return stepping
         }
     }
 

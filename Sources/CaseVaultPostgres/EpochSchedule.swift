@@ -14,8 +14,8 @@ package import PostgresNIO
 ///    (nothing live wrapped under one), and publish a pair for the current epoch, for a daemon that holds
 ///    it to seal it (`shareCurrent`);
 /// 3. holding the current epoch: retire the daemons away longer than `awayAfter` (`retireAway`), so that
-///    a stopped host holds back neither turns nor new wraps, unless this daemon's own previous step was
-///    more than half that long ago; seal it to every daemon waiting for it; from a
+///    a stopped host holds back neither turns nor new wraps, once this daemon itself has stepped without a
+///    gap for half that long; seal it to every daemon waiting for it; from a
 ///    quarter of a window after
 ///    the turn, publish a pair for the next epoch; from just short of half a window (`turnAge`), turn (one
 ///    daemon wins; a turn refused because a holder has not published its pair yet waits for it);
@@ -92,7 +92,7 @@ package struct EpochSchedule: Sendable {
     package func step(on connection: PostgresConnection) async throws -> Step {
         let logger = self.exchange.logger
         var step = Step()
-        let sinceOwnStep = try await self.exchange.seen(on: connection)
+        let stepping = try await self.exchange.seen(gap: self.awayAfter / 2, on: connection)
         step.received = try await self.exchange.receive(on: connection)
         guard let current = try await EpochExchange.currentEpochAge(connection, logger: logger) else {
             try await self.exchange.publishPair(for: 1, on: connection)
@@ -107,9 +107,9 @@ package struct EpochSchedule: Sendable {
             step.waiting = "this daemon waits for epoch \(current.number)'s key from a daemon that holds it"
             return step
         }
-        // Not by a daemon that was away itself (stopped, or cut off from the database): the others may not
-        // have stepped since the database came back to them either.
-        if let gap = sinceOwnStep, gap <= self.awayAfter / 2 {
+        // Not by a daemon that has not stepped steadily for half `awayAfter` (just started, or back from being
+        // cut off from the database): the others may be starting, or reaching the database again, too.
+        if stepping >= self.awayAfter / 2 {
             step.retired = try await self.exchange.retireAway(after: self.awayAfter, on: connection).map(\.rawValue)
         }
         step.sharedWith = try await self.exchange.shareCurrent(on: connection).map(\.rawValue)

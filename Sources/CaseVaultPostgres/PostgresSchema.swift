@@ -219,18 +219,25 @@ package enum PostgresSchema {
             "CREATE INDEX casevault_records_by_type_time ON casevault_records (type, created_at)",
             "CREATE INDEX casevault_cases_by_closing ON casevault_cases (closed_at) WHERE closed_at IS NOT NULL",
         ],
-        // 7: daemons away (`EpochExchange.retireAway`): when each daemon last stepped the erase epochs, and
-        // the holders of an epoch the others stopped waiting for because their daemon was away.
+        // 7: daemons away (`EpochExchange.retireAway`): when each daemon last stepped the erase epochs and
+        // since when it has stepped without a long gap, and the holders of an epoch the others stopped
+        // waiting for because their daemon was away.
         [
-            "CREATE TABLE casevault_daemons (daemon text PRIMARY KEY, seen_at timestamptz NOT NULL)",
+            """
+            CREATE TABLE casevault_daemons (
+                daemon text PRIMARY KEY,
+                seen_at timestamptz NOT NULL,
+                back_at timestamptz NOT NULL
+            )
+            """,
             "ALTER TABLE casevault_epoch_holders ADD COLUMN retired_at timestamptz",
             // The daemons the epochs know already count as seen now, so that one away before this version
             // is retired too once it stays away.
             """
-            INSERT INTO casevault_daemons (daemon, seen_at)
-            SELECT daemon, now() FROM casevault_epoch_holders
-            UNION SELECT daemon, now() FROM casevault_epoch_pairs
-            UNION SELECT daemon, now() FROM casevault_epoch_copies
+            INSERT INTO casevault_daemons (daemon, seen_at, back_at)
+            SELECT daemon, now(), now() FROM casevault_epoch_holders
+            UNION SELECT daemon, now(), now() FROM casevault_epoch_pairs
+            UNION SELECT daemon, now(), now() FROM casevault_epoch_copies
             """,
         ],
     ]

@@ -72,13 +72,10 @@ package final class PostgresStorage: ServedStorage {
     /// single 64-bit keys of `PostgresRecords.filingLock` and the migrations). `CVCA` in ASCII.
     static let caseLockSpace: Int32 = 0x4356_4341
 
-    /// The connection a case lock holds on this thread, which every call in the lock's body uses, and the
-    /// epoch new wraps used when the lock was taken (`nil`: none was ready), read with the shared filing
-    /// lock in the lock's own statement: a filing's first attempt wraps under it.
+    /// The connection a case lock holds on this thread, which every call in the lock's body uses.
     struct Pinned: Sendable {
         let storage: ObjectIdentifier
         let connection: PostgresConnection
-        let wrapEpoch: Int64?
     }
     @TaskLocal static var pinned: Pinned?
 
@@ -173,19 +170,11 @@ package final class PostgresStorage: ServedStorage {
         _ body: @escaping @Sendable (EpochKey, PostgresConnection) async throws -> T?
     ) throws(CaseVaultError) -> T {
         let records = self.records
-        // Read with the case's lock, when this thread holds one: the first attempt needs no statement of its own.
-        let locked = Self.pinned.flatMap { $0.storage == ObjectIdentifier(self) ? $0 : nil }
         for attempt in 0..<Self.filingAttempts {
             // Read again each time: the epoch a turn moved to may have been received since.
             let keys = try self.epochKeys.epochKeys()
             let done: T? = try self.inTransaction { connection -> T? in
-                let read: UInt64? =
-                    if attempt == 0, let locked {
-                        locked.wrapEpoch.map { UInt64($0) }
-                    } else {
-                        try await records.shareFilingLockReadingWrapEpoch(on: connection)
-                    }
-                guard let epoch = read else {
+                guard let epoch = try await records.shareFilingLockReadingWrapEpoch(on: connection) else {
                     // Read before the lock's grant, the first epoch may have turned ready since.
                     guard attempt == Self.filingAttempts - 1 else { return nil }
                     throw CaseVaultError(
@@ -742,11 +731,10 @@ package final class PostgresStorage: ServedStorage {
         }
         guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
         let connection = try self.checkOut()
-        let wrapEpoch: Int64?
         do throws(CaseVaultError) {
-            wrapEpoch = try Self.wait {
+            try Self.wait {
                 try await connection.perform(PostgresConnection.begin, logger: logger)
-                return try await Self.lockCaseSharingFilingLock(id, on: connection, logger: logger)
+                try await connection.perform(lock, logger: logger)
             }
         } catch {
             // Closing the session ends whatever of the transaction began.
@@ -756,9 +744,7 @@ package final class PostgresStorage: ServedStorage {
         let outcome: Result<T, CaseVaultError>
         do {
             outcome = .success(
-                try Self.$pinned.withValue(
-                    Pinned(storage: ObjectIdentifier(self), connection: connection, wrapEpoch: wrapEpoch)
-                ) {
+                try Self.$pinned.withValue(Pinned(storage: ObjectIdentifier(self), connection: connection)) {
                     try body()
                 })
         } catch let error as CaseVaultError {
@@ -791,27 +777,6 @@ package final class PostgresStorage: ServedStorage {
     /// The connection of the case's lock this thread holds in this storage, whose transaction calls join.
     private var pinnedConnection: PostgresConnection? {
         Self.pinned.flatMap { $0.storage == ObjectIdentifier(self) ? $0.connection : nil }
-    }
-
-    /// Takes the case's lock, then the lock filings share (`PostgresRecords.shareFilingLock`), always in that
-    /// order, for the caller's transaction, and reads the epoch new wraps use, in one statement: the
-    /// function in `FROM` runs first, then the row's columns in order. The epoch is read in the statement's
-    /// snapshot, which may be older than the locks' grant; the insert's own check files nothing under an
-    /// epoch a turn has moved past (`PostgresRecords.shareFilingLockReadingWrapEpoch`).
-    private static func lockCaseSharingFilingLock(_ id: CaseID, on connection: PostgresConnection, logger: Logger)
-        async throws -> Int64?
-    {
-        var epoch: Int64?
-        for try await (_, number) in try await connection.query(
-            """
-            SELECT pg_advisory_xact_lock_shared(\(PostgresRecords.filingLock))::text,
-                (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
-            FROM pg_advisory_xact_lock(\(Self.caseLockSpace), \(Self.caseLockKey(id.bytes)))
-            """, logger: logger
-        ).decode((String, Int64?).self) {
-            epoch = number
-        }
-        return epoch
     }
 
     /// Runs `body` in a transaction: the transaction of the case's lock this thread holds, which it joins

@@ -136,6 +136,15 @@ extension EpochExchangeTests {
             """, logger: self.logger)
     }
 
+    /// Makes `daemon` look as if it had stepped without a gap for `hours`.
+    func steady(_ daemon: String, hours: Int, on connection: PostgresConnection) async throws {
+        try await connection.query(
+            """
+            UPDATE casevault_daemons SET back_at = now() - make_interval(hours => \(Int32(hours)))
+            WHERE daemon = \(daemon)
+            """, logger: self.logger)
+    }
+
     /// The epochs of the slots of a daemon's file that hold a secret (a key, or a pair's secret half).
     func slotEpochs(_ daemon: Daemon) throws -> [UInt8] {
         let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: daemon.filePath)))
@@ -162,14 +171,19 @@ extension EpochExchangeTests {
             try await self.age(a.connection, hours: 12)
             let refused = try await sa.step(on: a.connection)
             #expect(refused.turnedTo == nil && refused.waiting?.contains("vault-b") == true, "\(refused)")
+            // a has stepped steadily for 2 hours, more than half of those 3.
+            try await self.steady("vault-a", hours: 2, on: a.connection)
             try await self.away("vault-b", hours: 2, on: a.connection)
             #expect(try await sa.step(on: a.connection).turnedTo == nil, "away for 2 h only")
-            // Not while a was away itself (both cut off from the database, say): its first step back retires
-            // no one; its next does.
+            // Not by a daemon back from being away itself (both cut off from the database, say): b could be
+            // about to step again too. a retires no one until it has stepped steadily for half of 3 hours.
             try await self.away("vault-b", hours: 4, on: a.connection)
             try await self.away("vault-a", hours: 4, on: a.connection)
-            let cutOff = try await sa.step(on: a.connection)
-            #expect(cutOff.retired.isEmpty && cutOff.turnedTo == nil, "\(cutOff)")
+            for _ in 0..<2 {
+                let back = try await sa.step(on: a.connection)
+                #expect(back.retired.isEmpty && back.turnedTo == nil, "\(back)")
+            }
+            try await self.steady("vault-a", hours: 2, on: a.connection)
             let turned = try await sa.step(on: a.connection)
             #expect(
                 turned.retired == ["vault-b"] && turned.turnedTo == 2 && turned.destroyed == [1], "\(turned)")

@@ -458,7 +458,7 @@ extension EpochExchangeTests {
             }
         }
         #expect(!finishedEarly, "the shred did not wait for the case's lock")
-        #expect(raced.wait() == .held)
+        #expect(try await self.blocking { raced.wait() } == .held)
         #expect(try await self.blocking { try vaultB.get(late) }.content == intakeForm)
 
         // Two certificates, one a shred, each naming the request, its reason and who ordered it.

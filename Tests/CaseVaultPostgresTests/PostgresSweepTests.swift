@@ -192,7 +192,8 @@ extension EpochExchangeTests {
         release.signal()
         #expect(waiting, "the sweep never waited for a case's lock")
         #expect(try await !finishedEarly, "the sweep finished while b held the cases' locks")
-        let report = try sweep.wait()
+        // Waited for on a thread of its own: the sweep's storage calls need the cooperative pool's threads.
+        let report = try await self.blocking { try sweep.wait() }
         #expect(report.totals.disposed == 0, "\(report.totals)")
         #expect(report.totals.heldBack == 1 && report.totals.alreadyGone == 1, "\(report.totals)")
         #expect(report.certificates == 0)
