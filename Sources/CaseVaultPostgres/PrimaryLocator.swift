@@ -99,25 +99,23 @@ package struct PrimaryLocator: Sendable, CustomStringConvertible, CustomReflecta
     }
 
     /// Whether the server is a standby; in the same statement, at no extra round trip, every connection's
-    /// session limits, so that a session whose daemon's host died, or whose network
-    /// went, ends within about 25 s rather than the kernel's minutes or hours, with its transaction and its
-    /// locks: the server probes an idle session's client (after 10 s, every 5 s, three probes), gives up
-    /// on data its client has not acknowledged for 25 s (`tcp_user_timeout`), checks that the client is
-    /// still there every 5 s while it runs a statement, and ends a session idle inside a transaction for
-    /// 20 s (no transaction of the vault waits on its daemon that long). The TCP settings do nothing over a
-    /// local socket, where the server shares the daemon's host.
+    /// session limits, so that a session whose daemon's host died, or whose network went, ends within about
+    /// 25 s rather than the kernel's minutes or hours, with its transaction and its locks: the server
+    /// probes an idle session's client (after 10 s, every 5 s, three probes), gives up on data its client
+    /// has not acknowledged for 25 s (`tcp_user_timeout`), and checks that the client is still there every
+    /// 5 s while it runs a statement. The TCP settings do nothing over a local socket, where the server
+    /// shares the daemon's host. No limit on a session idle inside a transaction: a daemon (or a test
+    /// process) starved of CPU for that long would lose its transaction, and the probes already end a
+    /// session whose client is gone.
     static func isInRecovery(_ connection: PostgresConnection, logger: Logger) async throws -> Bool {
         let rows = try await connection.query(
             """
             SELECT pg_is_in_recovery(), set_config('tcp_user_timeout', '25000', false),
                 set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false),
                 set_config('tcp_keepalives_count', '3', false),
-                set_config('idle_in_transaction_session_timeout', '20s', false),
                 set_config('client_connection_check_interval', '5s', false)
             """, logger: logger)
-        for try await (inRecovery, _, _, _, _, _, _) in rows.decode(
-            (Bool, String, String, String, String, String, String).self)
-        {
+        for try await (inRecovery, _, _, _, _, _) in rows.decode((Bool, String, String, String, String, String).self) {
             return inRecovery
         }
         return true

@@ -35,6 +35,14 @@ extension EpochExchangeTests {
         try await body(a, b)
     }
 
+    /// The first steps of two daemons: a turns to epoch 1, b publishes a pair, a seals it the key, b receives.
+    func bothHoldEpochOne(_ a: Daemon, _ sa: EpochSchedule, _ b: Daemon, _ sb: EpochSchedule) async throws {
+        _ = try await sa.step(on: a.connection)
+        _ = try await sb.step(on: b.connection)
+        _ = try await sa.step(on: a.connection)
+        #expect(try await sb.step(on: b.connection).received == [1])
+    }
+
     /// Makes the newest epoch look `hours` old.
     func age(_ connection: PostgresConnection, hours: Int) async throws {
         try await connection.query(
@@ -110,10 +118,7 @@ extension EpochExchangeTests {
     func turnWaitsForAHolder() async throws {
         try await self.withTwoDaemons { a, b in
             let (sa, sb) = (self.schedule(a), self.schedule(b))
-            _ = try await sa.step(on: a.connection)
-            _ = try await sb.step(on: b.connection)
-            _ = try await sa.step(on: a.connection)
-            #expect(try await sb.step(on: b.connection).received == [1])
+            try await self.bothHoldEpochOne(a, sa, b, sb)
 
             // Past the turn's age at once: a publishes its pair for 2 and would turn, but b has none yet.
             try await self.age(a.connection, hours: 12)
@@ -160,10 +165,7 @@ extension EpochExchangeTests {
         try await self.withTwoDaemons { a, b in
             let (sa, sb) = (self.schedule(a), self.schedule(b))
             #expect(sa.awayAfter == 3 * 3600)
-            _ = try await sa.step(on: a.connection)
-            _ = try await sb.step(on: b.connection)
-            _ = try await sa.step(on: a.connection)
-            #expect(try await sb.step(on: b.connection).received == [1])
+            try await self.bothHoldEpochOne(a, sa, b, sb)
 
             // b stops stepping before publishing a pair for epoch 2: the turn waits for it, until it has been
             // away for longer than an eighth of the window; then a retires it and turns in the same step, and

@@ -53,9 +53,7 @@ extension EpochExchangeTests {
     func twoVaults(_ clusters: PostgresClusters, _ keys: KeyFolder, holdsKeepSessionNotes: Bool = false) async throws
         -> (Daemon, Daemon, Vault<PostgresStorage>, Vault<PostgresStorage>)
     {
-        let (a, b) = try await self.twoDaemons(clusters, keys)
-        _ = try await a.exchange.turn(from: nil, on: a.connection)
-        #expect(try await b.exchange.receive(on: b.connection) == [1])
+        let (a, b) = try await self.twoDaemonsOnEpochOne(clusters, keys)
         return (
             a, b, try self.vault(a, clusters, holdsKeepSessionNotes: holdsKeepSessionNotes),
             try self.vault(b, clusters, holdsKeepSessionNotes: holdsKeepSessionNotes)

@@ -8,6 +8,14 @@ import Testing
 
 /// The retention sweep on PostgreSQL (`PostgresStorage.sweep`), from two daemons at once.
 extension EpochExchangeTests {
+    /// Daemons vault-a and vault-b on `clusters`, epoch 1 turned to by a and received by b.
+    func twoDaemonsOnEpochOne(_ clusters: PostgresClusters, _ keys: KeyFolder) async throws -> (Daemon, Daemon) {
+        let (a, b) = try await self.twoDaemons(clusters, keys)
+        _ = try await a.exchange.turn(from: nil, on: a.connection)
+        #expect(try await b.exchange.receive(on: b.connection) == [1])
+        return (a, b)
+    }
+
     @Test(
         "the retention sweep on PostgreSQL: a dry run counts and changes nothing; a sweep stopped by its limit after one case's batch reports itself incomplete; two daemons sweeping at once dispose of the rest once between them, a case's records under one certificate of erasure by key destruction; a held case's records are held back, an open case's header kept; a second sweep finds nothing"
     )
@@ -15,9 +23,7 @@ extension EpochExchangeTests {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
-        let (a, b) = try await self.twoDaemons(clusters, keys)
-        _ = try await a.exchange.turn(from: nil, on: a.connection)
-        #expect(try await b.exchange.receive(on: b.connection) == [1])
+        let (a, b) = try await self.twoDaemonsOnEpochOne(clusters, keys)
         let day: Int64 = 86_400_000
         let clock = Mutex<Int64>(1_780_000_000_000)
         let now: @Sendable () -> Int64 = { clock.withLock { $0 } }
@@ -139,9 +145,7 @@ extension EpochExchangeTests {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
-        let (a, b) = try await self.twoDaemons(clusters, keys)
-        _ = try await a.exchange.turn(from: nil, on: a.connection)
-        #expect(try await b.exchange.receive(on: b.connection) == [1])
+        let (a, b) = try await self.twoDaemonsOnEpochOne(clusters, keys)
         let clock = Mutex<Int64>(1_780_000_000_000)
         let now: @Sendable () -> Int64 = { clock.withLock { $0 } }
         var retention = RetentionSchedule.standard
