@@ -732,7 +732,7 @@ package final class PostgresStorage: ServedStorage {
         guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
         let connection = try self.checkOut()
         do throws(CaseVaultError) {
-            try Self.wait {
+            try Self.wait(closing: connection) {
                 try await connection.perform(PostgresConnection.begin, logger: logger)
                 try await connection.perform(lock, logger: logger)
             }
@@ -755,14 +755,14 @@ package final class PostgresStorage: ServedStorage {
         do throws(CaseVaultError) {
             switch outcome {
             case .success:
-                try Self.wait { try await connection.commit(logger: logger) }
-            case .failure:
-                try Self.wait { try await connection.perform("ROLLBACK", logger: logger) }
-            }
-            // A server that stopped taking writes is not asked again, as in `run`.
-            if case .failure(let error) = outcome, error.code == .storageUnavailable {
+                try Self.wait(closing: connection) { try await connection.commit(logger: logger) }
+                self.checkIn(connection)
+            case .failure(let error) where error.code == .storageUnavailable:
+                // A server that stopped taking writes, or a session that went, is not asked again, as in
+                // `run`: closing the session ends its transaction.
                 Self.discard(connection)
-            } else {
+            case .failure:
+                try Self.wait(closing: connection) { try await connection.perform("ROLLBACK", logger: logger) }
                 self.checkIn(connection)
             }
         } catch {
@@ -1404,7 +1404,7 @@ package final class PostgresStorage: ServedStorage {
     {
         guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
         if let pinned = self.pinnedConnection {
-            return try Self.wait {
+            return try Self.wait(closing: pinned) {
                 try await PostgresConnection.$joined.withValue(ObjectIdentifier(pinned)) { try await body(pinned) }
             }
         }
@@ -1489,10 +1489,15 @@ package final class PostgresStorage: ServedStorage {
     /// Runs `body` as a task and blocks this thread until it ends. A `CaseVaultError` comes out as itself;
     /// anything else as `storage-failure` naming the kind of failure and its SQLSTATE, never a query's
     /// text or values.
+    ///
+    /// With `closing`, the body runs at most `caseStatementLimit` before that connection is closed, which
+    /// fails what waits on it: a case lock's statements are short, and one left without an answer (PostgresNIO
+    /// sends a statement on a session the server ended while it was idle, and never answers it) must not hold
+    /// the thread, nor the case's lock, for ever.
     @discardableResult
-    private static func wait<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws(CaseVaultError)
-        -> T
-    {
+    private static func wait<T: Sendable>(
+        closing connection: PostgresConnection? = nil, _ body: @escaping @Sendable () async throws -> T
+    ) throws(CaseVaultError) -> T {
         let answer = Answer<T>()
         Task {
             let result: Result<T, any Error>
@@ -1500,7 +1505,26 @@ package final class PostgresStorage: ServedStorage {
             answer.result.withLock { $0 = result }
             answer.done.signal()
         }
+        if let connection {
+            guard answer.done.wait(timeout: .now() + Self.caseStatementLimit) == .timedOut else {
+                return try Self.answered(answer)
+            }
+            Self.discard(connection)
+            guard answer.done.wait(timeout: .now() + .seconds(5)) == .success else {
+                throw Self.unavailable("a statement of a case's lock had no answer; its connection was closed")
+            }
+            if case .success = answer.result.withLock({ $0 }) { return try Self.answered(answer) }
+            throw Self.unavailable("a statement of a case's lock had no answer; its connection was closed")
+        }
         answer.done.wait()
+        return try Self.answered(answer)
+    }
+
+    /// How long a statement of a case's lock (its lock, a call in its body, its commit) may go unanswered.
+    static let caseStatementLimit = DispatchTimeInterval.seconds(30)
+
+    /// What the task `wait` ran answered.
+    private static func answered<T: Sendable>(_ answer: Answer<T>) throws(CaseVaultError) -> T {
         switch answer.result.withLock({ $0 }) {
         case .success(let value):
             return value

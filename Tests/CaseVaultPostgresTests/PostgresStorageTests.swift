@@ -930,6 +930,62 @@ extension EpochExchangeTests {
         #expect(try await self.blocking { try vaultA.get(id) }.content == intake)
     }
 
+    @Test(
+        "a case lock whose session the server ends (an operator's pg_terminate_backend, a restart): the next call in its body fails, once its 30 s are up at the latest, never hangs; nothing of the body is kept, and the storage files again on a new connection"
+    )
+    func caseLockSessionEnded() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (_, _, vaultA, _) = try await self.twoVaults(clusters, keys)
+        let caseID = try await self.blocking { try vaultA.openCase(header: Self.header, mediators: [], author: nil).id }
+        let intake = Array(#"{"dispute_category":"roommate","screening_notes":"n"}"#.utf8)
+        let (admin, _) = try await PrimaryLocator(
+            location: try clusters.location([clusters.primary]), password: clusters.password, logger: self.logger
+        ).connect()
+        defer { admin.closeAtExit() }
+
+        // The body files a form, then waits while the server ends its session, then asks for the case.
+        let (locked, ended) = (DispatchSemaphore(value: 0), DispatchSemaphore(value: 0))
+        let outcome = Mutex<CaseVaultError.Code??>(nil)
+        Thread {
+            do {
+                try vaultA.storage.withCaseLock(caseID) { () throws(CaseVaultError) -> Void in
+                    _ = try vaultA.file(NewRecord(caseID: caseID, type: .intakeForm, content: intake))
+                    locked.signal()
+                    ended.wait()
+                    _ = try vaultA.storage.caseAndRoster(caseID, rosterUID: nil)
+                }
+                outcome.withLock { $0 = .some(nil) }
+            } catch {
+                outcome.withLock { $0 = .some((error as? CaseVaultError)?.code ?? .storageFailure) }
+            }
+        }.start()
+        try await self.blocking { locked.wait() }
+        var terminated = 0
+        for try await done in try await admin.query(
+            """
+            SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+            WHERE backend_type = 'client backend' AND state = 'idle in transaction' AND pid <> pg_backend_pid()
+            """, logger: self.logger
+        ).decode(Bool.self) where done {
+            terminated += 1
+        }
+        ended.signal()
+        #expect(terminated == 1, "one session held the case's lock")
+        var code: CaseVaultError.Code??
+        for _ in 0..<600 where code == nil {
+            try await Task.sleep(for: .milliseconds(100))
+            code = outcome.withLock { $0 }
+        }
+        #expect(code != nil, "the call after the session ended did not return within 60 s")
+        #expect(code == .some(.storageUnavailable) || code == .some(.storageFailure), "\(String(describing: code))")
+        // Nothing of the body was kept: the case has its header alone; a filing goes through on a new connection.
+        #expect(try await self.blocking { try vaultA.storage.records(caseID: caseID) }.map(\.type) == [.caseHeader])
+        _ = try await self.blocking { try vaultA.file(NewRecord(caseID: caseID, type: .intakeForm, content: intake)) }
+        #expect(try await self.blocking { try vaultA.storage.records(caseID: caseID) }.count == 2)
+    }
+
     final class RacedShred: Sendable {
         private let outcome = Mutex<(done: Bool, code: CaseVaultError.Code?)>((false, nil))
         private let done = DispatchSemaphore(value: 0)
