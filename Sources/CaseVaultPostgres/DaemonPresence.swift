@@ -44,6 +44,13 @@ package final class DaemonPresence: Sendable {
         return Int64(bitPattern: digest.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
     }
 
+    /// The lock's key as `pg_locks` shows a 64-bit key: its high half in `classid`, its low half in `objid`
+    /// (with `objsubid` 1), each read as unsigned.
+    package static func lockHalves(_ daemon: DaemonName) -> (high: Int64, low: Int64) {
+        let key = UInt64(bitPattern: Self.key(daemon))
+        return (Int64(key >> 32), Int64(key & 0xFFFF_FFFF))
+    }
+
     /// Holds the lock: at once when this daemon's connection that holds it is still open, else on a new
     /// connection to the primary. Returns that connection, on which the daemon's steps of the erase epochs
     /// run too (one connection for both, not a new one every step); `nil` when another session holds the
@@ -68,6 +75,7 @@ package final class DaemonPresence: Sendable {
             }
             taken = try await Self.tryLock(key, on: connection, logger: self.logger)
             if !taken, let previous = self.session.withLock({ $0 }) {
+                let halves = Self.lockHalves(self.daemon)
                 // That session only: its process and start time, holding this name's lock in this database.
                 try await connection.perform(
                     """
@@ -76,8 +84,7 @@ package final class DaemonPresence: Sendable {
                     WHERE l.pid = \(previous.pid) AND a.backend_start::text = \(previous.start)
                     AND l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
                     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                    AND l.classid::int8 = \(Int64(UInt64(bitPattern: key) >> 32))
-                    AND l.objid::int8 = \(Int64(UInt64(bitPattern: key) & 0xFFFF_FFFF))
+                    AND l.classid::int8 = \(halves.high) AND l.objid::int8 = \(halves.low)
                     """, logger: self.logger)
                 taken = try await Self.tryLock(key, on: connection, logger: self.logger)
             }

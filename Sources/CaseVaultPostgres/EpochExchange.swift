@@ -281,28 +281,26 @@ package struct EpochExchange: Sendable {
     /// `gap` seconds (0 at its first step, and at its first after such a gap).
     package func seen(gap: Int64, on connection: PostgresConnection) async throws -> Int64 {
         let held = self.file.keyEpochs().map { Int64($0) }
-        return try await connection.transaction(logger: self.logger) { connection -> Int64 in
-            var stepping: Int64 = 0
-            for try await seconds in try await connection.query(
-                """
-                INSERT INTO casevault_daemons AS d (daemon, seen_at, back_at)
-                VALUES (\(self.daemon.rawValue), now(), now())
-                ON CONFLICT (daemon) DO UPDATE SET seen_at = now(),
-                    back_at = CASE WHEN d.seen_at < now() - make_interval(secs => \(Double(gap))) THEN now()
-                        ELSE d.back_at END
-                RETURNING extract(epoch FROM now() - back_at)::int8
-                """, logger: self.logger
-            ).decode(Int64.self) {
-                stepping = seconds
-            }
-            try await connection.perform(
-                """
+        // One statement, one round trip every step: the holdings taken back in a data-modifying `WITH`.
+        var stepping: Int64 = 0
+        for try await seconds in try await connection.query(
+            """
+            WITH back AS (
                 UPDATE casevault_epoch_holders SET retired_at = NULL
                 WHERE daemon = \(self.daemon.rawValue) AND retired_at IS NOT NULL AND destroyed_at IS NULL
                     AND epoch = ANY(\(held)::int8[])
-                """, logger: self.logger)
-            return stepping
+            )
+            INSERT INTO casevault_daemons AS d (daemon, seen_at, back_at)
+            VALUES (\(self.daemon.rawValue), now(), now())
+            ON CONFLICT (daemon) DO UPDATE SET seen_at = now(),
+                back_at = CASE WHEN d.seen_at < now() - make_interval(secs => \(Double(gap))) THEN now()
+                    ELSE d.back_at END
+            RETURNING extract(epoch FROM now() - back_at)::int8
+            """, logger: self.logger
+        ).decode(Int64.self) {
+            stepping = seconds
         }
+        return stepping
     }
 
     /// Retires every other daemon that has not stepped for `seconds` (by the database's clock) and does not
@@ -363,9 +361,7 @@ package struct EpochExchange: Sendable {
     static func isPresent(_ daemon: DaemonName, on connection: PostgresConnection, logger: Logger) async throws
         -> Bool
     {
-        // A 64-bit key shows as its high half in `classid` and its low half in `objid`, with `objsubid` 1.
-        let key = UInt64(bitPattern: DaemonPresence.key(daemon))
-        let (high, low) = (Int64(key >> 32), Int64(key & 0xFFFF_FFFF))
+        let (high, low) = DaemonPresence.lockHalves(daemon)
         for try await present in try await connection.query(
             """
             SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1

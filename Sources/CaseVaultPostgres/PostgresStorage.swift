@@ -1505,18 +1505,19 @@ package final class PostgresStorage: ServedStorage {
             answer.result.withLock { $0 = result }
             answer.done.signal()
         }
-        if let connection {
-            guard answer.done.wait(timeout: .now() + Self.caseStatementLimit) == .timedOut else {
-                return try Self.answered(answer)
-            }
+        guard let connection else {
+            answer.done.wait()
+            return try Self.answered(answer)
+        }
+        if answer.done.wait(timeout: .now() + Self.caseStatementLimit) == .timedOut {
             Self.discard(connection)
-            guard answer.done.wait(timeout: .now() + .seconds(5)) == .success else {
+            // Answered as the connection closed: kept. Failed by the close, or still unanswered: not.
+            guard answer.done.wait(timeout: .now() + .seconds(5)) == .success,
+                case .success = answer.result.withLock({ $0 })
+            else {
                 throw Self.unavailable("a statement of a case's lock had no answer; its connection was closed")
             }
-            if case .success = answer.result.withLock({ $0 }) { return try Self.answered(answer) }
-            throw Self.unavailable("a statement of a case's lock had no answer; its connection was closed")
         }
-        answer.done.wait()
         return try Self.answered(answer)
     }
 

@@ -209,8 +209,7 @@ extension EpochExchangeTests {
             location: try clusters.location([clusters.primary]), password: clusters.password, logger: self.logger
         ).connect()
         defer { connection.closeAtExit() }
-        let key = UInt64(bitPattern: DaemonPresence.key(try DaemonName("vault-a")))
-        let (high, low) = (Int64(key >> 32), Int64(key & 0xFFFF_FFFF))
+        let (high, low) = DaemonPresence.lockHalves(try DaemonName("vault-a"))
         // Its session ended under it, and the name taken by another session before the daemon's next step;
         // tried until taken (the daemon's step may take it back first, on a session the next round ends):
         // never a wait that could outlast the test.

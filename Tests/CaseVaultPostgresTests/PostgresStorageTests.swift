@@ -85,6 +85,19 @@ extension EpochExchangeTests {
         }
     }
 
+    /// Whether `count` (a statement that counts rows) finds any within ten seconds, asked every 10 ms: a
+    /// session of the test's seen waiting for a lock, say.
+    func untilFound(_ count: PostgresQuery, on connection: PostgresConnection) async throws -> Bool {
+        for _ in 0..<1000 {
+            for try await found in try await connection.query(count, logger: self.logger).decode(Int64.self)
+            where found > 0 {
+                return true
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return false
+    }
+
     /// What `body` threw, as a `CaseVaultError`'s code; `nil` when it did not throw.
     func code(_ body: @escaping @Sendable () throws -> Void) async -> CaseVaultError.Code? {
         do {
@@ -870,7 +883,6 @@ extension EpochExchangeTests {
         try bytes.withUnsafeBytes { try upload.append($0) }
     }
 
-    /// How a shred run on a thread of its own ended: its error's code, or `nil` when it shredded.
     @Test(
         "a filing through the storage holds the lock filings share from its case's lock on: after a turn, the count of records under the older epoch waits for the filing under way and sees its record"
     )
@@ -913,16 +925,9 @@ extension EpochExchangeTests {
             counterPID = pid
         }
         let counting = Task { try await records.wrappedBelow(2, on: counter) }
-        var waiting = false
-        for _ in 0..<500 where !waiting {
-            for try await count in try await a.connection.query(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND pid = \(counterPID)",
-                logger: self.logger
-            ).decode(Int64.self) {
-                waiting = count == 1
-            }
-            if !waiting { try await Task.sleep(for: .milliseconds(20)) }
-        }
+        let waiting = try await self.untilFound(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND pid = \(counterPID)",
+            on: a.connection)
         release.signal()
         let id = try await filing
         #expect(waiting, "the count did not wait for the filing under way")
@@ -986,6 +991,7 @@ extension EpochExchangeTests {
         #expect(try await self.blocking { try vaultA.storage.records(caseID: caseID) }.count == 2)
     }
 
+    /// How a shred run on a thread of its own ended: its error's code, or `nil` when it shredded.
     final class RacedShred: Sendable {
         private let outcome = Mutex<(done: Bool, code: CaseVaultError.Code?)>((false, nil))
         private let done = DispatchSemaphore(value: 0)

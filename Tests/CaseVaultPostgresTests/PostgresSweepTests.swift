@@ -183,16 +183,9 @@ extension EpochExchangeTests {
             }
         }
         // Until the sweep waits for a case's lock (PostgreSQL's second key space is the case locks').
-        var waiting = false
-        for _ in 0..<1000 where !waiting {
-            for try await count in try await a.connection.query(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objsubid = 2",
-                logger: self.logger
-            ).decode(Int64.self) {
-                waiting = count > 0
-            }
-            if !waiting { try await Task.sleep(for: .milliseconds(10)) }
-        }
+        let waiting = try await self.untilFound(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objsubid = 2",
+            on: a.connection)
         release.signal()
         #expect(waiting, "the sweep never waited for a case's lock")
         #expect(try await !finishedEarly, "the sweep finished while b held the cases' locks")
