@@ -198,7 +198,7 @@ extension EpochExchangeTests {
     }
 
     @Test(
-        "a daemon whose name another session takes while it serves (its own session ended) stops within a minute and a bit, exit 3, naming why"
+        "a daemon whose name another session takes while it serves (its own session ended) stops within two and a half minutes, exit 3, naming why"
     )
     func daemonThatLosesItsNameStops() async throws {
         let clusters = try PostgresClusters()
@@ -233,7 +233,9 @@ extension EpochExchangeTests {
         #expect(holders >= 1, "no session held the daemon's name")
         #expect(taken, "the test could not take the daemon's name")
         var stopped = false
-        for _ in 0..<900 {
+        // A minute's grace, after at most one step that waited its 30 s on the ended session (PostgresNIO
+        // does not always see such a session end).
+        for _ in 0..<1500 {
             guard daemon.process.isRunning else {
                 stopped = true
                 break
