@@ -38,6 +38,7 @@ public enum Action: String, Sendable, CaseIterable {
     case seal
     case rotate
     case backup
+    case forgetDaemon
 
     /// The action that files a record of `type`.
     public static func filing(_ type: RecordType) -> Action {
@@ -153,6 +154,8 @@ public enum Authorization {
         // Key custody is the operator's: it opens the vault, and says nothing about any record.
         // Backups and the shred ledger: sealed bytes and record ids, never content in clear.
         case .initialise, .unseal, .seal, .rotate, .backup: return [.role(.operator)]
+        // The hosts are the operator's: only they can say that a host and its epoch key file are gone.
+        case .forgetDaemon: return [.role(.operator)]
         }
     }
 

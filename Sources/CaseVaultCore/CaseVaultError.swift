@@ -90,6 +90,9 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         /// The database cannot be reached, or is between primaries (a failover): nothing was changed, and
         /// the request may be sent again (503 with Retry-After).
         case storageUnavailable = "storage-unavailable"
+        /// The daemon named holds its name in the database (it serves the vault now), so it cannot be
+        /// forgotten as a host gone for good.
+        case daemonPresent = "daemon-present"
     }
 
     /// Where an error was raised, for operators reading logs.

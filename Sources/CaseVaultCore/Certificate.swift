@@ -89,6 +89,10 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
         public var completeBy: String?
         public var completes: String?
         public var completedAt: String?
+        /// In a second certificate: the daemons whose destruction of the epoch's key (or an older one's) rests
+        /// on an operator's word that their key file was destroyed with their host (`casevaultctl daemon
+        /// forget`), not on the daemon overwriting it; absent when every daemon destroyed its own.
+        public var attested: [String]?
 
         /// The method of every erasure: the epoch's key destroyed in every daemon's epoch key file.
         public static let keyDestruction = "key_destruction"
@@ -99,11 +103,12 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
             self.completeBy = completeBy
         }
 
-        public init(epoch: UInt64, completes certificateID: String, completedAt: String) {
+        public init(epoch: UInt64, completes certificateID: String, completedAt: String, attested: [String] = []) {
             self.method = Self.keyDestruction
             self.epoch = epoch
             self.completes = certificateID
             self.completedAt = completedAt
+            self.attested = attested.isEmpty ? nil : attested.sorted()
         }
 
         enum CodingKeys: String, CodingKey {
@@ -111,6 +116,7 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
             case completeBy = "complete_by"
             case completes
             case completedAt = "completed_at"
+            case attested
         }
     }
 

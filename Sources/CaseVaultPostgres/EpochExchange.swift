@@ -275,14 +275,23 @@ package struct EpochExchange: Sendable {
 
     // MARK: Daemons away
 
+    /// What `seen` found of this daemon.
+    package struct Seen: Sendable, Equatable {
+        /// How many seconds, by the database's clock, this daemon has stepped without a long gap.
+        package var stepping: Int64
+        /// Whether an operator declared this daemon's epoch key file destroyed (`forget`) and it has not
+        /// destroyed its keys since (`rejoinForgotten`).
+        package var forgotten: Bool
+    }
+
     /// Records that this daemon steps now, and takes back its part in the epochs its file holds that it was
     /// retired from while away (`retireAway`): the others wait for it again, as they wait for any holder.
     /// Returns how many seconds, by the database's clock, this daemon has stepped without a gap longer than
-    /// `gap` seconds (0 at its first step, and at its first after such a gap).
-    package func seen(gap: Int64, on connection: PostgresConnection) async throws -> Int64 {
+    /// `gap` seconds (0 at its first step, and at its first after such a gap), and whether it was forgotten.
+    package func seen(gap: Int64, on connection: PostgresConnection) async throws -> Seen {
         let held = self.file.keyEpochs().map { Int64($0) }
         // One statement, one round trip every step: the holdings taken back in a data-modifying `WITH`.
-        var stepping: Int64 = 0
+        var seen = Seen(stepping: 0, forgotten: false)
         for try await seconds in try await connection.query(
             """
             WITH back AS (
@@ -295,12 +304,12 @@ package struct EpochExchange: Sendable {
             ON CONFLICT (daemon) DO UPDATE SET seen_at = now(),
                 back_at = CASE WHEN d.seen_at < now() - make_interval(secs => \(Double(gap))) THEN now()
                     ELSE d.back_at END
-            RETURNING extract(epoch FROM now() - back_at)::int8
+            RETURNING extract(epoch FROM now() - back_at)::int8, forgotten_at IS NOT NULL
             """, logger: self.logger
-        ).decode(Int64.self) {
-            stepping = seconds
+        ).decode((Int64, Bool).self) {
+            seen = Seen(stepping: seconds.0, forgotten: seconds.1)
         }
-        return stepping
+        return seen
     }
 
     /// Retires every other daemon that has not stepped for `seconds` (by the database's clock) and does not
@@ -372,6 +381,83 @@ package struct EpochExchange: Sendable {
             return present
         }
         return false
+    }
+
+    // MARK: Hosts gone for good
+
+    /// Records an operator's word that `daemon`'s epoch key file is destroyed (its host is gone for good,
+    /// its disk wiped or destroyed), so that the certificates completing the erasures its holdings held
+    /// back are issued, naming it as attested (`PostgresStorage.certifyErasures`). Under the turn lock: its
+    /// pairs and the copies waiting for it are deleted, the epochs whose copies are then all received
+    /// become ready, its holdings not yet destroyed are marked destroyed now on that word (`attested`),
+    /// and the daemon is marked forgotten, so that if it ever steps again it first destroys every key its
+    /// file holds (`rejoinForgotten`). Refuses, changing nothing, a daemon that never stepped in this
+    /// vault (`not-found`) and one whose presence lock is held (`daemon-present`): a daemon that serves,
+    /// the caller's own among them. Returns the epochs whose holding was marked destroyed.
+    package static func forget(_ daemon: DaemonName, on connection: PostgresConnection, logger: Logger) async throws
+        -> [UInt64]
+    {
+        try await connection.transaction(logger: logger) { connection -> [UInt64] in
+            try await connection.perform("SELECT pg_advisory_xact_lock(\(Self.turnLock))", logger: logger)
+            let name = daemon.rawValue
+            var known = false
+            for try await _ in try await connection.query(
+                "SELECT 1 FROM casevault_daemons WHERE daemon = \(name) FOR UPDATE", logger: logger
+            ).decode(Int.self) {
+                known = true
+            }
+            guard known else {
+                throw CaseVaultError(
+                    .notFound, "no daemon of that name has taken part in this vault's erase epochs",
+                    field: "daemon")
+            }
+            guard try await !Self.isPresent(daemon, on: connection, logger: logger) else {
+                throw CaseVaultError(
+                    .daemonPresent,
+                    "that daemon serves the vault now (it holds its name in the database): stop it, and forget only a daemon whose host is gone for good",
+                    field: "daemon")
+            }
+            try await connection.perform("DELETE FROM casevault_epoch_copies WHERE daemon = \(name)", logger: logger)
+            try await connection.perform("DELETE FROM casevault_epoch_pairs WHERE daemon = \(name)", logger: logger)
+            var epochs: [UInt64] = []
+            for try await epoch in try await connection.query(
+                """
+                UPDATE casevault_epoch_holders SET destroyed_at = now(), attested = true
+                WHERE daemon = \(name) AND destroyed_at IS NULL RETURNING epoch
+                """, logger: logger
+            ).decode(Int64.self) {
+                epochs.append(UInt64(epoch))
+            }
+            try await connection.perform(
+                "UPDATE casevault_daemons SET forgotten_at = now() WHERE daemon = \(name)", logger: logger)
+            try await connection.perform(
+                """
+                UPDATE casevault_epochs e SET ready_at = now()
+                WHERE e.ready_at IS NULL
+                    AND NOT EXISTS (SELECT 1 FROM casevault_epoch_copies c WHERE c.epoch = e.number)
+                """, logger: logger)
+            return epochs.sorted()
+        }
+    }
+
+    /// For a daemon that was forgotten (`forget`) and steps again (its host was not gone after all, or its
+    /// directory was restored): destroys every epoch key and pair its file holds, each slot overwritten and
+    /// flushed, which makes the operator's word true, then clears the mark. It then joins as a daemon without
+    /// the current key does. Returns the epochs whose keys were destroyed. A crash between the two is mended
+    /// by the next step, which finds the mark still set and the file empty.
+    package func rejoinForgotten(on connection: PostgresConnection) async throws -> [UInt64] {
+        var destroyed: [UInt64] = []
+        for epoch in self.file.keyEpochs() {
+            try self.file.destroyKey(epoch: epoch)
+            destroyed.append(epoch)
+        }
+        for epoch in self.file.pairEpochs() {
+            try self.file.destroyPair(epoch: epoch)
+        }
+        try await connection.perform(
+            "UPDATE casevault_daemons SET forgotten_at = NULL WHERE daemon = \(self.daemon.rawValue)",
+            logger: self.logger)
+        return destroyed
     }
 
     // MARK: What crosses the database

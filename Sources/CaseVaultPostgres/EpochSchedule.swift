@@ -8,7 +8,8 @@ package import PostgresNIO
 /// at a shred is replaced within half a window and destroyed by every daemon within the other half. Each
 /// `step` does what is due for this daemon, in this order:
 ///
-/// 1. record that it steps (`seen`) and receive every epoch key sealed to it;
+/// 1. record that it steps (`seen`), and, when an operator declared its key file destroyed (`forget`),
+///    destroy every key the file holds first (`rejoinForgotten`); receive every epoch key sealed to it;
 /// 2. with no epoch yet, publish a pair for the first and turn to it; with a current epoch it does not hold
 ///    (it joined late, lost its file or was away), destroy every older epoch the vault has moved past
 ///    (nothing live wrapped under one), and publish a pair for the current epoch, for a daemon that holds
@@ -76,6 +77,9 @@ package struct EpochSchedule: Sendable {
         package var received: [UInt64] = []
         /// The daemons retired as away.
         package var retired: [String] = []
+        /// Whether this daemon found itself forgotten (`EpochExchange.forget`) and destroyed every key its
+        /// file held (in `destroyed`) before rejoining.
+        package var rejoinedForgotten = false
         package var sharedWith: [String] = []
         /// The epoch a pair was published for (again, when it was published before).
         package var publishedFor: UInt64?
@@ -92,7 +96,12 @@ package struct EpochSchedule: Sendable {
     package func step(on connection: PostgresConnection) async throws -> Step {
         let logger = self.exchange.logger
         var step = Step()
-        let stepping = try await self.exchange.seen(gap: self.awayAfter / 2, on: connection)
+        let seen = try await self.exchange.seen(gap: self.awayAfter / 2, on: connection)
+        if seen.forgotten {
+            step.destroyed = try await self.exchange.rejoinForgotten(on: connection)
+            step.rejoinedForgotten = true
+        }
+        let stepping = seen.stepping
         step.received = try await self.exchange.receive(on: connection)
         guard let current = try await EpochExchange.currentEpochAge(connection, logger: logger) else {
             try await self.exchange.publishPair(for: 1, on: connection)

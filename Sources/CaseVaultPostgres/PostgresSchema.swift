@@ -240,6 +240,13 @@ package enum PostgresSchema {
             UNION SELECT daemon, now(), now() FROM casevault_epoch_copies
             """,
         ],
+        // 8: daemons whose epoch key file an operator declared destroyed, their host gone for good
+        // (`EpochExchange.forget`): when, and the holdings marked destroyed on that word rather than by the
+        // daemon itself, which the certificates that complete an erasure name.
+        [
+            "ALTER TABLE casevault_daemons ADD COLUMN forgotten_at timestamptz",
+            "ALTER TABLE casevault_epoch_holders ADD COLUMN attested boolean NOT NULL DEFAULT false",
+        ],
     ]
 
     /// The version this build writes.

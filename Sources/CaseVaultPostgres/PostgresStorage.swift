@@ -553,8 +553,19 @@ package final class PostgresStorage: ServedStorage {
         return document
     }
 
+    /// Records an operator's word that daemon `name`'s epoch key file is destroyed (`EpochExchange.forget`).
+    package func forgetDaemon(_ name: DaemonName) throws(CaseVaultError) -> [UInt64] {
+        let logger = self.logger
+        let epochs = try self.run { connection in try await EpochExchange.forget(name, on: connection, logger: logger) }
+        logger.warning(
+            "a daemon was forgotten on an operator's word that its epoch key file is destroyed",
+            metadata: ["daemon.name": "\(name.rawValue)", "epoch.marked_destroyed": "\(epochs)"])
+        return epochs
+    }
+
     /// Step 5 of a turn: for every shred's certificate whose epoch (and every older one) each daemon that held
-    /// it has destroyed, the second certificate, stating when the last of them did. Each first certificate
+    /// it has destroyed, the second certificate, stating when the last of them did, and naming the daemons
+    /// whose destruction rests on an operator's word (`forgetDaemon`). Each first certificate
     /// is verified with the vault's key before its erasure is certified (`integrity-failure` naming it
     /// otherwise). One daemon at a time, under an advisory lock; returns how many it issued.
     @discardableResult
@@ -567,7 +578,9 @@ package final class PostgresStorage: ServedStorage {
                     """
                     SELECT c.id, c.epoch, c.case_id, c.document,
                         (SELECT (extract(epoch FROM max(h.destroyed_at)) * 1000)::bigint FROM casevault_epoch_holders h
-                            WHERE h.epoch <= c.epoch)
+                            WHERE h.epoch <= c.epoch),
+                        ARRAY(SELECT DISTINCT h.daemon FROM casevault_epoch_holders h
+                            WHERE h.epoch <= c.epoch AND h.attested ORDER BY h.daemon)
                     FROM casevault_certificates c
                     WHERE c.completes IS NULL
                         AND NOT EXISTS (SELECT 1 FROM casevault_certificates d WHERE d.completes = c.id)
@@ -578,13 +591,17 @@ package final class PostgresStorage: ServedStorage {
                         AND NOT EXISTS (SELECT 1 FROM casevault_epoch_copies p WHERE p.epoch <= c.epoch)
                     ORDER BY c.filed
                     """, logger: logger)
-                var done: [(id: String, epoch: Int64, caseID: ByteBuffer, document: [UInt8], completedAt: Int64)] = []
-                for try await (id, epoch, caseID, document, completedAt) in rows.decode(
-                    (String, Int64, ByteBuffer, ByteBuffer, Int64).self)
+                var done:
+                    [(
+                        id: String, epoch: Int64, caseID: ByteBuffer, document: [UInt8], completedAt: Int64,
+                        attested: [String]
+                    )] = []
+                for try await (id, epoch, caseID, document, completedAt, attested) in rows.decode(
+                    (String, Int64, ByteBuffer, ByteBuffer, Int64, [String]).self)
                 {
-                    done.append((id, epoch, caseID, Array(document.readableBytesView), completedAt))
+                    done.append((id, epoch, caseID, Array(document.readableBytesView), completedAt, attested))
                 }
-                for (id, column, caseID, document, completedAt) in done {
+                for (id, column, caseID, document, completedAt, attested) in done {
                     // What was judged complete is what the signed document says, not the row's columns alone.
                     guard
                         let first = DestructionCertificate.verify(
@@ -602,7 +619,7 @@ package final class PostgresStorage: ServedStorage {
                     second.certificateID = Self.newCertificateID()
                     second.issuedAt = Timestamp.rfc3339(time)
                     second.erasure = DestructionCertificate.Erasure(
-                        epoch: epoch, completes: id, completedAt: Timestamp.rfc3339(completedAt))
+                        epoch: epoch, completes: id, completedAt: Timestamp.rfc3339(completedAt), attested: attested)
                     try await Self.issue(second, at: time, signedBy: sealing, on: connection, logger: logger)
                 }
                 return done.count

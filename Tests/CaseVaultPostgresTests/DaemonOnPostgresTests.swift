@@ -113,7 +113,7 @@ extension EpochExchangeTests {
     }
 
     @Test(
-        "two casevaultd daemons serve one vault in PostgreSQL: a case opened and a form filed on one is read on the other, a shred on the other is seen by the first with a certificate of erasure by key destruction, the sweep runs and what only the local store does is 501, a daemon with another root key, under another name than its directory's or under the name of a daemon serving refuses to start, and a daemon killed and started again at once serves the case and proves its audit log against its anchor in the database; nothing confidential in either log"
+        "two casevaultd daemons serve one vault in PostgreSQL: a case opened and a form filed on one is read on the other, a shred on the other is seen by the first with a certificate of erasure by key destruction, the sweep runs and what only the local store does is 501, forgetting a daemon that serves or that never served is refused, a daemon with another root key, under another name than its directory's or under the name of a daemon serving refuses to start, and a daemon killed and started again at once serves the case and proves its audit log against its anchor in the database; nothing confidential in either log"
     )
     func daemonsOnPostgres() async throws {
         let clusters = try PostgresClusters()
@@ -153,6 +153,20 @@ extension EpochExchangeTests {
         #expect(sweep.json["backup_keys_destroyed"] as? Int == 0)
         let rotate = try await a.client.request(.POST, "/v1/admin/rotate", json: [:])
         #expect(rotate.status == 501 && rotate.json["type"] as? String == "urn:casevault:problem:not-on-this-backend")
+        // Forgetting a daemon is refused for one that serves (b holds its name), for a name the vault never
+        // saw, for a name that cannot be a daemon's, and without the operator's word in full.
+        for (name, body, status, problem) in [
+            ("vault-b", true, 409, "daemon-present"), ("vault-z", true, 404, "not-found"),
+            ("Vault-B", true, 400, "invalid-identifier"), ("vault-b", false, 400, "invalid-field"),
+        ] {
+            let forget = try await a.client.request(
+                .POST, "/v1/admin/daemons/\(name)/forget", json: ["key_file_destroyed": body])
+            #expect(
+                forget.status == status && forget.json["type"] as? String == "urn:casevault:problem:\(problem)",
+                "\(name) \(body): \(String(decoding: forget.body, as: UTF8.self))")
+        }
+        let unsaid = try await a.client.request(.POST, "/v1/admin/daemons/vault-b/forget", json: [:])
+        #expect(unsaid.status == 400 && unsaid.json["field"] as? String == "key_file_destroyed")
 
         // A third daemon with a root key of its own (none was copied to it) refuses to start, before it
         // publishes anything; so does a, killed, started under another name than its directory's.

@@ -306,6 +306,10 @@ struct AuthorizationMatrixTests {
         Operation(
             name: "export the shred ledger", method: "GET", path: { _ in "/v1/admin/ledger" },
             allowed: [.operator, .root], mutates: false),
+        // The local store has one daemon: an allowed caller learns that forgetting another is not done here.
+        Operation(
+            name: "forget a daemon", method: "POST", path: { _ in "/v1/admin/daemons/vault-b/forget" },
+            body: #"{"key_file_destroyed": true}"#, allowed: [.operator, .root], mutates: false, allowedStatus: 501),
         Operation(
             name: "list the roster", method: "GET", path: { _ in "/v1/roster/mediators" }, allowed: [.director],
             mutates: false),
@@ -389,6 +393,7 @@ struct AuthorizationMatrixTests {
         path = path.replacingOccurrences(of: fixture.certificate, with: "{certificate_id}")
         path = path.replacingOccurrences(of: fixture.hold, with: "{hold_id}")
         path = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
+        path = path.replacingOccurrences(of: "/daemons/vault-b/", with: "/daemons/{daemon}/")
         return path.replacingOccurrences(of: "uid:4002", with: "{user}").replacingOccurrences(
             of: "uid:4100", with: "{user}")
     }

@@ -32,4 +32,23 @@ struct CLITests {
         #expect(try Self.ctl(["status", "--config", daemon.root + "/missing.toml"], as: Peer(uid: 4001)).0 == 78)
         #expect(daemon.stop() == 0, "\(daemon.log)")
     }
+
+    @Test(
+        "daemon forget: nothing is sent without --key-file-destroyed (exit 64); a director is refused (77); the local store, one daemon, answers not-on-this-backend (exit 1)"
+    )
+    func forgetDaemon() throws {
+        let daemon = try DaemonProcess(roles: #"director = ["uid:4001"]"#)
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let socket = ["--socket", daemon.socket]
+        let root = Peer(uid: 0, gid: 0, groups: [0])
+        let ctl = DaemonProcess.binary("casevaultctl")
+        let forget = ["daemon", "forget", "vault-b", "--key-file-destroyed"] + socket
+        let unsaid = try root.run(ctl, ["daemon", "forget", "vault-b"] + socket, input: nil)
+        #expect(unsaid.0 == 64 && unsaid.2.contains("--key-file-destroyed"), "\(unsaid.2)")
+        #expect(try root.run(ctl, forget, input: nil).0 != 64, "the flag given, the request is sent")
+        #expect(try Self.ctl(forget, as: Peer(uid: 4001)).0 == 77)
+        let local = try root.run(ctl, forget, input: nil)
+        #expect(local.0 == 1 && local.2.contains("not-on-this-backend"), "\(local.2)")
+        #expect(daemon.stop() == 0, "\(daemon.log)")
+    }
 }

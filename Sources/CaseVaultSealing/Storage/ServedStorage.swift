@@ -56,6 +56,14 @@ package protocol ServedStorage: RecordStorage {
     /// One certificate document; `not-found` for an unknown id.
     func certificate(_ id: String) throws(CaseVaultError) -> [UInt8]
 
+    // MARK: Several daemons
+
+    /// Records an operator's word that the erase epoch key file of daemon `name`, which does not serve now,
+    /// is destroyed (its host is gone for good), so that the erasures it held back are certified; returns
+    /// the epochs whose holding by it was marked destroyed. `not-on-this-backend` where one daemon keeps
+    /// the vault (the local store).
+    func forgetDaemon(_ name: DaemonName) throws(CaseVaultError) -> [UInt64]
+
     // MARK: Life
 
     /// Ends the storage's use: later calls fail. A failure to close cleanly is returned (and logged).

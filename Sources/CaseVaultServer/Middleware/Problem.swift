@@ -70,7 +70,7 @@ struct Problem: Encodable {
             return .tooManyRequests
         case .notOnThisBackend:
             return .notImplemented
-        case .alreadyInitialised, .wrongKeySource:
+        case .alreadyInitialised, .wrongKeySource, .daemonPresent:
             return .conflict
         }
     }

@@ -97,6 +97,7 @@ public enum API {
             Endpoint(.post, "/v1/admin/rotate", .action(.rotate)) { $0.rotate },
             Endpoint(.post, "/v1/admin/backup", .action(.backup)) { $0.backup },
             Endpoint(.get, "/v1/admin/ledger", .action(.backup)) { $0.ledger },
+            Endpoint(.post, "/v1/admin/daemons/{daemon}/forget", .action(.forgetDaemon)) { $0.forgetDaemon },
             Endpoint(.post, "/v1/cases", .action(.openCase)) { $0.openCase },
             Endpoint(.get, "/v1/cases", .perCase([.listCases])) { $0.listCases },
             Endpoint(.get, "/v1/cases/{case_id}", .perCase([.readCase])) { $0.readCase },

@@ -1,5 +1,6 @@
 package import CaseVaultCore
 internal import CaseVaultCrypto
+package import CaseVaultSealing
 internal import Foundation
 internal import Logging
 internal import Synchronization
@@ -351,5 +352,13 @@ extension RecordStore {
             throw CaseVaultError(.notFound, "no certificate has this id; list them with GET /v1/certificates")
         }
         return document
+    }
+
+    /// `not-on-this-backend`: a vault kept in a data directory has one daemon, and its shreds overwrite in
+    /// place; no other daemon's key file holds anything back.
+    package func forgetDaemon(_ name: DaemonName) throws(CaseVaultError) -> [UInt64] {
+        throw CaseVaultError(
+            .notOnThisBackend,
+            "a vault kept in a data directory has one daemon and no erase epochs: there is no other daemon to forget")
     }
 }
