@@ -45,15 +45,19 @@ extension EpochExchangeTests {
             firsts.count == 1 ? DestructionCertificate.verify(document: firsts[0], publicKey: publicKey) : nil)
         #expect(first.erasure?.epoch == 1)
 
-        // b's host goes before b publishes a pair for epoch 2: once it has been away for an eighth of the
-        // window, a retires it, turns, rewraps the live records and destroys epoch 1. b's file still holds
-        // epoch 1, so the erasure is not certified complete.
+        // b receives epoch 2 at a's turn and its host goes before it destroys epoch 1 (its own step would do
+        // both: here b's exchange publishes and receives alone). a rewraps the live records and destroys
+        // epoch 1; b's file still holds it, so the erasure is not certified complete, even once b, away for
+        // an eighth of the window, is retired.
         try await self.age(a.connection, hours: 12)
-        _ = try await sa.step(on: a.connection)
+        try await b.exchange.publishPair(for: 2, on: b.connection)
+        let turned = try await sa.step(on: a.connection)
+        #expect(turned.turnedTo == 2, "\(turned)")
+        #expect(try await b.exchange.receive(on: b.connection) == [2])
+        #expect(try await sa.step(on: a.connection).destroyed == [1])
         try await self.steady("vault-a", hours: 2, on: a.connection)
         try await self.away("vault-b", hours: 4, on: a.connection)
-        let turned = try await sa.step(on: a.connection)
-        #expect(turned.retired == ["vault-b"] && turned.turnedTo == 2 && turned.destroyed == [1], "\(turned)")
+        #expect(try await sa.step(on: a.connection).retired == ["vault-b"])
         #expect(try await self.blocking { try vaultA.storage.certifyErasures() } == 0)
         #expect(try await self.blocking { try vaultA.get(final) }.content == Self.finalAgreement)
 
@@ -69,11 +73,11 @@ extension EpochExchangeTests {
         let untouched = try clusters.psql(
             clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
             "SELECT count(*) FROM casevault_epoch_holders WHERE daemon = 'vault-b' AND destroyed_at IS NULL")
-        #expect(untouched == "1")
+        #expect(untouched == "2")
 
         // Forgotten: its holding of epoch 1 counts as destroyed, on the operator's word, which the second
         // certificate names.
-        #expect(try await self.blocking { try storage.forgetDaemon(try DaemonName("vault-b")) } == [1])
+        #expect(try await self.blocking { try storage.forgetDaemon(try DaemonName("vault-b")) } == [1, 2])
         #expect(try await self.blocking { try vaultA.storage.certifyErasures() } == 1)
         let both = try await self.blocking { try vaultA.storage.certificates(caseID: caseID) }
         let second = try #require(
@@ -82,15 +86,23 @@ extension EpochExchangeTests {
         #expect(first.erasure?.attested == nil)
 
         // b's host was not gone after all: at its next step it destroys every key its file holds before
-        // anything else, then rejoins as a daemon without the current key does.
-        #expect(try self.slotEpochs(b) == [1])
+        // anything else, the current epoch's too, then rejoins as a daemon without the current key does, and
+        // holds epoch 2 again by a copy sealed to its new pair: the database says so.
+        #expect(try self.slotEpochs(b) == [1, 2])
         let back = try await sb.step(on: b.connection)
-        #expect(back.rejoinedForgotten && back.destroyed == [1] && back.publishedFor == 2, "\(back)")
+        #expect(back.rejoinedForgotten && back.destroyed == [1, 2] && back.publishedFor == 2, "\(back)")
         #expect(try b.exchange.file.keyEpochs().isEmpty && self.slotEpochs(b) == [2], "only its pair for epoch 2")
         #expect(try await sa.step(on: a.connection).sharedWith == ["vault-b"])
         #expect(try await sb.step(on: b.connection).received == [2])
-        #expect(try self.slotEpochs(b) == [2])
+        #expect(try self.slotEpochs(b) == [2] && b.exchange.file.keyEpochs() == [2])
         #expect(try await self.blocking { try vaultB.get(final) }.content == Self.finalAgreement)
+        let rows = try clusters.psql(
+            clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
+            """
+            SELECT string_agg(epoch || ':' || (destroyed_at IS NULL) || ':' || attested, ',' ORDER BY epoch)
+            FROM casevault_epoch_holders WHERE daemon = 'vault-b'
+            """)
+        #expect(rows == "1:false:true,2:true:false", "\(rows)")
         let mark = try clusters.psql(
             clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
             "SELECT count(*) FROM casevault_daemons WHERE forgotten_at IS NOT NULL")
