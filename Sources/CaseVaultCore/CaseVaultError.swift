@@ -93,6 +93,9 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         /// The daemon named holds its name in the database (it serves the vault now), so it cannot be
         /// forgotten as a host gone for good.
         case daemonPresent = "daemon-present"
+        /// The daemon named alone holds an erase epoch that live records or holds are still wrapped under,
+        /// so forgetting it could destroy the last key to them.
+        case soleKeyHolder = "sole-key-holder"
     }
 
     /// Where an error was raised, for operators reading logs.

@@ -141,7 +141,8 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
         case records
     }
 
-    /// Version 1 without `erasure`, 2 with it.
+    /// Version 1 without `erasure`, 2 with it; a second certificate with `erasure.attested` is version 3
+    /// (`PostgresStorage.certifyErasures` sets it).
     public init(
         id: String, caseID: CaseID, issuedAt: String, order: ShredOrder, records: [(RecordID, RecordType)],
         erasure: Erasure? = nil

@@ -194,6 +194,13 @@ struct EpochService: Service {
                 return false
             }
             let step = try await self.limited { try await self.schedule.step(on: connection) }
+            if step.rejoinedForgotten {
+                self.logger.warning(
+                    "an operator forgot this daemon as a host gone for good: it destroyed every erase epoch key its file held and rejoins with the current key from a live daemon",
+                    metadata: [
+                        "daemon.name": "\(self.presence.daemon.rawValue)", "epoch.destroyed": "\(step.destroyed)",
+                    ])
+            }
             if !step.retired.isEmpty {
                 self.logger.warning(
                     "daemons away from the vault retired from the erase epochs: they rejoin with the current key from a live daemon",

@@ -101,8 +101,8 @@ package struct EpochExchange: Sendable {
 
     /// Publishes this daemon's public key for `epoch`, with its tag, making the pair first if its file has
     /// none for it. A pair made anew (the file was lost, or the epoch is new) replaces any published before,
-    /// and with it goes any copy sealed to the old pair and any record that this daemon holds the epoch. Does
-    /// nothing when the file holds the epoch's key already.
+    /// and with it goes any copy sealed to the old pair; any record that this daemon holds the epoch goes in
+    /// either case, since its file does not. Does nothing when the file holds the epoch's key already.
     package func publishPair(for epoch: UInt64, on connection: PostgresConnection) async throws {
         guard !self.file.keyEpochs().contains(epoch) else { return }
         let kept = try self.file.pair(epoch: epoch)
@@ -119,10 +119,13 @@ package struct EpochExchange: Sendable {
                 try await connection.perform(
                     "DELETE FROM casevault_epoch_copies WHERE epoch = \(Int64(epoch)) AND daemon = \(self.daemon.rawValue)",
                     logger: self.logger)
-                try await connection.perform(
-                    "DELETE FROM casevault_epoch_holders WHERE epoch = \(Int64(epoch)) AND daemon = \(self.daemon.rawValue)",
-                    logger: self.logger)
             }
+            // The file holds no key of the epoch: a row saying this daemon holds it (left when a copy waiting
+            // for it was taken away at its retirement, or marked destroyed when it was forgotten) is stale,
+            // and would keep `shareCurrent` from sealing the key to it.
+            try await connection.perform(
+                "DELETE FROM casevault_epoch_holders WHERE epoch = \(Int64(epoch)) AND daemon = \(self.daemon.rawValue)",
+                logger: self.logger)
         }
     }
 
@@ -186,7 +189,8 @@ package struct EpochExchange: Sendable {
 
     /// Receives every epoch key sealed to this daemon: checks the copy's tag, opens it with its pair, keeps
     /// the key (replacing one the file holds for that epoch if it differs: left by a turn that did not
-    /// commit), records that it holds it and deletes the copy, then destroys the pair's secret half. Also
+    /// commit), records that it holds it (whatever its row said before: it holds the key now) and deletes the
+    /// copy, then destroys the pair's secret half. Also
     /// destroys any pair whose epoch's key the file holds, left by a crash between those steps. Returns the
     /// epochs received.
     package func receive(on connection: PostgresConnection) async throws -> [UInt64] {
@@ -226,7 +230,8 @@ package struct EpochExchange: Sendable {
                 try await connection.perform(
                     """
                     INSERT INTO casevault_epoch_holders (epoch, daemon) VALUES (\(Int64(epoch)), \(self.daemon.rawValue))
-                    ON CONFLICT DO NOTHING
+                    ON CONFLICT (epoch, daemon) DO UPDATE
+                        SET received_at = now(), destroyed_at = NULL, retired_at = NULL, attested = false
                     """, logger: self.logger)
                 try await connection.perform(
                     "DELETE FROM casevault_epoch_copies WHERE epoch = \(Int64(epoch)) AND daemon = \(self.daemon.rawValue)",
@@ -279,9 +284,16 @@ package struct EpochExchange: Sendable {
     package struct Seen: Sendable, Equatable {
         /// How many seconds, by the database's clock, this daemon has stepped without a long gap.
         package var stepping: Int64
-        /// Whether an operator declared this daemon's epoch key file destroyed (`forget`) and it has not
-        /// destroyed its keys since (`rejoinForgotten`).
-        package var forgotten: Bool
+        /// When an operator declared this daemon's epoch key file destroyed (`forget`) and it has not
+        /// destroyed its keys since (`rejoinForgotten`): the mark's newest epoch and tag.
+        package var forgotten: Forgotten?
+    }
+
+    /// The mark `forget` leaves on a daemon: the newest epoch turned to then, and a tag under the root key's
+    /// epoch subkey over it and the daemon's name.
+    package struct Forgotten: Sendable, Equatable {
+        package var epoch: UInt64
+        package var tag: [UInt8]
     }
 
     /// Records that this daemon steps now, and takes back its part in the epochs its file holds that it was
@@ -291,7 +303,7 @@ package struct EpochExchange: Sendable {
     package func seen(gap: Int64, on connection: PostgresConnection) async throws -> Seen {
         let held = self.file.keyEpochs().map { Int64($0) }
         // One statement, one round trip every step: the holdings taken back in a data-modifying `WITH`.
-        var seen = Seen(stepping: 0, forgotten: false)
+        var seen = Seen(stepping: 0, forgotten: nil)
         for try await seconds in try await connection.query(
             """
             WITH back AS (
@@ -304,17 +316,25 @@ package struct EpochExchange: Sendable {
             ON CONFLICT (daemon) DO UPDATE SET seen_at = now(),
                 back_at = CASE WHEN d.seen_at < now() - make_interval(secs => \(Double(gap))) THEN now()
                     ELSE d.back_at END
-            RETURNING extract(epoch FROM now() - back_at)::int8, forgotten_at IS NOT NULL
+            RETURNING extract(epoch FROM now() - back_at)::int8, forgotten_at IS NOT NULL, forgotten_epoch,
+                forgotten_tag
             """, logger: self.logger
-        ).decode((Int64, Bool).self) {
-            seen = Seen(stepping: seconds.0, forgotten: seconds.1)
+        ).decode((Int64, Bool, Int64?, ByteBuffer?).self) {
+            // A mark without its epoch or tag is checked, and refused, as one with a wrong tag.
+            let forgotten =
+                seconds.1
+                ? Forgotten(
+                    epoch: UInt64(max(0, seconds.2 ?? 0)), tag: seconds.3.map { Array($0.readableBytesView) } ?? [])
+                : nil
+            seen = Seen(stepping: seconds.0, forgotten: forgotten)
         }
         return seen
     }
 
     /// Retires every other daemon that has not stepped for `seconds` (by the database's clock) and does not
-    /// hold its presence lock (`DaemonPresence`): its pairs and the copies still waiting for it are deleted,
-    /// every epoch whose copies are then all received becomes ready, and its holdings not yet destroyed are
+    /// hold its presence lock (`DaemonPresence`): its pairs and the copies still waiting for it are deleted
+    /// (each copy leaving a retired holding, since the pair in its file opens the copy's residue), every
+    /// epoch whose copies are then all received becomes ready, and its holdings not yet destroyed are
     /// marked retired, so that turns no longer wait for its pair. A stopped host thus holds back neither
     /// the turns nor new wraps; it rejoins by publishing a pair and being sealed the current key by a live
     /// daemon, and destroys at once what the vault moved past (`EpochSchedule.step`). Its holdings still
@@ -342,6 +362,14 @@ package struct EpochExchange: Sendable {
             for daemon in away {
                 guard try await !Self.isPresent(daemon, on: connection, logger: self.logger) else { continue }
                 let name = daemon.rawValue
+                // A copy waiting for it opens, from wherever the database kept it, with the pair its file
+                // holds: the certificates of that epoch wait for it as for a holder, retired.
+                try await connection.perform(
+                    """
+                    INSERT INTO casevault_epoch_holders (epoch, daemon, retired_at)
+                    SELECT epoch, daemon, now() FROM casevault_epoch_copies WHERE daemon = \(name)
+                    ON CONFLICT (epoch, daemon) DO NOTHING
+                    """, logger: self.logger)
                 try await connection.perform(
                     "DELETE FROM casevault_epoch_copies WHERE daemon = \(name)", logger: self.logger)
                 try await connection.perform(
@@ -388,48 +416,90 @@ package struct EpochExchange: Sendable {
     /// Records an operator's word that `daemon`'s epoch key file is destroyed (its host is gone for good,
     /// its disk wiped or destroyed), so that the certificates completing the erasures its holdings held
     /// back are issued, naming it as attested (`PostgresStorage.certifyErasures`). Under the turn lock: its
-    /// pairs and the copies waiting for it are deleted, the epochs whose copies are then all received
-    /// become ready, its holdings not yet destroyed are marked destroyed now on that word (`attested`),
-    /// and the daemon is marked forgotten, so that if it ever steps again it first destroys every key its
-    /// file holds (`rejoinForgotten`). Refuses, changing nothing, a daemon that never stepped in this
-    /// vault (`not-found`) and one whose presence lock is held (`daemon-present`): a daemon that serves,
-    /// the caller's own among them. Returns the epochs whose holding was marked destroyed.
-    package static func forget(_ daemon: DaemonName, on connection: PostgresConnection, logger: Logger) async throws
-        -> [UInt64]
-    {
+    /// holdings not yet destroyed, and the epochs of the copies still waiting for it (its pair would open
+    /// their residue), are marked destroyed now on that word (`attested`); its pairs and copies are
+    /// deleted; the epochs whose copies are then all received become ready; and the daemon is marked
+    /// forgotten up to the current epoch, the mark tagged under the root key, so that if it ever steps
+    /// again it first destroys every key and pair its file holds up to that epoch (`rejoinForgotten`).
+    ///
+    /// Refuses, changing nothing: a name that never stepped in this vault (`not-found`); a daemon whose
+    /// presence lock is held, or that stepped within `awayAfter` seconds (`daemon-present`: it serves, or
+    /// may be between two connections, as in a failover); and a daemon that alone holds an epoch that live
+    /// records or holds are still wrapped under (`sole-key-holder`: were it not gone after all, coming back
+    /// would destroy the last key to them). Returns the epochs marked destroyed.
+    package static func forget(
+        _ daemon: DaemonName, awayAfter: Int64, file: EpochKeyFile, on connection: PostgresConnection,
+        logger: Logger
+    ) async throws -> [UInt64] {
         try await connection.transaction(logger: logger) { connection -> [UInt64] in
             try await connection.perform("SELECT pg_advisory_xact_lock(\(Self.turnLock))", logger: logger)
             let name = daemon.rawValue
-            var known = false
-            for try await _ in try await connection.query(
-                "SELECT 1 FROM casevault_daemons WHERE daemon = \(name) FOR UPDATE", logger: logger
-            ).decode(Int.self) {
-                known = true
+            var away: Bool?
+            for try await old in try await connection.query(
+                """
+                SELECT seen_at < now() - make_interval(secs => \(Double(awayAfter)))
+                FROM casevault_daemons WHERE daemon = \(name) FOR UPDATE
+                """, logger: logger
+            ).decode(Bool.self) {
+                away = old
             }
-            guard known else {
+            guard let away else {
                 throw CaseVaultError(
                     .notFound, "no daemon of that name has taken part in this vault's erase epochs",
                     field: "daemon")
             }
-            guard try await !Self.isPresent(daemon, on: connection, logger: logger) else {
+            guard away, try await !Self.isPresent(daemon, on: connection, logger: logger) else {
                 throw CaseVaultError(
                     .daemonPresent,
-                    "that daemon serves the vault now (it holds its name in the database): stop it, and forget only a daemon whose host is gone for good",
+                    "that daemon serves the vault, or stepped the erase epochs within the last \(awayAfter / 60) minutes: stop it, and forget only a daemon whose host is gone for good",
                     field: "daemon")
+            }
+            for try await epoch in try await connection.query(
+                """
+                SELECT h.epoch FROM casevault_epoch_holders h
+                WHERE h.daemon = \(name) AND h.destroyed_at IS NULL
+                    AND NOT EXISTS (SELECT 1 FROM casevault_epoch_holders o
+                        WHERE o.epoch = h.epoch AND o.daemon <> h.daemon AND o.destroyed_at IS NULL)
+                    AND (EXISTS (SELECT 1 FROM casevault_records r WHERE r.epoch = h.epoch)
+                        OR EXISTS (SELECT 1 FROM casevault_holds d WHERE d.epoch = h.epoch))
+                ORDER BY h.epoch LIMIT 1
+                """, logger: logger
+            ).decode(Int64.self) {
+                throw CaseVaultError(
+                    .soleKeyHolder,
+                    "that daemon alone holds erase epoch \(epoch), under which live records or holds are still wrapped: were its host not gone, forgetting it would destroy the last key to them; start a daemon that holds the epoch, or wait until the records are rewrapped",
+                    field: "daemon")
+            }
+            let current = try await Self.currentEpoch(connection, logger: logger) ?? 0
+            var epochs: Set<UInt64> = []
+            for try await epoch in try await connection.query(
+                """
+                INSERT INTO casevault_epoch_holders (epoch, daemon, destroyed_at, attested)
+                SELECT epoch, daemon, now(), true FROM casevault_epoch_copies WHERE daemon = \(name)
+                ON CONFLICT (epoch, daemon) DO UPDATE SET destroyed_at = now(), attested = true
+                    WHERE casevault_epoch_holders.destroyed_at IS NULL
+                RETURNING epoch
+                """, logger: logger
+            ).decode(Int64.self) {
+                epochs.insert(UInt64(epoch))
             }
             try await connection.perform("DELETE FROM casevault_epoch_copies WHERE daemon = \(name)", logger: logger)
             try await connection.perform("DELETE FROM casevault_epoch_pairs WHERE daemon = \(name)", logger: logger)
-            var epochs: [UInt64] = []
             for try await epoch in try await connection.query(
                 """
                 UPDATE casevault_epoch_holders SET destroyed_at = now(), attested = true
                 WHERE daemon = \(name) AND destroyed_at IS NULL RETURNING epoch
                 """, logger: logger
             ).decode(Int64.self) {
-                epochs.append(UInt64(epoch))
+                epochs.insert(UInt64(epoch))
             }
+            let tag = file.tag(Self.forgottenMessage(daemon: daemon, epoch: current))
             try await connection.perform(
-                "UPDATE casevault_daemons SET forgotten_at = now() WHERE daemon = \(name)", logger: logger)
+                """
+                UPDATE casevault_daemons SET forgotten_at = now(), forgotten_epoch = \(Int64(current)),
+                    forgotten_tag = \(ByteBuffer(bytes: tag))
+                WHERE daemon = \(name)
+                """, logger: logger)
             try await connection.perform(
                 """
                 UPDATE casevault_epochs e SET ready_at = now()
@@ -441,23 +511,38 @@ package struct EpochExchange: Sendable {
     }
 
     /// For a daemon that was forgotten (`forget`) and steps again (its host was not gone after all, or its
-    /// directory was restored): destroys every epoch key and pair its file holds, each slot overwritten and
-    /// flushed, which makes the operator's word true, then clears the mark. It then joins as a daemon without
-    /// the current key does. Returns the epochs whose keys were destroyed. A crash between the two is mended
-    /// by the next step, which finds the mark still set and the file empty.
-    package func rejoinForgotten(on connection: PostgresConnection) async throws -> [UInt64] {
+    /// directory was restored): checks the mark's tag (`integrity-failure`, destroying nothing, when it is
+    /// not the vault's: whoever wrote it lacks the root key), destroys every epoch key and pair its file
+    /// holds up to the mark's epoch, each slot overwritten and flushed, which makes the operator's word true,
+    /// then clears the mark. It then joins as a daemon without the current key does. Returns the epochs
+    /// whose keys were destroyed. A crash between the two is mended by the next step, which finds the mark
+    /// still set and nothing left to destroy.
+    package func rejoinForgotten(_ mark: Forgotten, on connection: PostgresConnection) async throws -> [UInt64] {
+        guard self.file.isAuthentic(mark.tag, of: Self.forgottenMessage(daemon: self.daemon, epoch: mark.epoch))
+        else {
+            throw CaseVaultError(
+                .integrityFailure,
+                "the mark that forgets this daemon does not carry the vault's tag: it was written by someone without the vault's root key, and no key was destroyed"
+            )
+        }
         var destroyed: [UInt64] = []
-        for epoch in self.file.keyEpochs() {
+        for epoch in self.file.keyEpochs() where epoch <= mark.epoch {
             try self.file.destroyKey(epoch: epoch)
             destroyed.append(epoch)
         }
-        for epoch in self.file.pairEpochs() {
+        for epoch in self.file.pairEpochs() where epoch <= mark.epoch {
             try self.file.destroyPair(epoch: epoch)
         }
         try await connection.perform(
-            "UPDATE casevault_daemons SET forgotten_at = NULL WHERE daemon = \(self.daemon.rawValue)",
-            logger: self.logger)
+            """
+            UPDATE casevault_daemons SET forgotten_at = NULL, forgotten_epoch = NULL, forgotten_tag = NULL
+            WHERE daemon = \(self.daemon.rawValue)
+            """, logger: self.logger)
         return destroyed
+    }
+
+    static func forgottenMessage(daemon: DaemonName, epoch: UInt64) -> [UInt8] {
+        Self.message("casevault daemon forgotten v1", epoch: epoch, daemon: daemon)
     }
 
     // MARK: What crosses the database

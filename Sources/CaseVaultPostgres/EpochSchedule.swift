@@ -70,7 +70,12 @@ package struct EpochSchedule: Sendable {
     /// How long a daemon may go without a step before the others retire it (`EpochExchange.retireAway`):
     /// an eighth of the window, and at least four steps. An epoch turned to just before its daemon went
     /// away is then ready for wraps well within the half window left for its predecessor's destruction.
-    package var awayAfter: Int64 { max(self.eraseWindow / 8, 4 * self.interval) }
+    package var awayAfter: Int64 { Self.awayAfter(eraseWindow: self.eraseWindow) }
+
+    /// `awayAfter` for a window of `eraseWindow` seconds.
+    package static func awayAfter(eraseWindow: Int64) -> Int64 {
+        max(eraseWindow / 8, 4 * min(eraseWindow / 16, 60))
+    }
 
     /// What one step did.
     package struct Step: Sendable, Equatable {
@@ -97,8 +102,8 @@ package struct EpochSchedule: Sendable {
         let logger = self.exchange.logger
         var step = Step()
         let seen = try await self.exchange.seen(gap: self.awayAfter / 2, on: connection)
-        if seen.forgotten {
-            step.destroyed = try await self.exchange.rejoinForgotten(on: connection)
+        if let forgotten = seen.forgotten {
+            step.destroyed = try await self.exchange.rejoinForgotten(forgotten, on: connection)
             step.rejoinedForgotten = true
         }
         let stepping = seen.stepping

@@ -241,10 +241,14 @@ package enum PostgresSchema {
             """,
         ],
         // 8: daemons whose epoch key file an operator declared destroyed, their host gone for good
-        // (`EpochExchange.forget`): when, and the holdings marked destroyed on that word rather than by the
-        // daemon itself, which the certificates that complete an erasure name.
+        // (`EpochExchange.forget`): when, the newest epoch then (a daemon that comes back destroys every key
+        // up to it), with a tag under the root key's epoch subkey, and the holdings marked destroyed on that
+        // word rather than by the daemon itself, which the certificates that complete an erasure name.
         [
-            "ALTER TABLE casevault_daemons ADD COLUMN forgotten_at timestamptz",
+            """
+            ALTER TABLE casevault_daemons ADD COLUMN forgotten_at timestamptz,
+                ADD COLUMN forgotten_epoch bigint, ADD COLUMN forgotten_tag bytea
+            """,
             "ALTER TABLE casevault_epoch_holders ADD COLUMN attested boolean NOT NULL DEFAULT false",
         ],
     ]

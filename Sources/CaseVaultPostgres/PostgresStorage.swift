@@ -555,8 +555,11 @@ package final class PostgresStorage: ServedStorage {
 
     /// Records an operator's word that daemon `name`'s epoch key file is destroyed (`EpochExchange.forget`).
     package func forgetDaemon(_ name: DaemonName) throws(CaseVaultError) -> [UInt64] {
-        let logger = self.logger
-        let epochs = try self.run { connection in try await EpochExchange.forget(name, on: connection, logger: logger) }
+        let (logger, file) = (self.logger, self.epochKeys)
+        let awayAfter = EpochSchedule.awayAfter(eraseWindow: self.eraseWindow)
+        let epochs = try self.run { connection in
+            try await EpochExchange.forget(name, awayAfter: awayAfter, file: file, on: connection, logger: logger)
+        }
         logger.warning(
             "a daemon was forgotten on an operator's word that its epoch key file is destroyed",
             metadata: ["daemon.name": "\(name.rawValue)", "epoch.marked_destroyed": "\(epochs)"])
@@ -617,6 +620,9 @@ package final class PostgresStorage: ServedStorage {
                     }
                     var second = first
                     second.certificateID = Self.newCertificateID()
+                    // Version 3: a completion that rests in part on an operator's word, which a reader of
+                    // version 2 would not know to look for.
+                    second.version = attested.isEmpty ? 2 : 3
                     second.issuedAt = Timestamp.rfc3339(time)
                     second.erasure = DestructionCertificate.Erasure(
                         epoch: epoch, completes: id, completedAt: Timestamp.rfc3339(completedAt), attested: attested)

@@ -113,7 +113,7 @@ extension EpochExchangeTests {
     }
 
     @Test(
-        "two casevaultd daemons serve one vault in PostgreSQL: a case opened and a form filed on one is read on the other, a shred on the other is seen by the first with a certificate of erasure by key destruction, the sweep runs and what only the local store does is 501, forgetting a daemon that serves or that never served is refused, a daemon with another root key, under another name than its directory's or under the name of a daemon serving refuses to start, and a daemon killed and started again at once serves the case and proves its audit log against its anchor in the database; nothing confidential in either log"
+        "two casevaultd daemons serve one vault in PostgreSQL: a case opened and a form filed on one is read on the other, a shred on the other is seen by the first with a certificate of erasure by key destruction, the sweep runs and what only the local store does is 501, forgetting a daemon that serves or that never served is refused, a daemon with another root key, under another name than its directory's or under the name of a daemon serving refuses to start, and a daemon killed, forgotten by casevaultctl on the other and started again destroys its keys, is sealed the current one and serves the case, and proves its audit log against its anchor in the database; nothing confidential in either log"
     )
     func daemonsOnPostgres() async throws {
         let clusters = try PostgresClusters()
@@ -196,11 +196,26 @@ extension EpochExchangeTests {
         #expect(renamed.notable.contains("a daemon's name cannot change"), "\(renamed.notable)")
         try named.write(toFile: configuration, atomically: true, encoding: .utf8)
 
-        // Started again: the case is there, and the audit log checks out against its anchor.
+        // While a is down, an operator forgets it from b (its last step made to look older than an eighth of
+        // any window): casevaultctl prints the epoch it held as marked destroyed.
+        _ = try clusters.psql(
+            clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
+            "UPDATE casevault_daemons SET seen_at = now() - interval '40 days' WHERE daemon = 'vault-a'")
+        let ctl = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("casevaultctl").path
+        let (forgot, printed) = try PostgresClusters.spawn(
+            [ctl, "daemon", "forget", "vault-a", "--key-file-destroyed", "--json", "--socket", b.socket],
+            environment: ProcessInfo.processInfo.environment, in: b.root)
+        let forgotten = (try? JSONSerialization.jsonObject(with: Data(printed.utf8))) as? [String: Any] ?? [:]
+        #expect(forgot == 0 && forgotten["epochs_marked_destroyed"] as? [Int] == [1], "\(printed)")
+
+        // Started again: it destroys the keys it held, says so, is sealed the current key by b, and serves the
+        // case; the audit log checks out against its anchor.
         a = try DatabaseDaemon(root: rootA)
         #expect(await a.waitUntilServing(), "\(a.notable)")
-        let again = try await a.client.get("/v1/cases/\(caseID)")
+        let again = try await Self.whileUnavailable { try await a.client.get("/v1/cases/\(caseID)") }
         #expect(again.status == 200, "\(String(decoding: again.body, as: UTF8.self))")
+        #expect(a.notable.contains("an operator forgot this daemon"), "\(a.notable)")
         let verified = try await a.client.get("/v1/audit/verify")
         #expect(verified.status == 200 && verified.json["ok"] as? Bool == true, "\(verified.json)")
         #expect(a.stop() == 0 && b.stop() == 0)

@@ -45,69 +45,168 @@ extension EpochExchangeTests {
             firsts.count == 1 ? DestructionCertificate.verify(document: firsts[0], publicKey: publicKey) : nil)
         #expect(first.erasure?.epoch == 1)
 
-        // b receives epoch 2 at a's turn and its host goes before it destroys epoch 1 (its own step would do
-        // both: here b's exchange publishes and receives alone). a rewraps the live records and destroys
-        // epoch 1; b's file still holds it, so the erasure is not certified complete, even once b, away for
-        // an eighth of the window, is retired.
+        // b receives epoch 2 at a's turn, publishes a pair for epoch 3, and its host goes before it destroys
+        // epoch 1 (its own step would do both: here b's exchange publishes and receives alone). a turns to 3,
+        // a copy waiting for b; once b is away for an eighth of the window a retires it (the copy leaves b a
+        // retired holding of 3: b's pair opens its residue), rewraps the live records under 3 and destroys
+        // 1 (once b held 2) and 2. b's file still holds 1, so the erasure is not certified complete.
         try await self.age(a.connection, hours: 12)
         try await b.exchange.publishPair(for: 2, on: b.connection)
-        let turned = try await sa.step(on: a.connection)
-        #expect(turned.turnedTo == 2, "\(turned)")
+        #expect(try await sa.step(on: a.connection).turnedTo == 2)
         #expect(try await b.exchange.receive(on: b.connection) == [2])
-        #expect(try await sa.step(on: a.connection).destroyed == [1])
+        try await self.age(a.connection, hours: 12)
+        try await b.exchange.publishPair(for: 3, on: b.connection)
+        let oldPair = try #require(try b.exchange.file.pair(epoch: 3)).publicKey
+        let third = try await sa.step(on: a.connection)
+        #expect(third.turnedTo == 3 && third.destroyed == [1], "\(third)")
+        let storage = vaultA.storage
+        // Refused while b has stepped within an eighth of the window, though its presence lock is not held:
+        // it may be between two connections.
+        #expect(await self.code { _ = try storage.forgetDaemon(try DaemonName("vault-b")) } == .daemonPresent)
         try await self.steady("vault-a", hours: 2, on: a.connection)
         try await self.away("vault-b", hours: 4, on: a.connection)
-        #expect(try await sa.step(on: a.connection).retired == ["vault-b"])
+        let retired = try await sa.step(on: a.connection)
+        #expect(retired.retired == ["vault-b"] && retired.destroyed == [2], "\(retired)")
+        #expect(a.exchange.file.keyEpochs() == [3])
         #expect(try await self.blocking { try vaultA.storage.certifyErasures() } == 0)
         #expect(try await self.blocking { try vaultA.get(final) }.content == Self.finalAgreement)
 
-        // Refused while b holds its name (it serves, its steps stalled), and for a name the vault never saw:
-        // nothing changes.
+        // Refused while b holds its name (it serves, its steps stalled); while b alone holds an epoch live
+        // records are wrapped under (a's holding of 3 made to look destroyed); and for a name the vault never
+        // saw. Nothing changes.
         let presence = DaemonPresence.key(try DaemonName("vault-b"))
         try await b.connection.query("SELECT pg_advisory_lock(\(presence))", logger: self.logger)
-        let storage = vaultA.storage
         #expect(await self.code { _ = try storage.forgetDaemon(try DaemonName("vault-b")) } == .daemonPresent)
         try await b.connection.query("SELECT pg_advisory_unlock(\(presence))", logger: self.logger)
+        try await a.connection.query(
+            "UPDATE casevault_epoch_holders SET destroyed_at = now() WHERE daemon = 'vault-a' AND epoch = 3",
+            logger: self.logger)
+        #expect(await self.code { _ = try storage.forgetDaemon(try DaemonName("vault-b")) } == .soleKeyHolder)
+        try await a.connection.query(
+            "UPDATE casevault_epoch_holders SET destroyed_at = NULL WHERE daemon = 'vault-a' AND epoch = 3",
+            logger: self.logger)
         #expect(await self.code { _ = try storage.forgetDaemon(try DaemonName("vault-z")) } == .notFound)
         #expect(try await self.blocking { try vaultA.storage.certifyErasures() } == 0)
-        let untouched = try clusters.psql(
-            clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
-            "SELECT count(*) FROM casevault_epoch_holders WHERE daemon = 'vault-b' AND destroyed_at IS NULL")
-        #expect(untouched == "2")
+        #expect(try self.holdings(clusters, "vault-b") == "1:t:f,2:t:f,3:t:f")
 
-        // Forgotten: its holding of epoch 1 counts as destroyed, on the operator's word, which the second
-        // certificate names.
-        #expect(try await self.blocking { try storage.forgetDaemon(try DaemonName("vault-b")) } == [1, 2])
+        // Forgotten: its holdings of 1, 2 and 3 count as destroyed, on the operator's word, which the second
+        // certificate names (version 3).
+        #expect(try await self.blocking { try storage.forgetDaemon(try DaemonName("vault-b")) } == [1, 2, 3])
+        #expect(try self.holdings(clusters, "vault-b") == "1:f:t,2:f:t,3:f:t")
         #expect(try await self.blocking { try vaultA.storage.certifyErasures() } == 1)
         let both = try await self.blocking { try vaultA.storage.certificates(caseID: caseID) }
         let second = try #require(
             both.count == 2 ? DestructionCertificate.verify(document: both[1], publicKey: publicKey) : nil)
         #expect(second.erasure?.completes == first.certificateID && second.erasure?.attested == ["vault-b"])
-        #expect(first.erasure?.attested == nil)
+        #expect(second.version == 3 && first.version == 2 && first.erasure?.attested == nil)
 
-        // b's host was not gone after all: at its next step it destroys every key its file holds before
-        // anything else, the current epoch's too, then rejoins as a daemon without the current key does, and
-        // holds epoch 2 again by a copy sealed to its new pair: the database says so.
-        #expect(try self.slotEpochs(b) == [1, 2])
-        let back = try await sb.step(on: b.connection)
-        #expect(back.rejoinedForgotten && back.destroyed == [1, 2] && back.publishedFor == 2, "\(back)")
-        #expect(try b.exchange.file.keyEpochs().isEmpty && self.slotEpochs(b) == [2], "only its pair for epoch 2")
-        #expect(try await sa.step(on: a.connection).sharedWith == ["vault-b"])
-        #expect(try await sb.step(on: b.connection).received == [2])
-        #expect(try self.slotEpochs(b) == [2] && b.exchange.file.keyEpochs() == [2])
-        #expect(try await self.blocking { try vaultB.get(final) }.content == Self.finalAgreement)
-        let rows = try clusters.psql(
-            clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
+        // A mark that is not the vault's (written without the root key) destroys nothing: b's step fails.
+        let flip = """
+            UPDATE casevault_daemons SET forgotten_tag = set_byte(forgotten_tag, 0, get_byte(forgotten_tag, 0) # 1)
+            WHERE daemon = 'vault-b'
             """
-            SELECT string_agg(epoch || ':' || (destroyed_at IS NULL) || ':' || attested, ',' ORDER BY epoch)
-            FROM casevault_epoch_holders WHERE daemon = 'vault-b'
-            """)
-        #expect(rows == "1:false:true,2:true:false", "\(rows)")
+        try await a.connection.query(PostgresQuery(unsafeSQL: flip), logger: self.logger)
+        await #expect(throws: CaseVaultError.self) { _ = try await sb.step(on: b.connection) }
+        #expect(b.exchange.file.keyEpochs() == [1, 2] && b.exchange.file.pairEpochs() == [3])
+        try await a.connection.query(PostgresQuery(unsafeSQL: flip), logger: self.logger)
+
+        // b's host was not gone after all: at its next step it destroys every key and pair its file holds up
+        // to epoch 3 before anything else, then rejoins as a daemon without the current key does, with a
+        // new pair, and is sealed epoch 3.
+        let back = try await sb.step(on: b.connection)
+        #expect(back.rejoinedForgotten && back.destroyed == [1, 2] && back.publishedFor == 3, "\(back)")
+        let newPair = try #require(try b.exchange.file.pair(epoch: 3)).publicKey
+        #expect(b.exchange.file.keyEpochs().isEmpty && newPair != oldPair, "a new pair for epoch 3 alone")
+        #expect(try await sa.step(on: a.connection).sharedWith == ["vault-b"])
+        #expect(try await sb.step(on: b.connection).received == [3])
+        #expect(b.exchange.file.keyEpochs() == [3] && b.exchange.file.pairEpochs().isEmpty)
+        #expect(try await self.blocking { try vaultB.get(final) }.content == Self.finalAgreement)
+        #expect(try self.holdings(clusters, "vault-b") == "1:f:t,2:f:t,3:t:f")
         let mark = try clusters.psql(
             clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
-            "SELECT count(*) FROM casevault_daemons WHERE forgotten_at IS NOT NULL")
+            "SELECT count(*) FROM casevault_daemons WHERE forgotten_at IS NOT NULL OR forgotten_tag IS NOT NULL")
         #expect(mark == "0")
         let again = try await sb.step(on: b.connection)
         #expect(!again.rejoinedForgotten && again.destroyed.isEmpty, "\(again)")
+    }
+
+    @Test(
+        "a daemon forgotten while it holds the current epoch's key destroys that key too when it comes back, and is sealed it again by a live daemon"
+    )
+    func forgottenHoldingTheCurrentEpoch() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let a = try await self.daemon("vault-a", clusters, keys: keys)
+        let b = try await self.daemon("vault-b", clusters, keys: keys)
+        try await PostgresSchema.migrate(a.connection, logger: self.logger)
+        let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
+        let (sa, sb) = (vaultA.storage.schedule(a.exchange), vaultB.storage.schedule(b.exchange))
+        try await self.bothHoldEpochOne(a, sa, b, sb)
+        try await self.age(a.connection, hours: 12)
+        try await b.exchange.publishPair(for: 2, on: b.connection)
+        #expect(try await sa.step(on: a.connection).turnedTo == 2)
+        #expect(try await b.exchange.receive(on: b.connection) == [2])
+        try await self.steady("vault-a", hours: 2, on: a.connection)
+        try await self.away("vault-b", hours: 4, on: a.connection)
+        let retired = try await sa.step(on: a.connection)
+        #expect(retired.retired == ["vault-b"] && retired.destroyed == [1], "\(retired)")
+        let storage = vaultA.storage
+        #expect(try await self.blocking { try storage.forgetDaemon(try DaemonName("vault-b")) } == [1, 2])
+
+        // Back, b's file holds epoch 2, the current one: it destroys it with 1, and waits for it like a new
+        // daemon, with a new pair.
+        let back = try await sb.step(on: b.connection)
+        #expect(back.rejoinedForgotten && back.destroyed == [1, 2] && back.publishedFor == 2, "\(back)")
+        #expect(try b.exchange.file.keyEpochs().isEmpty && self.slotEpochs(b) == [2], "its new pair for epoch 2 alone")
+        #expect(try await sa.step(on: a.connection).sharedWith == ["vault-b"])
+        #expect(try await sb.step(on: b.connection).received == [2])
+        #expect(try self.holdings(clusters, "vault-b") == "1:f:t,2:t:f")
+    }
+
+    @Test(
+        "forgetting a daemon away but not yet retired marks the epoch of the copy waiting for it destroyed and attested, deletes the copy and its pairs, and makes that epoch ready for wraps"
+    )
+    func forgottenBeforeRetired() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let a = try await self.daemon("vault-a", clusters, keys: keys)
+        let b = try await self.daemon("vault-b", clusters, keys: keys)
+        try await PostgresSchema.migrate(a.connection, logger: self.logger)
+        let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
+        let (sa, sb) = (vaultA.storage.schedule(a.exchange), vaultB.storage.schedule(b.exchange))
+        try await self.bothHoldEpochOne(a, sa, b, sb)
+        try await self.age(a.connection, hours: 12)
+        try await b.exchange.publishPair(for: 2, on: b.connection)
+        #expect(try await sa.step(on: a.connection).turnedTo == 2)
+        try await b.exchange.publishPair(for: 3, on: b.connection)
+        // b is away, and a has not stepped steadily long enough to retire it: wraps stay on epoch 1.
+        try await self.away("vault-b", hours: 4, on: a.connection)
+        #expect(try await sa.step(on: a.connection).retired.isEmpty)
+        #expect(try await EpochExchange.wrapEpoch(a.connection, logger: self.logger) == 1)
+        let storage = vaultA.storage
+        #expect(try await self.blocking { try storage.forgetDaemon(try DaemonName("vault-b")) } == [1, 2])
+        #expect(try self.holdings(clusters, "vault-b") == "1:f:t,2:f:t")
+        let left = try clusters.psql(
+            clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
+            """
+            SELECT (SELECT count(*) FROM casevault_epoch_copies WHERE daemon = 'vault-b') || ','
+                || (SELECT count(*) FROM casevault_epoch_pairs WHERE daemon = 'vault-b')
+            """)
+        #expect(left == "0,0")
+        #expect(try await EpochExchange.wrapEpoch(a.connection, logger: self.logger) == 2)
+        #expect(try await sa.step(on: a.connection).destroyed == [1])
+    }
+
+    /// `daemon`'s rows of `casevault_epoch_holders`: epoch, whether held (not destroyed), whether attested.
+    func holdings(_ clusters: PostgresClusters, _ daemon: String) throws -> String {
+        try clusters.psql(
+            clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
+            """
+            SELECT string_agg(epoch || ':' || (CASE WHEN destroyed_at IS NULL THEN 't' ELSE 'f' END) || ':'
+                || (CASE WHEN attested THEN 't' ELSE 'f' END), ',' ORDER BY epoch)
+            FROM casevault_epoch_holders WHERE daemon = '\(daemon)'
+            """)
     }
 }

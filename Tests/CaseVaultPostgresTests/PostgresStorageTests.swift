@@ -252,6 +252,8 @@ extension EpochExchangeTests {
         let completion = try #require(
             both.count == 2 ? DestructionCertificate.verify(document: both[1], publicKey: publicKey) : nil)
         #expect(completion.erasure?.completes == certificate.certificateID && completion.erasure?.epoch == 1)
+        // Every daemon destroyed its own key: nothing rests on an operator's word.
+        #expect(completion.erasure?.attested == nil && completion.version == 2)
         #expect(completion.records == certificate.records && completion.certificateID != certificate.certificateID)
         let completed = try #require(completion.erasure?.completedAt.flatMap(Timestamp.milliseconds(parsing:)))
         #expect(completed >= issued)

@@ -16,8 +16,10 @@ extension CaseVaultCtl {
                     The erasures whose epochs the daemon held are certified as complete once every other daemon \
                     has destroyed those epochs too, and their second certificates name it as attested: they rest \
                     on your word that its key file is destroyed, with its disk or its host. Refused while the \
-                    daemon serves the vault. A forgotten daemon that starts again destroys every key its file \
-                    holds before it rejoins. Give --key-file-destroyed to say so; without it nothing is sent.
+                    daemon serves the vault or has stepped within an eighth of the erase window, and while it \
+                    alone holds an epoch that live records are wrapped under. A forgotten daemon that starts \
+                    again destroys every key its file holds before it rejoins. Give --key-file-destroyed to say \
+                    so; without it nothing is sent.
                     """
             )
 
