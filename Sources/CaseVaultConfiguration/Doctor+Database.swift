@@ -1,4 +1,3 @@
-internal import CCaseVaultShims
 internal import CaseVaultCore
 internal import CaseVaultPostgres
 public import Foundation
@@ -23,20 +22,16 @@ extension Doctor {
         }
         let password: String?
         let passwordCheck: Check
-        // The password is held in this process from here: no core dump of it (the daemon disables them too).
-        _ = casevault_disable_core_dumps()
         do {
+            password = try settings.readPassword(credentials: credentials)
             switch settings.password {
             case .none:
-                password = nil
                 passwordCheck = Check(
                     name: "database password", status: .pass,
                     detail: "none configured: the server must accept the daemon's user without one (peer)")
             case .file(let path):
-                password = try PostgresPassword.read(file: path)
                 passwordCheck = Check(name: "database password", status: .pass, detail: "read from \(path)")
             case .credential(let name):
-                password = try PostgresPassword.read(credential: name, directory: credentials)
                 passwordCheck = Check(
                     name: "database password", status: .pass, detail: "read from the systemd credential \(name)")
             }

@@ -2,7 +2,8 @@ package import CaseVaultCore
 internal import CaseVaultCrypto
 package import CaseVaultFiles
 package import CaseVaultSealing
-internal import PostgresNIO
+package import Logging
+package import PostgresNIO
 
 /// One daemon's audit anchor in the vault's database: how far that daemon's own audit log had got, as the
 /// local store keeps it in its index (`AuditAnchor`). Each daemon keeps its log on its own host and
@@ -26,25 +27,38 @@ package final class PostgresAuditAnchor: AuditAnchorKeeper {
 
     /// This daemon's anchor, its MAC checked: `integrity-failure` when it does not verify.
     package func auditAnchor() throws(CaseVaultError) -> AuditAnchorState {
-        let (logger, name) = (self.storage.logger, self.daemon.rawValue)
-        let row = try self.storage.run { connection -> Row? in
-            for try await row in try await connection.query(
-                "SELECT seq, hash, at, file, nonce, mac FROM casevault_audit_anchors WHERE daemon = \(name)",
-                logger: logger
-            ).decode(Row.self) {
-                return row
-            }
-            return nil
+        let (logger, daemon, signer) = (self.storage.logger, self.daemon, self.auditSigner)
+        let anchor = try self.storage.run { connection in
+            try await Self.read(daemon, signer: signer, on: connection, logger: logger)
         }
-        guard let (seq, hash, offset, file, nonce, mac) = row else { return .none(vaultIsNew: true) }
+        return anchor.map(AuditAnchorState.anchored) ?? .none(vaultIsNew: true)
+    }
+
+    /// The anchor of `daemon` in the database, `nil` when it has none; its MAC checked when `signer` is
+    /// given (`integrity-failure` when it does not verify, or the row is malformed). What
+    /// `casevaultctl audit verify --offline` compares a copy of any daemon's log with.
+    package static func read(
+        _ daemon: DaemonName, signer: AuditSigner?, on connection: PostgresConnection, logger: Logger
+    ) async throws -> AuditAnchor? {
+        let name = daemon.rawValue
+        var found: Row?
+        for try await row in try await connection.query(
+            "SELECT seq, hash, at, file, nonce, mac FROM casevault_audit_anchors WHERE daemon = \(name)",
+            logger: logger
+        ).decode(Row.self) {
+            found = row
+        }
+        guard let (seq, hash, offset, file, nonce, mac) = found else { return nil }
         guard seq >= 0, offset >= 0, file >= 1, hash.readableBytes == 32, nonce.readableBytes == 16,
             mac.readableBytes == 32
         else { throw Self.damaged() }
         let anchor = AuditAnchor(
             seq: UInt64(seq), hash: Array(hash.readableBytesView), offset: offset, file: UInt64(file))
-        let expected = self.auditSigner.mac(anchor.message(nonce: Array(nonce.readableBytesView), daemon: name))
-        guard Memory.constantTimeEquals(expected, Array(mac.readableBytesView)) else { throw Self.damaged() }
-        return .anchored(anchor)
+        if let signer {
+            let expected = signer.mac(anchor.message(nonce: Array(nonce.readableBytesView), daemon: name))
+            guard Memory.constantTimeEquals(expected, Array(mac.readableBytesView)) else { throw Self.damaged() }
+        }
+        return anchor
     }
 
     /// Replaces this daemon's anchor under a fresh nonce, durable once the primary's commit returns.
@@ -75,7 +89,7 @@ package final class PostgresAuditAnchor: AuditAnchorKeeper {
     private static func damaged() -> CaseVaultError {
         CaseVaultError(
             .integrityFailure,
-            "this daemon's audit anchor in the database does not verify: it was changed, or comes from another vault or daemon"
+            "the daemon's audit anchor in the database does not verify: it was changed, or comes from another vault or daemon"
         )
     }
 }

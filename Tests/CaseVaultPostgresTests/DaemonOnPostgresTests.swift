@@ -113,7 +113,7 @@ extension EpochExchangeTests {
     }
 
     @Test(
-        "two casevaultd daemons serve one vault in PostgreSQL: a case opened and a form filed on one is read on the other, a shred on the other is seen by the first with a certificate of erasure by key destruction, the sweep runs and what only the local store does is 501, forgetting a daemon that serves or that never served is refused, a daemon with another root key, under another name than its directory's or under the name of a daemon serving refuses to start, and a daemon killed, forgotten by casevaultctl on the other and started again destroys its keys, is sealed the current one and serves the case, and proves its audit log against its anchor in the database; nothing confidential in either log"
+        "two casevaultd daemons serve one vault in PostgreSQL: a case opened and a form filed on one is read on the other, a shred on the other is seen by the first with a certificate of erasure by key destruction, the sweep runs and what only the local store does is 501, forgetting a daemon that serves or that never served is refused, a daemon with another root key, under another name than its directory's or under the name of a daemon serving refuses to start, and a daemon killed, forgotten by casevaultctl on the other and started again destroys its keys, is sealed the current one and serves the case, and proves its audit log against its anchor in the database, and casevaultctl proves a copy of the other's log against that daemon's anchor offline; nothing confidential in either log"
     )
     func daemonsOnPostgres() async throws {
         let clusters = try PostgresClusters()
@@ -224,6 +224,31 @@ extension EpochExchangeTests {
             let audit = (try? String(contentsOfFile: daemon.root + "/data/audit/log", encoding: .utf8)) ?? ""
             #expect(!audit.isEmpty && !audit.contains(marker), "the audit log is empty or holds content")
         }
+
+        // Each daemon's chain proven from one place against its anchor in the database: a copy of b's log,
+        // with a's configuration (the database, the root key) and --daemon vault-b. A copy cut short, or the
+        // log checked against another daemon's anchor, fails.
+        let copy = a.root + "/copy-of-b"
+        try FileManager.default.createDirectory(atPath: copy, withIntermediateDirectories: false)
+        try FileManager.default.copyItem(atPath: b.root + "/data/audit", toPath: copy + "/audit")
+        func verify(_ daemon: String) throws -> (Int32, [String: Any], String) {
+            let (status, printed) = try PostgresClusters.spawn(
+                [
+                    ctl, "audit", "verify", "--offline", "--json", "--data-dir", copy, "--daemon", daemon,
+                    "--config", a.root + "/casevault.toml",
+                ], environment: ProcessInfo.processInfo.environment, in: a.root)
+            let report = (try? JSONSerialization.jsonObject(with: Data(printed.utf8))) as? [String: Any] ?? [:]
+            return (status, report, printed)
+        }
+        let proven = try verify("vault-b")
+        #expect(proven.0 == 0 && proven.1["ok"] as? Bool == true && proven.1["anchor"] as? Int != nil, "\(proven.2)")
+        #expect(try verify("vault-a").0 == 1, "b's log proven against a's anchor")
+        let log = copy + "/audit/log"
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(
+            separator: "\n", omittingEmptySubsequences: false)
+        try (lines.dropLast(2).joined(separator: "\n") + "\n").write(toFile: log, atomically: false, encoding: .utf8)
+        let cut = try verify("vault-b")
+        #expect(cut.0 == 1 && cut.1["ok"] as? Bool == false, "\(cut.2)")
     }
 
     @Test(

@@ -132,8 +132,11 @@ extension CaseVaultCtl {
                     source (the passphrase from the terminal, or standard input with --stdin) to check the MACs \
                     and the anchor the same way. With --pubkey instead (the public_key an online verify prints), \
                     no root key is used: the hashes, the signatures and the anchor's entry are checked, the MACs \
-                    are not (the report says so). Exit 66 when the log cannot be read offline, 78 when the root \
-                    key cannot be read.
+                    are not (the report says so). For a vault kept in PostgreSQL, --offline compares the log with \
+                    the anchor in the database of the daemon named by --daemon (default: [storage] daemon_name of \
+                    --config): copy each daemon's audit directory (data_directory/audit) from its host and prove \
+                    every daemon's chain from one place that reaches the database. Exit 66 when the log cannot be \
+                    read offline, 69 when the database cannot be reached, 78 when the root key cannot be read.
                     """
             )
 
@@ -148,10 +151,15 @@ extension CaseVaultCtl {
             var pubkey: String?
             @Flag(help: "With --offline and the passphrase key source: read the passphrase from standard input.")
             var stdin = false
+            @Option(
+                help:
+                    "With --offline, for a vault in PostgreSQL: the daemon whose log this is (default: [storage] daemon_name of --config)."
+            )
+            var daemon: String?
 
             func validate() throws {
-                if !self.offline, self.dataDir != nil || self.pubkey != nil || self.stdin {
-                    throw ValidationError("--data-dir, --pubkey and --stdin go with --offline")
+                if !self.offline, self.dataDir != nil || self.pubkey != nil || self.stdin || self.daemon != nil {
+                    throw ValidationError("--data-dir, --pubkey, --stdin and --daemon go with --offline")
                 }
                 if let pubkey, Hex.decode(pubkey.lowercased())?.count != 32 {
                     throw ValidationError("--pubkey must be 64 hexadecimal characters")
@@ -161,7 +169,7 @@ extension CaseVaultCtl {
             func run() async throws {
                 var report: AuditReport?
                 try await runReporting { () throws(CLIError) in
-                    report = self.offline ? try self.verifyOffline() : try await self.verifyOnline()
+                    report = self.offline ? try await self.verifyOffline() : try await self.verifyOnline()
                 }
                 guard let report else { return }
                 Self.print(report, json: self.connection.json)
@@ -177,7 +185,7 @@ extension CaseVaultCtl {
                 return report
             }
 
-            func verifyOffline() throws(CLIError) -> AuditReport {
+            func verifyOffline() async throws(CLIError) -> AuditReport {
                 let directory = try Audit.dataDirectory(self.dataDir, config: self.connection.config)
                 let segments: [AuditSegment]
                 do {
@@ -192,11 +200,18 @@ extension CaseVaultCtl {
                 let signer = self.pubkey == nil ? try self.signer() : nil
                 var anchor: AuditAnchor?
                 do {
-                    // A copy of the log alone has no index, so no anchor to compare.
-                    if FileManager.default.fileExists(atPath: directory + "/index.sqlite") {
+                    if let database = try await self.databaseAnchor(signer: signer) {
+                        anchor = database.anchor
+                    } else if FileManager.default.fileExists(atPath: directory + "/index.sqlite") {
+                        // A copy of the log alone has no index, so no anchor to compare.
                         anchor = try RecordStore.auditAnchor(ofDataDirectory: directory, signer: signer)
                     }
                 } catch {
+                    switch error.code {
+                    case .storageUnavailable: throw CLIError.unreachable(error.message)
+                    case .invalidConfiguration: throw CLIError.configuration(error.message)
+                    default: break
+                    }
                     guard error.code == .integrityFailure else { throw CLIError.unreadable(error.message) }
                     var report = AuditVerifier.verify(segments: segments, head: head, signer: signer)
                     report.ok = false
@@ -209,6 +224,32 @@ extension CaseVaultCtl {
                     signer: signer,
                     anchor: anchor
                 )
+            }
+
+            /// For a vault kept in PostgreSQL (by --config), the anchor in the database of the daemon --daemon
+            /// names, or of --config's own (`anchor` nil: that daemon has none); `nil` for a vault kept in a data
+            /// directory.
+            func databaseAnchor(signer: AuditSigner?) async throws(CaseVaultError) -> DatabaseAnchor? {
+                let base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
+                let configuration = try DaemonConfiguration.load(path: self.connection.config)
+                guard try configuration.databaseSettings(relativeTo: base) != nil else {
+                    guard self.daemon == nil else {
+                        throw CaseVaultError(
+                            .invalidConfiguration,
+                            "--daemon names a daemon of a vault kept in PostgreSQL; --config keeps it in a data directory",
+                            field: "storage.backend")
+                    }
+                    return nil
+                }
+                let anchor = try await configuration.databaseAuditAnchor(
+                    daemon: self.daemon, base: base,
+                    credentials: ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"], signer: signer)
+                return DatabaseAnchor(anchor: anchor)
+            }
+
+            /// The anchor found in the database; `nil` when the daemon has none.
+            struct DatabaseAnchor {
+                var anchor: AuditAnchor?
             }
 
             /// The vault's audit keys, from the root key of --config's key source.
@@ -260,7 +301,7 @@ extension CaseVaultCtl {
                             ? "checked (\(report.unkeyedEntries) entries written while sealed have none)"
                             : "not checked: no root key"
                     ),
-                    ("anchor", report.anchor.map { "entry \($0) (from the index)" } ?? "none"),
+                    ("anchor", report.anchor.map { "entry \($0)" } ?? "none"),
                     ("signing key", report.publicKey ?? "none yet"),
                 ]
                 if !report.breaks.isEmpty {
