@@ -43,18 +43,18 @@ package struct EpochExchange: Sendable {
         try await Self.epoch("SELECT max(number) FROM casevault_epochs", connection, logger: logger)
     }
 
-    /// The newest epoch turned to and how many seconds ago, by the database's clock; `nil` before the first
-    /// turn.
+    /// The newest epoch turned to, how many seconds ago by the database's clock, and whether an operator
+    /// asked for the turn from it now (`PostgresStorage.rotateErasureEpochs`); `nil` before the first turn.
     package static func currentEpochAge(_ connection: PostgresConnection, logger: Logger) async throws -> (
-        number: UInt64, secondsSinceTurned: Int64
+        number: UInt64, secondsSinceTurned: Int64, turnRequested: Bool
     )? {
         let rows = try await connection.query(
             """
-            SELECT number, extract(epoch FROM now() - turned_at)::bigint FROM casevault_epochs
-            ORDER BY number DESC LIMIT 1
+            SELECT number, extract(epoch FROM now() - turned_at)::bigint, turn_requested_at IS NOT NULL
+            FROM casevault_epochs ORDER BY number DESC LIMIT 1
             """, logger: logger)
-        for try await (number, age) in rows.decode((Int64, Int64).self) {
-            return (UInt64(number), age)
+        for try await (number, age, requested) in rows.decode((Int64, Int64, Bool).self) {
+            return (UInt64(number), age, requested)
         }
         return nil
     }

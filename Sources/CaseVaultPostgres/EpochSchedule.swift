@@ -19,7 +19,8 @@ package import PostgresNIO
 ///    gap for half that long; seal it to every daemon waiting for it; from a
 ///    quarter of a window after
 ///    the turn, publish a pair for the next epoch; from just short of half a window (`turnAge`), turn (one
-///    daemon wins; a turn refused because a holder has not published its pair yet waits for it);
+///    daemon wins; a turn refused because a holder has not published its pair yet waits for it); both at
+///    once when an operator asked for a rotation (`PostgresStorage.rotateErasureEpochs`);
 /// 4. destroy every epoch older than the one new wraps use, once no live data key is wrapped under one
 ///    (`wrappedBelow`): what is still wrapped under one is rewrapped first (`rewrap`, step 3 of a turn; the
 ///    storage that wraps data keys does both, `PostgresRecords`).
@@ -127,11 +128,12 @@ package struct EpochSchedule: Sendable {
             step.retired = try await self.exchange.retireAway(after: self.awayAfter, on: connection).map(\.rawValue)
         }
         step.sharedWith = try await self.exchange.shareCurrent(on: connection).map(\.rawValue)
-        if current.secondsSinceTurned >= self.eraseWindow / 4 {
+        // An operator's rotation asks for the turn now: pairs at once, the turn once every holder has one.
+        if current.secondsSinceTurned >= self.eraseWindow / 4 || current.turnRequested {
             try await self.exchange.publishPair(for: current.number + 1, on: connection)
             step.publishedFor = current.number + 1
         }
-        if current.secondsSinceTurned >= self.turnAge {
+        if current.secondsSinceTurned >= self.turnAge || current.turnRequested {
             do {
                 step.turnedTo = try await self.exchange.turn(from: current.number, on: connection)?.epoch
             } catch let error as CaseVaultError where error.code == .storageFailure {

@@ -250,6 +250,10 @@ package enum PostgresSchema {
                 ADD COLUMN forgotten_epoch bigint, ADD COLUMN forgotten_tag bytea
             """,
             "ALTER TABLE casevault_epoch_holders ADD COLUMN attested boolean NOT NULL DEFAULT false",
+            // An operator's rotation (`PostgresStorage.rotateErasureEpochs`): a turn asked for now rather than
+            // at half the window, marked on the epoch it turns from, and the epoch the rotation waits for.
+            "ALTER TABLE casevault_epochs ADD COLUMN turn_requested_at timestamptz",
+            "ALTER TABLE casevault_vault ADD COLUMN rotation_target bigint",
         ],
     ]
 

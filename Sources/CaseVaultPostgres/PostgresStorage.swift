@@ -566,6 +566,76 @@ package final class PostgresStorage: ServedStorage {
         return epochs
     }
 
+    /// An operator's rotation of the erase epochs (`ServedStorage.rotateErasureEpochs`), under the turn lock:
+    /// without one under way, marks the current epoch for a turn now (`turn_requested_at`, which every
+    /// daemon's step reads: pairs at once, the turn once every holder has one) and records the epoch after it
+    /// as the rotation's target; then reports what is left before the target is current, nothing live is
+    /// wrapped under an older epoch and no daemon holds one (retired daemons included: forget one whose host
+    /// is gone). The call that finds it so ends the rotation. `key-unavailable` before the first epoch.
+    package func rotateErasureEpochs() throws(CaseVaultError) -> ErasureRotation {
+        let (logger, check) = (self.logger, self.sealing.rootKeyCheck)
+        let rotation = try self.inTransaction { connection -> ErasureRotation in
+            try await connection.perform("SELECT pg_advisory_xact_lock(\(EpochExchange.turnLock))", logger: logger)
+            // The vault's row, which holds the rotation's target (every daemon makes it at start).
+            try await PostgresSchema.checkRootKey(check, on: connection, logger: logger)
+            guard let current = try await EpochExchange.currentEpoch(connection, logger: logger) else {
+                throw CaseVaultError(
+                    .keyUnavailable, "no erase epoch has been turned to yet: the first daemon turns to one as it starts"
+                )
+            }
+            var target: UInt64?
+            for try await found in try await connection.query(
+                "SELECT rotation_target FROM casevault_vault", logger: logger
+            ).decode(Int64?.self) {
+                target = found.map { UInt64($0) }
+            }
+            let opened = target == nil
+            if target == nil {
+                try await connection.perform(
+                    "UPDATE casevault_epochs SET turn_requested_at = now() WHERE number = \(Int64(current))",
+                    logger: logger)
+                try await connection.perform(
+                    "UPDATE casevault_vault SET rotation_target = \(Int64(current + 1))", logger: logger)
+                target = current + 1
+            }
+            let goal = Int64(target ?? current + 1)
+            var remaining = 0
+            for try await count in try await connection.query(
+                """
+                SELECT (SELECT count(*) FROM casevault_records WHERE epoch < \(goal))
+                    + (SELECT count(*) FROM casevault_holds WHERE epoch < \(goal))
+                """, logger: logger
+            ).decode(Int64.self) {
+                remaining = Int(count)
+            }
+            var holding: [String] = []
+            for try await daemon in try await connection.query(
+                """
+                SELECT daemon FROM casevault_epoch_holders WHERE epoch < \(goal) AND destroyed_at IS NULL
+                UNION SELECT daemon FROM casevault_epoch_copies WHERE epoch < \(goal)
+                ORDER BY 1
+                """, logger: logger
+            ).decode(String.self) {
+                holding.append(daemon)
+            }
+            let wrap = try await EpochExchange.wrapEpoch(connection, logger: logger) ?? 0
+            let complete = current >= UInt64(goal) && wrap >= UInt64(goal) && remaining == 0 && holding.isEmpty
+            if complete {
+                try await connection.perform("UPDATE casevault_vault SET rotation_target = NULL", logger: logger)
+            }
+            return ErasureRotation(
+                epoch: UInt64(goal), opened: opened, remaining: remaining, holding: holding, complete: complete)
+        }
+        if rotation.opened || rotation.complete {
+            logger.notice(
+                rotation.opened
+                    ? "a rotation of the erase epochs was asked for: the daemons turn now"
+                    : "a rotation of the erase epochs is complete: every daemon destroyed the older epochs",
+                metadata: ["epoch": "\(rotation.epoch)"])
+        }
+        return rotation
+    }
+
     /// Step 5 of a turn: for every shred's certificate whose epoch (and every older one) each daemon that held
     /// it has destroyed, the second certificate, stating when the last of them did, and naming the daemons
     /// whose destruction rests on an operator's word (`forgetDaemon`). Each first certificate

@@ -113,7 +113,7 @@ extension EpochExchangeTests {
     }
 
     @Test(
-        "two casevaultd daemons serve one vault in PostgreSQL: a case opened and a form filed on one is read on the other, a shred on the other is seen by the first with a certificate of erasure by key destruction, the sweep runs and what only the local store does is 501, forgetting a daemon that serves or that never served is refused, a daemon with another root key, under another name than its directory's or under the name of a daemon serving refuses to start, and a daemon killed, forgotten by casevaultctl on the other and started again destroys its keys, is sealed the current one and serves the case, and proves its audit log against its anchor in the database, and casevaultctl proves a copy of the other's log against that daemon's anchor offline; nothing confidential in either log"
+        "two casevaultd daemons serve one vault in PostgreSQL: a case opened and a form filed on one is read on the other, a shred on the other is seen by the first with a certificate of erasure by key destruction, the sweep runs and what only the local store does is 501, casevaultctl rotate turns the erase epochs at once and the erasure is certified complete, forgetting a daemon that serves or that never served is refused, a daemon with another root key, under another name than its directory's or under the name of a daemon serving refuses to start, and a daemon killed, forgotten by casevaultctl on the other and started again destroys its keys, is sealed the current one and serves the case, and proves its audit log against its anchor in the database, and casevaultctl proves a copy of the other's log against that daemon's anchor offline; nothing confidential in either log"
     )
     func daemonsOnPostgres() async throws {
         let clusters = try PostgresClusters()
@@ -151,8 +151,26 @@ extension EpochExchangeTests {
         let sweep = try await a.client.request(.POST, "/v1/admin/sweep", json: [:])
         #expect(sweep.status == 200 && (sweep.json["totals"] as? [String: Any])?["disposed"] as? Int == 0)
         #expect(sweep.json["backup_keys_destroyed"] as? Int == 0)
-        let rotate = try await a.client.request(.POST, "/v1/admin/rotate", json: [:])
-        #expect(rotate.status == 501 && rotate.json["type"] as? String == "urn:casevault:problem:not-on-this-backend")
+        let ledger = try await a.client.get("/v1/admin/ledger")
+        #expect(ledger.status == 501 && ledger.json["type"] as? String == "urn:casevault:problem:not-on-this-backend")
+
+        // An operator's rotation: casevaultctl asks a, both daemons turn at their next steps rather than at
+        // half the window and destroy epoch 1, and the command ends once they have; the shred's erasure is
+        // then certified complete.
+        let ctl = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("casevaultctl").path
+        let (rotated, rotation) = try PostgresClusters.spawn(
+            [ctl, "rotate", "--json", "--socket", a.socket], environment: ProcessInfo.processInfo.environment,
+            in: a.root)
+        let report = (try? JSONSerialization.jsonObject(with: Data(rotation.utf8))) as? [String: Any] ?? [:]
+        #expect(rotated == 0 && report["epoch"] as? Int == 2 && report["complete"] as? Bool == true, "\(rotation)")
+        var completed = false
+        for _ in 0..<50 where !completed {
+            let listed = try await a.client.get("/v1/certificates?case_id=\(caseID)")
+            completed = String(decoding: listed.body, as: UTF8.self).contains("completes")
+            if !completed { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(completed, "no second certificate after the rotation")
         // Forgetting a daemon is refused for one that serves (b holds its name), for a name the vault never
         // saw, for a name that cannot be a daemon's, and without the operator's word in full.
         for (name, body, status, problem) in [
@@ -201,13 +219,11 @@ extension EpochExchangeTests {
         _ = try clusters.psql(
             clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
             "UPDATE casevault_daemons SET seen_at = now() - interval '40 days' WHERE daemon = 'vault-a'")
-        let ctl = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-            .appendingPathComponent("casevaultctl").path
         let (forgot, printed) = try PostgresClusters.spawn(
             [ctl, "daemon", "forget", "vault-a", "--key-file-destroyed", "--json", "--socket", b.socket],
             environment: ProcessInfo.processInfo.environment, in: b.root)
         let forgotten = (try? JSONSerialization.jsonObject(with: Data(printed.utf8))) as? [String: Any] ?? [:]
-        #expect(forgot == 0 && forgotten["epochs_marked_destroyed"] as? [Int] == [1], "\(printed)")
+        #expect(forgot == 0 && forgotten["epochs_marked_destroyed"] as? [Int] == [2], "\(printed)")
 
         // Started again: it destroys the keys it held, says so, is sealed the current key by b, and serves the
         // case; the audit log checks out against its anchor.

@@ -56,6 +56,8 @@ final class Barrier: Sendable {
     init(rootKey: RootKey) throws(CaseVaultError) {
         let rootKey = rootKey.secret
         self.rootKey = rootKey
+        // Computed now: a daemon on PostgreSQL zeroes the root key once its subkeys are derived.
+        self.rootKeyCheck = Self.check(rootKey)
         do {
             let seed = try KeyDerivation.deriveKey(from: rootKey, context: Self.certificateContext, id: 1)
             self.certificateKey = try SigningKey(seed: seed)
@@ -85,8 +87,10 @@ final class Barrier: Sendable {
 
     /// A 63-bit value that tells which root key made a data directory (keyed BLAKE2b of a fixed label): it
     /// reveals nothing about the key.
-    var rootKeyCheck: Int64 {
-        let digest = Hash.blake2b(Array("casevault.root-key-check.v1".utf8), key: self.rootKey, length: 16)
+    let rootKeyCheck: Int64
+
+    private static func check(_ rootKey: SecureBytes) -> Int64 {
+        let digest = Hash.blake2b(Array("casevault.root-key-check.v1".utf8), key: rootKey, length: 16)
         return Int64(bitPattern: UInt64(bigEndianBytes: digest.prefix(8)) >> 1) | 1
     }
 

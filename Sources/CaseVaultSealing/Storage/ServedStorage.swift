@@ -63,6 +63,11 @@ package protocol ServedStorage: RecordStorage {
     /// the epochs whose holding by it was marked destroyed. `not-on-this-backend` where one daemon keeps
     /// the vault (the local store).
     func forgetDaemon(_ name: DaemonName) throws(CaseVaultError) -> [UInt64]
+    /// Asks the daemons to turn the erase epochs now rather than at half the window, and to destroy the
+    /// older ones as they do after any turn; each later call reports how far that has got, the call that
+    /// finds it complete ending the rotation. `not-on-this-backend` on the local store (which rotates its
+    /// key-encryption key instead).
+    func rotateErasureEpochs() throws(CaseVaultError) -> ErasureRotation
 
     // MARK: Life
 
@@ -84,4 +89,29 @@ package protocol ServedStorage: RecordStorage {
 extension ServedStorage {
     /// The Ed25519 key certificates are signed with.
     package var certificatePublicKey: [UInt8] { self.sealing.certificatePublicKey }
+}
+
+/// Where an operator's rotation of the erase epochs stands, for a vault kept in PostgreSQL
+/// (`ServedStorage.rotateErasureEpochs`): the daemons turn, rewrap and destroy at their steps; a call asks
+/// for the turn, or reports how far it has got.
+package struct ErasureRotation: Sendable, Equatable {
+    /// The epoch the rotation turns to.
+    package var epoch: UInt64
+    /// Whether this call asked for the rotation (otherwise it reported on one asked for before).
+    package var opened: Bool
+    /// Live records and holds whose keys are still wrapped under an older epoch.
+    package var remaining: Int
+    /// The daemons that still hold an older epoch's key (or a copy of one waiting for them).
+    package var holding: [String]
+    /// Whether the turn is done, nothing live is wrapped under an older epoch and every daemon has destroyed
+    /// the older epochs: the residue of every record shredded before the call opens for no one.
+    package var complete: Bool
+
+    package init(epoch: UInt64, opened: Bool, remaining: Int, holding: [String], complete: Bool) {
+        self.epoch = epoch
+        self.opened = opened
+        self.remaining = remaining
+        self.holding = holding
+        self.complete = complete
+    }
 }

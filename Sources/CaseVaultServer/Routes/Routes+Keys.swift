@@ -89,27 +89,42 @@ extension Routes {
     }
 
     struct Rotated: Encodable {
-        var epoch: UInt32
+        var epoch: UInt64
         var opened: Bool
         var rewrapped: Int
         var remaining: Int
         var complete: Bool
-        var retired: [UInt32]
+        var retired: [UInt64]
+        /// On PostgreSQL: the daemons that still hold an older erase epoch.
+        var daemonsHolding: [String]?
+
+        enum CodingKeys: String, CodingKey {
+            case epoch, opened, rewrapped, remaining, complete, retired
+            case daemonsHolding = "daemons_holding"
+        }
     }
 
     /// Rotates the key-encryption key (`RecordStore.rotate`): `limit` bounds the slots this call rewraps,
-    /// so that a client can show progress; the next call carries on.
+    /// so that a client can show progress; the next call carries on. On PostgreSQL, asks the daemons to turn
+    /// the erase epochs now, or reports how far that has got (`rotateErasureEpochs`): the daemons rewrap
+    /// and destroy at their steps, so `rewrapped` is 0 and `retired` empty, and `limit` has nothing to bound.
     func rotate(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let body = try await request.optionalJSONObject(self.configuration)
         try body.onlyFields(["limit"])
         let most = try body.optionalCount("limit", of: "key slots")
-        let report = try await self.runLocal { store throws(CaseVaultError) in try store.rotate(limit: most) }
-        return try JSONResponse.make(
-            Rotated(
-                epoch: report.epoch, opened: report.opened, rewrapped: report.rewrapped, remaining: report.remaining,
-                complete: report.complete, retired: report.retired
-            )
-        )
+        let rotated = try await self.run { store throws(CaseVaultError) -> Rotated in
+            guard let store = store as? RecordStore else {
+                let rotation = try store.rotateErasureEpochs()
+                return Rotated(
+                    epoch: rotation.epoch, opened: rotation.opened, rewrapped: 0, remaining: rotation.remaining,
+                    complete: rotation.complete, retired: [], daemonsHolding: rotation.holding)
+            }
+            let report = try store.rotate(limit: most)
+            return Rotated(
+                epoch: UInt64(report.epoch), opened: report.opened, rewrapped: report.rewrapped,
+                remaining: report.remaining, complete: report.complete, retired: report.retired.map(UInt64.init))
+        }
+        return try JSONResponse.make(rotated)
     }
 
     /// The passphrase member, in locked memory: a string of at least `minimumPassphraseCharacters`

@@ -361,4 +361,11 @@ extension RecordStore {
             .notOnThisBackend,
             "a vault kept in a data directory has one daemon and no erase epochs: there is no other daemon to forget")
     }
+
+    /// `not-on-this-backend`: a vault kept in a data directory has no erase epochs (`rotate` rotates its
+    /// key-encryption key).
+    package func rotateErasureEpochs() throws(CaseVaultError) -> ErasureRotation {
+        throw CaseVaultError(
+            .notOnThisBackend, "a vault kept in a data directory has no erase epochs: its shreds overwrite in place")
+    }
 }

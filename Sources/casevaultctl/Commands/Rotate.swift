@@ -13,7 +13,12 @@ extension CaseVaultCtl {
                 "Rotate the key-encryption key (operator): a new epoch, every key slot rewrapped under it, the old epoch retired.",
             discussion: """
                 Rewraps in requests of --step slots and shows progress on a terminal. Interrupted (a crash, a \
-                signal), it is resumable: run it again and it carries on the same rotation. Exit 0 when complete.
+                signal), it is resumable: run it again and it carries on the same rotation. Exit 0 when complete. \
+                For a vault kept in PostgreSQL it asks the daemons to turn the erase epochs now rather than at \
+                half the erase window, then waits, asking every second, until every daemon has rewrapped the live \
+                records and destroyed the older epochs: from then on the residue of every record shredded before \
+                is unreadable, and the second certificates of those shreds follow. A daemon that is away holds \
+                it back (it is named); interrupted, the rotation goes on, and running this again waits for it.
                 """
         )
 
@@ -38,13 +43,21 @@ extension CaseVaultCtl {
                     rewrapped += reply.json["rewrapped"] as? Int ?? 0
                     retired += reply.json["retired"] as? [Int] ?? []
                     let remaining = reply.json["remaining"] as? Int ?? 0
+                    let complete = reply.json["complete"] as? Bool == true
+                    // On PostgreSQL the daemons do the work at their steps: this only watches.
+                    let holding = reply.json["daemons_holding"] as? [String]
                     if terminal {
                         // Progress on the terminal's standard error; the result goes to standard output.
-                        let end = remaining == 0 ? "\n" : ""
-                        FileHandle.standardError.write(
-                            Data("\repoch \(epoch): \(rewrapped) slots rewrapped, \(remaining) to go\(end)".utf8))
+                        let end = complete ? "\n" : ""
+                        let line =
+                            holding.map {
+                                "\repoch \(epoch): \(remaining) records to rewrap, older epochs held by "
+                                    + ($0.isEmpty ? "no daemon" : $0.joined(separator: ", ")) + "\(end)"
+                            } ?? "\repoch \(epoch): \(rewrapped) slots rewrapped, \(remaining) to go\(end)"
+                        FileHandle.standardError.write(Data(line.utf8))
                     }
-                    if reply.json["complete"] as? Bool == true { break }
+                    if complete { break }
+                    if holding != nil { try? await Task.sleep(for: .seconds(1)) }
                 }
                 output(
                     json: self.connection.json,
