@@ -566,6 +566,25 @@ package final class PostgresStorage: ServedStorage {
         return epochs
     }
 
+    /// The live records (case headers not counted) and the bytes of the vault's tables, their indexes and
+    /// out-of-line values included (`pg_total_relation_size`), for the operator's metrics.
+    package func footprint() throws(CaseVaultError) -> (liveRecords: Int, bytes: Int64) {
+        let logger = self.logger
+        return try self.run { connection -> (liveRecords: Int, bytes: Int64) in
+            for try await (records, bytes) in try await connection.query(
+                """
+                SELECT (SELECT count(*) FROM casevault_records WHERE type <> 'case_header'),
+                    (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8 FROM pg_class c
+                        JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE c.relkind = 'r' AND c.relname LIKE 'casevault\\_%' AND n.nspname = current_schema())
+                """, logger: logger
+            ).decode((Int64, Int64).self) {
+                return (Int(records), bytes)
+            }
+            return (0, 0)
+        }
+    }
+
     /// An operator's rotation of the erase epochs (`ServedStorage.rotateErasureEpochs`), under the turn lock:
     /// without one under way, marks the current epoch for a turn now (`turn_requested_at`, which every
     /// daemon's step reads: pairs at once, the turn once every holder has one) and records the epoch after it

@@ -140,12 +140,24 @@ extension EpochExchangeTests {
         let view = try await b.client.get("/v1/cases/\(caseID)")
         #expect(view.status == 200 && String(decoding: view.body, as: UTF8.self).contains(recordID))
 
+        // The metrics count the live records in the database (the form; the case header is not counted) and
+        // give the vault's tables' size.
+        func gauge(_ name: String) async throws -> Double? {
+            let text = String(decoding: try await a.client.get("/v1/metrics").body, as: UTF8.self)
+            return text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+                .flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        #expect(try await gauge("casevault_live_records") == 1)
+        // Whole MiB: these few rows take less than one.
+        #expect(try await gauge("casevault_store_bytes") == 0)
+
         let shred = try await b.client.request(.DELETE, "/v1/records/\(recordID)", json: ["reason": "filed_in_error"])
         #expect(shred.status == 200, "\(String(decoding: shred.body, as: UTF8.self))")
         #expect(try await a.client.get("/v1/records/\(recordID)").status == 410)
         let certificates = try await a.client.get("/v1/certificates?case_id=\(caseID)")
         #expect(certificates.status == 200)
         #expect(String(decoding: certificates.body, as: UTF8.self).contains("key_destruction"))
+        #expect(try await gauge("casevault_live_records") == 0)
 
         // The sweep runs on the database (nothing is due yet); what only the local store does is 501.
         let sweep = try await a.client.request(.POST, "/v1/admin/sweep", json: [:])

@@ -43,6 +43,10 @@ extension EpochExchangeTests {
             try vaultA.file(NewRecord(caseID: caseID, type: .finalAgreement, content: Self.finalAgreement))
         }.record.id
 
+        // The metrics' footprint: three live records (the header not counted), and the tables' bytes.
+        let footprint = try await self.blocking { try storage.footprint() }
+        #expect(footprint.liveRecords == 3 && footprint.bytes > 65_536, "\(footprint)")
+
         // Without a rotation the epoch, a few seconds old, does not turn.
         #expect(try await sa.step(on: a.connection).publishedFor == nil)
         let asked = try await self.blocking { try storage.rotateErasureEpochs() }

@@ -4,8 +4,8 @@ package import CaseVaultCore
 /// the roster, the lists, closings and assignments, holds' release, shreds on request and certificates, and
 /// the retention sweep and the storage's own life (closing, zeroing its keys, whether it still answers).
 /// Every call may block on I/O. The local store (`RecordStore`) and the database (`PostgresStorage`) both
-/// provide it; what only the local store does (backups, rotation of the root key's epochs, the ledger, the
-/// footprint), the server asks of it by name.
+/// provide it; what only the local store does (backups, the ledger, its key epochs in the status), the
+/// server asks of it by name.
 package protocol ServedStorage: RecordStorage {
     // MARK: The roster
 
@@ -68,6 +68,10 @@ package protocol ServedStorage: RecordStorage {
     /// finds it complete ending the rotation. `not-on-this-backend` on the local store (which rotates its
     /// key-encryption key instead).
     func rotateErasureEpochs() throws(CaseVaultError) -> ErasureRotation
+
+    /// What the vault holds, for the operator's metrics: its live records (case headers not counted) and
+    /// the bytes it takes (the local store's data directory; the vault's tables in PostgreSQL).
+    func footprint() throws(CaseVaultError) -> (liveRecords: Int, bytes: Int64)
 
     // MARK: Life
 

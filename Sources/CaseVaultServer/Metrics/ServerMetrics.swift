@@ -134,7 +134,7 @@ final class ServerMetrics: Sendable {
                     self.registry.makeGauge(
                         descriptor: MetricNameDescriptor(
                             namespace: "casevault", metricName: "store", unitName: "bytes",
-                            helpText: "The data directory's files, in whole MiB."))
+                            helpText: "What the vault takes, in whole MiB: its data directory's files, or its tables in PostgreSQL."))
                 )
             gauges = (records, bytes)
             records.set(Double(footprint.liveRecords))

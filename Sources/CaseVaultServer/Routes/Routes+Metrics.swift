@@ -11,7 +11,7 @@ extension Routes {
     func metricsExposition(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         let sealed = self.keeper.isSealed
         let footprint =
-            sealed ? nil : try? await self.runLocal { store throws(CaseVaultError) in try store.footprint() }
+            sealed ? nil : try? await self.run { store throws(CaseVaultError) in try store.footprint() }
         let text = self.metrics.exposition(
             ServerMetrics.State(
                 sealed: sealed, auditWritable: self.audit.failure == nil, auditEntries: self.audit.entries,

@@ -32,7 +32,7 @@ struct Routes<Storage: ServedStorage>: Sendable {
         return try await self.pool.run { try body(vault) }
     }
 
-    /// Runs a call only the local store answers (backups, rotation, the ledger, the footprint) on
+    /// Runs a call only the local store answers (backups, the ledger, the key epochs in the status) on
     /// the blocking pool; `not-on-this-backend` (501) for a vault kept in PostgreSQL.
     func runLocal<T: Sendable>(_ body: @escaping @Sendable (RecordStore) throws(CaseVaultError) -> T) async throws
         -> T
