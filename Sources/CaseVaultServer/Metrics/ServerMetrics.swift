@@ -134,7 +134,9 @@ final class ServerMetrics: Sendable {
                     self.registry.makeGauge(
                         descriptor: MetricNameDescriptor(
                             namespace: "casevault", metricName: "store", unitName: "bytes",
-                            helpText: "What the vault takes, in whole MiB: its data directory's files, or its tables in PostgreSQL."))
+                            helpText:
+                                "What the vault takes, in whole MiB: its data directory's files, or its tables in PostgreSQL."
+                        ))
                 )
             gauges = (records, bytes)
             records.set(Double(footprint.liveRecords))
