@@ -566,6 +566,14 @@ package final class PostgresStorage: ServedStorage {
         return epochs
     }
 
+    /// The erase epoch new data keys are wrapped under (0 before the first) and the erase epochs this
+    /// daemon's key file holds, for the status.
+    package func keyEpochs() throws(CaseVaultError) -> (current: UInt64, active: [UInt64]) {
+        let logger = self.logger
+        let wrap = try self.run { connection in try await EpochExchange.wrapEpoch(connection, logger: logger) }
+        return (wrap ?? 0, self.epochKeys.keyEpochs())
+    }
+
     /// The live records (case headers not counted) and the bytes of the vault's tables, their indexes and
     /// out-of-line values included (`pg_total_relation_size`), for the operator's metrics.
     package func footprint() throws(CaseVaultError) -> (liveRecords: Int, bytes: Int64) {

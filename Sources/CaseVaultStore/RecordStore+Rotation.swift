@@ -29,6 +29,11 @@ extension RecordStore {
         try self.index.read { db in try Index.activeEpochs(db) }
     }
 
+    /// The current key-encryption epoch and every one not yet retired, for the status.
+    package func keyEpochs() throws(CaseVaultError) -> (current: UInt64, active: [UInt64]) {
+        (UInt64(self.currentEpoch), try self.activeEpochs().map(UInt64.init))
+    }
+
     /// Rotates the key-encryption key: opens a new epoch unless a rotation is under way (more than one
     /// active epoch: a rotation a crash or a `limit` interrupted), then rewraps live slots under it in
     /// batches of `batch`, at most `limit` of them, and retires every older epoch once no live slot uses

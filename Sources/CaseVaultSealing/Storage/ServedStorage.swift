@@ -4,8 +4,7 @@ package import CaseVaultCore
 /// the roster, the lists, closings and assignments, holds' release, shreds on request and certificates, and
 /// the retention sweep and the storage's own life (closing, zeroing its keys, whether it still answers).
 /// Every call may block on I/O. The local store (`RecordStore`) and the database (`PostgresStorage`) both
-/// provide it; what only the local store does (backups, the ledger, its key epochs in the status), the
-/// server asks of it by name.
+/// provide it; what only the local store does (backups, the ledger), the server asks of it by name.
 package protocol ServedStorage: RecordStorage {
     // MARK: The roster
 
@@ -69,6 +68,10 @@ package protocol ServedStorage: RecordStorage {
     /// key-encryption key instead).
     func rotateErasureEpochs() throws(CaseVaultError) -> ErasureRotation
 
+    /// For the status: the epoch new data keys are wrapped under, and the epochs this daemon still holds
+    /// (the local store: its key-encryption key's epochs not yet retired; PostgreSQL: the erase epochs its
+    /// key file holds). More than one while a rotation, or a turn, is under way.
+    func keyEpochs() throws(CaseVaultError) -> (current: UInt64, active: [UInt64])
     /// What the vault holds, for the operator's metrics: its live records (case headers not counted) and
     /// the bytes it takes (the local store's data directory; the vault's tables in PostgreSQL).
     func footprint() throws(CaseVaultError) -> (liveRecords: Int, bytes: Int64)

@@ -32,7 +32,7 @@ struct Routes<Storage: ServedStorage>: Sendable {
         return try await self.pool.run { try body(vault) }
     }
 
-    /// Runs a call only the local store answers (backups, the ledger, the key epochs in the status) on
+    /// Runs a call only the local store answers (backups, the ledger) on
     /// the blocking pool; `not-on-this-backend` (501) for a vault kept in PostgreSQL.
     func runLocal<T: Sendable>(_ body: @escaping @Sendable (RecordStore) throws(CaseVaultError) -> T) async throws
         -> T
@@ -206,9 +206,9 @@ struct Routes<Storage: ServedStorage>: Sendable {
         var shares: Int?
         var threshold: Int?
         /// While unsealed: the epoch new keys are wrapped under, and every epoch not yet retired (more
-        /// than one while a rotation is under way).
-        var epoch: UInt32?
-        var activeEpochs: [UInt32]?
+        /// than one while a rotation is under way); on PostgreSQL, the erase epochs (`keyEpochs`).
+        var epoch: UInt64?
+        var activeEpochs: [UInt64]?
 
         enum CodingKeys: String, CodingKey {
             case source, initialised, shares, threshold, epoch
@@ -235,8 +235,7 @@ struct Routes<Storage: ServedStorage>: Sendable {
         let epochs =
             sealed
             ? nil
-            : try? await self.runLocal { store throws(CaseVaultError) in (store.currentEpoch, try store.activeEpochs())
-            }
+            : try? await self.run { store throws(CaseVaultError) in try store.keyEpochs() }
         return try JSONResponse.make(
             Status(
                 state: state,
