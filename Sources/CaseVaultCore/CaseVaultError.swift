@@ -84,8 +84,8 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         case alreadyInitialised = "already-initialised"
         /// init, unseal and seal need the passphrase key source, or the vault is not initialised yet.
         case wrongKeySource = "wrong-key-source"
-        /// What only one backend does, asked of a daemon of the other: backups and the ledger of a daemon
-        /// that keeps its records in PostgreSQL, forgetting a daemon of a vault kept in a data directory.
+        /// What only one backend does, asked of a daemon of the other: backups of a daemon that keeps its
+        /// records in PostgreSQL, forgetting a daemon of a vault kept in a data directory.
         case notOnThisBackend = "not-on-this-backend"
         /// The database cannot be reached, or is between primaries (a failover): nothing was changed, and
         /// the request may be sent again (503 with Retry-After).

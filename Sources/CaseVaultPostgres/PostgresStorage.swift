@@ -536,6 +536,23 @@ package final class PostgresStorage: ServedStorage {
         }
     }
 
+    /// Every shred's record id and time, oldest first (`casevault_shreds`): the shred ledger's export.
+    package func shreddedRecords() throws(CaseVaultError) -> [(id: RecordID, shreddedAt: Int64)] {
+        let logger = self.logger
+        return try self.run { connection -> [(id: RecordID, shreddedAt: Int64)] in
+            var shredded: [(id: RecordID, shreddedAt: Int64)] = []
+            for try await (id, at) in try await connection.query(
+                "SELECT id, shredded_at FROM casevault_shreds ORDER BY shredded_at, id", logger: logger
+            ).decode((ByteBuffer, Int64).self) {
+                guard id.readableBytes == RecordID.byteCount else {
+                    throw CaseVaultError(.integrityFailure, "a shred's row in the database has a malformed id")
+                }
+                shredded.append((RecordID(bytes: Array(id.readableBytesView)), at))
+            }
+            return shredded
+        }
+    }
+
     /// One certificate document; `not-found` for an unknown id.
     package func certificate(_ id: String) throws(CaseVaultError) -> [UInt8] {
         let logger = self.logger

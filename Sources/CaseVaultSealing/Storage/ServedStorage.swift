@@ -4,7 +4,7 @@ package import CaseVaultCore
 /// the roster, the lists, closings and assignments, holds' release, shreds on request and certificates, and
 /// the retention sweep and the storage's own life (closing, zeroing its keys, whether it still answers).
 /// Every call may block on I/O. The local store (`RecordStore`) and the database (`PostgresStorage`) both
-/// provide it; what only the local store does (backups, the ledger), the server asks of it by name.
+/// provide it; what only the local store does (backups), the server asks of it by name.
 package protocol ServedStorage: RecordStorage {
     // MARK: The roster
 
@@ -50,6 +50,9 @@ package protocol ServedStorage: RecordStorage {
     /// Disposes of every record whose retention has run out and that no hold covers (nothing in a dry run),
     /// stopping after about `limit` disposals; counts by type, never ids.
     func sweep(dryRun: Bool, limit: Int?, authority: Authority) throws(CaseVaultError) -> SweepReport
+    /// Every shredded record's id and time of shredding (ms), oldest first: the shred ledger's export, ids
+    /// and times only.
+    func shreddedRecords() throws(CaseVaultError) -> [(id: RecordID, shreddedAt: Int64)]
     /// Certificate documents, oldest first; of one case when `caseID` is given.
     func certificates(caseID: CaseID?) throws(CaseVaultError) -> [[UInt8]]
     /// One certificate document; `not-found` for an unknown id.

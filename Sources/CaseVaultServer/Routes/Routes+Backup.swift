@@ -125,10 +125,9 @@ extension Routes {
             var recordID: String
             var shreddedAt: String
 
-            init(_ entry: ShredLedgerEntry) {
-                self.recordID = entry.recordID.rawValue
-                // The index always holds a time.
-                self.shreddedAt = JSONResponse.time(entry.shreddedAt ?? 0)
+            init(_ entry: (id: RecordID, shreddedAt: Int64)) {
+                self.recordID = entry.id.rawValue
+                self.shreddedAt = JSONResponse.time(entry.shreddedAt)
             }
 
             enum CodingKeys: String, CodingKey {
@@ -140,9 +139,10 @@ extension Routes {
         var records: [Entry]
     }
 
-    /// The shred ledger (record ids and times), for `casevaultctl restore --ledger`.
+    /// The shred ledger (record ids and times), for `casevaultctl restore --ledger`; on PostgreSQL, every
+    /// shred's row.
     func ledger(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
-        let entries = try await self.runLocal { store throws(CaseVaultError) in try store.shredLedger() }
+        let entries = try await self.run { store throws(CaseVaultError) in try store.shreddedRecords() }
         return try JSONResponse.make(Ledger(records: entries.map(Ledger.Entry.init)))
     }
 }

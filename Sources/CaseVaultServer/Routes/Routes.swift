@@ -32,7 +32,7 @@ struct Routes<Storage: ServedStorage>: Sendable {
         return try await self.pool.run { try body(vault) }
     }
 
-    /// Runs a call only the local store answers (backups, the ledger) on
+    /// Runs a call only the local store answers (backups) on
     /// the blocking pool; `not-on-this-backend` (501) for a vault kept in PostgreSQL.
     func runLocal<T: Sendable>(_ body: @escaping @Sendable (RecordStore) throws(CaseVaultError) -> T) async throws
         -> T

@@ -12,6 +12,12 @@ extension RecordStore {
         try self.index.read { db in try Index.ledgerEntries(db) }
     }
 
+    /// The ledger's ids and times, for its export.
+    package func shreddedRecords() throws(CaseVaultError) -> [(id: RecordID, shreddedAt: Int64)] {
+        // The index always holds a time.
+        try self.shredLedger().map { ($0.recordID, $0.shreddedAt ?? 0) }
+    }
+
     /// The shred ledger of the vault in `dataDirectory`, read without opening the store (read-only): what
     /// `casevaultctl restore --live-data` re-applies.
     package static func shredLedger(ofDataDirectory dataDirectory: String) throws(CaseVaultError) -> [ShredLedgerEntry]
