@@ -71,6 +71,10 @@ final class PostgresClusters {
             var settings = [
                 "unix_socket_directories = '\(self.primarySockets)'", "port = \(self.primaryPort)",
                 "synchronous_commit = on", "wal_level = replica", "max_wal_senders = 4",
+                // WAL is kept, on the standby too (pg_basebackup copies this file): the residue tests look for a
+                // shredded row in it, as in an archive or a standby's pg_wal; a restartpoint must not remove
+                // it first.
+                "wal_keep_size = '1GB'",
             ]
             if let tls {
                 // The key must be the server user's alone; initdb's pg_hba.conf takes scram-sha-256 on 127.0.0.1.
@@ -190,6 +194,22 @@ final class PostgresClusters {
                 sql,
             ]
         ).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Waits (at most 30 s) until the standby has received and written to its disk all the WAL the primary
+    /// has written so far, so that what a test looks for in the standby's files has reached them: the
+    /// primary's first commits may not wait for the standby (its `synchronous_standby_names` is set by a
+    /// reload after the standby starts), and a standby starved of CPU lags.
+    func waitForStandby() throws {
+        let target = try self.psql(self.primaryPort, self.primarySockets, Self.database, "SELECT pg_current_wal_lsn()")
+        for _ in 0..<300 {
+            let caughtUp = try self.psql(
+                Self.standbyPort, self.standbySockets, Self.database,
+                "SELECT coalesce(pg_last_wal_receive_lsn() >= '\(target)'::pg_lsn, false)")
+            if caughtUp == "t" { return }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        throw Failure("the standby did not receive the primary's WAL up to \(target) within 30 s")
     }
 
     private func pgctl(_ arguments: [String]) throws {
