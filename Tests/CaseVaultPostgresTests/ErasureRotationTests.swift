@@ -15,33 +15,17 @@ extension EpochExchangeTests {
     func rotationOnPostgres() async throws {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
+        // Held to the end: the daemons' epoch key files are in it.
         let keys = try KeyFolder()
-        let a = try await self.daemon("vault-a", clusters, keys: keys)
-        let b = try await self.daemon("vault-b", clusters, keys: keys)
-        try await PostgresSchema.migrate(a.connection, logger: self.logger)
-        let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
-        let (sa, sb) = (vaultA.storage.schedule(a.exchange), vaultB.storage.schedule(b.exchange))
+        defer { withExtendedLifetime(keys) {} }
+        let (a, b, vaultA, vaultB, sa, sb) = try await self.scheduledDaemons(clusters, keys)
         let storage = vaultA.storage
         let early = await self.code { _ = try storage.rotateErasureEpochs() }
         #expect(early == .keyUnavailable, "no epoch yet")
         try await self.bothHoldEpochOne(a, sa, b, sb)
 
         // A case whose final agreement shreds its note under epoch 1: four live records.
-        let caseID = try await self.blocking {
-            try vaultA.openCase(header: Self.header, mediators: [4001], author: "intake")
-        }.id
-        for participant in ["p1", "p2"] {
-            _ = try await self.blocking {
-                try vaultA.file(
-                    NewRecord(caseID: caseID, type: .agreementToMediate, content: Self.agreement(participant)))
-            }
-        }
-        _ = try await self.blocking {
-            try vaultA.file(NewRecord(caseID: caseID, type: .sessionNote, content: Self.note("said in session")))
-        }
-        let final = try await self.blocking {
-            try vaultA.file(NewRecord(caseID: caseID, type: .finalAgreement, content: Self.finalAgreement))
-        }.record.id
+        let (_, final) = try await self.caseWithShreddedNote(vaultA)
 
         // The metrics' footprint: three live records (the header not counted), and the tables' bytes.
         let footprint = try await self.blocking { try storage.footprint() }

@@ -15,30 +15,14 @@ extension EpochExchangeTests {
     func forgottenDaemon() async throws {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
+        // Held to the end: the daemons' epoch key files are in it.
         let keys = try KeyFolder()
-        let a = try await self.daemon("vault-a", clusters, keys: keys)
-        let b = try await self.daemon("vault-b", clusters, keys: keys)
-        try await PostgresSchema.migrate(a.connection, logger: self.logger)
-        let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
-        let (sa, sb) = (vaultA.storage.schedule(a.exchange), vaultB.storage.schedule(b.exchange))
+        defer { withExtendedLifetime(keys) {} }
+        let (a, b, vaultA, vaultB, sa, sb) = try await self.scheduledDaemons(clusters, keys)
         try await self.bothHoldEpochOne(a, sa, b, sb)
 
         // The final agreement shreds the case's note under epoch 1.
-        let caseID = try await self.blocking {
-            try vaultA.openCase(header: Self.header, mediators: [4001], author: "intake")
-        }.id
-        for participant in ["p1", "p2"] {
-            _ = try await self.blocking {
-                try vaultA.file(
-                    NewRecord(caseID: caseID, type: .agreementToMediate, content: Self.agreement(participant)))
-            }
-        }
-        _ = try await self.blocking {
-            try vaultA.file(NewRecord(caseID: caseID, type: .sessionNote, content: Self.note("said in session")))
-        }
-        let final = try await self.blocking {
-            try vaultA.file(NewRecord(caseID: caseID, type: .finalAgreement, content: Self.finalAgreement))
-        }.record.id
+        let (caseID, final) = try await self.caseWithShreddedNote(vaultA)
         let publicKey = try SealingServices(rootKey: Self.vaultRootKey).certificatePublicKey
         let firsts = try await self.blocking { try vaultA.storage.certificates(caseID: caseID) }
         let first = try #require(
@@ -50,9 +34,7 @@ extension EpochExchangeTests {
         // a copy waiting for b; once b is away for an eighth of the window a retires it (the copy leaves b a
         // retired holding of 3: b's pair opens its residue), rewraps the live records under 3 and destroys
         // 1 (once b held 2) and 2. b's file still holds 1, so the erasure is not certified complete.
-        try await self.age(a.connection, hours: 12)
-        try await b.exchange.publishPair(for: 2, on: b.connection)
-        #expect(try await sa.step(on: a.connection).turnedTo == 2)
+        try await self.turnToTwo(a, sa, b)
         #expect(try await b.exchange.receive(on: b.connection) == [2])
         try await self.age(a.connection, hours: 12)
         try await b.exchange.publishPair(for: 3, on: b.connection)
@@ -136,16 +118,12 @@ extension EpochExchangeTests {
     func forgottenHoldingTheCurrentEpoch() async throws {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
+        // Held to the end: the daemons' epoch key files are in it.
         let keys = try KeyFolder()
-        let a = try await self.daemon("vault-a", clusters, keys: keys)
-        let b = try await self.daemon("vault-b", clusters, keys: keys)
-        try await PostgresSchema.migrate(a.connection, logger: self.logger)
-        let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
-        let (sa, sb) = (vaultA.storage.schedule(a.exchange), vaultB.storage.schedule(b.exchange))
+        defer { withExtendedLifetime(keys) {} }
+        let (a, b, vaultA, _, sa, sb) = try await self.scheduledDaemons(clusters, keys)
         try await self.bothHoldEpochOne(a, sa, b, sb)
-        try await self.age(a.connection, hours: 12)
-        try await b.exchange.publishPair(for: 2, on: b.connection)
-        #expect(try await sa.step(on: a.connection).turnedTo == 2)
+        try await self.turnToTwo(a, sa, b)
         #expect(try await b.exchange.receive(on: b.connection) == [2])
         try await self.steady("vault-a", hours: 2, on: a.connection)
         try await self.away("vault-b", hours: 4, on: a.connection)
@@ -170,16 +148,12 @@ extension EpochExchangeTests {
     func forgottenBeforeRetired() async throws {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
+        // Held to the end: the daemons' epoch key files are in it.
         let keys = try KeyFolder()
-        let a = try await self.daemon("vault-a", clusters, keys: keys)
-        let b = try await self.daemon("vault-b", clusters, keys: keys)
-        try await PostgresSchema.migrate(a.connection, logger: self.logger)
-        let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
-        let (sa, sb) = (vaultA.storage.schedule(a.exchange), vaultB.storage.schedule(b.exchange))
+        defer { withExtendedLifetime(keys) {} }
+        let (a, b, vaultA, _, sa, sb) = try await self.scheduledDaemons(clusters, keys)
         try await self.bothHoldEpochOne(a, sa, b, sb)
-        try await self.age(a.connection, hours: 12)
-        try await b.exchange.publishPair(for: 2, on: b.connection)
-        #expect(try await sa.step(on: a.connection).turnedTo == 2)
+        try await self.turnToTwo(a, sa, b)
         try await b.exchange.publishPair(for: 3, on: b.connection)
         // b is away, and a has not stepped steadily long enough to retire it: wraps stay on epoch 1.
         try await self.away("vault-b", hours: 4, on: a.connection)
@@ -197,6 +171,49 @@ extension EpochExchangeTests {
         #expect(left == "0,0")
         #expect(try await EpochExchange.wrapEpoch(a.connection, logger: self.logger) == 2)
         #expect(try await sa.step(on: a.connection).destroyed == [1])
+    }
+
+    /// Daemons vault-a and vault-b on `clusters`, the schema migrated, each with its vault and its real
+    /// schedule (rewraps and all), before any step.
+    func scheduledDaemons(_ clusters: PostgresClusters, _ keys: KeyFolder) async throws -> (
+        a: Daemon, b: Daemon, vaultA: Vault<PostgresStorage>, vaultB: Vault<PostgresStorage>, sa: EpochSchedule,
+        sb: EpochSchedule
+    ) {
+        let a = try await self.daemon("vault-a", clusters, keys: keys)
+        let b = try await self.daemon("vault-b", clusters, keys: keys)
+        try await PostgresSchema.migrate(a.connection, logger: self.logger)
+        let (vaultA, vaultB) = (try self.vault(a, clusters), try self.vault(b, clusters))
+        return (a, b, vaultA, vaultB, vaultA.storage.schedule(a.exchange), vaultB.storage.schedule(b.exchange))
+    }
+
+    /// A case opened on `vault` whose final agreement, filed after both agreements and a note, shreds the
+    /// note under the current epoch: four live records, the header among them. The case and the final
+    /// agreement.
+    func caseWithShreddedNote(_ vault: Vault<PostgresStorage>) async throws -> (caseID: CaseID, final: RecordID) {
+        let caseID = try await self.blocking {
+            try vault.openCase(header: Self.header, mediators: [4001], author: "intake")
+        }.id
+        for participant in ["p1", "p2"] {
+            _ = try await self.blocking {
+                try vault.file(
+                    NewRecord(caseID: caseID, type: .agreementToMediate, content: Self.agreement(participant)))
+            }
+        }
+        _ = try await self.blocking {
+            try vault.file(NewRecord(caseID: caseID, type: .sessionNote, content: Self.note("said in session")))
+        }
+        let final = try await self.blocking {
+            try vault.file(NewRecord(caseID: caseID, type: .finalAgreement, content: Self.finalAgreement))
+        }.record.id
+        return (caseID, final)
+    }
+
+    /// With both daemons on epoch 1: the epoch aged past its turn, b's pair for 2 published by its exchange
+    /// alone (b takes no step), and a's step turns to 2, a copy of its key waiting for b.
+    func turnToTwo(_ a: Daemon, _ sa: EpochSchedule, _ b: Daemon) async throws {
+        try await self.age(a.connection, hours: 12)
+        try await b.exchange.publishPair(for: 2, on: b.connection)
+        #expect(try await sa.step(on: a.connection).turnedTo == 2)
     }
 
     /// `daemon`'s rows of `casevault_epoch_holders`: epoch, whether held (not destroyed), whether attested.
