@@ -382,12 +382,7 @@ package struct EpochExchange: Sendable {
                 retired.append(daemon)
             }
             if !retired.isEmpty {
-                try await connection.perform(
-                    """
-                    UPDATE casevault_epochs e SET ready_at = now()
-                    WHERE e.ready_at IS NULL
-                        AND NOT EXISTS (SELECT 1 FROM casevault_epoch_copies c WHERE c.epoch = e.number)
-                    """, logger: self.logger)
+                try await Self.markReadyWhereReceived(on: connection, logger: self.logger)
             }
             return retired
         }
@@ -500,12 +495,7 @@ package struct EpochExchange: Sendable {
                     forgotten_tag = \(ByteBuffer(bytes: tag))
                 WHERE daemon = \(name)
                 """, logger: logger)
-            try await connection.perform(
-                """
-                UPDATE casevault_epochs e SET ready_at = now()
-                WHERE e.ready_at IS NULL
-                    AND NOT EXISTS (SELECT 1 FROM casevault_epoch_copies c WHERE c.epoch = e.number)
-                """, logger: logger)
+            try await Self.markReadyWhereReceived(on: connection, logger: logger)
             return epochs.sorted()
         }
     }
@@ -546,6 +536,17 @@ package struct EpochExchange: Sendable {
     }
 
     // MARK: What crosses the database
+
+    /// Marks every epoch not yet ready whose copies are all received ready for wraps: after a daemon's
+    /// waiting copies were deleted (`retireAway`, `forget`).
+    private static func markReadyWhereReceived(on connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.perform(
+            """
+            UPDATE casevault_epochs e SET ready_at = now()
+            WHERE e.ready_at IS NULL
+                AND NOT EXISTS (SELECT 1 FROM casevault_epoch_copies c WHERE c.epoch = e.number)
+            """, logger: logger)
+    }
 
     /// Marks `epoch` ready for wraps once no copy of its key waits to be received.
     private static func markReadyIfReceived(_ epoch: UInt64, on connection: PostgresConnection, logger: Logger)
