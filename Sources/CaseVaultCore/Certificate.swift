@@ -141,13 +141,12 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
         case records
     }
 
-    /// Version 1 without `erasure`, 2 with it; a second certificate with `erasure.attested` is version 3
-    /// (`PostgresStorage.certifyErasures` sets it).
+    /// Version 1 without `erasure`, 2 with it (`version(of:)`).
     public init(
         id: String, caseID: CaseID, issuedAt: String, order: ShredOrder, records: [(RecordID, RecordType)],
         erasure: Erasure? = nil
     ) {
-        self.version = erasure == nil ? 1 : 2
+        self.version = Self.version(of: erasure)
         self.erasure = erasure
         self.certificateID = id
         self.caseID = caseID.rawValue
@@ -158,6 +157,14 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
         self.records = records.map { Destroyed(recordID: $0.0.rawValue, type: $0.1.rawValue) }.sorted {
             $0.recordID < $1.recordID
         }
+    }
+
+    /// The version a certificate with `erasure` has: 1 without one (the local store), 2 with one, 3 when
+    /// its completion rests in part on an operator's word (`attested`), which a reader of version 2 would
+    /// not know to look for.
+    public static func version(of erasure: Erasure?) -> Int {
+        guard let erasure else { return 1 }
+        return erasure.attested == nil ? 2 : 3
     }
 
     /// The signed document: the certificate's canonical bytes (sorted keys, no spaces) and the signature.

@@ -304,7 +304,7 @@ package struct EpochExchange: Sendable {
         let held = self.file.keyEpochs().map { Int64($0) }
         // One statement, one round trip every step: the holdings taken back in a data-modifying `WITH`.
         var seen = Seen(stepping: 0, forgotten: nil)
-        for try await seconds in try await connection.query(
+        for try await row in try await connection.query(
             """
             WITH back AS (
                 UPDATE casevault_epoch_holders SET retired_at = NULL
@@ -320,13 +320,13 @@ package struct EpochExchange: Sendable {
                 forgotten_tag
             """, logger: self.logger
         ).decode((Int64, Bool, Int64?, ByteBuffer?).self) {
+            let (stepping, isForgotten, epoch, tag) = row
             // A mark without its epoch or tag is checked, and refused, as one with a wrong tag.
             let forgotten =
-                seconds.1
-                ? Forgotten(
-                    epoch: UInt64(max(0, seconds.2 ?? 0)), tag: seconds.3.map { Array($0.readableBytesView) } ?? [])
+                isForgotten
+                ? Forgotten(epoch: UInt64(max(0, epoch ?? 0)), tag: tag.map { Array($0.readableBytesView) } ?? [])
                 : nil
-            seen = Seen(stepping: seconds.0, forgotten: forgotten)
+            seen = Seen(stepping: stepping, forgotten: forgotten)
         }
         return seen
     }
@@ -370,10 +370,7 @@ package struct EpochExchange: Sendable {
                     SELECT epoch, daemon, now() FROM casevault_epoch_copies WHERE daemon = \(name)
                     ON CONFLICT (epoch, daemon) DO NOTHING
                     """, logger: self.logger)
-                try await connection.perform(
-                    "DELETE FROM casevault_epoch_copies WHERE daemon = \(name)", logger: self.logger)
-                try await connection.perform(
-                    "DELETE FROM casevault_epoch_pairs WHERE daemon = \(name)", logger: self.logger)
+                try await Self.dropPairsAndCopies(of: name, on: connection, logger: self.logger)
                 try await connection.perform(
                     """
                     UPDATE casevault_epoch_holders SET retired_at = now()
@@ -478,8 +475,7 @@ package struct EpochExchange: Sendable {
             ).decode(Int64.self) {
                 epochs.insert(UInt64(epoch))
             }
-            try await connection.perform("DELETE FROM casevault_epoch_copies WHERE daemon = \(name)", logger: logger)
-            try await connection.perform("DELETE FROM casevault_epoch_pairs WHERE daemon = \(name)", logger: logger)
+            try await Self.dropPairsAndCopies(of: name, on: connection, logger: logger)
             for try await epoch in try await connection.query(
                 """
                 UPDATE casevault_epoch_holders SET destroyed_at = now(), attested = true
@@ -536,6 +532,14 @@ package struct EpochExchange: Sendable {
     }
 
     // MARK: What crosses the database
+
+    /// Deletes every pair `daemon` published and every copy waiting for it (`retireAway`, `forget`).
+    private static func dropPairsAndCopies(of daemon: String, on connection: PostgresConnection, logger: Logger)
+        async throws
+    {
+        try await connection.perform("DELETE FROM casevault_epoch_copies WHERE daemon = \(daemon)", logger: logger)
+        try await connection.perform("DELETE FROM casevault_epoch_pairs WHERE daemon = \(daemon)", logger: logger)
+    }
 
     /// Marks every epoch not yet ready whose copies are all received ready for wraps: after a daemon's
     /// waiting copies were deleted (`retireAway`, `forget`).

@@ -734,12 +734,10 @@ package final class PostgresStorage: ServedStorage {
                     }
                     var second = first
                     second.certificateID = Self.newCertificateID()
-                    // Version 3: a completion that rests in part on an operator's word, which a reader of
-                    // version 2 would not know to look for.
-                    second.version = attested.isEmpty ? 2 : 3
                     second.issuedAt = Timestamp.rfc3339(time)
                     second.erasure = DestructionCertificate.Erasure(
                         epoch: epoch, completes: id, completedAt: Timestamp.rfc3339(completedAt), attested: attested)
+                    second.version = DestructionCertificate.version(of: second.erasure)
                     try await Self.issue(second, at: time, signedBy: sealing, on: connection, logger: logger)
                 }
                 return done.count
