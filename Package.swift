@@ -234,6 +234,7 @@ let package = Package(
         .executableTarget(
             name: "casevaultctl",
             dependencies: [
+                "CaseVaultSealing",
                 "CaseVaultClient",
                 "CaseVaultConfiguration",
                 "CaseVaultAudit",

@@ -91,16 +91,24 @@ public struct VaultClient: Sendable {
     /// the reply whatever its status. A file that cannot be read midway, or shrinks or grows while it is
     /// sent, fails the transfer before its last byte goes (the daemon then receives less than
     /// Content-Length and stores nothing).
+    /// With `prefix`, those bytes go first, before the file's, and `headers` are sent too.
     public func upload(
         _ method: HTTPMethod, _ path: String, file descriptor: Int32, length: Int64, mediaType: String,
-        progress: @escaping @Sendable (Int64) -> Void = { _ in }
+        prefix: [UInt8] = [], headers: [(String, String)] = [], progress: @escaping @Sendable (Int64) -> Void = { _ in }
     ) async throws(VaultClientError) -> Reply {
         let url = try self.url(path)
         var request = HTTPClientRequest(url: url.absoluteString)
         request.method = method
         request.headers.add(name: "Content-Type", value: mediaType)
-        request.body = .stream(
-            FilePieces(descriptor: descriptor, length: length, progress: progress), length: .known(length))
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        let pieces = FilePieces(descriptor: descriptor, length: length, progress: progress)
+        if prefix.isEmpty {
+            request.body = .stream(pieces, length: .known(length))
+        } else {
+            request.body = .stream(
+                PrefixedPieces(prefix: ByteBuffer(bytes: prefix), rest: pieces),
+                length: .known(Int64(prefix.count) + length))
+        }
         do {
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(24 * 3600))
             let body = try await response.body.collect(upTo: 1 << 20)
@@ -228,5 +236,30 @@ public enum VaultClientError: Error, Sendable {
         switch self {
         case .unreachable(let text), .transfer(let text): return text
         }
+    }
+}
+
+/// `prefix`, then every piece of `rest`.
+struct PrefixedPieces: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+
+    let prefix: ByteBuffer
+    let rest: FilePieces
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var prefix: ByteBuffer?
+        var rest: FilePieces.AsyncIterator
+
+        mutating func next() async throws -> ByteBuffer? {
+            if let prefix = self.prefix {
+                self.prefix = nil
+                return prefix
+            }
+            return try await self.rest.next()
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(prefix: self.prefix, rest: self.rest.makeAsyncIterator())
     }
 }

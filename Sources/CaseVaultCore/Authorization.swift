@@ -38,6 +38,7 @@ public enum Action: String, Sendable, CaseIterable {
     case seal
     case rotate
     case backup
+    case restore
     case forgetDaemon
 
     /// The action that files a record of `type`.
@@ -156,6 +157,8 @@ public enum Authorization {
         case .initialise, .unseal, .seal, .rotate, .backup: return [.role(.operator)]
         // The hosts are the operator's: only they can say that a host and its epoch key file are gone.
         case .forgetDaemon: return [.role(.operator)]
+        // A restore fills a vault that holds nothing yet from a backup: sealed bytes in, ids out.
+        case .restore: return [.role(.operator)]
         }
     }
 

@@ -96,6 +96,9 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         /// The daemon named alone holds an erase epoch that live records or holds are still wrapped under,
         /// so forgetting it could destroy the last key to them.
         case soleKeyHolder = "sole-key-holder"
+        /// A backup is restored only into a vault that holds nothing yet, and this one holds cases, records,
+        /// shreds or certificates.
+        case vaultNotEmpty = "vault-not-empty"
     }
 
     /// Where an error was raised, for operators reading logs.

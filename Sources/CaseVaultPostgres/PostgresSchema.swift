@@ -255,6 +255,12 @@ package enum PostgresSchema {
             "ALTER TABLE casevault_epochs ADD COLUMN turn_requested_at timestamptz",
             "ALTER TABLE casevault_vault ADD COLUMN rotation_target bigint",
         ],
+        // 9: certificates brought back by a restore (`PostgresRestore`): the erasure a first one promises
+        // rests on the key files of the daemons that issued it, which this vault's daemons cannot see, so
+        // `certifyErasures` never completes it here.
+        [
+            "ALTER TABLE casevault_certificates ADD COLUMN restored boolean NOT NULL DEFAULT false"
+        ],
     ]
 
     /// The version this build writes.

@@ -50,8 +50,8 @@ package final class PostgresStorage: ServedStorage {
     package let logger: Logger
     package let maxContentBytes: Int
     private let locator: PrimaryLocator
-    private let epochKeys: EpochKeyFile
-    private let records: PostgresRecords
+    let epochKeys: EpochKeyFile
+    let records: PostgresRecords
     let clock: @Sendable () -> Int64
     /// `[storage] erase_window`, in seconds: a shred's certificate promises its erasure within it.
     let eraseWindow: Int64
@@ -64,7 +64,7 @@ package final class PostgresStorage: ServedStorage {
     /// Connections not in use, newest last.
     private let idle = Mutex<[PostgresConnection]>([])
     /// Set by `close`: every call from then on is refused.
-    private let closed = Mutex(false)
+    let closed = Mutex(false)
 
     /// How many times a filing is wrapped again when epochs turn under it before it gives up.
     static let filingAttempts = 3
@@ -131,7 +131,7 @@ package final class PostgresStorage: ServedStorage {
     package func isResponsive() -> Bool { true }
 
     /// Closes `connection` without waiting; it lives until it has closed.
-    private static func discard(_ connection: PostgresConnection) {
+    static func discard(_ connection: PostgresConnection) {
         connection.close().whenComplete { _ in withExtendedLifetime(connection) {} }
     }
 
@@ -699,7 +699,7 @@ package final class PostgresStorage: ServedStorage {
                         ARRAY(SELECT DISTINCT h.daemon FROM casevault_epoch_holders h
                             WHERE h.epoch <= c.epoch AND h.attested ORDER BY h.daemon)
                     FROM casevault_certificates c
-                    WHERE c.completes IS NULL
+                    WHERE c.completes IS NULL AND NOT c.restored
                         AND NOT EXISTS (SELECT 1 FROM casevault_certificates d WHERE d.completes = c.id)
                         AND EXISTS (SELECT 1 FROM casevault_epoch_holders h WHERE h.epoch = c.epoch)
                         AND NOT EXISTS (
@@ -910,7 +910,7 @@ package final class PostgresStorage: ServedStorage {
     }
 
     /// The connection of the case's lock this thread holds in this storage, whose transaction calls join.
-    private var pinnedConnection: PostgresConnection? {
+    var pinnedConnection: PostgresConnection? {
         Self.pinned.flatMap { $0.storage == ObjectIdentifier(self) ? $0.connection : nil }
     }
 
@@ -1557,11 +1557,11 @@ package final class PostgresStorage: ServedStorage {
     }
 
     /// What every call answers once `close` has run.
-    private static var closedError: CaseVaultError {
+    static var closedError: CaseVaultError {
         CaseVaultError(.storageFailure, "the vault's storage is closed: the daemon is stopping")
     }
 
-    private func checkOut() throws(CaseVaultError) -> PostgresConnection {
+    func checkOut() throws(CaseVaultError) -> PostgresConnection {
         if let connection = self.kept() { return connection }
         let locator = self.locator
         do {
@@ -1605,7 +1605,7 @@ package final class PostgresStorage: ServedStorage {
     }
 
     /// Keeps `connection` for the next call; closes it once the storage is closed.
-    private func checkIn(_ connection: PostgresConnection) {
+    func checkIn(_ connection: PostgresConnection) {
         guard !connection.isClosed else { return }
         let kept = self.closed.withLock { closed in
             guard !closed else { return false }
@@ -1630,7 +1630,7 @@ package final class PostgresStorage: ServedStorage {
     /// sends a statement on a session the server ended while it was idle, and never answers it) must not hold
     /// the thread, nor the case's lock, for ever.
     @discardableResult
-    private static func wait<T: Sendable>(
+    static func wait<T: Sendable>(
         closing connection: PostgresConnection? = nil, _ body: @escaping @Sendable () async throws -> T
     ) throws(CaseVaultError) -> T {
         let answer = Answer<T>()

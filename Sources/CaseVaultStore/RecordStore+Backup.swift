@@ -1,7 +1,7 @@
 package import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
-internal import CaseVaultSealing
+package import CaseVaultSealing
 internal import Foundation
 internal import Logging
 
@@ -23,15 +23,6 @@ internal import Glibc
 ///
 /// The backup's key is sealed in the backup key file; destroying it there (after `[backup]
 /// retention_days`) makes the file unreadable for good.
-package struct BackupSummary: Sendable, Equatable {
-    package var backupID: String
-    package var createdAt: Int64
-    package var records: Int
-    package var attachments: Int
-    /// Backup keys destroyed because they were older than the retention.
-    package var destroyedKeys: Int
-}
-
 enum BackupFormat {
     static let magic = Array("CVBK1\n".utf8)
     static let headerSize = 6 + 16 + 8 + 8
@@ -152,6 +143,16 @@ extension RecordStore {
         )
         return BackupSummary(
             backupID: id, createdAt: now, records: records, attachments: attachments, destroyedKeys: destroyed)
+    }
+
+    /// `not-on-this-backend`: a data directory is restored without the daemon, into an empty directory
+    /// (`RecordStore.restore`, `casevaultctl restore --data-dir`).
+    package func beginRestore(keys: BackupKeyFile, ledger: Set<RecordID>, authority: Authority)
+        throws(CaseVaultError) -> any BackupRestore
+    {
+        throw CaseVaultError(
+            .notOnThisBackend,
+            "a vault kept in a data directory is restored without the daemon: casevaultctl restore --data-dir EMPTY")
     }
 
     /// The index snapshot a backup takes (`backup-ID.sqlite` in the data directory), removed when the

@@ -1,7 +1,7 @@
 package import CaseVaultCore
 package import CaseVaultCrypto
 internal import CaseVaultFiles
-internal import CaseVaultSealing
+package import CaseVaultSealing
 internal import Foundation
 package import Logging
 

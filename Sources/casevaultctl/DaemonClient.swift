@@ -31,11 +31,12 @@ struct DaemonClient {
 
     func upload(
         _ method: HTTPMethod, _ path: String, file descriptor: Int32, length: Int64, mediaType: String,
-        progress: @escaping @Sendable (Int64) -> Void
+        prefix: [UInt8] = [], headers: [(String, String)] = [], progress: @escaping @Sendable (Int64) -> Void
     ) async throws(CLIError) -> Reply {
         do {
             return try await self.client.upload(
-                method, path, file: descriptor, length: length, mediaType: mediaType, progress: progress)
+                method, path, file: descriptor, length: length, mediaType: mediaType, prefix: prefix,
+                headers: headers, progress: progress)
         } catch { throw CLIError(error) }
     }
 

@@ -306,6 +306,10 @@ struct AuthorizationMatrixTests {
         Operation(
             name: "export the shred ledger", method: "GET", path: { _ in "/v1/admin/ledger" },
             allowed: [.operator, .root], mutates: false),
+        // A data directory is restored without the daemon: an allowed caller learns that it is not done here.
+        Operation(
+            name: "restore a backup", method: "POST", path: { _ in "/v1/admin/restore" }, body: "CVBK2\n",
+            allowed: [.operator, .root], mutates: false, allowedStatus: 501),
         // The local store has one daemon: an allowed caller learns that forgetting another is not done here.
         Operation(
             name: "forget a daemon", method: "POST", path: { _ in "/v1/admin/daemons/vault-b/forget" },

@@ -1,4 +1,5 @@
 import CaseVaultCore
+import CaseVaultSealing
 import CaseVaultStore
 import Foundation
 import Logging

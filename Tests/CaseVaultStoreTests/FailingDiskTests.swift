@@ -1,5 +1,6 @@
 import CaseVaultAudit
 import CaseVaultCore
+import CaseVaultSealing
 import CaseVaultStore
 import Foundation
 import Testing

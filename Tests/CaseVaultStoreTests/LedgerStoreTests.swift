@@ -1,5 +1,6 @@
 import CaseVaultCore
 import CaseVaultFiles
+import CaseVaultSealing
 import CaseVaultStore
 import Foundation
 import Logging

@@ -60,4 +60,22 @@ package struct BackupKey: Sendable {
     static func random() -> BackupKey {
         BackupKey(secret: SecureBytes.random(count: AEAD.keyByteCount))
     }
+
+    /// What a backup of a vault on PostgreSQL wraps records' data keys and holds' reason keys under: a
+    /// subkey of this backup's key, as an erase epoch numbered 0, which no epoch of a vault is (they count
+    /// from 1). A key moves into the backup by `EpochKey.rewrap(_:recordID:under:)` from its epoch to this
+    /// one, and out of it at a restore from this one to the restored vault's epoch, without leaving the
+    /// sealing layer; destroying the backup's key destroys this one with it.
+    package var keyWrapping: EpochKey {
+        get throws(CaseVaultError) {
+            do {
+                return EpochKey(
+                    number: 0,
+                    secret: try KeyDerivation.deriveKey(from: self.secret, context: "cvbkwrap", id: 1))
+            } catch {
+                throw CaseVaultError(
+                    .keyUnavailable, "secure memory for a backup's wrapping key could not be allocated")
+            }
+        }
+    }
 }

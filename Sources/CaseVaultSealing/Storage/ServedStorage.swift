@@ -4,7 +4,7 @@ package import CaseVaultCore
 /// the roster, the lists, closings and assignments, holds' release, shreds on request and certificates, and
 /// the retention sweep and the storage's own life (closing, zeroing its keys, whether it still answers).
 /// Every call may block on I/O. The local store (`RecordStore`) and the database (`PostgresStorage`) both
-/// provide it; what only the local store does (backups), the server asks of it by name.
+/// provide it.
 package protocol ServedStorage: RecordStorage {
     // MARK: The roster
 
@@ -57,6 +57,21 @@ package protocol ServedStorage: RecordStorage {
     func certificates(caseID: CaseID?) throws(CaseVaultError) -> [[UInt8]]
     /// One certificate document; `not-found` for an unknown id.
     func certificate(_ id: String) throws(CaseVaultError) -> [UInt8]
+
+    // MARK: Backups
+
+    /// Writes a backup through `write` (called with each piece of the file, in order) while the vault
+    /// serves: first destroys the backup keys in `keys` older than `retentionDays`, then makes and keeps this
+    /// backup's own key there. A data directory's backup holds its files' bytes, a database's its rows; both
+    /// leave session notes out.
+    func backup(
+        id: String, keys: BackupKeyFile, retentionDays: Int, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void
+    ) throws(CaseVaultError) -> BackupSummary
+    /// Begins restoring a backup, whose key `keys` holds, into this vault, which holds nothing yet; records
+    /// `ledger` names are shredded again on `authority`'s order. `not-on-this-backend` for a data directory,
+    /// which is restored without the daemon (`casevaultctl restore --data-dir`).
+    func beginRestore(keys: BackupKeyFile, ledger: Set<RecordID>, authority: Authority) throws(CaseVaultError)
+        -> any BackupRestore
 
     // MARK: Several daemons
 

@@ -48,3 +48,58 @@ package final class BackupOpener {
         try self.decryptor.pull(sealed, associatedData: associatedData)
     }
 }
+
+/// What a backup wrote (`ServedStorage.backup`).
+package struct BackupSummary: Sendable, Equatable {
+    package var backupID: String
+    package var createdAt: Int64
+    package var records: Int
+    package var attachments: Int
+    /// Backup keys destroyed because they were older than the retention.
+    package var destroyedKeys: Int
+
+    package init(backupID: String, createdAt: Int64, records: Int, attachments: Int, destroyedKeys: Int) {
+        self.backupID = backupID
+        self.createdAt = createdAt
+        self.records = records
+        self.attachments = attachments
+        self.destroyedKeys = destroyedKeys
+    }
+}
+
+/// A backup being restored into a serving vault (`ServedStorage.beginRestore`), fed its bytes as they
+/// arrive and kept only whole: `finish` commits it, anything else (an error, `abandon`, the restore's end
+/// without `finish`) leaves the vault as it was. Used by one task at a time.
+package protocol BackupRestore: AnyObject, Sendable {
+    /// Takes the next bytes of the backup, restoring every item they complete.
+    func feed(_ bytes: UnsafeRawBufferPointer) throws(CaseVaultError)
+    /// Ends the restore (the backup must have ended whole) and returns what was restored.
+    func finish() throws(CaseVaultError) -> RestoredBackup
+    /// Undoes whatever the restore wrote.
+    func abandon()
+}
+
+/// What a restore into a serving vault brought back.
+package struct RestoredBackup: Sendable, Equatable {
+    package var backupID: String
+    package var createdAt: Int64
+    package var records: Int
+    package var attachments: Int
+    package var holds: Int
+    package var certificates: Int
+    /// Records the ledger given with the backup names, which the restore shredded again.
+    package var shreddedAgain: Int
+
+    package init(
+        backupID: String, createdAt: Int64, records: Int, attachments: Int, holds: Int, certificates: Int,
+        shreddedAgain: Int
+    ) {
+        self.backupID = backupID
+        self.createdAt = createdAt
+        self.records = records
+        self.attachments = attachments
+        self.holds = holds
+        self.certificates = certificates
+        self.shreddedAgain = shreddedAgain
+    }
+}

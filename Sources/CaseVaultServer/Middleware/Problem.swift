@@ -70,7 +70,7 @@ struct Problem: Encodable {
             return .tooManyRequests
         case .notOnThisBackend:
             return .notImplemented
-        case .alreadyInitialised, .wrongKeySource, .daemonPresent, .soleKeyHolder:
+        case .alreadyInitialised, .wrongKeySource, .daemonPresent, .soleKeyHolder, .vaultNotEmpty:
             return .conflict
         }
     }

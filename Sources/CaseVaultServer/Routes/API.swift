@@ -96,6 +96,7 @@ public enum API {
             Endpoint(.post, "/v1/admin/seal", .action(.seal), whileSealed: .served) { $0.seal },
             Endpoint(.post, "/v1/admin/rotate", .action(.rotate)) { $0.rotate },
             Endpoint(.post, "/v1/admin/backup", .action(.backup)) { $0.backup },
+            Endpoint(.post, "/v1/admin/restore", .action(.restore)) { $0.restore },
             Endpoint(.get, "/v1/admin/ledger", .action(.backup)) { $0.ledger },
             Endpoint(.post, "/v1/admin/daemons/{daemon}/forget", .action(.forgetDaemon)) { $0.forgetDaemon },
             Endpoint(.post, "/v1/cases", .action(.openCase)) { $0.openCase },

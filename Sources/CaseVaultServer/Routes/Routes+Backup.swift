@@ -1,7 +1,9 @@
 internal import CaseVaultCore
+internal import CaseVaultSealing
 internal import CaseVaultStore
 internal import Dispatch
 internal import Foundation
+internal import HTTPTypes
 internal import Hummingbird
 internal import NIOCore
 internal import Synchronization
@@ -51,10 +53,10 @@ final class ChunkPipe: Sendable {
 }
 
 extension Routes {
-    /// Streams a backup (`RecordStore.backup`): sealed bytes only; the CLI writes them to a file.
+    /// Streams a backup (`ServedStorage.backup`): sealed bytes only; the CLI writes them to a file.
     func backup(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
         try request.requireNoBody()
-        let store = try self.localStore
+        let store = try self.store
         guard let keyFile = self.configuration.backupKeyFile else {
             throw CaseVaultError(.invalidConfiguration, "no backup key file is configured ([backup] key_file)")
         }
@@ -116,6 +118,112 @@ extension Routes {
                 }
             }
         )
+    }
+
+    /// The header that says how many bytes of a restore's body are the shred ledger (`casevaultctl ledger
+    /// --out`'s JSON) before the backup's.
+    static var ledgerLength: HTTPField.Name { HTTPField.Name("CaseVault-Ledger-Length")! }
+    /// The longest ledger a restore takes.
+    static var maxLedgerBytes: Int { 64 << 20 }
+
+    struct Restored: Encodable {
+        var backupID: String
+        var createdAt: String
+        var records: Int
+        var attachments: Int
+        var holds: Int
+        var certificates: Int
+        var shreddedAgain: Int
+
+        enum CodingKeys: String, CodingKey {
+            case backupID = "backup_id"
+            case createdAt = "created_at"
+            case records, attachments, holds, certificates
+            case shreddedAgain = "shredded_again"
+        }
+    }
+
+    struct LedgerIn: Decodable {
+        struct Entry: Decodable {
+            var recordID: String
+            enum CodingKeys: String, CodingKey { case recordID = "record_id" }
+        }
+        var records: [Entry]
+    }
+
+    /// `POST /v1/admin/restore`: restores a backup (the body, after the ledger's bytes the
+    /// `CaseVault-Ledger-Length` header counts) into this vault, which must hold nothing yet
+    /// (`ServedStorage.beginRestore`: a vault kept in PostgreSQL; a data directory is restored without the
+    /// daemon). Kept whole or not at all.
+    func restore(_ request: Request, _ context: CaseVaultContext) async throws -> Response {
+        let authority = try context.authority(.restore)
+        guard let keyFile = self.configuration.backupKeyFile else {
+            throw CaseVaultError(.invalidConfiguration, "no backup key file is configured ([backup] key_file)")
+        }
+        let keys = BackupKeyFile(path: keyFile)
+        var ledgerLength = 0
+        if let text = request.headers[Self.ledgerLength] {
+            guard let length = Int(text), length >= 0, length <= Self.maxLedgerBytes else {
+                throw CaseVaultError(
+                    .invalidField, "CaseVault-Ledger-Length is a number of bytes up to \(Self.maxLedgerBytes)",
+                    field: "CaseVault-Ledger-Length")
+            }
+            ledgerLength = length
+        }
+        var ledgerBytes: [UInt8] = []
+        var restore: (any BackupRestore)?
+        var batch = ByteBuffer()
+        let pool = self.pool
+        func begin() async throws -> any BackupRestore {
+            let ledger: Set<RecordID>
+            if ledgerLength == 0 {
+                ledger = []
+            } else {
+                guard let parsed = try? JSONDecoder().decode(LedgerIn.self, from: Data(ledgerBytes)) else {
+                    throw CaseVaultError(
+                        .invalidField, "the ledger is not one that casevaultctl ledger --out writes", field: "ledger")
+                }
+                ledger = Set(try parsed.records.map { entry throws(CaseVaultError) in try RecordID(entry.recordID) })
+            }
+            return try await self.run { store throws(CaseVaultError) in
+                try store.beginRestore(keys: keys, ledger: ledger, authority: authority)
+            }
+        }
+        do {
+            for try await buffer in request.body {
+                var buffer = buffer
+                if ledgerBytes.count < ledgerLength {
+                    let take = min(buffer.readableBytes, ledgerLength - ledgerBytes.count)
+                    ledgerBytes += buffer.readBytes(length: take) ?? []
+                }
+                guard buffer.readableBytes > 0 else { continue }
+                if restore == nil { restore = try await begin() }
+                batch.writeBuffer(&buffer)
+                if batch.readableBytes >= 256 << 10, let restore {
+                    let full = batch
+                    batch = ByteBuffer()
+                    try await pool.run {
+                        try full.withUnsafeReadableBytes { bytes throws(CaseVaultError) in try restore.feed(bytes) }
+                    }
+                }
+            }
+            if restore == nil { restore = try await begin() }
+            guard let started = restore else { throw CaseVaultError(.storageFailure, "the restore did not begin") }
+            let last = batch
+            let summary = try await pool.run { () throws(CaseVaultError) -> RestoredBackup in
+                try last.withUnsafeReadableBytes { bytes throws(CaseVaultError) in try started.feed(bytes) }
+                return try started.finish()
+            }
+            context.audit?.created("backup_id", summary.backupID)
+            return try JSONResponse.make(
+                Restored(
+                    backupID: summary.backupID, createdAt: JSONResponse.time(summary.createdAt),
+                    records: summary.records, attachments: summary.attachments, holds: summary.holds,
+                    certificates: summary.certificates, shreddedAgain: summary.shreddedAgain))
+        } catch {
+            restore?.abandon()
+            throw error
+        }
     }
 
     struct Ledger: Encodable {

@@ -32,27 +32,6 @@ struct Routes<Storage: ServedStorage>: Sendable {
         return try await self.pool.run { try body(vault) }
     }
 
-    /// Runs a call only the local store answers (backups) on
-    /// the blocking pool; `not-on-this-backend` (501) for a vault kept in PostgreSQL.
-    func runLocal<T: Sendable>(_ body: @escaping @Sendable (RecordStore) throws(CaseVaultError) -> T) async throws
-        -> T
-    {
-        let store = try self.localStore
-        return try await self.pool.run { try body(store) }
-    }
-
-    /// The open local store; `not-on-this-backend` when the vault is kept elsewhere.
-    var localStore: RecordStore {
-        get throws(CaseVaultError) {
-            guard let store = try self.store as? RecordStore else {
-                throw CaseVaultError(
-                    .notOnThisBackend,
-                    "this daemon keeps its records in PostgreSQL, where this is not built yet; see docs/OPERATIONS.md")
-            }
-            return store
-        }
-    }
-
     /// The open store; `sealed` (503) while the vault is sealed.
     var store: Storage {
         get throws(CaseVaultError) { try self.keeper.store() }

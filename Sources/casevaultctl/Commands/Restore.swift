@@ -3,6 +3,7 @@ import CaseVaultConfiguration
 import CaseVaultCore
 import CaseVaultCrypto
 import CaseVaultFiles
+import CaseVaultSealing
 import CaseVaultStore
 import Foundation
 import Logging
@@ -12,11 +13,16 @@ import Glibc
 #endif
 
 extension CaseVaultCtl {
-    struct Restore: ParsableCommand {
+    struct Restore: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract:
-                "Restore a backup into an empty data directory, without the daemon, re-applying the shred ledger.",
+                "Restore a backup into an empty data directory, without the daemon, or through the daemon into an empty vault on PostgreSQL, re-applying the shred ledger.",
             discussion: """
+                Without --data-dir, the backup (one a daemon of a vault on PostgreSQL wrote) goes to the daemon \
+                (--socket, or server.socket_path of --config), whose vault must hold nothing yet, and whose backup \
+                key file holds the backup's key; it is kept whole or not at all. The records --ledger names (the \
+                lost vault's ledger, exported with casevaultctl ledger --out) are shredded again if the backup \
+                holds them; give --without-ledger to restore without one. \
                 Reads the vault's root key (by --config's key source: the key file, $CREDENTIALS_DIRECTORY, or the \
                 passphrase, asked without echo or read with --stdin) and its backup key file. Refuses a damaged or \
                 altered file, another vault's backup, and a backup whose key was destroyed, leaving nothing behind. \
@@ -32,7 +38,10 @@ extension CaseVaultCtl {
         )
 
         @Option(name: .customLong("in"), help: "The backup file.") var input: String
-        @Option(help: "The empty (or missing) data directory to restore into.") var dataDir: String
+        @Option(help: "The empty (or missing) data directory to restore into (a vault kept in a data directory).")
+        var dataDir: String?
+        @Option(help: "Without --data-dir: the daemon's socket. Default: server.socket_path of --config.")
+        var socket: String?
         @Option(help: "An exported shred ledger (casevaultctl ledger --out), read with the ledger copy.") var ledger:
             String?
         @Option(help: "The live vault's data directory, whose shred ledger is read with the ledger copy.") var liveData:
@@ -48,18 +57,84 @@ extension CaseVaultCtl {
             guard !self.withoutLedger || (self.ledger == nil && self.liveData == nil) else {
                 throw ValidationError("--without-ledger re-applies no ledger: give it without --ledger and --live-data")
             }
+            guard self.dataDir != nil || (self.liveData == nil && !self.stdin) else {
+                throw ValidationError(
+                    "--live-data and --stdin are for a restore into a data directory: give --data-dir")
+            }
+            guard self.dataDir == nil || self.socket == nil else {
+                throw ValidationError("--socket is for a restore through the daemon: give it without --data-dir")
+            }
         }
 
-        func run() throws {
+        func run() async throws {
             do {
-                try self.restore()
+                if let dataDir = self.dataDir {
+                    try self.restore(into: dataDir)
+                } else {
+                    try await self.restoreThroughDaemon()
+                }
             } catch {
                 FileHandle.standardError.write(Data("casevaultctl: \(error.message)\n".utf8))
                 throw ExitCode(error.exitCode)
             }
         }
 
-        private func restore() throws(CLIError) {
+        /// Sends the backup, after the ledger's bytes, to the daemon (`POST /v1/admin/restore`).
+        private func restoreThroughDaemon() async throws(CLIError) {
+            guard self.withoutLedger || self.ledger != nil else {
+                throw CLIError.usage(
+                    "give --ledger FILE (the lost vault's ledger, casevaultctl ledger --out) so that the records shredded since the backup stay shredded, or --without-ledger to restore knowing that they come back"
+                )
+            }
+            var prefix: [UInt8] = []
+            if let file = self.ledger {
+                _ = try Self.exportedLedger(file)
+                guard let data = FileManager.default.contents(atPath: file) else {
+                    throw CLIError.unreadable("cannot read the ledger \(file)")
+                }
+                prefix = Array(data)
+            }
+            let descriptor = open(self.input, O_RDONLY | O_CLOEXEC)
+            guard descriptor >= 0 else {
+                throw CLIError.unreadable("cannot read \(self.input): \(String(cString: strerror(errno)))")
+            }
+            defer { close(descriptor) }
+            var info = stat()
+            guard fstat(descriptor, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+                throw CLIError.unreadable("\(self.input) is not a plain file")
+            }
+            let client: DaemonClient
+            if let socket = self.socket {
+                client = DaemonClient(socketPath: socket)
+            } else {
+                do {
+                    let configuration = try DaemonConfiguration.load(path: self.config)
+                    let base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
+                    client = DaemonClient(
+                        socketPath: try configuration.serverConfiguration(relativeTo: base).socketPath)
+                } catch {
+                    throw CLIError.configuration("\(error.message) (or name the socket with --socket)")
+                }
+            }
+            let reply = try await client.upload(
+                .POST, "/v1/admin/restore", file: descriptor, length: Int64(info.st_size),
+                mediaType: "application/octet-stream", prefix: prefix,
+                headers: prefix.isEmpty ? [] : [("CaseVault-Ledger-Length", "\(prefix.count)")], progress: { _ in })
+            guard reply.status == 200 else { throw CLIError.from(reply) }
+            let json = reply.json
+            output(
+                json: self.json, document: json,
+                rows: [
+                    ("backup", json["backup_id"] as? String ?? "?"), ("taken", json["created_at"] as? String ?? "?"),
+                    ("records", "\(json["records"] as? Int ?? 0)"),
+                    ("attachments", "\(json["attachments"] as? Int ?? 0)"),
+                    ("holds", "\(json["holds"] as? Int ?? 0)"),
+                    ("certificates", "\(json["certificates"] as? Int ?? 0)"),
+                    ("shredded again", "\(json["shredded_again"] as? Int ?? 0) (from the ledger)"),
+                ])
+        }
+
+        private func restore(into dataDir: String) throws(CLIError) {
             let base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
             let configuration: DaemonConfiguration
             var store: StoreConfiguration
@@ -69,7 +144,7 @@ extension CaseVaultCtl {
             } catch {
                 throw CLIError.configuration(error.message)
             }
-            store.dataDirectory = URL(fileURLWithPath: self.dataDir, relativeTo: base).standardizedFileURL
+            store.dataDirectory = URL(fileURLWithPath: dataDir, relativeTo: base).standardizedFileURL
             let copy = ShredLedgerFile(path: configuration.shredLedgerFile(relativeTo: base))
             let readsCopy = !self.withoutLedger && copy.exists
             guard self.withoutLedger || readsCopy || self.ledger != nil || self.liveData != nil else {

@@ -1,7 +1,6 @@
 package import CaseVaultCore
 internal import CaseVaultCrypto
 internal import CaseVaultFiles
-package import CaseVaultSealing
 
 #if canImport(Glibc)
 internal import Glibc
@@ -23,17 +22,17 @@ package struct BackupKeyFile: Sendable {
         self.path = path
     }
 
-    struct Entry {
-        var slot: Int
-        var id: [UInt8]
+    package struct Entry {
+        package var slot: Int
+        package var id: [UInt8]
         /// Big-endian milliseconds, as written (and bound to the sealed key).
-        var created: [UInt8]
-        var sealed: [UInt8]
+        package var created: [UInt8]
+        package var sealed: [UInt8]
 
-        var createdAt: Int64 { Int64(bigEndianBytes: self.created) }
+        package var createdAt: Int64 { Int64(bigEndianBytes: self.created) }
     }
 
-    func entries() throws(CaseVaultError) -> [Entry] {
+    package func entries() throws(CaseVaultError) -> [Entry] {
         try self.openLocked(writing: false)?.entries ?? []
     }
 
@@ -86,7 +85,7 @@ package struct BackupKeyFile: Sendable {
     }
 
     /// The key of backup `id`, or `nil` when there is none (destroyed, or another vault's backup).
-    func key(id: [UInt8], sealing: SealingServices) throws(CaseVaultError) -> BackupKey? {
+    package func key(id: [UInt8], sealing: SealingServices) throws(CaseVaultError) -> BackupKey? {
         guard let entry = try self.entries().first(where: { $0.id == id }) else { return nil }
         return try sealing.openBackupKey(entry.sealed, id: id, created: entry.created)
     }
@@ -97,7 +96,7 @@ package struct BackupKeyFile: Sendable {
     /// Every slot that holds no key is overwritten again too, and flushed: one whose overwrite a failed flush
     /// lost reads back as random bytes while the disk still holds its key (Linux marks the pages clean after
     /// a writeback error: the "fsyncgate" lesson), and only writing it again makes the destruction durable.
-    func destroy(createdBefore cutoff: Int64, dryRun: Bool = false) throws(CaseVaultError) -> Int {
+    package func destroy(createdBefore cutoff: Int64, dryRun: Bool = false) throws(CaseVaultError) -> Int {
         guard let (file, entries) = try self.openLocked(writing: !dryRun) else { return 0 }
         let doomed = entries.filter { $0.createdAt < cutoff }
         guard !dryRun else { return doomed.count }

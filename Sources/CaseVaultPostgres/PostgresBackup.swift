@@ -1,0 +1,889 @@
+package import CaseVaultCore
+internal import CaseVaultCrypto
+package import CaseVaultSealing
+internal import Foundation
+internal import PostgresNIO
+
+/// A backup of a vault kept in PostgreSQL: its rows, as one file sealed like a backup of a data directory
+/// (`BackupSealer`, a secretstream under the backup's own random key kept in the backup key file), in a
+/// logical form that does not depend on the database's files.
+///
+///     "CVBK2\n" | backup id (16) | created, ms (8) | vault check (8) | secretstream header (24)
+///     then frames: length (4, big-endian) ‖ one secretstream message; a zero length ends the file
+///
+/// Each message is one item: its kind (a byte), then a row as JSON, or an attachment's chunk. In order:
+/// the roster, cases, records each followed by its attachment, legal holds, shreds, certificates, and the
+/// end with the counts. Records' data keys and holds' reason keys are wrapped under the backup's wrapping
+/// key (`BackupKey.keyWrapping`), never under an erase epoch, whose key every daemon destroys within the
+/// erase window: so the backup opens with the root key and the backup key file alone, until the backup
+/// retention destroys its key. Session notes are never in a backup, as in a data directory's.
+enum PostgresBackupFormat {
+    static let magic = Array("CVBK2\n".utf8)
+    /// What a backup of a data directory starts with (`BackupFormat` of the local store).
+    static let localMagic = Array("CVBK1\n".utf8)
+    static let headerSize = 6 + 16 + 8 + 8
+    /// Rows read from the backup's snapshot at a time.
+    static let page = 200
+    /// Attachment chunks read at a time (each 64 KiB and its overhead).
+    static let chunkPage = 16
+    /// The longest message a restore accepts: a record's row (its sealed blob, base64) or a page of chunks.
+    static let maxMessage = 64 << 20
+
+    enum Item: UInt8 {
+        case roster = 1
+        case caseRow = 2
+        case record = 3
+        case shred = 4
+        case attachmentStart = 5
+        case attachmentChunk = 6
+        case attachmentEnd = 7
+        case certificate = 8
+        case end = 9
+        case hold = 10
+    }
+
+    struct Roster: Codable {
+        var uids: [Int64]
+    }
+
+    struct CaseRow: Codable {
+        var id: String
+        var state: String
+        var participantCount: Int
+        var mediators: [Int64]
+        var supervisors: [Int64]
+        var createdAt: Int64
+        var closedAt: Int64?
+        var outcome: String?
+        var headerID: String
+    }
+
+    struct Record: Codable {
+        var id: String
+        var caseID: String
+        var type: String
+        var createdAt: Int64
+        var author: String?
+        var supersedes: String?
+        /// The data key wrapped under the backup's wrapping key.
+        var wrappedKey: Data
+        var blob: Data
+    }
+
+    struct Attachment: Codable {
+        var recordID: String
+        var upload: String
+        var size: Int64
+    }
+
+    struct Hold: Codable {
+        var id: String
+        var caseID: String
+        var placedAt: Int64
+        var placedByUID: Int64?
+        var placedByRole: String
+        /// The reason key wrapped under the backup's wrapping key.
+        var wrappedKey: Data
+        var sealedReason: Data
+    }
+
+    struct Shred: Codable {
+        var id: String
+        var caseID: String
+        var type: String
+        var shreddedAt: Int64
+        var epoch: Int64
+        var method: String
+        var authorityUID: Int64?
+        var authorityRole: String
+    }
+
+    struct Certificate: Codable {
+        var id: String
+        var caseID: String
+        var issuedAt: Int64
+        var epoch: Int64
+        var completes: String?
+        var document: Data
+    }
+
+    struct End: Codable {
+        var records: Int
+        var attachments: Int
+        var holds: Int
+        var certificates: Int
+    }
+
+    static func encode(_ value: some Encodable) -> [UInt8] {
+        // Every field is a string, a number, an array of numbers or bytes: encoding cannot fail.
+        (try? Array(JSONEncoder().encode(value))) ?? []
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ bytes: ArraySlice<UInt8>) throws(CaseVaultError) -> T {
+        do {
+            return try JSONDecoder().decode(type, from: Data(bytes))
+        } catch {
+            throw PostgresRestore.damaged("an item of it is not what its kind says")
+        }
+    }
+}
+
+extension PostgresStorage {
+    /// Writes a backup through `write` (called with each piece of the file, in order) while the daemons
+    /// serve: the rows of one snapshot (a read-only REPEATABLE READ transaction), each record and hold's
+    /// key rewrapped from its erase epoch to the backup's wrapping key. First destroys the backup keys older
+    /// than `retentionDays`, then makes and keeps this backup's key. A record shredded after the snapshot
+    /// was taken, and before its page is written, is left out; each key is read as it is now (a turn may
+    /// have rewrapped it since the snapshot), under the epochs this daemon's file holds.
+    package func backup(
+        id: String, keys: BackupKeyFile, retentionDays: Int, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void
+    ) throws(CaseVaultError) -> BackupSummary {
+        guard let idBytes = Hex.decode(id), idBytes.count == 16 else {
+            throw CaseVaultError(.invalidIdentifier, "a backup id is 32 lowercase hexadecimal characters")
+        }
+        let now = self.now()
+        let destroyed = try keys.destroy(createdBefore: now - Int64(retentionDays) * 86_400_000)
+        let key = self.sealing.newBackupKey()
+        try keys.add(id: idBytes, createdAt: now, key: key, sealing: self.sealing)
+        let wrapping = try key.keyWrapping
+        let header =
+            PostgresBackupFormat.magic + idBytes + UInt64(now).bigEndianBytes
+            + self.sealing.rootKeyCheck.bigEndianBytes
+        let stream = try BackupSealer(key: key)
+        try write(header + stream.header)
+        var first = true
+        func push(_ item: PostgresBackupFormat.Item, _ body: [UInt8], final: Bool = false) throws(CaseVaultError) {
+            let sealed = stream.seal([item.rawValue] + body, associatedData: first ? header : [], isFinal: final)
+            first = false
+            try write(UInt32(sealed.count).bigEndianBytes + sealed)
+        }
+        let end = try self.withSnapshot { () throws(CaseVaultError) -> PostgresBackupFormat.End in
+            try push(.roster, PostgresBackupFormat.encode(PostgresBackupFormat.Roster(uids: try self.snapshotRoster())))
+            try self.snapshotCases { row throws(CaseVaultError) in try push(.caseRow, PostgresBackupFormat.encode(row))
+            }
+            var end = PostgresBackupFormat.End(records: 0, attachments: 0, holds: 0, certificates: 0)
+            try self.snapshotRecords(wrapping: wrapping) { record, attachment throws(CaseVaultError) in
+                try push(.record, PostgresBackupFormat.encode(record))
+                end.records += 1
+                guard let attachment else { return }
+                end.attachments += 1
+                try push(.attachmentStart, PostgresBackupFormat.encode(attachment))
+                try self.snapshotChunks(attachment) { at, bytes throws(CaseVaultError) in
+                    try push(.attachmentChunk, UInt64(at).bigEndianBytes + bytes)
+                }
+                try push(.attachmentEnd, [])
+            }
+            for hold in try self.snapshotHolds(wrapping: wrapping) {
+                try push(.hold, PostgresBackupFormat.encode(hold))
+                end.holds += 1
+            }
+            try self.snapshotShreds { row throws(CaseVaultError) in try push(.shred, PostgresBackupFormat.encode(row)) }
+            try self.snapshotCertificates { row throws(CaseVaultError) in
+                try push(.certificate, PostgresBackupFormat.encode(row))
+                end.certificates += 1
+            }
+            return end
+        }
+        try push(.end, PostgresBackupFormat.encode(end), final: true)
+        try write([0, 0, 0, 0])
+        self.logger.notice(
+            "backup written",
+            metadata: [
+                "backup.id": "\(id)", "records.count": "\(end.records)", "backup_keys.destroyed": "\(destroyed)",
+            ])
+        return BackupSummary(
+            backupID: id, createdAt: now, records: end.records, attachments: end.attachments,
+            destroyedKeys: destroyed)
+    }
+
+    /// Runs `body` with every call of this storage on this thread reading one snapshot: a read-only
+    /// REPEATABLE READ transaction on a connection of its own, ended when `body` returns. Calls that must
+    /// see what is committed now leave it (`current`).
+    private func withSnapshot<T>(_ body: () throws(CaseVaultError) -> T) throws(CaseVaultError) -> T {
+        guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
+        let logger = self.logger
+        let connection = try self.checkOut()
+        do throws(CaseVaultError) {
+            try Self.wait(closing: connection) {
+                try await connection.perform("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", logger: logger)
+            }
+        } catch {
+            Self.discard(connection)
+            throw error
+        }
+        let outcome: Result<T, CaseVaultError>
+        do {
+            outcome = .success(
+                try Self.$pinned.withValue(Pinned(storage: ObjectIdentifier(self), connection: connection)) {
+                    try body()
+                })
+        } catch let error as CaseVaultError {
+            outcome = .failure(error)
+        } catch {
+            outcome = .failure(CaseVaultError(.storageFailure, "the backup's snapshot failed", cause: error))
+        }
+        do throws(CaseVaultError) {
+            try Self.wait(closing: connection) { try await connection.perform("ROLLBACK", logger: logger) }
+            self.checkIn(connection)
+        } catch {
+            Self.discard(connection)
+        }
+        return try outcome.get()
+    }
+
+    /// Runs `query`'s call on a connection of its own, outside the snapshot this thread reads: what is
+    /// committed now.
+    private func current<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T)
+        throws(CaseVaultError) -> T
+    {
+        do {
+            return try Self.$pinned.withValue(nil) { try self.run(body) }
+        } catch let error as CaseVaultError {
+            throw error
+        } catch {
+            throw CaseVaultError(.storageFailure, "a read outside the backup's snapshot failed", cause: error)
+        }
+    }
+
+    private func snapshotRoster() throws(CaseVaultError) -> [Int64] {
+        let logger = self.logger
+        return try self.run { connection in
+            var uids: [Int64] = []
+            for try await uid in try await connection.query(
+                "SELECT uid FROM casevault_roster ORDER BY uid", logger: logger
+            ).decode(Int64.self) {
+                uids.append(uid)
+            }
+            return uids
+        }
+    }
+
+    private func snapshotCases(_ each: (PostgresBackupFormat.CaseRow) throws(CaseVaultError) -> Void)
+        throws(CaseVaultError)
+    {
+        let logger = self.logger
+        var after = ByteBuffer()
+        while true {
+            let from = after
+            let rows = try self.run { connection in
+                var rows: [PostgresBackupFormat.CaseRow] = []
+                for try await (id, state, count, mediators, supervisors, created, closed, outcome, header)
+                    in try await connection.query(
+                        """
+                        SELECT id, state, participant_count, mediators, supervisors, created_at, closed_at, outcome,
+                            header_id
+                        FROM casevault_cases WHERE id > \(from) ORDER BY id LIMIT \(PostgresBackupFormat.page)
+                        """, logger: logger
+                    ).decode(
+                        (ByteBuffer, String, Int, [Int64], [Int64], Int64, Int64?, String?, ByteBuffer).self)
+                {
+                    rows.append(
+                        PostgresBackupFormat.CaseRow(
+                            id: Hex.encode(id.readableBytesView), state: state, participantCount: count,
+                            mediators: mediators, supervisors: supervisors, createdAt: created, closedAt: closed,
+                            outcome: outcome, headerID: Hex.encode(header.readableBytesView)))
+                }
+                return rows
+            }
+            for row in rows { try each(row) }
+            guard rows.count == PostgresBackupFormat.page, let last = rows.last, let bytes = Hex.decode(last.id)
+            else { return }
+            after = ByteBuffer(bytes: bytes)
+        }
+    }
+
+    /// Every record but session notes, in filing order, page by page: its row from the snapshot, its key as
+    /// it is now rewrapped under `wrapping`, and its finished attachment. A record no longer live now is
+    /// left out.
+    private func snapshotRecords(
+        wrapping: EpochKey,
+        _ each: (PostgresBackupFormat.Record, PostgresBackupFormat.Attachment?) throws(CaseVaultError) -> Void
+    ) throws(CaseVaultError) {
+        let logger = self.logger
+        var after: Int64 = 0
+        while true {
+            let from = after
+            let page = try self.run { connection in
+                var rows: [(Int64, ByteBuffer, ByteBuffer, String, Int64, String?, ByteBuffer?, ByteBuffer)] = []
+                for try await row in try await connection.query(
+                    """
+                    SELECT filed, id, case_id, type, created_at, author, supersedes, blob FROM casevault_records
+                    WHERE filed > \(from) AND type <> \(RecordType.sessionNote.rawValue)
+                    ORDER BY filed LIMIT \(PostgresBackupFormat.page)
+                    """, logger: logger
+                ).decode((Int64, ByteBuffer, ByteBuffer, String, Int64, String?, ByteBuffer?, ByteBuffer).self) {
+                    rows.append(row)
+                }
+                var attachments: [ByteBuffer: (ByteBuffer, Int64)] = [:]
+                for try await (record, upload, size) in try await connection.query(
+                    """
+                    SELECT record_id, upload, size FROM casevault_attachments
+                    WHERE record_id = ANY(\(rows.map(\.1)))
+                    """, logger: logger
+                ).decode((ByteBuffer, ByteBuffer, Int64).self) {
+                    attachments[record] = (upload, size)
+                }
+                return (rows, attachments)
+            }
+            guard let last = page.0.last else { return }
+            after = last.0
+            let ids = page.0.map(\.1)
+            let keys = try self.currentKeys(table: "casevault_records", ids: ids)
+            let epochKeys = try self.epochKeys.epochKeys()
+            for (_, id, caseID, type, createdAt, author, supersedes, blob) in page.0 {
+                // Shredded since the snapshot: left out.
+                guard let (epoch, wrapped) = keys[id] else { continue }
+                let recordID = RecordID(bytes: Array(id.readableBytesView))
+                let rewrapped = try Self.epochKey(epoch, in: epochKeys).rewrap(
+                    wrapped, recordID: recordID, under: wrapping)
+                let record = PostgresBackupFormat.Record(
+                    id: recordID.rawValue, caseID: Hex.encode(caseID.readableBytesView), type: type,
+                    createdAt: createdAt, author: author,
+                    supersedes: supersedes.map { Hex.encode($0.readableBytesView) }, wrappedKey: Data(rewrapped),
+                    blob: Data(blob.readableBytesView))
+                let attachment = page.1[id].map { upload, size in
+                    PostgresBackupFormat.Attachment(
+                        recordID: recordID.rawValue, upload: Hex.encode(upload.readableBytesView), size: size)
+                }
+                try each(record, attachment)
+            }
+        }
+    }
+
+    /// The epoch and wrapped key of each of `ids` that `table` (records or holds) holds now, outside the
+    /// snapshot.
+    private func currentKeys(table: String, ids: [ByteBuffer]) throws(CaseVaultError) -> [ByteBuffer: (UInt64, [UInt8])]
+    {
+        let logger = self.logger
+        let query: PostgresQuery =
+            table == "casevault_holds"
+            ? "SELECT id, epoch, wrapped_key FROM casevault_holds WHERE id = ANY(\(ids))"
+            : "SELECT id, epoch, wrapped_key FROM casevault_records WHERE id = ANY(\(ids))"
+        return try self.current { connection in
+            var keys: [ByteBuffer: (UInt64, [UInt8])] = [:]
+            for try await (id, epoch, wrapped) in try await connection.query(query, logger: logger).decode(
+                (ByteBuffer, Int64, ByteBuffer).self)
+            {
+                keys[id] = (UInt64(epoch), Array(wrapped.readableBytesView))
+            }
+            return keys
+        }
+    }
+
+    /// The key of erase epoch `number` among `keys` (this daemon's file); `key-unavailable` when the file no
+    /// longer holds it: a turn rewrapped the key and destroyed the epoch while the backup ran.
+    private static func epochKey(_ number: UInt64, in keys: [EpochKey]) throws(CaseVaultError) -> EpochKey {
+        guard let key = keys.first(where: { $0.number == number }) else {
+            throw CaseVaultError(
+                .keyUnavailable,
+                "erase epoch \(number) turned and was destroyed while the backup ran: take the backup again")
+        }
+        return key
+    }
+
+    private func snapshotChunks(
+        _ attachment: PostgresBackupFormat.Attachment, _ each: (Int64, [UInt8]) throws(CaseVaultError) -> Void
+    ) throws(CaseVaultError) {
+        guard let upload = Hex.decode(attachment.upload) else { return }
+        let logger = self.logger
+        var next: Int64 = 0
+        while true {
+            let from = next
+            let chunks = try self.run { connection in
+                var chunks: [(Int64, [UInt8])] = []
+                for try await (at, bytes) in try await connection.query(
+                    """
+                    SELECT at, bytes FROM casevault_attachment_chunks
+                    WHERE upload = \(ByteBuffer(bytes: upload)) AND at >= \(from)
+                    ORDER BY at LIMIT \(PostgresBackupFormat.chunkPage)
+                    """, logger: logger
+                ).decode((Int64, ByteBuffer).self) {
+                    chunks.append((at, Array(bytes.readableBytesView)))
+                }
+                return chunks
+            }
+            for (at, bytes) in chunks { try each(at, bytes) }
+            guard chunks.count == PostgresBackupFormat.chunkPage, let last = chunks.last else { return }
+            next = last.0 + 1
+        }
+    }
+
+    private func snapshotHolds(wrapping: EpochKey) throws(CaseVaultError) -> [PostgresBackupFormat.Hold] {
+        let logger = self.logger
+        let rows = try self.run { connection in
+            var rows: [(ByteBuffer, ByteBuffer, Int64, Int64?, String, ByteBuffer)] = []
+            for try await row in try await connection.query(
+                """
+                SELECT id, case_id, placed_at, placed_by_uid, placed_by_role, sealed_reason FROM casevault_holds
+                ORDER BY filed
+                """, logger: logger
+            ).decode((ByteBuffer, ByteBuffer, Int64, Int64?, String, ByteBuffer).self) {
+                rows.append(row)
+            }
+            return rows
+        }
+        guard !rows.isEmpty else { return [] }
+        let keys = try self.currentKeys(table: "casevault_holds", ids: rows.map(\.0))
+        let epochKeys = try self.epochKeys.epochKeys()
+        var holds: [PostgresBackupFormat.Hold] = []
+        for (id, caseID, placedAt, uid, role, reason) in rows {
+            // Released since the snapshot: left out.
+            guard let (epoch, wrapped) = keys[id] else { continue }
+            let holdID = HoldID(bytes: Array(id.readableBytesView))
+            let rewrapped = try Self.epochKey(epoch, in: epochKeys).rewrap(wrapped, holdID: holdID, under: wrapping)
+            holds.append(
+                PostgresBackupFormat.Hold(
+                    id: holdID.rawValue, caseID: Hex.encode(caseID.readableBytesView), placedAt: placedAt,
+                    placedByUID: uid, placedByRole: role, wrappedKey: Data(rewrapped),
+                    sealedReason: Data(reason.readableBytesView)))
+        }
+        return holds
+    }
+
+    private func snapshotShreds(_ each: (PostgresBackupFormat.Shred) throws(CaseVaultError) -> Void)
+        throws(CaseVaultError)
+    {
+        let logger = self.logger
+        var after = ByteBuffer()
+        while true {
+            let from = after
+            let rows = try self.run { connection in
+                var rows: [PostgresBackupFormat.Shred] = []
+                for try await (id, caseID, type, at, epoch, method, uid, role) in try await connection.query(
+                    """
+                    SELECT id, case_id, type, shredded_at, epoch, method, authority_uid, authority_role
+                    FROM casevault_shreds WHERE id > \(from) ORDER BY id LIMIT \(PostgresBackupFormat.page * 5)
+                    """, logger: logger
+                ).decode((ByteBuffer, ByteBuffer, String, Int64, Int64, String, Int64?, String).self) {
+                    rows.append(
+                        PostgresBackupFormat.Shred(
+                            id: Hex.encode(id.readableBytesView), caseID: Hex.encode(caseID.readableBytesView),
+                            type: type, shreddedAt: at, epoch: epoch, method: method, authorityUID: uid,
+                            authorityRole: role))
+                }
+                return rows
+            }
+            for row in rows { try each(row) }
+            guard rows.count == PostgresBackupFormat.page * 5, let last = rows.last, let bytes = Hex.decode(last.id)
+            else { return }
+            after = ByteBuffer(bytes: bytes)
+        }
+    }
+
+    private func snapshotCertificates(_ each: (PostgresBackupFormat.Certificate) throws(CaseVaultError) -> Void)
+        throws(CaseVaultError)
+    {
+        let logger = self.logger
+        var after: Int64 = 0
+        while true {
+            let from = after
+            let rows = try self.run { connection in
+                var rows: [(Int64, PostgresBackupFormat.Certificate)] = []
+                for try await (filed, id, caseID, issuedAt, epoch, completes, document) in try await connection.query(
+                    """
+                    SELECT filed, id, case_id, issued_at, epoch, completes, document FROM casevault_certificates
+                    WHERE filed > \(from) ORDER BY filed LIMIT \(PostgresBackupFormat.page * 5)
+                    """, logger: logger
+                ).decode((Int64, String, ByteBuffer, Int64, Int64, String?, ByteBuffer).self) {
+                    rows.append(
+                        (
+                            filed,
+                            PostgresBackupFormat.Certificate(
+                                id: id, caseID: Hex.encode(caseID.readableBytesView), issuedAt: issuedAt, epoch: epoch,
+                                completes: completes, document: Data(document.readableBytesView))
+                        ))
+                }
+                return rows
+            }
+            for (_, row) in rows { try each(row) }
+            guard rows.count == PostgresBackupFormat.page * 5, let last = rows.last else { return }
+            after = last.0
+        }
+    }
+}
+
+/// A restore of a backup (`PostgresStorage.backup`) into a vault on PostgreSQL that holds nothing yet, fed
+/// the backup's bytes as they arrive (`feed`) and committed whole at its end (`finish`), in one
+/// transaction that holds the filing lock alone, so that nothing is filed meanwhile and nothing of it is
+/// kept unless all of it is. Every key is rewrapped from the backup's wrapping key to the erase epoch new
+/// wraps use; records the ledger given names are shredded again in the same transaction (method
+/// `restore_ledger`), with their certificates. Used by one task at a time; `abandon` (or the end of the
+/// connection) undoes it.
+package final class PostgresRestore: BackupRestore, @unchecked Sendable {
+    private let storage: PostgresStorage
+    private let connection: PostgresConnection
+    private let keys: BackupKeyFile
+    private let ledger: Set<RecordID>
+    private let order: ShredOrder
+    private let epoch: EpochKey
+    private var pending: [UInt8] = []
+    private var header: [UInt8]?
+    private var stream: BackupOpener?
+    private var wrapping: EpochKey?
+    private var ended: PostgresBackupFormat.End?
+    private var counted = PostgresBackupFormat.End(records: 0, attachments: 0, holds: 0, certificates: 0)
+    private var restored: [RecordID] = []
+    private var attachment: (record: [UInt8], upload: [UInt8], size: Int64, next: Int64)?
+    private var open = true
+
+    init(
+        storage: PostgresStorage, connection: PostgresConnection, keys: BackupKeyFile, ledger: Set<RecordID>,
+        order: ShredOrder, epoch: EpochKey
+    ) {
+        self.storage = storage
+        self.connection = connection
+        self.keys = keys
+        self.ledger = ledger
+        self.order = order
+        self.epoch = epoch
+    }
+
+    deinit {
+        if self.open { PostgresStorage.discard(self.connection) }
+    }
+
+    static func damaged(_ why: String) -> CaseVaultError {
+        CaseVaultError(
+            .invalidField, "the backup is damaged or was tampered with (\(why)); nothing was restored", field: "backup")
+    }
+
+    /// Takes the next bytes of the backup, restoring every item they complete.
+    package func feed(_ bytes: UnsafeRawBufferPointer) throws(CaseVaultError) {
+        self.pending.append(contentsOf: bytes)
+        do {
+            try self.consume()
+        } catch {
+            self.abandon()
+            throw error
+        }
+    }
+
+    /// Ends the restore: the backup must have ended whole. Shreds again what the ledger names, commits, and
+    /// returns what was restored.
+    package func finish() throws(CaseVaultError) -> RestoredBackup {
+        defer { self.abandon() }
+        guard let header = self.header, let ended = self.ended else {
+            throw Self.damaged("it ends too soon")
+        }
+        guard self.pending == [0, 0, 0, 0] else { throw Self.damaged("it goes on after its end") }
+        guard ended.records == self.counted.records, ended.attachments == self.counted.attachments,
+            ended.holds == self.counted.holds, ended.certificates == self.counted.certificates
+        else { throw Self.damaged("its counts do not match what it holds") }
+        let again = self.restored.filter { self.ledger.contains($0) }
+        let (connection, logger, order) = (self.connection, self.storage.logger, self.order)
+        let (time, certifying) = (self.storage.now(), (self.storage.sealing, self.storage.eraseWindow))
+        try self.perform {
+            if !again.isEmpty {
+                try await PostgresStorage.shred(
+                    again, order: order, at: time, certifying: certifying, on: connection, logger: logger)
+            }
+            try await connection.commit(logger: logger)
+        }
+        self.open = false
+        self.storage.checkIn(connection)
+        let summary = RestoredBackup(
+            backupID: Hex.encode(header[6..<22]), createdAt: Int64(bigEndianBytes: header[22..<30]),
+            records: self.counted.records, attachments: self.counted.attachments, holds: self.counted.holds,
+            certificates: self.counted.certificates, shreddedAgain: again.count)
+        logger.notice(
+            "backup restored",
+            metadata: [
+                "backup.id": "\(summary.backupID)", "records.count": "\(summary.records)",
+                "records.shredded_again": "\(summary.shreddedAgain)",
+            ])
+        return summary
+    }
+
+    /// Undoes whatever the restore wrote (closing its session ends its transaction).
+    package func abandon() {
+        guard self.open else { return }
+        self.open = false
+        PostgresStorage.discard(self.connection)
+    }
+
+    private func perform(_ body: @escaping @Sendable () async throws -> Void) throws(CaseVaultError) {
+        try PostgresStorage.wait(closing: self.connection, body)
+    }
+
+    private func consume() throws(CaseVaultError) {
+        guard self.open else { throw CaseVaultError(.storageFailure, "the restore was ended already") }
+        if self.header == nil {
+            let size = PostgresBackupFormat.headerSize + BackupOpener.headerByteCount
+            guard self.pending.count >= size else {
+                if self.pending.count >= 6 { try self.checkMagic() }
+                return
+            }
+            try self.start(Array(self.pending[0..<size]))
+            self.pending.removeFirst(size)
+        }
+        while self.ended == nil, self.pending.count >= 4 {
+            let length = Int(UInt32(bigEndianBytes: self.pending[0..<4]))
+            guard length > 0, length <= PostgresBackupFormat.maxMessage else {
+                throw Self.damaged("a frame has an impossible length")
+            }
+            guard self.pending.count >= 4 + length else { return }
+            let sealed = Array(self.pending[4..<(4 + length)])
+            self.pending.removeFirst(4 + length)
+            try self.item(sealed)
+        }
+        if self.ended != nil, self.pending.count > 4 { throw Self.damaged("it goes on after its end") }
+    }
+
+    private func checkMagic() throws(CaseVaultError) {
+        let magic = Array(self.pending[0..<6])
+        guard magic == PostgresBackupFormat.magic else {
+            if magic == PostgresBackupFormat.localMagic {
+                throw CaseVaultError(
+                    .invalidField,
+                    "this is a backup of a vault kept in a data directory: restore it with casevaultctl restore --data-dir, without the daemon",
+                    field: "backup")
+            }
+            throw CaseVaultError(.invalidField, "this is not a CaseVault backup file", field: "backup")
+        }
+    }
+
+    private func start(_ bytes: [UInt8]) throws(CaseVaultError) {
+        try self.checkMagic()
+        let header = Array(bytes[0..<PostgresBackupFormat.headerSize])
+        let idBytes = Array(header[6..<22])
+        guard Int64(bigEndianBytes: header[30..<38]) == self.storage.sealing.rootKeyCheck else {
+            throw CaseVaultError(
+                .unsealRefused, "this backup belongs to another vault: its root key is not this vault's")
+        }
+        guard let key = try self.keys.key(id: idBytes, sealing: self.storage.sealing) else {
+            throw CaseVaultError(
+                .notFound,
+                "the key of backup \(Hex.encode(idBytes)) is not in \(self.keys.path): it was destroyed by the backup retention, or the backup was taken by another daemon, whose backup key file holds it"
+            )
+        }
+        do {
+            self.stream = try BackupOpener(key: key, header: Array(bytes[PostgresBackupFormat.headerSize...]))
+        } catch {
+            throw Self.damaged("its stream header is damaged")
+        }
+        self.wrapping = try key.keyWrapping
+        self.header = header
+    }
+
+    private func item(_ sealed: [UInt8]) throws(CaseVaultError) {
+        guard let stream = self.stream, let header = self.header, let wrapping = self.wrapping else { return }
+        let message: [UInt8]
+        do {
+            message = try stream.open(sealed, associatedData: self.started ? [] : header)
+        } catch {
+            throw Self.damaged("a part of it does not authenticate")
+        }
+        self.started = true
+        guard let kind = message.first.flatMap(PostgresBackupFormat.Item.init(rawValue:)) else {
+            throw Self.damaged("an item of an unknown kind")
+        }
+        let body = message[1...]
+        guard self.attachment == nil || kind == .attachmentChunk || kind == .attachmentEnd else {
+            throw Self.damaged("an attachment without its end")
+        }
+        if kind == .end {
+            guard stream.isFinished else { throw Self.damaged("its end is not the stream's end") }
+            self.ended = try PostgresBackupFormat.decode(PostgresBackupFormat.End.self, body)
+            return
+        }
+        guard !stream.isFinished else { throw Self.damaged("it ends before its end item") }
+        try self.restore(kind, body, wrapping: wrapping)
+    }
+    private var started = false
+
+    private func restore(_ kind: PostgresBackupFormat.Item, _ body: ArraySlice<UInt8>, wrapping: EpochKey)
+        throws(CaseVaultError)
+    {
+        let (connection, logger, epoch) = (self.connection, self.storage.logger, self.epoch)
+        switch kind {
+        case .roster:
+            let roster = try PostgresBackupFormat.decode(PostgresBackupFormat.Roster.self, body)
+            try self.perform {
+                try await connection.perform(
+                    """
+                    INSERT INTO casevault_roster (uid) SELECT unnest(\(roster.uids)) ON CONFLICT DO NOTHING
+                    """, logger: logger)
+            }
+        case .caseRow:
+            let row = try PostgresBackupFormat.decode(PostgresBackupFormat.CaseRow.self, body)
+            let (id, header) = (try Self.bytes(row.id), try Self.bytes(row.headerID))
+            try self.perform {
+                try await connection.perform(
+                    """
+                    INSERT INTO casevault_cases (id, state, participant_count, mediators, supervisors, created_at,
+                        closed_at, outcome, header_id)
+                    VALUES (\(id), \(row.state), \(row.participantCount), \(row.mediators), \(row.supervisors),
+                        \(row.createdAt), \(row.closedAt), \(row.outcome), \(header))
+                    """, logger: logger)
+            }
+        case .record:
+            let row = try PostgresBackupFormat.decode(PostgresBackupFormat.Record.self, body)
+            let recordID: RecordID = try Self.identifier(row.id)
+            guard RecordType(rawValue: row.type) != nil, row.type != RecordType.sessionNote.rawValue else {
+                throw Self.damaged("a record of a type a backup does not hold")
+            }
+            let wrapped = try wrapping.rewrap(Array(row.wrappedKey), recordID: recordID, under: epoch)
+            let (id, caseID) = (ByteBuffer(bytes: recordID.bytes), try Self.bytes(row.caseID))
+            let supersedes = try row.supersedes.map { text throws(CaseVaultError) in try Self.bytes(text) }
+            try self.perform {
+                try await connection.perform(
+                    """
+                    INSERT INTO casevault_records (id, case_id, type, created_at, epoch, wrapped_key, blob, author,
+                        supersedes)
+                    VALUES (\(id), \(caseID), \(row.type), \(row.createdAt), \(Int64(epoch.number)),
+                        \(ByteBuffer(bytes: wrapped)), \(ByteBuffer(bytes: row.blob)), \(row.author), \(supersedes))
+                    """, logger: logger)
+            }
+            self.restored.append(recordID)
+            self.counted.records += 1
+        case .attachmentStart:
+            let row = try PostgresBackupFormat.decode(PostgresBackupFormat.Attachment.self, body)
+            guard let record = Hex.decode(row.recordID), record.count == 16, let upload = Hex.decode(row.upload),
+                upload.count == 16, self.restored.last?.bytes == record, row.size >= 0
+            else { throw Self.damaged("an attachment that follows no record of its own") }
+            self.attachment = (record, upload, row.size, 0)
+        case .attachmentChunk:
+            guard var attachment = self.attachment, body.count > 8 else {
+                throw Self.damaged("an attachment's chunk out of place")
+            }
+            let at = Int64(bigEndianBytes: body.prefix(8))
+            guard at >= attachment.next else { throw Self.damaged("an attachment's chunks out of order") }
+            let (record, upload, bytes) = (attachment.record, attachment.upload, Array(body.dropFirst(8)))
+            try self.perform {
+                try await connection.perform(
+                    """
+                    INSERT INTO casevault_attachment_chunks (record_id, upload, at, bytes)
+                    VALUES (\(ByteBuffer(bytes: record)), \(ByteBuffer(bytes: upload)), \(at), \(ByteBuffer(bytes: bytes)))
+                    """, logger: logger)
+            }
+            attachment.next = at + 1
+            self.attachment = attachment
+        case .attachmentEnd:
+            guard let attachment = self.attachment else { throw Self.damaged("an attachment's end out of place") }
+            try self.perform {
+                try await connection.perform(
+                    """
+                    INSERT INTO casevault_attachments (record_id, upload, size)
+                    VALUES (\(ByteBuffer(bytes: attachment.record)), \(ByteBuffer(bytes: attachment.upload)),
+                        \(attachment.size))
+                    """, logger: logger)
+            }
+            self.attachment = nil
+            self.counted.attachments += 1
+        case .hold:
+            let row = try PostgresBackupFormat.decode(PostgresBackupFormat.Hold.self, body)
+            let holdID: HoldID = try Self.identifier(row.id)
+            let wrapped = try wrapping.rewrap(Array(row.wrappedKey), holdID: holdID, under: epoch)
+            let caseID = try Self.bytes(row.caseID)
+            try self.perform {
+                try await connection.perform(
+                    """
+                    INSERT INTO casevault_holds (id, case_id, placed_at, placed_by_uid, placed_by_role, epoch,
+                        wrapped_key, sealed_reason)
+                    VALUES (\(ByteBuffer(bytes: holdID.bytes)), \(caseID), \(row.placedAt), \(row.placedByUID),
+                        \(row.placedByRole), \(Int64(epoch.number)), \(ByteBuffer(bytes: wrapped)),
+                        \(ByteBuffer(bytes: row.sealedReason)))
+                    """, logger: logger)
+            }
+            self.counted.holds += 1
+        case .shred:
+            let row = try PostgresBackupFormat.decode(PostgresBackupFormat.Shred.self, body)
+            let (id, caseID) = (try Self.bytes(row.id), try Self.bytes(row.caseID))
+            try self.perform {
+                try await connection.perform(
+                    """
+                    INSERT INTO casevault_shreds (id, case_id, type, shredded_at, epoch, method, authority_uid,
+                        authority_role)
+                    VALUES (\(id), \(caseID), \(row.type), \(row.shreddedAt), \(row.epoch), \(row.method),
+                        \(row.authorityUID), \(row.authorityRole))
+                    """, logger: logger)
+            }
+        case .certificate:
+            let row = try PostgresBackupFormat.decode(PostgresBackupFormat.Certificate.self, body)
+            let caseID = try Self.bytes(row.caseID)
+            // Restored: an erasure it promises rests on the key files of the daemons that issued it, which
+            // this vault's daemons cannot see, so this vault never certifies it complete (`certifyErasures`).
+            try self.perform {
+                try await connection.perform(
+                    """
+                    INSERT INTO casevault_certificates (id, case_id, issued_at, epoch, completes, document, restored)
+                    VALUES (\(row.id), \(caseID), \(row.issuedAt), \(row.epoch), \(row.completes),
+                        \(ByteBuffer(bytes: row.document)), true)
+                    """, logger: logger)
+            }
+            self.counted.certificates += 1
+        case .end:
+            return
+        }
+    }
+
+    private static func identifier<Tag>(_ text: String) throws(CaseVaultError) -> Identifier<Tag> {
+        do {
+            return try Identifier<Tag>(text)
+        } catch {
+            throw Self.damaged("an id in it is malformed")
+        }
+    }
+
+    private static func bytes(_ text: String) throws(CaseVaultError) -> ByteBuffer {
+        guard let bytes = Hex.decode(text), bytes.count == 16 else { throw Self.damaged("an id in it is malformed") }
+        return ByteBuffer(bytes: bytes)
+    }
+}
+
+extension PostgresStorage {
+    /// Begins a restore into this vault, which must hold nothing yet (`vault-not-empty` otherwise: no case,
+    /// record, shred, certificate or hold; a roster is joined): a transaction on a connection of its own,
+    /// holding the filing lock alone until the restore ends, under the erase epoch new wraps use, whose key
+    /// this daemon's file must hold. `ledger`: records shredded since the backup, which are shredded again
+    /// on `authority`'s order as they are restored.
+    package func beginRestore(keys: BackupKeyFile, ledger: Set<RecordID>, authority: Authority)
+        throws(CaseVaultError) -> any BackupRestore
+    {
+        guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
+        let logger = self.logger
+        let connection = try self.checkOut()
+        let number: UInt64
+        do throws(CaseVaultError) {
+            number = try Self.wait(closing: connection) { () async throws -> UInt64 in
+                try await connection.perform(PostgresConnection.begin, logger: logger)
+                try await connection.perform(
+                    "SELECT pg_advisory_xact_lock(\(PostgresRecords.filingLock))", logger: logger)
+                var holds = true
+                for try await value in try await connection.query(
+                    """
+                    SELECT EXISTS (SELECT 1 FROM casevault_cases) OR EXISTS (SELECT 1 FROM casevault_records)
+                        OR EXISTS (SELECT 1 FROM casevault_shreds) OR EXISTS (SELECT 1 FROM casevault_certificates)
+                        OR EXISTS (SELECT 1 FROM casevault_holds)
+                    """, logger: logger
+                ).decode(Bool.self) {
+                    holds = value
+                }
+                guard !holds else {
+                    throw CaseVaultError(
+                        .vaultNotEmpty,
+                        "a backup is restored only into a vault that holds nothing yet: this one holds cases, records, shreds or certificates"
+                    )
+                }
+                guard let epoch = try await EpochExchange.wrapEpoch(connection, logger: logger) else {
+                    throw CaseVaultError(
+                        .keyUnavailable, "no erase epoch is ready for new wraps yet: no daemon has turned to one")
+                }
+                return epoch
+            }
+        } catch {
+            Self.discard(connection)
+            throw error
+        }
+        guard let epoch = try self.epochKeys.epochKeys().first(where: { $0.number == number }) else {
+            Self.discard(connection)
+            throw CaseVaultError(
+                .keyUnavailable,
+                "this daemon does not hold erase epoch \(number)'s key, which new wraps use: it has not received it yet"
+            )
+        }
+        return PostgresRestore(
+            storage: self, connection: connection, keys: keys, ledger: ledger,
+            order: ShredOrder(method: .restoreLedger, authority: authority), epoch: epoch)
+    }
+}
