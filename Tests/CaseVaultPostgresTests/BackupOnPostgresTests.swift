@@ -10,7 +10,7 @@ import Glibc
 /// database that holds nothing yet: real daemons, the real socket, casevaultctl, and clusters the test starts.
 extension EpochExchangeTests {
     @Test(
-        "casevaultctl backup on a daemon of a vault in PostgreSQL, then restore through a daemon of an empty database with the vault's root key and backup keys: the forms, their attachment, the hold and the certificates come back, the shredded form stays shredded, a form shredded after the backup is shredded again from the ledger, no session note is in the backup; a damaged backup, a backup without its key and a restore into a vault that holds records are refused, changing nothing; nothing confidential in either log"
+        "casevaultctl backup on a daemon of a vault in PostgreSQL, then restore through a daemon of an empty database with the vault's root key and backup keys: the forms, their attachment, the hold and the certificates come back, the shredded form stays shredded, a form shredded after the backup is shredded again from the ledger, no session note is in the backup; a damaged backup, a backup without its key and a restore into a vault that holds records are refused, changing nothing; a rotation on the restored vault completes its own erasure but not the restored one; once the backup retention passes, a's sweep destroys the backup's key; nothing confidential in either log"
     )
     func backupAndRestoreOnPostgres() async throws {
         let clusters = try PostgresClusters()
@@ -26,6 +26,14 @@ extension EpochExchangeTests {
         }
 
         let rootA = try Self.databaseDaemonRoot(clusters, name: "vault-a")
+        // a's clock reads a file, so that the backup retention can pass without sleeping.
+        let clock = rootA + "/clock"
+        let started = Int64(Date().timeIntervalSince1970 * 1000)
+        try "\(started)".write(toFile: clock, atomically: true, encoding: .utf8)
+        let settings = try FileHandle(forWritingTo: URL(fileURLWithPath: rootA + "/casevault.toml"))
+        settings.seekToEndOfFile()
+        settings.write(Data("[testing]\nclock_file = \"\(clock)\"\n".utf8))
+        try settings.close()
         let a = try DatabaseDaemon(root: rootA)
         #expect(await a.waitUntilServing(), "\(a.notable)")
         let opened = try await a.client.request(
@@ -175,9 +183,30 @@ extension EpochExchangeTests {
             ["restore", "--in", backupFile, "--ledger", ledgerFile, "--socket", b.socket, "--json"], in: rootB)
         #expect(again.0 != 0 && again.2.contains("vault-not-empty"), "\(again.2)")
 
+        // The backup retention (35 days) passes on a's clock: a's next sweep destroys the backup's key in its
+        // file, and a backup that needs it can no longer be restored by anyone.
+        let held = try [UInt8](Data(contentsOf: URL(fileURLWithPath: rootA + "/keys/backup.keys")))
+        #expect(Self.holdsBackupID(held, backupFile: whole))
+        try "\(started + 36 * 86_400_000)".write(toFile: clock, atomically: true, encoding: .utf8)
+        let sweep = try await a.client.request(.POST, "/v1/admin/sweep", json: [:])
+        #expect(sweep.status == 200 && sweep.json["backup_keys_destroyed"] as? Int == 1, "\(sweep.json)")
+        let entries = try [UInt8](Data(contentsOf: URL(fileURLWithPath: rootA + "/keys/backup.keys")))
+        #expect(
+            !entries.isEmpty && !Self.holdsBackupID(entries, backupFile: whole), "the backup's key is still in the file"
+        )
+
         #expect(a.stop() == 0 && b.stop() == 0)
         for daemon in [a, b] {
             #expect(!daemon.log.contains(marker), "the daemon logged content")
+        }
+    }
+
+    /// Whether the backup key file's bytes `keys` hold a slot for the backup whose file starts `backup`
+    /// (its id at bytes 6 to 22): a slot starts "CVBK", then the id.
+    static func holdsBackupID(_ keys: [UInt8], backupFile backup: [UInt8]) -> Bool {
+        let id = Array(backup[6..<22])
+        return stride(from: 0, to: keys.count - 127, by: 128).contains { start in
+            Array(keys[start..<(start + 4)]) == Array("CVBK".utf8) && Array(keys[(start + 4)..<(start + 20)]) == id
         }
     }
 }

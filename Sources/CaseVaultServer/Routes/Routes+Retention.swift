@@ -150,13 +150,13 @@ extension Routes {
         let days = self.configuration.backupRetentionDays
         let (report, destroyed) = try await self.run { store throws(CaseVaultError) in
             let report = try store.sweep(dryRun: dry, limit: most, authority: authority)
-            // Backup keys and the ledger's copy are the local store's: not built on PostgreSQL.
-            guard let store = store as? RecordStore else { return (report, 0) }
+            // This daemon's backup keys past the retention, by the store's clock, on either backend.
             let destroyed =
                 try keys.map { keys throws(CaseVaultError) in
-                    try store.destroyExpiredBackupKeys(keys, retentionDays: days, dryRun: dry)
+                    try keys.destroy(createdBefore: store.now() - Int64(days) * 86_400_000, dryRun: dry)
                 } ?? 0
-            if !dry {
+            // The ledger's copy outside the data directory is the local store's.
+            if !dry, let store = store as? RecordStore {
                 try store.refreshShredLedgerCopy()
             }
             return (report, destroyed)
