@@ -327,15 +327,11 @@ extension PostgresStorage {
             }
             guard let last = page.0.last else { return }
             after = last.0
-            let ids = page.0.map(\.1)
-            let keys = try self.currentKeys(table: "casevault_records", ids: ids)
-            let epochKeys = try self.epochKeys.epochKeys()
+            let keys = try self.keysNow(.records, ids: page.0.map(\.1), under: wrapping)
             for (_, id, caseID, type, createdAt, author, supersedes, blob) in page.0 {
                 // Shredded since the snapshot: left out.
-                guard let (epoch, wrapped) = keys[id] else { continue }
+                guard let rewrapped = keys[id] else { continue }
                 let recordID = RecordID(bytes: Array(id.readableBytesView))
-                let rewrapped = try Self.epochKey(epoch, in: epochKeys).rewrap(
-                    wrapped, recordID: recordID, under: wrapping)
                 let record = PostgresBackupFormat.Record(
                     id: recordID.rawValue, caseID: Hex.encode(caseID.readableBytesView), type: type,
                     createdAt: createdAt, author: author,
@@ -350,33 +346,69 @@ extension PostgresStorage {
         }
     }
 
-    /// The epoch and wrapped key of each of `ids` that `table` (records or holds) holds now, outside the
-    /// snapshot.
-    private func currentKeys(table: String, ids: [ByteBuffer]) throws(CaseVaultError) -> [ByteBuffer: (UInt64, [UInt8])]
+    /// The tables whose rows hold a key wrapped under an erase epoch.
+    private enum Wrapped {
+        case records, holds
+    }
+
+    /// The key of each of `ids` still in `table` now (outside the snapshot), rewrapped from the erase epoch
+    /// it is under now to `wrapping`: a turn may have rewrapped it since the snapshot. Read again once when
+    /// this daemon's file lacks the epoch: a turn between the two reads.
+    private func keysNow(_ table: Wrapped, ids: [ByteBuffer], under wrapping: EpochKey) throws(CaseVaultError)
+        -> [ByteBuffer: [UInt8]]
     {
-        let logger = self.logger
-        let query: PostgresQuery =
-            table == "casevault_holds"
-            ? "SELECT id, epoch, wrapped_key FROM casevault_holds WHERE id = ANY(\(ids))"
-            : "SELECT id, epoch, wrapped_key FROM casevault_records WHERE id = ANY(\(ids))"
-        return try self.current { connection in
-            var keys: [ByteBuffer: (UInt64, [UInt8])] = [:]
-            for try await (id, epoch, wrapped) in try await connection.query(query, logger: logger).decode(
-                (ByteBuffer, Int64, ByteBuffer).self)
-            {
-                keys[id] = (UInt64(epoch), Array(wrapped.readableBytesView))
-            }
-            return keys
+        do {
+            return try self.keysNowOnce(table, ids: ids, under: wrapping)
+        } catch  where error.code == .keyUnavailable {
+            return try self.keysNowOnce(table, ids: ids, under: wrapping)
         }
     }
 
-    /// The key of erase epoch `number` among `keys` (this daemon's file); `key-unavailable` when the file no
-    /// longer holds it: a turn rewrapped the key and destroyed the epoch while the backup ran.
+    private func keysNowOnce(_ table: Wrapped, ids: [ByteBuffer], under wrapping: EpochKey) throws(CaseVaultError)
+        -> [ByteBuffer: [UInt8]]
+    {
+        guard !ids.isEmpty else { return [:] }
+        let logger = self.logger
+        let query: PostgresQuery =
+            switch table {
+            case .holds: "SELECT id, epoch, wrapped_key FROM casevault_holds WHERE id = ANY(\(ids))"
+            case .records: "SELECT id, epoch, wrapped_key FROM casevault_records WHERE id = ANY(\(ids))"
+            }
+        let rows = try self.current { connection in
+            var rows: [(ByteBuffer, UInt64, [UInt8])] = []
+            for try await (id, epoch, wrapped) in try await connection.query(query, logger: logger).decode(
+                (ByteBuffer, Int64, ByteBuffer).self)
+            {
+                rows.append((id, UInt64(epoch), Array(wrapped.readableBytesView)))
+            }
+            return rows
+        }
+        let epochKeys = try self.epochKeys.epochKeys()
+        var keys: [ByteBuffer: [UInt8]] = [:]
+        for (id, epoch, wrapped) in rows {
+            guard id.readableBytes == 16 else {
+                throw CaseVaultError(.integrityFailure, "a row's id in the database is malformed")
+            }
+            let key = try Self.epochKey(epoch, in: epochKeys)
+            let bytes = Array(id.readableBytesView)
+            keys[id] =
+                switch table {
+                case .records: try key.rewrap(wrapped, recordID: RecordID(bytes: bytes), under: wrapping)
+                case .holds: try key.rewrap(wrapped, holdID: HoldID(bytes: bytes), under: wrapping)
+                }
+        }
+        return keys
+    }
+
+    /// The key of erase epoch `number` among `keys` (this daemon's file); `key-unavailable` when the file does
+    /// not hold it: a turn rewrapped the key and destroyed the epoch between the read of the key and of the
+    /// file, or this daemon, just joined, has not received that epoch.
     private static func epochKey(_ number: UInt64, in keys: [EpochKey]) throws(CaseVaultError) -> EpochKey {
         guard let key = keys.first(where: { $0.number == number }) else {
             throw CaseVaultError(
                 .keyUnavailable,
-                "erase epoch \(number) turned and was destroyed while the backup ran: take the backup again")
+                "this daemon does not hold erase epoch \(number)'s key, which a record or hold is wrapped under: a turn destroyed it while the backup ran, or this daemon has not received it yet; take the backup again"
+            )
         }
         return key
     }
@@ -423,14 +455,12 @@ extension PostgresStorage {
             return rows
         }
         guard !rows.isEmpty else { return [] }
-        let keys = try self.currentKeys(table: "casevault_holds", ids: rows.map(\.0))
-        let epochKeys = try self.epochKeys.epochKeys()
+        let keys = try self.keysNow(.holds, ids: rows.map(\.0), under: wrapping)
         var holds: [PostgresBackupFormat.Hold] = []
         for (id, caseID, placedAt, uid, role, reason) in rows {
             // Released since the snapshot: left out.
-            guard let (epoch, wrapped) = keys[id] else { continue }
+            guard let rewrapped = keys[id] else { continue }
             let holdID = HoldID(bytes: Array(id.readableBytesView))
-            let rewrapped = try Self.epochKey(epoch, in: epochKeys).rewrap(wrapped, holdID: holdID, under: wrapping)
             holds.append(
                 PostgresBackupFormat.Hold(
                     id: holdID.rawValue, caseID: Hex.encode(caseID.readableBytesView), placedAt: placedAt,
