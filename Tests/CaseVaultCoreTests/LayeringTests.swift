@@ -48,8 +48,8 @@ struct LayeringTests {
         // The CLI: the client, and for its offline commands the configuration and the layers they read;
         // never the server or the daemon. (The shims tell it whether its editor's directory is on tmpfs.)
         "casevaultctl": [
-            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultAudit",
-            "CaseVaultConfiguration", "CaseVaultClient", "CCaseVaultShims",
+            "CaseVaultCrypto", "CaseVaultCore", "CaseVaultFiles", "CaseVaultStore", "CaseVaultSealing",
+            "CaseVaultAudit", "CaseVaultConfiguration", "CaseVaultClient", "CCaseVaultShims",
         ],
     ]
 
