@@ -872,6 +872,8 @@ extension PostgresStorage {
     {
         guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
         let logger = self.logger
+        // Read before the transaction takes the filing lock: a failure here leaves no session holding it.
+        let held = try self.epochKeys.epochKeys()
         let connection = try self.checkOut()
         let number: UInt64
         do throws(CaseVaultError) {
@@ -905,7 +907,7 @@ extension PostgresStorage {
             Self.discard(connection)
             throw error
         }
-        guard let epoch = try self.epochKeys.epochKeys().first(where: { $0.number == number }) else {
+        guard let epoch = held.first(where: { $0.number == number }) else {
             Self.discard(connection)
             throw CaseVaultError(
                 .keyUnavailable,
