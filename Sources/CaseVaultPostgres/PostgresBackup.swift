@@ -200,28 +200,9 @@ extension PostgresStorage {
     /// REPEATABLE READ transaction on a connection of its own, ended when `body` returns. Calls that must
     /// see what is committed now leave it (`current`).
     private func withSnapshot<T>(_ body: () throws(CaseVaultError) -> T) throws(CaseVaultError) -> T {
-        guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
         let logger = self.logger
-        let connection = try self.checkOut()
-        do throws(CaseVaultError) {
-            try Self.wait(closing: connection) {
-                try await connection.perform("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", logger: logger)
-            }
-        } catch {
-            Self.discard(connection)
-            throw error
-        }
-        let outcome: Result<T, CaseVaultError>
-        do {
-            outcome = .success(
-                try Self.$pinned.withValue(Pinned(storage: ObjectIdentifier(self), connection: connection)) {
-                    try body()
-                })
-        } catch let error as CaseVaultError {
-            outcome = .failure(error)
-        } catch {
-            outcome = .failure(CaseVaultError(.storageFailure, "the backup's snapshot failed", cause: error))
-        }
+        let connection = try self.beginPinnable(["BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"])
+        let outcome = self.pinning(connection, failing: "the backup's snapshot failed", body)
         do throws(CaseVaultError) {
             try Self.wait(closing: connection) { try await connection.perform("ROLLBACK", logger: logger) }
             self.checkIn(connection)
@@ -231,8 +212,7 @@ extension PostgresStorage {
         return try outcome.get()
     }
 
-    /// Runs `query`'s call on a connection of its own, outside the snapshot this thread reads: what is
-    /// committed now.
+    /// Runs `body` on a connection of its own, outside the snapshot this thread reads: what is committed now.
     private func current<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T)
         throws(CaseVaultError) -> T
     {

@@ -864,29 +864,8 @@ package final class PostgresStorage: ServedStorage {
             try self.run { connection in try await connection.perform(lock, logger: logger) }
             return try body()
         }
-        guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
-        let connection = try self.checkOut()
-        do throws(CaseVaultError) {
-            try Self.wait(closing: connection) {
-                try await connection.perform(PostgresConnection.begin, logger: logger)
-                try await connection.perform(lock, logger: logger)
-            }
-        } catch {
-            // Closing the session ends whatever of the transaction began.
-            Self.discard(connection)
-            throw error
-        }
-        let outcome: Result<T, CaseVaultError>
-        do {
-            outcome = .success(
-                try Self.$pinned.withValue(Pinned(storage: ObjectIdentifier(self), connection: connection)) {
-                    try body()
-                })
-        } catch let error as CaseVaultError {
-            outcome = .failure(error)
-        } catch {
-            outcome = .failure(CaseVaultError(.storageFailure, "a case's filing failed", cause: error))
-        }
+        let connection = try self.beginPinnable([PostgresConnection.begin, lock])
+        let outcome = self.pinning(connection, failing: "a case's filing failed", body)
         do throws(CaseVaultError) {
             switch outcome {
             case .success:
@@ -907,6 +886,40 @@ package final class PostgresStorage: ServedStorage {
             if case .success = outcome { throw error }
         }
         return try outcome.get()
+    }
+
+    /// A connection of its own (checked out, or a new one to the primary) on which `statements` have begun a
+    /// transaction, for `pinning`; the connection is closed when they fail, which ends whatever began.
+    func beginPinnable(_ statements: [PostgresQuery]) throws(CaseVaultError) -> PostgresConnection {
+        guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
+        let (logger, connection) = (self.logger, try self.checkOut())
+        do throws(CaseVaultError) {
+            try Self.wait(closing: connection) {
+                for statement in statements { try await connection.perform(statement, logger: logger) }
+            }
+        } catch {
+            Self.discard(connection)
+            throw error
+        }
+        return connection
+    }
+
+    /// What `body` answers with every call of this storage on this thread joining `connection`'s
+    /// transaction (`pinned`); anything but a `CaseVaultError` thrown comes out as `storage-failure`
+    /// saying `failing`.
+    func pinning<T>(_ connection: PostgresConnection, failing: String, _ body: () throws(CaseVaultError) -> T)
+        -> Result<T, CaseVaultError>
+    {
+        do {
+            return .success(
+                try Self.$pinned.withValue(Pinned(storage: ObjectIdentifier(self), connection: connection)) {
+                    try body()
+                })
+        } catch let error as CaseVaultError {
+            return .failure(error)
+        } catch {
+            return .failure(CaseVaultError(.storageFailure, failing, cause: error))
+        }
     }
 
     /// The connection of the case's lock this thread holds in this storage, whose transaction calls join.
