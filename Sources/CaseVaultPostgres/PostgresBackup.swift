@@ -11,9 +11,11 @@ internal import PostgresNIO
 ///     "CVBK2\n" | backup id (16) | created, ms (8) | vault check (8) | secretstream header (24)
 ///     then frames: length (4, big-endian) ‖ one secretstream message; a zero length ends the file
 ///
-/// Each message is one item: its kind (a byte), then a row as JSON, or an attachment's chunk. In order:
-/// the roster, cases, records each followed by its attachment, legal holds, shreds, certificates, and the
-/// end with the counts. Records' data keys and holds' reason keys are wrapped under the backup's wrapping
+/// Each message is one item: its kind (a byte), then a row as JSON; a record's row as JSON after its length
+/// (4, big-endian), then its sealed blob; or an attachment's chunk. In order: the roster, cases, records
+/// each followed by its attachment, legal holds, shreds, the ledger (records shredded that the vault no
+/// longer holds: those it knew of only from a ledger, and those shredded while the backup ran),
+/// certificates, and the end with the counts. Records' data keys and holds' reason keys are wrapped under the backup's wrapping
 /// key (`BackupKey.keyWrapping`), never under an erase epoch, whose key every daemon destroys within the
 /// erase window: so the backup opens with the root key and the backup key file alone, until the backup
 /// retention destroys its key. Session notes are never in a backup, as in a data directory's.
@@ -26,8 +28,12 @@ enum PostgresBackupFormat {
     static let page = 200
     /// Attachment chunks read at a time (each 64 KiB and its overhead).
     static let chunkPage = 16
-    /// The longest message a restore accepts: a record's row (its sealed blob, base64) or a page of chunks.
-    static let maxMessage = 64 << 20
+    /// The longest message a backup writes and a restore accepts: a record's row and its sealed blob, the
+    /// largest of which the largest body a daemon takes (`max_body_bytes`, at most 64 MiB) makes, with room
+    /// for the row and the sealing's overhead.
+    static let maxMessage = (64 << 20) + (1 << 20)
+    /// Ledger entries an item holds.
+    static let ledgerPage = 1000
 
     enum Item: UInt8 {
         case roster = 1
@@ -40,6 +46,10 @@ enum PostgresBackupFormat {
         case certificate = 8
         case end = 9
         case hold = 10
+        /// A record's row as JSON after its length, then its sealed blob. (`record`, its row with the blob
+        /// in base64, is what the first backups of this format wrote; a restore still reads it.)
+        case recordAndBlob = 11
+        case ledger = 12
     }
 
     struct Roster: Codable {
@@ -67,7 +77,18 @@ enum PostgresBackupFormat {
         var supersedes: String?
         /// The data key wrapped under the backup's wrapping key.
         var wrappedKey: Data
-        var blob: Data
+        /// The sealed blob, in an item of kind `record` only.
+        var blob: Data?
+    }
+
+    /// Records shredded that the vault no longer holds, with when.
+    struct Ledger: Codable {
+        struct Entry: Codable {
+            var id: String
+            var shreddedAt: Int64
+        }
+
+        var records: [Entry]
     }
 
     struct Attachment: Codable {
@@ -119,6 +140,28 @@ enum PostgresBackupFormat {
         (try? Array(JSONEncoder().encode(value))) ?? []
     }
 
+    /// The body of a `recordAndBlob` item.
+    static func recordItem(_ record: Record, blob: ByteBuffer) -> [UInt8] {
+        let row = Self.encode(record)
+        return UInt32(row.count).bigEndianBytes + row + Array(blob.readableBytesView)
+    }
+
+    /// The record and its blob an item of kind `record` or `recordAndBlob` holds.
+    static func record(_ kind: Item, _ body: ArraySlice<UInt8>) throws(CaseVaultError) -> (Record, [UInt8]) {
+        guard kind == .recordAndBlob else {
+            let record = try Self.decode(Record.self, body)
+            guard let blob = record.blob else { throw PostgresRestore.damaged("a record without its blob") }
+            return (record, Array(blob))
+        }
+        guard body.count >= 4 else { throw PostgresRestore.damaged("a record's item too short") }
+        let length = Int(UInt32(bigEndianBytes: body.prefix(4)))
+        guard body.count - 4 >= length else { throw PostgresRestore.damaged("a record's item too short") }
+        let start = body.startIndex + 4
+        let record = try Self.decode(Record.self, body[start..<(start + length)])
+        guard record.blob == nil else { throw PostgresRestore.damaged("a record with two blobs") }
+        return (record, Array(body[(start + length)...]))
+    }
+
     static func decode<T: Decodable>(_ type: T.Type, _ bytes: ArraySlice<UInt8>) throws(CaseVaultError) -> T {
         do {
             return try JSONDecoder().decode(type, from: Data(bytes))
@@ -153,6 +196,13 @@ extension PostgresStorage {
         try write(header + stream.header)
         var first = true
         func push(_ item: PostgresBackupFormat.Item, _ body: [UInt8], final: Bool = false) throws(CaseVaultError) {
+            // A restore refuses a longer one: refused here, before the backup could be called taken.
+            guard 1 + body.count + BackupSealer.overhead <= PostgresBackupFormat.maxMessage else {
+                throw CaseVaultError(
+                    .storageFailure,
+                    "a record is larger than a backup's item may be (\(PostgresBackupFormat.maxMessage) bytes); no backup was taken"
+                )
+            }
             let sealed = stream.seal([item.rawValue] + body, associatedData: first ? header : [], isFinal: final)
             first = false
             try write(UInt32(sealed.count).bigEndianBytes + sealed)
@@ -162,8 +212,10 @@ extension PostgresStorage {
             try self.snapshotCases { row throws(CaseVaultError) in try push(.caseRow, PostgresBackupFormat.encode(row))
             }
             var end = PostgresBackupFormat.End(records: 0, attachments: 0, holds: 0, certificates: 0)
-            try self.snapshotRecords(wrapping: wrapping) { record, attachment throws(CaseVaultError) in
-                try push(.record, PostgresBackupFormat.encode(record))
+            var leftOut: [ByteBuffer] = []
+            try self.snapshotRecords(wrapping: wrapping, leftOut: &leftOut) {
+                record, blob, attachment throws(CaseVaultError) in
+                try push(.recordAndBlob, PostgresBackupFormat.recordItem(record, blob: blob))
                 end.records += 1
                 guard let attachment else { return }
                 end.attachments += 1
@@ -178,6 +230,9 @@ extension PostgresStorage {
                 end.holds += 1
             }
             try self.snapshotShreds { row throws(CaseVaultError) in try push(.shred, PostgresBackupFormat.encode(row)) }
+            try self.snapshotLedger(adding: leftOut) { page throws(CaseVaultError) in
+                try push(.ledger, PostgresBackupFormat.encode(page))
+            }
             try self.snapshotCertificates { row throws(CaseVaultError) in
                 try push(.certificate, PostgresBackupFormat.encode(row))
                 end.certificates += 1
@@ -273,11 +328,12 @@ extension PostgresStorage {
     }
 
     /// Every record but session notes, in filing order, page by page: its row from the snapshot, its key as
-    /// it is now rewrapped under `wrapping`, and its finished attachment. A record no longer live now is
-    /// left out.
+    /// it is now rewrapped under `wrapping`, its sealed blob and its finished attachment. A record no longer
+    /// live now (shredded since the snapshot) is left out, its id added to `leftOut`.
     private func snapshotRecords(
-        wrapping: EpochKey,
-        _ each: (PostgresBackupFormat.Record, PostgresBackupFormat.Attachment?) throws(CaseVaultError) -> Void
+        wrapping: EpochKey, leftOut: inout [ByteBuffer],
+        _ each: (PostgresBackupFormat.Record, ByteBuffer, PostgresBackupFormat.Attachment?) throws(CaseVaultError)
+            -> Void
     ) throws(CaseVaultError) {
         let logger = self.logger
         var after: Int64 = 0
@@ -309,19 +365,21 @@ extension PostgresStorage {
             after = last.0
             let keys = try self.keysNow(.records, ids: page.0.map(\.1), under: wrapping)
             for (_, id, caseID, type, createdAt, author, supersedes, blob) in page.0 {
-                // Shredded since the snapshot: left out.
-                guard let rewrapped = keys[id] else { continue }
+                // Shredded since the snapshot: left out, and named in the backup's ledger.
+                guard let rewrapped = keys[id] else {
+                    leftOut.append(id)
+                    continue
+                }
                 let recordID = RecordID(bytes: Array(id.readableBytesView))
                 let record = PostgresBackupFormat.Record(
                     id: recordID.rawValue, caseID: Hex.encode(caseID.readableBytesView), type: type,
                     createdAt: createdAt, author: author,
-                    supersedes: supersedes.map { Hex.encode($0.readableBytesView) }, wrappedKey: Data(rewrapped),
-                    blob: Data(blob.readableBytesView))
+                    supersedes: supersedes.map { Hex.encode($0.readableBytesView) }, wrappedKey: Data(rewrapped))
                 let attachment = page.1[id].map { upload, size in
                     PostgresBackupFormat.Attachment(
                         recordID: recordID.rawValue, upload: Hex.encode(upload.readableBytesView), size: size)
                 }
-                try each(record, attachment)
+                try each(record, blob, attachment)
             }
         }
     }
@@ -480,6 +538,53 @@ extension PostgresStorage {
         }
     }
 
+    /// The ledger a backup carries, a page an item: the snapshot's `casevault_ledger` (records this vault
+    /// knows of only from a restore), then the shreds, as committed now, of the records in `leftOut`.
+    private func snapshotLedger(
+        adding leftOut: [ByteBuffer], _ each: (PostgresBackupFormat.Ledger) throws(CaseVaultError) -> Void
+    ) throws(CaseVaultError) {
+        let logger = self.logger
+        var after = ByteBuffer()
+        while true {
+            let from = after
+            let rows = try self.run { connection in
+                var rows: [(ByteBuffer, Int64)] = []
+                for try await row in try await connection.query(
+                    """
+                    SELECT id, shredded_at FROM casevault_ledger WHERE id > \(from) ORDER BY id
+                    LIMIT \(PostgresBackupFormat.ledgerPage)
+                    """, logger: logger
+                ).decode((ByteBuffer, Int64).self) {
+                    rows.append(row)
+                }
+                return rows
+            }
+            if !rows.isEmpty { try each(Self.ledger(rows)) }
+            guard rows.count == PostgresBackupFormat.ledgerPage, let last = rows.last else { break }
+            after = last.0
+        }
+        var start = 0
+        while start < leftOut.count {
+            let ids = Array(leftOut[start..<min(start + PostgresBackupFormat.ledgerPage, leftOut.count)])
+            start += ids.count
+            let rows = try self.current { connection in
+                var rows: [(ByteBuffer, Int64)] = []
+                for try await row in try await connection.query(
+                    "SELECT id, shredded_at FROM casevault_shreds WHERE id = ANY(\(ids)) ORDER BY id", logger: logger
+                ).decode((ByteBuffer, Int64).self) {
+                    rows.append(row)
+                }
+                return rows
+            }
+            if !rows.isEmpty { try each(Self.ledger(rows)) }
+        }
+    }
+
+    private static func ledger(_ rows: [(ByteBuffer, Int64)]) -> PostgresBackupFormat.Ledger {
+        PostgresBackupFormat.Ledger(
+            records: rows.map { id, at in .init(id: Hex.encode(id.readableBytesView), shreddedAt: at) })
+    }
+
     private func snapshotCertificates(_ each: (PostgresBackupFormat.Certificate) throws(CaseVaultError) -> Void)
         throws(CaseVaultError)
     {
@@ -516,28 +621,35 @@ extension PostgresStorage {
 /// the backup's bytes as they arrive (`feed`) and committed whole at its end (`finish`), in one
 /// transaction that holds the filing lock alone, so that nothing is filed meanwhile and nothing of it is
 /// kept unless all of it is. Every key is rewrapped from the backup's wrapping key to the erase epoch new
-/// wraps use; records the ledger given names are shredded again in the same transaction (method
-/// `restore_ledger`), with their certificates. Used by one task at a time; `abandon` (or the end of the
-/// connection) undoes it.
+/// wraps use. A record the ledger given names is shredded again: only its shred's row is written (method
+/// `restore_ledger`), never its key, blob or attachment, and its case gets a certificate. The ledger's
+/// other records, and those the backup's own ledger names, are kept in `casevault_ledger`, which the
+/// vault's ledger export lists. Used by one task at a time; `abandon` (or the end of the connection)
+/// undoes it.
 package final class PostgresRestore: BackupRestore, @unchecked Sendable {
     private let storage: PostgresStorage
     private let connection: PostgresConnection
     private let keys: BackupKeyFile
-    private let ledger: Set<RecordID>
+    private let ledger: [RecordID: Int64]
     private let order: ShredOrder
     private let epoch: EpochKey
+    /// When the restore began: the time of the shreds it writes.
+    private let time: Int64
     private var pending: [UInt8] = []
     private var header: [UInt8]?
     private var stream: BackupOpener?
     private var wrapping: EpochKey?
     private var ended: PostgresBackupFormat.End?
     private var counted = PostgresBackupFormat.End(records: 0, attachments: 0, holds: 0, certificates: 0)
-    private var restored: [RecordID] = []
-    private var attachment: (record: [UInt8], upload: [UInt8], size: Int64, next: Int64)?
+    /// The records of the backup the ledger names, by case: shredded again.
+    private var shreddedAgain: [CaseID: (records: [(RecordID, RecordType)], epoch: UInt64)] = [:]
+    /// The record the last item was, which an attachment may follow, and whether it is kept.
+    private var lastRecord: (id: [UInt8], kept: Bool)?
+    private var attachment: (record: [UInt8], upload: [UInt8], size: Int64, next: Int64, kept: Bool)?
     private var open = true
 
     init(
-        storage: PostgresStorage, connection: PostgresConnection, keys: BackupKeyFile, ledger: Set<RecordID>,
+        storage: PostgresStorage, connection: PostgresConnection, keys: BackupKeyFile, ledger: [RecordID: Int64],
         order: ShredOrder, epoch: EpochKey
     ) {
         self.storage = storage
@@ -546,6 +658,7 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
         self.ledger = ledger
         self.order = order
         self.epoch = epoch
+        self.time = storage.now()
     }
 
     deinit {
@@ -568,8 +681,9 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
         }
     }
 
-    /// Ends the restore: the backup must have ended whole. Shreds again what the ledger names, commits, and
-    /// returns what was restored.
+    /// Ends the restore: the backup must have ended whole. Certifies the shreds of what the ledger named,
+    /// keeps the rest of the ledger, commits, and returns what was restored. Each step is a statement or a
+    /// page of them, each under the time limit of one.
     package func finish() throws(CaseVaultError) -> RestoredBackup {
         defer { self.abandon() }
         guard let header = self.header, let ended = self.ended else {
@@ -579,22 +693,31 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
         guard ended.records == self.counted.records, ended.attachments == self.counted.attachments,
             ended.holds == self.counted.holds, ended.certificates == self.counted.certificates
         else { throw Self.damaged("its counts do not match what it holds") }
-        let again = self.restored.filter { self.ledger.contains($0) }
-        let (connection, logger, order) = (self.connection, self.storage.logger, self.order)
-        let (time, certifying) = (self.storage.now(), (self.storage.sealing, self.storage.eraseWindow))
-        try self.perform {
-            if !again.isEmpty {
-                try await PostgresStorage.shred(
-                    again, order: order, at: time, certifying: certifying, on: connection, logger: logger)
+        let (connection, logger, order, time) = (self.connection, self.storage.logger, self.order, self.time)
+        let certifying = (self.storage.sealing, self.storage.eraseWindow)
+        for (caseID, shreds) in self.shreddedAgain {
+            let one = [caseID: shreds]
+            try self.perform {
+                try await PostgresStorage.certify(
+                    one, order: order, at: time, certifying: certifying, on: connection, logger: logger)
             }
-            try await connection.commit(logger: logger)
         }
+        // The ledger's records that are neither shredded again nor shreds the backup held.
+        let entries = self.ledger.map { PostgresBackupFormat.Ledger.Entry(id: $0.key.rawValue, shreddedAt: $0.value) }
+        var start = 0
+        while start < entries.count {
+            let page = Array(entries[start..<min(start + PostgresBackupFormat.ledgerPage * 10, entries.count)])
+            start += page.count
+            try self.keepLedger(PostgresBackupFormat.Ledger(records: page))
+        }
+        try self.perform { try await connection.commit(logger: logger) }
+        let again = self.shreddedAgain.values.reduce(0) { $0 + $1.records.count }
         self.open = false
         self.storage.checkIn(connection)
         let summary = RestoredBackup(
             backupID: Hex.encode(header[6..<22]), createdAt: Int64(bigEndianBytes: header[22..<30]),
             records: self.counted.records, attachments: self.counted.attachments, holds: self.counted.holds,
-            certificates: self.counted.certificates, shreddedAgain: again.count)
+            certificates: self.counted.certificates, shreddedAgain: again)
         logger.notice(
             "backup restored",
             metadata: [
@@ -726,38 +849,25 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
                         \(row.createdAt), \(row.closedAt), \(row.outcome), \(header))
                     """, logger: logger)
             }
-        case .record:
-            let row = try PostgresBackupFormat.decode(PostgresBackupFormat.Record.self, body)
-            let recordID: RecordID = try Self.identifier(row.id)
-            guard RecordType(rawValue: row.type) != nil, row.type != RecordType.sessionNote.rawValue else {
-                throw Self.damaged("a record of a type a backup does not hold")
-            }
-            let wrapped = try wrapping.rewrap(Array(row.wrappedKey), recordID: recordID, under: epoch)
-            let (id, caseID) = (ByteBuffer(bytes: recordID.bytes), try Self.bytes(row.caseID))
-            let supersedes = try row.supersedes.map { text throws(CaseVaultError) in try Self.bytes(text) }
-            try self.perform {
-                try await connection.perform(
-                    """
-                    INSERT INTO casevault_records (id, case_id, type, created_at, epoch, wrapped_key, blob, author,
-                        supersedes)
-                    VALUES (\(id), \(caseID), \(row.type), \(row.createdAt), \(Int64(epoch.number)),
-                        \(ByteBuffer(bytes: wrapped)), \(ByteBuffer(bytes: row.blob)), \(row.author), \(supersedes))
-                    """, logger: logger)
-            }
-            self.restored.append(recordID)
-            self.counted.records += 1
+        case .record, .recordAndBlob:
+            let (row, blob) = try PostgresBackupFormat.record(kind, body)
+            try self.restore(row, blob: blob, wrapping: wrapping)
         case .attachmentStart:
             let row = try PostgresBackupFormat.decode(PostgresBackupFormat.Attachment.self, body)
             guard let record = Hex.decode(row.recordID), record.count == 16, let upload = Hex.decode(row.upload),
-                upload.count == 16, self.restored.last?.bytes == record, row.size >= 0
+                upload.count == 16, let last = self.lastRecord, last.id == record, row.size >= 0
             else { throw Self.damaged("an attachment that follows no record of its own") }
-            self.attachment = (record, upload, row.size, 0)
+            self.attachment = (record, upload, row.size, 0, last.kept)
         case .attachmentChunk:
             guard var attachment = self.attachment, body.count > 8 else {
                 throw Self.damaged("an attachment's chunk out of place")
             }
             let at = Int64(bigEndianBytes: body.prefix(8))
             guard at >= attachment.next else { throw Self.damaged("an attachment's chunks out of order") }
+            attachment.next = at + 1
+            self.attachment = attachment
+            // The attachment of a record shredded again: never written.
+            guard attachment.kept else { return }
             let (record, upload, bytes) = (attachment.record, attachment.upload, Array(body.dropFirst(8)))
             try self.perform {
                 try await connection.perform(
@@ -766,10 +876,11 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
                     VALUES (\(ByteBuffer(bytes: record)), \(ByteBuffer(bytes: upload)), \(at), \(ByteBuffer(bytes: bytes)))
                     """, logger: logger)
             }
-            attachment.next = at + 1
-            self.attachment = attachment
         case .attachmentEnd:
             guard let attachment = self.attachment else { throw Self.damaged("an attachment's end out of place") }
+            self.attachment = nil
+            self.counted.attachments += 1
+            guard attachment.kept else { return }
             try self.perform {
                 try await connection.perform(
                     """
@@ -778,8 +889,6 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
                         \(attachment.size))
                     """, logger: logger)
             }
-            self.attachment = nil
-            self.counted.attachments += 1
         case .hold:
             let row = try PostgresBackupFormat.decode(PostgresBackupFormat.Hold.self, body)
             let holdID: HoldID = try Self.identifier(row.id)
@@ -808,6 +917,8 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
                         \(row.authorityUID), \(row.authorityRole))
                     """, logger: logger)
             }
+        case .ledger:
+            try self.keepLedger(try PostgresBackupFormat.decode(PostgresBackupFormat.Ledger.self, body))
         case .certificate:
             let row = try PostgresBackupFormat.decode(PostgresBackupFormat.Certificate.self, body)
             let caseID = try Self.bytes(row.caseID)
@@ -827,6 +938,72 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
         }
     }
 
+    /// Restores one record; one the ledger names is shredded again instead: its shred's row written, its
+    /// key and blob never.
+    private func restore(_ row: PostgresBackupFormat.Record, blob: [UInt8], wrapping: EpochKey)
+        throws(CaseVaultError)
+    {
+        let (connection, logger, epoch) = (self.connection, self.storage.logger, self.epoch)
+        let recordID: RecordID = try Self.identifier(row.id)
+        guard let type = RecordType(rawValue: row.type), type != .sessionNote else {
+            throw Self.damaged("a record of a type a backup does not hold")
+        }
+        let (id, caseID) = (ByteBuffer(bytes: recordID.bytes), try Self.bytes(row.caseID))
+        self.counted.records += 1
+        let kept = self.ledger[recordID] == nil
+        self.lastRecord = (recordID.bytes, kept)
+        guard kept else {
+            let (time, order) = (self.time, self.order)
+            try self.perform {
+                try await connection.perform(
+                    """
+                    INSERT INTO casevault_shreds (id, case_id, type, shredded_at, epoch, method, authority_uid,
+                        authority_role)
+                    VALUES (\(id), \(caseID), \(row.type), \(time), \(Int64(epoch.number)), \(order.method.rawValue),
+                        \(order.authority.uid.map { Int64($0) }), \(order.authority.role))
+                    """, logger: logger)
+            }
+            // Nothing of it was written here: its erasure is complete once the epoch it would be under is
+            // destroyed, as a shred's would be.
+            let key = CaseID(bytes: Array(caseID.readableBytesView))
+            self.shreddedAgain[key, default: ([], epoch.number)].records.append((recordID, type))
+            return
+        }
+        let wrapped = try wrapping.rewrap(Array(row.wrappedKey), recordID: recordID, under: epoch)
+        let supersedes = try row.supersedes.map { text throws(CaseVaultError) in try Self.bytes(text) }
+        try self.perform {
+            try await connection.perform(
+                """
+                INSERT INTO casevault_records (id, case_id, type, created_at, epoch, wrapped_key, blob, author,
+                    supersedes)
+                VALUES (\(id), \(caseID), \(row.type), \(row.createdAt), \(Int64(epoch.number)),
+                    \(ByteBuffer(bytes: wrapped)), \(ByteBuffer(bytes: blob)), \(row.author), \(supersedes))
+                """, logger: logger)
+        }
+    }
+
+    /// Keeps `ledger`'s records in `casevault_ledger`, but those whose shred this vault holds.
+    private func keepLedger(_ ledger: PostgresBackupFormat.Ledger) throws(CaseVaultError) {
+        guard !ledger.records.isEmpty else { return }
+        var parsed: [ByteBuffer] = []
+        for entry in ledger.records {
+            let id: RecordID = try Self.identifier(entry.id)
+            parsed.append(ByteBuffer(bytes: id.bytes))
+        }
+        let (ids, times, connection, logger) = (
+            parsed, ledger.records.map(\.shreddedAt), self.connection, self.storage.logger
+        )
+        try self.perform {
+            try await connection.perform(
+                """
+                INSERT INTO casevault_ledger (id, shredded_at)
+                SELECT l.id, l.at FROM unnest(\(ids)::bytea[], \(times)::bigint[]) AS l(id, at)
+                WHERE NOT EXISTS (SELECT 1 FROM casevault_shreds s WHERE s.id = l.id)
+                ON CONFLICT (id) DO NOTHING
+                """, logger: logger)
+        }
+    }
+
     private static func identifier<Tag>(_ text: String) throws(CaseVaultError) -> Identifier<Tag> {
         do {
             return try Identifier<Tag>(text)
@@ -843,11 +1020,12 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
 
 extension PostgresStorage {
     /// Begins a restore into this vault, which must hold nothing yet (`vault-not-empty` otherwise: no case,
-    /// record, shred, certificate or hold; a roster is joined): a transaction on a connection of its own,
-    /// holding the filing lock alone until the restore ends, under the erase epoch new wraps use, whose key
-    /// this daemon's file must hold. `ledger`: records shredded since the backup, which are shredded again
-    /// on `authority`'s order as they are restored.
-    package func beginRestore(keys: BackupKeyFile, ledger: Set<RecordID>, authority: Authority)
+    /// record, attachment or upload, shred, ledger entry, certificate or hold; a roster is joined): a
+    /// transaction on a connection of its own, holding the filing lock alone until the restore ends, under
+    /// the erase epoch new wraps use, whose key this daemon's file must hold. `ledger`: the shred ledger's
+    /// records and times, exported from the vault the backup was taken of; those the backup holds are
+    /// shredded again on `authority`'s order instead of restored.
+    package func beginRestore(keys: BackupKeyFile, ledger: [RecordID: Int64], authority: Authority)
         throws(CaseVaultError) -> any BackupRestore
     {
         guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
@@ -865,8 +1043,10 @@ extension PostgresStorage {
                 for try await value in try await connection.query(
                     """
                     SELECT EXISTS (SELECT 1 FROM casevault_cases) OR EXISTS (SELECT 1 FROM casevault_records)
-                        OR EXISTS (SELECT 1 FROM casevault_shreds) OR EXISTS (SELECT 1 FROM casevault_certificates)
-                        OR EXISTS (SELECT 1 FROM casevault_holds)
+                        OR EXISTS (SELECT 1 FROM casevault_attachments) OR EXISTS (SELECT 1 FROM casevault_uploads)
+                        OR EXISTS (SELECT 1 FROM casevault_attachment_chunks)
+                        OR EXISTS (SELECT 1 FROM casevault_shreds) OR EXISTS (SELECT 1 FROM casevault_ledger)
+                        OR EXISTS (SELECT 1 FROM casevault_certificates) OR EXISTS (SELECT 1 FROM casevault_holds)
                     """, logger: logger
                 ).decode(Bool.self) {
                     holds = value
@@ -874,7 +1054,7 @@ extension PostgresStorage {
                 guard !holds else {
                     throw CaseVaultError(
                         .vaultNotEmpty,
-                        "a backup is restored only into a vault that holds nothing yet: this one holds cases, records, shreds or certificates"
+                        "a backup is restored only into a vault that holds nothing yet: this one holds cases, records, shreds, certificates or holds"
                     )
                 }
                 guard let epoch = try await EpochExchange.wrapEpoch(connection, logger: logger) else {

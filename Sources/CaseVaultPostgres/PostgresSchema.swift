@@ -261,6 +261,18 @@ package enum PostgresSchema {
         [
             "ALTER TABLE casevault_certificates ADD COLUMN restored boolean NOT NULL DEFAULT false"
         ],
+        // 10: records this vault knows were shredded though it never held them: named by the ledger given
+        // to a restore without being in the backup, or carried by a backup that knew of them. The shred
+        // ledger's export lists them beside `casevault_shreds`, so that a later restore of an older backup
+        // does not bring them back.
+        [
+            """
+            CREATE TABLE casevault_ledger (
+                id bytea PRIMARY KEY CHECK (length(id) = 16),
+                shredded_at bigint NOT NULL
+            )
+            """
+        ],
     ]
 
     /// The version this build writes.

@@ -266,9 +266,18 @@ package final class PostgresStorage: ServedStorage {
             "DELETE FROM casevault_uploads WHERE record_id = ANY(\(records))", logger: logger)
         try await connection.perform(
             "DELETE FROM casevault_attachment_chunks WHERE record_id = ANY(\(records))", logger: logger)
-        // One certificate a case, issued with the shreds: erasure by key destruction, complete once every
-        // daemon has destroyed the newest epoch a record's key was wrapped under (older ones go first),
-        // which the schedule does within the erase window.
+        try await Self.certify(byCase, order: order, at: time, certifying: certifying, on: connection, logger: logger)
+        return byCase.count
+    }
+
+    /// Issues one certificate a case for the records of `byCase` shredded at `time` on `order`, in the
+    /// caller's transaction: erasure by key destruction, complete once every daemon has destroyed the newest
+    /// epoch a record's key was wrapped under (older ones go first), which the schedule does within the
+    /// erase window.
+    static func certify(
+        _ byCase: [CaseID: (records: [(RecordID, RecordType)], epoch: UInt64)], order: ShredOrder, at time: Int64,
+        certifying: (sealing: SealingServices, window: Int64), on connection: PostgresConnection, logger: Logger
+    ) async throws {
         for (caseID, shreds) in byCase {
             let erasure = DestructionCertificate.Erasure(
                 epoch: shreds.epoch, completeBy: Timestamp.rfc3339(time + certifying.window * 1000))
@@ -278,7 +287,6 @@ package final class PostgresStorage: ServedStorage {
                     records: shreds.records, erasure: erasure),
                 at: time, signedBy: certifying.sealing, on: connection, logger: logger)
         }
-        return byCase.count
     }
 
     /// Writes `certificate`, signed, in the caller's transaction.
@@ -536,13 +544,20 @@ package final class PostgresStorage: ServedStorage {
         }
     }
 
-    /// Every shred's record id and time, oldest first (`casevault_shreds`): the shred ledger's export.
+    /// Every shred's record id and time, oldest first: the shred ledger's export. Those of this vault
+    /// (`casevault_shreds`), and those it knows of only from a restore's ledger or backup
+    /// (`casevault_ledger`), so that restoring an older backup with this export does not bring them back.
     package func shreddedRecords() throws(CaseVaultError) -> [(id: RecordID, shreddedAt: Int64)] {
         let logger = self.logger
         return try self.run { connection -> [(id: RecordID, shreddedAt: Int64)] in
             var shredded: [(id: RecordID, shreddedAt: Int64)] = []
             for try await (id, at) in try await connection.query(
-                "SELECT id, shredded_at FROM casevault_shreds ORDER BY shredded_at, id", logger: logger
+                """
+                SELECT id, shredded_at FROM casevault_shreds
+                UNION ALL SELECT id, shredded_at FROM casevault_ledger l
+                    WHERE NOT EXISTS (SELECT 1 FROM casevault_shreds s WHERE s.id = l.id)
+                ORDER BY shredded_at, id
+                """, logger: logger
             ).decode((ByteBuffer, Int64).self) {
                 guard id.readableBytes == RecordID.byteCount else {
                     throw CaseVaultError(.integrityFailure, "a shred's row in the database has a malformed id")

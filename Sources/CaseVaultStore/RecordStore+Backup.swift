@@ -147,7 +147,7 @@ extension RecordStore {
 
     /// `not-on-this-backend`: a data directory is restored without the daemon, into an empty directory
     /// (`RecordStore.restore`, `casevaultctl restore --data-dir`).
-    package func beginRestore(keys: BackupKeyFile, ledger: Set<RecordID>, authority: Authority)
+    package func beginRestore(keys: BackupKeyFile, ledger: [RecordID: Int64], authority: Authority)
         throws(CaseVaultError) -> any BackupRestore
     {
         throw CaseVaultError(

@@ -10,7 +10,7 @@ import Glibc
 /// database that holds nothing yet: real daemons, the real socket, casevaultctl, and clusters the test starts.
 extension EpochExchangeTests {
     @Test(
-        "casevaultctl backup on a daemon of a vault in PostgreSQL, then restore through a daemon of an empty database with the vault's root key and backup keys: the forms, their attachment, the hold and the certificates come back, the shredded form stays shredded, a form shredded after the backup is shredded again from the ledger, no session note is in the backup; a damaged backup, a backup without its key and a restore into a vault that holds records are refused, changing nothing; a rotation on the restored vault completes its own erasure but not the restored one; once the backup retention passes, a's sweep destroys the backup's key; nothing confidential in either log"
+        "casevaultctl backup on a daemon of a vault in PostgreSQL, then restore through a daemon of an empty database with the vault's root key and backup keys: the forms, their attachment, the hold and the certificates come back, the shredded form stays shredded, a form shredded after the backup is shredded again from the ledger without ever being written to the new database, a form filed and shredded after the backup is named by the new vault's ledger and, through a backup of it restored without a ledger, by a third vault's, no session note is in the backup; a damaged backup, a backup without its key and a restore into a vault that holds records are refused, changing nothing; a rotation on the restored vault completes its own erasure but not the restored one; once the backup retention passes, a's sweep destroys the backup's key; nothing confidential in either log"
     )
     func backupAndRestoreOnPostgres() async throws {
         let clusters = try PostgresClusters()
@@ -81,6 +81,11 @@ extension EpochExchangeTests {
         // Shredded after the backup: only the ledger knows.
         let later = try await a.client.request(.DELETE, "/v1/records/\(shredAfter)", json: ["reason": "policy"])
         #expect(later.status == 200, "\(String(decoding: later.body, as: UTF8.self))")
+        // Filed and shredded after the backup: in no backup, named by the ledger alone.
+        let unbacked = try await Self.whileUnavailable { try await Self.fileForm(a, caseID, marker) }
+        let filedAfter = unbacked.json["record_id"] as? String ?? ""
+        let gone = try await a.client.request(.DELETE, "/v1/records/\(filedAfter)", json: ["reason": "policy"])
+        #expect(gone.status == 200, "\(String(decoding: gone.body, as: UTF8.self))")
         let ledgerFile = rootA + "/ledger.json"
         let ledger = try ctlRun(["ledger", "--out", ledgerFile, "--socket", a.socket], in: rootA)
         #expect(ledger.0 == 0, "\(ledger.2)")
@@ -151,6 +156,25 @@ extension EpochExchangeTests {
             clusters.primaryPort, clusters.primarySockets, "restored",
             "SELECT count(*) FROM casevault_records WHERE type = 'session_note'")
         #expect(notes == "0")
+        // The form the ledger names was never written to b's database, not even as a dead row whose key the
+        // WAL would keep: the records' pages hold a line for each row ever put there, and the restore's
+        // transaction put the two cases' headers and the kept form (the refused restores' rows are there
+        // too, under transactions of their own that were rolled back).
+        let lines = try clusters.psql(
+            clusters.primaryPort, clusters.primarySockets, "restored",
+            """
+            CREATE EXTENSION IF NOT EXISTS pageinspect;
+            SELECT count(*) FROM generate_series(0, pg_relation_size('casevault_records') / 8192 - 1) AS page,
+                heap_page_items(get_raw_page('casevault_records', page::int)) AS line
+            WHERE line.t_xmin = (SELECT xmin FROM casevault_records LIMIT 1);
+            """)
+        #expect(lines == "3", "\(lines)")
+        // b's ledger names every shred a's did: its own, those the backup held, and the one in no backup.
+        let ledgerB = rootB + "/ledger.json"
+        let exported = try ctlRun(["ledger", "--out", ledgerB, "--socket", b.socket], in: rootB)
+        let namedB = (try? String(contentsOfFile: ledgerB, encoding: .utf8)) ?? ""
+        #expect(exported.0 == 0, "\(exported.2)")
+        #expect([shredBefore, shredAfter, filedAfter].allSatisfy(namedB.contains), "\(namedB)")
         // An operator's rotation on b completes the erasure of the shred b made from the ledger, under b's own
         // epoch; the certificate restored from a's vault stays open: its erasure rests on a's key files.
         let rotated = try ctlRun(["rotate", "--json", "--socket", b.socket], in: rootB)
@@ -183,6 +207,36 @@ extension EpochExchangeTests {
             ["restore", "--in", backupFile, "--ledger", ledgerFile, "--socket", b.socket, "--json"], in: rootB)
         #expect(again.0 != 0 && again.2.contains("vault-not-empty"), "\(again.2)")
 
+        // A backup of b carries what b's ledger knows of: restored without a ledger through daemon c, into a
+        // third database, c's ledger still names the form that is in no backup.
+        let backupB = rootB + "/vault-b.backup"
+        let tookB = try ctlRun(["backup", "--out", backupB, "--socket", b.socket, "--json"], in: rootB)
+        #expect(tookB.0 == 0, "\(tookB.2)")
+        _ = try clusters.psql(
+            clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
+            "CREATE DATABASE third OWNER \(PostgresClusters.user)")
+        let rootC = try Self.databaseDaemonRoot(clusters, name: "vault-c")
+        let configurationC = rootC + "/casevault.toml"
+        try String(contentsOfFile: configurationC, encoding: .utf8)
+            .replacingOccurrences(of: "@/\(PostgresClusters.database)?", with: "@/third?")
+            .write(toFile: configurationC, atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(
+            atPath: rootC + "/keys", withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        for file in ["root.key", "backup.keys"] {
+            try FileManager.default.copyItem(atPath: rootB + "/keys/" + file, toPath: rootC + "/keys/" + file)
+        }
+        let c = try DatabaseDaemon(root: rootC)
+        #expect(await c.waitUntilServing(), "\(c.notable)")
+        let intoC = try ctlRun(
+            ["restore", "--in", backupB, "--without-ledger", "--socket", c.socket, "--json"], in: rootC)
+        #expect(intoC.0 == 0 && intoC.1["shredded_again"] as? Int == 0, "\(intoC.2)")
+        let ledgerC = rootC + "/ledger.json"
+        let exportedC = try ctlRun(["ledger", "--out", ledgerC, "--socket", c.socket], in: rootC)
+        let namedC = (try? String(contentsOfFile: ledgerC, encoding: .utf8)) ?? ""
+        #expect(exportedC.0 == 0, "\(exportedC.2)")
+        #expect([shredBefore, shredAfter, filedAfter].allSatisfy(namedC.contains), "\(namedC)")
+        #expect(try await c.client.get("/v1/records/\(kept)").status == 200)
+
         // The backup retention (35 days) passes on a's clock: a's next sweep destroys the backup's key in its
         // file, and a backup that needs it can no longer be restored by anyone.
         let held = try [UInt8](Data(contentsOf: URL(fileURLWithPath: rootA + "/keys/backup.keys")))
@@ -195,8 +249,8 @@ extension EpochExchangeTests {
             !entries.isEmpty && !Self.holdsBackupID(entries, backupFile: whole), "the backup's key is still in the file"
         )
 
-        #expect(a.stop() == 0 && b.stop() == 0)
-        for daemon in [a, b] {
+        #expect(a.stop() == 0 && b.stop() == 0 && c.stop() == 0)
+        for daemon in [a, b, c] {
             #expect(!daemon.log.contains(marker), "the daemon logged content")
         }
     }

@@ -67,10 +67,12 @@ package protocol ServedStorage: RecordStorage {
     func backup(
         id: String, keys: BackupKeyFile, retentionDays: Int, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void
     ) throws(CaseVaultError) -> BackupSummary
-    /// Begins restoring a backup, whose key `keys` holds, into this vault, which holds nothing yet; records
-    /// `ledger` names are shredded again on `authority`'s order. `not-on-this-backend` for a data directory,
+    /// Begins restoring a backup, whose key `keys` holds, into this vault, which holds nothing yet. `ledger`
+    /// is the shred ledger (each record's id and time of shredding): the records of the backup it names are
+    /// shredded again on `authority`'s order, and it is kept, so that this vault's own ledger names every
+    /// one of them. `not-on-this-backend` for a data directory,
     /// which is restored without the daemon (`casevaultctl restore --data-dir`).
-    func beginRestore(keys: BackupKeyFile, ledger: Set<RecordID>, authority: Authority) throws(CaseVaultError)
+    func beginRestore(keys: BackupKeyFile, ledger: [RecordID: Int64], authority: Authority) throws(CaseVaultError)
         -> any BackupRestore
 
     // MARK: Several daemons

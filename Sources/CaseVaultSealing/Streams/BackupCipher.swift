@@ -18,6 +18,9 @@ package final class BackupSealer {
     /// The stream's header, written after the backup's own.
     package var header: [UInt8] { self.encryptor.header }
 
+    /// How many bytes longer a sealed message is than the message.
+    package static var overhead: Int { SecretStream.chunkOverhead }
+
     package func seal(_ message: [UInt8], associatedData: [UInt8], isFinal: Bool) -> [UInt8] {
         self.encryptor.push(message, associatedData: associatedData, isFinal: isFinal)
     }

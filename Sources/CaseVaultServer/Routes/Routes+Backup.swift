@@ -146,7 +146,26 @@ extension Routes {
     struct LedgerIn: Decodable {
         struct Entry: Decodable {
             var recordID: String
-            enum CodingKeys: String, CodingKey { case recordID = "record_id" }
+            var shreddedAt: String
+            enum CodingKeys: String, CodingKey {
+                case recordID = "record_id"
+                case shreddedAt = "shredded_at"
+            }
+        }
+
+        /// Each record's id and time of shredding, the earliest where it is named twice; `invalid-field`
+        /// (`ledger`) unless every entry has a record id and an RFC 3339 time.
+        static func entries(_ bytes: [UInt8]) throws(CaseVaultError) -> [RecordID: Int64] {
+            let refused = CaseVaultError(
+                .invalidField, "the ledger is not one that casevaultctl ledger --out writes", field: "ledger")
+            guard let parsed = try? JSONDecoder().decode(Self.self, from: Data(bytes)) else { throw refused }
+            var ledger: [RecordID: Int64] = [:]
+            for entry in parsed.records {
+                guard let id = try? RecordID(entry.recordID), let at = Timestamp.milliseconds(parsing: entry.shreddedAt)
+                else { throw refused }
+                ledger[id] = min(at, ledger[id] ?? at)
+            }
+            return ledger
         }
         var records: [Entry]
     }
@@ -175,16 +194,7 @@ extension Routes {
         var batch = ByteBuffer()
         let pool = self.pool
         func begin() async throws -> any BackupRestore {
-            let ledger: Set<RecordID>
-            if ledgerLength == 0 {
-                ledger = []
-            } else {
-                guard let parsed = try? JSONDecoder().decode(LedgerIn.self, from: Data(ledgerBytes)) else {
-                    throw CaseVaultError(
-                        .invalidField, "the ledger is not one that casevaultctl ledger --out writes", field: "ledger")
-                }
-                ledger = Set(try parsed.records.map { entry throws(CaseVaultError) in try RecordID(entry.recordID) })
-            }
+            let ledger = ledgerLength == 0 ? [:] : try LedgerIn.entries(ledgerBytes)
             return try await self.run { store throws(CaseVaultError) in
                 try store.beginRestore(keys: keys, ledger: ledger, authority: authority)
             }
