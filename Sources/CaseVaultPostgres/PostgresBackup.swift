@@ -4,173 +4,6 @@ package import CaseVaultSealing
 internal import Foundation
 internal import PostgresNIO
 
-/// A backup of a vault kept in PostgreSQL: its rows, as one file sealed like a backup of a data directory
-/// (`BackupSealer`, a secretstream under the backup's own random key kept in the backup key file), in a
-/// logical form that does not depend on the database's files.
-///
-///     "CVBK2\n" | backup id (16) | created, ms (8) | vault check (8) | secretstream header (24)
-///     then frames: length (4, big-endian) ‖ one secretstream message; a zero length ends the file
-///
-/// Each message is one item: its kind (a byte), then a row as JSON; a record's row as JSON after its length
-/// (4, big-endian), then its sealed blob; or an attachment's chunk. In order: the roster, cases, records
-/// each followed by its attachment, legal holds, shreds, the ledger (records shredded that the vault no
-/// longer holds: those it knew of only from a ledger, and those shredded while the backup ran),
-/// certificates, and the end with the counts. Records' data keys and holds' reason keys are wrapped under the backup's wrapping
-/// key (`BackupKey.keyWrapping`), never under an erase epoch, whose key every daemon destroys within the
-/// erase window: so the backup opens with the root key and the backup key file alone, until the backup
-/// retention destroys its key. Session notes are never in a backup, as in a data directory's.
-enum PostgresBackupFormat {
-    static let magic = Array("CVBK2\n".utf8)
-    /// What a backup of a data directory starts with (`BackupFormat` of the local store).
-    static let localMagic = Array("CVBK1\n".utf8)
-    static let headerSize = 6 + 16 + 8 + 8
-    /// Rows read from the backup's snapshot at a time.
-    static let page = 200
-    /// Attachment chunks read at a time (each 64 KiB and its overhead).
-    static let chunkPage = 16
-    /// The longest message a backup writes and a restore accepts: a record's row and its sealed blob, the
-    /// largest of which the largest body a daemon takes (`max_body_bytes`, at most 64 MiB) makes, with room
-    /// for the row and the sealing's overhead.
-    static let maxMessage = (64 << 20) + (1 << 20)
-    /// Ledger entries an item holds.
-    static let ledgerPage = 1000
-
-    enum Item: UInt8 {
-        case roster = 1
-        case caseRow = 2
-        case record = 3
-        case shred = 4
-        case attachmentStart = 5
-        case attachmentChunk = 6
-        case attachmentEnd = 7
-        case certificate = 8
-        case end = 9
-        case hold = 10
-        /// A record's row as JSON after its length, then its sealed blob. (`record`, its row with the blob
-        /// in base64, is what the first backups of this format wrote; a restore still reads it.)
-        case recordAndBlob = 11
-        case ledger = 12
-    }
-
-    struct Roster: Codable {
-        var uids: [Int64]
-    }
-
-    struct CaseRow: Codable {
-        var id: String
-        var state: String
-        var participantCount: Int
-        var mediators: [Int64]
-        var supervisors: [Int64]
-        var createdAt: Int64
-        var closedAt: Int64?
-        var outcome: String?
-        var headerID: String
-    }
-
-    struct Record: Codable {
-        var id: String
-        var caseID: String
-        var type: String
-        var createdAt: Int64
-        var author: String?
-        var supersedes: String?
-        /// The data key wrapped under the backup's wrapping key.
-        var wrappedKey: Data
-        /// The sealed blob, in an item of kind `record` only.
-        var blob: Data?
-    }
-
-    /// Records shredded that the vault no longer holds, with when.
-    struct Ledger: Codable {
-        struct Entry: Codable {
-            var id: String
-            var shreddedAt: Int64
-        }
-
-        var records: [Entry]
-    }
-
-    struct Attachment: Codable {
-        var recordID: String
-        var upload: String
-        var size: Int64
-    }
-
-    struct Hold: Codable {
-        var id: String
-        var caseID: String
-        var placedAt: Int64
-        var placedByUID: Int64?
-        var placedByRole: String
-        /// The reason key wrapped under the backup's wrapping key.
-        var wrappedKey: Data
-        var sealedReason: Data
-    }
-
-    struct Shred: Codable {
-        var id: String
-        var caseID: String
-        var type: String
-        var shreddedAt: Int64
-        var epoch: Int64
-        var method: String
-        var authorityUID: Int64?
-        var authorityRole: String
-    }
-
-    struct Certificate: Codable {
-        var id: String
-        var caseID: String
-        var issuedAt: Int64
-        var epoch: Int64
-        var completes: String?
-        var document: Data
-    }
-
-    struct End: Codable {
-        var records: Int
-        var attachments: Int
-        var holds: Int
-        var certificates: Int
-    }
-
-    static func encode(_ value: some Encodable) -> [UInt8] {
-        // Every field is a string, a number, an array of numbers or bytes: encoding cannot fail.
-        (try? Array(JSONEncoder().encode(value))) ?? []
-    }
-
-    /// The body of a `recordAndBlob` item.
-    static func recordItem(_ record: Record, blob: ByteBuffer) -> [UInt8] {
-        let row = Self.encode(record)
-        return UInt32(row.count).bigEndianBytes + row + Array(blob.readableBytesView)
-    }
-
-    /// The record and its blob an item of kind `record` or `recordAndBlob` holds.
-    static func record(_ kind: Item, _ body: ArraySlice<UInt8>) throws(CaseVaultError) -> (Record, [UInt8]) {
-        guard kind == .recordAndBlob else {
-            let record = try Self.decode(Record.self, body)
-            guard let blob = record.blob else { throw PostgresRestore.damaged("a record without its blob") }
-            return (record, Array(blob))
-        }
-        guard body.count >= 4 else { throw PostgresRestore.damaged("a record's item too short") }
-        let length = Int(UInt32(bigEndianBytes: body.prefix(4)))
-        guard body.count - 4 >= length else { throw PostgresRestore.damaged("a record's item too short") }
-        let start = body.startIndex + 4
-        let record = try Self.decode(Record.self, body[start..<(start + length)])
-        guard record.blob == nil else { throw PostgresRestore.damaged("a record with two blobs") }
-        return (record, Array(body[(start + length)...]))
-    }
-
-    static func decode<T: Decodable>(_ type: T.Type, _ bytes: ArraySlice<UInt8>) throws(CaseVaultError) -> T {
-        do {
-            return try JSONDecoder().decode(type, from: Data(bytes))
-        } catch {
-            throw PostgresRestore.damaged("an item of it is not what its kind says")
-        }
-    }
-}
-
 extension PostgresStorage {
     /// Writes a backup through `write` (called with each piece of the file, in order) while the daemons
     /// serve: the rows of one snapshot (a read-only REPEATABLE READ transaction), each record and hold's
@@ -189,58 +22,45 @@ extension PostgresStorage {
         let key = self.sealing.newBackupKey()
         try keys.add(id: idBytes, createdAt: now, key: key, sealing: self.sealing)
         let wrapping = try key.keyWrapping
-        let header =
-            PostgresBackupFormat.magic + idBytes + UInt64(now).bigEndianBytes
-            + self.sealing.rootKeyCheck.bigEndianBytes
-        let stream = try BackupSealer(key: key)
-        try write(header + stream.header)
-        var first = true
-        func push(_ item: PostgresBackupFormat.Item, _ body: [UInt8], final: Bool = false) throws(CaseVaultError) {
-            // A restore refuses a longer one: refused here, before the backup could be called taken.
-            guard 1 + body.count + BackupSealer.overhead <= PostgresBackupFormat.maxMessage else {
-                throw CaseVaultError(
-                    .storageFailure,
-                    "a record is larger than a backup's item may be (\(PostgresBackupFormat.maxMessage) bytes); no backup was taken"
-                )
-            }
-            let sealed = stream.seal([item.rawValue] + body, associatedData: first ? header : [], isFinal: final)
-            first = false
-            try write(UInt32(sealed.count).bigEndianBytes + sealed)
+        let writer = try LogicalBackup.Writer(
+            magic: LogicalBackup.magic, id: idBytes, createdAt: now, vaultCheck: self.sealing.rootKeyCheck, key: key)
+        try write(writer.start)
+        func push(_ item: LogicalBackup.Item, _ body: [UInt8]) throws(CaseVaultError) {
+            try write(writer.frame(item, body))
         }
-        let end = try self.withSnapshot { () throws(CaseVaultError) -> PostgresBackupFormat.End in
-            try push(.roster, PostgresBackupFormat.encode(PostgresBackupFormat.Roster(uids: try self.snapshotRoster())))
-            try self.snapshotCases { row throws(CaseVaultError) in try push(.caseRow, PostgresBackupFormat.encode(row))
+        let end = try self.withSnapshot { () throws(CaseVaultError) -> LogicalBackup.End in
+            try push(.roster, LogicalBackup.encode(LogicalBackup.Roster(uids: try self.snapshotRoster())))
+            try self.snapshotCases { row throws(CaseVaultError) in try push(.caseRow, LogicalBackup.encode(row))
             }
-            var end = PostgresBackupFormat.End(records: 0, attachments: 0, holds: 0, certificates: 0)
+            var end = LogicalBackup.End()
             var leftOut: [ByteBuffer] = []
             try self.snapshotRecords(wrapping: wrapping, leftOut: &leftOut) {
                 record, blob, attachment throws(CaseVaultError) in
-                try push(.recordAndBlob, PostgresBackupFormat.recordItem(record, blob: blob))
+                try push(.recordAndBlob, LogicalBackup.recordItem(record, blob: blob.readableBytesView))
                 end.records += 1
                 guard let attachment else { return }
                 end.attachments += 1
-                try push(.attachmentStart, PostgresBackupFormat.encode(attachment))
+                try push(.attachmentStart, LogicalBackup.encode(attachment))
                 try self.snapshotChunks(attachment) { at, bytes throws(CaseVaultError) in
                     try push(.attachmentChunk, UInt64(at).bigEndianBytes + bytes)
                 }
                 try push(.attachmentEnd, [])
             }
             for hold in try self.snapshotHolds(wrapping: wrapping) {
-                try push(.hold, PostgresBackupFormat.encode(hold))
+                try push(.hold, LogicalBackup.encode(hold))
                 end.holds += 1
             }
-            try self.snapshotShreds { row throws(CaseVaultError) in try push(.shred, PostgresBackupFormat.encode(row)) }
+            try self.snapshotShreds { row throws(CaseVaultError) in try push(.shred, LogicalBackup.encode(row)) }
             try self.snapshotLedger(adding: leftOut) { page throws(CaseVaultError) in
-                try push(.ledger, PostgresBackupFormat.encode(page))
+                try push(.ledger, LogicalBackup.encode(page))
             }
             try self.snapshotCertificates { row throws(CaseVaultError) in
-                try push(.certificate, PostgresBackupFormat.encode(row))
+                try push(.certificate, LogicalBackup.encode(row))
                 end.certificates += 1
             }
             return end
         }
-        try push(.end, PostgresBackupFormat.encode(end), final: true)
-        try write([0, 0, 0, 0])
+        try write(writer.end(end))
         self.logger.notice(
             "backup written",
             metadata: [
@@ -293,7 +113,7 @@ extension PostgresStorage {
         }
     }
 
-    private func snapshotCases(_ each: (PostgresBackupFormat.CaseRow) throws(CaseVaultError) -> Void)
+    private func snapshotCases(_ each: (LogicalBackup.CaseRow) throws(CaseVaultError) -> Void)
         throws(CaseVaultError)
     {
         let logger = self.logger
@@ -301,19 +121,19 @@ extension PostgresStorage {
         while true {
             let from = after
             let rows = try self.run { connection in
-                var rows: [PostgresBackupFormat.CaseRow] = []
+                var rows: [LogicalBackup.CaseRow] = []
                 for try await (id, state, count, mediators, supervisors, created, closed, outcome, header)
                     in try await connection.query(
                         """
                         SELECT id, state, participant_count, mediators, supervisors, created_at, closed_at, outcome,
                             header_id
-                        FROM casevault_cases WHERE id > \(from) ORDER BY id LIMIT \(PostgresBackupFormat.page)
+                        FROM casevault_cases WHERE id > \(from) ORDER BY id LIMIT \(LogicalBackup.page)
                         """, logger: logger
                     ).decode(
                         (ByteBuffer, String, Int, [Int64], [Int64], Int64, Int64?, String?, ByteBuffer).self)
                 {
                     rows.append(
-                        PostgresBackupFormat.CaseRow(
+                        LogicalBackup.CaseRow(
                             id: Hex.encode(id.readableBytesView), state: state, participantCount: count,
                             mediators: mediators, supervisors: supervisors, createdAt: created, closedAt: closed,
                             outcome: outcome, headerID: Hex.encode(header.readableBytesView)))
@@ -321,7 +141,7 @@ extension PostgresStorage {
                 return rows
             }
             for row in rows { try each(row) }
-            guard rows.count == PostgresBackupFormat.page, let last = rows.last, let bytes = Hex.decode(last.id)
+            guard rows.count == LogicalBackup.page, let last = rows.last, let bytes = Hex.decode(last.id)
             else { return }
             after = ByteBuffer(bytes: bytes)
         }
@@ -332,7 +152,7 @@ extension PostgresStorage {
     /// live now (shredded since the snapshot) is left out, its id added to `leftOut`.
     private func snapshotRecords(
         wrapping: EpochKey, leftOut: inout [ByteBuffer],
-        _ each: (PostgresBackupFormat.Record, ByteBuffer, PostgresBackupFormat.Attachment?) throws(CaseVaultError)
+        _ each: (LogicalBackup.Record, ByteBuffer, LogicalBackup.Attachment?) throws(CaseVaultError)
             -> Void
     ) throws(CaseVaultError) {
         let logger = self.logger
@@ -345,7 +165,7 @@ extension PostgresStorage {
                     """
                     SELECT filed, id, case_id, type, created_at, author, supersedes, blob FROM casevault_records
                     WHERE filed > \(from) AND type <> \(RecordType.sessionNote.rawValue)
-                    ORDER BY filed LIMIT \(PostgresBackupFormat.page)
+                    ORDER BY filed LIMIT \(LogicalBackup.page)
                     """, logger: logger
                 ).decode((Int64, ByteBuffer, ByteBuffer, String, Int64, String?, ByteBuffer?, ByteBuffer).self) {
                     rows.append(row)
@@ -371,12 +191,12 @@ extension PostgresStorage {
                     continue
                 }
                 let recordID = RecordID(bytes: Array(id.readableBytesView))
-                let record = PostgresBackupFormat.Record(
+                let record = LogicalBackup.Record(
                     id: recordID.rawValue, caseID: Hex.encode(caseID.readableBytesView), type: type,
                     createdAt: createdAt, author: author,
-                    supersedes: supersedes.map { Hex.encode($0.readableBytesView) }, wrappedKey: Data(rewrapped))
+                    supersedes: supersedes.map { Hex.encode($0.readableBytesView) }, wrappedKey: rewrapped)
                 let attachment = page.1[id].map { upload, size in
-                    PostgresBackupFormat.Attachment(
+                    LogicalBackup.Attachment(
                         recordID: recordID.rawValue, upload: Hex.encode(upload.readableBytesView), size: size)
                 }
                 try each(record, blob, attachment)
@@ -452,7 +272,7 @@ extension PostgresStorage {
     }
 
     private func snapshotChunks(
-        _ attachment: PostgresBackupFormat.Attachment, _ each: (Int64, [UInt8]) throws(CaseVaultError) -> Void
+        _ attachment: LogicalBackup.Attachment, _ each: (Int64, [UInt8]) throws(CaseVaultError) -> Void
     ) throws(CaseVaultError) {
         guard let upload = Hex.decode(attachment.upload) else { return }
         let logger = self.logger
@@ -465,7 +285,7 @@ extension PostgresStorage {
                     """
                     SELECT at, bytes FROM casevault_attachment_chunks
                     WHERE upload = \(ByteBuffer(bytes: upload)) AND at >= \(from)
-                    ORDER BY at LIMIT \(PostgresBackupFormat.chunkPage)
+                    ORDER BY at LIMIT \(LogicalBackup.chunkPage)
                     """, logger: logger
                 ).decode((Int64, ByteBuffer).self) {
                     chunks.append((at, Array(bytes.readableBytesView)))
@@ -473,12 +293,12 @@ extension PostgresStorage {
                 return chunks
             }
             for (at, bytes) in chunks { try each(at, bytes) }
-            guard chunks.count == PostgresBackupFormat.chunkPage, let last = chunks.last else { return }
+            guard chunks.count == LogicalBackup.chunkPage, let last = chunks.last else { return }
             next = last.0 + 1
         }
     }
 
-    private func snapshotHolds(wrapping: EpochKey) throws(CaseVaultError) -> [PostgresBackupFormat.Hold] {
+    private func snapshotHolds(wrapping: EpochKey) throws(CaseVaultError) -> [LogicalBackup.Hold] {
         let logger = self.logger
         let rows = try self.run { connection in
             var rows: [(ByteBuffer, ByteBuffer, Int64, Int64?, String, ByteBuffer)] = []
@@ -494,21 +314,21 @@ extension PostgresStorage {
         }
         guard !rows.isEmpty else { return [] }
         let keys = try self.keysNow(.holds, ids: rows.map(\.0), under: wrapping)
-        var holds: [PostgresBackupFormat.Hold] = []
+        var holds: [LogicalBackup.Hold] = []
         for (id, caseID, placedAt, uid, role, reason) in rows {
             // Released since the snapshot: left out.
             guard let rewrapped = keys[id] else { continue }
             let holdID = HoldID(bytes: Array(id.readableBytesView))
             holds.append(
-                PostgresBackupFormat.Hold(
+                LogicalBackup.Hold(
                     id: holdID.rawValue, caseID: Hex.encode(caseID.readableBytesView), placedAt: placedAt,
-                    placedByUID: uid, placedByRole: role, wrappedKey: Data(rewrapped),
-                    sealedReason: Data(reason.readableBytesView)))
+                    placedByUID: uid, placedByRole: role, wrappedKey: rewrapped,
+                    sealedReason: Array(reason.readableBytesView)))
         }
         return holds
     }
 
-    private func snapshotShreds(_ each: (PostgresBackupFormat.Shred) throws(CaseVaultError) -> Void)
+    private func snapshotShreds(_ each: (LogicalBackup.Shred) throws(CaseVaultError) -> Void)
         throws(CaseVaultError)
     {
         let logger = self.logger
@@ -516,15 +336,15 @@ extension PostgresStorage {
         while true {
             let from = after
             let rows = try self.run { connection in
-                var rows: [PostgresBackupFormat.Shred] = []
+                var rows: [LogicalBackup.Shred] = []
                 for try await (id, caseID, type, at, epoch, method, uid, role) in try await connection.query(
                     """
                     SELECT id, case_id, type, shredded_at, epoch, method, authority_uid, authority_role
-                    FROM casevault_shreds WHERE id > \(from) ORDER BY id LIMIT \(PostgresBackupFormat.page * 5)
+                    FROM casevault_shreds WHERE id > \(from) ORDER BY id LIMIT \(LogicalBackup.page * 5)
                     """, logger: logger
                 ).decode((ByteBuffer, ByteBuffer, String, Int64, Int64, String, Int64?, String).self) {
                     rows.append(
-                        PostgresBackupFormat.Shred(
+                        LogicalBackup.Shred(
                             id: Hex.encode(id.readableBytesView), caseID: Hex.encode(caseID.readableBytesView),
                             type: type, shreddedAt: at, epoch: epoch, method: method, authorityUID: uid,
                             authorityRole: role))
@@ -532,7 +352,7 @@ extension PostgresStorage {
                 return rows
             }
             for row in rows { try each(row) }
-            guard rows.count == PostgresBackupFormat.page * 5, let last = rows.last, let bytes = Hex.decode(last.id)
+            guard rows.count == LogicalBackup.page * 5, let last = rows.last, let bytes = Hex.decode(last.id)
             else { return }
             after = ByteBuffer(bytes: bytes)
         }
@@ -541,7 +361,7 @@ extension PostgresStorage {
     /// The ledger a backup carries, a page an item: the snapshot's `casevault_ledger` (records this vault
     /// knows of only from a restore), then the shreds, as committed now, of the records in `leftOut`.
     private func snapshotLedger(
-        adding leftOut: [ByteBuffer], _ each: (PostgresBackupFormat.Ledger) throws(CaseVaultError) -> Void
+        adding leftOut: [ByteBuffer], _ each: (LogicalBackup.Ledger) throws(CaseVaultError) -> Void
     ) throws(CaseVaultError) {
         let logger = self.logger
         var after = ByteBuffer()
@@ -552,7 +372,7 @@ extension PostgresStorage {
                 for try await row in try await connection.query(
                     """
                     SELECT id, shredded_at FROM casevault_ledger WHERE id > \(from) ORDER BY id
-                    LIMIT \(PostgresBackupFormat.ledgerPage)
+                    LIMIT \(LogicalBackup.ledgerPage)
                     """, logger: logger
                 ).decode((ByteBuffer, Int64).self) {
                     rows.append(row)
@@ -560,12 +380,12 @@ extension PostgresStorage {
                 return rows
             }
             if !rows.isEmpty { try each(Self.ledger(rows)) }
-            guard rows.count == PostgresBackupFormat.ledgerPage, let last = rows.last else { break }
+            guard rows.count == LogicalBackup.ledgerPage, let last = rows.last else { break }
             after = last.0
         }
         var start = 0
         while start < leftOut.count {
-            let ids = Array(leftOut[start..<min(start + PostgresBackupFormat.ledgerPage, leftOut.count)])
+            let ids = Array(leftOut[start..<min(start + LogicalBackup.ledgerPage, leftOut.count)])
             start += ids.count
             let rows = try self.current { connection in
                 var rows: [(ByteBuffer, Int64)] = []
@@ -580,12 +400,12 @@ extension PostgresStorage {
         }
     }
 
-    private static func ledger(_ rows: [(ByteBuffer, Int64)]) -> PostgresBackupFormat.Ledger {
-        PostgresBackupFormat.Ledger(
+    private static func ledger(_ rows: [(ByteBuffer, Int64)]) -> LogicalBackup.Ledger {
+        LogicalBackup.Ledger(
             records: rows.map { id, at in .init(id: Hex.encode(id.readableBytesView), shreddedAt: at) })
     }
 
-    private func snapshotCertificates(_ each: (PostgresBackupFormat.Certificate) throws(CaseVaultError) -> Void)
+    private func snapshotCertificates(_ each: (LogicalBackup.Certificate) throws(CaseVaultError) -> Void)
         throws(CaseVaultError)
     {
         let logger = self.logger
@@ -593,25 +413,25 @@ extension PostgresStorage {
         while true {
             let from = after
             let rows = try self.run { connection in
-                var rows: [(Int64, PostgresBackupFormat.Certificate)] = []
+                var rows: [(Int64, LogicalBackup.Certificate)] = []
                 for try await (filed, id, caseID, issuedAt, epoch, completes, document) in try await connection.query(
                     """
                     SELECT filed, id, case_id, issued_at, epoch, completes, document FROM casevault_certificates
-                    WHERE filed > \(from) ORDER BY filed LIMIT \(PostgresBackupFormat.page * 5)
+                    WHERE filed > \(from) ORDER BY filed LIMIT \(LogicalBackup.page * 5)
                     """, logger: logger
                 ).decode((Int64, String, ByteBuffer, Int64, Int64, String?, ByteBuffer).self) {
                     rows.append(
                         (
                             filed,
-                            PostgresBackupFormat.Certificate(
+                            LogicalBackup.Certificate(
                                 id: id, caseID: Hex.encode(caseID.readableBytesView), issuedAt: issuedAt, epoch: epoch,
-                                completes: completes, document: Data(document.readableBytesView))
+                                completes: completes, document: Array(document.readableBytesView))
                         ))
                 }
                 return rows
             }
             for (_, row) in rows { try each(row) }
-            guard rows.count == PostgresBackupFormat.page * 5, let last = rows.last else { return }
+            guard rows.count == LogicalBackup.page * 5, let last = rows.last else { return }
             after = last.0
         }
     }
@@ -639,8 +459,8 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
     private var header: [UInt8]?
     private var stream: BackupOpener?
     private var wrapping: EpochKey?
-    private var ended: PostgresBackupFormat.End?
-    private var counted = PostgresBackupFormat.End(records: 0, attachments: 0, holds: 0, certificates: 0)
+    private var ended: LogicalBackup.End?
+    private var counted = LogicalBackup.End()
     /// The records of the backup the ledger names, by case: shredded again.
     private var shreddedAgain: [CaseID: (records: [(RecordID, RecordType)], epoch: UInt64)] = [:]
     /// The record the last item was, which an attachment may follow, and whether it is kept.
@@ -665,11 +485,6 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
         if self.open { PostgresStorage.discard(self.connection) }
     }
 
-    static func damaged(_ why: String) -> CaseVaultError {
-        CaseVaultError(
-            .invalidField, "the backup is damaged or was tampered with (\(why)); nothing was restored", field: "backup")
-    }
-
     /// Takes the next bytes of the backup, restoring every item they complete.
     package func feed(_ bytes: UnsafeRawBufferPointer) throws(CaseVaultError) {
         self.pending.append(contentsOf: bytes)
@@ -687,12 +502,12 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
     package func finish() throws(CaseVaultError) -> RestoredBackup {
         defer { self.abandon() }
         guard let header = self.header, let ended = self.ended else {
-            throw Self.damaged("it ends too soon")
+            throw LogicalBackup.damaged("it ends too soon")
         }
-        guard self.pending == [0, 0, 0, 0] else { throw Self.damaged("it goes on after its end") }
+        guard self.pending == [0, 0, 0, 0] else { throw LogicalBackup.damaged("it goes on after its end") }
         guard ended.records == self.counted.records, ended.attachments == self.counted.attachments,
             ended.holds == self.counted.holds, ended.certificates == self.counted.certificates
-        else { throw Self.damaged("its counts do not match what it holds") }
+        else { throw LogicalBackup.damaged("its counts do not match what it holds") }
         let (connection, logger, order, time) = (self.connection, self.storage.logger, self.order, self.time)
         let certifying = (self.storage.sealing, self.storage.eraseWindow)
         for (caseID, shreds) in self.shreddedAgain {
@@ -703,12 +518,12 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
             }
         }
         // The ledger's records that are neither shredded again nor shreds the backup held.
-        let entries = self.ledger.map { PostgresBackupFormat.Ledger.Entry(id: $0.key.rawValue, shreddedAt: $0.value) }
+        let entries = self.ledger.map { LogicalBackup.Ledger.Entry(id: $0.key.rawValue, shreddedAt: $0.value) }
         var start = 0
         while start < entries.count {
-            let page = Array(entries[start..<min(start + PostgresBackupFormat.ledgerPage * 10, entries.count)])
+            let page = Array(entries[start..<min(start + LogicalBackup.ledgerPage * 10, entries.count)])
             start += page.count
-            try self.keepLedger(PostgresBackupFormat.Ledger(records: page))
+            try self.keepLedger(LogicalBackup.Ledger(records: page))
         }
         try self.perform { try await connection.commit(logger: logger) }
         let again = self.shreddedAgain.values.reduce(0) { $0 + $1.records.count }
@@ -741,7 +556,7 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
     private func consume() throws(CaseVaultError) {
         guard self.open else { throw CaseVaultError(.storageFailure, "the restore was ended already") }
         if self.header == nil {
-            let size = PostgresBackupFormat.headerSize + BackupOpener.headerByteCount
+            let size = LogicalBackup.headerSize + BackupOpener.headerByteCount
             guard self.pending.count >= size else {
                 if self.pending.count >= 6 { try self.checkMagic() }
                 return
@@ -751,21 +566,21 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
         }
         while self.ended == nil, self.pending.count >= 4 {
             let length = Int(UInt32(bigEndianBytes: self.pending[0..<4]))
-            guard length > 0, length <= PostgresBackupFormat.maxMessage else {
-                throw Self.damaged("a frame has an impossible length")
+            guard length > 0, length <= LogicalBackup.maxMessage else {
+                throw LogicalBackup.damaged("a frame has an impossible length")
             }
             guard self.pending.count >= 4 + length else { return }
             let sealed = Array(self.pending[4..<(4 + length)])
             self.pending.removeFirst(4 + length)
             try self.item(sealed)
         }
-        if self.ended != nil, self.pending.count > 4 { throw Self.damaged("it goes on after its end") }
+        if self.ended != nil, self.pending.count > 4 { throw LogicalBackup.damaged("it goes on after its end") }
     }
 
     private func checkMagic() throws(CaseVaultError) {
         let magic = Array(self.pending[0..<6])
-        guard magic == PostgresBackupFormat.magic else {
-            if magic == PostgresBackupFormat.localMagic {
+        guard magic == LogicalBackup.magic || magic == LogicalBackup.migrationMagic else {
+            if magic == LogicalBackup.localMagic {
                 throw CaseVaultError(
                     .invalidField,
                     "this is a backup of a vault kept in a data directory: restore it with casevaultctl restore --data-dir, without the daemon",
@@ -777,7 +592,7 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
 
     private func start(_ bytes: [UInt8]) throws(CaseVaultError) {
         try self.checkMagic()
-        let header = Array(bytes[0..<PostgresBackupFormat.headerSize])
+        let header = Array(bytes[0..<LogicalBackup.headerSize])
         let idBytes = Array(header[6..<22])
         guard Int64(bigEndianBytes: header[30..<38]) == self.storage.sealing.rootKeyCheck else {
             throw CaseVaultError(
@@ -790,12 +605,13 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
             )
         }
         do {
-            self.stream = try BackupOpener(key: key, header: Array(bytes[PostgresBackupFormat.headerSize...]))
+            self.stream = try BackupOpener(key: key, header: Array(bytes[LogicalBackup.headerSize...]))
         } catch {
-            throw Self.damaged("its stream header is damaged")
+            throw LogicalBackup.damaged("its stream header is damaged")
         }
         self.wrapping = try key.keyWrapping
         self.header = header
+        self.migration = Array(header[0..<6]) == LogicalBackup.migrationMagic
     }
 
     private func item(_ sealed: [UInt8]) throws(CaseVaultError) {
@@ -804,33 +620,36 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
         do {
             message = try stream.open(sealed, associatedData: self.started ? [] : header)
         } catch {
-            throw Self.damaged("a part of it does not authenticate")
+            throw LogicalBackup.damaged("a part of it does not authenticate")
         }
         self.started = true
-        guard let kind = message.first.flatMap(PostgresBackupFormat.Item.init(rawValue:)) else {
-            throw Self.damaged("an item of an unknown kind")
+        guard let kind = message.first.flatMap(LogicalBackup.Item.init(rawValue:)) else {
+            throw LogicalBackup.damaged("an item of an unknown kind")
         }
         let body = message[1...]
         guard self.attachment == nil || kind == .attachmentChunk || kind == .attachmentEnd else {
-            throw Self.damaged("an attachment without its end")
+            throw LogicalBackup.damaged("an attachment without its end")
         }
         if kind == .end {
-            guard stream.isFinished else { throw Self.damaged("its end is not the stream's end") }
-            self.ended = try PostgresBackupFormat.decode(PostgresBackupFormat.End.self, body)
+            guard stream.isFinished else { throw LogicalBackup.damaged("its end is not the stream's end") }
+            self.ended = try LogicalBackup.decode(LogicalBackup.End.self, body)
             return
         }
-        guard !stream.isFinished else { throw Self.damaged("it ends before its end item") }
+        guard !stream.isFinished else { throw LogicalBackup.damaged("it ends before its end item") }
         try self.restore(kind, body, wrapping: wrapping)
     }
     private var started = false
+    /// Whether the file is a vault moved from a data directory (`casevaultctl migrate`), which holds its
+    /// session notes, rather than a backup, which never does.
+    private var migration = false
 
-    private func restore(_ kind: PostgresBackupFormat.Item, _ body: ArraySlice<UInt8>, wrapping: EpochKey)
+    private func restore(_ kind: LogicalBackup.Item, _ body: ArraySlice<UInt8>, wrapping: EpochKey)
         throws(CaseVaultError)
     {
         let (connection, logger, epoch) = (self.connection, self.storage.logger, self.epoch)
         switch kind {
         case .roster:
-            let roster = try PostgresBackupFormat.decode(PostgresBackupFormat.Roster.self, body)
+            let roster = try LogicalBackup.decode(LogicalBackup.Roster.self, body)
             try self.perform {
                 try await connection.perform(
                     """
@@ -838,7 +657,7 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
                     """, logger: logger)
             }
         case .caseRow:
-            let row = try PostgresBackupFormat.decode(PostgresBackupFormat.CaseRow.self, body)
+            let row = try LogicalBackup.decode(LogicalBackup.CaseRow.self, body)
             let (id, header) = (try Self.bytes(row.id), try Self.bytes(row.headerID))
             try self.perform {
                 try await connection.perform(
@@ -850,20 +669,20 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
                     """, logger: logger)
             }
         case .record, .recordAndBlob:
-            let (row, blob) = try PostgresBackupFormat.record(kind, body)
+            let (row, blob) = try LogicalBackup.record(kind, body)
             try self.restore(row, blob: blob, wrapping: wrapping)
         case .attachmentStart:
-            let row = try PostgresBackupFormat.decode(PostgresBackupFormat.Attachment.self, body)
+            let row = try LogicalBackup.decode(LogicalBackup.Attachment.self, body)
             guard let record = Hex.decode(row.recordID), record.count == 16, let upload = Hex.decode(row.upload),
                 upload.count == 16, let last = self.lastRecord, last.id == record, row.size >= 0
-            else { throw Self.damaged("an attachment that follows no record of its own") }
+            else { throw LogicalBackup.damaged("an attachment that follows no record of its own") }
             self.attachment = (record, upload, row.size, 0, last.kept)
         case .attachmentChunk:
             guard var attachment = self.attachment, body.count > 8 else {
-                throw Self.damaged("an attachment's chunk out of place")
+                throw LogicalBackup.damaged("an attachment's chunk out of place")
             }
             let at = Int64(bigEndianBytes: body.prefix(8))
-            guard at >= attachment.next else { throw Self.damaged("an attachment's chunks out of order") }
+            guard at >= attachment.next else { throw LogicalBackup.damaged("an attachment's chunks out of order") }
             attachment.next = at + 1
             self.attachment = attachment
             // The attachment of a record shredded again: never written.
@@ -877,7 +696,9 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
                     """, logger: logger)
             }
         case .attachmentEnd:
-            guard let attachment = self.attachment else { throw Self.damaged("an attachment's end out of place") }
+            guard let attachment = self.attachment else {
+                throw LogicalBackup.damaged("an attachment's end out of place")
+            }
             self.attachment = nil
             self.counted.attachments += 1
             guard attachment.kept else { return }
@@ -890,7 +711,7 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
                     """, logger: logger)
             }
         case .hold:
-            let row = try PostgresBackupFormat.decode(PostgresBackupFormat.Hold.self, body)
+            let row = try LogicalBackup.decode(LogicalBackup.Hold.self, body)
             let holdID: HoldID = try Self.identifier(row.id)
             let wrapped = try wrapping.rewrap(Array(row.wrappedKey), holdID: holdID, under: epoch)
             let caseID = try Self.bytes(row.caseID)
@@ -906,7 +727,7 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
             }
             self.counted.holds += 1
         case .shred:
-            let row = try PostgresBackupFormat.decode(PostgresBackupFormat.Shred.self, body)
+            let row = try LogicalBackup.decode(LogicalBackup.Shred.self, body)
             let (id, caseID) = (try Self.bytes(row.id), try Self.bytes(row.caseID))
             try self.perform {
                 try await connection.perform(
@@ -918,9 +739,9 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
                     """, logger: logger)
             }
         case .ledger:
-            try self.keepLedger(try PostgresBackupFormat.decode(PostgresBackupFormat.Ledger.self, body))
+            try self.keepLedger(try LogicalBackup.decode(LogicalBackup.Ledger.self, body))
         case .certificate:
-            let row = try PostgresBackupFormat.decode(PostgresBackupFormat.Certificate.self, body)
+            let row = try LogicalBackup.decode(LogicalBackup.Certificate.self, body)
             let caseID = try Self.bytes(row.caseID)
             // Restored: an erasure it promises rests on the key files of the daemons that issued it, which
             // this vault's daemons cannot see, so this vault never certifies it complete (`certifyErasures`).
@@ -940,13 +761,13 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
 
     /// Restores one record; one the ledger names is shredded again instead: its shred's row written, its
     /// key and blob never.
-    private func restore(_ row: PostgresBackupFormat.Record, blob: [UInt8], wrapping: EpochKey)
+    private func restore(_ row: LogicalBackup.Record, blob: [UInt8], wrapping: EpochKey)
         throws(CaseVaultError)
     {
         let (connection, logger, epoch) = (self.connection, self.storage.logger, self.epoch)
         let recordID: RecordID = try Self.identifier(row.id)
-        guard let type = RecordType(rawValue: row.type), type != .sessionNote else {
-            throw Self.damaged("a record of a type a backup does not hold")
+        guard let type = RecordType(rawValue: row.type), type != .sessionNote || self.migration else {
+            throw LogicalBackup.damaged("a record of a type a backup does not hold")
         }
         let (id, caseID) = (ByteBuffer(bytes: recordID.bytes), try Self.bytes(row.caseID))
         self.counted.records += 1
@@ -983,7 +804,7 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
     }
 
     /// Keeps `ledger`'s records in `casevault_ledger`, but those whose shred this vault holds.
-    private func keepLedger(_ ledger: PostgresBackupFormat.Ledger) throws(CaseVaultError) {
+    private func keepLedger(_ ledger: LogicalBackup.Ledger) throws(CaseVaultError) {
         guard !ledger.records.isEmpty else { return }
         var parsed: [ByteBuffer] = []
         for entry in ledger.records {
@@ -1008,12 +829,14 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
         do {
             return try Identifier<Tag>(text)
         } catch {
-            throw Self.damaged("an id in it is malformed")
+            throw LogicalBackup.damaged("an id in it is malformed")
         }
     }
 
     private static func bytes(_ text: String) throws(CaseVaultError) -> ByteBuffer {
-        guard let bytes = Hex.decode(text), bytes.count == 16 else { throw Self.damaged("an id in it is malformed") }
+        guard let bytes = Hex.decode(text), bytes.count == 16 else {
+            throw LogicalBackup.damaged("an id in it is malformed")
+        }
         return ByteBuffer(bytes: bytes)
     }
 }

@@ -345,10 +345,11 @@ package final class PostgresStorage: ServedStorage {
             }
             if found.count < wanted.count {
                 let missing = wanted.filter { id in !found.contains { $0.id == id } }
+                let ids = missing.map { ByteBuffer(bytes: $0.bytes) }
                 let shredded = try await Self.exists(
                     """
-                    SELECT EXISTS (SELECT 1 FROM casevault_shreds
-                        WHERE id = ANY(\(missing.map { ByteBuffer(bytes: $0.bytes) })))
+                    SELECT EXISTS (SELECT 1 FROM casevault_shreds WHERE id = ANY(\(ids)))
+                        OR EXISTS (SELECT 1 FROM casevault_ledger WHERE id = ANY(\(ids)))
                     """, on: connection, logger: logger)
                 throw shredded ? CaseVaultError.recordShredded() : CaseVaultError.recordNotFound()
             }
@@ -811,8 +812,15 @@ package final class PostgresStorage: ServedStorage {
         return try self.stored(row)
     }
 
+    /// Whether `id` was shredded: a shred's row, or an entry of the ledger a restore kept
+    /// (`casevault_ledger`: a record this vault never held, shredded in the vault it was restored from).
     package func shredHasBegun(_ id: RecordID) throws(CaseVaultError) -> Bool {
-        try self.exists("SELECT EXISTS (SELECT 1 FROM casevault_shreds WHERE id = \(ByteBuffer(bytes: id.bytes)))")
+        let id = ByteBuffer(bytes: id.bytes)
+        return try self.exists(
+            """
+            SELECT EXISTS (SELECT 1 FROM casevault_shreds WHERE id = \(id))
+                OR EXISTS (SELECT 1 FROM casevault_ledger WHERE id = \(id))
+            """)
     }
 
     /// A live record's row; `shredded` or `not-found` when there is none.

@@ -45,7 +45,7 @@ struct CaseVaultCtl: AsyncParsableCommand {
             """,
         subcommands: [
             Status.self, WhoAmI.self, Init.self, Unseal.self, Seal.self, Rotate.self, Backup.self, Ledger.self,
-            Restore.self, Sweep.self, Hold.self, Stats.self, Pubkey.self, Certificate.self, Audit.self,
+            Restore.self, Migrate.self, Sweep.self, Hold.self, Stats.self, Pubkey.self, Certificate.self, Audit.self,
             Doctor.self, Metrics.self, Case.self, Record.self, Attachment.self, Roster.self, Disclosure.self,
             Daemon.self,
         ]

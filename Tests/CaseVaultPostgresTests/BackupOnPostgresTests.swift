@@ -234,7 +234,10 @@ extension EpochExchangeTests {
         let exportedC = try ctlRun(["ledger", "--out", ledgerC, "--socket", c.socket], in: rootC)
         let namedC = (try? String(contentsOfFile: ledgerC, encoding: .utf8)) ?? ""
         #expect(exportedC.0 == 0, "\(exportedC.2)")
-        #expect([shredBefore, shredAfter, filedAfter].allSatisfy(namedC.contains), "\(namedC)")
+        #expect(
+            [shredBefore, shredAfter, filedAfter].allSatisfy(namedC.contains),
+            "before \(shredBefore) after \(shredAfter) unbacked \(filedAfter): \(namedC) b: \(namedB) took: \(tookB.2) into: \(intoC.2)"
+        )
         #expect(try await c.client.get("/v1/records/\(kept)").status == 200)
 
         // The backup retention (35 days) passes on a's clock: a's next sweep destroys the backup's key in its

@@ -1,4 +1,5 @@
 package import CaseVaultCore
+internal import CaseVaultCrypto
 
 /// What the storage may ask of the vault's keys. Every call takes and gives ciphertext, signatures or
 /// check values: a slot rewrapped under a new epoch, a certificate's signature, the audit log's signer, a
@@ -31,6 +32,29 @@ package final class SealingServices: Sendable {
         -> [UInt8]
     {
         try self.barrier.rewrap(slotBytes: slotBytes, recordID: recordID, slot: slot, epoch: epoch)
+    }
+
+    // MARK: Moving a vault to PostgreSQL
+
+    /// A key slot's data key wrapped under `epoch` instead (`casevaultctl migrate`: a vault moved from a
+    /// data directory); the data key never leaves the sealing layer.
+    package func rewrap(slotBytes: [UInt8], recordID: RecordID, slot: Int64, under epoch: EpochKey)
+        throws(CaseVaultError) -> [UInt8]
+    {
+        epoch.wrap(try self.barrier.unwrap(slotBytes: slotBytes, recordID: recordID, slot: slot), recordID: recordID)
+    }
+
+    /// A hold whose reason is sealed under the root key's hold subkey (the local store's), sealed again
+    /// under a key of its own, which comes back wrapped under `epoch` (as a vault on PostgreSQL keeps it);
+    /// the reason is opened and sealed here and never leaves.
+    package func resealHold(_ hold: SealedHold, under epoch: EpochKey) throws(CaseVaultError)
+        -> (wrappedKey: [UInt8], sealedReason: [UInt8])
+    {
+        var reason = try self.barrier.openHoldReason(hold)
+        defer { Memory.zero(&reason) }
+        let key = self.barrier.newDataKey()
+        let sealed = self.barrier.sealHoldReason(reason, holdID: hold.id.rawValue, caseID: hold.caseID, under: key)
+        return (epoch.wrap(key, holdID: hold.id), sealed)
     }
 
     package func signCertificate(_ body: [UInt8]) -> [UInt8] {

@@ -86,7 +86,7 @@ extension RecordStore {
 
     /// The names in the attachments directory (none when it does not exist). One that cannot be read throws:
     /// a shred must not pass over attachments it cannot see.
-    private func attachmentNames() throws(CaseVaultError) -> [String] {
+    func attachmentNames() throws(CaseVaultError) -> [String] {
         guard let handle = opendir(self.directory.attachmentsPath) else {
             if errno == ENOENT { return [] }
             throw POSIXFailure.error("opendir", path: self.directory.attachmentsPath)

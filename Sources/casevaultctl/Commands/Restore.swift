@@ -81,7 +81,13 @@ extension CaseVaultCtl {
 
         /// Sends the backup, after the ledger's bytes, to the daemon (`POST /v1/admin/restore`).
         private func restoreThroughDaemon() async throws(CLIError) {
-            guard self.withoutLedger || self.ledger != nil else {
+            // A vault moved from a data directory (casevaultctl migrate) carries its whole ledger, and
+            // nothing was shredded since, the directory being served by no one.
+            let moved = FileHandle(forReadingAtPath: self.input).map { handle in
+                defer { try? handle.close() }
+                return (try? handle.read(upToCount: 6)).map(Array.init) == LogicalBackup.migrationMagic
+            }
+            guard self.withoutLedger || self.ledger != nil || moved == true else {
                 throw CLIError.usage(
                     "give --ledger FILE (the lost vault's ledger, casevaultctl ledger --out) so that the records shredded since the backup stay shredded, or --without-ledger to restore knowing that they come back"
                 )

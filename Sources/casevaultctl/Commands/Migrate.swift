@@ -1,0 +1,123 @@
+import ArgumentParser
+import CaseVaultConfiguration
+import CaseVaultCore
+import CaseVaultCrypto
+import CaseVaultSealing
+import CaseVaultStore
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension CaseVaultCtl {
+    struct Migrate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "Write a vault kept in a data directory, which no daemon serves, as a file that a daemon on PostgreSQL restores.",
+            discussion: """
+                Moves a vault from a data directory to PostgreSQL, offline: stop the daemon, run this on its host \
+                with its configuration (--config: the data directory, the root key's source, [backup] key_file), \
+                then start a daemon of the same root key on an empty database, with that backup key file and the old \
+                data directory's audit/ moved into its own data directory (the audit chain goes on there), and run \
+                casevaultctl restore --in FILE through it. The file holds everything: the roster, cases, every \
+                live record (session notes included), attachments, holds, the shred ledger and the certificates, \
+                sealed under a key of its own kept in the backup key file, which the backup retention destroys as a \
+                backup's. Refused while a daemon serves the data directory. The file is written as FILE.partial \
+                and renamed when complete. \
+                Exit 0 written, 1 refused (a daemon serves the directory, or the vault could not be read), 64 bad \
+                usage, 66 no vault in the data directory, 73 the file cannot be written, 78 bad configuration.
+                """
+        )
+
+        @Option(help: "The file to write (must not exist).") var out: String
+        @Option(help: "The data directory of the vault to move. Default: store.data_directory of --config.")
+        var dataDir: String?
+        @Flag(help: "Read the passphrase from standard input.") var stdin = false
+        @Option(help: "The daemon's configuration (data directory, key source, backup key file).") var config: String =
+            "Config/casevault.toml"
+        @Flag(help: "Print one JSON document.") var json = false
+
+        func run() async throws {
+            do {
+                try self.migrate()
+            } catch {
+                FileHandle.standardError.write(Data("casevaultctl: \(error.message)\n".utf8))
+                throw ExitCode(error.exitCode)
+            }
+        }
+
+        private func migrate() throws(CLIError) {
+            let base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
+            let configuration: DaemonConfiguration
+            var store: StoreConfiguration
+            do {
+                configuration = try DaemonConfiguration.load(path: self.config)
+                store = try configuration.storeConfiguration(relativeTo: base)
+            } catch {
+                throw CLIError.configuration(error.message)
+            }
+            if let dataDir = self.dataDir {
+                store.dataDirectory = URL(fileURLWithPath: dataDir, relativeTo: base).standardizedFileURL
+            }
+            guard !FileManager.default.fileExists(atPath: self.out) else {
+                throw CLIError.usage("\(self.out) exists; name a new file")
+            }
+            var passphrase: SecureBytes?
+            if store.keySource == .passphrase {
+                passphrase = try Secret.passphrase(stdin: self.stdin)
+            }
+            let partial = self.out + ".partial"
+            unlink(partial)
+            let descriptor = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            guard descriptor >= 0 else {
+                throw CLIError.unwritable("cannot create \(partial): \(String(cString: strerror(errno)))")
+            }
+            let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+            // Whatever stops it short leaves no file.
+            var kept = false
+            defer { if !kept { unlink(partial) } }
+            var logger = Logger(label: "casevaultctl")
+            logger.logLevel = .warning
+            let summary: MigrationSummary
+            do {
+                summary = try RecordStore.writeMigration(
+                    of: store, passphrase: passphrase, id: Hex.encode(Random.bytes(count: 16)),
+                    keys: BackupKeyFile(path: configuration.backupKeyFile(relativeTo: base)), logger: logger
+                ) { bytes throws(CaseVaultError) in
+                    do {
+                        try handle.write(contentsOf: bytes)
+                    } catch {
+                        throw CaseVaultError(.storageFailure, "cannot write \(partial): \(error)")
+                    }
+                }
+            } catch {
+                if error.code == .notFound { throw CLIError.unreadable(error.message) }
+                throw CLIError.problem("\(error.code.rawValue): \(error.message)")
+            }
+            guard fsync(descriptor) == 0 else {
+                throw CLIError.unwritable("cannot flush \(partial): \(String(cString: strerror(errno)))")
+            }
+            guard rename(partial, self.out) == 0 else {
+                throw CLIError.unwritable(
+                    "cannot rename \(partial) to \(self.out): \(String(cString: strerror(errno)))")
+            }
+            kept = true
+            output(
+                json: self.json,
+                document: [
+                    "migration_id": summary.fileID, "file": self.out, "cases": summary.cases,
+                    "records": summary.records,
+                    "session_notes": summary.sessionNotes, "attachments": summary.attachments, "holds": summary.holds,
+                    "shreds": summary.shreds, "certificates": summary.certificates,
+                ],
+                rows: [
+                    ("migration", summary.fileID), ("file", self.out), ("cases", "\(summary.cases)"),
+                    ("records", "\(summary.records) (\(summary.sessionNotes) session notes)"),
+                    ("attachments", "\(summary.attachments)"), ("holds", "\(summary.holds)"),
+                    ("shreds", "\(summary.shreds) (in the ledger)"), ("certificates", "\(summary.certificates)"),
+                ])
+        }
+    }
+}

@@ -1,0 +1,181 @@
+import CaseVaultClient
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A vault moved from a data directory to PostgreSQL: a real daemon on a data directory, stopped;
+/// `casevaultctl migrate` on its directory; a daemon on an empty database of a cluster the test starts,
+/// restoring the file through its socket.
+extension EpochExchangeTests {
+    @Test(
+        "casevaultctl migrate writes a vault that no daemon serves (refused while one does) as a file a daemon on an empty PostgreSQL database restores without a ledger: the cases, every record with the session note, the attachment byte for byte, the hold and its reason, the certificate come back, the shredded record stays shredded and is in the new ledger; a final agreement filed there destroys the moved note; the audit chain of the data directory goes on in the new daemon's log, proven against its anchor in the database; nothing confidential in either log"
+    )
+    func migrateDataDirectoryToPostgres() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let marker = "marker-\(UUID().uuidString)"
+        let ctl = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("casevaultctl").path
+        let environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PG") }
+        func ctlRun(_ arguments: [String], in root: String) throws -> (Int32, [String: Any], String) {
+            let (status, printed) = try PostgresClusters.spawn([ctl] + arguments, environment: environment, in: root)
+            let document = (try? JSONSerialization.jsonObject(with: Data(printed.utf8))) as? [String: Any] ?? [:]
+            return (status, document, printed)
+        }
+
+        // Daemon l on a data directory of its own.
+        let rootL = clusters.root + "/local-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(
+            atPath: rootL + "/data", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try """
+        [store]
+        data_directory = "\(rootL)/data"
+        root_key_file = "\(rootL)/keys/root.key"
+        max_content_bytes = 1048576
+        [server]
+        socket_path = "\(rootL)/run/casevault.sock"
+        max_body_bytes = 2097152
+        [roles]
+        director = ["uid:0"]
+        mediator = ["uid:0"]
+        operator = ["uid:0"]
+
+        """.write(toFile: rootL + "/casevault.toml", atomically: true, encoding: .utf8)
+        let l = try DatabaseDaemon(root: rootL)
+        #expect(await l.waitUntilServing(), "\(l.notable)")
+        // The test's uid (root) directs and mediates: on the roster, the case's mediator.
+        let rostered = try await l.client.request(.PUT, "/v1/roster/mediators/uid:0", json: [:])
+        #expect(rostered.status == 201, "\(String(decoding: rostered.body, as: UTF8.self))")
+        let opened = try await l.client.request(
+            .POST, "/v1/cases",
+            json: ["participants": [["name": "Ada \(marker)"], ["name": "Bo \(marker)"]], "mediators": ["uid:0"]])
+        #expect(opened.status == 201, "\(String(decoding: opened.body, as: UTF8.self))")
+        let caseID = opened.json["case_id"] as? String ?? ""
+        func file(_ type: String, _ content: [String: Any]) async throws -> String {
+            let filed = try await l.client.request(
+                .POST, "/v1/cases/\(caseID)/records", json: ["type": type, "content": content])
+            #expect(filed.status == 201, "\(type): \(String(decoding: filed.body, as: UTF8.self))")
+            return filed.json["record_id"] as? String ?? ""
+        }
+        let intake = try await file("intake_form", ["dispute_category": "roommate", "screening": marker])
+        for participant in ["p1", "p2"] {
+            _ = try await file(
+                "agreement_to_mediate",
+                [
+                    "participant": participant, "signed_at": "2026-11-20T10:00:00Z", "method": "written",
+                    "online": false, "note": marker,
+                    "acknowledgements": [
+                        "confidentiality": true, "no_recording": true, "will_not_compel_mediator": true,
+                        "will_not_discuss_outside": true,
+                    ],
+                ])
+        }
+        let note = try await file("session_note", ["text": "said in session \(marker)"])
+        let evaluation = try await file(
+            "evaluation", ["satisfaction": 4, "would_recommend": true, "comment": marker])
+        let shredded = try await l.client.request(
+            .DELETE, "/v1/records/\(evaluation)", json: ["reason": "filed_in_error"])
+        #expect(shredded.status == 200, "\(String(decoding: shredded.body, as: UTF8.self))")
+        let attachment = (0..<(200 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
+        let attachmentFile = rootL + "/scan.pdf"
+        #expect(FileManager.default.createFile(atPath: attachmentFile, contents: Data(attachment)))
+        let attached = try ctlRun(["attachment", "put", intake, attachmentFile, "--socket", l.socket], in: rootL)
+        #expect(attached.0 == 0, "\(attached.2)")
+        let held = try await l.client.request(
+            .POST, "/v1/cases", json: ["participants": [["name": "Cy"], ["name": "Di"]], "mediators": []])
+        let heldID = held.json["case_id"] as? String ?? ""
+        let hold = try await l.client.request(
+            .POST, "/v1/holds", json: ["case_id": heldID, "reason": "audit \(marker)"])
+        #expect(hold.status == 201, "\(String(decoding: hold.body, as: UTF8.self))")
+
+        // Refused while l serves the directory, writing nothing.
+        let moved = rootL + "/vault.migration"
+        let serving = try ctlRun(["migrate", "--out", moved, "--config", rootL + "/casevault.toml"], in: rootL)
+        #expect(serving.0 == 1 && serving.2.contains("serving the data directory"), "\(serving.2)")
+        #expect(
+            !FileManager.default.fileExists(atPath: moved)
+                && !FileManager.default.fileExists(atPath: moved + ".partial"))
+        #expect(l.stop() == 0)
+        let before = try ctlRun(
+            ["audit", "verify", "--offline", "--json", "--config", rootL + "/casevault.toml"], in: rootL)
+        let entriesBefore = before.1["entries"] as? Int ?? 0
+        #expect(before.0 == 0 && entriesBefore > 10, "\(before.2)")
+
+        let written = try ctlRun(
+            ["migrate", "--out", moved, "--config", rootL + "/casevault.toml", "--json"], in: rootL)
+        #expect(written.0 == 0, "\(written.2)")
+        // Two headers, the intake form, two agreements and the note; the shredded evaluation in the ledger.
+        #expect(written.1["cases"] as? Int == 2 && written.1["records"] as? Int == 6, "\(written.2)")
+        #expect(written.1["session_notes"] as? Int == 1 && written.1["attachments"] as? Int == 1, "\(written.2)")
+        #expect(
+            written.1["holds"] as? Int == 1 && written.1["shreds"] as? Int == 1
+                && written.1["certificates"] as? Int == 1, "\(written.2)")
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: moved)))
+        #expect(!bytes.isEmpty && !String(decoding: bytes, as: UTF8.self).contains(marker))
+
+        // Daemon p on an empty database, with l's root key and backup key file, and l's audit log moved in.
+        let rootP = try Self.databaseDaemonRoot(clusters, name: "moved")
+        let settings = try FileHandle(forWritingTo: URL(fileURLWithPath: rootP + "/casevault.toml"))
+        settings.seekToEndOfFile()
+        settings.write(Data("mediator = [\"uid:0\"]\n".utf8))
+        try settings.close()
+        try FileManager.default.createDirectory(
+            atPath: rootP + "/keys", withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        for name in ["root.key", "backup.keys"] {
+            try FileManager.default.copyItem(atPath: rootL + "/keys/" + name, toPath: rootP + "/keys/" + name)
+        }
+        try FileManager.default.moveItem(atPath: rootL + "/data/audit", toPath: rootP + "/data/audit")
+        let p = try DatabaseDaemon(root: rootP)
+        #expect(await p.waitUntilServing(), "\(p.notable)")
+        let restored = try ctlRun(["restore", "--in", moved, "--socket", p.socket, "--json"], in: rootP)
+        #expect(restored.0 == 0, "\(restored.2)")
+        #expect(
+            restored.1["records"] as? Int == 6 && restored.1["attachments"] as? Int == 1
+                && restored.1["holds"] as? Int == 1 && restored.1["certificates"] as? Int == 1, "\(restored.2)")
+
+        let read = try await Self.whileUnavailable { try await p.client.get("/v1/records/\(intake)") }
+        #expect(read.status == 200 && String(decoding: read.body, as: UTF8.self).contains(marker))
+        let downloaded = try await p.client.get("/v1/records/\(intake)/attachment")
+        #expect(downloaded.status == 200 && [UInt8](downloaded.body) == attachment)
+        let readNote = try await p.client.get("/v1/records/\(note)")
+        #expect(readNote.status == 200 && String(decoding: readNote.body, as: UTF8.self).contains(marker))
+        #expect(try await p.client.get("/v1/records/\(evaluation)").status == 410)
+        let participants = try await p.client.get("/v1/cases/\(caseID)/participants")
+        #expect(participants.status == 200 && String(decoding: participants.body, as: UTF8.self).contains(marker))
+        let holds = try await p.client.get("/v1/holds")
+        #expect(holds.status == 200 && String(decoding: holds.body, as: UTF8.self).contains("audit \(marker)"))
+        let certificates = try await p.client.get("/v1/certificates?case_id=\(caseID)")
+        #expect(
+            certificates.status == 200 && String(decoding: certificates.body, as: UTF8.self).contains(evaluation),
+            "\(String(decoding: certificates.body, as: UTF8.self))")
+        let ledgerFile = rootP + "/ledger.json"
+        let ledger = try ctlRun(["ledger", "--out", ledgerFile, "--socket", p.socket], in: rootP)
+        #expect(
+            ledger.0 == 0 && ((try? String(contentsOfFile: ledgerFile, encoding: .utf8)) ?? "").contains(evaluation))
+        // The rules go on: a final agreement filed there destroys the note that moved.
+        let final = try await p.client.request(
+            .POST, "/v1/cases/\(caseID)/records",
+            json: [
+                "type": "final_agreement",
+                "content": [
+                    "terms": "terms \(marker)", "outcome": "resolved", "outcome_confidential": true,
+                    "consents": ["p1", "p2"],
+                ],
+            ])
+        #expect(final.status == 201, "\(String(decoding: final.body, as: UTF8.self))")
+        #expect(try await p.client.get("/v1/records/\(note)").status == 410)
+
+        // The chain of l's log goes on in p's: every entry from l's first, checked against p's anchor.
+        #expect(p.stop() == 0)
+        let after = try ctlRun(
+            ["audit", "verify", "--offline", "--json", "--config", rootP + "/casevault.toml"], in: rootP)
+        #expect(after.0 == 0 && after.1["ok"] as? Bool == true && after.1["anchor"] as? Int != nil, "\(after.2)")
+        #expect((after.1["entries"] as? Int ?? 0) > entriesBefore + 5, "\(after.2)")
+        for daemon in [l, p] {
+            #expect(!daemon.log.contains(marker), "the daemon logged content")
+        }
+    }
+}
