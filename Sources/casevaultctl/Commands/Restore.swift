@@ -22,7 +22,8 @@ extension CaseVaultCtl {
                 (--socket, or server.socket_path of --config), whose vault must hold nothing yet, and whose backup \
                 key file holds the backup's key; it is kept whole or not at all. The records --ledger names (the \
                 lost vault's ledger, exported with casevaultctl ledger --out) are shredded again if the backup \
-                holds them; give --without-ledger to restore without one. \
+                holds them; give --without-ledger to restore without one. A vault moved from a data directory \
+                (casevaultctl migrate) goes the same way and needs no ledger option: the file carries its ledger. \
                 Reads the vault's root key (by --config's key source: the key file, $CREDENTIALS_DIRECTORY, or the \
                 passphrase, asked without echo or read with --stdin) and its backup key file. Refuses a damaged or \
                 altered file, another vault's backup, and a backup whose key was destroyed, leaving nothing behind. \
