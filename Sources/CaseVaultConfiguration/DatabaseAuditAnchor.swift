@@ -1,7 +1,7 @@
 internal import CCaseVaultShims
 package import CaseVaultCore
 internal import CaseVaultPostgres
-internal import CaseVaultSealing
+package import CaseVaultSealing
 package import Foundation
 internal import Logging
 
@@ -52,5 +52,60 @@ extension DaemonConfiguration {
             throw (error as? CaseVaultError)
                 ?? CaseVaultError(.storageUnavailable, "the database could not be read (\(type(of: error)))")
         }
+    }
+}
+
+extension DaemonConfiguration {
+    /// Writes the vault this configuration keeps in PostgreSQL as a file a data directory is restored from
+    /// (`PostgresStorage.writeMigration`: `casevaultctl migrate`), while no daemon of the vault serves: with
+    /// this daemon's root key and its erase epoch key file (`epoch.keys` in its data directory), whose keys
+    /// open the records' keys as they are now. The file's key is kept in the backup key file. Blocks its
+    /// thread. `invalid-configuration` for a vault kept in a data directory, or with the passphrase key
+    /// source, which the vault on PostgreSQL is not served with.
+    package func writeDatabaseMigration(
+        base: URL, credentials: String?, id: String, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void
+    ) throws(CaseVaultError) -> BackupSummary {
+        guard let settings = try self.databaseSettings(relativeTo: base) else {
+            throw CaseVaultError(
+                .invalidConfiguration, "the configuration keeps the vault in a data directory, not in PostgreSQL",
+                field: "storage.backend")
+        }
+        let store = try self.storeConfiguration(relativeTo: base)
+        let rootKey: RootKey
+        switch store.keySource {
+        case .file:
+            guard FileManager.default.fileExists(atPath: store.rootKeyFile.path) else {
+                throw CaseVaultError(.keyUnavailable, "no root key at \(store.rootKeyFile.path)")
+            }
+            rootKey = try RootKeyFile.loadOrCreate(
+                path: store.rootKeyFile.path, dataDirectory: store.dataDirectory.path)
+        case .systemdCredential(let name, let directory):
+            rootKey = try RootKeyFile.loadCredential(name: name, directory: directory)
+        case .passphrase:
+            throw CaseVaultError(
+                .invalidConfiguration, "a vault on PostgreSQL is not served with keys.source = \"passphrase\"",
+                field: "keys.source")
+        }
+        defer { rootKey.wipe() }
+        let epochKeys = store.dataDirectory.path + "/epoch.keys"
+        guard FileManager.default.fileExists(atPath: epochKeys) else {
+            throw CaseVaultError(
+                .keyUnavailable,
+                "no erase epoch key file at \(epochKeys): run this on a daemon's host, with its configuration")
+        }
+        var logger = Logger(label: "casevaultctl")
+        logger.logLevel = .warning
+        let storage = PostgresStorage(
+            sealing: try SealingServices(rootKey: rootKey),
+            locator: PrimaryLocator(
+                location: settings.location, password: try settings.readPassword(credentials: credentials),
+                logger: logger),
+            epochKeys: try EpochKeyFile(path: epochKeys, rootKey: rootKey), eraseWindow: settings.eraseWindowSeconds,
+            maxContentBytes: store.maxContentBytes, retention: store.retention, sweepBatch: store.sweepBatch,
+            logger: logger, clock: store.clock)
+        defer { _ = storage.close() }
+        return try storage.writeMigration(
+            id: id, keys: BackupKeyFile(path: self.backupKeyFile(relativeTo: base)),
+            retentionDays: self.backup.retentionDays ?? 35, write: write)
     }
 }

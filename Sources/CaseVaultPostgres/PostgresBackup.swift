@@ -14,6 +14,59 @@ extension PostgresStorage {
     package func backup(
         id: String, keys: BackupKeyFile, retentionDays: Int, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void
     ) throws(CaseVaultError) -> BackupSummary {
+        try self.backup(id: id, keys: keys, retentionDays: retentionDays, migration: false, write: write)
+    }
+
+    /// Writes the whole vault as a file a data directory is restored from (`casevaultctl migrate`, magic
+    /// `CVMG2`): what a backup holds, session notes included, while no daemon serves the vault. Every
+    /// daemon the database knows must have stopped: each one's presence lock (`DaemonPresence`) is taken
+    /// on a connection held until the file is written, so that none starts meanwhile (`storage-failure`
+    /// naming the first that serves).
+    package func writeMigration(
+        id: String, keys: BackupKeyFile, retentionDays: Int, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void
+    ) throws(CaseVaultError) -> BackupSummary {
+        let logger = self.logger
+        let connection = try self.checkOut()
+        defer { Self.discard(connection) }
+        let check = self.sealing.rootKeyCheck
+        let serving = try Self.wait(closing: connection) { () async throws -> String? in
+            let version = try await PostgresSchema.version(connection, logger: logger)
+            guard version == PostgresSchema.currentVersion else {
+                throw CaseVaultError(
+                    .invalidConfiguration,
+                    "the database's schema is version \(version), this build's \(PostgresSchema.currentVersion): start a daemon of this build on it once, then stop it",
+                    field: "storage.connection")
+            }
+            try await PostgresSchema.checkRootKey(check, on: connection, logger: logger)
+            var names: [String] = []
+            for try await name in try await connection.query(
+                """
+                SELECT daemon FROM casevault_daemons UNION SELECT daemon FROM casevault_epoch_holders ORDER BY 1
+                """, logger: logger
+            ).decode(String.self) {
+                names.append(name)
+            }
+            for name in names {
+                guard let daemon = try? DaemonName(name) else { continue }
+                for try await taken in try await connection.query(
+                    "SELECT pg_try_advisory_lock(\(DaemonPresence.key(daemon)))", logger: logger
+                ).decode(Bool.self) where !taken {
+                    return name
+                }
+            }
+            return nil
+        }
+        if let serving {
+            throw CaseVaultError(
+                .storageFailure, "daemon \(serving) serves the vault: stop every daemon of the vault before moving it")
+        }
+        return try self.backup(id: id, keys: keys, retentionDays: retentionDays, migration: true, write: write)
+    }
+
+    private func backup(
+        id: String, keys: BackupKeyFile, retentionDays: Int, migration: Bool,
+        write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void
+    ) throws(CaseVaultError) -> BackupSummary {
         guard let idBytes = Hex.decode(id), idBytes.count == 16 else {
             throw CaseVaultError(.invalidIdentifier, "a backup id is 32 lowercase hexadecimal characters")
         }
@@ -23,7 +76,8 @@ extension PostgresStorage {
         try keys.add(id: idBytes, createdAt: now, key: key, sealing: self.sealing)
         let wrapping = try key.keyWrapping
         let writer = try LogicalBackup.Writer(
-            magic: LogicalBackup.magic, id: idBytes, createdAt: now, vaultCheck: self.sealing.rootKeyCheck, key: key)
+            magic: migration ? LogicalBackup.migrationMagic : LogicalBackup.magic, id: idBytes, createdAt: now,
+            vaultCheck: self.sealing.rootKeyCheck, key: key)
         try write(writer.start)
         func push(_ item: LogicalBackup.Item, _ body: [UInt8]) throws(CaseVaultError) {
             try write(writer.frame(item, body))
@@ -34,7 +88,7 @@ extension PostgresStorage {
             }
             var end = LogicalBackup.End()
             var leftOut: [ByteBuffer] = []
-            try self.snapshotRecords(wrapping: wrapping, leftOut: &leftOut) {
+            try self.snapshotRecords(wrapping: wrapping, notes: migration, leftOut: &leftOut) {
                 record, blob, attachment throws(CaseVaultError) in
                 try push(.recordAndBlob, LogicalBackup.recordItem(record, blob: blob.readableBytesView))
                 end.records += 1
@@ -147,11 +201,11 @@ extension PostgresStorage {
         }
     }
 
-    /// Every record but session notes, in filing order, page by page: its row from the snapshot, its key as
+    /// Every record but session notes (with them when `notes`), in filing order, page by page: its row from the snapshot, its key as
     /// it is now rewrapped under `wrapping`, its sealed blob and its finished attachment. A record no longer
     /// live now (shredded since the snapshot) is left out, its id added to `leftOut`.
     private func snapshotRecords(
-        wrapping: EpochKey, leftOut: inout [ByteBuffer],
+        wrapping: EpochKey, notes: Bool, leftOut: inout [ByteBuffer],
         _ each: (LogicalBackup.Record, ByteBuffer, LogicalBackup.Attachment?) throws(CaseVaultError)
             -> Void
     ) throws(CaseVaultError) {
@@ -164,7 +218,7 @@ extension PostgresStorage {
                 for try await row in try await connection.query(
                     """
                     SELECT filed, id, case_id, type, created_at, author, supersedes, blob FROM casevault_records
-                    WHERE filed > \(from) AND type <> \(RecordType.sessionNote.rawValue)
+                    WHERE filed > \(from) AND (\(notes) OR type <> \(RecordType.sessionNote.rawValue))
                     ORDER BY filed LIMIT \(LogicalBackup.page)
                     """, logger: logger
                 ).decode((Int64, ByteBuffer, ByteBuffer, String, Int64, String?, ByteBuffer?, ByteBuffer).self) {

@@ -31,11 +31,19 @@ extension RecordStore {
     /// Files a sealed record durably with `effects` (the storage protocol's `commit`): when this returns,
     /// the record survives a crash.
     package func commit(_ record: SealedRecord, effects: FilingEffects) throws(CaseVaultError) -> RecordMetadata {
+        try self.commit(record, effects: effects, createdAt: self.now())
+    }
+
+    /// Files a sealed record as `commit(_:effects:)` does, with the filing time it was given: a record
+    /// moved from another storage keeps its own (`restoreLogical`).
+    func commit(_ record: SealedRecord, effects: FilingEffects, createdAt: Int64) throws(CaseVaultError)
+        -> RecordMetadata
+    {
         let metadata = RecordMetadata(
             id: record.id,
             caseID: record.caseID,
             type: record.type,
-            createdAt: self.now(),
+            createdAt: createdAt,
             author: record.author,
             supersedes: record.supersedes,
             sealedSize: record.blob.count

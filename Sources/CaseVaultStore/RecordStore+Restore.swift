@@ -70,7 +70,9 @@ extension RecordStore {
             return bytes
         }
         let header = try exactly(BackupFormat.headerSize)
-        guard Array(header[0..<6]) == BackupFormat.magic else {
+        let magic = Array(header[0..<6])
+        let logical = magic == LogicalBackup.magic || magic == LogicalBackup.migrationMagic
+        guard magic == BackupFormat.magic || logical else {
             throw CaseVaultError(.integrityFailure, "this is not a CaseVault backup file")
         }
         let idBytes = Array(header[6..<22])
@@ -92,6 +94,12 @@ extension RecordStore {
             throw error
         } catch {
             throw Self.damagedBackup("its stream header is damaged")
+        }
+        if logical {
+            return try Self.restoreLogical(
+                header: header, stream: stream, wrapping: try key.keyWrapping, exactly: exactly,
+                atEnd: { () throws(CaseVaultError) in try read(1).isEmpty }, into: configuration, rootKey: rootKey,
+                ledger: shredded, copyEntries: copied?.count, logger: logger)
         }
 
         var made = false

@@ -11,7 +11,7 @@ import Glibc
 /// restoring the file through its socket.
 extension EpochExchangeTests {
     @Test(
-        "casevaultctl migrate writes a vault that no daemon serves (refused while one does) as a file a daemon on an empty PostgreSQL database restores without a ledger: the cases, every record with the session note, the attachment byte for byte, the hold and its reason, the certificate come back, the shredded record stays shredded and is in the new ledger; a final agreement filed there destroys the moved note; the audit chain of the data directory goes on in the new daemon's log, proven against its anchor in the database; nothing confidential in either log"
+        "casevaultctl migrate writes a vault that no daemon serves (refused while one does) as a file a daemon on an empty PostgreSQL database restores without a ledger: the cases, every record with the session note, the attachment byte for byte, the hold and its reason, the certificate come back, the shredded record stays shredded and is in the new ledger; the audit chain of the data directory goes on in the new daemon's log, proven against its anchor in the database; and back: migrate on the stopped database (refused while its daemon serves) writes a file that restore --data-dir makes a data directory of, where the vault, the note, the attachment, the hold, the shred and the certificate are read again, a final agreement destroys the note, and the chain goes on; nothing confidential in any log"
     )
     func migrateDataDirectoryToPostgres() async throws {
         let clusters = try PostgresClusters()
@@ -155,8 +155,65 @@ extension EpochExchangeTests {
         let ledger = try ctlRun(["ledger", "--out", ledgerFile, "--socket", p.socket], in: rootP)
         #expect(
             ledger.0 == 0 && ((try? String(contentsOfFile: ledgerFile, encoding: .utf8)) ?? "").contains(evaluation))
-        // The rules go on: a final agreement filed there destroys the note that moved.
-        let final = try await p.client.request(
+        // And back: refused while p serves; with p stopped, the database is written as a file that restore
+        // --data-dir makes a data directory of, p's audit log moved in.
+        let back = rootP + "/vault.back"
+        let busy = try ctlRun(["migrate", "--out", back, "--config", rootP + "/casevault.toml"], in: rootP)
+        // (Refused at its own host's daemon's epoch key file, which p holds; a daemon on another host, at its
+        // presence lock in the database: "serves the vault".)
+        #expect(busy.0 == 1 && busy.2.contains("open in another process"), "\(busy.2)")
+        let rootX = clusters.root + "/elsewhere-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(
+            atPath: rootX + "/data", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.copyItem(atPath: rootP + "/data/epoch.keys", toPath: rootX + "/data/epoch.keys")
+        try String(contentsOfFile: rootP + "/casevault.toml", encoding: .utf8)
+            .replacingOccurrences(of: "data_directory = \"\(rootP)/data\"", with: "data_directory = \"\(rootX)/data\"")
+            .write(toFile: rootX + "/casevault.toml", atomically: true, encoding: .utf8)
+        let elsewhere = try ctlRun(["migrate", "--out", back, "--config", rootX + "/casevault.toml"], in: rootX)
+        #expect(elsewhere.0 == 1 && elsewhere.2.contains("daemon moved serves the vault"), "\(elsewhere.2)")
+        #expect(!FileManager.default.fileExists(atPath: back))
+        #expect(p.stop() == 0)
+        let after = try ctlRun(
+            ["audit", "verify", "--offline", "--json", "--config", rootP + "/casevault.toml"], in: rootP)
+        let entriesP = after.1["entries"] as? Int ?? 0
+        // The chain of l's log went on in p's: every entry from l's first, checked against p's anchor.
+        #expect(after.0 == 0 && after.1["ok"] as? Bool == true && after.1["anchor"] as? Int != nil, "\(after.2)")
+        #expect(entriesP > entriesBefore + 5, "\(after.2)")
+        let wroteBack = try ctlRun(
+            ["migrate", "--out", back, "--config", rootP + "/casevault.toml", "--json"], in: rootP)
+        #expect(wroteBack.0 == 0 && wroteBack.1["records"] as? Int == 6, "\(wroteBack.2)")
+        let rootM = clusters.root + "/back-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(
+            atPath: rootM + "/keys", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        for name in ["root.key", "backup.keys"] {
+            try FileManager.default.copyItem(atPath: rootP + "/keys/" + name, toPath: rootM + "/keys/" + name)
+        }
+        try String(contentsOfFile: rootL + "/casevault.toml", encoding: .utf8)
+            .replacingOccurrences(of: rootL, with: rootM)
+            .write(toFile: rootM + "/casevault.toml", atomically: true, encoding: .utf8)
+        let local = try ctlRun(
+            [
+                "restore", "--in", back, "--data-dir", rootM + "/data", "--config",
+                rootM + "/casevault.toml", "--json",
+            ], in: rootM)
+        #expect(local.0 == 0 && local.1["records"] as? Int == 6, "\(local.2)")
+        try FileManager.default.removeItem(atPath: rootM + "/data/audit")
+        try FileManager.default.moveItem(atPath: rootP + "/data/audit", toPath: rootM + "/data/audit")
+        let m = try DatabaseDaemon(root: rootM)
+        #expect(await m.waitUntilServing(), "\(m.notable)")
+        let readBack = try await m.client.get("/v1/records/\(intake)")
+        #expect(readBack.status == 200 && String(decoding: readBack.body, as: UTF8.self).contains(marker))
+        let attachmentBack = try await m.client.get("/v1/records/\(intake)/attachment")
+        #expect(attachmentBack.status == 200 && [UInt8](attachmentBack.body) == attachment)
+        let noteBack = try await m.client.get("/v1/records/\(note)")
+        #expect(noteBack.status == 200 && String(decoding: noteBack.body, as: UTF8.self).contains(marker))
+        #expect(try await m.client.get("/v1/records/\(evaluation)").status == 410)
+        let holdsBack = try await m.client.get("/v1/holds")
+        #expect(holdsBack.status == 200 && String(decoding: holdsBack.body, as: UTF8.self).contains("audit \(marker)"))
+        let certificatesBack = try await m.client.get("/v1/certificates?case_id=\(caseID)")
+        #expect(String(decoding: certificatesBack.body, as: UTF8.self).contains(evaluation))
+        // The rules go on with the notes that moved twice: a final agreement destroys them.
+        let final = try await m.client.request(
             .POST, "/v1/cases/\(caseID)/records",
             json: [
                 "type": "final_agreement",
@@ -166,15 +223,13 @@ extension EpochExchangeTests {
                 ],
             ])
         #expect(final.status == 201, "\(String(decoding: final.body, as: UTF8.self))")
-        #expect(try await p.client.get("/v1/records/\(note)").status == 410)
-
-        // The chain of l's log goes on in p's: every entry from l's first, checked against p's anchor.
-        #expect(p.stop() == 0)
-        let after = try ctlRun(
-            ["audit", "verify", "--offline", "--json", "--config", rootP + "/casevault.toml"], in: rootP)
-        #expect(after.0 == 0 && after.1["ok"] as? Bool == true && after.1["anchor"] as? Int != nil, "\(after.2)")
-        #expect((after.1["entries"] as? Int ?? 0) > entriesBefore + 5, "\(after.2)")
-        for daemon in [l, p] {
+        #expect(try await m.client.get("/v1/records/\(note)").status == 410)
+        #expect(m.stop() == 0)
+        let chained = try ctlRun(
+            ["audit", "verify", "--offline", "--json", "--config", rootM + "/casevault.toml"], in: rootM)
+        #expect(chained.0 == 0 && chained.1["ok"] as? Bool == true, "\(chained.2)")
+        #expect((chained.1["entries"] as? Int ?? 0) > entriesP, "\(chained.2)")
+        for daemon in [l, p, m] {
             #expect(!daemon.log.contains(marker), "the daemon logged content")
         }
     }

@@ -57,6 +57,37 @@ package final class SealingServices: Sendable {
         return (epoch.wrap(key, holdID: hold.id), sealed)
     }
 
+    // MARK: Moving a vault to a data directory
+
+    /// A record of a `LogicalBackup` file, its data key unwrapped from the file's wrapping key, ready for a
+    /// storage to file (`RecordStorage.commit`) as it files any sealed record. Without an agreement's
+    /// sealed participant: the sealing layer opens the agreement when it needs it.
+    package func movedRecord(
+        id: RecordID, caseID: CaseID, type: RecordType, author: String?, supersedes: RecordID?, blob: [UInt8],
+        wrappedKey: [UInt8], under wrapping: EpochKey
+    ) throws(CaseVaultError) -> SealedRecord {
+        SealedRecord(
+            id: id, caseID: caseID, type: type, author: author, supersedes: supersedes, blob: blob,
+            dataKey: try wrapping.unwrap(wrappedKey, recordID: id), barrier: self.barrier)
+    }
+
+    /// A hold of a `LogicalBackup` file, its reason opened with its own key (wrapped under the file's
+    /// wrapping key) and sealed again under the root key's hold subkey, as the local store keeps it; the
+    /// reason never leaves the sealing layer.
+    package func movedHold(
+        id: HoldID, caseID: CaseID, placedAt: Int64, placedBy: Authority, sealedReason: [UInt8], wrappedKey: [UInt8],
+        under wrapping: EpochKey
+    ) throws(CaseVaultError) -> SealedHold {
+        var reason = try self.barrier.openHoldReason(
+            SealedHold(
+                id: id, caseID: caseID, placedAt: placedAt, placedBy: placedBy, sealedReason: sealedReason,
+                eraseEpoch: (wrapping, wrappedKey)))
+        defer { Memory.zero(&reason) }
+        return SealedHold(
+            id: id, caseID: caseID, placedAt: placedAt, placedBy: placedBy,
+            sealedReason: self.barrier.sealHoldReason(reason, holdID: id.rawValue, caseID: caseID))
+    }
+
     package func signCertificate(_ body: [UInt8]) -> [UInt8] {
         self.barrier.signCertificate(body)
     }

@@ -31,6 +31,23 @@ package final class SealedRecord: Sendable {
         self.barrier = barrier
     }
 
+    /// A record moved from another storage (`SealingServices.movedRecord`): its blob as it was sealed, and
+    /// its data key.
+    init(
+        id: RecordID, caseID: CaseID, type: RecordType, author: String?, supersedes: RecordID?, blob: [UInt8],
+        dataKey: DataKey, barrier: Barrier
+    ) {
+        self.id = id
+        self.caseID = caseID
+        self.type = type
+        self.author = author
+        self.supersedes = supersedes
+        self.sealedParticipant = nil
+        self.blob = blob
+        self.dataKey = dataKey
+        self.barrier = barrier
+    }
+
     /// The data key wrapped for slot `slot` under `epoch`'s key: what the storage writes in the slot.
     package func wrappedKey(slot: Int64, epoch: UInt32) throws(CaseVaultError) -> [UInt8] {
         try self.barrier.wrap(dataKey: self.dataKey, recordID: self.id, slot: slot, epoch: epoch)

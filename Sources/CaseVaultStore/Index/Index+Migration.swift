@@ -71,4 +71,12 @@ extension Index {
             )
         }
     }
+
+    /// Inserts a certificate as it was issued elsewhere (a vault moved from a database): its id, case,
+    /// time and signed document.
+    static func insertMovedCertificate(_ db: Database, _ certificate: LogicalBackup.Certificate) throws {
+        try db.execute(
+            sql: "INSERT INTO certificates (id, case_id, issued_at, document) VALUES (?, ?, ?, ?)",
+            arguments: [certificate.id, certificate.caseID, certificate.issuedAt, certificate.document])
+    }
 }

@@ -12,10 +12,12 @@ import Glibc
 #endif
 
 extension CaseVaultCtl {
-    struct Migrate: AsyncParsableCommand {
+    /// Synchronous: run on the main thread, whose blocking calls leave the cooperative pool to the
+    /// database's tasks.
+    struct Migrate: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract:
-                "Write a vault kept in a data directory, which no daemon serves, as a file that a daemon on PostgreSQL restores.",
+                "Write a vault that no daemon serves as a file for the other backend: a data directory's for a daemon on PostgreSQL, a database's for restore --data-dir.",
             discussion: """
                 Moves a vault from a data directory to PostgreSQL, offline: stop the daemon, run this on its host \
                 with its configuration (--config: the data directory, the root key's source, [backup] key_file), \
@@ -26,20 +28,27 @@ extension CaseVaultCtl {
                 sealed under a key of its own kept in the backup key file, which the backup retention destroys as a \
                 backup's. Refused while a daemon serves the data directory. The file is written as FILE.partial \
                 and renamed when complete. \
+                With a --config that keeps the vault in PostgreSQL, moves it back: every daemon of the vault \
+                stopped, run this on a daemon's host with its configuration (its root key, its erase epoch key file, \
+                the database); the file holds what a backup holds and the session notes, and casevaultctl restore \
+                --in FILE --data-dir EMPTY makes the data directory (move the daemon's audit/ into it). \
                 Exit 0 written, 1 refused (a daemon serves the directory, or the vault could not be read), 64 bad \
                 usage, 66 no vault in the data directory, 73 the file cannot be written, 78 bad configuration.
                 """
         )
 
         @Option(help: "The file to write (must not exist).") var out: String
-        @Option(help: "The data directory of the vault to move. Default: store.data_directory of --config.")
+        @Option(
+            help:
+                "The data directory of the vault to move (a vault kept there). Default: store.data_directory of --config."
+        )
         var dataDir: String?
         @Flag(help: "Read the passphrase from standard input.") var stdin = false
         @Option(help: "The daemon's configuration (data directory, key source, backup key file).") var config: String =
             "Config/casevault.toml"
         @Flag(help: "Print one JSON document.") var json = false
 
-        func run() async throws {
+        func run() throws {
             do {
                 try self.migrate()
             } catch {
@@ -58,11 +67,25 @@ extension CaseVaultCtl {
             } catch {
                 throw CLIError.configuration(error.message)
             }
+            let database: Bool
+            do {
+                database = try configuration.databaseSettings(relativeTo: base) != nil
+            } catch {
+                throw CLIError.configuration(error.message)
+            }
             if let dataDir = self.dataDir {
+                guard !database else {
+                    throw CLIError.usage(
+                        "--data-dir names a vault kept in a data directory; --config keeps this one in PostgreSQL")
+                }
                 store.dataDirectory = URL(fileURLWithPath: dataDir, relativeTo: base).standardizedFileURL
             }
             guard !FileManager.default.fileExists(atPath: self.out) else {
                 throw CLIError.usage("\(self.out) exists; name a new file")
+            }
+            if database {
+                try self.migrateDatabase(configuration, base: base)
+                return
             }
             var passphrase: SecureBytes?
             if store.keySource == .passphrase {
@@ -117,6 +140,52 @@ extension CaseVaultCtl {
                     ("records", "\(summary.records) (\(summary.sessionNotes) session notes)"),
                     ("attachments", "\(summary.attachments)"), ("holds", "\(summary.holds)"),
                     ("shreds", "\(summary.shreds) (in the ledger)"), ("certificates", "\(summary.certificates)"),
+                ])
+        }
+
+        /// Writes the vault kept in PostgreSQL (the storage blocks this thread while the database's tasks run).
+        private func migrateDatabase(_ configuration: DaemonConfiguration, base: URL) throws(CLIError) {
+            let partial = self.out + ".partial"
+            unlink(partial)
+            let descriptor = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            guard descriptor >= 0 else {
+                throw CLIError.unwritable("cannot create \(partial): \(String(cString: strerror(errno)))")
+            }
+            let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+            var kept = false
+            defer { if !kept { unlink(partial) } }
+            let credentials = ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"]
+            let id = Hex.encode(Random.bytes(count: 16))
+            let summary: BackupSummary
+            do {
+                summary = try configuration.writeDatabaseMigration(base: base, credentials: credentials, id: id) {
+                    bytes throws(CaseVaultError) in
+                    do {
+                        try handle.write(contentsOf: bytes)
+                    } catch {
+                        throw CaseVaultError(.storageFailure, "cannot write \(partial): \(error)")
+                    }
+                }
+            } catch {
+                throw CLIError.problem("\(error.code.rawValue): \(error.message)")
+            }
+            guard fsync(descriptor) == 0 else {
+                throw CLIError.unwritable("cannot flush \(partial): \(String(cString: strerror(errno)))")
+            }
+            guard rename(partial, self.out) == 0 else {
+                throw CLIError.unwritable(
+                    "cannot rename \(partial) to \(self.out): \(String(cString: strerror(errno)))")
+            }
+            kept = true
+            output(
+                json: self.json,
+                document: [
+                    "migration_id": summary.backupID, "file": self.out, "records": summary.records,
+                    "attachments": summary.attachments,
+                ],
+                rows: [
+                    ("migration", summary.backupID), ("file", self.out), ("records", "\(summary.records)"),
+                    ("attachments", "\(summary.attachments)"),
                 ])
         }
     }

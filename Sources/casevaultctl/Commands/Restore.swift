@@ -82,13 +82,7 @@ extension CaseVaultCtl {
 
         /// Sends the backup, after the ledger's bytes, to the daemon (`POST /v1/admin/restore`).
         private func restoreThroughDaemon() async throws(CLIError) {
-            // A vault moved from a data directory (casevaultctl migrate) carries its whole ledger, and
-            // nothing was shredded since, the directory being served by no one.
-            let moved = FileHandle(forReadingAtPath: self.input).map { handle in
-                defer { try? handle.close() }
-                return (try? handle.read(upToCount: 6)).map(Array.init) == LogicalBackup.migrationMagic
-            }
-            guard self.withoutLedger || self.ledger != nil || moved == true else {
+            guard self.withoutLedger || self.ledger != nil || self.moved else {
                 throw CLIError.usage(
                     "give --ledger FILE (the lost vault's ledger, casevaultctl ledger --out) so that the records shredded since the backup stay shredded, or --without-ledger to restore knowing that they come back"
                 )
@@ -141,6 +135,14 @@ extension CaseVaultCtl {
                 ])
         }
 
+        /// Whether the file is a vault moved from the other backend (casevaultctl migrate), which carries its
+        /// whole ledger: nothing was shredded since, no daemon serving the vault once it was written.
+        private var moved: Bool {
+            guard let handle = FileHandle(forReadingAtPath: self.input) else { return false }
+            defer { try? handle.close() }
+            return (try? handle.read(upToCount: 6)).map { Array($0) } == LogicalBackup.migrationMagic
+        }
+
         private func restore(into dataDir: String) throws(CLIError) {
             let base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
             let configuration: DaemonConfiguration
@@ -154,7 +156,7 @@ extension CaseVaultCtl {
             store.dataDirectory = URL(fileURLWithPath: dataDir, relativeTo: base).standardizedFileURL
             let copy = ShredLedgerFile(path: configuration.shredLedgerFile(relativeTo: base))
             let readsCopy = !self.withoutLedger && copy.exists
-            guard self.withoutLedger || readsCopy || self.ledger != nil || self.liveData != nil else {
+            guard self.withoutLedger || readsCopy || self.ledger != nil || self.liveData != nil || self.moved else {
                 throw CLIError.unreadable(
                     "no shred ledger copy at \(copy.path), so the records shredded since the backup are not known: give --ledger FILE "
                         + "(casevaultctl ledger --out) or --live-data DIR, or --without-ledger to restore knowing that they come back"
