@@ -10,7 +10,7 @@ import Glibc
 /// database that holds nothing yet: real daemons, the real socket, casevaultctl, and clusters the test starts.
 extension EpochExchangeTests {
     @Test(
-        "casevaultctl backup on a daemon of a vault in PostgreSQL, then restore through a daemon of an empty database with the vault's root key and backup keys: the forms, their attachment, the hold and the certificates come back, the shredded form stays shredded, a form shredded after the backup is shredded again from the ledger without ever being written to the new database, a form filed and shredded after the backup is named by the new vault's ledger and, through a backup of it restored without a ledger, by a third vault's, no session note is in the backup; a damaged backup, a backup without its key and a restore into a vault that holds records are refused, changing nothing; a rotation on the restored vault completes its own erasure but not the restored one; once the backup retention passes, a's sweep destroys the backup's key; nothing confidential in either log"
+        "casevaultctl backup on a daemon of a vault in PostgreSQL, then restore through a daemon of an empty database with the vault's root key and backup keys: the forms, their attachment, the hold and the certificates come back, the shredded form stays shredded, a form shredded after the backup is shredded again from the ledger without ever being written to the new database, a form filed and shredded after the backup is named by the new vault's ledger and, through a backup of it restored without a ledger, by a third vault's, no session note is in the backup; a damaged backup, a backup without its key and a restore into a vault that holds records are refused, changing nothing; a rotation on the restored vault completes its own erasure but not the restored one; the backup also restores into a data directory without a daemon, the ledger's form shredded again there; once the backup retention passes, a's sweep destroys the backup's key; nothing confidential in either log"
     )
     func backupAndRestoreOnPostgres() async throws {
         let clusters = try PostgresClusters()
@@ -201,6 +201,33 @@ extension EpochExchangeTests {
         #expect(
             (completing.first?["erasure"] as? [String: Any])?["completes"] as? String
                 == reshred?["certificate_id"] as? String, "\(after.json)")
+
+        // The same backup restored into a data directory instead, without a daemon, with the ledger: the
+        // records but the one the ledger names, which is shredded again there.
+        let rootD = clusters.root + "/into-directory"
+        try FileManager.default.createDirectory(
+            atPath: rootD + "/keys", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        for name in ["root.key", "backup.keys"] {
+            try FileManager.default.copyItem(atPath: rootA + "/keys/" + name, toPath: rootD + "/keys/" + name)
+        }
+        try """
+        [store]
+        data_directory = "\(rootD)/data"
+        root_key_file = "\(rootD)/keys/root.key"
+        max_content_bytes = 1048576
+        [server]
+        socket_path = "\(rootD)/run/casevault.sock"
+        max_body_bytes = 2097152
+
+        """.write(toFile: rootD + "/casevault.toml", atomically: true, encoding: .utf8)
+        let intoDirectory = try ctlRun(
+            [
+                "restore", "--in", backupFile, "--data-dir", rootD + "/data", "--ledger", ledgerFile, "--config",
+                rootD + "/casevault.toml", "--json",
+            ], in: rootD)
+        #expect(
+            intoDirectory.0 == 0 && intoDirectory.1["records"] as? Int == 4
+                && intoDirectory.1["reshredded"] as? Int == 1, "\(intoDirectory.2)")
 
         // Restored once: a second restore is refused, changing nothing.
         let again = try ctlRun(

@@ -24,6 +24,8 @@ extension CaseVaultCtl {
                 lost vault's ledger, exported with casevaultctl ledger --out) are shredded again if the backup \
                 holds them; give --without-ledger to restore without one. A vault moved from a data directory \
                 (casevaultctl migrate) goes the same way and needs no ledger option: the file carries its ledger. \
+                With --data-dir, a data directory's backup, a database's backup or a vault moved from a database \
+                (casevaultctl migrate) is restored without the daemon. \
                 Reads the vault's root key (by --config's key source: the key file, $CREDENTIALS_DIRECTORY, or the \
                 passphrase, asked without echo or read with --stdin) and its backup key file. Refuses a damaged or \
                 altered file, another vault's backup, and a backup whose key was destroyed, leaving nothing behind. \
