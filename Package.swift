@@ -380,6 +380,7 @@ let package = Package(
                 "casevaultd",
                 "CaseVaultClient",
                 "CaseVaultPostgres",
+                "CaseVaultStore",
                 "CaseVaultAudit",
                 "CaseVaultSealing",
                 "CaseVaultCrypto",
