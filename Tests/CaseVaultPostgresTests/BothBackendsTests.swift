@@ -5,6 +5,7 @@ import CaseVaultSealing
 import CaseVaultStore
 import Foundation
 import Logging
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -96,5 +97,78 @@ extension EpochExchangeTests {
         #expect(
             all.count == 2
                 && all.allSatisfy { DestructionCertificate.verify(document: $0, publicKey: publicKey) != nil })
+    }
+
+    @Test(
+        "the retention sweep gives the same answers on a data directory and on PostgreSQL: nothing is due before its time; a dry run counts and changes nothing; the sweep disposes of a form whose time came, under a certificate, holds back a held case's form, and finds nothing the second time"
+    )
+    func sweepAnswersOnBothBackends() async throws {
+        let day: Int64 = 86_400_000
+        var retention = RetentionSchedule.standard
+        retention.rules[.intakeForm] = RetentionRule(days: 1, after: .filed)
+
+        var template = Array((NSTemporaryDirectory() + "/casevault-both-XXXXXX").utf8CString)
+        let folder = String(cString: try #require(template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }))
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let localClock = Mutex<Int64>(1_780_000_000_000)
+        var configuration = StoreConfiguration(
+            dataDirectory: URL(fileURLWithPath: folder + "/data"),
+            rootKeyFile: URL(fileURLWithPath: folder + "/keys/root.key"), maxContentBytes: 1 << 20)
+        configuration.retention = retention
+        configuration.clock = { localClock.withLock { $0 } }
+        let local = try RecordStore.open(configuration, logger: Logger(label: "test"))
+        defer { local.close() }
+        let localVault = Vault(storage: local)
+        try await self.blocking {
+            try Self.sweepAnswers(
+                localVault, publicKey: local.sealing.certificatePublicKey,
+                advance: { localClock.withLock { $0 += 2 * day } })
+        }
+
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (a, _) = try await self.twoDaemonsOnEpochOne(clusters, keys)
+        let clock = Mutex<Int64>(1_780_000_000_000)
+        let vault = try self.vault(a, clusters, retention: retention, clock: { clock.withLock { $0 } })
+        let publicKey = try SealingServices(rootKey: Self.vaultRootKey).certificatePublicKey
+        try await self.blocking {
+            try Self.sweepAnswers(vault, publicKey: publicKey, advance: { clock.withLock { $0 += 2 * day } })
+        }
+    }
+
+    /// The sweep's scenario, on one storage whose clock `advance` moves two days on.
+    static func sweepAnswers<S: ServedStorage>(_ vault: Vault<S>, publicKey: [UInt8], advance: () -> Void) throws {
+        let storage = vault.storage
+        let form = Array(#"{"dispute_category":"roommate","screening":"due"}"#.utf8)
+        let open = try vault.openCase(header: Self.header, mediators: [], author: nil).id
+        let due = try vault.file(NewRecord(caseID: open, type: .intakeForm, content: form)).record
+        let held = try vault.openCase(header: Self.header, mediators: [], author: nil).id
+        let kept = try vault.file(NewRecord(caseID: held, type: .intakeForm, content: form)).record
+        _ = try vault.placeHold(on: held, reason: "litigation", authority: .daemon)
+
+        let early = try storage.sweep(dryRun: false, limit: nil, authority: .daemon)
+        #expect(early.totals == SweepReport.Counts() && early.certificates == 0)
+        advance()
+        let dry = try storage.sweep(dryRun: true, limit: nil, authority: .daemon)
+        #expect(dry.totals.disposed == 1 && dry.totals.heldBack == 1 && dry.certificates == 0, "\(dry)")
+        #expect(String(decoding: try vault.get(due.id).content, as: UTF8.self).contains("due"))
+        let swept = try storage.sweep(dryRun: false, limit: nil, authority: .daemon)
+        #expect(swept.totals.disposed == 1 && swept.totals.heldBack == 1 && swept.certificates == 1, "\(swept)")
+        do {
+            _ = try vault.get(due.id)
+            Issue.record("a swept form still reads")
+        } catch {
+            #expect(error.code == .shredded)
+        }
+        #expect(String(decoding: try vault.get(kept.id).content, as: UTF8.self).contains("due"))
+        #expect(try storage.shreddedRecords().map(\.id) == [due.id])
+        let certificates = try storage.certificates(caseID: open).compactMap {
+            DestructionCertificate.verify(document: $0, publicKey: publicKey)
+        }
+        #expect(certificates.count == 1 && certificates.first?.method == "retention_sweep")
+        #expect(certificates.first?.records.map(\.recordID) == [due.id.rawValue])
+        let again = try storage.sweep(dryRun: false, limit: nil, authority: .daemon)
+        #expect(again.totals.disposed == 0 && again.certificates == 0)
     }
 }
