@@ -21,7 +21,8 @@ extension PostgresStorage {
     /// `CVMG2`): what a backup holds, session notes included, while no daemon serves the vault. Every
     /// daemon the database knows must have stopped: each one's presence lock (`DaemonPresence`) is taken
     /// on a connection held until the file is written, so that none starts meanwhile (`storage-failure`
-    /// naming the first that serves).
+    /// naming the first that serves), and the filing lock with them, so that a daemon the database did not
+    /// know yet files nothing meanwhile either.
     package func writeMigration(
         id: String, keys: BackupKeyFile, retentionDays: Int, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void
     ) throws(CaseVaultError) -> BackupSummary {
@@ -54,6 +55,9 @@ extension PostgresStorage {
                     return name
                 }
             }
+            // And the filing lock, alone: a daemon the database did not know yet files nothing meanwhile.
+            try await connection.perform(
+                "SELECT pg_advisory_lock(\(PostgresRecords.filingLock))", logger: logger)
             return nil
         }
         if let serving {
