@@ -75,7 +75,8 @@ extension DaemonConfiguration {
         switch store.keySource {
         case .file:
             guard FileManager.default.fileExists(atPath: store.rootKeyFile.path) else {
-                throw CaseVaultError(.keyUnavailable, "no root key at \(store.rootKeyFile.path)")
+                throw CaseVaultError(
+                    .invalidConfiguration, "no root key at \(store.rootKeyFile.path)", field: "store.root_key_file")
             }
             rootKey = try RootKeyFile.loadOrCreate(
                 path: store.rootKeyFile.path, dataDirectory: store.dataDirectory.path)
@@ -90,8 +91,9 @@ extension DaemonConfiguration {
         let epochKeys = store.dataDirectory.path + "/epoch.keys"
         guard FileManager.default.fileExists(atPath: epochKeys) else {
             throw CaseVaultError(
-                .keyUnavailable,
-                "no erase epoch key file at \(epochKeys): run this on a daemon's host, with its configuration")
+                .invalidConfiguration,
+                "no erase epoch key file at \(epochKeys): run this on a daemon's host, with its configuration",
+                field: "store.data_directory")
         }
         var logger = Logger(label: "casevaultctl")
         logger.logLevel = .warning

@@ -22,7 +22,8 @@ extension PostgresStorage {
     /// daemon the database knows must have stopped: each one's presence lock (`DaemonPresence`) is taken
     /// on a connection held until the file is written, so that none starts meanwhile (`storage-failure`
     /// naming the first that serves), and the filing lock with them, so that a daemon the database did not
-    /// know yet files nothing meanwhile either.
+    /// know yet files nothing meanwhile either; one that joined meanwhile all the same (it registers as it
+    /// starts) fails the write once it is done, since the file may lack its shreds or holds.
     package func writeMigration(
         id: String, keys: BackupKeyFile, retentionDays: Int, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void
     ) throws(CaseVaultError) -> BackupSummary {
@@ -30,15 +31,7 @@ extension PostgresStorage {
         let connection = try self.checkOut()
         defer { Self.discard(connection) }
         let check = self.sealing.rootKeyCheck
-        let serving = try Self.wait(closing: connection) { () async throws -> String? in
-            let version = try await PostgresSchema.version(connection, logger: logger)
-            guard version == PostgresSchema.currentVersion else {
-                throw CaseVaultError(
-                    .invalidConfiguration,
-                    "the database's schema is version \(version), this build's \(PostgresSchema.currentVersion): start a daemon of this build on it once, then stop it",
-                    field: "storage.connection")
-            }
-            try await PostgresSchema.checkRootKey(check, on: connection, logger: logger)
+        @Sendable func daemons() async throws -> [String] {
             var names: [String] = []
             for try await name in try await connection.query(
                 """
@@ -47,24 +40,46 @@ extension PostgresStorage {
             ).decode(String.self) {
                 names.append(name)
             }
+            return names
+        }
+        let (serving, known) = try Self.wait(closing: connection) { () async throws -> (String?, [String]) in
+            let version = try await PostgresSchema.version(connection, logger: logger)
+            guard version == PostgresSchema.currentVersion else {
+                throw CaseVaultError(
+                    .invalidConfiguration,
+                    "the database's schema is version \(version), this build's \(PostgresSchema.currentVersion): start a daemon of this build on it once, then stop it",
+                    field: "storage.connection")
+            }
+            try await PostgresSchema.checkRootKey(check, on: connection, logger: logger)
+            let names = try await daemons()
             for name in names {
                 guard let daemon = try? DaemonName(name) else { continue }
                 for try await taken in try await connection.query(
                     "SELECT pg_try_advisory_lock(\(DaemonPresence.key(daemon)))", logger: logger
                 ).decode(Bool.self) where !taken {
-                    return name
+                    return (name, names)
                 }
             }
             // And the filing lock, alone: a daemon the database did not know yet files nothing meanwhile.
             try await connection.perform(
                 "SELECT pg_advisory_lock(\(PostgresRecords.filingLock))", logger: logger)
-            return nil
+            return (nil, names)
         }
         if let serving {
             throw CaseVaultError(
                 .storageFailure, "daemon \(serving) serves the vault: stop every daemon of the vault before moving it")
         }
-        return try self.backup(id: id, keys: keys, retentionDays: retentionDays, migration: true, write: write)
+        let summary = try self.backup(id: id, keys: keys, retentionDays: retentionDays, migration: true, write: write)
+        // A daemon the database did not know may have joined meanwhile, and shredded or placed a hold after
+        // the snapshot: then the file is not the vault, and is not kept.
+        if let joined = try Self.wait(closing: connection, { try await daemons() }).first(where: { !known.contains($0) }
+        ) {
+            throw CaseVaultError(
+                .storageFailure,
+                "daemon \(joined) joined the vault while it was written, so the file may lack its changes: stop it, and move the vault again"
+            )
+        }
+        return summary
     }
 
     private func backup(
@@ -700,6 +715,8 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
     /// Whether the file is a vault moved from a data directory (`casevaultctl migrate`), which holds its
     /// session notes, rather than a backup, which never does.
     private var migration = false
+    /// Whether a ledger item came: every record comes before.
+    private var ledgerSeen = false
 
     private func restore(_ kind: LogicalBackup.Item, _ body: ArraySlice<UInt8>, wrapping: EpochKey)
         throws(CaseVaultError)
@@ -732,20 +749,24 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
         case .attachmentStart:
             let row = try LogicalBackup.decode(LogicalBackup.Attachment.self, body)
             guard let record = Hex.decode(row.recordID), record.count == 16, let upload = Hex.decode(row.upload),
-                upload.count == 16, let last = self.lastRecord, last.id == record, row.size >= 0
+                upload.count == 16, let last = self.lastRecord, last.id == record, row.size > 0
             else { throw LogicalBackup.damaged("an attachment that follows no record of its own") }
+            self.lastRecord = nil
             self.attachment = (record, upload, row.size, 0, last.kept)
         case .attachmentChunk:
             guard var attachment = self.attachment, body.count > 8 else {
                 throw LogicalBackup.damaged("an attachment's chunk out of place")
             }
-            let at = Int64(bigEndianBytes: body.prefix(8))
-            guard at >= attachment.next else { throw LogicalBackup.damaged("an attachment's chunks out of order") }
-            attachment.next = at + 1
+            // The sealed bytes in order, each chunk where the last ended, none past the attachment's size.
+            let (at, bytes) = (Int64(bigEndianBytes: body.prefix(8)), Array(body.dropFirst(8)))
+            guard at == attachment.next, at + Int64(bytes.count) <= attachment.size else {
+                throw LogicalBackup.damaged("an attachment's chunks out of order")
+            }
+            attachment.next = at + Int64(bytes.count)
             self.attachment = attachment
             // The attachment of a record shredded again: never written.
             guard attachment.kept else { return }
-            let (record, upload, bytes) = (attachment.record, attachment.upload, Array(body.dropFirst(8)))
+            let (record, upload) = (attachment.record, attachment.upload)
             try self.perform {
                 try await connection.perform(
                     """
@@ -754,7 +775,7 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
                     """, logger: logger)
             }
         case .attachmentEnd:
-            guard let attachment = self.attachment else {
+            guard let attachment = self.attachment, attachment.next == attachment.size else {
                 throw LogicalBackup.damaged("an attachment's end out of place")
             }
             self.attachment = nil
@@ -797,7 +818,8 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
                     """, logger: logger)
             }
         case .ledger:
-            try self.keepLedger(try LogicalBackup.decode(LogicalBackup.Ledger.self, body))
+            self.ledgerSeen = true
+            try self.keepLedger(try LogicalBackup.decode(LogicalBackup.Ledger.self, body), fromFile: true)
         case .certificate:
             let row = try LogicalBackup.decode(LogicalBackup.Certificate.self, body)
             let caseID = try Self.bytes(row.caseID)
@@ -823,6 +845,7 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
         throws(CaseVaultError)
     {
         let (connection, logger, epoch) = (self.connection, self.storage.logger, self.epoch)
+        guard !self.ledgerSeen else { throw LogicalBackup.damaged("a record after its ledger") }
         let recordID: RecordID = try Self.identifier(row.id)
         guard let type = RecordType(rawValue: row.type), type != .sessionNote || self.migration else {
             throw LogicalBackup.damaged("a record of a type a backup does not hold")
@@ -862,7 +885,7 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
     }
 
     /// Keeps `ledger`'s records in `casevault_ledger`, but those whose shred this vault holds.
-    private func keepLedger(_ ledger: LogicalBackup.Ledger) throws(CaseVaultError) {
+    private func keepLedger(_ ledger: LogicalBackup.Ledger, fromFile: Bool = false) throws(CaseVaultError) {
         guard !ledger.records.isEmpty else { return }
         var parsed: [ByteBuffer] = []
         for entry in ledger.records {
@@ -873,6 +896,15 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
             parsed, ledger.records.map(\.shreddedAt), self.connection, self.storage.logger
         )
         try self.perform {
+            // The file's own ledger names records it no longer holds: one that names a record it restored
+            // contradicts itself.
+            if fromFile {
+                for try await held in try await connection.query(
+                    "SELECT EXISTS (SELECT 1 FROM casevault_records WHERE id = ANY(\(ids)))", logger: logger
+                ).decode(Bool.self) where held {
+                    throw LogicalBackup.damaged("its ledger names a record it holds")
+                }
+            }
             try await connection.perform(
                 """
                 INSERT INTO casevault_ledger (id, shredded_at)
@@ -935,7 +967,7 @@ extension PostgresStorage {
                 guard !holds else {
                     throw CaseVaultError(
                         .vaultNotEmpty,
-                        "a backup is restored only into a vault that holds nothing yet: this one holds cases, records, shreds, certificates or holds"
+                        "a backup is restored only into a vault that holds nothing yet: this one holds cases, records, attachments or uploads, shreds or ledger entries, certificates or holds"
                     )
                 }
                 guard let epoch = try await EpochExchange.wrapEpoch(connection, logger: logger) else {

@@ -129,6 +129,13 @@ extension EpochExchangeTests {
         }
         let unledgered = try ctlRun(["restore", "--in", backupFile, "--socket", b.socket], in: rootB)
         #expect(unledgered.0 == 64, "\(unledgered.2)")
+        // A ledger whose entry's time is not a time is refused, naming the entry.
+        let malformed = rootB + "/malformed-ledger.json"
+        try #"{"records":[{"record_id":"\#(shredAfter)","shredded_at":"yesterday"}]}"#.write(
+            toFile: malformed, atomically: true, encoding: .utf8)
+        let misdated = try ctlRun(
+            ["restore", "--in", backupFile, "--ledger", malformed, "--socket", b.socket, "--json"], in: rootB)
+        #expect(misdated.0 == 1 && misdated.2.contains("entry 1"), "\(misdated.2)")
 
         let restored = try ctlRun(
             ["restore", "--in", backupFile, "--ledger", ledgerFile, "--socket", b.socket, "--json"], in: rootB)

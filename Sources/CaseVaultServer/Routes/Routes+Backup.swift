@@ -146,23 +146,32 @@ extension Routes {
     struct LedgerIn: Decodable {
         struct Entry: Decodable {
             var recordID: String
-            var shreddedAt: String
+            var shreddedAt: String?
             enum CodingKeys: String, CodingKey {
                 case recordID = "record_id"
                 case shreddedAt = "shredded_at"
             }
         }
 
-        /// Each record's id and time of shredding, the earliest where it is named twice; `invalid-field`
-        /// (`ledger`) unless every entry has a record id and an RFC 3339 time.
-        static func entries(_ bytes: [UInt8]) throws(CaseVaultError) -> [RecordID: Int64] {
-            let refused = CaseVaultError(
-                .invalidField, "the ledger is not one that casevaultctl ledger --out writes", field: "ledger")
-            guard let parsed = try? JSONDecoder().decode(Self.self, from: Data(bytes)) else { throw refused }
+        /// Each record's id and time of shredding, the earliest where it is named twice; an entry without a
+        /// time (a ledger written by hand) takes `now`. `invalid-field` (`ledger`) for a document that is not
+        /// a ledger, or an entry whose record id or time is malformed, naming the entry.
+        static func entries(_ bytes: [UInt8], now: Int64) throws(CaseVaultError) -> [RecordID: Int64] {
+            guard let parsed = try? JSONDecoder().decode(Self.self, from: Data(bytes)) else {
+                throw CaseVaultError(
+                    .invalidField, "the ledger is not one that casevaultctl ledger --out writes", field: "ledger")
+            }
             var ledger: [RecordID: Int64] = [:]
-            for entry in parsed.records {
-                guard let id = try? RecordID(entry.recordID), let at = Timestamp.milliseconds(parsing: entry.shreddedAt)
-                else { throw refused }
+            for (index, entry) in parsed.records.enumerated() {
+                guard let id = try? RecordID(entry.recordID) else {
+                    throw CaseVaultError(
+                        .invalidField, "the ledger's entry \(index + 1) has no valid record_id", field: "ledger")
+                }
+                guard let at = entry.shreddedAt.map(Timestamp.milliseconds(parsing:)) ?? now else {
+                    throw CaseVaultError(
+                        .invalidField, "the ledger's entry \(index + 1) has a shredded_at that is not an RFC 3339 time",
+                        field: "ledger")
+                }
                 ledger[id] = min(at, ledger[id] ?? at)
             }
             return ledger
@@ -194,7 +203,9 @@ extension Routes {
         var batch = ByteBuffer()
         let pool = self.pool
         func begin() async throws -> any BackupRestore {
-            let ledger = ledgerLength == 0 ? [:] : try LedgerIn.entries(ledgerBytes)
+            let ledger =
+                ledgerLength == 0
+                ? [:] : try LedgerIn.entries(ledgerBytes, now: Int64(Date().timeIntervalSince1970 * 1000))
             return try await self.run { store throws(CaseVaultError) in
                 try store.beginRestore(keys: keys, ledger: ledger, authority: authority)
             }

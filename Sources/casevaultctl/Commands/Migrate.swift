@@ -23,7 +23,7 @@ extension CaseVaultCtl {
                 with its configuration (--config: the data directory, the root key's source, [backup] key_file), \
                 then start a daemon of the same root key on an empty database, with that backup key file and the old \
                 data directory's audit/ moved into its own data directory (the audit chain goes on there), and run \
-                casevaultctl restore --in FILE through it. The file holds everything: the roster, cases, every \
+                casevaultctl restore --in FILE --without-ledger through it (the file carries the ledger). The file holds everything: the roster, cases, every \
                 live record (session notes included), attachments, holds, the shred ledger and the certificates, \
                 sealed under a key of its own kept in the backup key file, which the backup retention destroys as a \
                 backup's. Refused while a daemon serves the data directory. The file is written as FILE.partial \
@@ -31,7 +31,7 @@ extension CaseVaultCtl {
                 With a --config that keeps the vault in PostgreSQL, moves it back: every daemon of the vault \
                 stopped, run this on a daemon's host with its configuration (its root key, its erase epoch key file, \
                 the database); the file holds what a backup holds and the session notes, and casevaultctl restore \
-                --in FILE --data-dir EMPTY makes the data directory (move the daemon's audit/ into it). \
+                --in FILE --without-ledger --data-dir EMPTY makes the data directory (move the daemon's audit/ into it). \
                 Exit 0 written, 1 refused (a daemon serves the directory, or the vault could not be read), 64 bad \
                 usage, 66 no vault in the data directory, 73 the file cannot be written, 78 bad configuration.
                 """
@@ -167,6 +167,9 @@ extension CaseVaultCtl {
                     }
                 }
             } catch {
+                // What this host lacks to read the database (the root key, the epoch key file, the key source)
+                // is its configuration's; anything else is a refusal.
+                if error.code == .invalidConfiguration { throw CLIError.configuration(error.message) }
                 throw CLIError.problem("\(error.code.rawValue): \(error.message)")
             }
             guard fsync(descriptor) == 0 else {

@@ -23,7 +23,8 @@ extension CaseVaultCtl {
                 key file holds the backup's key; it is kept whole or not at all. The records --ledger names (the \
                 lost vault's ledger, exported with casevaultctl ledger --out) are shredded again if the backup \
                 holds them; give --without-ledger to restore without one. A vault moved from a data directory \
-                (casevaultctl migrate) goes the same way and needs no ledger option: the file carries its ledger. \
+                (casevaultctl migrate) goes the same way: give --without-ledger when it is restored right after it \
+                was written (the file carries its ledger), or the ledger of the vault it made since. \
                 With --data-dir, a data directory's backup, a database's backup or a vault moved from a database \
                 (casevaultctl migrate) is restored without the daemon. \
                 Reads the vault's root key (by --config's key source: the key file, $CREDENTIALS_DIRECTORY, or the \
@@ -84,7 +85,7 @@ extension CaseVaultCtl {
 
         /// Sends the backup, after the ledger's bytes, to the daemon (`POST /v1/admin/restore`).
         private func restoreThroughDaemon() async throws(CLIError) {
-            guard self.withoutLedger || self.ledger != nil || self.moved else {
+            guard self.withoutLedger || self.ledger != nil else {
                 throw CLIError.usage(
                     "give --ledger FILE (the lost vault's ledger, casevaultctl ledger --out) so that the records shredded since the backup stay shredded, or --without-ledger to restore knowing that they come back"
                 )
@@ -137,14 +138,6 @@ extension CaseVaultCtl {
                 ])
         }
 
-        /// Whether the file is a vault moved from the other backend (casevaultctl migrate), which carries its
-        /// whole ledger: nothing was shredded since, no daemon serving the vault once it was written.
-        private var moved: Bool {
-            guard let handle = FileHandle(forReadingAtPath: self.input) else { return false }
-            defer { try? handle.close() }
-            return (try? handle.read(upToCount: 6)).map { Array($0) } == LogicalBackup.migrationMagic
-        }
-
         private func restore(into dataDir: String) throws(CLIError) {
             let base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
             let configuration: DaemonConfiguration
@@ -158,7 +151,7 @@ extension CaseVaultCtl {
             store.dataDirectory = URL(fileURLWithPath: dataDir, relativeTo: base).standardizedFileURL
             let copy = ShredLedgerFile(path: configuration.shredLedgerFile(relativeTo: base))
             let readsCopy = !self.withoutLedger && copy.exists
-            guard self.withoutLedger || readsCopy || self.ledger != nil || self.liveData != nil || self.moved else {
+            guard self.withoutLedger || readsCopy || self.ledger != nil || self.liveData != nil else {
                 throw CLIError.unreadable(
                     "no shred ledger copy at \(copy.path), so the records shredded since the backup are not known: give --ledger FILE "
                         + "(casevaultctl ledger --out) or --live-data DIR, or --without-ledger to restore knowing that they come back"
