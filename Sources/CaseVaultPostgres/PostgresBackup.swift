@@ -232,15 +232,17 @@ extension PostgresStorage {
         var after: Int64 = 0
         while true {
             let from = after
+            // A page's rows without their blobs, each blob's length with them; the blobs then a few at a time.
             let page = try self.run { connection in
-                var rows: [(Int64, ByteBuffer, ByteBuffer, String, Int64, String?, ByteBuffer?, ByteBuffer)] = []
+                var rows: [(Int64, ByteBuffer, ByteBuffer, String, Int64, String?, ByteBuffer?, Int64)] = []
                 for try await row in try await connection.query(
                     """
-                    SELECT filed, id, case_id, type, created_at, author, supersedes, blob FROM casevault_records
+                    SELECT filed, id, case_id, type, created_at, author, supersedes, octet_length(blob)
+                    FROM casevault_records
                     WHERE filed > \(from) AND (\(notes) OR type <> \(RecordType.sessionNote.rawValue))
                     ORDER BY filed LIMIT \(LogicalBackup.page)
                     """, logger: logger
-                ).decode((Int64, ByteBuffer, ByteBuffer, String, Int64, String?, ByteBuffer?, ByteBuffer).self) {
+                ).decode((Int64, ByteBuffer, ByteBuffer, String, Int64, String?, ByteBuffer?, Int64).self) {
                     rows.append(row)
                 }
                 var attachments: [ByteBuffer: (ByteBuffer, Int64)] = [:]
@@ -257,11 +259,18 @@ extension PostgresStorage {
             guard let last = page.0.last else { return }
             after = last.0
             let keys = try self.keysNow(.records, ids: page.0.map(\.1), under: wrapping)
-            for (_, id, caseID, type, createdAt, author, supersedes, blob) in page.0 {
+            var blobs: [ByteBuffer: ByteBuffer] = [:]
+            for (index, (_, id, caseID, type, createdAt, author, supersedes, _)) in page.0.enumerated() {
                 // Shredded since the snapshot: left out, and named in the backup's ledger.
                 guard let rewrapped = keys[id] else {
                     leftOut.append(id)
                     continue
+                }
+                if blobs[id] == nil {
+                    blobs = try self.snapshotBlobs(page.0[index...].map { ($0.1, $0.7) })
+                }
+                guard let blob = blobs.removeValue(forKey: id) else {
+                    throw CaseVaultError(.integrityFailure, "a record's blob is missing from the backup's snapshot")
                 }
                 let recordID = RecordID(bytes: Array(id.readableBytesView))
                 let record = LogicalBackup.Record(
@@ -274,6 +283,29 @@ extension PostgresStorage {
                 }
                 try each(record, blob, attachment)
             }
+        }
+    }
+
+    /// The blobs of the first of `rows` (ids and blob lengths, in order) and of those after it while they
+    /// add up to 16 MiB, from the snapshot: so that memory holds a few blobs at a time, however large.
+    private func snapshotBlobs(_ rows: [(ByteBuffer, Int64)]) throws(CaseVaultError) -> [ByteBuffer: ByteBuffer] {
+        var ids: [ByteBuffer] = []
+        var total: Int64 = 0
+        for (id, length) in rows {
+            guard ids.isEmpty || total + length <= 16 << 20 else { break }
+            ids.append(id)
+            total += length
+        }
+        let logger = self.logger
+        let wanted = ids
+        return try self.run { connection in
+            var blobs: [ByteBuffer: ByteBuffer] = [:]
+            for try await (id, blob) in try await connection.query(
+                "SELECT id, blob FROM casevault_records WHERE id = ANY(\(wanted))", logger: logger
+            ).decode((ByteBuffer, ByteBuffer).self) {
+                blobs[id] = blob
+            }
+            return blobs
         }
     }
 
