@@ -58,9 +58,26 @@ extension Index {
                 """,
             arguments: StatementArguments(arguments))
         let ids = try found.map { row in try CaseID(row.decode(atIndex: 0) as String) }
-        var mediators: [String: [UInt32]] = [:]
-        var supervisors: [String: [UInt32]] = [:]
-        try Self.inChunks(ids.map(\.rawValue)) { placeholders, arguments in
+        let assigned = try Self.assignedUIDs(db, cases: ids.map(\.rawValue))
+        return try zip(found, ids).map { row, id in
+            guard let state = CaseState(rawValue: try row.decode(atIndex: 1)) else {
+                throw CaseVaultError(.storageFailure, "the index holds a case in an unknown state")
+            }
+            return CaseSummary(
+                id: id, state: state, participantCount: try row.decode(atIndex: 2),
+                mediators: assigned[id.rawValue]?.mediators ?? [],
+                supervisors: assigned[id.rawValue]?.supervisors ?? [],
+                createdAt: try row.decode(atIndex: 3),
+                closedAt: try row.decode(atIndex: 4))
+        }
+    }
+
+    /// The mediators and supervisors of each of `cases` (ids as stored), by case, each list by uid.
+    static func assignedUIDs(_ db: Database, cases: [String]) throws
+        -> [String: (mediators: [UInt32], supervisors: [UInt32])]
+    {
+        var assigned: [String: (mediators: [UInt32], supervisors: [UInt32])] = [:]
+        try Self.inChunks(cases) { placeholders, arguments in
             let rows = try GRDB.Row.fetchCursor(
                 db,
                 sql: """
@@ -72,22 +89,13 @@ extension Index {
             while let row = try rows.next() {
                 let (caseID, uid): (String, UInt32) = (try row.decode(atIndex: 0), try row.decode(atIndex: 1))
                 if try row.decode(atIndex: 2) as Int == 0 {
-                    mediators[caseID, default: []].append(uid)
+                    assigned[caseID, default: ([], [])].mediators.append(uid)
                 } else {
-                    supervisors[caseID, default: []].append(uid)
+                    assigned[caseID, default: ([], [])].supervisors.append(uid)
                 }
             }
         }
-        return try zip(found, ids).map { row, id in
-            guard let state = CaseState(rawValue: try row.decode(atIndex: 1)) else {
-                throw CaseVaultError(.storageFailure, "the index holds a case in an unknown state")
-            }
-            return CaseSummary(
-                id: id, state: state, participantCount: try row.decode(atIndex: 2),
-                mediators: mediators[id.rawValue] ?? [], supervisors: supervisors[id.rawValue] ?? [],
-                createdAt: try row.decode(atIndex: 3),
-                closedAt: try row.decode(atIndex: 4))
-        }
+        return assigned
     }
 
     /// How many live records of each type each of `cases` holds (the case header not counted).

@@ -15,30 +15,13 @@ extension Index {
                 WHERE id > ? ORDER BY id LIMIT ?
                 """,
             arguments: [after, limit])
-        var uids: [String: (mediators: [Int64], supervisors: [Int64])] = [:]
-        try Self.inChunks(try found.map { try $0.decode(atIndex: 0) as String }) { placeholders, arguments in
-            let rows = try GRDB.Row.fetchCursor(
-                db,
-                sql: """
-                    SELECT case_id, uid, 0 FROM case_mediators WHERE case_id IN (\(placeholders))
-                    UNION ALL SELECT case_id, uid, 1 FROM case_supervisors WHERE case_id IN (\(placeholders))
-                    ORDER BY 2
-                    """,
-                arguments: arguments + arguments)
-            while let row = try rows.next() {
-                let (caseID, uid): (String, Int64) = (try row.decode(atIndex: 0), try row.decode(atIndex: 1))
-                if try row.decode(atIndex: 2) as Int == 0 {
-                    uids[caseID, default: ([], [])].mediators.append(uid)
-                } else {
-                    uids[caseID, default: ([], [])].supervisors.append(uid)
-                }
-            }
-        }
+        let uids = try Self.assignedUIDs(db, cases: try found.map { try $0.decode(atIndex: 0) as String })
         return try found.map { row in
             let id: String = try row.decode(atIndex: 0)
             return LogicalBackup.CaseRow(
                 id: id, state: try row.decode(atIndex: 1), participantCount: try row.decode(atIndex: 2),
-                mediators: uids[id]?.mediators ?? [], supervisors: uids[id]?.supervisors ?? [],
+                mediators: (uids[id]?.mediators ?? []).map(Int64.init),
+                supervisors: (uids[id]?.supervisors ?? []).map(Int64.init),
                 createdAt: try row.decode(atIndex: 4), closedAt: try row.decode(atIndex: 5),
                 outcome: try row.decode(atIndex: 6), headerID: try row.decode(atIndex: 3))
         }

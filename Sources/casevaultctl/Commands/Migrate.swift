@@ -91,42 +91,14 @@ extension CaseVaultCtl {
             if store.keySource == .passphrase {
                 passphrase = try Secret.passphrase(stdin: self.stdin)
             }
-            let partial = self.out + ".partial"
-            unlink(partial)
-            let descriptor = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-            guard descriptor >= 0 else {
-                throw CLIError.unwritable("cannot create \(partial): \(String(cString: strerror(errno)))")
-            }
-            let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
-            // Whatever stops it short leaves no file.
-            var kept = false
-            defer { if !kept { unlink(partial) } }
             var logger = Logger(label: "casevaultctl")
             logger.logLevel = .warning
-            let summary: MigrationSummary
-            do {
-                summary = try RecordStore.writeMigration(
+            let summary = try self.writing { write throws(CaseVaultError) in
+                try RecordStore.writeMigration(
                     of: store, passphrase: passphrase, id: Hex.encode(Random.bytes(count: 16)),
-                    keys: BackupKeyFile(path: configuration.backupKeyFile(relativeTo: base)), logger: logger
-                ) { bytes throws(CaseVaultError) in
-                    do {
-                        try handle.write(contentsOf: bytes)
-                    } catch {
-                        throw CaseVaultError(.storageFailure, "cannot write \(partial): \(error)")
-                    }
-                }
-            } catch {
-                if error.code == .notFound { throw CLIError.unreadable(error.message) }
-                throw CLIError.problem("\(error.code.rawValue): \(error.message)")
+                    keys: BackupKeyFile(path: configuration.backupKeyFile(relativeTo: base)), logger: logger,
+                    write: write)
             }
-            guard fsync(descriptor) == 0 else {
-                throw CLIError.unwritable("cannot flush \(partial): \(String(cString: strerror(errno)))")
-            }
-            guard rename(partial, self.out) == 0 else {
-                throw CLIError.unwritable(
-                    "cannot rename \(partial) to \(self.out): \(String(cString: strerror(errno)))")
-            }
-            kept = true
             output(
                 json: self.json,
                 document: [
@@ -145,41 +117,11 @@ extension CaseVaultCtl {
 
         /// Writes the vault kept in PostgreSQL (the storage blocks this thread while the database's tasks run).
         private func migrateDatabase(_ configuration: DaemonConfiguration, base: URL) throws(CLIError) {
-            let partial = self.out + ".partial"
-            unlink(partial)
-            let descriptor = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-            guard descriptor >= 0 else {
-                throw CLIError.unwritable("cannot create \(partial): \(String(cString: strerror(errno)))")
-            }
-            let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
-            var kept = false
-            defer { if !kept { unlink(partial) } }
             let credentials = ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"]
-            let id = Hex.encode(Random.bytes(count: 16))
-            let summary: BackupSummary
-            do {
-                summary = try configuration.writeDatabaseMigration(base: base, credentials: credentials, id: id) {
-                    bytes throws(CaseVaultError) in
-                    do {
-                        try handle.write(contentsOf: bytes)
-                    } catch {
-                        throw CaseVaultError(.storageFailure, "cannot write \(partial): \(error)")
-                    }
-                }
-            } catch {
-                // What this host lacks to read the database (the root key, the epoch key file, the key source)
-                // is its configuration's; anything else is a refusal.
-                if error.code == .invalidConfiguration { throw CLIError.configuration(error.message) }
-                throw CLIError.problem("\(error.code.rawValue): \(error.message)")
+            let summary = try self.writing { write throws(CaseVaultError) in
+                try configuration.writeDatabaseMigration(
+                    base: base, credentials: credentials, id: Hex.encode(Random.bytes(count: 16)), write: write)
             }
-            guard fsync(descriptor) == 0 else {
-                throw CLIError.unwritable("cannot flush \(partial): \(String(cString: strerror(errno)))")
-            }
-            guard rename(partial, self.out) == 0 else {
-                throw CLIError.unwritable(
-                    "cannot rename \(partial) to \(self.out): \(String(cString: strerror(errno)))")
-            }
-            kept = true
             output(
                 json: self.json,
                 document: [
@@ -190,6 +132,49 @@ extension CaseVaultCtl {
                     ("migration", summary.backupID), ("file", self.out), ("records", "\(summary.records)"),
                     ("attachments", "\(summary.attachments)"),
                 ])
+        }
+
+        /// Runs `body` with a function that writes to `--out` as `FILE.partial`, which is flushed and renamed
+        /// once `body` is done, and removed whatever stops it short. What the vault lacks to be read on this
+        /// host (`not-found`: no vault; `invalid-configuration`: the root key, the epoch key file, the key
+        /// source) exits 66 and 78; any other refusal, 1.
+        private func writing<T>(
+            _ body: (_ write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void) throws(CaseVaultError) -> T
+        ) throws(CLIError) -> T {
+            let partial = self.out + ".partial"
+            unlink(partial)
+            let descriptor = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            guard descriptor >= 0 else {
+                throw CLIError.unwritable("cannot create \(partial): \(String(cString: strerror(errno)))")
+            }
+            let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+            var kept = false
+            defer { if !kept { unlink(partial) } }
+            let result: T
+            do {
+                result = try body { bytes throws(CaseVaultError) in
+                    do {
+                        try handle.write(contentsOf: bytes)
+                    } catch {
+                        throw CaseVaultError(.storageFailure, "cannot write \(partial): \(error)")
+                    }
+                }
+            } catch {
+                switch error.code {
+                case .notFound: throw CLIError.unreadable(error.message)
+                case .invalidConfiguration: throw CLIError.configuration(error.message)
+                default: throw CLIError.problem("\(error.code.rawValue): \(error.message)")
+                }
+            }
+            guard fsync(descriptor) == 0 else {
+                throw CLIError.unwritable("cannot flush \(partial): \(String(cString: strerror(errno)))")
+            }
+            guard rename(partial, self.out) == 0 else {
+                throw CLIError.unwritable(
+                    "cannot rename \(partial) to \(self.out): \(String(cString: strerror(errno)))")
+            }
+            kept = true
+            return result
         }
     }
 }
