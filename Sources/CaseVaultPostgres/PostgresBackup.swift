@@ -91,12 +91,9 @@ extension PostgresStorage {
         }
         let now = self.now()
         let destroyed = try keys.destroy(createdBefore: now - Int64(retentionDays) * 86_400_000)
-        let key = self.sealing.newBackupKey()
-        try keys.add(id: idBytes, createdAt: now, key: key, sealing: self.sealing)
-        let wrapping = try key.keyWrapping
-        let writer = try LogicalBackup.Writer(
+        let (writer, wrapping) = try LogicalBackup.Writer.begin(
             magic: migration ? LogicalBackup.migrationMagic : LogicalBackup.magic, id: idBytes, createdAt: now,
-            vaultCheck: self.sealing.rootKeyCheck, key: key)
+            sealing: self.sealing, keys: keys)
         try write(writer.start)
         func push(_ item: LogicalBackup.Item, _ body: [UInt8]) throws(CaseVaultError) {
             try write(writer.frame(item, body))

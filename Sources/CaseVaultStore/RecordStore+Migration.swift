@@ -55,60 +55,44 @@ extension RecordStore {
             throw CaseVaultError(.invalidIdentifier, "a migration's id is 32 lowercase hexadecimal characters")
         }
         let now = self.now()
-        let key = self.sealing.newBackupKey()
-        try keys.add(id: idBytes, createdAt: now, key: key, sealing: self.sealing)
-        let wrapping = try key.keyWrapping
-        let writer = try LogicalBackup.Writer(
-            magic: LogicalBackup.migrationMagic, id: idBytes, createdAt: now, vaultCheck: self.sealing.rootKeyCheck,
-            key: key)
+        let (writer, wrapping) = try LogicalBackup.Writer.begin(
+            magic: LogicalBackup.migrationMagic, id: idBytes, createdAt: now, sealing: self.sealing, keys: keys)
         try write(writer.start)
         func push(_ item: LogicalBackup.Item, _ body: [UInt8]) throws(CaseVaultError) {
             try write(writer.frame(item, body))
         }
-        var summary = MigrationSummary(
-            fileID: id, cases: 0, records: 0, sessionNotes: 0, attachments: 0, holds: 0, shreds: 0, certificates: 0)
         var end = LogicalBackup.End()
+        var (cases, sessionNotes) = (0, 0)
 
         let roster = try self.roster().map { Int64($0) }
         try push(.roster, LogicalBackup.encode(LogicalBackup.Roster(uids: roster)))
-        var afterCase = ""
-        while true {
-            let from = afterCase
-            let page = try self.index.read { db in try Index.migrationCases(db, after: from, limit: LogicalBackup.page)
-            }
-            for row in page { try push(.caseRow, LogicalBackup.encode(row)) }
-            summary.cases += page.count
-            guard page.count == LogicalBackup.page, let last = page.last else { break }
-            afterCase = last.id
+        try self.pages(from: "", next: \.id) { after throws(CaseVaultError) in
+            try self.index.read { db in try Index.migrationCases(db, after: after, limit: LogicalBackup.page) }
+        } each: { row throws(CaseVaultError) in
+            try push(.caseRow, LogicalBackup.encode(row))
+            cases += 1
         }
 
         let attached = Set(try self.attachmentNames())
-        var afterRecord: Int64 = 0
-        while true {
-            let from = afterRecord
-            let page = try self.index.read { db in
-                try Index.migrationRecords(db, after: from, limit: LogicalBackup.page)
+        try self.pages(from: Int64(0), next: \.0) { after throws(CaseVaultError) in
+            try self.index.read { db in try Index.migrationRecords(db, after: after, limit: LogicalBackup.page) }
+        } each: { (_, id) throws(CaseVaultError) in
+            let stored = try self.storedRecord(id)
+            guard case .slot(let slot) = stored.key.wrap else {
+                throw CaseVaultError(.storageFailure, "a record of the data directory is not under a key slot")
             }
-            for (_, id) in page {
-                let stored = try self.storedRecord(id)
-                guard case .slot(let slot) = stored.key.wrap else {
-                    throw CaseVaultError(.storageFailure, "a record of the data directory is not under a key slot")
-                }
-                let metadata = stored.metadata
-                let record = LogicalBackup.Record(
-                    id: id.rawValue, caseID: metadata.caseID.rawValue, type: metadata.type.rawValue,
-                    createdAt: metadata.createdAt, author: metadata.author, supersedes: metadata.supersedes?.rawValue,
-                    wrappedKey: try self.sealing.rewrap(
-                        slotBytes: stored.key.wrapped, recordID: id, slot: slot, under: wrapping))
-                try push(.recordAndBlob, LogicalBackup.recordItem(record, blob: stored.blob))
-                end.records += 1
-                if metadata.type == .sessionNote { summary.sessionNotes += 1 }
-                guard attached.contains(id.rawValue) else { continue }
-                try self.pushAttachment(id, push)
-                end.attachments += 1
-            }
-            guard page.count == LogicalBackup.page, let last = page.last else { break }
-            afterRecord = last.0
+            let metadata = stored.metadata
+            let record = LogicalBackup.Record(
+                id: id.rawValue, caseID: metadata.caseID.rawValue, type: metadata.type.rawValue,
+                createdAt: metadata.createdAt, author: metadata.author, supersedes: metadata.supersedes?.rawValue,
+                wrappedKey: try self.sealing.rewrap(
+                    slotBytes: stored.key.wrapped, recordID: id, slot: slot, under: wrapping))
+            try push(.recordAndBlob, LogicalBackup.recordItem(record, blob: stored.blob))
+            end.records += 1
+            if metadata.type == .sessionNote { sessionNotes += 1 }
+            guard attached.contains(id.rawValue) else { return }
+            try self.pushAttachment(id, push)
+            end.attachments += 1
         }
 
         for hold in try self.sealedHolds() {
@@ -136,29 +120,36 @@ extension RecordStore {
                     LogicalBackup.Ledger(
                         records: page.map { .init(id: $0.recordID.rawValue, shreddedAt: $0.shreddedAt ?? now) })))
         }
-        summary.shreds = ledger.count
 
-        var afterCertificate: Int64 = 0
-        while true {
-            let from = afterCertificate
-            let page = try self.index.read { db in
-                try Index.migrationCertificates(db, after: from, limit: LogicalBackup.page)
-            }
-            for (_, certificate) in page { try push(.certificate, LogicalBackup.encode(certificate)) }
-            end.certificates += page.count
-            guard page.count == LogicalBackup.page, let last = page.last else { break }
-            afterCertificate = last.0
+        try self.pages(from: Int64(0), next: \.0) { after throws(CaseVaultError) in
+            try self.index.read { db in try Index.migrationCertificates(db, after: after, limit: LogicalBackup.page) }
+        } each: { (_, certificate) throws(CaseVaultError) in
+            try push(.certificate, LogicalBackup.encode(certificate))
+            end.certificates += 1
         }
 
         try write(writer.end(end))
-        summary.records = end.records
-        summary.attachments = end.attachments
-        summary.holds = end.holds
-        summary.certificates = end.certificates
         self.logger.notice(
             "vault written for PostgreSQL",
-            metadata: ["migration.id": "\(id)", "records.count": "\(end.records)", "cases.count": "\(summary.cases)"])
-        return summary
+            metadata: ["migration.id": "\(id)", "records.count": "\(end.records)", "cases.count": "\(cases)"])
+        return MigrationSummary(
+            fileID: id, cases: cases, records: end.records, sessionNotes: sessionNotes, attachments: end.attachments,
+            holds: end.holds, shreds: ledger.count, certificates: end.certificates)
+    }
+
+    /// Calls `each` with every row of the pages `read` gives, each page the rows after the key `next` gives
+    /// of the last row of the page before, from `start`, until a page shorter than `LogicalBackup.page`.
+    private func pages<Row, Key>(
+        from start: Key, next: (Row) -> Key, _ read: (Key) throws(CaseVaultError) -> [Row],
+        each: (Row) throws(CaseVaultError) -> Void
+    ) throws(CaseVaultError) {
+        var after = start
+        while true {
+            let page = try read(after)
+            for row in page { try each(row) }
+            guard page.count == LogicalBackup.page, let last = page.last else { return }
+            after = next(last)
+        }
     }
 
     /// `id`'s attachment: its start, its sealed bytes as the file holds them, a page at a time, and its end.

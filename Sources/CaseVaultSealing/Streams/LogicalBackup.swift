@@ -277,6 +277,19 @@ package enum LogicalBackup {
         /// What the file begins with: the header, then the stream's header.
         package let start: [UInt8]
 
+        /// A file of `magic` (`LogicalBackup.magic` or `migrationMagic`) under a new key, made with
+        /// `sealing` and kept in `keys` (where the backup retention destroys it), and the key the file's data
+        /// keys and hold reasons' keys are wrapped under.
+        package static func begin(
+            magic: [UInt8], id: [UInt8], createdAt: Int64, sealing: SealingServices, keys: BackupKeyFile
+        ) throws(CaseVaultError) -> (writer: Writer, wrapping: EpochKey) {
+            let key = sealing.newBackupKey()
+            try keys.add(id: id, createdAt: createdAt, key: key, sealing: sealing)
+            let writer = try Writer(
+                magic: magic, id: id, createdAt: createdAt, vaultCheck: sealing.rootKeyCheck, key: key)
+            return (writer, try key.keyWrapping)
+        }
+
         /// A file of `magic` (`LogicalBackup.magic` or `migrationMagic`) under `key`.
         package init(magic: [UInt8], id: [UInt8], createdAt: Int64, vaultCheck: Int64, key: BackupKey)
             throws(CaseVaultError)
