@@ -59,7 +59,7 @@ public struct VaultClient: Sendable {
         request.method = method
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .seconds(24 * 3600))
+            response = try await daemonHTTPClient.execute(request, timeout: .seconds(24 * 3600))
         } catch {
             throw VaultClientError.transfer("the transfer failed: \(error)")
         }
@@ -110,7 +110,7 @@ public struct VaultClient: Sendable {
                 length: .known(Int64(prefix.count) + length))
         }
         do {
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(24 * 3600))
+            let response = try await daemonHTTPClient.execute(request, timeout: .seconds(24 * 3600))
             let body = try await response.body.collect(upTo: 1 << 20)
             return Reply(status: Int(response.status.code), body: Data(buffer: body))
         } catch let error as VaultClientError {
@@ -154,7 +154,7 @@ public struct VaultClient: Sendable {
                 request.body = .bytes(ByteBuffer(bytes: body))
             }
             // A sweep of a large vault runs for a while: the deadline is generous.
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(3600))
+            let response = try await daemonHTTPClient.execute(request, timeout: .seconds(3600))
             let body = try await response.body.collect(upTo: 16 << 20)
             return Reply(status: Int(response.status.code), body: Data(buffer: body))
         } catch {
@@ -164,6 +164,17 @@ public struct VaultClient: Sendable {
         }
     }
 }
+
+/// The process's one HTTP client of the daemon: AsyncHTTPClient's shared settings and pool, except that a
+/// connection the socket refuses fails every request waiting for one at once. On a local socket a refused
+/// connection means that no daemon listens: the shared client's retries with backoff held the requests queued
+/// behind its 8 connections for its whole connect deadline (90 s) after a daemon died.
+private let daemonHTTPClient: HTTPClient = {
+    var configuration = HTTPClient.Configuration.singletonConfiguration
+    configuration.connectionPool.retryConnectionEstablishment = false
+    // Like `HTTPClient.shared`, it lives as long as the process and is never shut down.
+    return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+}()
 
 /// A file's bytes from its start to `length`, in pieces of 256 KiB read as they are asked for.
 struct FilePieces: AsyncSequence, Sendable {
