@@ -63,8 +63,27 @@ extension DaemonConfiguration {
     /// thread. `invalid-configuration` for a vault kept in a data directory, or with the passphrase key
     /// source, which the vault on PostgreSQL is not served with.
     package func writeDatabaseMigration(
-        base: URL, credentials: String?, id: String, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void
+        base: URL, credentials: String?, id: String, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void,
+        finish: () throws(CaseVaultError) -> Void
     ) throws(CaseVaultError) -> BackupSummary {
+        let storage = try self.storageForMove(base: base, credentials: credentials)
+        defer { _ = storage.close() }
+        return try storage.writeMigration(
+            id: id, keys: BackupKeyFile(path: self.backupKeyFile(relativeTo: base)),
+            retentionDays: self.backup.retentionDays ?? 35, write: write, finish: finish)
+    }
+
+    /// Removes the mark a move out of the database left (`casevaultctl migrate --cancel`), with every daemon
+    /// of the vault stopped, on a daemon's host with its configuration; false when the vault bears none.
+    package func cancelDatabaseMove(base: URL, credentials: String?) throws(CaseVaultError) -> Bool {
+        let storage = try self.storageForMove(base: base, credentials: credentials)
+        defer { _ = storage.close() }
+        return try storage.cancelMove()
+    }
+
+    /// The vault in PostgreSQL as this daemon's configuration names it, with its root key and its erase
+    /// epoch key file, for a move while no daemon serves.
+    private func storageForMove(base: URL, credentials: String?) throws(CaseVaultError) -> PostgresStorage {
         guard let settings = try self.databaseSettings(relativeTo: base) else {
             throw CaseVaultError(
                 .invalidConfiguration, "the configuration keeps the vault in a data directory, not in PostgreSQL",
@@ -87,6 +106,7 @@ extension DaemonConfiguration {
                 .invalidConfiguration, "a vault on PostgreSQL is not served with keys.source = \"passphrase\"",
                 field: "keys.source")
         }
+        // The storage's sealing services and epoch key file keep copies of their own.
         defer { rootKey.wipe() }
         let epochKeys = store.dataDirectory.path + "/epoch.keys"
         guard FileManager.default.fileExists(atPath: epochKeys) else {
@@ -105,9 +125,6 @@ extension DaemonConfiguration {
             epochKeys: try EpochKeyFile(path: epochKeys, rootKey: rootKey), eraseWindow: settings.eraseWindowSeconds,
             maxContentBytes: store.maxContentBytes, retention: store.retention, sweepBatch: store.sweepBatch,
             logger: logger, clock: store.clock)
-        defer { _ = storage.close() }
-        return try storage.writeMigration(
-            id: id, keys: BackupKeyFile(path: self.backupKeyFile(relativeTo: base)),
-            retentionDays: self.backup.retentionDays ?? 35, write: write)
+        return storage
     }
 }

@@ -99,6 +99,9 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         /// A backup is restored only into a vault that holds nothing yet, and this one holds cases, records,
         /// shreds or certificates.
         case vaultNotEmpty = "vault-not-empty"
+        /// `casevaultctl migrate` moved the vault to the other backend: a daemon refuses to serve it where it
+        /// was (casevaultd exits 2) until `migrate --cancel` removes the mark. Never answered over the socket.
+        case vaultMoved = "vault-moved"
     }
 
     /// Where an error was raised, for operators reading logs.

@@ -90,6 +90,10 @@ public enum Daemon {
         let lock = try DataDirectoryLock(directory: storeConfiguration.dataDirectory.path)
         // Held until serve returns, whichever way: everything below writes in the data directory.
         defer { withExtendedLifetime(lock) {} }
+        if try configuration.databaseSettings(relativeTo: base) == nil {
+            // A vault that casevaultctl migrate wrote out for PostgreSQL is served there, not here too.
+            try RecordStore.refuseMoved(storeConfiguration)
+        }
         // Socket activation: systemd bound the socket and owns its path; otherwise the daemon binds its own.
         let inherited = try SystemdSocket.take(socketPath: serverConfiguration.socketPath)
         startup.took(inherited)

@@ -115,6 +115,7 @@ enum DatabaseVault {
         do {
             let found = try await PostgresSchema.migrate(connection, logger: logger)
             try await PostgresSchema.checkRootKey(check, on: connection, logger: logger)
+            try await PostgresSchema.refuseMoved(on: connection, logger: logger)
             if found < PostgresSchema.currentVersion {
                 logger.notice(
                     "migrated the vault's schema in the database",

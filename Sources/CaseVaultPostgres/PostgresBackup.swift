@@ -2,6 +2,7 @@ package import CaseVaultCore
 internal import CaseVaultCrypto
 package import CaseVaultSealing
 internal import Foundation
+internal import Logging
 internal import PostgresNIO
 
 extension PostgresStorage {
@@ -25,23 +26,51 @@ extension PostgresStorage {
     /// know yet files nothing meanwhile either; one that joined meanwhile all the same (it registers as it
     /// starts) fails the write once it is done, since the file may lack its shreds or holds.
     package func writeMigration(
-        id: String, keys: BackupKeyFile, retentionDays: Int, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void
+        id: String, keys: BackupKeyFile, retentionDays: Int, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void,
+        finish: () throws(CaseVaultError) -> Void
     ) throws(CaseVaultError) -> BackupSummary {
         let logger = self.logger
         let connection = try self.checkOut()
         defer { Self.discard(connection) }
-        let check = self.sealing.rootKeyCheck
-        @Sendable func daemons() async throws -> [String] {
-            var names: [String] = []
-            for try await name in try await connection.query(
-                """
-                SELECT daemon FROM casevault_daemons UNION SELECT daemon FROM casevault_epoch_holders ORDER BY 1
-                """, logger: logger
-            ).decode(String.self) {
-                names.append(name)
-            }
-            return names
+        let known = try self.holdEveryDaemon(on: connection)
+        let summary = try self.backup(id: id, keys: keys, retentionDays: retentionDays, migration: true, write: write)
+        // A daemon the database did not know may have joined meanwhile, and shredded or placed a hold after
+        // the snapshot: then the file is not the vault, and is not kept.
+        if let joined = try Self.wait(closing: connection, { try await Self.daemons(on: connection, logger: logger) })
+            .first(where: { !known.contains($0) })
+        {
+            throw CaseVaultError(
+                .storageFailure,
+                "daemon \(joined) joined the vault while it was written, so the file may lack its changes: stop it, and move the vault again"
+            )
         }
+        try finish()
+        let time = self.now()
+        try Self.wait(closing: connection) {
+            try await PostgresSchema.markMoved(id: id, at: time, on: connection, logger: logger)
+        }
+        return summary
+    }
+
+    /// Removes the mark a move left (`casevaultctl migrate --cancel`), every daemon of the vault stopped,
+    /// as for the move; false when the vault bears none.
+    package func cancelMove() throws(CaseVaultError) -> Bool {
+        let logger = self.logger
+        let connection = try self.checkOut()
+        defer { Self.discard(connection) }
+        _ = try self.holdEveryDaemon(on: connection)
+        return try Self.wait(closing: connection) {
+            try await PostgresSchema.cancelMove(on: connection, logger: logger)
+        }
+    }
+
+    /// Checks that the database's schema is this build's and its root key this storage's, then takes, on
+    /// `connection`, the presence lock of every daemon the database knows (`storage-failure` naming the
+    /// first that serves) and the filing lock: the locks are the session's, held until `connection` is
+    /// discarded. Returns the daemons' names.
+    private func holdEveryDaemon(on connection: PostgresConnection) throws(CaseVaultError) -> [String] {
+        let logger = self.logger
+        let check = self.sealing.rootKeyCheck
         let (serving, known) = try Self.wait(closing: connection) { () async throws -> (String?, [String]) in
             let version = try await PostgresSchema.version(connection, logger: logger)
             guard version == PostgresSchema.currentVersion else {
@@ -51,7 +80,7 @@ extension PostgresStorage {
                     field: "storage.connection")
             }
             try await PostgresSchema.checkRootKey(check, on: connection, logger: logger)
-            let names = try await daemons()
+            let names = try await Self.daemons(on: connection, logger: logger)
             for name in names {
                 guard let daemon = try? DaemonName(name) else { continue }
                 for try await taken in try await connection.query(
@@ -69,17 +98,20 @@ extension PostgresStorage {
             throw CaseVaultError(
                 .storageFailure, "daemon \(serving) serves the vault: stop every daemon of the vault before moving it")
         }
-        let summary = try self.backup(id: id, keys: keys, retentionDays: retentionDays, migration: true, write: write)
-        // A daemon the database did not know may have joined meanwhile, and shredded or placed a hold after
-        // the snapshot: then the file is not the vault, and is not kept.
-        if let joined = try Self.wait(closing: connection, { try await daemons() }).first(where: { !known.contains($0) }
-        ) {
-            throw CaseVaultError(
-                .storageFailure,
-                "daemon \(joined) joined the vault while it was written, so the file may lack its changes: stop it, and move the vault again"
-            )
+        return known
+    }
+
+    /// The names of the daemons the database knows.
+    private static func daemons(on connection: PostgresConnection, logger: Logger) async throws -> [String] {
+        var names: [String] = []
+        for try await name in try await connection.query(
+            """
+            SELECT daemon FROM casevault_daemons UNION SELECT daemon FROM casevault_epoch_holders ORDER BY 1
+            """, logger: logger
+        ).decode(String.self) {
+            names.append(name)
         }
-        return summary
+        return names
     }
 
     private func backup(

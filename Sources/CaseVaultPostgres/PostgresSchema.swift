@@ -273,6 +273,11 @@ package enum PostgresSchema {
             )
             """
         ],
+        // 11: a vault that `casevaultctl migrate` wrote out for a data directory (`markMoved`): the
+        // migration's id and time, while the move stands; no daemon serves the database meanwhile.
+        [
+            "ALTER TABLE casevault_vault ADD COLUMN moved_by text, ADD COLUMN moved_at bigint"
+        ],
     ]
 
     /// The version this build writes.
@@ -355,6 +360,45 @@ extension PostgresSchema {
                 "this daemon's root key is not the vault's: copy the root key file (or credential) from a daemon of the vault, replacing this one"
             )
         }
+    }
+}
+
+extension PostgresSchema {
+    /// Marks the vault as moved out of the database by migration `id` at `time` (milliseconds).
+    package static func markMoved(id: String, at time: Int64, on connection: PostgresConnection, logger: Logger)
+        async throws
+    {
+        try await connection.perform(
+            "UPDATE casevault_vault SET moved_by = \(id), moved_at = \(time)", logger: logger)
+    }
+
+    /// Removes the mark of a move; false when the vault bears none.
+    package static func cancelMove(on connection: PostgresConnection, logger: Logger) async throws -> Bool {
+        var cancelled = false
+        for try await _ in try await connection.query(
+            "UPDATE casevault_vault SET moved_by = NULL, moved_at = NULL WHERE moved_by IS NOT NULL RETURNING 1",
+            logger: logger
+        ).decode(Int.self) {
+            cancelled = true
+        }
+        return cancelled
+    }
+
+    /// Refuses to serve a vault that `casevaultctl migrate` wrote out for a data directory
+    /// (`invalid-configuration`, naming the migration): served here and there, the two copies would drift
+    /// apart, and a shred in one would leave the record readable in the other.
+    package static func refuseMoved(on connection: PostgresConnection, logger: Logger) async throws {
+        var mark: (String, Int64)?
+        for try await row in try await connection.query(
+            "SELECT moved_by, moved_at FROM casevault_vault WHERE moved_by IS NOT NULL", logger: logger
+        ).decode((String, Int64).self) {
+            mark = row
+        }
+        guard let (id, time) = mark else { return }
+        throw CaseVaultError(
+            .vaultMoved,
+            "this vault was moved out of the database to a data directory (casevaultctl migrate, migration \(id) at \(Timestamp.rfc3339(time))): serve it there; if the move was abandoned, casevaultctl migrate --cancel with a daemon's configuration serves it here again",
+            field: "storage.connection")
     }
 }
 

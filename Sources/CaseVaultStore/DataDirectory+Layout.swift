@@ -9,6 +9,8 @@ extension DataDirectory {
     var segmentsPath: String { self.path + "/segments" }
     var auditPath: String { self.path + "/audit" }
     var attachmentsPath: String { self.path + "/attachments" }
+    /// Present once `casevaultctl migrate` wrote the vault out for PostgreSQL (`RecordStore.refuseMoved`).
+    var movedPath: String { self.path + "/moved" }
 
     /// Creates the directory (0700) if it is missing, then checks ownership and mode.
     static func prepare(path: String) throws(CaseVaultError) -> DataDirectory {

@@ -5,6 +5,10 @@ package import CaseVaultSealing
 internal import Foundation
 package import Logging
 
+#if canImport(Glibc)
+internal import Glibc
+#endif
+
 /// What `casevaultctl migrate` wrote.
 package struct MigrationSummary: Sendable, Equatable {
     package var fileID: String
@@ -20,11 +24,13 @@ package struct MigrationSummary: Sendable, Equatable {
 extension RecordStore {
     /// Opens the vault kept in `configuration`'s data directory, which no daemon may serve meanwhile (its
     /// lock is held throughout: `storage-failure` while one does), with the root key from its source
-    /// (`passphrase` for that source), and writes it through `write` (`writeMigration`). `not-found` for a
-    /// directory that holds no vault.
+    /// (`passphrase` for that source), writes it through `write` (`writeMigration`), has `finish` make the
+    /// file whole and durable, and then marks the directory as moved (`refuseMoved`), all under the lock.
+    /// `not-found` for a directory that holds no vault.
     package static func writeMigration(
         of configuration: StoreConfiguration, passphrase: SecureBytes?, id: String, keys: BackupKeyFile,
-        logger: Logger, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void
+        logger: Logger, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void,
+        finish: () throws(CaseVaultError) -> Void
     ) throws(CaseVaultError) -> MigrationSummary {
         let path = configuration.dataDirectory.path
         guard DataDirectory.exists(DataDirectory(path: path).indexPath) else {
@@ -36,7 +42,40 @@ extension RecordStore {
         defer { rootKey.wipe() }
         let store = try RecordStore.open(configuration, rootKey: rootKey, logger: logger)
         defer { store.close() }
-        return try store.writeMigration(id: id, keys: keys, write: write)
+        let summary = try store.writeMigration(id: id, keys: keys, write: write)
+        try finish()
+        let mark = "migration \(id) at \(Timestamp.rfc3339(store.now()))"
+        try RootKeyFile.writeNew(path: DataDirectory(path: path).movedPath, bytes: Array(mark.utf8))
+        return summary
+    }
+
+    /// Refuses to serve a data directory whose vault `casevaultctl migrate` wrote out for PostgreSQL
+    /// (`invalid-configuration`, naming the migration): served here and there, the two copies would drift
+    /// apart, and a shred in one would leave the record readable in the other.
+    package static func refuseMoved(_ configuration: StoreConfiguration) throws(CaseVaultError) {
+        let path = DataDirectory(path: configuration.dataDirectory.path).movedPath
+        guard DataDirectory.exists(path) else { return }
+        let mark = String(decoding: try PosixFile(path: path, flags: O_RDONLY).readAll(), as: UTF8.self)
+        throw CaseVaultError(
+            .vaultMoved,
+            "this data directory's vault was moved to PostgreSQL (casevaultctl migrate, \(mark)): serve it there; if the move was abandoned, casevaultctl migrate --cancel with this configuration serves it here again",
+            field: "store.data_directory")
+    }
+
+    /// Removes the mark of a move (`casevaultctl migrate --cancel`), under the directory's lock; false when
+    /// the directory bears none.
+    package static func cancelMove(_ configuration: StoreConfiguration) throws(CaseVaultError) -> Bool {
+        let path = configuration.dataDirectory.path
+        guard DataDirectory.exists(DataDirectory(path: path).indexPath) else {
+            throw CaseVaultError(.notFound, "\(path) holds no vault: it has no index.sqlite")
+        }
+        let lock = try DataDirectoryLock(directory: path)
+        defer { withExtendedLifetime(lock) {} }
+        let mark = DataDirectory(path: path).movedPath
+        guard DataDirectory.exists(mark) else { return false }
+        guard unlink(mark) == 0 else { throw POSIXFailure.error("unlink", path: mark) }
+        try DataDirectory.flushDirectory(path)
+        return true
     }
 
     /// Writes the whole vault through `write` (called with each piece of the file, in order) as a file

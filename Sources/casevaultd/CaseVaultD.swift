@@ -13,7 +13,8 @@ struct CaseVaultD: AsyncParsableCommand {
         discussion: """
             Without --config it runs on the embedded default: data and key under .casevault/ in the current \
             directory. Exit codes: 0 stopped by SIGTERM or SIGINT; 2 bad configuration (an unknown key or value, a user or \
-            group this host does not have: casevault.service does not restart on it); 3 the store or socket could not be \
+            group this host does not have, or a vault that casevaultctl migrate moved to the other backend: \
+            casevault.service does not restart on it); 3 the store or socket could not be \
             opened, or the user database could not be read; 4 the audit log does not match what the index remembers of it \
             (cut short, replaced or deleted: casevault.service does not restart on it; casevaultctl doctor says how to go on). \
             When it cannot start, clients already waiting on the socket systemd passed are answered 503.
@@ -60,7 +61,8 @@ struct CaseVaultD: AsyncParsableCommand {
                 configuration: configuration, base: cwd, logger: logger, acceptAuditBreak: self.acceptAuditBreak)
         } catch {
             FileHandle.standardError.write(Data("casevaultd: \(error.message)\n".utf8))
-            throw ExitCode(error.code == .auditMismatch ? 4 : 3)
+            // 2 and 4 for what starting again cannot mend: casevault.service does not restart on them.
+            throw ExitCode(error.code == .auditMismatch ? 4 : error.code == .vaultMoved ? 2 : 3)
         }
     }
 }

@@ -115,6 +115,25 @@ extension EpochExchangeTests {
                 && written.1["certificates"] as? Int == 1, "\(written.2)")
         let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: moved)))
         #expect(!bytes.isEmpty && !String(decoding: bytes, as: UTF8.self).contains(marker))
+        // The data directory is marked as moved: l refuses to serve it (a copy served here too would drift
+        // from the moved one). --cancel removes the mark, once; l would serve again; a move marks it again.
+        let twice = try DatabaseDaemon(root: rootL)
+        #expect(await twice.exitsByItself(), "a daemon served a data directory whose vault moved")
+        #expect(
+            twice.process.terminationStatus == 2 && twice.notable.contains("was moved to PostgreSQL"),
+            "\(twice.notable)")
+        let cancel = ["migrate", "--cancel", "--config", rootL + "/casevault.toml"]
+        let cancelled = try ctlRun(cancel, in: rootL)
+        #expect(cancelled.0 == 0 && !FileManager.default.fileExists(atPath: rootL + "/data/moved"), "\(cancelled.2)")
+        let nothing = try ctlRun(cancel, in: rootL)
+        #expect(nothing.0 == 1 && nothing.2.contains("nothing to cancel"), "\(nothing.2)")
+        #expect(
+            try ctlRun(
+                ["migrate", "--cancel", "--out", moved + ".2", "--config", rootL + "/casevault.toml"], in: rootL
+            ).0 == 64)
+        try FileManager.default.removeItem(atPath: moved)
+        let again = try ctlRun(["migrate", "--out", moved, "--config", rootL + "/casevault.toml"], in: rootL)
+        #expect(again.0 == 0 && FileManager.default.fileExists(atPath: rootL + "/data/moved"), "\(again.2)")
 
         // Daemon p on an empty database, with l's root key and backup key file, and l's audit log moved in.
         let rootP = try Self.databaseDaemonRoot(clusters, name: "moved")
@@ -187,6 +206,22 @@ extension EpochExchangeTests {
         let wroteBack = try ctlRun(
             ["migrate", "--out", back, "--config", rootP + "/casevault.toml", "--json"], in: rootP)
         #expect(wroteBack.0 == 0 && wroteBack.1["records"] as? Int == 6, "\(wroteBack.2)")
+        // The database is marked as moved: p refuses to serve it until --cancel (refused while a daemon serves
+        // the vault) removes the mark.
+        let stale = try DatabaseDaemon(root: rootP)
+        #expect(await stale.exitsByItself(), "a daemon served a database whose vault moved")
+        #expect(
+            stale.process.terminationStatus == 2 && stale.notable.contains("was moved out of the database"),
+            "\(stale.notable)")
+        let unmarked = try ctlRun(["migrate", "--cancel", "--config", rootP + "/casevault.toml"], in: rootP)
+        #expect(unmarked.0 == 0, "\(unmarked.2)")
+        let served = try DatabaseDaemon(root: rootP)
+        #expect(await served.waitUntilServing(), "\(served.notable)")
+        let whileServed = try ctlRun(["migrate", "--cancel", "--config", rootX + "/casevault.toml"], in: rootX)
+        #expect(whileServed.0 == 1 && whileServed.2.contains("daemon moved serves the vault"), "\(whileServed.2)")
+        #expect(served.stop() == 0)
+        let noMark = try ctlRun(["migrate", "--cancel", "--config", rootP + "/casevault.toml"], in: rootP)
+        #expect(noMark.0 == 1 && noMark.2.contains("nothing to cancel"), "\(noMark.2)")
         let rootM = clusters.root + "/back-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(
             atPath: rootM + "/keys", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])

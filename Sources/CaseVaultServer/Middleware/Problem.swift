@@ -60,7 +60,7 @@ struct Problem: Encodable {
         case .caseClosed, .agreementsMissing, .notOnRoster, .attachmentExists, .held:
             return .conflict
         case .integrityFailure, .auditMismatch, .storageFailure, .insecurePermissions, .invalidConfiguration,
-            .socketUnavailable:
+            .socketUnavailable, .vaultMoved:
             return .internalServerError
         case .keyUnavailable, .auditUnavailable, .sealed, .storageUnavailable:
             return .serviceUnavailable

@@ -32,12 +32,22 @@ extension CaseVaultCtl {
                 stopped, run this on a daemon's host with its configuration (its root key, its erase epoch key file, \
                 the database); the file holds what a backup holds and the session notes, and casevaultctl restore \
                 --in FILE --without-ledger --data-dir EMPTY makes the data directory (move the daemon's audit/ into it). \
-                Exit 0 written, 1 refused (a daemon serves the directory, or the vault could not be read), 64 bad \
-                usage, 66 no vault in the data directory, 73 the file cannot be written, 78 bad configuration.
+                Once the file is written, the place the vault was moved from is marked as moved (a file named moved \
+                in the data directory, or a mark in the database), and its daemons refuse to start there: served in \
+                two places, the copies would drift apart, and a shred in one would leave the record readable in the \
+                other. If the move is abandoned, --cancel with the same configuration removes the mark. \
+                Exit 0 written (or cancelled), 1 refused (a daemon serves the vault, the vault could not be read, or \
+                there is no move to cancel), 64 bad usage, 66 no vault in the data directory, 73 the file cannot be \
+                written, 78 bad configuration.
                 """
         )
 
-        @Option(help: "The file to write (must not exist).") var out: String
+        @Option(help: "The file to write (must not exist).") var out: String?
+        @Flag(
+            help:
+                "Cancel a move instead: remove the mark that keeps daemons from serving the vault where it was moved from."
+        )
+        var cancel = false
         @Option(
             help:
                 "The data directory of the vault to move (a vault kept there). Default: store.data_directory of --config."
@@ -48,9 +58,15 @@ extension CaseVaultCtl {
             "Config/casevault.toml"
         @Flag(help: "Print one JSON document.") var json = false
 
+        func validate() throws {
+            guard (self.out == nil) == self.cancel else {
+                throw ValidationError("give --out FILE to move the vault, or --cancel to cancel a move, not both")
+            }
+        }
+
         func run() throws {
             do {
-                try self.migrate()
+                try self.cancel ? self.cancelMove() : self.migrate()
             } catch {
                 FileHandle.standardError.write(Data("casevaultctl: \(error.message)\n".utf8))
                 throw ExitCode(error.exitCode)
@@ -80,11 +96,12 @@ extension CaseVaultCtl {
                 }
                 store.dataDirectory = URL(fileURLWithPath: dataDir, relativeTo: base).standardizedFileURL
             }
-            guard !FileManager.default.fileExists(atPath: self.out) else {
-                throw CLIError.usage("\(self.out) exists; name a new file")
+            let out = self.out ?? ""
+            guard !FileManager.default.fileExists(atPath: out) else {
+                throw CLIError.usage("\(out) exists; name a new file")
             }
             if database {
-                try self.migrateDatabase(configuration, base: base)
+                try self.migrateDatabase(configuration, base: base, out: out)
                 return
             }
             var passphrase: SecureBytes?
@@ -93,22 +110,22 @@ extension CaseVaultCtl {
             }
             var logger = Logger(label: "casevaultctl")
             logger.logLevel = .warning
-            let summary = try self.writing { write throws(CaseVaultError) in
+            let summary = try self.writing(out) { write, finish throws(CaseVaultError) in
                 try RecordStore.writeMigration(
                     of: store, passphrase: passphrase, id: Hex.encode(Random.bytes(count: 16)),
                     keys: BackupKeyFile(path: configuration.backupKeyFile(relativeTo: base)), logger: logger,
-                    write: write)
+                    write: write, finish: finish)
             }
             output(
                 json: self.json,
                 document: [
-                    "migration_id": summary.fileID, "file": self.out, "cases": summary.cases,
+                    "migration_id": summary.fileID, "file": out, "cases": summary.cases,
                     "records": summary.records,
                     "session_notes": summary.sessionNotes, "attachments": summary.attachments, "holds": summary.holds,
                     "shreds": summary.shreds, "certificates": summary.certificates,
                 ],
                 rows: [
-                    ("migration", summary.fileID), ("file", self.out), ("cases", "\(summary.cases)"),
+                    ("migration", summary.fileID), ("file", out), ("cases", "\(summary.cases)"),
                     ("records", "\(summary.records) (\(summary.sessionNotes) session notes)"),
                     ("attachments", "\(summary.attachments)"), ("holds", "\(summary.holds)"),
                     ("shreds", "\(summary.shreds) (in the ledger)"), ("certificates", "\(summary.certificates)"),
@@ -116,40 +133,49 @@ extension CaseVaultCtl {
         }
 
         /// Writes the vault kept in PostgreSQL (the storage blocks this thread while the database's tasks run).
-        private func migrateDatabase(_ configuration: DaemonConfiguration, base: URL) throws(CLIError) {
+        private func migrateDatabase(_ configuration: DaemonConfiguration, base: URL, out: String) throws(CLIError) {
             let credentials = ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"]
-            let summary = try self.writing { write throws(CaseVaultError) in
+            let summary = try self.writing(out) { write, finish throws(CaseVaultError) in
                 try configuration.writeDatabaseMigration(
-                    base: base, credentials: credentials, id: Hex.encode(Random.bytes(count: 16)), write: write)
+                    base: base, credentials: credentials, id: Hex.encode(Random.bytes(count: 16)), write: write,
+                    finish: finish)
             }
             output(
                 json: self.json,
                 document: [
-                    "migration_id": summary.backupID, "file": self.out, "records": summary.records,
+                    "migration_id": summary.backupID, "file": out, "records": summary.records,
                     "attachments": summary.attachments,
                 ],
                 rows: [
-                    ("migration", summary.backupID), ("file", self.out), ("records", "\(summary.records)"),
+                    ("migration", summary.backupID), ("file", out), ("records", "\(summary.records)"),
                     ("attachments", "\(summary.attachments)"),
                 ])
         }
 
-        /// Runs `body` with a function that writes to `--out` as `FILE.partial`, which is flushed and renamed
-        /// once `body` is done, and removed whatever stops it short. What the vault lacks to be read on this
-        /// host (`not-found`: no vault; `invalid-configuration`: the root key, the epoch key file, the key
-        /// source) exits 66 and 78; any other refusal, 1.
+        /// Runs `body` with a function that writes to `out` as `FILE.partial`, and one that flushes it and
+        /// renames it `out` (exit 73 when either fails), which `body` calls once the file is whole and before
+        /// it marks the vault as moved; the file is removed whatever stops it short, the mark included. What
+        /// the vault lacks to be read on this host (`not-found`: no vault; `invalid-configuration`: the root
+        /// key, the epoch key file, the key source) exits 66 and 78; any other refusal, 1.
         private func writing<T>(
-            _ body: (_ write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void) throws(CaseVaultError) -> T
+            _ out: String,
+            _ body: (
+                _ write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void,
+                _ finish: () throws(CaseVaultError) -> Void
+            ) throws(CaseVaultError) -> T
         ) throws(CLIError) -> T {
-            let partial = self.out + ".partial"
+            let partial = out + ".partial"
             unlink(partial)
             let descriptor = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
             guard descriptor >= 0 else {
                 throw CLIError.unwritable("cannot create \(partial): \(String(cString: strerror(errno)))")
             }
             let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
-            var kept = false
-            defer { if !kept { unlink(partial) } }
+            var (renamed, kept) = (false, false)
+            var unwritable: CLIError?
+            defer {
+                if !kept { unlink(renamed ? out : partial) }
+            }
             let result: T
             do {
                 result = try body { bytes throws(CaseVaultError) in
@@ -158,7 +184,59 @@ extension CaseVaultCtl {
                     } catch {
                         throw CaseVaultError(.storageFailure, "cannot write \(partial): \(error)")
                     }
+                } _: { () throws(CaseVaultError) in
+                    guard fsync(descriptor) == 0 else {
+                        unwritable = .unwritable("cannot flush \(partial): \(String(cString: strerror(errno)))")
+                        throw CaseVaultError(.storageFailure, "cannot flush \(partial)")
+                    }
+                    guard rename(partial, out) == 0 else {
+                        unwritable = .unwritable(
+                            "cannot rename \(partial) to \(out): \(String(cString: strerror(errno)))")
+                        throw CaseVaultError(.storageFailure, "cannot rename \(partial)")
+                    }
+                    renamed = true
                 }
+            } catch {
+                if let unwritable { throw unwritable }
+                switch error.code {
+                case .notFound: throw CLIError.unreadable(error.message)
+                case .invalidConfiguration: throw CLIError.configuration(error.message)
+                default: throw CLIError.problem("\(error.code.rawValue): \(error.message)")
+                }
+            }
+            guard renamed else { throw CLIError.problem("the file was never completed") }
+            kept = true
+            return result
+        }
+
+        /// `--cancel`: removes the mark of a move from where the vault was moved from (the data directory, or
+        /// the database), so that its daemons serve it there again.
+        private func cancelMove() throws(CLIError) {
+            let base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
+            let configuration: DaemonConfiguration
+            var store: StoreConfiguration
+            let database: Bool
+            do {
+                configuration = try DaemonConfiguration.load(path: self.config)
+                store = try configuration.storeConfiguration(relativeTo: base)
+                database = try configuration.databaseSettings(relativeTo: base) != nil
+            } catch {
+                throw CLIError.configuration(error.message)
+            }
+            if let dataDir = self.dataDir {
+                guard !database else {
+                    throw CLIError.usage(
+                        "--data-dir names a vault kept in a data directory; --config keeps this one in PostgreSQL")
+                }
+                store.dataDirectory = URL(fileURLWithPath: dataDir, relativeTo: base).standardizedFileURL
+            }
+            let cancelled: Bool
+            do {
+                cancelled =
+                    database
+                    ? try configuration.cancelDatabaseMove(
+                        base: base, credentials: ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"])
+                    : try RecordStore.cancelMove(store)
             } catch {
                 switch error.code {
                 case .notFound: throw CLIError.unreadable(error.message)
@@ -166,15 +244,12 @@ extension CaseVaultCtl {
                 default: throw CLIError.problem("\(error.code.rawValue): \(error.message)")
                 }
             }
-            guard fsync(descriptor) == 0 else {
-                throw CLIError.unwritable("cannot flush \(partial): \(String(cString: strerror(errno)))")
+            guard cancelled else {
+                throw CLIError.problem("nothing to cancel: no move of this vault is marked here")
             }
-            guard rename(partial, self.out) == 0 else {
-                throw CLIError.unwritable(
-                    "cannot rename \(partial) to \(self.out): \(String(cString: strerror(errno)))")
-            }
-            kept = true
-            return result
+            output(
+                json: self.json, document: ["cancelled": true],
+                rows: [("cancelled", "the move; the vault's daemons serve it here again")])
         }
     }
 }
