@@ -75,27 +75,7 @@ extension CaseVaultCtl {
 
         private func migrate() throws(CLIError) {
             let base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
-            let configuration: DaemonConfiguration
-            var store: StoreConfiguration
-            do {
-                configuration = try DaemonConfiguration.load(path: self.config)
-                store = try configuration.storeConfiguration(relativeTo: base)
-            } catch {
-                throw CLIError.configuration(error.message)
-            }
-            let database: Bool
-            do {
-                database = try configuration.databaseSettings(relativeTo: base) != nil
-            } catch {
-                throw CLIError.configuration(error.message)
-            }
-            if let dataDir = self.dataDir {
-                guard !database else {
-                    throw CLIError.usage(
-                        "--data-dir names a vault kept in a data directory; --config keeps this one in PostgreSQL")
-                }
-                store.dataDirectory = URL(fileURLWithPath: dataDir, relativeTo: base).standardizedFileURL
-            }
+            let (configuration, store, database) = try self.vault(base: base)
             let out = self.out ?? ""
             guard !FileManager.default.fileExists(atPath: out) else {
                 throw CLIError.usage("\(out) exists; name a new file")
@@ -152,6 +132,39 @@ extension CaseVaultCtl {
                 ])
         }
 
+        /// The configuration of `--config`, the store it names (its data directory replaced by `--data-dir`),
+        /// and whether it keeps the vault in PostgreSQL, where `--data-dir` is bad usage.
+        private func vault(base: URL) throws(CLIError) -> (DaemonConfiguration, StoreConfiguration, Bool) {
+            let configuration: DaemonConfiguration
+            var store: StoreConfiguration
+            let database: Bool
+            do {
+                configuration = try DaemonConfiguration.load(path: self.config)
+                store = try configuration.storeConfiguration(relativeTo: base)
+                database = try configuration.databaseSettings(relativeTo: base) != nil
+            } catch {
+                throw CLIError.configuration(error.message)
+            }
+            if let dataDir = self.dataDir {
+                guard !database else {
+                    throw CLIError.usage(
+                        "--data-dir names a vault kept in a data directory; --config keeps this one in PostgreSQL")
+                }
+                store.dataDirectory = URL(fileURLWithPath: dataDir, relativeTo: base).standardizedFileURL
+            }
+            return (configuration, store, database)
+        }
+
+        /// What the vault lacks to be read on this host (`not-found`: no vault; `invalid-configuration`: the
+        /// root key, the epoch key file, the key source) exits 66 and 78; any other refusal, 1.
+        private static func refusal(_ error: CaseVaultError) -> CLIError {
+            switch error.code {
+            case .notFound: CLIError.unreadable(error.message)
+            case .invalidConfiguration: CLIError.configuration(error.message)
+            default: CLIError.problem("\(error.code.rawValue): \(error.message)")
+            }
+        }
+
         /// Runs `body` with a function that writes to `out` as `FILE.partial`, and one that flushes it and
         /// renames it `out` (exit 73 when either fails), which `body` calls once the file is whole and before
         /// it marks the vault as moved; the file is removed whatever stops it short, the mark included. What
@@ -197,12 +210,7 @@ extension CaseVaultCtl {
                     renamed = true
                 }
             } catch {
-                if let unwritable { throw unwritable }
-                switch error.code {
-                case .notFound: throw CLIError.unreadable(error.message)
-                case .invalidConfiguration: throw CLIError.configuration(error.message)
-                default: throw CLIError.problem("\(error.code.rawValue): \(error.message)")
-                }
+                throw unwritable ?? Self.refusal(error)
             }
             guard renamed else { throw CLIError.problem("the file was never completed") }
             kept = true
@@ -213,23 +221,7 @@ extension CaseVaultCtl {
         /// the database), so that its daemons serve it there again.
         private func cancelMove() throws(CLIError) {
             let base = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
-            let configuration: DaemonConfiguration
-            var store: StoreConfiguration
-            let database: Bool
-            do {
-                configuration = try DaemonConfiguration.load(path: self.config)
-                store = try configuration.storeConfiguration(relativeTo: base)
-                database = try configuration.databaseSettings(relativeTo: base) != nil
-            } catch {
-                throw CLIError.configuration(error.message)
-            }
-            if let dataDir = self.dataDir {
-                guard !database else {
-                    throw CLIError.usage(
-                        "--data-dir names a vault kept in a data directory; --config keeps this one in PostgreSQL")
-                }
-                store.dataDirectory = URL(fileURLWithPath: dataDir, relativeTo: base).standardizedFileURL
-            }
+            let (configuration, store, database) = try self.vault(base: base)
             let cancelled: Bool
             do {
                 cancelled =
@@ -238,11 +230,7 @@ extension CaseVaultCtl {
                         base: base, credentials: ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"])
                     : try RecordStore.cancelMove(store)
             } catch {
-                switch error.code {
-                case .notFound: throw CLIError.unreadable(error.message)
-                case .invalidConfiguration: throw CLIError.configuration(error.message)
-                default: throw CLIError.problem("\(error.code.rawValue): \(error.message)")
-                }
+                throw Self.refusal(error)
             }
             guard cancelled else {
                 throw CLIError.problem("nothing to cancel: no move of this vault is marked here")
