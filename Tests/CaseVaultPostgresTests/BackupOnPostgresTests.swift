@@ -218,13 +218,7 @@ extension EpochExchangeTests {
             try FileManager.default.copyItem(atPath: rootA + "/keys/" + name, toPath: rootD + "/keys/" + name)
         }
         try """
-        [store]
-        data_directory = "\(rootD)/data"
-        root_key_file = "\(rootD)/keys/root.key"
-        max_content_bytes = 1048576
-        [server]
-        socket_path = "\(rootD)/run/casevault.sock"
-        max_body_bytes = 2097152
+        \(DoctorDatabaseTests.storeAndServer(rootD))
 
         """.write(toFile: rootD + "/casevault.toml", atomically: true, encoding: .utf8)
         let intoDirectory = try ctlRun(

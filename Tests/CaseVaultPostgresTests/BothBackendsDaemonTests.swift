@@ -43,13 +43,7 @@ extension EpochExchangeTests {
     static func writeLocalConfiguration(root: String) throws {
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         try """
-        [store]
-        data_directory = "\(root)/data"
-        root_key_file = "\(root)/keys/root.key"
-        max_content_bytes = 1048576
-        [server]
-        socket_path = "\(root)/run/casevault.sock"
-        max_body_bytes = 2097152
+        \(DoctorDatabaseTests.storeAndServer(root))
         [roles]
         director = ["uid:0"]
         operator = ["uid:0"]

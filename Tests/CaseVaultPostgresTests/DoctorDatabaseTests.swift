@@ -11,6 +11,19 @@ import Testing
 struct DoctorDatabaseTests {
     let logger = Logger(label: "casevault.test.doctor")
 
+    /// The `[store]` and `[server]` tables of a daemon whose files are under `root`.
+    static func storeAndServer(_ root: String) -> String {
+        """
+        [store]
+        data_directory = "\(root)/data"
+        root_key_file = "\(root)/keys/root.key"
+        max_content_bytes = 1048576
+        [server]
+        socket_path = "\(root)/run/casevault.sock"
+        max_body_bytes = 2097152
+        """
+    }
+
     /// A configuration under `clusters.root` whose database is the clusters at `servers` (socket directory
     /// and port), tried in that order, the password in a file of mode `mode`.
     static func configure(
@@ -26,13 +39,7 @@ struct DoctorDatabaseTests {
         #expect(FileManager.default.createFile(atPath: passwordFile, contents: Data((password + "\n").utf8)))
         chmod(passwordFile, mode)
         let text = """
-            [store]
-            data_directory = "\(root)/data"
-            root_key_file = "\(root)/keys/root.key"
-            max_content_bytes = 1048576
-            [server]
-            socket_path = "\(root)/run/casevault.sock"
-            max_body_bytes = 2097152
+            \(DoctorDatabaseTests.storeAndServer(root))
             [storage]
             backend = "postgresql"
             connection = "postgresql://\(PostgresClusters.user)@/\(PostgresClusters.database)?host=\(hosts)&port=\(ports)&connect_timeout=2"

@@ -31,13 +31,7 @@ extension EpochExchangeTests {
         try FileManager.default.createDirectory(
             atPath: rootL + "/data", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         try """
-        [store]
-        data_directory = "\(rootL)/data"
-        root_key_file = "\(rootL)/keys/root.key"
-        max_content_bytes = 1048576
-        [server]
-        socket_path = "\(rootL)/run/casevault.sock"
-        max_body_bytes = 2097152
+        \(DoctorDatabaseTests.storeAndServer(rootL))
         [roles]
         director = ["uid:0"]
         mediator = ["uid:0"]
