@@ -2,6 +2,7 @@ internal import CCaseVaultShims
 package import CaseVaultCore
 internal import CaseVaultPostgres
 package import CaseVaultSealing
+package import CaseVaultStore
 package import Foundation
 internal import Logging
 
@@ -90,22 +91,7 @@ extension DaemonConfiguration {
                 field: "storage.backend")
         }
         let store = try self.storeConfiguration(relativeTo: base)
-        let rootKey: RootKey
-        switch store.keySource {
-        case .file:
-            guard FileManager.default.fileExists(atPath: store.rootKeyFile.path) else {
-                throw CaseVaultError(
-                    .invalidConfiguration, "no root key at \(store.rootKeyFile.path)", field: "store.root_key_file")
-            }
-            rootKey = try RootKeyFile.loadOrCreate(
-                path: store.rootKeyFile.path, dataDirectory: store.dataDirectory.path)
-        case .systemdCredential(let name, let directory):
-            rootKey = try RootKeyFile.loadCredential(name: name, directory: directory)
-        case .passphrase:
-            throw CaseVaultError(
-                .invalidConfiguration, "a vault on PostgreSQL is not served with keys.source = \"passphrase\"",
-                field: "keys.source")
-        }
+        let rootKey = try store.databaseRootKey(creating: false)
         // The storage's sealing services and epoch key file keep copies of their own.
         defer { rootKey.wipe() }
         let epochKeys = store.dataDirectory.path + "/epoch.keys"
@@ -126,5 +112,29 @@ extension DaemonConfiguration {
             maxContentBytes: store.maxContentBytes, retention: store.retention, sweepBatch: store.sweepBatch,
             logger: logger, clock: store.clock)
         return storage
+    }
+}
+
+extension StoreConfiguration {
+    /// The root key of a daemon of a vault in PostgreSQL, from its source: a file (made on first use when
+    /// `creating`, as the first daemon of a vault does; otherwise `invalid-configuration` when missing) or a
+    /// systemd credential. `invalid-configuration` for the passphrase source, which the vault on PostgreSQL
+    /// is not served with yet.
+    package func databaseRootKey(creating: Bool) throws(CaseVaultError) -> RootKey {
+        switch self.keySource {
+        case .file:
+            guard creating || FileManager.default.fileExists(atPath: self.rootKeyFile.path) else {
+                throw CaseVaultError(
+                    .invalidConfiguration, "no root key at \(self.rootKeyFile.path)", field: "store.root_key_file")
+            }
+            return try RootKeyFile.loadOrCreate(path: self.rootKeyFile.path, dataDirectory: self.dataDirectory.path)
+        case .systemdCredential(let name, let directory):
+            return try RootKeyFile.loadCredential(name: name, directory: directory)
+        case .passphrase:
+            throw CaseVaultError(
+                .invalidConfiguration,
+                "storage.backend = \"postgresql\" is not served with keys.source = \"passphrase\" yet",
+                field: "keys.source")
+        }
     }
 }

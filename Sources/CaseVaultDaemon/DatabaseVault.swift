@@ -85,20 +85,8 @@ enum DatabaseVault {
                     credential: name, directory: ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"])
             }
         let name = try Self.name(settings, store)
-        let rootKey: RootKey
-        switch store.keySource {
-        case .file:
-            rootKey = try RootKeyFile.loadOrCreate(
-                path: store.rootKeyFile.path, dataDirectory: store.dataDirectory.path)
-        case .systemdCredential(let name, let directory):
-            rootKey = try RootKeyFile.loadCredential(name: name, directory: directory)
-        case .passphrase:
-            // Refused with the configuration (`refuseUnservedBackend`); never reached.
-            throw CaseVaultError(
-                .invalidConfiguration,
-                "storage.backend = \"postgresql\" is not served with keys.source = \"passphrase\" yet",
-                field: "keys.source")
-        }
+        // The passphrase source is refused with the configuration (`refuseUnservedBackend`).
+        let rootKey = try store.databaseRootKey(creating: true)
         defer { rootKey.wipe() }
         let file = try EpochKeyFile(path: store.dataDirectory.path + "/" + Self.epochKeyFile, rootKey: rootKey)
         let locator = PrimaryLocator(location: settings.location, password: password, logger: logger)
