@@ -92,7 +92,8 @@ extension DaemonConfiguration {
         }
         let store = try self.storeConfiguration(relativeTo: base)
         let rootKey = try store.databaseRootKey(creating: false)
-        // The storage's sealing services and epoch key file keep copies of their own.
+        // Wiped when the storage is made: what the vault on PostgreSQL uses of it (the subkeys, the check
+        // value, the epoch key file's key) is derived from it at init.
         defer { rootKey.wipe() }
         let epochKeys = store.dataDirectory.path + "/epoch.keys"
         guard FileManager.default.fileExists(atPath: epochKeys) else {

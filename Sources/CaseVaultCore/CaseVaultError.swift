@@ -100,7 +100,8 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         /// shreds or certificates.
         case vaultNotEmpty = "vault-not-empty"
         /// `casevaultctl migrate` moved the vault to the other backend: a daemon refuses to serve it where it
-        /// was (casevaultd exits 2) until `migrate --cancel` removes the mark. Never answered over the socket.
+        /// was (casevaultd exits 2) until `migrate --cancel` removes the mark. Answered only to clients that
+        /// systemd's socket held while such a daemon failed to start (503).
         case vaultMoved = "vault-moved"
     }
 

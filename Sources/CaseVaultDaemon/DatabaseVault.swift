@@ -115,6 +115,16 @@ enum DatabaseVault {
             throw EpochService.failure(error)
         }
         try await Self.holdPresence(presence)
+        // Again once the name is held: a move out of the database holds every known daemon's name until
+        // its mark is committed, so a daemon that waited for its name behind a move sees the mark now.
+        do {
+            let again = try await locator.connect().connection
+            defer { Task { try? await again.close() } }
+            try await PostgresSchema.refuseMoved(on: again, logger: logger)
+        } catch {
+            await presence.release()
+            throw EpochService.failure(error)
+        }
         await epochs.step()
         return Opened(
             storage: storage, anchor: PostgresAuditAnchor(storage: storage, daemon: name),

@@ -46,8 +46,15 @@ extension PostgresStorage {
         }
         try finish()
         let time = self.now()
-        try Self.wait(closing: connection) {
-            try await PostgresSchema.markMoved(id: id, at: time, on: connection, logger: logger)
+        do throws(CaseVaultError) {
+            try Self.wait(closing: connection) {
+                try await PostgresSchema.markMoved(id: id, at: time, on: connection, logger: logger)
+            }
+        } catch {
+            throw CaseVaultError(
+                error.code,
+                "the vault could not be marked as moved (\(error.message)), so the file is not kept: move it again, after migrate --cancel if the mark was made all the same"
+            )
         }
         return summary
     }

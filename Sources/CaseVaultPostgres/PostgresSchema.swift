@@ -385,7 +385,7 @@ extension PostgresSchema {
     }
 
     /// Refuses to serve a vault that `casevaultctl migrate` wrote out for a data directory
-    /// (`invalid-configuration`, naming the migration): served here and there, the two copies would drift
+    /// (`vault-moved`, naming the migration): served here and there, the two copies would drift
     /// apart, and a shred in one would leave the record readable in the other.
     package static func refuseMoved(on connection: PostgresConnection, logger: Logger) async throws {
         var mark: (String, Int64)?

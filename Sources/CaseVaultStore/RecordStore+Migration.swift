@@ -50,15 +50,16 @@ extension RecordStore {
     }
 
     /// Refuses to serve a data directory whose vault `casevaultctl migrate` wrote out for PostgreSQL
-    /// (`invalid-configuration`, naming the migration): served here and there, the two copies would drift
+    /// (`vault-moved`, naming the migration): served here and there, the two copies would drift
     /// apart, and a shred in one would leave the record readable in the other.
     package static func refuseMoved(_ configuration: StoreConfiguration) throws(CaseVaultError) {
         let path = DataDirectory(path: configuration.dataDirectory.path).movedPath
         guard DataDirectory.exists(path) else { return }
-        let mark = String(decoding: try PosixFile(path: path, flags: O_RDONLY).readAll(), as: UTF8.self)
+        // The file's presence is the mark; its text (the migration and its time) is quoted when it reads.
+        let mark = (try? PosixFile(path: path, flags: O_RDONLY).readAll()).map { String(decoding: $0, as: UTF8.self) }
         throw CaseVaultError(
             .vaultMoved,
-            "this data directory's vault was moved to PostgreSQL (casevaultctl migrate, \(mark)): serve it there; if the move was abandoned, casevaultctl migrate --cancel with this configuration serves it here again",
+            "this data directory's vault was moved to PostgreSQL (casevaultctl migrate\(mark.map { ", \($0)" } ?? "")): serve it there; if the move was abandoned, casevaultctl migrate --cancel with this configuration serves it here again",
             field: "store.data_directory")
     }
 

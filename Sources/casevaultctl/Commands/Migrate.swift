@@ -60,7 +60,7 @@ extension CaseVaultCtl {
 
         func validate() throws {
             guard (self.out == nil) == self.cancel else {
-                throw ValidationError("give --out FILE to move the vault, or --cancel to cancel a move, not both")
+                throw ValidationError("give either --out FILE to move the vault or --cancel to cancel a move")
             }
         }
 
@@ -195,7 +195,8 @@ extension CaseVaultCtl {
                     do {
                         try handle.write(contentsOf: bytes)
                     } catch {
-                        throw CaseVaultError(.storageFailure, "cannot write \(partial): \(error)")
+                        unwritable = .unwritable("cannot write \(partial): \(error)")
+                        throw CaseVaultError(.storageFailure, "cannot write \(partial)")
                     }
                 } _: { () throws(CaseVaultError) in
                     guard fsync(descriptor) == 0 else {
@@ -208,6 +209,16 @@ extension CaseVaultCtl {
                         throw CaseVaultError(.storageFailure, "cannot rename \(partial)")
                     }
                     renamed = true
+                    // The rename itself durable, before the vault is marked as moved.
+                    let parent = open(
+                        (out as NSString).deletingLastPathComponent.isEmpty
+                            ? "." : (out as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                    defer { if parent >= 0 { close(parent) } }
+                    guard parent >= 0, fsync(parent) == 0 else {
+                        unwritable = .unwritable(
+                            "cannot flush the directory of \(out): \(String(cString: strerror(errno)))")
+                        throw CaseVaultError(.storageFailure, "cannot flush the directory of \(out)")
+                    }
                 }
             } catch {
                 throw unwritable ?? Self.refusal(error)
