@@ -2,6 +2,7 @@ import ArgumentParser
 import CaseVaultConfiguration
 import CaseVaultCore
 import CaseVaultCrypto
+import CaseVaultFiles
 import CaseVaultSealing
 import CaseVaultStore
 import Foundation
@@ -167,9 +168,8 @@ extension CaseVaultCtl {
 
         /// Runs `body` with a function that writes to `out` as `FILE.partial`, and one that flushes it and
         /// renames it `out` (exit 73 when either fails), which `body` calls once the file is whole and before
-        /// it marks the vault as moved; the file is removed whatever stops it short, the mark included. What
-        /// the vault lacks to be read on this host (`not-found`: no vault; `invalid-configuration`: the root
-        /// key, the epoch key file, the key source) exits 66 and 78; any other refusal, 1.
+        /// it marks the vault as moved; the file is removed whatever stops it short, the mark included. Any
+        /// other refusal exits as `refusal` says.
         private func writing<T>(
             _ out: String,
             _ body: (
@@ -210,14 +210,12 @@ extension CaseVaultCtl {
                     }
                     renamed = true
                     // The rename itself durable, before the vault is marked as moved.
-                    let parent = open(
-                        (out as NSString).deletingLastPathComponent.isEmpty
-                            ? "." : (out as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                    defer { if parent >= 0 { close(parent) } }
-                    guard parent >= 0, fsync(parent) == 0 else {
-                        unwritable = .unwritable(
-                            "cannot flush the directory of \(out): \(String(cString: strerror(errno)))")
-                        throw CaseVaultError(.storageFailure, "cannot flush the directory of \(out)")
+                    do throws(CaseVaultError) {
+                        let directory = DataDirectory.parent(of: out)
+                        try DataDirectory.flushDirectory(directory.isEmpty ? "." : directory)
+                    } catch {
+                        unwritable = .unwritable("cannot flush the directory of \(out): \(error.message)")
+                        throw error
                     }
                 }
             } catch {
