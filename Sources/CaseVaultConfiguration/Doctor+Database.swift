@@ -62,6 +62,9 @@ extension Doctor {
                             try await DatabaseChecks.epochCheck(
                                 on: connection, eraseWindow: settings.eraseWindowSeconds, logger: logger)))
                 }
+                if schema >= PostgresSchema.movedVersion {
+                    checks.append(await Self.moved(on: connection, logger: logger))
+                }
             } catch {
                 checks.append(
                     Check(
@@ -73,6 +76,21 @@ extension Doctor {
             checks.append(Check(name: "database", status: .fail, detail: error.message))
         }
         return checks
+    }
+
+    /// Whether `casevaultctl migrate` moved the vault out of the database: every daemon then refuses to
+    /// start on it (exit 2), and this says where it went and how to take the move back.
+    static func moved(on connection: PostgresConnection, logger: Logger) async -> Check {
+        do {
+            try await PostgresSchema.refuseMoved(on: connection, logger: logger)
+            return Check(name: "vault moved", status: .pass, detail: "no move marked the database")
+        } catch let error as CaseVaultError {
+            return Check(name: "vault moved", status: .fail, detail: error.message + " (casevaultd exits 2)")
+        } catch {
+            return Check(
+                name: "vault moved", status: .fail,
+                detail: "the primary stopped answering: \(String(reflecting: type(of: error)))")
+        }
     }
 
     /// Exactly one server of the list takes writes; a second one would be a split brain.

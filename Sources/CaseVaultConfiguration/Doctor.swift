@@ -33,7 +33,7 @@ public enum Doctor {
         let server = try configuration.serverConfiguration(relativeTo: base)
         let data = store.dataDirectory.path
         let socketDirectory = (server.socketPath as NSString).deletingLastPathComponent
-        return [
+        let checks = [
             Self.privateDirectory("data directory", data, groupMayRead: false),
             Self.filesystem(data),
             Self.privateDirectory("socket directory", socketDirectory, groupMayRead: true),
@@ -50,6 +50,8 @@ public enum Doctor {
             Self.swap(),
             Self.coreDumps(),
         ]
+        // A vault in PostgreSQL bears its mark in the database, among the database's checks.
+        return configuration.storage.backend == .postgresql ? checks : checks + [Self.moved(store)]
     }
 
     // MARK: The checks
@@ -273,6 +275,17 @@ public enum Doctor {
                 "\(problem). casevaultd will not start on it (exit 4). Keep a copy of \(data)/audit for investigation, "
                 + "then start casevaultd once with --accept-audit-break: the log records the break, and casevaultctl audit verify lists it"
         )
+    }
+
+    /// Whether `casevaultctl migrate` moved the vault away from this data directory: casevaultd then
+    /// refuses to start (exit 2), and this says where it went and how to take the move back.
+    static func moved(_ store: StoreConfiguration) -> Check {
+        do throws(CaseVaultError) {
+            try RecordStore.refuseMoved(store)
+            return Check(name: "vault moved", status: .pass, detail: "no move marked the data directory")
+        } catch {
+            return Check(name: "vault moved", status: .fail, detail: error.message + " (casevaultd exits 2)")
+        }
     }
 
     /// The backup key file: private, outside the data directory (a copy of the data must not carry it).

@@ -100,8 +100,9 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         /// shreds or certificates.
         case vaultNotEmpty = "vault-not-empty"
         /// `casevaultctl migrate` moved the vault to the other backend: a daemon refuses to serve it where it
-        /// was (casevaultd exits 2) until `migrate --cancel` removes the mark. Answered only to clients that
-        /// systemd's socket held while such a daemon failed to start (503).
+        /// was (casevaultd exits 2) until `migrate --cancel` removes the mark. Answered (503, no
+        /// `Retry-After`) to clients that systemd's socket held while such a daemon failed to start, and to a
+        /// filing on PostgreSQL that waited behind the move.
         case vaultMoved = "vault-moved"
     }
 

@@ -63,14 +63,21 @@ enum DatabaseVault {
     }
 
     /// Takes this daemon's presence (`DaemonPresence`), waiting up to 30 seconds for the session of a
-    /// daemon of this name that died to end (its host's death included: `PrimaryLocator.isInRecovery` sets every session's limits);
-    /// `invalid-configuration` when another daemon of this name still holds it.
+    /// daemon of this name that died to end (its host's death included: `PrimaryLocator.isInRecovery` sets every session's limits),
+    /// or for a move out of the database to end; `invalid-configuration` when another daemon of this name
+    /// still holds it, `storage-failure` while the move goes on (exit 3: systemd starts the daemon again, and
+    /// once the move has marked the vault it stops with `vault-moved`).
     static func holdPresence(_ presence: DaemonPresence) async throws(CaseVaultError) {
+        var refusal = presence.taken
         for _ in 0..<120 {
-            if try await presence.hold() != nil { return }
+            switch try await presence.hold() {
+            case .held: return
+            case .nameTaken: refusal = presence.taken
+            case .moving: refusal = DaemonPresence.moving
+            }
             try? await Task.sleep(for: .milliseconds(250))
         }
-        throw presence.taken
+        throw refusal
     }
 
     static func open(
@@ -166,31 +173,42 @@ struct EpochService: Service {
             while !Task.isCancelled {
                 try? await Task.sleep(for: Self.period)
                 guard !Task.isCancelled else { return }
-                if await self.step() {
+                guard let refusal = await self.step() else {
                     lostSince = nil
-                } else if let since = lostSince, since.duration(to: .now) >= Self.nameGrace {
-                    self.logger.critical(
-                        "another daemon of this name has served the vault for a minute: this one stops",
-                        metadata: ["daemon.name": "\(self.presence.daemon.rawValue)"])
-                    throw self.presence.taken
-                } else {
-                    lostSince = lostSince ?? .now
+                    continue
                 }
+                if let since = lostSince, since.duration(to: .now) >= Self.nameGrace {
+                    self.logger.critical(
+                        "this daemon has been without its place in the vault for a minute: this one stops",
+                        metadata: [
+                            "daemon.name": "\(self.presence.daemon.rawValue)", "error.code": "\(refusal.code.rawValue)",
+                        ])
+                    throw refusal
+                }
+                lostSince = lostSince ?? .now
             }
         }
         await self.presence.release()
     }
 
     /// One step, then certifying; never throws. No step while another daemon holds this daemon's name:
-    /// its pairs and keys would be mixed with this one's. Returns whether this daemon held its name.
+    /// its pairs and keys would be mixed with this one's; nor while a move out of the database holds the
+    /// vault. Returns `nil` when this daemon held its place, else what it is told when it stops without it.
     @discardableResult
-    func step() async -> Bool {
+    func step() async -> CaseVaultError? {
         do {
-            guard let connection = try await self.presence.hold() else {
+            let hold = try await self.presence.hold()
+            guard case .held(let connection) = hold else {
+                if case .moving = hold {
+                    self.logger.error(
+                        "a move of the vault out of the database holds it: this daemon takes no step of the erase epochs, and stops unless the move ends within a minute",
+                        metadata: ["daemon.name": "\(self.presence.daemon.rawValue)"])
+                    return DaemonPresence.moving
+                }
                 self.logger.error(
                     "another daemon of this name serves the vault now: this one takes no step of the erase epochs, and stops unless its name comes back within a minute",
                     metadata: ["daemon.name": "\(self.presence.daemon.rawValue)"])
-                return false
+                return self.presence.taken
             }
             let step = try await self.limited { try await self.schedule.step(on: connection) }
             if step.rejoinedForgotten {
@@ -239,7 +257,7 @@ struct EpochService: Service {
                 "certifying erasures failed; the next step tries again",
                 metadata: ["error.code": "\(error.code.rawValue)"])
         }
-        return true
+        return nil
     }
 
     /// Runs `body` for at most `stepLimit`: past it, the presence's connection, on which the body runs, is

@@ -11,7 +11,31 @@ internal import Synchronization
 /// of one name would replace each other's published key pairs and audit anchor. The lock goes with its
 /// session: when the daemon stops or dies, or the primary goes, and is taken again on the new primary at
 /// the daemon's next step.
+///
+/// Beside its name, a serving daemon holds the vault's serving lock shared (`servingLock`), which a move
+/// out of the database and its cancel take alone (`PostgresStorage.writeMigration`, `cancelMove`): a move
+/// cannot begin while any daemon serves, one of a name the database does not know yet included, and no
+/// daemon begins to serve while a move is under way.
 package final class DaemonPresence: Sendable {
+    /// The advisory lock every serving daemon holds shared, on the session that holds its name, and a move
+    /// out of the database takes alone (`CVSERVES` in ASCII).
+    package static let servingLock: Int64 = 0x4356_5345_5256_4553
+
+    /// What `hold` found.
+    package enum Hold: Sendable {
+        /// The name and the serving lock are held on this connection.
+        case held(PostgresConnection)
+        /// Another session holds this daemon's name: another daemon of this name.
+        case nameTaken
+        /// A move out of the database (or its cancel) holds the serving lock alone.
+        case moving
+
+        /// The connection that holds the name, when it is held.
+        package var connection: PostgresConnection? {
+            if case .held(let connection) = self { connection } else { nil }
+        }
+    }
+
     package let daemon: DaemonName
     private let locator: PrimaryLocator
     private let logger: Logger
@@ -51,16 +75,19 @@ package final class DaemonPresence: Sendable {
         return (Int64(key >> 32), Int64(key & 0xFFFF_FFFF))
     }
 
-    /// Holds the lock: at once when this daemon's connection that holds it is still open, else on a new
-    /// connection to the primary. Returns that connection, on which the daemon's steps of the erase epochs
-    /// run too (one connection for both, not a new one every step); `nil` when another session holds the
-    /// lock: another daemon of this name. A session of this daemon's own that still holds it (its
-    /// connection closed here while the server was busy with it) is ended first, and the lock taken again.
-    package func hold() async throws(CaseVaultError) -> PostgresConnection? {
-        if let connection = self.holder.withLock({ $0 }), !connection.isClosed { return connection }
+    /// Holds the lock, and the serving lock shared: at once when this daemon's connection that holds them
+    /// is still open, else on a new connection to the primary. Returns that connection, on which the
+    /// daemon's steps of the erase epochs run too (one connection for both, not a new one every step);
+    /// `nameTaken` when another session holds the name: another daemon of this name; `moving` when a move
+    /// holds the serving lock alone (the new connection closed, letting the name go). A session of this
+    /// daemon's own that still holds the name (its connection closed here while the server was busy with
+    /// it) is ended first, and the lock taken again.
+    package func hold() async throws(CaseVaultError) -> Hold {
+        if let connection = self.holder.withLock({ $0 }), !connection.isClosed { return .held(connection) }
         let connection = try await self.locator.connect().connection
         let key = Self.key(self.daemon)
         var taken = false
+        var serves = false
         var session = Session(pid: 0, start: "")
         do {
             // A step waits at most 20 s for a lock (the turn's, the filing lock), less than its limit
@@ -88,13 +115,16 @@ package final class DaemonPresence: Sendable {
                     """, logger: self.logger)
                 taken = try await Self.tryLock(key, on: connection, logger: self.logger)
             }
+            if taken {
+                serves = try await Self.tryLock(Self.servingLock, shared: true, on: connection, logger: self.logger)
+            }
         } catch {
             try? await connection.close()
             throw CaseVaultError(.storageFailure, "the daemon's presence could not be taken in the database")
         }
-        guard taken else {
+        guard taken, serves else {
             try? await connection.close()
-            return nil
+            return taken ? .moving : .nameTaken
         }
         self.session.withLock { $0 = session }
         let replaced = self.holder.withLock { holder in
@@ -102,13 +132,15 @@ package final class DaemonPresence: Sendable {
             return holder
         }
         try? await replaced?.close()
-        return connection
+        return .held(connection)
     }
 
-    private static func tryLock(_ key: Int64, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
-        for try await taken in try await connection.query("SELECT pg_try_advisory_lock(\(key))", logger: logger)
-            .decode(Bool.self)
-        {
+    private static func tryLock(_ key: Int64, shared: Bool = false, on connection: PostgresConnection, logger: Logger)
+        async throws -> Bool
+    {
+        let query: PostgresQuery =
+            shared ? "SELECT pg_try_advisory_lock_shared(\(key))" : "SELECT pg_try_advisory_lock(\(key))"
+        for try await taken in try await connection.query(query, logger: logger).decode(Bool.self) {
             return taken
         }
         return false
@@ -122,6 +154,14 @@ package final class DaemonPresence: Sendable {
             return holder
         }
         try? await connection?.close()
+    }
+
+    /// What a daemon that finds a move holding the serving lock is told.
+    package static var moving: CaseVaultError {
+        CaseVaultError(
+            .storageFailure,
+            "a move of the vault out of the database (casevaultctl migrate or migrate --cancel) is under way: this daemon serves nothing until it ends"
+        )
     }
 
     /// What a daemon that finds its name taken is told.

@@ -20,11 +20,12 @@ extension PostgresStorage {
 
     /// Writes the whole vault as a file a data directory is restored from (`casevaultctl migrate`, magic
     /// `CVMG2`): what a backup holds, session notes included, while no daemon serves the vault. Every
-    /// daemon the database knows must have stopped: each one's presence lock (`DaemonPresence`) is taken
-    /// on a connection held until the file is written, so that none starts meanwhile (`storage-failure`
-    /// naming the first that serves), and the filing lock with them, so that a daemon the database did not
-    /// know yet files nothing meanwhile either; one that joined meanwhile all the same (it registers as it
-    /// starts) fails the write once it is done, since the file may lack its shreds or holds.
+    /// daemon must have stopped: each known one's presence lock (`DaemonPresence`) is taken on a connection
+    /// held until the file is written (`storage-failure` naming the first that serves), then the serving
+    /// lock alone, which every serving daemon holds shared, so that no daemon, of a name the database knows
+    /// or not, serves or starts meanwhile, and the filing lock. A daemon of an earlier build, which takes
+    /// no serving lock, that joined meanwhile all the same (it registers as it starts) fails the write once
+    /// it is done, since the file may lack its shreds or holds.
     package func writeMigration(
         id: String, keys: BackupKeyFile, retentionDays: Int, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void,
         finish: () throws(CaseVaultError) -> Void
@@ -73,12 +74,19 @@ extension PostgresStorage {
 
     /// Checks that the database's schema is this build's and its root key this storage's, then takes, on
     /// `connection`, the presence lock of every daemon the database knows (`storage-failure` naming the
-    /// first that serves) and the filing lock: the locks are the session's, held until `connection` is
-    /// discarded. Returns the daemons' names.
+    /// first that serves), the serving lock alone (`storage-failure` when any daemon serves) and the filing
+    /// lock: the locks are the session's, held until `connection` is discarded. Returns the daemons' names.
     private func holdEveryDaemon(on connection: PostgresConnection) throws(CaseVaultError) -> [String] {
         let logger = self.logger
         let check = self.sealing.rootKeyCheck
-        let (serving, known) = try Self.wait(closing: connection) { () async throws -> (String?, [String]) in
+        /// Who serves the vault: nobody, a daemon the database knows by its name, or one it holds the serving
+        /// lock shared for.
+        enum Serving {
+            case nobody
+            case daemon(String)
+            case unnamed
+        }
+        let (serving, known) = try Self.wait(closing: connection) { () async throws -> (Serving, [String]) in
             let version = try await PostgresSchema.version(connection, logger: logger)
             guard version == PostgresSchema.currentVersion else {
                 throw CaseVaultError(
@@ -93,19 +101,33 @@ extension PostgresStorage {
                 for try await taken in try await connection.query(
                     "SELECT pg_try_advisory_lock(\(DaemonPresence.key(daemon)))", logger: logger
                 ).decode(Bool.self) where !taken {
-                    return (name, names)
+                    return (.daemon(name), names)
                 }
             }
-            // And the filing lock, alone: a daemon the database did not know yet files nothing meanwhile.
+            // Then the serving lock alone, which every serving daemon holds shared (`DaemonPresence`): none
+            // the database does not know serves either, and none begins to until the connection goes.
+            for try await taken in try await connection.query(
+                "SELECT pg_try_advisory_lock(\(DaemonPresence.servingLock))", logger: logger
+            ).decode(Bool.self) where !taken {
+                return (.unnamed, names)
+            }
+            // And the filing lock, alone: a daemon of an earlier build, which takes no serving lock, files
+            // nothing meanwhile.
             try await connection.perform(
                 "SELECT pg_advisory_lock(\(PostgresRecords.filingLock))", logger: logger)
-            return (nil, names)
+            return (.nobody, names)
         }
-        if let serving {
+        switch serving {
+        case .nobody:
+            return known
+        case .daemon(let name):
             throw CaseVaultError(
-                .storageFailure, "daemon \(serving) serves the vault: stop every daemon of the vault before moving it")
+                .storageFailure, "daemon \(name) serves the vault: stop every daemon of the vault before moving it")
+        case .unnamed:
+            throw CaseVaultError(
+                .storageFailure,
+                "a daemon serves the vault (or another move holds it): stop every daemon of the vault before moving it")
         }
-        return known
     }
 
     /// The names of the daemons the database knows.

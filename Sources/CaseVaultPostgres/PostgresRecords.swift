@@ -118,7 +118,10 @@ package struct PostgresRecords: Sendable {
     }
 
     /// Inserts `row` when `row.epoch` is the epoch new wraps use, in the caller's transaction, which holds
-    /// the shared filing lock (`shareFilingLock`); returns whether it did.
+    /// the shared filing lock (`shareFilingLock`); returns whether it did. `vault-moved` when a move out of
+    /// the database marked the vault, files nothing: a filing that waited for the filing lock behind the
+    /// move (a daemon whose session a failover ended, while the move held its name) would otherwise land in
+    /// the copy the move left.
     func insertUnderWrapEpoch(_ row: Row, on connection: PostgresConnection) async throws -> Bool {
         let inserted = try await connection.query(
             """
@@ -127,10 +130,12 @@ package struct PostgresRecords: Sendable {
                 \(Int64(row.epoch)), \(ByteBuffer(bytes: row.wrappedKey)), \(ByteBuffer(bytes: row.blob)), \(row.author),
                 \(row.supersedes.map { ByteBuffer(bytes: $0.bytes) })
             WHERE \(Int64(row.epoch)) = (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
+                AND NOT EXISTS (SELECT 1 FROM casevault_vault WHERE moved_by IS NOT NULL)
             RETURNING 1
             """, logger: self.logger)
         var count = 0
         for try await _ in inserted.decode(Int32.self) { count += 1 }
+        if count == 0 { try await PostgresSchema.refuseMoved(on: connection, logger: self.logger) }
         return count == 1
     }
 

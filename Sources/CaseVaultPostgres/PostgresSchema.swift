@@ -283,6 +283,9 @@ package enum PostgresSchema {
     /// The version this build writes.
     package static var currentVersion: Int { Self.migrations.count }
 
+    /// The first version with the mark of a move (`markMoved`).
+    package static let movedVersion = 11
+
     /// The schema's version in the database: 0 where no daemon has migrated it yet. Changes nothing.
     package static func version(_ connection: PostgresConnection, logger: Logger) async throws -> Int {
         var exists = false

@@ -24,21 +24,68 @@ extension EpochExchangeTests {
                 logger: self.logger)
         }
         let (own, twin) = (try presence(), try presence())
-        let held = try #require(try await own.hold())
-        #expect(try await twin.hold() == nil, "the name is held")
+        let held = try #require(try await own.hold().connection)
+        #expect(try await twin.hold().isNameTaken, "the name is held")
 
         // The server is busy with the holding session when its connection closes here: the session, and the
         // lock, outlive the connection until the server notices.
         let busy = Task { try? await held.query("SELECT pg_sleep(30)", logger: self.logger) }
         try await Task.sleep(for: .milliseconds(300))
         await own.release()
-        #expect(try await twin.hold() == nil, "another daemon of this name cannot end the stale session")
+        #expect(try await twin.hold().isNameTaken, "another daemon of this name cannot end the stale session")
         let started = ContinuousClock.now
-        let again = try #require(try await own.hold(), "the daemon took its own name back")
+        let again = try #require(try await own.hold().connection, "the daemon took its own name back")
         #expect(started.duration(to: .now) < .seconds(5), "at once, not once the server noticed by itself")
         #expect(!again.isClosed)
-        #expect(try await twin.hold() == nil)
+        #expect(try await twin.hold().isNameTaken)
         busy.cancel()
         await own.release()
+    }
+
+    @Test(
+        "a daemon serves only holding the vault's serving lock shared beside its name: while a move out of the database holds it alone, a daemon of a name the database has never seen takes no name and does not start (exit 3, saying why); once the move lets go it serves, and then no move takes the lock until it stops"
+    )
+    func servingLockKeepsDaemonsAndMovesApart() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let locator = PrimaryLocator(
+            location: try clusters.location([clusters.primary]), password: clusters.password, logger: self.logger)
+        // The test's session takes the lock alone, as a move does (`PostgresStorage.writeMigration`).
+        let move = try await locator.connect().connection
+        defer { Task { try? await move.close() } }
+        func takeAlone() async throws -> Bool {
+            for try await taken in try await move.query(
+                "SELECT pg_try_advisory_lock(\(DaemonPresence.servingLock))", logger: self.logger
+            ).decode(Bool.self) {
+                return taken
+            }
+            return false
+        }
+        #expect(try await takeAlone())
+        let newcomer = DaemonPresence(daemon: try DaemonName("newcomer"), locator: locator, logger: self.logger)
+        let refused = try await newcomer.hold()
+        guard case .moving = refused else {
+            Issue.record("a daemon took its place while a move held the vault: \(refused)")
+            return
+        }
+        let root = try Self.databaseDaemonRoot(clusters, name: "newcomer")
+        let early = try DatabaseDaemon(root: root)
+        #expect(await early.exitsByItself(within: 90), "a daemon served while a move held the vault")
+        #expect(
+            early.process.terminationStatus == 3 && early.notable.contains("a move of the vault out of the database"),
+            "\(early.notable)")
+
+        try await move.perform("SELECT pg_advisory_unlock(\(DaemonPresence.servingLock))", logger: self.logger)
+        let daemon = try DatabaseDaemon(root: root)
+        #expect(await daemon.waitUntilServing(), "\(daemon.notable)")
+        #expect(try await !takeAlone(), "a move took the vault while a daemon served it")
+        #expect(daemon.stop() == 0)
+        #expect(try await takeAlone(), "the stopped daemon let the lock go")
+    }
+}
+
+extension DaemonPresence.Hold {
+    var isNameTaken: Bool {
+        if case .nameTaken = self { true } else { false }
     }
 }

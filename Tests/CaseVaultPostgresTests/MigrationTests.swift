@@ -116,9 +116,14 @@ extension EpochExchangeTests {
         #expect(
             twice.process.terminationStatus == 2 && twice.notable.contains("was moved to PostgreSQL"),
             "\(twice.notable)")
+        let doctorL = try DoctorDatabaseTests.doctor(rootL).checks["vault moved"]
+        #expect(
+            doctorL?.0 == "fail" && doctorL?.1.contains("was moved to PostgreSQL") == true,
+            "\(String(describing: doctorL))")
         let cancel = ["migrate", "--cancel", "--config", rootL + "/casevault.toml"]
         let cancelled = try ctlRun(cancel, in: rootL)
         #expect(cancelled.0 == 0 && !FileManager.default.fileExists(atPath: rootL + "/data/moved"), "\(cancelled.2)")
+        #expect(try DoctorDatabaseTests.doctor(rootL).checks["vault moved"]?.0 == "pass")
         let nothing = try ctlRun(cancel, in: rootL)
         #expect(nothing.0 == 1 && nothing.2.contains("nothing to cancel"), "\(nothing.2)")
         #expect(
@@ -207,8 +212,13 @@ extension EpochExchangeTests {
         #expect(
             stale.process.terminationStatus == 2 && stale.notable.contains("was moved out of the database"),
             "\(stale.notable)")
+        let doctorP = try DoctorDatabaseTests.doctor(rootP).checks["vault moved"]
+        #expect(
+            doctorP?.0 == "fail" && doctorP?.1.contains("was moved out of the database") == true,
+            "\(String(describing: doctorP))")
         let unmarked = try ctlRun(["migrate", "--cancel", "--config", rootP + "/casevault.toml"], in: rootP)
         #expect(unmarked.0 == 0, "\(unmarked.2)")
+        #expect(try DoctorDatabaseTests.doctor(rootP).checks["vault moved"]?.0 == "pass")
         let served = try DatabaseDaemon(root: rootP)
         #expect(await served.waitUntilServing(), "\(served.notable)")
         let whileServed = try ctlRun(["migrate", "--cancel", "--config", rootX + "/casevault.toml"], in: rootX)

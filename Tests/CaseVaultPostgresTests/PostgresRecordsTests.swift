@@ -124,6 +124,19 @@ extension EpochExchangeTests {
         let current = self.newRecord(caseID, under: epochTwo)
         try await records.insert(current.row, on: b.connection)
         #expect(try await records.row(current.row.id, on: a.connection) == current.row)
+        // Once a move out of the database marked the vault, a filing (one that waited behind the move) is
+        // refused with vault-moved and files nothing; with the mark lifted, it files.
+        try await PostgresSchema.checkRootKey(1, on: a.connection, logger: self.logger)
+        try await PostgresSchema.markMoved(id: "test", at: 0, on: a.connection, logger: self.logger)
+        let afterMove = self.newRecord(caseID, under: epochTwo)
+        let refused = await #expect(throws: CaseVaultError.self) {
+            try await records.insert(afterMove.row, on: b.connection)
+        }
+        #expect(refused?.code == .vaultMoved, "\(String(describing: refused))")
+        #expect(try await records.row(afterMove.row.id, on: a.connection) == nil)
+        #expect(try await PostgresSchema.cancelMove(on: a.connection, logger: self.logger))
+        try await records.insert(afterMove.row, on: b.connection)
+        #expect(try await records.row(afterMove.row.id, on: a.connection) == afterMove.row)
 
         // The residue: the shredded record's wrapped key and sealed bytes, and the live records' keys as they
         // were wrapped under epoch 1, lie in files of the primary and of the standby.

@@ -60,9 +60,9 @@ struct Problem: Encodable {
         case .caseClosed, .agreementsMissing, .notOnRoster, .attachmentExists, .held:
             return .conflict
         case .integrityFailure, .auditMismatch, .storageFailure, .insecurePermissions, .invalidConfiguration,
-            .socketUnavailable, .vaultMoved:
+            .socketUnavailable:
             return .internalServerError
-        case .keyUnavailable, .auditUnavailable, .sealed, .storageUnavailable:
+        case .keyUnavailable, .auditUnavailable, .sealed, .storageUnavailable, .vaultMoved:
             return .serviceUnavailable
         case .unsealRefused:
             return .forbidden
