@@ -14,6 +14,7 @@ seconds=${1:-5}
 bin=/usr/lib/postgresql/15/bin
 figures=${CASEVAULT_BENCH_FIGURES:-/dev/null}
 release=$(cd "$(dirname "$0")/.." && pwd)/.build/release
+scripts=$(cd "$(dirname "$0")" && pwd)
 if [ ! -x "$bin/pgbench" ]; then
     echo "PostgreSQL 15 is not installed ($bin): the PostgreSQL ceiling is left out"
     exit 0
@@ -59,15 +60,42 @@ INSERT INTO sealed (blob) VALUES (repeat(md5(:r::text), 128));
 EOF
 chmod 0644 "$root/insert.sql"
 
+# Where the CPU goes, without a profiler: busy clock ticks of the whole machine (user, nice, system, irq,
+# softirq, steal: /proc/stat) and of given processes with all their threads (/proc/PID/stat), read before
+# and after a run; per request, in microseconds.
+tick_us=$((1000000 / $(getconf CLK_TCK)))
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+process_ticks() { # PID...
+    local total=0 pid
+    for pid in "$@"; do
+        [ -r "/proc/$pid/stat" ] && total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')))
+    done
+    echo "$total"
+}
+# The database's processes now: backends, the WAL writer and sender, the standby's receiver and startup.
+postgres_ticks() { process_ticks $(pgrep -x postgres || true); }
+per_request() { # TICKS REQUESTS
+    awk -v t="$1" -v n="$2" -v us="$tick_us" 'BEGIN { if (n > 0) printf "%.0f", t * us / n; else print 0 }'
+}
+
 run() { # NAME CLIENTS
-    local out rate latency
-    out=$(as_owner "$bin/pgbench" -n -h "$root" -p 5441 -U bench -M prepared -c "$2" -j 2 -T "$seconds" \
-        -f "$root/insert.sql" ceiling 2>&1)
+    local out rate latency done busy client TIMEFORMAT='%U %S'
+    busy=$(machine_ticks)
+    # pgbench's own CPU (bash's time of the child), so that the database's side is the machine's less it.
+    { time as_owner "$bin/pgbench" -n -h "$root" -p 5441 -U bench -M prepared -c "$2" -j 2 -T "$seconds" \
+        -f "$root/insert.sql" ceiling >"$root/pgbench.out" 2>&1; } 2>"$root/pgbench.time"
+    busy=$(($(machine_ticks) - busy))
+    client=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f", ($1 + $2) * hz }' "$root/pgbench.time")
+    out=$(cat "$root/pgbench.out")
     rate=$(awk '/^tps = / { printf "%.0f", $3 }' <<<"$out")
     latency=$(awk '/^latency average = / { print $4 }' <<<"$out")
-    printf '  %-58s %8s/s, mean latency %s ms\n' "$1, $2 client(s)" "$rate" "$latency"
+    done=$(awk '/^number of transactions actually processed: / { print $6 }' <<<"$out")
+    printf '  %-50s %6s/s, mean latency %s ms; CPU each: the machine %s us, pgbench %s us\n' "$1, $2 client(s)" \
+        "$rate" "$latency" "$(per_request "$busy" "${done:-0}")" "$(per_request "$client" "${done:-0}")"
     echo "$1_$2_rate $rate" >>"$figures"
     echo "$1_$2_latency_ms $latency" >>"$figures"
+    echo "$1_$2_machine_cpu_us $(per_request "$busy" "${done:-0}")" >>"$figures"
+    echo "$1_$2_database_cpu_us $(per_request "$((busy - client))" "${done:-0}")" >>"$figures"
 }
 
 echo "PostgreSQL ceiling: plain INSERTs of 4 KiB rows, each committed durably (pgbench, ${seconds} s each)"
@@ -135,14 +163,28 @@ for _ in $(seq 200); do
     echo "/v1/cases/$case_id/records" >>"$root/puts.txt"
 done
 load() { # NAME ARGS...
-    local name=$1 line rate p50 p99
+    local name=$1 line rate p50 p99 busy own servers requests
     shift
+    # The database's processes before and after: a backend casevaultd opened during the run counts whole
+    # (it began with none); one that ended during it is missed (casevaultd keeps its connections).
+    busy=$(machine_ticks)
+    own=$(process_ticks "$daemon")
+    servers=$(postgres_ticks)
     line=$("$release/casevault-load" "$@")
-    echo "$line"
+    busy=$(($(machine_ticks) - busy))
+    own=$(($(process_ticks "$daemon") - own))
+    servers=$(($(postgres_ticks) - servers))
     read -r rate p50 p99 < <(sed -E 's/.* ([0-9]+) req\/s +p50 +([0-9.]+) ms +p99 +([0-9.]+) ms.*/\1 \2 \3/' <<<"$line")
+    requests=$((rate * seconds))
+    echo "$line"
+    echo "    CPU per request: casevaultd $(per_request "$own" "$requests") us, PostgreSQL's processes" \
+        "$(per_request "$servers" "$requests") us, the whole machine $(per_request "$busy" "$requests") us"
     echo "${name}_rate $rate" >>"$figures"
     echo "${name}_p50 $p50" >>"$figures"
     echo "${name}_p99 $p99" >>"$figures"
+    echo "${name}_daemon_cpu_us $(per_request "$own" "$requests")" >>"$figures"
+    echo "${name}_postgres_cpu_us $(per_request "$servers" "$requests")" >>"$figures"
+    echo "${name}_machine_cpu_us $(per_request "$busy" "$requests")" >>"$figures"
 }
 echo "casevaultd on this database (primary and synchronous standby), 4 KiB records over the socket, ${seconds} s each"
 for conn in 16 1; do
@@ -151,3 +193,29 @@ for conn in 16 1; do
     load "postgres_get_$conn" --label "casevaultd GET, PostgreSQL     " --socket "$sock" \
         --paths-file "$root/gets.txt" --connections "$conn" --seconds "$seconds"
 done
+
+# Where a PUT's time goes, with a profiler: the PUT load at 16 connections again under `perf record`, once
+# for the whole machine by process (casevaultd, the database's processes, the load generator, idle), once
+# for casevaultd's own stack (scripts/perf-summary.py), so that the profiler's cost is in no figure above.
+# Skipped when perf is missing or may not profile here (root, or CAP_SYS_PTRACE for the daemon).
+PERF=$(command -v perf || true)
+if [ -z "$PERF" ] || [ "$(id -u)" != 0 ]; then
+    echo "  where a PUT's time goes: no profile (perf is missing, or this is not root)"
+    exit 0
+fi
+profile() { # PERF-RECORD-ARGS...
+    rm -f "$root/perf.data"
+    "$PERF" record -q -F 499 -g -o "$root/perf.data" "$@" -- sleep "$seconds" >/dev/null 2>&1 &
+    local recorder=$!
+    "$release/casevault-load" --socket "$sock" --method POST --paths-file "$root/puts.txt" \
+        --body-file "$root/put.json" --connections 16 --seconds "$seconds" >/dev/null
+    wait "$recorder" || true
+}
+profile -a
+"$PERF" report -i "$root/perf.data" --no-children --sort comm --stdio -q 2>/dev/null |
+    awk 'NF >= 2 && $1 ~ /%$/ && $1 + 0 >= 1 { parts = parts sep $2 " " $1; sep = "; " }
+        END { print "  where the time goes on the machine, casevaultd durable PUT on PostgreSQL, 16 conn (perf, by process): " parts }'
+profile -p "$daemon"
+"$PERF" script -i "$root/perf.data" 2>/dev/null |
+    python3 "$scripts/perf-summary.py" "casevaultd durable PUT on PostgreSQL, 16 conn" |
+    sed 's/^/  /' || echo "  where a PUT's time goes: no profile (perf could not record it)"

@@ -99,15 +99,8 @@ package struct PostgresRecords: Sendable {
     /// awaited is missed, and the insert's own check (`insertUnderWrapEpoch`), a later statement that sees
     /// the turn, files nothing under the stale epoch.
     func shareFilingLockReadingWrapEpoch(on connection: PostgresConnection) async throws -> UInt64? {
-        var epoch: Int64?
-        for try await number in try await connection.query(
-            """
-            SELECT (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
-            FROM pg_advisory_xact_lock_shared(\(Self.filingLock))
-            """, logger: self.logger
-        ).decode(Int64?.self) {
-            epoch = number
-        }
+        let statement = Prepared.FilingLockAndWrapEpoch(filingLock: Self.filingLock)
+        let epoch = try await connection.rows(statement, logger: self.logger).first ?? nil
         return epoch.map { UInt64($0) }
     }
 
@@ -123,18 +116,7 @@ package struct PostgresRecords: Sendable {
     /// move (a daemon whose session a failover ended, while the move held its name) would otherwise land in
     /// the copy the move left.
     func insertUnderWrapEpoch(_ row: Row, on connection: PostgresConnection) async throws -> Bool {
-        let inserted = try await connection.query(
-            """
-            INSERT INTO casevault_records (id, case_id, type, created_at, epoch, wrapped_key, blob, author, supersedes)
-            SELECT \(ByteBuffer(bytes: row.id.bytes)), \(ByteBuffer(bytes: row.caseID.bytes)), \(row.type.rawValue), \(row.createdAt),
-                \(Int64(row.epoch)), \(ByteBuffer(bytes: row.wrappedKey)), \(ByteBuffer(bytes: row.blob)), \(row.author),
-                \(row.supersedes.map { ByteBuffer(bytes: $0.bytes) })
-            WHERE \(Int64(row.epoch)) = (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
-                AND NOT EXISTS (SELECT 1 FROM casevault_vault WHERE moved_by IS NOT NULL)
-            RETURNING 1
-            """, logger: self.logger)
-        var count = 0
-        for try await _ in inserted.decode(Int32.self) { count += 1 }
+        let count = try await connection.rows(Prepared.InsertRecord(row: row), logger: self.logger).count
         if count == 0 { try await PostgresSchema.refuseMoved(on: connection, logger: self.logger) }
         return count == 1
     }

@@ -776,23 +776,14 @@ package final class PostgresStorage: ServedStorage {
     ) throws(CaseVaultError) -> StoredRecord {
         let logger = self.logger
         let found = try self.run { connection -> (PostgresRecords.Row, CaseSummary?, Bool)? in
-            let rows = try await connection.query(
-                """
-                SELECT r.case_id, r.type, r.created_at, r.epoch, r.wrapped_key, r.blob, r.author, r.supersedes,
-                    c.state, c.participant_count, c.mediators, c.supervisors, c.created_at, c.closed_at,
-                    EXISTS (SELECT 1 FROM casevault_roster WHERE uid = \(rosterUID.map { Int64($0) }))
-                FROM casevault_records r LEFT JOIN casevault_cases c ON c.id = r.case_id
-                WHERE r.id = \(ByteBuffer(bytes: id.bytes))
-                """, logger: logger)
-            for try await (
+            let rows = try await connection.rows(
+                Prepared.RecordCaseAndRoster(
+                    rosterUID: rosterUID.map { Int64($0) }, recordID: ByteBuffer(bytes: id.bytes)),
+                logger: logger)
+            for (
                 caseID, type, createdAt, epoch, wrapped, blob, author, supersedes, state, count, mediators,
                 supervisors, caseCreatedAt, closedAt, onRoster
-            ) in rows.decode(
-                (
-                    ByteBuffer, String, Int64, Int64, ByteBuffer, ByteBuffer, String?, ByteBuffer?, String?, Int?,
-                    [Int64]?, [Int64]?, Int64?, Int64?, Bool
-                ).self)
-            {
+            ) in rows {
                 let row = try PostgresRecords.row(
                     id, (caseID, type, createdAt, epoch, wrapped, blob, author, supersedes))
                 guard let state, let count, let mediators, let supervisors, let caseCreatedAt else {
@@ -881,13 +872,15 @@ package final class PostgresStorage: ServedStorage {
     /// of two deadlocked transactions with an error. What the body's calls write is kept only at the
     /// commit here: a call's own success inside the body acknowledges nothing yet.
     package func withCaseLock<T>(_ id: CaseID, _ body: () throws(CaseVaultError) -> T) throws(CaseVaultError) -> T {
-        let lock: PostgresQuery = "SELECT pg_advisory_xact_lock(\(Self.caseLockSpace), \(Self.caseLockKey(id.bytes)))"
+        let lock = Prepared.CaseLock(space: Self.caseLockSpace, key: Self.caseLockKey(id.bytes))
         let logger = self.logger
         if self.pinnedConnection != nil {
-            try self.run { connection in try await connection.perform(lock, logger: logger) }
+            try self.run { connection in _ = try await connection.rows(lock, logger: logger) }
             return try body()
         }
-        let connection = try self.beginPinnable([PostgresConnection.begin, lock])
+        let connection = try self.beginPinnable([PostgresConnection.begin]) { connection in
+            _ = try await connection.rows(lock, logger: logger)
+        }
         let outcome = self.pinning(connection, failing: "a case's filing failed", body)
         do throws(CaseVaultError) {
             switch outcome {
@@ -911,14 +904,18 @@ package final class PostgresStorage: ServedStorage {
         return try outcome.get()
     }
 
-    /// A connection of its own (checked out, or a new one to the primary) on which `statements` have begun a
-    /// transaction, for `pinning`; the connection is closed when they fail, which ends whatever began.
-    func beginPinnable(_ statements: [PostgresQuery]) throws(CaseVaultError) -> PostgresConnection {
+    /// A connection of its own (checked out, or a new one to the primary) on which `statements`, then `then`,
+    /// have begun a transaction, for `pinning`; the connection is closed when they fail, which ends whatever
+    /// began.
+    func beginPinnable(
+        _ statements: [PostgresQuery], then: (@Sendable (PostgresConnection) async throws -> Void)? = nil
+    ) throws(CaseVaultError) -> PostgresConnection {
         guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
         let (logger, connection) = (self.logger, try self.checkOut())
         do throws(CaseVaultError) {
             try Self.wait(closing: connection) {
                 for statement in statements { try await connection.perform(statement, logger: logger) }
+                try await then?(connection)
             }
         } catch {
             Self.discard(connection)
@@ -1495,18 +1492,13 @@ package final class PostgresStorage: ServedStorage {
     static func caseSummary(_ id: CaseID, rosterUID: UInt32?, on connection: PostgresConnection, logger: Logger)
         async throws -> (summary: CaseSummary, onRoster: Bool)?
     {
-        let rows = try await connection.query(
-            """
-            SELECT state, participant_count, mediators, supervisors, created_at, closed_at,
-                EXISTS (SELECT 1 FROM casevault_roster WHERE uid = \(rosterUID.map { Int64($0) }))
-            FROM casevault_cases WHERE id = \(ByteBuffer(bytes: id.bytes))
-            """, logger: logger)
-        for try await (state, count, mediators, supervisors, createdAt, closedAt, onRoster) in rows.decode(
-            (String, Int, [Int64], [Int64], Int64, Int64?, Bool).self)
-        {
-            return (try Self.summary(id, (state, count, mediators, supervisors, createdAt, closedAt)), onRoster)
+        let rows = try await connection.rows(
+            Prepared.CaseAndRoster(rosterUID: rosterUID.map { Int64($0) }, caseID: ByteBuffer(bytes: id.bytes)),
+            logger: logger)
+        guard let (state, count, mediators, supervisors, createdAt, closedAt, onRoster) = rows.first else {
+            return nil
         }
-        return nil
+        return (try Self.summary(id, (state, count, mediators, supervisors, createdAt, closedAt)), onRoster)
     }
 
     /// A case's row from its columns (`state, participant_count, mediators, supervisors, created_at,

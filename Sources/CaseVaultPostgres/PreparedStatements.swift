@@ -1,0 +1,158 @@
+internal import Logging
+internal import NIOCore
+internal import PostgresNIO
+
+/// The statements every filing and every read of a record run, prepared once per session (PostgresNIO's
+/// `PostgresPreparedStatement`): PostgreSQL parses, analyses and plans each at its first run on a
+/// connection and keeps the plan, where a statement sent as text is planned again at every call. Under the
+/// PUT load of `scripts/bench-postgres.sh`, parsing and planning took about a third of the backends' CPU.
+/// The other statements, run less often, stay text. Each statement names its parameters' types, so that
+/// the plan does not hang on the values of the first call (a NULL among them).
+enum Prepared {
+    /// Takes a case's lock until the end of the caller's transaction (`PostgresStorage.withCaseLock`).
+    struct CaseLock: PostgresPreparedStatement {
+        static let sql = "SELECT 1 FROM pg_advisory_xact_lock($1, $2)"
+        static let bindingDataTypes: [PostgresDataType] = [.int4, .int4]
+        typealias Row = Int32
+
+        let space: Int32
+        let key: Int32
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 2)
+            bindings.append(self.space)
+            bindings.append(self.key)
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws -> Int32 { try row.decode(Int32.self) }
+    }
+
+    /// A case's row, and whether a uid is on the roster (`PostgresStorage.caseSummary`).
+    struct CaseAndRoster: PostgresPreparedStatement {
+        static let sql = """
+            SELECT state, participant_count, mediators, supervisors, created_at, closed_at,
+                EXISTS (SELECT 1 FROM casevault_roster WHERE uid = $1)
+            FROM casevault_cases WHERE id = $2
+            """
+        static let bindingDataTypes: [PostgresDataType] = [.int8, .bytea]
+        typealias Row = (String, Int, [Int64], [Int64], Int64, Int64?, Bool)
+
+        let rosterUID: Int64?
+        let caseID: ByteBuffer
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 2)
+            bindings.append(self.rosterUID)
+            bindings.append(self.caseID)
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws -> Row {
+            try row.decode((String, Int, [Int64], [Int64], Int64, Int64?, Bool).self)
+        }
+    }
+
+    /// A record's row, its case's, and whether a uid is on the roster (`PostgresStorage.storedRecord`).
+    struct RecordCaseAndRoster: PostgresPreparedStatement {
+        static let sql = """
+            SELECT r.case_id, r.type, r.created_at, r.epoch, r.wrapped_key, r.blob, r.author, r.supersedes,
+                c.state, c.participant_count, c.mediators, c.supervisors, c.created_at, c.closed_at,
+                EXISTS (SELECT 1 FROM casevault_roster WHERE uid = $1)
+            FROM casevault_records r LEFT JOIN casevault_cases c ON c.id = r.case_id
+            WHERE r.id = $2
+            """
+        static let bindingDataTypes: [PostgresDataType] = [.int8, .bytea]
+        typealias Row = (
+            ByteBuffer, String, Int64, Int64, ByteBuffer, ByteBuffer, String?, ByteBuffer?, String?, Int?,
+            [Int64]?, [Int64]?, Int64?, Int64?, Bool
+        )
+
+        let rosterUID: Int64?
+        let recordID: ByteBuffer
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 2)
+            bindings.append(self.rosterUID)
+            bindings.append(self.recordID)
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws -> Row {
+            try row.decode(
+                (
+                    ByteBuffer, String, Int64, Int64, ByteBuffer, ByteBuffer, String?, ByteBuffer?, String?, Int?,
+                    [Int64]?, [Int64]?, Int64?, Int64?, Bool
+                ).self)
+        }
+    }
+
+    /// Takes the lock filings share and reads the epoch new wraps use
+    /// (`PostgresRecords.shareFilingLockReadingWrapEpoch`).
+    struct FilingLockAndWrapEpoch: PostgresPreparedStatement {
+        static let sql = """
+            SELECT (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
+            FROM pg_advisory_xact_lock_shared($1)
+            """
+        static let bindingDataTypes: [PostgresDataType] = [.int8]
+        typealias Row = Int64?
+
+        let filingLock: Int64
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 1)
+            bindings.append(self.filingLock)
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws -> Int64? { try row.decode(Int64?.self) }
+    }
+
+    /// Files a record's row under the epoch new wraps use, unless a move marked the vault
+    /// (`PostgresRecords.insertUnderWrapEpoch`).
+    struct InsertRecord: PostgresPreparedStatement {
+        static let sql = """
+            INSERT INTO casevault_records (id, case_id, type, created_at, epoch, wrapped_key, blob, author, supersedes)
+            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+            WHERE $5 = (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
+                AND NOT EXISTS (SELECT 1 FROM casevault_vault WHERE moved_by IS NOT NULL)
+            RETURNING 1
+            """
+        static let bindingDataTypes: [PostgresDataType] = [
+            .bytea, .bytea, .text, .int8, .int8, .bytea, .bytea, .text, .bytea,
+        ]
+        typealias Row = Int32
+
+        let row: PostgresRecords.Row
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 9)
+            bindings.append(ByteBuffer(bytes: self.row.id.bytes))
+            bindings.append(ByteBuffer(bytes: self.row.caseID.bytes))
+            bindings.append(self.row.type.rawValue)
+            bindings.append(self.row.createdAt)
+            bindings.append(Int64(self.row.epoch))
+            bindings.append(ByteBuffer(bytes: self.row.wrappedKey))
+            bindings.append(ByteBuffer(bytes: self.row.blob))
+            bindings.append(self.row.author)
+            bindings.append(self.row.supersedes.map { ByteBuffer(bytes: $0.bytes) })
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws -> Int32 { try row.decode(Int32.self) }
+    }
+}
+
+extension PostgresConnection {
+    /// Runs `statement`, prepared on this connection at its first run, its rows read to the end (an error
+    /// PostgreSQL sends after the rows' description reaches only a reader of the rows).
+    func rows<Statement: PostgresPreparedStatement>(_ statement: Statement, logger: Logger) async throws
+        -> [Statement.Row]
+    {
+        var rows: [Statement.Row] = []
+        for try await row in try await self.execute(statement, logger: logger) {
+            rows.append(row)
+        }
+        return rows
+    }
+}
