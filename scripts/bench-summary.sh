@@ -92,6 +92,16 @@ END {
         row("  ceiling: plain INSERT of 4 KiB rows, 16 clients (1 client)", val("postgres_insert_16_rate", "%.0f/s") " (" val("postgres_insert_1_rate", "%.0f/s") ")", "ceiling", "")
         row("  the same with a synchronous standby, 16 clients (1 client)", val("postgres_insert_sync_16_rate", "%.0f/s") " (" val("postgres_insert_sync_1_rate", "%.0f/s") ")", "ceiling", "")
         row("  the vault on files and SQLite: PUT over the socket, 16 conn", val("put_16_rate", "%.0f/s") ", " ratio("put_16_rate", "postgres_insert_sync_16_rate") " the synchronous ceiling", "", "")
+        if (have("postgres_put_16_machine_cpu_us") && have("postgres_insert_16_database_cpu_us") && v["cores"] > 0 && v["postgres_insert_16_rate"] > 0) {
+            printf "where the time goes on PostgreSQL: per PUT at 16 connections, casevaultd %.0f us of CPU, the processes of the database %.0f us, the whole machine %.0f us (per GET %.0f, %.0f and %.0f us); per insert of pgbench, the database %.0f us alone and %.0f us with the standby\n", v["postgres_put_16_daemon_cpu_us"], v["postgres_put_16_postgres_cpu_us"], v["postgres_put_16_machine_cpu_us"], v["postgres_get_16_daemon_cpu_us"], v["postgres_get_16_postgres_cpu_us"], v["postgres_get_16_machine_cpu_us"], v["postgres_insert_16_database_cpu_us"], v["postgres_insert_sync_16_database_cpu_us"]
+            budget = v["cores"] * 1e6 / (0.5 * v["postgres_insert_16_rate"])
+            printf "where the time goes on PostgreSQL: the goal, %.0f PUT/s, leaves each PUT %.0f us of CPU on the %d cores, load generator included", 0.5 * v["postgres_insert_16_rate"], budget, v["cores"]
+            if (v["postgres_insert_sync_16_rate"] > 0)
+                printf "; half the synchronous ceiling, %.0f PUT/s, %.0f us", 0.5 * v["postgres_insert_sync_16_rate"], v["cores"] * 1e6 / (0.5 * v["postgres_insert_sync_16_rate"])
+            if (have("floor_post_16_cpu_us") && have("audit_read_cpu_us"))
+                printf "; Hummingbird reading a POST (%.0f us) and two audit entries (%.0f us) take %.0f us of it, with the insert of the database %.0f us alone and %.0f us with the standby", v["floor_post_16_cpu_us"], v["audit_read_cpu_us"], v["floor_post_16_cpu_us"] + v["audit_read_cpu_us"], v["floor_post_16_cpu_us"] + v["audit_read_cpu_us"] + v["postgres_insert_16_database_cpu_us"], v["floor_post_16_cpu_us"] + v["audit_read_cpu_us"] + v["postgres_insert_sync_16_database_cpu_us"]
+            printf "\n"
+        }
     }
 }' "$file"
 # The profiles bench-socket.sh took of the socket figures, when perf could run.
