@@ -9,6 +9,14 @@ internal import PostgresNIO
 /// The other statements, run less often, stay text. Each statement names its parameters' types, so that
 /// the plan does not hang on the values of the first call (a NULL among them).
 enum Prepared {
+    /// The bindings of a statement that asks whether a uid is on the roster and looks a row up by its id.
+    static func bindings(_ rosterUID: Int64?, _ id: ByteBuffer) -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 2)
+        bindings.append(rosterUID)
+        bindings.append(id)
+        return bindings
+    }
+
     /// Takes a case's lock until the end of the caller's transaction (`PostgresStorage.withCaseLock`).
     struct CaseLock: PostgresPreparedStatement {
         static let sql = "SELECT 1 FROM pg_advisory_xact_lock($1, $2)"
@@ -41,16 +49,8 @@ enum Prepared {
         let rosterUID: Int64?
         let caseID: ByteBuffer
 
-        func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 2)
-            bindings.append(self.rosterUID)
-            bindings.append(self.caseID)
-            return bindings
-        }
-
-        func decodeRow(_ row: PostgresRow) throws -> Row {
-            try row.decode((String, Int, [Int64], [Int64], Int64, Int64?, Bool).self)
-        }
+        func makeBindings() throws -> PostgresBindings { Prepared.bindings(self.rosterUID, self.caseID) }
+        func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
     }
 
     /// A record's row, its case's, and whether a uid is on the roster (`PostgresStorage.storedRecord`).
@@ -71,20 +71,8 @@ enum Prepared {
         let rosterUID: Int64?
         let recordID: ByteBuffer
 
-        func makeBindings() throws -> PostgresBindings {
-            var bindings = PostgresBindings(capacity: 2)
-            bindings.append(self.rosterUID)
-            bindings.append(self.recordID)
-            return bindings
-        }
-
-        func decodeRow(_ row: PostgresRow) throws -> Row {
-            try row.decode(
-                (
-                    ByteBuffer, String, Int64, Int64, ByteBuffer, ByteBuffer, String?, ByteBuffer?, String?, Int?,
-                    [Int64]?, [Int64]?, Int64?, Int64?, Bool
-                ).self)
-        }
+        func makeBindings() throws -> PostgresBindings { Prepared.bindings(self.rosterUID, self.recordID) }
+        func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
     }
 
     /// Takes the lock filings share and reads the epoch new wraps use
