@@ -872,16 +872,48 @@ package final class PostgresStorage: ServedStorage {
     /// of two deadlocked transactions with an error. What the body's calls write is kept only at the
     /// commit here: a call's own success inside the body acknowledges nothing yet.
     package func withCaseLock<T>(_ id: CaseID, _ body: () throws(CaseVaultError) -> T) throws(CaseVaultError) -> T {
+        try self.withCaseLock(id, reading: { _ in () }, { () throws(CaseVaultError) in try body() })
+    }
+
+    /// `withCaseLock`, the case's row and whether `rosterUID` is on the roster read in the same wait on the
+    /// database as the lock is taken (after it: in its own statement, so in a snapshot the lock's grant
+    /// precedes).
+    package func withCaseLock<T>(
+        _ id: CaseID, readingRoster rosterUID: UInt32?,
+        _ body: (CaseSummary?, Bool) throws(CaseVaultError) -> T
+    ) throws(CaseVaultError) -> T {
+        let logger = self.logger
+        return try self.withCaseLock(
+            id,
+            reading: { connection -> (CaseSummary?, Bool) in
+                let found = try await Self.caseSummary(id, rosterUID: rosterUID, on: connection, logger: logger)
+                return (found?.summary, found?.onRoster ?? false)
+            },
+            { (read: (CaseSummary?, Bool)) throws(CaseVaultError) in try body(read.0, read.1) })
+    }
+
+    /// `withCaseLock`, with what `read` reads on the lock's connection right after the lock is taken, in the
+    /// same wait, handed to `body`.
+    private func withCaseLock<Read: Sendable, T>(
+        _ id: CaseID, reading read: @escaping @Sendable (PostgresConnection) async throws -> Read,
+        _ body: (Read) throws(CaseVaultError) -> T
+    ) throws(CaseVaultError) -> T {
         let lock = Prepared.CaseLock(space: Self.caseLockSpace, key: Self.caseLockKey(id.bytes))
         let logger = self.logger
         if self.pinnedConnection != nil {
-            try self.run { connection in _ = try await connection.rows(lock, logger: logger) }
-            return try body()
+            let value = try self.run { connection in
+                _ = try await connection.rows(lock, logger: logger)
+                return try await read(connection)
+            }
+            return try body(value)
         }
-        let connection = try self.beginPinnable([PostgresConnection.begin]) { connection in
+        let (connection, value) = try self.beginPinnable([PostgresConnection.begin]) { connection in
             _ = try await connection.rows(lock, logger: logger)
+            return try await read(connection)
         }
-        let outcome = self.pinning(connection, failing: "a case's filing failed", body)
+        let outcome = self.pinning(connection, failing: "a case's filing failed") { () throws(CaseVaultError) in
+            try body(value)
+        }
         do throws(CaseVaultError) {
             switch outcome {
             case .success:
@@ -904,24 +936,28 @@ package final class PostgresStorage: ServedStorage {
         return try outcome.get()
     }
 
-    /// A connection of its own (checked out, or a new one to the primary) on which `statements`, then `then`,
-    /// have begun a transaction, for `pinning`; the connection is closed when they fail, which ends whatever
-    /// began.
-    func beginPinnable(
-        _ statements: [PostgresQuery], then: (@Sendable (PostgresConnection) async throws -> Void)? = nil
-    ) throws(CaseVaultError) -> PostgresConnection {
+    /// A connection of its own (checked out, or a new one to the primary) on which `statements` have begun a
+    /// transaction, for `pinning`; the connection is closed when they fail, which ends whatever began.
+    func beginPinnable(_ statements: [PostgresQuery]) throws(CaseVaultError) -> PostgresConnection {
+        try self.beginPinnable(statements) { _ in () }.connection
+    }
+
+    /// `beginPinnable`, then `then` on the connection in the same wait, with what it answered.
+    func beginPinnable<Value: Sendable>(
+        _ statements: [PostgresQuery], then: @escaping @Sendable (PostgresConnection) async throws -> Value
+    ) throws(CaseVaultError) -> (connection: PostgresConnection, value: Value) {
         guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
         let (logger, connection) = (self.logger, try self.checkOut())
         do throws(CaseVaultError) {
-            try Self.wait(closing: connection) {
+            let value = try Self.wait(closing: connection) {
                 for statement in statements { try await connection.perform(statement, logger: logger) }
-                try await then?(connection)
+                return try await then(connection)
             }
+            return (connection, value)
         } catch {
             Self.discard(connection)
             throw error
         }
-        return connection
     }
 
     /// What `body` answers with every call of this storage on this thread joining `connection`'s

@@ -22,6 +22,18 @@ extension RecordStore {
         try self.caseLocks.withLock(id, body)
     }
 
+    /// `withCaseLock`, with the case and whether `rosterUID` is on the roster read under the lock
+    /// (`caseAndRoster`).
+    package func withCaseLock<T>(
+        _ id: CaseID, readingRoster rosterUID: UInt32?,
+        _ body: (CaseSummary?, Bool) throws(CaseVaultError) -> T
+    ) throws(CaseVaultError) -> T {
+        try self.caseLocks.withLock(id) { () throws(CaseVaultError) -> T in
+            let (summary, onRoster) = try self.caseAndRoster(id, rosterUID: rosterUID)
+            return try body(summary, onRoster)
+        }
+    }
+
     /// The case (`nil` for an unknown id) and whether `rosterUID` is on the mediator roster, in one trip to
     /// the index: what a filing's decision sees.
     package func caseAndRoster(_ id: CaseID, rosterUID: UInt32?) throws(CaseVaultError) -> (CaseSummary?, Bool) {

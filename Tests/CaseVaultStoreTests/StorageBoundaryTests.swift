@@ -61,8 +61,11 @@ final class WatchedStorage: RecordStorage {
 
     func caseSummary(_ id: CaseID) throws(CaseVaultError) -> CaseSummary { try self.inner.caseSummary(id) }
 
-    func caseAndRoster(_ id: CaseID, rosterUID: UInt32?) throws(CaseVaultError) -> (CaseSummary?, Bool) {
-        try self.inner.caseAndRoster(id, rosterUID: rosterUID)
+    func withCaseLock<T>(
+        _ id: CaseID, readingRoster rosterUID: UInt32?,
+        _ body: (CaseSummary?, Bool) throws(CaseVaultError) -> T
+    ) throws(CaseVaultError) -> T {
+        try self.inner.withCaseLock(id, readingRoster: rosterUID, body)
     }
 
     func caseHeaderID(_ id: CaseID) throws(CaseVaultError) -> RecordID { try self.inner.caseHeaderID(id) }

@@ -49,9 +49,13 @@ package protocol RecordStorage: AnyObject, Sendable {
     func withCaseLock<T>(_ id: CaseID, _ body: () throws(CaseVaultError) -> T) throws(CaseVaultError) -> T
     /// The case's row; `not-found` for an unknown id.
     func caseSummary(_ id: CaseID) throws(CaseVaultError) -> CaseSummary
-    /// The case's row (`nil` for an unknown id) and whether `rosterUID` is on the roster, in one trip (for
-    /// an unknown case the roster may be answered `false` unread).
-    func caseAndRoster(_ id: CaseID, rosterUID: UInt32?) throws(CaseVaultError) -> (CaseSummary?, Bool)
+    /// `withCaseLock`, with the case's row (`nil` for an unknown id) and whether `rosterUID` is on the roster,
+    /// read under the lock in one trip (for an unknown case the roster may be answered `false` unread): what
+    /// a filing's decision sees. PostgreSQL takes the lock and reads them in one wait on the database.
+    func withCaseLock<T>(
+        _ id: CaseID, readingRoster rosterUID: UInt32?,
+        _ body: (CaseSummary?, Bool) throws(CaseVaultError) -> T
+    ) throws(CaseVaultError) -> T
     /// The id of the case's sealed header; `not-found` for an unknown case.
     func caseHeaderID(_ id: CaseID) throws(CaseVaultError) -> RecordID
     /// The session notes a final agreement destroys (none while a hold keeps them).

@@ -54,8 +54,8 @@ extension Vault {
             throw CaseVaultError(
                 .unknownRecordType, "the case header is written only when the case is opened", field: "type")
         }
-        let filed = try self.storage.withCaseLock(record.caseID) { () throws(CaseVaultError) in
-            let (found, onRoster) = try self.storage.caseAndRoster(record.caseID, rosterUID: rosterUID)
+        let filed = try self.storage.withCaseLock(record.caseID, readingRoster: rosterUID) {
+            (found, onRoster) throws(CaseVaultError) in
             guard let summary = found else {
                 throw CaseVaultError.caseNotFound()
             }
