@@ -283,8 +283,14 @@ public enum Doctor {
         do throws(CaseVaultError) {
             try RecordStore.refuseMoved(store)
             return Check(name: "vault moved", status: .pass, detail: "no move marked the data directory")
-        } catch {
+        } catch  where error.code == .vaultMoved {
             return Check(name: "vault moved", status: .fail, detail: error.message + " (casevaultd exits 2)")
+        } catch {
+            return Check(
+                name: "vault moved", status: .warn,
+                detail:
+                    "cannot tell whether a move marked the data directory (\(error.message)); casevaultd refuses to start until it can"
+            )
         }
     }
 

@@ -74,6 +74,7 @@ enum DatabaseVault {
             case .held: return
             case .nameTaken: refusal = presence.taken
             case .moving: refusal = DaemonPresence.moving
+            case .moved(let error): throw error
             }
             try? await Task.sleep(for: .milliseconds(250))
         }
@@ -121,17 +122,9 @@ enum DatabaseVault {
             try? await connection.close()
             throw EpochService.failure(error)
         }
+        // Holding its name reads the mark again (`DaemonPresence.hold`): a daemon that waited behind a move
+        // for its name sees the mark the move committed before letting go.
         try await Self.holdPresence(presence)
-        // Again once the name is held: a move out of the database holds every known daemon's name until
-        // its mark is committed, so a daemon that waited for its name behind a move sees the mark now.
-        do {
-            let again = try await locator.connect().connection
-            defer { Task { try? await again.close() } }
-            try await PostgresSchema.refuseMoved(on: again, logger: logger)
-        } catch {
-            await presence.release()
-            throw EpochService.failure(error)
-        }
         await epochs.step()
         return Opened(
             storage: storage, anchor: PostgresAuditAnchor(storage: storage, daemon: name),
@@ -173,9 +166,22 @@ struct EpochService: Service {
             while !Task.isCancelled {
                 try? await Task.sleep(for: Self.period)
                 guard !Task.isCancelled else { return }
-                guard let refusal = await self.step() else {
+                let refusal: CaseVaultError
+                switch await self.step() {
+                case .held:
                     lostSince = nil
                     continue
+                case .unknown:
+                    // No answer from the database: whether the name is held is not known, and the grace
+                    // that began goes on (a database away is answered with 503s, not by stopping).
+                    continue
+                case .refused(let error) where error.code == .vaultMoved:
+                    self.logger.critical(
+                        "the vault was moved out of the database: this daemon stops",
+                        metadata: ["daemon.name": "\(self.presence.daemon.rawValue)"])
+                    throw error
+                case .refused(let error):
+                    refusal = error
                 }
                 if let since = lostSince, since.duration(to: .now) >= Self.nameGrace {
                     self.logger.critical(
@@ -191,25 +197,47 @@ struct EpochService: Service {
         await self.presence.release()
     }
 
+    /// What a step found of this daemon's place in the vault (`DaemonPresence.hold`).
+    enum Place {
+        /// Its name and the serving lock held.
+        case held
+        /// Not held, and why: another daemon of its name, a move under way, or a move done.
+        case refused(CaseVaultError)
+        /// The database did not answer.
+        case unknown
+    }
+
     /// One step, then certifying; never throws. No step while another daemon holds this daemon's name:
     /// its pairs and keys would be mixed with this one's; nor while a move out of the database holds the
-    /// vault. Returns `nil` when this daemon held its place, else what it is told when it stops without it.
+    /// vault, or once one has marked it. Returns what it found of the daemon's place.
     @discardableResult
-    func step() async -> CaseVaultError? {
+    func step() async -> Place {
+        let hold: DaemonPresence.Hold
         do {
-            let hold = try await self.presence.hold()
-            guard case .held(let connection) = hold else {
-                if case .moving = hold {
-                    self.logger.error(
-                        "a move of the vault out of the database holds it: this daemon takes no step of the erase epochs, and stops unless the move ends within a minute",
-                        metadata: ["daemon.name": "\(self.presence.daemon.rawValue)"])
-                    return DaemonPresence.moving
-                }
+            hold = try await self.presence.hold()
+        } catch {
+            self.logger.warning(
+                "an erase epoch step failed; the next one tries again",
+                metadata: ["error.code": "\(error.code.rawValue)"])
+            return .unknown
+        }
+        guard let connection = hold.connection else {
+            switch hold {
+            case .moving:
+                self.logger.error(
+                    "a move of the vault out of the database holds it: this daemon takes no step of the erase epochs, and stops unless the move ends within a minute",
+                    metadata: ["daemon.name": "\(self.presence.daemon.rawValue)"])
+                return .refused(DaemonPresence.moving)
+            case .moved(let error):
+                return .refused(error)
+            case .nameTaken, .held:
                 self.logger.error(
                     "another daemon of this name serves the vault now: this one takes no step of the erase epochs, and stops unless its name comes back within a minute",
                     metadata: ["daemon.name": "\(self.presence.daemon.rawValue)"])
-                return self.presence.taken
+                return .refused(self.presence.taken)
             }
+        }
+        do {
             let step = try await self.limited { try await self.schedule.step(on: connection) }
             if step.rejoinedForgotten {
                 self.logger.warning(
@@ -257,7 +285,7 @@ struct EpochService: Service {
                 "certifying erasures failed; the next step tries again",
                 metadata: ["error.code": "\(error.code.rawValue)"])
         }
-        return nil
+        return .held
     }
 
     /// Runs `body` for at most `stepLimit`: past it, the presence's connection, on which the body runs, is

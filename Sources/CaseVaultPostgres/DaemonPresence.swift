@@ -29,6 +29,8 @@ package final class DaemonPresence: Sendable {
         case nameTaken
         /// A move out of the database (or its cancel) holds the serving lock alone.
         case moving
+        /// A move out of the database marked the vault (`vault-moved`, saying where it went).
+        case moved(CaseVaultError)
 
         /// The connection that holds the name, when it is held.
         package var connection: PostgresConnection? {
@@ -78,16 +80,18 @@ package final class DaemonPresence: Sendable {
     /// Holds the lock, and the serving lock shared: at once when this daemon's connection that holds them
     /// is still open, else on a new connection to the primary. Returns that connection, on which the
     /// daemon's steps of the erase epochs run too (one connection for both, not a new one every step);
-    /// `nameTaken` when another session holds the name: another daemon of this name; `moving` when a move
-    /// holds the serving lock alone (the new connection closed, letting the name go). A session of this
-    /// daemon's own that still holds the name (its connection closed here while the server was busy with
-    /// it) is ended first, and the lock taken again.
+    /// `moving` when a move holds the serving lock alone; `nameTaken` when another session holds the name:
+    /// another daemon of this name; `moved` when, both held, a move has marked the vault. Short of `held`,
+    /// the new connection is closed, letting both locks go. A session of this daemon's own that still holds
+    /// the name (its connection closed here while the server was busy with it) is ended first, and the lock
+    /// taken again.
     package func hold() async throws(CaseVaultError) -> Hold {
         if let connection = self.holder.withLock({ $0 }), !connection.isClosed { return .held(connection) }
         let connection = try await self.locator.connect().connection
         let key = Self.key(self.daemon)
         var taken = false
         var serves = false
+        var moved: CaseVaultError?
         var session = Session(pid: 0, start: "")
         do {
             // A step waits at most 20 s for a lock (the turn's, the filing lock), less than its limit
@@ -100,8 +104,11 @@ package final class DaemonPresence: Sendable {
             ).decode((Int32, String, String).self) {
                 session = Session(pid: pid, start: start)
             }
-            taken = try await Self.tryLock(key, on: connection, logger: self.logger)
-            if !taken, let previous = self.session.withLock({ $0 }) {
+            // The serving lock first: a move holds every known daemon's name too, and a daemon that finds
+            // one under way is told so rather than that its name is taken.
+            serves = try await Self.tryLock(Self.servingLock, shared: true, on: connection, logger: self.logger)
+            if serves { taken = try await Self.tryLock(key, on: connection, logger: self.logger) }
+            if serves, !taken, let previous = self.session.withLock({ $0 }) {
                 let halves = Self.lockHalves(self.daemon)
                 // That session only: its process and start time, holding this name's lock in this database.
                 try await connection.perform(
@@ -115,16 +122,22 @@ package final class DaemonPresence: Sendable {
                     """, logger: self.logger)
                 taken = try await Self.tryLock(key, on: connection, logger: self.logger)
             }
-            if taken {
-                serves = try await Self.tryLock(Self.servingLock, shared: true, on: connection, logger: self.logger)
+            // Then the mark of a move that ended while this daemon was away from the database (its session
+            // ended by a failover, or by a step that hung): it serves nothing of a vault that moved.
+            if serves, taken {
+                do {
+                    try await PostgresSchema.refuseMoved(on: connection, logger: self.logger)
+                } catch let error as CaseVaultError where error.code == .vaultMoved {
+                    moved = error
+                }
             }
         } catch {
             try? await connection.close()
             throw CaseVaultError(.storageFailure, "the daemon's presence could not be taken in the database")
         }
-        guard taken, serves else {
+        guard serves, taken, moved == nil else {
             try? await connection.close()
-            return taken ? .moving : .nameTaken
+            return !serves ? .moving : !taken ? .nameTaken : .moved(moved ?? DaemonPresence.moving)
         }
         self.session.withLock { $0 = session }
         let replaced = self.holder.withLock { holder in

@@ -112,7 +112,9 @@ extension PostgresStorage {
                 return (.unnamed, names)
             }
             // And the filing lock, alone: a daemon of an earlier build, which takes no serving lock, files
-            // nothing meanwhile.
+            // nothing meanwhile. Waited for at most 30 s: a filing left open would otherwise hold the move,
+            // and with it every daemon's start, for good.
+            try await connection.perform("SET lock_timeout = '30s'", logger: logger)
             try await connection.perform(
                 "SELECT pg_advisory_lock(\(PostgresRecords.filingLock))", logger: logger)
             return (.nobody, names)

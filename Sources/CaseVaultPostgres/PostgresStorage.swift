@@ -1156,10 +1156,13 @@ package final class PostgresStorage: ServedStorage {
                     \(hold.placedBy.uid.map { Int64($0) }), \(hold.placedBy.role), \(Int64(key.number)),
                     \(ByteBuffer(bytes: try hold.wrappedReasonKey(under: key))), \(ByteBuffer(bytes: hold.sealedReason))
                 WHERE \(Int64(key.number)) = (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
+                    AND NOT EXISTS (SELECT 1 FROM casevault_vault WHERE moved_by IS NOT NULL)
                 RETURNING true
                 """, logger: logger)
             var placed: Bool?
             for try await value in inserted.decode(Bool.self) { placed = value }
+            // A hold that waited behind a move for the filing lock is refused, as a filing is.
+            if placed == nil { try await PostgresSchema.refuseMoved(on: connection, logger: logger) }
             return placed
         }
     }

@@ -54,7 +54,12 @@ extension RecordStore {
     /// apart, and a shred in one would leave the record readable in the other.
     package static func refuseMoved(_ configuration: StoreConfiguration) throws(CaseVaultError) {
         let path = DataDirectory(path: configuration.dataDirectory.path).movedPath
-        guard DataDirectory.exists(path) else { return }
+        var info = stat()
+        if lstat(path, &info) != 0 {
+            // Absent: no move marked the directory. Any other failure leaves it unknown, and fails closed.
+            guard errno != ENOENT else { return }
+            throw POSIXFailure.error("lstat", path: path)
+        }
         // The file's presence is the mark; its text (the migration and its time) is quoted when it reads.
         let mark = (try? PosixFile(path: path, flags: O_RDONLY).readAll()).map { String(decoding: $0, as: UTF8.self) }
         throw CaseVaultError(

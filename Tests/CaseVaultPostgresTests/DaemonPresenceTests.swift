@@ -23,6 +23,13 @@ extension EpochExchangeTests {
                     logger: self.logger),
                 logger: self.logger)
         }
+        // Holding its name, a daemon reads the vault's mark of a move: the schema is there first, as a
+        // daemon's start migrates it.
+        let setup = try await PrimaryLocator(
+            location: try clusters.location([clusters.primary]), password: clusters.password, logger: self.logger
+        ).connect().connection
+        _ = try await PostgresSchema.migrate(setup, logger: self.logger)
+        try await setup.close()
         let (own, twin) = (try presence(), try presence())
         let held = try #require(try await own.hold().connection)
         #expect(try await twin.hold().isNameTaken, "the name is held")
@@ -81,6 +88,29 @@ extension EpochExchangeTests {
         #expect(try await !takeAlone(), "a move took the vault while a daemon served it")
         #expect(daemon.stop() == 0)
         #expect(try await takeAlone(), "the stopped daemon let the lock go")
+
+        // The move's side: a daemon whose name the database does not know yet (its presence held, not yet
+        // registered) keeps migrate off, at the serving lock.
+        try await move.perform("SELECT pg_advisory_unlock(\(DaemonPresence.servingLock))", logger: self.logger)
+        let stranger = DaemonPresence(daemon: try DaemonName("stranger"), locator: locator, logger: self.logger)
+        #expect(try await stranger.hold().connection != nil)
+        let ctl = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("casevaultctl").path
+        let (status, printed) = try PostgresClusters.spawn(
+            [ctl, "migrate", "--cancel", "--config", root + "/casevault.toml"],
+            environment: ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PG") }, in: root)
+        #expect(status == 1 && printed.contains("a daemon serves the vault"), "\(printed)")
+        await stranger.release()
+        // Once a move has marked the vault, a daemon that takes its place again (after a failover, say) is
+        // told so, and keeps neither lock.
+        try await PostgresSchema.markMoved(id: "test", at: 0, on: move, logger: self.logger)
+        let marked = try await stranger.hold()
+        guard case .moved(let error) = marked else {
+            Issue.record("a daemon took its place in a moved vault: \(marked)")
+            return
+        }
+        #expect(error.code == .vaultMoved)
+        #expect(try await takeAlone(), "the refused daemon kept the serving lock")
     }
 }
 
