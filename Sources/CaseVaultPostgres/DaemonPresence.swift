@@ -14,8 +14,8 @@ internal import Synchronization
 ///
 /// Beside its name, a serving daemon holds the vault's serving lock shared (`servingLock`), which a move
 /// out of the database and its cancel take alone (`PostgresStorage.writeMigration`, `cancelMove`): a move
-/// cannot begin while any daemon serves, one of a name the database does not know yet included, and no
-/// daemon begins to serve while a move is under way.
+/// cannot begin while any daemon holds its place, one of a name the database does not know yet included,
+/// and no daemon takes its place while a move is under way, nor, once a move marked the vault, after it.
 package final class DaemonPresence: Sendable {
     /// The advisory lock every serving daemon holds shared, on the session that holds its name, and a move
     /// out of the database takes alone (`CVSERVES` in ASCII).
@@ -137,7 +137,8 @@ package final class DaemonPresence: Sendable {
         }
         guard serves, taken, moved == nil else {
             try? await connection.close()
-            return !serves ? .moving : !taken ? .nameTaken : .moved(moved ?? DaemonPresence.moving)
+            if let moved { return .moved(moved) }
+            return serves ? .nameTaken : .moving
         }
         self.session.withLock { $0 = session }
         let replaced = self.holder.withLock { holder in

@@ -22,10 +22,12 @@ extension PostgresStorage {
     /// `CVMG2`): what a backup holds, session notes included, while no daemon serves the vault. Every
     /// daemon must have stopped: each known one's presence lock (`DaemonPresence`) is taken on a connection
     /// held until the file is written (`storage-failure` naming the first that serves), then the serving
-    /// lock alone, which every serving daemon holds shared, so that no daemon, of a name the database knows
-    /// or not, serves or starts meanwhile, and the filing lock. A daemon of an earlier build, which takes
-    /// no serving lock, that joined meanwhile all the same (it registers as it starts) fails the write once
-    /// it is done, since the file may lack its shreds or holds.
+    /// lock alone, which every serving daemon holds shared, so that no daemon that holds its place, of a
+    /// name the database knows or not, serves or starts meanwhile, and the filing lock. A daemon of an
+    /// earlier build, which takes no serving lock, that joined meanwhile all the same (it registers as it
+    /// starts) fails the write once it is done, since the file may lack its shreds or holds. A daemon whose
+    /// session ended (a failover) is held off only from its next step on: docs/SECURITY.md says what it may
+    /// change meanwhile.
     package func writeMigration(
         id: String, keys: BackupKeyFile, retentionDays: Int, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void,
         finish: () throws(CaseVaultError) -> Void
