@@ -86,6 +86,17 @@ extension EpochExchangeTests {
         let daemon = try DatabaseDaemon(root: root)
         #expect(await daemon.waitUntilServing(), "\(daemon.notable)")
         #expect(try await !takeAlone(), "a move took the vault while a daemon served it")
+        // A filing that comes after a move's mark (one that waited behind the move) is refused: 503
+        // vault-moved, nothing filed; with the mark lifted, it files.
+        try await PostgresSchema.markMoved(id: "test", at: 0, on: move, logger: self.logger)
+        let opening: [String: Any] = ["participants": [["name": "Ada"], ["name": "Bo"]]]
+        let refusedFiling = try await daemon.client.request(.POST, "/v1/cases", json: opening)
+        #expect(
+            refusedFiling.status == 503
+                && String(decoding: refusedFiling.body, as: UTF8.self).contains("urn:casevault:problem:vault-moved"),
+            "\(refusedFiling.status) \(String(decoding: refusedFiling.body, as: UTF8.self))")
+        #expect(try await PostgresSchema.cancelMove(on: move, logger: self.logger))
+        #expect(try await daemon.client.request(.POST, "/v1/cases", json: opening).status == 201)
         #expect(daemon.stop() == 0)
         #expect(try await takeAlone(), "the stopped daemon let the lock go")
 
