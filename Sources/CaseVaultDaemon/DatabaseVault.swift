@@ -72,9 +72,8 @@ enum DatabaseVault {
         for _ in 0..<120 {
             switch try await presence.hold() {
             case .held: return
-            case .nameTaken: refusal = presence.taken
-            case .moving: refusal = DaemonPresence.moving
-            case .moved(let error): throw error
+            case .refused(let error) where error.code == .vaultMoved: throw error
+            case .refused(let error): refusal = error
             }
             try? await Task.sleep(for: .milliseconds(250))
         }
@@ -221,52 +220,46 @@ struct EpochService: Service {
                 metadata: ["error.code": "\(error.code.rawValue)"])
             return .unknown
         }
-        guard let connection = hold.connection else {
-            switch hold {
-            case .moving:
+        switch hold {
+        case .refused(let refusal):
+            if refusal.code != .vaultMoved {
                 self.logger.error(
-                    "a move of the vault out of the database holds it: this daemon takes no step of the erase epochs, and stops unless the move ends within a minute",
+                    "this daemon does not hold its place in the vault (\(refusal.message)): it takes no step of the erase epochs, and stops unless it has it back within a minute",
                     metadata: ["daemon.name": "\(self.presence.daemon.rawValue)"])
-                return .refused(DaemonPresence.moving)
-            case .moved(let error):
-                return .refused(error)
-            case .nameTaken, .held:
-                self.logger.error(
-                    "another daemon of this name serves the vault now: this one takes no step of the erase epochs, and stops unless its name comes back within a minute",
-                    metadata: ["daemon.name": "\(self.presence.daemon.rawValue)"])
-                return .refused(self.presence.taken)
             }
-        }
-        do {
-            let step = try await self.limited { try await self.schedule.step(on: connection) }
-            if step.rejoinedForgotten {
+            return .refused(refusal)
+        case .held(let connection):
+            do {
+                let step = try await self.limited { try await self.schedule.step(on: connection) }
+                if step.rejoinedForgotten {
+                    self.logger.warning(
+                        "an operator forgot this daemon as a host gone for good: it destroyed every erase epoch key its file held and rejoins with the current key from a live daemon",
+                        metadata: [
+                            "daemon.name": "\(self.presence.daemon.rawValue)", "epoch.destroyed": "\(step.destroyed)",
+                        ])
+                }
+                if !step.retired.isEmpty {
+                    self.logger.warning(
+                        "daemons away from the vault retired from the erase epochs: they rejoin with the current key from a live daemon",
+                        metadata: ["epoch.retired": "\(step.retired)"])
+                }
+                if step.turnedTo != nil || !step.received.isEmpty || !step.destroyed.isEmpty || step.rewrapped > 0 {
+                    self.logger.notice(
+                        "erase epochs stepped",
+                        metadata: [
+                            "epoch.turned_to": "\(step.turnedTo.map(String.init) ?? "none")",
+                            "epoch.received": "\(step.received)", "epoch.destroyed": "\(step.destroyed)",
+                            "epoch.rewrapped": "\(step.rewrapped)",
+                        ])
+                }
+                if let waiting = step.waiting {
+                    self.logger.info("erase epochs wait", metadata: ["epoch.waiting": "\(waiting)"])
+                }
+            } catch {
                 self.logger.warning(
-                    "an operator forgot this daemon as a host gone for good: it destroyed every erase epoch key its file held and rejoins with the current key from a live daemon",
-                    metadata: [
-                        "daemon.name": "\(self.presence.daemon.rawValue)", "epoch.destroyed": "\(step.destroyed)",
-                    ])
+                    "an erase epoch step failed; the next one tries again",
+                    metadata: ["error.code": "\(Self.failure(error).code.rawValue)"])
             }
-            if !step.retired.isEmpty {
-                self.logger.warning(
-                    "daemons away from the vault retired from the erase epochs: they rejoin with the current key from a live daemon",
-                    metadata: ["epoch.retired": "\(step.retired)"])
-            }
-            if step.turnedTo != nil || !step.received.isEmpty || !step.destroyed.isEmpty || step.rewrapped > 0 {
-                self.logger.notice(
-                    "erase epochs stepped",
-                    metadata: [
-                        "epoch.turned_to": "\(step.turnedTo.map(String.init) ?? "none")",
-                        "epoch.received": "\(step.received)", "epoch.destroyed": "\(step.destroyed)",
-                        "epoch.rewrapped": "\(step.rewrapped)",
-                    ])
-            }
-            if let waiting = step.waiting {
-                self.logger.info("erase epochs wait", metadata: ["epoch.waiting": "\(waiting)"])
-            }
-        } catch {
-            self.logger.warning(
-                "an erase epoch step failed; the next one tries again",
-                metadata: ["error.code": "\(Self.failure(error).code.rawValue)"])
         }
         let storage = self.storage
         let certified = await withCheckedContinuation { continuation in

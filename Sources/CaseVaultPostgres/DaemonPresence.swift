@@ -25,12 +25,10 @@ package final class DaemonPresence: Sendable {
     package enum Hold: Sendable {
         /// The name and the serving lock are held on this connection.
         case held(PostgresConnection)
-        /// Another session holds this daemon's name: another daemon of this name.
-        case nameTaken
-        /// A move out of the database (or its cancel) holds the serving lock alone.
-        case moving
-        /// A move out of the database marked the vault (`vault-moved`, saying where it went).
-        case moved(CaseVaultError)
+        /// Neither is kept, and why: another daemon of this name (`taken`), a move out of the database, or
+        /// its cancel, under way (`moving`), or a move that marked the vault (`vault-moved`, saying where it
+        /// went).
+        case refused(CaseVaultError)
 
         /// The connection that holds the name, when it is held.
         package var connection: PostgresConnection? {
@@ -80,9 +78,9 @@ package final class DaemonPresence: Sendable {
     /// Holds the lock, and the serving lock shared: at once when this daemon's connection that holds them
     /// is still open, else on a new connection to the primary. Returns that connection, on which the
     /// daemon's steps of the erase epochs run too (one connection for both, not a new one every step);
-    /// `moving` when a move holds the serving lock alone; `nameTaken` when another session holds the name:
-    /// another daemon of this name; `moved` when, both held, a move has marked the vault. Short of `held`,
-    /// the new connection is closed, letting both locks go. A session of this daemon's own that still holds
+    /// refused with `moving` when a move holds the serving lock alone, with `taken` when another session
+    /// holds the name (another daemon of this name), and with `vault-moved` when, both held, a move has
+    /// marked the vault; then the new connection is closed, letting both locks go. A session of this daemon's own that still holds
     /// the name (its connection closed here while the server was busy with it) is ended first, and the lock
     /// taken again.
     package func hold() async throws(CaseVaultError) -> Hold {
@@ -137,8 +135,7 @@ package final class DaemonPresence: Sendable {
         }
         guard serves, taken, moved == nil else {
             try? await connection.close()
-            if let moved { return .moved(moved) }
-            return serves ? .nameTaken : .moving
+            return .refused(moved ?? (serves ? self.taken : Self.moving))
         }
         self.session.withLock { $0 = session }
         let replaced = self.holder.withLock { holder in

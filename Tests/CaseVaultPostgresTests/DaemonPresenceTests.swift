@@ -71,7 +71,7 @@ extension EpochExchangeTests {
         #expect(try await takeAlone())
         let newcomer = DaemonPresence(daemon: try DaemonName("newcomer"), locator: locator, logger: self.logger)
         let refused = try await newcomer.hold()
-        guard case .moving = refused else {
+        guard case .refused(let moving) = refused, moving.message == DaemonPresence.moving.message else {
             Issue.record("a daemon took its place while a move held the vault: \(refused)")
             return
         }
@@ -116,7 +116,7 @@ extension EpochExchangeTests {
         // told so, and keeps neither lock.
         try await PostgresSchema.markMoved(id: "test", at: 0, on: move, logger: self.logger)
         let marked = try await stranger.hold()
-        guard case .moved(let error) = marked else {
+        guard case .refused(let error) = marked else {
             Issue.record("a daemon took its place in a moved vault: \(marked)")
             return
         }
@@ -126,7 +126,8 @@ extension EpochExchangeTests {
 }
 
 extension DaemonPresence.Hold {
+    /// Refused because another daemon of this name holds it.
     var isNameTaken: Bool {
-        if case .nameTaken = self { true } else { false }
+        if case .refused(let error) = self { error.message.contains("already serves this vault") } else { false }
     }
 }
