@@ -110,6 +110,19 @@ package struct PostgresRecords: Sendable {
         try await connection.perform("SELECT pg_advisory_xact_lock_shared(\(Self.filingLock))", logger: self.logger)
     }
 
+    /// Takes the lock filings share, until the end of the caller's transaction, then refuses with
+    /// `vault-moved`, having written nothing, when a move out of the database marked the vault: what every
+    /// write of the vault's rows but a filing's and a hold's does first in its transaction (their inserts
+    /// read the mark themselves: `insertUnderWrapEpoch`). A move holds the filing lock alone from before its
+    /// copy to after its mark, so a write either commits before the copy, which keeps it, or reads the mark
+    /// in a statement after the lock's grant. A daemon whose session a failover ended serves until its next
+    /// step, and a shred, a closing or a hold's release it made after a move would otherwise be kept only in
+    /// the copy the move left behind, while the record lives on in the vault moved.
+    static func shareFilingLockUnlessMoved(on connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.perform("SELECT pg_advisory_xact_lock_shared(\(Self.filingLock))", logger: logger)
+        try await PostgresSchema.refuseMoved(on: connection, logger: logger)
+    }
+
     /// Inserts `row` when `row.epoch` is the epoch new wraps use, in the caller's transaction, which holds
     /// the shared filing lock (`shareFilingLock`); returns whether it did. `vault-moved` when a move out of
     /// the database marked the vault, files nothing: a filing that waited for the filing lock behind the

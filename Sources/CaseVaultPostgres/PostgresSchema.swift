@@ -367,12 +367,19 @@ extension PostgresSchema {
 }
 
 extension PostgresSchema {
-    /// Marks the vault as moved out of the database by migration `id` at `time` (milliseconds).
+    /// Marks the vault as moved out of the database by migration `id` at `time` (milliseconds);
+    /// `storage-failure` when the vault's row is missing (made at every daemon's start: `checkRootKey`), so
+    /// that no move ends with its mark unmade.
     package static func markMoved(id: String, at time: Int64, on connection: PostgresConnection, logger: Logger)
         async throws
     {
-        try await connection.perform(
-            "UPDATE casevault_vault SET moved_by = \(id), moved_at = \(time)", logger: logger)
+        let marked = try await connection.query(
+            "UPDATE casevault_vault SET moved_by = \(id), moved_at = \(time) RETURNING 1", logger: logger)
+        var count = 0
+        for try await _ in marked.decode(Int.self) { count += 1 }
+        guard count == 1 else {
+            throw CaseVaultError(.storageFailure, "the vault's row in the database is missing, so it cannot be marked")
+        }
     }
 
     /// Removes the mark of a move; false when the vault bears none.

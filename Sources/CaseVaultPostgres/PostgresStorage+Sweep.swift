@@ -125,6 +125,7 @@ extension PostgresStorage {
     ) async throws -> ([RecordType: SweepReport.Counts], Int) {
         let caseIDs = Array(Set(batch.map(\.caseID)))
         try await Self.lockCases(caseIDs.map(\.bytes), on: connection, logger: logger)
+        try await PostgresRecords.shareFilingLockUnlessMoved(on: connection, logger: logger)
         var live = Set<RecordID>()
         for try await id in try await connection.query(
             """

@@ -334,6 +334,7 @@ package final class PostgresStorage: ServedStorage {
                 cases.append(caseID)
             }
             try await Self.lockCases(cases.map { Array($0.readableBytesView) }, on: connection, logger: logger)
+            try await PostgresRecords.shareFilingLockUnlessMoved(on: connection, logger: logger)
             var found: [RecordMetadata] = []
             for try await row in try await connection.query(
                 """
@@ -707,6 +708,7 @@ package final class PostgresStorage: ServedStorage {
         return try self.run { connection in
             try await connection.transaction(logger: logger) { connection -> Int in
                 try await connection.perform("SELECT pg_advisory_xact_lock(\(Self.certifyingLock))", logger: logger)
+                try await PostgresRecords.shareFilingLockUnlessMoved(on: connection, logger: logger)
                 let rows = try await connection.query(
                     """
                     SELECT c.id, c.epoch, c.case_id, c.document,
@@ -1072,6 +1074,7 @@ package final class PostgresStorage: ServedStorage {
             effects.markShredding = effect.shredNotes
             effects.shredOrder = ShredOrder(method: .caseClosed, authority: authority, reason: outcome.rawValue)
             try self.inTransaction { [effects] connection in
+                try await PostgresRecords.shareFilingLockUnlessMoved(on: connection, logger: logger)
                 try await Self.apply(effects, at: time, certifying: certifying, on: connection, logger: logger)
             }
             return effect.shredNotes
@@ -1085,7 +1088,8 @@ package final class PostgresStorage: ServedStorage {
         let logger = self.logger
         let values = Set(uids).sorted().map { Int64($0) }
         let updated = try self.withCaseLock(id) { () throws(CaseVaultError) in
-            try self.run { connection in
+            try self.inTransaction { connection in
+                try await PostgresRecords.shareFilingLockUnlessMoved(on: connection, logger: logger)
                 let query: PostgresQuery =
                     switch assignment {
                     case .mediators:
@@ -1127,7 +1131,7 @@ package final class PostgresStorage: ServedStorage {
     /// Puts `uid` on the mediator roster; returns whether it was new.
     @discardableResult
     package func addToRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool {
-        try self.exists(
+        try self.writes(
             "INSERT INTO casevault_roster (uid) VALUES (\(Int64(uid))) ON CONFLICT DO NOTHING RETURNING true")
     }
 
@@ -1135,7 +1139,7 @@ package final class PostgresStorage: ServedStorage {
     /// it was on it.
     @discardableResult
     package func removeFromRoster(_ uid: UInt32) throws(CaseVaultError) -> Bool {
-        try self.exists("DELETE FROM casevault_roster WHERE uid = \(Int64(uid)) RETURNING true")
+        try self.writes("DELETE FROM casevault_roster WHERE uid = \(Int64(uid)) RETURNING true")
     }
 
     // MARK: Legal holds
@@ -1215,8 +1219,9 @@ package final class PostgresStorage: ServedStorage {
     /// its case. `not-found` for an unknown or already released hold.
     package func releaseHold(_ id: HoldID) throws(CaseVaultError) -> CaseID {
         let logger = self.logger
-        let cases = try self.run { connection in
-            try await Self.ids(
+        let cases = try self.inTransaction { connection in
+            try await PostgresRecords.shareFilingLockUnlessMoved(on: connection, logger: logger)
+            return try await Self.ids(
                 "DELETE FROM casevault_holds WHERE id = \(ByteBuffer(bytes: id.bytes)) RETURNING case_id",
                 on: connection, logger: logger)
         }
@@ -1253,6 +1258,7 @@ package final class PostgresStorage: ServedStorage {
         let (logger, uploadID) = (self.logger, upload.id)
         let begun = try self.run { connection in
             try await connection.transaction(logger: logger) { connection -> Bool? in
+                try await PostgresRecords.shareFilingLockUnlessMoved(on: connection, logger: logger)
                 guard try await Self.shareLiveRecord(id, on: connection, logger: logger) else { return nil }
                 try await connection.perform(
                     """
@@ -1293,6 +1299,7 @@ package final class PostgresStorage: ServedStorage {
         let (id, uploadID, size) = (upload.recordID, ByteBuffer(bytes: upload.id), upload.size)
         let finished = try self.run { connection in
             try await connection.transaction(logger: logger) { connection -> Finish in
+                try await PostgresRecords.shareFilingLockUnlessMoved(on: connection, logger: logger)
                 guard try await Self.shareLiveRecord(id, on: connection, logger: logger) else { return .notLive }
                 guard
                     try await Self.exists(
@@ -1405,6 +1412,7 @@ package final class PostgresStorage: ServedStorage {
         let logger = self.logger
         let kept = try self.run { connection in
             try await connection.transaction(logger: logger) { connection -> Bool in
+                try await PostgresRecords.shareFilingLockUnlessMoved(on: connection, logger: logger)
                 guard
                     try await Self.exists(
                         """
@@ -1596,6 +1604,16 @@ package final class PostgresStorage: ServedStorage {
     private func exists(_ query: PostgresQuery) throws(CaseVaultError) -> Bool {
         let logger = self.logger
         return try self.run { connection in try await Self.exists(query, on: connection, logger: logger) }
+    }
+
+    /// Whether `query` (a write answering a single boolean) answers true, run in a transaction
+    /// (`inTransaction`) after `PostgresRecords.shareFilingLockUnlessMoved`.
+    private func writes(_ query: PostgresQuery) throws(CaseVaultError) -> Bool {
+        let logger = self.logger
+        return try self.inTransaction { connection in
+            try await PostgresRecords.shareFilingLockUnlessMoved(on: connection, logger: logger)
+            return try await Self.exists(query, on: connection, logger: logger)
+        }
     }
 
     /// Runs `body` on this thread's case-lock connection, or on a kept one (connecting when none is idle),

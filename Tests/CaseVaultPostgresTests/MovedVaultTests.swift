@@ -1,0 +1,100 @@
+import CaseVaultCore
+import CaseVaultCrypto
+import CaseVaultPostgres
+import CaseVaultSealing
+import Foundation
+import Testing
+
+/// A daemon that still serves a vault a move marked (its session ended by a failover, it serves until its
+/// next step) writes nothing there: what it wrote would be kept only in the copy the move left behind.
+extension EpochExchangeTests {
+    @Test(
+        "once a move out of the database marked the vault, every write of a daemon still serving it (a shred, a closing, an assignment, a roster change, a hold placed or released, an upload begun or finished, a retention sweep, an erasure's certificate) is refused with vault-moved and changes no row; with the mark lifted, they are made"
+    )
+    func everyWriteRefusedOnceMoved() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (a, b, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
+        // Intake forms are due a day after filing; this vault of a's sweeps two days from now.
+        var retention = RetentionSchedule.standard
+        retention.rules[.intakeForm] = RetentionRule(days: 1, after: .filed)
+        let later = Int64(Date().timeIntervalSince1970 * 1000) + 2 * 86_400_000
+        let sweeper = try self.vault(a, clusters, retention: retention, clock: { later })
+        let intake = Array(#"{"dispute_category":"roommate","screening_notes":"n"}"#.utf8)
+        let director = Authority(uid: 4100, role: "director")
+
+        // A case in session with a note and two intake forms, one of them with an upload under way; a second
+        // case under a hold; a mediator on the roster.
+        let (caseID, notes, forms, upload, held, hold) = try await self.blocking {
+            let (caseID, notes) = try Self.caseInSession(vaultA, vaultB, mediators: [4001], notes: ["n"])
+            let forms = try (0..<2).map { _ in
+                try vaultA.file(NewRecord(caseID: caseID, type: .intakeForm, content: intake)).record.id
+            }
+            let upload = try vaultA.beginAttachment(forms[0], mediaType: "application/pdf", maxBytes: 1 << 20)
+            try Self.append(Random.bytes(count: 70_000), to: upload)
+            let held = try vaultB.openCase(header: Self.header, mediators: [], author: nil).id
+            let hold = try vaultB.placeHold(on: held, reason: "litigation", authority: director)
+            try vaultA.storage.addToRoster(4001)
+            return (caseID, notes, forms, upload, held, hold)
+        }
+        let rows = {
+            try clusters.psql(
+                clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
+                """
+                SELECT concat_ws(' | ',
+                    (SELECT string_agg(encode(id, 'hex'), ',' ORDER BY id) FROM casevault_records),
+                    (SELECT count(*) FROM casevault_shreds), (SELECT count(*) FROM casevault_certificates),
+                    (SELECT string_agg(state || ':' || array_to_string(mediators, ';'), ',' ORDER BY id)
+                        FROM casevault_cases),
+                    (SELECT string_agg(uid::text, ',' ORDER BY uid) FROM casevault_roster),
+                    (SELECT count(*) FROM casevault_holds), (SELECT count(*) FROM casevault_uploads),
+                    (SELECT count(*) FROM casevault_attachments),
+                    (SELECT count(*) FROM casevault_attachment_chunks))
+                """)
+        }
+        let before = try rows()
+
+        // The vault's row, as a daemon's start makes it, bears the mark.
+        try await PostgresSchema.checkRootKey(
+            vaultA.storage.sealing.rootKeyCheck, on: a.connection, logger: self.logger)
+        try await PostgresSchema.markMoved(id: "test", at: 0, on: a.connection, logger: self.logger)
+        let writes: [(String, @Sendable () throws -> Void)] = [
+            ("filing", { _ = try vaultB.file(NewRecord(caseID: caseID, type: .sessionNote, content: Self.note("m"))) }),
+            (
+                "shred on request",
+                { _ = try vaultA.storage.shred([notes[0]], order: ShredOrder(method: .request, authority: director)) }
+            ),
+            ("closing", { _ = try vaultB.storage.closeCase(caseID, outcome: .withdrawn, authority: director) }),
+            ("assignment", { try vaultA.storage.assign(.mediators, caseID, [4002]) }),
+            ("roster addition", { try vaultB.storage.addToRoster(4005) }),
+            ("roster removal", { try vaultB.storage.removeFromRoster(4001) }),
+            ("hold placed", { _ = try vaultA.placeHold(on: caseID, reason: "second", authority: director) }),
+            ("hold released", { _ = try vaultA.storage.releaseHold(hold.id) }),
+            (
+                "upload begun",
+                { _ = try vaultB.beginAttachment(forms[1], mediaType: "application/pdf", maxBytes: 1 << 20) }
+            ),
+            ("upload finished", { try vaultA.finishAttachment(upload) }),
+            ("retention sweep", { _ = try sweeper.storage.sweep(dryRun: false, limit: nil, authority: .daemon) }),
+            ("erasures certified", { _ = try vaultB.storage.certifyErasures() }),
+        ]
+        for (name, write) in writes {
+            #expect(await self.code(write) == .vaultMoved, "\(name)")
+        }
+        #expect(try rows() == before)
+
+        // The mark lifted (migrate --cancel), the vault takes writes again.
+        #expect(try await PostgresSchema.cancelMove(on: a.connection, logger: self.logger))
+        let made = try await self.blocking { () throws -> (CaseID, Bool, Int, [RecordID]) in
+            (
+                try vaultA.storage.releaseHold(hold.id), try vaultB.storage.addToRoster(4005),
+                try sweeper.storage.sweep(dryRun: false, limit: nil, authority: .daemon).disposed,
+                try vaultB.storage.closeCase(caseID, outcome: .withdrawn, authority: director)
+            )
+        }
+        #expect(made.0 == held && made.1 && made.2 == forms.count && made.3 == notes, "\(made)")
+        #expect(try rows() != before)
+        _ = b
+    }
+}
