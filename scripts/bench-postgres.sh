@@ -58,7 +58,26 @@ cat >"$root/insert.sql" <<'EOF'
 \set r random(1, 2000000000)
 INSERT INTO sealed (blob) VALUES (repeat(md5(:r::text), 128));
 EOF
-chmod 0644 "$root/insert.sql"
+# A filing's transaction as casevaultd makes it, its statements prepared as casevaultd's are: BEGIN, the
+# case's advisory lock, the case's row read with the filing lock shared and the wrap epoch, the insert of
+# the sealed row checked against the epoch, COMMIT. What PostgreSQL alone allows a filing, before any HTTP,
+# audit or sealing (into a table with a primary key alone: casevault_records keeps more indexes).
+as_owner "$bin/psql" -qX -h "$root" -p 5441 -U bench -d ceiling >/dev/null <<'EOF'
+CREATE TABLE cases (id int PRIMARY KEY, state text NOT NULL, mediators bigint[] NOT NULL);
+INSERT INTO cases SELECT i, 'in_session', '{4001}' FROM generate_series(1, 1000) i;
+CREATE TABLE epochs (number bigint PRIMARY KEY, ready boolean NOT NULL);
+INSERT INTO epochs VALUES (1, true);
+EOF
+cat >"$root/filing.sql" <<'EOF'
+\set r random(1, 2000000000)
+\set k random(1, 1000)
+BEGIN ISOLATION LEVEL READ COMMITTED;
+SELECT 1 FROM pg_advisory_xact_lock(1129726785, :k);
+SELECT c.state, c.mediators, (SELECT max(number) FROM epochs WHERE ready) FROM pg_advisory_xact_lock_shared(4851) AS f LEFT JOIN cases c ON c.id = :k;
+INSERT INTO sealed (blob) SELECT repeat(md5(:r::text), 128) WHERE 1 = (SELECT max(number) FROM epochs WHERE ready);
+COMMIT;
+EOF
+chmod 0644 "$root/insert.sql" "$root/filing.sql"
 
 # Where the CPU goes, without a profiler: busy clock ticks of the whole machine (user, nice, system, irq,
 # softirq, steal: /proc/stat) and of given processes with all their threads (/proc/PID/stat), read before
@@ -78,12 +97,12 @@ per_request() { # TICKS REQUESTS
     awk -v t="$1" -v n="$2" -v us="$tick_us" 'BEGIN { if (n > 0) printf "%.0f", t * us / n; else print 0 }'
 }
 
-run() { # NAME CLIENTS
+run() { # NAME CLIENTS [SCRIPT]
     local out rate latency done busy client TIMEFORMAT='%U %S'
     busy=$(machine_ticks)
     # pgbench's own CPU (bash's time of the child), so that the database's side is the machine's less it.
     { time as_owner "$bin/pgbench" -n -h "$root" -p 5441 -U bench -M prepared -c "$2" -j 2 -T "$seconds" \
-        -f "$root/insert.sql" ceiling >"$root/pgbench.out" 2>&1; } 2>"$root/pgbench.time"
+        -f "${3:-$root/insert.sql}" ceiling >"$root/pgbench.out" 2>&1; } 2>"$root/pgbench.time"
     busy=$(($(machine_ticks) - busy))
     client=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f", ($1 + $2) * hz }' "$root/pgbench.time")
     out=$(cat "$root/pgbench.out")
@@ -122,6 +141,8 @@ if [ "${state:-}" != sync ]; then
 fi
 run postgres_insert_sync 16
 run postgres_insert_sync 1
+echo "  a filing's transaction (BEGIN, case lock, case read with the filing lock and epoch, insert, COMMIT):"
+run postgres_filing_sync 16 "$root/filing.sql"
 
 # casevaultd on this database: its own directory, the standby and the primary listed, this user director.
 if [ ! -x "$release/casevaultd" ] || [ ! -x "$release/casevault-load" ]; then

@@ -165,7 +165,7 @@ package struct EpochSchedule: Sendable {
             self.exchange.file.keyEpochs().contains(wrap), wrap > 1
         else { return }
         // With no older key left in this daemon's file, nothing needs the count (and its lock, which holds
-        // back filings): the call only records destructions a crash left unrecorded.
+        // back every write): the call only records destructions a crash left unrecorded.
         guard self.exchange.file.keyEpochs().contains(where: { $0 < wrap }) else {
             step.destroyed = try await self.exchange.destroy(before: wrap, on: connection)
             return

@@ -26,8 +26,9 @@ extension PostgresStorage {
     /// name the database knows or not, serves or starts meanwhile, and the filing lock. A daemon of an
     /// earlier build, which takes no serving lock, that joined meanwhile all the same (it registers as it
     /// starts) fails the write once it is done, since the file may lack its shreds or holds. A daemon whose
-    /// session ended (a failover) is held off only from its next step on: docs/SECURITY.md says what it may
-    /// change meanwhile.
+    /// session ended (a failover) is held off by those locks only from its next step on; until then each of
+    /// its writes waits for the filing lock held here and then finds the mark
+    /// (`PostgresRecords.shareFilingLockUnlessMoved`; docs/SECURITY.md).
     package func writeMigration(
         id: String, keys: BackupKeyFile, retentionDays: Int, write: (_ bytes: [UInt8]) throws(CaseVaultError) -> Void,
         finish: () throws(CaseVaultError) -> Void
@@ -1046,6 +1047,9 @@ extension PostgresStorage {
                 try await connection.perform(PostgresConnection.begin, logger: logger)
                 try await connection.perform(
                     "SELECT pg_advisory_xact_lock(\(PostgresRecords.filingLock))", logger: logger)
+                // Read after the lock's grant, as every write reads it: a restore into a vault a move
+                // marked would be kept only here.
+                try await PostgresSchema.refuseMoved(on: connection, logger: logger)
                 var holds = true
                 for try await value in try await connection.query(
                     """

@@ -123,6 +123,22 @@ package struct PostgresRecords: Sendable {
         try await PostgresSchema.refuseMoved(on: connection, logger: logger)
     }
 
+    /// `shareFilingLockUnlessMoved` without waiting: nothing when the lock is held alone (a restore, a move,
+    /// a count of `wrappedBelow`); returns whether it took the lock.
+    static func tryShareFilingLockUnlessMoved(on connection: PostgresConnection, logger: Logger) async throws
+        -> Bool
+    {
+        var taken = false
+        for try await granted in try await connection.query(
+            "SELECT pg_try_advisory_xact_lock_shared(\(Self.filingLock))", logger: logger
+        ).decode(Bool.self) {
+            taken = granted
+        }
+        guard taken else { return false }
+        try await PostgresSchema.refuseMoved(on: connection, logger: logger)
+        return true
+    }
+
     /// Inserts `row` when `row.epoch` is the epoch new wraps use, in the caller's transaction, which holds
     /// the shared filing lock (`shareFilingLock`); returns whether it did. `vault-moved` when a move out of
     /// the database marked the vault, files nothing: a filing that waited for the filing lock behind the

@@ -72,10 +72,13 @@ package final class PostgresStorage: ServedStorage {
     /// single 64-bit keys of `PostgresRecords.filingLock` and the migrations). `CVCA` in ASCII.
     static let caseLockSpace: Int32 = 0x4356_4341
 
-    /// The connection a case lock holds on this thread, which every call in the lock's body uses.
+    /// The connection a case lock holds on this thread, which every call in the lock's body uses, and the
+    /// epoch new wraps use as read when the lock's transaction took the filing lock with it (`nil` when it
+    /// did not): a filing in the body wraps under it without asking again (`underWrapEpoch`).
     struct Pinned: Sendable {
         let storage: ObjectIdentifier
         let connection: PostgresConnection
+        var wrapEpoch: UInt64? = nil
     }
     @TaskLocal static var pinned: Pinned?
 
@@ -162,7 +165,8 @@ package final class PostgresStorage: ServedStorage {
     }
 
     /// Runs `body` in a transaction (the case lock's, when this thread holds one: `inTransaction`) holding the
-    /// shared filing lock, with the key of the epoch new wraps use;
+    /// shared filing lock, with the key of the epoch new wraps use (at the first attempt in a case's lock
+    /// taken with the filing lock, as that lock's statement read it: `Pinned.wrapEpoch`);
     /// `body` writes under that epoch only if it is still the one new wraps use (the insert checks it), and
     /// returns `nil`, having written nothing, when a turn came in between: then it runs again, up to
     /// `filingAttempts` times.
@@ -173,8 +177,11 @@ package final class PostgresStorage: ServedStorage {
         for attempt in 0..<Self.filingAttempts {
             // Read again each time: the epoch a turn moved to may have been received since.
             let keys = try self.epochKeys.epochKeys()
+            let read = attempt == 0 ? self.pinnedWrapEpoch : nil
             let done: T? = try self.inTransaction { connection -> T? in
-                guard let epoch = try await records.shareFilingLockReadingWrapEpoch(on: connection) else {
+                let found: UInt64? =
+                    if let read { read } else { try await records.shareFilingLockReadingWrapEpoch(on: connection) }
+                guard let epoch = found else {
                     // Read before the lock's grant, the first epoch may have turned ready since.
                     guard attempt == Self.filingAttempts - 1 else { return nil }
                     throw CaseVaultError(
@@ -701,14 +708,19 @@ package final class PostgresStorage: ServedStorage {
     /// it has destroyed, the second certificate, stating when the last of them did, and naming the daemons
     /// whose destruction rests on an operator's word (`forgetDaemon`). Each first certificate
     /// is verified with the vault's key before its erasure is certified (`integrity-failure` naming it
-    /// otherwise). One daemon at a time, under an advisory lock; returns how many it issued.
+    /// otherwise). One daemon at a time, under an advisory lock; returns how many it issued. Like every
+    /// write, it shares the filing lock and is refused in a moved vault (`vault-moved`), but it does not
+    /// wait for that lock: while a restore or a move holds it alone, this round certifies nothing (0), and
+    /// the daemon's steps, which run it every 2 s, go on.
     @discardableResult
     package func certifyErasures() throws(CaseVaultError) -> Int {
         let (sealing, logger, time) = (self.sealing, self.logger, self.now())
         return try self.run { connection in
             try await connection.transaction(logger: logger) { connection -> Int in
                 try await connection.perform("SELECT pg_advisory_xact_lock(\(Self.certifyingLock))", logger: logger)
-                try await PostgresRecords.shareFilingLockUnlessMoved(on: connection, logger: logger)
+                guard try await PostgresRecords.tryShareFilingLockUnlessMoved(on: connection, logger: logger) else {
+                    return 0
+                }
                 let rows = try await connection.query(
                     """
                     SELECT c.id, c.epoch, c.case_id, c.document,
@@ -874,12 +886,14 @@ package final class PostgresStorage: ServedStorage {
     /// of two deadlocked transactions with an error. What the body's calls write is kept only at the
     /// commit here: a call's own success inside the body acknowledges nothing yet.
     package func withCaseLock<T>(_ id: CaseID, _ body: () throws(CaseVaultError) -> T) throws(CaseVaultError) -> T {
-        try self.withCaseLock(id, reading: { _ in () }, { () throws(CaseVaultError) in try body() })
+        try self.withCaseLock(id, reading: { _ in ((), nil) }, { () throws(CaseVaultError) in try body() })
     }
 
     /// `withCaseLock`, the case's row and whether `rosterUID` is on the roster read in the same wait on the
     /// database as the lock is taken (after it: in its own statement, so in a snapshot the lock's grant
-    /// precedes).
+    /// precedes). That statement also takes the lock filings share and reads the epoch new wraps use
+    /// (`Prepared.CaseRosterAndWrapEpoch`), so that a filing in `body` asks the database nothing more before
+    /// its insert: this is the filings' lock.
     package func withCaseLock<T>(
         _ id: CaseID, readingRoster rosterUID: UInt32?,
         _ body: (CaseSummary?, Bool) throws(CaseVaultError) -> T
@@ -887,33 +901,40 @@ package final class PostgresStorage: ServedStorage {
         let logger = self.logger
         return try self.withCaseLock(
             id,
-            reading: { connection -> (CaseSummary?, Bool) in
-                let found = try await Self.caseSummary(id, rosterUID: rosterUID, on: connection, logger: logger)
-                return (found?.summary, found?.onRoster ?? false)
+            reading: { connection -> ((CaseSummary?, Bool), UInt64?) in
+                let found = try await Self.caseSharingFilingLock(
+                    id, rosterUID: rosterUID, on: connection, logger: logger)
+                return ((found.summary, found.onRoster), found.wrapEpoch)
             },
             { (read: (CaseSummary?, Bool)) throws(CaseVaultError) in try body(read.0, read.1) })
     }
 
     /// `withCaseLock`, with what `read` reads on the lock's connection right after the lock is taken, in the
-    /// same wait, handed to `body`.
+    /// same wait, handed to `body`, and the epoch new wraps use when `read` took the filing lock (kept for
+    /// the body's filings: `Pinned.wrapEpoch`).
     private func withCaseLock<Read: Sendable, T>(
-        _ id: CaseID, reading read: @escaping @Sendable (PostgresConnection) async throws -> Read,
+        _ id: CaseID, reading read: @escaping @Sendable (PostgresConnection) async throws -> (Read, UInt64?),
         _ body: (Read) throws(CaseVaultError) -> T
     ) throws(CaseVaultError) -> T {
         let lock = Prepared.CaseLock(space: Self.caseLockSpace, key: Self.caseLockKey(id.bytes))
         let logger = self.logger
-        if self.pinnedConnection != nil {
-            let value = try self.run { connection in
+        if let pinned = self.pinnedConnection {
+            // Inside another case's lock: its transaction, with the epoch this read took the filing lock for
+            // when it did.
+            let (value, wrapEpoch) = try self.run { connection in
                 _ = try await connection.rows(lock, logger: logger)
                 return try await read(connection)
             }
-            return try body(value)
+            return try self.pinning(
+                pinned, wrapEpoch: wrapEpoch ?? self.pinnedWrapEpoch, failing: "a case's filing failed"
+            ) { () throws(CaseVaultError) in try body(value) }.get()
         }
-        let (connection, value) = try self.beginPinnable([PostgresConnection.begin]) { connection in
+        let (connection, (value, wrapEpoch)) = try self.beginPinnable([PostgresConnection.begin]) { connection in
             _ = try await connection.rows(lock, logger: logger)
             return try await read(connection)
         }
-        let outcome = self.pinning(connection, failing: "a case's filing failed") { () throws(CaseVaultError) in
+        let outcome = self.pinning(connection, wrapEpoch: wrapEpoch, failing: "a case's filing failed") {
+            () throws(CaseVaultError) in
             try body(value)
         }
         do throws(CaseVaultError) {
@@ -965,14 +986,13 @@ package final class PostgresStorage: ServedStorage {
     /// What `body` answers with every call of this storage on this thread joining `connection`'s
     /// transaction (`pinned`); anything but a `CaseVaultError` thrown comes out as `storage-failure`
     /// saying `failing`.
-    func pinning<T>(_ connection: PostgresConnection, failing: String, _ body: () throws(CaseVaultError) -> T)
-        -> Result<T, CaseVaultError>
-    {
+    func pinning<T>(
+        _ connection: PostgresConnection, wrapEpoch: UInt64? = nil, failing: String,
+        _ body: () throws(CaseVaultError) -> T
+    ) -> Result<T, CaseVaultError> {
         do {
-            return .success(
-                try Self.$pinned.withValue(Pinned(storage: ObjectIdentifier(self), connection: connection)) {
-                    try body()
-                })
+            let pinned = Pinned(storage: ObjectIdentifier(self), connection: connection, wrapEpoch: wrapEpoch)
+            return .success(try Self.$pinned.withValue(pinned) { try body() })
         } catch let error as CaseVaultError {
             return .failure(error)
         } catch {
@@ -983,6 +1003,12 @@ package final class PostgresStorage: ServedStorage {
     /// The connection of the case's lock this thread holds in this storage, whose transaction calls join.
     var pinnedConnection: PostgresConnection? {
         Self.pinned.flatMap { $0.storage == ObjectIdentifier(self) ? $0.connection : nil }
+    }
+
+    /// The epoch new wraps use, as the case's lock this thread holds in this storage read it with the filing
+    /// lock; `nil` when it holds none, or one taken without the filing lock.
+    private var pinnedWrapEpoch: UInt64? {
+        Self.pinned.flatMap { $0.storage == ObjectIdentifier(self) ? $0.wrapEpoch : nil }
     }
 
     /// Runs `body` in a transaction: the transaction of the case's lock this thread holds, which it joins
@@ -1546,6 +1572,29 @@ package final class PostgresStorage: ServedStorage {
             return nil
         }
         return (try Self.summary(id, (state, count, mediators, supervisors, createdAt, closedAt)), onRoster)
+    }
+
+    /// The shared filing lock taken, the case's row (`nil` for an unknown case), whether `rosterUID` is on the
+    /// roster and the epoch new wraps use (`nil` while none is ready), in one statement
+    /// (`Prepared.CaseRosterAndWrapEpoch`).
+    static func caseSharingFilingLock(
+        _ id: CaseID, rosterUID: UInt32?, on connection: PostgresConnection, logger: Logger
+    ) async throws -> (summary: CaseSummary?, onRoster: Bool, wrapEpoch: UInt64?) {
+        let rows = try await connection.rows(
+            Prepared.CaseRosterAndWrapEpoch(
+                rosterUID: rosterUID.map { Int64($0) }, caseID: ByteBuffer(bytes: id.bytes),
+                filingLock: PostgresRecords.filingLock),
+            logger: logger)
+        guard let (state, count, mediators, supervisors, createdAt, closedAt, onRoster, epoch) = rows.first else {
+            throw CaseVaultError(.storageFailure, "the database answered a case's read with no row")
+        }
+        let wrapEpoch = epoch.flatMap { UInt64(exactly: $0) }
+        guard let state else { return (nil, onRoster, wrapEpoch) }
+        guard let count, let mediators, let supervisors, let createdAt else {
+            throw CaseVaultError(.integrityFailure, "a case's row in the database is malformed")
+        }
+        let summary = try Self.summary(id, (state, count, mediators, supervisors, createdAt, closedAt))
+        return (summary, onRoster, wrapEpoch)
     }
 
     /// A case's row from its columns (`state, participant_count, mediators, supervisors, created_at,

@@ -53,6 +53,34 @@ enum Prepared {
         func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
     }
 
+    /// Takes the lock filings share, then reads a case's row (`NULL`s for an unknown case), whether a uid is
+    /// on the roster and the epoch new wraps use (`PostgresStorage.withCaseLock(_:readingRoster:_:)`, after
+    /// the case's lock). The statement's snapshot precedes the filing lock's grant: the case's row holds
+    /// still under the case's lock the caller took in an earlier statement, and an epoch turned while the
+    /// lock was awaited is caught by the insert's own check, as for `FilingLockAndWrapEpoch`.
+    struct CaseRosterAndWrapEpoch: PostgresPreparedStatement {
+        static let sql = """
+            SELECT c.state, c.participant_count, c.mediators, c.supervisors, c.created_at, c.closed_at,
+                EXISTS (SELECT 1 FROM casevault_roster WHERE uid = $1),
+                (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
+            FROM pg_advisory_xact_lock_shared($3) AS filing LEFT JOIN casevault_cases c ON c.id = $2
+            """
+        static let bindingDataTypes: [PostgresDataType] = [.int8, .bytea, .int8]
+        typealias Row = (String?, Int?, [Int64]?, [Int64]?, Int64?, Int64?, Bool, Int64?)
+
+        let rosterUID: Int64?
+        let caseID: ByteBuffer
+        let filingLock: Int64
+
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = Prepared.bindings(self.rosterUID, self.caseID)
+            bindings.append(self.filingLock)
+            return bindings
+        }
+
+        func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+    }
+
     /// A record's row, its case's, and whether a uid is on the roster (`PostgresStorage.storedRecord`).
     struct RecordCaseAndRoster: PostgresPreparedStatement {
         static let sql = """

@@ -9,7 +9,7 @@ import Testing
 /// next step) writes nothing there: what it wrote would be kept only in the copy the move left behind.
 extension EpochExchangeTests {
     @Test(
-        "once a move out of the database marked the vault, every write of a daemon still serving it (a shred, a closing, an assignment, a roster change, a hold placed or released, an upload begun or finished, a retention sweep, an erasure's certificate) is refused with vault-moved and changes no row; with the mark lifted, they are made"
+        "once a move out of the database marked the vault, every write of a daemon still serving it (a shred, a closing, an assignment, a roster change, a hold placed or released, an upload begun, appended to or finished, a retention sweep, an erasure's certificate) is refused with vault-moved and changes no row; with the mark lifted, they are made; a write that waited for the filing lock behind a move finds the mark the move made meanwhile"
     )
     func everyWriteRefusedOnceMoved() async throws {
         let clusters = try PostgresClusters()
@@ -24,11 +24,12 @@ extension EpochExchangeTests {
         let intake = Array(#"{"dispute_category":"roommate","screening_notes":"n"}"#.utf8)
         let director = Authority(uid: 4100, role: "director")
 
-        // A case in session with a note and two intake forms, one of them with an upload under way; a second
+        // A case in session with a note and three intake forms, two of them with an upload under way (one
+        // through the vault, whose finish appends its last chunk first, one through the storage); a second
         // case under a hold; a mediator on the roster.
         let (caseID, notes, forms, upload, held, hold) = try await self.blocking {
             let (caseID, notes) = try Self.caseInSession(vaultA, vaultB, mediators: [4001], notes: ["n"])
-            let forms = try (0..<2).map { _ in
+            let forms = try (0..<3).map { _ in
                 try vaultA.file(NewRecord(caseID: caseID, type: .intakeForm, content: intake)).record.id
             }
             let upload = try vaultA.beginAttachment(forms[0], mediaType: "application/pdf", maxBytes: 1 << 20)
@@ -37,6 +38,11 @@ extension EpochExchangeTests {
             let hold = try vaultB.placeHold(on: held, reason: "litigation", authority: director)
             try vaultA.storage.addToRoster(4001)
             return (caseID, notes, forms, upload, held, hold)
+        }
+        let sink = try await self.blocking {
+            let (_, sink) = try vaultB.storage.beginAttachment(forms[2])
+            try sink.append(Random.bytes(count: 1_000))
+            return Sink(sink)
         }
         let rows = {
             try clusters.psql(
@@ -75,7 +81,8 @@ extension EpochExchangeTests {
                 "upload begun",
                 { _ = try vaultB.beginAttachment(forms[1], mediaType: "application/pdf", maxBytes: 1 << 20) }
             ),
-            ("upload finished", { try vaultA.finishAttachment(upload) }),
+            ("upload's last chunk", { try vaultA.finishAttachment(upload) }),
+            ("upload finished", { try vaultB.storage.finishAttachment(sink.file) }),
             ("retention sweep", { _ = try sweeper.storage.sweep(dryRun: false, limit: nil, authority: .daemon) }),
             ("erasures certified", { _ = try vaultB.storage.certifyErasures() }),
         ]
@@ -95,6 +102,28 @@ extension EpochExchangeTests {
         }
         #expect(made.0 == held && made.1 && made.2 == forms.count && made.3 == notes, "\(made)")
         #expect(try rows() != before)
-        _ = b
+
+        // The race itself: a write that waits for the filing lock while a move holds it alone reads the mark
+        // the move committed meanwhile.
+        for try await _ in try await a.connection.query(
+            "SELECT pg_advisory_lock(\(PostgresRecords.filingLock))", logger: self.logger)
+        {}
+        async let raced = self.code { try vaultB.storage.addToRoster(4006) }
+        #expect(
+            try await self.untilFound(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", on: b.connection))
+        try await PostgresSchema.markMoved(id: "test", at: 0, on: a.connection, logger: self.logger)
+        for try await _ in try await a.connection.query(
+            "SELECT pg_advisory_unlock(\(PostgresRecords.filingLock))", logger: self.logger)
+        {}
+        #expect(await raced == .vaultMoved)
+        #expect(try !rows().contains("4006"))
     }
+}
+
+/// An upload of the storage's, handed from the thread that began it to the one that finishes it (the test's
+/// threads take turns: never two at once).
+private final class Sink: @unchecked Sendable {
+    let file: any AttachmentSink
+    init(_ file: any AttachmentSink) { self.file = file }
 }

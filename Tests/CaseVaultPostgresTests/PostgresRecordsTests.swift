@@ -126,6 +126,11 @@ extension EpochExchangeTests {
         #expect(try await records.row(current.row.id, on: a.connection) == current.row)
         // Once a move out of the database marked the vault, a filing (one that waited behind the move) is
         // refused with vault-moved and files nothing; with the mark lifted, it files.
+        // Not before the vault's row is there (every daemon's start makes it): a mark that marked nothing.
+        let unmarked = await #expect(throws: CaseVaultError.self) {
+            try await PostgresSchema.markMoved(id: "test", at: 0, on: a.connection, logger: self.logger)
+        }
+        #expect(unmarked?.code == .storageFailure, "\(String(describing: unmarked))")
         try await PostgresSchema.checkRootKey(1, on: a.connection, logger: self.logger)
         try await PostgresSchema.markMoved(id: "test", at: 0, on: a.connection, logger: self.logger)
         let afterMove = self.newRecord(caseID, under: epochTwo)
