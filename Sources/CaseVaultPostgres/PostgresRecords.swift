@@ -124,7 +124,8 @@ package struct PostgresRecords: Sendable {
     }
 
     /// `shareFilingLockUnlessMoved` without waiting: nothing when the lock is held alone (a restore, a move,
-    /// a count of `wrappedBelow`); returns whether it took the lock.
+    /// a count of `wrappedBelow`) or asked for alone (PostgreSQL grants no shared lock ahead of a request
+    /// already waiting); returns whether it took the lock.
     static func tryShareFilingLockUnlessMoved(on connection: PostgresConnection, logger: Logger) async throws
         -> Bool
     {

@@ -710,8 +710,8 @@ package final class PostgresStorage: ServedStorage {
     /// is verified with the vault's key before its erasure is certified (`integrity-failure` naming it
     /// otherwise). One daemon at a time, under an advisory lock; returns how many it issued. Like every
     /// write, it shares the filing lock and is refused in a moved vault (`vault-moved`), but it does not
-    /// wait for that lock: while a restore or a move holds it alone, this round certifies nothing (0), and
-    /// the daemon's steps, which run it every 2 s, go on.
+    /// wait for that lock: while a restore, a move or a count holds it alone (or waits to), this round
+    /// certifies nothing (0), and the daemon's steps, which run it every 2 s, go on.
     @discardableResult
     package func certifyErasures() throws(CaseVaultError) -> Int {
         let (sealing, logger, time) = (self.sealing, self.logger, self.now())
