@@ -1031,16 +1031,6 @@ package final class PostgresStorage: ServedStorage {
         return summary
     }
 
-    /// The case's row and whether `rosterUID` is on the roster, in one statement; `(nil, false)` for an
-    /// unknown case.
-    package func caseAndRoster(_ id: CaseID, rosterUID: UInt32?) throws(CaseVaultError) -> (CaseSummary?, Bool) {
-        let logger = self.logger
-        let found = try self.run { connection in
-            try await Self.caseSummary(id, rosterUID: rosterUID, on: connection, logger: logger)
-        }
-        return (found?.summary, found?.onRoster ?? false)
-    }
-
     package func caseHeaderID(_ id: CaseID) throws(CaseVaultError) -> RecordID {
         let logger = self.logger
         let ids = try self.run { connection in
@@ -1575,7 +1565,8 @@ package final class PostgresStorage: ServedStorage {
     }
 
     /// The shared filing lock taken, the case's row (`nil` for an unknown case), whether `rosterUID` is on the
-    /// roster and the epoch new wraps use (`nil` while none is ready), in one statement
+    /// roster (`false` for an unknown case, as the local store answers) and the epoch new wraps use (`nil`
+    /// while none is ready), in one statement
     /// (`Prepared.CaseRosterAndWrapEpoch`).
     static func caseSharingFilingLock(
         _ id: CaseID, rosterUID: UInt32?, on connection: PostgresConnection, logger: Logger
@@ -1589,7 +1580,7 @@ package final class PostgresStorage: ServedStorage {
             throw CaseVaultError(.storageFailure, "the database answered a case's read with no row")
         }
         let wrapEpoch = epoch.flatMap { UInt64(exactly: $0) }
-        guard let state else { return (nil, onRoster, wrapEpoch) }
+        guard let state else { return (nil, false, wrapEpoch) }
         guard let count, let mediators, let supervisors, let createdAt else {
             throw CaseVaultError(.integrityFailure, "a case's row in the database is malformed")
         }

@@ -742,11 +742,16 @@ extension EpochExchangeTests {
         #expect(try await self.blocking { try vaultA.storage.isOnRoster(4001) })
 
         // A filing's and a reading's one statement: the case (or the record and its case) and whether the
-        // caller is on the roster.
+        // caller is on the roster, a filing's under the case's lock with the filing lock and the wrap epoch.
         let trips = try await self.blocking {
             let uids: [UInt32?] = [4001, 4002, nil]
-            let onCase = try uids.map { try vaultB.storage.caseAndRoster(caseID, rosterUID: $0) }
-            let unknownCase = try vaultB.storage.caseAndRoster(unknown, rosterUID: 4001)
+            func filingRead(_ id: CaseID, _ uid: UInt32?) throws -> (CaseSummary?, Bool) {
+                try vaultB.storage.withCaseLock(id, readingRoster: uid) {
+                    summary, onRoster throws(CaseVaultError) in (summary, onRoster)
+                }
+            }
+            let onCase = try uids.map { try filingRead(caseID, $0) }
+            let unknownCase = try filingRead(unknown, 4001)
             let onRecord = try uids.map { uid in
                 let seen = Mutex<(RecordID, CaseID, Bool)?>(nil)
                 let stored = try vaultB.storage.storedRecord(notes[0], rosterUID: uid) {
@@ -963,7 +968,7 @@ extension EpochExchangeTests {
                     _ = try vaultA.file(NewRecord(caseID: caseID, type: .intakeForm, content: intake))
                     locked.signal()
                     ended.wait()
-                    _ = try vaultA.storage.caseAndRoster(caseID, rosterUID: nil)
+                    _ = try vaultA.storage.caseSummary(caseID)
                 }
                 outcome.withLock { $0 = .some(nil) }
             } catch {
