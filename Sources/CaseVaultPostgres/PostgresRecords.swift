@@ -118,10 +118,21 @@ package struct PostgresRecords: Sendable {
     /// in a statement after the lock's grant. A daemon whose session a failover ended serves until its next
     /// step, and a shred, a closing or a hold's release it made after a move would otherwise be kept only in
     /// the copy the move left behind, while the record lives on in the vault moved.
+    ///
+    /// A restore holds the lock alone for as long as its upload runs: the wait, and every later lock of the
+    /// transaction, is bounded by `writeLockLimit` (`lock_timeout`, for the transaction alone), after which
+    /// the write fails with `storage-unavailable` (`PostgresStorage.lockTimedOut`) rather than hold a thread
+    /// of the server's blocking pool, and a connection, until the restore ends.
     static func shareFilingLockUnlessMoved(on connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.perform("SET LOCAL lock_timeout = '\(unescaped: Self.writeLockLimit)'", logger: logger)
         try await connection.perform("SELECT pg_advisory_xact_lock_shared(\(Self.filingLock))", logger: logger)
         try await PostgresSchema.refuseMoved(on: connection, logger: logger)
     }
+
+    /// How long a write waits for the filing lock and the locks after it (`shareFilingLockUnlessMoved`), as
+    /// PostgreSQL's `lock_timeout` reads it: as long as a statement of a case's lock may take
+    /// (`PostgresStorage.caseStatementLimit`).
+    static let writeLockLimit = "30s"
 
     /// `shareFilingLockUnlessMoved` without waiting: nothing when the lock is held alone (a restore, a move,
     /// a count of `wrappedBelow`) or asked for alone (PostgreSQL grants no shared lock ahead of a request

@@ -1698,6 +1698,13 @@ package final class PostgresStorage: ServedStorage {
 
     /// What a call answers while no primary can be reached: the request changed nothing and may be sent
     /// again in a second.
+    /// A write that waited longer than `PostgresRecords.writeLockLimit` for a lock (SQLSTATE 55P03,
+    /// `lock_not_available`): held back by a restore, a move, or a write of the same rows that takes long.
+    static let lockTimedOut = CaseVaultError(
+        .storageUnavailable,
+        "the vault's writes were held back for more than \(PostgresRecords.writeLockLimit) (a restore or a move of the vault under way, or a long write of the same rows); try again",
+        retryAfter: 5)
+
     static func unavailable(_ why: String) -> CaseVaultError {
         CaseVaultError(
             .storageUnavailable, "the database cannot be reached right now (\(why)); try again", retryAfter: 1)
@@ -1792,6 +1799,7 @@ package final class PostgresStorage: ServedStorage {
         case .failure(let error as CaseVaultError):
             throw error
         case .failure(let error as PSQLError):
+            if error.serverInfo?[.sqlState] == "55P03" { throw Self.lockTimedOut }
             let state = error.serverInfo?[.sqlState].map { ", SQLSTATE \($0)" } ?? ""
             if Self.isUnavailability(error) { throw Self.unavailable("\(error.code)\(state)") }
             throw CaseVaultError(.storageFailure, "the database failed (\(error.code)\(state))")

@@ -121,6 +121,43 @@ extension EpochExchangeTests {
     }
 }
 
+extension EpochExchangeTests {
+    @Test(
+        "a write held back by the filing lock held alone (as a restore or a move holds it) answers storage-unavailable with Retry-After after about 30 s, writing nothing, rather than wait for as long as the lock is held; once it is let go, the write is made"
+    )
+    func writeHeldBackAnswersUnavailable() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (a, _, _, vaultB) = try await self.twoVaults(clusters, keys)
+        let holder = a.connection
+        for try await _ in try await holder.query(
+            "SELECT pg_advisory_lock(\(PostgresRecords.filingLock))", logger: self.logger)
+        {}
+        // Let go after 70 s at the latest, so that a write that waits without bound is seen answering late
+        // (and made), not hanging the suite; at once when told.
+        let logger = self.logger
+        let letGo = Task {
+            try? await Task.sleep(for: .seconds(70))
+            for try await _ in try await holder.query(
+                "SELECT pg_advisory_unlock(\(PostgresRecords.filingLock))", logger: logger)
+            {}
+        }
+        let started = ContinuousClock.now
+        let refused = await #expect(throws: CaseVaultError.self) {
+            try await self.blocking { try vaultB.storage.addToRoster(4008) }
+        }
+        let waited = ContinuousClock.now - started
+        #expect(refused?.code == .storageUnavailable && refused?.retryAfter == 5, "\(String(describing: refused))")
+        #expect(waited > .seconds(25) && waited < .seconds(60), "waited \(waited)")
+        letGo.cancel()
+        try await letGo.value
+        #expect(try await !self.blocking { try vaultB.storage.isOnRoster(4008) })
+        #expect(try await self.blocking { try vaultB.storage.addToRoster(4008) })
+        #expect(try await self.blocking { try vaultB.storage.isOnRoster(4008) })
+    }
+}
+
 /// An upload of the storage's, handed from the thread that began it to the one that finishes it (the test's
 /// threads take turns: never two at once).
 private final class Sink: @unchecked Sendable {
