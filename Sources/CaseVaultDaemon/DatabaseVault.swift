@@ -215,9 +215,7 @@ struct EpochService: Service {
         do {
             hold = try await self.presence.hold()
         } catch {
-            self.logger.warning(
-                "an erase epoch step failed; the next one tries again",
-                metadata: ["error.code": "\(error.code.rawValue)"])
+            self.stepFailed(error)
             return .unknown
         }
         switch hold {
@@ -256,9 +254,7 @@ struct EpochService: Service {
                     self.logger.info("erase epochs wait", metadata: ["epoch.waiting": "\(waiting)"])
                 }
             } catch {
-                self.logger.warning(
-                    "an erase epoch step failed; the next one tries again",
-                    metadata: ["error.code": "\(Self.failure(error).code.rawValue)"])
+                self.stepFailed(Self.failure(error))
             }
         }
         let storage = self.storage
@@ -279,6 +275,11 @@ struct EpochService: Service {
                 metadata: ["error.code": "\(error.code.rawValue)"])
         }
         return .held
+    }
+
+    private func stepFailed(_ error: CaseVaultError) {
+        self.logger.warning(
+            "an erase epoch step failed; the next one tries again", metadata: ["error.code": "\(error.code.rawValue)"])
     }
 
     /// Runs `body` for at most `stepLimit`: past it, the presence's connection, on which the body runs, is

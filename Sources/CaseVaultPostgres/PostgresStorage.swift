@@ -1428,15 +1428,21 @@ package final class PostgresStorage: ServedStorage {
         let logger = self.logger
         let kept = try self.run { connection in
             try await connection.transaction(logger: logger) { connection -> Bool in
-                try await PostgresRecords.shareFilingLockUnlessMoved(on: connection, logger: logger)
+                // The move's mark is read in the touch itself, not under the filing lock: an append makes
+                // nothing the move copies (its finish, which does, shares the lock), and every chunk of a
+                // large upload would pay the lock's statements.
                 guard
                     try await Self.exists(
                         """
                         UPDATE casevault_uploads SET touched_at = \(unescaped: Self.databaseNow)
                         WHERE upload = \(ByteBuffer(bytes: upload))
+                            AND NOT EXISTS (SELECT 1 FROM casevault_vault WHERE moved_by IS NOT NULL)
                         RETURNING true
                         """, on: connection, logger: logger)
-                else { return false }
+                else {
+                    try await PostgresSchema.refuseMoved(on: connection, logger: logger)
+                    return false
+                }
                 try await connection.perform(
                     """
                     INSERT INTO casevault_attachment_chunks (record_id, upload, at, bytes)
@@ -1545,23 +1551,13 @@ package final class PostgresStorage: ServedStorage {
 
     // MARK: Queries
 
+    /// The case's row, `nil` for an unknown case.
     static func caseSummary(_ id: CaseID, on connection: PostgresConnection, logger: Logger) async throws
         -> CaseSummary?
     {
-        try await Self.caseSummary(id, rosterUID: nil, on: connection, logger: logger)?.summary
-    }
-
-    /// The case's row, `nil` for an unknown case, and whether `rosterUID` is on the roster, in one statement.
-    static func caseSummary(_ id: CaseID, rosterUID: UInt32?, on connection: PostgresConnection, logger: Logger)
-        async throws -> (summary: CaseSummary, onRoster: Bool)?
-    {
-        let rows = try await connection.rows(
-            Prepared.CaseAndRoster(rosterUID: rosterUID.map { Int64($0) }, caseID: ByteBuffer(bytes: id.bytes)),
-            logger: logger)
-        guard let (state, count, mediators, supervisors, createdAt, closedAt, onRoster) = rows.first else {
-            return nil
-        }
-        return (try Self.summary(id, (state, count, mediators, supervisors, createdAt, closedAt)), onRoster)
+        let rows = try await connection.rows(Prepared.CaseRow(caseID: ByteBuffer(bytes: id.bytes)), logger: logger)
+        guard let columns = rows.first else { return nil }
+        return try Self.summary(id, columns)
     }
 
     /// The shared filing lock taken, the case's row (`nil` for an unknown case), whether `rosterUID` is on the

@@ -2,8 +2,8 @@ internal import Logging
 internal import NIOCore
 internal import PostgresNIO
 
-/// The statements every filing and every read of a record run, prepared once per session (PostgresNIO's
-/// `PostgresPreparedStatement`): PostgreSQL parses, analyses and plans each at its first run on a
+/// The statements every filing and every read of a record run, and the read of a case's row, prepared once
+/// per session (PostgresNIO's `PostgresPreparedStatement`): PostgreSQL parses, analyses and plans each at its first run on a
 /// connection and keeps the plan, where a statement sent as text is planned again at every call. Under the
 /// PUT load of `scripts/bench-postgres.sh`, parsing and planning took about a third of the backends' CPU.
 /// The other statements, run less often, stay text. Each statement names its parameters' types, so that
@@ -36,20 +36,23 @@ enum Prepared {
         func decodeRow(_ row: PostgresRow) throws -> Int32 { try row.decode(Int32.self) }
     }
 
-    /// A case's row, and whether a uid is on the roster (`PostgresStorage.caseSummary`).
-    struct CaseAndRoster: PostgresPreparedStatement {
+    /// A case's row (`PostgresStorage.caseSummary`).
+    struct CaseRow: PostgresPreparedStatement {
         static let sql = """
-            SELECT state, participant_count, mediators, supervisors, created_at, closed_at,
-                EXISTS (SELECT 1 FROM casevault_roster WHERE uid = $1)
-            FROM casevault_cases WHERE id = $2
+            SELECT state, participant_count, mediators, supervisors, created_at, closed_at
+            FROM casevault_cases WHERE id = $1
             """
-        static let bindingDataTypes: [PostgresDataType] = [.int8, .bytea]
-        typealias Row = (String, Int, [Int64], [Int64], Int64, Int64?, Bool)
+        static let bindingDataTypes: [PostgresDataType] = [.bytea]
+        typealias Row = (String, Int, [Int64], [Int64], Int64, Int64?)
 
-        let rosterUID: Int64?
         let caseID: ByteBuffer
 
-        func makeBindings() throws -> PostgresBindings { Prepared.bindings(self.rosterUID, self.caseID) }
+        func makeBindings() throws -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: 1)
+            bindings.append(self.caseID)
+            return bindings
+        }
+
         func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
     }
 

@@ -3,6 +3,8 @@ import CaseVaultCrypto
 import CaseVaultPostgres
 import CaseVaultSealing
 import Foundation
+import Logging
+import PostgresNIO
 import Testing
 
 /// A daemon that still serves a vault a move marked (its session ended by a failover, it serves until its
@@ -105,17 +107,13 @@ extension EpochExchangeTests {
 
         // The race itself: a write that waits for the filing lock while a move holds it alone reads the mark
         // the move committed meanwhile.
-        for try await _ in try await a.connection.query(
-            "SELECT pg_advisory_lock(\(PostgresRecords.filingLock))", logger: self.logger)
-        {}
+        try await Self.holdFilingLockAlone(true, on: a.connection, logger: self.logger)
         async let raced = self.code { try vaultB.storage.addToRoster(4006) }
         #expect(
             try await self.untilFound(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", on: b.connection))
         try await PostgresSchema.markMoved(id: "test", at: 0, on: a.connection, logger: self.logger)
-        for try await _ in try await a.connection.query(
-            "SELECT pg_advisory_unlock(\(PostgresRecords.filingLock))", logger: self.logger)
-        {}
+        try await Self.holdFilingLockAlone(false, on: a.connection, logger: self.logger)
         #expect(await raced == .vaultMoved)
         #expect(try !rows().contains("4006"))
     }
@@ -131,17 +129,13 @@ extension EpochExchangeTests {
         let keys = try KeyFolder()
         let (a, _, _, vaultB) = try await self.twoVaults(clusters, keys)
         let holder = a.connection
-        for try await _ in try await holder.query(
-            "SELECT pg_advisory_lock(\(PostgresRecords.filingLock))", logger: self.logger)
-        {}
+        try await Self.holdFilingLockAlone(true, on: holder, logger: self.logger)
         // Let go after 70 s at the latest, so that a write that waits without bound is seen answering late
         // (and made), not hanging the suite; at once when told.
         let logger = self.logger
         let letGo = Task {
             try? await Task.sleep(for: .seconds(70))
-            for try await _ in try await holder.query(
-                "SELECT pg_advisory_unlock(\(PostgresRecords.filingLock))", logger: logger)
-            {}
+            try await Self.holdFilingLockAlone(false, on: holder, logger: logger)
         }
         let started = ContinuousClock.now
         let refused = await #expect(throws: CaseVaultError.self) {
@@ -155,6 +149,17 @@ extension EpochExchangeTests {
         #expect(try await !self.blocking { try vaultB.storage.isOnRoster(4008) })
         #expect(try await self.blocking { try vaultB.storage.addToRoster(4008) })
         #expect(try await self.blocking { try vaultB.storage.isOnRoster(4008) })
+    }
+}
+
+extension EpochExchangeTests {
+    /// Takes (`true`) or lets go of the filing lock alone on `connection`'s session, as a move or a restore
+    /// holds it.
+    static func holdFilingLockAlone(_ hold: Bool, on connection: PostgresConnection, logger: Logger) async throws {
+        let function = hold ? "pg_advisory_lock" : "pg_advisory_unlock"
+        for try await _ in try await connection.query(
+            "SELECT \(unescaped: function)(\(PostgresRecords.filingLock))", logger: logger)
+        {}
     }
 }
 
