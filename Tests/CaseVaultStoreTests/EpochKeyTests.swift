@@ -97,7 +97,7 @@ struct EpochKeyTests {
     }
 
     @Test(
-        "epoch keys survive a restart; destroying one overwrites its slot in place, flushed, and another root key opens none"
+        "epoch keys survive a restart; destroying one overwrites its slot in place, flushed, and another root key opens none; the keys opened are kept in step with every keep and destruction"
     )
     func keptAndDestroyed() throws {
         let folder = TestVault()
@@ -129,6 +129,12 @@ struct EpochKeyTests {
         let inode = Self.inode(path)
         let slot = try #require(try Self.keptSlots(path).first { before[$0 * 128 + 8] == 1 })
         #expect(try #require(reopened).destroyKey(epoch: 1))
+        // The keys opened are kept between calls: the destroyed one is handed out no more, one kept later is.
+        #expect(try #require(reopened).epochKeys().map(\.number) == [2])
+        try #require(reopened).keep(EpochKey.random(number: 3))
+        #expect(try #require(reopened).epochKeys().map(\.number) == [2, 3])
+        #expect(try #require(reopened).destroyKey(epoch: 3))
+        #expect(try #require(reopened).epochKeys().map(\.number) == [2])
         reopened = nil
         let after = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
         #expect(Self.inode(path) == inode && after.count == before.count, "overwritten in place, not replaced")

@@ -47,6 +47,13 @@ package final class EpochKeyFile: Sendable {
     private let exchangeKey: SecureBytes
     /// What each slot holds, read at open and kept in step with every write: `nil` for a free slot.
     private let slots: Mutex<[(kind: UInt8, epoch: UInt64)?]>
+    /// The epoch keys as `epochKeys` last opened them (in memory from `sodium_malloc`), so that the filings
+    /// and reads the server awaits on its event loops neither read the file nor wait on `slots`, which a
+    /// keep or a destruction holds across its flush; `nil` until then, and again after a wipe. A keep adds
+    /// its key once it is durable; a destruction takes its epoch out before it overwrites the slot, so that the key is handed to no one
+    /// from then on; a caller that holds it already lets go when its call ends, and the memory is zeroed
+    /// then (`SecureBytes`). Taken after `slots` when both are.
+    private let opened = Mutex<[EpochKey]?>(nil)
 
     /// Opens the file at `path` (a private file: 0600, owned by this user), creating it full of free slots
     /// when it does not exist, with secrets sealed under a key derived from `rootKey`.
@@ -100,15 +107,18 @@ package final class EpochKeyFile: Sendable {
         try self.keep(key.secret, kind: .epochKey, epoch: key.number)
     }
 
-    /// The epoch keys the file holds, oldest first.
+    /// The epoch keys the file holds, oldest first: opened from the file once, then kept (`opened`).
     package func epochKeys() throws(CaseVaultError) -> [EpochKey] {
-        try self.slots.withLock { slots throws(CaseVaultError) in
+        if let keys = self.opened.withLock({ $0 }) { return keys }
+        return try self.slots.withLock { slots throws(CaseVaultError) in
             var keys: [EpochKey] = []
             for (number, epoch) in Self.held(.epochKey, in: slots) {
                 keys.append(
                     EpochKey(number: epoch, secret: try self.open(slot: number, kind: .epochKey, epoch: epoch)))
             }
-            return keys.sorted { $0.number < $1.number }
+            keys.sort { $0.number < $1.number }
+            self.opened.withLock { $0 = keys }
+            return keys
         }
     }
 
@@ -175,8 +185,9 @@ package final class EpochKeyFile: Sendable {
     /// next epoch's key) nor hand a daemon an epoch key of their choosing.
     /// Zeroes the keys derived from the root key that this file holds (its own sealing key and the
     /// exchange's tag key), for a daemon that stops: later reads of epoch keys and tags fail to
-    /// authenticate. The epoch keys themselves are read from the file each time and held by no one.
+    /// authenticate. The epoch keys opened are let go, their memory zeroed once no call holds them.
     package func wipe() {
+        self.opened.withLock { $0 = nil }
         self.fileKey.wipe()
         self.exchangeKey.wipe()
     }
@@ -221,6 +232,13 @@ package final class EpochKeyFile: Sendable {
             slots[number] = (kind.rawValue, epoch)
             try self.file.write(bytes, at: Int64(number * Self.slotSize))
             try self.file.flushData()
+            // Handed out from now on with the others, once durable.
+            if kind == .epochKey {
+                self.opened.withLock { keys in
+                    keys?.append(EpochKey(number: epoch, secret: secret))
+                    keys?.sort { $0.number < $1.number }
+                }
+            }
         }
     }
 
@@ -245,6 +263,7 @@ package final class EpochKeyFile: Sendable {
     private func destroy(_ kind: Kind, epoch: UInt64) throws(CaseVaultError) -> Bool {
         try self.slots.withLock { slots throws(CaseVaultError) -> Bool in
             let numbers = slots.indices.filter { slots[$0]?.kind == kind.rawValue && slots[$0]?.epoch == epoch }
+            if kind == .epochKey { self.opened.withLock { $0?.removeAll { $0.number == epoch } } }
             for number in numbers {
                 try self.file.write(Self.scrubbed(), at: Int64(number * Self.slotSize))
             }
