@@ -4,6 +4,7 @@ package import CaseVaultSealing
 internal import Dispatch
 internal import Foundation
 package import Logging
+internal import NIOPosix
 internal import PostgresNIO
 internal import Synchronization
 
@@ -40,8 +41,11 @@ internal import Synchronization
 /// the root key, they would outlive the erase window). `casevaultd` serves it with `[storage] backend =
 /// "postgresql"` (`DatabaseVault` in the daemon).
 ///
-/// Every call blocks its thread until the database answers: call it from a thread that may block (the
-/// server's blocking pool), never from Swift's cooperative pool, whose threads run the queries.
+/// Every call of `RecordStorage` and `ServedStorage` blocks its thread until the database answers: call it
+/// from a thread that may block (the server's blocking pool), never from an event loop or Swift's
+/// cooperative pool, whose threads run the queries. The awaited calls (`SuspendingStorage` and the reads
+/// `awaitStoredRecord`, in `PostgresStorage+Awaited.swift`) suspend their task instead, for the server's
+/// GETs and filings on its event loops.
 /// Connections come from `PrimaryLocator` (the writable primary among the listed servers, sockets' owners
 /// checked, TCP only inside verified TLS) and are kept between calls; PostgresNIO's own pool,
 /// `PostgresClient`, connects to one host it is given and could do neither.
@@ -65,6 +69,13 @@ package final class PostgresStorage: ServedStorage {
     private let idle = Mutex<[PostgresConnection]>([])
     /// Set by `close`: every call from then on is refused.
     let closed = Mutex(false)
+    /// The connections the awaited case locks (`awaitWithCaseLock`) may hold at once, and those the other
+    /// awaited calls (reads of records) may: apart, so that filings waiting for a busy case's lock, or held
+    /// back by a restore, never keep the reads waiting.
+    let awaitedLocks = AwaitedConnections(limit: PostgresStorage.awaitedLockConnections)
+    let awaitedCalls = AwaitedConnections(limit: PostgresStorage.awaitedCallConnections)
+    static let awaitedLockConnections = 8
+    static let awaitedCallConnections = 8
 
     /// How many times a filing is wrapped again when epochs turn under it before it gives up.
     static let filingAttempts = 3
@@ -123,9 +134,6 @@ package final class PostgresStorage: ServedStorage {
         self.epochKeys.wipe()
     }
 
-    /// Never: every call waits on the database.
-    package var readsOnCallingTask: Bool { false }
-
     /// Never: what the database acknowledged it keeps, on its standbys too.
     package var indexLost: Bool { false }
 
@@ -148,10 +156,17 @@ package final class PostgresStorage: ServedStorage {
     // MARK: Records
 
     package func commit(_ record: SealedRecord, effects: FilingEffects) throws(CaseVaultError) -> RecordMetadata {
+        try self.underWrapEpoch(self.filing(record, effects: effects))
+    }
+
+    /// A filing's writes under the wrap epoch's `key`, for `underWrapEpoch`: its row, then its effects.
+    func filing(_ record: SealedRecord, effects: FilingEffects)
+        -> @Sendable (EpochKey, PostgresConnection) async throws -> RecordMetadata?
+    {
         let createdAt = self.now()
         let (records, logger) = (self.records, self.logger)
         let (sealing, window) = (self.sealing, self.eraseWindow)
-        return try self.underWrapEpoch { key, connection in
+        return { key, connection in
             let row = PostgresRecords.Row(
                 id: record.id, caseID: record.caseID, type: record.type, createdAt: createdAt, epoch: key.number,
                 wrappedKey: record.wrappedKey(under: key), blob: record.blob, author: record.author,
@@ -173,34 +188,47 @@ package final class PostgresStorage: ServedStorage {
     private func underWrapEpoch<T: Sendable>(
         _ body: @escaping @Sendable (EpochKey, PostgresConnection) async throws -> T?
     ) throws(CaseVaultError) -> T {
-        let records = self.records
         for attempt in 0..<Self.filingAttempts {
-            // Read again each time: the epoch a turn moved to may have been received since.
-            let keys = try self.epochKeys.epochKeys()
-            let read = attempt == 0 ? self.pinnedWrapEpoch : nil
-            let done: T? = try self.inTransaction { connection -> T? in
-                let found: UInt64? =
-                    if let read { read } else { try await records.shareFilingLockReadingWrapEpoch(on: connection) }
-                guard let epoch = found else {
-                    // Read before the lock's grant, the first epoch may have turned ready since.
-                    guard attempt == Self.filingAttempts - 1 else { return nil }
-                    throw CaseVaultError(
-                        .keyUnavailable, "no erase epoch is ready for new wraps yet: no daemon has turned to one")
-                }
-                guard let key = keys.first(where: { $0.number == epoch }) else {
-                    // Received since the keys were read, it is there when they are read again.
-                    guard attempt == Self.filingAttempts - 1 else { return nil }
-                    throw CaseVaultError(
-                        .keyUnavailable,
-                        "this daemon does not hold erase epoch \(epoch)'s key, which new wraps use: it has not received it"
-                    )
-                }
-                return try await body(key, connection)
-            }
-            if let done { return done }
+            if let done = try self.inTransaction(try self.wrapAttempt(attempt, body)) { return done }
         }
-        throw CaseVaultError(
+        throw Self.epochsKeptTurning
+    }
+
+    static var epochsKeptTurning: CaseVaultError {
+        CaseVaultError(
             .keyUnavailable, "erase epochs turned \(Self.filingAttempts) times while wrapping a key: try again")
+    }
+
+    /// Attempt `attempt` of `underWrapEpoch`, as a transaction's body: the wrap epoch found (the one the case
+    /// lock read, at the first attempt; read with the filing lock shared otherwise), `body` run with its key;
+    /// `nil`, having written nothing, when this daemon does not hold that key or none is ready, but for the
+    /// last attempt, which fails.
+    func wrapAttempt<T: Sendable>(
+        _ attempt: Int, _ body: @escaping @Sendable (EpochKey, PostgresConnection) async throws -> T?
+    ) throws(CaseVaultError) -> @Sendable (PostgresConnection) async throws -> T? {
+        // Read again each time: the epoch a turn moved to may have been received since.
+        let keys = try self.epochKeys.epochKeys()
+        let read = attempt == 0 ? self.pinnedWrapEpoch : nil
+        let records = self.records
+        return { connection -> T? in
+            let found: UInt64? =
+                if let read { read } else { try await records.shareFilingLockReadingWrapEpoch(on: connection) }
+            guard let epoch = found else {
+                // Read before the lock's grant, the first epoch may have turned ready since.
+                guard attempt == Self.filingAttempts - 1 else { return nil }
+                throw CaseVaultError(
+                    .keyUnavailable, "no erase epoch is ready for new wraps yet: no daemon has turned to one")
+            }
+            guard let key = keys.first(where: { $0.number == epoch }) else {
+                // Received since the keys were read, it is there when they are read again.
+                guard attempt == Self.filingAttempts - 1 else { return nil }
+                throw CaseVaultError(
+                    .keyUnavailable,
+                    "this daemon does not hold erase epoch \(epoch)'s key, which new wraps use: it has not received it"
+                )
+            }
+            return try await body(key, connection)
+        }
     }
 
     /// What a filing changes besides its record, in its transaction: the new case, the case's state, and the
@@ -789,43 +817,56 @@ package final class PostgresStorage: ServedStorage {
         _ id: RecordID, rosterUID: UInt32?, decide: (RecordMetadata, CaseSummary, Bool) throws(CaseVaultError) -> Void
     ) throws(CaseVaultError) -> StoredRecord {
         let logger = self.logger
-        let found = try self.run { connection -> (PostgresRecords.Row, CaseSummary?, Bool)? in
-            let rows = try await connection.rows(
-                Prepared.RecordCaseAndRoster(
-                    rosterUID: rosterUID.map { Int64($0) }, recordID: ByteBuffer(bytes: id.bytes)),
-                logger: logger)
-            for (
-                caseID, type, createdAt, epoch, wrapped, blob, author, supersedes, state, count, mediators,
-                supervisors, caseCreatedAt, closedAt, onRoster
-            ) in rows {
-                let row = try PostgresRecords.row(
-                    id, (caseID, type, createdAt, epoch, wrapped, blob, author, supersedes))
-                guard let state, let count, let mediators, let supervisors, let caseCreatedAt else {
-                    return (row, nil, onRoster)
-                }
-                let summary = try Self.summary(
-                    row.caseID, (state, count, mediators, supervisors, caseCreatedAt, closedAt))
-                return (row, summary, onRoster)
-            }
-            return nil
+        let found = try self.run { connection in
+            try await Self.recordCaseAndRoster(id, rosterUID: rosterUID, on: connection, logger: logger)
         }
         guard let (row, summary, onRoster) = found else { throw try self.missing(id) }
+        try decide(row.metadata, try Self.present(summary), onRoster)
+        return try self.stored(row)
+    }
+
+    /// The record's row, its case's (`nil` when the case's row is missing) and whether `rosterUID` is on the
+    /// roster, in one prepared statement; `nil` when the record has no row.
+    static func recordCaseAndRoster(
+        _ id: RecordID, rosterUID: UInt32?, on connection: PostgresConnection, logger: Logger
+    ) async throws -> (PostgresRecords.Row, CaseSummary?, Bool)? {
+        let rows = try await connection.rows(
+            Prepared.RecordCaseAndRoster(rosterUID: rosterUID.map { Int64($0) }, recordID: ByteBuffer(bytes: id.bytes)),
+            logger: logger)
+        for (
+            caseID, type, createdAt, epoch, wrapped, blob, author, supersedes, state, count, mediators,
+            supervisors, caseCreatedAt, closedAt, onRoster
+        ) in rows {
+            let row = try PostgresRecords.row(id, (caseID, type, createdAt, epoch, wrapped, blob, author, supersedes))
+            guard let state, let count, let mediators, let supervisors, let caseCreatedAt else {
+                return (row, nil, onRoster)
+            }
+            let summary = try Self.summary(row.caseID, (state, count, mediators, supervisors, caseCreatedAt, closedAt))
+            return (row, summary, onRoster)
+        }
+        return nil
+    }
+
+    /// A record's case as `recordCaseAndRoster` read it: a live record whose case's row is missing is damage.
+    static func present(_ summary: CaseSummary?) throws(CaseVaultError) -> CaseSummary {
         guard let summary else {
             throw CaseVaultError(.integrityFailure, "a record's case is missing from the database")
         }
-        try decide(row.metadata, summary, onRoster)
-        return try self.stored(row)
+        return summary
     }
 
     /// Whether `id` was shredded: a shred's row, or an entry of the ledger a restore kept
     /// (`casevault_ledger`: a record this vault never held, shredded in the vault it was restored from).
     package func shredHasBegun(_ id: RecordID) throws(CaseVaultError) -> Bool {
+        try self.exists(Self.shredHasBegunQuery(id))
+    }
+
+    static func shredHasBegunQuery(_ id: RecordID) -> PostgresQuery {
         let id = ByteBuffer(bytes: id.bytes)
-        return try self.exists(
-            """
+        return """
             SELECT EXISTS (SELECT 1 FROM casevault_shreds WHERE id = \(id))
                 OR EXISTS (SELECT 1 FROM casevault_ledger WHERE id = \(id))
-            """)
+            """
     }
 
     /// A live record's row; `shredded` or `not-found` when there is none.
@@ -844,18 +885,26 @@ package final class PostgresStorage: ServedStorage {
 
     /// A row with its key as the sealing layer opens it: under the key of the epoch the row names.
     private func stored(_ row: PostgresRecords.Row, again: Bool = true) throws(CaseVaultError) -> StoredRecord {
-        guard let key = try self.epochKeys.epochKeys().first(where: { $0.number == row.epoch }) else {
-            // A turn may have rewrapped the row and destroyed its epoch since it was read: read it once more.
-            if again {
-                let reread = try self.liveRow(row.id)
-                if reread.epoch != row.epoch { return try self.stored(reread, again: false) }
-            }
-            throw CaseVaultError(
-                .keyUnavailable,
-                "record \(row.id)'s key is wrapped under erase epoch \(row.epoch), whose key this daemon does not hold")
+        if let stored = try self.storedIfHeld(row) { return stored }
+        // A turn may have rewrapped the row and destroyed its epoch since it was read: read it once more.
+        if again {
+            let reread = try self.liveRow(row.id)
+            if reread.epoch != row.epoch { return try self.stored(reread, again: false) }
         }
+        throw Self.epochNotHeld(row)
+    }
+
+    /// The row with its key as the sealing layer opens it, when this daemon holds the key of its epoch.
+    func storedIfHeld(_ row: PostgresRecords.Row) throws(CaseVaultError) -> StoredRecord? {
+        guard let key = try self.epochKeys.epochKeys().first(where: { $0.number == row.epoch }) else { return nil }
         return StoredRecord(
             key: StoredKey(metadata: row.metadata, wrap: .eraseEpoch(key), wrapped: row.wrappedKey), blob: row.blob)
+    }
+
+    static func epochNotHeld(_ row: PostgresRecords.Row) -> CaseVaultError {
+        CaseVaultError(
+            .keyUnavailable,
+            "record \(row.id)'s key is wrapped under erase epoch \(row.epoch), whose key this daemon does not hold")
     }
 
     // MARK: Cases
@@ -1007,7 +1056,7 @@ package final class PostgresStorage: ServedStorage {
 
     /// The epoch new wraps use, as the case's lock this thread holds in this storage read it with the filing
     /// lock; `nil` when it holds none, or one taken without the filing lock.
-    private var pinnedWrapEpoch: UInt64? {
+    var pinnedWrapEpoch: UInt64? {
         Self.pinned.flatMap { $0.storage == ObjectIdentifier(self) ? $0.wrapEpoch : nil }
     }
 
@@ -1045,30 +1094,41 @@ package final class PostgresStorage: ServedStorage {
     /// A case's live session notes, in filing order; none while a hold keeps them
     /// (`holdsKeepSessionNotes`). Called under the case's lock, which a placing of a hold also takes.
     package func notesToDestroy(_ caseID: CaseID) throws(CaseVaultError) -> [RecordID] {
-        if self.holdsKeepSessionNotes, try self.isHeld(caseID) {
+        let (logger, holdsKeep) = (self.logger, self.holdsKeepSessionNotes)
+        return try self.run { connection in
+            try await Self.notesToDestroy(caseID, holdsKeep: holdsKeep, on: connection, logger: logger)
+        }
+    }
+
+    static func notesToDestroy(_ caseID: CaseID, holdsKeep: Bool, on connection: PostgresConnection, logger: Logger)
+        async throws -> [RecordID]
+    {
+        if holdsKeep, try await Self.exists(Self.isHeldQuery(caseID), on: connection, logger: logger) {
             return []
         }
-        let logger = self.logger
-        return try self.run { connection in
-            try await Self.ids(
-                """
-                SELECT id FROM casevault_records WHERE case_id = \(ByteBuffer(bytes: caseID.bytes))
-                    AND type = \(RecordType.sessionNote.rawValue) ORDER BY filed
-                """, on: connection, logger: logger)
-        }
+        return try await Self.ids(
+            """
+            SELECT id FROM casevault_records WHERE case_id = \(ByteBuffer(bytes: caseID.bytes))
+                AND type = \(RecordType.sessionNote.rawValue) ORDER BY filed
+            """, on: connection, logger: logger)
     }
 
     /// A case's live agreements to mediate, in filing order, with no sealed participant
     /// (`sealsUnderEraseEpochs`): the filing of a note opens them to read who agreed.
     package func agreements(_ caseID: CaseID) throws(CaseVaultError) -> [(id: RecordID, sealedParticipant: [UInt8]?)] {
         let logger = self.logger
-        return try self.run { connection in
-            try await Self.ids(
-                """
-                SELECT id FROM casevault_records WHERE case_id = \(ByteBuffer(bytes: caseID.bytes))
-                    AND type = \(RecordType.agreementToMediate.rawValue) ORDER BY filed
-                """, on: connection, logger: logger)
-        }.map { ($0, nil) }
+        return try self.run { connection in try await Self.agreements(caseID, on: connection, logger: logger) }
+    }
+
+    static func agreements(_ caseID: CaseID, on connection: PostgresConnection, logger: Logger) async throws
+        -> [(id: RecordID, sealedParticipant: [UInt8]?)]
+    {
+        try await Self.ids(
+            """
+            SELECT id FROM casevault_records WHERE case_id = \(ByteBuffer(bytes: caseID.bytes))
+                AND type = \(RecordType.agreementToMediate.rawValue) ORDER BY filed
+            """, on: connection, logger: logger
+        ).map { ($0, nil) }
     }
 
     /// Nothing: the filing that marked them deleted their rows and wrote their shreds' rows and certificate
@@ -1249,8 +1309,11 @@ package final class PostgresStorage: ServedStorage {
 
     /// Whether a hold stands on the case.
     package func isHeld(_ caseID: CaseID) throws(CaseVaultError) -> Bool {
-        try self.exists(
-            "SELECT EXISTS (SELECT 1 FROM casevault_holds WHERE case_id = \(ByteBuffer(bytes: caseID.bytes)))")
+        try self.exists(Self.isHeldQuery(caseID))
+    }
+
+    static func isHeldQuery(_ caseID: CaseID) -> PostgresQuery {
+        "SELECT EXISTS (SELECT 1 FROM casevault_holds WHERE case_id = \(ByteBuffer(bytes: caseID.bytes)))"
     }
 
     // MARK: Attachments
@@ -1609,7 +1672,7 @@ package final class PostgresStorage: ServedStorage {
             "SELECT EXISTS (SELECT 1 FROM casevault_roster WHERE uid = \(Int64(uid)))", on: connection, logger: logger)
     }
 
-    private static func exists(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger) async throws
+    static func exists(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger) async throws
         -> Bool
     {
         var found = false
@@ -1617,7 +1680,7 @@ package final class PostgresStorage: ServedStorage {
         return found
     }
 
-    private static func ids(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger) async throws
+    static func ids(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger) async throws
         -> [RecordID]
     {
         var ids: [RecordID] = []
@@ -1720,7 +1783,7 @@ package final class PostgresStorage: ServedStorage {
     }
 
     /// A kept connection that is still open, or a new one to the primary.
-    private func connection() async throws -> PostgresConnection {
+    func connection() async throws -> PostgresConnection {
         if let connection = self.kept() { return connection }
         return try await self.locator.connect().connection
     }
@@ -1761,6 +1824,11 @@ package final class PostgresStorage: ServedStorage {
     static func wait<T: Sendable>(
         closing connection: PostgresConnection? = nil, _ body: @escaping @Sendable () async throws -> T
     ) throws(CaseVaultError) -> T {
+        // On an event loop this would stall every connection the loop serves, and never end when the
+        // statement's own connection is one of them: the loops make the awaited calls.
+        assert(
+            MultiThreadedEventLoopGroup.currentEventLoop == nil,
+            "a blocking call of the database's storage was made on an event loop")
         let answer = Answer<T>()
         Task {
             let result: Result<T, any Error>
@@ -1785,24 +1853,35 @@ package final class PostgresStorage: ServedStorage {
     }
 
     /// How long a statement of a case's lock (its lock, a call in its body, its commit) may go unanswered.
-    static let caseStatementLimit = DispatchTimeInterval.seconds(30)
+    static let caseStatementLimit = DispatchTimeInterval.seconds(Int(PostgresStorage.caseStatementSeconds))
+    static let caseStatementSeconds: Int64 = 30
 
     /// What the task `wait` ran answered.
     private static func answered<T: Sendable>(_ answer: Answer<T>) throws(CaseVaultError) -> T {
         switch answer.result.withLock({ $0 }) {
         case .success(let value):
             return value
-        case .failure(let error as CaseVaultError):
-            throw error
-        case .failure(let error as PSQLError):
-            if error.serverInfo?[.sqlState] == "55P03" { throw Self.lockTimedOut }
-            let state = error.serverInfo?[.sqlState].map { ", SQLSTATE \($0)" } ?? ""
-            if Self.isUnavailability(error) { throw Self.unavailable("\(error.code)\(state)") }
-            throw CaseVaultError(.storageFailure, "the database failed (\(error.code)\(state))")
         case .failure(let error):
-            throw CaseVaultError(.storageFailure, "the database failed (\(type(of: error)))")
+            throw Self.failure(error)
         case nil:
             throw CaseVaultError(.storageFailure, "a database call ended without an answer")
+        }
+    }
+
+    /// A call's failure as it is answered: a `CaseVaultError` as itself; anything else as `storage-failure`
+    /// naming the kind of failure and its SQLSTATE, never a query's text or values (`storage-unavailable`
+    /// when the server went away, or a lock was waited for too long).
+    static func failure(_ error: any Error) -> CaseVaultError {
+        switch error {
+        case let error as CaseVaultError:
+            return error
+        case let error as PSQLError:
+            if error.serverInfo?[.sqlState] == "55P03" { return Self.lockTimedOut }
+            let state = error.serverInfo?[.sqlState].map { ", SQLSTATE \($0)" } ?? ""
+            if Self.isUnavailability(error) { return Self.unavailable("\(error.code)\(state)") }
+            return CaseVaultError(.storageFailure, "the database failed (\(error.code)\(state))")
+        default:
+            return CaseVaultError(.storageFailure, "the database failed (\(type(of: error)))")
         }
     }
 }

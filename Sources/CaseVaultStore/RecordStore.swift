@@ -262,9 +262,6 @@ package final class RecordStore: ServedStorage {
     /// What every call of a store whose index lost commits is refused with, and the daemon stops with.
     package static var indexLossError: CaseVaultError { Index.Loss.error }
 
-    /// Reads never wait on a flush: the index is in WAL mode, slots and segments are read with pread.
-    package var readsOnCallingTask: Bool { true }
-
     /// Whether the index answers a trivial query: what the service manager's watchdog asks before each ping.
     package func isResponsive() -> Bool {
         (try? self.index.lookup { db in try Index.answers(db) }) ?? false

@@ -63,15 +63,19 @@ extension EpochExchangeTests {
     /// A case opened by `first`, with both agreements filed by `first` and a note for each of `notes` filed
     /// by `second`: its id and the notes'.
     static func caseInSession(
-        _ first: Vault<PostgresStorage>, _ second: Vault<PostgresStorage>, mediators: [UInt32] = [], notes: [String]
+        _ first: Vault<PostgresStorage>, _ second: Vault<PostgresStorage>, mediators: [UInt32] = [], notes: [String],
+        awaited: Bool = false
     ) throws -> (CaseID, [RecordID]) {
         let summary = try first.openCase(header: Self.header, mediators: mediators, author: nil)
         for participant in ["p1", "p2"] {
             _ = try first.file(
-                NewRecord(caseID: summary.id, type: .agreementToMediate, content: Self.agreement(participant)))
+                NewRecord(caseID: summary.id, type: .agreementToMediate, content: Self.agreement(participant)),
+                awaited: awaited)
         }
         let ids = try notes.map { text in
-            try second.file(NewRecord(caseID: summary.id, type: .sessionNote, content: Self.note(text))).record.id
+            try second.file(
+                NewRecord(caseID: summary.id, type: .sessionNote, content: Self.note(text)), awaited: awaited
+            ).record.id
         }
         return (summary.id, ids)
     }
@@ -109,9 +113,10 @@ extension EpochExchangeTests {
     }
 
     @Test(
-        "two daemons keep one case on PostgreSQL through the sealing layer: what one files the other opens; notes need every agreement; the final agreement deletes the notes' rows in its own transaction and closes the case; the notes are shredded for both; no content reaches the database's files"
+        "two daemons keep one case on PostgreSQL through the sealing layer: what one files the other opens; notes need every agreement; the final agreement deletes the notes' rows in its own transaction and closes the case; the notes are shredded for both; no content reaches the database's files; the same through the filings and reads the server awaits on its event loops",
+        arguments: [false, true]
     )
-    func caseAcrossDaemons() async throws {
+    func caseAcrossDaemons(awaited: Bool) async throws {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
@@ -132,18 +137,22 @@ extension EpochExchangeTests {
         #expect(try await self.blocking { try vaultB.storage.caseSummary(caseID) } == summary)
         #expect(
             await self.code {
-                _ = try vaultB.file(NewRecord(caseID: caseID, type: .sessionNote, content: Self.note("too early")))
+                _ = try vaultB.file(
+                    NewRecord(caseID: caseID, type: .sessionNote, content: Self.note("too early")), awaited: awaited)
             } == .agreementsMissing)
         _ = try await self.blocking {
-            try vaultA.file(NewRecord(caseID: caseID, type: .agreementToMediate, content: Self.agreement("p1")))
+            try vaultA.file(
+                NewRecord(caseID: caseID, type: .agreementToMediate, content: Self.agreement("p1")), awaited: awaited)
         }
         #expect(try await self.blocking { try vaultB.storage.caseSummary(caseID) }.state == .agreement)
         #expect(
             await self.code {
-                _ = try vaultA.file(NewRecord(caseID: caseID, type: .sessionNote, content: Self.note("still early")))
+                _ = try vaultA.file(
+                    NewRecord(caseID: caseID, type: .sessionNote, content: Self.note("still early")), awaited: awaited)
             } == .agreementsMissing)
         _ = try await self.blocking {
-            try vaultB.file(NewRecord(caseID: caseID, type: .agreementToMediate, content: Self.agreement("p2")))
+            try vaultB.file(
+                NewRecord(caseID: caseID, type: .agreementToMediate, content: Self.agreement("p2")), awaited: awaited)
         }
         // No participant is sealed beside an agreement (it would be under a subkey of the root key, outside
         // the erase window): a note's filing opens the agreements.
@@ -160,45 +169,53 @@ extension EpochExchangeTests {
             notes.append(
                 try await self.blocking {
                     try vault.file(
-                        NewRecord(caseID: caseID, type: .sessionNote, content: Self.note("said in session \(number)")))
+                        NewRecord(caseID: caseID, type: .sessionNote, content: Self.note("said in session \(number)")),
+                        awaited: awaited)
                 }.record.id)
         }
         #expect(try await self.blocking { try vaultA.storage.caseSummary(caseID) }.state == .session)
         let second = notes[1]
-        #expect(try await self.blocking { try vaultA.get(second) }.content == Self.note("said in session 1"))
+        #expect(
+            try await self.blocking { try vaultA.get(second, awaited: awaited) }.content
+                == Self.note("said in session 1"))
         // What a read's decision sees, in one trip: the record, its case, and whether the reader is on the
         // mediator roster.
         try await self.blocking { try vaultA.storage.addToRoster(4001) }
         for (uid, listed) in [(UInt32(4001), true), (4002, false)] {
             let seen = try await self.blocking {
-                var seen: (RecordType, CaseID, Bool)?
-                _ = try vaultB.read(second, rosterUID: uid) { record, summary, onRoster throws(CaseVaultError) in
-                    seen = (record.type, summary.id, onRoster)
+                let seen = Mutex<(RecordType, CaseID, Bool)?>(nil)
+                _ = try vaultB.read(second, rosterUID: uid, awaited: awaited) {
+                    record, summary, onRoster throws(CaseVaultError) in
+                    seen.withLock { $0 = (record.type, summary.id, onRoster) }
                 }
-                return seen
+                return seen.withLock { $0 }
             }
             #expect(seen?.0 == .sessionNote && seen?.1 == caseID && seen?.2 == listed)
         }
         #expect(
             await self.code {
-                _ = try vaultB.read(second, rosterUID: nil) { _, _, _ throws(CaseVaultError) in
+                _ = try vaultB.read(second, rosterUID: nil, awaited: awaited) { _, _, _ throws(CaseVaultError) in
                     throw CaseVaultError(.forbidden, "refused")
                 }
             } == .forbidden)
 
         let filed = try await self.blocking {
-            try vaultB.file(NewRecord(caseID: caseID, type: .finalAgreement, content: Self.finalAgreement))
+            try vaultB.file(
+                NewRecord(caseID: caseID, type: .finalAgreement, content: Self.finalAgreement), awaited: awaited)
         }
         #expect(filed.shredded == notes)
         #expect(try await self.blocking { try vaultA.storage.caseSummary(caseID) }.state == .closed)
         for note in notes {
-            #expect(await self.code { _ = try vaultA.get(note) } == .shredded)
+            #expect(await self.code { _ = try vaultA.get(note, awaited: awaited) } == .shredded)
             #expect(await self.code { _ = try vaultB.storage.metadata(note) } == .shredded)
         }
-        #expect(await self.code { _ = try vaultA.get(RecordID(bytes: Random.bytes(count: 16))) } == .notFound)
+        #expect(
+            await self.code { _ = try vaultA.get(RecordID(bytes: Random.bytes(count: 16)), awaited: awaited) }
+                == .notFound)
         #expect(
             await self.code {
-                _ = try vaultA.file(NewRecord(caseID: caseID, type: .sessionNote, content: Self.note("late")))
+                _ = try vaultA.file(
+                    NewRecord(caseID: caseID, type: .sessionNote, content: Self.note("late")), awaited: awaited)
             } == .caseClosed)
         let final = filed.record.id
         // The shreds' certificate, issued with them: erasure by destroying epoch 1, promised within the window.
@@ -227,8 +244,18 @@ extension EpochExchangeTests {
             try vaultB.file(
                 NewRecord(
                     caseID: caseID, type: .evaluation,
-                    content: Array(#"{"satisfaction":5,"would_recommend":true}"#.utf8)))
+                    content: Array(#"{"satisfaction":5,"would_recommend":true}"#.utf8)),
+                awaited: awaited)
         }.record.id
+        // An amendment must replace a record of its own case and type: refused, whichever path files it.
+        #expect(
+            await self.code {
+                _ = try vaultA.file(
+                    NewRecord(
+                        caseID: caseID, type: .evaluation,
+                        content: Array(#"{"satisfaction":4,"would_recommend":true}"#.utf8), supersedes: final),
+                    awaited: awaited)
+            } == .invalidField)
         let records = PostgresRecords(logger: self.logger)
         #expect(try await records.row(evaluation, on: a.connection)?.epoch == 2)
         #expect(try await records.row(final, on: a.connection)?.epoch == 1)
@@ -259,7 +286,7 @@ extension EpochExchangeTests {
         #expect(completed >= issued)
         #expect(try await records.row(final, on: a.connection)?.epoch == 2)
         for vault in [vaultA, vaultB] {
-            #expect(try await self.blocking { try vault.get(final) }.content == Self.finalAgreement)
+            #expect(try await self.blocking { try vault.get(final, awaited: awaited) }.content == Self.finalAgreement)
             #expect(try await self.blocking { try vault.caseHeader(caseID) } == Self.header)
         }
 
@@ -293,9 +320,10 @@ extension EpochExchangeTests {
     }
 
     @Test(
-        "a final agreement and notes filed at once from two daemons: the case lock orders them, so no note outlives the final agreement in a closed case"
+        "a final agreement and notes filed at once from two daemons: the case lock orders them, so no note outlives the final agreement in a closed case; the same through the filings the server awaits on its event loops",
+        arguments: [false, true]
     )
-    func caseLockAcrossDaemons() async throws {
+    func caseLockAcrossDaemons(awaited: Bool) async throws {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
@@ -303,13 +331,16 @@ extension EpochExchangeTests {
 
         var interleaved = 0
         for round in 0..<8 {
-            let caseID = try await self.blocking { try Self.caseInSession(vaultA, vaultA, notes: ["first"]).0 }
+            let caseID = try await self.blocking {
+                try Self.caseInSession(vaultA, vaultA, notes: ["first"], awaited: awaited).0
+            }
             // Daemon b files notes until the case is closed under it; daemon a files the final agreement.
             async let notes: Int? = try? self.blocking {
                 var filed = 0
                 while true {
                     do {
-                        _ = try vaultB.file(NewRecord(caseID: caseID, type: .sessionNote, content: Self.note("more")))
+                        _ = try vaultB.file(
+                            NewRecord(caseID: caseID, type: .sessionNote, content: Self.note("more")), awaited: awaited)
                         filed += 1
                     } catch {
                         guard (error as? CaseVaultError)?.code == .caseClosed else { throw error }
@@ -319,7 +350,8 @@ extension EpochExchangeTests {
             }
             try await Task.sleep(for: .milliseconds(20))
             let final = try await self.blocking {
-                try vaultA.file(NewRecord(caseID: caseID, type: .finalAgreement, content: Self.finalAgreement))
+                try vaultA.file(
+                    NewRecord(caseID: caseID, type: .finalAgreement, content: Self.finalAgreement), awaited: awaited)
             }
             let filedNotes = await notes
             #expect(final.shredded.count == (filedNotes ?? -1) + 1, "round \(round)")
@@ -945,9 +977,10 @@ extension EpochExchangeTests {
     }
 
     @Test(
-        "a case lock whose session the server ends (an operator's pg_terminate_backend, a restart): the next call in its body fails, once its 30 s are up at the latest, never hangs; nothing of the body is kept, and the storage files again on a new connection"
+        "a case lock whose session the server ends (an operator's pg_terminate_backend, a restart): the next call in its body fails, once its 30 s are up at the latest, never hangs; nothing of the body is kept, and the storage files again on a new connection; the same for a case lock the server awaits, whose calls are bounded alike",
+        arguments: [false, true]
     )
-    func caseLockSessionEnded() async throws {
+    func caseLockSessionEnded(awaited: Bool) async throws {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
@@ -959,23 +992,50 @@ extension EpochExchangeTests {
         ).connect()
         defer { admin.closeAtExit() }
 
-        // The body files a form, then waits while the server ends its session, then asks for the case.
-        let (locked, ended) = (DispatchSemaphore(value: 0), DispatchSemaphore(value: 0))
-        let outcome = Mutex<CaseVaultError.Code??>(nil)
-        Thread {
-            do {
-                try vaultA.storage.withCaseLock(caseID) { () throws(CaseVaultError) -> Void in
-                    _ = try vaultA.file(NewRecord(caseID: caseID, type: .intakeForm, content: intake))
-                    locked.signal()
-                    ended.wait()
-                    _ = try vaultA.storage.caseSummary(caseID)
+        // The body files a form (awaited: reads, the sealing layer's filing taking a case lock of its own),
+        // then waits while the server ends its session, then asks again.
+        let (locked, ended, outcome) = (Flag(), Flag(), Outcome())
+        if awaited {
+            let storage = vaultA.storage
+            Task { outcome.end(await Self.awaitedLockBody(storage, caseID, locked: locked, ended: ended)) }
+        } else {
+            Thread {
+                do {
+                    try vaultA.storage.withCaseLock(caseID) { () throws(CaseVaultError) -> Void in
+                        _ = try vaultA.file(NewRecord(caseID: caseID, type: .intakeForm, content: intake))
+                        locked.raise()
+                        while !ended.isRaised { usleep(10_000) }
+                        _ = try vaultA.storage.caseSummary(caseID)
+                    }
+                    outcome.end(nil)
+                } catch {
+                    outcome.end((error as? CaseVaultError)?.code ?? .storageFailure)
                 }
-                outcome.withLock { $0 = .some(nil) }
-            } catch {
-                outcome.withLock { $0 = .some((error as? CaseVaultError)?.code ?? .storageFailure) }
-            }
-        }.start()
-        try await self.blocking { locked.wait() }
+            }.start()
+        }
+        while !locked.isRaised { try await Task.sleep(for: .milliseconds(10)) }
+        let terminated = try await self.endSessionsIdleInTransaction(on: admin)
+        ended.raise()
+        #expect(terminated == 1, "one session held the case's lock")
+        var code: CaseVaultError.Code??
+        for _ in 0..<600 where code == nil {
+            try await Task.sleep(for: .milliseconds(100))
+            code = outcome.code
+        }
+        #expect(code != nil, "the call after the session ended did not return within 60 s")
+        #expect(code == .some(.storageUnavailable) || code == .some(.storageFailure), "\(String(describing: code))")
+        // Nothing of the body was kept: the case has its header alone; a filing goes through on a new connection.
+        #expect(try await self.blocking { try vaultA.storage.records(caseID: caseID) }.map(\.type) == [.caseHeader])
+        let filed = try await self.blocking {
+            try vaultA.file(NewRecord(caseID: caseID, type: .intakeForm, content: intake), awaited: awaited)
+        }
+        #expect(try await self.blocking { try vaultA.storage.records(caseID: caseID) }.count == 2)
+        #expect(try await self.blocking { try vaultA.get(filed.record.id, awaited: awaited) }.content == intake)
+    }
+
+    /// Ends, as an operator's `pg_terminate_backend` does, every other session idle inside a transaction (a
+    /// case lock's, between its statements); how many it ended.
+    func endSessionsIdleInTransaction(on admin: PostgresConnection) async throws -> Int {
         var terminated = 0
         for try await done in try await admin.query(
             """
@@ -985,19 +1045,7 @@ extension EpochExchangeTests {
         ).decode(Bool.self) where done {
             terminated += 1
         }
-        ended.signal()
-        #expect(terminated == 1, "one session held the case's lock")
-        var code: CaseVaultError.Code??
-        for _ in 0..<600 where code == nil {
-            try await Task.sleep(for: .milliseconds(100))
-            code = outcome.withLock { $0 }
-        }
-        #expect(code != nil, "the call after the session ended did not return within 60 s")
-        #expect(code == .some(.storageUnavailable) || code == .some(.storageFailure), "\(String(describing: code))")
-        // Nothing of the body was kept: the case has its header alone; a filing goes through on a new connection.
-        #expect(try await self.blocking { try vaultA.storage.records(caseID: caseID) }.map(\.type) == [.caseHeader])
-        _ = try await self.blocking { try vaultA.file(NewRecord(caseID: caseID, type: .intakeForm, content: intake)) }
-        #expect(try await self.blocking { try vaultA.storage.records(caseID: caseID) }.count == 2)
+        return terminated
     }
 
     /// How a shred run on a thread of its own ended: its error's code, or `nil` when it shredded.

@@ -41,6 +41,17 @@ package protocol RecordStorage: AnyObject, Sendable {
     /// Whether `id`'s shred has begun (or is done): what a read that failed to authenticate reports.
     func shredHasBegun(_ id: RecordID) throws(CaseVaultError) -> Bool
 
+    /// The reads above, for a caller on the server's event loops, which must never block a thread: a
+    /// storage that waits on the network (PostgreSQL) suspends the calling task until the answer comes. The
+    /// local store answers them on the calling thread (its reads never wait on a flush: the extension below).
+    func awaitStoredRecord(
+        _ id: RecordID,
+        rosterUID: UInt32?,
+        decide: (RecordMetadata, CaseSummary, Bool) throws(CaseVaultError) -> Void
+    ) async throws(CaseVaultError) -> StoredRecord
+    func awaitStoredRecord(_ id: RecordID) async throws(CaseVaultError) -> StoredRecord
+    func awaitShredHasBegun(_ id: RecordID) async throws(CaseVaultError) -> Bool
+
     // MARK: Cases
 
     /// Runs `body` holding the case's lock: filings, holds and closings of one case run one at a time. A
@@ -118,4 +129,23 @@ package protocol AttachmentSource: AnyObject {
 
 extension RecordStorage {
     package var sealsUnderEraseEpochs: Bool { false }
+}
+
+extension RecordStorage {
+    /// The read on the calling thread: for a storage whose reads never wait for more than a local read.
+    package func awaitStoredRecord(
+        _ id: RecordID,
+        rosterUID: UInt32?,
+        decide: (RecordMetadata, CaseSummary, Bool) throws(CaseVaultError) -> Void
+    ) async throws(CaseVaultError) -> StoredRecord {
+        try self.storedRecord(id, rosterUID: rosterUID, decide: decide)
+    }
+
+    package func awaitStoredRecord(_ id: RecordID) async throws(CaseVaultError) -> StoredRecord {
+        try self.storedRecord(id)
+    }
+
+    package func awaitShredHasBegun(_ id: RecordID) async throws(CaseVaultError) -> Bool {
+        try self.shredHasBegun(id)
+    }
 }

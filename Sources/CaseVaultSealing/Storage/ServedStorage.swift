@@ -107,10 +107,6 @@ package protocol ServedStorage: RecordStorage {
     var indexLost: Bool { get }
     /// Whether the storage answers a trivial call: what the service manager's watchdog asks.
     func isResponsive() -> Bool
-    /// Whether a read may run on the server's calling task: it never waits for more than a local read
-    /// (the local store). `false` for a storage that waits on the network, whose reads take the blocking
-    /// pool like every other call.
-    var readsOnCallingTask: Bool { get }
 }
 
 extension ServedStorage {

@@ -56,53 +56,79 @@ extension Vault {
         }
         let filed = try self.storage.withCaseLock(record.caseID, readingRoster: rosterUID) {
             (found, onRoster) throws(CaseVaultError) in
-            guard let summary = found else {
-                throw CaseVaultError.caseNotFound()
-            }
-            let authority = try decide(summary, onRoster)
-            let document = try self.validator.validate(
-                type: record.type, content: record.content, parsed: record.parsed,
-                participants: Set(summary.participants)
-            )
+            let decided = try self.decideFiling(record, found, onRoster, decide)
             // Only what the rule for this type needs is looked up: most filings need nothing on file.
             let notes = record.type == .finalAgreement ? try self.storage.notesToDestroy(record.caseID) : []
             var agreed = Set<String>()
-            if [.sessionNote, .finalAgreement, .debrief].contains(record.type) {
+            if Self.needsAgreements(record.type) {
                 for agreement in try self.storage.agreements(record.caseID) {
-                    // An agreement whose sealed participant is missing (filed before the storage kept it)
-                    // or does not open (altered, or copied from another agreement) is opened to read it.
-                    if let sealed = agreement.sealedParticipant,
-                        let participant = self.barrier.openParticipant(
-                            sealed, recordID: agreement.id, caseID: record.caseID)
-                    {
+                    if let participant = self.sealedParticipant(agreement, record.caseID) {
                         agreed.insert(participant)
                     } else if let participant = try self.participant(of: agreement.id) {
                         agreed.insert(participant)
                     }
                 }
             }
-            var participant: String?
-            if case .string(let value) = document["participant"] ?? .null {
-                participant = value
-            }
-            let effect = try CasePolicy.filing(
-                record.type, into: summary, agreedParticipants: agreed, notes: notes, participant: participant
-            )
-            var effects = FilingEffects()
-            if effect.state != summary.state {
-                effects.caseState = (
-                    summary.id, effect.state, effect.state == .closed ? self.storage.now() : nil, nil
-                )
-            }
-            effects.markShredding = effect.shredNotes
-            effects.shredOrder = ShredOrder(method: .finalAgreement, authority: authority)
+            let (effects, shredNotes) = try self.filingEffects(record, decided, notes: notes, agreed: agreed)
             let stored = try self.put(
-                validated: record, effects: effects, participant: Self.participant(record, document))
-            try self.storage.finishMarkedShreds(effect.shredNotes)
-            return (stored, effect.shredNotes)
+                validated: record, effects: effects, participant: Self.participant(record, decided.document))
+            try self.storage.finishMarkedShreds(shredNotes)
+            return (stored, shredNotes)
         }
         Self.logFiled(filed.0, self.logger)
         return filed
+    }
+
+    /// What a filing's decision makes of the case its lock read: `not-found` for an unknown case; who allowed
+    /// the filing (`decide`'s answer, or its refusal); the content validated against the case's participants.
+    func decideFiling(
+        _ record: NewRecord, _ found: CaseSummary?, _ onRoster: Bool,
+        _ decide: (CaseSummary, Bool) throws(CaseVaultError) -> Authority
+    ) throws(CaseVaultError) -> (summary: CaseSummary, authority: Authority, document: JSONValue) {
+        guard let summary = found else {
+            throw CaseVaultError.caseNotFound()
+        }
+        let authority = try decide(summary, onRoster)
+        let document = try self.validator.validate(
+            type: record.type, content: record.content, parsed: record.parsed,
+            participants: Set(summary.participants)
+        )
+        return (summary, authority, document)
+    }
+
+    /// Whether filing `type` needs the participants whose agreements to mediate are on file.
+    static func needsAgreements(_ type: RecordType) -> Bool {
+        [.sessionNote, .finalAgreement, .debrief].contains(type)
+    }
+
+    /// The participant of an agreement to mediate, from the sealed copy the storage kept beside it; `nil` when
+    /// there is none (filed before the storage kept it, or a storage that keeps none) or it does not open
+    /// (altered, or copied from another agreement): the agreement itself is opened to read it then.
+    func sealedParticipant(_ agreement: (id: RecordID, sealedParticipant: [UInt8]?), _ caseID: CaseID) -> String? {
+        agreement.sealedParticipant.flatMap { self.barrier.openParticipant($0, recordID: agreement.id, caseID: caseID) }
+    }
+
+    /// What filing `record` changes besides its record, under the lifecycle rules: the case's state, and the
+    /// notes it shreds (returned too) on the authority that allowed it.
+    func filingEffects(
+        _ record: NewRecord, _ decided: (summary: CaseSummary, authority: Authority, document: JSONValue),
+        notes: [RecordID], agreed: Set<String>
+    ) throws(CaseVaultError) -> (effects: FilingEffects, shredNotes: [RecordID]) {
+        var participant: String?
+        if case .string(let value) = decided.document["participant"] ?? .null {
+            participant = value
+        }
+        let summary = decided.summary
+        let effect = try CasePolicy.filing(
+            record.type, into: summary, agreedParticipants: agreed, notes: notes, participant: participant
+        )
+        var effects = FilingEffects()
+        if effect.state != summary.state {
+            effects.caseState = (summary.id, effect.state, effect.state == .closed ? self.storage.now() : nil, nil)
+        }
+        effects.markShredding = effect.shredNotes
+        effects.shredOrder = ShredOrder(method: .finalAgreement, authority: decided.authority)
+        return (effects, effect.shredNotes)
     }
 
     /// The case's sealed header (participants' names and contacts), opened; `not-found` for an unknown case.
@@ -121,9 +147,14 @@ extension Vault {
     private func participant(of id: RecordID) throws(CaseVaultError) -> String? {
         var content = try self.get(id).content
         defer { Memory.zero(&content) }
-        if case .string(let participant) = JSONValue.parseStored(content)?["participant"] ?? .null {
-            return participant
+        return Self.participant(in: content)
+    }
+
+    /// The participant an agreement to mediate's opened content names.
+    static func participant(in content: [UInt8]) -> String? {
+        guard case .string(let participant) = JSONValue.parseStored(content)?["participant"] ?? .null else {
+            return nil
         }
-        return nil
+        return participant
     }
 }

@@ -6,7 +6,8 @@ internal import Logging
 /// It validates and seals content before it reaches the storage, and opens what the storage gives back;
 /// the storage below it (`RecordStorage`) sees ciphertext and ids only. Safe to use from many threads.
 ///
-/// Every call blocks on the storage's I/O: call it from a thread that may block.
+/// Every call blocks on the storage's I/O: call it from a thread that may block; but for the awaited calls
+/// (`awaitRead`, and `awaitFile` on a `SuspendingStorage`), which the server makes from its event loops.
 package final class Vault<Storage: RecordStorage>: Sendable {
     /// Where the sealed records are kept; what needs no key or content (shreds, retention, backups,
     /// rotation, the roster) is asked of it directly.
@@ -45,20 +46,27 @@ package final class Vault<Storage: RecordStorage>: Sendable {
         validated record: NewRecord, effects: FilingEffects, id: RecordID? = nil, participant: String? = nil
     ) throws(CaseVaultError) -> RecordMetadata {
         if let supersedes = record.supersedes {
-            let previous = try self.storage.metadata(supersedes)
-            guard previous.caseID == record.caseID, previous.type == record.type else {
-                throw CaseVaultError(
-                    .invalidField,
-                    "supersedes must name a record of the same case and type; an amendment replaces its own record",
-                    field: "supersedes"
-                )
-            }
+            try Self.checkSupersedes(record, try self.storage.metadata(supersedes))
         }
+        return try self.storage.commit(self.seal(record, id: id, participant: participant), effects: effects)
+    }
+
+    /// Refuses an amendment whose `previous` record is of another case or type.
+    static func checkSupersedes(_ record: NewRecord, _ previous: RecordMetadata) throws(CaseVaultError) {
+        guard previous.caseID == record.caseID, previous.type == record.type else {
+            throw CaseVaultError(
+                .invalidField,
+                "supersedes must name a record of the same case and type; an amendment replaces its own record",
+                field: "supersedes"
+            )
+        }
+    }
+
+    /// `record` sealed under a new data key, with the id given or a new one.
+    func seal(_ record: NewRecord, id: RecordID?, participant: String?) -> SealedRecord {
         let id = id ?? RecordID(bytes: Random.bytes(count: RecordID.byteCount))
         // No participant sealed under the root key's subkey where its residue would outlive the erase window.
-        let sealed = self.barrier.seal(
-            record, id: id, participant: self.storage.sealsUnderEraseEpochs ? nil : participant)
-        return try self.storage.commit(sealed, effects: effects)
+        return self.barrier.seal(record, id: id, participant: self.storage.sealsUnderEraseEpochs ? nil : participant)
     }
 
     // MARK: Reading

@@ -134,11 +134,21 @@ extension Routes {
         let record = filing
         // The case, the roster and the decision in one trip to the index, under the case's lock.
         let rosterUID = Self.rosterUID(context)
-        let (stored, shredded) = try await self.runSealed { vault throws(CaseVaultError) in
-            try vault.file(record, rosterUID: rosterUID) { summary, onRoster throws(CaseVaultError) in
-                try context.authority(.filing(type), scope: Self.scope(summary, context, onRoster: onRoster))
-            }
+        let decide: @Sendable (CaseSummary, Bool) throws(CaseVaultError) -> Authority = {
+            summary, onRoster throws(CaseVaultError) in
+            try context.authority(.filing(type), scope: Self.scope(summary, context, onRoster: onRoster))
         }
+        // Awaited on this event loop where the storage waits on the network; on the blocking pool where it
+        // waits on the disk's flushes.
+        let vault = try self.keeper.vault()
+        let (stored, shredded) =
+            if let filing = vault as? any SuspendingFiling {
+                try await filing.awaitFile(record, rosterUID: rosterUID, decide: decide)
+            } else {
+                try await self.pool.run { () throws(CaseVaultError) in
+                    try vault.file(record, rosterUID: rosterUID, decide: decide)
+                }
+            }
         context.audit?.created("record_id", stored.id.rawValue)
         let answer = FilingAnswer(
             recordID: stored.id.rawValue, caseID: caseID.rawValue, type: type.rawValue,

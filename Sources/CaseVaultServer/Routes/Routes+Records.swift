@@ -22,19 +22,17 @@ extension Routes {
     /// membership; the content is opened only once the table allows it, except for a disclosure, whose
     /// routed office is named by the category inside it.
     ///
-    /// Reads of the local store run on the calling task, not the blocking pool: they never wait on a flush
-    /// (the index is in WAL mode; slots and segments are read with pread), and the hop would cost more than
-    /// the read. Reads of a storage that waits on the network (`readsOnCallingTask` false) take the pool.
+    /// The read runs on the calling task, not the blocking pool (`Vault.awaitRead`): the local store answers
+    /// it on this thread (it never waits on a flush: the index is in WAL mode; slots and segments are read
+    /// with pread), and the hop would cost more than the read; the database's storage suspends the task
+    /// until the database answers.
     func authorizeReading(_ id: RecordID, _ context: CaseVaultContext) async throws -> CaseVaultCore.Record {
         // The router has asked this already; asked again so that no caller of this function can leak which
         // ids exist to one who may read nothing.
         try context.authorizeSomewhere(API.reading)
         let rosterUID = Self.rosterUID(context)
         let vault = try self.keeper.vault()
-        let read = { @Sendable () throws(CaseVaultError) -> CaseVaultCore.Record in
-            try Self.read(id, vault, rosterUID: rosterUID, context)
-        }
-        var record = vault.storage.readsOnCallingTask ? try read() : try await self.pool.run(read)
+        var record = try await Self.read(id, vault, rosterUID: rosterUID, context)
         guard record.metadata.type == .disclosure else { return record }
         let category = JSONValue.parseStored(record.content)?.string("category")
         let scope = AccessScope(routedOffice: category.flatMap { self.configuration.offices[$0] })
@@ -51,8 +49,8 @@ extension Routes {
     /// its office is decided once its category is known).
     static func read(
         _ id: RecordID, _ vault: Vault<Storage>, rosterUID: UInt32?, _ context: CaseVaultContext
-    ) throws(CaseVaultError) -> CaseVaultCore.Record {
-        try vault.read(id, rosterUID: rosterUID) { metadata, summary, onRoster throws(CaseVaultError) in
+    ) async throws(CaseVaultError) -> CaseVaultCore.Record {
+        try await vault.awaitRead(id, rosterUID: rosterUID) { metadata, summary, onRoster throws(CaseVaultError) in
             guard metadata.type != .caseHeader else {
                 throw CaseVaultError(
                     .notFound, "no record has this id; a case's participants are at /v1/cases/{case_id}/participants")

@@ -1,0 +1,300 @@
+package import CaseVaultCore
+package import CaseVaultSealing
+internal import NIOCore
+internal import PostgresNIO
+internal import Synchronization
+
+/// The filings the server awaits on its event loops (`SuspendingStorage`): the same statements as the
+/// blocking calls of the same names, run by `runAwaiting` and `awaitInTransaction` instead of `run` and
+/// `inTransaction`, so that no thread waits for the database and no request hops to the blocking pool.
+extension PostgresStorage: SuspendingStorage {
+    package func awaitCommit(_ record: SealedRecord, effects: FilingEffects) async throws(CaseVaultError)
+        -> RecordMetadata
+    {
+        try await self.awaitUnderWrapEpoch(self.filing(record, effects: effects))
+    }
+
+    package func awaitNotesToDestroy(_ caseID: CaseID) async throws(CaseVaultError) -> [RecordID] {
+        let (logger, holdsKeep) = (self.logger, self.retention.holdsKeepSessionNotes)
+        return try await self.runAwaiting { connection in
+            try await Self.notesToDestroy(caseID, holdsKeep: holdsKeep, on: connection, logger: logger)
+        }
+    }
+
+    package func awaitAgreements(_ caseID: CaseID) async throws(CaseVaultError)
+        -> [(id: RecordID, sealedParticipant: [UInt8]?)]
+    {
+        let logger = self.logger
+        return try await self.runAwaiting { connection in
+            try await Self.agreements(caseID, on: connection, logger: logger)
+        }
+    }
+
+    /// Nothing, as `finishMarkedShreds`.
+    package func awaitFinishMarkedShreds(_ ids: [RecordID]) async throws(CaseVaultError) {}
+}
+
+// The awaited calls' own machinery, and the reads of a record the server awaits on every GET.
+extension PostgresStorage {
+    /// `underWrapEpoch`, each attempt awaited (`awaitInTransaction`).
+    func awaitUnderWrapEpoch<T: Sendable>(
+        _ body: @escaping @Sendable (EpochKey, PostgresConnection) async throws -> T?
+    ) async throws(CaseVaultError) -> T {
+        for attempt in 0..<Self.filingAttempts {
+            if let done = try await self.awaitInTransaction(try self.wrapAttempt(attempt, body)) { return done }
+        }
+        throw Self.epochsKeptTurning
+    }
+
+    package func awaitMetadata(_ id: RecordID) async throws(CaseVaultError) -> RecordMetadata {
+        try await self.awaitLiveRow(id).metadata
+    }
+
+    /// `storedRecord(_:rosterUID:decide:)` without a thread blocked: the calling task waits for the
+    /// database's answer (`runAwaiting`), so that a GET costs no hop to the blocking pool and back.
+    package func awaitStoredRecord(
+        _ id: RecordID, rosterUID: UInt32?, decide: (RecordMetadata, CaseSummary, Bool) throws(CaseVaultError) -> Void
+    ) async throws(CaseVaultError) -> StoredRecord {
+        let logger = self.logger
+        let found = try await self.runAwaiting { connection in
+            try await Self.recordCaseAndRoster(id, rosterUID: rosterUID, on: connection, logger: logger)
+        }
+        guard let (row, summary, onRoster) = found else { throw try await self.awaitMissing(id) }
+        try decide(row.metadata, try Self.present(summary), onRoster)
+        return try await self.awaitStored(row)
+    }
+
+    package func awaitStoredRecord(_ id: RecordID) async throws(CaseVaultError) -> StoredRecord {
+        try await self.awaitStored(try await self.awaitLiveRow(id))
+    }
+
+    package func awaitShredHasBegun(_ id: RecordID) async throws(CaseVaultError) -> Bool {
+        let logger = self.logger
+        return try await self.runAwaiting { connection in
+            try await Self.exists(Self.shredHasBegunQuery(id), on: connection, logger: logger)
+        }
+    }
+
+    func awaitLiveRow(_ id: RecordID) async throws(CaseVaultError) -> PostgresRecords.Row {
+        let records = self.records
+        guard let row = try await self.runAwaiting({ connection in try await records.row(id, on: connection) }) else {
+            throw try await self.awaitMissing(id)
+        }
+        return row
+    }
+
+    private func awaitMissing(_ id: RecordID) async throws(CaseVaultError) -> CaseVaultError {
+        try await self.awaitShredHasBegun(id) ? CaseVaultError.recordShredded() : CaseVaultError.recordNotFound()
+    }
+
+    /// `stored`, the row read again without a thread blocked.
+    private func awaitStored(_ row: PostgresRecords.Row, again: Bool = true) async throws(CaseVaultError)
+        -> StoredRecord
+    {
+        if let stored = try self.storedIfHeld(row) { return stored }
+        if again {
+            let reread = try await self.awaitLiveRow(row.id)
+            if reread.epoch != row.epoch { return try await self.awaitStored(reread, again: false) }
+        }
+        throw Self.epochNotHeld(row)
+    }
+
+    /// `withCaseLock(_:readingRoster:_:)` for a filing the server awaits on its event loops
+    /// (`SuspendingStorage`): the same transaction, lock and read, each statement awaited and bounded as the
+    /// blocking calls' are (`bounded`), on a connection the awaited calls share (`AwaitedConnections`). Never
+    /// inside another case's lock.
+    package func awaitWithCaseLock<T>(
+        _ id: CaseID, readingRoster rosterUID: UInt32?,
+        _ body: (CaseSummary?, Bool) async throws(CaseVaultError) -> T
+    ) async throws(CaseVaultError) -> T {
+        guard self.pinnedConnection == nil else {
+            throw CaseVaultError(.storageFailure, "an awaited case lock was asked for inside another case's lock")
+        }
+        let lock = Prepared.CaseLock(space: Self.caseLockSpace, key: Self.caseLockKey(id.bytes))
+        let logger = self.logger
+        return try await self.awaitedLocks.withPermit { () async throws(CaseVaultError) -> T in
+            let connection = try await self.awaitCheckOut()
+            let read: (summary: CaseSummary?, onRoster: Bool, wrapEpoch: UInt64?)
+            do throws(CaseVaultError) {
+                read = try await Self.bounded(closing: connection) {
+                    try await connection.perform(PostgresConnection.begin, logger: logger)
+                    _ = try await connection.rows(lock, logger: logger)
+                    return try await Self.caseSharingFilingLock(
+                        id, rosterUID: rosterUID, on: connection, logger: logger)
+                }
+            } catch {
+                Self.discard(connection)
+                throw error
+            }
+            let pinned = Pinned(storage: ObjectIdentifier(self), connection: connection, wrapEpoch: read.wrapEpoch)
+            let outcome: Result<T, CaseVaultError>
+            do {
+                outcome = .success(
+                    try await Self.$pinned.withValue(pinned) { try await body(read.summary, read.onRoster) })
+            } catch let error as CaseVaultError {
+                outcome = .failure(error)
+            } catch {
+                outcome = .failure(CaseVaultError(.storageFailure, "a case's filing failed", cause: error))
+            }
+            do throws(CaseVaultError) {
+                switch outcome {
+                case .success:
+                    try await Self.bounded(closing: connection) { try await connection.commit(logger: logger) }
+                    self.checkIn(connection)
+                case .failure(let error) where error.code == .storageUnavailable:
+                    Self.discard(connection)
+                case .failure:
+                    try await Self.bounded(closing: connection) {
+                        _ = try await connection.perform("ROLLBACK", logger: logger)
+                    }
+                    self.checkIn(connection)
+                }
+            } catch {
+                Self.discard(connection)
+                if case .success = outcome { throw error }
+            }
+            return try outcome.get()
+        }
+    }
+
+    /// `run`, with the calling task waiting for the answer rather than a thread blocked on it: for a caller on
+    /// the server's event loops (a read, a filing), which must never block. Inside an awaited case lock
+    /// (`awaitWithCaseLock`) on its connection; otherwise on a connection of its own, of which at most
+    /// `awaitedCallConnections` are held at once (the other calls wait, suspended). Bounded either way
+    /// (`bounded`), so that a permit is never held for good.
+    func runAwaiting<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T)
+        async throws(CaseVaultError) -> T
+    {
+        guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
+        if let pinned = self.pinnedConnection {
+            return try await Self.bounded(closing: pinned) {
+                try await PostgresConnection.$joined.withValue(ObjectIdentifier(pinned)) { try await body(pinned) }
+            }
+        }
+        return try await self.awaitedCalls.withPermit { () async throws(CaseVaultError) -> T in
+            let connection = try await self.awaitCheckOut()
+            do throws(CaseVaultError) {
+                let value = try await Self.bounded(closing: connection) { try await body(connection) }
+                self.checkIn(connection)
+                return value
+            } catch {
+                if error.code == .storageUnavailable { Self.discard(connection) } else { self.checkIn(connection) }
+                throw error
+            }
+        }
+    }
+
+    /// `checkOut`, awaited.
+    func awaitCheckOut() async throws(CaseVaultError) -> PostgresConnection {
+        guard !self.closed.withLock({ $0 }) else { throw Self.closedError }
+        do {
+            return try await self.connection()
+        } catch {
+            throw Self.unavailable(Self.failure(error).message)
+        }
+    }
+
+    /// `inTransaction`, awaited.
+    func awaitInTransaction<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T)
+        async throws(CaseVaultError) -> T
+    {
+        if self.pinnedConnection != nil { return try await self.runAwaiting(body) }
+        let logger = self.logger
+        return try await self.runAwaiting { connection in
+            try await connection.transaction(logger: logger) { connection -> T in try await body(connection) }
+        }
+    }
+
+    /// Runs `body`, statements on `connection`, and answers at most `caseStatementLimit` later: then the
+    /// connection is closed, which fails what waits on it, and the call answers `storage-unavailable` 5 s
+    /// after at the latest whether or not `body` ended (as `wait(closing:)` bounds a case lock's blocking
+    /// calls: PostgresNIO may leave a statement sent on a session the server ended while it was idle
+    /// unanswered even once its connection is closed, and the task then ends only with the connection's
+    /// last reference). `body` runs in a task of its own, with the caller's task-local values, so that the
+    /// caller can be answered while it does not end. Its failure as `failure` answers it.
+    static func bounded<T: Sendable>(
+        closing connection: PostgresConnection, _ body: @escaping @Sendable () async throws -> T
+    ) async throws(CaseVaultError) -> T {
+        let race = BoundedRace<T>()
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, any Error>, Never>) in
+            race.wait(continuation)
+            Task { race.finish(await Self.result(of: body)) }
+            let limit = TimeAmount.seconds(Self.caseStatementSeconds)
+            let timer = connection.eventLoop.scheduleTask(in: limit) {
+                // Answered just before: the connection may be serving another call already.
+                guard race.expire() else { return }
+                Self.discard(connection)
+                connection.eventLoop.scheduleTask(in: .seconds(5)) {
+                    race.finish(.failure(Self.unavailable("a statement had no answer")))
+                }
+            }
+            race.onFinish { timer.cancel() }
+        }
+        switch result {
+        case .success(let value):
+            return value
+        case .failure(let error):
+            if race.hasExpired {
+                throw Self.unavailable("a statement had no answer; its connection was closed")
+            }
+            throw Self.failure(error)
+        }
+    }
+
+    private static func result<T>(of body: () async throws -> T) async -> Result<T, any Error> {
+        do { return .success(try await body()) } catch { return .failure(error) }
+    }
+
+    /// Who answers `bounded`'s caller first, its body or its timer, once; and whether the timer fired.
+    private final class BoundedRace<T: Sendable>: Sendable {
+        private struct State {
+            var waiter: CheckedContinuation<Result<T, any Error>, Never>?
+            var answered = false
+            var expired = false
+            var onFinish: (@Sendable () -> Void)?
+        }
+        private let state = Mutex(State())
+
+        var hasExpired: Bool { self.state.withLock { $0.expired } }
+
+        func wait(_ continuation: CheckedContinuation<Result<T, any Error>, Never>) {
+            self.state.withLock { $0.waiter = continuation }
+        }
+
+        /// Marks the timer fired, unless the caller was answered: whether it was not.
+        func expire() -> Bool {
+            self.state.withLock { state in
+                guard !state.answered else { return false }
+                state.expired = true
+                return true
+            }
+        }
+
+        /// Runs `action` once the caller is answered (at once when it has been).
+        func onFinish(_ action: @escaping @Sendable () -> Void) {
+            let now = self.state.withLock { state in
+                guard !state.answered else { return true }
+                state.onFinish = action
+                return false
+            }
+            if now { action() }
+        }
+
+        /// Answers the caller with `result`, unless it was answered already.
+        func finish(_ result: Result<T, any Error>) {
+            let (waiter, action) = self.state.withLock { state in
+                guard !state.answered else {
+                    return (CheckedContinuation<Result<T, any Error>, Never>?.none, (@Sendable () -> Void)?.none)
+                }
+                state.answered = true
+                defer {
+                    state.waiter = nil
+                    state.onFinish = nil
+                }
+                return (state.waiter, state.onFinish)
+            }
+            waiter?.resume(returning: result)
+            action?()
+        }
+    }
+}

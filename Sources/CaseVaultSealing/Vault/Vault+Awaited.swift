@@ -1,0 +1,89 @@
+package import CaseVaultCore
+internal import CaseVaultCrypto
+
+// The vault's calls that the server makes from its event loops, suspended while the storage waits rather
+// than blocking a thread: reads on every storage (the local store answers them on the calling thread), and
+// filings on a storage that waits on the network (`SuspendingStorage`). Each means what the blocking call of
+// the same name means, and is made of the same steps (`decideFiling`, `filingEffects`, `seal`).
+extension Vault {
+    /// `read(_:rosterUID:decide:)` from the server's event loops: the storage's reads suspend the calling
+    /// task rather than block its thread (`RecordStorage.awaitStoredRecord`); the opening is the same.
+    package func awaitRead(
+        _ id: RecordID,
+        rosterUID: UInt32?,
+        decide: (RecordMetadata, CaseSummary, Bool) throws(CaseVaultError) -> Void
+    ) async throws(CaseVaultError) -> Record {
+        try await self.awaitOpen(try await self.storage.awaitStoredRecord(id, rosterUID: rosterUID, decide: decide))
+    }
+
+    /// `open`, its rereads awaited.
+    func awaitOpen(_ stored: StoredRecord, again: Bool = true) async throws(CaseVaultError) -> Record {
+        do {
+            return Record(metadata: stored.metadata, content: try self.barrier.open(stored))
+        } catch {
+            if try await self.storage.awaitShredHasBegun(stored.metadata.id) {
+                throw CaseVaultError.recordShredded()
+            }
+            guard again, error.code == .integrityFailure else { throw error }
+            let reread = try await self.storage.awaitStoredRecord(stored.metadata.id)
+            guard reread.key.wrapped != stored.key.wrapped else { throw error }
+            return try await self.awaitOpen(reread, again: false)
+        }
+    }
+}
+
+/// A vault whose filings the server awaits on its event loops (`Vault.awaitFile`): one whose storage is a
+/// `SuspendingStorage`. The server asks for it by a cast, and files on the blocking pool otherwise.
+package protocol SuspendingFiling: Sendable {
+    func awaitFile(
+        _ record: NewRecord,
+        rosterUID: UInt32?,
+        decide: (CaseSummary, Bool) throws(CaseVaultError) -> Authority
+    ) async throws(CaseVaultError) -> (record: RecordMetadata, shredded: [RecordID])
+}
+
+extension Vault: SuspendingFiling where Storage: SuspendingStorage {
+    /// `file(_:rosterUID:decide:)`, each call of the storage awaited.
+    package func awaitFile(
+        _ record: NewRecord,
+        rosterUID: UInt32?,
+        decide: (CaseSummary, Bool) throws(CaseVaultError) -> Authority
+    ) async throws(CaseVaultError) -> (record: RecordMetadata, shredded: [RecordID]) {
+        guard RecordType.fileable.contains(record.type) else {
+            throw CaseVaultError(
+                .unknownRecordType, "the case header is written only when the case is opened", field: "type")
+        }
+        let filed = try await self.storage.awaitWithCaseLock(record.caseID, readingRoster: rosterUID) {
+            (found, onRoster) async throws(CaseVaultError) in
+            let decided = try self.decideFiling(record, found, onRoster, decide)
+            let notes = record.type == .finalAgreement ? try await self.storage.awaitNotesToDestroy(record.caseID) : []
+            var agreed = Set<String>()
+            if Self.needsAgreements(record.type) {
+                for agreement in try await self.storage.awaitAgreements(record.caseID) {
+                    if let participant = self.sealedParticipant(agreement, record.caseID) {
+                        agreed.insert(participant)
+                    } else if let participant = try await self.awaitParticipant(of: agreement.id) {
+                        agreed.insert(participant)
+                    }
+                }
+            }
+            let (effects, shredNotes) = try self.filingEffects(record, decided, notes: notes, agreed: agreed)
+            if let supersedes = record.supersedes {
+                try Self.checkSupersedes(record, try await self.storage.awaitMetadata(supersedes))
+            }
+            let sealed = self.seal(record, id: nil, participant: Self.participant(record, decided.document))
+            let stored = try await self.storage.awaitCommit(sealed, effects: effects)
+            try await self.storage.awaitFinishMarkedShreds(shredNotes)
+            return (stored, shredNotes)
+        }
+        Self.logFiled(filed.0, self.logger)
+        return filed
+    }
+
+    /// `participant(of:)`, the agreement read awaited.
+    private func awaitParticipant(of id: RecordID) async throws(CaseVaultError) -> String? {
+        var content = try await self.awaitOpen(try await self.storage.awaitStoredRecord(id)).content
+        defer { Memory.zero(&content) }
+        return Self.participant(in: content)
+    }
+}
