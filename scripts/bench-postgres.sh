@@ -97,11 +97,11 @@ per_request() { # TICKS REQUESTS
     awk -v t="$1" -v n="$2" -v us="$tick_us" 'BEGIN { if (n > 0) printf "%.0f", t * us / n; else print 0 }'
 }
 
-run() { # NAME CLIENTS [SCRIPT]
+run() { # NAME CLIENTS [SCRIPT [RATE]]: RATE transactions a second at most (pgbench -R), else as fast as it can
     local out rate latency done busy client TIMEFORMAT='%U %S'
     busy=$(machine_ticks)
     # pgbench's own CPU (bash's time of the child), so that the database's side is the machine's less it.
-    { time as_owner "$bin/pgbench" -n -h "$root" -p 5441 -U bench -M prepared -c "$2" -j 2 -T "$seconds" \
+    { time as_owner "$bin/pgbench" -n -h "$root" -p 5441 -U bench -M prepared ${4:+-R "$4"} -c "$2" -j 2 -T "$seconds" \
         -f "${3:-$root/insert.sql}" ceiling >"$root/pgbench.out" 2>&1; } 2>"$root/pgbench.time"
     busy=$(($(machine_ticks) - busy))
     client=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f", ($1 + $2) * hz }' "$root/pgbench.time")
@@ -200,6 +200,7 @@ load() { # NAME ARGS...
     echo "$line"
     echo "    CPU per request: casevaultd $(per_request "$own" "$requests") us, PostgreSQL's processes" \
         "$(per_request "$servers" "$requests") us, the whole machine $(per_request "$busy" "$requests") us"
+    [ "$name" = postgres_put_16 ] && put_rate=$rate
     echo "${name}_rate $rate" >>"$figures"
     echo "${name}_p50 $p50" >>"$figures"
     echo "${name}_p99 $p99" >>"$figures"
@@ -214,6 +215,14 @@ for conn in 16 1; do
     load "postgres_get_$conn" --label "casevaultd GET, PostgreSQL     " --socket "$sock" \
         --paths-file "$root/gets.txt" --connections "$conn" --seconds "$seconds"
 done
+
+# The database's own cost of a filing depends on the rate: fewer commits share each flush and each wake of
+# the WAL writer and the standby. So the filing transaction again, at the rate the PUTs reached: what the
+# database alone spends per filing at that rate, to set against its processes' CPU per PUT above.
+if [ "${put_rate:-0}" -gt 0 ]; then
+    echo "  a filing's transaction at the rate of the PUTs (pgbench -R $put_rate):"
+    run postgres_filing_sync_at_put_rate 16 "$root/filing.sql" "$put_rate"
+fi
 
 # Where a PUT's time goes, with a profiler: the PUT load at 16 connections again under `perf record`, once
 # for the whole machine by process (casevaultd, the database's processes, the load generator, idle), once
