@@ -220,8 +220,9 @@ done
 # the WAL writer and the standby. So the filing transaction again, at the rate the PUTs reached: what the
 # database alone spends per filing at that rate, to set against its processes' CPU per PUT above.
 if [ "${put_rate:-0}" -gt 0 ]; then
+    # From 8 clients: casevaultd's awaited filings hold 8 connections at most (PostgresStorage).
     echo "  a filing's transaction at the rate of the PUTs (pgbench -R $put_rate):"
-    run postgres_filing_sync_at_put_rate 16 "$root/filing.sql" "$put_rate"
+    run postgres_filing_sync_at_put_rate 8 "$root/filing.sql" "$put_rate"
 fi
 
 # Where a PUT's time goes, with a profiler: the PUT load at 16 connections again under `perf record`, once

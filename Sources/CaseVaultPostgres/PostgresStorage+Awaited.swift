@@ -41,7 +41,7 @@ extension PostgresStorage {
         _ body: @escaping @Sendable (EpochKey, PostgresConnection) async throws -> T?
     ) async throws(CaseVaultError) -> T {
         for attempt in 0..<Self.filingAttempts {
-            if let done = try await self.awaitInTransaction(try self.wrapAttempt(attempt, body)) { return done }
+            if let done = try await self.awaitInTransaction(self.wrapAttempt(attempt, body)) { return done }
         }
         throw Self.epochsKeptTurning
     }

@@ -189,7 +189,7 @@ package final class PostgresStorage: ServedStorage {
         _ body: @escaping @Sendable (EpochKey, PostgresConnection) async throws -> T?
     ) throws(CaseVaultError) -> T {
         for attempt in 0..<Self.filingAttempts {
-            if let done = try self.inTransaction(try self.wrapAttempt(attempt, body)) { return done }
+            if let done = try self.inTransaction(self.wrapAttempt(attempt, body)) { return done }
         }
         throw Self.epochsKeptTurning
     }
@@ -205,11 +205,9 @@ package final class PostgresStorage: ServedStorage {
     /// last attempt, which fails.
     func wrapAttempt<T: Sendable>(
         _ attempt: Int, _ body: @escaping @Sendable (EpochKey, PostgresConnection) async throws -> T?
-    ) throws(CaseVaultError) -> @Sendable (PostgresConnection) async throws -> T? {
-        // Read again each time: the epoch a turn moved to may have been received since.
-        let keys = try self.epochKeys.epochKeys()
+    ) -> @Sendable (PostgresConnection) async throws -> T? {
         let read = attempt == 0 ? self.pinnedWrapEpoch : nil
-        let records = self.records
+        let (records, file) = (self.records, self.epochKeys)
         return { connection -> T? in
             let found: UInt64? =
                 if let read { read } else { try await records.shareFilingLockReadingWrapEpoch(on: connection) }
@@ -219,7 +217,9 @@ package final class PostgresStorage: ServedStorage {
                 throw CaseVaultError(
                     .keyUnavailable, "no erase epoch is ready for new wraps yet: no daemon has turned to one")
             }
-            guard let key = keys.first(where: { $0.number == epoch }) else {
+            // Looked up once the epoch is known, the one key alone kept by the body: the epoch a turn moved to
+            // may have been received since the last attempt.
+            guard let key = try file.epochKeys().first(where: { $0.number == epoch }) else {
                 // Received since the keys were read, it is there when they are read again.
                 guard attempt == Self.filingAttempts - 1 else { return nil }
                 throw CaseVaultError(
@@ -1426,15 +1426,17 @@ package final class PostgresStorage: ServedStorage {
     /// of its own. Should it fail, the next upload of any record deletes them once idle past `staleUpload`.
     func discardUpload(_ upload: [UInt8]) {
         let logger = self.logger
-        Task {
+        // Detached: on a connection of the awaited calls' own (bounded, and counted among them), never on a
+        // case lock's that the caller's task-local values would name.
+        Task.detached {
             do {
-                let connection = try await self.connection()
-                defer { self.checkIn(connection) }
-                try await connection.perform(
-                    """
-                    WITH gone AS (DELETE FROM casevault_uploads WHERE upload = \(ByteBuffer(bytes: upload)) RETURNING upload)
-                    DELETE FROM casevault_attachment_chunks WHERE upload IN (SELECT upload FROM gone)
-                    """, logger: logger)
+                _ = try await self.runAwaiting { connection in
+                    try await connection.perform(
+                        """
+                        WITH gone AS (DELETE FROM casevault_uploads WHERE upload = \(ByteBuffer(bytes: upload)) RETURNING upload)
+                        DELETE FROM casevault_attachment_chunks WHERE upload IN (SELECT upload FROM gone)
+                        """, logger: logger)
+                }
             } catch {
                 logger.warning(
                     "an abandoned upload's rows stay until another upload finds them idle",
@@ -1829,6 +1831,7 @@ package final class PostgresStorage: ServedStorage {
         assert(
             MultiThreadedEventLoopGroup.currentEventLoop == nil,
             "a blocking call of the database's storage was made on an event loop")
+        Self.blockingWaits.add(1, ordering: .relaxed)
         let answer = Answer<T>()
         Task {
             let result: Result<T, any Error>
@@ -1851,6 +1854,11 @@ package final class PostgresStorage: ServedStorage {
         }
         return try Self.answered(answer)
     }
+
+    /// How many times this process blocked a thread on the database (`wait`): a test asks it that the awaited
+    /// calls block none.
+    package static var blockingWaitCount: Int { Self.blockingWaits.load(ordering: .relaxed) }
+    private static let blockingWaits = Atomic<Int>(0)
 
     /// How long a statement of a case's lock (its lock, a call in its body, its commit) may go unanswered.
     static let caseStatementLimit = DispatchTimeInterval.seconds(Int(PostgresStorage.caseStatementSeconds))

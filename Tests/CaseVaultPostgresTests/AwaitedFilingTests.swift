@@ -74,46 +74,53 @@ extension EpochExchangeTests {
     }
 
     @Test(
-        "awaited calls hold at most the limit's connections at once: the others wait, suspended, and go in the order they came; a call that fails gives its permit back; every one ends"
+        "awaited calls hold at most the limit's connections at once, the others waiting, suspended; a call that fails gives its permit back; with one permit, the calls go in the order they came"
     )
     func awaitedConnectionsLimit() async throws {
-        let gate = AwaitedConnections(limit: 3)
-        let tally = PermitTally()
-        // The first three hold their permits until every other call is waiting.
-        let release = Flag()
-        let failed = try await withThrowingTaskGroup(of: Bool.self) { group in
-            for number in 0..<12 {
-                group.addTask {
-                    do {
-                        try await gate.withPermit { () async throws(CaseVaultError) in
-                            tally.state.withLock { state in
-                                state.inside += 1
-                                state.most = max(state.most, state.inside)
-                                state.order.append(number)
+        for limit in [3, 1] {
+            let gate = AwaitedConnections(limit: limit)
+            let tally = PermitTally()
+            // The first `limit` calls hold their permits until every other call is waiting.
+            let release = Flag()
+            let failed = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for number in 0..<12 {
+                    group.addTask {
+                        do {
+                            try await gate.withPermit { () async throws(CaseVaultError) in
+                                tally.state.withLock { state in
+                                    state.inside += 1
+                                    state.most = max(state.most, state.inside)
+                                    state.order.append(number)
+                                }
+                                while number < limit && !release.isRaised {
+                                    try? await Task.sleep(for: .milliseconds(5))
+                                }
+                                tally.state.withLock { $0.inside -= 1 }
+                                if number % 4 == 1 { throw CaseVaultError(.storageFailure, "refused") }
                             }
-                            while number < 3 && !release.isRaised { try? await Task.sleep(for: .milliseconds(5)) }
-                            tally.state.withLock { $0.inside -= 1 }
-                            if number % 4 == 1 { throw CaseVaultError(.storageFailure, "refused") }
+                            return false
+                        } catch {
+                            return true
                         }
-                        return false
-                    } catch {
-                        return true
+                    }
+                    // Each call waits (or, the first ones, holds its permit) before the next starts.
+                    while number >= limit
+                        ? gate.waiting < number - limit + 1 : tally.state.withLock({ $0.order.count }) <= number
+                    {
+                        try await Task.sleep(for: .milliseconds(1))
                     }
                 }
-                // Each call is waiting (or, the first three, inside) before the next starts: the order is known.
-                while number >= 3 ? gate.waiting < number - 2 : tally.state.withLock({ $0.order.count }) <= number {
-                    try await Task.sleep(for: .milliseconds(1))
-                }
+                release.raise()
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
             }
-            release.raise()
-            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            let seen = tally.state.withLock { $0 }
+            #expect(seen.most == limit && seen.inside == 0, "limit \(limit)")
+            #expect(seen.order.count == 12 && failed == 3, "limit \(limit)")
+            // One inside at a time: the order they entered in is the order the permits went in.
+            if limit == 1 { #expect(seen.order == Array(0..<12), "\(seen.order)") }
+            // Every permit came back, those of the calls that failed too.
+            #expect(gate.waiting == 0 && gate.free == limit, "limit \(limit)")
         }
-        let seen = tally.state.withLock { $0 }
-        #expect(seen.most == 3 && seen.inside == 0)
-        #expect(seen.order.count == 12 && failed == 3)
-        #expect(seen.order == Array(0..<12), "\(seen.order)")
-        // Every permit came back, those of the calls that failed too.
-        #expect(gate.waiting == 0 && gate.free == 3)
     }
 }
 

@@ -111,6 +111,8 @@ package final class EpochKeyFile: Sendable {
     package func epochKeys() throws(CaseVaultError) -> [EpochKey] {
         if let keys = self.opened.withLock({ $0 }) { return keys }
         return try self.slots.withLock { slots throws(CaseVaultError) in
+            // Opened meanwhile by a call that held `slots` before this one.
+            if let keys = self.opened.withLock({ $0 }) { return keys }
             var keys: [EpochKey] = []
             for (number, epoch) in Self.held(.epochKey, in: slots) {
                 keys.append(
@@ -187,9 +189,12 @@ package final class EpochKeyFile: Sendable {
     /// exchange's tag key), for a daemon that stops: later reads of epoch keys and tags fail to
     /// authenticate. The epoch keys opened are let go, their memory zeroed once no call holds them.
     package func wipe() {
-        self.opened.withLock { $0 = nil }
-        self.fileKey.wipe()
-        self.exchangeKey.wipe()
+        // Under `slots`, so that no opening under way puts keys back after the wipe.
+        self.slots.withLock { _ in
+            self.opened.withLock { $0 = nil }
+            self.fileKey.wipe()
+            self.exchangeKey.wipe()
+        }
     }
 
     package func tag(_ message: [UInt8]) -> [UInt8] {
