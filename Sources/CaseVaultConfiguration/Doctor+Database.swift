@@ -6,9 +6,17 @@ internal import PostgresNIO
 
 // doctor's checks of the database side, for `[storage] backend = "postgresql"`.
 extension Doctor {
+    /// The connections a daemon opens at its busiest on PostgreSQL: its awaited filings' and other awaited
+    /// calls' (`PostgresStorage`), one for each thread of its blocking pool, and one each for its name, its
+    /// audit anchor and its certification of erasures.
+    static var databaseConnectionsPerDaemon: Int {
+        PostgresStorage.awaitedLockConnections + PostgresStorage.awaitedCallConnections
+            + ServerConfiguration.defaultBlockingThreads + 3
+    }
+
     /// The database's checks: which listed server is the writable primary, then, asked of it, its version,
-    /// whether a commit waits for a standby, the standbys' state, the vault's schema, the erase window and
-    /// whether any daemon is behind its erase epoch. None for the local backend. `credentials` is
+    /// whether a commit waits for a standby, the standbys' state, the vault's schema, the erase window,
+    /// whether any daemon is behind its erase epoch, and whether the server takes the daemons' connections. None for the local backend. `credentials` is
     /// `$CREDENTIALS_DIRECTORY`, for a password kept as a systemd credential.
     public static func databaseChecks(_ configuration: DaemonConfiguration, base: URL, credentials: String?) async
         -> [Check]
@@ -65,6 +73,11 @@ extension Doctor {
                 if schema >= PostgresSchema.movedVersion {
                     checks.append(await Self.moved(on: connection, logger: logger))
                 }
+                checks.append(
+                    Check(
+                        try await DatabaseChecks.connectionsCheck(
+                            on: connection, daemonsTable: schema >= PostgresSchema.daemonsVersion,
+                            perDaemon: Self.databaseConnectionsPerDaemon, logger: logger)))
             } catch {
                 checks.append(
                     Check(

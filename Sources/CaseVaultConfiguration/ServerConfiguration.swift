@@ -19,6 +19,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// Threads for the store's blocking work (file I/O and flushes), so that the event loops never block
     /// and concurrent writers can share one flush.
     public var blockingThreads: Int
+    /// The blocking pool's threads unless told otherwise (the configuration file does not set it).
+    public static let defaultBlockingThreads = 32
     /// Disclosure category → the office it is routed to (the `office:NAME` role that may read it).
     public var offices: [String: String]
     /// The clients' group: the socket's directory and the socket get this group, so that its members (and
@@ -44,7 +46,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         readTimeoutSeconds: Int = 30,
         maxConnections: Int = 256,
         maxConnectionsPerUser: Int? = nil,
-        blockingThreads: Int = 32,
+        blockingThreads: Int = ServerConfiguration.defaultBlockingThreads,
         offices: [String: String] = [:],
         socketGroup: UInt32? = nil,
         statisticsK: Int = 11,

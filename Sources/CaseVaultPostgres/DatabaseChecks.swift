@@ -106,6 +106,40 @@ package enum DatabaseChecks {
         return Check(name: name, status: .pass, detail: "standbys: \(listed)")
     }
 
+    /// Whether PostgreSQL takes as many connections as the vault's daemons (those the database has seen, at
+    /// least one) open at their busiest, `perDaemon` each: `max_connections` less those kept for superusers.
+    /// Short of it is a warning: the calls past it are answered 503 while every daemon is that busy.
+    package static func connectionsCheck(
+        on connection: PostgresConnection, daemonsTable: Bool, perDaemon: Int, logger: Logger
+    ) async throws -> Check {
+        let most = Int(try await Self.setting("max_connections", on: connection, logger: logger)) ?? 0
+        let reserved =
+            Int(try await Self.setting("superuser_reserved_connections", on: connection, logger: logger)) ?? 0
+        var daemons = 1
+        if daemonsTable {
+            for try await count in try await connection.query(
+                "SELECT count(*) FROM casevault_daemons", logger: logger
+            ).decode(Int64.self) {
+                daemons = max(1, Int(count))
+            }
+        }
+        return Self.connectionsCheck(maxConnections: most, reserved: reserved, daemons: daemons, perDaemon: perDaemon)
+    }
+
+    package static func connectionsCheck(maxConnections: Int, reserved: Int, daemons: Int, perDaemon: Int) -> Check {
+        let needed = daemons * perDaemon
+        let detail =
+            "max_connections = \(maxConnections), \(reserved) of them kept for superusers; \(daemons) daemon(s) open up to about \(perDaemon) each at their busiest"
+        guard maxConnections - reserved >= needed else {
+            return Check(
+                name: "connections", status: .warn,
+                detail: detail
+                    + ": raise max_connections to at least \(needed + reserved), or calls past it are answered 503 while the daemons are that busy"
+            )
+        }
+        return Check(name: "connections", status: .pass, detail: detail)
+    }
+
     /// Whether any daemon is behind its erase epoch, judged against `eraseWindow` (seconds): a shred is
     /// promised complete by its time plus the window, which leaves half a window for the epoch current at the
     /// shred to be replaced and half for every daemon to destroy it. Late against that promise is a failure:

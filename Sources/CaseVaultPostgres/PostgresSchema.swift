@@ -285,6 +285,8 @@ package enum PostgresSchema {
 
     /// The first version with the mark of a move (`markMoved`).
     package static let movedVersion = 11
+    /// The first version with `casevault_daemons`, the daemons the vault has seen.
+    package static let daemonsVersion = 7
 
     /// The schema's version in the database: 0 where no daemon has migrated it yet. Changes nothing.
     package static func version(_ connection: PostgresConnection, logger: Logger) async throws -> Int {

@@ -74,8 +74,8 @@ package final class PostgresStorage: ServedStorage {
     /// back by a restore, never keep the reads waiting.
     let awaitedLocks = AwaitedConnections(limit: PostgresStorage.awaitedLockConnections)
     let awaitedCalls = AwaitedConnections(limit: PostgresStorage.awaitedCallConnections)
-    static let awaitedLockConnections = 8
-    static let awaitedCallConnections = 8
+    package static let awaitedLockConnections = 8
+    package static let awaitedCallConnections = 8
 
     /// How many times a filing is wrapped again when epochs turn under it before it gives up.
     static let filingAttempts = 3

@@ -103,6 +103,10 @@ struct DoctorDatabaseTests {
         let migrated = try Self.doctor(root)
         #expect(migrated.checks["database schema"]?.0 == "pass", "\(migrated.output)")
         #expect(migrated.checks["erase epochs"]?.0 == "pass", "\(migrated.output)")
+        // The server's own max_connections (initdb's choice for this host), set against the one daemon counted
+        // before any has stepped; the verdict's arithmetic is `connections` in PostgresLocationTests.
+        #expect(
+            migrated.checks["connections"]?.1.contains("1 daemon(s) open up to about 51") == true, "\(migrated.output)")
         // Exit 0 unless this host fails a check of its own (swap, core dumps), which the output then names.
         let failures = migrated.checks.filter { $0.value.0 == "fail" }.keys
         #expect(migrated.status == (failures.isEmpty ? 0 : 1), "\(migrated.output)")

@@ -173,4 +173,16 @@ struct DatabaseCheckTests {
         #expect(DatabaseChecks.commitCheck(synchronousCommit: "on", standbyNames: " ").status == .warn)
         #expect(DatabaseChecks.commitCheck(synchronousCommit: "remote_apply", standbyNames: "s1").status == .pass)
     }
+
+    @Test(
+        "the connections check warns when max_connections, less those kept for superusers, cannot take every daemon at its busiest, and names the setting that would"
+    )
+    func connections() {
+        let one = DatabaseChecks.connectionsCheck(maxConnections: 100, reserved: 3, daemons: 1, perDaemon: 51)
+        #expect(one.status == .pass && one.name == "connections")
+        let two = DatabaseChecks.connectionsCheck(maxConnections: 100, reserved: 3, daemons: 2, perDaemon: 51)
+        #expect(two.status == .warn && two.detail.contains("at least 105"), "\(two.detail)")
+        let exact = DatabaseChecks.connectionsCheck(maxConnections: 105, reserved: 3, daemons: 2, perDaemon: 51)
+        #expect(exact.status == .pass)
+    }
 }
