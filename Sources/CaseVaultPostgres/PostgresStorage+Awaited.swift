@@ -101,8 +101,8 @@ extension PostgresStorage {
 
     /// `withCaseLock(_:readingRoster:_:)` for a filing the server awaits on its event loops
     /// (`SuspendingStorage`): the same transaction, lock and read, each statement awaited and bounded as the
-    /// blocking calls' are (`bounded`), on a connection the awaited calls share (`AwaitedConnections`). Never
-    /// inside another case's lock.
+    /// blocking calls' are (`bounded`), on one of the connections the awaited case locks may hold at once
+    /// (`awaitedLocks`). Never inside another case's lock.
     package func awaitWithCaseLock<T>(
         _ id: CaseID, readingRoster rosterUID: UInt32?,
         _ body: (CaseSummary?, Bool) async throws(CaseVaultError) -> T
