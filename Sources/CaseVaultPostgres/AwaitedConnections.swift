@@ -7,7 +7,8 @@ internal import Synchronization
 /// `max_connections`, past what PostgreSQL accepts (its own `max_connections`, 100 by default, shared by
 /// every daemon). A call beyond the limit waits, suspended, for one to end; waiters go in the order they
 /// came. An awaited call holds one permit at a time and asks for no second while it holds it, so that the
-/// waits cannot deadlock; each holder is bounded in time (`PostgresStorage.bounded`), so a wait is too.
+/// waits cannot deadlock. A holder's statements are bounded in time (`PostgresStorage.bounded`); a new
+/// connection's set-up, which may come first, only by PostgresNIO's own connect timeout.
 package final class AwaitedConnections: Sendable {
     private struct State {
         var free: Int

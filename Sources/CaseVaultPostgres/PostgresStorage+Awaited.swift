@@ -161,7 +161,8 @@ extension PostgresStorage {
     /// the server's event loops (a read, a filing), which must never block. Inside an awaited case lock
     /// (`awaitWithCaseLock`) on its connection; otherwise on a connection of its own, of which at most
     /// `awaitedCallConnections` are held at once (the other calls wait, suspended). Bounded either way
-    /// (`bounded`), so that a permit is never held for good.
+    /// (`bounded`), so that a permit is held no longer than its statements' 35 s at most, past the set-up of a
+    /// new connection when none is kept (bounded only by PostgresNIO's connect timeout).
     func runAwaiting<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T)
         async throws(CaseVaultError) -> T
     {
