@@ -13,6 +13,8 @@ set -euo pipefail
 seconds=${1:-5}
 bin=/usr/lib/postgresql/15/bin
 figures=${CASEVAULT_BENCH_FIGURES:-/dev/null}
+# The script works in its cluster's directory: a relative path (as make bench gives) is taken from here.
+case $figures in /*) ;; *) figures=$PWD/$figures ;; esac
 release=$(cd "$(dirname "$0")/.." && pwd)/.build/release
 scripts=$(cd "$(dirname "$0")" && pwd)
 if [ ! -x "$bin/pgbench" ]; then
