@@ -26,14 +26,37 @@ extension RecordStore {
         rosterUID: UInt32?,
         decide: (RecordMetadata, CaseSummary, Bool) throws(CaseVaultError) -> Void
     ) throws(CaseVaultError) -> StoredRecord {
-        let cached = self.liveRows.row(id)
+        // A value kept before the index lost commits is not served after it either (`Index.Loss`).
+        guard !self.index.loss.happened else { throw Index.Loss.error }
+        let cached = self.liveRows.value(id)
         let generation = self.liveRows.generation
-        let (row, shredded, summary, onRoster) = try self.index.lookup { db in
-            let row = try cached ?? Index.lookupRow(db, id: id)
-            let shredded = row == nil ? try Index.isShredded(db, id: id) : false
-            let summary = try row.flatMap { row in try Index.caseSummary(db, id: row.metadata.caseID) }
-            let onRoster = try rosterUID.map { uid in try Index.isOnRoster(db, uid: uid) } ?? false
-            return (row, shredded, summary, onRoster)
+        // The case's summary and the roster's answer, from what earlier gets kept (`CaseFacts`) when they can.
+        let facts = self.index.facts
+        let factsGeneration = facts.generation
+        var keptSummary: CaseSummary?
+        if let cached, case .summary(let summary) = facts.value(.summary(cached.metadata.caseID)) {
+            keptSummary = summary
+        }
+        var keptOnRoster: Bool?
+        if let rosterUID, case .onRoster(let onRoster) = facts.value(.onRoster(rosterUID)) { keptOnRoster = onRoster }
+        let row: Index.Row?
+        let (shredded, summary, onRoster): (Bool, CaseSummary?, Bool)
+        if let cached, let keptSummary, rosterUID == nil || keptOnRoster != nil {
+            (row, shredded, summary, onRoster) = (cached, false, keptSummary, keptOnRoster ?? false)
+        } else {
+            (row, shredded, summary, onRoster) = try self.index.lookup { db in
+                let row = try cached ?? Index.lookupRow(db, id: id)
+                let shredded = row == nil ? try Index.isShredded(db, id: id) : false
+                let summary = try row.flatMap { row in
+                    try keptSummary ?? Index.caseSummary(db, id: row.metadata.caseID)
+                }
+                let onRoster = try rosterUID.map { uid in try keptOnRoster ?? Index.isOnRoster(db, uid: uid) } ?? false
+                return (row, shredded, summary, onRoster)
+            }
+            var read: [(Index.CaseFact, Index.CaseFact.Value)] = []
+            if let summary, keptSummary == nil { read.append((.summary(summary.id), .summary(summary))) }
+            if let rosterUID, keptOnRoster == nil { read.append((.onRoster(rosterUID), .onRoster(onRoster))) }
+            facts.insert(read, readAfter: factsGeneration)
         }
         guard let row else {
             if shredded { throw CaseVaultError.recordShredded() }
@@ -45,7 +68,7 @@ extension RecordStore {
         }
         try decide(row.metadata, summary, onRoster)
         // Kept once the caller may read it: a refused request leaves nothing behind.
-        if cached == nil { self.liveRows.insert(row, readAfter: generation) }
+        if cached == nil { self.liveRows.insert([(id, row)], readAfter: generation) }
         return try self.stored(row)
     }
 
@@ -91,7 +114,7 @@ extension RecordStore {
     func liveRow(_ id: RecordID, fromIndex: Bool = false) throws(CaseVaultError) -> Index.Row {
         // A row kept before the index lost commits is not served after it either (`Index.Loss`).
         guard !self.index.loss.happened else { throw Index.Loss.error }
-        if !fromIndex, let row = self.liveRows.row(id) { return row }
+        if !fromIndex, let row = self.liveRows.value(id) { return row }
         let generation = self.liveRows.generation
         // Row first, ledger second: a shred deletes the row and writes the ledger in one transaction, so a
         // reader that misses the row finds the ledger entry.
@@ -104,7 +127,7 @@ extension RecordStore {
             throw CaseVaultError.recordNotFound()
         }
         guard row.state == .live else { throw CaseVaultError.recordShredded() }
-        self.liveRows.insert(row, readAfter: generation)
+        self.liveRows.insert([(id, row)], readAfter: generation)
         return row
     }
 }

@@ -21,6 +21,8 @@ struct Index: Sendable {
     let loss = Loss()
     /// What the writer's automatic checkpoints report (`Checkpoints`).
     let checkpoints: Checkpoints
+    /// What gets asked of records' cases and of the roster (`CaseFacts`): shut while the writer runs.
+    let facts = CaseFacts()
 
     /// The writer connection's automatic checkpoint: the frames past which a commit checkpoints the WAL, the
     /// failure of the first checkpoint that failed since the writer last took it (`takeFailure`, which a loss
@@ -283,6 +285,7 @@ struct Index: Sendable {
 
     /// Closes the lookups' connections and the pool (no checkpoint: `Loss`).
     func close() throws {
+        self.facts.close()
         self.lookups.close()
         try self.pool.close()
     }
@@ -290,6 +293,12 @@ struct Index: Sendable {
     /// A transaction whose commit is on disk when it returns (`synchronous=FULL`).
     func write<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
         try self.commit(flushed: true, body)
+    }
+
+    /// `write`, for a commit that changes no case and not the roster (the audit anchor's, every second
+    /// while requests come): what gets asked of cases stays kept across it (`CaseFacts`).
+    func writeBesideCases<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
+        try self.commit(flushed: true, changingCases: false, body)
     }
 
     /// A transaction committed without a flush (`synchronous=NORMAL`): visible at once, durable with the
@@ -301,8 +310,10 @@ struct Index: Sendable {
 
     /// One transaction on the writer, with `synchronous` set for it first when it is not already so: a
     /// run of put batches sets NORMAL once, and the first flushed commit after them FULL again.
-    private func commit<T>(flushed: Bool, _ body: (Database) throws -> T) throws(CaseVaultError) -> T {
-        try self.onWriter { db in
+    private func commit<T>(
+        flushed: Bool, changingCases: Bool = true, _ body: (Database) throws -> T
+    ) throws(CaseVaultError) -> T {
+        try self.onWriter(changingCases: changingCases) { db in
             try self.synchronous.set(flushed: flushed, on: db)
             var result: T?
             try db.inTransaction {
@@ -324,8 +335,14 @@ struct Index: Sendable {
     /// One access of the writer, where a loss is checked and recorded (`Loss`), so that a write queued behind
     /// the one that met it does not commit: first what a checkpoint kept since the last access (the
     /// migrations' commits, GRDB's own), then `body`'s error, then what the checkpoint its commit began
-    /// kept (that commit is whole: its own flush, if any, succeeded before the checkpoint began).
-    private func onWriter<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
+    /// kept (that commit is whole: its own flush, if any, succeeded before the checkpoint began). What gets
+    /// keep of cases is shut meanwhile (`CaseFacts`), unless the caller says it changes no case.
+    private func onWriter<T>(changingCases: Bool = true, _ body: (Database) throws -> T) throws(CaseVaultError) -> T {
+        guard changingCases else { return try self.onWriterAlone(body) }
+        return try self.facts.changing { () throws(CaseVaultError) -> T in try self.onWriterAlone(body) }
+    }
+
+    private func onWriterAlone<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
         try self.mappingErrors(onWriter: true) {
             try self.pool.writeWithoutTransaction { db in
                 self.takeCheckpointFailure()

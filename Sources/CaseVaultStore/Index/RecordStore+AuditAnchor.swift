@@ -33,7 +33,7 @@ extension RecordStore: AuditAnchorKeeper {
         try self.refuseIfClosed()
         let nonce = Random.bytes(count: 16)
         let mac = self.auditSigner.mac(anchor.message(nonce: nonce))
-        try self.index.write { db in
+        try self.index.writeBesideCases { db in
             try db.execute(
                 sql:
                     "INSERT OR REPLACE INTO audit_anchor (id, seq, hash, offset, nonce, mac, file) VALUES (1, ?, ?, ?, ?, ?, ?)",
