@@ -37,12 +37,13 @@ extension RecordStore {
     /// The case (`nil` for an unknown id) and whether `rosterUID` is on the mediator roster, in one trip to
     /// the index: what a filing's decision sees.
     package func caseAndRoster(_ id: CaseID, rosterUID: UInt32?) throws(CaseVaultError) -> (CaseSummary?, Bool) {
-        try self.index.lookup { db in
-            (
-                try Index.caseSummary(db, id: id),
-                try rosterUID.map { uid in try Index.isOnRoster(db, uid: uid) } ?? false
-            )
-        }
+        // What earlier requests kept (`CaseFacts`) when it answers both; never after the index lost commits.
+        guard !self.index.loss.happened else { throw Index.Loss.error }
+        var kept = self.index.facts.kept(id, rosterUID: rosterUID)
+        if let answer = kept.answer { return (answer.summary, answer.onRoster) }
+        let (summary, onRoster) = try self.index.lookup { db in try kept.read(db, caseID: id) }
+        kept.keep(summary, onRoster)
+        return (summary, onRoster)
     }
 
     /// A page of the case list, with each case's live records counted by type, in one read of the index:

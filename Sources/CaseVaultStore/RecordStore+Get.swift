@@ -30,33 +30,19 @@ extension RecordStore {
         guard !self.index.loss.happened else { throw Index.Loss.error }
         let cached = self.liveRows.value(id)
         let generation = self.liveRows.generation
-        // The case's summary and the roster's answer, from what earlier gets kept (`CaseFacts`) when they can.
-        let facts = self.index.facts
-        let factsGeneration = facts.generation
-        var keptSummary: CaseSummary?
-        if let cached, case .summary(let summary) = facts.value(.summary(cached.metadata.caseID)) {
-            keptSummary = summary
-        }
-        var keptOnRoster: Bool?
-        if let rosterUID, case .onRoster(let onRoster) = facts.value(.onRoster(rosterUID)) { keptOnRoster = onRoster }
+        var kept = self.index.facts.kept(cached?.metadata.caseID, rosterUID: rosterUID)
         let row: Index.Row?
         let (shredded, summary, onRoster): (Bool, CaseSummary?, Bool)
-        if let cached, let keptSummary, rosterUID == nil || keptOnRoster != nil {
-            (row, shredded, summary, onRoster) = (cached, false, keptSummary, keptOnRoster ?? false)
+        if let cached, let answer = kept.answer {
+            (row, shredded, summary, onRoster) = (cached, false, answer.summary, answer.onRoster)
         } else {
             (row, shredded, summary, onRoster) = try self.index.lookup { db in
                 let row = try cached ?? Index.lookupRow(db, id: id)
                 let shredded = row == nil ? try Index.isShredded(db, id: id) : false
-                let summary = try row.flatMap { row in
-                    try keptSummary ?? Index.caseSummary(db, id: row.metadata.caseID)
-                }
-                let onRoster = try rosterUID.map { uid in try keptOnRoster ?? Index.isOnRoster(db, uid: uid) } ?? false
+                let (summary, onRoster) = try kept.read(db, caseID: row?.metadata.caseID)
                 return (row, shredded, summary, onRoster)
             }
-            var read: [(Index.CaseFact, Index.CaseFact.Value)] = []
-            if let summary, keptSummary == nil { read.append((.summary(summary.id), .summary(summary))) }
-            if let rosterUID, keptOnRoster == nil { read.append((.onRoster(rosterUID), .onRoster(onRoster))) }
-            facts.insert(read, readAfter: factsGeneration)
+            kept.keep(summary, onRoster)
         }
         guard let row else {
             if shredded { throw CaseVaultError.recordShredded() }

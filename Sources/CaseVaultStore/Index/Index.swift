@@ -303,9 +303,11 @@ struct Index: Sendable {
 
     /// A transaction committed without a flush (`synchronous=NORMAL`): visible at once, durable with the
     /// next flushed commit or checkpoint, or lost with a power cut before them. Only for rows that recovery
-    /// rebuilds from the segments' frames (a batch of puts without filing effects).
+    /// rebuilds from the segments' frames (a batch of puts without filing effects). It changes no case and
+    /// not the roster (a batch whose filings carry effects settles, with `write`): what gets asked of cases
+    /// stays kept across it (`CaseFacts`).
     func writeUnflushed<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
-        try self.commit(flushed: false, body)
+        try self.commit(flushed: false, changingCases: false, body)
     }
 
     /// One transaction on the writer, with `synchronous` set for it first when it is not already so: a

@@ -1,4 +1,5 @@
 internal import CaseVaultCore
+internal import GRDB
 internal import Synchronization
 
 /// What gets read from the index, kept in memory so that the next get asking the same skips it: a
@@ -95,8 +96,10 @@ typealias LiveRows = IndexCache<RecordID, Index.Row>
 /// supervisors: what authorizes the read), and whether a uid is on the mediator roster. Any commit on the
 /// index's writer may change them (a case's creation, closing or assignment, the roster's changes, the
 /// effects a filing carries), so every access of the writer runs inside `changing(_:)` (`Index.onWriter`),
-/// but the audit anchor's (`Index.writeBesideCases`): a get asked after such a commit ended sees what it
-/// wrote, as it does when it reads the index itself.
+/// but the two that change neither: the audit anchor's (`Index.writeBesideCases`) and a batch of puts
+/// without filing effects (`Index.writeUnflushed`). A request asked after such a commit ended sees what it
+/// wrote, as it does when it reads the index itself. Gets (`storedRecord`) and filings (`caseAndRoster`,
+/// under the case's lock) ask through it.
 /// Holds case ids, states, counts, times and uids, as the index does.
 typealias CaseFacts = IndexCache<Index.CaseFact, Index.CaseFact.Value>
 
@@ -111,5 +114,59 @@ extension Index {
             case summary(CaseSummary)
             case onRoster(Bool)
         }
+    }
+}
+
+extension IndexCache where Key == Index.CaseFact, Value == Index.CaseFact.Value {
+    /// What is kept of case `caseID` and of `rosterUID`'s place on the roster, and the generation to keep
+    /// what a lookup reads in their place.
+    func kept(_ caseID: CaseID?, rosterUID: UInt32?) -> KnownCaseFacts {
+        let generation = self.generation
+        var summary: CaseSummary?
+        if let caseID, case .summary(let kept) = self.value(.summary(caseID)) { summary = kept }
+        var onRoster: Bool?
+        if let rosterUID, case .onRoster(let kept) = self.value(.onRoster(rosterUID)) { onRoster = kept }
+        return KnownCaseFacts(
+            cache: self, generation: generation, rosterUID: rosterUID, summary: summary, onRoster: onRoster)
+    }
+}
+
+/// What a request found kept of a case and the roster (`CaseFacts.kept`): the whole answer when both are,
+/// else what a lookup of the index must add (`read`), which is then kept for the next (`keep`).
+struct KnownCaseFacts {
+    let cache: CaseFacts
+    let generation: UInt64
+    let rosterUID: UInt32?
+    private(set) var summary: CaseSummary?
+    private(set) var onRoster: Bool?
+
+    init(cache: CaseFacts, generation: UInt64, rosterUID: UInt32?, summary: CaseSummary?, onRoster: Bool?) {
+        (self.cache, self.generation, self.rosterUID) = (cache, generation, rosterUID)
+        (self.summary, self.onRoster) = (summary, onRoster)
+    }
+
+    /// The summary and the roster's answer (`false` when no uid was asked about), when both were kept.
+    var answer: (summary: CaseSummary, onRoster: Bool)? {
+        guard let summary = self.summary, self.rosterUID == nil || self.onRoster != nil else { return nil }
+        return (summary, self.onRoster ?? false)
+    }
+
+    /// The summary of `caseID` (none when it is nil or unknown) and the roster's answer, each read from the
+    /// index unless kept.
+    func read(_ db: Database, caseID: CaseID?) throws -> (CaseSummary?, Bool) {
+        let summary = try caseID.flatMap { caseID in try self.summary ?? Index.caseSummary(db, id: caseID) }
+        let onRoster = try self.rosterUID.map { uid in try self.onRoster ?? Index.isOnRoster(db, uid: uid) } ?? false
+        return (summary, onRoster)
+    }
+
+    /// Keeps what `read` found that was not kept, unless a change began or ended since `kept` was asked.
+    mutating func keep(_ summary: CaseSummary?, _ onRoster: Bool) {
+        var found: [(Index.CaseFact, Index.CaseFact.Value)] = []
+        if let summary, self.summary == nil { found.append((.summary(summary.id), .summary(summary))) }
+        if let rosterUID = self.rosterUID, self.onRoster == nil {
+            found.append((.onRoster(rosterUID), .onRoster(onRoster)))
+        }
+        self.cache.insert(found, readAfter: self.generation)
+        (self.summary, self.onRoster) = (summary ?? self.summary, self.rosterUID == nil ? nil : onRoster)
     }
 }
