@@ -225,6 +225,60 @@ struct BadRequestTests {
         #expect(!results.contains { $0["status"] as? Int == 400 }, "\(results)")
     }
 
+    /// Sends `head` then a byte of a header's value every 0.3 s, never silent long enough for the idle
+    /// timer; returns after how many seconds the daemon closed the connection (nil: not within 12 s).
+    static func trickledHeadCut(_ connection: UnixConnection) -> Double? {
+        let start = Date()
+        _ = Array("GET /v1/health HTTP/1.1\r\nX-Slow: ".utf8).withUnsafeBytes {
+            send(connection.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+        }
+        var byte = UInt8(ascii: "a")
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while Date().timeIntervalSince(start) < 12 {
+            if send(connection.fd, &byte, 1, Int32(MSG_NOSIGNAL)) < 0 { return Date().timeIntervalSince(start) }
+            usleep(300_000)
+            let count = recv(connection.fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            if count == 0 || (count < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+                return Date().timeIntervalSince(start)
+            }
+            if count > 0 {
+                Issue.record("a trickled head was answered: \(String(decoding: buffer[..<count], as: UTF8.self))")
+                return nil
+            }
+        }
+        return nil
+    }
+
+    /// A head that never ends holds a place: it is cut at the read time, by the idle timer (which sees no
+    /// part of a request until its head is whole) or the head's deadline (`ConnectionLimitHandler`),
+    /// whichever comes first; a trickled body, whose parts the idle timer sees, is the deadline's alone
+    /// (`slowPeersCannotLockOthersOut`, which hangs when the deadline is not set again once it has moved).
+    @Test("a head trickled a byte at a time loses its connection at the read time: the first, and one after an answer")
+    func trickledHeads() throws {
+        let daemon = try DaemonProcess(
+            roles: #"director = ["uid:0"]"#, extra: "",
+            prepare: { root in
+                var text = try String(contentsOfFile: root + "/casevault.toml", encoding: .utf8)
+                text = text.replacingOccurrences(
+                    of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\nread_timeout_seconds = 2")
+                try text.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
+            }
+        )
+        #expect(daemon.waitUntilServing(), "\(daemon.log)")
+        let first = try UnixConnection(path: daemon.socket)
+        let firstCut = Self.trickledHeadCut(first)
+        #expect(firstCut.map { $0 >= 1.5 && $0 < 6 } == true, "cut after \(String(describing: firstCut)) s")
+        // Kept alive after an answer, whose end sets the next head's deadline.
+        let kept = try UnixConnection(path: daemon.socket)
+        for _ in 0..<3 {
+            #expect(try kept.exchange("GET /v1/health HTTP/1.1\r\nHost: casevault\r\n\r\n").hasPrefix("HTTP/1.1 200"))
+            usleep(400_000)
+        }
+        let keptCut = Self.trickledHeadCut(kept)
+        #expect(keptCut.map { $0 >= 1.5 && $0 < 6 } == true, "cut after \(String(describing: keptCut)) s")
+        #expect(daemon.stop() == 0, "\(daemon.log)")
+    }
+
     /// Starts `casevault-torture trickle` as `peer` against `daemon`; its output goes to a file read later.
     static func trickle(_ daemon: DaemonProcess, as peer: Peer, _ arguments: [String] = []) throws -> (Process, String)
     {

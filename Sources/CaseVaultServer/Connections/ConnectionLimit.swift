@@ -98,7 +98,12 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var received = 0
     private var clientTime = TimeAmount.zero
     private var waitingSince: NIODeadline?
-    private var deadline: Scheduled<Void>?
+    /// When the head or request under way runs out of time (`deadlinePassed`); nil when nothing is timed.
+    private var deadline: NIODeadline?
+    /// The timer that looks at `deadline`, and when it fires. One per connection at most, and set again only
+    /// when it would fire after the deadline: a deadline that moves later (each request's, each answer's)
+    /// is a store, not a timer cancelled and scheduled twice a request.
+    private var timer: (task: Scheduled<Void>, at: NIODeadline)?
     /// Set while the client takes none of what is written: the connection is closed when it fires.
     private var writeStall: Scheduled<Void>?
 
@@ -148,7 +153,9 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        self.deadline?.cancel()
+        self.deadline = nil
+        self.timer?.task.cancel()
+        self.timer = nil
         self.writeStall?.cancel()
         self.identities.forget(context.channel)
         if let user = self.user {
@@ -189,7 +196,7 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
             self.received += bytes.readableBytes
         case .end:
             self.inRequest = false
-            self.deadline?.cancel()
+            self.deadline = nil
             if !self.awaitingResponse { self.armHeadDeadline(context) }
         }
         context.fireChannelRead(data)
@@ -220,12 +227,28 @@ final class ConnectionLimitHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     private func schedule(_ context: ChannelHandlerContext, at time: NIODeadline) {
-        self.deadline?.cancel()
+        self.deadline = time
+        // The timer under way fires first, and looks again then.
+        if let timer = self.timer, timer.at <= time { return }
+        self.timer?.task.cancel()
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        self.deadline = context.eventLoop.scheduleTask(deadline: time) {
-            handler.value.deadlinePassed(bound.value)
+        let task = context.eventLoop.scheduleTask(deadline: time) {
+            handler.value.timerFired(bound.value)
         }
+        self.timer = (task, time)
+    }
+
+    /// The timer: the deadline passed, moved later since it was set (set again for then), or was lifted.
+    private func timerFired(_ context: ChannelHandlerContext) {
+        self.timer = nil
+        guard let deadline = self.deadline else { return }
+        guard deadline <= .now() else {
+            self.schedule(context, at: deadline)
+            return
+        }
+        self.deadline = nil
+        self.deadlinePassed(context)
     }
 
     /// Waiting for a head: close. In a request: 408 unless the client has kept up the minimum rate in the
