@@ -37,7 +37,7 @@ extension RecordStore {
     /// The case (`nil` for an unknown id) and whether `rosterUID` is on the mediator roster, in one trip to
     /// the index: what a filing's decision sees.
     package func caseAndRoster(_ id: CaseID, rosterUID: UInt32?) throws(CaseVaultError) -> (CaseSummary?, Bool) {
-        // What earlier requests kept (`CaseFacts`) when it answers both; never after the index lost commits.
+        // What earlier requests kept (`CaseAnswers`) when it answers both; never after the index lost commits.
         guard !self.index.loss.happened else { throw Index.Loss.error }
         var kept = self.index.facts.kept(id, rosterUID: rosterUID)
         if let answer = kept.answer { return (answer.summary, answer.onRoster) }

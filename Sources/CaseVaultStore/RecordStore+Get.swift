@@ -42,7 +42,6 @@ extension RecordStore {
                 let (summary, onRoster) = try kept.read(db, caseID: row?.metadata.caseID)
                 return (row, shredded, summary, onRoster)
             }
-            kept.keep(summary, onRoster)
         }
         guard let row else {
             if shredded { throw CaseVaultError.recordShredded() }
@@ -54,7 +53,8 @@ extension RecordStore {
         }
         try decide(row.metadata, summary, onRoster)
         // Kept once the caller may read it: a refused request leaves nothing behind.
-        if cached == nil { self.liveRows.insert([(id, row)], readAfter: generation) }
+        kept.keep(summary, onRoster)
+        if cached == nil { self.liveRows.keep(row, readAfter: generation) }
         return try self.stored(row)
     }
 
@@ -113,7 +113,7 @@ extension RecordStore {
             throw CaseVaultError.recordNotFound()
         }
         guard row.state == .live else { throw CaseVaultError.recordShredded() }
-        self.liveRows.insert([(id, row)], readAfter: generation)
+        self.liveRows.keep(row, readAfter: generation)
         return row
     }
 }

@@ -176,17 +176,10 @@ struct BadRequestTests {
 
     @Test("limits: a head over max_header_bytes gets 431, a stalled body 408, a connection past max_connections 503")
     func limits() throws {
-        let daemon = try DaemonProcess(
-            roles: #"director = ["uid:0"]"#, extra: "",
-            prepare: { root in
-                var text = try String(contentsOfFile: root + "/casevault.toml", encoding: .utf8)
-                text = text.replacingOccurrences(
-                    of: "max_body_bytes = 131072",
-                    with:
-                        "max_body_bytes = 131072\nmax_connections = 2\nmax_connections_per_user = 2\nmax_header_bytes = 2048\nread_timeout_seconds = 1"
-                )
-                try text.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
-            }
+        let daemon = try Self.daemon(
+            roles: #"director = ["uid:0"]"#,
+            settings:
+                "max_connections = 2\nmax_connections_per_user = 2\nmax_header_bytes = 2048\nread_timeout_seconds = 1"
         )
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
         // A head over max_header_bytes: 431, as a problem.
@@ -225,6 +218,19 @@ struct BadRequestTests {
         #expect(!results.contains { $0["status"] as? Int == 400 }, "\(results)")
     }
 
+    /// A daemon whose `[server]` table has `settings` (newline-separated) besides the test's own.
+    static func daemon(roles: String, settings: String) throws -> DaemonProcess {
+        try DaemonProcess(
+            roles: roles, extra: "",
+            prepare: { root in
+                var text = try String(contentsOfFile: root + "/casevault.toml", encoding: .utf8)
+                text = text.replacingOccurrences(
+                    of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\n" + settings)
+                try text.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
+            }
+        )
+    }
+
     /// Sends `head` then a byte of a header's value every 0.3 s, never silent long enough for the idle
     /// timer; returns after how many seconds the daemon closed the connection (nil: not within 12 s).
     static func trickledHeadCut(_ connection: UnixConnection) -> Double? {
@@ -255,15 +261,7 @@ struct BadRequestTests {
     /// (`slowPeersCannotLockOthersOut`, which hangs when the deadline is not set again once it has moved).
     @Test("a head trickled a byte at a time loses its connection at the read time: the first, and one after an answer")
     func trickledHeads() throws {
-        let daemon = try DaemonProcess(
-            roles: #"director = ["uid:0"]"#, extra: "",
-            prepare: { root in
-                var text = try String(contentsOfFile: root + "/casevault.toml", encoding: .utf8)
-                text = text.replacingOccurrences(
-                    of: "max_body_bytes = 131072", with: "max_body_bytes = 131072\nread_timeout_seconds = 2")
-                try text.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
-            }
-        )
+        let daemon = try Self.daemon(roles: #"director = ["uid:0"]"#, settings: "read_timeout_seconds = 2")
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
         let first = try UnixConnection(path: daemon.socket)
         let firstCut = Self.trickledHeadCut(first)
@@ -295,18 +293,9 @@ struct BadRequestTests {
         "one user cannot hold every connection: a trickled body gets 408 at the read time, a user's places are capped, a peer with no role is closed after its answer"
     )
     func slowPeersCannotLockOthersOut() throws {
-        let daemon = try DaemonProcess(
-            roles: #"director = ["uid:4001", "uid:4003"]"#, extra: "",
-            prepare: { root in
-                var text = try String(contentsOfFile: root + "/casevault.toml", encoding: .utf8)
-                text = text.replacingOccurrences(
-                    of: "max_body_bytes = 131072",
-                    with:
-                        "max_body_bytes = 131072\nmax_connections = 4\nmax_connections_per_user = 2\nread_timeout_seconds = 2"
-                )
-                try text.write(toFile: root + "/casevault.toml", atomically: true, encoding: .utf8)
-            }
-        )
+        let daemon = try Self.daemon(
+            roles: #"director = ["uid:4001", "uid:4003"]"#,
+            settings: "max_connections = 4\nmax_connections_per_user = 2\nread_timeout_seconds = 2")
         #expect(daemon.waitUntilServing(), "\(daemon.log)")
         // Four trickling bodies from one user (who may open cases, so the route waits for the body), a byte
         // every 0.5 s: never silent long enough for the read timer, and as many as there are places.

@@ -37,6 +37,8 @@ extension Index {
     /// A batch of puts' rows and effects, and the writer's state after it; with `settled`, the settled mark
     /// moved to its cursor as well.
     static func insertPuts(_ db: Database, _ rows: [PutRow], writer: RecordStore.WriterState, settled: Bool) throws {
+        // An unsettled batch changes no case (`Index.writeUnflushed`, which leaves `CaseAnswers` kept).
+        assert(settled || rows.allSatisfy(\.effects.isEmpty), "a batch with filing effects must settle")
         for row in rows {
             try Self.insertLiveRecord(
                 db, row.metadata, participant: row.participant, slot: row.slot, location: row.location,

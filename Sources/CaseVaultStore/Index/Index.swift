@@ -21,8 +21,8 @@ struct Index: Sendable {
     let loss = Loss()
     /// What the writer's automatic checkpoints report (`Checkpoints`).
     let checkpoints: Checkpoints
-    /// What gets asked of records' cases and of the roster (`CaseFacts`): shut while the writer runs.
-    let facts = CaseFacts()
+    /// What gets asked of records' cases and of the roster (`CaseAnswers`): shut while the writer runs.
+    let facts = CaseAnswers()
 
     /// The writer connection's automatic checkpoint: the frames past which a commit checkpoints the WAL, the
     /// failure of the first checkpoint that failed since the writer last took it (`takeFailure`, which a loss
@@ -296,7 +296,7 @@ struct Index: Sendable {
     }
 
     /// `write`, for a commit that changes no case and not the roster (the audit anchor's, every second
-    /// while requests come): what gets asked of cases stays kept across it (`CaseFacts`).
+    /// while requests come): what gets asked of cases stays kept across it (`CaseAnswers`).
     func writeBesideCases<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
         try self.commit(flushed: true, changingCases: false, body)
     }
@@ -305,7 +305,7 @@ struct Index: Sendable {
     /// next flushed commit or checkpoint, or lost with a power cut before them. Only for rows that recovery
     /// rebuilds from the segments' frames (a batch of puts without filing effects). It changes no case and
     /// not the roster (a batch whose filings carry effects settles, with `write`): what gets asked of cases
-    /// stays kept across it (`CaseFacts`).
+    /// stays kept across it (`CaseAnswers`).
     func writeUnflushed<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
         try self.commit(flushed: false, changingCases: false, body)
     }
@@ -338,7 +338,7 @@ struct Index: Sendable {
     /// the one that met it does not commit: first what a checkpoint kept since the last access (the
     /// migrations' commits, GRDB's own), then `body`'s error, then what the checkpoint its commit began
     /// kept (that commit is whole: its own flush, if any, succeeded before the checkpoint began). What gets
-    /// keep of cases is shut meanwhile (`CaseFacts`), unless the caller says it changes no case.
+    /// keep of cases is shut meanwhile (`CaseAnswers`), unless the caller says it changes no case.
     private func onWriter<T>(changingCases: Bool = true, _ body: (Database) throws -> T) throws(CaseVaultError) -> T {
         guard changingCases else { return try self.onWriterAlone(body) }
         return try self.facts.changing { () throws(CaseVaultError) -> T in try self.onWriterAlone(body) }

@@ -8,7 +8,7 @@ internal import Synchronization
 /// record's case (two statements, each taking SQLite's locks, on a connection reached through a dispatch
 /// queue) a tenth of the daemon's CPU.
 ///
-/// Two are kept (`LiveRows`, `CaseFacts`), each shut while the commits that could make it stale run: every
+/// Two are kept (`LiveRows`, `CaseAnswers`), each shut while the commits that could make it stale run: every
 /// such commit runs inside `changing(_:)`, and from before it begins until after it has ended (committed
 /// or not) the cache is empty, gets go to the index and keep nothing, so none takes from here what the
 /// commit has already made stale; and a get that read the index before the change cannot put what it
@@ -92,6 +92,14 @@ final class IndexCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
 /// index does.
 typealias LiveRows = IndexCache<RecordID, Index.Row>
 
+extension IndexCache where Key == RecordID, Value == Index.Row {
+    /// Keeps `row`, read from the index after `generation` was read, if it is live (`insert`).
+    func keep(_ row: Index.Row, readAfter generation: UInt64) {
+        guard row.state == .live else { return }
+        self.insert([(row.metadata.id, row)], readAfter: generation)
+    }
+}
+
 /// What a get asks of the index beside the record's row: its case's summary (state, mediators,
 /// supervisors: what authorizes the read), and whether a uid is on the mediator roster. Any commit on the
 /// index's writer may change them (a case's creation, closing or assignment, the roster's changes, the
@@ -101,11 +109,11 @@ typealias LiveRows = IndexCache<RecordID, Index.Row>
 /// wrote, as it does when it reads the index itself. Gets (`storedRecord`) and filings (`caseAndRoster`,
 /// under the case's lock) ask through it.
 /// Holds case ids, states, counts, times and uids, as the index does.
-typealias CaseFacts = IndexCache<Index.CaseFact, Index.CaseFact.Value>
+typealias CaseAnswers = IndexCache<Index.CaseQuestion, Index.CaseQuestion.Value>
 
 extension Index {
-    /// A question a get asks of the index about the record's case or the caller (`CaseFacts`).
-    enum CaseFact: Hashable, Sendable {
+    /// A question a get asks of the index about the record's case or the caller (`CaseAnswers`).
+    enum CaseQuestion: Hashable, Sendable {
         case summary(CaseID)
         case onRoster(UInt32)
 
@@ -117,30 +125,30 @@ extension Index {
     }
 }
 
-extension IndexCache where Key == Index.CaseFact, Value == Index.CaseFact.Value {
+extension IndexCache where Key == Index.CaseQuestion, Value == Index.CaseQuestion.Value {
     /// What is kept of case `caseID` and of `rosterUID`'s place on the roster, and the generation to keep
     /// what a lookup reads in their place.
-    func kept(_ caseID: CaseID?, rosterUID: UInt32?) -> KnownCaseFacts {
+    func kept(_ caseID: CaseID?, rosterUID: UInt32?) -> KnownCaseAnswers {
         let generation = self.generation
         var summary: CaseSummary?
         if let caseID, case .summary(let kept) = self.value(.summary(caseID)) { summary = kept }
         var onRoster: Bool?
         if let rosterUID, case .onRoster(let kept) = self.value(.onRoster(rosterUID)) { onRoster = kept }
-        return KnownCaseFacts(
+        return KnownCaseAnswers(
             cache: self, generation: generation, rosterUID: rosterUID, summary: summary, onRoster: onRoster)
     }
 }
 
-/// What a request found kept of a case and the roster (`CaseFacts.kept`): the whole answer when both are,
+/// What a request found kept of a case and the roster (`CaseAnswers.kept`): the whole answer when both are,
 /// else what a lookup of the index must add (`read`), which is then kept for the next (`keep`).
-struct KnownCaseFacts {
-    let cache: CaseFacts
+struct KnownCaseAnswers {
+    let cache: CaseAnswers
     let generation: UInt64
     let rosterUID: UInt32?
     private(set) var summary: CaseSummary?
     private(set) var onRoster: Bool?
 
-    init(cache: CaseFacts, generation: UInt64, rosterUID: UInt32?, summary: CaseSummary?, onRoster: Bool?) {
+    init(cache: CaseAnswers, generation: UInt64, rosterUID: UInt32?, summary: CaseSummary?, onRoster: Bool?) {
         (self.cache, self.generation, self.rosterUID) = (cache, generation, rosterUID)
         (self.summary, self.onRoster) = (summary, onRoster)
     }
@@ -161,7 +169,7 @@ struct KnownCaseFacts {
 
     /// Keeps what `read` found that was not kept, unless a change began or ended since `kept` was asked.
     mutating func keep(_ summary: CaseSummary?, _ onRoster: Bool) {
-        var found: [(Index.CaseFact, Index.CaseFact.Value)] = []
+        var found: [(Index.CaseQuestion, Index.CaseQuestion.Value)] = []
         if let summary, self.summary == nil { found.append((.summary(summary.id), .summary(summary))) }
         if let rosterUID = self.rosterUID, self.onRoster == nil {
             found.append((.onRoster(rosterUID), .onRoster(onRoster)))

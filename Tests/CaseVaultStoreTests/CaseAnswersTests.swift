@@ -2,11 +2,11 @@ import CaseVaultCore
 import CaseVaultStore
 import Testing
 
-/// Gets keep what they asked of a record's case and of the roster (`CaseFacts`), so these tests read a
+/// Gets keep what they asked of a record's case and of the roster (`CaseAnswers`), so these tests read a
 /// record first, then change its case or the roster each way the store can: what the next get's check is
 /// given must come from the change, not from what an earlier get kept. It decides who may read.
 @Suite("Gets after a case or the roster changed, when earlier gets asked the same")
-struct CaseFactsTests {
+struct CaseAnswersTests {
     /// What a read of `id` by uid 4001 hands its check: the case's summary and the roster's answer. Asked
     /// twice, so that the second comes from what the first kept when nothing changed in between.
     static func seen(_ store: RecordStore, _ id: RecordID) throws -> (summary: CaseSummary, onRoster: Bool) {
