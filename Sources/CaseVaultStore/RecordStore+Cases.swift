@@ -39,7 +39,7 @@ extension RecordStore {
     package func caseAndRoster(_ id: CaseID, rosterUID: UInt32?) throws(CaseVaultError) -> (CaseSummary?, Bool) {
         // What earlier requests kept (`CaseAnswers`) when it answers both; never after the index lost commits.
         guard !self.index.loss.happened else { throw Index.Loss.error }
-        var kept = self.index.facts.kept(id, rosterUID: rosterUID)
+        let kept = self.index.caseAnswers.kept(id, rosterUID: rosterUID)
         if let answer = kept.answer { return (answer.summary, answer.onRoster) }
         let (summary, onRoster) = try self.index.lookup { db in try kept.read(db, caseID: id) }
         kept.keep(summary, onRoster)

@@ -30,7 +30,7 @@ extension RecordStore {
         guard !self.index.loss.happened else { throw Index.Loss.error }
         let cached = self.liveRows.value(id)
         let generation = self.liveRows.generation
-        var kept = self.index.facts.kept(cached?.metadata.caseID, rosterUID: rosterUID)
+        let kept = self.index.caseAnswers.kept(cached?.metadata.caseID, rosterUID: rosterUID)
         let row: Index.Row?
         let (shredded, summary, onRoster): (Bool, CaseSummary?, Bool)
         if let cached, let answer = kept.answer {

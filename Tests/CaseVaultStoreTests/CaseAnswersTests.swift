@@ -25,52 +25,55 @@ struct CaseAnswersTests {
         return (summary, agreement)
     }
 
-    @Test("the roster: a uid taken off it, and put back")
-    func roster() throws {
-        let vault = TestVault()
-        let store = try vault.open()
-        defer { store.close() }
-        let (_, agreement) = try Self.caseAndAgreement(store)
-        #expect(try !Self.seen(store, agreement).onRoster)
-        #expect(try store.addToRoster(4001))
-        #expect(try Self.seen(store, agreement).onRoster)
-        #expect(try store.removeFromRoster(4001))
-        #expect(try !Self.seen(store, agreement).onRoster)
-    }
-
-    @Test("a case's mediators and supervisors replaced")
-    func assignments() throws {
+    /// Runs `body` on a fresh store holding one case in session and its agreement (`caseAndAgreement`).
+    static func withCase(_ body: (RecordStore, CaseSummary, RecordID) throws -> Void) throws {
         let vault = TestVault()
         let store = try vault.open()
         defer { store.close() }
         let (summary, agreement) = try Self.caseAndAgreement(store)
-        #expect(try Self.seen(store, agreement).summary.mediators == [4001])
-        try store.assign(.mediators, summary.id, [4002])
-        #expect(try Self.seen(store, agreement).summary.mediators == [4002])
-        try store.assign(.supervisors, summary.id, [5001])
-        #expect(try Self.seen(store, agreement).summary.supervisors == [5001])
-        try store.assign(.supervisors, summary.id, [])
-        #expect(try Self.seen(store, agreement).summary.supervisors == [])
+        try body(store, summary, agreement)
+    }
+
+    @Test("the roster: a uid taken off it, and put back")
+    func roster() throws {
+        try Self.withCase { (store, _, agreement) throws in
+            #expect(try !Self.seen(store, agreement).onRoster)
+            #expect(try store.addToRoster(4001))
+            #expect(try Self.seen(store, agreement).onRoster)
+            #expect(try store.removeFromRoster(4001))
+            #expect(try !Self.seen(store, agreement).onRoster)
+        }
+    }
+
+    @Test("a case's mediators and supervisors replaced")
+    func assignments() throws {
+        try Self.withCase { (store, summary, agreement) throws in
+            #expect(try Self.seen(store, agreement).summary.mediators == [4001])
+            try store.assign(.mediators, summary.id, [4002])
+            #expect(try Self.seen(store, agreement).summary.mediators == [4002])
+            try store.assign(.supervisors, summary.id, [5001])
+            #expect(try Self.seen(store, agreement).summary.supervisors == [5001])
+            try store.assign(.supervisors, summary.id, [])
+            #expect(try Self.seen(store, agreement).summary.supervisors == [])
+        }
     }
 
     /// Closing marks the case's notes, which empties the rows kept too (`LiveRows`): this checks what a
     /// get is given after it, whichever of the two caches would have kept it.
     @Test("a case closed, and one closed by its final agreement")
     func closing() throws {
-        let vault = TestVault()
-        let store = try vault.open()
-        defer { store.close() }
-        let (first, firstAgreement) = try Self.caseAndAgreement(store)
-        #expect(try Self.seen(store, firstAgreement).summary.state == .session)
-        _ = try store.closeCase(first.id, outcome: .withdrawn)
-        #expect(try Self.seen(store, firstAgreement).summary.state == .closed)
+        try Self.withCase { (store, first, firstAgreement) throws in
+            #expect(try Self.seen(store, firstAgreement).summary.state == .session)
+            _ = try store.closeCase(first.id, outcome: .withdrawn)
+            #expect(try Self.seen(store, firstAgreement).summary.state == .closed)
 
-        let (second, secondAgreement) = try Self.caseAndAgreement(store)
-        let before = try Self.seen(store, secondAgreement).summary
-        _ = try store.sealed.file(
-            NewRecord(caseID: second.id, type: .finalAgreement, content: Lifecycle.finalAgreement))
-        let after = try Self.seen(store, secondAgreement).summary
-        #expect(before.state == .session && after.state == .closed)
-        #expect(after == (try store.caseSummary(second.id)))
+            let (second, secondAgreement) = try Self.caseAndAgreement(store)
+            let before = try Self.seen(store, secondAgreement).summary
+            _ = try store.sealed.file(
+                NewRecord(caseID: second.id, type: .finalAgreement, content: Lifecycle.finalAgreement))
+            let after = try Self.seen(store, secondAgreement).summary
+            #expect(before.state == .session && after.state == .closed)
+            #expect(after == (try store.caseSummary(second.id)))
+        }
     }
 }

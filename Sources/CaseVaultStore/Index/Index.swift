@@ -22,7 +22,7 @@ struct Index: Sendable {
     /// What the writer's automatic checkpoints report (`Checkpoints`).
     let checkpoints: Checkpoints
     /// What gets asked of records' cases and of the roster (`CaseAnswers`): shut while the writer runs.
-    let facts = CaseAnswers()
+    let caseAnswers = CaseAnswers()
 
     /// The writer connection's automatic checkpoint: the frames past which a commit checkpoints the WAL, the
     /// failure of the first checkpoint that failed since the writer last took it (`takeFailure`, which a loss
@@ -285,7 +285,7 @@ struct Index: Sendable {
 
     /// Closes the lookups' connections and the pool (no checkpoint: `Loss`).
     func close() throws {
-        self.facts.close()
+        self.caseAnswers.close()
         self.lookups.close()
         try self.pool.close()
     }
@@ -337,11 +337,11 @@ struct Index: Sendable {
     /// One access of the writer, where a loss is checked and recorded (`Loss`), so that a write queued behind
     /// the one that met it does not commit: first what a checkpoint kept since the last access (the
     /// migrations' commits, GRDB's own), then `body`'s error, then what the checkpoint its commit began
-    /// kept (that commit is whole: its own flush, if any, succeeded before the checkpoint began). What gets
+    /// kept (that commit is whole: its own flush, if any, succeeded before the checkpoint began). What requests
     /// keep of cases is shut meanwhile (`CaseAnswers`), unless the caller says it changes no case.
     private func onWriter<T>(changingCases: Bool = true, _ body: (Database) throws -> T) throws(CaseVaultError) -> T {
         guard changingCases else { return try self.onWriterAlone(body) }
-        return try self.facts.changing { () throws(CaseVaultError) -> T in try self.onWriterAlone(body) }
+        return try self.caseAnswers.changing { () throws(CaseVaultError) -> T in try self.onWriterAlone(body) }
     }
 
     private func onWriterAlone<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {

@@ -145,8 +145,8 @@ struct KnownCaseAnswers {
     let cache: CaseAnswers
     let generation: UInt64
     let rosterUID: UInt32?
-    private(set) var summary: CaseSummary?
-    private(set) var onRoster: Bool?
+    let summary: CaseSummary?
+    let onRoster: Bool?
 
     init(cache: CaseAnswers, generation: UInt64, rosterUID: UInt32?, summary: CaseSummary?, onRoster: Bool?) {
         (self.cache, self.generation, self.rosterUID) = (cache, generation, rosterUID)
@@ -168,13 +168,12 @@ struct KnownCaseAnswers {
     }
 
     /// Keeps what `read` found that was not kept, unless a change began or ended since `kept` was asked.
-    mutating func keep(_ summary: CaseSummary?, _ onRoster: Bool) {
+    func keep(_ summary: CaseSummary?, _ onRoster: Bool) {
         var found: [(Index.CaseQuestion, Index.CaseQuestion.Value)] = []
         if let summary, self.summary == nil { found.append((.summary(summary.id), .summary(summary))) }
         if let rosterUID = self.rosterUID, self.onRoster == nil {
             found.append((.onRoster(rosterUID), .onRoster(onRoster)))
         }
         self.cache.insert(found, readAfter: self.generation)
-        (self.summary, self.onRoster) = (summary ?? self.summary, self.rosterUID == nil ? nil : onRoster)
     }
 }
