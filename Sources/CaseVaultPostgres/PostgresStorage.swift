@@ -1811,10 +1811,10 @@ package final class PostgresStorage: ServedStorage {
     /// Where a waiting thread finds what its task answered.
     private final class Answer<T: Sendable>: Sendable {
         let result = Mutex<Result<T, any Error>?>(nil)
-        let done = DispatchSemaphore(value: 0)
     }
 
-    /// Runs `body` as a task and blocks this thread until it ends. A `CaseVaultError` comes out as itself;
+    /// Runs `body` as a task on this thread (`WaitingThreadExecutor`: no thread of Swift's cooperative pool
+    /// is needed, however busy the pool) and blocks until it ends. A `CaseVaultError` comes out as itself;
     /// anything else as `storage-failure` naming the kind of failure and its SQLSTATE, never a query's
     /// text or values.
     ///
@@ -1833,26 +1833,30 @@ package final class PostgresStorage: ServedStorage {
             "a blocking call of the database's storage was made on an event loop")
         Self.blockingWaits.add(1, ordering: .relaxed)
         let answer = Answer<T>()
-        Task {
+        let executor = WaitingThreadExecutor()
+        Task(executorPreference: executor) {
             let result: Result<T, any Error>
             do { result = .success(try await body()) } catch { result = .failure(error) }
             answer.result.withLock { $0 = result }
-            answer.done.signal()
+            executor.wake()
         }
+        let ended = { answer.result.withLock { $0 != nil } }
         guard let connection else {
-            answer.done.wait()
-            return try Self.answered(answer)
+            _ = executor.run(until: .distantFuture, isDone: ended)
+            return try Self.answered(answer.result.withLock { $0 })
         }
-        if answer.done.wait(timeout: .now() + Self.caseStatementLimit) == .timedOut {
+        if !executor.run(until: .now() + Self.caseStatementLimit, isDone: ended) {
             Self.discard(connection)
-            // Answered as the connection closed: kept. Failed by the close, or still unanswered: not.
-            guard answer.done.wait(timeout: .now() + .seconds(5)) == .success,
+            // Answered as the connection closed: kept. Failed by the close, or still unanswered: not; the task
+            // ends on the global executor, or with the connection's last reference.
+            guard executor.run(until: .now() + .seconds(5), isDone: ended),
                 case .success = answer.result.withLock({ $0 })
             else {
+                executor.handOff()
                 throw Self.unavailable("a statement of a case's lock had no answer; its connection was closed")
             }
         }
-        return try Self.answered(answer)
+        return try Self.answered(answer.result.withLock { $0 })
     }
 
     /// How many times this process blocked a thread on the database (`wait`): a test asks it that the awaited
@@ -1865,8 +1869,8 @@ package final class PostgresStorage: ServedStorage {
     static let caseStatementSeconds: Int64 = 30
 
     /// What the task `wait` ran answered.
-    private static func answered<T: Sendable>(_ answer: Answer<T>) throws(CaseVaultError) -> T {
-        switch answer.result.withLock({ $0 }) {
+    private static func answered<T: Sendable>(_ result: Result<T, any Error>?) throws(CaseVaultError) -> T {
+        switch result {
         case .success(let value):
             return value
         case .failure(let error):

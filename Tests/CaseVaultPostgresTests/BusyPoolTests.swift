@@ -1,0 +1,69 @@
+import CaseVaultCore
+import CaseVaultPostgres
+import CaseVaultSealing
+import Foundation
+import Synchronization
+import Testing
+
+extension EpochExchangeTests {
+    @Test(
+        "the storage's blocking calls on PostgreSQL (a case opened and a form filed under the case's lock, the form read) are answered while every thread of Swift's cooperative pool is blocked: the statements' task runs on the waiting thread"
+    )
+    func blockingCallsNeedNoPoolThread() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (a, _) = try await self.twoDaemonsOnEpochOne(clusters, keys)
+        let vault = try self.vault(a, clusters)
+        // The pool has a thread a core. A blocker that never started found every thread taken already: by
+        // another test's synchronous work, which blocks the pool as well.
+        let width = ProcessInfo.processInfo.activeProcessorCount
+        let (content, released) = try await self.blocking { () throws -> ([UInt8], Int) in
+            let gate = DispatchSemaphore(value: 0)
+            let (started, released) = (Count(), Count())
+            let blockers = DispatchGroup()
+            for _ in 0..<width {
+                blockers.enter()
+                Task {
+                    started.add()
+                    if Self.block(on: gate) { released.add() }
+                    blockers.leave()
+                }
+            }
+            let startBy = Date().addingTimeInterval(10)
+            while started.value < width, Date() < startBy { usleep(1000) }
+            let content: [UInt8]
+            do {
+                // Once every call below was answered, or one failed: each blocker released by the gate answers
+                // that the calls before were answered while it held its thread.
+                defer {
+                    for _ in 0..<width { gate.signal() }
+                    blockers.wait()
+                }
+                let caseID = try vault.openCase(header: Self.header, mediators: [], author: nil).id
+                let form = try vault.file(
+                    NewRecord(
+                        caseID: caseID, type: .intakeForm,
+                        content: Array(#"{"dispute_category":"roommate","screening":"busy pool"}"#.utf8))
+                ).record
+                content = try vault.get(form.id).content
+            }
+            return (content, released.value)
+        }
+        #expect(String(decoding: content, as: UTF8.self).contains("busy pool"))
+        #expect(released == width, "blockers the calls' answers let go: \(released) of \(width)")
+    }
+
+    /// Blocks this thread until `gate` is signalled (true) or 20 s passed (false): a test's stand-in for
+    /// synchronous work on a thread of the cooperative pool.
+    static func block(on gate: DispatchSemaphore) -> Bool {
+        gate.wait(timeout: .now() + .seconds(20)) == .success
+    }
+}
+
+/// A count tasks add to and another thread reads.
+final class Count: Sendable {
+    private let count = Atomic(0)
+    var value: Int { self.count.load(ordering: .acquiring) }
+    func add() { self.count.add(1, ordering: .releasing) }
+}
