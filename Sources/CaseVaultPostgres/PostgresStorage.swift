@@ -1818,10 +1818,10 @@ package final class PostgresStorage: ServedStorage {
     /// anything else as `storage-failure` naming the kind of failure and its SQLSTATE, never a query's
     /// text or values.
     ///
-    /// With `closing`, the body runs at most `caseStatementLimit` before that connection is closed, which
-    /// fails what waits on it: a case lock's statements are short, and one left without an answer (PostgresNIO
-    /// sends a statement on a session the server ended while it was idle, and never answers it) must not hold
-    /// the thread, nor the case's lock, for ever.
+    /// With `closing`, the body runs at most `caseStatementLimit` (looked at between its jobs) before that
+    /// connection is closed, which fails what waits on it: a case lock's statements are short, and one left
+    /// without an answer (PostgresNIO sends a statement on a session the server ended while it was idle, and
+    /// never answers it) must not hold the thread, nor the case's lock, for ever.
     @discardableResult
     static func wait<T: Sendable>(
         closing connection: PostgresConnection? = nil, _ body: @escaping @Sendable () async throws -> T

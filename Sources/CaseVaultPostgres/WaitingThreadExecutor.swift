@@ -6,6 +6,8 @@ internal import Synchronization
 /// thread of Swift's cooperative pool. The pool has one thread per core; code blocking all of them (a
 /// test process's synchronous tests, say) would otherwise leave the task unrun for as long, and a case
 /// lock's statements answered "no answer" at their limit although the database had answered at once.
+/// That holds while the task stays in code of no actor, as `wait`'s bodies do: a default actor's jobs would
+/// be run here too, and `Task.sleep` or a task of its own would still need the pool.
 ///
 /// `run(until:)` runs the jobs as they come until the deadline; `handOff()`, for a caller that stops
 /// waiting before its task ended, sends what is queued, and every job after, to the global executor, so
@@ -34,7 +36,7 @@ final class WaitingThreadExecutor: TaskExecutor {
         if queued {
             self.ready.signal()
         } else {
-            globalConcurrentExecutor.enqueue(job)
+            globalConcurrentExecutor.enqueue(ExecutorJob(job))
         }
     }
 
@@ -44,11 +46,14 @@ final class WaitingThreadExecutor: TaskExecutor {
     }
 
     /// Runs the queued jobs on this thread, and each job queued after, until `isDone` answers true after a
-    /// job or a `wake`: true then; false when `deadline` passed first.
+    /// job or a `wake`: true then; false when `deadline` passed first. The deadline is looked at between
+    /// jobs: a job runs to its end (a statement's are short: decoding what the connection read, sending the
+    /// next).
     func run(until deadline: DispatchTime, isDone: () -> Bool) -> Bool {
         while true {
             while let job = self.queue.withLock({ $0.jobs.isEmpty ? nil : $0.jobs.removeFirst() }) {
                 job.runSynchronously(on: self.asUnownedTaskExecutor())
+                if DispatchTime.now() >= deadline { return isDone() }
             }
             if isDone() { return true }
             if self.ready.wait(timeout: deadline) == .timedOut { return isDone() }
@@ -62,6 +67,6 @@ final class WaitingThreadExecutor: TaskExecutor {
             defer { queue.jobs = [] }
             return queue.jobs
         }
-        for job in jobs { globalConcurrentExecutor.enqueue(job) }
+        for job in jobs { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
     }
 }

@@ -15,23 +15,31 @@ extension EpochExchangeTests {
         let keys = try KeyFolder()
         let (a, _) = try await self.twoDaemonsOnEpochOne(clusters, keys)
         let vault = try self.vault(a, clusters)
-        // The pool has a thread a core. A blocker that never started found every thread taken already: by
-        // another test's synchronous work, which blocks the pool as well.
-        let width = ProcessInfo.processInfo.activeProcessorCount
-        let (content, released) = try await self.blocking { () throws -> ([UInt8], Int) in
+        let (content, released, width) = try await self.blocking { () throws -> ([UInt8], Int, Int) in
             let gate = DispatchSemaphore(value: 0)
-            let (started, released) = (Count(), Count())
+            let released = Count()
             let blockers = DispatchGroup()
-            for _ in 0..<width {
+            var width = 0
+            func addBlocker() {
+                width += 1
                 blockers.enter()
                 Task {
-                    started.add()
                     if Self.block(on: gate) { released.add() }
                     blockers.leave()
                 }
             }
-            let startBy = Date().addingTimeInterval(10)
-            while started.value < width, Date() < startBy { usleep(1000) }
+            // The pool has a thread a core, as the kernel counts them (a container's quota may count fewer):
+            // a blocker a core, then one more for as long as a probe task still runs within 300 ms. A probe
+            // that does not found every thread taken, by the blockers or by another test's synchronous work,
+            // which blocks the pool as well.
+            for _ in 0..<ProcessInfo.processInfo.activeProcessorCount { addBlocker() }
+            while width < 256 {
+                let probe = Flag()
+                Task { probe.raise() }
+                usleep(300_000)
+                guard probe.isRaised else { break }
+                addBlocker()
+            }
             let content: [UInt8]
             do {
                 // Once every call below was answered, or one failed: each blocker released by the gate answers
@@ -48,7 +56,7 @@ extension EpochExchangeTests {
                 ).record
                 content = try vault.get(form.id).content
             }
-            return (content, released.value)
+            return (content, released.value, width)
         }
         #expect(String(decoding: content, as: UTF8.self).contains("busy pool"))
         #expect(released == width, "blockers the calls' answers let go: \(released) of \(width)")
