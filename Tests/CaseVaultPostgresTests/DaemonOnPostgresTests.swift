@@ -410,4 +410,55 @@ extension EpochExchangeTests {
         #expect(a.process.isRunning && b.process.isRunning)
         #expect(a.stop() == 0 && b.stop() == 0)
     }
+
+    @Test(
+        "a primary that stays up but stops taking writes (as a server turned standby, SQLSTATE 25006): filings answer 503 storage-unavailable, never another answer, and file nothing; reads of acknowledged forms answer 200; once it takes writes again both daemons file without a restart"
+    )
+    func primaryStopsTakingWrites() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let marker = "marker-\(UUID().uuidString)"
+        let (a, b) = try await Self.twoDatabaseDaemons(clusters)
+        let opened = try await a.client.request(
+            .POST, "/v1/cases", json: ["participants": [["name": "Ada"], ["name": "Bo"]], "mediators": []])
+        let caseID = try #require(opened.json["case_id"] as? String, "\(String(decoding: opened.body, as: UTF8.self))")
+        let first = try await Self.whileUnavailable { try await Self.fileForm(b, caseID, "\(marker)-first") }
+        let acknowledged = try #require(
+            first.json["record_id"] as? String, "\(String(decoding: first.body, as: UTF8.self))")
+        var filed = 1
+
+        // The sessions read the setting at their next statement: filings go through until then.
+        try clusters.refuseWrites(true)
+        var refused: VaultClient.Reply?
+        for _ in 0..<100 {
+            let reply = try await Self.fileForm(a, caseID, "\(marker)-refused")
+            #expect(reply.status == 201 || reply.status == 503, "\(String(decoding: reply.body, as: UTF8.self))")
+            if reply.status == 201 { filed += 1 }
+            if reply.status != 201 {
+                refused = reply
+                break
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(refused?.json["type"] as? String == "urn:casevault:problem:storage-unavailable")
+        for daemon in [a, b] {
+            let filing = try await Self.fileForm(daemon, caseID, "\(marker)-refused")
+            #expect(
+                filing.status == 503 && filing.json["type"] as? String == "urn:casevault:problem:storage-unavailable")
+            let read = try await daemon.client.get("/v1/records/\(acknowledged)")
+            #expect(read.status == 200 && String(decoding: read.body, as: UTF8.self).contains("\(marker)-first\""))
+        }
+
+        try clusters.refuseWrites(false)
+        for daemon in [a, b] {
+            let filing = try await Self.whileUnavailable { try await Self.fileForm(daemon, caseID, "\(marker)-after") }
+            #expect(filing.status == 201, "\(String(decoding: filing.body, as: UTF8.self))")
+            if filing.status == 201 { filed += 1 }
+        }
+        // Nothing a refusal answered was filed.
+        let listed = try await a.client.get("/v1/cases/\(caseID)/records?type=intake_form")
+        #expect((listed.json["records"] as? [Any])?.count == filed, "\(String(decoding: listed.body, as: UTF8.self))")
+        #expect(a.process.isRunning && b.process.isRunning)
+        #expect(a.stop() == 0 && b.stop() == 0)
+    }
 }

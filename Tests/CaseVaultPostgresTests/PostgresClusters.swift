@@ -134,6 +134,18 @@ final class PostgresClusters {
         try self.pgctl(["-D", primary ? self.primaryData : self.standbyData, "-m", "immediate", "-w", "stop"])
     }
 
+    /// Has the primary refuse every write, as a server turned standby does (SQLSTATE 25006,
+    /// `read_only_sql_transaction`: `default_transaction_read_only`, which its sessions read again at their
+    /// next statement after the reload), or take writes again.
+    func refuseWrites(_ refuse: Bool) throws {
+        try self.psql(
+            self.primaryPort, self.primarySockets, "postgres",
+            refuse
+                ? "ALTER SYSTEM SET default_transaction_read_only = on"
+                : "ALTER SYSTEM RESET default_transaction_read_only")
+        try self.psql(self.primaryPort, self.primarySockets, "postgres", "SELECT pg_reload_conf()")
+    }
+
     /// Promotes the standby and waits until it takes writes.
     func promoteStandby() throws {
         try self.pgctl(["-D", self.standbyData, "-w", "promote"])
