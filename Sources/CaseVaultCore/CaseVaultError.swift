@@ -36,7 +36,8 @@ public struct CaseVaultError: Error, Sendable, CustomStringConvertible {
         case insecurePermissions = "insecure-permissions"
         /// The key source could not supply the root key.
         case keyUnavailable = "key-unavailable"
-        /// The filesystem or the index failed (disk full, I/O error, corrupt index).
+        /// The filesystem or the index failed (disk full, I/O error, corrupt index), or the database did (on
+        /// PostgreSQL, also a commit sent and not answered: the write may have been done).
         case storageFailure = "storage-failure"
         /// The configuration file is missing, malformed, or holds an unknown key or a bad value.
         case invalidConfiguration = "invalid-configuration"

@@ -432,9 +432,16 @@ extension PostgresConnection {
     }
 
     /// Commits the transaction; `storage-failure` when PostgreSQL rolled it back instead, which it reports
-    /// without an error when a statement in it had failed.
+    /// without an error when a statement in it had failed, and `PostgresStorage.commitUnanswered` when the
+    /// `COMMIT` was sent and the server went before answering it (the transaction may have been kept).
     package func commit(logger: Logger) async throws {
-        guard try await self.perform("COMMIT", logger: logger).metadata.command == "COMMIT" else {
+        let command: String
+        do {
+            command = try await self.perform("COMMIT", logger: logger).metadata.command
+        } catch let error as PSQLError where PostgresStorage.isUnavailability(error) {
+            throw PostgresStorage.commitUnanswered
+        }
+        guard command == "COMMIT" else {
             throw CaseVaultError(
                 .storageFailure, "the database rolled a transaction back at its commit: nothing of it was kept")
         }

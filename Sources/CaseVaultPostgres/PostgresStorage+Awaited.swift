@@ -139,7 +139,11 @@ extension PostgresStorage {
             do throws(CaseVaultError) {
                 switch outcome {
                 case .success:
-                    try await Self.bounded(closing: connection) { try await connection.commit(logger: logger) }
+                    do throws(CaseVaultError) {
+                        try await Self.bounded(closing: connection) { try await connection.commit(logger: logger) }
+                    } catch {
+                        throw Self.committing(error)
+                    }
                     self.checkIn(connection)
                 case .failure(let error) where error.code == .storageUnavailable:
                     Self.discard(connection)

@@ -989,7 +989,11 @@ package final class PostgresStorage: ServedStorage {
         do throws(CaseVaultError) {
             switch outcome {
             case .success:
-                try Self.wait(closing: connection) { try await connection.commit(logger: logger) }
+                do throws(CaseVaultError) {
+                    try Self.wait(closing: connection) { try await connection.commit(logger: logger) }
+                } catch {
+                    throw Self.committing(error)
+                }
                 self.checkIn(connection)
             case .failure(let error) where error.code == .storageUnavailable:
                 // A server that stopped taking writes, or a session that went, is not asked again, as in
@@ -1765,6 +1769,21 @@ package final class PostgresStorage: ServedStorage {
         .storageUnavailable,
         "the vault's writes were held back for more than \(PostgresRecords.writeLockLimit) (a restore or a move of the vault under way, or a long write of the same rows); try again",
         retryAfter: 5)
+
+    /// What a write answers when its `COMMIT` was sent and no answer came: the connection closed or the server
+    /// went meanwhile, or the commit waited past `caseStatementLimit` (for a synchronous standby that is gone,
+    /// say). PostgreSQL may have kept the transaction, so never `storage-unavailable`, which tells the client
+    /// that nothing changed and that the request may be sent again.
+    static let commitUnanswered = CaseVaultError(
+        .storageFailure,
+        "the database did not answer the commit: what the request asked may have been done; look (read the case or the record) before sending it again"
+    )
+
+    /// `commitUnanswered` for a commit's call that answered `storage-unavailable` (its limit passed, its
+    /// connection closed); any other answer as it is.
+    static func committing(_ error: CaseVaultError) -> CaseVaultError {
+        error.code == .storageUnavailable ? Self.commitUnanswered : error
+    }
 
     static func unavailable(_ why: String) -> CaseVaultError {
         CaseVaultError(

@@ -461,4 +461,39 @@ extension EpochExchangeTests {
         #expect(a.process.isRunning && b.process.isRunning)
         #expect(a.stop() == 0 && b.stop() == 0)
     }
+
+    @Test(
+        "a filing whose commit the database does not answer (the synchronous standby gone: the primary's commit waits for it) answers after its 30 s 500 storage-failure saying it may have been done, never 503 storage-unavailable, which says nothing was; with the standby back the form was kept"
+    )
+    func commitUnanswered() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let marker = "marker-\(UUID().uuidString)"
+        let (a, b) = try await Self.twoDatabaseDaemons(clusters)
+        let opened = try await a.client.request(
+            .POST, "/v1/cases", json: ["participants": [["name": "Ada"], ["name": "Bo"]], "mediators": []])
+        let caseID = try #require(opened.json["case_id"] as? String, "\(String(decoding: opened.body, as: UTF8.self))")
+        let first = try await Self.whileUnavailable { try await Self.fileForm(a, caseID, "\(marker)-first") }
+        #expect(first.status == 201, "\(String(decoding: first.body, as: UTF8.self))")
+
+        try clusters.kill(primary: false)
+        let unanswered = try await Self.fileForm(a, caseID, "\(marker)-unanswered")
+        #expect(
+            unanswered.status == 500 && unanswered.json["type"] as? String == "urn:casevault:problem:storage-failure"
+                && String(decoding: unanswered.body, as: UTF8.self).contains("may have been done"),
+            "\(unanswered.status) \(String(decoding: unanswered.body, as: UTF8.self))")
+
+        // Back, the standby takes the commit that waited for it, and the form is there.
+        try clusters.restartStandby()
+        var listed = 0
+        for _ in 0..<100 {
+            let listing = try await b.client.get("/v1/cases/\(caseID)/records?type=intake_form")
+            listed = (listing.json["records"] as? [Any])?.count ?? 0
+            if listed == 2 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(listed == 2, "the forms listed: \(listed) of 2")
+        #expect(a.process.isRunning && b.process.isRunning)
+        #expect(a.stop() == 0 && b.stop() == 0)
+    }
 }

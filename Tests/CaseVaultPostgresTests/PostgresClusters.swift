@@ -146,6 +146,12 @@ final class PostgresClusters {
         try self.psql(self.primaryPort, self.primarySockets, "postgres", "SELECT pg_reload_conf()")
     }
 
+    /// Starts the standby again after `kill(primary: false)`: it streams from the primary once more, and the
+    /// commits that waited for it end.
+    func restartStandby() throws {
+        try self.pgctl(["-D", self.standbyData, "-l", self.root + "/standby.log", "-w", "start"])
+    }
+
     /// Promotes the standby and waits until it takes writes.
     func promoteStandby() throws {
         try self.pgctl(["-D", self.standbyData, "-w", "promote"])
