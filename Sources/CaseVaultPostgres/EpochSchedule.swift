@@ -136,9 +136,11 @@ package struct EpochSchedule: Sendable {
         if current.secondsSinceTurned >= self.turnAge || current.turnRequested {
             do {
                 step.turnedTo = try await self.exchange.turn(from: current.number, on: connection)?.epoch
-            } catch let error as CaseVaultError where error.code == .storageFailure {
+            } catch let error as CaseVaultError
+                where error.code == .storageFailure && !PostgresStorage.isCommitUnanswered(error)
+            {
                 // A holder of the current epoch without a pair for the next: it publishes one at its next
-                // step, and the turn goes ahead then.
+                // step, and the turn goes ahead then. (A turn whose commit went unanswered is a failed step.)
                 step.waiting = error.message
             }
         }

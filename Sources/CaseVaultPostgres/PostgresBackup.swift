@@ -693,7 +693,11 @@ package final class PostgresRestore: BackupRestore, @unchecked Sendable {
             start += page.count
             try self.keepLedger(LogicalBackup.Ledger(records: page))
         }
-        try self.perform { try await connection.commit(logger: logger) }
+        do throws(CaseVaultError) {
+            try self.perform { try await connection.commit(logger: logger) }
+        } catch {
+            throw PostgresStorage.committing(error)
+        }
         let again = self.shreddedAgain.values.reduce(0) { $0 + $1.records.count }
         self.open = false
         self.storage.checkIn(connection)

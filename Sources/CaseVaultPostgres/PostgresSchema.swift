@@ -439,6 +439,8 @@ extension PostgresConnection {
         do {
             command = try await self.perform("COMMIT", logger: logger).metadata.command
         } catch let error as PSQLError where PostgresStorage.isUnavailability(error) {
+            // Closed now, so that no call is handed it while its socket closes.
+            PostgresStorage.discard(self)
             throw PostgresStorage.commitUnanswered
         }
         guard command == "COMMIT" else {
@@ -457,7 +459,8 @@ extension PostgresConnection {
             throw CaseVaultError(.storageFailure, "a read of one snapshot was asked inside a case's transaction")
         }
         return try await self.transaction(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", logger: logger, isolation: isolation, body)
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", readOnly: true, logger: logger,
+            isolation: isolation, body)
     }
 
     /// Runs `body` in a transaction at READ COMMITTED whatever the database's default: the vault's
@@ -470,19 +473,21 @@ extension PostgresConnection {
     ) async throws -> sending Result {
         // Inside a case's transaction on this connection, the work joins it and commits with it.
         if Self.joined == ObjectIdentifier(self) { return try await body(self) }
-        return try await self.transaction(Self.begin, logger: logger, isolation: isolation, body)
+        return try await self.transaction(Self.begin, readOnly: false, logger: logger, isolation: isolation, body)
     }
 
     /// The statement that begins the vault's read-write transactions.
     static let begin: PostgresQuery = "BEGIN ISOLATION LEVEL READ COMMITTED"
 
     /// Runs `body` in a transaction that `begin` (a `BEGIN` with its isolation level) opens, committed when
-    /// `body` returns and rolled back when it throws. Written here rather than through PostgresNIO's
-    /// `withTransaction`, whose `BEGIN` takes the server's default isolation and would need a `SET
-    /// TRANSACTION` after it: one round trip less for every transaction. Errors come out as thrown, never
-    /// wrapped. A connection whose rollback fails is closed, so that no one is handed it half in a transaction.
+    /// `body` returns and rolled back when it throws; a `readOnly` one is rolled back either way, so that a
+    /// server gone at its end is `storage-unavailable`, never a commit left unanswered. Written here rather
+    /// than through PostgresNIO's `withTransaction`, whose `BEGIN` takes the server's default isolation and
+    /// would need a `SET TRANSACTION` after it: one round trip less for every transaction. Errors come out as
+    /// thrown, never wrapped. A connection whose rollback fails is closed, so that no one is handed it half in
+    /// a transaction.
     private func transaction<Result>(
-        _ begin: PostgresQuery, logger: Logger, isolation: isolated (any Actor)?,
+        _ begin: PostgresQuery, readOnly: Bool, logger: Logger, isolation: isolated (any Actor)?,
         _ body: (PostgresConnection) async throws -> sending Result
     ) async throws -> sending Result {
         try await self.perform(begin, logger: logger)
@@ -493,7 +498,11 @@ extension PostgresConnection {
             do { try await self.perform("ROLLBACK", logger: logger) } catch { try? await self.close() }
             throw error
         }
-        try await self.commit(logger: logger)
+        if readOnly {
+            try await self.perform("ROLLBACK", logger: logger)
+        } else {
+            try await self.commit(logger: logger)
+        }
         return value
     }
 }

@@ -1779,6 +1779,11 @@ package final class PostgresStorage: ServedStorage {
         "the database did not answer the commit: what the request asked may have been done; look (read the case or the record) before sending it again"
     )
 
+    /// Whether `error` is `commitUnanswered`.
+    static func isCommitUnanswered(_ error: CaseVaultError) -> Bool {
+        error.code == .storageFailure && error.message == Self.commitUnanswered.message
+    }
+
     /// `commitUnanswered` for a commit's call that answered `storage-unavailable` (its limit passed, its
     /// connection closed); any other answer as it is.
     static func committing(_ error: CaseVaultError) -> CaseVaultError {
