@@ -362,6 +362,20 @@ extension EpochExchangeTests {
         return reply
     }
 
+    /// `twoDatabaseDaemons`, a case opened on a, and a form whose content holds `marker` filed on b once b
+    /// holds epoch 1 (a's next step seals it to b): the daemons, the case's id and the form's.
+    static func caseWithAForm(_ clusters: PostgresClusters, marker: String) async throws -> (
+        DatabaseDaemon, DatabaseDaemon, caseID: String, formID: String
+    ) {
+        let (a, b) = try await Self.twoDatabaseDaemons(clusters)
+        let opened = try await a.client.request(
+            .POST, "/v1/cases", json: ["participants": [["name": "Ada"], ["name": "Bo"]], "mediators": []])
+        let caseID = try #require(opened.json["case_id"] as? String, "\(String(decoding: opened.body, as: UTF8.self))")
+        let first = try await Self.whileUnavailable { try await Self.fileForm(b, caseID, marker) }
+        let formID = try #require(first.json["record_id"] as? String, "\(String(decoding: first.body, as: UTF8.self))")
+        return (a, b, caseID, formID)
+    }
+
     @Test(
         "failover under two daemons: the primary killed and the standby promoted; meanwhile filings and reads get 503 storage-unavailable, never another answer; afterwards both daemons file again without a restart, and every form acknowledged before is read back whole on both"
     )
@@ -369,13 +383,7 @@ extension EpochExchangeTests {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let marker = "marker-\(UUID().uuidString)"
-        let (a, b) = try await Self.twoDatabaseDaemons(clusters)
-        let opened = try await a.client.request(
-            .POST, "/v1/cases", json: ["participants": [["name": "Ada"], ["name": "Bo"]], "mediators": []])
-        let caseID = try #require(opened.json["case_id"] as? String, "\(String(decoding: opened.body, as: UTF8.self))")
-        // b files once it holds epoch 1 (a's next step seals it to b).
-        let first = try await Self.whileUnavailable { try await Self.fileForm(b, caseID, marker) }
-        #expect(first.status == 201, "\(String(decoding: first.body, as: UTF8.self))")
+        let (a, b, caseID, _) = try await Self.caseWithAForm(clusters, marker: marker)
         var acknowledged: [String] = []
         for number in 0..<10 {
             let reply = try await Self.fileForm(number % 2 == 0 ? a : b, caseID, "\(marker)-\(number)")
@@ -418,13 +426,7 @@ extension EpochExchangeTests {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let marker = "marker-\(UUID().uuidString)"
-        let (a, b) = try await Self.twoDatabaseDaemons(clusters)
-        let opened = try await a.client.request(
-            .POST, "/v1/cases", json: ["participants": [["name": "Ada"], ["name": "Bo"]], "mediators": []])
-        let caseID = try #require(opened.json["case_id"] as? String, "\(String(decoding: opened.body, as: UTF8.self))")
-        let first = try await Self.whileUnavailable { try await Self.fileForm(b, caseID, "\(marker)-first") }
-        let acknowledged = try #require(
-            first.json["record_id"] as? String, "\(String(decoding: first.body, as: UTF8.self))")
+        let (a, b, caseID, acknowledged) = try await Self.caseWithAForm(clusters, marker: "\(marker)-first")
         var filed = 1
 
         // The sessions read the setting at their next statement: filings go through until then.
@@ -469,12 +471,7 @@ extension EpochExchangeTests {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let marker = "marker-\(UUID().uuidString)"
-        let (a, b) = try await Self.twoDatabaseDaemons(clusters)
-        let opened = try await a.client.request(
-            .POST, "/v1/cases", json: ["participants": [["name": "Ada"], ["name": "Bo"]], "mediators": []])
-        let caseID = try #require(opened.json["case_id"] as? String, "\(String(decoding: opened.body, as: UTF8.self))")
-        let first = try await Self.whileUnavailable { try await Self.fileForm(a, caseID, "\(marker)-first") }
-        #expect(first.status == 201, "\(String(decoding: first.body, as: UTF8.self))")
+        let (a, b, caseID, _) = try await Self.caseWithAForm(clusters, marker: "\(marker)-first")
 
         try clusters.kill(primary: false)
         let unanswered = try await Self.fileForm(a, caseID, "\(marker)-unanswered")
