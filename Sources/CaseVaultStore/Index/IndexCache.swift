@@ -148,11 +148,6 @@ struct KnownCaseAnswers {
     let summary: CaseSummary?
     let onRoster: Bool?
 
-    init(cache: CaseAnswers, generation: UInt64, rosterUID: UInt32?, summary: CaseSummary?, onRoster: Bool?) {
-        (self.cache, self.generation, self.rosterUID) = (cache, generation, rosterUID)
-        (self.summary, self.onRoster) = (summary, onRoster)
-    }
-
     /// The summary and the roster's answer (`false` when no uid was asked about), when both were kept.
     var answer: (summary: CaseSummary, onRoster: Bool)? {
         guard let summary = self.summary, self.rosterUID == nil || self.onRoster != nil else { return nil }
