@@ -173,7 +173,7 @@ extension RecordStore {
                 // A section's worth of the batch at a time, each looked at again as the only writer as it is
                 // marked: a shred or a hold may have come since the listing.
                 let (shredded, certificates) = try self.runShred(
-                    from: .ordered, order: .existing(orderID),
+                    from: .ordered, order: .existing(orderID), truncatingWAL: false,
                     sections: { () throws(CaseVaultError) -> (rows: [Index.Row], last: Bool) in
                         let section = batch[next..<min(next + Self.shredSection, batch.count)]
                         next += section.count
@@ -206,14 +206,23 @@ extension RecordStore {
         }
     }
 
-    /// Closes the sweep's order and certifies what it shredded: one certificate per case. Returns how many.
+    /// Closes the sweep's order and certifies what it shredded: one certificate per case; then truncates
+    /// the index's WAL, once for the whole sweep. Returns how many certificates were issued.
+    ///
+    /// Once, not after each batch: a batch rewrites most pages of the index's B-trees keyed by id or case
+    /// (their keys are random), and a truncation after each wrote each of those pages to the database file
+    /// again, batch after batch. Until the sweep ends, the WAL holds images of its removed rows (ids, cases,
+    /// types, times: what the shred ledger keeps too, never content or keys); a crash before then leaves them
+    /// to the truncation at open.
     @discardableResult
     private func closeSweepOrder(_ orderID: Int64) throws(CaseVaultError) -> Int {
         try self.asShredder { () throws(CaseVaultError) in
             try self.asWriter { () throws(CaseVaultError) in
                 try self.index.write { db in try Index.closeShredOrder(db, orderID) }
             }
-            return try self.certifyFinishedOrders()
+            let issued = try self.certifyFinishedOrders()
+            try self.asShredWriter { () throws(CaseVaultError) in self.truncateWALAfterShred() }
+            return issued
         }
     }
 

@@ -207,6 +207,26 @@ struct RetentionTests {
         #expect(try notes.allSatisfy { !(try Self.isLive(store, $0.id)) })
         #expect(try Certified.methods(store).count == 10)
     }
+
+    @Test(
+        "a sweep leaves the index's WAL empty when it returns: no page image of the rows it removed, or of the writes that certified them, stays there"
+    )
+    func sweepTruncatesTheWAL() throws {
+        let vault = TestVault()
+        let clock = TestClock("2020-01-01T00:00:00Z")
+        let store = try vault.open(clock: clock) { $0.sweepBatch = 4 }
+        defer { store.close() }
+        let cases = try (0..<3).map { _ in try Self.openCase(store) }
+        for n in 0..<10 { _ = try Self.file(store, .sessionNote, in: cases[n % cases.count].id) }
+        clock.now = TestClock.parse("2020-03-01T00:00:00Z")
+        let wal = vault.data + "/index.sqlite-wal"
+        func size() -> Int { (try? FileManager.default.attributesOfItem(atPath: wal)[.size] as? Int) ?? 0 }
+        #expect(size() > 0, "the puts' rows went through the WAL")
+
+        let report = try store.sweep()
+        #expect(report.disposed == 10 && report.certificates == 3)
+        #expect(size() == 0, "after the sweep the WAL still holds \(size()) bytes")
+    }
 }
 
 extension RetentionTests {

@@ -89,10 +89,14 @@ extension RecordStore {
     /// rows are live, no hold covers them) still holds when they are marked. A resumed shred (no mark)
     /// calls it once. `order` is recorded with the mark; a resumed shred finds it there. Returns the rows
     /// shredded and the certificates issued: those of the orders its last removal finished.
+    ///
+    /// The index's WAL is truncated after the removal (`truncateWALAfterShred`) unless `truncatingWAL` is
+    /// false: a sweep's batches, whose sweep truncates it once when its order closes, after its certificates.
     @discardableResult
     func runShred(
         from start: ShredProgress,
         order: OrderRow? = nil,
+        truncatingWAL: Bool = true,
         sections select: () throws(CaseVaultError) -> (rows: [Index.Row], last: Bool)
     ) throws(CaseVaultError) -> (rows: [Index.Row], certificates: Int) {
         var rows: [Index.Row]?
@@ -189,15 +193,7 @@ extension RecordStore {
                 }
                 certificates += try self.certifyFinishedOrders()
                 try self.asShredWriter { () throws(CaseVaultError) in
-                    // The rows are gone from the database's pages; their images in the WAL go too. The shred
-                    // is done either way: a WAL left behind is truncated by the next shred, close or open.
-                    do throws(CaseVaultError) {
-                        try self.index.truncateWAL()
-                    } catch {
-                        self.logger.warning(
-                            "the index's WAL could not be truncated after a shred",
-                            metadata: ["error.code": "\(error.code.rawValue)"])
-                    }
+                    if truncatingWAL { self.truncateWALAfterShred() }
                     self.observe(.shredAfterIndexRemoval)
                 }
             }
@@ -205,6 +201,20 @@ extension RecordStore {
             progress.finished(step)
         }
         return (rows ?? [], certificates)
+    }
+
+    /// Truncates the index's WAL after a shred's removal (or a sweep's last certificates), as the only
+    /// writer: the removed rows are gone from the database's pages (`secure_delete`), and their images in the
+    /// WAL go too. The shred is done either way: a WAL left behind is truncated by the next shred, close or
+    /// open.
+    func truncateWALAfterShred() {
+        do throws(CaseVaultError) {
+            try self.index.truncateWAL()
+        } catch {
+            self.logger.warning(
+                "the index's WAL could not be truncated after a shred",
+                metadata: ["error.code": "\(error.code.rawValue)"])
+        }
     }
 
     /// Hands `items` to `body` a section (items of at most `size` in all, by `weight`; at least one item) at
