@@ -15,6 +15,8 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
         let job: Job
         var outcome: Outcome?
         let wakeup = DispatchSemaphore(value: 0)
+        /// When it was queued (`DispatchTime`'s nanoseconds).
+        let since = DispatchTime.now().uptimeNanoseconds
 
         init(job: Job) {
             self.job = job
@@ -23,7 +25,8 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
 
     private let lock = NSLock()
     private var pending: [Waiter] = []
-    private var exclusive: [DispatchSemaphore] = []
+    /// Exclusive writers waiting for the lead, each with when it began to wait.
+    private var exclusive: [(turn: DispatchSemaphore, since: UInt64)] = []
     private var busy = false
     private let maxBatch: Int
     /// Batches committed and jobs in them, for `make bench` and status.
@@ -77,12 +80,22 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
         return (self.batches, self.jobs)
     }
 
-    /// Whether a put or an exclusive writer is waiting for the lead: a long exclusive writer (a shred) ends
-    /// its section early for them.
+    /// Whether a put or an exclusive writer is waiting for the lead.
     var hasWaiting: Bool {
         self.lock.lock()
         defer { self.lock.unlock() }
         return !self.pending.isEmpty || !self.exclusive.isEmpty
+    }
+
+    /// Whether a put or an exclusive writer has waited for the lead `nanoseconds` or more: a long exclusive
+    /// writer (a shred) ends its turn then, between two of its sections.
+    func hasWaited(atLeast nanoseconds: UInt64) -> Bool {
+        self.lock.lock()
+        let (put, writer) = (self.pending.first?.since, self.exclusive.first?.since)
+        self.lock.unlock()
+        let oldest = min(put ?? .max, writer ?? .max)
+        guard oldest != .max else { return false }
+        return DispatchTime.now().uptimeNanoseconds - oldest >= nanoseconds
     }
 
     /// Runs `body` as the only writer.
@@ -90,7 +103,7 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
         self.lock.lock()
         if self.busy {
             let turn = DispatchSemaphore(value: 0)
-            self.exclusive.append(turn)
+            self.exclusive.append((turn, DispatchTime.now().uptimeNanoseconds))
             self.lock.unlock()
             turn.wait()
         } else {
@@ -109,7 +122,7 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
     /// `lock` held.
     private func passLead() {
         if !self.exclusive.isEmpty {
-            self.exclusive.removeFirst().signal()
+            self.exclusive.removeFirst().turn.signal()
         } else if let next = self.pending.first {
             next.wakeup.signal()
         } else {

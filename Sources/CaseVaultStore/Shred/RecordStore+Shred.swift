@@ -42,9 +42,9 @@ extension RecordStore {
         }
     }
 
-    /// How many records one writer section of a shred handles while puts wait: a sweep's batch of thousands
-    /// would otherwise hold the writer role, and the puts queued behind it, for the whole of its overwrites
-    /// and deletes. While none waits, a section goes on to the next records.
+    /// How many records one writer section of a shred handles: a sweep's batch of thousands would otherwise
+    /// hold the writer role, and the puts queued behind it, for the whole of its overwrites and deletes.
+    /// Until its turn is over (`shredTurn`), a shred goes on from a section to the next.
     package static let shredSection = 500
 
     /// Runs `body` as the only shredder. Shreds (on request, by the sweep, by a final agreement, by a
@@ -81,8 +81,9 @@ extension RecordStore {
 
     /// Runs the shred protocol from `start` on, as the only shredder (`asShredder`). Each step runs as the
     /// only writer, in sections of about `shredSection` records, so that queued puts commit between
-    /// sections: between two, the records stand marked in the index, which is what a crash there leaves
-    /// too, and nothing but a shred touches a marked record's slot or blob.
+    /// sections once they have waited `shredTurn`: between two, the records stand marked in the index,
+    /// which is what a crash there leaves too, and nothing but a shred touches a marked record's slot or
+    /// blob.
     ///
     /// `select` gives the records to shred a section at a time, and says which section is the last; each
     /// call runs as the only writer in the section that marks what it gives, so that what it checks (the
@@ -113,23 +114,26 @@ extension RecordStore {
                 if case .existing(let id) = order { orderID = id }
                 while !last {
                     try self.asShredWriter { () throws(CaseVaultError) in
-                        let next = try select()
-                        last = next.last
-                        if !next.rows.isEmpty {
-                            try self.settle(ifTouching: next.rows)
-                            orderID = try self.liveRows.changing { () throws(CaseVaultError) in
-                                try self.index.write { db in
-                                    guard orderID == nil, case .new(let order) = order else {
-                                        try Index.markShredding(db, next.rows, orderID: orderID)
-                                        return orderID
+                        // A commit per section, and sections on until the writer's turn is over.
+                        repeat {
+                            let next = try select()
+                            last = next.last
+                            if !next.rows.isEmpty {
+                                try self.settle(ifTouching: next.rows)
+                                orderID = try self.liveRows.changing { () throws(CaseVaultError) in
+                                    try self.index.write { db in
+                                        guard orderID == nil, case .new(let order) = order else {
+                                            try Index.markShredding(db, next.rows, orderID: orderID)
+                                            return orderID
+                                        }
+                                        let created = try Index.insertShredOrder(db, order, open: false)
+                                        try Index.markShredding(db, next.rows, orderID: created)
+                                        return created
                                     }
-                                    let created = try Index.insertShredOrder(db, order, open: false)
-                                    try Index.markShredding(db, next.rows, orderID: created)
-                                    return created
                                 }
+                                marked += next.rows
                             }
-                            marked += next.rows
-                        }
+                        } while !last && !self.shredTurnIsOver
                         if last, !marked.isEmpty { self.observe(.shredAfterMark) }
                     }
                 }
@@ -147,7 +151,7 @@ extension RecordStore {
                 var slots = (rows ?? []).map(\.slot).sorted()[...]
                 while !slots.isEmpty {
                     try self.asShredWriter { () throws(CaseVaultError) in
-                        try self.whileNoPutWaits(&slots) { (section) throws(CaseVaultError) in
+                        try self.whileShredTurnLasts(&slots) { (section) throws(CaseVaultError) in
                             for slot in section {
                                 try self.slots.scrub(slot)
                             }
@@ -166,7 +170,8 @@ extension RecordStore {
                     try self.asShredWriter { () throws(CaseVaultError) in
                         var written = Set<UInt32>()
                         // A section counts the records its runs cover, so it writes what it did run by run.
-                        try self.whileNoPutWaits(&locations, weight: \.regions) { (section) throws(CaseVaultError) in
+                        try self.whileShredTurnLasts(&locations, weight: \.regions) {
+                            (section) throws(CaseVaultError) in
                             for (run, _) in section {
                                 try self.segments.overwrite(run, from: stream)
                             }
@@ -217,10 +222,21 @@ extension RecordStore {
         }
     }
 
+    /// How long a put (or another writer) may wait for a shred's sections before the shred lets it in: a shred
+    /// goes on from section to section while none has waited this long, and ends its turn after the section
+    /// in hand once one has. Letting each put in at once made a sweep of 100,000 records with four writers
+    /// putting take twice as long as the sweep alone: over a thousand batches of one to four puts came
+    /// between its sections, each with its own flush. A put then waits this, the section in hand (a few
+    /// milliseconds), and its own batch.
+    static let shredTurn: UInt64 = 20_000_000
+
+    /// Whether a put or another writer has waited `shredTurn` for the shred that leads.
+    var shredTurnIsOver: Bool { self.writes.hasWaited(atLeast: Self.shredTurn) }
+
     /// Hands `items` to `body` a section (items of at most `size` in all, by `weight`; at least one item) at
-    /// a time, taking each off `items`, and goes on to the next section only while no put waits for the
-    /// writer role: a put that comes waits for one section at most.
-    private func whileNoPutWaits<Item, Failure: Error>(
+    /// a time, taking each off `items`, and goes on to the next section until the shred's turn is over
+    /// (`shredTurnIsOver`): a put that comes waits `shredTurn` and one section at most.
+    private func whileShredTurnLasts<Item, Failure: Error>(
         _ items: inout ArraySlice<Item>, size: Int = RecordStore.shredSection, weight: (Item) -> Int = { _ in 1 },
         _ body: (ArraySlice<Item>) throws(Failure) -> Void
     ) throws(Failure) {
@@ -235,11 +251,11 @@ extension RecordStore {
             let section = items.prefix(count)
             items = items.dropFirst(section.count)
             try body(section)
-        } while !items.isEmpty && !self.writes.hasWaiting
+        } while !items.isEmpty && !self.shredTurnIsOver
     }
 
-    /// The last step, as the only writer, for a section of `rows` and the next ones while no put waits (one
-    /// commit for them all): their rows deleted, their slots freed, the ledger copy told; they wait to be
+    /// The last step, as the only writer, for a section of `rows` and the next ones until its turn is over
+    /// (one commit for them all): their rows deleted, their slots freed, the ledger copy told; they wait to be
     /// certified (`certifyFinishedOrders`). Takes what it removed off `rows`.
     private func removeShredded(_ rows: inout ArraySlice<Index.Row>) throws(CaseVaultError) {
         let shreddedAt = self.now()
@@ -249,7 +265,7 @@ extension RecordStore {
         try self.liveRows.changing { () throws(CaseVaultError) in
             try self.index.write { db in
                 (rest, removed) = (rows, [])
-                try self.whileNoPutWaits(&rest) { section in
+                try self.whileShredTurnLasts(&rest) { section in
                     try Index.removeShredded(db, Array(section), shreddedAt: shreddedAt)
                     removed += section
                 }
@@ -268,8 +284,8 @@ extension RecordStore {
     static let certificationSectionsPerCommit = 20
 
     /// Certifies the finished shred orders (`Index.certifyFinishedOrders`), as the only writer in sections of
-    /// about `shredSection` records, going on while no put waits, up to `certificationSectionsPerCommit` in
-    /// one commit: a sweep's hundred thousand records make a thousand certificates, which one section would
+    /// about `shredSection` records, going on until the shred's turn is over, up to
+    /// `certificationSectionsPerCommit` in one commit: a sweep's hundred thousand records make a thousand certificates, which one section would
     /// make every put wait for, and a commit per section two hundred flushes of the index. Returns how many
     /// were issued.
     @discardableResult
@@ -286,7 +302,7 @@ extension RecordStore {
                         certificates += section.issued
                         left = section.more
                         sections += 1
-                    } while left && sections < Self.certificationSectionsPerCommit && !self.writes.hasWaiting
+                    } while left && sections < Self.certificationSectionsPerCommit && !self.shredTurnIsOver
                     return (certificates, left)
                 }
                 issued += committed

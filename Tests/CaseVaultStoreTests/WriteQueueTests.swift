@@ -1,0 +1,55 @@
+import Foundation
+import Synchronization
+import Testing
+
+@testable import CaseVaultStore
+
+@Suite("Group commit's queue")
+struct WriteQueueTests {
+    final class Job: Sendable {}
+
+    @Test(
+        "a writer that leads sees how long the oldest put or writer behind it has waited, so that a shred ends its turn once one has waited its turn's length, and not before"
+    )
+    func waitedSince() throws {
+        let queue = WriteQueue<Job, Int>(maxBatch: 8)
+        let done = Mutex(0)
+        #expect(!queue.hasWaited(atLeast: 0), "nothing waits")
+        queue.exclusive {
+            let put = Thread {
+                _ = queue.submit(Job()) { jobs in jobs.map { _ in 1 } }
+                done.withLock { $0 += 1 }
+            }
+            put.start()
+            let deadline = Date().addingTimeInterval(10)
+            while !queue.hasWaiting && Date() < deadline { usleep(1000) }
+            #expect(queue.hasWaiting)
+            #expect(queue.hasWaited(atLeast: 0))
+            #expect(!queue.hasWaited(atLeast: 60_000_000_000), "a put that began to wait just now waited a minute")
+            usleep(30_000)
+            #expect(queue.hasWaited(atLeast: 20_000_000), "a put waited 30 ms and was not seen to")
+            #expect(done.withLock { $0 } == 0, "the put went in while another writer led")
+        }
+        let deadline = Date().addingTimeInterval(10)
+        while done.withLock({ $0 }) == 0 && Date() < deadline { usleep(1000) }
+        #expect(done.withLock { $0 } == 1)
+        #expect(!queue.hasWaited(atLeast: 0), "the put was let in and nothing waits")
+
+        // An exclusive writer waiting counts as a put does.
+        let writerWaits = Mutex(false)
+        queue.exclusive {
+            let writer = Thread {
+                queue.exclusive { writerWaits.withLock { $0 = true } }
+            }
+            writer.start()
+            let deadline = Date().addingTimeInterval(10)
+            while !queue.hasWaiting && Date() < deadline { usleep(1000) }
+            usleep(30_000)
+            #expect(queue.hasWaited(atLeast: 20_000_000))
+            #expect(!writerWaits.withLock { $0 })
+        }
+        let end = Date().addingTimeInterval(10)
+        while !writerWaits.withLock({ $0 }) && Date() < end { usleep(1000) }
+        #expect(writerWaits.withLock { $0 })
+    }
+}
