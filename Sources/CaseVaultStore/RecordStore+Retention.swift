@@ -207,22 +207,25 @@ extension RecordStore {
     }
 
     /// Closes the sweep's order and certifies what it shredded: one certificate per case; then truncates
-    /// the index's WAL, once for the whole sweep. Returns how many certificates were issued.
+    /// the index's WAL, once for the whole sweep, and also when the closing or the certifying failed.
+    /// Returns how many certificates were issued.
     ///
     /// Once, not after each batch: a batch rewrites most pages of the index's B-trees keyed by id or case
     /// (their keys are random), and a truncation after each wrote each of those pages to the database file
-    /// again, batch after batch. Until the sweep ends, the WAL holds images of its removed rows (ids, cases,
-    /// types, times: what the shred ledger keeps too, never content or keys); a crash before then leaves them
-    /// to the truncation at open.
+    /// again, batch after batch. Until the sweep ends, the WAL holds images of its removed rows (the
+    /// records' rows: ids, cases, types, times, authors' uids, sizes and locations; never content, names or
+    /// keys); a crash before then leaves them to the truncation at open.
     @discardableResult
     private func closeSweepOrder(_ orderID: Int64) throws(CaseVaultError) -> Int {
         try self.asShredder { () throws(CaseVaultError) in
+            defer {
+                // A store closed meanwhile truncated the WAL as it closed.
+                try? self.asShredWriter { () throws(CaseVaultError) in self.truncateWALAfterShred() }
+            }
             try self.asWriter { () throws(CaseVaultError) in
                 try self.index.write { db in try Index.closeShredOrder(db, orderID) }
             }
-            let issued = try self.certifyFinishedOrders()
-            try self.asShredWriter { () throws(CaseVaultError) in self.truncateWALAfterShred() }
-            return issued
+            return try self.certifyFinishedOrders()
         }
     }
 

@@ -28,8 +28,9 @@ package struct StoreConfiguration: Sendable {
     package var crashPointObserver: (@Sendable (CrashPoint) -> Void)?
     /// How long each record type is kept (the retention sweep) and what a legal hold keeps.
     package var retention: RetentionSchedule
-    /// Records a sweep disposes of per shred (one flush per protocol step, one index commit each). Puts wait
-    /// while a batch runs (about half a second for 5,000 records of 4 KiB here); larger batches dispose faster.
+    /// Records a sweep disposes of per shred (one flush per protocol step, one index commit each). Puts go in
+    /// between its sections once they have waited `RecordStore.shredTurn`; a shred or a hold asked for
+    /// meanwhile waits for the batch. Larger batches dispose faster.
     package var sweepBatch: Int
     /// Frames in the index's WAL past which a commit checkpoints it (SQLite's default, 1,000, would checkpoint
     /// a busy vault's index often; a test sets a few to reach a checkpoint at once).

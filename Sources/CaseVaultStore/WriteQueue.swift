@@ -94,8 +94,8 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
         let (put, writer) = (self.pending.first?.since, self.exclusive.first?.since)
         self.lock.unlock()
         let oldest = min(put ?? .max, writer ?? .max)
-        guard oldest != .max else { return false }
-        return DispatchTime.now().uptimeNanoseconds - oldest >= nanoseconds
+        let now = DispatchTime.now().uptimeNanoseconds
+        return oldest != .max && (now > oldest ? now - oldest : 0) >= nanoseconds
     }
 
     /// Runs `body` as the only writer.
