@@ -56,37 +56,42 @@ extension Bench {
             mark = Date()
             try Self.sections(batchSeqs) { list, arguments in
                 try floor.write { db in
-                    try db.execute(
-                        sql: """
-                            UPDATE records SET state = 'shredding', shred_order = coalesce(?, shred_order)
-                            WHERE state = 'live' AND seq IN (\(list))
-                            """,
-                        arguments: [orderID] + arguments)
+                    try Self.statement(
+                        db, list,
+                        """
+                        UPDATE records SET state = 'shredding', shred_order = coalesce(?, shred_order)
+                        WHERE state = 'live' AND seq IN (\(list))
+                        """
+                    ).execute(arguments: [orderID] + arguments)
                 }
             }
             lap(0)
             try floor.write { db in
                 try Self.sections(batchSeqs) { list, arguments in
-                    try db.execute(
-                        sql: "INSERT OR IGNORE INTO free_slots (slot) SELECT slot FROM records WHERE seq IN (\(list))",
-                        arguments: arguments)
+                    try Self.statement(
+                        db, list,
+                        "INSERT OR IGNORE INTO free_slots (slot) SELECT slot FROM records WHERE seq IN (\(list))"
+                    ).execute(arguments: arguments)
                     lap(1)
-                    try db.execute(
-                        sql: """
-                            INSERT OR IGNORE INTO shred_ledger (record_id, case_id, type, shredded_at)
-                            SELECT id, case_id, type, ? FROM records WHERE seq IN (\(list))
-                            """,
-                        arguments: [shreddedAt] + arguments)
+                    try Self.statement(
+                        db, list,
+                        """
+                        INSERT OR IGNORE INTO shred_ledger (record_id, case_id, type, shredded_at)
+                        SELECT id, case_id, type, ? FROM records WHERE seq IN (\(list))
+                        """
+                    ).execute(arguments: [shreddedAt] + arguments)
                     lap(2)
-                    try db.execute(
-                        sql: """
-                            INSERT INTO shred_certifying (record_id, order_id, case_id, type)
-                            SELECT id, (SELECT id FROM shred_order_list WHERE id = shred_order), case_id, type
-                            FROM records WHERE seq IN (\(list))
-                            """,
-                        arguments: arguments)
+                    try Self.statement(
+                        db, list,
+                        """
+                        INSERT INTO shred_certifying (record_id, order_id, case_id, type)
+                        SELECT id, (SELECT id FROM shred_order_list WHERE id = shred_order), case_id, type
+                        FROM records WHERE seq IN (\(list))
+                        """
+                    ).execute(arguments: arguments)
                     lap(3)
-                    try db.execute(sql: "DELETE FROM records WHERE seq IN (\(list))", arguments: arguments)
+                    try Self.statement(db, list, "DELETE FROM records WHERE seq IN (\(list))").execute(
+                        arguments: arguments)
                     lap(4)
                 }
             }
@@ -107,6 +112,12 @@ extension Bench {
                 "deleting the rows": parts[4], "commit": parts[5], "WAL truncation": parts[6],
             ]
         )
+    }
+
+    /// The statement `sql` for a section whose placeholders are `list`, kept prepared for a full section as
+    /// `Index.statement(_:inChunk:_:)` keeps it.
+    private static func statement(_ db: Database, _ list: String, _ sql: String) throws -> Statement {
+        list.utf8.count == 2 * 500 - 1 ? try db.cachedStatement(sql: sql) : try db.makeStatement(sql: sql)
     }
 
     /// `keys` 500 at a time, as the index's statements take them: a list of placeholders and its arguments.

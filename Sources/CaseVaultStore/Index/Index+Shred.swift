@@ -80,13 +80,13 @@ extension Index {
         _ db: Database, column: String, _ keys: [some DatabaseValueConvertible], orderID: Int64?
     ) throws {
         try Self.inChunks(keys) { placeholders, arguments in
-            try db.execute(
-                sql: """
-                    UPDATE records SET state = 'shredding', shred_order = coalesce(?, shred_order)
-                    WHERE state = 'live' AND \(column) IN (\(placeholders))
-                    """,
-                arguments: [orderID] + arguments
-            )
+            try Self.statement(
+                db, inChunk: placeholders,
+                """
+                UPDATE records SET state = 'shredding', shred_order = coalesce(?, shred_order)
+                WHERE state = 'live' AND \(column) IN (\(placeholders))
+                """
+            ).execute(arguments: [orderID] + arguments)
         }
     }
 
@@ -103,27 +103,27 @@ extension Index {
     /// looked every record up by its id cost most of a sweep's removal.
     static func removeShredded(_ db: Database, _ rows: [Row], shreddedAt: Int64) throws {
         try Self.inChunks(rows.map(\.seq)) { placeholders, arguments in
-            try db.execute(
-                sql:
-                    "INSERT OR IGNORE INTO free_slots (slot) SELECT slot FROM records WHERE seq IN (\(placeholders))",
-                arguments: arguments
-            )
-            try db.execute(
-                sql: """
-                    INSERT OR IGNORE INTO shred_ledger (record_id, case_id, type, shredded_at)
-                    SELECT id, case_id, type, ? FROM records WHERE seq IN (\(placeholders))
-                    """,
-                arguments: [shreddedAt] + arguments
-            )
-            try db.execute(
-                sql: """
-                    INSERT INTO shred_certifying (record_id, order_id, case_id, type)
-                    SELECT id, (SELECT id FROM shred_order_list WHERE id = shred_order), case_id, type
-                    FROM records WHERE seq IN (\(placeholders))
-                    """,
-                arguments: arguments
-            )
-            try db.execute(sql: "DELETE FROM records WHERE seq IN (\(placeholders))", arguments: arguments)
+            try Self.statement(
+                db, inChunk: placeholders,
+                "INSERT OR IGNORE INTO free_slots (slot) SELECT slot FROM records WHERE seq IN (\(placeholders))"
+            ).execute(arguments: arguments)
+            try Self.statement(
+                db, inChunk: placeholders,
+                """
+                INSERT OR IGNORE INTO shred_ledger (record_id, case_id, type, shredded_at)
+                SELECT id, case_id, type, ? FROM records WHERE seq IN (\(placeholders))
+                """
+            ).execute(arguments: [shreddedAt] + arguments)
+            try Self.statement(
+                db, inChunk: placeholders,
+                """
+                INSERT INTO shred_certifying (record_id, order_id, case_id, type)
+                SELECT id, (SELECT id FROM shred_order_list WHERE id = shred_order), case_id, type
+                FROM records WHERE seq IN (\(placeholders))
+                """
+            ).execute(arguments: arguments)
+            try Self.statement(db, inChunk: placeholders, "DELETE FROM records WHERE seq IN (\(placeholders))").execute(
+                arguments: arguments)
         }
     }
 
