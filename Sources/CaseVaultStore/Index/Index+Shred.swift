@@ -167,14 +167,17 @@ extension Index {
             // which a sweep's hundred thousand made cost more than the certificates, once per section.
             while true {
                 let cases = try String.fetchAll(
-                    db, sql: "SELECT DISTINCT case_id FROM shred_certifying WHERE \(which) ORDER BY case_id LIMIT 64",
+                    db.cachedStatement(
+                        sql: "SELECT DISTINCT case_id FROM shred_certifying WHERE \(which) ORDER BY case_id LIMIT 64"),
                     arguments: arguments)
                 if cases.isEmpty { break }
                 for caseID in cases {
+                    // Taken off the list as they are read (the certificate sorts them): one pass over the
+                    // case's entries, where a read and then a delete made two.
                     let records = try GRDB.Row.fetchAll(
-                        db,
-                        sql:
-                            "SELECT record_id, type FROM shred_certifying WHERE \(which) AND case_id = ? ORDER BY record_id",
+                        db.cachedStatement(
+                            sql: "DELETE FROM shred_certifying WHERE \(which) AND case_id = ? RETURNING record_id, type"
+                        ),
                         arguments: arguments + [caseID]
                     ).map { row in
                         guard let type = RecordType(rawValue: try row.decode(atIndex: 1)) else {
@@ -184,9 +187,6 @@ extension Index {
                     }
                     try Self.issueCertificate(
                         db, caseID: try CaseID(caseID), records: records, order: order, at: time, sign)
-                    try db.execute(
-                        sql: "DELETE FROM shred_certifying WHERE \(which) AND case_id = ?",
-                        arguments: arguments + [caseID])
                     issued += 1
                     certified += records.count
                     if certified >= limit { return (issued, true) }
