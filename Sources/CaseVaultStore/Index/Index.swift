@@ -198,6 +198,13 @@ struct Index: Sendable {
                     .storageFailure,
                     "the index cannot be made to flush every commit (PRAGMA synchronous is \(level), not FULL)")
             }
+            // Certifying takes rows off with `DELETE … RETURNING` (SQLite 3.35): an older SQLite is refused at
+            // open, not found out at a sweep's end.
+            let version = try pool.read { db in try String.fetchOne(db, sql: "SELECT sqlite_version()") } ?? ""
+            guard Self.isAtLeast(version, 3, 35) else {
+                throw CaseVaultError(
+                    .storageFailure, "the index needs SQLite 3.35 or later; this system's SQLite is \(version)")
+            }
             // An index a later CaseVault migrated is refused, not used by rules it does not know (since v11 a
             // build from before would leave frames' heads behind at shred, and ignore frames at open).
             guard try !pool.read({ db in try Self.migrator.hasBeenSuperseded(db) }) else {
@@ -406,6 +413,13 @@ struct Index: Sendable {
             sql: "SELECT \(Self.columns) FROM records WHERE case_id = ? ORDER BY seq",
             arguments: [caseID.rawValue]
         ).map(Self.decode)
+    }
+
+    /// Whether the dotted version `version` ("3.40.1") is `major.minor` or later.
+    static func isAtLeast(_ version: String, _ major: Int, _ minor: Int) -> Bool {
+        let parts = version.split(separator: ".").map { Int($0) ?? 0 }
+        guard parts.count >= 2 else { return false }
+        return (parts[0], parts[1]) >= (major, minor)
     }
 
     /// Runs `body` once per chunk of at most `chunkSize` ids, with the chunk's `?, ?, …` placeholders:
