@@ -76,11 +76,11 @@ END {
         printf "where the time goes: a PUT over this stack costs at least Hummingbird reading a POST alone (%.0f us of CPU) + the put in process (%.0f us) + two audit entries (%.0f us) = %.0f us; the goal, %.0f/s, needs %.2f of the %d cores the load generator shares; casevaultd spends %.0f us\n", v["floor_post_16_cpu_us"], v["put_in_process_16_cpu_us"], v["audit_read_cpu_us"], least, 0.7 * v["put_in_process_16"], 0.7 * v["put_in_process_16"] * least / 1e6, v["cores"], v["put_16_cpu_us"]
     }
     if (have("sweep_seconds") && have("sweep_alone_seconds"))
-        printf "where the time goes: the sweep takes %.1f s with no writer and %.1f s with writers putting: it lets them in after each section of 500 records of each step, and %.0f put batches came between its sections\n", v["sweep_alone_seconds"], v["sweep_seconds"], v["sweep_put_batches"]
+        printf "where the time goes: the sweep takes %.1f s with no writer and %.1f s with writers putting: it lets a put in once one has waited 20 ms, after the section of 500 records in hand, and %.0f put batches came between its sections\n", v["sweep_alone_seconds"], v["sweep_seconds"], v["sweep_put_batches"]
     if (have("sweep_alone_mark_seconds"))
     {
         printf "where the time goes: the sweep with no writer: listing and marking %.2f s, key slots %.2f s, ciphertext %.2f s, removal from the index %.2f s, certifying at the end %.2f s", v["sweep_alone_mark_seconds"], v["sweep_alone_slots_seconds"], v["sweep_alone_ciphertext_seconds"], v["sweep_alone_removal_seconds"], v["sweep_alone_rest_seconds"]
-        if (have("sweep_index_floor_seconds")) printf "; SQLite alone runs the marking, the removal and the WAL truncations of the same batches on a copy of the index in %.2f s", v["sweep_index_floor_seconds"]
+        if (have("sweep_index_floor_seconds")) printf "; SQLite alone runs the marking and the removal of the same batches, and the truncation of the WAL at the end, on a copy of the index in %.2f s", v["sweep_index_floor_seconds"]
         printf "\n"
     }
     if (have("postgres_insert_16_rate")) {
