@@ -89,6 +89,9 @@ package enum CrashPoint: String, Sendable, CaseIterable {
     case putAfterFlush = "put.after-flush"
     case putAfterCommit = "put.after-commit"
     case shredAfterMark = "shred.after-mark"
+    /// After each section of a step that runs in sections (slots, ciphertext, removal), before the step's
+    /// flush or commit.
+    case shredAfterSection = "shred.after-section"
     case shredAfterSlotOverwrite = "shred.after-slot-overwrite"
     case shredAfterCiphertextOverwrite = "shred.after-ciphertext-overwrite"
     case shredAfterIndexRemoval = "shred.after-index-removal"

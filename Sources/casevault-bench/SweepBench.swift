@@ -160,7 +160,8 @@ extension Bench {
     }
 
     /// Wall time of a sweep's steps, from the store's crash points: each span between two of the shred
-    /// protocol's points is counted to the step that ends at the second (puts' points are not looked at).
+    /// protocol's points is counted to the step that ends at the second (puts' points, and the ends of
+    /// sections within a step, are not looked at).
     final class StepTimes: @unchecked Sendable {
         private let lock = NSLock()
         private var last: Date?
@@ -173,7 +174,9 @@ extension Bench {
         }
 
         func reached(_ point: CrashPoint) {
-            guard point.rawValue.hasPrefix("shred.") || point == .sweepAfterBatch else { return }
+            guard point.rawValue.hasPrefix("shred.") && point != .shredAfterSection || point == .sweepAfterBatch else {
+                return
+            }
             // (The span that ends at a batch's end, after its removal, is the between-batches part of the rest.)
             self.lock.lock()
             defer { self.lock.unlock() }

@@ -1,9 +1,10 @@
 import CaseVaultCore
-import CaseVaultStore
 import Foundation
 import GRDB
 import Synchronization
 import Testing
+
+@testable import CaseVaultStore
 
 #if canImport(Glibc)
 import Glibc
@@ -148,6 +149,75 @@ struct SweepConcurrencyTests {
         for id in due {
             #expect(!(try RetentionTests.isLive(store, id)))
         }
+    }
+
+    @Test(
+        "a put that comes while a step of a sweep's batch runs goes in between two of the step's sections once it has waited the shred's turn, not at the step's end"
+    )
+    func putGoesInWithinAStep() throws {
+        struct State {
+            var armed = false
+            var putQueued = false
+            var putCommitted = false
+            var committedBeforeSlotsEnded: Bool?
+            var putFailure: String?
+        }
+        let vault = TestVault()
+        let clock = TestClock("2026-01-01T00:00:00Z")
+        let state = Mutex(State())
+        let holder = Mutex<(store: RecordStore, caseID: CaseID)?>(nil)
+        let store = try vault.open(clock: clock) { configuration in
+            configuration.sweepBatch = 2 * RecordStore.shredSection
+            configuration.crashPointObserver = { point in
+                guard let (store, caseID) = holder.withLock({ $0 }), state.withLock({ $0.armed }) else { return }
+                switch point {
+                case .shredAfterSection:
+                    // The first section of the slots' step, as the only writer: a put comes and waits past the
+                    // shred's turn before the section ends.
+                    guard
+                        state.withLock({ first in
+                            defer { first.putQueued = true }
+                            return !first.putQueued
+                        })
+                    else { return }
+                    Thread.detachNewThread {
+                        do {
+                            _ = try RetentionTests.file(store, .intakeForm, in: caseID, marker: "filed-meanwhile")
+                        } catch {
+                            state.withLock { $0.putFailure = "\(error)" }
+                        }
+                    }
+                    let deadline = Date().addingTimeInterval(10)
+                    while !store.writes.hasWaiting && Date() < deadline { usleep(1000) }
+                    usleep(UInt32(2 * RecordStore.shredTurn / 1000))
+                case .putAfterCommit:
+                    state.withLock { $0.putCommitted = true }
+                case .shredAfterSlotOverwrite:
+                    state.withLock { $0.committedBeforeSlotsEnded = $0.committedBeforeSlotsEnded ?? $0.putCommitted }
+                default:
+                    break
+                }
+            }
+        }
+        defer { store.close() }
+        // More than one section of records, so that the slots' step has two.
+        let due = try RetentionTests.openCase(store)
+        for _ in 0..<(RecordStore.shredSection + 20) {
+            _ = try RetentionTests.file(store, .evaluation, in: due.id)
+        }
+        let other = try RetentionTests.openCase(store)
+        holder.withLock { $0 = (store, other.id) }
+        state.withLock { $0.armed = true }
+        clock.now += 2 * 366 * 86_400_000
+
+        let report = try store.sweep()
+        #expect(report.disposed == RecordStore.shredSection + 20)
+        let seen = state.withLock { $0 }
+        #expect(seen.putFailure == nil)
+        #expect(seen.putQueued, "no section ended on the sweep's thread")
+        #expect(
+            seen.committedBeforeSlotsEnded == true,
+            "the put that had waited the shred's turn went in only after the step's last section")
     }
 
     @Test(

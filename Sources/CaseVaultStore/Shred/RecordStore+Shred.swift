@@ -255,6 +255,7 @@ extension RecordStore {
             let section = items.prefix(count)
             items = items.dropFirst(section.count)
             try body(section)
+            self.observe(.shredAfterSection)
         } while !items.isEmpty && !self.shredTurnIsOver
     }
 
