@@ -239,7 +239,8 @@ extension RecordStore {
 
     /// Hands `items` to `body` a section (items of at most `size` in all, by `weight`; at least one item) at
     /// a time, taking each off `items`, and goes on to the next section until the shred's turn is over
-    /// (`shredTurnIsOver`): a put that comes waits `shredTurn` and one section at most.
+    /// (`shredTurnIsOver`): a put that comes waits until it has waited `shredTurn`, then for the section in
+    /// hand and what ends the turn.
     private func whileShredTurnLasts<Item, Failure: Error>(
         _ items: inout ArraySlice<Item>, size: Int = RecordStore.shredSection, weight: (Item) -> Int = { _ in 1 },
         _ body: (ArraySlice<Item>) throws(Failure) -> Void
