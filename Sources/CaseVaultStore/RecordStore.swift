@@ -164,7 +164,7 @@ package final class RecordStore: ServedStorage {
         self.sealing = sealing
         self.writer = Mutex(state)
         self.epochs = Mutex(EpochState(current: epoch))
-        self.writes = WriteQueue(maxBatch: configuration.maxBatch)
+        self.writes = WriteQueue(maxBatch: configuration.maxBatch, overdue: Self.shredTurn)
         self.logger = logger
     }
 

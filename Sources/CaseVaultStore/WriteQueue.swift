@@ -5,7 +5,9 @@ internal import Foundation
 /// Group commit: concurrent puts queue up, and one caller at a time leads: it takes every queued put (up
 /// to `maxBatch`) and makes them durable with one filesystem flush and one index commit, then wakes just
 /// the callers in its batch and hands the lead to the next queued caller. Shreds and recovery take the
-/// lead exclusively, and get it before queued puts. Leader/follower rather than a dedicated thread, so an
+/// lead exclusively, and get it before queued puts, unless the oldest put has waited `overdue`: then it
+/// leads first, so that two exclusive writers taking turns (a sweep's shred and a key rotation) cannot
+/// keep puts waiting for as long as both run. Leader/follower rather than a dedicated thread, so an
 /// idle store runs no thread at all; one semaphore per caller rather than a shared condition, so a batch
 /// wakes its own callers and not every waiting thread.
 final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
@@ -29,12 +31,16 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
     private var exclusive: [(turn: DispatchSemaphore, since: UInt64)] = []
     private var busy = false
     private let maxBatch: Int
+    /// How long the oldest put may wait before it leads ahead of exclusive writers (`DispatchTime`'s
+    /// nanoseconds).
+    private let overdue: UInt64
     /// Batches committed and jobs in them, for `make bench` and status.
     private var batches = 0
     private var jobs = 0
 
-    init(maxBatch: Int) {
+    init(maxBatch: Int, overdue: UInt64 = .max) {
         self.maxBatch = max(1, maxBatch)
+        self.overdue = overdue
     }
 
     /// Queues `job` and returns its outcome once a leader (perhaps this caller) has flushed it.
@@ -80,12 +86,15 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
         return (self.batches, self.jobs)
     }
 
-    /// Whether a put or an exclusive writer is waiting for the lead.
-    var hasWaiting: Bool {
+    /// How many puts and exclusive writers wait for the lead.
+    var waiting: Int {
         self.lock.lock()
         defer { self.lock.unlock() }
-        return !self.pending.isEmpty || !self.exclusive.isEmpty
+        return self.pending.count + self.exclusive.count
     }
+
+    /// Whether a put or an exclusive writer is waiting for the lead.
+    var hasWaiting: Bool { self.waiting > 0 }
 
     /// Whether a put or an exclusive writer has waited for the lead `nanoseconds` or more: a long exclusive
     /// writer (a shred) ends its turn then, between two of its sections.
@@ -118,10 +127,14 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
         return try body()
     }
 
-    /// Hands the lead on: to a waiting exclusive writer first, else to the oldest queued put. Called with
-    /// `lock` held.
+    /// Hands the lead on: to the oldest queued put once it has waited `overdue`, else to a waiting exclusive
+    /// writer, else to the oldest queued put (a put that leads takes the puts queued behind it into its
+    /// batch). Called with `lock` held.
     private func passLead() {
-        if !self.exclusive.isEmpty {
+        let now = DispatchTime.now().uptimeNanoseconds
+        if let next = self.pending.first, now > next.since, now - next.since >= self.overdue {
+            next.wakeup.signal()
+        } else if !self.exclusive.isEmpty {
             self.exclusive.removeFirst().turn.signal()
         } else if let next = self.pending.first {
             next.wakeup.signal()

@@ -52,4 +52,37 @@ struct WriteQueueTests {
         while !writerWaits.withLock({ $0 }) && Date() < end { usleep(1000) }
         #expect(writerWaits.withLock { $0 })
     }
+
+    @Test(
+        "an exclusive writer leads before the puts queued ahead of it, unless the oldest put has waited its overdue time: then the put leads first"
+    )
+    func overduePutLeadsFirst() throws {
+        // (overdue, how long the leader holds the lead once both wait, who leads next)
+        let cases: [(UInt64, UInt32, String)] = [(5_000_000_000, 0, "writer"), (20_000_000, 40_000, "put")]
+        for (overdue, hold, first) in cases {
+            let queue = WriteQueue<Job, Int>(maxBatch: 8, overdue: overdue)
+            let order = Mutex<[String]>([])
+            queue.exclusive {
+                let put = Thread {
+                    _ = queue.submit(Job()) { jobs in
+                        order.withLock { $0.append("put") }
+                        return jobs.map { _ in 1 }
+                    }
+                }
+                let writer = Thread {
+                    queue.exclusive { order.withLock { $0.append("writer") } }
+                }
+                // The put queues first, then the writer.
+                for (count, thread) in zip(1..., [put, writer]) {
+                    thread.start()
+                    let deadline = Date().addingTimeInterval(10)
+                    while queue.waiting < count && Date() < deadline { usleep(1000) }
+                }
+                usleep(hold)
+            }
+            let deadline = Date().addingTimeInterval(10)
+            while order.withLock({ $0.count }) < 2 && Date() < deadline { usleep(1000) }
+            #expect(order.withLock { $0.first } == first, "overdue \(overdue) ns: \(order.withLock { $0 })")
+        }
+    }
 }

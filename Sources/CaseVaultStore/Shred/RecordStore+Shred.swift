@@ -228,7 +228,8 @@ extension RecordStore {
     /// putting take twice as long as the sweep alone: over a thousand batches of one to four puts came
     /// between its sections, each with its own flush. A put then waits this, the section in hand, and what
     /// ends the turn (a flush, the removal's commit, a checkpoint of the index's WAL when one falls due):
-    /// 64-68 ms at most while a sweep of 100,000 records ran here, a measured figure and not a bound.
+    /// 64-94 ms at most while a sweep of 100,000 records ran here (by the hour), a measured figure and not a
+    /// bound.
     static let shredTurn: UInt64 = 20_000_000
 
     /// Whether a put or another writer has waited `shredTurn` for the shred that leads, or the store is
