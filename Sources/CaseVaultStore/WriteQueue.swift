@@ -5,9 +5,10 @@ internal import Foundation
 /// Group commit: concurrent puts queue up, and one caller at a time leads: it takes every queued put (up
 /// to `maxBatch`) and makes them durable with one filesystem flush and one index commit, then wakes just
 /// the callers in its batch and hands the lead to the next queued caller. Shreds and recovery take the
-/// lead exclusively, and get it before queued puts, unless the oldest put has waited `overdue`: then it
-/// leads first, so that two exclusive writers taking turns (a sweep's shred and a key rotation) cannot
-/// keep puts waiting for as long as both run. Leader/follower rather than a dedicated thread, so an
+/// lead exclusively, and get it before queued puts, unless the oldest put has waited `overdue` and came
+/// before them: then it leads first, so that two exclusive writers taking turns (a sweep's shred and a key
+/// rotation) cannot keep puts waiting for as long as both run, nor a stream of puts an exclusive writer.
+/// Leader/follower rather than a dedicated thread, so an
 /// idle store runs no thread at all; one semaphore per caller rather than a shared condition, so a batch
 /// wakes its own callers and not every waiting thread.
 final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
@@ -127,14 +128,17 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
         return try body()
     }
 
-    /// Hands the lead on: to the oldest queued put once it has waited `overdue`, else to a waiting exclusive
-    /// writer, else to the oldest queued put (a put that leads takes the puts queued behind it into its
-    /// batch). Called with `lock` held.
+    /// Hands the lead on: to a waiting exclusive writer, unless the oldest queued put has waited `overdue`
+    /// and came before it; else to the oldest queued put (a put that leads takes the puts queued behind it
+    /// into its batch). An exclusive writer then waits only for the puts queued before it, however many
+    /// come after, and a put for the exclusive writers queued before it and one turn. Called with `lock`
+    /// held.
     private func passLead() {
         let now = DispatchTime.now().uptimeNanoseconds
-        if let next = self.pending.first, now > next.since, now - next.since >= self.overdue {
-            next.wakeup.signal()
-        } else if !self.exclusive.isEmpty {
+        let overduePut = self.pending.first.map { put in
+            now > put.since && now - put.since >= self.overdue && put.since <= self.exclusive.first?.since ?? .max
+        }
+        if !self.exclusive.isEmpty, overduePut != true {
             self.exclusive.removeFirst().turn.signal()
         } else if let next = self.pending.first {
             next.wakeup.signal()

@@ -54,12 +54,16 @@ struct WriteQueueTests {
     }
 
     @Test(
-        "an exclusive writer leads before the puts queued ahead of it, unless the oldest put has waited its overdue time: then the put leads first"
+        "an exclusive writer leads before the puts queued ahead of it, unless the oldest put has waited its overdue time and came before the writer: then the put leads first; a put that came after the writer never leads before it"
     )
     func overduePutLeadsFirst() throws {
-        // (overdue, how long the leader holds the lead once both wait, who leads next)
-        let cases: [(UInt64, UInt32, String)] = [(5_000_000_000, 0, "writer"), (20_000_000, 40_000, "put")]
-        for (overdue, hold, first) in cases {
+        // (overdue, whether the put queues before the writer, how long the leader holds on once both wait,
+        // who leads next)
+        let cases: [(UInt64, Bool, UInt32, String)] = [
+            (5_000_000_000, true, 0, "writer"), (20_000_000, true, 40_000, "put"),
+            (20_000_000, false, 40_000, "writer"),
+        ]
+        for (overdue, putFirst, hold, first) in cases {
             let queue = WriteQueue<Job, Int>(maxBatch: 8, overdue: overdue)
             let order = Mutex<[String]>([])
             queue.exclusive {
@@ -72,8 +76,7 @@ struct WriteQueueTests {
                 let writer = Thread {
                     queue.exclusive { order.withLock { $0.append("writer") } }
                 }
-                // The put queues first, then the writer.
-                for (count, thread) in zip(1..., [put, writer]) {
+                for (count, thread) in zip(1..., putFirst ? [put, writer] : [writer, put]) {
                     thread.start()
                     let deadline = Date().addingTimeInterval(10)
                     while queue.waiting < count && Date() < deadline { usleep(1000) }
@@ -82,7 +85,9 @@ struct WriteQueueTests {
             }
             let deadline = Date().addingTimeInterval(10)
             while order.withLock({ $0.count }) < 2 && Date() < deadline { usleep(1000) }
-            #expect(order.withLock { $0.first } == first, "overdue \(overdue) ns: \(order.withLock { $0 })")
+            #expect(
+                order.withLock { $0.first } == first,
+                "overdue \(overdue) ns, put first \(putFirst): \(order.withLock { $0 })")
         }
     }
 }
