@@ -116,16 +116,14 @@ struct ShredTests {
                 NewRecord(caseID: caseID, type: .sessionNote, content: Samples.content(.sessionNote, marker: "wal\(n)"))
             ).id
         }
-        let wal = vault.data + "/index.sqlite-wal"
-        func size() -> Int { (try? FileManager.default.attributesOfItem(atPath: wal)[.size] as? Int) ?? 0 }
-        #expect(size() > 0, "the puts' rows went through the WAL")
+        #expect(vault.indexWALBytes > 0, "the puts' rows went through the WAL")
         try store.shred(notes)
-        #expect(size() == 0, "after the shred the WAL still holds \(size()) bytes")
+        #expect(vault.indexWALBytes == 0, "after the shred the WAL still holds \(vault.indexWALBytes) bytes")
         _ = try store.sealed.put(
             NewRecord(caseID: caseID, type: .intakeForm, content: Samples.content(.intakeForm, marker: "after")))
-        #expect(size() > 0)
+        #expect(vault.indexWALBytes > 0)
         #expect(store.close() == nil)
-        #expect(size() == 0, "a clean close left \(size()) bytes of WAL")
+        #expect(vault.indexWALBytes == 0, "a clean close left \(vault.indexWALBytes) bytes of WAL")
     }
 
     @Test("a slot freed by a shred is reused without confusing the old record with the new one")

@@ -51,6 +51,11 @@ final class TestVault {
         return try RecordStore.open(configuration, logger: Logger(label: "test"))
     }
 
+    /// The size of the index's WAL in bytes (0 when there is none): a shred and a sweep leave it empty.
+    var indexWALBytes: Int {
+        (try? FileManager.default.attributesOfItem(atPath: self.data + "/index.sqlite-wal")[.size] as? Int) ?? 0
+    }
+
     /// Every regular file under the data directory, with its bytes.
     func files() -> [String: [UInt8]] {
         var result: [String: [UInt8]] = [:]
