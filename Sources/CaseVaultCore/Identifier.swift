@@ -1,5 +1,4 @@
-/// Opaque identifiers: 32 lowercase hexadecimal characters, 16 bytes. Case, hold and certificate ids are 128
-/// random bits; a record id is its filing time and 80 random bits (`init(filedAt:random:)`).
+/// Opaque identifiers: 32 lowercase hexadecimal characters (128 random bits).
 ///
 /// The form is checked on every way in, so an identifier can never carry a path separator, a NUL or
 /// anything a client chose.
@@ -68,25 +67,6 @@ public struct Identifier<Tag>: Hashable, Sendable, CustomStringConvertible, Comp
 }
 
 public enum RecordTag {}
-
-extension Identifier where Tag == RecordTag {
-    /// The random bytes of a record id, after the six of its filing time.
-    public static var randomByteCount: Int { 10 }
-
-    /// A new record's id: the low 48 bits of `milliseconds` (its filing time, milliseconds since the Unix
-    /// epoch) big-endian in its first six bytes, then `random` (`randomByteCount` bytes from the CSPRNG).
-    /// Records filed one after another get ids that sort together, so each of the index's B-trees keyed by
-    /// record id takes a batch of new rows, and gives up a sweep's old ones, on a few neighbouring pages
-    /// rather than a page each (the layout of RFC 9562's UUIDv7, without its version bits). Nothing reads a
-    /// time back from an id, and a record filed before holds 128 random bits: an id stays opaque, its order
-    /// only a matter of locality. 80 random bits leave a millisecond's ids as hard to guess as any; what the
-    /// time in an id tells whoever is shown it is in docs/SECURITY.md.
-    public init(filedAt milliseconds: Int64, random: [UInt8]) {
-        precondition(random.count == Self.randomByteCount, "a record id has 10 random bytes")
-        let time = UInt64(bitPattern: milliseconds)
-        self.init(bytes: (0..<6).map { UInt8(truncatingIfNeeded: time >> (8 * (5 - $0))) } + random)
-    }
-}
 public enum CaseTag {}
 
 public typealias RecordID = Identifier<RecordTag>

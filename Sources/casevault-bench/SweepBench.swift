@@ -6,9 +6,8 @@ import Logging
 
 /// The retention sweep's goals: disposing of 100,000 expired 4 KiB records in under 3 s while puts wait
 /// no more than 100 ms behind it (`--sweep-writers` put meanwhile, each put timed), and finding nothing
-/// to do in a vault of 1,000,000 records in under 0.2 s. The vaults are filled through the real store
-/// (durable puts, 16 writers) from a clock set in the past, then swept at a clock set later (each runs on
-/// at real speed).
+/// to do in a vault of 1,000,000 records in under 0.2 s. The vaults are filled through the
+/// real store (durable puts, 16 writers) at a clock set in the past, then swept at a clock set later.
 extension Bench {
     func sweepFigures(root: String) throws {
         let filedAt: Int64 = 1_767_225_600_000  // 2026-01-01T00:00:00Z
@@ -210,30 +209,26 @@ extension Bench {
         }
     }
 
-    /// A clock set to a time in the past that runs on at real speed from there, as a vault's clock does: a
-    /// clock that stood still would give every record of a fill one filing millisecond, and so ids in no
-    /// order (a record id begins with its filing time), which no vault filed by people has.
     final class Clock: @unchecked Sendable {
         private let lock = NSLock()
         private var milliseconds: Int64
-        private var since = Date()
 
         init(_ start: Int64) { self.milliseconds = start }
 
         func set(_ value: Int64) {
             self.lock.lock()
-            (self.milliseconds, self.since) = (value, Date())
+            self.milliseconds = value
             self.lock.unlock()
         }
 
         var now: Int64 {
             self.lock.lock()
             defer { self.lock.unlock() }
-            return self.milliseconds + Int64(Date().timeIntervalSince(self.since) * 1000)
+            return self.milliseconds
         }
     }
 
-    /// A vault of `records` evaluations of `size` bytes in cases of 100, filed from `filedAt` on (`Clock`).
+    /// A vault of `records` evaluations of `size` bytes in cases of 100, filed at `filedAt`.
     /// `steps`, when given, times the shred protocol's steps of the sweeps that follow.
     func fill(root: String, records: Int, size: Int, filedAt: Int64, steps: StepTimes? = nil) throws -> (
         store: RecordStore, clock: Clock

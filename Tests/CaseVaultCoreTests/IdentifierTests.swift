@@ -36,16 +36,4 @@ struct IdentifierTests {
     func idRefused(_ text: String) {
         #expect(throws: CaseVaultError.self) { try RecordID(text) }
     }
-
-    @Test("a record id spells its filing time's low 48 bits, then its random bytes, so ids sort by filing time")
-    func recordIDSpellsItsTime() {
-        let id = RecordID(filedAt: 0x0123_4567_89ab, random: [UInt8](repeating: 0xfe, count: 10))
-        #expect(id.rawValue == "0123456789ab" + String(repeating: "fe", count: 10))
-        // The next millisecond sorts after, whatever the random bytes of either.
-        let before = RecordID(filedAt: 0x0123_4567_89ab, random: [UInt8](repeating: 0xff, count: 10))
-        let after = RecordID(filedAt: 0x0123_4567_89ac, random: [UInt8](repeating: 0x00, count: 10))
-        #expect(before < after)
-        // A clock past 2^48 ms, or before 1970, wraps: still an id, 16 bytes.
-        #expect(RecordID(filedAt: -1, random: [UInt8](repeating: 0, count: 10)).rawValue.hasPrefix("ffffffffffff"))
-    }
 }

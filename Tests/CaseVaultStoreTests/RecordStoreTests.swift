@@ -165,28 +165,6 @@ struct RecordStoreTests {
         #expect(try reopened.records(caseID: caseID).map(\.id) == filed.map(\.0.id))
     }
 
-    @Test(
-        "a new record's id begins with its filing time at the store's clock: records filed in turn get ids in filing order, and differ in their 80 random bits"
-    )
-    func recordIDsFollowFilingTime() throws {
-        let vault = TestVault()
-        let clock = TestClock("2026-03-01T09:00:00Z")
-        let store = try vault.open(clock: clock)
-        defer { store.close() }
-        let opened = try RetentionTests.openCase(store)
-        var filed = try store.records(caseID: opened.id)
-        for step: Int64 in [1, 1, 0, 0, 1_000] {
-            clock.now += step
-            filed.append(try RetentionTests.file(store, .evaluation, in: opened.id))
-        }
-        for record in filed {
-            #expect(record.id.rawValue.prefix(12) == String(format: "%012llx", record.createdAt))
-        }
-        // Sorted by id, the records come in filing order (those of one millisecond in any order among them).
-        #expect(filed.sorted { $0.id < $1.id }.map(\.createdAt) == filed.map(\.createdAt).sorted())
-        #expect(Set(filed.map { $0.id.rawValue.dropFirst(12) }).count == filed.count)
-    }
-
     @Test("a store reopened after being dropped without close still reads everything")
     func reopenWithoutCleanShutdown() throws {
         let vault = TestVault()

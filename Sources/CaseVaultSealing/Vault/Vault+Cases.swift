@@ -17,7 +17,7 @@ extension Vault {
             id: id, state: .intake, participantCount: people.count, mediators: Array(Set(mediators)).sorted(),
             createdAt: self.storage.now(), closedAt: nil
         )
-        let headerID = self.newRecordID()
+        let headerID = RecordID(bytes: Random.bytes(count: RecordID.byteCount))
         var effects = FilingEffects()
         effects.newCase = (summary, headerID)
         _ = try self.put(

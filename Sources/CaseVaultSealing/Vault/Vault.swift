@@ -62,15 +62,9 @@ package final class Vault<Storage: RecordStorage>: Sendable {
         }
     }
 
-    /// A new record's id: its filing time at the storage's clock, and 80 random bits
-    /// (`RecordID.init(filedAt:random:)`).
-    func newRecordID() -> RecordID {
-        RecordID(filedAt: self.storage.now(), random: Random.bytes(count: RecordID.randomByteCount))
-    }
-
     /// `record` sealed under a new data key, with the id given or a new one.
     func seal(_ record: NewRecord, id: RecordID?, participant: String?) -> SealedRecord {
-        let id = id ?? self.newRecordID()
+        let id = id ?? RecordID(bytes: Random.bytes(count: RecordID.byteCount))
         // No participant sealed under the root key's subkey where its residue would outlive the erase window.
         return self.barrier.seal(record, id: id, participant: self.storage.sealsUnderEraseEpochs ? nil : participant)
     }
