@@ -51,6 +51,11 @@ package struct BatchPhases: Sendable, Equatable {
             self.phases.batches = 1
         }
 
+        /// Starts the next phase now: the time since the last phase ended was no phase's.
+        mutating func restart() {
+            self.last = DispatchTime.now().uptimeNanoseconds
+        }
+
         /// Ends the phase at `keyPath`, of which `checkpoint` nanoseconds were a checkpoint's.
         mutating func end(_ keyPath: WritableKeyPath<BatchPhases, UInt64>, checkpoint: UInt64 = 0) {
             let now = DispatchTime.now().uptimeNanoseconds

@@ -50,21 +50,58 @@ extension RecordStore {
         )
         // Only placing the blob and the slot, the flush and the index commit are batched.
         let pending = PendingPut(metadata: metadata, record: record, effects: effects)
-        return try self.writes.submit(pending, perform: self.commit).get()
+        return try self.writes.submit(pending, prepare: { self.prepare($0, drain: $1) }, finish: { self.finish($0) })
+            .get()
     }
 
-    /// The leader's half of a put batch: one frame per record (`SegmentFrame`: the record's row and wrapped
-    /// key beside its blob) appended to the segment, and one device flush, the segment's, for all of them.
-    /// The key slots and the index commit are written without a flush of their own: recovery rebuilds them
-    /// from the frames past the settled mark (`replayUnsettledFrames`). A batch with filing effects, or one
-    /// that ends far past the mark, flushes them as well and moves the mark (`settle`).
-    private func commit(_ batch: [PendingPut]) -> [Result<RecordMetadata, CaseVaultError>] {
+    /// A put batch between its two stages: failed already, or flushed and waiting for its index commit.
+    enum StagedBatch {
+        case done([Result<RecordMetadata, CaseVaultError>])
+        case flushed(FlushedBatch)
+    }
+
+    /// What a batch's index commit needs from its first stage.
+    struct FlushedBatch {
+        let batch: [PendingPut]
+        let frames: [(slot: Int64, location: Segments.Location)]
+        let rows: [Index.PutRow]
+        let after: WriterState
+        let settling: Bool
+        /// The batch failures counted when it began (`BatchFailures`): it commits only if none came since.
+        let failures: UInt64
+        var clock: BatchPhases.Clock
+    }
+
+    /// Failed index commits of put batches, and how many of them the writer's state has been reloaded
+    /// since: a batch that prepared while an earlier one was still committing placed its frames after that
+    /// one's, on the writer's state as it stood, so it fails too when that one fails, and the next batch to
+    /// lead reloads the state once every batch before it has finished.
+    struct BatchFailures {
+        var failed: UInt64 = 0
+        var reloaded: UInt64 = 0
+    }
+
+    /// A put batch's first stage, as the only writer: one frame per record (`SegmentFrame`: the record's row
+    /// and wrapped key beside its blob) appended to the segment, and one device flush, the segment's, for
+    /// all of them. The key slots are written without a flush of their own: recovery rebuilds them, and the
+    /// index rows, from the frames past the settled mark (`replayUnsettledFrames`). A batch with filing
+    /// effects, or one that ends far past the mark, flushes them as well and settles in its commit.
+    /// `drain` waits until every batch before this one has committed (or failed).
+    private func prepare(_ batch: [PendingPut], drain: () -> Void) -> StagedBatch {
         // A batch that leads after `close` began writes nothing: its keys may be wiped by now, and a slot
         // wrapped under a wiped key would open for anyone.
         do throws(CaseVaultError) {
             try self.refuseIfClosed()
         } catch {
-            return batch.map { _ in .failure(error) }
+            return .done(batch.map { _ in .failure(error) })
+        }
+        // After a failed commit, the state batches were placed on is read again from the index, once no
+        // batch before this one is still committing. A commit that fails after this count was taken fails
+        // this batch too.
+        let (failures, reloaded) = self.batchFailures.withLock { ($0.failed, $0.reloaded) }
+        if failures != reloaded {
+            drain()
+            self.reloadAfterFailedBatches()
         }
         var clock = BatchPhases.Clock()
         let before = self.writer.withLock { $0 }
@@ -83,8 +120,13 @@ extension RecordStore {
                 return (bytes, head, slot, wrappedKey)
             }
         } catch {
-            self.writer.withLock { $0 = before }
-            return batch.map { _ in .failure(error) }
+            // Nothing was placed: the slots taken go back (the batches before this one change neither the
+            // slots nor the cursor).
+            self.writer.withLock { state in
+                state.slots = before.slots
+                state.cursor = before.cursor
+            }
+            return .done(batch.map { _ in .failure(error) })
         }
         clock.end(\.framesNanoseconds)
         let placed = self.writer.withLock { state in
@@ -118,52 +160,122 @@ extension RecordStore {
             }
             self.observe(.putAfterFlush)
             clock.end(\.flushNanoseconds)
-            let checkpointed = self.index.checkpoints.nanoseconds
-            let rows = zip(zip(batch, frames), placed).map { (pair, place) in
-                Index.PutRow(
-                    metadata: pair.0.metadata, participant: pair.0.record.sealedParticipant, slot: pair.1.slot,
-                    location: Segments.Location(
-                        segment: place.segment, offset: place.offset + Int64(pair.1.head),
-                        length: pair.0.record.blob.count),
-                    frameStart: place.offset, effects: pair.0.effects)
+        } catch {
+            // Placed after the batches still committing: their commits come first, then the state is read
+            // again from the index.
+            drain()
+            self.undo(zip(frames, placed).map { ($0.slot, $1) })
+            self.reloadWriterState(orRestore: before)
+            self.logBatchFailure(batch.count, error)
+            return .done(batch.map { _ in .failure(error) })
+        }
+        let rows = zip(zip(batch, frames), placed).map { (pair, place) in
+            Index.PutRow(
+                metadata: pair.0.metadata, participant: pair.0.record.sealedParticipant, slot: pair.1.slot,
+                location: Segments.Location(
+                    segment: place.segment, offset: place.offset + Int64(pair.1.head),
+                    length: pair.0.record.blob.count),
+                frameStart: place.offset, effects: pair.0.effects)
+        }
+        return .flushed(
+            FlushedBatch(
+                batch: batch, frames: zip(frames, placed).map { ($0.slot, $1) }, rows: rows, after: after,
+                settling: settling, failures: failures, clock: clock))
+    }
+
+    /// A put batch's second stage, in the order the batches led, once every batch before it has committed:
+    /// its index commit. A batch whose first stage came after a failed commit fails too, and undoes its
+    /// frames and slots as that one did.
+    private func finish(_ staged: StagedBatch) -> [Result<RecordMetadata, CaseVaultError>] {
+        guard case .flushed(var flushed) = staged else {
+            guard case .done(let outcomes) = staged else { return [] }
+            return outcomes
+        }
+        self.observe(.putBeforeCommit)
+        // The time spent waiting for the batches before it is not this batch's commit.
+        flushed.clock.restart()
+        let batch = flushed.batch
+        do throws(CaseVaultError) {
+            guard self.batchFailures.withLock({ $0.failed == flushed.failures }) else {
+                throw CaseVaultError(
+                    .storageFailure, "a batch of puts before this one failed to commit; nothing of this one was kept")
             }
-            if settling {
+            let checkpointed = self.index.checkpoints.nanoseconds
+            if flushed.settling {
                 // A filing's effects may mark records for shredding (a final agreement's notes): then no get
                 // takes their rows from `liveRows` while the commit runs.
                 let commit = { () throws(CaseVaultError) in
-                    try self.index.write { db in try Index.insertPuts(db, rows, writer: after, settled: true) }
+                    try self.index.write { db in
+                        try Index.insertPuts(db, flushed.rows, writer: flushed.after, settled: true)
+                    }
                 }
                 if batch.contains(where: { !$0.effects.markShredding.isEmpty }) {
                     try self.liveRows.changing(commit)
                 } else {
                     try commit()
                 }
-                self.writer.withLock { $0.settled = after.cursor }
+                self.writer.withLock { $0.settled = max($0.settled, flushed.after.cursor) }
             } else {
-                try self.index.writeUnflushed { db in try Index.insertPuts(db, rows, writer: after, settled: false) }
+                try self.index.writeUnflushed { db in
+                    try Index.insertPuts(db, flushed.rows, writer: flushed.after, settled: false)
+                }
             }
             self.observe(.putAfterCommit)
-            clock.end(\.commitNanoseconds, checkpoint: self.index.checkpoints.nanoseconds - checkpointed)
-            self.phases.withLock { $0.add(clock.phases) }
+            flushed.clock.end(\.commitNanoseconds, checkpoint: self.index.checkpoints.nanoseconds - checkpointed)
+            self.phases.withLock { $0.add(flushed.clock.phases) }
             return batch.map { .success($0.metadata) }
         } catch {
-            // Nothing was acknowledged: undo what reached the disk so no orphan key or ciphertext remains.
-            let stream = OverwriteStream()
-            for (frame, place) in zip(frames, placed) {
-                try? self.slots.scrub(frame.slot)
-                try? self.segments.overwrite(place, from: stream)
+            // Nothing was acknowledged: undo what reached the disk so no orphan key or ciphertext remains. The
+            // batches behind this one fail as well, and the next to lead reads the writer's state again.
+            self.batchFailures.withLock { failures in
+                if failures.failed == flushed.failures { failures.failed += 1 }
             }
-            try? self.segments.flush(Set(placed.map(\.segment)))
-            try? self.slots.flush()
-            // The index holds what was committed; a slot dropped by `takeUnownedSlots` stays dropped.
-            let reloaded = try? self.index.read { db in try Index.writerState(db) }
-            self.writer.withLock { $0 = reloaded ?? before }
-            self.logger.error(
-                "a batch of puts failed",
-                metadata: ["batch.size": "\(batch.count)", "error.code": "\(error.code.rawValue)"]
-            )
+            self.undo(flushed.frames)
+            self.logBatchFailure(batch.count, error)
             return batch.map { _ in .failure(error) }
         }
+    }
+
+    /// Overwrites the frames and scrubs the slots of a batch that failed, and flushes both.
+    private func undo(_ frames: [(slot: Int64, location: Segments.Location)]) {
+        let stream = OverwriteStream()
+        for (slot, place) in frames {
+            try? self.slots.scrub(slot)
+            try? self.segments.overwrite(place, from: stream)
+        }
+        try? self.segments.flush(Set(frames.map(\.location.segment)))
+        try? self.slots.flush()
+    }
+
+    /// Reads the writer's state again from the index when a put batch's commit failed since it was last
+    /// read: called as the only writer, once every batch has finished (`WriteQueue.exclusive`).
+    func reloadAfterFailedBatches() {
+        if self.batchFailures.withLock({ $0.failed != $0.reloaded }) {
+            self.reloadWriterState()
+        }
+    }
+
+    /// Reads the writer's state again from the index (or restores `before` when it cannot be read), once no
+    /// batch is committing: the index holds what was committed; a slot dropped by `takeUnownedSlots` stays
+    /// dropped. Marks every failed commit counted so far as reloaded.
+    private func reloadWriterState(orRestore before: WriterState? = nil) {
+        let failed = self.batchFailures.withLock { $0.failed }
+        let reloaded = try? self.index.read { db in try Index.writerState(db) }
+        self.writer.withLock { state in
+            if let reloaded {
+                state = reloaded
+            } else if let before {
+                state = before
+            }
+        }
+        self.batchFailures.withLock { $0.reloaded = max($0.reloaded, failed) }
+    }
+
+    private func logBatchFailure(_ count: Int, _ error: CaseVaultError) {
+        self.logger.error(
+            "a batch of puts failed",
+            metadata: ["batch.size": "\(count)", "error.code": "\(error.code.rawValue)"]
+        )
     }
 
     /// Whether a batch ending at `state.cursor` leaves more than `settleDistance` bytes of frames to replay

@@ -42,6 +42,8 @@ package final class RecordStore: ServedStorage {
     let rider = Mutex<(any FlushRider)?>(nil)
     /// Where put batches' leaders spent their time (`batchPhases`).
     let phases = Mutex(BatchPhases())
+    /// Failed commits of put batches, for the batches behind them (`BatchFailures`).
+    let batchFailures = Mutex(BatchFailures())
     private let closed = Atomic<Bool>(false)
     /// Whether `close` has begun.
     var isClosed: Bool { self.closed.load(ordering: .acquiring) }
@@ -223,6 +225,7 @@ package final class RecordStore: ServedStorage {
     func asShredWriter<Result>(_ body: () throws(CaseVaultError) -> Result) throws(CaseVaultError) -> Result {
         try self.writes.exclusive { () throws(CaseVaultError) -> Result in
             try self.refuseIfClosed()
+            self.reloadAfterFailedBatches()
             return try body()
         }
     }

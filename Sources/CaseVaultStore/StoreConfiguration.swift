@@ -87,6 +87,9 @@ package enum KeySource: Sendable, Equatable {
 package enum CrashPoint: String, Sendable, CaseIterable {
     case putAfterFrameWrite = "put.after-frame-write"
     case putAfterFlush = "put.after-flush"
+    /// In a put batch's second stage, once the batches before it have committed and before its own commit:
+    /// the next batch may be writing and flushing meanwhile.
+    case putBeforeCommit = "put.before-commit"
     case putAfterCommit = "put.after-commit"
     case shredAfterMark = "shred.after-mark"
     /// After each section of a step that runs in sections (slots, ciphertext, removal), before the step's

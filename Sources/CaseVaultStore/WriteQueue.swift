@@ -3,8 +3,10 @@ internal import Dispatch
 internal import Foundation
 
 /// Group commit: concurrent puts queue up, and one caller at a time leads: it takes every queued put (up
-/// to `maxBatch`) and makes them durable with one filesystem flush and one index commit, then wakes just
-/// the callers in its batch and hands the lead to the next queued caller. Shreds and recovery take the
+/// to `maxBatch`) and makes them durable in two stages, `prepare` (their writes and one filesystem flush)
+/// and `finish` (the index commit). It hands the lead to the next queued caller between the two, so that
+/// the next batch writes and flushes while this one commits; `finish` runs batch by batch in the order the
+/// batches led, and then the leader wakes just the callers in its batch. Shreds and recovery take the
 /// lead exclusively, and get it before queued puts, unless the oldest put has waited `overdue` and came
 /// before them: then it leads first, so that two exclusive writers taking turns (a sweep's shred and a key
 /// rotation) cannot keep puts waiting for as long as both run, nor a stream of puts an exclusive writer.
@@ -38,14 +40,32 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
     /// Batches committed and jobs in them, for `make bench` and status.
     private var batches = 0
     private var jobs = 0
+    /// How many batches have taken the lead (guarded by `lock`); a batch's place in that order is its
+    /// ticket. `finished` (guarded by `stages`) counts those whose `finish` has run: each finishes once
+    /// every batch before it has, and an exclusive writer leads once every batch has.
+    private var issued: UInt64 = 0
+    private var finished: UInt64 = 0
+    private let stages = NSCondition()
 
     init(maxBatch: Int, overdue: UInt64 = .max) {
         self.maxBatch = max(1, maxBatch)
         self.overdue = overdue
     }
 
-    /// Queues `job` and returns its outcome once a leader (perhaps this caller) has flushed it.
+    /// Queues `job` and returns its outcome once a leader (perhaps this caller) has run `perform` for it, as
+    /// the only writer.
     func submit(_ job: Job, perform: ([Job]) -> [Outcome]) -> Outcome {
+        self.submit(job, prepare: { jobs, _ in perform(jobs) }, finish: { $0 })
+    }
+
+    /// Queues `job` and returns its outcome once a leader (perhaps this caller) has run `prepare` and then
+    /// `finish` for its batch. `prepare` runs as the only writer; it may call the function it is given to
+    /// wait until every batch before it has finished. `finish` runs after the lead has passed on (a later
+    /// batch may be preparing meanwhile), once every batch before it has finished, and before any later
+    /// batch finishes or any exclusive writer leads.
+    func submit<Staged>(
+        _ job: Job, prepare: (_ jobs: [Job], _ drain: () -> Void) -> Staged, finish: (Staged) -> [Outcome]
+    ) -> Outcome {
         let me = Waiter(job: job)
         self.lock.lock()
         self.pending.append(me)
@@ -65,19 +85,34 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
         self.pending.removeFirst(others.count)
         self.batches += 1
         self.jobs += others.count + 1
+        self.issued += 1
+        let ticket = self.issued
         self.lock.unlock()
 
         let batch = [me] + others
-        for (waiter, outcome) in zip(batch, perform(batch.map(\.job))) {
-            waiter.outcome = outcome
-        }
+        let staged = prepare(batch.map(\.job)) { self.awaitFinished(ticket - 1) }
         self.lock.lock()
         self.passLead()
         self.lock.unlock()
+        self.awaitFinished(ticket - 1)
+        for (waiter, outcome) in zip(batch, finish(staged)) {
+            waiter.outcome = outcome
+        }
+        self.stages.lock()
+        self.finished = ticket
+        self.stages.broadcast()
+        self.stages.unlock()
         for waiter in others {
             waiter.wakeup.signal()
         }
         return me.outcome!
+    }
+
+    /// Waits until the first `count` batches to lead have finished.
+    private func awaitFinished(_ count: UInt64) {
+        self.stages.lock()
+        while self.finished < count { self.stages.wait() }
+        self.stages.unlock()
     }
 
     /// Batches committed so far, and the jobs they carried.
@@ -108,7 +143,7 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
         return oldest != .max && (now > oldest ? now - oldest : 0) >= nanoseconds
     }
 
-    /// Runs `body` as the only writer.
+    /// Runs `body` as the only writer, once every batch that led before it has finished.
     func exclusive<Result, Failure: Error>(_ body: () throws(Failure) -> Result) throws(Failure) -> Result {
         self.lock.lock()
         if self.busy {
@@ -116,10 +151,14 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
             self.exclusive.append((turn, DispatchTime.now().uptimeNanoseconds))
             self.lock.unlock()
             turn.wait()
+            self.lock.lock()
         } else {
             self.busy = true
-            self.lock.unlock()
         }
+        // No batch takes the lead while this writer holds it.
+        let issued = self.issued
+        self.lock.unlock()
+        self.awaitFinished(issued)
         defer {
             self.lock.lock()
             self.passLead()

@@ -98,7 +98,7 @@ struct PutRecoveryTests {
     /// transaction whose commit reached SQLite's WAL is. Either way nothing is left that no record owns.
     @Test(
         "a put killed after writing its frame, before its commit, is committed whole at the next open, and leaves no wrapped key or ciphertext that no record owns",
-        arguments: [CrashPoint.putAfterFrameWrite, .putAfterFlush])
+        arguments: [CrashPoint.putAfterFrameWrite, .putAfterFlush, .putBeforeCommit])
     func killedPutIsCommittedWholeOrNotAtAll(point: CrashPoint) throws {
         let vault = TestVault()
         let caseID = Samples.caseID()

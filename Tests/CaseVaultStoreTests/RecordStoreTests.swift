@@ -165,6 +165,55 @@ struct RecordStoreTests {
         #expect(try reopened.records(caseID: caseID).map(\.id) == filed.map(\.0.id))
     }
 
+    @Test(
+        "a put batch writes and flushes while the batch before it commits; both are acknowledged and read back after reopening"
+    )
+    func batchesOverlap() throws {
+        let vault = TestVault()
+        let caseID = Samples.caseID()
+        let firstHeld = Mutex(false)
+        let secondFlushed = DispatchSemaphore(value: 0)
+        let overlapped = Mutex(false)
+        let store = try vault.open(clock: TestClock("2026-01-01T00:00:00Z")) { configuration in
+            configuration.crashPointObserver = { point in
+                if point == .putBeforeCommit, !firstHeld.withLock({ $0 }) {
+                    // The first batch's commit waits for the next batch's flush (10 s at most).
+                    firstHeld.withLock { $0 = true }
+                    let flushed = secondFlushed.wait(timeout: .now() + 10) == .success
+                    overlapped.withLock { $0 = flushed }
+                } else if point == .putAfterFlush, firstHeld.withLock({ $0 }) {
+                    secondFlushed.signal()
+                }
+            }
+        }
+        let filed = Mutex<[Int: Result<RecordID, CaseVaultError>]>([:])
+        func put(_ index: Int) -> Thread {
+            Thread {
+                let result = Result { () throws(CaseVaultError) in
+                    try store.sealed.put(
+                        NewRecord(
+                            caseID: caseID, type: .sessionNote,
+                            content: Samples.content(.sessionNote, marker: "batch-\(index)"))
+                    ).id
+                }
+                filed.withLock { $0[index] = result }
+            }
+        }
+        put(1).start()
+        let deadline = Date().addingTimeInterval(10)
+        while !firstHeld.withLock({ $0 }) && Date() < deadline { usleep(1000) }
+        put(2).start()
+        while filed.withLock({ $0.count }) < 2 && Date() < deadline.addingTimeInterval(10) { usleep(1000) }
+        #expect(overlapped.withLock { $0 }, "the second batch did not flush while the first waited to commit")
+        let ids = try [1, 2].map { index in try #require(filed.withLock { $0[index] }).get() }
+        store.close()
+        let reopened = try vault.open()
+        defer { reopened.close() }
+        for (index, id) in zip([1, 2], ids) {
+            #expect(try reopened.sealed.get(id).content == Samples.content(.sessionNote, marker: "batch-\(index)"))
+        }
+    }
+
     @Test("a store reopened after being dropped without close still reads everything")
     func reopenWithoutCleanShutdown() throws {
         let vault = TestVault()

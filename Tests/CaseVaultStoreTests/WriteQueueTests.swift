@@ -90,4 +90,53 @@ struct WriteQueueTests {
                 "overdue \(overdue) ns, put first \(putFirst): \(order.withLock { $0 })")
         }
     }
+
+    @Test(
+        "a batch prepares while the batch before it finishes; batches finish in the order they led, and an exclusive writer leads only once every batch has finished"
+    )
+    func stagesOverlapInOrder() throws {
+        let queue = WriteQueue<Job, Int>(maxBatch: 8)
+        let order = Mutex<[String]>([])
+        let firstFinishing = Mutex(false)
+        let release = DispatchSemaphore(value: 0)
+        func wait(until condition: () -> Bool) {
+            let deadline = Date().addingTimeInterval(10)
+            while !condition() && Date() < deadline { usleep(1000) }
+        }
+        let first = Thread {
+            _ = queue.submit(
+                Job(), prepare: { jobs, _ in jobs.count },
+                finish: { count in
+                    firstFinishing.withLock { $0 = true }
+                    release.wait()
+                    order.withLock { $0.append("first finished") }
+                    return [count]
+                })
+        }
+        first.start()
+        wait { firstFinishing.withLock { $0 } }
+        let second = Thread {
+            _ = queue.submit(
+                Job(),
+                prepare: { jobs, _ in
+                    order.withLock { $0.append("second prepared") }
+                    return jobs.count
+                },
+                finish: { count in
+                    order.withLock { $0.append("second finished") }
+                    return [count]
+                })
+        }
+        second.start()
+        wait { order.withLock { $0.contains("second prepared") } }
+        let writer = Thread {
+            queue.exclusive { order.withLock { $0.append("writer") } }
+        }
+        writer.start()
+        usleep(50_000)
+        #expect(order.withLock { $0 } == ["second prepared"], "only the second batch's writes may go on meanwhile")
+        release.signal()
+        wait { order.withLock { $0.count } == 4 }
+        #expect(order.withLock { $0 } == ["second prepared", "first finished", "second finished", "writer"])
+    }
 }
