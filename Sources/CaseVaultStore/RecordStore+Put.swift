@@ -101,7 +101,11 @@ extension RecordStore {
         let (failures, reloaded) = self.batchFailures.withLock { ($0.failed, $0.reloaded) }
         if failures != reloaded {
             drain()
-            self.reloadAfterFailedBatches()
+            do throws(CaseVaultError) {
+                try self.reloadAfterFailedBatches()
+            } catch {
+                return .done(batch.map { _ in .failure(error) })
+            }
         }
         var clock = BatchPhases.Clock()
         let before = self.writer.withLock { $0 }
@@ -200,6 +204,9 @@ extension RecordStore {
                 throw CaseVaultError(
                     .storageFailure, "a batch of puts before this one failed to commit; nothing of this one was kept")
             }
+            if self.configuration.failingCommit?() == true {
+                throw CaseVaultError(.storageFailure, "the index refused the commit (a test's injected failure)")
+            }
             let checkpointed = self.index.checkpoints.nanoseconds
             if flushed.settling {
                 // A filing's effects may mark records for shredding (a final agreement's notes): then no get
@@ -248,27 +255,30 @@ extension RecordStore {
     }
 
     /// Reads the writer's state again from the index when a put batch's commit failed since it was last
-    /// read: called as the only writer, once every batch has finished (`WriteQueue.exclusive`).
-    func reloadAfterFailedBatches() {
-        if self.batchFailures.withLock({ $0.failed != $0.reloaded }) {
-            self.reloadWriterState()
-        }
+    /// read: called as the only writer, once every batch has finished (`WriteQueue.exclusive`), or by the
+    /// next batch to lead once those before it have. Throws when the index cannot be read: nothing may be
+    /// written on a state past what failed.
+    func reloadAfterFailedBatches() throws(CaseVaultError) {
+        let failed = self.batchFailures.withLock { $0.failed }
+        guard failed != self.batchFailures.withLock({ $0.reloaded }) else { return }
+        let state = try self.index.read { db in try Index.writerState(db) }
+        self.writer.withLock { $0 = state }
+        self.batchFailures.withLock { $0.reloaded = max($0.reloaded, failed) }
     }
 
-    /// Reads the writer's state again from the index (or restores `before` when it cannot be read), once no
-    /// batch is committing: the index holds what was committed; a slot dropped by `takeUnownedSlots` stays
-    /// dropped. Marks every failed commit counted so far as reloaded.
-    private func reloadWriterState(orRestore before: WriterState? = nil) {
-        let failed = self.batchFailures.withLock { $0.failed }
+    /// After a batch failed in its first stage, once no batch before it is committing: the writer's state
+    /// as the index has it (a slot dropped by `takeUnownedSlots` stays dropped), or, when the index cannot be
+    /// read, the slots and cursor the batch began with.
+    private func reloadWriterState(orRestore before: WriterState) {
         let reloaded = try? self.index.read { db in try Index.writerState(db) }
         self.writer.withLock { state in
             if let reloaded {
                 state = reloaded
-            } else if let before {
-                state = before
+            } else {
+                state.slots = before.slots
+                state.cursor = before.cursor
             }
         }
-        self.batchFailures.withLock { $0.reloaded = max($0.reloaded, failed) }
     }
 
     private func logBatchFailure(_ count: Int, _ error: CaseVaultError) {
@@ -281,7 +291,9 @@ extension RecordStore {
     /// Whether a batch ending at `state.cursor` leaves more than `settleDistance` bytes of frames to replay
     /// after a power cut: then it settles, so that recovery reads at most that much.
     private func isFarFromSettled(_ state: WriterState) -> Bool {
-        state.cursor.segment != state.settled.segment
+        // (A cursor behind the mark, after a failed batch, settles too: the mark must never stand past frames
+        // recovery should replay.)
+        state.cursor < state.settled || state.cursor.segment != state.settled.segment
             || state.cursor.end - state.settled.end > Self.settleDistance
     }
 

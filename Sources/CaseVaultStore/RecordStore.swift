@@ -55,8 +55,9 @@ package final class RecordStore: ServedStorage {
 
     /// What the single writer changes as it commits: which slot and which segment region come next, and
     /// the settled mark: up to it, every frame's index row and key slot are durable on their own; past it,
-    /// recovery rebuilds them from the frames. Only the holder of the write queue touches it; it is
-    /// persisted in the index by the same commit.
+    /// recovery rebuilds them from the frames. Only the holder of the write queue touches it, but for the
+    /// settled mark, which a put batch's commit moves forward after the lead has passed on; it is persisted
+    /// in the index by the same commit.
     struct WriterState {
         var slots: SlotAllocator
         var cursor: Segments.Cursor
@@ -177,9 +178,11 @@ package final class RecordStore: ServedStorage {
     package func close() -> CaseVaultError? {
         guard !self.closed.exchange(true, ordering: .acquiringAndReleasing) else { return nil }
         self.liveRows.close()
-        // Waits for the writer in flight, if any, then settles what the puts left unflushed.
+        // Waits for the writer and the put batches' commits in flight, if any, then settles what the puts
+        // left unflushed, on the writer's state as the index has it if a batch's commit failed.
         let failure: CaseVaultError? = self.writes.exclusive {
             do {
+                try self.reloadAfterFailedBatches()
                 try self.settle()
                 try self.index.truncateWAL()
                 try self.index.close()
@@ -225,7 +228,7 @@ package final class RecordStore: ServedStorage {
     func asShredWriter<Result>(_ body: () throws(CaseVaultError) -> Result) throws(CaseVaultError) -> Result {
         try self.writes.exclusive { () throws(CaseVaultError) -> Result in
             try self.refuseIfClosed()
-            self.reloadAfterFailedBatches()
+            try self.reloadAfterFailedBatches()
             return try body()
         }
     }

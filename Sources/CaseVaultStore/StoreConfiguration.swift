@@ -26,6 +26,9 @@ package struct StoreConfiguration: Sendable {
     package var maxSegmentBytes: Int64
     /// Test-only: called as the store passes each crash point, so a test helper can kill the process there.
     package var crashPointObserver: (@Sendable (CrashPoint) -> Void)?
+    /// Test-only: asked before each put batch's index commit; `true` fails that commit as a full disk would
+    /// (the batch fails, the store serves on), so that a test can fail one while the next batch is flushed.
+    package var failingCommit: (@Sendable () -> Bool)?
     /// How long each record type is kept (the retention sweep) and what a legal hold keeps.
     package var retention: RetentionSchedule
     /// Records a sweep disposes of per shred (one flush per protocol step, one index commit each). Puts go in
@@ -52,6 +55,7 @@ package struct StoreConfiguration: Sendable {
         self.maxBatch = maxBatch
         self.maxSegmentBytes = maxSegmentBytes
         self.crashPointObserver = nil
+        self.failingCommit = nil
         self.keySource = .file
         self.shredLedgerCopy = nil
         self.clock = Self.systemClock

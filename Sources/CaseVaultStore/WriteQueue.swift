@@ -14,8 +14,9 @@ internal import Foundation
 /// idle store runs no thread at all; one semaphore per caller rather than a shared condition, so a batch
 /// wakes its own callers and not every waiting thread.
 final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
-    // @unchecked: `pending`, `exclusive` and `busy` are guarded by `lock`; a waiter's `outcome` is written
-    // before its semaphore is signalled and read after its wait returns.
+    // @unchecked: `pending`, `exclusive`, `busy`, the counts and `issued` are guarded by `lock`, `finished` by
+    // `stages`; a waiter's `outcome` is written before its semaphore is signalled and read after its wait
+    // returns.
     private final class Waiter {
         let job: Job
         var outcome: Outcome?
@@ -37,7 +38,7 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
     /// How long the oldest put may wait before it leads ahead of exclusive writers (`DispatchTime`'s
     /// nanoseconds).
     private let overdue: UInt64
-    /// Batches committed and jobs in them, for `make bench` and status.
+    /// Batches that led and jobs in them, for `make bench` and status.
     private var batches = 0
     private var jobs = 0
     /// How many batches have taken the lead (guarded by `lock`); a batch's place in that order is its
@@ -115,7 +116,7 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
         self.stages.unlock()
     }
 
-    /// Batches committed so far, and the jobs they carried.
+    /// Batches that led so far, and the jobs they carried.
     var counts: (batches: Int, jobs: Int) {
         self.lock.lock()
         defer { self.lock.unlock() }

@@ -214,6 +214,81 @@ struct RecordStoreTests {
         }
     }
 
+    @Test(
+        "a put batch whose commit fails takes down the batch that flushed behind it: both fail and leave no wrapped key, the next put takes their place in the segment, and the store reopens with what was acknowledged"
+    )
+    func failedCommitTakesDownTheBatchBehind() throws {
+        let vault = TestVault()
+        let caseID = Samples.caseID()
+        let armed = Mutex(false)
+        let failNext = Mutex(false)
+        let secondFlushed = DispatchSemaphore(value: 0)
+        let store = try vault.open(clock: TestClock("2026-01-01T00:00:00Z")) { configuration in
+            configuration.crashPointObserver = { point in
+                if point == .putBeforeCommit,
+                    armed.withLock({ armed in
+                        defer { armed = false }
+                        return armed
+                    })
+                {
+                    // The failing batch's commit waits for the next batch's flush (10 s at most).
+                    failNext.withLock { $0 = true }
+                    _ = secondFlushed.wait(timeout: .now() + 10)
+                } else if point == .putAfterFlush, failNext.withLock({ $0 }) {
+                    secondFlushed.signal()
+                }
+            }
+            configuration.failingCommit = {
+                failNext.withLock { fail in
+                    defer { fail = false }
+                    return fail
+                }
+            }
+        }
+        @Sendable func content(_ marker: String) -> [UInt8] { Samples.content(.sessionNote, marker: marker) }
+        @Sendable func put(_ marker: String) throws(CaseVaultError) -> RecordID {
+            try store.sealed.put(NewRecord(caseID: caseID, type: .sessionNote, content: content(marker))).id
+        }
+        let first = try put("first")
+        armed.withLock { $0 = true }
+        let outcomes = Mutex<[String: CaseVaultError.Code]>([:])
+        for marker in ["failing", "behind"] {
+            Thread {
+                do throws(CaseVaultError) {
+                    _ = try put(marker)
+                } catch {
+                    outcomes.withLock { $0[marker] = error.code }
+                }
+            }.start()
+            let deadline = Date().addingTimeInterval(10)
+            while marker == "failing" && !failNext.withLock({ $0 }) && Date() < deadline { usleep(1000) }
+        }
+        let deadline = Date().addingTimeInterval(20)
+        while outcomes.withLock({ $0.count }) < 2 && Date() < deadline { usleep(1000) }
+        #expect(outcomes.withLock { $0 } == ["failing": .storageFailure, "behind": .storageFailure])
+        let next = try put("next")
+        store.close()
+
+        // The next put's frame begins where the first's ends: the two failed frames' place was taken again.
+        let index = try DatabaseQueue(path: vault.data + "/index.sqlite")
+        let (firstEnd, nextStart) = try index.read { db in
+            (
+                try Int.fetchOne(
+                    db, sql: "SELECT offset + sealed_size FROM records WHERE id = ?", arguments: [first.rawValue]),
+                try Int.fetchOne(db, sql: "SELECT frame_start FROM records WHERE id = ?", arguments: [next.rawValue])
+            )
+        }
+        try index.close()
+        #expect(firstEnd != nil && firstEnd == nextStart)
+        let reopened = try vault.open()
+        defer { reopened.close() }
+        #expect(try reopened.sealed.get(first).content == content("first"))
+        #expect(try reopened.sealed.get(next).content == content("next"))
+        let slots = try #require(vault.files()["keyslots"])
+        let live = (0..<(slots.count / 128)).filter { Array(slots[($0 * 128)..<($0 * 128 + 4)]) == Array("CVS1".utf8) }
+        #expect(live.count == 2, "a failed batch left its wrapped key in its slot")
+    }
+
     @Test("a store reopened after being dropped without close still reads everything")
     func reopenWithoutCleanShutdown() throws {
         let vault = TestVault()

@@ -129,10 +129,13 @@ struct WriteQueueTests {
         }
         second.start()
         wait { order.withLock { $0.contains("second prepared") } }
+        let writerAsks = Mutex(false)
         let writer = Thread {
+            writerAsks.withLock { $0 = true }
             queue.exclusive { order.withLock { $0.append("writer") } }
         }
         writer.start()
+        wait { writerAsks.withLock { $0 } }
         usleep(50_000)
         #expect(order.withLock { $0 } == ["second prepared"], "only the second batch's writes may go on meanwhile")
         release.signal()

@@ -15,7 +15,9 @@ internal import Glibc
 /// A flush that fails may have lost what it was to make durable while the pages still read back (Linux marks
 /// them clean after a writeback error: the "fsyncgate" lesson). So the file keeps each slot written since
 /// the last flush that succeeded, and after a failure every flush writes them again before its own: what
-/// the page cache shows is never trusted to be on the disk. Writes and flushes come from the only writer.
+/// the page cache shows is never trusted to be on the disk. Writes and flushes come from the only writer,
+/// but for a put batch whose commit failed, which scrubs its slots and flushes while the batch after it may
+/// be writing: that batch fails too (`RecordStore.BatchFailures`) and scrubs its own.
 final class KeySlotFile: Sendable {
     static let growth: Int64 = 8192
     private let handle: PosixFile
