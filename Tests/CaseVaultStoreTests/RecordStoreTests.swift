@@ -189,13 +189,7 @@ struct RecordStoreTests {
         let filed = Mutex<[Int: Result<RecordID, CaseVaultError>]>([:])
         func put(_ index: Int) -> Thread {
             Thread {
-                let result = Result { () throws(CaseVaultError) in
-                    try store.sealed.put(
-                        NewRecord(
-                            caseID: caseID, type: .sessionNote,
-                            content: Samples.content(.sessionNote, marker: "batch-\(index)"))
-                    ).id
-                }
+                let result = Samples.note(store, caseID, marker: "batch-\(index)")
                 filed.withLock { $0[index] = result }
             }
         }

@@ -210,13 +210,7 @@ struct SegmentFrameTests {
                 guard point == .shredAfterSlotOverwrite, !copied.withLock({ $0 }), let store = live.withLock({ $0 })
                 else { return }
                 Thread.detachNewThread {
-                    let result = Result { () throws(CaseVaultError) in
-                        try store.sealed.put(
-                            NewRecord(
-                                caseID: caseID, type: .sessionNote,
-                                content: Samples.content(.sessionNote, marker: "meanwhile"))
-                        ).id
-                    }
+                    let result = Samples.note(store, caseID, marker: "meanwhile")
                     meanwhile.withLock { $0 = result }
                 }
                 let deadline = Date().addingTimeInterval(10)

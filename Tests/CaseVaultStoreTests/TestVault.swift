@@ -123,6 +123,16 @@ extension Array where Element == UInt8 {
 
 /// Sample content for each record type, carrying `marker` so tests can look for it on disk and in logs.
 enum Samples {
+    /// A session note marked `marker` filed in `caseID` through `store`'s vault, or the error it got: what a
+    /// test's thread keeps for the test to look at.
+    static func note(_ store: RecordStore, _ caseID: CaseID, marker: String) -> Result<RecordID, CaseVaultError> {
+        Result { () throws(CaseVaultError) in
+            try store.sealed.put(
+                NewRecord(caseID: caseID, type: .sessionNote, content: Self.content(.sessionNote, marker: marker))
+            ).id
+        }
+    }
+
     static func content(_ type: RecordType, marker: String) -> [UInt8] {
         let json: String
         switch type {
