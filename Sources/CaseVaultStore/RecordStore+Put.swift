@@ -191,9 +191,10 @@ extension RecordStore {
     /// its index commit. A batch whose first stage came after a failed commit fails too, and undoes its
     /// frames and slots as that one did.
     private func finish(_ staged: StagedBatch) -> [Result<RecordMetadata, CaseVaultError>] {
-        guard case .flushed(var flushed) = staged else {
-            guard case .done(let outcomes) = staged else { return [] }
-            return outcomes
+        var flushed: FlushedBatch
+        switch staged {
+        case .done(let outcomes): return outcomes
+        case .flushed(let batch): flushed = batch
         }
         self.observe(.putBeforeCommit)
         // The time spent waiting for the batches before it is not this batch's commit.
@@ -261,16 +262,21 @@ extension RecordStore {
     func reloadAfterFailedBatches() throws(CaseVaultError) {
         let failed = self.batchFailures.withLock { $0.failed }
         guard failed != self.batchFailures.withLock({ $0.reloaded }) else { return }
-        let state = try self.index.read { db in try Index.writerState(db) }
+        let state = try self.readWriterState()
         self.writer.withLock { $0 = state }
         self.batchFailures.withLock { $0.reloaded = max($0.reloaded, failed) }
+    }
+
+    /// The writer's state as the index has it.
+    private func readWriterState() throws(CaseVaultError) -> WriterState {
+        try self.index.read { db in try Index.writerState(db) }
     }
 
     /// After a batch failed in its first stage, once no batch before it is committing: the writer's state
     /// as the index has it (a slot dropped by `takeUnownedSlots` stays dropped), or, when the index cannot be
     /// read, the slots and cursor the batch began with.
     private func reloadWriterState(orRestore before: WriterState) {
-        let reloaded = try? self.index.read { db in try Index.writerState(db) }
+        let reloaded = try? self.readWriterState()
         self.writer.withLock { state in
             if let reloaded {
                 state = reloaded
