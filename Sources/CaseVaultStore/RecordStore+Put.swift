@@ -126,10 +126,7 @@ extension RecordStore {
         } catch {
             // Nothing was placed: the slots taken go back (the batches before this one change neither the
             // slots nor the cursor).
-            self.writer.withLock { state in
-                state.slots = before.slots
-                state.cursor = before.cursor
-            }
+            self.writer.withLock { $0.restorePlacement(before) }
             return .done(batch.map { _ in .failure(error) })
         }
         clock.end(\.framesNanoseconds)
@@ -260,8 +257,8 @@ extension RecordStore {
     /// next batch to lead once those before it have. Throws when the index cannot be read: nothing may be
     /// written on a state past what failed.
     func reloadAfterFailedBatches() throws(CaseVaultError) {
-        let failed = self.batchFailures.withLock { $0.failed }
-        guard failed != self.batchFailures.withLock({ $0.reloaded }) else { return }
+        let (failed, reloaded) = self.batchFailures.withLock { ($0.failed, $0.reloaded) }
+        guard failed != reloaded else { return }
         let state = try self.readWriterState()
         self.writer.withLock { $0 = state }
         self.batchFailures.withLock { $0.reloaded = max($0.reloaded, failed) }
@@ -281,8 +278,7 @@ extension RecordStore {
             if let reloaded {
                 state = reloaded
             } else {
-                state.slots = before.slots
-                state.cursor = before.cursor
+                state.restorePlacement(before)
             }
         }
     }

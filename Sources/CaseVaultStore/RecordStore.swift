@@ -62,6 +62,13 @@ package final class RecordStore: ServedStorage {
         var slots: SlotAllocator
         var cursor: Segments.Cursor
         var settled: Segments.Cursor
+
+        /// Takes back the slots and the segment place a failed put batch took since `before`; the settled
+        /// mark, which earlier batches' commits may have moved on meanwhile, stays.
+        mutating func restorePlacement(_ before: WriterState) {
+            self.slots = before.slots
+            self.cursor = before.cursor
+        }
     }
 
     /// Opens (creating on first use) the store in `configuration.dataDirectory`, then finishes any shred a

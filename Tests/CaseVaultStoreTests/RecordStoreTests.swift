@@ -171,20 +171,10 @@ struct RecordStoreTests {
     func batchesOverlap() throws {
         let vault = TestVault()
         let caseID = Samples.caseID()
-        let firstHeld = Mutex(false)
-        let secondFlushed = DispatchSemaphore(value: 0)
-        let overlapped = Mutex(false)
+        // The first batch's commit waits for the next batch's flush.
+        let hold = CommitHold()
         let store = try vault.open(clock: TestClock("2026-01-01T00:00:00Z")) { configuration in
-            configuration.crashPointObserver = { point in
-                if point == .putBeforeCommit, !firstHeld.withLock({ $0 }) {
-                    // The first batch's commit waits for the next batch's flush (10 s at most).
-                    firstHeld.withLock { $0 = true }
-                    let flushed = secondFlushed.wait(timeout: .now() + 10) == .success
-                    overlapped.withLock { $0 = flushed }
-                } else if point == .putAfterFlush, firstHeld.withLock({ $0 }) {
-                    secondFlushed.signal()
-                }
-            }
+            configuration.crashPointObserver = hold.reached
         }
         let filed = Mutex<[Int: Result<RecordID, CaseVaultError>]>([:])
         func put(_ index: Int) -> Thread {
@@ -195,10 +185,10 @@ struct RecordStoreTests {
         }
         put(1).start()
         let deadline = Date().addingTimeInterval(10)
-        while !firstHeld.withLock({ $0 }) && Date() < deadline { usleep(1000) }
+        while !hold.hasHeld && Date() < deadline { usleep(1000) }
         put(2).start()
         while filed.withLock({ $0.count }) < 2 && Date() < deadline.addingTimeInterval(10) { usleep(1000) }
-        #expect(overlapped.withLock { $0 }, "the second batch did not flush while the first waited to commit")
+        #expect(hold.overlapped, "the second batch did not flush while the first waited to commit")
         let ids = try [1, 2].map { index in try #require(filed.withLock { $0[index] }).get() }
         store.close()
         let reopened = try vault.open()
@@ -214,37 +204,18 @@ struct RecordStoreTests {
     func failedCommitTakesDownTheBatchBehind() throws {
         let vault = TestVault()
         let caseID = Samples.caseID()
-        let armed = Mutex(false)
-        let failNext = Mutex(false)
-        let secondFlushed = DispatchSemaphore(value: 0)
+        // The failing batch's commit waits for the next batch's flush, then fails.
+        let hold = CommitHold(armed: false)
         let store = try vault.open(clock: TestClock("2026-01-01T00:00:00Z")) { configuration in
-            configuration.crashPointObserver = { point in
-                if point == .putBeforeCommit,
-                    armed.withLock({ armed in
-                        defer { armed = false }
-                        return armed
-                    })
-                {
-                    // The failing batch's commit waits for the next batch's flush (10 s at most).
-                    failNext.withLock { $0 = true }
-                    _ = secondFlushed.wait(timeout: .now() + 10)
-                } else if point == .putAfterFlush, failNext.withLock({ $0 }) {
-                    secondFlushed.signal()
-                }
-            }
-            configuration.failingCommit = {
-                failNext.withLock { fail in
-                    defer { fail = false }
-                    return fail
-                }
-            }
+            configuration.crashPointObserver = hold.reached
+            configuration.failingCommit = hold.failsHeldCommit
         }
         @Sendable func content(_ marker: String) -> [UInt8] { Samples.content(.sessionNote, marker: marker) }
         @Sendable func put(_ marker: String) throws(CaseVaultError) -> RecordID {
             try store.sealed.put(NewRecord(caseID: caseID, type: .sessionNote, content: content(marker))).id
         }
         let first = try put("first")
-        armed.withLock { $0 = true }
+        hold.arm()
         let outcomes = Mutex<[String: CaseVaultError.Code]>([:])
         for marker in ["failing", "behind"] {
             Thread {
@@ -255,7 +226,7 @@ struct RecordStoreTests {
                 }
             }.start()
             let deadline = Date().addingTimeInterval(10)
-            while marker == "failing" && !failNext.withLock({ $0 }) && Date() < deadline { usleep(1000) }
+            while marker == "failing" && !hold.hasHeld && Date() < deadline { usleep(1000) }
         }
         let deadline = Date().addingTimeInterval(20)
         while outcomes.withLock({ $0.count }) < 2 && Date() < deadline { usleep(1000) }

@@ -78,6 +78,56 @@ final class TestVault {
     }
 }
 
+/// Holds the commit of the first put batch to reach `put.before-commit` once armed, until the next batch has
+/// flushed (`put.after-flush`), 10 s at most: a store's crash point observer (`reached`), for tests of put
+/// batches whose stages overlap.
+final class CommitHold: Sendable {
+    private enum Phase { case waiting, armed, holding, released, failed }
+    private let phase: Mutex<Phase>
+    private let nextFlushed = DispatchSemaphore(value: 0)
+    private let overlap = Mutex(false)
+
+    init(armed: Bool = true) {
+        self.phase = Mutex(armed ? .armed : .waiting)
+    }
+
+    func arm() {
+        self.phase.withLock { $0 = .armed }
+    }
+
+    /// Whether the hold has begun (it may be over).
+    var hasHeld: Bool { self.phase.withLock { ![.waiting, .armed].contains($0) } }
+
+    /// Whether the next batch flushed while the held one waited to commit.
+    var overlapped: Bool { self.overlap.withLock { $0 } }
+
+    func reached(_ point: CrashPoint) {
+        let holds =
+            point == .putBeforeCommit
+            && self.phase.withLock { phase in
+                guard phase == .armed else { return false }
+                phase = .holding
+                return true
+            }
+        if holds {
+            let flushed = self.nextFlushed.wait(timeout: .now() + 10) == .success
+            self.overlap.withLock { $0 = flushed }
+            self.phase.withLock { $0 = .released }
+        } else if point == .putAfterFlush, self.phase.withLock({ $0 == .holding }) {
+            self.nextFlushed.signal()
+        }
+    }
+
+    /// True once: for the held batch's commit, asked right after its hold (`StoreConfiguration.failingCommit`).
+    func failsHeldCommit() -> Bool {
+        self.phase.withLock { phase in
+            guard phase == .released else { return false }
+            phase = .failed
+            return true
+        }
+    }
+}
+
 /// A clock the test sets: the store reads it wherever it would read the system's.
 final class TestClock: Sendable {
     private let milliseconds: Mutex<Int64>
