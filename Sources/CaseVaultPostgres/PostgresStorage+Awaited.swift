@@ -7,7 +7,7 @@ internal import Synchronization
 /// The filings the server awaits on its event loops (`SuspendingStorage`): the same statements as the
 /// blocking calls of the same names, run by `runAwaiting` and `awaitInTransaction` instead of `run` and
 /// `inTransaction`, so that no thread waits for the database and no request hops to the blocking pool.
-extension PostgresStorage: SuspendingStorage {
+extension PostgresStorage {
     package func awaitCommit(_ record: SealedRecord, effects: FilingEffects) async throws(CaseVaultError)
         -> RecordMetadata
     {

@@ -215,11 +215,19 @@ extension Request {
         )
     }
 
-    /// `application/json`, with or without parameters such as `charset=utf-8`.
+    /// `application/json`, with or without parameters such as `charset=utf-8`: the media type before any
+    /// `;`, without the spaces and tabs around it, in any case. Compared byte by byte: it is asked of every
+    /// request with a body, and Foundation's trimming and lowercasing cost a PUT more than its routing.
     static func isJSON(_ value: String) -> Bool {
-        let media =
-            value.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
-        return media.lowercased() == "application/json"
+        let expected = "application/json".utf8
+        var media = Substring(value).utf8.prefix { $0 != UInt8(ascii: ";") }[...]
+        let blank: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+        while let first = media.first, blank(first) { media = media.dropFirst() }
+        while let last = media.last, blank(last) { media = media.dropLast() }
+        guard media.count == expected.count else { return false }
+        // ASCII letters' case is bit 0x20; `|` maps the expected letters (and '/', which has it set) onto
+        // themselves, and a byte equal to one of them either way is that letter in either case.
+        return zip(media, expected).allSatisfy { $0 == $1 || ($0 | 0x20 == $1 && $1 >= UInt8(ascii: "a")) }
     }
 }
 

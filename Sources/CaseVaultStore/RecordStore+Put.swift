@@ -39,7 +39,16 @@ extension RecordStore {
     func commit(_ record: SealedRecord, effects: FilingEffects, createdAt: Int64) throws(CaseVaultError)
         -> RecordMetadata
     {
-        let metadata = RecordMetadata(
+        // Only placing the blob and the slot, the flush and the index commit are batched.
+        let pending = PendingPut(
+            metadata: self.metadata(of: record, createdAt: createdAt), record: record, effects: effects)
+        return try self.writes.submit(pending, prepare: { self.prepare($0, drain: $1) }, finish: { self.finish($0) })
+            .get()
+    }
+
+    /// The metadata a record is filed with.
+    func metadata(of record: SealedRecord, createdAt: Int64) -> RecordMetadata {
+        RecordMetadata(
             id: record.id,
             caseID: record.caseID,
             type: record.type,
@@ -48,10 +57,6 @@ extension RecordStore {
             supersedes: record.supersedes,
             sealedSize: record.blob.count
         )
-        // Only placing the blob and the slot, the flush and the index commit are batched.
-        let pending = PendingPut(metadata: metadata, record: record, effects: effects)
-        return try self.writes.submit(pending, prepare: { self.prepare($0, drain: $1) }, finish: { self.finish($0) })
-            .get()
     }
 
     /// A put batch between its two stages: failed already, or flushed and waiting for its index commit.
@@ -87,7 +92,7 @@ extension RecordStore {
     /// index rows, from the frames past the settled mark (`replayUnsettledFrames`). A batch with filing
     /// effects, or one that ends far past the mark, flushes them as well and settles in its commit.
     /// `drain` waits until every batch before this one has committed (or failed).
-    private func prepare(_ batch: [PendingPut], drain: () -> Void) -> StagedBatch {
+    func prepare(_ batch: [PendingPut], drain: () -> Void) -> StagedBatch {
         // A batch that leads after `close` began writes nothing: its keys may be wiped by now, and a slot
         // wrapped under a wiped key would open for anyone.
         do throws(CaseVaultError) {
@@ -187,7 +192,7 @@ extension RecordStore {
     /// A put batch's second stage, in the order the batches led, once every batch before it has committed:
     /// its index commit. A batch whose first stage came after a failed commit fails too, and undoes its
     /// frames and slots as that one did.
-    private func finish(_ staged: StagedBatch) -> [Result<RecordMetadata, CaseVaultError>] {
+    func finish(_ staged: StagedBatch) -> [Result<RecordMetadata, CaseVaultError>] {
         var flushed: FlushedBatch
         switch staged {
         case .done(let outcomes): return outcomes

@@ -17,7 +17,9 @@ internal import Glibc
 /// leaves. Safe to use from many threads; puts from concurrent callers share one flush (group commit).
 ///
 /// Every call blocks on disk I/O: call it from a thread that may block, not from a Swift concurrency
-/// executor that must stay responsive.
+/// executor that must stay responsive; but for the awaited calls (`SuspendingStorage`, `awaitStoredRecord`),
+/// which the server makes from its event loops: their reads run on the calling thread (they never wait for
+/// a flush), and a filing waits for its case's lock and its put batch suspended.
 package final class RecordStore: ServedStorage {
     let configuration: StoreConfiguration
     let directory: DataDirectory
@@ -30,6 +32,9 @@ package final class RecordStore: ServedStorage {
     let epochs: Mutex<EpochState>
     let writes: WriteQueue<PendingPut, Result<RecordMetadata, CaseVaultError>>
     let caseLocks = CaseLocks()
+    /// Where the shreds that awaited filings mark (a final agreement's notes) run, off the event loops: one
+    /// at a time, as shreds run anyway (`asShredder`).
+    let filingShreds = DispatchQueue(label: "casevault.filing-shreds")
     /// Live records' rows as gets read them (`LiveRows`): shut while a commit marks or removes records.
     let liveRows = LiveRows()
     /// Held by whoever runs a shred, from its mark to its end (`asShredder`).

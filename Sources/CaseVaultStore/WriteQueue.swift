@@ -13,19 +13,44 @@ internal import Foundation
 /// Leader/follower rather than a dedicated thread, so an
 /// idle store runs no thread at all; one semaphore per caller rather than a shared condition, so a batch
 /// wakes its own callers and not every waiting thread.
+///
+/// A caller may also wait as a suspended task rather than a blocked thread (the async `submit`, which the
+/// server's event loops use): it holds no thread while it waits, and its batch's leader resumes it. When
+/// the lead comes to such a caller, its batch is led on one of the queue's `leaders` (serial dispatch
+/// queues, taken in turn), since leading blocks on the disk.
 final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
-    // @unchecked: `pending`, `exclusive`, `busy`, the counts and `issued` are guarded by `lock`, `finished` by
-    // `stages`; a waiter's `outcome` is written before its semaphore is signalled and read after its wait
-    // returns.
-    private final class Waiter {
+    // @unchecked: `pending`, `exclusive`, `busy`, the counts, `issued` and `nextLeader` are guarded by `lock`,
+    // `finished` by `stages`; a waiter's `outcome` is written before it is told it is finished and read
+    // after.
+    private final class Waiter: @unchecked Sendable {
+        // @unchecked: `outcome` is written before the waiter is told it is finished and read after;
+        // `leadOnThread` is set before the waiter is queued.
         let job: Job
         var outcome: Outcome?
-        let wakeup = DispatchSemaphore(value: 0)
         /// When it was queued (`DispatchTime`'s nanoseconds).
         let since = DispatchTime.now().uptimeNanoseconds
+        /// A blocked thread's: signalled with `outcome` set, or without it to lead. `nil` for a task.
+        let wakeup: DispatchSemaphore?
+        /// A suspended task's: resumes it with `outcome`.
+        let resume: ((Outcome) -> Void)?
+        /// A suspended task's: leads its batch on the queue given (one of the write queue's `leaders`), then
+        /// resumes it.
+        var leadOnThread: ((DispatchQueue) -> Void)?
 
-        init(job: Job) {
+        init(job: Job, wakeup: DispatchSemaphore?, resume: ((Outcome) -> Void)? = nil) {
             self.job = job
+            self.wakeup = wakeup
+            self.resume = resume
+        }
+
+        /// Tells a waiter of a batch that another led that its outcome is set.
+        func finished() {
+            if let wakeup { wakeup.signal() } else { self.resume?(self.outcome!) }
+        }
+
+        /// Gives the waiter the lead; a task's batch is led on `queue`.
+        func takeLead(_ queue: @autoclosure () -> DispatchQueue) {
+            if let wakeup { wakeup.signal() } else { self.leadOnThread?(queue()) }
         }
     }
 
@@ -48,9 +73,17 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
     private var finished: UInt64 = 0
     private let stages = NSCondition()
 
+    /// Where the batches of waiting tasks are led, taken in turn: serial, so each runs on a thread of its
+    /// own (no pool's width to exhaust), and more than one, so that a batch prepares while the one before
+    /// it commits. A batch queued behind another on the same queue began after it, and a batch waits only
+    /// for batches that began before it: no cycle.
+    private let leaders: [DispatchQueue]
+    private var nextLeader = 0
+
     init(maxBatch: Int, overdue: UInt64 = .max) {
         self.maxBatch = max(1, maxBatch)
         self.overdue = overdue
+        self.leaders = (0..<3).map { DispatchQueue(label: "casevault.writes.lead-\($0)") }
     }
 
     /// Queues `job` and returns its outcome once a leader (perhaps this caller) has run `perform` for it, as
@@ -67,20 +100,58 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
     func submit<Staged>(
         _ job: Job, prepare: (_ jobs: [Job], _ drain: () -> Void) -> Staged, finish: (Staged) -> [Outcome]
     ) -> Outcome {
-        let me = Waiter(job: job)
+        let wakeup = DispatchSemaphore(value: 0)
+        let me = Waiter(job: job, wakeup: wakeup)
         self.lock.lock()
         self.pending.append(me)
         if self.busy {
             self.lock.unlock()
-            me.wakeup.wait()
+            wakeup.wait()
             if let outcome = me.outcome {
                 return outcome
             }
             // Woken without an outcome: the lead was handed to this caller.
-            self.lock.lock()
         } else {
             self.busy = true
+            self.lock.unlock()
         }
+        self.lead(me, prepare: prepare, finish: finish)
+        return me.outcome!
+    }
+
+    /// `submit(_:prepare:finish:)` for a caller that waits suspended: no thread is held while it waits. A
+    /// caller that finds no batch leading, or is handed the lead, has its batch led on one of `leaders`.
+    func submit<Staged>(
+        _ job: Job, prepare: @escaping @Sendable (_ jobs: [Job], _ drain: () -> Void) -> Staged,
+        finish: @escaping @Sendable (Staged) -> [Outcome]
+    ) async -> Outcome where Outcome: Sendable {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
+            let me = Waiter(job: job, wakeup: nil) { continuation.resume(returning: $0) }
+            // Called while `me` is queued; the queue's closure holds it until its batch is led.
+            me.leadOnThread = { [unowned me] queue in
+                let waiter = me
+                queue.async {
+                    self.lead(waiter, prepare: prepare, finish: finish)
+                    continuation.resume(returning: waiter.outcome!)
+                }
+            }
+            self.lock.lock()
+            self.pending.append(me)
+            if !self.busy {
+                self.busy = true
+                me.takeLead(self.nextLeaderQueue())
+            }
+            self.lock.unlock()
+        }
+    }
+
+    /// Leads the batch of `me`, which holds the lead: takes the puts queued behind it, runs `prepare`,
+    /// passes the lead on, runs `finish` once every batch before it has, and tells the others in the batch
+    /// their outcomes. `me`'s own outcome is set; its caller returns or resumes it.
+    private func lead<Staged>(
+        _ me: Waiter, prepare: (_ jobs: [Job], _ drain: () -> Void) -> Staged, finish: (Staged) -> [Outcome]
+    ) {
+        self.lock.lock()
         self.pending.removeAll { $0 === me }
         let others = Array(self.pending.prefix(self.maxBatch - 1))
         self.pending.removeFirst(others.count)
@@ -104,9 +175,14 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
         self.stages.broadcast()
         self.stages.unlock()
         for waiter in others {
-            waiter.wakeup.signal()
+            waiter.finished()
         }
-        return me.outcome!
+    }
+
+    /// The next of `leaders`, in turn. Called with `lock` held.
+    private func nextLeaderQueue() -> DispatchQueue {
+        defer { self.nextLeader = (self.nextLeader + 1) % self.leaders.count }
+        return self.leaders[self.nextLeader]
     }
 
     /// Waits until the first `count` batches to lead have finished.
@@ -181,7 +257,7 @@ final class WriteQueue<Job: AnyObject, Outcome>: @unchecked Sendable {
         if !self.exclusive.isEmpty, overduePut != true {
             self.exclusive.removeFirst().turn.signal()
         } else if let next = self.pending.first {
-            next.wakeup.signal()
+            next.takeLead(self.nextLeaderQueue())
         } else {
             self.busy = false
         }

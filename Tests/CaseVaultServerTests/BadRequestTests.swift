@@ -48,6 +48,20 @@ struct BadRequestTests {
             ),
             ("not an object", "POST", records, "[1, 2]", "application/json", 400, "malformed-content"),
             ("wrong content type", "POST", records, Bodies.note, "text/plain", 415, "unsupported-media-type"),
+            // The media type is compared byte by byte (`Request.isJSON`): only the whole of it, in any case.
+            (
+                "a longer media type", "POST", records, Bodies.note, "application/jsonx", 415,
+                "unsupported-media-type"
+            ),
+            ("a shorter media type", "POST", records, Bodies.note, "application/jso", 415, "unsupported-media-type"),
+            (
+                "a media type after another", "POST", records, Bodies.note, "xapplication/json", 415,
+                "unsupported-media-type"
+            ),
+            (
+                "a space in the media type", "POST", records, Bodies.note, "application/ json", 415,
+                "unsupported-media-type"
+            ),
             (
                 "form content type", "POST", "/v1/cases", Bodies.openCase(mediators: []),
                 "application/x-www-form-urlencoded", 415, "unsupported-media-type"
@@ -171,6 +185,11 @@ struct BadRequestTests {
         #expect(try daemon.call("GET", "/v1/cases/\(caseID)", as: Self.director, expect: 200).body == caseBefore)
         #expect(try daemon.call("GET", "/v1/roster/mediators", as: Self.director, expect: 200).body == rosterBefore)
         #expect(try daemon.records(caseID, type: "session_note", as: Self.mediator) == [note])
+        // The media type in any case, with spaces around it and a parameter after it, is JSON.
+        let filed = try Client.request(
+            daemon, "POST", records, as: Self.mediator, body: Bodies.note,
+            contentType: " Application/JSON ;charset=utf-8")
+        #expect(filed.status == 201, "\(String(decoding: filed.body, as: UTF8.self))")
         #expect(daemon.stop() == 0, "\(daemon.log)")
     }
 

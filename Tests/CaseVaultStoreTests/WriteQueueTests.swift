@@ -142,4 +142,70 @@ struct WriteQueueTests {
         wait { order.withLock { $0.count } == 4 }
         #expect(order.withLock { $0 } == ["second prepared", "first finished", "second finished", "writer"])
     }
+
+    final class Numbered: Sendable {
+        let number: Int
+        init(_ number: Int) { self.number = number }
+    }
+
+    @Test(
+        "puts that wait as suspended tasks hold no thread: more of them than the cooperative pool has threads queue behind a writer that holds the lead, join batches with a blocked thread's put, and each gets its own outcome once its batch finishes"
+    )
+    func tasksWaitSuspended() async throws {
+        let queue = WriteQueue<Numbered, Int>(maxBatch: 8)
+        let tasks = 64
+        let release = DispatchSemaphore(value: 0)
+        let holding = Mutex(false)
+        let writer = Thread {
+            queue.exclusive {
+                holding.withLock { $0 = true }
+                release.wait()
+            }
+        }
+        writer.start()
+        let threadOutcome = Mutex<Int?>(nil)
+        // Let go of the lead from a thread, once every put waits or five minutes have passed: were a
+        // waiting task to block its thread, the pool's few threads would run out and fewer would queue. (The
+        // tasks start only once the cooperative pool has a thread free, which other suites running at the
+        // same time may hold for minutes: a generous wait, never a short one.)
+        let queued = Mutex(0)
+        let releaser = Thread {
+            let deadline = Date().addingTimeInterval(300)
+            while !holding.withLock({ $0 }) && Date() < deadline { usleep(1000) }
+            while queue.waiting < tasks && Date() < deadline { usleep(1000) }
+            // A blocked thread's put joins them, last in the queue.
+            let put = Thread {
+                let outcome = queue.submit(
+                    Numbered(tasks), prepare: { jobs, _ in jobs.map(\.number) }, finish: { $0.map { $0 * 10 } })
+                threadOutcome.withLock { $0 = outcome }
+            }
+            put.start()
+            while queue.waiting < tasks + 1 && Date() < deadline { usleep(1000) }
+            queued.withLock { $0 = queue.waiting }
+            release.signal()
+        }
+        releaser.start()
+        // The tasks queue only once the writer leads: one that came first would lead at once.
+        let start = Date().addingTimeInterval(300)
+        while !holding.withLock({ $0 }) && Date() < start { try await Task.sleep(for: .milliseconds(1)) }
+        let outcomes = await withTaskGroup(of: (Int, Int).self) { group in
+            for number in 0..<tasks {
+                group.addTask {
+                    let outcome = await queue.submit(
+                        Numbered(number), prepare: { jobs, _ in jobs.map(\.number) }, finish: { $0.map { $0 * 10 } })
+                    return (number, outcome)
+                }
+            }
+            return await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+        #expect(queued.withLock { $0 } == tasks + 1, "not every put could queue while the lead was held")
+        #expect(outcomes.count == tasks)
+        #expect(outcomes.allSatisfy { $0.value == $0.key * 10 }, "a task got another put's outcome")
+        let deadline = Date().addingTimeInterval(300)
+        while threadOutcome.withLock({ $0 }) == nil && Date() < deadline { usleep(1000) }
+        #expect(threadOutcome.withLock { $0 } == tasks * 10)
+        let counts = queue.counts
+        #expect(counts.jobs == tasks + 1)
+        #expect(counts.batches == (tasks + 1 + 7) / 8, "the queued puts were not led in full batches: \(counts)")
+    }
 }

@@ -3,9 +3,10 @@ package import CaseVaultCore
 /// What the server asks of a storage beyond what the sealing layer needs (`RecordStorage`): cases' rows and
 /// the roster, the lists, closings and assignments, holds' release, shreds on request and certificates, and
 /// the retention sweep and the storage's own life (closing, zeroing its keys, whether it still answers).
-/// Every call may block on I/O. The local store (`RecordStore`) and the database (`PostgresStorage`) both
-/// provide it.
-package protocol ServedStorage: RecordStorage {
+/// Every call may block on I/O, but for the filings the server awaits on its event loops
+/// (`SuspendingStorage`). The local store (`RecordStore`) and the database (`PostgresStorage`) both provide
+/// it.
+package protocol ServedStorage: SuspendingStorage {
     // MARK: The roster
 
     func roster() throws(CaseVaultError) -> [UInt32]

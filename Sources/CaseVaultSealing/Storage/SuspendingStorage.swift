@@ -1,11 +1,12 @@
 package import CaseVaultCore
 
-/// A storage that waits on the network (PostgreSQL), whose filings the server makes from its event loops:
-/// each call below suspends the calling task while the storage waits, where `RecordStorage`'s own calls
-/// block a thread of the server's blocking pool, and hop to it and back. Same meaning, call for call, as the
-/// `RecordStorage` call of the same name; `Vault.awaitFile` is `Vault.file` made of them.
-///
-/// The local store does not provide it: its filings wait on its device flushes, which block a thread.
+/// A storage whose filings the server makes from its event loops: each call below suspends the calling task
+/// while the storage waits (for the database's answer, or for a put batch's flush and commit), where
+/// `RecordStorage`'s own calls block a thread of the server's blocking pool, and hop to it and back. Same
+/// meaning, call for call, as the `RecordStorage` call of the same name; `Vault.awaitFile` is `Vault.file`
+/// made of them. Both storages provide it (`ServedStorage` requires it): PostgreSQL awaits its connection;
+/// the local store waits for its case locks and put batches suspended, and answers the reads under a case's
+/// lock on the calling thread, as it answers a GET.
 package protocol SuspendingStorage: RecordStorage {
     /// `withCaseLock(_:readingRoster:_:)`, its body awaited. Never nested in another case's lock.
     func awaitWithCaseLock<T>(

@@ -2,9 +2,8 @@ package import CaseVaultCore
 internal import CaseVaultCrypto
 
 // The vault's calls that the server makes from its event loops, suspended while the storage waits rather
-// than blocking a thread: reads on every storage (the local store answers them on the calling thread), and
-// filings on a storage that waits on the network (`SuspendingStorage`). Each means what the blocking call of
-// the same name means, and is made of the same steps (`decideFiling`, `filingEffects`, `seal`).
+// than blocking a thread: reads (the local store answers them on the calling thread), and filings
+// (`SuspendingStorage`). Each means what the blocking call of the same name means, and is made of the same steps (`decideFiling`, `filingEffects`, `seal`).
 extension Vault {
     /// `read(_:rosterUID:decide:)` from the server's event loops: the storage's reads suspend the calling
     /// task rather than block its thread (`RecordStorage.awaitStoredRecord`); the opening is the same.
@@ -32,17 +31,7 @@ extension Vault {
     }
 }
 
-/// A vault whose filings the server awaits on its event loops (`Vault.awaitFile`): one whose storage is a
-/// `SuspendingStorage`. The server asks for it by a cast, and files on the blocking pool otherwise.
-package protocol SuspendingFiling: Sendable {
-    func awaitFile(
-        _ record: NewRecord,
-        rosterUID: UInt32?,
-        decide: (CaseSummary, Bool) throws(CaseVaultError) -> Authority
-    ) async throws(CaseVaultError) -> (record: RecordMetadata, shredded: [RecordID])
-}
-
-extension Vault: SuspendingFiling where Storage: SuspendingStorage {
+extension Vault where Storage: SuspendingStorage {
     /// `file(_:rosterUID:decide:)`, each call of the storage awaited.
     package func awaitFile(
         _ record: NewRecord,

@@ -138,17 +138,10 @@ extension Routes {
             summary, onRoster throws(CaseVaultError) in
             try context.authority(.filing(type), scope: Self.scope(summary, context, onRoster: onRoster))
         }
-        // Awaited on this event loop where the storage waits on the network; on the blocking pool where it
-        // waits on the disk's flushes.
+        // Awaited on this event loop: the request's task is suspended, holding no thread, while the storage
+        // waits for the database or for its put batch's flush (`SuspendingStorage`).
         let vault = try self.keeper.vault()
-        let (stored, shredded) =
-            if let filing = vault as? any SuspendingFiling {
-                try await filing.awaitFile(record, rosterUID: rosterUID, decide: decide)
-            } else {
-                try await self.pool.run { () throws(CaseVaultError) in
-                    try vault.file(record, rosterUID: rosterUID, decide: decide)
-                }
-            }
+        let (stored, shredded) = try await vault.awaitFile(record, rosterUID: rosterUID, decide: decide)
         context.audit?.created("record_id", stored.id.rawValue)
         let answer = FilingAnswer(
             recordID: stored.id.rawValue, caseID: caseID.rawValue, type: type.rawValue,

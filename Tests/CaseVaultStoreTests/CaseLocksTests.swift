@@ -1,0 +1,130 @@
+import CaseVaultCore
+import Foundation
+import Synchronization
+import Testing
+
+@testable import CaseVaultStore
+
+@Suite("A case's lock")
+struct CaseLocksTests {
+    final class Count: Sendable {
+        let value = Mutex(0)
+    }
+
+    final class Names: Sendable {
+        let names = Mutex<[String]>([])
+    }
+
+    @Test(
+        "tasks and threads that want one case hold it one at a time, every one of them in the end; a task that waits holds no thread, and another case is free meanwhile"
+    )
+    func oneAtATime() async throws {
+        let locks = CaseLocks()
+        let (busy, other) = (Self.caseID(1), Self.caseID(2))
+        let inside = Mutex((now: 0, most: 0, done: 0))
+        let enter: @Sendable () -> Void = {
+            inside.withLock {
+                $0.now += 1
+                $0.most = max($0.most, $0.now)
+            }
+        }
+        let leave: @Sendable () -> Void = {
+            inside.withLock {
+                $0.now -= 1
+                $0.done += 1
+            }
+        }
+        let tasks = 64
+        let started = Count()
+        let queued = Count()
+        let holding = Mutex(false)
+        let otherTaken = Mutex<Bool?>(nil)
+        // Holds the case until every task has started and waits for it and the other case was taken, or
+        // five minutes have passed: were a waiting task to block its thread, the cooperative pool's few
+        // threads would run out and fewer would start. (The tasks start only once the cooperative pool has
+        // a thread free, which other suites running at the same time may hold for minutes: a generous wait,
+        // never a short one.)
+        let holder = Thread {
+            try? locks.withLock(busy) {
+                enter()
+                holding.withLock { $0 = true }
+                let deadline = Date().addingTimeInterval(300)
+                while (locks.waiters(busy) < tasks + 1 || otherTaken.withLock({ $0 }) == nil) && Date() < deadline {
+                    usleep(1000)
+                }
+                queued.value.withLock { $0 = started.value.withLock { $0 } }
+                holding.withLock { $0 = false }
+                leave()
+            }
+        }
+        holder.start()
+        let deadline = Date().addingTimeInterval(300)
+        while !holding.withLock({ $0 }) && Date() < deadline { try await Task.sleep(for: .milliseconds(1)) }
+        let waiter = Thread {
+            try? locks.withLock(busy) {
+                enter()
+                usleep(1000)
+                leave()
+            }
+        }
+        waiter.start()
+        async let ran: Void = withTaskGroup(of: Void.self) { group in
+            for _ in 0..<tasks {
+                group.addTask {
+                    started.value.withLock { $0 += 1 }
+                    try? await locks.awaitLock(busy) {
+                        enter()
+                        leave()
+                    }
+                }
+            }
+        }
+        try await locks.awaitLock(other) { otherTaken.withLock { $0 = holding.withLock { $0 } } }
+        await ran
+        #expect(otherTaken.withLock { $0 } == true, "another case was not free while this one was held")
+        #expect(queued.value.withLock { $0 } == tasks, "not every task could wait while the case was held")
+        let end = Date().addingTimeInterval(300)
+        while inside.withLock({ $0.done }) < tasks + 2 && Date() < end { try await Task.sleep(for: .milliseconds(1)) }
+        #expect(inside.withLock { $0.done } == tasks + 2)
+        #expect(inside.withLock { $0.most } == 1, "two held the case at once")
+    }
+
+    @Test(
+        "a case goes to whoever has waited longest for it, thread or task, so that a stream of filings cannot keep a hold or a closing out"
+    )
+    func oldestFirst() async throws {
+        let locks = CaseLocks()
+        let id = Self.caseID(3)
+        let order = Names()
+        let release = DispatchSemaphore(value: 0)
+        let holding = Mutex(false)
+        let holder = Thread {
+            try? locks.withLock(id) {
+                holding.withLock { $0 = true }
+                _ = release.wait(timeout: .now() + 300)
+            }
+        }
+        holder.start()
+        let deadline = Date().addingTimeInterval(300)
+        while !holding.withLock({ $0 }) && Date() < deadline { try await Task.sleep(for: .milliseconds(1)) }
+        var tasks: [Task<Void, Never>] = []
+        for (number, name) in ["thread 1", "task 2", "thread 3", "task 4", "thread 5"].enumerated() {
+            if name.hasPrefix("thread") {
+                Thread { try? locks.withLock(id) { order.names.withLock { $0.append(name) } } }.start()
+            } else {
+                tasks.append(Task { try? await locks.awaitLock(id) { order.names.withLock { $0.append(name) } } })
+            }
+            while locks.waiters(id) < number + 1 && Date() < deadline { try await Task.sleep(for: .milliseconds(1)) }
+        }
+        release.signal()
+        for task in tasks { await task.value }
+        while order.names.withLock({ $0.count }) < 5 && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        #expect(order.names.withLock { $0 } == ["thread 1", "task 2", "thread 3", "task 4", "thread 5"])
+    }
+
+    static func caseID(_ byte: UInt8) -> CaseID {
+        CaseID(bytes: Array(repeating: byte, count: 16))
+    }
+}
