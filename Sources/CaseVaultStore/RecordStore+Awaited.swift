@@ -22,8 +22,7 @@ extension RecordStore {
     package func awaitCommit(_ record: SealedRecord, effects: FilingEffects) async throws(CaseVaultError)
         -> RecordMetadata
     {
-        let pending = PendingPut(
-            metadata: self.metadata(of: record, createdAt: self.now()), record: record, effects: effects)
+        let pending = PendingPut(record, effects: effects, createdAt: self.now())
         return try await self.writes.submit(
             pending, prepare: { self.prepare($0, drain: $1) }, finish: { self.finish($0) }
         ).get()

@@ -20,8 +20,17 @@ extension RecordStore {
         /// `SegmentFrame.blobDigest` of the blob, computed on the caller's thread.
         let blobDigest: [UInt8]
 
-        init(metadata: RecordMetadata, record: SealedRecord, effects: FilingEffects) {
-            self.metadata = metadata
+        /// A put of `record` filed at `createdAt`.
+        init(_ record: SealedRecord, effects: FilingEffects, createdAt: Int64) {
+            self.metadata = RecordMetadata(
+                id: record.id,
+                caseID: record.caseID,
+                type: record.type,
+                createdAt: createdAt,
+                author: record.author,
+                supersedes: record.supersedes,
+                sealedSize: record.blob.count
+            )
             self.record = record
             self.effects = effects
             self.blobDigest = SegmentFrame.blobDigest(record.blob)
@@ -40,23 +49,9 @@ extension RecordStore {
         -> RecordMetadata
     {
         // Only placing the blob and the slot, the flush and the index commit are batched.
-        let pending = PendingPut(
-            metadata: self.metadata(of: record, createdAt: createdAt), record: record, effects: effects)
+        let pending = PendingPut(record, effects: effects, createdAt: createdAt)
         return try self.writes.submit(pending, prepare: { self.prepare($0, drain: $1) }, finish: { self.finish($0) })
             .get()
-    }
-
-    /// The metadata a record is filed with.
-    func metadata(of record: SealedRecord, createdAt: Int64) -> RecordMetadata {
-        RecordMetadata(
-            id: record.id,
-            caseID: record.caseID,
-            type: record.type,
-            createdAt: createdAt,
-            author: record.author,
-            supersedes: record.supersedes,
-            sealedSize: record.blob.count
-        )
     }
 
     /// A put batch between its two stages: failed already, or flushed and waiting for its index commit.

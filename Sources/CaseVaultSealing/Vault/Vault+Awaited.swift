@@ -3,7 +3,8 @@ internal import CaseVaultCrypto
 
 // The vault's calls that the server makes from its event loops, suspended while the storage waits rather
 // than blocking a thread: reads (the local store answers them on the calling thread), and filings
-// (`SuspendingStorage`). Each means what the blocking call of the same name means, and is made of the same steps (`decideFiling`, `filingEffects`, `seal`).
+// (`SuspendingStorage`). Each means what the blocking call of the same name means, and is made of the same
+// steps (`decideFiling`, `filingEffects`, `seal`).
 extension Vault {
     /// `read(_:rosterUID:decide:)` from the server's event loops: the storage's reads suspend the calling
     /// task rather than block its thread (`RecordStorage.awaitStoredRecord`); the opening is the same.
