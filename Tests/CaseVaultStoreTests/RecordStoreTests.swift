@@ -212,7 +212,7 @@ struct RecordStoreTests {
         }
         @Sendable func content(_ marker: String) -> [UInt8] { Samples.content(.sessionNote, marker: marker) }
         @Sendable func put(_ marker: String) throws(CaseVaultError) -> RecordID {
-            try store.sealed.put(NewRecord(caseID: caseID, type: .sessionNote, content: content(marker))).id
+            try Samples.note(store, caseID, marker: marker).get()
         }
         let first = try put("first")
         hold.arm()
