@@ -79,7 +79,22 @@ SELECT c.state, c.mediators, (SELECT max(number) FROM epochs WHERE ready) FROM p
 INSERT INTO sealed (blob) SELECT repeat(md5(:r::text), 128) WHERE 1 = (SELECT max(number) FROM epochs WHERE ready);
 COMMIT;
 EOF
-chmod 0644 "$root/insert.sql" "$root/filing.sql"
+# The same filings eight to a transaction, each case's lock, read and insert as above and one COMMIT for the
+# eight (eight cases drawn from eight separate ranges, so that no two of a transaction are one case): what
+# the database would spend per filing were a daemon to commit its filings in batches, as the local store
+# commits its puts, rather than one transaction each.
+{
+    echo '\set r random(1, 2000000000)'
+    echo 'BEGIN ISOLATION LEVEL READ COMMITTED;'
+    for i in 0 1 2 3 4 5 6 7; do
+        echo "\\set k$i random($((i * 125 + 1)), $((i * 125 + 125)))"
+        echo "SELECT 1 FROM pg_advisory_xact_lock(1129726785, :k$i);"
+        echo "SELECT c.state, c.mediators, (SELECT max(number) FROM epochs WHERE ready) FROM pg_advisory_xact_lock_shared(4851) AS f LEFT JOIN cases c ON c.id = :k$i;"
+        echo "INSERT INTO sealed (blob) SELECT repeat(md5((:r + $i)::text), 128) WHERE 1 = (SELECT max(number) FROM epochs WHERE ready);"
+    done
+    echo 'COMMIT;'
+} >"$root/filings8.sql"
+chmod 0644 "$root/insert.sql" "$root/filing.sql" "$root/filings8.sql"
 
 # Where the CPU goes, without a profiler: busy clock ticks of the whole machine (user, nice, system, irq,
 # softirq, steal: /proc/stat) and of given processes with all their threads (/proc/PID/stat), read before
@@ -99,8 +114,9 @@ per_request() { # TICKS REQUESTS
     awk -v t="$1" -v n="$2" -v us="$tick_us" 'BEGIN { if (n > 0) printf "%.0f", t * us / n; else print 0 }'
 }
 
-run() { # NAME CLIENTS [SCRIPT [RATE]]: RATE transactions a second at most (pgbench -R), else as fast as it can
-    local out rate latency done busy client TIMEFORMAT='%U %S'
+run() { # NAME CLIENTS [SCRIPT [RATE [ROWS]]]: RATE transactions a second at most (pgbench -R; "" for as fast
+    # as it can); ROWS rows each transaction inserts (default 1): the rate and the CPU are per row.
+    local out rate latency done busy client rows=${5:-1} TIMEFORMAT='%U %S'
     busy=$(machine_ticks)
     # pgbench's own CPU (bash's time of the child), so that the database's side is the machine's less it.
     { time as_owner "$bin/pgbench" -n -h "$root" -p 5441 -U bench -M prepared ${4:+-R "$4"} -c "$2" -j 2 -T "$seconds" \
@@ -108,9 +124,9 @@ run() { # NAME CLIENTS [SCRIPT [RATE]]: RATE transactions a second at most (pgbe
     busy=$(($(machine_ticks) - busy))
     client=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f", ($1 + $2) * hz }' "$root/pgbench.time")
     out=$(cat "$root/pgbench.out")
-    rate=$(awk '/^tps = / { printf "%.0f", $3 }' <<<"$out")
+    rate=$(awk -v rows="$rows" '/^tps = / { printf "%.0f", $3 * rows }' <<<"$out")
     latency=$(awk '/^latency average = / { print $4 }' <<<"$out")
-    done=$(awk '/^number of transactions actually processed: / { print $6 }' <<<"$out")
+    done=$(awk -v rows="$rows" '/^number of transactions actually processed: / { print $6 * rows }' <<<"$out")
     printf '  %-50s %6s/s, mean latency %s ms; CPU each: the machine %s us, pgbench %s us\n' "$1, $2 client(s)" \
         "$rate" "$latency" "$(per_request "$busy" "${done:-0}")" "$(per_request "$client" "${done:-0}")"
     echo "$1_$2_rate $rate" >>"$figures"
@@ -145,6 +161,8 @@ run postgres_insert_sync 16
 run postgres_insert_sync 1
 echo "  a filing's transaction (BEGIN, case lock, case read with the filing lock and epoch, insert, COMMIT):"
 run postgres_filing_sync 16 "$root/filing.sql"
+echo "  the same filings eight to a transaction (one COMMIT for eight cases' filings), from 2 clients (16 filings under way):"
+run postgres_filings8_sync 2 "$root/filings8.sql" "" 8
 
 # casevaultd on this database: its own directory, the standby and the primary listed, this user director.
 if [ ! -x "$release/casevaultd" ] || [ ! -x "$release/casevault-load" ]; then

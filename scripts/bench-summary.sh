@@ -75,6 +75,10 @@ END {
         least = v["floor_post_16_cpu_us"] + v["put_in_process_16_cpu_us"] + v["audit_read_cpu_us"]
         printf "where the time goes: a PUT over this stack costs at least Hummingbird reading a POST alone (%.0f us of CPU) + the put in process (%.0f us) + two audit entries (%.0f us) = %.0f us; the goal, %.0f/s, needs %.2f of the %d cores the load generator shares; casevaultd spends %.0f us\n", v["floor_post_16_cpu_us"], v["put_in_process_16_cpu_us"], v["audit_read_cpu_us"], least, 0.7 * v["put_in_process_16"], 0.7 * v["put_in_process_16"] * least / 1e6, v["cores"], v["put_16_cpu_us"]
     }
+    # Audited puts: what the audit entries add to the CPU of a put. Were the puts bound by the cores alone,
+    # the ratio could not pass plain CPU over audited CPU.
+    if (have("audited_put_16_cpu_us") && v["audited_put_16_cpu_us"] > 0 && have("audited_put_16_plain_cpu_us"))
+        printf "where the time goes: audited puts at 16 clients in process cost %.1f us of CPU each, plain ones %.1f us: the entries add %.1f us (a read writes its two for %.1f us); bound by the cores alone, the ratio is at most %.2f x\n", v["audited_put_16_cpu_us"], v["audited_put_16_plain_cpu_us"], v["audited_put_16_cpu_us"] - v["audited_put_16_plain_cpu_us"], v["audit_read_cpu_us"], v["audited_put_16_plain_cpu_us"] / v["audited_put_16_cpu_us"]
     if (have("sweep_seconds") && have("sweep_alone_seconds"))
         printf "where the time goes: the sweep takes %.1f s with no writer and %.1f s with writers putting: it lets a put in once one has waited 20 ms, after the section of 500 records in hand, and %.0f put batches came between its sections\n", v["sweep_alone_seconds"], v["sweep_seconds"], v["sweep_put_batches"]
     if (have("sweep_alone_mark_seconds"))
@@ -92,6 +96,8 @@ END {
         row("  ceiling: plain INSERT of 4 KiB rows, 16 clients (1 client)", val("postgres_insert_16_rate", "%.0f/s") " (" val("postgres_insert_1_rate", "%.0f/s") ")", "ceiling", "")
         row("  the same with a synchronous standby, 16 clients (1 client)", val("postgres_insert_sync_16_rate", "%.0f/s") " (" val("postgres_insert_sync_1_rate", "%.0f/s") ")", "ceiling", "")
         row("  a filing transaction alone (pgbench, standby), 16 clients", val("postgres_filing_sync_16_rate", "%.0f/s") ", " ratio("postgres_filing_sync_16_rate", "postgres_insert_sync_16_rate") " the synchronous ceiling; PUT " ratio("postgres_put_16_rate", "postgres_filing_sync_16_rate") " it", "", "")
+        if (have("postgres_filings8_sync_2_rate"))
+            row("  filings eight to a transaction (pgbench, standby), 2 clients", val("postgres_filings8_sync_2_rate", "%.0f/s") "; database CPU per filing " val("postgres_filings8_sync_2_database_cpu_us", "%.0f us") ", one a transaction " val("postgres_filing_sync_16_database_cpu_us", "%.0f us"), "", "")
         if (have("postgres_filing_sync_at_put_rate_8_database_cpu_us"))
             row("  the filing at the PUT rate: database CPU per filing; per PUT", val("postgres_filing_sync_at_put_rate_8_database_cpu_us", "%.0f us") "; " val("postgres_put_16_postgres_cpu_us", "%.0f us"), "", "")
         row("  the vault on files and SQLite: PUT over the socket, 16 conn", val("put_16_rate", "%.0f/s") ", " ratio("put_16_rate", "postgres_insert_sync_16_rate") " the synchronous ceiling", "", "")
@@ -104,6 +110,18 @@ END {
             if (have("floor_post_16_cpu_us") && have("audit_read_cpu_us"))
                 printf "; Hummingbird reading a POST (%.0f us) and two audit entries (%.0f us) take %.0f us of it, with the insert of the database %.0f us alone and %.0f us with the standby", v["floor_post_16_cpu_us"], v["audit_read_cpu_us"], v["floor_post_16_cpu_us"] + v["audit_read_cpu_us"], v["floor_post_16_cpu_us"] + v["audit_read_cpu_us"] + v["postgres_insert_16_database_cpu_us"], v["floor_post_16_cpu_us"] + v["audit_read_cpu_us"] + v["postgres_insert_sync_16_database_cpu_us"]
             printf "\n"
+            # The same sum with the database CPU of a whole filing transaction (the case lock and read besides
+            # the insert), one a transaction as casevaultd commits them and eight to one, against the budget:
+            # what is left for the work of casevaultd itself (sealing, its statements, the answer).
+            if (have("floor_post_16_cpu_us") && have("audit_read_cpu_us") && have("postgres_filing_sync_16_database_cpu_us") && have("postgres_filings8_sync_2_database_cpu_us")) {
+                stack = v["floor_post_16_cpu_us"] + v["audit_read_cpu_us"]
+                one = stack + v["postgres_filing_sync_16_database_cpu_us"]
+                eight = stack + v["postgres_filings8_sync_2_database_cpu_us"]
+                printf "where the time goes on PostgreSQL: with the database CPU of a whole filing transaction in place of an insert, %.0f us a PUT committed alone and %.0f us committed eight to a transaction, before any work of casevaultd itself, against the %.0f us the goal leaves: ", one, eight, budget
+                if (eight >= budget) printf "out of reach here, however the filings are committed\n"
+                else if (one >= budget) printf "out of reach with one transaction a filing; eight to one would leave casevaultd %.0f us a PUT, where it spends %.0f\n", budget - eight, v["postgres_put_16_daemon_cpu_us"]
+                else printf "%.0f us left for casevaultd a PUT, where it spends %.0f\n", budget - one, v["postgres_put_16_daemon_cpu_us"]
+            }
         }
     }
 }' "$file"

@@ -5,7 +5,6 @@ import CaseVaultStore
 import Dispatch
 import Foundation
 import Logging
-import NIOPosix
 import Synchronization
 
 extension Bench {
@@ -31,12 +30,8 @@ extension Bench {
         let caseID = CaseID(bytes: Array(repeating: 2, count: 16))
         let text = String(repeating: "x", count: self.size - 11)
         let content = Array(#"{"text":"\#(text)"}"#.utf8)
-        // The server's blocking pool: NIOThreadPool with ServerConfiguration's default 32 threads.
-        let blocking = NIOThreadPool(numberOfThreads: 32)
-        blocking.start()
-        defer { try? blocking.syncShutdownGracefully() }
-        let put: @Sendable () -> Void = {
-            _ = try! vault.put(NewRecord(caseID: caseID, type: .sessionNote, content: content))
+        let put: @Sendable () async -> Void = {
+            _ = try! await vault.awaitPut(NewRecord(caseID: caseID, type: .sessionNote, content: content))
         }
         // A request entry as a route writes it before it acts.
         let requestEntry: @Sendable (UInt64, String, String, [String: String]) -> AuditEntry = {
@@ -49,9 +44,9 @@ extension Bench {
             entry.ids = ids
             return entry
         }
-        // As the server runs them: each request a task; the put on a thread that may block (the server's
-        // blocking pool); with the log, the request entry written before the put and its flush awaited
-        // before the answer.
+        // As the server runs them: each request a task, which waits for its put suspended (the store's
+        // awaited commit, as a socket PUT's filing); with the log, the request entry written before the put
+        // and its flush awaited before the answer.
         let request: @Sendable (Bool, Bool) async -> Void = { withAudit, withPut in
             var receipt: AuditLog.Receipt?
             var number: UInt64 = 0
@@ -62,7 +57,7 @@ extension Bench {
                 receipt = try? await audit.append(entry)
             }
             if withPut {
-                try? await blocking.runIfActive { put() }
+                await put()
             }
             if withAudit {
                 var result = AuditEntry(kind: .result, time: StoreConfiguration.systemClock())
@@ -96,24 +91,38 @@ extension Bench {
         // The disk's speed drifts over a run: plain and audited puts are measured in turn, three times
         // each, and the medians compared.
         func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+        // A run's rate and the process's CPU per call during it (every thread's: the store's and the log's
+        // flushes included).
+        func measured(_ writers: Int, _ body: @escaping @Sendable () async -> Void) -> (rate: Double, cpu: Double) {
+            let (start, cpu) = (Date(), Self.cpuSeconds())
+            let rate = self.measureTasks(writers, body)
+            return (rate, (Self.cpuSeconds() - cpu) / max(rate * Date().timeIntervalSince(start), 1) * 1e6)
+        }
         for writers in [1, 16] {
             let alone = self.measureTasks(writers) { await request(true, false) }
-            var plains: [Double] = []
-            var boths: [Double] = []
+            var plains: [(rate: Double, cpu: Double)] = []
+            var boths: [(rate: Double, cpu: Double)] = []
             let before = audit.flushCounts
             for _ in 0..<3 {
-                plains.append(self.measureTasks(writers) { await request(false, true) })
-                boths.append(self.measureTasks(writers) { await request(true, true) })
+                plains.append(measured(writers) { await request(false, true) })
+                boths.append(measured(writers) { await request(true, true) })
             }
             let after = audit.flushCounts
-            let (plain, both) = (median(plains), median(boths))
+            let (plain, both) = (median(plains.map(\.rate)), median(boths.map(\.rate)))
+            let (plainCPU, bothCPU) = (median(plains.map(\.cpu)), median(boths.map(\.cpu)))
             print(
                 String(
                     format:
                         "audit    %2d client(s): durable puts %6.0f/s; audited requests alone %6.0f/s; audited puts %6.0f/s (%.0f%% of puts; goal >= 90%%); log flushes: %d own, %d rides",
                     writers, plain, alone, both, 100 * both / plain, after.own - before.own, after.rides - before.rides)
             )
+            print(
+                String(
+                    format: "audit    %2d client(s): CPU per put %.1f us plain, %.1f us audited", writers, plainCPU,
+                    bothCPU))
             Figures.record("audited_put_ratio_\(writers)", both / plain)
+            Figures.record("audited_put_\(writers)_plain_cpu_us", plainCPU)
+            Figures.record("audited_put_\(writers)_cpu_us", bothCPU)
         }
     }
 

@@ -33,6 +33,19 @@ extension Vault {
 }
 
 extension Vault where Storage: SuspendingStorage {
+    /// `put(_:)`, its commit awaited: the primitive as the server's filings reach the storage, for measuring
+    /// them in process (casevault-bench).
+    package func awaitPut(_ record: NewRecord) async throws(CaseVaultError) -> RecordMetadata {
+        let document = try self.validator.validate(type: record.type, content: record.content, parsed: record.parsed)
+        if let supersedes = record.supersedes {
+            try Self.checkSupersedes(record, try await self.storage.awaitMetadata(supersedes))
+        }
+        let sealed = self.seal(record, id: nil, participant: Self.participant(record, document))
+        let stored = try await self.storage.awaitCommit(sealed, effects: FilingEffects())
+        Self.logFiled(stored, self.logger)
+        return stored
+    }
+
     /// `file(_:rosterUID:decide:)`, each call of the storage awaited.
     package func awaitFile(
         _ record: NewRecord,
