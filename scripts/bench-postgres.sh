@@ -115,7 +115,8 @@ per_request() { # TICKS REQUESTS
 }
 
 run() { # NAME CLIENTS [SCRIPT [RATE [ROWS]]]: RATE transactions a second at most (pgbench -R; "" for as fast
-    # as it can); ROWS rows each transaction inserts (default 1): the rate and the CPU are per row.
+    # as it can); ROWS rows each transaction inserts (default 1): the rate and the CPU are per row, the mean
+    # latency per transaction.
     local out rate latency done busy client rows=${5:-1} TIMEFORMAT='%U %S'
     busy=$(machine_ticks)
     # pgbench's own CPU (bash's time of the child), so that the database's side is the machine's less it.

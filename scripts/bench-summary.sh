@@ -77,7 +77,7 @@ END {
     }
     # Audited puts: what the audit entries add to the CPU of a put. Were the puts bound by the cores alone,
     # the ratio could not pass plain CPU over audited CPU.
-    if (have("audited_put_16_cpu_us") && v["audited_put_16_cpu_us"] > 0 && have("audited_put_16_plain_cpu_us"))
+    if (have("audited_put_16_cpu_us") && v["audited_put_16_cpu_us"] > 0 && have("audited_put_16_plain_cpu_us") && have("audit_read_cpu_us"))
         printf "where the time goes: audited puts at 16 clients in process cost %.1f us of CPU each, plain ones %.1f us: the entries add %.1f us (a read writes its two for %.1f us); bound by the cores alone, the ratio is at most %.2f x\n", v["audited_put_16_cpu_us"], v["audited_put_16_plain_cpu_us"], v["audited_put_16_cpu_us"] - v["audited_put_16_plain_cpu_us"], v["audit_read_cpu_us"], v["audited_put_16_plain_cpu_us"] / v["audited_put_16_cpu_us"]
     if (have("sweep_seconds") && have("sweep_alone_seconds"))
         printf "where the time goes: the sweep takes %.1f s with no writer and %.1f s with writers putting: it lets a put in once one has waited 20 ms, after the section of 500 records in hand, and %.0f put batches came between its sections\n", v["sweep_alone_seconds"], v["sweep_seconds"], v["sweep_put_batches"]
@@ -118,9 +118,9 @@ END {
                 one = stack + v["postgres_filing_sync_16_database_cpu_us"]
                 eight = stack + v["postgres_filings8_sync_2_database_cpu_us"]
                 printf "where the time goes on PostgreSQL: with the database CPU of a whole filing transaction in place of an insert, %.0f us a PUT committed alone and %.0f us committed eight to a transaction, before any work of casevaultd itself, against the %.0f us the goal leaves: ", one, eight, budget
-                if (eight >= budget) printf "out of reach here, however the filings are committed\n"
+                if (one >= budget && eight >= budget) printf "out of reach here, however the filings are committed\n"
                 else if (one >= budget) printf "out of reach with one transaction a filing; eight to one would leave casevaultd %.0f us a PUT, where it spends %.0f\n", budget - eight, v["postgres_put_16_daemon_cpu_us"]
-                else printf "%.0f us left for casevaultd a PUT, where it spends %.0f\n", budget - one, v["postgres_put_16_daemon_cpu_us"]
+                else printf "%.0f us left for casevaultd a PUT one to a transaction (%.0f eight to one), where it spends %.0f\n", budget - one, budget - eight, v["postgres_put_16_daemon_cpu_us"]
             }
         }
     }

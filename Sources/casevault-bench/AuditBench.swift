@@ -45,8 +45,9 @@ extension Bench {
             return entry
         }
         // As the server runs them: each request a task, which waits for its put suspended (the store's
-        // awaited commit, as a socket PUT's filing); with the log, the request entry written before the put
-        // and its flush awaited before the answer.
+        // awaited commit, as a socket PUT's filing does, here without a case's lock or a filing's decision:
+        // the puts all go to one case); with the log, the request entry written before the put and its flush
+        // awaited before the answer.
         let request: @Sendable (Bool, Bool) async -> Void = { withAudit, withPut in
             var receipt: AuditLog.Receipt?
             var number: UInt64 = 0
