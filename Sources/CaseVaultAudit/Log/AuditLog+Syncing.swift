@@ -58,11 +58,17 @@ extension AuditLog {
                 let anchorDue = self.anchorDue(state)
                 let ownNeeded = state.unsyncedCheckpoint != nil || anchorDue
                 if state.written <= state.synced && !ownNeeded { return nil }
-                // Riding, what nobody waits for (and no read's window needs) is left to the next put's flush.
-                if state.riding && state.durableWaiters.isEmpty && !ownNeeded && state.windowTarget <= state.synced {
+                // What nobody waits for, no write's request entry needs soon and no read's window has come
+                // due for waits: for a waiter, for the end of the next window, or (riding) for the next put's
+                // flush. So the reads of one window share one flush, however many come during a flush.
+                let windowDue = state.windowDue && state.windowTarget > state.synced
+                if state.durableWaiters.isEmpty && !ownNeeded && !windowDue && state.soonTarget <= state.synced {
                     return nil
                 }
-                defer { state.unsyncedCheckpoint = nil }
+                defer {
+                    state.unsyncedCheckpoint = nil
+                    state.windowDue = false
+                }
                 let anchor =
                     (state.unsyncedCheckpoint != nil || anchorDue)
                     ? state.anchorStore.map { ($0, state.writtenTail) } : nil
@@ -148,7 +154,10 @@ extension AuditLog {
             if failure != nil {
                 if retryWindow {
                     self.syncer.asyncAfter(deadline: .now() + Self.windowRetryDelay) {
-                        self.shared.withLock { $0.windowFlushScheduled = false }
+                        self.shared.withLock { state in
+                            state.windowFlushScheduled = false
+                            state.windowDue = true
+                        }
                         self.sync()
                     }
                 }

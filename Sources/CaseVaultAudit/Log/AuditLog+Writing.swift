@@ -31,12 +31,15 @@ extension AuditLog {
 
     /// Appends `entry` and returns once it is written (not yet flushed: see `awaitDurable`). Throws
     /// `audit-unavailable` when it could not be written within `writeDeadline`: the caller must then not act.
-    public func append(_ entry: AuditEntry) async throws(CaseVaultError) -> Receipt {
-        if let written = self.writeInline(entry) {
+    /// With `flushingSoon` (a write's request entry), a flush of the log's own begins at once when the log
+    /// does not ride on the store's flushes; without (a read's, made durable by `flushWithin`), it waits for
+    /// its window.
+    public func append(_ entry: AuditEntry, flushingSoon: Bool = true) async throws(CaseVaultError) -> Receipt {
+        if let written = self.writeInline(entry, flushSoon: flushingSoon) {
             return Receipt(batch: try written.get())
         }
         let result: Result<UInt64, CaseVaultError> = await withCheckedContinuation { continuation in
-            let waiter = Waiter { result in continuation.resume(returning: result) }
+            let waiter = Waiter(flushSoon: flushingSoon) { result in continuation.resume(returning: result) }
             self.deadlines.watch(
                 waiter, failure: Self.unavailable("its entry was not written within \(Self.deadlineText)"))
             self.enqueue(.entry(entry, waiter))
@@ -48,7 +51,9 @@ extension AuditLog {
     /// caller writes its entry itself (one `pwrite`), saving two thread hops. `nil` when the writer is busy:
     /// the caller then queues, with the deadline. A caller stuck here in a `pwrite` (a hung disk) holds the
     /// lead, so the others queue and are refused in time.
-    private func writeInline(_ entry: AuditEntry, waiting: Bool = true) -> Result<UInt64, CaseVaultError>? {
+    private func writeInline(_ entry: AuditEntry, waiting: Bool = true, flushSoon: Bool = true)
+        -> Result<UInt64, CaseVaultError>?
+    {
         let lead = self.shared.withLock { state -> AuditSigner?? in
             guard !state.closed, !state.draining, state.pending.isEmpty, !state.heavyNext else { return .none }
             state.draining = true
@@ -56,8 +61,8 @@ extension AuditLog {
         }
         guard case .some(let signer) = lead else { return nil }
         let outcome = Mutex<Result<UInt64, CaseVaultError>?>(nil)
-        self.write(
-            [.entry(entry, waiting ? Waiter { result in outcome.withLock { $0 = result } } : nil)], signer: signer)
+        let waiter = waiting ? Waiter(flushSoon: flushSoon) { result in outcome.withLock { $0 = result } } : nil
+        self.write([.entry(entry, waiter)], signer: signer)
         let more = self.shared.withLock { state -> Bool in
             if state.pending.isEmpty {
                 state.draining = false
@@ -107,7 +112,10 @@ extension AuditLog {
         guard schedule else { return }
         let nanoseconds = window.components.seconds * 1_000_000_000 + window.components.attoseconds / 1_000_000_000
         self.syncer.asyncAfter(deadline: .now() + .nanoseconds(Int(clamping: nanoseconds))) {
-            self.shared.withLock { $0.windowFlushScheduled = false }
+            self.shared.withLock { state in
+                state.windowFlushScheduled = false
+                state.windowDue = true
+            }
             self.startSync()
         }
     }
@@ -360,6 +368,7 @@ extension AuditLog {
                 waiter.complete(.failure(refusal))
             }
         case .success(let (checkpoint, tail)):
+            let soon = entryWaiters.contains { $0.flushSoon }
             let (number, eager) = self.shared.withLock { state -> (UInt64, Bool) in
                 state.writeFailure = nil
                 state.written += 1
@@ -370,15 +379,17 @@ extension AuditLog {
                 for waiter in flushWaiters {
                     state.durableWaiters.append((state.written, waiter))
                 }
+                if soon && !state.riding { state.soonTarget = state.written }
                 return (state.written, !state.riding)
             }
             for waiter in entryWaiters {
                 waiter.complete(.success(number))
             }
-            // Results alone wait for the next flush. A request entry's flush starts now, while its route
-            // works, unless it rides on the store's flush (then `awaitDurable` starts it if still needed).
-            // A checkpoint and an explicit flush need a flush of the log's own.
-            if (eager && !entryWaiters.isEmpty) || !flushWaiters.isEmpty || checkpoint != nil || self.anchorDue() {
+            // Results alone wait for the next flush, and a read's request entry for its window's. A write's
+            // request entry's flush starts now, while its route works, unless it rides on the store's flush
+            // (then `awaitDurable` starts it if still needed). A checkpoint and an explicit flush need a
+            // flush of the log's own.
+            if (eager && soon) || !flushWaiters.isEmpty || checkpoint != nil || self.anchorDue() {
                 self.startSync()
             }
             self.scheduleAnchor()

@@ -151,6 +151,12 @@ public final class AuditLog: FlushRider {
         /// must make durable: a flush of the log's own even while it rides on the store's flushes.
         var windowFlushScheduled = false
         var windowTarget: UInt64 = 0
+        /// A window's end has come (its timer fired, or a failed flush's retry is due) and no flush has
+        /// begun since: the reads written by then are flushed now, the later ones at their own window's end.
+        var windowDue = false
+        /// The last batch holding a request entry whose flush should begin at once, while its route works
+        /// (not riding: no put's flush will carry it); a read's entry waits for its window instead.
+        var soonTarget: UInt64 = 0
         /// Why the anchor could not be replaced last time (the log itself is fine; the next flush tries).
         var anchorFailure: String?
         /// The newest anchor waiting for `anchorer`, and the keeper it goes to; `nil` when none waits.
@@ -297,8 +303,12 @@ public final class AuditLog: FlushRider {
     /// Someone waiting: told once, by the writer or syncer or by the deadline, whichever comes first.
     final class Waiter: Sendable {
         private let onComplete: Mutex<(@Sendable (Result<UInt64, CaseVaultError>) -> Void)?>
+        /// For an entry's waiter: whether the entry's flush should begin as soon as it is written (a
+        /// write's request entry), rather than at the end of a read's window.
+        let flushSoon: Bool
 
-        init(_ onComplete: @escaping @Sendable (Result<UInt64, CaseVaultError>) -> Void) {
+        init(flushSoon: Bool = true, _ onComplete: @escaping @Sendable (Result<UInt64, CaseVaultError>) -> Void) {
+            self.flushSoon = flushSoon
             self.onComplete = Mutex(onComplete)
         }
 

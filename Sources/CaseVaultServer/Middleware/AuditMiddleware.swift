@@ -81,9 +81,9 @@ struct AuditMiddleware: RouterMiddleware {
         // failure shows in health and status and refuses the next requests. A read's entry was written
         // before the route acted (a log that cannot be written refused it); unless reads are durable, its
         // answer leaves at once and a flush of the entry starts within `readWindow` (one for the reads of
-        // that window while the log rides on the store's flushes).
+        // that window).
         if let receipt = ticket.written?.receipt {
-            if let window = self.readWindow, request.method == .get || request.method == .head {
+            if let window = self.readWindow, Self.isRead(request.method) {
                 self.audit.flushWithin(receipt, window)
             } else {
                 try? await self.audit.awaitDurable(receipt)
@@ -113,6 +113,11 @@ struct AuditMiddleware: RouterMiddleware {
         self.audit.record(entry)
     }
 
+    /// Whether requests of `method` are reads, whose entries are made durable within the read window.
+    static func isRead(_ method: HTTPRequest.Method) -> Bool {
+        method == .get || method == .head
+    }
+
     /// The status and problem code the problem middleware will answer with.
     static func classify(_ error: any Error) -> (status: Int, problem: String) {
         switch error {
@@ -132,10 +137,11 @@ struct AuditMiddleware: RouterMiddleware {
 /// The `request` entry, written before a route acts.
 enum Audited {
     /// Writes the request entry for `endpoint` and waits until it is written; throws `audit-unavailable`
-    /// (503) when it is not, so the route never acts unaudited, unless its row says it answers anyway. (Its
-    /// flush overlaps the route's work; the middleware waits for it before answering.)
+    /// (503) when it is not, so the route never acts unaudited, unless its row says it answers anyway. (With
+    /// `flushingSoon`, its flush overlaps the route's work and the middleware waits for it before
+    /// answering; a read's waits for its window.)
     static func before<Storage>(
-        _ endpoint: API.Endpoint<Storage>, _ context: CaseVaultContext, _ audit: AuditLog
+        _ endpoint: API.Endpoint<Storage>, _ context: CaseVaultContext, _ audit: AuditLog, flushingSoon: Bool
     ) async throws {
         // A peer with no role past its budget: it can act on nothing, and is counted instead.
         if context.audit?.suppressed == true { return }
@@ -145,7 +151,7 @@ enum Audited {
         entry.action = endpoint.route.description
         entry.ids = Self.ids(context)
         do {
-            let receipt = try await audit.append(entry)
+            let receipt = try await audit.append(entry, flushingSoon: flushingSoon)
             context.audit?.written = (number, receipt)
         } catch {
             if endpoint.auditing == .beforeActing { throw error }

@@ -192,11 +192,13 @@ func buildRouter<Storage: ServedStorage>(
     for endpoint in API.table(Storage.self) {
         let (route, handle) = (endpoint.route, endpoint.handler(routes))
         let measured = metrics.route(route.description, operation: endpoint.operation)
+        // A read's request entry is made durable within the read window (`AuditMiddleware`), not at once.
+        let flushingSoon = configuration.readAuditWindow == nil || !AuditMiddleware.isRead(route.method)
         router.on(RouterPath(route.path), method: route.method) { request, context in
             let start = ContinuousClock.now
             do {
                 // The request entry is written before the route acts, or the route does not act.
-                try await Audited.before(endpoint, context, audit)
+                try await Audited.before(endpoint, context, audit, flushingSoon: flushingSoon)
                 if endpoint.whileSealed == .refused, keeper.isSealed {
                     throw CaseVaultError(
                         .sealed, "the vault is sealed: an operator must unseal it first (casevaultctl unseal)")
