@@ -358,7 +358,8 @@ struct AuditLogTests {
     )
     func readsShareTheirWindowsFlushWithoutRiding() async throws {
         let vault = TestVault()
-        // Attached to no store (as on the database's storage): every flush is the log's own.
+        // Attached to no store: every flush is the log's own, as wherever it cannot ride (on the database's
+        // storage too, where it is attached only for its anchor).
         let (log, _) = try AuditLog.open(directory: vault.root + "/audit", clock: { 1_700_000_000_000 })
         defer { log.close() }
         #expect(!log.isRiding)
@@ -376,7 +377,7 @@ struct AuditLogTests {
             log.record(Self.result(number, status: 200))
             log.flushWithin(receipt, .seconds(1))
             receipts.append(receipt)
-            usleep(2_000)
+            usleep(2_000)  // On this thread: a task's sleep may overrun by far on a busy pool.
         }
         let windows = Int((ContinuousClock.now - start) / .seconds(1)) + 1
         while !receipts.allSatisfy(log.isDurable), ContinuousClock.now - start < .seconds(5 + windows) {

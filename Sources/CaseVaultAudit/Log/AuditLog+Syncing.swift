@@ -47,8 +47,8 @@ extension AuditLog {
     }
 
     /// The syncer: flushes everything written so far, replaces the head after a checkpoint and the anchor
-    /// when due, tells the waiters, and repeats while more was written meanwhile (riding: while someone
-    /// waits for it).
+    /// when due, tells the waiters, and repeats while what was written meanwhile is needed: by a waiter, a
+    /// checkpoint or the anchor, a read window that has ended, or a write's entry (`soonTarget`).
     private func sync() {
         while true {
             let next = self.shared.withLock {
@@ -57,6 +57,9 @@ extension AuditLog {
                 // Nothing new, unless a ride made the checkpoint's batch durable before its head was written.
                 let anchorDue = self.anchorDue(state)
                 let ownNeeded = state.unsyncedCheckpoint != nil || anchorDue
+                // A window whose reads a flush made durable already is over: the next read's window waits
+                // for its own end.
+                if state.windowTarget <= state.synced { state.windowDue = false }
                 if state.written <= state.synced && !ownNeeded { return nil }
                 // What nobody waits for, no write's request entry needs soon and no read's window has come
                 // due for waits: for a waiter, for the end of the next window, or (riding) for the next put's

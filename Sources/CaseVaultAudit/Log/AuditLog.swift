@@ -27,7 +27,9 @@ internal import Glibc
 /// answer leaves before its entry is on disk. When the log rides on the store's flushes (`attach(to:)`,
 /// `FlushRider`: ext4 or xfs, one device), the entry's flush is not started at once: a put batch's
 /// flush carries every entry written before it, and only a route that flushed nothing (a read) has the
-/// syncer flush after it. Otherwise the flush starts at once and overlaps the route.
+/// syncer flush after it. Otherwise a write's flush starts at once and overlaps the route. Either way the
+/// entries of reads answered without waiting are flushed once their window ends (`flushWithin`), one flush
+/// for the reads of a window.
 /// Results are queued without waiting and reach the disk with the next flush, at the latest at shutdown.
 ///
 /// After a failed write the log remembers why (`failure`, shown by health and status) and tries again with
