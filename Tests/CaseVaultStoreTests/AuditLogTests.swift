@@ -32,6 +32,18 @@ struct AuditLogTests {
         return entry
     }
 
+    /// A read as the server audits it under a read window: its request entry written (no flush begun for
+    /// it), its result recorded, and its flush asked for within `window`.
+    static func answerRead(_ number: UInt64, on log: AuditLog, within window: Duration) async throws
+        -> AuditLog.Receipt
+    {
+        let receipt = try await log.append(
+            Self.request(number, action: "GET /v1/records/{record_id}"), flushingSoon: false)
+        log.record(Self.result(number, status: 200))
+        log.flushWithin(receipt, window)
+        return receipt
+    }
+
     static func result(_ number: UInt64, status: Int) -> AuditEntry {
         var entry = AuditEntry(kind: .result, time: 1_700_000_000_001 + Int64(number))
         entry.request = number
@@ -335,11 +347,7 @@ struct AuditLogTests {
         let start = ContinuousClock.now
         var receipts: [AuditLog.Receipt] = []
         for number in UInt64(1)...20 {
-            let receipt = try await log.append(
-                Self.request(number, action: "GET /v1/records/{record_id}"), flushingSoon: false)
-            log.record(Self.result(number, status: 200))
-            log.flushWithin(receipt, .milliseconds(20))
-            receipts.append(receipt)
+            receipts.append(try await Self.answerRead(number, on: log, within: .milliseconds(20)))
         }
         while !receipts.allSatisfy(log.isDurable), ContinuousClock.now - start < .milliseconds(500) {
             try await Task.sleep(for: .milliseconds(5))
@@ -372,11 +380,7 @@ struct AuditLogTests {
         let start = ContinuousClock.now
         var receipts: [AuditLog.Receipt] = []
         for number in UInt64(2)...11 {
-            let receipt = try await log.append(
-                Self.request(number, action: "GET /v1/records/{record_id}"), flushingSoon: false)
-            log.record(Self.result(number, status: 200))
-            log.flushWithin(receipt, .seconds(1))
-            receipts.append(receipt)
+            receipts.append(try await Self.answerRead(number, on: log, within: .seconds(1)))
             usleep(2_000)  // On this thread: a task's sleep may overrun by far on a busy pool.
         }
         let windows = Int((ContinuousClock.now - start) / .seconds(1)) + 1
