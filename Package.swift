@@ -288,6 +288,7 @@ let package = Package(
             dependencies: [
                 "CaseVaultStore",
                 "CaseVaultAudit",
+                "CaseVaultConfiguration",
                 "CaseVaultCore",
                 "CaseVaultCrypto",
                 "CaseVaultFiles",

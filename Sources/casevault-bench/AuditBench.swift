@@ -1,4 +1,5 @@
 import CaseVaultAudit
+import CaseVaultConfiguration
 import CaseVaultCore
 import CaseVaultSealing
 import CaseVaultStore
@@ -69,20 +70,21 @@ extension Bench {
             }
         }
         // A read's entries as the server writes them with `durable_reads` off: the request entry written
-        // before the route acts, the result entry queued after, neither awaited to the disk. Its CPU (every
-        // thread's, the log's flushes included) is part of what one GET over the socket costs at least.
+        // before the route acts, with no flush begun for it, the result entry queued after, and the flush of
+        // both asked for within the default read window, neither awaited. Its CPU (every thread's, the
+        // window's flushes included) is part of what one GET over the socket costs at least.
+        let window = Duration.milliseconds(ServerConfiguration.defaultReadFlushMilliseconds)
         let read: @Sendable () async -> Void = {
             let number = audit.nextRequestNumber()
             let entry = requestEntry(number, "director", "GET /v1/records/{record_id}", ["record_id": caseID.rawValue])
-            _ = try? await audit.append(entry)
+            let receipt = try? await audit.append(entry, flushingSoon: false)
             var result = AuditEntry(kind: .result, time: StoreConfiguration.systemClock())
             result.request = number
             result.status = 200
             audit.record(result)
+            if let receipt { audit.flushWithin(receipt, window) }
         }
-        let (readStart, readCPU) = (Date(), Self.cpuSeconds())
-        let reads = self.measureTasks(1) { await read() }
-        let readCost = (Self.cpuSeconds() - readCPU) / max(reads * Date().timeIntervalSince(readStart), 1) * 1e6
+        let (reads, readCost) = self.measureTasksWithCPU(1) { await read() }
         print(
             String(
                 format:
@@ -92,21 +94,14 @@ extension Bench {
         // The disk's speed drifts over a run: plain and audited puts are measured in turn, three times
         // each, and the medians compared.
         func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
-        // A run's rate and the process's CPU per call during it (every thread's: the store's and the log's
-        // flushes included).
-        func measured(_ writers: Int, _ body: @escaping @Sendable () async -> Void) -> (rate: Double, cpu: Double) {
-            let (start, cpu) = (Date(), Self.cpuSeconds())
-            let rate = self.measureTasks(writers, body)
-            return (rate, (Self.cpuSeconds() - cpu) / max(rate * Date().timeIntervalSince(start), 1) * 1e6)
-        }
         for writers in [1, 16] {
             let alone = self.measureTasks(writers) { await request(true, false) }
             var plains: [(rate: Double, cpu: Double)] = []
             var boths: [(rate: Double, cpu: Double)] = []
             let before = audit.flushCounts
             for _ in 0..<3 {
-                plains.append(measured(writers) { await request(false, true) })
-                boths.append(measured(writers) { await request(true, true) })
+                plains.append(self.measureTasksWithCPU(writers) { await request(false, true) })
+                boths.append(self.measureTasksWithCPU(writers) { await request(true, true) })
             }
             let after = audit.flushCounts
             let (plain, both) = (median(plains.map(\.rate)), median(boths.map(\.rate)))
@@ -125,6 +120,16 @@ extension Bench {
             Figures.record("audited_put_\(writers)_plain_cpu_us", plainCPU)
             Figures.record("audited_put_\(writers)_cpu_us", bothCPU)
         }
+    }
+
+    /// `measureTasks`, and the process's CPU per call meanwhile in microseconds (every thread's: the store's
+    /// and the audit log's flushes included).
+    func measureTasksWithCPU(_ clients: Int, _ body: @escaping @Sendable () async -> Void) -> (
+        rate: Double, cpu: Double
+    ) {
+        let (start, cpu) = (Date(), Self.cpuSeconds())
+        let rate = self.measureTasks(clients, body)
+        return (rate, (Self.cpuSeconds() - cpu) / max(rate * Date().timeIntervalSince(start), 1) * 1e6)
     }
 
     /// Runs `clients` tasks, each calling `body` in a loop for `seconds`; returns calls per second.
