@@ -94,7 +94,36 @@ EOF
     done
     echo 'COMMIT;'
 } >"$root/filings8.sql"
-chmod 0644 "$root/insert.sql" "$root/filing.sql" "$root/filings8.sql"
+# The same statements in one server-side function, so that a filing is one round trip with no BEGIN or COMMIT
+# of its own (autocommit): what the database would spend were casevaultd to send each filing as one call.
+# Each statement of a PL/pgSQL function takes its own snapshot under READ COMMITTED, so the case is read after
+# its lock is granted, as in the transaction above. casevaultd does not file this way: this measures what
+# the database would leave it if it did.
+as_owner "$bin/psql" -qX -h "$root" -p 5441 -U bench -d ceiling >/dev/null <<'EOF'
+CREATE FUNCTION filing(k int, r int) RETURNS int LANGUAGE plpgsql AS $$
+DECLARE state text; mediators bigint[]; epoch bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(1129726785, k);
+    SELECT c.state, c.mediators, (SELECT max(number) FROM epochs WHERE ready) INTO state, mediators, epoch
+        FROM pg_advisory_xact_lock_shared(4851) AS f LEFT JOIN cases c ON c.id = k;
+    INSERT INTO sealed (blob) SELECT repeat(md5(r::text), 128) WHERE 1 = (SELECT max(number) FROM epochs WHERE ready);
+    RETURN 1;
+END $$;
+EOF
+cat >"$root/filing-call.sql" <<'EOF'
+\set r random(1, 2000000000)
+\set k random(1, 1000)
+SELECT filing(:k, :r);
+EOF
+# Eight filings in one call's statement (one transaction, one COMMIT), the cases from eight separate ranges.
+{
+    echo '\set r random(1, 2000000000)'
+    for i in 0 1 2 3 4 5 6 7; do echo "\\set k$i random($((i * 125 + 1)), $((i * 125 + 125)))"; done
+    printf 'SELECT filing(:k0, :r)'
+    for i in 1 2 3 4 5 6 7; do printf ', filing(:k%s, :r + %s)' "$i" "$i"; done
+    echo ';'
+} >"$root/filings8-call.sql"
+chmod 0644 "$root/insert.sql" "$root/filing.sql" "$root/filings8.sql" "$root/filing-call.sql" "$root/filings8-call.sql"
 
 # Where the CPU goes, without a profiler: busy clock ticks of the whole machine (user, nice, system, irq,
 # softirq, steal: /proc/stat) and of given processes with all their threads (/proc/PID/stat), read before
@@ -164,6 +193,9 @@ echo "  a filing's transaction (BEGIN, case lock, case read with the filing lock
 run postgres_filing_sync 16 "$root/filing.sql"
 echo "  the same filings eight to a transaction (one COMMIT for eight cases' filings), from 2 clients (16 filings under way):"
 run postgres_filings8_sync 2 "$root/filings8.sql" "" 8
+echo "  the filing as one call of a server-side function (one round trip), 16 clients; eight filings a call, 2 clients:"
+run postgres_filing_call_sync 16 "$root/filing-call.sql"
+run postgres_filings8_call_sync 2 "$root/filings8-call.sql" "" 8
 
 # casevaultd on this database: its own directory, the standby and the primary listed, this user director.
 if [ ! -x "$release/casevaultd" ] || [ ! -x "$release/casevault-load" ]; then
