@@ -403,6 +403,50 @@ struct AuditLogTests {
         #expect(log.isDurable(write), "a write's entry was not flushed within 2 s of being written")
     }
 
+    @Test("reads written while the log's own flush runs wait for their window's end, not for another flush at once")
+    func readsDuringAFlushWaitForTheirWindow() async throws {
+        let vault = TestVault()
+        let (log, _) = try AuditLog.open(directory: vault.root + "/audit", clock: { 1_700_000_000_000 })
+        defer { log.close() }
+        #expect(!log.isRiding)
+        // The syncer's first flush is held open until the reads below are written.
+        let held = HeldFlush()
+        log.beforeSyncerFlush { held.holdFirst() }
+        defer { log.beforeSyncerFlush(nil) }
+        let before = log.flushCounts.own
+        // A write's request entry starts its flush at once.
+        let write = try await log.append(Self.request(1))
+        let start = ContinuousClock.now
+        while !held.entered, ContinuousClock.now - start < .seconds(10) {
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        try #require(held.entered, "the write's entry started no flush")
+        // Five reads answered while that flush is held, in a window of 5 s.
+        var reads: [AuditLog.Receipt] = []
+        for number in UInt64(2)...6 {
+            reads.append(try await Self.answerRead(number, on: log, within: .seconds(5)))
+        }
+        let windowBegan = ContinuousClock.now
+        held.release.signal()
+        while !log.isDurable(write), ContinuousClock.now - windowBegan < .seconds(10) {
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        #expect(log.isDurable(write), "the held flush did not finish")
+        // The syncer finds the reads written meanwhile: they wait for their window, not a flush of their own.
+        try await Task.sleep(for: .milliseconds(300))
+        let early = log.flushCounts.own - before
+        let stillInWindow = ContinuousClock.now - windowBegan < .seconds(4)
+        if stillInWindow {
+            #expect(early == 1, "\(early) flushes of the log's own before the reads' window ended, where one was held")
+            #expect(!reads.contains(where: log.isDurable), "a read's entry was flushed before its window ended")
+        }
+        while !reads.allSatisfy(log.isDurable), ContinuousClock.now - windowBegan < .seconds(20) {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(reads.allSatisfy(log.isDurable), "the reads' entries were not durable after their window")
+        #expect(log.flushCounts.own - before == 2, "the held flush, then one for the reads' window")
+    }
+
     @Test("on ext4 or xfs a put's flush carries its audit entry; elsewhere (tmpfs) the log flushes on its own")
     func entriesRideOnPutFlushes() async throws {
         let vault = TestVault()
@@ -814,5 +858,20 @@ struct AuditLogTests {
     /// Runs chattr; false when the filesystem does not support the flag.
     static func chattr(_ flag: String, _ path: String) throws -> Bool {
         try Command.run("/usr/bin/chattr", [flag, path]).status == 0
+    }
+}
+
+/// Holds the first flush it is asked to until `release` is signalled (`AuditLog.beforeSyncerFlush`).
+private final class HeldFlush: Sendable {
+    private let first = Atomic(false)
+    let release = DispatchSemaphore(value: 0)
+
+    /// Whether the first flush has begun.
+    var entered: Bool { self.first.load(ordering: .sequentiallyConsistent) }
+
+    /// On the syncer: the first call waits for `release`, later ones return at once.
+    func holdFirst() {
+        guard !self.first.exchange(true, ordering: .sequentiallyConsistent) else { return }
+        self.release.wait()
     }
 }

@@ -19,6 +19,12 @@ extension AuditLog {
     /// How long after a failed flush the entries of reads answered without waiting are flushed again.
     static let windowRetryDelay: DispatchTimeInterval = .milliseconds(100)
 
+    /// For tests: runs `body` on the syncer before each flush of its own, once the entries it flushes are
+    /// written, so that a test can hold a flush open while more entries arrive; `nil` runs nothing.
+    package func beforeSyncerFlush(_ body: (@Sendable () -> Void)?) {
+        self.syncerFlushHook.withLock { $0 = body }
+    }
+
     /// Whether the anchor lags behind what was written by more than `anchorInterval`.
     func anchorDue() -> Bool {
         self.shared.withLock { state in self.anchorDue(state) }
@@ -96,6 +102,7 @@ extension AuditLog {
                     }
                     return (self.file, chain.fileFirst, chain.end)
                 }
+                self.syncerFlushHook.withLock { $0 }?()
                 try self.flushOwn(file, file: first, failuresBefore: failuresBefore)
                 flushed = (first, end)
                 if let checkpoint {

@@ -48,6 +48,8 @@ public final class AuditLog: FlushRider {
     var file: PosixFile { self.current.withLock { $0.writer } }
     /// Held around each flush of the writer's open file with the counting of its failure (`flushOwn`).
     let ownFlushing = Mutex<Void>(())
+    /// Run on the syncer before each of its flushes; set only by tests (`beforeSyncerFlush`).
+    let syncerFlushHook = Mutex<(@Sendable () -> Void)?>(nil)
 
     /// The file being written, open twice: `writer` to write, read and flush it, and `rider` only for the
     /// waits of a ride (`prepareRide`, `board`). Linux reports a failed writeback once to each open file
