@@ -99,7 +99,7 @@ EOF
 # Each statement of a PL/pgSQL function takes its own snapshot under READ COMMITTED, so the case is read after
 # its lock is granted, as in the transaction above. casevaultd does not file this way: this measures what
 # the database would leave it if it did.
-as_owner "$bin/psql" -qX -h "$root" -p 5441 -U bench -d ceiling >/dev/null <<'EOF'
+as_owner "$bin/psql" -qX -v ON_ERROR_STOP=1 -h "$root" -p 5441 -U bench -d ceiling >/dev/null <<'EOF'
 CREATE FUNCTION filing(k int, r int) RETURNS int LANGUAGE plpgsql AS $$
 DECLARE state text; mediators bigint[]; epoch bigint;
 BEGIN
