@@ -39,17 +39,22 @@ struct CaseLocksTests {
         let queued = Count()
         let holding = Mutex(false)
         let otherTaken = Mutex<Bool?>(nil)
+        let cap = Self.deadline()
         // Holds the case until every task has started and waits for it and the other case was taken, or
-        // five minutes have passed: were a waiting task to block its thread, the cooperative pool's few
-        // threads would run out and fewer would start. (The tasks start only once the cooperative pool has
-        // a thread free, which other suites running at the same time may hold for minutes: a generous wait,
-        // never a short one.)
+        // five minutes have passed since the first task started: were a waiting task to block its thread,
+        // the cooperative pool's few threads would run out and fewer would start. The five minutes count
+        // from the first task's start, since the tasks start only once the cooperative pool has a thread
+        // free, which other suites' synchronous tests may hold for minutes (`deadline()`).
         let holder = Thread {
             try? locks.withLock(busy) {
                 enter()
                 holding.withLock { $0 = true }
-                let deadline = Date().addingTimeInterval(300)
-                while (locks.waiters(busy) < tasks + 1 || otherTaken.withLock({ $0 }) == nil) && Date() < deadline {
+                var deadline: Date?
+                while locks.waiters(busy) < tasks + 1 || otherTaken.withLock({ $0 }) == nil {
+                    if deadline == nil && started.value.withLock({ $0 }) > 0 {
+                        deadline = Date().addingTimeInterval(300)
+                    }
+                    if Date() >= (deadline ?? cap) || Date() >= cap { break }
                     usleep(1000)
                 }
                 queued.value.withLock { $0 = started.value.withLock { $0 } }
@@ -58,8 +63,7 @@ struct CaseLocksTests {
             }
         }
         holder.start()
-        let deadline = Date().addingTimeInterval(300)
-        while !holding.withLock({ $0 }) && Date() < deadline { try await Task.sleep(for: .milliseconds(1)) }
+        try await Self.wait(until: cap) { holding.withLock { $0 } }
         let waiter = Thread {
             try? locks.withLock(busy) {
                 enter()
@@ -83,8 +87,7 @@ struct CaseLocksTests {
         await ran
         #expect(otherTaken.withLock { $0 } == true, "another case was not free while this one was held")
         #expect(queued.value.withLock { $0 } == tasks, "not every task could wait while the case was held")
-        let end = Date().addingTimeInterval(300)
-        while inside.withLock({ $0.done }) < tasks + 2 && Date() < end { try await Task.sleep(for: .milliseconds(1)) }
+        try await Self.wait(until: cap) { inside.withLock { $0.done } >= tasks + 2 }
         #expect(inside.withLock { $0.done } == tasks + 2)
         #expect(inside.withLock { $0.most } == 1, "two held the case at once")
     }
@@ -98,16 +101,15 @@ struct CaseLocksTests {
         let order = Names()
         let release = DispatchSemaphore(value: 0)
         let holding = Mutex(false)
+        let cap = Self.deadline()
         let holder = Thread {
             try? locks.withLock(id) {
                 holding.withLock { $0 = true }
-                _ = release.wait(timeout: .now() + 300)
+                _ = release.wait(timeout: .now() + cap.timeIntervalSinceNow)
             }
         }
         holder.start()
-        // Each wait has five minutes of its own: other suites running at the same time may hold the
-        // cooperative pool, and this task's sleeps with it, for minutes.
-        try await Self.wait { holding.withLock { $0 } }
+        try await Self.wait(until: cap) { holding.withLock { $0 } }
         var tasks: [Task<Void, Never>] = []
         for (number, name) in ["thread 1", "task 2", "thread 3", "task 4", "thread 5"].enumerated() {
             if name.hasPrefix("thread") {
@@ -115,17 +117,25 @@ struct CaseLocksTests {
             } else {
                 tasks.append(Task { try? await locks.awaitLock(id) { order.names.withLock { $0.append(name) } } })
             }
-            try await Self.wait { locks.waiters(id) >= number + 1 }
+            try await Self.wait(until: cap) { locks.waiters(id) >= number + 1 }
         }
         release.signal()
         for task in tasks { await task.value }
-        try await Self.wait { order.names.withLock { $0.count } >= 5 }
+        try await Self.wait(until: cap) { order.names.withLock { $0.count } >= 5 }
         #expect(order.names.withLock { $0 } == ["thread 1", "task 2", "thread 3", "task 4", "thread 5"])
     }
 
-    /// Waits until `condition` holds, or five minutes have passed.
-    static func wait(_ condition: () -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(300)
+    /// Half an hour from now: how long a test here waits for what must come unless the locks are wrong.
+    /// Its tasks, and its own sleeps, run only once Swift's cooperative pool has a thread free, and the
+    /// synchronous tests of other suites running at the same time hold its threads (one a core) for
+    /// minutes: 338 s and 320 s were seen in `make test`, where a wait of five minutes of its own ran out
+    /// and a holder that let go after five minutes left the waits after it nothing to wait for.
+    static func deadline() -> Date {
+        Date().addingTimeInterval(1800)
+    }
+
+    /// Waits until `condition` holds, or `deadline` has passed.
+    static func wait(until deadline: Date, _ condition: () -> Bool) async throws {
         while !condition() && Date() < deadline { try await Task.sleep(for: .milliseconds(1)) }
     }
 

@@ -164,15 +164,20 @@ struct WriteQueueTests {
         }
         writer.start()
         let threadOutcome = Mutex<Int?>(nil)
-        // Let go of the lead from a thread, once every put waits or five minutes have passed: were a
-        // waiting task to block its thread, the pool's few threads would run out and fewer would queue. (The
-        // tasks start only once the cooperative pool has a thread free, which other suites running at the
-        // same time may hold for minutes: a generous wait, never a short one.)
+        // Let go of the lead from a thread, once every put waits or five minutes have passed since the first
+        // queued: were a waiting task to block its thread, the pool's few threads would run out and fewer
+        // would queue. (The tasks start only once the cooperative pool has a thread free, which other suites'
+        // synchronous tests may hold for minutes, 320 s seen: so the five minutes count from the first put
+        // queued, and half an hour bounds the wait for it.)
         let queued = Mutex(0)
+        let cap = Date().addingTimeInterval(1800)
         let releaser = Thread {
-            let deadline = Date().addingTimeInterval(300)
-            while !holding.withLock({ $0 }) && Date() < deadline { usleep(1000) }
-            while queue.waiting < tasks && Date() < deadline { usleep(1000) }
+            var deadline = cap
+            while !holding.withLock({ $0 }) && Date() < cap { usleep(1000) }
+            while queue.waiting < tasks && Date() < deadline {
+                if deadline == cap && queue.waiting > 0 { deadline = min(cap, Date().addingTimeInterval(300)) }
+                usleep(1000)
+            }
             // A blocked thread's put joins them, last in the queue.
             let put = Thread {
                 let outcome = queue.submit(
@@ -186,8 +191,7 @@ struct WriteQueueTests {
         }
         releaser.start()
         // The tasks queue only once the writer leads: one that came first would lead at once.
-        let start = Date().addingTimeInterval(300)
-        while !holding.withLock({ $0 }) && Date() < start { try await Task.sleep(for: .milliseconds(1)) }
+        while !holding.withLock({ $0 }) && Date() < cap { try await Task.sleep(for: .milliseconds(1)) }
         let outcomes = await withTaskGroup(of: (Int, Int).self) { group in
             for number in 0..<tasks {
                 group.addTask {
@@ -201,8 +205,7 @@ struct WriteQueueTests {
         #expect(queued.withLock { $0 } == tasks + 1, "not every put could queue while the lead was held")
         #expect(outcomes.count == tasks)
         #expect(outcomes.allSatisfy { $0.value == $0.key * 10 }, "a task got another put's outcome")
-        let deadline = Date().addingTimeInterval(300)
-        while threadOutcome.withLock({ $0 }) == nil && Date() < deadline { usleep(1000) }
+        while threadOutcome.withLock({ $0 }) == nil && Date() < cap { usleep(1000) }
         #expect(threadOutcome.withLock { $0 } == tasks * 10)
         let counts = queue.counts
         #expect(counts.jobs == tasks + 1)
