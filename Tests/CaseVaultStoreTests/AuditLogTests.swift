@@ -344,17 +344,23 @@ struct AuditLogTests {
         let inPlace = [0xEF53, 0x5846_5342].contains(Self.filesystemType(vault.root))
         #expect(log.isRiding == inPlace)
         let before = log.flushCounts
-        let start = ContinuousClock.now
+        let first = ContinuousClock.now
         var receipts: [AuditLog.Receipt] = []
         for number in UInt64(1)...20 {
             receipts.append(try await Self.answerRead(number, on: log, within: .milliseconds(20)))
         }
-        while !receipts.allSatisfy(log.isDurable), ContinuousClock.now - start < .milliseconds(500) {
+        // Timed from the last read: the appends resume on the cooperative pool, which other suites' tests may
+        // hold meanwhile, spreading the reads over more windows (one more flush each at most).
+        let last = ContinuousClock.now
+        let windows = Int((last - first) / .milliseconds(20)) + 1
+        while !receipts.allSatisfy(log.isDurable), ContinuousClock.now - last < .milliseconds(500) {
             try await Task.sleep(for: .milliseconds(5))
         }
         #expect(receipts.allSatisfy(log.isDurable), "reads' entries not durable 0.5 s after a 20 ms window")
         let own = log.flushCounts.own - before.own
-        #expect(own >= 1 && own <= 3, "the window's twenty reads took \(own) flushes of the log's own")
+        #expect(
+            own >= 1 && own <= windows + 2,
+            "the twenty reads took \(own) flushes of the log's own in \(windows) window(s)")
         log.close()
         let (bytes, head) = Self.read(vault)
         let report = AuditVerifier.verify(log: bytes, head: head, expectedKey: store.auditSigner.publicKey)

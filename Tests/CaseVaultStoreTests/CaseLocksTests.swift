@@ -41,20 +41,19 @@ struct CaseLocksTests {
         let otherTaken = Mutex<Bool?>(nil)
         let cap = Self.deadline()
         // Holds the case until every task has started and waits for it and the other case was taken, or
-        // five minutes have passed since the first task started: were a waiting task to block its thread,
-        // the cooperative pool's few threads would run out and fewer would start. The five minutes count
-        // from the first task's start, since the tasks start only once the cooperative pool has a thread
-        // free, which other suites' synchronous tests may hold for minutes (`deadline()`).
+        // nothing of that has moved for five minutes (`StallDeadline`): were a waiting task to block its
+        // thread, the cooperative pool's few threads would run out and fewer would start.
         let holder = Thread {
             try? locks.withLock(busy) {
                 enter()
                 holding.withLock { $0 = true }
-                var deadline: Date?
+                var patience = StallDeadline(progress: 0)
                 while locks.waiters(busy) < tasks + 1 || otherTaken.withLock({ $0 }) == nil {
-                    if deadline == nil && started.value.withLock({ $0 }) > 0 {
-                        deadline = Date().addingTimeInterval(300)
-                    }
-                    if Date() >= (deadline ?? cap) || Date() >= cap { break }
+                    // Anything that moves counts: a task started, a waiter queued, the other case taken.
+                    let moved =
+                        started.value.withLock { $0 } + locks.waiters(busy)
+                        + (otherTaken.withLock { $0 } == nil ? 0 : 1)
+                    guard patience.waitsOn(progress: moved) else { break }
                     usleep(1000)
                 }
                 queued.value.withLock { $0 = started.value.withLock { $0 } }

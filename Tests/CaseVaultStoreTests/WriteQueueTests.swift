@@ -164,20 +164,15 @@ struct WriteQueueTests {
         }
         writer.start()
         let threadOutcome = Mutex<Int?>(nil)
-        // Let go of the lead from a thread, once every put waits or five minutes have passed since the first
-        // queued: were a waiting task to block its thread, the pool's few threads would run out and fewer
-        // would queue. (The tasks start only once the cooperative pool has a thread free, which other suites'
-        // synchronous tests may hold for minutes, 320 s seen: so the five minutes count from the first put
-        // queued, and half an hour bounds the wait for it.)
+        // Let go of the lead from a thread, once every put waits, or no put has joined the queue for five
+        // minutes (`StallDeadline`): were a waiting task to block its thread, the pool's few threads would
+        // run out and fewer would queue.
         let queued = Mutex(0)
         let cap = Date().addingTimeInterval(1800)
         let releaser = Thread {
-            var deadline = cap
             while !holding.withLock({ $0 }) && Date() < cap { usleep(1000) }
-            while queue.waiting < tasks && Date() < deadline {
-                if deadline == cap && queue.waiting > 0 { deadline = min(cap, Date().addingTimeInterval(300)) }
-                usleep(1000)
-            }
+            var patience = StallDeadline(progress: 0)
+            while queue.waiting < tasks && patience.waitsOn(progress: queue.waiting) { usleep(1000) }
             // A blocked thread's put joins them, last in the queue.
             let put = Thread {
                 let outcome = queue.submit(
@@ -185,7 +180,8 @@ struct WriteQueueTests {
                 threadOutcome.withLock { $0 = outcome }
             }
             put.start()
-            while queue.waiting < tasks + 1 && Date() < deadline { usleep(1000) }
+            var joining = StallDeadline(progress: queue.waiting)
+            while queue.waiting < tasks + 1 && joining.waitsOn(progress: queue.waiting) { usleep(1000) }
             queued.withLock { $0 = queue.waiting }
             release.signal()
         }
