@@ -39,7 +39,7 @@ struct CaseLocksTests {
         let queued = Count()
         let holding = Mutex(false)
         let otherTaken = Mutex<Bool?>(nil)
-        let cap = Self.deadline()
+        let cap = StallDeadline.cap()
         // Holds the case until every task has started and waits for it and the other case was taken, or
         // nothing of that has moved for five minutes (`StallDeadline`): were a waiting task to block its
         // thread, the cooperative pool's few threads would run out and fewer would start.
@@ -62,7 +62,7 @@ struct CaseLocksTests {
             }
         }
         holder.start()
-        try await Self.wait(until: cap) { holding.withLock { $0 } }
+        try await StallDeadline.wait(until: cap) { holding.withLock { $0 } }
         let waiter = Thread {
             try? locks.withLock(busy) {
                 enter()
@@ -86,7 +86,7 @@ struct CaseLocksTests {
         await ran
         #expect(otherTaken.withLock { $0 } == true, "another case was not free while this one was held")
         #expect(queued.value.withLock { $0 } == tasks, "not every task could wait while the case was held")
-        try await Self.wait(until: cap) { inside.withLock { $0.done } >= tasks + 2 }
+        try await StallDeadline.wait(until: cap) { inside.withLock { $0.done } >= tasks + 2 }
         #expect(inside.withLock { $0.done } == tasks + 2)
         #expect(inside.withLock { $0.most } == 1, "two held the case at once")
     }
@@ -100,7 +100,7 @@ struct CaseLocksTests {
         let order = Names()
         let release = DispatchSemaphore(value: 0)
         let holding = Mutex(false)
-        let cap = Self.deadline()
+        let cap = StallDeadline.cap()
         let holder = Thread {
             try? locks.withLock(id) {
                 holding.withLock { $0 = true }
@@ -108,7 +108,7 @@ struct CaseLocksTests {
             }
         }
         holder.start()
-        try await Self.wait(until: cap) { holding.withLock { $0 } }
+        try await StallDeadline.wait(until: cap) { holding.withLock { $0 } }
         var tasks: [Task<Void, Never>] = []
         for (number, name) in ["thread 1", "task 2", "thread 3", "task 4", "thread 5"].enumerated() {
             if name.hasPrefix("thread") {
@@ -116,26 +116,12 @@ struct CaseLocksTests {
             } else {
                 tasks.append(Task { try? await locks.awaitLock(id) { order.names.withLock { $0.append(name) } } })
             }
-            try await Self.wait(until: cap) { locks.waiters(id) >= number + 1 }
+            try await StallDeadline.wait(until: cap) { locks.waiters(id) >= number + 1 }
         }
         release.signal()
         for task in tasks { await task.value }
-        try await Self.wait(until: cap) { order.names.withLock { $0.count } >= 5 }
+        try await StallDeadline.wait(until: cap) { order.names.withLock { $0.count } >= 5 }
         #expect(order.names.withLock { $0 } == ["thread 1", "task 2", "thread 3", "task 4", "thread 5"])
-    }
-
-    /// Half an hour from now: how long a test here waits for what must come unless the locks are wrong.
-    /// Its tasks, and its own sleeps, run only once Swift's cooperative pool has a thread free, and the
-    /// synchronous tests of other suites running at the same time hold its threads (one a core) for
-    /// minutes: 338 s and 320 s were seen in `make test`, where a wait of five minutes of its own ran out
-    /// and a holder that let go after five minutes left the waits after it nothing to wait for.
-    static func deadline() -> Date {
-        Date().addingTimeInterval(1800)
-    }
-
-    /// Waits until `condition` holds, or `deadline` has passed.
-    static func wait(until deadline: Date, _ condition: () -> Bool) async throws {
-        while !condition() && Date() < deadline { try await Task.sleep(for: .milliseconds(1)) }
     }
 
     static func caseID(_ byte: UInt8) -> CaseID {

@@ -168,7 +168,7 @@ struct WriteQueueTests {
         // minutes (`StallDeadline`): were a waiting task to block its thread, the pool's few threads would
         // run out and fewer would queue.
         let queued = Mutex(0)
-        let cap = Date().addingTimeInterval(1800)
+        let cap = StallDeadline.cap()
         let releaser = Thread {
             while !holding.withLock({ $0 }) && Date() < cap { usleep(1000) }
             var patience = StallDeadline(progress: 0)
@@ -187,7 +187,7 @@ struct WriteQueueTests {
         }
         releaser.start()
         // The tasks queue only once the writer leads: one that came first would lead at once.
-        while !holding.withLock({ $0 }) && Date() < cap { try await Task.sleep(for: .milliseconds(1)) }
+        try await StallDeadline.wait(until: cap) { holding.withLock { $0 } }
         let outcomes = await withTaskGroup(of: (Int, Int).self) { group in
             for number in 0..<tasks {
                 group.addTask {
@@ -201,7 +201,7 @@ struct WriteQueueTests {
         #expect(queued.withLock { $0 } == tasks + 1, "not every put could queue while the lead was held")
         #expect(outcomes.count == tasks)
         #expect(outcomes.allSatisfy { $0.value == $0.key * 10 }, "a task got another put's outcome")
-        while threadOutcome.withLock({ $0 }) == nil && Date() < cap { usleep(1000) }
+        try await StallDeadline.wait(until: cap) { threadOutcome.withLock { $0 } != nil }
         #expect(threadOutcome.withLock { $0 } == tasks * 10)
         let counts = queue.counts
         #expect(counts.jobs == tasks + 1)
