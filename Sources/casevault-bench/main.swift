@@ -32,6 +32,7 @@ struct Bench: ParsableCommand {
         .defaultSweepBatch
     @Flag(help: "Only the sweep figures.") var sweepOnly = false
     @Flag(help: "Only the audit log figures.") var auditOnly = false
+    @Flag(help: "Only the in-process filing figures.") var filingOnly = false
     @Flag(help: "Only the key figures (unseal time, rotation).") var keysOnly = false
     @Flag(help: "Only the puts and in-process gets, for profiling the read path.") var readsOnly = false
     @Option(help: "Key slots the rotation benchmark rewraps.") var rotationSlots = 100_000
@@ -53,6 +54,10 @@ struct Bench: ParsableCommand {
         }
         if self.auditOnly {
             try self.auditFigures(root: root)
+            return
+        }
+        if self.filingOnly {
+            try self.filingFigures(root: root)
             return
         }
         if self.keysOnly {
@@ -167,6 +172,7 @@ struct Bench: ParsableCommand {
         print(String(format: "shred    100 records per call                         %10.0f records/s", batched))
         store.close()
         try self.auditFigures(root: root)
+        try self.filingFigures(root: root)
         try self.keyFigures(root: root)
         try self.rotationFigure(root: root)
         try self.sweepFigures(root: root)

@@ -1,0 +1,89 @@
+import CaseVaultCore
+import CaseVaultSealing
+import CaseVaultStore
+import Foundation
+import Logging
+
+extension Bench {
+    /// Filings in process: what a socket PUT does once Hummingbird has read its body and before the audit
+    /// writes its entries. The body is parsed as the route parses it (the depth check, the parse, the content
+    /// taken from the bytes sent), then `Vault.awaitFile` runs: the case's lock, the case and the roster read
+    /// in one index trip, the decision, validation, sealing, the put. Three workloads of 16 tasks each, in
+    /// one store, in turn, three times, and the medians printed with each one's CPU (every thread's, flushes
+    /// included) and bytes sent to the disk per put:
+    /// - puts of an intake form's content into one case (`Vault.awaitPut`: no lock, no case, no validation),
+    ///   as the in-process put figure files them;
+    /// - the same puts round the 200 cases that `scripts/bench-socket.sh` files into: each batch's rows then
+    ///   land on as many pages of the case index as it has puts;
+    /// - filings round those cases, as the socket PUT files them.
+    /// `scripts/bench-summary.sh` counts the filing in the least a PUT over the socket could cost.
+    func filingFigures(root: String) throws {
+        let store = try RecordStore.open(
+            StoreConfiguration(
+                dataDirectory: URL(fileURLWithPath: root + "/filings"),
+                rootKeyFile: URL(fileURLWithPath: root + "/keys/filings.key")
+            ),
+            logger: Logger(label: "bench")
+        )
+        let vault = Vault(storage: store)
+        defer { store.close() }
+        let header = Array(#"{"participants": [{"name": "a"}, {"name": "b"}]}"#.utf8)
+        let cases = try (0..<200).map { _ in try vault.openCase(header: header, mediators: [], author: nil).id }
+        // The body scripts/bench-socket.sh sends: an intake form of about `size` bytes.
+        let screening = String(repeating: "x", count: max(1, self.size - 96))
+        let content = Array(#"{"dispute_category": "roommate", "screening": "\#(screening)"}"#.utf8)
+        let body = Array(#"{"type": "intake_form", "content": "#.utf8) + content + [UInt8(ascii: "}")]
+        let turn = Collected.Counter()
+        let workloads: [(name: String, figure: String, run: @Sendable () async -> Void)] = [
+            (
+                "puts into one case", "filing_put_one_case",
+                {
+                    _ = try! await vault.awaitPut(NewRecord(caseID: cases[0], type: .intakeForm, content: content))
+                }
+            ),
+            (
+                "puts round 200 cases", "filing_put_200_cases",
+                {
+                    let caseID = cases[turn.next() % cases.count]
+                    _ = try! await vault.awaitPut(NewRecord(caseID: caseID, type: .intakeForm, content: content))
+                }
+            ),
+            (
+                "filings round 200 cases", "filing_200_cases",
+                {
+                    // As `Request.jsonObject` and `Routes.fileRecord` read the body.
+                    guard !body.withUnsafeBytes({ JSONValue.nestsDeeper(than: 64, $0) }),
+                        let document = JSONValue.parse(body), let object = try? document.requireObject("content"),
+                        let unique = JSONValue.uniqueRawMember("content", of: body, parsed: document)
+                    else { fatalError("the bench's body did not parse") }
+                    var record = NewRecord(
+                        caseID: cases[turn.next() % cases.count], type: .intakeForm, content: Array(unique))
+                    record.parsed = object
+                    _ = try! await vault.awaitFile(record, rosterUID: nil) { _, _ throws(CaseVaultError) in .daemon }
+                }
+            ),
+        ]
+        var runs = Array(repeating: [(rate: Double, cpu: Double, bytes: Double)](), count: workloads.count)
+        for _ in 0..<3 {
+            for (index, workload) in workloads.enumerated() {
+                let (written, puts) = (Self.bytesWritten(), store.groupCommitCounts.puts)
+                let (rate, cpu) = self.measureTasksWithCPU(16, workload.run)
+                let bytes = Double(Self.bytesWritten() - written) / Double(max(1, store.groupCommitCounts.puts - puts))
+                runs[index].append((rate, cpu, bytes))
+            }
+        }
+        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+        for (workload, measured) in zip(workloads, runs) {
+            let (rate, cpu, bytes) = (
+                median(measured.map(\.rate)), median(measured.map(\.cpu)), median(measured.map(\.bytes))
+            )
+            print(
+                String(
+                    format: "filing   in process, 16 tasks, %@ %6.0f/s  (%.0f us of CPU and %.1f KiB written each)",
+                    workload.name.padding(toLength: 24, withPad: " ", startingAt: 0), rate, cpu, bytes / 1024))
+            Figures.record(workload.figure, rate)
+            Figures.record("\(workload.figure)_cpu_us", cpu)
+            Figures.record("\(workload.figure)_bytes_per_put", bytes)
+        }
+    }
+}
