@@ -13,13 +13,7 @@ extension Bench {
     /// for its `request` entry to be written, queues its `result` entry after, and waits for the request
     /// entry's flush before it counts (the goal: at least 90% of the rate without it).
     func auditFigures(root: String) throws {
-        let store = try RecordStore.open(
-            StoreConfiguration(
-                dataDirectory: URL(fileURLWithPath: root + "/audited"),
-                rootKeyFile: URL(fileURLWithPath: root + "/keys/audited.key")
-            ),
-            logger: Logger(label: "bench")
-        )
+        let store = try Self.openStore(root: root, name: "audited")
         let vault = Vault(storage: store)
         defer { store.close() }
         let (audit, _) = try AuditLog.open(directory: store.auditDirectory, clock: StoreConfiguration.systemClock)

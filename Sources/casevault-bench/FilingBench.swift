@@ -18,13 +18,7 @@ extension Bench {
     /// - filings round those cases, as the socket PUT files them.
     /// `scripts/bench-summary.sh` counts the filing in the least a PUT over the socket could cost.
     func filingFigures(root: String) throws {
-        let store = try RecordStore.open(
-            StoreConfiguration(
-                dataDirectory: URL(fileURLWithPath: root + "/filings"),
-                rootKeyFile: URL(fileURLWithPath: root + "/keys/filings.key")
-            ),
-            logger: Logger(label: "bench")
-        )
+        let store = try Self.openStore(root: root, name: "filings")
         let vault = Vault(storage: store)
         defer { store.close() }
         let header = Array(#"{"participants": [{"name": "a"}, {"name": "b"}]}"#.utf8)

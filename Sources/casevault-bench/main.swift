@@ -81,13 +81,7 @@ struct Bench: ParsableCommand {
         print(String(format: "ceiling  one device flush (4 KiB overwritten, fdatasync)  %8.0f us", flush))
         Figures.record("flush_us", flush)
 
-        let store = try RecordStore.open(
-            StoreConfiguration(
-                dataDirectory: URL(fileURLWithPath: root + "/data"),
-                rootKeyFile: URL(fileURLWithPath: root + "/keys/root.key")
-            ),
-            logger: Logger(label: "bench")
-        )
+        let store = try Self.openStore(root: root, name: "data", key: "root")
         let vault = Vault(storage: store)
         let caseID = CaseID(bytes: Array(repeating: 1, count: 16))
         let text = String(repeating: "x", count: self.size - 11)
@@ -317,6 +311,20 @@ struct Bench: ParsableCommand {
             rows += 100
         }
         return (Double(rows) / Date().timeIntervalSince(start), rows)
+    }
+
+    /// A store of its own under `root` for one set of figures: its data in `root/name`, its root key in
+    /// `root/keys/<key, or name>.key`.
+    static func openStore(
+        root: String, name: String, key: String? = nil, logger: Logger = Logger(label: "bench")
+    ) throws -> RecordStore {
+        try RecordStore.open(
+            StoreConfiguration(
+                dataDirectory: URL(fileURLWithPath: root + "/" + name),
+                rootKeyFile: URL(fileURLWithPath: root + "/keys/\(key ?? name).key")
+            ),
+            logger: logger
+        )
     }
 
     func makeRoot() throws -> String {
