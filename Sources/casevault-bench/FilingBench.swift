@@ -1,3 +1,4 @@
+import CaseVaultConfiguration
 import CaseVaultCore
 import CaseVaultSealing
 import CaseVaultStore
@@ -6,15 +7,18 @@ import Logging
 
 extension Bench {
     /// Filings in process: what a socket PUT does once Hummingbird has read its body and before the audit
-    /// writes its entries. The body is parsed as the route parses it (the depth check, the parse, the content
-    /// taken from the bytes sent), then `Vault.awaitFile` runs: the case's lock, the case and the roster read
-    /// in one index trip, the decision, validation, sealing, the put. Three workloads of 16 tasks each, in
-    /// one store, in turn, three times, and the medians printed with each one's CPU (every thread's, flushes
-    /// included) and bytes sent to the disk per put:
-    /// - puts of an intake form's content into one case (`Vault.awaitPut`: no lock, no case, no validation),
-    ///   as the in-process put figure files them;
-    /// - the same puts round the 200 cases that `scripts/bench-socket.sh` files into: each batch's rows then
-    ///   land on as many pages of the case index as it has puts;
+    /// writes its entries. The body is read as the route reads it (the depth check at the server's default
+    /// limit, the parse, the type, the content taken from the bytes sent; not the check of unknown fields,
+    /// the copy out of the request's buffer and its wipes, which are the server's), then `Vault.awaitFile`
+    /// runs: the case's lock, the case and the roster read in one index trip, the decision (here the
+    /// daemon's, where the route asks the authorization table), validation of the parse, sealing, the put.
+    /// Three workloads of 16 tasks each, in one store, in turn, three times, and the medians printed with
+    /// each one's CPU (every thread's, flushes included) and bytes sent to the disk per put:
+    /// - puts of an intake form's content into one case (`Vault.awaitPut`: validated, the content parsed,
+    ///   but no lock and no case read), into one case as the in-process put figure puts (that figure puts
+    ///   session notes from 16 threads);
+    /// - the same puts round 200 cases of this store, as `scripts/bench-socket.sh` files round 200: each
+    ///   batch's rows then land on as many pages of the case index as it has puts;
     /// - filings round those cases, as the socket PUT files them.
     /// `scripts/bench-summary.sh` counts the filing in the least a PUT over the socket could cost.
     func filingFigures(root: String) throws {
@@ -28,6 +32,7 @@ extension Bench {
         let content = Array(#"{"dispute_category": "roommate", "screening": "\#(screening)"}"#.utf8)
         let body = Array(#"{"type": "intake_form", "content": "#.utf8) + content + [UInt8(ascii: "}")]
         let turn = Collected.Counter()
+        let depth = ServerConfiguration(socketPath: "").maxJSONDepth
         let workloads: [(name: String, figure: String, run: @Sendable () async -> Void)] = [
             (
                 "puts into one case", "filing_put_one_case",
@@ -46,12 +51,13 @@ extension Bench {
                 "filings round 200 cases", "filing_200_cases",
                 {
                     // As `Request.jsonObject` and `Routes.fileRecord` read the body.
-                    guard !body.withUnsafeBytes({ JSONValue.nestsDeeper(than: 64, $0) }),
-                        let document = JSONValue.parse(body), let object = try? document.requireObject("content"),
+                    guard !body.withUnsafeBytes({ JSONValue.nestsDeeper(than: depth, $0) }),
+                        let document = JSONValue.parse(body),
+                        let type = try? RecordType.parse(try document.requireText("type")),
+                        let object = try? document.requireObject("content"),
                         let unique = JSONValue.uniqueRawMember("content", of: body, parsed: document)
                     else { fatalError("the bench's body did not parse") }
-                    var record = NewRecord(
-                        caseID: cases[turn.next() % cases.count], type: .intakeForm, content: Array(unique))
+                    var record = NewRecord(caseID: cases[turn.next() % cases.count], type: type, content: Array(unique))
                     record.parsed = object
                     _ = try! await vault.awaitFile(record, rosterUID: nil) { _, _ throws(CaseVaultError) in .daemon }
                 }

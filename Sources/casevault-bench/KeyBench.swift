@@ -41,8 +41,7 @@ extension Bench {
 
     /// Rotation of `rotationSlots` key slots (goal: under 10 s for 100,000), in the default batches.
     func rotationFigure(root: String) throws {
-        let logger = Logger(label: "bench")
-        let store = try Self.openStore(root: root, name: "rotation", logger: logger)
+        let store = try Self.openStore(root: root, name: "rotation")
         let vault = Vault(storage: store)
         defer { store.close() }
         let caseID = CaseID(bytes: Array(repeating: 3, count: 16))
