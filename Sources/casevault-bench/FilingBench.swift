@@ -18,7 +18,7 @@ extension Bench {
     ///   but no lock and no case read), into one case as the in-process put figure puts (that figure puts
     ///   session notes from 16 threads);
     /// - the same puts round 200 cases of this store, as `scripts/bench-socket.sh` files round 200: each
-    ///   batch's rows then land on as many pages of the case index as it has puts;
+    ///   batch's rows then likely land on as many pages of the case index as it has puts;
     /// - filings round those cases, as the socket PUT files them.
     /// `scripts/bench-summary.sh` counts the filing in the least a PUT over the socket could cost.
     func filingFigures(root: String) throws {
