@@ -5,7 +5,6 @@ import CaseVaultSealing
 import CaseVaultStore
 import Dispatch
 import Foundation
-import Logging
 import Synchronization
 
 extension Bench {

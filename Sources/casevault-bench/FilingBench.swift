@@ -3,7 +3,6 @@ import CaseVaultCore
 import CaseVaultSealing
 import CaseVaultStore
 import Foundation
-import Logging
 
 extension Bench {
     /// Filings in process: what a socket PUT does once Hummingbird has read its body and before the audit
@@ -33,20 +32,12 @@ extension Bench {
         let body = Array(#"{"type": "intake_form", "content": "#.utf8) + content + [UInt8(ascii: "}")]
         let turn = Collected.Counter()
         let depth = ServerConfiguration(socketPath: "").maxJSONDepth
+        let put: @Sendable (CaseID) async -> Void = { caseID in
+            _ = try! await vault.awaitPut(NewRecord(caseID: caseID, type: .intakeForm, content: content))
+        }
         let workloads: [(name: String, figure: String, run: @Sendable () async -> Void)] = [
-            (
-                "puts into one case", "filing_put_one_case",
-                {
-                    _ = try! await vault.awaitPut(NewRecord(caseID: cases[0], type: .intakeForm, content: content))
-                }
-            ),
-            (
-                "puts round 200 cases", "filing_put_200_cases",
-                {
-                    let caseID = cases[turn.next() % cases.count]
-                    _ = try! await vault.awaitPut(NewRecord(caseID: caseID, type: .intakeForm, content: content))
-                }
-            ),
+            ("puts into one case", "filing_put_one_case", { await put(cases[0]) }),
+            ("puts round 200 cases", "filing_put_200_cases", { await put(cases[turn.next() % cases.count]) }),
             (
                 "filings round 200 cases", "filing_200_cases",
                 {

@@ -315,15 +315,13 @@ struct Bench: ParsableCommand {
 
     /// A store of its own under `root` for one set of figures: its data in `root/name`, its root key in
     /// `root/keys/<key, or name>.key`.
-    static func openStore(
-        root: String, name: String, key: String? = nil, logger: Logger = Logger(label: "bench")
-    ) throws -> RecordStore {
+    static func openStore(root: String, name: String, key: String? = nil) throws -> RecordStore {
         try RecordStore.open(
             StoreConfiguration(
                 dataDirectory: URL(fileURLWithPath: root + "/" + name),
                 rootKeyFile: URL(fileURLWithPath: root + "/keys/\(key ?? name).key")
             ),
-            logger: logger
+            logger: Logger(label: "bench")
         )
     }
 
