@@ -41,4 +41,56 @@ struct CertificateTests {
         #expect(DestructionCertificate.verify(document: Array(document.dropLast()), publicKey: publicKey) == nil)
         #expect(DestructionCertificate.verify(document: document + Array(" ".utf8), publicKey: publicKey) == nil)
     }
+
+    @Test(
+        "the signed bytes are those JSONEncoder writes with sorted keys, for every version and every optional",
+        arguments: [
+            (ShredOrder(method: .retentionSweep, authority: .daemon, reason: "retention_expired"), nil),
+            (ShredOrder(method: .request, authority: Authority(uid: 4002, role: "mediator"), reason: "policy"), nil),
+            (ShredOrder(method: .recovery, authority: Authority(uid: 0, role: "a\"b/c\n\u{1}é")), nil),
+            (
+                ShredOrder(method: .finalAgreement, authority: Authority(uid: 4002, role: "mediator")),
+                DestructionCertificate.Erasure(epoch: 7, completeBy: "2026-11-24T01:00:00.000Z")
+            ),
+            (
+                ShredOrder(method: .request, authority: .daemon, reason: "filed_in_error"),
+                DestructionCertificate.Erasure(epoch: 8, completes: "c1", completedAt: "2026-11-25T01:00:00.000Z")
+            ),
+            (
+                ShredOrder(method: .caseClosed, authority: .daemon),
+                DestructionCertificate.Erasure(
+                    epoch: UInt64.max, completes: "c2", completedAt: "2026-11-25T01:00:00.000Z",
+                    attested: ["host-b", "host-a"])
+            ),
+            (
+                ShredOrder(method: .request, authority: Authority(uid: 7, role: "coordinator"), reason: "policy"),
+                {
+                    // Every member at once, which no initialiser makes: the order of all of them.
+                    var erasure = DestructionCertificate.Erasure(epoch: 9, completeBy: "2026-11-24T01:00:00.000Z")
+                    erasure.completes = "c3"
+                    erasure.completedAt = "2026-11-25T01:00:00.000Z"
+                    erasure.attested = ["host-a"]
+                    return erasure
+                }()
+            ),
+        ] as [(ShredOrder, DestructionCertificate.Erasure?)]
+    )
+    func canonicalBytes(order: ShredOrder, erasure: DestructionCertificate.Erasure?) throws {
+        for count in [0, 1, 100] {
+            let records = (0..<count).map { _ in
+                (RecordID(bytes: Random.bytes(count: RecordID.byteCount)), RecordType.allCases.randomElement()!)
+            }
+            let certificate = DestructionCertificate(
+                id: Hex.encode(Random.bytes(count: 16)), caseID: CaseID(bytes: Random.bytes(count: CaseID.byteCount)),
+                issuedAt: "2026-11-23T01:00:00.000Z", order: order, records: records, erasure: erasure)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            let expected =
+                Array(#"{"certificate":"#.utf8) + [UInt8](try encoder.encode(certificate))
+                + Array(#","signature":""}"#.utf8)
+            // As text, so that a difference reads as JSON rather than as two arrays of bytes.
+            let written = String(decoding: certificate.document(signedWith: { _ in [] }), as: UTF8.self)
+            #expect(written == String(decoding: expected, as: UTF8.self), "\(count) records")
+        }
+    }
 }
