@@ -25,9 +25,11 @@ extension Bench {
         writers.start(threads: self.sweepWriters)
         let batchesBefore = expired.store.groupCommitCounts.batches
         var started = Date()
+        var cpuStarted = Self.cpuSeconds()
         expiredSteps.start()
         let report = try expired.store.sweep()
         var elapsed = Date().timeIntervalSince(started)
+        var cpu = Self.cpuSeconds() - cpuStarted
         let batchesBetween = expired.store.groupCommitCounts.batches - batchesBefore
         let latencies = writers.stop()
         print(
@@ -42,7 +44,7 @@ extension Bench {
         }
         Figures.record(self.sweepWriters > 0 ? "sweep_seconds" : "sweep_alone_seconds", elapsed)
         if self.sweepWriters == 0 {
-            print("         where the time goes: \(expiredSteps.summary(total: elapsed, record: true))")
+            print("         where the time goes: \(expiredSteps.summary(total: elapsed, cpu: cpu, record: true))")
         }
         if self.sweepWriters > 0 {
             print(
@@ -75,10 +77,12 @@ extension Bench {
                     + floor.parts.map { String(format: "%@ %.2f s", $0.key, $0.value) }.joined(separator: ", "))
             Figures.record("sweep_index_floor_seconds", floor.total)
             started = Date()
+            cpuStarted = Self.cpuSeconds()
             steps.start()
             let aloneReport = try alone.store.sweep()
             elapsed = Date().timeIntervalSince(started)
-            print("         where the time goes: \(steps.summary(total: elapsed, record: true))")
+            cpu = Self.cpuSeconds() - cpuStarted
+            print("         where the time goes: \(steps.summary(total: elapsed, cpu: cpu, record: true))")
             print(
                 String(
                     format:
@@ -164,12 +168,12 @@ extension Bench {
     /// sections within a step, are not looked at).
     final class StepTimes: @unchecked Sendable {
         private let lock = NSLock()
-        private var last: Date?
-        private var totals: [CrashPoint: Double] = [:]
+        private var last: (wall: Date, cpu: Double)?
+        private var totals: [CrashPoint: (wall: Double, cpu: Double)] = [:]
 
         func start() {
             self.lock.lock()
-            self.last = Date()
+            self.last = (Date(), Bench.cpuSeconds())
             self.lock.unlock()
         }
 
@@ -181,13 +185,16 @@ extension Bench {
             self.lock.lock()
             defer { self.lock.unlock() }
             guard let last = self.last else { return }
-            let now = Date()
-            self.totals[point, default: 0] += now.timeIntervalSince(last)
+            let now = (wall: Date(), cpu: Bench.cpuSeconds())
+            let total = self.totals[point] ?? (0, 0)
+            self.totals[point] = (total.wall + now.wall.timeIntervalSince(last.wall), total.cpu + now.cpu - last.cpu)
             self.last = now
         }
 
-        /// The steps' times as a line, and as `sweep_alone_<step>_seconds` figures when `record` is set.
-        func summary(total: Double, record: Bool) -> String {
+        /// The steps' times as a line, each with the process's CPU in it (with no writer, the sweep's own), and
+        /// as `sweep_alone_<step>_seconds` figures when `record` is set. `cpu` is the process's CPU over the
+        /// whole sweep.
+        func summary(total: Double, cpu: Double, record: Bool) -> String {
             self.lock.lock()
             defer { self.lock.unlock() }
             // The first marking span holds the listing of what is due; each one, the retry of shreds a failure left.
@@ -198,14 +205,17 @@ extension Bench {
                 (.shredAfterIndexRemoval, "removal", "removal from the index"),
             ]
             // The rest: certifying at the end, and the moments between batches.
-            let rest = max(0, total - named.reduce(0) { $0 + (self.totals[$1.0] ?? 0) })
+            let rest = max(0, total - named.reduce(0) { $0 + (self.totals[$1.0]?.wall ?? 0) })
+            let restCPU = max(0, cpu - named.reduce(0) { $0 + (self.totals[$1.0]?.cpu ?? 0) })
             var parts: [String] = []
             for (point, figure, name) in named {
-                parts.append(String(format: "%@ %.2f s", name, self.totals[point] ?? 0))
-                if record { Figures.record("sweep_alone_\(figure)_seconds", self.totals[point] ?? 0) }
+                let spent = self.totals[point] ?? (0, 0)
+                parts.append(String(format: "%@ %.2f s (CPU %.2f s)", name, spent.wall, spent.cpu))
+                if record { Figures.record("sweep_alone_\(figure)_seconds", spent.wall) }
             }
             if record { Figures.record("sweep_alone_rest_seconds", rest) }
-            return parts.joined(separator: ", ") + String(format: ", certifying at the end %.2f s", rest)
+            return parts.joined(separator: ", ")
+                + String(format: ", certifying at the end %.2f s (CPU %.2f s)", rest, restCPU)
         }
     }
 
