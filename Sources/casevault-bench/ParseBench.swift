@@ -1,4 +1,5 @@
 import CaseVaultCore
+import CaseVaultCrypto
 import Foundation
 
 extension Bench {
@@ -28,6 +29,33 @@ extension Bench {
                     foundation))
         }
         print("parse    record content: " + parts.joined(separator: "; "))
+        self.certificateFigures()
+    }
+
+    /// What a destruction certificate of a hundred records costs, the size of a sweep's certificate of a
+    /// case: its bytes as `DestructionCertificate` writes them by hand, the same from `JSONEncoder` with
+    /// sorted keys (what it wrote before), and the Ed25519 signature over them.
+    private func certificateFigures() {
+        let records = (0..<100).map { _ in
+            (RecordID(bytes: Random.bytes(count: RecordID.byteCount)), RecordType.evaluation)
+        }
+        let certificate = DestructionCertificate(
+            id: Hex.encode(Random.bytes(count: 16)), caseID: CaseID(bytes: Random.bytes(count: CaseID.byteCount)),
+            issuedAt: "2026-01-01T00:00:00.000Z",
+            order: ShredOrder(method: .retentionSweep, authority: .daemon, reason: "retention_expired"),
+            records: records)
+        guard let key = try? SigningKey(seed: SecureBytes.random(count: 32)) else { return }
+        let body = certificate.document(signedWith: { _ in [] })
+        let written = Self.microseconds { _ = certificate.document(signedWith: { _ in [] }) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let encoded = Self.microseconds { _ = try? encoder.encode(certificate) }
+        let signed = Self.microseconds { _ = key.signature(for: body) }
+        print(
+            String(
+                format:
+                    "certify  a certificate of 100 records (%d bytes): written %.1f us (JSONEncoder alone %.1f us), signed %.1f us",
+                body.count, written, encoded, signed))
     }
 
     /// The mean time of `body` over enough calls to take about a quarter of a second, after a warm-up.
