@@ -88,9 +88,14 @@ struct CertificateTests {
             let expected =
                 Array(#"{"certificate":"#.utf8) + [UInt8](try encoder.encode(certificate))
                 + Array(#","signature":""}"#.utf8)
-            // As text, so that a difference reads as JSON rather than as two arrays of bytes.
-            let written = String(decoding: certificate.document(signedWith: { _ in [] }), as: UTF8.self)
-            #expect(written == String(decoding: expected, as: UTF8.self), "\(count) records")
+            // Byte for byte; the message shows both as text, which reads as JSON where two arrays of bytes
+            // would not.
+            let written = certificate.document(signedWith: { _ in [] })
+            let same = written == expected
+            #expect(
+                same,
+                "\(count) records: \(String(decoding: written, as: UTF8.self)) against \(String(decoding: expected, as: UTF8.self))"
+            )
         }
     }
 }
