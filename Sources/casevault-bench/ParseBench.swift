@@ -44,7 +44,7 @@ extension Bench {
             issuedAt: "2026-01-01T00:00:00.000Z",
             order: ShredOrder(method: .retentionSweep, authority: .daemon, reason: "retention_expired"),
             records: records)
-        guard let key = try? SigningKey(seed: SecureBytes.random(count: 32)) else { return }
+        let key = try! SigningKey(seed: SecureBytes.random(count: 32))
         let body = certificate.document(signedWith: { _ in [] })
         let written = Self.microseconds { _ = certificate.document(signedWith: { _ in [] }) }
         let encoder = JSONEncoder()

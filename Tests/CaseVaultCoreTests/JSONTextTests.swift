@@ -4,6 +4,13 @@ import Testing
 
 @Suite("JSON written by hand")
 struct JSONTextTests {
+    /// `JSONResponse.make`'s encoder.
+    static func encoded(_ value: some Encodable) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array(try encoder.encode(value))
+    }
+
     /// Strings with nothing to escape (copied whole) and with something (escaped byte by byte).
     static let strings: [String] =
         [
@@ -22,5 +29,29 @@ struct JSONTextTests {
         let same = written == expected
         #expect(
             same, "\(String(decoding: written, as: UTF8.self)) against \(String(decoding: expected, as: UTF8.self))")
+    }
+
+    @Test("strings that JSON must escape are written as JSONEncoder writes them, and read back as they were")
+    func escaping() throws {
+        let texts = [
+            #"a "quoted" word"#, #"back\slash"#, "line\nbreak\r\ttab", "\u{0}\u{1}\u{8}\u{c}\u{1f}", "a/b",
+            "é, 漢字, 🙂", "",
+        ]
+        var writer = JSONObjectWriter()
+        for (index, text) in texts.enumerated() { writer.string("k\(index)", text) }
+        writer.strings("all", texts)
+        let bytes = writer.finish()
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
+        for (index, text) in texts.enumerated() {
+            #expect(object["k\(index)"] as? String == text)
+        }
+        #expect(object["all"] as? [String] == texts)
+        #expect(object.count == texts.count + 1)
+
+        // The same strings as JSONEncoder writes them, keys sorted.
+        let members = texts.enumerated().map { ("k\($0.offset)", $0.element) }
+        var sorted = JSONObjectWriter()
+        for (key, text) in members { sorted.string(key, text) }
+        #expect(sorted.finish() == (try Self.encoded(Dictionary(uniqueKeysWithValues: members))))
     }
 }

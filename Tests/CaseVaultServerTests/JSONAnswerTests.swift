@@ -27,28 +27,4 @@ struct JSONAnswerTests {
     func filing(_ answer: FilingAnswer) throws {
         #expect(answer.encoded() == (try Self.encoded(answer)))
     }
-
-    @Test("strings that JSON must escape are written as JSONEncoder writes them, and read back as they were")
-    func escaping() throws {
-        let texts = [
-            #"a "quoted" word"#, #"back\slash"#, "line\nbreak\r\ttab", "\u{0}\u{1}\u{8}\u{c}\u{1f}", "a/b",
-            "é, 漢字, 🙂", "",
-        ]
-        var writer = JSONObjectWriter()
-        for (index, text) in texts.enumerated() { writer.string("k\(index)", text) }
-        writer.strings("all", texts)
-        let bytes = writer.finish()
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
-        for (index, text) in texts.enumerated() {
-            #expect(object["k\(index)"] as? String == text)
-        }
-        #expect(object["all"] as? [String] == texts)
-        #expect(object.count == texts.count + 1)
-
-        // The same strings as JSONEncoder writes them, keys sorted.
-        let members = texts.enumerated().map { ("k\($0.offset)", $0.element) }
-        var sorted = JSONObjectWriter()
-        for (key, text) in members { sorted.string(key, text) }
-        #expect(sorted.finish() == (try Self.encoded(Dictionary(uniqueKeysWithValues: members))))
-    }
 }
