@@ -177,7 +177,7 @@ public struct DestructionCertificate: Sendable, Codable, Equatable {
     /// `.withoutEscapingSlashes` (absent optionals left out, no spaces), written by hand (`JSONObjectWriter`).
     /// A sweep certifies a thousand cases of a hundred records each, and the encoder took three times as long
     /// as the signature over what it wrote (151 µs and 50 µs a certificate of a hundred records, here; by
-    /// hand 14 µs: `casevault-bench --reads-only`, its `certify` line). The tests hold the two byte for byte
+    /// hand 31–33 µs: `casevault-bench --reads-only`, its `certify` line). The tests hold the two byte for byte
     /// equal (`CertificateTests`).
     func canonicalBytes() -> [UInt8] {
         // Members in the order `.sortedKeys` gives them.
