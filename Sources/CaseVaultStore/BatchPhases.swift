@@ -15,10 +15,12 @@ package struct BatchPhases: Sendable, Equatable {
     /// The device flush (the segment's, and the slots' when the batch settles), with the audit log's ride
     /// on it (its pages sent to the device with the frames').
     package var flushNanoseconds: UInt64 = 0
-    /// The index commit of the batch's rows, its checkpoint left out.
+    /// The index commit of the batch's rows, its wait for a checkpoint left out.
     package var commitNanoseconds: UInt64 = 0
-    /// The checkpoint of the index's WAL that a commit begins once the WAL holds enough frames
-    /// (`StoreConfiguration.indexCheckpointFrames`), on the committing leader.
+    /// The wait of a settling batch's flushed commit for a checkpoint of the index's WAL in flight
+    /// (`Index.Checkpoints`, which run off the writer once the WAL holds
+    /// `StoreConfiguration.indexCheckpointFrames`), with that of a flushed commit ahead of it on the writer
+    /// (the audit anchor's, say); a batch that does not settle waits for none of its own.
     package var checkpointNanoseconds: UInt64 = 0
 
     package init() {}
@@ -56,7 +58,7 @@ package struct BatchPhases: Sendable, Equatable {
             self.last = DispatchTime.now().uptimeNanoseconds
         }
 
-        /// Ends the phase at `keyPath`, of which `checkpoint` nanoseconds were a checkpoint's.
+        /// Ends the phase at `keyPath`, of which `checkpoint` nanoseconds were a wait for a checkpoint.
         mutating func end(_ keyPath: WritableKeyPath<BatchPhases, UInt64>, checkpoint: UInt64 = 0) {
             let now = DispatchTime.now().uptimeNanoseconds
             let checkpoint = min(checkpoint, now - self.last)

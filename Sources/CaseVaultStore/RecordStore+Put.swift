@@ -205,7 +205,7 @@ extension RecordStore {
             if self.configuration.failingCommit?() == true {
                 throw CaseVaultError(.storageFailure, "the index refused the commit (a test's injected failure)")
             }
-            let checkpointed = self.index.checkpoints.nanoseconds
+            let waited = self.index.checkpoints.waitedNanoseconds
             if flushed.settling {
                 // A filing's effects may mark records for shredding (a final agreement's notes): then no get
                 // takes their rows from `liveRows` while the commit runs.
@@ -226,7 +226,7 @@ extension RecordStore {
                 }
             }
             self.observe(.putAfterCommit)
-            flushed.clock.end(\.commitNanoseconds, checkpoint: self.index.checkpoints.nanoseconds - checkpointed)
+            flushed.clock.end(\.commitNanoseconds, checkpoint: self.index.checkpoints.waitedNanoseconds - waited)
             self.phases.withLock { $0.add(flushed.clock.phases) }
             return batch.map { .success($0.metadata) }
         } catch {

@@ -220,6 +220,7 @@ extension RecordStore {
         try self.asShredder { () throws(CaseVaultError) in
             defer {
                 // A store closed meanwhile truncated the WAL as it closed.
+                self.index.checkpointBeforeTruncating()
                 try? self.asShredWriter { () throws(CaseVaultError) in self.truncateWALAfterShred() }
             }
             try self.asWriter { () throws(CaseVaultError) in

@@ -113,7 +113,9 @@ package final class RecordStore: ServedStorage {
             _ = try PosixFile(path: directory.indexPath, flags: O_WRONLY | O_CREAT, mode: 0o600)
         }
         try DataDirectory.checkPrivateFile(directory.indexPath)
-        let index = try Index.open(path: directory.indexPath, checkpointFrames: configuration.indexCheckpointFrames)
+        let index = try Index.open(
+            path: directory.indexPath, checkpointFrames: configuration.indexCheckpointFrames,
+            checkpointObserver: configuration.checkpointObserver)
         let slots = try KeySlotFile(path: directory.slotsPath)
         // Make the names of files created above durable (SQLite syncs its own journal's directory entry).
         try DataDirectory.flushDirectory(directory.path)

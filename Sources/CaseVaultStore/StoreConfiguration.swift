@@ -29,14 +29,18 @@ package struct StoreConfiguration: Sendable {
     /// Test-only: asked before each put batch's index commit; `true` fails that commit as a full disk would
     /// (the batch fails, the store serves on), so that a test can fail one while the next batch is flushed.
     package var failingCommit: (@Sendable () -> Bool)?
+    /// Test-only: called by each checkpoint of the index's WAL that runs off the writer, once it has copied
+    /// and before it ends (`Index.Checkpoints`), so that a test can hold one in flight.
+    package var checkpointObserver: (@Sendable () -> Void)?
     /// How long each record type is kept (the retention sweep) and what a legal hold keeps.
     package var retention: RetentionSchedule
     /// Records a sweep disposes of per shred (one flush per protocol step, one index commit each). Puts go in
     /// between its sections once they have waited `RecordStore.shredTurn`; a shred or a hold asked for
     /// meanwhile waits for the batch. Larger batches dispose faster.
     package var sweepBatch: Int
-    /// Frames in the index's WAL past which a commit checkpoints it (SQLite's default, 1,000, would checkpoint
-    /// a busy vault's index often; a test sets a few to reach a checkpoint at once).
+    /// Frames in the index's WAL past which a commit asks for a checkpoint, run off the writer
+    /// (`Index.Checkpoints`; SQLite's default, 1,000, would checkpoint a busy vault's index often; a test sets
+    /// a few to reach a checkpoint at once).
     package var indexCheckpointFrames: Int32
     /// The store's clock, milliseconds since the Unix epoch: filing, closing and shred times, and what a
     /// retention sweep judges due. The system's real-time clock unless a test injects another.
@@ -56,6 +60,7 @@ package struct StoreConfiguration: Sendable {
         self.maxSegmentBytes = maxSegmentBytes
         self.crashPointObserver = nil
         self.failingCommit = nil
+        self.checkpointObserver = nil
         self.keySource = .file
         self.shredLedgerCopy = nil
         self.clock = Self.systemClock

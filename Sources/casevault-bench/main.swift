@@ -117,7 +117,7 @@ struct Bench: ParsableCommand {
             print(
                 String(
                     format:
-                        "         where the time goes, a batch's leader: slots %.0f us, keys and frames %.0f, writes %.0f, device flush %.0f, index commit %.0f and checkpoints %.0f (%.0f us a batch)",
+                        "         where the time goes, a batch's leader: slots %.0f us, keys and frames %.0f, writes %.0f, device flush %.0f, index commit %.0f and waiting for a checkpoint %.0f (%.0f us a batch)",
                     phaseMicroseconds[0], phaseMicroseconds[1], phaseMicroseconds[2], phaseMicroseconds[3],
                     phaseMicroseconds[4], phaseMicroseconds[5], phaseMicroseconds.reduce(0, +)))
             for (name, value) in zip(BatchPhases.phases.map(\.name), phaseMicroseconds) {

@@ -18,54 +18,24 @@ struct Index: Sendable {
     /// The writer connection's `synchronous` setting, set again only when a commit needs the other one.
     let synchronous = WriterSynchronous()
     /// Set once the index may have lost commits the disk refused (`Loss`): nothing uses it again.
-    let loss = Loss()
-    /// What the writer's automatic checkpoints report (`Checkpoints`).
+    let loss: Loss
+    /// The WAL's checkpoints, off the writer (`Checkpoints`).
     let checkpoints: Checkpoints
     /// What gets asked of records' cases and of the roster (`CaseAnswers`): shut while the writer runs.
     let caseAnswers = CaseAnswers()
 
-    /// The writer connection's automatic checkpoint: the frames past which a commit checkpoints the WAL, the
-    /// failure of the first checkpoint that failed since the writer last took it (`takeFailure`, which a loss
-    /// counts: `Loss`), written by SQLite's hook and read by the writer after its commit, and the time spent
-    /// in checkpoints (`nanoseconds`, an atomic counter read from any thread).
-    final class Checkpoints: @unchecked Sendable {
-        let report: UnsafeMutablePointer<casevault_checkpoint_report>
-
-        init(frames: Int32) {
-            self.report = .allocate(capacity: 1)
-            self.report.initialize(to: casevault_checkpoint_report(frames: frames, failure: 0, nanoseconds: 0))
-        }
-
-        deinit { self.report.deallocate() }
-
-        /// Installs the hook on the writer `connection`.
-        func install(on connection: OpaquePointer) {
-            casevault_sqlite_checkpoint_reporting_failures(UnsafeMutableRawPointer(connection), self.report)
-        }
-
-        /// The result code of a checkpoint that failed since the last call, if one did.
-        func takeFailure() -> Int32? {
-            defer { self.report.pointee.failure = 0 }
-            return self.report.pointee.failure == 0 ? nil : self.report.pointee.failure
-        }
-
-        /// The time the writer has spent in checkpoints so far (for `BatchPhases`).
-        var nanoseconds: UInt64 { UInt64(clamping: casevault_checkpoint_nanoseconds(self.report)) }
-    }
-
-    /// Whether the index may have lost commits the disk refused. A flush that failed (or a write, or a page
-    /// that reads back malformed) means the kernel may have marked pages of the WAL clean that never reached
-    /// the disk, or dropped them: SQLite's checksums end the log at the first such frame when it is read
-    /// again from the disk, taking every later commit with it, and a later flush of the file succeeds all
-    /// the same (Linux reports a writeback error once: PostgreSQL's "fsyncgate"). So after the first such
-    /// error nothing is read or committed again in this process (the daemon stops, `IndexLossWatch`); the
-    /// next open reads the WAL from the disk, and recovery adds again the rows of puts from their segment
-    /// frames (`replayUnsettledFrames`). PostgreSQL makes the same choice (it panics). Two of SQLite's own
-    /// habits would hide or spread such a loss, and are changed at open (`prepareDatabase`): its automatic
-    /// checkpoint drops a failed flush's error (ours keeps it, and the loss is marked at the commit that
-    /// began it: `Checkpoints`), and its checkpoint when the
-    /// last connection closes would copy into the database, through the page cache, what the disk may have
-    /// lost (turned off: `close` truncates the WAL itself first, `truncateWAL`).
+    /// Whether the index may have lost commits the disk refused. A flush that failed (or a write, or a page that reads
+    /// back malformed) means the kernel may have marked pages of the WAL clean that never reached the disk, or dropped
+    /// them: SQLite's checksums end the log at the first such frame when it is read again from the disk, taking every
+    /// later commit with it, and a later flush of the file succeeds all the same (Linux reports a writeback error once:
+    /// PostgreSQL's "fsyncgate"). So after the first such error nothing is read or committed again in this process (the
+    /// daemon stops, `IndexLossWatch`); the next open reads the WAL from the disk, and recovery adds again the rows of
+    /// puts from their segment frames (`replayUnsettledFrames`). PostgreSQL makes the same choice (it panics). Two of
+    /// SQLite's own habits would hide or spread such a loss, and are changed at open (`prepareDatabase`): its automatic
+    /// checkpoint drops a failed flush's error (ours, off the writer, keeps it and marks the loss at once, and a
+    /// flushed commit waits for a checkpoint in flight before it is answered: `Checkpoints`), and its checkpoint when
+    /// the last connection closes would copy into the database, through the page cache, what the disk may have lost
+    /// (turned off: `close` truncates the WAL itself first, `truncateWAL`).
     final class Loss: Sendable {
         private let lost = Atomic<Bool>(false)
 
@@ -162,10 +132,13 @@ struct Index: Sendable {
     static let columns =
         "id, case_id, type, state, created_at, author, supersedes, sealed_size, slot, segment, offset, seq, frame_start"
 
-    /// Opens the index at `path`; a commit that leaves `checkpointFrames` frames or more in the WAL
-    /// checkpoints it (`Loss`).
-    static func open(path: String, checkpointFrames: Int32) throws(CaseVaultError) -> Index {
-        let checkpoints = Checkpoints(frames: checkpointFrames)
+    /// Opens the index at `path`; a commit that leaves `checkpointFrames` frames or more in the WAL asks for
+    /// a checkpoint (`Checkpoints`), which calls `checkpointObserver` (a test's) before it ends.
+    static func open(
+        path: String, checkpointFrames: Int32, checkpointObserver: (@Sendable () -> Void)? = nil
+    ) throws(CaseVaultError) -> Index {
+        let loss = Loss()
+        let checkpoints = Checkpoints(frames: checkpointFrames, loss: loss, observer: checkpointObserver)
         var configuration = Configuration()
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY;")
@@ -173,7 +146,7 @@ struct Index: Sendable {
                 // The writer's page cache: SQLite's default of 2 MiB makes a sweep's batch of deletes re-read
                 // the index's pages from the kernel for every row once the vault has a few thousand records.
                 try db.execute(sql: "PRAGMA cache_size = -65536")
-                // `Loss`: a checkpoint's failure is the commit's, and none runs when the connection closes.
+                // `Loss`: checkpoints run off the writer (`Checkpoints`), and none when the connection closes.
                 guard let connection = db.sqliteConnection,
                     casevault_sqlite_no_checkpoint_on_close(UnsafeMutableRawPointer(connection)) == 0
                 else {
@@ -224,13 +197,16 @@ struct Index: Sendable {
                     "the index did not turn its write-ahead log on (journal mode \(mode)); check the disk and start again"
                 )
             }
-            let index = Index(pool: pool, lookups: LookupConnections(path: path), checkpoints: checkpoints)
+            try checkpoints.start(path: path)
+            let index = Index(pool: pool, lookups: LookupConnections(path: path), loss: loss, checkpoints: checkpoints)
             // A WAL that a crash left behind may hold page images of rows shredded before it.
             try index.truncateWAL()
             return index
         } catch let error as CaseVaultError {
+            checkpoints.close()
             throw error
         } catch {
+            checkpoints.close()
             throw Self.failure(error)
         }
     }
@@ -290,8 +266,10 @@ struct Index: Sendable {
         try self.mappingErrors(onWriter: false) { try self.lookups.read(body) ?? self.pool.unsafeRead(body) }
     }
 
-    /// Closes the lookups' connections and the pool (no checkpoint: `Loss`).
+    /// Closes the checkpoints' connection once a checkpoint in flight is done, the lookups' connections and
+    /// the pool (no checkpoint: `Loss`).
     func close() throws {
+        self.checkpoints.close()
         self.caseAnswers.close()
         self.lookups.close()
         try self.pool.close()
@@ -322,7 +300,7 @@ struct Index: Sendable {
     private func commit<T>(
         flushed: Bool, changingCases: Bool = true, _ body: (Database) throws -> T
     ) throws(CaseVaultError) -> T {
-        try self.onWriter(changingCases: changingCases) { db in
+        try self.onWriter(changingCases: changingCases, flushed: flushed) { db in
             try self.synchronous.set(flushed: flushed, on: db)
             var result: T?
             try db.inTransaction {
@@ -338,27 +316,43 @@ struct Index: Sendable {
     /// frames). Readers that began before it are waited for (the busy timeout); readers after it read the
     /// database file alone.
     func truncateWAL() throws(CaseVaultError) {
-        _ = try self.onWriter { db in try db.checkpoint(.truncate) }
+        _ = try self.onWriter { db in try self.checkpoints.exclusively { try db.checkpoint(.truncate) } }
+    }
+
+    /// Copies the WAL into the database off the writer, while commits go on, before the caller takes the
+    /// writer to truncate it (`truncateWAL`): the truncation, which every put waits for, then copies only
+    /// what came since.
+    func checkpointBeforeTruncating() {
+        self.checkpoints.runNow()
     }
 
     /// One access of the writer, where a loss is checked and recorded (`Loss`), so that a write queued behind
-    /// the one that met it does not commit: first what a checkpoint kept since the last access (the
-    /// migrations' commits, GRDB's own), then `body`'s error, then what the checkpoint its commit began
-    /// kept (that commit is whole: its own flush, if any, succeeded before the checkpoint began). What requests
-    /// keep of cases is shut meanwhile (`CaseAnswers`), unless the caller says it changes no case.
-    private func onWriter<T>(changingCases: Bool = true, _ body: (Database) throws -> T) throws(CaseVaultError) -> T {
-        guard changingCases else { return try self.onWriterAlone(body) }
-        return try self.caseAnswers.changing { () throws(CaseVaultError) -> T in try self.onWriterAlone(body) }
+    /// the one that met it does not commit: first the loss recorded since the last access (by the writer or
+    /// a checkpoint), then `body`'s error; then, unless the access was a commit without a flush
+    /// (`flushed`), the loss a checkpoint in flight meets, which may have taken a failure of the WAL's
+    /// write-back that this access's flush was not told of (`Checkpoints`). A checkpoint that the access's
+    /// commit made due is asked for last. What requests keep of cases is shut meanwhile (`CaseAnswers`),
+    /// unless the caller says it changes no case.
+    private func onWriter<T>(
+        changingCases: Bool = true, flushed: Bool = true, _ body: (Database) throws -> T
+    ) throws(CaseVaultError) -> T {
+        guard changingCases else { return try self.onWriterAlone(flushed: flushed, body) }
+        return try self.caseAnswers.changing { () throws(CaseVaultError) -> T in
+            try self.onWriterAlone(flushed: flushed, body)
+        }
     }
 
-    private func onWriterAlone<T>(_ body: (Database) throws -> T) throws(CaseVaultError) -> T {
+    private func onWriterAlone<T>(flushed: Bool, _ body: (Database) throws -> T) throws(CaseVaultError) -> T {
         try self.mappingErrors(onWriter: true) {
             try self.pool.writeWithoutTransaction { db in
-                self.takeCheckpointFailure()
                 guard !self.loss.happened else { throw Loss.error }
+                defer { self.checkpoints.afterWriterAccess(db) }
                 do {
                     let result = try body(db)
-                    self.takeCheckpointFailure()
+                    if flushed {
+                        self.checkpoints.awaitIdle()
+                        guard !self.loss.happened else { throw Loss.error }
+                    }
                     return result
                 } catch {
                     if Loss.means(error, onWriter: true) { self.loss.record() }
@@ -366,11 +360,6 @@ struct Index: Sendable {
                 }
             }
         }
-    }
-
-    /// Records a loss the writer's last checkpoint failed with, if it did; called on the writer.
-    private func takeCheckpointFailure() {
-        if let code = self.checkpoints.takeFailure(), Loss.means(code: code, onWriter: true) { self.loss.record() }
     }
 
     /// Copies the index as it stands into a new database file at `path` (`VACUUM INTO`), read on a reader: a

@@ -197,6 +197,7 @@ extension RecordStore {
                     }
                 }
                 certificates += try self.certifyFinishedOrders()
+                if truncatingWAL { self.index.checkpointBeforeTruncating() }
                 try self.asShredWriter { () throws(CaseVaultError) in
                     if truncatingWAL { self.truncateWALAfterShred() }
                     self.observe(.shredAfterIndexRemoval)
@@ -208,10 +209,10 @@ extension RecordStore {
         return (rows ?? [], certificates)
     }
 
-    /// Truncates the index's WAL after a shred's removal (or a sweep's last certificates), as the only
-    /// writer: the removed rows are gone from the database's pages (`secure_delete`), and their images in the
-    /// WAL go too. The shred is done either way: a WAL left behind is truncated by the next shred, close or
-    /// open.
+    /// Truncates the index's WAL after a shred's removal (or a sweep's last certificates), as the only writer, which
+    /// the caller takes once `Index.checkpointBeforeTruncating` has copied the WAL off it: the removed rows are gone
+    /// from the database's pages (`secure_delete`), and their images in the WAL go too. The shred is done either way: a
+    /// WAL left behind is truncated by the next shred, close or open.
     func truncateWALAfterShred() {
         do throws(CaseVaultError) {
             try self.index.truncateWAL()
@@ -343,7 +344,10 @@ extension RecordStore {
         }
         // The rows it deletes from `shred_certifying` (a sweep's that a crash or a failure stopped, say) go
         // from the WAL too.
-        defer { try? self.asShredWriter { () throws(CaseVaultError) in self.truncateWALAfterShred() } }
+        defer {
+            self.index.checkpointBeforeTruncating()
+            try? self.asShredWriter { () throws(CaseVaultError) in self.truncateWALAfterShred() }
+        }
         return try self.certifyFinishedOrders()
     }
 
