@@ -287,7 +287,7 @@ struct FailingDiskTests {
     }
 
     @Test(
-        "a checkpoint of the index whose flush failed marks the index lost at the commit that began it (SQLite's own checkpoint drops the error): the next put is refused, and after a power cut every acknowledged put is there"
+        "a checkpoint of the index whose flush failed marks the index lost (SQLite's own checkpoint drops the error): a put is refused from then on, and after a power cut every acknowledged put is there"
     )
     func checkpointFlushFails() throws {
         let (fs, vault, failing) = try Self.failingWAL()
@@ -301,8 +301,9 @@ struct FailingDiskTests {
             let first = Samples.content(.sessionNote, marker: "checkpoint first")
             records[try store.sealed.put(NewRecord(caseID: caseID, type: .sessionNote, content: first)).id] = first
             #expect(FileManager.default.createFile(atPath: failing, contents: nil))
-            // Puts commit without a flush of the index; the checkpoint flushes the WAL, and that fails: the put
-            // whose commit began it is whole (its segment frame is durable), the next is refused.
+            // Puts commit without a flush of the index; the checkpoint (off the writer) flushes the WAL, and that
+            // fails: the puts that committed beside it are whole (their segment frames are durable), and once the
+            // loss is marked the next is refused.
             var refused: CaseVaultError?
             for n in 0..<200 where refused == nil {
                 let content = Samples.content(.sessionNote, marker: "checkpoint \(n)")

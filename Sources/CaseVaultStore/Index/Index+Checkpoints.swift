@@ -22,12 +22,12 @@ extension Index {
     /// wait: its rows are rebuilt from the segments' frames when the index loses them.
     final class Checkpoints: @unchecked Sendable {
         /// The writer's hook's, read and written on the writer alone.
-        let report: UnsafeMutablePointer<casevault_checkpoint_report>
+        private let report: UnsafeMutablePointer<casevault_checkpoint_report>
         private let loss: Loss
         /// A test's, called before a checkpoint of these ends (`StoreConfiguration.checkpointObserver`).
         private let observer: (@Sendable () -> Void)?
-        /// The checkpoints' connection, held while one runs (and while the writer truncates the WAL); nil
-        /// before `start` and after `close`.
+        /// The checkpoints' connection, held while one runs (and while the writer truncates the WAL or copies
+        /// what one left); nil before `start` and after `close`.
         private let connection = Mutex<DatabaseQueue?>(nil)
         /// Whether a checkpoint waits on `queue` to run, and whether the checkpoints were closed.
         private let requests = Mutex((scheduled: false, closed: false))
@@ -58,11 +58,7 @@ extension Index {
             configuration.busyMode = .timeout(10)
             configuration.prepareDatabase { db in
                 try db.execute(sql: "PRAGMA synchronous = FULL")
-                guard let connection = db.sqliteConnection,
-                    casevault_sqlite_no_checkpoint_on_close(UnsafeMutableRawPointer(connection)) == 0
-                else {
-                    throw CaseVaultError(.storageFailure, "the index's checkpoint at close could not be turned off")
-                }
+                try Index.turnOffCheckpointAtClose(db)
             }
             let opened = try DatabaseQueue(path: path, configuration: configuration)
             // A connection that has read nothing has not opened the WAL, and its checkpoint copies nothing.
@@ -87,8 +83,10 @@ extension Index {
                 defer { completed = nil }
                 return completed
             }
-            // (A WAL started again since the last checkpoint holds fewer frames than it saw: nothing is known.)
-            let left = last.flatMap { inWAL >= $0.inWAL ? inWAL - $0.copied : nil }
+            // Only a checkpoint that copied part of the WAL, and a WAL that has not started again since (it would
+            // hold fewer frames than the checkpoint saw), tell what is left; one that copied it all lets SQLite
+            // start it again.
+            let left = last.flatMap { $0.copied < $0.inWAL && inWAL >= $0.inWAL ? inWAL - $0.copied : nil }
             if inWAL >= 4 * threshold || left.map({ $0 <= threshold / 2 }) == true {
                 // Unless a checkpoint of these runs: the next commit asks again.
                 _ = self.connection.withLockIfAvailable { _ in
@@ -146,7 +144,12 @@ extension Index {
         /// Runs `body` (the writer's own checkpoint: `truncateWAL`) while no checkpoint of these runs: SQLite
         /// lets one at a time run, and refuses a second at once.
         func exclusively<T>(_ body: () throws -> T) throws -> T {
-            try self.connection.withLock { _ in try body() }
+            try self.connection.withLock { _ in
+                // A checkpoint that held the lock may have met the loss meanwhile.
+                guard !self.loss.happened else { throw Loss.error }
+                defer { self.completed.withLock { $0 = nil } }
+                return try body()
+            }
         }
 
         /// The time flushed commits have waited for a checkpoint in flight so far (`BatchPhases`).

@@ -147,10 +147,9 @@ struct Index: Sendable {
                 // the index's pages from the kernel for every row once the vault has a few thousand records.
                 try db.execute(sql: "PRAGMA cache_size = -65536")
                 // `Loss`: checkpoints run off the writer (`Checkpoints`), and none when the connection closes.
-                guard let connection = db.sqliteConnection,
-                    casevault_sqlite_no_checkpoint_on_close(UnsafeMutableRawPointer(connection)) == 0
-                else {
-                    throw CaseVaultError(.storageFailure, "the index's checkpoint at close could not be turned off")
+                try Self.turnOffCheckpointAtClose(db)
+                guard let connection = db.sqliteConnection else {
+                    throw CaseVaultError(.storageFailure, "the index's writer has no connection")
                 }
                 checkpoints.install(on: connection)
             }
@@ -208,6 +207,16 @@ struct Index: Sendable {
         } catch {
             checkpoints.close()
             throw Self.failure(error)
+        }
+    }
+
+    /// Turns off the checkpoint SQLite runs when the last connection closes (`Loss`), on the writer and on
+    /// the checkpoints' connection.
+    static func turnOffCheckpointAtClose(_ db: Database) throws {
+        guard let connection = db.sqliteConnection,
+            casevault_sqlite_no_checkpoint_on_close(UnsafeMutableRawPointer(connection)) == 0
+        else {
+            throw CaseVaultError(.storageFailure, "the index's checkpoint at close could not be turned off")
         }
     }
 
