@@ -218,11 +218,7 @@ extension RecordStore {
     @discardableResult
     private func closeSweepOrder(_ orderID: Int64) throws(CaseVaultError) -> Int {
         try self.asShredder { () throws(CaseVaultError) in
-            defer {
-                // A store closed meanwhile truncated the WAL as it closed.
-                self.index.checkpointBeforeTruncating()
-                try? self.asShredWriter { () throws(CaseVaultError) in self.truncateWALAfterShred() }
-            }
+            defer { self.truncateWALAfterShred() }
             try self.asWriter { () throws(CaseVaultError) in
                 try self.index.write { db in try Index.closeShredOrder(db, orderID) }
             }

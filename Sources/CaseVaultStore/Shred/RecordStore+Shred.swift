@@ -197,11 +197,8 @@ extension RecordStore {
                     }
                 }
                 certificates += try self.certifyFinishedOrders()
-                if truncatingWAL { self.index.checkpointBeforeTruncating() }
-                try self.asShredWriter { () throws(CaseVaultError) in
-                    if truncatingWAL { self.truncateWALAfterShred() }
-                    self.observe(.shredAfterIndexRemoval)
-                }
+                if truncatingWAL { self.truncateWALAfterShred() }
+                try self.asShredWriter { () throws(CaseVaultError) in self.observe(.shredAfterIndexRemoval) }
             }
             if rows?.isEmpty ?? true { return ([], 0) }
             progress.finished(step)
@@ -209,11 +206,18 @@ extension RecordStore {
         return (rows ?? [], certificates)
     }
 
-    /// Truncates the index's WAL after a shred's removal (or a sweep's last certificates), as the only writer, which
-    /// the caller takes once `Index.checkpointBeforeTruncating` has copied the WAL off it: the removed rows are gone
-    /// from the database's pages (`secure_delete`), and their images in the WAL go too. The shred is done either way: a
-    /// WAL left behind is truncated by the next shred, close or open.
+    /// Truncates the index's WAL after a shred's removal (or a sweep's last certificates): the removed rows are gone
+    /// from the database's pages (`secure_delete`), and their images in the WAL go too. The WAL is copied into the
+    /// database off the writer first (`Index.checkpointBeforeTruncating`), so that the truncation, as the only writer,
+    /// which every put waits for, copies only what came since. Called as the only shredder, not as the writer. The
+    /// shred is done either way: a WAL left behind (a failure is logged; a store closed meanwhile truncated it as it
+    /// closed) is truncated by the next shred, close or open.
     func truncateWALAfterShred() {
+        self.index.checkpointBeforeTruncating()
+        try? self.asShredWriter { () throws(CaseVaultError) in self.truncateWALAsWriter() }
+    }
+
+    private func truncateWALAsWriter() {
         do throws(CaseVaultError) {
             try self.index.truncateWAL()
         } catch {
@@ -344,10 +348,7 @@ extension RecordStore {
         }
         // The rows it deletes from `shred_certifying` (a sweep's that a crash or a failure stopped, say) go
         // from the WAL too.
-        defer {
-            self.index.checkpointBeforeTruncating()
-            try? self.asShredWriter { () throws(CaseVaultError) in self.truncateWALAfterShred() }
-        }
+        defer { self.truncateWALAfterShred() }
         return try self.certifyFinishedOrders()
     }
 
