@@ -278,6 +278,49 @@ package enum PostgresSchema {
         [
             "ALTER TABLE casevault_vault ADD COLUMN moved_by text, ADD COLUMN moved_at bigint"
         ],
+        // 12: a filing in one trip (`PostgresStorage.awaitCommitUnchanged`, `Prepared.FileIfUnchanged`): the
+        // case's lock and the lock filings share, then the record's row filed only if the case's row and the
+        // filer's place on the roster are what the filing read without the lock, under the epoch new wraps
+        // use, unless a move marked the vault. Each statement of a VOLATILE function reads what committed
+        // before it began, after the locks' grant, at READ COMMITTED, which the function checks (the vault's
+        // own transactions set it; a statement alone has the session's default). Ids, numbers, times and
+        // sealed bytes only.
+        [
+            """
+            CREATE FUNCTION casevault_file_unchanged(
+                p_lock_space integer, p_lock_key integer, p_filing_lock bigint, p_roster_uid bigint,
+                p_on_roster boolean, p_state text, p_participant_count integer, p_mediators bigint[],
+                p_supervisors bigint[], p_created_at bigint, p_closed_at bigint, p_id bytea, p_case_id bytea,
+                p_type text, p_filed_at bigint, p_epoch bigint, p_wrapped_key bytea, p_blob bytea, p_author text,
+                p_supersedes bytea
+            ) RETURNS integer LANGUAGE plpgsql VOLATILE AS $$
+            BEGIN
+                IF current_setting('transaction_isolation') <> 'read committed' THEN
+                    RETURN 3;
+                END IF;
+                PERFORM pg_advisory_xact_lock(p_lock_space, p_lock_key);
+                PERFORM pg_advisory_xact_lock_shared(p_filing_lock);
+                IF NOT EXISTS (
+                    SELECT 1 FROM casevault_cases c
+                    WHERE c.id = p_case_id AND c.state = p_state AND c.participant_count = p_participant_count
+                        AND c.mediators = p_mediators AND c.supervisors = p_supervisors
+                        AND c.created_at = p_created_at AND c.closed_at IS NOT DISTINCT FROM p_closed_at
+                ) OR EXISTS (SELECT 1 FROM casevault_roster r WHERE r.uid = p_roster_uid) <> p_on_roster THEN
+                    RETURN 1;
+                END IF;
+                INSERT INTO casevault_records (id, case_id, type, created_at, epoch, wrapped_key, blob, author,
+                    supersedes)
+                SELECT p_id, p_case_id, p_type, p_filed_at, p_epoch, p_wrapped_key, p_blob, p_author, p_supersedes
+                WHERE p_epoch = (SELECT max(e.number) FROM casevault_epochs e WHERE e.ready_at IS NOT NULL)
+                    AND NOT EXISTS (SELECT 1 FROM casevault_vault v WHERE v.moved_by IS NOT NULL);
+                IF NOT FOUND THEN
+                    RETURN 2;
+                END IF;
+                RETURN 0;
+            END
+            $$
+            """
+        ],
     ]
 
     /// The version this build writes.

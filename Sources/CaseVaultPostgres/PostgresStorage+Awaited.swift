@@ -32,6 +32,103 @@ extension PostgresStorage {
 
     /// Nothing, as `finishMarkedShreds`.
     package func awaitFinishMarkedShreds(_ ids: [RecordID]) async throws(CaseVaultError) {}
+
+    /// The case's row, the roster and the epoch new wraps use, read without a lock in one statement, for a
+    /// filing in one trip (`FilingSnapshot`); `nil` inside a case's lock, whose transaction the filing joins.
+    package func awaitFilingSnapshot(_ id: CaseID, readingRoster rosterUID: UInt32?) async throws(CaseVaultError)
+        -> FilingSnapshot?
+    {
+        guard self.pinnedConnection == nil else { return nil }
+        let logger = self.logger
+        let statement = Prepared.CaseRosterAndWrapEpochUnlocked(
+            rosterUID: rosterUID.map { Int64($0) }, caseID: ByteBuffer(bytes: id.bytes))
+        let row = try await self.runAwaiting { connection in try await connection.rows(statement, logger: logger).first
+        }
+        let read = try Self.caseRosterAndWrapEpoch(id, row)
+        return FilingSnapshot(
+            summary: read.summary, rosterUID: rosterUID, onRoster: read.onRoster, wrapEpoch: read.wrapEpoch)
+    }
+
+    /// Files `record` in one statement (`Prepared.FileIfUnchanged`), its own transaction: the case's lock and
+    /// the lock filings share taken, the row filed under the epoch `snapshot` read only if the case's row
+    /// and the roster are still what it read and that epoch is still the one new wraps use. `nil`, having
+    /// filed nothing, when something changed, or when this daemon does not hold that epoch's key: the
+    /// filing is then decided again under the case's lock (`awaitWithCaseLock`). The statement waits for the
+    /// case's lock, so it holds one of the connections the awaited case locks may (`awaitedLocks`).
+    ///
+    /// Its commit is the statement's end: when it was sent and no answer came (its connection went, its
+    /// limit passed, the server shut down, which may follow a commit kept locally while it waited for the
+    /// synchronous standby), the filing answers `commitUnanswered`, as a commit does; when the server
+    /// answered with an error, the statement's transaction rolled back and the error is the answer
+    /// (`storage-unavailable` from a server that stopped taking writes).
+    package func awaitCommitUnchanged(_ record: SealedRecord, since snapshot: FilingSnapshot)
+        async throws(CaseVaultError) -> RecordMetadata?
+    {
+        guard self.pinnedConnection == nil, let summary = snapshot.summary, let epoch = snapshot.wrapEpoch,
+            let key = try self.epochKeys.epochKeys().first(where: { $0.number == epoch })
+        else { return nil }
+        let row = PostgresRecords.Row(
+            id: record.id, caseID: record.caseID, type: record.type, createdAt: self.now(), epoch: key.number,
+            wrappedKey: record.wrappedKey(under: key), blob: record.blob, author: record.author,
+            supersedes: record.supersedes)
+        let statement = Prepared.FileIfUnchanged(
+            lock: Prepared.CaseLock(space: Self.caseLockSpace, key: Self.caseLockKey(record.caseID.bytes)),
+            filingLock: PostgresRecords.filingLock, rosterUID: snapshot.rosterUID.map { Int64($0) },
+            onRoster: snapshot.onRoster, expected: summary, row: row)
+        if let hook = self.beforeOneTripCommit.withLock({ $0 }) { await hook() }
+        let logger = self.logger
+        let answer = try await self.awaitedLocks.withPermit { () async throws(CaseVaultError) -> Int32? in
+            let connection = try await self.awaitCheckOut()
+            let outcome: Result<Int32?, CaseVaultError>
+            do throws(CaseVaultError) {
+                outcome = try await Self.bounded(closing: connection) {
+                    () async throws -> Result<Int32?, CaseVaultError> in
+                    do {
+                        return .success(try await connection.rows(statement, logger: logger).first)
+                    } catch let error as PSQLError where Self.refusedByServer(error) {
+                        return .failure(Self.failure(error))
+                    }
+                }
+            } catch {
+                // Sent and not answered: PostgreSQL may have committed it.
+                Self.discard(connection)
+                throw Self.committing(error)
+            }
+            switch outcome {
+            case .success(let answer):
+                self.checkIn(connection)
+                return answer
+            case .failure(let error):
+                if error.code == .storageUnavailable { Self.discard(connection) } else { self.checkIn(connection) }
+                throw error
+            }
+        }
+        guard answer == 0 else {
+            self.oneTripChanged.add(1, ordering: .relaxed)
+            return nil
+        }
+        self.oneTripFiled.add(1, ordering: .relaxed)
+        return row.metadata
+    }
+
+    /// Whether the server answered a statement with an error that rolled its transaction back, so that
+    /// nothing of it was kept: any error it sent but a shutdown's (57P01 to 57P03, which may end a session
+    /// whose commit was kept locally while it waited for the synchronous standby).
+    static func refusedByServer(_ error: PSQLError) -> Bool {
+        guard let state = error.serverInfo?[.sqlState] else { return false }
+        return !["57P01", "57P02", "57P03"].contains(state)
+    }
+
+    /// Has `hook` run between a one-trip filing's read and its commit, from now on (`nil`: none): for tests,
+    /// which change the case meanwhile.
+    package func runBeforeOneTripCommit(_ hook: (@Sendable () async -> Void)?) {
+        self.beforeOneTripCommit.withLock { $0 = hook }
+    }
+
+    /// Filings made in one trip so far, and those given back to the case's lock because something changed.
+    package var oneTripCounts: (filed: Int, changed: Int) {
+        (self.oneTripFiled.load(ordering: .relaxed), self.oneTripChanged.load(ordering: .relaxed))
+    }
 }
 
 // The awaited calls' own machinery, and the reads of a record the server awaits on every GET.

@@ -76,6 +76,12 @@ package final class PostgresStorage: ServedStorage {
     let awaitedCalls = AwaitedConnections(limit: PostgresStorage.awaitedCallConnections)
     package static let awaitedLockConnections = 8
     package static let awaitedCallConnections = 8
+    /// Filings made in one trip (`awaitCommitUnchanged`), and those it gave back to the case's lock because
+    /// something changed since their read: for tests and `status`-like figures.
+    let oneTripFiled = Atomic<Int>(0)
+    let oneTripChanged = Atomic<Int>(0)
+    /// A test's hook, run between a one-trip filing's read and its commit (`awaitCommitUnchanged`).
+    let beforeOneTripCommit = Mutex<(@Sendable () async -> Void)?>(nil)
 
     /// How many times a filing is wrapped again when epochs turn under it before it gives up.
     static let filingAttempts = 3
@@ -1641,7 +1647,15 @@ package final class PostgresStorage: ServedStorage {
                 rosterUID: rosterUID.map { Int64($0) }, caseID: ByteBuffer(bytes: id.bytes),
                 filingLock: PostgresRecords.filingLock),
             logger: logger)
-        guard let (state, count, mediators, supervisors, createdAt, closedAt, onRoster, epoch) = rows.first else {
+        return try Self.caseRosterAndWrapEpoch(id, rows.first)
+    }
+
+    /// A case's row, whether a uid is on the roster and the epoch new wraps use, from the columns of
+    /// `Prepared.CaseRosterAndWrapEpoch` (or of its read without the locks).
+    static func caseRosterAndWrapEpoch(_ id: CaseID, _ row: Prepared.CaseRosterAndWrapEpoch.Row?)
+        throws(CaseVaultError) -> (summary: CaseSummary?, onRoster: Bool, wrapEpoch: UInt64?)
+    {
+        guard let (state, count, mediators, supervisors, createdAt, closedAt, onRoster, epoch) = row else {
             throw CaseVaultError(.storageFailure, "the database answered a case's read with no row")
         }
         let wrapEpoch = epoch.flatMap { UInt64(exactly: $0) }

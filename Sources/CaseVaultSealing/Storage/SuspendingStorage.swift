@@ -19,4 +19,53 @@ package protocol SuspendingStorage: RecordStorage {
     func awaitAgreements(_ caseID: CaseID) async throws(CaseVaultError)
         -> [(id: RecordID, sealedParticipant: [UInt8]?)]
     func awaitFinishMarkedShreds(_ ids: [RecordID]) async throws(CaseVaultError)
+    /// The one-trip filing's read and commit (`FilingSnapshot`); by default, none.
+    func awaitFilingSnapshot(_ id: CaseID, readingRoster rosterUID: UInt32?) async throws(CaseVaultError)
+        -> FilingSnapshot?
+    func awaitCommitUnchanged(_ record: SealedRecord, since snapshot: FilingSnapshot) async throws(CaseVaultError)
+        -> RecordMetadata?
+}
+
+/// What a filing read of its case without the case's lock (`SuspendingStorage.awaitFilingSnapshot`): the
+/// case's row (`nil` for an unknown case), whether the roster uid asked about is on the roster, and the erase
+/// epoch new wraps used then (`nil` where none is ready, or where the storage wraps under none). A filing
+/// decided on it is committed only if all of it still holds under the case's lock
+/// (`SuspendingStorage.awaitCommitUnchanged`).
+package struct FilingSnapshot: Sendable, Equatable {
+    package var summary: CaseSummary?
+    package var rosterUID: UInt32?
+    package var onRoster: Bool
+    package var wrapEpoch: UInt64?
+
+    package init(summary: CaseSummary?, rosterUID: UInt32?, onRoster: Bool, wrapEpoch: UInt64?) {
+        self.summary = summary
+        self.rosterUID = rosterUID
+        self.onRoster = onRoster
+        self.wrapEpoch = wrapEpoch
+    }
+}
+
+/// A filing in one trip to the storage, for a storage whose case lock costs trips of its own (PostgreSQL:
+/// a transaction's begin, lock, read and commit). `Vault.awaitFile` reads the case without its lock, decides
+/// and seals on that, and commits only if the case, the roster and the wrap epoch it read still hold once
+/// the lock is taken; otherwise it files as before, under the lock from the start. Only for a filing that
+/// adds its record and changes nothing else. The defaults (the local store, whose case lock is a lock in
+/// memory) offer no such path: the filing takes the lock from the start.
+extension SuspendingStorage {
+    /// The case, the roster and the wrap epoch read without the case's lock; `nil` when the storage has
+    /// no one-trip filing.
+    package func awaitFilingSnapshot(_ id: CaseID, readingRoster rosterUID: UInt32?) async throws(CaseVaultError)
+        -> FilingSnapshot?
+    {
+        nil
+    }
+
+    /// Files `record` if everything `snapshot` read still holds once the case's lock is taken, in one trip;
+    /// `nil`, having filed nothing, when something changed (or the storage has no one-trip filing): the
+    /// filing is then decided again under the lock.
+    package func awaitCommitUnchanged(_ record: SealedRecord, since snapshot: FilingSnapshot)
+        async throws(CaseVaultError) -> RecordMetadata?
+    {
+        nil
+    }
 }
