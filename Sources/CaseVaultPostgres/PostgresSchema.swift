@@ -278,13 +278,14 @@ package enum PostgresSchema {
         [
             "ALTER TABLE casevault_vault ADD COLUMN moved_by text, ADD COLUMN moved_at bigint"
         ],
-        // 12: a filing in one trip (`PostgresStorage.awaitCommitUnchanged`, `Prepared.FileIfUnchanged`): the
-        // case's lock and the lock filings share, then the record's row filed only if the case's row and the
-        // filer's place on the roster are what the filing read without the lock, under the epoch new wraps
-        // use, unless a move marked the vault. Each statement of a VOLATILE function reads what committed
-        // before it began, after the locks' grant, at READ COMMITTED, which the function checks (the vault's
-        // own transactions set it; a statement alone has the session's default). Ids, numbers, times and
-        // sealed bytes only.
+        // 12: a filing in one trip (`PostgresStorage.awaitFileIfUnchanged`, `Prepared.FileIfUnchanged`): the
+        // case's lock and the lock filings share, each taken only if free (a held one answers 4, and the
+        // filing waits for it under the case's lock instead, with that path's limits and answers), then the
+        // record's row filed only if the case's row and the filer's place on the roster are what the filing
+        // read without the lock, under the epoch new wraps use, unless a move marked the vault. Each
+        // statement of a VOLATILE function reads what committed before it began, after the locks' grant, at
+        // READ COMMITTED, which the function checks (the vault's own transactions set it; a statement alone
+        // has the session's default). Ids, numbers, times and sealed bytes only.
         [
             """
             CREATE FUNCTION casevault_file_unchanged(
@@ -298,8 +299,12 @@ package enum PostgresSchema {
                 IF current_setting('transaction_isolation') <> 'read committed' THEN
                     RETURN 3;
                 END IF;
-                PERFORM pg_advisory_xact_lock(p_lock_space, p_lock_key);
-                PERFORM pg_advisory_xact_lock_shared(p_filing_lock);
+                IF NOT pg_try_advisory_xact_lock(p_lock_space, p_lock_key) THEN
+                    RETURN 4;
+                END IF;
+                IF NOT pg_try_advisory_xact_lock_shared(p_filing_lock) THEN
+                    RETURN 4;
+                END IF;
                 IF NOT EXISTS (
                     SELECT 1 FROM casevault_cases c
                     WHERE c.id = p_case_id AND c.state = p_state AND c.participant_count = p_participant_count

@@ -33,52 +33,61 @@ extension PostgresStorage {
     /// Nothing, as `finishMarkedShreds`.
     package func awaitFinishMarkedShreds(_ ids: [RecordID]) async throws(CaseVaultError) {}
 
-    /// The case's row, the roster and the epoch new wraps use, read without a lock in one statement, for a
-    /// filing in one trip (`FilingSnapshot`); `nil` inside a case's lock, whose transaction the filing joins.
-    package func awaitFilingSnapshot(_ id: CaseID, readingRoster rosterUID: UInt32?) async throws(CaseVaultError)
-        -> FilingSnapshot?
-    {
+    /// A filing in one trip (`FilingSnapshot`), on one connection, which the awaited case locks may hold
+    /// (`awaitedLocks`): the case's row, the roster and the epoch new wraps use read without a lock
+    /// (`Prepared.CaseRosterAndWrapEpochUnlocked`); `seal` decides and seals on them; then one statement, its
+    /// own transaction (`Prepared.FileIfUnchanged`), takes the case's lock and the lock filings share
+    /// without waiting for either, and files the row under the epoch read only if the case's row and the
+    /// roster are still what was read and that epoch is still the one new wraps use. `nil`, having filed
+    /// nothing, inside a case's lock (whose transaction the filing joins), when `seal` declined, when this
+    /// daemon does not hold that epoch's key, when a lock was held, or when something changed: the filing
+    /// is then decided again under the case's lock (`awaitWithCaseLock`), which waits for it.
+    ///
+    /// The read and the call share the connection, so that the call goes out on a session that has just
+    /// answered (PostgresNIO never answers a statement sent on a session the server ended while it sat
+    /// idle). Its commit is the statement's end: when it was sent and no clean answer came (its connection
+    /// went, its limit passed, a shutdown, which may follow a commit kept locally while it waited for the
+    /// synchronous standby), the filing answers `commitUnanswered`, as a commit does; when the server
+    /// answered with an error (`refusedByServer`), the statement's transaction rolled back and that error is
+    /// the answer (`storage-unavailable` from a server that stopped taking writes).
+    package func awaitFileIfUnchanged(
+        _ id: CaseID, readingRoster rosterUID: UInt32?, sealing seal: (FilingSnapshot) -> SealedRecord?
+    ) async throws(CaseVaultError) -> RecordMetadata? {
         guard self.pinnedConnection == nil else { return nil }
         let logger = self.logger
-        let statement = Prepared.CaseRosterAndWrapEpochUnlocked(
+        let read = Prepared.CaseRosterAndWrapEpochUnlocked(
             rosterUID: rosterUID.map { Int64($0) }, caseID: ByteBuffer(bytes: id.bytes))
-        let row = try await self.runAwaiting { connection in try await connection.rows(statement, logger: logger).first
-        }
-        let read = try Self.caseRosterAndWrapEpoch(id, row)
-        return FilingSnapshot(
-            summary: read.summary, rosterUID: rosterUID, onRoster: read.onRoster, wrapEpoch: read.wrapEpoch)
-    }
-
-    /// Files `record` in one statement (`Prepared.FileIfUnchanged`), its own transaction: the case's lock and
-    /// the lock filings share taken, the row filed under the epoch `snapshot` read only if the case's row
-    /// and the roster are still what it read and that epoch is still the one new wraps use. `nil`, having
-    /// filed nothing, when something changed, or when this daemon does not hold that epoch's key: the
-    /// filing is then decided again under the case's lock (`awaitWithCaseLock`). The statement waits for the
-    /// case's lock, so it holds one of the connections the awaited case locks may (`awaitedLocks`).
-    ///
-    /// Its commit is the statement's end: when it was sent and no answer came (its connection went, its
-    /// limit passed, the server shut down, which may follow a commit kept locally while it waited for the
-    /// synchronous standby), the filing answers `commitUnanswered`, as a commit does; when the server
-    /// answered with an error, the statement's transaction rolled back and the error is the answer
-    /// (`storage-unavailable` from a server that stopped taking writes).
-    package func awaitCommitUnchanged(_ record: SealedRecord, since snapshot: FilingSnapshot)
-        async throws(CaseVaultError) -> RecordMetadata?
-    {
-        guard self.pinnedConnection == nil, let summary = snapshot.summary, let epoch = snapshot.wrapEpoch,
-            let key = try self.epochKeys.epochKeys().first(where: { $0.number == epoch })
-        else { return nil }
-        let row = PostgresRecords.Row(
-            id: record.id, caseID: record.caseID, type: record.type, createdAt: self.now(), epoch: key.number,
-            wrappedKey: record.wrappedKey(under: key), blob: record.blob, author: record.author,
-            supersedes: record.supersedes)
-        let statement = Prepared.FileIfUnchanged(
-            lock: Prepared.CaseLock(space: Self.caseLockSpace, key: Self.caseLockKey(record.caseID.bytes)),
-            filingLock: PostgresRecords.filingLock, rosterUID: snapshot.rosterUID.map { Int64($0) },
-            onRoster: snapshot.onRoster, expected: summary, row: row)
-        if let hook = self.beforeOneTripCommit.withLock({ $0 }) { await hook() }
-        let logger = self.logger
-        let answer = try await self.awaitedLocks.withPermit { () async throws(CaseVaultError) -> Int32? in
+        return try await self.awaitedLocks.withPermit { () async throws(CaseVaultError) -> RecordMetadata? in
             let connection = try await self.awaitCheckOut()
+            let statement: Prepared.FileIfUnchanged
+            do throws(CaseVaultError) {
+                let row = try await Self.bounded(closing: connection) {
+                    try await connection.rows(read, logger: logger).first
+                }
+                let found = try Self.caseRosterAndWrapEpoch(id, row)
+                let snapshot = FilingSnapshot(
+                    summary: found.summary, rosterUID: rosterUID, onRoster: found.onRoster, wrapEpoch: found.wrapEpoch)
+                self.oneTripReads.add(1, ordering: .relaxed)
+                guard let summary = snapshot.summary, let epoch = snapshot.wrapEpoch,
+                    let key = try self.epochKeys.epochKeys().first(where: { $0.number == epoch }),
+                    let record = seal(snapshot)
+                else {
+                    self.checkIn(connection)
+                    return nil
+                }
+                let filed = PostgresRecords.Row(
+                    id: record.id, caseID: record.caseID, type: record.type, createdAt: self.now(),
+                    epoch: key.number, wrappedKey: record.wrappedKey(under: key), blob: record.blob,
+                    author: record.author, supersedes: record.supersedes)
+                statement = Prepared.FileIfUnchanged(
+                    lock: Prepared.CaseLock(space: Self.caseLockSpace, key: Self.caseLockKey(id.bytes)),
+                    filingLock: PostgresRecords.filingLock, rosterUID: rosterUID.map { Int64($0) },
+                    onRoster: snapshot.onRoster, expected: summary, row: filed)
+            } catch {
+                if error.code == .storageUnavailable { Self.discard(connection) } else { self.checkIn(connection) }
+                throw error
+            }
+            if let hook = self.beforeOneTripCommit.withLock({ $0 }) { await hook() }
             let outcome: Result<Int32?, CaseVaultError>
             do throws(CaseVaultError) {
                 outcome = try await Self.bounded(closing: connection) {
@@ -90,21 +99,32 @@ extension PostgresStorage {
                     }
                 }
             } catch {
-                // Sent and not answered: PostgreSQL may have committed it.
+                // Sent and not answered cleanly: PostgreSQL may have committed it.
                 Self.discard(connection)
-                throw Self.committing(error)
+                throw Self.commitUnanswered
             }
             switch outcome {
             case .success(let answer):
                 self.checkIn(connection)
-                return answer
+                return self.oneTripAnswered(answer, statement.row)
             case .failure(let error):
                 if error.code == .storageUnavailable { Self.discard(connection) } else { self.checkIn(connection) }
                 throw error
             }
         }
+    }
+
+    /// What a one-trip filing's call answered (`casevault_file_unchanged`): the record's metadata when it
+    /// filed it (0), `nil` otherwise, counted; a transaction not at READ COMMITTED (3: the database's
+    /// `default_transaction_isolation` changed) is logged once, since every filing then takes the lock.
+    private func oneTripAnswered(_ answer: Int32?, _ row: PostgresRecords.Row) -> RecordMetadata? {
         guard answer == 0 else {
             self.oneTripChanged.add(1, ordering: .relaxed)
+            if answer == 3, !self.oneTripIsolationLogged.exchange(true, ordering: .relaxed) {
+                self.logger.warning(
+                    "the database's default transaction isolation is not READ COMMITTED: every filing takes its case's lock first, in five round trips instead of two"
+                )
+            }
             return nil
         }
         self.oneTripFiled.add(1, ordering: .relaxed)
@@ -112,11 +132,10 @@ extension PostgresStorage {
     }
 
     /// Whether the server answered a statement with an error that rolled its transaction back, so that
-    /// nothing of it was kept: any error it sent but a shutdown's (57P01 to 57P03, which may end a session
-    /// whose commit was kept locally while it waited for the synchronous standby).
+    /// nothing of it was kept: one of severity ERROR, not FATAL or PANIC, which end the session and may follow
+    /// a commit kept locally while it waited for the synchronous standby (a shutdown's, 57P01 to 57P03).
     static func refusedByServer(_ error: PSQLError) -> Bool {
-        guard let state = error.serverInfo?[.sqlState] else { return false }
-        return !["57P01", "57P02", "57P03"].contains(state)
+        error.serverInfo?[.severity] == "ERROR"
     }
 
     /// Has `hook` run between a one-trip filing's read and its commit, from now on (`nil`: none): for tests,
@@ -125,9 +144,13 @@ extension PostgresStorage {
         self.beforeOneTripCommit.withLock { $0 = hook }
     }
 
-    /// Filings made in one trip so far, and those given back to the case's lock because something changed.
-    package var oneTripCounts: (filed: Int, changed: Int) {
-        (self.oneTripFiled.load(ordering: .relaxed), self.oneTripChanged.load(ordering: .relaxed))
+    /// One-trip filings so far: their reads that reached the database, those filed in one trip, and those
+    /// given back to the case's lock because a lock was held or something changed.
+    package var oneTripCounts: (read: Int, filed: Int, changed: Int) {
+        (
+            self.oneTripReads.load(ordering: .relaxed), self.oneTripFiled.load(ordering: .relaxed),
+            self.oneTripChanged.load(ordering: .relaxed)
+        )
     }
 }
 

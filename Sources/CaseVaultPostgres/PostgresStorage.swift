@@ -76,11 +76,13 @@ package final class PostgresStorage: ServedStorage {
     let awaitedCalls = AwaitedConnections(limit: PostgresStorage.awaitedCallConnections)
     package static let awaitedLockConnections = 8
     package static let awaitedCallConnections = 8
-    /// Filings made in one trip (`awaitCommitUnchanged`), and those it gave back to the case's lock because
-    /// something changed since their read: for tests and `status`-like figures.
+    /// One-trip filings (`awaitFileIfUnchanged`): their reads, those filed, those given back to the case's
+    /// lock; whether the warning that the database's isolation keeps them from filing was logged.
+    let oneTripReads = Atomic<Int>(0)
     let oneTripFiled = Atomic<Int>(0)
     let oneTripChanged = Atomic<Int>(0)
-    /// A test's hook, run between a one-trip filing's read and its commit (`awaitCommitUnchanged`).
+    let oneTripIsolationLogged = Atomic<Bool>(false)
+    /// A test's hook, run between a one-trip filing's read and its commit (`awaitFileIfUnchanged`).
     let beforeOneTripCommit = Mutex<(@Sendable () async -> Void)?>(nil)
 
     /// How many times a filing is wrapped again when epochs turn under it before it gives up.

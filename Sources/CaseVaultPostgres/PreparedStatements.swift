@@ -175,7 +175,7 @@ enum Prepared {
     }
     /// A case's row (`NULL`s for an unknown case), whether a uid is on the roster and the epoch new wraps
     /// use, as `CaseRosterAndWrapEpoch` reads them but without a lock: the read of a filing in one trip
-    /// (`PostgresStorage.awaitFilingSnapshot`), which `FileIfUnchanged` checks again under the locks.
+    /// (`PostgresStorage.awaitFileIfUnchanged`), which `FileIfUnchanged` checks again under the locks.
     struct CaseRosterAndWrapEpochUnlocked: PostgresPreparedStatement {
         static let name = "casevault_case_roster_wrap_epoch_unlocked"
         static let sql = """
@@ -194,13 +194,13 @@ enum Prepared {
         func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
     }
 
-    /// A filing in one trip (`PostgresSchema`'s `casevault_file_unchanged`, `PostgresStorage.awaitCommitUnchanged`):
-    /// takes the case's lock and the lock filings share, and files the record's row under the epoch it is
-    /// wrapped under only if the case's row and the uid's place on the roster are still what the filing
-    /// read (`expected`) and that epoch is still the one new wraps use, in the statement's own transaction.
-    /// Answers 0 when it filed, 1 when the case or the roster changed, 2 when the epoch turned or a move
-    /// marked the vault, 3 when the transaction is not at READ COMMITTED (whose statements each read what
-    /// committed before them): filing nothing but for 0.
+    /// A filing in one trip (`casevault_file_unchanged`, migration 12; `PostgresStorage.awaitFileIfUnchanged`):
+    /// takes the case's lock and the lock filings share if both are free, and files the record's row under
+    /// the epoch it is wrapped under only if the case's row and the uid's place on the roster are still what
+    /// the filing read (`expected`) and that epoch is still the one new wraps use, in the statement's own
+    /// transaction. Answers 0 when it filed, 1 when the case or the roster changed, 2 when the epoch turned
+    /// or a move marked the vault, 3 when the transaction is not at READ COMMITTED (whose statements each
+    /// read what committed before them), 4 when a lock was held: filing nothing but for 0.
     struct FileIfUnchanged: PostgresPreparedStatement {
         static let name = "casevault_file_if_unchanged"
         static let sql = """

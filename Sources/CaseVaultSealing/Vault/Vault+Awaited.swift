@@ -88,21 +88,24 @@ extension Vault where Storage: SuspendingStorage {
     }
 
     /// A filing that adds its record and changes nothing else, decided on its case read without the case's
-    /// lock and committed in one trip if what was read still holds under it (`FilingSnapshot`); `nil`,
-    /// having filed nothing, when the storage has no such path, when the filing reads more than its case (a
-    /// type that needs the agreements on file, a final agreement's notes, the record it supersedes), or when
-    /// the decision refused it or something changed: `awaitFile` then decides it again under the lock, so
-    /// that every refusal and every filing with effects comes from there, as before.
+    /// lock and committed in one trip if what was read still holds under it
+    /// (`SuspendingStorage.awaitFileIfUnchanged`); `nil`, having filed nothing, when the storage has no such
+    /// path, when the filing reads more than its case (a type that needs the agreements on file, a final
+    /// agreement's notes, the record it supersedes), or when the decision refused it or something changed:
+    /// `awaitFile` then decides it again under the lock, so that every refusal and every filing with
+    /// effects comes from there, as before.
     private func awaitFileInOneTrip(
         _ record: NewRecord, rosterUID: UInt32?, decide: (CaseSummary, Bool) throws(CaseVaultError) -> Authority
     ) async throws(CaseVaultError) -> RecordMetadata? {
-        guard record.supersedes == nil, record.type != .finalAgreement, !Self.needsAgreements(record.type),
-            let snapshot = try await self.storage.awaitFilingSnapshot(record.caseID, readingRoster: rosterUID),
-            let decided = try? self.decideFiling(record, snapshot.summary, snapshot.onRoster, decide),
-            let (effects, _) = try? self.filingEffects(record, decided, notes: [], agreed: []), effects.isEmpty
-        else { return nil }
-        let sealed = self.seal(record, id: nil, participant: Self.participant(record, decided.document))
-        return try await self.storage.awaitCommitUnchanged(sealed, since: snapshot)
+        guard record.supersedes == nil, record.type != .finalAgreement, !Self.needsAgreements(record.type) else {
+            return nil
+        }
+        return try await self.storage.awaitFileIfUnchanged(record.caseID, readingRoster: rosterUID) { snapshot in
+            guard let decided = try? self.decideFiling(record, snapshot.summary, snapshot.onRoster, decide),
+                let (effects, _) = try? self.filingEffects(record, decided, notes: [], agreed: []), effects.isEmpty
+            else { return nil }
+            return self.seal(record, id: nil, participant: Self.participant(record, decided.document))
+        }
     }
 
     /// `participant(of:)`, the agreement read awaited.

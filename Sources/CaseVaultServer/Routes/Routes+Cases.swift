@@ -132,7 +132,9 @@ extension Routes {
             supersedes: supersedes)
         if unique != nil { filing.parsed = object }
         let record = filing
-        // The case, the roster and the decision in one trip to the index, under the case's lock.
+        // The case, the roster and the decision in one trip to the index, under the case's lock (on PostgreSQL a
+        // filing that only adds its record is decided on that trip without the lock, and committed only if it
+        // still holds under it: `Vault.awaitFile`).
         let rosterUID = Self.rosterUID(context)
         let decide: @Sendable (CaseSummary, Bool) throws(CaseVaultError) -> Authority = {
             summary, onRoster throws(CaseVaultError) in
