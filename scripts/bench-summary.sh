@@ -117,10 +117,10 @@ END {
                 printf "; Hummingbird reading a POST (%.0f us) and two audit entries (%.0f us) take %.0f us of it, with the insert of the database %.0f us alone and %.0f us with the standby", v["floor_post_16_cpu_us"], v["audit_read_cpu_us"], v["floor_post_16_cpu_us"] + v["audit_read_cpu_us"], v["floor_post_16_cpu_us"] + v["audit_read_cpu_us"] + v["postgres_insert_16_database_cpu_us"], v["floor_post_16_cpu_us"] + v["audit_read_cpu_us"] + v["postgres_insert_sync_16_database_cpu_us"]
             printf "\n"
             # The same sum with the database CPU of a whole filing (the case lock and read besides the insert),
-            # sent each way the script measured it: one a transaction as casevaultd commits those under a case lock, eight to a
-            # transaction, one a call of a server-side function, eight to a call; against the budget, the
-            # cheapest way says what would be left for the work of casevaultd itself (sealing, its statements,
-            # the answer).
+            # sent each way the script measured it: one a transaction as casevaultd commits those under a
+            # case lock, eight to a transaction, one a call of a server-side function, eight to a call; against
+            # the budget, the cheapest way says what would be left for the work of casevaultd itself (sealing,
+            # its statements, the answer).
             if (have("floor_post_16_cpu_us") && have("audit_read_cpu_us") && have("postgres_filing_sync_16_database_cpu_us")) {
                 stack = v["floor_post_16_cpu_us"] + v["audit_read_cpu_us"]
                 n = split("postgres_filing_sync_16 postgres_filings8_sync_2 postgres_filing_call_sync_16 postgres_filings8_call_sync_2", way, " ")

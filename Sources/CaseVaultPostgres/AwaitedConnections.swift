@@ -1,12 +1,12 @@
 package import CaseVaultCore
 internal import Synchronization
 
-/// How many of the storage's connections a kind of awaited call (`runAwaiting`, `awaitWithCaseLock`) may
-/// use at once. Those calls are not bounded by the blocking pool's threads, as the blocking calls are:
-/// without this, a burst of requests would open a connection for each one in flight, up to the server's
-/// `max_connections`, past what PostgreSQL accepts (its own `max_connections`, 100 by default, shared by
-/// every daemon). A call beyond the limit waits, suspended, for one to end; waiters go in the order they
-/// came. An awaited call holds one permit at a time and asks for no second while it holds it, so that the
+/// How many of the storage's connections a kind of awaited call (`runAwaiting`; `awaitWithCaseLock` and
+/// `awaitFileIfUnchanged`) may use at once. Those calls are not bounded by the blocking pool's threads, as
+/// the blocking calls are: without this, a burst of requests would open a connection for each one in flight,
+/// up to the server's `max_connections`, past what PostgreSQL accepts (its own `max_connections`, 100 by
+/// default, shared by every daemon). A call beyond the limit waits, suspended, for one to end; waiters go in
+/// the order they came. An awaited call holds one permit at a time and asks for no second while it holds it, so that the
 /// waits cannot deadlock. A holder's statements are bounded in time (`PostgresStorage.bounded`); a new
 /// connection's set-up, which may come first, only by PostgresNIO's own connect timeout.
 package final class AwaitedConnections: Sendable {

@@ -278,32 +278,37 @@ package enum PostgresSchema {
         [
             "ALTER TABLE casevault_vault ADD COLUMN moved_by text, ADD COLUMN moved_at bigint"
         ],
-        // 12: a filing in one trip (`PostgresStorage.awaitFileIfUnchanged`, `Prepared.FileIfUnchanged`): the
-        // case's lock and the lock filings share, each taken only if free (a held one answers 4, and the
-        // filing waits for it under the case's lock instead, with that path's limits and answers), then the
-        // record's row filed only if the case's row and the filer's place on the roster are what the filing
-        // read without the lock, under the epoch new wraps use, unless a move marked the vault. Each
-        // statement of a VOLATILE function reads what committed before it began, after the locks' grant, at
-        // READ COMMITTED, which the function checks (the vault's own transactions set it; a statement alone
-        // has the session's default). Ids, numbers, times and sealed bytes only.
+        // 12: a filing in one trip (`PostgresStorage.awaitFileIfUnchanged`, `Prepared.FileIfUnchanged`), a
+        // procedure that commits before it answers (its answer row is sent only once the commit, and the
+        // synchronous standby's acknowledgement, are done; a statement in its own transaction would send its
+        // row before its commit at the protocol's Sync, and a session ended while the commit waited for the
+        // standby could let that row out first). It takes the case's lock and the lock filings share, each
+        // only if free (a held one answers 4, and the filing waits for it under the case's lock instead,
+        // with that path's limits and answers; any other lock is waited for 20 s at most), then files the
+        // record's row only if the case's row and the filer's place on the roster are what the filing read
+        // without the lock, under the epoch new wraps use, unless a move marked the vault. Each statement
+        // reads what committed before it began, after the locks' grant, at READ COMMITTED, which it checks
+        // (the vault's own transactions set it; a statement alone has the session's default). Ids, numbers,
+        // times and sealed bytes only.
         [
             """
-            CREATE FUNCTION casevault_file_unchanged(
+            CREATE PROCEDURE casevault_file_unchanged(
                 p_lock_space integer, p_lock_key integer, p_filing_lock bigint, p_roster_uid bigint,
                 p_on_roster boolean, p_state text, p_participant_count integer, p_mediators bigint[],
                 p_supervisors bigint[], p_created_at bigint, p_closed_at bigint, p_id bytea, p_case_id bytea,
                 p_type text, p_filed_at bigint, p_epoch bigint, p_wrapped_key bytea, p_blob bytea, p_author text,
-                p_supersedes bytea
-            ) RETURNS integer LANGUAGE plpgsql VOLATILE AS $$
+                p_supersedes bytea, INOUT p_answer integer DEFAULT NULL
+            ) LANGUAGE plpgsql AS $$
             BEGIN
                 IF current_setting('transaction_isolation') <> 'read committed' THEN
-                    RETURN 3;
+                    p_answer := 3;
+                    RETURN;
                 END IF;
-                IF NOT pg_try_advisory_xact_lock(p_lock_space, p_lock_key) THEN
-                    RETURN 4;
-                END IF;
-                IF NOT pg_try_advisory_xact_lock_shared(p_filing_lock) THEN
-                    RETURN 4;
+                PERFORM set_config('lock_timeout', '20s', true);
+                IF NOT pg_try_advisory_xact_lock(p_lock_space, p_lock_key)
+                    OR NOT pg_try_advisory_xact_lock_shared(p_filing_lock) THEN
+                    p_answer := 4;
+                    RETURN;
                 END IF;
                 IF NOT EXISTS (
                     SELECT 1 FROM casevault_cases c
@@ -311,7 +316,8 @@ package enum PostgresSchema {
                         AND c.mediators = p_mediators AND c.supervisors = p_supervisors
                         AND c.created_at = p_created_at AND c.closed_at IS NOT DISTINCT FROM p_closed_at
                 ) OR EXISTS (SELECT 1 FROM casevault_roster r WHERE r.uid = p_roster_uid) <> p_on_roster THEN
-                    RETURN 1;
+                    p_answer := 1;
+                    RETURN;
                 END IF;
                 INSERT INTO casevault_records (id, case_id, type, created_at, epoch, wrapped_key, blob, author,
                     supersedes)
@@ -319,9 +325,11 @@ package enum PostgresSchema {
                 WHERE p_epoch = (SELECT max(e.number) FROM casevault_epochs e WHERE e.ready_at IS NOT NULL)
                     AND NOT EXISTS (SELECT 1 FROM casevault_vault v WHERE v.moved_by IS NOT NULL);
                 IF NOT FOUND THEN
-                    RETURN 2;
+                    p_answer := 2;
+                    RETURN;
                 END IF;
-                RETURN 0;
+                COMMIT;
+                p_answer := 0;
             END
             $$
             """

@@ -53,7 +53,8 @@ extension PostgresStorage {
     package func awaitFileIfUnchanged(
         _ id: CaseID, readingRoster rosterUID: UInt32?, sealing seal: (FilingSnapshot) -> SealedRecord?
     ) async throws(CaseVaultError) -> RecordMetadata? {
-        guard self.pinnedConnection == nil else { return nil }
+        // Inside a case's lock, or where the database's isolation keeps the call from ever filing.
+        guard self.pinnedConnection == nil, !self.oneTripIsolationLogged.load(ordering: .relaxed) else { return nil }
         let logger = self.logger
         let read = Prepared.CaseRosterAndWrapEpochUnlocked(
             rosterUID: rosterUID.map { Int64($0) }, caseID: ByteBuffer(bytes: id.bytes))
@@ -66,7 +67,7 @@ extension PostgresStorage {
                 }
                 let found = try Self.caseRosterAndWrapEpoch(id, row)
                 let snapshot = FilingSnapshot(
-                    summary: found.summary, rosterUID: rosterUID, onRoster: found.onRoster, wrapEpoch: found.wrapEpoch)
+                    summary: found.summary, onRoster: found.onRoster, wrapEpoch: found.wrapEpoch)
                 self.oneTripReads.add(1, ordering: .relaxed)
                 guard let summary = snapshot.summary, let epoch = snapshot.wrapEpoch,
                     let key = try self.epochKeys.epochKeys().first(where: { $0.number == epoch }),
@@ -88,6 +89,12 @@ extension PostgresStorage {
                 throw error
             }
             if let hook = self.beforeOneTripCommit.withLock({ $0 }) { await hook() }
+            // A session that ended meanwhile (its limit passed, the server gone): nothing is sent, and the
+            // filing goes under the case's lock, on another connection.
+            guard !connection.isClosed else {
+                Self.discard(connection)
+                return nil
+            }
             let outcome: Result<Int32?, CaseVaultError>
             do throws(CaseVaultError) {
                 outcome = try await Self.bounded(closing: connection) {
@@ -95,6 +102,9 @@ extension PostgresStorage {
                     do {
                         return .success(try await connection.rows(statement, logger: logger).first)
                     } catch let error as PSQLError where Self.refusedByServer(error) {
+                        // A lock waited for past the call's 20 s (a table's, behind a migration's), given back
+                        // to the case's lock, whose limits then answer.
+                        if error.serverInfo?[.sqlState] == "55P03" { return .success(4) }
                         return .failure(Self.failure(error))
                     }
                 }
@@ -116,13 +126,14 @@ extension PostgresStorage {
 
     /// What a one-trip filing's call answered (`casevault_file_unchanged`): the record's metadata when it
     /// filed it (0), `nil` otherwise, counted; a transaction not at READ COMMITTED (3: the database's
-    /// `default_transaction_isolation` changed) is logged once, since every filing then takes the lock.
+    /// `default_transaction_isolation` is another) is logged once, and from then on every filing takes the
+    /// lock from the start.
     private func oneTripAnswered(_ answer: Int32?, _ row: PostgresRecords.Row) -> RecordMetadata? {
         guard answer == 0 else {
-            self.oneTripChanged.add(1, ordering: .relaxed)
+            self.oneTripGivenBack.add(1, ordering: .relaxed)
             if answer == 3, !self.oneTripIsolationLogged.exchange(true, ordering: .relaxed) {
                 self.logger.warning(
-                    "the database's default transaction isolation is not READ COMMITTED: every filing takes its case's lock first, in five round trips instead of two"
+                    "the database's default transaction isolation is not READ COMMITTED: every filing takes its case's lock from the start, in five round trips instead of two"
                 )
             }
             return nil
@@ -146,10 +157,10 @@ extension PostgresStorage {
 
     /// One-trip filings so far: their reads that reached the database, those filed in one trip, and those
     /// given back to the case's lock because a lock was held or something changed.
-    package var oneTripCounts: (read: Int, filed: Int, changed: Int) {
+    package var oneTripCounts: (read: Int, filed: Int, givenBack: Int) {
         (
             self.oneTripReads.load(ordering: .relaxed), self.oneTripFiled.load(ordering: .relaxed),
-            self.oneTripChanged.load(ordering: .relaxed)
+            self.oneTripGivenBack.load(ordering: .relaxed)
         )
     }
 }

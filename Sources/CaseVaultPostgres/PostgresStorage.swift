@@ -69,9 +69,10 @@ package final class PostgresStorage: ServedStorage {
     private let idle = Mutex<[PostgresConnection]>([])
     /// Set by `close`: every call from then on is refused.
     let closed = Mutex(false)
-    /// The connections the awaited case locks (`awaitWithCaseLock`) may hold at once, and those the other
-    /// awaited calls (reads of records) may: apart, so that filings waiting for a busy case's lock, or held
-    /// back by a restore, never keep the reads waiting.
+    /// The connections the awaited case locks (`awaitWithCaseLock`) and one-trip filings
+    /// (`awaitFileIfUnchanged`) may hold at once, and those the other awaited calls (reads of records) may:
+    /// apart, so that filings waiting for a busy case's lock, or held back by a restore, never keep the reads
+    /// waiting.
     let awaitedLocks = AwaitedConnections(limit: PostgresStorage.awaitedLockConnections)
     let awaitedCalls = AwaitedConnections(limit: PostgresStorage.awaitedCallConnections)
     package static let awaitedLockConnections = 8
@@ -80,7 +81,7 @@ package final class PostgresStorage: ServedStorage {
     /// lock; whether the warning that the database's isolation keeps them from filing was logged.
     let oneTripReads = Atomic<Int>(0)
     let oneTripFiled = Atomic<Int>(0)
-    let oneTripChanged = Atomic<Int>(0)
+    let oneTripGivenBack = Atomic<Int>(0)
     let oneTripIsolationLogged = Atomic<Bool>(false)
     /// A test's hook, run between a one-trip filing's read and its commit (`awaitFileIfUnchanged`).
     let beforeOneTripCommit = Mutex<(@Sendable () async -> Void)?>(nil)

@@ -194,18 +194,19 @@ enum Prepared {
         func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
     }
 
-    /// A filing in one trip (`casevault_file_unchanged`, migration 12; `PostgresStorage.awaitFileIfUnchanged`):
-    /// takes the case's lock and the lock filings share if both are free, and files the record's row under
-    /// the epoch it is wrapped under only if the case's row and the uid's place on the roster are still what
-    /// the filing read (`expected`) and that epoch is still the one new wraps use, in the statement's own
-    /// transaction. Answers 0 when it filed, 1 when the case or the roster changed, 2 when the epoch turned
-    /// or a move marked the vault, 3 when the transaction is not at READ COMMITTED (whose statements each
-    /// read what committed before them), 4 when a lock was held: filing nothing but for 0.
+    /// A filing in one trip (the procedure `casevault_file_unchanged`, migration 12;
+    /// `PostgresStorage.awaitFileIfUnchanged`): takes the case's lock and the lock filings share if both are
+    /// free, and files the record's row under the epoch it is wrapped under only if the case's row and the
+    /// uid's place on the roster are still what the filing read (`expected`) and that epoch is still the one
+    /// new wraps use, committing before it answers. Answers 0 when it filed and committed, 1 when the case or
+    /// the roster changed, 2 when the epoch turned or a move marked the vault, 3 when the transaction is not
+    /// at READ COMMITTED (whose statements each read what committed before them), 4 when a lock was held:
+    /// filing nothing but for 0.
     struct FileIfUnchanged: PostgresPreparedStatement {
-        static let name = "casevault_file_if_unchanged"
+        static let name = "casevault_file_unchanged"
         static let sql = """
-            SELECT casevault_file_unchanged($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                $16, $17, $18, $19, $20)
+            CALL casevault_file_unchanged($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                $16, $17, $18, $19, $20, NULL)
             """
         static let bindingDataTypes: [PostgresDataType] = [
             .int4, .int4, .int8, .int8, .bool, .text, .int4, .int8Array, .int8Array, .int8, .int8,

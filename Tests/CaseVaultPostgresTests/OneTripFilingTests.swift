@@ -3,6 +3,7 @@ import CaseVaultCrypto
 import CaseVaultPostgres
 import CaseVaultSealing
 import Foundation
+import PostgresNIO
 import Synchronization
 import Testing
 
@@ -39,14 +40,47 @@ extension EpochExchangeTests {
         }
     }
 
+    /// Whether `condition` holds within `seconds`, asked every 5 ms.
+    static func within(seconds: Int, _ condition: () -> Bool) async -> Bool {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while !condition() {
+            guard ContinuousClock.now < deadline else { return false }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return true
+    }
+
+    /// Files an intake form into `caseID` from `vault` while a lock it needs is held: the one-trip call is
+    /// given back at once (the count moves within 5 s) and the filing, under the case's lock, has not
+    /// ended 300 ms later; once `release` is raised it files, and `other` reads the form back.
+    func givenBackWhileHeld(
+        _ vault: Vault<PostgresStorage>, _ other: Vault<PostgresStorage>, _ caseID: CaseID, _ marker: String,
+        release: Flag
+    ) async throws {
+        let before = vault.storage.oneTripCounts.givenBack
+        let ended = Flag()
+        let filing = Task {
+            defer { ended.raise() }
+            return await Self.awaitedFiling(
+                vault, NewRecord(caseID: caseID, type: .intakeForm, content: Self.intake(marker)))
+        }
+        #expect(await Self.within(seconds: 5) { vault.storage.oneTripCounts.givenBack == before + 1 })
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(!ended.isRaised, "the filing ended while the lock was held")
+        release.raise()
+        let filed = try await filing.value.get()
+        let read = try await self.blocking { try other.get(filed.id) }
+        #expect(read.content == Self.intake(marker) && read.metadata.caseID == caseID)
+    }
+
     @Test(
-        "a filing that only adds its record is made in one trip on PostgreSQL and reads back at the other daemon; a case closed, its mediators replaced, or the filer taken off the roster between its read and its commit makes it decide again under the case's lock, which refuses it (case-closed, forbidden) and files nothing; a case's lock held elsewhere makes it wait under the lock and file once it is let go; a session note, which needs the agreements, and a record that supersedes another, go under the lock from the start"
+        "a filing that only adds its record is made in one trip on PostgreSQL and reads back at the other daemon; a case closed, its mediators replaced, or the filer taken off the roster between its read and its commit makes it decide again under the case's lock, which refuses it (case-closed, forbidden) and files nothing; a case's lock, or the lock filings share, held elsewhere makes it wait under the case's lock and file once it is let go; a session note, which needs the agreements, and a record that supersedes another, go under the lock from the start"
     )
     func oneTripFiling() async throws {
         let clusters = try PostgresClusters()
         defer { clusters.tearDown() }
         let keys = try KeyFolder()
-        let (_, _, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
+        let (a, _, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
         let storage = vaultA.storage
         let (caseID, otherCase, thirdCase) = try await self.blocking {
             let first = try vaultA.openCase(header: Self.header, mediators: [4001], author: nil).id
@@ -69,7 +103,7 @@ extension EpochExchangeTests {
             vaultA, NewRecord(caseID: caseID, type: .intakeForm, content: Self.intake("first")), rosterUID: 4001,
             decide: mediator)
         let first = try filed.get()
-        #expect(storage.oneTripCounts == (read: 1, filed: 1, changed: 0))
+        #expect(storage.oneTripCounts == (read: 1, filed: 1, givenBack: 0))
         let read = try await self.blocking { try vaultB.get(first.id) }
         #expect(read.content == Self.intake("first") && read.metadata.caseID == caseID)
 
@@ -80,7 +114,7 @@ extension EpochExchangeTests {
         let afterClosing = await Self.awaitedFiling(
             vaultA, NewRecord(caseID: caseID, type: .intakeForm, content: Self.intake("closed")))
         #expect(afterClosing.failureCode == .caseClosed, "\(afterClosing)")
-        #expect(storage.oneTripCounts == (read: 2, filed: 1, changed: 1))
+        #expect(storage.oneTripCounts == (read: 2, filed: 1, givenBack: 1))
 
         // The case's mediators replaced after the filing read them: forbidden under the lock.
         self.between(storage, hookFailure) { try vaultB.storage.assign(.mediators, otherCase, [4002]) }
@@ -88,7 +122,7 @@ extension EpochExchangeTests {
             vaultA, NewRecord(caseID: otherCase, type: .intakeForm, content: Self.intake("assigned")), rosterUID: 4001,
             decide: mediator)
         #expect(afterAssigning.failureCode == .forbidden, "\(afterAssigning)")
-        #expect(storage.oneTripCounts == (read: 3, filed: 1, changed: 2))
+        #expect(storage.oneTripCounts == (read: 3, filed: 1, givenBack: 2))
 
         // The filer taken off the roster after the filing read it: forbidden under the lock, nothing filed.
         self.between(storage, hookFailure) { _ = try vaultB.storage.removeFromRoster(4001) }
@@ -97,7 +131,7 @@ extension EpochExchangeTests {
             decide: mediator)
         storage.runBeforeOneTripCommit(nil)
         #expect(afterRemoval.failureCode == .forbidden, "\(afterRemoval)")
-        #expect(storage.oneTripCounts == (read: 4, filed: 1, changed: 3))
+        #expect(storage.oneTripCounts == (read: 4, filed: 1, givenBack: 3))
         #expect(hookFailure.text.withLock { $0 } == nil)
 
         let kept = try await self.blocking {
@@ -109,8 +143,9 @@ extension EpochExchangeTests {
 
         // The case's lock held by the other daemon: the call takes no lock it would wait for, and the filing
         // waits under the lock instead, filing once it is let go.
-        let locked = Flag()
         let release = Flag()
+        defer { release.raise() }
+        let locked = Flag()
         let holder = Task {
             try await vaultB.storage.awaitWithCaseLock(thirdCase, readingRoster: nil) {
                 _, _ async throws(CaseVaultError) in
@@ -118,21 +153,23 @@ extension EpochExchangeTests {
                 while !release.isRaised { try? await Task.sleep(for: .milliseconds(5)) }
             }
         }
-        while !locked.isRaised { try await Task.sleep(for: .milliseconds(5)) }
-        let waiting = Task {
-            await Self.awaitedFiling(
-                vaultA, NewRecord(caseID: thirdCase, type: .intakeForm, content: Self.intake("waited")))
-        }
-        let deadline = ContinuousClock.now + .seconds(20)
-        while storage.oneTripCounts.changed < 4 && ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(5))
-        }
-        #expect(storage.oneTripCounts == (read: 5, filed: 1, changed: 4))
-        release.raise()
+        #expect(await Self.within(seconds: 20) { locked.isRaised })
+        try await self.givenBackWhileHeld(vaultA, vaultB, thirdCase, "waited", release: release)
         try await holder.value
-        let waited = try await waiting.value.get()
-        let after = try await self.blocking { try vaultB.get(waited.id) }
-        #expect(after.content == Self.intake("waited") && after.metadata.caseID == thirdCase)
+
+        // The lock filings share held alone (as a restore or a move holds it): the same.
+        try await a.connection.query(
+            "SELECT pg_advisory_lock(\(PostgresRecords.filingLock))", logger: self.logger)
+        let unlocked = Flag()
+        let unlocker = Task {
+            while !unlocked.isRaised { try? await Task.sleep(for: .milliseconds(5)) }
+            try await a.connection.query(
+                "SELECT pg_advisory_unlock(\(PostgresRecords.filingLock))", logger: self.logger)
+        }
+        defer { unlocked.raise() }
+        try await self.givenBackWhileHeld(vaultA, vaultB, thirdCase, "behind a restore", release: unlocked)
+        try await unlocker.value
+        #expect(storage.oneTripCounts == (read: 6, filed: 1, givenBack: 5))
 
         // What needs more than the case goes under the lock from the start: a session note needs the
         // agreements, and a record it supersedes is read (here another case's, refused).
@@ -143,7 +180,39 @@ extension EpochExchangeTests {
             vaultA,
             NewRecord(caseID: otherCase, type: .intakeForm, content: Self.intake("again"), supersedes: first.id))
         #expect(superseding.failureCode == .invalidField, "\(superseding)")
-        #expect(storage.oneTripCounts == (read: 5, filed: 1, changed: 4))
+        #expect(storage.oneTripCounts == (read: 6, filed: 1, givenBack: 5))
+    }
+
+    @Test(
+        "a one-trip filing whose session the server ends while its commit waits for the synchronous standby answers storage-failure saying it may have been done, never a filing acknowledged: the procedure commits before it answers; the row was kept on the primary"
+    )
+    func oneTripCommitCutShort() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (a, _, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
+        let caseID = try await self.blocking { try vaultA.openCase(header: Self.header, mediators: [], author: nil).id }
+
+        try clusters.kill(primary: false)
+        let filing = Task {
+            await Self.awaitedFiling(vaultA, NewRecord(caseID: caseID, type: .intakeForm, content: Self.intake("cut")))
+        }
+        let waiting: PostgresQuery = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+        #expect(try await self.untilFound(waiting, on: a.connection), "no commit waited for the standby")
+        try await a.connection.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'", logger: self.logger)
+        let outcome = await filing.value
+        if case .failure(let error) = outcome {
+            #expect(error.code == .storageFailure && error.message.contains("may have been done"), "\(error)")
+        } else {
+            Issue.record("a filing whose commit the standby never acknowledged was answered \(outcome)")
+        }
+        #expect(vaultA.storage.oneTripCounts == (read: 1, filed: 0, givenBack: 0))
+        let kept = try await self.blocking {
+            try vaultB.storage.records(caseID: caseID).filter { $0.type == .intakeForm }.count
+        }
+        #expect(kept == 1)
+        try clusters.restartStandby()
     }
 }
 

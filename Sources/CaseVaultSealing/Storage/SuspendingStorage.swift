@@ -32,13 +32,11 @@ package protocol SuspendingStorage: RecordStorage {
 /// decided on it is committed only if all of it still holds under the case's lock.
 package struct FilingSnapshot: Sendable, Equatable {
     package var summary: CaseSummary?
-    package var rosterUID: UInt32?
     package var onRoster: Bool
     package var wrapEpoch: UInt64?
 
-    package init(summary: CaseSummary?, rosterUID: UInt32?, onRoster: Bool, wrapEpoch: UInt64?) {
+    package init(summary: CaseSummary?, onRoster: Bool, wrapEpoch: UInt64?) {
         self.summary = summary
-        self.rosterUID = rosterUID
         self.onRoster = onRoster
         self.wrapEpoch = wrapEpoch
     }

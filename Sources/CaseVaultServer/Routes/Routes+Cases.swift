@@ -133,8 +133,8 @@ extension Routes {
         if unique != nil { filing.parsed = object }
         let record = filing
         // The case, the roster and the decision in one trip to the index, under the case's lock (on PostgreSQL a
-        // filing that only adds its record is decided on that trip without the lock, and committed only if it
-        // still holds under it: `Vault.awaitFile`).
+        // filing that only adds its record is first decided on a read without the lock, and filed in one call
+        // only if that read still holds under it: `Vault.awaitFile`).
         let rosterUID = Self.rosterUID(context)
         let decide: @Sendable (CaseSummary, Bool) throws(CaseVaultError) -> Authority = {
             summary, onRoster throws(CaseVaultError) in
