@@ -35,21 +35,21 @@ extension PostgresStorage {
 
     /// A filing in one trip (`FilingSnapshot`), on one connection, which the awaited case locks may hold
     /// (`awaitedLocks`): the case's row, the roster and the epoch new wraps use read without a lock
-    /// (`Prepared.CaseRosterAndWrapEpochUnlocked`); `seal` decides and seals on them; then one statement, its
-    /// own transaction (`Prepared.FileIfUnchanged`), takes the case's lock and the lock filings share
-    /// without waiting for either, and files the row under the epoch read only if the case's row and the
-    /// roster are still what was read and that epoch is still the one new wraps use. `nil`, having filed
-    /// nothing, inside a case's lock (whose transaction the filing joins), when `seal` declined, when this
-    /// daemon does not hold that epoch's key, when a lock was held, or when something changed: the filing
-    /// is then decided again under the case's lock (`awaitWithCaseLock`), which waits for it.
+    /// (`Prepared.CaseRosterAndWrapEpochUnlocked`); `seal` decides and seals on them; then one `CALL` of a
+    /// procedure (`Prepared.FileIfUnchanged`) that takes the case's lock and the lock filings share without
+    /// waiting for either, files the row under the epoch read only if the case's row and the roster are
+    /// still what was read and that epoch is still the one new wraps use, and commits before it answers.
+    /// `nil`, having filed nothing, inside a case's lock (whose transaction the filing joins), when `seal`
+    /// declined, when this daemon does not hold that epoch's key, when a lock was held, or when something
+    /// changed: the filing is then decided again under the case's lock (`awaitWithCaseLock`), which waits.
     ///
     /// The read and the call share the connection, so that the call goes out on a session that has just
     /// answered (PostgresNIO never answers a statement sent on a session the server ended while it sat
-    /// idle). Its commit is the statement's end: when it was sent and no clean answer came (its connection
-    /// went, its limit passed, a shutdown, which may follow a commit kept locally while it waited for the
+    /// idle). When the call was sent and no clean answer came (its connection went, its limit passed, a
+    /// FATAL such as a shutdown's, which may follow a commit kept locally while it waited for the
     /// synchronous standby), the filing answers `commitUnanswered`, as a commit does; when the server
-    /// answered with an error (`refusedByServer`), the statement's transaction rolled back and that error is
-    /// the answer (`storage-unavailable` from a server that stopped taking writes).
+    /// answered with an error (`refusedByServer`), the call's transaction rolled back and that error is the
+    /// answer (`storage-unavailable` from a server that stopped taking writes).
     package func awaitFileIfUnchanged(
         _ id: CaseID, readingRoster rosterUID: UInt32?, sealing seal: (FilingSnapshot) -> SealedRecord?
     ) async throws(CaseVaultError) -> RecordMetadata? {

@@ -67,11 +67,16 @@ enum Prepared {
     /// lock was awaited is caught by the insert's own check, as for `FilingLockAndWrapEpoch`.
     struct CaseRosterAndWrapEpoch: PostgresPreparedStatement {
         static let name = "casevault_case_roster_wrap_epoch"
-        static let sql = """
+        static let sql =
+            Self.columns + """
+
+                FROM pg_advisory_xact_lock_shared($3) AS filing LEFT JOIN casevault_cases c ON c.id = $2
+                """
+        /// What it reads, the case joined as `c`, the roster uid as `$1`: `Row`.
+        static let columns = """
             SELECT c.state, c.participant_count, c.mediators, c.supervisors, c.created_at, c.closed_at,
                 EXISTS (SELECT 1 FROM casevault_roster WHERE uid = $1),
                 (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
-            FROM pg_advisory_xact_lock_shared($3) AS filing LEFT JOIN casevault_cases c ON c.id = $2
             """
         static let bindingDataTypes: [PostgresDataType] = [.int8, .bytea, .int8]
         typealias Row = (String?, Int?, [Int64]?, [Int64]?, Int64?, Int64?, Bool, Int64?)
@@ -173,17 +178,17 @@ enum Prepared {
 
         func decodeRow(_ row: PostgresRow) throws -> Int32 { try row.decode(Int32.self) }
     }
+
     /// A case's row (`NULL`s for an unknown case), whether a uid is on the roster and the epoch new wraps
     /// use, as `CaseRosterAndWrapEpoch` reads them but without a lock: the read of a filing in one trip
     /// (`PostgresStorage.awaitFileIfUnchanged`), which `FileIfUnchanged` checks again under the locks.
     struct CaseRosterAndWrapEpochUnlocked: PostgresPreparedStatement {
         static let name = "casevault_case_roster_wrap_epoch_unlocked"
-        static let sql = """
-            SELECT c.state, c.participant_count, c.mediators, c.supervisors, c.created_at, c.closed_at,
-                EXISTS (SELECT 1 FROM casevault_roster WHERE uid = $1),
-                (SELECT max(number) FROM casevault_epochs WHERE ready_at IS NOT NULL)
-            FROM (SELECT 1) AS one LEFT JOIN casevault_cases c ON c.id = $2
-            """
+        static let sql =
+            CaseRosterAndWrapEpoch.columns + """
+
+                FROM (SELECT 1) AS one LEFT JOIN casevault_cases c ON c.id = $2
+                """
         static let bindingDataTypes: [PostgresDataType] = [.int8, .bytea]
         typealias Row = CaseRosterAndWrapEpoch.Row
 
