@@ -98,8 +98,9 @@ EOF
 # of its own (autocommit): what the database would spend were casevaultd to send each filing as one call.
 # Each statement of a PL/pgSQL function takes its own snapshot under READ COMMITTED, so the case is read after
 # its lock is granted, as in the transaction above. casevaultd files one a call only for a filing that only
-# adds its record, with an unlocked read of its own before it (casevault_file_unchanged), never eight to a
-# call: this measures what the database would leave it.
+# adds its record, with an unlocked read of its own before it, never eight to a call, and its call is a
+# procedure that commits inside (casevault_file_unchanged, a little dearer than this function, whose
+# statement commits after it answers): this measures what the database would leave it.
 as_owner "$bin/psql" -qX -v ON_ERROR_STOP=1 -h "$root" -p 5441 -U bench -d ceiling >/dev/null <<'EOF'
 CREATE FUNCTION filing(k int, r int) RETURNS int LANGUAGE plpgsql AS $$
 DECLARE state text; mediators bigint[]; epoch bigint;

@@ -284,7 +284,7 @@ package enum PostgresSchema {
         // row before its commit at the protocol's Sync, and a session ended while the commit waited for the
         // standby could let that row out first). It takes the case's lock and the lock filings share, each
         // only if free (a held one answers 4, and the filing waits for it under the case's lock instead,
-        // with that path's limits and answers; any other lock is waited for 20 s at most), then files the
+        // with that path's limits and answers; each other lock is waited for 20 s at most), then files the
         // record's row only if the case's row and the filer's place on the roster are what the filing read
         // without the lock, under the epoch new wraps use, unless a move marked the vault. Each statement
         // reads what committed before it began, after the locks' grant, at READ COMMITTED, which it checks
@@ -328,6 +328,8 @@ package enum PostgresSchema {
                     p_answer := 2;
                     RETURN;
                 END IF;
+                -- Nothing after the commit may fail or wait: an error here would be taken for a call that
+                -- kept nothing, and the filing made again under the case's lock.
                 COMMIT;
                 p_answer := 0;
             END

@@ -93,6 +93,7 @@ extension PostgresStorage {
             // filing goes under the case's lock, on another connection.
             guard !connection.isClosed else {
                 Self.discard(connection)
+                self.oneTripGivenBack.add(1, ordering: .relaxed)
                 return nil
             }
             let outcome: Result<Int32?, CaseVaultError>
@@ -114,9 +115,13 @@ extension PostgresStorage {
                 throw Self.commitUnanswered
             }
             switch outcome {
-            case .success(let answer):
+            case .success(let answer?):
                 self.checkIn(connection)
                 return self.oneTripAnswered(answer, statement.row)
+            case .success(nil):
+                // No answer row: nothing says what happened, so nothing is filed again under the lock.
+                Self.discard(connection)
+                throw Self.commitUnanswered
             case .failure(let error):
                 if error.code == .storageUnavailable { Self.discard(connection) } else { self.checkIn(connection) }
                 throw error
@@ -128,7 +133,7 @@ extension PostgresStorage {
     /// filed it (0), `nil` otherwise, counted; a transaction not at READ COMMITTED (3: the database's
     /// `default_transaction_isolation` is another) is logged once, and from then on every filing takes the
     /// lock from the start.
-    private func oneTripAnswered(_ answer: Int32?, _ row: PostgresRecords.Row) -> RecordMetadata? {
+    private func oneTripAnswered(_ answer: Int32, _ row: PostgresRecords.Row) -> RecordMetadata? {
         guard answer == 0 else {
             self.oneTripGivenBack.add(1, ordering: .relaxed)
             if answer == 3, !self.oneTripIsolationLogged.exchange(true, ordering: .relaxed) {
@@ -142,11 +147,13 @@ extension PostgresStorage {
         return row.metadata
     }
 
-    /// Whether the server answered a statement with an error that rolled its transaction back, so that
-    /// nothing of it was kept: one of severity ERROR, not FATAL or PANIC, which end the session and may follow
-    /// a commit kept locally while it waited for the synchronous standby (a shutdown's, 57P01 to 57P03).
+    /// Whether the server answered a one-trip filing's call with an error that rolled it back, so that nothing
+    /// of it was kept: one of severity ERROR, raised before the procedure's `COMMIT` (after it the procedure
+    /// only sets its answer), but not a cancel (57014), which may come after that commit; not a FATAL or a
+    /// PANIC, which end the session and may follow a commit kept locally while it waited for the synchronous
+    /// standby (a shutdown's, 57P01 to 57P03).
     static func refusedByServer(_ error: PSQLError) -> Bool {
-        error.serverInfo?[.severity] == "ERROR"
+        error.serverInfo?[.severity] == "ERROR" && error.serverInfo?[.sqlState] != "57014"
     }
 
     /// Has `hook` run between a one-trip filing's read and its commit, from now on (`nil`: none): for tests,

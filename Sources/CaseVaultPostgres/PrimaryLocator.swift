@@ -106,16 +106,22 @@ package struct PrimaryLocator: Sendable, CustomStringConvertible, CustomReflecta
     /// 5 s while it runs a statement. The TCP settings do nothing over a local socket, where the server
     /// shares the daemon's host. No limit on a session idle inside a transaction: a daemon (or a test
     /// process) starved of CPU for that long would lose its transaction, and the probes already end a
-    /// session whose client is gone.
+    /// session whose client is gone. No statement timeout either, whatever the role or database sets: the
+    /// daemon bounds its statements itself (`PostgresStorage.bounded`, 30 s), and a one-trip filing's
+    /// procedure commits inside its statement, where a timeout firing while the commit waited for the
+    /// synchronous standby would end that wait with a warning, the row kept locally, and let the call answer
+    /// that it filed (a `COMMIT` of its own turns the timeout off first).
     static func isInRecovery(_ connection: PostgresConnection, logger: Logger) async throws -> Bool {
         let rows = try await connection.query(
             """
             SELECT pg_is_in_recovery(), set_config('tcp_user_timeout', '25000', false),
                 set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false),
                 set_config('tcp_keepalives_count', '3', false),
-                set_config('client_connection_check_interval', '5s', false)
+                set_config('client_connection_check_interval', '5s', false), set_config('statement_timeout', '0', false)
             """, logger: logger)
-        for try await (inRecovery, _, _, _, _, _) in rows.decode((Bool, String, String, String, String, String).self) {
+        for try await (inRecovery, _, _, _, _, _, _) in rows.decode(
+            (Bool, String, String, String, String, String, String).self)
+        {
             return inRecovery
         }
         return true
