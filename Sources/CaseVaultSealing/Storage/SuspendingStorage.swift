@@ -30,7 +30,7 @@ package protocol SuspendingStorage: RecordStorage {
 /// case's row (`nil` for an unknown case), whether the roster uid asked about is on the roster, and the erase
 /// epoch new wraps used then (`nil` where none is ready, or where the storage wraps under none). A filing
 /// decided on it is committed only if all of it still holds under the case's lock.
-package struct FilingSnapshot: Sendable, Equatable {
+package struct FilingSnapshot: Sendable {
     package var summary: CaseSummary?
     package var onRoster: Bool
     package var wrapEpoch: UInt64?
