@@ -230,12 +230,21 @@ extension RecordStore {
             self.phases.withLock { $0.add(flushed.clock.phases) }
             return batch.map { .success($0.metadata) }
         } catch {
-            // Nothing was acknowledged: undo what reached the disk so no orphan key or ciphertext remains. The
-            // batches behind this one fail as well, and the next to lead reads the writer's state again.
+            // Nothing was acknowledged. The batches behind this one fail as well, and the next to lead reads the
+            // writer's state again.
             self.batchFailures.withLock { failures in
                 if failures.failed == flushed.failures { failures.failed += 1 }
             }
-            self.undo(flushed.frames)
+            // Once the index lost commits (`Index.Loss`), whether this one is on the disk is not known: its
+            // flush may have failed after its frames were written, or it committed and a checkpoint met the
+            // loss while it waited (`Index.Checkpoints`). Undone, a commit that stayed would leave a live row
+            // whose key slot is scrubbed, unreadable for good. So the frames and slots are left for the next
+            // open (the store is closed meanwhile), whose recovery keeps the rows the disk kept and rebuilds or
+            // scrubs the others whole (`recover`): the put may have been done. Otherwise nothing committed, and
+            // what reached the disk is undone so that no orphan key or ciphertext remains.
+            if !self.index.loss.happened {
+                self.undo(flushed.frames)
+            }
             self.logBatchFailure(batch.count, error)
             return batch.map { _ in .failure(error) }
         }

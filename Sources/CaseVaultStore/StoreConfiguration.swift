@@ -29,8 +29,9 @@ package struct StoreConfiguration: Sendable {
     /// Test-only: asked before each put batch's index commit; `true` fails that commit as a full disk would
     /// (the batch fails, the store serves on), so that a test can fail one while the next batch is flushed.
     package var failingCommit: (@Sendable () -> Bool)?
-    /// Test-only: called by each checkpoint of the index's WAL that runs off the writer, once it has copied
-    /// and before it ends (`Index.Checkpoints`), so that a test can hold one in flight.
+    /// Test-only: called by each checkpoint of the index's WAL that runs off the writer, once it has copied or
+    /// failed and before it ends (before a failure it met is recorded as the index's loss: `Index.Checkpoints`),
+    /// so that a test can hold one in flight.
     package var checkpointObserver: (@Sendable () -> Void)?
     /// How long each record type is kept (the retention sweep) and what a legal hold keeps.
     package var retention: RetentionSchedule

@@ -3,6 +3,7 @@ import CaseVaultCore
 import CaseVaultSealing
 import CaseVaultStore
 import Foundation
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -327,6 +328,102 @@ struct FailingDiskTests {
             for (id, content) in records {
                 #expect((try? store.sealed.get(id).content) == content, "put \(id) lost")
             }
+            store.close()
+        }
+        try fs.cut()
+    }
+
+    @Test(
+        "a case opened while a checkpoint of the index meets a failed flush: its commit reached the WAL and it is refused, and after a power cut it opens whole (its key slot was not scrubbed), every acknowledged put reads back, and a rotation completes"
+    )
+    func commitBesideAFailedCheckpoint() throws {
+        let fs = try PowerCutFS()
+        try fs.mount()
+        let vault = fs.newVault()
+        try vault.open().close()
+        try fs.cut()
+        // Only a checkpoint flushes the index's database file, and every such flush fails while the switch
+        // file exists; the WAL's own flushes succeed.
+        let failing = fs.root + "/failing"
+        let database = Self.onDisk("fdatasync:/<vault>/data/index.sqlite", vault: vault)
+        try fs.mount(options: ["--fail=\(database)@1=EIO+", "--fail-while=\(failing)"])
+        var records: [RecordID: [UInt8]] = [:]
+        let everyCase = { (_: Bool) in CaseQuery(visibility: CaseVisibility(everyCase: true)) }
+        do {
+            let hold = HeldCheckpoint()
+            let store = try vault.open(clock: TestClock(1_700_000_000_000)) { configuration in
+                configuration.checkpointObserver = { hold.reached() }
+            }
+            let caseID = Samples.caseID()
+            for n in 0..<6 {
+                let content = Samples.content(.sessionNote, marker: "beside \(n)")
+                records[try store.sealed.put(NewRecord(caseID: caseID, type: .sessionNote, content: content)).id] =
+                    content
+            }
+            let shredded = records.keys.first!
+            records[shredded] = nil
+            #expect(FileManager.default.createFile(atPath: failing, contents: nil))
+            // The shred's checkpoint before the WAL's truncation copies the WAL and fails to flush the copy. It
+            // is held there, before it records the loss, the only checkpoint in flight.
+            hold.arm()
+            let shredDone = DispatchSemaphore(value: 0)
+            Thread {
+                _ = try? store.shred(shredded)
+                shredDone.signal()
+            }.start()
+            for _ in 0..<(600 * VaultDaemon.slowdown) where !hold.isHolding { usleep(10_000) }
+            #expect(hold.isHolding, "the shred's checkpoint never ran")
+            // Opening a case is a commit with a flush of its own: once flushed, it waits for the checkpoint in
+            // flight before it is answered.
+            let opened = Mutex<Result<CaseID, CaseVaultError>?>(nil)
+            let openDone = DispatchSemaphore(value: 0)
+            Thread {
+                let result = Result { () throws(CaseVaultError) in
+                    try store.sealed.openCase(header: Lifecycle.header, mediators: [], author: nil).id
+                }
+                opened.withLock { $0 = result }
+                openDone.signal()
+            }.start()
+            var committed = false
+            for _ in 0..<(600 * VaultDaemon.slowdown) where !committed {
+                committed = (try? store.listCases(rosterUID: nil, everyCase).rows.count) == 1
+                if !committed { usleep(10_000) }
+            }
+            #expect(committed, "the case's commit never read back")
+            hold.release()
+            openDone.wait()
+            shredDone.wait()
+            unlink(failing)
+            // The loss came before its answer: refused, although its row is in the WAL on the disk.
+            switch opened.withLock({ $0 }) {
+            case .failure(let error):
+                #expect(error.message.contains("restart casevaultd"), "\(error)")
+            case .success(let id):
+                Issue.record("the case \(id) was acknowledged although the index lost a checkpoint's flush")
+            case nil:
+                Issue.record("the case was not answered")
+            }
+            #expect(store.indexLost)
+            store.close()
+        }
+        try fs.cut()
+        #expect(!fs.injected.isEmpty, "the failure was not injected")
+        try fs.mount()
+        do {
+            let store = try vault.open()
+            let unreadable = NamedPointPowerCutTests.unreadable(records, in: store)
+            #expect(unreadable == 0, "\(unreadable) of \(records.count) acknowledged records do not read back")
+            // The refused case is the only one: its commit was flushed, so it is there, and opens.
+            let cases = try store.listCases(rosterUID: nil, everyCase)
+            #expect(cases.rows.count == 1, "\(cases.rows.count) cases after the cut")
+            for row in cases.rows {
+                let header = try store.caseHeaderID(row.summary.id)
+                #expect(throws: Never.self, "the refused case's header does not open") {
+                    _ = try store.sealed.get(header)
+                }
+            }
+            let rotation = try store.rotate()
+            #expect(rotation.complete, "\(rotation)")
             store.close()
         }
         try fs.cut()

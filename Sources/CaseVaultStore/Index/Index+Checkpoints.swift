@@ -128,6 +128,7 @@ extension Index {
                     self.completed.withLock { $0 = (frames.walFrameCount, frames.checkpointedFrameCount) }
                     self.observer?()
                 } catch {
+                    self.observer?()
                     // Before the connection is let go of: a flushed commit waiting in `awaitIdle` sees it.
                     if Loss.means(error, onWriter: true) { self.loss.record() }
                 }
