@@ -197,6 +197,8 @@ extension RecordStore {
         // The time spent waiting for the batches before it is not this batch's commit.
         flushed.clock.restart()
         let batch = flushed.batch
+        // Whether the index was asked to commit: before that, a failure certainly left nothing committed.
+        var committing = false
         do throws(CaseVaultError) {
             guard self.batchFailures.withLock({ $0.failed == flushed.failures }) else {
                 throw CaseVaultError(
@@ -205,6 +207,7 @@ extension RecordStore {
             if self.configuration.failingCommit?() == true {
                 throw CaseVaultError(.storageFailure, "the index refused the commit (a test's injected failure)")
             }
+            committing = true
             let waited = self.index.checkpoints.waitedNanoseconds
             if flushed.settling {
                 // A filing's effects may mark records for shredding (a final agreement's notes): then no get
@@ -235,14 +238,16 @@ extension RecordStore {
             self.batchFailures.withLock { failures in
                 if failures.failed == flushed.failures { failures.failed += 1 }
             }
-            // Once the index lost commits (`Index.Loss`), whether this one is on the disk is not known: its
-            // flush may have failed after its frames were written, or it committed and a checkpoint met the
-            // loss while it waited (`Index.Checkpoints`). Undone, a commit that stayed would leave a live row
-            // whose key slot is scrubbed, unreadable for good. So the frames and slots are left for the next
-            // open (the store is closed meanwhile), whose recovery keeps the rows the disk kept and rebuilds or
-            // scrubs the others whole (`recover`): the put may have been done. Otherwise nothing committed, and
-            // what reached the disk is undone so that no orphan key or ciphertext remains.
-            if !self.index.loss.happened {
+            // A commit asked for once the index lost commits (`Index.Loss`, its error `restart casevaultd`) may
+            // be on the disk: its flush may have failed after its frames were written, or it committed and a
+            // checkpoint met the loss while it waited (`Index.Checkpoints`). Undone, a commit that stayed would
+            // leave a live row whose key slot is scrubbed, unreadable for good. So its frames and slots are
+            // left for the next open (the store is closed meanwhile), whose recovery keeps the rows the disk
+            // kept and rebuilds or scrubs the others whole (`recover`): the put may have been done. Otherwise
+            // nothing committed (an error SQLite raised before its commit; a failure of its shared memory after
+            // the WAL's frames were written, which is not counted as a loss, is taken as none), and what
+            // reached the disk is undone so that no orphan key or ciphertext remains.
+            if !(committing && self.index.loss.happened) {
                 self.undo(flushed.frames)
             }
             self.logBatchFailure(batch.count, error)

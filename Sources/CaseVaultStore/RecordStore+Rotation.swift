@@ -135,8 +135,22 @@ extension RecordStore {
         }
         try self.segments.flush(cleared)
         for (id, slot, bytes) in pending {
-            try self.slots.write(
-                slot, try self.sealing.rewrap(slotBytes: bytes, recordID: id, slot: slot, epoch: target))
+            let rewrapped: [UInt8]
+            do throws(CaseVaultError) {
+                rewrapped = try self.sealing.rewrap(slotBytes: bytes, recordID: id, slot: slot, epoch: target)
+            } catch  where error.code == .integrityFailure {
+                // The rotation cannot go past a slot that does not open, and the old epoch stays until it can:
+                // the operator is told which record (its id, as in its URL), to restore or shred it.
+                self.logger.error(
+                    "a key slot failed authentication: the rotation stops there",
+                    metadata: ["record.id": "\(id.rawValue)", "error.code": "\(error.code.rawValue)"])
+                throw CaseVaultError(
+                    .integrityFailure,
+                    "record \(id.rawValue)'s key slot failed authentication, so the rotation cannot go past it: "
+                        + "restore the data directory from a backup, or shred that record (it cannot be read)",
+                    cause: error)
+            }
+            try self.slots.write(slot, rewrapped)
             self.observe(.rotateAfterSlotWrite)
         }
         try self.slots.flush()

@@ -146,6 +146,11 @@ struct AttachmentTests {
         try flip(first, at: 40)
         let refused = try daemon.call("GET", "/v1/records/\(first)/attachment", as: Self.director, expect: 500)
         #expect(refused.problemType == "integrity-failure")
+        // The operator learns of the damage from the daemon's log too.
+        let logged = daemon.log.split(separator: "\n").contains {
+            $0.contains("error.code=integrity-failure") && $0.contains("stored data failed authentication")
+        }
+        #expect(logged, "the integrity failure is not in the daemon's log:\n\(daemon.log.suffix(2000))")
         try flip(second, at: 600_000)
         let (status, exit) = try Self.curl(
             daemon, ["-o", "/dev/null", "http://casevault/v1/records/\(second)/attachment"])

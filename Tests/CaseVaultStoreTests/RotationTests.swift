@@ -71,6 +71,48 @@ struct RotationTests {
         reopened.close()
     }
 
+    @Test(
+        "a rotation meets a key slot that does not open: it stops there naming the record, retires nothing, and once that record is shredded it completes"
+    )
+    func rotationStopsAtADamagedSlot() throws {
+        let vault = TestVault()
+        var records: [RecordID: [UInt8]]
+        do {
+            let store = try vault.open()
+            records = try Self.populate(store, count: 10)
+            store.close()
+        }
+        // One record's slot damaged on the disk: a byte of its wrapped key changed.
+        let damaged = records.keys.sorted { $0.rawValue < $1.rawValue }[3]
+        let index = try DatabaseQueue(path: vault.data + "/index.sqlite")
+        let slot = try index.read { db in
+            try Int64.fetchOne(db, sql: "SELECT slot FROM records WHERE id = ?", arguments: [damaged.rawValue])
+        }
+        try index.close()
+        let path = vault.data + "/keyslots"
+        var file = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        file[Int(try #require(slot)) * 128 + 60] ^= 0xFF
+        try Data(file).write(to: URL(fileURLWithPath: path))
+        records[damaged] = nil
+
+        let store = try vault.open()
+        do throws(CaseVaultError) {
+            _ = try store.rotate()
+            Issue.record("the rotation went past a key slot that does not open")
+        } catch {
+            #expect(error.code == .integrityFailure)
+            #expect(error.message.contains(damaged.rawValue), "the refusal does not name the record: \(error.message)")
+        }
+        #expect(try store.activeEpochs() == [1, 2], "an epoch was retired while a slot under it remained")
+        for (id, content) in records { #expect(try store.sealed.get(id).content == content) }
+        // The operator's way out: the record cannot be read, and its shred lets the rotation finish.
+        try store.shred(damaged)
+        let rotation = try store.rotate()
+        #expect(rotation.complete && rotation.retired == [1], "\(rotation)")
+        for (id, content) in records { #expect(try store.sealed.get(id).content == content) }
+        store.close()
+    }
+
     @Test("a rotation killed with SIGKILL at random points loses no record and resumes", .timeLimit(.minutes(5)))
     func killedRotationResumes() throws {
         let vault = TestVault()

@@ -103,6 +103,12 @@ struct ProblemMiddleware: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch let error as CaseVaultError {
+            // Damage or tampering found in what the vault stores is the operator's to know of, not only the
+            // client's (the audit log has the code too): its code, in the daemon's log.
+            if error.code == .integrityFailure {
+                context.logger.error(
+                    "stored data failed authentication", metadata: ["error.code": "\(error.code.rawValue)"])
+            }
             return Problem(error).response()
         } catch let error as MethodNotAllowed {
             var response = Problem(
