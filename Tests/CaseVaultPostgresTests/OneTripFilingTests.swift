@@ -184,6 +184,61 @@ extension EpochExchangeTests {
     }
 
     @Test(
+        "a database whose sessions begin at REPEATABLE READ, for a role with a statement timeout of 200 ms: the procedure refuses the first one-trip call (it files only at READ COMMITTED), and that filing and every later one are made under the case's lock, none in one trip; a filing that waits 600 ms for its case's lock held elsewhere still files, the daemon's sessions running without the timeout"
+    )
+    func oneTripUnderAnotherIsolation() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        // Set before the daemons connect: each of their sessions begins so.
+        for setting in ["default_transaction_isolation = 'repeatable read'", "statement_timeout = '200ms'"] {
+            _ = try clusters.psql(
+                clusters.primaryPort, clusters.primarySockets, PostgresClusters.database,
+                "ALTER ROLE \(PostgresClusters.user) SET \(setting)")
+        }
+        let keys = try KeyFolder()
+        let (_, _, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
+        let storage = vaultA.storage
+        let caseID = try await self.blocking { try vaultA.openCase(header: Self.header, mediators: [], author: nil).id }
+
+        let first = try await Self.awaitedFiling(
+            vaultA, NewRecord(caseID: caseID, type: .intakeForm, content: Self.intake("first"))
+        ).get()
+        #expect(storage.oneTripCounts == (read: 1, filed: 0, givenBack: 1))
+        let second = try await Self.awaitedFiling(
+            vaultA, NewRecord(caseID: caseID, type: .intakeForm, content: Self.intake("second"))
+        ).get()
+        #expect(
+            storage.oneTripCounts == (read: 1, filed: 0, givenBack: 1),
+            "a filing was sent in one trip after the database refused the first")
+
+        // The case's lock held by the other daemon for 600 ms, three times the role's statement timeout.
+        let release = Flag()
+        defer { release.raise() }
+        let locked = Flag()
+        let holder = Task {
+            try await vaultB.storage.awaitWithCaseLock(caseID, readingRoster: nil) {
+                _, _ async throws(CaseVaultError) in
+                locked.raise()
+                while !release.isRaised { try? await Task.sleep(for: .milliseconds(5)) }
+            }
+        }
+        #expect(await Self.within(seconds: 20) { locked.isRaised })
+        let waiting = Task {
+            await Self.awaitedFiling(
+                vaultA, NewRecord(caseID: caseID, type: .intakeForm, content: Self.intake("waited")))
+        }
+        try await Task.sleep(for: .milliseconds(600))
+        release.raise()
+        try await holder.value
+        let third = try await waiting.value.get()
+
+        for (record, marker) in [(first, "first"), (second, "second"), (third, "waited")] {
+            let read = try await self.blocking { try vaultB.get(record.id) }
+            #expect(read.content == Self.intake(marker) && read.metadata.caseID == caseID)
+        }
+    }
+
+    @Test(
         "a one-trip filing whose session the server ends while its commit waits for the synchronous standby answers storage-failure saying it may have been done, never a filing acknowledged: the procedure commits before it answers; the row was kept on the primary"
     )
     func oneTripCommitCutShort() async throws {
