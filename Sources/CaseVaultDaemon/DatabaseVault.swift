@@ -278,8 +278,17 @@ struct EpochService: Service {
     }
 
     private func stepFailed(_ error: CaseVaultError) {
-        self.logger.warning(
-            "an erase epoch step failed; the next one tries again", metadata: ["error.code": "\(error.code.rawValue)"])
+        // A wrapped key that does not open stops every turn at it: the operator needs to know which record's
+        // (its error names it by id, never by content).
+        guard error.code == .integrityFailure else {
+            self.logger.warning(
+                "an erase epoch step failed; the next one tries again",
+                metadata: ["error.code": "\(error.code.rawValue)"])
+            return
+        }
+        self.logger.error(
+            "an erase epoch step met a wrapped key that does not open; the next one tries again",
+            metadata: ["error.code": "\(error.code.rawValue)", "error.detail": "\(error.message)"])
     }
 
     /// Runs `body` for at most `stepLimit`: past it, the presence's connection, on which the body runs, is

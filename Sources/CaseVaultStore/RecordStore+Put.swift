@@ -165,10 +165,10 @@ extension RecordStore {
             // Placed after the batches still committing: their commits come first, then the state is read
             // again from the index.
             drain()
-            self.undo(zip(frames, placed).map { ($0.slot, $1) })
+            let answer = self.undo(zip(frames, placed).map { ($0.slot, $1) }) ? error : Self.mayBeKept(error)
             self.reloadWriterState(orRestore: before)
             self.logBatchFailure(batch.count, error)
-            return .done(batch.map { _ in .failure(error) })
+            return .done(batch.map { _ in .failure(answer) })
         }
         let rows = zip(zip(batch, frames), placed).map { (pair, place) in
             Index.PutRow(
@@ -238,32 +238,53 @@ extension RecordStore {
             self.batchFailures.withLock { failures in
                 if failures.failed == flushed.failures { failures.failed += 1 }
             }
-            // A commit asked for once the index lost commits (`Index.Loss`, its error `restart casevaultd`) may
-            // be on the disk: its flush may have failed after its frames were written, or it committed and a
-            // checkpoint met the loss while it waited (`Index.Checkpoints`). Undone, a commit that stayed would
+            // A commit refused for the index's loss of commits (`Index.Loss`, its error `restart casevaultd`)
+            // may be on the disk: its flush may have failed after its frames were written, or it committed and
+            // a checkpoint met the loss while it waited (`Index.Checkpoints`). Undone, a commit that stayed would
             // leave a live row whose key slot is scrubbed, unreadable for good. So its frames and slots are
             // left for the next open (the store is closed meanwhile), whose recovery keeps the rows the disk
             // kept and rebuilds or scrubs the others whole (`recover`): the put may have been done. Otherwise
             // nothing committed (an error SQLite raised before its commit; a failure of its shared memory after
             // the WAL's frames were written, which is not counted as a loss, is taken as none), and what
-            // reached the disk is undone so that no orphan key or ciphertext remains.
-            if !(committing && self.index.loss.happened) {
-                self.undo(flushed.frames)
-            }
+            // reached the disk is undone so that no orphan key or ciphertext remains (an undo that fails
+            // answers that the put may be kept: `mayBeKept`).
+            let left = committing && Index.Loss.isLoss(error)
+            let answer = left || self.undo(flushed.frames) ? error : Self.mayBeKept(error)
             self.logBatchFailure(batch.count, error)
-            return batch.map { _ in .failure(error) }
+            return batch.map { _ in .failure(answer) }
         }
     }
 
-    /// Overwrites the frames and scrubs the slots of a batch that failed, and flushes both.
-    private func undo(_ frames: [(slot: Int64, location: Segments.Location)]) {
+    /// Overwrites the frames and scrubs the slots of a batch that failed, and flushes both. Whether all of it
+    /// succeeded: a frame left whole past the settled mark is one the next open may take back (`recover`).
+    private func undo(_ frames: [(slot: Int64, location: Segments.Location)]) -> Bool {
         let stream = OverwriteStream()
+        var undone = true
         for (slot, place) in frames {
-            try? self.slots.scrub(slot)
-            try? self.segments.overwrite(place, from: stream)
+            do throws(CaseVaultError) {
+                try self.slots.scrub(slot)
+                try self.segments.overwrite(place, from: stream)
+            } catch {
+                undone = false
+            }
         }
-        try? self.segments.flush(Set(frames.map(\.location.segment)))
-        try? self.slots.flush()
+        do throws(CaseVaultError) {
+            try self.segments.flush(Set(frames.map(\.location.segment)))
+            try self.slots.flush()
+        } catch {
+            undone = false
+        }
+        return undone
+    }
+
+    /// The answer to a batch whose undo failed: what it wrote may still be on the disk when the store next
+    /// opens, and its recovery may take the puts back, so the answer must not say that nothing was kept.
+    static func mayBeKept(_ error: CaseVaultError) -> CaseVaultError {
+        CaseVaultError(
+            .storageFailure,
+            "the put failed and what it wrote could not be overwritten: it may be kept once casevaultd starts again, "
+                + "so list the case's records before sending it again; check the disk and free space",
+            cause: error)
     }
 
     /// Reads the writer's state again from the index when a put batch's commit failed since it was last

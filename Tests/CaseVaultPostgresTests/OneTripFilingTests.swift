@@ -223,11 +223,14 @@ extension EpochExchangeTests {
             }
         }
         #expect(await Self.within(seconds: 20) { locked.isRaised })
+        let ended = Flag()
         let waiting = Task {
-            await Self.awaitedFiling(
+            defer { ended.raise() }
+            return await Self.awaitedFiling(
                 vaultA, NewRecord(caseID: caseID, type: .intakeForm, content: Self.intake("waited")))
         }
         try await Task.sleep(for: .milliseconds(600))
+        #expect(!ended.isRaised, "the filing ended while the case's lock was held")
         release.raise()
         try await holder.value
         let third = try await waiting.value.get()
@@ -236,6 +239,58 @@ extension EpochExchangeTests {
             let read = try await self.blocking { try vaultB.get(record.id) }
             #expect(read.content == Self.intake(marker) && read.metadata.caseID == caseID)
         }
+    }
+
+    @Test(
+        "a one-trip filing whose call waits for a lock on the records' table (held as a migration would hold it): cancelled meanwhile, it answers storage-failure saying it may have been done and files nothing; left waiting past the procedure's 20 s lock timeout, it is given back to the case's lock and files once the table is let go"
+    )
+    func oneTripBehindATableLock() async throws {
+        let clusters = try PostgresClusters()
+        defer { clusters.tearDown() }
+        let keys = try KeyFolder()
+        let (a, b, vaultA, vaultB) = try await self.twoVaults(clusters, keys)
+        let storage = vaultA.storage
+        let caseID = try await self.blocking { try vaultA.openCase(header: Self.header, mediators: [], author: nil).id }
+        // A session of the test keeps every insert into the records' table waiting.
+        try await a.connection.query("BEGIN", logger: self.logger)
+        try await a.connection.query("LOCK TABLE casevault_records IN SHARE MODE", logger: self.logger)
+        let calls = """
+            FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+                AND query LIKE '%casevault_file_unchanged%'
+            """
+
+        // Cancelled while it waits (SQLSTATE 57014, which may also come after the procedure's commit).
+        let cancelled = Task {
+            await Self.awaitedFiling(
+                vaultA, NewRecord(caseID: caseID, type: .intakeForm, content: Self.intake("cancel")))
+        }
+        let waiting = PostgresQuery(unsafeSQL: "SELECT count(*) \(calls)")
+        #expect(try await self.untilFound(waiting, on: b.connection), "the call never waited for the table")
+        try await b.connection.query(
+            PostgresQuery(unsafeSQL: "SELECT pg_cancel_backend(pid) \(calls)"), logger: self.logger)
+        let outcome = await cancelled.value
+        if case .failure(let error) = outcome {
+            #expect(error.code == .storageFailure && error.message.contains("may have been done"), "\(error)")
+        } else {
+            Issue.record("a cancelled call was answered \(outcome)")
+        }
+        #expect(storage.oneTripCounts == (read: 1, filed: 0, givenBack: 0))
+
+        // Left waiting: the procedure's lock timeout (SQLSTATE 55P03) gives it back to the case's lock, whose
+        // insert waits in turn, and files once the table is let go.
+        let waited = Task {
+            await Self.awaitedFiling(
+                vaultA, NewRecord(caseID: caseID, type: .intakeForm, content: Self.intake("waited")))
+        }
+        let givenBack = await Self.within(seconds: 40) { storage.oneTripCounts.givenBack == 1 }
+        #expect(givenBack, "the call was not given back at its lock timeout")
+        try await a.connection.query("COMMIT", logger: self.logger)
+        let filed = try await waited.value.get()
+        #expect(storage.oneTripCounts == (read: 2, filed: 0, givenBack: 1))
+        let kept = try await self.blocking {
+            try vaultB.storage.records(caseID: caseID).filter { $0.type == .intakeForm }.map(\.id)
+        }
+        #expect(kept == [filed.id], "the cancelled call's form was filed, or the waiting one was not")
     }
 
     @Test(

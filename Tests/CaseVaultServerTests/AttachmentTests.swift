@@ -148,7 +148,7 @@ struct AttachmentTests {
         #expect(refused.problemType == "integrity-failure")
         // The operator learns of the damage from the daemon's log too.
         let logged = daemon.log.split(separator: "\n").contains {
-            $0.contains("error.code=integrity-failure") && $0.contains("stored data failed authentication")
+            $0.contains("error.code=integrity-failure") && $0.contains("stored data failed an integrity check")
         }
         #expect(logged, "the integrity failure is not in the daemon's log:\n\(daemon.log.suffix(2000))")
         try flip(second, at: 600_000)

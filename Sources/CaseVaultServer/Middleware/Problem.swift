@@ -107,7 +107,7 @@ struct ProblemMiddleware: RouterMiddleware {
             // client's (the audit log has the code too): its code, in the daemon's log.
             if error.code == .integrityFailure {
                 context.logger.error(
-                    "stored data failed authentication", metadata: ["error.code": "\(error.code.rawValue)"])
+                    "stored data failed an integrity check", metadata: ["error.code": "\(error.code.rawValue)"])
             }
             return Problem(error).response()
         } catch let error as MethodNotAllowed {
