@@ -210,14 +210,19 @@ struct FailingDiskTests {
     /// `failing` exists: as Linux does after a writeback error, what the flush should have made durable is
     /// lost at the cut, and a later flush succeeds.
     static func failingWAL() throws -> (fs: PowerCutFS, vault: TestVault, failing: String) {
+        try Self.failingFlushes(of: "index.sqlite-wal")
+    }
+
+    /// `failingWAL` for the flushes of `file` in the data directory.
+    static func failingFlushes(of file: String) throws -> (fs: PowerCutFS, vault: TestVault, failing: String) {
         let fs = try PowerCutFS()
         try fs.mount()
         let vault = fs.newVault()
         try vault.open().close()
         try fs.cut()
         let failing = fs.root + "/failing"
-        let wal = Self.onDisk("fdatasync:/<vault>/data/index.sqlite-wal", vault: vault)
-        try fs.mount(options: ["--fail=\(wal)@1=EIO+", "--fail-while=\(failing)"])
+        let site = Self.onDisk("fdatasync:/<vault>/data/\(file)", vault: vault)
+        try fs.mount(options: ["--fail=\(site)@1=EIO+", "--fail-while=\(failing)"])
         return (fs, vault, failing)
     }
 
@@ -337,16 +342,9 @@ struct FailingDiskTests {
         "a case opened while a checkpoint of the index meets a failed flush: its commit reached the WAL and it is refused, and after a power cut it opens whole (its key slot was not scrubbed), every acknowledged put reads back, and a rotation completes"
     )
     func commitBesideAFailedCheckpoint() throws {
-        let fs = try PowerCutFS()
-        try fs.mount()
-        let vault = fs.newVault()
-        try vault.open().close()
-        try fs.cut()
         // Only a checkpoint flushes the index's database file, and every such flush fails while the switch
         // file exists; the WAL's own flushes succeed.
-        let failing = fs.root + "/failing"
-        let database = Self.onDisk("fdatasync:/<vault>/data/index.sqlite", vault: vault)
-        try fs.mount(options: ["--fail=\(database)@1=EIO+", "--fail-while=\(failing)"])
+        let (fs, vault, failing) = try Self.failingFlushes(of: "index.sqlite")
         var records: [RecordID: [UInt8]] = [:]
         let everyCase = { (_: Bool) in CaseQuery(visibility: CaseVisibility(everyCase: true)) }
         do {
