@@ -120,8 +120,13 @@ final class WatchedStorage: RecordStorage {
         try self.inner.finishAttachment(watched.inner)
     }
 
+    /// Given the key the inner storage answered `openAttachment` with, the key to answer instead, before the
+    /// vault unwraps it (a test's: a shred or a rotation in between).
+    let afterOpeningAttachment = Mutex<(@Sendable (RecordID, StoredKey) -> StoredKey)?>(nil)
+
     func openAttachment(_ id: RecordID) throws(CaseVaultError) -> (key: StoredKey, file: any AttachmentSource) {
-        let (key, file) = try self.inner.openAttachment(id)
+        var (key, file) = try self.inner.openAttachment(id)
+        if let change = self.afterOpeningAttachment.withLock({ $0 }) { key = change(id, key) }
         return (key, WatchedSource(file, watcher: self))
     }
 }

@@ -19,9 +19,23 @@ extension Vault {
         try self.storage.finishAttachment(upload.file)
     }
 
-    /// Opens `id`'s attachment for reading; `not-found` when it has none.
+    /// Opens `id`'s attachment for reading; `not-found` when it has none. A shred that scrubbed the record's
+    /// key after the storage read it is reported as what it is (`shredded`), and a rotation that rewrapped
+    /// it and retired its epoch in between makes the key read once more, as `open` does for content.
     package func openAttachment(_ id: RecordID) throws(CaseVaultError) -> AttachmentDownload {
         let (key, file) = try self.storage.openAttachment(id)
-        return try AttachmentDownload(record: key.metadata, dataKey: try self.barrier.dataKey(key), file: file)
+        let dataKey: DataKey
+        do throws(CaseVaultError) {
+            dataKey = try self.barrier.dataKey(key)
+        } catch {
+            if try self.storage.shredHasBegun(id) {
+                throw CaseVaultError.recordShredded()
+            }
+            guard error.code == .integrityFailure else { throw error }
+            let reread = try self.storage.storedRecord(id).key
+            guard reread.wrapped != key.wrapped else { throw error }
+            dataKey = try self.barrier.dataKey(reread)
+        }
+        return try AttachmentDownload(record: key.metadata, dataKey: dataKey, file: file)
     }
 }
