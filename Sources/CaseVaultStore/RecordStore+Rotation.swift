@@ -138,7 +138,8 @@ extension RecordStore {
             let rewrapped: [UInt8]
             do throws(CaseVaultError) {
                 rewrapped = try self.sealing.rewrap(slotBytes: bytes, recordID: id, slot: slot, epoch: target)
-            } catch  where error.code == .integrityFailure {
+            } catch {
+                guard error.code == .integrityFailure else { throw error }
                 // The rotation cannot go past a slot that does not open, and the old epoch stays until it can:
                 // the operator is told which record (its id, as in its URL), to restore or shred it.
                 self.logger.error(

@@ -50,6 +50,35 @@ extension EpochExchangeTests {
         return true
     }
 
+    /// Holds `caseID`'s lock from `vault` until `release` is raised: the task holding it, once it holds it.
+    func holdingCaseLock(_ vault: Vault<PostgresStorage>, _ caseID: CaseID, release: Flag) async
+        -> Task<Void, any Error>
+    {
+        let locked = Flag()
+        let holder = Task {
+            try await vault.storage.awaitWithCaseLock(caseID, readingRoster: nil) { _, _ async throws(CaseVaultError) in
+                locked.raise()
+                while !release.isRaised { try? await Task.sleep(for: .milliseconds(5)) }
+            }
+        }
+        #expect(await Self.within(seconds: 20) { locked.isRaised }, "the case's lock was not taken")
+        return holder
+    }
+
+    /// An intake form with `marker` filed into `caseID` from `vault` on a task of its own, and a flag raised
+    /// when the filing has ended.
+    static func filingInBackground(_ vault: Vault<PostgresStorage>, _ caseID: CaseID, _ marker: String) -> (
+        filing: Task<Result<RecordMetadata, CaseVaultError>, Never>, ended: Flag
+    ) {
+        let ended = Flag()
+        let filing = Task {
+            defer { ended.raise() }
+            return await Self.awaitedFiling(
+                vault, NewRecord(caseID: caseID, type: .intakeForm, content: Self.intake(marker)))
+        }
+        return (filing, ended)
+    }
+
     /// Files an intake form into `caseID` from `vault` while a lock it needs is held: the one-trip call is
     /// given back at once (the count moves within 5 s) and the filing, under the case's lock, has not
     /// ended 300 ms later; once `release` is raised it files, and `other` reads the form back.
@@ -58,12 +87,7 @@ extension EpochExchangeTests {
         release: Flag
     ) async throws {
         let before = vault.storage.oneTripCounts.givenBack
-        let ended = Flag()
-        let filing = Task {
-            defer { ended.raise() }
-            return await Self.awaitedFiling(
-                vault, NewRecord(caseID: caseID, type: .intakeForm, content: Self.intake(marker)))
-        }
+        let (filing, ended) = Self.filingInBackground(vault, caseID, marker)
         #expect(await Self.within(seconds: 5) { vault.storage.oneTripCounts.givenBack == before + 1 })
         try await Task.sleep(for: .milliseconds(300))
         #expect(!ended.isRaised, "the filing ended while the lock was held")
@@ -145,15 +169,7 @@ extension EpochExchangeTests {
         // waits under the lock instead, filing once it is let go.
         let release = Flag()
         defer { release.raise() }
-        let locked = Flag()
-        let holder = Task {
-            try await vaultB.storage.awaitWithCaseLock(thirdCase, readingRoster: nil) {
-                _, _ async throws(CaseVaultError) in
-                locked.raise()
-                while !release.isRaised { try? await Task.sleep(for: .milliseconds(5)) }
-            }
-        }
-        #expect(await Self.within(seconds: 20) { locked.isRaised })
+        let holder = await self.holdingCaseLock(vaultB, thirdCase, release: release)
         try await self.givenBackWhileHeld(vaultA, vaultB, thirdCase, "waited", release: release)
         try await holder.value
 
@@ -214,21 +230,8 @@ extension EpochExchangeTests {
         // The case's lock held by the other daemon for 600 ms, three times the role's statement timeout.
         let release = Flag()
         defer { release.raise() }
-        let locked = Flag()
-        let holder = Task {
-            try await vaultB.storage.awaitWithCaseLock(caseID, readingRoster: nil) {
-                _, _ async throws(CaseVaultError) in
-                locked.raise()
-                while !release.isRaised { try? await Task.sleep(for: .milliseconds(5)) }
-            }
-        }
-        #expect(await Self.within(seconds: 20) { locked.isRaised })
-        let ended = Flag()
-        let waiting = Task {
-            defer { ended.raise() }
-            return await Self.awaitedFiling(
-                vaultA, NewRecord(caseID: caseID, type: .intakeForm, content: Self.intake("waited")))
-        }
+        let holder = await self.holdingCaseLock(vaultB, caseID, release: release)
+        let (waiting, ended) = Self.filingInBackground(vaultA, caseID, "waited")
         try await Task.sleep(for: .milliseconds(600))
         #expect(!ended.isRaised, "the filing ended while the case's lock was held")
         release.raise()
@@ -260,10 +263,7 @@ extension EpochExchangeTests {
             """
 
         // Cancelled while it waits (SQLSTATE 57014, which may also come after the procedure's commit).
-        let cancelled = Task {
-            await Self.awaitedFiling(
-                vaultA, NewRecord(caseID: caseID, type: .intakeForm, content: Self.intake("cancel")))
-        }
+        let (cancelled, _) = Self.filingInBackground(vaultA, caseID, "cancel")
         let waiting = PostgresQuery(unsafeSQL: "SELECT count(*) \(calls)")
         #expect(try await self.untilFound(waiting, on: b.connection), "the call never waited for the table")
         try await b.connection.query(
@@ -278,10 +278,7 @@ extension EpochExchangeTests {
 
         // Left waiting: the procedure's lock timeout (SQLSTATE 55P03) gives it back to the case's lock, whose
         // insert waits in turn, and files once the table is let go.
-        let waited = Task {
-            await Self.awaitedFiling(
-                vaultA, NewRecord(caseID: caseID, type: .intakeForm, content: Self.intake("waited")))
-        }
+        let (waited, _) = Self.filingInBackground(vaultA, caseID, "waited")
         let givenBack = await Self.within(seconds: 40) { storage.oneTripCounts.givenBack == 1 }
         #expect(givenBack, "the call was not given back at its lock timeout")
         try await a.connection.query("COMMIT", logger: self.logger)

@@ -120,13 +120,17 @@ final class WatchedStorage: RecordStorage {
         try self.inner.finishAttachment(watched.inner)
     }
 
-    /// Given the key the inner storage answered `openAttachment` with, the key to answer instead, before the
-    /// vault unwraps it (a test's: a shred or a rotation in between).
+    /// Given the key the inner storage answered the next `openAttachment` with, the key to answer instead,
+    /// before the vault unwraps it (a test's: a shred or a rotation in between); used once.
     let afterOpeningAttachment = Mutex<(@Sendable (RecordID, StoredKey) -> StoredKey)?>(nil)
 
     func openAttachment(_ id: RecordID) throws(CaseVaultError) -> (key: StoredKey, file: any AttachmentSource) {
         var (key, file) = try self.inner.openAttachment(id)
-        if let change = self.afterOpeningAttachment.withLock({ $0 }) { key = change(id, key) }
+        let change = self.afterOpeningAttachment.withLock { change in
+            defer { change = nil }
+            return change
+        }
+        if let change { key = change(id, key) }
         return (key, WatchedSource(file, watcher: self))
     }
 }

@@ -19,23 +19,20 @@ extension Vault {
         try self.storage.finishAttachment(upload.file)
     }
 
-    /// Opens `id`'s attachment for reading; `not-found` when it has none. A shred that scrubbed the record's
-    /// key after the storage read it is reported as what it is (`shredded`), and a rotation that rewrapped
-    /// it and retired its epoch in between makes the key read once more, as `open` does for content.
+    /// Opens `id`'s attachment for reading; `not-found` when it has none. A key that does not open is read
+    /// again as `open` reads content again (`readsAgain`): `shredded` once a shred scrubbed it, and opened
+    /// once more when a rotation rewrapped it and retired its epoch in between.
     package func openAttachment(_ id: RecordID) throws(CaseVaultError) -> AttachmentDownload {
+        try self.openAttachment(id, first: true)
+    }
+
+    private func openAttachment(_ id: RecordID, first: Bool) throws(CaseVaultError) -> AttachmentDownload {
         let (key, file) = try self.storage.openAttachment(id)
-        let dataKey: DataKey
         do throws(CaseVaultError) {
-            dataKey = try self.barrier.dataKey(key)
+            return try AttachmentDownload(record: key.metadata, dataKey: try self.barrier.dataKey(key), file: file)
         } catch {
-            if try self.storage.shredHasBegun(id) {
-                throw CaseVaultError.recordShredded()
-            }
-            guard error.code == .integrityFailure else { throw error }
-            let reread = try self.storage.storedRecord(id).key
-            guard reread.wrapped != key.wrapped else { throw error }
-            dataKey = try self.barrier.dataKey(reread)
+            guard try self.readsAgain(id, after: error, first: first) else { throw error }
+            return try self.openAttachment(id, first: false)
         }
-        return try AttachmentDownload(record: key.metadata, dataKey: dataKey, file: file)
     }
 }

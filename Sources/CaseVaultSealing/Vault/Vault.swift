@@ -94,13 +94,21 @@ package final class Vault<Storage: RecordStorage>: Sendable {
         do {
             return Record(metadata: stored.metadata, content: try self.barrier.open(stored))
         } catch {
-            if try self.storage.shredHasBegun(stored.metadata.id) {
-                throw CaseVaultError.recordShredded()
-            }
-            guard again, error.code == .integrityFailure else { throw error }
+            guard try self.readsAgain(stored.metadata.id, after: error, first: again) else { throw error }
             let reread = try self.storage.storedRecord(stored.metadata.id)
             guard reread.key.wrapped != stored.key.wrapped else { throw error }
             return try self.open(reread, again: false)
         }
+    }
+
+    /// Whether a record's key or content the storage read, which then failed to open (`error`), is worth
+    /// reading again: `shredded` once a shred has begun (it scrubbed what was read); on the `first` try, an
+    /// authentication failure, which a rotation that rewrapped the key and retired its epoch in between
+    /// explains (the caller opens it again only if its key changed); otherwise not (the caller rethrows).
+    func readsAgain(_ id: RecordID, after error: CaseVaultError, first: Bool) throws(CaseVaultError) -> Bool {
+        if try self.storage.shredHasBegun(id) {
+            throw CaseVaultError.recordShredded()
+        }
+        return first && error.code == .integrityFailure
     }
 }
