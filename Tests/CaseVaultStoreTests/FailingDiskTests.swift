@@ -339,6 +339,65 @@ struct FailingDiskTests {
     }
 
     @Test(
+        "a put refused before its commit whose undo cannot be flushed answers that it may be kept, never that nothing was; after a power cut it is there whole, as every acknowledged put is"
+    )
+    func undoThatCannotBeFlushed() throws {
+        // Every flush of a segment fails while the switch file exists, and the switch is made as the put's
+        // commit is refused (a test's injected failure): its frame, with its wrapped key, is on the disk, and
+        // the undo's overwrite of it is not.
+        let (fs, vault, failing) = try Self.failingFlushes(of: "segments/#")
+        let caseID = Samples.caseID()
+        var records: [RecordID: [UInt8]] = [:]
+        let refuse = Mutex(false)
+        let refusedContent = Samples.content(.sessionNote, marker: "refused")
+        do {
+            let store = try vault.open(clock: TestClock(1_700_000_000_000)) { configuration in
+                configuration.failingCommit = {
+                    refuse.withLock { refusing in
+                        guard refusing else { return false }
+                        refusing = false
+                        return FileManager.default.createFile(atPath: failing, contents: nil)
+                    }
+                }
+            }
+            for n in 0..<3 {
+                let content = Samples.content(.sessionNote, marker: "kept \(n)")
+                records[try store.sealed.put(NewRecord(caseID: caseID, type: .sessionNote, content: content)).id] =
+                    content
+            }
+            refuse.withLock { $0 = true }
+            do throws(CaseVaultError) {
+                _ = try store.sealed.put(NewRecord(caseID: caseID, type: .sessionNote, content: refusedContent))
+                Issue.record("the put was acknowledged although its commit was refused")
+            } catch {
+                #expect(error.code == .storageFailure)
+                #expect(error.message.contains("may be kept"), "\(error)")
+            }
+            unlink(failing)
+            #expect(!refuse.withLock { $0 }, "the commit was never refused")
+            store.close()
+        }
+        try fs.cut()
+        #expect(!fs.injected.isEmpty, "the failure was not injected")
+        try fs.mount()
+        do {
+            let store = try vault.open()
+            defer { store.close() }
+            #expect(NamedPointPowerCutTests.unreadable(records, in: store) == 0)
+            // The frame the undo could not overwrite for good is taken back by the open, whole: what the answer
+            // warned of.
+            let listed = try store.records(caseID: caseID).map(\.id)
+            let kept = listed.filter { records[$0] == nil }
+            #expect(Set(listed).isSuperset(of: records.keys))
+            #expect(kept.count == 1, "the refused put was not taken back: \(kept.count)")
+            for id in kept {
+                #expect(try store.sealed.get(id).content == refusedContent)
+            }
+        }
+        try fs.cut()
+    }
+
+    @Test(
         "a case opened while a checkpoint of the index meets a failed flush: its commit reached the WAL and it is refused, and after a power cut it opens whole (its key slot was not scrubbed), every acknowledged put reads back, and a rotation completes"
     )
     func commitBesideAFailedCheckpoint() throws {
