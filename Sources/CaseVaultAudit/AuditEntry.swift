@@ -98,7 +98,12 @@ public enum AuditChain {
 
     /// The hash of an entry whose JSON is `json`, following the entry whose hash is `previous`.
     public static func hash(previous: [UInt8], json: some Collection<UInt8>) -> [UInt8] {
-        Hash.blake2b(previous + Array(json), length: hashByteCount)
+        if let hash = json.withContiguousStorageIfAvailable({
+            Hash.blake2b(previous, then: UnsafeRawBufferPointer($0), length: hashByteCount)
+        }) {
+            return hash
+        }
+        return Hash.blake2b(previous, then: Array(json), length: hashByteCount)
     }
 
     /// What a checkpoint at `seq` signs: the sequence number and the hash of the entry before it.
@@ -118,6 +123,12 @@ public enum AuditChain {
     package static func encode(_ entry: AuditEntry) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(256)
+        Self.encode(entry, into: &out)
+        return out
+    }
+
+    /// `encode`, appended to `out`.
+    static func encode(_ entry: AuditEntry, into out: inout [UInt8]) {
         var first = true
         func key(_ name: StaticString) {
             out.append(first ? UInt8(ascii: "{") : UInt8(ascii: ","))
@@ -127,7 +138,7 @@ public enum AuditChain {
             out.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
         }
         func number(_ value: some BinaryInteger) {
-            out.append(contentsOf: String(value).utf8)
+            JSONText.appendInteger(value, to: &out)
         }
         func string(_ text: String) {
             JSONText.appendString(text, to: &out)
@@ -204,7 +215,6 @@ public enum AuditChain {
             number(uid)
         }
         out.append(UInt8(ascii: "}"))
-        return out
     }
 
     /// What an entry's MAC covers: its hash, which covers every entry before it.
@@ -212,16 +222,26 @@ public enum AuditChain {
         macDomain + hash
     }
 
-    /// The line for `json` after the entry whose hash is `previous`, keyed by `signer` (`-` without one),
-    /// and the new hash.
-    static func line(previous: [UInt8], json: [UInt8], signer: AuditSigner?) -> (line: [UInt8], hash: [UInt8]) {
-        let hash = Self.hash(previous: previous, json: json)
-        let mac = signer.map { Array(Hex.encode($0.mac(Self.macMessage(hash))).utf8) } ?? [UInt8(ascii: "-")]
-        return (
-            Array(Hex.encode(hash).utf8) + [UInt8(ascii: " ")] + mac + [UInt8(ascii: " ")] + json + [
-                UInt8(ascii: "\n")
-            ], hash
-        )
+    /// Appends the line of `entry` after the entry whose hash is `previous`, keyed by `signer` (`-` without
+    /// one), to `out`, and returns the new hash. The JSON is written in place and hashed there, and the hash
+    /// and MAC are spelled in front of it: no copy of the line is made on the way.
+    static func appendLine(_ entry: AuditEntry, previous: [UInt8], signer: AuditSigner?, to out: inout [UInt8])
+        -> [UInt8]
+    {
+        let start = out.count
+        let macStart = start + hashByteCount * 2 + 1
+        let jsonStart = macStart + (signer == nil ? 1 : hashByteCount * 2) + 1
+        out.append(contentsOf: repeatElement(UInt8(ascii: " "), count: jsonStart - start))
+        Self.encode(entry, into: &out)
+        let hash = Self.hash(previous: previous, json: out[jsonStart...])
+        out.append(UInt8(ascii: "\n"))
+        Hex.write(hash, over: &out, at: start)
+        if let signer {
+            Hex.write(signer.mac(Self.macMessage(hash)), over: &out, at: macStart)
+        } else {
+            out[macStart] = UInt8(ascii: "-")
+        }
+        return hash
     }
 }
 

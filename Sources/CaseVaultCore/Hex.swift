@@ -19,6 +19,16 @@ public enum Hex {
         }
     }
 
+    /// Writes the digits of `bytes` over `out` from `offset` on (`out` holds at least `2 × bytes.count`
+    /// bytes there): an audit line's hash and MAC go in front of its JSON once that is hashed.
+    public static func write(_ bytes: [UInt8], over out: inout [UInt8], at offset: Int) {
+        precondition(offset >= 0 && out.count - offset >= bytes.count * 2, "no room for the digits")
+        for (index, byte) in bytes.enumerated() {
+            out[offset + 2 * index] = Self.digit(byte >> 4)
+            out[offset + 2 * index + 1] = Self.digit(byte & 0x0f)
+        }
+    }
+
     private static func digit(_ value: UInt8) -> UInt8 {
         value < 10 ? UInt8(ascii: "0") + value : UInt8(ascii: "a") + value - 10
     }

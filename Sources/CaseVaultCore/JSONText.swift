@@ -35,6 +35,22 @@ public enum JSONText {
         }
         out.append(UInt8(ascii: "\""))
     }
+
+    /// Appends `value` in decimal, as `String(value)` spells it, without making the string: every audit
+    /// entry writes three to six numbers.
+    public static func appendInteger(_ value: some BinaryInteger, to out: inout [UInt8]) {
+        if value < 0 { out.append(UInt8(ascii: "-")) }
+        var magnitude = UInt64(value.magnitude)
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+            var start = digits.count
+            repeat {
+                start -= 1
+                digits[start] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            out.append(contentsOf: digits[start...])
+        }
+    }
 }
 
 /// A JSON object written member by member, for the answers of the hot routes (on a PUT, Foundation's
@@ -76,7 +92,7 @@ public struct JSONObjectWriter {
     /// A member whose value is an integer.
     public mutating func integer(_ key: String, _ value: some BinaryInteger) {
         self.key(key)
-        self.bytes.append(contentsOf: String(value).utf8)
+        JSONText.appendInteger(value, to: &self.bytes)
     }
 
     /// A member whose value is an object, its members written by `body` into the same buffer.

@@ -34,6 +34,10 @@ struct KnownAnswerTests {
                 """
         )
         #expect(Hash.blake2b(Array("abc".utf8), length: 64) == expected)
+        // Hashed in two parts (as the audit chain hashes the previous entry's hash and the JSON), the same.
+        #expect(Hash.blake2b(Array("a".utf8), then: Array("bc".utf8), length: 64) == expected)
+        #expect(Hash.blake2b([UInt8](), then: Array("abc".utf8), length: 64) == expected)
+        #expect(Hash.blake2b(Array("abc".utf8), then: [UInt8](), length: 64) == expected)
     }
 
     @Test("Ed25519 matches RFC 8032 §7.1 test 1")

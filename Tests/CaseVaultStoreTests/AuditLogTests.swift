@@ -571,6 +571,8 @@ struct AuditLogTests {
         everything.firstKept = 4242
         entries.append(everything)
         entries.append(AuditEntry(kind: .key, time: 0))
+        entries.append(AuditEntry(seq: 10, kind: .key, time: Int64.min))
+        entries.append(AuditEntry(seq: 9_999_999_999, kind: .key, time: Int64.max))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         for entry in entries {

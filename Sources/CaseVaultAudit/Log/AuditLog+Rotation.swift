@@ -52,7 +52,8 @@ extension AuditLog {
         entry.firstKept = firstKept
         entry.signature = Hex.encode(
             signer.signature(for: AuditChain.checkpointMessage(seq: seq, previous: chain.hash)))
-        let (line, hash) = AuditChain.line(previous: chain.hash, json: AuditChain.encode(entry), signer: signer)
+        var line: [UInt8] = []
+        let hash = AuditChain.appendLine(entry, previous: chain.hash, signer: signer, to: &line)
         let (next, preparedPath) = try self.makePrepared()
         let allocated = max(Self.growthStep, Int64(line.count))
         try next.writer.write(line, at: 0)

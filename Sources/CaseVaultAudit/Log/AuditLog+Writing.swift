@@ -281,6 +281,7 @@ extension AuditLog {
             var seq = chain.seq
             var hash = chain.hash
             var bytes: [UInt8] = []
+            bytes.reserveCapacity(batch.count * 384)
             var lineStart = chain.lastStart
             var lineFile = chain.lastFile
             func add(_ entry: AuditEntry) {
@@ -289,9 +290,7 @@ extension AuditLog {
                 entry.seq = seq
                 lineStart = chain.end + Int64(bytes.count)
                 lineFile = chain.fileFirst
-                let (line, next) = AuditChain.line(previous: hash, json: AuditChain.encode(entry), signer: signer)
-                bytes += line
-                hash = next
+                hash = AuditChain.appendLine(entry, previous: hash, signer: signer, to: &bytes)
             }
             func addCheckpoint(_ reason: String, signer: AuditSigner) {
                 var entry = AuditEntry(kind: .checkpoint, time: self.clock())
