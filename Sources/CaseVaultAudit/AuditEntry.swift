@@ -237,7 +237,11 @@ public enum AuditChain {
         out.append(UInt8(ascii: "\n"))
         Hex.write(hash, over: &out, at: start)
         if let signer {
-            Hex.write(signer.mac(Self.macMessage(hash)), over: &out, at: macStart)
+            let mac = signer.mac(Self.macMessage(hash))
+            // The room left for it holds one MAC of a hash's length, and no more: a longer one would run
+            // over the JSON already hashed.
+            precondition(mac.count == hashByteCount, "an audit MAC is 32 bytes")
+            Hex.write(mac, over: &out, at: macStart)
         } else {
             out[macStart] = UInt8(ascii: "-")
         }

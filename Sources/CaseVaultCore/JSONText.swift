@@ -39,8 +39,12 @@ public enum JSONText {
     /// Appends `value` in decimal, as `String(value)` spells it, without making the string: every audit
     /// entry writes three to six numbers.
     public static func appendInteger(_ value: some BinaryInteger, to out: inout [UInt8]) {
+        // Wider than 64 bits (none is written today): spelled by `String`.
+        guard var magnitude = UInt64(exactly: value.magnitude) else {
+            out.append(contentsOf: String(value).utf8)
+            return
+        }
         if value < 0 { out.append(UInt8(ascii: "-")) }
-        var magnitude = UInt64(value.magnitude)
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
             var start = digits.count
             repeat {
