@@ -21,10 +21,8 @@ extension Vault {
         do {
             return Record(metadata: stored.metadata, content: try self.barrier.open(stored))
         } catch {
-            if try await self.storage.awaitShredHasBegun(stored.metadata.id) {
-                throw CaseVaultError.recordShredded()
-            }
-            guard again, error.code == .integrityFailure else { throw error }
+            let shredHasBegun = try await self.storage.awaitShredHasBegun(stored.metadata.id)
+            guard try Self.readsAgain(after: error, first: again, shredHasBegun: shredHasBegun) else { throw error }
             let reread = try await self.storage.awaitStoredRecord(stored.metadata.id)
             guard reread.key.wrapped != stored.key.wrapped else { throw error }
             return try await self.awaitOpen(reread, again: false)

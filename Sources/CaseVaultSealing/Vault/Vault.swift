@@ -106,7 +106,15 @@ package final class Vault<Storage: RecordStorage>: Sendable {
     /// authentication failure, which a rotation that rewrapped the key and retired its epoch in between
     /// explains (the caller opens it again only if its key changed); otherwise not (the caller rethrows).
     func readsAgain(_ id: RecordID, after error: CaseVaultError, first: Bool) throws(CaseVaultError) -> Bool {
-        if try self.storage.shredHasBegun(id) {
+        try Self.readsAgain(after: error, first: first, shredHasBegun: try self.storage.shredHasBegun(id))
+    }
+
+    /// `readsAgain`'s decision once the storage has said whether a shred of the record has begun: the one
+    /// decision of the blocking reads and the awaited ones (`awaitOpen`), which ask the storage each their way.
+    static func readsAgain(after error: CaseVaultError, first: Bool, shredHasBegun: Bool) throws(CaseVaultError)
+        -> Bool
+    {
+        if shredHasBegun {
             throw CaseVaultError.recordShredded()
         }
         return first && error.code == .integrityFailure
