@@ -97,7 +97,7 @@ struct Problem: Encodable {
 struct ProblemMiddleware: RouterMiddleware {
     typealias Context = CaseVaultContext
     /// Integrity failures are logged once a second at most: a client may read a damaged record in a loop.
-    let integrityLog = LogThrottle(interval: .seconds(1))
+    let integrityLog: LogThrottle
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
@@ -107,10 +107,10 @@ struct ProblemMiddleware: RouterMiddleware {
         } catch let error as CaseVaultError {
             // Damage or tampering found in what the vault stores is the operator's to know of, not only the
             // client's (the audit log has the code too): its code, in the daemon's log.
-            if error.code == .integrityFailure, let leftOut = self.integrityLog.admit() {
-                var metadata: Logger.Metadata = ["error.code": "\(error.code.rawValue)"]
-                if leftOut > 0 { metadata["log.left_out"] = "\(leftOut)" }
-                context.logger.error("stored data failed an integrity check", metadata: metadata)
+            if error.code == .integrityFailure {
+                self.integrityLog.error(
+                    context.logger, "stored data failed an integrity check",
+                    metadata: ["error.code": "\(error.code.rawValue)"])
             }
             return Problem(error).response()
         } catch let error as MethodNotAllowed {

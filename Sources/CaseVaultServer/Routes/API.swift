@@ -181,13 +181,18 @@ func buildRouter<Storage: ServedStorage>(
     identify: @escaping @Sendable (Request, any Channel) async throws -> PeerIdentity
 ) -> Router<CaseVaultContext> {
     let router = Router(context: CaseVaultContext.self)
-    router.add(middleware: ProblemMiddleware())
+    // The lines a client can bring about at will by reading damaged data: one a second at most, wherever
+    // they are written.
+    let integrityLog = LogThrottle(interval: .seconds(1))
+    router.add(middleware: ProblemMiddleware(integrityLog: integrityLog))
     router.add(middleware: IdentityMiddleware(roleMap: roleMap, identify: identify))
     router.add(
         middleware: AuditMiddleware(
             audit: audit, budget: budget, identities: identities, readWindow: configuration.readAuditWindow))
     let metrics = ServerMetrics()
-    let routes = Routes(keeper: keeper, audit: audit, configuration: configuration, pool: pool, metrics: metrics)
+    let routes = Routes(
+        keeper: keeper, audit: audit, configuration: configuration, pool: pool, metrics: metrics,
+        integrityLog: integrityLog)
     var methodsByPath: [String: [HTTPRequest.Method]] = [:]
     for endpoint in API.table(Storage.self) {
         let (route, handle) = (endpoint.route, endpoint.handler(routes))

@@ -96,7 +96,7 @@ extension Routes {
         headers[Self.mediaTypeField] = download.mediaType
         headers[.contentLength] = String(download.size)
         let pool = self.pool
-        let logger = context.logger
+        let (logger, integrityLog) = (context.logger, self.integrityLog)
         return Response(
             status: .ok,
             headers: headers,
@@ -107,9 +107,14 @@ extension Routes {
                     do {
                         chunk = try await pool.run { try download.next() }
                     } catch let error as CaseVaultError {
-                        logger.error(
-                            "attachment download cut off",
-                            metadata: ["record.id": "\(id)", "error.code": "\(error.code.rawValue)"])
+                        // Damage a client can download again and again: logged as `ProblemMiddleware` logs
+                        // what it answers, once a second at most.
+                        let metadata: Logger.Metadata = ["record.id": "\(id)", "error.code": "\(error.code.rawValue)"]
+                        if error.code == .integrityFailure {
+                            integrityLog.error(logger, "attachment download cut off", metadata: metadata)
+                        } else {
+                            logger.error("attachment download cut off", metadata: metadata)
+                        }
                         throw error
                     }
                 }

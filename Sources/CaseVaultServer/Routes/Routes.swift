@@ -17,6 +17,8 @@ struct Routes<Storage: ServedStorage>: Sendable {
     let configuration: ServerConfiguration
     let pool: BlockingPool
     let metrics: ServerMetrics
+    /// Where a failed integrity check is logged: once a second at most (`LogThrottle`).
+    let integrityLog: LogThrottle
 
     /// Runs a store call on the blocking pool.
     func run<T: Sendable>(_ body: @escaping @Sendable (Storage) throws(CaseVaultError) -> T) async throws -> T {
