@@ -206,14 +206,10 @@ struct FailingDiskTests {
         try fs.cut()
     }
 
-    /// A new vault on powercutfs, remounted so that every flush of the index's WAL fails while the switch file
-    /// `failing` exists: as Linux does after a writeback error, what the flush should have made durable is
-    /// lost at the cut, and a later flush succeeds.
-    static func failingWAL() throws -> (fs: PowerCutFS, vault: TestVault, failing: String) {
-        try Self.failingFlushes(of: "index.sqlite-wal")
-    }
-
-    /// `failingWAL` for the flushes of `file` in the data directory.
+    /// A new vault on powercutfs, remounted so that every flush of `file` in its data directory (`index.sqlite-wal`,
+    /// `segments/#`: powercutfs writes a run of digits as `#`) fails while the switch file `failing` exists: as
+    /// Linux does after a writeback error, what the flush should have made durable is lost at the cut, and a
+    /// later flush succeeds.
     static func failingFlushes(of file: String) throws -> (fs: PowerCutFS, vault: TestVault, failing: String) {
         let fs = try PowerCutFS()
         try fs.mount()
@@ -230,7 +226,7 @@ struct FailingDiskTests {
         "a flush of the index that failed: every later call is refused with one stable error until the store opens again, and after a power cut every put and case acknowledged is there"
     )
     func indexFlushFails() throws {
-        let (fs, vault, failing) = try Self.failingWAL()
+        let (fs, vault, failing) = try Self.failingFlushes(of: "index.sqlite-wal")
         var records: [RecordID: [UInt8]] = [:]
         var cases: [CaseID] = []
         do {
@@ -296,7 +292,7 @@ struct FailingDiskTests {
         "a checkpoint of the index whose flush failed marks the index lost (SQLite's own checkpoint drops the error): a put is refused from then on, and after a power cut every acknowledged put is there"
     )
     func checkpointFlushFails() throws {
-        let (fs, vault, failing) = try Self.failingWAL()
+        let (fs, vault, failing) = try Self.failingFlushes(of: "index.sqlite-wal")
         var records: [RecordID: [UInt8]] = [:]
         do {
             // A checkpoint once a commit leaves 64 frames in the WAL: within a few dozen puts.
