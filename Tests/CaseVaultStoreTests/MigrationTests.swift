@@ -79,4 +79,31 @@ struct MigrationTests {
         #expect(try Certified.methods(reopened)[filed[2].rawValue] == "shred_request")
         #expect(try reopened.certificates(caseID: caseID).count == 2)
     }
+
+    @Test(
+        "an index from before v14, with a killed sweep's removed records waiting for their certificates under the index keyed by case, opens: the migration keys it by order alone and the records are certified, one certificate per case"
+    )
+    func indexBeforeCertifyingByOrder() throws {
+        let vault = TestVault()
+        let (notes, sweepTime) = try SweepCrashTests.killSweepAfterTwoBatches(vault)
+        let index = try DatabaseQueue(path: vault.data + "/index.sqlite")
+        try index.write { db in
+            #expect(try Int.fetchOne(db, sql: "SELECT count(*) FROM shred_certifying") == 8)
+            try db.execute(
+                sql: """
+                    DROP INDEX shred_certifying_by_order;
+                    CREATE INDEX shred_certifying_by_order ON shred_certifying (order_id, case_id);
+                    DELETE FROM grdb_migrations WHERE identifier = 'v14-certifying-by-order';
+                    """)
+        }
+        try index.close()
+
+        try SweepCrashTests.expectKilledSweepCertified(vault, notes: notes, at: sweepTime)
+        let migrated = try DatabaseQueue(path: vault.data + "/index.sqlite")
+        defer { try? migrated.close() }
+        let columns = try migrated.read { db in
+            try String.fetchAll(db, sql: "SELECT name FROM pragma_index_info('shred_certifying_by_order')")
+        }
+        #expect(columns == ["order_id"])
+    }
 }

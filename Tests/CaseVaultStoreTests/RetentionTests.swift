@@ -278,6 +278,14 @@ struct SweepCrashTests {
     )
     func killedSweepIsCertifiedAtOpen() throws {
         let vault = TestVault()
+        let (notes, sweepTime) = try Self.killSweepAfterTwoBatches(vault)
+        try Self.expectKilledSweepCertified(vault, notes: notes, at: sweepTime)
+    }
+
+    /// Files `RetentionTests.interleavedNotes` in `vault` and kills, in a helper process, a sweep in batches
+    /// of four after its second batch: eight notes of three cases removed and waiting for their
+    /// certificates under the sweep's open order. Returns the notes and the sweep's time.
+    static func killSweepAfterTwoBatches(_ vault: TestVault) throws -> (notes: [CaseID: Set<String>], at: Int64) {
         let clock = TestClock("2020-01-01T00:00:00Z")
         let notes = try {
             let store = try vault.open(clock: clock)
@@ -290,7 +298,14 @@ struct SweepCrashTests {
             "--crash-at", CrashPoint.sweepAfterBatch.rawValue, "--crash-after-passes", "1",
         ])
         #expect(!result.output.contains("swept"), "the helper died after its second batch")
+        return (notes, sweepTime)
+    }
 
+    /// Opens `vault` after `killSweepAfterTwoBatches` and checks that the killed sweep's eight notes are
+    /// certified at open, one certificate per case, and that the next sweep disposes of the rest.
+    static func expectKilledSweepCertified(_ vault: TestVault, notes: [CaseID: Set<String>], at sweepTime: Int64)
+        throws
+    {
         var configuration = vault.configuration()
         configuration.clock = { sweepTime }
         let store = try RecordStore.open(configuration, logger: .init(label: "test"))

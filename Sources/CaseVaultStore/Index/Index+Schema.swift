@@ -216,6 +216,16 @@ extension Index {
                     CREATE INDEX case_supervisors_by_uid ON case_supervisors (uid);
                     """)
         }
+        migrator.registerMigration("v14-certifying-by-order") { db in
+            // The records waiting for their certificates are found by order alone, in the order they were
+            // removed (`Index.certificationPlan` groups them by case): a removal appends to this index,
+            // where one keyed by the order's cases took a page write per case a removal touched.
+            try db.execute(
+                sql: """
+                    DROP INDEX shred_certifying_by_order;
+                    CREATE INDEX shred_certifying_by_order ON shred_certifying (order_id);
+                    """)
+        }
         return migrator
     }
 }

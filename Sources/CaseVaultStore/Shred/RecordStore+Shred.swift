@@ -295,30 +295,29 @@ extension RecordStore {
     /// commit, so its size stays bounded (about 10,000 records' worth).
     static let certificationSectionsPerCommit = 20
 
-    /// Certifies the finished shred orders (`Index.certifyFinishedOrders`), as the only writer in sections of
-    /// about `shredSection` records, going on until the shred's turn is over, up to
-    /// `certificationSectionsPerCommit` in one commit: a sweep's hundred thousand records make a thousand certificates, which one section would
-    /// make every put wait for, and a commit per section two hundred flushes of the index. Returns how many
-    /// were issued.
+    /// Certifies the finished shred orders (`Index.certify`), as the only writer in sections of about
+    /// `shredSection` records, going on until the shred's turn is over, up to
+    /// `certificationSectionsPerCommit` in one commit: a sweep's hundred thousand records make a thousand
+    /// certificates, which one section would make every put wait for, and a commit per section two hundred
+    /// flushes of the index. The records waiting are read once (`Index.certificationPlan`): as the only
+    /// shredder, nothing adds to the finished orders or takes from them meanwhile. Returns how many
+    /// certificates were issued.
     @discardableResult
     func certifyFinishedOrders() throws(CaseVaultError) -> Int {
+        var plan = try self.index.read { db in try Index.certificationPlan(db) }
         var issued = 0
-        var more = true
-        while more {
+        while !plan.isEmpty {
             try self.asShredWriter { () throws(CaseVaultError) in
-                let (committed, left) = try self.index.write { db in
-                    var (certificates, left, sections) = (0, true, 0)
+                issued += try self.index.write { db in
+                    var (certificates, sections) = (0, 0)
                     repeat {
-                        let section = try Index.certifyFinishedOrders(
-                            db, at: self.now(), signedWith: self.sealing.signCertificate, limit: Self.shredSection)
-                        certificates += section.issued
-                        left = section.more
+                        certificates += try Index.certify(
+                            db, &plan, at: self.now(), signedWith: self.sealing.signCertificate,
+                            limit: Self.shredSection)
                         sections += 1
-                    } while left && sections < Self.certificationSectionsPerCommit && !self.shredTurnIsOver
-                    return (certificates, left)
+                    } while !plan.isEmpty && sections < Self.certificationSectionsPerCommit && !self.shredTurnIsOver
+                    return certificates
                 }
-                issued += committed
-                more = left
             }
         }
         return issued
