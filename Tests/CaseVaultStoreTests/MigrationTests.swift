@@ -16,7 +16,8 @@ struct MigrationTests {
                 sql: """
                     DROP TABLE shred_certifying;
                     ALTER TABLE shred_order_list DROP COLUMN open;
-                    DELETE FROM grdb_migrations WHERE identifier = 'v10-certificates-at-finish';
+                    DELETE FROM grdb_migrations
+                        WHERE identifier IN ('v10-certificates-at-finish', 'v14-certifying-by-order');
                     INSERT INTO shred_order_list (method, uid, role, reason)
                         VALUES ('retention_sweep', NULL, 'daemon', 'retention_expired');
                     """)
@@ -81,7 +82,7 @@ struct MigrationTests {
     }
 
     @Test(
-        "an index from before v14, with a killed sweep's removed records waiting for their certificates under the index keyed by case, opens: the migration keys it by order alone and the records are certified, one certificate per case"
+        "an index from before v14, with a killed sweep's removed records waiting for their certificates under the index keyed by case, opens: the migration keys it by order alone, the records are certified, one certificate per case, and none waits after"
     )
     func indexBeforeCertifyingByOrder() throws {
         let vault = TestVault()
@@ -101,9 +102,12 @@ struct MigrationTests {
         try SweepCrashTests.expectKilledSweepCertified(vault, notes: notes, at: sweepTime)
         let migrated = try DatabaseQueue(path: vault.data + "/index.sqlite")
         defer { try? migrated.close() }
-        let columns = try migrated.read { db in
-            try String.fetchAll(db, sql: "SELECT name FROM pragma_index_info('shred_certifying_by_order')")
+        try migrated.read { db in
+            let columns = try String.fetchAll(
+                db, sql: "SELECT name FROM pragma_index_info('shred_certifying_by_order')")
+            #expect(columns == ["order_id"])
+            #expect(try Int.fetchOne(db, sql: "SELECT count(*) FROM shred_certifying") == 0)
+            #expect(try Int.fetchOne(db, sql: "SELECT count(*) FROM shred_order_list") == 0)
         }
-        #expect(columns == ["order_id"])
     }
 }

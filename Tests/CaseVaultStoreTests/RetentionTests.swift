@@ -1,6 +1,7 @@
 import CaseVaultCore
 import CaseVaultStore
 import Foundation
+import GRDB
 import Testing
 
 #if canImport(Glibc)
@@ -250,6 +251,44 @@ extension RetentionTests {
             #expect(certificate.method == "retention_sweep")
             return (certificate.caseID, Set(certificate.records.map(\.recordID)))
         }
+    }
+
+    @Test(
+        "a sweep of more records than a section of certificates, its cases' records interleaved: each case gets one certificate listing exactly its records, and no record waits for one after"
+    )
+    func certificatesAcrossSections() throws {
+        let vault = TestVault()
+        let clock = TestClock("2020-01-01T00:00:00Z")
+        let store = try vault.open(clock: clock)
+        defer { store.close() }
+        // Five cases of a quarter of a section each: the first section of certificates takes four whole cases
+        // and the next one the fifth.
+        let cases = try (0..<5).map { _ in try Self.openCase(store).id }
+        var notes: [CaseID: Set<String>] = [:]
+        for copy in 0..<(RecordStore.shredSection / 4) {
+            for caseID in cases {
+                notes[caseID, default: []].insert(
+                    try Self.file(store, .sessionNote, in: caseID, marker: "n\(copy)").id.rawValue)
+            }
+        }
+        clock.now = TestClock.parse("2020-03-01T00:00:00Z")
+
+        let report = try store.sweep()
+        #expect(report.disposed == 5 * (RecordStore.shredSection / 4) && report.certificates == 5)
+        let certified = try Self.certified(store)
+        #expect(Set(certified.map(\.caseID)) == Set(cases.map(\.rawValue)), "a case has no certificate, or two")
+        for (caseID, records) in certified {
+            #expect(notes[try CaseID(caseID)] == records, "a certificate lists exactly its case's swept records")
+        }
+        let index = try DatabaseQueue(path: vault.data + "/index.sqlite")
+        defer { try? index.close() }
+        let (waiting, orders) = try index.read { db in
+            (
+                try Int.fetchOne(db, sql: "SELECT count(*) FROM shred_certifying"),
+                try Int.fetchOne(db, sql: "SELECT count(*) FROM shred_order_list")
+            )
+        }
+        #expect(waiting == 0 && orders == 0, "records or orders still wait for certificates")
     }
 
     @Test("a sweep's batches take records in the index's order, and each case still gets one certificate per sweep")

@@ -222,7 +222,7 @@ extension Index {
             // where one keyed by the order's cases took a page write per case a removal touched.
             try db.execute(
                 sql: """
-                    DROP INDEX shred_certifying_by_order;
+                    DROP INDEX IF EXISTS shred_certifying_by_order;
                     CREATE INDEX shred_certifying_by_order ON shred_certifying (order_id);
                     """)
         }

@@ -31,7 +31,8 @@ extension Index {
         return db.lastInsertedRowID
     }
 
-    /// Closes the order `id`: once none of its records waits in `shredding`, `certifyFinishedOrders` certifies it.
+    /// Closes the order `id`: once none of its records waits in `shredding`, `RecordStore.certifyFinishedOrders`
+    /// certifies it.
     /// Records still marked under it (a sweep's batch that failed) go to a new closed order of the same
     /// method, authority and reason, so that what the order shredded is certified now, not once they are.
     static func closeShredOrder(_ db: Database, _ id: Int64) throws {
@@ -99,7 +100,7 @@ extension Index {
     /// Removes the records of `rows` from the index: their slots go on the free list, each enters the shred
     /// ledger at `shreddedAt` with its case and type, and waits in `shred_certifying` for its order to finish
     /// (of no order when its order row is gone, from a damaged index: certified as shredded by recovery)
-    /// (`certifyFinishedOrders`, as the next step of the same shred, or at recovery). By rowid: four statements that each
+    /// (`RecordStore.certifyFinishedOrders`, as the next step of the same shred, or at recovery). By rowid: four statements that each
     /// looked every record up by its id cost most of a sweep's removal.
     static func removeShredded(_ db: Database, _ rows: [Row], shreddedAt: Int64) throws {
         try Self.inChunks(rows.map(\.seq)) { placeholders, arguments in
@@ -150,9 +151,10 @@ extension Index {
     }
 
     /// The finished orders and their removed records, by case (`CertificationPlan`). A case's records lie
-    /// among every other case's in a sweep's order, so they are grouped here, from one pass over the order's
-    /// rows in `shred_certifying_by_order`, which a removal appends to: an index keyed by the order's cases
-    /// made each removal write a page of it per case it touched, about a fifth of what a sweep wrote.
+    /// among every other case's in a sweep's order, so they are grouped here, from one query per order over
+    /// its rows in `shred_certifying_by_order`, which a removal appends to: an index keyed by the order's
+    /// cases made each removal write a page of it per case it touched (a tenth or so of what a sweep wrote to
+    /// the index's WAL). Read as the only shredder (`RecordStore.asShredder`), outside the write transaction.
     static func certificationPlan(_ db: Database) throws -> CertificationPlan {
         var orders: [(id: Int64?, order: ShredOrder)] = [
             (nil, ShredOrder(method: .recovery, authority: .daemon))
@@ -208,14 +210,14 @@ extension Index {
         limit: Int
     ) throws -> Int {
         var issued = 0
-        var certified: [Int64] = []
+        var certified: [(seq: Int64, id: RecordID)] = []
         while certified.count < limit, var order = plan.orders.popLast() {
             while certified.count < limit, let next = order.cases.popLast() {
                 try Self.issueCertificate(
                     db, caseID: next.caseID, records: next.records.map { ($0.id, $0.type) }, order: order.order,
                     at: time, sign)
                 issued += 1
-                certified += next.records.map(\.seq)
+                certified += next.records.map { ($0.seq, $0.id) }
             }
             guard order.cases.isEmpty else {
                 plan.orders.append(order)
@@ -227,22 +229,32 @@ extension Index {
         }
         // In the table's order: a case's rows lie among every other case's, and deleting them case by case
         // cost a seek each.
-        certified.sort()
-        var removed = 0
-        try Self.inChunks(certified) { placeholders, arguments in
-            try Self.statement(db, inChunk: placeholders, "DELETE FROM shred_certifying WHERE seq IN (\(placeholders))")
-                .execute(arguments: arguments)
-            removed += db.changesCount
+        certified.sort { $0.seq < $1.seq }
+        var expected = Dictionary(uniqueKeysWithValues: certified.map { ($0.seq, $0.id.rawValue) })
+        try Self.inChunks(certified.map(\.seq)) { placeholders, arguments in
+            let removed = try GRDB.Row.fetchCursor(
+                Self.statement(
+                    db, inChunk: placeholders,
+                    "DELETE FROM shred_certifying WHERE seq IN (\(placeholders)) RETURNING seq, record_id"),
+                arguments: arguments)
+            while let row = try removed.next() {
+                let (seq, id): (Int64, String) = (try row.decode(atIndex: 0), try row.decode(atIndex: 1))
+                guard expected.removeValue(forKey: seq) == id else { throw Self.certificationPlanStale() }
+            }
         }
-        // The plan was read as the only shredder, so nothing took its rows since. Were it otherwise, the
-        // section is rolled back: its records wait for the next shred, sweep batch or open to certify them.
-        guard removed == certified.count else {
-            throw CaseVaultError(
-                .storageFailure,
-                "records waiting for their destruction certificates changed while they were certified; they are certified by the next shred or open"
-            )
-        }
+        guard expected.isEmpty else { throw Self.certificationPlanStale() }
         return issued
+    }
+
+    /// The plan is read as the only shredder (`RecordStore.asShredder`), outside the write transaction that
+    /// certifies it, so that nothing takes its rows or puts others in their place meanwhile. Were it
+    /// otherwise, the whole commit is rolled back: its records wait for the next shred, sweep batch or open
+    /// to certify them.
+    private static func certificationPlanStale() -> CaseVaultError {
+        CaseVaultError(
+            .storageFailure,
+            "records waiting for their destruction certificates changed while they were certified; they are certified by the next shred or open"
+        )
     }
 
     /// Whether removed records of a closed order wait for their certificates (open orders are a sweep's,

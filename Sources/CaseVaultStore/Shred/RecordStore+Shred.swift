@@ -299,9 +299,9 @@ extension RecordStore {
     /// `shredSection` records, going on until the shred's turn is over, up to
     /// `certificationSectionsPerCommit` in one commit: a sweep's hundred thousand records make a thousand
     /// certificates, which one section would make every put wait for, and a commit per section two hundred
-    /// flushes of the index. The records waiting are read once (`Index.certificationPlan`): as the only
-    /// shredder, nothing adds to the finished orders or takes from them meanwhile. Returns how many
-    /// certificates were issued.
+    /// flushes of the index. The records waiting are read once (`Index.certificationPlan`), outside the
+    /// write transactions: every caller is the only shredder (`asShredder`), so nothing adds to the finished
+    /// orders or takes from them meanwhile. Returns how many certificates were issued.
     @discardableResult
     func certifyFinishedOrders() throws(CaseVaultError) -> Int {
         var plan = try self.index.read { db in try Index.certificationPlan(db) }
