@@ -229,13 +229,14 @@ struct RetentionTests {
 }
 
 extension RetentionTests {
-    /// Three cases whose six notes each were filed in turn (so every batch holds records of every case),
-    /// due 30 days after; the ids by case.
-    static func interleavedNotes(_ store: RecordStore) throws -> [CaseID: Set<String>] {
-        let cases = try (0..<3).map { _ in try Self.openCase(store).id }
+    /// `cases` cases whose `copies` notes each were filed in turn (so every batch holds records of every
+    /// case), due 30 days after; the ids by case.
+    static func interleavedNotes(_ store: RecordStore, cases: Int = 3, copies: Int = 6) throws -> [CaseID: Set<String>]
+    {
+        let caseIDs = try (0..<cases).map { _ in try Self.openCase(store).id }
         var notes: [CaseID: Set<String>] = [:]
-        for copy in 0..<6 {
-            for caseID in cases {
+        for copy in 0..<copies {
+            for caseID in caseIDs {
                 notes[caseID, default: []].insert(
                     try Self.file(store, .sessionNote, in: caseID, marker: "n\(copy)").id.rawValue)
             }
@@ -263,20 +264,13 @@ extension RetentionTests {
         defer { store.close() }
         // Five cases of a quarter of a section each: the first section of certificates takes four whole cases
         // and the next one the fifth.
-        let cases = try (0..<5).map { _ in try Self.openCase(store).id }
-        var notes: [CaseID: Set<String>] = [:]
-        for copy in 0..<(RecordStore.shredSection / 4) {
-            for caseID in cases {
-                notes[caseID, default: []].insert(
-                    try Self.file(store, .sessionNote, in: caseID, marker: "n\(copy)").id.rawValue)
-            }
-        }
+        let notes = try Self.interleavedNotes(store, cases: 5, copies: RecordStore.shredSection / 4)
         clock.now = TestClock.parse("2020-03-01T00:00:00Z")
 
         let report = try store.sweep()
         #expect(report.disposed == 5 * (RecordStore.shredSection / 4) && report.certificates == 5)
         let certified = try Self.certified(store)
-        #expect(Set(certified.map(\.caseID)) == Set(cases.map(\.rawValue)), "a case has no certificate, or two")
+        #expect(Set(certified.map(\.caseID)) == Set(notes.keys.map(\.rawValue)), "a case has no certificate, or two")
         for (caseID, records) in certified {
             #expect(notes[try CaseID(caseID)] == records, "a certificate lists exactly its case's swept records")
         }
