@@ -31,10 +31,10 @@ extension Index {
         return db.lastInsertedRowID
     }
 
-    /// Closes the order `id`: once none of its records waits in `shredding`, `RecordStore.certifyFinishedOrders`
-    /// certifies it.
-    /// Records still marked under it (a sweep's batch that failed) go to a new closed order of the same
-    /// method, authority and reason, so that what the order shredded is certified now, not once they are.
+    /// Closes the order `id`: once none of its records waits in `shredding`,
+    /// `RecordStore.certifyFinishedOrders` certifies it. Records still marked under it (a sweep's batch that
+    /// failed) go to a new closed order of the same method, authority and reason, so that what the order
+    /// shredded is certified now, not once they are.
     static func closeShredOrder(_ db: Database, _ id: Int64) throws {
         try db.execute(sql: "UPDATE shred_order_list SET open = 0 WHERE id = ?", arguments: [id])
         guard
@@ -100,8 +100,8 @@ extension Index {
     /// Removes the records of `rows` from the index: their slots go on the free list, each enters the shred
     /// ledger at `shreddedAt` with its case and type, and waits in `shred_certifying` for its order to finish
     /// (of no order when its order row is gone, from a damaged index: certified as shredded by recovery)
-    /// (`RecordStore.certifyFinishedOrders`, as the next step of the same shred, or at recovery). By rowid: four statements that each
-    /// looked every record up by its id cost most of a sweep's removal.
+    /// (`RecordStore.certifyFinishedOrders`, as the next step of the same shred, or at recovery). By rowid:
+    /// four statements that each looked every record up by its id cost most of a sweep's removal.
     static func removeShredded(_ db: Database, _ rows: [Row], shreddedAt: Int64) throws {
         try Self.inChunks(rows.map(\.seq)) { placeholders, arguments in
             try Self.statement(
