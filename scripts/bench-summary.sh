@@ -84,7 +84,11 @@ END {
     if (have("audited_put_16_cpu_us") && v["audited_put_16_cpu_us"] > 0 && have("audited_put_16_plain_cpu_us") && have("audit_read_cpu_us"))
         printf "where the time goes: audited puts at 16 clients in process cost %.1f us of CPU each, plain ones %.1f us: the entries add %.1f us (a read writes its two for %.1f us); bound by the cores alone, the ratio is at most %.2f x\n", v["audited_put_16_cpu_us"], v["audited_put_16_plain_cpu_us"], v["audited_put_16_cpu_us"] - v["audited_put_16_plain_cpu_us"], v["audit_read_cpu_us"], v["audited_put_16_plain_cpu_us"] / v["audited_put_16_cpu_us"]
     if (have("sweep_seconds") && have("sweep_alone_seconds"))
-        printf "where the time goes: the sweep takes %.1f s with no writer and %.1f s with writers putting: it lets a put in once one has waited 20 ms, after the section of 500 records in hand, and %.0f put batches came between its sections\n", v["sweep_alone_seconds"], v["sweep_seconds"], v["sweep_put_batches"]
+    {
+        printf "where the time goes: the sweep takes %.1f s with no writer and %.1f s with writers putting: it lets a put in once one has waited 20 ms, after the section of 500 records in hand, and %.0f put batches came between its sections", v["sweep_alone_seconds"], v["sweep_seconds"], v["sweep_put_batches"]
+        if (have("sweep_written_mib") && have("sweep_alone_written_mib")) printf "; it writes %.0f MiB with no writer and %.0f MiB with writers (the overwrite of the ciphertext, about 4.2 KiB a record, and the WAL of the index, where each commit writes again the pages of the trees keyed by id or case that it touched)", v["sweep_alone_written_mib"], v["sweep_written_mib"]
+        printf "\n"
+    }
     if (have("sweep_alone_mark_seconds"))
     {
         printf "where the time goes: the sweep with no writer: listing and marking %.2f s, key slots %.2f s, ciphertext %.2f s, removal from the index %.2f s, certifying at the end %.2f s", v["sweep_alone_mark_seconds"], v["sweep_alone_slots_seconds"], v["sweep_alone_ciphertext_seconds"], v["sweep_alone_removal_seconds"], v["sweep_alone_rest_seconds"]

@@ -26,23 +26,28 @@ extension Bench {
         let batchesBefore = expired.store.groupCommitCounts.batches
         var started = Date()
         var cpuStarted = Self.cpuSeconds()
+        var writtenBefore = Self.bytesWritten()
         expiredSteps.start()
         let report = try expired.store.sweep()
         var elapsed = Date().timeIntervalSince(started)
+        // What the process sent to the disk meanwhile: the ciphertext's overwrite, the key slots, the index's
+        // WAL and checkpoints, and the writers' puts.
+        var written = Double(Self.bytesWritten() - writtenBefore) / 1_048_576
         var cpu = Self.cpuSeconds() - cpuStarted
         let batchesBetween = expired.store.groupCommitCounts.batches - batchesBefore
         let latencies = writers.stop()
         print(
             String(
                 format:
-                    "sweep    disposes %d expired %d-byte records            %10.2f s  (%.0f records/s; vault %d records, %@; %d certificates)",
+                    "sweep    disposes %d expired %d-byte records            %10.2f s  (%.0f records/s; vault %d records, %@; %d certificates; %.0f MiB written)",
                 report.disposed, self.size, elapsed, Double(report.disposed) / elapsed, self.sweepRecords,
-                Self.size(of: root + "/expired/data"), report.certificates))
+                Self.size(of: root + "/expired/data"), report.certificates, written))
         let sorted = latencies.sorted()
         func percentile(_ p: Double) -> Double {
             sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] * 1000
         }
         Figures.record(self.sweepWriters > 0 ? "sweep_seconds" : "sweep_alone_seconds", elapsed)
+        Figures.record(self.sweepWriters > 0 ? "sweep_written_mib" : "sweep_alone_written_mib", written)
         if self.sweepWriters == 0 {
             print("         where the time goes: \(expiredSteps.summary(total: elapsed, cpu: cpu, record: true))")
         }
@@ -79,17 +84,20 @@ extension Bench {
             started = Date()
             cpuStarted = Self.cpuSeconds()
             steps.start()
+            writtenBefore = Self.bytesWritten()
             let aloneReport = try alone.store.sweep()
             elapsed = Date().timeIntervalSince(started)
             cpu = Self.cpuSeconds() - cpuStarted
+            written = Double(Self.bytesWritten() - writtenBefore) / 1_048_576
             print("         where the time goes: \(steps.summary(total: elapsed, cpu: cpu, record: true))")
             print(
                 String(
                     format:
-                        "sweep    the same with no writer                           %10.2f s  (%d put batches came between the sections above)",
-                    elapsed, batchesBetween))
+                        "sweep    the same with no writer                           %10.2f s  (%d put batches came between the sections above; %.0f MiB written)",
+                    elapsed, batchesBetween, written))
             precondition(aloneReport.disposed == report.disposed, "the two sweeps disposed of different counts")
             Figures.record("sweep_alone_seconds", elapsed)
+            Figures.record("sweep_alone_written_mib", written)
             alone.store.close()
             try? FileManager.default.removeItem(atPath: root + "/alone")
         }
