@@ -54,7 +54,8 @@ END {
     row("retention sweep, 100,000 expired, writers putting", val("sweep_seconds", "%.1f s"), "< 3 s", verdict)
     row("  its marking and removal alone (SQLite, a copy of the index)", val("sweep_index_floor_seconds", "%.1f s"), "ceiling", "")
     row("puts during that sweep: p99 (max)", val("sweep_put_p99_ms", "%.0f ms") " (" val("sweep_put_max_ms", "%.0f ms") ")", "< 100 ms", met(v["sweep_put_max_ms"] < 100, "sweep_put_max_ms"))
-    row("audited puts vs plain durable puts, 16 clients", val("audited_put_ratio_16", "%.2f x"), ">= 0.9 x", met(v["audited_put_ratio_16"] >= 0.9, "audited_put_ratio_16"))
+    spread = (have("audited_put_ratio_16_min") && have("audited_put_ratio_16_max")) ? sprintf(" (pairs %.2f to %.2f)", v["audited_put_ratio_16_min"], v["audited_put_ratio_16_max"]) : ""
+    row("audited puts vs plain durable puts, 16 clients", val("audited_put_ratio_16", "%.2f x") spread, ">= 0.9 x", met(v["audited_put_ratio_16"] >= 0.9, "audited_put_ratio_16"))
     for (k in v) if (k ~ /_failed$/ && v[k] > 0) printf "warning: %s: %d requests failed; the figures above count only answers\n", substr(k, 1, length(k) - 7), v[k]
     if (have("get_16_cpu_us"))
         printf "where the time goes: casevaultd spends %.0f us of CPU and %.1f context switches per GET at 16 connections (Hummingbird alone %.0f us, nginx %.0f us), %.0f us at 1 (Hummingbird alone %.0f us, nginx %.0f us)\n", v["get_16_cpu_us"], v["get_16_switches"], v["stack_16_cpu_us"], v["nginx_get_16_cpu_us"], v["get_1_cpu_us"], v["stack_1_cpu_us"], v["nginx_get_1_cpu_us"]
@@ -79,10 +80,16 @@ END {
         least = v["floor_post_16_cpu_us"] + v["put_in_process_16_cpu_us"] + v["audit_read_cpu_us"]
         printf "where the time goes: a PUT over this stack costs at least Hummingbird reading a POST alone (%.0f us of CPU) + the put in process (%.0f us) + two audit entries (%.0f us) = %.0f us; the goal, %.0f/s, needs %.2f of the %d cores the load generator shares; casevaultd spends %.0f us\n", v["floor_post_16_cpu_us"], v["put_in_process_16_cpu_us"], v["audit_read_cpu_us"], least, 0.7 * v["put_in_process_16"], 0.7 * v["put_in_process_16"] * least / 1e6, v["cores"], v["put_16_cpu_us"]
     }
-    # Audited puts: what the audit entries add to the CPU of a put. Were the puts bound by the cores alone,
-    # the ratio could not pass plain CPU over audited CPU.
-    if (have("audited_put_16_cpu_us") && v["audited_put_16_cpu_us"] > 0 && have("audited_put_16_plain_cpu_us") && have("audit_read_cpu_us"))
-        printf "where the time goes: audited puts at 16 clients in process cost %.1f us of CPU each, plain ones %.1f us: the entries add %.1f us (a read writes its two for %.1f us); bound by the cores alone, the ratio is at most %.2f x\n", v["audited_put_16_cpu_us"], v["audited_put_16_plain_cpu_us"], v["audited_put_16_cpu_us"] - v["audited_put_16_plain_cpu_us"], v["audit_read_cpu_us"], v["audited_put_16_plain_cpu_us"] / v["audited_put_16_cpu_us"]
+    # Audited puts: what the audit entries add to the CPU of a put, and to the batches every put waits for.
+    # The puts use less than the cores (a batch waits for its device flush), so the rate follows the
+    # batches: puts a batch over the time its leader takes.
+    if (have("audited_put_16_cpu_us") && v["audited_put_16_cpu_us"] > 0 && have("audited_put_16_plain_cpu_us") && have("audit_read_cpu_us")) {
+        printf "where the time goes: audited puts at 16 clients in process cost %.1f us of CPU each, plain ones %.1f us: the entries add %.1f us (a read writes its two for %.1f us)", v["audited_put_16_cpu_us"], v["audited_put_16_plain_cpu_us"], v["audited_put_16_cpu_us"] - v["audited_put_16_plain_cpu_us"], v["audit_read_cpu_us"]
+        if (have("audited_put_16_batch_us") && v["audited_put_16_batch_us"] > 0 && v["audited_put_16_plain_batch_us"] > 0 && v["audited_put_16_plain_per_batch"] > 0)
+            printf "; each put waits for its batch: a leader takes %.0f us audited against %.0f plain (the device flush %.0f against %.0f us, the log riding on it; the rest the leader on cores the entries share) for %.1f puts against %.1f; the batches alone give %.2f x\n", v["audited_put_16_batch_us"], v["audited_put_16_plain_batch_us"], v["audited_put_16_flush_us"], v["audited_put_16_plain_flush_us"], v["audited_put_16_per_batch"], v["audited_put_16_plain_per_batch"], (v["audited_put_16_per_batch"] / v["audited_put_16_batch_us"]) / (v["audited_put_16_plain_per_batch"] / v["audited_put_16_plain_batch_us"])
+        else
+            printf "\n"
+    }
     if (have("sweep_seconds") && have("sweep_alone_seconds"))
     {
         printf "where the time goes: the sweep takes %.1f s with no writer and %.1f s with writers putting: it lets a put in once one has waited 20 ms, after the section of 500 records in hand, and %.0f put batches came between its sections", v["sweep_alone_seconds"], v["sweep_seconds"], v["sweep_put_batches"]

@@ -85,34 +85,84 @@ extension Bench {
                 reads, readCost))
         Figures.record("audit_read_cpu_us", readCost)
         // The disk's speed drifts over a run: plain and audited puts are measured in turn, three times
-        // each, and the medians compared.
+        // each, and the medians compared; the pairs' own ratios show how far one run can stray.
         func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
         for writers in [1, 16] {
             let alone = self.measureTasks(writers) { await request(true, false) }
-            var plains: [(rate: Double, cpu: Double)] = []
-            var boths: [(rate: Double, cpu: Double)] = []
+            var plains: [PutRun] = []
+            var boths: [PutRun] = []
             let before = audit.flushCounts
             for _ in 0..<3 {
-                plains.append(self.measureTasksWithCPU(writers) { await request(false, true) })
-                boths.append(self.measureTasksWithCPU(writers) { await request(true, true) })
+                plains.append(self.measurePutRun(store, writers) { await request(false, true) })
+                boths.append(self.measurePutRun(store, writers) { await request(true, true) })
             }
             let after = audit.flushCounts
             let (plain, both) = (median(plains.map(\.rate)), median(boths.map(\.rate)))
             let (plainCPU, bothCPU) = (median(plains.map(\.cpu)), median(boths.map(\.cpu)))
+            let pairs = zip(boths, plains).map { $0.rate / $1.rate }.sorted()
             print(
                 String(
                     format:
-                        "audit    %2d client(s): durable puts %6.0f/s; audited requests alone %6.0f/s; audited puts %6.0f/s (%.0f%% of puts; goal >= 90%%); log flushes: %d own, %d rides",
-                    writers, plain, alone, both, 100 * both / plain, after.own - before.own, after.rides - before.rides)
+                        "audit    %2d client(s): durable puts %6.0f/s; audited requests alone %6.0f/s; audited puts %6.0f/s (%.0f%% of puts, %.0f%% to %.0f%% pair by pair; goal >= 90%%); log flushes: %d own, %d rides",
+                    writers, plain, alone, both, 100 * both / plain, 100 * pairs[0], 100 * pairs[pairs.count - 1],
+                    after.own - before.own, after.rides - before.rides)
             )
             print(
                 String(
                     format: "audit    %2d client(s): CPU per put %.1f us plain, %.1f us audited", writers, plainCPU,
                     bothCPU))
+            // Puts wait for their batch: the rate follows how long a batch's leader takes and how many puts
+            // it carries, more than the CPU of the entries.
+            let (plainBatch, bothBatch) = (
+                median(plains.map(\.batchMicroseconds)), median(boths.map(\.batchMicroseconds))
+            )
+            let (plainFlush, bothFlush) = (
+                median(plains.map(\.flushMicroseconds)), median(boths.map(\.flushMicroseconds))
+            )
+            let (plainPuts, bothPuts) = (median(plains.map(\.putsPerBatch)), median(boths.map(\.putsPerBatch)))
+            print(
+                String(
+                    format:
+                        "audit    %2d client(s): a batch's leader takes %.0f us plain, %.0f us audited (its device flush %.0f and %.0f us, the log's pages riding on it), for %.1f and %.1f puts",
+                    writers, plainBatch, bothBatch, plainFlush, bothFlush, plainPuts, bothPuts))
             Figures.record("audited_put_ratio_\(writers)", both / plain)
+            Figures.record("audited_put_ratio_\(writers)_min", pairs[0])
+            Figures.record("audited_put_ratio_\(writers)_max", pairs[pairs.count - 1])
             Figures.record("audited_put_\(writers)_plain_cpu_us", plainCPU)
             Figures.record("audited_put_\(writers)_cpu_us", bothCPU)
+            Figures.record("audited_put_\(writers)_plain_batch_us", plainBatch)
+            Figures.record("audited_put_\(writers)_batch_us", bothBatch)
+            Figures.record("audited_put_\(writers)_plain_flush_us", plainFlush)
+            Figures.record("audited_put_\(writers)_flush_us", bothFlush)
+            Figures.record("audited_put_\(writers)_plain_per_batch", plainPuts)
+            Figures.record("audited_put_\(writers)_per_batch", bothPuts)
         }
+    }
+
+    /// A run of puts: calls per second, the process's CPU per call (us), and its batches: the time their
+    /// leaders took (the store's own clock of its phases, `BatchPhases`), the device flush's part of it, and
+    /// the puts each carried.
+    struct PutRun {
+        let rate: Double
+        let cpu: Double
+        let batchMicroseconds: Double
+        let flushMicroseconds: Double
+        let putsPerBatch: Double
+    }
+
+    /// `measureTasksWithCPU` for puts into `store`, with the batches they made meanwhile (`PutRun`).
+    func measurePutRun(_ store: RecordStore, _ clients: Int, _ body: @escaping @Sendable () async -> Void) -> PutRun {
+        let (phasesBefore, countsBefore) = (store.batchPhases, store.groupCommitCounts)
+        let (rate, cpu) = self.measureTasksWithCPU(clients, body)
+        let phases = store.batchPhases.since(phasesBefore)
+        let counts = store.groupCommitCounts
+        let batches = Double(max(1, phases.batches))
+        let total = BatchPhases.phases.reduce(UInt64(0)) { $0 + phases[keyPath: $1.field] }
+        return PutRun(
+            rate: rate, cpu: cpu, batchMicroseconds: Double(total) / batches / 1000,
+            flushMicroseconds: Double(phases.flushNanoseconds) / batches / 1000,
+            putsPerBatch: Double(counts.puts - countsBefore.puts)
+                / Double(max(1, counts.batches - countsBefore.batches)))
     }
 
     /// `measureTasks`, and the process's CPU per call meanwhile in microseconds (every thread's: the store's
