@@ -109,6 +109,8 @@ package enum CrashPoint: String, Sendable, CaseIterable {
     case shredAfterCiphertextOverwrite = "shred.after-ciphertext-overwrite"
     case shredAfterIndexRemoval = "shred.after-index-removal"
     case sweepAfterBatch = "sweep.after-batch"
+    /// After each commit of destruction certificates, or of certified records' removal from the index.
+    case certifyAfterCommit = "certify.after-commit"
     case rotateAfterEpoch = "rotate.after-epoch"
     case rotateAfterBatch = "rotate.after-batch"
     case rotateAfterSlotWrite = "rotate.after-slot-write"

@@ -15,9 +15,10 @@ struct MigrationTests {
             try db.execute(
                 sql: """
                     DROP TABLE shred_certifying;
+                    DROP TABLE shred_certified;
                     ALTER TABLE shred_order_list DROP COLUMN open;
-                    DELETE FROM grdb_migrations
-                        WHERE identifier IN ('v10-certificates-at-finish', 'v14-certifying-by-order');
+                    DELETE FROM grdb_migrations WHERE identifier IN (
+                        'v10-certificates-at-finish', 'v14-certifying-by-order', 'v15-certified-cases');
                     INSERT INTO shred_order_list (method, uid, role, reason)
                         VALUES ('retention_sweep', NULL, 'daemon', 'retention_expired');
                     """)
@@ -94,7 +95,9 @@ struct MigrationTests {
                 sql: """
                     DROP INDEX shred_certifying_by_order;
                     CREATE INDEX shred_certifying_by_order ON shred_certifying (order_id, case_id);
-                    DELETE FROM grdb_migrations WHERE identifier = 'v14-certifying-by-order';
+                    DROP TABLE shred_certified;
+                    DELETE FROM grdb_migrations
+                        WHERE identifier IN ('v14-certifying-by-order', 'v15-certified-cases');
                     """)
         }
         try index.close()

@@ -23,7 +23,7 @@ struct NamedPointPowerCutTests {
         let sweepTime = TestClock.parse("2028-01-01T00:00:00Z")
         let points: [CrashPoint] = [
             .shredAfterMark, .shredAfterSlotOverwrite, .shredAfterCiphertextOverwrite, .shredAfterIndexRemoval,
-            .sweepAfterBatch,
+            .sweepAfterBatch, .certifyAfterCommit,
         ]
         let fs = try PowerCutFS()
         var killed = 0
@@ -38,7 +38,13 @@ struct NamedPointPowerCutTests {
             let evidence = try ShredEvidence(vault: vault, id: witness)
             try fs.cut()
             try fs.mount(keep: cycle >= points.count ? 0.5 : 0, seed: cycle)
-            let passes = point == .sweepAfterBatch ? Int.random(in: 0..<4) : Int.random(in: 0..<8)
+            // A sweep's certification commits twice: its certificates, then its removed records' rows.
+            let passes =
+                switch point {
+                case .sweepAfterBatch: Int.random(in: 0..<4)
+                case .certifyAfterCommit: Int.random(in: 0..<2)
+                default: Int.random(in: 0..<8)
+                }
             let result = try Helper.run([
                 "sweep", "--data", vault.data, "--key", vault.key, "--now", "\(sweepTime)", "--batch", "7",
                 "--crash-at", point.rawValue, "--crash-after-passes", "\(passes)",

@@ -315,6 +315,74 @@ struct SweepCrashTests {
         try Self.expectKilledSweepCertified(vault, notes: notes, at: sweepTime)
     }
 
+    @Test(
+        "a sweep killed once its certificates are committed, before its removed records leave the index, is not certified twice: at the next open each case keeps its one certificate, and nothing waits after"
+    )
+    func sweepKilledAfterItsCertificates() throws {
+        let vault = TestVault()
+        let (notes, sweepTime) = try Self.killSweepAfterItsCertificates(vault)
+        try Self.expectCertifiedOnce(vault, notes: notes, at: sweepTime)
+    }
+
+    @Test(
+        "the same, with the sweep's order row lost as from a damaged index: its certified records are not certified again as orphans at the next open"
+    )
+    func certifiedRecordsOfALostOrder() throws {
+        let vault = TestVault()
+        let (notes, sweepTime) = try Self.killSweepAfterItsCertificates(vault)
+        let index = try DatabaseQueue(path: vault.data + "/index.sqlite")
+        try index.write { db in try db.execute(sql: "DELETE FROM shred_order_list") }
+        try index.close()
+        try Self.expectCertifiedOnce(vault, notes: notes, at: sweepTime)
+    }
+
+    /// Files `RetentionTests.interleavedNotes` in `vault` and kills, in a helper process, a sweep once it has
+    /// committed its certificates, before the removed records leave `shred_certifying`. Returns the notes
+    /// and the sweep's time.
+    static func killSweepAfterItsCertificates(_ vault: TestVault) throws -> (notes: [CaseID: Set<String>], at: Int64) {
+        let notes = try {
+            let store = try vault.open(clock: TestClock("2020-01-01T00:00:00Z"))
+            defer { store.close() }
+            return try RetentionTests.interleavedNotes(store)
+        }()
+        let sweepTime = TestClock.parse("2020-03-01T00:00:00Z")
+        let result = try Helper.run([
+            "sweep", "--data", vault.data, "--key", vault.key, "--now", "\(sweepTime)", "--batch", "4",
+            "--crash-at", CrashPoint.certifyAfterCommit.rawValue,
+        ])
+        #expect(!result.output.contains("swept"), "the helper died after its first commit of certificates")
+        #expect(try Self.waiting(vault) == (18, 3), "the sweep died with its three certificates committed")
+        return (notes, sweepTime)
+    }
+
+    /// The removed records that wait in `vault`'s closed index, and the cases listed as certified meanwhile.
+    static func waiting(_ vault: TestVault) throws -> (records: Int, cases: Int) {
+        let index = try DatabaseQueue(path: vault.data + "/index.sqlite")
+        defer { try? index.close() }
+        return try index.read { db in
+            (
+                try Int.fetchOne(db, sql: "SELECT count(*) FROM shred_certifying") ?? -1,
+                try Int.fetchOne(db, sql: "SELECT count(*) FROM shred_certified") ?? -1
+            )
+        }
+    }
+
+    /// Opens `vault` after `killSweepAfterItsCertificates`: each case of `notes` has one certificate, listing
+    /// exactly its notes, and nothing waits.
+    static func expectCertifiedOnce(_ vault: TestVault, notes: [CaseID: Set<String>], at sweepTime: Int64) throws {
+        var configuration = vault.configuration()
+        configuration.clock = { sweepTime }
+        let store = try RecordStore.open(configuration, logger: .init(label: "test"))
+        defer { store.close() }
+        let certified = try RetentionTests.certified(store)
+        #expect(certified.count == 3, "a case was certified again at open: \(certified.map(\.caseID))")
+        for (caseID, records) in certified {
+            #expect(notes[try CaseID(caseID)] == records, "a certificate lists exactly its case's swept records")
+        }
+        #expect(try Self.waiting(vault) == (0, 0), "records or certified cases still wait after the open")
+        #expect(try store.sweep().disposed == 0)
+    }
+
     /// Files `RetentionTests.interleavedNotes` in `vault` and kills, in a helper process, a sweep in batches
     /// of four after its second batch: eight notes of three cases removed and waiting for their
     /// certificates under the sweep's open order. Returns the notes and the sweep's time.

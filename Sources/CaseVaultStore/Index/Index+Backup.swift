@@ -45,6 +45,7 @@ extension Index {
                     sql: """
                         DELETE FROM records WHERE state <> 'live' OR type = 'session_note';
                         DELETE FROM shred_certifying;
+                        DELETE FROM shred_certified;
                         DELETE FROM shred_order_list;
                         """
                 )

@@ -58,10 +58,19 @@ extension Index {
     /// certified as shredded by recovery rather than never.
     static func closeOpenShredOrders(_ db: Database) throws {
         try db.execute(sql: "UPDATE shred_order_list SET open = 0 WHERE open = 1")
+        // First, the rows of cases already certified as orphans, or under an order whose row is gone, go with
+        // those lists (a certification a crash cut short before its rows went): so the orphans made below,
+        // and the ones left, are certified afresh, and none twice.
         try db.execute(
             sql: """
+                DELETE FROM shred_certifying
+                WHERE (order_id IS NULL OR order_id NOT IN (SELECT id FROM shred_order_list)) AND EXISTS (
+                    SELECT 1 FROM shred_certified c
+                    WHERE c.order_id = coalesce(shred_certifying.order_id, 0) AND c.case_id = shred_certifying.case_id
+                );
+                DELETE FROM shred_certified WHERE order_id = 0 OR order_id NOT IN (SELECT id FROM shred_order_list);
                 UPDATE shred_certifying SET order_id = NULL
-                WHERE order_id IS NOT NULL AND order_id NOT IN (SELECT id FROM shred_order_list)
+                WHERE order_id IS NOT NULL AND order_id NOT IN (SELECT id FROM shred_order_list);
                 """)
     }
 
@@ -139,22 +148,37 @@ extension Index {
             /// `nil` for the orphans' order, which has no row.
             let id: Int64?
             let order: ShredOrder
-            /// The cases and their records with their rows in `shred_certifying`, last case id first: each is
-            /// taken from the end.
-            var cases: [(caseID: CaseID, records: [(seq: Int64, id: RecordID, type: RecordType)])]
+            /// The cases not yet certified under the order (`shred_certified` lists the others) and their
+            /// records, last case id first: each is taken from the end.
+            var cases: [(caseID: CaseID, records: [(id: RecordID, type: RecordType)])]
+            /// Every row the order has in `shred_certifying`, its certified cases' too, in the table's order:
+            /// they go once every case is certified, `removed` of them so far.
+            let rows: [(seq: Int64, id: RecordID)]
+            var removed = 0
+
+            /// The order's key in `shred_certified`: its id, 0 for the orphans'.
+            var key: Int64 { self.id ?? 0 }
         }
 
         /// The orders, last first: each is taken from the end.
         var orders: [Order]
+        /// Certificates were issued since the commit began (`beginCommit`); and an order whose cases are all
+        /// certified waits for the next commit to remove its rows: the certificates are durable first.
+        var issuedInCommit = false
+        var commitDue = false
 
         var isEmpty: Bool { self.orders.isEmpty }
+
+        mutating func beginCommit() {
+            (self.issuedInCommit, self.commitDue) = (false, false)
+        }
     }
 
     /// The finished orders and their removed records, by case (`CertificationPlan`). A case's records lie
     /// among every other case's in a sweep's order, so they are grouped here, from one query per order over
     /// its rows in `shred_certifying_by_order`, which a removal appends to: an index keyed by the order's
-    /// cases made each removal write a page of it per case it touched (a tenth or so of what a sweep wrote to
-    /// the index's WAL). Read as the only shredder (`RecordStore.asShredder`), outside the write transaction.
+    /// cases made each removal write a page of it per case it touched (a tenth or so of all a sweep wrote to
+    /// the disk). Read as the only shredder (`RecordStore.asShredder`), outside the write transaction.
     static func certificationPlan(_ db: Database) throws -> CertificationPlan {
         var orders: [(id: Int64?, order: ShredOrder)] = [
             (nil, ShredOrder(method: .recovery, authority: .daemon))
@@ -176,62 +200,98 @@ extension Index {
         }
         var plan = CertificationPlan(orders: [])
         for (orderID, order) in orders {
-            var cases: [String: [(seq: Int64, id: RecordID, type: RecordType)]] = [:]
-            let rows = try GRDB.Row.fetchCursor(
+            let certified = Set(
+                try String.fetchAll(
+                    db, sql: "SELECT case_id FROM shred_certified WHERE order_id = ?", arguments: [orderID ?? 0]))
+            var cases: [String: [(id: RecordID, type: RecordType)]] = [:]
+            var rows: [(seq: Int64, id: RecordID)] = []
+            let cursor = try GRDB.Row.fetchCursor(
                 db,
                 sql: orderID == nil
-                    ? "SELECT seq, case_id, record_id, type FROM shred_certifying WHERE order_id IS NULL"
-                    : "SELECT seq, case_id, record_id, type FROM shred_certifying WHERE order_id = ?",
+                    ? "SELECT seq, case_id, record_id, type FROM shred_certifying WHERE order_id IS NULL ORDER BY seq"
+                    : "SELECT seq, case_id, record_id, type FROM shred_certifying WHERE order_id = ? ORDER BY seq",
                 arguments: orderID.map { [$0] } ?? [])
-            while let row = try rows.next() {
+            while let row = try cursor.next() {
                 guard let type = RecordType(rawValue: try row.decode(atIndex: 3)) else { throw Self.malformedRow() }
-                cases[try row.decode(atIndex: 1) as String, default: []].append(
-                    (try row.decode(atIndex: 0), try RecordID(try row.decode(atIndex: 2) as String), type))
+                let (caseID, id) = (
+                    try row.decode(atIndex: 1) as String, try RecordID(try row.decode(atIndex: 2) as String)
+                )
+                rows.append((try row.decode(atIndex: 0), id))
+                if !certified.contains(caseID) {
+                    cases[caseID, default: []].append((id, type))
+                }
             }
             // The orphans' order has no row to remove once it is done.
-            guard orderID != nil || !cases.isEmpty else { continue }
+            guard orderID != nil || !rows.isEmpty || !certified.isEmpty else { continue }
             plan.orders.append(
                 .init(
                     id: orderID, order: order,
-                    cases: try cases.sorted { $0.key > $1.key }.map { (caseID: try CaseID($0.key), records: $0.value) }
+                    cases: try cases.sorted { $0.key > $1.key }.map { (caseID: try CaseID($0.key), records: $0.value) },
+                    rows: rows
                 ))
         }
         plan.orders.reverse()
         return plan
     }
 
-    /// Certifies the cases of `plan`, taking each off it, until at least `limit` records are certified or
-    /// none is left: one certificate per case and order, signed with `sign`, issued at `time`, for the
-    /// case's records in `shred_certifying`, whose rows then go; an order's row goes with its last case. A
-    /// removed record waits in `shred_certifying` until then, so a crash between the two leaves it for
-    /// recovery to certify. Returns the certificates issued.
+    /// Takes work off `plan` until about `limit` records' worth is done, none is left, or the commit is due
+    /// (`CertificationPlan.commitDue`): one certificate per case and order, signed with `sign`, issued at
+    /// `time`, for the case's records in `shred_certifying`, the case listed in `shred_certified` with it;
+    /// once every case of an order is certified, in a later commit, its rows in `shred_certifying`, in the
+    /// table's order (`removalsPerRecord` of them count as one record), and last its list and its row. A
+    /// removed record waits in `shred_certifying` until then, so a crash before leaves it for recovery, which
+    /// certifies only the cases not listed. Returns the certificates issued.
     static func certify(
         _ db: Database, _ plan: inout CertificationPlan, at time: Int64, signedWith sign: ([UInt8]) -> [UInt8],
         limit: Int
     ) throws -> Int {
-        var issued = 0
-        var certified: [(seq: Int64, id: RecordID)] = []
-        while certified.count < limit, var order = plan.orders.popLast() {
-            while certified.count < limit, let next = order.cases.popLast() {
+        let budget = limit * Self.removalsPerRecord
+        var (issued, spent) = (0, 0)
+        while spent < budget, var order = plan.orders.popLast() {
+            while spent < budget, let next = order.cases.popLast() {
                 try Self.issueCertificate(
                     db, caseID: next.caseID, records: next.records.map { ($0.id, $0.type) }, order: order.order,
                     at: time, sign)
+                try db.cachedStatement(
+                    sql: "INSERT OR IGNORE INTO shred_certified (order_id, case_id) VALUES (?, ?)"
+                ).execute(arguments: [order.key, next.caseID.rawValue])
+                guard db.changesCount == 1 else { throw Self.certificationPlanStale() }
                 issued += 1
-                certified += next.records.map { ($0.seq, $0.id) }
+                spent += next.records.count * Self.removalsPerRecord
+                plan.issuedInCommit = true
             }
-            guard order.cases.isEmpty else {
+            guard order.cases.isEmpty, !(plan.issuedInCommit && order.removed < order.rows.count) else {
+                plan.commitDue = order.cases.isEmpty
                 plan.orders.append(order)
                 break
             }
+            if spent < budget, order.removed < order.rows.count {
+                let rows = order.rows[order.removed..<min(order.rows.count, order.removed + budget - spent)]
+                try Self.removeCertified(db, rows)
+                order.removed += rows.count
+                spent += rows.count
+            }
+            guard order.removed == order.rows.count else {
+                plan.orders.append(order)
+                break
+            }
+            try db.execute(sql: "DELETE FROM shred_certified WHERE order_id = ?", arguments: [order.key])
             if let orderID = order.id {
                 try db.execute(sql: "DELETE FROM shred_order_list WHERE id = ?", arguments: [orderID])
             }
         }
-        // In the table's order: a case's rows lie among every other case's, and deleting them case by case
-        // cost a seek each.
-        certified.sort { $0.seq < $1.seq }
-        var expected = Dictionary(uniqueKeysWithValues: certified.map { ($0.seq, $0.id.rawValue) })
-        try Self.inChunks(certified.map(\.seq)) { placeholders, arguments in
+        return issued
+    }
+
+    /// How many rows of `shred_certifying` `certify` removes for the work of certifying one record: they go
+    /// in the table's order, a page at a time, where a certificate is written and signed.
+    static let removalsPerRecord = 10
+
+    /// Deletes `rows` (neighbours in the table's order) from `shred_certifying`, checking that each was
+    /// there as the plan read it.
+    private static func removeCertified(_ db: Database, _ rows: ArraySlice<(seq: Int64, id: RecordID)>) throws {
+        var expected = Dictionary(uniqueKeysWithValues: rows.map { ($0.seq, $0.id.rawValue) })
+        try Self.inChunks(rows.map(\.seq)) { placeholders, arguments in
             let removed = try GRDB.Row.fetchCursor(
                 Self.statement(
                     db, inChunk: placeholders,
@@ -243,7 +303,6 @@ extension Index {
             }
         }
         guard expected.isEmpty else { throw Self.certificationPlanStale() }
-        return issued
     }
 
     /// The plan is read as the only shredder (`RecordStore.asShredder`), outside the write transaction that

@@ -296,12 +296,13 @@ extension RecordStore {
     static let certificationSectionsPerCommit = 20
 
     /// Certifies the finished shred orders (`Index.certify`), as the only writer in sections of about
-    /// `shredSection` records, going on until the shred's turn is over, up to
-    /// `certificationSectionsPerCommit` in one commit: a sweep's hundred thousand records make a thousand
-    /// certificates, which one section would make every put wait for, and a commit per section two hundred
-    /// flushes of the index. The records waiting are read once (`Index.certificationPlan`), outside the
-    /// write transactions: every caller is the only shredder (`asShredder`), so nothing adds to the finished
-    /// orders or takes from them meanwhile. Returns how many certificates were issued.
+    /// `shredSection` records' worth (records certified, or an order's rows removed from the index once all
+    /// its cases are), going on until the shred's turn is over, up to `certificationSectionsPerCommit` in
+    /// one commit: a sweep's hundred thousand records make a thousand certificates, which one section would
+    /// make every put wait for, and a commit per section two hundred flushes of the index. The records
+    /// waiting are read once (`Index.certificationPlan`), outside the write transactions: every caller is
+    /// the only shredder (`asShredder`), so nothing adds to the finished orders or takes from them
+    /// meanwhile. Returns how many certificates were issued.
     @discardableResult
     func certifyFinishedOrders() throws(CaseVaultError) -> Int {
         var plan = try self.index.read { db in try Index.certificationPlan(db) }
@@ -310,15 +311,18 @@ extension RecordStore {
             try self.asShredWriter { () throws(CaseVaultError) in
                 issued += try self.index.write { db in
                     var (certificates, sections) = (0, 0)
+                    plan.beginCommit()
                     repeat {
                         certificates += try Index.certify(
                             db, &plan, at: self.now(), signedWith: self.sealing.signCertificate,
                             limit: Self.shredSection)
                         sections += 1
-                    } while !plan.isEmpty && sections < Self.certificationSectionsPerCommit && !self.shredTurnIsOver
+                    } while !plan.isEmpty && !plan.commitDue && sections < Self.certificationSectionsPerCommit
+                        && !self.shredTurnIsOver
                     return certificates
                 }
             }
+            self.observe(.certifyAfterCommit)
         }
         return issued
     }
