@@ -17,10 +17,13 @@ extension RecordStore {
         // Before any writer settles: settling first would move the mark past frames it has not replayed.
         try self.writes.exclusive { () throws(CaseVaultError) in try self.replayUnsettledFrames() }
         _ = try self.asShredder { () throws(CaseVaultError) in
-            try self.asWriter { () throws(CaseVaultError) in
+            let removedCertified = try self.asWriter { () throws(CaseVaultError) in
                 try self.index.write { db in try Index.closeOpenShredOrders(db) }
             }
             try self.finishPendingShreds()
+            // Certified records' rows it removed: their images leave the WAL too, as a shred's do (a
+            // certification truncates it already).
+            if removedCertified { self.truncateWALAfterShred() }
         }
         try self.asWriter { () throws(CaseVaultError) in
 

@@ -43,6 +43,10 @@ package struct StoreConfiguration: Sendable {
     /// (`Index.Checkpoints`; SQLite's default, 1,000, would checkpoint a busy vault's index often; a test sets
     /// a few to reach a checkpoint at once).
     package var indexCheckpointFrames: Int32
+    /// Records certified per section of `RecordStore.certifyFinishedOrders` (`Index.certify`'s limit; ten
+    /// times as many waiting rows removed): `RecordStore.shredSection`, unless a test sets a few to spread
+    /// a certification over several commits.
+    package var certificationSection: Int
     /// The store's clock, milliseconds since the Unix epoch: filing, closing and shred times, and what a
     /// retention sweep judges due. The system's real-time clock unless a test injects another.
     package var clock: @Sendable () -> Int64
@@ -68,6 +72,7 @@ package struct StoreConfiguration: Sendable {
         self.retention = .standard
         self.sweepBatch = Self.defaultSweepBatch
         self.indexCheckpointFrames = 8192
+        self.certificationSection = RecordStore.shredSection
     }
 
     /// Records a sweep disposes of per batch unless configured otherwise.

@@ -215,14 +215,16 @@ extension Torture {
         @OptionGroup var store: StoreOptions
         @Option(help: "The store's clock: milliseconds since the Unix epoch.") var now: Int64
         @Option(help: "Records per batch.") var batch: Int = 1000
+        @Option(help: "Records certified per section (ten times as many waiting rows removed).")
+        var certificationSection: Int = RecordStore.shredSection
         @OptionGroup var crash: CrashOptions
 
         func run() throws {
-            let now = self.now
-            let batch = self.batch
+            let (now, batch, section) = (self.now, self.batch, self.certificationSection)
             let store = try self.store.open(self.crash) { configuration in
                 configuration.clock = { now }
                 configuration.sweepBatch = batch
+                configuration.certificationSection = section
             }
             let report = try store.sweep()
             emit("swept \(report.disposed)")

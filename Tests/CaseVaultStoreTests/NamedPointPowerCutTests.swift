@@ -38,7 +38,8 @@ struct NamedPointPowerCutTests {
             let evidence = try ShredEvidence(vault: vault, id: witness)
             try fs.cut()
             try fs.mount(keep: cycle >= points.count ? 0.5 : 0, seed: cycle)
-            // A sweep's certification commits twice: its certificates, then its removed records' rows.
+            // A sweep's certification commits twice, a case certified or ten rows removed a section: its
+            // certificates, then its removed records' rows.
             let passes =
                 switch point {
                 case .sweepAfterBatch: Int.random(in: 0..<4)
@@ -47,7 +48,7 @@ struct NamedPointPowerCutTests {
                 }
             let result = try Helper.run([
                 "sweep", "--data", vault.data, "--key", vault.key, "--now", "\(sweepTime)", "--batch", "7",
-                "--crash-at", point.rawValue, "--crash-after-passes", "\(passes)",
+                "--certification-section", "1", "--crash-at", point.rawValue, "--crash-after-passes", "\(passes)",
             ])
             if !result.output.contains("swept") { killed += 1 }
             try fs.cut()

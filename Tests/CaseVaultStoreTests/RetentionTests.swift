@@ -321,6 +321,19 @@ struct SweepCrashTests {
     func sweepKilledAfterItsCertificates() throws {
         let vault = TestVault()
         let (notes, sweepTime) = try Self.killSweepAfterItsCertificates(vault)
+        #expect(try Self.waiting(vault) == (18, 3), "the sweep died with its three certificates committed")
+        try Self.expectCertifiedOnce(vault, notes: notes, at: sweepTime)
+    }
+
+    @Test(
+        "a sweep killed half-way through removing its certified records, over more commits than one: at the next open none is certified again, and nothing waits after"
+    )
+    func sweepKilledWhileRemovingItsCertifiedRecords() throws {
+        let vault = TestVault()
+        // A section certifies one case of 100 notes, or removes 10 waiting rows: the certificates take one
+        // commit, the 300 rows two more of 20 sections; the helper dies after the first of those.
+        let (notes, sweepTime) = try Self.killSweepAfterItsCertificates(vault, copies: 100, batch: 100, passes: 1)
+        #expect(try Self.waiting(vault) == (100, 3), "the sweep died with 200 of its 300 certified rows removed")
         try Self.expectCertifiedOnce(vault, notes: notes, at: sweepTime)
     }
 
@@ -330,28 +343,33 @@ struct SweepCrashTests {
     func certifiedRecordsOfALostOrder() throws {
         let vault = TestVault()
         let (notes, sweepTime) = try Self.killSweepAfterItsCertificates(vault)
+        #expect(try Self.waiting(vault) == (18, 3), "the sweep died with its three certificates committed")
         let index = try DatabaseQueue(path: vault.data + "/index.sqlite")
         try index.write { db in try db.execute(sql: "DELETE FROM shred_order_list") }
         try index.close()
         try Self.expectCertifiedOnce(vault, notes: notes, at: sweepTime)
     }
 
-    /// Files `RetentionTests.interleavedNotes` in `vault` and kills, in a helper process, a sweep once it has
-    /// committed its certificates, before the removed records leave `shred_certifying`. Returns the notes
-    /// and the sweep's time.
-    static func killSweepAfterItsCertificates(_ vault: TestVault) throws -> (notes: [CaseID: Set<String>], at: Int64) {
+    /// Files `RetentionTests.interleavedNotes` (three cases of `copies` notes) in `vault` and kills, in a
+    /// helper process, a sweep in batches of `batch` after `passes` + 1 commits of its certification, a
+    /// section of which certifies one case (the certificates in one commit, the rows removed in the next):
+    /// by default once its certificates are committed, before the removed records leave
+    /// `shred_certifying`. Returns the notes and the sweep's time.
+    static func killSweepAfterItsCertificates(_ vault: TestVault, copies: Int = 6, batch: Int = 4, passes: Int = 0)
+        throws -> (notes: [CaseID: Set<String>], at: Int64)
+    {
         let notes = try {
             let store = try vault.open(clock: TestClock("2020-01-01T00:00:00Z"))
             defer { store.close() }
-            return try RetentionTests.interleavedNotes(store)
+            return try RetentionTests.interleavedNotes(store, copies: copies)
         }()
         let sweepTime = TestClock.parse("2020-03-01T00:00:00Z")
         let result = try Helper.run([
-            "sweep", "--data", vault.data, "--key", vault.key, "--now", "\(sweepTime)", "--batch", "4",
-            "--crash-at", CrashPoint.certifyAfterCommit.rawValue,
+            "sweep", "--data", vault.data, "--key", vault.key, "--now", "\(sweepTime)", "--batch", "\(batch)",
+            "--certification-section", "1", "--crash-at", CrashPoint.certifyAfterCommit.rawValue,
+            "--crash-after-passes", "\(passes)",
         ])
-        #expect(!result.output.contains("swept"), "the helper died after its first commit of certificates")
-        #expect(try Self.waiting(vault) == (18, 3), "the sweep died with its three certificates committed")
+        #expect(!result.output.contains("swept"), "the helper died at its point")
         return (notes, sweepTime)
     }
 

@@ -55,8 +55,9 @@ extension Index {
 
     /// Closes every open order: at open, where no sweep runs, an open order is one a crash or a failure
     /// interrupted. Removed records whose order row is gone (a damaged index) lose the order, to be
-    /// certified as shredded by recovery rather than never.
-    static func closeOpenShredOrders(_ db: Database) throws {
+    /// certified as shredded by recovery rather than never. Returns whether it deleted rows of records
+    /// already certified (their images are then in the WAL).
+    static func closeOpenShredOrders(_ db: Database) throws -> Bool {
         try db.execute(sql: "UPDATE shred_order_list SET open = 0 WHERE open = 1")
         // First, the rows of cases already certified as orphans, or under an order whose row is gone, go with
         // those lists (a certification a crash cut short before its rows went): so the orphans made below,
@@ -67,11 +68,16 @@ extension Index {
                 WHERE (order_id IS NULL OR order_id NOT IN (SELECT id FROM shred_order_list)) AND EXISTS (
                     SELECT 1 FROM shred_certified c
                     WHERE c.order_id = coalesce(shred_certifying.order_id, 0) AND c.case_id = shred_certifying.case_id
-                );
+                )
+                """)
+        let removed = db.changesCount > 0
+        try db.execute(
+            sql: """
                 DELETE FROM shred_certified WHERE order_id = 0 OR order_id NOT IN (SELECT id FROM shred_order_list);
                 UPDATE shred_certifying SET order_id = NULL
                 WHERE order_id IS NOT NULL AND order_id NOT IN (SELECT id FROM shred_order_list);
                 """)
+        return removed
     }
 
     /// Marks those of `ids` still live `shredding` under the order row `orderID` (already written; `nil`
@@ -163,7 +169,9 @@ extension Index {
         /// The orders, last first: each is taken from the end.
         var orders: [Order]
         /// Certificates were issued since the commit began (`beginCommit`); and an order whose cases are all
-        /// certified waits for the next commit to remove its rows: the certificates are durable first.
+        /// certified, with more rows waiting than the section can still remove, leaves their removal to the
+        /// next commit (`commitDue`): a sweep's certificates do not wait for the removal of its hundred
+        /// thousand rows, and a crash between the two leaves the list of its certified cases to recovery.
         var issuedInCommit = false
         var commitDue = false
 
@@ -237,8 +245,9 @@ extension Index {
     /// Takes work off `plan` until about `limit` records' worth is done, none is left, or the commit is due
     /// (`CertificationPlan.commitDue`): one certificate per case and order, signed with `sign`, issued at
     /// `time`, for the case's records in `shred_certifying`, the case listed in `shred_certified` with it;
-    /// once every case of an order is certified, in a later commit, its rows in `shred_certifying`, in the
-    /// table's order (`removalsPerRecord` of them count as one record), and last its list and its row. A
+    /// once every case of an order is certified, its rows in `shred_certifying`, in the table's order
+    /// (`removalsPerRecord` of them count as one record; in a later commit unless the section can remove
+    /// them all), and last its list and its row. A
     /// removed record waits in `shred_certifying` until then, so a crash before leaves it for recovery, which
     /// certifies only the cases not listed. Returns the certificates issued.
     static func certify(
@@ -260,7 +269,9 @@ extension Index {
                 spent += next.records.count * Self.removalsPerRecord
                 plan.issuedInCommit = true
             }
-            guard order.cases.isEmpty, !(plan.issuedInCommit && order.removed < order.rows.count) else {
+            guard order.cases.isEmpty,
+                !(plan.issuedInCommit && order.rows.count - order.removed > budget - spent)
+            else {
                 plan.commitDue = order.cases.isEmpty
                 plan.orders.append(order)
                 break

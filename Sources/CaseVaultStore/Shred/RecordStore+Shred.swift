@@ -296,7 +296,7 @@ extension RecordStore {
     static let certificationSectionsPerCommit = 20
 
     /// Certifies the finished shred orders (`Index.certify`), as the only writer in sections of about
-    /// `shredSection` records' worth (records certified, or an order's rows removed from the index once all
+    /// `shredSection` records' worth (`StoreConfiguration.certificationSection`) (records certified, or an order's rows removed from the index once all
     /// its cases are), going on until the shred's turn is over, up to `certificationSectionsPerCommit` in
     /// one commit: a sweep's hundred thousand records make a thousand certificates, which one section would
     /// make every put wait for, and a commit per section two hundred flushes of the index. The records
@@ -315,7 +315,7 @@ extension RecordStore {
                     repeat {
                         certificates += try Index.certify(
                             db, &plan, at: self.now(), signedWith: self.sealing.signCertificate,
-                            limit: Self.shredSection)
+                            limit: self.configuration.certificationSection)
                         sections += 1
                     } while !plan.isEmpty && !plan.commitDue && sections < Self.certificationSectionsPerCommit
                         && !self.shredTurnIsOver
