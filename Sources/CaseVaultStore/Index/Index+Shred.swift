@@ -247,9 +247,9 @@ extension Index {
     /// `time`, for the case's records in `shred_certifying`, the case listed in `shred_certified` with it;
     /// once every case of an order is certified, its rows in `shred_certifying`, in the table's order
     /// (`removalsPerRecord` of them count as one record; in a later commit unless the section can remove
-    /// them all), and last its list and its row. A
-    /// removed record waits in `shred_certifying` until then, so a crash before leaves it for recovery, which
-    /// certifies only the cases not listed. Returns the certificates issued.
+    /// them all), and last its list and its row. A removed record waits in `shred_certifying` until then,
+    /// so a crash before leaves it for recovery, which certifies only the cases not listed. Returns the
+    /// certificates issued.
     static func certify(
         _ db: Database, _ plan: inout CertificationPlan, at time: Int64, signedWith sign: ([UInt8]) -> [UInt8],
         limit: Int

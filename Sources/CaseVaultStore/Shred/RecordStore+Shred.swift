@@ -296,13 +296,13 @@ extension RecordStore {
     static let certificationSectionsPerCommit = 20
 
     /// Certifies the finished shred orders (`Index.certify`), as the only writer in sections of about
-    /// `shredSection` records' worth (`StoreConfiguration.certificationSection`) (records certified, or an order's rows removed from the index once all
-    /// its cases are), going on until the shred's turn is over, up to `certificationSectionsPerCommit` in
-    /// one commit: a sweep's hundred thousand records make a thousand certificates, which one section would
-    /// make every put wait for, and a commit per section two hundred flushes of the index. The records
-    /// waiting are read once (`Index.certificationPlan`), outside the write transactions: every caller is
-    /// the only shredder (`asShredder`), so nothing adds to the finished orders or takes from them
-    /// meanwhile. Returns how many certificates were issued.
+    /// `shredSection` records' worth (`StoreConfiguration.certificationSection`: records certified, or an
+    /// order's rows removed from the index once all its cases are), going on until the shred's turn is over,
+    /// up to `certificationSectionsPerCommit` in one commit: a sweep's hundred thousand records make a
+    /// thousand certificates, which one section would make every put wait for, and a commit per section two
+    /// hundred flushes of the index. The records waiting are read once (`Index.certificationPlan`), outside
+    /// the write transactions: every caller is the only shredder (`asShredder`), so nothing adds to the
+    /// finished orders or takes from them meanwhile. Returns how many certificates were issued.
     @discardableResult
     func certifyFinishedOrders() throws(CaseVaultError) -> Int {
         var plan = try self.index.read { db in try Index.certificationPlan(db) }
