@@ -169,13 +169,11 @@ struct JSONParser: ~Copyable {
         let count = bytes.count
         var cursor = start + 1
         var escaped = false
+        guard let base = bytes.baseAddress else { return nil }
         while cursor < count {
+            cursor = JSONScan.stringStop(base, from: cursor, to: count)
+            guard cursor < count else { break }
             let byte = bytes[cursor]
-            // One test for the common byte, so that the next load does not wait on what this one held.
-            guard byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") || byte < 0x20 else {
-                cursor += 1
-                continue
-            }
             if byte == UInt8(ascii: "\"") { break }
             if byte < 0x20 { return nil }
             escaped = true

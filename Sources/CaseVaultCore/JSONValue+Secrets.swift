@@ -33,6 +33,13 @@ extension JSONValue {
             index += 1
             while index < end, document[index] != quote {
                 index += document[index] == backslash ? 2 : 1
+                // The string's plain text a word at a time, where the bytes lie in one buffer.
+                let offset = document.startIndex
+                index =
+                    document.withContiguousStorageIfAvailable { buffer in
+                        guard let base = buffer.baseAddress, index < end else { return index }
+                        return offset + JSONScan.stringStop(base, from: index - offset, to: end - offset)
+                    } ?? index
             }
             guard index < end else {
                 index = end

@@ -71,28 +71,30 @@ extension JSONValue {
     /// Whether the document nests arrays and objects deeper than `limit`, checked on the bytes before any
     /// parser recurses into them. Brackets inside strings (escapes included) do not count.
     public static func nestsDeeper(than limit: Int, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return false }
+        let count = bytes.count
         var depth = 0
-        var inString = false
-        var escaped = false
-        for byte in bytes {
-            if inString {
-                if escaped {
-                    escaped = false
-                } else if byte == UInt8(ascii: "\\") {
-                    escaped = true
-                } else if byte == UInt8(ascii: "\"") {
-                    inString = false
+        var index = 0
+        while index < count {
+            switch base[index] {
+            case UInt8(ascii: "\""):
+                // Past the string: its plain text skipped a word at a time, an escape's next byte with it.
+                index += 1
+                while index < count {
+                    index = JSONScan.stringStop(base, from: index, to: count)
+                    guard index < count else { break }
+                    let byte = base[index]
+                    index += byte == UInt8(ascii: "\\") ? 2 : 1
+                    if byte == UInt8(ascii: "\"") { break }
                 }
                 continue
-            }
-            switch byte {
-            case UInt8(ascii: "\""): inString = true
             case UInt8(ascii: "{"), UInt8(ascii: "["):
                 depth += 1
                 if depth > limit { return true }
             case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
             default: break
             }
+            index += 1
         }
         return false
     }

@@ -1,3 +1,4 @@
+import CaseVaultConfiguration
 import CaseVaultCore
 import CaseVaultCrypto
 import Foundation
@@ -29,7 +30,26 @@ extension Bench {
                     foundation))
         }
         print("parse    record content: " + parts.joined(separator: "; "))
+        self.bodyFigure()
         self.certificateFigures()
+    }
+
+    /// A PUT's body read as the route reads it (`Request.jsonObject`, `Routes.fileRecord`): the depth check
+    /// on the bytes, the parse, and the content's span in the body; each passes over the content's long
+    /// string. The body `scripts/bench-socket.sh` sends and `filingFigures` files.
+    func bodyFigure() {
+        let screening = String(repeating: "x", count: max(1, self.size - 96))
+        let body = Array(
+            #"{"type": "intake_form", "content": {"dispute_category": "roommate", "screening": "\#(screening)"}}"#.utf8)
+        let depth = ServerConfiguration(socketPath: "").maxJSONDepth
+        let read = Self.microseconds {
+            guard !body.withUnsafeBytes({ JSONValue.nestsDeeper(than: depth, $0) }),
+                let document = JSONValue.parse(body),
+                JSONValue.uniqueRawMember("content", of: body, parsed: document) != nil
+            else { fatalError("the bench's body did not parse") }
+        }
+        print(String(format: "parse    a PUT's body of %d bytes as the route reads it: %.1f us", body.count, read))
+        Figures.record("parse_put_body_us", read)
     }
 
     /// What a destruction certificate of a hundred records costs, the size of a sweep's certificate of a

@@ -57,6 +57,7 @@ struct Bench: ParsableCommand {
             return
         }
         if self.filingOnly {
+            self.bodyFigure()
             try self.filingFigures(root: root)
             return
         }

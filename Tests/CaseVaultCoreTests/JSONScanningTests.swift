@@ -120,6 +120,36 @@ struct JSONScanningTests {
         #expect(!deeper(#"{"a":"[[[[[[\"[["}"#, 1))
     }
 
+    @Test(
+        "the parse, the depth check and rawMember find a string's end wherever its quotes, escapes and control characters fall in a word of eight bytes"
+    )
+    func stringEndsAtEveryOffset() {
+        // Pieces of a string's text as written, each with what it decodes to; brackets and non-ASCII bytes
+        // (0x80 and above) are plain text, which a word-at-a-time scan must not take for a stop.
+        let pieces: [(written: String, decoded: String)] = [
+            ("a", "a"), ("[", "["), ("{", "{"), ("é", "é"), ("€", "€"), ("😀", "😀"), ("\u{7F}", "\u{7F}"),
+            (#"\""#, "\""), (#"\\"#, "\\"), (#"\n"#, "\n"), (#"\u00e9"#, "é"), ("}", "}"), ("]", "]"),
+        ]
+        var generator = SystemRandomNumberGenerator()
+        for length in 0..<40 {
+            for _ in 0..<25 {
+                let chosen = (0..<length).map { _ in pieces.randomElement(using: &generator)! }
+                let written = chosen.map(\.written).joined()
+                let decoded = chosen.map(\.decoded).joined()
+                let bytes = Array(#"{"s":"\#(written)","n":[[1]]}"#.utf8)
+                #expect(JSONValue.parse(bytes)?["s"] == .string(decoded), "\(written)")
+                #expect(bytes.withUnsafeBytes { !JSONValue.nestsDeeper(than: 3, $0) }, "\(written)")
+                #expect(bytes.withUnsafeBytes { JSONValue.nestsDeeper(than: 2, $0) }, "\(written)")
+                #expect(JSONValue.rawMember("n", of: bytes).map { Array($0) } == Array("[[1]]".utf8), "\(written)")
+                // A raw control character anywhere in the text refuses the document.
+                var control = Array(#"{"s":""#.utf8) + Array(written.utf8)
+                control.insert(UInt8.random(in: 0..<0x20, using: &generator), at: Int.random(in: 6...control.count))
+                control += Array(#""}"#.utf8)
+                #expect(JSONValue.parse(control) == nil, "\(written)")
+            }
+        }
+    }
+
     @Test("decodeString decodes every escape to the bytes a full parse gives, and refuses malformed strings")
     func decodeStringAgreesWithParse() throws {
         let good = [
