@@ -124,11 +124,28 @@ struct JSONScanningTests {
         "the parse, the depth check and rawMember find a string's end wherever its quotes, escapes and control characters fall in a word of eight bytes"
     )
     func stringEndsAtEveryOffset() {
-        // Pieces of a string's text as written, each with what it decodes to; brackets and non-ASCII bytes
-        // (0x80 and above) are plain text, which a word-at-a-time scan must not take for a stop.
+        // Each stop at every offset of the first three words and of a string's last few bytes, after plain
+        // ASCII: the parse reads it as written, and a raw control character there refuses the document.
+        let stops: [(written: String, decoded: String)] = [(#"\""#, "\""), (#"\\"#, "\\"), (#"\n"#, "\n")]
+        for offset in 0..<24 {
+            let plain = String(repeating: "a", count: offset)
+            for stop in stops {
+                let bytes = Array(#"{"s":"\#(plain)\#(stop.written)b"}"#.utf8)
+                #expect(JSONValue.parse(bytes)?["s"] == .string(plain + stop.decoded + "b"), "\(offset)")
+            }
+            for control in [UInt8(0x00), 0x09, 0x0A, 0x1F] {
+                // Inside the string for the depth check too: the brackets after it count for nothing.
+                let bytes = Array(#"{"s":"\#(plain)"#.utf8) + [control] + Array(#"[["}"#.utf8)
+                #expect(JSONValue.parse(bytes) == nil, "\(offset) \(control)")
+                #expect(bytes.withUnsafeBytes { !JSONValue.nestsDeeper(than: 1, $0) }, "\(offset) \(control)")
+            }
+        }
+        // Random texts of pieces, each with what it decodes to; brackets, spaces and bytes of 0x80 and above
+        // (0xA0, 0xA2, 0xDC among them) are plain text, which a word-at-a-time scan must not take for a stop.
         let pieces: [(written: String, decoded: String)] = [
-            ("a", "a"), ("[", "["), ("{", "{"), ("é", "é"), ("€", "€"), ("😀", "😀"), ("\u{7F}", "\u{7F}"),
-            (#"\""#, "\""), (#"\\"#, "\\"), (#"\n"#, "\n"), (#"\u00e9"#, "é"), ("}", "}"), ("]", "]"),
+            ("a", "a"), (" ", " "), ("!", "!"), ("[", "["), ("{", "{"), ("é", "é"), ("€", "€"), ("😀", "😀"),
+            ("\u{7F}", "\u{7F}"), ("\u{A0}", "\u{A0}"), ("¢", "¢"), ("\u{710}", "\u{710}"), (#"\""#, "\""),
+            (#"\\"#, "\\"), (#"\n"#, "\n"), (#"\u00e9"#, "é"), ("}", "}"), ("]", "]"),
         ]
         var generator = SystemRandomNumberGenerator()
         for length in 0..<40 {
@@ -141,11 +158,12 @@ struct JSONScanningTests {
                 #expect(bytes.withUnsafeBytes { !JSONValue.nestsDeeper(than: 3, $0) }, "\(written)")
                 #expect(bytes.withUnsafeBytes { JSONValue.nestsDeeper(than: 2, $0) }, "\(written)")
                 #expect(JSONValue.rawMember("n", of: bytes).map { Array($0) } == Array("[[1]]".utf8), "\(written)")
-                // A raw control character anywhere in the text refuses the document.
-                var control = Array(#"{"s":""#.utf8) + Array(written.utf8)
-                control.insert(UInt8.random(in: 0..<0x20, using: &generator), at: Int.random(in: 6...control.count))
-                control += Array(#""}"#.utf8)
-                #expect(JSONValue.parse(control) == nil, "\(written)")
+                // The string last, a byte or a few from the end: its end is found in the scan's tail.
+                let last = Array(#"{"s":"\#(written)"}"#.utf8)
+                #expect(JSONValue.rawMember("s", of: last).map { Array($0) } == Array(#""\#(written)""#.utf8))
+                let deeper = Array(#"["\#(written)",[]]"#.utf8)
+                #expect(deeper.withUnsafeBytes { JSONValue.nestsDeeper(than: 1, $0) }, "\(written)")
+                #expect(deeper.withUnsafeBytes { !JSONValue.nestsDeeper(than: 2, $0) }, "\(written)")
             }
         }
     }
