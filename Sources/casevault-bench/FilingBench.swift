@@ -1,4 +1,3 @@
-import CaseVaultConfiguration
 import CaseVaultCore
 import CaseVaultSealing
 import CaseVaultStore
@@ -26,12 +25,9 @@ extension Bench {
         defer { store.close() }
         let header = Array(#"{"participants": [{"name": "a"}, {"name": "b"}]}"#.utf8)
         let cases = try (0..<200).map { _ in try vault.openCase(header: header, mediators: [], author: nil).id }
-        // The body scripts/bench-socket.sh sends: an intake form of about `size` bytes.
-        let screening = String(repeating: "x", count: max(1, self.size - 96))
-        let content = Array(#"{"dispute_category": "roommate", "screening": "\#(screening)"}"#.utf8)
-        let body = Array(#"{"type": "intake_form", "content": "#.utf8) + content + [UInt8(ascii: "}")]
+        let body = self.putBody
+        let content = Array(Self.readBody(body).bytes)
         let turn = Collected.Counter()
-        let depth = ServerConfiguration(socketPath: "").maxJSONDepth
         let put: @Sendable (CaseID) async -> Void = { caseID in
             _ = try! await vault.awaitPut(NewRecord(caseID: caseID, type: .intakeForm, content: content))
         }
@@ -41,13 +37,7 @@ extension Bench {
             (
                 "filings round 200 cases", "filing_200_cases",
                 {
-                    // As `Request.jsonObject` and `Routes.fileRecord` read the body.
-                    guard !body.withUnsafeBytes({ JSONValue.nestsDeeper(than: depth, $0) }),
-                        let document = JSONValue.parse(body),
-                        let type = try? RecordType.parse(try document.requireText("type")),
-                        let object = try? document.requireObject("content"),
-                        let unique = JSONValue.uniqueRawMember("content", of: body, parsed: document)
-                    else { fatalError("the bench's body did not parse") }
+                    let (type, object, unique) = Self.readBody(body)
                     var record = NewRecord(caseID: cases[turn.next() % cases.count], type: type, content: Array(unique))
                     record.parsed = object
                     _ = try! await vault.awaitFile(record, rosterUID: nil) { _, _ throws(CaseVaultError) in .daemon }
