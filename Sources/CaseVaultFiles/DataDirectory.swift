@@ -31,9 +31,16 @@ package struct DataDirectory: Sendable {
             // read back), then its name, which is durable only once its parent is flushed: without this, a
             // power cut after a first start can take the whole data directory (or the key's) with it,
             // whatever was flushed inside (found by the power-cut test).
-            try Self.flushDirectory(path)
-            let parent = Self.parent(of: path)
-            try Self.flushDirectory(parent.isEmpty ? (path.hasPrefix("/") ? "/" : ".") : parent)
+            // A flush that fails removes the directory again (it is new and empty), so that the next call makes
+            // and flushes it rather than finding it and flushing nothing (found by the failing-disk test of init).
+            do {
+                try Self.flushDirectory(path)
+                let parent = Self.parent(of: path)
+                try Self.flushDirectory(parent.isEmpty ? (path.hasPrefix("/") ? "/" : ".") : parent)
+            } catch {
+                rmdir(path)
+                throw error
+            }
         }
         try Self.checkPrivate(info, path: path, isDirectory: true)
     }

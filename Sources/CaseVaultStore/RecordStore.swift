@@ -125,7 +125,7 @@ package final class RecordStore: ServedStorage {
         try DataDirectory.flushDirectory(directory.path)
         let (state, epoch) = try index.read { db in (try Index.writerState(db), try Index.currentEpoch(db)) }
         let sealing = try SealingServices(rootKey: rootKey)
-        try Self.checkRootKey(sealing, index)
+        let bound = try Self.checkRootKey(sealing, index)
         sealing.retire(try index.read { db in try Index.retiredEpochs(db) })
         let store = RecordStore(
             configuration: configuration,
@@ -140,21 +140,26 @@ package final class RecordStore: ServedStorage {
         )
         try store.recover()
         store.catchUpShredLedgerCopy()
+        if !bound {
+            // Last, once all else of the first open has succeeded: an open that failed before (a new vault's
+            // init on a failing disk) leaves the directory bound to no key, for the next init's.
+            try index.write { db in try Index.setRootKeyCheck(db, sealing.rootKeyCheck) }
+        }
         return store
     }
 
-    /// The first open records the root key's check value; every later open compares it.
-    private static func checkRootKey(_ sealing: SealingServices, _ index: Index) throws(CaseVaultError) {
-        let check = sealing.rootKeyCheck
+    /// Compares the root key's check value with the one the directory is bound to, if any: false when it is
+    /// bound to none yet (the first open, which records it last).
+    private static func checkRootKey(_ sealing: SealingServices, _ index: Index) throws(CaseVaultError) -> Bool {
         let stored = try index.read { db in try Index.meta(db, "root_key_check") }
-        if stored == 0 {
-            try index.write { db in try Index.setRootKeyCheck(db, check) }
-        } else if stored != check {
+        if stored == 0 { return false }
+        if stored != sealing.rootKeyCheck {
             throw CaseVaultError(
                 .unsealRefused,
                 "this root key does not open this data directory: it belongs to another vault, or the key file or shares are not this vault's"
             )
         }
+        return true
     }
 
     /// Zeroes every key the store holds, now: for sealing. Call `close()` first.

@@ -10,6 +10,8 @@ internal import Glibc
 /// created on first use) and the `systemd-credential` source.
 package enum RootKeyFile {
     package static let byteCount = 32
+    /// `writeNew`'s temporary file is the path with this suffix.
+    static let temporarySuffix = ".new"
 
     /// Reads the root key, creating the file first if it does not exist.
     package static func loadOrCreate(path: String, dataDirectory: String) throws(CaseVaultError) -> RootKey {
@@ -71,7 +73,7 @@ package enum RootKeyFile {
         if !directory.isEmpty {
             try DataDirectory.makeDirectory(directory, createParents: true)
         }
-        let temporary = path + ".new"
+        let temporary = path + Self.temporarySuffix
         unlink(temporary)
         do {
             let handle = try PosixFile(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
@@ -80,6 +82,16 @@ package enum RootKeyFile {
         }
         guard rename(temporary, path) == 0 else { throw POSIXFailure.error("rename", path: path) }
         try DataDirectory.flushDirectory(directory.isEmpty ? "." : directory)
+    }
+
+    /// Removes what `writeNew` wrote at `path`, whole or in part, the removal flushed where the disk allows
+    /// it: for a write whose purpose failed after it (a wrapped root key whose init failed, which a power cut
+    /// must not bring back).
+    package static func remove(path: String) {
+        unlink(path)
+        unlink(path + Self.temporarySuffix)
+        let directory = DataDirectory.parent(of: path)
+        try? DataDirectory.flushDirectory(directory.isEmpty ? "." : directory)
     }
 
     /// Whether the file at `path` lies outside `dataDirectory` (both resolved through symbolic links).

@@ -157,15 +157,18 @@ package final class VaultKeeper<Storage: ServedStorage>: Sendable {
         guard self.isSealed else {
             throw CaseVaultError(.alreadyInitialised, "the vault is already initialised and unsealed")
         }
-        let root = try WrappedRootKey.create(path: path, passphrase: passphrase, limits: limits)
-        let encoded = shares > 0 ? try root.recoveryShares(count: shares, threshold: threshold) : []
+        let encoded: [SecureBytes]
         let store: Storage
         do {
+            let root = try WrappedRootKey.create(path: path, passphrase: passphrase, limits: limits)
+            encoded = shares > 0 ? try root.recoveryShares(count: shares, threshold: threshold) : []
             store = try self.opener(root)
         } catch {
-            // A data directory made under another key (or any failure to open): leave no wrapped key behind,
-            // so the vault stays uninitialised rather than bound to a key that cannot open it.
-            unlink(path)
+            // All or nothing, since the shares are given out only by an init that succeeds: after a data
+            // directory made under another key, or any failure to write the key or open the store (the store
+            // binds a new directory to the key last), no wrapped key is left behind, and the vault stays
+            // uninitialised for the next init.
+            if error.code != .alreadyInitialised { RootKeyFile.remove(path: path) }
             if Index.Loss.isLoss(error) { self.state.withLock { $0.closedLost = true } }
             throw error
         }

@@ -102,8 +102,14 @@ final class Segments: Sendable {
         try DataDirectory.checkPrivate(try file.status(), path: path, isDirectory: false)
         if created {
             // A new segment's name must be durable before the index names it; fdatasync alone does not
-            // persist a directory entry.
-            try DataDirectory.flushDirectory(self.path)
+            // persist a directory entry. When that flush fails, the new (empty) file is removed, so that the
+            // next call makes it and flushes its name again rather than finding it and flushing nothing.
+            do {
+                try DataDirectory.flushDirectory(self.path)
+            } catch {
+                unlink(path)
+                throw error
+            }
         }
         return self.open.withLock { files in
             if let existing = files[segment] { return existing }
