@@ -10,28 +10,91 @@ import Testing
 import Glibc
 #endif
 
+/// A vault's making on a failing disk: each site its first open reaches fails in turn, then the next attempt
+/// must make the vault, and after a power cut it must open with what was put in it.
 extension FailingDiskTests {
     @Test(
         "an I/O error or a full disk at each site a vault's init reaches (passphrase source): the init is refused and leaves no wrapped key, the next init makes the vault, and after a power cut the passphrase opens it with what was put"
     )
     func initialisationFails() throws {
-        let fs = try PowerCutFS()
         let passphrase = Array("correct horse battery staple".utf8)
-        let limits = PasswordHash.Limits.floor
         let logger = Logger(label: "test")
         func keeper(_ vault: TestVault) -> VaultKeeper<RecordStore> {
             var configuration = vault.configuration()
             configuration.keySource = .passphrase
-            return VaultKeeper(sealed: configuration, limits: limits, logger: logger)
+            return VaultKeeper(sealed: configuration, limits: PasswordHash.Limits.floor, logger: logger)
         }
+        // The keeper of the vault being made: a new one when a store lost commits of its index, which stops
+        // the daemon (systemd starts another).
+        var current: VaultKeeper<RecordStore>?
+        try Self.failEachSiteOfMaking(
+            make: { vault in
+                let made = keeper(vault)
+                current = made
+                _ = try made.initialise(passphrase: passphrase, shares: 3, threshold: 2)
+                try made.seal()
+            },
+            refused: { vault, what, error in
+                #expect(
+                    !FileManager.default.fileExists(atPath: vault.key),
+                    "after \(what) refused the init (\(error)), a wrapped root key was left behind")
+                #expect(current?.isSealed == true, "after \(what) the init was refused but the vault is unsealed")
+                if current?.indexLost == true { current = keeper(vault) }
+            },
+            again: { vault, marker in
+                // The operator runs init again, or unseals when the first one went through.
+                let keeper = current ?? keeper(vault)
+                defer { _ = try? keeper.seal() }
+                let store =
+                    keeper.isInitialised
+                    ? try keeper.unseal(passphrase: passphrase)
+                    : try keeper.initialise(passphrase: passphrase, shares: 3, threshold: 2).0
+                return try Self.putNote(store, marker: marker)
+            },
+            reopen: { vault, id in
+                let keeper = keeper(vault)
+                defer { _ = try? keeper.seal() }
+                return String(decoding: try keeper.unseal(passphrase: passphrase).sealed.get(id).content, as: UTF8.self)
+            })
+    }
 
-        // The census: an undisturbed init names every site.
+    @Test(
+        "an I/O error or a full disk at each site a vault's first start reaches (file source): the start is refused, the next one makes the vault, and after a power cut its key opens it with what was put"
+    )
+    func firstOpenFails() throws {
+        try Self.failEachSiteOfMaking(
+            make: { vault in
+                if let failure = try vault.open().close() { throw failure }
+            },
+            refused: { _, _, _ in },
+            again: { vault, marker in
+                let store = try vault.open()
+                defer { store.close() }
+                return try Self.putNote(store, marker: marker)
+            },
+            reopen: { vault, id in
+                let store = try vault.open()
+                defer { store.close() }
+                return String(decoding: try store.sealed.get(id).content, as: UTF8.self)
+            })
+    }
+
+    /// The census of `make` on a new vault; then, for each site it reached (at its first call and its last,
+    /// EIO and ENOSPC but for renames and directories' flushes), on a new vault: `make` with that call
+    /// failing, `refused` if it threw, `again` (which puts a note marked with a given text and returns its
+    /// id) with the disk well again, a power cut, and `reopen`, which must read the note back. Each closure
+    /// lets go of every store it opened, so that the cut can unmount.
+    static func failEachSiteOfMaking(
+        make: (TestVault) throws -> Void,
+        refused: (TestVault, String, any Error) -> Void,
+        again: (TestVault, String) throws -> RecordID,
+        reopen: (TestVault, RecordID) throws -> String
+    ) throws {
+        let fs = try PowerCutFS()
         let census = fs.root + "/census"
         try fs.mount(options: ["--census=\(census)"])
         let counted = fs.newVault()
-        let censusKeeper = keeper(counted)
-        _ = try censusKeeper.initialise(passphrase: passphrase, shares: 3, threshold: 2)
-        try censusKeeper.seal()
+        try make(counted)
         try fs.cut()
         // The test's own flush of the mount's top (`newVault`) is left out.
         let sites = try Self.readCensus(census, vault: counted).filter { $0.key.contains("/<vault>") }
@@ -49,40 +112,25 @@ extension FailingDiskTests {
                     try fs.cut()
                     let what = "\(site) #\(nth) \(error)"
                     try fs.mount(options: ["--fail=\(Self.onDisk(site, vault: vault))@\(nth)=\(error)"])
-                    var first = keeper(vault)
-                    var outcome = "init refused"
+                    var outcome = "refused"
                     do {
-                        _ = try first.initialise(passphrase: passphrase, shares: 3, threshold: 2)
-                        outcome = "init absorbed it"
-                        try first.seal()
+                        try make(vault)
+                        outcome = "absorbed"
                     } catch {
-                        #expect(
-                            !FileManager.default.fileExists(atPath: vault.key),
-                            "after \(what) refused the init (\(error.code.rawValue)), a wrapped root key was left behind"
-                        )
-                        #expect(first.isSealed, "after \(what) the init was refused but the vault is unsealed")
-                        // A store that lost commits of its index stops the daemon, and systemd starts another.
-                        if first.indexLost {
-                            first = keeper(vault)
-                            outcome += ", the daemon restarted"
-                        }
+                        refused(vault, what, error)
                     }
-                    // The disk takes writes again (the failure was once): the operator runs init again, or,
-                    // when the first one was absorbed, unseals.
-                    let marker = "init-\(report.count)"
+                    // The disk takes writes again (the failure was once).
+                    let marker = "made-\(report.count)"
                     var injected: [String]? = nil
                     do {
-                        // Each store is let go of before the cut (its files close when it goes).
-                        let put = try Self.makeAndPut(first, passphrase: passphrase, marker: marker)
+                        let put = try again(vault, marker)
                         try fs.cut()
                         injected = fs.injected
-                        // The power cut: what the second init and the put made durable opens with the passphrase.
                         try fs.mount()
-                        let content = try Self.unsealAndGet(keeper(vault), passphrase: passphrase, put)
+                        let content = try reopen(vault, put)
                         #expect(content.contains(marker), "after \(what) the put did not read back: \(content)")
                     } catch {
                         Issue.record("after \(what) (\(outcome)), the vault could not be made and reopened: \(error)")
-                        _ = try? first.seal()
                     }
                     try fs.cut()
                     let reached = !(injected ?? fs.injected).isEmpty
@@ -91,28 +139,13 @@ extension FailingDiskTests {
                 }
             }
         }
-        print("failing disks at init: \(report.count) failures at \(sites.count) sites")
+        print("failing disks while a vault is made: \(report.count) failures at \(sites.count) sites")
         for line in report { print("  " + line) }
     }
 
-    /// Inits the vault on `keeper` (unseals it, when an init went through), puts a note marked `marker` in a
-    /// new case, and seals it again.
-    static func makeAndPut(_ keeper: VaultKeeper<RecordStore>, passphrase: [UInt8], marker: String) throws -> RecordID {
-        let store =
-            keeper.isInitialised
-            ? try keeper.unseal(passphrase: passphrase)
-            : try keeper.initialise(passphrase: passphrase, shares: 3, threshold: 2).0
+    /// Puts a note marked `marker` in a new case.
+    static func putNote(_ store: RecordStore, marker: String) throws -> RecordID {
         let caseID = try store.sealed.openCase(header: Lifecycle.header, mediators: [], author: nil).id
-        let put = try Samples.note(store, caseID, marker: marker).get()
-        try keeper.seal()
-        return put
-    }
-
-    /// Unseals the vault on `keeper`, reads `id`'s content as text, and seals it again.
-    static func unsealAndGet(_ keeper: VaultKeeper<RecordStore>, passphrase: [UInt8], _ id: RecordID) throws -> String {
-        let store = try keeper.unseal(passphrase: passphrase)
-        let content = String(decoding: try store.sealed.get(id).content, as: UTF8.self)
-        try keeper.seal()
-        return content
+        return try Samples.note(store, caseID, marker: marker).get()
     }
 }

@@ -60,11 +60,17 @@ package enum RootKeyFile {
     }
 
     /// Writes a new key through a temporary file, flushed and renamed into place, so a crash never
-    /// leaves a short key file.
+    /// leaves a short key file. A write that fails is undone: a key whose name was not made durable would
+    /// serve until a power cut took it, with the vault bound to it by then.
     private static func create(path: String) throws(CaseVaultError) {
         var key = Random.bytes(count: Self.byteCount)
         defer { Memory.zero(&key) }
-        try Self.writeNew(path: path, bytes: key)
+        do {
+            try Self.writeNew(path: path, bytes: key)
+        } catch {
+            Self.remove(path: path)
+            throw error
+        }
     }
 
     /// Writes `bytes` (0600) to `path` through a temporary file, flushed and renamed into place.
