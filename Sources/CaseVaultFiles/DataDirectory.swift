@@ -24,21 +24,23 @@ package struct DataDirectory: Sendable {
                     try Self.makeDirectory(parent, createParents: true)
                 }
             }
-            guard mkdir(path, 0o700) == 0 || errno == EEXIST else { throw POSIXFailure.error("mkdir", path: path) }
+            let made = mkdir(path, 0o700) == 0
+            guard made || errno == EEXIST else { throw POSIXFailure.error("mkdir", path: path) }
             guard lstat(path, &info) == 0 else { throw POSIXFailure.error("stat", path: path) }
             // The new directory itself is flushed (on ext4 without a journal its block and inode are written
             // only by its own flush: a power cut could leave its name pointing at a directory that does not
             // read back), then its name, which is durable only once its parent is flushed: without this, a
             // power cut after a first start can take the whole data directory (or the key's) with it,
             // whatever was flushed inside (found by the power-cut test).
-            // A flush that fails removes the directory again (it is new and empty), so that the next call makes
-            // and flushes it rather than finding it and flushing nothing (found by the failing-disk test of init).
+            // A flush that fails removes the directory again when this call made it (new and empty), so that
+            // the next call makes and flushes it rather than finding it and flushing nothing (found by the
+            // failing-disk test of init).
             do {
                 try Self.flushDirectory(path)
                 let parent = Self.parent(of: path)
                 try Self.flushDirectory(parent.isEmpty ? (path.hasPrefix("/") ? "/" : ".") : parent)
             } catch {
-                rmdir(path)
+                if made { rmdir(path) }
                 throw error
             }
         }

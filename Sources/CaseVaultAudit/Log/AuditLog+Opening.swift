@@ -38,12 +38,13 @@ extension AuditLog {
             } else {
                 guard rename(prepared, path) == 0 else { throw POSIXFailure.error("rename", path: prepared) }
             }
-            try DataDirectory.flushDirectory(directory)
         }
         if !DataDirectory.exists(path) {
             _ = try PosixFile(path: path, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
-            try DataDirectory.flushDirectory(directory)
         }
+        // At every open, not only when the names changed here: a flush of them that failed is not left for
+        // ever, with the entries written into `log` under a name a power cut would take.
+        try DataDirectory.flushDirectory(directory)
         try DataDirectory.checkPrivateFile(path)
         let file = try PosixFile(path: path, flags: O_RDWR)
         let size = try file.size()

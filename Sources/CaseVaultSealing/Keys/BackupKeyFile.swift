@@ -62,9 +62,10 @@ package struct BackupKeyFile: Sendable {
     package func add(id: [UInt8], createdAt: Int64, key: BackupKey, sealing: SealingServices) throws(CaseVaultError) {
         let directory = DataDirectory.parent(of: self.path)
         if !directory.isEmpty { try DataDirectory.makeDirectory(directory, createParents: true) }
-        let existed = DataDirectory.exists(self.path)
         let file = try PosixFile(path: self.path, flags: O_RDWR | O_CREAT, mode: 0o600)
-        if !existed { try DataDirectory.flushDirectory(directory.isEmpty ? "." : directory) }
+        // At every add, not only when the file was made here: a flush of its name that failed is not left for
+        // ever, with a backup's key written under a name a power cut would take.
+        try DataDirectory.flushDirectory(directory.isEmpty ? "." : directory)
         try DataDirectory.checkPrivateFile(self.path)
         // Another backup (a thread here, or `casevaultctl`) may be choosing a slot at the same time: the
         // file is read and written under an exclusive lock, so that no two keys take the same slot.

@@ -61,7 +61,13 @@ package final class EpochKeyFile: Sendable {
         if !DataDirectory.exists(path) {
             var free: [UInt8] = []
             for _ in 0..<Self.slotCount { free += Self.scrubbed() }
-            try RootKeyFile.writeNew(path: path, bytes: free)
+            do {
+                try RootKeyFile.writeNew(path: path, bytes: free)
+            } catch {
+                // Not left in place with its name perhaps not durable, for epoch keys to be kept in.
+                RootKeyFile.remove(path: path)
+                throw error
+            }
         }
         try DataDirectory.checkPrivateFile(path)
         let file = try PosixFile(path: path, flags: O_RDWR)

@@ -164,12 +164,17 @@ package final class VaultKeeper<Storage: ServedStorage>: Sendable {
             encoded = shares > 0 ? try root.recoveryShares(count: shares, threshold: threshold) : []
             store = try self.opener(root)
         } catch {
-            // All or nothing, since the shares are given out only by an init that succeeds: after a data
-            // directory made under another key, or any failure to write the key or open the store (the store
-            // binds a new directory to the key last), no wrapped key is left behind, and the vault stays
-            // uninitialised for the next init.
-            if error.code != .alreadyInitialised { RootKeyFile.remove(path: path) }
-            if Index.Loss.isLoss(error) { self.state.withLock { $0.closedLost = true } }
+            // All or nothing where it can be, since the shares are given out only by an init that succeeds:
+            // after a data directory made under another key, or a failure to write the key or open the store
+            // (which binds a new directory to its key last), no wrapped key is left behind, and the vault
+            // stays uninitialised for the next init. But an index that lost commits may have bound the
+            // directory to this key before the disk refused: the next start can read that commit back from
+            // the WAL, and a directory bound to a key nobody holds would refuse every init. So its key is
+            // kept: after the restart the vault opens with the passphrase, and this init's shares were not
+            // given out (docs/OPERATIONS.md).
+            let lost = Index.Loss.isLoss(error)
+            if error.code != .alreadyInitialised, !lost { RootKeyFile.remove(path: path) }
+            if lost { self.state.withLock { $0.closedLost = true } }
             throw error
         }
         try self.admitted(store)
