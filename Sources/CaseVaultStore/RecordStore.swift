@@ -143,9 +143,23 @@ package final class RecordStore: ServedStorage {
         if !bound {
             // Last, once all else of the first open has succeeded: an open that failed before (a new vault's
             // init on a failing disk) leaves the directory bound to no key, for the next init's.
-            try index.write { db in try Index.setRootKeyCheck(db, sealing.rootKeyCheck) }
+            do {
+                try index.write { db in try Index.setRootKeyCheck(db, sealing.rootKeyCheck) }
+            } catch {
+                var uncertain = error
+                uncertain.cause = BindingUncertain(underlying: error.cause)
+                throw uncertain
+            }
         }
         return store
+    }
+
+    /// The cause an error of a new directory's binding to its key carries (the last step of its first open):
+    /// the commit may have reached the disk, or be read back from the WAL at the next open, so the key is
+    /// to be kept (`VaultKeeper.initialise`).
+    package struct BindingUncertain: Error, Sendable {
+        /// The binding's own error's cause.
+        package let underlying: (any Error & Sendable)?
     }
 
     /// Compares the root key's check value with the one the directory is bound to, if any: false when it is

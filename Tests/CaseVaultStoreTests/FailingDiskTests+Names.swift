@@ -29,11 +29,11 @@ extension FailingDiskTests {
             // A sealed daemon's log: its entries are unsigned until an unseal attaches it to the store, and
             // no checkpoint flushes the folder meanwhile.
             let (log, _) = try AuditLog.open(directory: directory, clock: { 1_700_000_000_000 })
+            defer { log.close() }
             for number in UInt64(1)...5 {
                 try await log.awaitDurable(try await log.append(AuditLogTests.request(number)))
                 acknowledged.append(number)
             }
-            log.close()
         }
         try fs.cut()
         #expect(fs.injected.count == 1, "the failure was not injected: \(fs.injected)")

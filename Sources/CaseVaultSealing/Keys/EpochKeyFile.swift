@@ -61,13 +61,8 @@ package final class EpochKeyFile: Sendable {
         if !DataDirectory.exists(path) {
             var free: [UInt8] = []
             for _ in 0..<Self.slotCount { free += Self.scrubbed() }
-            do {
-                try RootKeyFile.writeNew(path: path, bytes: free)
-            } catch {
-                // Not left in place with its name perhaps not durable, for epoch keys to be kept in.
-                RootKeyFile.remove(path: path)
-                throw error
-            }
+            // Not left in place with its name perhaps not durable, for epoch keys to be kept in.
+            try RootKeyFile.writeNew(path: path, bytes: free, removeIfNotDurable: true)
         }
         try DataDirectory.checkPrivateFile(path)
         let file = try PosixFile(path: path, flags: O_RDWR)

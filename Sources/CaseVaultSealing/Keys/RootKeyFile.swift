@@ -60,21 +60,21 @@ package enum RootKeyFile {
     }
 
     /// Writes a new key through a temporary file, flushed and renamed into place, so a crash never
-    /// leaves a short key file. A write that fails is undone: a key whose name was not made durable would
-    /// serve until a power cut took it, with the vault bound to it by then.
+    /// leaves a short key file; and none whose name was not made durable, which would serve until a power
+    /// cut took it, with the vault bound to it by then.
     private static func create(path: String) throws(CaseVaultError) {
         var key = Random.bytes(count: Self.byteCount)
         defer { Memory.zero(&key) }
-        do {
-            try Self.writeNew(path: path, bytes: key)
-        } catch {
-            Self.remove(path: path)
-            throw error
-        }
+        try Self.writeNew(path: path, bytes: key, removeIfNotDurable: true)
     }
 
-    /// Writes `bytes` (0600) to `path` through a temporary file, flushed and renamed into place.
-    package static func writeNew(path: String, bytes: [UInt8]) throws(CaseVaultError) {
+    /// Writes `bytes` (0600) to `path` through a temporary file, flushed and renamed into place. With
+    /// `removeIfNotDurable`, for a new file that nothing may find unless it is durable (a key), a failed flush
+    /// of its name after the rename removes it again (`remove`); else the file stays, its name perhaps not
+    /// durable.
+    package static func writeNew(path: String, bytes: [UInt8], removeIfNotDurable: Bool = false)
+        throws(CaseVaultError)
+    {
         let directory = DataDirectory.parent(of: path)
         if !directory.isEmpty {
             try DataDirectory.makeDirectory(directory, createParents: true)
@@ -87,12 +87,17 @@ package enum RootKeyFile {
             try handle.flush()
         }
         guard rename(temporary, path) == 0 else { throw POSIXFailure.error("rename", path: path) }
-        try DataDirectory.flushDirectory(directory.isEmpty ? "." : directory)
+        do {
+            try DataDirectory.flushDirectory(directory.isEmpty ? "." : directory)
+        } catch {
+            if removeIfNotDurable { Self.remove(path: path) }
+            throw error
+        }
     }
 
     /// Removes what `writeNew` wrote at `path`, whole or in part, the removal flushed where the disk allows
     /// it: for a write whose purpose failed after it (a wrapped root key whose init failed, which a power cut
-    /// must not bring back).
+    /// must not bring back), or whose name's flush failed.
     package static func remove(path: String) {
         unlink(path)
         unlink(path + Self.temporarySuffix)

@@ -44,7 +44,7 @@ public enum WrappedRootKey {
         let header = Self.magic + limits.operations.bigEndianBytes + UInt64(limits.memoryBytes).bigEndianBytes + salt
         let wrapping = try Self.derive(passphrase: passphrase, salt: salt, limits: limits)
         let sealed = root.secret.withUnsafeBytes { key in AEAD.seal(key, key: wrapping, associatedData: header) }
-        try RootKeyFile.writeNew(path: path, bytes: header + sealed)
+        try RootKeyFile.writeNew(path: path, bytes: header + sealed, removeIfNotDurable: true)
         return root
     }
 

@@ -157,24 +157,23 @@ package final class VaultKeeper<Storage: ServedStorage>: Sendable {
         guard self.isSealed else {
             throw CaseVaultError(.alreadyInitialised, "the vault is already initialised and unsealed")
         }
+        // Leaves no key behind when it fails.
+        let root = try WrappedRootKey.create(path: path, passphrase: passphrase, limits: limits)
         let encoded: [SecureBytes]
         let store: Storage
         do {
-            let root = try WrappedRootKey.create(path: path, passphrase: passphrase, limits: limits)
             encoded = shares > 0 ? try root.recoveryShares(count: shares, threshold: threshold) : []
             store = try self.opener(root)
         } catch {
             // All or nothing where it can be, since the shares are given out only by an init that succeeds:
-            // after a data directory made under another key, or a failure to write the key or open the store
-            // (which binds a new directory to its key last), no wrapped key is left behind, and the vault
-            // stays uninitialised for the next init. But an index that lost commits may have bound the
-            // directory to this key before the disk refused: the next start can read that commit back from
-            // the WAL, and a directory bound to a key nobody holds would refuse every init. So its key is
-            // kept: after the restart the vault opens with the passphrase, and this init's shares were not
+            // after a data directory made under another key, or a failure to open the store (which binds a
+            // new directory to its key last), the key is removed, and the vault stays uninitialised for the
+            // next init. But a failed binding may have reached the disk, or be read back from the index's WAL
+            // at the next start, and a directory bound to a key nobody holds would refuse every init: so
+            // that key is kept. The vault then opens with the passphrase, and this init's shares were never
             // given out (docs/OPERATIONS.md).
-            let lost = Index.Loss.isLoss(error)
-            if error.code != .alreadyInitialised, !lost { RootKeyFile.remove(path: path) }
-            if lost { self.state.withLock { $0.closedLost = true } }
+            if !(error.cause is RecordStore.BindingUncertain) { RootKeyFile.remove(path: path) }
+            if Index.Loss.isLoss(error) { self.state.withLock { $0.closedLost = true } }
             throw error
         }
         try self.admitted(store)
