@@ -72,11 +72,10 @@ extension FailingDiskTests {
         try fs.cut()
         #expect(fs.injected.count == 1, "the failure was not injected: \(fs.injected)")
         try fs.mount()
-        let bytes = FileManager.default.contents(atPath: keys.path).map { [UInt8]($0) } ?? []
-        let ids = stride(from: 0, to: bytes.count - 127, by: 128).filter {
-            Array(bytes[$0..<($0 + 4)]) == Array("CVBK".utf8)
-        }.map { Array(bytes[($0 + 4)..<($0 + 20)]) }
-        #expect(ids.contains(kept), "the acknowledged backup's key was lost at the power cut (\(bytes.count) bytes)")
+        let entries = try keys.entries()
+        #expect(
+            entries.contains { $0.id == kept },
+            "the acknowledged backup's key was lost at the power cut (\(entries.count) keys in the file)")
         try fs.cut()
     }
 }

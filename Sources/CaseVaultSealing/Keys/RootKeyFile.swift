@@ -10,8 +10,6 @@ internal import Glibc
 /// created on first use) and the `systemd-credential` source.
 package enum RootKeyFile {
     package static let byteCount = 32
-    /// `writeNew`'s temporary file is the path with this suffix.
-    static let temporarySuffix = ".new"
 
     /// Reads the root key, creating the file first if it does not exist.
     package static func loadOrCreate(path: String, dataDirectory: String) throws(CaseVaultError) -> RootKey {
@@ -79,7 +77,7 @@ package enum RootKeyFile {
         if !directory.isEmpty {
             try DataDirectory.makeDirectory(directory, createParents: true)
         }
-        let temporary = path + Self.temporarySuffix
+        let temporary = path + ".new"
         unlink(temporary)
         do {
             let handle = try PosixFile(path: temporary, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
@@ -95,12 +93,11 @@ package enum RootKeyFile {
         }
     }
 
-    /// Removes what `writeNew` wrote at `path`, whole or in part, the removal flushed where the disk allows
+    /// Removes the file `writeNew` renamed into place at `path`, the removal flushed where the disk allows
     /// it: for a write whose purpose failed after it (a wrapped root key whose init failed, which a power cut
     /// must not bring back), or whose name's flush failed.
     package static func remove(path: String) {
         unlink(path)
-        unlink(path + Self.temporarySuffix)
         let directory = DataDirectory.parent(of: path)
         try? DataDirectory.flushDirectory(directory.isEmpty ? "." : directory)
     }
